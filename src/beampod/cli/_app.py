@@ -1,0 +1,66 @@
+"""The ``beampod`` command: argument parsing, dispatch, and the error edge.
+
+Inside beampod errors are typed (``beampod.errors``); here they become one readable
+line on stderr and an exit code. Only with ``--debug`` does a traceback appear.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from beampod.errors import BeampodError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from beampod.cli import _data_cmds, _pod_cmds, _session_cmds
+
+    parser = argparse.ArgumentParser(
+        prog="beampod",
+        description="A whole Bluesky instrument pod: IOCs, bus, store, queue server, session.",
+    )
+    parser.add_argument("--home", help="pod home (default: $BEAMPOD_HOME or ~/.beampod/default)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _pod_cmds.register(sub)
+    _session_cmds.register(sub)
+    _data_cmds.register(sub)
+    _register_optional(sub)
+    return parser
+
+
+def _register_optional(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Command groups that live with their component (queue, agent) once present."""
+    import importlib
+
+    for module in ("beampod.cli._queue_cmds", "beampod.cli._agent_cmds"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.register(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except BeampodError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"beampod: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("beampod: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the edge of the program: never a raw traceback for users
+        if args.debug:
+            traceback.print_exc()
+        print(f"beampod: internal error: {type(exc).__name__}: {exc} "
+              f"(re-run with --debug for the traceback, and please report it)", file=sys.stderr)
+        return 1

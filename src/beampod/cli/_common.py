@@ -1,0 +1,41 @@
+"""Small helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from beampod.config import LoadedPod, PodHome, load_pod
+
+
+def home_of(args: argparse.Namespace) -> PodHome:
+    return PodHome.resolve(args.home)
+
+
+def pod_of(args: argparse.Namespace) -> LoadedPod:
+    return load_pod(home_of(args))
+
+
+def progress(msg: str) -> None:
+    print(f"  {time.strftime('%H:%M:%S')}  {msg}", flush=True)
+
+
+def eprint(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def human_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)

@@ -1,0 +1,161 @@
+"""Pod lifecycle: init, up, down, status, logs, config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import yaml
+
+from beampod.cli._common import home_of, human_duration, progress, table
+from beampod.config import init_pod, json_schema, load_config, load_pod
+from beampod.errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("init", help="write a commented config and generated secrets")
+    p.add_argument("--home", dest="init_home", metavar="DIR", help="pod home to initialise")
+    p.add_argument("--free-ports", action="store_true",
+                   help="pick free ports instead of the standard ones (CI, several pods)")
+    p.add_argument("--force", action="store_true", help="overwrite config and secrets")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("up", help="start every service of the pod")
+    p.add_argument("-d", "--detach", action="store_true",
+                   help="run in the background; return once every service is ready")
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("down", help="stop the pod (graceful, then kill)")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("status", help="show services: state, pid, address, health")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("logs", help="show a service's log (the supervisor's by default)")
+    p.add_argument("service", nargs="?", default="supervisor")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-n", "--lines", type=int, default=50)
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("config", help="show, check or describe the configuration")
+    csub = p.add_subparsers(dest="config_cmd", required=True, metavar="ACTION")
+    csub.add_parser("show", help="the effective configuration, defaults filled in"
+                    ).set_defaults(func=cmd_config_show)
+    csub.add_parser("schema", help="the JSON schema of the config file"
+                    ).set_defaults(func=cmd_config_schema)
+    csub.add_parser("check", help="validate config and secrets"
+                    ).set_defaults(func=cmd_config_check)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from beampod.config import PodHome
+
+    home = PodHome.resolve(args.init_home or args.home)
+    wrote = init_pod(home, free_ports=args.free_ports, force=args.force)
+    if wrote:
+        print(f"initialised pod home {home.root}")
+        print(f"  config:  {home.config_file}")
+        print(f"  secrets: {home.secrets_file} (mode 0600)")
+    else:
+        print(f"pod home {home.root} is already initialised (use --force to start over)")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from beampod.services import run_supervisor, start_detached
+
+    home = home_of(args)
+    if not home.is_initialised():
+        init_pod(home)
+        print(f"initialised pod home {home.root}")
+    load_pod(home)  # a bad config fails here, before anything starts
+    started = time.monotonic()
+    if args.detach:
+        print(f"starting pod from {home.root} ...", flush=True)
+        state = start_detached(home, progress, timeout=args.timeout)
+        print(f"pod ready: {len(state.services)} services in {time.monotonic() - started:.1f} s"
+              "  (`beampod status`, `beampod shell`, `beampod down`)")
+        return 0
+    print(f"starting pod from {home.root} (Ctrl-C stops it) ...", flush=True)
+    return run_supervisor(home, progress)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from beampod.services import stop_pod
+
+    home = home_of(args)
+    if stop_pod(home, progress, timeout=args.timeout):
+        print("pod stopped")
+    else:
+        print(f"no pod is running from {home.root}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from beampod.services import pod_status
+
+    state = pod_status(home_of(args))
+    now = time.time()
+    if args.json:
+        out = state.to_json()
+        for svc in out["services"].values():
+            svc["uptime_s"] = round(now - svc["ready_at"], 1) if svc.get("ready_at") and \
+                svc["state"] == "ready" else None
+        print(json.dumps(out, indent=2))
+        return 0
+    rows = []
+    for svc in state.services.values():
+        uptime = human_duration(now - svc.ready_at) if svc.ready_at and svc.state == "ready" else "-"
+        health = svc.health or svc.message or "-"
+        rows.append([svc.name, svc.state, str(svc.pid or "-"), svc.address or "-", health[:60],
+                     str(svc.restarts), uptime])
+    print(f"pod {state.phase}  (supervisor pid {state.supervisor_pid})")
+    print(table(rows, ["service", "state", "pid", "address", "health", "restarts", "uptime"]))
+    return 0 if all(s.state == "ready" for s in state.services.values()) else 1
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    home = home_of(args)
+    path = home.log_file(args.service)
+    if not path.exists():
+        known = sorted(p.stem for p in home.logs_dir.glob("*.log"))
+        raise UsageError(f"no log for service {args.service!r}; known: {', '.join(known) or 'none'}")
+    from beampod.services._process import tail
+
+    text = tail(path, args.lines)
+    if text:
+        print(text)
+    if not args.follow:
+        return 0
+    with path.open("rb") as fh:
+        fh.seek(0, 2)
+        while True:  # followed until Ctrl-C, like `tail -f`
+            chunk = fh.read()
+            if chunk:
+                print(chunk.decode(errors="replace"), end="", flush=True)
+            else:
+                time.sleep(0.2)
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    config = load_config(home_of(args).config_file)
+    print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
+    return 0
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    home = home_of(args)
+    pod = load_pod(home)
+    names = ", ".join(pod.config.instruments)
+    print(f"config OK: {home.config_file} (instruments: {names}; bus: "
+          f"{pod.config.bus.transport}; store: {pod.config.store.backend})")
+    return 0

@@ -1,0 +1,50 @@
+"""The interactive session and one-shot plans: shell, run, new instrument."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from beampod.cli._common import pod_of
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("shell", help="IPython session with RE, db, devices and plans (bsui)")
+    p.add_argument("-c", dest="code", help="run CODE non-interactively and exit")
+    p.set_defaults(func=cmd_shell)
+
+    p = sub.add_parser("run", help="run one plan expression headless, print the run uid(s)")
+    p.add_argument("expression", help='e.g. "scan([pinhole], motor_ph, -10, 10, 25)"')
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("new", help="scaffold new things")
+    nsub = p.add_subparsers(dest="new_what", required=True, metavar="WHAT")
+    q = nsub.add_parser("instrument", help="an instrument package (devices, plans, a test)")
+    q.add_argument("name")
+    q.add_argument("dir", nargs="?", default=".")
+    q.set_defaults(func=cmd_new_instrument)
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    from beampod.session import run_shell
+
+    return run_shell(pod_of(args), args.code)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from beampod.session import run_plan_expression
+
+    for uid in run_plan_expression(pod_of(args), args.expression):
+        print(uid)
+    return 0
+
+
+def cmd_new_instrument(args: argparse.Namespace) -> int:
+    from beampod.instrument import scaffold
+
+    path = scaffold(args.name, Path(args.dir))
+    print(f"created instrument package {args.name} in {path}")
+    print(f"  install it:  pip install -e {path}")
+    print(f"  test it:     pytest {path}")
+    print(f"  use it:      set `package: {args.name}` under instruments in the pod config")
+    return 0

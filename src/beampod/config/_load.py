@@ -1,0 +1,65 @@
+"""Read, validate and explain a pod configuration file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from beampod.config._model import PodConfig
+from beampod.errors import ConfigError
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    """One line per problem: the dotted key, what is wrong, and the value given."""
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]).replace(".[key]", " (name)") or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        ctx = err.get("ctx") or {}
+        if err["type"] == "union_tag_invalid":
+            problems.append(f"{loc}.{ctx.get('discriminator', '').strip(chr(39))}: must be one "
+                            f"of {ctx.get('expected_tags')} (got {ctx.get('tag')!r})")
+        elif err["type"] == "extra_forbidden":
+            problems.append(f"{loc}: unknown key (typo?)")
+        elif err["type"] == "missing":
+            problems.append(f"{loc}: required key is missing")
+        else:
+            given = err.get("input")
+            shown = json.dumps(given, default=str) if not isinstance(given, dict) else "{...}"
+            if len(shown) > 60:
+                shown = shown[:57] + "..."
+            problems.append(f"{loc}: {msg} (got {shown})")
+    return problems
+
+
+def parse_config(data: Any, source: object = "<config>") -> PodConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["the file must contain a mapping of keys (it is empty or a list)"])
+    try:
+        return PodConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, format_validation_error(exc)) from None
+
+
+def load_config(path: Path) -> PodConfig:
+    if not path.exists():
+        raise ConfigError(path, ["file not found: run `beampod init` first"])
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(path, [f"{where}not valid YAML ({problem})"]) from None
+    return parse_config(data, path)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = PodConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "beampod pod configuration"
+    return schema

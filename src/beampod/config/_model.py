@@ -1,0 +1,260 @@
+"""The one typed configuration tree of a pod.
+
+Everything the user can set lives here, validated by pydantic with ``extra="forbid"``
+so a typo is an error, not a silently ignored key. Secrets are not in this file: they
+live in ``secrets.yaml`` (mode 0600), see ``_secrets.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+_IMPORT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError(
+            "must be lower case letters, digits and '_', starting with a letter, at most 32 "
+            "characters (it becomes a bus subject, a Tiled container and a user name)"
+        )
+    return value
+
+
+def _check_import_path(value: str) -> str:
+    if not _IMPORT_RE.match(value):
+        raise ValueError("must be a dotted Python import path such as 'beampod.demo'")
+    return value
+
+
+InstrumentName = Annotated[str, AfterValidator(_check_name)]
+ImportPath = Annotated[str, AfterValidator(_check_import_path)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PodSettings(Strict):
+    name: InstrumentName = "default"
+    bind: str = Field(
+        "127.0.0.1",
+        description="Address every service listens on. Keep loopback unless the pod must be "
+        "reached from other machines (then every service still requires credentials).",
+    )
+    allow_loopback_unauthenticated: bool = Field(
+        False,
+        description="Let requests from 127.0.0.1 reach the queue HTTP API without an API key. "
+        "The demo pod turns this on so the seed's `http POST localhost:60607/...` works verbatim.",
+    )
+
+
+class StreamSettings(Strict):
+    """JetStream stream per instrument: ``<instrument>.bluesky.runengine.documents``."""
+
+    max_age_days: Annotated[float, Field(gt=0)] = 30.0
+    max_bytes_gb: Annotated[float, Field(gt=0)] = 20.0
+    duplicate_window_s: Annotated[float, Field(gt=0)] = 600.0
+    replicas: Annotated[int, Field(ge=1, le=5)] = 1
+
+
+class NatsBus(Strict):
+    transport: Literal["nats"] = "nats"
+    port: Port = 4222
+    monitor_port: Port = 8222
+    max_payload_mb: Annotated[int, Field(ge=1, le=64)] = 8
+    stream: StreamSettings = StreamSettings()
+    external_urls: list[str] = Field(
+        default_factory=list,
+        description="Use an external NATS cluster instead of starting one (nats://host:port ...).",
+    )
+
+
+class ZmqBus(Strict):
+    """bluesky's own 0MQ Publisher/proxy/RemoteDispatcher. Can drop documents."""
+
+    transport: Literal["zmq"]
+    in_port: Port = 5577
+    out_port: Port = 5578
+
+
+class KafkaBus(Strict):
+    transport: Literal["kafka"]
+    bootstrap_servers: str = Field(..., min_length=1)
+
+
+BusSettings = Annotated[NatsBus | ZmqBus | KafkaBus, Field(discriminator="transport")]
+
+
+class SqliteStore(Strict):
+    backend: Literal["sqlite"] = "sqlite"
+
+
+class PostgresStore(Strict):
+    """PostgreSQL catalog: embedded (pgserver) when ``uri`` is empty, else external."""
+
+    backend: Literal["postgres"]
+    port: Port = 5433
+    uri_env: str | None = Field(
+        None,
+        description="Name of an environment variable holding an external postgresql:// URI "
+        "(kept out of this file because it carries a password).",
+    )
+
+
+StoreSettings = Annotated[SqliteStore | PostgresStore, Field(discriminator="backend")]
+
+
+class TiledSettings(Strict):
+    port: Port = 8000
+
+
+class RedisSettings(Strict):
+    port: Port = 6379
+
+
+class ChannelAccessSettings(Strict):
+    port_base: Port = Field(
+        5064,
+        description="UDP search port of the first IOC; each further IOC takes the next port. "
+        "Clients get an EPICS_CA_ADDR_LIST naming exactly these, so pods never see each other.",
+    )
+
+
+IocFamily = Literal["mini_beamline", "random_walk", "simple", "thermo_sim"]
+
+
+class IocSettings(Strict):
+    family: IocFamily
+    prefix: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_:.\-]+$")]
+    port: Port | None = Field(None, description="UDP/TCP port; default: assigned from port_base")
+
+
+class WriterSettings(Strict):
+    max_batch: Annotated[int, Field(ge=1)] = 5000
+    max_wait_ms: Annotated[int, Field(ge=1)] = 50
+    max_attempts: Annotated[int, Field(ge=1)] = 5
+
+
+class InstrumentSettings(Strict):
+    package: ImportPath = Field(
+        ..., description="Import path of the instrument package (devices, plans)."
+    )
+    iocs: list[IocSettings] = Field(default_factory=list)
+    writer: WriterSettings = WriterSettings()
+
+
+class QueueSettings(Strict):
+    enabled: bool = True
+    http_port: Port = 60607
+    control_port: Port = 60615
+    info_port: Port = 60625
+    user_groups: dict[str, list[str]] = Field(
+        default_factory=lambda: {"primary": [".*"]},
+        description="User group -> regexes of allowed plan names.",
+    )
+
+
+class AgentSettings(Strict):
+    enabled: bool = True
+    agent: str = Field(
+        "beampod.adaptive.agents:StepRecommender",
+        description="Import path of the agent class the `agent` service runs.",
+    )
+    args: dict[str, object] = Field(default_factory=lambda: {"step": 1.5, "max_count": 15})
+
+
+class PodConfig(Strict):
+    version: Literal[1] = 1
+    pod: PodSettings = PodSettings()
+    instruments: dict[InstrumentName, InstrumentSettings] = Field(..., min_length=1)
+    default_instrument: str | None = None
+    bus: BusSettings = NatsBus()
+    store: StoreSettings = SqliteStore()
+    tiled: TiledSettings = TiledSettings()
+    redis: RedisSettings = RedisSettings()
+    channel_access: ChannelAccessSettings = ChannelAccessSettings()
+    queue: QueueSettings = QueueSettings()
+    agent: AgentSettings = AgentSettings()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> PodConfig:
+        problems: list[str] = []
+        if self.default_instrument is not None and self.default_instrument not in self.instruments:
+            problems.append(
+                f"default_instrument {self.default_instrument!r} is not one of the instruments "
+                f"({', '.join(self.instruments)})"
+            )
+        prefixes: dict[str, str] = {}
+        for name, inst in self.instruments.items():
+            for ioc in inst.iocs:
+                if ioc.prefix in prefixes:
+                    problems.append(
+                        f"IOC prefix {ioc.prefix!r} is used by both {prefixes[ioc.prefix]} and {name}"
+                    )
+                prefixes[ioc.prefix] = name
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # -- derived values (no state: computed from the tree) -------------------------
+
+    @property
+    def instrument_name(self) -> str:
+        """The instrument a command acts on when none is named."""
+        return self.default_instrument or next(iter(self.instruments))
+
+    def instrument(self, name: str | None = None) -> InstrumentSettings:
+        from beampod.errors import UsageError
+
+        key = name or self.instrument_name
+        try:
+            return self.instruments[key]
+        except KeyError:
+            raise UsageError(
+                f"no instrument {key!r} in this pod (have: {', '.join(self.instruments)})"
+            ) from None
+
+    def ioc_ports(self) -> dict[str, int]:
+        """Port of every IOC, keyed by service name, explicit ports first then sequential."""
+        used = {i.port for inst in self.instruments.values() for i in inst.iocs if i.port}
+        ports: dict[str, int] = {}
+        nxt = self.channel_access.port_base
+        for inst_name, inst in self.instruments.items():
+            for ioc in inst.iocs:
+                if ioc.port:
+                    port = ioc.port
+                else:
+                    while nxt in used:
+                        nxt += 1
+                    port, nxt = nxt, nxt + 1
+                    used.add(port)
+                ports[ioc_service_name(inst_name, ioc)] = port
+        return ports
+
+
+def ioc_service_name(instrument: str, ioc: IocSettings) -> str:
+    """Service name of an IOC: ``ioc-<instrument>-<prefix without separators>``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", ioc.prefix.lower()).strip("-")
+    return f"ioc-{instrument}-{slug}"
+
+
+def documents_subject(instrument: str) -> str:
+    """Bus subject / Kafka topic of an instrument's documents (NSLS-II's topic name)."""
+    return f"{instrument}.bluesky.runengine.documents"
+
+
+def dead_letter_subject(instrument: str) -> str:
+    return f"{instrument}.bluesky.runengine.deadletter"
+
+
+def stream_name(instrument: str) -> str:
+    """JetStream stream names may not contain dots."""
+    return f"{instrument.upper()}_DOCUMENTS"

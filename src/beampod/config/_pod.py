@@ -1,0 +1,97 @@
+"""Initialise and load a pod home: config + secrets, checked together."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from beampod.config import _secrets
+from beampod.config._home import PodHome
+from beampod.config._load import load_config
+from beampod.config._model import PodConfig
+from beampod.config._secrets import Secrets
+from beampod.config._template import DEFAULT_PORTS, render
+
+
+@dataclass(frozen=True)
+class LoadedPod:
+    home: PodHome
+    config: PodConfig
+    secrets: Secrets
+
+
+def _free_ports(n: int) -> list[int]:
+    """Ports the kernel says are free now (held open together so they are distinct)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port_map() -> dict[str, int]:
+    # CA IOCs take consecutive ports from ca_base, so reserve a block well away from
+    # ephemeral ports handed out above.
+    names = [k for k in DEFAULT_PORTS if k != "ca_base"]
+    ports = dict(zip(names, _free_ports(len(names)), strict=True))
+    ports["ca_base"] = _free_ca_block(8)
+    return ports
+
+
+def _free_ca_block(size: int) -> int:
+    import random
+
+    for _ in range(200):
+        base = random.randrange(20000, 30000)
+        if all(_udp_tcp_free(base + i) for i in range(size)):
+            return base
+    raise RuntimeError("no free block of Channel Access ports found")
+
+
+def _udp_tcp_free(port: int) -> bool:
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def init_pod(home: PodHome, *, free_ports: bool = False, force: bool = False) -> bool:
+    """Write config and secrets if absent. Returns True if anything was written.
+
+    Existing files are never overwritten unless ``force``; secrets are extended with
+    credentials for instruments added since.
+    """
+    home.make_dirs()
+    wrote = False
+    if force or not home.config_file.exists():
+        ports = free_port_map() if free_ports else DEFAULT_PORTS
+        home.config_file.write_text(render(ports=ports))
+        wrote = True
+    config = load_config(home.config_file)
+    names = list(config.instruments)
+    if force or not home.secrets_file.exists():
+        _secrets.write(home.secrets_file, _secrets.generate(names))
+        wrote = True
+    else:
+        current = _secrets.read(home.secrets_file)
+        updated, changed = _secrets.ensure_instruments(current, names)
+        if changed:
+            _secrets.write(home.secrets_file, updated)
+            wrote = True
+    return wrote
+
+
+def load_pod(home: PodHome) -> LoadedPod:
+    config: PodConfig = load_config(home.config_file)
+    secrets = _secrets.read(home.secrets_file)
+    for name in config.instruments:
+        secrets.for_instrument(name)
+    return LoadedPod(home=home, config=config, secrets=secrets)

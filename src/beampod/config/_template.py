@@ -1,0 +1,94 @@
+"""The commented config file ``beampod init`` writes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+DEMO_IOCS = (
+    ("mini_beamline", "mini:"),
+    ("random_walk", "random_walk:horiz-"),
+    ("random_walk", "random_walk:vert-"),
+    ("simple", "simple:"),
+    ("thermo_sim", "thermo:"),
+)
+
+DEFAULT_PORTS = {
+    "nats": 4222,
+    "nats_monitor": 8222,
+    "tiled": 8000,
+    "redis": 6379,
+    "ca_base": 5064,
+    "queue_http": 60607,
+    "queue_control": 60615,
+    "queue_info": 60625,
+    "postgres": 5433,
+}
+
+
+def render(instrument: str = "demo", package: str = "beampod.demo",
+           ports: Mapping[str, int] = DEFAULT_PORTS, demo: bool = True) -> str:
+    p = dict(DEFAULT_PORTS) | dict(ports)
+    iocs = "\n".join(
+        f'      - {{family: {fam}, prefix: "{prefix}"}}' for fam, prefix in DEMO_IOCS
+    ) if demo else "      []"
+    return f"""\
+# beampod pod configuration. Validate with `beampod config check`;
+# every key is described by `beampod config schema`.
+version: 1
+
+pod:
+  name: default
+  # Every service listens here. Keep loopback unless other machines must connect.
+  bind: 127.0.0.1
+  # Let requests from 127.0.0.1 use the queue HTTP API without an API key. On for the
+  # demo pod so the seed's `http POST localhost:60607/qs/add_to_queue ...` works verbatim.
+  allow_loopback_unauthenticated: {"true" if demo else "false"}
+
+# One entry per instrument. Names become the bus subject
+# (<name>.bluesky.runengine.documents), the Tiled container and the bus user.
+instruments:
+  {instrument}:
+    # Import path of the instrument package (devices + plans). A facility's own package
+    # plugs in the same way; scaffold one with `beampod new instrument NAME`.
+    package: {package}
+    # Simulated IOCs (caproto) this instrument talks to over Channel Access.
+    iocs:
+{iocs}
+    writer:
+      max_batch: 5000      # events per Tiled write while catching up
+      max_wait_ms: 50      # longest a live event waits before it is written
+
+# Document bus. transport: nats (default, durable) | zmq (can drop documents) | kafka
+bus:
+  transport: nats
+  port: {p["nats"]}
+  monitor_port: {p["nats_monitor"]}
+  stream:
+    max_age_days: 30         # how long documents stay replayable on the bus
+    duplicate_window_s: 600  # a re-sent message id within this window is dropped
+
+# Data store behind Tiled. backend: sqlite (files in the pod home) | postgres
+store:
+  backend: sqlite
+
+tiled:
+  port: {p["tiled"]}
+
+redis:
+  port: {p["redis"]}
+
+channel_access:
+  # UDP search port of the first IOC; the next IOCs take the following ports.
+  port_base: {p["ca_base"]}
+
+queue:
+  enabled: true
+  http_port: {p["queue_http"]}
+  control_port: {p["queue_control"]}
+  info_port: {p["queue_info"]}
+
+agent:
+  enabled: true
+  agent: beampod.adaptive.agents:StepRecommender
+  args: {{step: 1.5, max_count: 15}}
+"""

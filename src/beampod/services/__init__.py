@@ -1,0 +1,49 @@
+"""Services and their supervisor: what runs in a pod, and keeping it running."""
+
+from beampod.services._catalog import pod_services
+from beampod.services._control import (
+    log_path,
+    pod_status,
+    run_supervisor,
+    start_detached,
+    stop_pod,
+    supervisor_pid,
+)
+from beampod.services._probes import (
+    AllProbes,
+    CallableProbe,
+    HttpProbe,
+    LogLineProbe,
+    Probe,
+    TcpProbe,
+    port_is_free,
+)
+from beampod.services._spec import PortClaim, ServiceSpec, python_module
+from beampod.services._state import PodState, ServiceState, read_state
+from beampod.services._supervisor import RestartPolicy, Supervisor, dependency_order
+
+__all__ = [
+    "AllProbes",
+    "CallableProbe",
+    "HttpProbe",
+    "LogLineProbe",
+    "PodState",
+    "PortClaim",
+    "Probe",
+    "RestartPolicy",
+    "ServiceSpec",
+    "ServiceState",
+    "Supervisor",
+    "TcpProbe",
+    "dependency_order",
+    "log_path",
+    "pod_services",
+    "pod_status",
+    "port_is_free",
+    "python_module",
+    "read_state",
+    "run_supervisor",
+    "start_detached",
+    "stop_pod",
+    "supervisor_pid",
+]

@@ -1,0 +1,168 @@
+"""Bring a pod up (foreground or detached), look at it, and take it down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+from beampod.config import PodHome, load_pod
+from beampod.errors import BeampodError, PodAlreadyRunningError, PodNotRunningError
+from beampod.services import _process
+from beampod.services._catalog import pod_services
+from beampod.services._state import PodState, read_state
+from beampod.services._supervisor import RestartPolicy, Supervisor
+
+Progress = Callable[[str], None]
+
+
+@contextlib.contextmanager
+def _supervisor_lock(home: PodHome) -> Iterator[None]:
+    """Held for the supervisor's whole life: two supervisors for one home cannot run."""
+    home.run_dir.mkdir(parents=True, exist_ok=True)
+    fh: IO[str] = (home.run_dir / "supervisor.lock").open("w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise PodAlreadyRunningError(
+            f"a pod is already running from {home.root} (see `beampod status`)") from None
+    try:
+        home.supervisor_pid_file.write_text(str(os.getpid()))
+        yield
+    finally:
+        home.supervisor_pid_file.unlink(missing_ok=True)
+        fh.close()
+
+
+def supervisor_pid(home: PodHome) -> int | None:
+    """Pid of the live supervisor for this home, or None."""
+    lock = home.run_dir / "supervisor.lock"
+    if not lock.exists():
+        return None
+    with lock.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return int(home.supervisor_pid_file.read_text())
+            except (OSError, ValueError):
+                return -1
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return None
+
+
+def run_supervisor(home: PodHome, progress: Progress,
+                   policy: RestartPolicy | None = None) -> int:
+    """Run the pod in this process until SIGINT/SIGTERM. Returns an exit code."""
+    with _supervisor_lock(home):
+        pod = load_pod(home)
+        specs = pod_services(pod)
+        return asyncio.run(_supervise(home, specs, progress, policy))
+
+
+async def _supervise(home: PodHome, specs: list, progress: Progress,
+                     policy: RestartPolicy | None) -> int:
+    sup = Supervisor(specs, home, policy=policy, progress=progress)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, sup.request_stop)
+    started = time.monotonic()
+    try:
+        await sup.start()
+    except BeampodError as exc:
+        progress(f"start-up failed: {exc}")
+        return 1
+    progress(f"pod ready: {len(specs)} services in {time.monotonic() - started:.1f} s")
+    await sup.wait_stopped()
+    progress("pod stopped")
+    return 0
+
+
+def start_detached(home: PodHome, progress: Progress, timeout: float = 180.0) -> PodState:
+    """Start a supervisor in the background; return once every service is ready."""
+    if supervisor_pid(home):
+        raise PodAlreadyRunningError(
+            f"a pod is already running from {home.root} (see `beampod status`)")
+    home.state_file.unlink(missing_ok=True)
+    log = home.log_file("supervisor")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "beampod.services", "--home", str(home.root)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = read_state(home.state_file)
+        if state is not None:
+            for name, svc in state.services.items():
+                if seen.get(name) != svc.state:
+                    seen[name] = svc.state
+                    if svc.state in ("starting", "ready", "failed"):
+                        extra = f" at {svc.address}" if svc.state == "ready" and svc.address else ""
+                        progress(f"{name}: {svc.state}{extra}")
+            if state.phase == "running":
+                return state
+            if state.phase in ("failed", "stopped") and proc.poll() is not None:
+                raise BeampodError(state.message or "pod failed to start")
+        if proc.poll() is not None and (state is None or state.phase not in ("stopping",)):
+            state = read_state(home.state_file)
+            if state is not None and state.message:
+                raise BeampodError(state.message)
+            raise BeampodError("supervisor exited during start-up:\n"
+                               + _process.tail(log, 15))
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(0.1)
+    stop_pod(home, progress)
+    raise BeampodError(f"pod not ready after {timeout:.0f} s; see `beampod logs`")
+
+
+def stop_pod(home: PodHome, progress: Progress, timeout: float = 60.0) -> bool:
+    """Stop the supervisor (which stops its services), then make sure nothing survives.
+    Returns False if no pod was running."""
+    pid = supervisor_pid(home)
+    state = read_state(home.state_file)
+    if pid is None and not _live_children(state):
+        return False
+    if pid and pid > 0:
+        progress(f"stopping pod (supervisor pid {pid})")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _process.pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _process.pid_alive(pid):
+            progress("supervisor did not stop in time; killing it")
+            os.kill(pid, signal.SIGKILL)
+    # Whatever the supervisor could not stop (it was SIGKILLed, say) goes now.
+    for child in _live_children(read_state(home.state_file)):
+        progress(f"killing leftover process {child}")
+        _process.kill_group_and_wait(child)
+    return True
+
+
+def _live_children(state: PodState | None) -> list[int]:
+    if state is None:
+        return []
+    return [s.pid for s in state.services.values() if s.pid and _process.pid_alive(s.pid)]
+
+
+def pod_status(home: PodHome) -> PodState:
+    state = read_state(home.state_file)
+    if state is None or supervisor_pid(home) is None:
+        raise PodNotRunningError(f"no pod is running from {home.root} (start it: `beampod up -d`)")
+    return state
+
+
+def log_path(home: PodHome, service: str) -> Path:
+    return home.log_file(service)

@@ -1,0 +1,136 @@
+"""Readiness probes: each answers "is the service ready yet?" once, quickly.
+
+The supervisor polls a probe until it says yes or the service's deadline passes; a
+probe never sleeps itself, so there is no fixed sleep anywhere in start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+class Probe(Protocol):
+    @property
+    def description(self) -> str: ...
+
+    async def ready(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class TcpProbe:
+    host: str
+    port: int
+
+    @property
+    def description(self) -> str:
+        return f"tcp {self.host}:{self.port} accepts connections"
+
+    async def ready(self) -> bool:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 1.0)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except OSError:
+            pass
+        return True
+
+
+@dataclass(frozen=True)
+class HttpProbe:
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    ok_statuses: tuple[int, ...] = (200,)
+
+    @property
+    def description(self) -> str:
+        return f"GET {self.url} answers {'/'.join(map(str, self.ok_statuses))}"
+
+    async def ready(self) -> bool:
+        import httpx
+
+        try:
+            async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+                resp = await client.get(self.url, headers=dict(self.headers))
+        except httpx.HTTPError:
+            return False
+        return resp.status_code in self.ok_statuses
+
+
+@dataclass(frozen=True)
+class LogLineProbe:
+    """Ready when the service's log contains a line matching ``pattern``.
+
+    ``offset`` is the log size when this start began, so a line from an earlier run
+    of the service does not count.
+    """
+
+    path: Path
+    pattern: str
+    offset: int = 0
+
+    @property
+    def description(self) -> str:
+        return f"log line /{self.pattern}/"
+
+    async def ready(self) -> bool:
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(self.offset)
+                text = fh.read().decode(errors="replace")
+        except OSError:
+            return False
+        return re.search(self.pattern, text, re.MULTILINE) is not None
+
+    def from_offset(self, offset: int) -> LogLineProbe:
+        return LogLineProbe(self.path, self.pattern, offset)
+
+
+@dataclass(frozen=True)
+class CallableProbe:
+    """Wraps a coroutine function for checks a generic probe cannot express (a PV read)."""
+
+    check: Callable[[], Awaitable[bool]]
+    what: str
+
+    @property
+    def description(self) -> str:
+        return self.what
+
+    async def ready(self) -> bool:
+        return await self.check()
+
+
+@dataclass(frozen=True)
+class AllProbes:
+    probes: tuple[Probe, ...]
+
+    @property
+    def description(self) -> str:
+        return " and ".join(p.description for p in self.probes)
+
+    async def ready(self) -> bool:
+        for p in self.probes:
+            if not await p.ready():
+                return False
+        return True
+
+
+def port_is_free(host: str, port: int, udp: bool = False) -> bool:
+    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as s:
+        if not udp:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True

@@ -1,0 +1,106 @@
+"""Start and stop one child process, with nothing left behind.
+
+Each child gets its own session (process group) so that stopping it also stops
+anything it spawned (the queue manager's worker, uvicorn workers), and a parent-death
+signal so that even a SIGKILLed supervisor cannot leave it orphaned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # not Linux/glibc: fall back to the supervisor's own clean-up
+        pass
+
+
+async def spawn(argv: tuple[str, ...], env: Mapping[str, str], log_path: Path,
+                cwd: Path | None) -> asyncio.subprocess.Process:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    full_env = dict(os.environ) | dict(env)
+    full_env.setdefault("PYTHONUNBUFFERED", "1")
+    with log_path.open("ab") as log:
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+            env=full_env,
+            cwd=str(cwd) if cwd else None,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+
+
+def signal_group(pid: int, sig: int) -> bool:
+    """Signal the process group led by ``pid``; False if it is already gone."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+async def stop(proc: asyncio.subprocess.Process, sig: int, timeout: float) -> int | None:
+    """Graceful stop, then SIGKILL of the whole group after ``timeout``."""
+    if proc.returncode is None:
+        signal_group(proc.pid, sig)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            signal_group(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    # The leader is gone; make sure nothing else of its group survives it.
+    signal_group(proc.pid, signal.SIGKILL)
+    return proc.returncode
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def kill_group_and_wait(pid: int, timeout: float = 5.0) -> None:
+    """Synchronous last-resort clean-up used by ``beampod down`` when the supervisor
+    itself is gone: TERM the group, then KILL what is left."""
+    signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    signal_group(pid, signal.SIGKILL)
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            data = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])

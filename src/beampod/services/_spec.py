@@ -1,0 +1,47 @@
+"""What the supervisor needs to know to run one service."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from beampod.services._probes import Probe
+
+
+@dataclass(frozen=True)
+class PortClaim:
+    host: str
+    port: int
+    udp: bool = False
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A supervised process.
+
+    ``argv`` must not carry secrets (every local user can read argv); services read
+    their credentials from the pod home's 0600 files, or from ``env``.
+    """
+
+    name: str
+    argv: tuple[str, ...]
+    probe: Probe
+    address: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    depends_on: tuple[str, ...] = ()
+    ports: tuple[PortClaim, ...] = ()
+    ready_timeout: float = 60.0
+    stop_signal: int = signal.SIGTERM
+    stop_timeout: float = 10.0
+    # One-time work before each start (write a config file, initdb). Runs in the
+    # supervisor; must be idempotent.
+    prepare: Callable[[], None] | None = None
+
+
+def python_module(module: str, *args: str) -> tuple[str, ...]:
+    """argv running ``python -m module`` with the interpreter beampod runs under."""
+    return (sys.executable, "-m", module, *args)

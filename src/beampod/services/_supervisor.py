@@ -1,0 +1,272 @@
+"""A small asyncio process supervisor with readiness probes and restart backoff.
+
+Start order follows ``depends_on``: a service starts as soon as everything it depends
+on is ready, so independent services (the IOCs, say) start in parallel. During the
+initial start-up a service that does not become ready fails the whole ``up`` with its
+log tail: the user is waiting and wants to know. Once a service has been ready, a
+crash restarts it with exponential backoff; too many crashes in a window mark it
+failed (reported in status) and leave the rest of the pod running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from beampod.config import PodHome
+from beampod.errors import BeampodError, PortInUseError, ServiceStartError, UsageError
+from beampod.services import _process
+from beampod.services._probes import LogLineProbe, Probe, port_is_free
+from beampod.services._spec import ServiceSpec
+from beampod.services._state import PodState, ServiceState, write_state
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    max_crashes: int = 5
+    window_s: float = 60.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 10.0
+    probe_interval_s: float = 0.05
+    health_interval_s: float = 5.0
+
+
+@dataclass
+class _Service:
+    spec: ServiceSpec
+    state: ServiceState
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    proc: asyncio.subprocess.Process | None = None
+    crashes: deque[float] = field(default_factory=deque)
+
+
+def dependency_order(specs: Sequence[ServiceSpec]) -> list[ServiceSpec]:
+    """Topological order (stable); unknown or cyclic dependencies are a UsageError."""
+    by_name = {s.name: s for s in specs}
+    for s in specs:
+        missing = [d for d in s.depends_on if d not in by_name]
+        if missing:
+            raise UsageError(f"service {s.name!r} depends on unknown service(s) {missing}")
+    order: list[ServiceSpec] = []
+    visiting: set[str] = set()
+    done: set[str] = set()
+
+    def visit(s: ServiceSpec) -> None:
+        if s.name in done:
+            return
+        if s.name in visiting:
+            raise UsageError(f"dependency cycle through service {s.name!r}")
+        visiting.add(s.name)
+        for d in s.depends_on:
+            visit(by_name[d])
+        visiting.discard(s.name)
+        done.add(s.name)
+        order.append(s)
+
+    for s in specs:
+        visit(s)
+    return order
+
+
+class Supervisor:
+    def __init__(self, specs: Sequence[ServiceSpec], home: PodHome, *,
+                 policy: RestartPolicy | None = None,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self._order = dependency_order(specs)
+        self._home = home
+        self._policy = policy or RestartPolicy()
+        self._progress = progress or (lambda _msg: None)
+        self._services = {
+            s.name: _Service(s, ServiceState(name=s.name, address=s.address)) for s in self._order
+        }
+        self._state = PodState(supervisor_pid=os.getpid(),
+                               services={n: v.state for n, v in self._services.items()})
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- public -------------------------------------------------------------------
+
+    @property
+    def state(self) -> PodState:
+        return self._state
+
+    async def start(self) -> None:
+        """Start every service; return when all are ready, raise if one cannot start."""
+        self._set_phase("starting")
+        self._check_all_ports()
+        self._tasks = [asyncio.create_task(self._run(svc), name=f"svc-{svc.spec.name}")
+                       for svc in self._services.values()]
+        all_ready = asyncio.create_task(self._all_ready())
+        done, _ = await asyncio.wait([*self._tasks, all_ready],
+                                     return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not all_ready and task.exception() is not None:
+                all_ready.cancel()
+                self._set_phase("failed", str(task.exception()))
+                await self.stop()
+                self._set_phase("failed", str(task.exception()))
+                raise task.exception()  # type: ignore[misc]
+        self._set_phase("running")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    def request_stop(self) -> None:
+        if not self._stopping:
+            asyncio.get_running_loop().create_task(self.stop())
+
+    async def stop(self) -> None:
+        """Stop services in reverse dependency order: graceful signal, then SIGKILL."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        self._set_phase("stopping")
+        for svc in reversed(list(self._services.values())):
+            if svc.proc is not None and svc.proc.returncode is None:
+                self._update(svc, state="stopping")
+                self._progress(f"stopping {svc.spec.name}")
+                await _process.stop(svc.proc, svc.spec.stop_signal, svc.spec.stop_timeout)
+            self._update(svc, state="stopped", pid=None, health="")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._set_phase("stopped")
+        self._stopped.set()
+
+    # -- one service's life ----------------------------------------------------------
+
+    async def _run(self, svc: _Service) -> None:
+        spec = svc.spec
+        for dep in spec.depends_on:
+            await self._services[dep].ready.wait()
+        while not self._stopping:
+            try:
+                self._check_ports(spec)
+            except PortInUseError as exc:
+                if not svc.ready.is_set():
+                    raise
+                self._update(svc, state="failed", pid=None, message=str(exc))
+                return
+            if spec.prepare is not None:
+                await asyncio.to_thread(spec.prepare)
+            log = self._home.log_file(spec.name)
+            offset = log.stat().st_size if log.exists() else 0
+            attempt = svc.state.restarts + 1
+            self._progress(f"starting {spec.name}" + (f" (restart {attempt - 1})" if attempt > 1 else ""))
+            with log.open("a") as fh:
+                fh.write(f"--- beampod: starting {spec.name} at {time.ctime()} ---\n")
+            svc.proc = await _process.spawn(spec.argv, spec.env, log, spec.cwd)
+            started = time.time()
+            self._update(svc, state="starting", pid=svc.proc.pid, started_at=started, health="")
+            reason = await self._wait_ready(svc, svc.proc, offset)
+            if reason is None:
+                self._update(svc, state="ready", ready_at=time.time(), health="ok", message="")
+                self._progress(f"{spec.name} ready in {time.time() - started:.1f} s"
+                               f"{' at ' + spec.address if spec.address else ''}")
+                svc.ready.set()
+                await self._watch(svc, svc.proc)
+                if self._stopping:
+                    return
+                reason = f"exited with code {svc.proc.returncode}"
+            elif self._stopping:
+                return
+            if not svc.ready.is_set():
+                # Never became ready in this up: fail the start-up, loudly.
+                await _process.stop(svc.proc, spec.stop_signal, 2.0)
+                self._update(svc, state="failed", pid=None, message=reason)
+                raise ServiceStartError(spec.name, reason, _process.tail(log))
+            if not await self._backoff(svc, reason):
+                return
+
+    async def _wait_ready(self, svc: _Service, proc: asyncio.subprocess.Process,
+                          offset: int) -> str | None:
+        """None when ready; otherwise why not."""
+        probe: Probe = svc.spec.probe
+        if isinstance(probe, LogLineProbe):
+            probe = probe.from_offset(offset)
+        deadline = time.monotonic() + svc.spec.ready_timeout
+        while time.monotonic() < deadline and not self._stopping:
+            if proc.returncode is not None:
+                return f"exited with code {proc.returncode} before it was ready"
+            try:
+                if await probe.ready():
+                    return None
+            except (OSError, BeampodError) as exc:
+                svc.state.health = f"probe error: {exc}"
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), self._policy.probe_interval_s)
+        if self._stopping:
+            return "stopped while starting"
+        return f"not ready after {svc.spec.ready_timeout:.0f} s ({probe.description})"
+
+    async def _watch(self, svc: _Service, proc: asyncio.subprocess.Process) -> None:
+        """Wait for the process to exit, re-probing health now and then for status."""
+        while proc.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), self._policy.health_interval_s)
+            if proc.returncode is None and not self._stopping:
+                try:
+                    ok = await svc.spec.probe.ready() if not isinstance(
+                        svc.spec.probe, LogLineProbe) else True
+                except (OSError, BeampodError):
+                    ok = False
+                health = "ok" if ok else "failing probe: " + svc.spec.probe.description
+                if health != svc.state.health:
+                    self._update(svc, health=health)
+
+    async def _backoff(self, svc: _Service, reason: str) -> bool:
+        now = time.monotonic()
+        svc.crashes.append(now)
+        while svc.crashes and now - svc.crashes[0] > self._policy.window_s:
+            svc.crashes.popleft()
+        if len(svc.crashes) > self._policy.max_crashes:
+            msg = (f"crashed {len(svc.crashes)} times in {self._policy.window_s:.0f} s; "
+                   f"last: {reason}; see `beampod logs {svc.spec.name}`")
+            self._update(svc, state="failed", pid=None, health="", message=msg)
+            self._progress(f"{svc.spec.name} FAILED: {msg}")
+            return False
+        delay = min(self._policy.backoff_max_s,
+                    self._policy.backoff_initial_s * 2 ** (len(svc.crashes) - 1))
+        self._update(svc, state="restarting", pid=None, restarts=svc.state.restarts + 1,
+                     health="", message=f"{reason}; restarting in {delay:.1f} s")
+        self._progress(f"{svc.spec.name} {reason}; restarting in {delay:.1f} s")
+        # Backoff is a deliberate wait, not a readiness guess.
+        await asyncio.sleep(delay)
+        return not self._stopping
+
+    # -- helpers ---------------------------------------------------------------------
+
+    async def _all_ready(self) -> None:
+        for svc in self._services.values():
+            await svc.ready.wait()
+
+    def _check_ports(self, spec: ServiceSpec) -> None:
+        for claim in spec.ports:
+            if not port_is_free(claim.host, claim.port, udp=claim.udp):
+                raise PortInUseError(spec.name, claim.host, claim.port)
+
+    def _check_all_ports(self) -> None:
+        for svc in self._services.values():
+            self._check_ports(svc.spec)
+
+    def _update(self, svc: _Service, **changes: object) -> None:
+        for key, value in changes.items():
+            setattr(svc.state, key, value)
+        self._flush()
+
+    def _set_phase(self, phase: str, message: str = "") -> None:
+        self._state.phase = phase  # type: ignore[assignment]
+        self._state.message = message
+        self._flush()
+
+    def _flush(self) -> None:
+        self._state.updated_at = time.time()
+        self._home.run_dir.mkdir(parents=True, exist_ok=True)
+        write_state(self._home.state_file, self._state)

@@ -1,0 +1,149 @@
+"""The simulated IOC families and how one is served.
+
+Networking comes from the environment, the way every EPICS server takes it, so the
+supervisor (and tests) decide where an IOC listens without extra flags:
+
+- ``EPICS_CAS_INTF_ADDR_LIST``: interfaces to bind (beampod sets ``127.0.0.1``);
+- ``EPICS_CA_SERVER_PORT``: caproto binds the UDP search socket to this port and tries it
+  *first* for TCP. caproto silently falls back to a random TCP port when it is taken;
+  :func:`serve` refuses that instead, because the pod's config promises this port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import caproto
+from caproto.server import PVGroup
+
+from beampod.errors import UsageError
+
+READY_WORD = "beampod-ioc ready"
+
+
+@dataclass(frozen=True)
+class Family:
+    """One IOC family: how to build its PV group and one PV that proves it serves."""
+
+    name: str
+    build: Callable[[str], PVGroup]
+    probe_suffix: str
+    doc: str
+
+
+def _mini_beamline(prefix: str) -> PVGroup:
+    from beampod.sim._mini_beamline import MiniBeamline
+
+    return MiniBeamline(prefix=prefix)
+
+
+def _random_walk(prefix: str) -> PVGroup:
+    from caproto.ioc_examples.random_walk import RandomWalkIOC
+
+    return RandomWalkIOC(prefix=prefix)
+
+
+def _simple(prefix: str) -> PVGroup:
+    from caproto.ioc_examples.simple import SimpleIOC
+
+    return SimpleIOC(prefix=prefix)
+
+
+def _thermo_sim(prefix: str) -> PVGroup:
+    from caproto.ioc_examples.thermo_sim import Thermo
+
+    return Thermo(prefix=prefix)
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("mini_beamline", _mini_beamline, "current",
+               "pinhole/edge/slit detectors behind motor records, moving dot, ring current"),
+        Family("random_walk", _random_walk, "x", "caproto's random walk: x steps every dt s"),
+        Family("simple", _simple, "A", "caproto's simple IOC: A (int), B (float), C (int[3])"),
+        Family("thermo_sim", _thermo_sim, "I", "caproto's thermo sim: I follows SP, oscillating"),
+    )
+}
+
+
+def family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise UsageError(
+            f"unknown IOC family {name!r} (known: {', '.join(sorted(FAMILIES))})"
+        ) from None
+
+
+def probe_pv(family_name: str, prefix: str) -> str:
+    """A PV that every IOC of this family serves as soon as it is up."""
+    return prefix + family(family_name).probe_suffix
+
+
+def build_pvdb(family_name: str, prefix: str) -> dict[str, object]:
+    group = family(family_name).build(prefix)
+    return dict(group.pvdb)
+
+
+class IocPortTaken(RuntimeError):
+    """The configured TCP port was taken and caproto bound another one."""
+
+
+async def serve(family_name: str, prefix: str) -> None:
+    """Serve one IOC until cancelled; print the ready line once it answers searches."""
+    from caproto.asyncio.server import Context
+
+    pvdb = build_pvdb(family_name, prefix)
+    env = caproto.get_environment_variables()
+    wanted_port = int(env["EPICS_CA_SERVER_PORT"])
+    interfaces = caproto.get_server_address_list()
+    ctx = Context(pvdb, interfaces)
+
+    async def announce(async_lib: object) -> None:
+        # Called by caproto after the TCP sockets are bound; the UDP search sockets
+        # are created just before the startup hooks run.
+        if ctx.port != wanted_port:
+            raise IocPortTaken(
+                f"TCP port {wanted_port} is in use (caproto fell back to {ctx.port}); "
+                f"free it or change the IOC's port in the config"
+            )
+        print(
+            f"{READY_WORD} prefix={prefix} family={family_name} "
+            f"port={ctx.port} interfaces={','.join(interfaces)} pvs={len(pvdb)}",
+            flush=True,
+        )
+
+    await ctx.run(startup_hook=announce)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m beampod.sim FAMILY --prefix PREFIX``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m beampod.sim",
+        description="Run one simulated caproto IOC. Bind address and port come from "
+        "EPICS_CAS_INTF_ADDR_LIST and EPICS_CA_SERVER_PORT.",
+    )
+    parser.add_argument("family", choices=sorted(FAMILIES))
+    parser.add_argument("--prefix", required=True, help="PV prefix, e.g. 'mini:'")
+    parser.add_argument("--list-pvs", action="store_true", help="print the PV names and exit")
+    args = parser.parse_args(argv)
+    if args.list_pvs:
+        for name in build_pvdb(args.family, args.prefix):
+            print(name)
+        return 0
+    os.environ.setdefault("EPICS_CAS_INTF_ADDR_LIST", "127.0.0.1")
+    try:
+        asyncio.run(serve(args.family, args.prefix))
+    except IocPortTaken as exc:
+        print(f"beampod-ioc error: {exc}", file=sys.stderr, flush=True)
+        return 3
+    except KeyboardInterrupt:
+        return 0
+    return 0

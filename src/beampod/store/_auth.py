@@ -1,0 +1,140 @@
+"""API-key gate in front of Tiled: writer, reader and admin keys with different rights.
+
+Tiled's single-user mode accepts exactly one static key with full rights, and its
+multi-key mode needs an authentication provider plus keys that Tiled generates itself
+(so they could not be the keys in the pod's ``secrets.yaml``). This small ASGI wrapper
+keeps the pod's three static keys instead:
+
+- no key or an unknown key      -> 401 (nothing is anonymous except ``/healthz``)
+- reader key                    -> read-only: GET/HEAD/OPTIONS, plus the two POST
+                                   endpoints Tiled's client uses to *read* many columns;
+                                   anything else -> 403
+- writer key, admin key         -> everything
+
+Accepted requests are forwarded with a per-process random key that only this wrapper
+and Tiled know (Tiled requires an alphanumeric key; the pod's keys are url-safe
+base64), so a user key never reaches Tiled and cannot leak through its logs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from enum import Enum
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# POST endpoints that only read: Tiled's client switches to POST when the list of
+# requested columns would make the URL too long.
+READ_POST_PREFIXES = ("/api/v1/table/full/", "/api/v1/container/full/")
+OPEN_PATHS = frozenset({"/healthz"})
+TILED_COOKIE = "tiled_api_key"
+
+
+class Role(Enum):
+    READER = "reader"
+    WRITER = "writer"
+    ADMIN = "admin"
+
+
+def _presented_key(scope: Scope) -> str | None:
+    """The key from the Authorization header, ``?api_key=`` or Tiled's cookie."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    auth = headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "apikey" and value.strip():
+        return value.strip()
+    for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+        if key == "api_key" and value:
+            return value
+    if "cookie" in headers:
+        morsel = SimpleCookie(headers["cookie"]).get(TILED_COOKIE)
+        if morsel is not None and morsel.value:
+            return morsel.value
+    return None
+
+
+def _strip_credentials(scope: Scope, internal_key: str) -> None:
+    """Leave only the internal key, in the Authorization header.
+
+    In place on purpose: uvicorn's access log formats the very scope object it created,
+    so a key given as ``?api_key=`` would otherwise be written to the log.
+    """
+    query = [
+        (k, v)
+        for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                              keep_blank_values=True)
+        if k != "api_key"
+    ]
+    headers = [
+        (k, v) for k, v in scope["headers"] if k.lower() not in (b"authorization", b"cookie")
+    ]
+    headers.append((b"authorization", f"Apikey {internal_key}".encode("latin-1")))
+    scope["headers"] = headers
+    scope["query_string"] = urlencode(query).encode("latin-1")
+
+
+class ApiKeyGate:
+    """ASGI middleware mapping the pod's static keys to roles (see module docstring)."""
+
+    def __init__(self, app: ASGIApp, *, keys: dict[Role, str], internal_key: str) -> None:
+        if any(not k for k in keys.values()):
+            raise ValueError("every Tiled key must be non-empty")
+        self._app = app
+        self._keys = dict(keys)
+        self._internal_key = internal_key
+
+    def role_of(self, presented: str | None) -> Role | None:
+        if presented is None:
+            return None
+        found = None
+        # compare_digest against every key (no early exit) so timing does not tell
+        # which key a guess was close to.
+        for role, key in self._keys.items():
+            if hmac.compare_digest(presented.encode(), key.encode()):
+                found = role
+        return found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self._app(scope, receive, send)  # lifespan
+            return
+        if scope["path"] in OPEN_PATHS:
+            await self._app(scope, receive, send)
+            return
+        role = self.role_of(_presented_key(scope))
+        if role is None:
+            await self._deny(scope, receive, send, 401, "a valid API key is required")
+            return
+        method = scope.get("method", "GET")
+        if role is Role.READER and scope["type"] == "http" and not (
+            method in READ_METHODS
+            or (method == "POST" and scope["path"].startswith(READ_POST_PREFIXES))
+        ):
+            await self._deny(scope, receive, send, 403, "the reader key is read-only")
+            return
+        _strip_credentials(scope, self._internal_key)
+        await self._app(scope, receive, send)
+
+    async def _deny(self, scope: Scope, receive: Receive, send: Send, status: int,
+                    detail: str) -> None:
+        if scope["type"] == "websocket":
+            await receive()  # the websocket.connect message
+            await send({"type": "websocket.close", "code": 4000 + status})
+            return
+        body = json.dumps({"detail": detail}).encode()
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode())]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Apikey"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

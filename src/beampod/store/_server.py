@@ -1,0 +1,136 @@
+"""The pod's Tiled server: a writable SQL catalog behind the API-key gate.
+
+``python -m beampod.store.server --home DIR`` runs it. Everything (paths, ports,
+keys) comes from the pod home; secrets are read from its 0600 secrets file, never
+from argv, and never logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from beampod.config import LoadedPod, PodHome, load_pod
+from beampod.errors import BeampodError, StoreError
+from beampod.store._auth import ApiKeyGate, ASGIApp, Role
+from beampod.store._layout import layout_of, store_uris
+
+log = logging.getLogger("beampod.store.server")
+
+# The spec bluesky-tiled-plugins' client looks for: version 3.x selects its SQL-backed
+# BlueskyRun classes (``catalog.is_sql``), which read the tables TiledWriter writes.
+CATALOG_SPEC = ("CatalogOfBlueskyRuns", "3.0")
+
+
+def build_catalog(pod: LoadedPod) -> Any:
+    """The writable tiled catalog adapter (created on first use, idempotently)."""
+    from tiled.catalog import from_uri
+    from tiled.config import StreamingCacheConfig
+
+    uris = store_uris(pod)
+    layout = layout_of(pod)
+    layout.make_dirs()
+    return from_uri(
+        uris.catalog,
+        writable_storage=[layout.arrays_dir, uris.tables],
+        init_if_not_exists=True,
+        # An in-process streaming cache lets clients subscribe to live runs and makes
+        # TiledWriter's close_stream() calls meaningful; it holds no durable state.
+        cache_config=StreamingCacheConfig(uri="memory").model_dump(),
+    )
+
+
+def _instrument_containers_task(catalog: Any, instruments: Sequence[str]) -> Any:
+    async def ensure_instrument_containers() -> None:
+        from tiled.catalog.adapter import Collision
+        from tiled.server.core import NoEntry
+        from tiled.structures.core import Spec, StructureFamily
+
+        spec = Spec(CATALOG_SPEC[0], version=CATALOG_SPEC[1])
+
+        for name in instruments:
+            try:
+                await catalog.lookup_adapter([name])
+                continue
+            except NoEntry:
+                pass
+            try:
+                await catalog.create_node(
+                    StructureFamily.container, metadata={}, key=name, specs=[spec]
+                )
+                log.info("created container %r (%s)", name, spec.name)
+            except Collision:
+                # Another server process sharing the database created it first.
+                log.info("container %r already exists", name)
+
+    return ensure_instrument_containers
+
+
+def build_store_app(pod: LoadedPod, *, internal_key: str | None = None) -> ASGIApp:
+    """ASGI app: tiled's ``build_app`` over the pod catalog, wrapped in the key gate."""
+    from tiled.config import Authentication
+    from tiled.server.app import build_app
+
+    catalog = build_catalog(pod)
+    # Runs after the catalog's own startup (which opens the database), so appended
+    # to the same list rather than passed as an app-level task (those run first).
+    catalog.startup_tasks.append(_instrument_containers_task(catalog, list(pod.config.instruments)))
+    key = internal_key or secrets.token_hex(32)
+    app = build_app(catalog, authentication=Authentication(single_user_api_key=key))
+    s = pod.secrets
+    return ApiKeyGate(
+        app,
+        keys={
+            Role.WRITER: s.tiled_writer_key.get_secret_value(),
+            Role.READER: s.tiled_reader_key.get_secret_value(),
+            Role.ADMIN: s.tiled_admin_key.get_secret_value(),
+        },
+        internal_key=key,
+    )
+
+
+def _log_config() -> dict[str, Any]:
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
+                                "stream": "ext://sys.stderr"}},
+        "root": {"handlers": ["stderr"], "level": "INFO"},
+        # tiled logs each request it serves at INFO; keep warnings only.
+        "loggers": {"tiled": {"level": "WARNING"}, "uvicorn.error": {"level": "INFO"}},
+    }
+
+
+def serve(pod: LoadedPod) -> None:
+    import uvicorn
+
+    app = build_store_app(pod)
+    host, port = pod.config.pod.bind, pod.config.tiled.port
+    uris = store_uris(pod)
+    log.info("tiled store (%s backend) on http://%s:%d", uris.backend, host, port)
+    # access_log off: uvicorn would log request lines; request URLs never carry keys
+    # past the gate, but the access log adds nothing the supervisor needs.
+    uvicorn.run(app, host=host, port=port, log_config=_log_config(), access_log=False,
+                lifespan="on", timeout_graceful_shutdown=5)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m beampod.store.server",
+                                     description="Run the pod's Tiled server.")
+    parser.add_argument("--home", required=True, help="pod home directory")
+    args = parser.parse_args(argv)
+    try:
+        pod = load_pod(PodHome.resolve(args.home))
+        serve(pod)
+    except BeampodError as exc:
+        print(f"beampod store: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        print(f"beampod store: {StoreError(str(exc))}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,178 @@
+"""The supervisor against real child processes (small Python scripts as services)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from beampod.config import PodHome
+from beampod.errors import PortInUseError, ServiceStartError, UsageError
+from beampod.services import (
+    LogLineProbe,
+    PortClaim,
+    RestartPolicy,
+    ServiceSpec,
+    Supervisor,
+    dependency_order,
+    read_state,
+)
+from beampod.services._process import pid_alive
+
+FAST = RestartPolicy(max_crashes=2, window_s=30, backoff_initial_s=0.05, backoff_max_s=0.2,
+                     health_interval_s=0.2)
+
+
+def _script(body: str) -> tuple[str, ...]:
+    return (sys.executable, "-c", body)
+
+
+def _service(home: PodHome, name: str, body: str, deps: tuple[str, ...] = (),
+             **kw: object) -> ServiceSpec:
+    return ServiceSpec(name=name, argv=_script(body), depends_on=deps,
+                       probe=LogLineProbe(home.log_file(name), r"^READY"), ready_timeout=10,
+                       stop_timeout=2, **kw)  # type: ignore[arg-type]
+
+
+SERVE = "import time,sys; print('READY', flush=True); time.sleep(600)"
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> PodHome:
+    h = PodHome(tmp_path)
+    h.make_dirs()
+    return h
+
+
+async def _wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.02)
+
+
+def test_dependency_order_is_topological_and_checked() -> None:
+    a = ServiceSpec("a", ("x",), probe=None, depends_on=("b",))  # type: ignore[arg-type]
+    b = ServiceSpec("b", ("x",), probe=None)  # type: ignore[arg-type]
+    assert [s.name for s in dependency_order([a, b])] == ["b", "a"]
+    with pytest.raises(UsageError, match="unknown service"):
+        dependency_order([a])
+    c1 = ServiceSpec("c1", ("x",), probe=None, depends_on=("c2",))  # type: ignore[arg-type]
+    c2 = ServiceSpec("c2", ("x",), probe=None, depends_on=("c1",))  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="cycle"):
+        dependency_order([c1, c2])
+
+
+def test_starts_in_dependency_order_and_stops_everything(home: PodHome) -> None:
+    marker = home.root / "order.txt"
+    body = ("import time,sys; open(%r,'a').write(sys.argv[1]+'\\n'); print('READY', flush=True);"
+            "time.sleep(600)")
+    specs = [
+        ServiceSpec("second", (*_script(body % str(marker)), "second"), depends_on=("first",),
+                    probe=LogLineProbe(home.log_file("second"), "^READY"), stop_timeout=2),
+        ServiceSpec("first", (*_script(body % str(marker)), "first"),
+                    probe=LogLineProbe(home.log_file("first"), "^READY"), stop_timeout=2),
+    ]
+
+    async def scenario() -> list[int]:
+        sup = Supervisor(specs, home, policy=FAST)
+        await sup.start()
+        pids = [s.pid for s in sup.state.services.values() if s.pid]
+        assert all(pid_alive(p) for p in pids)
+        assert read_state(home.state_file).phase == "running"  # type: ignore[union-attr]
+        await sup.stop()
+        return pids
+
+    pids = asyncio.run(scenario())
+    assert marker.read_text().split() == ["first", "second"]
+    assert len(pids) == 2 and not any(pid_alive(p) for p in pids)
+    assert read_state(home.state_file).phase == "stopped"  # type: ignore[union-attr]
+
+
+def test_grandchildren_are_stopped_too(home: PodHome) -> None:
+    # The service spawns a grandchild that ignores SIGTERM; stop must still clear it.
+    body = ("import subprocess,sys,time;"
+            "p=subprocess.Popen([sys.executable,'-c',"
+            "'import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)']);"
+            "print('READY', p.pid, flush=True); time.sleep(600)")
+    spec = _service(home, "parent", body)
+
+    async def scenario() -> int:
+        sup = Supervisor([spec], home, policy=FAST)
+        await sup.start()
+        text = home.log_file("parent").read_text()
+        grandchild = int(text.split("READY")[1].split()[0])
+        assert pid_alive(grandchild)
+        await sup.stop()
+        return grandchild
+
+    grandchild = asyncio.run(scenario())
+    assert not pid_alive(grandchild)
+
+
+def test_crashed_service_is_restarted_then_marked_failed(home: PodHome) -> None:
+    spec = _service(home, "flaky", SERVE)
+
+    async def scenario() -> None:
+        sup = Supervisor([spec], home, policy=FAST)
+        await sup.start()
+        st = sup.state.services["flaky"]
+        first_pid = st.pid
+        assert first_pid is not None
+        os.kill(first_pid, signal.SIGKILL)
+        await _wait_for(lambda: st.state == "ready" and st.pid != first_pid)
+        assert st.restarts == 1
+        # Keep killing it: past max_crashes in the window it is marked failed.
+        for attempt in range(FAST.max_crashes):
+            pid = st.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            if attempt < FAST.max_crashes - 1:
+                await _wait_for(lambda pid=pid: st.state == "ready" and st.pid != pid)
+            else:
+                await _wait_for(lambda: st.state == "failed")
+        assert st.state == "failed"
+        assert "crashed" in st.message and "beampod logs flaky" in st.message
+        await sup.stop()
+
+    asyncio.run(scenario())
+
+
+def test_service_that_never_gets_ready_fails_start_with_log_tail(home: PodHome) -> None:
+    ok = _service(home, "ok", SERVE)
+    bad = _service(home, "bad", "import sys; print('cannot open frobnicator'); sys.exit(3)",
+                   deps=("ok",))
+
+    async def scenario() -> None:
+        sup = Supervisor([ok, bad], home, policy=FAST)
+        with pytest.raises(ServiceStartError) as info:
+            await sup.start()
+        msg = str(info.value)
+        assert "'bad'" in msg and "code 3" in msg and "cannot open frobnicator" in msg
+        ok_pid = sup.state.services["ok"].pid
+        assert ok_pid is None  # everything that started was stopped again
+        assert read_state(home.state_file).phase == "failed"  # type: ignore[union-attr]
+
+    asyncio.run(scenario())
+
+
+def test_port_clash_names_port_and_service(home: PodHome) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        spec = _service(home, "web", SERVE, ports=(PortClaim("127.0.0.1", port),))
+
+        async def scenario() -> None:
+            sup = Supervisor([spec], home, policy=FAST)
+            with pytest.raises(PortInUseError) as info:
+                await sup.start()
+            assert f"port {port}" in str(info.value) and "'web'" in str(info.value)
+
+        asyncio.run(scenario())
