@@ -6,12 +6,14 @@ byte and passed to nats-server as a file path (never in argv, never logged).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -173,7 +175,8 @@ class NatsConnection:
         return cls(servers, inst, pod.secrets.for_instrument(inst).bus_password,
                    inbox_prefix=inbox_prefix(inst), max_payload=max_payload, name=name)
 
-    async def connect(self, *, connect_timeout: float = 2.0, reconnect: bool = True):  # noqa: ANN201
+    async def connect(self, *, connect_timeout: float = 2.0, reconnect: bool = True,
+                      **callbacks: Any) -> Any:
         """A nats-py client. ``reconnect=False`` for the publisher, which handles
         reconnection itself so that nothing is silently re-sent out of order."""
         import nats
@@ -184,14 +187,20 @@ class NatsConnection:
             # the owner of the connection reports state itself.
             return None
 
+        client = nats.connect(
+            servers=list(self.servers), user=self.user,
+            password=self.password.get_secret_value(), name=self.name,
+            inbox_prefix=self.inbox_prefix, connect_timeout=connect_timeout,
+            allow_reconnect=reconnect,
+            # nats-py treats 0 as "forever"; 1 means: two attempts, then NoServersError.
+            max_reconnect_attempts=-1 if reconnect else 1,
+            reconnect_time_wait=0.5 if reconnect else 0.02,
+            **({"error_cb": _quiet} | callbacks),
+        )
         try:
-            return await nats.connect(
-                servers=list(self.servers), user=self.user,
-                password=self.password.get_secret_value(), name=self.name,
-                inbox_prefix=self.inbox_prefix, connect_timeout=connect_timeout,
-                allow_reconnect=reconnect, max_reconnect_attempts=-1 if reconnect else 0,
-                reconnect_time_wait=0.5, error_cb=_quiet,
-            )
+            # With reconnect on, nats-py retries the *first* connect forever too; bound it
+            # so a command facing a down bus fails with a message instead of hanging.
+            return await asyncio.wait_for(client, max(5.0, 3 * connect_timeout))
         except (OSError, TimeoutError, NatsClientError) as exc:
             raise BusError(f"cannot connect to NATS at {', '.join(self.servers)}: "
                            f"{type(exc).__name__}: {exc}") from None

@@ -53,7 +53,7 @@ def plan_streams(instrument: str, settings: StreamSettings, max_payload: int
     return docs, dead
 
 
-def _stream_config(plan: StreamPlan):  # noqa: ANN202 - nats.js.api type
+def _stream_config(plan: StreamPlan):
     from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
     return StreamConfig(

@@ -1,1 +1,25 @@
-"""beampod.instrument."""
+"""Instrument packages: the ``devices()``/``plans()`` convention, loading, scaffolding,
+the pod's Channel Access client environment, and the safe plan-expression parser."""
+
+from beampod.instrument._env import apply_ca_client_env, ca_client_env
+from beampod.instrument._load import Instrument, PlanFunction, load_instrument
+from beampod.instrument._plan_expr import (
+    DeviceName,
+    PlanCall,
+    parse_plan_call,
+    resolve_devices,
+)
+from beampod.instrument._scaffold import scaffold
+
+__all__ = [
+    "DeviceName",
+    "Instrument",
+    "PlanCall",
+    "PlanFunction",
+    "apply_ca_client_env",
+    "ca_client_env",
+    "load_instrument",
+    "parse_plan_call",
+    "resolve_devices",
+    "scaffold",
+]

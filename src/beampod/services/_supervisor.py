@@ -162,7 +162,9 @@ class Supervisor:
             self._progress(f"starting {spec.name}" + (f" (restart {attempt - 1})" if attempt > 1 else ""))
             with log.open("a") as fh:
                 fh.write(f"--- beampod: starting {spec.name} at {time.ctime()} ---\n")
-            svc.proc = await _process.spawn(spec.argv, spec.env, log, spec.cwd)
+            # BEAMPOD_HOME tells every service (and its children) which pod it belongs to.
+            env = {"BEAMPOD_HOME": str(self._home.root), **spec.env}
+            svc.proc = await _process.spawn(spec.argv, env, log, spec.cwd)
             started = time.time()
             self._update(svc, state="starting", pid=svc.proc.pid, started_at=started, health="")
             reason = await self._wait_ready(svc, svc.proc, offset)

@@ -1,1 +1,24 @@
-"""beampod.session."""
+"""The interactive session (bsui): RunEngine, namespace, shell, one-shot plans."""
+
+from beampod.session._engine import make_run_engine
+from beampod.session._namespace import (
+    LazyCatalog,
+    build_namespace,
+    has_display,
+    make_best_effort_callback,
+    prepare_instrument,
+)
+from beampod.session._shell import run_code, run_plan_expression, run_shell, wait_for_connection
+
+__all__ = [
+    "LazyCatalog",
+    "build_namespace",
+    "has_display",
+    "make_best_effort_callback",
+    "make_run_engine",
+    "prepare_instrument",
+    "run_code",
+    "run_plan_expression",
+    "run_shell",
+    "wait_for_connection",
+]

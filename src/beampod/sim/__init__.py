@@ -5,9 +5,20 @@ Bind address and port come from ``EPICS_CAS_INTF_ADDR_LIST`` and ``EPICS_CA_SERV
 :data:`READY_WORD` to stdout.
 """
 
-from beampod.sim._ca_probe import CaProbeError, read_sync
+from beampod.sim._ca_probe import CaProbeError, read_sync, write_sync
 from beampod.sim._ca_probe import read as ca_read
-from beampod.sim._iocs import FAMILIES, READY_WORD, Family, build_pvdb, family, main, probe_pv
+from beampod.sim._ca_probe import write as ca_write
+from beampod.sim._iocs import (
+    FAMILIES,
+    READY_WORD,
+    Family,
+    build_pvdb,
+    family,
+    ioc_env,
+    main,
+    probe_host,
+    probe_pv,
+)
 
 __all__ = [
     "FAMILIES",
@@ -16,8 +27,12 @@ __all__ = [
     "Family",
     "build_pvdb",
     "ca_read",
+    "ca_write",
     "family",
+    "ioc_env",
     "main",
+    "probe_host",
     "probe_pv",
     "read_sync",
+    "write_sync",
 ]

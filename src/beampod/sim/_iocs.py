@@ -12,7 +12,10 @@ supervisor (and tests) decide where an IOC listens without extra flags:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,6 +124,36 @@ async def serve(family_name: str, prefix: str) -> None:
     await ctx.run(startup_hook=announce)
 
 
+class _NoRepeaterFilter(logging.Filter):
+    """Drop caproto's beacon errors when nothing listens on the repeater port.
+
+    Beacons go to 127.0.0.1:EPICS_CAS_BEACON_PORT (the CA repeater). pyepics ships no
+    caRepeater, so usually nobody listens and every beacon logs a ConnectionRefused
+    traceback: harmless, clients find the IOC by searching its port.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Failed to send beacon"):
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        while exc is not None:
+            if isinstance(exc, ConnectionRefusedError):
+                return False
+            exc = exc.__cause__ or exc.__context__
+        return True
+
+
+async def _serve_until_signal(family_name: str, prefix: str) -> None:
+    """Serve until SIGTERM/SIGINT, then shut caproto down cleanly (exit code 0)."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await serve(family_name, prefix)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m beampod.sim FAMILY --prefix PREFIX``."""
     import argparse
@@ -138,12 +171,41 @@ def main(argv: list[str] | None = None) -> int:
         for name in build_pvdb(args.family, args.prefix):
             print(name)
         return 0
+    # Loopback unless told otherwise: caproto's own default is every interface.
     os.environ.setdefault("EPICS_CAS_INTF_ADDR_LIST", "127.0.0.1")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_NoRepeaterFilter())
     try:
-        asyncio.run(serve(args.family, args.prefix))
+        asyncio.run(_serve_until_signal(args.family, args.prefix))
     except IocPortTaken as exc:
         print(f"beampod-ioc error: {exc}", file=sys.stderr, flush=True)
         return 3
-    except KeyboardInterrupt:
-        return 0
     return 0
+
+
+def ioc_env(bind: str, port: int) -> dict[str, str]:
+    """Environment for one IOC process: listen on ``bind:port`` only, beacons to loopback.
+
+    ``EPICS_CA_SERVER_PORT`` is what caproto reads (UDP search port, first TCP port);
+    ``EPICS_CAS_SERVER_PORT`` is set to the same so an EPICS-base server given this
+    environment would agree. Client-side variables are pinned as well, so anything the
+    IOC process itself looks up over CA stays inside this pod.
+    """
+    loopback = probe_host(bind)
+    return {
+        "EPICS_CAS_INTF_ADDR_LIST": bind,
+        "EPICS_CA_SERVER_PORT": str(port),
+        "EPICS_CAS_SERVER_PORT": str(port),
+        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
+        "EPICS_CAS_BEACON_ADDR_LIST": loopback,
+        "EPICS_CA_AUTO_ADDR_LIST": "NO",
+        "EPICS_CA_ADDR_LIST": f"{loopback}:{port}",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def probe_host(bind: str) -> str:
+    """The address a local client uses to reach a server bound to ``bind``."""
+    return "127.0.0.1" if bind in ("", "0.0.0.0") else bind

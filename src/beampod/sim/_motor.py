@@ -27,6 +27,7 @@ from caproto.server.records import MotorFields
 DEFAULT_VELOCITY = 40.0  # units/s: a 25-point scan over -10..10 moves in well under a second
 DEFAULT_TICK_HZ = 50.0
 DEFAULT_LIMITS = (-100.0, 100.0)
+_SETTLE_S = 0.005
 
 
 class SimMotor(PVGroup):
@@ -77,6 +78,10 @@ class SimMotor(PVGroup):
             lower_ctrl_limit=low, upper_ctrl_limit=high,
             lower_disp_limit=low, upper_disp_limit=high, units=self._egu,
         )
+        # Readers such as LiveTable take the display precision from .RBV, not .VAL.
+        for prop in fields.pvdb.values():
+            if hasattr(prop, "precision"):
+                await prop.write_metadata(precision=instance.precision)
         await fields.user_readback_value.write(float(instance.value))
         await fields.dial_readback_value.write(float(instance.value))
 
@@ -124,10 +129,14 @@ class SimMotor(PVGroup):
         await fields.stop.write(0)
         await fields.motor_is_moving.write(0)
         await fields.done_moving_to_value.write(1)
+        # Monitor updates leave through caproto's subscription queue, the put reply
+        # directly; a short settle lets a client that waited on put-completion already
+        # hold the final .RBV from its monitor.
+        await asyncio.sleep(_SETTLE_S)
         # After a stop the motor record sets .VAL to where the motor is.
         return position if stopped else target
 
     async def _set_readback(self, fields: MotorFields, position: float) -> None:
         await fields.user_readback_value.write(position)
         await fields.dial_readback_value.write(position)
-        await fields.raw_readback_value.write(int(round(position / 1e-6)))
+        await fields.raw_readback_value.write(round(position / 1e-6))

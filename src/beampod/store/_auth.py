@@ -5,7 +5,8 @@ multi-key mode needs an authentication provider plus keys that Tiled generates i
 (so they could not be the keys in the pod's ``secrets.yaml``). This small ASGI wrapper
 keeps the pod's three static keys instead:
 
-- no key or an unknown key      -> 401 (nothing is anonymous except ``/healthz``)
+- no key or an unknown key      -> 401 (nothing is anonymous except ``GET /healthz``
+                                   and ``GET /api/v1/``, Tiled's server-info document)
 - reader key                    -> read-only: GET/HEAD/OPTIONS, plus the two POST
                                    endpoints Tiled's client uses to *read* many columns;
                                    anything else -> 403
@@ -36,7 +37,9 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # POST endpoints that only read: Tiled's client switches to POST when the list of
 # requested columns would make the URL too long.
 READ_POST_PREFIXES = ("/api/v1/table/full/", "/api/v1/container/full/")
-OPEN_PATHS = frozenset({"/healthz"})
+# Liveness, and the root "server info" document that Tiled's client fetches *before*
+# it sends a key (version, formats, auth providers: no catalog contents).
+OPEN_PATHS = frozenset({"/healthz", "/api/v1/", "/api/v1"})
 TILED_COOKIE = "tiled_api_key"
 
 
@@ -108,7 +111,7 @@ class ApiKeyGate:
         if scope["type"] not in ("http", "websocket"):
             await self._app(scope, receive, send)  # lifespan
             return
-        if scope["path"] in OPEN_PATHS:
+        if scope["path"] in OPEN_PATHS and scope.get("method", "GET") in READ_METHODS:
             await self._app(scope, receive, send)
             return
         role = self.role_of(_presented_key(scope))

@@ -122,3 +122,14 @@ def store_uris(pod: LoadedPod) -> StoreUris:
         tables=f"sqlite:///{layout.tables_db}",
         backend="sqlite",
     )
+
+
+def tiled_url(pod: LoadedPod) -> str:
+    """Base URL clients use to reach the pod's Tiled server."""
+    host = pod.config.pod.bind
+    # A wildcard bind address is where the server listens, not where to connect.
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{pod.config.tiled.port}"

@@ -34,10 +34,15 @@ def build_catalog(pod: LoadedPod) -> Any:
     uris = store_uris(pod)
     layout = layout_of(pod)
     layout.make_dirs()
+    if uris.backend == "postgres":
+        from beampod.store._pgcatalog import init_postgres_catalog
+
+        init_postgres_catalog(uris.catalog)
     return from_uri(
         uris.catalog,
         writable_storage=[layout.arrays_dir, uris.tables],
-        init_if_not_exists=True,
+        # SQLite: tiled's own idempotent init. PostgreSQL: done just above.
+        init_if_not_exists=uris.backend == "sqlite",
         # An in-process streaming cache lets clients subscribe to live runs and makes
         # TiledWriter's close_stream() calls meaningful; it holds no durable state.
         cache_config=StreamingCacheConfig(uri="memory").model_dump(),

@@ -1,0 +1,123 @@
+"""RunEngine speed bare vs with the DurablePublisher subscribed, side by side in one run.
+
+Starts a throw-away nats-server (tmp pod home, free ports), then alternates bare and
+published runs of ``count([det], N)`` so drift on the machine affects both alike.
+Prints events/s per repetition, the median ratio (target >= 0.95), and percentiles of
+the time spent inside the publisher callback per event document.
+
+    python bench/bench_publisher.py [--events 2000] [--reps 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def _start_nats(pod: Any) -> subprocess.Popen[bytes]:
+    from beampod.bus import ensure_streams_sync, nats_server_binary, write_nats_config
+
+    conf = write_nats_config(pod)
+    proc = subprocess.Popen([nats_server_binary(), "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{pod.config.bus.monitor_port}/healthz?js-enabled-only=true"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit("nats-server did not start")
+        time.sleep(0.02)
+    ensure_streams_sync(pod)
+    return proc
+
+
+class Timed:
+    """Wraps the publisher to measure the RunEngine-side cost of each event callback."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.samples = inner, []
+
+    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+        t0 = time.perf_counter_ns()
+        self.inner(name, doc)
+        if name == "event":
+            self.samples.append(time.perf_counter_ns() - t0)
+
+
+def _run(RE: Any, events: int) -> float:
+    from bluesky.plans import count
+    from ophyd.sim import det
+
+    t0 = time.perf_counter()
+    RE(count([det], events))
+    return events / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=2000)
+    ap.add_argument("--reps", type=int, default=6)
+    args = ap.parse_args()
+
+    from bluesky import RunEngine
+
+    from beampod.bus import DurablePublisher
+    from beampod.config import PodHome, init_pod, load_pod
+
+    home = PodHome(Path(tempfile.mkdtemp(prefix="bench-pub-")) / "pod")
+    init_pod(home, free_ports=True)
+    pod = load_pod(home)
+    proc = _start_nats(pod)
+    try:
+        bare_RE = RunEngine({})
+        pub_RE = RunEngine({})
+        publisher = DurablePublisher.from_pod(pod)
+        timed = Timed(publisher)
+        pub_RE.subscribe(timed)
+        _run(bare_RE, 200)  # warm-up both paths (imports, connection)
+        _run(pub_RE, 200)
+        timed.samples.clear()
+        bare, published, ratios = [], [], []
+        for rep in range(args.reps):
+            # Alternate which goes first so warm-up or drift favours neither.
+            if rep % 2:
+                p = _run(pub_RE, args.events)
+                b = _run(bare_RE, args.events)
+            else:
+                b = _run(bare_RE, args.events)
+                p = _run(pub_RE, args.events)
+            bare.append(b)
+            published.append(p)
+            ratios.append(p / b)
+            print(f"rep {rep + 1}: bare {b:8.0f} ev/s   with publisher {p:8.0f} ev/s   "
+                  f"ratio {p / b:.3f}")
+        assert publisher.flush(30), publisher.status()
+        st = publisher.close()
+        q = statistics.quantiles(timed.samples, n=100)
+        print(f"\nevents per run: {args.events}, repetitions: {args.reps}")
+        print(f"median bare {statistics.median(bare):.0f} ev/s, with publisher "
+              f"{statistics.median(published):.0f} ev/s")
+        print(f"ratio median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, "
+              f"max {max(ratios):.3f}); target >= 0.95")
+        print(f"publisher callback per event: p50 {q[49] / 1000:.1f} us, p90 {q[89] / 1000:.1f}"
+              f" us, p99 {q[98] / 1000:.1f} us, max {max(timed.samples) / 1000:.1f} us")
+        print(f"publisher status: acked {st.acked}, spooled {st.spooled}, "
+              f"rejected {st.rejected}")
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()

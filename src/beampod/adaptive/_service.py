@@ -1,0 +1,159 @@
+"""The ``agent`` pod service: serves decisions over NATS core request/reply.
+
+One NATS connection per instrument, with that instrument's own credentials, so an agent
+can only read that instrument's requests and answer on that instrument's subjects.
+Requests are taken in a queue group: two agent processes can serve one instrument.
+Replies go where the request says: a NATS subject, or (the seed's way) a Redis list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from beampod.adaptive._protocol import (
+    ProtocolError,
+    Reply,
+    Request,
+    pack,
+    ping_subject,
+    request_subject,
+)
+from beampod.adaptive._runner import AgentFactory, AgentRunner, agent_factory
+from beampod.adaptive._settings import LoopSettings, redis_params, split_args
+from beampod.bus import NatsConnection
+from beampod.config import LoadedPod
+
+log = logging.getLogger("beampod.adaptive.service")
+
+READY_WORD = "AGENT-READY"
+# A reply list nobody reads (plan gone) must not live forever in Redis.
+REDIS_REPLY_TTL_S = 3600
+
+
+class _RedisReplier:
+    """Lazily connected: a pod whose plans never ask for Redis replies never dials it."""
+
+    def __init__(self, params: Mapping[str, Any] | None) -> None:
+        self._params = params
+        self._client: Any = None
+
+    async def push(self, key: str, data: bytes) -> None:
+        if self._params is None:
+            raise ProtocolError("this agent has no Redis configured for replies")
+        if self._client is None:
+            import redis.asyncio as aioredis
+
+            self._client = aioredis.Redis(**self._params, socket_connect_timeout=2)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, data)  # RPUSH + the plan's BLPOP: first in, first out
+            pipe.expire(key, REDIS_REPLY_TTL_S)
+            await pipe.execute()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
+class AgentService:
+    def __init__(self, connections: Mapping[str, NatsConnection], factory: AgentFactory,
+                 settings: LoopSettings, redis: Mapping[str, Any] | None = None) -> None:
+        self._connections = dict(connections)
+        self._factory = factory
+        self.settings = settings
+        self.runners = {inst: AgentRunner(factory, name=settings.name) for inst in connections}
+        self._redis = _RedisReplier(redis)
+        self._clients: list[Any] = []
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        for inst, conn in self._connections.items():
+            nc = await conn.connect()
+            self._clients.append(nc)
+            await nc.subscribe(request_subject(inst, self.settings.name), queue="agents",
+                               cb=self._on_request(inst, nc))
+            await nc.subscribe(ping_subject(inst, self.settings.name),
+                               cb=self._on_ping(inst, nc))
+            # The subscriptions are registered on the server once flush returns: only then
+            # is it true that a request sent now will be answered.
+            await nc.flush()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run_until_stopped(self) -> None:
+        await self._stop.wait()
+        await self.close()
+
+    async def close(self) -> None:
+        for nc in self._clients:
+            await nc.drain()
+        self._clients.clear()
+        await self._redis.close()
+
+    def _on_request(self, inst: str, nc: Any) -> Callable[[Any], Any]:
+        runner = self.runners[inst]
+
+        async def handler(msg: Any) -> None:
+            try:
+                req = Request.from_wire(msg.data)
+            except ProtocolError as exc:
+                log.warning("%s: ignored a bad request: %s", inst, exc)
+                return
+            reply = runner.handle(req)
+            if reply is None:
+                return
+            await self._send(inst, nc, req, reply)
+
+        return handler
+
+    async def _send(self, inst: str, nc: Any, req: Request, reply: Reply) -> None:
+        data = reply.to_wire()
+        if "nats" in req.reply_to:
+            subject = req.reply_to["nats"]
+            if not subject.startswith(f"{inst}."):
+                log.warning("%s: refused to reply outside the instrument: %s", inst, subject)
+                return
+            await nc.publish(subject, data)
+        elif "redis" in req.reply_to:
+            try:
+                await self._redis.push(req.reply_to["redis"], data)
+            except (OSError, ProtocolError, RedisError) as exc:
+                # The plan's deadline policy covers a reply that never arrives.
+                log.warning("%s: Redis reply to plan %s failed: %s: %s", inst, req.plan,
+                            type(exc).__name__, exc)
+        else:
+            log.warning("%s: request of plan %s names no reply transport", inst, req.plan)
+
+    def _on_ping(self, inst: str, nc: Any) -> Callable[[Any], Any]:
+        async def handler(msg: Any) -> None:
+            if msg.reply and msg.reply.startswith(f"{inst}."):
+                await nc.publish(msg.reply, pack({"v": 1, "agent": self.settings.name,
+                                                  "stats": self.runners[inst].stats}))
+
+        return handler
+
+
+def service_from_pod(pod: LoadedPod, instruments: list[str] | None = None) -> AgentService:
+    settings, args = split_args(pod.config.agent.args)
+    factory = agent_factory(pod.config.agent.agent, args)
+    names = instruments or list(pod.config.instruments)
+    conns = {n: NatsConnection.from_pod(pod, n, name=f"beampod-agent-{n}") for n in names}
+    return AgentService(conns, factory, settings, redis=redis_params(pod))
+
+
+async def serve(pod: LoadedPod, instruments: list[str] | None = None) -> None:
+    service = service_from_pod(pod, instruments)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.request_stop)
+    await service.start()
+    names = ",".join(service.runners)
+    print(f"{READY_WORD} agent={service.settings.name} instruments={names} "
+          f"class={pod.config.agent.agent}", flush=True)
+    await service.run_until_stopped()

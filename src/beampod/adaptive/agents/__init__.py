@@ -1,0 +1,6 @@
+"""Ready-made agents: the seed's step recommender and a Gaussian-process maximiser."""
+
+from beampod.adaptive.agents._peak import GPPeakFinder
+from beampod.adaptive.agents._step import SequenceRecommender, StepRecommender
+
+__all__ = ["GPPeakFinder", "SequenceRecommender", "StepRecommender"]

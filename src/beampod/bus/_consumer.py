@@ -1,0 +1,200 @@
+"""Reading an instrument's documents from JetStream: a durable pull consumer (the
+writer service) and an ephemeral tail (``beampod tail``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from beampod.bus._codec import DecodeError, decode
+from beampod.bus._natsconf import NatsConnection
+from beampod.config import dead_letter_subject, documents_subject, stream_name
+from beampod.errors import BusError
+
+log = logging.getLogger("beampod.bus.consumer")
+
+MSG_ID = "Nats-Msg-Id"
+# A replayed dead letter gets a fresh Nats-Msg-Id (else the stream would drop it as a
+# duplicate) and keeps its original id here, so the writer still de-duplicates on it.
+ORIGINAL_MSG_ID = "Beampod-Original-Msg-Id"
+REASON = "Beampod-Reason"
+ORIGINAL_SUBJECT = "Beampod-Original-Subject"
+ORIGINAL_SEQ = "Beampod-Original-Seq"
+
+
+def _msg_id(headers: Mapping[str, str] | None) -> str | None:
+    if not headers:
+        return None
+    return headers.get(ORIGINAL_MSG_ID) or headers.get(MSG_ID)
+
+
+@dataclass
+class _Delivered:
+    raw: Any = field(repr=False)  # nats.aio.msg.Msg
+
+    @property
+    def data(self) -> bytes:
+        return bytes(self.raw.data)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(self.raw.headers or {})
+
+    @property
+    def msg_id(self) -> str | None:
+        return _msg_id(self.raw.headers)
+
+    @property
+    def seq(self) -> int:
+        return int(self.raw.metadata.sequence.stream)
+
+    @property
+    def num_delivered(self) -> int:
+        return int(self.raw.metadata.num_delivered)
+
+    async def ack(self) -> None:
+        await self.raw.ack()
+
+    async def nak(self, delay: float | None = None) -> None:
+        await self.raw.nak(delay=delay)
+
+    async def in_progress(self) -> None:
+        await self.raw.in_progress()
+
+    async def term(self) -> None:
+        await self.raw.term()
+
+
+@dataclass
+class Message(_Delivered):
+    """A decoded document. ``ack()`` once it is stored; ``nak(delay)`` to retry later."""
+
+    name: str = ""
+    doc: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BadMessage(_Delivered):
+    """Bytes that are not a msgpack (name, doc) pair: dead-letter them, then ``term()``."""
+
+    error: str = ""
+
+
+class DocumentConsumer:
+    """Durable pull consumer on ``<instrument>.bluesky.runengine.documents``.
+
+    ``async with DocumentConsumer(conn, "demo", durable="writer") as c:
+    batch = await c.fetch(500, timeout=0.05)``. Delivery is at-least-once, in stream
+    order for the first delivery; redeliveries (after nak or ack_wait) come later.
+    """
+
+    def __init__(self, connection: NatsConnection, instrument: str, durable: str, *,
+                 ack_wait: float = 30.0, max_ack_pending: int = 20_000,
+                 from_start: bool = True) -> None:
+        self.connection, self.instrument, self.durable = connection, instrument, durable
+        self.ack_wait, self.max_ack_pending, self.from_start = ack_wait, max_ack_pending, from_start
+        self._nc: Any = None
+        self._js: Any = None
+        self._sub: Any = None
+
+    async def start(self) -> DocumentConsumer:
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        from nats.js.errors import APIError
+
+        self._nc = await self.connection.connect()
+        self._js = self._nc.jetstream()
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL if self.from_start else DeliverPolicy.NEW,
+            ack_wait=self.ack_wait, max_ack_pending=self.max_ack_pending,
+            max_deliver=-1,  # the caller decides when to dead-letter (num_delivered)
+        )
+        try:
+            self._sub = await self._js.pull_subscribe(
+                documents_subject(self.instrument), durable=self.durable,
+                stream=stream_name(self.instrument), config=config)
+        except APIError as exc:
+            await self._nc.close()
+            raise BusError(f"cannot create consumer {self.durable!r} on "
+                           f"{stream_name(self.instrument)}: {exc.description}") from None
+        return self
+
+    async def __aenter__(self) -> DocumentConsumer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def fetch(self, batch: int = 100, timeout: float = 1.0) -> list[Message | BadMessage]:
+        """Up to ``batch`` messages, waiting at most ``timeout`` s; [] if none came."""
+        if self._sub is None:
+            raise BusError("consumer not started")
+        try:
+            raws = await self._sub.fetch(batch, timeout=timeout)
+        except TimeoutError:  # nats-py raises both its own and asyncio's TimeoutError
+            return []
+        out: list[Message | BadMessage] = []
+        for raw in raws:
+            try:
+                name, doc = decode(raw.data)
+            except DecodeError as exc:
+                out.append(BadMessage(raw, error=str(exc)))
+                continue
+            out.append(Message(raw, name=name, doc=doc))
+        return out
+
+    async def publish_dead_letter(self, original: bytes, reason: str,
+                                  headers: Mapping[str, str] | None = None) -> int:
+        if self._js is None:
+            raise BusError("consumer not started")
+        return await publish_dead_letter(self._js, self.instrument, original, reason, headers)
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            await self._nc.close()
+            self._nc = self._js = self._sub = None
+
+
+async def publish_dead_letter(js: Any, instrument: str, original: bytes, reason: str,
+                              headers: Mapping[str, str] | None = None) -> int:
+    """Store ``original`` on the dead-letter subject with ``reason`` in a header.
+    Returns the dead-letter stream sequence."""
+    from nats.js.errors import APIError
+
+    hdrs = {k: v for k, v in (headers or {}).items() if not k.startswith("Nats-")}
+    original_id = _msg_id(headers)
+    if original_id:
+        hdrs[ORIGINAL_MSG_ID] = original_id
+        # Dead-lettering the same message twice (a crash before its term()) stores it once.
+        hdrs[MSG_ID] = f"dlq:{original_id}"
+    # Header values are single lines.
+    hdrs[REASON] = " ".join(reason.split())[:1000]
+    try:
+        ack = await js.publish(dead_letter_subject(instrument), original, headers=hdrs)
+    except APIError as exc:
+        raise BusError(f"cannot store dead letter: {exc.description}") from None
+    return int(ack.seq)
+
+
+async def tail(connection: NatsConnection, instrument: str, *, from_start: bool = False
+               ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Documents as they arrive (from now, or from the start of the stream), through an
+    ephemeral ordered consumer that leaves nothing behind on the server."""
+    from nats.js.api import DeliverPolicy
+
+    nc = await connection.connect()
+    try:
+        js = nc.jetstream()
+        policy = DeliverPolicy.ALL if from_start else DeliverPolicy.NEW
+        sub = await js.subscribe(documents_subject(instrument), stream=stream_name(instrument),
+                                 ordered_consumer=True, deliver_policy=policy)
+        while True:
+            raw = await sub.next_msg(timeout=None)
+            try:
+                yield decode(raw.data)
+            except DecodeError as exc:
+                log.warning("tail: skipping undecodable message: %s", exc)
+    finally:
+        await nc.close()

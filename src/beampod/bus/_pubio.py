@@ -1,0 +1,355 @@
+"""The publisher's I/O engine: one asyncio loop in a background thread.
+
+Modes:
+- direct: messages from the in-memory queue are published with pipelined acks, at most
+  ``window`` unacknowledged at a time (a full window stops taking from the queue, which
+  in turn makes the producer wait when the queue is full: backpressure).
+- spooling (bus unreachable): the window's unacknowledged messages, then the queue, are
+  appended to the spool in order (one fsync per batch); reconnects back off.
+- draining (bus back, spool not empty): spool records are published in order, and new
+  messages keep going to the spool behind them until it is empty, so order holds.
+
+Any failure (disconnect, ack timeout, retryable API error) closes the connection and
+re-sends from the oldest unacknowledged message; ``Nats-Msg-Id`` makes JetStream drop
+what it had already stored. The client's own reconnect buffer is disabled on purpose:
+it would re-send buffered messages ahead of the lost ones and break order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from beampod.bus._natsconf import NatsConnection
+from beampod.bus._pubstate import Item, SharedState
+from beampod.bus._spool import Spool
+from beampod.errors import BusError
+
+log = logging.getLogger("beampod.bus.publisher")
+
+
+@dataclass
+class _Entry:
+    seq: int | None  # None: a record a previous process spooled
+    msg_id: str
+    data: bytes
+    future: asyncio.Future[Any]
+    sent_at: float
+    spool_end: int | None  # drain entries: where the record ends in the spool
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    subject: str
+    stream: str
+    window: int
+    ack_timeout: float
+    connect_timeout: float
+    reconnect_min: float
+    reconnect_max: float
+
+
+class _Retry(Exception):
+    pass
+
+
+class Engine:
+    def __init__(self, state: SharedState, conn: NatsConnection, spool: Spool,
+                 settings: EngineSettings) -> None:
+        self.state, self.conn, self.spool, self.cfg = state, conn, spool, settings
+        self.nc: Any = None
+        self.js: Any = None
+        self.inflight: deque[_Entry] = deque()
+        self.spool_seqs: deque[int | None] = deque([None] * spool.pending)
+        self.drain_offset = spool.acked_offset
+        self.broken: str | None = None
+        self.next_connect = 0.0
+        self.backoff = settings.reconnect_min
+        self.close_deadline = float("inf")
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.wakeup: asyncio.Event | None = None
+
+    # -- called from other threads -------------------------------------------------------
+
+    def wake(self) -> None:
+        loop, event = self.loop, self.wakeup
+        if loop is not None and event is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(event.set)
+
+    def request_close(self, timeout: float) -> None:
+        self.close_deadline = time.monotonic() + timeout
+        self.state.closing = True
+        self.wake()
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def run(self, started: Any) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.wakeup = asyncio.Event()
+        started.set()
+        try:
+            await self._run()
+        finally:
+            await self._shutdown()
+
+    async def _run(self) -> None:
+        st = self.state
+        while True:
+            if self.broken is not None:
+                await self._fail(self.broken)
+            if self.nc is None and time.monotonic() >= self.next_connect:
+                await self._connect()
+            try:
+                if self.spool.pending or self.nc is None:
+                    self._spool_queue()
+                    if self.nc is not None:
+                        await self._send_from_spool()
+                else:
+                    await self._send_direct()
+                self._collect()
+            except _Retry as exc:
+                await self._fail(str(exc))
+            if st.closing and self._should_stop():
+                return
+            await self._idle_wait()
+
+    def _should_stop(self) -> bool:
+        if not self.state.queue and not self.inflight and not self.spool.pending:
+            return True
+        # Bus unreachable: everything is in the spool by now; the next publisher drains it.
+        return self.nc is None or time.monotonic() >= self.close_deadline
+
+    async def _idle_wait(self) -> None:
+        assert self.wakeup is not None
+        st = self.state
+        can_take = len(self.inflight) < self.cfg.window
+        if st.queue and (can_take or self.nc is None):
+            await asyncio.sleep(0)  # let ack callbacks run, then continue
+            return
+        timeout = 0.25
+        if self.inflight:
+            timeout = min(timeout, max(0.0, self.inflight[0].sent_at + self.cfg.ack_timeout
+                                       - time.monotonic()) + 0.001)
+        if self.nc is None:
+            timeout = min(timeout, max(0.0, self.next_connect - time.monotonic()))
+        if self.nc is not None and can_take and self.drain_offset < self.spool.end_offset:
+            return  # more spool records to send
+        self.wakeup.clear()
+        st.idle = True
+        if st.queue and can_take:  # appended between the check above and idle=True
+            st.idle = False
+            return
+        try:
+            await asyncio.wait_for(self.wakeup.wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            st.idle = False
+
+    # -- connection -----------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        st = self.state
+
+        async def on_lost() -> None:
+            self.broken = "connection to the bus lost"
+            self.wake()
+
+        try:
+            nc = await self.conn.connect(reconnect=False, connect_timeout=self.cfg.connect_timeout,
+                                         disconnected_cb=on_lost, closed_cb=on_lost)
+        except BusError as exc:
+            with st.cond:
+                st.last_error = str(exc)
+            self.next_connect = time.monotonic() + self.backoff
+            self.backoff = min(self.backoff * 2, self.cfg.reconnect_max)
+            return
+        self.nc = nc
+        self.js = nc.jetstream(publish_async_max_pending=4 * self.cfg.window + 16)
+        self.broken = None
+        self.backoff = self.cfg.reconnect_min
+        self.drain_offset = self.spool.acked_offset
+        with st.cond:
+            st.connected = True
+            st.mode = "draining" if self.spool.pending else "direct"
+            st.cond.notify_all()
+        if self.spool.pending:
+            log.info("%s: bus reachable; delivering %d spooled messages first",
+                     st.instrument, self.spool.pending)
+
+    async def _fail(self, reason: str) -> None:
+        st = self.state
+        entries = list(self.inflight)
+        self.inflight.clear()
+        for e in entries:
+            e.future.cancel()
+        nc, self.nc, self.js, self.broken = self.nc, None, None, None
+        if nc is not None:
+            try:
+                await asyncio.wait_for(nc.close(), 1.0)
+            except (TimeoutError, OSError, BusError, ConnectionError, RuntimeError):
+                pass  # the connection is being thrown away; its errors do not matter
+        direct = [(e.seq, e.msg_id, e.data) for e in entries if e.spool_end is None]
+        was_connected = st.connected
+        with st.cond:
+            st.connected = False
+            st.in_flight = 0
+            st.mode = "spooling"
+            st.last_error = reason
+            st.cond.notify_all()
+        if was_connected:
+            log.warning("%s: %s; documents go to the local spool %s until the bus is back",
+                        st.instrument, reason, st.spool_path)
+        # Unacknowledged window first: it is older than anything still queued.
+        self._append_to_spool([(s, m, d) for s, m, d in direct if s is not None])
+        self.drain_offset = self.spool.acked_offset
+        self.next_connect = time.monotonic() + self.backoff
+        self.backoff = min(self.backoff * 2, self.cfg.reconnect_max)
+
+    # -- spool side -----------------------------------------------------------------------
+
+    def _append_to_spool(self, items: list[Item]) -> None:
+        if not items:
+            return
+        self.spool.append((mid, data) for _, mid, data in items)
+        self.spool_seqs.extend(seq for seq, _, _ in items)
+        st = self.state
+        with st.cond:
+            st.spooled = self.spool.pending
+            st.durable_upto = max(st.durable_upto, items[-1][0])
+            st.mode = "draining" if st.connected else "spooling"
+            st.cond.notify_all()
+
+    def _spool_queue(self) -> None:
+        q = self.state.queue
+        items: list[Item] = []
+        while q:
+            items.append(q.popleft())
+        self._append_to_spool(items)
+
+    async def _send_from_spool(self) -> None:
+        room = self.cfg.window - len(self.inflight)
+        if room <= 0:
+            return
+        for rec in self.spool.read(self.drain_offset, room):
+            seq = self.spool_seqs[len(self.inflight)]
+            await self._publish(seq, rec.msg_id, rec.data, rec.end)
+            self.drain_offset = rec.end
+
+    # -- direct side ----------------------------------------------------------------------
+
+    async def _send_direct(self) -> None:
+        q = self.state.queue
+        while q and len(self.inflight) < self.cfg.window:
+            seq, mid, data = q.popleft()
+            try:
+                await self._publish(seq, mid, data, None)
+            except _Retry:
+                # Not sent: keep it at the head so it is spooled in order.
+                q.appendleft((seq, mid, data))
+                raise
+
+    async def _publish(self, seq: int | None, msg_id: str, data: bytes, spool_end: int | None
+                       ) -> None:
+        from nats.errors import Error as NatsError
+
+        headers = {"Nats-Msg-Id": msg_id}
+        try:
+            fut = await self.js.publish_async(self.cfg.subject, data, headers=headers,
+                                              stream=self.cfg.stream)
+        except NatsError as exc:
+            raise _Retry(f"publish failed: {type(exc).__name__}: {exc}") from None
+        if self.wakeup is not None:
+            fut.add_done_callback(lambda _f: self.wakeup.set() if self.wakeup else None)
+        self.inflight.append(_Entry(seq, msg_id, data, fut, time.monotonic(), spool_end))
+        self.state.in_flight = len(self.inflight)
+
+    # -- acknowledgements ------------------------------------------------------------------
+
+    def _collect(self) -> None:
+        from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
+
+        st = self.state
+        acked = dups = rejected = commits = 0
+        last_seq: int | None = None
+        commit_end: int | None = None
+        while self.inflight and self.inflight[0].future.done():
+            e = self.inflight[0]
+            if e.future.cancelled():
+                raise _Retry("acknowledgement cancelled")
+            exc = e.future.exception()
+            if isinstance(exc, NoStreamResponseError | ServiceUnavailableError):
+                raise _Retry(f"bus cannot store messages yet ({type(exc).__name__})")
+            if isinstance(exc, APIError):
+                # Refused for good (e.g. larger than the stream allows): retrying would
+                # block every later document behind it.
+                log.error("%s: bus refused message %s: %s", st.instrument, e.msg_id,
+                          exc.description)
+                rejected += 1
+            elif exc is not None:
+                raise _Retry(f"acknowledgement failed: {type(exc).__name__}: {exc}")
+            else:
+                acked += 1
+                dups += bool(e.future.result().duplicate)
+            self.inflight.popleft()
+            if e.seq is not None:
+                last_seq = e.seq
+            if e.spool_end is not None:
+                commit_end, commits = e.spool_end, commits + 1
+        if self.inflight and time.monotonic() - self.inflight[0].sent_at > self.cfg.ack_timeout:
+            head = self.inflight[0]
+            raise _Retry(f"no acknowledgement for {head.msg_id} within {self.cfg.ack_timeout}s")
+        if commit_end is not None:
+            self.spool.commit(commit_end, commits)
+            for _ in range(commits):
+                self.spool_seqs.popleft()
+            if self.spool.pending == 0:
+                self.drain_offset = self.spool.acked_offset
+                log.info("%s: spool drained, publishing directly again", st.instrument)
+        if acked or rejected:
+            with st.cond:
+                st.acked += acked
+                st.duplicates += dups
+                st.rejected += rejected
+                st.in_flight = len(self.inflight)
+                st.spooled = self.spool.pending
+                if last_seq is not None:
+                    st.acked_upto = max(st.acked_upto, last_seq)
+                    st.durable_upto = max(st.durable_upto, last_seq)
+                if st.connected:
+                    st.mode = "draining" if self.spool.pending else "direct"
+                st.cond.notify_all()
+
+    async def _shutdown(self) -> None:
+        st = self.state
+        # Whatever is not acknowledged goes to disk so the next publisher delivers it.
+        if self.inflight and self.inflight[0].spool_end is None:
+            entries = list(self.inflight)
+            self.inflight.clear()
+            direct: list[Item] = [(e.seq, e.msg_id, e.data) for e in entries
+                                  if e.seq is not None]
+            self._append_to_spool(direct)
+        self.inflight.clear()
+        self._spool_queue()
+        if self.nc is not None:
+            try:
+                await asyncio.wait_for(self.nc.close(), 2.0)
+            except (TimeoutError, OSError, ConnectionError, RuntimeError):
+                pass  # closing anyway; nothing unacknowledged is left in memory
+        pending = self.spool.pending
+        self.spool.close()
+        with st.cond:
+            st.connected = False
+            st.in_flight = 0
+            st.spooled = pending
+            st.mode = "closed"
+            st.closed = True
+            st.cond.notify_all()
+        if pending:
+            log.warning("%s: closed with %d messages in the local spool %s; they will be "
+                        "delivered by the next publisher of this instrument", st.instrument,
+                        pending, st.spool_path)

@@ -1,0 +1,158 @@
+"""A RunEngine callback that makes documents durable on NATS JetStream without slowing
+the RunEngine: the callback only encodes, names and enqueues (microseconds); a
+background thread publishes with pipelined acks, and spools to disk while the bus is
+unreachable (see ``_pubio`` and ``_spool``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from beampod.bus._codec import run_uid_of
+from beampod.bus._natsconf import HEADER_ALLOWANCE, NatsConnection
+from beampod.bus._pubio import Engine, EngineSettings
+from beampod.bus._pubstate import PublisherStatus, SharedState
+from beampod.bus._split import OversizeDocumentError, to_messages
+from beampod.bus._spool import open_spool
+from beampod.config import LoadedPod, documents_subject, stream_name
+from beampod.errors import BusError
+
+log = logging.getLogger("beampod.bus.publisher")
+
+
+class DurablePublisher:
+    """``RE.subscribe(DurablePublisher.from_pod(pod))``.
+
+    Delivery: at-least-once to the stream, exactly-once in the stream within the
+    duplicate window (every message carries a stable ``Nats-Msg-Id``), in emission order.
+    At each stop document the RunEngine waits up to ``stop_timeout`` seconds for the
+    run's acknowledgements; if the bus is unreachable it returns as soon as the run is
+    safe in the spool and logs a warning. ``status()`` tells where every message is.
+    """
+
+    def __init__(self, connection: NatsConnection, instrument: str, spool_dir: Path, *,
+                 window: int = 1024, max_queue: int = 100_000, ack_timeout: float = 5.0,
+                 stop_timeout: float = 5.0, connect_timeout: float = 1.0,
+                 reconnect_wait: tuple[float, float] = (0.05, 2.0),
+                 max_payload: int | None = None) -> None:
+        if window < 1 or max_queue < 1:
+            raise BusError("window and max_queue must be at least 1")
+        self.instrument = instrument
+        self.stop_timeout = stop_timeout
+        self._max_queue = max_queue
+        self._limit = (max_payload or connection.max_payload) - HEADER_ALLOWANCE
+        self._descriptor_runs: dict[str, str] = {}
+        self._seq = 0
+        spool = open_spool(Path(spool_dir) / instrument)
+        self._state = SharedState(instrument, str(spool.directory), spool.pending)
+        settings = EngineSettings(
+            subject=documents_subject(instrument), stream=stream_name(instrument),
+            window=window, ack_timeout=ack_timeout, connect_timeout=connect_timeout,
+            reconnect_min=reconnect_wait[0], reconnect_max=reconnect_wait[1])
+        self._engine = Engine(self._state, connection, spool, settings)
+        started = threading.Event()
+        self._thread = threading.Thread(
+            target=self._thread_main, args=(started,), name=f"beampod-publisher-{instrument}",
+            daemon=True)
+        self._thread.start()
+        started.wait(10.0)
+        if spool.pending:
+            log.info("%s: %d messages left in the spool by an earlier session are delivered "
+                     "before new documents", instrument, spool.pending)
+
+    @classmethod
+    def from_pod(cls, pod: LoadedPod, instrument: str | None = None, **kwargs: Any
+                 ) -> DurablePublisher:
+        inst = instrument or pod.config.instrument_name
+        conn = NatsConnection.from_pod(pod, inst, name=f"beampod-publisher-{inst}")
+        return cls(conn, inst, pod.home.spool_dir, **kwargs)
+
+    def _thread_main(self, started: threading.Event) -> None:
+        # Its own loop: never shares (or blocks) the RunEngine's event loop.
+        asyncio.run(self._engine.run(started))
+
+    # -- the RunEngine callback (runs on the RunEngine's thread) ----------------------------
+
+    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+        st = self._state
+        if st.closing:
+            raise BusError(f"publisher of {self.instrument} is closed")
+        run = run_uid_of(name, doc, self._descriptor_runs)
+        try:
+            messages = to_messages(name, doc, run, self._limit)
+        except OversizeDocumentError as exc:
+            # Raising would abort the user's run; the document is reported instead.
+            log.error("%s: %s", self.instrument, exc)
+            with st.cond:
+                st.rejected += 1
+            return
+        for mid, data in messages:
+            self._seq += 1
+            st.queue.append((self._seq, mid, data))
+        st.emitted = self._seq
+        if len(st.queue) >= self._max_queue:
+            self._wait_for_room()
+        if st.idle:
+            self._engine.wake()
+        if name == "stop":
+            self._forget_run(doc.get("run_start"))
+            self._report_run(doc.get("run_start"), self._seq)
+
+    def _wait_for_room(self) -> None:
+        # Backpressure: the bus is slower than the RunEngine for long enough that the
+        # bounded queue is full. Waiting here is the only place the RunEngine slows down.
+        st = self._state
+        while len(st.queue) >= self._max_queue and not st.closed:
+            self._engine.wake()
+            time.sleep(0.001)
+
+    def _forget_run(self, run: str | None) -> None:
+        for desc in [d for d, r in self._descriptor_runs.items() if r == run]:
+            del self._descriptor_runs[desc]
+
+    def _report_run(self, run: str | None, seq: int) -> None:
+        st = self._state
+        if st.idle:
+            self._engine.wake()
+        if st.wait_for(seq, self.stop_timeout, durable_ok=True):
+            return
+        status = st.snapshot()
+        if status.connected:
+            log.warning("%s: run %s is not fully acknowledged by the bus after %.1fs "
+                        "(%d in flight, %d queued); delivery continues in the background",
+                        self.instrument, run, self.stop_timeout, status.in_flight, status.queued)
+        else:
+            log.warning("%s: bus unreachable; run %s is only in the local spool %s "
+                        "(%d messages waiting); it will be delivered when the bus is back",
+                        self.instrument, run, status.spool_path, status.spooled)
+
+    # -- inspection and shutdown ------------------------------------------------------------
+
+    def status(self) -> PublisherStatus:
+        return self._state.snapshot()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every message handed over so far is acknowledged by the bus."""
+        if self._state.idle:
+            self._engine.wake()
+        return self._state.wait_for(self._seq, timeout, durable_ok=False)
+
+    def close(self, timeout: float = 10.0) -> PublisherStatus:
+        """Deliver what can be delivered within ``timeout``, spool the rest, stop."""
+        if not self._thread.is_alive():
+            return self.status()
+        self._engine.request_close(timeout)
+        self._thread.join(timeout + 5.0)
+        if self._thread.is_alive():
+            raise BusError(f"publisher thread of {self.instrument} did not stop")
+        return self.status()
+
+    def __enter__(self) -> DurablePublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

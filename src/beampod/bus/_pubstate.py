@@ -1,0 +1,85 @@
+"""State shared between the RunEngine thread (producer) and the publisher's I/O thread.
+
+The producer side only appends to a deque (thread-safe, no lock) and, if the I/O loop
+is idle, wakes it. Counters and watermarks are written by the I/O thread under
+``cond`` and read by the producer when it must wait (stop document, flush, close).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PublisherStatus:
+    """What happened to the documents handed to a publisher, in bus messages."""
+
+    instrument: str
+    mode: str  # "direct" | "spooling" | "draining" | "closed"
+    connected: bool
+    emitted: int  # messages handed over by the RunEngine callback
+    acked: int  # acknowledged by the bus (stored in the stream)
+    duplicates: int  # of those, acks the bus flagged as a duplicate message id
+    in_flight: int  # sent, waiting for the acknowledgement
+    queued: int  # in memory, neither sent nor spooled yet
+    spooled: int  # safe in the local spool on disk, waiting for the bus
+    rejected: int  # refused for good (too large, refused by the stream): see the log
+    spool_path: str
+    last_error: str | None
+
+    @property
+    def delivered(self) -> bool:
+        """Everything handed over is acknowledged by the bus (or was rejected)."""
+        return self.in_flight == 0 and self.queued == 0 and self.spooled == 0
+
+
+# (local sequence number, message id, wire bytes)
+Item = tuple[int, str, bytes]
+
+
+class SharedState:
+    def __init__(self, instrument: str, spool_path: str, spooled_at_open: int) -> None:
+        self.instrument = instrument
+        self.spool_path = spool_path
+        self.queue: deque[Item] = deque()
+        self.cond = threading.Condition()
+        # Local sequence numbers are assigned by the producer; 0 means "none yet".
+        self.emitted = 0
+        # Every message with seq <= acked_upto is acknowledged by the bus.
+        self.acked_upto = 0
+        # Every message with seq <= durable_upto is acknowledged or fsync'd in the spool.
+        self.durable_upto = 0
+        self.acked = 0
+        self.duplicates = 0
+        self.rejected = 0
+        self.in_flight = 0
+        self.spooled = spooled_at_open
+        self.connected = False
+        self.mode = "draining" if spooled_at_open else "direct"
+        self.last_error: str | None = None
+        self.idle = False  # the I/O loop waits for a wake-up
+        self.closing = False
+        self.closed = False
+
+    def snapshot(self) -> PublisherStatus:
+        with self.cond:
+            return PublisherStatus(
+                instrument=self.instrument, mode=self.mode, connected=self.connected,
+                emitted=self.emitted, acked=self.acked, duplicates=self.duplicates,
+                in_flight=self.in_flight, queued=len(self.queue), spooled=self.spooled,
+                rejected=self.rejected, spool_path=self.spool_path, last_error=self.last_error,
+            )
+
+    def wait_for(self, seq: int, timeout: float, *, durable_ok: bool) -> bool:
+        """Wait until ``seq`` is acknowledged (or, with ``durable_ok``, until it is safe in
+        the spool while the bus is unreachable). True if acknowledged."""
+        def done() -> bool:
+            if self.acked_upto >= seq or self.closed:
+                return True
+            return durable_ok and not self.connected and self.durable_upto >= seq
+
+        with self.cond:
+            self.cond.wait_for(done, timeout)
+            return self.acked_upto >= seq

@@ -1,0 +1,91 @@
+"""``python -m beampod.queue._http_main``: bluesky-httpserver behind the beampod gate.
+
+Reads the generated config (``run/queue/http.yml``, mode 0600) the way
+``start-bluesky-httpserver`` does, adds an internal single-user API key that never
+leaves this process, builds the httpserver's FastAPI app and serves it wrapped in
+:class:`~beampod.queue._gate.QueueGate` with uvicorn.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+import time
+from typing import Any
+
+from beampod.config import LoadedPod, PodHome, load_pod
+from beampod.queue._files import QueueFiles, control_address, default_group
+from beampod.queue._gate import GateSettings, QueueGate
+
+log = logging.getLogger("beampod.queue.http")
+
+
+class ManagerCatalog:
+    """Allowed plans and devices from the RE Manager over 0MQ, cached by their uids."""
+
+    def __init__(self, pod: LoadedPod) -> None:
+        self._pod = pod
+        self._group = default_group(pod)
+        self._rm: Any = None
+        self._cache: tuple[str, str, dict[str, Any], dict[str, Any]] | None = None
+
+    def _client(self) -> Any:
+        if self._rm is None:
+            from bluesky_queueserver_api.zmq.aio import REManagerAPI
+
+            self._rm = REManagerAPI(zmq_control_addr=control_address(self._pod),
+                                    zmq_public_key=self._pod.secrets.queue_zmq_public_key,
+                                    timeout_recv=5.0)
+        return self._rm
+
+    async def lists(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        rm = self._client()
+        status = await rm.status()
+        p_uid, d_uid = status["plans_allowed_uid"], status["devices_allowed_uid"]
+        if self._cache is None or self._cache[:2] != (p_uid, d_uid):
+            plans = (await rm.plans_allowed(user_group=self._group))["plans_allowed"]
+            devices = (await rm.devices_allowed(user_group=self._group))["devices_allowed"]
+            self._cache = (p_uid, d_uid, plans, devices)
+        return self._cache[2], self._cache[3]
+
+
+def build(pod: LoadedPod) -> tuple[QueueGate, dict[str, Any]]:
+    """The gated app and uvicorn's keyword arguments."""
+    from bluesky_httpserver.app import build_app
+    from bluesky_httpserver.config import construct_build_app_kwargs, parse_configs
+
+    path = str(QueueFiles.of(pod.home).http_config)
+    parsed = parse_configs(path)
+    internal_key = secrets.token_hex(32)
+    parsed.setdefault("authentication", {})["single_user_api_key"] = internal_key
+    uvicorn_kwargs = parsed.pop("uvicorn", {})
+    app = build_app(**construct_build_app_kwargs(parsed, source_filepath=path))
+    gate = QueueGate(app, GateSettings(
+        control_key=pod.secrets.queue_control_key.get_secret_value(),
+        observer_key=pod.secrets.queue_observer_key.get_secret_value(),
+        internal_key=internal_key,
+        allow_loopback=pod.config.pod.allow_loopback_unauthenticated,
+    ), ManagerCatalog(pod))
+    return gate, uvicorn_kwargs
+
+
+def main() -> int:
+    import uvicorn
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("bluesky_httpserver").setLevel(logging.INFO)
+    pod = load_pod(PodHome.resolve(None))
+    gate, kwargs = build(pod)
+    log.warning("beampod queue-http: serving %s:%s (loopback without key: %s) at %s",
+                kwargs.get("host"), kwargs.get("port"),
+                "allowed" if pod.config.pod.allow_loopback_unauthenticated else "refused",
+                time.ctime())
+    # access_log off: request lines would include any ?api_key=... query parameter.
+    uvicorn.run(gate, host=kwargs["host"], port=int(kwargs["port"]), access_log=False,
+                log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Service specs of the store: the Tiled server, and embedded PostgreSQL when configured."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+
+from beampod.config import LoadedPod, PostgresStore
+from beampod.errors import ConfigError
+from beampod.services._probes import AllProbes, CallableProbe, HttpProbe, TcpProbe
+from beampod.services._spec import PortClaim, ServiceSpec, python_module
+from beampod.store import embedded_postgres, layout_of, tiled_url
+from beampod.store._layout import postgres_uri
+
+
+def _postgres_query_probe(pod: LoadedPod) -> Callable[[], Awaitable[bool]]:
+    async def can_query() -> bool:
+        import asyncpg
+
+        try:
+            conn = await asyncio.wait_for(asyncpg.connect(postgres_uri(pod)), 2.0)
+        except (OSError, TimeoutError, asyncpg.PostgresError):
+            return False
+        try:
+            return await conn.fetchval("select 1") == 1
+        finally:
+            await conn.close()
+
+    return can_query
+
+
+def postgres_spec(pod: LoadedPod) -> ServiceSpec:
+    from beampod.store._postgres import prepare_postgres
+
+    store = pod.config.store
+    if not isinstance(store, PostgresStore):
+        raise ConfigError("config.yaml", ["store.backend is not postgres"])
+    home = str(pod.home.root)
+    return ServiceSpec(
+        name="postgres",
+        argv=python_module("beampod.store.postgres", "--home", home),
+        probe=AllProbes((
+            TcpProbe("127.0.0.1", store.port),
+            CallableProbe(_postgres_query_probe(pod), "postgres answers `select 1` with the pod "
+                                                      "password"),
+        )),
+        address=f"postgresql://127.0.0.1:{store.port}",
+        ports=(PortClaim("127.0.0.1", store.port),),
+        ready_timeout=60.0,
+        # SIGINT is PostgreSQL's "fast" shutdown (SIGTERM waits for clients to leave).
+        stop_signal=signal.SIGINT,
+        stop_timeout=30.0,
+        prepare=lambda: prepare_postgres(pod),
+    )
+
+
+def tiled_spec(pod: LoadedPod) -> ServiceSpec:
+    url = tiled_url(pod)
+    reader = pod.secrets.tiled_reader_key.get_secret_value()
+    instrument = pod.config.instrument_name
+    return ServiceSpec(
+        name="tiled",
+        argv=python_module("beampod.store.server", "--home", str(pod.home.root)),
+        # Ready = the app answers an authenticated read of an instrument container,
+        # i.e. the catalog is open and the startup task created the containers.
+        probe=AllProbes((
+            HttpProbe(f"{url}/healthz"),
+            HttpProbe(f"{url}/api/v1/metadata/{instrument}",
+                      headers={"Authorization": f"Apikey {reader}"}),
+        )),
+        address=url,
+        ports=(PortClaim(pod.config.pod.bind, pod.config.tiled.port),),
+        depends_on=("postgres",) if embedded_postgres(pod) else (),
+        ready_timeout=60.0,
+        prepare=layout_of(pod).make_dirs,
+    )
+
+
+def tiled_specs(pod: LoadedPod) -> list[ServiceSpec]:
+    specs = [tiled_spec(pod)]
+    if embedded_postgres(pod):
+        specs.insert(0, postgres_spec(pod))
+    return specs

@@ -1,0 +1,125 @@
+"""What a session sees: RE, db, bp/bps/bpp, the BestEffortCallback, devices and plans."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from beampod.config import LoadedPod
+from beampod.errors import StoreError
+from beampod.instrument import Instrument, apply_ca_client_env, load_instrument
+
+
+def has_display() -> bool:
+    """Whether plots can be shown: macOS/Windows always, elsewhere an X11/Wayland display."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def prepare_instrument(pod: LoadedPod, instrument: str | None = None) -> Instrument:
+    """Set the pod's CA client environment, then load the instrument package.
+
+    The order matters: importing ophyd creates pyepics' CA context, which reads the
+    ``EPICS_CA_*`` variables once; the instrument package imports ophyd.
+    """
+    apply_ca_client_env(pod.config)
+    settings = pod.config.instrument(instrument)
+    iocs = [{"family": i.family, "prefix": i.prefix} for i in settings.iocs]
+    inst = load_instrument(settings.package, iocs=iocs)
+    # Registered after pyepics registered finalize_libca (at ophyd import), so it runs
+    # before it: ophyd signals otherwise release their PVs from weakref finalizers
+    # *after* libca is gone, which segfaults the exiting process now and then.
+    atexit.register(_destroy_devices, list(inst.devices.values()))
+    return inst
+
+
+def _destroy_devices(devices: list[Any]) -> None:
+    for device in devices:
+        destroy = getattr(device, "destroy", None)
+        if callable(destroy):
+            destroy()
+
+
+def make_best_effort_callback(*, headless: bool) -> Any:
+    """bluesky's BestEffortCallback: LiveTable output always, plots only with a display."""
+    if headless:
+        # BestEffortCallback imports pyplot at import time; never pick a GUI backend
+        # when nothing can show it.
+        os.environ.setdefault("MPLBACKEND", "Agg")
+    from bluesky.callbacks.best_effort import BestEffortCallback
+
+    bec = BestEffortCallback()
+    if headless:
+        bec.disable_plots()
+    return bec
+
+
+def build_namespace(pod: LoadedPod, *, headless: bool,
+                    instrument: str | None = None) -> dict[str, Any]:
+    """The user namespace of a session (``beampod shell``), like bsui's."""
+    from beampod.session._engine import make_run_engine
+
+    inst = prepare_instrument(pod, instrument)
+    import bluesky.plan_stubs as bps
+    import bluesky.plans as bp
+    import bluesky.preprocessors as bpp
+
+    RE = make_run_engine(pod, instrument)
+    bec = make_best_effort_callback(headless=headless)
+    RE.subscribe(bec)
+    ns: dict[str, Any] = {
+        "RE": RE, "db": LazyCatalog(pod), "bp": bp, "bps": bps, "bpp": bpp, "bec": bec,
+        "pod": pod, "instrument": inst,
+    }
+    # Plans first, then devices: load_instrument guarantees the names do not clash.
+    ns.update(inst.plans)
+    ns.update(inst.devices)
+    return ns
+
+
+class LazyCatalog:
+    """``db``: the instrument's catalog, opened on first use (the store may start later
+    than the session). Without a data path it explains that instead of failing oddly."""
+
+    def __init__(self, pod: LoadedPod) -> None:
+        self._pod = pod
+        self._catalog: Any = None
+
+    def _opener(self) -> Any:
+        import beampod.store
+
+        return getattr(beampod.store, "open_catalog", None)
+
+    def _get(self) -> Any:
+        if self._catalog is None:
+            opener = self._opener()
+            if opener is None:
+                raise StoreError("the data path is not configured: this beampod has no "
+                                 "beampod.store.open_catalog, so db is not available")
+            self._catalog = opener(self._pod)
+        return self._catalog
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._get()[key]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._get(), name)
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._get())
+
+    def __repr__(self) -> str:
+        if self._catalog is not None:
+            return repr(self._catalog)
+        if self._opener() is None:
+            return "<db: the data path is not configured (no beampod.store.open_catalog)>"
+        return f"<db: catalog of pod {self._pod.config.pod.name!r}, opened on first use>"

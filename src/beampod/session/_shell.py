@@ -1,0 +1,139 @@
+"""``beampod shell`` (IPython, or ``-c CODE``) and ``beampod run EXPRESSION``."""
+
+from __future__ import annotations
+
+import inspect
+import linecache
+import sys
+import time
+import traceback
+from collections.abc import Iterable
+from typing import Any
+
+from beampod.config import LoadedPod
+from beampod.errors import BeampodError, PlanError
+from beampod.instrument import parse_plan_call, resolve_devices
+from beampod.session._namespace import (
+    build_namespace,
+    has_display,
+    make_best_effort_callback,
+    prepare_instrument,
+)
+
+USER_CODE = "<beampod shell -c>"
+CONNECT_TIMEOUT_S = 5.0
+
+
+def run_shell(pod: LoadedPod, code: str | None = None) -> int:
+    """IPython with the session namespace, or run ``code`` in it non-interactively.
+
+    With ``code``: returns 0 on success and non-zero on error, after printing a
+    beampod error as one line, or any other error as the traceback of the user's code.
+    """
+    if code is None:
+        return _interactive(pod)
+    ns = build_namespace(pod, headless=True)
+    return run_code(code, ns)
+
+
+def run_code(code: str, ns: dict[str, Any]) -> int:
+    """Execute ``code`` in ``ns``; see :func:`run_shell` for the error contract."""
+    # Registered so tracebacks show the user's lines, not just line numbers.
+    linecache.cache[USER_CODE] = (len(code), None, code.splitlines(True), USER_CODE)
+    try:
+        compiled = compile(code, USER_CODE, "exec")
+    except SyntaxError as exc:
+        print("".join(traceback.format_exception_only(exc)).rstrip(), file=sys.stderr)
+        return 1
+    try:
+        exec(compiled, ns)
+    except SystemExit as exc:
+        return _exit_code(exc.code)
+    except BeampodError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - any error in user code is reported, not hidden
+        print(_user_traceback(exc), file=sys.stderr)
+        return 1
+    finally:
+        sys.stdout.flush()
+    return 0
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback from the first frame of the user's code down to the raise."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != USER_CODE:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__)).rstrip()
+
+
+def _interactive(pod: LoadedPod) -> int:
+    from IPython import start_ipython
+
+    headless = not has_display()
+    ns = build_namespace(pod, headless=headless)
+    argv = ["--no-banner"] if headless else ["--no-banner", "--matplotlib=auto"]
+    name = pod.config.instrument_name
+    print(f"beampod session: instrument {name!r} of pod {pod.config.pod.name!r}; "
+          f"{len(ns['instrument'].devices)} devices, {len(ns['instrument'].plans)} plans"
+          f"{' (headless: tables, no plots)' if headless else ''}. Try RE(count([...])).")
+    start_ipython(argv=argv, user_ns=ns)
+    return 0
+
+
+def run_plan_expression(pod: LoadedPod, expr: str, *, instrument: str | None = None) -> list[str]:
+    """Run one plan expression (``scan([pinhole], motor_ph, -10, 10, 25)``) headless.
+
+    The expression is parsed safely (never evaluated); unknown names and bad arguments
+    are :class:`PlanError`. Returns the uids of the runs the plan opened.
+    """
+    from beampod.session._engine import make_run_engine
+
+    inst = prepare_instrument(pod, instrument)
+    call = parse_plan_call(expr, inst.plans, inst.devices)
+    plan_fn = inst.plans[call.plan]
+    args = resolve_devices(call.args, inst.devices)
+    kwargs = resolve_devices(call.kwargs, inst.devices)
+    try:
+        inspect.signature(plan_fn).bind(*args, **kwargs)
+    except TypeError as exc:
+        raise PlanError(f"bad arguments for {call.plan}: {exc}") from None
+    except ValueError:
+        pass  # no introspectable signature (a C callable): let the call itself decide
+    wait_for_connection((inst.devices[n] for n in sorted(call.device_names())),
+                        CONNECT_TIMEOUT_S)
+    RE = make_run_engine(pod, instrument)
+    RE.subscribe(make_best_effort_callback(headless=True))
+    uids: list[str] = []
+    RE.subscribe(lambda name, doc: uids.append(doc["uid"]), "start")
+    RE(plan_fn(*args, **kwargs))
+    return uids
+
+
+def wait_for_connection(devices: Iterable[Any], timeout: float) -> None:
+    """Wait until every device is connected; one error naming all that are not."""
+    deadline = time.monotonic() + timeout
+    missing: list[str] = []
+    for device in devices:
+        waiter = getattr(device, "wait_for_connection", None)
+        if waiter is None:
+            continue
+        try:
+            waiter(timeout=max(deadline - time.monotonic(), 0.1))
+        except TimeoutError as exc:
+            missing.append(f"{getattr(device, 'name', device)} ({exc})")
+    if missing:
+        raise BeampodError(
+            "devices did not connect within "
+            f"{timeout:g} s: {'; '.join(missing)}. Is the pod up (`beampod status`)?"
+        )

@@ -1,0 +1,176 @@
+"""Reading runs back: ``db[-1]``, ``db[scan_id]``, ``db['partial uid']``, ``beampod runs``.
+
+The heavy lifting is bluesky-tiled-plugins' client: a ``CatalogOfBlueskyRuns``
+container (spec version 3) hands out ``BlueskyRunV3`` runs whose streams read into
+xarray. ``Catalog`` only puts beampod's error messages and rules (uid prefixes of at
+least 6 characters) around it.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from beampod.config import LoadedPod
+from beampod.errors import StoreError, UsageError
+from beampod.store._layout import tiled_url
+
+MIN_UID_PREFIX = 6
+
+
+class RunNotFoundError(StoreError, KeyError):
+    """No run matches the key (also a KeyError, as databroker users expect)."""
+
+    def __str__(self) -> str:  # KeyError would show the message quoted
+        return str(self.args[0]) if self.args else ""
+
+
+class AmbiguousUidError(RunNotFoundError):
+    """A uid prefix matches more than one run."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    uid: str
+    scan_id: int | None
+    plan_name: str | None
+    start_time: datetime | None
+    num_events: int
+    exit_status: str | None  # None while the run is still open
+
+
+class Catalog:
+    """databroker-like view of one instrument's runs."""
+
+    def __init__(self, client: Any, instrument: str) -> None:
+        self._client = client
+        self.instrument = instrument
+
+    @property
+    def client(self) -> Any:
+        """The underlying ``CatalogOfBlueskyRuns`` tiled client (search, v2/v3...)."""
+        return self._client
+
+    def __len__(self) -> int:
+        return len(self._client)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._client)
+
+    def __repr__(self) -> str:
+        return f"<beampod Catalog {self.instrument!r}: {len(self)} runs>"
+
+    def __getitem__(self, key: int | str) -> Any:
+        if isinstance(key, bool) or not isinstance(key, numbers.Integral | str):
+            raise UsageError(f"look runs up by -N, scan_id or uid prefix, not {key!r}")
+        if isinstance(key, str):
+            return self._by_uid(key)
+        if key < 0:
+            return self._recent(int(key))
+        if key == 0:
+            raise UsageError("db[0] is not a run: use db[-1] for the latest, db[N] for scan_id N")
+        return self._by_scan_id(int(key))
+
+    def _recent(self, key: int) -> Any:
+        n = len(self._client)
+        if n == 0:
+            raise RunNotFoundError(f"no runs stored for instrument {self.instrument!r} yet")
+        if -key > n:
+            raise RunNotFoundError(f"db[{key}]: only {n} run(s) stored for {self.instrument!r}")
+        return self._client.values()[key]
+
+    def _by_scan_id(self, scan_id: int) -> Any:
+        from tiled.queries import Eq
+
+        results = self._client.search(Eq("start.scan_id", scan_id))
+        if not len(results):
+            raise RunNotFoundError(f"no run with scan_id {scan_id} for {self.instrument!r}")
+        # scan_ids repeat (RE.md['scan_id'] resets); the latest is what users mean.
+        return results.values()[-1]
+
+    def _by_uid(self, prefix: str) -> Any:
+        from tiled.queries import Like
+
+        if len(prefix) < MIN_UID_PREFIX:
+            raise UsageError(f"uid prefix {prefix!r} is too short: give at least "
+                             f"{MIN_UID_PREFIX} characters")
+        if any(c in prefix for c in "%_\\"):
+            raise UsageError(f"uid prefix {prefix!r} contains a wildcard character")
+        found = self._client.search(Like("start.uid", f"{prefix}%")).values().head(2)
+        if len(found) > 1:
+            raise AmbiguousUidError(f"uid prefix {prefix!r} matches several runs: "
+                                    "give more characters")
+        if not found:
+            raise RunNotFoundError(f"no run with uid starting {prefix!r} for {self.instrument!r}")
+        return found[0]
+
+    def summaries(self, limit: int = 20) -> list[RunSummary]:
+        """The ``limit`` most recent runs, newest first."""
+        if limit <= 0:
+            return []
+        runs = list(self._client.values().tail(limit))
+        return [_summary(run) for run in reversed(runs)]
+
+
+def _summary(run: Any) -> RunSummary:
+    md = run.metadata
+    start: dict[str, Any] = dict(md.get("start") or {})
+    stop: dict[str, Any] | None = md.get("stop")
+    t = start.get("time")
+    started = datetime.fromtimestamp(t, tz=UTC) if isinstance(t, int | float) else None
+    if stop is not None:
+        num = sum(int(v) for v in (stop.get("num_events") or {}).values())
+    else:
+        num = _count_events(run)
+    return RunSummary(
+        uid=str(start.get("uid", "")), scan_id=start.get("scan_id"),
+        plan_name=start.get("plan_name"), start_time=started, num_events=num,
+        exit_status=None if stop is None else stop.get("exit_status"),
+    )
+
+
+def _count_events(run: Any) -> int:
+    """Events stored so far in an open run: rows of each stream's event table."""
+    base = run.base if hasattr(run, "base") else run
+    total = 0
+    for name in base:
+        stream = base[name]
+        stream = stream.base if hasattr(stream, "base") else stream
+        if "internal" in stream:
+            total += len(stream["internal"].read(columns=["seq_num"]))
+    return total
+
+
+def _connect(pod: LoadedPod, instrument: str | None, api_key: str | None) -> tuple[Any, str]:
+    from beampod.store._client import connect
+
+    name = instrument or pod.config.instrument_name
+    pod.config.instrument(name)  # UsageError for an unknown instrument
+    key = api_key or pod.secrets.tiled_reader_key.get_secret_value()
+    url = tiled_url(pod)
+    try:
+        root = connect(url, key)
+    except (httpx.HTTPError, OSError) as exc:
+        raise StoreError(f"cannot reach the pod's Tiled server at {url}: {exc}") from None
+    try:
+        return root[name], name
+    except KeyError:
+        raise StoreError(f"Tiled at {url} has no container for instrument {name!r} "
+                         "(is this the pod's store?)") from None
+
+
+def open_catalog(pod: LoadedPod, instrument: str | None = None, *,
+                 api_key: str | None = None) -> Catalog:
+    """The instrument's runs, read with the pod's read-only key unless ``api_key``."""
+    client, name = _connect(pod, instrument, api_key)
+    return Catalog(client, name)
+
+
+def list_runs(pod: LoadedPod, instrument: str | None = None, limit: int = 20) -> list[RunSummary]:
+    """Most recent runs first, for ``beampod runs``."""
+    return open_catalog(pod, instrument).summaries(limit)

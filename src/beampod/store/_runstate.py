@@ -1,0 +1,219 @@
+"""One run's writing state, and how to rebuild it from what Tiled already holds.
+
+The writing itself is bluesky-tiled-plugins' ``_RunWriter`` (behind its
+``RunNormalizer``), so the layout in Tiled is exactly TiledWriter's. What this
+module adds is the knowledge TiledWriter keeps only in memory -- which descriptors
+and which events of a run are already stored -- so that a redelivered document, a
+restarted writer or a replayed run is recognised and skipped instead of answered
+with 409 Conflict (start/descriptor) or KeyError (events of a run this process
+never saw start).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy
+from bluesky_tiled_plugins.writing.tiled_writer import (
+    RESERVED_DATA_KEYS,
+    RunNormalizer,
+    _RunWriter,
+)
+from tiled.client.container import Container
+
+Outcome = Literal["written", "duplicate"]
+
+# Rows are written when the sink flushes at the end of each batch, never because a
+# cache filled up, so that "write_batch returned" means "stored".
+_NEVER = 2**62
+
+
+class _Normalizer(RunNormalizer):
+    """RunNormalizer without its per-document schema validation: the sink validates
+    every incoming document first, so validating again would only double the cost."""
+
+    def emit(self, name: Any, doc: Any) -> None:
+        self.dispatcher.process(name, doc)
+
+
+@dataclass(eq=False)  # hashable by identity: the dispatcher stores it in a dict
+class _Forward:
+    """Normalizer -> writer link that can be muted while replaying stored descriptors
+    into the normalizer (to rebuild its state without writing them again)."""
+
+    writer: _RunWriter
+    muted: bool = False
+
+    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+        if not self.muted:
+            self.writer(name, doc)
+
+
+@dataclass
+class StreamState:
+    name: str
+    data_keys: frozenset[str]
+    # Events may skip the normalizer when it would not change them (no external
+    # data, no reserved key names): saves two deep copies per event.
+    direct: bool
+    # Highest seq_num stored (or queued in this batch). Bluesky numbers the events
+    # of a stream 1, 2, 3... in emission order, and the bus keeps that order, so
+    # "seq_num <= high-water mark" identifies an already stored event.
+    high_water: int = 0
+
+
+def _stream_for(doc: dict[str, Any]) -> StreamState:
+    keys = doc.get("data_keys", {})
+    direct = all("external" not in v for v in keys.values()) and not (
+        set(RESERVED_DATA_KEYS) & keys.keys()
+    )
+    return StreamState(doc["name"], frozenset(keys), direct)
+
+
+def _array_keys(writer: _RunWriter, stream: str, data_keys: dict[str, Any]) -> None:
+    """Same classification _RunWriter.descriptor does for a *new* stream (which
+    internal keys go to zarr or ragged arrays); needed when the stream already exists."""
+    for key, val in data_keys.items():
+        if "external" in val or val.get("dtype") != "array":
+            continue
+        shape = val.get("shape", ())
+        dt = val.get("dtype_numpy")
+        if None in shape:
+            writer._int_ragged_array_keys[stream].add(key)
+        elif (0 <= writer._max_array_size < math.prod(shape)) or (
+            dt and numpy.dtype(dt).kind in {"U", "S", "O"}
+        ):
+            writer._int_array_keys[stream].add(key)
+
+
+@dataclass
+class RunState:
+    uid: str
+    writer: _RunWriter
+    normalizer: _Normalizer
+    forward: _Forward
+    streams: dict[str, StreamState] = field(default_factory=dict)
+    descriptors: dict[str, StreamState] = field(default_factory=dict)
+    stopped: bool = False
+    # Message ids whose rows sit in the writer's cache until the next flush.
+    pending: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def new(cls, client: Container, uid: str) -> RunState:
+        writer = _RunWriter(client, batch_size=_NEVER)
+        normalizer = _Normalizer()
+        forward = _Forward(writer)
+        normalizer.subscribe(forward)
+        return cls(uid, writer, normalizer, forward)
+
+    # -- documents ---------------------------------------------------------------
+
+    def start(self, doc: dict[str, Any]) -> None:
+        self.normalizer("start", doc)
+
+    def descriptor(self, doc: dict[str, Any]) -> Outcome:
+        if doc["uid"] in self.descriptors:
+            return "duplicate"
+        self.normalizer("descriptor", doc)
+        self._register(doc)
+        return "written"
+
+    def _register(self, doc: dict[str, Any]) -> None:
+        stream = self.streams.get(doc["name"])
+        if stream is None:
+            stream = self.streams[doc["name"]] = _stream_for(doc)
+        else:  # a configuration update of an existing stream: same table
+            new = _stream_for(doc)
+            stream.data_keys, stream.direct = new.data_keys, new.direct
+        self.descriptors[doc["uid"]] = stream
+
+    def event(self, doc: dict[str, Any], msg_id: str, stream: StreamState) -> Outcome:
+        if doc["seq_num"] <= stream.high_water:
+            return "duplicate"
+        if stream.direct:
+            self.writer.event(doc)
+        else:
+            self.normalizer("event", doc)
+        stream.high_water = doc["seq_num"]
+        self.pending.append((msg_id, "event"))
+        return "written"
+
+    def other(self, name: str, doc: dict[str, Any]) -> None:
+        """resource / datum / stream_resource / stream_datum: normalizer decides."""
+        self.normalizer(name, doc)
+
+    def stop(self, doc: dict[str, Any]) -> Outcome:
+        if self.stopped:
+            return "duplicate"
+        self.normalizer("stop", doc)  # _RunWriter.stop writes cached rows first
+        self.stopped = True
+        self.pending.clear()
+        return "written"
+
+    def flush(self) -> None:
+        """Write every cached row of this run: one table append per stream."""
+        w = self.writer
+        for name, cache in w._internal_data_cache.items():
+            if cache:
+                w._write_internal_data(cache, desc_node=w._desc_nodes[name])
+                cache.clear()
+        self.pending.clear()
+
+    # -- rebuilding from Tiled ----------------------------------------------------
+
+    @classmethod
+    def load(cls, client: Container, uid: str) -> RunState | None:
+        """State of a run already (partly) in Tiled, or None if Tiled has no such run."""
+        try:
+            run = Container.__getitem__(client, uid)  # plain lookup, no partial-uid magic
+        except KeyError:
+            return None
+        state = cls.new(client, uid)
+        w = state.writer
+        root = run.base if hasattr(run, "base") else run
+        w.root_node = root
+        metadata = dict(run.metadata)
+        state.stopped = "stop" in metadata
+        state.forward.muted = True
+        try:
+            # The normalizer keeps per-run state too (descriptor names, internal vs
+            # external keys); feeding it the start and stored descriptors rebuilds it.
+            state.normalizer("start", dict(metadata.get("start", {})))
+            for stream_name in list(root):
+                state._load_stream(root, stream_name)
+        finally:
+            state.forward.muted = False
+        return state
+
+    def _load_stream(self, root: Container, stream_name: str) -> None:
+        node = root[stream_name]
+        base: Container = node.base if hasattr(node, "base") else node
+        md = dict(base.metadata)
+        descriptor = {k: v for k, v in md.items() if k != "_config_updates"}
+        descriptor.update(name=stream_name, run_start=self.uid)
+        w = self.writer
+        self.normalizer("descriptor", descriptor)
+        self._register(descriptor)
+        stream = self.streams[stream_name]
+        w.data_keys.update(descriptor.get("data_keys", {}))
+        w._desc_nodes[stream_name] = base
+        for uid in [descriptor.get("uid"), *(u["uid"] for u in md.get("_config_updates", []))]:
+            if uid:
+                w._desc_nodes[uid] = base
+                self.descriptors[uid] = stream
+        _array_keys(w, stream_name, descriptor.get("data_keys", {}))
+        children = set(base)
+        if "internal" in children:
+            table = base["internal"]
+            w._internal_tables[stream_name] = table
+            seq = table.read(columns=["seq_num"])["seq_num"]
+            if len(seq):
+                stream.high_water = int(seq.max())
+        for key in w._int_array_keys[stream_name] | w._int_ragged_array_keys[stream_name]:
+            if key in children:
+                array = base[key]
+                w._internal_arrays[f"{stream_name}/{key}"] = array
+                # Array-only streams have no seq_num column: rows == events stored.
+                stream.high_water = max(stream.high_water, int(array.shape[0]))

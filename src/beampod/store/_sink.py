@@ -1,0 +1,284 @@
+"""RunSink: the transport-independent half of the writer.
+
+A bus consumer hands it batches of ``(name, doc, msg_id)``; ``write_batch`` returns
+once everything it accepted is stored in Tiled, so the consumer can then ack the
+whole batch. Three outcomes per message: written, duplicate (already stored: ack it),
+rejected (permanently bad: dead-letter it with the reason). A Tiled outage raises
+:class:`TransientStoreError` instead, and the consumer retries the same batch;
+idempotency makes the retry safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from event_model import unpack_event_page
+from tiled.client.container import Container
+
+from beampod.errors import StoreError
+from beampod.store._runstate import RunState
+from beampod.store._validate import event_keys_problem, schema_problem
+
+log = logging.getLogger("beampod.store.sink")
+
+Item = tuple[str, dict[str, Any], str]
+
+
+class TransientStoreError(StoreError):
+    """Tiled is unreachable or failing (5xx): retry the same batch later."""
+
+
+class StoreAccessError(StoreError):
+    """Tiled refused the writer's credentials (401/403): retrying will not help."""
+
+
+class _Rejected(Exception):
+    """Internal: this one document is permanently bad."""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    msg_id: str
+    name: str
+    reason: str
+
+
+@dataclass
+class BatchResult:
+    written: int = 0
+    duplicates: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejected
+
+
+def _status(exc: BaseException) -> int | None:
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code
+    return None
+
+
+def _is_transient(exc: BaseException) -> bool:
+    status = _status(exc)
+    if status is None:
+        return isinstance(exc, httpx.TransportError)
+    return status >= 500 or status in (408, 429)
+
+
+def _run_hint(msg_id: str) -> str | None:
+    """beampod message ids start with the run uid (``<run>:<name>:<key>``)."""
+    head = msg_id.split(":", 1)[0]
+    return head if head and head != "-" else None
+
+
+class RunSink:
+    """Stores bluesky documents into one instrument's Tiled container, exactly once.
+
+    ``container`` is a writable tiled client node (the instrument's
+    ``CatalogOfBlueskyRuns`` container). Not thread-safe: one consumer, one sink.
+    """
+
+    def __init__(self, container: Container, *, max_cached_runs: int = 64) -> None:
+        self._container = container.include_data_sources()
+        self._runs: OrderedDict[str, RunState] = OrderedDict()
+        self._max_cached_runs = max_cached_runs
+
+    @classmethod
+    def from_uri(cls, uri: str, api_key: str, instrument: str) -> RunSink:
+        from beampod.store._client import connect
+
+        try:
+            root = connect(uri, api_key)
+            return cls(root[instrument])
+        except KeyError:
+            raise StoreError(f"Tiled has no container {instrument!r}") from None
+        except (httpx.HTTPError, OSError) as exc:
+            raise _translate(exc, "connecting to Tiled") from None
+
+    # -- public -----------------------------------------------------------------
+
+    def write_batch(self, items: Iterable[Item]) -> BatchResult:
+        result = BatchResult()
+        touched: dict[str, RunState] = {}
+        try:
+            for name, doc, msg_id in items:
+                try:
+                    outcome = self._one(name, doc, msg_id, touched)
+                except _Rejected as exc:
+                    result.rejected.append(Rejection(msg_id, name, str(exc)))
+                    continue
+                if outcome == "duplicate":
+                    result.duplicates += 1
+                else:
+                    result.written += 1
+            self._flush(touched, result)
+        except (httpx.HTTPError, OSError) as exc:
+            # Whatever this process believed about these runs may now be wrong (a
+            # request may or may not have been applied): forget it, so the retry
+            # rebuilds the state from what Tiled actually holds.
+            for uid in touched:
+                self._runs.pop(uid, None)
+            raise _translate(exc, "writing to Tiled") from None
+        return result
+
+    def forget(self) -> None:
+        """Drop all in-memory run state (it is rebuilt from Tiled on demand)."""
+        self._runs.clear()
+
+    # -- per document -------------------------------------------------------------
+
+    def _one(self, name: str, doc: Any, msg_id: str, touched: dict[str, RunState]) -> str:
+        if not isinstance(doc, dict):
+            raise _Rejected(f"{name} document is {type(doc).__name__}, not a mapping")
+        if name == "event_page":
+            return self._event_page(doc, msg_id, touched)
+        problem = schema_problem(name, doc)
+        if problem:
+            raise _Rejected(problem)
+        if name == "start":
+            return self._start(doc, touched)
+        if name == "event":
+            state, stream = self._stream_of(doc, msg_id, touched)
+            if (p := event_keys_problem(doc, stream.data_keys)) is not None:
+                raise _Rejected(p)
+            return state.event(doc, msg_id, stream)
+        run_uid = doc.get("run_start") if name in ("descriptor", "stop") else _run_hint(msg_id)
+        if run_uid is None:
+            raise _Rejected(f"{name} document names no run")
+        state = self._state(run_uid, touched)
+        if state is None:
+            raise _Rejected(f"{name} for unknown run {run_uid} (no start document stored)")
+        try:
+            if name == "descriptor":
+                return state.descriptor(doc)
+            if name == "stop":
+                outcome = state.stop(doc)
+                self._runs.pop(run_uid, None)  # finished: nothing more to remember
+                touched.pop(run_uid, None)
+                return outcome
+            state.other(name, doc)
+            return "written"
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            # _RunWriter/RunNormalizer raise these for documents that do not fit the
+            # run (e.g. a datum for an unknown resource); the run state may be half
+            # updated, so rebuild it from Tiled next time.
+            self._runs.pop(run_uid, None)
+            raise _Rejected(f"{name} could not be applied: {type(exc).__name__}: {exc}") from None
+        except httpx.HTTPStatusError as exc:
+            if _is_transient(exc) or _status(exc) in (401, 403):
+                raise
+            self._runs.pop(run_uid, None)
+            raise _Rejected(f"Tiled refused {name}: {_status(exc)} {_detail(exc)}") from None
+
+    def _start(self, doc: dict[str, Any], touched: dict[str, RunState]) -> str:
+        uid = doc["uid"]
+        if self._state(uid, touched) is not None:
+            return "duplicate"
+        state = RunState.new(self._container, uid)
+        try:
+            state.start(doc)
+        except httpx.HTTPStatusError as exc:
+            if _status(exc) == 409:  # created concurrently (or an unseen retry): reuse
+                return "duplicate" if self._state(uid, touched) else "written"
+            if _is_transient(exc) or _status(exc) in (401, 403):
+                raise
+            raise _Rejected(f"Tiled refused start: {_status(exc)} {_detail(exc)}") from None
+        self._remember(state, touched)
+        return "written"
+
+    def _event_page(self, doc: dict[str, Any], msg_id: str, touched: dict[str, RunState]) -> str:
+        problem = schema_problem("event_page", doc)
+        if problem:
+            raise _Rejected(problem)
+        outcomes = {self._one("event", ev, msg_id, touched) for ev in unpack_event_page(doc)}
+        return "written" if "written" in outcomes else "duplicate"
+
+    def _stream_of(self, doc: dict[str, Any], msg_id: str,
+                   touched: dict[str, RunState]) -> tuple[RunState, Any]:
+        desc = doc["descriptor"]
+        for state in self._runs.values():
+            if desc in state.descriptors:
+                touched[state.uid] = state
+                return state, state.descriptors[desc]
+        hint = _run_hint(msg_id)
+        state = self._state(hint, touched) if hint else None
+        if state is None:
+            where = f"run {hint}" if hint else "any run this writer knows"
+            raise _Rejected(f"event for unknown descriptor {desc} (not in {where})")
+        if desc not in state.descriptors:
+            raise _Rejected(f"event for unknown descriptor {desc} in run {state.uid}")
+        if state.stopped:
+            stream = state.descriptors[desc]
+            if doc["seq_num"] > stream.high_water:
+                raise _Rejected(
+                    f"event seq_num {doc['seq_num']} arrived after run {state.uid} stopped"
+                )
+        return state, state.descriptors[desc]
+
+    # -- run state cache ----------------------------------------------------------
+
+    def _state(self, uid: str, touched: dict[str, RunState]) -> RunState | None:
+        state = self._runs.get(uid)
+        if state is None:
+            state = RunState.load(self._container, uid)
+            if state is None:
+                return None
+            self._remember(state, touched)
+        touched[uid] = state
+        self._runs.move_to_end(uid)
+        return state
+
+    def _remember(self, state: RunState, touched: dict[str, RunState]) -> None:
+        self._runs[state.uid] = state
+        touched[state.uid] = state
+        while len(self._runs) > self._max_cached_runs:
+            old_uid = next(iter(self._runs))
+            if old_uid in touched:
+                break  # never evict a run with rows waiting for this batch's flush
+            del self._runs[old_uid]
+
+    def _flush(self, touched: dict[str, RunState], result: BatchResult) -> None:
+        for uid, state in touched.items():
+            pending = list(state.pending)
+            try:
+                state.flush()
+            except httpx.HTTPStatusError as exc:
+                if _is_transient(exc) or _status(exc) in (401, 403):
+                    raise
+                self._runs.pop(uid, None)
+                reason = f"Tiled refused the rows: {_status(exc)} {_detail(exc)}"
+                result.written -= len(pending)
+                result.rejected.extend(Rejection(m, n, reason) for m, n in pending)
+
+
+def _detail(exc: httpx.HTTPStatusError) -> str:
+    try:
+        body = exc.response.json()
+    except ValueError:
+        return exc.response.text[:200]
+    detail = body.get("detail", body) if isinstance(body, dict) else body
+    return str(detail)[:300]
+
+
+def _translate(exc: BaseException, what: str) -> StoreError:
+    status = _status(exc)
+    if status in (401, 403):
+        return StoreAccessError(f"Tiled refused the writer key while {what} ({status})")
+    if _is_transient(exc) or isinstance(exc, OSError):
+        return TransientStoreError(f"Tiled unavailable while {what}: {type(exc).__name__}: {exc}")
+    return StoreError(f"Tiled error while {what}: {exc}")
+
+
+def items_from(docs: Sequence[tuple[str, dict[str, Any]]]) -> list[Item]:
+    """``(name, doc)`` pairs -> ``(name, doc, msg_id)`` with beampod's stable ids."""
+    from beampod.bus._codec import message_id, run_uid_of
+
+    runs: dict[str, str] = {}
+    return [(n, d, message_id(n, d, run_uid_of(n, d, runs))) for n, d in docs]

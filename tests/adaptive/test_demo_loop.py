@@ -1,0 +1,99 @@
+"""The seed's demo, verbatim, through a real nats-server and a real agent process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from bluesky import RunEngine
+
+from beampod.adaptive import adaptive_plan, make_brains, ping_agent
+from beampod.bus import NatsConnection
+
+pytestmark = pytest.mark.pod
+
+EXPECTED = [1.5 * j for j in range(17)]  # 0, 1.5, ..., 24.0
+
+
+class Runs:
+    """Start documents and primary-event data of everything the RunEngine emitted."""
+
+    def __init__(self) -> None:
+        self.starts: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.stops: list[dict[str, Any]] = []
+
+    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+        if name == "start":
+            self.starts.append(doc)
+        elif name == "event":
+            self.events.append(doc["data"])
+        elif name == "stop":
+            self.stops.append(doc)
+
+    def positions(self) -> list[float]:
+        return [e["motor"] for e in self.events]
+
+
+@pytest.fixture
+def RE() -> Iterator[tuple[RunEngine, Runs]]:  # noqa: N802 - the name users type
+    re = RunEngine({})
+    runs = Runs()
+    re.subscribe(runs)
+    yield re, runs
+
+
+def check_demo(runs: Runs, plan_id: str | None = None) -> None:
+    assert len(runs.starts) == 17
+    assert runs.positions() == EXPECTED
+    assert [s["batch_count"] for s in runs.starts] == list(range(17))
+    ids = {s["batch_id"] for s in runs.starts}
+    assert len(ids) == 1
+    (pid,) = ids
+    assert all(s["adaptive"]["plan_id"] == pid and s["adaptive"]["seq"] == s["batch_count"]
+               for s in runs.starts)
+    if plan_id is not None:
+        assert pid == plan_id
+    assert all(s["exit_status"] == "success" for s in runs.stops)
+
+
+def test_seed_demo_verbatim(start_pod: Callable[..., Any], RE: Any) -> None:
+    running = start_pod()
+    re, runs = RE
+    to_brains, from_brains = make_brains(running.pod)
+    ns: dict[str, Any] = {"RE": re, "adaptive_plan": adaptive_plan,
+                          "to_brains": to_brains, "from_brains": from_brains}
+    try:
+        # Exactly the seed's two lines, in a namespace like the session's.
+        exec("from ophyd.sim import *\n"
+             "RE(adaptive_plan([det], {motor: 0}, to_brains=to_brains, "
+             "from_brains=from_brains))", ns)
+    finally:
+        from_brains.close()
+    check_demo(runs)
+    assert from_brains.client.stats["ignored"] == 0
+
+
+def test_per_event_mode_one_run(start_pod: Callable[..., Any], RE: Any) -> None:
+    from ophyd.sim import det, motor
+
+    running = start_pod()
+    re, runs = RE
+    to_brains, from_brains = make_brains(running.pod, mode="per_event")
+    try:
+        re(adaptive_plan([det], {motor: 0}, to_brains=to_brains, from_brains=from_brains))
+    finally:
+        from_brains.close()
+    assert len(runs.starts) == 1
+    assert runs.positions() == EXPECTED
+
+
+def test_agent_answers_ping(start_pod: Callable[..., Any]) -> None:
+    import asyncio
+
+    running = start_pod()
+    pod = running.pod
+    conn = NatsConnection.from_pod(pod, pod.config.instrument_name)
+    status = asyncio.run(ping_agent(conn, pod.config.instrument_name, "agent"))
+    assert status is not None and status["agent"] == "agent"

@@ -1,0 +1,67 @@
+"""A real nats-server for tests: generated config, readiness polled with a deadline,
+SIGKILL-able, and checked to be gone on teardown."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from beampod.bus import ensure_streams_sync, nats_server_binary, write_nats_config
+from beampod.config import LoadedPod, NatsBus
+
+
+class NatsProcess:
+    def __init__(self, pod: LoadedPod) -> None:
+        self.pod = pod
+        bus = pod.config.bus
+        assert isinstance(bus, NatsBus)
+        self.bus = bus
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path: Path = pod.home.logs_dir / "nats-test.log"
+
+    def start(self, deadline_s: float = 20.0, streams: bool = True) -> None:
+        assert self.proc is None or self.proc.poll() is not None
+        conf = write_nats_config(self.pod)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([nats_server_binary(), "-c", str(conf)],
+                                     stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.wait_ready(deadline_s)
+        if streams:
+            ensure_streams_sync(self.pod)
+
+    def wait_ready(self, deadline_s: float) -> None:
+        url = f"http://127.0.0.1:{self.bus.monitor_port}/healthz?js-enabled-only=true"
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nats-server exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=1.0) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.02)  # poll interval, not a fixed wait: bounded by the deadline
+        raise TimeoutError(f"nats-server not ready within {deadline_s}s")
+
+    def kill(self) -> None:
+        """SIGKILL and wait until the process is reaped."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        assert self.proc is None or self.proc.poll() is not None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        assert self.proc is None or self.proc.poll() is not None, "nats-server still running"

@@ -1,0 +1,155 @@
+"""Consumer side against a real nats-server: durable fetch, bad bytes, dead letters,
+tail, and per-instrument permissions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from beampod.bus import (
+    BadMessage,
+    DocumentConsumer,
+    DurablePublisher,
+    Message,
+    NatsConnection,
+    get_dead_letter,
+    list_dead_letters,
+    replay_dead_letter,
+    tail,
+)
+from beampod.config import LoadedPod, documents_subject
+
+from ._docs import assert_docs_equal, run_plan
+from ._natsproc import NatsProcess
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _publish_run(pod: LoadedPod) -> list:
+    pub = DurablePublisher.from_pod(pod)
+    try:
+        emitted = run_plan(pub, num=5)
+        assert pub.flush(20)
+    finally:
+        pub.close()
+    return emitted
+
+
+def test_bad_bytes_are_surfaced_dead_lettered_and_replayable(
+        bus_pod: LoadedPod, nats_server: NatsProcess) -> None:
+    conn = NatsConnection.from_pod(bus_pod, "demo")
+
+    async def main() -> None:
+        nc = await conn.connect()
+        await nc.jetstream().publish(documents_subject("demo"), b"\xc1 not msgpack",
+                                     headers={"Nats-Msg-Id": "bad-1"})
+        await nc.close()
+        async with DocumentConsumer(conn, "demo", durable="writer") as c:
+            [bad] = await c.fetch(10, 1.0)
+            assert isinstance(bad, BadMessage) and bad.msg_id == "bad-1"
+            assert bad.data == b"\xc1 not msgpack"
+            seq = await c.publish_dead_letter(bad.data, "writer: " + bad.error, bad.headers)
+            await bad.term()
+            assert await c.fetch(10, 0.3) == []
+        letters = await list_dead_letters(conn, "demo")
+        assert [lt.seq for lt in letters] == [seq]
+        assert letters[0].reason.startswith("writer: not msgpack")
+        assert letters[0].msg_id == "bad-1"
+        letter = await get_dead_letter(conn, "demo", seq)
+        assert letter.data == b"\xc1 not msgpack"
+        assert "undecodable" in letter.describe()
+        await replay_dead_letter(conn, "demo", seq)
+        assert await list_dead_letters(conn, "demo") == []
+        async with DocumentConsumer(conn, "demo", durable="writer") as c:
+            [again] = await c.fetch(10, 1.0)
+            assert isinstance(again, BadMessage) and again.msg_id == "bad-1"
+            await again.ack()
+
+    asyncio.run(main())
+
+
+def test_durable_consumer_resumes_where_it_acked(bus_pod: LoadedPod,
+                                                 nats_server: NatsProcess) -> None:
+    emitted = _publish_run(bus_pod)
+    conn = NatsConnection.from_pod(bus_pod, "demo")
+
+    async def main() -> list:
+        got = []
+        async with DocumentConsumer(conn, "demo", durable="w") as c:
+            for m in await c.fetch(3, 1.0):
+                assert isinstance(m, Message)
+                got.append((m.name, m.doc))
+                await m.ack()
+        async with DocumentConsumer(conn, "demo", durable="w") as c:
+            while batch := await c.fetch(100, 0.5):
+                for m in batch:
+                    assert isinstance(m, Message)
+                    got.append((m.name, m.doc))
+                    await m.ack()
+        return got
+
+    assert_docs_equal(asyncio.run(main()), emitted)
+
+
+async def _until_consumers(pod: LoadedPod, n: int, deadline_s: float = 10.0) -> None:
+    admin = await NatsConnection.from_pod(pod, admin=True).connect()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_s
+        while (await admin.jetstream().stream_info("DEMO_DOCUMENTS")).state.consumer_count < n:
+            assert loop.time() < deadline, "tail consumer never appeared"
+            await asyncio.sleep(0.01)  # poll interval, bounded by the deadline
+    finally:
+        await admin.close()
+
+
+def test_tail_from_start_and_from_now(bus_pod: LoadedPod, nats_server: NatsProcess) -> None:
+    first = _publish_run(bus_pod)
+    conn = NatsConnection.from_pod(bus_pod, "demo")
+
+    async def take(n: int, from_start: bool, after: object = None) -> list:
+        out = []
+        agen = tail(conn, "demo", from_start=from_start)
+        try:
+            async def read() -> None:
+                async for item in agen:
+                    out.append(item)
+                    if len(out) == n:
+                        return
+            task = asyncio.ensure_future(read())
+            if after is not None:
+                await _until_consumers(bus_pod, 1)  # the tail's consumer exists
+                await asyncio.to_thread(after)
+            await asyncio.wait_for(task, 20)
+        finally:
+            await agen.aclose()
+        return out
+
+    # "From now" first: no other consumer exists yet, so the count tells when it is ours.
+    second: list = []
+    got = asyncio.run(take(len(first), False, lambda: second.extend(_publish_run(bus_pod))))
+    assert_docs_equal(got, second)
+    assert_docs_equal(asyncio.run(take(2 * len(first), True)), first + second)
+
+
+def test_an_instrument_cannot_touch_another_instruments_subjects(
+        bus_pod: LoadedPod, nats_server: NatsProcess) -> None:
+    import nats.errors
+
+    conn = NatsConnection.from_pod(bus_pod, "demo")
+
+    async def main() -> None:
+        nc = await conn.connect()
+        try:
+            with pytest.raises((nats.errors.Error, TimeoutError)):
+                # Publishing to another prefix is refused by the server (permissions
+                # violation), so the JetStream request gets no answer.
+                await nc.jetstream().publish("other.bluesky.runengine.documents", b"x",
+                                             timeout=1.0)
+            with pytest.raises((nats.errors.Error, TimeoutError)):
+                await nc.jetstream().add_stream(name="EVIL", subjects=["demo.evil"])
+        finally:
+            await nc.close()
+
+    asyncio.run(main())

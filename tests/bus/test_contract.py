@@ -1,0 +1,143 @@
+"""One behavioural contract, every transport, real servers.
+
+Contract: every document of a RunEngine run arrives, in order, equal (numpy arrays
+included) to what was emitted. Durable transports additionally replay to a subscriber
+that starts after the run. 0MQ is BEST_EFFORT: it passes the live test only after the
+slow-joiner handshake and does not replay (skipped with that reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from beampod.bus import DocumentSubscriber, Durability, NatsConnection, NatsTransport, Transport
+from beampod.config import LoadedPod
+
+from ._docs import Doc, assert_docs_equal, run_plan
+from ._natsproc import NatsProcess
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_tcp(port: int, proc: subprocess.Popen[bytes], deadline_s: float = 15.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("0MQ proxy exited early")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.02)  # poll interval, bounded by the deadline
+    raise TimeoutError(f"port {port} not listening within {deadline_s}s")
+
+
+@pytest.fixture
+def zmq_proxy() -> Iterator[tuple[str, str]]:
+    in_port, out_port = _free_port(), _free_port()
+    exe = Path(sysconfig.get_path("scripts")) / "bluesky-0MQ-proxy"
+    argv = [str(exe)] if exe.exists() else [sys.executable, "-m",
+                                             "bluesky.commandline.zmq_proxy"]
+    proc = subprocess.Popen([*argv, "--in-address", f"tcp://127.0.0.1:{in_port}",
+                             "--out-address", f"tcp://127.0.0.1:{out_port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_tcp(in_port, proc)
+        _wait_tcp(out_port, proc)
+        yield f"tcp://127.0.0.1:{in_port}", f"tcp://127.0.0.1:{out_port}"
+    finally:
+        proc.kill()
+        proc.wait(10)
+        assert proc.poll() is not None, "0MQ proxy survived teardown"
+
+
+@pytest.fixture(params=["nats", "zmq", "kafka"])
+def transport(request: pytest.FixtureRequest, bus_pod: LoadedPod, tmp_path: Path) -> Transport:
+    if request.param == "nats":
+        server: NatsProcess = request.getfixturevalue("nats_server")
+        return NatsTransport(NatsConnection.from_pod(server.pod, "demo"), "demo",
+                             bus_pod.home.spool_dir)
+    if request.param == "zmq":
+        from beampod.bus._zmq import ZmqTransport
+
+        in_addr, out_addr = request.getfixturevalue("zmq_proxy")
+        return ZmqTransport(in_addr, out_addr, "demo")
+    bootstrap = os.environ.get("BEAMPOD_TEST_KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        pytest.skip("Kafka contract needs a broker: set BEAMPOD_TEST_KAFKA_BOOTSTRAP")
+    pytest.importorskip("confluent_kafka")
+    from beampod.bus._kafka import KafkaTransport, ensure_topic
+
+    instrument = f"t{uuid.uuid4().hex[:8]}"  # a fresh topic per test
+    ensure_topic(bootstrap, instrument)
+    return KafkaTransport(bootstrap, instrument)
+
+
+async def _collect(sub: DocumentSubscriber, n: int, deadline_s: float = 30.0) -> list[Doc]:
+    got: list[Doc] = []
+    deadline = time.monotonic() + deadline_s
+    while len(got) < n and time.monotonic() < deadline:
+        for d in await sub.receive(200, 0.5):
+            got.append((d.name, d.doc))
+            await d.ack()
+    return got
+
+
+def test_live_run_arrives_complete_in_order_and_equal(transport: Transport) -> None:
+    async def main() -> tuple[list[Doc], list[Doc]]:
+        sub = await transport.subscriber(group=f"contract-{uuid.uuid4().hex[:6]}")
+        pub = transport.publisher()
+        try:
+            await transport.wait_ready(pub, sub)
+            emitted = await asyncio.to_thread(run_plan, pub)
+            assert pub.flush(20.0)
+            got = await _collect(sub, len(emitted))
+            # Nothing extra arrives either (no duplicates for the subscriber).
+            extra = await sub.receive(100, 0.3)
+            assert extra == []
+            return got, emitted
+        finally:
+            pub.close()
+            await sub.close()
+
+    got, emitted = asyncio.run(main())
+    assert_docs_equal(got, emitted)
+
+
+def test_subscriber_started_after_the_run_replays_it(transport: Transport) -> None:
+    if not transport.replays:
+        assert transport.durability is Durability.BEST_EFFORT
+        pytest.skip(f"{transport.name} does not replay: a late subscriber misses documents")
+
+    async def main() -> tuple[list[Doc], list[Doc]]:
+        pub = transport.publisher()
+        try:
+            emitted = await asyncio.to_thread(run_plan, pub)
+            assert pub.flush(20.0)
+        finally:
+            pub.close()
+        sub = await transport.subscriber(group="late")
+        try:
+            return await _collect(sub, len(emitted)), emitted
+        finally:
+            await sub.close()
+
+    got, emitted = asyncio.run(main())
+    assert_docs_equal(got, emitted)

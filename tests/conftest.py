@@ -1,0 +1,70 @@
+"""Suite-wide fixtures: one real pod per test session, and a leak check.
+
+The pod runs from a temporary home with free ports, so tests never touch a user's pod
+and two test runs on one machine do not collide.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from beampod.config import LoadedPod, PodHome, init_pod, load_pod
+
+
+def beampod_cli(home: Path, *args: str, timeout: float = 240,
+                check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the real ``beampod`` command line, as a user would."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "beampod", "--home", str(home), *args],
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"beampod {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
+            f"stderr:\n{proc.stderr}")
+    return proc
+
+
+def processes_using(path: Path) -> list[psutil.Process]:
+    """Live processes of a pod: its home is in their command line or BEAMPOD_HOME."""
+    found = []
+    needle = str(path)
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if needle in cmd or proc.environ().get("BEAMPOD_HOME") == needle:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+@pytest.fixture(scope="session")
+def pod_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodHome]:
+    """An initialised (not started) pod home with free ports."""
+    home = PodHome(tmp_path_factory.mktemp("pod"))
+    init_pod(home, free_ports=True)
+    yield home
+
+
+@pytest.fixture(scope="session")
+def pod(pod_home: PodHome) -> Iterator[LoadedPod]:
+    """A running demo pod, started with ``beampod up -d`` and stopped with ``down``."""
+    beampod_cli(pod_home.root, "up", "-d")
+    try:
+        yield load_pod(pod_home)
+    finally:
+        beampod_cli(pod_home.root, "down", check=False)
+        left = processes_using(pod_home.root)
+        for p in left:
+            p.kill()
+        assert not left, f"processes left behind by the pod: {[p.info for p in left]}"

@@ -1,0 +1,143 @@
+"""A real queue pod per module: redis, the demo IOCs, ``queue`` and ``queue-http``, run by
+the beampod Supervisor on its own event loop in a background thread.
+
+Readiness is the supervisor's probes (with deadlines); teardown stops everything and
+asserts that no process of the pod is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from beampod.config import LoadedPod, PodHome, init_pod, load_pod
+from beampod.services import Supervisor
+
+START_TIMEOUT_S = 180.0
+
+
+def pod_processes(root: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if (str(root) in " ".join(proc.info["cmdline"] or [])
+                    or proc.environ().get("BEAMPOD_HOME") == str(root)):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+@dataclass
+class RunningPod:
+    pod: LoadedPod
+    supervisor: Supervisor
+    loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
+    stop_event: asyncio.Event
+    errors: list[BaseException] = field(default_factory=list)
+
+    @property
+    def http(self) -> str:
+        from beampod.queue import http_uri
+
+        return http_uri(self.pod)
+
+    @property
+    def control_key(self) -> str:
+        return self.pod.secrets.queue_control_key.get_secret_value()
+
+    @property
+    def observer_key(self) -> str:
+        return self.pod.secrets.queue_observer_key.get_secret_value()
+
+    def service(self, name: str) -> Any:
+        return self.supervisor.state.services[name]
+
+
+def start_queue_pod(root: Path, *, allow_loopback: bool) -> RunningPod:
+    from beampod.services._svc_ioc import ioc_specs
+    from beampod.services._svc_queue import queue_specs
+    from beampod.services._svc_redis import redis_specs
+
+    home = PodHome(root)
+    init_pod(home, free_ports=True)
+    text = home.config_file.read_text()
+    flag = "true" if allow_loopback else "false"
+    text = text.replace("allow_loopback_unauthenticated: true",
+                        f"allow_loopback_unauthenticated: {flag}")
+    home.config_file.write_text(text)
+    pod = load_pod(home)
+    assert pod.config.pod.allow_loopback_unauthenticated is allow_loopback
+    specs = redis_specs(pod) + ioc_specs(pod) + queue_specs(pod)
+
+    ready = threading.Event()
+    box: dict[str, object] = {}
+
+    async def main() -> None:
+        sup = Supervisor(specs, home)
+        box["sup"], box["loop"], box["stop"] = sup, asyncio.get_running_loop(), asyncio.Event()
+        try:
+            await sup.start()
+        except BaseException as exc:
+            box["error"] = exc
+            ready.set()
+            raise
+        ready.set()
+        await box["stop"].wait()  # type: ignore[attr-defined]
+        await sup.stop()
+
+    def run() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001 - reported to the test via box
+            box.setdefault("error", exc)
+            ready.set()
+
+    thread = threading.Thread(target=run, name=f"pod-{root.name}", daemon=True)
+    thread.start()
+    assert ready.wait(START_TIMEOUT_S), "pod did not start within the deadline"
+    if "error" in box:
+        thread.join(30)
+        raise AssertionError(f"pod failed to start: {box['error']}")
+    return RunningPod(pod, box["sup"], box["loop"], thread, box["stop"])  # type: ignore[arg-type]
+
+
+def stop_queue_pod(running: RunningPod) -> None:
+    running.loop.call_soon_threadsafe(running.stop_event.set)
+    running.thread.join(90)
+    assert not running.thread.is_alive(), "supervisor did not stop"
+    left = pod_processes(running.pod.home.root)
+    for p in left:
+        p.kill()
+    assert not left, f"processes left behind: {[p.info for p in left]}"
+
+
+@pytest.fixture(scope="module")
+def qpod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPod]:
+    """A demo queue pod that lets loopback clients in without a key (the seed's setup)."""
+    running = start_queue_pod(tmp_path_factory.mktemp("qpod"), allow_loopback=True)
+    try:
+        yield running
+    finally:
+        stop_queue_pod(running)
+
+
+@pytest.fixture(scope="module")
+def locked_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPod]:
+    """A queue pod with loopback access off: every request needs a key."""
+    running = start_queue_pod(tmp_path_factory.mktemp("lpod"), allow_loopback=False)
+    try:
+        yield running
+    finally:
+        stop_queue_pod(running)

@@ -1,0 +1,264 @@
+"""The queue services against real processes: redis, demo IOCs, RE Manager, httpserver."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from bluesky_queueserver_api import BPlan
+from bluesky_queueserver_api.http import REManagerAPI
+
+from beampod.queue import QueueFiles, read_journal
+from tests.queue.conftest import RunningPod
+
+pytestmark = pytest.mark.pod
+
+SEED_BODY = '{"plan": {"plan":"scan", "args":[["pinhole"], "motor_ph", -10, 10, 25]}}'
+WAIT_S = 120.0
+
+
+@pytest.fixture
+def rm(qpod: RunningPod) -> Iterator[Any]:
+    """REManagerAPI over HTTP with the control key, on a clean, idle queue."""
+    api = REManagerAPI(http_server_uri=qpod.http)
+    api.set_authorization_key(api_key=qpod.control_key)
+    api.wait_for_idle(timeout=WAIT_S)
+    api.queue_clear()
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
+    """Poll ``check`` against a deadline (a condition, never a fixed sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def queue_len(rm: Any) -> int:
+    return int(rm.status(reload=True)["items_in_queue"])
+
+
+def last_history(rm: Any) -> dict[str, Any]:
+    return dict(rm.history_get(reload=True)["items"][-1])
+
+
+# -- the seed ---------------------------------------------------------------------------
+
+
+def test_seed_post_without_key_runs_25_point_scan(qpod: RunningPod, rm: Any) -> None:
+    assert rm.status()["worker_environment_exists"]  # `up` loads the instrument
+    journal = QueueFiles.of(qpod.pod.home).runs_log
+    runs_before = len(read_journal(journal))
+    resp = httpx.post(f"{qpod.http}/qs/add_to_queue", content=SEED_BODY,
+                      headers={"Content-Type": "application/json"}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    uid = resp.json()["item"]["item_uid"]
+    assert queue_len(rm) == 1
+    rm.queue_start()
+    rm.wait_for_idle(timeout=WAIT_S)
+    done = last_history(rm)
+    assert done["item_uid"] == uid
+    assert done["result"]["exit_status"] == "completed", done["result"]
+    runs = read_journal(journal)[runs_before:]
+    assert len(runs) == 1
+    assert runs[0]["uid"] == done["result"]["run_uids"][0]
+    assert runs[0]["plan_name"] == "scan"
+    assert runs[0]["num_events"] == {"primary": 25}
+
+
+def test_seed_post_with_key_on_any_pod(locked_pod: RunningPod) -> None:
+    headers = {"Content-Type": "application/json"}
+    resp = httpx.post(f"{locked_pod.http}/qs/add_to_queue", content=SEED_BODY,
+                      headers=headers, timeout=30)
+    assert resp.status_code == 401
+    resp = httpx.post(f"{locked_pod.http}/qs/add_to_queue", content=SEED_BODY, timeout=30,
+                      headers={**headers, "Authorization": f"ApiKey {locked_pod.control_key}"})
+    assert resp.status_code == 200, resp.text
+    httpx.post(f"{locked_pod.http}/api/queue/clear", timeout=30,
+               headers={"Authorization": f"ApiKey {locked_pod.control_key}"})
+
+
+def test_queue_server_plan_serves_posted_plans(qpod: RunningPod, rm: Any) -> None:
+    from bluesky import RunEngine
+
+    from beampod.queue import queue_server_plan
+
+    httpx.post(f"{qpod.http}/qs/add_to_queue", content=SEED_BODY, timeout=30,
+               headers={"Content-Type": "application/json"}).raise_for_status()
+    lines: list[str] = []
+    RE = RunEngine({})
+    RE(queue_server_plan(qpod.pod, until_empty=True, poll_s=0.1, report=lines.append))
+    assert any("-> completed" in line for line in lines), lines
+    status = rm.status(reload=True)
+    assert status["items_in_queue"] == 0
+    assert status["queue_autostart_enabled"] is False  # switched off when the plan ended
+    assert last_history(rm)["result"]["exit_status"] == "completed"
+
+
+# -- auth --------------------------------------------------------------------------------
+
+
+def test_no_key_refused_when_loopback_access_is_off(locked_pod: RunningPod) -> None:
+    for method, path in (("GET", "/api/status"), ("GET", "/api/queue/get"),
+                         ("POST", "/api/queue/start")):
+        resp = httpx.request(method, f"{locked_pod.http}{path}", timeout=30)
+        assert resp.status_code in (401, 403), (path, resp.status_code)
+    resp = httpx.get(f"{locked_pod.http}/api/status", timeout=30,
+                     headers={"Authorization": "ApiKey not-the-key"})
+    assert resp.status_code == 401
+
+
+def test_observer_reads_but_cannot_add(locked_pod: RunningPod) -> None:
+    obs = {"Authorization": f"ApiKey {locked_pod.observer_key}"}
+    resp = httpx.get(f"{locked_pod.http}/api/status", headers=obs, timeout=30)
+    assert resp.status_code == 200
+    before = resp.json()["items_in_queue"]
+    assert httpx.get(f"{locked_pod.http}/api/queue/get", headers=obs, timeout=30).status_code == 200
+    item = {"item": {"item_type": "plan", "name": "count", "args": [["pinhole"]]}}
+    resp = httpx.post(f"{locked_pod.http}/api/queue/item/add", json=item, headers=obs, timeout=30)
+    assert resp.status_code in (401, 403), resp.text
+    assert httpx.post(f"{locked_pod.http}/api/queue/start", headers=obs,
+                      timeout=30).status_code in (401, 403)
+    # REManagerAPI with the observer key: reads work, a write raises.
+    api = REManagerAPI(http_server_uri=locked_pod.http)
+    api.set_authorization_key(api_key=locked_pod.observer_key)
+    try:
+        assert api.status()["items_in_queue"] == before
+        with pytest.raises(api.HTTPClientError):
+            api.item_add(BPlan("count", ["pinhole"]))
+    finally:
+        api.close()
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+BAD = [
+    ("/qs/add_to_queue", '{"plan": {"plan":"scann", "args":[["pinhole"]]}}', 422,
+     "unknown plan 'scann'"),
+    ("/qs/add_to_queue", '{"plan": {"plan":"scan", "args":[["pinhole"], "motor_hp", -1, 1, 5]}}',
+     422, "unknown device 'motor_hp'"),
+    ("/qs/add_to_queue", '{"plan": {"plan":"scan", "args":[["pinhol"], "motor_ph", -1, 1, 5]}}',
+     422, "unknown device 'pinhol'"),
+    ("/api/queue/item/add",
+     '{"item": {"item_type": "plan", "name": "count", "args": [["pinhole"]], '
+     '"kwargs": {"num": "three"}}}', 422, "num"),
+    ("/api/queue/item/add",
+     '{"item": {"item_type": "plan", "name": "count", "args": [["pinhole"], 1, 0.1, 7, 8]}}',
+     422, "at most"),
+    ("/api/queue/item/add", '{"item": {"item_type": "plan", "name": "count"}}', 422,
+     "missing required argument 'detectors'"),
+    ("/qs/add_to_queue", '{"plan": {"plan":"scan", "args":[["pinhole"], ', 400,
+     "malformed JSON"),
+    ("/api/queue/item/add", '{"item": ' + '"' + "x" * (2 << 20) + '"}', 413, "limit"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "words"), BAD,
+                         ids=[w for *_, w in BAD])
+def test_bad_input_refused_and_nothing_enqueued(qpod: RunningPod, rm: Any, path: str,
+                                               body: str, status: int, words: str) -> None:
+    before = queue_len(rm)
+    resp = httpx.post(f"{qpod.http}{path}", content=body, timeout=30,
+                      headers={"Content-Type": "application/json"})
+    assert resp.status_code == status, resp.text
+    assert words in json.dumps(resp.json()["detail"])
+    assert queue_len(rm) == before
+
+
+def test_remanagerapi_item_add_refusal_is_an_error(rm: Any) -> None:
+    before = queue_len(rm)
+    with pytest.raises(rm.HTTPClientError) as info:
+        rm.item_add(BPlan("scan", ["pinhole"], "motor_nope", -1, 1, 3))
+    assert info.value.response.status_code == 422
+    assert "motor_nope" in info.value.response.text
+    assert queue_len(rm) == before
+
+
+# -- CLI --------------------------------------------------------------------------------
+
+
+def cli(qpod: RunningPod, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "beampod", "--home", str(qpod.pod.home.root),
+                           "queue", *args], capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_cli_add_list_start_history(qpod: RunningPod, rm: Any) -> None:
+    out = cli(qpod, "add", "count([pinhole, edge], num=3)")
+    assert out.returncode == 0, out.stderr
+    assert "queued count" in out.stdout
+    listed = cli(qpod, "list")
+    assert "count" in listed.stdout and '["pinhole", "edge"]' in listed.stdout
+    assert cli(qpod, "start").returncode == 0
+    rm.wait_for_idle(timeout=WAIT_S)
+    hist = cli(qpod, "history", "-n", "1")
+    assert "completed" in hist.stdout, hist.stdout
+
+
+@pytest.mark.parametrize(("expr", "words"), [
+    ("scan([pinhol], motor_ph, -1, 1, 5)", "unknown device 'pinhol'"),
+    ("scann([pinhole], motor_ph, -1, 1, 5)", "unknown plan 'scann'"),
+    ("__import__('os').system('true')", "plan"),
+    ("count([pinhole], num='three')", "num"),
+])
+def test_cli_refuses_bad_expressions(qpod: RunningPod, rm: Any, expr: str, words: str) -> None:
+    before = queue_len(rm)
+    out = cli(qpod, "add", expr)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert out.stderr.startswith("beampod: error:") and words in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert queue_len(rm) == before
+
+
+def test_cli_env_close_open(qpod: RunningPod, rm: Any) -> None:
+    assert cli(qpod, "env", "close").returncode == 0
+    assert rm.status(reload=True)["worker_environment_exists"] is False
+    out = cli(qpod, "env", "open")
+    assert out.returncode == 0, out.stderr
+    assert rm.status(reload=True)["worker_environment_exists"] is True
+
+
+# -- fault: the manager is SIGKILLed mid-queue ------------------------------------------
+
+
+def test_manager_sigkill_mid_queue_keeps_queue_and_history(qpod: RunningPod, rm: Any) -> None:
+    if not rm.status(reload=True)["worker_environment_exists"]:
+        rm.environment_open()
+        rm.wait_for_idle(timeout=WAIT_S)
+    history_before = rm.history_get(reload=True)["items"]
+    long_item = rm.item_add(BPlan("count", ["pinhole"], num=400, delay=0.05))["item"]
+    waiting = rm.item_add(BPlan("count", ["pinhole"], num=2))["item"]
+    rm.queue_start()
+    rm.wait_for_condition(lambda s: s["running_item_uid"] == long_item["item_uid"]
+                          and s["re_state"] == "running", timeout=WAIT_S)
+    svc = qpod.service("queue")
+    pid, restarts = svc.pid, svc.restarts
+    # Only the service's own process (the watchdog); its manager and worker children must
+    # die with it, or the restarted manager would find its ports taken.
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: svc.restarts > restarts and svc.state == "ready",
+             "the supervisor to restart the queue manager")
+    # The httpserver reconnects on its own; wait until it answers again.
+    rm.wait_for_condition(lambda s: s["manager_state"] == "idle", timeout=WAIT_S)
+    queue = rm.queue_get(reload=True)
+    assert [i["item_uid"] for i in queue["items"]] == [waiting["item_uid"]]
+    history = rm.history_get(reload=True)["items"]
+    assert history[:len(history_before)] == history_before
+    interrupted = history[-1]
+    assert interrupted["item_uid"] == long_item["item_uid"]
+    assert interrupted["result"]["exit_status"] == "unknown"
+    assert "lost" in interrupted["result"]["msg"]
+    rm.queue_clear()

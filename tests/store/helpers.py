@@ -1,0 +1,57 @@
+"""Small helpers shared by the store tests (no fixtures here)."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from typing import Any
+
+import numpy as np
+
+from beampod.store import Item, items_from
+
+Docs = list[tuple[str, dict[str, Any]]]
+
+
+def with_run_uid(docs: Docs, new_uid: str) -> Docs:
+    """The same run under another uid (start uid and every run_start reference)."""
+    old = next(d["uid"] for n, d in docs if n == "start")
+    out: Docs = []
+    for name, doc in docs:
+        doc = copy.deepcopy(doc)
+        if name == "start":
+            doc["uid"] = new_uid
+        if doc.get("run_start") == old:
+            doc["run_start"] = new_uid
+        if name == "descriptor":
+            doc["uid"] = str(uuid.uuid4())
+        out.append((name, doc))
+    # Events point at descriptors by uid: follow the renaming.
+    renames = {a["uid"]: b["uid"] for (na, a), (_, b) in zip(docs, out, strict=True)
+               if na == "descriptor"}
+    for name, doc in out:
+        if name == "event":
+            doc["descriptor"] = renames[doc["descriptor"]]
+    return out
+
+
+def items(docs: Docs) -> list[Item]:
+    return items_from(docs)
+
+
+def events(docs: Docs) -> list[dict[str, Any]]:
+    return [d for n, d in docs if n == "event"]
+
+
+def start_uid(docs: Docs) -> str:
+    return next(str(d["uid"]) for n, d in docs if n == "start")
+
+
+def column(docs: Docs, key: str) -> np.ndarray:
+    return np.array([e["data"][key] for e in sorted(events(docs), key=lambda e: e["seq_num"])])
+
+
+def stored_seq_nums(run: Any, stream: str = "primary") -> list[int]:
+    """seq_num column of the stream's event table, straight from Tiled."""
+    table = run.base[stream].base["internal"].read(columns=["seq_num"])
+    return [int(v) for v in table["seq_num"]]

@@ -1,0 +1,169 @@
+"""RunSink against a real Tiled server: round trip, exactly-once, bad input."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+
+import numpy as np
+import pytest
+
+from beampod.store import RunSink, TransientStoreError, open_catalog, open_sink
+from tests.store.helpers import column, events, items, start_uid, stored_seq_nums, with_run_uid
+
+pytestmark = pytest.mark.pod
+
+
+def _run(server, uid):  # type: ignore[no-untyped-def]
+    return open_catalog(server.pod)[uid]
+
+
+def test_round_trip_same_values(tiled_server, make_run):  # type: ignore[no-untyped-def]
+    docs = make_run("scan", num=9)
+    sink = open_sink(tiled_server.pod)
+    batch = items(docs)
+    result = sink.write_batch(batch)
+    assert result.rejected == []
+    assert result.written == len(batch) and result.duplicates == 0
+
+    run = _run(tiled_server, start_uid(docs))
+    ds = run.primary.read()
+    np.testing.assert_array_equal(ds["det"].values, column(docs, "det"))
+    np.testing.assert_array_equal(ds["motor"].values, column(docs, "motor"))
+    assert run.metadata["start"]["uid"] == start_uid(docs)
+    assert run.metadata["stop"]["exit_status"] == "success"
+    assert stored_seq_nums(run) == list(range(1, 10))
+
+
+def test_events_readable_before_stop(tiled_server, make_run):  # type: ignore[no-untyped-def]
+    docs = make_run("count", num=5)
+    sink = open_sink(tiled_server.pod)
+    live = items(docs)[:-1]  # everything but the stop document
+    for item in live:
+        sink.write_batch([item])  # one document per batch: live, not catch-up
+    run = _run(tiled_server, start_uid(docs))
+    assert "stop" not in run.metadata
+    np.testing.assert_array_equal(run.primary.read()["det"].values, column(docs, "det"))
+
+
+def test_redelivered_batch_is_stored_once(tiled_server, make_run):  # type: ignore[no-untyped-def]
+    docs = make_run("count", num=6)
+    sink = open_sink(tiled_server.pod)
+    batch = items(docs)
+    first, second = batch[:5], batch[3:]  # overlap: start+desc+3 events, then 3 again
+    assert sink.write_batch(first).written == 5
+    again = sink.write_batch(first)  # the consumer's ack was lost: same batch again
+    assert (again.written, again.duplicates) == (0, 5)
+    r = sink.write_batch(second)
+    assert r.duplicates == 2 and not r.rejected
+    assert stored_seq_nums(_run(tiled_server, start_uid(docs))) == list(range(1, 7))
+
+
+def test_whole_run_replay_leaves_one_copy(tiled_server, make_run):  # type: ignore[no-untyped-def]
+    docs = make_run("scan", num=5)
+    open_sink(tiled_server.pod).write_batch(items(docs))
+    replay = open_sink(tiled_server.pod).write_batch(items(docs))  # new process, same run
+    assert replay.written == 0 and replay.duplicates == len(docs) and not replay.rejected
+    db = open_catalog(tiled_server.pod)
+    assert len(db.client.search(_eq_uid(start_uid(docs)))) == 1
+    assert stored_seq_nums(db[start_uid(docs)]) == [1, 2, 3, 4, 5]
+
+
+def _eq_uid(uid):  # type: ignore[no-untyped-def]
+    from tiled.queries import Eq
+
+    return Eq("start.uid", uid)
+
+
+def test_fresh_sink_resumes_mid_run(tiled_server, make_run):  # type: ignore[no-untyped-def]
+    docs = make_run("scan", num=10)
+    batch = items(docs)
+    open_sink(tiled_server.pod).write_batch(batch[:7])  # start, desc, events 1..5
+    # The writer died after storing that; the bus redelivers from event 3 onwards to a
+    # new process, which never saw the start or the descriptor.
+    resumed = open_sink(tiled_server.pod).write_batch(batch[4:])
+    assert not resumed.rejected
+    assert resumed.duplicates == 3  # events 3, 4, 5
+    run = _run(tiled_server, start_uid(docs))
+    assert stored_seq_nums(run) == list(range(1, 11))
+    np.testing.assert_array_equal(run.primary.read()["det"].values, column(docs, "det"))
+    assert run.metadata["stop"]["num_events"] == {"primary": 10}
+
+
+def test_invalid_documents_rejected_good_run_intact(tiled_server, make_run):  # type: ignore[no-untyped-def]
+    docs = make_run("scan", num=6)
+    good = items(docs)
+    desc = next(d for n, d in docs if n == "descriptor")
+    ev = events(docs)[0]
+    no_seq = copy.deepcopy(ev)
+    del no_seq["seq_num"]
+    orphan_event = dict(copy.deepcopy(ev), descriptor=str(uuid.uuid4()), seq_num=99)
+    extra_key = dict(copy.deepcopy(ev), seq_num=50)
+    extra_key["data"]["bogus"] = 1.0
+    extra_key["timestamps"]["bogus"] = 1.0
+    orphan_desc = dict(copy.deepcopy(desc), uid=str(uuid.uuid4()), run_start=str(uuid.uuid4()))
+    bad = [
+        ("event", no_seq, "bad-1"),
+        ("event", orphan_event, "bad-2"),
+        ("event", extra_key, "bad-3"),
+        ("descriptor", orphan_desc, "bad-4"),
+        ("start", {"time": 1.0}, "bad-5"),
+        ("bogus", {"uid": "x"}, "bad-6"),
+        ("event", [1, 2], "bad-7"),  # type: ignore[list-item]
+    ]
+    mixed = good[:3] + bad[:4] + good[3:6] + bad[4:] + good[6:]
+    result = open_sink(tiled_server.pod).write_batch(mixed)  # type: ignore[arg-type]
+    reasons = {r.msg_id: r.reason for r in result.rejected}
+    assert set(reasons) == {f"bad-{i}" for i in range(1, 8)}
+    assert "seq_num" in reasons["bad-1"]
+    assert "unknown descriptor" in reasons["bad-2"]
+    assert "bogus" in reasons["bad-3"]
+    assert "unknown run" in reasons["bad-4"]
+    assert "uid" in reasons["bad-5"]
+    assert "bogus" in reasons["bad-6"]
+    assert "not a mapping" in reasons["bad-7"]
+    assert result.written == len(good)
+    run = _run(tiled_server, start_uid(docs))
+    assert stored_seq_nums(run) == list(range(1, 7))
+    np.testing.assert_array_equal(run.primary.read()["det"].values, column(docs, "det"))
+
+
+def test_event_page_is_unpacked_and_deduplicated(tiled_server, make_run):  # type: ignore[no-untyped-def]
+    from event_model import pack_event_page
+
+    docs = make_run("count", num=4)
+    evs = events(docs)
+    page = pack_event_page(*evs)
+    head = [(n, d) for n, d in docs if n in ("start", "descriptor")]
+    stop = [(n, d) for n, d in docs if n == "stop"]
+    sink = open_sink(tiled_server.pod)
+    batch = items([*head, ("event_page", page), *stop])
+    assert not sink.write_batch(batch).rejected
+    again = sink.write_batch(batch)
+    assert again.written == 0 and not again.rejected
+    assert stored_seq_nums(_run(tiled_server, start_uid(docs))) == [1, 2, 3, 4]
+
+
+def test_same_run_two_uids_are_two_runs(tiled_server, make_run):  # type: ignore[no-untyped-def]
+    docs = make_run("count", num=2)
+    twin = with_run_uid(docs, str(uuid.uuid4()))
+    sink = open_sink(tiled_server.pod)
+    assert not sink.write_batch(items(docs)).rejected
+    assert not sink.write_batch(items(twin)).rejected
+    assert stored_seq_nums(_run(tiled_server, start_uid(twin))) == [1, 2]
+
+
+def test_unreachable_tiled_is_transient(tiled_server):  # type: ignore[no-untyped-def]
+    import socket
+
+    import stamina
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stamina.set_testing(True, attempts=1)  # tiled's client would retry for 45 s
+    try:
+        with pytest.raises(TransientStoreError):
+            RunSink.from_uri(f"http://127.0.0.1:{port}", tiled_server.key("writer"), "demo")
+    finally:
+        stamina.set_testing(False)

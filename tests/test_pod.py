@@ -1,0 +1,128 @@
+"""The pod as a user meets it: `beampod up -d`, status, a crash, a clash, `down`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from beampod.config import LoadedPod, PodHome, init_pod
+from tests.conftest import beampod_cli, processes_using
+
+pytestmark = pytest.mark.pod
+
+
+def _status(home: Path) -> dict:
+    return json.loads(beampod_cli(home, "status", "--json").stdout)
+
+
+def _wait_status(home: Path, predicate, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = json.loads(beampod_cli(home, "status", "--json", check=False).stdout or "{}")
+        if state and predicate(state):
+            return state
+        assert time.monotonic() < deadline, f"status never matched; last: {state}"
+        time.sleep(0.2)  # polling interval of a readiness wait, not a fixed delay
+
+
+def test_every_service_is_ready_and_bound_to_loopback(pod: LoadedPod) -> None:
+    state = _status(pod.home.root)
+    assert state["phase"] == "running"
+    services = state["services"]
+    expected = {"nats", "redis", "tiled", "ioc-demo-mini"}
+    assert expected <= set(services), services.keys()
+    for name, svc in services.items():
+        assert svc["state"] == "ready", (name, svc)
+        assert svc["pid"] and svc["uptime_s"] is not None
+        if svc["address"]:
+            assert "127.0.0.1" in svc["address"], (name, svc["address"])
+    table = beampod_cli(pod.home.root, "status").stdout
+    assert "SERVICE" in table and "ioc-demo-mini" in table
+
+
+def test_secrets_never_appear_in_logs_or_status(pod: LoadedPod) -> None:
+    secrets = [pod.secrets.redis_password.get_secret_value(),
+               pod.secrets.tiled_writer_key.get_secret_value(),
+               pod.secrets.bus_admin_password.get_secret_value()]
+    texts = [beampod_cli(pod.home.root, "status", "--json").stdout]
+    texts += [p.read_text(errors="replace") for p in pod.home.logs_dir.glob("*.log")]
+    for secret in secrets:
+        assert not any(secret in t for t in texts)
+    for proc in processes_using(pod.home.root):
+        cmd = " ".join(proc.cmdline())
+        assert not any(secret in cmd for secret in secrets), cmd
+
+
+def test_a_killed_service_is_restarted(pod: LoadedPod) -> None:
+    before = _status(pod.home.root)["services"]["redis"]
+    os.kill(before["pid"], signal.SIGKILL)
+    after = _wait_status(
+        pod.home.root,
+        lambda s: s["services"]["redis"]["state"] == "ready"
+        and s["services"]["redis"]["pid"] != before["pid"])
+    assert after["services"]["redis"]["restarts"] == before["restarts"] + 1
+
+
+def test_second_pod_on_the_same_ports_names_port_and_service(pod: LoadedPod,
+                                                             tmp_path: Path) -> None:
+    clash = PodHome(tmp_path / "clash")
+    init_pod(clash)
+    # Same ports as the running pod: copy its config.
+    clash.config_file.write_text(pod.home.config_file.read_text())
+    proc = beampod_cli(clash.root, "up", "-d", check=False, timeout=60)
+    assert proc.returncode != 0
+    err = proc.stderr
+    assert "already in use" in err and "Traceback" not in err
+    first_port = str(pod.config.bus.port if pod.config.bus.transport == "nats" else "")
+    assert f"port {first_port}" in err and "'nats'" in err
+    assert not processes_using(clash.root)
+
+
+def test_up_with_a_bad_config_lists_every_problem_and_starts_nothing(tmp_path: Path) -> None:
+    home = PodHome(tmp_path / "bad")
+    init_pod(home, free_ports=True)
+    cfg = yaml.safe_load(home.config_file.read_text())
+    cfg["tiled"]["port"] = -1
+    cfg["bus"]["stream"]["replicas"] = 9
+    cfg["instruments"]["demo"]["iocs"][0]["family"] = "warp_drive"
+    home.config_file.write_text(yaml.safe_dump(cfg))
+    proc = beampod_cli(home.root, "up", "-d", check=False, timeout=60)
+    assert proc.returncode == 2
+    for fragment in ("tiled.port", "bus.stream.replicas", "warp_drive"):
+        assert fragment in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not processes_using(home.root)
+
+
+def test_down_leaves_no_process_behind(tmp_path: Path) -> None:
+    # A pod of its own, so stopping it does not disturb the shared one.
+    home = PodHome(tmp_path / "short")
+    init_pod(home, free_ports=True)
+    beampod_cli(home.root, "up", "-d")
+    pids = [s["pid"] for s in _status(home.root)["services"].values()]
+    assert pids and processes_using(home.root)
+    out = beampod_cli(home.root, "down").stdout
+    assert "pod stopped" in out
+    assert not processes_using(home.root)
+    proc = beampod_cli(home.root, "status", check=False)
+    assert proc.returncode != 0 and "no pod is running" in proc.stderr
+
+
+def test_down_after_supervisor_sigkill_still_cleans_up(tmp_path: Path) -> None:
+    home = PodHome(tmp_path / "orphans")
+    init_pod(home, free_ports=True)
+    beampod_cli(home.root, "up", "-d")
+    sup = int((home.run_dir / "supervisor.pid").read_text())
+    os.kill(sup, signal.SIGKILL)
+    # Children die with their parent (PR_SET_PDEATHSIG); `down` sweeps anything left.
+    beampod_cli(home.root, "down")
+    deadline = time.monotonic() + 10
+    while processes_using(home.root) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not processes_using(home.root)
