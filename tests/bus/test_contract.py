@@ -68,7 +68,21 @@ def zmq_proxy() -> Iterator[tuple[str, str]]:
         assert proc.poll() is not None, "0MQ proxy survived teardown"
 
 
-@pytest.fixture(params=["nats", "zmq", "kafka"])
+@pytest.fixture
+def kafka_mock_bootstrap() -> Iterator[str]:
+    """librdkafka's in-process mock cluster (speaks the Kafka protocol on a local port;
+    supports idempotent producers, groups and commits). Not a real broker: the real one
+    runs when BEAMPOD_TEST_KAFKA_BOOTSTRAP is set."""
+    ck = pytest.importorskip("confluent_kafka")
+    holder = ck.Producer({"test.mock.num.brokers": 1, "bootstrap.servers": "",
+                          "log_level": 3})
+    brokers = holder.list_topics(timeout=10).brokers.values()
+    yield ",".join(f"{b.host}:{b.port}" for b in brokers)
+    holder.flush(1)
+    del holder  # the mock cluster lives as long as this client
+
+
+@pytest.fixture(params=["nats", "zmq", "kafka", "kafka-mock"])
 def transport(request: pytest.FixtureRequest, bus_pod: LoadedPod, tmp_path: Path) -> Transport:
     if request.param == "nats":
         server: NatsProcess = request.getfixturevalue("nats_server")
@@ -79,9 +93,12 @@ def transport(request: pytest.FixtureRequest, bus_pod: LoadedPod, tmp_path: Path
 
         in_addr, out_addr = request.getfixturevalue("zmq_proxy")
         return ZmqTransport(in_addr, out_addr, "demo")
-    bootstrap = os.environ.get("BEAMPOD_TEST_KAFKA_BOOTSTRAP")
-    if not bootstrap:
-        pytest.skip("Kafka contract needs a broker: set BEAMPOD_TEST_KAFKA_BOOTSTRAP")
+    if request.param == "kafka-mock":
+        bootstrap = request.getfixturevalue("kafka_mock_bootstrap")
+    else:
+        bootstrap = os.environ.get("BEAMPOD_TEST_KAFKA_BOOTSTRAP", "")
+        if not bootstrap:
+            pytest.skip("Kafka contract needs a broker: set BEAMPOD_TEST_KAFKA_BOOTSTRAP")
     pytest.importorskip("confluent_kafka")
     from beampod.bus._kafka import KafkaTransport, ensure_topic
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -34,15 +35,15 @@ def test_large_page_is_split_under_the_limit_keeping_content_and_order() -> None
     assert len(msgs) > 8
     assert all(len(data) <= limit for _, data in msgs)
     pieces = [decode(data)[1] for _, data in msgs]
-    assert sum((p["seq_num"] for p in pieces), []) == page["seq_num"]
+    assert [s for p in pieces for s in p["seq_num"]] == page["seq_num"]
     np.testing.assert_array_equal(np.concatenate([p["data"]["x"] for p in pieces]),
                                   page["data"]["x"])
-    assert sum((p["data"]["y"] for p in pieces), []) == page["data"]["y"]
-    assert sum((p["filled"]["x"] for p in pieces), []) == page["filled"]["x"]
+    assert [s for p in pieces for s in p["data"]["y"]] == page["data"]["y"]
+    assert [s for p in pieces for s in p["filled"]["x"]] == page["filled"]["x"]
     # Ids name each piece's own seq_num range: contiguous, non-overlapping.
     ranges = [tuple(map(int, mid.rsplit(":", 1)[1].split("-"))) for mid, _ in msgs]
     assert ranges[0][0] == 1 and ranges[-1][1] == 100
-    assert all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:], strict=False))
+    assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(ranges))
 
 
 def test_resplitting_is_deterministic() -> None:

@@ -99,7 +99,8 @@ def test_grandchildren_are_stopped_too(home: PodHome) -> None:
     # The service spawns a grandchild that ignores SIGTERM; stop must still clear it.
     body = ("import subprocess,sys,time;"
             "p=subprocess.Popen([sys.executable,'-c',"
-            "'import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)']);"
+            "'import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+            " time.sleep(600)']);"
             "print('READY', p.pid, flush=True); time.sleep(600)")
     spec = _service(home, "parent", body)
 

@@ -19,8 +19,15 @@ from beampod.session import run_plan_expression, run_shell
 pod = load_pod(PodHome.resolve(sys.argv[1]))
 if sys.argv[2] == "shell":
     sys.exit(run_shell(pod, sys.argv[3]))
-for uid in run_plan_expression(pod, sys.argv[3]):
-    print("UID", uid)
+failed = False
+for expr in sys.argv[3:]:
+    try:
+        for uid in run_plan_expression(pod, expr):
+            print("UID", uid, flush=True)
+    except Exception as exc:  # report each expression's error and go on with the next
+        failed = True
+        print("ERROR", type(exc).__name__, exc, flush=True)
+sys.exit(1 if failed else 0)
 """
 
 
@@ -30,8 +37,9 @@ def session_iocs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningIo
         yield iocs
 
 
-def run_session(home: Path, mode: str, text: str,
+def run_session(home: Path, mode: str, *texts: str,
                 timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", _RUNNER, str(home), mode, text],
+    """``mode`` "shell": run_shell(pod, texts[0]); "run": run_plan_expression per text."""
+    return subprocess.run([sys.executable, "-c", _RUNNER, str(home), mode, *texts],
                           capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)

@@ -89,17 +89,24 @@ def test_run_plan_expression_returns_the_run_uid(session_iocs: RunningIocs) -> N
     assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", uids[0])
 
 
-@pytest.mark.pod
-@pytest.mark.parametrize(("expr", "message"), [
+BAD_EXPRESSIONS = [
     ("scan([pinhole], motor_ph, -1, 1, os.system('x'))", "a function call is not allowed"),
     ("scan([nothing], motor_ph, -1, 1, 3)", "unknown device 'nothing'"),
     ("count([pinhole], nmu=3)", "bad arguments for count"),
-])
-def test_run_plan_expression_refuses_bad_input(session_iocs: RunningIocs, expr: str,
-                                               message: str) -> None:
-    proc = run_session(session_iocs.pod.home.root, "run", expr)
-    assert proc.returncode != 0
-    assert "PlanError" in proc.stderr and message in proc.stderr
+    ("nope([pinhole])", "unknown plan 'nope'"),
+]
+
+
+@pytest.mark.pod
+def test_run_plan_expression_refuses_bad_input(session_iocs: RunningIocs) -> None:
+    # One session process for all of them: each is parsed and refused before any run.
+    proc = run_session(session_iocs.pod.home.root, "run", *(e for e, _ in BAD_EXPRESSIONS))
+    assert proc.returncode == 1
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("ERROR ")]
+    assert len(errors) == len(BAD_EXPRESSIONS), proc.stdout + proc.stderr
+    for line, (_, message) in zip(errors, BAD_EXPRESSIONS, strict=True):
+        assert line.startswith("ERROR PlanError ") and message in line, line
+    assert "UID" not in proc.stdout
 
 
 # -- run_code's error contract, in process (no devices needed) ------------------------

@@ -25,7 +25,8 @@ def _h(key: str) -> dict[str, str]:
 def _create(url: str, headers: dict[str, str], params: dict[str, str] | None = None,
             key: str | None = None) -> httpx.Response:
     body = {**NEW_CONTAINER["data"], "id": key} if key else NEW_CONTAINER["data"]
-    return httpx.post(f"{url}/api/v1/metadata/{EXTRA_INSTRUMENT}", json=body, headers=headers,
+    # Scratch containers go at the root, not into an instrument catalog.
+    return httpx.post(f"{url}/api/v1/metadata/", json=body, headers=headers,
                       params=params, trust_env=False)
 
 

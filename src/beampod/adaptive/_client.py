@@ -204,7 +204,11 @@ class AgentClient:
         assert self._redis_params is not None
         client = aioredis.Redis(**self._redis_params, socket_connect_timeout=2)
         try:
-            await client.rpush(self.reply_to["redis"], b"")  # empty = "wake up and look"
+            key = self.reply_to["redis"]
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.rpush(key, b"")  # empty = "wake up and look"
+                pipe.expire(key, 60)  # nobody reads this list after the close
+                await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("could not wake the Redis reply reader: %s", exc)
         finally:

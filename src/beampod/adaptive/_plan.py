@@ -51,12 +51,14 @@ class AgentFailed(BeampodError):
 @dataclass
 class AdaptiveOutcome:
     """What ``adaptive_plan`` returns: its correlation id, the points it measured (in
-    order), the agent's reason for stopping, and the start uids of its runs."""
+    order), the agent's reason for stopping, the start uids of its runs, and the
+    agent's ``best`` point if it published one when it stopped."""
 
     plan_id: str
     points: list[Point] = field(default_factory=list)
     reason: str = ""
     run_uids: list[str] = field(default_factory=list)
+    best: Point = field(default_factory=dict)
 
 
 def adaptive_plan(dets: Sequence[Any], first_point: Mapping[Any, float], *,
@@ -185,6 +187,7 @@ class _Loop:
                               f"decision {seq}: {reply.reason}")
         if reply.kind == "stop":
             self.outcome.reason = reply.reason
+            self.outcome.best = dict(reply.point)
             log.info("plan %s: agent stopped after %d decisions: %s", self.plan_id, seq + 1,
                      reply.reason)
         return reply

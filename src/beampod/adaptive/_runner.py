@@ -101,7 +101,10 @@ class AgentRunner:
                 state.agent.ingest(obs.x, obs.y)
             points = list(state.agent.suggest(1))
         except (StopAgent, NoRecommendation) as exc:
-            reply = self._reply(plan, seq, "stop", reason=str(exc) or type(exc).__name__)
+            # An agent may publish its answer (a peak position, say) as ``best``.
+            best = getattr(state.agent, "best", None)
+            reply = self._reply(plan, seq, "stop", reason=str(exc) or type(exc).__name__,
+                                point=_point(best))
         except Exception as exc:  # an agent bug must not kill the service; it is reported
             log.exception("agent failed on plan %s seq %d", plan, seq)
             self.stats["errors"] += 1
@@ -121,3 +124,12 @@ class AgentRunner:
                reason: str = "") -> Reply:
         return Reply(plan=plan, seq=seq, kind=kind, point=point or {}, reason=reason,
                      agent=self.name)
+
+
+def _point(value: Any) -> dict[str, float] | None:
+    if not isinstance(value, Mapping):
+        return None
+    try:
+        return {str(k): float(v) for k, v in value.items()}
+    except (TypeError, ValueError):
+        return None

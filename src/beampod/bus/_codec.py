@@ -33,7 +33,10 @@ def decode(data: bytes) -> tuple[str, dict[str, Any]]:
     try:
         obj = msgpack.unpackb(data, object_hook=msgpack_numpy.decode, raw=False,
                               strict_map_key=False)
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
+    # msgpack raises ValueError subclasses (ExtraData, FormatError, StackError,
+    # UnicodeDecodeError) or TypeError (unhashable map key); msgpack-numpy's hook raises
+    # KeyError/ValueError on a malformed array map.
+    except (ValueError, TypeError, KeyError, IndexError, msgpack.UnpackException) as exc:
         raise DecodeError(f"not msgpack: {type(exc).__name__}: {exc}") from None
     if not (isinstance(obj, list | tuple) and len(obj) == 2):
         raise DecodeError(f"expected a (name, doc) pair, got {type(obj).__name__}")

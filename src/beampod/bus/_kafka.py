@@ -12,16 +12,18 @@ message's ``ack()`` commits its offset.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from beampod.bus._codec import DecodeError, decode, run_uid_of
 from beampod.bus._contract import Delivery, DocumentPublisher, DocumentSubscriber, Durability
-from beampod.bus._split import to_messages
+from beampod.bus._split import OversizeDocumentError, to_messages
 from beampod.config import documents_subject
 from beampod.errors import BusError
 
 MSG_ID_HEADER = "beampod-msg-id"
+log = logging.getLogger("beampod.bus.kafka")
 
 
 def _kafka() -> Any:
@@ -75,7 +77,14 @@ class KafkaPublisher:
     def __call__(self, name: str, doc: dict[str, Any]) -> None:
         run = run_uid_of(name, doc, self._descriptor_runs)
         key = (run or "").encode()
-        for mid, data in to_messages(name, doc, run, self._limit):
+        try:
+            messages = to_messages(name, doc, run, self._limit)
+        except OversizeDocumentError as exc:
+            # Raising would abort the user's run; report it like the NATS publisher does.
+            log.error("%s", exc)
+            self._errors.append(str(exc))
+            return
+        for mid, data in messages:
             while True:
                 try:
                     self._producer.produce(self.topic, data, key=key,

@@ -18,6 +18,7 @@ it would re-send buffered messages ahead of the lost ones and break order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -70,6 +71,7 @@ class Engine:
         self.next_connect = 0.0
         self.backoff = settings.reconnect_min
         self.close_deadline = float("inf")
+        self.outage = False  # warn once per outage, not at every reconnect attempt
         self.loop: asyncio.AbstractEventLoop | None = None
         self.wakeup: asyncio.Event | None = None
 
@@ -163,6 +165,10 @@ class Engine:
             nc = await self.conn.connect(reconnect=False, connect_timeout=self.cfg.connect_timeout,
                                          disconnected_cb=on_lost, closed_cb=on_lost)
         except BusError as exc:
+            if not self.outage:
+                self.outage = True
+                log.warning("%s: bus unreachable (%s); documents go to the local spool %s",
+                            st.instrument, exc, st.spool_path)
             with st.cond:
                 st.last_error = str(exc)
             self.next_connect = time.monotonic() + self.backoff
@@ -189,19 +195,18 @@ class Engine:
             e.future.cancel()
         nc, self.nc, self.js, self.broken = self.nc, None, None, None
         if nc is not None:
-            try:
+            # The connection is being thrown away; its errors do not matter.
+            with contextlib.suppress(TimeoutError, OSError, ConnectionError, RuntimeError):
                 await asyncio.wait_for(nc.close(), 1.0)
-            except (TimeoutError, OSError, BusError, ConnectionError, RuntimeError):
-                pass  # the connection is being thrown away; its errors do not matter
         direct = [(e.seq, e.msg_id, e.data) for e in entries if e.spool_end is None]
-        was_connected = st.connected
         with st.cond:
             st.connected = False
             st.in_flight = 0
             st.mode = "spooling"
             st.last_error = reason
             st.cond.notify_all()
-        if was_connected:
+        if not self.outage:
+            self.outage = True
             log.warning("%s: %s; documents go to the local spool %s until the bus is back",
                         st.instrument, reason, st.spool_path)
         # Unacknowledged window first: it is older than anything still queued.
@@ -310,6 +315,9 @@ class Engine:
             if self.spool.pending == 0:
                 self.drain_offset = self.spool.acked_offset
                 log.info("%s: spool drained, publishing directly again", st.instrument)
+        if acked and self.outage:
+            self.outage = False
+            log.info("%s: bus acknowledges messages again", st.instrument)
         if acked or rejected:
             with st.cond:
                 st.acked += acked
@@ -336,10 +344,9 @@ class Engine:
         self.inflight.clear()
         self._spool_queue()
         if self.nc is not None:
-            try:
+            # Closing anyway; nothing unacknowledged is left in memory.
+            with contextlib.suppress(TimeoutError, OSError, ConnectionError, RuntimeError):
                 await asyncio.wait_for(self.nc.close(), 2.0)
-            except (TimeoutError, OSError, ConnectionError, RuntimeError):
-                pass  # closing anyway; nothing unacknowledged is left in memory
         pending = self.spool.pending
         self.spool.close()
         with st.cond:

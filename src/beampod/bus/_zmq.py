@@ -12,6 +12,7 @@ instrument name (bluesky's ``prefix``), so one proxy can carry several instrumen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -77,7 +78,6 @@ class ZmqSubscriber:
         self._dispatcher = RemoteDispatcher(address, prefix=instrument.encode(),
                                             deserializer=_loads)
         self._dispatcher.subscribe(self._on_document)
-        self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"zmq-sub-{instrument}",
                                         daemon=True)
         self._thread.start()
@@ -89,13 +89,15 @@ class ZmqSubscriber:
         self._queue.put((name, doc))
 
     def _run(self) -> None:
-        try:
+        # close() cancels the dispatcher's polling task: that is a normal stop.
+        with contextlib.suppress(asyncio.CancelledError):
             self._dispatcher.start()
-        except RuntimeError as exc:
-            # close() stops the dispatcher's loop from outside, which run_until_complete
-            # reports as "Event loop stopped before Future completed".
-            if "stopped" not in str(exc):
-                self._error = exc
+
+    def _cancel_all(self) -> None:
+        # Runs in the dispatcher's loop; cancelling (rather than stopping the loop) lets
+        # RemoteDispatcher.start() return through its own clean-up.
+        for task in asyncio.all_tasks(self._dispatcher.loop):
+            task.cancel()
 
     async def receive(self, max_items: int = 100, timeout: float = 1.0) -> list[Delivery]:
         try:
@@ -113,7 +115,7 @@ class ZmqSubscriber:
     async def close(self) -> None:
         loop = self._dispatcher.loop
         if not loop.is_closed():
-            loop.call_soon_threadsafe(loop.stop)
+            loop.call_soon_threadsafe(self._cancel_all)
         await asyncio.to_thread(self._thread.join, 5.0)
 
 

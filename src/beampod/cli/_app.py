@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("beampod: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # the edge of the program: never a raw traceback for users
+    except Exception as exc:  # noqa: BLE001 - the program's edge: no raw tracebacks for users
         if args.debug:
             traceback.print_exc()
         print(f"beampod: internal error: {type(exc).__name__}: {exc} "

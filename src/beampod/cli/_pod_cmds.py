@@ -109,7 +109,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     rows = []
     for svc in state.services.values():
-        uptime = human_duration(now - svc.ready_at) if svc.ready_at and svc.state == "ready" else "-"
+        up = svc.ready_at is not None and svc.state == "ready"
+        uptime = human_duration(now - svc.ready_at) if up and svc.ready_at else "-"
         health = svc.health or svc.message or "-"
         rows.append([svc.name, svc.state, str(svc.pid or "-"), svc.address or "-", health[:60],
                      str(svc.restarts), uptime])
@@ -123,7 +124,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     path = home.log_file(args.service)
     if not path.exists():
         known = sorted(p.stem for p in home.logs_dir.glob("*.log"))
-        raise UsageError(f"no log for service {args.service!r}; known: {', '.join(known) or 'none'}")
+        names = ", ".join(known) or "none"
+        raise UsageError(f"no log for service {args.service!r}; known: {names}")
     from beampod.services._process import tail
 
     text = tail(path, args.lines)

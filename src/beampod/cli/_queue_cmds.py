@@ -9,7 +9,7 @@ from typing import Any
 from beampod.cli._common import pod_of, progress, table
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = sub.add_parser("queue", help="the queue server: add plans, start/stop, history")
     qsub = p.add_subparsers(dest="queue_cmd", required=True, metavar="ACTION")
 

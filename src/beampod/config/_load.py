@@ -38,7 +38,7 @@ def format_validation_error(exc: ValidationError) -> list[str]:
 
 def parse_config(data: Any, source: object = "<config>") -> PodConfig:
     if not isinstance(data, dict):
-        raise ConfigError(source, ["the file must contain a mapping of keys (it is empty or a list)"])
+        raise ConfigError(source, ["the file must hold a mapping of keys (it is empty or a list)"])
     try:
         return PodConfig.model_validate(data)
     except ValidationError as exc:

@@ -197,7 +197,8 @@ class PodConfig(Strict):
             for ioc in inst.iocs:
                 if ioc.prefix in prefixes:
                     problems.append(
-                        f"IOC prefix {ioc.prefix!r} is used by both {prefixes[ioc.prefix]} and {name}"
+                        f"IOC prefix {ioc.prefix!r} is used by both "
+                        f"{prefixes[ioc.prefix]} and {name}"
                     )
                 prefixes[ioc.prefix] = name
         if problems:

@@ -65,28 +65,35 @@ def make_run_engine(pod: LoadedPod) -> Any:
 
 
 class RunJournal:
-    """Appends one JSON line per finished run: uid, plan, exit status, events per stream.
+    """Appends one JSON line per finished run: uid, plan, exit status, events per stream,
+    and when the start document, the first event and the stop document were seen.
 
     A cheap, local record of what the worker ran, independent of the bus and the
-    store, so a test or an operator can confirm a queued plan really produced data.
+    store, so a test, a benchmark or an operator can confirm (and time) queued runs.
     """
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._starts: dict[str, Mapping[str, Any]] = {}
+        self._runs: dict[str, dict[str, Any]] = {}
+        self._descriptors: dict[str, str] = {}
 
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
+        now = time.time()
         if name == "start":
-            self._starts[doc["uid"]] = doc
+            self._runs[doc["uid"]] = {"plan_name": doc.get("plan_name"), "t_start": now,
+                                      "t_first_event": None}
+        elif name == "descriptor":
+            self._descriptors[doc["uid"]] = doc.get("run_start", "")
+        elif name == "event":
+            run = self._runs.get(self._descriptors.get(doc.get("descriptor", ""), ""))
+            if run is not None and run["t_first_event"] is None:
+                run["t_first_event"] = now
         elif name == "stop":
-            start = self._starts.pop(doc.get("run_start", ""), {})
-            line = {
-                "uid": doc.get("run_start"),
-                "plan_name": start.get("plan_name"),
-                "exit_status": doc.get("exit_status"),
-                "num_events": doc.get("num_events", {}),
-                "time": time.time(),
-            }
+            uid = doc.get("run_start", "")
+            run = self._runs.pop(uid, {})
+            self._descriptors = {d: r for d, r in self._descriptors.items() if r != uid}
+            line = {"uid": uid, **run, "exit_status": doc.get("exit_status"),
+                    "num_events": doc.get("num_events", {}), "t_stop": now}
             with self._path.open("a") as fh:
                 fh.write(json.dumps(line) + "\n")
 

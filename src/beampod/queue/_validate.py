@@ -94,11 +94,11 @@ def _bind(plan: str, params: list[Mapping[str, Any]], args: list[Any],
             bound.append((var_pos, extra))
     given = {p["name"] for p in positional[:len(args)]}
     for key, value in kwargs.items():
-        param = by_name.get(key)
-        if param is not None and _kind(param) not in ("VAR_POSITIONAL", "VAR_KEYWORD"):
+        named = by_name.get(key)
+        if named is not None and _kind(named) not in ("VAR_POSITIONAL", "VAR_KEYWORD"):
             if key in given:
                 problems.append(f"plan {plan!r} got argument {key!r} twice")
-            bound.append((param, [value]))
+            bound.append((named, [value]))
             given.add(key)
         elif var_kw is not None:
             bound.append((var_kw, [value]))

@@ -7,6 +7,7 @@ probe never sleeps itself, so there is no fixed sleep anywhere in start-up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,10 +38,8 @@ class TcpProbe:
         except (OSError, TimeoutError):
             return False
         writer.close()
-        try:
+        with contextlib.suppress(OSError):
             await writer.wait_closed()
-        except OSError:
-            pass
         return True
 
 

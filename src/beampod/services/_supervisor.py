@@ -159,7 +159,8 @@ class Supervisor:
             log = self._home.log_file(spec.name)
             offset = log.stat().st_size if log.exists() else 0
             attempt = svc.state.restarts + 1
-            self._progress(f"starting {spec.name}" + (f" (restart {attempt - 1})" if attempt > 1 else ""))
+            again = f" (restart {attempt - 1})" if attempt > 1 else ""
+            self._progress(f"starting {spec.name}{again}")
             with log.open("a") as fh:
                 fh.write(f"--- beampod: starting {spec.name} at {time.ctime()} ---\n")
             # BEAMPOD_HOME tells every service (and its children) which pod it belongs to.

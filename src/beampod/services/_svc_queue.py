@@ -35,6 +35,9 @@ def manager_spec(pod: LoadedPod, run_engine_factory: str = SESSION_RE_FACTORY) -
     async def manager_answers() -> bool:
         return await _manager_answers(pod)
 
+    def prepare() -> None:
+        write_permissions(pod)
+
     argv = python_module(
         "beampod.queue._manager_main",
         "--startup-module", "beampod.queue._startup",
@@ -64,7 +67,7 @@ def manager_spec(pod: LoadedPod, run_engine_factory: str = SESSION_RE_FACTORY) -
         address=f"tcp://{bind}:{cfg.queue.control_port} (0MQ, CURVE)",
         depends_on=("redis", *iocs),
         ports=(PortClaim(bind, cfg.queue.control_port), PortClaim(bind, cfg.queue.info_port)),
-        prepare=lambda: write_permissions(pod),
+        prepare=prepare,
         ready_timeout=60.0,
         # The watchdog, manager and worker stop together on SIGTERM (their own handler).
         stop_signal=signal.SIGTERM,

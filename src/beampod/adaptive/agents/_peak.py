@@ -36,7 +36,7 @@ class GPPeakFinder:
     """
 
     def __init__(self, bounds: Mapping[str, Sequence[float]], resolution: float,
-                 target: str | None = None, kappa: float = 2.0, max_count: int = 50,
+                 target: str | None = None, kappa: float = 1.0, max_count: int = 50,
                  min_points: int = 5) -> None:
         if resolution <= 0:
             raise ValueError("resolution must be positive")

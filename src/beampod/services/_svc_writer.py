@@ -1,0 +1,26 @@
+"""One writer service per instrument: bus -> Tiled."""
+
+from __future__ import annotations
+
+from beampod.config import LoadedPod, NatsBus
+from beampod.services._probes import LogLineProbe
+from beampod.services._spec import ServiceSpec, python_module
+
+
+def writer_specs(pod: LoadedPod) -> list[ServiceSpec]:
+    if not isinstance(pod.config.bus, NatsBus):
+        return []  # the 0MQ and Kafka transports have no beampod writer yet
+    deps = ("tiled",) + (("nats",) if not pod.config.bus.external_urls else ())
+    return [
+        ServiceSpec(
+            name=f"writer-{name}" if len(pod.config.instruments) > 1 else "writer",
+            argv=python_module("beampod.writer", "--instrument", name),
+            probe=LogLineProbe(pod.home.log_file(
+                f"writer-{name}" if len(pod.config.instruments) > 1 else "writer"),
+                r"^beampod-writer ready"),
+            address=f"{name}.bluesky.runengine.documents -> tiled/{name}",
+            depends_on=deps,
+            ready_timeout=60.0,
+        )
+        for name in pod.config.instruments
+    ]

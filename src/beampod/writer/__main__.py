@@ -1,0 +1,52 @@
+"""``python -m beampod.writer --instrument NAME``: the writer pod service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from beampod.bus import NatsConnection
+from beampod.config import PodHome, default_home, load_pod
+from beampod.errors import BeampodError
+from beampod.store import open_sink
+from beampod.writer._loop import Writer, WriterSettings
+
+READY_LINE = "beampod-writer ready"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m beampod.writer")
+    parser.add_argument("--instrument", required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    pod = load_pod(PodHome.resolve(default_home()))
+    inst = pod.config.instrument(args.instrument).writer
+    settings = WriterSettings(max_batch=inst.max_batch, max_wait_s=inst.max_wait_ms / 1000,
+                              max_attempts=inst.max_attempts)
+    writer = Writer(NatsConnection.from_pod(pod, args.instrument, name="beampod-writer"),
+                    args.instrument, lambda: open_sink(pod, args.instrument), settings)
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, writer.request_stop)
+        await writer.run(on_ready=lambda: print(f"{READY_LINE} instrument={args.instrument}",
+                                                flush=True))
+        s = writer.stats
+        print(f"writer stopped: {s.written} written, {s.duplicates} duplicates, "
+              f"{s.dead_lettered} dead-lettered in {s.batches} batches", flush=True)
+
+    try:
+        asyncio.run(go())
+    except BeampodError as exc:
+        print(f"writer error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""The writer: a durable JetStream pull consumer feeding a RunSink.
+
+Batches adapt by themselves: ``fetch`` returns whatever is already waiting (up to
+``max_batch``) at once, so a backlog is written in big batches and a live run in small
+ones. A batch is acknowledged only after ``RunSink.write_batch`` returned, i.e. after
+the data is in Tiled. Bad messages are dead-lettered with their reason and the writer
+moves on; a Tiled outage holds the current batch (in order) and retries it, so later
+documents never overtake earlier ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from beampod.bus import BadMessage, DocumentConsumer, Message, NatsConnection
+from beampod.errors import BusError, StoreError
+from beampod.store import BatchResult, Item, RunSink, StoreAccessError, TransientStoreError
+
+log = logging.getLogger("beampod.writer")
+
+DURABLE = "beampod-writer"
+
+
+@dataclass
+class WriterStats:
+    batches: int = 0
+    written: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    last_batch_size: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class WriterSettings:
+    max_batch: int = 5000
+    max_wait_s: float = 0.05
+    max_attempts: int = 5
+    retry_initial_s: float = 0.2
+    retry_max_s: float = 5.0
+
+
+class Writer:
+    def __init__(self, connection: NatsConnection, instrument: str,
+                 open_sink: Callable[[], RunSink], settings: WriterSettings) -> None:
+        self._connection = connection
+        self._instrument = instrument
+        self._open_sink = open_sink
+        self._settings = settings
+        self._sink: RunSink | None = None
+        self._stop = asyncio.Event()
+        self.stats = WriterStats()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        await self._connect_sink()
+        consumer = DocumentConsumer(self._connection, self._instrument, durable=DURABLE,
+                                    ack_wait=60.0,
+                                    max_ack_pending=max(20_000, 4 * self._settings.max_batch))
+        async with consumer:
+            if on_ready is not None:
+                on_ready()
+            while not self._stop.is_set():
+                batch = await consumer.fetch(self._settings.max_batch,
+                                             timeout=self._settings.max_wait_s)
+                if batch:
+                    await self._handle(consumer, batch)
+
+    async def _connect_sink(self) -> None:
+        delay = self._settings.retry_initial_s
+        while not self._stop.is_set():
+            try:
+                self._sink = await asyncio.to_thread(self._open_sink)
+                return
+            except TransientStoreError as exc:
+                log.warning("Tiled not reachable yet (%s); retrying in %.1f s", exc, delay)
+            await self._pause(delay)
+            delay = min(self._settings.retry_max_s, delay * 2)
+
+    async def _handle(self, consumer: DocumentConsumer,
+                      batch: Sequence[Message | BadMessage]) -> None:
+        for bad in (m for m in batch if isinstance(m, BadMessage)):
+            await self._dead_letter(consumer, bad, f"undecodable: {bad.error}")
+        good = [m for m in batch if isinstance(m, Message)]
+        if not good:
+            return
+        by_id: dict[str, Message] = {}
+        items: list[Item] = []
+        for m in good:
+            # Every beampod publisher sets an id; a foreign one may not: fall back to
+            # the stream sequence so the message still has a stable identity.
+            msg_id = m.msg_id or f"-:{m.name}:seq{m.seq}"
+            by_id[msg_id] = m
+            items.append((m.name, m.doc, msg_id))
+        result = await self._write_until_stored(good, items)
+        rejected = {r.msg_id: r for r in result.rejected}
+        for msg_id, r in rejected.items():
+            await self._dead_letter(consumer, by_id[msg_id], f"{r.name}: {r.reason}")
+        # Ack the rest. Acks are fire-and-forget publishes; ordering is preserved.
+        for msg_id, m in by_id.items():
+            if msg_id not in rejected:
+                await m.ack()
+        self.stats.batches += 1
+        self.stats.written += result.written
+        self.stats.duplicates += result.duplicates
+        self.stats.last_batch_size = len(batch)
+
+    async def _write_until_stored(self, msgs: Sequence[Message],
+                                  items: list[Item]) -> BatchResult:
+        """Retry the same batch until Tiled takes it; keep the messages ours meanwhile.
+
+        After ``max_attempts`` transient failures the batch is written one document at a
+        time, and a document that still fails is returned as rejected (dead-lettered),
+        so one poisonous document cannot stall the instrument forever while Tiled is up.
+        """
+        assert self._sink is not None
+        delay = self._settings.retry_initial_s
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await asyncio.to_thread(self._sink.write_batch, items)
+            except StoreAccessError as exc:
+                raise BusError(f"the writer's Tiled key was refused: {exc}") from None
+            except TransientStoreError as exc:
+                self.stats.retries += 1
+                if attempt >= self._settings.max_attempts and await self._tiled_healthy():
+                    return await self._write_one_by_one(items)
+                log.warning("write failed (%s), attempt %d; retrying in %.1f s",
+                            exc, attempt, delay)
+            for m in msgs:  # tell JetStream we are still working on them
+                await m.in_progress()
+            await self._pause(delay)
+            delay = min(self._settings.retry_max_s, delay * 2)
+            if self._stop.is_set():
+                raise asyncio.CancelledError
+
+    async def _write_one_by_one(self, items: list[Item]) -> BatchResult:
+        from beampod.store import Rejection
+
+        assert self._sink is not None
+        total = BatchResult()
+        for item in items:
+            try:
+                one = await asyncio.to_thread(self._sink.write_batch, [item])
+            except StoreError as exc:
+                total.rejected.append(Rejection(
+                    item[2], item[0],
+                    f"failed {self._settings.max_attempts} times while Tiled was up: {exc}"))
+                continue
+            total.written += one.written
+            total.duplicates += one.duplicates
+            total.rejected += one.rejected
+        return total
+
+    async def _tiled_healthy(self) -> bool:
+        assert self._sink is not None
+        try:
+            await asyncio.to_thread(self._sink.write_batch, [])
+        except StoreError:
+            return False
+        return True
+
+    async def _dead_letter(self, consumer: DocumentConsumer, m: Message | BadMessage,
+                           reason: str) -> None:
+        headers = m.headers
+        headers["Beampod-Original-Seq"] = str(m.seq)
+        await consumer.publish_dead_letter(m.data, reason, headers)
+        await m.term()
+        self.stats.dead_lettered += 1
+        log.warning("dead-lettered stream seq %d: %s", m.seq, reason)
+
+    async def _pause(self, seconds: float) -> None:
+        # A retry backoff that ends early when the writer is asked to stop.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
