@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,11 +43,22 @@ def nats_specs(pod: LoadedPod) -> list[ServiceSpec]:
     return specs(pod)
 
 
-def pod_specs(pod: LoadedPod, *, redis: bool = False) -> list[ServiceSpec]:
+def ioc_specs(pod: LoadedPod, families: Collection[str]) -> list[ServiceSpec]:
+    from beampod.config import ioc_service_name
+    from beampod.services._svc_ioc import ioc_specs as specs
+
+    wanted = {ioc_service_name(name, ioc) for name, inst in pod.config.instruments.items()
+              for ioc in inst.iocs if ioc.family in families}
+    return [s for s in specs(pod) if s.name in wanted]
+
+
+def pod_specs(pod: LoadedPod, *, redis: bool = False,
+              iocs: Collection[str] = ()) -> list[ServiceSpec]:
     from beampod.services._svc_agent import agent_specs
     from beampod.services._svc_redis import redis_specs
 
-    return [*nats_specs(pod), *(redis_specs(pod) if redis else []), *agent_specs(pod)]
+    return [*nats_specs(pod), *(redis_specs(pod) if redis else []), *agent_specs(pod),
+            *(ioc_specs(pod, iocs) if iocs else [])]
 
 
 class RunningPod:
@@ -108,9 +119,10 @@ class RunningPod:
 def start_pod(tmp_path: Path) -> Iterator[Callable[..., RunningPod]]:
     started: list[RunningPod] = []
 
-    def start(agent: Mapping[str, Any] | None = None, *, redis: bool = False) -> RunningPod:
+    def start(agent: Mapping[str, Any] | None = None, *, redis: bool = False,
+              iocs: Collection[str] = ()) -> RunningPod:
         pod = make_pod(tmp_path / f"pod{len(started)}", agent)
-        running = RunningPod(pod, pod_specs(pod, redis=redis))
+        running = RunningPod(pod, pod_specs(pod, redis=redis, iocs=iocs))
         started.append(running)
         running.start()
         return running

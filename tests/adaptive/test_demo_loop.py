@@ -37,7 +37,7 @@ class Runs:
 
 
 @pytest.fixture
-def RE() -> Iterator[tuple[RunEngine, Runs]]:  # noqa: N802 - the name users type
+def RE() -> Iterator[tuple[RunEngine, Runs]]:
     re = RunEngine({})
     runs = Runs()
     re.subscribe(runs)
@@ -89,11 +89,29 @@ def test_per_event_mode_one_run(start_pod: Callable[..., Any], RE: Any) -> None:
     assert runs.positions() == EXPECTED
 
 
-def test_agent_answers_ping(start_pod: Callable[..., Any]) -> None:
+def test_agent_answers_ping_and_forgets_finished_plans(start_pod: Callable[..., Any],
+                                                        RE: Any, wait_until: Any) -> None:
     import asyncio
+
+    from ophyd.sim import det, motor
 
     running = start_pod()
     pod = running.pod
-    conn = NatsConnection.from_pod(pod, pod.config.instrument_name)
-    status = asyncio.run(ping_agent(conn, pod.config.instrument_name, "agent"))
-    assert status is not None and status["agent"] == "agent"
+    inst = pod.config.instrument_name
+    conn = NatsConnection.from_pod(pod, inst)
+    status = asyncio.run(ping_agent(conn, inst, "agent"))
+    assert status is not None and status["agent"] == "agent" and status["plans"] == 0
+    re, _ = RE
+    to_brains, from_brains = make_brains(pod)
+    try:
+        re(adaptive_plan([det], {motor: 0}, to_brains=to_brains, from_brains=from_brains))
+    finally:
+        from_brains.close()  # sends the plan's "done" notice before disconnecting
+
+    def freed() -> bool:
+        # Ping and requests are separate subscriptions, handled concurrently by the agent.
+        status = asyncio.run(ping_agent(conn, inst, "agent"))
+        return status is not None and status["plans"] == 0 and \
+            status["stats"]["requests"] == 18  # 17 decisions + the done notice
+
+    wait_until(freed, 10, "agent forgot the finished plan")

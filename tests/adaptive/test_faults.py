@@ -117,7 +117,7 @@ def run_demo(pod: Any, **overrides: Any) -> tuple[RunEngine, list[float], Any]:
 
 
 def test_duplicated_replies_are_ignored(relay_for: Any) -> None:
-    running, relay = relay_for(lambda r, n: [(0, r), (0, r), (0.01, r)])
+    running, _relay = relay_for(lambda r, n: [(0, r), (0, r), (0.01, r)])
     _, seen, client = run_demo(running.pod, name="faulty", deadline_s=5)
     assert seen == EXPECTED
     # (the last copy of the final reply may arrive after the client closed)
@@ -132,7 +132,7 @@ def test_stale_reordered_and_foreign_replies_are_ignored(relay_for: Any) -> None
         # The real reply arrives last, after wrong ones that arrive "first".
         return [(0, stale), (0, future), (0, foreign), (0.02, r)]
 
-    running, relay = relay_for(fault)
+    running, _relay = relay_for(fault)
     _, seen, client = run_demo(running.pod, name="faulty", deadline_s=5)
     assert seen == EXPECTED
     assert client.stats["ignored"] >= 3 * 17 - 1
@@ -155,7 +155,7 @@ def test_delayed_reply_after_deadline(relay_for: Any, wait_until: Any) -> None:
     def fault(r: Reply, n: int) -> list[tuple[float, Reply]]:
         return [(0.6, r)] if r.seq == 4 and n == 1 else [(0, r)]
 
-    running, relay = relay_for(fault)
+    running, _relay = relay_for(fault)
     re = RunEngine({})
     seen = positions(re)
     to_brains, from_brains = make_brains(running.pod, name="faulty", deadline_s=0.3)
@@ -172,7 +172,7 @@ def test_delayed_reply_after_deadline(relay_for: Any, wait_until: Any) -> None:
 
 
 def test_policy_abort(relay_for: Any) -> None:
-    running, relay = relay_for(lambda r, n: [] if r.seq >= 2 else [(0, r)])
+    running, _relay = relay_for(lambda r, n: [] if r.seq >= 2 else [(0, r)])
     re = RunEngine({})
     seen = positions(re)
     to_brains, from_brains = make_brains(running.pod, name="faulty", deadline_s=0.3,
@@ -187,7 +187,7 @@ def test_policy_abort(relay_for: Any) -> None:
 
 
 def test_policy_pause_then_resume(relay_for: Any) -> None:
-    running, relay = relay_for(lambda r, n: [] if r.seq == 2 and n == 1 else [(0, r)])
+    running, _relay = relay_for(lambda r, n: [] if r.seq == 2 and n == 1 else [(0, r)])
     re = RunEngine({})
     seen = positions(re)
     to_brains, from_brains = make_brains(running.pod, name="faulty", deadline_s=0.3,
@@ -204,7 +204,7 @@ def test_policy_pause_then_resume(relay_for: Any) -> None:
 
 
 def test_retry_exhausted_pauses(relay_for: Any) -> None:
-    running, relay = relay_for(lambda r, n: [] if r.seq == 1 and n <= 3 else [(0, r)])
+    running, _relay = relay_for(lambda r, n: [] if r.seq == 1 and n <= 3 else [(0, r)])
     re = RunEngine({})
     seen = positions(re)
     to_brains, from_brains = make_brains(running.pod, name="faulty", deadline_s=0.2,

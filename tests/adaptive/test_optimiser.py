@@ -74,3 +74,51 @@ def test_gp_agent_service_finds_peak(start_pod: Callable[..., Any]) -> None:
     assert outcome.reason.startswith("converged"), outcome.reason
     assert len(outcome.run_uids) < 71
     assert abs(outcome.best["motor_ph"]) <= 0.5
+
+
+CA_SCRIPT = """
+import json, sys
+from beampod.config import PodHome, load_pod
+pod = load_pod(PodHome.resolve(sys.argv[1]))
+from beampod.instrument import apply_ca_client_env
+apply_ca_client_env(pod.config)  # before ophyd/pyepics create the CA context
+from bluesky import RunEngine
+from beampod.adaptive import adaptive_plan, make_brains
+from beampod.demo import devices
+devs = devices([{"family": "mini_beamline", "prefix": "mini:"}])
+pinhole, motor_ph = devs["pinhole"], devs["motor_ph"]
+for d in (pinhole, motor_ph):
+    d.wait_for_connection(timeout=10)
+RE = RunEngine({}, call_returns_result=True)
+to_brains, from_brains = make_brains(pod)
+try:
+    result = RE(adaptive_plan([pinhole], {motor_ph: -20}, to_brains=to_brains,
+                              from_brains=from_brains))
+finally:
+    from_brains.close()
+out = result.plan_result
+print("RESULT " + json.dumps({"reason": out.reason, "best": out.best, "n": len(out.points)}))
+"""
+
+
+@pytest.mark.pod
+def test_gp_agent_finds_the_ca_pinhole(start_pod: Callable[..., Any]) -> None:
+    """Against the demo instrument over Channel Access: the mini beamline IOC's pinhole
+    (centre 0, sigma 5, Poisson counts x a ring current that drifts +-5 %) and motor_ph.
+    A separate process, because libca reads its address list once per process."""
+    import json
+    import subprocess
+    import sys
+
+    running = start_pod({"agent": "beampod.adaptive.agents:GPPeakFinder",
+                         "args": {"bounds": {"motor_ph": [-20, 15]}, "resolution": 0.5}},
+                        iocs=("mini_beamline",))
+    proc = subprocess.run([sys.executable, "-c", CA_SCRIPT, str(running.pod.home.root)],
+                          capture_output=True, text=True, timeout=180)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads(lines[0].removeprefix("RESULT "))
+    print("CA pinhole search:", result)
+    assert result["reason"].startswith("converged"), result
+    assert result["n"] < 71
+    assert abs(result["best"]["motor_ph"]) <= 1.0, result  # two grid steps over CA

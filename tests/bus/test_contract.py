@@ -21,7 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from beampod.bus import DocumentSubscriber, Durability, NatsConnection, NatsTransport, Transport
+from beampod.bus import (
+    DocumentSubscriber,
+    Durability,
+    NatsConnection,
+    NatsTransport,
+    Transport,
+    message_id,
+    run_uid_of,
+)
 from beampod.config import LoadedPod
 
 from ._docs import Doc, assert_docs_equal, run_plan
@@ -87,7 +95,7 @@ def transport(request: pytest.FixtureRequest, bus_pod: LoadedPod, tmp_path: Path
     if request.param == "nats":
         server: NatsProcess = request.getfixturevalue("nats_server")
         return NatsTransport(NatsConnection.from_pod(server.pod, "demo"), "demo",
-                             bus_pod.home.spool_dir)
+                             bus_pod.home.spool_dir, ack_wait=1.0)
     if request.param == "zmq":
         from beampod.bus._zmq import ZmqTransport
 
@@ -103,8 +111,13 @@ def transport(request: pytest.FixtureRequest, bus_pod: LoadedPod, tmp_path: Path
     from beampod.bus._kafka import KafkaTransport, ensure_topic
 
     instrument = f"t{uuid.uuid4().hex[:8]}"  # a fresh topic per test
-    ensure_topic(bootstrap, instrument)
-    return KafkaTransport(bootstrap, instrument)
+    if request.param == "kafka":
+        ensure_topic(bootstrap, instrument)  # the mock cluster auto-creates topics
+    # A short session: a group member that vanished without leaving (librdkafka's mock
+    # cluster ignores LeaveGroup) is replaced in seconds instead of 45 s.
+    return KafkaTransport(bootstrap, instrument,
+                          consumer_options={"session.timeout.ms": 6000,
+                                            "heartbeat.interval.ms": 500})
 
 
 async def _collect(sub: DocumentSubscriber, n: int, deadline_s: float = 30.0) -> list[Doc]:
@@ -158,3 +171,41 @@ def test_subscriber_started_after_the_run_replays_it(transport: Transport) -> No
 
     got, emitted = asyncio.run(main())
     assert_docs_equal(got, emitted)
+
+
+def test_unacknowledged_documents_are_delivered_again(transport: Transport) -> None:
+    """At-least-once: what a subscriber received but did not ack reaches the group again.
+    (Redeliveries may come after newer documents: order is promised for first delivery.)"""
+    if transport.durability is Durability.BEST_EFFORT:
+        pytest.skip(f"{transport.name} has no acknowledgements to redeliver on")
+
+    async def main() -> tuple[set[str], list[Doc]]:
+        pub = transport.publisher()
+        try:
+            emitted = await asyncio.to_thread(run_plan, pub)
+            assert pub.flush(20.0)
+        finally:
+            pub.close()
+        sub = await transport.subscriber(group="flaky")
+        seen_unacked: list[str] = []
+        deadline = time.monotonic() + 20
+        while len(seen_unacked) < 3 and time.monotonic() < deadline:
+            for d in await sub.receive(3 - len(seen_unacked), 0.5):
+                seen_unacked.append(str(d.msg_id))  # "crash" before ack
+        await sub.close()
+        sub = await transport.subscriber(group="flaky")
+        got: set[str] = set()
+        deadline = time.monotonic() + 30
+        try:
+            while not set(seen_unacked) <= got and time.monotonic() < deadline:
+                for d in await sub.receive(200, 0.5):
+                    got.add(str(d.msg_id))
+                    await d.ack()
+        finally:
+            await sub.close()
+        return got, emitted
+
+    got, emitted = asyncio.run(main())
+    runs: dict[str, str] = {}
+    want = {message_id(n, d, run_uid_of(n, d, runs)) for n, d in emitted}
+    assert got == want

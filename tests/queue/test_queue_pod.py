@@ -231,6 +231,62 @@ def test_cli_env_close_open(qpod: RunningPod, rm: Any) -> None:
     assert rm.status(reload=True)["worker_environment_exists"] is True
 
 
+def test_cli_pause_resume_abort_stop(qpod: RunningPod, rm: Any) -> None:
+    assert cli(qpod, "add", "count([pinhole], num=400, delay=0.05)").returncode == 0
+    assert cli(qpod, "add", "count([pinhole])").returncode == 0
+    assert cli(qpod, "start").returncode == 0
+    rm.wait_for_condition(lambda s: s["re_state"] == "running", timeout=WAIT_S)
+    out = cli(qpod, "pause", "--now")
+    assert out.returncode == 0, out.stderr
+    rm.wait_for_condition(lambda s: s["manager_state"] == "paused", timeout=WAIT_S)
+    assert cli(qpod, "resume").returncode == 0
+    rm.wait_for_condition(lambda s: s["re_state"] == "running", timeout=WAIT_S)
+    out = cli(qpod, "abort")
+    assert out.returncode == 0, out.stderr
+    rm.wait_for_idle(timeout=WAIT_S)
+    assert last_history(rm)["result"]["exit_status"] == "aborted"
+    # The queue server puts an aborted plan back at the front and stops the queue.
+    assert queue_len(rm) == 2
+    out = cli(qpod, "stop")  # nothing is running: refused, one line, exit 2
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert cli(qpod, "clear").returncode == 0
+    assert queue_len(rm) == 0
+
+
+# -- secrets ------------------------------------------------------------------------------
+
+
+def test_no_secret_in_logs_files_or_argv(qpod: RunningPod) -> None:
+    import psutil
+
+    from tests.queue.conftest import pod_processes
+
+    s = qpod.pod.secrets
+    secrets = {"redis_password": s.redis_password, "queue_control_key": s.queue_control_key,
+               "queue_observer_key": s.queue_observer_key,
+               "queue_zmq_private_key": s.queue_zmq_private_key}
+    values = {k: v.get_secret_value() for k, v in secrets.items()}
+    home = qpod.pod.home
+    # Logs, the state file and the queue's generated files; (redis.conf legitimately
+    # holds the Redis password, 0600, and is the redis service's business.)
+    files = [*home.logs_dir.rglob("*"), *QueueFiles.of(home).root.rglob("*"), home.state_file]
+    for path in files:
+        if not path.is_file():
+            continue
+        text = path.read_bytes().decode(errors="replace")
+        for name, value in values.items():
+            assert value not in text, f"{name} found in {path}"
+    procs = pod_processes(home.root)
+    assert any("beampod.queue._manager_main" in " ".join(p.cmdline()) for p in procs)
+    for proc in procs:
+        try:
+            argv = " ".join(proc.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        for name, value in values.items():
+            assert value not in argv, f"{name} in argv of {proc.pid}"
+
+
 # -- fault: the manager is SIGKILLed mid-queue ------------------------------------------
 
 

@@ -62,12 +62,26 @@ print("DB", repr(db))
     assert _line(proc.stdout, "DB").startswith("<db")
 
 
+INSTRUMENT_PLANS_CODE = """
+RE(align_peak([pinhole], motor_ph, -10, 10, 21))
+print("POS", motor_ph.position)
+thermo.K.put(0.3)  # settle in about a second instead of ~20 s
+temps = []
+RE(thermo_ramp([ring_current], thermo, [40, 60]),
+   lambda name, doc: temps.append(doc["data"]["thermo"]) if name == "event" else None)
+print("TEMPS", temps)
+"""
+
+
 @pytest.mark.pod
-def test_align_peak_moves_to_the_pinhole_centre(session_iocs: RunningIocs) -> None:
-    code = "RE(align_peak([pinhole], motor_ph, -10, 10, 21))\nprint('POS', motor_ph.position)"
-    proc = run_session(session_iocs.pod.home.root, "shell", code)
+def test_instrument_plans(session_iocs: RunningIocs) -> None:
+    proc = run_session(session_iocs.pod.home.root, "shell", INSTRUMENT_PLANS_CODE)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # align_peak ends at the pinhole's centre.
     assert abs(float(_line(proc.stdout, "POS"))) < 1.0
+    # thermo_ramp reads once the readback is within tolerance of each setpoint.
+    temps = json.loads(_line(proc.stdout, "TEMPS"))
+    assert temps == pytest.approx([40, 60], abs=1.0)
 
 
 @pytest.mark.pod
@@ -151,3 +165,20 @@ def _line(out: str, tag: str) -> str:
         if line.startswith(tag + " "):
             return line[len(tag) + 1:]
     raise AssertionError(f"no {tag} line in output:\n{out}")
+
+
+@pytest.mark.pod
+def test_two_pods_on_one_machine_do_not_see_each_other(
+        session_iocs: RunningIocs, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from beampod.sim import write_sync
+    from tests.sim._iocfix import running_iocs
+
+    with running_iocs(tmp_path_factory.mktemp("other-pod"), families={"mini_beamline"}) as other:
+        # Same PV names, other ports: move the other pod's slit motor only.
+        write_sync("127.0.0.1", other.port("mini:"), "mini:slit:mtr", 33.0)
+        proc = run_session(session_iocs.pod.home.root, "shell",
+                           "print('POS', motor_slit.position)")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert float(_line(proc.stdout, "POS")) == pytest.approx(0.0)
+    # libca reports a PV found on two servers; the address list must prevent that.
+    assert "Identical process variable" not in proc.stderr + proc.stdout

@@ -74,8 +74,10 @@ def make_pod(root: Path, *, postgres_port: int | None = None) -> LoadedPod:
     text = home.config_file.read_text()
     # A second instrument that never gets runs: "one container per instrument" and
     # the empty-catalog error.
-    text = text.replace("instruments:\n", f"instruments:\n  {EXTRA_INSTRUMENT}:\n"
-                        "    package: beampod.demo\n", 1)
+    # Appended after "demo", which stays the pod's default (first) instrument.
+    marker = "\n# Document bus"
+    assert marker in text
+    text = text.replace(marker, f"  {EXTRA_INSTRUMENT}:\n    package: beampod.demo\n{marker}", 1)
     if postgres_port is not None:
         text = text.replace("store:\n  backend: sqlite",
                             f"store:\n  backend: postgres\n  port: {postgres_port}")

@@ -21,7 +21,13 @@ from beampod.adaptive._protocol import (
     reply_subject,
     request_subject,
 )
-from beampod.adaptive._queue_agent import QueueAgent, QueueApi
+from beampod.adaptive._queue_agent import (
+    QueueAgent,
+    QueueApi,
+    follow_bus,
+    queue_api,
+    run_campaign,
+)
 from beampod.adaptive._runner import AgentRunner, agent_factory
 from beampod.adaptive._sdk import Agent, NoRecommendation, StopAgent, load_agent_class, make_agent
 from beampod.adaptive._settings import LoopSettings, loop_settings, split_args
@@ -47,6 +53,7 @@ __all__ = [
     "adaptive_plan",
     "agent_factory",
     "drive",
+    "follow_bus",
     "load_agent_class",
     "loop_settings",
     "make_agent",
@@ -54,7 +61,9 @@ __all__ = [
     "make_brains_from",
     "ping_agent",
     "ping_subject",
+    "queue_api",
     "reply_subject",
     "request_subject",
+    "run_campaign",
     "split_args",
 ]

@@ -25,6 +25,7 @@ from beampod.adaptive._protocol import (
     Request,
     ping_subject,
     reply_subject,
+    request_subject,
     unpack,
 )
 from beampod.adaptive._settings import LoopSettings
@@ -58,7 +59,7 @@ class AgentClient:
 
     @property
     def request_subject(self) -> str:
-        return f"{self.instrument}.adaptive.{self.settings.name}.request"
+        return request_subject(self.instrument, self.settings.name)
 
     @property
     def reply_to(self) -> dict[str, str]:
@@ -158,17 +159,19 @@ class AgentClient:
                 self._pending.pop(key).cancel()
 
     def _publish(self, data: bytes) -> None:
-        assert self._loop is not None
+        loop, nc = self._loop, self._nc
+        assert loop is not None and nc is not None
         self.stats["sent"] += 1
         subject = self.request_subject
 
         def send() -> None:
             # nats-py's publish only appends to its write buffer; the flusher task sends.
-            task = self._loop.create_task(self._nc.publish(subject, data))  # type: ignore[union-attr]
+            # ``loop`` is captured: close() may already have cleared ``self._loop``.
+            task = loop.create_task(nc.publish(subject, data))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
-        self._loop.call_soon_threadsafe(send)
+        loop.call_soon_threadsafe(send)
 
     # -- replies -----------------------------------------------------------------------
 
@@ -193,7 +196,8 @@ class AgentClient:
                     await asyncio.sleep(0.5)  # reconnect backoff, not a readiness wait
                     continue
                 if item is not None and item[1]:
-                    self._dispatch(item[1])
+                    data = item[1]
+                    self._dispatch(data.encode() if isinstance(data, str) else data)
         finally:
             await client.aclose()
 

@@ -85,6 +85,9 @@ def adaptive_plan(dets: Sequence[Any], first_point: Mapping[Any, float], *,
         "adaptive": {"plan_id": plan_id, "agent": settings.name, "mode": settings.mode},
     }
     base_md.update(md or {})
+    # Connect before anything moves: a bus that is down fails the plan here, not after
+    # the first measurement.
+    from_brains.client.start()
     loop = _Loop(from_brains, to_brains, settings, plan_id)
     to_brains.watch(plan_id, [m.name for m in motors], [d.name for d in dets])
     if settings.mode == "per_event":

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,7 +45,7 @@ class QueueAgent:
     """The decision logic, transport-free: feed it documents with :meth:`on_document`."""
 
     def __init__(self, agent: Agent, api: QueueApi, *, detectors: Sequence[str],
-                 motors: Sequence[str], plan_name: str = "list_scan", name: str = "agent",
+                 motors: Sequence[str], plan_name: str = "scan", name: str = "agent",
                  campaign: str | None = None, max_failed_runs: int = 3) -> None:
         self.agent = agent
         self.api = api
@@ -70,12 +70,16 @@ class QueueAgent:
         return self._submit(dict(first_point), 0)
 
     def plan_item(self, point: Mapping[str, float], seq: int) -> dict[str, Any]:
+        """``scan(detectors, m1, x1, x1, m2, x2, x2, ..., num=1)``: one point, every motor
+        moved together. (``list_scan``'s variadic arguments do not pass the queue
+        server's plan validation; ``scan``'s, the seed's own example, do.)"""
         args: list[Any] = [self.detectors]
         for motor in self.motors:
-            args += [motor, [float(point[motor])]]
+            x = float(point[motor])
+            args += [motor, x, x]
         md = {"adaptive": {"campaign": self.campaign, "seq": seq, "agent": self.name}}
         return {"item_type": "plan", "name": self.plan_name, "args": args,
-                "kwargs": {"md": md}}
+                "kwargs": {"num": 1, "md": md}}
 
     def on_document(self, name: str, doc: Mapping[str, Any]) -> dict[str, Any] | None:
         """Returns the plan item it submitted, if this document led to one."""
@@ -150,9 +154,11 @@ class QueueAgent:
 
 
 async def follow_bus(agent: QueueAgent, connection: NatsConnection, instrument: str,
-                     stop: asyncio.Event) -> None:
+                     stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
     """Feed ``agent`` the instrument's documents (core subscription) until ``stop`` is set
-    or the campaign finishes. Queue calls are blocking HTTP: they run in a thread."""
+    or the campaign finishes. ``on_ready`` is called once the subscription is in place:
+    start the campaign after that, so its first documents cannot be missed. Queue calls
+    are blocking HTTP: they run in a thread."""
     nc = await connection.connect()
     done = asyncio.Event()
 
@@ -167,6 +173,8 @@ async def follow_bus(agent: QueueAgent, connection: NatsConnection, instrument: 
 
     sub = await nc.subscribe(documents_subject(instrument), cb=on_msg)
     await nc.flush()
+    if on_ready is not None:
+        on_ready()
     try:
         waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(done.wait())]
         _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -175,6 +183,36 @@ async def follow_bus(agent: QueueAgent, connection: NatsConnection, instrument: 
     finally:
         await sub.unsubscribe()
         await nc.drain()
+
+
+def run_campaign(pod: LoadedPod, agent: Agent, *, detectors: Sequence[str],
+                 motors: Sequence[str], first_point: Mapping[str, float],
+                 instrument: str | None = None, name: str = "agent") -> QueueAgent:
+    """Blocking: queue the first point, then one plan per decision until the agent stops.
+    Returns the finished :class:`QueueAgent` (``submitted``, ``reason``)."""
+    inst = instrument or pod.config.instrument_name
+    api = queue_api(pod)
+    qa = QueueAgent(agent, api, detectors=detectors, motors=motors, name=name)
+
+    async def main() -> None:
+        started = asyncio.Event()
+        follower = asyncio.ensure_future(follow_bus(
+            qa, NatsConnection.from_pod(pod, inst, name=f"beampod-queue-agent-{inst}"),
+            inst, asyncio.Event(), started.set))
+        ready = asyncio.ensure_future(started.wait())
+        await asyncio.wait([follower, ready], return_when=asyncio.FIRST_COMPLETED)
+        if follower.done():
+            ready.cancel()
+            follower.result()  # raises why it could not subscribe
+            return
+        await asyncio.to_thread(qa.start, first_point)
+        await follower
+
+    try:
+        asyncio.run(main())
+    finally:
+        api.close()
+    return qa
 
 
 def queue_api(pod: LoadedPod) -> Any:

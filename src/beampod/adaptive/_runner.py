@@ -51,6 +51,10 @@ class AgentRunner:
     stats: dict[str, int] = field(default_factory=lambda: {
         "requests": 0, "duplicates": 0, "resyncs": 0, "rebuilds": 0, "errors": 0})
 
+    @property
+    def active_plans(self) -> int:
+        return len(self._plans)
+
     def handle(self, req: Request) -> Reply | None:
         """The reply to ``req`` (None for ``done`` notices, which need none)."""
         self.stats["requests"] += 1

@@ -56,7 +56,7 @@ def load_agent_class(path: str) -> type[Any]:
         raise UsageError(f"module {module_name!r} has no agent {attr!r}") from None
     if not callable(cls):
         raise UsageError(f"agent {path!r} is not a class or factory")
-    return cls  # type: ignore[no-any-return]
+    return cls
 
 
 def make_agent(path: str, args: Mapping[str, Any]) -> Agent:

@@ -133,8 +133,10 @@ class AgentService:
     def _on_ping(self, inst: str, nc: Any) -> Callable[[Any], Any]:
         async def handler(msg: Any) -> None:
             if msg.reply and msg.reply.startswith(f"{inst}."):
+                runner = self.runners[inst]
                 await nc.publish(msg.reply, pack({"v": 1, "agent": self.settings.name,
-                                                  "stats": self.runners[inst].stats}))
+                                                  "plans": runner.active_plans,
+                                                  "stats": runner.stats}))
 
         return handler
 

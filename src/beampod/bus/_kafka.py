@@ -65,7 +65,7 @@ class KafkaPublisher:
                  max_payload: int = 1_000_000, extra: Mapping[str, Any] | None = None) -> None:
         ck = _kafka()
         self.topic = documents_subject(instrument)
-        self._producer = ck.Producer(producer_config(bootstrap_servers, extra))
+        self._producer: Any = ck.Producer(producer_config(bootstrap_servers, extra))
         self._descriptor_runs: dict[str, str] = {}
         self._limit = max_payload
         self._errors: list[str] = []
@@ -104,7 +104,9 @@ class KafkaPublisher:
         return self._producer.flush(timeout) == 0 and not self._errors
 
     def close(self) -> None:
-        self._producer.flush(10.0)
+        if self._producer is not None:
+            self._producer.flush(10.0)
+            self._producer = None  # destroys the client and its threads now, not at GC
 
 
 class KafkaDelivery:
@@ -171,14 +173,20 @@ class KafkaTransport:
     durability = Durability.REPLICATED
     replays = True
 
-    def __init__(self, bootstrap_servers: str, instrument: str) -> None:
+    def __init__(self, bootstrap_servers: str, instrument: str, *,
+                 producer_options: Mapping[str, Any] | None = None,
+                 consumer_options: Mapping[str, Any] | None = None) -> None:
         self.bootstrap_servers, self.instrument = bootstrap_servers, instrument
+        self.producer_options = dict(producer_options or {})
+        self.consumer_options = dict(consumer_options or {})
 
     def publisher(self) -> KafkaPublisher:
-        return KafkaPublisher(self.bootstrap_servers, self.instrument)
+        return KafkaPublisher(self.bootstrap_servers, self.instrument,
+                              extra=self.producer_options)
 
     async def subscriber(self, group: str) -> KafkaSubscriber:
-        return KafkaSubscriber(self.bootstrap_servers, self.instrument, group)
+        return KafkaSubscriber(self.bootstrap_servers, self.instrument, group,
+                               extra=self.consumer_options)
 
     async def wait_ready(self, publisher: DocumentPublisher, subscriber: DocumentSubscriber,
                          timeout: float = 10.0) -> None:

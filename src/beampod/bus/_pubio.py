@@ -52,6 +52,11 @@ class EngineSettings:
     connect_timeout: float
     reconnect_min: float
     reconnect_max: float
+    poll_interval: float = 0.002
+
+
+# How long after the last document the loop keeps polling instead of sleeping deeply.
+_ACTIVE_S = 2.0
 
 
 class _Retry(Exception):
@@ -72,6 +77,7 @@ class Engine:
         self.backoff = settings.reconnect_min
         self.close_deadline = float("inf")
         self.outage = False  # warn once per outage, not at every reconnect attempt
+        self.last_activity = 0.0
         self.loop: asyncio.AbstractEventLoop | None = None
         self.wakeup: asyncio.Event | None = None
 
@@ -126,23 +132,31 @@ class Engine:
         return self.nc is None or time.monotonic() >= self.close_deadline
 
     async def _idle_wait(self) -> None:
+        """Sleep until there is work. While documents keep coming the loop polls the
+        queue every ``poll_interval`` instead of being woken per document: a wake-up is a
+        write to the loop's self-pipe *in the RunEngine's callback*, which releases the
+        GIL there and lets this thread's publishing work run in the RunEngine's critical
+        path (measured: ~400 us per event instead of ~5 us). Only after ``_ACTIVE_S``
+        without documents does the loop sleep deeply and ask to be woken."""
         assert self.wakeup is not None
         st = self.state
         can_take = len(self.inflight) < self.cfg.window
         if st.queue and (can_take or self.nc is None):
             await asyncio.sleep(0)  # let ack callbacks run, then continue
             return
-        timeout = 0.25
-        if self.inflight:
-            timeout = min(timeout, max(0.0, self.inflight[0].sent_at + self.cfg.ack_timeout
-                                       - time.monotonic()) + 0.001)
-        if self.nc is None:
-            timeout = min(timeout, max(0.0, self.next_connect - time.monotonic()))
         if self.nc is not None and can_take and self.drain_offset < self.spool.end_offset:
             return  # more spool records to send
+        now = time.monotonic()
+        active = now - self.last_activity < _ACTIVE_S
+        timeout = self.cfg.poll_interval if active else 0.25
+        if self.inflight:
+            timeout = min(timeout, max(0.0, self.inflight[0].sent_at + self.cfg.ack_timeout
+                                       - now) + 0.001)
+        if self.nc is None:
+            timeout = min(timeout, max(0.0, self.next_connect - now))
         self.wakeup.clear()
-        st.idle = True
-        if st.queue and can_take:  # appended between the check above and idle=True
+        st.idle = not active
+        if st.idle and st.queue and can_take:  # appended before idle was set
             st.idle = False
             return
         try:
@@ -234,6 +248,8 @@ class Engine:
         items: list[Item] = []
         while q:
             items.append(q.popleft())
+        if items:
+            self.last_activity = time.monotonic()
         self._append_to_spool(items)
 
     async def _send_from_spool(self) -> None:
@@ -249,6 +265,8 @@ class Engine:
 
     async def _send_direct(self) -> None:
         q = self.state.queue
+        if q:
+            self.last_activity = time.monotonic()
         while q and len(self.inflight) < self.cfg.window:
             seq, mid, data = q.popleft()
             try:

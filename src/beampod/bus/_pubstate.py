@@ -1,8 +1,9 @@
 """State shared between the RunEngine thread (producer) and the publisher's I/O thread.
 
-The producer side only appends to a deque (thread-safe, no lock) and, if the I/O loop
-is idle, wakes it. Counters and watermarks are written by the I/O thread under
-``cond`` and read by the producer when it must wait (stop document, flush, close).
+The producer side only appends to a deque and wakes the I/O loop only if it sleeps
+deeply (no documents for a while); during a run the loop polls the deque. Counters
+and watermarks are written by the I/O thread under ``cond`` and read by the producer
+when it must wait (stop document, flush, close).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class SharedState:
         self.connected = False
         self.mode = "draining" if spooled_at_open else "direct"
         self.last_error: str | None = None
-        self.idle = False  # the I/O loop waits for a wake-up
+        self.idle = False  # the I/O loop sleeps deeply: a producer must wake it
         self.closing = False
         self.closed = False
 

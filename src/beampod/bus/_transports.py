@@ -50,9 +50,10 @@ class NatsTransport:
     durability = Durability.STORED
     replays = True
 
-    def __init__(self, connection: NatsConnection, instrument: str, spool_dir: Path,
-                 **publisher_options: Any) -> None:
+    def __init__(self, connection: NatsConnection, instrument: str, spool_dir: Path, *,
+                 ack_wait: float = 30.0, **publisher_options: Any) -> None:
         self.connection, self.instrument, self.spool_dir = connection, instrument, spool_dir
+        self.ack_wait = ack_wait  # unacknowledged deliveries come again after this
         self.publisher_options = publisher_options
 
     def publisher(self) -> DurablePublisher:
@@ -60,7 +61,8 @@ class NatsTransport:
                                 **self.publisher_options)
 
     async def subscriber(self, group: str) -> NatsSubscriber:
-        consumer = DocumentConsumer(self.connection, self.instrument, durable=group)
+        consumer = DocumentConsumer(self.connection, self.instrument, durable=group,
+                                    ack_wait=self.ack_wait)
         return NatsSubscriber(await consumer.start())
 
     async def wait_ready(self, publisher: DocumentPublisher, subscriber: DocumentSubscriber,

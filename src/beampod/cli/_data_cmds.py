@@ -3,7 +3,154 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import datetime
+import json
+
+from beampod.cli._common import pod_of, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Filled in by the data-path work (runs, tail, dlq)."""
+    p = sub.add_parser("runs", help="recent runs stored in Tiled")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--instrument")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("tail", help="print documents as they pass on the bus")
+    p.add_argument("--from-start", action="store_true", help="replay the stream from its start")
+    p.add_argument("--instrument")
+    p.add_argument("--json", action="store_true", help="one JSON document per line")
+    p.add_argument("-n", "--max", type=int, default=0, help="stop after N documents")
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("dlq", help="dead letters: messages the writer could not store")
+    dsub = p.add_subparsers(dest="dlq_cmd", required=True, metavar="ACTION")
+    q = dsub.add_parser("list", help="list dead letters with their reasons")
+    q.add_argument("--limit", type=int, default=100)
+    q.set_defaults(func=cmd_dlq_list)
+    q = dsub.add_parser("show", help="one dead letter in full")
+    q.add_argument("seq", type=int)
+    q.set_defaults(func=cmd_dlq_show)
+    q = dsub.add_parser("replay", help="send a dead letter to the writer again")
+    q.add_argument("seq", type=int, nargs="+")
+    q.set_defaults(func=cmd_dlq_replay)
+    for q in dsub.choices.values():
+        q.add_argument("--instrument")
+
+
+def _when(t: datetime.datetime | None) -> str:
+    return t.astimezone().strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from beampod.store import list_runs
+
+    runs = list_runs(pod_of(args), args.instrument, limit=args.limit)
+    if args.json:
+        print(json.dumps([{"uid": r.uid, "scan_id": r.scan_id, "plan_name": r.plan_name,
+                           "start_time": r.start_time.isoformat() if r.start_time else None,
+                           "num_events": r.num_events, "exit_status": r.exit_status}
+                          for r in runs], indent=2))
+        return 0
+    if not runs:
+        print("no runs stored yet")
+        return 0
+    rows = [[r.uid[:8], str(r.scan_id if r.scan_id is not None else "-"), r.plan_name or "-",
+             _when(r.start_time), str(r.num_events), r.exit_status or "open"] for r in runs]
+    print(table(rows, ["uid", "scan_id", "plan", "start", "events", "exit_status"]))
+    return 0
+
+
+def _summary(name: str, doc: dict) -> str:
+    if name == "start":
+        return (f"start      uid={doc.get('uid', '')[:8]} scan_id={doc.get('scan_id')} "
+                f"plan={doc.get('plan_name')}")
+    if name == "descriptor":
+        return f"descriptor stream={doc.get('name')} keys={sorted(doc.get('data_keys', {}))}"
+    if name == "event":
+        data = ", ".join(f"{k}={v}" for k, v in sorted(doc.get("data", {}).items()))
+        return f"event      seq={doc.get('seq_num')} {data}"
+    if name == "event_page":
+        return f"event_page seq={doc.get('seq_num', [None])[0]}..+{len(doc.get('seq_num', []))}"
+    if name == "stop":
+        return (f"stop       uid={doc.get('run_start', '')[:8]} "
+                f"exit_status={doc.get('exit_status')} events={doc.get('num_events')}")
+    return f"{name:<10} {doc.get('uid') or doc.get('datum_id') or ''}"
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from beampod.bus import NatsConnection, tail
+
+    pod = pod_of(args)
+    instrument = args.instrument or pod.config.instrument_name
+    conn = NatsConnection.from_pod(pod, instrument, name="beampod-tail")
+
+    async def go() -> None:
+        seen = 0
+        async for name, doc in tail(conn, instrument, from_start=args.from_start):
+            if args.json:
+                print(json.dumps([name, doc], default=_jsonable), flush=True)
+            else:
+                print(_summary(name, doc), flush=True)
+            seen += 1
+            if args.max and seen >= args.max:
+                return
+
+    if not args.json and not args.from_start:
+        print(f"following {instrument}.bluesky.runengine.documents (Ctrl-C to stop)", flush=True)
+    asyncio.run(go())
+    return 0
+
+
+def _jsonable(value: object) -> object:
+    tolist = getattr(value, "tolist", None)
+    return tolist() if callable(tolist) else str(value)
+
+
+def _dlq_conn(args: argparse.Namespace):
+    from beampod.bus import NatsConnection
+
+    pod = pod_of(args)
+    instrument = args.instrument or pod.config.instrument_name
+    # Dead letters are an operator's tool: the admin user reads every instrument's.
+    return NatsConnection.from_pod(pod, admin=True, name="beampod-dlq"), instrument
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    from beampod.bus import list_dead_letters
+
+    conn, instrument = _dlq_conn(args)
+    letters = asyncio.run(list_dead_letters(conn, instrument, limit=args.limit))
+    if not letters:
+        print(f"no dead letters for {instrument}")
+        return 0
+    rows = [[str(d.seq), _when(d.time), d.describe()[:40], d.reason[:70]] for d in letters]
+    print(table(rows, ["seq", "time", "message", "reason"]))
+    return 0
+
+
+def cmd_dlq_show(args: argparse.Namespace) -> int:
+    from beampod.bus import DecodeError, decode, get_dead_letter
+
+    conn, instrument = _dlq_conn(args)
+    d = asyncio.run(get_dead_letter(conn, instrument, args.seq))
+    print(f"seq:      {d.seq}\ntime:     {_when(d.time)}\nreason:   {d.reason}\n"
+          f"msg id:   {d.msg_id or '-'}\nheaders:  {json.dumps(d.headers)}")
+    try:
+        name, doc = decode(d.data)
+        print(f"document: {name}\n{json.dumps(doc, indent=2, default=_jsonable)}")
+    except DecodeError as exc:
+        print(f"payload:  {len(d.data)} bytes, not a document ({exc})\n"
+              f"          {d.data[:200]!r}")
+    return 0
+
+
+def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    from beampod.bus import replay_dead_letter
+
+    conn, instrument = _dlq_conn(args)
+    for seq in args.seq:
+        new_seq = asyncio.run(replay_dead_letter(conn, instrument, seq))
+        print(f"dead letter {seq} replayed as documents message {new_seq}")
+    return 0

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
         ("stop", "stop the queue after the running plan"),
         ("pause", "pause the running plan (at the next checkpoint; --now: immediately)"),
         ("resume", "resume a paused plan"),
-        ("abort", "abort the running plan (marked failed in the history)"),
+        ("abort", "abort the running plan (history: aborted; it returns to the queue front)"),
         ("clear", "remove every plan from the queue (the history stays)"),
         ("status", "the manager's status"),
     ):

@@ -51,7 +51,12 @@ def align_peak(detectors: Sequence[Any], motor: Any, start: float, stop: float,
         return (yield from bp.scan(list(detectors), motor, start, stop, num, md=_md))
 
     uid = yield from inner()
-    centre = stats.cen if stats.cen is not None else stats.max[0] if stats.max else None
+    # PeakStats sets its results as attributes at the stop document; .stats holds them.
+    result: Any = stats.stats
+    centre = getattr(result, "cen", None)
+    peak = getattr(result, "max", None)
+    if centre is None and peak:
+        centre = peak[0]
     if centre is None:
         raise ValueError(f"no peak found in {y_field!r} between {start} and {stop}")
     yield from bps.mv(motor, float(centre))
@@ -62,15 +67,27 @@ def thermo_ramp(detectors: Sequence[Any], thermo: Any, temperatures: Sequence[fl
                 *, settle_time: float = 0.0, md: dict[str, Any] | None = None) -> Plan:
     """Step the temperature controller through ``temperatures``, reading ``detectors`` at
     each once the readback is within the controller's tolerance (``thermo.atol``)."""
-    _md = {"plan_name": "thermo_ramp", "temperatures": list(temperatures), **(md or {})}
+    readables = [*detectors, thermo]
+    _md = {
+        "plan_name": "thermo_ramp",
+        "detectors": [d.name for d in detectors],
+        "motors": [thermo.name],
+        "temperatures": list(temperatures),
+        "num_points": len(temperatures),
+        "hints": {"dimensions": [([_hinted_field(thermo)], "primary")]},
+        **(md or {}),
+    }
 
-    def per_step(dets: Sequence[Any], step: dict[Any, Any], pos_cache: Any) -> Plan:
-        yield from bps.one_nd_step(dets, step, pos_cache)
-        if settle_time:
-            yield from bps.sleep(settle_time)
+    @bpp.stage_decorator(readables)
+    @bpp.run_decorator(md=_md)
+    def inner() -> Plan:
+        for temperature in temperatures:
+            yield from bps.mv(thermo, temperature)
+            if settle_time:
+                yield from bps.sleep(settle_time)
+            yield from bps.trigger_and_read(readables)
 
-    return (yield from bp.list_scan(list(detectors), thermo, list(temperatures),
-                                    per_step=per_step, md=_md))
+    return (yield from inner())
 
 
 def count_with_beam(detectors: Sequence[Any], ring_current: Any, num: int = 1,

@@ -110,7 +110,8 @@ class QueueGate:
             if self._s.allow_loopback and client in _LOOPBACK:
                 return self._s.internal_key
             raise RequestRefused(401, "an API key is required (header 'Authorization: ApiKey "
-                                      "<key>'); see `beampod queue keys` / secrets.yaml")
+                                      "<key>'; queue_control_key or queue_observer_key in the "
+                                      "pod's secrets.yaml)")
         if secrets.compare_digest(key, self._s.control_key):
             return self._s.internal_key
         if secrets.compare_digest(key, self._s.observer_key):

@@ -8,8 +8,8 @@ executing it:
 
 1. open the worker environment if it is closed;
 2. switch on the queue's autostart, so anything POSTed is run as soon as it arrives
-   (what "post to that end point and watch the scans run" meant), and start the queue
-   if it already holds plans;
+   (what "post to that end point and watch the scans run" meant); plans already queued
+   start too;
 3. report progress (which plan runs, how each ended) until stopped, or until the queue
    is empty and idle with ``until_empty=True``;
 4. when the plan ends for any reason (Ctrl-C then ``RE.abort()``, ``RE.stop()``), switch
@@ -37,14 +37,14 @@ def queue_server_plan(pod: LoadedPod | None = None, *, until_empty: bool = False
     finished: list[dict[str, Any]] = []
     try:
         client.open_environment(progress=report)
+        seen_history = client.status()["items_in_history"]
+        # Autostart also starts a queue that already holds plans; an explicit
+        # queue_start here would race with it ("RE Manager is busy").
         client.call("queue_autostart", True)
         status = client.status()
-        if status["items_in_queue"] and status["manager_state"] == "idle":
-            client.call("queue_start")
         report(f"queue server: serving {client.uri} "
                f"({status['items_in_queue']} queued); POST plans to /qs/add_to_queue or "
                f"/api/queue/item/add")
-        seen_history = status["items_in_history"]
         running_uid = None
         while True:
             status = client.status()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,11 +35,26 @@ def prepare_instrument(pod: LoadedPod, instrument: str | None = None) -> Instrum
     # Registered after pyepics registered finalize_libca (at ophyd import), so it runs
     # before it: ophyd signals otherwise release their PVs from weakref finalizers
     # *after* libca is gone, which segfaults the exiting process now and then.
-    atexit.register(_destroy_devices, list(inst.devices.values()))
+    atexit.register(_release_devices, list(inst.devices.values()))
     return inst
 
 
-def _destroy_devices(devices: list[Any]) -> None:
+_EXIT_SETTLE_S = 2.0
+
+
+def _release_devices(devices: list[Any]) -> None:
+    """Release the devices' CA channels while libca is still alive (at exit).
+
+    First let connections that are under way finish: ophyd fetches each new channel's
+    metadata in a helper thread, and clearing a channel under that fetch makes it hang
+    until its timeout (or crash). Devices whose IOC is down simply stay unconnected.
+    """
+    deadline = time.monotonic() + _EXIT_SETTLE_S
+    for device in devices:
+        waiter = getattr(device, "wait_for_connection", None)
+        if callable(waiter) and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                waiter(timeout=max(deadline - time.monotonic(), 0.01))
     for device in devices:
         destroy = getattr(device, "destroy", None)
         if callable(destroy):
@@ -72,7 +89,7 @@ def build_namespace(pod: LoadedPod, *, headless: bool,
     bec = make_best_effort_callback(headless=headless)
     RE.subscribe(bec)
     ns: dict[str, Any] = {
-        "RE": RE, "db": LazyCatalog(pod), "bp": bp, "bps": bps, "bpp": bpp, "bec": bec,
+        "RE": RE, "db": LazyCatalog(pod, instrument), "bp": bp, "bps": bps, "bpp": bpp, "bec": bec,
         "pod": pod, "instrument": inst,
     }
     # Plans first, then devices: load_instrument guarantees the names do not clash.
@@ -85,8 +102,9 @@ class LazyCatalog:
     """``db``: the instrument's catalog, opened on first use (the store may start later
     than the session). Without a data path it explains that instead of failing oddly."""
 
-    def __init__(self, pod: LoadedPod) -> None:
+    def __init__(self, pod: LoadedPod, instrument: str | None = None) -> None:
         self._pod = pod
+        self._instrument = instrument
         self._catalog: Any = None
 
     def _opener(self) -> Any:
@@ -100,7 +118,8 @@ class LazyCatalog:
             if opener is None:
                 raise StoreError("the data path is not configured: this beampod has no "
                                  "beampod.store.open_catalog, so db is not available")
-            self._catalog = opener(self._pod)
+            args = (self._pod,) if self._instrument is None else (self._pod, self._instrument)
+            self._catalog = opener(*args)
         return self._catalog
 
     def __getitem__(self, key: Any) -> Any:
@@ -122,4 +141,5 @@ class LazyCatalog:
             return repr(self._catalog)
         if self._opener() is None:
             return "<db: the data path is not configured (no beampod.store.open_catalog)>"
-        return f"<db: catalog of pod {self._pod.config.pod.name!r}, opened on first use>"
+        name = self._instrument or self._pod.config.instrument_name
+        return f"<db: catalog of instrument {name!r}, opened on first use>"

@@ -117,7 +117,24 @@ def run_plan_expression(pod: LoadedPod, expr: str, *, instrument: str | None = N
     uids: list[str] = []
     RE.subscribe(lambda name, doc: uids.append(doc["uid"]), "start")
     RE(plan_fn(*args, **kwargs))
+    _report_delivery(RE)
     return uids
+
+
+def _report_delivery(RE: Any) -> None:
+    """Say plainly where the documents are when they are not all on the bus yet."""
+    publisher = getattr(RE, "publisher", None)
+    if publisher is None:
+        return
+    delivered = publisher.flush(timeout=10.0)
+    status_of = getattr(publisher, "status", None)
+    if delivered or status_of is None:
+        return
+    status = status_of()
+    print(f"beampod: warning: the bus did not acknowledge every document; "
+          f"{status.spooled} are safe in the local spool {status.spool_path} and are "
+          f"delivered, in order, by the next session or `beampod run` once the bus is back",
+          file=sys.stderr, flush=True)
 
 
 def wait_for_connection(devices: Iterable[Any], timeout: float) -> None:

@@ -18,8 +18,10 @@ from typing import Any
 
 import caproto as ca
 
+from beampod.errors import BeampodError
 
-class CaProbeError(RuntimeError):
+
+class CaProbeError(BeampodError):
     """The IOC did not answer the search or the read in time, or answered with an error."""
 
 
@@ -102,6 +104,10 @@ async def _with_channel(host: str, port: int, pv: str, timeout: float, action: A
                            f"within {timeout:g} s") from None
     except OSError as exc:
         raise CaProbeError(f"cannot reach {pv!r} at {address[0]}:{address[1]}: {exc}") from exc
+    except ca.CaprotoError as exc:
+        # A protocol-level surprise (garbled reply, wrong state): not ready, say why.
+        raise CaProbeError(f"CA protocol error talking to {address[0]}:{address[1]} "
+                           f"about {pv!r}: {exc}") from exc
 
 
 class _Session:

@@ -8,15 +8,19 @@ from argv, and never logged.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import secrets
+import sqlite3
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from beampod.config import LoadedPod, PodHome, load_pod
 from beampod.errors import BeampodError, StoreError
 from beampod.store._auth import ApiKeyGate, ASGIApp, Role
+from beampod.store._catalogdb import init_catalog
 from beampod.store._layout import layout_of, store_uris
 
 log = logging.getLogger("beampod.store.server")
@@ -34,19 +38,30 @@ def build_catalog(pod: LoadedPod) -> Any:
     uris = store_uris(pod)
     layout = layout_of(pod)
     layout.make_dirs()
-    if uris.backend == "postgres":
-        from beampod.store._pgcatalog import init_postgres_catalog
-
-        init_postgres_catalog(uris.catalog)
-    return from_uri(
+    init_catalog(uris.catalog)
+    catalog = from_uri(
         uris.catalog,
         writable_storage=[layout.arrays_dir, uris.tables],
-        # SQLite: tiled's own idempotent init. PostgreSQL: done just above.
-        init_if_not_exists=uris.backend == "sqlite",
+        init_if_not_exists=False,  # done just above, in-process
         # An in-process streaming cache lets clients subscribe to live runs and makes
         # TiledWriter's close_stream() calls meaningful; it holds no durable state.
         cache_config=StreamingCacheConfig(uri="memory").model_dump(),
     )
+    if uris.backend == "sqlite":
+        _use_wal(layout.catalog_db, layout.tables_db)
+    return catalog
+
+
+def _use_wal(*paths: Path) -> None:
+    """Put the SQLite files in write-ahead-log mode (a persistent property of the file).
+
+    In the default rollback-journal mode every event-table append costs several
+    fsyncs; WAL measured ~35 ms instead of ~53 ms per append here, which is most of the
+    event -> readable latency. Readers also no longer block the writer.
+    """
+    for path in paths:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
 
 
 def _instrument_containers_task(catalog: Any, instruments: Sequence[str]) -> Any:

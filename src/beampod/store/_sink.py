@@ -14,14 +14,14 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from event_model import unpack_event_page
 from tiled.client.container import Container
 
 from beampod.errors import StoreError
-from beampod.store._runstate import RunState
+from beampod.store._runstate import RunState, StreamState
 from beampod.store._validate import event_keys_problem, schema_problem
 
 log = logging.getLogger("beampod.store.sink")
@@ -145,10 +145,8 @@ class RunSink:
         if name == "start":
             return self._start(doc, touched)
         if name == "event":
-            state, stream = self._stream_of(doc, msg_id, touched)
-            if (p := event_keys_problem(doc, stream.data_keys)) is not None:
-                raise _Rejected(p)
-            return state.event(doc, msg_id, stream)
+            run, stream = self._checked_event(doc, msg_id, touched)
+            return run.event(doc, msg_id, stream)
         run_uid = doc.get("run_start") if name in ("descriptor", "stop") else _run_hint(msg_id)
         if run_uid is None:
             raise _Rejected(f"{name} document names no run")
@@ -197,16 +195,31 @@ class RunSink:
         problem = schema_problem("event_page", doc)
         if problem:
             raise _Rejected(problem)
-        outcomes = {self._one("event", ev, msg_id, touched) for ev in unpack_event_page(doc)}
+        evs = list(unpack_event_page(cast(Any, doc)))
+        # Check every event before queueing any: a page is stored whole or rejected whole.
+        checked = []
+        for ev in evs:
+            if problem := schema_problem("event", ev):
+                raise _Rejected(f"event_page: {problem}")
+            checked.append(self._checked_event(ev, msg_id, touched))
+        outcomes = {run.event(ev, msg_id, stream) for ev, (run, stream) in zip(evs, checked,
+                                                                              strict=True)}
         return "written" if "written" in outcomes else "duplicate"
 
+    def _checked_event(self, doc: dict[str, Any], msg_id: str,
+                       touched: dict[str, RunState]) -> tuple[RunState, StreamState]:
+        run, stream = self._stream_of(doc, msg_id, touched)
+        if (problem := event_keys_problem(doc, stream.data_keys)) is not None:
+            raise _Rejected(problem)
+        return run, stream
+
     def _stream_of(self, doc: dict[str, Any], msg_id: str,
-                   touched: dict[str, RunState]) -> tuple[RunState, Any]:
+                   touched: dict[str, RunState]) -> tuple[RunState, StreamState]:
         desc = doc["descriptor"]
-        for state in self._runs.values():
-            if desc in state.descriptors:
-                touched[state.uid] = state
-                return state, state.descriptors[desc]
+        for known in self._runs.values():
+            if desc in known.descriptors:
+                touched[known.uid] = known
+                return known, known.descriptors[desc]
         hint = _run_hint(msg_id)
         state = self._state(hint, touched) if hint else None
         if state is None:

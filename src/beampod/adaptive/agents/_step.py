@@ -33,7 +33,7 @@ class StepRecommender:
         self._decisions += 1
         # The seed poisoned its queue when a run's batch_count exceeded max_count.
         if self.max_count is not None and decision > self.max_count:
-            raise StopAgent(f"max_count={self.max_count} reached after {decision} decisions")
+            raise StopAgent(f"max_count={self.max_count} reached: decision {decision} stops")
         if self._next is None:
             raise StopAgent("nothing measured yet")
         return [dict(self._next)][:n]

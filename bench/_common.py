@@ -1,0 +1,47 @@
+"""Shared helpers for the benchmark scripts (not part of the package)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+from collections.abc import Sequence
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
+    return (f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, "
+            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summary(values: Sequence[float], unit: str = "ms") -> str:
+    return (f"n={len(values)} p50={percentile(values, 50):.2f}{unit} "
+            f"p90={percentile(values, 90):.2f}{unit} p99={percentile(values, 99):.2f}{unit} "
+            f"max={max(values):.2f}{unit} mean={statistics.fmean(values):.2f}{unit}")
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run(argv: Sequence[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=True, **kw)  # type: ignore[call-overload]
