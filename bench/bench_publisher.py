@@ -5,12 +5,13 @@ published runs of ``count([det], N)`` so drift on the machine affects both alike
 Prints events/s per repetition, the median ratio (target >= 0.95), and percentiles of
 the time spent inside the publisher callback per event document.
 
-    python bench/bench_publisher.py [--events 2000] [--reps 6]
+    python bench/bench_publisher.py [--events 1000] [--reps 12]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import tempfile
@@ -94,8 +95,10 @@ def _isolated(pod: Any, n: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--events", type=int, default=2000)
-    ap.add_argument("--reps", type=int, default=6)
+    ap.add_argument("--events", type=int, default=1000)
+    ap.add_argument("--reps", type=int, default=12)
+    ap.add_argument("--poll-interval", type=float, default=0.002)
+    ap.add_argument("--window", type=int, default=1024)
     args = ap.parse_args()
 
     from bluesky import RunEngine
@@ -110,7 +113,8 @@ def main() -> None:
     try:
         bare_RE = RunEngine({})
         pub_RE = RunEngine({})
-        publisher = DurablePublisher.from_pod(pod)
+        publisher = DurablePublisher.from_pod(pod, poll_interval=args.poll_interval,
+                                              window=args.window)
         timed = Timed(publisher)
         pub_RE.subscribe(timed)
         _run(bare_RE, 200)  # warm-up both paths (imports, connection)
@@ -133,7 +137,10 @@ def main() -> None:
         assert publisher.flush(30), publisher.status()
         st = publisher.close()
         q = statistics.quantiles(timed.samples, n=100)
-        print(f"\nevents per run: {args.events}, repetitions: {args.reps}")
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"\nmachine: {os.cpu_count()} CPUs, load average now {load} (timing is only "
+              "comparable on a quiet machine)")
+        print(f"events per run: {args.events}, repetitions: {args.reps}")
         print(f"median bare {statistics.median(bare):.0f} ev/s, with publisher "
               f"{statistics.median(published):.0f} ev/s")
         print(f"ratio median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, "

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -40,8 +42,24 @@ def test_every_service_is_ready_and_bound_to_loopback(pod: LoadedPod) -> None:
     for name, svc in services.items():
         assert svc["state"] == "ready", (name, svc)
         assert svc["pid"] and svc["uptime_s"] is not None
-        if svc["address"]:
-            assert "127.0.0.1" in svc["address"], (name, svc["address"])
+    # What the kernel says, not what the config says: every TCP server socket and every
+    # UDP socket on a service port (the IOCs' search ports) of every pod process is on
+    # loopback. (Channel Access *clients* also open ephemeral UDP sockets on all
+    # interfaces for search replies, and libca's beacon repeater binds 5065 on all
+    # interfaces; neither serves anything.)
+    service_ports = set(pod.config.ioc_ports().values())
+    servers = []
+    for proc in processes_using(pod.home.root):
+        try:
+            conns = proc.net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        servers += [(proc.pid, c.laddr) for c in conns
+                    if c.status == psutil.CONN_LISTEN
+                    or (c.type == socket.SOCK_DGRAM and c.laddr.port in service_ports)]
+    assert len(servers) >= len(services)
+    exposed = [(pid, addr) for pid, addr in servers if addr.ip not in ("127.0.0.1", "::1")]
+    assert not exposed
     table = beampod_cli(pod.home.root, "status").stdout
     assert "SERVICE" in table and "ioc-demo-mini" in table
 

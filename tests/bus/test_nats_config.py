@@ -89,3 +89,18 @@ def test_service_spec_starts_and_its_probe_ensures_streams(bus_pod: LoadedPod) -
         proc.kill()
         proc.wait(10)
     assert proc.poll() is not None
+
+
+def test_replicas_above_one_need_a_cluster(bus_pod: LoadedPod) -> None:
+    import dataclasses
+
+    import pytest
+
+    from beampod.errors import ConfigError
+
+    bus = bus_pod.config.bus
+    stream = bus.stream.model_copy(update={"replicas": 3})  # type: ignore[union-attr]
+    config = bus_pod.config.model_copy(
+        update={"bus": bus.model_copy(update={"stream": stream})})
+    with pytest.raises(ConfigError, match="replicas"):
+        nats_specs(dataclasses.replace(bus_pod, config=config))

@@ -135,10 +135,25 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def pg_server() -> Iterator[Server]:
+    import shutil
+    import tempfile
+
+
+    # Not under pytest's tmp root: under root, postgres runs as an unprivileged user
+    # that must traverse the parents of its data directory, and every pytest session
+    # (also a concurrent one) resets /tmp/pytest-of-<user> to 0700.
+    base = Path(tempfile.mkdtemp(prefix="beampod-pg-"))
+    try:
+        yield from _pg_server(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _pg_server(base: Path) -> Iterator[Server]:
     from beampod.services._svc_tiled import postgres_spec
 
-    pod = make_pod(tmp_path_factory.mktemp("pod-pg"), postgres_port=_free_port())
+    pod = make_pod(base / "pod", postgres_port=_free_port())
     spec = postgres_spec(pod)
     assert spec.prepare is not None
     spec.prepare()

@@ -27,7 +27,7 @@ from typing import Any
 
 from beampod.bus._natsconf import NatsConnection
 from beampod.bus._pubstate import Item, SharedState
-from beampod.bus._spool import Spool
+from beampod.bus._spool import Spool, SpoolError
 from beampod.errors import BusError
 
 log = logging.getLogger("beampod.bus.publisher")
@@ -99,10 +99,22 @@ class Engine:
         self.loop = asyncio.get_running_loop()
         self.wakeup = asyncio.Event()
         started.set()
+        st = self.state
         try:
             await self._run()
-        finally:
             await self._shutdown()
+        except SpoolError as exc:
+            # Neither the bus nor the disk takes documents: stop loudly. The producer
+            # sees ``closed`` and raises instead of queueing documents nobody will send.
+            log.error("%s: publisher stopped: %s", st.instrument, exc)
+            with st.cond:
+                st.last_error = str(exc)
+        finally:
+            with st.cond:
+                st.closed = True
+                st.connected = False
+                st.mode = "closed"
+                st.cond.notify_all()
 
     async def _run(self) -> None:
         st = self.state

@@ -83,8 +83,9 @@ class DurablePublisher:
 
     def __call__(self, name: str, doc: dict[str, Any]) -> None:
         st = self._state
-        if st.closing:
-            raise BusError(f"publisher of {self.instrument} is closed")
+        if st.closing or st.closed:
+            raise BusError(f"publisher of {self.instrument} is closed"
+                           + (f": {st.last_error}" if st.closed and st.last_error else ""))
         with self._lock:
             run = run_uid_of(name, doc, self._descriptor_runs)
             try:

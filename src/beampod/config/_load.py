@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from beampod.config._model import PodConfig
 from beampod.errors import ConfigError
@@ -17,7 +18,10 @@ def format_validation_error(exc: ValidationError) -> list[str]:
     """One line per problem: the dotted key, what is wrong, and the value given."""
     problems = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]).replace(".[key]", " (name)") or "(top level)"
+        parts = [str(p) for p in err["loc"]]
+        if len(parts) > 1 and parts[1] in _union_tags().get(parts[0], ()):
+            del parts[1]  # pydantic puts the union member's tag in the path: hide it
+        loc = ".".join(parts).replace(".[key]", " (name)") or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         ctx = err.get("ctx") or {}
         if err["type"] == "union_tag_invalid":
@@ -34,6 +38,20 @@ def format_validation_error(exc: ValidationError) -> list[str]:
                 shown = shown[:57] + "..."
             problems.append(f"{loc}: {msg} (got {shown})")
     return problems
+
+
+def _union_tags() -> dict[str, set[str]]:
+    """Tags of the config's discriminated unions (``bus: nats|zmq|kafka``, ``store``)."""
+    tags: dict[str, set[str]] = {}
+    for name, field in PodConfig.model_fields.items():
+        members = typing.get_args(field.annotation)
+        for member in members:
+            if not (isinstance(member, type) and issubclass(member, BaseModel)):
+                continue
+            for sub in member.model_fields.values():
+                if typing.get_origin(sub.annotation) is typing.Literal:
+                    tags.setdefault(name, set()).update(map(str, typing.get_args(sub.annotation)))
+    return tags
 
 
 def parse_config(data: Any, source: object = "<config>") -> PodConfig:

@@ -9,6 +9,7 @@ from beampod.bus import (
 )
 from beampod.bus import nats_config_path as config_path
 from beampod.config import LoadedPod, NatsBus
+from beampod.errors import ConfigError
 from beampod.services._probes import AllProbes, CallableProbe, HttpProbe
 from beampod.services._spec import PortClaim, ServiceSpec
 
@@ -20,6 +21,10 @@ def nats_specs(pod: LoadedPod) -> list[ServiceSpec]:
     bus = pod.config.bus
     if not isinstance(bus, NatsBus) or bus.external_urls:
         return []
+    if bus.stream.replicas > 1:
+        raise ConfigError(pod.home.config_file, [
+            f"bus.stream.replicas: {bus.stream.replicas} needs a NATS cluster (set "
+            "bus.external_urls); the server beampod starts is a single node: use 1"])
     bind = pod.config.pod.bind
     probe_host = "127.0.0.1" if bind in ("0.0.0.0", "", "*") else bind
     health = HttpProbe(f"http://{probe_host}:{bus.monitor_port}/healthz?js-enabled-only=true")
