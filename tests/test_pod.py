@@ -144,3 +144,20 @@ def test_down_after_supervisor_sigkill_still_cleans_up(tmp_path: Path) -> None:
     while processes_using(home.root) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not processes_using(home.root)
+
+
+def test_operator_can_stop_and_start_one_service(pod: LoadedPod) -> None:
+    home = pod.home.root
+    out = beampod_cli(home, "service", "stop", "ioc-demo-thermo").stdout
+    assert "stopped" in out
+    state = _status_any(home)
+    assert state["services"]["ioc-demo-thermo"]["state"] == "stopped"
+    assert state["services"]["ioc-demo-thermo"]["pid"] is None
+    beampod_cli(home, "service", "start", "ioc-demo-thermo")
+    _wait_status(home, lambda s: s["services"]["ioc-demo-thermo"]["state"] == "ready")
+    bad = beampod_cli(home, "service", "stop", "no-such-service", check=False)
+    assert bad.returncode == 2 and "no service 'no-such-service'" in bad.stderr
+
+
+def _status_any(home: Path) -> dict:
+    return json.loads(beampod_cli(home, "status", "--json", check=False).stdout)

@@ -183,13 +183,19 @@ class Engine:
     async def _connect(self) -> None:
         st = self.state
 
+        this: list[Any] = []
+
         async def on_lost() -> None:
-            self.broken = "connection to the bus lost"
-            self.wake()
+            # Only for the live connection: closing a connection we already gave up on
+            # (in _fail) fires this too, and must not tear down its successor.
+            if this and self.nc is this[0]:
+                self.broken = "connection to the bus lost"
+                self.wake()
 
         try:
             nc = await self.conn.connect(reconnect=False, connect_timeout=self.cfg.connect_timeout,
                                          disconnected_cb=on_lost, closed_cb=on_lost)
+            this.append(nc)
         except BusError as exc:
             if not self.outage:
                 self.outage = True

@@ -41,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("-n", "--lines", type=int, default=50)
     p.set_defaults(func=cmd_logs)
 
+    p = sub.add_parser("service", help="stop, start or restart one service of the running pod")
+    p.add_argument("action", choices=["stop", "start", "restart"])
+    p.add_argument("name", help="service name, as in `beampod status`")
+    p.set_defaults(func=cmd_service)
+
     p = sub.add_parser("config", help="show, check or describe the configuration")
     csub = p.add_subparsers(dest="config_cmd", required=True, metavar="ACTION")
     csub.add_parser("show", help="the effective configuration, defaults filled in"
@@ -141,6 +146,16 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 print(chunk.decode(errors="replace"), end="", flush=True)
             else:
                 time.sleep(0.2)
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    from beampod.services import control_service
+
+    control_service(home_of(args), args.action, args.name)
+    done = {"stop": "stopped (it stays down until `beampod service start`)",
+            "start": "starting", "restart": "restarted"}[args.action]
+    print(f"{args.name}: {done}")
+    return 0
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from beampod.services._catalog import pod_services
 from beampod.services._control import (
+    control_service,
     log_path,
     pod_status,
     run_supervisor,
@@ -23,6 +24,7 @@ from beampod.services._state import PodState, ServiceState, read_state
 from beampod.services._supervisor import RestartPolicy, Supervisor, dependency_order
 
 __all__ = [
+    "control_service",
     "AllProbes",
     "CallableProbe",
     "HttpProbe",

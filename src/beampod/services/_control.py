@@ -18,6 +18,7 @@ from beampod.config import PodHome, load_pod
 from beampod.errors import BeampodError, PodAlreadyRunningError, PodNotRunningError
 from beampod.services import _process
 from beampod.services._catalog import pod_services
+from beampod.services._controlsock import request, serve_control
 from beampod.services._state import PodState, read_state
 from beampod.services._supervisor import RestartPolicy, Supervisor
 
@@ -76,15 +77,31 @@ async def _supervise(home: PodHome, specs: list, progress: Progress,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, sup.request_stop)
     started = time.monotonic()
+    control = await serve_control(sup, control_socket(home))
     try:
-        await sup.start()
-    except BeampodError as exc:
-        progress(f"start-up failed: {exc}")
-        return 1
-    progress(f"pod ready: {len(specs)} services in {time.monotonic() - started:.1f} s")
-    await sup.wait_stopped()
-    progress("pod stopped")
-    return 0
+        try:
+            await sup.start()
+        except BeampodError as exc:
+            progress(f"start-up failed: {exc}")
+            return 1
+        progress(f"pod ready: {len(specs)} services in {time.monotonic() - started:.1f} s")
+        await sup.wait_stopped()
+        progress("pod stopped")
+        return 0
+    finally:
+        control.close()
+        control_socket(home).unlink(missing_ok=True)
+
+
+def control_socket(home: PodHome) -> Path:
+    return home.run_dir / "supervisor.sock"
+
+
+def control_service(home: PodHome, op: str, service: str) -> None:
+    """``beampod service stop|start|restart NAME`` on the running pod."""
+    if supervisor_pid(home) is None:
+        raise PodNotRunningError(f"no pod is running from {home.root}")
+    request(control_socket(home), op, service)
 
 
 def start_detached(home: PodHome, progress: Progress, timeout: float = 180.0) -> PodState:

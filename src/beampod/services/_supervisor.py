@@ -43,6 +43,10 @@ class _Service:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     proc: asyncio.subprocess.Process | None = None
     crashes: deque[float] = field(default_factory=deque)
+    # Set while an operator has stopped the service (`beampod service stop`): its
+    # exit is not a crash and it is not restarted until `service start`.
+    held: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def dependency_order(specs: Sequence[ServiceSpec]) -> list[ServiceSpec]:
@@ -140,6 +144,33 @@ class Supervisor:
         self._set_phase("stopped")
         self._stopped.set()
 
+    async def stop_service(self, name: str) -> None:
+        """Stop one service and keep it stopped (operator request)."""
+        svc = self._service(name)
+        svc.released.clear()
+        svc.held.set()
+        if svc.proc is not None and svc.proc.returncode is None:
+            self._update(svc, state="stopping")
+            await _process.stop(svc.proc, svc.spec.stop_signal, svc.spec.stop_timeout)
+        self._update(svc, state="stopped", pid=None, health="", message="stopped by operator")
+        self._progress(f"{name} stopped by operator")
+
+    def start_service(self, name: str) -> None:
+        """Let a held service start again (it goes through its readiness probe)."""
+        svc = self._service(name)
+        svc.held.clear()
+        svc.released.set()
+
+    async def restart_service(self, name: str) -> None:
+        await self.stop_service(name)
+        self.start_service(name)
+
+    def _service(self, name: str) -> _Service:
+        try:
+            return self._services[name]
+        except KeyError:
+            raise UsageError(f"no service {name!r} (have: {', '.join(self._services)})") from None
+
     # -- one service's life ----------------------------------------------------------
 
     async def _run(self, svc: _Service) -> None:
@@ -177,6 +208,9 @@ class Supervisor:
                 await self._watch(svc, svc.proc)
                 if self._stopping:
                     return
+                if svc.held.is_set():
+                    await svc.released.wait()
+                    continue
                 reason = f"exited with code {svc.proc.returncode}"
             elif self._stopping:
                 return
