@@ -21,7 +21,10 @@ def test_tiled_restart_mid_run(tmp_path):  # type: ignore[no-untyped-def]
     try:
         sink = open_sink(pod)
         assert not sink.write_batch(batch[:6]).rejected  # start, desc, events 1-4
+        sink.ping()
         stop_process(server.proc)
+        with pytest.raises(TransientStoreError):
+            sink.write_batch([])  # the health check a consumer polls with
         stamina.set_testing(True, attempts=1)  # fail fast instead of 45 s of retries
         try:
             with pytest.raises(TransientStoreError):
@@ -29,6 +32,7 @@ def test_tiled_restart_mid_run(tmp_path):  # type: ignore[no-untyped-def]
         finally:
             stamina.set_testing(False)
         server = start_tiled(pod)
+        assert sink.write_batch([]).written == 0  # healthy again
         # The consumer retries the same batch with the same sink object.
         retry = sink.write_batch(batch[6:])
         assert not retry.rejected

@@ -10,7 +10,7 @@ import json
 from beampod.cli._common import pod_of, table
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="recent runs stored in Tiled")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--instrument")

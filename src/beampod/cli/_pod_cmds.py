@@ -13,7 +13,7 @@ from beampod.config import init_pod, json_schema, load_config, load_pod
 from beampod.errors import UsageError
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("init", help="write a commented config and generated secrets")
     p.add_argument("--home", dest="init_home", metavar="DIR", help="pod home to initialise")
     p.add_argument("--free-ports", action="store_true",

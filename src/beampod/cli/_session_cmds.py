@@ -8,7 +8,7 @@ from pathlib import Path
 from beampod.cli._common import pod_of
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("shell", help="IPython session with RE, db, devices and plans (bsui)")
     p.add_argument("-c", dest="code", help="run CODE non-interactively and exit")
     p.set_defaults(func=cmd_shell)

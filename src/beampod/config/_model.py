@@ -168,7 +168,9 @@ class AgentSettings(Strict):
         "beampod.adaptive.agents:StepRecommender",
         description="Import path of the agent class the `agent` service runs.",
     )
-    args: dict[str, object] = Field(default_factory=lambda: {"step": 1.5, "max_count": 15})
+    args: dict[str, object] = Field(
+        default_factory=lambda: {"step": 1.5, "max_count": 15}  # type: ignore[arg-type,unused-ignore]
+    )
 
 
 class PodConfig(Strict):

@@ -24,7 +24,6 @@ from beampod.services._state import PodState, ServiceState, read_state
 from beampod.services._supervisor import RestartPolicy, Supervisor, dependency_order
 
 __all__ = [
-    "control_service",
     "AllProbes",
     "CallableProbe",
     "HttpProbe",
@@ -37,6 +36,7 @@ __all__ = [
     "ServiceState",
     "Supervisor",
     "TcpProbe",
+    "control_service",
     "dependency_order",
     "log_path",
     "pod_services",

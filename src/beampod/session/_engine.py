@@ -15,7 +15,7 @@ from beampod.session._scan_id import ScanIdCounter
 log = logging.getLogger("beampod.session")
 
 
-class PodRunEngine(RunEngineBase):  # type: ignore[misc, valid-type]
+class PodRunEngine(RunEngineBase):
     """A RunEngine that knows its document publisher: ``RE.publisher.status()`` tells
     where every document is (acknowledged by the bus, in flight, or only spooled)."""
 

@@ -104,7 +104,24 @@ class RunSink:
 
     # -- public -----------------------------------------------------------------
 
+    def ping(self) -> None:
+        """One un-retried request: raises TransientStoreError unless Tiled answers now."""
+        try:
+            resp = self._container.context.http_client.get(self._container.uri)
+            resp.raise_for_status()
+        except (httpx.HTTPError, OSError) as exc:
+            raise _translate(exc, "checking Tiled") from None
+
     def write_batch(self, items: Iterable[Item]) -> BatchResult:
+        """Store ``items`` (in order); see the module docstring for the outcomes.
+
+        An empty batch is a health check (:meth:`ping`): callers use it to learn
+        whether Tiled is back before retrying.
+        """
+        items = list(items)
+        if not items:
+            self.ping()
+            return BatchResult()
         result = BatchResult()
         touched: dict[str, RunState] = {}
         try:
