@@ -115,3 +115,56 @@ def test_agent_answers_ping_and_forgets_finished_plans(start_pod: Callable[..., 
             status["stats"]["requests"] == 18  # 17 decisions + the done notice
 
     wait_until(freed, 10, "agent forgot the finished plan")
+
+
+def test_demo_in_the_pods_run_engine_reaches_the_bus(start_pod: Callable[..., Any],
+                                                     wait_until: Any) -> None:
+    """The session's RunEngine (``make_run_engine``: durable publisher to the bus): the
+    demo's 17 runs are on the bus, and the plan leaves the RunEngine's subscriptions as
+    it found them."""
+    import asyncio
+    import threading
+
+    from ophyd.sim import det, motor
+
+    from beampod.bus import decode
+    from beampod.config import documents_subject
+    from beampod.session import make_run_engine
+
+    running = start_pod()
+    pod = running.pod
+    inst = pod.config.instrument_name
+    starts: list[dict[str, Any]] = []
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def listen() -> Any:
+        nc = await NatsConnection.from_pod(pod, inst).connect()
+
+        async def on_msg(msg: Any) -> None:
+            name, doc = decode(msg.data)
+            if name == "start":
+                starts.append(doc)
+
+        await nc.subscribe(documents_subject(inst), cb=on_msg)
+        await nc.flush()
+        return nc
+
+    nc = asyncio.run_coroutine_threadsafe(listen(), loop).result(10)
+    re = make_run_engine(pod)
+    before = {k: dict(v) for k, v in re.dispatcher.cb_registry.callbacks.items()}
+    to_brains, from_brains = make_brains(pod)
+    try:
+        re(adaptive_plan([det], {motor: 0}, to_brains=to_brains, from_brains=from_brains))
+        wait_until(lambda: len(starts) == 17, 20, "17 start documents on the bus")
+    finally:
+        from_brains.close()
+        re.publisher.close()
+        asyncio.run_coroutine_threadsafe(nc.drain(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+    assert [s["batch_count"] for s in starts] == list(range(17))
+    after = {k: dict(v) for k, v in re.dispatcher.cb_registry.callbacks.items()}
+    assert after.keys() == before.keys()
+    assert all(after[k].keys() == before[k].keys() for k in before)

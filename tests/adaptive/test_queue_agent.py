@@ -1,10 +1,9 @@
 """Queue-driven agent: after each run of its campaign it submits the next plan.
 
-The queue server is replaced by a fake ``REManagerAPI`` seam (``item_add``,
-``queue_autostart``) whose "worker" runs each submitted item in a local RunEngine, as
-the queue's worker would with autostart on. The decision logic is tested on the
-documents directly, and then with the documents travelling over a real NATS bus
-(RunEngine -> DurablePublisher -> nats-server -> ``follow_bus``).
+Decision logic with a fake ``REManagerAPI`` seam (``item_add``, ``queue_autostart``)
+whose "worker" runs each item in a local RunEngine: on the documents directly, then with
+the documents over a real NATS bus (RunEngine -> DurablePublisher -> ``follow_bus``).
+Last, a whole campaign on the pod's real queue server.
 """
 
 from __future__ import annotations
@@ -141,42 +140,43 @@ def test_queue_agent_follows_the_real_bus(start_pod: Callable[..., Any]) -> None
 
 @pytest.mark.pod
 @pytest.mark.slow
-def test_first_submission_runs_on_the_real_queue_server(tmp_path: Any, wait_until: Any) -> None:
-    """The plan item the agent builds is accepted and run by the pod's real queue server
-    (REManagerAPI over HTTP, control key, autostart). The documents of queue runs do not
-    reach the bus yet (the worker's RunEngine has no publisher wired), so the rest of the
-    campaign is covered by the bus test above with a fake queue."""
+def test_campaign_on_the_real_queue_server(tmp_path: Any, wait_until: Any) -> None:
+    """The whole loop through the pod's real services: the queue server (REManagerAPI over
+    HTTP, control key, autostart) runs each plan in its worker, whose RunEngine publishes
+    to the bus; the agent follows the bus and submits the next plan."""
+    from beampod.adaptive import run_campaign
     from beampod.adaptive._queue_agent import queue_api
     from beampod.services._svc_ioc import ioc_specs
     from beampod.services._svc_queue import queue_specs
     from beampod.services._svc_redis import redis_specs
 
-    from .conftest import RunningPod, make_pod
+    from .conftest import RunningPod, make_pod, nats_specs
 
     pod = make_pod(tmp_path / "qpod")
-    running = RunningPod(pod, redis_specs(pod) + ioc_specs(pod) + queue_specs(pod))
-    api = None
+    running = RunningPod(pod, nats_specs(pod) + redis_specs(pod) + ioc_specs(pod)
+                         + queue_specs(pod))
     try:
         running.start()
+        qa = run_campaign(pod, StepRecommender(1.5, max_count=3), detectors=["pinhole"],
+                          motors=["motor_ph"], first_point={"motor_ph": -3.0}, name="step")
+        assert "max_count=3" in qa.reason
+        assert [i["args"][2] for i in qa.submitted] == [-3.0, -1.5, 0.0, 1.5, 3.0]
         api = queue_api(pod)
-        agent = QueueAgent(StepRecommender(1.5, max_count=15), api, detectors=["pinhole"],
-                           motors=["motor_ph"], name="step")
-        agent.start({"motor_ph": -3.0})
-        assert api.status(reload=True)["queue_autostart_enabled"] is True
 
-        def done() -> bool:
-            items = api.history_get(reload=True)["items"]
-            return bool(items) and items[-1].get("result", {}).get("exit_status") is not None
+        def ours() -> list[dict[str, Any]]:
+            return [h for h in api.history_get(reload=True)["items"]
+                    if h["kwargs"]["md"].get("adaptive", {}).get("campaign") == qa.campaign]
 
-        wait_until(done, 120, "the submitted plan ran")
-        item = api.history_get(reload=True)["items"][-1]
-        assert item["result"]["exit_status"] == "completed", item["result"]
-        assert item["name"] == "scan"
-        assert item["args"] == [["pinhole"], "motor_ph", -3.0, -3.0]
-        assert item["kwargs"]["md"]["adaptive"] == {"campaign": agent.campaign, "seq": 0,
-                                                    "agent": "step"}
-    finally:
-        if api is not None:
-            api.queue_autostart(False)
+        try:
+            # The last stop document reaches the bus before the manager files the item in
+            # its history.
+            wait_until(lambda: len(ours()) == 5, 30, "5 campaign items in the history")
+            history = ours()
+            assert api.status(reload=True)["queue_autostart_enabled"] is True
+        finally:
             api.close()
+        assert [h["kwargs"]["md"]["adaptive"]["seq"] for h in history] == list(range(5))
+        assert all(h["name"] == "scan" and h["result"]["exit_status"] == "completed"
+                   for h in history)
+    finally:
         running.stop()

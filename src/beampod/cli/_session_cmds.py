@@ -26,9 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
+    from beampod.services import session_extras
     from beampod.session import run_shell
 
-    return run_shell(pod_of(args), args.code)
+    return run_shell(pod_of(args), args.code, extras=session_extras)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

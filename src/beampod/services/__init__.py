@@ -19,6 +19,7 @@ from beampod.services._probes import (
     TcpProbe,
     port_is_free,
 )
+from beampod.services._session_extras import session_extras
 from beampod.services._spec import PortClaim, ServiceSpec, python_module
 from beampod.services._state import PodState, ServiceState, read_state
 from beampod.services._supervisor import RestartPolicy, Supervisor, dependency_order
@@ -45,6 +46,7 @@ __all__ = [
     "python_module",
     "read_state",
     "run_supervisor",
+    "session_extras",
     "start_detached",
     "stop_pod",
     "supervisor_pid",

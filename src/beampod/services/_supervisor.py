@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -211,6 +212,9 @@ class Supervisor:
                 if svc.held.is_set():
                     await svc.released.wait()
                     continue
+                # The leader died on its own: whatever it spawned goes too, so the
+                # restart finds its ports free and nothing runs twice.
+                _process.signal_group(svc.proc.pid, signal.SIGKILL)
                 reason = f"exited with code {svc.proc.returncode}"
             elif self._stopping:
                 return

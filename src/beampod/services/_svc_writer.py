@@ -20,6 +20,9 @@ def writer_specs(pod: LoadedPod) -> list[ServiceSpec]:
                 r"^beampod-writer ready"),
             address=f"{name}.bluesky.runengine.documents -> tiled/{name}",
             depends_on=deps,
+            # The writer retries a failed batch itself (in order, with backoff); tiled's
+            # client would otherwise retry each request for up to ~45 s first.
+            env={"TILED_RETRY_ATTEMPTS": "2", "TILED_RETRY_TIMEOUT": "2"},
             ready_timeout=60.0,
         )
         for name in pod.config.instruments

@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from beampod.config import LoadedPod
@@ -75,9 +75,15 @@ def make_best_effort_callback(*, headless: bool) -> Any:
     return bec
 
 
-def build_namespace(pod: LoadedPod, *, headless: bool,
-                    instrument: str | None = None) -> dict[str, Any]:
-    """The user namespace of a session (``beampod shell``), like bsui's."""
+def build_namespace(pod: LoadedPod, *, headless: bool, instrument: str | None = None,
+                    extras: Callable[[LoadedPod], Mapping[str, Any]] | None = None
+                    ) -> dict[str, Any]:
+    """The user namespace of a session (``beampod shell``), like bsui's.
+
+    ``extras`` adds names from components the session may not import itself (the
+    adaptive ``to_brains``/``from_brains``, ``queue_server_plan``): the services layer
+    composes them, see ``beampod.services.session_extras``.
+    """
     from beampod.session._engine import make_run_engine
 
     inst = prepare_instrument(pod, instrument)
@@ -95,6 +101,8 @@ def build_namespace(pod: LoadedPod, *, headless: bool,
     # Plans first, then devices: load_instrument guarantees the names do not clash.
     ns.update(inst.plans)
     ns.update(inst.devices)
+    if extras is not None:
+        ns.update(extras(pod))
     return ns
 
 

@@ -7,7 +7,7 @@ import linecache
 import sys
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from beampod.config import LoadedPod
@@ -24,15 +24,16 @@ USER_CODE = "<beampod shell -c>"
 CONNECT_TIMEOUT_S = 5.0
 
 
-def run_shell(pod: LoadedPod, code: str | None = None) -> int:
+def run_shell(pod: LoadedPod, code: str | None = None,
+              extras: Callable[[LoadedPod], Mapping[str, Any]] | None = None) -> int:
     """IPython with the session namespace, or run ``code`` in it non-interactively.
 
     With ``code``: returns 0 on success and non-zero on error, after printing a
     beampod error as one line, or any other error as the traceback of the user's code.
     """
     if code is None:
-        return _interactive(pod)
-    ns = build_namespace(pod, headless=True)
+        return _interactive(pod, extras)
+    ns = build_namespace(pod, headless=True, extras=extras)
     return run_code(code, ns)
 
 
@@ -77,11 +78,12 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__)).rstrip()
 
 
-def _interactive(pod: LoadedPod) -> int:
+def _interactive(pod: LoadedPod,
+                 extras: Callable[[LoadedPod], Mapping[str, Any]] | None) -> int:
     from IPython import start_ipython
 
     headless = not has_display()
-    ns = build_namespace(pod, headless=headless)
+    ns = build_namespace(pod, headless=headless, extras=extras)
     argv = ["--no-banner"] if headless else ["--no-banner", "--matplotlib=auto"]
     name = pod.config.instrument_name
     print(f"beampod session: instrument {name!r} of pod {pod.config.pod.name!r}; "

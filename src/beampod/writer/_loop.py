@@ -164,7 +164,7 @@ class Writer:
     async def _tiled_healthy(self) -> bool:
         assert self._sink is not None
         try:
-            await asyncio.to_thread(self._sink.write_batch, [])
+            await asyncio.to_thread(self._sink.ping)
         except StoreError:
             return False
         return True

@@ -1,0 +1,78 @@
+"""A session process for the data-path fault tests: runs one plan of ophyd.sim devices
+through ``make_run_engine(pod)`` (so every document goes through the pod's real durable
+publisher, spool included) and records exactly what the RunEngine emitted.
+
+    python tests/datapath/_emitter.py --home HOME --record OUT.pickle
+        [--min-events N] [--delay S] [--until FILE] [--flush S] [--tag TAG]
+
+The plan moves ``motor`` and reads ``det`` and ``motor`` once per step, printing
+``event <n>`` after each event so the test can inject its fault at a known point. It
+stops after ``--min-events`` events, and (with ``--until``) not before FILE exists. The
+recorded ``(name, doc)`` pairs are pickled to OUT after the run; the process then exits
+normally, so the publisher's atexit close delivers what it can and spools the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import pickle
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--home", required=True)
+    ap.add_argument("--record", required=True)
+    ap.add_argument("--min-events", type=int, default=20)
+    ap.add_argument("--delay", type=float, default=0.05)
+    ap.add_argument("--until")
+    ap.add_argument("--flush", type=float, default=0.0,
+                    help="after the run, wait up to S seconds for every ack")
+    ap.add_argument("--tag", default="datapath")
+    args = ap.parse_args()
+
+    import bluesky.plan_stubs as bps
+    import bluesky.preprocessors as bpp
+    from ophyd.sim import det, motor
+
+    from beampod.config import PodHome, load_pod
+    from beampod.session import make_run_engine
+
+    pod = load_pod(PodHome.resolve(args.home))
+    RE = make_run_engine(pod)
+    emitted: list[tuple[str, dict[str, Any]]] = []
+    RE.subscribe(lambda name, doc: emitted.append((name, copy.deepcopy(doc))))
+    until = Path(args.until) if args.until else None
+
+    @bpp.run_decorator(md={"purpose": args.tag})
+    def plan():  # type: ignore[no-untyped-def]
+        i = 0
+        while True:
+            yield from bps.mv(motor, -5.0 + 0.01 * i)
+            yield from bps.trigger_and_read([det, motor])
+            i += 1
+            print(f"event {i}", flush=True)
+            if i >= args.min_events and (until is None or until.exists()):
+                return
+            yield from bps.sleep(args.delay)
+
+    RE(plan())
+    publisher = RE.publisher
+    assert publisher is not None
+    delivered = publisher.flush(args.flush) if args.flush else False
+    status = publisher.status()
+    with open(args.record, "wb") as fh:
+        pickle.dump(emitted, fh)
+    uid = next(d["uid"] for n, d in emitted if n == "start")
+    print("result " + json.dumps({"uid": uid, "delivered": delivered,
+                                  "status": {k: v for k, v in vars(status).items()}}),
+          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
