@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import load_average, machine, percentile, run  # noqa: E402
+from _common import load_average, machine, percentile, run
 
 TARGET_S = 20.0
 

@@ -6,7 +6,8 @@ publisher, spool included) and records exactly what the RunEngine emitted.
         [--min-events N] [--delay S] [--until FILE] [--flush S] [--tag TAG]
 
 The plan moves ``motor`` and reads ``det`` and ``motor`` once per step, printing
-``event <n>`` after each event so the test can inject its fault at a known point. It
+``uid <start uid>`` first and ``event <n>`` after each event so the test can inject its
+fault at a known point. It
 stops after ``--min-events`` events, and (with ``--until``) not before FILE exists. The
 recorded ``(name, doc)`` pairs are pickled to OUT after the run; the process then exits
 normally, so the publisher's atexit close delivers what it can and spools the rest.
@@ -45,7 +46,13 @@ def main() -> int:
     pod = load_pod(PodHome.resolve(args.home))
     RE = make_run_engine(pod)
     emitted: list[tuple[str, dict[str, Any]]] = []
-    RE.subscribe(lambda name, doc: emitted.append((name, copy.deepcopy(doc))))
+
+    def record(name: str, doc: dict[str, Any]) -> None:
+        emitted.append((name, copy.deepcopy(doc)))
+        if name == "start":
+            print(f"uid {doc['uid']}", flush=True)
+
+    RE.subscribe(record)
     until = Path(args.until) if args.until else None
 
     @bpp.run_decorator(md={"purpose": args.tag})

@@ -25,7 +25,7 @@ from beampod.adaptive._protocol import (
     request_subject,
 )
 from beampod.adaptive._runner import AgentFactory, AgentRunner, agent_factory
-from beampod.adaptive._settings import LoopSettings, redis_params, split_args
+from beampod.adaptive._settings import LoopSettings, loop_settings, redis_params, split_args
 from beampod.bus import NatsConnection
 from beampod.config import LoadedPod
 
@@ -142,7 +142,8 @@ class AgentService:
 
 
 def service_from_pod(pod: LoadedPod, instruments: list[str] | None = None) -> AgentService:
-    settings, args = split_args(pod.config.agent.args)
+    _, args = split_args(pod.config.agent.args)
+    settings = loop_settings(pod)
     factory = agent_factory(pod.config.agent.agent, args)
     names = instruments or list(pod.config.instruments)
     conns = {n: NatsConnection.from_pod(pod, n, name=f"beampod-agent-{n}") for n in names}

@@ -1,8 +1,8 @@
 """Runner and plan settings of the adaptive loop, read from the pod's ``agent`` config.
 
-Until ``AgentSettings`` has typed fields for them, these keys of ``agent.args`` belong to
-the loop rather than to the agent class (they are removed before the class is built):
-``name``, ``reply_transport``, ``deadline_s``, ``policy``, ``max_retries``, ``mode``.
+The loop settings are typed fields of ``AgentSettings`` (``name``, ``reply_transport``,
+``deadline_s``, ``policy``, ``max_retries``, ``mode``). The same keys are still accepted
+in ``agent.args`` (and removed before the agent class is built) for older configs.
 """
 
 from __future__ import annotations
@@ -78,7 +78,14 @@ def split_args(args: Mapping[str, Any]) -> tuple[LoopSettings, dict[str, Any]]:
 
 
 def loop_settings(pod: LoadedPod) -> LoopSettings:
-    return split_args(pod.config.agent.args)[0]
+    """The typed ``agent`` config; loop keys still found in ``agent.args`` win (older
+    configs put them there)."""
+    agent = pod.config.agent
+    typed = LoopSettings(name=agent.name, reply_transport=agent.reply_transport,
+                         deadline_s=agent.deadline_s, policy=agent.policy,
+                         max_retries=agent.max_retries, mode=agent.mode)
+    legacy = {k: v for k, v in agent.args.items() if k in LOOP_KEYS}
+    return typed.with_overrides(**legacy) if legacy else typed
 
 
 def redis_params(pod: LoadedPod) -> dict[str, Any]:

@@ -163,7 +163,21 @@ class QueueSettings(Strict):
 
 
 class AgentSettings(Strict):
+    """The adaptive agent service and how plans talk to it (docs/adaptive.md)."""
+
     enabled: bool = True
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = Field(
+        "agent", description="Agent name; part of its bus subjects.")
+    reply_transport: Literal["nats", "redis"] = Field(
+        "nats", description="How replies reach the plan: NATS (default) or the seed's Redis list.")
+    deadline_s: Annotated[float, Field(gt=0)] = Field(
+        5.0, description="Longest wait for one reply before `policy` applies.")
+    policy: Literal["retry", "pause", "abort"] = Field(
+        "retry", description="On a missed deadline: re-send, pause the RunEngine, or abort.")
+    max_retries: Annotated[int, Field(ge=0)] = Field(
+        5, description="Re-sends before a `retry` policy pauses the RunEngine.")
+    mode: Literal["per_run", "per_event"] = Field(
+        "per_run", description="One run per point (the seed's demo) or points inside one run.")
     agent: str = Field(
         "beampod.adaptive.agents:StepRecommender",
         description="Import path of the agent class the `agent` service runs.",

@@ -15,13 +15,17 @@ from beampod.config import LoadedPod
 def session_extras(pod: LoadedPod) -> Mapping[str, Any]:
     """``to_brains``, ``from_brains``, ``adaptive_plan`` (the seed's adaptive demo) and
     ``queue_server_plan`` (the seed's queue demo)."""
+    import atexit
+
     from beampod.adaptive import adaptive_plan, make_brains
+    from beampod.config import NatsBus
     from beampod.queue import queue_server_plan
 
-    to_brains, from_brains = make_brains(pod)
-    return {
-        "to_brains": to_brains,
-        "from_brains": from_brains,
-        "adaptive_plan": adaptive_plan,
-        "queue_server_plan": queue_server_plan,
-    }
+    names: dict[str, Any] = {"adaptive_plan": adaptive_plan}
+    if pod.config.queue.enabled:
+        names["queue_server_plan"] = queue_server_plan
+    if pod.config.agent.enabled and isinstance(pod.config.bus, NatsBus):
+        to_brains, from_brains = make_brains(pod)  # connects on first use only
+        atexit.register(from_brains.close)
+        names.update(to_brains=to_brains, from_brains=from_brains)
+    return names

@@ -1,0 +1,296 @@
+"""Helpers for the data-path fault tests: a session process that records what its
+RunEngine emitted, pod control through the real CLI, and a document-by-document
+comparison of what the RunEngine emitted with what Tiled holds.
+
+No fixed sleeps: every wait polls a condition against a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from beampod.config import LoadedPod
+from tests.conftest import beampod_cli
+
+Doc = tuple[str, dict[str, Any]]
+REPO = Path(__file__).resolve().parents[2]
+EMITTER = Path(__file__).with_name("_emitter.py")
+POLL_S = 0.1  # polling interval of the deadline loops below, not a readiness guess
+
+
+def wait_for(predicate: Callable[[], Any], deadline_s: float, what: str,
+             interval: float = POLL_S) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``deadline_s``."""
+    deadline = time.monotonic() + deadline_s
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - the condition may fail while a service is down
+            last_exc = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {deadline_s:.0f}s waiting for {what}"
+                                 + (f" (last error: {last_exc!r})" if last_exc else ""))
+        time.sleep(interval)
+
+
+# -- the pod, through its command line ----------------------------------------------------
+
+def status(pod: LoadedPod) -> dict[str, Any]:
+    out = beampod_cli(pod.home.root, "status", "--json", check=False).stdout
+    return json.loads(out) if out.strip() else {}
+
+
+def service(pod: LoadedPod, name: str) -> dict[str, Any]:
+    return status(pod)["services"][name]
+
+
+def wait_service_ready(pod: LoadedPod, name: str, deadline_s: float = 120.0,
+                       not_pid: int | None = None) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        svc = status(pod).get("services", {}).get(name)
+        if svc and svc["state"] == "ready" and svc["pid"] and svc["pid"] != not_pid:
+            return svc
+        return None
+
+    return wait_for(ready, deadline_s, f"service {name} ready")
+
+
+def wait_pod_ready(pod: LoadedPod, deadline_s: float = 120.0) -> dict[str, Any]:
+    """Every service ready again (a fault must not leave anything failed behind)."""
+    def ready() -> dict[str, Any] | None:
+        st = status(pod)
+        svcs = st.get("services", {})
+        if svcs and all(s["state"] == "ready" for s in svcs.values()):
+            return st
+        return None
+
+    try:
+        return wait_for(ready, deadline_s, "every service ready")
+    except AssertionError:
+        bad = {n: (s["state"], s.get("message")) for n, s in status(pod)["services"].items()
+               if s["state"] != "ready"}
+        raise AssertionError(f"services not ready after the fault: {bad}") from None
+
+
+# -- a session process that records what its RunEngine emitted -----------------------------
+
+@dataclass
+class Emitter:
+    """``python tests/datapath/_emitter.py``: one run through ``make_run_engine(pod)``."""
+
+    pod: LoadedPod
+    workdir: Path
+    min_events: int = 20
+    delay: float = 0.05
+    open_ended: bool = True  # keep going (after min_events) until finish() is called
+    flush_s: float = 30.0
+    tag: str = "datapath"
+    proc: subprocess.Popen[str] | None = None
+    lines: list[str] = field(default_factory=list)
+    events: int = 0
+    _reader: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.record = self.workdir / f"{self.tag}.pickle"
+        self.until = self.workdir / f"{self.tag}.finish"
+        self.log = self.workdir / f"{self.tag}.stderr"
+
+    def start(self) -> Emitter:
+        argv = [sys.executable, str(EMITTER), "--home", str(self.pod.home.root),
+                "--record", str(self.record), "--min-events", str(self.min_events),
+                "--delay", str(self.delay), "--flush", str(self.flush_s), "--tag", self.tag]
+        if self.open_ended:
+            argv += ["--until", str(self.until)]
+        env = {k: v for k, v in os.environ.items() if k != "BEAMPOD_HOME"}
+        self.proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,
+                                     stderr=self.log.open("w"), text=True, env=env,
+                                     stdin=subprocess.DEVNULL)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith("event "):
+                self.events = int(line.split()[1])
+
+    def wait_events(self, n: int, deadline_s: float = 90.0) -> int:
+        def enough() -> bool:
+            if self.proc is not None and self.proc.poll() is not None and self.events < n:
+                raise AssertionError(f"emitter exited early:\n{self.stderr()}")
+            return self.events >= n
+
+        wait_for(enough, deadline_s, f"{n} events emitted", interval=0.02)
+        return self.events
+
+    def finish(self) -> None:
+        self.until.touch()
+
+    def result(self, deadline_s: float = 90.0) -> tuple[list[Doc], dict[str, Any]]:
+        """Wait for the process to exit; (what the RunEngine emitted, its final report)."""
+        assert self.proc is not None
+        try:
+            code = self.proc.wait(deadline_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"emitter did not finish in {deadline_s}s:\n"
+                                 f"{self.stderr()}") from None
+        if self._reader is not None:
+            self._reader.join(10)
+        assert code == 0, f"emitter exited {code}:\n{self.stderr()}"
+        report = next(json.loads(line[len("result "):]) for line in self.lines
+                      if line.startswith("result "))
+        with self.record.open("rb") as fh:
+            emitted: list[Doc] = pickle.load(fh)
+        return emitted, report
+
+    def stderr(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+# -- what the store holds ------------------------------------------------------------------
+
+def start_uid(docs: list[Doc]) -> str:
+    return next(str(d["uid"]) for n, d in docs if n == "start")
+
+
+def stored_run(pod: LoadedPod, uid: str) -> Any:
+    from beampod.store import open_catalog
+
+    return open_catalog(pod)[uid]
+
+
+def event_table(run: Any, stream: str = "primary") -> Any:
+    """The stream's appendable event table straight from Tiled (one row per stored event)."""
+    return run.base[stream].base["internal"].read()
+
+
+def wait_for_stored_run(pod: LoadedPod, emitted: list[Doc], deadline_s: float = 120.0) -> Any:
+    """The run, once Tiled holds its stop document and at least as many rows as events
+    were emitted (more rows would be duplicates: the comparison then fails)."""
+    uid = start_uid(emitted)
+    n_events = sum(1 for n, _ in emitted if n == "event")
+
+    def complete() -> Any:
+        run = stored_run(pod, uid)
+        if "stop" not in run.metadata or run.metadata["stop"] is None:
+            return None
+        if len(event_table(run)) < n_events:
+            return None
+        return run
+
+    return wait_for(complete, deadline_s, f"run {uid} complete in Tiled", interval=0.25)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-like normal form: tuples -> lists, numpy scalars -> Python."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _strip_dtype_numpy(desc: dict[str, Any], emitted: dict[str, Any]) -> dict[str, Any]:
+    """TiledWriter adds ``dtype_numpy`` to every data key (top level and configuration)
+    it stores; drop it where the emitted descriptor had none, so the rest compares
+    exactly."""
+    out = dict(desc)
+
+    def strip(stored_keys: dict[str, Any], emitted_keys: dict[str, Any]) -> dict[str, Any]:
+        return {k: {f: v for f, v in spec.items()
+                    if not (f == "dtype_numpy" and "dtype_numpy" not in emitted_keys.get(k, {}))}
+                for k, spec in stored_keys.items()}
+
+    out["data_keys"] = strip(desc.get("data_keys", {}), emitted.get("data_keys", {}))
+    conf = {}
+    for obj, c in desc.get("configuration", {}).items():
+        c = dict(c)
+        c["data_keys"] = strip(c.get("data_keys", {}),
+                               emitted.get("configuration", {}).get(obj, {}).get("data_keys", {}))
+        conf[obj] = c
+    out["configuration"] = conf
+    return out
+
+
+def assert_stored_exactly(pod: LoadedPod, emitted: list[Doc], deadline_s: float = 120.0
+                          ) -> Any:
+    """Document by document: the store holds exactly what the RunEngine emitted, once.
+
+    start and stop equal; each descriptor equal (modulo TiledWriter's added
+    ``dtype_numpy``); the event table has one row per emitted event -- none missing,
+    none duplicated -- with the same seq_num, time, data values and timestamps.
+    """
+    from tiled.queries import Eq
+
+    from beampod.store import open_catalog
+
+    names = [n for n, _ in emitted]
+    assert names[0] == "start" and names[-1] == "stop", names[:3] + names[-3:]
+    assert set(names) <= {"start", "descriptor", "event", "stop"}, set(names)
+    run = wait_for_stored_run(pod, emitted, deadline_s)
+    start = emitted[0][1]
+    stop = emitted[-1][1]
+    assert _plain(dict(run.metadata["start"])) == _plain(start)
+    assert _plain(dict(run.metadata["stop"])) == _plain(stop)
+    # Exactly one run with this uid in the catalog.
+    assert len(open_catalog(pod).client.search(Eq("start.uid", start["uid"]))) == 1
+
+    descriptors = [d for n, d in emitted if n == "descriptor"]
+    stored_desc = {d["uid"]: d for d in run.descriptors}
+    assert sorted(stored_desc) == sorted(d["uid"] for d in descriptors)
+    for want in descriptors:
+        got = _strip_dtype_numpy(dict(stored_desc[want["uid"]]), want)
+        assert _plain(got) == _plain(want), f"descriptor {want['uid']} differs"
+
+    for want in descriptors:
+        events = sorted((d for n, d in emitted if n == "event" and d["descriptor"] == want["uid"]),
+                        key=lambda e: e["seq_num"])
+        seqs = [e["seq_num"] for e in events]
+        assert seqs == list(range(1, len(events) + 1)), "the emitted events are not 1..N"
+        table = event_table(run, want["name"])
+        stored_seq = [int(s) for s in table["seq_num"]]
+        dups = len(stored_seq) - len(set(stored_seq))
+        missing = sorted(set(seqs) - set(stored_seq))
+        assert dups == 0 and not missing and len(stored_seq) == len(seqs), (
+            f"stream {want['name']}: {len(seqs)} emitted, {len(stored_seq)} rows stored, "
+            f"{dups} duplicated, missing seq_nums {missing[:20]}")
+        assert stored_seq == seqs, "rows are not in seq_num order"
+        np.testing.assert_array_equal(table["time"].to_numpy(),
+                                      np.array([e["time"] for e in events]))
+        for key in want["data_keys"]:
+            np.testing.assert_array_equal(
+                table[key].to_numpy(), np.array([e["data"][key] for e in events]),
+                err_msg=f"data {key}")
+            np.testing.assert_array_equal(
+                table[f"ts_{key}"].to_numpy(), np.array([e["timestamps"][key] for e in events]),
+                err_msg=f"timestamps {key}")
+    return run

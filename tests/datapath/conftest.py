@@ -1,0 +1,52 @@
+"""Fixtures of the data-path fault tests.
+
+They run against the session's real pod (``tests/conftest.py``: ``beampod up -d`` from a
+temporary home on free ports). Every test ends with the pod whole again (every service
+ready) and with no process of the pod's home outside the supervisor's tree: a session
+process or a stray service left behind fails the test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from beampod.config import LoadedPod
+from tests.conftest import processes_using
+from tests.datapath._helpers import Emitter, wait_for, wait_pod_ready
+
+
+def _outside_supervisor(pod: LoadedPod) -> list[psutil.Process]:
+    try:
+        sup = psutil.Process(int(pod.home.supervisor_pid_file.read_text()))
+        tree = {sup.pid} | {p.pid for p in sup.children(recursive=True)}
+    except (OSError, ValueError, psutil.NoSuchProcess):
+        tree = set()
+    return [p for p in processes_using(pod.home.root) if p.pid not in tree]
+
+
+@pytest.fixture
+def emitters(pod: LoadedPod, tmp_path: Path) -> Iterator[list[Emitter]]:
+    """Session processes made by a test (``emitters.append(Emitter(...).start())``)."""
+    made: list[Emitter] = []
+    yield made
+    alive = [e for e in made if e.proc is not None and e.proc.poll() is None]
+    for e in made:
+        e.kill()
+    assert not alive, f"session processes still running at the end: {[e.tag for e in alive]}"
+
+
+@pytest.fixture
+def healthy_pod(pod: LoadedPod, emitters: list[Emitter]) -> Iterator[LoadedPod]:
+    """The session pod, checked whole before and after the test (nothing failed,
+    nothing leaked)."""
+    wait_pod_ready(pod)
+    yield pod
+    # Whatever the test stopped must be back, and nothing may run outside the pod's tree.
+    wait_pod_ready(pod)
+    for e in emitters:
+        e.kill()
+    wait_for(lambda: not _outside_supervisor(pod), 20.0, "no stray processes of the pod home")

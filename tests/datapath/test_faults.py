@@ -1,0 +1,166 @@
+"""Faults injected into a real pod while a RunEngine emits a run: after recovery the
+store holds exactly the documents the RunEngine emitted, none lost, none duplicated
+(BRIEF "Reliability promises"; issue 3 "Prove").
+
+Each run comes from a separate session process (``_emitter.py``) that uses
+``make_run_engine(pod)``, so documents take the production path: DurablePublisher
+(spool) -> NATS JetStream -> writer service -> Tiled. That process records what its
+RunEngine emitted; the comparison is document by document (``assert_stored_exactly``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from beampod.config import LoadedPod
+from beampod.store import RunNotFoundError
+from tests.conftest import beampod_cli
+from tests.datapath._helpers import (
+    Emitter,
+    assert_stored_exactly,
+    event_table,
+    service,
+    start_uid,
+    stored_run,
+    wait_for,
+    wait_service_ready,
+)
+
+pytestmark = [pytest.mark.pod, pytest.mark.slow, pytest.mark.timeout(300)]
+
+NATS_OUTAGE_S = 30.0  # required by the spec: the bus is down for 30 s of plan time
+
+
+def _partly_stored(pod: LoadedPod, uid_of: Emitter, rows: int, deadline_s: float = 60.0
+                   ) -> None:
+    """Wait until the run is in Tiled with at least ``rows`` events: the fault then
+    really hits a run the writer is in the middle of."""
+    def stored() -> bool:
+        uid = next((ln.split()[1] for ln in uid_of.lines if ln.startswith("uid ")), None)
+        if uid is None:
+            return False
+        return len(event_table(stored_run(pod, uid))) >= rows
+
+    wait_for(stored, deadline_s, f"{rows} events of the run stored before the fault",
+             interval=0.1)
+
+
+def test_writer_sigkilled_mid_run(healthy_pod: LoadedPod, emitters: list[Emitter],
+                                  tmp_path: Path) -> None:
+    pod = healthy_pod
+    em = Emitter(pod, tmp_path, min_events=40, delay=0.03, tag="writer-kill").start()
+    emitters.append(em)
+    _partly_stored(pod, em, rows=10)
+    before = service(pod, "writer")
+    os.kill(before["pid"], signal.SIGKILL)
+    killed_at = em.events
+    after = wait_service_ready(pod, "writer", not_pid=before["pid"])
+    assert after["restarts"] == before["restarts"] + 1
+    em.wait_events(killed_at + 10)  # the run goes on after the writer is back
+    em.finish()
+    emitted, report = em.result()
+    assert report["delivered"], report
+    assert_stored_exactly(pod, emitted)
+
+
+def test_bus_down_30s_mid_run_spools_then_delivers(healthy_pod: LoadedPod,
+                                                   emitters: list[Emitter],
+                                                   tmp_path: Path) -> None:
+    pod = healthy_pod
+    home = pod.home.root
+    writer_before = service(pod, "writer")
+    em = Emitter(pod, tmp_path, min_events=20, delay=0.05, tag="nats-down").start()
+    emitters.append(em)
+    _partly_stored(pod, em, rows=5)
+    beampod_cli(home, "service", "stop", "nats")
+    at_stop = em.events
+    t0 = time.monotonic()
+    spool_dir = pod.home.spool_dir / pod.config.instrument_name
+    # The outage itself: 30 s of plan time. The loop checks, while it lasts, that the
+    # RunEngine keeps emitting and that its documents go to the spool on disk.
+    progress = []
+    while (elapsed := time.monotonic() - t0) < NATS_OUTAGE_S:
+        progress.append((elapsed, em.events))
+        time.sleep(0.5)  # sampling interval during a deliberate, spec-mandated outage
+    during = em.events - at_stop
+    spooled = sum(f.stat().st_size for f in spool_dir.glob("*/spool.log"))
+    beampod_cli(home, "service", "start", "nats")
+    wait_service_ready(pod, "nats")
+    # Not blocked: at least half the events a 0.05 s-delay plan makes in 30 s
+    # (the loaded CI machine gives ~12/s instead of 20/s).
+    assert during >= 0.5 * NATS_OUTAGE_S / 0.05 * 0.5, (during, progress[-5:])
+    assert spooled > 0, "nothing was spooled while the bus was down"
+    em.wait_events(em.events + 10)
+    em.finish()
+    emitted, report = em.result()
+    assert report["delivered"], report
+    assert report["status"]["spooled"] == 0 and report["status"]["connected"]
+    assert_stored_exactly(pod, emitted)
+    # The writer rode out the outage without crashing (its client reconnects).
+    writer_after = service(pod, "writer")
+    assert writer_after["pid"] == writer_before["pid"], (writer_before, writer_after)
+
+
+def test_tiled_stopped_mid_run_writer_retries(healthy_pod: LoadedPod, emitters: list[Emitter],
+                                              tmp_path: Path) -> None:
+    pod = healthy_pod
+    home = pod.home.root
+    writer_before = service(pod, "writer")
+    em = Emitter(pod, tmp_path, min_events=20, delay=0.03, tag="tiled-down").start()
+    emitters.append(em)
+    _partly_stored(pod, em, rows=5)
+    beampod_cli(home, "service", "stop", "tiled")
+    # Events keep flowing onto the bus while the store is away.
+    em.wait_events(em.events + 30)
+    beampod_cli(home, "service", "start", "tiled")
+    wait_service_ready(pod, "tiled")
+    em.wait_events(em.events + 10)
+    em.finish()
+    emitted, report = em.result()
+    assert report["delivered"], report
+    assert_stored_exactly(pod, emitted)
+    writer_after = service(pod, "writer")
+    assert writer_after["pid"] == writer_before["pid"], "the writer crashed instead of retrying"
+    log = (pod.home.logs_dir / "writer.log").read_text(errors="replace")
+    assert "retrying" in log or "not reachable" in log
+
+
+def test_spool_survives_session_restart(healthy_pod: LoadedPod, emitters: list[Emitter],
+                                        tmp_path: Path) -> None:
+    """A session runs a plan while the bus is down and exits; the next session's
+    publisher delivers the spooled run before its own, and the store holds each once."""
+    pod = healthy_pod
+    home = pod.home.root
+    beampod_cli(home, "service", "stop", "nats")
+    try:
+        first = Emitter(pod, tmp_path, min_events=30, delay=0.01, open_ended=False,
+                        flush_s=0, tag="spooled").start()
+        emitters.append(first)
+        emitted_a, report_a = first.result()
+    finally:
+        beampod_cli(home, "service", "start", "nats")
+    st = report_a["status"]
+    assert not st["connected"] and st["acked"] == 0, st
+    spool_log = Path(st["spool_path"]) / "spool.log"
+    wait_service_ready(pod, "nats")
+    # The first process is gone; its run exists only in its spool on disk.
+    assert spool_log.stat().st_size > 0
+    with pytest.raises(RunNotFoundError):
+        stored_run(pod, start_uid(emitted_a))
+
+    second = Emitter(pod, tmp_path, min_events=5, delay=0.01, open_ended=False,
+                     flush_s=30, tag="next-session").start()
+    emitters.append(second)
+    emitted_b, report_b = second.result()
+    assert report_b["delivered"], report_b
+    # It drained the first process's spool (same slot), then published its own run.
+    assert report_b["status"]["spool_path"] == st["spool_path"]
+    assert report_b["status"]["acked"] == len(emitted_a) + len(emitted_b), report_b
+    assert spool_log.stat().st_size == 0
+    assert_stored_exactly(pod, emitted_a)
+    assert_stored_exactly(pod, emitted_b)
