@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -106,7 +107,8 @@ def main() -> None:
     from beampod.bus import DurablePublisher
     from beampod.config import PodHome, init_pod, load_pod
 
-    home = PodHome(Path(tempfile.mkdtemp(prefix="bench-pub-")) / "pod")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-pub-"))
+    home = PodHome(tmp / "pod")
     init_pod(home, free_ports=True)
     pod = load_pod(home)
     proc = _start_nats(pod)
@@ -153,6 +155,7 @@ def main() -> None:
     finally:
         proc.kill()
         proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ publisher, spool included) and records exactly what the RunEngine emitted.
 
 The plan moves ``motor`` and reads ``det`` and ``motor`` once per step, printing
 ``uid <start uid>`` first and ``event <n>`` after each event so the test can inject its
-fault at a known point. It
-stops after ``--min-events`` events, and (with ``--until``) not before FILE exists. The
-recorded ``(name, doc)`` pairs are pickled to OUT after the run; the process then exits
-normally, so the publisher's atexit close delivers what it can and spools the rest.
+fault at a known point. It stops after ``--min-events`` events, and (with ``--until``)
+not before FILE exists. The recorded ``(name, doc)`` pairs are pickled to OUT after the
+run; the process then exits normally, so the publisher's atexit close delivers what it
+can and spools the rest.
 """
 
 from __future__ import annotations

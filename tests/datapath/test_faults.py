@@ -10,6 +10,7 @@ RunEngine emitted; the comparison is document by document (``assert_stored_exact
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -91,9 +92,15 @@ def test_bus_down_30s_mid_run_spools_then_delivers(healthy_pod: LoadedPod,
     spooled = sum(f.stat().st_size for f in spool_dir.glob("*/spool.log"))
     beampod_cli(home, "service", "start", "nats")
     wait_service_ready(pod, "nats")
-    # Not blocked: at least half the events a 0.05 s-delay plan makes in 30 s
-    # (the loaded CI machine gives ~12/s instead of 20/s).
-    assert during >= 0.5 * NATS_OUTAGE_S / 0.05 * 0.5, (during, progress[-5:])
+    # The RunEngine was never held up by the dead bus: new events in every 3 s of the
+    # outage, and at least a quarter of what a 0.05 s-delay plan makes in 30 s (a loaded
+    # 2-core machine gives ~12 events/s instead of 20).
+    longest = stall = 0.0
+    for a, b in itertools.pairwise(progress):
+        stall = stall + (b[0] - a[0]) if b[1] == a[1] else 0.0
+        longest = max(longest, stall)
+    assert longest < 3.0, f"the RunEngine stalled for {longest:.1f}s during the outage"
+    assert during >= 0.25 * NATS_OUTAGE_S / 0.05, (during, progress[-5:])
     assert spooled > 0, "nothing was spooled while the bus was down"
     em.wait_events(em.events + 10)
     em.finish()

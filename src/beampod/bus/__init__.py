@@ -12,8 +12,10 @@ from beampod.bus._contract import (
 from beampod.bus._dlq import DeadLetter, get_dead_letter, list_dead_letters, replay_dead_letter
 from beampod.bus._natsconf import (
     NatsConnection,
+    NatsNode,
     dead_letter_stream_name,
     instrument_permissions,
+    nats_nodes,
     nats_server_binary,
     render_nats_config,
     write_nats_config,
@@ -40,6 +42,7 @@ __all__ = [
     "DurablePublisher",
     "Message",
     "NatsConnection",
+    "NatsNode",
     "NatsSubscriber",
     "NatsTransport",
     "OversizeDocumentError",
@@ -59,6 +62,7 @@ __all__ = [
     "list_dead_letters",
     "message_id",
     "nats_config_path",
+    "nats_nodes",
     "nats_server_binary",
     "nats_store_dir",
     "open_spool",

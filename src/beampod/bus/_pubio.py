@@ -56,7 +56,9 @@ class EngineSettings:
 
 
 # How long after the last document the loop keeps polling instead of sleeping deeply.
-_ACTIVE_S = 2.0
+# Short: a RunEngine emitting less than ~10 documents/s pays one wake-up per document
+# (cheap at that rate) instead of 500 GIL acquisitions/s by an idle poller.
+_ACTIVE_S = 0.1
 
 
 class _Retry(Exception):

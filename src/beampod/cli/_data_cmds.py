@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import datetime
 import json
+from collections.abc import Callable
+from typing import Any
 
 from beampod.cli._common import pod_of, table
 
@@ -21,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from-start", action="store_true", help="replay the stream from its start")
     p.add_argument("--instrument")
     p.add_argument("--json", action="store_true", help="one JSON document per line")
+    p.add_argument("--table", action="store_true",
+                   help="show runs as LiveTables (bluesky's BestEffortCallback), like the session")
     p.add_argument("-n", "--max", type=int, default=0, help="stop after N documents")
     p.set_defaults(func=cmd_tail)
 
@@ -86,10 +90,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
     instrument = args.instrument or pod.config.instrument_name
     conn = NatsConnection.from_pod(pod, instrument, name="beampod-tail")
 
+    table_cb = _live_table() if args.table else None
+
     async def go() -> None:
         seen = 0
         async for name, doc in tail(conn, instrument, from_start=args.from_start):
-            if args.json:
+            if table_cb is not None:
+                table_cb(name, doc)
+            elif args.json:
                 print(json.dumps([name, doc], default=_jsonable), flush=True)
             else:
                 print(_summary(name, doc), flush=True)
@@ -101,6 +109,18 @@ def cmd_tail(args: argparse.Namespace) -> int:
         print(f"following {instrument}.bluesky.runengine.documents (Ctrl-C to stop)", flush=True)
     asyncio.run(go())
     return 0
+
+
+def _live_table() -> Callable[[str, dict[str, Any]], Any]:
+    """The session's BestEffortCallback, headless: one LiveTable per run from the bus."""
+    import os
+
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    from bluesky.callbacks.best_effort import BestEffortCallback
+
+    bec = BestEffortCallback()
+    bec.disable_plots()
+    return bec
 
 
 def _jsonable(value: object) -> object:

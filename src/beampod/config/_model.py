@@ -75,6 +75,41 @@ class NatsBus(Strict):
         default_factory=list,
         description="Use an external NATS cluster instead of starting one (nats://host:port ...).",
     )
+    cluster_size: Literal[1, 3] = Field(
+        1,
+        description="Number of local nats-server nodes; 3 runs a real JetStream cluster on "
+        "loopback. Node i (0, 1, 2) listens on port+i, monitor_port+i and cluster_port+i.",
+    )
+    cluster_port: Port = Field(
+        6222,
+        description="Route (cluster) port of the first node when cluster_size is 3; node i "
+        "uses cluster_port+i. Unused with a single node.",
+    )
+
+    @model_validator(mode="after")
+    def _cluster_checks(self) -> NatsBus:
+        problems: list[str] = []
+        if not self.external_urls and self.stream.replicas > self.cluster_size:
+            problems.append(
+                f"stream.replicas ({self.stream.replicas}) is more than the NATS nodes this pod "
+                f"runs (cluster_size {self.cluster_size}): set cluster_size: 3 (replicas up to "
+                "3), lower stream.replicas, or set external_urls")
+        if self.cluster_size > 1 and not self.external_urls:
+            n = self.cluster_size
+            ranges = {"port": self.port, "monitor_port": self.monitor_port,
+                      "cluster_port": self.cluster_port}
+            ports: dict[int, str] = {}
+            for key, base in ranges.items():
+                if base + n - 1 > 65535:
+                    problems.append(f"{key} {base}: node {n - 1} would need port {base + n - 1}")
+                for i in range(n):
+                    if base + i in ports:
+                        problems.append(f"{key} {base}: node {i} port {base + i} is also "
+                                        f"{ports[base + i]} (each node takes {key}+i)")
+                    ports[base + i] = f"{key}+{i}"
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class ZmqBus(Strict):

@@ -34,23 +34,32 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+# Port keys that start a block of consecutive ports: CA IOCs take one port each from
+# ca_base; a 3-node NATS cluster takes port+i, monitor_port+i and cluster_port+i.
+_PORT_BLOCKS = {"ca_base": 8, "nats": 3, "nats_monitor": 3, "nats_cluster": 3}
+
+
 def free_port_map() -> dict[str, int]:
-    # CA IOCs take consecutive ports from ca_base, so reserve a block well away from
-    # ephemeral ports handed out above.
-    names = [k for k in DEFAULT_PORTS if k != "ca_base"]
+    # Blocks come from 20000-30000, below the kernel's ephemeral range (so an outgoing
+    # connection cannot take one later) and apart from the single ports handed out here.
+    names = [k for k in DEFAULT_PORTS if k not in _PORT_BLOCKS]
     ports = dict(zip(names, _free_ports(len(names)), strict=True))
-    ports["ca_base"] = _free_ca_block(8)
+    taken = set(ports.values())
+    for key, size in _PORT_BLOCKS.items():
+        ports[key] = _free_block(size, taken)
+        taken.update(range(ports[key], ports[key] + size))
     return ports
 
 
-def _free_ca_block(size: int) -> int:
+def _free_block(size: int, taken: set[int]) -> int:
     import random
 
     for _ in range(200):
         base = random.randrange(20000, 30000)
-        if all(_udp_tcp_free(base + i) for i in range(size)):
+        block = range(base, base + size)
+        if not taken.intersection(block) and all(_udp_tcp_free(p) for p in block):
             return base
-    raise RuntimeError("no free block of Channel Access ports found")
+    raise RuntimeError(f"no free block of {size} ports found")
 
 
 def _udp_tcp_free(port: int) -> bool:

@@ -15,6 +15,7 @@ DEMO_IOCS = (
 DEFAULT_PORTS = {
     "nats": 4222,
     "nats_monitor": 8222,
+    "nats_cluster": 6222,
     "tiled": 8000,
     "redis": 6379,
     "ca_base": 5064,
@@ -63,6 +64,10 @@ bus:
   transport: nats
   port: {p["nats"]}
   monitor_port: {p["nats_monitor"]}
+  # Local nats-server nodes: 1, or 3 for a real JetStream cluster on loopback (node i
+  # takes port+i, monitor_port+i and cluster_port+i; set stream.replicas: 3 with it).
+  cluster_size: 1
+  cluster_port: {p["nats_cluster"]}
   stream:
     max_age_days: 30         # how long documents stay replayable on the bus
     duplicate_window_s: 600  # a re-sent message id within this window is dropped

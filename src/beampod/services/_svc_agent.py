@@ -29,8 +29,10 @@ def agent_specs(pod: LoadedPod) -> list[ServiceSpec]:
     async def answers() -> bool:
         return await ping_agent(conn, inst, settings.name, timeout=1.0) is not None
 
-    # The nats service is started by this pod unless the bus is external.
-    depends = () if cfg.bus.external_urls else ("nats",)
+    from beampod.services._svc_nats import nats_service_names
+
+    # The nats node(s) this pod starts, unless the bus is external.
+    depends = nats_service_names(pod)
     return [ServiceSpec(
         name=SERVICE_NAME,
         argv=python_module("beampod.adaptive"),

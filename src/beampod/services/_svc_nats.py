@@ -1,57 +1,87 @@
-"""The pod's NATS JetStream server as a supervised service."""
+"""The pod's NATS JetStream server(s) as supervised services.
+
+``bus.cluster_size: 1`` (default): one service ``nats``. ``bus.cluster_size: 3``: three
+services ``nats-0``, ``nats-1``, ``nats-2``, one nats-server each, routed to each other
+on loopback as a real JetStream cluster (docs/bus.md, "Clustering"). Services that use
+the bus depend on :func:`nats_service_names`, never on a hard-coded name.
+"""
 
 from __future__ import annotations
 
-from beampod.bus import (
-    ensure_streams,
-    nats_server_binary,
-    write_nats_config,
-)
-from beampod.bus import nats_config_path as config_path
+from beampod.bus import NatsNode, ensure_streams, nats_nodes, nats_server_binary, write_nats_config
 from beampod.config import LoadedPod, NatsBus
 from beampod.errors import ConfigError
-from beampod.services._probes import AllProbes, CallableProbe, HttpProbe
+from beampod.services._probes import AllProbes, CallableProbe, HttpProbe, Probe
 from beampod.services._spec import PortClaim, ServiceSpec
 
 SERVICE_NAME = "nats"
 
 
+def nats_service_names(pod: LoadedPod) -> tuple[str, ...]:
+    """The services a bus client of this pod depends on: ``("nats",)``, the three
+    cluster nodes, or nothing when the bus is external (or not NATS)."""
+    bus = pod.config.bus
+    if not isinstance(bus, NatsBus) or bus.external_urls:
+        return ()
+    if bus.cluster_size == 1:
+        return (SERVICE_NAME,)
+    return tuple(f"{SERVICE_NAME}-{i}" for i in range(bus.cluster_size))
+
+
 def nats_specs(pod: LoadedPod) -> list[ServiceSpec]:
-    """The nats-server service, or nothing when the bus is not NATS or is external."""
+    """One service per local nats-server node, or nothing when the bus is not NATS or
+    is external."""
     bus = pod.config.bus
     if not isinstance(bus, NatsBus) or bus.external_urls:
         return []
-    if bus.stream.replicas > 1:
+    if bus.stream.replicas > bus.cluster_size:
+        # The config model refuses this too; a config built in code skips validation.
         raise ConfigError(pod.home.config_file, [
-            f"bus.stream.replicas: {bus.stream.replicas} needs a NATS cluster (set "
-            "bus.external_urls); the server beampod starts is a single node: use 1"])
-    bind = pod.config.pod.bind
-    probe_host = "127.0.0.1" if bind in ("0.0.0.0", "", "*") else bind
-    health = HttpProbe(f"http://{probe_host}:{bus.monitor_port}/healthz?js-enabled-only=true")
+            f"bus.stream.replicas: {bus.stream.replicas} needs that many NATS nodes: set "
+            "bus.cluster_size: 3 or bus.external_urls, or use replicas: 1"])
+    nodes = nats_nodes(pod)
+    return [_node_spec(pod, node, last=node.index == len(nodes) - 1) for node in nodes]
 
-    async def streams_ready() -> bool:
-        # Ready means "publishers can store documents": the streams exist with the
-        # configured settings. ensure_streams is idempotent, so polling it is harmless.
-        from beampod.errors import BusError
 
-        try:
-            await ensure_streams(pod, timeout=2.0)
-        except BusError:
-            return False
-        return True
+def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
+    monitor = f"http://{node.host}:{node.monitor_port}"
+    if node.clustered:
+        # Full /healthz on a cluster node: JetStream is enabled, the node is in contact
+        # with the meta leader, and every stream and consumer replica it holds is current.
+        # So a restarted node is "ready" once it has rejoined and caught up.
+        health: Probe = HttpProbe(f"{monitor}/healthz")
+    else:
+        health = HttpProbe(f"{monitor}/healthz?js-enabled-only=true")
+    probes: list[Probe] = [health]
+    if last:
+        async def streams_ready() -> bool:
+            # Ready means "publishers can store documents": the streams exist with the
+            # configured settings (in a cluster: placed on `replicas` nodes, which needs a
+            # meta leader). ensure_streams is idempotent, so polling it is harmless.
+            from beampod.errors import BusError
+
+            try:
+                await ensure_streams(pod, timeout=2.0)
+            except BusError:
+                return False
+            return True
+
+        probes.append(CallableProbe(streams_ready, "JetStream streams exist"))
 
     def prepare() -> None:
-        write_nats_config(pod)
+        write_nats_config(pod, node.index)
 
-    return [
-        ServiceSpec(
-            name=SERVICE_NAME,
-            # Only the config path on the command line: the passwords are in that 0600 file.
-            argv=(nats_server_binary(), "-c", str(config_path(pod))),
-            probe=AllProbes((health, CallableProbe(streams_ready, "JetStream streams exist"))),
-            address=f"nats://{probe_host}:{bus.port}",
-            ports=(PortClaim(bind, bus.port), PortClaim(bind, bus.monitor_port)),
-            ready_timeout=30.0,
-            prepare=prepare,
-        )
-    ]
+    ports = [PortClaim(node.bind, node.port), PortClaim(node.bind, node.monitor_port)]
+    if node.cluster_port is not None:
+        ports.append(PortClaim(node.bind, node.cluster_port))
+    return ServiceSpec(
+        name=node.service,
+        # Only the config path on the command line: the passwords are in that 0600 file.
+        argv=(nats_server_binary(), "-c", str(node.config_path)),
+        probe=AllProbes(tuple(probes)),
+        address=node.url + (f" (route {node.host}:{node.cluster_port})"
+                            if node.cluster_port is not None else ""),
+        ports=tuple(ports),
+        ready_timeout=30.0 if not node.clustered else 60.0,
+        prepare=prepare,
+    )

@@ -10,7 +10,9 @@ from beampod.services._spec import ServiceSpec, python_module
 def writer_specs(pod: LoadedPod) -> list[ServiceSpec]:
     if not isinstance(pod.config.bus, NatsBus):
         return []  # the 0MQ and Kafka transports have no beampod writer yet
-    deps = ("tiled",) + (("nats",) if not pod.config.bus.external_urls else ())
+    from beampod.services._svc_nats import nats_service_names
+
+    deps = ("tiled", *nats_service_names(pod))
     return [
         ServiceSpec(
             name=f"writer-{name}" if len(pod.config.instruments) > 1 else "writer",

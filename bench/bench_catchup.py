@@ -1,0 +1,264 @@
+"""Writer catch-up from a backlog on the bus into Tiled, SQLite and PostgreSQL
+(issue 3 "Measure"; target >= 10,000 events/s).
+
+For each backend: a fresh pod (``beampod init --free-ports``, ``store.backend`` set,
+``up -d``); ``beampod service stop writer``; one run of N event documents (default
+100,000; ``det`` and ``motor`` floats, exactly what ``count([det, motor])`` emits)
+published through the pod's DurablePublisher and acknowledged by JetStream;
+``beampod service start writer``; then the writer's durable consumer is polled on the
+server (cheap, does not load Tiled) until every message is acknowledged -- the writer
+acks only after Tiled stored the batch. Finally the run is checked in Tiled (stop
+document present, N rows).
+
+Printed per backend: publish rate, and catch-up
+  - wall: ``service start writer`` -> all acknowledged (includes process start-up),
+  - drain: first acknowledgement -> all acknowledged = the writer's steady throughput.
+
+    python bench/bench_catchup.py [--events 100000] [--backends sqlite postgres]
+                                  [--profile SECONDS]
+
+``--profile S`` runs py-spy on the writer and on the Tiled server for S seconds of the
+drain and prints where their time goes (top frames, inclusive).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import load_average, machine
+
+PY_SPY = str(Path(sys.executable).with_name("py-spy"))
+
+
+def beampod(home: Path, *args: str, timeout: float = 400) -> str:
+    proc = subprocess.run([sys.executable, "-m", "beampod", "--home", str(home), *args],
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise SystemExit(f"beampod {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+def status(home: Path) -> dict[str, Any]:
+    """The supervisor's view (run/state.json), read in-process: cheap enough to poll."""
+    from beampod.config import PodHome
+    from beampod.services import pod_status
+
+    return pod_status(PodHome.resolve(home)).to_json()
+
+
+def run_documents(n: int) -> list[tuple[str, dict[str, Any]]]:
+    now = time.time()
+    run, desc = str(uuid.uuid4()), str(uuid.uuid4())
+    key = {"dtype": "number", "shape": [], "precision": 3}
+    docs: list[tuple[str, dict[str, Any]]] = [
+        ("start", {"uid": run, "time": now, "plan_name": "bench_catchup", "scan_id": 1}),
+        ("descriptor", {"uid": desc, "run_start": run, "time": now, "name": "primary",
+                        "data_keys": {"det": {**key, "source": "SIM:det", "object_name": "det"},
+                                      "motor": {**key, "source": "SIM:motor",
+                                                "object_name": "motor"}},
+                        "configuration": {}, "hints": {}, "object_keys": {}}),
+    ]
+    for i in range(n):
+        t = now + i * 1e-3
+        docs.append(("event", {"uid": str(uuid.uuid4()), "descriptor": desc, "seq_num": i + 1,
+                               "time": t, "data": {"det": float(i % 97), "motor": i * 0.01},
+                               "timestamps": {"det": t, "motor": t}, "filled": {}}))
+    docs.append(("stop", {"uid": str(uuid.uuid4()), "run_start": run, "time": now + n * 1e-3,
+                          "exit_status": "success", "reason": "",
+                          "num_events": {"primary": n}}))
+    return docs
+
+
+async def _consumer_state(pod: Any) -> tuple[int, int, int]:
+    """(ack floor stream seq, pending, ack pending) of the writer's durable consumer."""
+    from beampod.bus import NatsConnection
+    from beampod.config import stream_name
+    from beampod.writer._loop import DURABLE
+
+    conn = NatsConnection.from_pod(pod, admin=True, name="bench-catchup")
+    nc = await conn.connect(reconnect=False)
+    try:
+        js = nc.jetstream()
+        info = await js.consumer_info(stream_name(pod.config.instrument_name), DURABLE)
+        return info.ack_floor.stream_seq, info.num_pending, info.num_ack_pending
+    finally:
+        await nc.close()
+
+
+async def _last_seq(pod: Any) -> int:
+    from beampod.bus import NatsConnection
+    from beampod.config import stream_name
+
+    conn = NatsConnection.from_pod(pod, admin=True, name="bench-catchup")
+    nc = await conn.connect(reconnect=False)
+    try:
+        info = await nc.jetstream().stream_info(stream_name(pod.config.instrument_name))
+        return int(info.state.last_seq)
+    finally:
+        await nc.close()
+
+
+def profile(pid: int, seconds: float, label: str, out_dir: Path) -> subprocess.Popen[bytes]:
+    out = out_dir / f"{label}.txt"
+    return subprocess.Popen([PY_SPY, "record", "--pid", str(pid), "--duration", str(int(seconds)),
+                             "--rate", "50", "--format", "raw", "--nonblocking",
+                             "-o", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+_PLUMBING = {"<frozen runpy>", "base_events.py", "runners.py", "events.py", "threading.py",
+             "thread.py", "_compat.py", "main.py", "server.py", "__main__.py", "_server.py",
+             "<frozen abc>"}
+
+
+def print_profile(path: Path, top: int = 16) -> None:
+    """Collapsed stacks -> share of samples per function: inclusive (without the event
+    loop / thread / server plumbing every sample has) and self."""
+    incl: collections.Counter[str] = collections.Counter()
+    leaf: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = []
+        for f in stack.split(";"):
+            func, _, where = f.partition(" (")
+            file = where.split(":")[0].split("/")[-1]
+            frames.append((func, file))
+        for func, file in set(frames):
+            if file not in _PLUMBING:
+                incl[f"{func} ({file})"] += n
+        leaf[f"{frames[-1][0]} ({frames[-1][1]})"] += n
+    if not total:
+        print(f"    (no samples in {path})")
+        return
+    print(f"    {total} samples; inclusive:")
+    for f, n in incl.most_common(top):
+        print(f"      {100 * n / total:5.1f}%  {f}")
+    print("    self:")
+    for f, n in leaf.most_common(top // 2):
+        print(f"      {100 * n / total:5.1f}%  {f}")
+
+
+def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
+    from beampod.bus import DurablePublisher
+    from beampod.config import PodHome, load_pod
+    from beampod.store import open_catalog
+
+    home = workdir / backend
+    beampod(home, "init", "--free-ports")
+    cfg = home / "config.yaml"
+    text = cfg.read_text()
+    assert "  backend: sqlite" in text
+    cfg.write_text(text.replace("  backend: sqlite", f"  backend: {backend}", 1))
+    t0 = time.monotonic()
+    beampod(home, "up", "-d")
+    print(f"\n[{backend}] pod up in {time.monotonic() - t0:.1f} s ({home})", flush=True)
+    try:
+        pod = load_pod(PodHome.resolve(home))
+        beampod(home, "service", "stop", "writer")
+        docs = run_documents(args.events)
+        pub = DurablePublisher.from_pod(pod, stop_timeout=60)
+        t0 = time.monotonic()
+        for name, doc in docs:
+            pub(name, doc)
+        assert pub.flush(600), pub.status()
+        t_pub = time.monotonic() - t0
+        st = pub.close()
+        assert st.acked == len(docs) and not st.rejected, st
+        last = asyncio.run(_last_seq(pod))
+        floor0, pending0, _ = asyncio.run(_consumer_state(pod))
+        print(f"[{backend}] backlog: {len(docs)} messages ({args.events} events) published "
+              f"and acked in {t_pub:.1f} s ({len(docs) / t_pub:.0f} msg/s); writer consumer "
+              f"pending {pending0}, ack floor {floor0}, stream last seq {last}", flush=True)
+
+        t_start = time.monotonic()
+        beampod(home, "service", "start", "writer")
+        t_first = t_ready = None
+        profilers: list[tuple[str, subprocess.Popen[bytes]]] = []
+        samples: list[tuple[float, int]] = []
+        while True:
+            floor, pending, ack_pending = asyncio.run(_consumer_state(pod))
+            now = time.monotonic()
+            samples.append((now, floor))
+            if t_first is None and floor > floor0:
+                t_first = now
+                if args.profile:
+                    svcs = status(home)["services"]
+                    for label in ("writer", "tiled"):
+                        profilers.append((label, profile(
+                            svcs[label]["pid"], args.profile, f"{backend}-{label}", workdir)))
+            if t_ready is None:
+                svc = status(home)["services"]["writer"]
+                if svc["state"] == "ready":
+                    t_ready = now
+            if floor >= last and pending == 0 and ack_pending == 0:
+                break
+            if now - t_start > args.timeout:
+                raise SystemExit(f"[{backend}] catch-up not done after {args.timeout} s "
+                                 f"(ack floor {floor} of {last})")
+            time.sleep(0.1)  # polling interval
+        t_done = time.monotonic()
+        for _, p in profilers:
+            p.wait(args.profile + 30)
+
+        run = open_catalog(pod)[docs[0][1]["uid"]]
+        rows = len(run.base["primary"].base["internal"].read(columns=["seq_num"]))
+        assert rows == args.events and run.metadata.get("stop"), (rows, run.metadata.keys())
+        wall = t_done - t_start
+        drain = t_done - (t_first or t_start)
+        # Throughput in the middle 80% of the drain (start-up and tail excluded).
+        lo, hi = floor0 + 0.1 * (last - floor0), floor0 + 0.9 * (last - floor0)
+        t_lo = next(t for t, f in samples if f >= lo)
+        t_hi = next(t for t, f in samples if f >= hi)
+        mid = 0.8 * args.events / (t_hi - t_lo) if t_hi > t_lo else float("nan")
+        res = {"wall": args.events / wall, "drain": args.events / drain, "mid": mid}
+        print(f"[{backend}] writer: `service start` -> ready "
+              f"{(t_ready or t_done) - t_start:.1f} s, -> first ack "
+              f"{(t_first or t_done) - t_start:.1f} s, -> all {args.events} stored "
+              f"{wall:.1f} s", flush=True)
+        print(f"[{backend}] catch-up: {res['drain']:.0f} events/s from first ack to last "
+              f"({drain:.1f} s); middle 80%: {mid:.0f} events/s; including writer start-up: "
+              f"{res['wall']:.0f} events/s; Tiled holds {rows} rows + stop (target >= 10,000 "
+              "events/s)", flush=True)
+        for label, _ in profilers:
+            print(f"[{backend}] py-spy {label} ({args.profile:.0f} s of the drain):")
+            print_profile(workdir / f"{backend}-{label}.txt")
+        return res
+    finally:
+        beampod(home, "down")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--backends", nargs="+", default=["sqlite", "postgres"],
+                    choices=["sqlite", "postgres"])
+    ap.add_argument("--profile", type=float, default=0.0)
+    ap.add_argument("--timeout", type=float, default=900.0)
+    args = ap.parse_args()
+    print(f"machine: {machine()}")
+    print(f"load average at start: {load_average()}")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-catchup-"))
+    results = {b: bench_backend(b, args, workdir) for b in args.backends}
+    print(f"\nsummary ({args.events} events; load average at end {load_average()}):")
+    for b, r in results.items():
+        print(f"  {b:9} drain {r['drain']:7.0f} ev/s   middle-80% {r['mid']:7.0f} ev/s   "
+              f"incl. writer start-up {r['wall']:7.0f} ev/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,374 @@
+"""The data path, side by side in one run against a real pod (issue 3 "Measure").
+
+1. RunEngine speed, ``count([det], N)`` of ophyd.sim devices, in five configurations,
+   each repetition interleaved with a bare run of the same N so machine drift hits
+   both alike:
+     bare                       RunEngine({}) with nothing subscribed
+     publisher, writer stopped  + the pod's DurablePublisher, with the writer service
+                                  stopped (only NATS takes the documents meanwhile)
+     publisher                  + the pod's DurablePublisher, whole pod running (the
+                                  writer stores the runs into Tiled on the same machine)
+     tiledwriter(batch=1)       + bluesky-tiled-plugins' TiledWriter, batch_size=1,
+                                  straight into the pod's Tiled
+     tiledwriter(default)       + TiledWriter with its default batch_size (10,000)
+   Printed: events/s per repetition, median ratio to bare (target: publisher >= 0.95).
+
+2. Event emitted -> stored and readable through Tiled, at full RunEngine speed
+   (publisher path), per event:
+     acked  time the writer's durable consumer's ack floor (polled every 10 ms on the
+            server) covered the event's message - time the RunEngine emitted it; the
+            writer acks only after Tiled stored the batch;
+     tiled  end of the first poll of a Tiled client (reader key, reading the run's event
+            table) that returned the row - emit time (an upper bound: the poll takes
+            tens of ms and loads the server too; its durations are printed).
+   Also checked: no Tiled poll started after an event was acked misses it.
+   Target p50 <= 200 ms, p99 <= 1 s.
+
+Starts its own pod (``beampod init --free-ports`` + ``up -d`` in a temp home) and stops
+it, unless ``--home`` names a running pod.
+
+    python bench/bench_datapath.py [--events 1000] [--reps 5] [--tw1-events 100]
+                                   [--latency-events 2000] [--latency-reps 3]
+                                   [--reader-pause 0.05] [--home RUNNING_POD_HOME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import load_average, machine, percentile, summary
+
+
+def beampod(home: Path, *args: str, timeout: float = 300) -> str:
+    proc = subprocess.run([sys.executable, "-m", "beampod", "--home", str(home), *args],
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise SystemExit(f"beampod {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+def _rate(RE: Any, events: int) -> float:
+    from bluesky.plans import count
+    from ophyd.sim import det
+
+    t0 = time.perf_counter()
+    RE(count([det], events))
+    return events / (time.perf_counter() - t0)
+
+
+def _tiled_container(pod: Any, key: str) -> Any:
+    from beampod.store._client import connect
+    from beampod.store._layout import tiled_url
+
+    return connect(tiled_url(pod), key)[pod.config.instrument_name]
+
+
+def speed(pod: Any, args: argparse.Namespace) -> dict[str, list[float]]:
+    from bluesky import RunEngine
+    from bluesky_tiled_plugins import TiledWriter
+
+    from beampod.bus import DurablePublisher
+
+    writer_key = pod.secrets.tiled_writer_key.get_secret_value()
+    bare_RE = RunEngine({}, context_managers=[])
+    configs: dict[str, tuple[Any, int]] = {}
+    pub = DurablePublisher.from_pod(pod)
+    RE = RunEngine({}, context_managers=[])
+    RE.subscribe(pub)
+    configs["publisher"] = (RE, args.events)
+    RE = RunEngine({}, context_managers=[])
+    RE.subscribe(TiledWriter(_tiled_container(pod, writer_key), batch_size=1))
+    configs["tiledwriter(batch=1)"] = (RE, args.tw1_events)
+    RE = RunEngine({}, context_managers=[])
+    RE.subscribe(TiledWriter(_tiled_container(pod, writer_key)))
+    configs["tiledwriter(default)"] = (RE, args.events)
+
+    # Warm-up: imports, connections, first Tiled nodes.
+    _rate(bare_RE, 100)
+    for RE, _ in configs.values():
+        _rate(RE, 20)
+    assert pub.flush(60), pub.status()
+
+    rates: dict[str, list[float]] = {"bare": []}
+    ratios: dict[str, list[float]] = {}
+    sizes: dict[str, int] = {}
+
+    def pairs(phase: dict[str, tuple[Any, int]], label: str) -> None:
+        for rep in range(args.reps):
+            line = [f"{label} rep {rep + 1}:"]
+            for name, (RE, n) in phase.items():
+                # Alternate the order of each pair so warm-up or drift favours neither.
+                if rep % 2:
+                    r, b = _rate(RE, n), _rate(bare_RE, n)
+                else:
+                    b, r = _rate(bare_RE, n), _rate(RE, n)
+                sizes[name] = n
+                rates["bare"].append(b)
+                rates.setdefault(name, []).append(r)
+                ratios.setdefault(name, []).append(r / b)
+                line.append(f"{name} {r:5.0f} ev/s (bare {b:5.0f}, x{r / b:.3f})")
+            print("  ".join(line), flush=True)
+
+    # Phase 1: the publisher alone (writer service stopped: nothing else in the pod
+    # competes for the CPU while the RunEngine runs; the backlog waits in JetStream).
+    home = pod.home.root
+    beampod(home, "service", "stop", "writer")
+    pairs({"publisher, writer stopped": configs["publisher"]}, "[writer stopped]")
+    beampod(home, "service", "start", "writer")
+    t0 = time.monotonic()
+    while not asyncio.run(_writer_idle(pod)):
+        if time.monotonic() - t0 > 600:
+            raise SystemExit("the writer did not catch up within 600 s")
+        time.sleep(0.2)  # polling interval
+    print(f"writer restarted and caught up in {time.monotonic() - t0:.1f} s", flush=True)
+    # Phase 2: the whole pod running (the writer stores the publisher's runs meanwhile).
+    pairs(configs, "[pod running]")
+    assert pub.flush(120), pub.status()
+    st = pub.close()
+    print(f"\npublisher after the speed runs: acked {st.acked}, spooled {st.spooled}, "
+          f"rejected {st.rejected}, duplicates {st.duplicates}")
+    print("\nRunEngine events/s, count([det], N); ratio = config / bare run of the same N "
+          "measured next to it")
+    print(f"  {'config':28} {'N':>6} {'median ev/s':>12} {'ratio median':>13} "
+          f"{'ratio min':>10} {'ratio max':>10}")
+    print(f"  {'bare':28} {'':>6} {statistics.median(rates['bare']):12.0f}")
+    for name, rs in ratios.items():
+        print(f"  {name:28} {sizes[name]:6d} {statistics.median(rates[name]):12.0f} "
+              f"{statistics.median(rs):13.3f} {min(rs):10.3f} {max(rs):10.3f}")
+    print("  target: publisher ratio >= 0.95")
+    return ratios
+
+
+async def _writer_idle(pod: Any) -> bool:
+    """The writer's durable consumer has nothing pending and nothing unacknowledged."""
+    from beampod.bus import NatsConnection
+    from beampod.config import stream_name
+    from beampod.writer._loop import DURABLE
+
+    nc = await NatsConnection.from_pod(pod, admin=True, name="bench").connect(reconnect=False)
+    try:
+        info = await nc.jetstream().consumer_info(stream_name(pod.config.instrument_name),
+                                                  DURABLE)
+        return info.num_pending == 0 and info.num_ack_pending == 0
+    finally:
+        await nc.close()
+
+
+class _Reader(threading.Thread):
+    """Polls the run's event table in Tiled (a plain Tiled client, reader key), pausing
+    ``pause`` s between polls; records (poll start, poll end, rows seen) per poll."""
+
+    def __init__(self, pod: Any, uid_box: list[str], n: int, pause: float) -> None:
+        super().__init__(daemon=True)
+        self.pod, self.uid_box, self.n, self.pause = pod, uid_box, n, pause
+        self.polls: list[tuple[float, float, int]] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            self.error = exc
+
+    def _run(self) -> None:
+        from tiled.client.container import Container
+
+        cont = _tiled_container(self.pod, self.pod.secrets.tiled_reader_key.get_secret_value())
+        deadline = time.monotonic() + 300
+        table = None
+        seen = 0
+        while seen < self.n and time.monotonic() < deadline:
+            t0 = time.monotonic()
+            if table is None:
+                if not self.uid_box:
+                    time.sleep(0.001)
+                    continue
+                try:
+                    run = Container.__getitem__(cont, self.uid_box[0])
+                    stream = run.base["primary"] if hasattr(run, "base") else run["primary"]
+                    stream = stream.base if hasattr(stream, "base") else stream
+                    table = stream["internal"]
+                except KeyError:  # run or stream not created yet
+                    time.sleep(0.005)
+                    continue
+            seqs = table.read(columns=["seq_num"])["seq_num"]
+            # Rows are seq_num 1..k in order (the data-path tests prove it).
+            seen = len(seqs)
+            self.polls.append((t0, time.monotonic(), seen))
+            time.sleep(self.pause)
+
+
+class _AckWatcher(threading.Thread):
+    """Polls the writer's durable consumer every ``interval`` s: the ack floor says how
+    many messages the writer has stored in Tiled (it acks only after write_batch)."""
+
+    def __init__(self, pod: Any, interval: float = 0.01) -> None:
+        super().__init__(daemon=True)
+        self.pod, self.interval = pod, interval
+        self.samples: list[tuple[float, int]] = []
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            self.error = exc
+
+    async def _run(self) -> None:
+        from beampod.bus import NatsConnection
+        from beampod.config import stream_name
+        from beampod.writer._loop import DURABLE
+
+        nc = await NatsConnection.from_pod(self.pod, admin=True, name="bench-acks").connect(
+            reconnect=False)
+        try:
+            js = nc.jetstream()
+            stream = stream_name(self.pod.config.instrument_name)
+            while not self.stop.is_set():
+                info = await js.consumer_info(stream, DURABLE)
+                self.samples.append((time.monotonic(), int(info.ack_floor.stream_seq)))
+                await asyncio.sleep(self.interval)
+        finally:
+            await nc.close()
+
+
+async def _stream_last_seq(pod: Any) -> int:
+    from beampod.bus import NatsConnection
+    from beampod.config import stream_name
+
+    nc = await NatsConnection.from_pod(pod, admin=True, name="bench").connect(reconnect=False)
+    try:
+        info = await nc.jetstream().stream_info(stream_name(pod.config.instrument_name))
+        return int(info.state.last_seq)
+    finally:
+        await nc.close()
+
+
+def _first_time(samples: list[tuple[float, int]], count: int) -> float | None:
+    """First sample time at which the counter reached ``count``."""
+    for t, c in samples:
+        if c >= count:
+            return t
+    return None
+
+
+def latency(pod: Any, args: argparse.Namespace) -> None:
+    from bluesky import RunEngine
+
+    from beampod.bus import DurablePublisher
+
+    pub = DurablePublisher.from_pod(pod)
+    RE = RunEngine({}, context_managers=[])
+    emitted: dict[int, float] = {}
+    uid_box: list[str] = []
+
+    def stamp(name: str, doc: dict[str, Any]) -> None:
+        if name == "event":
+            emitted[doc["seq_num"]] = time.monotonic()
+        elif name == "start":
+            uid_box.append(doc["uid"])
+
+    RE.subscribe(stamp)  # before the publisher: stamps the moment of emission
+    RE.subscribe(pub)
+    _rate(RE, 20)  # warm-up
+    assert pub.flush(60)
+    acked_all: list[float] = []
+    tiled_all: list[float] = []
+    print(f"\nevent emitted -> stored and readable through Tiled (publisher -> NATS -> writer "
+          f"-> Tiled), count([det], {args.latency_events}) at full speed, "
+          f"{args.latency_reps} runs")
+    print("  'acked': the writer acknowledged the event's message, which it does only after "
+          "Tiled stored it (consumer ack floor polled every 10 ms)")
+    print(f"  'tiled': a Tiled client polling the run's event table (pause "
+          f"{args.reader_pause * 1000:.0f} ms between polls) first returned the row; upper "
+          "bound: end of that poll")
+    for rep in range(args.latency_reps):
+        emitted.clear()
+        uid_box.clear()
+        base = asyncio.run(_stream_last_seq(pod))  # the run's messages follow: start,
+        acks = _AckWatcher(pod)                     # descriptor, events, stop
+        reader = _Reader(pod, uid_box, args.latency_events, args.reader_pause)
+        acks.start()
+        reader.start()
+        rate = _rate(RE, args.latency_events)
+        reader.join(300)
+        acks.stop.set()
+        acks.join(30)
+        for th in (reader, acks):
+            if th.error is not None:
+                raise th.error
+        acked, tiled, inconsistent = [], [], 0
+        for s in sorted(emitted):
+            t_ack = _first_time(acks.samples, base + 2 + s)
+            if t_ack is not None:
+                acked.append((t_ack - emitted[s]) * 1000)
+            t_seen = next((end for _, end, k in reader.polls if k >= s), None)
+            if t_seen is not None:
+                tiled.append((t_seen - emitted[s]) * 1000)
+        # Acknowledged => readable: a poll that started after an event's ack must return it.
+        for t0, _, k in reader.polls:
+            acked_before = max((c for t, c in acks.samples if t <= t0), default=0) - base - 2
+            inconsistent += acked_before > k
+        acked_all += acked
+        tiled_all += tiled
+        durations = [(end - t0) * 1000 for t0, end, _ in reader.polls]
+        print(f"  run {rep + 1}: RunEngine {rate:.0f} ev/s\n"
+              f"    acked: {summary(acked)}\n"
+              f"    tiled: {summary(tiled)}\n"
+              f"    tiled, second half of the run: {summary(tiled[len(tiled) // 2:])}\n"
+              f"    Tiled poll duration: {summary(durations)}; polls that missed an acked "
+              f"event: {inconsistent}", flush=True)
+    pub.close()
+    print(f"  all runs, acked: p50 {percentile(acked_all, 50):.0f} ms, p99 "
+          f"{percentile(acked_all, 99):.0f} ms; tiled: p50 {percentile(tiled_all, 50):.0f} ms, "
+          f"p99 {percentile(tiled_all, 99):.0f} ms (target p50 <= 200, p99 <= 1000)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=1000)
+    ap.add_argument("--tw1-events", type=int, default=100,
+                    help="events per run with TiledWriter(batch_size=1) (it is slow)")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--latency-events", type=int, default=2000)
+    ap.add_argument("--latency-reps", type=int, default=3)
+    ap.add_argument("--reader-pause", type=float, default=0.05)
+    ap.add_argument("--home", help="use this running pod instead of starting one")
+    ap.add_argument("--skip-speed", action="store_true")
+    args = ap.parse_args()
+
+    from beampod.config import PodHome, load_pod
+
+    print(f"machine: {machine()}")
+    print(f"load average at start: {load_average()}")
+    own = args.home is None
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="bench-dp-")) / "pod"
+    if own:
+        beampod(home, "init", "--free-ports")
+        t0 = time.monotonic()
+        beampod(home, "up", "-d")
+        print(f"pod up in {time.monotonic() - t0:.1f} s ({home})")
+    try:
+        pod = load_pod(PodHome.resolve(home))
+        if not args.skip_speed:
+            speed(pod, args)
+        latency(pod, args)
+    finally:
+        if own:
+            beampod(home, "down")
+    print(f"load average at end: {load_average()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The seed's first demo on the real pod: scan over CA, stored via the bus, read back."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from beampod.config import LoadedPod
+from beampod.store import open_catalog
+from tests.conftest import beampod_cli
+
+pytestmark = pytest.mark.pod
+
+
+def _wait_stored(pod: LoadedPod, uid: str, events: int, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            run = open_catalog(pod)[uid]
+            if run.metadata.get("stop") and len(run["primary"].read()["time"]) == events:
+                return run
+        except KeyError:
+            pass
+        assert time.monotonic() < deadline, f"run {uid} not stored with {events} events"
+        time.sleep(0.1)  # poll interval of a deadline wait
+
+
+@pytest.fixture(scope="module")
+def scan_uid(pod: LoadedPod) -> str:
+    out = beampod_cli(pod.home.root, "run", "scan([pinhole], motor_ph, -10, 10, 25)").stdout
+    uid = out.strip().splitlines()[-1]
+    assert len(uid) == 36, out
+    return uid
+
+
+def test_scan_is_stored_and_follows_the_pinhole_physics(pod: LoadedPod, scan_uid: str) -> None:
+    run = _wait_stored(pod, scan_uid, 25)
+    ds = run["primary"].read()
+    x = np.asarray(ds["motor_ph"])
+    y = np.asarray(ds["pinhole"])
+    np.testing.assert_allclose(x, np.linspace(-10, 10, 25), atol=1e-6)
+    # Gaussian pinhole (centre 0, sigma 5) under Poisson noise: the peak is near the
+    # centre, the flanks are symmetric-ish and well below it.
+    assert abs(x[np.argmax(y)]) <= 2.0
+    assert y[0] < 0.4 * y.max() and y[-1] < 0.4 * y.max()
+    assert abs(y[0] - y[-1]) < 0.25 * y.max()
+    assert run.metadata["stop"]["exit_status"] == "success"
+    assert run.metadata["start"]["plan_name"] == "scan"
+
+
+def test_runs_lists_the_scan(pod: LoadedPod, scan_uid: str) -> None:
+    _wait_stored(pod, scan_uid, 25)
+    runs = json.loads(beampod_cli(pod.home.root, "runs", "--json").stdout)
+    mine = [r for r in runs if r["uid"] == scan_uid]
+    assert mine and mine[0]["num_events"] == 25 and mine[0]["plan_name"] == "scan"
+    assert mine[0]["exit_status"] == "success"
+
+
+def test_db_in_the_session_finds_runs_by_index_scan_id_and_partial_uid(
+        pod: LoadedPod, scan_uid: str) -> None:
+    _wait_stored(pod, scan_uid, 25)
+    code = (f"r = db['{scan_uid[:8]}']; sid = r.metadata['start']['scan_id'];"
+            "assert db[sid].metadata['start']['uid'] == r.metadata['start']['uid'];"
+            "print('UID', r.metadata['start']['uid']);"
+            "print('LATEST', db[-1].metadata['start']['scan_id'] >= sid);"
+            "print('N', len(db[sid].primary.read()['pinhole']))")
+    out = beampod_cli(pod.home.root, "shell", "-c", code).stdout
+    assert f"UID {scan_uid}" in out and "N 25" in out and "LATEST True" in out
+
+
+def test_tail_replays_documents_as_json_and_as_a_live_table(pod: LoadedPod,
+                                                            scan_uid: str) -> None:
+    lines = beampod_cli(pod.home.root, "tail", "--from-start", "--json", "-n", "200"
+                        ).stdout.splitlines()
+    docs = [json.loads(line) for line in lines]
+    starts = [d for n, d in docs if n == "start" and d["uid"] == scan_uid]
+    assert len(starts) == 1
+    table = beampod_cli(pod.home.root, "tail", "--from-start", "--table", "-n", "28").stdout
+    assert "motor_ph" in table and "pinhole" in table and "seq_num" in table
