@@ -303,6 +303,11 @@ def latency(pod: Any, args: argparse.Namespace) -> None:
         reader.start()
         rate = _rate(RE, args.latency_events)
         reader.join(300)
+        # Until the writer has acknowledged the whole run (start .. stop).
+        t_end = time.monotonic() + 120
+        while (not acks.samples or acks.samples[-1][1] < base + args.latency_events + 3) \
+                and time.monotonic() < t_end and acks.is_alive():
+            time.sleep(0.05)
         acks.stop.set()
         acks.join(30)
         for th in (reader, acks):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -71,12 +74,68 @@ def test_db_in_the_session_finds_runs_by_index_scan_id_and_partial_uid(
     assert f"UID {scan_uid}" in out and "N 25" in out and "LATEST True" in out
 
 
-def test_tail_replays_documents_as_json_and_as_a_live_table(pod: LoadedPod,
-                                                            scan_uid: str) -> None:
-    lines = beampod_cli(pod.home.root, "tail", "--from-start", "--json", "-n", "200"
-                        ).stdout.splitlines()
-    docs = [json.loads(line) for line in lines]
-    starts = [d for n, d in docs if n == "start" and d["uid"] == scan_uid]
-    assert len(starts) == 1
-    table = beampod_cli(pod.home.root, "tail", "--from-start", "--table", "-n", "28").stdout
+def _follow(pod: LoadedPod, *args: str) -> subprocess.Popen[str]:
+    """``beampod tail ARGS`` in the background, returned once it follows the stream."""
+    proc = subprocess.Popen([sys.executable, "-m", "beampod", "--home", str(pod.home.root),
+                             "tail", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # blocks until tail says it follows (or exits)
+    assert first.startswith("following demo.bluesky.runengine.documents"), (
+        first + proc.stderr.read())
+    return proc
+
+
+def test_tail_follows_a_run_as_json_and_as_a_live_table(pod: LoadedPod) -> None:
+    """The seed's echo consumer: documents of a run printed as they pass on the bus,
+    and bluesky's LiveTable built from the bus in another process."""
+    as_json = _follow(pod, "--json", "-n", "28")  # start, descriptor, 25 events, stop
+    as_table = _follow(pod, "--table", "-n", "28")
+    try:
+        uid = beampod_cli(pod.home.root, "run", "scan([pinhole], motor_ph, -10, 10, 25)"
+                          ).stdout.strip().splitlines()[-1]
+        out, _ = as_json.communicate(timeout=60)
+        table, _ = as_table.communicate(timeout=60)
+    finally:
+        for p in (as_json, as_table):
+            p.kill()
+            p.wait()
+    docs = [json.loads(line) for line in out.splitlines()]
+    assert [n for n, _ in docs] == ["start", "descriptor", *["event"] * 25, "stop"]
+    assert docs[0][1]["uid"] == uid and docs[-1][1]["run_start"] == uid
+    assert [d["seq_num"] for n, d in docs if n == "event"] == list(range(1, 26))
+    np.testing.assert_allclose([d["data"]["motor_ph"] for n, d in docs if n == "event"],
+                               np.linspace(-10, 10, 25), atol=1e-6)
     assert "motor_ph" in table and "pinhole" in table and "seq_num" in table
+    assert uid[:8] in table  # BestEffortCallback's closing line names the run
+
+
+def test_tail_from_start_replays_the_stream(pod: LoadedPod, scan_uid: str) -> None:
+    _wait_stored(pod, scan_uid, 25)
+    count = _stream_messages(pod)
+    proc = beampod_cli(pod.home.root, "tail", "--from-start", "--json", "-n", str(count))
+    lines = proc.stdout.splitlines()
+    # Earlier tests may have put bytes that are not documents on the bus: tail names
+    # each on stderr and counts it.
+    skipped = [ln for ln in proc.stderr.splitlines() if ln.startswith("skipped stream message")]
+    assert len(lines) + len(skipped) == count
+    docs = [json.loads(line) for line in lines]
+    assert [d for n, d in docs if n == "start" and d["uid"] == scan_uid]
+    assert len([d for n, d in docs if n == "event" and d["descriptor"] in
+                {d["uid"] for n, d in docs if n == "descriptor"
+                 and d["run_start"] == scan_uid}]) == 25
+
+
+def _stream_messages(pod: LoadedPod) -> int:
+    from beampod.bus import NatsConnection
+    from beampod.config import stream_name
+
+    async def count() -> int:
+        nc = await NatsConnection.from_pod(pod, admin=True).connect()
+        try:
+            info = await nc.jetstream().stream_info(stream_name("demo"))
+            return int(info.state.messages)
+        finally:
+            await nc.close()
+
+    return asyncio.run(count())

@@ -69,6 +69,11 @@ class BusError(BeampodError):
     """The document bus refused or failed an operation."""
 
 
+class BusUnavailableError(BusError):
+    """The bus cannot be reached, or JetStream is not answering, right now: the same
+    operation may succeed later (a long-running service waits and retries)."""
+
+
 class StoreError(BeampodError):
     """The data store (Tiled) refused or failed an operation."""
 

@@ -33,8 +33,27 @@ class NatsProcess:
         if streams:
             ensure_streams_sync(self.pod)
 
-    def wait_ready(self, deadline_s: float) -> None:
-        url = f"http://127.0.0.1:{self.bus.monitor_port}/healthz?js-enabled-only=true"
+    def start_without_jetstream(self, deadline_s: float = 20.0) -> None:
+        """The same server (port, users) with JetStream off: clients connect, and every
+        JetStream request is answered 503 "no responders" -- what a client sees while a
+        server or cluster has no JetStream to offer."""
+        import re
+
+        assert self.proc is None or self.proc.poll() is not None
+        conf = write_nats_config(self.pod)
+        no_js = conf.with_name("nats-server-no-jetstream.conf")
+        no_js.write_text(re.sub(r"jetstream \{[^}]*\}\n", "", conf.read_text()))
+        no_js.chmod(0o600)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([nats_server_binary(), "-c", str(no_js)],
+                                     stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.wait_ready(deadline_s, jetstream=False)
+
+    def wait_ready(self, deadline_s: float, jetstream: bool = True) -> None:
+        url = f"http://127.0.0.1:{self.bus.monitor_port}/healthz"
+        if jetstream:
+            url += "?js-enabled-only=true"
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
             assert self.proc is not None

@@ -4,6 +4,7 @@ tail, and per-instrument permissions."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -91,6 +92,44 @@ def test_durable_consumer_resumes_where_it_acked(bus_pod: LoadedPod,
 
     assert_docs_equal(asyncio.run(main()), emitted)
 
+@pytest.mark.parametrize("resume", [True, False], ids=["resume_at_ack_floor", "plain"])
+def test_reader_dying_with_unacked_messages(bus_pod: LoadedPod, nats_server: NatsProcess,
+                                            resume: bool) -> None:
+    """A reader fetches a batch, acks part of it and dies. With ``resume_at_ack_floor``
+    its successor gets the unacknowledged documents first and in stream order (what the
+    writer needs so that a stop never overtakes its run's events); a plain durable
+    holds them back for ``ack_wait`` and hands out the newer documents first."""
+    emitted = _publish_run(bus_pod)  # start, descriptor, 5 events, stop
+    conn = NatsConnection.from_pod(bus_pod, "demo")
+
+    async def main() -> tuple[list, int | None]:
+        first = DocumentConsumer(conn, "demo", durable="w", ack_wait=30.0)
+        await first.start()
+        batch = await first.fetch(4, 1.0)  # start, descriptor, event 1, event 2
+        assert len(batch) == 4
+        await batch[0].ack()
+        await batch[1].ack()
+        await first._nc.flush()
+        await first.close()  # dies: events 1 and 2 stay fetched but unacknowledged
+        second = DocumentConsumer(conn, "demo", durable="w", ack_wait=30.0,
+                                  resume_at_ack_floor=resume)
+        async with second:
+            got = []
+            for m in await second.fetch(100, 0.5):
+                assert isinstance(m, Message)
+                got.append((m.name, m.doc))
+                await m.ack()
+            return got, second.resumed_from
+
+    got, resumed_from = asyncio.run(main())
+    if resume:
+        assert resumed_from == 3
+        assert_docs_equal(got, emitted[2:])  # events 1..5, then stop: nothing overtaken
+    else:
+        assert resumed_from is None
+        assert_docs_equal(got, emitted[4:])  # events 3..5 and stop; 1 and 2 held back
+
+
 
 async def _until_consumers(pod: LoadedPod, n: int, deadline_s: float = 10.0) -> None:
     admin = await NatsConnection.from_pod(pod, admin=True).connect()
@@ -153,3 +192,29 @@ def test_an_instrument_cannot_touch_another_instruments_subjects(
             await nc.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(("make", "transient"), [
+    (lambda: __import__("nats.js.errors", fromlist=["x"]).ServiceUnavailableError(), True),
+    (lambda: __import__("nats.errors", fromlist=["x"]).NoRespondersError(), True),
+    (lambda: __import__("nats.errors", fromlist=["x"]).ConnectionClosedError(), True),
+    (lambda: __import__("nats.js.errors", fromlist=["x"]).APIError(code=503), True),
+    (lambda: __import__("nats.js.errors", fromlist=["x"]).APIError(code=403), False),
+    (lambda: __import__("nats.errors", fromlist=["x"]).BadSubjectError(), False),
+], ids=["503-service-unavailable", "no-responders", "closed", "api-503", "api-403",
+        "bad-subject"])
+def test_bus_errors_split_into_retry_later_and_give_up(make: Any, transient: bool) -> None:
+    """What a long-running reader (the writer) waits out and what it reports: a
+    JetStream that is restarting answers 503 / no responders; a refused permission is
+    final."""
+    from beampod.bus._consumer import _bus_errors
+    from beampod.errors import BusError, BusUnavailableError
+
+    async def main() -> None:
+        async with _bus_errors("fetching"):
+            raise make()
+
+    with pytest.raises(BusError) as info:
+        asyncio.run(main())
+    assert isinstance(info.value, BusUnavailableError) is transient
+    assert str(info.value).startswith("fetching: ")

@@ -152,9 +152,10 @@ def test_live_run_arrives_complete_in_order_and_equal(transport: Transport) -> N
 
 
 def test_subscriber_started_after_the_run_replays_it(transport: Transport) -> None:
+    """Durable transports replay a finished run to a new subscriber; a best-effort one
+    (0MQ) gives it nothing -- the loss docs/bus.md warns about, shown to be real."""
     if not transport.replays:
         assert transport.durability is Durability.BEST_EFFORT
-        pytest.skip(f"{transport.name} does not replay: a late subscriber misses documents")
 
     async def main() -> tuple[list[Doc], list[Doc]]:
         pub = transport.publisher()
@@ -165,12 +166,17 @@ def test_subscriber_started_after_the_run_replays_it(transport: Transport) -> No
             pub.close()
         sub = await transport.subscriber(group="late")
         try:
+            if not transport.replays:
+                return await _collect(sub, len(emitted), deadline_s=1.0), emitted
             return await _collect(sub, len(emitted)), emitted
         finally:
             await sub.close()
 
     got, emitted = asyncio.run(main())
-    assert_docs_equal(got, emitted)
+    if transport.replays:
+        assert_docs_equal(got, emitted)
+    else:
+        assert got == [], f"{transport.name} replayed {len(got)} documents"
 
 
 def test_unacknowledged_documents_are_delivered_again(transport: Transport) -> None:

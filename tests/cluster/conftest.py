@@ -11,6 +11,7 @@ parents of its data directory, and every pytest session resets
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from beampod.config import LoadedPod, PodHome, init_pod, load_pod
+from beampod.config import LoadedPod, PodHome, load_pod
 from tests.conftest import beampod_cli, processes_using
 from tests.datapath._helpers import Emitter, wait_for
 
@@ -48,7 +49,8 @@ def started_pod(edit: Callable[[dict[str, Any]], None], prefix: str) -> Iterator
                 p.kill()
             assert not left, f"processes left behind by the pod: {[p.info for p in left]}"
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if not os.environ.get("BEAMPOD_TEST_KEEP_HOME"):  # keep logs to debug a failure
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -26,12 +26,12 @@ from tests.conftest import beampod_cli, processes_using
 from tests.datapath._helpers import (
     Emitter,
     assert_stored_exactly,
-    event_table,
     service,
     status,
-    stored_run,
+    stored_events,
     wait_for,
     wait_service_ready,
+    wait_stored,
 )
 
 pytestmark = [pytest.mark.pod, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -81,24 +81,22 @@ def all_replicas_current(pod: LoadedPod) -> bool:
     return set(got) == want and all(got.values())
 
 
+def node_of_process(pod: LoadedPod, pid: int) -> str | None:
+    """The node service a process has its (first) NATS client connection to."""
+    import psutil
+
+    by_port = {n.port: n.service for n in nats_nodes(pod)}
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.NoSuchProcess:
+        return None
+    return next((by_port[c.raddr.port] for c in conns
+                 if c.raddr and c.raddr.port in by_port
+                 and c.status == psutil.CONN_ESTABLISHED), None)
+
+
 def service_of_server(pod: LoadedPod, server_name: str) -> str:
     return next(n.service for n in nats_nodes(pod) if n.server_name == server_name)
-
-
-def stored_events(pod: LoadedPod, em: Emitter) -> int:
-    uid = next((ln.split()[1] for ln in em.lines if ln.startswith("uid ")), None)
-    if uid is None:
-        return 0
-    try:
-        return len(event_table(stored_run(pod, uid)))
-    except KeyError:
-        return 0
-
-
-def wait_stored(pod: LoadedPod, em: Emitter, rows: int, deadline_s: float = 60.0) -> int:
-    """Wait until the run is in Tiled with at least ``rows`` events."""
-    return int(wait_for(lambda: (n := stored_events(pod, em)) >= rows and n, deadline_s,
-                        f"{rows} events of the run stored", interval=0.1))
 
 
 # -- tests --------------------------------------------------------------------------------
@@ -145,25 +143,31 @@ def test_run_stored_document_by_document(cluster_pod: LoadedPod, emitters: list[
     assert_stored_exactly(cluster_pod, emitted)
 
 
-def test_stream_leader_sigkilled_mid_run(cluster_pod: LoadedPod, emitters: list[Emitter],
-                                         workdir: Path) -> None:
-    """SIGKILL the node that leads the documents stream while a run is being stored:
-    the RunEngine keeps running, the cluster elects a new leader, the supervisor
+def test_node_of_the_publisher_sigkilled_mid_run(cluster_pod: LoadedPod,
+                                                 emitters: list[Emitter],
+                                                 workdir: Path) -> None:
+    """SIGKILL the node the session's publisher is connected to, mid-run: the RunEngine
+    keeps running, the publisher fails over to a surviving node (re-sending what was
+    unacknowledged; the duplicate window and the writer drop repeats), the supervisor
     restarts the node, it rejoins and catches up, and every document is stored once."""
     pod = cluster_pod
     wait_for(lambda: all_replicas_current(pod), 30.0, "every replica current before")
-    em = Emitter(pod, workdir, min_events=60, delay=0.02, tag="leader-kill").start()
+    em = Emitter(pod, workdir, min_events=60, delay=0.02, tag="node-kill").start()
     emitters.append(em)
     wait_stored(pod, em, rows=10)
-    leader = stream_info(pod).cluster.leader
-    victim = service_of_server(pod, leader)
+    assert em.proc is not None
+    pid = em.proc.pid
+    victim = wait_for(lambda: node_of_process(pod, pid), 10.0,
+                      "the session's NATS connection")
     before = service(pod, victim)
+    writer_pid = service(pod, "writer")["pid"]
     os.kill(before["pid"], signal.SIGKILL)
     killed_at = em.events
     # The RunEngine is not held up by the loss of a node.
     em.wait_events(killed_at + 30, deadline_s=60)
-    # The survivors elect a leader and storing goes on (the supervisor may already have
-    # restarted the victim, so the leader may be that node again).
+    # The publisher is on another node, and storing goes on.
+    wait_for(lambda: node_of_process(pod, pid) not in (None, victim), 30.0,
+             "the publisher connected to a surviving node")
     wait_stored(pod, em, rows=stored_events(pod, em) + 10)
     after = wait_service_ready(pod, victim, not_pid=before["pid"])
     assert after["restarts"] == before["restarts"] + 1
@@ -173,31 +177,40 @@ def test_stream_leader_sigkilled_mid_run(cluster_pod: LoadedPod, emitters: list[
     emitted, report = em.result()
     assert report["delivered"], report
     assert report["status"]["spooled"] == 0 and report["status"]["connected"], report
+    assert report["status"]["last_error"], "the publisher never noticed the lost node"
     assert_stored_exactly(pod, emitted)
+    print(f"killed {victim}; writer pid {writer_pid} -> {service(pod, 'writer')['pid']}; "
+          f"publisher {report['status']}")
 
 
-def test_node_stopped_mid_run_then_rejoins(cluster_pod: LoadedPod, emitters: list[Emitter],
-                                           workdir: Path) -> None:
-    """``beampod service stop nats-1`` during a run: two nodes keep the quorum, so
-    documents are still stored while it is down (not only spooled); after
-    ``service start nats-1`` the node rejoins with every replica current."""
+def test_stream_leader_stopped_mid_run_then_rejoins(cluster_pod: LoadedPod,
+                                                    emitters: list[Emitter],
+                                                    workdir: Path) -> None:
+    """``beampod service stop`` the node leading the documents stream during a run: the
+    other two elect a leader and keep storing what the RunEngine emits while it is down
+    (not only spooling it); after ``service start`` the node rejoins with every replica
+    current, and every document is stored once."""
     pod = cluster_pod
     home = pod.home.root
     wait_for(lambda: all_replicas_current(pod), 60.0, "every replica current before")
-    em = Emitter(pod, workdir, min_events=60, delay=0.02, tag="node-stop").start()
+    em = Emitter(pod, workdir, min_events=60, delay=0.02, tag="leader-stop").start()
     emitters.append(em)
     wait_stored(pod, em, rows=10)
-    beampod_cli(home, "service", "stop", "nats-1")
-    assert service(pod, "nats-1")["state"] == "stopped"
+    leader = stream_info(pod).cluster.leader
+    victim = service_of_server(pod, leader)
+    beampod_cli(home, "service", "stop", victim)
+    assert service(pod, victim)["state"] == "stopped"
     at_stop = em.events
     em.wait_events(at_stop + 30, deadline_s=60)
-    # The cluster, down to two nodes, stores what the RunEngine emits meanwhile.
+    # Two nodes keep the quorum: a new leader, and storing goes on meanwhile.
+    wait_for(lambda: stream_info(pod).cluster.leader not in (None, leader), 30.0,
+             "a new stream leader among the survivors")
     wait_stored(pod, em, rows=at_stop + 20)
     down = peers(stream_info(pod))
-    assert down.get(nats_nodes(pod)[1].server_name) is False, down
-    beampod_cli(home, "service", "start", "nats-1")
-    wait_service_ready(pod, "nats-1")
-    wait_for(lambda: all_replicas_current(pod), 60.0, "nats-1 rejoined and current")
+    assert down.get(leader) is False, down
+    beampod_cli(home, "service", "start", victim)
+    wait_service_ready(pod, victim)
+    wait_for(lambda: all_replicas_current(pod), 60.0, f"{victim} rejoined and current")
     em.wait_events(em.events + 10)
     em.finish()
     emitted, report = em.result()

@@ -191,6 +191,43 @@ def event_table(run: Any, stream: str = "primary") -> Any:
     return run.base[stream].base["internal"].read()
 
 
+def stored_events(pod: LoadedPod, em: Emitter) -> int:
+    """Events of the emitter's (current) run that Tiled holds now; 0 before it exists."""
+    uid = next((ln.split()[1] for ln in em.lines if ln.startswith("uid ")), None)
+    if uid is None:
+        return 0
+    try:
+        return len(event_table(stored_run(pod, uid)))
+    except KeyError:
+        return 0
+
+
+def wait_stored(pod: LoadedPod, em: Emitter, rows: int, deadline_s: float = 60.0) -> int:
+    """Wait until the run is in Tiled with at least ``rows`` events: a fault injected
+    then really hits a run the writer is in the middle of."""
+    return int(wait_for(lambda: (n := stored_events(pod, em)) >= rows and n, deadline_s,
+                        f"{rows} events of the run stored", interval=0.1))
+
+
+def kill_writer_mid_run(pod: LoadedPod, em: Emitter, rows: int = 10) -> None:
+    """SIGKILL the writer once ``rows`` events of ``em``'s run are stored; the
+    supervisor restarts it, the run goes on, and Tiled ends up with exactly what the
+    RunEngine emitted."""
+    import signal
+
+    wait_stored(pod, em, rows)
+    before = service(pod, "writer")
+    os.kill(before["pid"], signal.SIGKILL)
+    killed_at = em.events
+    after = wait_service_ready(pod, "writer", not_pid=before["pid"])
+    assert after["restarts"] == before["restarts"] + 1
+    em.wait_events(killed_at + 10)  # the run goes on after the writer is back
+    em.finish()
+    emitted, report = em.result()
+    assert report["delivered"], report
+    assert_stored_exactly(pod, emitted)
+
+
 def wait_for_stored_run(pod: LoadedPod, emitted: list[Doc], deadline_s: float = 120.0) -> Any:
     """The run, once Tiled holds its stop document and at least as many rows as events
     were emitted (more rows would be duplicates: the comparison then fails)."""
@@ -283,7 +320,10 @@ def assert_stored_exactly(pod: LoadedPod, emitted: list[Doc], deadline_s: float 
         assert dups == 0 and not missing and len(stored_seq) == len(seqs), (
             f"stream {want['name']}: {len(seqs)} emitted, {len(stored_seq)} rows stored, "
             f"{dups} duplicated, missing seq_nums {missing[:20]}")
-        assert stored_seq == seqs, "rows are not in seq_num order"
+        if stored_seq != seqs:
+            at = next(i for i, (a, b) in enumerate(zip(stored_seq, seqs, strict=True)) if a != b)
+            raise AssertionError(f"stream {want['name']}: rows are not in seq_num order from "
+                                 f"row {at}: {stored_seq[max(0, at - 3):at + 12]}")
         np.testing.assert_array_equal(table["time"].to_numpy(),
                                       np.array([e["time"] for e in events]))
         for key in want["data_keys"]:

@@ -147,11 +147,6 @@ def test_bad_messages_are_dead_lettered_and_good_runs_kept(healthy_pod: LoadedPo
     assert writer_after["state"] == "ready"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: publish_dead_letter (src/beampod/bus/_consumer.py:171) gives every dead letter "
-    "Nats-Msg-Id 'dlq:<original id>'; a replayed letter that fails again gets the same id "
-    "inside the DLQ stream's duplicate window, JetStream drops it as a duplicate, and the "
-    "writer then term()s the message: the letter is lost"))
 def test_replaying_a_letter_that_fails_again_keeps_it(healthy_pod: LoadedPod) -> None:
     """A replayed letter whose cause is not fixed must come back to the dead-letter
     stream (with its reason), not vanish."""

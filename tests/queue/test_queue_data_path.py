@@ -3,6 +3,9 @@ durable publisher -> bus -> writer -> Tiled, read back with ``beampod runs``."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 import httpx
 import pytest
 from bluesky_queueserver_api.http import REManagerAPI
@@ -10,6 +13,7 @@ from bluesky_queueserver_api.http import REManagerAPI
 from beampod.config import LoadedPod
 from beampod.queue import http_uri
 from tests.conftest import beampod_cli
+from tests.datapath._helpers import wait_for
 
 pytestmark = [pytest.mark.pod, pytest.mark.slow]
 
@@ -46,3 +50,46 @@ def test_seed_scan_lands_in_the_store_with_25_events(pod: LoadedPod) -> None:
         assert time.monotonic() < deadline, f"run {run_uid} not in the store:\n{out}"
         time.sleep(0.2)
     assert "scan" in row and "25" in row, row
+
+
+def test_seed_queue_demo_verbatim(pod: LoadedPod) -> None:
+    """The seed's queue demo as a user types it: httpie's ``http POST .../qs/add_to_queue
+    'plan:=...'`` (only the port differs: the test pod runs on free ports), then
+    ``RE(queue_server_plan())`` in a session; the scan runs in the queue worker and
+    lands in Tiled with 25 events of ``pinhole`` against ``motor_ph``."""
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    from beampod.store import open_catalog
+
+    port = pod.config.queue.http_port
+    http = Path(sys.executable).with_name("http")
+    post = subprocess.run(
+        [str(http), "--ignore-stdin", "--check-status", "POST",
+         f"localhost:{port}/qs/add_to_queue",
+         'plan:={"plan":"scan", "args":[["pinhole"], "motor_ph", -10, 10, 25]}'],
+        capture_output=True, text=True, timeout=60)
+    assert post.returncode == 0, post.stdout + post.stderr
+    item_uid = json.loads(post.stdout)["item"]["item_uid"]
+    out = beampod_cli(pod.home.root, "shell", "-c",
+                      "RE(queue_server_plan(until_empty=True))").stdout
+    assert "-> completed" in out, out
+    rm = REManagerAPI(http_server_uri=http_uri(pod))
+    rm.set_authorization_key(api_key=pod.secrets.queue_control_key.get_secret_value())
+    try:
+        done = [i for i in rm.history_get()["items"] if i["item_uid"] == item_uid]
+    finally:
+        rm.close()
+    assert done and done[0]["result"]["exit_status"] == "completed", done
+    run_uid = done[0]["result"]["run_uids"][0]
+
+    def stored() -> object:
+        run = open_catalog(pod)[run_uid]
+        return run if run.metadata.get("stop") else None
+
+    run = wait_for(stored, 60.0, f"run {run_uid} stored")
+    ds = run["primary"].read()
+    np.testing.assert_allclose(np.asarray(ds["motor_ph"]), np.linspace(-10, 10, 25), atol=1e-6)
+    assert len(ds["pinhole"]) == 25

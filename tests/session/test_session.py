@@ -182,3 +182,20 @@ def test_two_pods_on_one_machine_do_not_see_each_other(
     assert float(_line(proc.stdout, "POS")) == pytest.approx(0.0)
     # libca reports a PV found on two servers; the address list must prevent that.
     assert "Identical process variable" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.pod
+def test_session_starts_connected_and_names_devices_whose_ioc_is_down(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Only the mini_beamline IOC runs: the session waits for its devices (a move right
+    away works), names the devices that did not connect, and starts anyway."""
+    from tests.sim._iocfix import running_iocs
+
+    with running_iocs(tmp_path_factory.mktemp("partial-pod"), families={"mini_beamline"}) as iocs:
+        proc = run_session(iocs.pod.home.root, "shell",
+                           "RE(mv(motor_slit, 1.5)); print('POS', motor_slit.position)")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert float(_line(proc.stdout, "POS")) == pytest.approx(1.5)
+    warning = next(ln for ln in proc.stderr.splitlines() if "not connected after" in ln)
+    assert "thermo" in warning and "rw_horiz" in warning
+    assert "motor_slit" not in warning and "pinhole" not in warning

@@ -44,3 +44,42 @@ def test_round_trip_with_restart_and_replay(pg_server):  # type: ignore[no-untyp
     assert db[start_uid(docs)[:8]].metadata["stop"]["exit_status"] == "success"
     (summary,) = [r for r in list_runs(pg_server.pod) if r.uid == start_uid(docs)]
     assert summary.num_events == 12
+
+
+def test_events_read_back_in_seq_num_order_when_postgres_reuses_space(  # type: ignore[no-untyped-def]
+        pg_server):
+    """PostgreSQL returns rows in heap order unless told otherwise, and a heap reuses
+    freed space: rows written later can sit before earlier ones (seen after a writer was
+    SIGKILLed mid-run). Forced here: another run's rows in the same SQL table are
+    deleted and vacuumed between two batches of this run, so the second batch lands in
+    front of the first. The event table still reads back 1..N, because beampod creates
+    it ordered by seq_num."""
+    import adbc_driver_postgresql.dbapi as pg
+
+    from beampod.store._layout import postgres_uri
+
+    filler = generate_run("scan", num=40, scan_id=7)  # same schema: same SQL table
+    mine = generate_run("scan", num=10, scan_id=8)
+    assert not open_sink(pg_server.pod).write_batch(items(filler)).rejected
+    batch = items(mine)
+    first_half = next(i for i, (n, d, _) in enumerate(batch)
+                      if n == "event" and d["seq_num"] == 6)
+    assert not open_sink(pg_server.pod).write_batch(batch[:first_half]).rejected
+    run = open_catalog(pg_server.pod)[start_uid(mine)]
+    node = run.base["primary"].base["internal"]
+    (source,) = node.data_sources()
+    assert source.parameters["order_by_args"] == [{"column": "seq_num", "direction": "asc"}]
+    table, dataset = source.parameters["table_name"], source.parameters["dataset_id"]
+    filler_node = open_catalog(pg_server.pod)[start_uid(filler)].base["primary"].base["internal"]
+    filler_dataset = filler_node.data_sources()[0].parameters["dataset_id"]
+    # autocommit: VACUUM cannot run inside a transaction
+    with pg.connect(postgres_uri(pg_server.pod), autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(f'DELETE FROM "{table}" WHERE _dataset_id = {filler_dataset}')
+        cur.execute(f'VACUUM "{table}"')
+    assert not open_sink(pg_server.pod).write_batch(batch[first_half:]).rejected
+    with pg.connect(postgres_uri(pg_server.pod)) as conn, conn.cursor() as cur:
+        cur.execute(f'SELECT seq_num FROM "{table}" WHERE _dataset_id = {dataset}')
+        heap_order = [int(r[0]) for r in cur.fetchall()]
+    assert heap_order != list(range(1, 11)), "the heap kept insertion order: no reuse forced"
+    assert stored_seq_nums(run) == list(range(1, 11))
+    np.testing.assert_array_equal(run.primary.read()["det"].values, column(mine, "det"))

@@ -1,7 +1,14 @@
 """The document bus: one codec and one behavioural contract for every transport."""
 
 from beampod.bus._codec import DOCUMENT_NAMES, DecodeError, decode, encode, message_id, run_uid_of
-from beampod.bus._consumer import BadMessage, DocumentConsumer, Message, publish_dead_letter, tail
+from beampod.bus._consumer import (
+    ORIGINAL_SEQ,
+    BadMessage,
+    DocumentConsumer,
+    Message,
+    publish_dead_letter,
+    tail,
+)
 from beampod.bus._contract import (
     Delivery,
     DocumentPublisher,
@@ -31,6 +38,7 @@ from beampod.bus._transports import NatsSubscriber, NatsTransport, transport_for
 
 __all__ = [
     "DOCUMENT_NAMES",
+    "ORIGINAL_SEQ",
     "BadMessage",
     "DeadLetter",
     "DecodeError",

@@ -3,15 +3,16 @@ writer service) and an ephemeral tail (``beampod tail``)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from beampod.bus._codec import DecodeError, decode
 from beampod.bus._natsconf import NatsConnection
 from beampod.config import dead_letter_subject, documents_subject, stream_name
-from beampod.errors import BusError
+from beampod.errors import BusError, BusUnavailableError
 
 log = logging.getLogger("beampod.bus.consumer")
 
@@ -22,6 +23,35 @@ ORIGINAL_MSG_ID = "Beampod-Original-Msg-Id"
 REASON = "Beampod-Reason"
 ORIGINAL_SUBJECT = "Beampod-Original-Subject"
 ORIGINAL_SEQ = "Beampod-Original-Seq"
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """A nats-py error that says "not now" (server gone, reconnecting, JetStream not
+    answering yet), as opposed to "never" (permissions, bad request)."""
+    import nats.errors as ne
+    from nats.js.errors import APIError, ServiceUnavailableError
+
+    transient = (ne.NoRespondersError, ne.ConnectionClosedError, ne.ConnectionReconnectingError,
+                 ne.ConnectionDrainingError, ne.StaleConnectionError, ne.UnexpectedEOF,
+                 ne.NoServersError, ne.OutboundBufferLimitError, ne.FlushTimeoutError,
+                 ServiceUnavailableError, TimeoutError, OSError)
+    if isinstance(exc, transient):
+        return True
+    return isinstance(exc, APIError) and exc.code == 503
+
+
+@contextlib.asynccontextmanager
+async def _bus_errors(what: str) -> AsyncIterator[None]:
+    """nats-py errors become BusUnavailableError (retry later) or BusError (give up)."""
+    from nats.errors import Error as NatsError
+
+    try:
+        yield
+    except (NatsError, TimeoutError, OSError) as exc:
+        detail = f"{what}: {type(exc).__name__}: {exc}"
+        if _is_transient(exc):
+            raise BusUnavailableError(detail) from None
+        raise BusError(detail) from None
 
 
 def _msg_id(headers: Mapping[str, str] | None) -> str | None:
@@ -55,16 +85,20 @@ class _Delivered:
         return int(self.raw.metadata.num_delivered)
 
     async def ack(self) -> None:
-        await self.raw.ack()
+        async with _bus_errors("ack"):
+            await self.raw.ack()
 
     async def nak(self, delay: float | None = None) -> None:
-        await self.raw.nak(delay=delay)
+        async with _bus_errors("nak"):
+            await self.raw.nak(delay=delay)
 
     async def in_progress(self) -> None:
-        await self.raw.in_progress()
+        async with _bus_errors("in progress"):
+            await self.raw.in_progress()
 
     async def term(self) -> None:
-        await self.raw.term()
+        async with _bus_errors("term"):
+            await self.raw.term()
 
 
 @dataclass
@@ -88,22 +122,41 @@ class DocumentConsumer:
     ``async with DocumentConsumer(conn, "demo", durable="writer") as c:
     batch = await c.fetch(500, timeout=0.05)``. Delivery is at-least-once, in stream
     order for the first delivery; redeliveries (after nak or ack_wait) come later.
+
+    ``resume_at_ack_floor=True`` is for a consumer with exactly one reader process (the
+    writer): when it starts and the durable still has messages that a previous,
+    dead reader had fetched but not acknowledged, the durable is re-created to start
+    right after its ack floor. Everything unacknowledged is then delivered again *now
+    and in stream order*, instead of after ``ack_wait`` and behind newer messages (a
+    stop document overtaking its run's last events). Messages past the floor that were
+    already acknowledged come again too; the reader must be idempotent.
     """
 
     def __init__(self, connection: NatsConnection, instrument: str, durable: str, *,
                  ack_wait: float = 30.0, max_ack_pending: int = 20_000,
-                 from_start: bool = True) -> None:
+                 from_start: bool = True, resume_at_ack_floor: bool = False) -> None:
         self.connection, self.instrument, self.durable = connection, instrument, durable
         self.ack_wait, self.max_ack_pending, self.from_start = ack_wait, max_ack_pending, from_start
+        self.resume_at_ack_floor = resume_at_ack_floor
+        self.resumed_from: int | None = None  # stream seq, when the durable was re-created
         self._nc: Any = None
         self._js: Any = None
         self._sub: Any = None
 
     async def start(self) -> DocumentConsumer:
+
+        self._nc = await self.connection.connect()
+        try:
+            async with _bus_errors(f"opening consumer {self.durable!r}"):
+                return await self._subscribe()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _subscribe(self) -> DocumentConsumer:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
         from nats.js.errors import APIError
 
-        self._nc = await self.connection.connect()
         self._js = self._nc.jetstream()
         config = ConsumerConfig(
             ack_policy=AckPolicy.EXPLICIT,
@@ -112,14 +165,39 @@ class DocumentConsumer:
             max_deliver=-1,  # the caller decides when to dead-letter (num_delivered)
         )
         try:
+            if self.resume_at_ack_floor:
+                start_seq = await self._unacked_start()
+                if start_seq is not None:
+                    config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+                    config.opt_start_seq = start_seq
+                    self.resumed_from = start_seq
             self._sub = await self._js.pull_subscribe(
                 documents_subject(self.instrument), durable=self.durable,
                 stream=stream_name(self.instrument), config=config)
         except APIError as exc:
-            await self._nc.close()
+            if _is_transient(exc):
+                raise
             raise BusError(f"cannot create consumer {self.durable!r} on "
                            f"{stream_name(self.instrument)}: {exc.description}") from None
         return self
+
+    async def _unacked_start(self) -> int | None:
+        """If the durable holds fetched-but-unacknowledged messages, delete it and
+        return the stream sequence right after its ack floor (see the class doc)."""
+        from nats.js.errors import NotFoundError
+
+        stream = stream_name(self.instrument)
+        try:
+            info = await self._js.consumer_info(stream, self.durable)
+        except NotFoundError:
+            return None
+        if not info.num_ack_pending:
+            return None
+        floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+        await self._js.delete_consumer(stream, self.durable)
+        log.info("consumer %s had %d unacknowledged messages: re-created to deliver from "
+                 "stream seq %d, in order", self.durable, info.num_ack_pending, floor + 1)
+        return floor + 1
 
     async def __aenter__(self) -> DocumentConsumer:
         return await self.start()
@@ -131,10 +209,11 @@ class DocumentConsumer:
         """Up to ``batch`` messages, waiting at most ``timeout`` s; [] if none came."""
         if self._sub is None:
             raise BusError("consumer not started")
-        try:
-            raws = await self._sub.fetch(batch, timeout=timeout)
-        except TimeoutError:  # nats-py raises both its own and asyncio's TimeoutError
-            return []
+        async with _bus_errors("fetching documents"):
+            try:
+                raws = await self._sub.fetch(batch, timeout=timeout)
+            except TimeoutError:  # nats-py raises its own and asyncio's TimeoutError
+                return []
         out: list[Message | BadMessage] = []
         for raw in raws:
             try:
@@ -149,12 +228,15 @@ class DocumentConsumer:
                                   headers: Mapping[str, str] | None = None) -> int:
         if self._js is None:
             raise BusError("consumer not started")
-        return await publish_dead_letter(self._js, self.instrument, original, reason, headers)
+        async with _bus_errors("storing a dead letter"):
+            return await publish_dead_letter(self._js, self.instrument, original, reason,
+                                             headers)
 
     async def close(self) -> None:
-        if self._nc is not None:
-            await self._nc.close()
-            self._nc = self._js = self._sub = None
+        nc, self._nc, self._js, self._sub = self._nc, None, None, None
+        if nc is not None:
+            with contextlib.suppress(OSError, TimeoutError):  # closing a dead link
+                await nc.close()
 
 
 async def publish_dead_letter(js: Any, instrument: str, original: bytes, reason: str,
@@ -167,8 +249,11 @@ async def publish_dead_letter(js: Any, instrument: str, original: bytes, reason:
     original_id = _msg_id(headers)
     if original_id:
         hdrs[ORIGINAL_MSG_ID] = original_id
-        # Dead-lettering the same message twice (a crash before its term()) stores it once.
-        hdrs[MSG_ID] = f"dlq:{original_id}"
+        # Dead-lettering the same delivery twice (a crash before its term()) stores it
+        # once; a replayed letter that fails again is a new stream message (new seq), so
+        # it gets a new id and is kept, not dropped as a duplicate.
+        seq = hdrs.get(ORIGINAL_SEQ)
+        hdrs[MSG_ID] = f"dlq:{original_id}" + (f"@{seq}" if seq else "")
     # Header values are single lines.
     hdrs[REASON] = " ".join(reason.split())[:1000]
     try:
@@ -178,10 +263,14 @@ async def publish_dead_letter(js: Any, instrument: str, original: bytes, reason:
     return int(ack.seq)
 
 
-async def tail(connection: NatsConnection, instrument: str, *, from_start: bool = False
+async def tail(connection: NatsConnection, instrument: str, *, from_start: bool = False,
+               on_ready: Callable[[], None] | None = None,
+               on_skip: Callable[[int, str], None] | None = None
                ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """Documents as they arrive (from now, or from the start of the stream), through an
-    ephemeral ordered consumer that leaves nothing behind on the server."""
+    ephemeral ordered consumer that leaves nothing behind on the server. ``on_ready``
+    is called once the consumer exists: nothing published after that is missed;
+    ``on_skip(stream_seq, reason)`` for each message that is not a document."""
     from nats.js.api import DeliverPolicy
 
     nc = await connection.connect()
@@ -190,11 +279,16 @@ async def tail(connection: NatsConnection, instrument: str, *, from_start: bool 
         policy = DeliverPolicy.ALL if from_start else DeliverPolicy.NEW
         sub = await js.subscribe(documents_subject(instrument), stream=stream_name(instrument),
                                  ordered_consumer=True, deliver_policy=policy)
+        if on_ready is not None:
+            on_ready()
         while True:
             raw = await sub.next_msg(timeout=None)
             try:
                 yield decode(raw.data)
             except DecodeError as exc:
-                log.warning("tail: skipping undecodable message: %s", exc)
+                if on_skip is not None:
+                    on_skip(int(raw.metadata.sequence.stream), str(exc))
+                else:
+                    log.warning("tail: skipping undecodable message: %s", exc)
     finally:
         await nc.close()

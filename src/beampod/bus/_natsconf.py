@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from beampod.config import LoadedPod, NatsBus, stream_name
-from beampod.errors import BusError
+from beampod.errors import BusError, BusUnavailableError
 
 ADMIN_USER = "admin"
 # Headers and protocol framing ride on top of the payload; keep this much room when
@@ -286,5 +286,5 @@ class NatsConnection:
             # so a command facing a down bus fails with a message instead of hanging.
             return await asyncio.wait_for(client, max(5.0, 3 * connect_timeout))
         except (OSError, TimeoutError, NatsClientError) as exc:
-            raise BusError(f"cannot connect to NATS at {', '.join(self.servers)}: "
+            raise BusUnavailableError(f"cannot connect to NATS at {', '.join(self.servers)}: "
                            f"{type(exc).__name__}: {exc}") from None

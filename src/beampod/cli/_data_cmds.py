@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from beampod.cli._common import pod_of, table
+from beampod.config import documents_subject
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -83,6 +86,10 @@ def _summary(name: str, doc: dict) -> str:
     return f"{name:<10} {doc.get('uid') or doc.get('datum_id') or ''}"
 
 
+class _Enough(Exception):
+    """``tail -n N`` has seen its N messages."""
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     from beampod.bus import NatsConnection, tail
 
@@ -92,21 +99,38 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     table_cb = _live_table() if args.table else None
 
-    async def go() -> None:
-        seen = 0
-        async for name, doc in tail(conn, instrument, from_start=args.from_start):
-            if table_cb is not None:
-                table_cb(name, doc)
-            elif args.json:
-                print(json.dumps([name, doc], default=_jsonable), flush=True)
-            else:
-                print(_summary(name, doc), flush=True)
-            seen += 1
-            if args.max and seen >= args.max:
-                return
+    seen = 0
 
-    if not args.json and not args.from_start:
-        print(f"following {instrument}.bluesky.runengine.documents (Ctrl-C to stop)", flush=True)
+    def skipped(seq: int, reason: str) -> None:
+        # Counted in -n: it is a message of the stream, just not a document.
+        nonlocal seen
+        seen += 1
+        print(f"skipped stream message {seq}: {reason}", file=sys.stderr, flush=True)
+        if args.max and seen >= args.max:
+            raise _Enough
+
+    async def go() -> None:
+        nonlocal seen
+        with contextlib.suppress(_Enough):
+            async for name, doc in tail(conn, instrument, from_start=args.from_start,
+                                        on_ready=ready, on_skip=skipped):
+                if table_cb is not None:
+                    table_cb(name, doc)
+                elif args.json:
+                    print(json.dumps([name, doc], default=_jsonable), flush=True)
+                else:
+                    print(_summary(name, doc), flush=True)
+                seen += 1
+                if args.max and seen >= args.max:
+                    return
+
+    def ready() -> None:
+        # On stderr, so that stdout stays pure documents (JSON lines); printed once the
+        # consumer exists, so a script can wait for it before starting a run.
+        where = "from the start" if args.from_start else "from now"
+        print(f"following {documents_subject(instrument)} {where} (Ctrl-C to stop)",
+              file=sys.stderr, flush=True)
+
     asyncio.run(go())
     return 0
 

@@ -16,6 +16,7 @@ def session_extras(pod: LoadedPod) -> Mapping[str, Any]:
     """``to_brains``, ``from_brains``, ``adaptive_plan`` (the seed's adaptive demo) and
     ``queue_server_plan`` (the seed's queue demo)."""
     import atexit
+    import functools
 
     from beampod.adaptive import adaptive_plan, make_brains
     from beampod.config import NatsBus
@@ -23,7 +24,10 @@ def session_extras(pod: LoadedPod) -> Mapping[str, Any]:
 
     names: dict[str, Any] = {"adaptive_plan": adaptive_plan}
     if pod.config.queue.enabled:
-        names["queue_server_plan"] = queue_server_plan
+        # Bound to this session's pod: `beampod --home X shell` must drive X's queue,
+        # not whatever $BEAMPOD_HOME or the default home would name.
+        names["queue_server_plan"] = functools.wraps(queue_server_plan)(
+            functools.partial(queue_server_plan, pod))
     if pod.config.agent.enabled and isinstance(pod.config.bus, NatsBus):
         to_brains, from_brains = make_brains(pod)  # connects on first use only
         atexit.register(from_brains.close)

@@ -34,6 +34,7 @@ def run_shell(pod: LoadedPod, code: str | None = None,
     if code is None:
         return _interactive(pod, extras)
     ns = build_namespace(pod, headless=True, extras=extras)
+    _settle_connections(ns)
     return run_code(code, ns)
 
 
@@ -84,6 +85,7 @@ def _interactive(pod: LoadedPod,
 
     headless = not has_display()
     ns = build_namespace(pod, headless=headless, extras=extras)
+    _settle_connections(ns)
     argv = ["--no-banner"] if headless else ["--no-banner", "--matplotlib=auto"]
     name = pod.config.instrument_name
     print(f"beampod session: instrument {name!r} of pod {pod.config.pod.name!r}; "
@@ -139,8 +141,9 @@ def _report_delivery(RE: Any) -> None:
           file=sys.stderr, flush=True)
 
 
-def wait_for_connection(devices: Iterable[Any], timeout: float) -> None:
-    """Wait until every device is connected; one error naming all that are not."""
+def unconnected_devices(devices: Iterable[Any], timeout: float) -> list[str]:
+    """Wait (one shared deadline: ophyd connects all devices in parallel) until every
+    device is connected; the ones that are not, each with the reason."""
     deadline = time.monotonic() + timeout
     missing: list[str] = []
     for device in devices:
@@ -151,6 +154,25 @@ def wait_for_connection(devices: Iterable[Any], timeout: float) -> None:
             waiter(timeout=max(deadline - time.monotonic(), 0.1))
         except TimeoutError as exc:
             missing.append(f"{getattr(device, 'name', device)} ({exc})")
+    return missing
+
+
+def _settle_connections(ns: Mapping[str, Any]) -> None:
+    """A session starts with its devices connected, as bsui profiles do: ophyd's
+    EpicsMotor refuses a move at once (DisconnectedError) while its channels are still
+    connecting. Devices whose IOC is down are named, and the session starts anyway."""
+    inst = ns.get("instrument")
+    devices = getattr(inst, "devices", {})
+    missing = unconnected_devices(devices.values(), CONNECT_TIMEOUT_S)
+    if missing:
+        print(f"beampod: warning: not connected after {CONNECT_TIMEOUT_S:g} s (they connect "
+              f"when their IOC answers; `beampod status` shows the IOCs): "
+              f"{'; '.join(missing)}", file=sys.stderr, flush=True)
+
+
+def wait_for_connection(devices: Iterable[Any], timeout: float) -> None:
+    """Wait until every device is connected; one error naming all that are not."""
+    missing = unconnected_devices(devices, timeout)
     if missing:
         raise BeampodError(
             "devices did not connect within "

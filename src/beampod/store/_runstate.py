@@ -23,6 +23,8 @@ from bluesky_tiled_plugins.writing.tiled_writer import (
 )
 from tiled.client.container import Container
 
+from beampod.store._ordered import SeqOrderedRunWriter
+
 Outcome = Literal["written", "duplicate"]
 
 # Rows are written when the sink flushes at the end of each batch, never because a
@@ -102,7 +104,7 @@ class RunState:
 
     @classmethod
     def new(cls, client: Container, uid: str) -> RunState:
-        writer = _RunWriter(client, batch_size=_NEVER)
+        writer = SeqOrderedRunWriter(client, batch_size=_NEVER)
         normalizer = _Normalizer()
         forward = _Forward(writer)
         normalizer.subscribe(forward)

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from beampod.bus import BadMessage, DocumentConsumer, Message, NatsConnection
-from beampod.errors import BusError, StoreError
+from beampod.bus import ORIGINAL_SEQ, BadMessage, DocumentConsumer, Message, NatsConnection
+from beampod.errors import BusError, BusUnavailableError, StoreError
 from beampod.store import BatchResult, Item, RunSink, StoreAccessError, TransientStoreError
 
 log = logging.getLogger("beampod.writer")
@@ -33,6 +33,8 @@ class WriterStats:
     duplicates: int = 0
     dead_lettered: int = 0
     retries: int = 0
+    bus_errors: int = 0  # the bus was lost, or could not be reached to re-open
+    resumed: int = 0  # the consumer was re-created at its ack floor
     last_batch_size: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -62,17 +64,46 @@ class Writer:
 
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
         await self._connect_sink()
-        consumer = DocumentConsumer(self._connection, self._instrument, durable=DURABLE,
-                                    ack_wait=60.0,
-                                    max_ack_pending=max(20_000, 4 * self._settings.max_batch))
-        async with consumer:
+        delay = self._settings.retry_initial_s
+        while not self._stop.is_set():
+            # A lost bus (server restarted, JetStream not answering) is waited out here,
+            # never a crash: re-opening the consumer resumes at its ack floor, so what
+            # was in hand when the link broke comes again, first and in order.
+            try:
+                consumer = await self._open_consumer()
+            except BusUnavailableError as exc:
+                self.stats.bus_errors += 1
+                log.warning("bus not reachable (%s); retrying in %.1f s", exc, delay)
+                await self._pause(delay)
+                delay = min(self._settings.retry_max_s, delay * 2)
+                continue
+            delay = self._settings.retry_initial_s
             if on_ready is not None:
                 on_ready()
-            while not self._stop.is_set():
-                batch = await consumer.fetch(self._settings.max_batch,
-                                             timeout=self._settings.max_wait_s)
-                if batch:
-                    await self._handle(consumer, batch)
+                on_ready = None
+            try:
+                await self._consume(consumer)
+            except BusUnavailableError as exc:
+                self.stats.bus_errors += 1
+                log.warning("lost the bus (%s); re-opening the consumer", exc)
+            finally:
+                await consumer.close()
+
+    async def _open_consumer(self) -> DocumentConsumer:
+        consumer = DocumentConsumer(self._connection, self._instrument, durable=DURABLE,
+                                    ack_wait=60.0, resume_at_ack_floor=True,
+                                    max_ack_pending=max(20_000, 4 * self._settings.max_batch))
+        await consumer.start()
+        if consumer.resumed_from is not None:
+            self.stats.resumed += 1
+        return consumer
+
+    async def _consume(self, consumer: DocumentConsumer) -> None:
+        while not self._stop.is_set():
+            batch = await consumer.fetch(self._settings.max_batch,
+                                         timeout=self._settings.max_wait_s)
+            if batch:
+                await self._handle(consumer, batch)
 
     async def _connect_sink(self) -> None:
         delay = self._settings.retry_initial_s
@@ -172,7 +203,7 @@ class Writer:
     async def _dead_letter(self, consumer: DocumentConsumer, m: Message | BadMessage,
                            reason: str) -> None:
         headers = m.headers
-        headers["Beampod-Original-Seq"] = str(m.seq)
+        headers[ORIGINAL_SEQ] = str(m.seq)
         await consumer.publish_dead_letter(m.data, reason, headers)
         await m.term()
         self.stats.dead_lettered += 1
