@@ -1,7 +1,8 @@
 """RunEngine speed bare vs with the DurablePublisher subscribed, side by side in one run.
 
 Starts a throw-away nats-server (tmp pod home, free ports), then alternates bare and
-published runs of ``count([det], N)`` so drift on the machine affects both alike.
+published runs of ``count([det], N)`` so drift on the machine affects both alike, for
+each publisher poll interval given (default: the old 2 ms and the current 50 ms).
 Prints events/s per repetition, the median ratio (target >= 0.95), and percentiles of
 the time spent inside the publisher callback per event document.
 
@@ -98,7 +99,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1000)
     ap.add_argument("--reps", type=int, default=12)
-    ap.add_argument("--poll-interval", type=float, default=0.002)
+    ap.add_argument("--poll-intervals", type=float, nargs="+", default=[0.002, 0.05],
+                    help="publisher poll intervals to compare (the default is 0.05 s)")
     ap.add_argument("--window", type=int, default=1024)
     args = ap.parse_args()
 
@@ -114,43 +116,47 @@ def main() -> None:
     proc = _start_nats(pod)
     try:
         bare_RE = RunEngine({})
-        pub_RE = RunEngine({})
-        publisher = DurablePublisher.from_pod(pod, poll_interval=args.poll_interval,
-                                              window=args.window)
-        timed = Timed(publisher)
-        pub_RE.subscribe(timed)
-        _run(bare_RE, 200)  # warm-up both paths (imports, connection)
-        _run(pub_RE, 200)
-        timed.samples.clear()
-        bare, published, ratios = [], [], []
+        configs = []
+        for interval in args.poll_intervals:
+            publisher = DurablePublisher.from_pod(pod, poll_interval=interval,
+                                                  window=args.window)
+            timed = Timed(publisher)
+            pub_RE = RunEngine({})
+            pub_RE.subscribe(timed)
+            _run(pub_RE, 200)  # warm-up (imports, connection)
+            timed.samples.clear()
+            configs.append((interval, publisher, timed, pub_RE, [], []))
+        _run(bare_RE, 200)
         for rep in range(args.reps):
-            # Alternate which goes first so warm-up or drift favours neither.
-            if rep % 2:
-                p = _run(pub_RE, args.events)
-                b = _run(bare_RE, args.events)
-            else:
-                b = _run(bare_RE, args.events)
-                p = _run(pub_RE, args.events)
-            bare.append(b)
-            published.append(p)
-            ratios.append(p / b)
-            print(f"rep {rep + 1}: bare {b:8.0f} ev/s   with publisher {p:8.0f} ev/s   "
-                  f"ratio {p / b:.3f}")
-        assert publisher.flush(30), publisher.status()
-        st = publisher.close()
-        q = statistics.quantiles(timed.samples, n=100)
+            line = [f"rep {rep + 1}:"]
+            for interval, _pub, _timed, pub_RE, bare, ratios in configs:
+                # Alternate which goes first so warm-up or drift favours neither.
+                if rep % 2:
+                    p = _run(pub_RE, args.events)
+                    b = _run(bare_RE, args.events)
+                else:
+                    b = _run(bare_RE, args.events)
+                    p = _run(pub_RE, args.events)
+                bare.append(b)
+                ratios.append(p / b)
+                line.append(f"poll {interval * 1e3:g} ms: {p:5.0f} ev/s (bare {b:5.0f}) "
+                            f"x{p / b:.3f}")
+            print("   ".join(line))
         load = " ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"\nmachine: {os.cpu_count()} CPUs, load average now {load} (timing is only "
               "comparable on a quiet machine)")
         print(f"events per run: {args.events}, repetitions: {args.reps}")
-        print(f"median bare {statistics.median(bare):.0f} ev/s, with publisher "
-              f"{statistics.median(published):.0f} ev/s")
-        print(f"ratio median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, "
-              f"max {max(ratios):.3f}); target >= 0.95")
-        print(f"publisher callback per event: p50 {q[49] / 1000:.1f} us, p90 {q[89] / 1000:.1f}"
-              f" us, p99 {q[98] / 1000:.1f} us, max {max(timed.samples) / 1000:.1f} us")
-        print(f"publisher status: acked {st.acked}, spooled {st.spooled}, "
-              f"rejected {st.rejected}")
+        for interval, publisher, timed, _re, bare, ratios in configs:
+            assert publisher.flush(30), publisher.status()
+            st = publisher.close()
+            q = statistics.quantiles(timed.samples, n=100)
+            print(f"poll interval {interval * 1e3:g} ms: ratio to bare median "
+                  f"{statistics.median(ratios):.3f} (min {min(ratios):.3f}, max "
+                  f"{max(ratios):.3f}; bare median {statistics.median(bare):.0f} ev/s); "
+                  f"target >= 0.95")
+            print(f"  callback per event: p50 {q[49] / 1000:.1f} us, p90 {q[89] / 1000:.1f} "
+                  f"us, p99 {q[98] / 1000:.1f} us, max {max(timed.samples) / 1000:.1f} us; "
+                  f"acked {st.acked}, spooled {st.spooled}, rejected {st.rejected}")
         _isolated(pod, 20_000)
     finally:
         proc.kill()

@@ -25,6 +25,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from nats.errors import Error as NatsError
+
+from beampod.bus._jsacks import AckTracker, Pending
 from beampod.bus._natsconf import NatsConnection
 from beampod.bus._pubstate import Item, SharedState
 from beampod.bus._spool import Spool, SpoolError
@@ -38,7 +41,7 @@ class _Entry:
     seq: int | None  # None: a record a previous process spooled
     msg_id: str
     data: bytes
-    future: asyncio.Future[Any]
+    ack: Pending
     sent_at: float
     spool_end: int | None  # drain entries: where the record ends in the spool
 
@@ -52,7 +55,7 @@ class EngineSettings:
     connect_timeout: float
     reconnect_min: float
     reconnect_max: float
-    poll_interval: float = 0.002
+    poll_interval: float = 0.05
 
 
 # How long after the last document the loop keeps polling instead of sleeping deeply.
@@ -70,7 +73,7 @@ class Engine:
                  settings: EngineSettings) -> None:
         self.state, self.conn, self.spool, self.cfg = state, conn, spool, settings
         self.nc: Any = None
-        self.js: Any = None
+        self.acks: AckTracker | None = None
         self.inflight: deque[_Entry] = deque()
         self.spool_seqs: deque[int | None] = deque([None] * spool.pending)
         self.drain_offset = spool.acked_offset
@@ -199,17 +202,17 @@ class Engine:
                                          disconnected_cb=on_lost, closed_cb=on_lost)
             this.append(nc)
         except BusError as exc:
-            if not self.outage:
-                self.outage = True
-                log.warning("%s: bus unreachable (%s); documents go to the local spool %s",
-                            st.instrument, exc, st.spool_path)
-            with st.cond:
-                st.last_error = str(exc)
-            self.next_connect = time.monotonic() + self.backoff
-            self.backoff = min(self.backoff * 2, self.cfg.reconnect_max)
+            self._connect_failed(str(exc))
             return
-        self.nc = nc
-        self.js = nc.jetstream(publish_async_max_pending=4 * self.cfg.window + 16)
+        acks = AckTracker(nc, self.cfg.subject, self.cfg.stream, self._acked)
+        try:
+            await acks.start()
+        except (OSError, TimeoutError, NatsError) as exc:
+            with contextlib.suppress(OSError, TimeoutError, NatsError):
+                await nc.close()
+            self._connect_failed(f"subscribing to acknowledgements: {exc}")
+            return
+        self.nc, self.acks = nc, acks
         self.broken = None
         self.backoff = self.cfg.reconnect_min
         self.drain_offset = self.spool.acked_offset
@@ -221,13 +224,28 @@ class Engine:
             log.info("%s: bus reachable; delivering %d spooled messages first",
                      st.instrument, self.spool.pending)
 
+    def _connect_failed(self, reason: str) -> None:
+        st = self.state
+        if not self.outage:
+            self.outage = True
+            log.warning("%s: bus unreachable (%s); documents go to the local spool %s",
+                        st.instrument, reason, st.spool_path)
+        with st.cond:
+            st.last_error = reason
+        self.next_connect = time.monotonic() + self.backoff
+        self.backoff = min(self.backoff * 2, self.cfg.reconnect_max)
+
+    def _acked(self) -> None:
+        if self.wakeup is not None:
+            self.wakeup.set()
+
     async def _fail(self, reason: str) -> None:
         st = self.state
         entries = list(self.inflight)
         self.inflight.clear()
-        for e in entries:
-            e.future.cancel()
-        nc, self.nc, self.js, self.broken = self.nc, None, None, None
+        if self.acks is not None:
+            self.acks.forget()
+        nc, self.nc, self.acks, self.broken = self.nc, None, None, None
         if nc is not None:
             # The connection is being thrown away; its errors do not matter.
             with contextlib.suppress(TimeoutError, OSError, ConnectionError, RuntimeError):
@@ -298,46 +316,34 @@ class Engine:
 
     async def _publish(self, seq: int | None, msg_id: str, data: bytes, spool_end: int | None
                        ) -> None:
-        from nats.errors import Error as NatsError
-
-        headers = {"Nats-Msg-Id": msg_id}
+        assert self.acks is not None
         try:
-            fut = await self.js.publish_async(self.cfg.subject, data, headers=headers,
-                                              stream=self.cfg.stream)
-        except NatsError as exc:
+            ack = await self.acks.publish(data, msg_id)
+        except (NatsError, OSError) as exc:
             raise _Retry(f"publish failed: {type(exc).__name__}: {exc}") from None
-        if self.wakeup is not None:
-            fut.add_done_callback(lambda _f: self.wakeup.set() if self.wakeup else None)
-        self.inflight.append(_Entry(seq, msg_id, data, fut, time.monotonic(), spool_end))
+        self.inflight.append(_Entry(seq, msg_id, data, ack, time.monotonic(), spool_end))
         self.state.in_flight = len(self.inflight)
 
     # -- acknowledgements ------------------------------------------------------------------
 
     def _collect(self) -> None:
-        from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
-
         st = self.state
         acked = dups = rejected = commits = 0
         last_seq: int | None = None
         commit_end: int | None = None
-        while self.inflight and self.inflight[0].future.done():
+        while self.inflight and self.inflight[0].ack.outcome is not None:
             e = self.inflight[0]
-            if e.future.cancelled():
-                raise _Retry("acknowledgement cancelled")
-            exc = e.future.exception()
-            if isinstance(exc, NoStreamResponseError | ServiceUnavailableError):
-                raise _Retry(f"bus cannot store messages yet ({type(exc).__name__})")
-            if isinstance(exc, APIError):
+            outcome, detail = e.ack.outcome, e.ack.detail
+            if outcome == "unavailable":
+                raise _Retry(f"bus cannot store messages yet ({detail})")
+            if outcome == "refused":
                 # Refused for good (e.g. larger than the stream allows): retrying would
                 # block every later document behind it.
-                log.error("%s: bus refused message %s: %s", st.instrument, e.msg_id,
-                          exc.description)
+                log.error("%s: bus refused message %s: %s", st.instrument, e.msg_id, detail)
                 rejected += 1
-            elif exc is not None:
-                raise _Retry(f"acknowledgement failed: {type(exc).__name__}: {exc}")
             else:
                 acked += 1
-                dups += bool(e.future.result().duplicate)
+                dups += outcome == "duplicate"
             self.inflight.popleft()
             if e.seq is not None:
                 last_seq = e.seq

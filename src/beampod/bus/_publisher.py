@@ -38,7 +38,7 @@ class DurablePublisher:
                  window: int = 1024, max_queue: int = 100_000, ack_timeout: float = 5.0,
                  stop_timeout: float = 5.0, connect_timeout: float = 1.0,
                  reconnect_wait: tuple[float, float] = (0.05, 2.0),
-                 poll_interval: float = 0.002, max_payload: int | None = None) -> None:
+                 poll_interval: float = 0.05, max_payload: int | None = None) -> None:
         if window < 1 or max_queue < 1:
             raise BusError("window and max_queue must be at least 1")
         self.instrument = instrument
