@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import sys
 import tempfile
 import threading
@@ -87,6 +88,7 @@ class _StoredProbe:
 
         self.db = open_catalog(pod)
         self.poll_s: list[float] = []
+        self.misses: collections.Counter[str] = collections.Counter()
 
     def newest(self) -> tuple[str | None, int]:
         t0 = time.monotonic()
@@ -94,7 +96,8 @@ class _StoredProbe:
             run = self.db[-1]
             uid = run.metadata["start"]["uid"]
             rows = len(run.base["primary"].base["internal"].read(columns=["seq_num"]))
-        except (KeyError, IndexError):
+        except (KeyError, IndexError) as exc:  # no run yet, or no event stream yet
+            self.misses[type(exc).__name__] += 1
             uid, rows = None, 0
         self.poll_s.append(time.monotonic() - t0)
         return uid, rows
@@ -147,7 +150,8 @@ def bench_latency(pod: Any, client: httpx.Client, n: int, stored: bool) -> None:
               f"p99 {_pct(vals, .99) * 1e3:7.1f} ms   (n={len(vals)})")
     if probe:
         print(f"  (one Tiled poll: p50 {_pct(probe.poll_s, .5) * 1e3:.1f} ms, "
-              f"p99 {_pct(probe.poll_s, .99) * 1e3:.1f} ms)")
+              f"p99 {_pct(probe.poll_s, .99) * 1e3:.1f} ms; {len(probe.poll_s)} polls, "
+              f"{dict(probe.misses)} before the row was there)")
 
 
 def bench_throughput(client: httpx.Client, n: int) -> None:

@@ -139,3 +139,49 @@ def _stream_messages(pod: LoadedPod) -> int:
             await nc.close()
 
     return asyncio.run(count())
+
+
+def test_db_reads_its_own_writes_in_one_line(pod: LoadedPod) -> None:
+    """``RE(...)`` then ``db[-1]`` at once, as in a script, while the writer is behind
+    (here: stopped until db says it waits): db[-1] waits for this session's run and
+    returns it complete, not the run before."""
+    home = pod.home.root
+    code = ("uids = RE(count([pinhole], 3)); db.wait_s = 120; r = db[-1];"
+            "print('SAME', r.metadata['start']['uid'] == uids[0]);"
+            "print('N', len(r.primary.read()['pinhole']));"
+            "print('STOP', r.metadata['stop']['exit_status'])")
+    beampod_cli(home, "service", "stop", "writer")
+    proc = subprocess.Popen([sys.executable, "-m", "beampod", "--home", str(home), "shell",
+                             "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stderr is not None
+        waiting = ""
+        for line in proc.stderr:  # until db says it waits (or the process ends)
+            waiting += line
+            if line.startswith("db: waiting for the writer to store run"):
+                break
+        assert "db: waiting for the writer" in waiting, waiting
+    finally:
+        beampod_cli(home, "service", "start", "writer")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert "SAME True" in out and "N 3" in out and "STOP success" in out, out
+
+
+def test_db_says_so_when_the_writer_is_down(pod: LoadedPod) -> None:
+    """With the writer stopped, db[-1] right after a run raises a clear error (instead of
+    returning the previous run); the run is stored once the writer is back."""
+    home = pod.home.root
+    beampod_cli(home, "service", "stop", "writer")
+    try:
+        code = ("uids = RE(count([pinhole], 2)); print('UID', uids[0]); db.wait_s = 2\n"
+                "db[-1]")
+        proc = beampod_cli(home, "shell", "-c", code, check=False)
+    finally:
+        beampod_cli(home, "service", "start", "writer")
+    assert proc.returncode != 0
+    assert "is not in the store after 2 s, so db[-1] would be an older run" in proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    uid = next(ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("UID "))
+    _wait_stored(pod, uid, 2)

@@ -1,8 +1,8 @@
 """The interactive session (bsui): RunEngine, namespace, shell, one-shot plans."""
 
+from beampod.session._db import LazyCatalog
 from beampod.session._engine import make_run_engine
 from beampod.session._namespace import (
-    LazyCatalog,
     build_namespace,
     has_display,
     make_best_effort_callback,

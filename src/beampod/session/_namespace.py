@@ -7,12 +7,12 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from beampod.config import LoadedPod
-from beampod.errors import StoreError
 from beampod.instrument import Instrument, apply_ca_client_env, load_instrument
+from beampod.session._db import LazyCatalog
 
 
 def has_display() -> bool:
@@ -94,8 +94,10 @@ def build_namespace(pod: LoadedPod, *, headless: bool, instrument: str | None = 
     RE = make_run_engine(pod, instrument)
     bec = make_best_effort_callback(headless=headless)
     RE.subscribe(bec)
+    db = LazyCatalog(pod, instrument)
+    RE.subscribe(db.observe)  # db[-1] waits for this session's newest run to be stored
     ns: dict[str, Any] = {
-        "RE": RE, "db": LazyCatalog(pod, instrument), "bp": bp, "bps": bps, "bpp": bpp, "bec": bec,
+        "RE": RE, "db": db, "bp": bp, "bps": bps, "bpp": bpp, "bec": bec,
         "pod": pod, "instrument": inst,
     }
     # Plans first, then devices: load_instrument guarantees the names do not clash.
@@ -104,50 +106,3 @@ def build_namespace(pod: LoadedPod, *, headless: bool, instrument: str | None = 
     if extras is not None:
         ns.update(extras(pod))
     return ns
-
-
-class LazyCatalog:
-    """``db``: the instrument's catalog, opened on first use (the store may start later
-    than the session). Without a data path it explains that instead of failing oddly."""
-
-    def __init__(self, pod: LoadedPod, instrument: str | None = None) -> None:
-        self._pod = pod
-        self._instrument = instrument
-        self._catalog: Any = None
-
-    def _opener(self) -> Any:
-        import beampod.store
-
-        return getattr(beampod.store, "open_catalog", None)
-
-    def _get(self) -> Any:
-        if self._catalog is None:
-            opener = self._opener()
-            if opener is None:
-                raise StoreError("the data path is not configured: this beampod has no "
-                                 "beampod.store.open_catalog, so db is not available")
-            args = (self._pod,) if self._instrument is None else (self._pod, self._instrument)
-            self._catalog = opener(*args)
-        return self._catalog
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._get()[key]
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._get(), name)
-
-    def __len__(self) -> int:
-        return len(self._get())
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._get())
-
-    def __repr__(self) -> str:
-        if self._catalog is not None:
-            return repr(self._catalog)
-        if self._opener() is None:
-            return "<db: the data path is not configured (no beampod.store.open_catalog)>"
-        name = self._instrument or self._pod.config.instrument_name
-        return f"<db: catalog of instrument {name!r}, opened on first use>"

@@ -77,12 +77,18 @@ class Catalog:
         return self._by_scan_id(int(key))
 
     def _recent(self, key: int) -> Any:
-        n = len(self._client)
-        if n == 0:
-            raise RunNotFoundError(f"no runs stored for instrument {self.instrument!r} yet")
-        if -key > n:
-            raise RunNotFoundError(f"db[{key}]: only {n} run(s) stored for {self.instrument!r}")
-        return self._client.values()[key]
+        # A negative index is one request sorted newest first. Not len() first: tiled's
+        # client caches a container's length for a second, so a catalog opened before a
+        # run was stored would say "no runs" (or miss the newest) for that long.
+        try:
+            return self._client.values()[key]
+        except IndexError:
+            n = len(self._client)
+            if n == 0:
+                raise RunNotFoundError(
+                    f"no runs stored for instrument {self.instrument!r} yet") from None
+            raise RunNotFoundError(
+                f"db[{key}]: only {n} run(s) stored for {self.instrument!r}") from None
 
     def _by_scan_id(self, scan_id: int) -> Any:
         from tiled.queries import Eq
