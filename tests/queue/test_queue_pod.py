@@ -108,6 +108,38 @@ def test_queue_server_plan_serves_posted_plans(qpod: RunningPod, rm: Any) -> Non
     assert last_history(rm)["result"]["exit_status"] == "completed"
 
 
+@pytest.mark.timeout(90)
+def test_queue_server_plan_pauses_on_one_ctrl_c_and_abort_stops_serving(
+        qpod: RunningPod, rm: Any) -> None:
+    """One Ctrl-C in bsui is a deferred pause: the serving loop must reach a checkpoint
+    (it did not, and waited forever); RE.abort() then ends it, autostart off."""
+    import threading
+
+    from bluesky import RunEngine
+    from bluesky.utils import RunEngineInterrupted
+
+    from beampod.queue import queue_server_plan
+
+    RE = RunEngine({}, context_managers=[])
+    serving = threading.Event()
+
+    def report(line: str) -> None:
+        if line.startswith("queue server: serving"):
+            serving.set()
+
+    def ctrl_c() -> None:
+        assert serving.wait(60), "queue_server_plan never started serving"
+        RE.request_pause(defer=True)  # what the first Ctrl-C does
+
+    threading.Thread(target=ctrl_c, daemon=True).start()
+    with pytest.raises(RunEngineInterrupted):
+        RE(queue_server_plan(qpod.pod, poll_s=0.1, report=report))
+    assert RE.state == "paused"
+    assert rm.status(reload=True)["queue_autostart_enabled"] is True
+    RE.abort()
+    assert rm.status(reload=True)["queue_autostart_enabled"] is False
+
+
 # -- auth --------------------------------------------------------------------------------
 
 

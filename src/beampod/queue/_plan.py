@@ -64,6 +64,9 @@ def queue_server_plan(pod: LoadedPod | None = None, *, until_empty: bool = False
             if (until_empty and not status["items_in_queue"]
                     and status["manager_state"] == "idle"):
                 return finished
+            # A checkpoint per poll: one Ctrl-C (a deferred pause) pauses here, then
+            # RE.abort()/RE.stop() end the plan and switch autostart off.
+            yield from bps.checkpoint()
             yield from bps.sleep(poll_s)
     finally:
         # Also on GeneratorExit (RE.abort/stop): stop pulling new plans off the queue.
