@@ -68,3 +68,11 @@ def pod(pod_home: PodHome) -> Iterator[LoadedPod]:
         for p in left:
             p.kill()
         assert not left, f"processes left behind by the pod: {[p.info for p in left]}"
+
+
+@pytest.fixture(scope="session")
+def pg_pod() -> Iterator[LoadedPod]:
+    """A whole demo pod with its store on the embedded PostgreSQL (``beampod up -d``)."""
+    from tests._pods import postgres_config, started_pod
+
+    yield from started_pod(postgres_config, prefix="beampod-pgpod-")

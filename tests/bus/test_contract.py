@@ -31,17 +31,13 @@ from beampod.bus import (
     run_uid_of,
 )
 from beampod.config import LoadedPod
+from tests._pods import free_port
 
 from ._docs import Doc, assert_docs_equal, run_plan
 from ._natsproc import NatsProcess
 
 pytestmark = pytest.mark.timeout(120)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_tcp(port: int, proc: subprocess.Popen[bytes], deadline_s: float = 15.0) -> None:
@@ -59,7 +55,7 @@ def _wait_tcp(port: int, proc: subprocess.Popen[bytes], deadline_s: float = 15.0
 
 @pytest.fixture
 def zmq_proxy() -> Iterator[tuple[str, str]]:
-    in_port, out_port = _free_port(), _free_port()
+    in_port, out_port = free_port(), free_port()
     exe = Path(sysconfig.get_path("scripts")) / "bluesky-0MQ-proxy"
     argv = [str(exe)] if exe.exists() else [sys.executable, "-m",
                                              "bluesky.commandline.zmq_proxy"]

@@ -1,56 +1,16 @@
-"""Pods for the cluster suite: a real pod per module, started with ``beampod up -d`` from
-a fresh home (``init --free-ports`` + an edited config.yaml), stopped with ``down``, and
-checked to leave no process behind.
-
-Homes are made with ``tempfile.mkdtemp`` rather than under pytest's tmp root: under
-root, the embedded PostgreSQL runs as an unprivileged user that must traverse the
-parents of its data directory, and every pytest session resets
-``/tmp/pytest-of-<user>`` to 0700.
-"""
+"""Fixtures of the cluster suite: pods per module come from ``tests._pods.started_pod``
+(a fresh home, an edited config, ``beampod up -d``, ``down``, nothing left behind)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from beampod.config import LoadedPod, PodHome, load_pod
-from tests.conftest import beampod_cli, processes_using
-from tests.datapath._helpers import Emitter, wait_for
-
-
-def started_pod(edit: Callable[[dict[str, Any]], None], prefix: str) -> Iterator[LoadedPod]:
-    """``beampod init --free-ports``, ``edit(config)``, ``beampod up -d``; on exit
-    ``beampod down`` and assert that nothing of the pod's home still runs."""
-    root = Path(tempfile.mkdtemp(prefix=prefix))
-    home = PodHome(root)
-    try:
-        beampod_cli(root, "init", "--free-ports")
-        cfg = yaml.safe_load(home.config_file.read_text())
-        edit(cfg)
-        home.config_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        beampod_cli(root, "config", "check")
-        try:
-            beampod_cli(root, "up", "-d")
-            yield load_pod(home)
-        finally:
-            beampod_cli(root, "down", check=False)
-            with contextlib.suppress(AssertionError):
-                wait_for(lambda: not processes_using(root), 20.0, "the pod's processes gone")
-            left = processes_using(root)
-            for p in left:
-                p.kill()
-            assert not left, f"processes left behind by the pod: {[p.info for p in left]}"
-    finally:
-        if not os.environ.get("BEAMPOD_TEST_KEEP_HOME"):  # keep logs to debug a failure
-            shutil.rmtree(root, ignore_errors=True)
+from tests.datapath._helpers import Emitter
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 
 from beampod.bus import NatsConnection, dead_letter_stream_name, nats_nodes
 from beampod.config import LoadedPod, stream_name
-from tests.cluster.conftest import started_pod
+from tests._pods import started_pod
 from tests.conftest import beampod_cli, processes_using
 from tests.datapath._helpers import (
     Emitter,

@@ -1,9 +1,10 @@
 """Fixtures of the data-path fault tests.
 
-They run against the session's real pod (``tests/conftest.py``: ``beampod up -d`` from a
-temporary home on free ports). Every test ends with the pod whole again (every service
-ready) and with no process of the pod's home outside the supervisor's tree: a session
-process or a stray service left behind fails the test.
+They run against the session's real pods (``tests/conftest.py``: ``beampod up -d`` from
+temporary homes on free ports), once with the store on SQLite and once on PostgreSQL.
+Every test ends with the pod whole again (every service ready) and with no process of
+the pod's home outside the supervisor's tree: a session process or a stray service left
+behind fails the test.
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ def emitters(pod: LoadedPod, tmp_path: Path) -> Iterator[list[Emitter]]:
     assert not alive, f"session processes still running at the end: {[e.tag for e in alive]}"
 
 
-@pytest.fixture
-def healthy_pod(pod: LoadedPod, emitters: list[Emitter]) -> Iterator[LoadedPod]:
-    """The session pod, checked whole before and after the test (nothing failed,
-    nothing leaked)."""
+@pytest.fixture(params=["sqlite", "postgres"])
+def healthy_pod(request: pytest.FixtureRequest, emitters: list[Emitter]) -> Iterator[LoadedPod]:
+    """The session's pod on each store backend (SQLite: ``pod``; PostgreSQL: ``pg_pod``),
+    checked whole before and after the test (nothing failed, nothing leaked)."""
+    pod: LoadedPod = request.getfixturevalue("pod" if request.param == "sqlite" else "pg_pod")
     wait_pod_ready(pod)
     yield pod
     # Whatever the test stopped must be back, and nothing may run outside the pod's tree.

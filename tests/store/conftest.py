@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from beampod.config import LoadedPod, PodHome, init_pod, load_pod
+from tests._pods import free_port
 
 START_DEADLINE_S = 90.0
 EXTRA_INSTRUMENT = "empty"
@@ -126,13 +127,6 @@ def tiled_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     stop_process(server.proc)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[Server]:
@@ -153,7 +147,7 @@ def pg_server() -> Iterator[Server]:
 def _pg_server(base: Path) -> Iterator[Server]:
     from beampod.services._svc_tiled import postgres_spec
 
-    pod = make_pod(base / "pod", postgres_port=_free_port())
+    pod = make_pod(base / "pod", postgres_port=free_port())
     spec = postgres_spec(pod)
     assert spec.prepare is not None
     spec.prepare()

@@ -1,0 +1,64 @@
+"""Whole pods for tests that need a non-default configuration: ``beampod init
+--free-ports``, an edited config.yaml, ``beampod up -d``; ``down`` at the end, checked to
+leave no process behind.
+
+Homes are made with ``tempfile.mkdtemp`` rather than under pytest's tmp root: under
+root, the embedded PostgreSQL runs as an unprivileged user that must traverse the
+parents of its data directory, and every pytest session resets
+``/tmp/pytest-of-<user>`` to 0700. ``BEAMPOD_TEST_KEEP_HOME=1`` keeps the homes (logs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from beampod.config import LoadedPod, PodHome, load_pod
+from tests.conftest import beampod_cli, processes_using
+from tests.datapath._helpers import wait_for
+
+
+def started_pod(edit: Callable[[dict[str, Any]], None], prefix: str) -> Iterator[LoadedPod]:
+    """``beampod init --free-ports``, ``edit(config)``, ``beampod up -d``; on exit
+    ``beampod down`` and assert that nothing of the pod's home still runs."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    home = PodHome(root)
+    try:
+        beampod_cli(root, "init", "--free-ports")
+        cfg = yaml.safe_load(home.config_file.read_text())
+        edit(cfg)
+        home.config_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        beampod_cli(root, "config", "check")
+        try:
+            beampod_cli(root, "up", "-d")
+            yield load_pod(home)
+        finally:
+            beampod_cli(root, "down", check=False)
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda: not processes_using(root), 20.0, "the pod's processes gone")
+            left = processes_using(root)
+            for p in left:
+                p.kill()
+            assert not left, f"processes left behind by the pod: {[p.info for p in left]}"
+    finally:
+        if not os.environ.get("BEAMPOD_TEST_KEEP_HOME"):  # keep logs to debug a failure
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def postgres_config(cfg: dict[str, Any]) -> None:
+    """The store on the embedded PostgreSQL (pgserver's binaries as the postgres service)."""
+    cfg["store"] = {"backend": "postgres", "port": free_port()}
