@@ -144,7 +144,6 @@ class DocumentConsumer:
         self._sub: Any = None
 
     async def start(self) -> DocumentConsumer:
-
         self._nc = await self.connection.connect()
         try:
             async with _bus_errors(f"opening consumer {self.durable!r}"):

@@ -57,7 +57,6 @@ def parse_puback(data: bytes, status: str | None = None) -> tuple[Outcome, str]:
 class Pending:
     """One published message waiting for its acknowledgement."""
 
-    token: int
     outcome: Outcome | None = None
     detail: str = ""
 
@@ -78,7 +77,7 @@ class AckTracker:
 
     async def publish(self, data: bytes, msg_id: str) -> Pending:
         self._next += 1
-        pending = self._pending[self._next] = Pending(self._next)
+        pending = self._pending[self._next] = Pending()
         await self._nc.publish(self._subject, data, reply=f"{self._prefix}{self._next}",
                                headers={"Nats-Msg-Id": msg_id,
                                         "Nats-Expected-Stream": self._stream})

@@ -287,4 +287,4 @@ class NatsConnection:
             return await asyncio.wait_for(client, max(5.0, 3 * connect_timeout))
         except (OSError, TimeoutError, NatsClientError) as exc:
             raise BusUnavailableError(f"cannot connect to NATS at {', '.join(self.servers)}: "
-                           f"{type(exc).__name__}: {exc}") from None
+                                      f"{type(exc).__name__}: {exc}") from None

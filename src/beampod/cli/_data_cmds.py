@@ -101,16 +101,18 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     seen = 0
 
-    def skipped(seq: int, reason: str) -> None:
-        # Counted in -n: it is a message of the stream, just not a document.
+    def counted() -> None:
+        # -n counts stream messages: documents and the ones that are not documents.
         nonlocal seen
         seen += 1
-        print(f"skipped stream message {seq}: {reason}", file=sys.stderr, flush=True)
         if args.max and seen >= args.max:
             raise _Enough
 
+    def skipped(seq: int, reason: str) -> None:
+        print(f"skipped stream message {seq}: {reason}", file=sys.stderr, flush=True)
+        counted()
+
     async def go() -> None:
-        nonlocal seen
         with contextlib.suppress(_Enough):
             async for name, doc in tail(conn, instrument, from_start=args.from_start,
                                         on_ready=ready, on_skip=skipped):
@@ -120,9 +122,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
                     print(json.dumps([name, doc], default=_jsonable), flush=True)
                 else:
                     print(_summary(name, doc), flush=True)
-                seen += 1
-                if args.max and seen >= args.max:
-                    return
+                counted()
 
     def ready() -> None:
         # On stderr, so that stdout stays pure documents (JSON lines); printed once the

@@ -34,7 +34,6 @@ class WriterStats:
     dead_lettered: int = 0
     retries: int = 0
     bus_errors: int = 0  # the bus was lost, or could not be reached to re-open
-    resumed: int = 0  # the consumer was re-created at its ack floor
     last_batch_size: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -94,8 +93,6 @@ class Writer:
                                     ack_wait=60.0, resume_at_ack_floor=True,
                                     max_ack_pending=max(20_000, 4 * self._settings.max_batch))
         await consumer.start()
-        if consumer.resumed_from is not None:
-            self.stats.resumed += 1
         return consumer
 
     async def _consume(self, consumer: DocumentConsumer) -> None:
