@@ -20,8 +20,10 @@ def machine() -> str:
     except OSError:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
-    return (f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, "
-            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
+    return (
+        f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -34,9 +36,11 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def summary(values: Sequence[float], unit: str = "ms") -> str:
-    return (f"n={len(values)} p50={percentile(values, 50):.2f}{unit} "
-            f"p90={percentile(values, 90):.2f}{unit} p99={percentile(values, 99):.2f}{unit} "
-            f"max={max(values):.2f}{unit} mean={statistics.fmean(values):.2f}{unit}")
+    return (
+        f"n={len(values)} p50={percentile(values, 50):.2f}{unit} "
+        f"p90={percentile(values, 90):.2f}{unit} p99={percentile(values, 99):.2f}{unit} "
+        f"max={max(values):.2f}{unit} mean={statistics.fmean(values):.2f}{unit}"
+    )
 
 
 def load_average() -> str:

@@ -34,10 +34,17 @@ def _pct(values: list[float], q: float) -> float:
 
 def _report(label: str, seconds: list[float]) -> dict[str, float]:
     ms = [s * 1000 for s in seconds]
-    out = {"n": len(ms), "p50": _pct(ms, 50), "p99": _pct(ms, 99), "mean": statistics.mean(ms),
-           "max": max(ms)}
-    print(f"{label:<28} n={out['n']:5d}  p50={out['p50']:6.2f} ms  p99={out['p99']:6.2f} ms  "
-          f"mean={out['mean']:6.2f} ms  max={out['max']:7.2f} ms")
+    out = {
+        "n": len(ms),
+        "p50": _pct(ms, 50),
+        "p99": _pct(ms, 99),
+        "mean": statistics.mean(ms),
+        "max": max(ms),
+    }
+    print(
+        f"{label:<28} n={out['n']:5d}  p50={out['p50']:6.2f} ms  p99={out['p99']:6.2f} ms  "
+        f"mean={out['mean']:6.2f} ms  max={out['max']:7.2f} ms"
+    )
     return out
 
 
@@ -61,8 +68,9 @@ def bench_plan(pod: Any, transport: str, decisions: int) -> list[float]:
 
     re.subscribe(on_doc)
     re.msg_hook = hook
-    to_brains, from_brains = make_brains(pod, reply_transport=transport, mode="per_event",
-                                         deadline_s=5)
+    to_brains, from_brains = make_brains(
+        pod, reply_transport=transport, mode="per_event", deadline_s=5
+    )
     try:
         re(adaptive_plan([det], {motor: 0}, to_brains=to_brains, from_brains=from_brains))
     finally:
@@ -82,9 +90,12 @@ def bench_client(pod: Any, transport: str, decisions: int) -> list[float]:
     try:
         client.start()
         for seq in range(decisions):
-            req = Request(plan="bench-" + client.client_id, seq=seq,
-                          batch=(Observation({"motor": x}, {"det": 1.0}),),
-                          reply_to=client.reply_to)
+            req = Request(
+                plan="bench-" + client.client_id,
+                seq=seq,
+                batch=(Observation({"motor": x}, {"det": 1.0}),),
+                reply_to=client.reply_to,
+            )
             t0 = time.perf_counter()
             reply = client.submit(req).result(5)
             out.append(time.perf_counter() - t0)
@@ -127,16 +138,19 @@ def main() -> int:
             results = {}
             for transport in ("nats", "redis"):
                 results[f"plan/{transport}"] = _report(
-                    f"plan round trip ({transport})", bench_plan(pod, transport, n))
+                    f"plan round trip ({transport})", bench_plan(pod, transport, n)
+                )
                 results[f"client/{transport}"] = _report(
-                    f"request/reply ({transport})", bench_client(pod, transport, n))
+                    f"request/reply ({transport})", bench_client(pod, transport, n)
+                )
         finally:
             call(sup.stop())
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)
     ok = results["plan/nats"]["p50"] <= 5 and results["plan/nats"]["p99"] <= 50
-    print(f"target (plan round trip over NATS) p50 <= 5 ms, p99 <= 50 ms: "
-          f"{'MET' if ok else 'MISSED'}")
+    print(
+        f"target (plan round trip over NATS) p50 <= 5 ms, p99 <= 50 ms: {'MET' if ok else 'MISSED'}"
+    )
     return 0 if ok else 1
 
 

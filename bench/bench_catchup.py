@@ -41,8 +41,12 @@ PY_SPY = str(Path(sys.executable).with_name("py-spy"))
 
 
 def beampod(home: Path, *args: str, timeout: float = 400) -> str:
-    proc = subprocess.run([sys.executable, "-m", "beampod", "--home", str(home), *args],
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "beampod", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"beampod {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
@@ -62,20 +66,52 @@ def run_documents(n: int) -> list[tuple[str, dict[str, Any]]]:
     key = {"dtype": "number", "shape": [], "precision": 3}
     docs: list[tuple[str, dict[str, Any]]] = [
         ("start", {"uid": run, "time": now, "plan_name": "bench_catchup", "scan_id": 1}),
-        ("descriptor", {"uid": desc, "run_start": run, "time": now, "name": "primary",
-                        "data_keys": {"det": {**key, "source": "SIM:det", "object_name": "det"},
-                                      "motor": {**key, "source": "SIM:motor",
-                                                "object_name": "motor"}},
-                        "configuration": {}, "hints": {}, "object_keys": {}}),
+        (
+            "descriptor",
+            {
+                "uid": desc,
+                "run_start": run,
+                "time": now,
+                "name": "primary",
+                "data_keys": {
+                    "det": {**key, "source": "SIM:det", "object_name": "det"},
+                    "motor": {**key, "source": "SIM:motor", "object_name": "motor"},
+                },
+                "configuration": {},
+                "hints": {},
+                "object_keys": {},
+            },
+        ),
     ]
     for i in range(n):
         t = now + i * 1e-3
-        docs.append(("event", {"uid": str(uuid.uuid4()), "descriptor": desc, "seq_num": i + 1,
-                               "time": t, "data": {"det": float(i % 97), "motor": i * 0.01},
-                               "timestamps": {"det": t, "motor": t}, "filled": {}}))
-    docs.append(("stop", {"uid": str(uuid.uuid4()), "run_start": run, "time": now + n * 1e-3,
-                          "exit_status": "success", "reason": "",
-                          "num_events": {"primary": n}}))
+        docs.append(
+            (
+                "event",
+                {
+                    "uid": str(uuid.uuid4()),
+                    "descriptor": desc,
+                    "seq_num": i + 1,
+                    "time": t,
+                    "data": {"det": float(i % 97), "motor": i * 0.01},
+                    "timestamps": {"det": t, "motor": t},
+                    "filled": {},
+                },
+            )
+        )
+    docs.append(
+        (
+            "stop",
+            {
+                "uid": str(uuid.uuid4()),
+                "run_start": run,
+                "time": now + n * 1e-3,
+                "exit_status": "success",
+                "reason": "",
+                "num_events": {"primary": n},
+            },
+        )
+    )
     return docs
 
 
@@ -110,15 +146,41 @@ async def _last_seq(pod: Any) -> int:
 
 def profile(pid: int, seconds: float, label: str, out_dir: Path) -> subprocess.Popen[bytes]:
     out = out_dir / f"{label}.txt"
-    return subprocess.Popen([PY_SPY, "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                             "--rate", "50", "--format", "raw", "--nonblocking",
-                             "-o", str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            PY_SPY,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            "50",
+            "--format",
+            "raw",
+            "--nonblocking",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
-_PLUMBING = {"<frozen runpy>", "base_events.py", "runners.py", "events.py", "threading.py",
-             "thread.py", "_compat.py", "main.py", "server.py", "__main__.py", "_server.py",
-             "<frozen abc>"}
+_PLUMBING = {
+    "<frozen runpy>",
+    "base_events.py",
+    "runners.py",
+    "events.py",
+    "threading.py",
+    "thread.py",
+    "_compat.py",
+    "main.py",
+    "server.py",
+    "__main__.py",
+    "_server.py",
+    "<frozen abc>",
+}
 
 
 def print_profile(path: Path, top: int = 16) -> None:
@@ -181,9 +243,12 @@ def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict
         assert st.acked == len(docs) and not st.rejected, st
         last = asyncio.run(_last_seq(pod))
         floor0, pending0, _ = asyncio.run(_consumer_state(pod))
-        print(f"[{backend}] backlog: {len(docs)} messages ({args.events} events) published "
-              f"and acked in {t_pub:.1f} s ({len(docs) / t_pub:.0f} msg/s); writer consumer "
-              f"pending {pending0}, ack floor {floor0}, stream last seq {last}", flush=True)
+        print(
+            f"[{backend}] backlog: {len(docs)} messages ({args.events} events) published "
+            f"and acked in {t_pub:.1f} s ({len(docs) / t_pub:.0f} msg/s); writer consumer "
+            f"pending {pending0}, ack floor {floor0}, stream last seq {last}",
+            flush=True,
+        )
 
         t_start = time.monotonic()
         beampod(home, "service", "start", "writer")
@@ -199,8 +264,14 @@ def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict
                 if args.profile:
                     svcs = status(home)["services"]
                     for label in ("writer", "tiled"):
-                        profilers.append((label, profile(
-                            svcs[label]["pid"], args.profile, f"{backend}-{label}", workdir)))
+                        profilers.append(
+                            (
+                                label,
+                                profile(
+                                    svcs[label]["pid"], args.profile, f"{backend}-{label}", workdir
+                                ),
+                            )
+                        )
             if t_ready is None:
                 svc = status(home)["services"]["writer"]
                 if svc["state"] == "ready":
@@ -208,8 +279,10 @@ def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict
             if floor >= last and pending == 0 and ack_pending == 0:
                 break
             if now - t_start > args.timeout:
-                raise SystemExit(f"[{backend}] catch-up not done after {args.timeout} s "
-                                 f"(ack floor {floor} of {last})")
+                raise SystemExit(
+                    f"[{backend}] catch-up not done after {args.timeout} s "
+                    f"(ack floor {floor} of {last})"
+                )
             time.sleep(0.1)  # polling interval
         t_done = time.monotonic()
         for _, p in profilers:
@@ -226,14 +299,20 @@ def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict
         t_hi = next(t for t, f in samples if f >= hi)
         mid = 0.8 * args.events / (t_hi - t_lo) if t_hi > t_lo else float("nan")
         res = {"wall": args.events / wall, "drain": args.events / drain, "mid": mid}
-        print(f"[{backend}] writer: `service start` -> ready "
-              f"{(t_ready or t_done) - t_start:.1f} s, -> first ack "
-              f"{(t_first or t_done) - t_start:.1f} s, -> all {args.events} stored "
-              f"{wall:.1f} s", flush=True)
-        print(f"[{backend}] catch-up: {res['drain']:.0f} events/s from first ack to last "
-              f"({drain:.1f} s); middle 80%: {mid:.0f} events/s; including writer start-up: "
-              f"{res['wall']:.0f} events/s; Tiled holds {rows} rows + stop (target >= 10,000 "
-              "events/s)", flush=True)
+        print(
+            f"[{backend}] writer: `service start` -> ready "
+            f"{(t_ready or t_done) - t_start:.1f} s, -> first ack "
+            f"{(t_first or t_done) - t_start:.1f} s, -> all {args.events} stored "
+            f"{wall:.1f} s",
+            flush=True,
+        )
+        print(
+            f"[{backend}] catch-up: {res['drain']:.0f} events/s from first ack to last "
+            f"({drain:.1f} s); middle 80%: {mid:.0f} events/s; including writer start-up: "
+            f"{res['wall']:.0f} events/s; Tiled holds {rows} rows + stop (target >= 10,000 "
+            "events/s)",
+            flush=True,
+        )
         for label, _ in profilers:
             print(f"[{backend}] py-spy {label} ({args.profile:.0f} s of the drain):")
             print_profile(workdir / f"{backend}-{label}.txt")
@@ -245,8 +324,9 @@ def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=100_000)
-    ap.add_argument("--backends", nargs="+", default=["sqlite", "postgres"],
-                    choices=["sqlite", "postgres"])
+    ap.add_argument(
+        "--backends", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"]
+    )
     ap.add_argument("--profile", type=float, default=0.0)
     ap.add_argument("--timeout", type=float, default=900.0)
     args = ap.parse_args()
@@ -256,8 +336,10 @@ def main() -> None:
     results = {b: bench_backend(b, args, workdir) for b in args.backends}
     print(f"\nsummary ({args.events} events; load average at end {load_average()}):")
     for b, r in results.items():
-        print(f"  {b:9} drain {r['drain']:7.0f} ev/s   middle-80% {r['mid']:7.0f} ev/s   "
-              f"incl. writer start-up {r['wall']:7.0f} ev/s")
+        print(
+            f"  {b:9} drain {r['drain']:7.0f} ev/s   middle-80% {r['mid']:7.0f} ev/s   "
+            f"incl. writer start-up {r['wall']:7.0f} ev/s"
+        )
 
 
 if __name__ == "__main__":

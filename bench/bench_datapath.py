@@ -50,8 +50,12 @@ from _common import load_average, machine, percentile, summary
 
 
 def beampod(home: Path, *args: str, timeout: float = 300) -> str:
-    proc = subprocess.run([sys.executable, "-m", "beampod", "--home", str(home), *args],
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "beampod", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"beampod {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
@@ -135,16 +139,24 @@ def speed(pod: Any, args: argparse.Namespace) -> dict[str, list[float]]:
     pairs(configs, "[pod running]")
     assert pub.flush(120), pub.status()
     st = pub.close()
-    print(f"\npublisher after the speed runs: acked {st.acked}, spooled {st.spooled}, "
-          f"rejected {st.rejected}, duplicates {st.duplicates}")
-    print("\nRunEngine events/s, count([det], N); ratio = config / bare run of the same N "
-          "measured next to it")
-    print(f"  {'config':28} {'N':>6} {'median ev/s':>12} {'ratio median':>13} "
-          f"{'ratio min':>10} {'ratio max':>10}")
+    print(
+        f"\npublisher after the speed runs: acked {st.acked}, spooled {st.spooled}, "
+        f"rejected {st.rejected}, duplicates {st.duplicates}"
+    )
+    print(
+        "\nRunEngine events/s, count([det], N); ratio = config / bare run of the same N "
+        "measured next to it"
+    )
+    print(
+        f"  {'config':28} {'N':>6} {'median ev/s':>12} {'ratio median':>13} "
+        f"{'ratio min':>10} {'ratio max':>10}"
+    )
     print(f"  {'bare':28} {'':>6} {statistics.median(rates['bare']):12.0f}")
     for name, rs in ratios.items():
-        print(f"  {name:28} {sizes[name]:6d} {statistics.median(rates[name]):12.0f} "
-              f"{statistics.median(rs):13.3f} {min(rs):10.3f} {max(rs):10.3f}")
+        print(
+            f"  {name:28} {sizes[name]:6d} {statistics.median(rates[name]):12.0f} "
+            f"{statistics.median(rs):13.3f} {min(rs):10.3f} {max(rs):10.3f}"
+        )
     print("  target: publisher ratio >= 0.95")
     return ratios
 
@@ -157,8 +169,7 @@ async def _writer_idle(pod: Any) -> bool:
 
     nc = await NatsConnection.from_pod(pod, admin=True, name="bench").connect(reconnect=False)
     try:
-        info = await nc.jetstream().consumer_info(stream_name(pod.config.instrument_name),
-                                                  DURABLE)
+        info = await nc.jetstream().consumer_info(stream_name(pod.config.instrument_name), DURABLE)
         return info.num_pending == 0 and info.num_ack_pending == 0
     finally:
         await nc.close()
@@ -231,7 +242,8 @@ class _AckWatcher(threading.Thread):
         from beampod.writer._loop import DURABLE
 
         nc = await NatsConnection.from_pod(self.pod, admin=True, name="bench-acks").connect(
-            reconnect=False)
+            reconnect=False
+        )
         try:
             js = nc.jetstream()
             stream = stream_name(self.pod.config.instrument_name)
@@ -285,19 +297,25 @@ def latency(pod: Any, args: argparse.Namespace) -> None:
     assert pub.flush(60)
     acked_all: list[float] = []
     tiled_all: list[float] = []
-    print(f"\nevent emitted -> stored and readable through Tiled (publisher -> NATS -> writer "
-          f"-> Tiled), count([det], {args.latency_events}) at full speed, "
-          f"{args.latency_reps} runs")
-    print("  'acked': the writer acknowledged the event's message, which it does only after "
-          "Tiled stored it (consumer ack floor polled every 10 ms)")
-    print(f"  'tiled': a Tiled client polling the run's event table (pause "
-          f"{args.reader_pause * 1000:.0f} ms between polls) first returned the row; upper "
-          "bound: end of that poll")
+    print(
+        f"\nevent emitted -> stored and readable through Tiled (publisher -> NATS -> writer "
+        f"-> Tiled), count([det], {args.latency_events}) at full speed, "
+        f"{args.latency_reps} runs"
+    )
+    print(
+        "  'acked': the writer acknowledged the event's message, which it does only after "
+        "Tiled stored it (consumer ack floor polled every 10 ms)"
+    )
+    print(
+        f"  'tiled': a Tiled client polling the run's event table (pause "
+        f"{args.reader_pause * 1000:.0f} ms between polls) first returned the row; upper "
+        "bound: end of that poll"
+    )
     for rep in range(args.latency_reps):
         emitted.clear()
         uid_box.clear()
         base = asyncio.run(_stream_last_seq(pod))  # the run's messages follow: start,
-        acks = _AckWatcher(pod)                     # descriptor, events, stop
+        acks = _AckWatcher(pod)  # descriptor, events, stop
         reader = _Reader(pod, uid_box, args.latency_events, args.reader_pause)
         acks.start()
         reader.start()
@@ -305,8 +323,11 @@ def latency(pod: Any, args: argparse.Namespace) -> None:
         reader.join(300)
         # Until the writer has acknowledged the whole run (start .. stop).
         t_end = time.monotonic() + 120
-        while (not acks.samples or acks.samples[-1][1] < base + args.latency_events + 3) \
-                and time.monotonic() < t_end and acks.is_alive():
+        while (
+            (not acks.samples or acks.samples[-1][1] < base + args.latency_events + 3)
+            and time.monotonic() < t_end
+            and acks.is_alive()
+        ):
             time.sleep(0.05)
         acks.stop.set()
         acks.join(30)
@@ -328,23 +349,32 @@ def latency(pod: Any, args: argparse.Namespace) -> None:
         acked_all += acked
         tiled_all += tiled
         durations = [(end - t0) * 1000 for t0, end, _ in reader.polls]
-        print(f"  run {rep + 1}: RunEngine {rate:.0f} ev/s\n"
-              f"    acked: {summary(acked)}\n"
-              f"    tiled: {summary(tiled)}\n"
-              f"    tiled, second half of the run: {summary(tiled[len(tiled) // 2:])}\n"
-              f"    Tiled poll duration: {summary(durations)}; polls that missed an acked "
-              f"event: {inconsistent}", flush=True)
+        print(
+            f"  run {rep + 1}: RunEngine {rate:.0f} ev/s\n"
+            f"    acked: {summary(acked)}\n"
+            f"    tiled: {summary(tiled)}\n"
+            f"    tiled, second half of the run: {summary(tiled[len(tiled) // 2 :])}\n"
+            f"    Tiled poll duration: {summary(durations)}; polls that missed an acked "
+            f"event: {inconsistent}",
+            flush=True,
+        )
     pub.close()
-    print(f"  all runs, acked: p50 {percentile(acked_all, 50):.0f} ms, p99 "
-          f"{percentile(acked_all, 99):.0f} ms; tiled: p50 {percentile(tiled_all, 50):.0f} ms, "
-          f"p99 {percentile(tiled_all, 99):.0f} ms (target p50 <= 200, p99 <= 1000)")
+    print(
+        f"  all runs, acked: p50 {percentile(acked_all, 50):.0f} ms, p99 "
+        f"{percentile(acked_all, 99):.0f} ms; tiled: p50 {percentile(tiled_all, 50):.0f} ms, "
+        f"p99 {percentile(tiled_all, 99):.0f} ms (target p50 <= 200, p99 <= 1000)"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1000)
-    ap.add_argument("--tw1-events", type=int, default=100,
-                    help="events per run with TiledWriter(batch_size=1) (it is slow)")
+    ap.add_argument(
+        "--tw1-events",
+        type=int,
+        default=100,
+        help="events per run with TiledWriter(batch_size=1) (it is slow)",
+    )
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--latency-events", type=int, default=2000)
     ap.add_argument("--latency-reps", type=int, default=3)

@@ -27,8 +27,11 @@ def _start_nats(pod: Any) -> subprocess.Popen[bytes]:
     from beampod.bus import ensure_streams_sync, nats_server_binary, write_nats_config
 
     conf = write_nats_config(pod)
-    proc = subprocess.Popen([nats_server_binary(), "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [nats_server_binary(), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{pod.config.bus.monitor_port}/healthz?js-enabled-only=true"
     deadline = time.monotonic() + 20
     while True:
@@ -74,14 +77,19 @@ def _isolated(pod: Any, n: int) -> None:
 
     pub = DurablePublisher.from_pod(pod)
     pub("start", {"uid": "bench-run", "time": 0.0})
-    pub("descriptor", {"uid": "bench-desc", "run_start": "bench-run", "time": 0.0,
-                       "data_keys": {}})
+    pub("descriptor", {"uid": "bench-desc", "run_start": "bench-run", "time": 0.0, "data_keys": {}})
     samples = []
     t0 = time.perf_counter()
     for i in range(n):
-        doc = {"uid": f"e{i}", "descriptor": "bench-desc", "seq_num": i + 1, "time": 0.0,
-               "data": {"det": 1.0, "motor": float(i)}, "timestamps": {"det": 0.0,
-               "motor": 0.0}, "filled": {}}
+        doc = {
+            "uid": f"e{i}",
+            "descriptor": "bench-desc",
+            "seq_num": i + 1,
+            "time": 0.0,
+            "data": {"det": 1.0, "motor": float(i)},
+            "timestamps": {"det": 0.0, "motor": 0.0},
+            "filled": {},
+        }
         c0 = time.perf_counter_ns()
         pub("event", doc)
         samples.append(time.perf_counter_ns() - c0)
@@ -90,17 +98,24 @@ def _isolated(pod: Any, n: int) -> None:
     t_acked = time.perf_counter() - t0
     pub.close()
     q = statistics.quantiles(samples, n=100)
-    print(f"\nisolated callback ({n} events): p50 {q[49] / 1000:.1f} us, p90 "
-          f"{q[89] / 1000:.1f} us, p99 {q[98] / 1000:.1f} us; {n / t_calls:.0f} calls/s; "
-          f"all acknowledged at {n / t_acked:.0f} events/s end to end")
+    print(
+        f"\nisolated callback ({n} events): p50 {q[49] / 1000:.1f} us, p90 "
+        f"{q[89] / 1000:.1f} us, p99 {q[98] / 1000:.1f} us; {n / t_calls:.0f} calls/s; "
+        f"all acknowledged at {n / t_acked:.0f} events/s end to end"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1000)
     ap.add_argument("--reps", type=int, default=12)
-    ap.add_argument("--poll-intervals", type=float, nargs="+", default=[0.002, 0.05],
-                    help="publisher poll intervals to compare (the default is 0.05 s)")
+    ap.add_argument(
+        "--poll-intervals",
+        type=float,
+        nargs="+",
+        default=[0.002, 0.05],
+        help="publisher poll intervals to compare (the default is 0.05 s)",
+    )
     ap.add_argument("--window", type=int, default=1024)
     args = ap.parse_args()
 
@@ -118,8 +133,7 @@ def main() -> None:
         bare_RE = RunEngine({})
         configs = []
         for interval in args.poll_intervals:
-            publisher = DurablePublisher.from_pod(pod, poll_interval=interval,
-                                                  window=args.window)
+            publisher = DurablePublisher.from_pod(pod, poll_interval=interval, window=args.window)
             timed = Timed(publisher)
             pub_RE = RunEngine({})
             pub_RE.subscribe(timed)
@@ -139,24 +153,31 @@ def main() -> None:
                     p = _run(pub_RE, args.events)
                 bare.append(b)
                 ratios.append(p / b)
-                line.append(f"poll {interval * 1e3:g} ms: {p:5.0f} ev/s (bare {b:5.0f}) "
-                            f"x{p / b:.3f}")
+                line.append(
+                    f"poll {interval * 1e3:g} ms: {p:5.0f} ev/s (bare {b:5.0f}) x{p / b:.3f}"
+                )
             print("   ".join(line))
         load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        print(f"\nmachine: {os.cpu_count()} CPUs, load average now {load} (timing is only "
-              "comparable on a quiet machine)")
+        print(
+            f"\nmachine: {os.cpu_count()} CPUs, load average now {load} (timing is only "
+            "comparable on a quiet machine)"
+        )
         print(f"events per run: {args.events}, repetitions: {args.reps}")
         for interval, publisher, timed, _re, bare, ratios in configs:
             assert publisher.flush(30), publisher.status()
             st = publisher.close()
             q = statistics.quantiles(timed.samples, n=100)
-            print(f"poll interval {interval * 1e3:g} ms: ratio to bare median "
-                  f"{statistics.median(ratios):.3f} (min {min(ratios):.3f}, max "
-                  f"{max(ratios):.3f}; bare median {statistics.median(bare):.0f} ev/s); "
-                  f"target >= 0.95")
-            print(f"  callback per event: p50 {q[49] / 1000:.1f} us, p90 {q[89] / 1000:.1f} "
-                  f"us, p99 {q[98] / 1000:.1f} us, max {max(timed.samples) / 1000:.1f} us; "
-                  f"acked {st.acked}, spooled {st.spooled}, rejected {st.rejected}")
+            print(
+                f"poll interval {interval * 1e3:g} ms: ratio to bare median "
+                f"{statistics.median(ratios):.3f} (min {min(ratios):.3f}, max "
+                f"{max(ratios):.3f}; bare median {statistics.median(bare):.0f} ev/s); "
+                f"target >= 0.95"
+            )
+            print(
+                f"  callback per event: p50 {q[49] / 1000:.1f} us, p90 {q[89] / 1000:.1f} "
+                f"us, p99 {q[98] / 1000:.1f} us, max {max(timed.samples) / 1000:.1f} us; "
+                f"acked {st.acked}, spooled {st.spooled}, rejected {st.rejected}"
+            )
         _isolated(pod, 20_000)
     finally:
         proc.kill()

@@ -48,8 +48,11 @@ def _start(root: Path, bare_re: bool) -> tuple[Any, Any, Any, threading.Thread]:
     home = PodHome(root)
     init_pod(home, free_ports=True)
     pod = load_pod(home)
-    specs = (redis_specs(pod) + ioc_specs(pod)
-             + queue_specs(pod, run_engine_factory="" if bare_re else SESSION_RE_FACTORY))
+    specs = (
+        redis_specs(pod)
+        + ioc_specs(pod)
+        + queue_specs(pod, run_engine_factory="" if bare_re else SESSION_RE_FACTORY)
+    )
     ready, box = threading.Event(), {}
 
     async def main() -> None:
@@ -134,8 +137,11 @@ def bench_latency(pod: Any, client: httpx.Client, n: int, stored: bool) -> None:
     client.post("/api/queue/autostart", json={"enable": False}).raise_for_status()
     history = {i["item_uid"]: i for i in client.get("/api/history/get").json()["items"]}
     journal = _journal_by_uid(pod)
-    rows: dict[str, list[float]] = {"POST answered": [], "-> plan start (start doc)": [],
-                                    "-> first event emitted": []}
+    rows: dict[str, list[float]] = {
+        "POST answered": [],
+        "-> plan start (start doc)": [],
+        "-> first event emitted": [],
+    }
     if probe:
         rows["-> first event readable in Tiled"] = []
     for t0, t_ack, uid, t_stored in submitted:
@@ -146,12 +152,16 @@ def bench_latency(pod: Any, client: httpx.Client, n: int, stored: bool) -> None:
         if t_stored is not None:
             rows["-> first event readable in Tiled"].append(t_stored - t0)
     for label, vals in rows.items():
-        print(f"  {label:34s} p50 {_pct(vals, .5) * 1e3:7.1f} ms   "
-              f"p99 {_pct(vals, .99) * 1e3:7.1f} ms   (n={len(vals)})")
+        print(
+            f"  {label:34s} p50 {_pct(vals, 0.5) * 1e3:7.1f} ms   "
+            f"p99 {_pct(vals, 0.99) * 1e3:7.1f} ms   (n={len(vals)})"
+        )
     if probe:
-        print(f"  (one Tiled poll: p50 {_pct(probe.poll_s, .5) * 1e3:.1f} ms, "
-              f"p99 {_pct(probe.poll_s, .99) * 1e3:.1f} ms; {len(probe.poll_s)} polls, "
-              f"{dict(probe.misses)} before the row was there)")
+        print(
+            f"  (one Tiled poll: p50 {_pct(probe.poll_s, 0.5) * 1e3:.1f} ms, "
+            f"p99 {_pct(probe.poll_s, 0.99) * 1e3:.1f} ms; {len(probe.poll_s)} polls, "
+            f"{dict(probe.misses)} before the row was there)"
+        )
 
 
 def bench_throughput(client: httpx.Client, n: int) -> None:
@@ -168,8 +178,10 @@ def bench_throughput(client: httpx.Client, n: int) -> None:
             raise SystemExit("throughput run did not finish in 600 s")
         time.sleep(0.05)
     dt = time.monotonic() - t0
-    print(f"  {n} one-point counts in {dt:.1f} s: {n / dt * 60:.0f} plans/min "
-          f"({dt / n * 1e3:.0f} ms per plan)")
+    print(
+        f"  {n} one-point counts in {dt:.1f} s: {n / dt * 60:.0f} plans/min "
+        f"({dt / n * 1e3:.0f} ms per plan)"
+    )
 
 
 def _start_whole_pod(root: Path) -> Any:
@@ -185,8 +197,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--latency-plans", type=int, default=50)
     ap.add_argument("--batch", type=int, default=100)
-    ap.add_argument("--bare-re", action="store_true",
-                    help="only redis, IOCs and the queue; worker RunEngine without publisher")
+    ap.add_argument(
+        "--bare-re",
+        action="store_true",
+        help="only redis, IOCs and the queue; worker RunEngine without publisher",
+    )
     args = ap.parse_args()
     print(machine())
     with tempfile.TemporaryDirectory(prefix="bench-queue-") as tmp:
@@ -194,8 +209,10 @@ def main() -> None:
         t0 = time.monotonic()
         if args.bare_re:
             pod, loop, stop, thread = _start(root, bare_re=True)
-            print(f"pod (redis, IOCs, queue, queue-http; no publisher) ready in "
-                  f"{time.monotonic() - t0:.1f} s")
+            print(
+                f"pod (redis, IOCs, queue, queue-http; no publisher) ready in "
+                f"{time.monotonic() - t0:.1f} s"
+            )
         else:
             pod = _start_whole_pod(root)
             print(f"whole pod (beampod up -d) ready in {time.monotonic() - t0:.1f} s")
@@ -203,8 +220,9 @@ def main() -> None:
         from beampod.queue import http_uri
 
         try:
-            with httpx.Client(base_url=http_uri(pod), timeout=30,
-                              headers={"Authorization": f"ApiKey {key}"}) as client:
+            with httpx.Client(
+                base_url=http_uri(pod), timeout=30, headers={"Authorization": f"ApiKey {key}"}
+            ) as client:
                 print(f"latency over {args.latency_plans} single count([pinhole]) plans:")
                 bench_latency(pod, client, args.latency_plans, stored=not args.bare_re)
                 print("throughput:")

@@ -50,12 +50,16 @@ def main() -> int:
         total, ready = one(i)
         totals.append(total)
         slowest = sorted(ready.items(), key=lambda kv: -kv[1])[:4]
-        print(f"run {i + 1}: up -d returned after {total:.1f} s; slowest ready: "
-              + ", ".join(f"{n} {t:.1f}s" for n, t in slowest))
+        print(
+            f"run {i + 1}: up -d returned after {total:.1f} s; slowest ready: "
+            + ", ".join(f"{n} {t:.1f}s" for n, t in slowest)
+        )
     p50 = percentile(totals, 50)
-    print(f"cold up -d -> all ready: p50 {p50:.1f} s, min {min(totals):.1f} s, "
-          f"max {max(totals):.1f} s over {len(totals)} runs (target <= {TARGET_S:.0f} s: "
-          f"{'met' if p50 <= TARGET_S else 'NOT met'})")
+    print(
+        f"cold up -d -> all ready: p50 {p50:.1f} s, min {min(totals):.1f} s, "
+        f"max {max(totals):.1f} s over {len(totals)} runs (target <= {TARGET_S:.0f} s: "
+        f"{'met' if p50 <= TARGET_S else 'NOT met'})"
+    )
     print(f"load average after: {load_average()}")
     return 0
 

@@ -18,17 +18,22 @@ import pytest
 from beampod.config import LoadedPod, PodHome, init_pod, load_pod
 
 
-def beampod_cli(home: Path, *args: str, timeout: float = 240,
-                check: bool = True) -> subprocess.CompletedProcess[str]:
+def beampod_cli(
+    home: Path, *args: str, timeout: float = 240, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``beampod`` command line, as a user would."""
     proc = subprocess.run(
         [sys.executable, "-m", "beampod", "--home", str(home), *args],
-        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
     if check and proc.returncode != 0:
         raise AssertionError(
             f"beampod {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
-            f"stderr:\n{proc.stderr}")
+            f"stderr:\n{proc.stderr}"
+        )
     return proc
 
 

@@ -63,26 +63,34 @@ def test_runs_lists_the_scan(pod: LoadedPod, scan_uid: str) -> None:
 
 
 def test_db_in_the_session_finds_runs_by_index_scan_id_and_partial_uid(
-        pod: LoadedPod, scan_uid: str) -> None:
+    pod: LoadedPod, scan_uid: str
+) -> None:
     _wait_stored(pod, scan_uid, 25)
-    code = (f"r = db['{scan_uid[:8]}']; sid = r.metadata['start']['scan_id'];"
-            "assert db[sid].metadata['start']['uid'] == r.metadata['start']['uid'];"
-            "print('UID', r.metadata['start']['uid']);"
-            "print('LATEST', db[-1].metadata['start']['scan_id'] >= sid);"
-            "print('N', len(db[sid].primary.read()['pinhole']))")
+    code = (
+        f"r = db['{scan_uid[:8]}']; sid = r.metadata['start']['scan_id'];"
+        "assert db[sid].metadata['start']['uid'] == r.metadata['start']['uid'];"
+        "print('UID', r.metadata['start']['uid']);"
+        "print('LATEST', db[-1].metadata['start']['scan_id'] >= sid);"
+        "print('N', len(db[sid].primary.read()['pinhole']))"
+    )
     out = beampod_cli(pod.home.root, "shell", "-c", code).stdout
     assert f"UID {scan_uid}" in out and "N 25" in out and "LATEST True" in out
 
 
 def _follow(pod: LoadedPod, *args: str) -> subprocess.Popen[str]:
     """``beampod tail ARGS`` in the background, returned once it follows the stream."""
-    proc = subprocess.Popen([sys.executable, "-m", "beampod", "--home", str(pod.home.root),
-                             "tail", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "beampod", "--home", str(pod.home.root), "tail", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.stderr is not None
     first = proc.stderr.readline()  # blocks until tail says it follows (or exits)
     assert first.startswith("following demo.bluesky.runengine.documents"), (
-        first + proc.stderr.read())
+        first + proc.stderr.read()
+    )
     return proc
 
 
@@ -92,8 +100,11 @@ def test_tail_follows_a_run_as_json_and_as_a_live_table(pod: LoadedPod) -> None:
     as_json = _follow(pod, "--json", "-n", "28")  # start, descriptor, 25 events, stop
     as_table = _follow(pod, "--table", "-n", "28")
     try:
-        uid = beampod_cli(pod.home.root, "run", "scan([pinhole], motor_ph, -10, 10, 25)"
-                          ).stdout.strip().splitlines()[-1]
+        uid = (
+            beampod_cli(pod.home.root, "run", "scan([pinhole], motor_ph, -10, 10, 25)")
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         out, _ = as_json.communicate(timeout=60)
         table, _ = as_table.communicate(timeout=60)
     finally:
@@ -104,8 +115,11 @@ def test_tail_follows_a_run_as_json_and_as_a_live_table(pod: LoadedPod) -> None:
     assert [n for n, _ in docs] == ["start", "descriptor", *["event"] * 25, "stop"]
     assert docs[0][1]["uid"] == uid and docs[-1][1]["run_start"] == uid
     assert [d["seq_num"] for n, d in docs if n == "event"] == list(range(1, 26))
-    np.testing.assert_allclose([d["data"]["motor_ph"] for n, d in docs if n == "event"],
-                               np.linspace(-10, 10, 25), atol=1e-6)
+    np.testing.assert_allclose(
+        [d["data"]["motor_ph"] for n, d in docs if n == "event"],
+        np.linspace(-10, 10, 25),
+        atol=1e-6,
+    )
     assert "motor_ph" in table and "pinhole" in table and "seq_num" in table
     assert uid[:8] in table  # BestEffortCallback's closing line names the run
 
@@ -121,9 +135,18 @@ def test_tail_from_start_replays_the_stream(pod: LoadedPod, scan_uid: str) -> No
     assert len(lines) + len(skipped) == count
     docs = [json.loads(line) for line in lines]
     assert [d for n, d in docs if n == "start" and d["uid"] == scan_uid]
-    assert len([d for n, d in docs if n == "event" and d["descriptor"] in
-                {d["uid"] for n, d in docs if n == "descriptor"
-                 and d["run_start"] == scan_uid}]) == 25
+    assert (
+        len(
+            [
+                d
+                for n, d in docs
+                if n == "event"
+                and d["descriptor"]
+                in {d["uid"] for n, d in docs if n == "descriptor" and d["run_start"] == scan_uid}
+            ]
+        )
+        == 25
+    )
 
 
 def _stream_messages(pod: LoadedPod) -> int:
@@ -146,14 +169,20 @@ def test_db_reads_its_own_writes_in_one_line(pod: LoadedPod) -> None:
     (here: stopped until db says it waits): db[-1] waits for this session's run and
     returns it complete, not the run before."""
     home = pod.home.root
-    code = ("uids = RE(count([pinhole], 3)); db.wait_s = 120; r = db[-1];"
-            "print('SAME', r.metadata['start']['uid'] == uids[0]);"
-            "print('N', len(r.primary.read()['pinhole']));"
-            "print('STOP', r.metadata['stop']['exit_status'])")
+    code = (
+        "uids = RE(count([pinhole], 3)); db.wait_s = 120; r = db[-1];"
+        "print('SAME', r.metadata['start']['uid'] == uids[0]);"
+        "print('N', len(r.primary.read()['pinhole']));"
+        "print('STOP', r.metadata['stop']['exit_status'])"
+    )
     beampod_cli(home, "service", "stop", "writer")
-    proc = subprocess.Popen([sys.executable, "-m", "beampod", "--home", str(home), "shell",
-                             "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "beampod", "--home", str(home), "shell", "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         assert proc.stderr is not None
         waiting = ""
@@ -175,8 +204,7 @@ def test_db_says_so_when_the_writer_is_down(pod: LoadedPod) -> None:
     home = pod.home.root
     beampod_cli(home, "service", "stop", "writer")
     try:
-        code = ("uids = RE(count([pinhole], 2)); print('UID', uids[0]); db.wait_s = 2\n"
-                "db[-1]")
+        code = "uids = RE(count([pinhole], 2)); print('UID', uids[0]); db.wait_s = 2\ndb[-1]"
         proc = beampod_cli(home, "shell", "-c", code, check=False)
     finally:
         beampod_cli(home, "service", "start", "writer")

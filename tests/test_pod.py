@@ -54,9 +54,12 @@ def test_every_service_is_ready_and_bound_to_loopback(pod: LoadedPod) -> None:
             conns = proc.net_connections(kind="inet")
         except psutil.NoSuchProcess:
             continue
-        servers += [(proc.pid, c.laddr) for c in conns
-                    if c.status == psutil.CONN_LISTEN
-                    or (c.type == socket.SOCK_DGRAM and c.laddr.port in service_ports)]
+        servers += [
+            (proc.pid, c.laddr)
+            for c in conns
+            if c.status == psutil.CONN_LISTEN
+            or (c.type == socket.SOCK_DGRAM and c.laddr.port in service_ports)
+        ]
     assert len(servers) >= len(services)
     exposed = [(pid, addr) for pid, addr in servers if addr.ip not in ("127.0.0.1", "::1")]
     assert not exposed
@@ -65,9 +68,11 @@ def test_every_service_is_ready_and_bound_to_loopback(pod: LoadedPod) -> None:
 
 
 def test_secrets_never_appear_in_logs_or_status(pod: LoadedPod) -> None:
-    secrets = [pod.secrets.redis_password.get_secret_value(),
-               pod.secrets.tiled_writer_key.get_secret_value(),
-               pod.secrets.bus_admin_password.get_secret_value()]
+    secrets = [
+        pod.secrets.redis_password.get_secret_value(),
+        pod.secrets.tiled_writer_key.get_secret_value(),
+        pod.secrets.bus_admin_password.get_secret_value(),
+    ]
     texts = [beampod_cli(pod.home.root, "status", "--json").stdout]
     texts += [p.read_text(errors="replace") for p in pod.home.logs_dir.glob("*.log")]
     for secret in secrets:
@@ -82,13 +87,17 @@ def test_a_killed_service_is_restarted(pod: LoadedPod) -> None:
     os.kill(before["pid"], signal.SIGKILL)
     after = _wait_status(
         pod.home.root,
-        lambda s: s["services"]["redis"]["state"] == "ready"
-        and s["services"]["redis"]["pid"] != before["pid"])
+        lambda s: (
+            s["services"]["redis"]["state"] == "ready"
+            and s["services"]["redis"]["pid"] != before["pid"]
+        ),
+    )
     assert after["services"]["redis"]["restarts"] == before["restarts"] + 1
 
 
-def test_second_pod_on_the_same_ports_names_port_and_service(pod: LoadedPod,
-                                                             tmp_path: Path) -> None:
+def test_second_pod_on_the_same_ports_names_port_and_service(
+    pod: LoadedPod, tmp_path: Path
+) -> None:
     clash = PodHome(tmp_path / "clash")
     init_pod(clash)
     # Same ports as the running pod: copy its config.

@@ -32,9 +32,11 @@ def test_lock_pins_every_direct_dependency() -> None:
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pinned = {line.split("==")[0].lower().replace("_", "-")
-              for line in (ROOT / "requirements.lock").read_text().splitlines()
-              if "==" in line}
+    pinned = {
+        line.split("==")[0].lower().replace("_", "-")
+        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if "==" in line
+    }
     for req in project["dependencies"]:
         name = re.split(r"[<>=\[ ;]", req, maxsplit=1)[0].lower().replace("_", "-")
         assert name in pinned, f"{name} is not pinned in requirements.lock"

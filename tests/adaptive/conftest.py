@@ -23,8 +23,9 @@ from beampod.services._process import pid_alive
 T = TypeVar("T")
 
 # Fast restarts so the SIGKILL test does not wait for the default backoff.
-FAST = RestartPolicy(max_crashes=5, window_s=60, backoff_initial_s=0.1, backoff_max_s=0.5,
-                     health_interval_s=1.0)
+FAST = RestartPolicy(
+    max_crashes=5, window_s=60, backoff_initial_s=0.1, backoff_max_s=0.5, health_interval_s=1.0
+)
 
 
 def make_pod(root: Path, agent: Mapping[str, Any] | None = None) -> LoadedPod:
@@ -47,18 +48,27 @@ def ioc_specs(pod: LoadedPod, families: Collection[str]) -> list[ServiceSpec]:
     from beampod.config import ioc_service_name
     from beampod.services._svc_ioc import ioc_specs as specs
 
-    wanted = {ioc_service_name(name, ioc) for name, inst in pod.config.instruments.items()
-              for ioc in inst.iocs if ioc.family in families}
+    wanted = {
+        ioc_service_name(name, ioc)
+        for name, inst in pod.config.instruments.items()
+        for ioc in inst.iocs
+        if ioc.family in families
+    }
     return [s for s in specs(pod) if s.name in wanted]
 
 
-def pod_specs(pod: LoadedPod, *, redis: bool = False,
-              iocs: Collection[str] = ()) -> list[ServiceSpec]:
+def pod_specs(
+    pod: LoadedPod, *, redis: bool = False, iocs: Collection[str] = ()
+) -> list[ServiceSpec]:
     from beampod.services._svc_agent import agent_specs
     from beampod.services._svc_redis import redis_specs
 
-    return [*nats_specs(pod), *(redis_specs(pod) if redis else []), *agent_specs(pod),
-            *(ioc_specs(pod, iocs) if iocs else [])]
+    return [
+        *nats_specs(pod),
+        *(redis_specs(pod) if redis else []),
+        *agent_specs(pod),
+        *(ioc_specs(pod, iocs) if iocs else []),
+    ]
 
 
 class RunningPod:
@@ -119,8 +129,9 @@ class RunningPod:
 def start_pod(tmp_path: Path) -> Iterator[Callable[..., RunningPod]]:
     started: list[RunningPod] = []
 
-    def start(agent: Mapping[str, Any] | None = None, *, redis: bool = False,
-              iocs: Collection[str] = ()) -> RunningPod:
+    def start(
+        agent: Mapping[str, Any] | None = None, *, redis: bool = False, iocs: Collection[str] = ()
+    ) -> RunningPod:
         pod = make_pod(tmp_path / f"pod{len(started)}", agent)
         running = RunningPod(pod, pod_specs(pod, redis=redis, iocs=iocs))
         started.append(running)
@@ -137,8 +148,9 @@ def wait_until_fixture() -> Callable[..., None]:
     return wait_until
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0,
-               what: str = "condition") -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition"
+) -> None:
     """Block on an Event set by a watcher thread: no fixed sleep, a hard deadline."""
     done = threading.Event()
     stop = threading.Event()

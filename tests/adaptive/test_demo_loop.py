@@ -51,8 +51,10 @@ def check_demo(runs: Runs, plan_id: str | None = None) -> None:
     ids = {s["batch_id"] for s in runs.starts}
     assert len(ids) == 1
     (pid,) = ids
-    assert all(s["adaptive"]["plan_id"] == pid and s["adaptive"]["seq"] == s["batch_count"]
-               for s in runs.starts)
+    assert all(
+        s["adaptive"]["plan_id"] == pid and s["adaptive"]["seq"] == s["batch_count"]
+        for s in runs.starts
+    )
     if plan_id is not None:
         assert pid == plan_id
     assert all(s["exit_status"] == "success" for s in runs.stops)
@@ -62,13 +64,20 @@ def test_seed_demo_verbatim(start_pod: Callable[..., Any], RE: Any) -> None:
     running = start_pod()
     re, runs = RE
     to_brains, from_brains = make_brains(running.pod)
-    ns: dict[str, Any] = {"RE": re, "adaptive_plan": adaptive_plan,
-                          "to_brains": to_brains, "from_brains": from_brains}
+    ns: dict[str, Any] = {
+        "RE": re,
+        "adaptive_plan": adaptive_plan,
+        "to_brains": to_brains,
+        "from_brains": from_brains,
+    }
     try:
         # Exactly the seed's two lines, in a namespace like the session's.
-        exec("from ophyd.sim import *\n"
-             "RE(adaptive_plan([det], {motor: 0}, to_brains=to_brains, "
-             "from_brains=from_brains))", ns)
+        exec(
+            "from ophyd.sim import *\n"
+            "RE(adaptive_plan([det], {motor: 0}, to_brains=to_brains, "
+            "from_brains=from_brains))",
+            ns,
+        )
     finally:
         from_brains.close()
     check_demo(runs)
@@ -89,8 +98,9 @@ def test_per_event_mode_one_run(start_pod: Callable[..., Any], RE: Any) -> None:
     assert runs.positions() == EXPECTED
 
 
-def test_agent_answers_ping_and_forgets_finished_plans(start_pod: Callable[..., Any],
-                                                        RE: Any, wait_until: Any) -> None:
+def test_agent_answers_ping_and_forgets_finished_plans(
+    start_pod: Callable[..., Any], RE: Any, wait_until: Any
+) -> None:
     import asyncio
 
     from ophyd.sim import det, motor
@@ -111,14 +121,16 @@ def test_agent_answers_ping_and_forgets_finished_plans(start_pod: Callable[..., 
     def freed() -> bool:
         # Ping and requests are separate subscriptions, handled concurrently by the agent.
         status = asyncio.run(ping_agent(conn, inst, "agent"))
-        return status is not None and status["plans"] == 0 and \
-            status["stats"]["requests"] == 18  # 17 decisions + the done notice
+        return (
+            status is not None and status["plans"] == 0 and status["stats"]["requests"] == 18
+        )  # 17 decisions + the done notice
 
     wait_until(freed, 10, "agent forgot the finished plan")
 
 
-def test_demo_in_the_pods_run_engine_reaches_the_bus(start_pod: Callable[..., Any],
-                                                     wait_until: Any) -> None:
+def test_demo_in_the_pods_run_engine_reaches_the_bus(
+    start_pod: Callable[..., Any], wait_until: Any
+) -> None:
     """The session's RunEngine (``make_run_engine``: durable publisher to the bus): the
     demo's 17 runs are on the bus, and the plan leaves the RunEngine's subscriptions as
     it found them."""

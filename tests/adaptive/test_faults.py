@@ -179,8 +179,7 @@ def test_policy_abort(relay_for: Any) -> None:
     running, _relay = relay_for(lambda r, n: [] if r.seq >= 2 else [(0, r)])
     re = RunEngine({})
     seen = positions(re)
-    to_brains, from_brains = make_brains(running.pod, name="faulty", deadline_s=0.3,
-                                         policy="abort")
+    to_brains, from_brains = make_brains(running.pod, name="faulty", deadline_s=0.3, policy="abort")
     try:
         with pytest.raises(AgentTimeout, match="policy=abort"):
             re(adaptive_plan([det], {motor: 0}, to_brains=to_brains, from_brains=from_brains))
@@ -194,8 +193,7 @@ def test_policy_pause_then_resume(relay_for: Any) -> None:
     running, _relay = relay_for(lambda r, n: [] if r.seq == 2 and n == 1 else [(0, r)])
     re = RunEngine({})
     seen = positions(re)
-    to_brains, from_brains = make_brains(running.pod, name="faulty", deadline_s=0.3,
-                                         policy="pause")
+    to_brains, from_brains = make_brains(running.pod, name="faulty", deadline_s=0.3, policy="pause")
     try:
         with pytest.raises(RunEngineInterrupted):
             re(adaptive_plan([det], {motor: 0}, to_brains=to_brains, from_brains=from_brains))
@@ -211,8 +209,9 @@ def test_retry_exhausted_pauses(relay_for: Any) -> None:
     running, _relay = relay_for(lambda r, n: [] if r.seq == 1 and n <= 3 else [(0, r)])
     re = RunEngine({})
     seen = positions(re)
-    to_brains, from_brains = make_brains(running.pod, name="faulty", deadline_s=0.2,
-                                         policy="retry", max_retries=1)
+    to_brains, from_brains = make_brains(
+        running.pod, name="faulty", deadline_s=0.2, policy="retry", max_retries=1
+    )
     try:
         with pytest.raises(RunEngineInterrupted):
             re(adaptive_plan([det], {motor: 0}, to_brains=to_brains, from_brains=from_brains))

@@ -30,11 +30,14 @@ def pinhole_model(seed: int) -> Callable[[Any], dict[str, float]]:
     return measure
 
 
-@pytest.mark.parametrize(("low", "high", "grid_points", "start"), [
-    (-10.0, 10.0, 25, -10.0),   # the seed's `scan pinhole motor_ph -10 10 25`
-    (-20.0, 15.0, 71, -20.0),   # a wider, off-centre range at 0.5 resolution
-    (-20.0, 15.0, 71, 15.0),
-])
+@pytest.mark.parametrize(
+    ("low", "high", "grid_points", "start"),
+    [
+        (-10.0, 10.0, 25, -10.0),  # the seed's `scan pinhole motor_ph -10 10 25`
+        (-20.0, 15.0, 71, -20.0),  # a wider, off-centre range at 0.5 resolution
+        (-20.0, 15.0, 71, 15.0),
+    ],
+)
 def test_gp_beats_the_grid(low: float, high: float, grid_points: int, start: float) -> None:
     resolution = (high - low) / (grid_points - 1)
     used = []
@@ -56,18 +59,25 @@ def test_gp_agent_service_finds_peak(start_pod: Callable[..., Any]) -> None:
     pinhole (Poisson noise) and motor, one run per point."""
     from ophyd.sim import SynAxis, SynSignal
 
-    running = start_pod({"agent": "beampod.adaptive.agents:GPPeakFinder",
-                         "args": {"bounds": {"motor_ph": [-20, 15]}, "resolution": 0.5}})
+    running = start_pod(
+        {
+            "agent": "beampod.adaptive.agents:GPPeakFinder",
+            "args": {"bounds": {"motor_ph": [-20, 15]}, "resolution": 0.5},
+        }
+    )
     motor_ph = SynAxis(name="motor_ph")
     rng = np.random.default_rng(1)
     # ophyd.sim's SynGauss(noise="poisson") breaks on numpy 2; the same model by hand.
-    pinhole = SynSignal(name="pinhole", func=lambda: float(
-        rng.poisson(100_000 * math.exp(-motor_ph.position ** 2 / 50))))
+    pinhole = SynSignal(
+        name="pinhole",
+        func=lambda: float(rng.poisson(100_000 * math.exp(-(motor_ph.position**2) / 50))),
+    )
     re = RunEngine({}, call_returns_result=True)
     to_brains, from_brains = make_brains(running.pod)
     try:
-        result = re(adaptive_plan([pinhole], {motor_ph: -20}, to_brains=to_brains,
-                                  from_brains=from_brains))
+        result = re(
+            adaptive_plan([pinhole], {motor_ph: -20}, to_brains=to_brains, from_brains=from_brains)
+        )
     finally:
         from_brains.close()
     outcome = result.plan_result
@@ -110,11 +120,19 @@ def test_gp_agent_finds_the_ca_pinhole(start_pod: Callable[..., Any]) -> None:
     import subprocess
     import sys
 
-    running = start_pod({"agent": "beampod.adaptive.agents:GPPeakFinder",
-                         "args": {"bounds": {"motor_ph": [-20, 15]}, "resolution": 0.5}},
-                        iocs=("mini_beamline",))
-    proc = subprocess.run([sys.executable, "-c", CA_SCRIPT, str(running.pod.home.root)],
-                          capture_output=True, text=True, timeout=180)
+    running = start_pod(
+        {
+            "agent": "beampod.adaptive.agents:GPPeakFinder",
+            "args": {"bounds": {"motor_ph": [-20, 15]}, "resolution": 0.5},
+        },
+        iocs=("mini_beamline",),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", CA_SCRIPT, str(running.pod.home.root)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.loads(lines[0].removeprefix("RESULT "))

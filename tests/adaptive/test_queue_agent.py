@@ -44,6 +44,7 @@ class FakeQueue:
 
 def run_item(re: RunEngine, item: dict[str, Any]) -> None:
     """What the queue worker does with an item: plan and devices by name."""
+
     def resolve(v: Any) -> Any:
         if isinstance(v, list):
             return [resolve(i) for i in v]
@@ -54,8 +55,9 @@ def run_item(re: RunEngine, item: dict[str, Any]) -> None:
 
 
 def make_agent(api: FakeQueue) -> QueueAgent:
-    return QueueAgent(StepRecommender(1.5, max_count=15), api, detectors=["det"],
-                      motors=["motor"], name="step")
+    return QueueAgent(
+        StepRecommender(1.5, max_count=15), api, detectors=["det"], motors=["motor"], name="step"
+    )
 
 
 def test_queue_agent_decisions_with_duplicates_and_foreign_runs() -> None:
@@ -65,8 +67,13 @@ def test_queue_agent_decisions_with_duplicates_and_foreign_runs() -> None:
     docs: list[tuple[str, dict[str, Any]]] = []
     re.subscribe(lambda name, doc: docs.append((name, doc)))
     seen: list[float] = []
-    re.subscribe(lambda name, doc: seen.append(doc["data"]["motor"])
-                 if name == "event" and "motor" in doc["data"] else None)
+    re.subscribe(
+        lambda name, doc: (
+            seen.append(doc["data"]["motor"])
+            if name == "event" and "motor" in doc["data"]
+            else None
+        )
+    )
     agent.start({"motor": 0.0})
     assert api.autostart is True
     while not agent.finished:
@@ -89,8 +96,7 @@ def test_queue_agent_decisions_with_duplicates_and_foreign_runs() -> None:
 
 def test_failed_run_is_measured_again() -> None:
     api = FakeQueue()
-    agent = QueueAgent(StepRecommender(1.0, max_count=1), api, detectors=["det"],
-                       motors=["motor"])
+    agent = QueueAgent(StepRecommender(1.0, max_count=1), api, detectors=["det"], motors=["motor"])
     agent.start({"motor": 0.0})
     item = api.items.get_nowait()
     md = item["kwargs"]["md"]
@@ -115,8 +121,8 @@ def test_queue_agent_follows_the_real_bus(start_pod: Callable[..., Any]) -> None
     stop = asyncio.Event()
     listening = threading.Event()
     follower = asyncio.run_coroutine_threadsafe(
-        follow_bus(agent, NatsConnection.from_pod(pod, inst), inst, stop, listening.set),
-        loop)
+        follow_bus(agent, NatsConnection.from_pod(pod, inst), inst, stop, listening.set), loop
+    )
     follower.add_done_callback(lambda _f: api.items.put(None))  # type: ignore[arg-type]
     publisher = DurablePublisher.from_pod(pod, inst)
     re = RunEngine({})
@@ -153,19 +159,29 @@ def test_campaign_on_the_real_queue_server(tmp_path: Any, wait_until: Any) -> No
     from .conftest import RunningPod, make_pod, nats_specs
 
     pod = make_pod(tmp_path / "qpod")
-    running = RunningPod(pod, nats_specs(pod) + redis_specs(pod) + ioc_specs(pod)
-                         + queue_specs(pod))
+    running = RunningPod(
+        pod, nats_specs(pod) + redis_specs(pod) + ioc_specs(pod) + queue_specs(pod)
+    )
     try:
         running.start()
-        qa = run_campaign(pod, StepRecommender(1.5, max_count=3), detectors=["pinhole"],
-                          motors=["motor_ph"], first_point={"motor_ph": -3.0}, name="step")
+        qa = run_campaign(
+            pod,
+            StepRecommender(1.5, max_count=3),
+            detectors=["pinhole"],
+            motors=["motor_ph"],
+            first_point={"motor_ph": -3.0},
+            name="step",
+        )
         assert "max_count=3" in qa.reason
         assert [i["args"][2] for i in qa.submitted] == [-3.0, -1.5, 0.0, 1.5, 3.0]
         api = queue_api(pod)
 
         def ours() -> list[dict[str, Any]]:
-            return [h for h in api.history_get(reload=True)["items"]
-                    if h["kwargs"]["md"].get("adaptive", {}).get("campaign") == qa.campaign]
+            return [
+                h
+                for h in api.history_get(reload=True)["items"]
+                if h["kwargs"]["md"].get("adaptive", {}).get("campaign") == qa.campaign
+            ]
 
         try:
             # The last stop document reaches the bus before the manager files the item in
@@ -176,7 +192,8 @@ def test_campaign_on_the_real_queue_server(tmp_path: Any, wait_until: Any) -> No
         finally:
             api.close()
         assert [h["kwargs"]["md"]["adaptive"]["seq"] for h in history] == list(range(5))
-        assert all(h["name"] == "scan" and h["result"]["exit_status"] == "completed"
-                   for h in history)
+        assert all(
+            h["name"] == "scan" and h["result"]["exit_status"] == "completed" for h in history
+        )
     finally:
         running.stop()

@@ -27,8 +27,11 @@ def _run(pod: Any, re: RunEngine, seen: list[float], **overrides: Any) -> Any:
     # Junk already waiting in the reply list (the seed's LIFO list would have served it):
     # a reply for another plan and bytes that are not a reply at all.
     r = redis.Redis(**redis_params(pod))
-    r.rpush(key, Reply(plan="old-plan", seq=0, kind="point", point={"motor": -5.0}).to_wire(),
-            b"not msgpack")
+    r.rpush(
+        key,
+        Reply(plan="old-plan", seq=0, kind="point", point={"motor": -5.0}).to_wire(),
+        b"not msgpack",
+    )
     r.close()
     try:
         re(adaptive_plan([det], {motor: 0}, to_brains=to_brains, from_brains=from_brains))
@@ -58,7 +61,8 @@ def test_redis_replies_survive_agent_sigkill(start_pod: Callable[..., Any]) -> N
     pid = running.pid("agent")
     re = RunEngine({})
     seen = _recorder(re)
-    re.subscribe(lambda n, d: os.kill(pid, signal.SIGKILL)
-                 if n == "stop" and len(seen) == 9 else None)
+    re.subscribe(
+        lambda n, d: os.kill(pid, signal.SIGKILL) if n == "stop" and len(seen) == 9 else None
+    )
     _run(running.pod, re, seen, deadline_s=0.5, max_retries=60)
     assert running.pid("agent") != pid

@@ -38,15 +38,15 @@ def runner() -> AgentRunner:
 
 
 def test_step_recommender_reproduces_the_seed() -> None:
-    points, reason = drive(StepRecommender(1.5, max_count=15), lambda p: {"det": 1.0},
-                           {"motor": 0.0})
+    points, reason = drive(
+        StepRecommender(1.5, max_count=15), lambda p: {"det": 1.0}, {"motor": 0.0}
+    )
     assert [p["motor"] for p in points] == [1.5 * j for j in range(17)]
     assert "max_count=15" in reason
 
 
 def test_sequence_recommender() -> None:
-    points, reason = drive(SequenceRecommender([{"m": 1}, {"m": 2}]), lambda p: {},
-                           {"m": 0.0})
+    points, reason = drive(SequenceRecommender([{"m": 1}, {"m": 2}]), lambda p: {}, {"m": 0.0})
     assert [p["m"] for p in points] == [0, 1, 2]
     assert "sequence" in reason
 
@@ -138,16 +138,20 @@ def test_protocol_round_trip_and_rejects_garbage() -> None:
             Reply.from_wire(junk)
     with pytest.raises(ProtocolError, match="bad adaptive request"):
         Request.from_wire(b"\x81\xa1v\x01")  # {"v": 1} and nothing else
-    nan = Request(plan="p", seq=0, batch=(), reply_to={}).to_wire().replace(
-        b"\xa5batch\x90", b"\xa5batch\x91\x82\xa1x\x81\xa1m\xcb\x7f\xf8" + b"\0" * 6
-        + b"\xa1y\x80")
+    nan = (
+        Request(plan="p", seq=0, batch=(), reply_to={})
+        .to_wire()
+        .replace(
+            b"\xa5batch\x90",
+            b"\xa5batch\x91\x82\xa1x\x81\xa1m\xcb\x7f\xf8" + b"\0" * 6 + b"\xa1y\x80",
+        )
+    )
     with pytest.raises(ProtocolError, match="not a finite number"):
         Request.from_wire(nan)
 
 
 def test_loop_settings_from_args() -> None:
-    settings, args = split_args({"step": 1.5, "max_count": 15, "deadline_s": 2,
-                                 "policy": "abort"})
+    settings, args = split_args({"step": 1.5, "max_count": 15, "deadline_s": 2, "policy": "abort"})
     assert args == {"step": 1.5, "max_count": 15}
     assert settings == LoopSettings(deadline_s=2, policy="abort")
     with pytest.raises(ConfigError) as err:

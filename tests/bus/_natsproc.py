@@ -26,8 +26,9 @@ class NatsProcess:
         assert self.proc is None or self.proc.poll() is not None
         conf = write_nats_config(self.pod)
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([nats_server_binary(), "-c", str(conf)],
-                                     stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [nats_server_binary(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+        )
         log.close()
         self.wait_ready(deadline_s)
         if streams:
@@ -45,8 +46,9 @@ class NatsProcess:
         no_js.write_text(re.sub(r"jetstream \{[^}]*\}\n", "", conf.read_text()))
         no_js.chmod(0o600)
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([nats_server_binary(), "-c", str(no_js)],
-                                     stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [nats_server_binary(), "-c", str(no_js)], stdout=log, stderr=subprocess.STDOUT
+        )
         log.close()
         self.wait_ready(deadline_s, jetstream=False)
 

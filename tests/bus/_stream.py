@@ -8,8 +8,9 @@ from beampod.bus import BadMessage, DocumentConsumer, NatsConnection
 from beampod.config import LoadedPod
 
 
-def read_stream(pod: LoadedPod, instrument: str = "demo"
-                ) -> list[tuple[str | None, str, dict[str, Any], int]]:
+def read_stream(
+    pod: LoadedPod, instrument: str = "demo"
+) -> list[tuple[str | None, str, dict[str, Any], int]]:
     """Everything in the documents stream: (msg id, name, doc, size in bytes)."""
 
     async def main() -> list[tuple[str | None, str, dict[str, Any], int]]:

@@ -38,13 +38,15 @@ def _publish_run(pod: LoadedPod) -> list:
 
 
 def test_bad_bytes_are_surfaced_dead_lettered_and_replayable(
-        bus_pod: LoadedPod, nats_server: NatsProcess) -> None:
+    bus_pod: LoadedPod, nats_server: NatsProcess
+) -> None:
     conn = NatsConnection.from_pod(bus_pod, "demo")
 
     async def main() -> None:
         nc = await conn.connect()
-        await nc.jetstream().publish(documents_subject("demo"), b"\xc1 not msgpack",
-                                     headers={"Nats-Msg-Id": "bad-1"})
+        await nc.jetstream().publish(
+            documents_subject("demo"), b"\xc1 not msgpack", headers={"Nats-Msg-Id": "bad-1"}
+        )
         await nc.close()
         async with DocumentConsumer(conn, "demo", durable="writer") as c:
             [bad] = await c.fetch(10, 1.0)
@@ -70,8 +72,9 @@ def test_bad_bytes_are_surfaced_dead_lettered_and_replayable(
     asyncio.run(main())
 
 
-def test_durable_consumer_resumes_where_it_acked(bus_pod: LoadedPod,
-                                                 nats_server: NatsProcess) -> None:
+def test_durable_consumer_resumes_where_it_acked(
+    bus_pod: LoadedPod, nats_server: NatsProcess
+) -> None:
     emitted = _publish_run(bus_pod)
     conn = NatsConnection.from_pod(bus_pod, "demo")
 
@@ -92,9 +95,11 @@ def test_durable_consumer_resumes_where_it_acked(bus_pod: LoadedPod,
 
     assert_docs_equal(asyncio.run(main()), emitted)
 
+
 @pytest.mark.parametrize("resume", [True, False], ids=["resume_at_ack_floor", "plain"])
-def test_reader_dying_with_unacked_messages(bus_pod: LoadedPod, nats_server: NatsProcess,
-                                            resume: bool) -> None:
+def test_reader_dying_with_unacked_messages(
+    bus_pod: LoadedPod, nats_server: NatsProcess, resume: bool
+) -> None:
     """A reader fetches a batch, acks part of it and dies. With ``resume_at_ack_floor``
     its successor gets the unacknowledged documents first and in stream order (what the
     writer needs so that a stop never overtakes its run's events); a plain durable
@@ -111,8 +116,9 @@ def test_reader_dying_with_unacked_messages(bus_pod: LoadedPod, nats_server: Nat
         await batch[1].ack()
         await first._nc.flush()
         await first.close()  # dies: events 1 and 2 stay fetched but unacknowledged
-        second = DocumentConsumer(conn, "demo", durable="w", ack_wait=30.0,
-                                  resume_at_ack_floor=resume)
+        second = DocumentConsumer(
+            conn, "demo", durable="w", ack_wait=30.0, resume_at_ack_floor=resume
+        )
         async with second:
             got = []
             for m in await second.fetch(100, 0.5):
@@ -128,7 +134,6 @@ def test_reader_dying_with_unacked_messages(bus_pod: LoadedPod, nats_server: Nat
     else:
         assert resumed_from is None
         assert_docs_equal(got, emitted[4:])  # events 3..5 and stop; 1 and 2 held back
-
 
 
 async def _until_consumers(pod: LoadedPod, n: int, deadline_s: float = 10.0) -> None:
@@ -151,11 +156,13 @@ def test_tail_from_start_and_from_now(bus_pod: LoadedPod, nats_server: NatsProce
         out = []
         agen = tail(conn, "demo", from_start=from_start)
         try:
+
             async def read() -> None:
                 async for item in agen:
                     out.append(item)
                     if len(out) == n:
                         return
+
             task = asyncio.ensure_future(read())
             if after is not None:
                 await _until_consumers(bus_pod, 1)  # the tail's consumer exists
@@ -173,7 +180,8 @@ def test_tail_from_start_and_from_now(bus_pod: LoadedPod, nats_server: NatsProce
 
 
 def test_an_instrument_cannot_touch_another_instruments_subjects(
-        bus_pod: LoadedPod, nats_server: NatsProcess) -> None:
+    bus_pod: LoadedPod, nats_server: NatsProcess
+) -> None:
     import nats.errors
 
     conn = NatsConnection.from_pod(bus_pod, "demo")
@@ -184,8 +192,7 @@ def test_an_instrument_cannot_touch_another_instruments_subjects(
             with pytest.raises((nats.errors.Error, TimeoutError)):
                 # Publishing to another prefix is refused by the server (permissions
                 # violation), so the JetStream request gets no answer.
-                await nc.jetstream().publish("other.bluesky.runengine.documents", b"x",
-                                             timeout=1.0)
+                await nc.jetstream().publish("other.bluesky.runengine.documents", b"x", timeout=1.0)
             with pytest.raises((nats.errors.Error, TimeoutError)):
                 await nc.jetstream().add_stream(name="EVIL", subjects=["demo.evil"])
         finally:
@@ -194,15 +201,18 @@ def test_an_instrument_cannot_touch_another_instruments_subjects(
     asyncio.run(main())
 
 
-@pytest.mark.parametrize(("make", "transient"), [
-    (lambda: __import__("nats.js.errors", fromlist=["x"]).ServiceUnavailableError(), True),
-    (lambda: __import__("nats.errors", fromlist=["x"]).NoRespondersError(), True),
-    (lambda: __import__("nats.errors", fromlist=["x"]).ConnectionClosedError(), True),
-    (lambda: __import__("nats.js.errors", fromlist=["x"]).APIError(code=503), True),
-    (lambda: __import__("nats.js.errors", fromlist=["x"]).APIError(code=403), False),
-    (lambda: __import__("nats.errors", fromlist=["x"]).BadSubjectError(), False),
-], ids=["503-service-unavailable", "no-responders", "closed", "api-503", "api-403",
-        "bad-subject"])
+@pytest.mark.parametrize(
+    ("make", "transient"),
+    [
+        (lambda: __import__("nats.js.errors", fromlist=["x"]).ServiceUnavailableError(), True),
+        (lambda: __import__("nats.errors", fromlist=["x"]).NoRespondersError(), True),
+        (lambda: __import__("nats.errors", fromlist=["x"]).ConnectionClosedError(), True),
+        (lambda: __import__("nats.js.errors", fromlist=["x"]).APIError(code=503), True),
+        (lambda: __import__("nats.js.errors", fromlist=["x"]).APIError(code=403), False),
+        (lambda: __import__("nats.errors", fromlist=["x"]).BadSubjectError(), False),
+    ],
+    ids=["503-service-unavailable", "no-responders", "closed", "api-503", "api-403", "bad-subject"],
+)
 def test_bus_errors_split_into_retry_later_and_give_up(make: Any, transient: bool) -> None:
     """What a long-running reader (the writer) waits out and what it reports: a
     JetStream that is restarting answers 503 / no responders; a refused permission is

@@ -39,7 +39,6 @@ from ._natsproc import NatsProcess
 pytestmark = pytest.mark.timeout(120)
 
 
-
 def _wait_tcp(port: int, proc: subprocess.Popen[bytes], deadline_s: float = 15.0) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -57,11 +56,18 @@ def _wait_tcp(port: int, proc: subprocess.Popen[bytes], deadline_s: float = 15.0
 def zmq_proxy() -> Iterator[tuple[str, str]]:
     in_port, out_port = free_port(), free_port()
     exe = Path(sysconfig.get_path("scripts")) / "bluesky-0MQ-proxy"
-    argv = [str(exe)] if exe.exists() else [sys.executable, "-m",
-                                             "bluesky.commandline.zmq_proxy"]
-    proc = subprocess.Popen([*argv, "--in-address", f"tcp://127.0.0.1:{in_port}",
-                             "--out-address", f"tcp://127.0.0.1:{out_port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "bluesky.commandline.zmq_proxy"]
+    proc = subprocess.Popen(
+        [
+            *argv,
+            "--in-address",
+            f"tcp://127.0.0.1:{in_port}",
+            "--out-address",
+            f"tcp://127.0.0.1:{out_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_tcp(in_port, proc)
         _wait_tcp(out_port, proc)
@@ -78,8 +84,7 @@ def kafka_mock_bootstrap() -> Iterator[str]:
     supports idempotent producers, groups and commits). Not a real broker: the real one
     runs when BEAMPOD_TEST_KAFKA_BOOTSTRAP is set."""
     ck = pytest.importorskip("confluent_kafka")
-    holder = ck.Producer({"test.mock.num.brokers": 1, "bootstrap.servers": "",
-                          "log_level": 3})
+    holder = ck.Producer({"test.mock.num.brokers": 1, "bootstrap.servers": "", "log_level": 3})
     brokers = holder.list_topics(timeout=10).brokers.values()
     yield ",".join(f"{b.host}:{b.port}" for b in brokers)
     holder.flush(1)
@@ -90,8 +95,12 @@ def kafka_mock_bootstrap() -> Iterator[str]:
 def transport(request: pytest.FixtureRequest, bus_pod: LoadedPod, tmp_path: Path) -> Transport:
     if request.param == "nats":
         server: NatsProcess = request.getfixturevalue("nats_server")
-        return NatsTransport(NatsConnection.from_pod(server.pod, "demo"), "demo",
-                             bus_pod.home.spool_dir, ack_wait=1.0)
+        return NatsTransport(
+            NatsConnection.from_pod(server.pod, "demo"),
+            "demo",
+            bus_pod.home.spool_dir,
+            ack_wait=1.0,
+        )
     if request.param == "zmq":
         from beampod.bus._zmq import ZmqTransport
 
@@ -111,9 +120,11 @@ def transport(request: pytest.FixtureRequest, bus_pod: LoadedPod, tmp_path: Path
         ensure_topic(bootstrap, instrument)  # the mock cluster auto-creates topics
     # A short session: a group member that vanished without leaving (librdkafka's mock
     # cluster ignores LeaveGroup) is replaced in seconds instead of 45 s.
-    return KafkaTransport(bootstrap, instrument,
-                          consumer_options={"session.timeout.ms": 6000,
-                                            "heartbeat.interval.ms": 500})
+    return KafkaTransport(
+        bootstrap,
+        instrument,
+        consumer_options={"session.timeout.ms": 6000, "heartbeat.interval.ms": 500},
+    )
 
 
 async def _collect(sub: DocumentSubscriber, n: int, deadline_s: float = 30.0) -> list[Doc]:

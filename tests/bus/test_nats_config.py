@@ -28,10 +28,13 @@ def test_instrument_permissions_are_limited_to_its_own_subjects() -> None:
     perms = instrument_permissions("demo")
     pub = perms["publish"]["allow"]
     assert "demo.>" in pub
-    assert all(p.startswith(("demo.", "$JS.API.INFO", "$JS.ACK.DEMO_", "$JS.FC.DEMO_"))
-               or "DEMO_" in p for p in pub), pub
-    assert not any("STREAM.CREATE" in p or "STREAM.UPDATE" in p or "STREAM.DELETE" in p
-                   for p in pub)
+    assert all(
+        p.startswith(("demo.", "$JS.API.INFO", "$JS.ACK.DEMO_", "$JS.FC.DEMO_")) or "DEMO_" in p
+        for p in pub
+    ), pub
+    assert not any(
+        "STREAM.CREATE" in p or "STREAM.UPDATE" in p or "STREAM.DELETE" in p for p in pub
+    )
     assert perms["subscribe"]["allow"] == ["demo.>", "_INBOX_demo.>"]
 
 
@@ -72,6 +75,7 @@ def test_service_spec_starts_and_its_probe_ensures_streams(bus_pod: LoadedPod) -
     spec.prepare()
     proc = subprocess.Popen(spec.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+
         async def until_ready() -> float:
             t0 = time.monotonic()
             while not await spec.probe.ready():
@@ -100,7 +104,6 @@ def test_replicas_above_one_need_a_cluster(bus_pod: LoadedPod) -> None:
 
     bus = bus_pod.config.bus
     stream = bus.stream.model_copy(update={"replicas": 3})  # type: ignore[union-attr]
-    config = bus_pod.config.model_copy(
-        update={"bus": bus.model_copy(update={"stream": stream})})
+    config = bus_pod.config.model_copy(update={"bus": bus.model_copy(update={"stream": stream})})
     with pytest.raises(ConfigError, match="replicas"):
         nats_specs(dataclasses.replace(bus_pod, config=config))

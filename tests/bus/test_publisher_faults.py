@@ -46,8 +46,9 @@ def _assert_exactly_once_in_order(pod: LoadedPod, emitted: list[Doc]) -> None:
     assert_docs_equal([(n, d) for _, n, d, _ in stored], emitted)
 
 
-def test_bus_down_at_start_spools_then_delivers(bus_pod: LoadedPod, nats_proc: NatsProcess,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_bus_down_at_start_spools_then_delivers(
+    bus_pod: LoadedPod, nats_proc: NatsProcess, caplog: pytest.LogCaptureFixture
+) -> None:
     pub = DurablePublisher.from_pod(bus_pod, stop_timeout=5.0)
     try:
         stop_took: list[float] = []
@@ -76,8 +77,7 @@ def test_bus_down_at_start_spools_then_delivers(bus_pod: LoadedPod, nats_proc: N
     assert (Path(st.spool_path) / "spool.log").stat().st_size == 0  # drained and emptied
 
 
-def test_bus_sigkilled_mid_run_loses_nothing(bus_pod: LoadedPod, nats_server: NatsProcess
-                                            ) -> None:
+def test_bus_sigkilled_mid_run_loses_nothing(bus_pod: LoadedPod, nats_server: NatsProcess) -> None:
     from bluesky import RunEngine
     from bluesky.plans import count
     from ophyd.sim import det
@@ -122,11 +122,17 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_restarted_process_drains_the_spool_first(bus_pod: LoadedPod, nats_proc: NatsProcess
-                                                   ) -> None:
+def test_restarted_process_drains_the_spool_first(
+    bus_pod: LoadedPod, nats_proc: NatsProcess
+) -> None:
     repo = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", CHILD, str(bus_pod.home.root), str(repo)],
-                         capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(bus_pod.home.root), str(repo)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     child = json.loads(out.stdout.strip().splitlines()[-1])
     assert child["spooled"] == len(child["ids"])
     nats_proc.start()
@@ -147,8 +153,9 @@ def test_large_event_page_is_split_under_max_payload(tmp_path: Path) -> None:
 
     home = PodHome(tmp_path / "small")
     init_pod(home, free_ports=True)
-    text = home.config_file.read_text().replace("  transport: nats\n",
-                                                "  transport: nats\n  max_payload_mb: 1\n")
+    text = home.config_file.read_text().replace(
+        "  transport: nats\n", "  transport: nats\n  max_payload_mb: 1\n"
+    )
     home.config_file.write_text(text)
     pod = load_pod(home)
     server = NatsProcess(pod)
@@ -156,21 +163,29 @@ def test_large_event_page_is_split_under_max_payload(tmp_path: Path) -> None:
     try:
         bundle = compose_run()
         desc = bundle.compose_descriptor(
-            name="primary", data_keys={"x": {"dtype": "array", "shape": [2000],
-                                             "source": "sim"}})
+            name="primary", data_keys={"x": {"dtype": "array", "shape": [2000], "source": "sim"}}
+        )
         n = 200  # 200 events x 16 kB = 3.2 MB of data: well above max_payload (1 MiB)
         rng = np.random.default_rng(0)
         page = {
-            "descriptor": desc.descriptor_doc["uid"], "seq_num": list(range(1, n + 1)),
-            "time": [float(i) for i in range(n)], "uid": [f"e{i}" for i in range(n)],
-            "data": {"x": rng.random((n, 2000))}, "timestamps": {"x": [0.0] * n},
+            "descriptor": desc.descriptor_doc["uid"],
+            "seq_num": list(range(1, n + 1)),
+            "time": [float(i) for i in range(n)],
+            "uid": [f"e{i}" for i in range(n)],
+            "data": {"x": rng.random((n, 2000))},
+            "timestamps": {"x": [0.0] * n},
             "filled": {},
         }
         stop = bundle.compose_stop()
         pub = DurablePublisher.from_pod(pod)
         try:
-            for name, doc in [("start", bundle.start_doc), ("descriptor", desc.descriptor_doc),
-                              ("event_page", page), ("event_page", page), ("stop", stop)]:
+            for name, doc in [
+                ("start", bundle.start_doc),
+                ("descriptor", desc.descriptor_doc),
+                ("event_page", page),
+                ("event_page", page),
+                ("stop", stop),
+            ]:
                 pub(name, doc)
             assert pub.flush(30.0)
             st = pub.status()
@@ -182,8 +197,9 @@ def test_large_event_page_is_split_under_max_payload(tmp_path: Path) -> None:
         assert all(size < 1024 * 1024 for *_, size in pages)
         # Sending the same page twice stored it once: the pieces' ids are stable.
         assert st.duplicates == len(pages)
-        np.testing.assert_array_equal(np.concatenate([d["data"]["x"] for _, d, _ in pages]),
-                                      page["data"]["x"])
+        np.testing.assert_array_equal(
+            np.concatenate([d["data"]["x"] for _, d, _ in pages]), page["data"]["x"]
+        )
         assert [s for d in (x[1] for x in pages) for s in d["seq_num"]] == page["seq_num"]
     finally:
         server.stop()

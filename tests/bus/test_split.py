@@ -14,10 +14,13 @@ from beampod.bus import OversizeDocumentError, decode, split_event_page, to_mess
 def _page(n: int, width: int = 1000) -> dict[str, Any]:
     rng = np.random.default_rng(1)
     return {
-        "descriptor": "d1", "seq_num": list(range(1, n + 1)), "time": list(range(n)),
+        "descriptor": "d1",
+        "seq_num": list(range(1, n + 1)),
+        "time": list(range(n)),
         "uid": [f"u{i}" for i in range(n)],
         "data": {"x": rng.random((n, width)), "y": list(range(n))},
-        "timestamps": {"x": [1.0] * n, "y": [2.0] * n}, "filled": {"x": [True] * n},
+        "timestamps": {"x": [1.0] * n, "y": [2.0] * n},
+        "filled": {"x": [True] * n},
     }
 
 
@@ -36,8 +39,9 @@ def test_large_page_is_split_under_the_limit_keeping_content_and_order() -> None
     assert all(len(data) <= limit for _, data in msgs)
     pieces = [decode(data)[1] for _, data in msgs]
     assert [s for p in pieces for s in p["seq_num"]] == page["seq_num"]
-    np.testing.assert_array_equal(np.concatenate([p["data"]["x"] for p in pieces]),
-                                  page["data"]["x"])
+    np.testing.assert_array_equal(
+        np.concatenate([p["data"]["x"] for p in pieces]), page["data"]["x"]
+    )
     assert [s for p in pieces for s in p["data"]["y"]] == page["data"]["y"]
     assert [s for p in pieces for s in p["filled"]["x"]] == page["filled"]["x"]
     # Ids name each piece's own seq_num range: contiguous, non-overlapping.

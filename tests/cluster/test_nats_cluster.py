@@ -51,14 +51,18 @@ def cluster_pod() -> Iterator[LoadedPod]:
 
 # -- helpers ------------------------------------------------------------------------------
 
+
 def stream_info(pod: LoadedPod, name: str | None = None) -> Any:
     """JetStream's own view of a stream (admin user, any node that answers)."""
+
     async def info() -> Any:
         nc = await NatsConnection.from_pod(pod, admin=True, name="cluster-test").connect(
-            reconnect=False)
+            reconnect=False
+        )
         try:
             return await nc.jetstream(timeout=2.0).stream_info(
-                name or stream_name(pod.config.instrument_name))
+                name or stream_name(pod.config.instrument_name)
+            )
         finally:
             await nc.close()
 
@@ -90,9 +94,14 @@ def node_of_process(pod: LoadedPod, pid: int) -> str | None:
         conns = psutil.Process(pid).net_connections(kind="tcp")
     except psutil.NoSuchProcess:
         return None
-    return next((by_port[c.raddr.port] for c in conns
-                 if c.raddr and c.raddr.port in by_port
-                 and c.status == psutil.CONN_ESTABLISHED), None)
+    return next(
+        (
+            by_port[c.raddr.port]
+            for c in conns
+            if c.raddr and c.raddr.port in by_port and c.status == psutil.CONN_ESTABLISHED
+        ),
+        None,
+    )
 
 
 def service_of_server(pod: LoadedPod, server_name: str) -> str:
@@ -100,6 +109,7 @@ def service_of_server(pod: LoadedPod, server_name: str) -> str:
 
 
 # -- tests --------------------------------------------------------------------------------
+
 
 def test_three_nodes_ready_and_streams_have_three_replicas(cluster_pod: LoadedPod) -> None:
     pod = cluster_pod
@@ -132,10 +142,18 @@ def test_three_nodes_ready_and_streams_have_three_replicas(cluster_pod: LoadedPo
         assert route_secret not in log.read_text(errors="replace"), log
 
 
-def test_run_stored_document_by_document(cluster_pod: LoadedPod, emitters: list[Emitter],
-                                         workdir: Path) -> None:
-    em = Emitter(cluster_pod, workdir, min_events=40, delay=0.01, open_ended=False,
-                 flush_s=30, tag="cluster-roundtrip").start()
+def test_run_stored_document_by_document(
+    cluster_pod: LoadedPod, emitters: list[Emitter], workdir: Path
+) -> None:
+    em = Emitter(
+        cluster_pod,
+        workdir,
+        min_events=40,
+        delay=0.01,
+        open_ended=False,
+        flush_s=30,
+        tag="cluster-roundtrip",
+    ).start()
     emitters.append(em)
     emitted, report = em.result()
     assert report["delivered"], report
@@ -143,9 +161,9 @@ def test_run_stored_document_by_document(cluster_pod: LoadedPod, emitters: list[
     assert_stored_exactly(cluster_pod, emitted)
 
 
-def test_node_of_the_publisher_sigkilled_mid_run(cluster_pod: LoadedPod,
-                                                 emitters: list[Emitter],
-                                                 workdir: Path) -> None:
+def test_node_of_the_publisher_sigkilled_mid_run(
+    cluster_pod: LoadedPod, emitters: list[Emitter], workdir: Path
+) -> None:
     """SIGKILL the node the session's publisher is connected to, mid-run: the RunEngine
     keeps running, the publisher fails over to a surviving node (re-sending what was
     unacknowledged; the duplicate window and the writer drop repeats), the supervisor
@@ -157,8 +175,7 @@ def test_node_of_the_publisher_sigkilled_mid_run(cluster_pod: LoadedPod,
     wait_stored(pod, em, rows=10)
     assert em.proc is not None
     pid = em.proc.pid
-    victim = wait_for(lambda: node_of_process(pod, pid), 10.0,
-                      "the session's NATS connection")
+    victim = wait_for(lambda: node_of_process(pod, pid), 10.0, "the session's NATS connection")
     before = service(pod, victim)
     writer_pid = service(pod, "writer")["pid"]
     os.kill(before["pid"], signal.SIGKILL)
@@ -166,8 +183,11 @@ def test_node_of_the_publisher_sigkilled_mid_run(cluster_pod: LoadedPod,
     # The RunEngine is not held up by the loss of a node.
     em.wait_events(killed_at + 30, deadline_s=60)
     # The publisher is on another node, and storing goes on.
-    wait_for(lambda: node_of_process(pod, pid) not in (None, victim), 30.0,
-             "the publisher connected to a surviving node")
+    wait_for(
+        lambda: node_of_process(pod, pid) not in (None, victim),
+        30.0,
+        "the publisher connected to a surviving node",
+    )
     wait_stored(pod, em, rows=stored_events(pod, em) + 10)
     after = wait_service_ready(pod, victim, not_pid=before["pid"])
     assert after["restarts"] == before["restarts"] + 1
@@ -179,13 +199,15 @@ def test_node_of_the_publisher_sigkilled_mid_run(cluster_pod: LoadedPod,
     assert report["status"]["spooled"] == 0 and report["status"]["connected"], report
     assert report["status"]["last_error"], "the publisher never noticed the lost node"
     assert_stored_exactly(pod, emitted)
-    print(f"killed {victim}; writer pid {writer_pid} -> {service(pod, 'writer')['pid']}; "
-          f"publisher {report['status']}")
+    print(
+        f"killed {victim}; writer pid {writer_pid} -> {service(pod, 'writer')['pid']}; "
+        f"publisher {report['status']}"
+    )
 
 
-def test_stream_leader_stopped_mid_run_then_rejoins(cluster_pod: LoadedPod,
-                                                    emitters: list[Emitter],
-                                                    workdir: Path) -> None:
+def test_stream_leader_stopped_mid_run_then_rejoins(
+    cluster_pod: LoadedPod, emitters: list[Emitter], workdir: Path
+) -> None:
     """``beampod service stop`` the node leading the documents stream during a run: the
     other two elect a leader and keep storing what the RunEngine emits while it is down
     (not only spooling it); after ``service start`` the node rejoins with every replica
@@ -203,8 +225,11 @@ def test_stream_leader_stopped_mid_run_then_rejoins(cluster_pod: LoadedPod,
     at_stop = em.events
     em.wait_events(at_stop + 30, deadline_s=60)
     # Two nodes keep the quorum: a new leader, and storing goes on meanwhile.
-    wait_for(lambda: stream_info(pod).cluster.leader not in (None, leader), 30.0,
-             "a new stream leader among the survivors")
+    wait_for(
+        lambda: stream_info(pod).cluster.leader not in (None, leader),
+        30.0,
+        "a new stream leader among the survivors",
+    )
     wait_stored(pod, em, rows=at_stop + 20)
     down = peers(stream_info(pod))
     assert down.get(leader) is False, down
@@ -218,11 +243,15 @@ def test_stream_leader_stopped_mid_run_then_rejoins(cluster_pod: LoadedPod,
     assert report["status"]["spooled"] == 0 and report["status"]["connected"], report
     assert_stored_exactly(pod, emitted)
     # The pod is whole again.
-    wait_for(lambda: all(s["state"] == "ready" for s in status(pod)["services"].values()),
-             60.0, "every service ready")
+    wait_for(
+        lambda: all(s["state"] == "ready" for s in status(pod)["services"].values()),
+        60.0,
+        "every service ready",
+    )
 
 
 # -- small readers ------------------------------------------------------------------------
+
 
 def _depends_on(pod: LoadedPod, name: str) -> tuple[str, ...]:
     from beampod.services import pod_services

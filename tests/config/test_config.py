@@ -36,9 +36,10 @@ def test_init_writes_commented_config_and_private_secrets(tmp_path: Path) -> Non
 def test_every_bad_key_and_value_is_listed(tmp_path: Path) -> None:
     data = {
         "pod": {"colour": "blue"},
-        "instruments": {"Bad-Name": {"package": "beampod.demo"},
-                        "demo": {"package": "not a module",
-                                 "iocs": [{"family": "bogus", "prefix": "x:"}]}},
+        "instruments": {
+            "Bad-Name": {"package": "beampod.demo"},
+            "demo": {"package": "not a module", "iocs": [{"family": "bogus", "prefix": "x:"}]},
+        },
         "bus": {"transport": "carrier-pigeon"},
         "tiled": {"port": 99999},
     }
@@ -47,16 +48,27 @@ def test_every_bad_key_and_value_is_listed(tmp_path: Path) -> None:
     problems = info.value.problems
     assert len(problems) == 6, problems
     joined = "\n".join(problems)
-    for fragment in ("pod.colour: unknown key", "instruments.Bad-Name (name)",
-                     "instruments.demo.package", '"bogus"', "bus.transport: must be one of",
-                     "'carrier-pigeon'", "tiled.port", "99999"):
+    for fragment in (
+        "pod.colour: unknown key",
+        "instruments.Bad-Name (name)",
+        "instruments.demo.package",
+        '"bogus"',
+        "bus.transport: must be one of",
+        "'carrier-pigeon'",
+        "tiled.port",
+        "99999",
+    ):
         assert fragment in joined
 
 
 def test_cross_checks(tmp_path: Path) -> None:
-    data = {"default_instrument": "nope",
-            "instruments": {"a": {"package": "x", "iocs": [{"family": "simple", "prefix": "p:"}]},
-                            "b": {"package": "y", "iocs": [{"family": "simple", "prefix": "p:"}]}}}
+    data = {
+        "default_instrument": "nope",
+        "instruments": {
+            "a": {"package": "x", "iocs": [{"family": "simple", "prefix": "p:"}]},
+            "b": {"package": "y", "iocs": [{"family": "simple", "prefix": "p:"}]},
+        },
+    }
     with pytest.raises(ConfigError) as info:
         parse_config(data)
     joined = "\n".join(info.value.problems)
@@ -64,10 +76,21 @@ def test_cross_checks(tmp_path: Path) -> None:
 
 
 def test_ioc_ports_are_distinct_and_sequential() -> None:
-    cfg = parse_config({"channel_access": {"port_base": 7000}, "instruments": {
-        "a": {"package": "x", "iocs": [{"family": "simple", "prefix": "s1:"},
-                                       {"family": "simple", "prefix": "s2:", "port": 7001},
-                                       {"family": "simple", "prefix": "s3:"}]}}})
+    cfg = parse_config(
+        {
+            "channel_access": {"port_base": 7000},
+            "instruments": {
+                "a": {
+                    "package": "x",
+                    "iocs": [
+                        {"family": "simple", "prefix": "s1:"},
+                        {"family": "simple", "prefix": "s2:", "port": 7001},
+                        {"family": "simple", "prefix": "s3:"},
+                    ],
+                }
+            },
+        }
+    )
     assert sorted(cfg.ioc_ports().values()) == [7000, 7001, 7002]
 
 

@@ -31,8 +31,9 @@ def main() -> int:
     ap.add_argument("--min-events", type=int, default=20)
     ap.add_argument("--delay", type=float, default=0.05)
     ap.add_argument("--until")
-    ap.add_argument("--flush", type=float, default=0.0,
-                    help="after the run, wait up to S seconds for every ack")
+    ap.add_argument(
+        "--flush", type=float, default=0.0, help="after the run, wait up to S seconds for every ack"
+    )
     ap.add_argument("--tag", default="datapath")
     args = ap.parse_args()
 
@@ -75,9 +76,13 @@ def main() -> int:
     with open(args.record, "wb") as fh:
         pickle.dump(emitted, fh)
     uid = next(d["uid"] for n, d in emitted if n == "start")
-    print("result " + json.dumps({"uid": uid, "delivered": delivered,
-                                  "status": {k: v for k, v in vars(status).items()}}),
-          flush=True)
+    print(
+        "result "
+        + json.dumps(
+            {"uid": uid, "delivered": delivered, "status": {k: v for k, v in vars(status).items()}}
+        ),
+        flush=True,
+    )
     return 0
 
 

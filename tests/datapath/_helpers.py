@@ -30,8 +30,9 @@ EMITTER = Path(__file__).with_name("_emitter.py")
 POLL_S = 0.1  # polling interval of the deadline loops below, not a readiness guess
 
 
-def wait_for(predicate: Callable[[], Any], deadline_s: float, what: str,
-             interval: float = POLL_S) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], deadline_s: float, what: str, interval: float = POLL_S
+) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``deadline_s``."""
     deadline = time.monotonic() + deadline_s
     last_exc: BaseException | None = None
@@ -43,12 +44,15 @@ def wait_for(predicate: Callable[[], Any], deadline_s: float, what: str,
         except Exception as exc:  # noqa: BLE001 - the condition may fail while a service is down
             last_exc = exc
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {deadline_s:.0f}s waiting for {what}"
-                                 + (f" (last error: {last_exc!r})" if last_exc else ""))
+            raise AssertionError(
+                f"timed out after {deadline_s:.0f}s waiting for {what}"
+                + (f" (last error: {last_exc!r})" if last_exc else "")
+            )
         time.sleep(interval)
 
 
 # -- the pod, through its command line ----------------------------------------------------
+
 
 def status(pod: LoadedPod) -> dict[str, Any]:
     out = beampod_cli(pod.home.root, "status", "--json", check=False).stdout
@@ -59,8 +63,9 @@ def service(pod: LoadedPod, name: str) -> dict[str, Any]:
     return status(pod)["services"][name]
 
 
-def wait_service_ready(pod: LoadedPod, name: str, deadline_s: float = 120.0,
-                       not_pid: int | None = None) -> dict[str, Any]:
+def wait_service_ready(
+    pod: LoadedPod, name: str, deadline_s: float = 120.0, not_pid: int | None = None
+) -> dict[str, Any]:
     def ready() -> dict[str, Any] | None:
         svc = status(pod).get("services", {}).get(name)
         if svc and svc["state"] == "ready" and svc["pid"] and svc["pid"] != not_pid:
@@ -72,6 +77,7 @@ def wait_service_ready(pod: LoadedPod, name: str, deadline_s: float = 120.0,
 
 def wait_pod_ready(pod: LoadedPod, deadline_s: float = 120.0) -> dict[str, Any]:
     """Every service ready again (a fault must not leave anything failed behind)."""
+
     def ready() -> dict[str, Any] | None:
         st = status(pod)
         svcs = st.get("services", {})
@@ -82,12 +88,16 @@ def wait_pod_ready(pod: LoadedPod, deadline_s: float = 120.0) -> dict[str, Any]:
     try:
         return wait_for(ready, deadline_s, "every service ready")
     except AssertionError:
-        bad = {n: (s["state"], s.get("message")) for n, s in status(pod)["services"].items()
-               if s["state"] != "ready"}
+        bad = {
+            n: (s["state"], s.get("message"))
+            for n, s in status(pod)["services"].items()
+            if s["state"] != "ready"
+        }
         raise AssertionError(f"services not ready after the fault: {bad}") from None
 
 
 # -- a session process that records what its RunEngine emitted -----------------------------
+
 
 @dataclass
 class Emitter:
@@ -112,15 +122,34 @@ class Emitter:
         self.log = self.workdir / f"{self.tag}.stderr"
 
     def start(self) -> Emitter:
-        argv = [sys.executable, str(EMITTER), "--home", str(self.pod.home.root),
-                "--record", str(self.record), "--min-events", str(self.min_events),
-                "--delay", str(self.delay), "--flush", str(self.flush_s), "--tag", self.tag]
+        argv = [
+            sys.executable,
+            str(EMITTER),
+            "--home",
+            str(self.pod.home.root),
+            "--record",
+            str(self.record),
+            "--min-events",
+            str(self.min_events),
+            "--delay",
+            str(self.delay),
+            "--flush",
+            str(self.flush_s),
+            "--tag",
+            self.tag,
+        ]
         if self.open_ended:
             argv += ["--until", str(self.until)]
         env = {k: v for k, v in os.environ.items() if k != "BEAMPOD_HOME"}
-        self.proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,
-                                     stderr=self.log.open("w"), text=True, env=env,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=self.log.open("w"),
+            text=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         return self
@@ -151,13 +180,15 @@ class Emitter:
             code = self.proc.wait(deadline_s)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"emitter did not finish in {deadline_s}s:\n"
-                                 f"{self.stderr()}") from None
+            raise AssertionError(
+                f"emitter did not finish in {deadline_s}s:\n{self.stderr()}"
+            ) from None
         if self._reader is not None:
             self._reader.join(10)
         assert code == 0, f"emitter exited {code}:\n{self.stderr()}"
-        report = next(json.loads(line[len("result "):]) for line in self.lines
-                      if line.startswith("result "))
+        report = next(
+            json.loads(line[len("result ") :]) for line in self.lines if line.startswith("result ")
+        )
         with self.record.open("rb") as fh:
             emitted: list[Doc] = pickle.load(fh)
         return emitted, report
@@ -175,6 +206,7 @@ class Emitter:
 
 
 # -- what the store holds ------------------------------------------------------------------
+
 
 def start_uid(docs: list[Doc]) -> str:
     return next(str(d["uid"]) for n, d in docs if n == "start")
@@ -205,8 +237,14 @@ def stored_events(pod: LoadedPod, em: Emitter) -> int:
 def wait_stored(pod: LoadedPod, em: Emitter, rows: int, deadline_s: float = 60.0) -> int:
     """Wait until the run is in Tiled with at least ``rows`` events: a fault injected
     then really hits a run the writer is in the middle of."""
-    return int(wait_for(lambda: (n := stored_events(pod, em)) >= rows and n, deadline_s,
-                        f"{rows} events of the run stored", interval=0.1))
+    return int(
+        wait_for(
+            lambda: (n := stored_events(pod, em)) >= rows and n,
+            deadline_s,
+            f"{rows} events of the run stored",
+            interval=0.1,
+        )
+    )
 
 
 def kill_writer_mid_run(pod: LoadedPod, em: Emitter, rows: int = 10) -> None:
@@ -263,23 +301,29 @@ def _strip_dtype_numpy(desc: dict[str, Any], emitted: dict[str, Any]) -> dict[st
     out = dict(desc)
 
     def strip(stored_keys: dict[str, Any], emitted_keys: dict[str, Any]) -> dict[str, Any]:
-        return {k: {f: v for f, v in spec.items()
-                    if not (f == "dtype_numpy" and "dtype_numpy" not in emitted_keys.get(k, {}))}
-                for k, spec in stored_keys.items()}
+        return {
+            k: {
+                f: v
+                for f, v in spec.items()
+                if not (f == "dtype_numpy" and "dtype_numpy" not in emitted_keys.get(k, {}))
+            }
+            for k, spec in stored_keys.items()
+        }
 
     out["data_keys"] = strip(desc.get("data_keys", {}), emitted.get("data_keys", {}))
     conf = {}
     for obj, c in desc.get("configuration", {}).items():
         c = dict(c)
-        c["data_keys"] = strip(c.get("data_keys", {}),
-                               emitted.get("configuration", {}).get(obj, {}).get("data_keys", {}))
+        c["data_keys"] = strip(
+            c.get("data_keys", {}),
+            emitted.get("configuration", {}).get(obj, {}).get("data_keys", {}),
+        )
         conf[obj] = c
     out["configuration"] = conf
     return out
 
 
-def assert_stored_exactly(pod: LoadedPod, emitted: list[Doc], deadline_s: float = 120.0
-                          ) -> Any:
+def assert_stored_exactly(pod: LoadedPod, emitted: list[Doc], deadline_s: float = 120.0) -> Any:
     """Document by document: the store holds exactly what the RunEngine emitted, once.
 
     start and stop equal; each descriptor equal (modulo TiledWriter's added
@@ -309,8 +353,10 @@ def assert_stored_exactly(pod: LoadedPod, emitted: list[Doc], deadline_s: float 
         assert _plain(got) == _plain(want), f"descriptor {want['uid']} differs"
 
     for want in descriptors:
-        events = sorted((d for n, d in emitted if n == "event" and d["descriptor"] == want["uid"]),
-                        key=lambda e: e["seq_num"])
+        events = sorted(
+            (d for n, d in emitted if n == "event" and d["descriptor"] == want["uid"]),
+            key=lambda e: e["seq_num"],
+        )
         seqs = [e["seq_num"] for e in events]
         assert seqs == list(range(1, len(events) + 1)), "the emitted events are not 1..N"
         table = event_table(run, want["name"])
@@ -319,18 +365,26 @@ def assert_stored_exactly(pod: LoadedPod, emitted: list[Doc], deadline_s: float 
         missing = sorted(set(seqs) - set(stored_seq))
         assert dups == 0 and not missing and len(stored_seq) == len(seqs), (
             f"stream {want['name']}: {len(seqs)} emitted, {len(stored_seq)} rows stored, "
-            f"{dups} duplicated, missing seq_nums {missing[:20]}")
+            f"{dups} duplicated, missing seq_nums {missing[:20]}"
+        )
         if stored_seq != seqs:
             at = next(i for i, (a, b) in enumerate(zip(stored_seq, seqs, strict=True)) if a != b)
-            raise AssertionError(f"stream {want['name']}: rows are not in seq_num order from "
-                                 f"row {at}: {stored_seq[max(0, at - 3):at + 12]}")
-        np.testing.assert_array_equal(table["time"].to_numpy(),
-                                      np.array([e["time"] for e in events]))
+            raise AssertionError(
+                f"stream {want['name']}: rows are not in seq_num order from "
+                f"row {at}: {stored_seq[max(0, at - 3) : at + 12]}"
+            )
+        np.testing.assert_array_equal(
+            table["time"].to_numpy(), np.array([e["time"] for e in events])
+        )
         for key in want["data_keys"]:
             np.testing.assert_array_equal(
-                table[key].to_numpy(), np.array([e["data"][key] for e in events]),
-                err_msg=f"data {key}")
+                table[key].to_numpy(),
+                np.array([e["data"][key] for e in events]),
+                err_msg=f"data {key}",
+            )
             np.testing.assert_array_equal(
-                table[f"ts_{key}"].to_numpy(), np.array([e["timestamps"][key] for e in events]),
-                err_msg=f"timestamps {key}")
+                table[f"ts_{key}"].to_numpy(),
+                np.array([e["timestamps"][key] for e in events]),
+                err_msg=f"timestamps {key}",
+            )
     return run

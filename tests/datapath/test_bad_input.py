@@ -36,8 +36,12 @@ async def _publish(pod: LoadedPod, messages: list[tuple[bytes, str]]) -> None:
     try:
         js = nc.jetstream()
         for data, msg_id in messages:
-            await js.publish(documents_subject(inst), data, headers={"Nats-Msg-Id": msg_id},
-                             stream=stream_name(inst))
+            await js.publish(
+                documents_subject(inst),
+                data,
+                headers={"Nats-Msg-Id": msg_id},
+                stream=stream_name(inst),
+            )
     finally:
         await nc.close()
 
@@ -71,9 +75,9 @@ def _ids(docs: list[Doc]) -> list[str]:
     return [message_id(n, d, run) for n, d in docs]
 
 
-def test_bad_messages_are_dead_lettered_and_good_runs_kept(healthy_pod: LoadedPod,
-                                                           emitters: list[Emitter],
-                                                           tmp_path: Path) -> None:
+def test_bad_messages_are_dead_lettered_and_good_runs_kept(
+    healthy_pod: LoadedPod, emitters: list[Emitter], tmp_path: Path
+) -> None:
     pod = healthy_pod
     home = pod.home.root
     writer_before = service(pod, "writer")
@@ -82,8 +86,17 @@ def test_bad_messages_are_dead_lettered_and_good_runs_kept(healthy_pod: LoadedPo
     # 1. random bytes (0xc1 is never valid msgpack, so this cannot decode by chance)
     garbage = b"\xc1" + os.urandom(63)
     # 2. truncated msgpack of a real document
-    truncated = encode("event", {"uid": "x", "descriptor": "y", "seq_num": 1, "time": 1.0,
-                                 "data": {"a": 1.0}, "timestamps": {"a": 1.0}})[:-7]
+    truncated = encode(
+        "event",
+        {
+            "uid": "x",
+            "descriptor": "y",
+            "seq_num": 1,
+            "time": 1.0,
+            "data": {"a": 1.0},
+            "timestamps": {"a": 1.0},
+        },
+    )[:-7]
     # 3. a start document that fails event-model's schema (time must be a number)
     bad_schema = encode("start", {"uid": str(uuid.uuid4()), "time": "yesterday"})
     # 4. a descriptor for a run whose start was never stored (its start comes later,
@@ -113,8 +126,11 @@ def test_bad_messages_are_dead_lettered_and_good_runs_kept(healthy_pod: LoadedPo
     assert report["delivered"], report
     assert_stored_exactly(pod, emitted)
 
-    letters = wait_for(lambda: (d := dead_letters(pod)) and all(i in d for i in ids) and d,
-                       60.0, "every bad message in the dead-letter stream")
+    letters = wait_for(
+        lambda: (d := dead_letters(pod)) and all(i in d for i in ids) and d,
+        60.0,
+        "every bad message in the dead-letter stream",
+    )
     for msg_id in ids:
         reason = letters[msg_id].reason
         assert bad[msg_id][1] in reason, (msg_id, reason)

@@ -38,16 +38,17 @@ pytestmark = [pytest.mark.pod, pytest.mark.slow, pytest.mark.timeout(300)]
 NATS_OUTAGE_S = 30.0  # required by the spec: the bus is down for 30 s of plan time
 
 
-def test_writer_sigkilled_mid_run(healthy_pod: LoadedPod, emitters: list[Emitter],
-                                  tmp_path: Path) -> None:
+def test_writer_sigkilled_mid_run(
+    healthy_pod: LoadedPod, emitters: list[Emitter], tmp_path: Path
+) -> None:
     em = Emitter(healthy_pod, tmp_path, min_events=40, delay=0.03, tag="writer-kill").start()
     emitters.append(em)
     kill_writer_mid_run(healthy_pod, em)
 
 
-def test_writer_sigkilled_holding_an_unacked_batch(healthy_pod: LoadedPod,
-                                                   emitters: list[Emitter],
-                                                   tmp_path: Path) -> None:
+def test_writer_sigkilled_holding_an_unacked_batch(
+    healthy_pod: LoadedPod, emitters: list[Emitter], tmp_path: Path
+) -> None:
     """The worst moment to lose the writer: it has fetched a batch it cannot store yet
     (Tiled is down), so JetStream counts those documents as delivered but unacked. Its
     successor must store them before anything newer; the run's stop must not overtake
@@ -83,9 +84,9 @@ def test_writer_sigkilled_holding_an_unacked_batch(healthy_pod: LoadedPod,
     assert "dead-lettered" not in log[log_before:].replace("0 dead-lettered", "")
 
 
-def test_bus_down_30s_mid_run_spools_then_delivers(healthy_pod: LoadedPod,
-                                                   emitters: list[Emitter],
-                                                   tmp_path: Path) -> None:
+def test_bus_down_30s_mid_run_spools_then_delivers(
+    healthy_pod: LoadedPod, emitters: list[Emitter], tmp_path: Path
+) -> None:
     pod = healthy_pod
     home = pod.home.root
     writer_before = service(pod, "writer")
@@ -127,8 +128,9 @@ def test_bus_down_30s_mid_run_spools_then_delivers(healthy_pod: LoadedPod,
     assert writer_after["pid"] == writer_before["pid"], (writer_before, writer_after)
 
 
-def test_tiled_stopped_mid_run_writer_retries(healthy_pod: LoadedPod, emitters: list[Emitter],
-                                              tmp_path: Path) -> None:
+def test_tiled_stopped_mid_run_writer_retries(
+    healthy_pod: LoadedPod, emitters: list[Emitter], tmp_path: Path
+) -> None:
     pod = healthy_pod
     home = pod.home.root
     writer_before = service(pod, "writer")
@@ -151,16 +153,18 @@ def test_tiled_stopped_mid_run_writer_retries(healthy_pod: LoadedPod, emitters: 
     assert "retrying" in log or "not reachable" in log
 
 
-def test_spool_survives_session_restart(healthy_pod: LoadedPod, emitters: list[Emitter],
-                                        tmp_path: Path) -> None:
+def test_spool_survives_session_restart(
+    healthy_pod: LoadedPod, emitters: list[Emitter], tmp_path: Path
+) -> None:
     """A session runs a plan while the bus is down and exits; the next session's
     publisher delivers the spooled run before its own, and the store holds each once."""
     pod = healthy_pod
     home = pod.home.root
     beampod_cli(home, "service", "stop", "nats")
     try:
-        first = Emitter(pod, tmp_path, min_events=30, delay=0.01, open_ended=False,
-                        flush_s=0, tag="spooled").start()
+        first = Emitter(
+            pod, tmp_path, min_events=30, delay=0.01, open_ended=False, flush_s=0, tag="spooled"
+        ).start()
         emitters.append(first)
         emitted_a, report_a = first.result()
     finally:
@@ -174,8 +178,9 @@ def test_spool_survives_session_restart(healthy_pod: LoadedPod, emitters: list[E
     with pytest.raises(RunNotFoundError):
         stored_run(pod, start_uid(emitted_a))
 
-    second = Emitter(pod, tmp_path, min_events=5, delay=0.01, open_ended=False,
-                     flush_s=30, tag="next-session").start()
+    second = Emitter(
+        pod, tmp_path, min_events=5, delay=0.01, open_ended=False, flush_s=30, tag="next-session"
+    ).start()
     emitters.append(second)
     emitted_b, report_b = second.result()
     assert report_b["delivered"], report_b

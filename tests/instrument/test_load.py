@@ -30,13 +30,17 @@ def write_pkg(root: Path, name: str, body: str) -> str:
 
 
 def test_loads_devices_and_plans(pkg_dir: Path) -> None:
-    name = write_pkg(pkg_dir, "fake_inst_ok", """
+    name = write_pkg(
+        pkg_dir,
+        "fake_inst_ok",
+        """
         def devices():
             return {"det": "a device", "motor": "another"}
         def plans():
             def count(dets): yield from ()
             return {"count": count}
-    """)
+    """,
+    )
     inst = load_instrument(name)
     assert inst.package == name
     assert inst.devices == {"det": "a device", "motor": "another"}
@@ -44,12 +48,16 @@ def test_loads_devices_and_plans(pkg_dir: Path) -> None:
 
 
 def test_iocs_are_passed_when_devices_accepts_them(pkg_dir: Path) -> None:
-    name = write_pkg(pkg_dir, "fake_inst_iocs", """
+    name = write_pkg(
+        pkg_dir,
+        "fake_inst_iocs",
+        """
         def devices(iocs=None):
             return {"d_" + i["prefix"].strip(":"): i["family"] for i in iocs or []}
         def plans():
             return {}
-    """)
+    """,
+    )
     inst = load_instrument(name, iocs=[{"family": "simple", "prefix": "s1:"}])
     assert inst.devices == {"d_s1": "simple"}
 
@@ -65,13 +73,18 @@ def test_missing_convention_is_a_usage_error(pkg_dir: Path) -> None:
         load_instrument(name)
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ("def devices(): return [1]\ndef plans(): return {}\n", "must return a dict"),
-    ("def devices(): return {'a-b': 1}\ndef plans(): return {}\n", "not Python identifiers"),
-    ("def devices(): return {}\ndef plans(): return {'scan': 3}\n", "non-callable plans: scan"),
-    ("def devices(): return {'scan': 1}\ndef plans(): return {'scan': print}\n",
-     "both a device and a plan: scan"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("def devices(): return [1]\ndef plans(): return {}\n", "must return a dict"),
+        ("def devices(): return {'a-b': 1}\ndef plans(): return {}\n", "not Python identifiers"),
+        ("def devices(): return {}\ndef plans(): return {'scan': 3}\n", "non-callable plans: scan"),
+        (
+            "def devices(): return {'scan': 1}\ndef plans(): return {'scan': print}\n",
+            "both a device and a plan: scan",
+        ),
+    ],
+)
 def test_bad_returns_are_usage_errors(pkg_dir: Path, body: str, message: str) -> None:
     name = write_pkg(pkg_dir, f"fake_inst_bad{abs(hash(body)) % 10**6}", body)
     with pytest.raises(UsageError, match=message):
@@ -94,10 +107,11 @@ def test_demo_package_creates_nothing_at_import() -> None:
     # before the session sets the pod's CA environment).
     import subprocess
 
-    code = ("import sys, beampod.demo as d; p = d.plans(); "
-            "assert 'ophyd' not in sys.modules and 'epics' not in sys.modules, "
-            "sorted(m for m in sys.modules if 'epics' in m or 'ophyd' in m); "
-            "assert {'scan', 'count', 'align_peak', 'thermo_ramp'} <= set(p)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    code = (
+        "import sys, beampod.demo as d; p = d.plans(); "
+        "assert 'ophyd' not in sys.modules and 'epics' not in sys.modules, "
+        "sorted(m for m in sys.modules if 'epics' in m or 'ophyd' in m); "
+        "assert {'scan', 'count', 'align_peak', 'thermo_ramp'} <= set(p)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

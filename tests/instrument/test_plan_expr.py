@@ -25,17 +25,29 @@ def test_the_seed_expression() -> None:
     assert call.device_names() == {"pinhole", "motor_ph"}
 
 
-@pytest.mark.parametrize(("expr", "args", "kwargs"), [
-    ("count([pinhole])", [["pinhole"]], {}),
-    ("count([pinhole], num=3, delay=0.5)", [["pinhole"]], {"num": 3, "delay": 0.5}),
-    ("count([], md={'sample': 'Fe', 'n': [1, 2.5, -3], 't': (1, 'a')})", [[]],
-     {"md": {"sample": "Fe", "n": [1, 2.5, -3], "t": (1, "a")}}),
-    ("list_scan([pinhole], motor_ph, [-1.5, 0, +1.5e1])", [["pinhole"], "motor_ph",
-                                                          [-1.5, 0, 15.0]], {}),
-    ("count([pinhole], md={1: None, 'ok': True, 'no': False})", [["pinhole"]],
-     {"md": {1: None, "ok": True, "no": False}}),
-    ("  count( [ pinhole ] , 'pinhole' )  ", [["pinhole"], "pinhole"], {}),
-])
+@pytest.mark.parametrize(
+    ("expr", "args", "kwargs"),
+    [
+        ("count([pinhole])", [["pinhole"]], {}),
+        ("count([pinhole], num=3, delay=0.5)", [["pinhole"]], {"num": 3, "delay": 0.5}),
+        (
+            "count([], md={'sample': 'Fe', 'n': [1, 2.5, -3], 't': (1, 'a')})",
+            [[]],
+            {"md": {"sample": "Fe", "n": [1, 2.5, -3], "t": (1, "a")}},
+        ),
+        (
+            "list_scan([pinhole], motor_ph, [-1.5, 0, +1.5e1])",
+            [["pinhole"], "motor_ph", [-1.5, 0, 15.0]],
+            {},
+        ),
+        (
+            "count([pinhole], md={1: None, 'ok': True, 'no': False})",
+            [["pinhole"]],
+            {"md": {1: None, "ok": True, "no": False}},
+        ),
+        ("  count( [ pinhole ] , 'pinhole' )  ", [["pinhole"], "pinhole"], {}),
+    ],
+)
 def test_good_expressions(expr: str, args: list[object], kwargs: dict[str, object]) -> None:
     call = parse(expr)
     assert call.args == args
@@ -51,7 +63,9 @@ def test_string_literal_is_not_a_device() -> None:
 def test_result_is_json_serialisable_for_the_queue() -> None:
     call = parse("scan([pinhole], motor_ph, -10, 10, num=25)")
     assert json.loads(json.dumps({"args": call.args, "kwargs": call.kwargs})) == {
-        "args": [["pinhole"], "motor_ph", -10, 10], "kwargs": {"num": 25}}
+        "args": [["pinhole"], "motor_ph", -10, 10],
+        "kwargs": {"num": 25},
+    }
 
 
 def test_resolve_devices_replaces_names_only() -> None:
@@ -63,47 +77,63 @@ def test_resolve_devices_replaces_names_only() -> None:
     assert kwargs == {"md": {"m": "motor_ph"}}
 
 
-@pytest.mark.parametrize(("expr", "message"), [
-    ("", "empty plan expression"),
-    ("scan(", "invalid plan expression at column 5"),
-    ("scan([pinhole], motor_ph, -10, 10, 25", "invalid plan expression"),
-    ("foo([pinhole])", "unknown plan 'foo' (known plans: count, grid_scan, list_scan, mv, "
-                       "scan) at column 1"),
-    ("count", "expected a plan call like 'count(...)', got a bare name at column 1"),
-    ("[count([pinhole])]", "expected a plan call, got List at column 1"),
-    ("bp.scan([pinhole])", "the plan must be a plain name, not attribute access at column 1"),
-    ("count([detector])", "unknown device 'detector' (known devices: edge, motor_edge, "
-                          "motor_ph, pinhole) at column 8"),
-    ("count([pinhole.det])", "attribute access is not allowed in a plan expression at "
-                             "column 8"),
-    ("count([pinhole], num=1+2)", "an arithmetic operator is not allowed in a plan "
-                                  "expression at column 22"),
-    ("count([pinhole], num=int('3'))", "a function call is not allowed in a plan expression "
-                                       "at column 22"),
-    ("count(__import__('os').system('rm -rf /'))", "a function call is not allowed"),
-    ("count([pinhole], md=globals())", "a function call is not allowed"),
-    ("count(*[pinhole])", "*args are not allowed at column 7"),
-    ("count([pinhole], **{'num': 3})", "**kwargs are not allowed at column 20"),
-    ("count([*x])", "*-unpacking is not allowed at column 8"),
-    ("count([p for p in q])", "a comprehension is not allowed in a plan expression at "
-                              "column 7"),
-    ("count(lambda: 0)", "a lambda is not allowed"),
-    ("count(f'{pinhole}')", "an f-string is not allowed"),
-    ("count({pinhole})", "a set is not allowed"),
-    ("count([pinhole][0])", "indexing is not allowed"),
-    ("count(-'a')", "a sign is only allowed in front of a number at column 7"),
-    ("count(-pinhole)", "a sign is only allowed in front of a number"),
-    ("count(b'x')", "the constant b'x' is not allowed"),
-    ("count(...)", "the constant Ellipsis is not allowed"),
-    ("count({[1]: 2})", "dict keys must be numbers, strings or tuples of them at column 8"),
-    ("count({pinhole: 2})", "dict keys must be numbers, strings or tuples of them"),
-    ("count({**a})", "'**' in a dict is not allowed"),
-    ("count(scan)", "plan 'scan' cannot be passed as an argument at column 7"),
-    ("count([pinhole]) if True else 0", "expected a plan call, got a conditional expression"),
-    ("count(x := 1)", "an assignment expression is not allowed"),
-    ("count([pinhole]); import os", "invalid plan expression"),
-    ("count(" * 200 + ")" * 200, "unknown plan 'count'"),
-])
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("", "empty plan expression"),
+        ("scan(", "invalid plan expression at column 5"),
+        ("scan([pinhole], motor_ph, -10, 10, 25", "invalid plan expression"),
+        (
+            "foo([pinhole])",
+            "unknown plan 'foo' (known plans: count, grid_scan, list_scan, mv, scan) at column 1",
+        ),
+        ("count", "expected a plan call like 'count(...)', got a bare name at column 1"),
+        ("[count([pinhole])]", "expected a plan call, got List at column 1"),
+        ("bp.scan([pinhole])", "the plan must be a plain name, not attribute access at column 1"),
+        (
+            "count([detector])",
+            "unknown device 'detector' (known devices: edge, motor_edge, "
+            "motor_ph, pinhole) at column 8",
+        ),
+        (
+            "count([pinhole.det])",
+            "attribute access is not allowed in a plan expression at column 8",
+        ),
+        (
+            "count([pinhole], num=1+2)",
+            "an arithmetic operator is not allowed in a plan expression at column 22",
+        ),
+        (
+            "count([pinhole], num=int('3'))",
+            "a function call is not allowed in a plan expression at column 22",
+        ),
+        ("count(__import__('os').system('rm -rf /'))", "a function call is not allowed"),
+        ("count([pinhole], md=globals())", "a function call is not allowed"),
+        ("count(*[pinhole])", "*args are not allowed at column 7"),
+        ("count([pinhole], **{'num': 3})", "**kwargs are not allowed at column 20"),
+        ("count([*x])", "*-unpacking is not allowed at column 8"),
+        (
+            "count([p for p in q])",
+            "a comprehension is not allowed in a plan expression at column 7",
+        ),
+        ("count(lambda: 0)", "a lambda is not allowed"),
+        ("count(f'{pinhole}')", "an f-string is not allowed"),
+        ("count({pinhole})", "a set is not allowed"),
+        ("count([pinhole][0])", "indexing is not allowed"),
+        ("count(-'a')", "a sign is only allowed in front of a number at column 7"),
+        ("count(-pinhole)", "a sign is only allowed in front of a number"),
+        ("count(b'x')", "the constant b'x' is not allowed"),
+        ("count(...)", "the constant Ellipsis is not allowed"),
+        ("count({[1]: 2})", "dict keys must be numbers, strings or tuples of them at column 8"),
+        ("count({pinhole: 2})", "dict keys must be numbers, strings or tuples of them"),
+        ("count({**a})", "'**' in a dict is not allowed"),
+        ("count(scan)", "plan 'scan' cannot be passed as an argument at column 7"),
+        ("count([pinhole]) if True else 0", "expected a plan call, got a conditional expression"),
+        ("count(x := 1)", "an assignment expression is not allowed"),
+        ("count([pinhole]); import os", "invalid plan expression"),
+        ("count(" * 200 + ")" * 200, "unknown plan 'count'"),
+    ],
+)
 def test_bad_expressions(expr: str, message: str) -> None:
     plans = PLANS if "unknown plan 'count'" not in message else ["scan"]
     with pytest.raises(PlanError) as exc:

@@ -19,14 +19,18 @@ def test_generated_package_passes_its_own_tests(tmp_path: Path) -> None:
     assert (project / "my_beamline" / "__init__.py").is_file()
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(project)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "3 passed" in proc.stdout
 
 
-def test_generated_package_follows_the_convention(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generated_package_follows_the_convention(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     project = scaffold("conv_check", tmp_path)
     text = (project / "conv_check" / "__init__.py").read_text()
     # Nothing is created at import time: ophyd is imported inside devices() only.

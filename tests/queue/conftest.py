@@ -30,8 +30,9 @@ def pod_processes(root: Path) -> list[psutil.Process]:
         try:
             if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
-            if (str(root) in " ".join(proc.info["cmdline"] or [])
-                    or proc.environ().get("BEAMPOD_HOME") == str(root)):
+            if str(root) in " ".join(proc.info["cmdline"] or []) or proc.environ().get(
+                "BEAMPOD_HOME"
+            ) == str(root):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -74,8 +75,9 @@ def start_queue_pod(root: Path, *, allow_loopback: bool) -> RunningPod:
     init_pod(home, free_ports=True)
     text = home.config_file.read_text()
     flag = "true" if allow_loopback else "false"
-    text = text.replace("allow_loopback_unauthenticated: true",
-                        f"allow_loopback_unauthenticated: {flag}")
+    text = text.replace(
+        "allow_loopback_unauthenticated: true", f"allow_loopback_unauthenticated: {flag}"
+    )
     home.config_file.write_text(text)
     pod = load_pod(home)
     assert pod.config.pod.allow_loopback_unauthenticated is allow_loopback

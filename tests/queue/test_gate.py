@@ -23,7 +23,8 @@ def lists() -> tuple[dict[str, Any], dict[str, Any]]:
     from ophyd.sim import det, motor
 
     plans, devices, _, _ = existing_plans_and_devices_from_nspace(
-        nspace={"det": det, "motor": motor, "scan": scan, "count": count})
+        nspace={"det": det, "motor": motor, "scan": scan, "count": count}
+    )
     return plans, devices
 
 
@@ -48,18 +49,31 @@ async def echo_app(scope: Any, receive: Any, send: Any) -> None:
     if scope["path"] == "/refuse":
         out: dict[str, Any] = {"success": False, "msg": "no"}
     else:
-        out = {"success": True, "auth": auth, "path": scope["path"],
-               "query": scope["query_string"].decode(), "body": body.decode(),
-               "cookie": headers.get(b"cookie", b"").decode()}
+        out = {
+            "success": True,
+            "auth": auth,
+            "path": scope["path"],
+            "query": scope["query_string"].decode(),
+            "body": body.decode(),
+            "cookie": headers.get(b"cookie", b"").decode(),
+        }
     data = json.dumps(out).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
 def client(lists: Any, *, loopback: bool, peer: str = "127.0.0.1") -> httpx.Client:
-    gate = QueueGate(echo_app, GateSettings(CONTROL, OBSERVER, INTERNAL, loopback,
-                                            max_body_bytes=4096), FakeCatalog(lists))
+    gate = QueueGate(
+        echo_app,
+        GateSettings(CONTROL, OBSERVER, INTERNAL, loopback, max_body_bytes=4096),
+        FakeCatalog(lists),
+    )
     transport = httpx.ASGITransport(app=gate, client=(peer, 12345))  # type: ignore[arg-type]
     return httpx.AsyncClient(transport=transport, base_url="http://q")  # type: ignore[return-value]
 
@@ -75,22 +89,36 @@ def get(c: Any, path: str, **kw: Any) -> httpx.Response:
 SEED = {"plan": {"plan": "scan", "args": [["det"], "motor", -10, 10, 25]}}
 
 
-@pytest.mark.parametrize(("loopback", "peer", "headers", "params", "status", "auth"), [
-    (True, "127.0.0.1", {}, {}, 200, f"ApiKey {INTERNAL}"),
-    (True, "::1", {}, {}, 200, f"ApiKey {INTERNAL}"),
-    (True, "10.0.0.5", {}, {}, 401, None),
-    (False, "127.0.0.1", {}, {}, 401, None),
-    (False, "10.0.0.5", {"Authorization": f"ApiKey {CONTROL}"}, {}, 200, f"ApiKey {INTERNAL}"),
-    (False, "10.0.0.5", {"Authorization": f"ApiKey {OBSERVER}"}, {}, 200, ""),
-    (False, "10.0.0.5", {}, {"api_key": CONTROL}, 200, f"ApiKey {INTERNAL}"),
-    (False, "127.0.0.1", {"Authorization": "ApiKey wrong"}, {}, 401, None),
-    (True, "127.0.0.1", {"Authorization": "ApiKey wrong"}, {}, 401, None),
-    (False, "127.0.0.1", {"Authorization": f"Bearer {CONTROL}"}, {}, 401, None),
-])
-def test_identity(lists: Any, loopback: bool, peer: str, headers: dict[str, str],
-                        params: dict[str, str], status: int, auth: str | None) -> None:
-    resp = get(client(lists, loopback=loopback, peer=peer), "/api/status",
-                     headers={**headers, "Cookie": "tiled_api_key=zzz"}, params=params)
+@pytest.mark.parametrize(
+    ("loopback", "peer", "headers", "params", "status", "auth"),
+    [
+        (True, "127.0.0.1", {}, {}, 200, f"ApiKey {INTERNAL}"),
+        (True, "::1", {}, {}, 200, f"ApiKey {INTERNAL}"),
+        (True, "10.0.0.5", {}, {}, 401, None),
+        (False, "127.0.0.1", {}, {}, 401, None),
+        (False, "10.0.0.5", {"Authorization": f"ApiKey {CONTROL}"}, {}, 200, f"ApiKey {INTERNAL}"),
+        (False, "10.0.0.5", {"Authorization": f"ApiKey {OBSERVER}"}, {}, 200, ""),
+        (False, "10.0.0.5", {}, {"api_key": CONTROL}, 200, f"ApiKey {INTERNAL}"),
+        (False, "127.0.0.1", {"Authorization": "ApiKey wrong"}, {}, 401, None),
+        (True, "127.0.0.1", {"Authorization": "ApiKey wrong"}, {}, 401, None),
+        (False, "127.0.0.1", {"Authorization": f"Bearer {CONTROL}"}, {}, 401, None),
+    ],
+)
+def test_identity(
+    lists: Any,
+    loopback: bool,
+    peer: str,
+    headers: dict[str, str],
+    params: dict[str, str],
+    status: int,
+    auth: str | None,
+) -> None:
+    resp = get(
+        client(lists, loopback=loopback, peer=peer),
+        "/api/status",
+        headers={**headers, "Cookie": "tiled_api_key=zzz"},
+        params=params,
+    )
     assert resp.status_code == status, resp.text
     if status == 200:
         body = resp.json()
@@ -102,41 +130,75 @@ def test_identity(lists: Any, loopback: bool, peer: str, headers: dict[str, str]
 
 
 def test_seed_route_is_translated(lists: Any) -> None:
-    resp = get(client(lists, loopback=True), "/qs/add_to_queue", method="POST",
-                     json=SEED)
+    resp = get(client(lists, loopback=True), "/qs/add_to_queue", method="POST", json=SEED)
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["path"] == "/api/queue/item/add"
-    assert json.loads(body["body"]) == {"item": {"item_type": "plan", "name": "scan",
-                                                 "args": SEED["plan"]["args"], "kwargs": {}}}
+    assert json.loads(body["body"]) == {
+        "item": {"item_type": "plan", "name": "scan", "args": SEED["plan"]["args"], "kwargs": {}}
+    }
 
 
-@pytest.mark.parametrize(("path", "content", "status", "words"), [
-    ("/qs/add_to_queue", b'{"plan": {"plan": "scan", "args": [', 400, "malformed JSON"),
-    ("/api/queue/item/add", b"", 400, "empty"),
-    ("/api/queue/item/add", b"[1, 2]", 400, "JSON object"),
-    ("/api/queue/item/add", b"x" * 5000, 413, "limit"),
-    ("/qs/add_to_queue", json.dumps({"plan": {"plan": "scan", "argz": []}}).encode(), 422,
-     "argz"),
-    ("/api/queue/item/add", json.dumps({"item": {"name": "scann"}}).encode(), 422,
-     "unknown plan 'scann'"),
-    ("/api/queue/item/add",
-     json.dumps({"item": {"name": "scan", "args": [["det"], "motr", 1, 2, 3]}}).encode(), 422,
-     "unknown device 'motr'"),
-    ("/api/queue/item/add",
-     json.dumps({"item": {"name": "count", "args": [["dett"]]}}).encode(), 422,
-     "unknown device 'dett' in argument 'detectors'"),
-    ("/api/queue/item/add", json.dumps({"item": {"name": "count"}}).encode(), 422,
-     "missing required argument 'detectors'"),
-    ("/api/queue/item/add/batch",
-     json.dumps({"items": [{"name": "count", "args": [["det"]]},
-                           {"name": "count", "args": [["det"]], "kwargs": {"nmu": 2}}]}).encode(),
-     422, "item 1: plan 'count' has no parameter 'nmu'"),
-])
-def test_bad_submissions(lists: Any, path: str, content: bytes, status: int,
-                               words: str) -> None:
-    resp = get(client(lists, loopback=True), path, method="POST", content=content,
-                     headers={"Content-Type": "application/json"})
+@pytest.mark.parametrize(
+    ("path", "content", "status", "words"),
+    [
+        ("/qs/add_to_queue", b'{"plan": {"plan": "scan", "args": [', 400, "malformed JSON"),
+        ("/api/queue/item/add", b"", 400, "empty"),
+        ("/api/queue/item/add", b"[1, 2]", 400, "JSON object"),
+        ("/api/queue/item/add", b"x" * 5000, 413, "limit"),
+        (
+            "/qs/add_to_queue",
+            json.dumps({"plan": {"plan": "scan", "argz": []}}).encode(),
+            422,
+            "argz",
+        ),
+        (
+            "/api/queue/item/add",
+            json.dumps({"item": {"name": "scann"}}).encode(),
+            422,
+            "unknown plan 'scann'",
+        ),
+        (
+            "/api/queue/item/add",
+            json.dumps({"item": {"name": "scan", "args": [["det"], "motr", 1, 2, 3]}}).encode(),
+            422,
+            "unknown device 'motr'",
+        ),
+        (
+            "/api/queue/item/add",
+            json.dumps({"item": {"name": "count", "args": [["dett"]]}}).encode(),
+            422,
+            "unknown device 'dett' in argument 'detectors'",
+        ),
+        (
+            "/api/queue/item/add",
+            json.dumps({"item": {"name": "count"}}).encode(),
+            422,
+            "missing required argument 'detectors'",
+        ),
+        (
+            "/api/queue/item/add/batch",
+            json.dumps(
+                {
+                    "items": [
+                        {"name": "count", "args": [["det"]]},
+                        {"name": "count", "args": [["det"]], "kwargs": {"nmu": 2}},
+                    ]
+                }
+            ).encode(),
+            422,
+            "item 1: plan 'count' has no parameter 'nmu'",
+        ),
+    ],
+)
+def test_bad_submissions(lists: Any, path: str, content: bytes, status: int, words: str) -> None:
+    resp = get(
+        client(lists, loopback=True),
+        path,
+        method="POST",
+        content=content,
+        headers={"Content-Type": "application/json"},
+    )
     assert resp.status_code == status, resp.text
     assert words in json.dumps(resp.json()["detail"])
 
@@ -149,16 +211,16 @@ async def _refusal(lists: Any) -> None:
     # Any submission route gets the rewrite; /refuse stands in for a manager refusal.
     from beampod.queue import _gate
 
-    gate = QueueGate(echo_app, GateSettings(CONTROL, OBSERVER, INTERNAL, True),
-                     FakeCatalog(lists))
+    gate = QueueGate(echo_app, GateSettings(CONTROL, OBSERVER, INTERNAL, True), FakeCatalog(lists))
     sent: list[dict[str, Any]] = []
 
     async def send(msg: dict[str, Any]) -> None:
         sent.append(msg)
 
     wrapped = _gate._RefusalToStatus(send)
-    await echo_app({"path": "/refuse", "headers": [], "query_string": b""},
-                   _gate._replay(b"", None), wrapped)  # type: ignore[arg-type]
+    await echo_app(
+        {"path": "/refuse", "headers": [], "query_string": b""}, _gate._replay(b"", None), wrapped
+    )  # type: ignore[arg-type]
     assert sent[0]["status"] == 422
     assert json.loads(sent[1]["body"])["detail"] == "no"
     assert gate is not None
@@ -167,7 +229,8 @@ async def _refusal(lists: Any) -> None:
 def test_check_item_accepts_good_items(lists: Any) -> None:
     plans, devices = lists
     assert check_item({"name": "scan", "args": [["det"], "motor", -1, 1, 5]}, plans, devices) == []
-    assert check_item({"name": "count", "args": [["det"]], "kwargs": {"num": 3}},
-                      plans, devices) == []
+    assert (
+        check_item({"name": "count", "args": [["det"]], "kwargs": {"num": 3}}, plans, devices) == []
+    )
     assert "motor.readback" in device_names(devices)
     assert check_item({"name": "count", "args": [["motor.readback"]]}, plans, devices) == []

@@ -22,16 +22,21 @@ SEED_BODY = '{"plan": {"plan":"scan", "args":[["pinhole"], "motor_ph", -10, 10, 
 
 def test_seed_scan_lands_in_the_store_with_25_events(pod: LoadedPod) -> None:
     uri = http_uri(pod)
-    resp = httpx.post(f"{uri}/qs/add_to_queue", content=SEED_BODY, timeout=30,
-                      headers={"Content-Type": "application/json"})
+    resp = httpx.post(
+        f"{uri}/qs/add_to_queue",
+        content=SEED_BODY,
+        timeout=30,
+        headers={"Content-Type": "application/json"},
+    )
     assert resp.status_code == 200, resp.text
     item_uid = resp.json()["item"]["item_uid"]
     rm = REManagerAPI(http_server_uri=uri)
     rm.set_authorization_key(api_key=pod.secrets.queue_control_key.get_secret_value())
     try:
         rm.queue_start()
-        rm.wait_for_condition(lambda s: s["items_in_queue"] == 0
-                              and s["manager_state"] == "idle", timeout=120)
+        rm.wait_for_condition(
+            lambda s: s["items_in_queue"] == 0 and s["manager_state"] == "idle", timeout=120
+        )
         done = [i for i in rm.history_get()["items"] if i["item_uid"] == item_uid]
     finally:
         rm.close()
@@ -43,8 +48,9 @@ def test_seed_scan_lands_in_the_store_with_25_events(pod: LoadedPod) -> None:
     deadline = time.monotonic() + 60
     while True:
         out = beampod_cli(pod.home.root, "runs", check=False).stdout
-        row = next((line.split() for line in out.splitlines()
-                    if line.startswith(run_uid[:8])), None)
+        row = next(
+            (line.split() for line in out.splitlines() if line.startswith(run_uid[:8])), None
+        )
         if row and "success" in row:
             break
         assert time.monotonic() < deadline, f"run {run_uid} not in the store:\n{out}"
@@ -67,14 +73,23 @@ def test_seed_queue_demo_verbatim(pod: LoadedPod) -> None:
     port = pod.config.queue.http_port
     http = Path(sys.executable).with_name("http")
     post = subprocess.run(
-        [str(http), "--ignore-stdin", "--check-status", "POST",
-         f"localhost:{port}/qs/add_to_queue",
-         'plan:={"plan":"scan", "args":[["pinhole"], "motor_ph", -10, 10, 25]}'],
-        capture_output=True, text=True, timeout=60)
+        [
+            str(http),
+            "--ignore-stdin",
+            "--check-status",
+            "POST",
+            f"localhost:{port}/qs/add_to_queue",
+            'plan:={"plan":"scan", "args":[["pinhole"], "motor_ph", -10, 10, 25]}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert post.returncode == 0, post.stdout + post.stderr
     item_uid = json.loads(post.stdout)["item"]["item_uid"]
-    out = beampod_cli(pod.home.root, "shell", "-c",
-                      "RE(queue_server_plan(until_empty=True))").stdout
+    out = beampod_cli(
+        pod.home.root, "shell", "-c", "RE(queue_server_plan(until_empty=True))"
+    ).stdout
     assert "-> completed" in out, out
     rm = REManagerAPI(http_server_uri=http_uri(pod))
     rm.set_authorization_key(api_key=pod.secrets.queue_control_key.get_secret_value())

@@ -62,8 +62,12 @@ def test_seed_post_without_key_runs_25_point_scan(qpod: RunningPod, rm: Any) -> 
     assert rm.status()["worker_environment_exists"]  # `up` loads the instrument
     journal = QueueFiles.of(qpod.pod.home).runs_log
     runs_before = len(read_journal(journal))
-    resp = httpx.post(f"{qpod.http}/qs/add_to_queue", content=SEED_BODY,
-                      headers={"Content-Type": "application/json"}, timeout=30)
+    resp = httpx.post(
+        f"{qpod.http}/qs/add_to_queue",
+        content=SEED_BODY,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
     assert resp.status_code == 200, resp.text
     uid = resp.json()["item"]["item_uid"]
     assert queue_len(rm) == 1
@@ -81,14 +85,22 @@ def test_seed_post_without_key_runs_25_point_scan(qpod: RunningPod, rm: Any) -> 
 
 def test_seed_post_with_key_on_any_pod(locked_pod: RunningPod) -> None:
     headers = {"Content-Type": "application/json"}
-    resp = httpx.post(f"{locked_pod.http}/qs/add_to_queue", content=SEED_BODY,
-                      headers=headers, timeout=30)
+    resp = httpx.post(
+        f"{locked_pod.http}/qs/add_to_queue", content=SEED_BODY, headers=headers, timeout=30
+    )
     assert resp.status_code == 401
-    resp = httpx.post(f"{locked_pod.http}/qs/add_to_queue", content=SEED_BODY, timeout=30,
-                      headers={**headers, "Authorization": f"ApiKey {locked_pod.control_key}"})
+    resp = httpx.post(
+        f"{locked_pod.http}/qs/add_to_queue",
+        content=SEED_BODY,
+        timeout=30,
+        headers={**headers, "Authorization": f"ApiKey {locked_pod.control_key}"},
+    )
     assert resp.status_code == 200, resp.text
-    httpx.post(f"{locked_pod.http}/api/queue/clear", timeout=30,
-               headers={"Authorization": f"ApiKey {locked_pod.control_key}"})
+    httpx.post(
+        f"{locked_pod.http}/api/queue/clear",
+        timeout=30,
+        headers={"Authorization": f"ApiKey {locked_pod.control_key}"},
+    )
 
 
 def test_queue_server_plan_serves_posted_plans(qpod: RunningPod, rm: Any) -> None:
@@ -96,8 +108,12 @@ def test_queue_server_plan_serves_posted_plans(qpod: RunningPod, rm: Any) -> Non
 
     from beampod.queue import queue_server_plan
 
-    httpx.post(f"{qpod.http}/qs/add_to_queue", content=SEED_BODY, timeout=30,
-               headers={"Content-Type": "application/json"}).raise_for_status()
+    httpx.post(
+        f"{qpod.http}/qs/add_to_queue",
+        content=SEED_BODY,
+        timeout=30,
+        headers={"Content-Type": "application/json"},
+    ).raise_for_status()
     lines: list[str] = []
     RE = RunEngine({})
     RE(queue_server_plan(qpod.pod, until_empty=True, poll_s=0.1, report=lines.append))
@@ -110,7 +126,8 @@ def test_queue_server_plan_serves_posted_plans(qpod: RunningPod, rm: Any) -> Non
 
 @pytest.mark.timeout(90)
 def test_queue_server_plan_pauses_on_one_ctrl_c_and_abort_stops_serving(
-        qpod: RunningPod, rm: Any) -> None:
+    qpod: RunningPod, rm: Any
+) -> None:
     """One Ctrl-C in bsui is a deferred pause: the serving loop must reach a checkpoint
     (it did not, and waited forever); RE.abort() then ends it, autostart off."""
     import threading
@@ -144,12 +161,16 @@ def test_queue_server_plan_pauses_on_one_ctrl_c_and_abort_stops_serving(
 
 
 def test_no_key_refused_when_loopback_access_is_off(locked_pod: RunningPod) -> None:
-    for method, path in (("GET", "/api/status"), ("GET", "/api/queue/get"),
-                         ("POST", "/api/queue/start")):
+    for method, path in (
+        ("GET", "/api/status"),
+        ("GET", "/api/queue/get"),
+        ("POST", "/api/queue/start"),
+    ):
         resp = httpx.request(method, f"{locked_pod.http}{path}", timeout=30)
         assert resp.status_code in (401, 403), (path, resp.status_code)
-    resp = httpx.get(f"{locked_pod.http}/api/status", timeout=30,
-                     headers={"Authorization": "ApiKey not-the-key"})
+    resp = httpx.get(
+        f"{locked_pod.http}/api/status", timeout=30, headers={"Authorization": "ApiKey not-the-key"}
+    )
     assert resp.status_code == 401
 
 
@@ -162,8 +183,9 @@ def test_observer_reads_but_cannot_add(locked_pod: RunningPod) -> None:
     item = {"item": {"item_type": "plan", "name": "count", "args": [["pinhole"]]}}
     resp = httpx.post(f"{locked_pod.http}/api/queue/item/add", json=item, headers=obs, timeout=30)
     assert resp.status_code in (401, 403), resp.text
-    assert httpx.post(f"{locked_pod.http}/api/queue/start", headers=obs,
-                      timeout=30).status_code in (401, 403)
+    assert httpx.post(
+        f"{locked_pod.http}/api/queue/start", headers=obs, timeout=30
+    ).status_code in (401, 403)
     # REManagerAPI with the observer key: reads work, a write raises.
     api = REManagerAPI(http_server_uri=locked_pod.http)
     api.set_authorization_key(api_key=locked_pod.observer_key)
@@ -178,33 +200,56 @@ def test_observer_reads_but_cannot_add(locked_pod: RunningPod) -> None:
 # -- bad input ---------------------------------------------------------------------------
 
 BAD = [
-    ("/qs/add_to_queue", '{"plan": {"plan":"scann", "args":[["pinhole"]]}}', 422,
-     "unknown plan 'scann'"),
-    ("/qs/add_to_queue", '{"plan": {"plan":"scan", "args":[["pinhole"], "motor_hp", -1, 1, 5]}}',
-     422, "unknown device 'motor_hp'"),
-    ("/qs/add_to_queue", '{"plan": {"plan":"scan", "args":[["pinhol"], "motor_ph", -1, 1, 5]}}',
-     422, "unknown device 'pinhol'"),
-    ("/api/queue/item/add",
-     '{"item": {"item_type": "plan", "name": "count", "args": [["pinhole"]], '
-     '"kwargs": {"num": "three"}}}', 422, "num"),
-    ("/api/queue/item/add",
-     '{"item": {"item_type": "plan", "name": "count", "args": [["pinhole"], 1, 0.1, 7, 8]}}',
-     422, "at most"),
-    ("/api/queue/item/add", '{"item": {"item_type": "plan", "name": "count"}}', 422,
-     "missing required argument 'detectors'"),
-    ("/qs/add_to_queue", '{"plan": {"plan":"scan", "args":[["pinhole"], ', 400,
-     "malformed JSON"),
+    (
+        "/qs/add_to_queue",
+        '{"plan": {"plan":"scann", "args":[["pinhole"]]}}',
+        422,
+        "unknown plan 'scann'",
+    ),
+    (
+        "/qs/add_to_queue",
+        '{"plan": {"plan":"scan", "args":[["pinhole"], "motor_hp", -1, 1, 5]}}',
+        422,
+        "unknown device 'motor_hp'",
+    ),
+    (
+        "/qs/add_to_queue",
+        '{"plan": {"plan":"scan", "args":[["pinhol"], "motor_ph", -1, 1, 5]}}',
+        422,
+        "unknown device 'pinhol'",
+    ),
+    (
+        "/api/queue/item/add",
+        '{"item": {"item_type": "plan", "name": "count", "args": [["pinhole"]], '
+        '"kwargs": {"num": "three"}}}',
+        422,
+        "num",
+    ),
+    (
+        "/api/queue/item/add",
+        '{"item": {"item_type": "plan", "name": "count", "args": [["pinhole"], 1, 0.1, 7, 8]}}',
+        422,
+        "at most",
+    ),
+    (
+        "/api/queue/item/add",
+        '{"item": {"item_type": "plan", "name": "count"}}',
+        422,
+        "missing required argument 'detectors'",
+    ),
+    ("/qs/add_to_queue", '{"plan": {"plan":"scan", "args":[["pinhole"], ', 400, "malformed JSON"),
     ("/api/queue/item/add", '{"item": ' + '"' + "x" * (2 << 20) + '"}', 413, "limit"),
 ]
 
 
-@pytest.mark.parametrize(("path", "body", "status", "words"), BAD,
-                         ids=[w for *_, w in BAD])
-def test_bad_input_refused_and_nothing_enqueued(qpod: RunningPod, rm: Any, path: str,
-                                               body: str, status: int, words: str) -> None:
+@pytest.mark.parametrize(("path", "body", "status", "words"), BAD, ids=[w for *_, w in BAD])
+def test_bad_input_refused_and_nothing_enqueued(
+    qpod: RunningPod, rm: Any, path: str, body: str, status: int, words: str
+) -> None:
     before = queue_len(rm)
-    resp = httpx.post(f"{qpod.http}{path}", content=body, timeout=30,
-                      headers={"Content-Type": "application/json"})
+    resp = httpx.post(
+        f"{qpod.http}{path}", content=body, timeout=30, headers={"Content-Type": "application/json"}
+    )
     assert resp.status_code == status, resp.text
     assert words in json.dumps(resp.json()["detail"])
     assert queue_len(rm) == before
@@ -223,9 +268,13 @@ def test_remanagerapi_item_add_refusal_is_an_error(rm: Any) -> None:
 
 
 def cli(qpod: RunningPod, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "beampod", "--home", str(qpod.pod.home.root),
-                           "queue", *args], capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "beampod", "--home", str(qpod.pod.home.root), "queue", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_cli_add_list_start_history(qpod: RunningPod, rm: Any) -> None:
@@ -240,12 +289,15 @@ def test_cli_add_list_start_history(qpod: RunningPod, rm: Any) -> None:
     assert "completed" in hist.stdout, hist.stdout
 
 
-@pytest.mark.parametrize(("expr", "words"), [
-    ("scan([pinhol], motor_ph, -1, 1, 5)", "unknown device 'pinhol'"),
-    ("scann([pinhole], motor_ph, -1, 1, 5)", "unknown plan 'scann'"),
-    ("__import__('os').system('true')", "plan"),
-    ("count([pinhole], num='three')", "num"),
-])
+@pytest.mark.parametrize(
+    ("expr", "words"),
+    [
+        ("scan([pinhol], motor_ph, -1, 1, 5)", "unknown device 'pinhol'"),
+        ("scann([pinhole], motor_ph, -1, 1, 5)", "unknown plan 'scann'"),
+        ("__import__('os').system('true')", "plan"),
+        ("count([pinhole], num='three')", "num"),
+    ],
+)
 def test_cli_refuses_bad_expressions(qpod: RunningPod, rm: Any, expr: str, words: str) -> None:
     before = queue_len(rm)
     out = cli(qpod, "add", expr)
@@ -294,9 +346,12 @@ def test_no_secret_in_logs_files_or_argv(qpod: RunningPod) -> None:
     from tests.queue.conftest import pod_processes
 
     s = qpod.pod.secrets
-    secrets = {"redis_password": s.redis_password, "queue_control_key": s.queue_control_key,
-               "queue_observer_key": s.queue_observer_key,
-               "queue_zmq_private_key": s.queue_zmq_private_key}
+    secrets = {
+        "redis_password": s.redis_password,
+        "queue_control_key": s.queue_control_key,
+        "queue_observer_key": s.queue_observer_key,
+        "queue_zmq_private_key": s.queue_zmq_private_key,
+    }
     values = {k: v.get_secret_value() for k, v in secrets.items()}
     home = qpod.pod.home
     # Logs, the state file and the queue's generated files; (redis.conf legitimately
@@ -330,21 +385,25 @@ def test_manager_sigkill_mid_queue_keeps_queue_and_history(qpod: RunningPod, rm:
     long_item = rm.item_add(BPlan("count", ["pinhole"], num=400, delay=0.05))["item"]
     waiting = rm.item_add(BPlan("count", ["pinhole"], num=2))["item"]
     rm.queue_start()
-    rm.wait_for_condition(lambda s: s["running_item_uid"] == long_item["item_uid"]
-                          and s["re_state"] == "running", timeout=WAIT_S)
+    rm.wait_for_condition(
+        lambda s: s["running_item_uid"] == long_item["item_uid"] and s["re_state"] == "running",
+        timeout=WAIT_S,
+    )
     svc = qpod.service("queue")
     pid, restarts = svc.pid, svc.restarts
     # Only the service's own process (the watchdog); its manager and worker children must
     # die with it, or the restarted manager would find its ports taken.
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: svc.restarts > restarts and svc.state == "ready",
-             "the supervisor to restart the queue manager")
+    wait_for(
+        lambda: svc.restarts > restarts and svc.state == "ready",
+        "the supervisor to restart the queue manager",
+    )
     # The httpserver reconnects on its own; wait until it answers again.
     rm.wait_for_condition(lambda s: s["manager_state"] == "idle", timeout=WAIT_S)
     queue = rm.queue_get(reload=True)
     assert [i["item_uid"] for i in queue["items"]] == [waiting["item_uid"]]
     history = rm.history_get(reload=True)["items"]
-    assert history[:len(history_before)] == history_before
+    assert history[: len(history_before)] == history_before
     interrupted = history[-1]
     assert interrupted["item_uid"] == long_item["item_uid"]
     assert interrupted["result"]["exit_status"] == "unknown"

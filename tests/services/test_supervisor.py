@@ -25,19 +25,27 @@ from beampod.services import (
 )
 from beampod.services._process import pid_alive
 
-FAST = RestartPolicy(max_crashes=2, window_s=30, backoff_initial_s=0.05, backoff_max_s=0.2,
-                     health_interval_s=0.2)
+FAST = RestartPolicy(
+    max_crashes=2, window_s=30, backoff_initial_s=0.05, backoff_max_s=0.2, health_interval_s=0.2
+)
 
 
 def _script(body: str) -> tuple[str, ...]:
     return (sys.executable, "-c", body)
 
 
-def _service(home: PodHome, name: str, body: str, deps: tuple[str, ...] = (),
-             **kw: object) -> ServiceSpec:
-    return ServiceSpec(name=name, argv=_script(body), depends_on=deps,
-                       probe=LogLineProbe(home.log_file(name), r"^READY"), ready_timeout=10,
-                       stop_timeout=2, **kw)  # type: ignore[arg-type]
+def _service(
+    home: PodHome, name: str, body: str, deps: tuple[str, ...] = (), **kw: object
+) -> ServiceSpec:
+    return ServiceSpec(
+        name=name,
+        argv=_script(body),
+        depends_on=deps,
+        probe=LogLineProbe(home.log_file(name), r"^READY"),
+        ready_timeout=10,
+        stop_timeout=2,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 SERVE = "import time,sys; print('READY', flush=True); time.sleep(600)"
@@ -71,13 +79,24 @@ def test_dependency_order_is_topological_and_checked() -> None:
 
 def test_starts_in_dependency_order_and_stops_everything(home: PodHome) -> None:
     marker = home.root / "order.txt"
-    body = ("import time,sys; open(%r,'a').write(sys.argv[1]+'\\n'); print('READY', flush=True);"
-            "time.sleep(600)")
+    body = (
+        "import time,sys; open(%r,'a').write(sys.argv[1]+'\\n'); print('READY', flush=True);"
+        "time.sleep(600)"
+    )
     specs = [
-        ServiceSpec("second", (*_script(body % str(marker)), "second"), depends_on=("first",),
-                    probe=LogLineProbe(home.log_file("second"), "^READY"), stop_timeout=2),
-        ServiceSpec("first", (*_script(body % str(marker)), "first"),
-                    probe=LogLineProbe(home.log_file("first"), "^READY"), stop_timeout=2),
+        ServiceSpec(
+            "second",
+            (*_script(body % str(marker)), "second"),
+            depends_on=("first",),
+            probe=LogLineProbe(home.log_file("second"), "^READY"),
+            stop_timeout=2,
+        ),
+        ServiceSpec(
+            "first",
+            (*_script(body % str(marker)), "first"),
+            probe=LogLineProbe(home.log_file("first"), "^READY"),
+            stop_timeout=2,
+        ),
     ]
 
     async def scenario() -> list[int]:
@@ -97,11 +116,13 @@ def test_starts_in_dependency_order_and_stops_everything(home: PodHome) -> None:
 
 def test_grandchildren_are_stopped_too(home: PodHome) -> None:
     # The service spawns a grandchild that ignores SIGTERM; stop must still clear it.
-    body = ("import subprocess,sys,time;"
-            "p=subprocess.Popen([sys.executable,'-c',"
-            "'import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
-            " time.sleep(600)']);"
-            "print('READY', p.pid, flush=True); time.sleep(600)")
+    body = (
+        "import subprocess,sys,time;"
+        "p=subprocess.Popen([sys.executable,'-c',"
+        "'import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        " time.sleep(600)']);"
+        "print('READY', p.pid, flush=True); time.sleep(600)"
+    )
     spec = _service(home, "parent", body)
 
     async def scenario() -> int:
@@ -147,8 +168,9 @@ def test_crashed_service_is_restarted_then_marked_failed(home: PodHome) -> None:
 
 def test_service_that_never_gets_ready_fails_start_with_log_tail(home: PodHome) -> None:
     ok = _service(home, "ok", SERVE)
-    bad = _service(home, "bad", "import sys; print('cannot open frobnicator'); sys.exit(3)",
-                   deps=("ok",))
+    bad = _service(
+        home, "bad", "import sys; print('cannot open frobnicator'); sys.exit(3)", deps=("ok",)
+    )
 
     async def scenario() -> None:
         sup = Supervisor([ok, bad], home, policy=FAST)

@@ -37,9 +37,14 @@ def session_iocs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningIo
         yield iocs
 
 
-def run_session(home: Path, mode: str, *texts: str,
-                timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_session(
+    home: Path, mode: str, *texts: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """``mode`` "shell": run_shell(pod, texts[0]); "run": run_plan_expression per text."""
-    return subprocess.run([sys.executable, "-c", _RUNNER, str(home), mode, *texts],
-                          capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-c", _RUNNER, str(home), mode, *texts],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )

@@ -95,8 +95,9 @@ def test_run_shell_returns_non_zero_on_error(session_iocs: RunningIocs) -> None:
 
 @pytest.mark.pod
 def test_run_plan_expression_returns_the_run_uid(session_iocs: RunningIocs) -> None:
-    proc = run_session(session_iocs.pod.home.root, "run",
-                       "scan([pinhole, edge], motor_edge, -2, 2, 5)")
+    proc = run_session(
+        session_iocs.pod.home.root, "run", "scan([pinhole, edge], motor_edge, -2, 2, 5)"
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     uids = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("UID ")]
     assert len(uids) == 1
@@ -163,21 +164,21 @@ def test_run_code_sys_exit(capsys: pytest.CaptureFixture[str]) -> None:
 def _line(out: str, tag: str) -> str:
     for line in out.splitlines():
         if line.startswith(tag + " "):
-            return line[len(tag) + 1:]
+            return line[len(tag) + 1 :]
     raise AssertionError(f"no {tag} line in output:\n{out}")
 
 
 @pytest.mark.pod
 def test_two_pods_on_one_machine_do_not_see_each_other(
-        session_iocs: RunningIocs, tmp_path_factory: pytest.TempPathFactory) -> None:
+    session_iocs: RunningIocs, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     from beampod.sim import write_sync
     from tests.sim._iocfix import running_iocs
 
     with running_iocs(tmp_path_factory.mktemp("other-pod"), families={"mini_beamline"}) as other:
         # Same PV names, other ports: move the other pod's slit motor only.
         write_sync("127.0.0.1", other.port("mini:"), "mini:slit:mtr", 33.0)
-        proc = run_session(session_iocs.pod.home.root, "shell",
-                           "print('POS', motor_slit.position)")
+        proc = run_session(session_iocs.pod.home.root, "shell", "print('POS', motor_slit.position)")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert float(_line(proc.stdout, "POS")) == pytest.approx(0.0)
     # libca reports a PV found on two servers; the address list must prevent that.
@@ -186,14 +187,18 @@ def test_two_pods_on_one_machine_do_not_see_each_other(
 
 @pytest.mark.pod
 def test_session_starts_connected_and_names_devices_whose_ioc_is_down(
-        tmp_path_factory: pytest.TempPathFactory) -> None:
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     """Only the mini_beamline IOC runs: the session waits for its devices (a move right
     away works), names the devices that did not connect, and starts anyway."""
     from tests.sim._iocfix import running_iocs
 
     with running_iocs(tmp_path_factory.mktemp("partial-pod"), families={"mini_beamline"}) as iocs:
-        proc = run_session(iocs.pod.home.root, "shell",
-                           "RE(mv(motor_slit, 1.5)); print('POS', motor_slit.position)")
+        proc = run_session(
+            iocs.pod.home.root,
+            "shell",
+            "RE(mv(motor_slit, 1.5)); print('POS', motor_slit.position)",
+        )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert float(_line(proc.stdout, "POS")) == pytest.approx(1.5)
     warning = next(ln for ln in proc.stderr.splitlines() if "not connected after" in ln)

@@ -49,6 +49,9 @@ def running_iocs(root: Path, families: Collection[str] | None = None) -> Iterato
         pids = [p.pid for p in procs.values()]
         yield RunningIocs(pod, procs)
     left = [p for p in procs.values() if p.poll() is None]
-    alive = [pid for pid in pids if psutil.pid_exists(pid)
-             and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    alive = [
+        pid
+        for pid in pids
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
     assert not left and not alive, f"IOC processes left behind: {alive}"

@@ -18,8 +18,7 @@ def test_one_spec_per_ioc_with_its_own_port(tmp_path: Path) -> None:
     assert len({ports[s.name] for s in specs}) == 5
     mini = specs[0]
     port = ports[mini.name]
-    assert mini.argv == (sys.executable, "-m", "beampod.sim", "mini_beamline",
-                         "--prefix", "mini:")
+    assert mini.argv == (sys.executable, "-m", "beampod.sim", "mini_beamline", "--prefix", "mini:")
     assert mini.address == f"ca://127.0.0.1:{port} mini:"
     assert mini.env["EPICS_CAS_INTF_ADDR_LIST"] == "127.0.0.1"
     assert mini.env["EPICS_CA_SERVER_PORT"] == str(port)

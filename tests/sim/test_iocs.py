@@ -171,7 +171,9 @@ def test_ioc_refuses_a_taken_tcp_port(tmp_path: object) -> None:
         port = busy.getsockname()[1]
         proc = subprocess.run(
             [sys.executable, "-m", "beampod.sim", "simple", "--prefix", "busy:"],
-            env={**_base_env(), **ioc_env(HOST, port)}, capture_output=True, text=True,
+            env={**_base_env(), **ioc_env(HOST, port)},
+            capture_output=True,
+            text=True,
             timeout=60,
         )
     assert proc.returncode == 3, proc.stderr

@@ -49,8 +49,13 @@ def _log_tail(path: Path) -> str:
         return "(no log)"
 
 
-def wait_until(check: Callable[[], bool], what: str, proc: subprocess.Popen[bytes],
-               log: Path, deadline_s: float = START_DEADLINE_S) -> None:
+def wait_until(
+    check: Callable[[], bool],
+    what: str,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    deadline_s: float = START_DEADLINE_S,
+) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -80,8 +85,9 @@ def make_pod(root: Path, *, postgres_port: int | None = None) -> LoadedPod:
     assert marker in text
     text = text.replace(marker, f"  {EXTRA_INSTRUMENT}:\n    package: beampod.demo\n{marker}", 1)
     if postgres_port is not None:
-        text = text.replace("store:\n  backend: sqlite",
-                            f"store:\n  backend: postgres\n  port: {postgres_port}")
+        text = text.replace(
+            "store:\n  backend: sqlite", f"store:\n  backend: postgres\n  port: {postgres_port}"
+        )
     home.config_file.write_text(text)
     init_pod(home)  # adds secrets for the extra instrument
     return load_pod(home)
@@ -91,8 +97,9 @@ def start_process(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.pop("TILED_SINGLE_USER_API_KEY", None)
     with log.open("ab") as fh:
-        return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        return subprocess.Popen(
+            argv, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
 
 
 def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -109,7 +116,8 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> No
 def start_tiled(pod: LoadedPod) -> Server:
     log = pod.home.logs_dir / "tiled.log"
     proc = start_process(
-        [sys.executable, "-m", "beampod.store.server", "--home", str(pod.home.root)], log)
+        [sys.executable, "-m", "beampod.store.server", "--home", str(pod.home.root)], log
+    )
     server = Server(pod, proc, log)
     try:
         wait_until(lambda: _tiled_ready(server.url), "tiled", proc, log)
@@ -127,12 +135,10 @@ def tiled_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     stop_process(server.proc)
 
 
-
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[Server]:
     import shutil
     import tempfile
-
 
     # Not under pytest's tmp root: under root, postgres runs as an unprivileged user
     # that must traverse the parents of its data directory, and every pytest session
@@ -170,8 +176,9 @@ def _pg_server(base: Path) -> Iterator[Server]:
 Docs = list[tuple[str, dict[str, Any]]]
 
 
-def generate_run(plan: str = "scan", num: int = 7, md: dict[str, Any] | None = None,
-                 scan_id: int = 1) -> Docs:
+def generate_run(
+    plan: str = "scan", num: int = 7, md: dict[str, Any] | None = None, scan_id: int = 1
+) -> Docs:
     """Documents of one real RunEngine run over ophyd.sim's det and motor."""
     from bluesky import RunEngine
     from bluesky.plans import count, scan

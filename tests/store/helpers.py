@@ -27,8 +27,9 @@ def with_run_uid(docs: Docs, new_uid: str) -> Docs:
             doc["uid"] = str(uuid.uuid4())
         out.append((name, doc))
     # Events point at descriptors by uid: follow the renaming.
-    renames = {a["uid"]: b["uid"] for (na, a), (_, b) in zip(docs, out, strict=True)
-               if na == "descriptor"}
+    renames = {
+        a["uid"]: b["uid"] for (na, a), (_, b) in zip(docs, out, strict=True) if na == "descriptor"
+    }
     for name, doc in out:
         if name == "event":
             doc["descriptor"] = renames[doc["descriptor"]]

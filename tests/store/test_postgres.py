@@ -47,7 +47,8 @@ def test_round_trip_with_restart_and_replay(pg_server):  # type: ignore[no-untyp
 
 
 def test_events_read_back_in_seq_num_order_when_postgres_reuses_space(  # type: ignore[no-untyped-def]
-        pg_server):
+    pg_server,
+):
     """PostgreSQL returns rows in heap order unless told otherwise, and a heap reuses
     freed space: rows written later can sit before earlier ones (seen after a writer was
     SIGKILLed mid-run). Forced here: another run's rows in the same SQL table are
@@ -62,8 +63,7 @@ def test_events_read_back_in_seq_num_order_when_postgres_reuses_space(  # type: 
     mine = generate_run("scan", num=10, scan_id=8)
     assert not open_sink(pg_server.pod).write_batch(items(filler)).rejected
     batch = items(mine)
-    first_half = next(i for i, (n, d, _) in enumerate(batch)
-                      if n == "event" and d["seq_num"] == 6)
+    first_half = next(i for i, (n, d, _) in enumerate(batch) if n == "event" and d["seq_num"] == 6)
     assert not open_sink(pg_server.pod).write_batch(batch[:first_half]).rejected
     run = open_catalog(pg_server.pod)[start_uid(mine)]
     node = run.base["primary"].base["internal"]

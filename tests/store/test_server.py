@@ -13,8 +13,7 @@ from tests.store.conftest import EXTRA_INSTRUMENT
 pytestmark = pytest.mark.pod
 
 NEW_CONTAINER = {
-    "data": {"structure_family": "container", "metadata": {}, "specs": [],
-             "data_sources": []},
+    "data": {"structure_family": "container", "metadata": {}, "specs": [], "data_sources": []},
 }
 
 
@@ -22,19 +21,25 @@ def _h(key: str) -> dict[str, str]:
     return {"Authorization": f"Apikey {key}"}
 
 
-def _create(url: str, headers: dict[str, str], params: dict[str, str] | None = None,
-            key: str | None = None) -> httpx.Response:
+def _create(
+    url: str, headers: dict[str, str], params: dict[str, str] | None = None, key: str | None = None
+) -> httpx.Response:
     body = {**NEW_CONTAINER["data"], "id": key} if key else NEW_CONTAINER["data"]
     # Scratch containers go at the root, not into an instrument catalog.
-    return httpx.post(f"{url}/api/v1/metadata/", json=body, headers=headers,
-                      params=params, trust_env=False)
+    return httpx.post(
+        f"{url}/api/v1/metadata/", json=body, headers=headers, params=params, trust_env=False
+    )
 
 
 def test_no_anonymous_access(tiled_server):  # type: ignore[no-untyped-def]
     url = tiled_server.url
     assert httpx.get(f"{url}/api/v1/search/", trust_env=False).status_code == 401
-    assert httpx.get(f"{url}/api/v1/metadata/demo", headers=_h("not-a-key"),
-                     trust_env=False).status_code == 401
+    assert (
+        httpx.get(
+            f"{url}/api/v1/metadata/demo", headers=_h("not-a-key"), trust_env=False
+        ).status_code
+        == 401
+    )
     assert _create(url, {}).status_code == 401
     # Liveness stays open for supervisors and load balancers.
     assert httpx.get(f"{url}/healthz", trust_env=False).status_code == 200
@@ -42,15 +47,17 @@ def test_no_anonymous_access(tiled_server):  # type: ignore[no-untyped-def]
 
 def test_reader_key_cannot_write(tiled_server):  # type: ignore[no-untyped-def]
     url, reader = tiled_server.url, tiled_server.key("reader")
-    assert httpx.get(f"{url}/api/v1/search/", headers=_h(reader),
-                     trust_env=False).status_code == 200
+    assert (
+        httpx.get(f"{url}/api/v1/search/", headers=_h(reader), trust_env=False).status_code == 200
+    )
     r = _create(url, _h(reader))
     assert r.status_code in (401, 403), r.text
     # Also via the query-string form of the key, and with other write methods.
     assert _create(url, {}, params={"api_key": reader}).status_code in (401, 403)
     for method in ("PUT", "PATCH", "DELETE"):
-        resp = httpx.request(method, f"{url}/api/v1/metadata/demo", headers=_h(reader),
-                             json={}, trust_env=False)
+        resp = httpx.request(
+            method, f"{url}/api/v1/metadata/demo", headers=_h(reader), json={}, trust_env=False
+        )
         assert resp.status_code in (401, 403), method
 
 

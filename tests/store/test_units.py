@@ -13,8 +13,9 @@ from beampod.store._validate import event_keys_problem, schema_problem
 KEYS = {Role.WRITER: "w-key_1", Role.READER: "r-key_2", Role.ADMIN: "a-key_3"}
 
 
-def _call(method: str, path: str, headers: dict[str, str] | None = None,
-          query: str = "") -> tuple[int, dict[str, Any] | None]:
+def _call(
+    method: str, path: str, headers: dict[str, str] | None = None, query: str = ""
+) -> tuple[int, dict[str, Any] | None]:
     seen: dict[str, Any] = {}
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -31,8 +32,13 @@ def _call(method: str, path: str, headers: dict[str, str] | None = None,
     async def send(msg: dict[str, Any]) -> None:
         sent.append(msg)
 
-    scope = {"type": "http", "method": method, "path": path, "query_string": query.encode(),
-             "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]}
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "query_string": query.encode(),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+    }
     asyncio.run(gate(scope, receive, send))
     return sent[0]["status"], (seen or None)
 
@@ -52,8 +58,12 @@ def test_gate_roles() -> None:
 
 
 def test_gate_forwards_only_internal_key() -> None:
-    status, scope = _call("GET", "/api/v1/search/", {"Cookie": "tiled_api_key=zzz"},
-                          query=f"api_key={KEYS[Role.WRITER]}&page=2")
+    status, scope = _call(
+        "GET",
+        "/api/v1/search/",
+        {"Cookie": "tiled_api_key=zzz"},
+        query=f"api_key={KEYS[Role.WRITER]}&page=2",
+    )
     assert status == 200 and scope is not None
     headers = dict(scope["headers"])
     assert headers[b"authorization"] == b"Apikey internal0"
@@ -62,8 +72,14 @@ def test_gate_forwards_only_internal_key() -> None:
 
 
 def test_event_fast_check_agrees_with_schema() -> None:
-    ev = {"uid": "u", "time": 1.0, "seq_num": 1, "descriptor": "d",
-          "data": {"x": 1}, "timestamps": {"x": 1.0}}
+    ev = {
+        "uid": "u",
+        "time": 1.0,
+        "seq_num": 1,
+        "descriptor": "d",
+        "data": {"x": 1},
+        "timestamps": {"x": 1.0},
+    }
     assert schema_problem("event", ev) is None
     assert schema_problem("event", {**ev, "filled": {"x": False}}) is None
     assert "seq_num" in (schema_problem("event", {**ev, "seq_num": "1"}) or "")
@@ -74,8 +90,10 @@ def test_event_fast_check_agrees_with_schema() -> None:
     assert "unknown document name" in (schema_problem("nope", {}) or "")
 
 
-@pytest.mark.parametrize(("data", "expect"), [
-    ({"x": 1}, None), ({}, "missing data keys ['x']"), ({"x": 1, "y": 2}, "['y']")])
+@pytest.mark.parametrize(
+    ("data", "expect"),
+    [({"x": 1}, None), ({}, "missing data keys ['x']"), ({"x": 1, "y": 2}, "['y']")],
+)
 def test_event_keys_problem(data: dict[str, Any], expect: str | None) -> None:
     ev = {"data": data, "timestamps": dict.fromkeys(data, 0.0)}
     problem = event_keys_problem(ev, frozenset({"x"}))

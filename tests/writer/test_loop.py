@@ -53,10 +53,12 @@ class RecordingSink:
 class RunningWriter:
     def __init__(self, pod: LoadedPod) -> None:
         self.sink = RecordingSink()
-        self.writer = Writer(NatsConnection.from_pod(pod, "demo", name="test-writer"), "demo",
-                             lambda: self.sink,  # type: ignore[arg-type,return-value]
-                             WriterSettings(max_wait_s=0.05, retry_initial_s=0.05,
-                                            retry_max_s=0.5))
+        self.writer = Writer(
+            NatsConnection.from_pod(pod, "demo", name="test-writer"),
+            "demo",
+            lambda: self.sink,  # type: ignore[arg-type,return-value]
+            WriterSettings(max_wait_s=0.05, retry_initial_s=0.05, retry_max_s=0.5),
+        )
         self.ready = threading.Event()
         self.loop = asyncio.new_event_loop()
         self.error: BaseException | None = None
@@ -102,8 +104,9 @@ def _publish(pod: LoadedPod, num: int) -> list[Doc]:
 
 
 @pytest.mark.parametrize("how", ["stop", "kill"])
-def test_writer_rides_out_the_bus_going_away(bus_pod: LoadedPod, nats_server: NatsProcess,
-                                             running_writer: RunningWriter, how: str) -> None:
+def test_writer_rides_out_the_bus_going_away(
+    bus_pod: LoadedPod, nats_server: NatsProcess, running_writer: RunningWriter, how: str
+) -> None:
     first = _publish(bus_pod, 5)
     running_writer.wait_docs(len(first))
     nats_server.stop() if how == "stop" else nats_server.kill()
@@ -119,8 +122,9 @@ def test_writer_rides_out_the_bus_going_away(bus_pod: LoadedPod, nats_server: Na
     assert running_writer.error is None
 
 
-def test_writer_waits_out_a_bus_without_jetstream(bus_pod: LoadedPod, nats_server: NatsProcess,
-                                                  running_writer: RunningWriter) -> None:
+def test_writer_waits_out_a_bus_without_jetstream(
+    bus_pod: LoadedPod, nats_server: NatsProcess, running_writer: RunningWriter
+) -> None:
     """The bus answers but JetStream does not (503 no responders to every pull): the
     writer re-opens its consumer with backoff until JetStream is back, then stores
     what was published meanwhile."""

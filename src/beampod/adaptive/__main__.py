@@ -18,11 +18,18 @@ from beampod.errors import BeampodError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m beampod.adaptive")
     parser.add_argument("--home", default=None, help="pod home (default: $BEAMPOD_HOME)")
-    parser.add_argument("--instrument", action="append", default=None,
-                        help="serve only this instrument (repeatable; default: all)")
+    parser.add_argument(
+        "--instrument",
+        action="append",
+        default=None,
+        help="serve only this instrument (repeatable; default: all)",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     from beampod.adaptive._service import serve
 
     try:

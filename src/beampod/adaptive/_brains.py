@@ -64,8 +64,7 @@ class ToBrains:
             elif name == "event_page":
                 data = doc["data"]
                 n = len(doc["seq_num"])
-                self._add(doc["descriptor"], [{k: v[i] for k, v in data.items()}
-                                              for i in range(n)])
+                self._add(doc["descriptor"], [{k: v[i] for k, v in data.items()} for i in range(n)])
 
     def _add(self, descriptor: str, rows: list[dict[str, Any]]) -> None:
         found = self._descriptors.get(descriptor)
@@ -76,8 +75,12 @@ class ToBrains:
         watch = self._watches[run.start["batch_id"]]
         for data in rows:
             x = {m: float(data[m]) for m in watch.motors if _number(data.get(m))}
-            y = {k: float(data[k]) for d in watch.dets for k in object_keys.get(d, [])
-                 if _number(data.get(k))}
+            y = {
+                k: float(data[k])
+                for d in watch.dets
+                for k in object_keys.get(d, [])
+                if _number(data.get(k))
+            }
             run.events.append(Observation(x=x, y=y))
 
     def take_run(self, plan_id: str, batch_count: int) -> tuple[str, Batch]:
@@ -95,7 +98,7 @@ class ToBrains:
             run = self._runs.get(uid)
             if run is None:
                 return ()
-            new, run.taken = run.events[run.taken:], len(run.events)
+            new, run.taken = run.events[run.taken :], len(run.events)
         return tuple(new)
 
     def forget(self, plan_id: str) -> None:
@@ -125,8 +128,9 @@ class FromBrains:
         self.client.close()
 
 
-def make_brains(pod: LoadedPod, instrument: str | None = None, **overrides: Any
-                ) -> tuple[ToBrains, FromBrains]:
+def make_brains(
+    pod: LoadedPod, instrument: str | None = None, **overrides: Any
+) -> tuple[ToBrains, FromBrains]:
     """The session's ``to_brains, from_brains`` for the pod's agent service.
 
     ``overrides`` replace loop settings from the config (``reply_transport``,
@@ -140,8 +144,12 @@ def make_brains(pod: LoadedPod, instrument: str | None = None, **overrides: Any
     return ToBrains(), FromBrains(AgentClient(conn, inst, settings, redis=redis))
 
 
-def make_brains_from(connection: NatsConnection, instrument: str, settings: LoopSettings,
-                     redis: Mapping[str, Any] | None = None) -> tuple[ToBrains, FromBrains]:
+def make_brains_from(
+    connection: NatsConnection,
+    instrument: str,
+    settings: LoopSettings,
+    redis: Mapping[str, Any] | None = None,
+) -> tuple[ToBrains, FromBrains]:
     """As :func:`make_brains`, from explicit parts (tests, tools outside a pod home)."""
     return ToBrains(), FromBrains(AgentClient(connection, instrument, settings, redis=redis))
 

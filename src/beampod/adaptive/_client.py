@@ -38,8 +38,13 @@ _START_TIMEOUT_S = 10.0
 
 
 class AgentClient:
-    def __init__(self, connection: NatsConnection, instrument: str, settings: LoopSettings,
-                 redis: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        connection: NatsConnection,
+        instrument: str,
+        settings: LoopSettings,
+        redis: Mapping[str, Any] | None = None,
+    ) -> None:
         self.instrument = instrument
         self.settings = settings
         self.client_id = uuid.uuid4().hex[:12]
@@ -64,8 +69,9 @@ class AgentClient:
     @property
     def reply_to(self) -> dict[str, str]:
         if self.settings.reply_transport == "redis":
-            return {"redis": f"beampod:{self.instrument}:adaptive:{self.settings.name}:"
-                             f"{self.client_id}"}
+            return {
+                "redis": f"beampod:{self.instrument}:adaptive:{self.settings.name}:{self.client_id}"
+            }
         return {"nats": reply_subject(self.instrument, self.settings.name, self.client_id)}
 
     # -- life cycle --------------------------------------------------------------------
@@ -76,8 +82,9 @@ class AgentClient:
         if self._loop is not None:
             return
         loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, daemon=True,
-                                  name=f"beampod-adaptive-{self.instrument}")
+        thread = threading.Thread(
+            target=loop.run_forever, daemon=True, name=f"beampod-adaptive-{self.instrument}"
+        )
         thread.start()
         try:
             asyncio.run_coroutine_threadsafe(self._connect(), loop).result(_START_TIMEOUT_S)
@@ -150,8 +157,11 @@ class AgentClient:
         if self._loop is None:
             return
         self.forget(plan)
-        self._publish(Request(plan=plan, seq=seq, batch=(), reply_to=self.reply_to,
-                              kind="done", reason=reason).to_wire())
+        self._publish(
+            Request(
+                plan=plan, seq=seq, batch=(), reply_to=self.reply_to, kind="done", reason=reason
+            ).to_wire()
+        )
 
     def forget(self, plan: str) -> None:
         with self._lock:
@@ -234,8 +244,9 @@ class AgentClient:
         fut.set_result(reply)
 
 
-async def ping_agent(connection: NatsConnection, instrument: str, name: str,
-                     timeout: float = 1.0) -> dict[str, Any] | None:
+async def ping_agent(
+    connection: NatsConnection, instrument: str, name: str, timeout: float = 1.0
+) -> dict[str, Any] | None:
     """The agent's status, or None if it does not answer within ``timeout``."""
     from nats.errors import Error as NatsError
 

@@ -7,9 +7,12 @@ from collections.abc import Callable, Mapping
 from beampod.adaptive._sdk import Agent, NoRecommendation, StopAgent
 
 
-def drive(agent: Agent, measure: Callable[[Mapping[str, float]], Mapping[str, float]],
-          first_point: Mapping[str, float], max_points: int = 1000
-          ) -> tuple[list[dict[str, float]], str]:
+def drive(
+    agent: Agent,
+    measure: Callable[[Mapping[str, float]], Mapping[str, float]],
+    first_point: Mapping[str, float],
+    max_points: int = 1000,
+) -> tuple[list[dict[str, float]], str]:
     """Measure, ingest, suggest, until the agent stops: (points measured, reason).
 
     The same call sequence the agent service makes per decision (ingest then

@@ -61,12 +61,19 @@ class AdaptiveOutcome:
     best: Point = field(default_factory=dict)
 
 
-def adaptive_plan(dets: Sequence[Any], first_point: Mapping[Any, float], *,
-                  to_brains: ToBrains, from_brains: FromBrains,
-                  md: Mapping[str, Any] | None = None,
-                  take_reading: Callable[..., Plan] | None = None,
-                  mode: Mode | None = None, deadline_s: float | None = None,
-                  policy: Policy | None = None, max_retries: int | None = None) -> Plan:
+def adaptive_plan(
+    dets: Sequence[Any],
+    first_point: Mapping[Any, float],
+    *,
+    to_brains: ToBrains,
+    from_brains: FromBrains,
+    md: Mapping[str, Any] | None = None,
+    take_reading: Callable[..., Plan] | None = None,
+    mode: Mode | None = None,
+    deadline_s: float | None = None,
+    policy: Policy | None = None,
+    max_retries: int | None = None,
+) -> Plan:
     """Run an adaptive experiment driven by an agent service.
 
     ``mode="per_run"`` (the seed's ``per_start``): one run per point, ``take_reading``
@@ -76,7 +83,8 @@ def adaptive_plan(dets: Sequence[Any], first_point: Mapping[Any, float], *,
     settings of ``from_brains`` for this plan only.
     """
     settings = from_brains.settings.with_overrides(
-        mode=mode, deadline_s=deadline_s, policy=policy, max_retries=max_retries)
+        mode=mode, deadline_s=deadline_s, policy=policy, max_retries=max_retries
+    )
     motors = list(first_point)
     start = {m.name: float(v) for m, v in first_point.items()}
     plan_id = str(uuid.uuid4())
@@ -91,17 +99,23 @@ def adaptive_plan(dets: Sequence[Any], first_point: Mapping[Any, float], *,
     loop = _Loop(from_brains, to_brains, settings, plan_id)
     to_brains.watch(plan_id, [m.name for m in motors], [d.name for d in dets])
     if settings.mode == "per_event":
-        inner = _per_event(dets, motors, start, to_brains, loop, base_md,
-                           take_reading or bps.trigger_and_read)
+        inner = _per_event(
+            dets, motors, start, to_brains, loop, base_md, take_reading or bps.trigger_and_read
+        )
     else:
-        inner = _per_run(dets, motors, start, to_brains, loop, base_md,
-                         take_reading or bp.count)
-    return (yield from bpp.finalize_wrapper(bpp.subs_wrapper(inner, to_brains),
-                                            loop.finish()))
+        inner = _per_run(dets, motors, start, to_brains, loop, base_md, take_reading or bp.count)
+    return (yield from bpp.finalize_wrapper(bpp.subs_wrapper(inner, to_brains), loop.finish()))
 
 
-def _per_run(dets: Sequence[Any], motors: list[Any], start: Point, to_brains: ToBrains,
-             loop: _Loop, base_md: dict[str, Any], take_reading: Callable[..., Plan]) -> Plan:
+def _per_run(
+    dets: Sequence[Any],
+    motors: list[Any],
+    start: Point,
+    to_brains: ToBrains,
+    loop: _Loop,
+    base_md: dict[str, Any],
+    take_reading: Callable[..., Plan],
+) -> Plan:
     point = start
     for j in itertools.count():
         yield from bps.mov(*_pairs(motors, point))
@@ -119,8 +133,15 @@ def _per_run(dets: Sequence[Any], motors: list[Any], start: Point, to_brains: To
     return loop.outcome  # pragma: no cover - itertools.count never ends
 
 
-def _per_event(dets: Sequence[Any], motors: list[Any], start: Point, to_brains: ToBrains,
-               loop: _Loop, base_md: dict[str, Any], take_reading: Callable[..., Plan]) -> Plan:
+def _per_event(
+    dets: Sequence[Any],
+    motors: list[Any],
+    start: Point,
+    to_brains: ToBrains,
+    loop: _Loop,
+    base_md: dict[str, Any],
+    take_reading: Callable[..., Plan],
+) -> Plan:
     @bpp.run_decorator(md=base_md)
     def inner() -> Plan:
         point = start
@@ -149,8 +170,9 @@ def _pairs(motors: list[Any], point: Mapping[str, float]) -> list[Any]:
 class _Loop:
     """One plan's conversation with the agent: request, deadline, policy, resync."""
 
-    def __init__(self, from_brains: FromBrains, to_brains: ToBrains, settings: LoopSettings,
-                 plan_id: str) -> None:
+    def __init__(
+        self, from_brains: FromBrains, to_brains: ToBrains, settings: LoopSettings, plan_id: str
+    ) -> None:
         self.brains = from_brains
         self.collector = to_brains
         self.settings = settings
@@ -162,8 +184,13 @@ class _Loop:
     def decide(self, seq: int, batch: Batch) -> Plan:
         self.seq = seq
         client = self.brains.client
-        req = Request(plan=self.plan_id, seq=seq, batch=batch, reply_to=client.reply_to,
-                      mode=self.settings.mode)
+        req = Request(
+            plan=self.plan_id,
+            seq=seq,
+            batch=batch,
+            reply_to=client.reply_to,
+            mode=self.settings.mode,
+        )
         misses = 0
         while True:
             fut = client.submit(req)
@@ -177,28 +204,38 @@ class _Loop:
                 continue
             if reply.kind == "resync":
                 if req.history is not None:
-                    raise AgentFailed(f"agent asked again for a resync at seq {seq}: "
-                                      f"{reply.reason}")
-                log.info("plan %s seq %d: agent lost its state (%s); re-sending history",
-                         self.plan_id, seq, reply.reason)
+                    raise AgentFailed(
+                        f"agent asked again for a resync at seq {seq}: {reply.reason}"
+                    )
+                log.info(
+                    "plan %s seq %d: agent lost its state (%s); re-sending history",
+                    self.plan_id,
+                    seq,
+                    reply.reason,
+                )
                 req = replace(req, history=tuple(self.history))
                 continue
             break
         self.history.append(batch)
         if reply.kind == "error":
-            raise AgentFailed(f"agent {reply.agent or self.settings.name!r} failed at "
-                              f"decision {seq}: {reply.reason}")
+            raise AgentFailed(
+                f"agent {reply.agent or self.settings.name!r} failed at "
+                f"decision {seq}: {reply.reason}"
+            )
         if reply.kind == "stop":
             self.outcome.reason = reply.reason
             self.outcome.best = dict(reply.point)
-            log.info("plan %s: agent stopped after %d decisions: %s", self.plan_id, seq + 1,
-                     reply.reason)
+            log.info(
+                "plan %s: agent stopped after %d decisions: %s", self.plan_id, seq + 1, reply.reason
+            )
         return reply
 
     def _missed(self, seq: int, misses: int) -> Plan:
         s = self.settings
-        what = (f"no reply from agent {s.name!r} within {s.deadline_s:g} s "
-                f"(plan {self.plan_id}, decision {seq}, miss {misses})")
+        what = (
+            f"no reply from agent {s.name!r} within {s.deadline_s:g} s "
+            f"(plan {self.plan_id}, decision {seq}, miss {misses})"
+        )
         action = s.policy
         if action == "retry" and misses > s.max_retries:
             action = "pause"
@@ -222,8 +259,7 @@ class _Loop:
         return (yield from bps.null())
 
 
-def _waiter(fut: concurrent.futures.Future[Reply], timeout: float
-            ) -> Callable[[], Any]:
+def _waiter(fut: concurrent.futures.Future[Reply], timeout: float) -> Callable[[], Any]:
     """An awaitable factory for ``wait_for``: the reply, or None at the deadline."""
 
     async def wait() -> Reply | None:

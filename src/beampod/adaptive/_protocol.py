@@ -63,7 +63,7 @@ Batch = tuple[Observation, ...]
 
 @dataclass(frozen=True)
 class Request:
-    """"Here is what the measurement at decision ``seq`` gave; what next?"
+    """ "Here is what the measurement at decision ``seq`` gave; what next?"
 
     ``n_seen`` is how many decisions the plan already got for this plan id, so an agent
     that lost its state (restarted) notices and asks for a ``resync``; the plan then
@@ -81,9 +81,14 @@ class Request:
 
     def to_wire(self) -> bytes:
         body: dict[str, Any] = {
-            "v": PROTOCOL_VERSION, "kind": self.kind, "plan": self.plan, "seq": self.seq,
-            "batch": [o.to_wire() for o in self.batch], "reply_to": dict(self.reply_to),
-            "mode": self.mode, "reason": self.reason,
+            "v": PROTOCOL_VERSION,
+            "kind": self.kind,
+            "plan": self.plan,
+            "seq": self.seq,
+            "batch": [o.to_wire() for o in self.batch],
+            "reply_to": dict(self.reply_to),
+            "mode": self.mode,
+            "reason": self.reason,
         }
         if self.history is not None:
             body["history"] = [[o.to_wire() for o in b] for b in self.history]
@@ -95,13 +100,16 @@ class Request:
         try:
             history = body.get("history")
             return cls(
-                plan=str(body["plan"]), seq=int(body["seq"]),
+                plan=str(body["plan"]),
+                seq=int(body["seq"]),
                 batch=tuple(Observation.from_wire(o) for o in body["batch"]),
                 reply_to={str(k): str(v) for k, v in body["reply_to"].items()},
                 mode=str(body.get("mode", "per_run")),
-                history=None if history is None else tuple(
-                    tuple(Observation.from_wire(o) for o in b) for b in history),
-                kind=body.get("kind", "observe"), reason=str(body.get("reason", "")),
+                history=None
+                if history is None
+                else tuple(tuple(Observation.from_wire(o) for o in b) for b in history),
+                kind=body.get("kind", "observe"),
+                reason=str(body.get("reason", "")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ProtocolError(f"bad adaptive request: {type(exc).__name__}: {exc}") from None
@@ -117,9 +125,17 @@ class Reply:
     agent: str = ""
 
     def to_wire(self) -> bytes:
-        return pack({"v": PROTOCOL_VERSION, "plan": self.plan, "seq": self.seq,
-                     "kind": self.kind, "point": self.point, "reason": self.reason,
-                     "agent": self.agent})
+        return pack(
+            {
+                "v": PROTOCOL_VERSION,
+                "plan": self.plan,
+                "seq": self.seq,
+                "kind": self.kind,
+                "point": self.point,
+                "reason": self.reason,
+                "agent": self.agent,
+            }
+        )
 
     @classmethod
     def from_wire(cls, data: bytes) -> Reply:
@@ -128,9 +144,14 @@ class Reply:
             kind = body["kind"]
             if kind not in ("point", "stop", "resync", "error"):
                 raise ValueError(f"unknown reply kind {kind!r}")
-            return cls(plan=str(body["plan"]), seq=int(body["seq"]), kind=kind,
-                       point=_floats(body.get("point") or {}),
-                       reason=str(body.get("reason", "")), agent=str(body.get("agent", "")))
+            return cls(
+                plan=str(body["plan"]),
+                seq=int(body["seq"]),
+                kind=kind,
+                point=_floats(body.get("point") or {}),
+                reason=str(body.get("reason", "")),
+                agent=str(body.get("agent", "")),
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ProtocolError(f"bad adaptive reply: {type(exc).__name__}: {exc}") from None
 

@@ -44,9 +44,18 @@ class _Run:
 class QueueAgent:
     """The decision logic, transport-free: feed it documents with :meth:`on_document`."""
 
-    def __init__(self, agent: Agent, api: QueueApi, *, detectors: Sequence[str],
-                 motors: Sequence[str], plan_name: str = "scan", name: str = "agent",
-                 campaign: str | None = None, max_failed_runs: int = 3) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        api: QueueApi,
+        *,
+        detectors: Sequence[str],
+        motors: Sequence[str],
+        plan_name: str = "scan",
+        name: str = "agent",
+        campaign: str | None = None,
+        max_failed_runs: int = 3,
+    ) -> None:
         self.agent = agent
         self.api = api
         self.detectors = list(detectors)
@@ -78,8 +87,12 @@ class QueueAgent:
             x = float(point[motor])
             args += [motor, x, x]
         md = {"adaptive": {"campaign": self.campaign, "seq": seq, "agent": self.name}}
-        return {"item_type": "plan", "name": self.plan_name, "args": args,
-                "kwargs": {"num": 1, "md": md}}
+        return {
+            "item_type": "plan",
+            "name": self.plan_name,
+            "args": args,
+            "kwargs": {"num": 1, "md": md},
+        }
 
     def on_document(self, name: str, doc: Mapping[str, Any]) -> dict[str, Any] | None:
         """Returns the plan item it submitted, if this document led to one."""
@@ -107,12 +120,19 @@ class QueueAgent:
         else:
             return
         data = doc["data"]
-        rows = [data] if name == "event" else [
-            {k: v[i] for k, v in data.items()} for i in range(len(doc["seq_num"]))]
+        rows = (
+            [data]
+            if name == "event"
+            else [{k: v[i] for k, v in data.items()} for i in range(len(doc["seq_num"]))]
+        )
         for row in rows:
             x = {m: float(row[m]) for m in self.motors if _finite(row.get(m))}
-            y = {k: float(row[k]) for d in self.detectors for k in run.object_keys.get(d, [])
-                 if _finite(row.get(k))}
+            y = {
+                k: float(row[k])
+                for d in self.detectors
+                for k in run.object_keys.get(d, [])
+                if _finite(row.get(k))
+            }
             run.rows.append((x, y))
 
     def _on_stop(self, doc: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -123,8 +143,10 @@ class QueueAgent:
         if doc.get("exit_status") != "success":
             self._failures += 1
             if self._failures >= self.max_failed_runs:
-                self._finish(f"{self._failures} runs of the campaign failed; last: "
-                             f"{doc.get('exit_status')} {doc.get('reason', '')}".strip())
+                self._finish(
+                    f"{self._failures} runs of the campaign failed; last: "
+                    f"{doc.get('exit_status')} {doc.get('reason', '')}".strip()
+                )
                 return None
             # Measure the same point again under the next seq.
             return self._submit(self._last_point, self.expected_seq + 1)
@@ -153,8 +175,13 @@ class QueueAgent:
         log.info("campaign %s finished: %s", self.campaign, reason)
 
 
-async def follow_bus(agent: QueueAgent, connection: NatsConnection, instrument: str,
-                     stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
+async def follow_bus(
+    agent: QueueAgent,
+    connection: NatsConnection,
+    instrument: str,
+    stop: asyncio.Event,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
     """Feed ``agent`` the instrument's documents (core subscription) until ``stop`` is set
     or the campaign finishes. ``on_ready`` is called once the subscription is in place:
     start the campaign after that, so its first documents cannot be missed. Queue calls
@@ -185,9 +212,16 @@ async def follow_bus(agent: QueueAgent, connection: NatsConnection, instrument: 
         await nc.drain()
 
 
-def run_campaign(pod: LoadedPod, agent: Agent, *, detectors: Sequence[str],
-                 motors: Sequence[str], first_point: Mapping[str, float],
-                 instrument: str | None = None, name: str = "agent") -> QueueAgent:
+def run_campaign(
+    pod: LoadedPod,
+    agent: Agent,
+    *,
+    detectors: Sequence[str],
+    motors: Sequence[str],
+    first_point: Mapping[str, float],
+    instrument: str | None = None,
+    name: str = "agent",
+) -> QueueAgent:
     """Blocking: queue the first point, then one plan per decision until the agent stops.
     Returns the finished :class:`QueueAgent` (``submitted``, ``reason``)."""
     inst = instrument or pod.config.instrument_name
@@ -196,9 +230,15 @@ def run_campaign(pod: LoadedPod, agent: Agent, *, detectors: Sequence[str],
 
     async def main() -> None:
         started = asyncio.Event()
-        follower = asyncio.ensure_future(follow_bus(
-            qa, NatsConnection.from_pod(pod, inst, name=f"beampod-queue-agent-{inst}"),
-            inst, asyncio.Event(), started.set))
+        follower = asyncio.ensure_future(
+            follow_bus(
+                qa,
+                NatsConnection.from_pod(pod, inst, name=f"beampod-queue-agent-{inst}"),
+                inst,
+                asyncio.Event(),
+                started.set,
+            )
+        )
         ready = asyncio.ensure_future(started.wait())
         await asyncio.wait([follower, ready], return_when=asyncio.FIRST_COMPLETED)
         if follower.done():

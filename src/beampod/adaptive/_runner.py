@@ -48,8 +48,15 @@ class AgentRunner:
     name: str = "agent"
     max_plans: int = 64
     _plans: OrderedDict[str, _PlanState] = field(default_factory=OrderedDict)
-    stats: dict[str, int] = field(default_factory=lambda: {
-        "requests": 0, "duplicates": 0, "resyncs": 0, "rebuilds": 0, "errors": 0})
+    stats: dict[str, int] = field(
+        default_factory=lambda: {
+            "requests": 0,
+            "duplicates": 0,
+            "resyncs": 0,
+            "rebuilds": 0,
+            "errors": 0,
+        }
+    )
 
     @property
     def active_plans(self) -> int:
@@ -76,8 +83,12 @@ class AgentRunner:
             return self._decide(req.plan, self._new(req.plan), req.batch, 0)
         self.stats["resyncs"] += 1
         have = "nothing" if state is None else f"{state.decisions} decisions"
-        return self._reply(req.plan, req.seq, "resync",
-                           reason=f"agent has {have} for this plan, request is seq {req.seq}")
+        return self._reply(
+            req.plan,
+            req.seq,
+            "resync",
+            reason=f"agent has {have} for this plan, request is seq {req.seq}",
+        )
 
     # -- internals ---------------------------------------------------------------------
 
@@ -107,16 +118,18 @@ class AgentRunner:
         except (StopAgent, NoRecommendation) as exc:
             # An agent may publish its answer (a peak position, say) as ``best``.
             best = getattr(state.agent, "best", None)
-            reply = self._reply(plan, seq, "stop", reason=str(exc) or type(exc).__name__,
-                                point=_point(best))
+            reply = self._reply(
+                plan, seq, "stop", reason=str(exc) or type(exc).__name__, point=_point(best)
+            )
         except Exception as exc:  # an agent bug must not kill the service; it is reported
             log.exception("agent failed on plan %s seq %d", plan, seq)
             self.stats["errors"] += 1
             reply = self._reply(plan, seq, "error", reason=f"{type(exc).__name__}: {exc}")
         else:
             if points:
-                reply = self._reply(plan, seq, "point",
-                                    point={k: float(v) for k, v in points[0].items()})
+                reply = self._reply(
+                    plan, seq, "point", point={k: float(v) for k, v in points[0].items()}
+                )
             else:
                 reply = self._reply(plan, seq, "stop", reason="agent suggested nothing")
         state.decisions = seq + 1
@@ -124,10 +137,18 @@ class AgentRunner:
         state.finished = reply.kind != "point"
         return reply
 
-    def _reply(self, plan: str, seq: int, kind: Any, *, point: dict[str, float] | None = None,
-               reason: str = "") -> Reply:
-        return Reply(plan=plan, seq=seq, kind=kind, point=point or {}, reason=reason,
-                     agent=self.name)
+    def _reply(
+        self,
+        plan: str,
+        seq: int,
+        kind: Any,
+        *,
+        point: dict[str, float] | None = None,
+        reason: str = "",
+    ) -> Reply:
+        return Reply(
+            plan=plan, seq=seq, kind=kind, point=point or {}, reason=reason, agent=self.name
+        )
 
 
 def _point(value: Any) -> dict[str, float] | None:

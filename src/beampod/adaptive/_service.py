@@ -61,8 +61,13 @@ class _RedisReplier:
 
 
 class AgentService:
-    def __init__(self, connections: Mapping[str, NatsConnection], factory: AgentFactory,
-                 settings: LoopSettings, redis: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        connections: Mapping[str, NatsConnection],
+        factory: AgentFactory,
+        settings: LoopSettings,
+        redis: Mapping[str, Any] | None = None,
+    ) -> None:
         self._connections = dict(connections)
         self._factory = factory
         self.settings = settings
@@ -75,10 +80,12 @@ class AgentService:
         for inst, conn in self._connections.items():
             nc = await conn.connect()
             self._clients.append(nc)
-            await nc.subscribe(request_subject(inst, self.settings.name), queue="agents",
-                               cb=self._on_request(inst, nc))
-            await nc.subscribe(ping_subject(inst, self.settings.name),
-                               cb=self._on_ping(inst, nc))
+            await nc.subscribe(
+                request_subject(inst, self.settings.name),
+                queue="agents",
+                cb=self._on_request(inst, nc),
+            )
+            await nc.subscribe(ping_subject(inst, self.settings.name), cb=self._on_ping(inst, nc))
             # The subscriptions are registered on the server once flush returns: only then
             # is it true that a request sent now will be answered.
             await nc.flush()
@@ -125,8 +132,13 @@ class AgentService:
                 await self._redis.push(req.reply_to["redis"], data)
             except (OSError, ProtocolError, RedisError) as exc:
                 # The plan's deadline policy covers a reply that never arrives.
-                log.warning("%s: Redis reply to plan %s failed: %s: %s", inst, req.plan,
-                            type(exc).__name__, exc)
+                log.warning(
+                    "%s: Redis reply to plan %s failed: %s: %s",
+                    inst,
+                    req.plan,
+                    type(exc).__name__,
+                    exc,
+                )
         else:
             log.warning("%s: request of plan %s names no reply transport", inst, req.plan)
 
@@ -134,9 +146,17 @@ class AgentService:
         async def handler(msg: Any) -> None:
             if msg.reply and msg.reply.startswith(f"{inst}."):
                 runner = self.runners[inst]
-                await nc.publish(msg.reply, pack({"v": 1, "agent": self.settings.name,
-                                                  "plans": runner.active_plans,
-                                                  "stats": runner.stats}))
+                await nc.publish(
+                    msg.reply,
+                    pack(
+                        {
+                            "v": 1,
+                            "agent": self.settings.name,
+                            "plans": runner.active_plans,
+                            "stats": runner.stats,
+                        }
+                    ),
+                )
 
         return handler
 
@@ -157,6 +177,9 @@ async def serve(pod: LoadedPod, instruments: list[str] | None = None) -> None:
         loop.add_signal_handler(sig, service.request_stop)
     await service.start()
     names = ",".join(service.runners)
-    print(f"{READY_WORD} agent={service.settings.name} instruments={names} "
-          f"class={pod.config.agent.agent}", flush=True)
+    print(
+        f"{READY_WORD} agent={service.settings.name} instruments={names} "
+        f"class={pod.config.agent.agent}",
+        flush=True,
+    )
     await service.run_until_stopped()

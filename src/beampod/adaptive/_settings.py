@@ -45,8 +45,10 @@ class LoopSettings:
         if self.policy not in _POLICIES:
             problems.append(f"agent.args.policy: must be one of {_POLICIES} (got {self.policy!r})")
         if self.reply_transport not in _TRANSPORTS:
-            problems.append(f"agent.args.reply_transport: must be one of {_TRANSPORTS} "
-                            f"(got {self.reply_transport!r})")
+            problems.append(
+                f"agent.args.reply_transport: must be one of {_TRANSPORTS} "
+                f"(got {self.reply_transport!r})"
+            )
         if self.mode not in _MODES:
             problems.append(f"agent.args.mode: must be one of {_MODES} (got {self.mode!r})")
         if not self.deadline_s > 0:
@@ -54,8 +56,10 @@ class LoopSettings:
         if self.max_retries < 0:
             problems.append(f"agent.args.max_retries: must be >= 0 (got {self.max_retries!r})")
         if not self.name.replace("_", "").replace("-", "").isalnum():
-            problems.append(f"agent.args.name: letters, digits, '-' and '_' only "
-                            f"(got {self.name!r}); it is part of a bus subject")
+            problems.append(
+                f"agent.args.name: letters, digits, '-' and '_' only "
+                f"(got {self.name!r}); it is part of a bus subject"
+            )
         if problems:
             raise ConfigError("config.yaml", problems)
 
@@ -81,9 +85,14 @@ def loop_settings(pod: LoadedPod) -> LoopSettings:
     """The typed ``agent`` config; loop keys still found in ``agent.args`` win (older
     configs put them there)."""
     agent = pod.config.agent
-    typed = LoopSettings(name=agent.name, reply_transport=agent.reply_transport,
-                         deadline_s=agent.deadline_s, policy=agent.policy,
-                         max_retries=agent.max_retries, mode=agent.mode)
+    typed = LoopSettings(
+        name=agent.name,
+        reply_transport=agent.reply_transport,
+        deadline_s=agent.deadline_s,
+        policy=agent.policy,
+        max_retries=agent.max_retries,
+        mode=agent.mode,
+    )
     legacy = {k: v for k, v in agent.args.items() if k in LOOP_KEYS}
     return typed.with_overrides(**legacy) if legacy else typed
 
@@ -92,5 +101,8 @@ def redis_params(pod: LoadedPod) -> dict[str, Any]:
     """Keyword arguments for a redis-py client, password included: never log them."""
     cfg = pod.config
     host = "127.0.0.1" if cfg.pod.bind in ("0.0.0.0", "", "*") else cfg.pod.bind
-    return {"host": host, "port": cfg.redis.port,
-            "password": pod.secrets.redis_password.get_secret_value()}
+    return {
+        "host": host,
+        "port": cfg.redis.port,
+        "password": pod.secrets.redis_password.get_secret_value(),
+    }

@@ -20,8 +20,18 @@ class DecodeError(BeampodError):
 
 
 DOCUMENT_NAMES = frozenset(
-    {"start", "descriptor", "event", "event_page", "stop", "resource", "datum",
-     "datum_page", "stream_resource", "stream_datum"}
+    {
+        "start",
+        "descriptor",
+        "event",
+        "event_page",
+        "stop",
+        "resource",
+        "datum",
+        "datum_page",
+        "stream_resource",
+        "stream_datum",
+    }
 )
 
 
@@ -31,8 +41,9 @@ def encode(name: str, doc: dict[str, Any]) -> bytes:
 
 def decode(data: bytes) -> tuple[str, dict[str, Any]]:
     try:
-        obj = msgpack.unpackb(data, object_hook=msgpack_numpy.decode, raw=False,
-                              strict_map_key=False)
+        obj = msgpack.unpackb(
+            data, object_hook=msgpack_numpy.decode, raw=False, strict_map_key=False
+        )
     # msgpack raises ValueError subclasses (ExtraData, FormatError, StackError,
     # UnicodeDecodeError) or TypeError (unhashable map key); msgpack-numpy's hook raises
     # KeyError/ValueError on a malformed array map.

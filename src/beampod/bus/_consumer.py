@@ -31,10 +31,20 @@ def _is_transient(exc: BaseException) -> bool:
     import nats.errors as ne
     from nats.js.errors import APIError, ServiceUnavailableError
 
-    transient = (ne.NoRespondersError, ne.ConnectionClosedError, ne.ConnectionReconnectingError,
-                 ne.ConnectionDrainingError, ne.StaleConnectionError, ne.UnexpectedEOF,
-                 ne.NoServersError, ne.OutboundBufferLimitError, ne.FlushTimeoutError,
-                 ServiceUnavailableError, TimeoutError, OSError)
+    transient = (
+        ne.NoRespondersError,
+        ne.ConnectionClosedError,
+        ne.ConnectionReconnectingError,
+        ne.ConnectionDrainingError,
+        ne.StaleConnectionError,
+        ne.UnexpectedEOF,
+        ne.NoServersError,
+        ne.OutboundBufferLimitError,
+        ne.FlushTimeoutError,
+        ServiceUnavailableError,
+        TimeoutError,
+        OSError,
+    )
     if isinstance(exc, transient):
         return True
     return isinstance(exc, APIError) and exc.code == 503
@@ -132,9 +142,17 @@ class DocumentConsumer:
     already acknowledged come again too; the reader must be idempotent.
     """
 
-    def __init__(self, connection: NatsConnection, instrument: str, durable: str, *,
-                 ack_wait: float = 30.0, max_ack_pending: int = 20_000,
-                 from_start: bool = True, resume_at_ack_floor: bool = False) -> None:
+    def __init__(
+        self,
+        connection: NatsConnection,
+        instrument: str,
+        durable: str,
+        *,
+        ack_wait: float = 30.0,
+        max_ack_pending: int = 20_000,
+        from_start: bool = True,
+        resume_at_ack_floor: bool = False,
+    ) -> None:
         self.connection, self.instrument, self.durable = connection, instrument, durable
         self.ack_wait, self.max_ack_pending, self.from_start = ack_wait, max_ack_pending, from_start
         self.resume_at_ack_floor = resume_at_ack_floor
@@ -160,7 +178,8 @@ class DocumentConsumer:
         config = ConsumerConfig(
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL if self.from_start else DeliverPolicy.NEW,
-            ack_wait=self.ack_wait, max_ack_pending=self.max_ack_pending,
+            ack_wait=self.ack_wait,
+            max_ack_pending=self.max_ack_pending,
             max_deliver=-1,  # the caller decides when to dead-letter (num_delivered)
         )
         try:
@@ -171,13 +190,18 @@ class DocumentConsumer:
                     config.opt_start_seq = start_seq
                     self.resumed_from = start_seq
             self._sub = await self._js.pull_subscribe(
-                documents_subject(self.instrument), durable=self.durable,
-                stream=stream_name(self.instrument), config=config)
+                documents_subject(self.instrument),
+                durable=self.durable,
+                stream=stream_name(self.instrument),
+                config=config,
+            )
         except APIError as exc:
             if _is_transient(exc):
                 raise
-            raise BusError(f"cannot create consumer {self.durable!r} on "
-                           f"{stream_name(self.instrument)}: {exc.description}") from None
+            raise BusError(
+                f"cannot create consumer {self.durable!r} on "
+                f"{stream_name(self.instrument)}: {exc.description}"
+            ) from None
         return self
 
     async def _unacked_start(self) -> int | None:
@@ -194,8 +218,13 @@ class DocumentConsumer:
             return None
         floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
         await self._js.delete_consumer(stream, self.durable)
-        log.info("consumer %s had %d unacknowledged messages: re-created to deliver from "
-                 "stream seq %d, in order", self.durable, info.num_ack_pending, floor + 1)
+        log.info(
+            "consumer %s had %d unacknowledged messages: re-created to deliver from "
+            "stream seq %d, in order",
+            self.durable,
+            info.num_ack_pending,
+            floor + 1,
+        )
         return floor + 1
 
     async def __aenter__(self) -> DocumentConsumer:
@@ -223,13 +252,13 @@ class DocumentConsumer:
             out.append(Message(raw, name=name, doc=doc))
         return out
 
-    async def publish_dead_letter(self, original: bytes, reason: str,
-                                  headers: Mapping[str, str] | None = None) -> int:
+    async def publish_dead_letter(
+        self, original: bytes, reason: str, headers: Mapping[str, str] | None = None
+    ) -> int:
         if self._js is None:
             raise BusError("consumer not started")
         async with _bus_errors("storing a dead letter"):
-            return await publish_dead_letter(self._js, self.instrument, original, reason,
-                                             headers)
+            return await publish_dead_letter(self._js, self.instrument, original, reason, headers)
 
     async def close(self) -> None:
         nc, self._nc, self._js, self._sub = self._nc, None, None, None
@@ -238,8 +267,9 @@ class DocumentConsumer:
                 await nc.close()
 
 
-async def publish_dead_letter(js: Any, instrument: str, original: bytes, reason: str,
-                              headers: Mapping[str, str] | None = None) -> int:
+async def publish_dead_letter(
+    js: Any, instrument: str, original: bytes, reason: str, headers: Mapping[str, str] | None = None
+) -> int:
     """Store ``original`` on the dead-letter subject with ``reason`` in a header.
     Returns the dead-letter stream sequence."""
     from nats.js.errors import APIError
@@ -262,10 +292,14 @@ async def publish_dead_letter(js: Any, instrument: str, original: bytes, reason:
     return int(ack.seq)
 
 
-async def tail(connection: NatsConnection, instrument: str, *, from_start: bool = False,
-               on_ready: Callable[[], None] | None = None,
-               on_skip: Callable[[int, str], None] | None = None
-               ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+async def tail(
+    connection: NatsConnection,
+    instrument: str,
+    *,
+    from_start: bool = False,
+    on_ready: Callable[[], None] | None = None,
+    on_skip: Callable[[int, str], None] | None = None,
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """Documents as they arrive (from now, or from the start of the stream), through an
     ephemeral ordered consumer that leaves nothing behind on the server. ``on_ready``
     is called once the consumer exists: nothing published after that is missed;
@@ -276,8 +310,12 @@ async def tail(connection: NatsConnection, instrument: str, *, from_start: bool 
     try:
         js = nc.jetstream()
         policy = DeliverPolicy.ALL if from_start else DeliverPolicy.NEW
-        sub = await js.subscribe(documents_subject(instrument), stream=stream_name(instrument),
-                                 ordered_consumer=True, deliver_policy=policy)
+        sub = await js.subscribe(
+            documents_subject(instrument),
+            stream=stream_name(instrument),
+            ordered_consumer=True,
+            deliver_policy=policy,
+        )
         if on_ready is not None:
             on_ready()
         while True:

@@ -81,8 +81,9 @@ class Transport(Protocol):
         """``group``: a durable consumer name / Kafka group id; BEST_EFFORT ignores it."""
         ...
 
-    async def wait_ready(self, publisher: DocumentPublisher, subscriber: DocumentSubscriber,
-                         timeout: float = 10.0) -> None:
+    async def wait_ready(
+        self, publisher: DocumentPublisher, subscriber: DocumentSubscriber, timeout: float = 10.0
+    ) -> None:
         """Return once documents published now will reach ``subscriber``. Durable
         transports return at once; 0MQ needs this to get past the slow-joiner window."""
         ...

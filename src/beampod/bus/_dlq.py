@@ -34,8 +34,13 @@ class DeadLetter:
 def _letter(raw: Any) -> DeadLetter:
     headers = dict(raw.headers or {})
     return DeadLetter(
-        seq=int(raw.seq), time=raw.time, reason=headers.get(REASON, ""),
-        msg_id=headers.get(ORIGINAL_MSG_ID), headers=headers, data=bytes(raw.data or b""))
+        seq=int(raw.seq),
+        time=raw.time,
+        reason=headers.get(REASON, ""),
+        msg_id=headers.get(ORIGINAL_MSG_ID),
+        headers=headers,
+        data=bytes(raw.data or b""),
+    )
 
 
 async def _get(js: Any, instrument: str, seq: int) -> DeadLetter | None:
@@ -48,8 +53,9 @@ async def _get(js: Any, instrument: str, seq: int) -> DeadLetter | None:
     return _letter(raw)
 
 
-async def list_dead_letters(connection: NatsConnection, instrument: str, *, limit: int = 100
-                            ) -> list[DeadLetter]:
+async def list_dead_letters(
+    connection: NatsConnection, instrument: str, *, limit: int = 100
+) -> list[DeadLetter]:
     """The oldest ``limit`` dead letters of an instrument."""
     nc = await connection.connect(reconnect=False)
     try:
@@ -78,8 +84,9 @@ async def get_dead_letter(connection: NatsConnection, instrument: str, seq: int)
     return letter
 
 
-async def replay_dead_letter(connection: NatsConnection, instrument: str, seq: int, *,
-                             delete: bool = True) -> int:
+async def replay_dead_letter(
+    connection: NatsConnection, instrument: str, seq: int, *, delete: bool = True
+) -> int:
     """Publish a dead letter's bytes to the documents subject again (after the cause is
     fixed) and, with ``delete``, remove it from the dead-letter stream. Returns the
     documents stream sequence it got."""
@@ -97,8 +104,12 @@ async def replay_dead_letter(connection: NatsConnection, instrument: str, seq: i
         # message, as long as it is within the window.
         headers[MSG_ID] = f"replay:{instrument}:{seq}"
         try:
-            ack = await js.publish(documents_subject(instrument), letter.data,
-                                   headers=headers, stream=stream_name(instrument))
+            ack = await js.publish(
+                documents_subject(instrument),
+                letter.data,
+                headers=headers,
+                stream=stream_name(instrument),
+            )
         except APIError as exc:
             raise BusError(f"replay of dead letter {seq} failed: {exc.description}") from None
         if delete:

@@ -64,8 +64,7 @@ class Pending:
 class AckTracker:
     """Publishes on one connection and matches each ack to its message."""
 
-    def __init__(self, nc: Any, subject: str, stream: str,
-                 on_ack: Callable[[], None]) -> None:
+    def __init__(self, nc: Any, subject: str, stream: str, on_ack: Callable[[], None]) -> None:
         self._nc, self._subject, self._stream, self._on_ack = nc, subject, stream, on_ack
         self._prefix = ""
         self._next = 0
@@ -78,14 +77,17 @@ class AckTracker:
     async def publish(self, data: bytes, msg_id: str) -> Pending:
         self._next += 1
         pending = self._pending[self._next] = Pending()
-        await self._nc.publish(self._subject, data, reply=f"{self._prefix}{self._next}",
-                               headers={"Nats-Msg-Id": msg_id,
-                                        "Nats-Expected-Stream": self._stream})
+        await self._nc.publish(
+            self._subject,
+            data,
+            reply=f"{self._prefix}{self._next}",
+            headers={"Nats-Msg-Id": msg_id, "Nats-Expected-Stream": self._stream},
+        )
         return pending
 
     async def _on_reply(self, msg: Any) -> None:
         try:
-            token = int(msg.subject[len(self._prefix):])
+            token = int(msg.subject[len(self._prefix) :])
         except ValueError:
             return
         pending = self._pending.pop(token, None)

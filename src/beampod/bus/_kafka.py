@@ -30,13 +30,15 @@ def _kafka() -> Any:
     try:
         import confluent_kafka
     except ImportError:
-        raise BusError("the kafka transport needs confluent-kafka: "
-                       "pip install 'beampod[kafka]'") from None
+        raise BusError(
+            "the kafka transport needs confluent-kafka: pip install 'beampod[kafka]'"
+        ) from None
     return confluent_kafka
 
 
-def producer_config(bootstrap_servers: str, extra: Mapping[str, Any] | None = None
-                    ) -> dict[str, Any]:
+def producer_config(
+    bootstrap_servers: str, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Settings that make the producer lossless and ordered (pure: unit tested)."""
     return {
         "bootstrap.servers": bootstrap_servers,
@@ -49,8 +51,9 @@ def producer_config(bootstrap_servers: str, extra: Mapping[str, Any] | None = No
     }
 
 
-def consumer_config(bootstrap_servers: str, group: str, extra: Mapping[str, Any] | None = None
-                    ) -> dict[str, Any]:
+def consumer_config(
+    bootstrap_servers: str, group: str, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     return {
         "bootstrap.servers": bootstrap_servers,
         "group.id": group,
@@ -61,8 +64,14 @@ def consumer_config(bootstrap_servers: str, group: str, extra: Mapping[str, Any]
 
 
 class KafkaPublisher:
-    def __init__(self, bootstrap_servers: str, instrument: str, *,
-                 max_payload: int = 1_000_000, extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        instrument: str,
+        *,
+        max_payload: int = 1_000_000,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         ck = _kafka()
         self.topic = documents_subject(instrument)
         self._producer: Any = ck.Producer(producer_config(bootstrap_servers, extra))
@@ -87,9 +96,13 @@ class KafkaPublisher:
         for mid, data in messages:
             while True:
                 try:
-                    self._producer.produce(self.topic, data, key=key,
-                                           headers=[(MSG_ID_HEADER, mid.encode())],
-                                           on_delivery=self._on_delivery)
+                    self._producer.produce(
+                        self.topic,
+                        data,
+                        key=key,
+                        headers=[(MSG_ID_HEADER, mid.encode())],
+                        on_delivery=self._on_delivery,
+                    )
                     break
                 except BufferError:
                     # Local queue full: this is the transport's backpressure.
@@ -125,8 +138,13 @@ class KafkaDelivery:
 
 
 class KafkaSubscriber:
-    def __init__(self, bootstrap_servers: str, instrument: str, group: str,
-                 extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        instrument: str,
+        group: str,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         ck = _kafka()
         self._consumer = ck.Consumer(consumer_config(bootstrap_servers, group, extra))
         self._consumer.subscribe([documents_subject(instrument)])
@@ -150,8 +168,14 @@ class KafkaSubscriber:
         await asyncio.to_thread(self._consumer.close)
 
 
-def ensure_topic(bootstrap_servers: str, instrument: str, *, partitions: int = 1,
-                 replication: int = 1, timeout: float = 30.0) -> None:
+def ensure_topic(
+    bootstrap_servers: str,
+    instrument: str,
+    *,
+    partitions: int = 1,
+    replication: int = 1,
+    timeout: float = 30.0,
+) -> None:
     """Create the instrument's topic if the broker does not have it (idempotent)."""
     ck = _kafka()
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -173,21 +197,27 @@ class KafkaTransport:
     durability = Durability.REPLICATED
     replays = True
 
-    def __init__(self, bootstrap_servers: str, instrument: str, *,
-                 producer_options: Mapping[str, Any] | None = None,
-                 consumer_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        instrument: str,
+        *,
+        producer_options: Mapping[str, Any] | None = None,
+        consumer_options: Mapping[str, Any] | None = None,
+    ) -> None:
         self.bootstrap_servers, self.instrument = bootstrap_servers, instrument
         self.producer_options = dict(producer_options or {})
         self.consumer_options = dict(consumer_options or {})
 
     def publisher(self) -> KafkaPublisher:
-        return KafkaPublisher(self.bootstrap_servers, self.instrument,
-                              extra=self.producer_options)
+        return KafkaPublisher(self.bootstrap_servers, self.instrument, extra=self.producer_options)
 
     async def subscriber(self, group: str) -> KafkaSubscriber:
-        return KafkaSubscriber(self.bootstrap_servers, self.instrument, group,
-                               extra=self.consumer_options)
+        return KafkaSubscriber(
+            self.bootstrap_servers, self.instrument, group, extra=self.consumer_options
+        )
 
-    async def wait_ready(self, publisher: DocumentPublisher, subscriber: DocumentSubscriber,
-                         timeout: float = 10.0) -> None:
+    async def wait_ready(
+        self, publisher: DocumentPublisher, subscriber: DocumentSubscriber, timeout: float = 10.0
+    ) -> None:
         return None  # a new group starts at the earliest offset: nothing can be missed

@@ -99,13 +99,37 @@ def nats_nodes(pod: LoadedPod) -> tuple[NatsNode, ...]:
     run = pod.home.run_dir / "nats"
     data = pod.home.data_dir / "nats"
     if bus.cluster_size == 1:
-        return (NatsNode(0, False, "nats", "beampod_" + pod.config.pod.name, host, bind,
-                         bus.port, bus.monitor_port, None, run / "nats-server.conf", data),)
+        return (
+            NatsNode(
+                0,
+                False,
+                "nats",
+                "beampod_" + pod.config.pod.name,
+                host,
+                bind,
+                bus.port,
+                bus.monitor_port,
+                None,
+                run / "nats-server.conf",
+                data,
+            ),
+        )
     return tuple(
-        NatsNode(i, True, f"nats-{i}", f"beampod_{pod.config.pod.name}_{i}", host, bind,
-                 bus.port + i, bus.monitor_port + i, bus.cluster_port + i,
-                 run / f"nats-server-{i}.conf", data / f"node-{i}")
-        for i in range(bus.cluster_size))
+        NatsNode(
+            i,
+            True,
+            f"nats-{i}",
+            f"beampod_{pod.config.pod.name}_{i}",
+            host,
+            bind,
+            bus.port + i,
+            bus.monitor_port + i,
+            bus.cluster_port + i,
+            run / f"nats-server-{i}.conf",
+            data / f"node-{i}",
+        )
+        for i in range(bus.cluster_size)
+    )
 
 
 def config_path(pod: LoadedPod, node: int = 0) -> Path:
@@ -157,8 +181,9 @@ def instrument_permissions(instrument: str) -> dict[str, dict[str, list[str]]]:
     return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
 
 
-def _user_block(user: str, password: SecretStr, perms: dict[str, dict[str, list[str]]] | None
-                ) -> str:
+def _user_block(
+    user: str, password: SecretStr, perms: dict[str, dict[str, list[str]]] | None
+) -> str:
     parts = [f"user: {_q(user)}", f"password: {_q(password.get_secret_value())}"]
     if perms is not None:
         parts.append(f"permissions: {json.dumps(perms)}")
@@ -169,8 +194,11 @@ def _cluster_block(pod: LoadedPod, node: NatsNode) -> str:
     if not node.clustered:
         return ""
     password = _route_password(pod)
-    routes = [f"nats-route://route:{password}@{other.host}:{other.cluster_port}"
-              for other in nats_nodes(pod) if other.index != node.index]
+    routes = [
+        f"nats-route://route:{password}@{other.host}:{other.cluster_port}"
+        for other in nats_nodes(pod)
+        if other.index != node.index
+    ]
     route_lines = "\n".join(f"    {_q(r)}" for r in routes)
     return f"""\
 cluster {{
@@ -244,23 +272,41 @@ class NatsConnection:
     name: str = field(default="beampod")
 
     @classmethod
-    def from_pod(cls, pod: LoadedPod, instrument: str | None = None, *, admin: bool = False,
-                 name: str = "beampod") -> NatsConnection:
+    def from_pod(
+        cls,
+        pod: LoadedPod,
+        instrument: str | None = None,
+        *,
+        admin: bool = False,
+        name: str = "beampod",
+    ) -> NatsConnection:
         bus = nats_bus(pod)
         # Every node of a local cluster: nats-py tries the next one when a connection
         # fails, so clients fail over to a surviving node.
         servers = tuple(bus.external_urls) or tuple(n.url for n in nats_nodes(pod))
         max_payload = bus.max_payload_mb * 1024 * 1024
         if admin:
-            return cls(servers, ADMIN_USER, pod.secrets.bus_admin_password,
-                       max_payload=max_payload, name=name)
+            return cls(
+                servers,
+                ADMIN_USER,
+                pod.secrets.bus_admin_password,
+                max_payload=max_payload,
+                name=name,
+            )
         inst = instrument or pod.config.instrument_name
         pod.config.instrument(inst)  # raises UsageError for an unknown instrument
-        return cls(servers, inst, pod.secrets.for_instrument(inst).bus_password,
-                   inbox_prefix=inbox_prefix(inst), max_payload=max_payload, name=name)
+        return cls(
+            servers,
+            inst,
+            pod.secrets.for_instrument(inst).bus_password,
+            inbox_prefix=inbox_prefix(inst),
+            max_payload=max_payload,
+            name=name,
+        )
 
-    async def connect(self, *, connect_timeout: float = 2.0, reconnect: bool = True,
-                      **callbacks: Any) -> Any:
+    async def connect(
+        self, *, connect_timeout: float = 2.0, reconnect: bool = True, **callbacks: Any
+    ) -> Any:
         """A nats-py client. ``reconnect=False`` for the publisher, which handles
         reconnection itself so that nothing is silently re-sent out of order."""
         import nats
@@ -272,9 +318,12 @@ class NatsConnection:
             return None
 
         client = nats.connect(
-            servers=list(self.servers), user=self.user,
-            password=self.password.get_secret_value(), name=self.name,
-            inbox_prefix=self.inbox_prefix, connect_timeout=connect_timeout,
+            servers=list(self.servers),
+            user=self.user,
+            password=self.password.get_secret_value(),
+            name=self.name,
+            inbox_prefix=self.inbox_prefix,
+            connect_timeout=connect_timeout,
             allow_reconnect=reconnect,
             # nats-py treats 0 as "forever"; 1 means: two attempts, then NoServersError.
             max_reconnect_attempts=-1 if reconnect else 1,
@@ -286,5 +335,6 @@ class NatsConnection:
             # so a command facing a down bus fails with a message instead of hanging.
             return await asyncio.wait_for(client, max(5.0, 3 * connect_timeout))
         except (OSError, TimeoutError, NatsClientError) as exc:
-            raise BusUnavailableError(f"cannot connect to NATS at {', '.join(self.servers)}: "
-                                      f"{type(exc).__name__}: {exc}") from None
+            raise BusUnavailableError(
+                f"cannot connect to NATS at {', '.join(self.servers)}: {type(exc).__name__}: {exc}"
+            ) from None

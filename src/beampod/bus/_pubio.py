@@ -69,8 +69,9 @@ class _Retry(Exception):
 
 
 class Engine:
-    def __init__(self, state: SharedState, conn: NatsConnection, spool: Spool,
-                 settings: EngineSettings) -> None:
+    def __init__(
+        self, state: SharedState, conn: NatsConnection, spool: Spool, settings: EngineSettings
+    ) -> None:
         self.state, self.conn, self.spool, self.cfg = state, conn, spool, settings
         self.nc: Any = None
         self.acks: AckTracker | None = None
@@ -167,8 +168,9 @@ class Engine:
         active = now - self.last_activity < _ACTIVE_S
         timeout = self.cfg.poll_interval if active else 0.25
         if self.inflight:
-            timeout = min(timeout, max(0.0, self.inflight[0].sent_at + self.cfg.ack_timeout
-                                       - now) + 0.001)
+            timeout = min(
+                timeout, max(0.0, self.inflight[0].sent_at + self.cfg.ack_timeout - now) + 0.001
+            )
         if self.nc is None:
             timeout = min(timeout, max(0.0, self.next_connect - now))
         self.wakeup.clear()
@@ -198,8 +200,12 @@ class Engine:
                 self.wake()
 
         try:
-            nc = await self.conn.connect(reconnect=False, connect_timeout=self.cfg.connect_timeout,
-                                         disconnected_cb=on_lost, closed_cb=on_lost)
+            nc = await self.conn.connect(
+                reconnect=False,
+                connect_timeout=self.cfg.connect_timeout,
+                disconnected_cb=on_lost,
+                closed_cb=on_lost,
+            )
             this.append(nc)
         except BusError as exc:
             self._connect_failed(str(exc))
@@ -221,15 +227,22 @@ class Engine:
             st.mode = "draining" if self.spool.pending else "direct"
             st.cond.notify_all()
         if self.spool.pending:
-            log.info("%s: bus reachable; delivering %d spooled messages first",
-                     st.instrument, self.spool.pending)
+            log.info(
+                "%s: bus reachable; delivering %d spooled messages first",
+                st.instrument,
+                self.spool.pending,
+            )
 
     def _connect_failed(self, reason: str) -> None:
         st = self.state
         if not self.outage:
             self.outage = True
-            log.warning("%s: bus unreachable (%s); documents go to the local spool %s",
-                        st.instrument, reason, st.spool_path)
+            log.warning(
+                "%s: bus unreachable (%s); documents go to the local spool %s",
+                st.instrument,
+                reason,
+                st.spool_path,
+            )
         with st.cond:
             st.last_error = reason
         self.next_connect = time.monotonic() + self.backoff
@@ -259,8 +272,12 @@ class Engine:
             st.cond.notify_all()
         if not self.outage:
             self.outage = True
-            log.warning("%s: %s; documents go to the local spool %s until the bus is back",
-                        st.instrument, reason, st.spool_path)
+            log.warning(
+                "%s: %s; documents go to the local spool %s until the bus is back",
+                st.instrument,
+                reason,
+                st.spool_path,
+            )
         # Unacknowledged window first: it is older than anything still queued.
         self._append_to_spool([(s, m, d) for s, m, d in direct if s is not None])
         self.drain_offset = self.spool.acked_offset
@@ -314,8 +331,9 @@ class Engine:
                 q.appendleft((seq, mid, data))
                 raise
 
-    async def _publish(self, seq: int | None, msg_id: str, data: bytes, spool_end: int | None
-                       ) -> None:
+    async def _publish(
+        self, seq: int | None, msg_id: str, data: bytes, spool_end: int | None
+    ) -> None:
         assert self.acks is not None
         try:
             ack = await self.acks.publish(data, msg_id)
@@ -382,8 +400,7 @@ class Engine:
         if self.inflight and self.inflight[0].spool_end is None:
             entries = list(self.inflight)
             self.inflight.clear()
-            direct: list[Item] = [(e.seq, e.msg_id, e.data) for e in entries
-                                  if e.seq is not None]
+            direct: list[Item] = [(e.seq, e.msg_id, e.data) for e in entries if e.seq is not None]
             self._append_to_spool(direct)
         self.inflight.clear()
         self._spool_queue()
@@ -401,6 +418,10 @@ class Engine:
             st.closed = True
             st.cond.notify_all()
         if pending:
-            log.warning("%s: closed with %d messages in the local spool %s; they will be "
-                        "delivered by the next publisher of this instrument", st.instrument,
-                        pending, st.spool_path)
+            log.warning(
+                "%s: closed with %d messages in the local spool %s; they will be "
+                "delivered by the next publisher of this instrument",
+                st.instrument,
+                pending,
+                st.spool_path,
+            )

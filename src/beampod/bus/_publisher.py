@@ -34,11 +34,21 @@ class DurablePublisher:
     safe in the spool and logs a warning. ``status()`` tells where every message is.
     """
 
-    def __init__(self, connection: NatsConnection, instrument: str, spool_dir: Path, *,
-                 window: int = 1024, max_queue: int = 100_000, ack_timeout: float = 5.0,
-                 stop_timeout: float = 5.0, connect_timeout: float = 1.0,
-                 reconnect_wait: tuple[float, float] = (0.05, 2.0),
-                 poll_interval: float = 0.05, max_payload: int | None = None) -> None:
+    def __init__(
+        self,
+        connection: NatsConnection,
+        instrument: str,
+        spool_dir: Path,
+        *,
+        window: int = 1024,
+        max_queue: int = 100_000,
+        ack_timeout: float = 5.0,
+        stop_timeout: float = 5.0,
+        connect_timeout: float = 1.0,
+        reconnect_wait: tuple[float, float] = (0.05, 2.0),
+        poll_interval: float = 0.05,
+        max_payload: int | None = None,
+    ) -> None:
         if window < 1 or max_queue < 1:
             raise BusError("window and max_queue must be at least 1")
         self.instrument = instrument
@@ -53,24 +63,37 @@ class DurablePublisher:
         spool = open_spool(Path(spool_dir) / instrument)
         self._state = SharedState(instrument, str(spool.directory), spool.pending)
         settings = EngineSettings(
-            subject=documents_subject(instrument), stream=stream_name(instrument),
-            window=window, ack_timeout=ack_timeout, connect_timeout=connect_timeout,
-            reconnect_min=reconnect_wait[0], reconnect_max=reconnect_wait[1],
-            poll_interval=poll_interval)
+            subject=documents_subject(instrument),
+            stream=stream_name(instrument),
+            window=window,
+            ack_timeout=ack_timeout,
+            connect_timeout=connect_timeout,
+            reconnect_min=reconnect_wait[0],
+            reconnect_max=reconnect_wait[1],
+            poll_interval=poll_interval,
+        )
         self._engine = Engine(self._state, connection, spool, settings)
         started = threading.Event()
         self._thread = threading.Thread(
-            target=self._thread_main, args=(started,), name=f"beampod-publisher-{instrument}",
-            daemon=True)
+            target=self._thread_main,
+            args=(started,),
+            name=f"beampod-publisher-{instrument}",
+            daemon=True,
+        )
         self._thread.start()
         started.wait(10.0)
         if spool.pending:
-            log.info("%s: %d messages left in the spool by an earlier session are delivered "
-                     "before new documents", instrument, spool.pending)
+            log.info(
+                "%s: %d messages left in the spool by an earlier session are delivered "
+                "before new documents",
+                instrument,
+                spool.pending,
+            )
 
     @classmethod
-    def from_pod(cls, pod: LoadedPod, instrument: str | None = None, **kwargs: Any
-                 ) -> DurablePublisher:
+    def from_pod(
+        cls, pod: LoadedPod, instrument: str | None = None, **kwargs: Any
+    ) -> DurablePublisher:
         inst = instrument or pod.config.instrument_name
         conn = NatsConnection.from_pod(pod, inst, name=f"beampod-publisher-{inst}")
         return cls(conn, inst, pod.home.spool_dir, **kwargs)
@@ -84,8 +107,10 @@ class DurablePublisher:
     def __call__(self, name: str, doc: dict[str, Any]) -> None:
         st = self._state
         if st.closing or st.closed:
-            raise BusError(f"publisher of {self.instrument} is closed"
-                           + (f": {st.last_error}" if st.closed and st.last_error else ""))
+            raise BusError(
+                f"publisher of {self.instrument} is closed"
+                + (f": {st.last_error}" if st.closed and st.last_error else "")
+            )
         with self._lock:
             run = run_uid_of(name, doc, self._descriptor_runs)
             try:
@@ -128,13 +153,24 @@ class DurablePublisher:
             return
         status = st.snapshot()
         if status.connected:
-            log.warning("%s: run %s is not fully acknowledged by the bus after %.1fs "
-                        "(%d in flight, %d queued); delivery continues in the background",
-                        self.instrument, run, self.stop_timeout, status.in_flight, status.queued)
+            log.warning(
+                "%s: run %s is not fully acknowledged by the bus after %.1fs "
+                "(%d in flight, %d queued); delivery continues in the background",
+                self.instrument,
+                run,
+                self.stop_timeout,
+                status.in_flight,
+                status.queued,
+            )
         else:
-            log.warning("%s: bus unreachable; run %s is only in the local spool %s "
-                        "(%d messages waiting); it will be delivered when the bus is back",
-                        self.instrument, run, status.spool_path, status.spooled)
+            log.warning(
+                "%s: bus unreachable; run %s is only in the local spool %s "
+                "(%d messages waiting); it will be delivered when the bus is back",
+                self.instrument,
+                run,
+                status.spool_path,
+                status.spooled,
+            )
 
     # -- inspection and shutdown ------------------------------------------------------------
 

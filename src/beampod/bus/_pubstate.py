@@ -67,15 +67,24 @@ class SharedState:
     def snapshot(self) -> PublisherStatus:
         with self.cond:
             return PublisherStatus(
-                instrument=self.instrument, mode=self.mode, connected=self.connected,
-                emitted=self.emitted, acked=self.acked, duplicates=self.duplicates,
-                in_flight=self.in_flight, queued=len(self.queue), spooled=self.spooled,
-                rejected=self.rejected, spool_path=self.spool_path, last_error=self.last_error,
+                instrument=self.instrument,
+                mode=self.mode,
+                connected=self.connected,
+                emitted=self.emitted,
+                acked=self.acked,
+                duplicates=self.duplicates,
+                in_flight=self.in_flight,
+                queued=len(self.queue),
+                spooled=self.spooled,
+                rejected=self.rejected,
+                spool_path=self.spool_path,
+                last_error=self.last_error,
             )
 
     def wait_for(self, seq: int, timeout: float, *, durable_ok: bool) -> bool:
         """Wait until ``seq`` is acknowledged (or, with ``durable_ok``, until it is safe in
         the spool while the bus is unreachable). True if acknowledged."""
+
         def done() -> bool:
             if self.acked_upto >= seq or self.closed:
                 return True

@@ -49,21 +49,26 @@ def split_event_page(page: dict[str, Any], limit: int) -> list[tuple[dict[str, A
         raise OversizeDocumentError(
             f"one event of descriptor {page.get('descriptor')} encodes to {len(data)} bytes, "
             f"more than the bus max_payload allows ({limit}); raise bus.max_payload_mb or "
-            "write large arrays externally (resource/datum)")
+            "write large arrays externally (resource/datum)"
+        )
     mid = n // 2
-    return (split_event_page(slice_event_page(page, 0, mid), limit)
-            + split_event_page(slice_event_page(page, mid, n), limit))
+    return split_event_page(slice_event_page(page, 0, mid), limit) + split_event_page(
+        slice_event_page(page, mid, n), limit
+    )
 
 
-def to_messages(name: str, doc: dict[str, Any], run_uid: str | None, limit: int
-                ) -> Sequence[tuple[str, bytes]]:
+def to_messages(
+    name: str, doc: dict[str, Any], run_uid: str | None, limit: int
+) -> Sequence[tuple[str, bytes]]:
     """(message id, wire bytes) for one document; event_pages split to fit ``limit``."""
     if name == "event_page":
-        return [(message_id(name, piece, run_uid), data)
-                for piece, data in split_event_page(doc, limit)]
+        return [
+            (message_id(name, piece, run_uid), data) for piece, data in split_event_page(doc, limit)
+        ]
     data = encode(name, doc)
     if len(data) > limit:
         raise OversizeDocumentError(
             f"{name} document encodes to {len(data)} bytes, more than the bus max_payload "
-            f"allows ({limit})")
+            f"allows ({limit})"
+        )
     return [(message_id(name, doc, run_uid), data)]

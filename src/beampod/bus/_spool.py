@@ -83,8 +83,9 @@ class Spool:
         except ValueError:
             # A corrupt acked file is unexpected (it is written atomically); re-sending
             # from 0 is safe because the bus drops duplicate message ids.
-            log.warning("spool %s: unreadable acked offset %r, re-sending from start",
-                        self.directory, text)
+            log.warning(
+                "spool %s: unreadable acked offset %r, re-sending from start", self.directory, text
+            )
             return 0
 
     def _scan_and_repair(self) -> tuple[int, int]:
@@ -98,9 +99,12 @@ class Spool:
             offset, count = rec.end, count + 1
         if offset < size:
             self.torn_bytes = size - offset
-            log.warning("spool %s: ignoring a torn record at the end (%d bytes, from a crash "
-                        "during a write); earlier records are intact", self.directory,
-                        self.torn_bytes)
+            log.warning(
+                "spool %s: ignoring a torn record at the end (%d bytes, from a crash "
+                "during a write); earlier records are intact",
+                self.directory,
+                self.torn_bytes,
+            )
             os.ftruncate(self._fd, offset)
             os.fsync(self._fd)
         return offset, count
@@ -222,8 +226,10 @@ def open_spool(base: Path) -> Spool:
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise SpoolError(f"cannot create spool directory {base}: {exc}") from None
-    slots = sorted((p for p in base.iterdir() if p.is_dir() and p.name.isdigit()),
-                   key=lambda p: (not _slot_has_data(p), int(p.name)))
+    slots = sorted(
+        (p for p in base.iterdir() if p.is_dir() and p.name.isdigit()),
+        key=lambda p: (not _slot_has_data(p), int(p.name)),
+    )
     used = {int(p.name) for p in slots}
     candidates = [*slots, base / str(max(used, default=-1) + 1)]
     for slot in candidates:

@@ -29,8 +29,9 @@ class StreamPlan:
     max_msg_size: int
 
 
-def plan_streams(instrument: str, settings: StreamSettings, max_payload: int
-                 ) -> tuple[StreamPlan, StreamPlan]:
+def plan_streams(
+    instrument: str, settings: StreamSettings, max_payload: int
+) -> tuple[StreamPlan, StreamPlan]:
     """Documents stream and dead-letter stream of one instrument (pure: unit tested)."""
     docs = StreamPlan(
         name=documents_stream_name(instrument),
@@ -86,10 +87,22 @@ async def ensure_stream(js: object, plan: StreamPlan) -> str:
             raise BusError(f"cannot create stream {plan.name}: {exc.description}") from None
         return "created"
     current = info.config
-    wanted = (sorted(plan.subjects), plan.max_age_s, plan.max_bytes, plan.duplicate_window_s,
-              plan.replicas, plan.max_msg_size)
-    have = (sorted(current.subjects or []), current.max_age, current.max_bytes,
-            current.duplicate_window, current.num_replicas, current.max_msg_size)
+    wanted = (
+        sorted(plan.subjects),
+        plan.max_age_s,
+        plan.max_bytes,
+        plan.duplicate_window_s,
+        plan.replicas,
+        plan.max_msg_size,
+    )
+    have = (
+        sorted(current.subjects or []),
+        current.max_age,
+        current.max_bytes,
+        current.duplicate_window,
+        current.num_replicas,
+        current.max_msg_size,
+    )
     if tuple(map(str, wanted)) == tuple(map(str, have)):
         return "unchanged"
     try:

@@ -35,8 +35,9 @@ class NatsSubscriber:
             if isinstance(msg, BadMessage):
                 await self.consumer.publish_dead_letter(msg.data, msg.error, msg.headers)
                 await msg.term()
-                log.warning("dead-lettered undecodable message (stream seq %d): %s",
-                            msg.seq, msg.error)
+                log.warning(
+                    "dead-lettered undecodable message (stream seq %d): %s", msg.seq, msg.error
+                )
                 continue
             out.append(msg)
         return out
@@ -50,23 +51,33 @@ class NatsTransport:
     durability = Durability.STORED
     replays = True
 
-    def __init__(self, connection: NatsConnection, instrument: str, spool_dir: Path, *,
-                 ack_wait: float = 30.0, **publisher_options: Any) -> None:
+    def __init__(
+        self,
+        connection: NatsConnection,
+        instrument: str,
+        spool_dir: Path,
+        *,
+        ack_wait: float = 30.0,
+        **publisher_options: Any,
+    ) -> None:
         self.connection, self.instrument, self.spool_dir = connection, instrument, spool_dir
         self.ack_wait = ack_wait  # unacknowledged deliveries come again after this
         self.publisher_options = publisher_options
 
     def publisher(self) -> DurablePublisher:
-        return DurablePublisher(self.connection, self.instrument, self.spool_dir,
-                                **self.publisher_options)
+        return DurablePublisher(
+            self.connection, self.instrument, self.spool_dir, **self.publisher_options
+        )
 
     async def subscriber(self, group: str) -> NatsSubscriber:
-        consumer = DocumentConsumer(self.connection, self.instrument, durable=group,
-                                    ack_wait=self.ack_wait)
+        consumer = DocumentConsumer(
+            self.connection, self.instrument, durable=group, ack_wait=self.ack_wait
+        )
         return NatsSubscriber(await consumer.start())
 
-    async def wait_ready(self, publisher: DocumentPublisher, subscriber: DocumentSubscriber,
-                         timeout: float = 10.0) -> None:
+    async def wait_ready(
+        self, publisher: DocumentPublisher, subscriber: DocumentSubscriber, timeout: float = 10.0
+    ) -> None:
         return None  # the stream keeps everything: a subscriber cannot miss documents
 
 

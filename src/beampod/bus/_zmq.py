@@ -33,8 +33,7 @@ def _dumps(doc: dict[str, Any]) -> bytes:
 
 
 def _loads(data: bytes) -> dict[str, Any]:
-    return msgpack.unpackb(data, object_hook=msgpack_numpy.decode, raw=False,
-                           strict_map_key=False)
+    return msgpack.unpackb(data, object_hook=msgpack_numpy.decode, raw=False, strict_map_key=False)
 
 
 class ZmqDelivery:
@@ -75,11 +74,11 @@ class ZmqSubscriber:
 
         self.probes_seen: set[str] = set()
         self._queue: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
-        self._dispatcher = RemoteDispatcher(address, prefix=instrument.encode(),
-                                            deserializer=_loads)
+        self._dispatcher = RemoteDispatcher(
+            address, prefix=instrument.encode(), deserializer=_loads
+        )
         self._dispatcher.subscribe(self._on_document)
-        self._thread = threading.Thread(target=self._run, name=f"zmq-sub-{instrument}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"zmq-sub-{instrument}", daemon=True)
         self._thread.start()
 
     def _on_document(self, name: str, doc: dict[str, Any]) -> None:
@@ -133,8 +132,9 @@ class ZmqTransport:
     async def subscriber(self, group: str = "") -> ZmqSubscriber:
         return ZmqSubscriber(self.out_address, self.instrument)
 
-    async def wait_ready(self, publisher: DocumentPublisher, subscriber: DocumentSubscriber,
-                         timeout: float = 10.0) -> None:
+    async def wait_ready(
+        self, publisher: DocumentPublisher, subscriber: DocumentSubscriber, timeout: float = 10.0
+    ) -> None:
         """Send probe messages until one arrives: then both connections and the
         subscription are established. Other listeners on the instrument's prefix see
         these probes as ``start`` documents carrying a ``beampod_probe`` key."""

@@ -17,8 +17,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ping.add_argument("--instrument", default=None)
     ping.add_argument("--timeout", type=float, default=2.0)
     ping.set_defaults(func=cmd_ping)
-    demo = asub.add_parser("demo", help="the seed's adaptive demo with ophyd.sim det/motor "
-                                        "(17 runs stepping the motor by 1.5)")
+    demo = asub.add_parser(
+        "demo",
+        help="the seed's adaptive demo with ophyd.sim det/motor "
+        "(17 runs stepping the motor by 1.5)",
+    )
     demo.add_argument("--transport", choices=("nats", "redis"), default=None)
     demo.set_defaults(func=cmd_demo)
 
@@ -30,11 +33,14 @@ def cmd_ping(args: argparse.Namespace) -> int:
     pod = pod_of(args)
     inst = args.instrument or pod.config.instrument_name
     name = loop_settings(pod).name
-    status = asyncio.run(ping_agent(NatsConnection.from_pod(pod, inst), inst, name,
-                                    timeout=args.timeout))
+    status = asyncio.run(
+        ping_agent(NatsConnection.from_pod(pod, inst), inst, name, timeout=args.timeout)
+    )
     if status is None:
-        raise PodNotRunningError(f"agent {name!r} of instrument {inst!r} did not answer "
-                                 f"within {args.timeout:g} s (is the pod up?)")
+        raise PodNotRunningError(
+            f"agent {name!r} of instrument {inst!r} did not answer "
+            f"within {args.timeout:g} s (is the pod up?)"
+        )
     print(json.dumps(status, indent=2, sort_keys=True))
     return 0
 
@@ -49,14 +55,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     re = RunEngine({}, call_returns_result=True)
     to_brains, from_brains = make_brains(pod, reply_transport=args.transport)
     try:
-        result = re(adaptive_plan([det], {motor: 0}, to_brains=to_brains,
-                                  from_brains=from_brains))
+        result = re(adaptive_plan([det], {motor: 0}, to_brains=to_brains, from_brains=from_brains))
     finally:
         from_brains.close()
     outcome = getattr(result, "plan_result", None)
     if outcome is None:  # the plan was interrupted before it returned
         return 1
-    print(f"{len(outcome.points)} runs at motor = "
-          + ", ".join(f"{p['motor']:g}" for p in outcome.points))
+    print(
+        f"{len(outcome.points)} runs at motor = "
+        + ", ".join(f"{p['motor']:g}" for p in outcome.points)
+    )
     print(f"agent stopped: {outcome.reason}")
     return 0

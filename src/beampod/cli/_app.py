@@ -61,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the program's edge: no raw tracebacks for users
         if args.debug:
             traceback.print_exc()
-        print(f"beampod: internal error: {type(exc).__name__}: {exc} "
-              f"(re-run with --debug for the traceback, and please report it)", file=sys.stderr)
+        print(
+            f"beampod: internal error: {type(exc).__name__}: {exc} "
+            f"(re-run with --debug for the traceback, and please report it)",
+            file=sys.stderr,
+        )
         return 1

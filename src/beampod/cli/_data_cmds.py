@@ -26,8 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from-start", action="store_true", help="replay the stream from its start")
     p.add_argument("--instrument")
     p.add_argument("--json", action="store_true", help="one JSON document per line")
-    p.add_argument("--table", action="store_true",
-                   help="show runs as LiveTables (bluesky's BestEffortCallback), like the session")
+    p.add_argument(
+        "--table",
+        action="store_true",
+        help="show runs as LiveTables (bluesky's BestEffortCallback), like the session",
+    )
     p.add_argument("-n", "--max", type=int, default=0, help="stop after N documents")
     p.set_defaults(func=cmd_tail)
 
@@ -55,24 +58,47 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     runs = list_runs(pod_of(args), args.instrument, limit=args.limit)
     if args.json:
-        print(json.dumps([{"uid": r.uid, "scan_id": r.scan_id, "plan_name": r.plan_name,
-                           "start_time": r.start_time.isoformat() if r.start_time else None,
-                           "num_events": r.num_events, "exit_status": r.exit_status}
-                          for r in runs], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "uid": r.uid,
+                        "scan_id": r.scan_id,
+                        "plan_name": r.plan_name,
+                        "start_time": r.start_time.isoformat() if r.start_time else None,
+                        "num_events": r.num_events,
+                        "exit_status": r.exit_status,
+                    }
+                    for r in runs
+                ],
+                indent=2,
+            )
+        )
         return 0
     if not runs:
         print("no runs stored yet")
         return 0
-    rows = [[r.uid[:8], str(r.scan_id if r.scan_id is not None else "-"), r.plan_name or "-",
-             _when(r.start_time), str(r.num_events), r.exit_status or "open"] for r in runs]
+    rows = [
+        [
+            r.uid[:8],
+            str(r.scan_id if r.scan_id is not None else "-"),
+            r.plan_name or "-",
+            _when(r.start_time),
+            str(r.num_events),
+            r.exit_status or "open",
+        ]
+        for r in runs
+    ]
     print(table(rows, ["uid", "scan_id", "plan", "start", "events", "exit_status"]))
     return 0
 
 
 def _summary(name: str, doc: dict) -> str:
     if name == "start":
-        return (f"start      uid={doc.get('uid', '')[:8]} scan_id={doc.get('scan_id')} "
-                f"plan={doc.get('plan_name')}")
+        return (
+            f"start      uid={doc.get('uid', '')[:8]} scan_id={doc.get('scan_id')} "
+            f"plan={doc.get('plan_name')}"
+        )
     if name == "descriptor":
         return f"descriptor stream={doc.get('name')} keys={sorted(doc.get('data_keys', {}))}"
     if name == "event":
@@ -81,8 +107,10 @@ def _summary(name: str, doc: dict) -> str:
     if name == "event_page":
         return f"event_page seq={doc.get('seq_num', [None])[0]}..+{len(doc.get('seq_num', []))}"
     if name == "stop":
-        return (f"stop       uid={doc.get('run_start', '')[:8]} "
-                f"exit_status={doc.get('exit_status')} events={doc.get('num_events')}")
+        return (
+            f"stop       uid={doc.get('run_start', '')[:8]} "
+            f"exit_status={doc.get('exit_status')} events={doc.get('num_events')}"
+        )
     return f"{name:<10} {doc.get('uid') or doc.get('datum_id') or ''}"
 
 
@@ -114,8 +142,9 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     async def go() -> None:
         with contextlib.suppress(_Enough):
-            async for name, doc in tail(conn, instrument, from_start=args.from_start,
-                                        on_ready=ready, on_skip=skipped):
+            async for name, doc in tail(
+                conn, instrument, from_start=args.from_start, on_ready=ready, on_skip=skipped
+            ):
                 if table_cb is not None:
                     table_cb(name, doc)
                 elif args.json:
@@ -128,8 +157,11 @@ def cmd_tail(args: argparse.Namespace) -> int:
         # On stderr, so that stdout stays pure documents (JSON lines); printed once the
         # consumer exists, so a script can wait for it before starting a run.
         where = "from the start" if args.from_start else "from now"
-        print(f"following {documents_subject(instrument)} {where} (Ctrl-C to stop)",
-              file=sys.stderr, flush=True)
+        print(
+            f"following {documents_subject(instrument)} {where} (Ctrl-C to stop)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     asyncio.run(go())
     return 0
@@ -179,14 +211,15 @@ def cmd_dlq_show(args: argparse.Namespace) -> int:
 
     conn, instrument = _dlq_conn(args)
     d = asyncio.run(get_dead_letter(conn, instrument, args.seq))
-    print(f"seq:      {d.seq}\ntime:     {_when(d.time)}\nreason:   {d.reason}\n"
-          f"msg id:   {d.msg_id or '-'}\nheaders:  {json.dumps(d.headers)}")
+    print(
+        f"seq:      {d.seq}\ntime:     {_when(d.time)}\nreason:   {d.reason}\n"
+        f"msg id:   {d.msg_id or '-'}\nheaders:  {json.dumps(d.headers)}"
+    )
     try:
         name, doc = decode(d.data)
         print(f"document: {name}\n{json.dumps(doc, indent=2, default=_jsonable)}")
     except DecodeError as exc:
-        print(f"payload:  {len(d.data)} bytes, not a document ({exc})\n"
-              f"          {d.data[:200]!r}")
+        print(f"payload:  {len(d.data)} bytes, not a document ({exc})\n          {d.data[:200]!r}")
     return 0
 
 

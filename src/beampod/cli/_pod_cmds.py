@@ -16,14 +16,21 @@ from beampod.errors import UsageError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("init", help="write a commented config and generated secrets")
     p.add_argument("--home", dest="init_home", metavar="DIR", help="pod home to initialise")
-    p.add_argument("--free-ports", action="store_true",
-                   help="pick free ports instead of the standard ones (CI, several pods)")
+    p.add_argument(
+        "--free-ports",
+        action="store_true",
+        help="pick free ports instead of the standard ones (CI, several pods)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite config and secrets")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("up", help="start every service of the pod")
-    p.add_argument("-d", "--detach", action="store_true",
-                   help="run in the background; return once every service is ready")
+    p.add_argument(
+        "-d",
+        "--detach",
+        action="store_true",
+        help="run in the background; return once every service is ready",
+    )
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
     p.set_defaults(func=cmd_up)
 
@@ -48,12 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("config", help="show, check or describe the configuration")
     csub = p.add_subparsers(dest="config_cmd", required=True, metavar="ACTION")
-    csub.add_parser("show", help="the effective configuration, defaults filled in"
-                    ).set_defaults(func=cmd_config_show)
-    csub.add_parser("schema", help="the JSON schema of the config file"
-                    ).set_defaults(func=cmd_config_schema)
-    csub.add_parser("check", help="validate config and secrets"
-                    ).set_defaults(func=cmd_config_check)
+    csub.add_parser("show", help="the effective configuration, defaults filled in").set_defaults(
+        func=cmd_config_show
+    )
+    csub.add_parser("schema", help="the JSON schema of the config file").set_defaults(
+        func=cmd_config_schema
+    )
+    csub.add_parser("check", help="validate config and secrets").set_defaults(func=cmd_config_check)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -82,8 +90,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.detach:
         print(f"starting pod from {home.root} ...", flush=True)
         state = start_detached(home, progress, timeout=args.timeout)
-        print(f"pod ready: {len(state.services)} services in {time.monotonic() - started:.1f} s"
-              "  (`beampod status`, `beampod shell`, `beampod down`)")
+        print(
+            f"pod ready: {len(state.services)} services in {time.monotonic() - started:.1f} s"
+            "  (`beampod status`, `beampod shell`, `beampod down`)"
+        )
         return 0
     print(f"starting pod from {home.root} (Ctrl-C stops it) ...", flush=True)
     return run_supervisor(home, progress)
@@ -108,8 +118,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         out = state.to_json()
         for svc in out["services"].values():
-            svc["uptime_s"] = round(now - svc["ready_at"], 1) if svc.get("ready_at") and \
-                svc["state"] == "ready" else None
+            svc["uptime_s"] = (
+                round(now - svc["ready_at"], 1)
+                if svc.get("ready_at") and svc["state"] == "ready"
+                else None
+            )
         print(json.dumps(out, indent=2))
         return 0
     rows = []
@@ -117,8 +130,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         up = svc.ready_at is not None and svc.state == "ready"
         uptime = human_duration(now - svc.ready_at) if up and svc.ready_at else "-"
         health = svc.health or svc.message or "-"
-        rows.append([svc.name, svc.state, str(svc.pid or "-"), svc.address or "-", health[:60],
-                     str(svc.restarts), uptime])
+        rows.append(
+            [
+                svc.name,
+                svc.state,
+                str(svc.pid or "-"),
+                svc.address or "-",
+                health[:60],
+                str(svc.restarts),
+                uptime,
+            ]
+        )
     print(f"pod {state.phase}  (supervisor pid {state.supervisor_pid})")
     print(table(rows, ["service", "state", "pid", "address", "health", "restarts", "uptime"]))
     return 0 if all(s.state == "ready" for s in state.services.values()) else 1
@@ -152,8 +174,11 @@ def cmd_service(args: argparse.Namespace) -> int:
     from beampod.services import control_service
 
     control_service(home_of(args), args.action, args.name)
-    done = {"stop": "stopped (it stays down until `beampod service start`)",
-            "start": "starting", "restart": "restarted"}[args.action]
+    done = {
+        "stop": "stopped (it stays down until `beampod service start`)",
+        "start": "starting",
+        "restart": "restarted",
+    }[args.action]
     print(f"{args.name}: {done}")
     return 0
 
@@ -173,6 +198,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     home = home_of(args)
     pod = load_pod(home)
     names = ", ".join(pod.config.instruments)
-    print(f"config OK: {home.config_file} (instruments: {names}; bus: "
-          f"{pod.config.bus.transport}; store: {pod.config.store.backend})")
+    print(
+        f"config OK: {home.config_file} (instruments: {names}; bus: "
+        f"{pod.config.bus.transport}; store: {pod.config.store.backend})"
+    )
     return 0

@@ -59,8 +59,10 @@ def cmd_add(args: argparse.Namespace) -> int:
     with _client(args) as q:
         item = q.add(args.expression, pos="front" if args.front else None)
         status = q.status()
-    print(f"queued {_describe(item)} as {item['item_uid']} "
-          f"({status['items_in_queue']} in queue, manager {status['manager_state']})")
+    print(
+        f"queued {_describe(item)} as {item['item_uid']} "
+        f"({status['items_in_queue']} in queue, manager {status['manager_state']})"
+    )
     return 0
 
 
@@ -80,16 +82,21 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     with _client(args) as q:
-        items = q.history()[-args.last:] if args.last > 0 else q.history()
+        items = q.history()[-args.last :] if args.last > 0 else q.history()
     if args.json:
         print(json.dumps(items, indent=2))
         return 0
     rows = []
     for it in items:
         res = it.get("result", {})
-        rows.append([_describe(it), str(res.get("exit_status", "")),
-                     ",".join(u[:8] for u in res.get("run_uids", [])),
-                     str(res.get("msg", "")).splitlines()[0][:60] if res.get("msg") else ""])
+        rows.append(
+            [
+                _describe(it),
+                str(res.get("exit_status", "")),
+                ",".join(u[:8] for u in res.get("run_uids", [])),
+                str(res.get("msg", "")).splitlines()[0][:60] if res.get("msg") else "",
+            ]
+        )
     print(table(rows, ["plan", "exit", "runs", "message"]) if rows else "no history")
     return 0
 
@@ -113,11 +120,13 @@ def cmd_control(args: argparse.Namespace) -> int:
     if action == "status" and args.json:
         print(json.dumps(status, indent=2))
         return 0
-    print(f"manager {status['manager_state']}, RE {status['re_state']}, "
-          f"{status['items_in_queue']} queued, {status['items_in_history']} in history, "
-          f"environment {'open' if status['worker_environment_exists'] else 'closed'}"
-          + (", stop pending" if status.get("queue_stop_pending") else "")
-          + (", autostart on" if status.get("queue_autostart_enabled") else ""))
+    print(
+        f"manager {status['manager_state']}, RE {status['re_state']}, "
+        f"{status['items_in_queue']} queued, {status['items_in_history']} in history, "
+        f"environment {'open' if status['worker_environment_exists'] else 'closed'}"
+        + (", stop pending" if status.get("queue_stop_pending") else "")
+        + (", autostart on" if status.get("queue_autostart_enabled") else "")
+    )
     return 0
 
 

@@ -25,8 +25,10 @@ def format_validation_error(exc: ValidationError) -> list[str]:
         msg = err["msg"].removeprefix("Value error, ")
         ctx = err.get("ctx") or {}
         if err["type"] == "union_tag_invalid":
-            problems.append(f"{loc}.{ctx.get('discriminator', '').strip(chr(39))}: must be one "
-                            f"of {ctx.get('expected_tags')} (got {ctx.get('tag')!r})")
+            problems.append(
+                f"{loc}.{ctx.get('discriminator', '').strip(chr(39))}: must be one "
+                f"of {ctx.get('expected_tags')} (got {ctx.get('tag')!r})"
+            )
         elif err["type"] == "extra_forbidden":
             problems.append(f"{loc}: unknown key (typo?)")
         elif err["type"] == "missing":

@@ -93,19 +93,25 @@ class NatsBus(Strict):
             problems.append(
                 f"stream.replicas ({self.stream.replicas}) is more than the NATS nodes this pod "
                 f"runs (cluster_size {self.cluster_size}): set cluster_size: 3 (replicas up to "
-                "3), lower stream.replicas, or set external_urls")
+                "3), lower stream.replicas, or set external_urls"
+            )
         if self.cluster_size > 1 and not self.external_urls:
             n = self.cluster_size
-            ranges = {"port": self.port, "monitor_port": self.monitor_port,
-                      "cluster_port": self.cluster_port}
+            ranges = {
+                "port": self.port,
+                "monitor_port": self.monitor_port,
+                "cluster_port": self.cluster_port,
+            }
             ports: dict[int, str] = {}
             for key, base in ranges.items():
                 if base + n - 1 > 65535:
                     problems.append(f"{key} {base}: node {n - 1} would need port {base + n - 1}")
                 for i in range(n):
                     if base + i in ports:
-                        problems.append(f"{key} {base}: node {i} port {base + i} is also "
-                                        f"{ports[base + i]} (each node takes {key}+i)")
+                        problems.append(
+                            f"{key} {base}: node {i} port {base + i} is also "
+                            f"{ports[base + i]} (each node takes {key}+i)"
+                        )
                     ports[base + i] = f"{key}+{i}"
         if problems:
             raise ValueError("; ".join(problems))
@@ -202,17 +208,23 @@ class AgentSettings(Strict):
 
     enabled: bool = True
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")] = Field(
-        "agent", description="Agent name; part of its bus subjects.")
+        "agent", description="Agent name; part of its bus subjects."
+    )
     reply_transport: Literal["nats", "redis"] = Field(
-        "nats", description="How replies reach the plan: NATS (default) or the seed's Redis list.")
+        "nats", description="How replies reach the plan: NATS (default) or the seed's Redis list."
+    )
     deadline_s: Annotated[float, Field(gt=0)] = Field(
-        5.0, description="Longest wait for one reply before `policy` applies.")
+        5.0, description="Longest wait for one reply before `policy` applies."
+    )
     policy: Literal["retry", "pause", "abort"] = Field(
-        "retry", description="On a missed deadline: re-send, pause the RunEngine, or abort.")
+        "retry", description="On a missed deadline: re-send, pause the RunEngine, or abort."
+    )
     max_retries: Annotated[int, Field(ge=0)] = Field(
-        5, description="Re-sends before a `retry` policy pauses the RunEngine.")
+        5, description="Re-sends before a `retry` policy pauses the RunEngine."
+    )
     mode: Literal["per_run", "per_event"] = Field(
-        "per_run", description="One run per point (the seed's demo) or points inside one run.")
+        "per_run", description="One run per point (the seed's demo) or points inside one run."
+    )
     agent: str = Field(
         "beampod.adaptive.agents:StepRecommender",
         description="Import path of the agent class the `agent` service runs.",

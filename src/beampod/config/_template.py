@@ -26,12 +26,18 @@ DEFAULT_PORTS = {
 }
 
 
-def render(instrument: str = "demo", package: str = "beampod.demo",
-           ports: Mapping[str, int] = DEFAULT_PORTS, demo: bool = True) -> str:
+def render(
+    instrument: str = "demo",
+    package: str = "beampod.demo",
+    ports: Mapping[str, int] = DEFAULT_PORTS,
+    demo: bool = True,
+) -> str:
     p = dict(DEFAULT_PORTS) | dict(ports)
-    iocs = "\n".join(
-        f'      - {{family: {fam}, prefix: "{prefix}"}}' for fam, prefix in DEMO_IOCS
-    ) if demo else "      []"
+    iocs = (
+        "\n".join(f'      - {{family: {fam}, prefix: "{prefix}"}}' for fam, prefix in DEMO_IOCS)
+        if demo
+        else "      []"
+    )
     return f"""\
 # beampod pod configuration. Validate with `beampod config check`;
 # every key is described by `beampod config schema`.

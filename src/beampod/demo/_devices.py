@@ -88,8 +88,7 @@ class Thermo(PVPositionerIsClose):
     omega = Cpt(EpicsSignal, "omega", kind="config")
     Tvar = Cpt(EpicsSignal, "Tvar", kind="config")
 
-    def __init__(self, prefix: str = "", *, name: str, atol: float = 1.0,
-                 **kwargs: Any) -> None:
+    def __init__(self, prefix: str = "", *, name: str, atol: float = 1.0, **kwargs: Any) -> None:
         super().__init__(prefix, name=name, atol=atol, **kwargs)
         self.readback.name = self.name
 
@@ -114,11 +113,14 @@ def demo_devices(iocs: Iterable[Mapping[str, str]] | None = None) -> dict[str, A
 
 
 def _mini_beamline(prefix: str) -> dict[str, Any]:
-    devices: dict[str, Any] = {"ring_current": EpicsSignalRO(f"{prefix}current",
-                                                             name="ring_current")}
-    for det_name, motor_name, sub in (("pinhole", "motor_ph", "ph"),
-                                      ("edge", "motor_edge", "edge"),
-                                      ("slit", "motor_slit", "slit")):
+    devices: dict[str, Any] = {
+        "ring_current": EpicsSignalRO(f"{prefix}current", name="ring_current")
+    }
+    for det_name, motor_name, sub in (
+        ("pinhole", "motor_ph", "ph"),
+        ("edge", "motor_edge", "edge"),
+        ("slit", "motor_slit", "slit"),
+    ):
         devices[det_name] = TriggeredDetector(f"{prefix}{sub}", name=det_name)
         devices[motor_name] = EpicsMotor(f"{prefix}{sub}:mtr", name=motor_name)
     devices["dot"] = MovingDot(f"{prefix}dot", name="dot")

@@ -19,10 +19,25 @@ from bluesky.utils import Msg
 Plan = Generator[Msg, Any, Any]
 
 STANDARD_PLANS = (
-    "count", "scan", "rel_scan", "list_scan", "rel_list_scan", "grid_scan",
-    "rel_grid_scan", "list_grid_scan", "rel_list_grid_scan", "log_scan", "rel_log_scan",
-    "scan_nd", "adaptive_scan", "rel_adaptive_scan", "tune_centroid", "spiral",
-    "spiral_fermat", "rel_spiral", "ramp_plan",
+    "count",
+    "scan",
+    "rel_scan",
+    "list_scan",
+    "rel_list_scan",
+    "grid_scan",
+    "rel_grid_scan",
+    "list_grid_scan",
+    "rel_list_grid_scan",
+    "log_scan",
+    "rel_log_scan",
+    "scan_nd",
+    "adaptive_scan",
+    "rel_adaptive_scan",
+    "tune_centroid",
+    "spiral",
+    "spiral_fermat",
+    "rel_spiral",
+    "ramp_plan",
 )
 
 
@@ -33,8 +48,15 @@ def _hinted_field(device: Any) -> str:
     return str(fields[0])
 
 
-def align_peak(detectors: Sequence[Any], motor: Any, start: float, stop: float,
-               num: int = 21, *, md: dict[str, Any] | None = None) -> Plan:
+def align_peak(
+    detectors: Sequence[Any],
+    motor: Any,
+    start: float,
+    stop: float,
+    num: int = 21,
+    *,
+    md: dict[str, Any] | None = None,
+) -> Plan:
     """Scan ``motor``, find the peak of the first detector's hinted field, move there.
 
     Moves to the centroid of the scan (robust to Poisson noise) and returns it; the run
@@ -63,8 +85,14 @@ def align_peak(detectors: Sequence[Any], motor: Any, start: float, stop: float,
     return uid
 
 
-def thermo_ramp(detectors: Sequence[Any], thermo: Any, temperatures: Sequence[float],
-                *, settle_time: float = 0.0, md: dict[str, Any] | None = None) -> Plan:
+def thermo_ramp(
+    detectors: Sequence[Any],
+    thermo: Any,
+    temperatures: Sequence[float],
+    *,
+    settle_time: float = 0.0,
+    md: dict[str, Any] | None = None,
+) -> Plan:
     """Step the temperature controller through ``temperatures``, reading ``detectors`` at
     each once the readback is within the controller's tolerance (``thermo.atol``)."""
     readables = [*detectors, thermo]
@@ -90,8 +118,14 @@ def thermo_ramp(detectors: Sequence[Any], thermo: Any, temperatures: Sequence[fl
     return (yield from inner())
 
 
-def count_with_beam(detectors: Sequence[Any], ring_current: Any, num: int = 1,
-                    delay: float = 0.0, *, md: dict[str, Any] | None = None) -> Plan:
+def count_with_beam(
+    detectors: Sequence[Any],
+    ring_current: Any,
+    num: int = 1,
+    delay: float = 0.0,
+    *,
+    md: dict[str, Any] | None = None,
+) -> Plan:
     """Count ``detectors`` together with the ring current, for normalising afterwards."""
     _md = {"plan_name": "count_with_beam", **(md or {})}
     return (yield from bp.count([*detectors, ring_current], num=num, delay=delay, md=_md))
@@ -100,6 +134,9 @@ def count_with_beam(detectors: Sequence[Any], ring_current: Any, num: int = 1,
 def demo_plans() -> dict[str, Callable[..., Any]]:
     plans: dict[str, Callable[..., Any]] = {name: getattr(bp, name) for name in STANDARD_PLANS}
     plans |= {"mv": bps.mv, "mvr": bps.mvr}
-    plans |= {"align_peak": align_peak, "thermo_ramp": thermo_ramp,
-              "count_with_beam": count_with_beam}
+    plans |= {
+        "align_peak": align_peak,
+        "thermo_ramp": thermo_ramp,
+        "count_with_beam": count_with_beam,
+    }
     return plans

@@ -82,8 +82,7 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
 def _check_mapping(package: str, what: str, value: object, *, need_callable: bool) -> None:
     if not isinstance(value, Mapping):
         raise UsageError(
-            f"{package}.{what} must return a dict of name -> object, "
-            f"got {type(value).__name__}"
+            f"{package}.{what} must return a dict of name -> object, got {type(value).__name__}"
         )
     bad_names = [repr(k) for k in value if not (isinstance(k, str) and k.isidentifier())]
     if bad_names:

@@ -120,8 +120,11 @@ class _Parser:
             return node.value
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
             operand = node.operand
-            if (isinstance(operand, ast.Constant) and isinstance(operand.value, int | float)
-                    and not isinstance(operand.value, bool)):
+            if (
+                isinstance(operand, ast.Constant)
+                and isinstance(operand.value, int | float)
+                and not isinstance(operand.value, bool)
+            ):
                 return -operand.value if isinstance(node.op, ast.USub) else operand.value
             raise self.fail(node, "a sign is only allowed in front of a number")
         if isinstance(node, ast.List):

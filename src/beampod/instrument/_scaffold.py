@@ -17,7 +17,7 @@ from beampod.errors import UsageError
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
-_PYPROJECT = '''\
+_PYPROJECT = """\
 [build-system]
 requires = ["setuptools>=68", "wheel"]
 build-backend = "setuptools.build_meta"
@@ -39,7 +39,7 @@ packages = ["{name}"]
 # Lets `pytest` find the package before it is installed.
 pythonpath = ["."]
 testpaths = ["tests"]
-'''
+"""
 
 _INIT = '''\
 """Instrument package {name}: ``devices()`` and ``plans()``.
@@ -134,7 +134,7 @@ def test_instrument_plan_runs() -> None:
     assert devices["motor"].position == 0.5
 '''
 
-_README = '''\
+_README = """\
 # {name}
 
 A Bluesky instrument package: `devices()` and `plans()` in `{name}/__init__.py`.
@@ -144,7 +144,7 @@ A Bluesky instrument package: `devices()` and `plans()` in `{name}/__init__.py`.
 
 Use it in a beampod pod by setting `package: {name}` under `instruments:` in the pod's
 `config.yaml`.
-'''
+"""
 
 
 def scaffold(name: str, dest: Path) -> Path:

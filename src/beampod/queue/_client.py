@@ -20,8 +20,9 @@ Progress = Callable[[str], None]
 class QueueClient:
     """``with QueueClient(pod) as q: q.add("count([pinhole])")``; control key by default."""
 
-    def __init__(self, pod: LoadedPod, *, api_key: str | None = None,
-                 timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, pod: LoadedPod, *, api_key: str | None = None, timeout_s: float = 10.0
+    ) -> None:
         from bluesky_queueserver_api.http import REManagerAPI
 
         self._uri = http_uri(pod)
@@ -58,7 +59,8 @@ class QueueClient:
         except rm.HTTPRequestError as exc:
             raise PodNotRunningError(
                 f"the queue HTTP API at {self._uri} is not reachable ({type(exc).__name__}); "
-                f"is the pod up? (`beampod status`)") from None
+                f"is the pod up? (`beampod status`)"
+            ) from None
         except rm.HTTPClientError as exc:
             detail = _detail(exc)
             error = PlanError if submission else UsageError
@@ -70,7 +72,8 @@ class QueueClient:
             raise BeampodError(f"{method}: queue server error: {_detail(exc)}") from None
         except rm.RequestTimeoutError as exc:
             raise BeampodError(
-                f"{method}: the queue server did not answer in time ({exc})") from None
+                f"{method}: the queue server did not answer in time ({exc})"
+            ) from None
 
     def status(self) -> dict[str, Any]:
         return dict(self.call("status", reload=True))
@@ -97,27 +100,37 @@ class QueueClient:
 
     # -- environment and queue control ---------------------------------------------------
 
-    def open_environment(self, *, timeout_s: float = 120.0, progress: Progress | None = None
-                         ) -> bool:
+    def open_environment(
+        self, *, timeout_s: float = 120.0, progress: Progress | None = None
+    ) -> bool:
         """Open the environment if closed; True if this call opened it."""
         st = self.status()
         if st["worker_environment_exists"]:
             return False
         if st["manager_state"] != "creating_environment":
             self.call("environment_open")
-        self.wait(lambda s: s["manager_state"] != "creating_environment",
-                  "the worker environment to open", timeout_s, progress)
+        self.wait(
+            lambda s: s["manager_state"] != "creating_environment",
+            "the worker environment to open",
+            timeout_s,
+            progress,
+        )
         if not self.status()["worker_environment_exists"]:
             raise BeampodError("the worker environment did not open; see `beampod logs queue`")
         return True
 
-    def close_environment(self, *, timeout_s: float = 60.0, progress: Progress | None = None
-                          ) -> bool:
+    def close_environment(
+        self, *, timeout_s: float = 60.0, progress: Progress | None = None
+    ) -> bool:
         if not self.status()["worker_environment_exists"]:
             return False
         self.call("environment_close")
-        self.wait(lambda s: not s["worker_environment_exists"],
-                  "the worker environment to close", timeout_s, progress)
+        self.wait(
+            lambda s: not s["worker_environment_exists"],
+            "the worker environment to close",
+            timeout_s,
+            progress,
+        )
         return True
 
     def start(self, *, progress: Progress | None = None) -> None:
@@ -129,14 +142,20 @@ class QueueClient:
         st = self.status()
         if st["manager_state"] == "executing_queue":
             self.call("re_pause", "immediate")
-            self.wait(lambda s: s["manager_state"] == "paused", "the plan to pause",
-                      timeout_s, progress)
+            self.wait(
+                lambda s: s["manager_state"] == "paused", "the plan to pause", timeout_s, progress
+            )
         elif st["manager_state"] != "paused":
             raise UsageError(f"nothing to abort: the manager is {st['manager_state']}")
         self.call("re_abort")
 
-    def wait(self, condition: Callable[[dict[str, Any]], bool], what: str, timeout_s: float,
-             progress: Progress | None = None) -> None:
+    def wait(
+        self,
+        condition: Callable[[dict[str, Any]], bool],
+        what: str,
+        timeout_s: float,
+        progress: Progress | None = None,
+    ) -> None:
         """Wait for a status condition, reporting every few seconds."""
         rm = self._rm
         deadline = time.monotonic() + timeout_s

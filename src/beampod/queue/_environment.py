@@ -18,9 +18,12 @@ from beampod.queue._files import control_address
 def zmq_client(pod: LoadedPod, *, timeout_s: float = 2.0) -> Any:
     from bluesky_queueserver_api.zmq import REManagerAPI
 
-    return REManagerAPI(zmq_control_addr=control_address(pod),
-                        zmq_public_key=pod.secrets.queue_zmq_public_key,
-                        timeout_recv=timeout_s, timeout_send=timeout_s)
+    return REManagerAPI(
+        zmq_control_addr=control_address(pod),
+        zmq_public_key=pod.secrets.queue_zmq_public_key,
+        timeout_recv=timeout_s,
+        timeout_send=timeout_s,
+    )
 
 
 async def manager_answers(pod: LoadedPod, *, timeout_s: float = 1.0) -> bool:
@@ -51,12 +54,12 @@ async def manager_answers(pod: LoadedPod, *, timeout_s: float = 1.0) -> bool:
     finally:
         sock.close(linger=0)
         ctx.term()
-    return isinstance(status, dict) and status.get("manager_state") not in (None,
-                                                                            "initializing")
+    return isinstance(status, dict) and status.get("manager_state") not in (None, "initializing")
 
 
-def open_environment(pod: LoadedPod, *, timeout_s: float = 120.0,
-                     progress: Callable[[str], None] | None = None) -> None:
+def open_environment(
+    pod: LoadedPod, *, timeout_s: float = 120.0, progress: Callable[[str], None] | None = None
+) -> None:
     """Open the worker environment unless it is open; return once it is, or raise.
 
     Idempotent, so it is safe as a ``prepare`` step that runs before every start.
@@ -76,7 +79,8 @@ def open_environment(pod: LoadedPod, *, timeout_s: float = 120.0,
             try:
                 # The library's own status-polling wait, in steps so we can report.
                 rm.wait_for_condition(
-                    lambda st: st["manager_state"] != "creating_environment", timeout=5.0)
+                    lambda st: st["manager_state"] != "creating_environment", timeout=5.0
+                )
                 break
             except rm.WaitTimeoutError:
                 say(f"still opening the environment ({time.monotonic() - started:.0f} s)")
@@ -84,7 +88,8 @@ def open_environment(pod: LoadedPod, *, timeout_s: float = 120.0,
         if not status["worker_environment_exists"]:
             raise BeampodError(
                 "the queue worker environment did not open (the instrument package failed "
-                "to load or a device is missing); see `beampod logs queue`")
+                "to load or a device is missing); see `beampod logs queue`"
+            )
     except (rm.RequestTimeoutError, rm.RequestFailedError) as exc:
         raise BeampodError(f"the queue manager refused or did not answer: {exc}") from exc
     finally:

@@ -125,8 +125,16 @@ def write_permissions(pod: LoadedPod) -> Path:
 
 
 #: What the observer key (forwarded as the httpserver's anonymous user) may do.
-OBSERVER_SCOPES = ["read:status", "read:queue", "read:history", "read:resources",
-                   "read:config", "read:monitor", "read:console", "read:lock"]
+OBSERVER_SCOPES = [
+    "read:status",
+    "read:queue",
+    "read:history",
+    "read:resources",
+    "read:config",
+    "read:monitor",
+    "read:console",
+    "read:lock",
+]
 
 
 def http_config(pod: LoadedPod) -> dict[str, Any]:

@@ -77,8 +77,7 @@ class QueueGate:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
             else:
-                await _respond(send, exc.status, exc.detail,
-                               {"www-authenticate": "ApiKey"})
+                await _respond(send, exc.status, exc.detail, {"www-authenticate": "ApiKey"})
             return
         _rewrite_identity(scope, forward_key)
         if scope["type"] == "websocket" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -109,9 +108,12 @@ class QueueGate:
             client = (scope.get("client") or ("", 0))[0]
             if self._s.allow_loopback and client in _LOOPBACK:
                 return self._s.internal_key
-            raise RequestRefused(401, "an API key is required (header 'Authorization: ApiKey "
-                                      "<key>'; queue_control_key or queue_observer_key in the "
-                                      "pod's secrets.yaml)")
+            raise RequestRefused(
+                401,
+                "an API key is required (header 'Authorization: ApiKey "
+                "<key>'; queue_control_key or queue_observer_key in the "
+                "pod's secrets.yaml)",
+            )
         if secrets.compare_digest(key, self._s.control_key):
             return self._s.internal_key
         if secrets.compare_digest(key, self._s.observer_key):
@@ -122,8 +124,9 @@ class QueueGate:
         limit = self._s.max_body_bytes
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                raise RequestRefused(413, f"request body is {int(value)} bytes; "
-                                          f"the limit is {limit} bytes")
+                raise RequestRefused(
+                    413, f"request body is {int(value)} bytes; the limit is {limit} bytes"
+                )
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -133,8 +136,7 @@ class QueueGate:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise RequestRefused(413, f"request body is larger than the limit of "
-                                          f"{limit} bytes")
+                raise RequestRefused(413, f"request body is larger than the limit of {limit} bytes")
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -151,8 +153,11 @@ class QueueGate:
         elif "item" in payload:
             items = [payload["item"]]
         else:
-            raise RequestRefused(422, "the body has no 'item' (expected {\"item\": {\"name\": "
-                                      "\"<plan>\", \"args\": [...], \"kwargs\": {...}}})")
+            raise RequestRefused(
+                422,
+                'the body has no \'item\' (expected {"item": {"name": '
+                '"<plan>", "args": [...], "kwargs": {...}}})',
+            )
         plans, devices = await self._catalog.lists()
         problems: list[str] = []
         for n, item in enumerate(items):
@@ -192,8 +197,9 @@ class _RefusalToStatus:
                 payload["detail"] = summarize_refusal(str(payload.get("msg") or ""))
                 body = json.dumps(payload).encode()
                 start = {**start, "status": 422}
-                start["headers"] = [(n, v) for n, v in start.get("headers", [])
-                                    if n != b"content-length"]
+                start["headers"] = [
+                    (n, v) for n, v in start.get("headers", []) if n != b"content-length"
+                ]
                 start["headers"].append((b"content-length", str(len(body)).encode()))
         await self._send(start)
         await self._send({"type": "http.response.body", "body": body, "more_body": False})
@@ -201,7 +207,9 @@ class _RefusalToStatus:
 
 _PYDANTIC_ERR = re.compile(
     r"^(?P<field>[^\s].*)\n\s+(?P<msg>[^\n\[]+?)\s*\[type=[^,\]]+"
-    r"(?:, input_value=(?P<value>.*?), input_type=[^\]]+)?\]", re.MULTILINE)
+    r"(?:, input_value=(?P<value>.*?), input_type=[^\]]+)?\]",
+    re.MULTILINE,
+)
 
 
 def summarize_refusal(msg: str) -> str:
@@ -210,9 +218,11 @@ def summarize_refusal(msg: str) -> str:
     if not msg:
         return "refused by the queue server"
     head = msg.split("\nPlan:", 1)[0]
-    errors = [f"argument {m['field'].strip()!r}: {m['msg'].strip()}"
-              + (f" (got {m['value']})" if m["value"] else "")
-              for m in _PYDANTIC_ERR.finditer(head)]
+    errors = [
+        f"argument {m['field'].strip()!r}: {m['msg'].strip()}"
+        + (f" (got {m['value']})" if m["value"] else "")
+        for m in _PYDANTIC_ERR.finditer(head)
+    ]
     first = head.splitlines()[0] if head else msg
     if errors:
         first = first.split(": 1 validation error", 1)[0].split(" validation error", 1)[0]
@@ -237,13 +247,19 @@ def _presented_key(scope: Scope) -> str | None:
 
 def _rewrite_identity(scope: Scope, key: str | None) -> None:
     """Replace the caller's credentials by the identity the httpserver should see."""
-    headers = [(n, v) for n, v in scope.get("headers", [])
-               if n not in (b"authorization", b"cookie")]
+    headers = [
+        (n, v) for n, v in scope.get("headers", []) if n not in (b"authorization", b"cookie")
+    ]
     if key is not None:
         headers.append((b"authorization", f"ApiKey {key}".encode()))
     scope["headers"] = headers
-    query = [(k, v) for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                                          keep_blank_values=True) if k != "api_key"]
+    query = [
+        (k, v)
+        for k, v in parse_qsl(
+            scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+        )
+        if k != "api_key"
+    ]
     scope["query_string"] = urlencode(query).encode("latin-1")
 
 
@@ -262,13 +278,18 @@ def _seed_to_modern(body: bytes) -> bytes:
     payload = _parse_json(body)
     plan = payload.get("plan") if isinstance(payload, dict) else None
     if not isinstance(plan, dict):
-        raise RequestRefused(422, "expected {\"plan\": {\"plan\": \"<name>\", \"args\": [...]}}")
+        raise RequestRefused(422, 'expected {"plan": {"plan": "<name>", "args": [...]}}')
     unknown = sorted(set(plan) - {"plan", "name", "args", "kwargs"})
     if unknown:
-        raise RequestRefused(422, f"unknown key(s) in 'plan': {', '.join(unknown)} "
-                                  f"(allowed: plan, args, kwargs)")
-    item = {"item_type": "plan", "name": plan.get("plan", plan.get("name")),
-            "args": plan.get("args", []), "kwargs": plan.get("kwargs", {})}
+        raise RequestRefused(
+            422, f"unknown key(s) in 'plan': {', '.join(unknown)} (allowed: plan, args, kwargs)"
+        )
+    item = {
+        "item_type": "plan",
+        "name": plan.get("plan", plan.get("name")),
+        "args": plan.get("args", []),
+        "kwargs": plan.get("kwargs", {}),
+    }
     return json.dumps({"item": item}).encode()
 
 
@@ -292,11 +313,11 @@ def _set_header(scope: Scope, name: bytes, value: bytes) -> None:
     scope["headers"].append((name, value))
 
 
-async def _respond(send: Send, status: int, detail: str | list[str],
-                   extra_headers: dict[str, str] | None = None) -> None:
+async def _respond(
+    send: Send, status: int, detail: str | list[str], extra_headers: dict[str, str] | None = None
+) -> None:
     body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.encode(), v.encode()) for k, v in (extra_headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

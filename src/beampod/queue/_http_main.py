@@ -34,9 +34,11 @@ class ManagerCatalog:
         if self._rm is None:
             from bluesky_queueserver_api.zmq.aio import REManagerAPI
 
-            self._rm = REManagerAPI(zmq_control_addr=control_address(self._pod),
-                                    zmq_public_key=self._pod.secrets.queue_zmq_public_key,
-                                    timeout_recv=5.0)
+            self._rm = REManagerAPI(
+                zmq_control_addr=control_address(self._pod),
+                zmq_public_key=self._pod.secrets.queue_zmq_public_key,
+                timeout_recv=5.0,
+            )
         return self._rm
 
     async def lists(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -61,12 +63,16 @@ def build(pod: LoadedPod) -> tuple[QueueGate, dict[str, Any]]:
     parsed.setdefault("authentication", {})["single_user_api_key"] = internal_key
     uvicorn_kwargs = parsed.pop("uvicorn", {})
     app = build_app(**construct_build_app_kwargs(parsed, source_filepath=path))
-    gate = QueueGate(app, GateSettings(
-        control_key=pod.secrets.queue_control_key.get_secret_value(),
-        observer_key=pod.secrets.queue_observer_key.get_secret_value(),
-        internal_key=internal_key,
-        allow_loopback=pod.config.pod.allow_loopback_unauthenticated,
-    ), ManagerCatalog(pod))
+    gate = QueueGate(
+        app,
+        GateSettings(
+            control_key=pod.secrets.queue_control_key.get_secret_value(),
+            observer_key=pod.secrets.queue_observer_key.get_secret_value(),
+            internal_key=internal_key,
+            allow_loopback=pod.config.pod.allow_loopback_unauthenticated,
+        ),
+        ManagerCatalog(pod),
+    )
     return gate, uvicorn_kwargs
 
 
@@ -77,13 +83,17 @@ def main() -> int:
     logging.getLogger("bluesky_httpserver").setLevel(logging.INFO)
     pod = load_pod(PodHome.resolve(None))
     gate, kwargs = build(pod)
-    log.warning("beampod queue-http: serving %s:%s (loopback without key: %s) at %s",
-                kwargs.get("host"), kwargs.get("port"),
-                "allowed" if pod.config.pod.allow_loopback_unauthenticated else "refused",
-                time.ctime())
+    log.warning(
+        "beampod queue-http: serving %s:%s (loopback without key: %s) at %s",
+        kwargs.get("host"),
+        kwargs.get("port"),
+        "allowed" if pod.config.pod.allow_loopback_unauthenticated else "refused",
+        time.ctime(),
+    )
     # access_log off: request lines would include any ?api_key=... query parameter.
-    uvicorn.run(gate, host=kwargs["host"], port=int(kwargs["port"]), access_log=False,
-                log_level="warning")
+    uvicorn.run(
+        gate, host=kwargs["host"], port=int(kwargs["port"]), access_log=False, log_level="warning"
+    )
     return 0
 
 

@@ -49,7 +49,8 @@ def main() -> int:
     pod = load_pod(PodHome.resolve(None))  # BEAMPOD_HOME, set by the supervisor
     # PlanQueueOperations calls ``redis.asyncio.from_url(address)`` at connect time.
     redis.asyncio.from_url = _with_password(
-        redis.asyncio.from_url, pod.secrets.redis_password.get_secret_value())
+        redis.asyncio.from_url, pod.secrets.redis_password.get_secret_value()
+    )
     os.register_at_fork(after_in_child=_die_with_parent)
 
     from bluesky_queueserver.manager.start_manager import start_manager

@@ -37,8 +37,11 @@ def worker_namespace(pod: LoadedPod | None = None) -> dict[str, Any]:
     namespace.update(instrument.plans)
     namespace.update(instrument.devices)
     namespace["RE"] = RE
-    print(f"beampod: instrument {settings.package!r} ({name}): "
-          f"{len(instrument.devices)} devices, {len(instrument.plans)} plans", flush=True)
+    print(
+        f"beampod: instrument {settings.package!r} ({name}): "
+        f"{len(instrument.devices)} devices, {len(instrument.plans)} plans",
+        flush=True,
+    )
     return namespace
 
 
@@ -53,10 +56,14 @@ def make_run_engine(pod: LoadedPod) -> Any:
         module_name, _, func_name = target.partition(":")
         try:
             factory: Callable[[LoadedPod], Any] = getattr(
-                importlib.import_module(module_name), func_name)
+                importlib.import_module(module_name), func_name
+            )
         except (ImportError, AttributeError) as exc:
-            print(f"beampod: WARNING: RunEngine factory {target!r} unavailable ({exc}); "
-                  f"using a bare RunEngine: runs are NOT published to the bus", flush=True)
+            print(
+                f"beampod: WARNING: RunEngine factory {target!r} unavailable ({exc}); "
+                f"using a bare RunEngine: runs are NOT published to the bus",
+                flush=True,
+            )
         else:
             return factory(pod)
     from bluesky import RunEngine
@@ -80,8 +87,11 @@ class RunJournal:
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
         now = time.time()
         if name == "start":
-            self._runs[doc["uid"]] = {"plan_name": doc.get("plan_name"), "t_start": now,
-                                      "t_first_event": None}
+            self._runs[doc["uid"]] = {
+                "plan_name": doc.get("plan_name"),
+                "t_start": now,
+                "t_first_event": None,
+            }
         elif name == "descriptor":
             self._descriptors[doc["uid"]] = doc.get("run_start", "")
         elif name == "event":
@@ -92,8 +102,13 @@ class RunJournal:
             uid = doc.get("run_start", "")
             run = self._runs.pop(uid, {})
             self._descriptors = {d: r for d, r in self._descriptors.items() if r != uid}
-            line = {"uid": uid, **run, "exit_status": doc.get("exit_status"),
-                    "num_events": doc.get("num_events", {}), "t_stop": now}
+            line = {
+                "uid": uid,
+                **run,
+                "exit_status": doc.get("exit_status"),
+                "num_events": doc.get("num_events", {}),
+                "t_stop": now,
+            }
             with self._path.open("a") as fh:
                 fh.write(json.dumps(line) + "\n")
 

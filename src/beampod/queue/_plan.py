@@ -25,9 +25,13 @@ from beampod.config import LoadedPod, PodHome, load_pod
 from beampod.queue._client import QueueClient
 
 
-def queue_server_plan(pod: LoadedPod | None = None, *, until_empty: bool = False,
-                      poll_s: float = 0.5, report: Callable[[str], None] = print,
-                      ) -> Generator[Any, Any, list[dict[str, Any]]]:
+def queue_server_plan(
+    pod: LoadedPod | None = None,
+    *,
+    until_empty: bool = False,
+    poll_s: float = 0.5,
+    report: Callable[[str], None] = print,
+) -> Generator[Any, Any, list[dict[str, Any]]]:
     """Serve the pod's queue from the session; returns the history items that finished
     while it ran."""
     import bluesky.plan_stubs as bps
@@ -42,9 +46,11 @@ def queue_server_plan(pod: LoadedPod | None = None, *, until_empty: bool = False
         # queue_start here would race with it ("RE Manager is busy").
         client.call("queue_autostart", True)
         status = client.status()
-        report(f"queue server: serving {client.uri} "
-               f"({status['items_in_queue']} queued); POST plans to /qs/add_to_queue or "
-               f"/api/queue/item/add")
+        report(
+            f"queue server: serving {client.uri} "
+            f"({status['items_in_queue']} queued); POST plans to /qs/add_to_queue or "
+            f"/api/queue/item/add"
+        )
         running_uid = None
         while True:
             status = client.status()
@@ -58,11 +64,12 @@ def queue_server_plan(pod: LoadedPod | None = None, *, until_empty: bool = False
                 seen_history = status["items_in_history"]
                 for item in new:
                     result = item.get("result", {})
-                    report(f"queue server: {_describe(item)} -> {result.get('exit_status')}"
-                           + (f" ({result.get('msg')})" if result.get("msg") else ""))
+                    report(
+                        f"queue server: {_describe(item)} -> {result.get('exit_status')}"
+                        + (f" ({result.get('msg')})" if result.get("msg") else "")
+                    )
                 finished += new
-            if (until_empty and not status["items_in_queue"]
-                    and status["manager_state"] == "idle"):
+            if until_empty and not status["items_in_queue"] and status["manager_state"] == "idle":
                 return finished
             # A checkpoint per poll: one Ctrl-C (a deferred pause) pauses here, then
             # RE.abort()/RE.stop() end the plan and switch autostart off.

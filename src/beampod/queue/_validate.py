@@ -37,8 +37,9 @@ def device_names(devices_allowed: Mapping[str, Any]) -> set[str]:
     return names
 
 
-def check_item(item: object, plans_allowed: Mapping[str, Any],
-               devices_allowed: Mapping[str, Any]) -> list[str]:
+def check_item(
+    item: object, plans_allowed: Mapping[str, Any], devices_allowed: Mapping[str, Any]
+) -> list[str]:
     """Every problem with ``item`` (a queue item dict), one readable line each."""
     if not isinstance(item, Mapping):
         return [f"the item must be a JSON object, got {_json_type(item)}"]
@@ -46,7 +47,7 @@ def check_item(item: object, plans_allowed: Mapping[str, Any],
         return []  # instructions and functions are checked by the manager
     name = item.get("name")
     if not isinstance(name, str) or not name:
-        return ["the item has no plan name (expected \"name\": \"<plan>\")"]
+        return ['the item has no plan name (expected "name": "<plan>")']
     args = item.get("args", [])
     kwargs = item.get("kwargs", {})
     problems: list[str] = []
@@ -70,12 +71,14 @@ def check_item(item: object, plans_allowed: Mapping[str, Any],
                 if s not in known:
                     problems.append(
                         f"unknown device {s!r} in argument {param['name']!r} of plan {name!r} "
-                        f"(known devices: {_listing(devices_allowed)})")
+                        f"(known devices: {_listing(devices_allowed)})"
+                    )
     return problems
 
 
-def _bind(plan: str, params: list[Mapping[str, Any]], args: list[Any],
-          kwargs: dict[str, Any]) -> tuple[list[tuple[Mapping[str, Any], list[Any]]], list[str]]:
+def _bind(
+    plan: str, params: list[Mapping[str, Any]], args: list[Any], kwargs: dict[str, Any]
+) -> tuple[list[tuple[Mapping[str, Any], list[Any]]], list[str]]:
     """Map arguments to parameter descriptions as Python would; report what cannot bind."""
     bound: list[tuple[Mapping[str, Any], list[Any]]] = []
     problems: list[str] = []
@@ -85,14 +88,16 @@ def _bind(plan: str, params: list[Mapping[str, Any]], args: list[Any],
     by_name = {p["name"]: p for p in params if _kind(p) != "POSITIONAL_ONLY"}
     for param, value in zip(positional, args, strict=False):
         bound.append((param, [value]))
-    extra = args[len(positional):]
+    extra = args[len(positional) :]
     if extra:
         if var_pos is None:
-            problems.append(f"plan {plan!r} takes at most {len(positional)} positional "
-                            f"argument(s), got {len(args)}")
+            problems.append(
+                f"plan {plan!r} takes at most {len(positional)} positional "
+                f"argument(s), got {len(args)}"
+            )
         else:
             bound.append((var_pos, extra))
-    given = {p["name"] for p in positional[:len(args)]}
+    given = {p["name"] for p in positional[: len(args)]}
     for key, value in kwargs.items():
         named = by_name.get(key)
         if named is not None and _kind(named) not in ("VAR_POSITIONAL", "VAR_KEYWORD"):
@@ -103,13 +108,16 @@ def _bind(plan: str, params: list[Mapping[str, Any]], args: list[Any],
         elif var_kw is not None:
             bound.append((var_kw, [value]))
         else:
-            names = [p["name"] for p in params if _kind(p) not in ("VAR_POSITIONAL",
-                                                                   "VAR_KEYWORD")]
-            problems.append(f"plan {plan!r} has no parameter {key!r} "
-                            f"(parameters: {', '.join(names) or 'none'})")
+            names = [p["name"] for p in params if _kind(p) not in ("VAR_POSITIONAL", "VAR_KEYWORD")]
+            problems.append(
+                f"plan {plan!r} has no parameter {key!r} (parameters: {', '.join(names) or 'none'})"
+            )
     for p in params:
-        if (_kind(p) in (*_POSITIONAL, "KEYWORD_ONLY") and "default" not in p
-                and p["name"] not in given):
+        if (
+            _kind(p) in (*_POSITIONAL, "KEYWORD_ONLY")
+            and "default" not in p
+            and p["name"] not in given
+        ):
             problems.append(f"plan {plan!r} is missing required argument {p['name']!r}")
     return bound, problems
 
@@ -144,6 +152,13 @@ def _listing(names: Iterable[str]) -> str:
 
 
 def _json_type(value: object) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-             int: "a number", float: "a number", type(None): "null"}
+    names = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)

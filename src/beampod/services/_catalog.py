@@ -30,9 +30,11 @@ def _optional_specs(pod: LoadedPod, base: list[ServiceSpec]) -> list[ServiceSpec
     import importlib
 
     extra: list[ServiceSpec] = []
-    for module, func in (("beampod.services._svc_writer", "writer_specs"),
-                         ("beampod.services._svc_queue", "queue_specs"),
-                         ("beampod.services._svc_agent", "agent_specs")):
+    for module, func in (
+        ("beampod.services._svc_writer", "writer_specs"),
+        ("beampod.services._svc_queue", "queue_specs"),
+        ("beampod.services._svc_agent", "agent_specs"),
+    ):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

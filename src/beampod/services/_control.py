@@ -35,7 +35,8 @@ def _supervisor_lock(home: PodHome) -> Iterator[None]:
     except BlockingIOError:
         fh.close()
         raise PodAlreadyRunningError(
-            f"a pod is already running from {home.root} (see `beampod status`)") from None
+            f"a pod is already running from {home.root} (see `beampod status`)"
+        ) from None
     try:
         home.supervisor_pid_file.write_text(str(os.getpid()))
         yield
@@ -61,8 +62,7 @@ def supervisor_pid(home: PodHome) -> int | None:
     return None
 
 
-def run_supervisor(home: PodHome, progress: Progress,
-                   policy: RestartPolicy | None = None) -> int:
+def run_supervisor(home: PodHome, progress: Progress, policy: RestartPolicy | None = None) -> int:
     """Run the pod in this process until SIGINT/SIGTERM. Returns an exit code."""
     with _supervisor_lock(home):
         pod = load_pod(home)
@@ -70,8 +70,9 @@ def run_supervisor(home: PodHome, progress: Progress,
         return asyncio.run(_supervise(home, specs, progress, policy))
 
 
-async def _supervise(home: PodHome, specs: list, progress: Progress,
-                     policy: RestartPolicy | None) -> int:
+async def _supervise(
+    home: PodHome, specs: list, progress: Progress, policy: RestartPolicy | None
+) -> int:
     sup = Supervisor(specs, home, policy=policy, progress=progress)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -108,15 +109,19 @@ def start_detached(home: PodHome, progress: Progress, timeout: float = 180.0) ->
     """Start a supervisor in the background; return once every service is ready."""
     if supervisor_pid(home):
         raise PodAlreadyRunningError(
-            f"a pod is already running from {home.root} (see `beampod status`)")
+            f"a pod is already running from {home.root} (see `beampod status`)"
+        )
     home.state_file.unlink(missing_ok=True)
     log = home.log_file("supervisor")
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "beampod.services", "--home", str(home.root)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
     seen: dict[str, str] = {}
     deadline = time.monotonic() + timeout
@@ -137,8 +142,7 @@ def start_detached(home: PodHome, progress: Progress, timeout: float = 180.0) ->
             state = read_state(home.state_file)
             if state is not None and state.message:
                 raise BeampodError(state.message)
-            raise BeampodError("supervisor exited during start-up:\n"
-                               + _process.tail(log, 15))
+            raise BeampodError("supervisor exited during start-up:\n" + _process.tail(log, 15))
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(0.1)
     stop_pod(home, progress)

@@ -26,8 +26,9 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-async def spawn(argv: tuple[str, ...], env: Mapping[str, str], log_path: Path,
-                cwd: Path | None) -> asyncio.subprocess.Process:
+async def spawn(
+    argv: tuple[str, ...], env: Mapping[str, str], log_path: Path, cwd: Path | None
+) -> asyncio.subprocess.Process:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ) | dict(env)
     full_env.setdefault("PYTHONUNBUFFERED", "1")

@@ -27,7 +27,8 @@ def session_extras(pod: LoadedPod) -> Mapping[str, Any]:
         # Bound to this session's pod: `beampod --home X shell` must drive X's queue,
         # not whatever $BEAMPOD_HOME or the default home would name.
         names["queue_server_plan"] = functools.wraps(queue_server_plan)(
-            functools.partial(queue_server_plan, pod))
+            functools.partial(queue_server_plan, pod)
+        )
     if pod.config.agent.enabled and isinstance(pod.config.bus, NatsBus):
         to_brains, from_brains = make_brains(pod)  # connects on first use only
         atexit.register(from_brains.close)

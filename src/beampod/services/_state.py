@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-ServiceStateName = Literal["pending", "starting", "ready", "restarting", "failed", "stopping",
-                           "stopped"]
+ServiceStateName = Literal[
+    "pending", "starting", "ready", "restarting", "failed", "stopping", "stopped"
+]
 Phase = Literal["starting", "running", "stopping", "stopped", "failed"]
 
 
@@ -44,9 +45,13 @@ class PodState:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PodState:
         services = {k: ServiceState(**v) for k, v in data.get("services", {}).items()}
-        return cls(supervisor_pid=data["supervisor_pid"], phase=data["phase"],
-                   message=data.get("message", ""), updated_at=data.get("updated_at", 0.0),
-                   services=services)
+        return cls(
+            supervisor_pid=data["supervisor_pid"],
+            phase=data["phase"],
+            message=data.get("message", ""),
+            updated_at=data.get("updated_at", 0.0),
+            services=services,
+        )
 
 
 def write_state(path: Path, state: PodState) -> None:

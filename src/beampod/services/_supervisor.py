@@ -79,9 +79,14 @@ def dependency_order(specs: Sequence[ServiceSpec]) -> list[ServiceSpec]:
 
 
 class Supervisor:
-    def __init__(self, specs: Sequence[ServiceSpec], home: PodHome, *,
-                 policy: RestartPolicy | None = None,
-                 progress: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        specs: Sequence[ServiceSpec],
+        home: PodHome,
+        *,
+        policy: RestartPolicy | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
         self._order = dependency_order(specs)
         self._home = home
         self._policy = policy or RestartPolicy()
@@ -89,8 +94,9 @@ class Supervisor:
         self._services = {
             s.name: _Service(s, ServiceState(name=s.name, address=s.address)) for s in self._order
         }
-        self._state = PodState(supervisor_pid=os.getpid(),
-                               services={n: v.state for n, v in self._services.items()})
+        self._state = PodState(
+            supervisor_pid=os.getpid(), services={n: v.state for n, v in self._services.items()}
+        )
         self._stopping = False
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -105,11 +111,12 @@ class Supervisor:
         """Start every service; return when all are ready, raise if one cannot start."""
         self._set_phase("starting")
         self._check_all_ports()
-        self._tasks = [asyncio.create_task(self._run(svc), name=f"svc-{svc.spec.name}")
-                       for svc in self._services.values()]
+        self._tasks = [
+            asyncio.create_task(self._run(svc), name=f"svc-{svc.spec.name}")
+            for svc in self._services.values()
+        ]
         all_ready = asyncio.create_task(self._all_ready())
-        done, _ = await asyncio.wait([*self._tasks, all_ready],
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait([*self._tasks, all_ready], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if task is not all_ready and task.exception() is not None:
                 all_ready.cancel()
@@ -203,8 +210,10 @@ class Supervisor:
             reason = await self._wait_ready(svc, svc.proc, offset)
             if reason is None:
                 self._update(svc, state="ready", ready_at=time.time(), health="ok", message="")
-                self._progress(f"{spec.name} ready in {time.time() - started:.1f} s"
-                               f"{' at ' + spec.address if spec.address else ''}")
+                self._progress(
+                    f"{spec.name} ready in {time.time() - started:.1f} s"
+                    f"{' at ' + spec.address if spec.address else ''}"
+                )
                 svc.ready.set()
                 await self._watch(svc, svc.proc)
                 if self._stopping:
@@ -226,8 +235,9 @@ class Supervisor:
             if not await self._backoff(svc, reason):
                 return
 
-    async def _wait_ready(self, svc: _Service, proc: asyncio.subprocess.Process,
-                          offset: int) -> str | None:
+    async def _wait_ready(
+        self, svc: _Service, proc: asyncio.subprocess.Process, offset: int
+    ) -> str | None:
         """None when ready; otherwise why not."""
         probe: Probe = svc.spec.probe
         if isinstance(probe, LogLineProbe):
@@ -254,8 +264,11 @@ class Supervisor:
                 await asyncio.wait_for(proc.wait(), self._policy.health_interval_s)
             if proc.returncode is None and not self._stopping:
                 try:
-                    ok = await svc.spec.probe.ready() if not isinstance(
-                        svc.spec.probe, LogLineProbe) else True
+                    ok = (
+                        await svc.spec.probe.ready()
+                        if not isinstance(svc.spec.probe, LogLineProbe)
+                        else True
+                    )
                 except (OSError, BeampodError):
                     ok = False
                 health = "ok" if ok else "failing probe: " + svc.spec.probe.description
@@ -268,15 +281,24 @@ class Supervisor:
         while svc.crashes and now - svc.crashes[0] > self._policy.window_s:
             svc.crashes.popleft()
         if len(svc.crashes) > self._policy.max_crashes:
-            msg = (f"crashed {len(svc.crashes)} times in {self._policy.window_s:.0f} s; "
-                   f"last: {reason}; see `beampod logs {svc.spec.name}`")
+            msg = (
+                f"crashed {len(svc.crashes)} times in {self._policy.window_s:.0f} s; "
+                f"last: {reason}; see `beampod logs {svc.spec.name}`"
+            )
             self._update(svc, state="failed", pid=None, health="", message=msg)
             self._progress(f"{svc.spec.name} FAILED: {msg}")
             return False
-        delay = min(self._policy.backoff_max_s,
-                    self._policy.backoff_initial_s * 2 ** (len(svc.crashes) - 1))
-        self._update(svc, state="restarting", pid=None, restarts=svc.state.restarts + 1,
-                     health="", message=f"{reason}; restarting in {delay:.1f} s")
+        delay = min(
+            self._policy.backoff_max_s, self._policy.backoff_initial_s * 2 ** (len(svc.crashes) - 1)
+        )
+        self._update(
+            svc,
+            state="restarting",
+            pid=None,
+            restarts=svc.state.restarts + 1,
+            health="",
+            message=f"{reason}; restarting in {delay:.1f} s",
+        )
         self._progress(f"{svc.spec.name} {reason}; restarting in {delay:.1f} s")
         # Backoff is a deliberate wait, not a readiness guess.
         await asyncio.sleep(delay)

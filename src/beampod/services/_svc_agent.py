@@ -33,15 +33,21 @@ def agent_specs(pod: LoadedPod) -> list[ServiceSpec]:
 
     # The nats node(s) this pod starts, unless the bus is external.
     depends = nats_service_names(pod)
-    return [ServiceSpec(
-        name=SERVICE_NAME,
-        argv=python_module("beampod.adaptive"),
-        probe=AllProbes((
-            LogLineProbe(pod.home.log_file(SERVICE_NAME), rf"^{re.escape(READY_WORD)} "),
-            CallableProbe(answers, f"agent answers on {inst}.adaptive.{settings.name}.ping"),
-        )),
-        address=f"nats {inst}.adaptive.{settings.name}.request ({cfg.agent.agent})",
-        depends_on=depends,
-        ready_timeout=30.0,
-        stop_timeout=5.0,
-    )]
+    return [
+        ServiceSpec(
+            name=SERVICE_NAME,
+            argv=python_module("beampod.adaptive"),
+            probe=AllProbes(
+                (
+                    LogLineProbe(pod.home.log_file(SERVICE_NAME), rf"^{re.escape(READY_WORD)} "),
+                    CallableProbe(
+                        answers, f"agent answers on {inst}.adaptive.{settings.name}.ping"
+                    ),
+                )
+            ),
+            address=f"nats {inst}.adaptive.{settings.name}.request ({cfg.agent.agent})",
+            depends_on=depends,
+            ready_timeout=30.0,
+            stop_timeout=5.0,
+        )
+    ]

@@ -36,11 +36,14 @@ def ioc_spec(pod: LoadedPod, name: str, ioc: IocSettings, port: int) -> ServiceS
         env=ioc_env(bind, port),
         # The log line says the process got its ports; the read proves a CA client
         # finds the IOC by searching exactly this port (UDP) and can read over TCP.
-        probe=AllProbes((
-            LogLineProbe(pod.home.log_file(name),
-                         rf"^{READY_WORD} prefix={re.escape(ioc.prefix)} "),
-            CallableProbe(_pv_read(host, port, pv), f"CA read of {pv} at {host}:{port}"),
-        )),
+        probe=AllProbes(
+            (
+                LogLineProbe(
+                    pod.home.log_file(name), rf"^{READY_WORD} prefix={re.escape(ioc.prefix)} "
+                ),
+                CallableProbe(_pv_read(host, port, pv), f"CA read of {pv} at {host}:{port}"),
+            )
+        ),
         address=f"ca://{host}:{port} {ioc.prefix}",
         ports=(PortClaim(bind, port, udp=True), PortClaim(bind, port)),
         ready_timeout=20.0,
@@ -71,8 +74,9 @@ def ioc_processes(
     the pod's log files, waits until every probe passes (polling, with a deadline) and
     yields ``{service name: process}``. On exit every process is terminated and reaped.
     """
-    specs = [s for s, ioc in _specs_with_settings(pod)
-             if families is None or ioc.family in families]
+    specs = [
+        s for s, ioc in _specs_with_settings(pod) if families is None or ioc.family in families
+    ]
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for spec in specs:
@@ -80,8 +84,11 @@ def ioc_processes(
             log.parent.mkdir(parents=True, exist_ok=True)
             with log.open("ab") as fh:
                 procs[spec.name] = subprocess.Popen(
-                    spec.argv, env={**os.environ, **spec.env}, stdout=fh,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    spec.argv,
+                    env={**os.environ, **spec.env},
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
                 )
         asyncio.run(_wait_ready(pod, specs, procs, timeout))
         yield procs
@@ -99,8 +106,12 @@ def _specs_with_settings(pod: LoadedPod) -> list[tuple[ServiceSpec, IocSettings]
     return out
 
 
-async def _wait_ready(pod: LoadedPod, specs: list[ServiceSpec],
-                      procs: dict[str, subprocess.Popen[bytes]], timeout: float) -> None:
+async def _wait_ready(
+    pod: LoadedPod,
+    specs: list[ServiceSpec],
+    procs: dict[str, subprocess.Popen[bytes]],
+    timeout: float,
+) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     pending = list(specs)
@@ -109,16 +120,21 @@ async def _wait_ready(pod: LoadedPod, specs: list[ServiceSpec],
         for spec in pending:
             code = procs[spec.name].poll()
             if code is not None:
-                raise ServiceStartError(spec.name, f"exited with code {code} before it was "
-                                        f"ready", _tail(pod.home.log_file(spec.name)))
+                raise ServiceStartError(
+                    spec.name,
+                    f"exited with code {code} before it was ready",
+                    _tail(pod.home.log_file(spec.name)),
+                )
             if not await spec.probe.ready():
                 still.append(spec)
         pending = still
         if pending and loop.time() > deadline:
             spec = pending[0]
-            raise ServiceStartError(spec.name, f"not ready after {timeout:g} s "
-                                    f"({spec.probe.description})",
-                                    _tail(pod.home.log_file(spec.name)))
+            raise ServiceStartError(
+                spec.name,
+                f"not ready after {timeout:g} s ({spec.probe.description})",
+                _tail(pod.home.log_file(spec.name)),
+            )
         if pending:
             await asyncio.sleep(_POLL_S)
 

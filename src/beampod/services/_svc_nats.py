@@ -36,9 +36,13 @@ def nats_specs(pod: LoadedPod) -> list[ServiceSpec]:
         return []
     if bus.stream.replicas > bus.cluster_size:
         # The config model refuses this too; a config built in code skips validation.
-        raise ConfigError(pod.home.config_file, [
-            f"bus.stream.replicas: {bus.stream.replicas} needs that many NATS nodes: set "
-            "bus.cluster_size: 3 or bus.external_urls, or use replicas: 1"])
+        raise ConfigError(
+            pod.home.config_file,
+            [
+                f"bus.stream.replicas: {bus.stream.replicas} needs that many NATS nodes: set "
+                "bus.cluster_size: 3 or bus.external_urls, or use replicas: 1"
+            ],
+        )
     nodes = nats_nodes(pod)
     return [_node_spec(pod, node, last=node.index == len(nodes) - 1) for node in nodes]
 
@@ -54,6 +58,7 @@ def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
         health = HttpProbe(f"{monitor}/healthz?js-enabled-only=true")
     probes: list[Probe] = [health]
     if last:
+
         async def streams_ready() -> bool:
             # Ready means "publishers can store documents": the streams exist with the
             # configured settings (in a cluster: placed on `replicas` nodes, which needs a
@@ -79,8 +84,8 @@ def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
         # Only the config path on the command line: the passwords are in that 0600 file.
         argv=(nats_server_binary(), "-c", str(node.config_path)),
         probe=AllProbes(tuple(probes)),
-        address=node.url + (f" (route {node.host}:{node.cluster_port})"
-                            if node.cluster_port is not None else ""),
+        address=node.url
+        + (f" (route {node.host}:{node.cluster_port})" if node.cluster_port is not None else ""),
         ports=tuple(ports),
         ready_timeout=30.0 if not node.clustered else 60.0,
         prepare=prepare,

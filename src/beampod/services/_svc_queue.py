@@ -14,8 +14,9 @@ from beampod.services._spec import PortClaim, ServiceSpec, python_module
 SESSION_RE_FACTORY = "beampod.session:make_run_engine"
 
 
-def queue_specs(pod: LoadedPod, *,
-                run_engine_factory: str = SESSION_RE_FACTORY) -> list[ServiceSpec]:
+def queue_specs(
+    pod: LoadedPod, *, run_engine_factory: str = SESSION_RE_FACTORY
+) -> list[ServiceSpec]:
     if not pod.config.queue.enabled:
         return []
     return [manager_spec(pod, run_engine_factory), http_spec(pod)]
@@ -29,8 +30,9 @@ def manager_spec(pod: LoadedPod, run_engine_factory: str = SESSION_RE_FACTORY) -
     cfg = pod.config
     files = QueueFiles.of(pod.home)
     bind = cfg.pod.bind
-    iocs = tuple(ioc_service_name(name, ioc)
-                 for name, inst in cfg.instruments.items() for ioc in inst.iocs)
+    iocs = tuple(
+        ioc_service_name(name, ioc) for name, inst in cfg.instruments.items() for ioc in inst.iocs
+    )
 
     async def manager_answers() -> bool:
         return await _manager_answers(pod)
@@ -40,19 +42,31 @@ def manager_spec(pod: LoadedPod, run_engine_factory: str = SESSION_RE_FACTORY) -
 
     argv = python_module(
         "beampod.queue._manager_main",
-        "--startup-module", "beampod.queue._startup",
-        "--existing-plans-devices", str(files.existing_plans_and_devices),
-        "--update-existing-plans-devices", "ENVIRONMENT_OPEN",
-        "--user-group-permissions", str(files.user_group_permissions),
-        "--user-group-permissions-reload", "ON_STARTUP",
+        "--startup-module",
+        "beampod.queue._startup",
+        "--existing-plans-devices",
+        str(files.existing_plans_and_devices),
+        "--update-existing-plans-devices",
+        "ENVIRONMENT_OPEN",
+        "--user-group-permissions",
+        str(files.user_group_permissions),
+        "--user-group-permissions-reload",
+        "ON_STARTUP",
         # The password is added in-process by _manager_main, never here.
-        "--redis-addr", f"{bind}:{cfg.redis.port}/0",
-        "--redis-name-prefix", REDIS_NAME_PREFIX,
-        "--zmq-control-addr", f"tcp://{bind}:{cfg.queue.control_port}",
-        "--zmq-info-addr", f"tcp://{bind}:{cfg.queue.info_port}",
-        "--zmq-publish-console", "ON",
-        "--console-output", "ON",
-        "--ignore-invalid-plans", "ON",
+        "--redis-addr",
+        f"{bind}:{cfg.redis.port}/0",
+        "--redis-name-prefix",
+        REDIS_NAME_PREFIX,
+        "--zmq-control-addr",
+        f"tcp://{bind}:{cfg.queue.control_port}",
+        "--zmq-info-addr",
+        f"tcp://{bind}:{cfg.queue.info_port}",
+        "--zmq-publish-console",
+        "ON",
+        "--console-output",
+        "ON",
+        "--ignore-invalid-plans",
+        "ON",
     )
     env = {
         **ca_client_env(cfg),

@@ -40,11 +40,14 @@ def postgres_spec(pod: LoadedPod) -> ServiceSpec:
     return ServiceSpec(
         name="postgres",
         argv=python_module("beampod.store.postgres", "--home", home),
-        probe=AllProbes((
-            TcpProbe("127.0.0.1", store.port),
-            CallableProbe(_postgres_query_probe(pod), "postgres answers `select 1` with the pod "
-                                                      "password"),
-        )),
+        probe=AllProbes(
+            (
+                TcpProbe("127.0.0.1", store.port),
+                CallableProbe(
+                    _postgres_query_probe(pod), "postgres answers `select 1` with the pod password"
+                ),
+            )
+        ),
         address=f"postgresql://127.0.0.1:{store.port}",
         ports=(PortClaim("127.0.0.1", store.port),),
         ready_timeout=60.0,
@@ -64,11 +67,15 @@ def tiled_spec(pod: LoadedPod) -> ServiceSpec:
         argv=python_module("beampod.store.server", "--home", str(pod.home.root)),
         # Ready = the app answers an authenticated read of an instrument container,
         # i.e. the catalog is open and the startup task created the containers.
-        probe=AllProbes((
-            HttpProbe(f"{url}/healthz"),
-            HttpProbe(f"{url}/api/v1/metadata/{instrument}",
-                      headers={"Authorization": f"Apikey {reader}"}),
-        )),
+        probe=AllProbes(
+            (
+                HttpProbe(f"{url}/healthz"),
+                HttpProbe(
+                    f"{url}/api/v1/metadata/{instrument}",
+                    headers={"Authorization": f"Apikey {reader}"},
+                ),
+            )
+        ),
         address=url,
         ports=(PortClaim(pod.config.pod.bind, pod.config.tiled.port),),
         depends_on=("postgres",) if embedded_postgres(pod) else (),

@@ -17,9 +17,12 @@ def writer_specs(pod: LoadedPod) -> list[ServiceSpec]:
         ServiceSpec(
             name=f"writer-{name}" if len(pod.config.instruments) > 1 else "writer",
             argv=python_module("beampod.writer", "--instrument", name),
-            probe=LogLineProbe(pod.home.log_file(
-                f"writer-{name}" if len(pod.config.instruments) > 1 else "writer"),
-                r"^beampod-writer ready"),
+            probe=LogLineProbe(
+                pod.home.log_file(
+                    f"writer-{name}" if len(pod.config.instruments) > 1 else "writer"
+                ),
+                r"^beampod-writer ready",
+            ),
             address=f"{name}.bluesky.runengine.documents -> tiled/{name}",
             depends_on=deps,
             # The writer retries a failed batch itself (in order, with backoff); tiled's

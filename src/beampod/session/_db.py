@@ -27,8 +27,9 @@ class LazyCatalog:
     """``db``: the instrument's catalog, opened on first use (the store may start later
     than the session). Without a data path it explains that instead of failing oddly."""
 
-    def __init__(self, pod: LoadedPod, instrument: str | None = None, *,
-                 wait_s: float = 30.0) -> None:
+    def __init__(
+        self, pod: LoadedPod, instrument: str | None = None, *, wait_s: float = 30.0
+    ) -> None:
         self._pod = pod
         self._instrument = instrument
         self._catalog: Any = None
@@ -65,10 +66,14 @@ class LazyCatalog:
                     f"the store after {self.wait_s:g} s, so db[-1] would be an older run. "
                     "The writer may be behind or down (`beampod status`, `beampod logs "
                     "writer`); the run's documents are safe on the bus or in the local "
-                    "spool (`RE.publisher.status()`).")
+                    "spool (`RE.publisher.status()`)."
+                )
             if not told and waited > _TELL_AFTER_S:
-                print(f"db: waiting for the writer to store run {uid[:8]} ...",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"db: waiting for the writer to store run {uid[:8]} ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 told = True
             time.sleep(_POLL_S)
 
@@ -91,8 +96,10 @@ class LazyCatalog:
         if self._catalog is None:
             opener = self._opener()
             if opener is None:
-                raise StoreError("the data path is not configured: this beampod has no "
-                                 "beampod.store.open_catalog, so db is not available")
+                raise StoreError(
+                    "the data path is not configured: this beampod has no "
+                    "beampod.store.open_catalog, so db is not available"
+                )
             args = (self._pod,) if self._instrument is None else (self._pod, self._instrument)
             self._catalog = opener(*args)
         return self._catalog

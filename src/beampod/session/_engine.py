@@ -22,8 +22,9 @@ class PodRunEngine(RunEngineBase):
     publisher: DocumentPublisher | None = None
 
 
-def make_run_engine(pod: LoadedPod, instrument: str | None = None,
-                    *, publish: bool = True) -> PodRunEngine:
+def make_run_engine(
+    pod: LoadedPod, instrument: str | None = None, *, publish: bool = True
+) -> PodRunEngine:
     """A RunEngine for ``instrument`` (default: the pod's default instrument).
 
     Its metadata names the instrument and the pod, so every run start document says
@@ -34,8 +35,11 @@ def make_run_engine(pod: LoadedPod, instrument: str | None = None,
     name = pod.config.instrument_name if instrument is None else instrument
     pod.config.instrument(name)  # a clear UsageError for an unknown instrument
     counter = ScanIdCounter(pod.home.data_dir / "scan_id" / name)
-    RE = PodRunEngine({"instrument": name, "beampod_pod": pod.config.pod.name},
-                      call_returns_result=False, scan_id_source=counter)
+    RE = PodRunEngine(
+        {"instrument": name, "beampod_pod": pod.config.pod.name},
+        call_returns_result=False,
+        scan_id_source=counter,
+    )
     if publish:
         _subscribe_document_path(RE, pod, name)
     return RE

@@ -75,9 +75,13 @@ def make_best_effort_callback(*, headless: bool) -> Any:
     return bec
 
 
-def build_namespace(pod: LoadedPod, *, headless: bool, instrument: str | None = None,
-                    extras: Callable[[LoadedPod], Mapping[str, Any]] | None = None
-                    ) -> dict[str, Any]:
+def build_namespace(
+    pod: LoadedPod,
+    *,
+    headless: bool,
+    instrument: str | None = None,
+    extras: Callable[[LoadedPod], Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The user namespace of a session (``beampod shell``), like bsui's.
 
     ``extras`` adds names from components the session may not import itself (the
@@ -97,8 +101,14 @@ def build_namespace(pod: LoadedPod, *, headless: bool, instrument: str | None = 
     db = LazyCatalog(pod, instrument)
     RE.subscribe(db.observe)  # db[-1] waits for this session's newest run to be stored
     ns: dict[str, Any] = {
-        "RE": RE, "db": db, "bp": bp, "bps": bps, "bpp": bpp, "bec": bec,
-        "pod": pod, "instrument": inst,
+        "RE": RE,
+        "db": db,
+        "bp": bp,
+        "bps": bps,
+        "bpp": bpp,
+        "bec": bec,
+        "pod": pod,
+        "instrument": inst,
     }
     # Plans first, then devices: load_instrument guarantees the names do not clash.
     ns.update(inst.plans)

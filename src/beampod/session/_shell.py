@@ -24,8 +24,11 @@ USER_CODE = "<beampod shell -c>"
 CONNECT_TIMEOUT_S = 5.0
 
 
-def run_shell(pod: LoadedPod, code: str | None = None,
-              extras: Callable[[LoadedPod], Mapping[str, Any]] | None = None) -> int:
+def run_shell(
+    pod: LoadedPod,
+    code: str | None = None,
+    extras: Callable[[LoadedPod], Mapping[str, Any]] | None = None,
+) -> int:
     """IPython with the session namespace, or run ``code`` in it non-interactively.
 
     With ``code``: returns 0 on success and non-zero on error, after printing a
@@ -79,8 +82,7 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__)).rstrip()
 
 
-def _interactive(pod: LoadedPod,
-                 extras: Callable[[LoadedPod], Mapping[str, Any]] | None) -> int:
+def _interactive(pod: LoadedPod, extras: Callable[[LoadedPod], Mapping[str, Any]] | None) -> int:
     from IPython import start_ipython
 
     headless = not has_display()
@@ -88,9 +90,11 @@ def _interactive(pod: LoadedPod,
     _settle_connections(ns)
     argv = ["--no-banner"] if headless else ["--no-banner", "--matplotlib=auto"]
     name = pod.config.instrument_name
-    print(f"beampod session: instrument {name!r} of pod {pod.config.pod.name!r}; "
-          f"{len(ns['instrument'].devices)} devices, {len(ns['instrument'].plans)} plans"
-          f"{' (headless: tables, no plots)' if headless else ''}. Try RE(count([...])).")
+    print(
+        f"beampod session: instrument {name!r} of pod {pod.config.pod.name!r}; "
+        f"{len(ns['instrument'].devices)} devices, {len(ns['instrument'].plans)} plans"
+        f"{' (headless: tables, no plots)' if headless else ''}. Try RE(count([...]))."
+    )
     start_ipython(argv=argv, user_ns=ns)
     return 0
 
@@ -114,8 +118,7 @@ def run_plan_expression(pod: LoadedPod, expr: str, *, instrument: str | None = N
         raise PlanError(f"bad arguments for {call.plan}: {exc}") from None
     except ValueError:
         pass  # no introspectable signature (a C callable): let the call itself decide
-    wait_for_connection((inst.devices[n] for n in sorted(call.device_names())),
-                        CONNECT_TIMEOUT_S)
+    wait_for_connection((inst.devices[n] for n in sorted(call.device_names())), CONNECT_TIMEOUT_S)
     RE = make_run_engine(pod, instrument)
     RE.subscribe(make_best_effort_callback(headless=True))
     uids: list[str] = []
@@ -135,10 +138,13 @@ def _report_delivery(RE: Any) -> None:
     if delivered or status_of is None:
         return
     status = status_of()
-    print(f"beampod: warning: the bus did not acknowledge every document; "
-          f"{status.spooled} are safe in the local spool {status.spool_path} and are "
-          f"delivered, in order, by the next session or `beampod run` once the bus is back",
-          file=sys.stderr, flush=True)
+    print(
+        f"beampod: warning: the bus did not acknowledge every document; "
+        f"{status.spooled} are safe in the local spool {status.spool_path} and are "
+        f"delivered, in order, by the next session or `beampod run` once the bus is back",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def unconnected_devices(devices: Iterable[Any], timeout: float) -> list[str]:
@@ -165,9 +171,13 @@ def _settle_connections(ns: Mapping[str, Any]) -> None:
     devices = getattr(inst, "devices", {})
     missing = unconnected_devices(devices.values(), CONNECT_TIMEOUT_S)
     if missing:
-        print(f"beampod: warning: not connected after {CONNECT_TIMEOUT_S:g} s (they connect "
-              f"when their IOC answers; `beampod status` shows the IOCs): "
-              f"{'; '.join(missing)}", file=sys.stderr, flush=True)
+        print(
+            f"beampod: warning: not connected after {CONNECT_TIMEOUT_S:g} s (they connect "
+            f"when their IOC answers; `beampod status` shows the IOCs): "
+            f"{'; '.join(missing)}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def wait_for_connection(devices: Iterable[Any], timeout: float) -> None:

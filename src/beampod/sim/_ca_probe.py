@@ -38,8 +38,11 @@ class _SearchProtocol(asyncio.DatagramProtocol):
         except ca.CaprotoError:
             return  # not a CA reply to us; keep waiting
         for command in commands:
-            if (isinstance(command, ca.SearchResponse) and command.cid == self.cid
-                    and not self.found.done()):
+            if (
+                isinstance(command, ca.SearchResponse)
+                and command.cid == self.cid
+                and not self.found.done()
+            ):
                 self.found.set_result(ca.extract_address(command))
 
 
@@ -59,8 +62,9 @@ async def search(host: str, port: int, pv: str, timeout: float) -> tuple[str, in
         try:
             return await asyncio.wait_for(asyncio.shield(protocol.found), timeout)
         except TimeoutError:
-            raise CaProbeError(f"no answer to a search for {pv!r} at {host}:{port} "
-                               f"within {timeout:g} s") from None
+            raise CaProbeError(
+                f"no answer to a search for {pv!r} at {host}:{port} within {timeout:g} s"
+            ) from None
     finally:
         transport.close()
 
@@ -82,12 +86,14 @@ async def write(host: str, port: int, pv: str, value: Any, timeout: float = 5.0)
             for command in await session.replies():
                 if isinstance(command, ca.WriteNotifyResponse) and command.ioid == request.ioid:
                     if command.status.success != 1:
-                        raise CaProbeError(f"write of {value!r} to {pv!r} failed: "
-                                           f"{command.status.description}")
+                        raise CaProbeError(
+                            f"write of {value!r} to {pv!r} failed: {command.status.description}"
+                        )
                     return
                 if isinstance(command, ca.ErrorResponse):
-                    raise CaProbeError(f"write of {value!r} to {pv!r} failed: "
-                                       f"{_text(command.error_message)}")
+                    raise CaProbeError(
+                        f"write of {value!r} to {pv!r} failed: {_text(command.error_message)}"
+                    )
 
     await _with_channel(host, port, pv, timeout, action)
 
@@ -100,19 +106,26 @@ async def _with_channel(host: str, port: int, pv: str, timeout: float, action: A
     try:
         return await asyncio.wait_for(_session(address, pv, action), remaining)
     except TimeoutError:
-        raise CaProbeError(f"no reply for {pv!r} from {address[0]}:{address[1]} "
-                           f"within {timeout:g} s") from None
+        raise CaProbeError(
+            f"no reply for {pv!r} from {address[0]}:{address[1]} within {timeout:g} s"
+        ) from None
     except OSError as exc:
         raise CaProbeError(f"cannot reach {pv!r} at {address[0]}:{address[1]}: {exc}") from exc
     except ca.CaprotoError as exc:
         # A protocol-level surprise (garbled reply, wrong state): not ready, say why.
-        raise CaProbeError(f"CA protocol error talking to {address[0]}:{address[1]} "
-                           f"about {pv!r}: {exc}") from exc
+        raise CaProbeError(
+            f"CA protocol error talking to {address[0]}:{address[1]} about {pv!r}: {exc}"
+        ) from exc
 
 
 class _Session:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 address: tuple[str, int], pv: str) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        address: tuple[str, int],
+        pv: str,
+    ) -> None:
         self.reader, self.writer, self.address = reader, writer, address
         self.circuit = ca.VirtualCircuit(our_role=ca.CLIENT, address=address, priority=0)
         self.chan = ca.ClientChannel(pv, self.circuit)
@@ -161,8 +174,9 @@ async def _read_on(session: _Session) -> Any:
             if isinstance(command, ca.ReadNotifyResponse) and command.ioid == request.ioid:
                 return command.data
             if isinstance(command, ca.ErrorResponse):
-                raise CaProbeError(f"read of {session.chan.name!r} failed: "
-                                   f"{_text(command.error_message)}")
+                raise CaProbeError(
+                    f"read of {session.chan.name!r} failed: {_text(command.error_message)}"
+                )
 
 
 def _text(message: Any) -> str:

@@ -65,8 +65,12 @@ def _thermo_sim(prefix: str) -> PVGroup:
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("mini_beamline", _mini_beamline, "current",
-               "pinhole/edge/slit detectors behind motor records, moving dot, ring current"),
+        Family(
+            "mini_beamline",
+            _mini_beamline,
+            "current",
+            "pinhole/edge/slit detectors behind motor records, moving dot, ring current",
+        ),
         Family("random_walk", _random_walk, "x", "caproto's random walk: x steps every dt s"),
         Family("simple", _simple, "A", "caproto's simple IOC: A (int), B (float), C (int[3])"),
         Family("thermo_sim", _thermo_sim, "I", "caproto's thermo sim: I follows SP, oscillating"),
@@ -173,8 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # Loopback unless told otherwise: caproto's own default is every interface.
     os.environ.setdefault("EPICS_CAS_INTF_ADDR_LIST", "127.0.0.1")
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     for handler in logging.getLogger().handlers:
         handler.addFilter(_NoRepeaterFilter())
     try:

@@ -112,9 +112,13 @@ class MovingDot(PVGroup):
 
     mtrx = SubGroup(SimMotor, prefix="mtrx", doc="Spot position X")
     mtry = SubGroup(SimMotor, prefix="mtry", doc="Spot position Y")
-    det = pvproperty(value=[0.0] * (N * M), dtype=float, read_only=True,
-                     max_subscription_backlog=50,  # images are big; caproto warns otherwise
-                     doc=f"Detector image ({N}x{M}), row-major")
+    det = pvproperty(
+        value=[0.0] * (N * M),
+        dtype=float,
+        read_only=True,
+        max_subscription_backlog=50,  # images are big; caproto warns otherwise
+        doc=f"Detector image ({N}x{M}), row-major",
+    )
     img_sum = pvproperty(value=0.0, read_only=True, dtype=float, doc="Image sum")
     exp = pvproperty(value=1.0, dtype=float, doc="Exposure (multiplies the signal)")
     shutter_open = pvproperty(value=1, dtype=int, doc="Shutter open (1) / closed (0)")
@@ -146,8 +150,13 @@ class MovingDot(PVGroup):
 class MiniBeamline(PVGroup):
     """Pinhole, edge and slit detectors behind motors, a moving dot, and a ring current."""
 
-    current = pvproperty(value=500.0, dtype=float, read_only=True, units="mA",
-                         doc="Ring current (oscillates 500 +- 25, period 4 s)")
+    current = pvproperty(
+        value=500.0,
+        dtype=float,
+        read_only=True,
+        units="mA",
+        doc="Ring current (oscillates 500 +- 25, period 4 s)",
+    )
 
     @current.scan(period=0.1)  # type: ignore[no-redef]
     async def current(self, instance: Any, async_lib: Any) -> None:

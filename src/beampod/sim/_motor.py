@@ -75,8 +75,11 @@ class SimMotor(PVGroup):
         await fields.motor_is_moving.write(0)
         # ophyd's EpicsMotor.limits come from the control limits of .VAL.
         await instance.write_metadata(
-            lower_ctrl_limit=low, upper_ctrl_limit=high,
-            lower_disp_limit=low, upper_disp_limit=high, units=self._egu,
+            lower_ctrl_limit=low,
+            upper_ctrl_limit=high,
+            lower_disp_limit=low,
+            upper_disp_limit=high,
+            units=self._egu,
         )
         # Readers such as LiveTable take the display precision from .RBV, not .VAL.
         for prop in fields.pvdb.values():

@@ -74,8 +74,9 @@ def _strip_credentials(scope: Scope, internal_key: str) -> None:
     """
     query = [
         (k, v)
-        for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                              keep_blank_values=True)
+        for k, v in parse_qsl(
+            scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+        )
         if k != "api_key"
     ]
     headers = [
@@ -119,24 +120,31 @@ class ApiKeyGate:
             await self._deny(scope, receive, send, 401, "a valid API key is required")
             return
         method = scope.get("method", "GET")
-        if role is Role.READER and scope["type"] == "http" and not (
-            method in READ_METHODS
-            or (method == "POST" and scope["path"].startswith(READ_POST_PREFIXES))
+        if (
+            role is Role.READER
+            and scope["type"] == "http"
+            and not (
+                method in READ_METHODS
+                or (method == "POST" and scope["path"].startswith(READ_POST_PREFIXES))
+            )
         ):
             await self._deny(scope, receive, send, 403, "the reader key is read-only")
             return
         _strip_credentials(scope, self._internal_key)
         await self._app(scope, receive, send)
 
-    async def _deny(self, scope: Scope, receive: Receive, send: Send, status: int,
-                    detail: str) -> None:
+    async def _deny(
+        self, scope: Scope, receive: Receive, send: Send, status: int, detail: str
+    ) -> None:
         if scope["type"] == "websocket":
             await receive()  # the websocket.connect message
             await send({"type": "websocket.close", "code": 4000 + status})
             return
         body = json.dumps({"detail": detail}).encode()
-        headers = [(b"content-type", b"application/json"),
-                   (b"content-length", str(len(body)).encode())]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
         if status == 401:
             headers.append((b"www-authenticate", b"Apikey"))
         await send({"type": "http.response.start", "status": status, "headers": headers})

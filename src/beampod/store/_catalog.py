@@ -86,9 +86,11 @@ class Catalog:
             n = len(self._client)
             if n == 0:
                 raise RunNotFoundError(
-                    f"no runs stored for instrument {self.instrument!r} yet") from None
+                    f"no runs stored for instrument {self.instrument!r} yet"
+                ) from None
             raise RunNotFoundError(
-                f"db[{key}]: only {n} run(s) stored for {self.instrument!r}") from None
+                f"db[{key}]: only {n} run(s) stored for {self.instrument!r}"
+            ) from None
 
     def _by_scan_id(self, scan_id: int) -> Any:
         from tiled.queries import Eq
@@ -103,14 +105,16 @@ class Catalog:
         from tiled.queries import Like
 
         if len(prefix) < MIN_UID_PREFIX:
-            raise UsageError(f"uid prefix {prefix!r} is too short: give at least "
-                             f"{MIN_UID_PREFIX} characters")
+            raise UsageError(
+                f"uid prefix {prefix!r} is too short: give at least {MIN_UID_PREFIX} characters"
+            )
         if any(c in prefix for c in "%_\\"):
             raise UsageError(f"uid prefix {prefix!r} contains a wildcard character")
         found = self._client.search(Like("start.uid", f"{prefix}%")).values().head(2)
         if len(found) > 1:
-            raise AmbiguousUidError(f"uid prefix {prefix!r} matches several runs: "
-                                    "give more characters")
+            raise AmbiguousUidError(
+                f"uid prefix {prefix!r} matches several runs: give more characters"
+            )
         if not found:
             raise RunNotFoundError(f"no run with uid starting {prefix!r} for {self.instrument!r}")
         return found[0]
@@ -134,8 +138,11 @@ def _summary(run: Any) -> RunSummary:
     else:
         num = _count_events(run)
     return RunSummary(
-        uid=str(start.get("uid", "")), scan_id=start.get("scan_id"),
-        plan_name=start.get("plan_name"), start_time=started, num_events=num,
+        uid=str(start.get("uid", "")),
+        scan_id=start.get("scan_id"),
+        plan_name=start.get("plan_name"),
+        start_time=started,
+        num_events=num,
         exit_status=None if stop is None else stop.get("exit_status"),
     )
 
@@ -166,12 +173,14 @@ def _connect(pod: LoadedPod, instrument: str | None, api_key: str | None) -> tup
     try:
         return root[name], name
     except KeyError:
-        raise StoreError(f"Tiled at {url} has no container for instrument {name!r} "
-                         "(is this the pod's store?)") from None
+        raise StoreError(
+            f"Tiled at {url} has no container for instrument {name!r} (is this the pod's store?)"
+        ) from None
 
 
-def open_catalog(pod: LoadedPod, instrument: str | None = None, *,
-                 api_key: str | None = None) -> Catalog:
+def open_catalog(
+    pod: LoadedPod, instrument: str | None = None, *, api_key: str | None = None
+) -> Catalog:
     """The instrument's runs, read with the pod's read-only key unless ``api_key``."""
     client, name = _connect(pod, instrument, api_key)
     return Catalog(client, name)

@@ -43,19 +43,22 @@ async def _initialise(uri: str) -> bool:
         available = True
         if engine.dialect.name == "postgresql":
             async with engine.connect() as conn:
-                available = (await conn.execute(text(
-                    "select 1 from pg_available_extensions where name = 'btree_gin'"
-                ))).first() is not None
+                available = (
+                    await conn.execute(
+                        text("select 1 from pg_available_extensions where name = 'btree_gin'")
+                    )
+                ).first() is not None
 
         if not available:
-            def skip_btree_gin(conn: Any, cursor: Any, statement: str, params: Any,
-                               context: Any, executemany: bool) -> tuple[str, Any]:
+
+            def skip_btree_gin(
+                conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
+            ) -> tuple[str, Any]:
                 if statement.strip().rstrip(";").lower() == _BTREE_GIN:
                     return "select 1", params
                 return statement, params
 
-            event.listen(engine.sync_engine, "before_cursor_execute", skip_btree_gin,
-                         retval=True)
+            event.listen(engine.sync_engine, "before_cursor_execute", skip_btree_gin, retval=True)
         await initialize_database(engine)
         return True
     finally:

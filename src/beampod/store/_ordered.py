@@ -33,22 +33,39 @@ class _SeqOrderedNode:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._node, name)
 
-    def create_appendable_table(self, schema: Any, npartitions: int = 1, *, key: Any = None,
-                                metadata: Any = None, specs: Any = None,
-                                access_tags: Any = None) -> Any:
+    def create_appendable_table(
+        self,
+        schema: Any,
+        npartitions: int = 1,
+        *,
+        key: Any = None,
+        metadata: Any = None,
+        specs: Any = None,
+        access_tags: Any = None,
+    ) -> Any:
         if "seq_num" not in schema.names:  # a split-off part of a very wide table
             return self._node.create_appendable_table(
-                schema, npartitions, key=key, metadata=metadata, specs=specs,
-                access_tags=access_tags)
+                schema,
+                npartitions,
+                key=key,
+                metadata=metadata,
+                specs=specs,
+                access_tags=access_tags,
+            )
         source = DataSource(
             structure=TableStructure.from_schema(schema, npartitions),
             structure_family=StructureFamily.table,
             mimetype="application/x-tiled-sql-table",
             parameters={"order_by_args": ORDER_BY_SEQ_NUM},
         )
-        return self._node.new(StructureFamily.table, [source], key=key,
-                              metadata=metadata or {}, specs=specs or [],
-                              access_tags=access_tags)
+        return self._node.new(
+            StructureFamily.table,
+            [source],
+            key=key,
+            metadata=metadata or {},
+            specs=specs or [],
+            access_tags=access_tags,
+        )
 
 
 class SeqOrderedRunWriter(_RunWriter):

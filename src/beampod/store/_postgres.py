@@ -84,8 +84,10 @@ def initdb(layout: StoreLayout, password: str) -> bool:
     layout.postgres_dir.chmod(0o700)
     # A half-made cluster from an interrupted initdb must not be mistaken for one.
     if pgdata.exists() and any(pgdata.iterdir()):
-        raise StoreError(f"{pgdata} exists without PG_VERSION (interrupted initdb?): "
-                         "move it away and start again")
+        raise StoreError(
+            f"{pgdata} exists without PG_VERSION (interrupted initdb?): "
+            "move it away and start again"
+        )
     pgdata.mkdir(exist_ok=True)
     pwfile = layout.postgres_dir / ".initdb-pw"
     fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -96,10 +98,22 @@ def initdb(layout: StoreLayout, password: str) -> bool:
             _grant_traverse(layout.postgres_dir)
             _chown_tree(layout.postgres_dir, *ids)
         subprocess.run(
-            [str(bin_path("initdb")), "-D", str(pgdata), "-U", PG_USER, "--pwfile", str(pwfile),
-             "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "--encoding=UTF8",
-             "--no-instructions"],
-            check=True, capture_output=True, text=True,
+            [
+                str(bin_path("initdb")),
+                "-D",
+                str(pgdata),
+                "-U",
+                PG_USER,
+                "--pwfile",
+                str(pwfile),
+                "--auth-host=scram-sha-256",
+                "--auth-local=scram-sha-256",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
             preexec_fn=(lambda: _demote(ids)) if ids else None,
         )
     except subprocess.CalledProcessError as exc:
@@ -111,12 +125,15 @@ def initdb(layout: StoreLayout, password: str) -> bool:
         subprocess.run(
             [str(bin_path("postgres")), "--single", "-D", str(pgdata), "postgres"],
             input=f"CREATE DATABASE {PG_DATABASE} OWNER {PG_USER};\n",
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
             preexec_fn=(lambda: _demote(ids)) if ids else None,
         )
     except subprocess.CalledProcessError as exc:
-        raise StoreError(f"creating database {PG_DATABASE} failed: "
-                         f"{exc.stderr.strip()[-500:]}") from None
+        raise StoreError(
+            f"creating database {PG_DATABASE} failed: {exc.stderr.strip()[-500:]}"
+        ) from None
     return True
 
 
@@ -134,20 +151,28 @@ def postgres_argv(pod: LoadedPod) -> list[str]:
     if not isinstance(store, PostgresStore):
         raise ConfigError("config.yaml", ["store.backend is not postgres"])
     return [
-        str(bin_path("postgres")), "-D", str(layout_of(pod).pgdata),
-        "-c", "listen_addresses=127.0.0.1", "-p", str(store.port),
+        str(bin_path("postgres")),
+        "-D",
+        str(layout_of(pod).pgdata),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-p",
+        str(store.port),
         # TCP only: unix socket paths under a deep pod home can exceed 107 bytes.
-        "-c", "unix_socket_directories=",
+        "-c",
+        "unix_socket_directories=",
         # Logs go to stderr, which the supervisor captures into postgres.log.
-        "-c", "logging_collector=off",
+        "-c",
+        "logging_collector=off",
     ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m beampod.store.postgres",
-                                     description="Run the pod's embedded PostgreSQL.")
+    parser = argparse.ArgumentParser(
+        prog="python -m beampod.store.postgres", description="Run the pod's embedded PostgreSQL."
+    )
     parser.add_argument("--home", required=True)
     args = parser.parse_args(argv)
     try:

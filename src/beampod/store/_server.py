@@ -118,8 +118,13 @@ def _log_config() -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
-                                "stream": "ext://sys.stderr"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "plain",
+                "stream": "ext://sys.stderr",
+            }
+        },
         "root": {"handlers": ["stderr"], "level": "INFO"},
         # tiled logs each request it serves at INFO; keep warnings only.
         "loggers": {"tiled": {"level": "WARNING"}, "uvicorn.error": {"level": "INFO"}},
@@ -135,13 +140,21 @@ def serve(pod: LoadedPod) -> None:
     log.info("tiled store (%s backend) on http://%s:%d", uris.backend, host, port)
     # access_log off: uvicorn would log request lines; request URLs never carry keys
     # past the gate, but the access log adds nothing the supervisor needs.
-    uvicorn.run(app, host=host, port=port, log_config=_log_config(), access_log=False,
-                lifespan="on", timeout_graceful_shutdown=5)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=_log_config(),
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m beampod.store.server",
-                                     description="Run the pod's Tiled server.")
+    parser = argparse.ArgumentParser(
+        prog="python -m beampod.store.server", description="Run the pod's Tiled server."
+    )
     parser.add_argument("--home", required=True, help="pod home directory")
     args = parser.parse_args(argv)
     try:

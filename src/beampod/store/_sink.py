@@ -219,19 +219,22 @@ class RunSink:
             if problem := schema_problem("event", ev):
                 raise _Rejected(f"event_page: {problem}")
             checked.append(self._checked_event(ev, msg_id, touched))
-        outcomes = {run.event(ev, msg_id, stream) for ev, (run, stream) in zip(evs, checked,
-                                                                              strict=True)}
+        outcomes = {
+            run.event(ev, msg_id, stream) for ev, (run, stream) in zip(evs, checked, strict=True)
+        }
         return "written" if "written" in outcomes else "duplicate"
 
-    def _checked_event(self, doc: dict[str, Any], msg_id: str,
-                       touched: dict[str, RunState]) -> tuple[RunState, StreamState]:
+    def _checked_event(
+        self, doc: dict[str, Any], msg_id: str, touched: dict[str, RunState]
+    ) -> tuple[RunState, StreamState]:
         run, stream = self._stream_of(doc, msg_id, touched)
         if (problem := event_keys_problem(doc, stream.data_keys)) is not None:
             raise _Rejected(problem)
         return run, stream
 
-    def _stream_of(self, doc: dict[str, Any], msg_id: str,
-                   touched: dict[str, RunState]) -> tuple[RunState, StreamState]:
+    def _stream_of(
+        self, doc: dict[str, Any], msg_id: str, touched: dict[str, RunState]
+    ) -> tuple[RunState, StreamState]:
         desc = doc["descriptor"]
         for known in self._runs.values():
             if desc in known.descriptors:

@@ -29,8 +29,10 @@ def _fast_event_ok(doc: Mapping[str, Any]) -> bool:
     return (
         isinstance(doc["uid"], str)
         and isinstance(doc["descriptor"], str)
-        and isinstance(doc["seq_num"], Integral) and not isinstance(doc["seq_num"], bool)
-        and isinstance(doc["time"], Real) and not isinstance(doc["time"], bool)
+        and isinstance(doc["seq_num"], Integral)
+        and not isinstance(doc["seq_num"], bool)
+        and isinstance(doc["time"], Real)
+        and not isinstance(doc["time"], bool)
         and isinstance(doc["data"], dict)
         and isinstance(doc["timestamps"], dict)
         and isinstance(filled, dict)

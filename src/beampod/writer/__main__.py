@@ -21,24 +21,36 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m beampod.writer")
     parser.add_argument("--instrument", required=True)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     pod = load_pod(PodHome.resolve(default_home()))
     inst = pod.config.instrument(args.instrument).writer
-    settings = WriterSettings(max_batch=inst.max_batch, max_wait_s=inst.max_wait_ms / 1000,
-                              max_attempts=inst.max_attempts)
-    writer = Writer(NatsConnection.from_pod(pod, args.instrument, name="beampod-writer"),
-                    args.instrument, lambda: open_sink(pod, args.instrument), settings)
+    settings = WriterSettings(
+        max_batch=inst.max_batch, max_wait_s=inst.max_wait_ms / 1000, max_attempts=inst.max_attempts
+    )
+    writer = Writer(
+        NatsConnection.from_pod(pod, args.instrument, name="beampod-writer"),
+        args.instrument,
+        lambda: open_sink(pod, args.instrument),
+        settings,
+    )
 
     async def go() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, writer.request_stop)
-        await writer.run(on_ready=lambda: print(f"{READY_LINE} instrument={args.instrument}",
-                                                flush=True))
+        await writer.run(
+            on_ready=lambda: print(f"{READY_LINE} instrument={args.instrument}", flush=True)
+        )
         s = writer.stats
-        print(f"writer stopped: {s.written} written, {s.duplicates} duplicates, "
-              f"{s.dead_lettered} dead-lettered in {s.batches} batches", flush=True)
+        print(
+            f"writer stopped: {s.written} written, {s.duplicates} duplicates, "
+            f"{s.dead_lettered} dead-lettered in {s.batches} batches",
+            flush=True,
+        )
 
     try:
         asyncio.run(go())

@@ -48,8 +48,13 @@ class WriterSettings:
 
 
 class Writer:
-    def __init__(self, connection: NatsConnection, instrument: str,
-                 open_sink: Callable[[], RunSink], settings: WriterSettings) -> None:
+    def __init__(
+        self,
+        connection: NatsConnection,
+        instrument: str,
+        open_sink: Callable[[], RunSink],
+        settings: WriterSettings,
+    ) -> None:
         self._connection = connection
         self._instrument = instrument
         self._open_sink = open_sink
@@ -89,16 +94,22 @@ class Writer:
                 await consumer.close()
 
     async def _open_consumer(self) -> DocumentConsumer:
-        consumer = DocumentConsumer(self._connection, self._instrument, durable=DURABLE,
-                                    ack_wait=60.0, resume_at_ack_floor=True,
-                                    max_ack_pending=max(20_000, 4 * self._settings.max_batch))
+        consumer = DocumentConsumer(
+            self._connection,
+            self._instrument,
+            durable=DURABLE,
+            ack_wait=60.0,
+            resume_at_ack_floor=True,
+            max_ack_pending=max(20_000, 4 * self._settings.max_batch),
+        )
         await consumer.start()
         return consumer
 
     async def _consume(self, consumer: DocumentConsumer) -> None:
         while not self._stop.is_set():
-            batch = await consumer.fetch(self._settings.max_batch,
-                                         timeout=self._settings.max_wait_s)
+            batch = await consumer.fetch(
+                self._settings.max_batch, timeout=self._settings.max_wait_s
+            )
             if batch:
                 await self._handle(consumer, batch)
 
@@ -113,8 +124,9 @@ class Writer:
             await self._pause(delay)
             delay = min(self._settings.retry_max_s, delay * 2)
 
-    async def _handle(self, consumer: DocumentConsumer,
-                      batch: Sequence[Message | BadMessage]) -> None:
+    async def _handle(
+        self, consumer: DocumentConsumer, batch: Sequence[Message | BadMessage]
+    ) -> None:
         for bad in (m for m in batch if isinstance(m, BadMessage)):
             await self._dead_letter(consumer, bad, f"undecodable: {bad.error}")
         good = [m for m in batch if isinstance(m, Message)]
@@ -141,8 +153,7 @@ class Writer:
         self.stats.duplicates += result.duplicates
         self.stats.last_batch_size = len(batch)
 
-    async def _write_until_stored(self, msgs: Sequence[Message],
-                                  items: list[Item]) -> BatchResult:
+    async def _write_until_stored(self, msgs: Sequence[Message], items: list[Item]) -> BatchResult:
         """Retry the same batch until Tiled takes it; keep the messages ours meanwhile.
 
         After ``max_attempts`` transient failures the batch is written one document at a
@@ -162,8 +173,9 @@ class Writer:
                 self.stats.retries += 1
                 if attempt >= self._settings.max_attempts and await self._tiled_healthy():
                     return await self._write_one_by_one(items)
-                log.warning("write failed (%s), attempt %d; retrying in %.1f s",
-                            exc, attempt, delay)
+                log.warning(
+                    "write failed (%s), attempt %d; retrying in %.1f s", exc, attempt, delay
+                )
             for m in msgs:  # tell JetStream we are still working on them
                 await m.in_progress()
             await self._pause(delay)
@@ -180,9 +192,13 @@ class Writer:
             try:
                 one = await asyncio.to_thread(self._sink.write_batch, [item])
             except StoreError as exc:
-                total.rejected.append(Rejection(
-                    item[2], item[0],
-                    f"failed {self._settings.max_attempts} times while Tiled was up: {exc}"))
+                total.rejected.append(
+                    Rejection(
+                        item[2],
+                        item[0],
+                        f"failed {self._settings.max_attempts} times while Tiled was up: {exc}",
+                    )
+                )
                 continue
             total.written += one.written
             total.duplicates += one.duplicates
@@ -197,8 +213,9 @@ class Writer:
             return False
         return True
 
-    async def _dead_letter(self, consumer: DocumentConsumer, m: Message | BadMessage,
-                           reason: str) -> None:
+    async def _dead_letter(
+        self, consumer: DocumentConsumer, m: Message | BadMessage, reason: str
+    ) -> None:
         headers = m.headers
         headers[ORIGINAL_SEQ] = str(m.seq)
         await consumer.publish_dead_letter(m.data, reason, headers)

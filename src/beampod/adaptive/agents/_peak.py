@@ -35,9 +35,15 @@ class GPPeakFinder:
     the posterior mean.
     """
 
-    def __init__(self, bounds: Mapping[str, Sequence[float]], resolution: float,
-                 target: str | None = None, kappa: float = 1.0, max_count: int = 50,
-                 min_points: int = 5) -> None:
+    def __init__(
+        self,
+        bounds: Mapping[str, Sequence[float]],
+        resolution: float,
+        target: str | None = None,
+        kappa: float = 1.0,
+        max_count: int = 50,
+        min_points: int = 5,
+    ) -> None:
         if resolution <= 0:
             raise ValueError("resolution must be positive")
         self.keys = list(bounds)
@@ -47,8 +53,7 @@ class GPPeakFinder:
         self.kappa = float(kappa)
         self.max_count = int(max_count)
         self.min_points = int(min_points)
-        axes = [np.arange(lo, hi + resolution / 2, resolution)
-                for lo, hi in self.bounds.values()]
+        axes = [np.arange(lo, hi + resolution / 2, resolution) for lo, hi in self.bounds.values()]
         self._candidates = np.array(list(itertools.product(*axes)), dtype=float)
         self._span = np.array([hi - lo for lo, hi in self.bounds.values()])
         self._x: list[list[float]] = []

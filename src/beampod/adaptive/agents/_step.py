@@ -16,8 +16,9 @@ class StepRecommender:
     seed's 17 runs at 0, 1.5, ..., 24.0.
     """
 
-    def __init__(self, step: float | Mapping[str, float] = 1.0,
-                 max_count: int | None = None) -> None:
+    def __init__(
+        self, step: float | Mapping[str, float] = 1.0, max_count: int | None = None
+    ) -> None:
         self.step = step
         self.max_count = max_count
         self._next: dict[str, float] | None = None
@@ -25,8 +26,7 @@ class StepRecommender:
 
     def ingest(self, x: Mapping[str, float], y: Mapping[str, float]) -> None:
         step = self.step
-        self._next = {k: v + (step[k] if isinstance(step, Mapping) else step)
-                      for k, v in x.items()}
+        self._next = {k: v + (step[k] if isinstance(step, Mapping) else step) for k, v in x.items()}
 
     def suggest(self, n: int) -> list[dict[str, float]]:
         decision = self._decisions
@@ -52,6 +52,6 @@ class SequenceRecommender:
     def suggest(self, n: int) -> list[dict[str, float]]:
         if self._index >= len(self.points):
             raise StopAgent(f"sequence of {len(self.points)} points done")
-        out = self.points[self._index:self._index + n]
+        out = self.points[self._index : self._index + n]
         self._index += len(out)
         return out
