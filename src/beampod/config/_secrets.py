@@ -17,7 +17,9 @@ from beampod.errors import ConfigError
 
 
 def _token() -> SecretStr:
-    return SecretStr(_rng.token_urlsafe(32))
+    # Hex, not url-safe base64: tiled's client (and other tools) accept only ``\\w+``
+    # API keys and silently ignore a key containing "-".
+    return SecretStr(_rng.token_hex(32))
 
 
 class InstrumentSecrets(BaseModel):
