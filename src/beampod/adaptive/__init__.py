@@ -30,9 +30,11 @@ from beampod.adaptive._queue_agent import (
 )
 from beampod.adaptive._runner import AgentRunner, agent_factory
 from beampod.adaptive._sdk import Agent, NoRecommendation, StopAgent, load_agent_class, make_agent
+from beampod.adaptive._service import READY_WORD
 from beampod.adaptive._settings import LoopSettings, loop_settings, split_args
 
 __all__ = [
+    "READY_WORD",
     "AdaptiveOutcome",
     "Agent",
     "AgentClient",

@@ -153,7 +153,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         known = sorted(p.stem for p in home.logs_dir.glob("*.log"))
         names = ", ".join(known) or "none"
         raise UsageError(f"no log for service {args.service!r}; known: {names}")
-    from beampod.services._process import tail
+    from beampod.services import tail
 
     text = tail(path, args.lines)
     if text:
