@@ -67,7 +67,7 @@ def bench_plan(pod: Any, transport: str, decisions: int) -> list[float]:
             received.append(time.perf_counter())
 
     re.subscribe(on_doc)
-    re.msg_hook = hook
+    re.msg_hook = hook  # type: ignore[assignment]  # bluesky leaves msg_hook untyped (None)
     to_brains, from_brains = make_brains(
         pod, reply_transport=transport, mode="per_event", deadline_s=5
     )

@@ -165,6 +165,8 @@ def test_demo_in_the_pods_run_engine_reaches_the_bus(
 
     nc = asyncio.run_coroutine_threadsafe(listen(), loop).result(10)
     re = make_run_engine(pod)
+    publisher = re.publisher
+    assert publisher is not None
     before = {k: dict(v) for k, v in re.dispatcher.cb_registry.callbacks.items()}
     to_brains, from_brains = make_brains(pod)
     try:
@@ -172,7 +174,7 @@ def test_demo_in_the_pods_run_engine_reaches_the_bus(
         wait_until(lambda: len(starts) == 17, 20, "17 start documents on the bus")
     finally:
         from_brains.close()
-        re.publisher.close()
+        publisher.close()
         asyncio.run_coroutine_threadsafe(nc.drain(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)

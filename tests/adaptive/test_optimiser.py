@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from bluesky import RunEngine
+from bluesky.run_engine import RunEngineResult
 
 from beampod.adaptive import adaptive_plan, drive, make_brains
 from beampod.adaptive.agents import GPPeakFinder
@@ -80,6 +81,7 @@ def test_gp_agent_service_finds_peak(start_pod: Callable[..., Any]) -> None:
         )
     finally:
         from_brains.close()
+    assert isinstance(result, RunEngineResult)
     outcome = result.plan_result
     assert outcome.reason.startswith("converged"), outcome.reason
     assert len(outcome.run_uids) < 71

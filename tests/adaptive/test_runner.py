@@ -70,7 +70,8 @@ def test_duplicate_request_is_answered_from_cache_not_re_ingested() -> None:
     first = r.handle(req(0, 0.0))
     again = r.handle(req(0, 0.0))
     assert first == again and r.stats["duplicates"] == 1
-    assert r.handle(req(1, 1.5)).point == {"motor": 3.0}
+    reply = r.handle(req(1, 1.5))
+    assert reply is not None and reply.point == {"motor": 3.0}
 
 
 def test_lost_state_asks_for_resync_then_rebuilds_from_history() -> None:

@@ -68,14 +68,14 @@ async def echo_app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
-def client(lists: Any, *, loopback: bool, peer: str = "127.0.0.1") -> httpx.Client:
+def client(lists: Any, *, loopback: bool, peer: str = "127.0.0.1") -> httpx.AsyncClient:
     gate = QueueGate(
         echo_app,
         GateSettings(CONTROL, OBSERVER, INTERNAL, loopback, max_body_bytes=4096),
         FakeCatalog(lists),
     )
-    transport = httpx.ASGITransport(app=gate, client=(peer, 12345))  # type: ignore[arg-type]
-    return httpx.AsyncClient(transport=transport, base_url="http://q")  # type: ignore[return-value]
+    transport = httpx.ASGITransport(app=gate, client=(peer, 12345))
+    return httpx.AsyncClient(transport=transport, base_url="http://q")
 
 
 def get(c: Any, path: str, **kw: Any) -> httpx.Response:
