@@ -8,7 +8,7 @@ In a session::
 See docs/adaptive.md.
 """
 
-from beampod.adaptive._brains import FromBrains, ToBrains, make_brains, make_brains_from
+from beampod.adaptive._brains import FromBrains, ToBrains, make_brains
 from beampod.adaptive._client import AgentClient, ping_agent
 from beampod.adaptive._drive import drive
 from beampod.adaptive._plan import AdaptiveOutcome, AgentFailed, AgentTimeout, adaptive_plan
@@ -60,7 +60,6 @@ __all__ = [
     "loop_settings",
     "make_agent",
     "make_brains",
-    "make_brains_from",
     "ping_agent",
     "ping_subject",
     "queue_api",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,16 +142,6 @@ def make_brains(
     conn = NatsConnection.from_pod(pod, inst, name=f"beampod-adaptive-{inst}")
     redis = redis_params(pod) if settings.reply_transport == "redis" else None
     return ToBrains(), FromBrains(AgentClient(conn, inst, settings, redis=redis))
-
-
-def make_brains_from(
-    connection: NatsConnection,
-    instrument: str,
-    settings: LoopSettings,
-    redis: Mapping[str, Any] | None = None,
-) -> tuple[ToBrains, FromBrains]:
-    """As :func:`make_brains`, from explicit parts (tests, tools outside a pod home)."""
-    return ToBrains(), FromBrains(AgentClient(connection, instrument, settings, redis=redis))
 
 
 def _number(value: Any) -> bool:

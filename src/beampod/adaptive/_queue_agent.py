@@ -68,7 +68,6 @@ class QueueAgent:
         self.finished = False
         self.reason = ""
         self.submitted: list[dict[str, Any]] = []
-        self.ignored = 0
         self._runs: dict[str, _Run] = {}
         self._failures = 0
         self._last_point: dict[str, float] = {}
@@ -138,7 +137,6 @@ class QueueAgent:
     def _on_stop(self, doc: Mapping[str, Any]) -> dict[str, Any] | None:
         run = self._runs.pop(doc.get("run_start", ""), None)
         if run is None or run.seq != self.expected_seq:
-            self.ignored += 1
             return None
         if doc.get("exit_status") != "success":
             self._failures += 1

@@ -69,7 +69,6 @@ class AgentService:
         redis: Mapping[str, Any] | None = None,
     ) -> None:
         self._connections = dict(connections)
-        self._factory = factory
         self.settings = settings
         self.runners = {inst: AgentRunner(factory, name=settings.name) for inst in connections}
         self._redis = _RedisReplier(redis)

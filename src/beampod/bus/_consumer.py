@@ -21,7 +21,6 @@ MSG_ID = "Nats-Msg-Id"
 # duplicate) and keeps its original id here, so the writer still de-duplicates on it.
 ORIGINAL_MSG_ID = "Beampod-Original-Msg-Id"
 REASON = "Beampod-Reason"
-ORIGINAL_SUBJECT = "Beampod-Original-Subject"
 ORIGINAL_SEQ = "Beampod-Original-Seq"
 
 

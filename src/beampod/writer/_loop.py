@@ -33,9 +33,7 @@ class WriterStats:
     written: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
-    retries: int = 0
     bus_errors: int = 0  # the bus was lost, or could not be reached to re-open
-    last_batch_size: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -149,7 +147,6 @@ class Writer:
         self.stats.batches += 1
         self.stats.written += result.written
         self.stats.duplicates += result.duplicates
-        self.stats.last_batch_size = len(batch)
 
     async def _write_until_stored(self, msgs: Sequence[Message], items: list[Item]) -> BatchResult:
         """Retry the same batch until Tiled takes it; keep the messages ours meanwhile.
@@ -168,7 +165,6 @@ class Writer:
             except StoreAccessError as exc:
                 raise BusError(f"the writer's Tiled key was refused: {exc}") from None
             except TransientStoreError as exc:
-                self.stats.retries += 1
                 if attempt >= self._settings.max_attempts and await self._tiled_healthy():
                     return await self._write_one_by_one(items)
                 log.warning(
