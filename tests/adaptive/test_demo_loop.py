@@ -1,4 +1,4 @@
-"""The seed's demo, verbatim, through a real nats-server and a real agent process."""
+"""The bluesky-pods adaptive demo, verbatim, through a real nats-server and a real agent process."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def check_demo(runs: Runs, plan_id: str | None = None) -> None:
     assert all(s["exit_status"] == "success" for s in runs.stops)
 
 
-def test_seed_demo_verbatim(start_pod: Callable[..., Any], RE: Any) -> None:
+def test_pods_demo_verbatim(start_pod: Callable[..., Any], RE: Any) -> None:
     running = start_pod()
     re, runs = RE
     to_brains, from_brains = make_brains(running.pod)
@@ -71,7 +71,7 @@ def test_seed_demo_verbatim(start_pod: Callable[..., Any], RE: Any) -> None:
         "from_brains": from_brains,
     }
     try:
-        # Exactly the seed's two lines, in a namespace like the session's.
+        # Exactly the demo's two lines, in a namespace like the session's.
         exec(
             "from ophyd.sim import *\n"
             "RE(adaptive_plan([det], {motor: 0}, to_brains=to_brains, "

@@ -34,7 +34,7 @@ def pinhole_model(seed: int) -> Callable[[Any], dict[str, float]]:
 @pytest.mark.parametrize(
     ("low", "high", "grid_points", "start"),
     [
-        (-10.0, 10.0, 25, -10.0),  # the seed's `scan pinhole motor_ph -10 10 25`
+        (-10.0, 10.0, 25, -10.0),  # the bluesky-pods demo's `scan pinhole motor_ph -10 10 25`
         (-20.0, 15.0, 71, -20.0),  # a wider, off-centre range at 0.5 resolution
         (-20.0, 15.0, 71, 15.0),
     ],

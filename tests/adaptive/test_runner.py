@@ -37,7 +37,7 @@ def runner() -> AgentRunner:
     return AgentRunner(agent_factory(STEP, {"step": 1.5, "max_count": 15}))
 
 
-def test_step_recommender_reproduces_the_seed() -> None:
+def test_step_recommender_reproduces_the_pods_demo() -> None:
     points, reason = drive(
         StepRecommender(1.5, max_count=15), lambda p: {"det": 1.0}, {"motor": 0.0}
     )
@@ -51,7 +51,7 @@ def test_sequence_recommender() -> None:
     assert "sequence" in reason
 
 
-def test_runner_steps_and_stops_like_the_seed() -> None:
+def test_runner_steps_and_stops_like_the_pods_demo() -> None:
     r = runner()
     x, replies = 0.0, []
     for seq in range(30):

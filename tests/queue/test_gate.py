@@ -86,7 +86,8 @@ def get(c: Any, path: str, **kw: Any) -> httpx.Response:
     return asyncio.run(go())
 
 
-SEED = {"plan": {"plan": "scan", "args": [["det"], "motor", -10, 10, 25]}}
+# What the bluesky-pods demo POSTs to /qs/add_to_queue.
+BODY = {"plan": {"plan": "scan", "args": [["det"], "motor", -10, 10, 25]}}
 
 
 @pytest.mark.parametrize(
@@ -129,13 +130,13 @@ def test_identity(
         assert "key" in resp.json()["detail"].lower()
 
 
-def test_seed_route_is_translated(lists: Any) -> None:
-    resp = get(client(lists, loopback=True), "/qs/add_to_queue", method="POST", json=SEED)
+def test_demo_route_is_translated(lists: Any) -> None:
+    resp = get(client(lists, loopback=True), "/qs/add_to_queue", method="POST", json=BODY)
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["path"] == "/api/queue/item/add"
     assert json.loads(body["body"]) == {
-        "item": {"item_type": "plan", "name": "scan", "args": SEED["plan"]["args"], "kwargs": {}}
+        "item": {"item_type": "plan", "name": "scan", "args": BODY["plan"]["args"], "kwargs": {}}
     }
 
 

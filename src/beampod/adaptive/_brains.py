@@ -1,7 +1,7 @@
-"""``to_brains`` and ``from_brains``: the two objects the seed's demo passes to the plan.
+"""``to_brains`` and ``from_brains``: the two objects the bluesky-pods demo passes to the plan.
 
 ``to_brains`` is a RunEngine document callback (the plan subscribes it for its own
-duration, as the seed's did): it keeps the primary-stream events of the plan's runs and
+duration, as the demo's did): it keeps the primary-stream events of the plan's runs and
 turns them into observations, so what the agent is told comes from the documents the
 RunEngine really emitted. ``from_brains`` holds the connection to the agent service and
 the loop settings (deadline, policy, transport).

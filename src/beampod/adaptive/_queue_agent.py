@@ -80,7 +80,7 @@ class QueueAgent:
     def plan_item(self, point: Mapping[str, float], seq: int) -> dict[str, Any]:
         """``scan(detectors, m1, x1, x1, m2, x2, x2, ..., num=1)``: one point, every motor
         moved together. (``list_scan``'s variadic arguments do not pass the queue
-        server's plan validation; ``scan``'s, the seed's own example, do.)"""
+        server's plan validation; ``scan``'s, the bluesky-pods demo's own example, do.)"""
         args: list[Any] = [self.detectors]
         for motor in self.motors:
             x = float(point[motor])

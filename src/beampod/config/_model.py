@@ -52,7 +52,8 @@ class PodSettings(Strict):
     allow_loopback_unauthenticated: bool = Field(
         False,
         description="Let requests from 127.0.0.1 reach the queue HTTP API without an API key. "
-        "The demo pod turns this on so the seed's `http POST localhost:60607/...` works verbatim.",
+        "The demo pod turns this on so the bluesky-pods demo's "
+        "`http POST localhost:60607/...` works verbatim.",
     )
 
 
@@ -211,7 +212,7 @@ class AgentSettings(Strict):
         "agent", description="Agent name; part of its bus subjects."
     )
     reply_transport: Literal["nats", "redis"] = Field(
-        "nats", description="How replies reach the plan: NATS (default) or the seed's Redis list."
+        "nats", description="How replies reach the plan: NATS (default) or Redis (as bluesky-pods)."
     )
     deadline_s: Annotated[float, Field(gt=0)] = Field(
         5.0, description="Longest wait for one reply before `policy` applies."
@@ -223,7 +224,7 @@ class AgentSettings(Strict):
         5, description="Re-sends before a `retry` policy pauses the RunEngine."
     )
     mode: Literal["per_run", "per_event"] = Field(
-        "per_run", description="One run per point (the seed's demo) or points inside one run."
+        "per_run", description="One run per point (bluesky-pods' way) or points inside one run."
     )
     agent: str = Field(
         "beampod.adaptive.agents:StepRecommender",
