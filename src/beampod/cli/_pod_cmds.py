@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import yaml
 
@@ -61,7 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     csub.add_parser("schema", help="the JSON schema of the config file").set_defaults(
         func=cmd_config_schema
     )
-    csub.add_parser("check", help="validate config and secrets").set_defaults(func=cmd_config_check)
+    c = csub.add_parser("check", help="validate config and secrets (or one config file)")
+    c.add_argument(
+        "path",
+        nargs="?",
+        help="a config file, or a directory holding config.yaml (a facility repository): "
+        "check only that file, no secrets",
+    )
+    c.set_defaults(func=cmd_config_check)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -195,11 +203,20 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    home = home_of(args)
-    pod = load_pod(home)
-    names = ", ".join(pod.config.instruments)
+    if args.path:
+        path = Path(args.path)
+        file = path / "config.yaml" if path.is_dir() else path
+        config = load_config(file, check_packages=True)
+    else:
+        home = home_of(args)
+        file = home.config_file
+        load_config(file, check_packages=True)
+        config = load_pod(home).config
+    names = ", ".join(config.instruments)
+    if len(config.instruments) > 6:
+        names = f"{len(config.instruments)}: {', '.join(list(config.instruments)[:3])}, …"
     print(
-        f"config OK: {home.config_file} (instruments: {names}; bus: "
-        f"{pod.config.bus.transport}; store: {pod.config.store.backend})"
+        f"config OK: {file} (instruments: {names}; bus: "
+        f"{config.bus.transport}; store: {config.store.backend})"
     )
     return 0
