@@ -214,7 +214,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         config = load_pod(home).config
     names = ", ".join(config.instruments)
     if len(config.instruments) > 6:
-        names = f"{len(config.instruments)}: {', '.join(list(config.instruments)[:3])}, …"
+        names = f"{len(config.instruments)} ({', '.join(list(config.instruments)[:3])}, …)"
     print(
         f"config OK: {file} (instruments: {names}; bus: "
         f"{config.bus.transport}; store: {config.store.backend})"

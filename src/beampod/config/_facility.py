@@ -114,7 +114,7 @@ def package_problems(data: object) -> list[str]:
             where = (
                 f"instruments.{names[0]}.package"
                 if len(names) == 1
-                else f"instruments {', '.join(names)} (package)"
+                else f"instruments {_some(names)} (package)"
             )
             problems.append(f"{where}: {reason}")
     return problems
@@ -133,3 +133,10 @@ def _find_problem(package: str) -> str | None:
             f"(pip install -e <its repository>, or add its directory to PYTHONPATH)"
         )
     return None
+
+
+def _some(names: list[str]) -> str:
+    """``a, b, c`` or, for many, ``a, b, …, z (25)``."""
+    if len(names) <= 6:
+        return ", ".join(names)
+    return f"{names[0]}, {names[1]}, …, {names[-1]} ({len(names)})"
