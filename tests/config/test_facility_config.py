@@ -207,6 +207,34 @@ def test_port_clash_across_instruments_on_one_host(tmp_path: Path) -> None:
     ]
 
 
+def test_port_clash_with_central_services_on_their_host(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        hosts:
+          central: {{address: 10.0.0.1}}
+          ws1: {{address: 10.0.0.2}}
+        central_host: central
+        bus: {{transport: nats, port: 4222, cluster_size: 3, stream: {{replicas: 3}}}}
+        tiled: {{port: 8000}}
+        redis: {{port: 8000}}
+        instruments:
+          bl01:
+            package: {PKG}
+            host: central
+            iocs: [{{family: simple, prefix: "bl01:", port: 4224}}]
+          bl02:
+            package: {PKG}
+            host: ws1
+            iocs: [{{family: simple, prefix: "bl02:", port: 4223}}]
+        """,
+    )
+    assert problems_of(path) == [
+        "port 8000 on host 'central' is used by both central tiled.port and central redis.port",
+        "port 4224 on host 'central' is used by both central bus.port+2 and bl01 IOC 'bl01:'",
+    ]
+
+
 def test_same_ports_on_two_hosts_are_fine(tmp_path: Path) -> None:
     queue = "{http_port: 61000, control_port: 61001, info_port: 61002}"
     path = write(

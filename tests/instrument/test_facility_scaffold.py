@@ -238,7 +238,7 @@ def test_count_runs_on_a_scaffolded_instrument_with_its_own_iocs(tmp_path: Path)
     made = scaffold_facility(tmp_path / "fac", 2)
     config = made.root / "config.yaml"
     config.write_text(
-        config.read_text().replace("port_base: 5064", f"port_base: {_free_block(10)}")
+        config.read_text().replace("port_base: 10064", f"port_base: {_free_block(10)}")
     )
     home = PodHome(made.root)
     init_pod(home)  # secrets for the facility's instruments; the config is kept

@@ -6,8 +6,9 @@ name every problem at once, one line each:
 
 - an instrument (or ``central_host``) on a host that ``hosts`` does not name;
 - an instrument whose ``cycle`` is not one of the declared ``cycles``;
-- two per-instrument ports (IOCs, queue server) equal on one host. Ports on two
-  different hosts may coincide.
+- two per-instrument ports (IOCs, queue server) equal on one host, or one equal to a
+  port of the central services on ``central_host``. Ports on two different hosts may
+  coincide.
 
 :func:`package_problems` is separate because it looks at the Python environment: an
 instrument package that cannot be found (``importlib.util.find_spec``; the package
@@ -20,7 +21,15 @@ import importlib.util
 from collections.abc import Mapping
 
 from beampod.config._merge import apply_instrument_defaults
-from beampod.config._model import HostSettings, PodConfig, QueueSettings, ioc_service_name
+from beampod.config._model import (
+    HostSettings,
+    NatsBus,
+    PodConfig,
+    PostgresStore,
+    QueueSettings,
+    ZmqBus,
+    ioc_service_name,
+)
 
 LOCALHOST = "localhost"
 
@@ -75,12 +84,37 @@ def instrument_ports(config: PodConfig) -> list[tuple[str, int, str]]:
     return out
 
 
+def central_ports(config: PodConfig) -> list[tuple[int, str]]:
+    """Ports the central services (bus, store, Tiled, Redis) take on ``central_host``."""
+    out: list[tuple[int, str]] = [
+        (config.tiled.port, "tiled.port"),
+        (config.redis.port, "redis.port"),
+    ]
+    bus = config.bus
+    if isinstance(bus, NatsBus) and not bus.external_urls:
+        for key in ("port", "monitor_port", "cluster_port"):
+            base = getattr(bus, key, None)
+            if not isinstance(base, int) or (key == "cluster_port" and bus.cluster_size == 1):
+                continue
+            out += [
+                (base + i, f"bus.{key}" + (f"+{i}" if i else "")) for i in range(bus.cluster_size)
+            ]
+    elif isinstance(bus, ZmqBus):
+        out += [(bus.in_port, "bus.in_port"), (bus.out_port, "bus.out_port")]
+    if isinstance(config.store, PostgresStore) and config.store.uri_env is None:
+        out.append((config.store.port, "store.port"))
+    return out
+
+
 def _port_clashes(config: PodConfig) -> list[str]:
+    users = [(config.central_host, port, f"central {what}") for port, what in central_ports(config)]
+    users += [
+        (config.instruments[name].host, port, f"{name} {what}")
+        for name, port, what in instrument_ports(config)
+    ]
     owners: dict[tuple[str, int], str] = {}
     problems: list[str] = []
-    for name, port, what in instrument_ports(config):
-        host = config.instruments[name].host
-        label = f"{name} {what}"
+    for host, port, label in users:
         if (host, port) in owners:
             problems.append(
                 f"port {port} on host {host!r} is used by both {owners[host, port]} and {label}"
@@ -122,12 +156,12 @@ def package_problems(data: object) -> list[str]:
 
 def _find_problem(package: str) -> str | None:
     try:
-        spec = importlib.util.find_spec(package)
+        found = importlib.util.find_spec(package)
     except ModuleNotFoundError:
-        spec = None
+        found = None
     except Exception as exc:  # noqa: BLE001 - a parent package failed to import: report it
         return f"cannot look up package {package!r}: {type(exc).__name__}: {exc}"
-    if spec is None:
+    if found is None:
         return (
             f"package {package!r} is not installed in this Python environment "
             f"(pip install -e <its repository>, or add its directory to PYTHONPATH)"

@@ -86,7 +86,9 @@ tiled:
 redis:
   port: 6379
 channel_access:
-  port_base: 5064          # IOCs take consecutive ports from here, across all instruments
+  # IOCs take consecutive ports from here, across all instruments (5 each): above the
+  # central services' ports so that even 999 instruments do not reach them.
+  port_base: 10064
 
 # What every instrument gets. An entry under `instruments` states only how it differs:
 # mappings merge key by key, scalars and lists replace; "{{instrument}}" in an IOC
