@@ -87,6 +87,42 @@ def test_instrument_defaults_are_merged_under_each_entry() -> None:
     assert parse_config(cfg.model_dump(mode="json")) == cfg
 
 
+def test_instrument_placeholder_without_defaults() -> None:
+    cfg = parse_config(
+        {
+            "instruments": {
+                "bl07": {
+                    "package": PKG,
+                    "iocs": [{"family": "simple", "prefix": "{instrument}:s:"}],
+                }
+            }
+        }
+    )
+    assert cfg.instruments["bl07"].iocs[0].prefix == "bl07:s:"
+
+
+def test_config_show_prints_defaults_as_written_and_instruments_merged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(
+        tmp_path,
+        f"""
+        instrument_defaults:
+          package: {PKG}
+          queue: {{enabled: true}}
+        instruments:
+          bl01:
+            queue: {{http_port: 61000, control_port: 61001, info_port: 61002}}
+        """,
+    )
+    assert main(["--home", str(tmp_path), "config", "show"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["instrument_defaults"] == {"package": PKG, "queue": {"enabled": True}}
+    bl01 = shown["instruments"]["bl01"]
+    assert bl01["package"] == PKG and bl01["queue"]["http_port"] == 61000
+    assert parse_config(shown) == load_config(tmp_path / "config.yaml")
+
+
 def test_merge_leaves_other_shapes_for_validation() -> None:
     assert apply_instrument_defaults([1]) == [1]
     data = {"instrument_defaults": "oops", "instruments": {"a": {}}}

@@ -78,6 +78,14 @@ def test_scaffold_layout_gitignore_and_git(tmp_path: Path) -> None:
     ]
 
 
+def test_without_git_the_scaffold_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "nobin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "nobin"))
+    made = scaffold_facility(tmp_path / "fac", 1)
+    assert made.git == "git is not installed: run `git init` in the repository yourself"
+    assert not (made.root / ".git").exists() and (made.root / "config.yaml").is_file()
+
+
 def test_config_names_hosts_central_services_and_instruments(tmp_path: Path) -> None:
     made = scaffold_facility(tmp_path / "fac", 3, prefix="xf")
     cfg = load_config(made.root / "config.yaml")

@@ -193,7 +193,13 @@ def cmd_service(args: argparse.Namespace) -> int:
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     config = load_config(home_of(args).config_file)
-    print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
+    shown = config.model_dump(mode="json")
+    if config.instrument_defaults is not None:
+        # As written; its merged result is shown under each instrument.
+        shown["instrument_defaults"] = config.instrument_defaults.model_dump(
+            mode="json", exclude_unset=True
+        )
+    print(yaml.safe_dump(shown, sort_keys=False), end="")
     return 0
 
 

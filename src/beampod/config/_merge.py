@@ -7,7 +7,8 @@ merged entry is validated exactly like one written out in full:
 - a scalar or a list replaces the default (an instrument's ``iocs`` list replaces the
   default list whole; ``null`` replaces a default too);
 - an empty entry (``bl02:`` or ``bl02: {}``) is the defaults alone;
-- ``{instrument}`` in an IOC ``prefix`` becomes the instrument's name after the merge.
+- ``{instrument}`` in an IOC ``prefix`` becomes the instrument's name after the merge
+  (also in an entry's own IOCs, with or without defaults).
 """
 
 from __future__ import annotations
@@ -44,11 +45,9 @@ def apply_instrument_defaults(data: object) -> object:
         return data
     merged: dict[Any, Any] = {}
     for name, entry in instruments.items():
-        if defaults is None:
-            merged[name] = entry
-            continue
-        own = {} if entry is None else entry
-        merged[name] = _expand_prefixes(merge(defaults, own), str(name))
+        if defaults is not None:
+            entry = merge(defaults, {} if entry is None else entry)
+        merged[name] = _expand_prefixes(entry, str(name))
     return {**data, "instruments": merged}
 
 
