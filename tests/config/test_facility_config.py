@@ -123,6 +123,26 @@ def test_config_show_prints_defaults_as_written_and_instruments_merged(
     assert parse_config(shown) == load_config(tmp_path / "config.yaml")
 
 
+def test_a_bad_default_is_reported_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "instrument_defaults": {
+                    "package": PKG,
+                    "iocs": [{"family": "bogus", "prefix": "{instrument}:x:"}],
+                    "queue": {"http_port": 0},
+                },
+                "instruments": {"bl01": {}, "bl02": {"iocs": []}, "bl03": {}},
+            }
+        )
+    found = info.value.problems
+    assert len(found) == 2, found
+    assert found[0].startswith("instrument_defaults.iocs.0.family: Input should be")
+    assert found[0].endswith('(got "bogus") (inherited by instruments bl01, bl03)')
+    assert found[1].startswith("instrument_defaults.queue.http_port:")
+    assert found[1].endswith("(inherited by instruments bl01, bl02, bl03)")
+
+
 def test_merge_leaves_other_shapes_for_validation() -> None:
     assert apply_instrument_defaults([1]) == [1]
     data = {"instrument_defaults": "oops", "instruments": {"a": {}}}

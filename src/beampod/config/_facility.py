@@ -18,6 +18,7 @@ itself is not imported).
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Mapping
 
 from beampod.config._merge import apply_instrument_defaults
@@ -174,3 +175,30 @@ def _some(names: list[str]) -> str:
     if len(names) <= 6:
         return ", ".join(names)
     return f"{names[0]}, {names[1]}, …, {names[-1]} ({len(names)})"
+
+
+_INSTRUMENT_PROBLEM = re.compile(r"^instruments\.([a-z][a-z0-9_]*)\.(.+)$")
+_DEFAULTS = "instrument_defaults."
+
+
+def fold_default_problems(problems: list[str]) -> list[str]:
+    """A bad value in ``instrument_defaults`` is reported once, not once per instrument.
+
+    Merged entries repeat the defaults' problem at ``instruments.<name>.<key>``; those
+    lines are dropped and the defaults' line names the instruments that inherit it.
+    """
+    from_defaults = {p.removeprefix(_DEFAULTS) for p in problems if p.startswith(_DEFAULTS)}
+    heirs: dict[str, list[str]] = {}
+    kept: list[str] = []
+    for problem in problems:
+        match = _INSTRUMENT_PROBLEM.match(problem)
+        if match and match.group(2) in from_defaults:
+            heirs.setdefault(match.group(2), []).append(match.group(1))
+        else:
+            kept.append(problem)
+    return [
+        f"{p} (inherited by instruments {_some(heirs[p.removeprefix(_DEFAULTS)])})"
+        if p.startswith(_DEFAULTS) and p.removeprefix(_DEFAULTS) in heirs
+        else p
+        for p in kept
+    ]

@@ -10,7 +10,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from beampod.config._facility import facility_problems, package_problems
+from beampod.config._facility import (
+    facility_problems,
+    fold_default_problems,
+    package_problems,
+)
 from beampod.config._model import PodConfig
 from beampod.config._yaml import read_yaml
 from beampod.errors import ConfigError
@@ -64,7 +68,7 @@ def parse_config(data: Any, source: object = "<config>") -> PodConfig:
     try:
         config = PodConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, format_validation_error(exc)) from None
+        raise ConfigError(source, fold_default_problems(format_validation_error(exc))) from None
     problems = facility_problems(config)
     if problems:
         raise ConfigError(source, problems)
