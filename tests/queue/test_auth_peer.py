@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from beampod.auth import parse_proc_net_tcp, peer_uid
+from tests.queue.conftest import AS_NOBODY
 
 TCP = """\
   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -41,16 +42,24 @@ def test_parser_ipv6_and_v4_mapped() -> None:
 
 def test_parser_big_endian_layout() -> None:
     text = TCP.replace("0100007F", "7F000001")
-    assert parse_proc_net_tcp(
-        text, ("127.0.0.1", 0xD431), ("127.0.0.1", 60000), byteorder="big"
-    ) == 65534
+    assert (
+        parse_proc_net_tcp(text, ("127.0.0.1", 0xD431), ("127.0.0.1", 60000), byteorder="big")
+        == 65534
+    )
 
 
 def test_parser_skips_garbage() -> None:
-    assert parse_proc_net_tcp("x\n 0: zz:1 yy:2 01 a b c notanint\n", ("127.0.0.1", 1), (
-        "127.0.0.1",
-        2,
-    )) is None
+    assert (
+        parse_proc_net_tcp(
+            "x\n 0: zz:1 yy:2 01 a b c notanint\n",
+            ("127.0.0.1", 1),
+            (
+                "127.0.0.1",
+                2,
+            ),
+        )
+        is None
+    )
 
 
 def test_peer_uid_of_real_sockets_ipv4_and_ipv6() -> None:
@@ -75,12 +84,11 @@ def test_peer_uid_of_another_users_socket() -> None:
         srv.listen()
         port = srv.getsockname()[1]
         code = (
-            "import socket,sys; s=socket.create_connection(('127.0.0.1', %d)); "
-            "sys.stdin.read(1)" % port
+            f"import socket,sys; s=socket.create_connection(('127.0.0.1', {port})); "
+            "sys.stdin.read(1)"
         )
         proc = subprocess.Popen(
-            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable]
-            + ["-c", code],
+            [*AS_NOBODY, sys.executable, "-I", "-c", code],
             stdin=subprocess.PIPE,
         )
         try:

@@ -207,8 +207,9 @@ def test_seed_route_is_translated(lists: Any) -> None:
         ),
         (
             "/api/queue/item/add",
-            json.dumps({"item": {"name": "count", "args": [["det"]], "kwargs": {"num": 10**28}}})
-            .encode(),
+            json.dumps(
+                {"item": {"name": "count", "args": [["det"]], "kwargs": {"num": 10**28}}}
+            ).encode(),
             200,
             "integer 10000000000000000000000000000 does not fit in 64 bits",
         ),
@@ -250,8 +251,9 @@ def test_seed_route_is_translated(lists: Any) -> None:
         ),
         (
             "/api/queue/item/execute",
-            json.dumps({"item": {"name": "scan", "args": [["det"], "motor", -1, 1, "three"]}})
-            .encode(),
+            json.dumps(
+                {"item": {"name": "scan", "args": [["det"], "motor", -1, 1, "three"]}}
+            ).encode(),
             200,
             "unknown device 'three'",
         ),
@@ -307,9 +309,7 @@ def test_owner_without_key_gets_only_the_demo_routes(lists: Any) -> None:
 def test_other_local_user_without_key_gets_nothing(lists: Any) -> None:
     for uid in (OTHER_UID, None):
         for method, path in (("GET", "/api/status"), ("POST", "/qs/add_to_queue")):
-            resp = get(
-                client(lists, loopback=True, peer_uid=uid), path, method=method, json=SEED
-            )
+            resp = get(client(lists, loopback=True, peer_uid=uid), path, method=method, json=SEED)
             assert resp.status_code == 401, (uid, path, resp.text)
             assert "only the pod owner" in resp.json()["detail"]
 

@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -85,7 +83,11 @@ def test_queue_server_plan_serves_posted_plans(qpod: RunningPod, rm: Any) -> Non
     ).raise_for_status()
     lines: list[str] = []
     RE = RunEngine({})
-    RE(queue_server_plan(qpod.pod, until_empty=True, poll_s=0.1, report=lines.append))
+    RE(
+        queue_server_plan(
+            qpod.pod, until_empty=True, poll_s=0.1, report=lines.append, live_table=False
+        )
+    )
     assert any("-> completed" in line for line in lines), lines
     status = rm.status(reload=True)
     assert status["items_in_queue"] == 0
@@ -119,7 +121,7 @@ def test_queue_server_plan_pauses_on_one_ctrl_c_and_abort_stops_serving(
 
     threading.Thread(target=ctrl_c, daemon=True).start()
     with pytest.raises(RunEngineInterrupted):
-        RE(queue_server_plan(qpod.pod, poll_s=0.1, report=report))
+        RE(queue_server_plan(qpod.pod, poll_s=0.1, report=report, live_table=False))
     assert RE.state == "paused"
     assert rm.status(reload=True)["queue_autostart_enabled"] is True
     RE.abort()

@@ -56,9 +56,7 @@ _ADD_ROUTES = {
     "/api/queue/item/update",
 }
 _LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
-_KEY_HINT = (
-    "'Authorization: ApiKey <key>' with queue_control_key from the pod's secrets.yaml"
-)
+_KEY_HINT = "'Authorization: ApiKey <key>' with queue_control_key from the pod's secrets.yaml"
 
 PeerUid = Callable[[tuple[str, int], tuple[str, int]], "int | None"]
 

@@ -85,7 +85,7 @@ def main() -> int:
     from bluesky_queueserver.manager.start_manager import start_manager
 
     # The manager module imported the name; the forked manager process inherits this.
-    re_manager.validate_plan = strict(re_manager.validate_plan)  # type: ignore[attr-defined]
+    re_manager.validate_plan = strict(re_manager.validate_plan)
 
     sys.argv = ["start-re-manager", *sys.argv[1:]]
     return int(start_manager() or 0)
