@@ -131,7 +131,7 @@ def stop_queue_pod(running: RunningPod) -> None:
 
 @pytest.fixture(scope="session")
 def qpod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPod]:
-    """A demo queue pod that lets loopback clients in without a key (the seed's setup)."""
+    """A demo queue pod that lets loopback clients in without a key (the demo's setup)."""
     running = start_queue_pod(tmp_path_factory.mktemp("qpod"), allow_loopback=True)
     try:
         yield running
@@ -170,12 +170,16 @@ def as_nobody(code: str, *args: str, timeout_s: float = 60.0) -> subprocess.Comp
 
 @pytest.fixture
 def rm(qpod: RunningPod) -> Iterator[Any]:
-    """REManagerAPI over HTTP with the control key, on a clean, idle queue."""
+    """REManagerAPI over HTTP with the control key, on a clean, idle queue with the
+    worker environment open (a test before may have closed it or restarted the manager)."""
     from bluesky_queueserver_api.http import REManagerAPI
 
     api = REManagerAPI(http_server_uri=qpod.http)
     api.set_authorization_key(api_key=qpod.control_key)
     api.wait_for_idle(timeout=WAIT_S)
+    if not api.status(reload=True)["worker_environment_exists"]:
+        api.environment_open()
+        api.wait_for_idle(timeout=WAIT_S)
     api.queue_clear()
     try:
         yield api

@@ -101,7 +101,7 @@ def get(c: Any, path: str, **kw: Any) -> httpx.Response:
     return asyncio.run(go())
 
 
-SEED = {"plan": {"plan": "scan", "args": [["det"], "motor", -10, 10, 25]}}
+DEMO = {"plan": {"plan": "scan", "args": [["det"], "motor", -10, 10, 25]}}
 
 
 @pytest.mark.parametrize(
@@ -145,13 +145,13 @@ def test_identity(
         assert "key" in resp.json()["detail"].lower()
 
 
-def test_seed_route_is_translated(lists: Any) -> None:
-    resp = get(client(lists, loopback=True), "/qs/add_to_queue", method="POST", json=SEED)
+def test_demo_route_is_translated(lists: Any) -> None:
+    resp = get(client(lists, loopback=True), "/qs/add_to_queue", method="POST", json=DEMO)
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["path"] == "/api/queue/item/add"
     assert json.loads(body["body"]) == {
-        "item": {"item_type": "plan", "name": "scan", "args": SEED["plan"]["args"], "kwargs": {}}
+        "item": {"item_type": "plan", "name": "scan", "args": DEMO["plan"]["args"], "kwargs": {}}
     }
 
 
@@ -283,7 +283,7 @@ def test_owner_without_key_gets_only_the_demo_routes(lists: Any) -> None:
     assert get(c(), "/api/status").status_code == 200
     assert get(c(), "/api/history/get").status_code == 200
     assert get(c(), "/api/stream_console_output").status_code == 200
-    ok = get(c(), "/qs/add_to_queue", method="POST", json=SEED)
+    ok = get(c(), "/qs/add_to_queue", method="POST", json=DEMO)
     assert ok.status_code == 200 and ok.json()["path"] == "/api/queue/item/add"
     assert get(c(), "/api/queue/start", method="POST").status_code == 200
     for method, path in (
@@ -309,7 +309,7 @@ def test_owner_without_key_gets_only_the_demo_routes(lists: Any) -> None:
 def test_other_local_user_without_key_gets_nothing(lists: Any) -> None:
     for uid in (OTHER_UID, None):
         for method, path in (("GET", "/api/status"), ("POST", "/qs/add_to_queue")):
-            resp = get(client(lists, loopback=True, peer_uid=uid), path, method=method, json=SEED)
+            resp = get(client(lists, loopback=True, peer_uid=uid), path, method=method, json=DEMO)
             assert resp.status_code == 401, (uid, path, resp.text)
             assert "only the pod owner" in resp.json()["detail"]
 
@@ -325,7 +325,7 @@ def test_observer_key_is_read_only(lists: Any) -> None:
         ("POST", "/api/queue/clear"),
         ("POST", "/api/script/upload"),
     ):
-        resp = get(c(), path, method=method, headers=obs, json=SEED)
+        resp = get(c(), path, method=method, headers=obs, json=DEMO)
         assert resp.status_code == 401 and "observer key" in resp.json()["detail"], path
 
 

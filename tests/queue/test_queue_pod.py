@@ -19,19 +19,19 @@ from tests.queue.conftest import WAIT_S, RunningPod, last_history, queue_len, wa
 
 pytestmark = pytest.mark.pod
 
-SEED_BODY = '{"plan": {"plan":"scan", "args":[["pinhole"], "motor_ph", -10, 10, 25]}}'
+DEMO_BODY = '{"plan": {"plan":"scan", "args":[["pinhole"], "motor_ph", -10, 10, 25]}}'
 
 
-# -- the seed ---------------------------------------------------------------------------
+# -- the bluesky-pods demo-----------------------------------------------------------------------
 
 
-def test_seed_post_without_key_runs_25_point_scan(qpod: RunningPod, rm: Any) -> None:
+def test_demo_post_without_key_runs_25_point_scan(qpod: RunningPod, rm: Any) -> None:
     assert rm.status()["worker_environment_exists"]  # `up` loads the instrument
     journal = QueueFiles.of(qpod.pod.home).runs_log
     runs_before = len(read_journal(journal))
     resp = httpx.post(
         f"{qpod.http}/qs/add_to_queue",
-        content=SEED_BODY,
+        content=DEMO_BODY,
         headers={"Content-Type": "application/json"},
         timeout=30,
     )
@@ -50,15 +50,15 @@ def test_seed_post_without_key_runs_25_point_scan(qpod: RunningPod, rm: Any) -> 
     assert runs[0]["num_events"] == {"primary": 25}
 
 
-def test_seed_post_with_key_on_any_pod(locked_pod: RunningPod) -> None:
+def test_demo_post_with_key_on_any_pod(locked_pod: RunningPod) -> None:
     headers = {"Content-Type": "application/json"}
     resp = httpx.post(
-        f"{locked_pod.http}/qs/add_to_queue", content=SEED_BODY, headers=headers, timeout=30
+        f"{locked_pod.http}/qs/add_to_queue", content=DEMO_BODY, headers=headers, timeout=30
     )
     assert resp.status_code == 401
     resp = httpx.post(
         f"{locked_pod.http}/qs/add_to_queue",
-        content=SEED_BODY,
+        content=DEMO_BODY,
         timeout=30,
         headers={**headers, "Authorization": f"ApiKey {locked_pod.control_key}"},
     )
@@ -77,7 +77,7 @@ def test_queue_server_plan_serves_posted_plans(qpod: RunningPod, rm: Any) -> Non
 
     httpx.post(
         f"{qpod.http}/qs/add_to_queue",
-        content=SEED_BODY,
+        content=DEMO_BODY,
         timeout=30,
         headers={"Content-Type": "application/json"},
     ).raise_for_status()

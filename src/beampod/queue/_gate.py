@@ -48,7 +48,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-SEED_ROUTE = "/qs/add_to_queue"
+DEMO_ROUTE = "/qs/add_to_queue"
 _ADD_ROUTES = {
     "/api/queue/item/add",
     "/api/queue/item/execute",
@@ -118,8 +118,8 @@ class QueueGate:
             return
         try:
             body = await self._read_body(scope, receive)
-            if scope["path"] == SEED_ROUTE:
-                body = _seed_to_modern(body)
+            if scope["path"] == DEMO_ROUTE:
+                body = _demo_to_modern(body)
                 scope["path"], scope["raw_path"] = "/api/queue/item/add", b"/api/queue/item/add"
                 _set_header(scope, b"content-type", b"application/json")
             if scope["path"] in _ADD_ROUTES:
@@ -290,9 +290,9 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number (numbers must be finite)")
 
 
-def _seed_to_modern(body: bytes) -> bytes:
-    """``{"plan": {"plan": "scan", "args": [...], "kwargs": {...}}}`` (the seed's API) ->
-    ``{"item": {"item_type": "plan", "name": "scan", ...}}`` (today's API)."""
+def _demo_to_modern(body: bytes) -> bytes:
+    """``{"plan": {"plan": "scan", "args": [...], "kwargs": {...}}}`` (the bluesky-pods
+    demo's API) -> ``{"item": {"item_type": "plan", "name": "scan", ...}}`` (today's)."""
     payload = _parse_json(body)
     plan = payload.get("plan") if isinstance(payload, dict) else None
     if not isinstance(plan, dict):

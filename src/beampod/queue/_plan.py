@@ -1,10 +1,10 @@
-"""``RE(queue_server_plan())``: the seed's session-side queue loop, on today's queue server.
+"""``RE(queue_server_plan())``: the bluesky-pods demo's queue loop, on today's queue server.
 
-In the seed, the session's RunEngine ran a plan that pulled plans off an HTTP queue and
-ran them itself. Today the queue server's RE Manager owns a worker process with its own
-RunEngine (built by the same ``make_run_engine``, so its documents reach the same bus,
-store and live views). The session plan therefore *drives* the queue instead of
-executing it:
+In the bluesky-pods demo, the session's RunEngine ran a plan that pulled plans off an
+HTTP queue and ran them itself. Today the queue server's RE Manager owns a worker
+process with its own RunEngine (built by the same ``make_run_engine``, so its documents
+reach the same bus, store and live views). The session plan therefore *drives* the
+queue instead of executing it:
 
 1. open the worker environment if it is closed;
 2. switch on the queue's autostart, so anything POSTed is run as soon as it arrives
