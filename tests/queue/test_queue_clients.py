@@ -145,3 +145,15 @@ def test_qserver_console_monitor_follows_a_plan(qpod: RunningPod, rm: Any) -> No
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_deep_nesting_refused_over_zmq(rm: Any, zrm: Any) -> None:
+    """Over HTTP a body nested deeper than 64 levels is a 400 before it is parsed; over
+    0MQ the manager parses it and must refuse it the same way."""
+    nested: Any = 1
+    for _ in range(100):
+        nested = [nested]
+    with pytest.raises(zrm.RequestFailedError) as info:
+        zrm.item_add(BPlan("count", ["pinhole"], md={"deep": nested}))
+    assert "nested deeper than 64 levels" in str(info.value)
+    assert queue_len(rm) == 0

@@ -59,8 +59,8 @@ def strict(validate_plan: Callable[..., tuple[bool, str]]) -> Callable[..., tupl
                 problems = check_item(plan, allowed_plans, allowed_devices)
             except RecursionError:
                 problems = ["the item is nested too deeply"]
-            if problems:
-                return False, "Plan validation failed: " + "; ".join(problems)
+            if problems:  # the same line the HTTP gate answers
+                return False, "; ".join(problems)
         success, msg = validate_plan(
             plan, allowed_plans=allowed_plans, allowed_devices=allowed_devices
         )

@@ -68,6 +68,7 @@ CONTROL_ONLY = Rule(owner=False, observer=False)
 
 
 def rule_for(method: str, path: str) -> Rule:
-    """The rule of a request; HEAD is GET; anything not listed needs the control key."""
+    """The rule of a request; HEAD is GET; anything not listed exactly (a trailing slash,
+    another method) needs the control key."""
     method = "GET" if method == "HEAD" else method
-    return ROUTES.get((method, path.rstrip("/") or "/"), CONTROL_ONLY)
+    return ROUTES.get((method, path), CONTROL_ONLY)
