@@ -344,3 +344,31 @@ def test_check_item_accepts_good_items(lists: Any) -> None:
     )
     assert "motor.readback" in device_names(devices)
     assert check_item({"name": "count", "args": [["motor.readback"]]}, plans, devices) == []
+
+
+def test_manager_validation_refuses_what_the_gate_refuses(lists: Any) -> None:
+    """The RE Manager's validate_plan, wrapped as _manager_main does (every 0MQ channel)."""
+    from bluesky_queueserver.manager.profile_ops import validate_plan
+
+    from beampod.queue._manager_main import strict
+
+    plans, devices = lists
+    check = strict(validate_plan)
+    ok, msg = check(
+        {"name": "scan", "args": [["det"], "motor", -1, 1, "three"]},
+        allowed_plans=plans,
+        allowed_devices=devices,
+    )
+    assert not ok and msg.startswith("unknown device 'three'"), msg
+    ok, msg = check(
+        {"name": "count", "args": [["det"]], "kwargs": {"num": "three"}},
+        allowed_plans=plans,
+        allowed_devices=devices,
+    )
+    assert not ok and "argument 'num'" in msg and "\n" not in msg, msg
+    ok, msg = check(
+        {"name": "count", "args": [["det"]], "kwargs": {"num": 3}},
+        allowed_plans=plans,
+        allowed_devices=devices,
+    )
+    assert ok, msg
