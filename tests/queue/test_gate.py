@@ -89,7 +89,7 @@ def client(
         ),
         FakeCatalog(lists),
     )
-    transport = httpx.ASGITransport(app=gate, client=(peer, 12345))  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=gate, client=(peer, 12345))
     return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:60607")  # type: ignore[return-value]
 
 

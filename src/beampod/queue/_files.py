@@ -108,10 +108,10 @@ def _private_dir_of_user(path: Path) -> bool:
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
 
 
-def make_info_socket_dir(pod: LoadedPod) -> Path:
+def make_info_socket_dir(home: PodHome) -> Path:
     """Create (or check) the 0700 directory of the info socket; refuse a directory that
-    another user owns or can enter (someone could listen there in our place)."""
-    directory = info_socket_path(pod.home).parent
+    another user owns (someone could listen there in our place)."""
+    directory = info_socket_path(home).parent
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = directory.lstat()
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():

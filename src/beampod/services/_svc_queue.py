@@ -46,7 +46,7 @@ def manager_spec(pod: LoadedPod, run_engine_factory: str = SESSION_RE_FACTORY) -
 
     def prepare() -> None:
         write_permissions(pod)
-        make_info_socket_dir(pod)
+        make_info_socket_dir(pod.home)
 
     argv = python_module(
         "beampod.queue._manager_main",
