@@ -95,6 +95,19 @@ def test_queue_server_plan_serves_posted_plans(qpod: RunningPod, rm: Any) -> Non
     assert last_history(rm)["result"]["exit_status"] == "completed"
 
 
+def test_queue_server_plan_serves_without_a_bus(qpod: RunningPod, rm: Any) -> None:
+    """This pod has no NATS: no live table, said once, and the queue is served anyway."""
+    from bluesky import RunEngine
+
+    from beampod.queue import queue_server_plan
+
+    rm.item_add(BPlan("count", ["pinhole"]))
+    lines: list[str] = []
+    RunEngine({})(queue_server_plan(qpod.pod, until_empty=True, poll_s=0.1, report=lines.append))
+    assert any(line.startswith("queue server: no live table (") for line in lines), lines
+    assert any("count(['pinhole']) -> completed" in line for line in lines), lines
+
+
 @pytest.mark.timeout(90)
 def test_queue_server_plan_pauses_on_one_ctrl_c_and_abort_stops_serving(
     qpod: RunningPod, rm: Any
