@@ -1,4 +1,5 @@
-"""A real queue pod per module: redis, the demo IOCs, ``queue`` and ``queue-http``, run by
+"""Real queue pods (one with loopback access for the owner, one without), shared by the
+queue tests of a session: redis, the demo IOCs, ``queue`` and ``queue-http``, run by
 the beampod Supervisor on its own event loop in a background thread.
 
 Readiness is the supervisor's probes (with deadlines); teardown stops everything and
@@ -9,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,9 +129,9 @@ def stop_queue_pod(running: RunningPod) -> None:
     assert not left, f"processes left behind: {[p.info for p in left]}"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def qpod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPod]:
-    """A demo queue pod that lets loopback clients in without a key (as in bluesky-pods)."""
+    """A demo queue pod that lets loopback clients in without a key (the demo's setup)."""
     running = start_queue_pod(tmp_path_factory.mktemp("qpod"), allow_loopback=True)
     try:
         yield running
@@ -135,7 +139,7 @@ def qpod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPod]:
         stop_queue_pod(running)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def locked_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPod]:
     """A queue pod with loopback access off: every request needs a key."""
     running = start_queue_pod(tmp_path_factory.mktemp("lpod"), allow_loopback=False)
@@ -143,3 +147,58 @@ def locked_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPod]
         yield running
     finally:
         stop_queue_pod(running)
+
+
+WAIT_S = 120.0
+
+#: Runs a Python snippet as the unprivileged local user ``nobody`` (the tests run as root).
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+
+
+def as_nobody(code: str, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+    if os.getuid() != 0:
+        pytest.skip("needs root to run a client as the local user 'nobody'")
+    return subprocess.run(
+        [*AS_NOBODY, sys.executable, "-I", "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+        cwd="/",
+    )
+
+
+@pytest.fixture
+def rm(qpod: RunningPod) -> Iterator[Any]:
+    """REManagerAPI over HTTP with the control key, on a clean, idle queue with the
+    worker environment open (a test before may have closed it or restarted the manager)."""
+    from bluesky_queueserver_api.http import REManagerAPI
+
+    api = REManagerAPI(http_server_uri=qpod.http)
+    api.set_authorization_key(api_key=qpod.control_key)
+    api.wait_for_idle(timeout=WAIT_S)
+    if not api.status(reload=True)["worker_environment_exists"]:
+        api.environment_open()
+        api.wait_for_idle(timeout=WAIT_S)
+    api.queue_clear()
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
+    """Poll ``check`` against a deadline (a condition, never a fixed sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def queue_len(rm: Any) -> int:
+    return int(rm.status(reload=True)["items_in_queue"])
+
+
+def last_history(rm: Any) -> dict[str, Any]:
+    return dict(rm.history_get(reload=True)["items"][-1])

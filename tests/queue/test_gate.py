@@ -68,14 +68,29 @@ async def echo_app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
-def client(lists: Any, *, loopback: bool, peer: str = "127.0.0.1") -> httpx.AsyncClient:
+OWNER_UID, OTHER_UID = 1000, 65534
+
+
+def client(
+    lists: Any, *, loopback: bool, peer: str = "127.0.0.1", peer_uid: int | None = OWNER_UID
+) -> httpx.Client:
+    """The gate in front of ``echo_app``; ``peer_uid`` is what the kernel would report as
+    the owner of the client's socket (the real lookup is tested in test_auth_peer.py)."""
     gate = QueueGate(
         echo_app,
-        GateSettings(CONTROL, OBSERVER, INTERNAL, loopback, max_body_bytes=4096),
+        GateSettings(
+            CONTROL,
+            OBSERVER,
+            INTERNAL,
+            loopback,
+            max_body_bytes=4096,
+            owner_uid=OWNER_UID,
+            peer_uid=lambda _client, _server: peer_uid,
+        ),
         FakeCatalog(lists),
     )
     transport = httpx.ASGITransport(app=gate, client=(peer, 12345))
-    return httpx.AsyncClient(transport=transport, base_url="http://q")
+    return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:60607")  # type: ignore[return-value]
 
 
 def get(c: Any, path: str, **kw: Any) -> httpx.Response:
@@ -86,8 +101,7 @@ def get(c: Any, path: str, **kw: Any) -> httpx.Response:
     return asyncio.run(go())
 
 
-# What the bluesky-pods demo POSTs to /qs/add_to_queue.
-BODY = {"plan": {"plan": "scan", "args": [["det"], "motor", -10, 10, 25]}}
+DEMO = {"plan": {"plan": "scan", "args": [["det"], "motor", -10, 10, 25]}}
 
 
 @pytest.mark.parametrize(
@@ -95,6 +109,7 @@ BODY = {"plan": {"plan": "scan", "args": [["det"], "motor", -10, 10, 25]}}
     [
         (True, "127.0.0.1", {}, {}, 200, f"ApiKey {INTERNAL}"),
         (True, "::1", {}, {}, 200, f"ApiKey {INTERNAL}"),
+        (True, "::ffff:127.0.0.1", {}, {}, 200, f"ApiKey {INTERNAL}"),
         (True, "10.0.0.5", {}, {}, 401, None),
         (False, "127.0.0.1", {}, {}, 401, None),
         (False, "10.0.0.5", {"Authorization": f"ApiKey {CONTROL}"}, {}, 200, f"ApiKey {INTERNAL}"),
@@ -131,12 +146,12 @@ def test_identity(
 
 
 def test_demo_route_is_translated(lists: Any) -> None:
-    resp = get(client(lists, loopback=True), "/qs/add_to_queue", method="POST", json=BODY)
+    resp = get(client(lists, loopback=True), "/qs/add_to_queue", method="POST", json=DEMO)
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["path"] == "/api/queue/item/add"
     assert json.loads(body["body"]) == {
-        "item": {"item_type": "plan", "name": "scan", "args": BODY["plan"]["args"], "kwargs": {}}
+        "item": {"item_type": "plan", "name": "scan", "args": DEMO["plan"]["args"], "kwargs": {}}
     }
 
 
@@ -156,25 +171,25 @@ def test_demo_route_is_translated(lists: Any) -> None:
         (
             "/api/queue/item/add",
             json.dumps({"item": {"name": "scann"}}).encode(),
-            422,
+            200,
             "unknown plan 'scann'",
         ),
         (
             "/api/queue/item/add",
             json.dumps({"item": {"name": "scan", "args": [["det"], "motr", 1, 2, 3]}}).encode(),
-            422,
+            200,
             "unknown device 'motr'",
         ),
         (
             "/api/queue/item/add",
             json.dumps({"item": {"name": "count", "args": [["dett"]]}}).encode(),
-            422,
+            200,
             "unknown device 'dett' in argument 'detectors'",
         ),
         (
             "/api/queue/item/add",
             json.dumps({"item": {"name": "count"}}).encode(),
-            422,
+            200,
             "missing required argument 'detectors'",
         ),
         (
@@ -187,33 +202,138 @@ def test_demo_route_is_translated(lists: Any) -> None:
                     ]
                 }
             ).encode(),
-            422,
+            200,
             "item 1: plan 'count' has no parameter 'nmu'",
+        ),
+        (
+            "/api/queue/item/add",
+            json.dumps(
+                {"item": {"name": "count", "args": [["det"]], "kwargs": {"num": 10**28}}}
+            ).encode(),
+            200,
+            "integer 10000000000000000000000000000 does not fit in 64 bits",
+        ),
+        (
+            "/api/queue/item/add",
+            b'{"item": {"name": "count", "args": [["det"]], "kwargs": {"delay": NaN}}}',
+            400,
+            "NaN is not a JSON number",
+        ),
+        (
+            "/api/queue/item/add",
+            b'{"item": {"name": "count", "args": [' + b"[" * 2000 + b"]" * 2000 + b"]}}",
+            400,
+            "nested deeper than 64 levels",
+        ),
+        (
+            "/api/queue/item/add",
+            json.dumps(
+                {"item": {"name": "count", "args": [["det"]], "kwargs": {"md": {"uid": "x"}}}}
+            ).encode(),
+            200,
+            "may not set 'uid'",
+        ),
+        (
+            "/api/queue/item/add",
+            json.dumps(
+                {"item": {"name": "count", "args": [["det"]], "kwargs": {"md": {"scan_id": "7"}}}}
+            ).encode(),
+            200,
+            "'scan_id' must be a non-negative integer",
+        ),
+        (
+            "/api/queue/item/update",
+            json.dumps(
+                {"item": {"name": "count", "args": [["__import__('os')"]], "item_uid": "u"}}
+            ).encode(),
+            200,
+            "unknown device \"__import__('os')\"",
+        ),
+        (
+            "/api/queue/item/execute",
+            json.dumps(
+                {"item": {"name": "scan", "args": [["det"], "motor", -1, 1, "three"]}}
+            ).encode(),
+            200,
+            "unknown device 'three'",
         ),
     ],
 )
 def test_bad_submissions(lists: Any, path: str, content: bytes, status: int, words: str) -> None:
+    """Malformed requests get a 4xx with ``detail``; well-formed submissions that are
+    refused get bluesky-httpserver's own answer, 200 ``success: false`` with ``msg``."""
     resp = get(
         client(lists, loopback=True),
         path,
         method="POST",
         content=content,
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"ApiKey {CONTROL}"},
     )
     assert resp.status_code == status, resp.text
-    assert words in json.dumps(resp.json()["detail"])
+    if status == 200:
+        assert resp.json()["success"] is False, resp.text
+        assert words in resp.json()["msg"]
+        assert "\n" not in resp.json()["msg"]
+    else:
+        assert words in json.dumps(resp.json()["detail"])
 
 
-def test_manager_refusal_becomes_422(lists: Any) -> None:
-    # The httpserver answers a refused submission with 200 {"success": false, "msg": ...}.
-    item = {"item": {"name": "count", "args": [["det"]], "kwargs": {"md": {"refuse": 1}}}}
-    resp = get(client(lists, loopback=True), "/api/queue/item/add", method="POST", json=item)
-    assert resp.status_code == 422, resp.text
-    assert resp.json() == {"success": False, "msg": "no", "detail": "no"}
-    # Only submissions are rewritten: any other answer passes through as it was.
-    resp = get(client(lists, loopback=True), "/api/queue/start", method="POST", json=item)
-    assert resp.status_code == 200, resp.text
-    assert resp.json() == {"success": False, "msg": "no"}
+def test_owner_without_key_gets_only_the_demo_routes(lists: Any) -> None:
+    c = lambda: client(lists, loopback=True)  # noqa: E731 - one ASGI client per request
+    assert get(c(), "/api/status").status_code == 200
+    assert get(c(), "/api/history/get").status_code == 200
+    assert get(c(), "/api/stream_console_output").status_code == 200
+    ok = get(c(), "/qs/add_to_queue", method="POST", json=DEMO)
+    assert ok.status_code == 200 and ok.json()["path"] == "/api/queue/item/add"
+    assert get(c(), "/api/queue/start", method="POST").status_code == 200
+    for method, path in (
+        ("POST", "/api/script/upload"),
+        ("POST", "/api/function/execute"),
+        ("POST", "/api/queue/clear"),
+        ("POST", "/api/history/clear"),
+        ("POST", "/api/lock"),
+        ("POST", "/api/manager/stop"),
+        ("POST", "/api/environment/destroy"),
+        ("POST", "/api/test/manager/kill"),
+        ("POST", "/api/permissions/set"),
+        ("POST", "/api/queue/item/update"),
+        ("GET", "/api/plans/allowed"),
+        ("GET", "/docs"),
+        ("GET", "/api/auth/apikey"),
+    ):
+        resp = get(c(), path, method=method)
+        assert resp.status_code == 401, (path, resp.text)
+        assert "control key" in resp.json()["detail"], resp.text
+
+
+def test_other_local_user_without_key_gets_nothing(lists: Any) -> None:
+    for uid in (OTHER_UID, None):
+        for method, path in (("GET", "/api/status"), ("POST", "/qs/add_to_queue")):
+            resp = get(client(lists, loopback=True, peer_uid=uid), path, method=method, json=DEMO)
+            assert resp.status_code == 401, (uid, path, resp.text)
+            assert "only the pod owner" in resp.json()["detail"]
+
+
+def test_observer_key_is_read_only(lists: Any) -> None:
+    obs = {"Authorization": f"ApiKey {OBSERVER}"}
+    c = lambda: client(lists, loopback=False, peer="10.0.0.5")  # noqa: E731
+    assert get(c(), "/api/plans/allowed", headers=obs).status_code == 200
+    for method, path in (
+        ("POST", "/api/queue/item/add"),
+        ("POST", "/qs/add_to_queue"),
+        ("POST", "/api/queue/start"),
+        ("POST", "/api/queue/clear"),
+        ("POST", "/api/script/upload"),
+    ):
+        resp = get(c(), path, method=method, headers=obs, json=DEMO)
+        assert resp.status_code == 401 and "observer key" in resp.json()["detail"], path
+
+
+def test_control_key_may_call_any_route(lists: Any) -> None:
+    ctl = {"Authorization": f"ApiKey {CONTROL}"}
+    for path in ("/api/script/upload", "/api/manager/stop", "/api/history/clear"):
+        resp = get(client(lists, loopback=False), path, method="POST", headers=ctl, json={})
+        assert resp.status_code == 200 and resp.json()["auth"] == f"ApiKey {INTERNAL}", path
 
 
 def test_check_item_accepts_good_items(lists: Any) -> None:
@@ -224,3 +344,31 @@ def test_check_item_accepts_good_items(lists: Any) -> None:
     )
     assert "motor.readback" in device_names(devices)
     assert check_item({"name": "count", "args": [["motor.readback"]]}, plans, devices) == []
+
+
+def test_manager_validation_refuses_what_the_gate_refuses(lists: Any) -> None:
+    """The RE Manager's validate_plan, wrapped as _manager_main does (every 0MQ channel)."""
+    from bluesky_queueserver.manager.profile_ops import validate_plan
+
+    from beampod.queue._manager_main import strict
+
+    plans, devices = lists
+    check = strict(validate_plan)
+    ok, msg = check(
+        {"name": "scan", "args": [["det"], "motor", -1, 1, "three"]},
+        allowed_plans=plans,
+        allowed_devices=devices,
+    )
+    assert not ok and msg.startswith("unknown device 'three'"), msg
+    ok, msg = check(
+        {"name": "count", "args": [["det"]], "kwargs": {"num": "three"}},
+        allowed_plans=plans,
+        allowed_devices=devices,
+    )
+    assert not ok and "argument 'num'" in msg and "\n" not in msg, msg
+    ok, msg = check(
+        {"name": "count", "args": [["det"]], "kwargs": {"num": 3}},
+        allowed_plans=plans,
+        allowed_devices=devices,
+    )
+    assert ok, msg

@@ -1,9 +1,10 @@
-"""The bluesky-pods queue demo end to end on a pod (``beampod up -d``): POST -> queue worker ->
+"""The bluesky-pods demo end to end on a whole pod (``beampod up -d``): POST -> queue worker ->
 durable publisher -> bus -> writer -> Tiled, read back with ``beampod runs``."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import httpx
@@ -20,7 +21,7 @@ pytestmark = [pytest.mark.pod, pytest.mark.slow]
 DEMO_BODY = '{"plan": {"plan":"scan", "args":[["pinhole"], "motor_ph", -10, 10, 25]}}'
 
 
-def test_pods_demo_scan_lands_in_the_store_with_25_events(pod: LoadedPod) -> None:
+def test_demo_scan_lands_in_the_store_with_25_events(pod: LoadedPod) -> None:
     uri = http_uri(pod)
     resp = httpx.post(
         f"{uri}/qs/add_to_queue",
@@ -59,10 +60,12 @@ def test_pods_demo_scan_lands_in_the_store_with_25_events(pod: LoadedPod) -> Non
 
 
 def test_pods_queue_demo_verbatim(pod: LoadedPod) -> None:
-    """The bluesky-pods queue demo as a user types it: httpie's ``http POST .../qs/add_to_queue
-    'plan:=...'`` (only the port differs: the test pod runs on free ports), then
-    ``RE(queue_server_plan())`` in a session; the scan runs in the queue worker and
-    lands in Tiled with 25 events of ``pinhole`` against ``motor_ph``."""
+    """The bluesky-pods demo's queue part as a user types it: httpie's
+    ``http POST .../qs/add_to_queue 'plan:=...'`` (only the port differs: the test pod
+    runs on free ports), then
+    ``RE(queue_server_plan())`` in a session; the scan runs in the queue worker, shows
+    as a LiveTable in the session, and lands in Tiled with 25 events of ``pinhole``
+    against ``motor_ph``."""
     import sys
     from pathlib import Path
 
@@ -91,6 +94,20 @@ def test_pods_queue_demo_verbatim(pod: LoadedPod) -> None:
         pod.home.root, "shell", "-c", "RE(queue_server_plan(until_empty=True))"
     ).stdout
     assert "-> completed" in out, out
+    # The worker's run as a LiveTable in the session (from the bus), before its result.
+    header = next((line for line in out.splitlines() if "seq_num" in line), "")
+    columns = [c.strip() for c in header.strip().strip("|").split("|")]
+    assert {"seq_num", "motor_ph", "pinhole"} <= set(columns), out
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in out.splitlines()
+        if re.match(r"^\|\s+\d+ \|", line)
+    ]
+    assert [int(r[columns.index("seq_num")]) for r in rows] == list(range(1, 26)), out
+    motor = [float(r[columns.index("motor_ph")]) for r in rows]
+    np.testing.assert_allclose(motor, np.linspace(-10, 10, 25), atol=1e-3)
+    assert all(float(r[columns.index("pinhole")]) >= 0 for r in rows), out
+    assert out.index("seq_num") < out.index("-> completed")
     rm = REManagerAPI(http_server_uri=http_uri(pod))
     rm.set_authorization_key(api_key=pod.secrets.queue_control_key.get_secret_value())
     try:

@@ -2,7 +2,7 @@
 
 Public API:
 
-- :func:`queue_server_plan` — ``RE(queue_server_plan())`` in the session (bluesky-pods' loop);
+- :func:`queue_server_plan` — ``RE(queue_server_plan())`` in the session (the demo's loop);
 - :class:`QueueClient` — the HTTP API with the pod's keys and beampod errors;
 - file locations and generated configuration used by ``beampod.services._svc_queue``.
 
@@ -22,13 +22,16 @@ from beampod.queue._files import (
     http_config,
     http_uri,
     info_address,
+    info_socket_path,
+    make_info_socket_dir,
     user_group_permissions,
     write_http_config,
     write_permissions,
 )
 from beampod.queue._namespace import read_journal
 from beampod.queue._plan import queue_server_plan
-from beampod.queue._validate import check_item, device_names
+from beampod.queue._validate import check_item, device_names, summarize_refusal
+from beampod.queue._values import check_values
 
 __all__ = [
     "OBSERVER_SCOPES",
@@ -37,16 +40,20 @@ __all__ = [
     "QueueClient",
     "QueueFiles",
     "check_item",
+    "check_values",
     "control_address",
     "default_group",
     "device_names",
     "http_config",
     "http_uri",
     "info_address",
+    "info_socket_path",
+    "make_info_socket_dir",
     "manager_answers",
     "open_environment",
     "queue_server_plan",
     "read_journal",
+    "summarize_refusal",
     "user_group_permissions",
     "write_http_config",
     "write_permissions",

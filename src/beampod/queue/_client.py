@@ -13,6 +13,7 @@ from typing import Any
 from beampod.config import LoadedPod
 from beampod.errors import BeampodError, PlanError, PodNotRunningError, UsageError
 from beampod.queue._files import http_uri
+from beampod.queue._values import check_values
 
 Progress = Callable[[str], None]
 
@@ -87,6 +88,10 @@ class QueueClient:
         plans = self.call("plans_allowed")["plans_allowed"]
         devices = self.call("devices_allowed")["devices_allowed"]
         call = parse_plan_call(expression, plans, devices)
+        # Before JSON: it would silently turn ``md={1: 2}`` into ``{"1": 2}``.
+        problems = check_values({"args": list(call.args), "kwargs": dict(call.kwargs)})
+        if problems:
+            raise PlanError(f"item_add: {'; '.join(problems)}")
         item = BPlan(call.plan, *_plain(call.args), **_plain(call.kwargs))
         kwargs = {"pos": pos} if pos is not None else {}
         return dict(self.call("item_add", item, submission=True, **kwargs)["item"])

@@ -7,7 +7,9 @@ public key, and nothing in this directory is for other local users.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import yaml
 
 from beampod.config import LoadedPod, PodHome
+from beampod.errors import BeampodError
 
 #: Redis key prefix of the queue, history and manager state (one queue per pod).
 REDIS_NAME_PREFIX = "beampod_qs"
@@ -72,8 +75,59 @@ def control_address(pod: LoadedPod) -> str:
     return f"tcp://{connect_host(pod.config.pod.bind)}:{pod.config.queue.control_port}"
 
 
+#: A unix socket path is limited to 107 bytes (``sun_path`` is 108 with the NUL).
+UNIX_PATH_MAX = 107
+INFO_SOCKET_NAME = "info.sock"
+
+
+def info_socket_path(home: PodHome, *, environ: dict[str, str] | None = None) -> Path:
+    """Where the RE Manager publishes console output and status (its "info" socket).
+
+    A unix socket inside ``<home>/run/queue/`` (mode 0700), so only the pod owner can
+    connect. When that path is longer than a unix socket allows, a short private
+    directory is used instead: ``$XDG_RUNTIME_DIR/beampod-<hash>/`` if that runtime
+    directory exists and belongs to the user, else ``/tmp/beampod-<uid>-<hash>/``;
+    ``<hash>`` is derived from the pod home, so each pod has its own.
+    """
+    preferred = QueueFiles.of(home).root / INFO_SOCKET_NAME
+    if len(str(preferred).encode()) <= UNIX_PATH_MAX:
+        return preferred
+    env = os.environ if environ is None else environ
+    tag = hashlib.sha256(str(home.root.resolve()).encode()).hexdigest()[:12]
+    runtime = env.get("XDG_RUNTIME_DIR", "")
+    if runtime and _private_dir_of_user(Path(runtime)):
+        return Path(runtime) / f"beampod-{tag}" / INFO_SOCKET_NAME
+    return Path("/tmp") / f"beampod-{os.getuid()}-{tag}" / INFO_SOCKET_NAME
+
+
+def _private_dir_of_user(path: Path) -> bool:
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
+def make_info_socket_dir(home: PodHome) -> Path:
+    """Create (or check) the 0700 directory of the info socket; refuse a directory that
+    another user owns (someone could listen there in our place)."""
+    directory = info_socket_path(home).parent
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = directory.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise BeampodError(
+            f"{directory} (for the queue's info socket) is not a directory owned by uid "
+            f"{os.getuid()}; remove it and start the pod again"
+        )
+    if st.st_mode & 0o077:
+        directory.chmod(0o700)
+    return directory
+
+
 def info_address(pod: LoadedPod) -> str:
-    return f"tcp://{connect_host(pod.config.pod.bind)}:{pod.config.queue.info_port}"
+    """The RE Manager's info socket (console output, status): ``ipc://`` + a path only
+    the pod owner can reach (see :func:`info_socket_path`)."""
+    return f"ipc://{info_socket_path(pod.home)}"
 
 
 def http_uri(pod: LoadedPod) -> str:

@@ -1,33 +1,46 @@
-"""An ASGI layer in front of bluesky-httpserver: pod API keys, loopback access, body
-limits, submission checks, and the bluesky-pods demo's ``/qs/add_to_queue`` route.
+"""An ASGI layer in front of bluesky-httpserver: who may call what, body limits,
+submission checks, and the bluesky-pods demo's ``/qs/add_to_queue`` route.
 
-Why a layer of our own: bluesky-httpserver knows one "single-user" API key (letters and
-digits only) and anonymous access; it cannot give two keys different rights, nor allow
-anonymous access from loopback only. So this gate authenticates every request first and
-forwards it with an identity the httpserver understands:
+Why a layer of our own: bluesky-httpserver knows one "single-user" API key and anonymous
+access; it cannot give two keys different rights, nor tell the pod's owner from another
+local user. So this gate decides every request first (see :mod:`beampod.queue._routes`
+for the allow-list) and forwards it with an identity the httpserver understands:
 
-- ``ApiKey <queue_control_key>`` or, when ``allow_loopback_unauthenticated`` is on, no
-  key from 127.0.0.1/::1 -> forwarded with the httpserver's single-user key, an internal
-  random key that exists only in this process's memory (full control);
-- ``ApiKey <queue_observer_key>`` -> forwarded without credentials; the httpserver's
-  anonymous role is configured read-only, so writes are refused by the httpserver itself;
+- ``ApiKey <queue_control_key>`` -> any route, forwarded with the httpserver's
+  single-user key (an internal random key that exists only in this process's memory);
+- ``ApiKey <queue_observer_key>`` -> the listed read routes, forwarded without
+  credentials (the httpserver's anonymous role is read-only as well);
+- no key, when ``allow_loopback_unauthenticated`` is on, over loopback, from a socket
+  that the kernel says belongs to the pod owner's uid (:func:`beampod.auth.peer_uid`)
+  -> only the routes the bluesky-pods demo needs, forwarded with the internal key;
 - anything else -> 401 here, the request never reaches the httpserver.
 
 Keys are accepted in the ``Authorization: ApiKey ...`` header or an ``api_key`` query
 parameter (what REManagerAPI and tiled-style clients send); cookies are dropped.
+
+Submissions (add, add/batch, execute, update, ``/qs/add_to_queue``) are checked here
+with the same function the RE Manager runs (:func:`beampod.queue.check_item`). A
+malformed request (not JSON, too large, too deeply nested, no item) gets a 4xx; a
+well-formed submission that is refused gets what bluesky-httpserver answers for a
+refusal, ``200 {"success": false, "msg": "<one line>"}``, so ``REManagerAPI`` raises
+``RequestFailedError`` as it does against any queue server.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import os
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 
+from beampod.auth import peer_uid
+from beampod.errors import BeampodError
+from beampod.queue._routes import Rule, rule_for
 from beampod.queue._validate import check_item
+from beampod.queue._values import MAX_DEPTH, json_depth_exceeds
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -35,9 +48,17 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-LEGACY_ROUTE = "/qs/add_to_queue"
-_ADD_ROUTES = {"/api/queue/item/add", "/api/queue/item/execute", "/api/queue/item/add/batch"}
-_LOOPBACK = {"127.0.0.1", "::1"}
+DEMO_ROUTE = "/qs/add_to_queue"
+_ADD_ROUTES = {
+    "/api/queue/item/add",
+    "/api/queue/item/execute",
+    "/api/queue/item/add/batch",
+    "/api/queue/item/update",
+}
+_LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+_KEY_HINT = "'Authorization: ApiKey <key>' with queue_control_key from the pod's secrets.yaml"
+
+PeerUid = Callable[[tuple[str, int], tuple[str, int]], "int | None"]
 
 
 class Catalog(Protocol):
@@ -53,6 +74,18 @@ class GateSettings:
     internal_key: str
     allow_loopback: bool
     max_body_bytes: int = 1 << 20
+    #: The pod owner: the uid the queue-http service runs as.
+    owner_uid: int = field(default_factory=os.getuid)
+    #: Who owns a loopback connection (client, server) -> uid; ``/proc/net/tcp*``.
+    peer_uid: PeerUid = peer_uid
+
+
+class Refusal(Exception):
+    """A well-formed submission that is refused: 200 ``{"success": false, "msg"}``."""
+
+    def __init__(self, msg: str, batch: int | None = None) -> None:
+        super().__init__(msg)
+        self.msg, self.batch = msg, batch
 
 
 class RequestRefused(Exception):
@@ -72,7 +105,7 @@ class QueueGate:
             await self._app(scope, receive, send)  # lifespan
             return
         try:
-            forward_key = self._authenticate(scope)
+            forward_key = self._authorize(scope)
         except RequestRefused as exc:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
@@ -85,8 +118,8 @@ class QueueGate:
             return
         try:
             body = await self._read_body(scope, receive)
-            if scope["path"] == LEGACY_ROUTE:
-                body = _legacy_to_modern(body)
+            if scope["path"] == DEMO_ROUTE:
+                body = _demo_to_modern(body)
                 scope["path"], scope["raw_path"] = "/api/queue/item/add", b"/api/queue/item/add"
                 _set_header(scope, b"content-type", b"application/json")
             if scope["path"] in _ADD_ROUTES:
@@ -94,31 +127,64 @@ class QueueGate:
         except RequestRefused as exc:
             await _respond(send, exc.status, exc.detail)
             return
+        except Refusal as exc:
+            await _refuse(send, exc)
+            return
         _set_header(scope, b"content-length", str(len(body)).encode())
-        if scope["path"] in _ADD_ROUTES:
-            send = _RefusalToStatus(send)
         await self._app(scope, _replay(body, receive), send)
 
     # -- steps -------------------------------------------------------------------------
 
-    def _authenticate(self, scope: Scope) -> str | None:
-        """The key to forward (internal key, or None for the read-only anonymous role)."""
+    def _authorize(self, scope: Scope) -> str | None:
+        """The key to forward (internal key, or None for the read-only anonymous role),
+        or :class:`RequestRefused` (401) when this caller may not call this route."""
+        method = "WS" if scope["type"] == "websocket" else str(scope["method"])
+        rule = rule_for(method, str(scope["path"]))
         key = _presented_key(scope)
         if key is None:
-            client = (scope.get("client") or ("", 0))[0]
-            if self._s.allow_loopback and client in _LOOPBACK:
-                return self._s.internal_key
-            raise RequestRefused(
-                401,
-                "an API key is required (header 'Authorization: ApiKey "
-                "<key>'; queue_control_key or queue_observer_key in the "
-                "pod's secrets.yaml)",
-            )
+            self._require_owner(scope, rule, method)
+            return self._s.internal_key
         if secrets.compare_digest(key, self._s.control_key):
             return self._s.internal_key
         if secrets.compare_digest(key, self._s.observer_key):
+            if not rule.observer:
+                raise RequestRefused(
+                    401,
+                    f"{method} {scope['path']} is not allowed with the observer key "
+                    f"(read-only); it needs the control key: {_KEY_HINT}",
+                )
             return None
         raise RequestRefused(401, "invalid API key")
+
+    def _require_owner(self, scope: Scope, rule: Rule, method: str) -> None:
+        """No key: only the pod owner over loopback, and only for the demo's routes."""
+        client = scope.get("client")
+        server = scope.get("server")
+        if not self._s.allow_loopback or not client or client[0] not in _LOOPBACK:
+            raise RequestRefused(
+                401,
+                "an API key is required (header 'Authorization: ApiKey <key>'; "
+                "queue_control_key or queue_observer_key in the pod's secrets.yaml)",
+            )
+        ends = _endpoint(client), _endpoint(server)
+        try:
+            uid = self._s.peer_uid(ends[0], ends[1]) if ends[0] and ends[1] else None
+        except BeampodError:
+            uid = None
+        if uid != self._s.owner_uid:
+            raise RequestRefused(
+                401,
+                "an API key is required: only the pod owner's own processes may call "
+                "without a key (header 'Authorization: ApiKey <key>'; queue_control_key "
+                "or queue_observer_key in the pod's secrets.yaml)",
+            )
+        if not rule.owner:
+            raise RequestRefused(
+                401,
+                f"{method} {scope['path']} needs the control key even from the pod owner "
+                f"(without a key: submit plans, start the queue, read status/queue/"
+                f"history/console): {_KEY_HINT}",
+            )
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self._s.max_body_bytes
@@ -146,7 +212,8 @@ class QueueGate:
         payload = _parse_json(body)
         if not isinstance(payload, dict):
             raise RequestRefused(400, "the body must be a JSON object")
-        if "items" in payload:
+        batch = "items" in payload
+        if batch:
             items = payload["items"]
             if not isinstance(items, list):
                 raise RequestRefused(422, "'items' must be a JSON list")
@@ -161,74 +228,17 @@ class QueueGate:
         plans, devices = await self._catalog.lists()
         problems: list[str] = []
         for n, item in enumerate(items):
-            where = f"item {n}: " if len(items) > 1 else ""
+            where = f"item {n}: " if batch else ""
             problems += [where + p for p in check_item(item, plans, devices)]
         if problems:
-            raise RequestRefused(422, problems)
+            raise Refusal("; ".join(problems), batch=len(items) if batch else None)
 
 
-class _RefusalToStatus:
-    """The httpserver answers a refused submission with ``200 {"success": false, "msg"}``;
-    turn that into ``422`` (with the manager's message as ``detail``) so any HTTP client
-    sees the refusal for what it is. Only used on the (small) submission responses."""
-
-    def __init__(self, send: Send) -> None:
-        self._send = send
-        self._start: Message | None = None
-        self._chunks: list[bytes] = []
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self._start = dict(message)
-            return
-        if message["type"] != "http.response.body" or self._start is None:
-            await self._send(message)
-            return
-        self._chunks.append(message.get("body", b""))
-        if message.get("more_body", False):
-            return
-        start, body = self._start, b"".join(self._chunks)
-        if start["status"] == 200:
-            try:
-                payload = json.loads(body)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                payload = None
-            if isinstance(payload, dict) and payload.get("success") is False:
-                payload["detail"] = summarize_refusal(str(payload.get("msg") or ""))
-                body = json.dumps(payload).encode()
-                start = {**start, "status": 422}
-                start["headers"] = [
-                    (n, v) for n, v in start.get("headers", []) if n != b"content-length"
-                ]
-                start["headers"].append((b"content-length", str(len(body)).encode()))
-        await self._send(start)
-        await self._send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-_PYDANTIC_ERR = re.compile(
-    r"^(?P<field>[^\s].*)\n\s+(?P<msg>[^\n\[]+?)\s*\[type=[^,\]]+"
-    r"(?:, input_value=(?P<value>.*?), input_type=[^\]]+)?\]",
-    re.MULTILINE,
-)
-
-
-def summarize_refusal(msg: str) -> str:
-    """The manager's multi-line refusal (pydantic dump + the item echoed back) as one
-    line naming each offending argument; the full text stays in ``msg``."""
-    if not msg:
-        return "refused by the queue server"
-    head = msg.split("\nPlan:", 1)[0]
-    errors = [
-        f"argument {m['field'].strip()!r}: {m['msg'].strip()}"
-        + (f" (got {m['value']})" if m["value"] else "")
-        for m in _PYDANTIC_ERR.finditer(head)
-    ]
-    first = head.splitlines()[0] if head else msg
-    if errors:
-        first = first.split(": 1 validation error", 1)[0].split(" validation error", 1)[0]
-        first = re.sub(r":\s*\d+$", "", first)
-        return f"{first}: {'; '.join(errors)}"
-    return " ".join(line.strip() for line in head.splitlines() if line.strip())
+def _endpoint(value: Any) -> tuple[str, int] | None:
+    try:
+        return str(value[0]), int(value[1])
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def _presented_key(scope: Scope) -> str | None:
@@ -266,15 +276,23 @@ def _rewrite_identity(scope: Scope, key: str | None) -> None:
 def _parse_json(body: bytes) -> Any:
     if not body.strip():
         raise RequestRefused(400, "the request body is empty (expected JSON)")
+    if json_depth_exceeds(body):
+        raise RequestRefused(400, f"the JSON body is nested deeper than {MAX_DEPTH} levels")
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_no_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestRefused(400, f"malformed JSON body: {exc}") from None
+    except ValueError as exc:  # NaN/Infinity, or an integer too long to convert
         raise RequestRefused(400, f"malformed JSON body: {exc}") from None
 
 
-def _legacy_to_modern(body: bytes) -> bytes:
-    """``{"plan": {"plan": "scan", "args": [...], "kwargs": {...}}}`` (bluesky-pods' API) ->
-    ``{"item": {"item_type": "plan", "name": "scan", ...}}`` (today's API)."""
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (numbers must be finite)")
+
+
+def _demo_to_modern(body: bytes) -> bytes:
+    """``{"plan": {"plan": "scan", "args": [...], "kwargs": {...}}}`` (the bluesky-pods
+    demo's API) -> ``{"item": {"item_type": "plan", "name": "scan", ...}}`` (today's)."""
     payload = _parse_json(body)
     plan = payload.get("plan") if isinstance(payload, dict) else None
     if not isinstance(plan, dict):
@@ -311,6 +329,19 @@ def _replay(body: bytes, upstream: Receive) -> Receive:
 def _set_header(scope: Scope, name: bytes, value: bytes) -> None:
     scope["headers"] = [(n, v) for n, v in scope.get("headers", []) if n != name]
     scope["headers"].append((name, value))
+
+
+async def _refuse(send: Send, refusal: Refusal) -> None:
+    """bluesky-httpserver's own answer to a refused submission."""
+    payload: dict[str, Any] = {"success": False, "msg": refusal.msg}
+    if refusal.batch is None:
+        payload.update(qsize=None, item=None)
+    else:
+        payload.update(qsize=None, items=[], results=[])
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _respond(

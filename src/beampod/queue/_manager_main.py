@@ -1,11 +1,17 @@
 """``python -m beampod.queue._manager_main ARGS``: bluesky-queueserver's RE Manager, with
-two things start-re-manager cannot do itself.
+three things start-re-manager cannot do itself.
 
-1. The Redis password never enters the queue server's settings. start-re-manager only
+1. Plans are validated the way the HTTP gate validates them, on every channel (0MQ,
+   HTTP, ``qserver``): the manager's ``validate_plan`` (what ``_prepare_item`` calls for
+   add, add/batch, execute and update) is wrapped by :func:`strict_validate_plan`, which
+   first runs :func:`beampod.queue.check_item` (values, unknown devices in parameters
+   that also admit ``Any``, argument binding) and turns the manager's own multi-line
+   pydantic refusals into one line.
+2. The Redis password never enters the queue server's settings. start-re-manager only
    takes ``--redis-addr host:port/db`` (it prints its settings, including that address,
    to the log, and puts it into error messages), so the password is handed to redis-py
    here, in-process, from the pod's 0600 secrets file.
-2. The manager and worker processes the watchdog forks die with it. Without this a
+3. The manager and worker processes the watchdog forks die with it. Without this a
    SIGKILLed watchdog leaves them holding the 0MQ ports, and the supervisor's restart
    finds the ports taken.
 
@@ -41,6 +47,28 @@ def _with_password(from_url: Callable[..., Any], password: str) -> Callable[...,
     return from_url_with_password
 
 
+def strict(validate_plan: Callable[..., tuple[bool, str]]) -> Callable[..., tuple[bool, str]]:
+    """``validate_plan`` that also refuses what the gate refuses (one-line messages)."""
+    from beampod.queue._validate import check_item, summarize_refusal
+
+    def strict_validate_plan(
+        plan: dict[str, Any], *, allowed_plans: Any, allowed_devices: Any
+    ) -> tuple[bool, str]:
+        if allowed_plans is not None and allowed_devices is not None:
+            try:
+                problems = check_item(plan, allowed_plans, allowed_devices)
+            except RecursionError:
+                problems = ["the item is nested too deeply"]
+            if problems:  # the same line the HTTP gate answers
+                return False, "; ".join(problems)
+        success, msg = validate_plan(
+            plan, allowed_plans=allowed_plans, allowed_devices=allowed_devices
+        )
+        return success, (msg if success else summarize_refusal(msg))
+
+    return strict_validate_plan
+
+
 def main() -> int:
     import redis.asyncio
 
@@ -53,7 +81,11 @@ def main() -> int:
     )
     os.register_at_fork(after_in_child=_die_with_parent)
 
+    from bluesky_queueserver.manager import manager as re_manager
     from bluesky_queueserver.manager.start_manager import start_manager
+
+    # The manager module imported the name; the forked manager process inherits this.
+    re_manager.validate_plan = strict(re_manager.validate_plan)
 
     sys.argv = ["start-re-manager", *sys.argv[1:]]
     return int(start_manager() or 0)

@@ -1,17 +1,18 @@
-"""``RE(queue_server_plan())``: bluesky-pods' session-side queue loop, on today's queue server.
+"""``RE(queue_server_plan())``: the bluesky-pods demo's queue loop, on today's queue server.
 
-In the bluesky-pods demo, the session's RunEngine ran a plan that pulled plans off an HTTP queue and
-ran them itself. Today the queue server's RE Manager owns a worker process with its own
-RunEngine (built by the same ``make_run_engine``, so its documents reach the same bus,
-store and live views). The session plan therefore *drives* the queue instead of
-executing it:
+In the bluesky-pods demo, the session's RunEngine ran a plan that pulled plans off an
+HTTP queue and ran them itself. Today the queue server's RE Manager owns a worker
+process with its own RunEngine (built by the same ``make_run_engine``, so its documents
+reach the same bus, store and live views). The session plan therefore *drives* the
+queue instead of executing it:
 
 1. open the worker environment if it is closed;
 2. switch on the queue's autostart, so anything POSTed is run as soon as it arrives
    (what "post to that end point and watch the scans run" meant); plans already queued
    start too;
 3. report progress (which plan runs, how each ended) until stopped, or until the queue
-   is empty and idle with ``until_empty=True``;
+   is empty and idle with ``until_empty=True``, and show each run of the worker as a
+   LiveTable, from the bus (:class:`~beampod.queue._table.BusTable`);
 4. when the plan ends for any reason (Ctrl-C then ``RE.abort()``, ``RE.stop()``), switch
    autostart off again; a plan already running in the worker finishes normally.
 """
@@ -23,6 +24,7 @@ from typing import Any
 
 from beampod.config import LoadedPod, PodHome, load_pod
 from beampod.queue._client import QueueClient
+from beampod.queue._table import BusTable
 
 
 def queue_server_plan(
@@ -31,15 +33,23 @@ def queue_server_plan(
     until_empty: bool = False,
     poll_s: float = 0.5,
     report: Callable[[str], None] = print,
+    live_table: bool = True,
 ) -> Generator[Any, Any, list[dict[str, Any]]]:
     """Serve the pod's queue from the session; returns the history items that finished
-    while it ran."""
+    while it ran. ``live_table``: print a LiveTable of each run (from the bus)."""
     import bluesky.plan_stubs as bps
 
     pod = pod or load_pod(PodHome.resolve(None))
     client = QueueClient(pod)
     finished: list[dict[str, Any]] = []
+    table = BusTable(pod) if live_table else None
     try:
+        if table is not None:
+            problem = table.start()
+            if problem is not None:
+                report(f"queue server: no live table ({problem})")
+                table.close()
+                table = None
         client.open_environment(progress=report)
         seen_history = client.status()["items_in_history"]
         # Autostart also starts a queue that already holds plans; an explicit
@@ -64,6 +74,8 @@ def queue_server_plan(
                 seen_history = status["items_in_history"]
                 for item in new:
                     result = item.get("result", {})
+                    if table is not None:  # its table first, then how it ended
+                        table.wait_for_runs(result.get("run_uids") or [])
                     report(
                         f"queue server: {_describe(item)} -> {result.get('exit_status')}"
                         + (f" ({result.get('msg')})" if result.get("msg") else "")
@@ -81,6 +93,8 @@ def queue_server_plan(
             client.call("queue_autostart", False)
         finally:
             client.close()
+            if table is not None:
+                table.close()
 
 
 def _describe(item: dict[str, Any]) -> str:

@@ -17,6 +17,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from beampod.queue._values import check_values
+
 _DEVICE_TYPE_RE = re.compile(r"__(READABLE|MOVABLE|FLYABLE|DEVICE)__")
 _POSITIONAL = {"POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD"}
 _MAX_LISTED = 12
@@ -43,6 +45,9 @@ def check_item(
     """Every problem with ``item`` (a queue item dict), one readable line each."""
     if not isinstance(item, Mapping):
         return [f"the item must be a JSON object, got {_json_type(item)}"]
+    value_problems = check_values(item)
+    if value_problems:
+        return value_problems
     if item.get("item_type", "plan") != "plan":
         return []  # instructions and functions are checked by the manager
     name = item.get("name")
@@ -162,3 +167,29 @@ def _json_type(value: object) -> str:
         type(None): "null",
     }
     return names.get(type(value), type(value).__name__)
+
+
+_PYDANTIC_ERR = re.compile(
+    r"^(?P<field>[^\s].*)\n\s+(?P<msg>[^\n\[]+?)\s*\[type=[^,\]]+"
+    r"(?:, input_value=(?P<value>.*?), input_type=[^\]]+)?\]",
+    re.MULTILINE,
+)
+
+
+def summarize_refusal(msg: str) -> str:
+    """The manager's multi-line refusal (pydantic dump + the item echoed back) as one
+    line naming each offending argument; the full text stays in ``msg``."""
+    if not msg:
+        return "refused by the queue server"
+    head = msg.split("\nPlan:", 1)[0]
+    errors = [
+        f"argument {m['field'].strip()!r}: {m['msg'].strip()}"
+        + (f" (got {m['value']})" if m["value"] else "")
+        for m in _PYDANTIC_ERR.finditer(head)
+    ]
+    first = head.splitlines()[0] if head else msg
+    if errors:
+        first = first.split(": 1 validation error", 1)[0].split(" validation error", 1)[0]
+        first = re.sub(r":\s*\d+$", "", first)
+        return f"{first}: {'; '.join(errors)}"
+    return " ".join(line.strip() for line in head.splitlines() if line.strip())

@@ -24,7 +24,14 @@ def queue_specs(
 
 def manager_spec(pod: LoadedPod, run_engine_factory: str = SESSION_RE_FACTORY) -> ServiceSpec:
     from beampod.instrument import ca_client_env
-    from beampod.queue import RE_FACTORY_ENV, REDIS_NAME_PREFIX, QueueFiles, write_permissions
+    from beampod.queue import (
+        RE_FACTORY_ENV,
+        REDIS_NAME_PREFIX,
+        QueueFiles,
+        info_address,
+        make_info_socket_dir,
+        write_permissions,
+    )
     from beampod.queue import manager_answers as _manager_answers
 
     cfg = pod.config
@@ -39,6 +46,7 @@ def manager_spec(pod: LoadedPod, run_engine_factory: str = SESSION_RE_FACTORY) -
 
     def prepare() -> None:
         write_permissions(pod)
+        make_info_socket_dir(pod.home)
 
     argv = python_module(
         "beampod.queue._manager_main",
@@ -59,8 +67,10 @@ def manager_spec(pod: LoadedPod, run_engine_factory: str = SESSION_RE_FACTORY) -
         REDIS_NAME_PREFIX,
         "--zmq-control-addr",
         f"tcp://{bind}:{cfg.queue.control_port}",
+        # A unix socket in a 0700 directory: console output and status are for the
+        # pod owner only (the httpserver's console routes read it for HTTP clients).
         "--zmq-info-addr",
-        f"tcp://{bind}:{cfg.queue.info_port}",
+        info_address(pod),
         "--zmq-publish-console",
         "ON",
         "--console-output",
@@ -80,7 +90,7 @@ def manager_spec(pod: LoadedPod, run_engine_factory: str = SESSION_RE_FACTORY) -
         probe=CallableProbe(manager_answers, "RE Manager answers 'status' over encrypted 0MQ"),
         address=f"tcp://{bind}:{cfg.queue.control_port} (0MQ, CURVE)",
         depends_on=("redis", *iocs),
-        ports=(PortClaim(bind, cfg.queue.control_port), PortClaim(bind, cfg.queue.info_port)),
+        ports=(PortClaim(bind, cfg.queue.control_port),),
         prepare=prepare,
         ready_timeout=60.0,
         # The watchdog, manager and worker stop together on SIGTERM (their own handler).
@@ -97,7 +107,7 @@ def http_spec(pod: LoadedPod) -> ServiceSpec:
 
     def prepare() -> None:
         write_http_config(pod)
-        # The pod comes up with the instrument loaded, so the bluesky-pods demo's first POST finds
+        # The pod comes up with the instrument loaded, so the demo's first POST finds
         # `scan`, `pinhole` and `motor_ph` allowed. Idempotent: a no-op when it is open.
         open_environment(pod)
 
