@@ -5,6 +5,8 @@ from beampod.config._load import format_validation_error, json_schema, load_conf
 from beampod.config._model import (
     AgentSettings,
     ChannelAccessSettings,
+    CycleSettings,
+    EnvironmentSettings,
     InstrumentSettings,
     IocSettings,
     KafkaBus,
@@ -27,6 +29,8 @@ from beampod.config._secrets import InstrumentSecrets, Secrets
 __all__ = [
     "AgentSettings",
     "ChannelAccessSettings",
+    "CycleSettings",
+    "EnvironmentSettings",
     "InstrumentSecrets",
     "InstrumentSettings",
     "IocSettings",

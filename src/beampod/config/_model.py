@@ -235,6 +235,44 @@ class AgentSettings(Strict):
     )
 
 
+CycleName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+class CycleSettings(Strict):
+    """One operating cycle's Python environment (docs/environments.md)."""
+
+    requirements: list[str] = Field(
+        default_factory=list,
+        description="pip requirement strings every instrument of the facility needs.",
+    )
+    instruments: dict[InstrumentName, list[str]] = Field(
+        default_factory=dict,
+        description="Extra requirements of one instrument; the lock is the union of "
+        "`requirements` and every instrument's list.",
+    )
+    index_url: str | None = Field(None, description="Package index (default: PyPI).")
+    find_links: list[str] = Field(
+        default_factory=list, description="Directories or URLs of wheels (offline builds)."
+    )
+    no_index: bool = Field(False, description="Use only `find_links`, never an index.")
+
+
+class EnvironmentSettings(Strict):
+    """Read-only environments per operating cycle and per-instrument overlays."""
+
+    root: str | None = Field(
+        None, description="Where built cycle environments live (default: <home>/environments)."
+    )
+    overlays: str | None = Field(
+        None, description="Where instrument overlays live (default: <home>/overlays)."
+    )
+    staff_groups: dict[InstrumentName, str] = Field(
+        default_factory=dict,
+        description="Unix group owning an instrument's overlay (group-writable, setgid).",
+    )
+    cycles: dict[CycleName, CycleSettings] = Field(default_factory=dict)
+
+
 class PodConfig(Strict):
     version: Literal[1] = 1
     pod: PodSettings = PodSettings()
@@ -247,6 +285,7 @@ class PodConfig(Strict):
     channel_access: ChannelAccessSettings = ChannelAccessSettings()
     queue: QueueSettings = QueueSettings()
     agent: AgentSettings = AgentSettings()
+    environments: EnvironmentSettings = EnvironmentSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> PodConfig:
