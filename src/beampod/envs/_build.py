@@ -157,7 +157,7 @@ def read_manifest(env: Path) -> dict[str, Any]:
 
 
 def verify_tree(env: Path) -> list[str]:
-    """Every difference from the manifest: ``modified: PATH``, ``missing: PATH``, ``added: PATH``."""
+    """Differences from the manifest: ``modified: P``, ``missing: P``, ``added: P``."""
     expected: dict[str, str] = read_manifest(env)["files"]
     actual = fingerprint(env, skip=frozenset({MANIFEST_NAME}))
     problems = [f"modified: {p}" for p in expected if p in actual and actual[p] != expected[p]]

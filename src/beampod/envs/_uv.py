@@ -40,6 +40,10 @@ def run_uv(args: list[str], what: str, cwd: Path | None = None) -> str:
         raise CycleEnvError(f"{what}: cannot run uv ({exc})") from None
     if proc.returncode != 0:
         lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
-        reason = " ".join(ln.removeprefix("×").strip() for ln in lines[-3:]) or "no message"
+        first = next((i for i, ln in enumerate(lines) if ln.startswith(("error", "\u00d7"))), 0)
+        reason = " ".join(ln.removeprefix("\u00d7").strip() for ln in lines[first:]) or "no message"
+        reason = reason.removeprefix("error: ")
+        if len(reason) > 400:
+            reason = reason[:397] + "..."
         raise CycleEnvError(f"{what}: uv failed: {reason}")
     return proc.stdout
