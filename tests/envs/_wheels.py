@@ -18,16 +18,29 @@ def _record_hash(data: bytes) -> str:
     return f"sha256={digest.decode()},{len(data)}"
 
 
+_INIT = """\
+import sys
+
+VERSION = "{version}"
+
+
+def where():
+    print(VERSION, sys.prefix)
+"""
+
+
 def make_wheel(out: Path, name: str, version: str, init: str | None = None) -> Path:
-    """``<name>-<version>-py3-none-any.whl`` whose ``<name>.VERSION`` is ``version``."""
+    """``<name>-<version>-py3-none-any.whl``: ``<name>.VERSION`` is ``version`` and the
+    console script ``<name>-where`` prints it and the interpreter's prefix."""
     out.mkdir(parents=True, exist_ok=True)
     dist = f"{name}-{version}.dist-info"
     files = {
-        f"{name}/__init__.py": init if init is not None else f'VERSION = "{version}"\n',
+        f"{name}/__init__.py": init if init is not None else _INIT.format(version=version),
         f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
         f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: beampod-tests\n"
         "Root-Is-Purelib: true\nTag: py3-none-any\n",
         f"{dist}/top_level.txt": f"{name}\n",
+        f"{dist}/entry_points.txt": f"[console_scripts]\n{name}-where = {name}:where\n",
     }
     record = [f"{path},{_record_hash(text.encode())}" for path, text in files.items()]
     record.append(f"{dist}/RECORD,,")
