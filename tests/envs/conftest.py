@@ -34,7 +34,6 @@ def facility() -> Iterator[PodHome]:
     make_wheel(wheels, "extra", "1.0")
     home = PodHome(top / "home")
     init_pod(home)
-    home.root.chmod(0o755)
     config = yaml.safe_load(home.config_file.read_text())
     for name in ("bl01", "bl02"):
         config["instruments"][name] = {"package": "beampod.demo"}
@@ -51,6 +50,7 @@ def facility() -> Iterator[PodHome]:
     }
     home.config_file.write_text(yaml.safe_dump(config))
     init_pod(home)  # credentials for the added instruments
+    home.root.chmod(0o755)  # so nobody can reach the environments (secrets stay 0600)
     try:
         yield home
     finally:
