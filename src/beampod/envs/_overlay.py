@@ -89,6 +89,9 @@ def overlay_install(
         ],
         f"installing into the overlay of {instrument!r}",
     )
+    lock = overlay / ".lock"  # uv's lock file is created world-writable
+    if lock.exists():
+        lock.chmod(0o644)
     _hand_to_staff(layout, instrument, overlay)
     return packages(overlay)
 
