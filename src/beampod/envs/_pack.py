@@ -27,7 +27,7 @@ def pack_cycle(layout: EnvLayout, cycle: str, out: Path) -> tuple[Path, Path]:
     if changed:
         raise CycleEnvError(f"cycle {cycle!r} differs from its manifest ({changed[0]}, ...)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(out, "w:gz") as tar:
+    with tarfile.open(out, "w:gz", compresslevel=6) as tar:  # 9: 2.7x the CPU, 1% smaller
         tar.add(env, arcname=".")
     sha = out.with_name(out.name + ".sha256")
     sha.write_text(f"{file_sha256(out)}  {out.name}\n")
