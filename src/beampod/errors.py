@@ -80,3 +80,9 @@ class StoreError(BeampodError):
 
 class PlanError(UsageError):
     """A plan expression or submission is invalid (unknown plan/device, bad args)."""
+
+
+class CycleEnvError(BeampodError):
+    """A cycle environment or overlay cannot be locked, built, checked or used."""
+
+    exit_code = 2

@@ -57,7 +57,7 @@ def test_mappings_merge_scalars_and_lists_replace() -> None:
 def test_instrument_defaults_are_merged_under_each_entry() -> None:
     cfg = parse_config(
         {
-            "cycles": ["2026-1", "2026-2"],
+            "environments": {"cycles": {"2026-1": {}, "2026-2": {}}},
             "instrument_defaults": {
                 "package": PKG,
                 "cycle": "2026-1",
@@ -163,7 +163,7 @@ def test_demo_pod_is_a_facility_of_one() -> None:
     assert instrument_queue(cfg, "demo") is cfg.queue  # the top-level queue, as before
     assert facility_problems(cfg) == []
     assert sorted(cfg.ioc_ports().values()) == [5064, 5065, 5066, 5067, 5068]
-    assert (cfg.hosts, cfg.cycles, cfg.instrument_defaults) == ({}, [], None)
+    assert (cfg.hosts, cfg.environments.cycles, cfg.instrument_defaults) == ({}, {}, None)
 
 
 def test_pod_with_two_instruments_and_one_top_level_queue_stays_valid() -> None:
@@ -335,7 +335,7 @@ def test_unknown_cycle_when_cycles_are_declared(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         f"""
-        cycles: ["2026-1"]
+        environments: {{cycles: {{"2026-1": {{}}}}}}
         instruments:
           bl01: {{package: {PKG}, cycle: "2026-1"}}
           bl02: {{package: {PKG}, cycle: "2025-3"}}
@@ -354,7 +354,7 @@ def test_unknown_cycle_when_cycles_are_declared(tmp_path: Path) -> None:
 ALL_PROBLEMS = """\
 hosts: {ws1: {address: 127.0.0.1}}
 central_host: ws1
-cycles: ["2026-1"]
+environments: {cycles: {"2026-1": {}}}
 instrument_defaults:
   host: ws1
   package: beampod.demo

@@ -95,7 +95,7 @@ def test_config_names_hosts_central_services_and_instruments(tmp_path: Path) -> 
     assert list(cfg.instruments) == ["xf01", "xf02", "xf03"]
     for name, inst in cfg.instruments.items():
         assert inst.package == "xf_instruments" and inst.host == "localhost"
-        assert inst.cycle in cfg.cycles
+        assert inst.cycle in cfg.environments.cycles
         assert [i.family for i in inst.iocs] == [
             "mini_beamline",
             "random_walk",

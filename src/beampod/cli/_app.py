@@ -15,7 +15,14 @@ from beampod.errors import BeampodError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from beampod.cli import _agent_cmds, _data_cmds, _pod_cmds, _queue_cmds, _session_cmds
+    from beampod.cli import (
+        _agent_cmds,
+        _data_cmds,
+        _env_cmds,
+        _pod_cmds,
+        _queue_cmds,
+        _session_cmds,
+    )
 
     parser = argparse.ArgumentParser(
         prog="beampod",
@@ -29,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_cmds.register(sub)
     _queue_cmds.register(sub)
     _agent_cmds.register(sub)
+    _env_cmds.register(sub)
     return parser
 
 

@@ -13,6 +13,8 @@ from beampod.config._merge import apply_instrument_defaults, merge
 from beampod.config._model import (
     AgentSettings,
     ChannelAccessSettings,
+    CycleSettings,
+    EnvironmentSettings,
     HostSettings,
     InstrumentDefaults,
     InstrumentSettings,
@@ -39,6 +41,8 @@ from beampod.config._yaml import read_yaml
 __all__ = [
     "AgentSettings",
     "ChannelAccessSettings",
+    "CycleSettings",
+    "EnvironmentSettings",
     "HostSettings",
     "InstrumentDefaults",
     "InstrumentSecrets",

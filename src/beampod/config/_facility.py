@@ -62,10 +62,11 @@ def facility_problems(config: PodConfig) -> list[str]:
     for name, inst in config.instruments.items():
         if inst.host not in hosts:
             problems.append(f"instruments.{name}.host: unknown host {inst.host!r} (hosts: {known})")
-        if config.cycles and inst.cycle is not None and inst.cycle not in config.cycles:
+        cycles = config.environments.cycles
+        if cycles and inst.cycle is not None and inst.cycle not in cycles:
             problems.append(
                 f"instruments.{name}.cycle: unknown cycle {inst.cycle!r} "
-                f"(cycles: {', '.join(config.cycles)})"
+                f"(cycles: {', '.join(cycles)})"
             )
     problems += _port_clashes(config)
     return problems

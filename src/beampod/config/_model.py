@@ -198,7 +198,7 @@ class InstrumentSettings(Strict):
     cycle: CycleName | None = Field(
         None,
         description="Name of the environment cycle this instrument uses (e.g. '2026-1'); "
-        "must be one of `cycles` when cycles are declared.",
+        "must be one of `environments.cycles` when cycles are declared.",
     )
     queue: QueueSettings | None = Field(
         None,
@@ -253,7 +253,6 @@ class AgentSettings(Strict):
 
 
 HostName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,62}$")]
-CycleName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class HostSettings(Strict):
@@ -292,6 +291,44 @@ class InstrumentDefaults(Strict):
     agent: AgentSettings | None = None
 
 
+CycleName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+class CycleSettings(Strict):
+    """One operating cycle's Python environment (docs/environments.md)."""
+
+    requirements: list[str] = Field(
+        default_factory=list,
+        description="pip requirement strings every instrument of the facility needs.",
+    )
+    instruments: dict[InstrumentName, list[str]] = Field(
+        default_factory=dict,
+        description="Extra requirements of one instrument; the lock is the union of "
+        "`requirements` and every instrument's list.",
+    )
+    index_url: str | None = Field(None, description="Package index (default: PyPI).")
+    find_links: list[str] = Field(
+        default_factory=list, description="Directories or URLs of wheels (offline builds)."
+    )
+    no_index: bool = Field(False, description="Use only `find_links`, never an index.")
+
+
+class EnvironmentSettings(Strict):
+    """Read-only environments per operating cycle and per-instrument overlays."""
+
+    root: str | None = Field(
+        None, description="Where built cycle environments live (default: <home>/environments)."
+    )
+    overlays: str | None = Field(
+        None, description="Where instrument overlays live (default: <home>/overlays)."
+    )
+    staff_groups: dict[InstrumentName, str] = Field(
+        default_factory=dict,
+        description="Unix group owning an instrument's overlay (group-writable, setgid).",
+    )
+    cycles: dict[CycleName, CycleSettings] = Field(default_factory=dict)
+
+
 class PodConfig(Strict):
     version: Literal[1] = 1
     pod: PodSettings = PodSettings()
@@ -311,16 +348,13 @@ class PodConfig(Strict):
     central_host: HostName = Field(
         "localhost", description="Host that runs the central services (bus, store, Tiled)."
     )
-    cycles: list[CycleName] = Field(
-        default_factory=list,
-        description="Declared environment cycles; when set, every instrument's `cycle` must "
-        "be one of them.",
-    )
     instrument_defaults: InstrumentDefaults | None = Field(
         None,
         description="Merged under every entry of `instruments` (mappings merge, scalars and "
         "lists replace); each instrument states only how it differs.",
     )
+
+    environments: EnvironmentSettings = EnvironmentSettings()
 
     @model_validator(mode="before")
     @classmethod

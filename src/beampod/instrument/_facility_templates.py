@@ -65,8 +65,11 @@ hosts:
   localhost: {{address: 127.0.0.1}}
 central_host: localhost
 
-# Software environment cycles; each instrument names the one it uses (`cycle:`).
-cycles: ["{cycle}"]
+# Software environment cycles (docs/environments.md); each instrument names the one it
+# uses (`cycle:`). `beampod env lock|build CYCLE` makes the environment.
+environments:
+  cycles:
+    "{cycle}": {{requirements: []}}
 
 # Central services shared by every instrument. Each instrument gets its own bus subject
 # (<name>.bluesky.runengine.documents), JetStream stream and Tiled container.
