@@ -15,7 +15,7 @@ from beampod.errors import BeampodError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from beampod.cli import _data_cmds, _pod_cmds, _session_cmds
+    from beampod.cli import _data_cmds, _plot_cmds, _pod_cmds, _session_cmds
 
     parser = argparse.ArgumentParser(
         prog="beampod",
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     _pod_cmds.register(sub)
     _session_cmds.register(sub)
     _data_cmds.register(sub)
+    _plot_cmds.register(sub)
     _register_optional(sub)
     return parser
 
