@@ -60,7 +60,9 @@ def test_bluesky_magics_in_the_ipython_shell(session_iocs: RunningIocs) -> None:
         assert re.search(rf"^\s*{motor}\s+-?\d", out, re.MULTILINE), motor
     # %ct: one count of every detector, printed as "name  value".
     assert "[This data will not be saved." in out
-    counts = {d: float(_value(out, rf"^(?:.*\] )?{d}\s+(\S+)$")) for d in ("pinhole", "edge", "slit")}
+    counts = {
+        d: float(_value(out, rf"^(?:.*\] )?{d}\s+(\S+)$")) for d in ("pinhole", "edge", "slit")
+    }
     assert counts["pinhole"] > 0 and counts["edge"] > 0
     assert re.search(r"^dot\s+\S+$", out, re.MULTILINE), out
 

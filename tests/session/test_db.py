@@ -4,6 +4,7 @@ consistent with the session's own RunEngine (read-your-writes for every lookup).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ pytestmark = pytest.mark.pod
 # waits until this session's newest run is stored.
 DB_CODE = """
 import json
+from pathlib import Path
 from bluesky_tiled_plugins.clients.catalog_of_bluesky_runs import CatalogOfBlueskyRuns
 from tiled.queries import Key
 RE(count([edge], num=3))
@@ -64,3 +66,60 @@ def test_db_is_the_catalog_and_reads_this_sessions_runs(pod: LoadedPod) -> None:
     assert out["documents"].count("event") == 4
     assert out["v2_primary"] == 4
     assert out["is_catalog"] is True
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def stored_scan(pod: LoadedPod) -> str:
+    """A scan made with `beampod run`, once the writer has stored it whole."""
+    from beampod.store import RunNotFoundError, open_catalog
+    from tests.datapath._helpers import wait_for
+
+    run = beampod_cli(pod.home.root, "run", "scan([pinhole], motor_ph, -10, 10, 11)")
+    uid = run.stdout.strip().splitlines()[-1]
+    assert "plot: " in run.stderr  # beampod run saves its plot too (stdout: the uid)
+
+    def stored() -> bool:
+        try:
+            return bool(open_catalog(pod)[uid].metadata.get("stop"))
+        except RunNotFoundError:
+            return False
+
+    wait_for(stored, 60.0, f"run {uid} stored")
+    return uid
+
+
+def test_beampod_plot_writes_a_png_of_a_stored_run(
+    pod: LoadedPod, stored_scan: str, tmp_path: Path
+) -> None:
+    uid = stored_scan
+    latest = tmp_path / "latest.png"
+    proc = beampod_cli(pod.home.root, "plot", "-o", str(latest))
+    assert proc.stdout.strip() == str(latest)
+    data = latest.read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > 5_000
+    named = tmp_path / "named.png"
+    beampod_cli(pod.home.root, "plot", uid[:8], "motor_ph", "pinhole", "-o", str(named))
+    assert named.read_bytes().startswith(PNG_SIGNATURE)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["987654321"], "no run with scan_id 987654321"),
+        (["abc"], "too short"),
+        (["-1", "motor_ph", "nosuch"], "no column 'nosuch'"),
+        (["-1", "nosuch"], "no column 'nosuch'"),
+    ],
+)
+def test_beampod_plot_bad_run_or_column(
+    pod: LoadedPod, stored_scan: str, tmp_path: Path, args: list[str], says: str
+) -> None:
+    out = tmp_path / "x.png"
+    proc = beampod_cli(pod.home.root, "plot", *args, "-o", str(out), check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], proc.stderr
+    assert not out.exists()

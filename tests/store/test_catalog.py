@@ -105,7 +105,7 @@ def test_list_runs(tiled_server, stored):  # type: ignore[no-untyped-def]
 def test_catalog_is_bluesky_tiled_plugins_catalog(tiled_server, stored):  # type: ignore[no-untyped-def]
     from bluesky_tiled_plugins.clients.catalog_of_bluesky_runs import CatalogOfBlueskyRuns
 
-    a, b, c = stored
+    a, _, _ = stored
     db = open_catalog(tiled_server.pod)
     assert isinstance(db, CatalogOfBlueskyRuns)
     assert db.scan_id[7001].metadata["start"]["uid"] == start_uid(a)
@@ -116,7 +116,6 @@ def test_catalog_is_bluesky_tiled_plugins_catalog(tiled_server, stored):  # type
 
 
 def test_recent_slices_oldest_first(tiled_server, stored):  # type: ignore[no-untyped-def]
-    a, b, c = stored
     db = open_catalog(tiled_server.pod)
     newest = [r.metadata["start"]["uid"] for r in (db[-3], db[-2], db[-1])]
     assert [r.metadata["start"]["uid"] for r in db[-3:]] == newest
@@ -137,9 +136,9 @@ def test_search_with_tiled_queries_and_dicts(tiled_server, stored):  # type: ign
     by_dict = db.search({"plan_name": "count", "scan_id": 7002})
     assert list(by_dict) == [start_uid(b)]
     assert by_dict[-1].metadata["start"]["uid"] == start_uid(b)  # beampod lookups on results
-    assert db.search({"plan_name": "count"}).search(Key("scan_id") == 7003)[-1].metadata[
-        "start"
-    ]["uid"] == start_uid(c)
+    assert db.search({"plan_name": "count"}).search(Key("scan_id") == 7003)[-1].metadata["start"][
+        "uid"
+    ] == start_uid(c)
     assert not db.search({"plan_name": "nosuchplan"})
     with pytest.raises(UsageError, match="equality"):
         db.search({"scan_id": {"$gt": 1}})

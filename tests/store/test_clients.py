@@ -128,4 +128,3 @@ def test_reader_cookie_stays_read_only(tiled_server: Server) -> None:
         trust_env=False,
     )
     assert got.status_code == 403
-

@@ -27,14 +27,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from beampod.session import plot_run, run_key
-    from beampod.store import open_catalog
+    from beampod.store import RunNotFoundError, open_catalog
 
     out: Path = args.output
     if out.suffix.lower() != ".png":
         raise UsageError(f"{out}: the output is a PNG file (name it *.png)")
     if not out.parent.is_dir():
         raise UsageError(f"{out}: no such directory {out.parent}")
-    run = open_catalog(pod_of(args), args.instrument)[run_key(args.run)]
+    try:
+        run = open_catalog(pod_of(args), args.instrument)[run_key(args.run)]
+    except RunNotFoundError as exc:  # a RUN that names no run is a bad argument
+        raise UsageError(str(exc)) from None
     plot_run(run, args.x, args.y, out)
     print(out)
     return 0

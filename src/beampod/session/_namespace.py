@@ -101,7 +101,6 @@ def build_namespace(
     import bluesky.plan_stubs as bps
     import bluesky.plans as bp
     import bluesky.preprocessors as bpp
-
     import numpy as np
     from bluesky import SupplementalData
 

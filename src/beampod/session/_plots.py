@@ -47,9 +47,10 @@ def saving_best_effort_callback(pod: LoadedPod, *, out: IO[str] | None = None) -
     figures to PNG files under ``<home>/plots`` and prints their paths."""
     use_agg()
     from bluesky.callbacks.best_effort import BestEffortCallback
+    from event_model.documents import RunStart, RunStop
     from matplotlib import pyplot as plt
 
-    class SavingBestEffortCallback(BestEffortCallback):  # type: ignore[misc]
+    class SavingBestEffortCallback(BestEffortCallback):
         def __init__(self) -> None:
             self._run_figures: list[Any] = []
             super().__init__(fig_factory=self._new_figure)
@@ -60,13 +61,13 @@ def saving_best_effort_callback(pod: LoadedPod, *, out: IO[str] | None = None) -
                 self._run_figures.append(fig)
             return fig
 
-        def start(self, doc: dict[str, Any]) -> None:
+        def start(self, doc: RunStart) -> None:
             self._close_figures()
             super().start(doc)
 
-        def stop(self, doc: dict[str, Any]) -> None:
+        def stop(self, doc: RunStop) -> None:
             super().stop(doc)
-            start = self._start_doc or {}
+            start: dict[str, Any] = dict(self._start_doc or {})
             try:
                 for n, fig in enumerate(self._run_figures):
                     suffix = f"-{n + 1}" if n else ""

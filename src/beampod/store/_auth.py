@@ -86,9 +86,7 @@ def _presented_key(scope: Scope) -> str | None:
 
 
 def _cookie_header(key: str) -> tuple[bytes, bytes]:
-    value = (
-        f"{TILED_COOKIE}={key}; Path=/; Max-Age={COOKIE_MAX_AGE_S}; HttpOnly; SameSite=Strict"
-    )
+    value = f"{TILED_COOKIE}={key}; Path=/; Max-Age={COOKIE_MAX_AGE_S}; HttpOnly; SameSite=Strict"
     return (b"set-cookie", value.encode("latin-1"))
 
 

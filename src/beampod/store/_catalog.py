@@ -9,7 +9,6 @@ rules (uid prefixes of at least 6 characters), recent-run slices and dict search
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -45,7 +44,7 @@ class RunSummary:
     exit_status: str | None  # None while the run is still open
 
 
-class Catalog(CatalogOfBlueskyRuns):  # type: ignore[misc]  # untyped base
+class Catalog(CatalogOfBlueskyRuns):
     """One instrument's runs: bluesky-tiled-plugins' ``CatalogOfBlueskyRuns`` client
     (``search``, ``v2``, ``v3``, ``values()``, ``scan_id[...]``, ``uid[...]`` ...) with
     beampod's lookups and error messages:
@@ -128,7 +127,8 @@ class Catalog(CatalogOfBlueskyRuns):  # type: ignore[misc]  # untyped base
         start, stop = key.start, key.stop
         if not isinstance(start, int) or start >= 0 or (stop is not None and stop > 0):
             raise UsageError(
-                f"slices count back from the latest run: db[-3:] or db[-5:-2], not db[{_slice(key)}]"
+                "slices count back from the latest run: db[-3:] or db[-5:-2], "
+                f"not db[{_slice(key)}]"
             )
         runs = list(self.values().tail(-start))
         if stop is not None:
