@@ -19,6 +19,8 @@ Browsers: opening ``/ui/?api_key=KEY`` (or any GET with a valid ``?api_key=``) a
 with this gate's own cookie (``tiled_api_key``, HttpOnly, SameSite=Strict, Path=/), so
 the page's later asset and API requests -- which carry no key in their URL --
 authenticate with it. Tiled would set such a cookie itself, but it never sees the key.
+A key that arrives only by cookie has reader rights whatever key it is, so a page of
+another site (or another port of this host) cannot write with a browser's cookie.
 """
 
 from __future__ import annotations
@@ -153,6 +155,10 @@ class ApiKeyGate:
             return
         presented = _presented_key(scope)
         role = self.role_of(presented)
+        if role is not None and presented == _cookie_key(_headers(scope)):
+            # A cookie rides along with requests that other pages make (another port
+            # of this host is "same-site"): by cookie, any key only reads.
+            role = Role.READER
         if role is None:
             await self._deny(scope, receive, send, 401, "a valid API key is required")
             return
