@@ -55,9 +55,12 @@ def test_bluesky_magics_in_the_ipython_shell(session_iocs: RunningIocs) -> None:
     assert float(_value(out, r"AFTER_MOVR (\S+)")) == pytest.approx(3.5)
     # %wa motors: the label, then a row per motor with its position.
     assert re.search(r"^(In \[\d+\]: )?motors$", out, re.MULTILINE), out
-    assert float(_value(out, r"^\s*motor_ph\s+(\S+)\s")) == pytest.approx(3.5)
+    # (A row: name, value, low and high limit, offset. Not the "motor_ph [In progress.
+    # No progress bar available.]" that %mov prints when a move takes a while.)
+    row = r"^\s*{}\s+(-?\d[\d.e+-]*)\s+-?\d[\d.e+-]*\s+-?\d[\d.e+-]*\s+-?\d[\d.e+-]*\s*$"
+    assert float(_value(out, row.format("motor_ph"))) == pytest.approx(3.5)
     for motor in ("motor_edge", "motor_slit", "motor_dot_x", "motor_dot_y"):
-        assert re.search(rf"^\s*{motor}\s+-?\d", out, re.MULTILINE), motor
+        assert re.search(row.format(motor), out, re.MULTILINE), motor
     # %ct: one count of every detector, printed as "name  value".
     assert "[This data will not be saved." in out
     counts = {
