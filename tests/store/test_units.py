@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -24,12 +25,12 @@ def _call(
         await send({"type": "http.response.body", "body": b""})
 
     gate = ApiKeyGate(app, keys=KEYS, internal_key="internal0")
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b""}
 
-    async def send(msg: dict[str, Any]) -> None:
+    async def send(msg: MutableMapping[str, Any]) -> None:
         sent.append(msg)
 
     scope = {
@@ -101,7 +102,7 @@ def test_event_keys_problem(data: dict[str, Any], expect: str | None) -> None:
 
 
 def test_gate_sets_a_cookie_for_a_browser_link_and_a_cookie_only_reads() -> None:
-    seen: list[dict[str, Any]] = []
+    seen: list[MutableMapping[str, Any]] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -110,10 +111,10 @@ def test_gate_sets_a_cookie_for_a_browser_link_and_a_cookie_only_reads() -> None
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b""}
 
-    async def send(msg: dict[str, Any]) -> None:
+    async def send(msg: MutableMapping[str, Any]) -> None:
         seen.append(msg)
 
-    def call(method: str, query: str = "", cookie: str | None = None) -> dict[str, Any]:
+    def call(method: str, query: str = "", cookie: str | None = None) -> MutableMapping[str, Any]:
         seen.clear()
         headers = [(b"cookie", cookie.encode())] if cookie else []
         scope = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from beampod.cli import _new_cmds
 from beampod.cli._common import pod_of
 
 
@@ -23,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("name")
     q.add_argument("dir", nargs="?", default=".")
     q.set_defaults(func=cmd_new_instrument)
+    _new_cmds.register(nsub)
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
