@@ -102,3 +102,45 @@ def test_list_runs(tiled_server: Server, stored: Stored) -> None:
     uids = [r.uid for r in runs]
     assert uids.index(start_uid(c)) < uids.index(start_uid(b)) < uids.index(start_uid(a))
     assert len(list_runs(tiled_server.pod, limit=2)) == 2
+
+
+def test_catalog_is_bluesky_tiled_plugins_catalog(tiled_server: Server, stored: Stored) -> None:
+    from bluesky_tiled_plugins.clients.catalog_of_bluesky_runs import CatalogOfBlueskyRuns
+
+    a, _, _ = stored
+    db = open_catalog(tiled_server.pod)
+    assert isinstance(db, CatalogOfBlueskyRuns)
+    assert db.scan_id[7001].metadata["start"]["uid"] == start_uid(a)
+    v2 = db.v2
+    assert isinstance(v2, CatalogOfBlueskyRuns)
+    run = v2[start_uid(a)]
+    np.testing.assert_array_equal(run.primary.read()["det"].values, column(a, "det"))
+
+
+def test_recent_slices_oldest_first(tiled_server: Server, stored: Stored) -> None:
+    db = open_catalog(tiled_server.pod)
+    newest = [r.metadata["start"]["uid"] for r in (db[-3], db[-2], db[-1])]
+    assert [r.metadata["start"]["uid"] for r in db[-3:]] == newest
+    assert [r.metadata["start"]["uid"] for r in db[-3:-1]] == newest[:2]
+    assert [r.metadata["start"]["uid"] for r in db[[-1, -2]]] == [newest[2], newest[1]]
+    assert len(db[-(len(db) + 5) :]) == len(db)  # more than stored: all of them
+    with pytest.raises(UsageError, match="count back"):
+        db[1:3]
+
+
+def test_search_with_tiled_queries_and_dicts(tiled_server: Server, stored: Stored) -> None:
+    from tiled.queries import Key
+
+    a, b, c = stored
+    db = open_catalog(tiled_server.pod)
+    scans = db.search(Key("plan_name") == "scan")
+    assert start_uid(a) in scans and start_uid(b) not in scans
+    by_dict = db.search({"plan_name": "count", "scan_id": 7002})
+    assert list(by_dict) == [start_uid(b)]
+    assert by_dict[-1].metadata["start"]["uid"] == start_uid(b)  # beampod lookups on results
+    assert db.search({"plan_name": "count"}).search(Key("scan_id") == 7003)[-1].metadata["start"][
+        "uid"
+    ] == start_uid(c)
+    assert not db.search({"plan_name": "nosuchplan"})
+    with pytest.raises(UsageError, match="equality"):
+        db.search({"scan_id": {"$gt": 1}})

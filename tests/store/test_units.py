@@ -99,3 +99,45 @@ def test_event_keys_problem(data: dict[str, Any], expect: str | None) -> None:
     ev = {"data": data, "timestamps": dict.fromkeys(data, 0.0)}
     problem = event_keys_problem(ev, frozenset({"x"}))
     assert (problem is None) if expect is None else (expect in (problem or ""))
+
+
+def test_gate_sets_a_cookie_for_a_browser_link_and_a_cookie_only_reads() -> None:
+    seen: list[MutableMapping[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(msg: MutableMapping[str, Any]) -> None:
+        seen.append(msg)
+
+    def call(method: str, query: str = "", cookie: str | None = None) -> MutableMapping[str, Any]:
+        seen.clear()
+        headers = [(b"cookie", cookie.encode())] if cookie else []
+        scope = {
+            "type": "http",
+            "method": method,
+            "path": "/api/v1/metadata/x",
+            "query_string": query.encode(),
+            "headers": headers,
+        }
+        asyncio.run(ApiKeyGate(app, keys=KEYS, internal_key="internal0")(scope, receive, send))
+        return seen[0]
+
+    start = call("GET", f"api_key={KEYS[Role.READER]}")
+    cookies = [v.decode() for k, v in start["headers"] if k == b"set-cookie"]
+    assert cookies == [
+        f"tiled_api_key={KEYS[Role.READER]}; Path=/; Max-Age=604800; HttpOnly; SameSite=Strict"
+    ]
+    # Already holding the cookie: not set again. A bad key: no cookie.
+    again = call("GET", f"api_key={KEYS[Role.READER]}", f"tiled_api_key={KEYS[Role.READER]}")
+    assert again["status"] == 200 and b"set-cookie" not in dict(again["headers"])
+    assert call("GET", "api_key=nope")["status"] == 401
+    # By cookie, even the writer key only reads; by query string it writes.
+    writer_cookie = f"tiled_api_key={KEYS[Role.WRITER]}"
+    assert call("GET", cookie=writer_cookie)["status"] == 200
+    assert call("POST", cookie=writer_cookie)["status"] == 403
+    assert call("POST", f"api_key={KEYS[Role.WRITER]}")["status"] == 200

@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         _agent_cmds,
         _data_cmds,
         _env_cmds,
+        _plot_cmds,
         _pod_cmds,
         _queue_cmds,
         _session_cmds,
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     _pod_cmds.register(sub)
     _session_cmds.register(sub)
     _data_cmds.register(sub)
+    _plot_cmds.register(sub)
     _queue_cmds.register(sub)
     _agent_cmds.register(sub)
     _env_cmds.register(sub)

@@ -15,6 +15,11 @@ from ophyd import Component as Cpt
 from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO, PVPositionerIsClose
 from ophyd.status import StatusBase
 
+# ophyd labels: bluesky's magics find devices by them (%wa lists "motors", %ct counts
+# "detectors"), as at NSLS-II beamlines.
+MOTORS = frozenset({"motors"})
+DETECTORS = frozenset({"detectors"})
+
 DEFAULT_IOCS: tuple[dict[str, str], ...] = (
     {"family": "mini_beamline", "prefix": "mini:"},
     {"family": "random_walk", "prefix": "random_walk:horiz-"},
@@ -121,11 +126,12 @@ def _mini_beamline(prefix: str) -> dict[str, Any]:
         ("edge", "motor_edge", "edge"),
         ("slit", "motor_slit", "slit"),
     ):
-        devices[det_name] = TriggeredDetector(f"{prefix}{sub}", name=det_name)
-        devices[motor_name] = EpicsMotor(f"{prefix}{sub}:mtr", name=motor_name)
-    devices["dot"] = MovingDot(f"{prefix}dot", name="dot")
-    devices["motor_dot_x"] = EpicsMotor(f"{prefix}dot:mtrx", name="motor_dot_x")
-    devices["motor_dot_y"] = EpicsMotor(f"{prefix}dot:mtry", name="motor_dot_y")
+        devices[det_name] = TriggeredDetector(f"{prefix}{sub}", name=det_name, labels=DETECTORS)
+        devices[motor_name] = EpicsMotor(f"{prefix}{sub}:mtr", name=motor_name, labels=MOTORS)
+    devices["dot"] = MovingDot(f"{prefix}dot", name="dot", labels=DETECTORS)
+    for axis in ("x", "y"):
+        name = f"motor_dot_{axis}"
+        devices[name] = EpicsMotor(f"{prefix}dot:mtr{axis}", name=name, labels=MOTORS)
     return devices
 
 

@@ -8,16 +8,27 @@ from beampod.session._namespace import (
     make_best_effort_callback,
     prepare_instrument,
 )
-from beampod.session._shell import run_code, run_plan_expression, run_shell, wait_for_connection
+from beampod.session._plots import plot_run, plots_dir, run_key
+from beampod.session._shell import (
+    load_ipython_extension,
+    run_code,
+    run_plan_expression,
+    run_shell,
+    wait_for_connection,
+)
 
 __all__ = [
     "LazyCatalog",
     "build_namespace",
     "has_display",
+    "load_ipython_extension",
     "make_best_effort_callback",
     "make_run_engine",
+    "plot_run",
+    "plots_dir",
     "prepare_instrument",
     "run_code",
+    "run_key",
     "run_plan_expression",
     "run_shell",
     "wait_for_connection",

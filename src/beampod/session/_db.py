@@ -1,12 +1,17 @@
 """``db`` in a session: the instrument's catalog, opened on first use, and consistent
 with the session's own RunEngine.
 
+``db`` forwards everything to the catalog (:class:`beampod.store.Catalog`, a
+bluesky-tiled-plugins ``CatalogOfBlueskyRuns``): ``db[-1]``, ``db[-3:]``,
+``db[scan_id]``, ``db['uid prefix']``, ``db.search(...)``, ``db.v2``, ``db.values()``...
+
 The data path is asynchronous (RunEngine -> bus -> writer -> Tiled), so right after
 ``RE(...)`` returns, the run may not be in Tiled yet; ``db[-1]`` would then quietly be
-the run before. ``db`` therefore watches this session's documents and, for ``db[-N]``,
-first waits (bounded by ``db.wait_s``) until the newest run this session made is stored
--- with its stop document if the session saw it stop. If it does not arrive in time,
-the error says so instead of returning an older run.
+the run before, and ``db[uid]`` would not find it. ``db`` therefore watches this
+session's documents and, before any lookup (indexing, ``search``, ``values()``,
+``len``...), first waits (bounded by ``db.wait_s``) until the newest run this session
+made is stored -- with its stop document if the session saw it stop. If it does not
+arrive in time, the error says so instead of answering without it.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ class LazyCatalog:
             if waited > self.wait_s:
                 raise StoreError(
                     f"run {uid[:8]} of this session is not {'completely ' if run else ''}in "
-                    f"the store after {self.wait_s:g} s, so db[-1] would be an older run. "
+                    f"the store after {self.wait_s:g} s, so db would answer without it. "
                     "The writer may be behind or down (`beampod status`, `beampod logs "
                     "writer`); the run's documents are safe on the bus or in the local "
                     "spool (`RE.publisher.status()`)."
@@ -104,21 +109,34 @@ class LazyCatalog:
             self._catalog = opener(*args)
         return self._catalog
 
+    def _fresh(self) -> Any:
+        """The catalog, once this session's newest run is in it."""
+        catalog = self._get()
+        self._wait_for_own_run()
+        return catalog
+
     def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, int) and not isinstance(key, bool) and key < 0:
-            self._wait_for_own_run()
-        return self._get()[key]
+        return self._fresh()[key]
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        return getattr(self._get(), name)
+        return getattr(self._fresh(), name)
+
+    def __dir__(self) -> list[str]:
+        names = set(super().__dir__())
+        if self._catalog is not None:
+            names.update(n for n in dir(self._catalog) if not n.startswith("_"))
+        return sorted(names)
 
     def __len__(self) -> int:
-        return len(self._get())
+        return len(self._fresh())
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self._get())
+        return iter(self._fresh())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._fresh()
 
     def __repr__(self) -> str:
         if self._catalog is not None:

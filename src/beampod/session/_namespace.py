@@ -8,11 +8,12 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import IO, Any
 
 from beampod.config import LoadedPod
 from beampod.instrument import Instrument, apply_ca_client_env, load_instrument
 from beampod.session._db import LazyCatalog
+from beampod.session._plots import saving_best_effort_callback
 
 
 def has_display() -> bool:
@@ -61,9 +62,15 @@ def _release_devices(devices: list[Any]) -> None:
             destroy()
 
 
-def make_best_effort_callback(*, headless: bool) -> Any:
-    """bluesky's BestEffortCallback: LiveTable output always, plots only with a display."""
+def make_best_effort_callback(
+    *, headless: bool, pod: LoadedPod | None = None, out: IO[str] | None = None
+) -> Any:
+    """bluesky's BestEffortCallback: a LiveTable always, and plots -- on screen with a
+    display; headless, drawn with Agg and saved per run as a PNG under the pod home
+    (``bec.peaks`` needs the plots). Headless without a pod: tables only."""
     if headless:
+        if pod is not None:
+            return saving_best_effort_callback(pod, out=out)
         # BestEffortCallback imports pyplot at import time; never pick a GUI backend
         # when nothing can show it.
         os.environ.setdefault("MPLBACKEND", "Agg")
@@ -94,12 +101,16 @@ def build_namespace(
     import bluesky.plan_stubs as bps
     import bluesky.plans as bp
     import bluesky.preprocessors as bpp
+    import numpy as np
+    from bluesky import SupplementalData
 
     RE = make_run_engine(pod, instrument)
-    bec = make_best_effort_callback(headless=headless)
+    bec = make_best_effort_callback(headless=headless, pod=pod)
     RE.subscribe(bec)
     db = LazyCatalog(pod, instrument)
     RE.subscribe(db.observe)  # db[-1] waits for this session's newest run to be stored
+    sd = SupplementalData()  # sd.baseline / sd.monitors, as in bsui profiles
+    RE.preprocessors.append(sd)
     ns: dict[str, Any] = {
         "RE": RE,
         "db": db,
@@ -107,6 +118,9 @@ def build_namespace(
         "bps": bps,
         "bpp": bpp,
         "bec": bec,
+        "peaks": bec.peaks,
+        "sd": sd,
+        "np": np,
         "pod": pod,
         "instrument": inst,
     }

@@ -89,14 +89,29 @@ def _interactive(pod: LoadedPod, extras: Callable[[LoadedPod], Mapping[str, Any]
     ns = build_namespace(pod, headless=headless, extras=extras)
     _settle_connections(ns)
     argv = ["--no-banner"] if headless else ["--no-banner", "--matplotlib=auto"]
+    argv.append("--ext=beampod.session")  # %wa, %mov, %movr, %ct (load_ipython_extension)
+    RE = ns["RE"]
+    if sys.stdout.isatty():
+        from bluesky.utils import ProgressBarManager
+
+        RE.waiting_hook = ProgressBarManager()  # progress bars for moves, as in bsui
     name = pod.config.instrument_name
     print(
         f"beampod session: instrument {name!r} of pod {pod.config.pod.name!r}; "
         f"{len(ns['instrument'].devices)} devices, {len(ns['instrument'].plans)} plans"
-        f"{' (headless: tables, no plots)' if headless else ''}. Try RE(count([...]))."
+        f"{' (headless: plots are saved as PNG files)' if headless else ''}. "
+        "Try RE(count([...])), %wa, %ct."
     )
     start_ipython(argv=argv, user_ns=ns)
     return 0
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext beampod.session``: bluesky's magics (``%wa``, ``%mov``, ``%movr``,
+    ``%ct``), which find devices by their ophyd ``labels`` ("motors", "detectors")."""
+    from bluesky.magics import BlueskyMagics
+
+    ipython.register_magics(BlueskyMagics)
 
 
 def run_plan_expression(pod: LoadedPod, expr: str, *, instrument: str | None = None) -> list[str]:
@@ -120,7 +135,8 @@ def run_plan_expression(pod: LoadedPod, expr: str, *, instrument: str | None = N
         pass  # no introspectable signature (a C callable): let the call itself decide
     wait_for_connection((inst.devices[n] for n in sorted(call.device_names())), CONNECT_TIMEOUT_S)
     RE = make_run_engine(pod, instrument)
-    RE.subscribe(make_best_effort_callback(headless=True))
+    # stdout carries the run uids (`beampod run` prints them): plot paths go to stderr.
+    RE.subscribe(make_best_effort_callback(headless=True, pod=pod, out=sys.stderr))
     uids: list[str] = []
     RE.subscribe(lambda name, doc: uids.append(doc["uid"]), "start")
     RE(plan_fn(*args, **kwargs))

@@ -13,8 +13,14 @@ keeps the pod's three static keys instead:
 - writer key, admin key         -> everything
 
 Accepted requests are forwarded with a per-process random key that only this wrapper
-and Tiled know (Tiled requires an alphanumeric key; the pod's keys are url-safe
-base64), so a user key never reaches Tiled and cannot leak through its logs.
+and Tiled know, so a user key never reaches Tiled and cannot leak through its logs.
+
+Browsers: opening ``/ui/?api_key=KEY`` (or any GET with a valid ``?api_key=``) answers
+with this gate's own cookie (``tiled_api_key``, HttpOnly, SameSite=Strict, Path=/), so
+the page's later asset and API requests -- which carry no key in their URL --
+authenticate with it. Tiled would set such a cookie itself, but it never sees the key.
+A key that arrives only by cookie has reader rights whatever key it is, so a page of
+another site (or another port of this host) cannot write with a browser's cookie.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from enum import Enum
-from http.cookies import SimpleCookie
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -41,6 +47,7 @@ READ_POST_PREFIXES = ("/api/v1/table/full/", "/api/v1/container/full/")
 # it sends a key (version, formats, auth providers: no catalog contents).
 OPEN_PATHS = frozenset({"/healthz", "/api/v1/", "/api/v1"})
 TILED_COOKIE = "tiled_api_key"
+COOKIE_MAX_AGE_S = 7 * 24 * 3600
 
 
 class Role(Enum):
@@ -49,21 +56,52 @@ class Role(Enum):
     ADMIN = "admin"
 
 
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _query_key(scope: Scope) -> str | None:
+    for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+        if key == "api_key" and value:
+            return value
+    return None
+
+
+def _cookie_key(headers: dict[str, str]) -> str | None:
+    if "cookie" not in headers:
+        return None
+    try:
+        morsel = SimpleCookie(headers["cookie"]).get(TILED_COOKIE)
+    except CookieError:
+        return None
+    return morsel.value if morsel is not None and morsel.value else None
+
+
 def _presented_key(scope: Scope) -> str | None:
     """The key from the Authorization header, ``?api_key=`` or Tiled's cookie."""
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    headers = _headers(scope)
     auth = headers.get("authorization", "")
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "apikey" and value.strip():
         return value.strip()
-    for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
-        if key == "api_key" and value:
-            return value
-    if "cookie" in headers:
-        morsel = SimpleCookie(headers["cookie"]).get(TILED_COOKIE)
-        if morsel is not None and morsel.value:
-            return morsel.value
-    return None
+    return _query_key(scope) or _cookie_key(headers)
+
+
+def _cookie_header(key: str) -> tuple[bytes, bytes]:
+    value = f"{TILED_COOKIE}={key}; Path=/; Max-Age={COOKIE_MAX_AGE_S}; HttpOnly; SameSite=Strict"
+    return (b"set-cookie", value.encode("latin-1"))
+
+
+def _with_cookie(send: Send, key: str) -> Send:
+    """``send`` that adds the key cookie to the response's headers."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = dict(message)
+            message["headers"] = [*message.get("headers", []), _cookie_header(key)]
+        await send(message)
+
+    return sending
 
 
 def _strip_credentials(scope: Scope, internal_key: str) -> None:
@@ -115,7 +153,12 @@ class ApiKeyGate:
         if scope["path"] in OPEN_PATHS and scope.get("method", "GET") in READ_METHODS:
             await self._app(scope, receive, send)
             return
-        role = self.role_of(_presented_key(scope))
+        presented = _presented_key(scope)
+        role = self.role_of(presented)
+        if role is not None and presented == _cookie_key(_headers(scope)):
+            # A cookie rides along with requests that other pages make (another port
+            # of this host is "same-site"): by cookie, any key only reads.
+            role = Role.READER
         if role is None:
             await self._deny(scope, receive, send, 401, "a valid API key is required")
             return
@@ -130,6 +173,14 @@ class ApiKeyGate:
         ):
             await self._deny(scope, receive, send, 403, "the reader key is read-only")
             return
+        if (
+            scope["type"] == "http"
+            and method in READ_METHODS
+            and presented is not None
+            and _query_key(scope) == presented
+            and _cookie_key(_headers(scope)) != presented
+        ):
+            send = _with_cookie(send, presented)  # a browser opened a link with ?api_key=
         _strip_credentials(scope, self._internal_key)
         await self._app(scope, receive, send)
 

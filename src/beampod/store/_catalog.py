@@ -1,20 +1,20 @@
 """Reading runs back: ``db[-1]``, ``db[scan_id]``, ``db['partial uid']``, ``beampod runs``.
 
-The heavy lifting is bluesky-tiled-plugins' client: a ``CatalogOfBlueskyRuns``
-container (spec version 3) hands out ``BlueskyRunV3`` runs whose streams read into
-xarray. ``Catalog`` only puts beampod's error messages and rules (uid prefixes of at
-least 6 characters) around it.
+The catalog *is* bluesky-tiled-plugins' client: ``Catalog`` subclasses
+``CatalogOfBlueskyRuns`` (spec version 3: ``BlueskyRunV3`` runs whose streams read into
+xarray, ``run.documents()``, ``.v2``, ``.search``), adding beampod's error messages and
+rules (uid prefixes of at least 6 characters), recent-run slices and dict searches.
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from bluesky_tiled_plugins.clients.catalog_of_bluesky_runs import CatalogOfBlueskyRuns
 
 from beampod.config import LoadedPod
 from beampod.errors import StoreError, UsageError
@@ -44,46 +44,76 @@ class RunSummary:
     exit_status: str | None  # None while the run is still open
 
 
-class Catalog:
-    """databroker-like view of one instrument's runs."""
+class Catalog(CatalogOfBlueskyRuns):
+    """One instrument's runs: bluesky-tiled-plugins' ``CatalogOfBlueskyRuns`` client
+    (``search``, ``v2``, ``v3``, ``values()``, ``scan_id[...]``, ``uid[...]`` ...) with
+    beampod's lookups and error messages:
 
-    def __init__(self, client: Any, instrument: str) -> None:
-        self._client = client
-        self.instrument = instrument
+    - ``db[-1]``, ``db[-N]``: the latest runs; ``db[-3:]``: the 3 latest, oldest first
+    - ``db[scan_id]`` (the latest run with that scan_id), ``db['uid prefix']`` (>= 6
+      characters), ``db[[k1, k2]]``: a list
+    - ``db.search(Key('plan_name') == 'scan')`` or ``db.search({'plan_name': 'scan'})``
+      (a dict is equality on start-document keys); the result is a ``Catalog`` again
+    """
+
+    @classmethod
+    def of(cls, client: Any) -> Catalog:
+        """The same tiled node as ``client`` (a ``CatalogOfBlueskyRuns``), as a Catalog."""
+        return cls(client.context, item=client.item, structure_clients=client.structure_clients)
 
     @property
-    def client(self) -> Any:
-        """The underlying ``CatalogOfBlueskyRuns`` tiled client (search, v2/v3...)."""
-        return self._client
+    def instrument(self) -> str:
+        return str(self.item["id"])
 
-    def __len__(self) -> int:
-        return len(self._client)
+    @property
+    def client(self) -> Catalog:
+        """This catalog (kept for code written when ``Catalog`` wrapped the client)."""
+        return self
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._client)
-
-    def __repr__(self) -> str:
-        return f"<beampod Catalog {self.instrument!r}: {len(self)} runs>"
-
-    def __getitem__(self, key: int | str) -> Any:
-        if isinstance(key, bool) or not isinstance(key, numbers.Integral | str):
-            raise UsageError(f"look runs up by -N, scan_id or uid prefix, not {key!r}")
+    def __getitem__(self, key: Any) -> Any:
         if isinstance(key, str):
             return self._by_uid(key)
+        if isinstance(key, slice):
+            return self._recent_slice(key)
+        if isinstance(key, list | tuple):
+            return [self[k] for k in key]
+        if isinstance(key, bool) or not isinstance(key, numbers.Integral):
+            raise UsageError(
+                f"look runs up by -N, a slice like -3:, scan_id or uid prefix, not {key!r}"
+            )
         if key < 0:
             return self._recent(int(key))
         if key == 0:
             raise UsageError("db[0] is not a run: use db[-1] for the latest, db[N] for scan_id N")
         return self._by_scan_id(int(key))
 
+    def search(self, query: Any) -> Any:
+        """tiled queries (``Key('plan_name') == 'scan'``, ``Contains``, ``FullText`` ...)
+        on start-document keys unless the key starts with ``stop.``; a dict is equality
+        on each of its keys (as databroker users write ``db.search({'plan_name': 'scan'})``).
+        """
+        if not isinstance(query, dict):
+            return super().search(query)
+        from tiled.queries import Eq
+
+        result: Any = self
+        for key, value in query.items():
+            if not isinstance(key, str) or isinstance(value, dict):
+                raise UsageError(
+                    f"db.search with a dict takes {{'key': value}} pairs (equality), not "
+                    f"{key!r}: {value!r}; use tiled.queries (Key('x') > 1) for the rest"
+                )
+            result = result.search(Eq(key, value))
+        return result
+
     def _recent(self, key: int) -> Any:
         # A negative index is one request sorted newest first. Not len() first: tiled's
         # client caches a container's length for a second, so a catalog opened before a
         # run was stored would say "no runs" (or miss the newest) for that long.
         try:
-            return self._client.values()[key]
+            return self.values()[key]
         except IndexError:
-            n = len(self._client)
+            n = len(self)
             if n == 0:
                 raise RunNotFoundError(
                     f"no runs stored for instrument {self.instrument!r} yet"
@@ -92,10 +122,23 @@ class Catalog:
                 f"db[{key}]: only {n} run(s) stored for {self.instrument!r}"
             ) from None
 
+    def _recent_slice(self, key: slice) -> list[Any]:
+        """``db[-N:]``, ``db[-N:-M]``: recent runs, oldest first, as a list."""
+        start, stop = key.start, key.stop
+        if not isinstance(start, int) or start >= 0 or (stop is not None and stop > 0):
+            raise UsageError(
+                "slices count back from the latest run: db[-3:] or db[-5:-2], "
+                f"not db[{_slice(key)}]"
+            )
+        runs = list(self.values().tail(-start))
+        if stop is not None:
+            runs = runs[: max(0, len(runs) + stop)]
+        return runs[:: key.step] if key.step else runs
+
     def _by_scan_id(self, scan_id: int) -> Any:
         from tiled.queries import Eq
 
-        results = self._client.search(Eq("start.scan_id", scan_id))
+        results = super().search(Eq("start.scan_id", scan_id))
         if not len(results):
             raise RunNotFoundError(f"no run with scan_id {scan_id} for {self.instrument!r}")
         # scan_ids repeat (RE.md['scan_id'] resets); the latest is what users mean.
@@ -110,7 +153,7 @@ class Catalog:
             )
         if any(c in prefix for c in "%_\\"):
             raise UsageError(f"uid prefix {prefix!r} contains a wildcard character")
-        found = self._client.search(Like("start.uid", f"{prefix}%")).values().head(2)
+        found = super().search(Like("start.uid", f"{prefix}%")).values().head(2)
         if len(found) > 1:
             raise AmbiguousUidError(
                 f"uid prefix {prefix!r} matches several runs: give more characters"
@@ -123,8 +166,13 @@ class Catalog:
         """The ``limit`` most recent runs, newest first."""
         if limit <= 0:
             return []
-        runs = list(self._client.values().tail(limit))
+        runs = list(self.values().tail(limit))
         return [_summary(run) for run in reversed(runs)]
+
+
+def _slice(key: slice) -> str:
+    parts = ["" if v is None else str(v) for v in (key.start, key.stop, key.step)]
+    return ":".join(parts if key.step is not None else parts[:2])
 
 
 def _summary(run: Any) -> RunSummary:
@@ -183,7 +231,9 @@ def open_catalog(
 ) -> Catalog:
     """The instrument's runs, read with the pod's read-only key unless ``api_key``."""
     client, name = _connect(pod, instrument, api_key)
-    return Catalog(client, name)
+    if not isinstance(client, CatalogOfBlueskyRuns):
+        raise StoreError(f"Tiled's node {name!r} is not a catalog of Bluesky runs")
+    return Catalog.of(client)
 
 
 def list_runs(pod: LoadedPod, instrument: str | None = None, limit: int = 20) -> list[RunSummary]:

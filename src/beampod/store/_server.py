@@ -90,6 +90,22 @@ def _instrument_containers_task(catalog: Any, instruments: Sequence[str]) -> Any
     return ensure_instrument_containers
 
 
+JSON_SEQ = "application/json-seq"
+
+
+def serialization_registry() -> Any:
+    """Tiled's exporters plus bluesky-tiled-plugins' JSON-seq one for runs: what
+    ``run.documents()`` asks for (a run is a container node)."""
+    import copy
+
+    from bluesky_tiled_plugins.exporters import json_seq_exporter
+    from tiled.media_type_registration import default_serialization_registry
+
+    registry = copy.deepcopy(default_serialization_registry)
+    registry.register("container", JSON_SEQ, json_seq_exporter)
+    return registry
+
+
 def build_store_app(pod: LoadedPod, *, internal_key: str | None = None) -> ASGIApp:
     """ASGI app: tiled's ``build_app`` over the pod catalog, wrapped in the key gate."""
     from tiled.config import Authentication
@@ -100,7 +116,11 @@ def build_store_app(pod: LoadedPod, *, internal_key: str | None = None) -> ASGIA
     # to the same list rather than passed as an app-level task (those run first).
     catalog.startup_tasks.append(_instrument_containers_task(catalog, list(pod.config.instruments)))
     key = internal_key or secrets.token_hex(32)
-    app = build_app(catalog, authentication=Authentication(single_user_api_key=key))
+    app = build_app(
+        catalog,
+        authentication=Authentication(single_user_api_key=key),
+        serialization_registry=serialization_registry(),
+    )
     s = pod.secrets
     return ApiKeyGate(
         app,

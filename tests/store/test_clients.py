@@ -1,0 +1,130 @@
+"""The pod's store with the clients people use: tiled's ``from_uri(api_key=...)``,
+``run.documents()``, and the Tiled web UI in a browser opened with ``?api_key=``."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from typing import Any
+
+import httpx
+import pytest
+
+from beampod.config import PodHome, init_pod, load_pod
+from beampod.store import open_sink
+from tests.store.conftest import Server, generate_run
+from tests.store.helpers import column, items, start_uid
+
+pytestmark = pytest.mark.pod
+
+
+def _tiled_key_pattern() -> re.Pattern[str]:
+    # The pattern tiled's client checks an API key against (it drops any other key).
+    from tiled.client.context import API_KEY_AUTH_HEADER_PATTERN
+
+    return API_KEY_AUTH_HEADER_PATTERN
+
+
+def test_every_generated_key_is_one_tiled_accepts(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """``beampod init`` 50 times: every Tiled key of every pod passes tiled's check."""
+    pattern = _tiled_key_pattern()
+    for _ in range(50):
+        home = PodHome(tmp_path_factory.mktemp("keys"))
+        init_pod(home, free_ports=True)
+        secrets = load_pod(home).secrets
+        for name in ("reader", "writer", "admin"):
+            key = getattr(secrets, f"tiled_{name}_key").get_secret_value()
+            assert pattern.match(f"Apikey {key}"), f"tiled_{name}_key has characters tiled drops"
+
+
+@pytest.fixture(scope="module")
+def stored_run(tiled_server: Server) -> list[tuple[str, dict[str, Any]]]:
+    docs = generate_run("scan", num=6, scan_id=8101)
+    assert not open_sink(tiled_server.pod).write_batch(items(docs)).rejected
+    return docs
+
+
+def test_from_uri_with_the_reader_key_reads_a_run(
+    tiled_server: Server, stored_run: list[tuple[str, dict[str, Any]]]
+) -> None:
+    from tiled.client import from_uri
+
+    client = from_uri(tiled_server.url, api_key=tiled_server.key("reader"))
+    run = client["demo"][start_uid(stored_run)]
+    ds = run["primary"].read()
+    assert list(ds["det"].values) == list(column(stored_run, "det"))
+    assert run.metadata["stop"]["exit_status"] == "success"
+
+
+def test_run_documents_gives_back_what_was_emitted(
+    tiled_server: Server, stored_run: list[tuple[str, dict[str, Any]]]
+) -> None:
+    from tiled.client import from_uri
+
+    client = from_uri(tiled_server.url, api_key=tiled_server.key("reader"))
+    run = client["demo"][start_uid(stored_run)]
+    got = list(run.documents())
+    names = [name for name, _ in got]
+    assert names == [name for name, _ in stored_run]
+    assert names.count("event") == 6
+    assert got[0][1]["uid"] == start_uid(stored_run)
+    emitted = [d["data"]["det"] for n, d in stored_run if n == "event"]
+    assert [d["data"]["det"] for n, d in got if n == "event"] == pytest.approx(emitted)
+    assert got[-1][1]["exit_status"] == "success"
+
+
+class _Assets(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        d = dict(attrs)
+        if tag == "script" and d.get("src"):
+            self.urls.append(str(d["src"]))
+        elif tag == "link" and d.get("rel") == "stylesheet" and d.get("href"):
+            self.urls.append(str(d["href"]))
+
+
+def test_web_ui_opened_with_the_reader_key_loads_its_assets(tiled_server: Server) -> None:
+    url, key = tiled_server.url, tiled_server.key("reader")
+    with httpx.Client(base_url=url, trust_env=False) as browser:
+        page = browser.get("/ui/", params={"api_key": key})
+        assert page.status_code == 200, page.text
+        mine = [c for c in page.headers.get_list("set-cookie") if c.startswith("tiled_api_key=")]
+        assert len(mine) == 1, page.headers
+        cookie = mine[0]
+        assert cookie.startswith(f"tiled_api_key={key};")
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+        parser = _Assets()
+        parser.feed(page.text)
+        assert parser.urls, page.text
+        jar = {"tiled_api_key": browser.cookies["tiled_api_key"]}
+    assert jar == {"tiled_api_key": key}
+    # A fresh "browser" with nothing but the cookie: what the page's later requests are.
+    with httpx.Client(base_url=url, trust_env=False, cookies=jar) as browser:
+        for asset in parser.urls:
+            got = browser.get(asset if asset.startswith("/") else f"/ui/{asset}")
+            assert got.status_code == 200, asset
+            assert got.content, asset
+            assert not [c for c in got.headers.get_list("set-cookie") if "tiled_api_key" in c]
+        api = browser.get("/api/v1/search/demo")
+        assert api.status_code == 200
+    # Without the cookie the same asset is refused: the cookie is what authenticates.
+    assert httpx.get(f"{url}{parser.urls[0]}", trust_env=False).status_code == 401
+    # A wrong key sets no cookie.
+    bad = httpx.get(f"{url}/ui/", params={"api_key": "0" * 64}, trust_env=False)
+    assert bad.status_code == 401 and "set-cookie" not in bad.headers
+
+
+def test_reader_cookie_stays_read_only(tiled_server: Server) -> None:
+    jar = {"tiled_api_key": tiled_server.key("reader")}
+    got = httpx.post(
+        f"{tiled_server.url}/api/v1/metadata/",
+        json={"structure_family": "container", "metadata": {}, "specs": [], "data_sources": []},
+        cookies=jar,
+        trust_env=False,
+    )
+    assert got.status_code == 403
