@@ -16,6 +16,7 @@ from beampod.errors import BeampodError
 
 def build_parser() -> argparse.ArgumentParser:
     from beampod.cli import _agent_cmds, _data_cmds, _pod_cmds, _queue_cmds, _session_cmds
+    from beampod.cli import _deploy_cmds
 
     parser = argparse.ArgumentParser(
         prog="beampod",
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_cmds.register(sub)
     _queue_cmds.register(sub)
     _agent_cmds.register(sub)
+    _deploy_cmds.register(sub)
     return parser
 
 
