@@ -81,15 +81,34 @@ def playbook() -> list[dict[str, Any]]:
             "loop": [home, f"{home}/run", f"{home}/run/env", f"{home}/logs", f"{home}/data"],
         },
         {
-            "name": "Packed environment of each cycle, checked against its .sha256",
+            "name": "Packed environment of each cycle",
             "ansible.builtin.copy": {
                 "src": "{{ beampod_packs }}/{{ item }}.tar.gz",
                 "dest": f"{env}/{{{{ item }}}}.tar.gz",
                 "mode": "0644",
-                "checksum": "{{ lookup('ansible.builtin.file', beampod_packs + '/' + item"
-                " + '.tar.gz.sha256').split()[0] }}",
             },
             "loop": "{{ beampod_cycles }}",
+        },
+        {
+            "name": "sha256 of each packed environment",
+            "ansible.builtin.stat": {
+                "path": f"{env}/{{{{ item }}}}.tar.gz",
+                "checksum_algorithm": "sha256",
+            },
+            "loop": "{{ beampod_cycles }}",
+            "register": "beampod_pack_stat",
+        },
+        {
+            "name": "Each packed environment matches its .sha256 (else nothing is unpacked)",
+            "ansible.builtin.assert": {
+                "that": "item.stat.checksum == (lookup('ansible.builtin.file', beampod_packs"
+                " + '/' + item.item + '.tar.gz.sha256').split()[0])",
+                "fail_msg": "{{ item.item }}.tar.gz does not match its .sha256: damaged or"
+                " replaced",
+                "quiet": True,
+            },
+            "loop": "{{ beampod_pack_stat.results }}",
+            "loop_control": {"label": "{{ item.item }}"},
         },
         {
             "name": "Environment directory of each cycle",
@@ -156,6 +175,7 @@ def playbook() -> list[dict[str, Any]]:
         {
             "name": "beampod: cycle environments, configuration, secrets and services",
             "hosts": "all",
+            "gather_facts": False,
             "become": "{{ beampod_system | bool }}",
             "vars": {
                 "beampod_root": "",
