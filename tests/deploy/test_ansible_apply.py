@@ -25,14 +25,30 @@ def _pack(packs: Path, cycle: str) -> None:
     (packs / f"{cycle}.tar.gz.sha256").write_text(f"{digest}  {archive.name}\n")
 
 
-def _playbook(rendered: Path, root: Path, packs: Path, secrets: Path) -> subprocess.CompletedProcess[str]:
+def _playbook(
+    rendered: Path, root: Path, packs: Path, secrets: Path
+) -> subprocess.CompletedProcess[str]:
     play = str(Path(sys.executable).parent / "ansible-playbook")
     return subprocess.run(
         [
-            play, "-i", "inventory.yml", "-c", "local", "--limit", "ws2", "playbook.yml",
-            "-e", f"beampod_root={root}", "-e", "beampod_system=false",
-            "-e", f"beampod_packs={packs}", "-e", f"beampod_secrets_file={secrets}",
-            "-e", f"ansible_python_interpreter={sys.executable}",
+            play,
+            "-i",
+            "inventory.yml",
+            "-c",
+            "local",
+            "--limit",
+            "ws2",
+            "playbook.yml",
+            "-e",
+            f"beampod_root={root}",
+            "-e",
+            "beampod_system=false",
+            "-e",
+            f"beampod_packs={packs}",
+            "-e",
+            f"beampod_secrets_file={secrets}",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
         ],
         cwd=rendered / "ansible",
         capture_output=True,
@@ -57,7 +73,9 @@ def test_playbook_installs_environment_config_secrets_and_units(
     assert (home / "secrets.yaml").read_text() == secrets.read_text()
     assert mode(home / "secrets.yaml") == 0o600
     assert mode(home) == 0o700 and mode(home / "run/env") == 0o700
-    assert (home / "config.yaml").read_bytes() == (rendered / "ansible/files/config.yaml").read_bytes()
+    assert (home / "config.yaml").read_bytes() == (
+        rendered / "ansible/files/config.yaml"
+    ).read_bytes()
     python = root / "opt/beampod/environments/2026-2/bin/python"
     assert subprocess.run([python], capture_output=True, text=True).stdout == "cycle 2026-2\n"
     assert (root / "opt/beampod/overlays/bl03").is_dir()

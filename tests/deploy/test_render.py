@@ -21,8 +21,7 @@ def _units(out: Path, host: str) -> set[str]:
 def test_services_are_split_by_host(rendered: Path) -> None:
     central = _units(rendered, "central")
     assert central == {
-        f"beampod-{n}.service"
-        for n in ("nats-0", "nats-1", "nats-2", "postgres", "redis", "tiled")
+        f"beampod-{n}.service" for n in ("nats-0", "nats-1", "nats-2", "postgres", "redis", "tiled")
     }
     ws1, ws2 = _units(rendered, "ws1"), _units(rendered, "ws2")
     assert {"beampod-bl01-writer.service", "beampod-bl02-writer.service"} <= ws1
@@ -76,7 +75,11 @@ def test_compose_runs_the_same_commands_on_the_host_network(rendered: Path) -> N
     compose = yaml.safe_load((rendered / "hosts/central/compose.yaml").read_text())
     tiled = compose["services"]["tiled"]
     assert tiled["network_mode"] == "host"
-    assert tiled["command"][:3] == ["/opt/beampod/environments/2026-1/bin/python", "-m", "beampod.store.server"]
+    assert tiled["command"][:3] == [
+        "/opt/beampod/environments/2026-1/bin/python",
+        "-m",
+        "beampod.store.server",
+    ]
     assert tiled["depends_on"] == {"postgres": {"condition": "service_started"}}
 
 

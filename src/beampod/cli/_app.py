@@ -15,8 +15,14 @@ from beampod.errors import BeampodError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from beampod.cli import _agent_cmds, _data_cmds, _pod_cmds, _queue_cmds, _session_cmds
-    from beampod.cli import _deploy_cmds
+    from beampod.cli import (
+        _agent_cmds,
+        _data_cmds,
+        _deploy_cmds,
+        _pod_cmds,
+        _queue_cmds,
+        _session_cmds,
+    )
 
     parser = argparse.ArgumentParser(
         prog="beampod",

@@ -26,12 +26,21 @@ def register(sub: Any) -> None:
         "--config", help="config file or facility directory (default: the pod home's config)"
     )
     r.add_argument("--diff", action="store_true", help="print a unified diff before writing")
-    r.add_argument("--environments", default="/opt/beampod/environments",
-                   help="root of the cycle environments on the hosts (<root>/<cycle>/bin/python)")
-    r.add_argument("--overlays", default="/opt/beampod/overlays",
-                   help="root of the per-instrument overlays on the hosts (<root>/<instrument>)")
-    r.add_argument("--pod-home", default="",
-                   help="pod home on the hosts (default: /var/lib/beampod/<pod name>)")
+    r.add_argument(
+        "--environments",
+        default="/opt/beampod/environments",
+        help="root of the cycle environments on the hosts (<root>/<cycle>/bin/python)",
+    )
+    r.add_argument(
+        "--overlays",
+        default="/opt/beampod/overlays",
+        help="root of the per-instrument overlays on the hosts (<root>/<instrument>)",
+    )
+    r.add_argument(
+        "--pod-home",
+        default="",
+        help="pod home on the hosts (default: /var/lib/beampod/<pod name>)",
+    )
     r.add_argument("--user", default="beampod", help="service user on the hosts")
     r.set_defaults(func=cmd_render)
     c = dsub.add_parser("check", help="validate rendered files with ansible, systemd-analyze")
@@ -51,8 +60,11 @@ def _config_file(args: argparse.Namespace) -> Path:
 def cmd_render(args: argparse.Namespace) -> int:
     from beampod.deploy import DeployOptions, diff, render, write
 
-    for name, value in (("--environments", args.environments), ("--overlays", args.overlays),
-                        ("--pod-home", args.pod_home)):
+    for name, value in (
+        ("--environments", args.environments),
+        ("--overlays", args.overlays),
+        ("--pod-home", args.pod_home),
+    ):
         if value and not value.startswith("/"):
             raise UsageError(f"{name} must be an absolute path on the hosts, got {value!r}")
     file = _config_file(args)

@@ -90,7 +90,9 @@ def check_systemd(out: Path) -> list[CheckResult]:
     return results
 
 
-_HOST_ONLY = re.compile(r"^\S+\.service: Command /\S+ is not executable: No such file or directory$")
+_HOST_ONLY = re.compile(
+    r"^\S+\.service: Command /\S+ is not executable: No such file or directory$"
+)
 
 
 def _about_host_paths(line: str) -> bool:

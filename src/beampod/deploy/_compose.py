@@ -38,6 +38,8 @@ def compose(host: str, placed: list[Placed], options: DeployOptions, home: str) 
         if p.env_file:
             svc["env_file"] = [p.env_file]
         if p.depends_local:
-            svc["depends_on"] = {names[u]: {"condition": "service_started"} for u in p.depends_local}
+            svc["depends_on"] = {
+                names[u]: {"condition": "service_started"} for u in p.depends_local
+            }
         services[p.spec.name] = svc
     return {"services": services}

@@ -158,7 +158,7 @@ def host_argv(argv: tuple[str, ...], python: str) -> tuple[str, ...]:
     prefix = sys.prefix.rstrip("/") + "/"
     if exe.startswith(prefix):
         env_root = python.rsplit("/bin/python", 1)[0]
-        return (f"{env_root}/{exe[len(prefix):]}", *argv[1:])
+        return (f"{env_root}/{exe[len(prefix) :]}", *argv[1:])
     return argv
 
 

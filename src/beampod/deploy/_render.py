@@ -40,9 +40,7 @@ def render(
     if "compose" in targets:
         for host in hosts_of(config):
             files[f"hosts/{host}/compose.yaml"] = _yaml(compose(host, placed, options, home))
-    return {
-        k: (v.encode() if isinstance(v, str) else v) for k, v in sorted(files.items())
-    }
+    return {k: (v.encode() if isinstance(v, str) else v) for k, v in sorted(files.items())}
 
 
 def diff(rendered: dict[str, bytes], out: Path) -> str:
