@@ -7,6 +7,7 @@ The image (``<image>:<cycle>``) must hold the cycle environment at its path.
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from beampod.deploy._plan import DeployOptions, Placed
@@ -26,9 +27,7 @@ def compose(host: str, placed: list[Placed], options: DeployOptions, home: str) 
             "working_dir": home,
             "restart": "on-failure",
             "volumes": [f"{home}:{home}"],
-            "stop_signal": p.spec.stop_signal.name
-            if hasattr(p.spec.stop_signal, "name")
-            else str(p.spec.stop_signal),
+            "stop_signal": signal.Signals(p.spec.stop_signal).name,
             "stop_grace_period": f"{int(p.spec.stop_timeout)}s",
         }
         if p.instrument is not None:
