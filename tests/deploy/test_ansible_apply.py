@@ -11,6 +11,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 
 def _pack(packs: Path, cycle: str) -> None:
     """A stand-in for `beampod env pack`'s <cycle>.tar.gz and its .sha256."""
@@ -53,11 +55,13 @@ def _playbook(
         cwd=rendered / "ansible",
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=400,
         env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_HOST_KEY_CHECKING": "0"},
     )
 
 
+# Each ansible-playbook run takes minutes on a loaded 2-core machine (a python per task).
+@pytest.mark.timeout(1000)
 def test_playbook_installs_environment_config_secrets_and_units(
     rendered: Path, tmp_path: Path
 ) -> None:
@@ -90,6 +94,7 @@ def test_playbook_installs_environment_config_secrets_and_units(
     assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-2000:]
 
 
+@pytest.mark.timeout(500)
 def test_a_damaged_pack_is_refused(rendered: Path, tmp_path: Path) -> None:
     packs, root = tmp_path / "packs", tmp_path / "root"
     _pack(packs, "2026-2")
