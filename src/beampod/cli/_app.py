@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     from beampod.cli import (
         _agent_cmds,
         _data_cmds,
+        _deploy_cmds,
         _env_cmds,
         _plot_cmds,
         _pod_cmds,
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     _queue_cmds.register(sub)
     _agent_cmds.register(sub)
     _env_cmds.register(sub)
+    _deploy_cmds.register(sub)
     return parser
 
 

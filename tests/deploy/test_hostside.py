@@ -1,0 +1,50 @@
+"""What a unit runs on its host before the service: prepare, and the 0600 secrets file."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from beampod.config import PodHome, init_pod, load_pod
+from beampod.deploy import DeployOptions, render
+
+
+def test_prepare_writes_the_secret_environment_file_0600(tmp_path: Path) -> None:
+    home = PodHome(tmp_path / "pod")
+    init_pod(home, free_ports=True)
+    pod = load_pod(home)
+    key = pod.secrets.queue_zmq_private_key.get_secret_value()
+    proc = subprocess.run(
+        [sys.executable, "-m", "beampod.deploy", "prepare", "--home", str(home.root), "queue"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    env_file = home.run_dir / "env" / "queue.env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert env_file.read_text() == f"QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER={key}\n"
+    assert key not in proc.stdout + proc.stderr
+    # The queue's own preparation ran too (its permissions file).
+    assert (home.run_dir / "queue" / "user_group_permissions.yaml").exists()
+    # The unit rendered for this home reads exactly that file, and never holds the key.
+    options = DeployOptions(home=str(home.root))
+    units = render(pod.config, home.config_file.read_bytes(), ("systemd",), options)
+    queue = units["hosts/localhost/systemd/beampod-demo-queue.service"].decode()
+    assert f"EnvironmentFile=-{env_file}" in queue
+    assert key not in queue
+
+
+def test_prepare_of_an_unknown_service_is_one_line(tmp_path: Path) -> None:
+    home = PodHome(tmp_path / "pod")
+    init_pod(home, free_ports=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "beampod.deploy", "prepare", "--home", str(home.root), "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "no service 'nope'" in proc.stderr
