@@ -25,7 +25,10 @@ def three_host_facility(root: Path) -> Path:
             "hosts:\n  central: {address: 10.0.0.1}\n  ws1: {address: 10.0.0.11}\n"
             "  ws2: {address: 10.0.0.12}\ncentral_host: central",
         ),
-        ('cycles: ["2026-1"]', 'cycles: ["2026-1", "2026-2"]'),
+        (
+            '    "2026-1": {requirements: []}',
+            '    "2026-1": {requirements: []}\n    "2026-2": {requirements: []}',
+        ),
         ("  host: localhost\n  package", "  host: ws1\n  package"),
         ("  bl03:\n", '  bl03:\n    host: ws2\n    cycle: "2026-2"\n'),
     ]
