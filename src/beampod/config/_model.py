@@ -203,6 +203,13 @@ class QueueSettings(Strict):
     )
 
 
+class WebSettings(Strict):
+    """The pod's web console (docs/web.md)."""
+
+    enabled: bool = True
+    port: Port = 8080
+
+
 class AgentSettings(Strict):
     """The adaptive agent service and how plans talk to it (docs/adaptive.md)."""
 
@@ -246,6 +253,7 @@ class PodConfig(Strict):
     channel_access: ChannelAccessSettings = ChannelAccessSettings()
     queue: QueueSettings = QueueSettings()
     agent: AgentSettings = AgentSettings()
+    web: WebSettings = WebSettings()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> PodConfig:

@@ -26,7 +26,7 @@ def pod_services(pod: LoadedPod) -> list[ServiceSpec]:
 
 
 def _optional_specs(pod: LoadedPod, base: list[ServiceSpec]) -> list[ServiceSpec]:
-    """Writer, queue and agent services, each present once its module exists."""
+    """Writer, queue, agent and web services, each present once its module exists."""
     import importlib
 
     extra: list[ServiceSpec] = []
@@ -34,6 +34,7 @@ def _optional_specs(pod: LoadedPod, base: list[ServiceSpec]) -> list[ServiceSpec
         ("beampod.services._svc_writer", "writer_specs"),
         ("beampod.services._svc_queue", "queue_specs"),
         ("beampod.services._svc_agent", "agent_specs"),
+        ("beampod.services._svc_web", "web_specs"),
     ):
         try:
             mod = importlib.import_module(module)
