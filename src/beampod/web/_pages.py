@@ -61,10 +61,10 @@ async def login(request: Request) -> Response:
     c.sessions.drop(request.cookies.get(SESSION_COOKIE))
     sid, _ = c.sessions.create(role)
     resp = RedirectResponse(nxt, status_code=303)
+    resp.delete_cookie(LOGIN_CSRF_COOKIE)
     resp.set_cookie(
         SESSION_COOKIE, sid, httponly=True, samesite="strict", max_age=int(SESSION_MAX_AGE_S)
     )
-    resp.delete_cookie(LOGIN_CSRF_COOKIE)
     return resp
 
 
