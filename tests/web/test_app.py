@@ -92,7 +92,7 @@ def test_login_with_observer_key_sets_a_strict_httponly_cookie(
 
 
 def test_wrong_key_is_refused_and_no_session_is_made(web: tuple[TestClient, LoadedPod]) -> None:
-    client, pod = web
+    client, _ = web
     console: Console = client.app._app.state.console  # type: ignore[attr-defined]
     before = len(console.sessions)
     resp = login(client, "not-a-key")
@@ -171,7 +171,12 @@ def test_security_headers(web: tuple[TestClient, LoadedPod]) -> None:
 
 @pytest.mark.parametrize(
     "host,uid,expected",
-    [("127.0.0.1", 1000, 200), ("::1", 1000, 200), ("127.0.0.1", 1001, 303), ("10.0.0.5", 1000, 303)],
+    [
+        ("127.0.0.1", 1000, 200),
+        ("::1", 1000, 200),
+        ("127.0.0.1", 1001, 303),
+        ("10.0.0.5", 1000, 303),
+    ],
 )
 def test_loopback_owner_is_an_observer_without_login(
     pod_home: PodHome, host: str, uid: int, expected: int

@@ -7,7 +7,9 @@ import asyncio
 import json
 import os
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,16 +120,22 @@ def test_unknown_device_is_refused_by_the_parser() -> None:
 # -- live feed ---------------------------------------------------------------------------
 
 
-def _run_docs(n: int) -> list[tuple[str, dict[str, object]]]:
-    start = {"uid": "run-1", "scan_id": 7, "plan_name": "scan", "motors": ["motor_ph"], "time": 1}
-    desc = {
+def _run_docs(n: int) -> list[tuple[str, dict[str, Any]]]:
+    start: dict[str, Any] = {
+        "uid": "run-1",
+        "scan_id": 7,
+        "plan_name": "scan",
+        "motors": ["motor_ph"],
+        "time": 1,
+    }
+    desc: dict[str, Any] = {
         "uid": "desc-1",
         "run_start": "run-1",
         "name": "primary",
         "data_keys": {"pinhole": {"shape": []}, "motor_ph": {"shape": []}, "img": {"shape": [4]}},
         "hints": {"pinhole": {"fields": ["pinhole"]}},
     }
-    docs: list[tuple[str, dict[str, object]]] = [("start", start), ("descriptor", desc)]
+    docs: list[tuple[str, dict[str, Any]]] = [("start", start), ("descriptor", desc)]
     docs += [
         (
             "event",
@@ -164,7 +172,7 @@ def test_messages_keep_scalars_only_and_expand_event_pages() -> None:
     assert out[1]["data"] == {}  # NaN is not a point
 
 
-async def _never() -> object:
+async def _never() -> AsyncIterator[tuple[str, dict[str, Any]]]:
     await asyncio.Event().wait()
     yield ("never", {})  # pragma: no cover
 
@@ -173,12 +181,12 @@ def test_feed_fans_out_and_drops_a_subscriber_that_does_not_read() -> None:
     async def main() -> None:
         docs = _run_docs(3)
 
-        async def source() -> object:
+        async def source() -> AsyncIterator[tuple[str, dict[str, Any]]]:
             for d in docs:
                 yield d
             await asyncio.Event().wait()
 
-        feed = LiveFeed(source)  # type: ignore[arg-type]
+        feed = LiveFeed(source)
         fast, slow = feed.subscribe(), feed.subscribe()
         task = asyncio.create_task(feed.run_forever())
         got = [await asyncio.wait_for(fast.get(), 5) for _ in range(6)]
@@ -188,7 +196,7 @@ def test_feed_fans_out_and_drops_a_subscriber_that_does_not_read() -> None:
         # A queue that filled up is dropped and told to end (None at its end).
         from beampod.web import _live
 
-        tiny = LiveFeed(source)  # type: ignore[arg-type]
+        tiny = LiveFeed(source)
         q = tiny.subscribe()
         for _ in range(_live.QUEUE_SIZE + 1):
             tiny._publish({"type": "event"})
