@@ -45,3 +45,19 @@ def screenshot(page: Any, name: str) -> None:
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+def wait_js(page: Any, expression: str, timeout_s: float = 120.0) -> Any:
+    """Poll a JavaScript expression until it is truthy. (Playwright's wait_for_function
+    evaluates strings inside the page, which the console's Content-Security-Policy
+    forbids, rightly; ``evaluate`` goes through the DevTools protocol instead.)"""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = page.evaluate(f"() => ({expression})")
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {expression}")
+        page.wait_for_timeout(100)

@@ -12,7 +12,7 @@ import pytest
 
 from beampod.config import LoadedPod
 from beampod.web import web_url
-from tests.web._browser import chromium_or_skip, screenshot
+from tests.web._browser import chromium_or_skip, screenshot, wait_js
 
 pytestmark = [pytest.mark.pod, pytest.mark.slow]
 
@@ -30,10 +30,15 @@ def page(browser: Any, pod: LoadedPod) -> Iterator[Any]:
     context = browser.new_context(base_url=web_url(pod), viewport={"width": 1280, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
+    problems: list[str] = []
+    context.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    context.on("weberror", lambda e: problems.append(str(e.error)))
     try:
         yield page
     finally:
         context.close()
+    # Every page works under the strict Content-Security-Policy, without script errors.
+    assert not problems, problems
 
 
 def log_in(page: Any, key: str) -> None:
@@ -82,11 +87,11 @@ def test_scan_from_the_form_live_plot_and_runs(page: Any, pod: LoadedPod) -> Non
     page.click("#add-plan")
     page.wait_for_selector("#message")
     page.click("#action-start")
-    live.wait_for_function(f"+document.getElementById('points').textContent === {NUM}")
+    wait_js(live, f"+document.getElementById('points').textContent === {NUM}")
     seen = live.evaluate("window.seenPoints")
     assert max(seen) == NUM
     assert len({n for n in seen if 0 < n < NUM}) >= 2, f"plot did not grow point by point: {seen}"
-    live.wait_for_function("document.getElementById('live-status').textContent.includes('success')")
+    wait_js(live, "document.getElementById('live-status').textContent.includes('success')")
     status = live.inner_text("#live-status")
     uid8 = re.search(r"· ([0-9a-f]{8}) ·", status)
     assert uid8, status
@@ -106,7 +111,7 @@ def test_scan_from_the_form_live_plot_and_runs(page: Any, pod: LoadedPod) -> Non
     assert row_events() == str(NUM)
     screenshot(page, "runs")
     page.click(f"#runs tr[data-uid^='{uid8.group(1)}'] a")
-    page.wait_for_function(f"document.getElementById('plot').dataset.points === '{NUM}'")
+    wait_js(page, f"document.getElementById('plot').dataset.points === '{NUM}'")
     assert page.input_value("#x-axis") == "motor_ph" and page.input_value("#y-axis") == "pinhole"
     screenshot(page, "run")
     page.goto("/queue")
@@ -117,16 +122,18 @@ def test_move_motor_from_the_devices_panel(page: Any, pod: LoadedPod) -> None:
     log_in(page, pod.secrets.queue_control_key.get_secret_value())
     page.goto("/devices")
     cell = "td[data-signal=motor_ph]"
-    page.wait_for_function(f"!isNaN(parseFloat(document.querySelector('{cell}').textContent))")
+    wait_js(page, f"!isNaN(parseFloat(document.querySelector('{cell}').textContent))")
     before = float(page.inner_text(cell))
     target = 1.25 if abs(before - 1.25) > 0.5 else -1.25
     page.fill("#move-motor_ph", str(target))
     page.click("form.move[data-device=motor_ph] button")
-    page.wait_for_function(
-        f"document.getElementById('move-status').textContent.startsWith('mv(motor_ph, {target})')"
+    wait_js(
+        page,
+        f"document.getElementById('move-status').textContent.startsWith('mv(motor_ph, {target})')",
     )
-    page.wait_for_function(
-        f"Math.abs(parseFloat(document.querySelector('{cell}').textContent) - {target}) < 1e-6"
+    wait_js(
+        page,
+        f"Math.abs(parseFloat(document.querySelector('{cell}').textContent) - {target}) < 1e-6",
     )
     screenshot(page, "devices")
 

@@ -247,6 +247,8 @@ async def run_table(request: Request) -> Response:
     c = _console(request)
     c.require(request)
     uid, stream, fmt = (request.path_params[k] for k in ("uid", "stream", "fmt"))
+    if fmt not in ("json", "csv"):
+        return JSONResponse({"detail": f"no format {fmt!r} (json or csv)"}, status_code=404)
     try:
         table = await _blocking(c, lambda: stream_table(c.catalog(), uid, stream))
     except (RunsUnavailable, KeyError) as exc:
