@@ -31,7 +31,13 @@ def page(browser: Any, pod: LoadedPod) -> Iterator[Any]:
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     problems: list[str] = []
-    context.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+
+    def on_console(message: Any) -> None:
+        # A refused submission is answered with a 422 page by design; Chromium logs it.
+        if message.type == "error" and "status of 422" not in message.text:
+            problems.append(f"{message.text} ({message.location.get('url')})")
+
+    context.on("console", on_console)
     context.on("weberror", lambda e: problems.append(str(e.error)))
     try:
         yield page
