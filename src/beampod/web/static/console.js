@@ -17,7 +17,7 @@ class Plot {
   }
   draw() {
     const c = this.c, g = c.getContext("2d"), W = c.width, H = c.height;
-    const L = 70, R = 15, T = 15, B = 45;
+    const L = 80, R = 15, T = 15, B = 45;
     g.clearRect(0, 0, W, H); g.font = "12px sans-serif"; g.fillStyle = "#222"; g.strokeStyle = "#999";
     const pts = [];
     for (let i = 0; i < this.x.length; i++) {
@@ -26,7 +26,7 @@ class Plot {
     }
     g.strokeRect(L, T, W - L - R, H - T - B);
     g.fillText(this.xl, L + (W - L - R) / 2 - 20, H - 8);
-    g.save(); g.translate(14, T + (H - T - B) / 2 + 20); g.rotate(-Math.PI / 2); g.fillText(this.yl, 0, 0); g.restore();
+    g.save(); g.translate(12, T + (H - T - B) / 2 + 20); g.rotate(-Math.PI / 2); g.fillText(this.yl, 0, 0); g.restore();
     if (!pts.length) { g.fillText("no points yet", L + 10, T + 20); return; }
     let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
     for (const [a, b] of pts) { x0 = Math.min(x0, a); x1 = Math.max(x1, a); y0 = Math.min(y0, b); y1 = Math.max(y1, b); }
@@ -36,7 +36,9 @@ class Plot {
     const sx = a => L + (a - x0) / (x1 - x0) * (W - L - R), sy = b => H - B - (b - y0) / (y1 - y0) * (H - T - B);
     g.fillStyle = "#444";
     for (const t of Plot.ticks(x0, x1, 6)) { g.fillText(String(t), sx(t) - 10, H - B + 16); g.beginPath(); g.moveTo(sx(t), H - B); g.lineTo(sx(t), H - B + 4); g.stroke(); }
-    for (const t of Plot.ticks(y0, y1, 6)) { g.fillText(String(t), 4, sy(t) + 4); g.beginPath(); g.moveTo(L - 4, sy(t)); g.lineTo(L, sy(t)); g.stroke(); }
+    g.textAlign = "right";
+    for (const t of Plot.ticks(y0, y1, 6)) { g.fillText(String(t), L - 6, sy(t) + 4); g.beginPath(); g.moveTo(L - 4, sy(t)); g.lineTo(L, sy(t)); g.stroke(); }
+    g.textAlign = "left";
     g.strokeStyle = "#1f6fb2"; g.fillStyle = "#1f6fb2"; g.beginPath();
     pts.forEach(([a, b], i) => (i ? g.lineTo(sx(a), sy(b)) : g.moveTo(sx(a), sy(b))));
     g.stroke();
