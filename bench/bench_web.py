@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +55,11 @@ def main() -> None:
         cli = [sys.executable, "-m", "beampod", "--home", str(root)]
         run([*cli, "init", "--free-ports"])
         t0 = time.monotonic()
-        run([*cli, "up", "-d"], timeout=400)
+        try:
+            run([*cli, "up", "-d"], timeout=400)
+        except subprocess.CalledProcessError as exc:
+            run([*cli, "down"], timeout=120)
+            sys.exit(f"beampod up -d failed: {exc.stderr.strip()[:2000]}")
         print(f"whole pod (beampod up -d) ready in {time.monotonic() - t0:.1f} s")
         pod = load_pod(PodHome(root))
         state = json.loads(pod.home.state_file.read_text())

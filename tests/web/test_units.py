@@ -266,3 +266,18 @@ def test_keys_and_sessions() -> None:
     assert sessions.get(sid) is None
     sessions.drop(sid2)
     assert sessions.get(sid2) is None
+
+
+def test_read_only_signals_get_no_move_box() -> None:
+    from ophyd.signal import Signal, SignalRO
+
+    from beampod.web._devices import display_value, is_read_only, readable_signals
+
+    assert is_read_only(SignalRO(name="ring_current"))
+    assert not is_read_only(Signal(name="setpoint"))
+    sig = Signal(name="s", value=3)
+    assert readable_signals(sig) == [("s", sig)]
+    import numpy as np
+
+    assert display_value(np.float64(2.5)) == 2.5
+    assert display_value(np.zeros((3, 4))) == "array(3, 4)"

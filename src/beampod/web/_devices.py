@@ -38,6 +38,16 @@ class DeviceRow:
     name: str
     kind: str  # class name
     readings: list[Reading] = field(default_factory=list)
+    read_only: bool = False  # a read-only signal: the queue may call it movable, mv fails
+
+
+def is_read_only(device: Any) -> bool:
+    """ophyd's read-only signals (``EpicsSignalRO``, ``SignalRO``)."""
+    try:
+        from ophyd.signal import EpicsSignalRO, SignalRO
+    except ImportError:
+        return False
+    return isinstance(device, SignalRO | EpicsSignalRO)
 
 
 def readable_signals(device: Any) -> list[tuple[str, Any]]:
@@ -93,7 +103,7 @@ class DevicePanel:
             self.loaded.set()
             return
         for name, device in sorted(inst.devices.items()):
-            row = DeviceRow(name=name, kind=type(device).__name__)
+            row = DeviceRow(name=name, kind=type(device).__name__, read_only=is_read_only(device))
             for sig_name, sig in readable_signals(device):
                 reading = Reading(sig_name)
                 row.readings.append(reading)
