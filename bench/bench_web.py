@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -82,7 +83,7 @@ def main() -> None:
                 page.fill("#key", pod.secrets.queue_observer_key.get_secret_value())
                 page.click("#login-form button[type=submit]")
                 page.goto("/live")
-                page.wait_for_function("window.beampodLatencies !== undefined")
+                _wait_js(page, "window.beampodLatencies !== undefined", 60)
                 rss0 = _rss(web_pid)
                 item = {
                     "item_type": "plan",
@@ -93,8 +94,8 @@ def main() -> None:
                 q.post("/api/queue/item/add", json={"item": item}).raise_for_status()
                 t1 = time.monotonic()
                 q.post("/api/queue/start").raise_for_status()
-                page.wait_for_function(
-                    f"+document.getElementById('points').textContent >= {args.events}"
+                _wait_js(
+                    page, f"+document.getElementById('points').textContent >= {args.events}", 600
                 )
                 elapsed = time.monotonic() - t1
                 lat = page.evaluate("window.beampodLatencies")
@@ -107,6 +108,16 @@ def main() -> None:
         finally:
             run([*cli, "down"], timeout=120)
         print(f"load average after: {load_average()}")
+
+
+def _wait_js(page: Any, expression: str, timeout_s: float) -> None:
+    """Poll through the DevTools protocol (the console's CSP forbids the page-side eval
+    that Playwright's wait_for_function uses)."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(f"() => ({expression})"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout_s:.0f} s for {expression}")
+        page.wait_for_timeout(20)
 
 
 def _rss(pid: int) -> float:
