@@ -281,3 +281,32 @@ def test_read_only_signals_get_no_move_box() -> None:
 
     assert display_value(np.float64(2.5)) == 2.5
     assert display_value(np.zeros((3, 4))) == "array(3, 4)"
+
+
+def test_feed_reconnects_after_the_bus_fails_and_says_why_meanwhile() -> None:
+    async def main() -> None:
+        attempts: list[int] = []
+        errors: list[str] = []
+
+        async def source() -> AsyncIterator[tuple[str, dict[str, Any]]]:
+            attempts.append(1)
+            if len(attempts) < 3:
+                errors.append(feed.error)
+                raise ConnectionRefusedError("nats is down")
+            for d in _run_docs(2):
+                yield d
+            await asyncio.Event().wait()
+
+        feed = LiveFeed(source)
+        task = asyncio.create_task(feed.run_forever(retry_s=0.01, max_retry_s=0.02))
+        for _ in range(500):
+            if feed.run is not None and len(feed.snapshot()) == 5:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        assert len(attempts) == 3
+        assert errors[1] == "ConnectionRefusedError: nats is down"
+        assert feed.connected and feed.error == ""
+        assert [m["type"] for m in feed.snapshot()][-1] == "stop"
+
+    asyncio.run(main())

@@ -146,19 +146,22 @@ class LiveFeed:
                     q.get_nowait()
                     q.put_nowait(None)  # tells the stream to end; the browser reconnects
 
-    async def run_forever(self, retry_s: float = 1.0) -> None:
-        """Follow the bus until cancelled, reconnecting after an outage."""
+    async def run_forever(self, retry_s: float = 1.0, max_retry_s: float = 30.0) -> None:
+        """Follow the bus until cancelled, reconnecting after an outage (backing off
+        from ``retry_s`` to ``max_retry_s`` while the bus stays away)."""
+        delay = retry_s
         while True:
             try:
                 async for name, doc in self._source():
-                    self.connected, self.error = True, ""
+                    self.connected, self.error, delay = True, "", retry_s
                     self.feed(name, doc)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure of the link: retry
                 self.connected, self.error = False, f"{type(exc).__name__}: {exc}"
-                log.warning("live feed: bus link lost (%s); retrying", self.error)
-            await asyncio.sleep(retry_s)
+                log.warning("live feed: bus link lost (%s); retrying in %.0f s", self.error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_retry_s)
 
     # -- the browser side --------------------------------------------------------------
 
