@@ -124,8 +124,12 @@ def test_scan_from_the_form_is_followed_live_and_found_in_runs(pod: LoadedPod) -
         live: list[dict[str, Any]] = []
         seen_start: list[str] = []
 
+        caught_up: list[bool] = []
+
         def our_stop(m: dict[str, Any]) -> bool:
-            if m["type"] == "start" and m.get("plan_name") == "scan":
+            # Before "caught-up" comes the last run so far (maybe another test's scan).
+            caught_up.extend([True] if m["type"] == "caught-up" else [])
+            if m["type"] == "start" and m.get("plan_name") == "scan" and caught_up:
                 seen_start.append(m["uid"])
             return m["type"] == "stop" and bool(seen_start) and m["uid"] == seen_start[-1]
 

@@ -57,6 +57,8 @@ async def live_stream(request: Request) -> Response:
             yield sse({"type": "hello", "connected": feed.connected, "error": feed.error})
             for message in backlog:
                 yield sse(message)
+            # What follows arrives as it happens (the run so far came before this).
+            yield sse({"type": "caught-up"})
             while True:
                 try:
                     item = await asyncio.wait_for(queue.get(), HEARTBEAT_S)

@@ -61,7 +61,7 @@ function livePage() {
   const plot = new Plot(document.getElementById("plot"));
   const status = document.getElementById("live-status"), count = document.getElementById("points");
   const thead = document.querySelector("#livetable thead"), tbody = document.querySelector("#livetable tbody");
-  let start = null, x = "seq_num", y = "", cols = [], pending = false, lat = [];
+  let start = null, x = "seq_num", y = "", cols = [], pending = false, lat = [], live = false;
   window.beampodLatencies = lat;
   const redraw = () => {
     if (pending) return; pending = true;
@@ -75,7 +75,8 @@ function livePage() {
   const es = new EventSource("/live/stream");
   es.onmessage = (e) => {
     const m = JSON.parse(e.data);
-    if (m.type === "hello") { if (m.error) status.textContent = "bus: " + m.error; }
+    if (m.type === "hello") { live = false; if (m.error) status.textContent = "bus: " + m.error; }
+    else if (m.type === "caught-up") { live = true; }
     else if (m.type === "start") {
       start = m; plot.set([], [], "", ""); tbody.innerHTML = ""; thead.innerHTML = "";
       status.textContent = `run ${m.scan_id ?? ""} · ${m.plan_name ?? ""} · ${m.uid.slice(0, 8)} · running`;
@@ -88,7 +89,8 @@ function livePage() {
     } else if (m.type === "event" && m.stream === "primary") {
       const v = { seq_num: m.seq_num, ...m.data };
       plot.add(v[x], v[y]);
-      (plot.pendingTimes = plot.pendingTimes || []).push(m.time);
+      // Latency is measured for events that arrive live, not for the run so far.
+      if (live) (plot.pendingTimes = plot.pendingTimes || []).push(m.time);
       const tr = document.createElement("tr");
       tr.innerHTML = cols.map(c => `<td>${typeof v[c] === "number" ? +v[c].toPrecision(6) : ""}</td>`).join("");
       tbody.prepend(tr);
