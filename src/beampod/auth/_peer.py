@@ -81,9 +81,14 @@ def peer_uid(
     this host, or None when no such socket is listed (another host, another network
     namespace, or the connection is gone).
 
-    Raises :class:`~beampod.errors.BeampodError` when no table can be read at all (not
-    Linux, or ``/proc`` not mounted): the caller must then refuse, not guess.
+    An endpoint that is not an IP address (e.g. a test client's made-up host) has no
+    socket: None. Raises :class:`~beampod.errors.BeampodError` when no table can be read
+    at all (not Linux, or ``/proc`` not mounted): the caller must then refuse, not guess.
     """
+    try:
+        _endpoint(client), _endpoint(server)
+    except ValueError:
+        return None
     readable = False
     for path in tables:
         try:

@@ -221,6 +221,13 @@ class QueueSettings(Strict):
     )
 
 
+class WebSettings(Strict):
+    """The pod's web console (docs/web.md)."""
+
+    enabled: bool = True
+    port: Port = 8080
+
+
 class AgentSettings(Strict):
     """The adaptive agent service and how plans talk to it (docs/adaptive.md)."""
 
@@ -355,6 +362,7 @@ class PodConfig(Strict):
     )
 
     environments: EnvironmentSettings = EnvironmentSettings()
+    web: WebSettings = WebSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -23,6 +23,7 @@ DEFAULT_PORTS = {
     "queue_control": 60615,
     "queue_info": 60625,
     "postgres": 5433,
+    "web": 8080,
 }
 
 
@@ -98,6 +99,11 @@ queue:
   http_port: {p["queue_http"]}
   control_port: {p["queue_control"]}
   info_port: {p["queue_info"]}
+
+# The web console: services, queue, runs, live plots, devices (log in with a queue key).
+web:
+  enabled: true
+  port: {p["web"]}
 
 agent:
   enabled: true

@@ -13,6 +13,7 @@ def pod_services(pod: LoadedPod) -> list[ServiceSpec]:
     from beampod.services._svc_queue import queue_specs
     from beampod.services._svc_redis import redis_specs
     from beampod.services._svc_tiled import tiled_specs
+    from beampod.services._svc_web import web_specs
     from beampod.services._svc_writer import writer_specs
 
     specs: list[ServiceSpec] = []
@@ -27,4 +28,5 @@ def pod_services(pod: LoadedPod) -> list[ServiceSpec]:
     specs += writer_specs(pod)
     specs += queue_specs(pod)
     specs += agent_specs(pod)
+    specs += web_specs(pod)
     return specs

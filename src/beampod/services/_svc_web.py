@@ -1,0 +1,36 @@
+"""The web console: ``python -m beampod.web`` (Starlette + uvicorn). See docs/web.md."""
+
+from __future__ import annotations
+
+from beampod.config import LoadedPod
+from beampod.services._probes import HttpProbe
+from beampod.services._spec import PortClaim, ServiceSpec, python_module
+
+
+def web_specs(pod: LoadedPod) -> list[ServiceSpec]:
+    if not pod.config.web.enabled:
+        return []
+    from beampod.instrument import ca_client_env
+    from beampod.web import HEALTH_PATH, web_url
+
+    cfg = pod.config
+    # Ordering only: the console starts once the store and the queue API answer, so its
+    # first page is complete. It copes with either going away later.
+    depends = ["tiled"]
+    if cfg.queue.enabled:
+        depends.append("queue-http")
+    return [
+        ServiceSpec(
+            name="web",
+            # The pod home is in BEAMPOD_HOME (the supervisor's environment), never a secret.
+            argv=python_module("beampod.web"),
+            # The Devices page reads the IOCs through Channel Access (monitors).
+            env=ca_client_env(cfg),
+            probe=HttpProbe(f"{web_url(pod)}{HEALTH_PATH}"),
+            address=web_url(pod),
+            depends_on=tuple(depends),
+            ports=(PortClaim(cfg.pod.bind, cfg.web.port),),
+            ready_timeout=60.0,
+            stop_timeout=10.0,
+        )
+    ]

@@ -1,0 +1,34 @@
+"""``python -m beampod.web``: serve the console of the pod in ``$BEAMPOD_HOME``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def main() -> int:
+    import uvicorn
+
+    from beampod.config import PodHome, load_pod
+    from beampod.instrument import apply_ca_client_env
+    from beampod.web import build_app, build_console, web_url
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    pod = load_pod(PodHome.resolve(None))
+    # Before ophyd/pyepics create their Channel Access context (the Devices page).
+    apply_ca_client_env(pod.config)
+    app = build_app(build_console(pod))
+    logging.getLogger("beampod.web").warning("beampod web: serving %s", web_url(pod))
+    # No access log: nothing about requests (cookies, forms) ends up in the pod's logs.
+    uvicorn.run(
+        app,
+        host=pod.config.pod.bind,
+        port=pod.config.web.port,
+        access_log=False,
+        log_level="warning",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The console's Starlette app: routes, security headers, start-up and shut-down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from beampod import auth
+from beampod.config import LoadedPod
+from beampod.sim import probe_host
+from beampod.web import _pages as p
+from beampod.web import _streams as s
+from beampod.web._auth import Keys, PeerUid
+from beampod.web._console import PACKAGE_DIR, Console, NotAllowed, refusal
+from beampod.web._devices import DevicePanel
+from beampod.web._live import LiveFeed, bus_source
+from beampod.web._queueapi import QueueApi
+
+HEALTH_PATH = "/healthz"
+
+# Everything comes from this server: no inline script, no third-party origin.
+_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+def web_url(pod: LoadedPod) -> str:
+    return f"http://{probe_host(pod.config.pod.bind)}:{pod.config.web.port}"
+
+
+class _SecurityHeaders:
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *_HEADERS]}
+            await send(message)
+
+        await self._app(scope, receive, send_with_headers)
+
+
+def build_console(
+    pod: LoadedPod,
+    *,
+    devices: bool = True,
+    live_source: Callable[[], AsyncIterator[tuple[str, dict[str, Any]]]] | None = None,
+    peer_uid: PeerUid = auth.peer_uid,
+    owner_uid: int | None = None,
+) -> Console:
+    return Console(
+        pod=pod,
+        keys=Keys(
+            control=pod.secrets.queue_control_key.get_secret_value(),
+            observer=pod.secrets.queue_observer_key.get_secret_value(),
+        ),
+        queue=QueueApi.of(pod),
+        live=LiveFeed(live_source or bus_source(pod)),
+        devices=DevicePanel(pod) if devices else None,
+        peer_uid=peer_uid,
+        owner_uid=owner_uid,
+    )
+
+
+def build_app(console: Console) -> Any:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        live = asyncio.create_task(console.live.run_forever(), name="beampod-web-live")
+        if console.devices is not None:
+            console.devices.start()
+        try:
+            yield
+        finally:
+            live.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await live
+            await console.queue.aclose()
+
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, NotAllowed)
+        return refusal(request, exc)
+
+    routes = [
+        Route(HEALTH_PATH, p.health),
+        Route("/login", p.login_form, methods=["GET"]),
+        Route("/login", p.login, methods=["POST"]),
+        Route("/logout", p.logout, methods=["POST"]),
+        Route("/", p.overview),
+        Route("/queue", p.queue_page),
+        Route("/queue/add", p.queue_add, methods=["POST"]),
+        Route("/queue/{action}", p.queue_action, methods=["POST"]),
+        Route("/runs", p.runs_page),
+        Route("/runs/{uid}", p.run_page),
+        Route("/runs/{uid}/{stream}.{fmt:str}", p.run_table),
+        Route("/live", s.live_page),
+        Route("/live/stream", s.live_stream),
+        Route("/devices", s.devices_page),
+        Route("/devices/stream", s.devices_stream),
+        Route("/devices/move", s.move, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={NotAllowed: not_allowed})
+    app.state.console = console
+    return _SecurityHeaders(app)

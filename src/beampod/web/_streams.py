@@ -1,0 +1,165 @@
+"""Live and Devices: pages, their server-sent event streams, and moving a device
+through the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from beampod.web._console import Console
+from beampod.web._queueapi import QueueRefusal, QueueUnavailable
+
+HEARTBEAT_S = 15.0
+
+
+def _console(request: Request) -> Console:
+    console: Console = request.app.state.console
+    return console
+
+
+def sse(data: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _stream(body: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(
+        body,
+        media_type="text/event-stream",
+        headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+    )
+
+
+# -- live ----------------------------------------------------------------------------
+
+
+async def live_page(request: Request) -> Response:
+    c = _console(request)
+    c.require(request)
+    return c.page(request, "live.html", {"connected": c.live.connected, "bus_error": c.live.error})
+
+
+async def live_stream(request: Request) -> Response:
+    c = _console(request)
+    c.require(request)
+    feed = c.live
+    queue = feed.subscribe()
+    backlog = feed.snapshot()
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield sse({"type": "hello", "connected": feed.connected, "error": feed.error})
+            for message in backlog:
+                yield sse(message)
+            # What follows arrives as it happens (the run so far came before this).
+            yield sse({"type": "caught-up"})
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                if item is None:  # too slow: end; the browser reconnects
+                    return
+                yield sse(item)
+        finally:
+            feed.unsubscribe(queue)
+
+    return _stream(body())
+
+
+# -- devices -------------------------------------------------------------------------
+
+
+async def devices_page(request: Request) -> Response:
+    c = _console(request)
+    c.require(request)
+    panel = c.devices
+    rows = panel.device_rows() if panel else []
+    movable: dict[str, bool] = {}
+    try:
+        allowed = await c.queue.devices_allowed()
+        movable = {n: bool((d or {}).get("is_movable")) for n, d in allowed.items()}
+    except (QueueUnavailable, QueueRefusal):
+        pass
+    return c.page(
+        request,
+        "devices.html",
+        {
+            "rows": rows,
+            "movable": movable,
+            "devices_error": panel.error if panel else "the Devices panel is off",
+            "loading": bool(panel and not panel.loaded.is_set()),
+        },
+    )
+
+
+async def devices_stream(request: Request) -> Response:
+    c = _console(request)
+    c.require(request)
+    panel = c.devices
+    if panel is None:
+        return JSONResponse({"detail": "the Devices panel is off"}, status_code=404)
+    sub = panel.listen(asyncio.get_running_loop())
+    backlog = panel.snapshot()
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            for message in backlog:
+                yield sse(message)
+            while True:
+                try:
+                    message = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                yield sse(message)
+        finally:
+            panel.unlisten(sub)
+
+    return _stream(body())
+
+
+def parse_position(text: str) -> float:
+    value = float(text.strip())
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+async def move(request: Request) -> Response:
+    """``mv(device, position)`` through the queue: run now if the manager is idle
+    (``item/execute`` leaves the queue alone), else put it at the front of the queue,
+    so it runs right after the current plan and never collides with it."""
+    c = _console(request)
+    form = await request.form()
+    c.require(request, control=True, form=form)
+    device = str(form.get("device", ""))
+    try:
+        position = parse_position(str(form.get("position", "")))
+    except ValueError:
+        return JSONResponse(
+            {"detail": f"position {form.get('position')!r} is not a number"}, status_code=422
+        )
+    item = {"item_type": "plan", "name": "mv", "args": [device, position], "kwargs": {}}
+    try:
+        status = await c.queue.status()
+        if status.get("manager_state") == "idle" and status.get("worker_environment_exists"):
+            try:
+                result = await c.queue.execute(item)
+                return JSONResponse({"mode": "running", "item": result.get("item")})
+            except QueueRefusal as exc:
+                if "busy" not in str(exc).lower() and "idle" not in str(exc).lower():
+                    raise
+        result = await c.queue.add(item, front=True)
+        return JSONResponse({"mode": "queued at the front", "item": result.get("item")})
+    except QueueRefusal as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+    except QueueUnavailable as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
