@@ -22,10 +22,12 @@ from beampod.config._model import (
     stream_name,
 )
 from beampod.config._pod import LoadedPod, init_pod, load_pod
-from beampod.config._secrets import InstrumentSecrets, Secrets
+from beampod.config._secrets import BUS_ROLES, BusRole, InstrumentSecrets, Secrets
 
 __all__ = [
+    "BUS_ROLES",
     "AgentSettings",
+    "BusRole",
     "ChannelAccessSettings",
     "InstrumentSecrets",
     "InstrumentSettings",

@@ -32,7 +32,7 @@ def main() -> int:
         max_batch=inst.max_batch, max_wait_s=inst.max_wait_ms / 1000, max_attempts=inst.max_attempts
     )
     writer = Writer(
-        NatsConnection.from_pod(pod, args.instrument, name="beampod-writer"),
+        NatsConnection.from_pod(pod, args.instrument, role="writer", name="beampod-writer"),
         args.instrument,
         lambda: open_sink(pod, args.instrument),
         settings,
