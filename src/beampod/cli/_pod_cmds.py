@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 
 import yaml
 
 from beampod.cli._common import home_of, human_duration, progress, table
-from beampod.config import init_pod, json_schema, load_config, load_pod
+from beampod.config import POD_UMASK, PodHome, init_pod, json_schema, load_config, load_pod
 from beampod.errors import UsageError
 
 
@@ -64,10 +66,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     csub.add_parser("check", help="validate config and secrets").set_defaults(func=cmd_config_check)
 
 
-def cmd_init(args: argparse.Namespace) -> int:
-    from beampod.config import PodHome
+def _owner_only(home: PodHome) -> None:
+    """Everything this command and the pod create is the owner's alone; an existing
+    home that others can read is fixed, and the user is told (docs/running.md)."""
+    os.umask(POD_UMASK)
+    for line in home.secure_report():
+        print(line, file=sys.stderr)
 
+
+def cmd_init(args: argparse.Namespace) -> int:
     home = PodHome.resolve(args.init_home or args.home)
+    _owner_only(home)
     wrote = init_pod(home, free_ports=args.free_ports, force=args.force)
     if wrote:
         print(f"initialised pod home {home.root}")
@@ -82,6 +91,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from beampod.services import run_supervisor, start_detached
 
     home = home_of(args)
+    _owner_only(home)
     if not home.is_initialised():
         init_pod(home)
         print(f"initialised pod home {home.root}")
@@ -196,6 +206,7 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     home = home_of(args)
+    _owner_only(home)
     pod = load_pod(home)
     names = ", ".join(pod.config.instruments)
     print(

@@ -1,6 +1,6 @@
 """Pod configuration: one typed tree, generated secrets, and where the pod lives."""
 
-from beampod.config._home import PodHome, default_home
+from beampod.config._home import POD_UMASK, PodHome, default_home
 from beampod.config._load import format_validation_error, json_schema, load_config, parse_config
 from beampod.config._model import (
     AgentSettings,
@@ -25,6 +25,7 @@ from beampod.config._pod import LoadedPod, init_pod, load_pod
 from beampod.config._secrets import BUS_ROLES, BusRole, InstrumentSecrets, Secrets
 
 __all__ = [
+    "POD_UMASK",
     "BUS_ROLES",
     "AgentSettings",
     "BusRole",
