@@ -11,7 +11,17 @@ import time
 import yaml
 
 from beampod.cli._common import home_of, human_duration, progress, table
-from beampod.config import POD_UMASK, PodHome, init_pod, json_schema, load_config, load_pod
+from beampod.config import (
+    POD_UMASK,
+    LoadedPod,
+    PodHome,
+    init_pod,
+    json_schema,
+    load_config,
+    load_pod,
+    rotate_keys,
+    unusable_keys,
+)
 from beampod.errors import UsageError
 
 
@@ -24,6 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="pick free ports instead of the standard ones (CI, several pods)",
     )
     p.add_argument("--force", action="store_true", help="overwrite config and secrets")
+    p.add_argument(
+        "--rotate-keys",
+        action="store_true",
+        help="regenerate the API keys some client cannot use (keeps every other secret)",
+    )
+    p.add_argument(
+        "--all", dest="rotate_all", action="store_true", help="with --rotate-keys: every API key"
+    )
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("up", help="start every service of the pod")
@@ -77,6 +95,10 @@ def _owner_only(home: PodHome) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     home = PodHome.resolve(args.init_home or args.home)
     _owner_only(home)
+    if args.rotate_keys:
+        return _rotate_keys(home, every=args.rotate_all)
+    if args.rotate_all:
+        raise UsageError("--all only goes with --rotate-keys")
     wrote = init_pod(home, free_ports=args.free_ports, force=args.force)
     if wrote:
         print(f"initialised pod home {home.root}")
@@ -87,6 +109,31 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rotate_keys(home: PodHome, *, every: bool) -> int:
+    if not home.is_initialised():
+        raise UsageError(f"{home.root} is not an initialised pod home: run `beampod init`")
+    replaced = rotate_keys(home.secrets_file, every=every)
+    if not replaced:
+        print("every API key is already usable by every client: nothing replaced")
+        print("  (`beampod init --rotate-keys --all` replaces them all anyway)")
+        return 0
+    print(f"replaced {len(replaced)} key(s) in {home.secrets_file}: {', '.join(replaced)}")
+    print("  the values are not printed; clients get them with `beampod connect`")
+    print("  a running pod still uses the old keys: restart it (`beampod down; beampod up -d`)")
+    return 0
+
+
+def _warn_keys(pod: LoadedPod) -> None:
+    bad = unusable_keys(pod.secrets)
+    if bad:
+        print(
+            f"warning: {pod.home.secrets_file}: {', '.join(bad)} contain characters outside "
+            "[A-Za-z0-9_] that some clients reject (tiled's client ignores such a key); "
+            "run `beampod init --rotate-keys`, then restart the pod",
+            file=sys.stderr,
+        )
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from beampod.services import run_supervisor, start_detached
 
@@ -95,7 +142,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not home.is_initialised():
         init_pod(home)
         print(f"initialised pod home {home.root}")
-    load_pod(home)  # a bad config fails here, before anything starts
+    _warn_keys(load_pod(home))  # a bad config fails here, before anything starts
     started = time.monotonic()
     if args.detach:
         print(f"starting pod from {home.root} ...", flush=True)
@@ -208,6 +255,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     home = home_of(args)
     _owner_only(home)
     pod = load_pod(home)
+    _warn_keys(pod)
     names = ", ".join(pod.config.instruments)
     print(
         f"config OK: {home.config_file} (instruments: {names}; bus: "

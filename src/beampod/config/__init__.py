@@ -22,7 +22,14 @@ from beampod.config._model import (
     stream_name,
 )
 from beampod.config._pod import LoadedPod, init_pod, load_pod
-from beampod.config._secrets import BUS_ROLES, BusRole, InstrumentSecrets, Secrets
+from beampod.config._secrets import (
+    BUS_ROLES,
+    BusRole,
+    InstrumentSecrets,
+    Secrets,
+    rotate_keys,
+    unusable_keys,
+)
 
 __all__ = [
     "POD_UMASK",
@@ -55,5 +62,7 @@ __all__ = [
     "load_config",
     "load_pod",
     "parse_config",
+    "rotate_keys",
+    "unusable_keys",
     "stream_name",
 ]
