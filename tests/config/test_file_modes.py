@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from beampod.config import LoadedPod, PodHome
 from tests._pods import started_pod
 from tests.conftest import beampod_cli
+
+from beampod.config import LoadedPod, PodHome
 
 pytestmark = pytest.mark.timeout(300)
 

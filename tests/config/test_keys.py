@@ -8,9 +8,9 @@ import stat
 from pathlib import Path
 
 import yaml
+from tests.conftest import beampod_cli
 
 from beampod.config import PodHome
-from tests.conftest import beampod_cli
 
 API_KEYS = [
     "tiled_writer_key",

@@ -32,8 +32,8 @@ from beampod.config._secrets import (
 )
 
 __all__ = [
-    "POD_UMASK",
     "BUS_ROLES",
+    "POD_UMASK",
     "AgentSettings",
     "BusRole",
     "ChannelAccessSettings",
@@ -63,6 +63,6 @@ __all__ = [
     "load_pod",
     "parse_config",
     "rotate_keys",
-    "unusable_keys",
     "stream_name",
+    "unusable_keys",
 ]

@@ -83,10 +83,8 @@ class PodHome:
 
         def fix(path: Path, st: os.stat_result, keep_traverse: bool) -> None:
             mode = stat.S_IMODE(st.st_mode)
-            if stat.S_ISDIR(st.st_mode):
-                new = mode & ~(0o066 if keep_traverse else 0o077)
-            else:
-                new = mode & ~0o077
+            others = 0o066 if stat.S_ISDIR(st.st_mode) and keep_traverse else 0o077
+            new = mode & ~others
             if new != mode:
                 try:
                     os.chmod(path, new)
