@@ -35,7 +35,11 @@ def _register_optional(sub: argparse._SubParsersAction) -> None:
     """Command groups that live with their component (queue, agent) once present."""
     import importlib
 
-    for module in ("beampod.cli._queue_cmds", "beampod.cli._agent_cmds"):
+    for module in (
+        "beampod.cli._queue_cmds",
+        "beampod.cli._agent_cmds",
+        "beampod.cli._connect_cmds",
+    ):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -20,6 +20,9 @@ def pod_services(pod: LoadedPod) -> list[ServiceSpec]:
         specs += nats_specs(pod)
     specs += redis_specs(pod)
     specs += tiled_specs(pod)
+    from beampod.services._svc_ca import repeater_specs
+
+    specs += repeater_specs(pod)
     specs += ioc_specs(pod)
     specs += _optional_specs(pod, specs)
     return specs
