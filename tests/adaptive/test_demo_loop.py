@@ -108,7 +108,7 @@ def test_agent_answers_ping_and_forgets_finished_plans(
     running = start_pod()
     pod = running.pod
     inst = pod.config.instrument_name
-    conn = NatsConnection.from_pod(pod, inst)
+    conn = NatsConnection.from_pod(pod, inst, role="publisher")
     status = asyncio.run(ping_agent(conn, inst, "agent"))
     assert status is not None and status["agent"] == "agent" and status["plans"] == 0
     re, _ = RE

@@ -90,7 +90,8 @@ def relay_for(start_pod: Callable[..., Any]) -> Iterator[Callable[[Fault], tuple
     def make(fault: Fault) -> tuple[Any, Relay]:
         running = start_pod()
         inst = running.pod.config.instrument_name
-        relay = Relay(NatsConnection.from_pod(running.pod, inst), inst, fault)
+        # The relay sits between plan and agent: it needs both sides, so it is admin.
+        relay = Relay(NatsConnection.from_pod(running.pod, admin=True), inst, fault)
         made.append(relay)
         return running, relay
 
@@ -244,5 +245,7 @@ def test_agent_sigkill_mid_experiment(start_pod: Callable[..., Any]) -> None:
     assert new_pid != old_pid
     assert running.sup.state.services["agent"].restarts >= 1
     inst = pod.config.instrument_name
-    status = asyncio.run(ping_agent(NatsConnection.from_pod(pod, inst), inst, "agent"))
+    status = asyncio.run(
+        ping_agent(NatsConnection.from_pod(pod, inst, role="publisher"), inst, "agent")
+    )
     assert status is not None and status["stats"]["rebuilds"] == 1

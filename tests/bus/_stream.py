@@ -14,7 +14,7 @@ def read_stream(
     """Everything in the documents stream: (msg id, name, doc, size in bytes)."""
 
     async def main() -> list[tuple[str | None, str, dict[str, Any], int]]:
-        conn = NatsConnection.from_pod(pod, instrument)
+        conn = NatsConnection.from_pod(pod, admin=True)  # any durable: the admin's
         consumer = DocumentConsumer(conn, instrument, durable=f"check{uuid.uuid4().hex[:8]}")
         out: list[tuple[str | None, str, dict[str, Any], int]] = []
         async with consumer:

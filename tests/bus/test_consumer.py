@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from beampod.bus import (
+    WRITER_DURABLE,
     BadMessage,
     DocumentConsumer,
     DurablePublisher,
@@ -41,15 +42,17 @@ def _publish_run(pod: LoadedPod) -> list:
 def test_bad_bytes_are_surfaced_dead_lettered_and_replayable(
     bus_pod: LoadedPod, nats_server: NatsProcess
 ) -> None:
-    conn = NatsConnection.from_pod(bus_pod, "demo")
+    publisher = NatsConnection.from_pod(bus_pod, "demo", role="publisher")
+    writer = NatsConnection.from_pod(bus_pod, "demo", role="writer")
+    conn = NatsConnection.from_pod(bus_pod, admin=True)  # dead letters: the operator's
 
     async def main() -> None:
-        nc = await conn.connect()
+        nc = await publisher.connect()
         await nc.jetstream().publish(
             documents_subject("demo"), b"\xc1 not msgpack", headers={"Nats-Msg-Id": "bad-1"}
         )
         await nc.close()
-        async with DocumentConsumer(conn, "demo", durable="writer") as c:
+        async with DocumentConsumer(writer, "demo", durable=WRITER_DURABLE) as c:
             [bad] = await c.fetch(10, 1.0)
             assert isinstance(bad, BadMessage) and bad.msg_id == "bad-1"
             assert bad.data == b"\xc1 not msgpack"
@@ -65,7 +68,7 @@ def test_bad_bytes_are_surfaced_dead_lettered_and_replayable(
         assert "undecodable" in letter.describe()
         await replay_dead_letter(conn, "demo", seq)
         assert await list_dead_letters(conn, "demo") == []
-        async with DocumentConsumer(conn, "demo", durable="writer") as c:
+        async with DocumentConsumer(writer, "demo", durable=WRITER_DURABLE) as c:
             [again] = await c.fetch(10, 1.0)
             assert isinstance(again, BadMessage) and again.msg_id == "bad-1"
             await again.ack()
@@ -77,16 +80,16 @@ def test_durable_consumer_resumes_where_it_acked(
     bus_pod: LoadedPod, nats_server: NatsProcess
 ) -> None:
     emitted = _publish_run(bus_pod)
-    conn = NatsConnection.from_pod(bus_pod, "demo")
+    conn = NatsConnection.from_pod(bus_pod, "demo", role="writer")
 
     async def main() -> list:
         got = []
-        async with DocumentConsumer(conn, "demo", durable="w") as c:
+        async with DocumentConsumer(conn, "demo", durable=WRITER_DURABLE) as c:
             for m in await c.fetch(3, 1.0):
                 assert isinstance(m, Message)
                 got.append((m.name, m.doc))
                 await m.ack()
-        async with DocumentConsumer(conn, "demo", durable="w") as c:
+        async with DocumentConsumer(conn, "demo", durable=WRITER_DURABLE) as c:
             while batch := await c.fetch(100, 0.5):
                 for m in batch:
                     assert isinstance(m, Message)
@@ -106,10 +109,10 @@ def test_reader_dying_with_unacked_messages(
     writer needs so that a stop never overtakes its run's events); a plain durable
     holds them back for ``ack_wait`` and hands out the newer documents first."""
     emitted = _publish_run(bus_pod)  # start, descriptor, 5 events, stop
-    conn = NatsConnection.from_pod(bus_pod, "demo")
+    conn = NatsConnection.from_pod(bus_pod, "demo", role="writer")
 
     async def main() -> tuple[list, int | None]:
-        first = DocumentConsumer(conn, "demo", durable="w", ack_wait=30.0)
+        first = DocumentConsumer(conn, "demo", durable=WRITER_DURABLE, ack_wait=30.0)
         await first.start()
         batch = await first.fetch(4, 1.0)  # start, descriptor, event 1, event 2
         assert len(batch) == 4
@@ -118,7 +121,7 @@ def test_reader_dying_with_unacked_messages(
         await first._nc.flush()
         await first.close()  # dies: events 1 and 2 stay fetched but unacknowledged
         second = DocumentConsumer(
-            conn, "demo", durable="w", ack_wait=30.0, resume_at_ack_floor=resume
+            conn, "demo", durable=WRITER_DURABLE, ack_wait=30.0, resume_at_ack_floor=resume
         )
         async with second:
             got = []
@@ -187,7 +190,7 @@ def test_an_instrument_cannot_touch_another_instruments_subjects(
 ) -> None:
     import nats.errors
 
-    conn = NatsConnection.from_pod(bus_pod, "demo")
+    conn = NatsConnection.from_pod(bus_pod, "demo", role="publisher")
 
     async def main() -> None:
         nc = await conn.connect()

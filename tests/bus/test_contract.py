@@ -96,10 +96,13 @@ def transport(request: pytest.FixtureRequest, bus_pod: LoadedPod, tmp_path: Path
     if request.param == "nats":
         server: NatsProcess = request.getfixturevalue("nats_server")
         return NatsTransport(
-            NatsConnection.from_pod(server.pod, "demo"),
+            NatsConnection.from_pod(server.pod, "demo", role="publisher"),
             "demo",
             bus_pod.home.spool_dir,
             ack_wait=1.0,
+            # Durables with any group name: the admin's job (the writer role may use
+            # only its own durable).
+            subscriber_connection=NatsConnection.from_pod(server.pod, admin=True),
         )
     if request.param == "zmq":
         from beampod.bus._zmq import ZmqTransport

@@ -7,7 +7,7 @@ import stat
 import subprocess
 import time
 
-from beampod.bus import instrument_permissions, plan_streams, render_nats_config
+from beampod.bus import plan_streams, render_nats_config, role_permissions
 from beampod.bus._kafka import consumer_config, producer_config
 from beampod.config import LoadedPod, StreamSettings
 from beampod.services._svc_nats import nats_specs
@@ -21,21 +21,31 @@ def test_config_has_users_limits_and_jetstream(bus_pod: LoadedPod) -> None:
     assert f"max_payload: {8 * 1024 * 1024}" in text
     assert str(bus_pod.home.data_dir / "nats") in text
     assert bus_pod.secrets.bus_admin_password.get_secret_value() in text
-    assert bus_pod.secrets.instruments["demo"].bus_password.get_secret_value() in text
+    demo = bus_pod.secrets.instruments["demo"]
+    for role in ("reader", "publisher", "writer", "agent"):
+        assert f'user: "demo-{role}"' in text
+        assert demo.bus_role_password(role).get_secret_value() in text
 
 
-def test_instrument_permissions_are_limited_to_its_own_subjects() -> None:
-    perms = instrument_permissions("demo")
-    pub = perms["publish"]["allow"]
-    assert "demo.>" in pub
-    assert all(
-        p.startswith(("demo.", "$JS.API.INFO", "$JS.ACK.DEMO_", "$JS.FC.DEMO_")) or "DEMO_" in p
-        for p in pub
-    ), pub
-    assert not any(
-        "STREAM.CREATE" in p or "STREAM.UPDATE" in p or "STREAM.DELETE" in p for p in pub
-    )
-    assert perms["subscribe"]["allow"] == ["demo.>", "_INBOX_demo.>"]
+def test_role_permissions_are_limited_to_their_own_job() -> None:
+    everyone = [role_permissions("demo", r) for r in ("reader", "publisher", "writer", "agent")]
+    for perms in everyone:
+        pub = perms["publish"]["allow"]
+        assert not any("STREAM.CREATE" in p or "STREAM.UPDATE" in p for p in pub), pub
+        assert not any("STREAM.DELETE" in p or "STREAM.PURGE" in p for p in pub), pub
+        assert not any(p.startswith(("other.", "$JS.API.>", ">")) for p in pub), pub
+    reader, publisher, writer, agent = everyone
+    assert "demo.bluesky.runengine.documents" in publisher["publish"]["allow"]
+    for perms in (reader, writer, agent):
+        assert "demo.bluesky.runengine.documents" not in perms["publish"]["allow"]
+    assert reader["subscribe"]["allow"] == [
+        "demo.bluesky.runengine.documents",
+        "_INBOX_demo_reader.>",
+        "_INBOX.>",
+    ]
+    # Deleting a consumer: only the writer, only its own durable.
+    deletes = [p for perms in everyone for p in perms["publish"]["allow"] if ".DELETE." in p]
+    assert deletes == ["$JS.API.CONSUMER.DELETE.DEMO_DOCUMENTS.beampod-writer"]
 
 
 def test_stream_plan_follows_settings() -> None:

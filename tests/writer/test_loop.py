@@ -54,7 +54,7 @@ class RunningWriter:
     def __init__(self, pod: LoadedPod) -> None:
         self.sink = RecordingSink()
         self.writer = Writer(
-            NatsConnection.from_pod(pod, "demo", name="test-writer"),
+            NatsConnection.from_pod(pod, "demo", role="writer", name="test-writer"),
             "demo",
             lambda: self.sink,  # type: ignore[arg-type,return-value]
             WriterSettings(max_wait_ms=50),

@@ -139,7 +139,7 @@ def make_brains(
     """
     inst = instrument or pod.config.instrument_name
     settings = loop_settings(pod).with_overrides(**overrides)
-    conn = NatsConnection.from_pod(pod, inst, name=f"beampod-adaptive-{inst}")
+    conn = NatsConnection.from_pod(pod, inst, role="publisher", name=f"beampod-adaptive-{inst}")
     redis = redis_params(pod) if settings.reply_transport == "redis" else None
     return ToBrains(), FromBrains(AgentClient(conn, inst, settings, redis=redis))
 

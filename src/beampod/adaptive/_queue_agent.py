@@ -231,7 +231,9 @@ def run_campaign(
         follower = asyncio.ensure_future(
             follow_bus(
                 qa,
-                NatsConnection.from_pod(pod, inst, name=f"beampod-queue-agent-{inst}"),
+                NatsConnection.from_pod(
+                    pod, inst, role="reader", name=f"beampod-queue-agent-{inst}"
+                ),
                 inst,
                 asyncio.Event(),
                 started.set,

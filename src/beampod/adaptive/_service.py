@@ -165,7 +165,9 @@ def service_from_pod(pod: LoadedPod, instruments: list[str] | None = None) -> Ag
     settings = loop_settings(pod)
     factory = agent_factory(pod.config.agent.agent, args)
     names = instruments or list(pod.config.instruments)
-    conns = {n: NatsConnection.from_pod(pod, n, name=f"beampod-agent-{n}") for n in names}
+    conns = {
+        n: NatsConnection.from_pod(pod, n, role="agent", name=f"beampod-agent-{n}") for n in names
+    }
     return AgentService(conns, factory, settings, redis=redis_params(pod))
 
 

@@ -20,8 +20,6 @@ from beampod.bus._dlq import DeadLetter, get_dead_letter, list_dead_letters, rep
 from beampod.bus._natsconf import (
     NatsConnection,
     NatsNode,
-    dead_letter_stream_name,
-    instrument_permissions,
     nats_nodes,
     nats_server_binary,
     render_nats_config,
@@ -29,15 +27,29 @@ from beampod.bus._natsconf import (
 )
 from beampod.bus._publisher import DurablePublisher
 from beampod.bus._pubstate import PublisherStatus
+from beampod.bus._roles import (
+    ADMIN_USER,
+    BUS_ROLES,
+    WRITER_DURABLE,
+    BusRole,
+    bus_user,
+    dead_letter_stream_name,
+    inbox_prefix,
+    role_permissions,
+)
 from beampod.bus._split import OversizeDocumentError, split_event_page, to_messages
 from beampod.bus._spool import Spool, SpoolError, SpoolRecord, open_spool
 from beampod.bus._streams import StreamPlan, ensure_streams, ensure_streams_sync, plan_streams
 from beampod.bus._transports import NatsSubscriber, NatsTransport, transport_for
 
 __all__ = [
+    "ADMIN_USER",
+    "BUS_ROLES",
     "DOCUMENT_NAMES",
     "ORIGINAL_SEQ",
+    "WRITER_DURABLE",
     "BadMessage",
+    "BusRole",
     "DeadLetter",
     "DecodeError",
     "Delivery",
@@ -58,13 +70,14 @@ __all__ = [
     "SpoolRecord",
     "StreamPlan",
     "Transport",
+    "bus_user",
     "dead_letter_stream_name",
     "decode",
     "encode",
     "ensure_streams",
     "ensure_streams_sync",
     "get_dead_letter",
-    "instrument_permissions",
+    "inbox_prefix",
     "list_dead_letters",
     "message_id",
     "nats_nodes",
@@ -74,6 +87,7 @@ __all__ = [
     "publish_dead_letter",
     "render_nats_config",
     "replay_dead_letter",
+    "role_permissions",
     "run_uid_of",
     "split_event_page",
     "tail",

@@ -95,7 +95,9 @@ class DurablePublisher:
         cls, pod: LoadedPod, instrument: str | None = None, **kwargs: Any
     ) -> DurablePublisher:
         inst = instrument or pod.config.instrument_name
-        conn = NatsConnection.from_pod(pod, inst, name=f"beampod-publisher-{inst}")
+        conn = NatsConnection.from_pod(
+            pod, inst, role="publisher", name=f"beampod-publisher-{inst}"
+        )
         return cls(conn, inst, pod.home.spool_dir, **kwargs)
 
     def _thread_main(self, started: threading.Event) -> None:

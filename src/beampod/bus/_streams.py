@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from beampod.bus._natsconf import NatsConnection, dead_letter_stream_name, nats_bus
+from beampod.bus._natsconf import NatsConnection, nats_bus
+from beampod.bus._roles import dead_letter_stream_name
 from beampod.config import LoadedPod, StreamSettings, dead_letter_subject, documents_subject
 from beampod.config import stream_name as documents_stream_name
 from beampod.errors import BusError

@@ -58,9 +58,14 @@ class NatsTransport:
         spool_dir: Path,
         *,
         ack_wait: float = 30.0,
+        subscriber_connection: NatsConnection | None = None,
         **publisher_options: Any,
     ) -> None:
+        """``connection`` publishes; ``subscriber_connection`` (default: the same)
+        opens durable consumers. With per-role bus users these are different users: the
+        publisher may not create consumers, the writer may not publish documents."""
         self.connection, self.instrument, self.spool_dir = connection, instrument, spool_dir
+        self.subscriber_connection = subscriber_connection or connection
         self.ack_wait = ack_wait  # unacknowledged deliveries come again after this
         self.publisher_options = publisher_options
 
@@ -71,7 +76,7 @@ class NatsTransport:
 
     async def subscriber(self, group: str) -> NatsSubscriber:
         consumer = DocumentConsumer(
-            self.connection, self.instrument, durable=group, ack_wait=self.ack_wait
+            self.subscriber_connection, self.instrument, durable=group, ack_wait=self.ack_wait
         )
         return NatsSubscriber(await consumer.start())
 
@@ -86,7 +91,12 @@ def transport_for(pod: LoadedPod, instrument: str | None = None) -> Transport:
     inst = instrument or pod.config.instrument_name
     bus = pod.config.bus
     if isinstance(bus, NatsBus):
-        return NatsTransport(NatsConnection.from_pod(pod, inst), inst, pod.home.spool_dir)
+        return NatsTransport(
+            NatsConnection.from_pod(pod, inst, role="publisher"),
+            inst,
+            pod.home.spool_dir,
+            subscriber_connection=NatsConnection.from_pod(pod, inst, role="writer"),
+        )
     if isinstance(bus, ZmqBus):
         from beampod.bus._zmq import ZmqTransport
 

@@ -34,7 +34,9 @@ def cmd_ping(args: argparse.Namespace) -> int:
     inst = args.instrument or pod.config.instrument_name
     name = loop_settings(pod).name
     status = asyncio.run(
-        ping_agent(NatsConnection.from_pod(pod, inst), inst, name, timeout=args.timeout)
+        ping_agent(
+            NatsConnection.from_pod(pod, inst, role="publisher"), inst, name, timeout=args.timeout
+        )
     )
     if status is None:
         raise PodNotRunningError(

@@ -17,6 +17,7 @@ from beampod.errors import BeampodError
 def build_parser() -> argparse.ArgumentParser:
     from beampod.cli import (
         _agent_cmds,
+        _connect_cmds,
         _data_cmds,
         _deploy_cmds,
         _env_cmds,
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     _plot_cmds.register(sub)
     _queue_cmds.register(sub)
     _agent_cmds.register(sub)
+    _connect_cmds.register(sub)
     _env_cmds.register(sub)
     _deploy_cmds.register(sub)
     return parser

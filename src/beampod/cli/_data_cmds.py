@@ -123,7 +123,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     pod = pod_of(args)
     instrument = args.instrument or pod.config.instrument_name
-    conn = NatsConnection.from_pod(pod, instrument, name="beampod-tail")
+    conn = NatsConnection.from_pod(pod, instrument, role="reader", name="beampod-tail")
 
     table_cb = _live_table() if args.table else None
 

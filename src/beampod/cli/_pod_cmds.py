@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
 import yaml
 
 from beampod.cli._common import home_of, human_duration, progress, table
-from beampod.config import init_pod, json_schema, load_config, load_pod
+from beampod.config import (
+    POD_UMASK,
+    LoadedPod,
+    PodHome,
+    init_pod,
+    json_schema,
+    load_config,
+    load_pod,
+    rotate_keys,
+    unusable_keys,
+)
 from beampod.errors import UsageError
 
 
@@ -23,6 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="pick free ports instead of the standard ones (CI, several pods)",
     )
     p.add_argument("--force", action="store_true", help="overwrite config and secrets")
+    p.add_argument(
+        "--rotate-keys",
+        action="store_true",
+        help="regenerate the API keys some client cannot use (keeps every other secret)",
+    )
+    p.add_argument(
+        "--all", dest="rotate_all", action="store_true", help="with --rotate-keys: every API key"
+    )
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("up", help="start every service of the pod")
@@ -72,10 +92,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=cmd_config_check)
 
 
-def cmd_init(args: argparse.Namespace) -> int:
-    from beampod.config import PodHome
+def _owner_only(home: PodHome) -> None:
+    """Everything this command and the pod create is the owner's alone; an existing
+    home that others can read is fixed, and the user is told (docs/running.md)."""
+    os.umask(POD_UMASK)
+    for line in home.secure_report():
+        print(line, file=sys.stderr)
 
+
+def cmd_init(args: argparse.Namespace) -> int:
     home = PodHome.resolve(args.init_home or args.home)
+    _owner_only(home)
+    if args.rotate_keys:
+        return _rotate_keys(home, every=args.rotate_all)
+    if args.rotate_all:
+        raise UsageError("--all only goes with --rotate-keys")
     wrote = init_pod(home, free_ports=args.free_ports, force=args.force)
     if wrote:
         print(f"initialised pod home {home.root}")
@@ -86,14 +117,40 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rotate_keys(home: PodHome, *, every: bool) -> int:
+    if not home.is_initialised():
+        raise UsageError(f"{home.root} is not an initialised pod home: run `beampod init`")
+    replaced = rotate_keys(home.secrets_file, every=every)
+    if not replaced:
+        print("every API key is already usable by every client: nothing replaced")
+        print("  (`beampod init --rotate-keys --all` replaces them all anyway)")
+        return 0
+    print(f"replaced {len(replaced)} key(s) in {home.secrets_file}: {', '.join(replaced)}")
+    print("  the values are not printed; clients get them with `beampod connect`")
+    print("  a running pod still uses the old keys: restart it (`beampod down; beampod up -d`)")
+    return 0
+
+
+def _warn_keys(pod: LoadedPod) -> None:
+    bad = unusable_keys(pod.secrets)
+    if bad:
+        print(
+            f"warning: {pod.home.secrets_file}: {', '.join(bad)} contain characters outside "
+            "[A-Za-z0-9_] that some clients reject (tiled's client ignores such a key); "
+            "run `beampod init --rotate-keys`, then restart the pod",
+            file=sys.stderr,
+        )
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from beampod.services import run_supervisor, start_detached
 
     home = home_of(args)
+    _owner_only(home)
     if not home.is_initialised():
         init_pod(home)
         print(f"initialised pod home {home.root}")
-    load_pod(home)  # a bad config fails here, before anything starts
+    _warn_keys(load_pod(home))  # a bad config fails here, before anything starts
     started = time.monotonic()
     if args.detach:
         print(f"starting pod from {home.root} ...", flush=True)
@@ -215,9 +272,12 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         config = load_config(file, check_packages=True)
     else:
         home = home_of(args)
+        _owner_only(home)
         file = home.config_file
         load_config(file, check_packages=True)
-        config = load_pod(home).config
+        pod = load_pod(home)
+        _warn_keys(pod)
+        config = pod.config
     names = ", ".join(config.instruments)
     if len(config.instruments) > 6:
         names = f"{len(config.instruments)} ({', '.join(list(config.instruments)[:3])}, …)"

@@ -7,7 +7,7 @@ from beampod.config._facility import (
     instrument_queue,
     package_problems,
 )
-from beampod.config._home import PodHome, default_home
+from beampod.config._home import POD_UMASK, PodHome, default_home
 from beampod.config._load import format_validation_error, json_schema, load_config, parse_config
 from beampod.config._merge import apply_instrument_defaults, merge
 from beampod.config._model import (
@@ -36,11 +36,21 @@ from beampod.config._model import (
     stream_name,
 )
 from beampod.config._pod import LoadedPod, init_pod, load_pod
-from beampod.config._secrets import InstrumentSecrets, Secrets
+from beampod.config._secrets import (
+    BUS_ROLES,
+    BusRole,
+    InstrumentSecrets,
+    Secrets,
+    rotate_keys,
+    unusable_keys,
+)
 from beampod.config._yaml import read_yaml
 
 __all__ = [
+    "BUS_ROLES",
+    "POD_UMASK",
     "AgentSettings",
+    "BusRole",
     "ChannelAccessSettings",
     "CycleSettings",
     "EnvironmentSettings",
@@ -81,5 +91,7 @@ __all__ = [
     "package_problems",
     "parse_config",
     "read_yaml",
+    "rotate_keys",
     "stream_name",
+    "unusable_keys",
 ]

@@ -168,6 +168,12 @@ class ChannelAccessSettings(Strict):
         description="UDP search port of the first IOC; each further IOC takes the next port. "
         "Clients get an EPICS_CA_ADDR_LIST naming exactly these, so pods never see each other.",
     )
+    repeater_port: Port | None = Field(
+        None,
+        description="UDP port of the pod's CA repeater (a supervised caproto-repeater); "
+        "clients get it as EPICS_CA_REPEATER_PORT, IOCs send their beacons to it. "
+        "Default: port_base - 1.",
+    )
 
 
 IocFamily = Literal["mini_beamline", "random_walk", "simple", "thermo_sim"]
@@ -388,6 +394,12 @@ class PodConfig(Strict):
                         f"{prefixes[ioc.prefix]} and {name}"
                     )
                 prefixes[ioc.prefix] = name
+        repeater = self.ca_repeater_port()
+        for service, port in self.ioc_ports().items():
+            if port == repeater:
+                problems.append(
+                    f"channel_access.repeater_port {repeater} is also the port of {service}"
+                )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -409,6 +421,11 @@ class PodConfig(Strict):
             raise UsageError(
                 f"no instrument {key!r} in this pod (have: {', '.join(self.instruments)})"
             ) from None
+
+    def ca_repeater_port(self) -> int:
+        """UDP port of the pod's CA repeater (``channel_access.repeater_port``)."""
+        ca = self.channel_access
+        return ca.repeater_port if ca.repeater_port is not None else ca.port_base - 1
 
     def ioc_ports(self) -> dict[str, int]:
         """Port of every IOC, keyed by service name, explicit ports first then sequential."""

@@ -83,6 +83,7 @@ def init_pod(home: PodHome, *, free_ports: bool = False, force: bool = False) ->
     if force or not home.config_file.exists():
         ports = free_port_map() if free_ports else DEFAULT_PORTS
         home.config_file.write_text(render(ports=ports))
+        home.config_file.chmod(0o600)  # the home is the owner's alone (docs/running.md)
         wrote = True
     config = load_config(home.config_file)
     names = list(config.instruments)

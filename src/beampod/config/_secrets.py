@@ -6,9 +6,14 @@ Every value is a ``SecretStr`` so that printing a model or a traceback shows
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import re
 import secrets as _rng
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -22,11 +27,32 @@ def _token() -> SecretStr:
     return SecretStr(_rng.token_hex(32))
 
 
+BusRole = Literal["reader", "publisher", "writer", "agent"]
+# Least privilege first: a caller that does not say which role it needs gets the reader.
+BUS_ROLES: tuple[BusRole, ...] = ("reader", "publisher", "writer", "agent")
+
+
 class InstrumentSecrets(BaseModel):
-    """Per-instrument credentials, so one bus and one store can serve many instruments."""
+    """Per-instrument credentials, so one bus and one store can serve many instruments.
+
+    One bus password per role (docs/bus.md "Users and roles"): the session's publisher,
+    the writer, read-only consumers and the adaptive agent each get only what their job
+    needs. ``bus_password`` is the single credential of pods initialised before roles
+    existed; it is read (so such a file still loads) and no longer used.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    bus_password: SecretStr = Field(default_factory=_token)
+    reader_password: SecretStr = Field(default_factory=_token)
+    publisher_password: SecretStr = Field(default_factory=_token)
+    writer_password: SecretStr = Field(default_factory=_token)
+    agent_password: SecretStr = Field(default_factory=_token)
+    bus_password: SecretStr | None = Field(default=None, exclude=True)
+
+    def bus_role_password(self, role: BusRole) -> SecretStr:
+        value = getattr(self, f"{role}_password", None)
+        if not isinstance(value, SecretStr):
+            raise ConfigError("secrets.yaml", [f"unknown bus role {role!r}"])
+        return value
 
 
 class Secrets(BaseModel):
@@ -76,7 +102,8 @@ def _plain(value: object) -> object:
     if isinstance(value, SecretStr):
         return value.get_secret_value()
     if isinstance(value, BaseModel):
-        return {k: _plain(getattr(value, k)) for k in type(value).model_fields}
+        fields = type(value).model_fields
+        return {k: _plain(getattr(value, k)) for k, f in fields.items() if not f.exclude}
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
@@ -92,7 +119,19 @@ def write(path: Path, secrets: Secrets) -> None:
     os.replace(tmp, path)
 
 
-def read(path: Path) -> Secrets:
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Exclusive lock beside the secrets file, so two processes that complete the same
+    file at once do not each persist different generated values."""
+    fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _parse(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(path, ["secrets file is missing: run `beampod init`"])
     mode = path.stat().st_mode & 0o777
@@ -102,6 +141,71 @@ def read(path: Path) -> Secrets:
         )
     try:
         data = yaml.safe_load(path.read_text()) or {}
-        return Secrets.model_validate(data)
-    except (yaml.YAMLError, ValidationError) as exc:
+    except yaml.YAMLError as exc:
         raise ConfigError(path, [f"secrets file is corrupt: {type(exc).__name__}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, ["secrets file is corrupt: not a mapping"])
+    return data
+
+
+def _validate(path: Path, data: dict[str, Any]) -> Secrets:
+    try:
+        return Secrets.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(path, [f"secrets file is corrupt: {type(exc).__name__}"]) from None
+
+
+def _incomplete(data: dict[str, Any]) -> bool:
+    """Fields a newer beampod generates that this file lacks (e.g. per-role bus
+    passwords of a pod initialised before they existed)."""
+    top = set(Secrets.model_fields) - {"queue_zmq_public_key", "queue_zmq_private_key"}
+    if not top <= set(data):
+        return True
+    inst_fields = {k for k, f in InstrumentSecrets.model_fields.items() if not f.exclude}
+    instruments = data.get("instruments") or {}
+    return any(isinstance(v, dict) and not inst_fields <= set(v) for v in instruments.values())
+
+
+def read(path: Path) -> Secrets:
+    """Load the pod's secrets. A file that lacks credentials a newer beampod needs is
+    completed and persisted (atomically, 0600, under a lock) before it is returned, so
+    every process of the pod agrees on the generated values."""
+    data = _parse(path)
+    if not _incomplete(data):
+        return _validate(path, data)
+    with _locked(path):
+        data = _parse(path)  # another process may have completed it meanwhile
+        secrets = _validate(path, data)
+        if _incomplete(data):
+            write(path, secrets)
+    return secrets
+
+
+# Keys every client accepts: tiled's client ignores an API key that is not ``\w+``;
+# URLs, shells and config files need no quoting for these.
+_CLIENT_SAFE = re.compile(r"^[A-Za-z0-9_]+$")
+_API_KEYS = (
+    "tiled_writer_key",
+    "tiled_reader_key",
+    "tiled_admin_key",
+    "queue_control_key",
+    "queue_observer_key",
+)
+
+
+def unusable_keys(secrets: Secrets) -> list[str]:
+    """Names of the API keys (Tiled, queue HTTP) that some client cannot use: they
+    contain characters outside ``[A-Za-z0-9_]`` (older pods generated url-safe base64)."""
+    return [k for k in _API_KEYS if not _CLIENT_SAFE.match(getattr(secrets, k).get_secret_value())]
+
+
+def rotate_keys(path: Path, *, every: bool = False) -> list[str]:
+    """Regenerate the API keys that some client cannot use (all API keys with
+    ``every``), keep every other secret, write atomically with mode 0600. Returns the
+    names of the keys replaced (never their values)."""
+    with _locked(path):
+        secrets = _validate(path, _parse(path))
+        names = list(_API_KEYS) if every else unusable_keys(secrets)
+        if names:
+            write(path, secrets.model_copy(update={n: _token() for n in names}))
+    return names

@@ -19,6 +19,7 @@ DEFAULT_PORTS = {
     "tiled": 8000,
     "redis": 6379,
     "ca_base": 5064,
+    "ca_repeater": 5063,
     "queue_http": 60607,
     "queue_control": 60615,
     "queue_info": 60625,
@@ -93,6 +94,8 @@ redis:
 channel_access:
   # UDP search port of the first IOC; the next IOCs take the following ports.
   port_base: {p["ca_base"]}
+  # The pod's CA repeater (clients register with it; IOC beacons go to it).
+  repeater_port: {p["ca_repeater"]}
 
 queue:
   enabled: true

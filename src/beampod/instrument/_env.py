@@ -28,6 +28,9 @@ def ca_client_env(config: PodConfig) -> dict[str, str]:
     return {
         "EPICS_CA_ADDR_LIST": " ".join(f"{host}:{p}" for p in ports),
         "EPICS_CA_AUTO_ADDR_LIST": "NO",
+        # The pod's own repeater (service ca-repeater): libca and caproto clients
+        # register there instead of trying to start one of their own.
+        "EPICS_CA_REPEATER_PORT": str(config.ca_repeater_port()),
         "EPICS_CA_MAX_ARRAY_BYTES": str(_MAX_ARRAY_BYTES),
         # Fewer, faster retries than the 30 s default: the IOCs are on this machine.
         "EPICS_CA_CONN_TMO": "5",

@@ -94,7 +94,7 @@ class BusTable:
         self._task = asyncio.current_task()
         instrument = self._pod.config.instrument_name
         try:
-            conn = NatsConnection.from_pod(self._pod, instrument, name=self._name)
+            conn = NatsConnection.from_pod(self._pod, instrument, role="reader", name=self._name)
             async for name, doc in tail(conn, instrument, on_ready=self._ready.set):
                 self._show(name, doc)
         except BeampodError as exc:

@@ -24,6 +24,9 @@ def pod_services(pod: LoadedPod) -> list[ServiceSpec]:
         specs += nats_specs(pod)
     specs += redis_specs(pod)
     specs += tiled_specs(pod)
+    from beampod.services._svc_ca import repeater_specs
+
+    specs += repeater_specs(pod)
     specs += ioc_specs(pod)
     specs += writer_specs(pod)
     specs += queue_specs(pod)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from beampod.config import PodHome, load_pod
+from beampod.config import POD_UMASK, PodHome, load_pod
 from beampod.errors import BeampodError, PodAlreadyRunningError, PodNotRunningError
 from beampod.services import _process
 from beampod.services._catalog import pod_services
@@ -64,6 +64,8 @@ def supervisor_pid(home: PodHome) -> int | None:
 
 def run_supervisor(home: PodHome, progress: Progress, policy: RestartPolicy | None = None) -> int:
     """Run the pod in this process until SIGINT/SIGTERM. Returns an exit code."""
+    # Every file the supervisor and the services it spawns create is the owner's alone.
+    os.umask(POD_UMASK)
     with _supervisor_lock(home):
         pod = load_pod(home)
         specs = pod_services(pod)

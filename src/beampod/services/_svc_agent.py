@@ -22,7 +22,7 @@ def agent_specs(pod: LoadedPod) -> list[ServiceSpec]:
 
     settings = loop_settings(pod)  # a bad agent.args is a config error at `up`, not later
     inst = cfg.instrument_name
-    conn = NatsConnection.from_pod(pod, inst, name="beampod-agent-probe")
+    conn = NatsConnection.from_pod(pod, inst, role="publisher", name="beampod-agent-probe")
 
     async def answers() -> bool:
         return await ping_agent(conn, inst, settings.name, timeout=1.0) is not None

@@ -33,7 +33,7 @@ def ioc_spec(pod: LoadedPod, name: str, ioc: IocSettings, port: int) -> ServiceS
     return ServiceSpec(
         name=name,
         argv=python_module("beampod.sim", ioc.family, "--prefix", ioc.prefix),
-        env=ioc_env(bind, port),
+        env=ioc_env(bind, port, pod.config.ca_repeater_port()),
         # The log line says the process got its ports; the read proves a CA client
         # finds the IOC by searching exactly this port (UDP) and can read over TCP.
         probe=AllProbes(

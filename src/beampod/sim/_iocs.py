@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def ioc_env(bind: str, port: int) -> dict[str, str]:
+def ioc_env(bind: str, port: int, repeater_port: int | None = None) -> dict[str, str]:
     """Environment for one IOC process: listen on ``bind:port`` only, beacons to loopback.
 
     ``EPICS_CA_SERVER_PORT`` is what caproto reads (UDP search port, first TCP port);
@@ -201,7 +201,16 @@ def ioc_env(bind: str, port: int) -> dict[str, str]:
     IOC process itself looks up over CA stays inside this pod.
     """
     loopback = probe_host(bind)
-    return {
+    repeater = (
+        {}
+        if repeater_port is None
+        else {
+            # Beacons go to the pod's repeater, which forwards them to registered clients.
+            "EPICS_CAS_BEACON_PORT": str(repeater_port),
+            "EPICS_CA_REPEATER_PORT": str(repeater_port),
+        }
+    )
+    return repeater | {
         "EPICS_CAS_INTF_ADDR_LIST": bind,
         "EPICS_CA_SERVER_PORT": str(port),
         "EPICS_CAS_SERVER_PORT": str(port),

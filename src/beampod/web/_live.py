@@ -188,7 +188,7 @@ def bus_source(pod: Any) -> Callable[[], AsyncIterator[tuple[str, dict[str, Any]
     instrument = pod.config.instrument_name
 
     def source() -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        conn = NatsConnection.from_pod(pod, instrument, name="beampod-web")
+        conn = NatsConnection.from_pod(pod, instrument, role="reader", name="beampod-web")
         return tail(conn, instrument)
 
     return source

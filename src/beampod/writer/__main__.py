@@ -28,7 +28,7 @@ def main() -> int:
     )
     pod = load_pod(PodHome.resolve(default_home()))
     writer = Writer(
-        NatsConnection.from_pod(pod, args.instrument, name="beampod-writer"),
+        NatsConnection.from_pod(pod, args.instrument, role="writer", name="beampod-writer"),
         args.instrument,
         lambda: open_sink(pod, args.instrument),
         pod.config.instrument(args.instrument).writer,

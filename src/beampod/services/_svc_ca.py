@@ -1,0 +1,74 @@
+"""The pod's Channel Access repeater: caproto's repeater as a supervised service.
+
+CA clients (libca under pyepics, caproto's sync client) register with a repeater on
+``EPICS_CA_REPEATER_PORT`` at start; when none answers, libca tries to start the
+``caRepeater`` executable (which pyepics does not ship: "caRepeater couldn't be
+located", "unable to contact CA repeater") and caproto spawns one that outlives the
+client. Serving the port from the pod removes both. It binds ``pod.bind`` (loopback by
+default), like every other service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+
+from beampod.config import LoadedPod
+from beampod.services._probes import CallableProbe
+from beampod.services._spec import PortClaim, ServiceSpec
+
+SERVICE_NAME = "ca-repeater"
+_PROBE_TIMEOUT_S = 1.0
+# CA message header: command 24 = REPEATER_REGISTER (request), 17 = REPEATER_CONFIRM.
+_REGISTER, _CONFIRM = 24, 17
+
+
+def repeater_specs(pod: LoadedPod) -> list[ServiceSpec]:
+    """One repeater per pod, when the pod runs simulated IOCs."""
+    if not any(inst.iocs for inst in pod.config.instruments.values()):
+        return []
+    bind = pod.config.pod.bind
+    host = "127.0.0.1" if bind in ("", "0.0.0.0") else bind
+    port = pod.config.ca_repeater_port()
+    code = f"from caproto.sync.repeater import run; run(host={host!r})"
+    return [
+        ServiceSpec(
+            name=SERVICE_NAME,
+            argv=_python_c(code),
+            env={"EPICS_CA_REPEATER_PORT": str(port), "PYTHONUNBUFFERED": "1"},
+            probe=CallableProbe(_confirms(host, port), f"CA repeater confirms at {host}:{port}"),
+            address=f"ca-repeater://{host}:{port}",
+            ports=(PortClaim(bind, port, udp=True),),
+            ready_timeout=20.0,
+            stop_timeout=5.0,
+        )
+    ]
+
+
+def _python_c(code: str) -> tuple[str, ...]:
+    import sys
+
+    return (sys.executable, "-c", code)
+
+
+def _confirms(host: str, port: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await asyncio.to_thread(repeater_confirms, host, port, _PROBE_TIMEOUT_S)
+
+    return check
+
+
+def repeater_confirms(host: str, port: int, timeout: float) -> bool:
+    """Register with the repeater at ``host:port`` as a CA client does; True when it
+    answers with a confirmation."""
+    header = _REGISTER.to_bytes(2, "big") + bytes(6) + bytes(4) + socket.inet_aton(host)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.bind((host, 0))
+        try:
+            sock.sendto(header, (host, port))
+            data, _ = sock.recvfrom(1024)
+        except OSError:  # refused (nothing there yet) or timed out
+            return False
+    return len(data) >= 16 and int.from_bytes(data[:2], "big") == _CONFIRM
