@@ -17,6 +17,24 @@ from beampod.bus._contract import (
     Transport,
 )
 from beampod.bus._dlq import DeadLetter, get_dead_letter, list_dead_letters, replay_dead_letter
+from beampod.bus._kafka import (
+    MSG_ID_HEADER,
+    KafkaPublisher,
+    KafkaSubscriber,
+    KafkaTransport,
+    ensure_topic,
+    kafka_module,
+    producer_config,
+)
+from beampod.bus._kafkadlq import (
+    REASON_HEADER,
+    dead_letter_headers,
+    dlq_topic,
+    ensure_dlq_topic,
+    get_kafka_dead_letter,
+    list_kafka_dead_letters,
+    replay_kafka_dead_letter,
+)
 from beampod.bus._natsconf import (
     NatsConnection,
     NatsNode,
@@ -35,8 +53,27 @@ from beampod.bus._split import OversizeDocumentError, split_event_page, to_messa
 from beampod.bus._spool import Spool, SpoolError, SpoolRecord, open_spool
 from beampod.bus._streams import StreamPlan, ensure_streams, ensure_streams_sync, plan_streams
 from beampod.bus._transports import NatsSubscriber, NatsTransport, transport_for
+from beampod.bus._zmq import PROBE_KEY, ZmqPublisher, ZmqSubscriber, ZmqTransport
 
 __all__ = [
+    "MSG_ID_HEADER",
+    "PROBE_KEY",
+    "REASON_HEADER",
+    "KafkaPublisher",
+    "KafkaSubscriber",
+    "KafkaTransport",
+    "ZmqPublisher",
+    "ZmqSubscriber",
+    "ZmqTransport",
+    "dead_letter_headers",
+    "dlq_topic",
+    "ensure_dlq_topic",
+    "ensure_topic",
+    "get_kafka_dead_letter",
+    "kafka_module",
+    "list_kafka_dead_letters",
+    "producer_config",
+    "replay_kafka_dead_letter",
     "DOCUMENT_NAMES",
     "ORIGINAL_SEQ",
     "BadMessage",

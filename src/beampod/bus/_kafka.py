@@ -20,13 +20,14 @@ from beampod.bus._codec import DecodeError, decode, run_uid_of
 from beampod.bus._contract import Delivery, DocumentPublisher, DocumentSubscriber, Durability
 from beampod.bus._split import OversizeDocumentError, to_messages
 from beampod.config import documents_subject
-from beampod.errors import BusError
+from beampod.errors import BusError, BusUnavailableError
 
 MSG_ID_HEADER = "beampod-msg-id"
 log = logging.getLogger("beampod.bus.kafka")
 
 
-def _kafka() -> Any:
+def kafka_module() -> Any:
+    """confluent_kafka, or a BusError saying how to install it."""
     try:
         import confluent_kafka
     except ImportError:
@@ -72,7 +73,7 @@ class KafkaPublisher:
         max_payload: int = 1_000_000,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        ck = _kafka()
+        ck = kafka_module()
         self.topic = documents_subject(instrument)
         self._producer: Any = ck.Producer(producer_config(bootstrap_servers, extra))
         self._descriptor_runs: dict[str, str] = {}
@@ -145,7 +146,7 @@ class KafkaSubscriber:
         group: str,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        ck = _kafka()
+        ck = kafka_module()
         self._consumer = ck.Consumer(consumer_config(bootstrap_servers, group, extra))
         self._consumer.subscribe([documents_subject(instrument)])
 
@@ -175,14 +176,20 @@ def ensure_topic(
     partitions: int = 1,
     replication: int = 1,
     timeout: float = 30.0,
+    topic: str | None = None,
 ) -> None:
-    """Create the instrument's topic if the broker does not have it (idempotent)."""
-    ck = _kafka()
+    """Create the instrument's documents topic (or ``topic``) if the broker does not
+    have it (idempotent)."""
+    ck = kafka_module()
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    topic = documents_subject(instrument)
-    if topic in admin.list_topics(timeout=timeout).topics:
+    topic = topic or documents_subject(instrument)
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except ck.KafkaException as exc:
+        raise BusUnavailableError(f"Kafka at {bootstrap_servers} not reachable: {exc}") from None
+    if topic in existing:
         return
     futures = admin.create_topics([NewTopic(topic, partitions, replication)])
     try:
