@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from beampod.config import LoadedPod, PodHome, init_pod, load_pod
-
 from tests._tansu import TansuBroker
 
 from ._natsproc import NatsProcess

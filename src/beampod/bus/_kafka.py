@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from beampod.bus._codec import DecodeError, decode, run_uid_of
@@ -62,6 +63,12 @@ def consumer_config(
         "auto.offset.reset": "earliest",
         **(extra or {}),
     }
+
+
+@dataclass
+class KafkaPublisherStatus:
+    in_flight: int  # handed to the producer, not yet acknowledged by the broker
+    errors: list[str]
 
 
 class KafkaPublisher:
@@ -113,6 +120,10 @@ class KafkaPublisher:
     @property
     def errors(self) -> list[str]:
         return list(self._errors)
+
+    def status(self) -> KafkaPublisherStatus:
+        in_flight = len(self._producer) if self._producer is not None else 0
+        return KafkaPublisherStatus(in_flight=in_flight, errors=list(self._errors))
 
     def flush(self, timeout: float = 10.0) -> bool:
         return self._producer.flush(timeout) == 0 and not self._errors

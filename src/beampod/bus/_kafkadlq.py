@@ -10,6 +10,7 @@ stays in the topic (it ages out with the topic's retention).
 from __future__ import annotations
 
 import datetime
+import time
 from typing import Any
 
 from beampod.bus._dlq import DeadLetter
@@ -71,22 +72,23 @@ def _read(
     try:
         if topic not in consumer.list_topics(timeout=timeout).topics:
             return []
-        tp = ck.TopicPartition(topic, 0)
-        low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
-        first = max(start, low)
-        if first >= high:
-            return []
-        consumer.assign([ck.TopicPartition(topic, 0, first)])
+        low, _high = consumer.get_watermark_offsets(ck.TopicPartition(topic, 0), timeout=timeout)
+        consumer.assign([ck.TopicPartition(topic, 0, max(start, low))])
+        # Read until the fetch says "end of partition": the listed high watermark is
+        # not trusted (Tansu reports the last batch's base offset + 1).
         out: list[DeadLetter] = []
-        last = min(high, first + limit) - 1
-        while not out or out[-1].seq < last:
-            raws = consumer.consume(min(500, limit), timeout)
-            if not raws:
-                raise BusError(f"reading {topic} timed out at offset {first + len(out)}")
-            for raw in raws:
-                if raw.error() is None and raw.offset() <= last:
-                    out.append(_letter(raw))
-        return out
+        deadline = time.monotonic() + timeout
+        while len(out) < limit:
+            if time.monotonic() > deadline:
+                raise BusError(f"reading {topic} timed out after offset {start + len(out)}")
+            for raw in consumer.consume(min(500, limit - len(out)), 0.2):
+                err = raw.error()
+                if err is not None:
+                    if err.code() == ck.KafkaError._PARTITION_EOF:
+                        return out
+                    raise BusError(f"reading {topic}: {err}")
+                out.append(_letter(raw))
+        return out[:limit]
     finally:
         consumer.close()
 

@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from beampod.bus import (
-    DecodeError,
-    decode,
     MSG_ID_HEADER,
+    DecodeError,
     dead_letter_headers,
+    decode,
     dlq_topic,
     ensure_dlq_topic,
     ensure_topic,
@@ -94,7 +94,9 @@ class KafkaWriter:
             self._store.connect()
         except Stopped:
             return
-        consumer = ck.Consumer(writer_consumer_config(self.bootstrap_servers, self._group, self._options))
+        consumer = ck.Consumer(
+            writer_consumer_config(self.bootstrap_servers, self._group, self._options)
+        )
         producer = ck.Producer(producer_config(self.bootstrap_servers))
         consumer.subscribe([self.topic])
         if on_ready is not None:

@@ -84,7 +84,9 @@ class ZmqWriter:
         result = self._store.write(items, self.stats)
         for r in result.rejected:
             self.stats.dead_lettered += 1
-            log.error("rejected %s (%s): %s -- 0MQ has no dead-letter channel", r.name, r.msg_id, r.reason)
+            log.error(
+                "rejected %s (%s): %s -- 0MQ has no dead-letter channel", r.name, r.msg_id, r.reason
+            )
         for name, doc in docs:
             if name == "stop":  # the run is over: forget its descriptors
                 run = doc.get("run_start")
