@@ -60,7 +60,8 @@ def tail_during_scan(pod: LoadedPod, n: int) -> tuple[str, list[tuple[str, dict[
             proc.kill()
             proc.wait(10)
     assert proc.returncode == 0, err
-    return uid, [tuple(json.loads(line)) for line in out.splitlines()]  # type: ignore[misc]
+    docs = [json.loads(line) for line in out.splitlines()]
+    return uid, [(str(name), dict(doc)) for name, doc in docs]
 
 
 def tail_from_start_finds(pod: LoadedPod, doc: dict[str, Any], deadline_s: float = 60.0) -> bool:

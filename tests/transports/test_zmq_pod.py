@@ -46,7 +46,9 @@ def test_tail_from_start_and_dlq_say_0mq_keeps_nothing(zmq_pod: LoadedPod) -> No
     for args in (("dlq", "list"), ("dlq", "show", "1"), ("dlq", "replay", "1")):
         proc = beampod_cli(zmq_pod.home.root, *args, check=False)
         assert proc.returncode != 0, args
-        assert proc.stderr.strip().splitlines()[-1].endswith(
-            "use the nats or kafka transport to keep dead letters"
+        assert (
+            proc.stderr.strip()
+            .splitlines()[-1]
+            .endswith("use the nats or kafka transport to keep dead letters")
         ), proc.stderr
         assert "Traceback" not in proc.stderr
