@@ -19,6 +19,7 @@ import pytest
 
 from beampod.bus import MSG_ID_HEADER, REASON_HEADER, dlq_topic, encode, message_id
 from beampod.config import LoadedPod, documents_subject
+from tests._tansu import TansuBroker
 from tests.conftest import beampod_cli
 from tests.datapath._helpers import (
     Emitter,
@@ -178,3 +179,25 @@ def test_bluesky_kafka_remote_dispatcher_reads_a_beampod_run(kafka_pod: LoadedPo
     assert [e["seq_num"] for e in events] == [1, 2, 3, 4, 5]
     np.testing.assert_allclose([e["data"]["motor_ph"] for e in events], np.linspace(-1, 1, 5))
     assert open_catalog(kafka_pod)[uid].metadata["stop"]["uid"] == mine[-1][1]["uid"]
+
+
+def test_broker_restart_loses_the_memory_topic_but_the_writer_stores_the_next_run(
+    kafka_pod: LoadedPod, tansu: TansuBroker
+) -> None:
+    """Tansu as shipped here only has in-memory storage (file, sqlite and postgres URLs
+    are refused: not compiled in), so a broker restart empties the topics and forgets
+    the writer group's offsets. Stored runs are safe in Tiled; the writer rides over
+    the restart and stores the next run without being restarted itself."""
+    uid_before = run_scan(kafka_pod)
+    wait_run_stored(kafka_pod, uid_before, 5)
+    writer_before = service(kafka_pod, "writer")
+    tansu.stop()
+    tansu.start()
+    uid_after = run_scan(kafka_pod)
+    wait_run_stored(kafka_pod, uid_after, 5, deadline_s=120)
+    writer_after = service(kafka_pod, "writer")
+    assert writer_after["pid"] == writer_before["pid"]
+    # The earlier run is still in Tiled, once.
+    from beampod.store import open_catalog
+
+    assert len(open_catalog(kafka_pod)[uid_before]["primary"].read()["time"]) == 5
