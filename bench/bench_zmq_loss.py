@@ -132,11 +132,11 @@ def main() -> None:
     cfg["bus"] = {"transport": "zmq", "in_port": free_port(), "out_port": free_port()}
     cfg["queue"]["enabled"] = False
     cfg_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    beampod(home, "up", "-d")
     pod = load_pod(PodHome(home))
     n, d = args.events, args.delay
     print(f"runs: count([det], num={n}, delay={d}) = {n + 3} documents, ~{n * d:.0f} s")
     try:
+        beampod(home, "up", "-d")
         # late: the writer starts while the run is going
         beampod(home, "service", "stop", "writer")
 
