@@ -111,6 +111,17 @@ def test_bad_messages_become_dead_letters_with_their_reason(kafka_pod: LoadedPod
     # `beampod dlq show` decodes the rejected document.
     shown = beampod_cli(kafka_pod.home.root, "dlq", "show", str(letters[1]["seq"])).stdout
     assert str(ev["uid"]) in shown and "unknown descriptor" in shown
+    # `beampod dlq replay` sends it to the writer again, with its original id: still
+    # unstorable, so it comes back as a new letter saying where it was replayed from.
+    out = beampod_cli(kafka_pod.home.root, "dlq", "replay", str(letters[1]["seq"])).stdout
+    assert f"dead letter {letters[1]['seq']} replayed as" in out
+
+    def replayed() -> dict[str, Any] | None:
+        got = _letters(kafka_pod)
+        return got[-1] if len(got) >= len(before) + 3 else None
+
+    again = wait_for(replayed, 60, "the replayed letter dead-lettered again")
+    assert again["msg_id"] == mid and "unknown descriptor" in again["reason"]
     # The writer kept going: a run after the bad messages is stored.
     assert service(kafka_pod, "writer")["state"] == "ready"
     uid = run_scan(kafka_pod)

@@ -51,6 +51,9 @@ def writer_consumer_config(
         "heartbeat.interval.ms": 1_000,
         # A Tiled outage can hold one batch for long: stay in the group meanwhile.
         "max.poll.interval.ms": 3_600_000,
+        # A topic that was deleted and re-created (a broker with memory storage that
+        # restarted) is seen within seconds, not after the default 5 minutes.
+        "topic.metadata.refresh.interval.ms": 5_000,
         **(extra or {}),
     }
 
