@@ -92,6 +92,7 @@ def emit_run(pod: Any, events: int, delay: float, at: float, fault: Any) -> tupl
 
     RE.subscribe(seen)
     RE(count([det], num=events, delay=delay))
+    assert RE.publisher is not None
     RE.publisher.flush(5)
     return uid[0], n[0]
 
