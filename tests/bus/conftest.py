@@ -6,8 +6,28 @@ from pathlib import Path
 import pytest
 
 from beampod.config import LoadedPod, PodHome, init_pod, load_pod
+from tests._tansu import TansuBroker
 
 from ._natsproc import NatsProcess
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Kafka-protocol broker: BEAMPOD_TEST_KAFKA_BOOTSTRAP if set (e.g. Apache
+    Kafka), else a Tansu broker process started for this session."""
+    import os
+
+    pytest.importorskip("confluent_kafka")
+    external = os.environ.get("BEAMPOD_TEST_KAFKA_BOOTSTRAP", "")
+    if external:
+        yield external
+        return
+    broker = TansuBroker(tmp_path_factory.mktemp("tansu") / "tansu.log").start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+        assert broker.proc is not None and broker.proc.poll() is not None
 
 
 @pytest.fixture

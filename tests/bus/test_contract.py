@@ -9,7 +9,6 @@ slow-joiner handshake and does not replay (skipped with that reason).
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
 import sys
@@ -82,7 +81,7 @@ def zmq_proxy() -> Iterator[tuple[str, str]]:
 def kafka_mock_bootstrap() -> Iterator[str]:
     """librdkafka's in-process mock cluster (speaks the Kafka protocol on a local port;
     supports idempotent producers, groups and commits). Not a real broker: the real one
-    runs when BEAMPOD_TEST_KAFKA_BOOTSTRAP is set."""
+    runs against the session's Tansu broker (or BEAMPOD_TEST_KAFKA_BOOTSTRAP)."""
     ck = pytest.importorskip("confluent_kafka")
     holder = ck.Producer({"test.mock.num.brokers": 1, "bootstrap.servers": "", "log_level": 3})
     brokers = holder.list_topics(timeout=10).brokers.values()
@@ -112,9 +111,7 @@ def transport(request: pytest.FixtureRequest, bus_pod: LoadedPod, tmp_path: Path
     if request.param == "kafka-mock":
         bootstrap = request.getfixturevalue("kafka_mock_bootstrap")
     else:
-        bootstrap = os.environ.get("BEAMPOD_TEST_KAFKA_BOOTSTRAP", "")
-        if not bootstrap:
-            pytest.skip("Kafka contract needs a broker: set BEAMPOD_TEST_KAFKA_BOOTSTRAP")
+        bootstrap = request.getfixturevalue("kafka_bootstrap")
     pytest.importorskip("confluent_kafka")
     from beampod.bus._kafka import KafkaTransport, ensure_topic
 

@@ -17,6 +17,24 @@ from beampod.bus._contract import (
     Transport,
 )
 from beampod.bus._dlq import DeadLetter, get_dead_letter, list_dead_letters, replay_dead_letter
+from beampod.bus._kafka import (
+    MSG_ID_HEADER,
+    KafkaPublisher,
+    KafkaSubscriber,
+    KafkaTransport,
+    ensure_topic,
+    kafka_module,
+    producer_config,
+)
+from beampod.bus._kafkadlq import (
+    REASON_HEADER,
+    dead_letter_headers,
+    dlq_topic,
+    ensure_dlq_topic,
+    get_kafka_dead_letter,
+    list_kafka_dead_letters,
+    replay_kafka_dead_letter,
+)
 from beampod.bus._natsconf import (
     NatsConnection,
     NatsNode,
@@ -40,13 +58,18 @@ from beampod.bus._roles import (
 from beampod.bus._split import OversizeDocumentError, split_event_page, to_messages
 from beampod.bus._spool import Spool, SpoolError, SpoolRecord, open_spool
 from beampod.bus._streams import StreamPlan, ensure_streams, ensure_streams_sync, plan_streams
+from beampod.bus._tails import kafka_tail, zmq_tail
 from beampod.bus._transports import NatsSubscriber, NatsTransport, transport_for
+from beampod.bus._zmq import PROBE_KEY, ZmqPublisher, ZmqSubscriber, ZmqTransport
 
 __all__ = [
     "ADMIN_USER",
     "BUS_ROLES",
     "DOCUMENT_NAMES",
+    "MSG_ID_HEADER",
     "ORIGINAL_SEQ",
+    "PROBE_KEY",
+    "REASON_HEADER",
     "WRITER_DURABLE",
     "BadMessage",
     "BusRole",
@@ -58,6 +81,9 @@ __all__ = [
     "DocumentSubscriber",
     "Durability",
     "DurablePublisher",
+    "KafkaPublisher",
+    "KafkaSubscriber",
+    "KafkaTransport",
     "Message",
     "NatsConnection",
     "NatsNode",
@@ -70,23 +96,36 @@ __all__ = [
     "SpoolRecord",
     "StreamPlan",
     "Transport",
+    "ZmqPublisher",
+    "ZmqSubscriber",
+    "ZmqTransport",
     "bus_user",
+    "dead_letter_headers",
     "dead_letter_stream_name",
     "decode",
+    "dlq_topic",
     "encode",
+    "ensure_dlq_topic",
     "ensure_streams",
     "ensure_streams_sync",
+    "ensure_topic",
     "get_dead_letter",
+    "get_kafka_dead_letter",
     "inbox_prefix",
+    "kafka_module",
+    "kafka_tail",
     "list_dead_letters",
+    "list_kafka_dead_letters",
     "message_id",
     "nats_nodes",
     "nats_server_binary",
     "open_spool",
     "plan_streams",
+    "producer_config",
     "publish_dead_letter",
     "render_nats_config",
     "replay_dead_letter",
+    "replay_kafka_dead_letter",
     "role_permissions",
     "run_uid_of",
     "split_event_page",
@@ -94,4 +133,5 @@ __all__ = [
     "to_messages",
     "transport_for",
     "write_nats_config",
+    "zmq_tail",
 ]

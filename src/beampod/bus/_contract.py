@@ -13,7 +13,9 @@ means differs and is stated by ``Durability``:
   wait in the producer's memory (not on disk) for ``delivery.timeout.ms``.
 - ``BEST_EFFORT`` (bluesky 0MQ): fire-and-forget. No acknowledgement, no replay, a
   subscriber only sees what is published after it connected (slow joiner), and a full
-  high-water mark drops messages silently. Use it for live views, never for the store.
+  high-water mark drops messages silently. The pod's 0MQ writer stores what it
+  receives, and loses whole runs when it was not subscribed at their start (measured
+  in docs/bus.md): use it for live views, not where every run must be stored.
 """
 
 from __future__ import annotations

@@ -14,19 +14,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from beampod.bus._codec import DecodeError, decode, run_uid_of
 from beampod.bus._contract import Delivery, DocumentPublisher, DocumentSubscriber, Durability
 from beampod.bus._split import OversizeDocumentError, to_messages
 from beampod.config import documents_subject
-from beampod.errors import BusError
+from beampod.errors import BusError, BusUnavailableError
 
 MSG_ID_HEADER = "beampod-msg-id"
 log = logging.getLogger("beampod.bus.kafka")
 
 
-def _kafka() -> Any:
+def kafka_module() -> Any:
+    """confluent_kafka, or a BusError saying how to install it."""
     try:
         import confluent_kafka
     except ImportError:
@@ -63,6 +65,12 @@ def consumer_config(
     }
 
 
+@dataclass
+class KafkaPublisherStatus:
+    in_flight: int  # handed to the producer, not yet acknowledged by the broker
+    errors: list[str]
+
+
 class KafkaPublisher:
     def __init__(
         self,
@@ -72,7 +80,7 @@ class KafkaPublisher:
         max_payload: int = 1_000_000,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        ck = _kafka()
+        ck = kafka_module()
         self.topic = documents_subject(instrument)
         self._producer: Any = ck.Producer(producer_config(bootstrap_servers, extra))
         self._descriptor_runs: dict[str, str] = {}
@@ -113,6 +121,10 @@ class KafkaPublisher:
     def errors(self) -> list[str]:
         return list(self._errors)
 
+    def status(self) -> KafkaPublisherStatus:
+        in_flight = len(self._producer) if self._producer is not None else 0
+        return KafkaPublisherStatus(in_flight=in_flight, errors=list(self._errors))
+
     def flush(self, timeout: float = 10.0) -> bool:
         return self._producer.flush(timeout) == 0 and not self._errors
 
@@ -145,7 +157,7 @@ class KafkaSubscriber:
         group: str,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        ck = _kafka()
+        ck = kafka_module()
         self._consumer = ck.Consumer(consumer_config(bootstrap_servers, group, extra))
         self._consumer.subscribe([documents_subject(instrument)])
 
@@ -175,14 +187,20 @@ def ensure_topic(
     partitions: int = 1,
     replication: int = 1,
     timeout: float = 30.0,
+    topic: str | None = None,
 ) -> None:
-    """Create the instrument's topic if the broker does not have it (idempotent)."""
-    ck = _kafka()
+    """Create the instrument's documents topic (or ``topic``) if the broker does not
+    have it (idempotent)."""
+    ck = kafka_module()
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    topic = documents_subject(instrument)
-    if topic in admin.list_topics(timeout=timeout).topics:
+    topic = topic or documents_subject(instrument)
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except ck.KafkaException as exc:
+        raise BusUnavailableError(f"Kafka at {bootstrap_servers} not reachable: {exc}") from None
+    if topic in existing:
         return
     futures = admin.create_topics([NewTopic(topic, partitions, replication)])
     try:

@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub = p.add_subparsers(dest="dlq_cmd", required=True, metavar="ACTION")
     q = dsub.add_parser("list", help="list dead letters with their reasons")
     q.add_argument("--limit", type=int, default=100)
+    q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_dlq_list)
     q = dsub.add_parser("show", help="one dead letter in full")
     q.add_argument("seq", type=int)
@@ -123,9 +124,20 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     pod = pod_of(args)
     instrument = args.instrument or pod.config.instrument_name
-    conn = NatsConnection.from_pod(pod, instrument, role="reader", name="beampod-tail")
-
     table_cb = _live_table() if args.table else None
+    if pod.config.bus.transport != "nats":
+        from beampod.cli._transport_cmds import tail_other
+
+        def show(name: str, doc: dict[str, Any]) -> None:
+            if table_cb is not None:
+                table_cb(name, doc)
+            elif args.json:
+                print(json.dumps([name, doc], default=_jsonable), flush=True)
+            else:
+                print(_summary(name, doc), flush=True)
+
+        return tail_other(args, pod, instrument, show)
+    conn = NatsConnection.from_pod(pod, instrument, role="reader", name="beampod-tail")
 
     seen = 0
 
@@ -193,11 +205,27 @@ def _dlq_conn(args: argparse.Namespace):
     return NatsConnection.from_pod(pod, admin=True, name="beampod-dlq"), instrument
 
 
+def _other_bus(args: argparse.Namespace) -> tuple[Any, str] | None:
+    """(pod, instrument) when the bus is not NATS: dead letters live elsewhere."""
+    pod = pod_of(args)
+    if pod.config.bus.transport == "nats":
+        return None
+    return pod, args.instrument or pod.config.instrument_name
+
+
 def cmd_dlq_list(args: argparse.Namespace) -> int:
     from beampod.bus import list_dead_letters
+    from beampod.cli import _transport_cmds as other
 
-    conn, instrument = _dlq_conn(args)
-    letters = asyncio.run(list_dead_letters(conn, instrument, limit=args.limit))
+    if (on := _other_bus(args)) is not None:
+        letters = other.dlq_list_other(*on, limit=args.limit)
+        instrument = on[1]
+    else:
+        conn, instrument = _dlq_conn(args)
+        letters = asyncio.run(list_dead_letters(conn, instrument, limit=args.limit))
+    if args.json:
+        print(other.letters_json(letters))
+        return 0
     if not letters:
         print(f"no dead letters for {instrument}")
         return 0
@@ -208,9 +236,13 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 
 def cmd_dlq_show(args: argparse.Namespace) -> int:
     from beampod.bus import DecodeError, decode, get_dead_letter
+    from beampod.cli._transport_cmds import dlq_get_other
 
-    conn, instrument = _dlq_conn(args)
-    d = asyncio.run(get_dead_letter(conn, instrument, args.seq))
+    if (on := _other_bus(args)) is not None:
+        d = dlq_get_other(*on, args.seq)
+    else:
+        conn, instrument = _dlq_conn(args)
+        d = asyncio.run(get_dead_letter(conn, instrument, args.seq))
     print(
         f"seq:      {d.seq}\ntime:     {_when(d.time)}\nreason:   {d.reason}\n"
         f"msg id:   {d.msg_id or '-'}\nheaders:  {json.dumps(d.headers)}"
@@ -225,7 +257,10 @@ def cmd_dlq_show(args: argparse.Namespace) -> int:
 
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
     from beampod.bus import replay_dead_letter
+    from beampod.cli._transport_cmds import dlq_replay_other
 
+    if (on := _other_bus(args)) is not None:
+        return dlq_replay_other(*on, args.seq)
     conn, instrument = _dlq_conn(args)
     for seq in args.seq:
         new_seq = asyncio.run(replay_dead_letter(conn, instrument, seq))

@@ -126,10 +126,25 @@ class ZmqBus(Strict):
     in_port: Port = 5577
     out_port: Port = 5578
 
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> ZmqBus:
+        if self.in_port == self.out_port:
+            raise ValueError(f"in_port and out_port are both {self.in_port}: 0MQ needs two ports")
+        return self
+
 
 class KafkaBus(Strict):
     transport: Literal["kafka"]
-    bootstrap_servers: str = Field(..., min_length=1)
+    bootstrap_servers: str = Field(..., min_length=1, pattern=r"^[^\s,:]+:\d+(,[^\s,:]+:\d+)*$")
+
+    @model_validator(mode="after")
+    def _client_installed(self) -> KafkaBus:
+        # Without the client the pod could not store a run: refuse the config up front.
+        import importlib.util
+
+        if importlib.util.find_spec("confluent_kafka") is None:
+            raise ValueError("transport kafka needs confluent-kafka: pip install 'beampod[kafka]'")
+        return self
 
 
 BusSettings = Annotated[NatsBus | ZmqBus | KafkaBus, Field(discriminator="transport")]
@@ -400,9 +415,30 @@ class PodConfig(Strict):
                 problems.append(
                     f"channel_access.repeater_port {repeater} is also the port of {service}"
                 )
+        problems += self._zmq_port_clashes()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _zmq_port_clashes(self) -> list[str]:
+        if not isinstance(self.bus, ZmqBus):
+            return []
+        taken = {
+            "tiled.port": self.tiled.port,
+            "redis.port": self.redis.port,
+            "queue.http_port": self.queue.http_port,
+            "queue.control_port": self.queue.control_port,
+            "queue.info_port": self.queue.info_port,
+        }
+        if isinstance(self.store, PostgresStore):
+            taken["store.port"] = self.store.port
+        taken.update({f"the port of {name}": port for name, port in self.ioc_ports().items()})
+        return [
+            f"bus.{key} {port} is also {other}"
+            for key, port in (("in_port", self.bus.in_port), ("out_port", self.bus.out_port))
+            for other, used in taken.items()
+            if used == port
+        ]
 
     # -- derived values (no state: computed from the tree) -------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from beampod.config import LoadedPod, NatsBus
+from beampod.config import LoadedPod, NatsBus, ZmqBus
 from beampod.services._spec import ServiceSpec
 
 
@@ -22,6 +22,10 @@ def pod_services(pod: LoadedPod) -> list[ServiceSpec]:
         from beampod.services._svc_nats import nats_specs
 
         specs += nats_specs(pod)
+    if isinstance(bus, ZmqBus):
+        from beampod.services._svc_zmq import zmq_specs
+
+        specs += zmq_specs(pod)
     specs += redis_specs(pod)
     specs += tiled_specs(pod)
     from beampod.services._svc_ca import repeater_specs

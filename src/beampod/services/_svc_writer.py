@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-from beampod.config import LoadedPod, NatsBus
+from beampod.config import KafkaBus, LoadedPod, NatsBus, ZmqBus
 from beampod.services._probes import LogLineProbe
 from beampod.services._spec import ServiceSpec, python_module
 
 
-def writer_specs(pod: LoadedPod) -> list[ServiceSpec]:
-    if not isinstance(pod.config.bus, NatsBus):
-        return []  # the 0MQ and Kafka transports have no beampod writer yet
-    from beampod.services._svc_nats import nats_service_names
+def _bus_deps(pod: LoadedPod) -> tuple[tuple[str, ...], str]:
+    """Services the writer needs besides Tiled, and what it reads (for ``status``)."""
+    bus = pod.config.bus
+    if isinstance(bus, NatsBus):
+        from beampod.services._svc_nats import nats_service_names
 
-    deps = ("tiled", *nats_service_names(pod))
+        return tuple(nats_service_names(pod)), "{i}.bluesky.runengine.documents"
+    if isinstance(bus, ZmqBus):
+        from beampod.services._svc_zmq import SERVICE
+
+        return (SERVICE,), f"0MQ :{bus.out_port} prefix {{i}}"
+    if isinstance(bus, KafkaBus):  # the broker is not the pod's: the writer waits for it
+        return (), f"kafka {bus.bootstrap_servers} topic {{i}}.bluesky.runengine.documents"
+    raise AssertionError(f"unknown bus {type(bus).__name__}")
+
+
+def writer_specs(pod: LoadedPod) -> list[ServiceSpec]:
+    bus_deps, source = _bus_deps(pod)
+    deps = ("tiled", *bus_deps)
     return [
         ServiceSpec(
             name=f"writer-{name}" if len(pod.config.instruments) > 1 else "writer",
@@ -23,7 +36,7 @@ def writer_specs(pod: LoadedPod) -> list[ServiceSpec]:
                 ),
                 r"^beampod-writer ready",
             ),
-            address=f"{name}.bluesky.runengine.documents -> tiled/{name}",
+            address=f"{source.format(i=name)} -> tiled/{name}",
             depends_on=deps,
             # The writer retries a failed batch itself (in order, with backoff); tiled's
             # client would otherwise retry each request for up to ~45 s first.

@@ -9,7 +9,7 @@ import signal
 import sys
 
 from beampod.bus import NatsConnection
-from beampod.config import PodHome, default_home, load_pod
+from beampod.config import NatsBus, PodHome, default_home, load_pod
 from beampod.errors import BeampodError
 from beampod.store import open_sink
 from beampod.writer._loop import Writer
@@ -27,6 +27,10 @@ def main() -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     pod = load_pod(PodHome.resolve(default_home()))
+    if not isinstance(pod.config.bus, NatsBus):
+        from beampod.writer._transports import run_transport_writer
+
+        return run_transport_writer(pod, args.instrument, READY_LINE)
     writer = Writer(
         NatsConnection.from_pod(pod, args.instrument, role="writer", name="beampod-writer"),
         args.instrument,
