@@ -53,7 +53,8 @@ class Relay:
 
     async def _start(self) -> None:
         self.nc = await self.conn.connect()
-        relay_reply = f"{self.instrument}.adaptive.faulty.relay"
+        # Under the reply subjects the agent role may publish to.
+        relay_reply = f"{self.instrument}.adaptive.faulty.reply.relay"
         await self.nc.subscribe(request_subject(self.instrument, "faulty"), cb=self._on_request)
         await self.nc.subscribe(relay_reply, cb=self._on_reply)
         self._relay_reply = relay_reply
