@@ -36,6 +36,8 @@ ACKED_NAME = "acked"
 class SpoolError(BusError):
     """The spool on disk cannot be used (permissions, disk full, locked...)."""
 
+    exit_code = 2  # the user must fix the directory (or its file system) first
+
 
 @dataclass(frozen=True)
 class SpoolRecord:
@@ -226,6 +228,18 @@ def open_spool(base: Path) -> Spool:
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise SpoolError(f"cannot create spool directory {base}: {exc}") from None
+    try:
+        return _open_free_slot(base)
+    except SpoolError:
+        raise
+    except OSError as exc:
+        raise SpoolError(
+            f"cannot use the spool directory {base}: {exc.strerror or exc} "
+            f"(it must be writable by this user)"
+        ) from None
+
+
+def _open_free_slot(base: Path) -> Spool:
     slots = sorted(
         (p for p in base.iterdir() if p.is_dir() and p.name.isdigit()),
         key=lambda p: (not _slot_has_data(p), int(p.name)),
@@ -240,6 +254,10 @@ def open_spool(base: Path) -> Spool:
         except BlockingIOError:
             os.close(fd)
             continue
-        _fsync_dir(base)
-        return Spool(slot, fd)
+        try:
+            _fsync_dir(base)
+            return Spool(slot, fd)
+        except OSError:
+            os.close(fd)
+            raise
     raise SpoolError(f"no free spool slot under {base}")

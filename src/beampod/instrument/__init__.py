@@ -6,6 +6,7 @@ from beampod.instrument._load import Instrument, PlanFunction, load_instrument
 from beampod.instrument._plan_expr import (
     DeviceName,
     PlanCall,
+    check_plan_arguments,
     parse_plan_call,
     resolve_devices,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "PlanFunction",
     "apply_ca_client_env",
     "ca_client_env",
+    "check_plan_arguments",
     "load_instrument",
     "parse_plan_call",
     "resolve_devices",

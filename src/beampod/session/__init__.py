@@ -8,9 +8,16 @@ from beampod.session._namespace import (
     make_best_effort_callback,
     prepare_instrument,
 )
-from beampod.session._shell import run_code, run_plan_expression, run_shell, wait_for_connection
+from beampod.session._shell import (
+    REFUSED_BEFORE_RUN,
+    run_code,
+    run_plan_expression,
+    run_shell,
+    wait_for_connection,
+)
 
 __all__ = [
+    "REFUSED_BEFORE_RUN",
     "LazyCatalog",
     "build_namespace",
     "has_display",

@@ -182,7 +182,7 @@ class RunState:
         self.normalizer(name, doc)
 
     def stop(self, doc: dict[str, Any]) -> Outcome | str:
-        """"written", "duplicate" (this stop is stored), or the reason a second,
+        """ "written", "duplicate" (this stop is stored), or the reason a second,
         different stop document is not stored."""
         if self.stopped:
             if self.stop_uid in (None, doc["uid"]):

@@ -299,14 +299,12 @@ class RunSink:
 def _verdict(
     run: RunState, stream: StreamState, doc: dict[str, Any], next_seq: int, page: bool = False
 ) -> str:
-    """"duplicate" or "new"; anything the writer will not store is rejected (and so
+    """ "duplicate" or "new"; anything the writer will not store is rejected (and so
     dead-lettered) with its reason: an event with a stored seq_num but another
     identity, an event out of order, an event after its run's stop."""
     verdict = stream.verdict(doc, next_seq)
     if verdict != "duplicate" and run.stopped:
-        verdict = (
-            f"event seq_num {doc['seq_num']} arrived after run {run.uid} stopped; not stored"
-        )
+        verdict = f"event seq_num {doc['seq_num']} arrived after run {run.uid} stopped; not stored"
     if verdict in ("duplicate", "new"):
         return verdict
     raise _Rejected(f"event_page: {verdict}" if page else verdict)
