@@ -78,7 +78,7 @@ class StreamState:
         if known is None:
             return "duplicate"
         if known is not _MISSING:
-            time, uid = known  # type: ignore[misc]
+            time, uid = known
             if (uid is None or uid == doc["uid"]) and time == doc["time"]:
                 return "duplicate"
             return (
