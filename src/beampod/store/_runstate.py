@@ -74,7 +74,10 @@ class StreamState:
         """``"duplicate"`` (this very event is stored), ``"new"`` (the next event of
         the stream), or a one-line reason why the event must not be stored."""
         seq = doc["seq_num"]
-        known = self.stored.get(seq, _MISSING)
+        stored = self.stored
+        if seq == next_seq and seq not in stored:  # the common case, first
+            return "new"
+        known = stored.get(seq, _MISSING)
         if known is None:
             return "duplicate"
         if known is not _MISSING:
