@@ -8,6 +8,7 @@ the bus depend on :func:`nats_service_names`, never on a hard-coded name.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 
@@ -72,9 +73,11 @@ def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
                 await ensure_streams(pod, timeout=2.0)
             except BusError:
                 return False
-            return True
+            return await jetstream_stores(pod)
 
-        probes.append(CallableProbe(streams_ready, "JetStream streams exist"))
+        probes.append(
+            CallableProbe(streams_ready, "JetStream streams exist and a store is acknowledged")
+        )
 
     def prepare() -> None:
         write_nats_config(pod, node.index)
@@ -133,3 +136,50 @@ def check_store_space(pod: LoadedPod, node: NatsNode) -> None:
             f"(or free space there)"
         ],
     )
+
+
+HEALTH_STREAM = "BEAMPOD_HEALTH"
+HEALTH_SUBJECT = "_beampod.health"
+
+
+async def jetstream_stores(pod: LoadedPod, timeout: float = 2.0) -> bool:
+    """A real JetStream store: publish to a one-message health stream as the admin user
+    and get the acknowledgement. After a full disk nats-server can keep answering its
+    health endpoint while failing every store; this probe sees that."""
+    from nats.errors import Error as NatsClientError
+    from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+    from nats.js.errors import NotFoundError
+
+    from beampod.bus import NatsConnection
+    from beampod.errors import BusError
+
+    bus = pod.config.bus
+    assert isinstance(bus, NatsBus)
+    conn = NatsConnection.from_pod(pod, admin=True, name="beampod-health")
+    try:
+        nc = await conn.connect(reconnect=False, connect_timeout=timeout)
+    except BusError:
+        return False
+    try:
+        js = nc.jetstream(timeout=timeout)
+        try:
+            await js.stream_info(HEALTH_STREAM)
+        except NotFoundError:
+            await js.add_stream(
+                StreamConfig(
+                    name=HEALTH_STREAM,
+                    subjects=[HEALTH_SUBJECT],
+                    storage=StorageType.FILE,
+                    max_msgs=1,
+                    max_bytes=64 * 1024,
+                    discard=DiscardPolicy.OLD,
+                    num_replicas=bus.stream.replicas,
+                )
+            )
+        await js.publish(HEALTH_SUBJECT, b"ok", stream=HEALTH_STREAM, timeout=timeout)
+        return True
+    except (NatsClientError, TimeoutError, OSError):
+        return False
+    finally:
+        with contextlib.suppress(NatsClientError, TimeoutError, OSError):
+            await nc.close()
