@@ -79,9 +79,15 @@ def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
             CallableProbe(streams_ready, "JetStream streams exist and a store is acknowledged")
         )
 
+    started: list[bool] = []
+
     def prepare() -> None:
         write_nats_config(pod, node.index)
-        check_store_space(pod, node)
+        if not started:
+            # At `up` only: a restart after a full disk must not be refused (that is the
+            # moment the pod has to recover by itself); the health probe reports it.
+            check_store_space(pod, node)
+            started.append(True)
 
     ports = [PortClaim(node.bind, node.port), PortClaim(node.bind, node.monitor_port)]
     if node.cluster_port is not None:
