@@ -67,7 +67,7 @@ def bench_plan(pod: Any, transport: str, decisions: int) -> list[float]:
             received.append(time.perf_counter())
 
     re.subscribe(on_doc)
-    re.msg_hook = hook
+    re.msg_hook = hook  # type: ignore[assignment]  # bluesky leaves msg_hook untyped (None)
     to_brains, from_brains = make_brains(
         pod, reply_transport=transport, mode="per_event", deadline_s=5
     )
@@ -121,7 +121,7 @@ def main() -> int:
         home = PodHome(Path(tmp))
         init_pod(home, free_ports=True)
         data = yaml.safe_load(home.config_file.read_text())
-        # Enough decisions before the step agent stops (the seed's max_count is 15).
+        # Enough decisions before the step agent stops (the bluesky-pods demo's max_count is 15).
         data["agent"]["args"] = {"step": 0.001, "max_count": n + 10}
         home.config_file.write_text(yaml.safe_dump(data))
         pod = load_pod(home)

@@ -52,7 +52,8 @@ class Timed:
     """Wraps the publisher to measure the RunEngine-side cost of each event callback."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner, self.samples = inner, []
+        self.inner = inner
+        self.samples: list[int] = []
 
     def __call__(self, name: str, doc: dict[str, Any]) -> None:
         t0 = time.perf_counter_ns()
@@ -131,7 +132,7 @@ def main() -> None:
     proc = _start_nats(pod)
     try:
         bare_RE = RunEngine({})
-        configs = []
+        configs: list[tuple[float, Any, Timed, Any, list[float], list[float]]] = []
         for interval in args.poll_intervals:
             publisher = DurablePublisher.from_pod(pod, poll_interval=interval, window=args.window)
             timed = Timed(publisher)

@@ -53,7 +53,8 @@ def _start(root: Path, bare_re: bool) -> tuple[Any, Any, Any, threading.Thread]:
         + ioc_specs(pod)
         + queue_specs(pod, run_engine_factory="" if bare_re else SESSION_RE_FACTORY)
     )
-    ready, box = threading.Event(), {}
+    ready = threading.Event()
+    box: dict[str, Any] = {}
 
     async def main() -> None:
         sup = Supervisor(specs, home)

@@ -1,4 +1,4 @@
-"""The seed's first demo on the real pod: scan over CA, stored via the bus, read back."""
+"""The bluesky-pods demo's first part on a pod: scan over CA, stored via the bus, read back."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def _follow(pod: LoadedPod, *args: str) -> subprocess.Popen[str]:
 
 
 def test_tail_follows_a_run_as_json_and_as_a_live_table(pod: LoadedPod) -> None:
-    """The seed's echo consumer: documents of a run printed as they pass on the bus,
+    """The bluesky-pods demo's echo consumer: documents of a run printed as they pass on the bus,
     and bluesky's LiveTable built from the bus in another process."""
     as_json = _follow(pod, "--json", "-n", "28")  # start, descriptor, 25 events, stop
     as_table = _follow(pod, "--table", "-n", "28")

@@ -1,4 +1,4 @@
-"""The seed's demo, verbatim, through a real nats-server and a real agent process."""
+"""The bluesky-pods adaptive demo, verbatim, through a real nats-server and a real agent process."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def check_demo(runs: Runs, plan_id: str | None = None) -> None:
     assert all(s["exit_status"] == "success" for s in runs.stops)
 
 
-def test_seed_demo_verbatim(start_pod: Callable[..., Any], RE: Any) -> None:
+def test_pods_demo_verbatim(start_pod: Callable[..., Any], RE: Any) -> None:
     running = start_pod()
     re, runs = RE
     to_brains, from_brains = make_brains(running.pod)
@@ -71,7 +71,7 @@ def test_seed_demo_verbatim(start_pod: Callable[..., Any], RE: Any) -> None:
         "from_brains": from_brains,
     }
     try:
-        # Exactly the seed's two lines, in a namespace like the session's.
+        # Exactly the demo's two lines, in a namespace like the session's.
         exec(
             "from ophyd.sim import *\n"
             "RE(adaptive_plan([det], {motor: 0}, to_brains=to_brains, "
@@ -165,6 +165,8 @@ def test_demo_in_the_pods_run_engine_reaches_the_bus(
 
     nc = asyncio.run_coroutine_threadsafe(listen(), loop).result(10)
     re = make_run_engine(pod)
+    publisher = re.publisher
+    assert publisher is not None
     before = {k: dict(v) for k, v in re.dispatcher.cb_registry.callbacks.items()}
     to_brains, from_brains = make_brains(pod)
     try:
@@ -172,7 +174,7 @@ def test_demo_in_the_pods_run_engine_reaches_the_bus(
         wait_until(lambda: len(starts) == 17, 20, "17 start documents on the bus")
     finally:
         from_brains.close()
-        re.publisher.close()
+        publisher.close()
         asyncio.run_coroutine_threadsafe(nc.drain(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)

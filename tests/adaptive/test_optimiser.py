@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from bluesky import RunEngine
+from bluesky.run_engine import RunEngineResult
 
 from beampod.adaptive import adaptive_plan, drive, make_brains
 from beampod.adaptive.agents import GPPeakFinder
@@ -33,7 +34,7 @@ def pinhole_model(seed: int) -> Callable[[Any], dict[str, float]]:
 @pytest.mark.parametrize(
     ("low", "high", "grid_points", "start"),
     [
-        (-10.0, 10.0, 25, -10.0),  # the seed's `scan pinhole motor_ph -10 10 25`
+        (-10.0, 10.0, 25, -10.0),  # the bluesky-pods demo's `scan pinhole motor_ph -10 10 25`
         (-20.0, 15.0, 71, -20.0),  # a wider, off-centre range at 0.5 resolution
         (-20.0, 15.0, 71, 15.0),
     ],
@@ -80,6 +81,7 @@ def test_gp_agent_service_finds_peak(start_pod: Callable[..., Any]) -> None:
         )
     finally:
         from_brains.close()
+    assert isinstance(result, RunEngineResult)
     outcome = result.plan_result
     assert outcome.reason.startswith("converged"), outcome.reason
     assert len(outcome.run_uids) < 71

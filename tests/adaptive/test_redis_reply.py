@@ -1,4 +1,4 @@
-"""The seed's reply path: the agent answers through a Redis list (reply_transport=redis)."""
+"""The bluesky-pods reply path: the agent answers through a Redis list (reply_transport=redis)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _run(pod: Any, re: RunEngine, seen: list[float], **overrides: Any) -> Any:
     to_brains, from_brains = make_brains(pod, reply_transport="redis", **overrides)
     client = from_brains.client
     key = client.reply_to["redis"]
-    # Junk already waiting in the reply list (the seed's LIFO list would have served it):
+    # Junk already waiting in the reply list (the demo's LIFO list would have served it):
     # a reply for another plan and bytes that are not a reply at all.
     r = redis.Redis(**redis_params(pod))
     r.rpush(
@@ -47,7 +47,7 @@ def _recorder(re: RunEngine) -> list[float]:
     return seen
 
 
-def test_seed_demo_with_redis_replies(start_pod: Callable[..., Any]) -> None:
+def test_pods_demo_with_redis_replies(start_pod: Callable[..., Any]) -> None:
     running = start_pod(redis=True)
     re = RunEngine({})
     seen = _recorder(re)

@@ -37,7 +37,7 @@ def runner() -> AgentRunner:
     return AgentRunner(agent_factory(STEP, {"step": 1.5, "max_count": 15}))
 
 
-def test_step_recommender_reproduces_the_seed() -> None:
+def test_step_recommender_reproduces_the_pods_demo() -> None:
     points, reason = drive(
         StepRecommender(1.5, max_count=15), lambda p: {"det": 1.0}, {"motor": 0.0}
     )
@@ -51,7 +51,7 @@ def test_sequence_recommender() -> None:
     assert "sequence" in reason
 
 
-def test_runner_steps_and_stops_like_the_seed() -> None:
+def test_runner_steps_and_stops_like_the_pods_demo() -> None:
     r = runner()
     x, replies = 0.0, []
     for seq in range(30):
@@ -70,7 +70,8 @@ def test_duplicate_request_is_answered_from_cache_not_re_ingested() -> None:
     first = r.handle(req(0, 0.0))
     again = r.handle(req(0, 0.0))
     assert first == again and r.stats["duplicates"] == 1
-    assert r.handle(req(1, 1.5)).point == {"motor": 3.0}
+    reply = r.handle(req(1, 1.5))
+    assert reply is not None and reply.point == {"motor": 3.0}
 
 
 def test_lost_state_asks_for_resync_then_rebuilds_from_history() -> None:

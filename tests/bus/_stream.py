@@ -16,7 +16,7 @@ def read_stream(
     async def main() -> list[tuple[str | None, str, dict[str, Any], int]]:
         conn = NatsConnection.from_pod(pod, instrument)
         consumer = DocumentConsumer(conn, instrument, durable=f"check{uuid.uuid4().hex[:8]}")
-        out = []
+        out: list[tuple[str | None, str, dict[str, Any], int]] = []
         async with consumer:
             while True:
                 batch = await consumer.fetch(500, 0.5)

@@ -4,6 +4,7 @@ tail, and per-instrument permissions."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -152,8 +153,10 @@ def test_tail_from_start_and_from_now(bus_pod: LoadedPod, nats_server: NatsProce
     first = _publish_run(bus_pod)
     conn = NatsConnection.from_pod(bus_pod, "demo")
 
-    async def take(n: int, from_start: bool, after: object = None) -> list:
-        out = []
+    async def take(
+        n: int, from_start: bool, after: Callable[[], object] | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        out: list[tuple[str, dict[str, Any]]] = []
         agen = tail(conn, "demo", from_start=from_start)
         try:
 

@@ -167,7 +167,7 @@ def test_large_event_page_is_split_under_max_payload(tmp_path: Path) -> None:
         )
         n = 200  # 200 events x 16 kB = 3.2 MB of data: well above max_payload (1 MiB)
         rng = np.random.default_rng(0)
-        page = {
+        page: dict[str, Any] = {
             "descriptor": desc.descriptor_doc["uid"],
             "seq_num": list(range(1, n + 1)),
             "time": [float(i) for i in range(n)],
@@ -178,14 +178,15 @@ def test_large_event_page_is_split_under_max_payload(tmp_path: Path) -> None:
         }
         stop = bundle.compose_stop()
         pub = DurablePublisher.from_pod(pod)
+        docs: list[tuple[str, Any]] = [  # event-model's TypedDicts and a plain page
+            ("start", bundle.start_doc),
+            ("descriptor", desc.descriptor_doc),
+            ("event_page", page),
+            ("event_page", page),
+            ("stop", stop),
+        ]
         try:
-            for name, doc in [
-                ("start", bundle.start_doc),
-                ("descriptor", desc.descriptor_doc),
-                ("event_page", page),
-                ("event_page", page),
-                ("stop", stop),
-            ]:
+            for name, doc in docs:
                 pub(name, doc)
             assert pub.flush(30.0)
             st = pub.status()

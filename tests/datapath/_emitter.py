@@ -24,6 +24,7 @@ import json
 import pickle
 import sys
 import time
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,10 @@ def main() -> int:
 
     import bluesky.plan_stubs as bps
     import bluesky.preprocessors as bpp
+    from bluesky.utils import Msg
     from ophyd.sim import det, motor
 
+    from beampod.bus import DurablePublisher
     from beampod.config import PodHome, load_pod
     from beampod.session import make_run_engine
 
@@ -76,7 +79,7 @@ def main() -> int:
     until = Path(args.until) if args.until else None
 
     @bpp.run_decorator(md={"purpose": args.tag})
-    def plan():  # type: ignore[no-untyped-def]
+    def plan() -> Generator[Msg, Any, None]:
         i = 0
         while True:
             yield from bps.mv(motor, -5.0 + 0.01 * i)
@@ -102,7 +105,7 @@ def main() -> int:
 
     RE(plan())
     publisher = RE.publisher
-    assert publisher is not None
+    assert isinstance(publisher, DurablePublisher), publisher
     delivered = publisher.flush(args.flush) if args.flush else False
     status = publisher.status()
     with open(args.record, "wb") as fh:

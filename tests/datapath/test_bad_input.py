@@ -1,7 +1,7 @@
 """Bad input on the bus never crashes the writer and never loses good data: each malformed
 message lands in the dead-letter stream with its reason, good runs published around
 them are stored intact, and ``beampod dlq replay`` re-drives a letter once its cause is
-fixed (BRIEF "Reliability promises", issue 3 "Prove")."""
+fixed."""
 
 from __future__ import annotations
 

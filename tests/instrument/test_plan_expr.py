@@ -17,7 +17,7 @@ def parse(expr: str) -> PlanCall:
     return parse_plan_call(expr, PLANS, DEVICES)
 
 
-def test_the_seed_expression() -> None:
+def test_the_pods_demo_expression() -> None:
     call = parse("scan([pinhole], motor_ph, -10, 10, 25)")
     assert call == PlanCall("scan", [["pinhole"], "motor_ph", -10, 10, 25], {})
     assert isinstance(call.args[0][0], DeviceName)

@@ -127,7 +127,7 @@ def stop_queue_pod(running: RunningPod) -> None:
 
 @pytest.fixture(scope="module")
 def qpod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPod]:
-    """A demo queue pod that lets loopback clients in without a key (the seed's setup)."""
+    """A demo queue pod that lets loopback clients in without a key (as in bluesky-pods)."""
     running = start_queue_pod(tmp_path_factory.mktemp("qpod"), allow_loopback=True)
     try:
         yield running

@@ -1,4 +1,4 @@
-"""The seed end to end on a whole pod (``beampod up -d``): POST -> queue worker ->
+"""The bluesky-pods queue demo end to end on a pod (``beampod up -d``): POST -> queue worker ->
 durable publisher -> bus -> writer -> Tiled, read back with ``beampod runs``."""
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from tests.datapath._helpers import wait_for
 
 pytestmark = [pytest.mark.pod, pytest.mark.slow]
 
-SEED_BODY = '{"plan": {"plan":"scan", "args":[["pinhole"], "motor_ph", -10, 10, 25]}}'
+DEMO_BODY = '{"plan": {"plan":"scan", "args":[["pinhole"], "motor_ph", -10, 10, 25]}}'
 
 
-def test_seed_scan_lands_in_the_store_with_25_events(pod: LoadedPod) -> None:
+def test_pods_demo_scan_lands_in_the_store_with_25_events(pod: LoadedPod) -> None:
     uri = http_uri(pod)
     resp = httpx.post(
         f"{uri}/qs/add_to_queue",
-        content=SEED_BODY,
+        content=DEMO_BODY,
         timeout=30,
         headers={"Content-Type": "application/json"},
     )
@@ -58,8 +58,8 @@ def test_seed_scan_lands_in_the_store_with_25_events(pod: LoadedPod) -> None:
     assert "scan" in row and "25" in row, row
 
 
-def test_seed_queue_demo_verbatim(pod: LoadedPod) -> None:
-    """The seed's queue demo as a user types it: httpie's ``http POST .../qs/add_to_queue
+def test_pods_queue_demo_verbatim(pod: LoadedPod) -> None:
+    """The bluesky-pods queue demo as a user types it: httpie's ``http POST .../qs/add_to_queue
     'plan:=...'`` (only the port differs: the test pod runs on free ports), then
     ``RE(queue_server_plan())`` in a session; the scan runs in the queue worker and
     lands in Tiled with 25 events of ``pinhole`` against ``motor_ph``."""

@@ -21,7 +21,7 @@ from tests.queue.conftest import RunningPod
 
 pytestmark = pytest.mark.pod
 
-SEED_BODY = '{"plan": {"plan":"scan", "args":[["pinhole"], "motor_ph", -10, 10, 25]}}'
+DEMO_BODY = '{"plan": {"plan":"scan", "args":[["pinhole"], "motor_ph", -10, 10, 25]}}'
 WAIT_S = 120.0
 
 
@@ -55,16 +55,16 @@ def last_history(rm: Any) -> dict[str, Any]:
     return dict(rm.history_get(reload=True)["items"][-1])
 
 
-# -- the seed ---------------------------------------------------------------------------
+# -- the bluesky-pods demo --------------------------------------------------------------
 
 
-def test_seed_post_without_key_runs_25_point_scan(qpod: RunningPod, rm: Any) -> None:
+def test_pods_demo_post_without_key_runs_25_point_scan(qpod: RunningPod, rm: Any) -> None:
     assert rm.status()["worker_environment_exists"]  # `up` loads the instrument
     journal = QueueFiles.of(qpod.pod.home).runs_log
     runs_before = len(read_journal(journal))
     resp = httpx.post(
         f"{qpod.http}/qs/add_to_queue",
-        content=SEED_BODY,
+        content=DEMO_BODY,
         headers={"Content-Type": "application/json"},
         timeout=30,
     )
@@ -83,15 +83,15 @@ def test_seed_post_without_key_runs_25_point_scan(qpod: RunningPod, rm: Any) -> 
     assert runs[0]["num_events"] == {"primary": 25}
 
 
-def test_seed_post_with_key_on_any_pod(locked_pod: RunningPod) -> None:
+def test_pods_demo_post_with_key_on_any_pod(locked_pod: RunningPod) -> None:
     headers = {"Content-Type": "application/json"}
     resp = httpx.post(
-        f"{locked_pod.http}/qs/add_to_queue", content=SEED_BODY, headers=headers, timeout=30
+        f"{locked_pod.http}/qs/add_to_queue", content=DEMO_BODY, headers=headers, timeout=30
     )
     assert resp.status_code == 401
     resp = httpx.post(
         f"{locked_pod.http}/qs/add_to_queue",
-        content=SEED_BODY,
+        content=DEMO_BODY,
         timeout=30,
         headers={**headers, "Authorization": f"ApiKey {locked_pod.control_key}"},
     )
@@ -110,7 +110,7 @@ def test_queue_server_plan_serves_posted_plans(qpod: RunningPod, rm: Any) -> Non
 
     httpx.post(
         f"{qpod.http}/qs/add_to_queue",
-        content=SEED_BODY,
+        content=DEMO_BODY,
         timeout=30,
         headers={"Content-Type": "application/json"},
     ).raise_for_status()

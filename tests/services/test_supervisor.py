@@ -9,6 +9,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ def _script(body: str) -> tuple[str, ...]:
 
 
 def _service(
-    home: PodHome, name: str, body: str, deps: tuple[str, ...] = (), **kw: object
+    home: PodHome, name: str, body: str, deps: tuple[str, ...] = (), **kw: Any
 ) -> ServiceSpec:
     return ServiceSpec(
         name=name,
@@ -46,7 +47,7 @@ def _service(
         ready_timeout=10,
         stop_timeout=2,
         **kw,
-    )  # type: ignore[arg-type]
+    )
 
 
 SERVE = "import time,sys; print('READY', flush=True); time.sleep(600)"

@@ -16,14 +16,16 @@ from beampod.store import (
     open_catalog,
     open_sink,
 )
-from tests.store.conftest import EXTRA_INSTRUMENT, generate_run
-from tests.store.helpers import column, items, start_uid, with_run_uid
+from tests.store.conftest import EXTRA_INSTRUMENT, Server, generate_run
+from tests.store.helpers import Docs, column, items, start_uid, with_run_uid
 
 pytestmark = pytest.mark.pod
 
+Stored = tuple[Docs, Docs, Docs]
+
 
 @pytest.fixture(scope="module")
-def stored(tiled_server):  # type: ignore[no-untyped-def]
+def stored(tiled_server: Server) -> Stored:
     """Three runs: scan_id 7001 (scan), 7002 (count), and an open run (no stop)."""
     sink = open_sink(tiled_server.pod)
     a = generate_run("scan", num=5, scan_id=7001)
@@ -35,7 +37,7 @@ def stored(tiled_server):  # type: ignore[no-untyped-def]
     return a, b, c
 
 
-def test_latest_and_scan_id(tiled_server, stored):  # type: ignore[no-untyped-def]
+def test_latest_and_scan_id(tiled_server: Server, stored: Stored) -> None:
     a, b, c = stored
     db = open_catalog(tiled_server.pod)
     assert db[-1].metadata["start"]["uid"] == start_uid(c)
@@ -45,7 +47,7 @@ def test_latest_and_scan_id(tiled_server, stored):  # type: ignore[no-untyped-de
     assert run.metadata["start"]["plan_name"] == "scan"
 
 
-def test_primary_read_gives_xarray_with_values(tiled_server, stored):  # type: ignore[no-untyped-def]
+def test_primary_read_gives_xarray_with_values(tiled_server: Server, stored: Stored) -> None:
     a, _, _ = stored
     run = open_catalog(tiled_server.pod)[7001]
     for ds in (run.primary.read(), run["primary"].read()):
@@ -54,7 +56,7 @@ def test_primary_read_gives_xarray_with_values(tiled_server, stored):  # type: i
         np.testing.assert_array_equal(ds["motor"].values, column(a, "motor"))
 
 
-def test_partial_uid(tiled_server, stored):  # type: ignore[no-untyped-def]
+def test_partial_uid(tiled_server: Server, stored: Stored) -> None:
     _, b, _ = stored
     uid = start_uid(b)
     db = open_catalog(tiled_server.pod)
@@ -64,7 +66,7 @@ def test_partial_uid(tiled_server, stored):  # type: ignore[no-untyped-def]
         db[uid[:5]]
 
 
-def test_unknown_and_ambiguous(tiled_server, stored):  # type: ignore[no-untyped-def]
+def test_unknown_and_ambiguous(tiled_server: Server, stored: Stored) -> None:
     db = open_catalog(tiled_server.pod)
     with pytest.raises(RunNotFoundError, match="no run with uid"):
         db["ffffff" + "0" * 10]
@@ -80,7 +82,7 @@ def test_unknown_and_ambiguous(tiled_server, stored):  # type: ignore[no-untyped
     assert db["abcdef01"].metadata["start"]["uid"].startswith("abcdef01")
 
 
-def test_empty_catalog(tiled_server):  # type: ignore[no-untyped-def]
+def test_empty_catalog(tiled_server: Server) -> None:
     db = open_catalog(tiled_server.pod, EXTRA_INSTRUMENT)
     with pytest.raises(RunNotFoundError, match="no runs stored"):
         db[-1]
@@ -88,7 +90,7 @@ def test_empty_catalog(tiled_server):  # type: ignore[no-untyped-def]
         open_catalog(tiled_server.pod, "nosuch")
 
 
-def test_list_runs(tiled_server, stored):  # type: ignore[no-untyped-def]
+def test_list_runs(tiled_server: Server, stored: Stored) -> None:
     a, b, c = stored
     runs = list_runs(tiled_server.pod, limit=50)
     by_uid = {r.uid: r for r in runs}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import stamina
@@ -13,7 +15,7 @@ from tests.store.helpers import column, items, start_uid, stored_seq_nums
 pytestmark = [pytest.mark.pod, pytest.mark.slow]
 
 
-def test_tiled_restart_mid_run(tmp_path):  # type: ignore[no-untyped-def]
+def test_tiled_restart_mid_run(tmp_path: Path) -> None:
     pod = make_pod(tmp_path)
     docs = generate_run("count", num=10)
     batch = items(docs)

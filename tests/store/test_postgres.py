@@ -7,13 +7,13 @@ import pytest
 
 from beampod.services._svc_tiled import tiled_specs
 from beampod.store import list_runs, open_catalog, open_sink, store_uris
-from tests.store.conftest import generate_run
+from tests.store.conftest import Server, generate_run
 from tests.store.helpers import column, items, start_uid, stored_seq_nums
 
 pytestmark = [pytest.mark.pod, pytest.mark.slow]
 
 
-def test_specs_include_postgres(pg_server):  # type: ignore[no-untyped-def]
+def test_specs_include_postgres(pg_server: Server) -> None:
     specs = tiled_specs(pg_server.pod)
     assert [s.name for s in specs] == ["postgres", "tiled"]
     assert specs[1].depends_on == ("postgres",)
@@ -22,7 +22,7 @@ def test_specs_include_postgres(pg_server):  # type: ignore[no-untyped-def]
     assert store_uris(pg_server.pod).catalog.startswith("postgresql+asyncpg://")
 
 
-def test_round_trip_with_restart_and_replay(pg_server):  # type: ignore[no-untyped-def]
+def test_round_trip_with_restart_and_replay(pg_server: Server) -> None:
     docs = generate_run("scan", num=12, scan_id=42)
     batch = items(docs)
     first = open_sink(pg_server.pod).write_batch(batch[:8])
@@ -46,9 +46,7 @@ def test_round_trip_with_restart_and_replay(pg_server):  # type: ignore[no-untyp
     assert summary.num_events == 12
 
 
-def test_events_read_back_in_seq_num_order_when_postgres_reuses_space(  # type: ignore[no-untyped-def]
-    pg_server,
-):
+def test_events_read_back_in_seq_num_order_when_postgres_reuses_space(pg_server: Server) -> None:
     """PostgreSQL returns rows in heap order unless told otherwise, and a heap reuses
     freed space: rows written later can sit before earlier ones (seen after a writer was
     SIGKILLed mid-run). Forced here: another run's rows in the same SQL table are

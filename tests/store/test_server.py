@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from beampod.services._svc_tiled import tiled_specs
-from tests.store.conftest import EXTRA_INSTRUMENT
+from tests.store.conftest import EXTRA_INSTRUMENT, Server
 
 pytestmark = pytest.mark.pod
 
@@ -31,7 +31,7 @@ def _create(
     )
 
 
-def test_no_anonymous_access(tiled_server):  # type: ignore[no-untyped-def]
+def test_no_anonymous_access(tiled_server: Server) -> None:
     url = tiled_server.url
     assert httpx.get(f"{url}/api/v1/search/", trust_env=False).status_code == 401
     assert (
@@ -45,7 +45,7 @@ def test_no_anonymous_access(tiled_server):  # type: ignore[no-untyped-def]
     assert httpx.get(f"{url}/healthz", trust_env=False).status_code == 200
 
 
-def test_reader_key_cannot_write(tiled_server):  # type: ignore[no-untyped-def]
+def test_reader_key_cannot_write(tiled_server: Server) -> None:
     url, reader = tiled_server.url, tiled_server.key("reader")
     assert (
         httpx.get(f"{url}/api/v1/search/", headers=_h(reader), trust_env=False).status_code == 200
@@ -61,7 +61,7 @@ def test_reader_key_cannot_write(tiled_server):  # type: ignore[no-untyped-def]
         assert resp.status_code in (401, 403), method
 
 
-def test_writer_and_admin_keys_can_write(tiled_server):  # type: ignore[no-untyped-def]
+def test_writer_and_admin_keys_can_write(tiled_server: Server) -> None:
     url = tiled_server.url
     for which in ("writer", "admin"):
         r = _create(url, _h(tiled_server.key(which)))
@@ -70,7 +70,7 @@ def test_writer_and_admin_keys_can_write(tiled_server):  # type: ignore[no-untyp
     assert r.status_code == 200, r.text
 
 
-def test_one_catalog_container_per_instrument(tiled_server):  # type: ignore[no-untyped-def]
+def test_one_catalog_container_per_instrument(tiled_server: Server) -> None:
     from beampod.store._client import connect
 
     root = connect(tiled_server.url, tiled_server.key("reader"))
@@ -81,7 +81,7 @@ def test_one_catalog_container_per_instrument(tiled_server):  # type: ignore[no-
     assert set(root) >= {"demo", EXTRA_INSTRUMENT}
 
 
-def test_service_spec_probe_is_ready(tiled_server):  # type: ignore[no-untyped-def]
+def test_service_spec_probe_is_ready(tiled_server: Server) -> None:
     (spec,) = tiled_specs(tiled_server.pod)  # sqlite: no postgres service
     assert spec.name == "tiled"
     assert "--home" in spec.argv
@@ -90,7 +90,7 @@ def test_service_spec_probe_is_ready(tiled_server):  # type: ignore[no-untyped-d
     assert asyncio.run(spec.probe.ready())
 
 
-def test_keys_never_logged(tiled_server):  # type: ignore[no-untyped-def]
+def test_keys_never_logged(tiled_server: Server) -> None:
     # Exercise the server with keys in headers and query strings first.
     _create(tiled_server.url, {}, params={"api_key": tiled_server.key("reader")})
     log = tiled_server.log.read_text(errors="replace")

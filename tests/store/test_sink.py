@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import copy
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
 from beampod.store import RunSink, TransientStoreError, open_catalog, open_sink
+from tests.store.conftest import Docs, Server
 from tests.store.helpers import column, events, items, start_uid, stored_seq_nums, with_run_uid
 
 pytestmark = pytest.mark.pod
 
+MakeRun = Callable[..., Docs]
 
-def _run(server, uid):  # type: ignore[no-untyped-def]
+
+def _run(server: Server, uid: str) -> Any:
     return open_catalog(server.pod)[uid]
 
 
-def test_round_trip_same_values(tiled_server, make_run):  # type: ignore[no-untyped-def]
+def test_round_trip_same_values(tiled_server: Server, make_run: MakeRun) -> None:
     docs = make_run("scan", num=9)
     sink = open_sink(tiled_server.pod)
     batch = items(docs)
@@ -35,7 +40,7 @@ def test_round_trip_same_values(tiled_server, make_run):  # type: ignore[no-unty
     assert stored_seq_nums(run) == list(range(1, 10))
 
 
-def test_events_readable_before_stop(tiled_server, make_run):  # type: ignore[no-untyped-def]
+def test_events_readable_before_stop(tiled_server: Server, make_run: MakeRun) -> None:
     docs = make_run("count", num=5)
     sink = open_sink(tiled_server.pod)
     live = items(docs)[:-1]  # everything but the stop document
@@ -46,7 +51,7 @@ def test_events_readable_before_stop(tiled_server, make_run):  # type: ignore[no
     np.testing.assert_array_equal(run.primary.read()["det"].values, column(docs, "det"))
 
 
-def test_redelivered_batch_is_stored_once(tiled_server, make_run):  # type: ignore[no-untyped-def]
+def test_redelivered_batch_is_stored_once(tiled_server: Server, make_run: MakeRun) -> None:
     docs = make_run("count", num=6)
     sink = open_sink(tiled_server.pod)
     batch = items(docs)
@@ -59,7 +64,7 @@ def test_redelivered_batch_is_stored_once(tiled_server, make_run):  # type: igno
     assert stored_seq_nums(_run(tiled_server, start_uid(docs))) == list(range(1, 7))
 
 
-def test_whole_run_replay_leaves_one_copy(tiled_server, make_run):  # type: ignore[no-untyped-def]
+def test_whole_run_replay_leaves_one_copy(tiled_server: Server, make_run: MakeRun) -> None:
     docs = make_run("scan", num=5)
     open_sink(tiled_server.pod).write_batch(items(docs))
     replay = open_sink(tiled_server.pod).write_batch(items(docs))  # new process, same run
@@ -69,13 +74,13 @@ def test_whole_run_replay_leaves_one_copy(tiled_server, make_run):  # type: igno
     assert stored_seq_nums(db[start_uid(docs)]) == [1, 2, 3, 4, 5]
 
 
-def _eq_uid(uid):  # type: ignore[no-untyped-def]
+def _eq_uid(uid: str) -> Any:
     from tiled.queries import Eq
 
     return Eq("start.uid", uid)
 
 
-def test_fresh_sink_resumes_mid_run(tiled_server, make_run):  # type: ignore[no-untyped-def]
+def test_fresh_sink_resumes_mid_run(tiled_server: Server, make_run: MakeRun) -> None:
     docs = make_run("scan", num=10)
     batch = items(docs)
     open_sink(tiled_server.pod).write_batch(batch[:7])  # start, desc, events 1..5
@@ -90,7 +95,9 @@ def test_fresh_sink_resumes_mid_run(tiled_server, make_run):  # type: ignore[no-
     assert run.metadata["stop"]["num_events"] == {"primary": 10}
 
 
-def test_invalid_documents_rejected_good_run_intact(tiled_server, make_run):  # type: ignore[no-untyped-def]
+def test_invalid_documents_rejected_good_run_intact(
+    tiled_server: Server, make_run: MakeRun
+) -> None:
     docs = make_run("scan", num=6)
     good = items(docs)
     desc = next(d for n, d in docs if n == "descriptor")
@@ -102,17 +109,17 @@ def test_invalid_documents_rejected_good_run_intact(tiled_server, make_run):  # 
     extra_key["data"]["bogus"] = 1.0
     extra_key["timestamps"]["bogus"] = 1.0
     orphan_desc = dict(copy.deepcopy(desc), uid=str(uuid.uuid4()), run_start=str(uuid.uuid4()))
-    bad = [
+    bad: list[tuple[str, Any, str]] = [  # deliberately not valid documents
         ("event", no_seq, "bad-1"),
         ("event", orphan_event, "bad-2"),
         ("event", extra_key, "bad-3"),
         ("descriptor", orphan_desc, "bad-4"),
         ("start", {"time": 1.0}, "bad-5"),
         ("bogus", {"uid": "x"}, "bad-6"),
-        ("event", [1, 2], "bad-7"),  # type: ignore[list-item]
+        ("event", [1, 2], "bad-7"),
     ]
     mixed = good[:3] + bad[:4] + good[3:6] + bad[4:] + good[6:]
-    result = open_sink(tiled_server.pod).write_batch(mixed)  # type: ignore[arg-type]
+    result = open_sink(tiled_server.pod).write_batch(mixed)
     reasons = {r.msg_id: r.reason for r in result.rejected}
     assert set(reasons) == {f"bad-{i}" for i in range(1, 8)}
     assert "seq_num" in reasons["bad-1"]
@@ -128,12 +135,12 @@ def test_invalid_documents_rejected_good_run_intact(tiled_server, make_run):  # 
     np.testing.assert_array_equal(run.primary.read()["det"].values, column(docs, "det"))
 
 
-def test_event_page_is_unpacked_and_deduplicated(tiled_server, make_run):  # type: ignore[no-untyped-def]
+def test_event_page_is_unpacked_and_deduplicated(tiled_server: Server, make_run: MakeRun) -> None:
     from event_model import pack_event_page
 
     docs = make_run("count", num=4)
-    evs = events(docs)
-    page = pack_event_page(*evs)
+    evs: list[Any] = events(docs)  # plain dicts, as they come off the bus
+    page = dict(pack_event_page(*evs))
     head = [(n, d) for n, d in docs if n in ("start", "descriptor")]
     stop = [(n, d) for n, d in docs if n == "stop"]
     sink = open_sink(tiled_server.pod)
@@ -144,7 +151,7 @@ def test_event_page_is_unpacked_and_deduplicated(tiled_server, make_run):  # typ
     assert stored_seq_nums(_run(tiled_server, start_uid(docs))) == [1, 2, 3, 4]
 
 
-def test_same_run_two_uids_are_two_runs(tiled_server, make_run):  # type: ignore[no-untyped-def]
+def test_same_run_two_uids_are_two_runs(tiled_server: Server, make_run: MakeRun) -> None:
     docs = make_run("count", num=2)
     twin = with_run_uid(docs, str(uuid.uuid4()))
     sink = open_sink(tiled_server.pod)
@@ -153,7 +160,7 @@ def test_same_run_two_uids_are_two_runs(tiled_server, make_run):  # type: ignore
     assert stored_seq_nums(_run(tiled_server, start_uid(twin))) == [1, 2]
 
 
-def test_unreachable_tiled_is_transient(tiled_server):  # type: ignore[no-untyped-def]
+def test_unreachable_tiled_is_transient(tiled_server: Server) -> None:
     import socket
 
     import stamina

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from beampod.bus import DurablePublisher, NatsConnection
-from beampod.config import LoadedPod
+from beampod.config import LoadedPod, WriterSettings
 from beampod.store import BatchResult, Item
-from beampod.writer import Writer, WriterSettings
+from beampod.writer import Writer
 from tests.bus._docs import Doc, assert_docs_equal, run_plan
 from tests.bus._natsproc import NatsProcess
 
@@ -57,7 +57,9 @@ class RunningWriter:
             NatsConnection.from_pod(pod, "demo", name="test-writer"),
             "demo",
             lambda: self.sink,  # type: ignore[arg-type,return-value]
-            WriterSettings(max_wait_s=0.05, retry_initial_s=0.05, retry_max_s=0.5),
+            WriterSettings(max_wait_ms=50),
+            retry_initial_s=0.05,
+            retry_max_s=0.5,
         )
         self.ready = threading.Event()
         self.loop = asyncio.new_event_loop()

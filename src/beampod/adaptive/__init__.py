@@ -8,7 +8,7 @@ In a session::
 See docs/adaptive.md.
 """
 
-from beampod.adaptive._brains import FromBrains, ToBrains, make_brains, make_brains_from
+from beampod.adaptive._brains import FromBrains, ToBrains, make_brains
 from beampod.adaptive._client import AgentClient, ping_agent
 from beampod.adaptive._drive import drive
 from beampod.adaptive._plan import AdaptiveOutcome, AgentFailed, AgentTimeout, adaptive_plan
@@ -30,9 +30,11 @@ from beampod.adaptive._queue_agent import (
 )
 from beampod.adaptive._runner import AgentRunner, agent_factory
 from beampod.adaptive._sdk import Agent, NoRecommendation, StopAgent, load_agent_class, make_agent
+from beampod.adaptive._service import READY_WORD
 from beampod.adaptive._settings import LoopSettings, loop_settings, split_args
 
 __all__ = [
+    "READY_WORD",
     "AdaptiveOutcome",
     "Agent",
     "AgentClient",
@@ -58,7 +60,6 @@ __all__ = [
     "loop_settings",
     "make_agent",
     "make_brains",
-    "make_brains_from",
     "ping_agent",
     "ping_subject",
     "queue_api",

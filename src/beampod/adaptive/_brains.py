@@ -1,7 +1,7 @@
-"""``to_brains`` and ``from_brains``: the two objects the seed's demo passes to the plan.
+"""``to_brains`` and ``from_brains``: the two objects the bluesky-pods demo passes to the plan.
 
 ``to_brains`` is a RunEngine document callback (the plan subscribes it for its own
-duration, as the seed's did): it keeps the primary-stream events of the plan's runs and
+duration, as the demo's did): it keeps the primary-stream events of the plan's runs and
 turns them into observations, so what the agent is told comes from the documents the
 RunEngine really emitted. ``from_brains`` holds the connection to the agent service and
 the loop settings (deadline, policy, transport).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,16 +142,6 @@ def make_brains(
     conn = NatsConnection.from_pod(pod, inst, name=f"beampod-adaptive-{inst}")
     redis = redis_params(pod) if settings.reply_transport == "redis" else None
     return ToBrains(), FromBrains(AgentClient(conn, inst, settings, redis=redis))
-
-
-def make_brains_from(
-    connection: NatsConnection,
-    instrument: str,
-    settings: LoopSettings,
-    redis: Mapping[str, Any] | None = None,
-) -> tuple[ToBrains, FromBrains]:
-    """As :func:`make_brains`, from explicit parts (tests, tools outside a pod home)."""
-    return ToBrains(), FromBrains(AgentClient(connection, instrument, settings, redis=redis))
 
 
 def _number(value: Any) -> bool:

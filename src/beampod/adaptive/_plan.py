@@ -1,6 +1,6 @@
 """``adaptive_plan``: move, measure, ask the agent, repeat, until the agent says stop.
 
-The seed's loop, made robust:
+The bluesky-pods demo's loop, made robust:
 
 - the measurement goes to the agent inside the request (taken from the documents the
   RunEngine emitted, by a callback subscribed for the plan's duration), so there is no
@@ -76,7 +76,7 @@ def adaptive_plan(
 ) -> Plan:
     """Run an adaptive experiment driven by an agent service.
 
-    ``mode="per_run"`` (the seed's ``per_start``): one run per point, ``take_reading``
+    ``mode="per_run"`` (the bluesky-pods demo's ``per_start``): one run per point, ``take_reading``
     (default ``bluesky.plans.count``) with ``md={..., "batch_count": j}``.
     ``mode="per_event"``: one run, one event per point (``take_reading`` default
     ``bluesky.plan_stubs.trigger_and_read``). The other keywords override the loop

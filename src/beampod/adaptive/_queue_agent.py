@@ -68,7 +68,6 @@ class QueueAgent:
         self.finished = False
         self.reason = ""
         self.submitted: list[dict[str, Any]] = []
-        self.ignored = 0
         self._runs: dict[str, _Run] = {}
         self._failures = 0
         self._last_point: dict[str, float] = {}
@@ -81,7 +80,7 @@ class QueueAgent:
     def plan_item(self, point: Mapping[str, float], seq: int) -> dict[str, Any]:
         """``scan(detectors, m1, x1, x1, m2, x2, x2, ..., num=1)``: one point, every motor
         moved together. (``list_scan``'s variadic arguments do not pass the queue
-        server's plan validation; ``scan``'s, the seed's own example, do.)"""
+        server's plan validation; ``scan``'s, the bluesky-pods demo's own example, do.)"""
         args: list[Any] = [self.detectors]
         for motor in self.motors:
             x = float(point[motor])
@@ -138,7 +137,6 @@ class QueueAgent:
     def _on_stop(self, doc: Mapping[str, Any]) -> dict[str, Any] | None:
         run = self._runs.pop(doc.get("run_start", ""), None)
         if run is None or run.seq != self.expected_seq:
-            self.ignored += 1
             return None
         if doc.get("exit_status") != "success":
             self._failures += 1

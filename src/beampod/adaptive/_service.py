@@ -3,7 +3,7 @@
 One NATS connection per instrument, with that instrument's own credentials, so an agent
 can only read that instrument's requests and answer on that instrument's subjects.
 Requests are taken in a queue group: two agent processes can serve one instrument.
-Replies go where the request says: a NATS subject, or (the seed's way) a Redis list.
+Replies go where the request says: a NATS subject, or (the bluesky-pods demo's way) a Redis list.
 """
 
 from __future__ import annotations
@@ -69,7 +69,6 @@ class AgentService:
         redis: Mapping[str, Any] | None = None,
     ) -> None:
         self._connections = dict(connections)
-        self._factory = factory
         self.settings = settings
         self.runners = {inst: AgentRunner(factory, name=settings.name) for inst in connections}
         self._redis = _RedisReplier(redis)

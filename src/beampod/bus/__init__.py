@@ -27,8 +27,6 @@ from beampod.bus._natsconf import (
     render_nats_config,
     write_nats_config,
 )
-from beampod.bus._natsconf import config_path as nats_config_path
-from beampod.bus._natsconf import store_dir as nats_store_dir
 from beampod.bus._publisher import DurablePublisher
 from beampod.bus._pubstate import PublisherStatus
 from beampod.bus._split import OversizeDocumentError, split_event_page, to_messages
@@ -69,10 +67,8 @@ __all__ = [
     "instrument_permissions",
     "list_dead_letters",
     "message_id",
-    "nats_config_path",
     "nats_nodes",
     "nats_server_binary",
-    "nats_store_dir",
     "open_spool",
     "plan_streams",
     "publish_dead_letter",

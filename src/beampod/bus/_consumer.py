@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,6 @@ MSG_ID = "Nats-Msg-Id"
 # duplicate) and keeps its original id here, so the writer still de-duplicates on it.
 ORIGINAL_MSG_ID = "Beampod-Original-Msg-Id"
 REASON = "Beampod-Reason"
-ORIGINAL_SUBJECT = "Beampod-Original-Subject"
 ORIGINAL_SEQ = "Beampod-Original-Seq"
 
 
@@ -299,7 +298,7 @@ async def tail(
     from_start: bool = False,
     on_ready: Callable[[], None] | None = None,
     on_skip: Callable[[int, str], None] | None = None,
-) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
     """Documents as they arrive (from now, or from the start of the stream), through an
     ephemeral ordered consumer that leaves nothing behind on the server. ``on_ready``
     is called once the consumer exists: nothing published after that is missed;

@@ -19,7 +19,6 @@ means differs and is stated by ``Durability``:
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -87,9 +86,3 @@ class Transport(Protocol):
         """Return once documents published now will reach ``subscriber``. Durable
         transports return at once; 0MQ needs this to get past the slow-joiner window."""
         ...
-
-
-def headers_msg_id(headers: Mapping[str, str] | None) -> str | None:
-    if not headers:
-        return None
-    return headers.get("Beampod-Original-Msg-Id") or headers.get("Nats-Msg-Id")

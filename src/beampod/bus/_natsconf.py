@@ -84,10 +84,6 @@ class NatsNode:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
-    @property
-    def route_url(self) -> str:
-        return f"nats-route://{self.host}:{self.cluster_port}"
-
 
 def nats_nodes(pod: LoadedPod) -> tuple[NatsNode, ...]:
     """The pod's local nats-server nodes (none when the bus is external)."""
@@ -130,14 +126,6 @@ def nats_nodes(pod: LoadedPod) -> tuple[NatsNode, ...]:
         )
         for i in range(bus.cluster_size)
     )
-
-
-def config_path(pod: LoadedPod, node: int = 0) -> Path:
-    return nats_nodes(pod)[node].config_path
-
-
-def store_dir(pod: LoadedPod, node: int = 0) -> Path:
-    return nats_nodes(pod)[node].store_dir
 
 
 def _route_password(pod: LoadedPod) -> str:

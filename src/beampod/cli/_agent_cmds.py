@@ -1,4 +1,4 @@
-"""``beampod agent``: is the adaptive agent answering, and the seed's demo from a shell."""
+"""``beampod agent``: is the adaptive agent answering, and the bluesky-pods demo in a shell."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ping.set_defaults(func=cmd_ping)
     demo = asub.add_parser(
         "demo",
-        help="the seed's adaptive demo with ophyd.sim det/motor "
+        help="the bluesky-pods adaptive demo with ophyd.sim det/motor "
         "(17 runs stepping the motor by 1.5)",
     )
     demo.add_argument("--transport", choices=("nats", "redis"), default=None)

@@ -16,7 +16,7 @@ from beampod.errors import BeampodError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from beampod.cli import _data_cmds, _pod_cmds, _session_cmds
+    from beampod.cli import _agent_cmds, _data_cmds, _pod_cmds, _queue_cmds, _session_cmds
 
     parser = argparse.ArgumentParser(
         prog="beampod",
@@ -28,22 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     _pod_cmds.register(sub)
     _session_cmds.register(sub)
     _data_cmds.register(sub)
-    _register_optional(sub)
+    _queue_cmds.register(sub)
+    _agent_cmds.register(sub)
     return parser
-
-
-def _register_optional(sub: argparse._SubParsersAction) -> None:
-    """Command groups that live with their component (queue, agent) once present."""
-    import importlib
-
-    for module in ("beampod.cli._queue_cmds", "beampod.cli._agent_cmds"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        mod.register(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from beampod.config import LoadedPod, PodHome, load_pod
@@ -19,10 +18,6 @@ def pod_of(args: argparse.Namespace) -> LoadedPod:
 
 def progress(msg: str) -> None:
     print(f"  {time.strftime('%H:%M:%S')}  {msg}", flush=True)
-
-
-def eprint(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def human_duration(seconds: float) -> str:

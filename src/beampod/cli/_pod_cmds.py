@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import yaml
 
@@ -61,7 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     csub.add_parser("schema", help="the JSON schema of the config file").set_defaults(
         func=cmd_config_schema
     )
-    csub.add_parser("check", help="validate config and secrets").set_defaults(func=cmd_config_check)
+    c = csub.add_parser("check", help="validate config and secrets (or one config file)")
+    c.add_argument(
+        "path",
+        nargs="?",
+        help="a config file, or a directory holding config.yaml (a facility repository): "
+        "check only that file, no secrets",
+    )
+    c.set_defaults(func=cmd_config_check)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -153,7 +161,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         known = sorted(p.stem for p in home.logs_dir.glob("*.log"))
         names = ", ".join(known) or "none"
         raise UsageError(f"no log for service {args.service!r}; known: {names}")
-    from beampod.services._process import tail
+    from beampod.services import tail
 
     text = tail(path, args.lines)
     if text:
@@ -185,7 +193,13 @@ def cmd_service(args: argparse.Namespace) -> int:
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     config = load_config(home_of(args).config_file)
-    print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
+    shown = config.model_dump(mode="json")
+    if config.instrument_defaults is not None:
+        # As written; its merged result is shown under each instrument.
+        shown["instrument_defaults"] = config.instrument_defaults.model_dump(
+            mode="json", exclude_unset=True
+        )
+    print(yaml.safe_dump(shown, sort_keys=False), end="")
     return 0
 
 
@@ -195,11 +209,20 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    home = home_of(args)
-    pod = load_pod(home)
-    names = ", ".join(pod.config.instruments)
+    if args.path:
+        path = Path(args.path)
+        file = path / "config.yaml" if path.is_dir() else path
+        config = load_config(file, check_packages=True)
+    else:
+        home = home_of(args)
+        file = home.config_file
+        load_config(file, check_packages=True)
+        config = load_pod(home).config
+    names = ", ".join(config.instruments)
+    if len(config.instruments) > 6:
+        names = f"{len(config.instruments)} ({', '.join(list(config.instruments)[:3])}, …)"
     print(
-        f"config OK: {home.config_file} (instruments: {names}; bus: "
-        f"{pod.config.bus.transport}; store: {pod.config.store.backend})"
+        f"config OK: {file} (instruments: {names}; bus: "
+        f"{config.bus.transport}; store: {config.store.backend})"
     )
     return 0

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from beampod.cli import _new_cmds
 from beampod.cli._common import pod_of
 
 
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("name")
     q.add_argument("dir", nargs="?", default=".")
     q.set_defaults(func=cmd_new_instrument)
+    _new_cmds.register(nsub)
 
 
 def cmd_shell(args: argparse.Namespace) -> int:

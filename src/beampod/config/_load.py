@@ -10,7 +10,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from beampod.config._facility import (
+    facility_problems,
+    fold_default_problems,
+    package_problems,
+)
 from beampod.config._model import PodConfig
+from beampod.config._yaml import read_yaml
 from beampod.errors import ConfigError
 
 
@@ -60,22 +66,39 @@ def parse_config(data: Any, source: object = "<config>") -> PodConfig:
     if not isinstance(data, dict):
         raise ConfigError(source, ["the file must hold a mapping of keys (it is empty or a list)"])
     try:
-        return PodConfig.model_validate(data)
+        config = PodConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, format_validation_error(exc)) from None
+        raise ConfigError(source, fold_default_problems(format_validation_error(exc))) from None
+    problems = facility_problems(config)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
 
 
-def load_config(path: Path) -> PodConfig:
+def load_config(path: Path, *, check_packages: bool = False) -> PodConfig:
+    """Read, validate and cross-check ``path``; every problem in one :class:`ConfigError`.
+
+    Duplicate keys in any mapping are problems. With ``check_packages`` an instrument
+    package that cannot be found in this environment is one too (``beampod config check``).
+    """
     if not path.exists():
         raise ConfigError(path, ["file not found: run `beampod init` first"])
     try:
-        data = yaml.safe_load(path.read_text())
+        data, found = read_yaml(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(path, [f"{where}not valid YAML ({problem})"]) from None
-    return parse_config(data, path)
+    if check_packages:
+        found += package_problems(data)
+    try:
+        config = parse_config(data, path)
+    except ConfigError as exc:
+        raise ConfigError(path, [*found, *exc.problems]) from None
+    if found:
+        raise ConfigError(path, found)
+    return config
 
 
 def json_schema() -> dict[str, Any]:

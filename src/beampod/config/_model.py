@@ -52,7 +52,8 @@ class PodSettings(Strict):
     allow_loopback_unauthenticated: bool = Field(
         False,
         description="Let requests from 127.0.0.1 reach the queue HTTP API without an API key. "
-        "The demo pod turns this on so the seed's `http POST localhost:60607/...` works verbatim.",
+        "The demo pod turns this on so the bluesky-pods demo's "
+        "`http POST localhost:60607/...` works verbatim.",
     )
 
 
@@ -190,6 +191,23 @@ class InstrumentSettings(Strict):
     )
     iocs: list[IocSettings] = Field(default_factory=list)
     writer: WriterSettings = WriterSettings()
+    host: HostName = Field(
+        "localhost",
+        description="Host (a key of `hosts`) this instrument's IOCs, queue and session run on.",
+    )
+    cycle: CycleName | None = Field(
+        None,
+        description="Name of the environment cycle this instrument uses (e.g. '2026-1'); "
+        "must be one of `cycles` when cycles are declared.",
+    )
+    queue: QueueSettings | None = Field(
+        None,
+        description="This instrument's own queue server; default: the top-level `queue` "
+        "block, for the default instrument only.",
+    )
+    agent: AgentSettings | None = Field(
+        None, description="This instrument's own agent settings; default: the top-level `agent`."
+    )
 
 
 class QueueSettings(Strict):
@@ -211,7 +229,7 @@ class AgentSettings(Strict):
         "agent", description="Agent name; part of its bus subjects."
     )
     reply_transport: Literal["nats", "redis"] = Field(
-        "nats", description="How replies reach the plan: NATS (default) or the seed's Redis list."
+        "nats", description="How replies reach the plan: NATS (default) or Redis (as bluesky-pods)."
     )
     deadline_s: Annotated[float, Field(gt=0)] = Field(
         5.0, description="Longest wait for one reply before `policy` applies."
@@ -223,7 +241,7 @@ class AgentSettings(Strict):
         5, description="Re-sends before a `retry` policy pauses the RunEngine."
     )
     mode: Literal["per_run", "per_event"] = Field(
-        "per_run", description="One run per point (the seed's demo) or points inside one run."
+        "per_run", description="One run per point (bluesky-pods' way) or points inside one run."
     )
     agent: str = Field(
         "beampod.adaptive.agents:StepRecommender",
@@ -232,6 +250,46 @@ class AgentSettings(Strict):
     args: dict[str, object] = Field(
         default_factory=lambda: {"step": 1.5, "max_count": 15}  # type: ignore[arg-type,unused-ignore]
     )
+
+
+HostName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,62}$")]
+CycleName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class HostSettings(Strict):
+    """A machine of the facility. A pod without `hosts` has one: ``localhost``."""
+
+    address: Annotated[str, Field(min_length=1, max_length=253)] = Field(
+        ..., description="Address other hosts reach this one at (name or IP)."
+    )
+    description: str = ""
+
+
+class IocTemplate(Strict):
+    """An IOC in `instrument_defaults`: ``{instrument}`` in the prefix is the instrument name."""
+
+    family: IocFamily
+    prefix: Annotated[
+        str, Field(min_length=1, max_length=40, pattern=r"^([A-Za-z0-9_:.\-]|\{instrument\})+$")
+    ]
+    port: Port | None = None
+
+
+class InstrumentDefaults(Strict):
+    """Settings every instrument gets unless its own entry says otherwise.
+
+    Merged under each entry of `instruments` before it is validated: mappings merge key
+    by key (recursively), scalars and lists replace. ``{instrument}`` in an IOC prefix
+    becomes the instrument's name.
+    """
+
+    package: ImportPath | None = None
+    host: HostName | None = None
+    cycle: CycleName | None = None
+    iocs: list[IocTemplate] | None = None
+    writer: WriterSettings | None = None
+    queue: QueueSettings | None = None
+    agent: AgentSettings | None = None
 
 
 class PodConfig(Strict):
@@ -246,6 +304,30 @@ class PodConfig(Strict):
     channel_access: ChannelAccessSettings = ChannelAccessSettings()
     queue: QueueSettings = QueueSettings()
     agent: AgentSettings = AgentSettings()
+    hosts: dict[HostName, HostSettings] = Field(
+        default_factory=dict,
+        description="Machines of the facility by name. Empty: one host, `localhost`.",
+    )
+    central_host: HostName = Field(
+        "localhost", description="Host that runs the central services (bus, store, Tiled)."
+    )
+    cycles: list[CycleName] = Field(
+        default_factory=list,
+        description="Declared environment cycles; when set, every instrument's `cycle` must "
+        "be one of them.",
+    )
+    instrument_defaults: InstrumentDefaults | None = Field(
+        None,
+        description="Merged under every entry of `instruments` (mappings merge, scalars and "
+        "lists replace); each instrument states only how it differs.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_instrument_defaults(cls, data: object) -> object:
+        from beampod.config._merge import apply_instrument_defaults
+
+        return apply_instrument_defaults(data)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> PodConfig:

@@ -48,7 +48,8 @@ pod:
   # Every service listens here. Keep loopback unless other machines must connect.
   bind: 127.0.0.1
   # Let requests from 127.0.0.1 use the queue HTTP API without an API key. On for the
-  # demo pod so the seed's `http POST localhost:60607/qs/add_to_queue ...` works verbatim.
+  # demo pod so the bluesky-pods demo's `http POST localhost:60607/qs/add_to_queue ...`
+  # works verbatim.
   allow_loopback_unauthenticated: {"true" if demo else "false"}
 
 # One entry per instrument. Names become the bus subject

@@ -1,6 +1,6 @@
 """ophyd devices over Channel Access for the simulated IOCs of the demo pod.
 
-Device names are the seed's (``pinhole``, ``motor_ph``, ...) and each device's main
+Device names are the bluesky-pods demo's (``pinhole``, ``motor_ph``, ...) and each device's main
 reading is named after the device, as ophyd.sim does, so a LiveTable column and an event
 data key read ``pinhole`` rather than ``pinhole_det``.
 """

@@ -2,6 +2,11 @@
 the pod's Channel Access client environment, and the safe plan-expression parser."""
 
 from beampod.instrument._env import apply_ca_client_env, ca_client_env
+from beampod.instrument._facility_scaffold import (
+    FacilityScaffold,
+    instrument_names,
+    scaffold_facility,
+)
 from beampod.instrument._load import Instrument, PlanFunction, load_instrument
 from beampod.instrument._plan_expr import (
     DeviceName,
@@ -14,14 +19,17 @@ from beampod.instrument._scaffold import scaffold
 
 __all__ = [
     "DeviceName",
+    "FacilityScaffold",
     "Instrument",
     "PlanCall",
     "PlanFunction",
     "apply_ca_client_env",
     "ca_client_env",
     "check_plan_arguments",
+    "instrument_names",
     "load_instrument",
     "parse_plan_call",
     "resolve_devices",
     "scaffold",
+    "scaffold_facility",
 ]

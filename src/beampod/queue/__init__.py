@@ -2,7 +2,7 @@
 
 Public API:
 
-- :func:`queue_server_plan` — ``RE(queue_server_plan())`` in the session (the seed's loop);
+- :func:`queue_server_plan` — ``RE(queue_server_plan())`` in the session (bluesky-pods' loop);
 - :class:`QueueClient` — the HTTP API with the pod's keys and beampod errors;
 - file locations and generated configuration used by ``beampod.services._svc_queue``.
 

@@ -1,5 +1,5 @@
 """An ASGI layer in front of bluesky-httpserver: pod API keys, loopback access, body
-limits, submission checks, and the seed's ``/qs/add_to_queue`` route.
+limits, submission checks, and the bluesky-pods demo's ``/qs/add_to_queue`` route.
 
 Why a layer of our own: bluesky-httpserver knows one "single-user" API key (letters and
 digits only) and anonymous access; it cannot give two keys different rights, nor allow
@@ -35,7 +35,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-SEED_ROUTE = "/qs/add_to_queue"
+LEGACY_ROUTE = "/qs/add_to_queue"
 _ADD_ROUTES = {"/api/queue/item/add", "/api/queue/item/execute", "/api/queue/item/add/batch"}
 _LOOPBACK = {"127.0.0.1", "::1"}
 
@@ -85,8 +85,8 @@ class QueueGate:
             return
         try:
             body = await self._read_body(scope, receive)
-            if scope["path"] == SEED_ROUTE:
-                body = _seed_to_modern(body)
+            if scope["path"] == LEGACY_ROUTE:
+                body = _legacy_to_modern(body)
                 scope["path"], scope["raw_path"] = "/api/queue/item/add", b"/api/queue/item/add"
                 _set_header(scope, b"content-type", b"application/json")
             if scope["path"] in _ADD_ROUTES:
@@ -272,8 +272,8 @@ def _parse_json(body: bytes) -> Any:
         raise RequestRefused(400, f"malformed JSON body: {exc}") from None
 
 
-def _seed_to_modern(body: bytes) -> bytes:
-    """``{"plan": {"plan": "scan", "args": [...], "kwargs": {...}}}`` (the seed's API) ->
+def _legacy_to_modern(body: bytes) -> bytes:
+    """``{"plan": {"plan": "scan", "args": [...], "kwargs": {...}}}`` (bluesky-pods' API) ->
     ``{"item": {"item_type": "plan", "name": "scan", ...}}`` (today's API)."""
     payload = _parse_json(body)
     plan = payload.get("plan") if isinstance(payload, dict) else None

@@ -1,6 +1,6 @@
-"""``RE(queue_server_plan())``: the seed's session-side queue loop, on today's queue server.
+"""``RE(queue_server_plan())``: bluesky-pods' session-side queue loop, on today's queue server.
 
-In the seed, the session's RunEngine ran a plan that pulled plans off an HTTP queue and
+In the bluesky-pods demo, the session's RunEngine ran a plan that pulled plans off an HTTP queue and
 ran them itself. Today the queue server's RE Manager owns a worker process with its own
 RunEngine (built by the same ``make_run_engine``, so its documents reach the same bus,
 store and live views). The session plan therefore *drives* the queue instead of

@@ -19,6 +19,7 @@ from beampod.services._probes import (
     TcpProbe,
     port_is_free,
 )
+from beampod.services._process import tail
 from beampod.services._session_extras import session_extras
 from beampod.services._spec import PortClaim, ServiceSpec, python_module
 from beampod.services._state import PodState, ServiceState, read_state
@@ -50,4 +51,5 @@ __all__ = [
     "start_detached",
     "stop_pod",
     "supervisor_pid",
+    "tail",
 ]

@@ -8,9 +8,12 @@ from beampod.services._spec import ServiceSpec
 
 def pod_services(pod: LoadedPod) -> list[ServiceSpec]:
     # Imported here so a pod without e.g. a queue never imports its server code.
+    from beampod.services._svc_agent import agent_specs
     from beampod.services._svc_ioc import ioc_specs
+    from beampod.services._svc_queue import queue_specs
     from beampod.services._svc_redis import redis_specs
     from beampod.services._svc_tiled import tiled_specs
+    from beampod.services._svc_writer import writer_specs
 
     specs: list[ServiceSpec] = []
     bus = pod.config.bus
@@ -21,25 +24,7 @@ def pod_services(pod: LoadedPod) -> list[ServiceSpec]:
     specs += redis_specs(pod)
     specs += tiled_specs(pod)
     specs += ioc_specs(pod)
-    specs += _optional_specs(pod, specs)
+    specs += writer_specs(pod)
+    specs += queue_specs(pod)
+    specs += agent_specs(pod)
     return specs
-
-
-def _optional_specs(pod: LoadedPod, base: list[ServiceSpec]) -> list[ServiceSpec]:
-    """Writer, queue and agent services, each present once its module exists."""
-    import importlib
-
-    extra: list[ServiceSpec] = []
-    for module, func in (
-        ("beampod.services._svc_writer", "writer_specs"),
-        ("beampod.services._svc_queue", "queue_specs"),
-        ("beampod.services._svc_agent", "agent_specs"),
-    ):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        extra += getattr(mod, func)(pod)
-    return extra

@@ -13,8 +13,8 @@ from beampod.config import LoadedPod
 
 
 def session_extras(pod: LoadedPod) -> Mapping[str, Any]:
-    """``to_brains``, ``from_brains``, ``adaptive_plan`` (the seed's adaptive demo) and
-    ``queue_server_plan`` (the seed's queue demo)."""
+    """``to_brains``, ``from_brains``, ``adaptive_plan`` (the bluesky-pods adaptive demo) and
+    ``queue_server_plan`` (the bluesky-pods queue demo)."""
     import atexit
     import functools
 

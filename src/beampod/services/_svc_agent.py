@@ -17,9 +17,7 @@ def agent_specs(pod: LoadedPod) -> list[ServiceSpec]:
     cfg = pod.config
     if not cfg.agent.enabled or not isinstance(cfg.bus, NatsBus):
         return []
-    from beampod.adaptive import ping_agent
-    from beampod.adaptive._service import READY_WORD
-    from beampod.adaptive._settings import loop_settings
+    from beampod.adaptive import READY_WORD, loop_settings, ping_agent
     from beampod.bus import NatsConnection
 
     settings = loop_settings(pod)  # a bad agent.args is a config error at `up`, not later

@@ -97,7 +97,7 @@ def http_spec(pod: LoadedPod) -> ServiceSpec:
 
     def prepare() -> None:
         write_http_config(pod)
-        # The pod comes up with the instrument loaded, so the seed's first POST finds
+        # The pod comes up with the instrument loaded, so the bluesky-pods demo's first POST finds
         # `scan`, `pinhole` and `motor_ph` allowed. Idempotent: a no-op when it is open.
         open_environment(pod)
 

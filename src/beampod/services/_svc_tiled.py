@@ -10,8 +10,7 @@ from beampod.config import LoadedPod, PostgresStore
 from beampod.errors import ConfigError
 from beampod.services._probes import AllProbes, CallableProbe, HttpProbe, TcpProbe
 from beampod.services._spec import PortClaim, ServiceSpec, python_module
-from beampod.store import embedded_postgres, layout_of, tiled_url
-from beampod.store._layout import postgres_uri
+from beampod.store import embedded_postgres, layout_of, postgres_uri, prepare_postgres, tiled_url
 
 
 def _postgres_query_probe(pod: LoadedPod) -> Callable[[], Awaitable[bool]]:
@@ -31,8 +30,6 @@ def _postgres_query_probe(pod: LoadedPod) -> Callable[[], Awaitable[bool]]:
 
 
 def postgres_spec(pod: LoadedPod) -> ServiceSpec:
-    from beampod.store._postgres import prepare_postgres
-
     store = pod.config.store
     if not isinstance(store, PostgresStore):
         raise ConfigError("config.yaml", ["store.backend is not postgres"])

@@ -13,7 +13,15 @@ from beampod.store._catalog import (
     list_runs,
     open_catalog,
 )
-from beampod.store._layout import StoreLayout, embedded_postgres, layout_of, store_uris, tiled_url
+from beampod.store._layout import (
+    StoreLayout,
+    embedded_postgres,
+    layout_of,
+    postgres_uri,
+    store_uris,
+    tiled_url,
+)
+from beampod.store._postgres import prepare_postgres
 from beampod.store._sink import (
     BatchResult,
     Item,
@@ -43,6 +51,8 @@ __all__ = [
     "list_runs",
     "open_catalog",
     "open_sink",
+    "postgres_uri",
+    "prepare_postgres",
     "store_uris",
     "tiled_url",
 ]

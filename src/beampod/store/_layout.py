@@ -52,10 +52,6 @@ class StoreLayout:
     def pgdata(self) -> Path:
         return self.postgres_dir / "pgdata"
 
-    @property
-    def postgres_socket_dir(self) -> Path:
-        return self.postgres_dir / "socket"
-
     def make_dirs(self) -> None:
         for d in (self.tiled_dir, self.arrays_dir):
             d.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 pgserver's own ``get_server()`` starts postgres in the background via ``pg_ctl`` and
 listens on a unix socket only; a pod service must instead stay in the foreground
 (so the supervisor owns and restarts it) and listen on 127.0.0.1:<store.port> with a
-password. So only the binaries are reused: ``prepare_postgres`` (the spec's
+password. So only the binaries are reused: ``prepare_postgres`` (the service's
 ``prepare``) runs ``initdb`` once, and ``python -m beampod.store.postgres`` execs
 ``postgres`` in the foreground.
 

@@ -330,7 +330,7 @@ def _translate(exc: BaseException, what: str) -> StoreError:
 
 def items_from(docs: Sequence[tuple[str, dict[str, Any]]]) -> list[Item]:
     """``(name, doc)`` pairs -> ``(name, doc, msg_id)`` with beampod's stable ids."""
-    from beampod.bus._codec import message_id, run_uid_of
+    from beampod.bus import message_id, run_uid_of
 
     runs: dict[str, str] = {}
     return [(n, d, message_id(n, d, run_uid_of(n, d, runs))) for n, d in docs]

@@ -12,7 +12,7 @@ from beampod.bus import NatsConnection
 from beampod.config import PodHome, default_home, load_pod
 from beampod.errors import BeampodError
 from beampod.store import open_sink
-from beampod.writer._loop import Writer, WriterSettings
+from beampod.writer._loop import Writer
 
 READY_LINE = "beampod-writer ready"
 
@@ -27,15 +27,11 @@ def main() -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     pod = load_pod(PodHome.resolve(default_home()))
-    inst = pod.config.instrument(args.instrument).writer
-    settings = WriterSettings(
-        max_batch=inst.max_batch, max_wait_s=inst.max_wait_ms / 1000, max_attempts=inst.max_attempts
-    )
     writer = Writer(
         NatsConnection.from_pod(pod, args.instrument, name="beampod-writer"),
         args.instrument,
         lambda: open_sink(pod, args.instrument),
-        settings,
+        pod.config.instrument(args.instrument).writer,
     )
 
     async def go() -> None:

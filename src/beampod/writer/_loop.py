@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from beampod.bus import ORIGINAL_SEQ, BadMessage, DocumentConsumer, Message, NatsConnection
+from beampod.config import WriterSettings
 from beampod.errors import BusError, BusUnavailableError, StoreError
 from beampod.store import BatchResult, Item, RunSink, StoreAccessError, TransientStoreError
 
@@ -32,19 +33,8 @@ class WriterStats:
     written: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
-    retries: int = 0
     bus_errors: int = 0  # the bus was lost, or could not be reached to re-open
-    last_batch_size: int = 0
     started: float = field(default_factory=time.monotonic)
-
-
-@dataclass(frozen=True)
-class WriterSettings:
-    max_batch: int = 5000
-    max_wait_s: float = 0.05
-    max_attempts: int = 5
-    retry_initial_s: float = 0.2
-    retry_max_s: float = 5.0
 
 
 class Writer:
@@ -54,11 +44,17 @@ class Writer:
         instrument: str,
         open_sink: Callable[[], RunSink],
         settings: WriterSettings,
+        *,
+        retry_initial_s: float = 0.2,
+        retry_max_s: float = 5.0,
     ) -> None:
+        """``settings`` is the instrument's ``writer:`` section of the pod config; a failed
+        write or connection is retried after ``retry_initial_s``, doubling up to ``retry_max_s``."""
         self._connection = connection
         self._instrument = instrument
         self._open_sink = open_sink
         self._settings = settings
+        self._retry_initial_s, self._retry_max_s = retry_initial_s, retry_max_s
         self._sink: RunSink | None = None
         self._stop = asyncio.Event()
         self.stats = WriterStats()
@@ -68,7 +64,7 @@ class Writer:
 
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
         await self._connect_sink()
-        delay = self._settings.retry_initial_s
+        delay = self._retry_initial_s
         while not self._stop.is_set():
             # A lost bus (server restarted, JetStream not answering) is waited out here,
             # never a crash: re-opening the consumer resumes at its ack floor, so what
@@ -79,9 +75,9 @@ class Writer:
                 self.stats.bus_errors += 1
                 log.warning("bus not reachable (%s); retrying in %.1f s", exc, delay)
                 await self._pause(delay)
-                delay = min(self._settings.retry_max_s, delay * 2)
+                delay = min(self._retry_max_s, delay * 2)
                 continue
-            delay = self._settings.retry_initial_s
+            delay = self._retry_initial_s
             if on_ready is not None:
                 on_ready()
                 on_ready = None
@@ -108,13 +104,13 @@ class Writer:
     async def _consume(self, consumer: DocumentConsumer) -> None:
         while not self._stop.is_set():
             batch = await consumer.fetch(
-                self._settings.max_batch, timeout=self._settings.max_wait_s
+                self._settings.max_batch, timeout=self._settings.max_wait_ms / 1000
             )
             if batch:
                 await self._handle(consumer, batch)
 
     async def _connect_sink(self) -> None:
-        delay = self._settings.retry_initial_s
+        delay = self._retry_initial_s
         while not self._stop.is_set():
             try:
                 self._sink = await asyncio.to_thread(self._open_sink)
@@ -122,7 +118,7 @@ class Writer:
             except TransientStoreError as exc:
                 log.warning("Tiled not reachable yet (%s); retrying in %.1f s", exc, delay)
             await self._pause(delay)
-            delay = min(self._settings.retry_max_s, delay * 2)
+            delay = min(self._retry_max_s, delay * 2)
 
     async def _handle(
         self, consumer: DocumentConsumer, batch: Sequence[Message | BadMessage]
@@ -151,7 +147,6 @@ class Writer:
         self.stats.batches += 1
         self.stats.written += result.written
         self.stats.duplicates += result.duplicates
-        self.stats.last_batch_size = len(batch)
 
     async def _write_until_stored(self, msgs: Sequence[Message], items: list[Item]) -> BatchResult:
         """Retry the same batch until Tiled takes it; keep the messages ours meanwhile.
@@ -161,7 +156,7 @@ class Writer:
         so one poisonous document cannot stall the instrument forever while Tiled is up.
         """
         assert self._sink is not None
-        delay = self._settings.retry_initial_s
+        delay = self._retry_initial_s
         attempt = 0
         while True:
             attempt += 1
@@ -170,7 +165,6 @@ class Writer:
             except StoreAccessError as exc:
                 raise BusError(f"the writer's Tiled key was refused: {exc}") from None
             except TransientStoreError as exc:
-                self.stats.retries += 1
                 if attempt >= self._settings.max_attempts and await self._tiled_healthy():
                     return await self._write_one_by_one(items)
                 log.warning(
@@ -179,7 +173,7 @@ class Writer:
             for m in msgs:  # tell JetStream we are still working on them
                 await m.in_progress()
             await self._pause(delay)
-            delay = min(self._settings.retry_max_s, delay * 2)
+            delay = min(self._retry_max_s, delay * 2)
             if self._stop.is_set():
                 raise asyncio.CancelledError
 

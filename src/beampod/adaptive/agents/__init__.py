@@ -1,4 +1,4 @@
-"""Ready-made agents: the seed's step recommender and a Gaussian-process maximiser."""
+"""Ready-made agents: the bluesky-pods demo's step recommender and a Gaussian-process maximiser."""
 
 from beampod.adaptive.agents._peak import GPPeakFinder
 from beampod.adaptive.agents._step import SequenceRecommender, StepRecommender

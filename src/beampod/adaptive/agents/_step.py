@@ -1,4 +1,4 @@
-"""Toy agents with the seed's behaviour: a fixed step, a fixed sequence."""
+"""Toy agents with the bluesky-pods demo's behaviour: a fixed step, a fixed sequence."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ class StepRecommender:
     bluesky-adaptive 0.x's ``StepRecommender`` driven by ``per_start.recommender_factory``
     with ``max_count``: decisions 0..max_count each recommend a point and the decision
     after that stops. With ``step=1.5, max_count=15`` and a first point 0 that is the
-    seed's 17 runs at 0, 1.5, ..., 24.0.
+    bluesky-pods demo's 17 runs at 0, 1.5, ..., 24.0.
     """
 
     def __init__(
@@ -31,7 +31,7 @@ class StepRecommender:
     def suggest(self, n: int) -> list[dict[str, float]]:
         decision = self._decisions
         self._decisions += 1
-        # The seed poisoned its queue when a run's batch_count exceeded max_count.
+        # The bluesky-pods demo poisoned its queue when a run's batch_count exceeded max_count.
         if self.max_count is not None and decision > self.max_count:
             raise StopAgent(f"max_count={self.max_count} reached: decision {decision} stops")
         if self._next is None:
