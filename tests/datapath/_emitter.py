@@ -88,7 +88,7 @@ def main() -> int:
             print(f"event {i}", flush=True)
             if args.hold_after is not None and i >= args.hold_after:
                 pub = RE.publisher
-                assert pub is not None
+                assert isinstance(pub, DurablePublisher), pub
                 # Every document so far acknowledged by the bus or, with the bus down,
                 # fsync'd in the spool: nothing is left only in this process's memory.
                 deadline = time.monotonic() + 60.0
