@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from beampod.bus import SpoolError, open_spool
-from beampod.bus._spool import LOG_NAME, encode_record
+from beampod.bus._spool import LOG_NAME, OpenRuns, encode_record
 
 
 def _recs(n: int, start: int = 0) -> list[tuple[str, bytes]]:
@@ -116,3 +116,25 @@ def test_unusable_directory_is_a_typed_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(SpoolError):
         open_spool(blocker / "spool")
+
+
+def test_a_slot_with_runs_left_open_is_adopted_first(tmp_path: Path) -> None:
+    """A dead publisher's open runs (no spooled records) still make its slot the one
+    the next publisher takes, so that publisher can close them."""
+    base = tmp_path / "demo"
+    first, second = open_spool(base), open_spool(base)
+    assert (first.directory.name, second.directory.name) == ("0", "1")
+    OpenRuns(second.directory).opened("run-left-open")
+    first.close()
+    second.close()
+    adopted = open_spool(base)
+    try:
+        assert adopted.directory.name == "1" and adopted.pending == 0
+        runs = OpenRuns(adopted.directory)
+        assert list(runs.runs) == ["run-left-open"]
+        assert runs.runs["run-left-open"]["pid"] == os.getpid()
+        assert (adopted.directory / "open-runs").stat().st_mode & 0o777 == 0o600
+        runs.closed("run-left-open")
+        assert OpenRuns(adopted.directory).runs == {}
+    finally:
+        adopted.close()

@@ -3,14 +3,17 @@ through ``make_run_engine(pod)`` (so every document goes through the pod's real 
 publisher, spool included) and records exactly what the RunEngine emitted.
 
     python tests/datapath/_emitter.py --home HOME --record OUT.pickle
-        [--min-events N] [--delay S] [--until FILE] [--flush S] [--tag TAG]
+        [--min-events N] [--delay S] [--until FILE] [--flush S] [--tag TAG] [--hold-after N]
 
 The plan moves ``motor`` and reads ``det`` and ``motor`` once per step, printing
 ``uid <start uid>`` first and ``event <n>`` after each event so the test can inject its
 fault at a known point. It stops after ``--min-events`` events, and (with ``--until``)
 not before FILE exists. The recorded ``(name, doc)`` pairs are pickled to OUT after the
 run; the process then exits normally, so the publisher's atexit close delivers what it
-can and spools the rest.
+can and spools the rest. Each document is also appended to OUT.stream as it is emitted
+(for a process the test kills); ``--hold-after N`` waits until the first N events are
+acknowledged by the bus or safe in the spool, prints ``holding N spooled=S`` and idles in
+the middle of the run until killed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import copy
 import json
 import pickle
 import sys
+import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,12 @@ def main() -> int:
         "--flush", type=float, default=0.0, help="after the run, wait up to S seconds for every ack"
     )
     ap.add_argument("--tag", default="datapath")
+    ap.add_argument(
+        "--hold-after",
+        type=int,
+        help="after event N: wait until every document is acked or spooled, print "
+        "'holding N spooled=S', then idle until killed",
+    )
     args = ap.parse_args()
 
     import bluesky.plan_stubs as bps
@@ -56,7 +66,16 @@ def main() -> int:
         if name == "start":
             print(f"uid {doc['uid']}", flush=True)
 
+    # Also streamed as each document is emitted (one pickle each), so a test that
+    # SIGKILLs this process still knows what the RunEngine had emitted.
+    stream = open(args.record + ".stream", "wb")  # noqa: SIM115 - lives as long as the process
+
+    def record_now(name: str, doc: dict[str, Any]) -> None:
+        pickle.dump((name, copy.deepcopy(doc)), stream)
+        stream.flush()
+
     RE.subscribe(record)
+    RE.subscribe(record_now)
     until = Path(args.until) if args.until else None
 
     @bpp.run_decorator(md={"purpose": args.tag})
@@ -67,6 +86,19 @@ def main() -> int:
             yield from bps.trigger_and_read([det, motor])
             i += 1
             print(f"event {i}", flush=True)
+            if args.hold_after is not None and i >= args.hold_after:
+                pub = RE.publisher
+                assert isinstance(pub, DurablePublisher), pub
+                # Every document so far acknowledged by the bus or, with the bus down,
+                # fsync'd in the spool: nothing is left only in this process's memory.
+                deadline = time.monotonic() + 60.0
+                while (st := pub.status()).queued or st.in_flight:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"documents still in memory: {st}")
+                    yield from bps.sleep(0.02)
+                print(f"holding {i} spooled={st.spooled}", flush=True)
+                while True:
+                    yield from bps.sleep(0.1)
             if i >= args.min_events and (until is None or until.exists()):
                 return
             yield from bps.sleep(args.delay)

@@ -110,6 +110,7 @@ class Emitter:
     open_ended: bool = True  # keep going (after min_events) until finish() is called
     flush_s: float = 30.0
     tag: str = "datapath"
+    hold_after: int | None = None
     proc: subprocess.Popen[str] | None = None
     lines: list[str] = field(default_factory=list)
     events: int = 0
@@ -140,6 +141,8 @@ class Emitter:
         ]
         if self.open_ended:
             argv += ["--until", str(self.until)]
+        if self.hold_after is not None:
+            argv += ["--hold-after", str(self.hold_after)]
         env = {k: v for k, v in os.environ.items() if k != "BEAMPOD_HOME"}
         self.proc = subprocess.Popen(
             argv,
@@ -192,6 +195,16 @@ class Emitter:
         with self.record.open("rb") as fh:
             emitted: list[Doc] = pickle.load(fh)
         return emitted, report
+
+    def streamed(self) -> list[Doc]:
+        """What the RunEngine had emitted so far (also after the process was killed)."""
+        docs: list[Doc] = []
+        with open(str(self.record) + ".stream", "rb") as fh:
+            while True:
+                try:
+                    docs.append(pickle.load(fh))
+                except EOFError:
+                    return docs
 
     def stderr(self) -> str:
         try:

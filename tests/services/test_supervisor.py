@@ -16,6 +16,7 @@ import pytest
 from beampod.config import PodHome
 from beampod.errors import PortInUseError, ServiceStartError, UsageError
 from beampod.services import (
+    CallableProbe,
     LogLineProbe,
     PortClaim,
     RestartPolicy,
@@ -200,3 +201,62 @@ def test_port_clash_names_port_and_service(home: PodHome) -> None:
             assert f"port {port}" in str(info.value) and "'web'" in str(info.value)
 
         asyncio.run(scenario())
+
+
+def test_a_service_whose_probe_keeps_failing_is_degraded_then_restarted(home: PodHome) -> None:
+    """A process that runs but no longer does its job (its probe fails) is shown as
+    ``degraded`` after the grace period and restarted after ``unhealthy_restart_s``."""
+    flag = home.root / "healthy"
+    body = (
+        f"import time; open({str(flag)!r}, 'w').close(); print('READY', flush=True); "
+        "time.sleep(600)"
+    )
+
+    async def healthy() -> bool:
+        return flag.exists()
+
+    spec = ServiceSpec(
+        name="svc",
+        argv=_script(body),
+        probe=CallableProbe(healthy, "the flag file exists"),
+        ready_timeout=10,
+        stop_timeout=2,
+    )
+    policy = RestartPolicy(
+        max_crashes=2,
+        window_s=30,
+        backoff_initial_s=0.05,
+        backoff_max_s=0.2,
+        health_interval_s=0.1,
+        unhealthy_grace_s=1.5,
+        unhealthy_restart_s=3.0,
+    )
+
+    async def scenario() -> None:
+        sup = Supervisor([spec], home, policy=policy)
+        await sup.start()
+        try:
+            first = sup.state.services["svc"].pid
+            assert first is not None
+            # A short failure that heals: never degraded, not restarted.
+            flag.unlink()
+            await asyncio.sleep(0.25)  # shorter than the grace period: the point of the check
+            flag.touch()
+            await _wait_for(lambda: sup.state.services["svc"].health == "ok")
+            assert sup.state.services["svc"].state == "ready"
+            # A lasting failure: degraded (also in the state file `beampod status` reads) ...
+            flag.unlink()
+            await _wait_for(lambda: sup.state.services["svc"].state == "degraded")
+            on_disk = read_state(home.state_file)
+            assert on_disk is not None and on_disk.services["svc"].state == "degraded"
+            assert "the flag file exists" in sup.state.services["svc"].message
+            # ... then restarted: a new process (which makes the flag again) and ready.
+            await _wait_for(
+                lambda: (svc := sup.state.services["svc"]).state == "ready" and svc.pid != first
+            )
+            assert sup.state.services["svc"].restarts == 1
+            assert not pid_alive(first)
+        finally:
+            await sup.stop()
+
+    asyncio.run(scenario())

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from beampod.bus._natsconf import HEADER_ALLOWANCE, NatsConnection
 from beampod.bus._pubio import Engine, EngineSettings
 from beampod.bus._pubstate import PublisherStatus, SharedState
 from beampod.bus._split import OversizeDocumentError, to_messages
-from beampod.bus._spool import open_spool
+from beampod.bus._spool import OpenRuns, Spool, open_spool
 from beampod.config import LoadedPod, documents_subject, stream_name
 from beampod.errors import BusError
 
@@ -61,6 +63,8 @@ class DurablePublisher:
         # RunEngines sharing a publisher) safe at ~0.1 us per uncontended document.
         self._lock = threading.Lock()
         spool = open_spool(Path(spool_dir) / instrument)
+        self._open_runs = OpenRuns(spool.directory)
+        self._close_orphaned_runs(spool)
         self._state = SharedState(instrument, str(spool.directory), spool.pending)
         settings = EngineSettings(
             subject=documents_subject(instrument),
@@ -113,6 +117,10 @@ class DurablePublisher:
                 f"publisher of {self.instrument} is closed"
                 + (f": {st.last_error}" if st.closed and st.last_error else "")
             )
+        if name == "start":
+            # Before the start can reach the bus: a process that dies mid-run leaves
+            # the run listed, and the next publisher of this slot closes it.
+            self._open_runs.opened(doc["uid"])
         with self._lock:
             run = run_uid_of(name, doc, self._descriptor_runs)
             try:
@@ -134,7 +142,38 @@ class DurablePublisher:
         if name == "stop":
             with self._lock:
                 self._forget_run(doc.get("run_start"))
+            self._open_runs.closed(doc.get("run_start", ""))
             self._report_run(doc.get("run_start"), seq)
+
+    def _close_orphaned_runs(self, spool: Spool) -> None:
+        """Runs the slot's previous owner opened and never closed: that process died
+        (its flock is gone) before its RunEngine emitted their stop documents. Close
+        each with a stop document ``exit_status: "fail"``, appended to the spool behind
+        everything the dead process left there, so it reaches the writer after every
+        document the dead process had spooled and before any new one."""
+        for run, info in list(self._open_runs.runs.items()):
+            pid = info.get("pid", "?")
+            doc = {
+                "uid": str(uuid.uuid4()),
+                "time": time.time(),
+                "run_start": run,
+                "exit_status": "fail",
+                "reason": (
+                    f"the RunEngine process (pid {pid}) died before the run's stop "
+                    f"document; closed by the next publisher of {self.instrument} "
+                    f"(pid {os.getpid()}) after delivering what that process had spooled"
+                ),
+            }
+            spool.append(to_messages("stop", doc, run, self._limit))
+            self._open_runs.closed(run)
+            log.warning(
+                "%s: run %s was left open by RunEngine process %s, which died; it is "
+                "closed with exit_status 'fail' after the %d messages in the spool",
+                self.instrument,
+                run,
+                pid,
+                spool.pending - 1,
+            )
 
     def _wait_for_room(self) -> None:
         # Backpressure: the bus is slower than the RunEngine for long enough that the

@@ -13,13 +13,16 @@ Records before a torn tail are intact: every append batch ends with an fsync.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import struct
+import time
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgpack
 
@@ -31,10 +34,13 @@ MAGIC = b"BPS1"
 _HEADER = struct.Struct("<4sII")
 LOG_NAME = "spool.log"
 ACKED_NAME = "acked"
+OPEN_RUNS_NAME = "open-runs"
 
 
 class SpoolError(BusError):
     """The spool on disk cannot be used (permissions, disk full, locked...)."""
+
+    exit_code = 2  # the user must fix the directory (or its file system) first
 
 
 @dataclass(frozen=True)
@@ -212,11 +218,60 @@ class Spool:
 
 
 def _slot_has_data(slot: Path) -> bool:
-    try:
-        size = (slot / LOG_NAME).stat().st_size
-    except FileNotFoundError:
-        return False
-    return size > 0
+    """Leftovers of an earlier process: unacknowledged records, or runs it opened and
+    never closed (see :class:`OpenRuns`)."""
+    for name in (LOG_NAME, OPEN_RUNS_NAME):
+        try:
+            if (slot / name).stat().st_size > (0 if name == LOG_NAME else 2):
+                return True
+        except FileNotFoundError:
+            pass
+    return False
+
+
+class OpenRuns:
+    """``<slot>/open-runs``: the runs whose start this slot's publisher took and whose
+    stop it has not, as JSON ``{run uid: {"pid": ..., "time": ...}}``.
+
+    The slot's flock tells whether its owner is alive; a publisher that takes over a
+    slot therefore knows that the runs still listed here belong to a process that died
+    (SIGKILL, a crash) before its RunEngine emitted their stop documents. Written with
+    tmp + rename (no fsync: it only has to survive the process, not the machine).
+    """
+
+    def __init__(self, slot: Path) -> None:
+        self._path = slot / OPEN_RUNS_NAME
+        self.runs: dict[str, dict[str, Any]] = self._read()
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self._path.read_text() or "{}")
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("spool: unreadable %s (%s); ignoring it", self._path, exc)
+            return {}
+        return {str(k): dict(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def opened(self, run: str) -> None:
+        self.runs[run] = {"pid": os.getpid(), "time": time.time()}
+        self._write()
+
+    def closed(self, run: str) -> None:
+        if self.runs.pop(run, None) is not None:
+            self._write()
+
+    def _write(self) -> None:
+        tmp = self._path.with_suffix(".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, json.dumps(self.runs).encode())
+            finally:
+                os.close(fd)
+            os.replace(tmp, self._path)
+        except OSError as exc:
+            log.warning("spool: cannot record open runs in %s: %s", self._path, exc)
 
 
 def open_spool(base: Path) -> Spool:
@@ -226,6 +281,18 @@ def open_spool(base: Path) -> Spool:
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise SpoolError(f"cannot create spool directory {base}: {exc}") from None
+    try:
+        return _open_free_slot(base)
+    except SpoolError:
+        raise
+    except OSError as exc:
+        raise SpoolError(
+            f"cannot use the spool directory {base}: {exc.strerror or exc} "
+            f"(it must be writable by this user)"
+        ) from None
+
+
+def _open_free_slot(base: Path) -> Spool:
     slots = sorted(
         (p for p in base.iterdir() if p.is_dir() and p.name.isdigit()),
         key=lambda p: (not _slot_has_data(p), int(p.name)),
@@ -240,6 +307,10 @@ def open_spool(base: Path) -> Spool:
         except BlockingIOError:
             os.close(fd)
             continue
-        _fsync_dir(base)
-        return Spool(slot, fd)
+        try:
+            _fsync_dir(base)
+            return Spool(slot, fd)
+        except OSError:
+            os.close(fd)
+            raise
     raise SpoolError(f"no free spool slot under {base}")

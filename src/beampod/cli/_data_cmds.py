@@ -69,6 +69,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
                         "start_time": r.start_time.isoformat() if r.start_time else None,
                         "num_events": r.num_events,
                         "exit_status": r.exit_status,
+                        "stop_num_events": r.stop_num_events,
+                        "mismatch": r.mismatch,
                     }
                     for r in runs
                 ],
@@ -86,11 +88,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
             r.plan_name or "-",
             _when(r.start_time),
             str(r.num_events),
-            r.exit_status or "open",
+            (r.exit_status or "open") + ("!" if r.mismatch else ""),
         ]
         for r in runs
     ]
     print(table(rows, ["uid", "scan_id", "plan", "start", "events", "exit_status"]))
+    if any(r.mismatch for r in runs):
+        print(
+            "! the stop document claims another number of events than are stored "
+            "(`beampod runs --json`: stop_num_events; `beampod dlq list` says why)"
+        )
     return 0
 
 

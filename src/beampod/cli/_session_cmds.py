@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 from beampod.cli import _new_cmds
@@ -35,9 +37,21 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from beampod.session import run_plan_expression
+    from beampod.errors import BeampodError
+    from beampod.session import REFUSED_BEFORE_RUN, run_plan_expression
 
-    for uid in run_plan_expression(pod_of(args), args.expression):
+    try:
+        uids = run_plan_expression(pod_of(args), args.expression)
+    except BeampodError as exc:
+        if REFUSED_BEFORE_RUN not in getattr(exc, "__notes__", ()) or args.debug:
+            raise
+        # Refused before any document existed: nothing to deliver or clean up. Leave at
+        # once -- the interpreter's exit would tear down the devices' half-connected
+        # Channel Access channels, which prints tracebacks and can crash libca.
+        print(f"beampod: error: {exc}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(exc.exit_code)
+    for uid in uids:
         print(uid)
     return 0
 

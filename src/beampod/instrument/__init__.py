@@ -11,6 +11,7 @@ from beampod.instrument._load import Instrument, PlanFunction, load_instrument
 from beampod.instrument._plan_expr import (
     DeviceName,
     PlanCall,
+    check_plan_arguments,
     parse_plan_call,
     resolve_devices,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "PlanFunction",
     "apply_ca_client_env",
     "ca_client_env",
+    "check_plan_arguments",
     "instrument_names",
     "load_instrument",
     "parse_plan_call",

@@ -18,6 +18,7 @@ problem and its 1-based column. No transport or RunEngine here: the queue CLI re
 from __future__ import annotations
 
 import ast
+import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,10 @@ from typing import Any
 from beampod.errors import PlanError
 
 MAX_EXPRESSION_LENGTH = 10_000
+INT_MAX = 2**63 - 1
+INT_MIN = -(2**63)
+# Start-document keys the RunEngine sets itself; a plan's md must not replace them.
+RUN_ENGINE_KEYS = frozenset({"uid", "time"})
 
 
 class DeviceName(str):
@@ -117,7 +122,7 @@ class _Parser:
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bytes) or node.value is Ellipsis:
                 raise self.fail(node, f"{_describe(node)} is not allowed")
-            return node.value
+            return self.number(node, node.value)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
             operand = node.operand
             if (
@@ -125,7 +130,8 @@ class _Parser:
                 and isinstance(operand.value, int | float)
                 and not isinstance(operand.value, bool)
             ):
-                return -operand.value if isinstance(node.op, ast.USub) else operand.value
+                value = -operand.value if isinstance(node.op, ast.USub) else operand.value
+                return self.number(node, value)
             raise self.fail(node, "a sign is only allowed in front of a number")
         if isinstance(node, ast.List):
             return [self.value(e) for e in self._elements(node.elts)]
@@ -149,6 +155,18 @@ class _Parser:
             known = ", ".join(sorted(self.devices)) or "none"
             raise self.fail(node, f"unknown device {node.id!r} (known devices: {known})")
         raise self.fail(node, f"{_describe(node)} is not allowed in a plan expression")
+
+    def number(self, node: ast.AST, value: Any) -> Any:
+        """Numbers must survive the trip through the documents (msgpack, JSON, SQL):
+        64-bit integers and finite floats."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not INT_MIN <= value <= INT_MAX:
+                raise self.fail(
+                    node, f"the integer {value} is out of range (64-bit: {INT_MIN} to {INT_MAX})"
+                )
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(node, f"the number {value} is not finite")
+        return value
 
     def _elements(self, elts: list[ast.expr]) -> list[ast.expr]:
         for e in elts:
@@ -209,3 +227,40 @@ def resolve_devices(value: Any, devices: Mapping[str, Any]) -> Any:
     if isinstance(value, dict):
         return {k: resolve_devices(v, devices) for k, v in value.items()}
     return value
+
+
+def check_plan_arguments(plan: str, arguments: Mapping[str, Any]) -> None:
+    """Arguments a plan accepts by signature but the RunEngine cannot run or store, as
+    one :class:`PlanError` before anything starts: ``num`` that is not a whole number of
+    points, and ``md`` that would make an invalid start document."""
+    if "num" in arguments:
+        num = arguments["num"]
+        if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 1):
+            raise PlanError(
+                f"{plan}: num must be a whole number of points (1 or more), not {num!r}"
+            )
+    if arguments.get("md") is not None:
+        check_run_metadata(plan, arguments["md"])
+
+
+def check_run_metadata(plan: str, md: Any) -> None:
+    """``md`` must be a dict with string keys that gives a valid start document."""
+    from event_model import DocumentNames, schema_validators
+    from jsonschema import ValidationError
+
+    if not isinstance(md, dict):
+        raise PlanError(f"{plan}: md must be a dict, not {type(md).__name__}")
+    bad_keys = [k for k in md if not isinstance(k, str)]
+    if bad_keys:
+        raise PlanError(f"{plan}: md keys must be strings, not {bad_keys[0]!r}")
+    reserved = sorted(RUN_ENGINE_KEYS & md.keys())
+    if reserved:
+        raise PlanError(f"{plan}: md may not set {reserved[0]!r}: the RunEngine sets it")
+    trial = {"uid": "0" * 32, "time": 0.0, "scan_id": 1, **md}
+    try:
+        schema_validators[DocumentNames.start].validate(trial)
+    except ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "md"
+        raise PlanError(
+            f"{plan}: md gives an invalid start document at {where}: {exc.message}"
+        ) from None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 ServiceStateName = Literal[
-    "pending", "starting", "ready", "restarting", "failed", "stopping", "stopped"
+    "pending", "starting", "ready", "degraded", "restarting", "failed", "stopping", "stopped"
 ]
 Phase = Literal["starting", "running", "stopping", "stopped", "failed"]
 

@@ -35,6 +35,11 @@ class RestartPolicy:
     backoff_max_s: float = 10.0
     probe_interval_s: float = 0.05
     health_interval_s: float = 5.0
+    # A ready service whose probe keeps failing this long is "degraded" (`beampod
+    # status`), and after ``unhealthy_restart_s`` it is restarted: a process that runs
+    # but no longer does its job (a server stuck after its disk was full).
+    unhealthy_grace_s: float = 30.0
+    unhealthy_restart_s: float = 60.0
 
 
 @dataclass
@@ -215,7 +220,7 @@ class Supervisor:
                     f"{' at ' + spec.address if spec.address else ''}"
                 )
                 svc.ready.set()
-                await self._watch(svc, svc.proc)
+                unhealthy = await self._watch(svc, svc.proc)
                 if self._stopping:
                     return
                 if svc.held.is_set():
@@ -224,7 +229,7 @@ class Supervisor:
                 # The leader died on its own: whatever it spawned goes too, so the
                 # restart finds its ports free and nothing runs twice.
                 _process.signal_group(svc.proc.pid, signal.SIGKILL)
-                reason = f"exited with code {svc.proc.returncode}"
+                reason = unhealthy or f"exited with code {svc.proc.returncode}"
             elif self._stopping:
                 return
             if not svc.ready.is_set():
@@ -257,12 +262,16 @@ class Supervisor:
             return "stopped while starting"
         return f"not ready after {svc.spec.ready_timeout:.0f} s ({probe.description})"
 
-    async def _watch(self, svc: _Service, proc: asyncio.subprocess.Process) -> None:
-        """Wait for the process to exit, re-probing health now and then for status."""
+    async def _watch(self, svc: _Service, proc: asyncio.subprocess.Process) -> str | None:
+        """Wait for the process to exit, re-probing health now and then. A probe failing
+        for ``unhealthy_grace_s`` makes the service ``degraded``; after
+        ``unhealthy_restart_s`` it is stopped (the caller restarts it) and the reason
+        returned."""
+        failing_since: float | None = None
         while proc.returncode is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), self._policy.health_interval_s)
-            if proc.returncode is None and not self._stopping:
+            if proc.returncode is None and not self._stopping and not svc.held.is_set():
                 try:
                     ok = (
                         await svc.spec.probe.ready()
@@ -272,8 +281,28 @@ class Supervisor:
                 except (OSError, BeampodError):
                     ok = False
                 health = "ok" if ok else "failing probe: " + svc.spec.probe.description
+                now = time.monotonic()
+                if ok:
+                    failing_since = None
+                    if svc.state.state == "degraded":
+                        self._update(svc, state="ready", health=health, message="")
+                else:
+                    failing_since = failing_since or now
                 if health != svc.state.health:
                     self._update(svc, health=health)
+                if failing_since is not None and proc.returncode is None and not self._stopping:
+                    failed_for = now - failing_since
+                    policy = self._policy
+                    if failed_for >= policy.unhealthy_grace_s and svc.state.state == "ready":
+                        self._update(
+                            svc, state="degraded", message=f"{health} for {failed_for:.0f} s"
+                        )
+                    if failed_for >= policy.unhealthy_restart_s:
+                        reason = f"{health} for {failed_for:.0f} s"
+                        self._progress(f"{svc.spec.name} degraded ({reason}): restarting")
+                        await _process.stop(proc, svc.spec.stop_signal, svc.spec.stop_timeout)
+                        return reason
+        return None
 
     async def _backoff(self, svc: _Service, reason: str) -> bool:
         now = time.monotonic()

@@ -8,6 +8,10 @@ the bus depend on :func:`nats_service_names`, never on a hard-coded name.
 
 from __future__ import annotations
 
+import contextlib
+import math
+import shutil
+
 from beampod.bus import NatsNode, ensure_streams, nats_nodes, nats_server_binary, write_nats_config
 from beampod.config import LoadedPod, NatsBus
 from beampod.errors import ConfigError
@@ -69,12 +73,21 @@ def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
                 await ensure_streams(pod, timeout=2.0)
             except BusError:
                 return False
-            return True
+            return await jetstream_stores(pod)
 
-        probes.append(CallableProbe(streams_ready, "JetStream streams exist"))
+        probes.append(
+            CallableProbe(streams_ready, "JetStream streams exist and a store is acknowledged")
+        )
+
+    started: list[bool] = []
 
     def prepare() -> None:
         write_nats_config(pod, node.index)
+        if not started:
+            # At `up` only: a restart after a full disk must not be refused (that is the
+            # moment the pod has to recover by itself); the health probe reports it.
+            check_store_space(pod, node)
+            started.append(True)
 
     ports = [PortClaim(node.bind, node.port), PortClaim(node.bind, node.monitor_port)]
     if node.cluster_port is not None:
@@ -90,3 +103,89 @@ def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
         ready_timeout=30.0 if not node.clustered else 60.0,
         prepare=prepare,
     )
+
+
+# nats-server gives JetStream 75% of the free space of its store's file system (when
+# max_file_store is not set) and refuses a stream whose max_bytes does not fit in it.
+_JS_SHARE = 0.75
+_GB = 1024**3
+
+
+def check_store_space(pod: LoadedPod, node: NatsNode) -> None:
+    """Refuse to start, with what to change, when the streams' size limits cannot fit on
+    the store's file system: nats-server itself would start, refuse every stream, and
+    the pod would only say "nats: not ready"."""
+    bus = pod.config.bus
+    assert isinstance(bus, NatsBus)
+    free = shutil.disk_usage(node.store_dir).free
+    budget = free * _JS_SHARE / _GB
+    docs_gb = bus.stream.max_bytes_gb
+    # Per instrument: the documents stream and its dead letters (at most 1 GiB), each
+    # kept on `replicas` of the `cluster_size` nodes.
+    share = len(pod.config.instruments) * bus.stream.replicas / bus.cluster_size
+    need = share * (docs_gb + min(1.0, docs_gb))
+    if need <= budget:
+        return
+    fit = budget / share - 1.0 if budget / share >= 2.0 else budget / share / 2.0
+    fit = math.floor(fit * 100) / 100
+    data = (
+        node.store_dir.relative_to(pod.home.root)
+        if node.store_dir.is_relative_to(pod.home.root)
+        else node.store_dir
+    )
+    raise ConfigError(
+        pod.home.config_file,
+        [
+            f"{data} is on a file system with {free / _GB:.2f} GB free (JetStream may use "
+            f"75% of it, {budget:.2f} GB); bus.stream.max_bytes_gb is {docs_gb:g}, so the "
+            f"streams need {need:.2f} GB: lower bus.stream.max_bytes_gb to at most {fit:g} "
+            f"(or free space there)"
+        ],
+    )
+
+
+HEALTH_STREAM = "BEAMPOD_HEALTH"
+HEALTH_SUBJECT = "_beampod.health"
+
+
+async def jetstream_stores(pod: LoadedPod, timeout: float = 2.0) -> bool:
+    """A real JetStream store: publish to a one-message health stream as the admin user
+    and get the acknowledgement. After a full disk nats-server can keep answering its
+    health endpoint while failing every store; this probe sees that."""
+    from nats.errors import Error as NatsClientError
+    from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+    from nats.js.errors import NotFoundError
+
+    from beampod.bus import NatsConnection
+    from beampod.errors import BusError
+
+    bus = pod.config.bus
+    assert isinstance(bus, NatsBus)
+    conn = NatsConnection.from_pod(pod, admin=True, name="beampod-health")
+    try:
+        nc = await conn.connect(reconnect=False, connect_timeout=timeout)
+    except BusError:
+        return False
+    try:
+        js = nc.jetstream(timeout=timeout)
+        try:
+            await js.stream_info(HEALTH_STREAM)
+        except NotFoundError:
+            await js.add_stream(
+                StreamConfig(
+                    name=HEALTH_STREAM,
+                    subjects=[HEALTH_SUBJECT],
+                    storage=StorageType.FILE,
+                    max_msgs=1,
+                    max_bytes=64 * 1024,
+                    discard=DiscardPolicy.OLD,
+                    num_replicas=bus.stream.replicas,
+                )
+            )
+        await js.publish(HEALTH_SUBJECT, b"ok", stream=HEALTH_STREAM, timeout=timeout)
+        return True
+    except (NatsClientError, TimeoutError, OSError):
+        return False
+    finally:
+        with contextlib.suppress(NatsClientError, TimeoutError, OSError):
+            await nc.close()

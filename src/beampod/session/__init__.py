@@ -10,6 +10,7 @@ from beampod.session._namespace import (
 )
 from beampod.session._plots import plot_run, plots_dir, run_key
 from beampod.session._shell import (
+    REFUSED_BEFORE_RUN,
     load_ipython_extension,
     run_code,
     run_plan_expression,
@@ -18,6 +19,7 @@ from beampod.session._shell import (
 )
 
 __all__ = [
+    "REFUSED_BEFORE_RUN",
     "LazyCatalog",
     "build_namespace",
     "has_display",

@@ -12,7 +12,7 @@ from typing import Any
 
 from beampod.config import LoadedPod
 from beampod.errors import BeampodError, PlanError
-from beampod.instrument import parse_plan_call, resolve_devices
+from beampod.instrument import check_plan_arguments, parse_plan_call, resolve_devices
 from beampod.session._namespace import (
     build_namespace,
     has_display,
@@ -122,26 +122,44 @@ def run_plan_expression(pod: LoadedPod, expr: str, *, instrument: str | None = N
     """
     from beampod.session._engine import make_run_engine
 
+    try:
+        RE, plan = _prepare_run(pod, expr, instrument, make_run_engine)
+    except BeampodError as exc:
+        exc.add_note(REFUSED_BEFORE_RUN)  # nothing was sent: the CLI may exit at once
+        raise
+    # stdout carries the run uids (`beampod run` prints them): plot paths go to stderr.
+    RE.subscribe(make_best_effort_callback(headless=True, pod=pod, out=sys.stderr))
+    uids: list[str] = []
+    RE.subscribe(lambda name, doc: uids.append(doc["uid"]), "start")
+    RE(plan)
+    _report_delivery(RE)
+    return uids
+
+
+# Added to the error of a run refused before its RunEngine and publisher existed.
+REFUSED_BEFORE_RUN = "beampod: refused before the RunEngine started"
+
+
+def _prepare_run(
+    pod: LoadedPod, expr: str, instrument: str | None, make_run_engine: Callable[..., Any]
+) -> tuple[Any, Any]:
+    """Everything that can refuse the command, before any document exists."""
     inst = prepare_instrument(pod, instrument)
     call = parse_plan_call(expr, inst.plans, inst.devices)
     plan_fn = inst.plans[call.plan]
     args = resolve_devices(call.args, inst.devices)
     kwargs = resolve_devices(call.kwargs, inst.devices)
     try:
-        inspect.signature(plan_fn).bind(*args, **kwargs)
+        bound = inspect.signature(plan_fn).bind(*args, **kwargs)
     except TypeError as exc:
         raise PlanError(f"bad arguments for {call.plan}: {exc}") from None
     except ValueError:
         pass  # no introspectable signature (a C callable): let the call itself decide
+    else:
+        check_plan_arguments(call.plan, bound.arguments)
     wait_for_connection((inst.devices[n] for n in sorted(call.device_names())), CONNECT_TIMEOUT_S)
     RE = make_run_engine(pod, instrument)
-    # stdout carries the run uids (`beampod run` prints them): plot paths go to stderr.
-    RE.subscribe(make_best_effort_callback(headless=True, pod=pod, out=sys.stderr))
-    uids: list[str] = []
-    RE.subscribe(lambda name, doc: uids.append(doc["uid"]), "start")
-    RE(plan_fn(*args, **kwargs))
-    _report_delivery(RE)
-    return uids
+    return RE, plan_fn(*args, **kwargs)
 
 
 def _report_delivery(RE: Any) -> None:

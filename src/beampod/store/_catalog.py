@@ -40,8 +40,14 @@ class RunSummary:
     scan_id: int | None
     plan_name: str | None
     start_time: datetime | None
-    num_events: int
+    num_events: int  # events stored (rows of the event tables), not what the stop claims
     exit_status: str | None  # None while the run is still open
+    stop_num_events: int | None = None  # what the stop document claims (None: no stop)
+
+    @property
+    def mismatch(self) -> bool:
+        """The stop document claims another number of events than are stored."""
+        return self.stop_num_events is not None and self.stop_num_events != self.num_events
 
 
 class Catalog(CatalogOfBlueskyRuns):
@@ -181,22 +187,22 @@ def _summary(run: Any) -> RunSummary:
     stop: dict[str, Any] | None = md.get("stop")
     t = start.get("time")
     started = datetime.fromtimestamp(t, tz=UTC) if isinstance(t, int | float) else None
-    if stop is not None:
-        num = sum(int(v) for v in (stop.get("num_events") or {}).values())
-    else:
-        num = _count_events(run)
+    claimed = None
+    if stop is not None and stop.get("num_events") is not None:
+        claimed = sum(int(v) for v in (stop.get("num_events") or {}).values())
     return RunSummary(
         uid=str(start.get("uid", "")),
         scan_id=start.get("scan_id"),
         plan_name=start.get("plan_name"),
         start_time=started,
-        num_events=num,
+        num_events=_count_events(run),
         exit_status=None if stop is None else stop.get("exit_status"),
+        stop_num_events=claimed,
     )
 
 
 def _count_events(run: Any) -> int:
-    """Events stored so far in an open run: rows of each stream's event table."""
+    """Events stored: rows of each stream's event table."""
     base = run.base if hasattr(run, "base") else run
     total = 0
     for name in base:

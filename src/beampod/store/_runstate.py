@@ -61,9 +61,47 @@ class StreamState:
     # data, no reserved key names): saves two deep copies per event.
     direct: bool
     # Highest seq_num stored (or queued in this batch). Bluesky numbers the events
-    # of a stream 1, 2, 3... in emission order, and the bus keeps that order, so
-    # "seq_num <= high-water mark" identifies an already stored event.
+    # of a stream 1, 2, 3... in emission order and the bus keeps that order, so the
+    # next new event must carry ``high_water + 1``; anything else is not stored.
     high_water: int = 0
+    # Identity of every stored event by seq_num: (time, uid). The uid is known for
+    # events this process stored; for events rebuilt from Tiled only the time (the
+    # table has seq_num and time, not the event uid). None: an array-only stream
+    # whose rows carry no seq_num or time, where a stored seq_num is all we know.
+    stored: dict[int, tuple[float, str | None] | None] = field(default_factory=dict)
+
+    def verdict(self, doc: dict[str, Any], next_seq: int) -> str:
+        """``"duplicate"`` (this very event is stored), ``"new"`` (the next event of
+        the stream), or a one-line reason why the event must not be stored."""
+        seq = doc["seq_num"]
+        stored = self.stored
+        if seq == next_seq and seq not in stored:  # the common case, first
+            return "new"
+        known = stored.get(seq, _MISSING)
+        if known is None:
+            return "duplicate"
+        if known is not _MISSING:
+            time, uid = known
+            if (uid is None or uid == doc["uid"]) and time == doc["time"]:
+                return "duplicate"
+            return (
+                f"event seq_num {seq} of stream {self.name!r} (uid {doc['uid']}) differs "
+                f"from the stored event with that seq_num"
+                f"{f' (uid {uid})' if uid else ''}: duplicate seq_num, not stored"
+            )
+        if seq != next_seq:
+            return (
+                f"event seq_num {seq} of stream {self.name!r} is out of order: the next "
+                f"event of the stream is seq_num {next_seq}; not stored"
+            )
+        return "new"
+
+    def record(self, doc: dict[str, Any]) -> None:
+        self.stored[doc["seq_num"]] = (doc["time"], doc["uid"])
+        self.high_water = max(self.high_water, doc["seq_num"])
+
+
+_MISSING: Any = object()
 
 
 def _stream_for(doc: dict[str, Any]) -> StreamState:
@@ -99,6 +137,7 @@ class RunState:
     streams: dict[str, StreamState] = field(default_factory=dict)
     descriptors: dict[str, StreamState] = field(default_factory=dict)
     stopped: bool = False
+    stop_uid: str | None = None
     # Message ids whose rows sit in the writer's cache until the next flush.
     pending: list[tuple[str, str]] = field(default_factory=list)
 
@@ -132,13 +171,12 @@ class RunState:
         self.descriptors[doc["uid"]] = stream
 
     def event(self, doc: dict[str, Any], msg_id: str, stream: StreamState) -> Outcome:
-        if doc["seq_num"] <= stream.high_water:
-            return "duplicate"
+        """Queue a *new* event (the caller checked :meth:`StreamState.verdict`)."""
         if stream.direct:
             self.writer.event(doc)
         else:
             self.normalizer("event", doc)
-        stream.high_water = doc["seq_num"]
+        stream.record(doc)
         self.pending.append((msg_id, "event"))
         return "written"
 
@@ -146,11 +184,20 @@ class RunState:
         """resource / datum / stream_resource / stream_datum: normalizer decides."""
         self.normalizer(name, doc)
 
-    def stop(self, doc: dict[str, Any]) -> Outcome:
+    def stop(self, doc: dict[str, Any]) -> Outcome | str:
+        """ "written", "duplicate" (this stop is stored), or the reason a second,
+        different stop document is not stored."""
         if self.stopped:
-            return "duplicate"
+            if self.stop_uid in (None, doc["uid"]):
+                return "duplicate"
+            return (
+                f"second stop document (uid {doc['uid']}, exit_status "
+                f"{doc.get('exit_status')!r}) for run {self.uid}, which already has stop "
+                f"{self.stop_uid}; not stored"
+            )
         self.normalizer("stop", doc)  # _RunWriter.stop writes cached rows first
         self.stopped = True
+        self.stop_uid = doc["uid"]
         self.pending.clear()
         return "written"
 
@@ -177,7 +224,10 @@ class RunState:
         root = run.base if hasattr(run, "base") else run
         w.root_node = root
         metadata = dict(run.metadata)
-        state.stopped = "stop" in metadata
+        stop = metadata.get("stop")
+        state.stopped = stop is not None
+        if isinstance(stop, dict):
+            state.stop_uid = stop.get("uid")
         state.forward.muted = True
         try:
             # The normalizer keeps per-run state too (descriptor names, internal vs
@@ -210,12 +260,17 @@ class RunState:
         if "internal" in children:
             table = base["internal"]
             w._internal_tables[stream_name] = table
-            seq = table.read(columns=["seq_num"])["seq_num"]
-            if len(seq):
-                stream.high_water = int(seq.max())
+            rows = table.read(columns=["seq_num", "time"])
+            seqs = [int(x) for x in rows["seq_num"]]
+            stream.stored.update(zip(seqs, ((float(t), None) for t in rows["time"]), strict=True))
+            if seqs:
+                stream.high_water = max(seqs)
         for key in w._int_array_keys[stream_name] | w._int_ragged_array_keys[stream_name]:
             if key in children:
                 array = base[key]
                 w._internal_arrays[f"{stream_name}/{key}"] = array
                 # Array-only streams have no seq_num column: rows == events stored.
-                stream.high_water = max(stream.high_water, int(array.shape[0]))
+                rows_n = int(array.shape[0])
+                for seq in range(stream.high_water + 1, rows_n + 1):
+                    stream.stored[seq] = None
+                stream.high_water = max(stream.high_water, rows_n)

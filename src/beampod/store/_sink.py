@@ -163,6 +163,8 @@ class RunSink:
             return self._start(doc, touched)
         if name == "event":
             run, stream = self._checked_event(doc, msg_id, touched)
+            if _verdict(run, stream, doc, stream.high_water + 1) == "duplicate":
+                return "duplicate"
             return run.event(doc, msg_id, stream)
         run_uid = doc.get("run_start") if name in ("descriptor", "stop") else _run_hint(msg_id)
         if run_uid is None:
@@ -177,6 +179,8 @@ class RunSink:
                 outcome = state.stop(doc)
                 self._runs.pop(run_uid, None)  # finished: nothing more to remember
                 touched.pop(run_uid, None)
+                if outcome not in ("written", "duplicate"):
+                    raise _Rejected(outcome)
                 return outcome
             state.other(name, doc)
             return "written"
@@ -219,10 +223,17 @@ class RunSink:
             if problem := schema_problem("event", ev):
                 raise _Rejected(f"event_page: {problem}")
             checked.append(self._checked_event(ev, msg_id, touched))
-        outcomes = {
-            run.event(ev, msg_id, stream) for ev, (run, stream) in zip(evs, checked, strict=True)
-        }
-        return "written" if "written" in outcomes else "duplicate"
+        # Identity and order too: the page's own events count as stored in turn.
+        next_seq: dict[int, int] = {}
+        new = []
+        for ev, (run, stream) in zip(evs, checked, strict=True):
+            expected = next_seq.get(id(stream), stream.high_water + 1)
+            if _verdict(run, stream, ev, expected, page=True) == "new":
+                next_seq[id(stream)] = ev["seq_num"] + 1
+                new.append((ev, run, stream))
+        for ev, run, stream in new:
+            run.event(ev, msg_id, stream)
+        return "written" if new else "duplicate"
 
     def _checked_event(
         self, doc: dict[str, Any], msg_id: str, touched: dict[str, RunState]
@@ -247,12 +258,6 @@ class RunSink:
             raise _Rejected(f"event for unknown descriptor {desc} (not in {where})")
         if desc not in state.descriptors:
             raise _Rejected(f"event for unknown descriptor {desc} in run {state.uid}")
-        if state.stopped:
-            stream = state.descriptors[desc]
-            if doc["seq_num"] > stream.high_water:
-                raise _Rejected(
-                    f"event seq_num {doc['seq_num']} arrived after run {state.uid} stopped"
-                )
         return state, state.descriptors[desc]
 
     # -- run state cache ----------------------------------------------------------
@@ -289,6 +294,20 @@ class RunSink:
                 reason = f"Tiled refused the rows: {_status(exc)} {_detail(exc)}"
                 result.written -= len(pending)
                 result.rejected.extend(Rejection(m, n, reason) for m, n in pending)
+
+
+def _verdict(
+    run: RunState, stream: StreamState, doc: dict[str, Any], next_seq: int, page: bool = False
+) -> str:
+    """ "duplicate" or "new"; anything the writer will not store is rejected (and so
+    dead-lettered) with its reason: an event with a stored seq_num but another
+    identity, an event out of order, an event after its run's stop."""
+    verdict = stream.verdict(doc, next_seq)
+    if verdict != "duplicate" and run.stopped:
+        verdict = f"event seq_num {doc['seq_num']} arrived after run {run.uid} stopped; not stored"
+    if verdict in ("duplicate", "new"):
+        return verdict
+    raise _Rejected(f"event_page: {verdict}" if page else verdict)
 
 
 def _detail(exc: httpx.HTTPStatusError) -> str:
