@@ -3,11 +3,12 @@ SIGKILL-able, and checked to be gone on teardown."""
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+from typing import Any
 
 from beampod.bus import ensure_streams_sync, nats_server_binary, write_nats_config
 from beampod.config import LoadedPod, NatsBus
@@ -53,20 +54,16 @@ class NatsProcess:
         self.wait_ready(deadline_s, jetstream=False)
 
     def wait_ready(self, deadline_s: float, jetstream: bool = True) -> None:
-        url = f"http://127.0.0.1:{self.bus.monitor_port}/healthz"
-        if jetstream:
-            url += "?js-enabled-only=true"
+        """Ready when the client port greets with nats-server's INFO line, saying whether
+        JetStream is on (the pod runs no HTTP monitoring port by default)."""
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nats-server exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=1.0) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            info = _server_info(self.bus.port)
+            if info is not None and bool(info.get("jetstream")) == jetstream:
+                return
             time.sleep(0.02)  # poll interval, not a fixed wait: bounded by the deadline
         raise TimeoutError(f"nats-server not ready within {deadline_s}s")
 
@@ -86,3 +83,16 @@ class NatsProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         assert self.proc is None or self.proc.poll() is not None, "nats-server still running"
+
+
+def _server_info(port: int) -> dict[str, Any] | None:
+    """The INFO document nats-server sends every new client, or None if none came."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            line = sock.makefile("rb").readline(1 << 16)
+    except OSError:
+        return None
+    if not line.startswith(b"INFO "):
+        return None
+    info = json.loads(line[5:])
+    return info if isinstance(info, dict) else None

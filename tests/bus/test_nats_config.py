@@ -17,7 +17,9 @@ def test_config_has_users_limits_and_jetstream(bus_pod: LoadedPod) -> None:
     text = render_nats_config(bus_pod)
     bus = bus_pod.config.bus
     assert f'listen: "127.0.0.1:{bus.port}"' in text  # type: ignore[union-attr]
-    assert f'http: "127.0.0.1:{bus.monitor_port}"' in text  # type: ignore[union-attr]
+    # No HTTP monitoring: it would answer /connz, /varz, /jsz to anyone, without a key.
+    assert bus.monitor_port is None  # type: ignore[union-attr]
+    assert "\nhttp:" not in text
     assert f"max_payload: {8 * 1024 * 1024}" in text
     assert str(bus_pod.home.data_dir / "nats") in text
     assert bus_pod.secrets.bus_admin_password.get_secret_value() in text
@@ -75,7 +77,7 @@ def test_service_spec_keeps_secrets_out_of_argv_and_writes_0600(bus_pod: LoadedP
     assert mode == 0o600
     ports = {c.port for c in spec.ports}
     bus = bus_pod.config.bus
-    assert ports == {bus.port, bus.monitor_port}  # type: ignore[union-attr]
+    assert ports == {bus.port}  # type: ignore[union-attr]
 
 
 def test_service_spec_starts_and_its_probe_ensures_streams(bus_pod: LoadedPod) -> None:

@@ -40,7 +40,11 @@ NODES = ("nats-0", "nats-1", "nats-2")
 
 
 def _cluster_config(cfg: dict[str, Any]) -> None:
+    from beampod.config._pod import free_port_map
+
     cfg["bus"]["cluster_size"] = 3
+    # Per-node /healthz needs the monitoring ports (off on a single node).
+    cfg["bus"]["monitor_port"] = free_port_map()["nats_monitor"]
     cfg["bus"]["stream"]["replicas"] = 3
 
 

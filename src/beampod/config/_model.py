@@ -69,7 +69,13 @@ class StreamSettings(Strict):
 class NatsBus(Strict):
     transport: Literal["nats"] = "nats"
     port: Port = 4222
-    monitor_port: Port = 8222
+    monitor_port: Port | None = Field(
+        None,
+        description="nats-server's HTTP monitoring port (/varz, /connz, /jsz, /healthz). It "
+        "answers anyone who can reach it, without credentials, so it is off unless set; "
+        "health comes from an authenticated JetStream store instead. A 3-node cluster needs "
+        "it (node i: monitor_port+i) for each node's /healthz.",
+    )
     max_payload_mb: Annotated[int, Field(ge=1, le=64)] = 8
     stream: StreamSettings = StreamSettings()
     external_urls: list[str] = Field(
@@ -96,13 +102,16 @@ class NatsBus(Strict):
                 f"runs (cluster_size {self.cluster_size}): set cluster_size: 3 (replicas up to "
                 "3), lower stream.replicas, or set external_urls"
             )
+        if self.cluster_size > 1 and not self.external_urls and self.monitor_port is None:
+            problems.append(
+                "monitor_port: a 3-node cluster needs it (each node's /healthz tells whether "
+                "it has rejoined and caught up): set monitor_port, e.g. 8222"
+            )
         if self.cluster_size > 1 and not self.external_urls:
             n = self.cluster_size
-            ranges = {
-                "port": self.port,
-                "monitor_port": self.monitor_port,
-                "cluster_port": self.cluster_port,
-            }
+            ranges = {"port": self.port, "cluster_port": self.cluster_port}
+            if self.monitor_port is not None:
+                ranges["monitor_port"] = self.monitor_port
             ports: dict[int, str] = {}
             for key, base in ranges.items():
                 if base + n - 1 > 65535:

@@ -72,9 +72,11 @@ instruments:
 bus:
   transport: nats
   port: {p["nats"]}
-  monitor_port: {p["nats_monitor"]}
+  # HTTP monitoring answers anyone without credentials: off. A 3-node cluster needs it.
+  # monitor_port: {p["nats_monitor"]}
   # Local nats-server nodes: 1, or 3 for a real JetStream cluster on loopback (node i
-  # takes port+i, monitor_port+i and cluster_port+i; set stream.replicas: 3 with it).
+  # takes port+i, monitor_port+i and cluster_port+i; set stream.replicas: 3 and
+  # uncomment monitor_port with it).
   cluster_size: 1
   cluster_port: {p["nats_cluster"]}
   stream:

@@ -39,8 +39,9 @@ from beampod.config import (
 from beampod.errors import ConfigError
 from beampod.services import ServiceSpec, pod_services
 
-CENTRAL_SERVICES = re.compile(r"^(nats|nats-\d+|postgres|redis|tiled)$")
-DEFAULT_INSTRUMENT_SERVICES = ("queue", "queue-http", "agent")
+CENTRAL_SERVICES = re.compile(r"^(nats|nats-\d+|zmq-proxy|postgres|redis|tiled)$")
+# One per pod today, serving its default instrument: they run on that instrument's host.
+DEFAULT_INSTRUMENT_SERVICES = ("queue", "queue-http", "agent", "web", "ca-repeater")
 #: Environment names that hold a secret even when their value is not one of secrets.yaml's.
 SECRET_NAME = re.compile(r"(PASSWORD|PRIVATE_KEY|SECRET|TOKEN|API_?KEY)", re.IGNORECASE)
 NO_CYCLE = "default"

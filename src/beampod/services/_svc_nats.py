@@ -53,14 +53,18 @@ def nats_specs(pod: LoadedPod) -> list[ServiceSpec]:
 
 def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
     monitor = f"http://{node.host}:{node.monitor_port}"
-    if node.clustered:
+    probes: list[Probe] = []
+    if node.monitor_port is None:
+        pass  # no monitoring port: the authenticated store probe below is the health check
+    elif node.clustered:
         # Full /healthz on a cluster node: JetStream is enabled, the node is in contact
         # with the meta leader, and every stream and consumer replica it holds is current.
         # So a restarted node is "ready" once it has rejoined and caught up.
         health: Probe = HttpProbe(f"{monitor}/healthz")
     else:
         health = HttpProbe(f"{monitor}/healthz?js-enabled-only=true")
-    probes: list[Probe] = [health]
+    if node.monitor_port is not None:
+        probes.append(health)
     if last:
 
         async def streams_ready() -> bool:
@@ -89,7 +93,9 @@ def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
             check_store_space(pod, node)
             started.append(True)
 
-    ports = [PortClaim(node.bind, node.port), PortClaim(node.bind, node.monitor_port)]
+    ports = [PortClaim(node.bind, node.port)]
+    if node.monitor_port is not None:
+        ports.append(PortClaim(node.bind, node.monitor_port))
     if node.cluster_port is not None:
         ports.append(PortClaim(node.bind, node.cluster_port))
     return ServiceSpec(
