@@ -271,7 +271,9 @@ def test_port_clash_with_central_services_on_their_host(tmp_path: Path) -> None:
           central: {{address: 10.0.0.1}}
           ws1: {{address: 10.0.0.2}}
         central_host: central
-        bus: {{transport: nats, port: 4222, cluster_size: 3, monitor_port: 8222, stream: {{replicas: 3}}}}
+        bus:
+          {{transport: nats, port: 4222, cluster_size: 3, monitor_port: 8222,
+           stream: {{replicas: 3}}}}
         tiled: {{port: 8000}}
         redis: {{port: 8000}}
         instruments:
