@@ -15,6 +15,7 @@ import yaml
 
 from beampod.config import LoadedPod, PodHome, init_pod
 from tests.conftest import beampod_cli, processes_using
+from tests.datapath._helpers import wait_pod_ready
 
 pytestmark = pytest.mark.pod
 
@@ -34,6 +35,8 @@ def _wait_status(home: Path, predicate, timeout: float = 60.0) -> dict:
 
 
 def test_every_service_is_ready_and_bound_to_loopback(pod: LoadedPod) -> None:
+    # The pod is shared: an earlier test may have restarted a service; let it come back.
+    wait_pod_ready(pod)
     state = _status(pod.home.root)
     assert state["phase"] == "running"
     services = state["services"]

@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from beampod.config import LoadedPod, PodHome, load_pod
+from beampod.config import LoadedPod, PodHome, init_pod, load_pod
 from beampod.web import Console, build_app, build_console
 
 
@@ -35,8 +36,12 @@ def _client(
 
 
 @pytest.fixture
-def web(pod_home: PodHome) -> Iterator[tuple[TestClient, LoadedPod]]:
-    pod = load_pod(pod_home)
+def web(tmp_path: Path) -> Iterator[tuple[TestClient, LoadedPod]]:
+    # A home of its own that never runs: these tests need every service to be down
+    # (the session's `pod` fixture shares `pod_home` and may be running).
+    home = PodHome(tmp_path / "pod")
+    init_pod(home, free_ports=True)
+    pod = load_pod(home)
     client, _ = _client(pod)
     with client:
         yield client, pod
