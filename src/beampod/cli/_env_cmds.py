@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,6 +62,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _layout(args: argparse.Namespace) -> EnvLayout:
     from beampod.envs import EnvLayout
 
+    # Environments and overlays are shared software trees that staff and users read (and
+    # an overlay's staff write); they never hold secrets. So they are made with the usual
+    # umask, whatever a pod command set before in this process (the pod's own 077).
+    os.umask(0o022)
     return EnvLayout(pod_of(args))
 
 
@@ -176,6 +181,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 def cmd_unpack(args: argparse.Namespace) -> int:
     from beampod.envs import unpack_env
+
+    os.umask(0o022)  # a shared software tree, as in _layout
 
     t0 = time.monotonic()
     manifest = unpack_env(args.file, args.dest)
