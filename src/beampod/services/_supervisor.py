@@ -280,6 +280,10 @@ class Supervisor:
                     )
                 except (OSError, BeampodError):
                     ok = False
+                except Exception as exc:  # noqa: BLE001 - a probe that raises is failing
+                    # (never a dead watcher that leaves the service "ready" forever)
+                    ok = False
+                    self._progress(f"{svc.spec.name} probe raised {type(exc).__name__}: {exc}")
                 health = "ok" if ok else "failing probe: " + svc.spec.probe.description
                 now = time.monotonic()
                 if ok:

@@ -71,11 +71,15 @@ def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
             # Ready means "publishers can store documents": the streams exist with the
             # configured settings (in a cluster: placed on `replicas` nodes, which needs a
             # meta leader). ensure_streams is idempotent, so polling it is harmless.
+            from nats.errors import Error as NatsClientError
+
             from beampod.errors import BusError
 
             try:
                 await ensure_streams(pod, timeout=2.0)
-            except BusError:
+            except (BusError, NatsClientError, TimeoutError, OSError):
+                # e.g. 503 "JetStream not enabled" once a full disk made the server turn
+                # JetStream off: not ready (and, once it was, degraded), never a crash.
                 return False
             return await jetstream_stores(pod)
 
