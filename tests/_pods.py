@@ -62,3 +62,25 @@ def free_port() -> int:
 def postgres_config(cfg: dict[str, Any]) -> None:
     """The store on the embedded PostgreSQL (pgserver's binaries as the postgres service)."""
     cfg["store"] = {"backend": "postgres", "port": free_port()}
+
+
+@contextlib.contextmanager
+def tmpfs_mounted(path: Path, size: str = "64m") -> Iterator[None]:
+    """A small tmpfs at ``path`` for the body (a full disk on demand); the test is
+    skipped, with the reason, where this user may not mount."""
+    import subprocess
+
+    import pytest
+
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(path)], check=True)

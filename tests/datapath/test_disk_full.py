@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 import yaml
 
 from beampod.config import LoadedPod, PodHome, load_pod
+from tests._pods import tmpfs_mounted
 from tests.conftest import beampod_cli, processes_using
 from tests.datapath._helpers import (
     Emitter,
@@ -38,23 +38,15 @@ def small_bus_pod() -> Iterator[LoadedPod]:
     cfg = yaml.safe_load(home.config_file.read_text())
     cfg["bus"].setdefault("stream", {})["max_bytes_gb"] = 0.02
     home.config_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    nats_dir = root / "data" / "nats"
-    nats_dir.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(nats_dir)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
-        beampod_cli(root, "up", "-d")
-        yield load_pod(home)
+        with tmpfs_mounted(root / "data" / "nats"):
+            try:
+                beampod_cli(root, "up", "-d")
+                yield load_pod(home)
+            finally:
+                beampod_cli(root, "down", check=False)
+                wait_for(lambda: not processes_using(root), 30.0, "the pod's processes gone")
     finally:
-        beampod_cli(root, "down", check=False)
-        wait_for(lambda: not processes_using(root), 30.0, "the pod's processes gone")
-        subprocess.run(["umount", str(nats_dir)], check=True)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -4,13 +4,13 @@ change, instead of "nats: not ready after 30 s" (issue "full disks are seen").""
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from tests._pods import tmpfs_mounted
 from tests.conftest import beampod_cli, processes_using
 from tests.datapath._helpers import wait_for
 
@@ -28,22 +28,14 @@ def small_nats_home() -> Iterator[Path]:
     not mount)."""
     root = Path(tempfile.mkdtemp(prefix="beampod-small-"))
     beampod_cli(root, "init", "--free-ports")
-    nats_dir = root / "data" / "nats"
-    nats_dir.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(nats_dir)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
-        yield root
+        with tmpfs_mounted(root / "data" / "nats"):
+            try:
+                yield root
+            finally:
+                beampod_cli(root, "down", check=False)
+                wait_for(lambda: not processes_using(root), 30.0, "the pod's processes gone")
     finally:
-        beampod_cli(root, "down", check=False)
-        wait_for(lambda: not processes_using(root), 30.0, "the pod's processes gone")
-        subprocess.run(["umount", str(nats_dir)], check=True)
         shutil.rmtree(root, ignore_errors=True)
 
 
