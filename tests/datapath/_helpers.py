@@ -307,6 +307,26 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _differences(what: str, got: Any, want: Any, path: str = "") -> str:
+    """Where a stored document differs from the emitted one, as readable lines."""
+    lines: list[str] = []
+
+    def walk(g: Any, w: Any, at: str) -> None:
+        if isinstance(g, dict) and isinstance(w, dict):
+            for k in sorted(set(g) | set(w), key=str):
+                if k not in g:
+                    lines.append(f"{at}/{k}: missing in the store (emitted {w[k]!r})")
+                elif k not in w:
+                    lines.append(f"{at}/{k}: only in the store ({g[k]!r})")
+                else:
+                    walk(g[k], w[k], f"{at}/{k}")
+        elif g != w:
+            lines.append(f"{at}: stored {g!r}, emitted {w!r}")
+
+    walk(got, want, path)
+    return f"{what} differs:\n" + "\n".join(lines[:20])
+
+
 def _strip_dtype_numpy(desc: dict[str, Any], emitted: dict[str, Any]) -> dict[str, Any]:
     """TiledWriter adds ``dtype_numpy`` to every data key (top level and configuration)
     it stores; drop it where the emitted descriptor had none, so the rest compares
@@ -363,7 +383,9 @@ def assert_stored_exactly(pod: LoadedPod, emitted: list[Doc], deadline_s: float 
     assert sorted(stored_desc) == sorted(d["uid"] for d in descriptors)
     for want in descriptors:
         got = _strip_dtype_numpy(dict(stored_desc[want["uid"]]), want)
-        assert _plain(got) == _plain(want), f"descriptor {want['uid']} differs"
+        assert _plain(got) == _plain(want), _differences(
+            f"descriptor {want['uid']}", _plain(got), _plain(want)
+        )
 
     for want in descriptors:
         events = sorted(
