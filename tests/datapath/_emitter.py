@@ -4,6 +4,7 @@ publisher, spool included) and records exactly what the RunEngine emitted.
 
     python tests/datapath/_emitter.py --home HOME --record OUT.pickle
         [--min-events N] [--delay S] [--until FILE] [--flush S] [--tag TAG] [--hold-after N]
+        [--hold-file FILE]
 
 The plan moves ``motor`` and reads ``det`` and ``motor`` once per step, printing
 ``uid <start uid>`` first and ``event <n>`` after each event so the test can inject its
@@ -13,7 +14,9 @@ run; the process then exits normally, so the publisher's atexit close delivers w
 can and spools the rest. Each document is also appended to OUT.stream as it is emitted
 (for a process the test kills); ``--hold-after N`` waits until the first N events are
 acknowledged by the bus or safe in the spool, prints ``holding N spooled=S`` and idles in
-the middle of the run until killed.
+the middle of the run until killed; with ``--hold-file FILE`` it holds only once FILE
+exists and three more events were emitted after it (a fault the test injects first, however
+long that takes on a loaded machine).
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ def main() -> int:
         help="after event N: wait until every document is acked or spooled, print "
         "'holding N spooled=S', then idle until killed",
     )
+    ap.add_argument(
+        "--hold-file",
+        help="with --hold-after: hold only once FILE exists and 3 more events were emitted "
+        "after it appeared (the test creates FILE once its fault is in place)",
+    )
     args = ap.parse_args()
 
     import bluesky.plan_stubs as bps
@@ -77,6 +85,18 @@ def main() -> int:
     RE.subscribe(record)
     RE.subscribe(record_now)
     until = Path(args.until) if args.until else None
+    hold_file = Path(args.hold_file) if args.hold_file else None
+    after_hold_file = 0  # events emitted since hold_file appeared
+
+    def may_hold(i: int) -> bool:
+        nonlocal after_hold_file
+        if args.hold_after is None or i < args.hold_after:
+            return False
+        if hold_file is None:
+            return True
+        if hold_file.exists():
+            after_hold_file += 1
+        return after_hold_file >= 3
 
     @bpp.run_decorator(md={"purpose": args.tag})
     def plan() -> Generator[Msg, Any, None]:
@@ -86,7 +106,7 @@ def main() -> int:
             yield from bps.trigger_and_read([det, motor])
             i += 1
             print(f"event {i}", flush=True)
-            if args.hold_after is not None and i >= args.hold_after:
+            if may_hold(i):
                 pub = RE.publisher
                 assert isinstance(pub, DurablePublisher), pub
                 # Every document so far acknowledged by the bus or, with the bus down,

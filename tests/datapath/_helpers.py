@@ -111,6 +111,7 @@ class Emitter:
     flush_s: float = 30.0
     tag: str = "datapath"
     hold_after: int | None = None
+    hold_gated: bool = False  # hold only after hold_now() (and 3 events more)
     proc: subprocess.Popen[str] | None = None
     lines: list[str] = field(default_factory=list)
     events: int = 0
@@ -121,6 +122,7 @@ class Emitter:
         self.record = self.workdir / f"{self.tag}.pickle"
         self.until = self.workdir / f"{self.tag}.finish"
         self.log = self.workdir / f"{self.tag}.stderr"
+        self.hold_file = self.workdir / f"{self.tag}.hold"
 
     def start(self) -> Emitter:
         argv = [
@@ -143,6 +145,8 @@ class Emitter:
             argv += ["--until", str(self.until)]
         if self.hold_after is not None:
             argv += ["--hold-after", str(self.hold_after)]
+        if self.hold_gated:
+            argv += ["--hold-file", str(self.hold_file)]
         env = {k: v for k, v in os.environ.items() if k != "BEAMPOD_HOME"}
         self.proc = subprocess.Popen(
             argv,
@@ -172,6 +176,10 @@ class Emitter:
 
         wait_for(enough, deadline_s, f"{n} events emitted", interval=0.02)
         return self.events
+
+    def hold_now(self) -> None:
+        """Let a ``hold_gated`` emitter hold, after three more events."""
+        self.hold_file.touch()
 
     def finish(self) -> None:
         self.until.touch()

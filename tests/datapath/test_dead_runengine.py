@@ -81,13 +81,24 @@ def test_killed_while_the_bus_is_down_spooled_documents_come_first(
     then the closing stop, then its own run."""
     pod = healthy_pod
     home = pod.home.root
-    em = Emitter(pod, tmp_path, min_events=10_000, delay=0.5, hold_after=15, tag="killed-spool")
+    em = Emitter(
+        pod,
+        tmp_path,
+        min_events=10_000,
+        delay=0.2,
+        hold_after=5,
+        hold_gated=True,
+        tag="killed-spool",
+    )
     emitters.append(em.start())
-    em.wait_events(3)  # then the bus goes away; 12 more events take 6 s
+    em.wait_events(3)  # then the bus goes away; the emitter holds 3 events after that
     beampod_cli(home, "service", "stop", "nats")
+    em.hold_now()
     try:
         wait_for(
-            lambda: any(ln.startswith("holding ") for ln in em.lines), 120.0, "15 events spooled"
+            lambda: any(ln.startswith("holding ") for ln in em.lines),
+            120.0,
+            "events held in the spool",
         )
         holding = next(ln for ln in em.lines if ln.startswith("holding "))
         assert int(holding.split("spooled=")[1]) > 0, holding
@@ -99,7 +110,8 @@ def test_killed_while_the_bus_is_down_spooled_documents_come_first(
     wait_service_ready(pod, "nats")
     emitted = em.streamed()
     run = start_uid(emitted)
-    assert [n for n, _ in emitted].count("event") == 15
+    held = int(holding.split()[1])
+    assert [n for n, _ in emitted].count("event") == held
 
     out = beampod_cli(home, "run", "count([pinhole], num=2)")
     new_run = out.stdout.split()[-1]
