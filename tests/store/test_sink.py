@@ -174,3 +174,26 @@ def test_unreachable_tiled_is_transient(tiled_server: Server) -> None:
             RunSink.from_uri(f"http://127.0.0.1:{port}", tiled_server.key("writer"), "demo")
     finally:
         stamina.set_testing(False)
+
+
+def test_replayed_start_and_descriptor_leave_the_descriptor_as_emitted(
+    tiled_server: Server, make_run: MakeRun
+) -> None:
+    """A writer killed before its first batch was acknowledged: a new process reads the
+    start, the descriptor and the events again, then the rest of the run."""
+    from tests.datapath._helpers import _differences, _plain, _strip_dtype_numpy
+
+    docs = make_run("scan", num=12)
+    batch = items(docs)
+    open_sink(tiled_server.pod).write_batch(batch[:8])
+    resumed = open_sink(tiled_server.pod)
+    assert not resumed.write_batch(batch[:10]).rejected
+    assert not resumed.write_batch(batch[10:]).rejected
+    run = _run(tiled_server, start_uid(docs))
+    emitted = {d["uid"]: d for n, d in docs if n == "descriptor"}
+    stored = {d["uid"]: d for d in run.descriptors}
+    assert sorted(stored) == sorted(emitted)
+    for uid, want in emitted.items():
+        got = _plain(_strip_dtype_numpy(dict(stored[uid]), want))
+        assert got == _plain(want), _differences(f"descriptor {uid}", got, _plain(want))
+    assert stored_seq_nums(run) == list(range(1, 13))
