@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from beampod.errors import BeampodError, PlanError
+from beampod.web._agents import agent_view
 from beampod.web._auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, SESSION_MAX_AGE_S
 from beampod.web._console import Console, safe_next
 from beampod.web._forms import form_expression, item_from_expression, item_text, plan_form
@@ -261,3 +262,19 @@ async def run_table(request: Request) -> Response:
             headers={"content-disposition": f'attachment; filename="{name}"'},
         )
     return JSONResponse(table)
+
+
+# -- agents --------------------------------------------------------------------------
+
+
+async def agents_page(request: Request) -> Response:
+    c = _console(request)
+    c.require(request)
+    config = c.pod.config
+    instrument = request.query_params.get("instrument") or config.instrument_name
+    if instrument not in config.instruments:
+        instrument = config.instrument_name
+    answer = await c.agent_status(instrument) if c.agent_status is not None else None
+    view = agent_view(config, read_pod_state(c.pod.home), instrument, answer)
+    template = "_agents.html" if request.query_params.get("partial") else "agents.html"
+    return c.page(request, template, {"agent": view})
