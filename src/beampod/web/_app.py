@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -22,7 +22,7 @@ from beampod.web._agents import AgentStatus, BusAgentStatus, no_agent_reason
 from beampod.web._auth import Keys, PeerUid
 from beampod.web._console import PACKAGE_DIR, Console, NotAllowed, refusal
 from beampod.web._devices import DevicePanel
-from beampod.web._live import LiveFeed, bus_source
+from beampod.web._live import LiveFeed, Source, bus_source
 from beampod.web._queueapi import QueueApi
 
 HEALTH_PATH = "/healthz"
@@ -65,7 +65,7 @@ def build_console(
     pod: LoadedPod,
     *,
     devices: bool = True,
-    live_source: Callable[[], AsyncIterator[tuple[str, dict[str, Any]]]] | None = None,
+    live_source: Source | None = None,
     peer_uid: PeerUid = auth.peer_uid,
     owner_uid: int | None = None,
     agent_status: AgentStatus | None = None,

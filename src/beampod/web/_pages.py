@@ -14,7 +14,7 @@ from beampod.web._agents import agent_view
 from beampod.web._auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, SESSION_MAX_AGE_S
 from beampod.web._console import Console, safe_next
 from beampod.web._forms import form_expression, item_from_expression, item_text, plan_form
-from beampod.web._podstate import log_tail, read_pod_state
+from beampod.web._podstate import group_services, log_tail, read_pod_state
 from beampod.web._queueapi import ACTIONS, QueueRefusal, QueueUnavailable
 from beampod.web._runs import default_axes, recent_runs, run_detail, stream_table, table_csv
 
@@ -100,7 +100,13 @@ async def overview(request: Request) -> Response:
     return c.page(
         request,
         template,
-        {"view": view, "log_service": chosen, "log_lines": lines, "log_choices": sorted(names)},
+        {
+            "view": view,
+            "groups": group_services(view.services, list(c.pod.config.instruments)),
+            "log_service": chosen,
+            "log_lines": lines,
+            "log_choices": sorted(names),
+        },
     )
 
 
