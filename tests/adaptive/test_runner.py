@@ -106,6 +106,16 @@ def test_recent_decisions_newest_first_without_repeats_or_replays() -> None:
     assert [d["seq"] for d in fresh.recent_decisions(10)] == [3]
 
 
+def test_a_ping_asks_for_recent_decisions_only_explicitly() -> None:
+    from beampod.adaptive._protocol import pack
+    from beampod.adaptive._service import _recent_wanted
+
+    assert _recent_wanted(b"") == 0  # `beampod agent ping`, the readiness probe
+    assert _recent_wanted(pack({"v": 1, "recent": 5})) == 5
+    for bad in (b"\xc1garbage", pack({"v": 2, "recent": 5}), pack({"v": 1, "recent": -1})):
+        assert _recent_wanted(bad) == 0
+
+
 def test_gap_in_seq_asks_for_resync() -> None:
     r = runner()
     r.handle(req(0, 0.0))

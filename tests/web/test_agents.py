@@ -184,3 +184,37 @@ def test_agents_page_needs_login(pod: LoadedPod) -> None:
         stranger = TestClient(client.app, client=("10.0.0.5", 40000), follow_redirects=False)
         resp = stranger.get("/agents", headers={"accept": "text/html"})
         assert resp.status_code == 303 and resp.headers["location"] == "/login?next=/agents"
+
+
+def test_each_instrument_of_a_facility_is_asked_about(tmp_path: Path) -> None:
+    from tests.web._homes import two_instruments
+
+    facility = pod_home(tmp_path / "f", instruments=two_instruments())
+    agent = FakeAgent(Answer(_status(plans=0)))
+    with _client(facility, agent) as client:
+        html = client.get("/agents?instrument=bl02").text
+        assert 'href="/agents?instrument=bl02" class="current"' in html
+        assert "instrument bl02, newest first" in html
+        client.get("/agents?instrument=nope")  # not an instrument: the default one
+    assert agent.asked == ["bl02", "bl01"]
+
+
+def test_the_real_link_says_why_when_the_bus_is_down(pod: LoadedPod) -> None:
+    import asyncio
+
+    from beampod.web._agents import BusAgentStatus
+
+    async def ask() -> tuple[Answer, float]:
+        status = BusAgentStatus(pod, timeout=0.5)
+        t0 = time.monotonic()
+        try:
+            return await status("demo"), time.monotonic() - t0
+        finally:
+            await status.aclose()
+
+    # This pod home was never started: nothing listens on its bus port.
+    answer, took = asyncio.run(ask())
+    assert answer.status is None and took < 5
+    assert answer.error.startswith(
+        ("the console cannot reach the bus at nats://", "BusUnavailableError: cannot connect")
+    ), answer.error

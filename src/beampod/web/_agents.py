@@ -229,9 +229,14 @@ class BusAgentStatus:
                     self._pod, instrument, role="reader", name="beampod-web-agents"
                 )
                 # nats-py retries a first connect to a down bus: the page does not wait.
-                nc = await asyncio.wait_for(
-                    conn.connect(connect_timeout=self._timeout), 2 * self._timeout
-                )
+                try:
+                    nc = await asyncio.wait_for(
+                        conn.connect(connect_timeout=self._timeout), 2 * self._timeout
+                    )
+                except TimeoutError:
+                    return Answer(
+                        None, f"the console cannot reach the bus at {', '.join(conn.servers)}"
+                    )
                 self._conns[instrument] = nc
             if not nc.is_connected:
                 return Answer(None, "the console is reconnecting to the bus")
