@@ -29,8 +29,8 @@ def obs(x: float, y: float = 1.0) -> tuple[Observation, ...]:
     return (Observation(x={"motor": x}, y={"det": y}),)
 
 
-def req(seq: int, x: float, plan: str = "p", **kw: Any) -> Request:
-    return Request(plan=plan, seq=seq, batch=obs(x), reply_to={"nats": "demo.r"}, **kw)
+def req(seq: int, x: float, plan: str = "p", y: float = 1.0, **kw: Any) -> Request:
+    return Request(plan=plan, seq=seq, batch=obs(x, y), reply_to={"nats": "demo.r"}, **kw)
 
 
 def runner() -> AgentRunner:
@@ -85,6 +85,35 @@ def test_lost_state_asks_for_resync_then_rebuilds_from_history() -> None:
     # The rebuilt agent keeps its decision count: it still stops after decision 15.
     kinds = [r.handle(req(s, 1.5 * s)).kind for s in range(6, 17)]  # type: ignore[union-attr]
     assert kinds == ["point"] * 10 + ["stop"]
+
+
+def test_recent_decisions_newest_first_without_repeats_or_replays() -> None:
+    r = runner()
+    r.handle(req(0, 0.0))
+    r.handle(req(0, 0.0))  # a retry, answered from cache: not a new decision
+    r.handle(req(1, 1.5, y=7.0))
+    recent = r.recent_decisions(10)
+    assert [(d["seq"], d["kind"], d["point"]) for d in recent] == [
+        (1, "point", {"motor": 3.0}),
+        (0, "point", {"motor": 1.5}),
+    ]
+    assert recent[0]["observed"] == {"x": {"motor": 1.5}, "y": {"det": 7.0}}
+    assert recent[0]["plan"] == "p" and recent[0]["time"] >= recent[1]["time"]
+    assert r.recent_decisions(1) == recent[:1] and r.recent_decisions(0) == []
+    # A rebuilt agent replays its history silently: only the new decision is recorded.
+    fresh = runner()
+    fresh.handle(req(3, 4.5, history=tuple(obs(1.5 * j) for j in range(3))))
+    assert [d["seq"] for d in fresh.recent_decisions(10)] == [3]
+
+
+def test_a_ping_asks_for_recent_decisions_only_explicitly() -> None:
+    from beampod.adaptive._protocol import pack
+    from beampod.adaptive._service import _recent_wanted
+
+    assert _recent_wanted(b"") == 0  # `beampod agent ping`, the readiness probe
+    assert _recent_wanted(pack({"v": 1, "recent": 5})) == 5
+    for bad in (b"\xc1garbage", pack({"v": 2, "recent": 5}), pack({"v": 1, "recent": -1})):
+        assert _recent_wanted(bad) == 0
 
 
 def test_gap_in_seq_asks_for_resync() -> None:

@@ -44,7 +44,11 @@ def test_role_permissions_are_limited_to_their_own_job() -> None:
         "demo.bluesky.runengine.documents",
         "_INBOX_demo_reader.>",
         "_INBOX.>",
+        "demo.adaptive.*.reply.status.>",
     ]
+    # A reader may ask an agent for its status, never act as a plan or as the agent.
+    assert "demo.adaptive.*.ping" in reader["publish"]["allow"]
+    assert not any("request" in p or "reply" in p for p in reader["publish"]["allow"])
     # Deleting a consumer: only the writer, only its own durable.
     deletes = [p for perms in everyone for p in perms["publish"]["allow"] if ".DELETE." in p]
     assert deletes == ["$JS.API.CONSUMER.DELETE.DEMO_DOCUMENTS.beampod-writer"]

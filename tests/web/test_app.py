@@ -17,7 +17,7 @@ from beampod.config import LoadedPod, PodHome, init_pod, load_pod
 from beampod.web import Console, build_app, build_console
 
 
-async def _no_documents() -> Any:
+async def _no_documents(link: Any) -> Any:
     await asyncio.Event().wait()
     yield ("never", {})  # pragma: no cover
 
@@ -65,7 +65,7 @@ def test_health_needs_no_login(web: tuple[TestClient, LoadedPod]) -> None:
     assert client.get("/healthz").text == "ok"
 
 
-@pytest.mark.parametrize("path", ["/", "/queue", "/runs", "/live", "/devices"])
+@pytest.mark.parametrize("path", ["/", "/queue", "/runs", "/live", "/devices", "/agents"])
 def test_pages_send_strangers_to_login(web: tuple[TestClient, LoadedPod], path: str) -> None:
     client, _ = web
     resp = client.get(path, headers={"accept": "text/html"})

@@ -85,6 +85,12 @@ def test_scan_from_the_form_live_plot_and_runs(page: Any, pod: LoadedPod) -> Non
         new MutationObserver(() => window.seenPoints.push(+el.textContent))
           .observe(el, {childList: true, characterData: true, subtree: true}); }"""
     )
+    # Connected to the real bus before the run (no run yet, or waiting for the next one).
+    wait_js(
+        live,
+        "['waiting', 'connected'].includes(document.getElementById('live-link').dataset.state)",
+    )
+    assert live.inner_text("#live-link").startswith("connected to the bus")
     page.goto("/queue?plan=scan")
     page.fill("#p_detectors", "[pinhole]")
     page.fill("#p_args", "motor_ph, -10, 10")
@@ -158,3 +164,35 @@ def test_bad_plan_shows_the_message_and_enqueues_nothing(page: Any, pod: LoadedP
     screenshot(page, "queue-refused")
     page.goto("/queue")
     assert queued(page) == before
+
+
+def test_agents_page_shows_the_suggestions_of_an_adaptive_plan(page: Any, pod: LoadedPod) -> None:
+    from bluesky import RunEngine
+    from ophyd.sim import det, motor
+
+    from beampod.adaptive import adaptive_plan, make_brains
+
+    log_in(page, pod.secrets.queue_observer_key.get_secret_value())
+    page.goto("/agents")
+    assert page.inner_text("#agent-class") == pod.config.agent.agent
+    wait_js(page, "document.getElementById('agent-doing').dataset.answering === 'yes'")
+    # The bluesky-pods demo's adaptive plan against the pod's agent service (as in
+    # tests/adaptive): 17 runs at motor = 0, 1.5, ..., 24, then the agent says stop.
+    starts: list[dict[str, Any]] = []
+    RE = RunEngine({})
+    RE.subscribe(lambda name, doc: starts.append(doc) if name == "start" else None)
+    to_brains, from_brains = make_brains(pod)
+    RE(adaptive_plan([det], {motor: 0}, to_brains=to_brains, from_brains=from_brains))
+    plan = str(starts[-1]["batch_id"])[:8]
+    # The open page picks the decisions up by itself (it re-reads every 2 s).
+    rows = f"#suggestions tbody tr[data-plan='{plan}']"
+    wait_js(page, f'document.querySelectorAll("{rows}").length === 17')
+    cells = page.eval_on_selector_all(
+        rows, "rs => rs.slice(0, 2).map(r => [...r.cells].map(c => c.textContent.trim()))"
+    )
+    # Newest first: the stop after measuring 24, then the suggestion of 24.
+    seq, observed, suggested, reason = cells[0][2:6]
+    assert (seq, suggested) == ("16", "stop"), cells
+    assert observed.startswith("motor = 24 → det = ") and reason.startswith("max_count=15"), cells
+    assert cells[1][2] == "15" and cells[1][4] == "motor = 24", cells
+    screenshot(page, "agents")

@@ -18,7 +18,7 @@ from beampod.config import PodHome
 from beampod.errors import PlanError
 from beampod.web import Keys, Sessions
 from beampod.web._forms import form_expression, item_from_expression, item_text, plan_form
-from beampod.web._live import LiveFeed, to_messages
+from beampod.web._live import Link, LiveFeed, to_messages
 from beampod.web._podstate import format_duration, log_tail, read_pod_state
 from beampod.web._runs import default_axes, table_csv
 
@@ -154,7 +154,7 @@ def _run_docs(n: int) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_messages_keep_scalars_only_and_expand_event_pages() -> None:
-    feed = LiveFeed(lambda: _never())
+    feed = LiveFeed(lambda link: _never())
     for name, doc in _run_docs(2):
         feed.feed(name, doc)
     msgs = feed.snapshot()
@@ -182,7 +182,7 @@ def test_feed_fans_out_and_drops_a_subscriber_that_does_not_read() -> None:
     async def main() -> None:
         docs = _run_docs(3)
 
-        async def source() -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        async def source(link: Link) -> AsyncIterator[tuple[str, dict[str, Any]]]:
             for d in docs:
                 yield d
             await asyncio.Event().wait()
@@ -190,8 +190,15 @@ def test_feed_fans_out_and_drops_a_subscriber_that_does_not_read() -> None:
         feed = LiveFeed(source)
         fast, slow = feed.subscribe(), feed.subscribe()
         task = asyncio.create_task(feed.run_forever())
-        got = [await asyncio.wait_for(fast.get(), 5) for _ in range(6)]
-        assert [m["type"] for m in got if m] == ["start", "descriptor", *["event"] * 3, "stop"]
+        got = [await asyncio.wait_for(fast.get(), 5) for _ in range(7)]
+        # The link came up with the first document: a status message before it.
+        assert [m["type"] for m in got if m] == [
+            "status",
+            "start",
+            "descriptor",
+            *["event"] * 3,
+            "stop",
+        ]
         assert feed.connected and feed.subscribers == 2
         task.cancel()
         # A queue that filled up is dropped and told to end (None at its end).
@@ -204,7 +211,7 @@ def test_feed_fans_out_and_drops_a_subscriber_that_does_not_read() -> None:
         assert tiny.subscribers == 0
         items = [q.get_nowait() for _ in range(q.qsize())]
         assert items[-1] is None
-        assert slow.qsize() == 6
+        assert slow.qsize() == 7
 
     asyncio.run(main())
 
@@ -289,7 +296,7 @@ def test_feed_reconnects_after_the_bus_fails_and_says_why_meanwhile() -> None:
         attempts: list[int] = []
         errors: list[str] = []
 
-        async def source() -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        async def source(link: Link) -> AsyncIterator[tuple[str, dict[str, Any]]]:
             attempts.append(1)
             if len(attempts) < 3:
                 errors.append(feed.error)

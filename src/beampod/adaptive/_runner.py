@@ -15,7 +15,8 @@ Pure logic (no I/O) so every robustness rule is unit-tested:
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,9 @@ from beampod.adaptive._sdk import Agent, NoRecommendation, StopAgent, make_agent
 log = logging.getLogger("beampod.adaptive.runner")
 
 AgentFactory = Callable[[], Agent]
+
+# Decisions kept for status pings (the web console's Agents page), newest last.
+RECENT_DECISIONS = 50
 
 
 def agent_factory(path: str, args: Mapping[str, Any]) -> AgentFactory:
@@ -57,6 +61,7 @@ class AgentRunner:
             "errors": 0,
         }
     )
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
 
     @property
     def active_plans(self) -> int:
@@ -104,13 +109,15 @@ class AgentRunner:
         state = self._new(req.plan)
         assert req.history is not None
         for seq, batch in enumerate(req.history):
-            reply = self._decide(req.plan, state, batch, seq)
+            reply = self._decide(req.plan, state, batch, seq, record=False)
             if reply.kind != "point":
                 return reply  # the replayed history already ended (or broke) the plan
         log.info("plan %s: rebuilt agent state from %d decisions", req.plan, len(req.history))
         return self._decide(req.plan, state, req.batch, req.seq)
 
-    def _decide(self, plan: str, state: _PlanState, batch: Batch, seq: int) -> Reply:
+    def _decide(
+        self, plan: str, state: _PlanState, batch: Batch, seq: int, *, record: bool = True
+    ) -> Reply:
         try:
             for obs in batch:
                 state.agent.ingest(obs.x, obs.y)
@@ -135,7 +142,13 @@ class AgentRunner:
         state.decisions = seq + 1
         state.last = reply
         state.finished = reply.kind != "point"
+        if record:  # a replayed history was recorded when it was first decided
+            self.recent.append(_decision(reply, batch))
         return reply
+
+    def recent_decisions(self, n: int) -> list[dict[str, Any]]:
+        """The last ``n`` decisions, newest first (plain data, for a status ping)."""
+        return list(reversed(self.recent))[: max(0, n)]
 
     def _reply(
         self,
@@ -149,6 +162,20 @@ class AgentRunner:
         return Reply(
             plan=plan, seq=seq, kind=kind, point=point or {}, reason=reason, agent=self.name
         )
+
+
+def _decision(reply: Reply, batch: Batch) -> dict[str, Any]:
+    last = batch[-1] if batch else None
+    return {
+        "time": time.time(),
+        "plan": reply.plan,
+        "seq": reply.seq,
+        "kind": reply.kind,
+        "point": dict(reply.point),
+        "reason": reply.reason,
+        "observations": len(batch),
+        "observed": last.to_wire() if last is not None else None,
+    }
 
 
 def _point(value: Any) -> dict[str, float] | None:

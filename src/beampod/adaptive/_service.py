@@ -23,6 +23,7 @@ from beampod.adaptive._protocol import (
     pack,
     ping_subject,
     request_subject,
+    unpack,
 )
 from beampod.adaptive._runner import AgentFactory, AgentRunner, agent_factory
 from beampod.adaptive._settings import LoopSettings, loop_settings, redis_params, split_args
@@ -145,19 +146,30 @@ class AgentService:
         async def handler(msg: Any) -> None:
             if msg.reply and msg.reply.startswith(f"{inst}."):
                 runner = self.runners[inst]
-                await nc.publish(
-                    msg.reply,
-                    pack(
-                        {
-                            "v": 1,
-                            "agent": self.settings.name,
-                            "plans": runner.active_plans,
-                            "stats": runner.stats,
-                        }
-                    ),
-                )
+                status: dict[str, Any] = {
+                    "v": 1,
+                    "agent": self.settings.name,
+                    "plans": runner.active_plans,
+                    "stats": runner.stats,
+                }
+                wanted = _recent_wanted(msg.data)
+                if wanted:
+                    status["recent"] = runner.recent_decisions(wanted)
+                await nc.publish(msg.reply, pack(status))
 
         return handler
+
+
+def _recent_wanted(data: bytes) -> int:
+    """How many recent decisions a ping asks for: an empty ping (``beampod agent ping``,
+    the readiness probe) asks for none; ``{"v": 1, "recent": n}`` for ``n``."""
+    if not data:
+        return 0
+    try:
+        n = unpack(data).get("recent", 0)
+    except ProtocolError:
+        return 0
+    return n if isinstance(n, int) and n > 0 else 0
 
 
 def service_from_pod(pod: LoadedPod, instruments: list[str] | None = None) -> AgentService:

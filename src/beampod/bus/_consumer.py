@@ -298,14 +298,28 @@ async def tail(
     from_start: bool = False,
     on_ready: Callable[[], None] | None = None,
     on_skip: Callable[[int, str], None] | None = None,
+    on_link: Callable[[bool], None] | None = None,
 ) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
     """Documents as they arrive (from now, or from the start of the stream), through an
     ephemeral ordered consumer that leaves nothing behind on the server. ``on_ready``
     is called once the consumer exists: nothing published after that is missed;
-    ``on_skip(stream_seq, reason)`` for each message that is not a document."""
+    ``on_skip(stream_seq, reason)`` for each message that is not a document;
+    ``on_link(False)`` when the connection to the bus is lost (nats-py reconnects),
+    ``on_link(True)`` when it is back."""
     from nats.js.api import DeliverPolicy
 
-    nc = await connection.connect()
+    callbacks: dict[str, Any] = {}
+    if on_link is not None:
+        report = on_link
+
+        async def disconnected() -> None:
+            report(False)
+
+        async def reconnected() -> None:
+            report(True)
+
+        callbacks = {"disconnected_cb": disconnected, "reconnected_cb": reconnected}
+    nc = await connection.connect(**callbacks)
     try:
         js = nc.jetstream()
         policy = DeliverPolicy.ALL if from_start else DeliverPolicy.NEW

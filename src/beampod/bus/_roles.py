@@ -76,7 +76,9 @@ def role_permissions(instrument: str, role: BusRole) -> Permissions:
       dead letters.
     - ``reader`` (live views, ``beampod tail``, external consumers): subscribe to the
       documents subject, create ephemeral (ordered) consumers on its own documents stream,
-      flow control of those; replies on ``_INBOX.>`` so plain nats-py works unchanged.
+      flow control of those; replies on ``_INBOX.>`` so plain nats-py works unchanged;
+      ask an agent for its status (publish pings, read the answers on
+      ``<instrument>.adaptive.<agent>.reply.status.>``, never the plans' replies).
     - ``agent``: the agent side of adaptive request/reply (read requests and pings,
       publish replies).
     """
@@ -113,6 +115,7 @@ def role_permissions(instrument: str, role: BusRole) -> Permissions:
             f"{_API}.STREAM.INFO.{stream}",
             f"{_API}.CONSUMER.CREATE.{stream}",
             f"$JS.FC.{stream}.>",
+            f"{adaptive}.ping",
         ]
-        subscribe = [docs, own_inbox, "_INBOX.>"]
+        subscribe = [docs, own_inbox, "_INBOX.>", f"{adaptive}.reply.status.>"]
     return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}

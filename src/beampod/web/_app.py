@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -18,10 +18,11 @@ from beampod.config import LoadedPod
 from beampod.sim import probe_host
 from beampod.web import _pages as p
 from beampod.web import _streams as s
+from beampod.web._agents import AgentStatus, BusAgentStatus, no_agent_reason
 from beampod.web._auth import Keys, PeerUid
 from beampod.web._console import PACKAGE_DIR, Console, NotAllowed, refusal
 from beampod.web._devices import DevicePanel
-from beampod.web._live import LiveFeed, bus_source
+from beampod.web._live import LiveFeed, Source, bus_source
 from beampod.web._queueapi import QueueApi
 
 HEALTH_PATH = "/healthz"
@@ -64,10 +65,13 @@ def build_console(
     pod: LoadedPod,
     *,
     devices: bool = True,
-    live_source: Callable[[], AsyncIterator[tuple[str, dict[str, Any]]]] | None = None,
+    live_source: Source | None = None,
     peer_uid: PeerUid = auth.peer_uid,
     owner_uid: int | None = None,
+    agent_status: AgentStatus | None = None,
 ) -> Console:
+    if agent_status is None and not no_agent_reason(pod.config):
+        agent_status = BusAgentStatus(pod)
     return Console(
         pod=pod,
         keys=Keys(
@@ -79,6 +83,7 @@ def build_console(
         devices=DevicePanel(pod) if devices else None,
         peer_uid=peer_uid,
         owner_uid=owner_uid,
+        agent_status=agent_status,
     )
 
 
@@ -95,6 +100,9 @@ def build_app(console: Console) -> Any:
             with contextlib.suppress(asyncio.CancelledError):
                 await live
             await console.queue.aclose()
+            closer = getattr(console.agent_status, "aclose", None)
+            if closer is not None:
+                await closer()
 
     async def not_allowed(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, NotAllowed)
@@ -117,6 +125,7 @@ def build_app(console: Console) -> Any:
         Route("/devices", s.devices_page),
         Route("/devices/stream", s.devices_stream),
         Route("/devices/move", s.move, methods=["POST"]),
+        Route("/agents", p.agents_page),
         Mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={NotAllowed: not_allowed})

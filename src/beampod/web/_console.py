@@ -16,6 +16,7 @@ from starlette.templating import Jinja2Templates
 
 from beampod.config import LoadedPod
 from beampod.store import Catalog, open_catalog
+from beampod.web._agents import AgentStatus
 from beampod.web._auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -55,6 +56,10 @@ class Console:
         default_factory=lambda: Jinja2Templates(directory=str(PACKAGE_DIR / "templates"))
     )
     catalog_factory: Callable[[], Catalog] | None = None
+    # Asks the agent of an instrument for its status; None: the pod runs no agent.
+    agent_status: AgentStatus | None = None
+    # Seconds between the Live stream's status messages (the browser's watchdog).
+    heartbeat_s: float = 5.0
     _catalog: Catalog | None = None
     _catalog_lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -5,6 +5,11 @@ fanned out to every browser over server-sent events. Tiled is never polled.
 A browser that connects mid-run first gets the current run so far (``snapshot``), then
 the messages as they come. A browser too slow to keep up is dropped (its queue is
 full); EventSource reconnects by itself and gets a fresh snapshot.
+
+The feed knows the state of its bus link (``connecting`` until the first subscription
+exists, ``connected``, ``reconnecting`` after a loss) from the source, which reports it
+through :class:`Link`; every change is sent to the browsers as a ``status`` message, and
+the stream repeats it as a heartbeat, so a page can tell "receiving" from "cut off".
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol
 
 log = logging.getLogger("beampod.web.live")
 
@@ -111,21 +116,67 @@ def _event(doc: Doc, run: RunSoFar | None) -> dict[str, Any]:
     }
 
 
+LinkState = Literal["connecting", "connected", "reconnecting"]
+
+
+class Link(Protocol):
+    """What a documents source tells the feed about its bus link."""
+
+    def up(self) -> None: ...
+
+    def down(self, reason: str) -> None: ...
+
+
+Source = Callable[[Link], AsyncIterator[tuple[str, dict[str, Any]]]]
+
+
 class LiveFeed:
     """One bus consumer per console process, any number of browsers."""
 
-    def __init__(self, source: Callable[[], AsyncIterator[tuple[str, dict[str, Any]]]]) -> None:
+    def __init__(self, source: Source) -> None:
         self._source = source
         self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self.run: RunSoFar | None = None
-        self.connected = False
+        self.state: LinkState = "connecting"
         self.error = ""
+        self.run_open = False
+
+    @property
+    def connected(self) -> bool:
+        return self.state == "connected"
+
+    # -- the link ----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The ``status`` message: the bus link, and the run the page shows (if any)."""
+        run = self.run.start.get("uid") if self.run is not None else None
+        return {
+            "type": "status",
+            "bus": self.state,
+            "error": self.error,
+            "run": run,
+            "running": self.run_open,
+        }
+
+    def up(self) -> None:
+        self._set("connected", "")
+
+    def down(self, reason: str) -> None:
+        self._set("reconnecting", reason)
+
+    def _set(self, state: LinkState, error: str) -> None:
+        if (state, error) != (self.state, self.error):
+            self.state, self.error = state, error
+            self._publish(self.status())
 
     # -- the documents side ------------------------------------------------------------
 
     def feed(self, name: str, doc: Doc) -> None:
         if name == "start":
             self.run = RunSoFar(start=dict(doc))
+            self.run_open = True
+        elif name == "stop":
+            self.run_open = False
         messages = to_messages(name, doc, self.run)
         run = self.run
         if run is not None:
@@ -152,13 +203,15 @@ class LiveFeed:
         delay = retry_s
         while True:
             try:
-                async for name, doc in self._source():
-                    self.connected, self.error, delay = True, "", retry_s
+                async for name, doc in self._source(self):
+                    self.up()  # a document is proof of a working link
+                    delay = retry_s
                     self.feed(name, doc)
+                self.down("the bus subscription ended")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure of the link: retry
-                self.connected, self.error = False, f"{type(exc).__name__}: {exc}"
+                self.down(f"{type(exc).__name__}: {exc}")
                 log.warning("live feed: bus link lost (%s); retrying in %.0f s", self.error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_retry_s)
@@ -181,14 +234,22 @@ class LiveFeed:
         return len(self._subscribers)
 
 
-def bus_source(pod: Any) -> Callable[[], AsyncIterator[tuple[str, dict[str, Any]]]]:
-    """Documents of the pod's default instrument, from now on."""
+def bus_source(pod: Any) -> Source:
+    """Documents of the pod's default instrument, from now on; the link is up once the
+    consumer exists, down while nats-py reconnects."""
     from beampod.bus import NatsConnection, tail
 
     instrument = pod.config.instrument_name
 
-    def source() -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    def source(link: Link) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         conn = NatsConnection.from_pod(pod, instrument, role="reader", name="beampod-web")
-        return tail(conn, instrument)
+
+        def on_link(up: bool) -> None:
+            if up:
+                link.up()
+            else:
+                link.down("lost the connection to the bus; reconnecting")
+
+        return tail(conn, instrument, on_ready=link.up, on_link=on_link)
 
     return source

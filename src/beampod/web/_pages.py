@@ -10,10 +10,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from beampod.errors import BeampodError, PlanError
+from beampod.web._agents import agent_view
 from beampod.web._auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, SESSION_MAX_AGE_S
 from beampod.web._console import Console, safe_next
 from beampod.web._forms import form_expression, item_from_expression, item_text, plan_form
-from beampod.web._podstate import log_tail, read_pod_state
+from beampod.web._podstate import group_services, log_tail, read_pod_state
 from beampod.web._queueapi import ACTIONS, QueueRefusal, QueueUnavailable
 from beampod.web._runs import default_axes, recent_runs, run_detail, stream_table, table_csv
 
@@ -99,7 +100,13 @@ async def overview(request: Request) -> Response:
     return c.page(
         request,
         template,
-        {"view": view, "log_service": chosen, "log_lines": lines, "log_choices": sorted(names)},
+        {
+            "view": view,
+            "groups": group_services(view.services, list(c.pod.config.instruments)),
+            "log_service": chosen,
+            "log_lines": lines,
+            "log_choices": sorted(names),
+        },
     )
 
 
@@ -261,3 +268,19 @@ async def run_table(request: Request) -> Response:
             headers={"content-disposition": f'attachment; filename="{name}"'},
         )
     return JSONResponse(table)
+
+
+# -- agents --------------------------------------------------------------------------
+
+
+async def agents_page(request: Request) -> Response:
+    c = _console(request)
+    c.require(request)
+    config = c.pod.config
+    instrument = request.query_params.get("instrument") or config.instrument_name
+    if instrument not in config.instruments:
+        instrument = config.instrument_name
+    answer = await c.agent_status(instrument) if c.agent_status is not None else None
+    view = agent_view(config, read_pod_state(c.pod.home), instrument, answer)
+    template = "_agents.html" if request.query_params.get("partial") else "agents.html"
+    return c.page(request, template, {"agent": view})

@@ -99,3 +99,30 @@ def log_tail(home: PodHome, service: str, known: set[str], lines: int = 50) -> l
     except OSError:
         return []
     return text.splitlines()[-n:]
+
+
+CENTRAL = "central"
+
+
+def instrument_of(service: str, instruments: list[str]) -> str | None:
+    """The instrument a service belongs to, by name (``writer-bl01``,
+    ``ioc-bl01-bl01-mot``: the instrument is one ``-``-separated part), else None."""
+    _, _, rest = service.partition("-")  # the first part is the kind of service
+    found = [i for i in instruments if f"-{i}-" in f"-{rest}-"]
+    return max(found, key=len) if found else None
+
+
+def group_services(
+    services: list[ServiceRow], instruments: list[str]
+) -> list[tuple[str, list[ServiceRow]]]:
+    """Services per instrument (in the config's order), then the central ones; a pod
+    of one instrument is one group named ``""`` (nothing to tell apart)."""
+    if len(instruments) < 2:
+        return [("", list(services))]
+    groups: dict[str, list[ServiceRow]] = {name: [] for name in instruments}
+    central: list[ServiceRow] = []
+    for svc in services:
+        owner = instrument_of(svc.name, instruments)
+        (groups[owner] if owner is not None else central).append(svc)
+    out = [(name, rows) for name, rows in groups.items() if rows]
+    return [*out, (CENTRAL, central)] if central else out

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from beampod.web._console import Console
+from beampod.web._live import LiveFeed
 from beampod.web._queueapi import QueueRefusal, QueueUnavailable
 
 HEARTBEAT_S = 15.0
@@ -42,7 +43,48 @@ def _stream(body: AsyncIterator[bytes]) -> StreamingResponse:
 async def live_page(request: Request) -> Response:
     c = _console(request)
     c.require(request)
-    return c.page(request, "live.html", {"connected": c.live.connected, "bus_error": c.live.error})
+    return c.page(request, "live.html", {"link": link_text(c.live.status())})
+
+
+def link_text(status: dict[str, Any], browser_connected: bool = True) -> tuple[str, str]:
+    """(state, words) of the Live page's link indicator; console.js says the same."""
+    if not browser_connected:
+        return "reconnecting", "reconnecting to the console…"
+    if status["bus"] == "connecting":
+        return "reconnecting", "connecting to the bus…"
+    if status["bus"] == "reconnecting":
+        why = f" ({status['error']})" if status.get("error") else ""
+        return "reconnecting", f"the console is reconnecting to the bus{why}"
+    if not status.get("run"):
+        return "waiting", "connected to the bus · no run yet"
+    if status.get("running"):
+        return "connected", "connected to the bus · receiving the run"
+    return "connected", "connected to the bus · waiting for the next run"
+
+
+async def live_events(
+    feed: LiveFeed,
+    queue: asyncio.Queue[dict[str, Any] | None],
+    backlog: list[dict[str, Any]],
+    heartbeat_s: float,
+) -> AsyncIterator[dict[str, Any]]:
+    """What one browser receives: ``hello`` (the link now), the run so far,
+    ``caught-up``, then live messages, with the link's ``status`` repeated every
+    ``heartbeat_s`` of silence (the browser's proof that the stream is alive)."""
+    yield {**feed.status(), "type": "hello", "heartbeat_s": heartbeat_s}
+    for message in backlog:
+        yield message
+    # What follows arrives as it happens (the run so far came before this).
+    yield {"type": "caught-up"}
+    while True:
+        try:
+            item = await asyncio.wait_for(queue.get(), heartbeat_s)
+        except TimeoutError:
+            yield feed.status()
+            continue
+        if item is None:  # too slow: end; the browser reconnects
+            return
+        yield item
 
 
 async def live_stream(request: Request) -> Response:
@@ -54,20 +96,8 @@ async def live_stream(request: Request) -> Response:
 
     async def body() -> AsyncIterator[bytes]:
         try:
-            yield sse({"type": "hello", "connected": feed.connected, "error": feed.error})
-            for message in backlog:
+            async for message in live_events(feed, queue, backlog, c.heartbeat_s):
                 yield sse(message)
-            # What follows arrives as it happens (the run so far came before this).
-            yield sse({"type": "caught-up"})
-            while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
-                except TimeoutError:
-                    yield b": keep-alive\n\n"
-                    continue
-                if item is None:  # too slow: end; the browser reconnects
-                    return
-                yield sse(item)
         finally:
             feed.unsubscribe(queue)
 

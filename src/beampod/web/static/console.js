@@ -57,12 +57,31 @@ function refreshers() {
   }
 }
 
+// The Live page's link indicator: what the console says about its bus link (hello and
+// status messages, repeated as a heartbeat) and whether this page still hears the
+// console. Words match beampod.web._streams.link_text.
+function linkText(bus, sseUp) {
+  if (!sseUp) return ["reconnecting", "reconnecting to the console…"];
+  if (bus.bus === "connecting") return ["reconnecting", "connecting to the bus…"];
+  if (bus.bus === "reconnecting") return ["reconnecting", "the console is reconnecting to the bus" + (bus.error ? ` (${bus.error})` : "")];
+  if (!bus.run) return ["waiting", "connected to the bus · no run yet"];
+  if (bus.running) return ["connected", "connected to the bus · receiving the run"];
+  return ["connected", "connected to the bus · waiting for the next run"];
+}
+
 function livePage() {
   const plot = new Plot(document.getElementById("plot"));
   const status = document.getElementById("live-status"), count = document.getElementById("points");
+  const link = document.getElementById("live-link");
   const thead = document.querySelector("#livetable thead"), tbody = document.querySelector("#livetable tbody");
   let start = null, x = "seq_num", y = "", cols = [], pending = false, lat = [], live = false;
+  let bus = { bus: link.dataset.state === "reconnecting" ? "connecting" : "connected", run: null }, sseUp = false;
+  let heartbeat = 5, lastHeard = Date.now(), es = null;
   window.beampodLatencies = lat;
+  const showLink = () => {
+    const [state, words] = linkText(bus, sseUp);
+    link.dataset.state = state; link.className = `link link-${state}`; link.textContent = words;
+  };
   const redraw = () => {
     if (pending) return; pending = true;
     requestAnimationFrame(() => {
@@ -72,13 +91,17 @@ function livePage() {
       plot.pendingTimes = [];
     });
   };
-  const es = new EventSource("/live/stream");
-  es.onmessage = (e) => {
+  const onMessage = (e) => {
     const m = JSON.parse(e.data);
-    if (m.type === "hello") { live = false; if (m.error) status.textContent = "bus: " + m.error; }
+    lastHeard = Date.now();
+    if (m.type === "hello" || m.type === "status") {
+      if (m.type === "hello") { live = false; heartbeat = m.heartbeat_s || heartbeat; }
+      sseUp = true; bus = m; showLink();
+    }
     else if (m.type === "caught-up") { live = true; }
     else if (m.type === "start") {
       start = m; plot.set([], [], "", ""); tbody.innerHTML = ""; thead.innerHTML = "";
+      bus = { ...bus, run: m.uid, running: true }; showLink();
       status.textContent = `run ${m.scan_id ?? ""} · ${m.plan_name ?? ""} · ${m.uid.slice(0, 8)} · running`;
     } else if (m.type === "descriptor" && m.stream === "primary") {
       x = (start && start.motors.find(mm => m.keys.includes(mm))) || "seq_num";
@@ -97,9 +120,23 @@ function livePage() {
       while (tbody.rows.length > 40) tbody.deleteRow(-1);
       redraw();
     } else if (m.type === "stop") {
+      bus = { ...bus, running: false }; showLink();
       status.textContent = status.textContent.replace(/ · running$/, "") + ` · ${m.exit_status}`;
     }
   };
+  const connect = () => {
+    es = new EventSource("/live/stream");
+    es.onmessage = onMessage;
+    // EventSource retries by itself; until the next hello the page is not receiving.
+    es.onerror = () => { sseUp = false; showLink(); };
+  };
+  // A stream that goes silent (a cut the browser cannot see) is closed and re-opened.
+  setInterval(() => {
+    if (Date.now() - lastHeard > 3000 * heartbeat) {
+      sseUp = false; showLink(); es.close(); lastHeard = Date.now(); connect();
+    }
+  }, 1000);
+  connect();
 }
 
 async function runPage() {
