@@ -19,7 +19,12 @@ from beampod.envs._overlay import (
     overlay_remove,
 )
 from beampod.envs._pack import pack_cycle, unpack_env
-from beampod.envs._runtime import InstrumentRuntime, cycle_provides_beampod, instrument_runtime
+from beampod.envs._runtime import (
+    InstrumentRuntime,
+    cycle_provides_beampod,
+    host_runtime,
+    instrument_runtime,
+)
 from beampod.envs._status import CycleStatus, cycle_status, list_cycles
 
 __all__ = [
@@ -33,6 +38,7 @@ __all__ = [
     "cycle_provides_beampod",
     "cycle_status",
     "env_python",
+    "host_runtime",
     "instrument_pythonpath",
     "instrument_runtime",
     "list_cycles",

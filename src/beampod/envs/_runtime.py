@@ -84,3 +84,16 @@ def instrument_runtime(pod: LoadedPod, instrument: str) -> InstrumentRuntime:
     if cycle_provides_beampod(env):
         return InstrumentRuntime(instrument, cycle, str(env_python(env)), tuple(path))
     return InstrumentRuntime(instrument, cycle, sys.executable, (*path, str(site_packages(env))))
+
+
+def host_runtime(
+    instrument: str, cycle: str, environments_root: str, overlays_root: str
+) -> InstrumentRuntime:
+    """What an instrument runs on a facility host (``beampod deploy``): the cycle contains
+    beampod, so its interpreter, with the instrument's overlay first on PYTHONPATH."""
+    return InstrumentRuntime(
+        instrument,
+        cycle,
+        f"{environments_root}/{cycle}/bin/python",
+        (f"{overlays_root}/{instrument}",),
+    )

@@ -40,15 +40,20 @@ def service_instrument(config: PodConfig, name: str) -> str | None:
     raise ValueError(f"service {name!r}: no rule says which instrument it belongs to")
 
 
-def with_runtime(spec: ServiceSpec, runtime: InstrumentRuntime) -> ServiceSpec:
-    """``spec`` run by ``runtime``: its interpreter in place of beampod's, its path first."""
+def with_runtime(
+    spec: ServiceSpec, runtime: InstrumentRuntime, inherited: str | None = None
+) -> ServiceSpec:
+    """``spec`` run by ``runtime``: its interpreter in place of beampod's, its path first
+    on PYTHONPATH, then ``inherited`` (what the supervisor's own environment has)."""
     if not runtime.changes_anything:
         return spec
     argv = spec.argv
     if argv and argv[0] == sys.executable:
         argv = (runtime.python, *argv[1:])
-    inherited = spec.env.get("PYTHONPATH", os.environ.get("PYTHONPATH"))
-    env = {**spec.env, "PYTHONPATH": runtime.pythonpath(inherited)}
+    env = dict(spec.env)
+    path = runtime.pythonpath(spec.env.get("PYTHONPATH", inherited))
+    if path:
+        env["PYTHONPATH"] = path
     return dataclasses.replace(spec, argv=argv, env=env)
 
 
@@ -68,5 +73,5 @@ def up_services(pod: LoadedPod) -> list[ServiceSpec]:
             continue
         if inst not in runtimes:
             runtimes[inst] = instrument_runtime(pod, inst)
-        out.append(with_runtime(spec, runtimes[inst]))
+        out.append(with_runtime(spec, runtimes[inst], os.environ.get("PYTHONPATH")))
     return out
