@@ -110,8 +110,8 @@ def test_units_run_what_up_runs_with_built_cycles_and_overlays(
     cfg = load_config(config_file)
     for cycle in cfg.environments.cycles:
         _beampod_cycle(local_envs, cycle)
-    for inst in cfg.instruments:
-        (local_overlays / inst).mkdir(parents=True)
+    for name in cfg.instruments:
+        (local_overlays / name).mkdir(parents=True)
     pod = LoadedPod(
         home=PodHome(Path(HOME)),
         config=cfg,
