@@ -24,12 +24,10 @@ from tests.envs.conftest import CYCLE, layout_of
 
 
 def _pod_config(cfg: dict[str, Any], facility: PodHome) -> None:
-    """Two instruments with one small IOC each, on the facility's environments."""
+    """Two instruments without IOCs (their services: a writer each), on the facility's
+    environments."""
     layout = layout_of(facility)
-    cfg["instruments"] = {
-        name: {"package": "beampod.demo", "iocs": [{"family": "simple", "prefix": f"{name}s:"}]}
-        for name in ("bl01", "bl02")
-    }
+    cfg["instruments"] = {name: {"package": "beampod.demo", "iocs": []} for name in ("bl01", "bl02")}
     for off in ("queue", "web", "agent"):
         cfg[off] = {**cfg.get(off, {}), "enabled": False}
     facility_cfg = yaml.safe_load(facility.config_file.read_text())["environments"]
@@ -107,9 +105,7 @@ def test_services_and_sessions_run_with_their_instruments_overlay(
         bl01_overlay = layout.overlay_dir("bl01")
         for service, expected in [
             ("writer-bl01", f"2.0 {bl01_overlay}/tiny/__init__.py"),
-            ("ioc-bl01-bl01s", f"2.0 {bl01_overlay}/tiny/__init__.py"),
             ("writer-bl02", f"1.0 {base_sp}/tiny/__init__.py"),
-            ("ioc-bl02-bl02s", f"1.0 {base_sp}/tiny/__init__.py"),
         ]:
             assert status[service]["state"] == "ready", status[service]
             assert _seen_by_process(status[service]["pid"]) == expected, service
