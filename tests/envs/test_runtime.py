@@ -27,7 +27,7 @@ def _pod_config(cfg: dict[str, Any], facility: PodHome) -> None:
     """Two instruments without IOCs (their services: a writer each), on the facility's
     environments."""
     layout = layout_of(facility)
-    cfg["instruments"] = {name: {"package": "beampod.demo", "iocs": []} for name in ("bl01", "bl02")}
+    cfg["instruments"] = {n: {"package": "beampod.demo", "iocs": []} for n in ("bl01", "bl02")}
     for off in ("queue", "web", "agent"):
         cfg[off] = {**cfg.get(off, {}), "enabled": False}
     facility_cfg = yaml.safe_load(facility.config_file.read_text())["environments"]
@@ -40,6 +40,7 @@ def _pod_config(cfg: dict[str, Any], facility: PodHome) -> None:
 
 @pytest.fixture
 def pod_home(built: PodHome) -> Iterator[PodHome]:
+    """A pod of its own: the shared one has one instrument and no cycle environments."""
     root = Path(tempfile.mkdtemp(prefix="beampod-runtime-"))
     home = PodHome(root)
     try:
