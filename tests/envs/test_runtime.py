@@ -61,20 +61,23 @@ def pod_home(built: PodHome) -> Iterator[PodHome]:
         assert not left, f"processes left behind by the pod: {[p.info for p in left]}"
 
 
-def _seen_by_process(pid: int) -> str:
-    """What the live process ``pid`` imports as ``tiny``: its own interpreter and its
-    own environment (read from /proc), asked in a fresh interpreter."""
-    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    environ = dict(
+def _environ(pid: int) -> dict[str, str]:
+    return dict(
         item.decode().split("=", 1)
         for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         if b"=" in item
     )
+
+
+def _seen_by_process(pid: int) -> str:
+    """What the live process ``pid`` imports as ``tiny``: its own interpreter and its
+    own environment (read from /proc), asked in a fresh interpreter."""
+    python = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
     out = subprocess.run(
-        [cmdline[0].decode(), "-c", "import tiny; print(tiny.VERSION, tiny.__file__)"],
+        [python, "-c", "import tiny; print(tiny.VERSION, tiny.__file__)"],
         capture_output=True,
         text=True,
-        env=environ,
+        env=_environ(pid),
         check=True,
         timeout=60,
     )
@@ -128,14 +131,6 @@ def test_services_and_sessions_run_with_their_instruments_overlay(
         cli(pod_home.root, "down", check=False)
         for inst in ("bl01", "bl02"):
             cli(built.root, "env", "overlay", inst, "remove", "tiny", check=False)
-
-
-def _environ(pid: int) -> dict[str, str]:
-    return dict(
-        item.decode().split("=", 1)
-        for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        if b"=" in item
-    )
 
 
 def test_a_pod_without_cycles_or_overlays_runs_as_before() -> None:
