@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 
 from pydantic import SecretStr
 
-from beampod.config import InstrumentSecrets, LoadedPod, PodConfig, PodHome, Secrets
-from beampod.deploy import parse_exec
-from beampod.services import pod_services
+from beampod.config import (
+    InstrumentSecrets,
+    LoadedPod,
+    PodConfig,
+    PodHome,
+    Secrets,
+    load_config,
+)
+from beampod.deploy import DeployOptions, parse_exec, render
+from beampod.services import service_instrument, up_services
 
 HOME = "/var/lib/beampod/bl"
 ENVS = "/opt/beampod/environments"
@@ -31,7 +40,7 @@ def test_every_unit_runs_the_pod_services_command(
             instruments={n: InstrumentSecrets() for n in cfg.instruments},
         ),
     )
-    specs = {s.name: s for s in pod_services(pod)}
+    specs = {s.name: s for s in up_services(pod)}  # what `beampod up` runs
     units = {p: p.read_text() for p in rendered.glob("hosts/*/systemd/*.service")}
     assert len(units) == len(specs)
     seen: set[str] = set()
@@ -70,3 +79,66 @@ def test_every_unit_runs_the_pod_services_command(
     for name, (deps, host_dir) in required.items():
         assert deps == {d for d in specs[name].depends_on if host_of[d] == host_dir}, name
     assert seen == set(specs)
+
+
+def _beampod_cycle(root: Path, cycle: str) -> None:
+    """A stand-in for a built cycle that contains beampod: ``bin/python`` (this
+    interpreter) and a manifest listing beampod -- all ``up`` reads to choose it."""
+    env = root / cycle
+    (env / "bin").mkdir(parents=True)
+    (env / "bin" / "python").symlink_to(sys.executable)
+    (env / "beampod-manifest.json").write_text(
+        json.dumps({"cycle": cycle, "packages": {"beampod": "0", "bluesky": "1"}, "files": {}})
+    )
+
+
+def test_units_run_what_up_runs_with_built_cycles_and_overlays(
+    facility: Path, tmp_path: Path
+) -> None:
+    """With every cycle built (and containing beampod) and every overlay present, `up`
+    runs each instrument's services with its cycle's interpreter and its overlay: the
+    units run the same argv and PYTHONPATH, with the config's roots."""
+    local_envs, local_overlays = tmp_path / "envs", tmp_path / "overlays"
+    text = facility.read_text().replace(
+        "environments:\n",
+        f"environments:\n  root: {local_envs}\n  overlays: {local_overlays}\n",
+        1,
+    )
+    assert str(local_envs) in text
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(text)
+    cfg = load_config(config_file)
+    for cycle in cfg.environments.cycles:
+        _beampod_cycle(local_envs, cycle)
+    for name in cfg.instruments:
+        (local_overlays / name).mkdir(parents=True)
+    pod = LoadedPod(
+        home=PodHome(Path(HOME)),
+        config=cfg,
+        secrets=Secrets(
+            queue_zmq_private_key=SecretStr("k"),
+            instruments={n: InstrumentSecrets() for n in cfg.instruments},
+        ),
+    )
+    up = {s.name: s for s in up_services(pod)}
+    rendered = render(cfg, config_file.read_bytes(), ("systemd",), DeployOptions())
+    inherited = os.environ.get("PYTHONPATH")
+    checked = 0
+    for rel, data in rendered.items():
+        unit = data.decode()
+        name = parse_exec(_unit_values(unit, "ExecStartPre")[0])[-1]
+        spec = up[name]
+        env = dict(parse_exec(v)[0].split("=", 1) for v in _unit_values(unit, "Environment"))
+        inst = service_instrument(cfg, name)
+        if inst is None:
+            assert "PYTHONPATH" not in env and "PYTHONPATH" not in spec.env, rel
+            continue
+        checked += 1
+        # The config's roots, on the hosts as here.
+        (start,) = _unit_values(unit, "ExecStart")
+        assert parse_exec(start) == spec.argv, rel
+        assert spec.argv[0] == f"{local_envs}/{cfg.instruments[inst].cycle}/bin/python"
+        local_path = spec.env["PYTHONPATH"].split(os.pathsep)
+        assert local_path[0] == env["PYTHONPATH"] == f"{local_overlays}/{inst}", rel
+        assert local_path[1:] == [p for p in (inherited or "").split(os.pathsep) if p]
+    assert checked == len([n for n in up if service_instrument(cfg, n) is not None]) > 10

@@ -133,3 +133,35 @@ def test_relative_host_path_is_refused(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--environments must be an absolute path" in err
     assert not any(tmp_path.iterdir())
+
+
+def test_host_paths_come_from_the_config(
+    facility: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    text = facility.read_text()
+    env_line = "environments:\n"
+    config.write_text(
+        text.replace(env_line, f"{env_line}  root: /sw/envs\n  overlays: /sw/overlays\n", 1)
+    )
+    out = tmp_path / "out"
+    assert main(["deploy", "render", "--config", str(config), "--out", str(out)]) == 0
+    unit = (out / "hosts/ws2/systemd/beampod-bl03-writer.service").read_text()
+    assert "ExecStart=/sw/envs/2026-2/bin/python -m beampod.writer" in unit
+    assert 'Environment="PYTHONPATH=/sw/overlays/bl03"' in unit
+    assert "beampod_environments: /sw/envs\n" in (out / "ansible/inventory.yml").read_text()
+    # An option still wins; a relative root in the config is refused, in one line.
+    args = ["deploy", "render", "--config", str(config), "--out", str(out)]
+    assert main([*args, "--environments", "/opt/e"]) == 0
+    assert (
+        "ExecStart=/opt/e/2026-2/bin/python"
+        in (out / "hosts/ws2/systemd/beampod-bl03-writer.service").read_text()
+    )
+    config.write_text(text.replace(env_line, f"{env_line}  root: envs\n", 1))
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"beampod: error: {config}: environments.root is 'envs', not an absolute path the "
+        "hosts can use: make it absolute or pass --environments\n"
+    )

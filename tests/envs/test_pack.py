@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
+import sys
+import sysconfig
+import tarfile
 import time
 from pathlib import Path
 
@@ -70,3 +75,69 @@ def test_unpack_refuses_a_damaged_archive(built: PodHome, tmp_path: Path) -> Non
     )
     assert not dest.exists()
     assert layout_of(built).env_dir(CYCLE).exists()
+
+
+_COUNT = """
+import site, sys, sysconfig
+# bluesky and ophyd from beampod's environment, *after* the unpacked copy's own packages.
+site.addsitedir(sys.argv[1])
+import tiny
+from bluesky import RunEngine
+from bluesky.plans import count
+from ophyd.sim import SynSignal
+
+reading = SynSignal(name="tiny_version", func=lambda: float(tiny.VERSION))
+docs = []
+RunEngine({})(count([reading], 3), lambda name, doc: docs.append((name, doc)))
+events = [doc["data"]["tiny_version"] for name, doc in docs if name == "event"]
+print(sys.prefix, sysconfig.get_paths()["purelib"], tiny.__file__, events)
+"""
+
+
+def test_a_plan_runs_with_the_unpacked_interpreter(built: PodHome, tmp_path: Path) -> None:
+    archive = tmp_path / f"{CYCLE}.tar.gz"
+    beampod_cli(built.root, "env", "pack", CYCLE, "-o", str(archive))
+    dest = tmp_path / "other" / "place" / CYCLE
+    beampod_cli(built.root, "env", "unpack", str(archive), str(dest))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    beampod_site = sysconfig.get_paths()["purelib"]
+    out = subprocess.run(
+        [str(dest / "bin" / "python"), "-c", _COUNT, beampod_site],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
+    ).stdout.split()
+    site_dir = f"{dest}/lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
+    # The interpreter runs from the copy, tiny is the copy's, and the plan read it 3 times.
+    assert out == [str(dest), site_dir, f"{site_dir}/tiny/__init__.py", "[1.0,", "1.0,", "1.0]"]
+
+
+def test_unpack_names_a_missing_interpreter(built: PodHome, tmp_path: Path) -> None:
+    """A pack made where Python lives at another path: unpack says what to install."""
+    archive = tmp_path / "env.tar.gz"
+    beampod_cli(built.root, "env", "pack", CYCLE, "-o", str(archive))
+    tree = tmp_path / "tree"
+    with tarfile.open(archive) as tar:
+        tar.extractall(tree, filter="tar")
+    elsewhere = "/opt/python-3.11-not-here/bin/python3.11"
+    (tree / "bin" / "python").unlink()
+    (tree / "bin" / "python").symlink_to(elsewhere)
+    manifest = json.loads((tree / "beampod-manifest.json").read_text())
+    manifest["files"]["bin/python"] = f"link:{elsewhere}"
+    (tree / "beampod-manifest.json").write_text(json.dumps(manifest))
+    other = tmp_path / "other.tar.gz"
+    with tarfile.open(other, "w:gz") as tar:
+        tar.add(tree, arcname=".")
+    sha = hashlib.sha256(other.read_bytes()).hexdigest()
+    other.with_name(other.name + ".sha256").write_text(f"{sha}  {other.name}\n")
+    dest = tmp_path / "dest"
+    proc = beampod_cli(built.root, "env", "unpack", str(other), str(dest), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"beampod: error: the environment's bin/python links to {elsewhere}, which this "
+        f"machine lacks: install Python {sys.version_info.major}.{sys.version_info.minor} "
+        "at that path first (a pack does not carry the interpreter; docs/environments.md)"
+    )
+    assert not dest.exists() and list(tmp_path.glob(".dest.unpack-*")) == []

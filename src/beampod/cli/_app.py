@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # What a session re-runs under its instrument's Python (cli/_runtime.py).
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()

@@ -28,13 +28,15 @@ def register(sub: Any) -> None:
     r.add_argument("--diff", action="store_true", help="print a unified diff before writing")
     r.add_argument(
         "--environments",
-        default="/opt/beampod/environments",
-        help="root of the cycle environments on the hosts (<root>/<cycle>/bin/python)",
+        default="",
+        help="root of the cycle environments on the hosts (<root>/<cycle>/bin/python; "
+        "default: the config's environments.root, else /opt/beampod/environments)",
     )
     r.add_argument(
         "--overlays",
-        default="/opt/beampod/overlays",
-        help="root of the per-instrument overlays on the hosts (<root>/<instrument>)",
+        default="",
+        help="root of the per-instrument overlays on the hosts (<root>/<instrument>; "
+        "default: the config's environments.overlays, else /opt/beampod/overlays)",
     )
     r.add_argument(
         "--pod-home",
@@ -69,6 +71,15 @@ def cmd_render(args: argparse.Namespace) -> int:
             raise UsageError(f"{name} must be an absolute path on the hosts, got {value!r}")
     file = _config_file(args)
     config = load_config(file)
+    for name, value, option, given in (
+        ("environments.root", config.environments.root, "--environments", args.environments),
+        ("environments.overlays", config.environments.overlays, "--overlays", args.overlays),
+    ):
+        if value and not given and not value.startswith("/"):
+            raise UsageError(
+                f"{file}: {name} is {value!r}, not an absolute path the hosts can use: "
+                f"make it absolute or pass {option}"
+            )
     options = DeployOptions(
         environments=args.environments.rstrip("/"),
         overlays=args.overlays.rstrip("/"),

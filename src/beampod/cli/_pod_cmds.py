@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from beampod.cli._common import home_of, human_duration, progress, table
+from beampod.cli._runtime import check_instrument_runtimes
 from beampod.config import (
     POD_UMASK,
     LoadedPod,
@@ -150,7 +151,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not home.is_initialised():
         init_pod(home)
         print(f"initialised pod home {home.root}")
-    _warn_keys(load_pod(home))  # a bad config fails here, before anything starts
+    pod = load_pod(home)  # a bad config fails here, before anything starts
+    _warn_keys(pod)
+    check_instrument_runtimes(pod)  # a broken overlay, too (docs/environments.md)
     started = time.monotonic()
     if args.detach:
         print(f"starting pod from {home.root} ...", flush=True)

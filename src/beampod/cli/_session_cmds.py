@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
 
 from beampod.cli import _new_cmds
 from beampod.cli._common import pod_of
+from beampod.cli._runtime import enter_instrument_runtime
+from beampod.config import LoadedPod
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("shell", help="IPython session with RE, db, devices and plans (bsui)")
     p.add_argument("-c", dest="code", help="run CODE non-interactively and exit")
+    p.add_argument("-i", "--instrument", help="instrument (default: the pod's default)")
     p.set_defaults(func=cmd_shell)
 
     p = sub.add_parser("run", help="run one plan expression headless, print the run uid(s)")
     p.add_argument("expression", help='e.g. "scan([pinhole], motor_ph, -10, 10, 25)"')
+    p.add_argument("-i", "--instrument", help="instrument (default: the pod's default)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("new", help="scaffold new things")
@@ -29,11 +34,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     _new_cmds.register(nsub)
 
 
+def _session_pod(args: argparse.Namespace) -> LoadedPod:
+    """The pod, with the named instrument as its default, running under that
+    instrument's Python (its cycle and overlay: docs/environments.md)."""
+    pod = pod_of(args)
+    if args.instrument:
+        pod.config.instrument(args.instrument)  # unknown: one clear line
+        config = pod.config.model_copy(update={"default_instrument": args.instrument})
+        pod = dataclasses.replace(pod, config=config)
+    enter_instrument_runtime(args, pod, pod.config.instrument_name)
+    return pod
+
+
 def cmd_shell(args: argparse.Namespace) -> int:
     from beampod.services import session_extras
     from beampod.session import run_shell
 
-    return run_shell(pod_of(args), args.code, extras=session_extras)
+    return run_shell(_session_pod(args), args.code, extras=session_extras)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -41,7 +58,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from beampod.session import REFUSED_BEFORE_RUN, run_plan_expression
 
     try:
-        uids = run_plan_expression(pod_of(args), args.expression)
+        pod = _session_pod(args)
+        uids = run_plan_expression(pod, args.expression, instrument=pod.config.instrument_name)
     except BeampodError as exc:
         if REFUSED_BEFORE_RUN not in getattr(exc, "__notes__", ()) or args.debug:
             raise

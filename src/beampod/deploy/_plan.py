@@ -20,6 +20,7 @@ they serve today. A service name matching none of these is an error, never a gue
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets as _tokens
 import sys
@@ -36,23 +37,23 @@ from beampod.config import (
     Secrets,
     effective_hosts,
 )
+from beampod.envs import host_runtime
 from beampod.errors import ConfigError
-from beampod.services import ServiceSpec, pod_services
+from beampod.services import ServiceSpec, pod_services, service_instrument, with_runtime
 
-CENTRAL_SERVICES = re.compile(r"^(nats|nats-\d+|zmq-proxy|postgres|redis|tiled)$")
-# One per pod today, serving its default instrument: they run on that instrument's host.
-DEFAULT_INSTRUMENT_SERVICES = ("queue", "queue-http", "agent", "web", "ca-repeater")
 #: Environment names that hold a secret even when their value is not one of secrets.yaml's.
 SECRET_NAME = re.compile(r"(PASSWORD|PRIVATE_KEY|SECRET|TOKEN|API_?KEY)", re.IGNORECASE)
 NO_CYCLE = "default"
+ENVIRONMENTS = "/opt/beampod/environments"
+OVERLAYS = "/opt/beampod/overlays"
 
 
 @dataclass(frozen=True)
 class DeployOptions:
     """Paths on the hosts. Defaults are fixed paths, never the rendering machine's."""
 
-    environments: str = "/opt/beampod/environments"
-    overlays: str = "/opt/beampod/overlays"
+    environments: str = ""  # default: the config's environments.root, else ENVIRONMENTS
+    overlays: str = ""  # default: the config's environments.overlays, else OVERLAYS
     home: str = ""  # default: /var/lib/beampod/<pod name>
     user: str = "beampod"
     image: str = "beampod"  # compose: image <image>:<cycle>
@@ -60,11 +61,20 @@ class DeployOptions:
     start_limit_burst: int = 5
     start_limit_interval_sec: int = 300
 
+    def for_config(self, config: PodConfig) -> DeployOptions:
+        """These options with the host paths the config gives where none was passed."""
+        env = config.environments
+        return dataclasses.replace(
+            self,
+            environments=(self.environments or env.root or ENVIRONMENTS).rstrip("/"),
+            overlays=(self.overlays or env.overlays or OVERLAYS).rstrip("/"),
+        )
+
     def home_of(self, config: PodConfig) -> str:
         return self.home or f"/var/lib/beampod/{config.pod.name}"
 
     def python(self, cycle: str) -> str:
-        return f"{self.environments}/{cycle}/bin/python"
+        return f"{self.environments or ENVIRONMENTS}/{cycle}/bin/python"
 
 
 @dataclass(frozen=True)
@@ -119,23 +129,15 @@ def secret_values(secrets: Secrets) -> set[str]:
 
 def service_place(config: PodConfig, name: str) -> tuple[str, str | None]:
     """``(host, instrument)`` of service ``name``; instrument None for a central one."""
-    if CENTRAL_SERVICES.match(name):
-        return config.central_host, None
-    instrument: str | None = None
-    if name in DEFAULT_INSTRUMENT_SERVICES:
-        instrument = config.instrument_name
-    elif name == "writer" and len(config.instruments) == 1:
-        instrument = next(iter(config.instruments))
-    else:
-        for inst in sorted(config.instruments, key=len, reverse=True):
-            if name == f"writer-{inst}" or name.startswith(f"ioc-{inst}-"):
-                instrument = inst
-                break
-    if instrument is None:
+    try:
+        instrument = service_instrument(config, name)
+    except ValueError:
         raise ConfigError(
             "config.yaml",
             [f"service {name!r}: no rule places it on a host (see docs/deploy.md, Placement)"],
-        )
+        ) from None
+    if instrument is None:
+        return config.central_host, None
     return config.instruments[instrument].host, instrument
 
 
@@ -164,7 +166,13 @@ def host_argv(argv: tuple[str, ...], python: str) -> tuple[str, ...]:
 
 
 def place(config: PodConfig, options: DeployOptions) -> list[Placed]:
-    """Every service of the configuration, on its host, in ``pod_services`` order."""
+    """Every service of the configuration, on its host, in ``pod_services`` order.
+
+    An instrument's service runs with :func:`beampod.services.with_runtime` of its
+    :func:`beampod.envs.host_runtime` -- the same change ``beampod up`` makes for a built
+    cycle that contains beampod -- and no PYTHONPATH of the rendering machine.
+    """
+    options = options.for_config(config)
     pod = rendering_pod(config, options)
     specs = pod_services(pod)
     hidden = secret_values(pod.secrets)
@@ -177,10 +185,13 @@ def place(config: PodConfig, options: DeployOptions) -> list[Placed]:
         host, inst = where[spec.name]
         cycle = (config.instruments[inst].cycle if inst else None) or default_cycle
         plain: dict[str, str] = {"BEAMPOD_HOME": home, "PYTHONUNBUFFERED": "1"}
+        run = spec
         if inst is not None:
-            plain["PYTHONPATH"] = f"{options.overlays}/{inst}"
+            run = with_runtime(
+                spec, host_runtime(inst, cycle, options.environments, options.overlays)
+            )
         secret: list[str] = []
-        for key, value in spec.env.items():
+        for key, value in run.env.items():
             if value in hidden or SECRET_NAME.search(key):
                 secret.append(key)
             else:
@@ -196,7 +207,7 @@ def place(config: PodConfig, options: DeployOptions) -> list[Placed]:
                 instrument=inst,
                 cycle=cycle,
                 unit=units[spec.name],
-                argv=host_argv(spec.argv, options.python(cycle)),
+                argv=host_argv(run.argv, options.python(cycle)),
                 env=plain,
                 secret_env=tuple(sorted(secret)),
                 env_file=f"{home}/run/env/{spec.name}.env" if secret else None,

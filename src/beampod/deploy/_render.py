@@ -27,6 +27,7 @@ def render(
 
     Ansible installs the units, so the ansible target includes the systemd units.
     """
+    options = options.for_config(config)
     placed = place(config, options)
     home = options.home_of(config)
     files: dict[str, str | bytes] = {}

@@ -19,18 +19,28 @@ from beampod.envs._overlay import (
     overlay_remove,
 )
 from beampod.envs._pack import pack_cycle, unpack_env
+from beampod.envs._runtime import (
+    InstrumentRuntime,
+    cycle_provides_beampod,
+    host_runtime,
+    instrument_runtime,
+)
 from beampod.envs._status import CycleStatus, cycle_status, list_cycles
 
 __all__ = [
     "CycleStatus",
     "EnvLayout",
+    "InstrumentRuntime",
     "Shadow",
     "build_cycle",
     "check_cycle",
     "check_overlay",
+    "cycle_provides_beampod",
     "cycle_status",
     "env_python",
+    "host_runtime",
     "instrument_pythonpath",
+    "instrument_runtime",
     "list_cycles",
     "lock_cycle",
     "overlay_diff",

@@ -12,7 +12,6 @@ import grp
 import json
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,9 +166,24 @@ print(json.dumps(failed))
 """
 
 
+def _distribution_of(overlay: Path, module: str) -> str:
+    """The distribution in the overlay that installed top-level ``module`` (its name if none)."""
+    from importlib.metadata import distributions
+
+    for dist in distributions(path=[str(overlay)]):
+        tops = (dist.read_text("top_level.txt") or "").split()
+        files = [str(f).split("/")[0].split(".")[0] for f in (dist.files or [])]
+        if module in tops or module in files:
+            return str(dist.metadata["Name"] or module)
+    return module
+
+
 def check_overlay(pod: LoadedPod, instrument: str, timeout: float = 60.0) -> list[str]:
     """Import every top-level module of the instrument's overlay in a fresh interpreter
-    with the instrument's PYTHONPATH; one line per module that fails (empty: all good)."""
+    with the instrument's runtime (its interpreter and PYTHONPATH, as its services get);
+    one line per module that fails (empty: all good)."""
+    from beampod.envs._runtime import instrument_runtime
+
     layout = EnvLayout(pod)
     overlay = layout.overlay_dir(instrument)
     if not overlay.is_dir():
@@ -177,13 +191,12 @@ def check_overlay(pod: LoadedPod, instrument: str, timeout: float = 60.0) -> lis
     modules = _top_level_modules(overlay)
     if not modules:
         return []
-    base = layout.env_dir(layout.cycle_of(instrument))
-    python = env_python(base) if env_python(base).exists() else Path(sys.executable)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env["PYTHONPATH"] = instrument_pythonpath(layout, instrument)
+    runtime = instrument_runtime(pod, instrument)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONHOME"}
+    env["PYTHONPATH"] = runtime.pythonpath(os.environ.get("PYTHONPATH"))
     try:
         proc = subprocess.run(
-            [str(python), "-c", _IMPORT_ALL, *modules],
+            [runtime.python, "-c", _IMPORT_ALL, *modules],
             capture_output=True,
             text=True,
             env=env,
@@ -193,7 +206,9 @@ def check_overlay(pod: LoadedPod, instrument: str, timeout: float = 60.0) -> lis
         failed: dict[str, str] = json.loads(proc.stdout.strip().splitlines()[-1])
     except (OSError, ValueError, IndexError, subprocess.TimeoutExpired) as exc:
         return [f"overlay of {instrument!r}: the import check did not run ({exc})"]
-    return [
-        f"overlay of {instrument!r}: {name} fails to import ({why})"
-        for name, why in sorted(failed.items())
-    ]
+    lines = []
+    for name, why in sorted(failed.items()):
+        dist = _distribution_of(overlay, name)
+        what = name if dist.lower().replace("_", "-") == name.lower() else f"{name} (of {dist})"
+        lines.append(f"overlay of {instrument!r}: {what} fails to import ({why})")
+    return lines

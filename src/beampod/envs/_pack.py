@@ -34,6 +34,18 @@ def pack_cycle(layout: EnvLayout, cycle: str, out: Path) -> tuple[Path, Path]:
     return out, sha
 
 
+def _check_interpreter(env: Path, manifest: dict[str, Any]) -> None:
+    """A pack carries the environment, not CPython: ``bin/python`` links to the
+    interpreter that built it, which must be at the same path here."""
+    python = env / "bin" / "python"
+    if python.is_symlink() and not python.exists():
+        raise CycleEnvError(
+            f"the environment's bin/python links to {os.readlink(python)}, which this machine "
+            f"lacks: install Python {manifest.get('python', '3')} at that path first "
+            "(a pack does not carry the interpreter; docs/environments.md)"
+        )
+
+
 def unpack_env(archive: Path, dest: Path) -> dict[str, Any]:
     """Check the archive's sha256, extract it to ``dest``, verify it, make it read-only."""
     sha = archive.with_name(archive.name + ".sha256")
@@ -56,6 +68,7 @@ def unpack_env(archive: Path, dest: Path) -> dict[str, Any]:
         if changed:
             raise CycleEnvError(f"{archive} does not match its own manifest ({changed[0]}, ...)")
         manifest = read_manifest(staging)
+        _check_interpreter(staging, manifest)
         make_read_only(staging)
         if dest.exists():
             dest.rmdir()

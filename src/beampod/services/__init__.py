@@ -20,12 +20,21 @@ from beampod.services._probes import (
     port_is_free,
 )
 from beampod.services._process import tail
+from beampod.services._runtime import (
+    CENTRAL_SERVICES,
+    DEFAULT_INSTRUMENT_SERVICES,
+    service_instrument,
+    up_services,
+    with_runtime,
+)
 from beampod.services._session_extras import session_extras
 from beampod.services._spec import PortClaim, ServiceSpec, python_module
 from beampod.services._state import PodState, ServiceState, read_state
 from beampod.services._supervisor import RestartPolicy, Supervisor, dependency_order
 
 __all__ = [
+    "CENTRAL_SERVICES",
+    "DEFAULT_INSTRUMENT_SERVICES",
     "AllProbes",
     "CallableProbe",
     "HttpProbe",
@@ -47,9 +56,12 @@ __all__ = [
     "python_module",
     "read_state",
     "run_supervisor",
+    "service_instrument",
     "session_extras",
     "start_detached",
     "stop_pod",
     "supervisor_pid",
     "tail",
+    "up_services",
+    "with_runtime",
 ]

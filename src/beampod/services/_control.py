@@ -17,8 +17,8 @@ from typing import IO
 from beampod.config import POD_UMASK, PodHome, load_pod
 from beampod.errors import BeampodError, PodAlreadyRunningError, PodNotRunningError
 from beampod.services import _process
-from beampod.services._catalog import pod_services
 from beampod.services._controlsock import request, serve_control
+from beampod.services._runtime import up_services
 from beampod.services._state import PodState, read_state
 from beampod.services._supervisor import RestartPolicy, Supervisor
 
@@ -68,7 +68,7 @@ def run_supervisor(home: PodHome, progress: Progress, policy: RestartPolicy | No
     os.umask(POD_UMASK)
     with _supervisor_lock(home):
         pod = load_pod(home)
-        specs = pod_services(pod)
+        specs = up_services(pod)
         return asyncio.run(_supervise(home, specs, progress, policy))
 
 

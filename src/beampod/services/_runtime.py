@@ -1,0 +1,77 @@
+"""Which instrument a service belongs to, and the Python it runs with there.
+
+``pod_services`` builds every service with beampod's own interpreter. What ``beampod
+up`` runs is that list with each instrument's runtime applied
+(:func:`beampod.envs.instrument_runtime`): its cycle's interpreter or site-packages and
+its overlay on ``PYTHONPATH``. The same rule places a service on a host in ``beampod
+deploy`` (docs/deploy.md, Placement).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+
+from beampod.config import LoadedPod, PodConfig
+from beampod.envs import InstrumentRuntime, instrument_runtime
+from beampod.services._spec import ServiceSpec
+
+CENTRAL_SERVICES = re.compile(r"^(nats|nats-\d+|zmq-proxy|postgres|redis|tiled)$")
+# One per pod today, serving its default instrument: they run as that instrument's.
+DEFAULT_INSTRUMENT_SERVICES = ("queue", "queue-http", "agent", "web", "ca-repeater")
+
+
+def service_instrument(config: PodConfig, name: str) -> str | None:
+    """The instrument service ``name`` belongs to; None for a central service.
+
+    A name that no rule matches is a ValueError (never a guess).
+    """
+    if CENTRAL_SERVICES.match(name):
+        return None
+    if name in DEFAULT_INSTRUMENT_SERVICES:
+        return config.instrument_name
+    if name == "writer" and len(config.instruments) == 1:
+        return next(iter(config.instruments))
+    for inst in sorted(config.instruments, key=len, reverse=True):
+        if name == f"writer-{inst}" or name.startswith(f"ioc-{inst}-"):
+            return inst
+    raise ValueError(f"service {name!r}: no rule says which instrument it belongs to")
+
+
+def with_runtime(
+    spec: ServiceSpec, runtime: InstrumentRuntime, inherited: str | None = None
+) -> ServiceSpec:
+    """``spec`` run by ``runtime``: its interpreter in place of beampod's, its path first
+    on PYTHONPATH, then ``inherited`` (what the supervisor's own environment has)."""
+    if not runtime.changes_anything:
+        return spec
+    argv = spec.argv
+    if argv and argv[0] == sys.executable:
+        argv = (runtime.python, *argv[1:])
+    env = dict(spec.env)
+    path = runtime.pythonpath(spec.env.get("PYTHONPATH", inherited))
+    if path:
+        env["PYTHONPATH"] = path
+    return dataclasses.replace(spec, argv=argv, env=env)
+
+
+def up_services(pod: LoadedPod) -> list[ServiceSpec]:
+    """What ``beampod up`` runs: ``pod_services`` with every instrument's runtime."""
+    from beampod.services._catalog import pod_services
+
+    runtimes: dict[str, InstrumentRuntime] = {}
+    out = []
+    for spec in pod_services(pod):
+        try:
+            inst = service_instrument(pod.config, spec.name)
+        except ValueError:
+            inst = None  # a service of no instrument runs as beampod does
+        if inst is None:
+            out.append(spec)
+            continue
+        if inst not in runtimes:
+            runtimes[inst] = instrument_runtime(pod, inst)
+        out.append(with_runtime(spec, runtimes[inst], os.environ.get("PYTHONPATH")))
+    return out
