@@ -102,6 +102,9 @@ def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
         ports.append(PortClaim(node.bind, node.monitor_port))
     if node.cluster_port is not None:
         ports.append(PortClaim(node.bind, node.cluster_port))
+    edge = pod.config.bus.edge if isinstance(pod.config.bus, NatsBus) else None
+    if edge is not None and node.edge_port is not None:
+        ports.append(PortClaim(edge.bind, node.edge_port))
     return ServiceSpec(
         name=node.service,
         # Only the config path on the command line: the passwords are in that 0600 file.
