@@ -371,9 +371,7 @@ def test_only_readers_may_log_in_at_the_edge(
     import nats.errors
 
     creds = (
-        NatsConnection.from_pod(edge_pod, admin=True)
-        if role == "admin"
-        else _creds(edge_pod, role)
+        NatsConnection.from_pod(edge_pod, admin=True) if role == "admin" else _creds(edge_pod, role)
     )
     password = creds.password.get_secret_value()
 
@@ -436,9 +434,7 @@ def test_another_instruments_reader_reads_nothing_of_this_one(
             for _ in range(len(emitted) + len(more)):
                 await sub.next_msg(timeout=10)  # demo's reader got the two runs ...
             await other.flush()  # ... and whatever was sent to `other` meanwhile has arrived
-            out["received"] = [
-                s.pending_msgs + s.delivered for s in (core, inbox, shared)
-            ]
+            out["received"] = [s.pending_msgs + s.delivered for s in (core, inbox, shared)]
             return out
         finally:
             await other.close()
@@ -450,3 +446,19 @@ def test_another_instruments_reader_reads_nothing_of_this_one(
     # (nats-py lower-cases the server's message)
     assert any(documents_subject("demo") in e for e in violations), errors
     assert any(inbox_prefix("demo").lower() in e for e in violations), errors
+
+
+def test_connect_prints_the_edge_url_for_the_reader(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from beampod.cli._app import main
+
+    def env_of(pod: LoadedPod) -> dict[str, str]:
+        assert main(["--home", str(pod.home.root), "connect", "--json"]) == 0
+        out: dict[str, str] = json.loads(capsys.readouterr().out)
+        return out
+
+    env = env_of(_pod_with(tmp_path, "  edge:\n    websocket_port: 9443\n", other=False))
+    assert env["BEAMPOD_NATS_EDGE_URL"] == "ws://127.0.0.1:9443"
+    assert env["NATS_USER"] == "demo-reader"  # the one user the edge lets in
+    assert "BEAMPOD_NATS_EDGE_URL" not in env_of(_pod_with(tmp_path / "plain", "", other=False))

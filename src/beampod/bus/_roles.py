@@ -20,15 +20,15 @@ from beampod.errors import UsageError
 __all__ = [
     "ADMIN_INBOX_PREFIX",
     "ADMIN_USER",
+    "BUS_ROLES",
     "EDGE_ROLES",
     "STANDARD_ONLY",
-    "BUS_ROLES",
     "WRITER_DURABLE",
     "BusRole",
     "bus_user",
     "check_role",
-    "edge_connection_types",
     "dead_letter_stream_name",
+    "edge_connection_types",
     "inbox_prefix",
     "role_permissions",
 ]
