@@ -462,3 +462,17 @@ def test_connect_prints_the_edge_url_for_the_reader(
     assert env["BEAMPOD_NATS_EDGE_URL"] == "ws://127.0.0.1:9443"
     assert env["NATS_USER"] == "demo-reader"  # the one user the edge lets in
     assert "BEAMPOD_NATS_EDGE_URL" not in env_of(_pod_with(tmp_path / "plain", "", other=False))
+
+
+def test_each_node_of_a_cluster_has_its_own_edge_port(tmp_path: Path) -> None:
+    pod = _pod_with(
+        tmp_path,
+        "  edge:\n    websocket_port: 9443\n  monitor_port: 18222\n",
+        other=False,
+    )
+    text = pod.home.config_file.read_text().replace("cluster_size: 1", "cluster_size: 3")
+    pod.home.config_file.write_text(text)
+    pod = load_pod(pod.home)
+    assert edge_urls(pod) == tuple(f"ws://127.0.0.1:{9443 + i}" for i in range(3))
+    for i in range(3):
+        assert f'listen: "127.0.0.1:{9443 + i}"\n  no_tls: true' in render_nats_config(pod, i)

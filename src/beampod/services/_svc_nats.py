@@ -111,7 +111,8 @@ def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
         argv=(nats_server_binary(), "-c", str(node.config_path)),
         probe=AllProbes(tuple(probes)),
         address=node.url
-        + (f" (route {node.host}:{node.cluster_port})" if node.cluster_port is not None else ""),
+        + (f" (route {node.host}:{node.cluster_port})" if node.cluster_port is not None else "")
+        + (f" (edge {edge.bind}:{node.edge_port})" if edge and node.edge_port else ""),
         ports=tuple(ports),
         ready_timeout=30.0 if not node.clustered else 60.0,
         prepare=prepare,
