@@ -476,3 +476,89 @@ def test_each_node_of_a_cluster_has_its_own_edge_port(tmp_path: Path) -> None:
     assert edge_urls(pod) == tuple(f"ws://127.0.0.1:{9443 + i}" for i in range(3))
     for i in range(3):
         assert f'listen: "127.0.0.1:{9443 + i}"\n  no_tls: true' in render_nats_config(pod, i)
+
+
+def _self_signed(cert: Path, key: Path) -> None:
+    """A certificate for 127.0.0.1 (what a site's CA would issue for the edge's name)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    pk = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "beampod edge test")])
+    now = datetime.datetime.now(datetime.UTC)
+    crt = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(pk.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(pk, hashes.SHA256())
+    )
+    cert.parent.mkdir(parents=True, exist_ok=True)
+    cert.write_bytes(crt.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        pk.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key.chmod(0o600)
+
+
+def test_reader_reads_through_a_tls_edge(tmp_path: Path) -> None:
+    import ssl
+
+    pod = _pod_with(
+        tmp_path,
+        f"  edge:\n    websocket_port: {free_port()}\n"
+        "    tls_cert: tls/edge.pem\n    tls_key: tls/edge.key\n",
+        other=False,
+    )
+    cert = pod.home.root / "tls" / "edge.pem"
+    _self_signed(cert, pod.home.root / "tls" / "edge.key")
+    (url,) = edge_urls(pod)
+    assert url.startswith("wss://127.0.0.1:")
+    proc = NatsProcess(pod)
+    proc.start()
+    try:
+        _wait_listening(url)
+        emitted = _publish_run(pod)
+        tls = ssl.create_default_context(cafile=str(cert))
+
+        async def main() -> list[tuple[str, dict[str, Any]]]:
+            nc = await _ws_reader(pod, tls=tls, inbox_prefix=inbox_prefix("demo"))
+            try:
+                sub = await nc.jetstream().subscribe(
+                    documents_subject("demo"), ordered_consumer=True
+                )
+                got = []
+                for _ in emitted:
+                    msg = await sub.next_msg(timeout=10)
+                    got.append(
+                        msgpack.unpackb(
+                            msg.data,
+                            object_hook=msgpack_numpy.decode,
+                            raw=False,
+                            strict_map_key=False,
+                        )
+                    )
+                return [(n, d) for n, d in got]
+            finally:
+                await nc.close()
+
+        assert_docs_equal(asyncio.run(main()), emitted)
+    finally:
+        proc.stop()
