@@ -38,6 +38,7 @@ from beampod.bus._kafkadlq import (
 from beampod.bus._natsconf import (
     NatsConnection,
     NatsNode,
+    edge_urls,
     nats_nodes,
     nats_server_binary,
     render_nats_config,
@@ -48,10 +49,12 @@ from beampod.bus._pubstate import PublisherStatus
 from beampod.bus._roles import (
     ADMIN_USER,
     BUS_ROLES,
+    EDGE_ROLES,
     WRITER_DURABLE,
     BusRole,
     bus_user,
     dead_letter_stream_name,
+    edge_connection_types,
     inbox_prefix,
     role_permissions,
 )
@@ -66,6 +69,7 @@ __all__ = [
     "ADMIN_USER",
     "BUS_ROLES",
     "DOCUMENT_NAMES",
+    "EDGE_ROLES",
     "MSG_ID_HEADER",
     "ORIGINAL_SEQ",
     "PROBE_KEY",
@@ -104,6 +108,8 @@ __all__ = [
     "dead_letter_stream_name",
     "decode",
     "dlq_topic",
+    "edge_connection_types",
+    "edge_urls",
     "encode",
     "ensure_dlq_topic",
     "ensure_streams",

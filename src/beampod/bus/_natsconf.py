@@ -23,9 +23,11 @@ from beampod.bus._roles import (
     ADMIN_INBOX_PREFIX,
     ADMIN_USER,
     BUS_ROLES,
+    STANDARD_ONLY,
     BusRole,
     bus_user,
     check_role,
+    edge_connection_types,
     inbox_prefix,
     role_permissions,
 )
@@ -78,6 +80,7 @@ class NatsNode:
     cluster_port: int | None
     config_path: Path
     store_dir: Path
+    edge_port: int | None = None  # the edge's websocket port on this node (None: no edge)
 
     @property
     def url(self) -> str:
@@ -93,6 +96,7 @@ def nats_nodes(pod: LoadedPod) -> tuple[NatsNode, ...]:
     host = _connect_host(bind)
     run = pod.home.run_dir / "nats"
     data = pod.home.data_dir / "nats"
+    edge = bus.edge.websocket_port if bus.edge is not None else None
     if bus.cluster_size == 1:
         return (
             NatsNode(
@@ -107,6 +111,7 @@ def nats_nodes(pod: LoadedPod) -> tuple[NatsNode, ...]:
                 None,
                 run / "nats-server.conf",
                 data,
+                edge,
             ),
         )
     return tuple(
@@ -122,8 +127,26 @@ def nats_nodes(pod: LoadedPod) -> tuple[NatsNode, ...]:
             bus.cluster_port + i,
             run / f"nats-server-{i}.conf",
             data / f"node-{i}",
+            None if edge is None else edge + i,
         )
         for i in range(bus.cluster_size)
+    )
+
+
+def edge_urls(pod: LoadedPod, host: str | None = None) -> tuple[str, ...]:
+    """The edge's websocket URLs, one per node (empty when the edge is off).
+
+    ``host`` defaults to the listener's address (loopback for a wildcard bind); a
+    consumer on another machine uses the name it reaches this one by."""
+    edge = nats_bus(pod).edge
+    scheme = "wss" if edge is not None and edge.tls else "ws"
+    where = host or (_connect_host(edge.bind) if edge is not None else "")
+    if ":" in where and not where.startswith("["):
+        where = f"[{where}]"  # an IPv6 literal
+    return tuple(
+        f"{scheme}://{where}:{node.edge_port}"
+        for node in nats_nodes(pod)
+        if node.edge_port is not None
     )
 
 
@@ -144,12 +167,44 @@ def _q(value: str) -> str:
 
 
 def _user_block(
-    user: str, password: SecretStr, perms: dict[str, dict[str, list[str]]] | None
+    user: str,
+    password: SecretStr,
+    perms: dict[str, dict[str, list[str]]] | None,
+    connection_types: tuple[str, ...] = STANDARD_ONLY,
 ) -> str:
     parts = [f"user: {_q(user)}", f"password: {_q(password.get_secret_value())}"]
     if perms is not None:
         parts.append(f"permissions: {json.dumps(perms)}")
+    parts.append(f"allowed_connection_types: {json.dumps(list(connection_types))}")
     return "    {" + ", ".join(parts) + "}"
+
+
+def _edge_block(pod: LoadedPod, node: NatsNode) -> str:
+    """nats-server's websocket listener: the edge (docs/bus.md "The edge").
+
+    It has no users of its own (nats-server refuses a websocket username next to the
+    server's users); instead every user says which connection types it may use, and only
+    the readers list ``WEBSOCKET`` (:func:`edge_connection_types`)."""
+    edge = nats_bus(pod).edge
+    if edge is None or node.edge_port is None:
+        return ""
+    if edge.tls_cert is not None and edge.tls_key is not None:
+        cert = pod.home.root / edge.tls_cert
+        key = pod.home.root / edge.tls_key
+        tls = f"""\
+  tls {{
+    cert_file: {_q(str(cert))}
+    key_file: {_q(str(key))}
+  }}"""
+    else:
+        # The config refuses plaintext on a reachable address unless allow_plaintext.
+        tls = "  no_tls: true"
+    return f"""\
+websocket {{
+  listen: {_q(f"{edge.bind}:{node.edge_port}")}
+{tls}
+}}
+"""
 
 
 def _cluster_block(pod: LoadedPod, node: NatsNode) -> str:
@@ -198,6 +253,7 @@ def render_nats_config(pod: LoadedPod, node: int = 0) -> str:
                     bus_user(name, role),
                     secrets.bus_role_password(role),
                     role_permissions(name, role),
+                    edge_connection_types(role),
                 )
             )
     user_lines = "\n".join(users)
@@ -211,7 +267,7 @@ max_pending: {max(64 * 1024 * 1024, 4 * max_payload)}
 jetstream {{
   store_dir: {_q(str(this.store_dir))}
 }}
-{_cluster_block(pod, this)}authorization {{
+{_cluster_block(pod, this)}{_edge_block(pod, this)}authorization {{
   users = [
 {user_lines}
   ]

@@ -21,11 +21,14 @@ __all__ = [
     "ADMIN_INBOX_PREFIX",
     "ADMIN_USER",
     "BUS_ROLES",
+    "EDGE_ROLES",
+    "STANDARD_ONLY",
     "WRITER_DURABLE",
     "BusRole",
     "bus_user",
     "check_role",
     "dead_letter_stream_name",
+    "edge_connection_types",
     "inbox_prefix",
     "role_permissions",
 ]
@@ -40,6 +43,19 @@ WRITER_DURABLE = "beampod-writer"
 _API = "$JS.API"
 
 Permissions = dict[str, dict[str, list[str]]]
+
+
+# nats-server's connection types: ordinary NATS clients, and the websocket listener that
+# is the pod's edge (docs/bus.md "The edge").
+STANDARD_ONLY = ("STANDARD",)
+# The roles that may come in through the edge: reading documents only.
+EDGE_ROLES: tuple[BusRole, ...] = ("reader",)
+
+
+def edge_connection_types(role: BusRole) -> tuple[str, ...]:
+    """How ``<instrument>-<role>`` may connect: every role as an ordinary client; only
+    the reader through the edge's websocket too. (``admin`` is ordinary-only.)"""
+    return ("STANDARD", "WEBSOCKET") if check_role(role) in EDGE_ROLES else STANDARD_ONLY
 
 
 def dead_letter_stream_name(instrument: str) -> str:

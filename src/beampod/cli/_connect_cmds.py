@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import socket
 from dataclasses import dataclass
 
 from beampod.cli._common import pod_of
@@ -109,7 +110,22 @@ def connection_env(pod: LoadedPod, instrument: str, role: str) -> list[Var]:
                 "private reply inbox (nats.connect(inbox_prefix=...))",
             ),
         ]
+        out += _edge_vars(pod)
     return out
+
+
+def _edge_vars(pod: LoadedPod) -> list[Var]:
+    """The edge's websocket URL(s), when the pod has an edge (docs/bus.md "The edge"):
+    the same reader credentials log in there, from other machines."""
+    from beampod.bus import edge_urls
+
+    bus = pod.config.bus
+    if not isinstance(bus, NatsBus) or bus.edge is None:
+        return []
+    # A wildcard bind: the name other machines know this one by.
+    host = socket.getfqdn() if bus.edge.bind in ("0.0.0.0", "::", "", "*") else None
+    urls = ",".join(edge_urls(pod, host))
+    return [Var("BEAMPOD_NATS_EDGE_URL", urls, False, "read-only edge for other machines")]
 
 
 def cmd_connect(args: argparse.Namespace) -> int:

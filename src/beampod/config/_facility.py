@@ -101,6 +101,11 @@ def central_ports(config: PodConfig) -> list[tuple[int, str]]:
             out += [
                 (base + i, f"bus.{key}" + (f"+{i}" if i else "")) for i in range(bus.cluster_size)
             ]
+        if bus.edge is not None:
+            out += [
+                (bus.edge.websocket_port + i, "bus.edge.websocket_port" + (f"+{i}" if i else ""))
+                for i in range(bus.cluster_size)
+            ]
     elif isinstance(bus, ZmqBus):
         out += [(bus.in_port, "bus.in_port"), (bus.out_port, "bus.out_port")]
     if isinstance(config.store, PostgresStore) and config.store.uri_env is None:

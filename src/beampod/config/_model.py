@@ -66,6 +66,55 @@ class StreamSettings(Strict):
     replicas: Annotated[int, Field(ge=1, le=5)] = 1
 
 
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+class EdgeListener(Strict):
+    """A read-only way into the bus for other machines: nats-server's websocket listener.
+
+    Only the instruments' ``<instrument>-reader`` users may log in through it (every
+    other user is limited to ordinary NATS connections), so what comes in here can read
+    documents and nothing else. docs/bus.md "The edge"."""
+
+    websocket_port: Port = Field(
+        ..., description="Port of the websocket listener (node i of a 3-node cluster: +i)."
+    )
+    bind: str = Field(
+        "127.0.0.1",
+        description="Address the listener binds. Other machines need a routable address "
+        "(or 0.0.0.0), and then TLS (tls_cert, tls_key) or allow_plaintext.",
+    )
+    tls_cert: str | None = Field(
+        None,
+        description="PEM certificate chain served on the listener (wss://); relative to the "
+        "pod home. Needs tls_key.",
+    )
+    tls_key: str | None = Field(
+        None, description="PEM private key of tls_cert; relative to the pod home."
+    )
+    allow_plaintext: bool = Field(
+        False,
+        description="Serve ws:// without TLS on an address that is not loopback. Passwords "
+        "and documents then cross the network in clear text: only on a trusted network.",
+    )
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @model_validator(mode="after")
+    def _tls_checks(self) -> EdgeListener:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        if not self.tls and self.bind not in _LOOPBACK and not self.allow_plaintext:
+            raise ValueError(
+                f"the edge listener binds {self.bind!r}, which other machines can reach, "
+                "without TLS: set tls_cert and tls_key (wss://), or allow_plaintext: true "
+                "on a trusted network, or bind 127.0.0.1"
+            )
+        return self
+
+
 class NatsBus(Strict):
     transport: Literal["nats"] = "nats"
     port: Port = 4222
@@ -92,6 +141,11 @@ class NatsBus(Strict):
         description="Route (cluster) port of the first node when cluster_size is 3; node i "
         "uses cluster_port+i. Unused with a single node.",
     )
+    edge: EdgeListener | None = Field(
+        None,
+        description="Opt-in read-only websocket listener for external consumers (only "
+        "the instruments' reader users may log in through it). Off when unset.",
+    )
 
     @model_validator(mode="after")
     def _cluster_checks(self) -> NatsBus:
@@ -107,22 +161,33 @@ class NatsBus(Strict):
                 "monitor_port: a 3-node cluster needs it (each node's /healthz tells whether "
                 "it has rejoined and caught up): set monitor_port, e.g. 8222"
             )
-        if self.cluster_size > 1 and not self.external_urls:
+        if self.edge is not None and self.external_urls:
+            problems.append(
+                "edge: the edge listener is part of the pod's own nats-server; with "
+                "external_urls, configure websocket on that cluster instead"
+            )
+        if not self.external_urls and (self.cluster_size > 1 or self.edge is not None):
             n = self.cluster_size
-            ranges = {"port": self.port, "cluster_port": self.cluster_port}
+            ranges = {"port": self.port}
+            if self.cluster_size > 1:
+                ranges["cluster_port"] = self.cluster_port
             if self.monitor_port is not None:
                 ranges["monitor_port"] = self.monitor_port
+            if self.edge is not None:
+                ranges["edge.websocket_port"] = self.edge.websocket_port
             ports: dict[int, str] = {}
             for key, base in ranges.items():
                 if base + n - 1 > 65535:
                     problems.append(f"{key} {base}: node {n - 1} would need port {base + n - 1}")
                 for i in range(n):
-                    if base + i in ports:
+                    if base + i in ports and n == 1:
+                        problems.append(f"{key} {base} is also {ports[base]}")
+                    elif base + i in ports:
                         problems.append(
                             f"{key} {base}: node {i} port {base + i} is also "
                             f"{ports[base + i]} (each node takes {key}+i)"
                         )
-                    ports[base + i] = f"{key}+{i}"
+                    ports[base + i] = f"{key}+{i}" if n > 1 else key
         if problems:
             raise ValueError("; ".join(problems))
         return self

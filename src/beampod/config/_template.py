@@ -79,6 +79,11 @@ bus:
   # uncomment monitor_port with it).
   cluster_size: 1
   cluster_port: {p["nats_cluster"]}
+  # The edge: a read-only websocket way in for other machines; only the instruments'
+  # reader users may log in through it (docs/bus.md "The edge"). Off unless set.
+  # edge:
+  #   websocket_port: 9443
+  #   bind: 0.0.0.0            # then also tls_cert + tls_key (wss://)
   stream:
     max_age_days: 30         # how long documents stay replayable on the bus
     duplicate_window_s: 600  # a re-sent message id within this window is dropped

@@ -102,13 +102,17 @@ def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
         ports.append(PortClaim(node.bind, node.monitor_port))
     if node.cluster_port is not None:
         ports.append(PortClaim(node.bind, node.cluster_port))
+    edge = pod.config.bus.edge if isinstance(pod.config.bus, NatsBus) else None
+    if edge is not None and node.edge_port is not None:
+        ports.append(PortClaim(edge.bind, node.edge_port))
     return ServiceSpec(
         name=node.service,
         # Only the config path on the command line: the passwords are in that 0600 file.
         argv=(nats_server_binary(), "-c", str(node.config_path)),
         probe=AllProbes(tuple(probes)),
         address=node.url
-        + (f" (route {node.host}:{node.cluster_port})" if node.cluster_port is not None else ""),
+        + (f" (route {node.host}:{node.cluster_port})" if node.cluster_port is not None else "")
+        + (f" (edge {edge.bind}:{node.edge_port})" if edge and node.edge_port else ""),
         ports=tuple(ports),
         ready_timeout=30.0 if not node.clustered else 60.0,
         prepare=prepare,
