@@ -16,6 +16,17 @@ def pod_of(args: argparse.Namespace) -> LoadedPod:
     return load_pod(home_of(args))
 
 
+def add_instrument_option(parser: argparse.ArgumentParser) -> None:
+    """``-i/--instrument NAME`` of every per-instrument command (docs/facility.md)."""
+    parser.add_argument(
+        "-i",
+        "--instrument",
+        default=None,
+        metavar="NAME",
+        help="the instrument to act on (default: the pod's default instrument)",
+    )
+
+
 def progress(msg: str) -> None:
     print(f"  {time.strftime('%H:%M:%S')}  {msg}", flush=True)
 

@@ -11,20 +11,20 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from beampod.cli._common import pod_of, table
+from beampod.cli._common import add_instrument_option, pod_of, table
 from beampod.config import documents_subject
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="recent runs stored in Tiled")
     p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--instrument")
+    add_instrument_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("tail", help="print documents as they pass on the bus")
     p.add_argument("--from-start", action="store_true", help="replay the stream from its start")
-    p.add_argument("--instrument")
+    add_instrument_option(p)
     p.add_argument("--json", action="store_true", help="one JSON document per line")
     p.add_argument(
         "--table",
@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("seq", type=int, nargs="+")
     q.set_defaults(func=cmd_dlq_replay)
     for q in dsub.choices.values():
-        q.add_argument("--instrument")
+        add_instrument_option(q)
 
 
 def _when(t: datetime.datetime | None) -> str:

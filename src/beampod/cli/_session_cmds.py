@@ -8,16 +8,18 @@ import sys
 from pathlib import Path
 
 from beampod.cli import _new_cmds
-from beampod.cli._common import pod_of
+from beampod.cli._common import add_instrument_option, pod_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("shell", help="IPython session with RE, db, devices and plans (bsui)")
     p.add_argument("-c", dest="code", help="run CODE non-interactively and exit")
+    add_instrument_option(p)
     p.set_defaults(func=cmd_shell)
 
     p = sub.add_parser("run", help="run one plan expression headless, print the run uid(s)")
     p.add_argument("expression", help='e.g. "scan([pinhole], motor_ph, -10, 10, 25)"')
+    add_instrument_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("new", help="scaffold new things")
@@ -33,7 +35,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
     from beampod.services import session_extras
     from beampod.session import run_shell
 
-    return run_shell(pod_of(args), args.code, extras=session_extras)
+    return run_shell(pod_of(args), args.code, extras=session_extras, instrument=args.instrument)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -41,7 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from beampod.session import REFUSED_BEFORE_RUN, run_plan_expression
 
     try:
-        uids = run_plan_expression(pod_of(args), args.expression)
+        uids = run_plan_expression(pod_of(args), args.expression, instrument=args.instrument)
     except BeampodError as exc:
         if REFUSED_BEFORE_RUN not in getattr(exc, "__notes__", ()) or args.debug:
             raise
