@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from beampod.cli._common import add_instrument_option, pod_of, table
+from beampod.cli._common import add_instrument_option, instrument_arg, pod_of, table
 from beampod.config import documents_subject
 
 
@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_tail)
 
     p = sub.add_parser("dlq", help="dead letters: messages the writer could not store")
+    add_instrument_option(p, dest="group_instrument")
     dsub = p.add_subparsers(dest="dlq_cmd", required=True, metavar="ACTION")
     q = dsub.add_parser("list", help="list dead letters with their reasons")
     q.add_argument("--limit", type=int, default=100)
@@ -207,7 +208,7 @@ def _dlq_conn(args: argparse.Namespace):
     from beampod.bus import NatsConnection
 
     pod = pod_of(args)
-    instrument = args.instrument or pod.config.instrument_name
+    instrument = instrument_arg(args) or pod.config.instrument_name
     # Dead letters are an operator's tool: the admin user reads every instrument's.
     return NatsConnection.from_pod(pod, admin=True, name="beampod-dlq"), instrument
 
@@ -217,7 +218,7 @@ def _other_bus(args: argparse.Namespace) -> tuple[Any, str] | None:
     pod = pod_of(args)
     if pod.config.bus.transport == "nats":
         return None
-    return pod, args.instrument or pod.config.instrument_name
+    return pod, instrument_arg(args) or pod.config.instrument_name
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:

@@ -6,11 +6,12 @@ import argparse
 import json
 from typing import Any
 
-from beampod.cli._common import add_instrument_option, pod_of, progress, table
+from beampod.cli._common import add_instrument_option, instrument_arg, pod_of, progress, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = sub.add_parser("queue", help="the queue server: add plans, start/stop, history")
+    add_instrument_option(p, dest="group_instrument")
     qsub = p.add_subparsers(dest="queue_cmd", required=True, metavar="ACTION")
 
     a = qsub.add_parser("add", help="enqueue a plan expression (parsed safely, never eval'd)")
@@ -56,7 +57,7 @@ def _client(args: argparse.Namespace) -> Any:
     from beampod.queue import QueueClient
 
     pod = pod_of(args)
-    name = args.instrument or pod.config.instrument_name
+    name = instrument_arg(args) or pod.config.instrument_name
     pod.config.instrument(name)  # a clear error for an unknown instrument
     if name != pod.config.instrument_name:
         # One queue server per pod today: the default instrument's (docs/facility.md).
