@@ -260,17 +260,16 @@ def test_an_instruments_bus_credentials_cannot_touch_anothers_stream(
         js = nc.jetstream(timeout=DENIED_S)
         sub = await nc.subscribe(subject)
         await nc.publish(subject, b"from bl01")
-        got = await _refused(sub.next_msg(timeout=DENIED_S))
-        return {
-            "core subscription delivered nothing": got,
-            "js publish": await _refused(js.publish(subject, b"from bl01")),
-            "js ordered subscribe": await _refused(
-                js.subscribe(subject, stream=stream, ordered_consumer=True)
-            ),
-            "stream info": await _refused(js.stream_info(stream)),
-            "purge stream": await _refused(js.purge_stream(stream)),
-            "delete stream": await _refused(js.delete_stream(stream)),
+        attempts = {  # all at once: each refusal is a timeout
+            "core subscription delivered nothing": sub.next_msg(timeout=DENIED_S),
+            "js publish": js.publish(subject, b"from bl01"),
+            "js ordered subscribe": js.subscribe(subject, stream=stream, ordered_consumer=True),
+            "stream info": js.stream_info(stream),
+            "purge stream": js.purge_stream(stream),
+            "delete stream": js.delete_stream(stream),
         }
+        results = await asyncio.gather(*(_refused(a) for a in attempts.values()))
+        return dict(zip(attempts, results, strict=True))
 
     errors, refused = asyncio.run(_violations(facility, role, actions))
     assert all(refused.values()), refused
@@ -278,3 +277,34 @@ def test_an_instruments_bus_credentials_cannot_touch_anothers_stream(
     assert any("subscription" in e.lower() and subject in e for e in violations), errors
     assert any("publish" in e.lower() and subject in e for e in violations), errors
     assert _stream_state(facility, "bl02") == before
+
+
+def test_per_instrument_commands_take_i(facility: Facility) -> None:
+    """``-i NAME`` on shell, tail, dlq, connect, plot and queue acts on that instrument."""
+    root = facility.root
+    shell = run_cli(
+        root, "shell", "-i", "bl03", "-c", "print(RE.md['instrument'], pinhole.det.pvname)"
+    )
+    assert shell.stdout.split()[-2:] == ["bl03", "bl03:mini:ph:det"]
+    tail = run_cli(root, "tail", "-i", "bl03", "--from-start", "--json", "-n", "1")
+    name, doc = json.loads(tail.stdout.splitlines()[-1])
+    assert (name, doc["uid"], doc["instrument"]) == ("start", facility.runs["bl03"], "bl03")
+    assert "no dead letters for bl02" in run_cli(root, "dlq", "-i", "bl02", "list").stdout
+    assert "no dead letters for bl03" in run_cli(root, "dlq", "list", "-i", "bl03").stdout
+    env = json.loads(run_cli(root, "connect", "-i", "bl02", "--json").stdout)
+    own = facility.pod.secrets.for_instrument("bl02").tiled_reader_key.get_secret_value()
+    assert (env["BEAMPOD_INSTRUMENT"], env["NATS_USER"]) == ("bl02", "bl02-reader")
+    assert env["TILED_API_KEY"] == own  # bl02's container only, not the facility-wide key
+    png = root / "bl02.png"
+    run_cli(root, "plot", "-i", "bl02", "-o", str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    wrong = run_cli(
+        root, "plot", "-i", "bl02", facility.runs["bl01"][:8], "-o", str(png), check=False
+    )
+    assert wrong.returncode != 0 and "Traceback" not in wrong.stderr  # bl01's run: not in bl02
+    queue = run_cli(root, "queue", "-i", "bl02", "status", check=False)
+    assert queue.returncode == 2
+    assert queue.stderr.strip() == (
+        "beampod: error: instrument 'bl02' has no queue server: this pod runs one, "
+        "for its default instrument 'bl01'"
+    )
