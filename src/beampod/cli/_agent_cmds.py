@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 
-from beampod.cli._common import pod_of
+from beampod.cli._common import add_instrument_option, pod_of
 from beampod.errors import PodNotRunningError
 
 
@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("agent", help="the adaptive agent service: ping, demo")
     asub = p.add_subparsers(dest="agent_cmd", required=True, metavar="ACTION")
     ping = asub.add_parser("ping", help="ask the agent for its status over the bus")
-    ping.add_argument("--instrument", default=None)
+    add_instrument_option(ping)
     ping.add_argument("--timeout", type=float, default=2.0)
     ping.set_defaults(func=cmd_ping)
     demo = asub.add_parser(

@@ -16,6 +16,26 @@ def pod_of(args: argparse.Namespace) -> LoadedPod:
     return load_pod(home_of(args))
 
 
+def add_instrument_option(parser: argparse.ArgumentParser, dest: str = "instrument") -> None:
+    """``-i/--instrument NAME`` of every per-instrument command (docs/facility.md).
+
+    A command group (``queue``, ``dlq``) takes it before its action too, under another
+    ``dest``: argparse lets a sub-command's default overwrite the group's value."""
+    parser.add_argument(
+        "-i",
+        "--instrument",
+        dest=dest,
+        default=None,
+        metavar="NAME",
+        help="the instrument to act on (default: the pod's default instrument)",
+    )
+
+
+def instrument_arg(args: argparse.Namespace) -> str | None:
+    """The ``-i`` given after the action, else the one given before it."""
+    return getattr(args, "instrument", None) or getattr(args, "group_instrument", None)
+
+
 def progress(msg: str) -> None:
     print(f"  {time.strftime('%H:%M:%S')}  {msg}", flush=True)
 

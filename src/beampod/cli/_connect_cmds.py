@@ -15,7 +15,7 @@ import shlex
 import socket
 from dataclasses import dataclass
 
-from beampod.cli._common import pod_of
+from beampod.cli._common import add_instrument_option, pod_of
 from beampod.config import LoadedPod, NatsBus, documents_subject, stream_name
 
 ROLES = ("reader", "control")
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Print what external clients need to reach this pod. "
         '`eval "$(beampod connect --shell)"` exports it into a shell.',
     )
-    p.add_argument("-i", "--instrument", help="instrument (default: the pod's first)")
+    add_instrument_option(p)
     p.add_argument(
         "--role",
         choices=ROLES,
@@ -56,11 +56,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def connection_env(pod: LoadedPod, instrument: str, role: str) -> list[Var]:
     """Every variable for ``role`` (``reader`` or ``control``) of ``instrument``."""
     from beampod.instrument import ca_client_env
-    from beampod.queue import control_address, http_uri, info_address
     from beampod.store import tiled_url
 
     pod.config.instrument(instrument)  # a clear error for an unknown instrument
     s = pod.secrets
+    # In a facility each instrument's clients get its own Tiled reader key (its
+    # container only); a one-instrument pod keeps the pod-wide one (the same container).
+    tiled_key = (
+        s.for_instrument(instrument).tiled_reader_key
+        if len(pod.config.instruments) > 1
+        else s.tiled_reader_key
+    )
     out = [Var("BEAMPOD_INSTRUMENT", instrument, False, "instrument")]
     out += [
         Var(k, v, False, "Channel Access (caproto, pyepics, any CA client)")
@@ -68,31 +74,12 @@ def connection_env(pod: LoadedPod, instrument: str, role: str) -> list[Var]:
     ]
     out += [
         Var("TILED_URI", tiled_url(pod), False, "Tiled: from_uri(TILED_URI)"),
-        Var("TILED_API_KEY", s.tiled_reader_key.get_secret_value(), True, "Tiled read-only key"),
-        Var("QSERVER_HTTP_SERVER_URI", http_uri(pod), False, "queue HTTP API"),
+        Var("TILED_API_KEY", tiled_key.get_secret_value(), True, "Tiled read-only key"),
     ]
-    if role == "control":
-        out += [
-            Var(
-                "QSERVER_HTTP_SERVER_API_KEY",
-                s.queue_control_key.get_secret_value(),
-                True,
-                "queue HTTP control key",
-            ),
-            Var("QSERVER_ZMQ_CONTROL_ADDRESS", control_address(pod), False, "qserver control"),
-            # Whoever has the server's CURVE public key can drive the queue over 0MQ.
-            Var("QSERVER_ZMQ_PUBLIC_KEY", s.queue_zmq_public_key, True, "qserver CURVE key"),
-        ]
-    else:
-        out.append(
-            Var(
-                "QSERVER_HTTP_SERVER_API_KEY",
-                s.queue_observer_key.get_secret_value(),
-                True,
-                "queue HTTP observer key (read status)",
-            )
-        )
-    out.append(Var("QSERVER_ZMQ_INFO_ADDRESS", info_address(pod), False, "qserver console output"))
+    # The queue server serves the default instrument only (docs/facility.md).
+    has_queue = pod.config.queue.enabled and instrument == pod.config.instrument_name
+    if has_queue:
+        out += _queue_vars(pod, role)
     if isinstance(pod.config.bus, NatsBus):
         from beampod.bus import NatsConnection
 
@@ -146,3 +133,34 @@ def cmd_connect(args: argparse.Namespace) -> int:
         if not args.show_secrets and any(v.secret for v in env):
             print('# secrets masked: --show-secrets, or eval "$(beampod connect --shell)"')
     return 0
+
+
+def _queue_vars(pod: LoadedPod, role: str) -> list[Var]:
+    """The queue server's variables: its HTTP API with the role's key, 0MQ addresses."""
+    from beampod.queue import control_address, http_uri, info_address
+
+    s = pod.secrets
+    out = [Var("QSERVER_HTTP_SERVER_URI", http_uri(pod), False, "queue HTTP API")]
+    if role == "control":
+        out += [
+            Var(
+                "QSERVER_HTTP_SERVER_API_KEY",
+                s.queue_control_key.get_secret_value(),
+                True,
+                "queue HTTP control key",
+            ),
+            Var("QSERVER_ZMQ_CONTROL_ADDRESS", control_address(pod), False, "qserver control"),
+            # Whoever has the server's CURVE public key can drive the queue over 0MQ.
+            Var("QSERVER_ZMQ_PUBLIC_KEY", s.queue_zmq_public_key, True, "qserver CURVE key"),
+        ]
+    else:
+        out.append(
+            Var(
+                "QSERVER_HTTP_SERVER_API_KEY",
+                s.queue_observer_key.get_secret_value(),
+                True,
+                "queue HTTP observer key (read status)",
+            )
+        )
+    out.append(Var("QSERVER_ZMQ_INFO_ADDRESS", info_address(pod), False, "qserver console output"))
+    return out

@@ -11,20 +11,20 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from beampod.cli._common import pod_of, table
+from beampod.cli._common import add_instrument_option, instrument_arg, pod_of, table
 from beampod.config import documents_subject
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="recent runs stored in Tiled")
     p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--instrument")
+    add_instrument_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("tail", help="print documents as they pass on the bus")
     p.add_argument("--from-start", action="store_true", help="replay the stream from its start")
-    p.add_argument("--instrument")
+    add_instrument_option(p)
     p.add_argument("--json", action="store_true", help="one JSON document per line")
     p.add_argument(
         "--table",
@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_tail)
 
     p = sub.add_parser("dlq", help="dead letters: messages the writer could not store")
+    add_instrument_option(p, dest="group_instrument")
     dsub = p.add_subparsers(dest="dlq_cmd", required=True, metavar="ACTION")
     q = dsub.add_parser("list", help="list dead letters with their reasons")
     q.add_argument("--limit", type=int, default=100)
@@ -47,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("seq", type=int, nargs="+")
     q.set_defaults(func=cmd_dlq_replay)
     for q in dsub.choices.values():
-        q.add_argument("--instrument")
+        add_instrument_option(q)
 
 
 def _when(t: datetime.datetime | None) -> str:
@@ -207,7 +208,7 @@ def _dlq_conn(args: argparse.Namespace):
     from beampod.bus import NatsConnection
 
     pod = pod_of(args)
-    instrument = args.instrument or pod.config.instrument_name
+    instrument = instrument_arg(args) or pod.config.instrument_name
     # Dead letters are an operator's tool: the admin user reads every instrument's.
     return NatsConnection.from_pod(pod, admin=True, name="beampod-dlq"), instrument
 
@@ -217,7 +218,7 @@ def _other_bus(args: argparse.Namespace) -> tuple[Any, str] | None:
     pod = pod_of(args)
     if pod.config.bus.transport == "nats":
         return None
-    return pod, args.instrument or pod.config.instrument_name
+    return pod, instrument_arg(args) or pod.config.instrument_name
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from beampod.cli._common import pod_of
+from beampod.cli._common import add_instrument_option, pod_of
 from beampod.errors import UsageError
 
 
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("x", nargs="?", help="x column (default: the run's hinted motor)")
     p.add_argument("y", nargs="?", help="y column (default: the run's hinted detector)")
     p.add_argument("-o", "--output", required=True, type=Path, help="PNG file to write")
-    p.add_argument("--instrument")
+    add_instrument_option(p)
     p.set_defaults(func=cmd_plot)
 
 

@@ -193,24 +193,31 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
         print(json.dumps(out, indent=2))
         return 0
-    rows = []
+    header = ["service", "state", "pid", "address", "health", "restarts", "uptime"]
+    print(f"pod {state.phase}  (supervisor pid {state.supervisor_pid})")
+    rows: list[list[str]] = []
+    groups: dict[str, list[list[str]]] = {}
     for svc in state.services.values():
         up = svc.ready_at is not None and svc.state == "ready"
         uptime = human_duration(now - svc.ready_at) if up and svc.ready_at else "-"
         health = svc.health or svc.message or "-"
-        rows.append(
-            [
-                svc.name,
-                svc.state,
-                str(svc.pid or "-"),
-                svc.address or "-",
-                health[:60],
-                str(svc.restarts),
-                uptime,
-            ]
-        )
-    print(f"pod {state.phase}  (supervisor pid {state.supervisor_pid})")
-    print(table(rows, ["service", "state", "pid", "address", "health", "restarts", "uptime"]))
+        row = [
+            svc.name,
+            svc.state,
+            str(svc.pid or "-"),
+            svc.address or "-",
+            health[:60],
+            str(svc.restarts),
+            uptime,
+        ]
+        rows.append(row)
+        groups.setdefault(svc.instrument, []).append(row)
+    if len([g for g in groups if g]) <= 1:  # one instrument: one table, as always
+        print(table(rows, header))
+    else:  # a facility: the central services, then each instrument's
+        for name in sorted(groups, key=lambda g: (g != "", g)):
+            print(f"\n{'central' if name == '' else f'instrument {name}'}")
+            print(table(groups[name], header))
     return 0 if all(s.state == "ready" for s in state.services.values()) else 1
 
 

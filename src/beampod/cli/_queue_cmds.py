@@ -6,11 +6,12 @@ import argparse
 import json
 from typing import Any
 
-from beampod.cli._common import pod_of, progress, table
+from beampod.cli._common import add_instrument_option, instrument_arg, pod_of, progress, table
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = sub.add_parser("queue", help="the queue server: add plans, start/stop, history")
+    add_instrument_option(p, dest="group_instrument")
     qsub = p.add_subparsers(dest="queue_cmd", required=True, metavar="ACTION")
 
     a = qsub.add_parser("add", help="enqueue a plan expression (parsed safely, never eval'd)")
@@ -47,12 +48,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     e.add_argument("env_action", choices=["open", "close"])
     e.add_argument("--timeout", type=float, default=120.0)
     e.set_defaults(func=cmd_env)
+    for action in qsub.choices.values():
+        add_instrument_option(action)
 
 
 def _client(args: argparse.Namespace) -> Any:
+    from beampod.errors import UsageError
     from beampod.queue import QueueClient
 
-    return QueueClient(pod_of(args))
+    pod = pod_of(args)
+    name = instrument_arg(args) or pod.config.instrument_name
+    pod.config.instrument(name)  # a clear error for an unknown instrument
+    if name != pod.config.instrument_name:
+        # One queue server per pod today: the default instrument's (docs/facility.md).
+        raise UsageError(
+            f"instrument {name!r} has no queue server: this pod runs one, for its default "
+            f"instrument {pod.config.instrument_name!r}"
+        )
+    return QueueClient(pod)
 
 
 def cmd_add(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from beampod.cli import _new_cmds
-from beampod.cli._common import pod_of
+from beampod.cli._common import add_instrument_option, pod_of
 from beampod.cli._runtime import enter_instrument_runtime
 from beampod.config import LoadedPod
 
@@ -17,12 +17,12 @@ from beampod.config import LoadedPod
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("shell", help="IPython session with RE, db, devices and plans (bsui)")
     p.add_argument("-c", dest="code", help="run CODE non-interactively and exit")
-    p.add_argument("-i", "--instrument", help="instrument (default: the pod's default)")
+    add_instrument_option(p)
     p.set_defaults(func=cmd_shell)
 
     p = sub.add_parser("run", help="run one plan expression headless, print the run uid(s)")
     p.add_argument("expression", help='e.g. "scan([pinhole], motor_ph, -10, 10, 25)"')
-    p.add_argument("-i", "--instrument", help="instrument (default: the pod's default)")
+    add_instrument_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("new", help="scaffold new things")

@@ -39,6 +39,10 @@ class InstrumentSecrets(BaseModel):
     the writer, read-only consumers and the adaptive agent each get only what their job
     needs. ``bus_password`` is the single credential of pods initialised before roles
     existed; it is read (so such a file still loads) and no longer used.
+
+    Two Tiled keys per instrument (docs/facility.md "What is isolated"): its writer key
+    writes only its own container, its reader key reads only its own container. The
+    pod-wide ``tiled_*_key`` of :class:`Secrets` reach every container (staff, admin).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -46,6 +50,8 @@ class InstrumentSecrets(BaseModel):
     publisher_password: SecretStr = Field(default_factory=_token)
     writer_password: SecretStr = Field(default_factory=_token)
     agent_password: SecretStr = Field(default_factory=_token)
+    tiled_writer_key: SecretStr = Field(default_factory=_token)
+    tiled_reader_key: SecretStr = Field(default_factory=_token)
     bus_password: SecretStr | None = Field(default=None, exclude=True)
 
     def bus_role_password(self, role: BusRole) -> SecretStr:

@@ -81,6 +81,9 @@ bus:
   cluster_port: 6222
   stream:
     replicas: 3
+    # Each instrument's stream keeps at most this much: one instrument cannot fill
+    # the others' storage. All instruments' streams must fit on the bus's disk.
+    max_bytes_gb: 1
 store:
   backend: postgres        # one PostgreSQL catalog behind Tiled
   port: 5433

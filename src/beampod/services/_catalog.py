@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from beampod.config import LoadedPod, NatsBus, ZmqBus
+import dataclasses
+
+from beampod.config import LoadedPod, NatsBus, ZmqBus, ioc_service_name
 from beampod.services._spec import ServiceSpec
 
 
@@ -36,4 +38,24 @@ def pod_services(pod: LoadedPod) -> list[ServiceSpec]:
     specs += queue_specs(pod)
     specs += agent_specs(pod)
     specs += web_specs(pod)
-    return specs
+    owner = _owners(pod)
+    return [
+        dataclasses.replace(spec, instrument=owner[spec.name]) if spec.name in owner else spec
+        for spec in specs
+    ]
+
+
+def _owners(pod: LoadedPod) -> dict[str, str]:
+    """Service name -> the instrument it is part of: its IOCs, its writer, and the
+    queue server (the default instrument's). Every other service is central."""
+    cfg = pod.config
+    owner = {
+        ioc_service_name(name, ioc): name
+        for name, inst in cfg.instruments.items()
+        for ioc in inst.iocs
+    }
+    owner |= {f"writer-{n}": n for n in cfg.instruments}
+    if len(cfg.instruments) == 1:
+        owner["writer"] = cfg.instrument_name
+    owner |= {"queue": cfg.instrument_name, "queue-http": cfg.instrument_name}
+    return owner

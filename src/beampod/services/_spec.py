@@ -40,6 +40,9 @@ class ServiceSpec:
     # One-time work before each start (write a config file, initdb). Runs in the
     # supervisor; must be idempotent.
     prepare: Callable[[], None] | None = None
+    # The instrument the service is part of; None: a central service (``status``
+    # groups by it).
+    instrument: str | None = None
 
 
 def python_module(module: str, *args: str) -> tuple[str, ...]:

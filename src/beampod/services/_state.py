@@ -29,6 +29,7 @@ class ServiceState:
     started_at: float | None = None
     ready_at: float | None = None
     message: str = ""
+    instrument: str = ""  # "" for a central service
 
 
 @dataclass

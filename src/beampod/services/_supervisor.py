@@ -97,7 +97,10 @@ class Supervisor:
         self._policy = policy or RestartPolicy()
         self._progress = progress or (lambda _msg: None)
         self._services = {
-            s.name: _Service(s, ServiceState(name=s.name, address=s.address)) for s in self._order
+            s.name: _Service(
+                s, ServiceState(name=s.name, address=s.address, instrument=s.instrument or "")
+            )
+            for s in self._order
         }
         self._state = PodState(
             supervisor_pid=os.getpid(), services={n: v.state for n, v in self._services.items()}

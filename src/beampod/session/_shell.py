@@ -28,15 +28,18 @@ def run_shell(
     pod: LoadedPod,
     code: str | None = None,
     extras: Callable[[LoadedPod], Mapping[str, Any]] | None = None,
+    *,
+    instrument: str | None = None,
 ) -> int:
-    """IPython with the session namespace, or run ``code`` in it non-interactively.
+    """IPython with the session namespace of ``instrument`` (default: the pod's default
+    instrument), or run ``code`` in it non-interactively.
 
     With ``code``: returns 0 on success and non-zero on error, after printing a
     beampod error as one line, or any other error as the traceback of the user's code.
     """
     if code is None:
-        return _interactive(pod, extras)
-    ns = build_namespace(pod, headless=True, extras=extras)
+        return _interactive(pod, extras, instrument)
+    ns = build_namespace(pod, headless=True, instrument=instrument, extras=extras)
     _settle_connections(ns)
     return run_code(code, ns)
 
@@ -82,11 +85,15 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__)).rstrip()
 
 
-def _interactive(pod: LoadedPod, extras: Callable[[LoadedPod], Mapping[str, Any]] | None) -> int:
+def _interactive(
+    pod: LoadedPod,
+    extras: Callable[[LoadedPod], Mapping[str, Any]] | None,
+    instrument: str | None = None,
+) -> int:
     from IPython import start_ipython
 
     headless = not has_display()
-    ns = build_namespace(pod, headless=headless, extras=extras)
+    ns = build_namespace(pod, headless=headless, instrument=instrument, extras=extras)
     _settle_connections(ns)
     argv = ["--no-banner"] if headless else ["--no-banner", "--matplotlib=auto"]
     argv.append("--ext=beampod.session")  # %wa, %mov, %movr, %ct (load_ipython_extension)
@@ -95,7 +102,7 @@ def _interactive(pod: LoadedPod, extras: Callable[[LoadedPod], Mapping[str, Any]
         from bluesky.utils import ProgressBarManager
 
         RE.waiting_hook = ProgressBarManager()  # progress bars for moves, as in bsui
-    name = pod.config.instrument_name
+    name = instrument or pod.config.instrument_name
     print(
         f"beampod session: instrument {name!r} of pod {pod.config.pod.name!r}; "
         f"{len(ns['instrument'].devices)} devices, {len(ns['instrument'].plans)} plans"

@@ -11,6 +11,9 @@ keeps the pod's three static keys instead:
                                    endpoints Tiled's client uses to *read* many columns;
                                    anything else -> 403
 - writer key, admin key         -> everything
+- an instrument's reader/writer key (a facility, docs/facility.md): the same rights,
+  but only on that instrument's container -- requests for any other node (another
+  instrument's container, the root listing, an API route that names no node) -> 403.
 
 Accepted requests are forwarded with a per-process random key that only this wrapper
 and Tiled know, so a user key never reaches Tiled and cannot leak through its logs.
@@ -47,6 +50,33 @@ READ_POST_PREFIXES = ("/api/v1/table/full/", "/api/v1/container/full/")
 # it sends a key (version, formats, auth providers: no catalog contents).
 OPEN_PATHS = frozenset({"/healthz", "/api/v1/", "/api/v1"})
 TILED_COOKIE = "tiled_api_key"
+API_PREFIX = "/api/v1/"
+# Tiled's routes that act on one node: ``/api/v1/<route>/<node path>``. Two-word routes
+# first (``asset/bytes`` before ``asset``).
+NODE_ROUTES = (
+    "array/block/",
+    "array/full/",
+    "asset/bytes/",
+    "asset/manifest/",
+    "awkward/buffers/",
+    "awkward/full/",
+    "container/full/",
+    "node/full/",
+    "ragged/block/",
+    "ragged/full/",
+    "stream/close/",
+    "stream/single/",
+    "table/full/",
+    "table/partition/",
+    "asset/",
+    "data_source/",
+    "distinct/",
+    "metadata/",
+    "register/",
+    "revisions/",
+    "search-deep/",
+    "search/",
+)
 COOKIE_MAX_AGE_S = 7 * 24 * 3600
 
 
@@ -125,26 +155,70 @@ def _strip_credentials(scope: Scope, internal_key: str) -> None:
     scope["query_string"] = urlencode(query).encode("latin-1")
 
 
-class ApiKeyGate:
-    """ASGI middleware mapping the pod's static keys to roles (see module docstring)."""
+def node_path(path: str) -> tuple[str, ...] | None:
+    """The node a Tiled API request acts on (``()`` is the root), or None when the
+    path is not one of Tiled's node routes (or is not a plain node path)."""
+    if not path.startswith(API_PREFIX):
+        return None
+    rest = path[len(API_PREFIX) :]
+    for route in NODE_ROUTES:
+        if rest.startswith(route) or rest == route.rstrip("/"):
+            parts = tuple(p for p in rest[len(route) :].split("/") if p)
+            if any(p in (".", "..") for p in parts):
+                return None
+            return parts
+    return None
 
-    def __init__(self, app: ASGIApp, *, keys: dict[Role, str], internal_key: str) -> None:
-        if any(not k for k in keys.values()):
+
+def within(path: str, instrument: str) -> bool:
+    """Whether a request to ``path`` stays inside ``instrument``'s container.
+
+    Outside Tiled's API (the UI's static pages, ``/docs``) nothing of a container is
+    served; inside it, only node routes whose node is the container or below it."""
+    if not path.startswith(API_PREFIX):
+        return True
+    parts = node_path(path)
+    return parts is not None and len(parts) >= 1 and parts[0] == instrument
+
+
+class ApiKeyGate:
+    """ASGI middleware mapping the pod's static keys to roles (see module docstring).
+
+    ``scoped`` maps an instrument to its own keys: those act only on the instrument's
+    container (``within``)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        keys: dict[Role, str],
+        internal_key: str,
+        scoped: dict[str, dict[Role, str]] | None = None,
+    ) -> None:
+        entries: list[tuple[Role, str, str | None]] = [(r, k, None) for r, k in keys.items()]
+        for instrument, own in (scoped or {}).items():
+            entries += [(role, key, instrument) for role, key in own.items()]
+        if any(not key for _, key, _ in entries):
             raise ValueError("every Tiled key must be non-empty")
         self._app = app
-        self._keys = dict(keys)
+        self._entries = entries
         self._internal_key = internal_key
 
-    def role_of(self, presented: str | None) -> Role | None:
+    def grant_of(self, presented: str | None) -> tuple[Role, str | None] | None:
+        """The role of a key and the instrument it is limited to (None: every one)."""
         if presented is None:
             return None
         found = None
         # compare_digest against every key (no early exit) so timing does not tell
         # which key a guess was close to.
-        for role, key in self._keys.items():
+        for role, key, instrument in self._entries:
             if hmac.compare_digest(presented.encode(), key.encode()):
-                found = role
+                found = (role, instrument)
         return found
+
+    def role_of(self, presented: str | None) -> Role | None:
+        grant = self.grant_of(presented)
+        return None if grant is None else grant[0]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -154,13 +228,19 @@ class ApiKeyGate:
             await self._app(scope, receive, send)
             return
         presented = _presented_key(scope)
-        role = self.role_of(presented)
+        grant = self.grant_of(presented)
+        role, scope_of_key = (None, None) if grant is None else grant
         if role is not None and presented == _cookie_key(_headers(scope)):
             # A cookie rides along with requests that other pages make (another port
             # of this host is "same-site"): by cookie, any key only reads.
             role = Role.READER
         if role is None:
             await self._deny(scope, receive, send, 401, "a valid API key is required")
+            return
+        if scope_of_key is not None and not within(scope["path"], scope_of_key):
+            await self._deny(
+                scope, receive, send, 403, f"this key is limited to instrument {scope_of_key!r}"
+            )
             return
         method = scope.get("method", "GET")
         if (

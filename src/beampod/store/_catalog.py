@@ -218,18 +218,23 @@ def _connect(pod: LoadedPod, instrument: str | None, api_key: str | None) -> tup
 
     name = instrument or pod.config.instrument_name
     pod.config.instrument(name)  # UsageError for an unknown instrument
-    key = api_key or pod.secrets.tiled_reader_key.get_secret_value()
+    # The instrument's own reader key reads its container and nothing else.
+    key = api_key or pod.secrets.for_instrument(name).tiled_reader_key.get_secret_value()
     url = tiled_url(pod)
+    missing = StoreError(
+        f"Tiled at {url} has no container for instrument {name!r} (is this the pod's store?)"
+    )
     try:
-        root = connect(url, key)
+        # Straight to the container: an instrument's key may not read the root.
+        return connect(f"{url}/api/v1/metadata/{name}", key), name
+    except KeyError:
+        raise missing from None
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 404:
+            raise missing from None
+        raise StoreError(f"Tiled at {url} refused to open {name!r}: {exc}") from None
     except (httpx.HTTPError, OSError) as exc:
         raise StoreError(f"cannot reach the pod's Tiled server at {url}: {exc}") from None
-    try:
-        return root[name], name
-    except KeyError:
-        raise StoreError(
-            f"Tiled at {url} has no container for instrument {name!r} (is this the pod's store?)"
-        ) from None
 
 
 def open_catalog(

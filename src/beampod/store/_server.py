@@ -130,6 +130,14 @@ def build_store_app(pod: LoadedPod, *, internal_key: str | None = None) -> ASGIA
             Role.ADMIN: s.tiled_admin_key.get_secret_value(),
         },
         internal_key=key,
+        # Each instrument's own keys reach only its own container (docs/facility.md).
+        scoped={
+            name: {
+                Role.WRITER: s.for_instrument(name).tiled_writer_key.get_secret_value(),
+                Role.READER: s.for_instrument(name).tiled_reader_key.get_secret_value(),
+            }
+            for name in pod.config.instruments
+        },
     )
 
 

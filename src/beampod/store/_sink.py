@@ -95,11 +95,13 @@ class RunSink:
         from beampod.store._client import connect
 
         try:
-            root = connect(uri, api_key)
-            return cls(root[instrument])
+            # Straight to the container: an instrument's key may not read the root.
+            return cls(connect(f"{uri}/api/v1/metadata/{instrument}", api_key))
         except KeyError:
             raise StoreError(f"Tiled has no container {instrument!r}") from None
         except (httpx.HTTPError, OSError) as exc:
+            if _status(exc) == 404:
+                raise StoreError(f"Tiled has no container {instrument!r}") from None
             raise _translate(exc, "connecting to Tiled") from None
 
     # -- public -----------------------------------------------------------------

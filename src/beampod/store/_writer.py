@@ -11,5 +11,6 @@ def open_sink(pod: LoadedPod, instrument: str | None = None) -> RunSink:
     """A sink writing into ``instrument``'s container (default: the pod's instrument)."""
     name = instrument or pod.config.instrument_name
     pod.config.instrument(name)  # UsageError for an unknown instrument
-    key = pod.secrets.tiled_writer_key.get_secret_value()
+    # The instrument's own writer key: it can write nothing but this container.
+    key = pod.secrets.for_instrument(name).tiled_writer_key.get_secret_value()
     return RunSink.from_uri(tiled_url(pod), key, name)
