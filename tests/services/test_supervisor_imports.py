@@ -39,6 +39,10 @@ HEAVY = (
     "bluesky_queueserver",
     "httpx",
     "redis",
+    "numpy",
+    "caproto",
+    "bluesky_queueserver_api",
+    "jsonschema",
     "IPython",
     "matplotlib",
 )
@@ -47,6 +51,7 @@ _SUPERVISOR_PATHS = """
 import asyncio, json, sys
 from pathlib import Path
 from beampod.config import PodHome, load_pod
+import beampod.services.__main__
 from beampod.services import pod_services
 
 pod = load_pod(PodHome(Path(sys.argv[1])))
@@ -55,6 +60,8 @@ specs = pod_services(pod)
 async def probe_all():
     return {s.name: await s.probe.ready() for s in specs}
 
+# The queue-http start-up step (opens the worker environment; idempotent: it is open).
+next(s for s in specs if s.name == "queue-http").prepare()
 ready = asyncio.run(probe_all())
 print(json.dumps({"ready": ready, "modules": sorted({m.split(".")[0] for m in sys.modules})}))
 """
@@ -62,8 +69,9 @@ print(json.dumps({"ready": ready, "modules": sorted({m.split(".")[0] for m in sy
 
 def test_supervisor_code_paths_import_nothing_heavy(pod: LoadedPod) -> None:
     wait_pod_ready(pod)
-    # `python -m beampod.services` imports its entry, builds every spec, probes every
-    # service: the same here, then the interpreter says what it loaded.
+    # `python -m beampod.services` imports its entry, builds every spec, runs the queue's
+    # start-up step, probes every service: the same here, then the interpreter says
+    # what it loaded.
     proc = subprocess.run(
         [sys.executable, "-c", _SUPERVISOR_PATHS, str(pod.home.root)],
         capture_output=True,
@@ -81,13 +89,13 @@ def test_supervisor_code_paths_import_nothing_heavy(pod: LoadedPod) -> None:
 
 
 def test_running_supervisor_maps_no_heavy_library(pod: LoadedPod) -> None:
-    # The real process: compiled extensions of pandas, pyarrow, sqlalchemy, scipy,
-    # numba, orjson (tiled's) would be mapped if anything had imported them.
+    # The real process: compiled extensions of numpy, pandas, pyarrow, sqlalchemy,
+    # scipy, numba, orjson (tiled's) would be mapped if anything had imported them.
     wait_pod_ready(pod)
     pid = int(pod.home.supervisor_pid_file.read_text())
     maps = Path(f"/proc/{pid}/maps").read_text()
     packages = {part.split("/")[0] for part in maps.split("site-packages/")[1:] if "/" in part}
-    unwanted = {"pandas", "pyarrow", "sqlalchemy", "scipy", "numba", "llvmlite", "orjson"}
+    unwanted = {"pandas", "pyarrow", "sqlalchemy", "scipy", "numba", "llvmlite", "orjson", "numpy"}
     assert not packages & unwanted, sorted(packages)
 
 
