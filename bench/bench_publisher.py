@@ -12,6 +12,7 @@ the time spent inside the publisher callback per event document.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -118,6 +119,8 @@ def main() -> None:
         help="publisher poll intervals to compare (the default is 0.05 s)",
     )
     ap.add_argument("--window", type=int, default=1024)
+    ap.add_argument("--skip-isolated", action="store_true", help="skip the callback-alone run")
+    ap.add_argument("--json", type=Path, help="also write the results here (bench/run_all.py)")
     args = ap.parse_args()
 
     from bluesky import RunEngine
@@ -164,7 +167,9 @@ def main() -> None:
             "comparable on a quiet machine)"
         )
         print(f"events per run: {args.events}, repetitions: {args.reps}")
+        results: dict[str, float] = {}
         for interval, publisher, timed, _re, bare, ratios in configs:
+            results[f"ratio_poll_{interval:g}"] = statistics.median(ratios)
             assert publisher.flush(30), publisher.status()
             st = publisher.close()
             q = statistics.quantiles(timed.samples, n=100)
@@ -179,7 +184,10 @@ def main() -> None:
                 f"us, p99 {q[98] / 1000:.1f} us, max {max(timed.samples) / 1000:.1f} us; "
                 f"acked {st.acked}, spooled {st.spooled}, rejected {st.rejected}"
             )
-        _isolated(pod, 20_000)
+        if args.json:
+            args.json.write_text(json.dumps(results))
+        if not args.skip_isolated:
+            _isolated(pod, 20_000)
     finally:
         proc.kill()
         proc.wait(10)
