@@ -19,13 +19,13 @@ import statistics
 import subprocess
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 
 def _start_nats(pod: Any) -> subprocess.Popen[bytes]:
     from beampod.bus import ensure_streams_sync, nats_server_binary, write_nats_config
+    from beampod.errors import BeampodError
 
     conf = write_nats_config(pod)
     proc = subprocess.Popen(
@@ -33,19 +33,16 @@ def _start_nats(pod: Any) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{pod.config.bus.monitor_port}/healthz?js-enabled-only=true"
+    # Ready = the streams can be created (HTTP monitoring is off by default on one node).
     deadline = time.monotonic() + 20
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise SystemExit("nats-server did not start")
-        time.sleep(0.02)
-    ensure_streams_sync(pod)
+            ensure_streams_sync(pod)
+            break
+        except BeampodError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit("nats-server did not start") from None
+            time.sleep(0.05)  # polling interval
     return proc
 
 
