@@ -1,6 +1,6 @@
 """The supervisor loads only what supervising needs: no tiled, bluesky, pandas or web stack.
 
-It builds every service spec and runs every probe (HTTP, Redis, NATS, Channel Access,
+It builds every service definition and runs every probe (HTTP, Redis, NATS, Channel Access,
 the queue's 0MQ) for as long as the pod runs; a package import in the wrong place pulled
 ~250 MB into it once. These tests run the supervisor's own code paths, in a fresh
 interpreter, against the shared running pod.
@@ -69,7 +69,7 @@ print(json.dumps({"ready": ready, "modules": sorted({m.split(".")[0] for m in sy
 
 def test_supervisor_code_paths_import_nothing_heavy(pod: LoadedPod) -> None:
     wait_pod_ready(pod)
-    # `python -m beampod.services` imports its entry, builds every spec, runs the queue's
+    # `python -m beampod.services` imports its entry, builds every service definition, runs the queue's
     # start-up step, probes every service: the same here, then the interpreter says
     # what it loaded.
     proc = subprocess.run(
