@@ -69,9 +69,9 @@ print(json.dumps({"ready": ready, "modules": sorted({m.split(".")[0] for m in sy
 
 def test_supervisor_code_paths_import_nothing_heavy(pod: LoadedPod) -> None:
     wait_pod_ready(pod)
-    # `python -m beampod.services` imports its entry, builds every service definition, runs the queue's
-    # start-up step, probes every service: the same here, then the interpreter says
-    # what it loaded.
+    # `python -m beampod.services` imports its entry, builds every service definition,
+    # runs the queue's start-up step, probes every service: the same here, then the
+    # interpreter says what it loaded.
     proc = subprocess.run(
         [sys.executable, "-c", _SUPERVISOR_PATHS, str(pod.home.root)],
         capture_output=True,
