@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
 import subprocess
 import sys
 import tempfile
@@ -329,11 +330,14 @@ def main() -> None:
     )
     ap.add_argument("--profile", type=float, default=0.0)
     ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--json", type=Path, help="also write the results here (bench/run_all.py)")
     args = ap.parse_args()
     print(f"machine: {machine()}")
     print(f"load average at start: {load_average()}")
     workdir = Path(tempfile.mkdtemp(prefix="bench-catchup-"))
     results = {b: bench_backend(b, args, workdir) for b in args.backends}
+    if args.json:
+        args.json.write_text(json.dumps(results))
     print(f"\nsummary ({args.events} events; load average at end {load_average()}):")
     for b, r in results.items():
         print(

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import subprocess
 import sys
@@ -90,12 +91,13 @@ def speed(pod: Any, args: argparse.Namespace) -> dict[str, list[float]]:
     RE = RunEngine({}, context_managers=[])
     RE.subscribe(pub)
     configs["publisher"] = (RE, args.events)
-    RE = RunEngine({}, context_managers=[])
-    RE.subscribe(TiledWriter(_tiled_container(pod, writer_key), batch_size=1))
-    configs["tiledwriter(batch=1)"] = (RE, args.tw1_events)
-    RE = RunEngine({}, context_managers=[])
-    RE.subscribe(TiledWriter(_tiled_container(pod, writer_key)))
-    configs["tiledwriter(default)"] = (RE, args.events)
+    if not args.skip_tiledwriter:
+        RE = RunEngine({}, context_managers=[])
+        RE.subscribe(TiledWriter(_tiled_container(pod, writer_key), batch_size=1))
+        configs["tiledwriter(batch=1)"] = (RE, args.tw1_events)
+        RE = RunEngine({}, context_managers=[])
+        RE.subscribe(TiledWriter(_tiled_container(pod, writer_key)))
+        configs["tiledwriter(default)"] = (RE, args.events)
 
     # Warm-up: imports, connections, first Tiled nodes.
     _rate(bare_RE, 100)
@@ -275,7 +277,7 @@ def _first_time(samples: list[tuple[float, int]], count: int) -> float | None:
     return None
 
 
-def latency(pod: Any, args: argparse.Namespace) -> None:
+def latency(pod: Any, args: argparse.Namespace) -> dict[str, float]:
     from bluesky import RunEngine
 
     from beampod.bus import DurablePublisher
@@ -364,6 +366,12 @@ def latency(pod: Any, args: argparse.Namespace) -> None:
         f"{percentile(acked_all, 99):.0f} ms; tiled: p50 {percentile(tiled_all, 50):.0f} ms, "
         f"p99 {percentile(tiled_all, 99):.0f} ms (target p50 <= 200, p99 <= 1000)"
     )
+    return {
+        "acked_p50_ms": percentile(acked_all, 50),
+        "acked_p99_ms": percentile(acked_all, 99),
+        "readable_p50_ms": percentile(tiled_all, 50),
+        "readable_p99_ms": percentile(tiled_all, 99),
+    }
 
 
 def main() -> None:
@@ -381,6 +389,10 @@ def main() -> None:
     ap.add_argument("--reader-pause", type=float, default=0.05)
     ap.add_argument("--home", help="use this running pod instead of starting one")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument(
+        "--skip-tiledwriter", action="store_true", help="only bare and the publisher (quicker)"
+    )
+    ap.add_argument("--json", type=Path, help="also write the results here (bench/run_all.py)")
     args = ap.parse_args()
 
     from beampod.config import PodHome, load_pod
@@ -396,9 +408,14 @@ def main() -> None:
         print(f"pod up in {time.monotonic() - t0:.1f} s ({home})")
     try:
         pod = load_pod(PodHome.resolve(home))
+        results: dict[str, float] = {}
         if not args.skip_speed:
-            speed(pod, args)
-        latency(pod, args)
+            ratios = speed(pod, args)
+            results["ratio_writer_stopped"] = statistics.median(ratios["publisher, writer stopped"])
+            results["ratio_whole_pod"] = statistics.median(ratios["publisher"])
+        results.update(latency(pod, args))
+        if args.json:
+            args.json.write_text(json.dumps(results))
     finally:
         if own:
             beampod(home, "down")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from beampod.sim import (
     CaProbeError,
     build_pvdb,
     ca_read,
+    ca_read_raw,
     ca_write,
     ioc_env,
     main,
@@ -82,6 +84,24 @@ def test_each_ioc_answers_a_search_on_its_own_port(demo_iocs: RunningIocs) -> No
     # ...and only there: the mini beamline's PVs are not served on the simple IOC's port.
     with pytest.raises(CaProbeError, match="no answer to a search"):
         read_sync(HOST, demo_iocs.port("simple:"), "mini:current", timeout=0.5)
+
+
+@pytest.mark.pod
+def test_raw_read_agrees_with_caproto(demo_iocs: RunningIocs) -> None:
+    # The supervisor's probe speaks Channel Access itself (no caproto, no numpy): it
+    # must read what caproto's client reads, and fail where it fails.
+    port = demo_iocs.port("simple:")
+    write_sync(HOST, port, "simple:B", 4.25)
+    raw = asyncio.run(ca_read_raw(HOST, port, "simple:B", 2.0))
+    assert struct.unpack(">d", raw[:8]) == (4.25,) == (scalar(read_sync(HOST, port, "simple:B")),)
+    ints = asyncio.run(ca_read_raw(HOST, port, "simple:C", 2.0))  # int[3]: 1, 2, 3
+    assert list(struct.unpack(">3i", ints[:12])) == list(read_sync(HOST, port, "simple:C"))
+    for inst in demo_iocs.pod.config.instruments.values():
+        for ioc in inst.iocs:
+            pv = probe_pv(ioc.family, ioc.prefix)
+            assert asyncio.run(ca_read_raw(HOST, demo_iocs.port(ioc.prefix), pv, 2.0))
+    with pytest.raises(CaProbeError, match="no answer to a search"):
+        asyncio.run(ca_read_raw(HOST, port, "mini:current", 0.5))
 
 
 @pytest.mark.pod

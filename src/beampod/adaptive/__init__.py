@@ -8,11 +8,11 @@ In a session::
 See docs/adaptive.md.
 """
 
-from beampod.adaptive._brains import FromBrains, ToBrains, make_brains
+from typing import TYPE_CHECKING, Any
+
 from beampod.adaptive._client import AgentClient, ping_agent
-from beampod.adaptive._drive import drive
-from beampod.adaptive._plan import AdaptiveOutcome, AgentFailed, AgentTimeout, adaptive_plan
 from beampod.adaptive._protocol import (
+    READY_WORD,
     Observation,
     ProtocolError,
     Reply,
@@ -21,17 +21,65 @@ from beampod.adaptive._protocol import (
     reply_subject,
     request_subject,
 )
-from beampod.adaptive._queue_agent import (
-    QueueAgent,
-    QueueApi,
-    follow_bus,
-    queue_api,
-    run_campaign,
-)
-from beampod.adaptive._runner import AgentRunner, agent_factory
-from beampod.adaptive._sdk import Agent, NoRecommendation, StopAgent, load_agent_class, make_agent
-from beampod.adaptive._service import READY_WORD
 from beampod.adaptive._settings import LoopSettings, loop_settings, split_args
+
+if TYPE_CHECKING:
+    from beampod.adaptive._brains import FromBrains, ToBrains, make_brains
+    from beampod.adaptive._drive import drive
+    from beampod.adaptive._plan import AdaptiveOutcome, AgentFailed, AgentTimeout, adaptive_plan
+    from beampod.adaptive._queue_agent import (
+        QueueAgent,
+        QueueApi,
+        follow_bus,
+        queue_api,
+        run_campaign,
+    )
+    from beampod.adaptive._runner import AgentRunner, agent_factory
+    from beampod.adaptive._sdk import (
+        Agent,
+        NoRecommendation,
+        StopAgent,
+        load_agent_class,
+        make_agent,
+    )
+
+# Plans, agents and the queue agent need bluesky and numpy: the supervisor (which only
+# pings the agent) never loads them.
+# name -> (private module, name in it), imported on first access (PEP 562).
+_LAZY = {
+    "FromBrains": ("beampod.adaptive._brains", "FromBrains"),
+    "ToBrains": ("beampod.adaptive._brains", "ToBrains"),
+    "make_brains": ("beampod.adaptive._brains", "make_brains"),
+    "drive": ("beampod.adaptive._drive", "drive"),
+    "AdaptiveOutcome": ("beampod.adaptive._plan", "AdaptiveOutcome"),
+    "AgentFailed": ("beampod.adaptive._plan", "AgentFailed"),
+    "AgentTimeout": ("beampod.adaptive._plan", "AgentTimeout"),
+    "adaptive_plan": ("beampod.adaptive._plan", "adaptive_plan"),
+    "QueueAgent": ("beampod.adaptive._queue_agent", "QueueAgent"),
+    "QueueApi": ("beampod.adaptive._queue_agent", "QueueApi"),
+    "follow_bus": ("beampod.adaptive._queue_agent", "follow_bus"),
+    "queue_api": ("beampod.adaptive._queue_agent", "queue_api"),
+    "run_campaign": ("beampod.adaptive._queue_agent", "run_campaign"),
+    "AgentRunner": ("beampod.adaptive._runner", "AgentRunner"),
+    "agent_factory": ("beampod.adaptive._runner", "agent_factory"),
+    "Agent": ("beampod.adaptive._sdk", "Agent"),
+    "NoRecommendation": ("beampod.adaptive._sdk", "NoRecommendation"),
+    "StopAgent": ("beampod.adaptive._sdk", "StopAgent"),
+    "load_agent_class": ("beampod.adaptive._sdk", "load_agent_class"),
+    "make_agent": ("beampod.adaptive._sdk", "make_agent"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, attr = _LAZY[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "READY_WORD",

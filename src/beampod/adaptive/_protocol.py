@@ -17,6 +17,9 @@ import msgpack
 
 from beampod.errors import BeampodError
 
+#: First word of the line the agent service logs once it serves (the supervisor waits for it).
+READY_WORD = "AGENT-READY"
+
 PROTOCOL_VERSION = 1
 
 Point = dict[str, float]

@@ -17,6 +17,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from beampod.adaptive._protocol import (
+    READY_WORD,
     ProtocolError,
     Reply,
     Request,
@@ -32,7 +33,6 @@ from beampod.config import LoadedPod
 
 log = logging.getLogger("beampod.adaptive.service")
 
-READY_WORD = "AGENT-READY"
 # A reply list nobody reads (plan gone) must not live forever in Redis.
 REDIS_REPLY_TTL_S = 3600
 

@@ -1,39 +1,13 @@
 """The document bus: one codec and one behavioural contract for every transport."""
 
-from beampod.bus._codec import DOCUMENT_NAMES, DecodeError, decode, encode, message_id, run_uid_of
-from beampod.bus._consumer import (
-    ORIGINAL_SEQ,
-    BadMessage,
-    DocumentConsumer,
-    Message,
-    publish_dead_letter,
-    tail,
-)
+from typing import TYPE_CHECKING, Any
+
 from beampod.bus._contract import (
     Delivery,
     DocumentPublisher,
     DocumentSubscriber,
     Durability,
     Transport,
-)
-from beampod.bus._dlq import DeadLetter, get_dead_letter, list_dead_letters, replay_dead_letter
-from beampod.bus._kafka import (
-    MSG_ID_HEADER,
-    KafkaPublisher,
-    KafkaSubscriber,
-    KafkaTransport,
-    ensure_topic,
-    kafka_module,
-    producer_config,
-)
-from beampod.bus._kafkadlq import (
-    REASON_HEADER,
-    dead_letter_headers,
-    dlq_topic,
-    ensure_dlq_topic,
-    get_kafka_dead_letter,
-    list_kafka_dead_letters,
-    replay_kafka_dead_letter,
 )
 from beampod.bus._natsconf import (
     NatsConnection,
@@ -44,7 +18,6 @@ from beampod.bus._natsconf import (
     render_nats_config,
     write_nats_config,
 )
-from beampod.bus._publisher import DurablePublisher
 from beampod.bus._pubstate import PublisherStatus
 from beampod.bus._roles import (
     ADMIN_USER,
@@ -58,12 +31,115 @@ from beampod.bus._roles import (
     inbox_prefix,
     role_permissions,
 )
-from beampod.bus._split import OversizeDocumentError, split_event_page, to_messages
-from beampod.bus._spool import Spool, SpoolError, SpoolRecord, open_spool
 from beampod.bus._streams import StreamPlan, ensure_streams, ensure_streams_sync, plan_streams
-from beampod.bus._tails import kafka_tail, zmq_tail
-from beampod.bus._transports import NatsSubscriber, NatsTransport, transport_for
-from beampod.bus._zmq import PROBE_KEY, ZmqPublisher, ZmqSubscriber, ZmqTransport
+
+if TYPE_CHECKING:
+    from beampod.bus._codec import (
+        DOCUMENT_NAMES,
+        DecodeError,
+        decode,
+        encode,
+        message_id,
+        run_uid_of,
+    )
+    from beampod.bus._consumer import (
+        ORIGINAL_SEQ,
+        BadMessage,
+        DocumentConsumer,
+        Message,
+        publish_dead_letter,
+        tail,
+    )
+    from beampod.bus._dlq import DeadLetter, get_dead_letter, list_dead_letters, replay_dead_letter
+    from beampod.bus._kafka import (
+        MSG_ID_HEADER,
+        KafkaPublisher,
+        KafkaSubscriber,
+        KafkaTransport,
+        ensure_topic,
+        kafka_module,
+        producer_config,
+    )
+    from beampod.bus._kafkadlq import (
+        REASON_HEADER,
+        dead_letter_headers,
+        dlq_topic,
+        ensure_dlq_topic,
+        get_kafka_dead_letter,
+        list_kafka_dead_letters,
+        replay_kafka_dead_letter,
+    )
+    from beampod.bus._publisher import DurablePublisher
+    from beampod.bus._split import OversizeDocumentError, split_event_page, to_messages
+    from beampod.bus._spool import Spool, SpoolError, SpoolRecord, open_spool
+    from beampod.bus._tails import kafka_tail, zmq_tail
+    from beampod.bus._transports import NatsSubscriber, NatsTransport, transport_for
+    from beampod.bus._zmq import PROBE_KEY, ZmqPublisher, ZmqSubscriber, ZmqTransport
+
+# Documents (codec, publisher, consumers, transports) need msgpack-numpy and so numpy;
+# the supervisor needs only the NATS configuration, roles and streams above.
+# name -> (private module, name in it), imported on first access (PEP 562).
+_LAZY = {
+    "DOCUMENT_NAMES": ("beampod.bus._codec", "DOCUMENT_NAMES"),
+    "DecodeError": ("beampod.bus._codec", "DecodeError"),
+    "decode": ("beampod.bus._codec", "decode"),
+    "encode": ("beampod.bus._codec", "encode"),
+    "message_id": ("beampod.bus._codec", "message_id"),
+    "run_uid_of": ("beampod.bus._codec", "run_uid_of"),
+    "ORIGINAL_SEQ": ("beampod.bus._consumer", "ORIGINAL_SEQ"),
+    "BadMessage": ("beampod.bus._consumer", "BadMessage"),
+    "DocumentConsumer": ("beampod.bus._consumer", "DocumentConsumer"),
+    "Message": ("beampod.bus._consumer", "Message"),
+    "publish_dead_letter": ("beampod.bus._consumer", "publish_dead_letter"),
+    "tail": ("beampod.bus._consumer", "tail"),
+    "DeadLetter": ("beampod.bus._dlq", "DeadLetter"),
+    "get_dead_letter": ("beampod.bus._dlq", "get_dead_letter"),
+    "list_dead_letters": ("beampod.bus._dlq", "list_dead_letters"),
+    "replay_dead_letter": ("beampod.bus._dlq", "replay_dead_letter"),
+    "MSG_ID_HEADER": ("beampod.bus._kafka", "MSG_ID_HEADER"),
+    "KafkaPublisher": ("beampod.bus._kafka", "KafkaPublisher"),
+    "KafkaSubscriber": ("beampod.bus._kafka", "KafkaSubscriber"),
+    "KafkaTransport": ("beampod.bus._kafka", "KafkaTransport"),
+    "ensure_topic": ("beampod.bus._kafka", "ensure_topic"),
+    "kafka_module": ("beampod.bus._kafka", "kafka_module"),
+    "producer_config": ("beampod.bus._kafka", "producer_config"),
+    "REASON_HEADER": ("beampod.bus._kafkadlq", "REASON_HEADER"),
+    "dead_letter_headers": ("beampod.bus._kafkadlq", "dead_letter_headers"),
+    "dlq_topic": ("beampod.bus._kafkadlq", "dlq_topic"),
+    "ensure_dlq_topic": ("beampod.bus._kafkadlq", "ensure_dlq_topic"),
+    "get_kafka_dead_letter": ("beampod.bus._kafkadlq", "get_kafka_dead_letter"),
+    "list_kafka_dead_letters": ("beampod.bus._kafkadlq", "list_kafka_dead_letters"),
+    "replay_kafka_dead_letter": ("beampod.bus._kafkadlq", "replay_kafka_dead_letter"),
+    "DurablePublisher": ("beampod.bus._publisher", "DurablePublisher"),
+    "OversizeDocumentError": ("beampod.bus._split", "OversizeDocumentError"),
+    "split_event_page": ("beampod.bus._split", "split_event_page"),
+    "to_messages": ("beampod.bus._split", "to_messages"),
+    "Spool": ("beampod.bus._spool", "Spool"),
+    "SpoolError": ("beampod.bus._spool", "SpoolError"),
+    "SpoolRecord": ("beampod.bus._spool", "SpoolRecord"),
+    "open_spool": ("beampod.bus._spool", "open_spool"),
+    "kafka_tail": ("beampod.bus._tails", "kafka_tail"),
+    "zmq_tail": ("beampod.bus._tails", "zmq_tail"),
+    "NatsSubscriber": ("beampod.bus._transports", "NatsSubscriber"),
+    "NatsTransport": ("beampod.bus._transports", "NatsTransport"),
+    "transport_for": ("beampod.bus._transports", "transport_for"),
+    "PROBE_KEY": ("beampod.bus._zmq", "PROBE_KEY"),
+    "ZmqPublisher": ("beampod.bus._zmq", "ZmqPublisher"),
+    "ZmqSubscriber": ("beampod.bus._zmq", "ZmqSubscriber"),
+    "ZmqTransport": ("beampod.bus._zmq", "ZmqTransport"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, attr = _LAZY[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ADMIN_USER",

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -25,6 +26,9 @@ from beampod.config import (
     unusable_keys,
 )
 from beampod.errors import UsageError
+
+if TYPE_CHECKING:
+    from beampod.services import PodState
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_down)
 
     p = sub.add_parser("status", help="show services: state, pid, address, health")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="everything, memory included, as JSON")
+    p.add_argument(
+        "--resources",
+        action="store_true",
+        help="resident memory, CPU and uptime of the supervisor and each service",
+    )
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("logs", help="show a service's log (the supervisor's by default)")
@@ -183,8 +192,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     state = pod_status(home_of(args))
     now = time.time()
+    if args.resources and not args.json:
+        return _print_resources(state)
     if args.json:
+        from beampod.services import pod_resources
+
         out = state.to_json()
+        pids = {name: svc.pid for name, svc in state.services.items()}
+        out["resources"] = pod_resources(state.supervisor_pid, pids).to_json()
         for svc in out["services"].values():
             svc["uptime_s"] = (
                 round(now - svc["ready_at"], 1)
@@ -219,6 +234,29 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"\n{'central' if name == '' else f'instrument {name}'}")
             print(table(groups[name], header))
     return 0 if all(s.state == "ready" for s in state.services.values()) else 1
+
+
+def _print_resources(state: PodState) -> int:
+    from beampod.services import Usage, pod_resources
+
+    pids = {name: svc.pid for name, svc in state.services.items()}
+    res = pod_resources(state.supervisor_pid, pids, interval=0.5)
+
+    def row(name: str, u: Usage | None) -> list[str]:
+        if u is None:
+            return [name, "-", "-", "-", "-"]
+        cpu = "-" if u.cpu_percent is None else f"{u.cpu_percent:.1f}"
+        pid = str(u.pid) if u.processes == 1 else f"{u.pid} (+{u.processes - 1})"
+        return [name, pid, f"{u.rss_bytes / 2**20:.1f}", cpu, human_duration(u.uptime_s)]
+
+    rows = [row("(supervisor)", res.supervisor)]
+    rows += [row(name, res.services.get(name)) for name in state.services]
+    cpu_total = sum(
+        u.cpu_percent or 0.0 for u in [res.supervisor, *res.services.values()] if u is not None
+    )
+    rows.append(["total", "", f"{res.total_rss_bytes / 2**20:.1f}", f"{cpu_total:.1f}", ""])
+    print(table(rows, ["service", "pid", "rss MB", "cpu %", "uptime"]))
+    return 0
 
 
 def cmd_logs(args: argparse.Namespace) -> int:

@@ -57,6 +57,40 @@ async def manager_answers(pod: LoadedPod, *, timeout_s: float = 1.0) -> bool:
     return isinstance(status, dict) and status.get("manager_state") not in (None, "initializing")
 
 
+def _request(
+    pod: LoadedPod, method: str, params: dict[str, Any] | None = None, *, timeout_s: float = 5.0
+) -> dict[str, Any]:
+    """One request to the manager over the encrypted control channel (raw 0MQ, like
+    :func:`manager_answers`: REManagerAPI would load httpx, rich and jsonschema into the
+    supervisor, ~13 MB, for a start-up step)."""
+    import json
+
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.REQ)
+    try:
+        public, secret = zmq.curve_keypair()
+        sock.curve_serverkey = pod.secrets.queue_zmq_public_key.encode()
+        sock.curve_publickey, sock.curve_secretkey = public, secret
+        sock.linger = 0
+        sock.connect(control_address(pod))
+        sock.send(json.dumps({"method": method, "params": params or {}}).encode())
+        if not sock.poll(int(timeout_s * 1000)):
+            raise BeampodError(
+                f"the queue manager did not answer {method!r} within {timeout_s:g} s"
+            )
+        reply = json.loads(sock.recv())
+    except (zmq.ZMQError, ValueError) as exc:
+        raise BeampodError(f"the queue manager refused or did not answer: {exc}") from exc
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+    if not isinstance(reply, dict):
+        raise BeampodError(f"the queue manager answered {method!r} with {reply!r}")
+    return reply
+
+
 def open_environment(
     pod: LoadedPod, *, timeout_s: float = 120.0, progress: Callable[[str], None] | None = None
 ) -> None:
@@ -65,32 +99,28 @@ def open_environment(
     Idempotent, so it is safe as a ``prepare`` step that runs before every start.
     """
     say = progress or (lambda _msg: None)
-    rm = zmq_client(pod, timeout_s=5.0)
-    try:
-        status = rm.status()
-        if status["worker_environment_exists"]:
-            return
-        if status["manager_state"] != "creating_environment":
-            say("opening the queue worker environment (loading the instrument)")
-            rm.environment_open()
-        started = time.monotonic()
-        deadline = started + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                # The library's own status-polling wait, in steps so we can report.
-                rm.wait_for_condition(
-                    lambda st: st["manager_state"] != "creating_environment", timeout=5.0
-                )
-                break
-            except rm.WaitTimeoutError:
-                say(f"still opening the environment ({time.monotonic() - started:.0f} s)")
-        status = rm.status(reload=True)
-        if not status["worker_environment_exists"]:
+    status = _request(pod, "status")
+    if status.get("worker_environment_exists"):
+        return
+    if status.get("manager_state") != "creating_environment":
+        say("opening the queue worker environment (loading the instrument)")
+        reply = _request(pod, "environment_open")
+        if not reply.get("success"):
             raise BeampodError(
-                "the queue worker environment did not open (the instrument package failed "
-                "to load or a device is missing); see `beampod logs queue`"
+                f"the queue manager refused to open the environment: {reply.get('msg')}"
             )
-    except (rm.RequestTimeoutError, rm.RequestFailedError) as exc:
-        raise BeampodError(f"the queue manager refused or did not answer: {exc}") from exc
-    finally:
-        rm.close()
+    started = time.monotonic()
+    reported = started
+    while time.monotonic() < started + timeout_s:
+        status = _request(pod, "status")
+        if status.get("manager_state") != "creating_environment":
+            break
+        if time.monotonic() - reported >= 5.0:
+            reported = time.monotonic()
+            say(f"still opening the environment ({reported - started:.0f} s)")
+        time.sleep(0.2)  # polling interval of the manager's status, as the library's wait
+    if not _request(pod, "status").get("worker_environment_exists"):
+        raise BeampodError(
+            "the queue worker environment did not open (the instrument package failed "
+            "to load or a device is missing); see `beampod logs queue`"
+        )

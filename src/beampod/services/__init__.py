@@ -20,6 +20,7 @@ from beampod.services._probes import (
     port_is_free,
 )
 from beampod.services._process import tail
+from beampod.services._resources import PodResources, Usage, pod_resources, rss_bytes
 from beampod.services._runtime import (
     CENTRAL_SERVICES,
     DEFAULT_INSTRUMENT_SERVICES,
@@ -39,6 +40,7 @@ __all__ = [
     "CallableProbe",
     "HttpProbe",
     "LogLineProbe",
+    "PodResources",
     "PodState",
     "PortClaim",
     "Probe",
@@ -47,14 +49,17 @@ __all__ = [
     "ServiceState",
     "Supervisor",
     "TcpProbe",
+    "Usage",
     "control_service",
     "dependency_order",
     "log_path",
+    "pod_resources",
     "pod_services",
     "pod_status",
     "port_is_free",
     "python_module",
     "read_state",
+    "rss_bytes",
     "run_supervisor",
     "service_instrument",
     "session_extras",

@@ -10,10 +10,12 @@ import asyncio
 import contextlib
 import re
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 
 class Probe(Protocol):
@@ -54,14 +56,40 @@ class HttpProbe:
         return f"GET {self.url} answers {'/'.join(map(str, self.ok_statuses))}"
 
     async def ready(self) -> bool:
-        import httpx
-
+        # A plain HTTP/1.1 GET on asyncio streams: the supervisor runs this every few
+        # seconds for several services, and httpx would cost it ~13 MB resident.
         try:
-            async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
-                resp = await client.get(self.url, headers=dict(self.headers))
-        except httpx.HTTPError:
+            return await asyncio.wait_for(self._status(), 2.0) in self.ok_statuses
+        except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
             return False
-        return resp.status_code in self.ok_statuses
+
+    async def _status(self) -> int:
+        url = urlsplit(self.url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"not an http(s) URL: {self.url}")
+        tls = url.scheme == "https"
+        port = url.port or (443 if tls else 80)
+        reader, writer = await asyncio.open_connection(
+            url.hostname, port, ssl=ssl.create_default_context() if tls else None
+        )
+        try:
+            target = url.path or "/"
+            if url.query:
+                target += "?" + url.query
+            host = url.netloc.rpartition("@")[2]
+            lines = [f"GET {target} HTTP/1.1", f"Host: {host}", "Connection: close"]
+            lines += [f"{k}: {v}" for k, v in self.headers.items()]
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            await writer.drain()
+            status_line = await reader.readuntil(b"\r\n")  # HTTP/1.1 200 OK
+            parts = status_line.split()
+            if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+                raise ValueError(f"not an HTTP answer: {status_line[:80]!r}")
+            return int(parts[1])
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
 
 @dataclass(frozen=True)

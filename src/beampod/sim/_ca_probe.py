@@ -18,11 +18,7 @@ from typing import Any
 
 import caproto as ca
 
-from beampod.errors import BeampodError
-
-
-class CaProbeError(BeampodError):
-    """The IOC did not answer the search or the read in time, or answered with an error."""
+from beampod.sim._ca_wire import CaProbeError
 
 
 class _SearchProtocol(asyncio.DatagramProtocol):

@@ -24,8 +24,7 @@ import caproto
 from caproto.server import PVGroup
 
 from beampod.errors import UsageError
-
-READY_WORD = "beampod-ioc ready"
+from beampod.sim._names import PROBE_SUFFIXES, READY_WORD
 
 
 @dataclass(frozen=True)
@@ -68,12 +67,27 @@ FAMILIES: dict[str, Family] = {
         Family(
             "mini_beamline",
             _mini_beamline,
-            "current",
+            PROBE_SUFFIXES["mini_beamline"],
             "pinhole/edge/slit detectors behind motor records, moving dot, ring current",
         ),
-        Family("random_walk", _random_walk, "x", "caproto's random walk: x steps every dt s"),
-        Family("simple", _simple, "A", "caproto's simple IOC: A (int), B (float), C (int[3])"),
-        Family("thermo_sim", _thermo_sim, "I", "caproto's thermo sim: I follows SP, oscillating"),
+        Family(
+            "random_walk",
+            _random_walk,
+            PROBE_SUFFIXES["random_walk"],
+            "caproto's random walk: x steps every dt s",
+        ),
+        Family(
+            "simple",
+            _simple,
+            PROBE_SUFFIXES["simple"],
+            "caproto's simple IOC: A (int), B (float), C (int[3])",
+        ),
+        Family(
+            "thermo_sim",
+            _thermo_sim,
+            PROBE_SUFFIXES["thermo_sim"],
+            "caproto's thermo sim: I follows SP, oscillating",
+        ),
     )
 }
 
@@ -85,11 +99,6 @@ def family(name: str) -> Family:
         raise UsageError(
             f"unknown IOC family {name!r} (known: {', '.join(sorted(FAMILIES))})"
         ) from None
-
-
-def probe_pv(family_name: str, prefix: str) -> str:
-    """A PV that every IOC of this family serves as soon as it is up."""
-    return prefix + family(family_name).probe_suffix
 
 
 def build_pvdb(family_name: str, prefix: str) -> dict[str, object]:
@@ -190,38 +199,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"beampod-ioc error: {exc}", file=sys.stderr, flush=True)
         return 3
     return 0
-
-
-def ioc_env(bind: str, port: int, repeater_port: int | None = None) -> dict[str, str]:
-    """Environment for one IOC process: listen on ``bind:port`` only, beacons to loopback.
-
-    ``EPICS_CA_SERVER_PORT`` is what caproto reads (UDP search port, first TCP port);
-    ``EPICS_CAS_SERVER_PORT`` is set to the same so an EPICS-base server given this
-    environment would agree. Client-side variables are pinned as well, so anything the
-    IOC process itself looks up over CA stays inside this pod.
-    """
-    loopback = probe_host(bind)
-    repeater = (
-        {}
-        if repeater_port is None
-        else {
-            # Beacons go to the pod's repeater, which forwards them to registered clients.
-            "EPICS_CAS_BEACON_PORT": str(repeater_port),
-            "EPICS_CA_REPEATER_PORT": str(repeater_port),
-        }
-    )
-    return repeater | {
-        "EPICS_CAS_INTF_ADDR_LIST": bind,
-        "EPICS_CA_SERVER_PORT": str(port),
-        "EPICS_CAS_SERVER_PORT": str(port),
-        "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-        "EPICS_CAS_BEACON_ADDR_LIST": loopback,
-        "EPICS_CA_AUTO_ADDR_LIST": "NO",
-        "EPICS_CA_ADDR_LIST": f"{loopback}:{port}",
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
-def probe_host(bind: str) -> str:
-    """The address a local client uses to reach a server bound to ``bind``."""
-    return "127.0.0.1" if bind in ("", "0.0.0.0") else bind

@@ -5,14 +5,8 @@
 - :func:`open_catalog` / :func:`list_runs` read runs back (``db[-1]`` and friends).
 """
 
-from beampod.store._catalog import (
-    AmbiguousUidError,
-    Catalog,
-    RunNotFoundError,
-    RunSummary,
-    list_runs,
-    open_catalog,
-)
+from typing import TYPE_CHECKING, Any
+
 from beampod.store._layout import (
     StoreLayout,
     embedded_postgres,
@@ -22,16 +16,58 @@ from beampod.store._layout import (
     tiled_url,
 )
 from beampod.store._postgres import prepare_postgres
-from beampod.store._sink import (
-    BatchResult,
-    Item,
-    Rejection,
-    RunSink,
-    StoreAccessError,
-    TransientStoreError,
-    items_from,
-)
-from beampod.store._writer import open_sink
+
+if TYPE_CHECKING:
+    from beampod.store._catalog import (
+        AmbiguousUidError,
+        Catalog,
+        RunNotFoundError,
+        RunSummary,
+        list_runs,
+        open_catalog,
+    )
+    from beampod.store._sink import (
+        BatchResult,
+        Item,
+        Rejection,
+        RunSink,
+        StoreAccessError,
+        TransientStoreError,
+        items_from,
+    )
+    from beampod.store._writer import open_sink
+
+# Reading and writing runs need tiled (numpy, pandas, pyarrow, ~250 MB): a process that
+# needs only the store's addresses and layout (the supervisor) never loads them.
+# name -> (private module, name in it), imported on first access (PEP 562).
+_LAZY = {
+    "AmbiguousUidError": ("beampod.store._catalog", "AmbiguousUidError"),
+    "Catalog": ("beampod.store._catalog", "Catalog"),
+    "RunNotFoundError": ("beampod.store._catalog", "RunNotFoundError"),
+    "RunSummary": ("beampod.store._catalog", "RunSummary"),
+    "list_runs": ("beampod.store._catalog", "list_runs"),
+    "open_catalog": ("beampod.store._catalog", "open_catalog"),
+    "BatchResult": ("beampod.store._sink", "BatchResult"),
+    "Item": ("beampod.store._sink", "Item"),
+    "Rejection": ("beampod.store._sink", "Rejection"),
+    "RunSink": ("beampod.store._sink", "RunSink"),
+    "StoreAccessError": ("beampod.store._sink", "StoreAccessError"),
+    "TransientStoreError": ("beampod.store._sink", "TransientStoreError"),
+    "items_from": ("beampod.store._sink", "items_from"),
+    "open_sink": ("beampod.store._writer", "open_sink"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, attr = _LAZY[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AmbiguousUidError",

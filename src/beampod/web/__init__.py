@@ -3,9 +3,36 @@
 ``python -m beampod.web`` serves it (the supervisor's ``web`` service); see docs/web.md.
 """
 
-from beampod.web._app import HEALTH_PATH, build_app, build_console, web_url
-from beampod.web._auth import Keys, Sessions
-from beampod.web._console import Console
+from typing import TYPE_CHECKING, Any
+
+from beampod.web._address import HEALTH_PATH, web_url
+
+if TYPE_CHECKING:
+    from beampod.web._app import build_app, build_console
+    from beampod.web._auth import Keys, Sessions
+    from beampod.web._console import Console
+
+# The supervisor needs only the console's address, not Starlette, tiled and the console.
+# name -> (private module, name in it), imported on first access (PEP 562).
+_LAZY = {
+    "build_app": ("beampod.web._app", "build_app"),
+    "build_console": ("beampod.web._app", "build_console"),
+    "Keys": ("beampod.web._auth", "Keys"),
+    "Sessions": ("beampod.web._auth", "Sessions"),
+    "Console": ("beampod.web._console", "Console"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, attr = _LAZY[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "HEALTH_PATH",

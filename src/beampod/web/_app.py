@@ -15,17 +15,15 @@ from starlette.staticfiles import StaticFiles
 
 from beampod import auth
 from beampod.config import LoadedPod
-from beampod.sim import probe_host
 from beampod.web import _pages as p
 from beampod.web import _streams as s
+from beampod.web._address import HEALTH_PATH
 from beampod.web._agents import AgentStatus, BusAgentStatus, no_agent_reason
 from beampod.web._auth import Keys, PeerUid
 from beampod.web._console import PACKAGE_DIR, Console, NotAllowed, refusal
 from beampod.web._devices import DevicePanel
 from beampod.web._live import LiveFeed, Source, bus_source
 from beampod.web._queueapi import QueueApi
-
-HEALTH_PATH = "/healthz"
 
 # Everything comes from this server: no inline script, no third-party origin.
 _HEADERS = [
@@ -38,10 +36,6 @@ _HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
 ]
-
-
-def web_url(pod: LoadedPod) -> str:
-    return f"http://{probe_host(pod.config.pod.bind)}:{pod.config.web.port}"
 
 
 class _SecurityHeaders:

@@ -1,0 +1,222 @@
+"""Every benchmark, quickly, and one table of what was measured against the targets.
+
+The regression guard: each benchmark runs as its own process with reduced sizes (the
+same code as a full run, fewer events and repetitions), writes its results as JSON, and
+this script prints one table -- metric, measured, target, ratio (measured / target),
+pass/fail -- plus the machine and its load average, which the numbers depend on.
+Every ratio is taken side by side in one run (a bare RunEngine next to the published
+one; `up -d` next to its slowest service started alone), so the table compares across
+machines where absolute times do not.
+
+    .venv/bin/python bench/run_all.py            # ~10 minutes on 2 busy cores
+    .venv/bin/python bench/run_all.py --full     # the sizes of docs/benchmarks.md
+    .venv/bin/python bench/run_all.py --only up catchup
+
+Exit status 0 when every target is met, 1 otherwise (2 if a benchmark failed to run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import load_average, machine
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    bench: str
+    get: Callable[[dict[str, Any]], float]
+    target: float
+    higher_is_better: bool
+    unit: str = ""
+    digits: int = 3
+
+    def passed(self, value: float) -> bool:
+        return value >= self.target if self.higher_is_better else value <= self.target
+
+
+# (bench name, script, quick arguments, full arguments)
+BENCHES: list[tuple[str, str, list[str], list[str]]] = [
+    ("up", "bench_up.py", ["--repeat", "1", "--alone", "3"], ["--repeat", "3", "--alone", "3"]),
+    (
+        "publisher",
+        "bench_publisher.py",
+        ["--reps", "4", "--poll-intervals", "0.05", "--skip-isolated"],
+        ["--reps", "12", "--poll-intervals", "0.05"],
+    ),
+    (
+        "datapath",
+        "bench_datapath.py",
+        [
+            "--reps",
+            "3",
+            "--latency-events",
+            "1000",
+            "--latency-reps",
+            "2",
+            "--skip-tiledwriter",
+        ],
+        ["--skip-tiledwriter"],
+    ),
+    (
+        "catchup",
+        "bench_catchup.py",
+        ["--events", "20000", "--backends", "sqlite", "postgres"],
+        ["--events", "100000", "--backends", "sqlite", "postgres"],
+    ),
+]
+
+METRICS = [
+    Metric(
+        "RunEngine with publisher / bare (publisher alone)",
+        "publisher",
+        lambda r: r["ratio_poll_0.05"],
+        0.97,
+        True,
+    ),
+    Metric(
+        "RunEngine with publisher / bare (whole pod storing)",
+        "datapath",
+        lambda r: r["ratio_whole_pod"],
+        0.97,
+        True,
+    ),
+    Metric(
+        "emitted -> readable in Tiled, p50",
+        "datapath",
+        lambda r: r["readable_p50_ms"],
+        200,
+        False,
+        " ms",
+        0,
+    ),
+    Metric(
+        "emitted -> readable in Tiled, p99",
+        "datapath",
+        lambda r: r["readable_p99_ms"],
+        1000,
+        False,
+        " ms",
+        0,
+    ),
+    Metric(
+        "writer catch-up, SQLite",
+        "catchup",
+        lambda r: r["sqlite"]["drain"],
+        50_000,
+        True,
+        " ev/s",
+        0,
+    ),
+    Metric(
+        "writer catch-up, PostgreSQL",
+        "catchup",
+        lambda r: r["postgres"]["drain"],
+        50_000,
+        True,
+        " ev/s",
+        0,
+    ),
+    Metric("up -d / slowest service alone", "up", lambda r: r["up_over_alone"], 1.5, False, "", 2),
+    Metric("supervisor resident memory", "up", lambda r: r["supervisor_mb"], 60, False, " MB", 1),
+]
+
+# Context printed under the table (not targets).
+INFO = [
+    ("up -d, all ready", "up", lambda r: f"{r['up_s']:.1f} s"),
+    ("slowest service alone", "up", lambda r: f"{r['slowest_alone_s']:.1f} s"),
+    ("whole demo pod resident", "up", lambda r: f"{r['pod_mb']:.0f} MB"),
+    ("RunEngine ratio, writer stopped", "datapath", lambda r: f"{r['ratio_writer_stopped']:.3f}"),
+    (
+        "emitted -> acked by the writer p50/p99",
+        "datapath",
+        lambda r: f"{r['acked_p50_ms']:.0f} / {r['acked_p99_ms']:.0f} ms",
+    ),
+]
+
+
+def _fmt(value: float, metric: Metric) -> str:
+    return f"{value:,.{metric.digits}f}{metric.unit}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--full", action="store_true", help="full sizes (slower, steadier)")
+    ap.add_argument(
+        "--only", nargs="+", choices=[b[0] for b in BENCHES], help="run only these benchmarks"
+    )
+    ap.add_argument("--out", type=Path, help="directory for the logs and JSON (default: temp)")
+    args = ap.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="beampod-bench-"))
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {machine()}")
+    print(f"load average at start: {load_average()}  (logs and JSON in {out})", flush=True)
+    results: dict[str, dict[str, Any]] = {}
+    failed: list[str] = []
+    t_all = time.monotonic()
+    for name, script, quick, full in BENCHES:
+        if args.only and name not in args.only:
+            continue
+        result_file = out / f"{name}.json"
+        argv = [sys.executable, str(HERE / script), *(full if args.full else quick)]
+        argv += ["--json", str(result_file)]
+        t0 = time.monotonic()
+        print(f"running {script} {' '.join(full if args.full else quick)} ...", flush=True)
+        with (out / f"{name}.log").open("w") as log:
+            proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=os.environ)
+        took = time.monotonic() - t0
+        if proc.returncode != 0 or not result_file.exists():
+            failed.append(name)
+            print(f"  FAILED (exit {proc.returncode}) after {took:.0f} s; see {out / name}.log")
+            continue
+        results[name] = json.loads(result_file.read_text())
+        print(f"  done in {took:.0f} s; load average {load_average()}", flush=True)
+
+    rows = [["metric", "measured", "target", "ratio", "pass"]]
+    all_met = True
+    for m in METRICS:
+        if m.bench not in results:
+            continue
+        value = m.get(results[m.bench])
+        ok = m.passed(value)
+        all_met &= ok
+        sign = ">=" if m.higher_is_better else "<="
+        target = f"{sign} {_fmt(m.target, m)}"
+        rows.append(
+            [m.name, _fmt(value, m), target, f"{value / m.target:.2f}", "pass" if ok else "FAIL"]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print(
+        f"\nbeampod benchmarks ({'full' if args.full else 'quick'} sizes), "
+        f"{time.monotonic() - t_all:.0f} s; load average at end: {load_average()}"
+    )
+    print(f"machine: {machine()}")
+    for i, r in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    for label, bench, get in INFO:
+        if bench in results:
+            print(f"  {label}: {get(results[bench])}")
+    if failed:
+        print(f"benchmarks that failed to run: {', '.join(failed)}")
+        return 2
+    return 0 if all_met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
