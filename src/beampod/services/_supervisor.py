@@ -232,9 +232,13 @@ class Supervisor:
                 reason = unhealthy or f"exited with code {svc.proc.returncode}"
             elif self._stopping:
                 return
+            else:
+                # Not ready in time: nothing of this attempt may outlive it, or the
+                # next start finds its ports taken (a restart after a full disk would
+                # end `failed`, "port in use") and two copies would run.
+                await _process.stop(svc.proc, spec.stop_signal, 2.0)
             if not svc.ready.is_set():
                 # Never became ready in this up: fail the start-up, loudly.
-                await _process.stop(svc.proc, spec.stop_signal, 2.0)
                 self._update(svc, state="failed", pid=None, message=reason)
                 raise ServiceStartError(spec.name, reason, _process.tail(log))
             if not await self._backoff(svc, reason):
