@@ -5,7 +5,6 @@ stored exactly once (issue "full disks and stuck servers are seen and recovered"
 
 from __future__ import annotations
 
-import errno
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from tests.conftest import beampod_cli, processes_using
 from tests.datapath._helpers import (
     Emitter,
     assert_stored_exactly,
+    fill_disk,
     service,
     wait_for,
     wait_pod_ready,
@@ -50,21 +50,6 @@ def small_bus_pod() -> Iterator[LoadedPod]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _fill(path: Path) -> int:
-    """Write zeros to ``path`` until the file system is full; bytes written."""
-    written = 0
-    chunk = b"\0" * (1 << 20)
-    with path.open("wb") as fh:
-        try:
-            while True:
-                fh.write(chunk)
-                fh.flush()
-                written += len(chunk)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
-    return written
-
-
 def test_full_bus_disk_is_seen_and_the_pod_recovers(
     small_bus_pod: LoadedPod, tmp_path: Path
 ) -> None:
@@ -74,7 +59,7 @@ def test_full_bus_disk_is_seen_and_the_pod_recovers(
         wait_stored(pod, em, 5, deadline_s=120)
         filler = pod.home.data_dir / "nats" / "filler.bin"
         try:
-            assert _fill(filler) > 0
+            assert fill_disk(filler) > 0
             # nats-server still runs, but cannot store: `beampod status` says so.
             wait_for(
                 lambda: service(pod, "nats")["state"] == "degraded",

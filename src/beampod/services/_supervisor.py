@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from beampod.config import PodHome
 from beampod.errors import BeampodError, PortInUseError, ServiceStartError, UsageError
 from beampod.services import _process
-from beampod.services._probes import LogLineProbe, Probe, port_is_free
+from beampod.services._probes import AllProbes, LogLineProbe, Probe, port_is_free
 from beampod.services._spec import ServiceSpec
 from beampod.services._state import PodState, ServiceState, write_state
 
@@ -272,23 +272,14 @@ class Supervisor:
         ``unhealthy_restart_s`` it is stopped (the caller restarts it) and the reason
         returned."""
         failing_since: float | None = None
+        probe = svc.spec.health or svc.spec.probe
         while proc.returncode is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), self._policy.health_interval_s)
             if proc.returncode is None and not self._stopping and not svc.held.is_set():
-                try:
-                    ok = (
-                        await svc.spec.probe.ready()
-                        if not isinstance(svc.spec.probe, LogLineProbe)
-                        else True
-                    )
-                except (OSError, BeampodError):
-                    ok = False
-                except Exception as exc:  # noqa: BLE001 - a probe that raises is failing
-                    # (never a dead watcher that leaves the service "ready" forever)
-                    ok = False
-                    self._progress(f"{svc.spec.name} probe raised {type(exc).__name__}: {exc}")
-                health = "ok" if ok else "failing probe: " + svc.spec.probe.description
+                failed = await self._failing(svc, probe)
+                ok = failed is None
+                health = "ok" if ok else f"failing probe: {failed}"
                 now = time.monotonic()
                 if ok:
                     failing_since = None
@@ -311,6 +302,23 @@ class Supervisor:
                         await _process.stop(proc, svc.spec.stop_signal, svc.spec.stop_timeout)
                         return reason
         return None
+
+    async def _failing(self, svc: _Service, probe: Probe) -> str | None:
+        """None when the health probe passes; else the description of what fails (of
+        several checks, the first that fails)."""
+        if isinstance(probe, LogLineProbe):
+            return None  # said its line once; nothing to re-check
+        try:
+            if isinstance(probe, AllProbes):
+                bad = await probe.failing()
+                return None if bad is None else bad.description
+            return None if await probe.ready() else probe.description
+        except (OSError, BeampodError):
+            return probe.description
+        except Exception as exc:  # noqa: BLE001 - a probe that raises is failing
+            # (never a dead watcher that leaves the service "ready" forever)
+            self._progress(f"{svc.spec.name} probe raised {type(exc).__name__}: {exc}")
+            return probe.description
 
     async def _backoff(self, svc: _Service, reason: str) -> bool:
         now = time.monotonic()
