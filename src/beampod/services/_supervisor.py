@@ -280,11 +280,17 @@ class Supervisor:
                 failed = await self._failing(svc, probe)
                 ok = failed is None
                 health = "ok" if ok else f"failing probe: {failed}"
+                blocked = None if ok else self._unhealthy_dependency(svc)
                 now = time.monotonic()
                 if ok:
                     failing_since = None
                     if svc.state.state == "degraded":
                         self._update(svc, state="ready", health=health, message="")
+                elif blocked is not None:
+                    # Not this service's fault (the writer cannot store while Tiled
+                    # cannot): restarting it would not help, so the clock does not run.
+                    health += f" (waiting for {blocked})"
+                    failing_since = None
                 else:
                     failing_since = failing_since or now
                 if health != svc.state.health:
@@ -301,6 +307,14 @@ class Supervisor:
                         self._progress(f"{svc.spec.name} degraded ({reason}): restarting")
                         await _process.stop(proc, svc.spec.stop_signal, svc.spec.stop_timeout)
                         return reason
+        return None
+
+    def _unhealthy_dependency(self, svc: _Service) -> str | None:
+        """A service this one depends on that is not ready and healthy right now."""
+        for name in svc.spec.depends_on:
+            dep = self._services[name].state
+            if dep.state != "ready" or dep.health not in ("ok", ""):
+                return name
         return None
 
     async def _failing(self, svc: _Service, probe: Probe) -> str | None:

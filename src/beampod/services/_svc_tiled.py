@@ -8,10 +8,16 @@ from collections.abc import Awaitable, Callable
 
 from beampod.config import LoadedPod, PostgresStore
 from beampod.errors import ConfigError
-from beampod.services._health import tiled_stores
 from beampod.services._probes import AllProbes, CallableProbe, HttpProbe, TcpProbe
 from beampod.services._spec import PortClaim, ServiceSpec, python_module
-from beampod.store import embedded_postgres, layout_of, postgres_uri, prepare_postgres, tiled_url
+from beampod.store import (
+    embedded_postgres,
+    layout_of,
+    postgres_uri,
+    prepare_postgres,
+    tiled_stores,
+    tiled_url,
+)
 
 
 def _postgres_query_probe(pod: LoadedPod) -> Callable[[], Awaitable[bool]]:

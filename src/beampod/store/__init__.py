@@ -13,6 +13,7 @@ from beampod.store._catalog import (
     list_runs,
     open_catalog,
 )
+from beampod.store._health import TILED_HEALTH_NODE, tiled_stores, tiled_stores_sync
 from beampod.store._layout import (
     StoreLayout,
     embedded_postgres,
@@ -34,6 +35,7 @@ from beampod.store._sink import (
 from beampod.store._writer import open_sink
 
 __all__ = [
+    "TILED_HEALTH_NODE",
     "AmbiguousUidError",
     "BatchResult",
     "Catalog",
@@ -54,5 +56,7 @@ __all__ = [
     "postgres_uri",
     "prepare_postgres",
     "store_uris",
+    "tiled_stores",
+    "tiled_stores_sync",
     "tiled_url",
 ]
