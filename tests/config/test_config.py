@@ -141,3 +141,31 @@ def test_checked_in_schema_matches_the_model(capsys: pytest.CaptureFixture[str])
     assert json.loads(checked_in) == json_schema()
     assert main(["config", "schema"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(checked_in)
+
+
+def test_health_grace_periods_are_config_keys_with_defaults() -> None:
+    demo = {"demo": {"package": "beampod.demo"}}
+    health = parse_config({"instruments": demo}).pod.health
+    assert (health.degraded_after_s, health.restart_after_s) == (30.0, 60.0)
+    set_ = parse_config(
+        {"instruments": demo, "pod": {"health": {"degraded_after_s": 5, "restart_after_s": 12}}}
+    ).pod.health
+    assert (set_.degraded_after_s, set_.restart_after_s) == (5.0, 12.0)
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "instruments": demo,
+                "pod": {"health": {"every": 1}},
+            }
+        )
+    joined = "\n".join(info.value.problems)
+    assert "pod.health.every: unknown key" in joined
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "instruments": demo,
+                "pod": {"health": {"degraded_after_s": 40, "restart_after_s": 20}},
+            }
+        )
+    joined = "\n".join(info.value.problems)
+    assert "restart_after_s (20) is less than degraded_after_s (40)" in joined

@@ -7,6 +7,7 @@ No fixed sleeps: every wait polls a condition against a deadline.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -49,6 +50,21 @@ def wait_for(
                 + (f" (last error: {last_exc!r})" if last_exc else "")
             )
         time.sleep(interval)
+
+
+def fill_disk(path: Path) -> int:
+    """Write zeros to ``path`` until the file system is full; bytes written."""
+    written = 0
+    chunk = b"\0" * (1 << 20)
+    with path.open("wb") as fh:
+        try:
+            while True:
+                fh.write(chunk)
+                fh.flush()
+                written += len(chunk)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return written
 
 
 # -- the pod, through its command line ----------------------------------------------------

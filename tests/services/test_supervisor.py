@@ -260,3 +260,70 @@ def test_a_service_whose_probe_keeps_failing_is_degraded_then_restarted(home: Po
             await sup.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_restart_that_does_not_get_ready_is_stopped_and_tried_again(home: PodHome) -> None:
+    """A degraded service restarted while its cause lasts (nats on a still-full disk)
+    does not get ready in time: that attempt is stopped -- its port freed -- and tried
+    again until the cause is gone, never left running next to the next attempt (which
+    then found its port taken and ended ``failed`` for good)."""
+    flag = home.root / "healthy"
+    flag.touch()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    body = (
+        "import socket, time; s = socket.socket(); "
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+        f"s.bind(('127.0.0.1', {port})); s.listen(); print('READY', flush=True); "
+        "time.sleep(600)"
+    )
+
+    async def healthy() -> bool:
+        return flag.exists()
+
+    spec = ServiceSpec(
+        name="svc",
+        argv=_script(body),
+        probe=CallableProbe(healthy, "the flag file exists"),
+        ports=(PortClaim("127.0.0.1", port),),
+        ready_timeout=1.0,
+        stop_timeout=2,
+    )
+    policy = RestartPolicy(
+        max_crashes=20,
+        window_s=30,
+        backoff_initial_s=0.05,
+        backoff_max_s=0.2,
+        health_interval_s=0.1,
+        unhealthy_grace_s=0.5,
+        unhealthy_restart_s=1.0,
+    )
+
+    async def scenario() -> None:
+        sup = Supervisor([spec], home, policy=policy)
+        await sup.start()
+        svc = sup.state.services["svc"]
+        try:
+            first = svc.pid
+            assert first is not None
+            seen: set[int] = {first}
+
+            def attempts(n: int) -> bool:
+                assert svc.state != "failed", svc.message
+                if svc.pid is not None:
+                    seen.add(svc.pid)
+                return len(seen) >= n
+
+            flag.unlink()
+            # Restarted, and the restarts do not get ready: at least two more attempts.
+            await _wait_for(lambda: attempts(3))
+            flag.touch()
+            await _wait_for(lambda: svc.state == "ready" and svc.pid not in (None, first))
+            assert svc.health == "ok"
+            # One copy runs: every earlier attempt is gone.
+            assert [p for p in seen if p != svc.pid and pid_alive(p)] == []
+        finally:
+            await sup.stop()
+
+    asyncio.run(scenario())

@@ -58,7 +58,11 @@ pod = load_pod(PodHome(Path(sys.argv[1])))
 specs = pod_services(pod)
 
 async def probe_all():
-    return {s.name: await s.probe.ready() for s in specs}
+    # Readiness and, where a service has one, its separate health check (a Tiled write,
+    # the writer's progress): the supervisor runs both for as long as the pod runs.
+    ready = {s.name: await s.probe.ready() for s in specs}
+    health = {s.name: await s.health.ready() for s in specs if s.health is not None}
+    return {"probe": ready, "health": health}
 
 # The queue-http start-up step (opens the worker environment; idempotent: it is open).
 next(s for s in specs if s.name == "queue-http").prepare()
@@ -81,8 +85,11 @@ def test_supervisor_code_paths_import_nothing_heavy(pod: LoadedPod) -> None:
     )
     out = json.loads(proc.stdout.splitlines()[-1])
     # Every probe passed (so the light probes do talk to the real servers) ...
-    assert out["ready"] and all(out["ready"].values()), out["ready"]
-    assert {"tiled", "redis", "queue-http", "web"} <= set(out["ready"])
+    probes, health = out["ready"]["probe"], out["ready"]["health"]
+    assert probes and all(probes.values()), probes
+    assert {"tiled", "redis", "queue-http", "web"} <= set(probes)
+    # The Tiled write and the writer's progress check ran, and passed on a healthy pod.
+    assert {"tiled", "writer"} <= set(health) and all(health.values()), health
     # ... without loading any of the services' libraries.
     loaded = set(out["modules"]) & set(HEAVY)
     assert not loaded, f"the supervisor's code paths import {sorted(loaded)}"

@@ -45,6 +45,9 @@ class RecordingSink:
     def ping(self) -> None:
         return None
 
+    def can_store(self) -> bool:
+        return True
+
     def docs(self) -> list[Doc]:
         with self.lock:
             return list(self.stored.values())

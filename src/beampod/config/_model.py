@@ -42,6 +42,31 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class HealthSettings(Strict):
+    """How the supervisor treats a service that runs but fails its health probe."""
+
+    degraded_after_s: Annotated[float, Field(gt=0)] = Field(
+        30.0,
+        description="A running service whose health probe keeps failing this long is shown "
+        "as `degraded` in `beampod status` (a shorter failure is only a `health:` line).",
+    )
+    restart_after_s: Annotated[float, Field(gt=0)] = Field(
+        60.0,
+        description="A running service whose health probe keeps failing this long is "
+        "restarted (counted from the first failure, so at least degraded_after_s).",
+    )
+
+    @model_validator(mode="after")
+    def _restart_after_degraded(self) -> HealthSettings:
+        if self.restart_after_s < self.degraded_after_s:
+            raise ValueError(
+                f"restart_after_s ({self.restart_after_s:g}) is less than degraded_after_s "
+                f"({self.degraded_after_s:g}): a service would be restarted before it is "
+                "shown degraded"
+            )
+        return self
+
+
 class PodSettings(Strict):
     name: InstrumentName = "default"
     bind: str = Field(
@@ -55,6 +80,7 @@ class PodSettings(Strict):
         "The demo pod turns this on so the bluesky-pods demo's "
         "`http POST localhost:60607/...` works verbatim.",
     )
+    health: HealthSettings = HealthSettings()
 
 
 class StreamSettings(Strict):

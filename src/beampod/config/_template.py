@@ -53,6 +53,11 @@ pod:
   # demo pod so the bluesky-pods demo's `http POST localhost:60607/qs/add_to_queue ...`
   # works verbatim.
   allow_loopback_unauthenticated: {"true" if demo else "false"}
+  # A running service whose health probe keeps failing is shown `degraded` after
+  # degraded_after_s and restarted after restart_after_s (docs/running.md).
+  # health:
+  #   degraded_after_s: 30
+  #   restart_after_s: 60
 
 # One entry per instrument. Names become the bus subject
 # (<name>.bluesky.runengine.documents), the Tiled container and the bus user.

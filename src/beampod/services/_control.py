@@ -69,6 +69,10 @@ def run_supervisor(home: PodHome, progress: Progress, policy: RestartPolicy | No
     with _supervisor_lock(home):
         pod = load_pod(home)
         specs = up_services(pod)
+        health = pod.config.pod.health
+        policy = policy or RestartPolicy(
+            unhealthy_grace_s=health.degraded_after_s, unhealthy_restart_s=health.restart_after_s
+        )
         return asyncio.run(_supervise(home, specs, progress, policy))
 
 

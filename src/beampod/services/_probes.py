@@ -145,10 +145,14 @@ class AllProbes:
         return " and ".join(p.description for p in self.probes)
 
     async def ready(self) -> bool:
+        return await self.failing() is None
+
+    async def failing(self) -> Probe | None:
+        """The first probe that fails (in order), or None: what a health report names."""
         for p in self.probes:
             if not await p.ready():
-                return False
-        return True
+                return p
+        return None
 
 
 def port_is_free(host: str, port: int, udp: bool = False) -> bool:

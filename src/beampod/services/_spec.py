@@ -37,6 +37,9 @@ class ServiceSpec:
     ready_timeout: float = 60.0
     stop_signal: int = signal.SIGTERM
     stop_timeout: float = 10.0
+    # Re-run while the service runs (default: ``probe``): a check of its real work
+    # that would be wrong at start-up, e.g. "makes progress since the last check".
+    health: Probe | None = None
     # One-time work before each start (write a config file, initdb). Runs in the
     # supervisor; must be idempotent.
     prepare: Callable[[], None] | None = None

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from beampod.config import PodHome
 from beampod.errors import BeampodError, PortInUseError, ServiceStartError, UsageError
 from beampod.services import _process
-from beampod.services._probes import LogLineProbe, Probe, port_is_free
+from beampod.services._probes import AllProbes, LogLineProbe, Probe, port_is_free
 from beampod.services._spec import ServiceSpec
 from beampod.services._state import PodState, ServiceState, write_state
 
@@ -235,9 +235,13 @@ class Supervisor:
                 reason = unhealthy or f"exited with code {svc.proc.returncode}"
             elif self._stopping:
                 return
+            else:
+                # Not ready in time: nothing of this attempt may outlive it, or the
+                # next start finds its ports taken (a restart after a full disk would
+                # end `failed`, "port in use") and two copies would run.
+                await _process.stop(svc.proc, spec.stop_signal, 2.0)
             if not svc.ready.is_set():
                 # Never became ready in this up: fail the start-up, loudly.
-                await _process.stop(svc.proc, spec.stop_signal, 2.0)
                 self._update(svc, state="failed", pid=None, message=reason)
                 raise ServiceStartError(spec.name, reason, _process.tail(log))
             if not await self._backoff(svc, reason):
@@ -271,28 +275,25 @@ class Supervisor:
         ``unhealthy_restart_s`` it is stopped (the caller restarts it) and the reason
         returned."""
         failing_since: float | None = None
+        probe = svc.spec.health or svc.spec.probe
         while proc.returncode is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), self._policy.health_interval_s)
             if proc.returncode is None and not self._stopping and not svc.held.is_set():
-                try:
-                    ok = (
-                        await svc.spec.probe.ready()
-                        if not isinstance(svc.spec.probe, LogLineProbe)
-                        else True
-                    )
-                except (OSError, BeampodError):
-                    ok = False
-                except Exception as exc:  # noqa: BLE001 - a probe that raises is failing
-                    # (never a dead watcher that leaves the service "ready" forever)
-                    ok = False
-                    self._progress(f"{svc.spec.name} probe raised {type(exc).__name__}: {exc}")
-                health = "ok" if ok else "failing probe: " + svc.spec.probe.description
+                failed = await self._failing(svc, probe)
+                ok = failed is None
+                health = "ok" if ok else f"failing probe: {failed}"
+                blocked = None if ok else self._unhealthy_dependency(svc)
                 now = time.monotonic()
                 if ok:
                     failing_since = None
                     if svc.state.state == "degraded":
                         self._update(svc, state="ready", health=health, message="")
+                elif blocked is not None:
+                    # Not this service's fault (the writer cannot store while Tiled
+                    # cannot): restarting it would not help, so the clock does not run.
+                    health += f" (waiting for {blocked})"
+                    failing_since = None
                 else:
                     failing_since = failing_since or now
                 if health != svc.state.health:
@@ -310,6 +311,31 @@ class Supervisor:
                         await _process.stop(proc, svc.spec.stop_signal, svc.spec.stop_timeout)
                         return reason
         return None
+
+    def _unhealthy_dependency(self, svc: _Service) -> str | None:
+        """A service this one depends on that is not ready and healthy right now."""
+        for name in svc.spec.depends_on:
+            dep = self._services[name].state
+            if dep.state != "ready" or dep.health not in ("ok", ""):
+                return name
+        return None
+
+    async def _failing(self, svc: _Service, probe: Probe) -> str | None:
+        """None when the health probe passes; else the description of what fails (of
+        several checks, the first that fails)."""
+        if isinstance(probe, LogLineProbe):
+            return None  # said its line once; nothing to re-check
+        try:
+            if isinstance(probe, AllProbes):
+                bad = await probe.failing()
+                return None if bad is None else bad.description
+            return None if await probe.ready() else probe.description
+        except (OSError, BeampodError):
+            return probe.description
+        except Exception as exc:  # noqa: BLE001 - a probe that raises is failing
+            # (never a dead watcher that leaves the service "ready" forever)
+            self._progress(f"{svc.spec.name} probe raised {type(exc).__name__}: {exc}")
+            return probe.description
 
     async def _backoff(self, svc: _Service, reason: str) -> bool:
         now = time.monotonic()

@@ -160,6 +160,12 @@ def check_store_space(pod: LoadedPod, node: NatsNode) -> None:
 
 HEALTH_STREAM = "BEAMPOD_HEALTH"
 HEALTH_SUBJECT = "_beampod.health"
+# The probe's message is larger than a memory page / file system block: a small one
+# still fits in the partly written last page of the stream's block file, so nats-server
+# kept acknowledging it for minutes after the disk was full (while document stores
+# failed). A store of this size needs new space on disk every time.
+HEALTH_PAYLOAD_BYTES = 64 * 1024
+_HEALTH_MAX_BYTES = 4 * HEALTH_PAYLOAD_BYTES
 
 
 async def jetstream_stores(pod: LoadedPod, timeout: float = 2.0) -> bool:
@@ -182,21 +188,24 @@ async def jetstream_stores(pod: LoadedPod, timeout: float = 2.0) -> bool:
         return False
     try:
         js = nc.jetstream(timeout=timeout)
+        config = StreamConfig(
+            name=HEALTH_STREAM,
+            subjects=[HEALTH_SUBJECT],
+            storage=StorageType.FILE,
+            max_msgs=1,
+            max_bytes=_HEALTH_MAX_BYTES,
+            discard=DiscardPolicy.OLD,
+            num_replicas=bus.stream.replicas,
+        )
         try:
-            await js.stream_info(HEALTH_STREAM)
+            info = await js.stream_info(HEALTH_STREAM)
         except NotFoundError:
-            await js.add_stream(
-                StreamConfig(
-                    name=HEALTH_STREAM,
-                    subjects=[HEALTH_SUBJECT],
-                    storage=StorageType.FILE,
-                    max_msgs=1,
-                    max_bytes=64 * 1024,
-                    discard=DiscardPolicy.OLD,
-                    num_replicas=bus.stream.replicas,
-                )
-            )
-        await js.publish(HEALTH_SUBJECT, b"ok", stream=HEALTH_STREAM, timeout=timeout)
+            await js.add_stream(config)
+        else:
+            if info.config.max_bytes != _HEALTH_MAX_BYTES:  # made by an older beampod
+                await js.update_stream(config)
+        payload = b"\0" * HEALTH_PAYLOAD_BYTES
+        await js.publish(HEALTH_SUBJECT, payload, stream=HEALTH_STREAM, timeout=timeout)
         return True
     except (NatsClientError, TimeoutError, OSError):
         return False

@@ -10,7 +10,14 @@ from beampod.config import LoadedPod, PostgresStore
 from beampod.errors import ConfigError
 from beampod.services._probes import AllProbes, CallableProbe, HttpProbe, TcpProbe
 from beampod.services._spec import PortClaim, ServiceSpec, python_module
-from beampod.store import embedded_postgres, layout_of, postgres_uri, prepare_postgres, tiled_url
+from beampod.store import (
+    embedded_postgres,
+    layout_of,
+    postgres_uri,
+    prepare_postgres,
+    tiled_stores,
+    tiled_url,
+)
 
 
 def _postgres_query_probe(pod: LoadedPod) -> Callable[[], Awaitable[bool]]:
@@ -58,12 +65,19 @@ def postgres_spec(pod: LoadedPod) -> ServiceSpec:
 def tiled_spec(pod: LoadedPod) -> ServiceSpec:
     url = tiled_url(pod)
     reader = pod.secrets.tiled_reader_key.get_secret_value()
+    writer_key = pod.secrets.tiled_writer_key.get_secret_value()
     instrument = pod.config.instrument_name
+
+    async def can_store() -> bool:
+        return await tiled_stores(url, writer_key)
+
     return ServiceSpec(
         name="tiled",
         argv=python_module("beampod.store.server", "--home", str(pod.home.root)),
         # Ready = the app answers an authenticated read of an instrument container,
-        # i.e. the catalog is open and the startup task created the containers.
+        # i.e. the catalog is open and the startup task created the containers, and it
+        # can store (re-run while the pod runs: a full or read-only disk under the
+        # catalog or data directory fails it, see services/_health.py).
         probe=AllProbes(
             (
                 HttpProbe(f"{url}/healthz"),
@@ -71,6 +85,7 @@ def tiled_spec(pod: LoadedPod) -> ServiceSpec:
                     f"{url}/api/v1/metadata/{instrument}",
                     headers={"Authorization": f"Apikey {reader}"},
                 ),
+                CallableProbe(can_store, "Tiled stores a 64 KiB array with the writer's key"),
             )
         ),
         address=url,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from beampod.config import KafkaBus, LoadedPod, NatsBus, ZmqBus
-from beampod.services._probes import LogLineProbe
+from beampod.services._health import WriterProgress
+from beampod.services._probes import LogLineProbe, Probe
 from beampod.services._spec import ServiceSpec, python_module
 
 
@@ -23,6 +24,16 @@ def _bus_deps(pod: LoadedPod) -> tuple[tuple[str, ...], str]:
     raise AssertionError(f"unknown bus {type(bus).__name__}")
 
 
+def _progress(pod: LoadedPod, instrument: str) -> Probe | None:
+    """While running: documents waiting on the bus get acknowledged (NATS only; a Kafka
+    or 0MQ writer has no such check yet)."""
+    if not isinstance(pod.config.bus, NatsBus):
+        return None
+    from beampod.bus import WRITER_DURABLE
+
+    return WriterProgress(pod, instrument, WRITER_DURABLE)
+
+
 def writer_specs(pod: LoadedPod) -> list[ServiceSpec]:
     bus_deps, source = _bus_deps(pod)
     deps = ("tiled", *bus_deps)
@@ -36,6 +47,7 @@ def writer_specs(pod: LoadedPod) -> list[ServiceSpec]:
                 ),
                 r"^beampod-writer ready",
             ),
+            health=_progress(pod, name),
             address=f"{source.format(i=name)} -> tiled/{name}",
             depends_on=deps,
             # The writer retries a failed batch itself (in order, with backoff); tiled's

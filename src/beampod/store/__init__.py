@@ -7,6 +7,7 @@
 
 from typing import TYPE_CHECKING, Any
 
+from beampod.store._health import TILED_HEALTH_NODE, tiled_stores, tiled_stores_sync
 from beampod.store._layout import (
     StoreLayout,
     embedded_postgres,
@@ -70,6 +71,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "TILED_HEALTH_NODE",
     "AmbiguousUidError",
     "BatchResult",
     "Catalog",
@@ -90,5 +92,7 @@ __all__ = [
     "postgres_uri",
     "prepare_postgres",
     "store_uris",
+    "tiled_stores",
+    "tiled_stores_sync",
     "tiled_url",
 ]

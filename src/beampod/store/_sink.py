@@ -21,6 +21,7 @@ from event_model import unpack_event_page
 from tiled.client.container import Container
 
 from beampod.errors import StoreError
+from beampod.store._health import TILED_HEALTH_NODE, tiled_stores_sync
 from beampod.store._runstate import RunState, StreamState
 from beampod.store._validate import event_keys_problem, schema_problem
 
@@ -113,6 +114,14 @@ class RunSink:
             resp.raise_for_status()
         except (httpx.HTTPError, OSError) as exc:
             raise _translate(exc, "checking Tiled") from None
+
+    def can_store(self) -> bool:
+        """Tiled can store now (one real write, see ``_health.py``), not only answer:
+        with a full disk it still answers reads. The node is this instrument's own, so
+        it never races the supervisor's check."""
+        ctx = self._container.context
+        key = f"{TILED_HEALTH_NODE}-writer-{self._container.item['id']}"
+        return tiled_stores_sync(ctx.http_client, ctx.api_uri, key)
 
     def write_batch(self, items: Iterable[Item]) -> BatchResult:
         """Store ``items`` (in order); see the module docstring for the outcomes.

@@ -200,12 +200,14 @@ class Writer:
         return total
 
     async def _tiled_healthy(self) -> bool:
+        """Tiled can store (a real write): a Tiled whose disk is full still answers
+        reads, and its failures must not be blamed on the documents (dead-lettered)."""
         assert self._sink is not None
         try:
             await asyncio.to_thread(self._sink.ping)
         except StoreError:
             return False
-        return True
+        return await asyncio.to_thread(self._sink.can_store)
 
     async def _dead_letter(
         self, consumer: DocumentConsumer, m: Message | BadMessage, reason: str

@@ -1,0 +1,131 @@
+"""Services that run but no longer do their job are seen and restarted (issue "no fault
+leaves it stuck"): a writer that makes no progress while documents wait on the bus, and
+a Tiled whose disk is full. Both end with every document stored exactly once, without
+anything done by hand.
+
+One pod for the module: its Tiled directory (data/tiled: SQLite catalog, event tables,
+arrays) is a 64 MB tmpfs, and its health grace periods are short
+(``pod.health.degraded_after_s: 5``, ``restart_after_s: 15``) so the faults take seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from beampod.config import LoadedPod, PodHome, load_pod
+from tests._pods import tmpfs_mounted
+from tests.conftest import beampod_cli, processes_using
+from tests.datapath._helpers import (
+    Emitter,
+    assert_stored_exactly,
+    fill_disk,
+    service,
+    wait_for,
+    wait_pod_ready,
+    wait_stored,
+)
+
+pytestmark = [pytest.mark.pod, pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def short_grace_pod() -> Iterator[LoadedPod]:
+    root = Path(tempfile.mkdtemp(prefix="beampod-health-"))
+    home = PodHome(root)
+    beampod_cli(root, "init", "--free-ports")
+    cfg = yaml.safe_load(home.config_file.read_text())
+    cfg["pod"]["health"] = {"degraded_after_s": 5, "restart_after_s": 15}
+    home.config_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    try:
+        with tmpfs_mounted(root / "data" / "tiled"):
+            try:
+                beampod_cli(root, "up", "-d")
+                yield load_pod(home)
+            finally:
+                beampod_cli(root, "down", check=False)
+                wait_for(lambda: not processes_using(root), 30.0, "the pod's processes gone")
+    finally:
+        if not os.environ.get("BEAMPOD_TEST_KEEP_HOME"):  # keep logs to debug a failure
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_writer_that_makes_no_progress_is_degraded_and_restarted(
+    short_grace_pod: LoadedPod, tmp_path: Path
+) -> None:
+    """The writer process is frozen (SIGSTOP): it runs, so it used to stay `ready`
+    forever while documents piled up on the bus."""
+    pod = short_grace_pod
+    wait_pod_ready(pod)
+    frozen = service(pod, "writer")["pid"]
+    os.kill(frozen, signal.SIGSTOP)
+    em = Emitter(pod, tmp_path, min_events=30, delay=0.05, open_ended=False, tag="frozen")
+    try:
+        em.start()
+        emitted, report = em.result(deadline_s=120)
+        assert report["delivered"], report  # on the bus: the writer is the one stuck
+        writer = wait_for(
+            lambda: (svc := service(pod, "writer"))["state"] == "degraded" and svc,
+            60.0,
+            "the frozen writer degraded",
+        )
+        assert "acknowledges documents waiting on the bus" in writer["message"]
+        assert writer["pid"] == frozen
+        # Restarted by the supervisor: a new writer stores the waiting documents.
+        wait_for(
+            lambda: (svc := service(pod, "writer"))["state"] == "ready" and svc["pid"] != frozen,
+            90.0,
+            "the writer restarted",
+        )
+        assert service(pod, "writer")["restarts"] >= 1
+        assert_stored_exactly(pod, emitted, deadline_s=120)
+    finally:
+        em.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen, signal.SIGCONT)  # if the test failed before the restart
+    wait_pod_ready(pod)
+
+
+def test_a_tiled_that_cannot_store_is_degraded_and_the_pod_recovers(
+    short_grace_pod: LoadedPod, tmp_path: Path
+) -> None:
+    """Tiled's disk fills mid-run: it still answers reads (its old probe), but stores
+    nothing. Now `beampod status` shows it degraded; once there is space, everything
+    the RunEngine emitted is stored exactly once."""
+    pod = short_grace_pod
+    wait_pod_ready(pod)
+    em = Emitter(pod, tmp_path, min_events=20, delay=0.1, tag="tiled-full").start()
+    try:
+        wait_stored(pod, em, 5, deadline_s=120)
+        filler = pod.home.data_dir / "tiled" / "filler.bin"
+        try:
+            assert fill_disk(filler) > 0
+            tiled = wait_for(
+                lambda: (svc := service(pod, "tiled"))["state"] == "degraded" and svc,
+                60.0,
+                "tiled degraded while its disk is full",
+            )
+            assert "Tiled stores" in tiled["message"], tiled
+            # The RunEngine is not held up: documents wait on the bus.
+            at = em.events
+            em.wait_events(at + 10)
+        finally:
+            filler.unlink(missing_ok=True)
+        wait_pod_ready(pod, deadline_s=240)
+        em.finish()
+        emitted, report = em.result(deadline_s=240)
+        assert report["delivered"], report
+        assert_stored_exactly(pod, emitted, deadline_s=240)
+        # Not asserted: that the writer was not restarted. While Tiled is unhealthy its
+        # clock does not run, but with this pod's 15 s restart_after_s a writer still
+        # backing off after Tiled is back can be restarted under load (seen once).
+    finally:
+        em.kill()
