@@ -62,7 +62,8 @@ async def probe_all():
     # the writer's progress): the supervisor runs both for as long as the pod runs.
     ready = {s.name: await s.probe.ready() for s in specs}
     health = {s.name: await s.health.ready() for s in specs if s.health is not None}
-    return {"probe": ready, "health": health}
+    described = {s.name: s.probe.description for s in specs}
+    return {"probe": ready, "health": health, "described": described}
 
 # The queue-http start-up step (opens the worker environment; idempotent: it is open).
 next(s for s in specs if s.name == "queue-http").prepare()
@@ -88,8 +89,10 @@ def test_supervisor_code_paths_import_nothing_heavy(pod: LoadedPod) -> None:
     probes, health = out["ready"]["probe"], out["ready"]["health"]
     assert probes and all(probes.values()), probes
     assert {"tiled", "redis", "queue-http", "web"} <= set(probes)
-    # The Tiled write and the writer's progress check ran, and passed on a healthy pod.
-    assert {"tiled", "writer"} <= set(health) and all(health.values()), health
+    # The Tiled write (part of tiled's probe) and the writer's progress check (its
+    # health check) ran, and passed on a healthy pod.
+    assert "stores a 64 KiB array" in out["ready"]["described"]["tiled"]
+    assert "writer" in health and all(health.values()), health
     # ... without loading any of the services' libraries.
     loaded = set(out["modules"]) & set(HEAVY)
     assert not loaded, f"the supervisor's code paths import {sorted(loaded)}"
