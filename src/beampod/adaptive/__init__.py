@@ -8,8 +8,9 @@ In a session::
 See docs/adaptive.md.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from beampod._lazy import lazy_exports
 from beampod.adaptive._client import AgentClient, ping_agent
 from beampod.adaptive._protocol import (
     READY_WORD,
@@ -69,16 +70,7 @@ _LAZY = {
     "make_agent": ("beampod.adaptive._sdk", "make_agent"),
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    module, attr = _LAZY[name]
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

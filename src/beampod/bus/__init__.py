@@ -1,7 +1,8 @@
 """The document bus: one codec and one behavioural contract for every transport."""
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from beampod._lazy import lazy_exports
 from beampod.bus._contract import (
     Delivery,
     DocumentPublisher,
@@ -129,16 +130,7 @@ _LAZY = {
     "ZmqTransport": ("beampod.bus._zmq", "ZmqTransport"),
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    module, attr = _LAZY[name]
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

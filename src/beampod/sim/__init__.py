@@ -5,8 +5,9 @@ Bind address and port come from ``EPICS_CAS_INTF_ADDR_LIST`` and ``EPICS_CA_SERV
 :data:`READY_WORD` to stdout.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from beampod._lazy import lazy_exports
 from beampod.sim._ca_wire import CaProbeError
 from beampod.sim._ca_wire import read_raw as ca_read_raw
 from beampod.sim._names import READY_WORD, ioc_env, probe_host, probe_pv
@@ -32,16 +33,7 @@ _LAZY = {
     "main": ("beampod.sim._iocs", "main"),
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    module, attr = _LAZY[name]
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

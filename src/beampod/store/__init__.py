@@ -5,8 +5,9 @@
 - :func:`open_catalog` / :func:`list_runs` read runs back (``db[-1]`` and friends).
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from beampod._lazy import lazy_exports
 from beampod.store._health import TILED_HEALTH_NODE, tiled_stores, tiled_stores_sync
 from beampod.store._layout import (
     StoreLayout,
@@ -58,16 +59,7 @@ _LAZY = {
     "open_sink": ("beampod.store._writer", "open_sink"),
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    module, attr = _LAZY[name]
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

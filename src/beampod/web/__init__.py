@@ -3,8 +3,9 @@
 ``python -m beampod.web`` serves it (the supervisor's ``web`` service); see docs/web.md.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from beampod._lazy import lazy_exports
 from beampod.web._address import HEALTH_PATH, web_url
 
 if TYPE_CHECKING:
@@ -22,16 +23,7 @@ _LAZY = {
     "Console": ("beampod.web._console", "Console"),
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    module, attr = _LAZY[name]
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [
