@@ -38,13 +38,8 @@ async def manager_answers(pod: LoadedPod, *, timeout_s: float = 1.0) -> bool:
     import zmq.asyncio
 
     ctx = zmq.asyncio.Context()
-    sock = ctx.socket(zmq.REQ)
+    sock = _control_socket(ctx, pod)
     try:
-        public, secret = zmq.curve_keypair()
-        sock.curve_serverkey = pod.secrets.queue_zmq_public_key.encode()
-        sock.curve_publickey, sock.curve_secretkey = public, secret
-        sock.linger = 0
-        sock.connect(control_address(pod))
         await sock.send(json.dumps({"method": "status", "params": {}}).encode())
         if not await sock.poll(int(timeout_s * 1000)):
             return False
@@ -68,13 +63,8 @@ def _request(
     import zmq
 
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.REQ)
+    sock = _control_socket(ctx, pod)
     try:
-        public, secret = zmq.curve_keypair()
-        sock.curve_serverkey = pod.secrets.queue_zmq_public_key.encode()
-        sock.curve_publickey, sock.curve_secretkey = public, secret
-        sock.linger = 0
-        sock.connect(control_address(pod))
         sock.send(json.dumps({"method": method, "params": params or {}}).encode())
         if not sock.poll(int(timeout_s * 1000)):
             raise BeampodError(
@@ -124,3 +114,17 @@ def open_environment(
             "the queue worker environment did not open (the instrument package failed "
             "to load or a device is missing); see `beampod logs queue`"
         )
+
+
+def _control_socket(ctx: Any, pod: LoadedPod) -> Any:
+    """A REQ socket to the manager's control channel, CURVE-encrypted with a fresh
+    client key pair (the manager accepts any client that knows its public key)."""
+    import zmq
+
+    sock = ctx.socket(zmq.REQ)
+    public, secret = zmq.curve_keypair()
+    sock.curve_serverkey = pod.secrets.queue_zmq_public_key.encode()
+    sock.curve_publickey, sock.curve_secretkey = public, secret
+    sock.linger = 0
+    sock.connect(control_address(pod))
+    return sock
