@@ -56,11 +56,24 @@ def test_an_unusable_key_is_named_and_rotated_keeping_the_others(tmp_path: Path)
 
     every = beampod_cli(home.root, "init", "--rotate-keys", "--all")
     rotated = _secrets(home)
-    assert "replaced 5 key(s)" in every.stdout
+    # The pod-wide keys and each instrument's own Tiled keys; its bus passwords stay.
+    assert "replaced 7 key(s)" in every.stdout
+    assert "instruments.demo.tiled_reader_key" in every.stdout
     assert all(rotated[k] != after[k] for k in API_KEYS)
-    assert {k: v for k, v in rotated.items() if k not in API_KEYS} == {
-        k: v for k, v in after.items() if k not in API_KEYS
+    inst_keys = ("tiled_writer_key", "tiled_reader_key")
+    before_demo, demo = after["instruments"]["demo"], rotated["instruments"]["demo"]
+    assert all(
+        demo[k] != before_demo[k] and re.fullmatch(r"[0-9a-f]{64}", demo[k]) for k in inst_keys
+    )
+    assert {k: v for k, v in demo.items() if k not in inst_keys} == {
+        k: v for k, v in before_demo.items() if k not in inst_keys
     }
+    assert {k: v for k, v in rotated.items() if k not in [*API_KEYS, "instruments"]} == {
+        k: v for k, v in after.items() if k not in [*API_KEYS, "instruments"]
+    }
+    for value in [*rotated.values(), *demo.values()]:
+        if isinstance(value, str) and len(value) > 8:
+            assert value not in every.stdout + every.stderr  # never printed
 
 
 def test_all_without_rotate_keys_is_a_usage_error(tmp_path: Path) -> None:

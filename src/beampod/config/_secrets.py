@@ -199,19 +199,43 @@ _API_KEYS = (
 )
 
 
+# Per instrument (docs/facility.md): its own Tiled keys, named ``instruments.<name>.<key>``.
+_INSTRUMENT_API_KEYS = ("tiled_writer_key", "tiled_reader_key")
+
+
+def _api_keys(secrets: Secrets) -> dict[str, str]:
+    """Every API key by its name in secrets.yaml (dotted for an instrument's own)."""
+    keys = {k: getattr(secrets, k).get_secret_value() for k in _API_KEYS}
+    for inst, inst_secrets in secrets.instruments.items():
+        for k in _INSTRUMENT_API_KEYS:
+            keys[f"instruments.{inst}.{k}"] = getattr(inst_secrets, k).get_secret_value()
+    return keys
+
+
 def unusable_keys(secrets: Secrets) -> list[str]:
     """Names of the API keys (Tiled, queue HTTP) that some client cannot use: they
     contain characters outside ``[A-Za-z0-9_]`` (older pods generated url-safe base64)."""
-    return [k for k in _API_KEYS if not _CLIENT_SAFE.match(getattr(secrets, k).get_secret_value())]
+    return [k for k, v in _api_keys(secrets).items() if not _CLIENT_SAFE.match(v)]
 
 
 def rotate_keys(path: Path, *, every: bool = False) -> list[str]:
-    """Regenerate the API keys that some client cannot use (all API keys with
-    ``every``), keep every other secret, write atomically with mode 0600. Returns the
-    names of the keys replaced (never their values)."""
+    """Regenerate the API keys that some client cannot use (all API keys, the
+    instruments' own included, with ``every``), keep every other secret, write
+    atomically with mode 0600. Returns the names of the keys replaced (never their
+    values)."""
     with _locked(path):
         secrets = _validate(path, _parse(path))
-        names = list(_API_KEYS) if every else unusable_keys(secrets)
+        names = list(_api_keys(secrets)) if every else unusable_keys(secrets)
         if names:
-            write(path, secrets.model_copy(update={n: _token() for n in names}))
+            write(path, _replaced(secrets, names))
     return names
+
+
+def _replaced(secrets: Secrets, names: list[str]) -> Secrets:
+    top = {n: _token() for n in names if "." not in n}
+    instruments = dict(secrets.instruments)
+    for name in names:
+        if "." in name:
+            _, inst, key = name.split(".")
+            instruments[inst] = instruments[inst].model_copy(update={key: _token()})
+    return secrets.model_copy(update={**top, "instruments": instruments})
