@@ -307,6 +307,9 @@ def test_existing_secrets_get_role_passwords_persisted(tmp_path: Path) -> None:
         "publisher_password",
         "writer_password",
         "agent_password",
+        # and the instrument's own Tiled keys (docs/facility.md), generated the same way
+        "tiled_writer_key",
+        "tiled_reader_key",
     }
     assert stat.S_IMODE(home.secrets_file.stat().st_mode) == 0o600
     second = load_pod(home).secrets.instruments["demo"]
