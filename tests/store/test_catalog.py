@@ -144,3 +144,22 @@ def test_search_with_tiled_queries_and_dicts(tiled_server: Server, stored: Store
     assert not db.search({"plan_name": "nosuchplan"})
     with pytest.raises(UsageError, match="equality"):
         db.search({"scan_id": {"$gt": 1}})
+
+
+def test_a_runs_v2_view_leaves_every_other_run_v3(tiled_server: Server, stored: Stored) -> None:
+    """``run.v2`` switched every run opened later in the process to v2 (tiled's
+    OneShotCachedMap copied by reference); the stored descriptors then gained a stray
+    ``descriptors`` key. Now the switch stays on the one run it was asked of."""
+    from bluesky_tiled_plugins.clients.bluesky_run import BlueskyRunV2, BlueskyRunV3
+
+    _, b, _ = stored
+    db = open_catalog(tiled_server.pod)
+    v2 = db[7001].v2
+    assert isinstance(v2, BlueskyRunV2)
+    assert len(v2.primary.read()["det"]) == 5
+    for later in (db[7002], open_catalog(tiled_server.pod)[7002], db.v2[7001].v3):
+        assert isinstance(later, BlueskyRunV3), type(later)
+    emitted = next(d for n, d in b if n == "descriptor")
+    (stored_desc,) = open_catalog(tiled_server.pod)[7002].descriptors
+    assert "descriptors" not in stored_desc
+    assert set(stored_desc) == set(emitted), set(stored_desc) ^ set(emitted)

@@ -31,4 +31,7 @@ def connect(url: str, key: str) -> Any:
     """Root node of the tiled server at ``url``, authenticated with ``key``."""
     from tiled.client import from_uri
 
+    from beampod.store._tiled_compat import install
+
+    install()  # run.v2 must not switch every later run to v2 (see _tiled_compat)
     return from_uri(url, auth=ApiKeyAuth(key))
