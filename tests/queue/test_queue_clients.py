@@ -17,7 +17,7 @@ import pytest
 from bluesky_queueserver_api import BPlan
 
 from beampod.queue import control_address, info_address
-from tests.queue.conftest import WAIT_S, RunningPod, queue_len
+from tests.queue.conftest import WAIT_S, RunningPod, queue_len, wait_for
 
 pytestmark = pytest.mark.pod
 
@@ -66,7 +66,10 @@ def test_good_plan_accepted_on_every_channel(rm: Any, zrm: Any, channel: str) ->
     api = rm if channel == "http" else zrm
     resp = api.item_add(BPlan("scan", ["pinhole"], "motor_ph", -1, 1, 3))
     assert resp["success"] is True
-    assert queue_len(rm) == 1
+    # The HTTP server reports the manager's status as of its last poll: an item added
+    # over 0MQ shows there a moment later.
+    wait_for(lambda: queue_len(rm) == 1, "the item in the queue seen over HTTP", 30.0)
+    assert resp["item"]["name"] == "scan"
 
 
 def _qserver_env(qpod: RunningPod) -> dict[str, str]:
