@@ -3,8 +3,9 @@
 Why not caproto's or pyepics' clients: both take their address list from the process
 environment (and caproto's sync client spawns a repeater), but the supervisor probes
 IOCs of several pods from one process. This speaks the protocol with caproto's sans-I/O
-core against an explicit ``host:port``: a UDP search (the path every CA client takes)
-and then a TCP read from the server that answered.
+core against an explicit ``host:port``: a UDP search (the path every CA client takes;
+the same search as the raw probe in ``_ca_wire``) and then a TCP read or write from the
+server that answered.
 """
 
 from __future__ import annotations
@@ -12,57 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
-import random
 import socket
 from typing import Any
 
 import caproto as ca
 
-from beampod.sim._ca_wire import CaProbeError
-
-
-class _SearchProtocol(asyncio.DatagramProtocol):
-    def __init__(self, cid: int) -> None:
-        self.cid = cid
-        self.found: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
-        self.broadcaster = ca.Broadcaster(our_role=ca.CLIENT)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        try:
-            commands = self.broadcaster.recv(data, addr)
-            self.broadcaster.process_commands(commands)
-        except ca.CaprotoError:
-            return  # not a CA reply to us; keep waiting
-        for command in commands:
-            if (
-                isinstance(command, ca.SearchResponse)
-                and command.cid == self.cid
-                and not self.found.done()
-            ):
-                self.found.set_result(ca.extract_address(command))
-
-
-async def search(host: str, port: int, pv: str, timeout: float) -> tuple[str, int]:
-    """Send a CA search for ``pv`` to ``host:port`` (UDP); return the server's TCP address."""
-    loop = asyncio.get_running_loop()
-    cid = random.randint(0, 65535)
-    transport, protocol = await loop.create_datagram_endpoint(
-        lambda: _SearchProtocol(cid), local_addr=(host, 0), family=socket.AF_INET
-    )
-    try:
-        payload = protocol.broadcaster.send(
-            ca.VersionRequest(0, ca.DEFAULT_PROTOCOL_VERSION),
-            ca.SearchRequest(pv, cid, ca.DEFAULT_PROTOCOL_VERSION),
-        )
-        transport.sendto(payload, (host, port))
-        try:
-            return await asyncio.wait_for(asyncio.shield(protocol.found), timeout)
-        except TimeoutError:
-            raise CaProbeError(
-                f"no answer to a search for {pv!r} at {host}:{port} within {timeout:g} s"
-            ) from None
-    finally:
-        transport.close()
+from beampod.sim._ca_wire import CaProbeError, search
 
 
 async def read(host: str, port: int, pv: str, timeout: float = 1.0) -> Any:

@@ -59,7 +59,8 @@ class _Search(asyncio.DatagramProtocol):
                 self.found.set_result((ip, dtype))  # the data type field holds the TCP port
 
 
-async def _search(host: str, port: int, pv: str, timeout: float) -> tuple[str, int]:
+async def search(host: str, port: int, pv: str, timeout: float) -> tuple[str, int]:
+    """Send a CA search for ``pv`` to ``host:port`` (UDP); return the server's TCP address."""
     loop = asyncio.get_running_loop()
     cid = random.randint(0, 65535)
     transport, protocol = await loop.create_datagram_endpoint(
@@ -127,7 +128,7 @@ async def read_raw(host: str, port: int, pv: str, timeout: float = 1.0) -> bytes
     the payload as sent (big-endian, padded). Raises :class:`CaProbeError`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    address = await _search(host, port, pv, timeout)
+    address = await search(host, port, pv, timeout)
     try:
         return await asyncio.wait_for(_read(address, pv), max(deadline - loop.time(), 0.05))
     except TimeoutError:
