@@ -297,10 +297,16 @@ def kill_writer_mid_run(pod: LoadedPod, em: Emitter, rows: int = 10) -> None:
     after = wait_service_ready(pod, "writer", not_pid=before["pid"])
     assert after["restarts"] == before["restarts"] + 1
     em.wait_events(killed_at + 10)  # the run goes on after the writer is back
+    finish_and_assert_stored(pod, em)
+
+
+def finish_and_assert_stored(pod: LoadedPod, em: Emitter, deadline_s: float = 90.0) -> None:
+    """End ``em``'s run; every document reached the bus and Tiled holds exactly what the
+    RunEngine emitted (``deadline_s`` for each of the two waits)."""
     em.finish()
-    emitted, report = em.result()
+    emitted, report = em.result(deadline_s=deadline_s)
     assert report["delivered"], report
-    assert_stored_exactly(pod, emitted)
+    assert_stored_exactly(pod, emitted, deadline_s=max(deadline_s, 120.0))
 
 
 def wait_for_stored_run(pod: LoadedPod, emitted: list[Doc], deadline_s: float = 120.0) -> Any:

@@ -21,6 +21,7 @@ from tests.datapath._helpers import (
     Doc,
     Emitter,
     assert_stored_exactly,
+    finish_and_assert_stored,
     service,
     wait_for,
 )
@@ -121,10 +122,7 @@ def test_bad_messages_are_dead_lettered_and_good_runs_kept(
     em.wait_events(em.events + 5)
     publish(pod, [(bad[i][0], i) for i in ids[2:]])
     em.wait_events(em.events + 5)
-    em.finish()
-    emitted, report = em.result()
-    assert report["delivered"], report
-    assert_stored_exactly(pod, emitted)
+    finish_and_assert_stored(pod, em)
 
     letters = wait_for(
         lambda: (d := dead_letters(pod)) and all(i in d for i in ids) and d,

@@ -18,8 +18,8 @@ from tests._pods import tmpfs_mounted
 from tests.conftest import beampod_cli, processes_using
 from tests.datapath._helpers import (
     Emitter,
-    assert_stored_exactly,
     fill_disk,
+    finish_and_assert_stored,
     service,
     wait_for,
     wait_pod_ready,
@@ -74,9 +74,6 @@ def test_full_bus_disk_is_seen_and_the_pod_recovers(
             filler.unlink(missing_ok=True)
         # Space is back: nothing is done by hand; the pod recovers by itself.
         wait_pod_ready(pod, deadline_s=240)
-        em.finish()
-        emitted, report = em.result(deadline_s=240)
-        assert report["delivered"], report
-        assert_stored_exactly(pod, emitted, deadline_s=240)
+        finish_and_assert_stored(pod, em, deadline_s=240)
     finally:
         em.kill()

@@ -23,6 +23,7 @@ from tests.conftest import beampod_cli
 from tests.datapath._helpers import (
     Emitter,
     assert_stored_exactly,
+    finish_and_assert_stored,
     kill_writer_mid_run,
     service,
     start_uid,
@@ -142,10 +143,7 @@ def test_tiled_stopped_mid_run_writer_retries(
     beampod_cli(home, "service", "start", "tiled")
     wait_service_ready(pod, "tiled")
     em.wait_events(em.events + 10)
-    em.finish()
-    emitted, report = em.result()
-    assert report["delivered"], report
-    assert_stored_exactly(pod, emitted)
+    finish_and_assert_stored(pod, em)
     writer_after = service(pod, "writer")
     assert writer_after["pid"] == writer_before["pid"], "the writer crashed instead of retrying"
     log = (pod.home.logs_dir / "writer.log").read_text(errors="replace")

@@ -28,6 +28,7 @@ from tests.datapath._helpers import (
     Emitter,
     assert_stored_exactly,
     fill_disk,
+    finish_and_assert_stored,
     service,
     wait_for,
     wait_pod_ready,
@@ -120,10 +121,7 @@ def test_a_tiled_that_cannot_store_is_degraded_and_the_pod_recovers(
         finally:
             filler.unlink(missing_ok=True)
         wait_pod_ready(pod, deadline_s=240)
-        em.finish()
-        emitted, report = em.result(deadline_s=240)
-        assert report["delivered"], report
-        assert_stored_exactly(pod, emitted, deadline_s=240)
+        finish_and_assert_stored(pod, em, deadline_s=240)
         # Not asserted: that the writer was not restarted. While Tiled is unhealthy its
         # clock does not run, but with this pod's 15 s restart_after_s a writer still
         # backing off after Tiled is back can be restarted under load (seen once).
