@@ -133,16 +133,17 @@ def cmd_tail(args: argparse.Namespace) -> int:
     pod = pod_of(args)
     instrument = args.instrument or pod.config.instrument_name
     table_cb = _live_table() if args.table else None
+
+    def show(name: str, doc: dict[str, Any]) -> None:
+        if table_cb is not None:
+            table_cb(name, doc)
+        elif args.json:
+            print(json.dumps([name, doc], default=_jsonable), flush=True)
+        else:
+            print(_summary(name, doc), flush=True)
+
     if pod.config.bus.transport != "nats":
         from beampod.cli._transport_cmds import tail_other
-
-        def show(name: str, doc: dict[str, Any]) -> None:
-            if table_cb is not None:
-                table_cb(name, doc)
-            elif args.json:
-                print(json.dumps([name, doc], default=_jsonable), flush=True)
-            else:
-                print(_summary(name, doc), flush=True)
 
         return tail_other(args, pod, instrument, show)
     conn = NatsConnection.from_pod(pod, instrument, role="reader", name="beampod-tail")
@@ -165,12 +166,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
             async for name, doc in tail(
                 conn, instrument, from_start=args.from_start, on_ready=ready, on_skip=skipped
             ):
-                if table_cb is not None:
-                    table_cb(name, doc)
-                elif args.json:
-                    print(json.dumps([name, doc], default=_jsonable), flush=True)
-                else:
-                    print(_summary(name, doc), flush=True)
+                show(name, doc)
                 counted()
 
     def ready() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from beampod.bus import (
     MSG_ID_HEADER,
     DecodeError,
+    consumer_config,
     dead_letter_headers,
     decode,
     dlq_topic,
@@ -40,22 +41,24 @@ GROUP = "beampod-writer"
 def writer_consumer_config(
     bootstrap_servers: str, group: str, extra: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": bootstrap_servers,
-        "group.id": group,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        # A writer that died is replaced within seconds, not the default 45 s.
-        "session.timeout.ms": 10_000,
-        "heartbeat.interval.ms": 1_000,
-        # A Tiled outage can hold one batch for long: stay in the group meanwhile.
-        "max.poll.interval.ms": 3_600_000,
-        # A topic that was deleted and re-created (a broker with memory storage that
-        # restarted) is seen within seconds, not after the default 5 minutes.
-        "topic.metadata.refresh.interval.ms": 5_000,
-        **(extra or {}),
-    }
+    """The bus's consumer settings (manual commits, from the earliest offset) plus the
+    writer's: offsets stored only when committed, and quick failover."""
+    return consumer_config(
+        bootstrap_servers,
+        group,
+        {
+            "enable.auto.offset.store": False,
+            # A writer that died is replaced within seconds, not the default 45 s.
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
+            # A Tiled outage can hold one batch for long: stay in the group meanwhile.
+            "max.poll.interval.ms": 3_600_000,
+            # A topic that was deleted and re-created (a broker with memory storage that
+            # restarted) is seen within seconds, not after the default 5 minutes.
+            "topic.metadata.refresh.interval.ms": 5_000,
+            **(extra or {}),
+        },
+    )
 
 
 def _msg_id(raw: Any, name: str) -> str:
