@@ -168,6 +168,39 @@ def test_an_instruments_tiled_keys_reach_only_its_container(facility: Facility) 
     assert _stored_uids(facility, "bl02", staff) == {b_run}  # B's container untouched
 
 
+_STATUS_AS_ANOTHER_USER = """
+import sys, urllib.error, urllib.request
+base, key = sys.argv[1], sys.argv[2]
+for path in sys.argv[3:]:
+    req = urllib.request.Request(base + path)
+    if key:
+        req.add_header("Authorization", "Apikey " + key)
+    try:
+        code = urllib.request.urlopen(req, timeout=30).status
+    except urllib.error.HTTPError as exc:
+        code = exc.code
+    print(path, code)
+"""
+
+
+def test_another_local_user_gets_only_what_the_key_allows(facility: Facility) -> None:
+    """The Tiled gate trusts keys, not the caller's uid: another local user (``nobody``)
+    with bl01's reader key reads bl01 and nothing of bl02; without a key, nothing."""
+    from tests.queue.conftest import as_nobody
+
+    key = facility.pod.secrets.for_instrument("bl01").tiled_reader_key.get_secret_value()
+    base = f"{tiled_url(facility.pod)}/api/v1/"
+    paths = ["metadata/bl01", "metadata/bl02", f"metadata/bl02/{facility.runs['bl02']}"]
+
+    def statuses(with_key: str) -> dict[str, int]:
+        out = as_nobody(_STATUS_AS_ANOTHER_USER, base, with_key, *paths)
+        assert out.returncode == 0, out.stderr
+        return {p: int(c) for p, c in (ln.split() for ln in out.stdout.splitlines())}
+
+    assert statuses(key) == {paths[0]: 200, paths[1]: 403, paths[2]: 403}
+    assert set(statuses("").values()) == {401}
+
+
 def test_an_instruments_tiled_reader_key_works_with_the_tiled_client(facility: Facility) -> None:
     """What a user of instrument A does: tiled's client on A's container with A's key;
     B's container, with the same key, is refused."""
