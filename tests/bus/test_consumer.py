@@ -234,3 +234,48 @@ def test_bus_errors_split_into_retry_later_and_give_up(make: Any, transient: boo
         asyncio.run(main())
     assert isinstance(info.value, BusUnavailableError) is transient
     assert str(info.value).startswith("fetching: ")
+
+
+def test_messages_the_stream_discarded_before_delivery_are_reported(
+    bus_pod: LoadedPod, nats_server: NatsProcess
+) -> None:
+    """A stream at its limit discards its oldest messages, delivered or not: the durable
+    reports the range it never got (``take_discarded``); a durable created after the
+    discard reports nothing (it never had those messages to lose)."""
+    from nats.js.api import StreamConfig
+
+    from beampod.config import stream_name
+
+    publisher = NatsConnection.from_pod(bus_pod, "demo", role="publisher")
+    writer = NatsConnection.from_pod(bus_pod, "demo", role="writer")
+    admin = NatsConnection.from_pod(bus_pod, admin=True)
+
+    async def publish(first: int, last: int) -> None:
+        nc = await publisher.connect()
+        js = nc.jetstream()
+        for i in range(first, last + 1):
+            await js.publish(documents_subject("demo"), b"x", headers={"Nats-Msg-Id": f"m{i}"})
+        await nc.close()
+
+    async def main() -> None:
+        nc = await admin.connect()
+        js = nc.jetstream()
+        cfg = (await js.stream_info(stream_name("demo"))).config
+        await js.update_stream(StreamConfig.from_response({**cfg.as_dict(), "max_msgs": 5}))
+        await nc.close()
+        async with DocumentConsumer(writer, "demo", durable=WRITER_DURABLE) as c:
+            await publish(1, 3)
+            got = await c.fetch(10, 1.0)
+            assert [m.seq for m in got] == [1, 2, 3] and c.take_discarded() == []
+            for m in got:
+                await m.ack()
+            await publish(4, 12)  # 9 more into a stream of 5: seqs 4..7 are discarded
+            got = await c.fetch(20, 1.0)
+            assert [m.seq for m in got] == [8, 9, 10, 11, 12]
+            assert c.take_discarded() == [(4, 7)]
+            assert c.take_discarded() == []  # reported once
+        async with DocumentConsumer(admin, "demo", durable="late") as late:
+            assert [m.seq for m in await late.fetch(20, 1.0)] == [8, 9, 10, 11, 12]
+            assert late.take_discarded() == []
+
+    asyncio.run(main())

@@ -4,7 +4,7 @@ publisher, spool included) and records exactly what the RunEngine emitted.
 
     python tests/datapath/_emitter.py --home HOME --record OUT.pickle
         [--min-events N] [--delay S] [--until FILE] [--flush S] [--tag TAG] [--hold-after N]
-        [--hold-file FILE]
+        [--hold-file FILE] [--instrument NAME]
 
 The plan moves ``motor`` and reads ``det`` and ``motor`` once per step, printing
 ``uid <start uid>`` first and ``event <n>`` after each event so the test can inject its
@@ -43,6 +43,7 @@ def main() -> int:
         "--flush", type=float, default=0.0, help="after the run, wait up to S seconds for every ack"
     )
     ap.add_argument("--tag", default="datapath")
+    ap.add_argument("--instrument", help="a facility's instrument (default: the default one)")
     ap.add_argument(
         "--hold-after",
         type=int,
@@ -66,7 +67,7 @@ def main() -> int:
     from beampod.session import make_run_engine
 
     pod = load_pod(PodHome.resolve(args.home))
-    RE = make_run_engine(pod)
+    RE = make_run_engine(pod, args.instrument)
     emitted: list[tuple[str, dict[str, Any]]] = []
 
     def record(name: str, doc: dict[str, Any]) -> None:

@@ -126,6 +126,7 @@ class Emitter:
     open_ended: bool = True  # keep going (after min_events) until finish() is called
     flush_s: float = 30.0
     tag: str = "datapath"
+    instrument: str | None = None  # a facility's instrument (default: the default one)
     hold_after: int | None = None
     hold_gated: bool = False  # hold only after hold_now() (and 3 events more)
     proc: subprocess.Popen[str] | None = None
@@ -159,6 +160,8 @@ class Emitter:
         ]
         if self.open_ended:
             argv += ["--until", str(self.until)]
+        if self.instrument is not None:
+            argv += ["--instrument", self.instrument]
         if self.hold_after is not None:
             argv += ["--hold-after", str(self.hold_after)]
         if self.hold_gated:
@@ -249,10 +252,10 @@ def start_uid(docs: list[Doc]) -> str:
     return next(str(d["uid"]) for n, d in docs if n == "start")
 
 
-def stored_run(pod: LoadedPod, uid: str) -> Any:
+def stored_run(pod: LoadedPod, uid: str, instrument: str | None = None) -> Any:
     from beampod.store import open_catalog
 
-    return open_catalog(pod)[uid]
+    return open_catalog(pod, instrument)[uid]
 
 
 def event_table(run: Any, stream: str = "primary") -> Any:
@@ -266,7 +269,7 @@ def stored_events(pod: LoadedPod, em: Emitter) -> int:
     if uid is None:
         return 0
     try:
-        return len(event_table(stored_run(pod, uid)))
+        return len(event_table(stored_run(pod, uid, em.instrument)))
     except KeyError:
         return 0
 
@@ -306,17 +309,19 @@ def finish_and_assert_stored(pod: LoadedPod, em: Emitter, deadline_s: float = 90
     em.finish()
     emitted, report = em.result(deadline_s=deadline_s)
     assert report["delivered"], report
-    assert_stored_exactly(pod, emitted, deadline_s=max(deadline_s, 120.0))
+    assert_stored_exactly(pod, emitted, deadline_s=max(deadline_s, 120.0), instrument=em.instrument)
 
 
-def wait_for_stored_run(pod: LoadedPod, emitted: list[Doc], deadline_s: float = 120.0) -> Any:
+def wait_for_stored_run(
+    pod: LoadedPod, emitted: list[Doc], deadline_s: float = 120.0, instrument: str | None = None
+) -> Any:
     """The run, once Tiled holds its stop document and at least as many rows as events
     were emitted (more rows would be duplicates: the comparison then fails)."""
     uid = start_uid(emitted)
     n_events = sum(1 for n, _ in emitted if n == "event")
 
     def complete() -> Any:
-        run = stored_run(pod, uid)
+        run = stored_run(pod, uid, instrument)
         if "stop" not in run.metadata or run.metadata["stop"] is None:
             return None
         if len(event_table(run)) < n_events:
@@ -386,7 +391,9 @@ def _strip_dtype_numpy(desc: dict[str, Any], emitted: dict[str, Any]) -> dict[st
     return out
 
 
-def assert_stored_exactly(pod: LoadedPod, emitted: list[Doc], deadline_s: float = 120.0) -> Any:
+def assert_stored_exactly(
+    pod: LoadedPod, emitted: list[Doc], deadline_s: float = 120.0, instrument: str | None = None
+) -> Any:
     """Document by document: the store holds exactly what the RunEngine emitted, once.
 
     start and stop equal; each descriptor equal (modulo TiledWriter's added
@@ -400,13 +407,13 @@ def assert_stored_exactly(pod: LoadedPod, emitted: list[Doc], deadline_s: float 
     names = [n for n, _ in emitted]
     assert names[0] == "start" and names[-1] == "stop", names[:3] + names[-3:]
     assert set(names) <= {"start", "descriptor", "event", "stop"}, set(names)
-    run = wait_for_stored_run(pod, emitted, deadline_s)
+    run = wait_for_stored_run(pod, emitted, deadline_s, instrument)
     start = emitted[0][1]
     stop = emitted[-1][1]
     assert _plain(dict(run.metadata["start"])) == _plain(start)
     assert _plain(dict(run.metadata["stop"])) == _plain(stop)
     # Exactly one run with this uid in the catalog.
-    assert len(open_catalog(pod).client.search(Eq("start.uid", start["uid"]))) == 1
+    assert len(open_catalog(pod, instrument).client.search(Eq("start.uid", start["uid"]))) == 1
 
     descriptors = [d for n, d in emitted if n == "descriptor"]
     stored_desc = {d["uid"]: d for d in run.descriptors}

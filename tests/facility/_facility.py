@@ -14,6 +14,7 @@ import random
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,35 @@ def run_cli(
             f"stderr:\n{proc.stderr}"
         )
     return proc
+
+
+def fault_config(cfg: dict[str, Any], *, max_bytes_gb: float) -> None:
+    """The fault tests' facility (in place): the central services as the scaffold has
+    them -- a 3-node NATS cluster, every stream with 3 replicas, PostgreSQL behind Tiled
+    -- on free ports, and nothing else: no IOCs (runs come from ``ophyd.sim`` devices),
+    no queue server, agent or web console. Each instrument's documents stream is capped
+    at ``max_bytes_gb`` so a flood reaches the cap quickly."""
+    free_ports_config(cfg, slim=False)
+    cfg["bus"]["stream"] = {"replicas": 3, "max_bytes_gb": max_bytes_gb}
+    defaults = cfg["instrument_defaults"]
+    defaults["iocs"] = []
+    defaults["queue"] = {"enabled": False}
+    defaults["agent"] = {"enabled": False}
+    cfg["queue"]["enabled"] = False
+    cfg["agent"] = {"enabled": False}
+    cfg["web"]["enabled"] = False
+    for entry in cfg["instruments"].values():
+        entry.pop("queue", None)
+
+
+def make_facility_with(root: Path, n: int, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """``beampod new facility ROOT --instruments N``, its config changed by ``edit``
+    (which must move every port off the standard ones), then ``init``."""
+    run_cli(root, "new", "facility", str(root), "--instruments", str(n), home=False)
+    config = root / "config.yaml"
+    cfg = yaml.safe_load(config.read_text())
+    edit(cfg)
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run_cli(root, "init")
+    run_cli(root, "config", "check", str(root))
+    return root

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         run_uid_of,
     )
     from beampod.bus._consumer import (
+        LOST_SEQS,
         ORIGINAL_SEQ,
         BadMessage,
         DocumentConsumer,
@@ -89,6 +90,7 @@ _LAZY = {
     "message_id": ("beampod.bus._codec", "message_id"),
     "run_uid_of": ("beampod.bus._codec", "run_uid_of"),
     "ORIGINAL_SEQ": ("beampod.bus._consumer", "ORIGINAL_SEQ"),
+    "LOST_SEQS": ("beampod.bus._consumer", "LOST_SEQS"),
     "BadMessage": ("beampod.bus._consumer", "BadMessage"),
     "DocumentConsumer": ("beampod.bus._consumer", "DocumentConsumer"),
     "Message": ("beampod.bus._consumer", "Message"),
@@ -140,6 +142,7 @@ __all__ = [
     "BUS_ROLES",
     "DOCUMENT_NAMES",
     "EDGE_ROLES",
+    "LOST_SEQS",
     "MSG_ID_HEADER",
     "ORIGINAL_SEQ",
     "PROBE_KEY",

@@ -22,6 +22,9 @@ MSG_ID = "Nats-Msg-Id"
 ORIGINAL_MSG_ID = "Beampod-Original-Msg-Id"
 REASON = "Beampod-Reason"
 ORIGINAL_SEQ = "Beampod-Original-Seq"
+# A dead letter that holds no document but says which stream sequences were discarded
+# (by the stream's limits) before the writer stored them: "<first>-<last>".
+LOST_SEQS = "Beampod-Lost-Seqs"
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -139,6 +142,10 @@ class DocumentConsumer:
     and in stream order*, instead of after ``ack_wait`` and behind newer messages (a
     stop document overtaking its run's last events). Messages past the floor that were
     already acknowledged come again too; the reader must be idempotent.
+
+    Messages the stream discarded (its ``max_bytes``/``max_age`` limits, discard old)
+    before this durable delivered them leave a gap in the stream sequences it delivers;
+    ``take_discarded()`` returns those ranges, seen as each fetch returns.
     """
 
     def __init__(
@@ -159,6 +166,8 @@ class DocumentConsumer:
         self._nc: Any = None
         self._js: Any = None
         self._sub: Any = None
+        self._upto = 0  # highest stream seq delivered (at open: the durable's own)
+        self._discarded: list[tuple[int, int]] = []
 
     async def start(self) -> DocumentConsumer:
         self._nc = await self.connection.connect()
@@ -194,6 +203,8 @@ class DocumentConsumer:
                 stream=stream_name(self.instrument),
                 config=config,
             )
+            info = await self._sub.consumer_info()
+            self._upto = int(info.delivered.stream_seq or 0) if info.delivered else 0
         except APIError as exc:
             if _is_transient(exc):
                 raise
@@ -243,12 +254,26 @@ class DocumentConsumer:
                 return []
         out: list[Message | BadMessage] = []
         for raw in raws:
+            self._note_seq(int(raw.metadata.sequence.stream))
             try:
                 name, doc = decode(raw.data)
             except DecodeError as exc:
                 out.append(BadMessage(raw, error=str(exc)))
                 continue
             out.append(Message(raw, name=name, doc=doc))
+        return out
+
+    def _note_seq(self, seq: int) -> None:
+        # First deliveries come in stream order; redeliveries are at or below _upto.
+        # The stream holds only this instrument's subject, so a jump is a discard.
+        if seq > self._upto + 1:
+            self._discarded.append((self._upto + 1, seq - 1))
+        self._upto = max(self._upto, seq)
+
+    def take_discarded(self) -> list[tuple[int, int]]:
+        """Stream sequence ranges ``(first, last)`` the stream discarded before this
+        durable delivered them, found since the last call."""
+        out, self._discarded = self._discarded, []
         return out
 
     async def publish_dead_letter(

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from beampod.bus._codec import DecodeError, decode
-from beampod.bus._consumer import MSG_ID, ORIGINAL_MSG_ID, REASON
+from beampod.bus._consumer import LOST_SEQS, MSG_ID, ORIGINAL_MSG_ID, REASON
 from beampod.bus._natsconf import NatsConnection
 from beampod.bus._roles import dead_letter_stream_name
 from beampod.config import documents_subject, stream_name
@@ -25,6 +25,8 @@ class DeadLetter:
 
     def describe(self) -> str:
         """What the payload is, for humans: document name and uid, or why it is unreadable."""
+        if LOST_SEQS in self.headers:
+            return f"lost: stream seqs {self.headers[LOST_SEQS]} (no document to replay)"
         try:
             name, doc = decode(self.data)
         except DecodeError as exc:
@@ -99,6 +101,11 @@ async def replay_dead_letter(
         letter = await _get(js, instrument, seq)
         if letter is None:
             raise UsageError(f"no dead letter {seq} for instrument {instrument!r}")
+        if LOST_SEQS in letter.headers:
+            raise UsageError(
+                f"dead letter {seq} records documents the stream discarded (stream seqs "
+                f"{letter.headers[LOST_SEQS]}); it holds no document to replay"
+            )
         headers = {ORIGINAL_MSG_ID: letter.msg_id} if letter.msg_id else {}
         # A fresh id: the original id is within the duplicate window of the stream it
         # came from and would be dropped. Replaying the same letter twice is still one

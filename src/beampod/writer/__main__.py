@@ -48,7 +48,8 @@ def main() -> int:
         s = writer.stats
         print(
             f"writer stopped: {s.written} written, {s.duplicates} duplicates, "
-            f"{s.dead_lettered} dead-lettered in {s.batches} batches",
+            f"{s.dead_lettered} dead-lettered, {s.lost} lost to the stream's limits "
+            f"in {s.batches} batches",
             flush=True,
         )
 

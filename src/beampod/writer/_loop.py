@@ -17,7 +17,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from beampod.bus import ORIGINAL_SEQ, BadMessage, DocumentConsumer, Message, NatsConnection
+from beampod.bus import (
+    LOST_SEQS,
+    ORIGINAL_SEQ,
+    BadMessage,
+    DocumentConsumer,
+    Message,
+    NatsConnection,
+)
 from beampod.config import WriterSettings
 from beampod.errors import BusError, BusUnavailableError, StoreError
 from beampod.store import BatchResult, Item, RunSink, StoreAccessError, TransientStoreError
@@ -33,6 +40,7 @@ class WriterStats:
     written: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
+    lost: int = 0  # messages the stream discarded before they were stored
     bus_errors: int = 0  # the bus was lost, or could not be reached to re-open
     started: float = field(default_factory=time.monotonic)
 
@@ -106,6 +114,8 @@ class Writer:
             batch = await consumer.fetch(
                 self._settings.max_batch, timeout=self._settings.max_wait_ms / 1000
             )
+            for first, last in consumer.take_discarded():
+                await self._report_discarded(consumer, first, last)
             if batch:
                 await self._handle(consumer, batch)
 
@@ -218,6 +228,23 @@ class Writer:
         await m.term()
         self.stats.dead_lettered += 1
         log.warning("dead-lettered stream seq %d: %s", m.seq, reason)
+
+    async def _report_discarded(self, consumer: DocumentConsumer, first: int, last: int) -> None:
+        """The stream dropped messages before they were stored (its size or age limit
+        was reached while this writer lagged or was stopped): they cannot be stored any
+        more, but the loss is said loudly, in the log and as a dead letter that names
+        the range (``beampod dlq list``), never skipped in silence."""
+        n = last - first + 1
+        reason = (
+            f"{n} messages (stream seqs {first}..{last}) were discarded by the "
+            f"{self._instrument} documents stream's limits (bus.stream.max_bytes_gb / "
+            "max_age_days) before the writer stored them; they are lost"
+        )
+        log.error("%s", reason)
+        lost_id = f"lost:{self._instrument}:{first}-{last}"  # a re-detection stores it once
+        headers = {LOST_SEQS: f"{first}-{last}", "Nats-Msg-Id": lost_id}
+        await consumer.publish_dead_letter(b"", reason, headers)
+        self.stats.lost += n
 
     async def _pause(self, seconds: float) -> None:
         # A retry backoff that ends early when the writer is asked to stop.

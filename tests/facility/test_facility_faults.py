@@ -1,0 +1,331 @@
+"""Faults of a facility's central services while every instrument runs (issue 10, "Prove").
+
+One module-scoped facility of three instruments on the scaffold's central services: a
+3-node NATS JetStream cluster (every stream with 3 replicas) and PostgreSQL behind one
+Tiled (``tests/facility/_facility.py: fault_config``). It is not the isolation tests'
+facility (``test_facility_pod.py``): that one runs one NATS node, and these faults kill
+nodes, stop the database and fill a stream, which the isolation tests must not see.
+Runs come from session processes (``tests/datapath/_emitter.py``, one per instrument,
+``make_run_engine(pod, instrument)``): DurablePublisher (spool) -> the cluster ->
+``writer-<i>`` -> Tiled, compared document by document with what each RunEngine emitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from beampod.bus import NatsConnection, nats_nodes
+from beampod.config import LoadedPod, PodHome, load_pod, stream_name
+from tests.conftest import processes_using
+from tests.datapath._helpers import (
+    Emitter,
+    finish_and_assert_stored,
+    service,
+    status,
+    stored_events,
+    stored_run,
+    wait_for,
+    wait_service_ready,
+    wait_stored,
+)
+from tests.facility._facility import fault_config, make_facility_with, run_cli
+
+pytestmark = [pytest.mark.pod, pytest.mark.slow, pytest.mark.timeout(400)]
+
+INSTRUMENTS = ("bl01", "bl02", "bl03")
+MAX_BYTES_GB = 0.004  # each instrument's documents stream: ~4.3 MB (the flood's target)
+PG_OUTAGE_S = 30.0  # the issue's outage: PostgreSQL unavailable for 30 s mid-run
+
+
+@pytest.fixture(scope="module")
+def facility() -> Iterator[LoadedPod]:
+    root = Path(tempfile.mkdtemp(prefix="beampod-facfaults-"))
+    try:
+        make_facility_with(
+            root, len(INSTRUMENTS), lambda cfg: fault_config(cfg, max_bytes_gb=MAX_BYTES_GB)
+        )
+        try:
+            run_cli(root, "up", "-d")
+            yield load_pod(PodHome(root))
+        finally:
+            run_cli(root, "down", check=False)
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda: not processes_using(root), 20.0, "the facility's processes gone")
+            left = processes_using(root)
+            for p in left:
+                p.kill()
+            assert not left, f"processes left behind: {[p.info for p in left]}"
+    finally:
+        if not os.environ.get("BEAMPOD_TEST_KEEP_HOME"):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def emitters() -> Iterator[list[Emitter]]:
+    """Session processes made by a test; none may outlive it."""
+    made: list[Emitter] = []
+    yield made
+    alive = [e for e in made if e.proc is not None and e.proc.poll() is None]
+    for e in made:
+        e.kill()
+    assert not alive, f"session processes still running at the end: {[e.tag for e in alive]}"
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="beampod-facfaults-run-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _everything_ready(pod: LoadedPod) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        svcs = status(pod).get("services", {})
+        return svcs if svcs and all(s["state"] == "ready" for s in svcs.values()) else None
+
+    return wait_for(ready, 120.0, "every service of the facility ready")
+
+
+def _run_on_each(pod: LoadedPod, workdir: Path, tag: str) -> dict[str, Emitter]:
+    """An open-ended run on every instrument at once, each with some events stored."""
+    ems = {
+        inst: Emitter(
+            pod, workdir, min_events=30, delay=0.03, tag=f"{tag}-{inst}", instrument=inst
+        ).start()
+        for inst in INSTRUMENTS
+    }
+    for em in ems.values():
+        wait_stored(pod, em, rows=5, deadline_s=120)
+    return ems
+
+
+async def _admin(pod: LoadedPod, what: Any) -> Any:
+    nc = await NatsConnection.from_pod(pod, admin=True, name="facfaults-admin").connect(
+        reconnect=False
+    )
+    try:
+        return await what(nc.jetstream(timeout=5.0))
+    finally:
+        await nc.close()
+
+
+def _stream_info(pod: LoadedPod, name: str) -> Any:
+    return asyncio.run(_admin(pod, lambda js: js.stream_info(name)))
+
+
+def _replicas_current(pod: LoadedPod) -> bool:
+    """Every instrument's documents stream has a leader and three current replicas."""
+    want = {n.server_name for n in nats_nodes(pod)}
+    for inst in INSTRUMENTS:
+        cluster = _stream_info(pod, stream_name(inst)).cluster
+        current = {p.name for p in cluster.replicas or [] if p.current and not p.offline}
+        if not cluster.leader or current | {cluster.leader} != want:
+            return False
+    return True
+
+
+def test_nats_node_sigkilled_mid_run_on_every_instrument(
+    facility: LoadedPod, emitters: list[Emitter], workdir: Path
+) -> None:
+    """SIGKILL the node leading bl01's documents stream while all three instruments run:
+    each publisher fails over, the supervisor restarts the node, it catches up, and every
+    run of every instrument is stored exactly once."""
+    pod = facility
+    wait_for(lambda: _replicas_current(pod), 60.0, "every replica current before")
+    ems = _run_on_each(pod, workdir, "node-kill")
+    emitters.extend(ems.values())
+    leader = _stream_info(pod, stream_name("bl01")).cluster.leader
+    victim = next(n.service for n in nats_nodes(pod) if n.server_name == leader)
+    before = service(pod, victim)
+    os.kill(before["pid"], signal.SIGKILL)
+    at_kill = {inst: em.events for inst, em in ems.items()}
+    for inst, em in ems.items():  # no RunEngine is held up by the lost node
+        em.wait_events(at_kill[inst] + 20, deadline_s=60)
+    for em in ems.values():  # and storing goes on, on the two survivors
+        wait_stored(pod, em, rows=stored_events(pod, em) + 5, deadline_s=60)
+    after = wait_service_ready(pod, victim, not_pid=before["pid"])
+    assert after["restarts"] == before["restarts"] + 1
+    wait_for(lambda: _replicas_current(pod), 90.0, f"{victim} rejoined and current")
+    for em in ems.values():
+        finish_and_assert_stored(pod, em)
+    _everything_ready(pod)
+
+
+def _refuses_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_postgres_stopped_30s_mid_run_on_every_instrument(
+    facility: LoadedPod, emitters: list[Emitter], workdir: Path
+) -> None:
+    """``beampod service stop postgres`` for 30 s while all three instruments run (the
+    supervisor keeps a service stopped by the operator stopped: the database really is
+    gone, its port refuses connections): the RunEngines go on, the documents wait on the
+    bus, and after ``service start postgres`` every run is stored exactly once."""
+    pod = facility
+    home = pod.home.root
+    writers = {inst: service(pod, f"writer-{inst}")["pid"] for inst in INSTRUMENTS}
+    ems = _run_on_each(pod, workdir, "pg-stop")
+    emitters.extend(ems.values())
+    run_cli(home, "service", "stop", "postgres")
+    t0 = time.monotonic()
+    at_stop = {inst: em.events for inst, em in ems.items()}
+    try:
+        # The outage itself lasts 30 s of plan time; while it lasts the database stays
+        # down (not restarted behind the test's back) and the RunEngines keep emitting.
+        while time.monotonic() - t0 < PG_OUTAGE_S:
+            assert service(pod, "postgres")["state"] == "stopped"
+            assert _refuses_connections(pod.config.store.port)  # type: ignore[union-attr]
+            time.sleep(1.0)  # sampling interval during the deliberate outage
+        for inst, em in ems.items():
+            assert em.events >= at_stop[inst] + 20, (inst, at_stop[inst], em.events)
+    finally:
+        run_cli(home, "service", "start", "postgres")
+    wait_service_ready(pod, "postgres")
+    for em in ems.values():
+        em.wait_events(em.events + 10)
+        finish_and_assert_stored(pod, em, deadline_s=150)
+    _everything_ready(pod)
+    # The writers waited the outage out; none was restarted.
+    assert {i: service(pod, f"writer-{i}")["pid"] for i in INSTRUMENTS} == writers
+
+
+def _flood(pod: LoadedPod, instrument: str, bound: int, until_first_seq: int) -> dict[str, Any]:
+    """What a runaway plan on ``instrument`` does to the bus: complete runs of big events
+    (3 x 300 kB each) through the instrument's real publisher, until the stream has
+    discarded everything before ``until_first_seq`` or ``bound`` bytes were sent. Returns
+    the publisher's final status and what was sent."""
+    from event_model import compose_run
+
+    from beampod.bus import DurablePublisher
+
+    blob = "f" * 300_000
+    publisher = DurablePublisher.from_pod(pod, instrument)
+
+    def pub(name: str, doc: Any) -> None:  # event_model's TypedDicts are plain dicts
+        publisher(name, dict(doc))
+
+    sent = runs = 0
+    try:
+        while sent < bound:
+            run = compose_run(metadata={"purpose": "flood", "instrument": instrument})
+            pub("start", run.start_doc)
+            desc = run.compose_descriptor(
+                name="primary",
+                data_keys={"blob": {"source": "flood", "dtype": "string", "shape": []}},
+            )
+            pub("descriptor", desc.descriptor_doc)
+            for i in range(1, 4):
+                now = time.time()
+                pub(
+                    "event",
+                    desc.compose_event(data={"blob": blob}, timestamps={"blob": now}, seq_num=i),
+                )
+                sent += len(blob)
+            pub("stop", run.compose_stop())
+            runs += 1
+            assert publisher.flush(60), publisher.status()
+            if _stream_info(pod, stream_name(instrument)).state.first_seq >= until_first_seq:
+                break
+        return {
+            "status": publisher.status(),
+            "sent": sent,
+            "runs": runs,
+            "last_uid": run.start_doc["uid"],
+        }
+    finally:
+        publisher.close()
+
+
+def test_one_instrument_flooding_the_bus_does_not_stop_anothers_runs(
+    facility: LoadedPod, emitters: list[Emitter], workdir: Path
+) -> None:
+    """bl01 floods the bus while its writer lags (here: is stopped) and bl02 runs.
+
+    The limit that protects bl02 is per stream: bl01's documents stream holds at most
+    ``bus.stream.max_bytes_gb`` (discard old), created by the admin alone, so bl01 can
+    neither grow past it nor touch bl02's. bl01's publisher sees nothing (every document
+    acknowledged, none spooled or refused); the stream drops bl01's *oldest* documents.
+    bl01's run that the writer had not stored yet is among them: when the writer comes
+    back it reports the range it lost (log and a dead letter), never skipping it silently.
+    """
+    from beampod.bus import LOST_SEQS, list_dead_letters
+
+    pod = facility
+    home = pod.home.root
+    a, b = "bl01", "bl02"
+    limit = int(MAX_BYTES_GB * 1024**3)
+    b_first = _stream_info(pod, stream_name(b)).state.first_seq
+    em_b = Emitter(pod, workdir, min_events=30, delay=0.03, tag="flood-b", instrument=b).start()
+    emitters.append(em_b)
+    wait_stored(pod, em_b, rows=5, deadline_s=120)
+    run_cli(home, "service", "stop", f"writer-{a}")
+    try:
+        # A run of bl01 that the bus acknowledged but bl01's writer has not stored.
+        em_a = Emitter(
+            pod,
+            workdir,
+            min_events=10,
+            delay=0.01,
+            open_ended=False,
+            flush_s=30,
+            tag="flood-a",
+            instrument=a,
+        ).start()
+        emitters.append(em_a)
+        emitted_a, report_a = em_a.result()
+        assert report_a["delivered"], report_a
+        a_run_last = _stream_info(pod, stream_name(a)).state.last_seq
+        at_flood = stored_events(pod, em_b)
+        flood = _flood(pod, a, bound=2 * limit, until_first_seq=a_run_last + 1)
+        st = flood["status"]
+        # bl01's publisher: everything acknowledged, nothing spooled, nothing refused.
+        assert (st.rejected, st.spooled, st.connected) == (0, 0, True), st
+        info = _stream_info(pod, stream_name(a))
+        assert info.state.bytes <= limit, (info.state.bytes, limit)  # the limit holds
+        assert info.state.first_seq > a_run_last, (info.state, a_run_last, flood)
+        # bl02 went on storing during the flood; nothing of bl02 was discarded.
+        wait_stored(pod, em_b, rows=at_flood + 5, deadline_s=60)
+    finally:
+        run_cli(home, "service", "start", f"writer-{a}")
+    finish_and_assert_stored(pod, em_b)
+    assert _stream_info(pod, stream_name(b)).state.first_seq == b_first
+    # bl01's writer is back: the loss of its unstored run is reported, with the range.
+    wait_service_ready(pod, f"writer-{a}")
+    admin = NatsConnection.from_pod(pod, admin=True, name="facfaults-dlq")
+    lost = wait_for(
+        lambda: [lt for lt in asyncio.run(list_dead_letters(admin, a)) if LOST_SEQS in lt.headers],
+        60.0,
+        "bl01's writer reporting what the stream discarded",
+    )
+    first, last = (int(x) for x in lost[0].headers[LOST_SEQS].split("-"))
+    a_run_first = a_run_last - len(emitted_a) + 1
+    assert first <= a_run_first and last >= a_run_last, (first, last, a_run_first, a_run_last)
+    assert f"stream seqs {first}..{last}" in lost[0].reason
+    shown = run_cli(home, "dlq", "-i", a, "list").stdout
+    assert f"lost: stream seqs {first}-{last}" in shown, shown
+    log = (pod.home.logs_dir / f"writer-{a}.log").read_text(errors="replace")
+    assert f"stream seqs {first}..{last}" in log and "they are lost" in log
+    # bl01's newest runs, still in its stream, are stored: the writer goes on.
+    wait_for(
+        lambda: stored_run(pod, flood["last_uid"], a).metadata["stop"],
+        120.0,
+        "bl01's last flood run stored",
+    )
+    _everything_ready(pod)
