@@ -121,6 +121,9 @@ def _finish_and_assert_stored(pod: LoadedPod, ems: dict[str, Emitter]) -> None:
         emitted, report = em.result(deadline_s=120)
         assert report["delivered"], (inst, report)
         assert_stored_exactly(pod, emitted, deadline_s=180, instrument=inst)
+        # A fault is not a flood: no writer may report documents the stream discarded.
+        log = (pod.home.logs_dir / f"writer-{inst}.log").read_text(errors="replace")
+        assert "they are lost" not in log, log[-2000:]
 
 
 async def _admin(pod: LoadedPod, what: Any) -> Any:
@@ -331,6 +334,8 @@ def test_one_instrument_flooding_the_bus_does_not_stop_anothers_runs(
     assert f"stream seqs {first}..{last}" in lost[0].reason
     shown = run_cli(home, "dlq", "-i", a, "list").stdout
     assert f"lost: stream seqs {first}-{last}" in shown, shown
+    replay = run_cli(home, "dlq", "-i", a, "replay", str(lost[0].seq), check=False)
+    assert replay.returncode == 2 and "no document to replay" in replay.stderr, replay
     log = (pod.home.logs_dir / f"writer-{a}.log").read_text(errors="replace")
     assert f"stream seqs {first}..{last}" in log and "they are lost" in log
     # bl01's newest runs, still in its stream, are stored: the writer goes on.
