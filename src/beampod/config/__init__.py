@@ -38,6 +38,13 @@ from beampod.config._model import (
     stream_name,
 )
 from beampod.config._pod import LoadedPod, init_pod, load_pod
+from beampod.config._queues import (
+    QUEUE_INSTRUMENT_ENV,
+    REDIS_NAME_PREFIX,
+    QueueServer,
+    queue_server,
+    queue_servers,
+)
 from beampod.config._secrets import (
     BUS_ROLES,
     BusRole,
@@ -51,6 +58,8 @@ from beampod.config._yaml import read_yaml
 __all__ = [
     "BUS_ROLES",
     "POD_UMASK",
+    "QUEUE_INSTRUMENT_ENV",
+    "REDIS_NAME_PREFIX",
     "AgentSettings",
     "BusRole",
     "ChannelAccessSettings",
@@ -70,6 +79,7 @@ __all__ = [
     "PodConfig",
     "PodHome",
     "PostgresStore",
+    "QueueServer",
     "QueueSettings",
     "Secrets",
     "SqliteStore",
@@ -94,6 +104,8 @@ __all__ = [
     "merge",
     "package_problems",
     "parse_config",
+    "queue_server",
+    "queue_servers",
     "read_yaml",
     "rotate_keys",
     "stream_name",
