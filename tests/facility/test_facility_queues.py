@@ -1,9 +1,11 @@
-"""Each instrument of a facility has its own queue server, keys and Redis user.
+"""Each instrument of a facility has its own queue server, keys and Redis user, and
+its own agent.
 
 One module-scoped facility of two instruments (slim, plus each instrument's queue
-server: tests/facility/_facility.py ``queues=True``) serves every test here. The
-clients are the real ones: ``beampod queue -i``, bluesky-queueserver-api over HTTP and
-0MQ, the ``qserver`` command line, redis-py.
+server and agent: tests/facility/_facility.py ``queues=True, agents=True``; bl02's agent
+has its own name) serves every test here. The clients are the real ones: ``beampod
+queue -i``, bluesky-queueserver-api over HTTP and 0MQ, the ``qserver`` command line,
+redis-py, ``beampod agent -i``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from beampod.config import LoadedPod, PodHome, QueueServer, load_pod, queue_servers
 from beampod.queue import QueueFiles, control_address, http_uri, read_journal
@@ -33,6 +36,7 @@ pytestmark = pytest.mark.timeout(300)
 
 INSTRUMENTS = ("bl01", "bl02")
 BIN = Path("/work/main/.venv/bin")
+B_AGENT = "scout"  # bl02's agent's own name (bl01's is the default, "agent")
 REFUSED_S = 2.0  # a 0MQ request the server cannot decrypt gets no answer: the client times out
 
 
@@ -49,7 +53,11 @@ class Facility:
 def facility() -> Iterator[Facility]:
     root = Path(tempfile.mkdtemp(prefix="beampod-facq-"))
     try:
-        make_facility(root, len(INSTRUMENTS), slim=True, queues=True)
+        make_facility(root, len(INSTRUMENTS), slim=True, queues=True, agents=True)
+        config = root / "config.yaml"
+        cfg = yaml.safe_load(config.read_text())
+        cfg["instruments"]["bl02"]["agent"] = {"name": B_AGENT, "args": {"max_count": 3}}
+        config.write_text(yaml.safe_dump(cfg, sort_keys=False))
         try:
             run_cli(root, "up", "-d")
             yield Facility(root, load_pod(PodHome(root)))
@@ -257,3 +265,24 @@ def test_a_queue_managers_redis_user_cannot_touch_anothers_keys(facility: Facili
     finally:
         as_a.close()
         admin.close()
+
+
+def test_each_instruments_agent_answers_on_its_own_subjects_with_its_settings(
+    facility: Facility,
+) -> None:
+    root = facility.root
+
+    def ping(inst: str) -> dict[str, Any]:
+        return dict(json.loads(run_cli(root, "agent", "ping", "-i", inst).stdout))
+
+    assert ping("bl01")["agent"] == "agent"
+    assert ping("bl02")["agent"] == B_AGENT  # bl02's own agent block
+    before = ping("bl01")["stats"]
+    # The bluesky-pods adaptive demo against bl02's agent (bl02's publisher credential,
+    # bl02's subjects): bl02's agent stops after its own max_count (3: 5 runs, where
+    # the default's 15 makes the demo's 17).
+    demo = run_cli(root, "agent", "demo", "-i", "bl02")
+    assert "agent stopped" in demo.stdout, demo.stdout
+    assert "\n5 runs at motor = 0, 1.5, 3, 4.5, 6\n" in f"\n{demo.stdout}", demo.stdout
+    assert ping("bl02")["stats"] != ping("bl01")["stats"]
+    assert ping("bl01")["stats"] == before  # bl01's agent saw none of it

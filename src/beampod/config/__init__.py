@@ -3,6 +3,7 @@
 from beampod.config._facility import (
     effective_hosts,
     facility_problems,
+    instrument_agent,
     instrument_ports,
     instrument_queue,
     package_problems,
@@ -95,6 +96,7 @@ __all__ = [
     "facility_problems",
     "format_validation_error",
     "init_pod",
+    "instrument_agent",
     "instrument_ports",
     "instrument_queue",
     "ioc_service_name",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from beampod.config import LoadedPod, queue_servers
+from beampod.config import LoadedPod, instrument_agent, queue_servers
 
 
 def session_extras(pod: LoadedPod) -> Mapping[str, Any]:
@@ -30,7 +30,8 @@ def session_extras(pod: LoadedPod) -> Mapping[str, Any]:
         names["queue_server_plan"] = functools.wraps(queue_server_plan)(
             functools.partial(queue_server_plan, pod)
         )
-    if pod.config.agent.enabled and isinstance(pod.config.bus, NatsBus):
+    agent = instrument_agent(pod.config, pod.config.instrument_name)
+    if agent is not None and isinstance(pod.config.bus, NatsBus):
         to_brains, from_brains = make_brains(pod)  # connects on first use only
         atexit.register(from_brains.close)
         names.update(to_brains=to_brains, from_brains=from_brains)
