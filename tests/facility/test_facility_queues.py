@@ -56,7 +56,10 @@ def facility() -> Iterator[Facility]:
         make_facility(root, len(INSTRUMENTS), slim=True, queues=True, agents=True)
         config = root / "config.yaml"
         cfg = yaml.safe_load(config.read_text())
-        cfg["instruments"]["bl02"]["agent"] = {"name": B_AGENT, "args": {"max_count": 3}}
+        cfg["instruments"]["bl02"]["agent"] = {
+            "name": B_AGENT,
+            "args": {"step": 1.5, "max_count": 3},
+        }
         config.write_text(yaml.safe_dump(cfg, sort_keys=False))
         try:
             run_cli(root, "up", "-d")
