@@ -310,9 +310,21 @@ def test_existing_secrets_get_role_passwords_persisted(tmp_path: Path) -> None:
         # and the instrument's own Tiled keys (docs/facility.md), generated the same way
         "tiled_writer_key",
         "tiled_reader_key",
+        # and its queue server's keys (docs/queue.md "A queue server per instrument")
+        "queue_control_key",
+        "queue_observer_key",
+        "queue_zmq_public_key",
+        "queue_zmq_private_key",
+        "queue_redis_password",
     }
     assert stat.S_IMODE(home.secrets_file.stat().st_mode) == 0o600
     second = load_pod(home).secrets.instruments["demo"]
+    import zmq
+
+    # One CURVE pair, generated together and kept: the public key is the private one's.
+    private = on_disk["queue_zmq_private_key"]
+    assert zmq.curve_public(private.encode()).decode() == on_disk["queue_zmq_public_key"]
+    assert second.queue_zmq_private_key.get_secret_value() == private
     for role in ("reader", "publisher", "writer", "agent"):
         a = first.bus_role_password(role)
         b = second.bus_role_password(role)

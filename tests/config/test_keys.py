@@ -56,17 +56,26 @@ def test_an_unusable_key_is_named_and_rotated_keeping_the_others(tmp_path: Path)
 
     every = beampod_cli(home.root, "init", "--rotate-keys", "--all")
     rotated = _secrets(home)
-    # The pod-wide keys and each instrument's own Tiled keys; its bus passwords stay.
-    assert "replaced 7 key(s)" in every.stdout
+    # The pod-wide keys and each instrument's own Tiled and queue keys (and its queue's
+    # 0MQ key pair); its bus and Redis passwords stay.
+    assert "replaced 10 key(s)" in every.stdout
     assert "instruments.demo.tiled_reader_key" in every.stdout
+    assert "instruments.demo.queue_zmq_key_pair" in every.stdout
     assert all(rotated[k] != after[k] for k in API_KEYS)
-    inst_keys = ("tiled_writer_key", "tiled_reader_key")
+    inst_keys = (
+        "tiled_writer_key",
+        "tiled_reader_key",
+        "queue_control_key",
+        "queue_observer_key",
+    )
     before_demo, demo = after["instruments"]["demo"], rotated["instruments"]["demo"]
     assert all(
         demo[k] != before_demo[k] and re.fullmatch(r"[0-9a-f]{64}", demo[k]) for k in inst_keys
     )
-    assert {k: v for k, v in demo.items() if k not in inst_keys} == {
-        k: v for k, v in before_demo.items() if k not in inst_keys
+    zmq_pair = ("queue_zmq_public_key", "queue_zmq_private_key")
+    assert all(demo[k] != before_demo[k] for k in zmq_pair)
+    assert {k: v for k, v in demo.items() if k not in (*inst_keys, *zmq_pair)} == {
+        k: v for k, v in before_demo.items() if k not in (*inst_keys, *zmq_pair)
     }
     assert {k: v for k, v in rotated.items() if k not in [*API_KEYS, "instruments"]} == {
         k: v for k, v in after.items() if k not in [*API_KEYS, "instruments"]

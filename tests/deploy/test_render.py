@@ -63,10 +63,12 @@ def test_rendering_is_deterministic_and_names_no_local_path(
 def test_secrets_stay_out_of_units(rendered: Path) -> None:
     queue = (rendered / "hosts/ws1/systemd/beampod-bl01-queue.service").read_text()
     assert "QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER" not in queue
-    assert "EnvironmentFile=-/var/lib/beampod/bl/run/env/queue.env" in queue
+    # bl01's own queue server (a facility names it after its instrument).
+    assert "EnvironmentFile=-/var/lib/beampod/bl/run/env/queue-bl01.env" in queue
     compose = yaml.safe_load((rendered / "hosts/ws1/compose.yaml").read_text())
-    assert "QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER" not in compose["services"]["queue"]["environment"]
-    assert compose["services"]["queue"]["env_file"] == ["/var/lib/beampod/bl/run/env/queue.env"]
+    service = compose["services"]["queue-bl01"]
+    assert "QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER" not in service["environment"]
+    assert service["env_file"] == ["/var/lib/beampod/bl/run/env/queue-bl01.env"]
     inventory = (rendered / "ansible/inventory.yml").read_text()
     assert "secret" not in inventory.lower()
 

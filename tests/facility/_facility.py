@@ -4,7 +4,9 @@
 ports (4222, 8000, 5433, ...); a test must not take those, so every port is replaced
 by a free one. ``slim`` keeps what the isolation tests need and drops the rest, so the
 fixture comes up in a minute on a loaded machine: one NATS node, one IOC (the
-mini-beamline) per instrument, no queue server, agent or web console.
+mini-beamline) per instrument, no queue server, agent or web console. ``queues`` adds
+back each instrument's own queue server, ``agents`` each instrument's agent
+(tests/facility/test_facility_queues.py).
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ def _free_block(size: int, taken: set[int]) -> int:
     raise RuntimeError(f"no {size} consecutive free ports found")
 
 
-def free_ports_config(cfg: dict[str, Any], *, slim: bool) -> None:
+def free_ports_config(
+    cfg: dict[str, Any], *, slim: bool, queues: bool = False, agents: bool = False
+) -> None:
     """Every port of a scaffolded facility config replaced by a free one (in place)."""
     taken: set[int] = set()
 
@@ -74,23 +78,28 @@ def free_ports_config(cfg: dict[str, Any], *, slim: bool) -> None:
     cfg["queue"] = {"http_port": one(), "control_port": one(), "info_port": one()}
     cfg["web"] = {"enabled": not slim, "port": one()}
     if slim:
-        defaults["queue"] = {"enabled": False}
-        defaults["agent"] = {"enabled": False}
+        if not queues:
+            defaults["queue"] = {"enabled": False}
+        defaults["agent"] = {"enabled": agents}
         cfg["queue"]["enabled"] = False
         cfg["agent"] = {"enabled": False}
     for entry in cfg["instruments"].values():
-        if slim:
+        if slim and not queues:
             entry.pop("queue", None)
         else:
             entry["queue"] = {"http_port": one(), "control_port": one(), "info_port": one()}
 
 
-def make_facility(root: Path, n: int, *, slim: bool = True) -> Path:
-    """``beampod new facility ROOT --instruments N`` on free ports, then ``init``."""
+def make_facility(
+    root: Path, n: int, *, slim: bool = True, queues: bool = False, agents: bool = False
+) -> Path:
+    """``beampod new facility ROOT --instruments N`` on free ports, then ``init``
+    (``queues``, ``agents``: a slim facility with each instrument's own queue server,
+    agent)."""
     run_cli(root, "new", "facility", str(root), "--instruments", str(n), home=False)
     config = root / "config.yaml"
     cfg = yaml.safe_load(config.read_text())
-    free_ports_config(cfg, slim=slim)
+    free_ports_config(cfg, slim=slim, queues=queues, agents=agents)
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     run_cli(root, "init")
     run_cli(root, "config", "check", str(root))

@@ -330,6 +330,6 @@ def test_per_instrument_commands_take_i(facility: Facility) -> None:
     queue = run_cli(root, "queue", "-i", "bl02", "status", check=False)
     assert queue.returncode == 2
     assert queue.stderr.strip() == (
-        "beampod: error: instrument 'bl02' has no queue server: this pod runs one, "
-        "for its default instrument 'bl01'"
+        "beampod: error: instrument 'bl02' has no queue server (its queue is not enabled "
+        "in the pod's config.yaml)"
     )

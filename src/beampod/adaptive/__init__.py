@@ -22,7 +22,7 @@ from beampod.adaptive._protocol import (
     reply_subject,
     request_subject,
 )
-from beampod.adaptive._settings import LoopSettings, loop_settings, split_args
+from beampod.adaptive._settings import LoopSettings, agent_settings, loop_settings, split_args
 
 if TYPE_CHECKING:
     from beampod.adaptive._brains import FromBrains, ToBrains, make_brains
@@ -94,6 +94,7 @@ __all__ = [
     "ToBrains",
     "adaptive_plan",
     "agent_factory",
+    "agent_settings",
     "drive",
     "follow_bus",
     "load_agent_class",

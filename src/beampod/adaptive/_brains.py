@@ -138,7 +138,7 @@ def make_brains(
     until the first adaptive plan runs.
     """
     inst = instrument or pod.config.instrument_name
-    settings = loop_settings(pod).with_overrides(**overrides)
+    settings = loop_settings(pod, inst).with_overrides(**overrides)
     conn = NatsConnection.from_pod(pod, inst, role="publisher", name=f"beampod-adaptive-{inst}")
     redis = redis_params(pod) if settings.reply_transport == "redis" else None
     return ToBrains(), FromBrains(AgentClient(conn, inst, settings, redis=redis))

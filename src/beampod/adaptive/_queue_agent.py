@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from beampod.adaptive._sdk import Agent, NoRecommendation, StopAgent
 from beampod.bus import DecodeError, NatsConnection, decode
-from beampod.config import LoadedPod, documents_subject
+from beampod.config import LoadedPod, documents_subject, queue_server
 
 log = logging.getLogger("beampod.adaptive.queue_agent")
 
@@ -223,7 +223,7 @@ def run_campaign(
     """Blocking: queue the first point, then one plan per decision until the agent stops.
     Returns the finished :class:`QueueAgent` (``submitted``, ``reason``)."""
     inst = instrument or pod.config.instrument_name
-    api = queue_api(pod)
+    api = queue_api(pod, inst)
     qa = QueueAgent(agent, api, detectors=detectors, motors=motors, name=name)
 
     async def main() -> None:
@@ -255,13 +255,15 @@ def run_campaign(
     return qa
 
 
-def queue_api(pod: LoadedPod) -> Any:
-    """An ``REManagerAPI`` (HTTP) for the pod's queue server with the control key."""
+def queue_api(pod: LoadedPod, instrument: str | None = None) -> Any:
+    """An ``REManagerAPI`` (HTTP) for the queue server of ``instrument`` (default: the
+    default instrument's) with its control key."""
     from bluesky_queueserver_api.http import REManagerAPI
 
+    server = queue_server(pod, instrument)
     host = "127.0.0.1" if pod.config.pod.bind in ("0.0.0.0", "", "*") else pod.config.pod.bind
-    api = REManagerAPI(http_server_uri=f"http://{host}:{pod.config.queue.http_port}")
-    api.set_authorization_key(api_key=pod.secrets.queue_control_key.get_secret_value())
+    api = REManagerAPI(http_server_uri=f"http://{host}:{server.settings.http_port}")
+    api.set_authorization_key(api_key=server.control_key.get_secret_value())
     return api
 
 

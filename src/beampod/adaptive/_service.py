@@ -1,7 +1,9 @@
 """The ``agent`` pod service: serves decisions over NATS core request/reply.
 
 One NATS connection per instrument, with that instrument's own credentials, so an agent
-can only read that instrument's requests and answer on that instrument's subjects.
+can only read that instrument's requests and answer on that instrument's subjects. Each
+instrument whose agent is enabled gets its own agent (its class, arguments, name and
+loop settings: its ``agent`` block, else the top-level one); one process serves them all.
 Requests are taken in a queue group: two agent processes can serve one instrument.
 Replies go where the request says: a NATS subject, or (the bluesky-pods demo's way) a Redis list.
 """
@@ -27,9 +29,15 @@ from beampod.adaptive._protocol import (
     unpack,
 )
 from beampod.adaptive._runner import AgentFactory, AgentRunner, agent_factory
-from beampod.adaptive._settings import LoopSettings, loop_settings, redis_params, split_args
+from beampod.adaptive._settings import (
+    LoopSettings,
+    agent_settings,
+    loop_settings,
+    redis_params,
+    split_args,
+)
 from beampod.bus import NatsConnection
-from beampod.config import LoadedPod
+from beampod.config import LoadedPod, instrument_agent
 
 log = logging.getLogger("beampod.adaptive.service")
 
@@ -65,13 +73,16 @@ class AgentService:
     def __init__(
         self,
         connections: Mapping[str, NatsConnection],
-        factory: AgentFactory,
-        settings: LoopSettings,
+        agents: Mapping[str, tuple[AgentFactory, LoopSettings]],
         redis: Mapping[str, Any] | None = None,
     ) -> None:
+        """``agents``: instrument -> (its agent factory, its loop settings)."""
         self._connections = dict(connections)
-        self.settings = settings
-        self.runners = {inst: AgentRunner(factory, name=settings.name) for inst in connections}
+        self.settings = {inst: settings for inst, (_, settings) in agents.items()}
+        self.runners = {
+            inst: AgentRunner(factory, name=settings.name)
+            for inst, (factory, settings) in agents.items()
+        }
         self._redis = _RedisReplier(redis)
         self._clients: list[Any] = []
         self._stop = asyncio.Event()
@@ -80,12 +91,11 @@ class AgentService:
         for inst, conn in self._connections.items():
             nc = await conn.connect()
             self._clients.append(nc)
+            name = self.settings[inst].name
             await nc.subscribe(
-                request_subject(inst, self.settings.name),
-                queue="agents",
-                cb=self._on_request(inst, nc),
+                request_subject(inst, name), queue="agents", cb=self._on_request(inst, nc)
             )
-            await nc.subscribe(ping_subject(inst, self.settings.name), cb=self._on_ping(inst, nc))
+            await nc.subscribe(ping_subject(inst, name), cb=self._on_ping(inst, nc))
             # The subscriptions are registered on the server once flush returns: only then
             # is it true that a request sent now will be answered.
             await nc.flush()
@@ -148,7 +158,7 @@ class AgentService:
                 runner = self.runners[inst]
                 status: dict[str, Any] = {
                     "v": 1,
-                    "agent": self.settings.name,
+                    "agent": self.settings[inst].name,
                     "plans": runner.active_plans,
                     "stats": runner.stats,
                 }
@@ -172,15 +182,21 @@ def _recent_wanted(data: bytes) -> int:
     return n if isinstance(n, int) and n > 0 else 0
 
 
+def agent_instruments(pod: LoadedPod) -> list[str]:
+    """The instruments whose agent is enabled."""
+    return [n for n in pod.config.instruments if instrument_agent(pod.config, n) is not None]
+
+
 def service_from_pod(pod: LoadedPod, instruments: list[str] | None = None) -> AgentService:
-    _, args = split_args(pod.config.agent.args)
-    settings = loop_settings(pod)
-    factory = agent_factory(pod.config.agent.agent, args)
-    names = instruments or list(pod.config.instruments)
+    names = instruments or agent_instruments(pod)
+    agents = {}
+    for n in names:
+        _, args = split_args(agent_settings(pod, n).args)
+        agents[n] = (agent_factory(agent_settings(pod, n).agent, args), loop_settings(pod, n))
     conns = {
         n: NatsConnection.from_pod(pod, n, role="agent", name=f"beampod-agent-{n}") for n in names
     }
-    return AgentService(conns, factory, settings, redis=redis_params(pod))
+    return AgentService(conns, agents, redis=redis_params(pod))
 
 
 async def serve(pod: LoadedPod, instruments: list[str] | None = None) -> None:
@@ -190,9 +206,7 @@ async def serve(pod: LoadedPod, instruments: list[str] | None = None) -> None:
         loop.add_signal_handler(sig, service.request_stop)
     await service.start()
     names = ",".join(service.runners)
-    print(
-        f"{READY_WORD} agent={service.settings.name} instruments={names} "
-        f"class={pod.config.agent.agent}",
-        flush=True,
-    )
+    agents = ",".join(sorted({s.name for s in service.settings.values()}))
+    classes = ",".join(sorted({agent_settings(pod, n).agent for n in service.runners}))
+    print(f"{READY_WORD} agent={agents} instruments={names} class={classes}", flush=True)
     await service.run_until_stopped()

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
-from beampod.config import LoadedPod
+from beampod.config import AgentSettings, LoadedPod, instrument_agent
 from beampod.errors import ConfigError
 
 Policy = Literal["retry", "pause", "abort"]
@@ -81,10 +81,21 @@ def split_args(args: Mapping[str, Any]) -> tuple[LoopSettings, dict[str, Any]]:
     return settings, rest
 
 
-def loop_settings(pod: LoadedPod) -> LoopSettings:
-    """The typed ``agent`` config; loop keys still found in ``agent.args`` win (older
-    configs put them there)."""
-    agent = pod.config.agent
+def agent_settings(pod: LoadedPod, instrument: str | None = None) -> AgentSettings:
+    """The agent settings of ``instrument`` (default: the default instrument): its own
+    ``agent`` block, else the top-level one (also when its agent is disabled)."""
+    name = instrument or pod.config.instrument_name
+    return (
+        instrument_agent(pod.config, name)
+        or pod.config.instrument(name).agent
+        or (pod.config.agent)
+    )
+
+
+def loop_settings(pod: LoadedPod, instrument: str | None = None) -> LoopSettings:
+    """The typed ``agent`` config of ``instrument``; loop keys still found in
+    ``agent.args`` win (older configs put them there)."""
+    agent = agent_settings(pod, instrument)
     typed = LoopSettings(
         name=agent.name,
         reply_transport=agent.reply_transport,

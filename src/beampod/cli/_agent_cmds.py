@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(17 runs stepping the motor by 1.5)",
     )
     demo.add_argument("--transport", choices=("nats", "redis"), default=None)
+    add_instrument_option(demo)
     demo.set_defaults(func=cmd_demo)
 
 
@@ -32,7 +33,7 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
     pod = pod_of(args)
     inst = args.instrument or pod.config.instrument_name
-    name = loop_settings(pod).name
+    name = loop_settings(pod, inst).name
     status = asyncio.run(
         ping_agent(
             NatsConnection.from_pod(pod, inst, role="publisher"), inst, name, timeout=args.timeout
@@ -55,7 +56,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     pod = pod_of(args)
     re = RunEngine({}, call_returns_result=True)
-    to_brains, from_brains = make_brains(pod, reply_transport=args.transport)
+    inst = args.instrument or pod.config.instrument_name
+    pod.config.instrument(inst)  # an unknown name: one line, exit 2
+    to_brains, from_brains = make_brains(pod, inst, reply_transport=args.transport)
     try:
         result = re(adaptive_plan([det], {motor: 0}, to_brains=to_brains, from_brains=from_brains))
     finally:

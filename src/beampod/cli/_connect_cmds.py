@@ -16,7 +16,14 @@ import socket
 from dataclasses import dataclass
 
 from beampod.cli._common import add_instrument_option, pod_of
-from beampod.config import LoadedPod, NatsBus, documents_subject, stream_name
+from beampod.config import (
+    LoadedPod,
+    NatsBus,
+    QueueServer,
+    documents_subject,
+    queue_servers,
+    stream_name,
+)
 
 ROLES = ("reader", "control")
 MASK = "********"
@@ -76,10 +83,10 @@ def connection_env(pod: LoadedPod, instrument: str, role: str) -> list[Var]:
         Var("TILED_URI", tiled_url(pod), False, "Tiled: from_uri(TILED_URI)"),
         Var("TILED_API_KEY", tiled_key.get_secret_value(), True, "Tiled read-only key"),
     ]
-    # The queue server serves the default instrument only (docs/facility.md).
-    has_queue = pod.config.queue.enabled and instrument == pod.config.instrument_name
-    if has_queue:
-        out += _queue_vars(pod, role)
+    # The instrument's own queue server, when it has one (docs/queue.md).
+    server = queue_servers(pod).get(instrument)
+    if server is not None:
+        out += _queue_vars(pod, server, role)
     if isinstance(pod.config.bus, NatsBus):
         from beampod.bus import NatsConnection
 
@@ -135,32 +142,38 @@ def cmd_connect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _queue_vars(pod: LoadedPod, role: str) -> list[Var]:
+def _queue_vars(pod: LoadedPod, server: QueueServer, role: str) -> list[Var]:
     """The queue server's variables: its HTTP API with the role's key, 0MQ addresses."""
     from beampod.queue import control_address, http_uri, info_address
 
-    s = pod.secrets
-    out = [Var("QSERVER_HTTP_SERVER_URI", http_uri(pod), False, "queue HTTP API")]
+    out = [Var("QSERVER_HTTP_SERVER_URI", http_uri(pod, server), False, "queue HTTP API")]
     if role == "control":
         out += [
             Var(
                 "QSERVER_HTTP_SERVER_API_KEY",
-                s.queue_control_key.get_secret_value(),
+                server.control_key.get_secret_value(),
                 True,
                 "queue HTTP control key",
             ),
-            Var("QSERVER_ZMQ_CONTROL_ADDRESS", control_address(pod), False, "qserver control"),
+            Var(
+                "QSERVER_ZMQ_CONTROL_ADDRESS",
+                control_address(pod, server),
+                False,
+                "qserver control",
+            ),
             # Whoever has the server's CURVE public key can drive the queue over 0MQ.
-            Var("QSERVER_ZMQ_PUBLIC_KEY", s.queue_zmq_public_key, True, "qserver CURVE key"),
+            Var("QSERVER_ZMQ_PUBLIC_KEY", server.zmq_public_key, True, "qserver CURVE key"),
         ]
     else:
         out.append(
             Var(
                 "QSERVER_HTTP_SERVER_API_KEY",
-                s.queue_observer_key.get_secret_value(),
+                server.observer_key.get_secret_value(),
                 True,
                 "queue HTTP observer key (read status)",
             )
         )
-    out.append(Var("QSERVER_ZMQ_INFO_ADDRESS", info_address(pod), False, "qserver console output"))
+    out.append(
+        Var("QSERVER_ZMQ_INFO_ADDRESS", info_address(pod, server), False, "qserver console output")
+    )
     return out

@@ -1,4 +1,5 @@
-"""``beampod queue ...``: the pod's queue server over its HTTP API (control key)."""
+"""``beampod queue [-i NAME] ...``: an instrument's queue server over its HTTP API
+(its control key)."""
 
 from __future__ import annotations
 
@@ -53,19 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from beampod.errors import UsageError
     from beampod.queue import QueueClient
 
-    pod = pod_of(args)
-    name = instrument_arg(args) or pod.config.instrument_name
-    pod.config.instrument(name)  # a clear error for an unknown instrument
-    if name != pod.config.instrument_name:
-        # One queue server per pod today: the default instrument's (docs/facility.md).
-        raise UsageError(
-            f"instrument {name!r} has no queue server: this pod runs one, for its default "
-            f"instrument {pod.config.instrument_name!r}"
-        )
-    return QueueClient(pod)
+    # The instrument's own queue server and keys; an instrument without a queue, or an
+    # unknown name, is a one-line usage error.
+    return QueueClient(pod_of(args), instrument=instrument_arg(args))
 
 
 def cmd_add(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from beampod.config._facility import (
     effective_hosts,
     facility_problems,
+    instrument_agent,
     instrument_ports,
     instrument_queue,
     package_problems,
@@ -38,6 +39,13 @@ from beampod.config._model import (
     stream_name,
 )
 from beampod.config._pod import LoadedPod, init_pod, load_pod
+from beampod.config._queues import (
+    QUEUE_INSTRUMENT_ENV,
+    REDIS_NAME_PREFIX,
+    QueueServer,
+    queue_server,
+    queue_servers,
+)
 from beampod.config._secrets import (
     BUS_ROLES,
     BusRole,
@@ -51,6 +59,8 @@ from beampod.config._yaml import read_yaml
 __all__ = [
     "BUS_ROLES",
     "POD_UMASK",
+    "QUEUE_INSTRUMENT_ENV",
+    "REDIS_NAME_PREFIX",
     "AgentSettings",
     "BusRole",
     "ChannelAccessSettings",
@@ -70,6 +80,7 @@ __all__ = [
     "PodConfig",
     "PodHome",
     "PostgresStore",
+    "QueueServer",
     "QueueSettings",
     "Secrets",
     "SqliteStore",
@@ -85,6 +96,7 @@ __all__ = [
     "facility_problems",
     "format_validation_error",
     "init_pod",
+    "instrument_agent",
     "instrument_ports",
     "instrument_queue",
     "ioc_service_name",
@@ -94,6 +106,8 @@ __all__ = [
     "merge",
     "package_problems",
     "parse_config",
+    "queue_server",
+    "queue_servers",
     "read_yaml",
     "rotate_keys",
     "stream_name",

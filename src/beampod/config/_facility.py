@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 from beampod.config._merge import apply_instrument_defaults
 from beampod.config._model import (
+    AgentSettings,
     HostSettings,
     NatsBus,
     PodConfig,
@@ -51,6 +52,17 @@ def instrument_queue(config: PodConfig, name: str) -> QueueSettings | None:
     own = config.instrument(name).queue
     queue = own if own is not None else (config.queue if name == config.instrument_name else None)
     return queue if queue is not None and queue.enabled else None
+
+
+def instrument_agent(config: PodConfig, name: str) -> AgentSettings | None:
+    """The agent settings of instrument ``name``, or None if its agent is disabled.
+
+    An instrument's own ``agent`` block wins; otherwise the top-level ``agent`` (every
+    instrument's default).
+    """
+    own = config.instrument(name).agent
+    agent = own if own is not None else config.agent
+    return agent if agent.enabled else None
 
 
 def facility_problems(config: PodConfig) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from beampod.errors import ConfigError
 
@@ -43,6 +43,11 @@ class InstrumentSecrets(BaseModel):
     Two Tiled keys per instrument (docs/facility.md "What is isolated"): its writer key
     writes only its own container, its reader key reads only its own container. The
     pod-wide ``tiled_*_key`` of :class:`Secrets` reach every container (staff, admin).
+
+    Its queue server's keys (docs/queue.md "A queue server per instrument"): the HTTP
+    control and observer keys and the 0MQ CURVE key pair are used when the pod has more
+    than one instrument (a pod of one keeps the pod-wide ``queue_*`` keys); the Redis
+    password is its queue manager's Redis user's, which may touch only its own keys.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -52,7 +57,21 @@ class InstrumentSecrets(BaseModel):
     agent_password: SecretStr = Field(default_factory=_token)
     tiled_writer_key: SecretStr = Field(default_factory=_token)
     tiled_reader_key: SecretStr = Field(default_factory=_token)
+    queue_control_key: SecretStr = Field(default_factory=_token)
+    queue_observer_key: SecretStr = Field(default_factory=_token)
+    queue_zmq_public_key: str = ""
+    queue_zmq_private_key: SecretStr = SecretStr("")
+    queue_redis_password: SecretStr = Field(default_factory=_token)
     bus_password: SecretStr | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _zmq_key_pair(self) -> InstrumentSecrets:
+        # A pair cannot come from two default factories: generate both together.
+        if not self.queue_zmq_private_key.get_secret_value():
+            public, private = _curve_keypair()
+            self.queue_zmq_public_key = public
+            self.queue_zmq_private_key = SecretStr(private)
+        return self
 
     def bus_role_password(self, role: BusRole) -> SecretStr:
         value = getattr(self, f"{role}_password", None)
@@ -84,13 +103,18 @@ class Secrets(BaseModel):
             ) from None
 
 
-def generate(instruments: list[str]) -> Secrets:
+def _curve_keypair() -> tuple[str, str]:
     import zmq
 
     public, private = zmq.curve_keypair()
+    return public.decode(), private.decode()
+
+
+def generate(instruments: list[str]) -> Secrets:
+    public, private = _curve_keypair()
     return Secrets(
-        queue_zmq_public_key=public.decode(),
-        queue_zmq_private_key=SecretStr(private.decode()),
+        queue_zmq_public_key=public,
+        queue_zmq_private_key=SecretStr(private),
         instruments={name: InstrumentSecrets() for name in instruments},
     )
 
@@ -199,8 +223,18 @@ _API_KEYS = (
 )
 
 
-# Per instrument (docs/facility.md): its own Tiled keys, named ``instruments.<name>.<key>``.
-_INSTRUMENT_API_KEYS = ("tiled_writer_key", "tiled_reader_key")
+# Per instrument (docs/facility.md): its own Tiled and queue HTTP keys, named
+# ``instruments.<name>.<key>``.
+_INSTRUMENT_API_KEYS = (
+    "tiled_writer_key",
+    "tiled_reader_key",
+    "queue_control_key",
+    "queue_observer_key",
+)
+
+
+#: How ``rotate_keys`` names an instrument's queue 0MQ key pair (two fields, one name).
+_ZMQ_PAIR = "queue_zmq_key_pair"
 
 
 def _api_keys(secrets: Secrets) -> dict[str, str]:
@@ -226,6 +260,8 @@ def rotate_keys(path: Path, *, every: bool = False) -> list[str]:
     with _locked(path):
         secrets = _validate(path, _parse(path))
         names = list(_api_keys(secrets)) if every else unusable_keys(secrets)
+        if every:  # each instrument's queue 0MQ key pair too (generated, so always usable)
+            names += [f"instruments.{inst}.{_ZMQ_PAIR}" for inst in secrets.instruments]
         if names:
             write(path, _replaced(secrets, names))
     return names
@@ -237,5 +273,13 @@ def _replaced(secrets: Secrets, names: list[str]) -> Secrets:
     for name in names:
         if "." in name:
             _, inst, key = name.split(".")
-            instruments[inst] = instruments[inst].model_copy(update={key: _token()})
+            if key == _ZMQ_PAIR:
+                public, private = _curve_keypair()
+                update: dict[str, object] = {
+                    "queue_zmq_public_key": public,
+                    "queue_zmq_private_key": SecretStr(private),
+                }
+            else:
+                update = {key: _token()}
+            instruments[inst] = instruments[inst].model_copy(update=update)
     return secrets.model_copy(update={**top, "instruments": instruments})

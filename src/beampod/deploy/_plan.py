@@ -13,9 +13,10 @@ on the way to a host:
 
 Placement (documented in docs/deploy.md): the bus nodes, PostgreSQL, Redis and Tiled run
 on ``central_host``; an IOC (``ioc-<instrument>-...``) and a writer (``writer-<instrument>``,
-or ``writer`` of a single instrument) on its instrument's ``host``; the queue server
-(``queue``, ``queue-http``) and the agent on the host of the default instrument, which
-they serve today. A service name matching none of these is an error, never a guess.
+or ``writer`` of a single instrument) and its queue server (``queue-<instrument>``,
+``queue-http-<instrument>``) on its instrument's ``host``; a one-instrument pod's
+``queue``/``queue-http``, the agent and the web console on the host of the default
+instrument, which they serve. A service name matching none of these is an error, never a guess.
 """
 
 from __future__ import annotations

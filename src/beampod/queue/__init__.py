@@ -10,12 +10,12 @@ Heavy imports (httpserver, uvicorn, the worker namespace) stay inside the module
 run in those processes.
 """
 
+from beampod.config import REDIS_NAME_PREFIX
 from beampod.queue._client import QueueClient
 from beampod.queue._environment import manager_answers, open_environment, zmq_client
 from beampod.queue._files import (
     OBSERVER_SCOPES,
     RE_FACTORY_ENV,
-    REDIS_NAME_PREFIX,
     QueueFiles,
     control_address,
     default_group,
@@ -24,6 +24,8 @@ from beampod.queue._files import (
     info_address,
     info_socket_path,
     make_info_socket_dir,
+    process_server,
+    server_of,
     user_group_permissions,
     write_http_config,
     write_permissions,
@@ -51,8 +53,10 @@ __all__ = [
     "make_info_socket_dir",
     "manager_answers",
     "open_environment",
+    "process_server",
     "queue_server_plan",
     "read_journal",
+    "server_of",
     "summarize_refusal",
     "user_group_permissions",
     "write_http_config",

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from beampod.config import LoadedPod
+from beampod.config import LoadedPod, queue_server
 from beampod.errors import BeampodError, PlanError, PodNotRunningError, UsageError
 from beampod.queue._files import http_uri
 from beampod.queue._values import check_values
@@ -19,16 +19,23 @@ Progress = Callable[[str], None]
 
 
 class QueueClient:
-    """``with QueueClient(pod) as q: q.add("count([pinhole])")``; control key by default."""
+    """``with QueueClient(pod) as q: q.add("count([pinhole])")``; the queue server of
+    ``instrument`` (default: the default instrument's), its control key by default."""
 
     def __init__(
-        self, pod: LoadedPod, *, api_key: str | None = None, timeout_s: float = 10.0
+        self,
+        pod: LoadedPod,
+        *,
+        instrument: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 10.0,
     ) -> None:
         from bluesky_queueserver_api.http import REManagerAPI
 
-        self._uri = http_uri(pod)
+        self.server = queue_server(pod, instrument)
+        self._uri = http_uri(pod, self.server)
         self._rm = REManagerAPI(http_server_uri=self._uri, timeout=timeout_s)
-        key = api_key if api_key is not None else pod.secrets.queue_control_key.get_secret_value()
+        key = api_key if api_key is not None else self.server.control_key.get_secret_value()
         if key:
             self._rm.set_authorization_key(api_key=key)
 
@@ -121,7 +128,10 @@ class QueueClient:
             progress,
         )
         if not self.status()["worker_environment_exists"]:
-            raise BeampodError("the worker environment did not open; see `beampod logs queue`")
+            raise BeampodError(
+                "the worker environment did not open; see "
+                f"`beampod logs {self.server.manager_service}`"
+            )
         return True
 
     def close_environment(

@@ -16,11 +16,14 @@ from typing import Any
 
 import yaml
 
-from beampod.config import LoadedPod, PodHome
+from beampod.config import (
+    QUEUE_INSTRUMENT_ENV,
+    LoadedPod,
+    PodHome,
+    QueueServer,
+    queue_server,
+)
 from beampod.errors import BeampodError
-
-#: Redis key prefix of the queue, history and manager state (one queue per pod).
-REDIS_NAME_PREFIX = "beampod_qs"
 
 #: Environment variable naming ``module:function`` that builds the worker's RunEngine.
 #: The services layer sets it (it may import ``beampod.session``; this package may not).
@@ -32,8 +35,10 @@ class QueueFiles:
     root: Path
 
     @classmethod
-    def of(cls, home: PodHome) -> QueueFiles:
-        return cls(home.run_dir / "queue")
+    def of(cls, home: PodHome, server: QueueServer | None = None) -> QueueFiles:
+        """``run/queue/`` (a pod of one), ``run/queue/<instrument>/`` (of several)."""
+        root = home.run_dir / "queue"
+        return cls(root / server.subdir if server is not None and server.subdir else root)
 
     @property
     def http_config(self) -> Path:
@@ -53,8 +58,19 @@ class QueueFiles:
         return self.root / "runs.jsonl"
 
     def make(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.root.chmod(0o700)
+
+
+def server_of(pod: LoadedPod, server: QueueServer | None) -> QueueServer:
+    """``server``, or the default instrument's queue server."""
+    return server if server is not None else queue_server(pod)
+
+
+def process_server(pod: LoadedPod) -> QueueServer:
+    """The queue server this process belongs to: the instrument the supervisor names in
+    ``BEAMPOD_QUEUE_INSTRUMENT`` (the manager, worker and HTTP server), else the default."""
+    return queue_server(pod, os.environ.get(QUEUE_INSTRUMENT_ENV) or None)
 
 
 def write_private(path: Path, text: str) -> None:
@@ -71,8 +87,9 @@ def connect_host(bind: str) -> str:
     return "127.0.0.1" if bind in ("0.0.0.0", "", "*") else bind
 
 
-def control_address(pod: LoadedPod) -> str:
-    return f"tcp://{connect_host(pod.config.pod.bind)}:{pod.config.queue.control_port}"
+def control_address(pod: LoadedPod, server: QueueServer | None = None) -> str:
+    port = server_of(pod, server).settings.control_port
+    return f"tcp://{connect_host(pod.config.pod.bind)}:{port}"
 
 
 #: A unix socket path is limited to 107 bytes (``sun_path`` is 108 with the NUL).
@@ -80,20 +97,25 @@ UNIX_PATH_MAX = 107
 INFO_SOCKET_NAME = "info.sock"
 
 
-def info_socket_path(home: PodHome, *, environ: dict[str, str] | None = None) -> Path:
+def info_socket_path(
+    home: PodHome, *, environ: dict[str, str] | None = None, subdir: str = ""
+) -> Path:
     """Where the RE Manager publishes console output and status (its "info" socket).
 
     A unix socket inside ``<home>/run/queue/`` (mode 0700), so only the pod owner can
     connect. When that path is longer than a unix socket allows, a short private
     directory is used instead: ``$XDG_RUNTIME_DIR/beampod-<hash>/`` if that runtime
     directory exists and belongs to the user, else ``/tmp/beampod-<uid>-<hash>/``;
-    ``<hash>`` is derived from the pod home, so each pod has its own.
+    ``<hash>`` is derived from the pod home (and ``subdir``, the instrument of a pod of
+    several), so each queue server has its own.
     """
-    preferred = QueueFiles.of(home).root / INFO_SOCKET_NAME
+    root = QueueFiles.of(home).root
+    preferred = (root / subdir if subdir else root) / INFO_SOCKET_NAME
     if len(str(preferred).encode()) <= UNIX_PATH_MAX:
         return preferred
     env = os.environ if environ is None else environ
-    tag = hashlib.sha256(str(home.root.resolve()).encode()).hexdigest()[:12]
+    where = str(home.root.resolve()) + (f"\0{subdir}" if subdir else "")
+    tag = hashlib.sha256(where.encode()).hexdigest()[:12]
     runtime = env.get("XDG_RUNTIME_DIR", "")
     if runtime and _private_dir_of_user(Path(runtime)):
         return Path(runtime) / f"beampod-{tag}" / INFO_SOCKET_NAME
@@ -108,10 +130,10 @@ def _private_dir_of_user(path: Path) -> bool:
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
 
 
-def make_info_socket_dir(home: PodHome) -> Path:
+def make_info_socket_dir(home: PodHome, subdir: str = "") -> Path:
     """Create (or check) the 0700 directory of the info socket; refuse a directory that
     another user owns (someone could listen there in our place)."""
-    directory = info_socket_path(home).parent
+    directory = info_socket_path(home, subdir=subdir).parent
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = directory.lstat()
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
@@ -124,22 +146,23 @@ def make_info_socket_dir(home: PodHome) -> Path:
     return directory
 
 
-def info_address(pod: LoadedPod) -> str:
+def info_address(pod: LoadedPod, server: QueueServer | None = None) -> str:
     """The RE Manager's info socket (console output, status): ``ipc://`` + a path only
     the pod owner can reach (see :func:`info_socket_path`)."""
-    return f"ipc://{info_socket_path(pod.home)}"
+    return f"ipc://{info_socket_path(pod.home, subdir=server_of(pod, server).subdir)}"
 
 
-def http_uri(pod: LoadedPod) -> str:
-    return f"http://{connect_host(pod.config.pod.bind)}:{pod.config.queue.http_port}"
+def http_uri(pod: LoadedPod, server: QueueServer | None = None) -> str:
+    port = server_of(pod, server).settings.http_port
+    return f"http://{connect_host(pod.config.pod.bind)}:{port}"
 
 
-def default_group(pod: LoadedPod) -> str:
-    groups = pod.config.queue.user_groups
+def default_group(pod: LoadedPod, server: QueueServer | None = None) -> str:
+    groups = server_of(pod, server).settings.user_groups
     return "primary" if "primary" in groups or not groups else next(iter(groups))
 
 
-def user_group_permissions(pod: LoadedPod) -> dict[str, Any]:
+def user_group_permissions(pod: LoadedPod, server: QueueServer | None = None) -> dict[str, Any]:
     """The queue server's permissions from ``queue.user_groups`` (group -> plan regexes).
 
     ``root`` filters for every group (the queue server requires it): names starting with
@@ -156,7 +179,7 @@ def user_group_permissions(pod: LoadedPod) -> dict[str, Any]:
             "forbidden_functions": [":^_"],
         }
     }
-    configured = pod.config.queue.user_groups or {"primary": [".*"]}
+    configured = server_of(pod, server).settings.user_groups or {"primary": [".*"]}
     for name, patterns in configured.items():
         groups[name] = {
             "allowed_plans": [f":{p}" for p in patterns] or [None],
@@ -169,11 +192,11 @@ def user_group_permissions(pod: LoadedPod) -> dict[str, Any]:
     return {"user_groups": groups}
 
 
-def write_permissions(pod: LoadedPod) -> Path:
-    files = QueueFiles.of(pod.home)
+def write_permissions(pod: LoadedPod, server: QueueServer | None = None) -> Path:
+    files = QueueFiles.of(pod.home, server)
     files.make()
     text = "# Generated by beampod from queue.user_groups; edits are overwritten.\n"
-    text += yaml.safe_dump(user_group_permissions(pod), sort_keys=False)
+    text += yaml.safe_dump(user_group_permissions(pod, server), sort_keys=False)
     write_private(files.user_group_permissions, text)
     return files.user_group_permissions
 
@@ -191,15 +214,16 @@ OBSERVER_SCOPES = [
 ]
 
 
-def http_config(pod: LoadedPod) -> dict[str, Any]:
+def http_config(pod: LoadedPod, server: QueueServer | None = None) -> dict[str, Any]:
     """bluesky-httpserver's config file. It holds no secret (the gate holds the keys), but
     is private anyway: it describes how to reach the manager."""
     cfg = pod.config
+    server = server_of(pod, server)
     return {
         "qserver_zmq_configuration": {
-            "control_address": control_address(pod),
-            "info_address": info_address(pod),
-            "public_key": pod.secrets.queue_zmq_public_key,
+            "control_address": control_address(pod, server),
+            "info_address": info_address(pod, server),
+            "public_key": server.zmq_public_key,
         },
         "authentication": {
             # Only requests the gate let through as "observer" arrive without a key.
@@ -211,16 +235,16 @@ def http_config(pod: LoadedPod) -> dict[str, Any]:
         },
         "resource_access": {
             "policy": "bluesky_httpserver.authorization:DefaultResourceAccessControl",
-            "args": {"default_group": default_group(pod)},
+            "args": {"default_group": default_group(pod, server)},
         },
-        "uvicorn": {"host": cfg.pod.bind, "port": cfg.queue.http_port},
+        "uvicorn": {"host": cfg.pod.bind, "port": server.settings.http_port},
     }
 
 
-def write_http_config(pod: LoadedPod) -> Path:
-    files = QueueFiles.of(pod.home)
+def write_http_config(pod: LoadedPod, server: QueueServer | None = None) -> Path:
+    files = QueueFiles.of(pod.home, server)
     files.make()
     text = "# Generated by beampod for the queue-http service; edits are overwritten.\n"
-    text += yaml.safe_dump(http_config(pod), sort_keys=False)
+    text += yaml.safe_dump(http_config(pod, server), sort_keys=False)
     write_private(files.http_config, text)
     return files.http_config

@@ -14,8 +14,8 @@ import sys
 import time
 from typing import Any
 
-from beampod.config import LoadedPod, PodHome, load_pod
-from beampod.queue._files import QueueFiles, control_address, default_group
+from beampod.config import LoadedPod, PodHome, QueueServer, load_pod
+from beampod.queue._files import QueueFiles, control_address, default_group, process_server
 from beampod.queue._gate import GateSettings, QueueGate
 
 log = logging.getLogger("beampod.queue.http")
@@ -24,9 +24,10 @@ log = logging.getLogger("beampod.queue.http")
 class ManagerCatalog:
     """Allowed plans and devices from the RE Manager over 0MQ, cached by their uids."""
 
-    def __init__(self, pod: LoadedPod) -> None:
+    def __init__(self, pod: LoadedPod, server: QueueServer) -> None:
         self._pod = pod
-        self._group = default_group(pod)
+        self._server = server
+        self._group = default_group(pod, server)
         self._rm: Any = None
         self._cache: tuple[str, str, dict[str, Any], dict[str, Any]] | None = None
 
@@ -35,8 +36,8 @@ class ManagerCatalog:
             from bluesky_queueserver_api.zmq.aio import REManagerAPI
 
             self._rm = REManagerAPI(
-                zmq_control_addr=control_address(self._pod),
-                zmq_public_key=self._pod.secrets.queue_zmq_public_key,
+                zmq_control_addr=control_address(self._pod, self._server),
+                zmq_public_key=self._server.zmq_public_key,
                 timeout_recv=5.0,
             )
         return self._rm
@@ -52,12 +53,12 @@ class ManagerCatalog:
         return self._cache[2], self._cache[3]
 
 
-def build(pod: LoadedPod) -> tuple[QueueGate, dict[str, Any]]:
+def build(pod: LoadedPod, server: QueueServer) -> tuple[QueueGate, dict[str, Any]]:
     """The gated app and uvicorn's keyword arguments."""
     from bluesky_httpserver.app import build_app
     from bluesky_httpserver.config import construct_build_app_kwargs, parse_configs
 
-    path = str(QueueFiles.of(pod.home).http_config)
+    path = str(QueueFiles.of(pod.home, server).http_config)
     parsed = parse_configs(path)
     internal_key = secrets.token_hex(32)
     parsed.setdefault("authentication", {})["single_user_api_key"] = internal_key
@@ -66,12 +67,12 @@ def build(pod: LoadedPod) -> tuple[QueueGate, dict[str, Any]]:
     gate = QueueGate(
         app,
         GateSettings(
-            control_key=pod.secrets.queue_control_key.get_secret_value(),
-            observer_key=pod.secrets.queue_observer_key.get_secret_value(),
+            control_key=server.control_key.get_secret_value(),
+            observer_key=server.observer_key.get_secret_value(),
             internal_key=internal_key,
             allow_loopback=pod.config.pod.allow_loopback_unauthenticated,
         ),
-        ManagerCatalog(pod),
+        ManagerCatalog(pod, server),
     )
     return gate, uvicorn_kwargs
 
@@ -82,9 +83,11 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("bluesky_httpserver").setLevel(logging.INFO)
     pod = load_pod(PodHome.resolve(None))
-    gate, kwargs = build(pod)
+    server = process_server(pod)
+    gate, kwargs = build(pod, server)
     log.warning(
-        "beampod queue-http: serving %s:%s (loopback without key: %s) at %s",
+        "beampod queue-http: %s's queue, serving %s:%s (loopback without key: %s) at %s",
+        server.instrument,
         kwargs.get("host"),
         kwargs.get("port"),
         "allowed" if pod.config.pod.allow_loopback_unauthenticated else "refused",

@@ -7,10 +7,11 @@ three things start-re-manager cannot do itself.
    first runs :func:`beampod.queue.check_item` (values, unknown devices in parameters
    that also admit ``Any``, argument binding) and turns the manager's own multi-line
    pydantic refusals into one line.
-2. The Redis password never enters the queue server's settings. start-re-manager only
+2. The Redis credentials never enter the queue server's settings. start-re-manager only
    takes ``--redis-addr host:port/db`` (it prints its settings, including that address,
-   to the log, and puts it into error messages), so the password is handed to redis-py
-   here, in-process, from the pod's 0600 secrets file.
+   to the log, and puts it into error messages), so the user and password are handed to
+   redis-py here, in-process, from the pod's 0600 secrets file: the instrument's own
+   Redis ACL user, which may touch only its queue's keys (``<prefix>_*``).
 3. The manager and worker processes the watchdog forks die with it. Without this a
    SIGKILLed watchdog leaves them holding the 0MQ ports, and the supervisor's restart
    finds the ports taken.
@@ -39,9 +40,13 @@ def _die_with_parent() -> None:  # runs in each forked child
         pass
 
 
-def _with_password(from_url: Callable[..., Any], password: str) -> Callable[..., Any]:
+def _with_password(
+    from_url: Callable[..., Any], password: str, username: str | None = None
+) -> Callable[..., Any]:
     def from_url_with_password(url: str, **kwargs: Any) -> Any:
         kwargs.setdefault("password", password)
+        if username is not None:
+            kwargs.setdefault("username", username)
         return from_url(url, **kwargs)
 
     return from_url_with_password
@@ -73,11 +78,13 @@ def main() -> int:
     import redis.asyncio
 
     from beampod.config import PodHome, load_pod
+    from beampod.queue._files import process_server
 
     pod = load_pod(PodHome.resolve(None))  # BEAMPOD_HOME, set by the supervisor
+    server = process_server(pod)  # BEAMPOD_QUEUE_INSTRUMENT, set by the supervisor
     # PlanQueueOperations calls ``redis.asyncio.from_url(address)`` at connect time.
     redis.asyncio.from_url = _with_password(
-        redis.asyncio.from_url, pod.secrets.redis_password.get_secret_value()
+        redis.asyncio.from_url, server.redis_password.get_secret_value(), server.redis_user
     )
     os.register_at_fork(after_in_child=_die_with_parent)
 

@@ -16,23 +16,26 @@ from pathlib import Path
 from typing import Any
 
 from beampod.config import LoadedPod, PodHome, load_pod
-from beampod.queue._files import RE_FACTORY_ENV, QueueFiles
+from beampod.queue._files import RE_FACTORY_ENV, QueueFiles, process_server
 
 
 def worker_namespace(pod: LoadedPod | None = None) -> dict[str, Any]:
-    """``{"RE": ..., <device names>: ..., <plan names>: ...}`` for the pod's instrument."""
+    """``{"RE": ..., <device names>: ..., <plan names>: ...}`` for the queue server's
+    instrument (``BEAMPOD_QUEUE_INSTRUMENT``, inherited from the manager; default: the
+    pod's default instrument)."""
     from beampod.instrument import apply_ca_client_env, load_instrument
 
     pod = pod or load_pod(PodHome.resolve(None))
     # The supervisor already puts the CA variables into the service environment; this
     # also covers a worker started by hand.
     apply_ca_client_env(pod.config)
-    name = pod.config.instrument_name
+    server = process_server(pod)
+    name = server.instrument
     settings = pod.config.instrument(name)
     iocs = [{"family": i.family, "prefix": i.prefix} for i in settings.iocs]
     instrument = load_instrument(settings.package, iocs=iocs)
-    RE = make_run_engine(pod)
-    RE.subscribe(RunJournal(QueueFiles.of(pod.home).runs_log))
+    RE = make_run_engine(pod, name)
+    RE.subscribe(RunJournal(QueueFiles.of(pod.home, server).runs_log))
     namespace: dict[str, Any] = {}
     namespace.update(instrument.plans)
     namespace.update(instrument.devices)
@@ -45,7 +48,7 @@ def worker_namespace(pod: LoadedPod | None = None) -> dict[str, Any]:
     return namespace
 
 
-def make_run_engine(pod: LoadedPod) -> Any:
+def make_run_engine(pod: LoadedPod, instrument: str | None = None) -> Any:
     """The session's RunEngine factory when the services layer names one, else a bare one.
 
     The factory (``beampod.session:make_run_engine``) subscribes the durable bus
@@ -55,9 +58,7 @@ def make_run_engine(pod: LoadedPod) -> Any:
     if target:
         module_name, _, func_name = target.partition(":")
         try:
-            factory: Callable[[LoadedPod], Any] = getattr(
-                importlib.import_module(module_name), func_name
-            )
+            factory: Callable[..., Any] = getattr(importlib.import_module(module_name), func_name)
         except (ImportError, AttributeError) as exc:
             print(
                 f"beampod: WARNING: RunEngine factory {target!r} unavailable ({exc}); "
@@ -65,7 +66,7 @@ def make_run_engine(pod: LoadedPod) -> Any:
                 flush=True,
             )
         else:
-            return factory(pod)
+            return factory(pod, instrument=instrument)
     from bluesky import RunEngine
 
     return RunEngine({})

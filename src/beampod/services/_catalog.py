@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from beampod.config import LoadedPod, NatsBus, ZmqBus, ioc_service_name
+from beampod.config import LoadedPod, NatsBus, ZmqBus, ioc_service_name, queue_servers
 from beampod.services._spec import ServiceSpec
 
 
@@ -46,8 +46,8 @@ def pod_services(pod: LoadedPod) -> list[ServiceSpec]:
 
 
 def _owners(pod: LoadedPod) -> dict[str, str]:
-    """Service name -> the instrument it is part of: its IOCs, its writer, and the
-    queue server (the default instrument's). Every other service is central."""
+    """Service name -> the instrument it is part of: its IOCs, its writer, its queue
+    server. Every other service is central."""
     cfg = pod.config
     owner = {
         ioc_service_name(name, ioc): name
@@ -57,5 +57,6 @@ def _owners(pod: LoadedPod) -> dict[str, str]:
     owner |= {f"writer-{n}": n for n in cfg.instruments}
     if len(cfg.instruments) == 1:
         owner["writer"] = cfg.instrument_name
-    owner |= {"queue": cfg.instrument_name, "queue-http": cfg.instrument_name}
+    for name, server in queue_servers(pod).items():
+        owner |= {server.manager_service: name, server.http_service: name}
     return owner

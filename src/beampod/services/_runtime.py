@@ -19,7 +19,9 @@ from beampod.envs import InstrumentRuntime, instrument_runtime
 from beampod.services._spec import ServiceSpec
 
 CENTRAL_SERVICES = re.compile(r"^(nats|nats-\d+|zmq-proxy|postgres|redis|tiled)$")
-# One per pod today, serving its default instrument: they run as that instrument's.
+# One per pod, serving its default instrument: they run as that instrument's. (``queue``
+# and ``queue-http`` are a one-instrument pod's queue server; a pod of several names
+# each instrument's ``queue-<instrument>``, ``queue-http-<instrument>``.)
 DEFAULT_INSTRUMENT_SERVICES = ("queue", "queue-http", "agent", "web", "ca-repeater")
 
 
@@ -35,7 +37,9 @@ def service_instrument(config: PodConfig, name: str) -> str | None:
     if name == "writer" and len(config.instruments) == 1:
         return next(iter(config.instruments))
     for inst in sorted(config.instruments, key=len, reverse=True):
-        if name == f"writer-{inst}" or name.startswith(f"ioc-{inst}-"):
+        if name in (f"writer-{inst}", f"queue-{inst}", f"queue-http-{inst}"):
+            return inst
+        if name.startswith(f"ioc-{inst}-"):
             return inst
     raise ValueError(f"service {name!r}: no rule says which instrument it belongs to")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from beampod.config import LoadedPod
+from beampod.config import LoadedPod, instrument_agent, queue_servers
 
 
 def session_extras(pod: LoadedPod) -> Mapping[str, Any]:
@@ -23,13 +23,15 @@ def session_extras(pod: LoadedPod) -> Mapping[str, Any]:
     from beampod.queue import queue_server_plan
 
     names: dict[str, Any] = {"adaptive_plan": adaptive_plan}
-    if pod.config.queue.enabled:
+    if pod.config.instrument_name in queue_servers(pod):
         # Bound to this session's pod: `beampod --home X shell` must drive X's queue,
-        # not whatever $BEAMPOD_HOME or the default home would name.
+        # not whatever $BEAMPOD_HOME or the default home would name. The session's
+        # instrument (`shell -i NAME`) is the pod's default here: its own queue server.
         names["queue_server_plan"] = functools.wraps(queue_server_plan)(
             functools.partial(queue_server_plan, pod)
         )
-    if pod.config.agent.enabled and isinstance(pod.config.bus, NatsBus):
+    agent = instrument_agent(pod.config, pod.config.instrument_name)
+    if agent is not None and isinstance(pod.config.bus, NatsBus):
         to_brains, from_brains = make_brains(pod)  # connects on first use only
         atexit.register(from_brains.close)
         names.update(to_brains=to_brains, from_brains=from_brains)

