@@ -3,6 +3,12 @@
 from typing import TYPE_CHECKING
 
 from beampod._lazy import lazy_exports
+from beampod.bus._accounts import (
+    MAIN_ACCOUNT,
+    SYSTEM_USER,
+    readers_account,
+    readers_api_prefix,
+)
 from beampod.bus._contract import (
     Delivery,
     DocumentPublisher,
@@ -32,7 +38,14 @@ from beampod.bus._roles import (
     inbox_prefix,
     role_permissions,
 )
-from beampod.bus._streams import StreamPlan, ensure_streams, ensure_streams_sync, plan_streams
+from beampod.bus._streams import (
+    READERS_SHARE,
+    StreamPlan,
+    ensure_streams,
+    ensure_streams_sync,
+    plan_readers_stream,
+    plan_streams,
+)
 
 if TYPE_CHECKING:
     from beampod.bus._codec import (
@@ -140,10 +153,13 @@ __all__ = [
     "BUS_ROLES",
     "DOCUMENT_NAMES",
     "EDGE_ROLES",
+    "MAIN_ACCOUNT",
     "MSG_ID_HEADER",
     "ORIGINAL_SEQ",
     "PROBE_KEY",
+    "READERS_SHARE",
     "REASON_HEADER",
+    "SYSTEM_USER",
     "WRITER_DURABLE",
     "BadMessage",
     "BusRole",
@@ -197,9 +213,12 @@ __all__ = [
     "nats_nodes",
     "nats_server_binary",
     "open_spool",
+    "plan_readers_stream",
     "plan_streams",
     "producer_config",
     "publish_dead_letter",
+    "readers_account",
+    "readers_api_prefix",
     "render_nats_config",
     "replay_dead_letter",
     "replay_kafka_dead_letter",

@@ -12,7 +12,14 @@ import contextlib
 import math
 import shutil
 
-from beampod.bus import NatsNode, ensure_streams, nats_nodes, nats_server_binary, write_nats_config
+from beampod.bus import (
+    READERS_SHARE,
+    NatsNode,
+    ensure_streams,
+    nats_nodes,
+    nats_server_binary,
+    write_nats_config,
+)
 from beampod.config import LoadedPod, NatsBus
 from beampod.errors import ConfigError
 from beampod.services._probes import AllProbes, CallableProbe, HttpProbe, Probe
@@ -134,13 +141,15 @@ def check_store_space(pod: LoadedPod, node: NatsNode) -> None:
     free = shutil.disk_usage(node.store_dir).free
     budget = free * _JS_SHARE / _GB
     docs_gb = bus.stream.max_bytes_gb
-    # Per instrument: the documents stream and its dead letters (at most 1 GiB), each
-    # kept on `replicas` of the `cluster_size` nodes.
+    # Per instrument: the documents stream, the readers' copy of it (a quarter of its
+    # size) and its dead letters (at most 1 GiB), each kept on `replicas` of the
+    # `cluster_size` nodes.
     share = len(pod.config.instruments) * bus.stream.replicas / bus.cluster_size
-    need = share * (docs_gb + min(1.0, docs_gb))
+    need = share * (docs_gb * (1 + READERS_SHARE) + min(1.0, docs_gb))
     if need <= budget:
         return
-    fit = budget / share - 1.0 if budget / share >= 2.0 else budget / share / 2.0
+    per = 1 + READERS_SHARE
+    fit = (budget / share - 1.0) / per if budget / share >= 1 + per else budget / share / (1 + per)
     fit = math.floor(fit * 100) / 100
     data = (
         node.store_dir.relative_to(pod.home.root)
