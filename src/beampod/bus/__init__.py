@@ -46,6 +46,7 @@ from beampod.bus._streams import (
     plan_readers_stream,
     plan_streams,
 )
+from beampod.bus._syshealth import node_healthz
 
 if TYPE_CHECKING:
     from beampod.bus._codec import (
@@ -212,6 +213,7 @@ __all__ = [
     "message_id",
     "nats_nodes",
     "nats_server_binary",
+    "node_healthz",
     "open_spool",
     "plan_readers_stream",
     "plan_streams",

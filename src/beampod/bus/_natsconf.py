@@ -77,7 +77,7 @@ class NatsNode:
     host: str  # where clients and routes connect (bind, or loopback for a wildcard bind)
     bind: str
     port: int
-    monitor_port: int | None  # None: no HTTP monitoring (the default on one node)
+    monitor_port: int | None  # None: no HTTP monitoring (the default)
     cluster_port: int | None
     config_path: Path
     store_dir: Path
@@ -124,7 +124,7 @@ def nats_nodes(pod: LoadedPod) -> tuple[NatsNode, ...]:
             host,
             bind,
             bus.port + i,
-            (bus.monitor_port or 0) + i,  # the config requires it for a cluster
+            None if bus.monitor_port is None else bus.monitor_port + i,
             bus.cluster_port + i,
             run / f"nats-server-{i}.conf",
             data / f"node-{i}",

@@ -18,11 +18,12 @@ from beampod.bus import (
     ensure_streams,
     nats_nodes,
     nats_server_binary,
+    node_healthz,
     write_nats_config,
 )
 from beampod.config import LoadedPod, NatsBus
 from beampod.errors import ConfigError
-from beampod.services._probes import AllProbes, CallableProbe, HttpProbe, Probe
+from beampod.services._probes import AllProbes, CallableProbe, Probe
 from beampod.services._spec import PortClaim, ServiceSpec
 
 SERVICE_NAME = "nats"
@@ -59,19 +60,15 @@ def nats_specs(pod: LoadedPod) -> list[ServiceSpec]:
 
 
 def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
-    monitor = f"http://{node.host}:{node.monitor_port}"
-    probes: list[Probe] = []
-    if node.monitor_port is None:
-        pass  # no monitoring port: the authenticated store probe below is the health check
-    elif node.clustered:
-        # Full /healthz on a cluster node: JetStream is enabled, the node is in contact
-        # with the meta leader, and every stream and consumer replica it holds is current.
-        # So a restarted node is "ready" once it has rejoined and caught up.
-        health: Probe = HttpProbe(f"{monitor}/healthz")
-    else:
-        health = HttpProbe(f"{monitor}/healthz?js-enabled-only=true")
-    if node.monitor_port is not None:
-        probes.append(health)
+    async def node_healthy() -> bool:
+        return await node_healthz(pod, node)
+
+    # Asked as the system account's user over the client port: no HTTP monitoring port
+    # (it answers anyone) is needed, on one node or on a cluster.
+    what = "healthz (JetStream enabled" + (
+        ", meta leader in contact, every replica current)" if node.clustered else ")"
+    )
+    probes: list[Probe] = [CallableProbe(node_healthy, what + " via the system account")]
     if last:
 
         async def streams_ready() -> bool:
