@@ -18,6 +18,7 @@ from beampod.bus import (
     NatsConnection,
     get_dead_letter,
     list_dead_letters,
+    readers_api_prefix,
     replay_dead_letter,
     tail,
 )
@@ -145,7 +146,9 @@ async def _until_consumers(pod: LoadedPod, n: int, deadline_s: float = 10.0) -> 
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + deadline_s
-        while (await admin.jetstream().stream_info("DEMO_DOCUMENTS")).state.consumer_count < n:
+        # A reader's consumers live in its readers' account (docs/bus.md "Users and roles").
+        js = admin.jetstream(prefix=readers_api_prefix("demo"))
+        while (await js.stream_info("DEMO_DOCUMENTS")).state.consumer_count < n:
             assert loop.time() < deadline, "tail consumer never appeared"
             await asyncio.sleep(0.01)  # poll interval, bounded by the deadline
     finally:

@@ -182,7 +182,8 @@ def test_edge_is_off_unless_configured_and_only_readers_may_use_it(
         for line in conf.splitlines()
         if 'user: "' in line and "route" not in line
     }
-    assert set(users) == {"admin"} | {
+    # (``system``: nats-server's system account, for node health; never at the edge)
+    assert set(users) == {"admin", "system"} | {
         f"{i}-{r}" for i in ("demo", OTHER) for r in ("reader", "publisher", "writer", "agent")
     }
     for user, line in users.items():

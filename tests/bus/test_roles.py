@@ -12,6 +12,7 @@ import pytest
 
 from beampod.adaptive import ping_subject, reply_subject, request_subject
 from beampod.bus import (
+    MAIN_ACCOUNT,
     WRITER_DURABLE,
     DocumentConsumer,
     DurablePublisher,
@@ -331,22 +332,40 @@ def test_existing_secrets_get_role_passwords_persisted(tmp_path: Path) -> None:
         assert a.get_secret_value() == b.get_secret_value() == on_disk[f"{role}_password"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limit of one account: nats-server lets the ephemeral-create subject that "
-    "plain nats-py ordered consumers need carry a consumer name in its payload, so a "
-    "reader can re-configure (and so expire) a durable whose name it knows; "
-    "docs/bus.md 'Users and roles'",
-)
 def test_reader_cannot_reconfigure_the_writers_durable_through_an_ephemeral_create(
     two_pod: LoadedPod, bus: NatsProcess
 ) -> None:
+    """nats-server honours a consumer name in the payload of the ephemeral-create request
+    that plain nats-py ordered consumers send (``$JS.API.CONSUMER.CREATE.<stream>``).
+    With the reader in the documents' own account that re-configured the writer's
+    durable (here: an inactivity threshold after which the server deletes it). Readers
+    now have an account of their own: the request reaches no durable of the writer's,
+    which keeps its config and its position and goes on delivering."""
     import json
 
-    asyncio.run(_writer_reads_all(two_pod))  # the writer's durable exists
+    from nats.js.api import ConsumerConfig
 
-    async def main() -> bool:
-        nc = await _conn(two_pod, "reader").connect()
+    _publish_run(two_pod)
+    asyncio.run(_writer_reads_all(two_pod))  # the writer's durable exists, all acked
+
+    async def durable() -> ConsumerConfig:
+        nc = await NatsConnection.from_pod(two_pod, admin=True).connect()
+        try:
+            info = await nc.jetstream().consumer_info("DEMO_DOCUMENTS", WRITER_DURABLE)
+            return info.config
+        finally:
+            await nc.close()
+
+    before = asyncio.run(durable())
+
+    async def attack() -> None:
+        import nats
+
+        reader = _conn(two_pod, "reader")
+        # Plain nats-py, as an external consumer would connect.
+        nc = await nats.connect(
+            list(reader.servers), user=reader.user, password=reader.password.get_secret_value()
+        )
         try:
             config = {
                 "name": WRITER_DURABLE,
@@ -355,14 +374,74 @@ def test_reader_cannot_reconfigure_the_writers_durable_through_an_ephemeral_crea
                 "max_deliver": -1,
                 "ack_wait": 30_000_000_000,
                 "max_ack_pending": 20_000,
-                "inactive_threshold": 60_000_000_000,
+                "inactive_threshold": 1_000_000_000,
             }
             request = {"stream_name": "DEMO_DOCUMENTS", "config": config}
-            msg = await nc.request(
+            await nc.request(
                 "$JS.API.CONSUMER.CREATE.DEMO_DOCUMENTS", json.dumps(request).encode(), timeout=2
             )
-            return "error" not in json.loads(msg.data)
         finally:
             await nc.close()
 
-    assert asyncio.run(main()) is False
+    asyncio.run(attack())
+    after = asyncio.run(durable())
+    assert not after.inactive_threshold, after
+    assert after == before
+    more = _publish_run(two_pod)
+    # Still the same durable at the same position: exactly the new run, nothing again.
+    assert_docs_equal(asyncio.run(_writer_reads_all(two_pod)), more)
+
+
+def test_reader_asks_an_agent_for_its_status_across_accounts(
+    two_pod: LoadedPod, bus: NatsProcess
+) -> None:
+    """The web console (a reader) pings an agent, which answers on the status reply
+    subject: the reader's account and the agents' account exchange exactly these."""
+
+    async def main() -> bytes:
+        agent = await _conn(two_pod, "agent").connect()
+        reader = await _conn(two_pod, "reader").connect()
+        try:
+
+            async def pong(msg: Any) -> None:
+                await msg.respond(b"status")
+
+            await agent.subscribe(ping_subject("demo", "agent"), cb=pong)
+            await agent.flush()
+            inbox = "demo.adaptive.agent.reply.status.c1"
+            sub = await reader.subscribe(inbox, max_msgs=1)
+            await reader.flush()
+            await reader.publish(ping_subject("demo", "agent"), b"", reply=inbox)
+            return bytes((await sub.next_msg(timeout=5)).data)
+        finally:
+            await agent.close()
+            await reader.close()
+
+    assert asyncio.run(main()) == b"status"
+
+
+def test_a_single_servers_streams_from_before_accounts_are_kept(
+    two_pod: LoadedPod, bus: NatsProcess
+) -> None:
+    """Before readers had their own account every user was in nats-server's global
+    account ``$G``: a restart moves its JetStream files to ``BEAMPOD``, with the
+    documents and the writer's durable at its position."""
+    emitted = _publish_run(two_pod)
+    asyncio.run(_writer_reads_all(two_pod))
+    bus.stop()
+    jetstream = two_pod.home.data_dir / "nats" / "jetstream"
+    (jetstream / MAIN_ACCOUNT).rename(jetstream / "$G")  # the layout of an older pod
+    bus.start()
+    assert not (jetstream / "$G").exists()
+
+    async def state() -> tuple[int, int]:
+        nc = await NatsConnection.from_pod(two_pod, admin=True).connect()
+        try:
+            js = nc.jetstream()
+            stream = await js.stream_info("DEMO_DOCUMENTS")
+            durable = await js.consumer_info("DEMO_DOCUMENTS", WRITER_DURABLE)
+            return int(stream.state.messages), int(durable.ack_floor.stream_seq)
+        finally:
+            await nc.close()
+
+    assert asyncio.run(state()) == (len(emitted), len(emitted))

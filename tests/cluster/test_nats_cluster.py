@@ -40,11 +40,9 @@ NODES = ("nats-0", "nats-1", "nats-2")
 
 
 def _cluster_config(cfg: dict[str, Any]) -> None:
-    from beampod.config._pod import free_port_map
-
     cfg["bus"]["cluster_size"] = 3
-    # Per-node /healthz needs the monitoring ports (off on a single node).
-    cfg["bus"]["monitor_port"] = free_port_map()["nats_monitor"]
+    # No monitoring ports: each node's health is asked through the system account.
+    assert "monitor_port" not in cfg["bus"]
     cfg["bus"]["stream"]["replicas"] = 3
 
 
@@ -142,6 +140,10 @@ def test_three_nodes_ready_and_streams_have_three_replicas(cluster_pod: LoadedPo
         if cmd and cmd[0].endswith("nats-server"):
             confs.append(cmd[-1])
     assert sorted(confs) == sorted(str(n.config_path) for n in nodes)
+    # No HTTP monitoring on any node: "ready" above came through the system account.
+    assert all(n.monitor_port is None for n in nodes)
+    for conf in confs:
+        assert "\nhttp:" not in Path(conf).read_text()
     for log in pod.home.logs_dir.glob("*.log"):
         assert route_secret not in log.read_text(errors="replace"), log
 

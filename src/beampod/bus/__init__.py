@@ -3,6 +3,12 @@
 from typing import TYPE_CHECKING
 
 from beampod._lazy import lazy_exports
+from beampod.bus._accounts import (
+    MAIN_ACCOUNT,
+    SYSTEM_USER,
+    readers_account,
+    readers_api_prefix,
+)
 from beampod.bus._contract import (
     Delivery,
     DocumentPublisher,
@@ -32,7 +38,15 @@ from beampod.bus._roles import (
     inbox_prefix,
     role_permissions,
 )
-from beampod.bus._streams import StreamPlan, ensure_streams, ensure_streams_sync, plan_streams
+from beampod.bus._streams import (
+    READERS_SHARE,
+    StreamPlan,
+    ensure_streams,
+    ensure_streams_sync,
+    plan_readers_stream,
+    plan_streams,
+)
+from beampod.bus._syshealth import node_healthz
 
 if TYPE_CHECKING:
     from beampod.bus._codec import (
@@ -143,10 +157,13 @@ __all__ = [
     "DOCUMENT_NAMES",
     "EDGE_ROLES",
     "LOST_SEQS",
+    "MAIN_ACCOUNT",
     "MSG_ID_HEADER",
     "ORIGINAL_SEQ",
     "PROBE_KEY",
+    "READERS_SHARE",
     "REASON_HEADER",
+    "SYSTEM_USER",
     "WRITER_DURABLE",
     "BadMessage",
     "BusRole",
@@ -199,10 +216,14 @@ __all__ = [
     "message_id",
     "nats_nodes",
     "nats_server_binary",
+    "node_healthz",
     "open_spool",
+    "plan_readers_stream",
     "plan_streams",
     "producer_config",
     "publish_dead_letter",
+    "readers_account",
+    "readers_api_prefix",
     "render_nats_config",
     "replay_dead_letter",
     "replay_kafka_dead_letter",

@@ -4,8 +4,9 @@ instrument, ensured idempotently with the admin credentials."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from beampod.bus._accounts import readers_account, readers_api_prefix
 from beampod.bus._natsconf import NatsConnection, nats_bus
 from beampod.bus._roles import dead_letter_stream_name
 from beampod.config import LoadedPod, StreamSettings, dead_letter_subject, documents_subject
@@ -53,6 +54,18 @@ def plan_streams(
         max_msg_size=max_payload,
     )
     return docs, dead
+
+
+# The readers' copy of an instrument's documents keeps the same age limit and a quarter
+# of the size: readers replay the recent past, while the documents stream must hold
+# everything until the writer has stored it. (nats-server reserves max_bytes on disk.)
+READERS_SHARE = 0.25
+
+
+def plan_readers_stream(docs: StreamPlan) -> StreamPlan:
+    """The readers' stream of one instrument, in its readers' account: the documents
+    stream's name and subject, so plain nats-py finds it by subject."""
+    return replace(docs, max_bytes=int(docs.max_bytes * READERS_SHARE))
 
 
 def _stream_config(plan: StreamPlan):
@@ -125,8 +138,16 @@ async def ensure_streams(pod: LoadedPod, *, timeout: float = 10.0) -> dict[str, 
         js = nc.jetstream(timeout=timeout)
         done: dict[str, str] = {}
         for instrument in pod.config.instruments:
-            for plan in plan_streams(instrument, bus.stream, conn.max_payload):
+            docs, dead = plan_streams(instrument, bus.stream, conn.max_payload)
+            for plan in (docs, dead):
                 done[plan.name] = await ensure_stream(js, plan)
+            # The readers' copy of the documents, in their own account
+            # (beampod.bus._accounts): fed by the documents subject the BEAMPOD account
+            # exports to it, with the same limits.
+            readers = nc.jetstream(timeout=timeout, prefix=readers_api_prefix(instrument))
+            done[f"{readers_account(instrument)}/{docs.name}"] = await ensure_stream(
+                readers, plan_readers_stream(docs)
+            )
         return done
     finally:
         await nc.close()

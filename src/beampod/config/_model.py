@@ -148,8 +148,8 @@ class NatsBus(Strict):
         None,
         description="nats-server's HTTP monitoring port (/varz, /connz, /jsz, /healthz). It "
         "answers anyone who can reach it, without credentials, so it is off unless set; "
-        "health comes from an authenticated JetStream store instead. A 3-node cluster needs "
-        "it (node i: monitor_port+i) for each node's /healthz.",
+        "health comes from the system account's health requests and an authenticated "
+        "JetStream store instead, on one node and on a cluster (node i: monitor_port+i).",
     )
     max_payload_mb: Annotated[int, Field(ge=1, le=64)] = 8
     stream: StreamSettings = StreamSettings()
@@ -181,11 +181,6 @@ class NatsBus(Strict):
                 f"stream.replicas ({self.stream.replicas}) is more than the NATS nodes this pod "
                 f"runs (cluster_size {self.cluster_size}): set cluster_size: 3 (replicas up to "
                 "3), lower stream.replicas, or set external_urls"
-            )
-        if self.cluster_size > 1 and not self.external_urls and self.monitor_port is None:
-            problems.append(
-                "monitor_port: a 3-node cluster needs it (each node's /healthz tells whether "
-                "it has rejoined and caught up): set monitor_port, e.g. 8222"
             )
         if self.edge is not None and self.external_urls:
             problems.append(

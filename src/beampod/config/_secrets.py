@@ -83,6 +83,8 @@ class InstrumentSecrets(BaseModel):
 class Secrets(BaseModel):
     model_config = ConfigDict(extra="forbid")
     bus_admin_password: SecretStr = Field(default_factory=_token)
+    # nats-server's system account: node health requests instead of an HTTP port.
+    bus_system_password: SecretStr = Field(default_factory=_token)
     redis_password: SecretStr = Field(default_factory=_token)
     tiled_writer_key: SecretStr = Field(default_factory=_token)
     tiled_reader_key: SecretStr = Field(default_factory=_token)

@@ -77,11 +77,12 @@ instruments:
 bus:
   transport: nats
   port: {p["nats"]}
-  # HTTP monitoring answers anyone without credentials: off. A 3-node cluster needs it.
+  # HTTP monitoring answers anyone without credentials: off. Health comes through the
+  # system account (a credential) on one node and on a cluster alike.
   # monitor_port: {p["nats_monitor"]}
   # Local nats-server nodes: 1, or 3 for a real JetStream cluster on loopback (node i
-  # takes port+i, monitor_port+i and cluster_port+i; set stream.replicas: 3 and
-  # uncomment monitor_port with it).
+  # takes port+i, cluster_port+i and, if set, monitor_port+i; set stream.replicas: 3
+  # with it).
   cluster_size: 1
   cluster_port: {p["nats_cluster"]}
   # The edge: a read-only websocket way in for other machines; only the instruments'

@@ -4,6 +4,7 @@
   a 64 KiB array written through its HTTP API with the writer's key.
 - :class:`WriterProgress`: the writer keeps up -- documents waiting for its durable
   consumer on the bus, but nothing acknowledged since the previous check, fails.
+- :class:`KafkaWriterProgress`: the same for the Kafka writer's consumer group.
 
 Like every probe they answer once and quickly; the supervisor's grace periods
 (``pod.health``) turn a lasting failure into ``degraded`` and then a restart.
@@ -64,4 +65,62 @@ class WriterProgress:
         waiting = (info.num_pending or 0) + (info.num_ack_pending or 0)
         moved = floor != self._last_floor
         self._last_floor = floor
+        return waiting == 0 or moved
+
+
+@dataclass
+class KafkaWriterProgress:
+    """The instrument's Kafka writer is making progress: the same rule as
+    :class:`WriterProgress`, read from the broker instead of a durable.
+
+    Per check: the documents topic's partitions, their high watermarks and the offsets
+    the writer's group ``beampod-writer`` has committed (the writer commits a batch only
+    once it is in Tiled). Documents are waiting when a committed offset is below its
+    high watermark; failing means waiting and no committed offset moved since the
+    previous check. Asking for committed offsets does not join the group.
+    """
+
+    bootstrap_servers: str
+    instrument: str
+    group: str
+    timeout: float = 2.0
+    _last: int | None = field(default=None, init=False)
+
+    @property
+    def description(self) -> str:
+        return (
+            f"writer {self.instrument!r} commits documents waiting in its Kafka topic "
+            "(its consumer group's committed offsets move)"
+        )
+
+    async def ready(self) -> bool:
+        import asyncio
+
+        return await asyncio.to_thread(self._check)
+
+    def _check(self) -> bool:
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+        from beampod.bus import consumer_config
+        from beampod.config import documents_subject
+
+        topic = documents_subject(self.instrument)
+        consumer = Consumer(consumer_config(self.bootstrap_servers, self.group))
+        try:
+            meta = consumer.list_topics(topic, timeout=self.timeout).topics.get(topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                return True  # no topic yet: nothing waits for the writer
+            parts = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+            waiting = position = 0
+            for tp in consumer.committed(parts, timeout=self.timeout):
+                low, high = consumer.get_watermark_offsets(tp, timeout=self.timeout)
+                done = tp.offset if tp.offset >= 0 else low  # nothing committed yet
+                waiting += max(0, high - done)
+                position += done
+        except KafkaException:
+            return True  # the broker does not answer: not the writer's progress
+        finally:
+            consumer.close()
+        moved = position != self._last
+        self._last = position
         return waiting == 0 or moved

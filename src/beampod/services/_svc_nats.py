@@ -12,10 +12,18 @@ import contextlib
 import math
 import shutil
 
-from beampod.bus import NatsNode, ensure_streams, nats_nodes, nats_server_binary, write_nats_config
+from beampod.bus import (
+    READERS_SHARE,
+    NatsNode,
+    ensure_streams,
+    nats_nodes,
+    nats_server_binary,
+    node_healthz,
+    write_nats_config,
+)
 from beampod.config import LoadedPod, NatsBus
 from beampod.errors import ConfigError
-from beampod.services._probes import AllProbes, CallableProbe, HttpProbe, Probe
+from beampod.services._probes import AllProbes, CallableProbe, Probe
 from beampod.services._spec import PortClaim, ServiceSpec
 
 SERVICE_NAME = "nats"
@@ -52,19 +60,15 @@ def nats_specs(pod: LoadedPod) -> list[ServiceSpec]:
 
 
 def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
-    monitor = f"http://{node.host}:{node.monitor_port}"
-    probes: list[Probe] = []
-    if node.monitor_port is None:
-        pass  # no monitoring port: the authenticated store probe below is the health check
-    elif node.clustered:
-        # Full /healthz on a cluster node: JetStream is enabled, the node is in contact
-        # with the meta leader, and every stream and consumer replica it holds is current.
-        # So a restarted node is "ready" once it has rejoined and caught up.
-        health: Probe = HttpProbe(f"{monitor}/healthz")
-    else:
-        health = HttpProbe(f"{monitor}/healthz?js-enabled-only=true")
-    if node.monitor_port is not None:
-        probes.append(health)
+    async def node_healthy() -> bool:
+        return await node_healthz(pod, node)
+
+    # Asked as the system account's user over the client port: no HTTP monitoring port
+    # (it answers anyone) is needed, on one node or on a cluster.
+    what = "healthz (JetStream enabled" + (
+        ", meta leader in contact, every replica current)" if node.clustered else ")"
+    )
+    probes: list[Probe] = [CallableProbe(node_healthy, what + " via the system account")]
     if last:
 
         async def streams_ready() -> bool:
@@ -134,13 +138,15 @@ def check_store_space(pod: LoadedPod, node: NatsNode) -> None:
     free = shutil.disk_usage(node.store_dir).free
     budget = free * _JS_SHARE / _GB
     docs_gb = bus.stream.max_bytes_gb
-    # Per instrument: the documents stream and its dead letters (at most 1 GiB), each
-    # kept on `replicas` of the `cluster_size` nodes.
+    # Per instrument: the documents stream, the readers' copy of it (a quarter of its
+    # size) and its dead letters (at most 1 GiB), each kept on `replicas` of the
+    # `cluster_size` nodes.
     share = len(pod.config.instruments) * bus.stream.replicas / bus.cluster_size
-    need = share * (docs_gb + min(1.0, docs_gb))
+    need = share * (docs_gb * (1 + READERS_SHARE) + min(1.0, docs_gb))
     if need <= budget:
         return
-    fit = budget / share - 1.0 if budget / share >= 2.0 else budget / share / 2.0
+    per = 1 + READERS_SHARE
+    fit = (budget / share - 1.0) / per if budget / share >= 1 + per else budget / share / (1 + per)
     fit = math.floor(fit * 100) / 100
     data = (
         node.store_dir.relative_to(pod.home.root)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from beampod.config import KafkaBus, LoadedPod, NatsBus, ZmqBus
-from beampod.services._health import WriterProgress
+from beampod.services._health import KafkaWriterProgress, WriterProgress
 from beampod.services._probes import LogLineProbe, Probe
 from beampod.services._spec import ServiceSpec, python_module
 
@@ -25,13 +25,18 @@ def _bus_deps(pod: LoadedPod) -> tuple[tuple[str, ...], str]:
 
 
 def _progress(pod: LoadedPod, instrument: str) -> Probe | None:
-    """While running: documents waiting on the bus get acknowledged (NATS only; a Kafka
-    or 0MQ writer has no such check yet)."""
-    if not isinstance(pod.config.bus, NatsBus):
-        return None
+    """While running: documents waiting on the bus get acknowledged (NATS: the durable's
+    ack floor; Kafka: the group's committed offsets). 0MQ has none: nothing waits on
+    that bus for a slow writer, it is dropped (docs/running.md)."""
+    bus = pod.config.bus
     from beampod.bus import WRITER_DURABLE
 
-    return WriterProgress(pod, instrument, WRITER_DURABLE)
+    if isinstance(bus, NatsBus):
+        return WriterProgress(pod, instrument, WRITER_DURABLE)
+    if isinstance(bus, KafkaBus):
+        # The Kafka writer's consumer group has the durable's name (beampod.writer).
+        return KafkaWriterProgress(bus.bootstrap_servers, instrument, WRITER_DURABLE)
+    return None
 
 
 def writer_specs(pod: LoadedPod) -> list[ServiceSpec]:
