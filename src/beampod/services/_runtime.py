@@ -35,7 +35,7 @@ def service_instrument(config: PodConfig, name: str) -> str | None:
     if name == "writer" and len(config.instruments) == 1:
         return next(iter(config.instruments))
     for inst in sorted(config.instruments, key=len, reverse=True):
-        if name == f"writer-{inst}" or name.startswith(f"ioc-{inst}-"):
+        if name in (f"writer-{inst}", f"ioc-{inst}") or name.startswith(f"ioc-{inst}-"):
             return inst
     raise ValueError(f"service {name!r}: no rule says which instrument it belongs to")
 

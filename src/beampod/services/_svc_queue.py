@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 
-from beampod.config import LoadedPod, ioc_service_name
+from beampod.config import LoadedPod
 from beampod.services._probes import CallableProbe, HttpProbe
 from beampod.services._spec import PortClaim, ServiceSpec, python_module
 
@@ -37,9 +37,7 @@ def manager_spec(pod: LoadedPod, run_engine_factory: str = SESSION_RE_FACTORY) -
     cfg = pod.config
     files = QueueFiles.of(pod.home)
     bind = cfg.pod.bind
-    iocs = tuple(
-        ioc_service_name(name, ioc) for name, inst in cfg.instruments.items() for ioc in inst.iocs
-    )
+    iocs = tuple(cfg.ioc_services())
 
     async def manager_answers() -> bool:
         return await _manager_answers(pod)
