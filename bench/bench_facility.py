@@ -146,9 +146,9 @@ def load_phase(
         for r in readers.values():
             r.join(120)
             r.stop.set()
-        for th in (*emitters.values(), *readers.values()):
-            if th.error is not None:
-                raise th.error
+        for err in [e.error for e in emitters.values()] + [r.error for r in readers.values()]:
+            if err is not None:
+                raise err
         return emitters, readers, t_stored - t0, t_emitted - t0
     finally:
         for pub in pubs.values():
@@ -375,11 +375,22 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     print(f"machine: {machine()}\nload average at start: {load_average()}", flush=True)
     results: dict[int, dict[str, Any]] = {}
+    failed: dict[int, str] = {}
     for n in sizes:
-        results[n] = one_size(n, args)
+        try:
+            results[n] = one_size(n, args)
+        except (SystemExit, AssertionError, OSError, RuntimeError) as exc:
+            # One size failing (e.g. N=25 not fitting) still reports the others.
+            failed[n] = f"{type(exc).__name__}: {exc}"[:2000]
+            print(f"N={n} FAILED: {failed[n]}", flush=True)
         if args.json:
-            args.json.write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
-    return 0 if table(results, args) else 1
+            dump = {str(k): v for k, v in results.items()}
+            dump |= {str(k): {"n": k, "error": v} for k, v in failed.items()}
+            args.json.write_text(json.dumps(dump, indent=1))
+    ok = table(results, args) if results else False
+    for n, why in failed.items():
+        print(f"  FAIL  N={n} did not complete: {why.splitlines()[0]}")
+    return 0 if ok and not failed else 1
 
 
 if __name__ == "__main__":
