@@ -9,6 +9,7 @@ import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 DATA_KEYS = {"det": {"dtype": "number", "shape": [], "source": "bench:det"}}
@@ -214,3 +215,52 @@ def check_stored(container: Any, emitters: list[Emitter]) -> Stored:
             s.lost += len(set(run.emitted) - set(int(q) for q in seqs))
             s.duplicates += len(seqs) - len(set(seqs))
     return s
+
+
+def kind(service: str) -> str:
+    if service.startswith("ioc-"):
+        return "ioc"
+    if service.startswith("writer"):
+        return "writer"
+    return service.rstrip("0123456789-") or service  # nats-0, nats-1 -> nats
+
+
+def _pss_mb(pid: int, *, tree: bool = True) -> float:
+    """PSS of ``pid`` and (``tree``) its descendants, as status counts a service's RSS."""
+    import psutil
+
+    total = 0
+    try:
+        procs = [psutil.Process(pid), *(psutil.Process(pid).children(True) if tree else ())]
+    except psutil.NoSuchProcess:
+        return 0.0
+    for p in procs:
+        try:
+            for line in Path(f"/proc/{p.pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass  # the process ended meanwhile
+    return total / 1024
+
+
+def memory_of(state: dict[str, Any]) -> dict[str, Any]:
+    """Resident memory of a running pod (``beampod status --json``): RSS and PSS in
+    total and per kind of service (ioc, writer, nats, tiled, ...)."""
+    res = state["resources"]
+    rss = {n: u["rss_mb"] for n, u in res["services"].items()}
+    rss["supervisor"] = res["supervisor"]["rss_mb"]
+    pss = {n: _pss_mb(u["pid"]) for n, u in res["services"].items()}
+    pss["supervisor"] = _pss_mb(res["supervisor"]["pid"], tree=False)  # not its services
+    by_kind: dict[str, dict[str, float]] = {}
+    for name in rss:
+        k = by_kind.setdefault(kind(name), {"rss_mb": 0.0, "pss_mb": 0.0, "processes": 0})
+        k["rss_mb"] += rss[name]
+        k["pss_mb"] += pss[name]
+        k["processes"] += 1
+    return {
+        "rss_mb": sum(rss.values()),
+        "pss_mb": sum(pss.values()),
+        "services": len(res["services"]),
+        "by_kind": by_kind,
+    }

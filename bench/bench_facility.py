@@ -45,58 +45,14 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.facility's helpers
 from _common import load_average, machine, percentile
-from _facility_load import Emitter, Reader, Stored, check_stored, wait_stored
+from _facility_load import Emitter, Reader, Stored, check_stored, memory_of, wait_stored
 from tests.facility._facility import free_ports_config, run_cli
 
 P99_TARGET_MS, CAPACITY_RATIO, MARGINAL_MB = 1000.0, 0.8, 250.0
 
 
-def kind(service: str) -> str:
-    if service.startswith("ioc-"):
-        return "ioc"
-    if service.startswith("writer"):
-        return "writer"
-    return service.rstrip("0123456789-") or service  # nats-0, nats-1 -> nats
-
-
-def _pss_mb(pid: int, *, tree: bool = True) -> float:
-    """PSS of ``pid`` and (``tree``) its descendants, as status counts a service's RSS."""
-    import psutil
-
-    total = 0
-    try:
-        procs = [psutil.Process(pid), *(psutil.Process(pid).children(True) if tree else ())]
-    except psutil.NoSuchProcess:
-        return 0.0
-    for p in procs:
-        try:
-            for line in Path(f"/proc/{p.pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass  # the process ended meanwhile
-    return total / 1024
-
-
 def memory(root: Path) -> dict[str, Any]:
-    state = json.loads(run_cli(root, "status", "--json").stdout)
-    res = state["resources"]
-    rss = {n: u["rss_mb"] for n, u in res["services"].items()}
-    rss["supervisor"] = res["supervisor"]["rss_mb"]
-    pss = {n: _pss_mb(u["pid"]) for n, u in res["services"].items()}
-    pss["supervisor"] = _pss_mb(res["supervisor"]["pid"], tree=False)  # not its services
-    by_kind: dict[str, dict[str, float]] = {}
-    for name in rss:
-        k = by_kind.setdefault(kind(name), {"rss_mb": 0.0, "pss_mb": 0.0, "processes": 0})
-        k["rss_mb"] += rss[name]
-        k["pss_mb"] += pss[name]
-        k["processes"] += 1
-    return {
-        "rss_mb": sum(rss.values()),
-        "pss_mb": sum(pss.values()),
-        "services": len(res["services"]),
-        "by_kind": by_kind,
-    }
+    return memory_of(json.loads(run_cli(root, "status", "--json").stdout))
 
 
 def make(root: Path, n: int) -> None:
@@ -364,6 +320,13 @@ def main() -> int:
     ap.add_argument("--run-events", type=int, default=200, help="events per run")
     ap.add_argument("--reader-pause", type=float, default=0.2, help="s between Tiled polls")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        action="append",
+        default=[],
+        help="a --json file of an earlier run: its sizes join the table (not re-run)",
+    )
     args = ap.parse_args()
     try:
         sizes = sorted({int(s) for s in args.sizes.split(",")})
@@ -371,11 +334,18 @@ def main() -> int:
         ap.error(f"--sizes: a comma-separated list of numbers, not {args.sizes!r}")
     if not sizes or min(sizes) < 1 or args.rate <= 0:
         ap.error("--sizes must be >= 1 and --rate > 0")
+    if any(not p.is_file() for p in args.merge):
+        ap.error("--merge: no such file")
     # SIGTERM unwinds like Ctrl-C, so every `finally` (down, publishers) runs.
     signal.signal(signal.SIGTERM, _interrupt)
     print(f"machine: {machine()}\nload average at start: {load_average()}", flush=True)
     results: dict[int, dict[str, Any]] = {}
     failed: dict[int, str] = {}
+    for path in args.merge:
+        for key, value in json.loads(path.read_text()).items():
+            if "error" not in value and int(key) not in sizes:
+                results[int(key)] = value
+                print(f"N={key}: from {path} (measured earlier, load {value['steady']['load']})")
     for n in sizes:
         try:
             results[n] = one_size(n, args)
