@@ -97,6 +97,7 @@ class Reader(threading.Thread):
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.polls = 0
+        self.errors: list[str] = []
 
     def run(self) -> None:
         try:
@@ -105,7 +106,9 @@ class Reader(threading.Thread):
             self.error = exc
 
     def _run(self) -> None:
-        index = 0
+        import httpx
+
+        index, table = 0, None
         while not self.stop.is_set():
             runs = self.emitter.runs
             if index >= len(runs):
@@ -114,28 +117,33 @@ class Reader(threading.Thread):
                 time.sleep(0.01)
                 continue
             run = runs[index]
-            table = None
-            while not (run.closed or run.emitted or self.stop.is_set()):
-                time.sleep(0.01)
             if run.closed and not run.emitted:  # stopped before its first event
                 index += 1
                 continue
-            while not self.stop.is_set():
+            if not run.emitted:
+                time.sleep(0.01)
+                continue
+            try:
                 if table is None:
-                    try:
-                        table = event_table(self.container, run.uid)
-                    except KeyError:  # run or stream not stored yet
-                        time.sleep(self.pause)
-                        continue
+                    table = event_table(self.container, run.uid)
                 rows = len(table.read(columns=["seq_num"])["seq_num"])
-                self.polls += 1
-                end = time.monotonic()
-                for seq in range(1, rows + 1):  # rows are seq 1..k, in order
-                    self.readable.setdefault((run.uid, seq), end)
-                if run.closed and rows >= len(run.emitted):
-                    break
+            except KeyError:  # run or stream not stored yet
                 time.sleep(self.pause)
-            index += 1
+                continue
+            except httpx.HTTPError as exc:
+                # Tiled restarting or refusing for a moment: its events are readable
+                # later, and the wait counts in their latency.
+                self.errors.append(repr(exc))
+                time.sleep(self.pause)
+                continue
+            self.polls += 1
+            end = time.monotonic()
+            for seq in range(1, rows + 1):  # rows are seq 1..k, in order
+                self.readable.setdefault((run.uid, seq), end)
+            if run.closed and rows >= len(run.emitted):
+                index, table = index + 1, None
+                continue
+            time.sleep(self.pause)
 
     def latencies_ms(self) -> list[float]:
         out = []

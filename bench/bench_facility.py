@@ -155,6 +155,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 for i, v in lat.items()
             },
             "polls": sum(r.polls for r in readers.values()),
+            "reader_errors": sum(len(r.errors) for r in readers.values()),
             "load": load_average(),
         }
         worst = max(out["steady"]["per_instrument"].items(), key=lambda kv: kv[1]["p99_ms"])
@@ -195,6 +196,13 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
         return out
+    except BaseException:
+        # Keep the facility's logs: why it failed is in them.
+        if (root / "logs").exists():
+            kept = Path(tempfile.mkdtemp(prefix=f"bench-facility-{n}-logs-"))
+            shutil.copytree(root / "logs", kept, dirs_exist_ok=True)
+            print(f"N={n}: the facility's logs are kept in {kept}", flush=True)
+        raise
     finally:
         if (root / "run").exists():
             run_cli(root, "down", timeout=300, check=False)
@@ -349,7 +357,7 @@ def main() -> int:
     for n in sizes:
         try:
             results[n] = one_size(n, args)
-        except (SystemExit, AssertionError, OSError, RuntimeError) as exc:
+        except (SystemExit, Exception) as exc:  # noqa: BLE001 - reported below
             # One size failing (e.g. N=25 not fitting) still reports the others.
             failed[n] = f"{type(exc).__name__}: {exc}"[:2000]
             print(f"N={n} FAILED: {failed[n]}", flush=True)
