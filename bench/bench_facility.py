@@ -99,8 +99,12 @@ def load_phase(
             if not pub.flush(300):
                 raise SystemExit(f"publisher of {i} did not deliver within 300 s: {pub.status()}")
         t_stored = wait_stored(pod, insts, 600)
+        # Everything is stored: each reader needs one more poll per run it has not
+        # finished; after a shared deadline the rest count as not seen.
+        end = time.monotonic() + 120
         for r in readers.values():
-            r.join(120)
+            r.join(max(0.0, end - time.monotonic()))
+        for r in readers.values():
             r.stop.set()
         for err in [e.error for e in emitters.values()] + [r.error for r in readers.values()]:
             if err is not None:
