@@ -74,7 +74,7 @@ def free_ports_config(
     n_iocs = len(defaults["iocs"]) * len(cfg["instruments"])
     base = _free_block(n_iocs + 1, taken)
     taken.update(range(base, base + n_iocs + 1))
-    cfg["channel_access"] = {"port_base": base + 1, "repeater_port": base}
+    cfg["channel_access"].update(port_base=base + 1, repeater_port=base)
     cfg["queue"] = {"http_port": one(), "control_port": one(), "info_port": one()}
     cfg["web"] = {"enabled": not slim, "port": one()}
     if slim:

@@ -110,7 +110,7 @@ def test_status_groups_services_by_instrument_and_central(facility: Facility) ->
         assert f"\n{name} " in sections["central"]
     for inst in INSTRUMENTS:
         own = sections[f"instrument {inst}"]
-        assert f"\nwriter-{inst} " in own and f"\nioc-{inst}-{inst}-mini " in own
+        assert f"\nwriter-{inst} " in own and f"\nioc-{inst} " in own
         others = [i for i in INSTRUMENTS if i != inst]
         assert not any(f"-{o}" in own for o in others), own
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from beampod.config import LoadedPod, NatsBus, ZmqBus, ioc_service_name, queue_servers
+from beampod.config import LoadedPod, NatsBus, ZmqBus, queue_servers
 from beampod.services._spec import ServiceSpec
 
 
@@ -49,11 +49,7 @@ def _owners(pod: LoadedPod) -> dict[str, str]:
     """Service name -> the instrument it is part of: its IOCs, its writer, its queue
     server. Every other service is central."""
     cfg = pod.config
-    owner = {
-        ioc_service_name(name, ioc): name
-        for name, inst in cfg.instruments.items()
-        for ioc in inst.iocs
-    }
+    owner = {service: inst for service, (inst, _) in cfg.ioc_services().items()}
     owner |= {f"writer-{n}": n for n in cfg.instruments}
     if len(cfg.instruments) == 1:
         owner["writer"] = cfg.instrument_name

@@ -37,7 +37,7 @@ def service_instrument(config: PodConfig, name: str) -> str | None:
     if name == "writer" and len(config.instruments) == 1:
         return next(iter(config.instruments))
     for inst in sorted(config.instruments, key=len, reverse=True):
-        if name in (f"writer-{inst}", f"queue-{inst}", f"queue-http-{inst}"):
+        if name in (f"writer-{inst}", f"queue-{inst}", f"queue-http-{inst}", f"ioc-{inst}"):
             return inst
         if name.startswith(f"ioc-{inst}-"):
             return inst

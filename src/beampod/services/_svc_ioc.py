@@ -12,7 +12,7 @@ from pathlib import Path
 
 from beampod.config import IocSettings, LoadedPod, ioc_service_name
 from beampod.errors import ServiceStartError
-from beampod.services._probes import AllProbes, CallableProbe, LogLineProbe
+from beampod.services._probes import AllProbes, CallableProbe, LogLineProbe, Probe
 from beampod.services._spec import PortClaim, ServiceSpec, python_module
 
 _PROBE_TIMEOUT_S = 1.0
@@ -25,28 +25,45 @@ def ioc_specs(pod: LoadedPod) -> list[ServiceSpec]:
 
 
 def ioc_spec(pod: LoadedPod, name: str, ioc: IocSettings, port: int) -> ServiceSpec:
+    """One process serving one IOC."""
+    return ioc_group_spec(pod, name, [(ioc, port)])
+
+
+def ioc_group_spec(pod: LoadedPod, name: str, iocs: list[tuple[IocSettings, int]]) -> ServiceSpec:
+    """One process serving ``iocs``, each on its own port (one IOC: the plain argv)."""
     from beampod.sim import READY_WORD, ioc_env, probe_host, probe_pv
 
     bind = pod.config.pod.bind
     host = probe_host(bind)
-    pv = probe_pv(ioc.family, ioc.prefix)
-    return ServiceSpec(
-        name=name,
-        argv=python_module("beampod.sim", ioc.family, "--prefix", ioc.prefix),
-        env=ioc_env(bind, port, pod.config.ca_repeater_port()),
+    if len(iocs) == 1:
+        argv = python_module("beampod.sim", iocs[0][0].family, "--prefix", iocs[0][0].prefix)
+    else:
+        args = [a for ioc, port in iocs for a in ("--ioc", ioc.family, ioc.prefix, str(port))]
+        argv = python_module("beampod.sim", "group", *args)
+    probes: list[Probe] = []
+    for ioc, port in iocs:
+        pv = probe_pv(ioc.family, ioc.prefix)
         # The log line says the process got its ports; the read proves a CA client
         # finds the IOC by searching exactly this port (UDP) and can read over TCP.
-        probe=AllProbes(
-            (
-                LogLineProbe(
-                    pod.home.log_file(name), rf"^{READY_WORD} prefix={re.escape(ioc.prefix)} "
-                ),
-                CallableProbe(_pv_read(host, port, pv), f"CA read of {pv} at {host}:{port}"),
-            )
+        probes += [
+            LogLineProbe(
+                pod.home.log_file(name), rf"^{READY_WORD} prefix={re.escape(ioc.prefix)} "
+            ),
+            CallableProbe(_pv_read(host, port, pv), f"CA read of {pv} at {host}:{port}"),
+        ]
+    return ServiceSpec(
+        name=name,
+        argv=argv,
+        # The first IOC's port; a group's other IOCs get theirs from the arguments.
+        env=ioc_env(bind, iocs[0][1], pod.config.ca_repeater_port()),
+        probe=AllProbes(tuple(probes)),
+        address=" ".join(f"ca://{host}:{port} {ioc.prefix}" for ioc, port in iocs),
+        ports=tuple(
+            claim
+            for _, port in iocs
+            for claim in (PortClaim(bind, port, udp=True), PortClaim(bind, port))
         ),
-        address=f"ca://{host}:{port} {ioc.prefix}",
-        ports=(PortClaim(bind, port, udp=True), PortClaim(bind, port)),
-        ready_timeout=20.0,
+        ready_timeout=20.0 + 5.0 * (len(iocs) - 1),
         stop_timeout=5.0,
     )
 
@@ -76,7 +93,9 @@ def ioc_processes(
     yields ``{service name: process}``. On exit every process is terminated and reaped.
     """
     specs = [
-        s for s, ioc in _specs_with_settings(pod) if families is None or ioc.family in families
+        s
+        for s, iocs in _specs_with_settings(pod)
+        if families is None or any(ioc.family in families for ioc in iocs)
     ]
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
@@ -97,13 +116,12 @@ def ioc_processes(
         _stop_all(procs)
 
 
-def _specs_with_settings(pod: LoadedPod) -> list[tuple[ServiceSpec, IocSettings]]:
+def _specs_with_settings(pod: LoadedPod) -> list[tuple[ServiceSpec, list[IocSettings]]]:
     ports = pod.config.ioc_ports()
     out = []
-    for inst_name, inst in pod.config.instruments.items():
-        for ioc in inst.iocs:
-            name = ioc_service_name(inst_name, ioc)
-            out.append((ioc_spec(pod, name, ioc, ports[name]), ioc))
+    for name, (inst_name, iocs) in pod.config.ioc_services().items():
+        with_ports = [(ioc, ports[ioc_service_name(inst_name, ioc)]) for ioc in iocs]
+        out.append((ioc_group_spec(pod, name, with_ports), iocs))
     return out
 
 

@@ -10,7 +10,6 @@ from beampod.config import (
     QUEUE_INSTRUMENT_ENV,
     LoadedPod,
     QueueServer,
-    ioc_service_name,
     queue_servers,
 )
 from beampod.services._probes import CallableProbe, HttpProbe
@@ -49,7 +48,9 @@ def manager_spec(
     port = server.settings.control_port
     # Its own instrument's IOCs: the worker builds only that instrument's devices.
     iocs = tuple(
-        ioc_service_name(server.instrument, ioc) for ioc in cfg.instrument(server.instrument).iocs
+        service
+        for service, (inst, _) in cfg.ioc_services().items()
+        if inst == server.instrument
     )
 
     async def manager_answers() -> bool:

@@ -58,7 +58,10 @@ def writer_specs(pod: LoadedPod) -> list[ServiceSpec]:
             # The writer retries a failed batch itself (in order, with backoff); tiled's
             # client would otherwise retry each request for up to ~45 s first.
             env={"TILED_RETRY_ATTEMPTS": "2", "TILED_RETRY_TIMEOUT": "2"},
-            ready_timeout=60.0,
+            # Every writer starts the moment Tiled is ready, and each imports the same
+            # ~2 CPU-seconds of libraries: measured on 2 busy cores, 25 writers took
+            # over 60 s to be ready (bench_facility.py), one alone ~15 s.
+            ready_timeout=60.0 + 3.0 * (len(pod.config.instruments) - 1),
         )
         for name in pod.config.instruments
     ]

@@ -110,15 +110,21 @@ class IocPortTaken(RuntimeError):
     """The configured TCP port was taken and caproto bound another one."""
 
 
-async def serve(family_name: str, prefix: str) -> None:
-    """Serve one IOC until cancelled; print the ready line once it answers searches."""
+async def serve(family_name: str, prefix: str, port: int | None = None) -> None:
+    """Serve one IOC until cancelled; print the ready line once it answers searches.
+
+    ``port`` overrides ``EPICS_CA_SERVER_PORT``, so one process can serve several IOCs,
+    each on its own port (:func:`serve_group`)."""
     from caproto.asyncio.server import Context
 
     pvdb = build_pvdb(family_name, prefix)
     env = caproto.get_environment_variables()
-    wanted_port = int(env["EPICS_CA_SERVER_PORT"])
+    wanted_port = int(env["EPICS_CA_SERVER_PORT"]) if port is None else port
     interfaces = caproto.get_server_address_list()
     ctx = Context(pvdb, interfaces)
+    # caproto reads the port from the environment when the Context is built; the
+    # attribute is what it binds (UDP search socket, first TCP port tried).
+    ctx.ca_server_port = wanted_port
 
     async def announce(async_lib: object) -> None:
         # Called by caproto after the TCP sockets are bound; the UDP search sockets
@@ -135,6 +141,15 @@ async def serve(family_name: str, prefix: str) -> None:
         )
 
     await ctx.run(startup_hook=announce)
+
+
+async def serve_group(iocs: list[tuple[str, str, int]]) -> None:
+    """Serve several IOCs ``(family, prefix, port)`` in one process and one event loop,
+    each with its own caproto server on its own port: clients see the same IOCs as
+    from one process each, for the memory of one Python process (caproto, numpy)."""
+    async with asyncio.TaskGroup() as group:
+        for family_name, prefix, port in iocs:
+            group.create_task(serve(family_name, prefix, port))
 
 
 class _NoRepeaterFilter(logging.Filter):
@@ -156,7 +171,7 @@ class _NoRepeaterFilter(logging.Filter):
         return True
 
 
-async def _serve_until_signal(family_name: str, prefix: str) -> None:
+async def _serve_until_signal(iocs: list[tuple[str, str, int | None]]) -> None:
     """Serve until SIGTERM/SIGINT, then shut caproto down cleanly (exit code 0)."""
     task = asyncio.current_task()
     assert task is not None
@@ -164,13 +179,43 @@ async def _serve_until_signal(family_name: str, prefix: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
     with contextlib.suppress(asyncio.CancelledError):
-        await serve(family_name, prefix)
+        if len(iocs) == 1:
+            await serve(*iocs[0])
+        else:
+            await serve_group([(f, p, port) for f, p, port in iocs if port is not None])
+
+
+def _parse_group(argv: list[str]) -> list[tuple[str, str, int | None]]:
+    """``group --ioc FAMILY PREFIX PORT [--ioc ...]``: several IOCs, one process."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m beampod.sim group",
+        description="Serve several simulated IOCs from one process, each on its own port.",
+    )
+    parser.add_argument(
+        "--ioc",
+        nargs=3,
+        action="append",
+        required=True,
+        metavar=("FAMILY", "PREFIX", "PORT"),
+    )
+    args = parser.parse_args(argv)
+    iocs: list[tuple[str, str, int | None]] = []
+    for fam, prefix, port in args.ioc:
+        if fam not in FAMILIES or not port.isdigit():
+            parser.error(f"bad --ioc {fam} {prefix} {port} (families: {', '.join(FAMILIES)})")
+        iocs.append((fam, prefix, int(port)))
+    return iocs
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m beampod.sim FAMILY --prefix PREFIX``."""
+    """``python -m beampod.sim FAMILY --prefix PREFIX`` (or ``group --ioc F P PORT ...``)."""
     import argparse
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["group"]:
+        return _run(_parse_group(argv[1:]))
     parser = argparse.ArgumentParser(
         prog="python -m beampod.sim",
         description="Run one simulated caproto IOC. Bind address and port come from "
@@ -184,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in build_pvdb(args.family, args.prefix):
             print(name)
         return 0
+    return _run([(args.family, args.prefix, None)])
+
+
+def _run(iocs: list[tuple[str, str, int | None]]) -> int:
     # Loopback unless told otherwise: caproto's own default is every interface.
     os.environ.setdefault("EPICS_CAS_INTF_ADDR_LIST", "127.0.0.1")
     logging.basicConfig(
@@ -193,9 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(_NoRepeaterFilter())
+    taken: list[BaseException] = []
     try:
-        asyncio.run(_serve_until_signal(args.family, args.prefix))
-    except IocPortTaken as exc:
+        asyncio.run(_serve_until_signal(iocs))
+    except* IocPortTaken as group:  # one IOC, or any of a group's
+        taken += group.exceptions
+    for exc in taken:
         print(f"beampod-ioc error: {exc}", file=sys.stderr, flush=True)
-        return 3
-    return 0
+    return 3 if taken else 0

@@ -1,0 +1,274 @@
+"""What bench_facility.py runs against a facility: per instrument, an emitter of runs
+through the real DurablePublisher (its instrument's publisher credential), a Tiled
+reader that records when each event became readable, and the checks of what was stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DATA_KEYS = {"det": {"dtype": "number", "shape": [], "source": "bench:det"}}
+
+
+@dataclass
+class EmittedRun:
+    uid: str
+    emitted: dict[int, float] = field(default_factory=dict)  # seq_num -> monotonic time
+    closed: bool = False
+
+
+class Emitter(threading.Thread):
+    """Runs of ``run_events`` events through ``publisher`` at ``rate`` events/s (0: as
+    fast as it can) until ``until`` (monotonic); the run in progress is then stopped."""
+
+    def __init__(
+        self, publisher: Any, rate: float, run_events: int, start: float, until: float
+    ) -> None:
+        super().__init__(daemon=True)
+        self.publisher, self.rate, self.run_events = publisher, rate, run_events
+        self.start_at, self.until = start, until
+        self.runs: list[EmittedRun] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            self.error = exc
+
+    def _run(self) -> None:
+        from event_model import compose_run
+
+        pub, n = self.publisher, 0
+        while time.monotonic() < self.until:
+            bundle = compose_run(metadata={"plan_name": "bench_facility", "purpose": "bench"})
+            run = EmittedRun(bundle.start_doc["uid"])
+            self.runs.append(run)
+            pub("start", bundle.start_doc)
+            desc = bundle.compose_descriptor(name="primary", data_keys=DATA_KEYS)
+            pub("descriptor", desc.descriptor_doc)
+            for seq in range(1, self.run_events + 1):
+                if self.rate:
+                    # A fixed schedule, so a slow call does not lower the rate.
+                    delay = self.start_at + n / self.rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                if time.monotonic() >= self.until:
+                    break
+                now = time.time()
+                event = desc.compose_event(
+                    data={"det": float(seq)}, timestamps={"det": now}, seq_num=seq
+                )
+                run.emitted[seq] = time.monotonic()
+                pub("event", event)
+                n += 1
+            pub("stop", bundle.compose_stop())
+            run.closed = True
+
+    @property
+    def events(self) -> int:
+        return sum(len(r.emitted) for r in self.runs)
+
+
+def event_table(container: Any, uid: str) -> Any:
+    """The run's primary event table (the layout bench_datapath reads)."""
+    from tiled.client.container import Container
+
+    run = Container.__getitem__(container, uid)
+    stream = run.base["primary"] if hasattr(run, "base") else run["primary"]
+    stream = stream.base if hasattr(stream, "base") else stream
+    return stream["internal"]
+
+
+class Reader(threading.Thread):
+    """Polls the event table of each of ``emitter``'s runs in turn through Tiled (the
+    instrument's reader key), ``pause`` s between polls; records for every event the
+    end of the first poll that returned it (an upper bound of "readable")."""
+
+    def __init__(self, container: Any, emitter: Emitter, pause: float) -> None:
+        super().__init__(daemon=True)
+        self.container, self.emitter, self.pause = container, emitter, pause
+        self.readable: dict[tuple[str, int], float] = {}
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.polls = 0
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            self.error = exc
+
+    def _run(self) -> None:
+        import httpx
+
+        index, table = 0, None
+        while not self.stop.is_set():
+            runs = self.emitter.runs
+            if index >= len(runs):
+                if not self.emitter.is_alive():
+                    return
+                time.sleep(0.01)
+                continue
+            run = runs[index]
+            if run.closed and not run.emitted:  # stopped before its first event
+                index += 1
+                continue
+            if not run.emitted:
+                time.sleep(0.01)
+                continue
+            try:
+                if table is None:
+                    table = event_table(self.container, run.uid)
+                rows = len(table.read(columns=["seq_num"])["seq_num"])
+            except KeyError:  # run or stream not stored yet
+                time.sleep(self.pause)
+                continue
+            except httpx.HTTPError as exc:
+                # Tiled restarting or refusing for a moment: its events are readable
+                # later, and the wait counts in their latency.
+                self.errors.append(repr(exc))
+                time.sleep(self.pause)
+                continue
+            self.polls += 1
+            end = time.monotonic()
+            for seq in range(1, rows + 1):  # rows are seq 1..k, in order
+                self.readable.setdefault((run.uid, seq), end)
+            if run.closed and rows >= len(run.emitted):
+                index, table = index + 1, None
+                continue
+            time.sleep(self.pause)
+
+    def latencies_ms(self) -> list[float]:
+        out = []
+        for run in self.emitter.runs:
+            for seq, t in run.emitted.items():
+                seen = self.readable.get((run.uid, seq))
+                if seen is not None:
+                    out.append((seen - t) * 1000)
+        return out
+
+
+async def _writer_pending(pod: Any, instruments: list[str]) -> dict[str, int]:
+    """Messages each instrument's writer has not acknowledged yet (it acks only after
+    Tiled stored them)."""
+    from beampod.bus import WRITER_DURABLE, NatsConnection
+    from beampod.config import stream_name
+
+    nc = await NatsConnection.from_pod(pod, admin=True, name="bench-facility").connect(
+        reconnect=False
+    )
+    try:
+        js = nc.jetstream()
+        out = {}
+        for inst in instruments:
+            info = await js.consumer_info(stream_name(inst), WRITER_DURABLE)
+            out[inst] = int(info.num_pending) + int(info.num_ack_pending)
+        return out
+    finally:
+        await nc.close()
+
+
+def wait_stored(pod: Any, instruments: list[str], timeout: float) -> float:
+    """Wait until every writer has stored all it was given; the monotonic time it was seen."""
+    from nats.errors import Error as NatsError
+
+    deadline = time.monotonic() + timeout
+    pending: dict[str, int] = {}
+    while True:
+        try:
+            pending = asyncio.run(_writer_pending(pod, instruments))
+        except (NatsError, OSError, TimeoutError) as exc:
+            # A JetStream API call can fail while the cluster moves a leader (seen on
+            # a saturated machine: "consumer not found" for a moment): ask again.
+            pending = {"?": 1, **{f"last error: {exc!r}": 1}}
+        else:
+            if not any(pending.values()):
+                return time.monotonic()
+        if time.monotonic() > deadline:
+            left = {k: v for k, v in pending.items() if v}
+            raise SystemExit(f"writers did not store everything within {timeout:.0f} s: {left}")
+        time.sleep(0.1)  # polling interval
+
+
+@dataclass
+class Stored:
+    runs_emitted: int = 0
+    runs_stored: int = 0
+    events_emitted: int = 0
+    events_stored: int = 0
+    lost: int = 0
+    duplicates: int = 0
+
+
+def check_stored(container: Any, emitters: list[Emitter]) -> Stored:
+    """Compare each run in Tiled with what was emitted: events missing, rows twice."""
+    s = Stored()
+    for em in emitters:
+        for run in em.runs:
+            s.runs_emitted += 1
+            s.events_emitted += len(run.emitted)
+            try:
+                seqs = list(event_table(container, run.uid).read(columns=["seq_num"])["seq_num"])
+            except KeyError:
+                seqs = []  # run (or its stream) missing: everything lost
+            s.runs_stored += bool(seqs) or not run.emitted
+            s.events_stored += len(seqs)
+            s.lost += len(set(run.emitted) - set(int(q) for q in seqs))
+            s.duplicates += len(seqs) - len(set(seqs))
+    return s
+
+
+def kind(service: str) -> str:
+    if service.startswith("ioc-"):
+        return "ioc"
+    if service.startswith("writer"):
+        return "writer"
+    return service.rstrip("0123456789-") or service  # nats-0, nats-1 -> nats
+
+
+def _pss_mb(pid: int, *, tree: bool = True) -> float:
+    """PSS of ``pid`` and (``tree``) its descendants, as status counts a service's RSS."""
+    import psutil
+
+    total = 0
+    try:
+        procs = [psutil.Process(pid), *(psutil.Process(pid).children(True) if tree else ())]
+    except psutil.NoSuchProcess:
+        return 0.0
+    for p in procs:
+        try:
+            for line in Path(f"/proc/{p.pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass  # the process ended meanwhile
+    return total / 1024
+
+
+def memory_of(state: dict[str, Any]) -> dict[str, Any]:
+    """Resident memory of a running pod (``beampod status --json``): RSS and PSS in
+    total and per kind of service (ioc, writer, nats, tiled, ...)."""
+    res = state["resources"]
+    rss = {n: u["rss_mb"] for n, u in res["services"].items()}
+    rss["supervisor"] = res["supervisor"]["rss_mb"]
+    pss = {n: _pss_mb(u["pid"]) for n, u in res["services"].items()}
+    pss["supervisor"] = _pss_mb(res["supervisor"]["pid"], tree=False)  # not its services
+    by_kind: dict[str, dict[str, float]] = {}
+    for name in rss:
+        k = by_kind.setdefault(kind(name), {"rss_mb": 0.0, "pss_mb": 0.0, "processes": 0})
+        k["rss_mb"] += rss[name]
+        k["pss_mb"] += pss[name]
+        k["processes"] += 1
+    return {
+        "rss_mb": sum(rss.values()),
+        "pss_mb": sum(pss.values()),
+        "services": len(res["services"]),
+        "by_kind": by_kind,
+    }

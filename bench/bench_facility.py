@@ -1,0 +1,379 @@
+"""A facility of N simulated instruments on one machine (issue 10 "Measure").
+
+For each N (default 1, 5, 25): ``beampod new facility --instruments N`` (the scaffold:
+a 3-node NATS JetStream cluster with 3 replicas, PostgreSQL, one Tiled, every
+instrument with its simulated IOCs and its writer), on free ports, ``init``, then:
+
+1. ``up -d`` wall time, and resident memory per service (``beampod status --json``:
+   VmRSS, shared pages counted in every process) plus PSS (shared pages divided among
+   the processes sharing them: what the machine really spends);
+2. steady load: every instrument publishes runs of ``--run-events`` events at
+   ``--rate`` events/s through the real DurablePublisher with its own publisher
+   credential, concurrently, for ``--duration`` s; a Tiled client per instrument (its
+   reader key) polls the run being written, so each event's emitted -> readable time
+   is the end of the first poll that returned it (an upper bound: ``--reader-pause``
+   plus the poll's own time);
+3. capacity: every instrument publishes as fast as it can for ``--capacity-seconds``;
+   stored events/s = events / (first moment every writer has acknowledged everything,
+   which it does only after Tiled stored it - start);
+4. losses: every run read back from Tiled against what was emitted (missing events,
+   rows stored twice); memory again after the load; ``down``.
+
+Targets: at the largest N, p99 readable <= 1 s for every instrument and 0 lost;
+capacity(N) >= 0.8 x capacity(1); marginal memory (RSS(N) - RSS(1)) / (N - 1) <= 250 MB.
+
+    .venv/bin/python bench/bench_facility.py [--sizes 1,5,25] [--duration 60] [--rate 20]
+        [--capacity-seconds 10] [--run-events 200] [--reader-pause 0.2] [--json FILE]
+
+Every process it starts is stopped on exit, Ctrl-C and SIGTERM included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.facility's helpers
+from _common import load_average, machine, percentile
+from _facility_load import Emitter, Reader, Stored, check_stored, memory_of, wait_stored
+from tests.facility._facility import free_ports_config, run_cli
+
+P99_TARGET_MS, CAPACITY_RATIO, MARGINAL_MB = 1000.0, 0.8, 250.0
+
+
+def memory(root: Path) -> dict[str, Any]:
+    return memory_of(json.loads(run_cli(root, "status", "--json").stdout))
+
+
+def make(root: Path, n: int) -> None:
+    run_cli(root, "new", "facility", str(root), "--instruments", str(n), home=False)
+    config = root / "config.yaml"
+    cfg = yaml.safe_load(config.read_text())
+    free_ports_config(cfg, slim=False)
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run_cli(root, "init")
+
+
+def load_phase(
+    pod: Any, containers: dict[str, Any], rate: float, seconds: float, args: argparse.Namespace
+) -> tuple[dict[str, Emitter], dict[str, Reader], float, float]:
+    from beampod.bus import DurablePublisher
+
+    insts = list(containers)
+    pubs = {i: DurablePublisher.from_pod(pod, i) for i in insts}
+    try:
+        t0 = time.monotonic() + 1.0
+        emitters = {
+            # Staggered within one event interval, so the instruments do not all emit
+            # in the same millisecond.
+            i: Emitter(
+                pubs[i],
+                rate,
+                args.run_events,
+                t0 + (k / (len(insts) * rate) if rate else 0),
+                t0 + seconds,
+            )
+            for k, i in enumerate(insts)
+        }
+        readers = (
+            {i: Reader(containers[i], emitters[i], args.reader_pause) for i in insts}
+            if rate
+            else {}
+        )
+        for th in (*emitters.values(), *readers.values()):
+            th.start()
+        for em in emitters.values():
+            em.join(seconds + 120)
+        t_emitted = time.monotonic()
+        for i, pub in pubs.items():
+            if not pub.flush(300):
+                raise SystemExit(f"publisher of {i} did not deliver within 300 s: {pub.status()}")
+        t_stored = wait_stored(pod, insts, 600)
+        # Everything is stored: each reader needs one more poll per run it has not
+        # finished; after a shared deadline the rest count as not seen.
+        end = time.monotonic() + 120
+        for r in readers.values():
+            r.join(max(0.0, end - time.monotonic()))
+        for r in readers.values():
+            r.stop.set()
+        for err in [e.error for e in emitters.values()] + [r.error for r in readers.values()]:
+            if err is not None:
+                raise err
+        return emitters, readers, t_stored - t0, t_emitted - t0
+    finally:
+        for pub in pubs.values():
+            pub.close(30)
+
+
+def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    from beampod.config import PodHome, load_pod
+    from beampod.store._client import connect
+    from beampod.store._layout import tiled_url
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-facility-{n}-"))
+    root = tmp / "facility"
+    out: dict[str, Any] = {"n": n}
+    try:
+        make(root, n)
+        t0 = time.monotonic()
+        run_cli(root, "up", "-d", timeout=1800)
+        out["up_s"] = time.monotonic() - t0
+        out["mem_idle"] = memory(root)
+        print(
+            f"N={n}: up -d {out['up_s']:.1f} s, {out['mem_idle']['services']} services, "
+            f"{out['mem_idle']['rss_mb']:.0f} MB RSS / {out['mem_idle']['pss_mb']:.0f} MB PSS "
+            f"idle; load {load_average()}",
+            flush=True,
+        )
+        pod = load_pod(PodHome.resolve(root))
+        url = tiled_url(pod)
+        # Straight to each container: an instrument's reader key may not read the root.
+        containers = {
+            i: connect(
+                f"{url}/api/v1/metadata/{i}",
+                pod.secrets.for_instrument(i).tiled_reader_key.get_secret_value(),
+            )
+            for i in pod.config.instruments
+        }
+        emitters, readers, stored_s, _ = load_phase(pod, containers, args.rate, args.duration, args)
+        lat = {i: r.latencies_ms() for i, r in readers.items()}
+        every = [x for v in lat.values() for x in v]
+        events = sum(e.events for e in emitters.values())
+        out["steady"] = {
+            "events": events,
+            "stored_ev_s": events / stored_s,
+            "p50_ms": percentile(every, 50),
+            "p99_ms": percentile(every, 99),
+            "per_instrument": {
+                i: {"p50_ms": percentile(v, 50), "p99_ms": percentile(v, 99), "n": len(v)}
+                for i, v in lat.items()
+            },
+            "polls": sum(r.polls for r in readers.values()),
+            "reader_errors": sum(len(r.errors) for r in readers.values()),
+            "load": load_average(),
+        }
+        worst = max(out["steady"]["per_instrument"].items(), key=lambda kv: kv[1]["p99_ms"])
+        out["steady"]["worst"] = {"instrument": worst[0], **worst[1]}
+        print(
+            f"  steady {args.rate:g} ev/s x {n}: {events} events, stored "
+            f"{out['steady']['stored_ev_s']:.0f} ev/s; readable p50 "
+            f"{out['steady']['p50_ms']:.0f} ms p99 {out['steady']['p99_ms']:.0f} ms, worst "
+            f"{worst[0]} p99 {worst[1]['p99_ms']:.0f} ms ({len(every)}/{events} seen); "
+            f"load {load_average()}",
+            flush=True,
+        )
+        cap_em, _, cap_s, emit_s = load_phase(pod, containers, 0, args.capacity_seconds, args)
+        cap_events = sum(e.events for e in cap_em.values())
+        out["capacity"] = {
+            "events": cap_events,
+            "stored_ev_s": cap_events / cap_s,
+            "emitted_ev_s": cap_events / emit_s,
+            "load": load_average(),
+        }
+        print(
+            f"  capacity: {cap_events} events emitted at {cap_events / emit_s:.0f} ev/s, "
+            f"stored at {out['capacity']['stored_ev_s']:.0f} ev/s; load {load_average()}",
+            flush=True,
+        )
+        total = Stored()
+        for i, c in containers.items():
+            s = check_stored(c, [emitters[i], cap_em[i]])
+            for f in vars(total):
+                setattr(total, f, getattr(total, f) + getattr(s, f))
+        out["stored"] = vars(total)
+        out["mem_loaded"] = memory(root)
+        print(
+            f"  stored: {total.events_stored}/{total.events_emitted} events, "
+            f"{total.runs_stored}/{total.runs_emitted} runs, lost {total.lost}, duplicates "
+            f"{total.duplicates}; after load {out['mem_loaded']['rss_mb']:.0f} MB RSS / "
+            f"{out['mem_loaded']['pss_mb']:.0f} MB PSS",
+            flush=True,
+        )
+        return out
+    except BaseException:
+        # Keep the facility's logs: why it failed is in them.
+        if (root / "logs").exists():
+            kept = Path(tempfile.mkdtemp(prefix=f"bench-facility-{n}-logs-"))
+            shutil.copytree(root / "logs", kept, dirs_exist_ok=True)
+            print(f"N={n}: the facility's logs are kept in {kept}", flush=True)
+        raise
+    finally:
+        if (root / "run").exists():
+            run_cli(root, "down", timeout=300, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def marginal(results: dict[int, dict[str, Any]], n: int, key: str, field: str) -> float | None:
+    if 1 not in results or n == 1:
+        return None
+    return (results[n][key][field] - results[1][key][field]) / (n - 1)
+
+
+def kind_marginal(results: dict[int, dict[str, Any]], n: int, key: str) -> dict[str, float]:
+    if 1 not in results or n == 1:
+        return {}
+    a, b = results[1][key]["by_kind"], results[n][key]["by_kind"]
+    return {
+        k: (b.get(k, {}).get("rss_mb", 0) - a.get(k, {}).get("rss_mb", 0)) / (n - 1)
+        for k in sorted(set(a) | set(b))
+    }
+
+
+def table(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> bool:
+    sizes = sorted(results)
+    rows = [
+        [
+            "N",
+            "up -d",
+            "RSS total",
+            "PSS total",
+            "RSS/added inst.",
+            "stored ev/s",
+            "p50",
+            "p99",
+            "worst p99",
+            "capacity ev/s",
+            "lost",
+            "dup",
+        ]
+    ]
+    for n in sizes:
+        r = results[n]
+        m = marginal(results, n, "mem_loaded", "rss_mb")
+        rows.append(
+            [
+                str(n),
+                f"{r['up_s']:.0f} s",
+                f"{r['mem_loaded']['rss_mb']:,.0f} MB",
+                f"{r['mem_loaded']['pss_mb']:,.0f} MB",
+                "-" if m is None else f"{m:.0f} MB",
+                f"{r['steady']['stored_ev_s']:.0f}",
+                f"{r['steady']['p50_ms']:.0f} ms",
+                f"{r['steady']['p99_ms']:.0f} ms",
+                f"{r['steady']['worst']['p99_ms']:.0f} ms ({r['steady']['worst']['instrument']})",
+                f"{r['capacity']['stored_ev_s']:.0f}",
+                str(r["stored"]["lost"]),
+                str(r["stored"]["duplicates"]),
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print(f"\nfacility benchmark; machine: {machine()}; load average now: {load_average()}")
+    for i, row in enumerate(rows):
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    top = sizes[-1]
+    r = results[top]
+    checks: list[tuple[str, str, bool | None]] = [
+        (
+            f"N={top}, {top} x {args.rate:g} ev/s: worst instrument's p99 <= 1 s",
+            f"{r['steady']['worst']['p99_ms']:.0f} ms",
+            r["steady"]["worst"]["p99_ms"] <= P99_TARGET_MS,
+        ),
+        (
+            "0 lost, 0 duplicated (every N)",
+            ", ".join(f"N={n}: {results[n]['stored']['lost']}" for n in sizes),
+            all(
+                not results[n]["stored"]["lost"] + results[n]["stored"]["duplicates"] for n in sizes
+            ),
+        ),
+    ]
+    if 1 in results and top != 1:
+        ratio = r["capacity"]["stored_ev_s"] / results[1]["capacity"]["stored_ev_s"]
+        checks.append((f"capacity N={top} / N=1 >= 0.8", f"{ratio:.2f}", ratio >= CAPACITY_RATIO))
+        m = marginal(results, top, "mem_loaded", "rss_mb")
+        assert m is not None
+        checks.append(
+            (
+                f"marginal RSS per instrument (N=1 -> {top}) <= 250 MB",
+                f"{m:.0f} MB",
+                m <= MARGINAL_MB,
+            )
+        )
+    else:
+        checks.append(("capacity ratio and marginal memory", "need N=1 and a larger N", None))
+    print()
+    ok = True
+    for what, measured, passed in checks:
+        mark = "n/a" if passed is None else ("pass" if passed else "FAIL")
+        ok &= passed is not False
+        print(f"  {mark:4}  {what}: {measured}")
+    for n in sizes[1:]:
+        km = kind_marginal(results, n, "mem_loaded")
+        pm = marginal(results, n, "mem_loaded", "pss_mb")
+        print(
+            f"  per added instrument, N=1 -> {n} (after load): "
+            + ", ".join(f"{k} {v:+.0f} MB" for k, v in km.items() if abs(v) >= 0.5)
+            + f"; PSS {pm:.0f} MB"
+        )
+    return ok
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1,5,25", help="instrument counts, e.g. 1,5")
+    ap.add_argument("--duration", type=float, default=60.0, help="steady phase, seconds")
+    ap.add_argument("--rate", type=float, default=20.0, help="events/s per instrument")
+    ap.add_argument("--capacity-seconds", type=float, default=10.0)
+    ap.add_argument("--run-events", type=int, default=200, help="events per run")
+    ap.add_argument("--reader-pause", type=float, default=0.2, help="s between Tiled polls")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        action="append",
+        default=[],
+        help="a --json file of an earlier run: its sizes join the table (not re-run)",
+    )
+    args = ap.parse_args()
+    try:
+        sizes = sorted({int(s) for s in args.sizes.split(",")})
+    except ValueError:
+        ap.error(f"--sizes: a comma-separated list of numbers, not {args.sizes!r}")
+    if not sizes or min(sizes) < 1 or args.rate <= 0:
+        ap.error("--sizes must be >= 1 and --rate > 0")
+    if any(not p.is_file() for p in args.merge):
+        ap.error("--merge: no such file")
+    # SIGTERM unwinds like Ctrl-C, so every `finally` (down, publishers) runs.
+    signal.signal(signal.SIGTERM, _interrupt)
+    print(f"machine: {machine()}\nload average at start: {load_average()}", flush=True)
+    results: dict[int, dict[str, Any]] = {}
+    failed: dict[int, str] = {}
+    for path in args.merge:
+        for key, value in json.loads(path.read_text()).items():
+            if "error" not in value and int(key) not in sizes:
+                results[int(key)] = value
+                print(f"N={key}: from {path} (measured earlier, load {value['steady']['load']})")
+    for n in sizes:
+        try:
+            results[n] = one_size(n, args)
+        except (SystemExit, Exception) as exc:  # noqa: BLE001 - reported below
+            # One size failing (e.g. N=25 not fitting) still reports the others.
+            failed[n] = f"{type(exc).__name__}: {exc}"[:2000]
+            print(f"N={n} FAILED: {failed[n]}", flush=True)
+        if args.json:
+            dump = {str(k): v for k, v in results.items()}
+            dump |= {str(k): {"n": k, "error": v} for k, v in failed.items()}
+            args.json.write_text(json.dumps(dump, indent=1))
+    ok = table(results, args) if results else False
+    for n, why in failed.items():
+        print(f"  FAIL  N={n} did not complete: {why.splitlines()[0]}")
+    return 0 if ok and not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

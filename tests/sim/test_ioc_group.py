@@ -1,0 +1,42 @@
+"""One process serving all of an instrument's simulated IOCs
+(``channel_access.ioc_processes: per_instrument``, what a scaffolded facility uses)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import psutil
+import yaml
+
+from beampod.config import PodHome, ioc_service_name, load_pod
+from beampod.services._svc_ioc import ioc_processes, ioc_specs
+from beampod.sim import ca_write, probe_pv, read_sync
+from tests.sim._iocfix import make_pod
+
+
+def test_one_process_serves_every_family_on_its_own_port(tmp_path: Path) -> None:
+    root = tmp_path / "pod"
+    make_pod(root)
+    config = PodHome(root).config_file
+    raw = yaml.safe_load(config.read_text())
+    raw.setdefault("channel_access", {})["ioc_processes"] = "per_instrument"
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    pod = load_pod(PodHome(root))
+    inst, settings = pod.config.instrument_name, pod.config.instrument()
+    assert [s.name for s in ioc_specs(pod)] == [f"ioc-{inst}"]
+    ports = pod.config.ioc_ports()
+    with ioc_processes(pod, timeout=30) as procs:
+        assert list(procs) == [f"ioc-{inst}"]
+        (proc,) = procs.values()
+        assert psutil.Process(proc.pid).children() == []  # one process, not a launcher
+        for ioc in settings.iocs:
+            # Every IOC answers under its own prefix on its own port, as it would from
+            # a process of its own: clients' EPICS_CA_ADDR_LIST stays the same.
+            port = ports[ioc_service_name(inst, ioc)]
+            read_sync("127.0.0.1", port, probe_pv(ioc.family, ioc.prefix), timeout=5)
+        simple = next(i for i in settings.iocs if i.family == "simple")
+        port = ports[ioc_service_name(inst, simple)]
+        asyncio.run(ca_write("127.0.0.1", port, f"{simple.prefix}A", 7))
+        assert int(read_sync("127.0.0.1", port, f"{simple.prefix}A", timeout=5)[0]) == 7
+    assert proc.poll() is not None
