@@ -79,11 +79,3 @@ def pod(pod_home: PodHome) -> Iterator[LoadedPod]:
         assert down.returncode == 0 and "pod stopped" in down.stdout, down
         after = beampod_cli(pod_home.root, "status", check=False)
         assert after.returncode != 0 and "no pod is running" in after.stderr, after
-
-
-@pytest.fixture(scope="session")
-def pg_pod() -> Iterator[LoadedPod]:
-    """A whole demo pod with its store on the embedded PostgreSQL (``beampod up -d``)."""
-    from tests._pods import postgres_config, started_pod
-
-    yield from started_pod(postgres_config, prefix="beampod-pgpod-")
