@@ -143,11 +143,17 @@ def start_pod(tmp_path: Path) -> Iterator[Callable[..., RunningPod]]:
         running.stop()
 
 
-def shared_pod(root: Path, *, redis: bool = False) -> Iterator[RunningPod]:
+def shared_pod(
+    root: Path,
+    agent: Mapping[str, Any] | None = None,
+    *,
+    redis: bool = False,
+    iocs: Collection[str] = (),
+) -> Iterator[RunningPod]:
     """A pod for several tests of a module: those that inject a fault into its
     processes run last in the module."""
-    pod = make_pod(root)
-    running = RunningPod(pod, pod_specs(pod, redis=redis))
+    pod = make_pod(root, agent)
+    running = RunningPod(pod, pod_specs(pod, redis=redis, iocs=iocs))
     try:
         running.start()
         yield running
