@@ -61,3 +61,24 @@ def healthy_pod(request: pytest.FixtureRequest, emitters: list[Emitter]) -> Iter
     for e in emitters:
         e.kill()
     wait_for(lambda: not _outside_supervisor(pod), 20.0, "no stray processes of the pod home")
+
+
+@pytest.fixture
+def healthy_pods(
+    emitters: list[Emitter], pod: LoadedPod, pg_pod: LoadedPod
+) -> Iterator[list[LoadedPod]]:
+    """Both pods at once (SQLite, PostgreSQL), for a fault that is mostly waiting (one
+    outage window for both instead of one after the other); checked as ``healthy_pod``."""
+    pods = [pod, pg_pod]
+    for each in pods:
+        wait_pod_ready(each)
+    yield pods
+    for each in pods:
+        wait_pod_ready(each)
+    for e in emitters:
+        e.kill()
+    wait_for(
+        lambda: not any(_outside_supervisor(each) for each in pods),
+        20.0,
+        "no stray processes of the pod homes",
+    )
