@@ -63,21 +63,19 @@ def pod_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodHome]:
 
 @pytest.fixture(scope="session")
 def pod(pod_home: PodHome) -> Iterator[LoadedPod]:
-    """A running demo pod, started with ``beampod up -d`` and stopped with ``down``."""
+    """A running demo pod, started with ``beampod up -d`` and stopped with ``down``.
+
+    Its teardown is also the test of ``down`` on the demo pod: it says so, leaves no
+    process behind, and ``status`` then says that no pod is running."""
     beampod_cli(pod_home.root, "up", "-d")
     try:
         yield load_pod(pod_home)
     finally:
-        beampod_cli(pod_home.root, "down", check=False)
+        down = beampod_cli(pod_home.root, "down", check=False)
         left = processes_using(pod_home.root)
         for p in left:
             p.kill()
         assert not left, f"processes left behind by the pod: {[p.info for p in left]}"
-
-
-@pytest.fixture(scope="session")
-def pg_pod() -> Iterator[LoadedPod]:
-    """A whole demo pod with its store on the embedded PostgreSQL (``beampod up -d``)."""
-    from tests._pods import postgres_config, started_pod
-
-    yield from started_pod(postgres_config, prefix="beampod-pgpod-")
+        assert down.returncode == 0 and "pod stopped" in down.stdout, down
+        after = beampod_cli(pod_home.root, "status", check=False)
+        assert after.returncode != 0 and "no pod is running" in after.stderr, after

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
+import stat
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -14,6 +18,7 @@ import pytest
 import yaml
 
 from beampod.config import LoadedPod, PodHome, init_pod
+from tests._pods import started_pod
 from tests.conftest import beampod_cli, processes_using
 from tests.datapath._helpers import wait_pod_ready
 
@@ -130,24 +135,87 @@ def test_up_with_a_bad_config_lists_every_problem_and_starts_nothing(tmp_path: P
     assert not processes_using(home.root)
 
 
-def test_down_leaves_no_process_behind(tmp_path: Path) -> None:
-    # A pod of its own, so stopping it does not disturb the shared one.
-    home = PodHome(tmp_path / "short")
-    init_pod(home, free_ports=True)
-    beampod_cli(home.root, "up", "-d")
-    pids = [s["pid"] for s in _status(home.root)["services"].values()]
-    assert pids and processes_using(home.root)
-    out = beampod_cli(home.root, "down").stdout
-    assert "pod stopped" in out
-    assert not processes_using(home.root)
-    proc = beampod_cli(home.root, "status", check=False)
-    assert proc.returncode != 0 and "no pod is running" in proc.stderr
+# Runs as nobody with the system python (nobody cannot read the venv): prints every
+# path it could list or read.
+_PROBE = """
+import os, sys
+for path in sys.argv[1:]:
+    try:
+        if os.path.isdir(path):
+            os.listdir(path)
+        else:
+            with open(path, "rb") as fh:
+                fh.read(1)
+    except OSError:
+        continue
+    print(path)
+"""
 
 
-def test_down_after_supervisor_sigkill_still_cleans_up(tmp_path: Path) -> None:
-    home = PodHome(tmp_path / "orphans")
-    init_pod(home, free_ports=True)
-    beampod_cli(home.root, "up", "-d")
+def _as_nobody(paths: list[str]) -> list[str]:
+    if shutil.which("setpriv") is None or not os.path.exists("/usr/bin/python3"):
+        pytest.skip("needs setpriv and /usr/bin/python3 to run as another user")
+    try:
+        import pwd
+
+        pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' on this machine")
+    if os.geteuid() != 0:
+        pytest.skip("switching to another uid needs root")
+    argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    out = subprocess.run(
+        [*argv, "/usr/bin/python3", "-c", _PROBE, *paths],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return out.stdout.split()
+
+
+@pytest.fixture(scope="module")
+def own_pod() -> Iterator[LoadedPod]:
+    """A demo pod of this module alone, from ``beampod init`` in a home outside pytest's
+    0700 tmp root (so that another user could reach it, were its modes loose). Its last
+    test SIGKILLs its supervisor."""
+    yield from started_pod(lambda cfg: None, prefix="beampod-own-")
+
+
+def _everything(root: Path) -> list[Path]:
+    out = [root]
+    for base, dirs, files in os.walk(root):
+        out += [Path(base, n) for n in dirs + files]
+    return out
+
+
+def test_other_users_read_nothing_under_a_running_pod(own_pod: LoadedPod) -> None:
+    """A pod's home is the owner's alone: other local users list and read nothing in it."""
+    home = own_pod.home
+    paths = _everything(home.root)
+    assert home.logs_dir / "supervisor.log" in paths and home.data_dir in paths
+    loose = []
+    for p in paths:
+        st = os.lstat(p)
+        if stat.S_ISLNK(st.st_mode):
+            continue
+        if stat.S_IMODE(st.st_mode) & (0o066 if stat.S_ISDIR(st.st_mode) else 0o077):
+            loose.append(f"{p} {stat.S_IMODE(st.st_mode):o}")
+    assert loose == []
+    # Worst case: the home itself traversable by others (what the embedded PostgreSQL
+    # needs under root); still nothing below it can be listed or read.
+    home.root.chmod(0o711)
+    try:
+        readable = _as_nobody([str(p) for p in paths if p != home.root])
+    finally:
+        home.root.chmod(0o700)
+    assert readable == []
+
+
+def test_down_after_supervisor_sigkill_still_cleans_up(own_pod: LoadedPod) -> None:
+    # The module's own pod (the file-mode test is done with it): this ends it.
+    home = own_pod.home
+    assert processes_using(home.root)
     sup = int((home.run_dir / "supervisor.pid").read_text())
     os.kill(sup, signal.SIGKILL)
     # Children die with their parent (PR_SET_PDEATHSIG); `down` sweeps anything left.

@@ -143,6 +143,31 @@ def start_pod(tmp_path: Path) -> Iterator[Callable[..., RunningPod]]:
         running.stop()
 
 
+def shared_pod(
+    root: Path,
+    agent: Mapping[str, Any] | None = None,
+    *,
+    redis: bool = False,
+    iocs: Collection[str] = (),
+) -> Iterator[RunningPod]:
+    """A pod for several tests of a module: those that inject a fault into its
+    processes run last in the module."""
+    pod = make_pod(root, agent)
+    running = RunningPod(pod, pod_specs(pod, redis=redis, iocs=iocs))
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def module_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPod]:
+    """One nats-server + agent for the tests of a module that do not harm it (no fault
+    injected into its processes, nothing asserted about the agent's own counters)."""
+    yield from shared_pod(tmp_path_factory.mktemp("adaptive-pod"))
+
+
 @pytest.fixture(name="wait_until")
 def wait_until_fixture() -> Callable[..., None]:
     return wait_until

@@ -60,8 +60,8 @@ def check_demo(runs: Runs, plan_id: str | None = None) -> None:
     assert all(s["exit_status"] == "success" for s in runs.stops)
 
 
-def test_pods_demo_verbatim(start_pod: Callable[..., Any], RE: Any) -> None:
-    running = start_pod()
+def test_pods_demo_verbatim(module_pod: Any, RE: Any) -> None:
+    running = module_pod
     re, runs = RE
     to_brains, from_brains = make_brains(running.pod)
     ns: dict[str, Any] = {
@@ -84,10 +84,10 @@ def test_pods_demo_verbatim(start_pod: Callable[..., Any], RE: Any) -> None:
     assert from_brains.client.stats["ignored"] == 0
 
 
-def test_per_event_mode_one_run(start_pod: Callable[..., Any], RE: Any) -> None:
+def test_per_event_mode_one_run(module_pod: Any, RE: Any) -> None:
     from ophyd.sim import det, motor
 
-    running = start_pod()
+    running = module_pod
     re, runs = RE
     to_brains, from_brains = make_brains(running.pod, mode="per_event")
     try:
@@ -128,9 +128,7 @@ def test_agent_answers_ping_and_forgets_finished_plans(
     wait_until(freed, 10, "agent forgot the finished plan")
 
 
-def test_demo_in_the_pods_run_engine_reaches_the_bus(
-    start_pod: Callable[..., Any], wait_until: Any
-) -> None:
+def test_demo_in_the_pods_run_engine_reaches_the_bus(module_pod: Any, wait_until: Any) -> None:
     """The session's RunEngine (``make_run_engine``: durable publisher to the bus): the
     demo's 17 runs are on the bus, and the plan leaves the RunEngine's subscriptions as
     it found them."""
@@ -143,7 +141,7 @@ def test_demo_in_the_pods_run_engine_reaches_the_bus(
     from beampod.config import documents_subject
     from beampod.session import make_run_engine
 
-    running = start_pod()
+    running = module_pod
     pod = running.pod
     inst = pod.config.instrument_name
     starts: list[dict[str, Any]] = []

@@ -4,7 +4,7 @@ points than a grid scan at the same resolution, within one grid step."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -54,18 +54,28 @@ def test_gp_beats_the_grid(low: float, high: float, grid_points: int, start: flo
     assert max(used) <= 12, used
 
 
+GP_AGENT = {
+    "agent": "beampod.adaptive.agents:GPPeakFinder",
+    "args": {"bounds": {"motor_ph": [-20, 15]}, "resolution": 0.5},
+}
+
+
+@pytest.fixture(scope="module")
+def gp_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """nats-server, the agent service configured with GPPeakFinder, and the mini beamline
+    IOC, for both pod tests (each runs its own plan; the agent keeps one state per plan)."""
+    from tests.adaptive.conftest import shared_pod
+
+    yield from shared_pod(tmp_path_factory.mktemp("gp-pod"), GP_AGENT, iocs=("mini_beamline",))
+
+
 @pytest.mark.pod
-def test_gp_agent_service_finds_peak(start_pod: Callable[..., Any]) -> None:
+def test_gp_agent_service_finds_peak(gp_pod: Any) -> None:
     """The same through the pod: agent service configured with GPPeakFinder, ophyd.sim
     pinhole (Poisson noise) and motor, one run per point."""
     from ophyd.sim import SynAxis, SynSignal
 
-    running = start_pod(
-        {
-            "agent": "beampod.adaptive.agents:GPPeakFinder",
-            "args": {"bounds": {"motor_ph": [-20, 15]}, "resolution": 0.5},
-        }
-    )
+    running = gp_pod
     motor_ph = SynAxis(name="motor_ph")
     rng = np.random.default_rng(1)
     # ophyd.sim's SynGauss(noise="poisson") breaks on numpy 2; the same model by hand.
@@ -114,7 +124,7 @@ print("RESULT " + json.dumps({"reason": out.reason, "best": out.best, "n": len(o
 
 
 @pytest.mark.pod
-def test_gp_agent_finds_the_ca_pinhole(start_pod: Callable[..., Any]) -> None:
+def test_gp_agent_finds_the_ca_pinhole(gp_pod: Any) -> None:
     """Against the demo instrument over Channel Access: the mini beamline IOC's pinhole
     (centre 0, sigma 5, Poisson counts x a ring current that drifts +-5 %) and motor_ph.
     A separate process, because libca reads its address list once per process."""
@@ -122,13 +132,7 @@ def test_gp_agent_finds_the_ca_pinhole(start_pod: Callable[..., Any]) -> None:
     import subprocess
     import sys
 
-    running = start_pod(
-        {
-            "agent": "beampod.adaptive.agents:GPPeakFinder",
-            "args": {"bounds": {"motor_ph": [-20, 15]}, "resolution": 0.5},
-        },
-        iocs=("mini_beamline",),
-    )
+    running = gp_pod
     proc = subprocess.run(
         [sys.executable, "-c", CA_SCRIPT, str(running.pod.home.root)],
         capture_output=True,

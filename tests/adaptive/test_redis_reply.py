@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +18,14 @@ from beampod.adaptive._settings import redis_params
 pytestmark = pytest.mark.pod
 
 EXPECTED = [1.5 * j for j in range(17)]
+
+
+@pytest.fixture(scope="module")
+def redis_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """nats-server, redis and the agent, for both tests (the SIGKILL one runs last)."""
+    from tests.adaptive.conftest import shared_pod
+
+    yield from shared_pod(tmp_path_factory.mktemp("redis-pod"), redis=True)
 
 
 def _run(pod: Any, re: RunEngine, seen: list[float], **overrides: Any) -> Any:
@@ -47,8 +55,8 @@ def _recorder(re: RunEngine) -> list[float]:
     return seen
 
 
-def test_pods_demo_with_redis_replies(start_pod: Callable[..., Any]) -> None:
-    running = start_pod(redis=True)
+def test_pods_demo_with_redis_replies(redis_pod: Any) -> None:
+    running = redis_pod
     re = RunEngine({})
     seen = _recorder(re)
     client = _run(running.pod, re, seen)
@@ -56,8 +64,8 @@ def test_pods_demo_with_redis_replies(start_pod: Callable[..., Any]) -> None:
     assert client.stats["replies"] == 17
 
 
-def test_redis_replies_survive_agent_sigkill(start_pod: Callable[..., Any]) -> None:
-    running = start_pod(redis=True)
+def test_redis_replies_survive_agent_sigkill(redis_pod: Any) -> None:
+    running = redis_pod
     pid = running.pid("agent")
     re = RunEngine({})
     seen = _recorder(re)

@@ -11,10 +11,10 @@ from tests._tansu import TansuBroker
 from ._natsproc import NatsProcess
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Kafka-protocol broker: BEAMPOD_TEST_KAFKA_BOOTSTRAP if set (e.g. Apache
-    Kafka), else a Tansu broker process started for this session."""
+    Kafka), else a Tansu broker process started for the bus tests (stopped after them)."""
     import os
 
     pytest.importorskip("confluent_kafka")

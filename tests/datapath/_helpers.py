@@ -79,30 +79,51 @@ def service(pod: LoadedPod, name: str) -> dict[str, Any]:
     return status(pod)["services"][name]
 
 
+def state_now(pod: LoadedPod) -> dict[str, Any]:
+    """What ``beampod status --json`` reads (the same function), without starting a
+    process: for polling loops, so that waiting does not take the CPU the pod needs to
+    recover. The loops below confirm what they waited for through the command line."""
+    from beampod.errors import PodNotRunningError
+    from beampod.services import pod_status
+
+    try:
+        return pod_status(pod.home).to_json()
+    except (PodNotRunningError, OSError):  # not running (yet): nothing is ready
+        return {}
+
+
+def _wait_then_confirm(
+    check: Callable[[dict[str, Any]], Any], pod: LoadedPod, deadline_s: float, what: str
+) -> Any:
+    """Poll ``check`` on the state in-process, then until it holds on `beampod status`."""
+    end = time.monotonic() + deadline_s
+    wait_for(lambda: check(state_now(pod)), deadline_s, what)
+    return wait_for(lambda: check(status(pod)), max(end - time.monotonic(), 30.0), what)
+
+
 def wait_service_ready(
     pod: LoadedPod, name: str, deadline_s: float = 120.0, not_pid: int | None = None
 ) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
-        svc = status(pod).get("services", {}).get(name)
+    def ready(st: dict[str, Any]) -> dict[str, Any] | None:
+        svc = st.get("services", {}).get(name)
         if svc and svc["state"] == "ready" and svc["pid"] and svc["pid"] != not_pid:
             return svc
         return None
 
-    return wait_for(ready, deadline_s, f"service {name} ready")
+    return _wait_then_confirm(ready, pod, deadline_s, f"service {name} ready")
 
 
 def wait_pod_ready(pod: LoadedPod, deadline_s: float = 120.0) -> dict[str, Any]:
     """Every service ready again (a fault must not leave anything failed behind)."""
 
-    def ready() -> dict[str, Any] | None:
-        st = status(pod)
+    def ready(st: dict[str, Any]) -> dict[str, Any] | None:
         svcs = st.get("services", {})
         if svcs and all(s["state"] == "ready" for s in svcs.values()):
             return st
         return None
 
     try:
-        return wait_for(ready, deadline_s, "every service ready")
+        return _wait_then_confirm(ready, pod, deadline_s, "every service ready")
     except AssertionError:
         bad = {
             n: (s["state"], s.get("message"))

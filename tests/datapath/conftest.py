@@ -1,7 +1,8 @@
 """Fixtures of the data-path fault tests.
 
-They run against the session's real pods (``tests/conftest.py``: ``beampod up -d`` from
-temporary homes on free ports), once with the store on SQLite and once on PostgreSQL.
+They run against real pods (``beampod up -d`` from temporary homes on free ports), once
+with the store on SQLite (the session's ``pod``, ``tests/conftest.py``) and once on
+PostgreSQL (``pg_pod``, here: only these tests use it, so it stops after them).
 Every test ends with the pod whole again (every service ready) and with no process of
 the pod's home outside the supervisor's tree: a session process or a stray service left
 behind fails the test.
@@ -29,6 +30,14 @@ def _outside_supervisor(pod: LoadedPod) -> list[psutil.Process]:
     return [p for p in processes_using(pod.home.root) if p.pid not in tree]
 
 
+@pytest.fixture(scope="package")
+def pg_pod() -> Iterator[LoadedPod]:
+    """A whole demo pod with its store on the embedded PostgreSQL (``beampod up -d``)."""
+    from tests._pods import postgres_config, started_pod
+
+    yield from started_pod(postgres_config, prefix="beampod-pgpod-")
+
+
 @pytest.fixture
 def emitters(pod: LoadedPod, tmp_path: Path) -> Iterator[list[Emitter]]:
     """Session processes made by a test (``emitters.append(Emitter(...).start())``)."""
@@ -42,7 +51,7 @@ def emitters(pod: LoadedPod, tmp_path: Path) -> Iterator[list[Emitter]]:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def healthy_pod(request: pytest.FixtureRequest, emitters: list[Emitter]) -> Iterator[LoadedPod]:
-    """The session's pod on each store backend (SQLite: ``pod``; PostgreSQL: ``pg_pod``),
+    """A shared pod on each store backend (SQLite: ``pod``; PostgreSQL: ``pg_pod``),
     checked whole before and after the test (nothing failed, nothing leaked)."""
     pod: LoadedPod = request.getfixturevalue("pod" if request.param == "sqlite" else "pg_pod")
     wait_pod_ready(pod)
@@ -52,3 +61,24 @@ def healthy_pod(request: pytest.FixtureRequest, emitters: list[Emitter]) -> Iter
     for e in emitters:
         e.kill()
     wait_for(lambda: not _outside_supervisor(pod), 20.0, "no stray processes of the pod home")
+
+
+@pytest.fixture
+def healthy_pods(
+    emitters: list[Emitter], pod: LoadedPod, pg_pod: LoadedPod
+) -> Iterator[list[LoadedPod]]:
+    """Both pods at once (SQLite, PostgreSQL), for a fault that is mostly waiting (one
+    outage window for both instead of one after the other); checked as ``healthy_pod``."""
+    pods = [pod, pg_pod]
+    for each in pods:
+        wait_pod_ready(each)
+    yield pods
+    for each in pods:
+        wait_pod_ready(each)
+    for e in emitters:
+        e.kill()
+    wait_for(
+        lambda: not any(_outside_supervisor(each) for each in pods),
+        20.0,
+        "no stray processes of the pod homes",
+    )

@@ -1,11 +1,14 @@
 """Services that run but no longer do their job are seen and restarted (issue "no fault
-leaves it stuck"): a writer that makes no progress while documents wait on the bus, and
-a Tiled whose disk is full. Both end with every document stored exactly once, without
-anything done by hand.
+leaves it stuck", "full disks and stuck servers are seen and recovered"): a writer that
+makes no progress while documents wait on the bus, a Tiled whose disk is full, and a bus
+whose disk is full. Each ends with every document stored exactly once, without anything
+done by hand.
 
 One pod for the module: its Tiled directory (data/tiled: SQLite catalog, event tables,
-arrays) is a 64 MB tmpfs, and its health grace periods are short
-(``pod.health.degraded_after_s: 5``, ``restart_after_s: 15``) so the faults take seconds.
+arrays) and its bus directory (data/nats, with streams that fit on it) are 64 MB tmpfs
+mounts, and its health grace periods are short (``pod.health.degraded_after_s: 5``,
+``restart_after_s: 15``) so the faults take seconds. Every test ends with the pod whole
+again (every service ready).
 """
 
 from __future__ import annotations
@@ -45,9 +48,10 @@ def short_grace_pod() -> Iterator[LoadedPod]:
     beampod_cli(root, "init", "--free-ports")
     cfg = yaml.safe_load(home.config_file.read_text())
     cfg["pod"]["health"] = {"degraded_after_s": 5, "restart_after_s": 15}
+    cfg["bus"].setdefault("stream", {})["max_bytes_gb"] = 0.02
     home.config_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
     try:
-        with tmpfs_mounted(root / "data" / "tiled"):
+        with tmpfs_mounted(root / "data" / "tiled"), tmpfs_mounted(root / "data" / "nats"):
             try:
                 beampod_cli(root, "up", "-d")
                 yield load_pod(home)
@@ -127,3 +131,38 @@ def test_a_tiled_that_cannot_store_is_degraded_and_the_pod_recovers(
         # backing off after Tiled is back can be restarted under load (seen once).
     finally:
         em.kill()
+
+
+def test_full_bus_disk_is_seen_and_the_pod_recovers(
+    short_grace_pod: LoadedPod, tmp_path: Path
+) -> None:
+    """The bus's disk fills up in the middle of a run and is freed again: `beampod status`
+    shows nats degraded (its probe stores a real JetStream message), the RunEngine goes on
+    into its spool, and once there is space the pod recovers by itself -- every document
+    stored exactly once."""
+    pod = short_grace_pod
+    wait_pod_ready(pod)
+    em = Emitter(pod, tmp_path, min_events=20, delay=0.1, tag="disk-full").start()
+    try:
+        wait_stored(pod, em, 5, deadline_s=120)
+        filler = pod.home.data_dir / "nats" / "filler.bin"
+        try:
+            assert fill_disk(filler) > 0
+            # nats-server still runs, but cannot store: `beampod status` says so.
+            wait_for(
+                lambda: service(pod, "nats")["state"] == "degraded",
+                # failing stores for the grace period, probes every 5 s, load
+                90.0,
+                "nats degraded while its disk is full",
+            )
+            # The RunEngine is not held up: it keeps emitting, into its spool.
+            at = em.events
+            em.wait_events(at + 10)
+        finally:
+            filler.unlink(missing_ok=True)
+        # Space is back: nothing is done by hand; the pod recovers by itself.
+        wait_pod_ready(pod, deadline_s=240)
+        finish_and_assert_stored(pod, em, deadline_s=240)
+    finally:
+        em.kill()
+    wait_pod_ready(pod)

@@ -2,6 +2,8 @@
 
 Everything installs from that directory (``no_index``): the tests never use the network.
 The facility lives in a world-traversable directory so a test can act as ``nobody``.
+One facility, locked and built once, serves every module here: a test that changes an
+environment, an overlay or the lock puts it back before it ends.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tests.envs._wheels import make_wheel
 CYCLE = "2026-1"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def facility() -> Iterator[PodHome]:
     top = Path(tempfile.mkdtemp(prefix="beampod-envs-", dir="/tmp"))
     top.chmod(0o755)
@@ -58,7 +60,7 @@ def facility() -> Iterator[PodHome]:
         shutil.rmtree(top)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def built(facility: PodHome) -> PodHome:
     beampod_cli(facility.root, "env", "lock", CYCLE)
     beampod_cli(facility.root, "env", "build", CYCLE)

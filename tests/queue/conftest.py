@@ -1,6 +1,6 @@
 """Real queue pods (one with loopback access for the owner, one without), shared by the
-queue tests of a session: redis, the demo IOCs, ``queue`` and ``queue-http``, run by
-the beampod Supervisor on its own event loop in a background thread.
+queue tests and stopped after the last of them: redis, the demo IOCs, ``queue`` and
+``queue-http``, run by the beampod Supervisor on its own event loop in a background thread.
 
 Readiness is the supervisor's probes (with deadlines); teardown stops everything and
 asserts that no process of the pod is left.
@@ -129,7 +129,7 @@ def stop_queue_pod(running: RunningPod) -> None:
     assert not left, f"processes left behind: {[p.info for p in left]}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def qpod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPod]:
     """A demo queue pod that lets loopback clients in without a key (the demo's setup)."""
     running = start_queue_pod(tmp_path_factory.mktemp("qpod"), allow_loopback=True)
@@ -139,7 +139,7 @@ def qpod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPod]:
         stop_queue_pod(running)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def locked_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPod]:
     """A queue pod with loopback access off: every request needs a key."""
     running = start_queue_pod(tmp_path_factory.mktemp("lpod"), allow_loopback=False)

@@ -31,8 +31,10 @@ sys.exit(1 if failed else 0)
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def session_iocs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningIocs]:
+    """The demo's IOCs, shared by the session tests of every module here (sessions move
+    motors only to absolute positions their own test sets)."""
     with running_iocs(tmp_path_factory.mktemp("session-pod")) as iocs:
         yield iocs
 

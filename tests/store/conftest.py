@@ -127,7 +127,7 @@ def start_tiled(pod: LoadedPod) -> Server:
     return server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiled_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     pod = make_pod(tmp_path_factory.mktemp("pod-sqlite"))
     server = start_tiled(pod)
@@ -135,7 +135,7 @@ def tiled_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     stop_process(server.proc)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def pg_server() -> Iterator[Server]:
     import shutil
     import tempfile

@@ -1,6 +1,6 @@
-"""The whole pod with Tiled on the embedded PostgreSQL (issue 3, item 7): the session's
-``pg_pod`` (``tests/conftest.py``). The data-path suite -- round trips, every fault,
-bad input -- runs on it too (``tests/datapath``, parametrized over both backends)."""
+"""The whole pod with Tiled on the embedded PostgreSQL (issue 3, item 7): ``pg_pod``
+(``tests/datapath/conftest.py``). The data-path suite -- round trips, every fault,
+bad input -- runs on it too (parametrized over both backends)."""
 
 from __future__ import annotations
 
