@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from tests.facility._facility import make_facility, run_cli
 pytestmark = pytest.mark.timeout(300)
 
 INSTRUMENTS = ("bl01", "bl02")
-BIN = Path("/work/main/.venv/bin")
+BIN = Path(sys.executable).parent
 B_AGENT = "scout"  # bl02's agent's own name (bl01's is the default, "agent")
 REFUSED_S = 2.0  # a 0MQ request the server cannot decrypt gets no answer: the client times out
 

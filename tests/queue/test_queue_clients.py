@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import queue
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from tests.queue.conftest import WAIT_S, RunningPod, queue_len, wait_for
 
 pytestmark = pytest.mark.pod
 
-BIN = Path("/work/main/.venv/bin")
+BIN = Path(sys.executable).parent
 
 BAD_PLANS = [
     (BPlan("scan", ["pinhole"], "motor_hp", -1, 1, 3), "unknown device 'motor_hp'"),
