@@ -116,6 +116,52 @@ def test_starts_in_dependency_order_and_stops_everything(home: PodHome) -> None:
     assert read_state(home.state_file).phase == "stopped"  # type: ignore[union-attr]
 
 
+def test_stop_waits_for_dependents_and_stops_independent_services_together(
+    home: PodHome,
+) -> None:
+    """``left`` and ``right`` depend on ``base`` and not on each other. Each of them, on
+    SIGTERM, waits for the other's SIGTERM before it exits: stopped one after the other,
+    the first would be SIGKILLed at its stop timeout and never write ``done``. ``base``
+    must get its SIGTERM only after both exited."""
+    log = home.root / "stop.txt"
+    body = (
+        "import os,signal,sys,time\n"
+        "me, other, log = sys.argv[1:4]\n"
+        "def note(word): open(log, 'a').write(f'{me}-{word}\\n')\n"
+        "def term(*_):\n"
+        "    note('term')\n"
+        "    deadline = time.monotonic() + 20\n"
+        "    while other and f'{other}-term' not in open(log).read():\n"
+        "        if time.monotonic() > deadline: sys.exit(3)\n"
+        "        time.sleep(0.01)\n"
+        "    note('done'); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, term)\n"
+        "print('READY', flush=True)\n"
+        "while True: time.sleep(1)\n"
+    )
+
+    def spec(name: str, other: str, deps: tuple[str, ...] = ()) -> ServiceSpec:
+        return ServiceSpec(
+            name,
+            (*_script(body), name, other, str(log)),
+            depends_on=deps,
+            probe=LogLineProbe(home.log_file(name), "^READY"),
+            stop_timeout=5,
+        )
+
+    specs = [spec("base", ""), spec("left", "right", ("base",)), spec("right", "left", ("base",))]
+
+    async def scenario() -> None:
+        sup = Supervisor(specs, home, policy=FAST)
+        await sup.start()
+        await sup.stop()
+
+    asyncio.run(scenario())
+    lines = log.read_text().split()
+    assert {"left-done", "right-done"} <= set(lines), lines  # both exited on their own
+    assert lines.index("base-term") > max(lines.index("left-done"), lines.index("right-done"))
+
+
 def test_grandchildren_are_stopped_too(home: PodHome) -> None:
     # The service spawns a grandchild that ignores SIGTERM; stop must still clear it.
     body = (

@@ -142,18 +142,35 @@ class Supervisor:
             asyncio.get_running_loop().create_task(self.stop())
 
     async def stop(self) -> None:
-        """Stop services in reverse dependency order: graceful signal, then SIGKILL."""
+        """Stop services in reverse dependency order: graceful signal, then SIGKILL.
+
+        A service stops once every service that depends on it has stopped; services
+        that do not depend on each other stop at the same time (a facility's writers
+        and IOCs need not wait for each other's graceful stops)."""
         if self._stopping:
             await self._stopped.wait()
             return
         self._stopping = True
         self._set_phase("stopping")
-        for svc in reversed(list(self._services.values())):
-            if svc.proc is not None and svc.proc.returncode is None:
-                self._update(svc, state="stopping")
-                self._progress(f"stopping {svc.spec.name}")
-                await _process.stop(svc.proc, svc.spec.stop_signal, svc.spec.stop_timeout)
-            self._update(svc, state="stopped", pid=None, health="")
+        stopped = {name: asyncio.Event() for name in self._services}
+        dependents = {
+            name: [s.spec.name for s in self._services.values() if name in s.spec.depends_on]
+            for name in self._services
+        }
+
+        async def stop_one(svc: _Service) -> None:
+            try:
+                for name in dependents[svc.spec.name]:
+                    await stopped[name].wait()
+                if svc.proc is not None and svc.proc.returncode is None:
+                    self._update(svc, state="stopping")
+                    self._progress(f"stopping {svc.spec.name}")
+                    await _process.stop(svc.proc, svc.spec.stop_signal, svc.spec.stop_timeout)
+                self._update(svc, state="stopped", pid=None, health="")
+            finally:
+                stopped[svc.spec.name].set()  # never leave a dependency waiting
+
+        await asyncio.gather(*(stop_one(svc) for svc in self._services.values()))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -48,9 +48,7 @@ def manager_spec(
     port = server.settings.control_port
     # Its own instrument's IOCs: the worker builds only that instrument's devices.
     iocs = tuple(
-        service
-        for service, (inst, _) in cfg.ioc_services().items()
-        if inst == server.instrument
+        service for service, (inst, _) in cfg.ioc_services().items() if inst == server.instrument
     )
 
     async def manager_answers() -> bool:
