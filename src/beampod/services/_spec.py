@@ -33,6 +33,11 @@ class ServiceSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     depends_on: tuple[str, ...] = ()
+    # Spawn at once instead of after ``depends_on`` are ready: the process imports its
+    # libraries (seconds on a busy machine) while they come up, and waits for them
+    # itself. Its readiness is probed only once they are ready, so "ready" means the
+    # same either way.
+    start_early: bool = False
     ports: tuple[PortClaim, ...] = ()
     ready_timeout: float = 60.0
     stop_signal: int = signal.SIGTERM

@@ -7,11 +7,12 @@ import asyncio
 import logging
 import signal
 import sys
+from urllib.parse import urlsplit
 
 from beampod.bus import NatsConnection
 from beampod.config import NatsBus, PodHome, default_home, load_pod
 from beampod.errors import BeampodError
-from beampod.store import open_sink
+from beampod.store import open_sink, tiled_url
 from beampod.writer._loop import Writer
 
 READY_LINE = "beampod-writer ready"
@@ -31,11 +32,13 @@ def main() -> int:
         from beampod.writer._transports import run_transport_writer
 
         return run_transport_writer(pod, args.instrument, READY_LINE)
+    tiled = urlsplit(tiled_url(pod))
     writer = Writer(
         NatsConnection.from_pod(pod, args.instrument, role="writer", name="beampod-writer"),
         args.instrument,
         lambda: open_sink(pod, args.instrument),
         pod.config.instrument(args.instrument).writer,
+        store_address=(tiled.hostname or "127.0.0.1", tiled.port or 80),
     )
 
     async def go() -> None:
