@@ -2,8 +2,9 @@
 
 Batches adapt by themselves: ``fetch`` returns whatever is already waiting (up to
 ``max_batch``) at once, so a backlog is written in big batches and a live run in small
-ones. A batch is acknowledged only after ``RunSink.write_batch`` returned, i.e. after
-the data is in Tiled. Bad messages are dead-lettered with their reason and the writer
+ones, gathered over a window that follows the measured latency (``_window.py``). A
+batch is acknowledged only after ``RunSink.write_batch`` returned, i.e. after the data
+is in Tiled. Bad messages are dead-lettered with their reason and the writer
 moves on; a Tiled outage holds the current batch (in order) and retries it, so later
 documents never overtake earlier ones.
 """
@@ -21,6 +22,7 @@ from beampod.bus import ORIGINAL_SEQ, BadMessage, DocumentConsumer, Message, Nat
 from beampod.config import WriterSettings
 from beampod.errors import BusError, BusUnavailableError, StoreError
 from beampod.store import BatchResult, Item, RunSink, StoreAccessError, TransientStoreError
+from beampod.writer._window import LiveWindow, oldest_event_time
 
 log = logging.getLogger("beampod.writer")
 
@@ -62,6 +64,7 @@ class Writer:
         self._settings = settings
         self._retry_initial_s, self._retry_max_s = retry_initial_s, retry_max_s
         self._store_address = store_address
+        self.window = LiveWindow(settings.max_wait_ms / 1000)
         self._sink: RunSink | None = None
         self._stop = asyncio.Event()
         self.stats = WriterStats()
@@ -115,9 +118,7 @@ class Writer:
         storing: asyncio.Task[None] | None = None
         try:
             while not self._stop.is_set():
-                batch = await consumer.fetch(
-                    self._settings.max_batch, timeout=self._settings.max_wait_ms / 1000
-                )
+                batch = await consumer.fetch(self._settings.max_batch, self.window.wait_s)
                 if storing is not None:
                     await self._finish(storing, batch)
                     storing = None
@@ -175,6 +176,7 @@ class Writer:
             msg_id = m.msg_id or f"-:{m.name}:seq{m.seq}"
             by_id[msg_id] = m
             items.append((m.name, m.doc, msg_id))
+        oldest = oldest_event_time([(m.name, m.doc) for m in good])
         result = await self._write_until_stored(good, items)
         rejected = {r.msg_id: r for r in result.rejected}
         for msg_id, r in rejected.items():
@@ -183,6 +185,7 @@ class Writer:
         # fire-and-forget publishes; ordering is preserved.
         dead = {id(by_id[msg_id]) for msg_id in rejected}
         await consumer.ack_all([m for m in good if id(m) not in dead])
+        self.window.stored(oldest, time.time())
         self.stats.batches += 1
         self.stats.written += result.written
         self.stats.duplicates += result.duplicates
