@@ -120,11 +120,20 @@ def test_an_early_service_runs_before_its_dependency_is_ready_but_is_ready_after
     home: PodHome,
 ) -> None:
     """``start_early``: spawned at once (it imports while its dependency starts), but
-    probed only once the dependency is ready, so its readiness means the same."""
+    probed (and its ``after_dependencies`` step run) only once the dependency is ready,
+    so its readiness means the same."""
     go = home.root / "go"
     slow = f"import os,time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.02)\n{SERVE}"
+    after: list[float] = []  # when its after-dependencies step ran
     specs = [
-        _service(home, "early", SERVE, deps=("slow",), start_early=True),
+        _service(
+            home,
+            "early",
+            SERVE,
+            deps=("slow",),
+            start_early=True,
+            after_dependencies=lambda: after.append(time.time()),
+        ),
         _service(home, "slow", slow),
     ]
 
@@ -141,6 +150,9 @@ def test_an_early_service_runs_before_its_dependency_is_ready_but_is_ready_after
         assert services["early"].state == services["slow"].state == "ready"
         assert services["early"].ready_at >= services["slow"].ready_at
         assert services["early"].started_at < services["slow"].ready_at
+        # Its step that needs the dependency ran once, after it was ready, before "ready".
+        assert len(after) == 1
+        assert services["slow"].ready_at <= after[0] <= services["early"].ready_at
         await sup.stop()
 
     asyncio.run(scenario())

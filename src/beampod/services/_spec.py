@@ -48,6 +48,10 @@ class ServiceSpec:
     # One-time work before each start (write a config file, initdb). Runs in the
     # supervisor; must be idempotent.
     prepare: Callable[[], None] | None = None
+    # Work before each readiness probe that needs ``depends_on`` ready (open the queue's
+    # environment); with ``start_early`` it runs while the process is importing. Runs
+    # in the supervisor; must be idempotent.
+    after_dependencies: Callable[[], None] | None = None
     # The instrument the service is part of; None: a central service (``status``
     # groups by it).
     instrument: str | None = None

@@ -258,6 +258,7 @@ class Supervisor:
         if isinstance(probe, LogLineProbe):
             probe = probe.from_offset(offset)
         deadline = time.monotonic() + svc.spec.ready_timeout
+        after = svc.spec.after_dependencies
         while time.monotonic() < deadline and not self._stopping:
             if proc.returncode is not None:
                 return f"exited with code {proc.returncode} before it was ready"
@@ -265,6 +266,11 @@ class Supervisor:
                 # Started early: not probed (and its clock not running) until what it
                 # depends on is ready, so "ready" keeps its meaning.
                 deadline = time.monotonic() + svc.spec.ready_timeout
+            elif after is not None:
+                await asyncio.to_thread(after)
+                after = None
+                deadline = time.monotonic() + svc.spec.ready_timeout
+                continue
             else:
                 try:
                     if await probe.ready():

@@ -105,8 +105,10 @@ def http_spec(pod: LoadedPod) -> ServiceSpec:
     cfg = pod.config
     key = pod.secrets.queue_control_key.get_secret_value()
 
-    def prepare() -> None:
+    def write_config() -> None:
         write_http_config(pod)
+
+    def open_env() -> None:
         # The pod comes up with the instrument loaded, so the demo's first POST finds
         # `scan`, `pinhole` and `motor_ph` allowed. Idempotent: a no-op when it is open.
         open_environment(pod)
@@ -114,11 +116,15 @@ def http_spec(pod: LoadedPod) -> ServiceSpec:
     return ServiceSpec(
         name="queue-http",
         argv=python_module("beampod.queue._http_main"),
+        # The HTTP server imports while the manager starts and its environment opens;
+        # it is probed once both are done.
+        start_early=True,
+        after_dependencies=open_env,
         probe=HttpProbe(f"{http_uri(pod)}/api/status", headers={"Authorization": f"ApiKey {key}"}),
         address=http_uri(pod),
         depends_on=("queue",),
         ports=(PortClaim(cfg.pod.bind, cfg.queue.http_port),),
-        prepare=prepare,
+        prepare=write_config,
         ready_timeout=60.0,
         stop_timeout=10.0,
     )
