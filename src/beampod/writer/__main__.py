@@ -9,16 +9,20 @@ import signal
 import sys
 from urllib.parse import urlsplit
 
-from beampod.bus import NatsConnection
-from beampod.config import NatsBus, PodHome, default_home, load_pod
-from beampod.errors import BeampodError
-from beampod.store import open_sink, tiled_url
-from beampod.writer._loop import Writer
+from beampod._preload import preload
 
 READY_LINE = "beampod-writer ready"
 
 
 def main() -> int:
+    # Started with Tiled (ADR 0011): import tiled's client without slowing Tiled down.
+    preload(["beampod.writer._loop", "beampod.store._writer", "nats"])
+    from beampod.bus import NatsConnection
+    from beampod.config import NatsBus, PodHome, default_home, load_pod
+    from beampod.errors import BeampodError
+    from beampod.store import open_sink, tiled_url
+    from beampod.writer._loop import Writer
+
     parser = argparse.ArgumentParser(prog="python -m beampod.writer")
     parser.add_argument("--instrument", required=True)
     args = parser.parse_args()
