@@ -61,6 +61,19 @@ def status(home: Path) -> dict[str, Any]:
     return pod_status(PodHome.resolve(home)).to_json()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its waited-for children (/proc/PID/stat)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _pids(home: Path) -> dict[str, int]:
+    svcs = status(home)["services"]
+    return {k: int(svcs[k]["pid"]) for k in ("writer", "tiled") if svcs[k].get("pid")}
+
+
 def run_documents(n: int) -> list[tuple[str, dict[str, Any]]]:
     now = time.time()
     run, desc = str(uuid.uuid4()), str(uuid.uuid4())
@@ -254,6 +267,7 @@ def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict
         t_start = time.monotonic()
         beampod(home, "service", "start", "writer")
         t_first = t_ready = None
+        cpu0: dict[str, float] = {}
         profilers: list[tuple[str, subprocess.Popen[bytes]]] = []
         samples: list[tuple[float, int]] = []
         while True:
@@ -262,6 +276,7 @@ def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict
             samples.append((now, floor))
             if t_first is None and floor > floor0:
                 t_first = now
+                cpu0 = {k: cpu_seconds(pid) for k, pid in _pids(home).items()}
                 if args.profile:
                     svcs = status(home)["services"]
                     for label in ("writer", "tiled"):
@@ -286,6 +301,7 @@ def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict
                 )
             time.sleep(0.1)  # polling interval
         t_done = time.monotonic()
+        cpu1 = {k: cpu_seconds(pid) for k, pid in _pids(home).items()}
         for _, p in profilers:
             p.wait(args.profile + 30)
 
@@ -300,6 +316,20 @@ def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict
         t_hi = next(t for t, f in samples if f >= hi)
         mid = 0.8 * args.events / (t_hi - t_lo) if t_hi > t_lo else float("nan")
         res = {"wall": args.events / wall, "drain": args.events / drain, "mid": mid}
+        # CPU per event, from the first ack to the last: what the drain costs whatever
+        # else runs on the machine (its wall-clock rate depends on the load).
+        for k in ("writer", "tiled"):
+            if t_first is not None and k in cpu0 and k in cpu1:
+                res[f"{k}_cpu_us"] = 1e6 * (cpu1[k] - cpu0[k]) / args.events
+        if "writer_cpu_us" in res and "tiled_cpu_us" in res:
+            # Writer and Tiled on a core each: the slower of the two sets the pace.
+            res["cpu_bound"] = 1e6 / max(res["writer_cpu_us"], res["tiled_cpu_us"], 1e-9)
+            print(
+                f"[{backend}] CPU per event during the drain: writer "
+                f"{res['writer_cpu_us']:.1f} us, Tiled {res['tiled_cpu_us']:.1f} us -> "
+                f"{res['cpu_bound']:.0f} ev/s with a free core each",
+                flush=True,
+            )
         print(
             f"[{backend}] writer: `service start` -> ready "
             f"{(t_ready or t_done) - t_start:.1f} s, -> first ack "

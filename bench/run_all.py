@@ -142,6 +142,16 @@ INFO = [
     ("whole demo pod resident", "up", lambda r: f"{r['pod_mb']:.0f} MB"),
     ("RunEngine ratio, writer stopped", "datapath", lambda r: f"{r['ratio_writer_stopped']:.3f}"),
     (
+        "catch-up CPU per event, writer / Tiled (SQLite; PostgreSQL)",
+        "catchup",
+        lambda r: "; ".join(
+            f"{r[b].get('writer_cpu_us', float('nan')):.1f} / "
+            f"{r[b].get('tiled_cpu_us', float('nan')):.1f} us"
+            for b in ("sqlite", "postgres")
+            if b in r
+        ),
+    ),
+    (
         "emitted -> acked by the writer p50/p99",
         "datapath",
         lambda r: f"{r['acked_p50_ms']:.0f} / {r['acked_p99_ms']:.0f} ms",

@@ -162,6 +162,53 @@ def test_stop_waits_for_dependents_and_stops_independent_services_together(
     assert lines.index("base-term") > max(lines.index("left-done"), lines.index("right-done"))
 
 
+def test_an_early_service_runs_before_its_dependency_is_ready_but_is_ready_after(
+    home: PodHome,
+) -> None:
+    """``start_early``: spawned at once (it imports while its dependency starts), but
+    probed (and its ``after_dependencies`` step run) only once the dependency is ready,
+    so its readiness means the same."""
+    go = home.root / "go"
+    slow = f"import os,time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.02)\n{SERVE}"
+    after: list[float] = []  # when its after-dependencies step ran
+    specs = [
+        _service(
+            home,
+            "early",
+            SERVE,
+            deps=("slow",),
+            start_early=True,
+            after_dependencies=lambda: after.append(time.time()),
+        ),
+        _service(home, "slow", slow),
+    ]
+
+    async def scenario() -> None:
+        sup = Supervisor(specs, home, policy=FAST)
+        starting = asyncio.create_task(sup.start())
+        services = sup.state.services
+        # The early service runs (and has said READY) while its dependency is not ready.
+        await _wait_for(lambda: "READY" in _log(home, "early") and services["slow"].pid)
+        assert services["early"].state == "starting"
+        assert services["slow"].state == "starting"
+        go.touch()
+        await asyncio.wait_for(starting, 10)
+        assert services["early"].state == services["slow"].state == "ready"
+        assert services["early"].ready_at >= services["slow"].ready_at
+        assert services["early"].started_at < services["slow"].ready_at
+        # Its step that needs the dependency ran once, after it was ready, before "ready".
+        assert len(after) == 1
+        assert services["slow"].ready_at <= after[0] <= services["early"].ready_at
+        await sup.stop()
+
+    asyncio.run(scenario())
+
+
+def _log(home: PodHome, name: str) -> str:
+    path = home.log_file(name)
+    return path.read_text() if path.exists() else ""
+
+
 def test_grandchildren_are_stopped_too(home: PodHome) -> None:
     # The service spawns a grandchild that ignores SIGTERM; stop must still clear it.
     body = (

@@ -65,8 +65,11 @@ async def probe_all():
     described = {s.name: s.probe.description for s in specs}
     return {"probe": ready, "health": health, "described": described}
 
-# The queue-http start-up step (opens the worker environment; idempotent: it is open).
-next(s for s in specs if s.name == "queue-http").prepare()
+# The queue-http start-up steps (its config; opening the worker environment, idempotent:
+# it is open).
+http = next(s for s in specs if s.name == "queue-http")
+http.prepare()
+http.after_dependencies()
 ready = asyncio.run(probe_all())
 print(json.dumps({"ready": ready, "modules": sorted({m.split(".")[0] for m in sys.modules})}))
 """

@@ -18,7 +18,9 @@ def pod_services(pod: LoadedPod) -> list[ServiceSpec]:
     from beampod.services._svc_web import web_specs
     from beampod.services._svc_writer import writer_specs
 
-    specs: list[ServiceSpec] = []
+    # The slowest to start (Tiled imports for seconds) first: tasks start in this order
+    # wherever dependencies allow.
+    specs: list[ServiceSpec] = tiled_specs(pod)
     bus = pod.config.bus
     if isinstance(bus, NatsBus) and not bus.external_urls:
         from beampod.services._svc_nats import nats_specs
@@ -29,7 +31,6 @@ def pod_services(pod: LoadedPod) -> list[ServiceSpec]:
 
         specs += zmq_specs(pod)
     specs += redis_specs(pod)
-    specs += tiled_specs(pod)
     from beampod.services._svc_ca import repeater_specs
 
     specs += repeater_specs(pod)

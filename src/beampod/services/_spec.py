@@ -33,6 +33,11 @@ class ServiceSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     depends_on: tuple[str, ...] = ()
+    # Spawn at once instead of after ``depends_on`` are ready: the process imports its
+    # libraries (seconds on a busy machine) while they come up, and waits for them
+    # itself. Its readiness is probed only once they are ready, so "ready" means the
+    # same either way.
+    start_early: bool = False
     ports: tuple[PortClaim, ...] = ()
     ready_timeout: float = 60.0
     stop_signal: int = signal.SIGTERM
@@ -43,6 +48,10 @@ class ServiceSpec:
     # One-time work before each start (write a config file, initdb). Runs in the
     # supervisor; must be idempotent.
     prepare: Callable[[], None] | None = None
+    # Work before each readiness probe that needs ``depends_on`` ready (open the queue's
+    # environment); with ``start_early`` it runs while the process is importing. Runs
+    # in the supervisor; must be idempotent.
+    after_dependencies: Callable[[], None] | None = None
     # The instrument the service is part of; None: a central service (``status``
     # groups by it).
     instrument: str | None = None

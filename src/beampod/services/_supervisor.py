@@ -1,7 +1,9 @@
 """A small asyncio process supervisor with readiness probes and restart backoff.
 
 Start order follows ``depends_on``: a service starts as soon as everything it depends
-on is ready, so independent services (the IOCs, say) start in parallel. During the
+on is ready, so independent services (the IOCs, say) start in parallel. A service
+marked ``start_early`` is spawned at once and waits for its dependencies itself; the
+supervisor probes it only once they are ready. During the
 initial start-up a service that does not become ready fails the whole ``up`` with its
 log tail: the user is waiting and wants to know. Once a service has been ready, a
 crash restarts it with exponential backoff; too many crashes in a window mark it
@@ -208,8 +210,9 @@ class Supervisor:
 
     async def _run(self, svc: _Service) -> None:
         spec = svc.spec
-        for dep in spec.depends_on:
-            await self._services[dep].ready.wait()
+        if not spec.start_early:
+            for dep in spec.depends_on:
+                await self._services[dep].ready.wait()
         while not self._stopping:
             try:
                 self._check_ports(spec)
@@ -272,14 +275,25 @@ class Supervisor:
         if isinstance(probe, LogLineProbe):
             probe = probe.from_offset(offset)
         deadline = time.monotonic() + svc.spec.ready_timeout
+        after = svc.spec.after_dependencies
         while time.monotonic() < deadline and not self._stopping:
             if proc.returncode is not None:
                 return f"exited with code {proc.returncode} before it was ready"
-            try:
-                if await probe.ready():
-                    return None
-            except (OSError, BeampodError) as exc:
-                svc.state.health = f"probe error: {exc}"
+            if not self._dependencies_ready(svc):
+                # Started early: not probed (and its clock not running) until what it
+                # depends on is ready, so "ready" keeps its meaning.
+                deadline = time.monotonic() + svc.spec.ready_timeout
+            elif after is not None:
+                await asyncio.to_thread(after)
+                after = None
+                deadline = time.monotonic() + svc.spec.ready_timeout
+                continue
+            else:
+                try:
+                    if await probe.ready():
+                        return None
+                except (OSError, BeampodError) as exc:
+                    svc.state.health = f"probe error: {exc}"
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), self._policy.probe_interval_s)
         if self._stopping:
@@ -328,6 +342,9 @@ class Supervisor:
                         await _process.stop(proc, svc.spec.stop_signal, svc.spec.stop_timeout)
                         return reason
         return None
+
+    def _dependencies_ready(self, svc: _Service) -> bool:
+        return all(self._services[d].ready.is_set() for d in svc.spec.depends_on)
 
     def _unhealthy_dependency(self, svc: _Service) -> str | None:
         """A service this one depends on that is not ready and healthy right now."""

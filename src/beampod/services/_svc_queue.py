@@ -117,8 +117,10 @@ def http_spec(pod: LoadedPod, server: QueueServer) -> ServiceSpec:
     key = server.control_key.get_secret_value()
     uri = http_uri(pod, server)
 
-    def prepare() -> None:
+    def write_config() -> None:
         write_http_config(pod, server)
+
+    def open_env() -> None:
         # The pod comes up with the instrument loaded, so the demo's first POST finds
         # `scan`, `pinhole` and `motor_ph` allowed. Idempotent: a no-op when it is open.
         open_environment(pod, server)
@@ -127,11 +129,15 @@ def http_spec(pod: LoadedPod, server: QueueServer) -> ServiceSpec:
         name=server.http_service,
         argv=python_module("beampod.queue._http_main"),
         env={QUEUE_INSTRUMENT_ENV: server.instrument},
+        # The HTTP server imports while the manager starts and its environment opens;
+        # it is probed once both are done.
+        start_early=True,
+        after_dependencies=open_env,
         probe=HttpProbe(f"{uri}/api/status", headers={"Authorization": f"ApiKey {key}"}),
         address=uri,
         depends_on=(server.manager_service,),
         ports=(PortClaim(cfg.pod.bind, server.settings.http_port),),
-        prepare=prepare,
+        prepare=write_config,
         ready_timeout=60.0,
         stop_timeout=10.0,
     )

@@ -12,7 +12,6 @@ from beampod.services._probes import AllProbes, CallableProbe, HttpProbe, TcpPro
 from beampod.services._spec import PortClaim, ServiceSpec, python_module
 from beampod.store import (
     embedded_postgres,
-    layout_of,
     postgres_uri,
     prepare_postgres,
     tiled_stores,
@@ -92,7 +91,8 @@ def tiled_spec(pod: LoadedPod) -> ServiceSpec:
         ports=(PortClaim(pod.config.pod.bind, pod.config.tiled.port),),
         depends_on=("postgres",) if embedded_postgres(pod) else (),
         ready_timeout=60.0,
-        prepare=layout_of(pod).make_dirs,
+        # No ``prepare``: the server makes its directories itself (build_catalog), and
+        # a prepare step would run in a thread first, delaying the slowest service.
     )
 
 

@@ -14,8 +14,9 @@ def web_specs(pod: LoadedPod) -> list[ServiceSpec]:
     from beampod.web import HEALTH_PATH, web_url
 
     cfg = pod.config
-    # Ordering only: the console starts once the store and the queue API answer, so its
-    # first page is complete. It copes with either going away later.
+    # Ordering only: the console is ready once the store and the queue API answer, so
+    # its first page is complete. It copes with either missing (it starts early, to
+    # import while they come up, and later either may go away).
     depends = ["tiled"]
     # The console drives the default instrument's queue server (docs/web.md).
     server = queue_servers(pod).get(cfg.instrument_name)
@@ -31,6 +32,7 @@ def web_specs(pod: LoadedPod) -> list[ServiceSpec]:
             probe=HttpProbe(f"{web_url(pod)}{HEALTH_PATH}"),
             address=web_url(pod),
             depends_on=tuple(depends),
+            start_early=True,
             ports=(PortClaim(cfg.pod.bind, cfg.web.port),),
             ready_timeout=60.0,
             stop_timeout=10.0,

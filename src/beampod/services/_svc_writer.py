@@ -55,6 +55,9 @@ def writer_specs(pod: LoadedPod) -> list[ServiceSpec]:
             health=_progress(pod, name),
             address=f"{source.format(i=name)} -> tiled/{name}",
             depends_on=deps,
+            # It imports tiled's client while Tiled starts, then waits for Tiled's port
+            # itself (see writer/_loop.py); the 0MQ and Kafka writers do not wait.
+            start_early=isinstance(pod.config.bus, NatsBus),
             # The writer retries a failed batch itself (in order, with backoff); tiled's
             # client would otherwise retry each request for up to ~45 s first.
             env={"TILED_RETRY_ATTEMPTS": "2", "TILED_RETRY_TIMEOUT": "2"},

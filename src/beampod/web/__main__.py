@@ -7,6 +7,10 @@ import sys
 
 
 def main() -> int:
+    from beampod._preload import preload
+
+    # Started early (ADR 0014): import the console without slowing Tiled down.
+    preload(["uvicorn", "beampod.web._app", "beampod.web._pages", "beampod.web._streams"])
     import uvicorn
 
     from beampod.config import PodHome, load_pod

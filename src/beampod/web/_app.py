@@ -82,8 +82,6 @@ def build_app(console: Console) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         live = asyncio.create_task(console.live.run_forever(), name="beampod-web-live")
-        if console.devices is not None:
-            console.devices.start()
         try:
             yield
         finally:

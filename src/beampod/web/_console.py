@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -15,7 +15,6 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from beampod.config import LoadedPod
-from beampod.store import Catalog, open_catalog
 from beampod.web._agents import AgentStatus
 from beampod.web._auth import (
     LOGIN_CSRF_COOKIE,
@@ -30,6 +29,9 @@ from beampod.web._auth import (
 from beampod.web._devices import DevicePanel
 from beampod.web._live import LiveFeed
 from beampod.web._queueapi import QueueApi
+
+if TYPE_CHECKING:
+    from beampod.store import Catalog
 
 PACKAGE_DIR = Path(__file__).parent
 
@@ -97,8 +99,15 @@ class Console:
         """The instrument's runs (reader key), connected once and reused (blocking)."""
         with self._catalog_lock:
             if self._catalog is None:
-                factory = self.catalog_factory or (lambda: open_catalog(self.pod))
-                self._catalog = factory()
+                if self.catalog_factory is not None:
+                    self._catalog = self.catalog_factory()
+                else:
+                    # tiled's client (bluesky-tiled-plugins with dask, xarray, pandas:
+                    # seconds of CPU) is imported on the first read of a run, not while
+                    # the pod starts.
+                    from beampod.store import open_catalog
+
+                    self._catalog = open_catalog(self.pod)
             return self._catalog
 
     def forget_catalog(self) -> None:

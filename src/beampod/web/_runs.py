@@ -8,9 +8,10 @@ import csv
 import io
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from beampod.store import Catalog, RunSummary
+if TYPE_CHECKING:  # tiled's client is imported when the first run is read, not at start
+    from beampod.store import Catalog, RunSummary
 
 MAX_RUNS = 200
 

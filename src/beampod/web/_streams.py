@@ -111,6 +111,8 @@ async def devices_page(request: Request) -> Response:
     c = _console(request)
     c.require(request)
     panel = c.devices
+    if panel is not None:
+        panel.start()  # the first visit loads the devices (see DevicePanel.start)
     rows = panel.device_rows() if panel else []
     movable: dict[str, bool] = {}
     try:
@@ -136,6 +138,7 @@ async def devices_stream(request: Request) -> Response:
     panel = c.devices
     if panel is None:
         return JSONResponse({"detail": "the Devices panel is off"}, status_code=404)
+    panel.start()
     sub = panel.listen(asyncio.get_running_loop())
     backlog = panel.snapshot()
 

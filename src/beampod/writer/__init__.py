@@ -7,11 +7,16 @@ from beampod._lazy import lazy_exports
 if TYPE_CHECKING:
     from beampod.writer._loop import DURABLE, Writer, WriterStats
 
-# Lazy (PEP 562), so `python -m beampod.writer` can mark unused optional libraries
-# absent before the writer's imports (tiled, bluesky-tiled-plugins) run.
+# Lazy (PEP 562), so ``python -m beampod.writer`` can mark unused optional libraries
+# absent and import tiled's client at low priority (beampod._preload) before the
+# package's imports run.
 __getattr__ = lazy_exports(
     __name__,
-    {name: ("beampod.writer._loop", name) for name in ("DURABLE", "Writer", "WriterStats")},
+    {
+        "DURABLE": ("beampod.writer._loop", "DURABLE"),
+        "Writer": ("beampod.writer._loop", "Writer"),
+        "WriterStats": ("beampod.writer._loop", "WriterStats"),
+    },
 )
 
 __all__ = ["DURABLE", "Writer", "WriterStats"]
