@@ -50,6 +50,9 @@ class HttpProbe:
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
     ok_statuses: tuple[int, ...] = (200,)
+    # Seconds to answer. A busy server on a loaded machine can take seconds; a probe
+    # that fails it for slowness alone gets it restarted, which only adds load.
+    timeout_s: float = 2.0
 
     @property
     def description(self) -> str:
@@ -59,7 +62,7 @@ class HttpProbe:
         # A plain HTTP/1.1 GET on asyncio streams: the supervisor runs this every few
         # seconds for several services, and httpx would cost it ~13 MB resident.
         try:
-            return await asyncio.wait_for(self._status(), 2.0) in self.ok_statuses
+            return await asyncio.wait_for(self._status(), self.timeout_s) in self.ok_statuses
         except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
             return False
 

@@ -61,6 +61,11 @@ def postgres_spec(pod: LoadedPod) -> ServiceSpec:
     )
 
 
+# Tiled answers within this (and stores within tiled_stores' own 10 s) or its probe
+# fails: slow under load is not broken, and restarting a busy Tiled only adds load.
+SLOW_ANSWER_S = 10.0
+
+
 def tiled_spec(pod: LoadedPod) -> ServiceSpec:
     url = tiled_url(pod)
     reader = pod.secrets.tiled_reader_key.get_secret_value()
@@ -79,10 +84,11 @@ def tiled_spec(pod: LoadedPod) -> ServiceSpec:
         # catalog or data directory fails it, see services/_health.py).
         probe=AllProbes(
             (
-                HttpProbe(f"{url}/healthz"),
+                HttpProbe(f"{url}/healthz", timeout_s=SLOW_ANSWER_S),
                 HttpProbe(
                     f"{url}/api/v1/metadata/{instrument}",
                     headers={"Authorization": f"Apikey {reader}"},
+                    timeout_s=SLOW_ANSWER_S,
                 ),
                 CallableProbe(can_store, "Tiled stores a 64 KiB array with the writer's key"),
             )
@@ -90,7 +96,9 @@ def tiled_spec(pod: LoadedPod) -> ServiceSpec:
         address=url,
         ports=(PortClaim(pod.config.pod.bind, pod.config.tiled.port),),
         depends_on=("postgres",) if embedded_postgres(pod) else (),
-        ready_timeout=60.0,
+        # Importing the server alone takes ~6 s on a quiet 2-core machine and over a
+        # minute on a loaded one; a start that gives up early only starts it again.
+        ready_timeout=120.0,
         # No ``prepare``: the server makes its directories itself (build_catalog), and
         # a prepare step would run in a thread first, delaying the slowest service.
     )

@@ -91,7 +91,7 @@ def _array_body(key: str) -> dict[str, object]:
 
 
 async def tiled_stores(
-    url: str, api_key: str, key: str = TILED_HEALTH_NODE, timeout: float = 3.0
+    url: str, api_key: str, key: str = TILED_HEALTH_NODE, timeout: float = 10.0
 ) -> bool:
     """True when Tiled at ``url`` (its base URL) took every step of the write.
 
