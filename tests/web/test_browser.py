@@ -134,7 +134,7 @@ def test_move_motor_from_the_devices_panel(page: Any, pod: LoadedPod) -> None:
     log_in(page, pod.secrets.queue_control_key.get_secret_value())
     page.goto("/devices")
     cell = "td[data-signal=motor_ph]"
-    wait_js(page, f"!isNaN(parseFloat(document.querySelector('{cell}').textContent))")
+    wait_js(page, f"!isNaN(parseFloat(document.querySelector('{cell}')?.textContent))")
     before = float(page.inner_text(cell))
     target = 1.25 if abs(before - 1.25) > 0.5 else -1.25
     page.fill("#move-motor_ph", str(target))
@@ -145,7 +145,7 @@ def test_move_motor_from_the_devices_panel(page: Any, pod: LoadedPod) -> None:
     )
     wait_js(
         page,
-        f"Math.abs(parseFloat(document.querySelector('{cell}').textContent) - {target}) < 1e-6",
+        f"Math.abs(parseFloat(document.querySelector('{cell}')?.textContent) - {target}) < 1e-6",
     )
     screenshot(page, "devices")
 
