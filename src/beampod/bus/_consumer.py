@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from beampod.bus._codec import DecodeError, decode
 from beampod.bus._natsconf import NatsConnection
+from beampod.bus._pull import BatchPuller
 from beampod.config import dead_letter_subject, documents_subject, stream_name
 from beampod.errors import BusError, BusUnavailableError
 
@@ -197,14 +198,7 @@ class DocumentConsumer:
                     config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
                     config.opt_start_seq = start_seq
                     self.resumed_from = start_seq
-            self._sub = await self._js.pull_subscribe(
-                documents_subject(self.instrument),
-                durable=self.durable,
-                stream=stream_name(self.instrument),
-                config=config,
-            )
-            info = await self._sub.consumer_info()
-            self._upto = int(info.delivered.stream_seq or 0) if info.delivered else 0
+            await self._bind(config)
         except APIError as exc:
             if _is_transient(exc):
                 raise
@@ -213,6 +207,24 @@ class DocumentConsumer:
                 f"{stream_name(self.instrument)}: {exc.description}"
             ) from None
         return self
+
+    async def _bind(self, config: Any) -> None:
+        """Use the durable (create it if missing; an existing one keeps its config, as
+        nats-py's ``pull_subscribe`` does) and start pulling from it."""
+        from nats.js.errors import NotFoundError
+
+        stream = stream_name(self.instrument)
+        try:
+            info = await self._js.consumer_info(stream, self.durable)
+        except NotFoundError:
+            config.name = config.durable_name = self.durable
+            config.filter_subject = documents_subject(self.instrument)
+            info = await self._js.add_consumer(stream, config=config)
+        # Where delivery stands: a later jump past it is a range the stream discarded.
+        self._upto = int(info.delivered.stream_seq or 0) if info.delivered else 0
+        puller = BatchPuller(self._nc, stream, self.durable)
+        await puller.start()
+        self._sub = puller
 
     async def _unacked_start(self) -> int | None:
         """If the durable holds fetched-but-unacknowledged messages, delete it and
@@ -248,10 +260,7 @@ class DocumentConsumer:
         if self._sub is None:
             raise BusError("consumer not started")
         async with _bus_errors("fetching documents"):
-            try:
-                raws = await self._sub.fetch(batch, timeout=timeout)
-            except TimeoutError:  # nats-py raises its own and asyncio's TimeoutError
-                return []
+            raws = await self._sub.fetch(batch, timeout=timeout)
         out: list[Message | BadMessage] = []
         for raw in raws:
             self._note_seq(int(raw.metadata.sequence.stream))
@@ -283,6 +292,16 @@ class DocumentConsumer:
             raise BusError("consumer not started")
         async with _bus_errors("storing a dead letter"):
             return await publish_dead_letter(self._js, self.instrument, original, reason, headers)
+
+    async def ack_all(self, messages: Sequence[_Delivered]) -> None:
+        """Acknowledge each of ``messages`` (fire-and-forget publishes, in order): one
+        error wrapper for the batch instead of one per message."""
+        if self._nc is None:
+            raise BusError("consumer not started")
+        publish = self._nc.publish
+        async with _bus_errors("ack"):
+            for m in messages:
+                await publish(m.raw.reply)
 
     async def close(self) -> None:
         nc, self._nc, self._js, self._sub = self._nc, None, None, None

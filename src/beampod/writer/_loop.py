@@ -2,8 +2,9 @@
 
 Batches adapt by themselves: ``fetch`` returns whatever is already waiting (up to
 ``max_batch``) at once, so a backlog is written in big batches and a live run in small
-ones. A batch is acknowledged only after ``RunSink.write_batch`` returned, i.e. after
-the data is in Tiled. Bad messages are dead-lettered with their reason and the writer
+ones, gathered over a window that follows the measured latency (``_window.py``). A
+batch is acknowledged only after ``RunSink.write_batch`` returned, i.e. after the data
+is in Tiled. Bad messages are dead-lettered with their reason and the writer
 moves on; a Tiled outage holds the current batch (in order) and retries it, so later
 documents never overtake earlier ones.
 """
@@ -28,14 +29,14 @@ from beampod.bus import (
 from beampod.config import WriterSettings
 from beampod.errors import BusError, BusUnavailableError, StoreError
 from beampod.store import BatchResult, Item, RunSink, StoreAccessError, TransientStoreError
+from beampod.writer._window import LiveWindow, oldest_event_time
 
 log = logging.getLogger("beampod.writer")
 
 DURABLE = "beampod-writer"
-
-
-# How often the writer looks for Tiled's port while Tiled starts (it starts with Tiled).
 STORE_POLL_S = 0.05
+# Well inside the consumer's ack_wait (60 s).
+IN_PROGRESS_EVERY_S = 15.0
 
 
 @dataclass
@@ -62,14 +63,16 @@ class Writer:
         store_address: tuple[str, int] | None = None,
     ) -> None:
         """``settings`` is the instrument's ``writer:`` section of the pod config; a failed
-        write or connection is retried after ``retry_initial_s``, doubling up to ``retry_max_s``."""
+        write or connection is retried after ``retry_initial_s``, doubling up to ``retry_max_s``.
+        ``store_address`` (Tiled's host and port): connect only once something listens
+        there, checked often (the writer starts while Tiled does)."""
         self._connection = connection
         self._instrument = instrument
         self._open_sink = open_sink
         self._settings = settings
         self._retry_initial_s, self._retry_max_s = retry_initial_s, retry_max_s
-        # Tiled's (host, port): connect only once something listens there.
         self._store_address = store_address
+        self.window = LiveWindow(settings.max_wait_ms / 1000)
         self._sink: RunSink | None = None
         self._stop = asyncio.Event()
         self.stats = WriterStats()
@@ -117,14 +120,39 @@ class Writer:
         return consumer
 
     async def _consume(self, consumer: DocumentConsumer) -> None:
-        while not self._stop.is_set():
-            batch = await consumer.fetch(
-                self._settings.max_batch, timeout=self._settings.max_wait_ms / 1000
-            )
-            for first, last in consumer.take_discarded():
-                await self._report_discarded(consumer, first, last)
-            if batch:
-                await self._handle(consumer, batch)
+        """Fetch (and decode) the next batch while the previous one is being stored:
+        Tiled works on one core while the writer decodes on the other. Batches are
+        still stored and acknowledged one after the other, in order."""
+        storing: asyncio.Task[None] | None = None
+        try:
+            while not self._stop.is_set():
+                batch = await consumer.fetch(self._settings.max_batch, self.window.wait_s)
+                for first, last in consumer.take_discarded():
+                    await self._report_discarded(consumer, first, last)
+                if storing is not None:
+                    await self._finish(storing, batch)
+                    storing = None
+                if batch:
+                    storing = asyncio.create_task(self._handle(consumer, batch))
+        finally:
+            if storing is not None:
+                # Stopping or the bus was lost: the batch in hand still gets stored (and
+                # acked if the bus is there); what was fetched after it comes again.
+                await storing
+
+    async def _finish(
+        self, storing: asyncio.Task[None], held: Sequence[Message | BadMessage]
+    ) -> None:
+        """Wait for the batch being stored; meanwhile tell JetStream the ``held`` batch
+        (fetched, not yet written) is being worked on, so a long Tiled outage does not
+        get it redelivered behind later messages."""
+        while True:
+            done, _ = await asyncio.wait({storing}, timeout=IN_PROGRESS_EVERY_S)
+            if done:
+                storing.result()  # its error (bus lost, key refused) is ours
+                return
+            for m in held:
+                await m.in_progress()
 
     async def _connect_sink(self) -> None:
         delay = self._retry_initial_s
@@ -158,14 +186,16 @@ class Writer:
             msg_id = m.msg_id or f"-:{m.name}:seq{m.seq}"
             by_id[msg_id] = m
             items.append((m.name, m.doc, msg_id))
+        oldest = oldest_event_time([(m.name, m.doc) for m in good])
         result = await self._write_until_stored(good, items)
         rejected = {r.msg_id: r for r in result.rejected}
         for msg_id, r in rejected.items():
             await self._dead_letter(consumer, by_id[msg_id], f"{r.name}: {r.reason}")
-        # Ack the rest. Acks are fire-and-forget publishes; ordering is preserved.
-        for msg_id, m in by_id.items():
-            if msg_id not in rejected:
-                await m.ack()
+        # Ack the rest (a redelivered copy in the same batch too). Acks are
+        # fire-and-forget publishes; ordering is preserved.
+        dead = {id(by_id[msg_id]) for msg_id in rejected}
+        await consumer.ack_all([m for m in good if id(m) not in dead])
+        self.window.stored(oldest, time.time())
         self.stats.batches += 1
         self.stats.written += result.written
         self.stats.duplicates += result.duplicates
