@@ -107,12 +107,18 @@ async def live_stream(request: Request) -> Response:
 # -- devices -------------------------------------------------------------------------
 
 
+FIRST_VISIT_WAIT_S = 20.0
+
+
 async def devices_page(request: Request) -> Response:
     c = _console(request)
     c.require(request)
     panel = c.devices
     if panel is not None:
         panel.start()  # the first visit loads the devices (see DevicePanel.start)
+        # ...so that visit waits for them (seconds: ophyd's import, the IOCs' connect)
+        # rather than showing an empty table; past this it says "reload in a moment".
+        await asyncio.to_thread(panel.loaded.wait, FIRST_VISIT_WAIT_S)
     rows = panel.device_rows() if panel else []
     movable: dict[str, bool] = {}
     try:
