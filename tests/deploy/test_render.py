@@ -28,8 +28,14 @@ def test_services_are_split_by_host(rendered: Path) -> None:
     assert {"beampod-bl01-queue.service", "beampod-bl01-agent.service"} <= ws1
     assert "beampod-bl03-writer.service" in ws2
     assert all(u.startswith("beampod-bl03-") for u in ws2)
-    assert len([u for u in ws1 if "-ioc-" in u]) == 10
-    assert len([u for u in ws2 if "-ioc-" in u]) == 5
+    # One unit per instrument serves its five simulated IOCs (channel_access.ioc_processes).
+    assert {u for u in ws1 if "-ioc" in u} == {
+        "beampod-bl01-ioc.service",
+        "beampod-bl02-ioc.service",
+    }
+    assert {u for u in ws2 if "-ioc" in u} == {"beampod-bl03-ioc.service"}
+    bl01_iocs = (rendered / "hosts/ws1/systemd/beampod-bl01-ioc.service").read_text()
+    assert bl01_iocs.count("--ioc ") == 5 and "bl01:mini:" in bl01_iocs
 
 
 def test_unit_uses_the_cycle_environment_and_the_overlay(rendered: Path) -> None:
