@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -79,3 +80,17 @@ def pod(pod_home: PodHome) -> Iterator[LoadedPod]:
         assert down.returncode == 0 and "pod stopped" in down.stdout, down
         after = beampod_cli(pod_home.root, "status", check=False)
         assert after.returncode != 0 and "no pod is running" in after.stderr, after
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test item (``item.rep_call``), so a fixture's
+    teardown can tell whether the test body passed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+def call_passed(request: pytest.FixtureRequest) -> bool:
+    report = getattr(request.node, "rep_call", None)
+    return report is not None and report.passed
