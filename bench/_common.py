@@ -6,6 +6,7 @@ import os
 import platform
 import statistics
 import subprocess
+import threading
 from collections.abc import Sequence
 
 
@@ -49,3 +50,21 @@ def load_average() -> str:
 
 def run(argv: Sequence[str], **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), capture_output=True, text=True, check=True, **kw)  # type: ignore[call-overload]
+
+
+class WorkerThread(threading.Thread):
+    """A daemon thread whose ``_run`` may fail: the error is kept in ``error`` for the
+    caller to report after ``join()``, instead of being printed by the thread."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            self.error = exc
+
+    def _run(self) -> None:
+        raise NotImplementedError

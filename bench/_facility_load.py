@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _common import WorkerThread
+
 DATA_KEYS = {"det": {"dtype": "number", "shape": [], "source": "bench:det"}}
 
 
@@ -22,24 +24,17 @@ class EmittedRun:
     closed: bool = False
 
 
-class Emitter(threading.Thread):
+class Emitter(WorkerThread):
     """Runs of ``run_events`` events through ``publisher`` at ``rate`` events/s (0: as
     fast as it can) until ``until`` (monotonic); the run in progress is then stopped."""
 
     def __init__(
         self, publisher: Any, rate: float, run_events: int, start: float, until: float
     ) -> None:
-        super().__init__(daemon=True)
+        super().__init__()
         self.publisher, self.rate, self.run_events = publisher, rate, run_events
         self.start_at, self.until = start, until
         self.runs: list[EmittedRun] = []
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
-            self.error = exc
 
     def _run(self) -> None:
         from event_model import compose_run
@@ -85,25 +80,18 @@ def event_table(container: Any, uid: str) -> Any:
     return stream["internal"]
 
 
-class Reader(threading.Thread):
+class Reader(WorkerThread):
     """Polls the event table of each of ``emitter``'s runs in turn through Tiled (the
     instrument's reader key), ``pause`` s between polls; records for every event the
     end of the first poll that returned it (an upper bound of "readable")."""
 
     def __init__(self, container: Any, emitter: Emitter, pause: float) -> None:
-        super().__init__(daemon=True)
+        super().__init__()
         self.container, self.emitter, self.pause = container, emitter, pause
         self.readable: dict[tuple[str, int], float] = {}
         self.stop = threading.Event()
-        self.error: BaseException | None = None
         self.polls = 0
         self.errors: list[str] = []
-
-    def run(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
-            self.error = exc
 
     def _run(self) -> None:
         import httpx

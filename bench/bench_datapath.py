@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_average, machine, percentile, summary
+from _common import WorkerThread, load_average, machine, percentile, summary
 
 
 def beampod(home: Path, *args: str, timeout: float = 300) -> str:
@@ -177,21 +177,14 @@ async def _writer_idle(pod: Any) -> bool:
         await nc.close()
 
 
-class _Reader(threading.Thread):
+class _Reader(WorkerThread):
     """Polls the run's event table in Tiled (a plain Tiled client, reader key), pausing
     ``pause`` s between polls; records (poll start, poll end, rows seen) per poll."""
 
     def __init__(self, pod: Any, uid_box: list[str], n: int, pause: float) -> None:
-        super().__init__(daemon=True)
+        super().__init__()
         self.pod, self.uid_box, self.n, self.pause = pod, uid_box, n, pause
         self.polls: list[tuple[float, float, int]] = []
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
-            self.error = exc
 
     def _run(self) -> None:
         from tiled.client.container import Container
@@ -221,24 +214,20 @@ class _Reader(threading.Thread):
             time.sleep(self.pause)
 
 
-class _AckWatcher(threading.Thread):
+class _AckWatcher(WorkerThread):
     """Polls the writer's durable consumer every ``interval`` s: the ack floor says how
     many messages the writer has stored in Tiled (it acks only after write_batch)."""
 
     def __init__(self, pod: Any, interval: float = 0.01) -> None:
-        super().__init__(daemon=True)
+        super().__init__()
         self.pod, self.interval = pod, interval
         self.samples: list[tuple[float, int]] = []
         self.stop = threading.Event()
-        self.error: BaseException | None = None
 
-    def run(self) -> None:
-        try:
-            asyncio.run(self._run())
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
-            self.error = exc
+    def _run(self) -> None:
+        asyncio.run(self._watch())
 
-    async def _run(self) -> None:
+    async def _watch(self) -> None:
         from beampod.bus import NatsConnection
         from beampod.config import stream_name
         from beampod.writer._loop import DURABLE
