@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import call_passed
-from tests.datapath._helpers import Emitter
+from tests.datapath._helpers import Emitter, stop_emitters
 
 
 @pytest.fixture
@@ -20,11 +20,7 @@ def emitters(request: pytest.FixtureRequest) -> Iterator[list[Emitter]]:
     failed midway leaves them to this teardown, which kills them either way)."""
     made: list[Emitter] = []
     yield made
-    alive = [e for e in made if e.proc is not None and e.proc.poll() is None]
-    for e in made:
-        e.kill()
-    if call_passed(request):
-        assert not alive, f"session processes still running at the end: {[e.tag for e in alive]}"
+    stop_emitters(made, call_passed(request))
 
 
 @pytest.fixture

@@ -481,3 +481,13 @@ def assert_stored_exactly(
                 err_msg=f"timestamps {key}",
             )
     return run
+
+
+def stop_emitters(made: list[Emitter], body_passed: bool) -> None:
+    """Teardown of a test's session processes: kill them all; none may have outlived a
+    test whose body passed (one that failed midway leaves them to this teardown)."""
+    alive = [e for e in made if e.proc is not None and e.proc.poll() is None]
+    for e in made:
+        e.kill()
+    if body_passed:
+        assert not alive, f"session processes still running at the end: {[e.tag for e in alive]}"

@@ -18,7 +18,7 @@ import pytest
 
 from beampod.config import LoadedPod
 from tests.conftest import call_passed, processes_using
-from tests.datapath._helpers import Emitter, wait_for, wait_pod_ready
+from tests.datapath._helpers import Emitter, stop_emitters, wait_for, wait_pod_ready
 
 
 def _outside_supervisor(pod: LoadedPod) -> list[psutil.Process]:
@@ -46,11 +46,7 @@ def emitters(
     may outlive a test that passed (this teardown kills them either way)."""
     made: list[Emitter] = []
     yield made
-    alive = [e for e in made if e.proc is not None and e.proc.poll() is None]
-    for e in made:
-        e.kill()
-    if call_passed(request):
-        assert not alive, f"session processes still running at the end: {[e.tag for e in alive]}"
+    stop_emitters(made, call_passed(request))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -11,12 +11,15 @@ back each instrument's own queue server, ``agents`` each instrument's agent
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +158,30 @@ def make_facility_with(root: Path, n: int, edit: Callable[[dict[str, Any]], None
     run_cli(root, "init")
     run_cli(root, "config", "check", str(root))
     return root
+
+
+@contextlib.contextmanager
+def facility_up(prefix: str, make: Callable[[Path], object]) -> Iterator[Path]:
+    """A facility made by ``make(root)`` in a fresh home, brought up with ``up -d``; on
+    exit ``down``, an assertion that none of its processes is left, and the home removed
+    (kept with ``BEAMPOD_TEST_KEEP_HOME=1``, for its logs)."""
+    from tests.conftest import processes_using
+    from tests.datapath._helpers import wait_for
+
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        make(root)
+        try:
+            run_cli(root, "up", "-d")
+            yield root
+        finally:
+            run_cli(root, "down", check=False)
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda: not processes_using(root), 20.0, "the facility's processes gone")
+            left = processes_using(root)
+            for p in left:
+                p.kill()
+            assert not left, f"processes left behind: {[p.info for p in left]}"
+    finally:
+        if not os.environ.get("BEAMPOD_TEST_KEEP_HOME"):
+            shutil.rmtree(root, ignore_errors=True)

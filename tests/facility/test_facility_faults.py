@@ -13,7 +13,6 @@ Runs come from session processes (``tests/datapath/_emitter.py``, one per instru
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import signal
@@ -28,20 +27,21 @@ import pytest
 
 from beampod.bus import NatsConnection, nats_nodes
 from beampod.config import LoadedPod, PodHome, load_pod, stream_name
-from tests.conftest import call_passed, processes_using
+from tests.conftest import call_passed
 from tests.datapath._helpers import (
     Emitter,
     assert_stored_exactly,
     finish_and_assert_stored,
     service,
     status,
+    stop_emitters,
     stored_events,
     stored_run,
     wait_for,
     wait_service_ready,
     wait_stored,
 )
-from tests.facility._facility import fault_config, make_facility_with, run_cli
+from tests.facility._facility import facility_up, fault_config, make_facility_with, run_cli
 
 pytestmark = [pytest.mark.pod, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -52,25 +52,13 @@ PG_OUTAGE_S = 30.0  # the issue's outage: PostgreSQL unavailable for 30 s mid-ru
 
 @pytest.fixture(scope="module")
 def facility() -> Iterator[LoadedPod]:
-    root = Path(tempfile.mkdtemp(prefix="beampod-facfaults-"))
-    try:
+    def make(root: Path) -> None:
         make_facility_with(
             root, len(INSTRUMENTS), lambda cfg: fault_config(cfg, max_bytes_gb=MAX_BYTES_GB)
         )
-        try:
-            run_cli(root, "up", "-d")
-            yield load_pod(PodHome(root))
-        finally:
-            run_cli(root, "down", check=False)
-            with contextlib.suppress(AssertionError):
-                wait_for(lambda: not processes_using(root), 20.0, "the facility's processes gone")
-            left = processes_using(root)
-            for p in left:
-                p.kill()
-            assert not left, f"processes left behind: {[p.info for p in left]}"
-    finally:
-        if not os.environ.get("BEAMPOD_TEST_KEEP_HOME"):
-            shutil.rmtree(root, ignore_errors=True)
+
+    with facility_up("beampod-facfaults-", make) as root:
+        yield load_pod(PodHome(root))
 
 
 @pytest.fixture
@@ -79,11 +67,7 @@ def emitters(request: pytest.FixtureRequest) -> Iterator[list[Emitter]]:
     failed midway leaves them to this teardown, which kills them either way)."""
     made: list[Emitter] = []
     yield made
-    alive = [e for e in made if e.proc is not None and e.proc.poll() is None]
-    for e in made:
-        e.kill()
-    if call_passed(request):
-        assert not alive, f"session processes still running at the end: {[e.tag for e in alive]}"
+    stop_emitters(made, call_passed(request))
 
 
 @pytest.fixture

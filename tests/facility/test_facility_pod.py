@@ -9,13 +9,10 @@ agent or web console; see tests/facility/_facility.py) serves every test here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +24,7 @@ import pytest
 from beampod.bus import NatsConnection
 from beampod.config import BUS_ROLES, LoadedPod, PodHome, documents_subject, load_pod, stream_name
 from beampod.store import tiled_url
-from tests.conftest import processes_using
-from tests.datapath._helpers import wait_for
-from tests.facility._facility import make_facility, run_cli
+from tests.facility._facility import facility_up, make_facility, run_cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -70,23 +65,10 @@ def _run_on_each(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def facility() -> Iterator[Facility]:
-    root = Path(tempfile.mkdtemp(prefix="beampod-facility-"))
-    try:
-        make_facility(root, len(INSTRUMENTS), slim=True)
-        try:
-            run_cli(root, "up", "-d")
-            yield Facility(root, load_pod(PodHome(root)), _run_on_each(root))
-        finally:
-            run_cli(root, "down", check=False)
-            with contextlib.suppress(AssertionError):
-                wait_for(lambda: not processes_using(root), 20.0, "the facility's processes gone")
-            left = processes_using(root)
-            for p in left:
-                p.kill()
-            assert not left, f"processes left behind: {[p.info for p in left]}"
-    finally:
-        if not os.environ.get("BEAMPOD_TEST_KEEP_HOME"):
-            shutil.rmtree(root, ignore_errors=True)
+    with facility_up(
+        "beampod-facility-", lambda root: make_facility(root, len(INSTRUMENTS), slim=True)
+    ) as root:
+        yield Facility(root, load_pod(PodHome(root)), _run_on_each(root))
 
 
 def _tiled(fac: Facility, key: str, path: str) -> httpx.Response:

@@ -10,13 +10,10 @@ redis-py, ``beampod agent -i``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +26,8 @@ import yaml
 from beampod.config import LoadedPod, PodHome, QueueServer, load_pod, queue_servers
 from beampod.queue import QueueFiles, control_address, http_uri, read_journal
 from beampod.store import tiled_url
-from tests.conftest import processes_using
 from tests.datapath._helpers import wait_for
-from tests.facility._facility import make_facility, run_cli
+from tests.facility._facility import facility_up, make_facility, run_cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -52,8 +48,7 @@ class Facility:
 
 @pytest.fixture(scope="module")
 def facility() -> Iterator[Facility]:
-    root = Path(tempfile.mkdtemp(prefix="beampod-facq-"))
-    try:
+    def make(root: Path) -> None:
         make_facility(root, len(INSTRUMENTS), slim=True, queues=True, agents=True)
         config = root / "config.yaml"
         cfg = yaml.safe_load(config.read_text())
@@ -62,20 +57,9 @@ def facility() -> Iterator[Facility]:
             "args": {"step": 1.5, "max_count": 3},
         }
         config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        try:
-            run_cli(root, "up", "-d")
-            yield Facility(root, load_pod(PodHome(root)))
-        finally:
-            run_cli(root, "down", check=False)
-            with contextlib.suppress(AssertionError):
-                wait_for(lambda: not processes_using(root), 20.0, "the facility's processes gone")
-            left = processes_using(root)
-            for p in left:
-                p.kill()
-            assert not left, f"processes left behind: {[p.info for p in left]}"
-    finally:
-        if not os.environ.get("BEAMPOD_TEST_KEEP_HOME"):
-            shutil.rmtree(root, ignore_errors=True)
+
+    with facility_up("beampod-facq-", make) as root:
+        yield Facility(root, load_pod(PodHome(root)))
 
 
 def _rm(fac: Facility, name: str, key: str) -> Any:
