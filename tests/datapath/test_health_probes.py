@@ -20,6 +20,7 @@ import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -99,38 +100,49 @@ def test_a_writer_that_makes_no_progress_is_degraded_and_restarted(
     wait_pod_ready(pod)
 
 
+def _disk_fills_mid_run(
+    pod: LoadedPod, tmp_path: Path, name: str, degraded_within_s: float
+) -> dict[str, Any]:
+    """Fill the disk under ``data/<name>`` (its own tmpfs) mid-run; wait until service
+    ``name`` is degraded and the RunEngine still emits; free the disk; wait until the pod
+    recovered by itself and every document is stored exactly once. Returns the service's
+    status while it was degraded."""
+    wait_pod_ready(pod)
+    em = Emitter(pod, tmp_path, min_events=20, delay=0.1, tag=f"{name}-full").start()
+    try:
+        wait_stored(pod, em, 5, deadline_s=120)
+        filler = pod.home.data_dir / name / "filler.bin"
+        try:
+            assert fill_disk(filler) > 0
+            degraded = wait_for(
+                lambda: (svc := service(pod, name))["state"] == "degraded" and svc,
+                degraded_within_s,
+                f"{name} degraded while its disk is full",
+            )
+            # The RunEngine is not held up: documents wait on the bus, or in its spool.
+            at = em.events
+            em.wait_events(at + 10)
+        finally:
+            filler.unlink(missing_ok=True)
+        # Space is back: nothing is done by hand; the pod recovers by itself.
+        wait_pod_ready(pod, deadline_s=240)
+        finish_and_assert_stored(pod, em, deadline_s=240)
+        return degraded
+    finally:
+        em.kill()
+
+
 def test_a_tiled_that_cannot_store_is_degraded_and_the_pod_recovers(
     short_grace_pod: LoadedPod, tmp_path: Path
 ) -> None:
     """Tiled's disk fills mid-run: it still answers reads (its old probe), but stores
     nothing. Now `beampod status` shows it degraded; once there is space, everything
     the RunEngine emitted is stored exactly once."""
-    pod = short_grace_pod
-    wait_pod_ready(pod)
-    em = Emitter(pod, tmp_path, min_events=20, delay=0.1, tag="tiled-full").start()
-    try:
-        wait_stored(pod, em, 5, deadline_s=120)
-        filler = pod.home.data_dir / "tiled" / "filler.bin"
-        try:
-            assert fill_disk(filler) > 0
-            tiled = wait_for(
-                lambda: (svc := service(pod, "tiled"))["state"] == "degraded" and svc,
-                60.0,
-                "tiled degraded while its disk is full",
-            )
-            assert "Tiled stores" in tiled["message"], tiled
-            # The RunEngine is not held up: documents wait on the bus.
-            at = em.events
-            em.wait_events(at + 10)
-        finally:
-            filler.unlink(missing_ok=True)
-        wait_pod_ready(pod, deadline_s=240)
-        finish_and_assert_stored(pod, em, deadline_s=240)
-        # Not asserted: that the writer was not restarted. While Tiled is unhealthy its
-        # clock does not run, but with this pod's 15 s restart_after_s a writer still
-        # backing off after Tiled is back can be restarted under load (seen once).
-    finally:
-        em.kill()
+    tiled = _disk_fills_mid_run(short_grace_pod, tmp_path, "tiled", 60.0)
+    assert "Tiled stores" in tiled["message"], tiled
+    # Not asserted: that the writer was not restarted. While Tiled is unhealthy its
+    # clock does not run, but with this pod's 15 s restart_after_s a writer still
+    # backing off after Tiled is back can be restarted under load (seen once).
 
 
 def test_full_bus_disk_is_seen_and_the_pod_recovers(
@@ -140,29 +152,7 @@ def test_full_bus_disk_is_seen_and_the_pod_recovers(
     shows nats degraded (its probe stores a real JetStream message), the RunEngine goes on
     into its spool, and once there is space the pod recovers by itself -- every document
     stored exactly once."""
-    pod = short_grace_pod
-    wait_pod_ready(pod)
-    em = Emitter(pod, tmp_path, min_events=20, delay=0.1, tag="disk-full").start()
-    try:
-        wait_stored(pod, em, 5, deadline_s=120)
-        filler = pod.home.data_dir / "nats" / "filler.bin"
-        try:
-            assert fill_disk(filler) > 0
-            # nats-server still runs, but cannot store: `beampod status` says so.
-            wait_for(
-                lambda: service(pod, "nats")["state"] == "degraded",
-                # failing stores for the grace period, probes every 5 s, load
-                90.0,
-                "nats degraded while its disk is full",
-            )
-            # The RunEngine is not held up: it keeps emitting, into its spool.
-            at = em.events
-            em.wait_events(at + 10)
-        finally:
-            filler.unlink(missing_ok=True)
-        # Space is back: nothing is done by hand; the pod recovers by itself.
-        wait_pod_ready(pod, deadline_s=240)
-        finish_and_assert_stored(pod, em, deadline_s=240)
-    finally:
-        em.kill()
-    wait_pod_ready(pod)
+    # nats-server still runs but cannot store; failing stores for the grace period,
+    # probes every 5 s, load: up to 90 s.
+    _disk_fills_mid_run(short_grace_pod, tmp_path, "nats", 90.0)
+    wait_pod_ready(short_grace_pod)
