@@ -48,7 +48,7 @@ class RecordingSink:
 class RunningWriter:
     """The real writer loop in a thread, on ``sink`` (default: a RecordingSink)."""
 
-    def __init__(self, pod: LoadedPod, sink: Any = None) -> None:
+    def __init__(self, pod: LoadedPod, sink: Any = None, hold_s: float = 60.0) -> None:
         self.sink = RecordingSink() if sink is None else sink
         self.writer = Writer(
             NatsConnection.from_pod(pod, "demo", role="writer", name="test-writer"),
@@ -57,6 +57,7 @@ class RunningWriter:
             WriterSettings(max_wait_ms=50),
             retry_initial_s=0.05,
             retry_max_s=0.5,
+            hold_s=hold_s,
         )
         self.ready = threading.Event()
         self.loop = asyncio.new_event_loop()

@@ -11,8 +11,9 @@ A rejection may be *early*: the document came before others of its run that it n
 (an event past a missing seq_num, an event of an unknown descriptor, a document of a
 run whose start is not stored, a stop before all its events). A bus can reorder a
 publisher's pipelined messages when a cluster node fails over (the head of the window
-lost, the rest stored), so a consumer that can have it delivered again later (JetStream:
-``nak`` with a delay) waits for the missing documents instead of dead-lettering it.
+lost, the rest stored), so a consumer that can hold it unacknowledged (the NATS writer,
+``writer/_held.py``) offers it again once the missing documents are stored, instead of
+dead-lettering it.
 """
 
 from __future__ import annotations

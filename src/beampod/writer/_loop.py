@@ -29,6 +29,7 @@ from beampod.bus import (
 from beampod.config import WriterSettings
 from beampod.errors import BusError, BusUnavailableError, DeliveryGapError, StoreError
 from beampod.store import BatchResult, Item, RunSink, StoreAccessError, TransientStoreError
+from beampod.writer._held import HeldBack
 from beampod.writer._window import LiveWindow, oldest_event_time
 
 log = logging.getLogger("beampod.writer")
@@ -40,10 +41,6 @@ IN_PROGRESS_EVERY_S = 15.0
 # How often an idle writer asks whether JetStream thinks it holds messages (lost
 # deliveries after a cluster node loss), instead of waiting out ack_wait.
 IDLE_CHECK_S = 5.0
-# A document that came before others of its run (the bus reordered a publisher's
-# window in a fail-over: store/_sink.py) is handed back to JetStream and delivered
-# again after these delays, ~60 s in all, before it is dead-lettered (a stop: stored).
-EARLY_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0, *(5.0,) * 10)
 
 
 @dataclass
@@ -53,7 +50,7 @@ class WriterStats:
     duplicates: int = 0
     dead_lettered: int = 0
     lost: int = 0  # messages the stream discarded before they were stored
-    held: int = 0  # deliveries handed back to wait for the documents before them
+    held: int = 0  # documents held back until the ones before them came (_held.py)
     bus_errors: int = 0  # the bus was lost, or could not be reached to re-open
     delivery_gaps: int = 0  # deliveries lost on the way (re-opened at the ack floor)
     started: float = field(default_factory=time.monotonic)
@@ -70,11 +67,13 @@ class Writer:
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
         store_address: tuple[str, int] | None = None,
+        hold_s: float = 60.0,
     ) -> None:
         """``settings`` is the instrument's ``writer:`` section of the pod config; a failed
         write or connection is retried after ``retry_initial_s``, doubling up to ``retry_max_s``.
         ``store_address`` (Tiled's host and port): connect only once something listens
-        there, checked often (the writer starts while Tiled does)."""
+        there, checked often (the writer starts while Tiled does). ``hold_s``: how long a
+        document that came before others of its run waits for them (``_held.py``)."""
         self._connection = connection
         self._instrument = instrument
         self._open_sink = open_sink
@@ -82,6 +81,7 @@ class Writer:
         self._retry_initial_s, self._retry_max_s = retry_initial_s, retry_max_s
         self._store_address = store_address
         self.window = LiveWindow(settings.max_wait_ms / 1000)
+        self._held = HeldBack(hold_s)
         self._sink: RunSink | None = None
         self._stop = asyncio.Event()
         self.stats = WriterStats()
@@ -116,6 +116,7 @@ class Writer:
                 self.stats.bus_errors += 1
                 log.warning("lost the bus (%s); re-opening the consumer", exc)
             finally:
+                self._held.clear()
                 await consumer.close()
 
     async def _open_consumer(self) -> DocumentConsumer:
@@ -144,8 +145,12 @@ class Writer:
                 if storing is not None:
                     await self._finish(storing, batch)
                     storing = None
-                if batch:
+                await self._held.touch()  # between stores: nothing is taken from it now
+                if batch or self._held.expired(time.monotonic()):
                     storing = asyncio.create_task(self._handle(consumer, batch))
+                    idle_since = None
+                    continue
+                if self._held:
                     idle_since = None
                 elif idle_since is None:
                     idle_since = time.monotonic()
@@ -160,17 +165,17 @@ class Writer:
                 await storing
 
     async def _finish(
-        self, storing: asyncio.Task[None], held: Sequence[Message | BadMessage]
+        self, storing: asyncio.Task[None], fetched: Sequence[Message | BadMessage]
     ) -> None:
-        """Wait for the batch being stored; meanwhile tell JetStream the ``held`` batch
-        (fetched, not yet written) is being worked on, so a long Tiled outage does not
+        """Wait for the batch being stored; meanwhile tell JetStream the ``fetched``
+        batch (not yet written) is being worked on, so a long Tiled outage does not
         get it redelivered behind later messages."""
         while True:
             done, _ = await asyncio.wait({storing}, timeout=IN_PROGRESS_EVERY_S)
             if done:
                 storing.result()  # its error (bus lost, key refused) is ours
                 return
-            for m in held:
+            for m in fetched:
                 await m.in_progress()
 
     async def _connect_sink(self) -> None:
@@ -195,40 +200,67 @@ class Writer:
         for bad in (m for m in batch if isinstance(m, BadMessage)):
             await self._dead_letter(consumer, bad, f"undecodable: {bad.error}")
         good = [m for m in batch if isinstance(m, Message)]
-        if not good:
-            return
+        # Held messages are older than the batch: offered first. A pass that stored
+        # something may have filled the gap an early one waits on: offer those again.
+        offered = self._held.take() + good
+        early: list[tuple[str, Message]] = []
+        written = duplicates = 0
+        while offered:
+            early, stored, dups = await self._store_pass(consumer, offered)
+            written, duplicates = written + stored, duplicates + dups
+            if not stored or not early:
+                break
+            offered = [m for _, m in early]
+        self.stats.held += self._held.hold(early, time.monotonic())
+        if good:
+            self.window.stored(oldest_event_time([(m.name, m.doc) for m in good]), time.time())
+        self.stats.batches += 1
+        self.stats.written += written
+        self.stats.duplicates += duplicates
+
+    async def _store_pass(
+        self, consumer: DocumentConsumer, msgs: Sequence[Message]
+    ) -> tuple[list[tuple[str, Message]], int, int]:
+        """Store ``msgs``; dead-letter what is rejected, ack the rest, and return what
+        is early and may still wait (with its message id), and the written and
+        duplicate counts."""
         by_id: dict[str, Message] = {}
         items: list[Item] = []
-        for m in good:
+        for m in msgs:
             # Every beampod publisher sets an id; a foreign one may not: fall back to
             # the stream sequence so the message still has a stable identity.
             msg_id = m.msg_id or f"-:{m.name}:seq{m.seq}"
             by_id[msg_id] = m
             items.append((m.name, m.doc, msg_id))
-        oldest = oldest_event_time([(m.name, m.doc) for m in good])
-        waiting = {i for i, m in by_id.items() if m.num_delivered <= len(EARLY_DELAYS_S)}
-        result = await self._write_until_stored(good, items, waiting)
-        rejected = {r.msg_id: r for r in result.rejected}
-        for msg_id, r in rejected.items():
-            m = by_id[msg_id]
-            if r.early and msg_id in waiting:
-                # Delivered again after the delay, by when what it needs may be stored.
-                await m.nak(delay=EARLY_DELAYS_S[m.num_delivered - 1])
-                self.stats.held += 1
-                log.info("stream seq %d waits (delivery %d): %s", m.seq, m.num_delivered, r.reason)
-                continue
-            gave_up = f"; what it needs did not come in {m.num_delivered} deliveries"
-            await self._dead_letter(
-                consumer, m, f"{r.name}: {r.reason}{gave_up if r.early else ''}"
+        now = time.monotonic()
+        waiting = {i for i in by_id if self._held.may_wait(i, now)}
+        result = await self._write_until_stored(msgs, items, waiting)
+        early = [
+            (r.msg_id, by_id[r.msg_id]) for r in result.rejected if r.early and r.msg_id in waiting
+        ]
+        if early:
+            log.info(
+                "holding back %d documents (stream seqs %d..%d) until the ones before them "
+                "come: %s",
+                len(early),
+                early[0][1].seq,
+                early[-1][1].seq,
+                next(r.reason for r in result.rejected if r.early),
             )
-        # Ack the rest (a redelivered copy in the same batch too). Acks are
-        # fire-and-forget publishes; ordering is preserved.
-        dead = {id(by_id[msg_id]) for msg_id in rejected}
-        await consumer.ack_all([m for m in good if id(m) not in dead])
-        self.window.stored(oldest, time.time())
-        self.stats.batches += 1
-        self.stats.written += result.written
-        self.stats.duplicates += result.duplicates
+        settled = {r.msg_id: r for r in result.rejected if not (r.early and r.msg_id in waiting)}
+        for msg_id, r in settled.items():
+            gave_up = f"; what it needs did not come within {self._held.hold_s:.0f} s"
+            await self._dead_letter(
+                consumer, by_id[msg_id], f"{r.name}: {r.reason}{gave_up if r.early else ''}"
+            )
+        # Ack the rest (a redelivered copy in the same batch too, unless it is held).
+        # Acks are fire-and-forget publishes; ordering is preserved.
+        dead = {id(by_id[msg_id]) for msg_id in settled}
+        held = {msg_id for msg_id, _ in early}
+        await consumer.ack_all(
+            [m for m in msgs if id(m) not in dead and (m.msg_id or "") not in held]
+        )
+        return early, result.written, result.duplicates
 
     async def _write_until_stored(
         self, msgs: Sequence[Message], items: list[Item], waiting: set[str]
