@@ -211,12 +211,6 @@ def test_node_of_the_publisher_sigkilled_mid_run(
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open bug, intermittent since this session's merge: after the stream leader "
-    "is stopped and rejoins, the writer sometimes stores nothing more within 60 s (the "
-    "facility's node-kill test shows the same class of failure); docs/bus.md",
-)
 def test_stream_leader_stopped_mid_run_then_rejoins(
     cluster_pod: LoadedPod, emitters: list[Emitter], workdir: Path
 ) -> None:

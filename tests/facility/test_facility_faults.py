@@ -137,12 +137,6 @@ def _replicas_current(pod: LoadedPod) -> bool:
     return True
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open bug: after the SIGKILLed node restarts, a writer can get its stream's "
-    "redeliveries behind newer messages and dead-letters them as out of order (seen with "
-    "both pull implementations, since readers moved to their own accounts); docs/facility.md",
-)
 def test_nats_node_sigkilled_mid_run_on_every_instrument(
     facility: LoadedPod, emitters: list[Emitter], workdir: Path
 ) -> None:
@@ -177,11 +171,6 @@ def _refuses_connections(port: int) -> bool:
     return False
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open bug: every run is stored exactly once, but a writer sometimes exits "
-    "(code 1) once PostgreSQL is back and is restarted by the supervisor; docs/facility.md",
-)
 def test_postgres_stopped_30s_mid_run_on_every_instrument(
     facility: LoadedPod, emitters: list[Emitter], workdir: Path
 ) -> None:
@@ -264,11 +253,6 @@ def _flood(pod: LoadedPod, instrument: str, bound: int, until_first_seq: int) ->
         publisher.close()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open bug: after the node-kill test on the same facility, bl01's writer did not "
-    "report the discarded range within 60 s; docs/facility.md",
-)
 def test_one_instrument_flooding_the_bus_does_not_stop_anothers_runs(
     facility: LoadedPod, emitters: list[Emitter], workdir: Path
 ) -> None:
