@@ -74,6 +74,11 @@ class BusUnavailableError(BusError):
     operation may succeed later (a long-running service waits and retries)."""
 
 
+class DeliveryGapError(BusUnavailableError):
+    """A durable consumer's messages were delivered but never reached its reader (a
+    cluster node or route lost them): re-open the consumer at its ack floor."""
+
+
 class StoreError(BeampodError):
     """The data store (Tiled) refused or failed an operation."""
 

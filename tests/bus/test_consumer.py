@@ -282,3 +282,83 @@ def test_messages_the_stream_discarded_before_delivery_are_reported(
             assert late.take_discarded() == []
 
     asyncio.run(main())
+
+
+async def _steal(conn: NatsConnection, n: int) -> list[int]:
+    """Take ``n`` messages from the writer's durable on another connection and never ack
+    them: to JetStream they are delivered, to the writer's reader they are lost on the
+    way (what a cluster node that dies mid-delivery does)."""
+    from beampod.bus import WRITER_DURABLE as durable
+    from beampod.bus._pull import BatchPuller
+    from beampod.config import stream_name
+
+    nc = await conn.connect()
+    try:
+        puller = BatchPuller(nc, stream_name("demo"), durable)
+        await puller.start()
+        got = await puller.fetch(n, timeout=1.0)
+        return [int(m.metadata.sequence.stream) for m in got]
+    finally:
+        await nc.close()
+
+
+def test_a_delivery_lost_on_the_way_is_fetched_again_in_order(
+    bus_pod: LoadedPod, nats_server: NatsProcess
+) -> None:
+    """Messages JetStream counts as delivered that never reached the reader: a later
+    message must not overtake them (its fetch raises ``DeliveryGapError``, nothing after
+    the gap is handed out), and re-opening at the ack floor gets them at once, in order,
+    instead of after ``ack_wait``. A gap is not reported as a discard."""
+    from beampod.errors import DeliveryGapError
+
+    emitted = _publish_run(bus_pod)  # start, descriptor, 5 events, stop: seqs 1..8
+    conn = NatsConnection.from_pod(bus_pod, "demo", role="writer")
+
+    async def main() -> list:
+        reader = DocumentConsumer(conn, "demo", durable=WRITER_DURABLE, ack_wait=30.0)
+        async with reader:
+            first = await reader.fetch(2, 1.0)
+            assert [m.seq for m in first] == [1, 2]
+            await reader.ack_all(first)
+            assert await _steal(conn, 3) == [3, 4, 5]
+            with pytest.raises(DeliveryGapError, match=r"stream seqs 3\.\.5"):
+                await reader.fetch(100, 1.0)
+            with pytest.raises(DeliveryGapError):  # and stays so: re-open it
+                await reader.fetch(100, 1.0)
+            assert reader.take_discarded() == []
+        again = DocumentConsumer(
+            conn, "demo", durable=WRITER_DURABLE, ack_wait=30.0, resume_at_ack_floor=True
+        )
+        async with again:
+            assert again.resumed_from == 3
+            got = await again.fetch(100, 1.0)
+            await again.ack_all(got)
+        return [(m.name, m.doc) for m in first + got if isinstance(m, Message)]
+
+    assert_docs_equal(asyncio.run(main()), emitted)
+
+
+def test_an_idle_reader_owed_messages_it_never_got_says_so(
+    bus_pod: LoadedPod, nats_server: NatsProcess
+) -> None:
+    """The last messages of a run lost on the way leave no later message to show the
+    gap: an idle reader asks JetStream, and two looks with nothing acked in between
+    raise ``DeliveryGapError`` (one look could race acks still in flight)."""
+    from beampod.errors import DeliveryGapError
+
+    _publish_run(bus_pod)
+    conn = NatsConnection.from_pod(bus_pod, "demo", role="writer")
+
+    async def main() -> None:
+        async with DocumentConsumer(conn, "demo", durable=WRITER_DURABLE) as reader:
+            got = await reader.fetch(5, 1.0)
+            await reader.ack_all(got)
+            await reader.check_nothing_owed()  # nothing pending: nothing said
+            await reader.check_nothing_owed()
+            assert await _steal(conn, 100) == [6, 7, 8]
+            assert await reader.fetch(100, 0.3) == []
+            await reader.check_nothing_owed()  # first look: acks may be in flight
+            with pytest.raises(DeliveryGapError, match="counts 3 messages after stream seq 5"):
+                await reader.check_nothing_owed()
+
+    asyncio.run(main())

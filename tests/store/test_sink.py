@@ -197,3 +197,43 @@ def test_replayed_start_and_descriptor_leave_the_descriptor_as_emitted(
         got = _plain(_strip_dtype_numpy(dict(stored[uid]), want))
         assert got == _plain(want), _differences(f"descriptor {uid}", got, _plain(want))
     assert stored_seq_nums(run) == list(range(1, 13))
+
+
+def test_documents_ahead_of_missing_ones_are_early_until_those_come(
+    tiled_server: Server, make_run: MakeRun
+) -> None:
+    """A bus that fails over can store the tail of a publisher's window before its
+    head: events past a missing seq_num and a stop before its run's events are
+    rejected as *early* (not stored, ``early`` set) while the consumer can deliver them
+    again, and stored in order once the missing ones are in. A consumer that cannot
+    wait any longer gets the stop stored all the same (the run is closed)."""
+    docs = make_run("scan", num=6)  # start, descriptor, events 1..6, stop
+    batch = items(docs)
+    sink = open_sink(tiled_server.pod)
+    assert sink.write_batch(batch[:4]).written == 4  # start, descriptor, events 1, 2
+    ahead = batch[6:]  # events 5, 6 and the stop
+    waiting = {msg_id for _, _, msg_id in ahead}
+    held = sink.write_batch(ahead, waiting)
+    assert held.written == 0 and [r.early for r in held.rejected] == [True] * 3
+    assert "out of order" in held.rejected[0].reason
+    assert "before its events: primary: 2 of 6" in held.rejected[2].reason
+    run = _run(tiled_server, start_uid(docs))
+    assert stored_seq_nums(run) == [1, 2] and "stop" not in run.metadata
+    assert sink.write_batch(batch[4:6]).written == 2  # events 3, 4 arrive
+    assert sink.write_batch(ahead, waiting).written == 3
+    run = _run(tiled_server, start_uid(docs))
+    assert stored_seq_nums(run) == list(range(1, 7))
+    assert run.metadata["stop"]["num_events"] == {"primary": 6}
+
+    other = make_run("count", num=3)
+    b = items(other)  # start, descriptor, events 1..3, stop
+    orphan = sink.write_batch([b[1]], {b[1][2]})  # a descriptor before its start
+    assert orphan.rejected[0].early and "unknown run" in orphan.rejected[0].reason
+    sink.write_batch(b[:3])
+    # Waited long enough (not in ``waiting``): the stop is stored without events 2, 3,
+    # and they are then rejected for good, not early.
+    assert sink.write_batch([b[-1]]).written == 1
+    late = sink.write_batch([b[3]], {b[3][2]})
+    assert [r.early for r in late.rejected] == [False]
+    assert "after run" in late.rejected[0].reason
+    assert stored_seq_nums(_run(tiled_server, start_uid(other))) == [1]

@@ -5,89 +5,18 @@ without crashing, and stores every document once, in emission order."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from beampod.bus import DurablePublisher, NatsConnection
-from beampod.config import LoadedPod, WriterSettings
-from beampod.store import BatchResult, Item
-from beampod.writer import Writer
+from beampod.bus import DurablePublisher
+from beampod.config import LoadedPod
 from tests.bus._docs import Doc, assert_docs_equal, run_plan
 from tests.bus._natsproc import NatsProcess
+from tests.writer._running import RunningWriter
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class RecordingSink:
-    """What a RunSink promises, in memory: idempotent on the message id."""
-
-    def __init__(self) -> None:
-        self.stored: dict[str, Doc] = {}  # insertion order = first time stored
-        self.duplicates = 0
-        self.lock = threading.Lock()
-
-    def write_batch(self, items: list[Item]) -> BatchResult:
-        result = BatchResult()
-        with self.lock:
-            for name, doc, msg_id in items:
-                if msg_id in self.stored:
-                    result.duplicates += 1
-                    self.duplicates += 1
-                else:
-                    self.stored[msg_id] = (name, doc)
-                    result.written += 1
-        return result
-
-    def ping(self) -> None:
-        return None
-
-    def can_store(self) -> bool:
-        return True
-
-    def docs(self) -> list[Doc]:
-        with self.lock:
-            return list(self.stored.values())
-
-
-class RunningWriter:
-    def __init__(self, pod: LoadedPod) -> None:
-        self.sink = RecordingSink()
-        self.writer = Writer(
-            NatsConnection.from_pod(pod, "demo", role="writer", name="test-writer"),
-            "demo",
-            lambda: self.sink,  # type: ignore[arg-type,return-value]
-            WriterSettings(max_wait_ms=50),
-            retry_initial_s=0.05,
-            retry_max_s=0.5,
-        )
-        self.ready = threading.Event()
-        self.loop = asyncio.new_event_loop()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, daemon=True)
-        self.thread.start()
-        assert self.ready.wait(20), "the writer never became ready"
-
-    def _main(self) -> None:
-        try:
-            self.loop.run_until_complete(self.writer.run(on_ready=self.ready.set))
-        except BaseException as exc:  # noqa: BLE001 - recorded; the test asserts on it
-            self.error = exc
-
-    def wait_docs(self, n: int, deadline_s: float = 30.0) -> list[Doc]:
-        deadline = time.monotonic() + deadline_s
-        while len(docs := self.sink.docs()) < n:
-            assert self.thread.is_alive(), f"the writer stopped: {self.error!r}"
-            assert time.monotonic() < deadline, f"{len(docs)} of {n} documents stored"
-            time.sleep(0.02)  # poll interval, bounded by the deadline
-        return docs
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.writer.request_stop)
-        self.thread.join(20)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from beampod.bus._codec import DecodeError, decode
 from beampod.bus._natsconf import NatsConnection
 from beampod.bus._pull import BatchPuller
 from beampod.config import dead_letter_subject, documents_subject, stream_name
-from beampod.errors import BusError, BusUnavailableError
+from beampod.errors import BusError, BusUnavailableError, DeliveryGapError
 
 log = logging.getLogger("beampod.bus.consumer")
 
@@ -147,6 +147,13 @@ class DocumentConsumer:
     Messages the stream discarded (its ``max_bytes``/``max_age`` limits, discard old)
     before this durable delivered them leave a gap in the stream sequences it delivers;
     ``take_discarded()`` returns those ranges, seen as each fetch returns.
+
+    A gap of messages the stream still holds is a delivery lost on the way: in a
+    cluster, the consumer's leader can count a batch as delivered and then die (or
+    lose its route) before the batch reached this reader. JetStream would redeliver
+    it only after ``ack_wait``, behind everything newer. ``fetch`` returns what came
+    before the gap and then raises :class:`DeliveryGapError`; re-open the consumer
+    (with ``resume_at_ack_floor``) to get the gap again, now and in order.
     """
 
     def __init__(
@@ -169,6 +176,8 @@ class DocumentConsumer:
         self._sub: Any = None
         self._upto = 0  # highest stream seq delivered (at open: the durable's own)
         self._discarded: list[tuple[int, int]] = []
+        self._gap: str | None = None  # a lost delivery: what fetch raises from now on
+        self._owed_seen: tuple[int, int] | None = None  # check_nothing_owed's last view
 
     async def start(self) -> DocumentConsumer:
         self._nc = await self.connection.connect()
@@ -256,28 +265,76 @@ class DocumentConsumer:
         await self.close()
 
     async def fetch(self, batch: int = 100, timeout: float = 1.0) -> list[Message | BadMessage]:
-        """Up to ``batch`` messages, waiting at most ``timeout`` s; [] if none came."""
+        """Up to ``batch`` messages, waiting at most ``timeout`` s; [] if none came.
+
+        Raises :class:`DeliveryGapError` once a delivery was lost (see the class doc);
+        the messages before the gap were returned by the previous call."""
         if self._sub is None:
             raise BusError("consumer not started")
+        if self._gap is not None:
+            raise DeliveryGapError(self._gap)
         async with _bus_errors("fetching documents"):
             raws = await self._sub.fetch(batch, timeout=timeout)
+        if raws:
+            self._owed_seen = None  # progress: check_nothing_owed starts over
         out: list[Message | BadMessage] = []
         for raw in raws:
-            self._note_seq(int(raw.metadata.sequence.stream))
+            seq = int(raw.metadata.sequence.stream)
+            # First deliveries come in stream order; redeliveries are at or below
+            # _upto. The stream holds only this instrument's subject, so a jump is
+            # either a discard or a lost delivery.
+            if seq > self._upto + 1 and await self._lost_delivery(self._upto + 1, seq - 1):
+                break  # this and the later messages come again after the re-open
+            self._upto = max(self._upto, seq)
             try:
                 name, doc = decode(raw.data)
             except DecodeError as exc:
                 out.append(BadMessage(raw, error=str(exc)))
                 continue
             out.append(Message(raw, name=name, doc=doc))
+        if self._gap is not None and not out:
+            raise DeliveryGapError(self._gap)
         return out
 
-    def _note_seq(self, seq: int) -> None:
-        # First deliveries come in stream order; redeliveries are at or below _upto.
-        # The stream holds only this instrument's subject, so a jump is a discard.
-        if seq > self._upto + 1:
-            self._discarded.append((self._upto + 1, seq - 1))
-        self._upto = max(self._upto, seq)
+    async def _lost_delivery(self, first: int, last: int) -> bool:
+        """Sort the skipped stream seqs ``first..last``: those below the stream's first
+        kept message were discarded (noted for ``take_discarded``); if any are still in
+        the stream, their delivery was lost: note the gap and return True."""
+        async with _bus_errors("reading the documents stream's state"):
+            info = await self._js.stream_info(stream_name(self.instrument))
+        first_kept = int(info.state.first_seq or 0)
+        if first < first_kept:
+            self._discarded.append((first, min(last, first_kept - 1)))
+        if last < first_kept:
+            return False
+        self._gap = (
+            f"stream seqs {max(first, first_kept)}..{last} were delivered to consumer "
+            f"{self.durable!r} but never reached it (the consumer's leader changed or "
+            "lost its route?); re-opening it at its ack floor to get them in order"
+        )
+        log.warning("%s", self._gap)
+        return True
+
+    async def check_nothing_owed(self) -> None:
+        """For a reader that holds no unacknowledged message: JetStream counting some
+        as pending means deliveries (or acks) were lost on the way; raise
+        :class:`DeliveryGapError` if that is so on two calls in a row with no progress
+        in between (acks still in flight get one call's time to arrive)."""
+        if self._js is None:
+            raise BusError("consumer not started")
+        async with _bus_errors("reading the consumer's state"):
+            info = await self._js.consumer_info(stream_name(self.instrument), self.durable)
+        floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+        seen = (int(info.num_ack_pending or 0), floor)
+        owed, self._owed_seen = self._owed_seen, (seen if seen[0] else None)
+        if seen[0] and owed == seen:
+            self._gap = (
+                f"consumer {self.durable!r} counts {seen[0]} messages after stream seq "
+                f"{floor} as delivered and unacknowledged, but holds none (deliveries or "
+                "acks lost on the way); re-opening it at its ack floor"
+            )
+            log.warning("%s", self._gap)
+            raise DeliveryGapError(self._gap)
 
     def take_discarded(self) -> list[tuple[int, int]]:
         """Stream sequence ranges ``(first, last)`` the stream discarded before this

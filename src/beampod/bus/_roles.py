@@ -115,6 +115,8 @@ def role_permissions(instrument: str, role: BusRole) -> Permissions:
         durable = WRITER_DURABLE
         publish = [
             dead_letter_subject(instrument),
+            # Its stream's first kept seq: a gap in delivery is a discard or a loss.
+            f"{_API}.STREAM.INFO.{stream}",
             f"{_API}.CONSUMER.INFO.{stream}.{durable}",
             f"{_API}.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
             f"{_API}.CONSUMER.CREATE.{stream}.{durable}",

@@ -184,6 +184,19 @@ class RunState:
         """resource / datum / stream_resource / stream_datum: normalizer decides."""
         self.normalizer(name, doc)
 
+    def missing_events(self, doc: dict[str, Any]) -> str:
+        """For a stop not stored yet: the streams with fewer events stored than its
+        ``num_events`` says (``"primary: 77 of 170"``), or "" when none are missing."""
+        if self.stopped:
+            return ""
+        missing = []
+        for name, count in (doc.get("num_events") or {}).items():
+            stream = self.streams.get(name)
+            have = stream.high_water if stream is not None else 0
+            if isinstance(count, int) and have < count:
+                missing.append(f"{name}: {have} of {count}")
+        return ", ".join(missing)
+
     def stop(self, doc: dict[str, Any]) -> Outcome | str:
         """ "written", "duplicate" (this stop is stored), or the reason a second,
         different stop document is not stored."""

@@ -6,13 +6,20 @@ whole batch. Three outcomes per message: written, duplicate (already stored: ack
 rejected (permanently bad: dead-letter it with the reason). A Tiled outage raises
 :class:`TransientStoreError` instead, and the consumer retries the same batch;
 idempotency makes the retry safe.
+
+A rejection may be *early*: the document came before others of its run that it needs
+(an event past a missing seq_num, an event of an unknown descriptor, a document of a
+run whose start is not stored, a stop before all its events). A bus can reorder a
+publisher's pipelined messages when a cluster node fails over (the head of the window
+lost, the rest stored), so a consumer that can have it delivered again later (JetStream:
+``nak`` with a delay) waits for the missing documents instead of dead-lettering it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -41,12 +48,22 @@ class StoreAccessError(StoreError):
 class _Rejected(Exception):
     """Internal: this one document is permanently bad."""
 
+    early = False
+
+
+class _Early(_Rejected):
+    """Internal: this document needs others of its run that are not stored yet."""
+
+    early = True
+
 
 @dataclass(frozen=True)
 class Rejection:
     msg_id: str
     name: str
     reason: str
+    # Not storable *yet*: documents it needs have not arrived (module docstring).
+    early: bool = False
 
 
 @dataclass
@@ -123,8 +140,14 @@ class RunSink:
         key = f"{TILED_HEALTH_NODE}-writer-{self._container.item['id']}"
         return tiled_stores_sync(ctx.http_client, ctx.api_uri, key)
 
-    def write_batch(self, items: Iterable[Item]) -> BatchResult:
+    def write_batch(self, items: Iterable[Item], waiting: Collection[str] = ()) -> BatchResult:
         """Store ``items`` (in order); see the module docstring for the outcomes.
+
+        ``waiting``: message ids that will be delivered again if rejected as early. A
+        stop before all its run's events is stored only when its id is not among them
+        (a consumer that cannot wait, or has waited long enough: the missing events are
+        then lost and the run is closed); every other early document is rejected
+        either way, with ``early`` set.
 
         An empty batch is a health check (:meth:`ping`): callers use it to learn
         whether Tiled is back before retrying.
@@ -138,9 +161,9 @@ class RunSink:
         try:
             for name, doc, msg_id in items:
                 try:
-                    outcome = self._one(name, doc, msg_id, touched)
+                    outcome = self._one(name, doc, msg_id, touched, msg_id in waiting)
                 except _Rejected as exc:
-                    result.rejected.append(Rejection(msg_id, name, str(exc)))
+                    result.rejected.append(Rejection(msg_id, name, str(exc), exc.early))
                     continue
                 if outcome == "duplicate":
                     result.duplicates += 1
@@ -162,7 +185,9 @@ class RunSink:
 
     # -- per document -------------------------------------------------------------
 
-    def _one(self, name: str, doc: Any, msg_id: str, touched: dict[str, RunState]) -> str:
+    def _one(
+        self, name: str, doc: Any, msg_id: str, touched: dict[str, RunState], waiting: bool
+    ) -> str:
         if not isinstance(doc, dict):
             raise _Rejected(f"{name} document is {type(doc).__name__}, not a mapping")
         if name == "event_page":
@@ -182,11 +207,13 @@ class RunSink:
             raise _Rejected(f"{name} document names no run")
         state = self._state(run_uid, touched)
         if state is None:
-            raise _Rejected(f"{name} for unknown run {run_uid} (no start document stored)")
+            raise _Early(f"{name} for unknown run {run_uid} (no start document stored)")
         try:
             if name == "descriptor":
                 return state.descriptor(doc)
             if name == "stop":
+                if waiting and (missing := state.missing_events(doc)):
+                    raise _Early(f"stop of run {run_uid} came before its events: {missing}")
                 outcome = state.stop(doc)
                 self._runs.pop(run_uid, None)  # finished: nothing more to remember
                 touched.pop(run_uid, None)
@@ -266,9 +293,9 @@ class RunSink:
         state = self._state(hint, touched) if hint else None
         if state is None:
             where = f"run {hint}" if hint else "any run this writer knows"
-            raise _Rejected(f"event for unknown descriptor {desc} (not in {where})")
+            raise _Early(f"event for unknown descriptor {desc} (not in {where})")
         if desc not in state.descriptors:
-            raise _Rejected(f"event for unknown descriptor {desc} in run {state.uid}")
+            raise _Early(f"event for unknown descriptor {desc} in run {state.uid}")
         return state, state.descriptors[desc]
 
     # -- run state cache ----------------------------------------------------------
@@ -316,6 +343,9 @@ def _verdict(
     verdict = stream.verdict(doc, next_seq)
     if verdict != "duplicate" and run.stopped:
         verdict = f"event seq_num {doc['seq_num']} arrived after run {run.uid} stopped; not stored"
+    elif verdict not in ("duplicate", "new") and doc["seq_num"] > next_seq:
+        # Ahead of a seq_num not stored yet (and no stored event of its own seq_num).
+        raise _Early(f"event_page: {verdict}" if page else verdict)
     if verdict in ("duplicate", "new"):
         return verdict
     raise _Rejected(f"event_page: {verdict}" if page else verdict)

@@ -73,7 +73,8 @@ def main() -> int:
         print(
             f"writer stopped: {s.written} written, {s.duplicates} duplicates, "
             f"{s.dead_lettered} dead-lettered, {s.lost} lost to the stream's limits "
-            f"in {s.batches} batches",
+            f"in {s.batches} batches; {s.held} deliveries waited for earlier documents, "
+            f"{s.delivery_gaps} lost deliveries fetched again",
             flush=True,
         )
 

@@ -27,7 +27,7 @@ from beampod.bus import (
     NatsConnection,
 )
 from beampod.config import WriterSettings
-from beampod.errors import BusError, BusUnavailableError, StoreError
+from beampod.errors import BusError, BusUnavailableError, DeliveryGapError, StoreError
 from beampod.store import BatchResult, Item, RunSink, StoreAccessError, TransientStoreError
 from beampod.writer._window import LiveWindow, oldest_event_time
 
@@ -37,6 +37,13 @@ DURABLE = "beampod-writer"
 STORE_POLL_S = 0.05
 # Well inside the consumer's ack_wait (60 s).
 IN_PROGRESS_EVERY_S = 15.0
+# How often an idle writer asks whether JetStream thinks it holds messages (lost
+# deliveries after a cluster node loss), instead of waiting out ack_wait.
+IDLE_CHECK_S = 5.0
+# A document that came before others of its run (the bus reordered a publisher's
+# window in a fail-over: store/_sink.py) is handed back to JetStream and delivered
+# again after these delays, ~60 s in all, before it is dead-lettered (a stop: stored).
+EARLY_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0, *(5.0,) * 10)
 
 
 @dataclass
@@ -46,7 +53,9 @@ class WriterStats:
     duplicates: int = 0
     dead_lettered: int = 0
     lost: int = 0  # messages the stream discarded before they were stored
+    held: int = 0  # deliveries handed back to wait for the documents before them
     bus_errors: int = 0  # the bus was lost, or could not be reached to re-open
+    delivery_gaps: int = 0  # deliveries lost on the way (re-opened at the ack floor)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -101,6 +110,8 @@ class Writer:
                 on_ready = None
             try:
                 await self._consume(consumer)
+            except DeliveryGapError:
+                self.stats.delivery_gaps += 1  # the consumer said what and why
             except BusUnavailableError as exc:
                 self.stats.bus_errors += 1
                 log.warning("lost the bus (%s); re-opening the consumer", exc)
@@ -124,6 +135,7 @@ class Writer:
         Tiled works on one core while the writer decodes on the other. Batches are
         still stored and acknowledged one after the other, in order."""
         storing: asyncio.Task[None] | None = None
+        idle_since: float | None = None
         try:
             while not self._stop.is_set():
                 batch = await consumer.fetch(self._settings.max_batch, self.window.wait_s)
@@ -134,6 +146,13 @@ class Writer:
                     storing = None
                 if batch:
                     storing = asyncio.create_task(self._handle(consumer, batch))
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since >= IDLE_CHECK_S:
+                    # Everything fetched is stored and acked: nothing should be owed.
+                    idle_since = time.monotonic()
+                    await consumer.check_nothing_owed()
         finally:
             if storing is not None:
                 # Stopping or the bus was lost: the batch in hand still gets stored (and
@@ -187,10 +206,21 @@ class Writer:
             by_id[msg_id] = m
             items.append((m.name, m.doc, msg_id))
         oldest = oldest_event_time([(m.name, m.doc) for m in good])
-        result = await self._write_until_stored(good, items)
+        waiting = {i for i, m in by_id.items() if m.num_delivered <= len(EARLY_DELAYS_S)}
+        result = await self._write_until_stored(good, items, waiting)
         rejected = {r.msg_id: r for r in result.rejected}
         for msg_id, r in rejected.items():
-            await self._dead_letter(consumer, by_id[msg_id], f"{r.name}: {r.reason}")
+            m = by_id[msg_id]
+            if r.early and msg_id in waiting:
+                # Delivered again after the delay, by when what it needs may be stored.
+                await m.nak(delay=EARLY_DELAYS_S[m.num_delivered - 1])
+                self.stats.held += 1
+                log.info("stream seq %d waits (delivery %d): %s", m.seq, m.num_delivered, r.reason)
+                continue
+            gave_up = f"; what it needs did not come in {m.num_delivered} deliveries"
+            await self._dead_letter(
+                consumer, m, f"{r.name}: {r.reason}{gave_up if r.early else ''}"
+            )
         # Ack the rest (a redelivered copy in the same batch too). Acks are
         # fire-and-forget publishes; ordering is preserved.
         dead = {id(by_id[msg_id]) for msg_id in rejected}
@@ -200,7 +230,9 @@ class Writer:
         self.stats.written += result.written
         self.stats.duplicates += result.duplicates
 
-    async def _write_until_stored(self, msgs: Sequence[Message], items: list[Item]) -> BatchResult:
+    async def _write_until_stored(
+        self, msgs: Sequence[Message], items: list[Item], waiting: set[str]
+    ) -> BatchResult:
         """Retry the same batch until Tiled takes it; keep the messages ours meanwhile.
 
         After ``max_attempts`` transient failures the batch is written one document at a
@@ -213,12 +245,12 @@ class Writer:
         while True:
             attempt += 1
             try:
-                return await asyncio.to_thread(self._sink.write_batch, items)
+                return await asyncio.to_thread(self._sink.write_batch, items, waiting)
             except StoreAccessError as exc:
                 raise BusError(f"the writer's Tiled key was refused: {exc}") from None
             except TransientStoreError as exc:
                 if attempt >= self._settings.max_attempts and await self._tiled_healthy():
-                    return await self._write_one_by_one(items)
+                    return await self._write_one_by_one(items, waiting)
                 log.warning(
                     "write failed (%s), attempt %d; retrying in %.1f s", exc, attempt, delay
                 )
@@ -229,14 +261,14 @@ class Writer:
             if self._stop.is_set():
                 raise asyncio.CancelledError
 
-    async def _write_one_by_one(self, items: list[Item]) -> BatchResult:
+    async def _write_one_by_one(self, items: list[Item], waiting: set[str]) -> BatchResult:
         from beampod.store import Rejection
 
         assert self._sink is not None
         total = BatchResult()
         for item in items:
             try:
-                one = await asyncio.to_thread(self._sink.write_batch, [item])
+                one = await asyncio.to_thread(self._sink.write_batch, [item], waiting)
             except StoreError as exc:
                 total.rejected.append(
                     Rejection(
