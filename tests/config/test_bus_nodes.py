@@ -13,7 +13,7 @@ import yaml
 
 from beampod.bus import NatsConnection, nats_nodes, render_nats_config
 from beampod.cli._app import main
-from beampod.config import PodHome, init_pod, load_pod
+from beampod.config import NatsBus, PodHome, init_pod, load_pod
 from beampod.errors import ConfigError
 from beampod.services._svc_nats import check_netns, nats_specs
 
@@ -47,7 +47,8 @@ def test_every_node_binds_routes_and_is_reached_on_its_own_address(tmp_path: Pat
     assert [(n.bind, n.host, n.netns) for n in nodes] == [
         (a, a, f"bp-test-{i}") for i, a in enumerate(ADDRESSES)
     ]
-    urls = tuple(f"nats://{a}:{bus.port + i}" for i, a in enumerate(ADDRESSES))  # type: ignore[union-attr]
+    assert isinstance(bus, NatsBus)
+    urls = tuple(f"nats://{a}:{bus.port + i}" for i, a in enumerate(ADDRESSES))
     # Every client (publisher, writer, admin, the health probes) gets these URLs.
     assert NatsConnection.from_pod(pod, role="publisher").servers == urls
     assert NatsConnection.from_pod(pod, role="writer").servers == urls
