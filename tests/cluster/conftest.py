@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -28,4 +29,5 @@ def workdir() -> Iterator[Path]:
     """Scratch directory for an emitter's record (outside pytest's tmp root, see above)."""
     path = Path(tempfile.mkdtemp(prefix="beampod-cluster-run-"))
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    if not os.environ.get("BEAMPOD_TEST_KEEP_HOME"):  # keep the session's log to debug
+        shutil.rmtree(path, ignore_errors=True)

@@ -38,6 +38,9 @@ from beampod.errors import BusError, BusUnavailableError
 # Headers and protocol framing ride on top of the payload; keep this much room when
 # sizing messages against max_payload.
 HEADER_ALLOWANCE = 4096
+# Client keepalive: a connection is stale after this many unanswered PINGs.
+PING_INTERVAL_S = 5
+MAX_OUTSTANDING_PINGS = 3
 
 
 def nats_bus(pod: LoadedPod) -> NatsBus:
@@ -67,7 +70,9 @@ class NatsNode:
     ``run/nats/nats-server.conf``, ``data/nats``). With three, node i is service
     ``nats-<i>``, server ``beampod_<pod>_<i>``, listens on ``port+i``, serves monitoring on
     ``monitor_port+i``, routes on ``cluster_port+i``, keeps its JetStream files in
-    ``data/nats/node-<i>`` and its config in ``run/nats/nats-server-<i>.conf``.
+    ``data/nats/node-<i>`` and its config in ``run/nats/nats-server-<i>.conf``. Node i
+    binds (and is reached on) ``bus.nodes[i].address`` when ``bus.nodes`` is set, else
+    ``pod.bind``, and runs in ``bus.nodes[i].netns`` when that is set.
     """
 
     index: int
@@ -82,6 +87,7 @@ class NatsNode:
     config_path: Path
     store_dir: Path
     edge_port: int | None = None  # the edge's websocket port on this node (None: no edge)
+    netns: str | None = None  # the Linux network namespace it runs in (None: this one)
 
     @property
     def url(self) -> str:
@@ -93,8 +99,8 @@ def nats_nodes(pod: LoadedPod) -> tuple[NatsNode, ...]:
     bus = nats_bus(pod)
     if bus.external_urls:
         return ()
-    bind = pod.config.pod.bind
-    host = _connect_host(bind)
+    binds = [n.address for n in bus.nodes] or [pod.config.pod.bind] * bus.cluster_size
+    namespaces = [n.netns for n in bus.nodes] or [None] * bus.cluster_size
     run = pod.home.run_dir / "nats"
     data = pod.home.data_dir / "nats"
     edge = bus.edge.websocket_port if bus.edge is not None else None
@@ -105,14 +111,15 @@ def nats_nodes(pod: LoadedPod) -> tuple[NatsNode, ...]:
                 False,
                 "nats",
                 "beampod_" + pod.config.pod.name,
-                host,
-                bind,
+                _connect_host(binds[0]),
+                binds[0],
                 bus.port,
                 bus.monitor_port,
                 None,
                 run / "nats-server.conf",
                 data,
                 edge,
+                namespaces[0],
             ),
         )
     return tuple(
@@ -121,14 +128,15 @@ def nats_nodes(pod: LoadedPod) -> tuple[NatsNode, ...]:
             True,
             f"nats-{i}",
             f"beampod_{pod.config.pod.name}_{i}",
-            host,
-            bind,
+            _connect_host(binds[i]),
+            binds[i],
             bus.port + i,
             None if bus.monitor_port is None else bus.monitor_port + i,
             bus.cluster_port + i,
             run / f"nats-server-{i}.conf",
             data / f"node-{i}",
             None if edge is None else edge + i,
+            namespaces[i],
         )
         for i in range(bus.cluster_size)
     )
@@ -377,6 +385,11 @@ class NatsConnection:
             # nats-py treats 0 as "forever"; 1 means: two attempts, then NoServersError.
             max_reconnect_attempts=-1 if reconnect else 1,
             reconnect_time_wait=0.5 if reconnect else 0.02,
+            # A node cut off from the network (not stopped) sends no FIN or RST: only
+            # missing PONGs tell. nats-py's default (120 s, 2 outstanding) would leave a
+            # client on such a node for minutes; this notices in about 20 s.
+            ping_interval=PING_INTERVAL_S,
+            max_outstanding_pings=MAX_OUTSTANDING_PINGS,
             **({"error_cb": _quiet} | callbacks),
         )
         try:

@@ -141,6 +141,25 @@ class EdgeListener(Strict):
         return self
 
 
+class NatsNodeSettings(Strict):
+    """Where one node of the pod's own NATS cluster listens (docs/bus.md "Clustering")."""
+
+    address: str = Field(
+        ...,
+        min_length=1,
+        pattern=r"^[^\s:/\[\]]+$",
+        description="IPv4 address or host name the node binds its client, route and "
+        "monitoring ports on, and the one every client and the other nodes connect to.",
+    )
+    netns: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$",
+        description="Run this node inside the named Linux network namespace (`ip netns "
+        "exec NAME`; root only). The namespace, and a route from the host to `address`, "
+        "must exist before `beampod up`: beampod does not create them.",
+    )
+
+
 class NatsBus(Strict):
     transport: Literal["nats"] = "nats"
     port: Port = 4222
@@ -159,13 +178,20 @@ class NatsBus(Strict):
     )
     cluster_size: Literal[1, 3] = Field(
         1,
-        description="Number of local nats-server nodes; 3 runs a real JetStream cluster on "
-        "loopback. Node i (0, 1, 2) listens on port+i, monitor_port+i and cluster_port+i.",
+        description="Number of local nats-server nodes; 3 runs a real JetStream cluster "
+        "(on pod.bind, or on the addresses in nodes). Node i (0, 1, 2) listens on port+i, "
+        "monitor_port+i and cluster_port+i.",
     )
     cluster_port: Port = Field(
         6222,
         description="Route (cluster) port of the first node when cluster_size is 3; node i "
         "uses cluster_port+i. Unused with a single node.",
+    )
+    nodes: list[NatsNodeSettings] = Field(
+        default_factory=list,
+        description="One entry per node (node i is nodes[i]): its address and, optionally, "
+        "the network namespace it runs in. Empty: every node binds and is reached on "
+        "pod.bind. Ports stay port+i, cluster_port+i on any address.",
     )
     edge: EdgeListener | None = Field(
         None,
@@ -181,6 +207,15 @@ class NatsBus(Strict):
                 f"stream.replicas ({self.stream.replicas}) is more than the NATS nodes this pod "
                 f"runs (cluster_size {self.cluster_size}): set cluster_size: 3 (replicas up to "
                 "3), lower stream.replicas, or set external_urls"
+            )
+        if self.nodes and self.external_urls:
+            problems.append(
+                "nodes: the pod starts no NATS node with external_urls; remove one of the two"
+            )
+        elif self.nodes and len(self.nodes) != self.cluster_size:
+            problems.append(
+                f"nodes lists {len(self.nodes)} node(s) but cluster_size is "
+                f"{self.cluster_size}: list one per node, or none (every node on pod.bind)"
             )
         if self.edge is not None and self.external_urls:
             problems.append(

@@ -2,7 +2,8 @@
 
 ``bus.cluster_size: 1`` (default): one service ``nats``. ``bus.cluster_size: 3``: three
 services ``nats-0``, ``nats-1``, ``nats-2``, one nats-server each, routed to each other
-on loopback as a real JetStream cluster (docs/bus.md, "Clustering"). Services that use
+as a real JetStream cluster (on ``pod.bind`` or ``bus.nodes``; a node may run in a
+network namespace of its own: docs/bus.md, "Clustering"). Services that use
 the bus depend on :func:`nats_service_names`, never on a hard-coded name.
 """
 
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
+import sys
+from pathlib import Path
 
 from beampod.bus import (
     READERS_SHARE,
@@ -94,6 +98,8 @@ def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
     started: list[bool] = []
 
     def prepare() -> None:
+        if node.netns is not None:
+            check_netns(pod, node)
         write_nats_config(pod, node.index)
         if not started:
             # At `up` only: a restart after a full disk must not be refused (that is the
@@ -109,18 +115,52 @@ def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
     edge = pod.config.bus.edge if isinstance(pod.config.bus, NatsBus) else None
     if edge is not None and node.edge_port is not None:
         ports.append(PortClaim(edge.bind, node.edge_port))
+    # Only the config path on the command line: the passwords are in that 0600 file.
+    argv: tuple[str, ...] = (nats_server_binary(), "-c", str(node.config_path))
+    if node.netns is not None:
+        # `ip netns exec` enters the namespace and execs nats-server (same pid, so the
+        # supervisor signals the server itself). Its ports are in that namespace: the
+        # supervisor cannot probe them from here, nats-server reports a clash itself.
+        argv = (shutil.which("ip") or "ip", "netns", "exec", node.netns, *argv)
+        ports = []
     return ServiceSpec(
         name=node.service,
-        # Only the config path on the command line: the passwords are in that 0600 file.
-        argv=(nats_server_binary(), "-c", str(node.config_path)),
+        argv=argv,
         probe=AllProbes(tuple(probes)),
         address=node.url
         + (f" (route {node.host}:{node.cluster_port})" if node.cluster_port is not None else "")
-        + (f" (edge {edge.bind}:{node.edge_port})" if edge and node.edge_port else ""),
+        + (f" (edge {edge.bind}:{node.edge_port})" if edge and node.edge_port else "")
+        + (f" (netns {node.netns})" if node.netns is not None else ""),
         ports=tuple(ports),
         ready_timeout=30.0 if not node.clustered else 60.0,
         prepare=prepare,
     )
+
+
+def check_netns(pod: LoadedPod, node: NatsNode) -> None:
+    """Refuse, with what to do, to start a node in a network namespace where that cannot
+    work: only root on Linux may enter one, and beampod does not create it."""
+    where = f"bus.nodes[{node.index}].netns {node.netns!r}"
+    problem = None
+    if not sys.platform.startswith("linux"):
+        problem = f"{where}: network namespaces are Linux only (this is {sys.platform})"
+    elif os.geteuid() != 0:
+        problem = (
+            f"{where}: entering a network namespace needs root (this is uid "
+            f"{os.geteuid()}); run `beampod up` as root or remove netns"
+        )
+    elif shutil.which("ip") is None:
+        problem = f"{where}: the `ip` command (iproute2) is not installed"
+    elif not (_NETNS_DIR / str(node.netns)).exists():
+        problem = (
+            f"{where}: no such network namespace (`ip netns list`); create it, with a "
+            f"route to {node.bind}, before `beampod up`"
+        )
+    if problem is not None:
+        raise ConfigError(pod.home.config_file, [problem])
+
+
+_NETNS_DIR = Path("/run/netns")  # where `ip netns add` names its namespaces
 
 
 # nats-server gives JetStream 75% of the free space of its store's file system (when
