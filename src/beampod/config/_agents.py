@@ -10,6 +10,7 @@ demo's Redis replies), so a process of instrument A holds nothing of B's.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -49,8 +50,8 @@ def agent_env(pod: LoadedPod, instrument: str) -> dict[str, str]:
     return env
 
 
-def _blank(model: type[Secrets] | type[InstrumentSecrets]) -> dict[str, object]:
-    out: dict[str, object] = {}
+def _blank(model: type[Secrets] | type[InstrumentSecrets]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for name, f in model.model_fields.items():
         if f.annotation is SecretStr:
             out[name] = SecretStr("")
