@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import SecretStr
+from tests.web._homes import pod_home, two_instruments
 
 from beampod.config import (
     AGENT_PASSWORD_ENV,
@@ -17,7 +18,6 @@ from beampod.config import (
     load_agent_pod,
 )
 from beampod.services import pod_services, service_instrument
-from tests.web._homes import pod_home, two_instruments
 
 
 def _secret_values(secrets: Secrets | InstrumentSecrets) -> list[str]:
