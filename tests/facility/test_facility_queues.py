@@ -10,6 +10,7 @@ command line, redis-py, ``beampod agent -i``, httpx against the console.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -342,21 +343,22 @@ def test_a_crash_of_one_agent_restarts_only_that_one(facility: Facility) -> None
 # -- the web console: each instrument's pages, with that instrument's key -------------
 
 
-def _console(fac: Facility, key: str) -> httpx.Client:
+@contextlib.contextmanager
+def _console(fac: Facility, key: str) -> Iterator[httpx.Client]:
     """A browser-like client of the facility's console, logged in with ``key``."""
     import re
 
     from beampod.web import web_url
 
-    client = httpx.Client(
+    with httpx.Client(
         base_url=web_url(fac.pod), follow_redirects=False, trust_env=False, timeout=30
-    )
-    page = client.get("/login")
-    token = re.search(r'id="login-csrf" value="([^"]+)"', page.text)
-    assert token, page.text
-    resp = client.post("/login", data={"csrf": token.group(1), "key": key, "next": "/"})
-    assert resp.status_code == 303, resp.text
-    return client
+    ) as client:
+        page = client.get("/login")
+        token = re.search(r'id="login-csrf" value="([^"]+)"', page.text)
+        assert token, page.text
+        resp = client.post("/login", data={"csrf": token.group(1), "key": key, "next": "/"})
+        assert resp.status_code == 303, resp.text
+        yield client
 
 
 def _csrf(client: httpx.Client, path: str) -> str:
@@ -416,7 +418,8 @@ def test_a_plan_queued_on_b_through_the_console_lands_on_bs_queue(facility: Faci
                 "/i/bl02/queue/remove", data={"csrf": token, "uid": items[0]["item_uid"]}
             )
             assert removed.status_code == 303
-            assert rm_b.queue_get()["items"] == []
+            assert removed.headers["location"] == "/i/bl02/queue?msg=remove%3A+done"
+            wait_for(lambda: rm_b.queue_get()["items"] == [], 10.0, "bl02's queue empty again")
     finally:
         rm_a.close()
         rm_b.close()
