@@ -175,8 +175,8 @@ async def queue_add(request: Request) -> Response:
     c = _console(request)
     form = await request.form()
     c.require(request, control=True, form=form)
-    v = c.view(request)
-    ctx = await _queue_context(v)
+    view = c.view(request)
+    ctx = await _queue_context(view)
     values = {k: str(v) for k, v in form.items() if k.startswith("p_")}
     plain = {k[2:]: v for k, v in values.items()}
     expr = str(form.get("expr", "")).strip()
@@ -189,12 +189,12 @@ async def queue_add(request: Request) -> Response:
                 raise PlanError(f"unknown plan {name!r}")
             expr = form_expression(pform, plain)
         item = item_from_expression(expr, ctx["plans"], ctx["device_names"])
-        await v.queue.add(item, front=form.get("front") == "on")
+        await view.queue.add(item, front=form.get("front") == "on")
     except (PlanError, QueueRefusal, QueueUnavailable) as exc:
         ctx["error"] = str(exc)
         ctx["tried"] = expr
         return c.page(request, "queue.html", ctx, status=422)
-    return RedirectResponse(f"{v.base}/queue?plan={item['name']}&msg=added+{item['name']}", 303)
+    return RedirectResponse(f"{view.base}/queue?plan={item['name']}&msg=added+{item['name']}", 303)
 
 
 async def queue_action(request: Request) -> Response:
