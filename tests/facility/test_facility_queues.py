@@ -1,15 +1,16 @@
-"""Each instrument of a facility has its own queue server, keys and Redis user, and
-its own agent.
+"""Each instrument of a facility has its own queue server, keys and Redis user, its
+own agent process, and its own pages on the web console.
 
 One module-scoped facility of two instruments (slim, plus each instrument's queue
 server and agent: tests/facility/_facility.py ``queues=True, agents=True``; bl02's agent
-has its own name) serves every test here. The clients are the real ones: ``beampod
-queue -i``, bluesky-queueserver-api over HTTP and 0MQ, the ``qserver`` command line,
-redis-py, ``beampod agent -i``.
+has its own name; and the web console) serves every test here. The clients are the real
+ones: ``beampod queue -i``, bluesky-queueserver-api over HTTP and 0MQ, the ``qserver``
+command line, redis-py, ``beampod agent -i``, httpx against the console.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -56,6 +57,7 @@ def facility() -> Iterator[Facility]:
             "name": B_AGENT,
             "args": {"step": 1.5, "max_count": 3},
         }
+        cfg["web"]["enabled"] = True  # its port is already a free one
         config.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     with facility_up("beampod-facq-", make) as root:
@@ -274,3 +276,173 @@ def test_each_instruments_agent_answers_on_its_own_subjects_with_its_settings(
     assert "\n5 runs at motor = 0, 1.5, 3, 4.5, 6\n" in f"\n{demo.stdout}", demo.stdout
     assert ping("bl02")["stats"] != ping("bl01")["stats"]
     assert ping("bl01")["stats"] == before  # bl01's agent saw none of it
+
+
+# -- one agent process per instrument -------------------------------------------------
+
+
+def _state(fac: Facility) -> dict[str, Any]:
+    services: dict[str, Any] = json.loads(fac.pod.home.state_file.read_text())["services"]
+    return services
+
+
+def _secret_values(fac: Facility) -> set[str]:
+    from pydantic import SecretStr
+
+    out = set()
+    for model in (fac.pod.secrets, *fac.pod.secrets.instruments.values()):
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                out.add(value.get_secret_value())
+    return out
+
+
+def test_each_instruments_agent_is_its_own_process_with_its_own_password_only(
+    facility: Facility,
+) -> None:
+    services = _state(facility)
+    assert "agent" not in services
+    out = run_cli(facility.root, "status").stdout
+    sections = {block.splitlines()[0]: block for block in out.split("\n\n")[1:] if block.strip()}
+    every_secret = _secret_values(facility)
+    for inst in INSTRUMENTS:
+        assert f"\nagent-{inst} " in sections[f"instrument {inst}"]
+        pid = services[f"agent-{inst}"]["pid"]
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        env = dict(e.decode().partition("=")[::2] for e in environ if b"=" in e)
+        own = facility.pod.secrets.for_instrument(inst).agent_password.get_secret_value()
+        assert env["BEAMPOD_AGENT_PASSWORD"] == own
+        held = {v for v in env.values() if v in every_secret}
+        assert held == {own}, f"agent-{inst} holds more than its own agent password"
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert [a.decode() for a in argv[-3:-1]] == ["--instrument", inst]
+    assert "agent" not in sections["central"]
+
+
+def test_a_crash_of_one_agent_restarts_only_that_one(facility: Facility) -> None:
+    import signal
+
+    before = _state(facility)
+    a_pid, b_pid = before["agent-bl01"]["pid"], before["agent-bl02"]["pid"]
+    os.kill(a_pid, signal.SIGKILL)
+
+    def a_back() -> bool:
+        a = _state(facility)["agent-bl01"]
+        return a["pid"] not in (None, a_pid) and a["state"] == "ready"
+
+    wait_for(a_back, 90.0, "the supervisor to restart bl01's agent")
+    after = _state(facility)
+    assert after["agent-bl02"]["pid"] == b_pid and after["agent-bl02"]["state"] == "ready"
+    assert after["agent-bl02"]["restarts"] == before["agent-bl02"]["restarts"]
+    assert after["agent-bl01"]["restarts"] == before["agent-bl01"]["restarts"] + 1
+    ping = json.loads(run_cli(facility.root, "agent", "ping", "-i", "bl01").stdout)
+    assert ping["agent"] == "agent"
+
+
+# -- the web console: each instrument's pages, with that instrument's key -------------
+
+
+@contextlib.contextmanager
+def _console(fac: Facility, key: str) -> Iterator[httpx.Client]:
+    """A browser-like client of the facility's console, logged in with ``key``."""
+    import re
+
+    from beampod.web import web_url
+
+    with httpx.Client(
+        base_url=web_url(fac.pod), follow_redirects=False, trust_env=False, timeout=30
+    ) as client:
+        page = client.get("/login")
+        token = re.search(r'id="login-csrf" value="([^"]+)"', page.text)
+        assert token, page.text
+        resp = client.post("/login", data={"csrf": token.group(1), "key": key, "next": "/"})
+        assert resp.status_code == 303, resp.text
+        yield client
+
+
+def _csrf(client: httpx.Client, path: str) -> str:
+    import re
+
+    found = re.search(r'name="csrf-token" content="([^"]+)"', client.get(path).text)
+    assert found
+    return found.group(1)
+
+
+def test_the_console_gives_an_instruments_key_that_instruments_pages_only(
+    facility: Facility,
+) -> None:
+    a, b = facility.server("bl01"), facility.server("bl02")
+    html = {"accept": "text/html"}
+    with _console(facility, a.control_key.get_secret_value()) as as_a:
+        assert as_a.get("/queue").status_code == 200  # bl01 is the default instrument
+        assert as_a.get("/i/bl01/queue").status_code == 200
+        for path in ("/i/bl02/queue", "/i/bl02/runs", "/i/bl02/live", "/i/bl02/devices"):
+            refused = as_a.get(path, headers=html)
+            assert refused.status_code == 403, path
+            assert "logged in with instrument bl01&#39;s key" in refused.text
+        token = _csrf(as_a, "/queue")
+        add = as_a.post(
+            "/i/bl02/queue/add",
+            data={"csrf": token, "expr": "count([pinhole], 2)"},
+            headers={"accept": "application/json"},
+        )
+        assert add.status_code == 403 and "bl02's queue keys" in add.json()["detail"]
+    rm_b = _rm(facility, "bl02", b.control_key.get_secret_value())
+    try:
+        assert rm_b.queue_get()["items"] == []  # A's attempt enqueued nothing on B
+    finally:
+        rm_b.close()
+
+
+def test_a_plan_queued_on_b_through_the_console_lands_on_bs_queue(facility: Facility) -> None:
+    a, b = facility.server("bl01"), facility.server("bl02")
+    rm_a = _rm(facility, "bl01", a.control_key.get_secret_value())
+    rm_b = _rm(facility, "bl02", b.control_key.get_secret_value())
+    try:
+        with _console(facility, b.control_key.get_secret_value()) as as_b:
+            token = _csrf(as_b, "/i/bl02/queue")
+            added = as_b.post(
+                "/i/bl02/queue/add", data={"csrf": token, "expr": "count([pinhole], 2)"}
+            )
+            assert added.status_code == 303
+            assert added.headers["location"].startswith("/i/bl02/queue?")
+            items = rm_b.queue_get()["items"]
+            assert [(i["name"], i["args"]) for i in items] == [("count", [["pinhole"], 2])]
+            assert rm_a.queue_get()["items"] == []  # not on bl01's queue
+            page = as_b.get("/i/bl02/queue").text
+            assert items[0]["item_uid"] in page  # the console shows B's queue
+            # B's key does not open A's pages (the default instrument's URLs).
+            assert as_b.get("/queue").status_code == 403
+            removed = as_b.post(
+                "/i/bl02/queue/remove", data={"csrf": token, "uid": items[0]["item_uid"]}
+            )
+            assert removed.status_code == 303
+            assert removed.headers["location"] == "/i/bl02/queue?msg=remove%3A+done"
+            wait_for(lambda: rm_b.queue_get()["items"] == [], 10.0, "bl02's queue empty again")
+    finally:
+        rm_a.close()
+        rm_b.close()
+
+
+def test_the_console_reads_bs_runs_and_documents_as_b(facility: Facility) -> None:
+    b = facility.server("bl02")
+    stored = _stored_uids(facility, "bl02")
+    with _console(facility, b.observer_key.get_secret_value()) as as_b:
+        runs = as_b.get("/i/bl02/runs")
+        assert runs.status_code == 200 and 'class="error"' not in runs.text
+        for uid in stored:
+            assert f'href="/i/bl02/runs/{uid}"' in runs.text
+        for uid in _stored_uids(facility, "bl01"):
+            assert uid not in runs.text
+
+        def hello() -> dict[str, Any]:
+            with as_b.stream("GET", "/i/bl02/live/stream") as resp:
+                assert resp.status_code == 200
+                for line in resp.iter_lines():
+                    if line.startswith("data: "):
+                        return dict(json.loads(line[6:]))
+            raise AssertionError("the stream ended before its hello")
+
+        # bl02's feed follows bl02's documents as bl02's reader: its link comes up.
+        wait_for(lambda: hello()["bus"] == "connected", 60.0, "bl02's live feed on the bus")

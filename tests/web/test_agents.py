@@ -192,9 +192,13 @@ def test_each_instrument_of_a_facility_is_asked_about(tmp_path: Path) -> None:
     facility = pod_home(tmp_path / "f", instruments=two_instruments())
     agent = FakeAgent(Answer(_status(plans=0)))
     with _client(facility, agent) as client:
-        html = client.get("/agents?instrument=bl02").text
-        assert 'href="/agents?instrument=bl02" class="current"' in html
+        html = client.get("/i/bl02/agents").text
+        assert 'href="/i/bl02/queue" data-instrument="bl02" class="current"' in html
+        assert 'data-refresh="/i/bl02/agents?partial=1"' in html
         assert "instrument bl02, newest first" in html
+        # The old way to choose an instrument leads to its own page.
+        old = client.get("/agents?instrument=bl02")
+        assert old.status_code == 303 and old.headers["location"] == "/i/bl02/agents"
         client.get("/agents?instrument=nope")  # not an instrument: the default one
     assert agent.asked == ["bl02", "bl01"]
 

@@ -1,7 +1,10 @@
 """The agent service: ``python -m beampod.adaptive [--instrument NAME ...]``.
 
-The pod home comes from ``BEAMPOD_HOME`` (set by the supervisor) or ``--home``;
-credentials are read from its 0600 secrets file, never from argv.
+The pod home comes from ``BEAMPOD_HOME`` (set by the supervisor) or ``--home``.
+Credentials never come from argv: the supervisor starts one process per instrument and
+gives it only that instrument's ``agent`` password in its environment
+(``BEAMPOD_AGENT_PASSWORD``), and the process then never reads the pod's secrets file;
+run by hand without it, the process reads the 0600 secrets file.
 """
 
 from __future__ import annotations
@@ -9,9 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
-from beampod.config import PodHome, load_pod
+from beampod.config import AGENT_PASSWORD_ENV, PodHome, load_agent_pod, load_pod
 from beampod.errors import BeampodError
 
 
@@ -33,7 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     from beampod.adaptive._service import serve
 
     try:
-        pod = load_pod(PodHome.resolve(args.home))
+        home = PodHome.resolve(args.home)
+        if os.environ.get(AGENT_PASSWORD_ENV):
+            if not args.instrument or len(args.instrument) != 1:
+                print(f"agent: error: {AGENT_PASSWORD_ENV} serves exactly one --instrument")
+                return 2
+            pod = load_agent_pod(home, args.instrument[0], os.environ)
+        else:
+            pod = load_pod(home)
         asyncio.run(serve(pod, args.instrument))
     except BeampodError as exc:
         print(f"agent: error: {exc}", flush=True)

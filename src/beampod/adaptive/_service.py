@@ -3,7 +3,9 @@
 One NATS connection per instrument, with that instrument's own credentials, so an agent
 can only read that instrument's requests and answer on that instrument's subjects. Each
 instrument whose agent is enabled gets its own agent (its class, arguments, name and
-loop settings: its ``agent`` block, else the top-level one); one process serves them all.
+loop settings: its ``agent`` block, else the top-level one). The supervisor runs one
+process per instrument (``agent-<instrument>``) with only that instrument's credentials;
+run by hand without ``--instrument``, one process serves them all.
 Requests are taken in a queue group: two agent processes can serve one instrument.
 Replies go where the request says: a NATS subject, or (the bluesky-pods demo's way) a Redis list.
 """
@@ -196,7 +198,9 @@ def service_from_pod(pod: LoadedPod, instruments: list[str] | None = None) -> Ag
     conns = {
         n: NatsConnection.from_pod(pod, n, role="agent", name=f"beampod-agent-{n}") for n in names
     }
-    return AgentService(conns, agents, redis=redis_params(pod))
+    # No Redis password (an instrument of a facility): Redis replies are refused.
+    redis = redis_params(pod) if pod.secrets.redis_password.get_secret_value() else None
+    return AgentService(conns, agents, redis=redis)
 
 
 async def serve(pod: LoadedPod, instruments: list[str] | None = None) -> None:

@@ -1,5 +1,14 @@
 """Pod configuration: one typed tree, generated secrets, and where the pod lives."""
 
+from beampod.config._agents import (
+    AGENT_PASSWORD_ENV,
+    AGENT_REDIS_PASSWORD_ENV,
+    AGENT_SERVICE,
+    agent_env,
+    agent_instruments,
+    agent_service_name,
+    load_agent_pod,
+)
 from beampod.config._facility import (
     effective_hosts,
     facility_problems,
@@ -58,6 +67,9 @@ from beampod.config._secrets import (
 from beampod.config._yaml import read_yaml
 
 __all__ = [
+    "AGENT_PASSWORD_ENV",
+    "AGENT_REDIS_PASSWORD_ENV",
+    "AGENT_SERVICE",
     "BUS_ROLES",
     "POD_UMASK",
     "QUEUE_INSTRUMENT_ENV",
@@ -90,6 +102,9 @@ __all__ = [
     "WebSettings",
     "WriterSettings",
     "ZmqBus",
+    "agent_env",
+    "agent_instruments",
+    "agent_service_name",
     "apply_instrument_defaults",
     "dead_letter_subject",
     "default_home",
@@ -103,6 +118,7 @@ __all__ = [
     "instrument_queue",
     "ioc_service_name",
     "json_schema",
+    "load_agent_pod",
     "load_config",
     "load_pod",
     "merge",

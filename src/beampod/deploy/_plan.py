@@ -14,9 +14,10 @@ on the way to a host:
 Placement (documented in docs/deploy.md): the bus nodes, PostgreSQL, Redis and Tiled run
 on ``central_host``; an IOC (``ioc-<instrument>-...``) and a writer (``writer-<instrument>``,
 or ``writer`` of a single instrument) and its queue server (``queue-<instrument>``,
-``queue-http-<instrument>``) on its instrument's ``host``; a one-instrument pod's
-``queue``/``queue-http``, the agent and the web console on the host of the default
-instrument, which they serve. A service name matching none of these is an error, never a guess.
+``queue-http-<instrument>``) and its agent (``agent-<instrument>``) on its instrument's
+``host``; a one-instrument pod's ``queue``/``queue-http``/``agent`` and the web console
+on the host of the default instrument. A service name matching none of these is an
+error, never a guess.
 """
 
 from __future__ import annotations

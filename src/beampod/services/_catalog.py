@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from beampod.config import LoadedPod, NatsBus, ZmqBus, queue_servers
+from beampod.config import (
+    LoadedPod,
+    NatsBus,
+    ZmqBus,
+    agent_instruments,
+    agent_service_name,
+    queue_servers,
+)
 from beampod.services._spec import ServiceSpec
 
 
@@ -48,7 +55,7 @@ def pod_services(pod: LoadedPod) -> list[ServiceSpec]:
 
 def _owners(pod: LoadedPod) -> dict[str, str]:
     """Service name -> the instrument it is part of: its IOCs, its writer, its queue
-    server. Every other service is central."""
+    server, its agent. Every other service is central."""
     cfg = pod.config
     owner = {service: inst for service, (inst, _) in cfg.ioc_services().items()}
     owner |= {f"writer-{n}": n for n in cfg.instruments}
@@ -56,4 +63,6 @@ def _owners(pod: LoadedPod) -> dict[str, str]:
         owner["writer"] = cfg.instrument_name
     for name, server in queue_servers(pod).items():
         owner |= {server.manager_service: name, server.http_service: name}
+    if len(cfg.instruments) > 1:
+        owner |= {agent_service_name(cfg, n): n for n in agent_instruments(cfg)}
     return owner

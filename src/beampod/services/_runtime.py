@@ -37,7 +37,13 @@ def service_instrument(config: PodConfig, name: str) -> str | None:
     if name == "writer" and len(config.instruments) == 1:
         return next(iter(config.instruments))
     for inst in sorted(config.instruments, key=len, reverse=True):
-        if name in (f"writer-{inst}", f"queue-{inst}", f"queue-http-{inst}", f"ioc-{inst}"):
+        if name in (
+            f"writer-{inst}",
+            f"queue-{inst}",
+            f"queue-http-{inst}",
+            f"ioc-{inst}",
+            f"agent-{inst}",
+        ):
             return inst
         if name.startswith(f"ioc-{inst}-"):
             return inst

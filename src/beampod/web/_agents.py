@@ -1,4 +1,4 @@
-"""The Agents page: the ``agent`` service's state (the supervisor's state file), its
+"""The Agents page: the instrument's agent service's state (the supervisor's state file), its
 configuration (``config.yaml``) and what it has been deciding (its status ping).
 
 The agent answers a ping on ``<instrument>.adaptive.<agent>.ping``; a ping whose body
@@ -21,10 +21,16 @@ from typing import Any
 
 import msgpack
 
-from beampod.config import AgentSettings, LoadedPod, NatsBus, PodConfig, instrument_agent
+from beampod.config import (
+    AgentSettings,
+    LoadedPod,
+    NatsBus,
+    PodConfig,
+    agent_service_name,
+    instrument_agent,
+)
 from beampod.web._podstate import PodView, ServiceRow, format_duration
 
-SERVICE = "agent"
 RECENT = 30
 
 
@@ -86,6 +92,7 @@ class AgentView:
     instruments: list[str]
     empty: str  # the empty state: why there is no agent ("" when there is one)
     service: ServiceRow | None = None
+    service_name: str = "agent"
     agent_class: str = ""
     args: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
@@ -157,7 +164,9 @@ def agent_view(
     if empty or answer is None:
         return AgentView(instrument, instruments, empty or "This pod runs no agent.")
     t = time.time() if now is None else now
-    service = next((s for s in pod.services if s.name == SERVICE), None)
+    # Its own process: ``agent`` in a pod of one instrument, else ``agent-<instrument>``.
+    wanted = agent_service_name(config, instrument)
+    service = next((s for s in pod.services if s.name == wanted), None)
     cfg = agent_of(config, instrument)
     suggestions = suggestions_of(answer.status, t)
     status = answer.status or {}
@@ -166,6 +175,7 @@ def agent_view(
         instruments=instruments,
         empty="",
         service=service,
+        service_name=wanted,
         agent_class=cfg.agent,
         args=dict(cfg.args),
         settings={

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,7 +19,7 @@ from beampod.web import _streams as s
 from beampod.web._address import HEALTH_PATH
 from beampod.web._agents import AgentStatus, BusAgentStatus, no_agent_reason
 from beampod.web._auth import Keys, PeerUid
-from beampod.web._console import PACKAGE_DIR, Console, NotAllowed, refusal
+from beampod.web._console import PACKAGE_DIR, Console, InstrumentView, NotAllowed, refusal
 from beampod.web._devices import DevicePanel
 from beampod.web._live import LiveFeed, Source, bus_source
 from beampod.web._queueapi import QueueApi, queue_keys
@@ -64,31 +63,59 @@ def build_console(
     owner_uid: int | None = None,
     agent_status: AgentStatus | None = None,
 ) -> Console:
+    """The console of every instrument of ``pod`` (``live_source``, for tests, feeds
+    the default instrument's Live page)."""
     if agent_status is None and not no_agent_reason(pod.config):
         agent_status = BusAgentStatus(pod)
+    default = pod.config.instrument_name
+    views = {}
+    for name in pod.config.instruments:
+        keys = queue_keys(pod, name)
+        source = live_source if live_source is not None and name == default else None
+        views[name] = InstrumentView(
+            name=name,
+            base="" if name == default else f"/i/{name}",
+            keys=Keys(*keys) if keys else None,
+            queue=QueueApi.of(pod, name),
+            live=LiveFeed(source or bus_source(pod, name)),
+            devices=DevicePanel(pod, name) if devices else None,
+        )
     return Console(
         pod=pod,
-        keys=Keys(*queue_keys(pod)),
-        queue=QueueApi.of(pod),
-        live=LiveFeed(live_source or bus_source(pod)),
-        devices=DevicePanel(pod) if devices else None,
+        views=views,
         peer_uid=peer_uid,
         owner_uid=owner_uid,
         agent_status=agent_status,
     )
 
 
+# Pages of one instrument: the default instrument's at these paths, every instrument's
+# (the default's too) under /i/<name>.
+_INSTRUMENT_ROUTES: list[tuple[str, Any, list[str]]] = [
+    ("/queue", p.queue_page, ["GET"]),
+    ("/queue/add", p.queue_add, ["POST"]),
+    ("/queue/{action}", p.queue_action, ["POST"]),
+    ("/runs", p.runs_page, ["GET"]),
+    ("/runs/{uid}", p.run_page, ["GET"]),
+    ("/runs/{uid}/{stream}.{fmt:str}", p.run_table, ["GET"]),
+    ("/live", s.live_page, ["GET"]),
+    ("/live/stream", s.live_stream, ["GET"]),
+    ("/devices", s.devices_page, ["GET"]),
+    ("/devices/stream", s.devices_stream, ["GET"]),
+    ("/devices/move", s.move, ["POST"]),
+    ("/agents", p.agents_page, ["GET"]),
+]
+
+
 def build_app(console: Console) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        live = asyncio.create_task(console.live.run_forever(), name="beampod-web-live")
+        console.default.start_live()
         try:
             yield
         finally:
-            live.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await live
-            await console.queue.aclose()
+            for view in console.views.values():
+                await view.aclose()
             closer = getattr(console.agent_status, "aclose", None)
             if closer is not None:
                 await closer()
@@ -97,26 +124,21 @@ def build_app(console: Console) -> Any:
         assert isinstance(exc, NotAllowed)
         return refusal(request, exc)
 
-    routes = [
+    routes: list[Any] = [
         Route(HEALTH_PATH, p.health),
         Route("/login", p.login_form, methods=["GET"]),
         Route("/login", p.login, methods=["POST"]),
         Route("/logout", p.logout, methods=["POST"]),
         Route("/", p.overview),
-        Route("/queue", p.queue_page),
-        Route("/queue/add", p.queue_add, methods=["POST"]),
-        Route("/queue/{action}", p.queue_action, methods=["POST"]),
-        Route("/runs", p.runs_page),
-        Route("/runs/{uid}", p.run_page),
-        Route("/runs/{uid}/{stream}.{fmt:str}", p.run_table),
-        Route("/live", s.live_page),
-        Route("/live/stream", s.live_stream),
-        Route("/devices", s.devices_page),
-        Route("/devices/stream", s.devices_stream),
-        Route("/devices/move", s.move, methods=["POST"]),
-        Route("/agents", p.agents_page),
-        Mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static"),
+        Route("/i/{instrument}", p.instrument_home),
+        Route("/i/{instrument}/", p.instrument_home),
     ]
+    for path, endpoint, methods in _INSTRUMENT_ROUTES:
+        routes.append(Route(path, endpoint, methods=methods))
+        routes.append(Route(f"/i/{{instrument}}{path}", endpoint, methods=methods))
+    routes.append(
+        Mount("/static", StaticFiles(directory=str(PACKAGE_DIR / "static")), name="static")
+    )
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={NotAllowed: not_allowed})
     app.state.console = console
     return _SecurityHeaders(app)

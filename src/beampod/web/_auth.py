@@ -1,7 +1,8 @@
-"""Who is asking: login with the pod's queue keys, in-memory sessions, CSRF tokens.
+"""Who is asking: login with an instrument's queue keys, in-memory sessions, CSRF tokens.
 
-- ``queue_observer_key`` -> role ``observer`` (reads everything, changes nothing);
-  ``queue_control_key`` -> role ``control``.
+- an instrument's ``queue_observer_key`` -> role ``observer`` of that instrument (reads
+  its pages, changes nothing); its ``queue_control_key`` -> role ``control``. A session
+  is for that one instrument.
 - A session is a random id in an HttpOnly, SameSite=Strict cookie; the sessions live in
   this process's memory only (a restart logs everybody out).
 - A request without a session from a loopback socket owned by the pod owner's uid is an
@@ -35,10 +36,15 @@ class Session:
     created: float
     # A loopback owner without login: no cookie, nothing to log out of.
     implicit: bool = False
+    # The instrument whose key logged in; None: every instrument (the implicit owner).
+    instrument: str | None = None
 
     @property
     def can_control(self) -> bool:
         return self.role == "control"
+
+    def may_see(self, instrument: str) -> bool:
+        return self.instrument is None or self.instrument == instrument
 
 
 @dataclass
@@ -68,10 +74,12 @@ class Sessions:
     clock: Callable[[], float] = time.monotonic
     _by_id: dict[str, Session] = field(default_factory=dict)
 
-    def create(self, role: Role) -> tuple[str, Session]:
+    def create(self, role: Role, instrument: str | None = None) -> tuple[str, Session]:
         self._expire()
         sid = secrets.token_urlsafe(32)
-        session = Session(role=role, csrf=secrets.token_urlsafe(32), created=self.clock())
+        session = Session(
+            role=role, csrf=secrets.token_urlsafe(32), created=self.clock(), instrument=instrument
+        )
         self._by_id[sid] = session
         return sid, session
 

@@ -77,8 +77,9 @@ def display_value(value: Any) -> Any:
 class DevicePanel:
     """Loads the instrument's devices once and follows their readable signals."""
 
-    def __init__(self, pod: LoadedPod) -> None:
+    def __init__(self, pod: LoadedPod, instrument: str | None = None) -> None:
         self._pod = pod
+        self._instrument = instrument or pod.config.instrument_name
         self._lock = threading.Lock()
         self.rows: dict[str, DeviceRow] = {}
         self._by_signal: dict[str, Reading] = {}
@@ -100,7 +101,7 @@ class DevicePanel:
 
     def _load(self) -> None:
         cfg = self._pod.config
-        settings = cfg.instrument()
+        settings = cfg.instrument(self._instrument)
         try:
             apply_ca_client_env(cfg)
             iocs = [{"family": i.family, "prefix": i.prefix} for i in settings.iocs]

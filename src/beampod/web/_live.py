@@ -234,12 +234,13 @@ class LiveFeed:
         return len(self._subscribers)
 
 
-def bus_source(pod: Any) -> Source:
-    """Documents of the pod's default instrument, from now on; the link is up once the
-    consumer exists, down while nats-py reconnects."""
+def bus_source(pod: Any, instrument: str | None = None) -> Source:
+    """Documents of ``instrument`` (default: the pod's default instrument), from now on,
+    read as that instrument's reader; the link is up once the consumer exists, down
+    while nats-py reconnects."""
     from beampod.bus import NatsConnection, tail
 
-    instrument = pod.config.instrument_name
+    instrument = instrument or pod.config.instrument_name
 
     def source(link: Link) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         conn = NatsConnection.from_pod(pod, instrument, role="reader", name="beampod-web")

@@ -12,9 +12,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from beampod.errors import BeampodError, PlanError
 from beampod.web._agents import agent_view
 from beampod.web._auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, SESSION_MAX_AGE_S
-from beampod.web._console import Console, safe_next
+from beampod.web._console import Console, InstrumentView, safe_next
 from beampod.web._forms import form_expression, item_from_expression, item_text, plan_form
-from beampod.web._podstate import group_services, log_tail, read_pod_state
+from beampod.web._podstate import CENTRAL, group_services, log_tail, read_pod_state
 from beampod.web._queueapi import ACTIONS, QueueRefusal, QueueUnavailable
 from beampod.web._runs import default_axes, recent_runs, run_detail, stream_table, table_csv
 
@@ -51,16 +51,18 @@ async def login(request: Request) -> Response:
     nxt = safe_next(str(form.get("next", "/")))
     if not cookie or not secrets.compare_digest(cookie, token):
         return PlainTextResponse("login form expired: reload the login page", status_code=403)
-    role = c.keys.role_of(str(form.get("key", "")))
-    if role is None:
+    found = c.role_of(str(form.get("key", "")))
+    if found is None:
         return c.page(
             request,
             "login.html",
             {"login_csrf": token, "next": nxt, "error": "that is not one of the pod's keys"},
             status=401,
         )
+    instrument, role = found
     c.sessions.drop(request.cookies.get(SESSION_COOKIE))
-    sid, _ = c.sessions.create(role)
+    # A session is for the instrument whose key it was: its pages, never another's.
+    sid, _ = c.sessions.create(role, instrument)
     resp = RedirectResponse(nxt, status_code=303)
     resp.delete_cookie(LOGIN_CSRF_COOKIE)
     resp.set_cookie(
@@ -72,7 +74,7 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     c = _console(request)
     form = await request.form()
-    c.require(request, form=form)
+    c.require(request, form=form, scoped=False)
     c.sessions.drop(request.cookies.get(SESSION_COOKIE))
     resp = RedirectResponse("/login", status_code=303)
     resp.delete_cookie(SESSION_COOKIE)
@@ -88,9 +90,14 @@ async def health(request: Request) -> Response:
 
 async def overview(request: Request) -> Response:
     c = _console(request)
-    c.require(request)
+    session = c.require(request, scoped=False)
     view = read_pod_state(c.pod.home)
-    names = {s.name for s in view.services}
+    instruments = list(c.pod.config.instruments)
+    groups = group_services(view.services, instruments)
+    if session.instrument is not None and len(instruments) > 1:
+        # Logged in with one instrument's key: its services and the central ones.
+        groups = [(g, rows) for g, rows in groups if g in (session.instrument, CENTRAL)]
+    names = {s.name for _, rows in groups for s in rows}
     chosen = request.query_params.get("log", "supervisor")
     try:
         lines = log_tail(c.pod.home, chosen, names, int(request.query_params.get("n", "40")))
@@ -102,7 +109,7 @@ async def overview(request: Request) -> Response:
         template,
         {
             "view": view,
-            "groups": group_services(view.services, list(c.pod.config.instruments)),
+            "groups": groups,
             "log_service": chosen,
             "log_lines": lines,
             "log_choices": sorted(names),
@@ -113,13 +120,19 @@ async def overview(request: Request) -> Response:
 # -- queue ---------------------------------------------------------------------------
 
 
-async def _queue_context(c: Console) -> dict[str, Any]:
+async def instrument_home(request: Request) -> Response:
+    """``/i/<name>``: that instrument's Queue page."""
+    view = _console(request).view(request)
+    return RedirectResponse(f"{view.base}/queue", 303)
+
+
+async def _queue_context(v: InstrumentView) -> dict[str, Any]:
     try:
-        status = await c.queue.status()
-        queue = await c.queue.queue()
-        history = await c.queue.history()
-        plans = await c.queue.plans_allowed()
-        devices = await c.queue.devices_allowed()
+        status = await v.queue.status()
+        queue = await v.queue.queue()
+        history = await v.queue.history()
+        plans = await v.queue.plans_allowed()
+        devices = await v.queue.devices_allowed()
     except (QueueUnavailable, QueueRefusal) as exc:
         return {
             "queue_error": str(exc),
@@ -147,7 +160,7 @@ async def _queue_context(c: Console) -> dict[str, Any]:
 async def queue_page(request: Request) -> Response:
     c = _console(request)
     c.require(request)
-    ctx = await _queue_context(c)
+    ctx = await _queue_context(c.view(request))
     chosen = request.query_params.get("plan") or ("scan" if "scan" in ctx["plans"] else "")
     if chosen not in ctx["plans"] and ctx["plans"]:
         chosen = sorted(ctx["plans"])[0]
@@ -162,7 +175,8 @@ async def queue_add(request: Request) -> Response:
     c = _console(request)
     form = await request.form()
     c.require(request, control=True, form=form)
-    ctx = await _queue_context(c)
+    view = c.view(request)
+    ctx = await _queue_context(view)
     values = {k: str(v) for k, v in form.items() if k.startswith("p_")}
     plain = {k[2:]: v for k, v in values.items()}
     expr = str(form.get("expr", "")).strip()
@@ -175,34 +189,35 @@ async def queue_add(request: Request) -> Response:
                 raise PlanError(f"unknown plan {name!r}")
             expr = form_expression(pform, plain)
         item = item_from_expression(expr, ctx["plans"], ctx["device_names"])
-        await c.queue.add(item, front=form.get("front") == "on")
+        await view.queue.add(item, front=form.get("front") == "on")
     except (PlanError, QueueRefusal, QueueUnavailable) as exc:
         ctx["error"] = str(exc)
         ctx["tried"] = expr
         return c.page(request, "queue.html", ctx, status=422)
-    return RedirectResponse(f"/queue?plan={item['name']}&msg=added+{item['name']}", 303)
+    return RedirectResponse(f"{view.base}/queue?plan={item['name']}&msg=added+{item['name']}", 303)
 
 
 async def queue_action(request: Request) -> Response:
     c = _console(request)
     form = await request.form()
     c.require(request, control=True, form=form)
+    v = c.view(request)
     name = request.path_params["action"]
     try:
         if name == "remove":
-            await c.queue.remove(str(form.get("uid", "")))
+            await v.queue.remove(str(form.get("uid", "")))
         elif name in ACTIONS:
-            await c.queue.action(name)
+            await v.queue.action(name)
         else:
             return JSONResponse({"detail": f"unknown action {name!r}"}, status_code=404)
     except (QueueRefusal, QueueUnavailable) as exc:
         status = exc.status if isinstance(exc, QueueRefusal) else 503
         if "application/json" in request.headers.get("accept", ""):
             return JSONResponse({"detail": str(exc)}, status_code=status)
-        return RedirectResponse(f"/queue?msg={_q(f'{name}: {exc}')}", 303)
+        return RedirectResponse(f"{v.base}/queue?msg={_q(f'{name}: {exc}')}", 303)
     if "application/json" in request.headers.get("accept", ""):
         return JSONResponse({"ok": True})
-    return RedirectResponse(f"/queue?msg={_q(name + ': done')}", 303)
+    return RedirectResponse(f"{v.base}/queue?msg={_q(name + ': done')}", 303)
 
 
 def _q(text: str) -> str:
@@ -214,11 +229,11 @@ def _q(text: str) -> str:
 # -- runs ----------------------------------------------------------------------------
 
 
-async def _blocking(c: Console, fn: Any, *args: Any) -> Any:
+async def _blocking(v: InstrumentView, fn: Any, *args: Any) -> Any:
     try:
         return await run_in_threadpool(fn, *args)
     except (BeampodError, OSError, httpx.HTTPError) as exc:
-        c.forget_catalog()
+        v.forget_catalog()
         raise RunsUnavailable(str(exc)) from None
 
 
@@ -229,8 +244,9 @@ class RunsUnavailable(Exception):
 async def runs_page(request: Request) -> Response:
     c = _console(request)
     c.require(request)
+    v = c.view(request)
     try:
-        runs = await _blocking(c, lambda: recent_runs(c.catalog(), 30))
+        runs = await _blocking(v, lambda: recent_runs(v.catalog(c.pod), 30))
         error = ""
     except RunsUnavailable as exc:
         runs, error = [], str(exc)
@@ -240,9 +256,10 @@ async def runs_page(request: Request) -> Response:
 async def run_page(request: Request) -> Response:
     c = _console(request)
     c.require(request)
+    v = c.view(request)
     uid = request.path_params["uid"]
     try:
-        detail = await _blocking(c, lambda: run_detail(c.catalog(), uid))
+        detail = await _blocking(v, lambda: run_detail(v.catalog(c.pod), uid))
     except (RunsUnavailable, KeyError) as exc:
         return c.page(request, "runs.html", {"runs": [], "runs_error": str(exc)}, status=404)
     stream = "primary" if "primary" in detail.streams else next(iter(detail.streams), "")
@@ -253,11 +270,12 @@ async def run_page(request: Request) -> Response:
 async def run_table(request: Request) -> Response:
     c = _console(request)
     c.require(request)
+    v = c.view(request)
     uid, stream, fmt = (request.path_params[k] for k in ("uid", "stream", "fmt"))
     if fmt not in ("json", "csv"):
         return JSONResponse({"detail": f"no format {fmt!r} (json or csv)"}, status_code=404)
     try:
-        table = await _blocking(c, lambda: stream_table(c.catalog(), uid, stream))
+        table = await _blocking(v, lambda: stream_table(v.catalog(c.pod), uid, stream))
     except (RunsUnavailable, KeyError) as exc:
         return JSONResponse({"detail": str(exc).strip("'\"")}, status_code=404)
     if fmt == "csv":
@@ -275,11 +293,14 @@ async def run_table(request: Request) -> Response:
 
 async def agents_page(request: Request) -> Response:
     c = _console(request)
-    c.require(request)
     config = c.pod.config
-    instrument = request.query_params.get("instrument") or config.instrument_name
-    if instrument not in config.instruments:
-        instrument = config.instrument_name
+    v = c.view(request)
+    asked = request.query_params.get("instrument")
+    if asked and asked != v.name and asked in c.views:
+        # The old way to choose (``/agents?instrument=NAME``): its own pages now.
+        return RedirectResponse(f"{c.views[asked].base}/agents", 303)
+    c.require(request)
+    instrument = v.name
     answer = await c.agent_status(instrument) if c.agent_status is not None else None
     view = agent_view(config, read_pod_state(c.pod.home), instrument, answer)
     template = "_agents.html" if request.query_params.get("partial") else "agents.html"

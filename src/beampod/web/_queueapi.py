@@ -1,6 +1,6 @@
-"""The default instrument's queue over its HTTP API (bluesky-httpserver behind
-beampod's gate). In a pod of several instruments the console drives the default
-instrument's queue server only, with that server's keys (docs/web.md).
+"""An instrument's queue over its HTTP API (bluesky-httpserver behind beampod's gate).
+In a pod of several instruments the console drives each instrument's own queue server
+(``queue-http-<name>``) with that server's control key (docs/web.md).
 
 The control key stays in this process: browsers never see it. What a browser may do
 is decided by its session role before anything is sent here.
@@ -29,22 +29,26 @@ class QueueRefusal(Exception):
         self.status, self.message = status, message
 
 
-def console_queue(pod: LoadedPod) -> QueueServer | None:
-    """The queue server the console drives: the default instrument's, if it has one."""
-    return queue_servers(pod).get(pod.config.instrument_name)
+def console_queue(pod: LoadedPod, instrument: str | None = None) -> QueueServer | None:
+    """The queue server of ``instrument`` (default: the default instrument), if any."""
+    return queue_servers(pod).get(instrument or pod.config.instrument_name)
 
 
-def queue_keys(pod: LoadedPod) -> tuple[str, str]:
-    """(control, observer) keys of the console's queue: they are also the console's
-    login keys. Without a queue, the pod-wide ``queue_*`` keys."""
-    server = console_queue(pod)
-    control = server.control_key if server else pod.secrets.queue_control_key
-    observer = server.observer_key if server else pod.secrets.queue_observer_key
-    return control.get_secret_value(), observer.get_secret_value()
+def queue_keys(pod: LoadedPod, instrument: str | None = None) -> tuple[str, str] | None:
+    """(control, observer) keys of an instrument's queue: they are also its login keys
+    on the console. A pod of one instrument without a queue: the pod-wide ``queue_*``
+    keys; an instrument of several without a queue: None (no key logs in for it)."""
+    server = console_queue(pod, instrument)
+    if server is not None:
+        return server.control_key.get_secret_value(), server.observer_key.get_secret_value()
+    if len(pod.config.instruments) > 1:
+        return None
+    s = pod.secrets
+    return s.queue_control_key.get_secret_value(), s.queue_observer_key.get_secret_value()
 
 
-def queue_url(pod: LoadedPod) -> str:
-    server = console_queue(pod)
+def queue_url(pod: LoadedPod, instrument: str | None = None) -> str:
+    server = console_queue(pod, instrument)
     port = server.settings.http_port if server else pod.config.queue.http_port
     return f"http://{probe_host(pod.config.pod.bind)}:{port}"
 
@@ -59,8 +63,13 @@ class QueueApi:
         )
 
     @classmethod
-    def of(cls, pod: LoadedPod) -> QueueApi:
-        return cls(queue_url(pod), queue_keys(pod)[0])
+    def of(cls, pod: LoadedPod, instrument: str | None = None) -> QueueApi:
+        """The queue HTTP API of ``instrument``, with its control key (each instrument's
+        queue server takes only its own keys)."""
+        keys = queue_keys(pod, instrument)
+        if keys is None:
+            return NoQueue(instrument or pod.config.instrument_name)
+        return cls(queue_url(pod, instrument), keys[0])
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -119,6 +128,20 @@ class QueueApi:
         """One of :data:`ACTIONS` (start, stop, pause, resume, abort...)."""
         path, body = ACTIONS[name]
         await self._call("POST", path, body)
+
+
+class NoQueue(QueueApi):
+    """An instrument without a queue server: every call says so."""
+
+    def __init__(self, instrument: str) -> None:
+        super().__init__("http://127.0.0.1:9", "")
+        self.instrument = instrument
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        raise QueueUnavailable(
+            f"instrument {self.instrument} has no queue server (its queue is not enabled "
+            "in the pod's config.yaml)"
+        )
 
 
 ACTIONS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -43,7 +43,9 @@ def _stream(body: AsyncIterator[bytes]) -> StreamingResponse:
 async def live_page(request: Request) -> Response:
     c = _console(request)
     c.require(request)
-    return c.page(request, "live.html", {"link": link_text(c.live.status())})
+    v = c.view(request)
+    v.start_live()  # another instrument's feed starts when its page is first opened
+    return c.page(request, "live.html", {"link": link_text(v.live.status())})
 
 
 def link_text(status: dict[str, Any], browser_connected: bool = True) -> tuple[str, str]:
@@ -90,7 +92,9 @@ async def live_events(
 async def live_stream(request: Request) -> Response:
     c = _console(request)
     c.require(request)
-    feed = c.live
+    v = c.view(request)
+    v.start_live()
+    feed = v.live
     queue = feed.subscribe()
     backlog = feed.snapshot()
 
@@ -113,7 +117,8 @@ FIRST_VISIT_WAIT_S = 20.0
 async def devices_page(request: Request) -> Response:
     c = _console(request)
     c.require(request)
-    panel = c.devices
+    v = c.view(request)
+    panel = v.devices
     if panel is not None:
         panel.start()  # the first visit loads the devices (see DevicePanel.start)
         # ...so that visit waits for them (seconds: ophyd's import, the IOCs' connect)
@@ -122,7 +127,7 @@ async def devices_page(request: Request) -> Response:
     rows = panel.device_rows() if panel else []
     movable: dict[str, bool] = {}
     try:
-        allowed = await c.queue.devices_allowed()
+        allowed = await v.queue.devices_allowed()
         movable = {n: bool((d or {}).get("is_movable")) for n, d in allowed.items()}
     except (QueueUnavailable, QueueRefusal):
         pass
@@ -141,7 +146,7 @@ async def devices_page(request: Request) -> Response:
 async def devices_stream(request: Request) -> Response:
     c = _console(request)
     c.require(request)
-    panel = c.devices
+    panel = c.view(request).devices
     if panel is None:
         return JSONResponse({"detail": "the Devices panel is off"}, status_code=404)
     panel.start()
@@ -179,6 +184,7 @@ async def move(request: Request) -> Response:
     c = _console(request)
     form = await request.form()
     c.require(request, control=True, form=form)
+    queue = c.view(request).queue
     device = str(form.get("device", ""))
     try:
         position = parse_position(str(form.get("position", "")))
@@ -188,15 +194,15 @@ async def move(request: Request) -> Response:
         )
     item = {"item_type": "plan", "name": "mv", "args": [device, position], "kwargs": {}}
     try:
-        status = await c.queue.status()
+        status = await queue.status()
         if status.get("manager_state") == "idle" and status.get("worker_environment_exists"):
             try:
-                result = await c.queue.execute(item)
+                result = await queue.execute(item)
                 return JSONResponse({"mode": "running", "item": result.get("item")})
             except QueueRefusal as exc:
                 if "busy" not in str(exc).lower() and "idle" not in str(exc).lower():
                     raise
-        result = await c.queue.add(item, front=True)
+        result = await queue.add(item, front=True)
         return JSONResponse({"mode": "queued at the front", "item": result.get("item")})
     except QueueRefusal as exc:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)

@@ -3,6 +3,8 @@
 "use strict";
 
 const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
+// Where this instrument's pages are: "" for the default instrument, else /i/<name>.
+const base = () => document.body.dataset.base || "";
 
 class Plot {
   constructor(canvas) { this.c = canvas; this.x = []; this.y = []; this.xl = ""; this.yl = ""; }
@@ -125,7 +127,7 @@ function livePage() {
     }
   };
   const connect = () => {
-    es = new EventSource("/live/stream");
+    es = new EventSource(`${base()}/live/stream`);
     es.onmessage = onMessage;
     // EventSource retries by itself; until the next hello the page is not receiving.
     es.onerror = () => { sseUp = false; showLink(); };
@@ -146,14 +148,14 @@ async function runPage() {
   let table = {};
   const draw = () => plot.set(table[xs.value] || [], table[ys.value] || [], xs.value, ys.value);
   const load = async (first) => {
-    const r = await fetch(`/runs/${ctl.dataset.uid}/${encodeURIComponent(stream.value)}.json`);
+    const r = await fetch(`${base()}/runs/${ctl.dataset.uid}/${encodeURIComponent(stream.value)}.json`);
     table = r.ok ? await r.json() : {};
     const names = Object.keys(table);
     for (const [sel, want] of [[xs, ctl.dataset.x], [ys, ctl.dataset.y]]) {
       sel.innerHTML = names.map(n => `<option>${n}</option>`).join("");
       if (first && names.includes(want)) sel.value = want;
     }
-    csv.href = `/runs/${ctl.dataset.uid}/${encodeURIComponent(stream.value)}.csv`;
+    csv.href = `${base()}/runs/${ctl.dataset.uid}/${encodeURIComponent(stream.value)}.csv`;
     draw();
   };
   xs.onchange = ys.onchange = draw; stream.onchange = () => load(false);
@@ -163,7 +165,7 @@ async function runPage() {
 function devicesPage() {
   const cells = {};
   for (const td of document.querySelectorAll("td[data-signal]")) cells[td.dataset.signal] = td;
-  const es = new EventSource("/devices/stream");
+  const es = new EventSource(`${base()}/devices/stream`);
   es.onmessage = (e) => {
     const m = JSON.parse(e.data), td = cells[m.signal];
     if (!td) return;
@@ -176,7 +178,7 @@ function devicesPage() {
       ev.preventDefault();
       const body = new URLSearchParams({ device: f.dataset.device, position: f.position.value });
       note.textContent = `moving ${f.dataset.device} to ${f.position.value}…`;
-      const r = await fetch("/devices/move", { method: "POST", body, headers: { "x-csrf-token": csrf(), accept: "application/json" } });
+      const r = await fetch(`${base()}/devices/move`, { method: "POST", body, headers: { "x-csrf-token": csrf(), accept: "application/json" } });
       const j = await r.json();
       note.textContent = r.ok ? `mv(${f.dataset.device}, ${f.position.value}): ${j.mode}` : `refused: ${j.detail}`;
       note.classList.toggle("error", !r.ok);

@@ -1,0 +1,75 @@
+"""One agent service per instrument, each given only its own instrument's credentials
+(no pod running: the service specs and what the agent process loads). The running
+processes: tests/facility/test_facility_queues.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr
+from tests.web._homes import pod_home, two_instruments
+
+from beampod.config import (
+    AGENT_PASSWORD_ENV,
+    AGENT_REDIS_PASSWORD_ENV,
+    InstrumentSecrets,
+    LoadedPod,
+    Secrets,
+    load_agent_pod,
+)
+from beampod.services import pod_services, service_instrument
+
+
+def _secret_values(secrets: Secrets | InstrumentSecrets) -> list[str]:
+    out = []
+    for name in type(secrets).model_fields:
+        value = getattr(secrets, name)
+        if isinstance(value, SecretStr) and value.get_secret_value():
+            out.append(value.get_secret_value())
+    return out
+
+
+def _facility(root: Path) -> LoadedPod:
+    return pod_home(root, instruments=two_instruments(), agent={"enabled": True})
+
+
+def test_a_facility_runs_an_agent_per_instrument_with_its_password_only(tmp_path: Path) -> None:
+    pod = _facility(tmp_path / "f")
+    specs = {s.name: s for s in pod_services(pod)}
+    assert "agent" not in specs
+    for inst, other in (("bl01", "bl02"), ("bl02", "bl01")):
+        spec = specs[f"agent-{inst}"]
+        assert spec.argv[-2:] == ("--instrument", inst)
+        assert spec.instrument == inst == service_instrument(pod.config, spec.name)
+        own = pod.secrets.for_instrument(inst).agent_password.get_secret_value()
+        assert spec.env == {AGENT_PASSWORD_ENV: own}  # no Redis: its user reaches every key
+        everything_else = [
+            *_secret_values(pod.secrets),
+            *_secret_values(pod.secrets.for_instrument(other)),
+            *(v for v in _secret_values(pod.secrets.for_instrument(inst)) if v != own),
+        ]
+        assert not set(everything_else) & set(spec.env.values())
+        assert not any(own in a for a in spec.argv)
+
+
+def test_the_agent_process_never_reads_the_secrets_file(tmp_path: Path) -> None:
+    pod = _facility(tmp_path / "f")
+    own = pod.secrets.for_instrument("bl02").agent_password.get_secret_value()
+    pod.home.secrets_file.unlink()  # what it holds is not there to read
+    seen = load_agent_pod(pod.home, "bl02", {AGENT_PASSWORD_ENV: own})
+    assert list(seen.secrets.instruments) == ["bl02"]
+    assert _secret_values(seen.secrets.for_instrument("bl02")) == [own]
+    assert _secret_values(seen.secrets) == []
+    assert seen.config == pod.config
+
+
+def test_a_pod_of_one_instrument_keeps_its_agent_service(tmp_path: Path) -> None:
+    pod = pod_home(tmp_path / "one", agent={"enabled": True})
+    specs = {s.name: s for s in pod_services(pod)}
+    assert "agent" in specs and not [n for n in specs if n.startswith("agent-")]
+    inst = pod.config.instrument_name
+    assert specs["agent"].env == {
+        AGENT_PASSWORD_ENV: pod.secrets.for_instrument(inst).agent_password.get_secret_value(),
+        # The bluesky-pods demo's Redis replies: the pod's Redis is this instrument's.
+        AGENT_REDIS_PASSWORD_ENV: pod.secrets.redis_password.get_secret_value(),
+    }
