@@ -64,9 +64,9 @@ if TYPE_CHECKING:
         DocumentConsumer,
         Message,
         publish_dead_letter,
-        tail,
     )
     from beampod.bus._dlq import DeadLetter, get_dead_letter, list_dead_letters, replay_dead_letter
+    from beampod.bus._jstail import tail
     from beampod.bus._kafka import (
         MSG_ID_HEADER,
         KafkaPublisher,
@@ -109,7 +109,7 @@ _LAZY = {
     "DocumentConsumer": ("beampod.bus._consumer", "DocumentConsumer"),
     "Message": ("beampod.bus._consumer", "Message"),
     "publish_dead_letter": ("beampod.bus._consumer", "publish_dead_letter"),
-    "tail": ("beampod.bus._consumer", "tail"),
+    "tail": ("beampod.bus._jstail", "tail"),
     "DeadLetter": ("beampod.bus._dlq", "DeadLetter"),
     "get_dead_letter": ("beampod.bus._dlq", "get_dead_letter"),
     "list_dead_letters": ("beampod.bus._dlq", "list_dead_letters"),

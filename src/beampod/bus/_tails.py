@@ -1,4 +1,4 @@
-"""``beampod tail`` on the Kafka and 0MQ transports (NATS: ``_consumer.tail``).
+"""``beampod tail`` on the Kafka and 0MQ transports (NATS: ``_jstail.tail``).
 
 Both leave nothing behind: Kafka reads with assigned partitions (no consumer group, no
 committed offsets), 0MQ with a plain subscription.
