@@ -66,8 +66,8 @@ def main() -> int:
     def ready() -> None:
         # Everything imported and connected by now lives as long as the process: keep
         # the collector off it (its full passes walked all of tiled's and dask's
-        # objects while the writer allocates a few dicts per event).
-        gc.collect()
+        # objects while the writer allocates a few dicts per event). No collect first:
+        # it would delay readiness for a little import garbage.
         gc.freeze()
         print(f"{READY_LINE} instrument={args.instrument}", flush=True)
 
