@@ -267,6 +267,10 @@ def _first_time(samples: list[tuple[float, int]], count: int) -> float | None:
 
 
 def latency(pod: Any, args: argparse.Namespace) -> dict[str, float]:
+    # Imported here, before the reader thread imports the same modules through tiled's
+    # client (two threads importing one package at once can deadlock on its lock).
+    import bluesky_tiled_plugins.clients.catalog_of_bluesky_runs
+    import bluesky_tiled_plugins.writing  # noqa: F401
     from bluesky import RunEngine
 
     from beampod.bus import DurablePublisher
