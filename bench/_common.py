@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def machine() -> str:
@@ -68,3 +69,22 @@ class WorkerThread(threading.Thread):
 
     def _run(self) -> None:
         raise NotImplementedError
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a running process (/proc/PID/stat), 0 if it is gone."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:13]) / os.sysconf("SC_CLK_TCK")
+
+
+def service_cpu_s(home: Path) -> dict[str, float]:
+    """CPU seconds used so far by each running service of the pod at ``home``."""
+    import json
+
+    services = json.loads((home / "run" / "state.json").read_text())["services"]
+    return {n: process_cpu_s(int(s["pid"])) for n, s in services.items() if s.get("pid")}

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import WorkerThread, load_average, machine, percentile, summary
+from _common import WorkerThread, load_average, machine, percentile, service_cpu_s, summary
 
 
 def beampod(home: Path, *args: str, timeout: float = 300) -> str:
@@ -267,6 +267,10 @@ def _first_time(samples: list[tuple[float, int]], count: int) -> float | None:
 
 
 def latency(pod: Any, args: argparse.Namespace) -> dict[str, float]:
+    # Imported here, before the reader thread imports the same modules through tiled's
+    # client (two threads importing one package at once can deadlock on its lock).
+    import bluesky_tiled_plugins.clients.catalog_of_bluesky_runs
+    import bluesky_tiled_plugins.writing  # noqa: F401
     from bluesky import RunEngine
 
     from beampod.bus import DurablePublisher
@@ -288,6 +292,7 @@ def latency(pod: Any, args: argparse.Namespace) -> dict[str, float]:
     assert pub.flush(60)
     acked_all: list[float] = []
     tiled_all: list[float] = []
+    cpu_all: dict[str, float] = {}
     print(
         f"\nevent emitted -> stored and readable through Tiled (publisher -> NATS -> writer "
         f"-> Tiled), count([det], {args.latency_events}) at full speed, "
@@ -310,6 +315,7 @@ def latency(pod: Any, args: argparse.Namespace) -> dict[str, float]:
         reader = _Reader(pod, uid_box, args.latency_events, args.reader_pause)
         acks.start()
         reader.start()
+        cpu0 = service_cpu_s(pod.home.root)
         rate = _rate(RE, args.latency_events)
         reader.join(300)
         # Until the writer has acknowledged the whole run (start .. stop).
@@ -320,8 +326,11 @@ def latency(pod: Any, args: argparse.Namespace) -> dict[str, float]:
             and acks.is_alive()
         ):
             time.sleep(0.05)
+        cpu1 = service_cpu_s(pod.home.root)
         acks.stop.set()
         acks.join(30)
+        for name, c in cpu1.items():
+            cpu_all[name] = cpu_all.get(name, 0.0) + c - cpu0.get(name, c)
         for th in (reader, acks):
             if th.error is not None:
                 raise th.error
@@ -350,6 +359,17 @@ def latency(pod: Any, args: argparse.Namespace) -> dict[str, float]:
             flush=True,
         )
     pub.close()
+    # What storing a live run costs the machine (the CPU the RunEngine competes with):
+    # the same whatever the load, unlike the ratios.
+    n_events = args.latency_events * args.latency_reps
+    per_event = {k: v / n_events * 1e6 for k, v in cpu_all.items()}
+    store = per_event.get("writer", 0.0) + per_event.get("tiled", 0.0)
+    rest = sum(v for k, v in per_event.items() if k not in ("writer", "tiled", "nats"))
+    print(
+        f"  service CPU per live event (us; the reader's polls included): writer "
+        f"{per_event.get('writer', 0.0):.0f}, Tiled {per_event.get('tiled', 0.0):.0f}, NATS "
+        f"{per_event.get('nats', 0.0):.0f}, the rest of the pod {rest:.0f}"
+    )
     print(
         f"  all runs, acked: p50 {percentile(acked_all, 50):.0f} ms, p99 "
         f"{percentile(acked_all, 99):.0f} ms; tiled: p50 {percentile(tiled_all, 50):.0f} ms, "
@@ -360,6 +380,7 @@ def latency(pod: Any, args: argparse.Namespace) -> dict[str, float]:
         "acked_p99_ms": percentile(acked_all, 99),
         "readable_p50_ms": percentile(tiled_all, 50),
         "readable_p99_ms": percentile(tiled_all, 99),
+        "store_cpu_us_per_event": store,
     }
 
 

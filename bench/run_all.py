@@ -152,6 +152,11 @@ INFO = [
         ),
     ),
     (
+        "live run CPU per event, writer + Tiled",
+        "datapath",
+        lambda r: f"{r.get('store_cpu_us_per_event', float('nan')):.0f} us",
+    ),
+    (
         "emitted -> acked by the writer p50/p99",
         "datapath",
         lambda r: f"{r['acked_p50_ms']:.0f} / {r['acked_p99_ms']:.0f} ms",

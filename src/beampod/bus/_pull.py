@@ -7,12 +7,21 @@ sends the same pull requests (``$JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>``, 
 to an inbox of its own) and collects the replies in a callback, so a batch costs one
 wait, not one per message. Ordering, acknowledgement and redelivery are JetStream's,
 unchanged: the messages are nats-py ``Msg`` objects with their ack subjects.
+
+The replies to that inbox are taken straight from the connection's reader
+(:meth:`BatchPuller._take`) rather than through nats-py's subscription queue and task:
+per message that skips its generic header parser, a queue hop and a task switch, and
+the JetStream metadata (``msg.metadata``: the stream sequence the consumer checks for
+gaps) is read from the ack subject with one split instead of a dataclass with a
+timezone-aware datetime built for every message. Together ~6 us of the writer's
+~18 us per message in a catch-up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import time
 from collections import deque
@@ -26,6 +35,49 @@ _NO_RESPONDERS = "503"
 # How long past its own expiry a pull may take to end before the puller stops waiting
 # (a server that went away never answers; the connection reports that itself).
 _GRACE_S = 1.0
+# A message's header block starts with this line; a status reply has " <code>" after it.
+_HDR_LINE = b"NATS/1.0"
+_CRLF = b"\r\n"
+# $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>
+# (the v1 form JetStream sends without a domain; anything else is parsed by nats-py).
+_ACK_TOKENS = 9
+
+
+class _SequencePair:
+    __slots__ = ("consumer", "stream")
+
+    def __init__(self, stream: int, consumer: int) -> None:
+        self.stream, self.consumer = stream, consumer
+
+
+class _AckMetadata:
+    """``Msg.metadata`` for a JetStream message, from its ack subject: the attributes of
+    nats-py's ``Msg.Metadata``, the timestamp built only if someone asks for it."""
+
+    __slots__ = ("_ns", "consumer", "num_delivered", "num_pending", "sequence", "stream")
+
+    domain = None  # as nats-py has it for this (v1, no domain) form
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.stream, self.consumer = tokens[2], tokens[3]
+        self.num_delivered = int(tokens[4])
+        self.sequence = _SequencePair(int(tokens[5]), int(tokens[6]))
+        self._ns = int(tokens[7])
+        self.num_pending = int(tokens[8])
+
+    @property
+    def timestamp(self) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(self._ns / 1e9, datetime.UTC)
+
+
+def _headers(raw: bytes) -> dict[str, str]:
+    """``Name: value`` lines after the ``NATS/1.0`` line (what a stored message carries)."""
+    out: dict[str, str] = {}
+    for line in raw[len(_HDR_LINE) + 2 :].split(_CRLF):
+        name, sep, value = line.partition(b":")
+        if sep:
+            out[name.strip().decode("ascii", "replace")] = value.strip().decode("utf-8", "replace")
+    return out
 
 
 class BatchPuller:
@@ -45,24 +97,73 @@ class BatchPuller:
         # server restarted) and the next fetch pulls again.
         self._deadline = 0.0
         self._no_jetstream = False
+        self._msg_class: Any = None
 
     async def start(self) -> None:
+        from nats.aio.msg import Msg
+
+        self._msg_class = Msg
         # No limit on the subscription's own queue: the pull requests bound what comes.
         self._sub = await self._nc.subscribe(
             self._inbox, cb=self._on_msg, pending_msgs_limit=0, pending_bytes_limit=0
         )
+        nc = self._nc
+        own_sid, process = self._sub._id, nc._process_msg
+
+        async def process_msg(
+            sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
+        ) -> None:
+            if sid == own_sid:
+                self._take(subject, reply, data, headers)
+            else:
+                await process(sid, subject, reply, data, headers)
+
+        # The connection's reader calls ``nc._process_msg`` for every message; this
+        # connection is the consumer's own, and every other subscription's messages
+        # still go the usual way.
+        nc._process_msg = process_msg
+
+    def _take(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        nc = self._nc
+        nc.stats["in_msgs"] += 1
+        nc.stats["in_bytes"] += len(data)
+        if headers and headers[len(_HDR_LINE)] == 0x20:  # " ": a status reply
+            self._on_status(headers[len(_HDR_LINE) + 1 : len(_HDR_LINE) + 4].decode())
+            return
+        reply_s = reply.decode()
+        msg = self._msg_class(
+            _client=nc,
+            subject=subject.decode(),
+            reply=reply_s,
+            data=data,
+            headers=_headers(headers) if headers else None,
+            _sid=self._sub._id,
+        )
+        tokens = reply_s.split(".")
+        if len(tokens) == _ACK_TOKENS and tokens[0] == "$JS" and tokens[1] == "ACK":
+            msg._metadata = _AckMetadata(tokens)
+        self._arrived(msg)
 
     async def _on_msg(self, msg: Any) -> None:
+        # Only if a message reached the subscription itself (not through ``_take``).
         headers = msg.headers
         status = headers.get("Status") if headers and not msg.data else None
         if status is None:
-            self._buffer.append(msg)
-            self._owed -= 1
-            if self._owed > 0:
-                return
-        elif status == _HEARTBEAT:
+            self._arrived(msg)
+        else:
+            self._on_status(status)
+
+    def _arrived(self, msg: Any) -> None:
+        self._buffer.append(msg)
+        self._owed -= 1
+        if self._owed <= 0:
+            self._owed = 0
+            self._ended.set()
+
+    def _on_status(self, status: str) -> None:
+        if status == _HEARTBEAT:
             return
-        elif status == _NO_RESPONDERS:
+        if status == _NO_RESPONDERS:
             self._no_jetstream = True
         self._owed = 0
         self._ended.set()

@@ -25,18 +25,23 @@ def _fast_event_ok(doc: Mapping[str, Any]) -> bool:
     keys = doc.keys()
     if not (EVENT_REQUIRED <= keys <= EVENT_KEYS):
         return False
+    seq, time = doc["seq_num"], doc["time"]
     filled = doc.get("filled", {})
+    # Exact types first: decoded messages hold plain int/float, and the ABC checks
+    # (numbers.Integral/Real) cost more than the rest of this function.
     return (
-        isinstance(doc["uid"], str)
-        and isinstance(doc["descriptor"], str)
-        and isinstance(doc["seq_num"], Integral)
-        and not isinstance(doc["seq_num"], bool)
-        and isinstance(doc["time"], Real)
-        and not isinstance(doc["time"], bool)
-        and isinstance(doc["data"], dict)
-        and isinstance(doc["timestamps"], dict)
-        and isinstance(filled, dict)
-        and all(isinstance(v, bool | str) for v in filled.values())
+        type(doc["uid"]) is str
+        and type(doc["descriptor"]) is str
+        and (type(seq) is int or (isinstance(seq, Integral) and not isinstance(seq, bool)))
+        and (
+            type(time) is float
+            or type(time) is int
+            or (isinstance(time, Real) and not isinstance(time, bool))
+        )
+        and type(doc["data"]) is dict
+        and type(doc["timestamps"]) is dict
+        and type(filled) is dict
+        and (not filled or all(isinstance(v, bool | str) for v in filled.values()))
     )
 
 

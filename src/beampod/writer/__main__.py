@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -62,13 +63,19 @@ def main() -> int:
         store_address=(tiled.hostname or "127.0.0.1", tiled.port or 80),
     )
 
+    def ready() -> None:
+        # Everything imported and connected by now lives as long as the process: keep
+        # the collector off it (its full passes walked all of tiled's and dask's
+        # objects while the writer allocates a few dicts per event). No collect first:
+        # it would delay readiness for a little import garbage.
+        gc.freeze()
+        print(f"{READY_LINE} instrument={args.instrument}", flush=True)
+
     async def go() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, writer.request_stop)
-        await writer.run(
-            on_ready=lambda: print(f"{READY_LINE} instrument={args.instrument}", flush=True)
-        )
+        await writer.run(on_ready=ready)
         s = writer.stats
         print(
             f"writer stopped: {s.written} written, {s.duplicates} duplicates, "
