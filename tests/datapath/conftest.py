@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -35,7 +36,11 @@ def pg_pod() -> Iterator[LoadedPod]:
     """A whole demo pod with its store on the embedded PostgreSQL (``beampod up -d``)."""
     from tests._pods import postgres_config, started_pod
 
-    yield from started_pod(postgres_config, prefix="beampod-pgpod-")
+    def config(cfg: dict[str, Any]) -> None:
+        postgres_config(cfg)
+        cfg["instruments"]["demo"]["writer"]["hold_early_s"] = 3  # as the session pod
+
+    yield from started_pod(config, prefix="beampod-pgpod-")
 
 
 @pytest.fixture

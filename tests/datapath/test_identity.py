@@ -116,7 +116,10 @@ def test_forged_seq_num_and_second_stop_are_dead_lettered(
         60.0,
         "the forged documents in the dead-letter stream",
     )
-    assert "out of order" in letters[forged_event].reason, letters[forged_event].reason
+    # Early (past seq_nums not stored yet), it is held back; once the real stop is
+    # stored it can only come after the run's end.
+    reason = letters[forged_event].reason
+    assert "out of order" in reason or ("after run" in reason and "stopped" in reason), reason
     assert "second stop document" in letters[late[0]].reason, letters[late[0]].reason
     assert "after run" in letters[late[1]].reason and "stopped" in letters[late[1]].reason
     # The store still holds exactly the RunEngine's run (the real stop, not the forged one).
@@ -139,7 +142,10 @@ def test_forged_stop_mid_run_is_flagged_and_nothing_dropped_silently(
     emitters.append(em)
     run = _uid_of(em)
     wait_stored(pod, em, 10)
-    (forged_stop,) = _forge(pod, run, [("stop", _stop(run, 1000, "forged early stop"))])
+    # It claims fewer events than are stored already, so nothing is missing before it:
+    # it is stored at once and closes the run (a stop claiming more events than are
+    # stored would wait for them: tests/store/test_sink.py).
+    (forged_stop,) = _forge(pod, run, [("stop", _stop(run, 5, "forged early stop"))])
     em.finish()
     emitted, report = em.result()
     assert report["delivered"], report
@@ -176,7 +182,7 @@ def test_forged_stop_mid_run_is_flagged_and_nothing_dropped_silently(
     # `beampod runs` shows what is stored and flags the stop's claim.
     summary = _runs_json(pod)[run]
     assert summary["num_events"] == len(seqs)
-    assert summary["stop_num_events"] == 1000
+    assert summary["stop_num_events"] == 5
     assert summary["mismatch"] is True
     table = beampod_cli(pod.home.root, "runs", "--limit", "50").stdout
     line = next(ln for ln in table.splitlines() if ln.startswith(run[:8]))

@@ -54,10 +54,9 @@ class RunningWriter:
             NatsConnection.from_pod(pod, "demo", role="writer", name="test-writer"),
             "demo",
             lambda: self.sink,  # type: ignore[arg-type,return-value]
-            WriterSettings(max_wait_ms=50),
+            WriterSettings(max_wait_ms=50, hold_early_s=hold_s),
             retry_initial_s=0.05,
             retry_max_s=0.5,
-            hold_s=hold_s,
         )
         self.ready = threading.Event()
         self.loop = asyncio.new_event_loop()

@@ -341,6 +341,12 @@ class WriterSettings(Strict):
     max_batch: Annotated[int, Field(ge=1)] = 5000
     max_wait_ms: Annotated[int, Field(ge=1)] = 50
     max_attempts: Annotated[int, Field(ge=1)] = 5
+    hold_early_s: Annotated[float, Field(gt=0)] = Field(
+        30.0,
+        description="How long the writer holds back a document that came before others of "
+        "its run it needs (a bus fail-over can store a publisher's window tail first), "
+        "waiting for them; then an event is dead-lettered and a stop is stored.",
+    )
 
 
 class InstrumentSettings(Strict):

@@ -72,6 +72,7 @@ instruments:
     writer:
       max_batch: 5000      # events per Tiled write while catching up
       max_wait_ms: 50      # longest a live event waits before it is written
+      hold_early_s: 30     # longest a document waits for earlier ones of its run
 
 # Document bus. transport: nats (default, durable) | zmq (can drop documents) | kafka
 bus:

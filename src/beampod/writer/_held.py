@@ -6,7 +6,8 @@ no leader, and is re-sent after): events 127..228 of a run, then 125 and 126, th
 on. The sink rejects what comes too early (``Rejection.early``: an event past a missing
 seq_num, a stop before its events); the writer holds those messages, unacknowledged,
 and offers them again with every later batch, so they are stored the moment the
-missing documents arrive, in order. A message is held at most ``hold_s``: after that
+missing documents arrive, in order. A message is held at most ``hold_s`` (the
+instrument's ``writer.hold_early_s``, 30 s): after that
 the sink gives up on it (an event is dead-lettered, a stop is stored and closes the run
 without the events that never came).
 """
@@ -25,7 +26,7 @@ TOUCH_EVERY_S = 15.0
 class HeldBack:
     """Early messages in stream order, each with the time it was first held."""
 
-    def __init__(self, hold_s: float = 60.0, max_held: int = 10_000) -> None:
+    def __init__(self, hold_s: float, max_held: int = 10_000) -> None:
         self.hold_s, self.max_held = hold_s, max_held
         self._messages: list[Message] = []
         self._since: dict[str, float] = {}  # msg_id -> first held (monotonic)

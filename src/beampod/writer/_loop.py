@@ -67,13 +67,11 @@ class Writer:
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
         store_address: tuple[str, int] | None = None,
-        hold_s: float = 60.0,
     ) -> None:
         """``settings`` is the instrument's ``writer:`` section of the pod config; a failed
         write or connection is retried after ``retry_initial_s``, doubling up to ``retry_max_s``.
         ``store_address`` (Tiled's host and port): connect only once something listens
-        there, checked often (the writer starts while Tiled does). ``hold_s``: how long a
-        document that came before others of its run waits for them (``_held.py``)."""
+        there, checked often (the writer starts while Tiled does)."""
         self._connection = connection
         self._instrument = instrument
         self._open_sink = open_sink
@@ -81,7 +79,7 @@ class Writer:
         self._retry_initial_s, self._retry_max_s = retry_initial_s, retry_max_s
         self._store_address = store_address
         self.window = LiveWindow(settings.max_wait_ms / 1000)
-        self._held = HeldBack(hold_s)
+        self._held = HeldBack(settings.hold_early_s)
         self._sink: RunSink | None = None
         self._stop = asyncio.Event()
         self.stats = WriterStats()
