@@ -203,7 +203,11 @@ def test_postgres_stopped_30s_mid_run_on_every_instrument(
     _finish_and_assert_stored(pod, ems)
     _everything_ready(pod)
     # The writers waited the outage out; none was restarted.
-    assert {i: service(pod, f"writer-{i}")["pid"] for i in INSTRUMENTS} == writers
+    restarted = [i for i in INSTRUMENTS if service(pod, f"writer-{i}")["pid"] != writers[i]]
+    assert not restarted, "\n".join(
+        f"writer-{i} was restarted; the end of its log:\n{_log_tail(pod, f'writer-{i}')}"
+        for i in restarted
+    )
 
 
 def _flood(pod: LoadedPod, instrument: str, bound: int, until_first_seq: int) -> dict[str, Any]:
@@ -331,3 +335,11 @@ def test_one_instrument_flooding_the_bus_does_not_stop_anothers_runs(
         "bl01's last flood run stored",
     )
     _everything_ready(pod)
+
+
+def _log_tail(pod: LoadedPod, name: str, lines: int = 40) -> str:
+    """The last lines of a service's log without the per-request noise (what a failed
+    assertion needs to say why the service exited)."""
+    text = (pod.home.logs_dir / f"{name}.log").read_text(errors="replace")
+    kept = [ln for ln in text.splitlines() if "HTTP Request:" not in ln]
+    return "\n".join(kept[-lines:])

@@ -12,9 +12,11 @@ import pytest
 
 from beampod.bus import DurablePublisher
 from beampod.config import LoadedPod
+from beampod.errors import StoreError
+from beampod.store import BatchResult, Item
 from tests.bus._docs import Doc, assert_docs_equal, run_plan
 from tests.bus._natsproc import NatsProcess
-from tests.writer._running import RunningWriter
+from tests.writer._running import RecordingSink, RunningWriter
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -76,3 +78,32 @@ def test_writer_waits_out_a_bus_without_jetstream(
     nats_server.start()
     second = _publish(bus_pod, 4)
     assert_docs_equal(running_writer.wait_docs(len(first) + len(second)), first + second)
+
+
+class _FailingFirst(RecordingSink):
+    """Tiled answering the first writes with an error that is not 5xx (a 404 while
+    its database comes back), then storing."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def write_batch(self, items: list[Item], waiting: object = ()) -> BatchResult:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("Tiled error while writing to Tiled: 404 Not Found")
+        return super().write_batch(items, waiting)
+
+
+def test_a_store_error_that_is_not_transient_is_retried_not_fatal(
+    bus_pod: LoadedPod, nats_server: NatsProcess
+) -> None:
+    writer = RunningWriter(bus_pod, sink=_FailingFirst(2))
+    try:
+        emitted = _publish(bus_pod, 3)
+        assert_docs_equal(writer.wait_docs(len(emitted)), emitted)
+        assert writer.error is None and writer.thread.is_alive()
+        assert writer.writer.stats.dead_lettered == 0
+    finally:
+        writer.stop()
+    assert not writer.thread.is_alive(), "the writer did not stop"

@@ -278,7 +278,11 @@ class Writer:
                 return await asyncio.to_thread(self._sink.write_batch, items, waiting)
             except StoreAccessError as exc:
                 raise BusError(f"the writer's Tiled key was refused: {exc}") from None
-            except TransientStoreError as exc:
+            except StoreError as exc:
+                # Transient (5xx, unreachable) or not (a 4xx while Tiled's database comes
+                # back): the batch is retried either way, then written one document at a
+                # time, where one that still fails is dead-lettered. Never a crash: the
+                # writer would lose its place for every run in flight.
                 if attempt >= self._settings.max_attempts and await self._tiled_healthy():
                     return await self._write_one_by_one(items, waiting)
                 log.warning(
