@@ -237,3 +237,16 @@ def test_documents_ahead_of_missing_ones_are_early_until_those_come(
     assert [r.early for r in late.rejected] == [False]
     assert "after run" in late.rejected[0].reason
     assert stored_seq_nums(_run(tiled_server, start_uid(other))) == [1]
+
+
+def test_the_sink_can_tell_that_tiled_stores(tiled_server: Server) -> None:
+    """The check the writer makes after repeated failures, before it blames a document:
+    a real write at Tiled's root. It crashed once on the client's URL type, ending the
+    writer in the middle of a database outage. An instrument's own key may not write at
+    the root, so with it the answer is "cannot tell": False, and the writer keeps its
+    batch and retries instead of dead-lettering documents for Tiled's fault."""
+    pod_key = RunSink.from_uri(tiled_server.url, tiled_server.key("writer"), "demo")
+    assert pod_key.can_store() is True
+    instrument_key = open_sink(tiled_server.pod)
+    instrument_key.ping()
+    assert instrument_key.can_store() is False

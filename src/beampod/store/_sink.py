@@ -134,12 +134,14 @@ class RunSink:
             raise _translate(exc, "checking Tiled") from None
 
     def can_store(self) -> bool:
-        """Tiled can store now (one real write, see ``_health.py``), not only answer:
-        with a full disk it still answers reads. The node is this instrument's own, so
-        it never races the supervisor's check."""
+        """Tiled can store now (one real write at its root, see ``_health.py``), not
+        only answer: with a full disk it still answers reads. The node is this
+        instrument's own, so it never races the supervisor's check. False also when the
+        key may not write at the root (an instrument's own key): the caller then keeps
+        retrying rather than blame its documents."""
         ctx = self._container.context
         key = f"{TILED_HEALTH_NODE}-writer-{self._container.item['id']}"
-        return tiled_stores_sync(ctx.http_client, ctx.api_uri, key)
+        return tiled_stores_sync(ctx.http_client, str(ctx.api_uri), key)  # an httpx.URL
 
     def write_batch(self, items: Iterable[Item], waiting: Collection[str] = ()) -> BatchResult:
         """Store ``items`` (in order); see the module docstring for the outcomes.
