@@ -41,16 +41,22 @@ def started_pod(edit: Callable[[dict[str, Any]], None], prefix: str) -> Iterator
             beampod_cli(root, "up", "-d")
             yield load_pod(home)
         finally:
-            beampod_cli(root, "down", check=False)
-            with contextlib.suppress(AssertionError):
-                wait_for(lambda: not processes_using(root), 20.0, "the pod's processes gone")
-            left = processes_using(root)
-            for p in left:
-                p.kill()
-            assert not left, f"processes left behind by the pod: {[p.info for p in left]}"
+            down_leaving_nothing(root, lambda: beampod_cli(root, "down", check=False))
     finally:
         if not os.environ.get("BEAMPOD_TEST_KEEP_HOME"):  # keep logs to debug a failure
             shutil.rmtree(root, ignore_errors=True)
+
+
+def down_leaving_nothing(root: Path, down: Callable[[], object]) -> None:
+    """``down()`` the pod or facility at ``root``, wait for its processes to go, kill
+    any left (so the next test starts clean) and fail the test if there were some."""
+    down()
+    with contextlib.suppress(AssertionError):
+        wait_for(lambda: not processes_using(root), 20.0, "the pod's processes gone")
+    left = processes_using(root)
+    for p in left:
+        p.kill()
+    assert not left, f"processes left behind by the pod: {[p.info for p in left]}"
 
 
 def free_port() -> int:

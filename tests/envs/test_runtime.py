@@ -4,7 +4,6 @@ with its cycle and its overlay, other instruments' do not, and a broken overlay 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import subprocess
@@ -18,8 +17,8 @@ import yaml
 
 from beampod.config import PodHome, init_pod
 from beampod.envs import site_packages
+from tests._pods import down_leaving_nothing
 from tests.conftest import beampod_cli, processes_using
-from tests.datapath._helpers import wait_for
 from tests.envs.conftest import CYCLE, layout_of
 
 
@@ -51,14 +50,10 @@ def pod_home(built: PodHome) -> Iterator[PodHome]:
         init_pod(home)  # credentials of the instruments
         yield home
     finally:
-        beampod_cli(root, "down", check=False)
-        with contextlib.suppress(AssertionError):
-            wait_for(lambda: not processes_using(root), 20.0, "the pod's processes gone")
-        left = processes_using(root)
-        for p in left:
-            p.kill()
-        shutil.rmtree(root, ignore_errors=True)
-        assert not left, f"processes left behind by the pod: {[p.info for p in left]}"
+        try:
+            down_leaving_nothing(root, lambda: beampod_cli(root, "down", check=False))
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _environ(pid: int) -> dict[str, str]:

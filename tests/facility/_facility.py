@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from tests._pods import free_port
+from tests._pods import down_leaving_nothing, free_port
 
 
 def _free_block(size: int, taken: set[int]) -> int:
@@ -165,8 +165,6 @@ def facility_up(prefix: str, make: Callable[[Path], object]) -> Iterator[Path]:
     """A facility made by ``make(root)`` in a fresh home, brought up with ``up -d``; on
     exit ``down``, an assertion that none of its processes is left, and the home removed
     (kept with ``BEAMPOD_TEST_KEEP_HOME=1``, for its logs)."""
-    from tests.conftest import processes_using
-    from tests.datapath._helpers import wait_for
 
     root = Path(tempfile.mkdtemp(prefix=prefix))
     try:
@@ -175,13 +173,7 @@ def facility_up(prefix: str, make: Callable[[Path], object]) -> Iterator[Path]:
             run_cli(root, "up", "-d")
             yield root
         finally:
-            run_cli(root, "down", check=False)
-            with contextlib.suppress(AssertionError):
-                wait_for(lambda: not processes_using(root), 20.0, "the facility's processes gone")
-            left = processes_using(root)
-            for p in left:
-                p.kill()
-            assert not left, f"processes left behind: {[p.info for p in left]}"
+            down_leaving_nothing(root, lambda: run_cli(root, "down", check=False))
     finally:
         if not os.environ.get("BEAMPOD_TEST_KEEP_HOME"):
             shutil.rmtree(root, ignore_errors=True)
