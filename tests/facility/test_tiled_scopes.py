@@ -73,6 +73,10 @@ def test_within() -> None:
     assert not within("/api/v1/metadata/bl02/x", "bl01")
     assert not within("/api/v1/whoami", "bl01")  # unknown API routes: refused
     assert within("/ui/index.html", "bl01")  # the UI's static pages hold no data
+    # Its health container (where its writer checks that Tiled stores), not another's.
+    assert within("/api/v1/array/full/beampod-health-bl01/writer", "bl01")
+    assert not within("/api/v1/metadata/beampod-health-bl02/writer", "bl01")
+    assert not within("/api/v1/metadata/beampod-health", "bl01")  # the supervisor's node
 
 
 def test_scoped_keys_act_on_their_own_container_only() -> None:
@@ -85,6 +89,8 @@ def test_scoped_keys_act_on_their_own_container_only() -> None:
     assert _status("POST", "/api/v1/metadata/bl02", "w_bl01") == 403
     assert _status("POST", "/api/v1/metadata/", "w_bl01") == 403  # no new containers
     assert _status("DELETE", "/api/v1/metadata/bl02/x", "w_bl01") == 403
+    assert _status("POST", "/api/v1/metadata/beampod-health-bl01", "w_bl01") == 200
+    assert _status("DELETE", "/api/v1/metadata/beampod-health-bl02/writer", "w_bl01") == 403
     # By cookie any key only reads, and a scoped one still only its own container.
     assert _status("GET", "/api/v1/search/bl01", "w_bl01", cookie=True) == 200
     assert _status("POST", "/api/v1/metadata/bl01", "w_bl01", cookie=True) == 403

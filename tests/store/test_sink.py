@@ -7,10 +7,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
-from beampod.store import RunSink, TransientStoreError, open_catalog, open_sink
+from beampod.store import RunSink, TransientStoreError, open_catalog, open_sink, tiled_stores_sync
 from tests.store.conftest import Docs, Server
 from tests.store.helpers import column, events, items, start_uid, stored_seq_nums, with_run_uid
 
@@ -241,12 +242,25 @@ def test_documents_ahead_of_missing_ones_are_early_until_those_come(
 
 def test_the_sink_can_tell_that_tiled_stores(tiled_server: Server) -> None:
     """The check the writer makes after repeated failures, before it blames a document:
-    a real write at Tiled's root. It crashed once on the client's URL type, ending the
-    writer in the middle of a database outage. An instrument's own key may not write at
-    the root, so with it the answer is "cannot tell": False, and the writer keeps its
-    batch and retries instead of dead-lettering documents for Tiled's fault."""
+    a real write in the instrument's health container. It crashed once on the client's
+    URL type, ending the writer in the middle of a database outage. With an instrument's
+    own key it once answered False (the write was at the root, outside the key's reach),
+    so that writer never fell back to dead-lettering the one document Tiled refused."""
     pod_key = RunSink.from_uri(tiled_server.url, tiled_server.key("writer"), "demo")
     assert pod_key.can_store() is True
-    instrument_key = open_sink(tiled_server.pod)
-    instrument_key.ping()
-    assert instrument_key.can_store() is False
+    for instrument in ("demo", "empty"):
+        instrument_key = open_sink(tiled_server.pod, instrument)
+        assert instrument_key.can_store() is True
+    # The check's node is outside the instrument's container: its listing holds runs only.
+    from tiled.client import from_uri
+
+    reader = from_uri(tiled_server.url, api_key=tiled_server.key("reader"))
+    assert list(reader["empty"]) == []
+    assert list(reader["beampod-health-empty"]) == ["writer"]
+    # Another instrument's key cannot reach this instrument's health container.
+    other_key = tiled_server.pod.secrets.for_instrument("empty").tiled_writer_key
+    auth = {"Authorization": f"Apikey {other_key.get_secret_value()}"}
+    with httpx.Client(headers=auth) as client:
+        api = f"{tiled_server.url}/api/v1/"
+        assert tiled_stores_sync(client, api, "writer", "beampod-health-empty") is True
+        assert tiled_stores_sync(client, api, "writer", "beampod-health-demo") is False

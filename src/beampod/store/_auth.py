@@ -12,7 +12,8 @@ keeps the pod's three static keys instead:
                                    anything else -> 403
 - writer key, admin key         -> everything
 - an instrument's reader/writer key (a facility, docs/facility.md): the same rights,
-  but only on that instrument's container -- requests for any other node (another
+  but only on that instrument's container (and its health container, where its writer
+  checks that Tiled can store) -- requests for any other node (another
   instrument's container, the root listing, an API route that names no node) -> 403.
 
 Accepted requests are forwarded with a per-process random key that only this wrapper
@@ -35,6 +36,8 @@ from enum import Enum
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
+
+from beampod.store._health import health_container
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -171,14 +174,19 @@ def node_path(path: str) -> tuple[str, ...] | None:
 
 
 def within(path: str, instrument: str) -> bool:
-    """Whether a request to ``path`` stays inside ``instrument``'s container.
+    """Whether a request to ``path`` stays inside ``instrument``'s container (or its
+    health container, where its writer checks that Tiled stores: ``_health.py``).
 
     Outside Tiled's API (the UI's static pages, ``/docs``) nothing of a container is
     served; inside it, only node routes whose node is the container or below it."""
     if not path.startswith(API_PREFIX):
         return True
     parts = node_path(path)
-    return parts is not None and len(parts) >= 1 and parts[0] == instrument
+    return (
+        parts is not None
+        and len(parts) >= 1
+        and parts[0] in (instrument, health_container(instrument))
+    )
 
 
 class ApiKeyGate:

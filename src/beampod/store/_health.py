@@ -1,9 +1,12 @@
 """Can Tiled store? One real write, used by the supervisor's health check of the
 ``tiled`` service and by the writer before it gives up on a document.
 
-A node at the catalog's root (next to the instrument containers, never inside one:
-those hold only runs) is replaced: deleted if there, created, its 64 KiB of data
-written. 64 KiB needs new space on disk every time, so a full disk is seen at once (a
+A node outside every instrument container (those hold only runs) is replaced: deleted
+if there, created, its 64 KiB of data written. The supervisor's node is at the
+catalog's root; a writer's is in its instrument's health container
+(``beampod-health-<instrument>``, next to the instrument's container and created with
+it), which the instrument's own keys may reach, so a writer with an instrument's key
+can make the check too. 64 KiB needs new space on disk every time, so a full disk is seen at once (a
 few bytes would still fit into the partly used last page of a file). A full or
 read-only disk under the catalog or data directory makes the create or the write
 answer 5xx, while reads still work.
@@ -26,6 +29,11 @@ TILED_HEALTH_NODE = "beampod-health"
 TILED_HEALTH_BYTES = 64 * 1024
 
 
+def health_container(instrument: str) -> str:
+    """The root node where ``instrument``'s writer makes its check (see module docstring)."""
+    return f"{TILED_HEALTH_NODE}-{instrument}"
+
+
 @dataclass(frozen=True)
 class _Step:
     method: str
@@ -34,24 +42,26 @@ class _Step:
     kwargs: dict[str, Any]
 
 
-def _steps(api_uri: str, key: str) -> Iterator[_Step]:
-    """``api_uri``: Tiled's ``.../api/v1/``; ``key``: the node's name at the root."""
+def _steps(api_uri: str, key: str, parent: str = "") -> Iterator[_Step]:
+    """``api_uri``: Tiled's ``.../api/v1/``; ``key``: the node's name in ``parent``
+    (a container at the root; "" is the root itself)."""
     api = api_uri.rstrip("/")
+    path = f"{parent}/{key}" if parent else key
     yield _Step(
         "DELETE",
-        f"{api}/metadata/{key}",
+        f"{api}/metadata/{path}",
         (200, 204, 404),
         {"params": {"recursive": "false", "external_only": "false"}},
     )
     yield _Step(
         "POST",
-        f"{api}/metadata/",
+        f"{api}/metadata/{parent}",
         (200,),
         {"json": _array_body(key), "headers": {"Accept": "application/json"}},
     )
     yield _Step(
         "PUT",
-        f"{api}/array/full/{key}",
+        f"{api}/array/full/{path}",
         (200,),
         {
             "content": bytes(TILED_HEALTH_BYTES),
@@ -140,12 +150,12 @@ async def _request(step: _Step, headers: dict[str, str]) -> int:
             await writer.wait_closed()
 
 
-def tiled_stores_sync(client: httpx.Client, api_uri: str, key: str) -> bool:
+def tiled_stores_sync(client: httpx.Client, api_uri: str, key: str, parent: str = "") -> bool:
     """The same write with an authenticated client (the writer's tiled connection)."""
     import httpx
 
     try:
-        for step in _steps(api_uri, key):
+        for step in _steps(api_uri, key, parent):
             resp = client.request(step.method, step.url, **step.kwargs)
             if resp.status_code not in step.ok:
                 return False

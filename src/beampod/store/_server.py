@@ -22,6 +22,7 @@ from beampod.config import LoadedPod, PodHome, load_pod
 from beampod.errors import BeampodError, StoreError
 from beampod.store._auth import ApiKeyGate, ASGIApp, Role
 from beampod.store._catalogdb import init_catalog
+from beampod.store._health import health_container
 from beampod.store._layout import layout_of, store_uris
 
 log = logging.getLogger("beampod.store.server")
@@ -73,7 +74,11 @@ def _instrument_containers_task(catalog: Any, instruments: Sequence[str]) -> Any
 
         spec = Spec(CATALOG_SPEC[0], version=CATALOG_SPEC[1])
 
-        for name in instruments:
+        wanted = [(name, [spec]) for name in instruments]
+        # Where each instrument's writer checks that Tiled stores: outside the
+        # instrument's container, so its runs listing holds only runs.
+        wanted += [(health_container(name), []) for name in instruments]
+        for name, specs in wanted:
             try:
                 await catalog.lookup_adapter([name])
                 continue
@@ -81,9 +86,9 @@ def _instrument_containers_task(catalog: Any, instruments: Sequence[str]) -> Any
                 pass
             try:
                 await catalog.create_node(
-                    StructureFamily.container, metadata={}, key=name, specs=[spec]
+                    StructureFamily.container, metadata={}, key=name, specs=specs
                 )
-                log.info("created container %r (%s)", name, spec.name)
+                log.info("created container %r", name)
             except Collision:
                 # Another server process sharing the database created it first.
                 log.info("container %r already exists", name)

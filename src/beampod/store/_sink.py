@@ -29,7 +29,7 @@ from event_model import unpack_event_page
 from tiled.client.container import Container
 
 from beampod.errors import StoreError
-from beampod.store._health import TILED_HEALTH_NODE, tiled_stores_sync
+from beampod.store._health import health_container, tiled_stores_sync
 from beampod.store._runstate import RunState, StreamState
 from beampod.store._validate import event_keys_problem, schema_problem
 
@@ -134,14 +134,15 @@ class RunSink:
             raise _translate(exc, "checking Tiled") from None
 
     def can_store(self) -> bool:
-        """Tiled can store now (one real write at its root, see ``_health.py``), not
-        only answer: with a full disk it still answers reads. The node is this
-        instrument's own, so it never races the supervisor's check. False also when the
-        key may not write at the root (an instrument's own key): the caller then keeps
-        retrying rather than blame its documents."""
+        """Tiled can store now (one real write in this instrument's health container,
+        see ``_health.py``), not only answer: with a full disk it still answers reads.
+        The container is this instrument's own, so the check never races the
+        supervisor's, and an instrument's own key may make it. False when the write
+        fails for any reason: the caller then keeps retrying rather than blame its
+        documents."""
         ctx = self._container.context
-        key = f"{TILED_HEALTH_NODE}-writer-{self._container.item['id']}"
-        return tiled_stores_sync(ctx.http_client, str(ctx.api_uri), key)  # an httpx.URL
+        parent = health_container(self._container.item["id"])
+        return tiled_stores_sync(ctx.http_client, str(ctx.api_uri), "writer", parent)
 
     def write_batch(self, items: Iterable[Item], waiting: Collection[str] = ()) -> BatchResult:
         """Store ``items`` (in order); see the module docstring for the outcomes.
