@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+from beampod.adaptive._protocol import READY_WORD
 from beampod.config import PodHome, init_pod, load_pod
 from beampod.deploy import DeployOptions, render
+from beampod.deploy._hostside import prepare, readiness_probe
+from beampod.services import AllProbes, LogLineProbe, Probe
 
 
 def test_prepare_writes_the_secret_environment_file_0600(tmp_path: Path) -> None:
@@ -48,3 +52,37 @@ def test_prepare_of_an_unknown_service_is_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "no service 'nope'" in proc.stderr
+
+
+def test_wait_reads_only_what_this_start_wrote_to_the_log(tmp_path: Path) -> None:
+    """A unit's log is appended to across restarts: the ready line of the run before
+    must not make ``wait`` pass for this one (``beampod up`` reads from the log's size
+    at start the same way). The agent's probe holds its log-line check inside others."""
+    home = PodHome(tmp_path / "pod")
+    init_pod(home, free_ports=True)
+    home.make_dirs()
+    for name in ("writer", "agent"):
+        probe = _probes_log_line(readiness_probe(home, name))
+        log = probe.path
+        log.write_text("earlier run\n" + _ready_line(name))
+        assert asyncio.run(probe.ready()), "without prepare the whole log counts"
+        prepare(home, name)
+        probe = _probes_log_line(readiness_probe(home, name))
+        assert not asyncio.run(probe.ready()), "the earlier run's line counted"
+        with log.open("a") as fh:
+            fh.write("starting\n" + _ready_line(name))
+        assert asyncio.run(probe.ready())
+
+
+def _ready_line(service: str) -> str:
+    return "beampod-writer ready\n" if service == "writer" else f"{READY_WORD} agent\n"
+
+
+def _probes_log_line(probe: Probe) -> LogLineProbe:
+    """The log-line check of ``probe`` (itself, or one of several)."""
+    if isinstance(probe, LogLineProbe):
+        return probe
+    assert isinstance(probe, AllProbes)
+    found = [p for p in probe.probes if isinstance(p, LogLineProbe)]
+    assert len(found) == 1
+    return found[0]

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 
 from beampod.config import PodHome, load_pod
 from beampod.errors import ServiceStartError, UsageError
-from beampod.services import ServiceSpec, pod_services
+from beampod.services import Probe, ServiceSpec, from_log_offset, log_of, pod_services
 
 
 def _spec(home: PodHome, name: str) -> tuple[ServiceSpec, PodHome]:
@@ -27,12 +28,29 @@ def secret_env_text(spec: ServiceSpec, names: tuple[str, ...]) -> str:
     return "".join(f"{k}={spec.env[k]}\n" for k in names if k in spec.env)
 
 
+def _offset_file(home: PodHome, name: str) -> Path:
+    return home.run_dir / f"{name}.log-offset"
+
+
+def _log_size(probe: Probe) -> int:
+    log = log_of(probe)
+    try:
+        return 0 if log is None else log.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def prepare(home: PodHome, name: str) -> None:
-    """Run the service's preparation and write its 0600 environment file of secrets."""
+    """Run the service's preparation and write its 0600 environment file of secrets.
+
+    Also notes how long the service's log is now, before this start writes to it: a
+    readiness line from an earlier run (the log is appended to) must not make ``wait``
+    pass, as ``beampod up`` reads only what a start wrote."""
     from beampod.deploy._plan import SECRET_NAME, secret_values
 
     spec, _ = _spec(home, name)
     home.make_dirs()
+    _offset_file(home, name).write_text(f"{_log_size(spec.probe)}\n")
     if spec.prepare is not None:
         spec.prepare()
     pod = load_pod(home)
@@ -51,14 +69,26 @@ def prepare(home: PodHome, name: str) -> None:
 def wait(home: PodHome, name: str) -> None:
     """Return once the service's readiness probe passes; fail after its ready_timeout."""
     spec, _ = _spec(home, name)
+    probe = readiness_probe(home, name)
     deadline = time.monotonic() + spec.ready_timeout
 
     async def poll() -> bool:
         while time.monotonic() < deadline:
-            if await spec.probe.ready():
+            if await probe.ready():
                 return True
             await asyncio.sleep(0.5)
         return False
 
     if not asyncio.run(poll()):
         raise ServiceStartError(name, f"not ready within {spec.ready_timeout:.0f} s")
+
+
+def readiness_probe(home: PodHome, name: str) -> Probe:
+    """What ``wait`` polls: the service's probe, reading its log only from where it was
+    when ``prepare`` ran (the whole log when it did not)."""
+    spec, _ = _spec(home, name)
+    try:
+        offset = int(_offset_file(home, name).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        offset = 0
+    return from_log_offset(spec.probe, offset)

@@ -17,6 +17,8 @@ from beampod.services._probes import (
     LogLineProbe,
     Probe,
     TcpProbe,
+    from_log_offset,
+    log_of,
     port_is_free,
 )
 from beampod.services._process import tail
@@ -52,6 +54,8 @@ __all__ = [
     "Usage",
     "control_service",
     "dependency_order",
+    "from_log_offset",
+    "log_of",
     "log_path",
     "pod_resources",
     "pod_services",

@@ -158,6 +158,26 @@ class AllProbes:
         return None
 
 
+def from_log_offset(probe: Probe, offset: int) -> Probe:
+    """``probe`` reading its service's log only from ``offset`` on (the log's size when
+    this start began), also inside :class:`AllProbes`: a line an earlier run of the
+    service wrote to the same, appended, log never makes this start count as ready."""
+    if isinstance(probe, LogLineProbe):
+        return probe.from_offset(offset)
+    if isinstance(probe, AllProbes):
+        return AllProbes(tuple(from_log_offset(p, offset) for p in probe.probes))
+    return probe
+
+
+def log_of(probe: Probe) -> Path | None:
+    """The log file ``probe`` reads (itself or one of :class:`AllProbes`), if any."""
+    if isinstance(probe, LogLineProbe):
+        return probe.path
+    if isinstance(probe, AllProbes):
+        return next((p for p in map(log_of, probe.probes) if p is not None), None)
+    return None
+
+
 def port_is_free(host: str, port: int, udp: bool = False) -> bool:
     kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
     with socket.socket(socket.AF_INET, kind) as s:

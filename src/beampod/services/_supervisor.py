@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 from beampod.config import PodHome
 from beampod.errors import BeampodError, PortInUseError, ServiceStartError, UsageError
 from beampod.services import _process
-from beampod.services._probes import AllProbes, LogLineProbe, Probe, port_is_free
+from beampod.services._probes import (
+    AllProbes,
+    LogLineProbe,
+    Probe,
+    from_log_offset,
+    port_is_free,
+)
 from beampod.services._spec import ServiceSpec
 from beampod.services._state import PodState, ServiceState, write_state
 
@@ -271,9 +277,7 @@ class Supervisor:
         self, svc: _Service, proc: asyncio.subprocess.Process, offset: int
     ) -> str | None:
         """None when ready; otherwise why not."""
-        probe: Probe = svc.spec.probe
-        if isinstance(probe, LogLineProbe):
-            probe = probe.from_offset(offset)
+        probe = from_log_offset(svc.spec.probe, offset)
         deadline = time.monotonic() + svc.spec.ready_timeout
         after = svc.spec.after_dependencies
         while time.monotonic() < deadline and not self._stopping:
