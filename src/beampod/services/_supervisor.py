@@ -3,7 +3,9 @@
 Start order follows ``depends_on``: a service starts as soon as everything it depends
 on is ready, so independent services (the IOCs, say) start in parallel. A service
 marked ``start_early`` is spawned at once and waits for its dependencies itself; the
-supervisor probes it only once they are ready. During the
+supervisor probes it only once they are ready. How many services may be starting at
+once is capped (:mod:`beampod.services._admission`: all of a small pod, 4 per core for a
+facility); a service's readiness deadline counts from its admission. During the
 initial start-up a service that does not become ready fails the whole ``up`` with its
 log tail: the user is waiting and wants to know. Once a service has been ready, a
 crash restarts it with exponential backoff; too many crashes in a window mark it
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from beampod.config import PodHome
 from beampod.errors import BeampodError, PortInUseError, ServiceStartError, UsageError
 from beampod.services import _process
+from beampod.services._admission import Admission, default_limit
 from beampod.services._probes import AllProbes, LogLineProbe, Probe, port_is_free
 from beampod.services._spec import ServiceSpec
 from beampod.services._state import PodState, ServiceState, write_state
@@ -42,6 +45,8 @@ class RestartPolicy:
     # but no longer does its job (a server stuck after its disk was full).
     unhealthy_grace_s: float = 30.0
     unhealthy_restart_s: float = 60.0
+    # Services starting (spawned, not ready yet) at once; None: ``default_limit``.
+    max_starting: int | None = None
 
 
 @dataclass
@@ -93,10 +98,13 @@ class Supervisor:
         *,
         policy: RestartPolicy | None = None,
         progress: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._order = dependency_order(specs)
         self._home = home
         self._policy = policy or RestartPolicy()
+        self._admission = Admission(self._policy.max_starting or default_limit(len(self._order)))
+        self._clock = clock  # readiness deadlines (a test moves it)
         self._progress = progress or (lambda _msg: None)
         self._services = {
             s.name: _Service(
@@ -221,6 +229,45 @@ class Supervisor:
                     raise
                 self._update(svc, state="failed", pid=None, message=str(exc))
                 return
+            reason = await self._start_once(svc)
+            if reason is None and svc.proc is not None:
+                proc = svc.proc
+                unhealthy = await self._watch(svc, proc)
+                if self._stopping:
+                    return
+                if svc.held.is_set():
+                    await svc.released.wait()
+                    continue
+                # The leader died on its own: whatever it spawned goes too, so the
+                # restart finds its ports free and nothing runs twice.
+                _process.signal_group(proc.pid, signal.SIGKILL)
+                reason = unhealthy or f"exited with code {proc.returncode}"
+            elif self._stopping:
+                return
+            reason = reason or "not started"
+            if not svc.ready.is_set():
+                # Never became ready in this up: fail the start-up, loudly.
+                self._update(svc, state="failed", pid=None, message=reason)
+                tail = _process.tail(self._home.log_file(spec.name))
+                raise ServiceStartError(spec.name, reason, tail)
+            if not await self._backoff(svc, reason):
+                return
+
+    async def _start_once(self, svc: _Service) -> str | None:
+        """Spawn ``svc`` once admitted and wait for it to be ready: None when it is,
+        otherwise why not (nothing of the attempt is left running then)."""
+        spec = svc.spec
+        admission = self._admission
+        if len(admission.holding) >= admission.limit:
+            self._update(
+                svc,
+                message=f"waiting to start: {admission.limit} services are starting "
+                f"(at most {admission.limit} at once)",
+            )
+        await admission.admit(spec.name, lambda: not self._dependencies_ready(svc))
+        try:
+            if self._stopping:
+                return "stopped while starting"
             if spec.prepare is not None:
                 await asyncio.to_thread(spec.prepare)
             log = self._home.log_file(spec.name)
@@ -234,7 +281,9 @@ class Supervisor:
             env = {"BEAMPOD_HOME": str(self._home.root), **spec.env}
             svc.proc = await _process.spawn(spec.argv, env, log, spec.cwd)
             started = time.time()
-            self._update(svc, state="starting", pid=svc.proc.pid, started_at=started, health="")
+            self._update(
+                svc, state="starting", pid=svc.proc.pid, started_at=started, health="", message=""
+            )
             reason = await self._wait_ready(svc, svc.proc, offset)
             if reason is None:
                 self._update(svc, state="ready", ready_at=time.time(), health="ok", message="")
@@ -243,29 +292,16 @@ class Supervisor:
                     f"{' at ' + spec.address if spec.address else ''}"
                 )
                 svc.ready.set()
-                unhealthy = await self._watch(svc, svc.proc)
-                if self._stopping:
-                    return
-                if svc.held.is_set():
-                    await svc.released.wait()
-                    continue
-                # The leader died on its own: whatever it spawned goes too, so the
-                # restart finds its ports free and nothing runs twice.
-                _process.signal_group(svc.proc.pid, signal.SIGKILL)
-                reason = unhealthy or f"exited with code {svc.proc.returncode}"
-            elif self._stopping:
-                return
-            else:
+            elif not self._stopping:
                 # Not ready in time: nothing of this attempt may outlive it, or the
                 # next start finds its ports taken (a restart after a full disk would
                 # end `failed`, "port in use") and two copies would run.
                 await _process.stop(svc.proc, spec.stop_signal, 2.0)
-            if not svc.ready.is_set():
-                # Never became ready in this up: fail the start-up, loudly.
-                self._update(svc, state="failed", pid=None, message=reason)
-                raise ServiceStartError(spec.name, reason, _process.tail(log))
-            if not await self._backoff(svc, reason):
-                return
+            return reason
+        finally:
+            # Also re-checks the early services waiting for admission: what they
+            # depend on may be ready now.
+            admission.release(spec.name)
 
     async def _wait_ready(
         self, svc: _Service, proc: asyncio.subprocess.Process, offset: int
@@ -274,19 +310,21 @@ class Supervisor:
         probe: Probe = svc.spec.probe
         if isinstance(probe, LogLineProbe):
             probe = probe.from_offset(offset)
-        deadline = time.monotonic() + svc.spec.ready_timeout
+        # Counted from now: the spawn, once admitted (never from `up`).
+        clock = self._clock
+        deadline = clock() + svc.spec.ready_timeout
         after = svc.spec.after_dependencies
-        while time.monotonic() < deadline and not self._stopping:
+        while clock() < deadline and not self._stopping:
             if proc.returncode is not None:
                 return f"exited with code {proc.returncode} before it was ready"
             if not self._dependencies_ready(svc):
                 # Started early: not probed (and its clock not running) until what it
                 # depends on is ready, so "ready" keeps its meaning.
-                deadline = time.monotonic() + svc.spec.ready_timeout
+                deadline = clock() + svc.spec.ready_timeout
             elif after is not None:
                 await asyncio.to_thread(after)
                 after = None
-                deadline = time.monotonic() + svc.spec.ready_timeout
+                deadline = clock() + svc.spec.ready_timeout
                 continue
             else:
                 try:
