@@ -67,6 +67,12 @@ async def _until(predicate, what: str, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def _settle() -> None:
+    """Let every ready task and callback run (a few loop turns, no time)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
 def test_default_limit_leaves_a_small_pod_alone_and_caps_a_facility() -> None:
     assert default_limit(14, cpus=2, env={}) == 14  # the demo pod: all at once, as before
     assert default_limit(110, cpus=2, env={}) == 8
@@ -82,22 +88,25 @@ def test_admission_is_first_come_and_early_holders_take_at_most_half() -> None:
         deps_ready = False
         early = [asyncio.create_task(adm.admit(f"e{i}", lambda: not deps_ready)) for i in range(4)]
         plain = [asyncio.create_task(adm.admit(f"p{i}", lambda: False)) for i in range(4)]
-        await asyncio.sleep(0)  # let every admit() queue its ticket
+        await _settle()  # every admit() queued its ticket; the first grants are made
         # Two early (half of 4), then plain ones fill the rest, in order.
         assert adm.holding == ("e0", "e1", "p0", "p1")
         assert [t.done() for t in early] == [True, True, False, False]
         adm.release("p0")
+        await _settle()
         assert adm.holding == ("e0", "e1", "p1", "p2")
         deps_ready = True  # e0/e1 count as plain now: e2 goes first when a slot frees
         adm.release("p1")
+        await _settle()
         assert adm.holding == ("e0", "e1", "p2", "e2")
         for name in ("e0", "e1", "p2", "e2"):
             adm.release(name)
+        await _settle()
         await asyncio.gather(*early, *plain)
         assert set(adm.holding) == {"e3", "p3"} and adm.waiting == 0
         # A waiter cancelled before its turn leaves no trace.
         blocked = [asyncio.create_task(adm.admit(f"x{i}", lambda: False)) for i in range(3)]
-        await asyncio.sleep(0)
+        await _settle()
         blocked[2].cancel()
         await asyncio.gather(blocked[2], return_exceptions=True)
         assert adm.waiting == 0 and len(adm.holding) == 4
@@ -208,3 +217,31 @@ def test_early_services_cannot_starve_what_they_wait_for(home: PodHome) -> None:
             await sup.stop()
 
     asyncio.run(scenario())
+
+
+def test_what_most_services_depend_on_is_admitted_first(home: PodHome) -> None:
+    """One start at a time. ``hub`` is listed after three independent services, but
+    two others depend on it (Tiled in a facility): it starts first."""
+    gate = Gate()
+    specs = [_spec(gate, f"leaf{i}") for i in range(3)] + [
+        _spec(gate, "hub"),
+        _spec(gate, "needs-hub-1", depends_on=("hub",)),
+        _spec(gate, "needs-hub-2", depends_on=("needs-hub-1",)),
+    ]
+    gate.open.update(s.name for s in specs)
+    admitted: list[str] = []
+
+    async def scenario() -> None:
+        sup = Supervisor(
+            specs, home, policy=RestartPolicy(max_starting=1), progress=admitted.append
+        )
+        gate.sup = sup
+        try:
+            await asyncio.wait_for(sup.start(), 30)
+        finally:
+            await sup.stop()
+
+    asyncio.run(scenario())
+    starts = [m.removeprefix("starting ") for m in admitted if m.startswith("starting ")]
+    assert starts[0] == "hub" and starts[1] == "needs-hub-1"
+    assert sorted(starts) == sorted(s.name for s in specs)

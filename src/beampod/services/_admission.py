@@ -4,8 +4,11 @@ A service is *starting* from the moment it is spawned until its readiness probe 
 (or its start fails). A facility of 25 instruments has over 100 services; spawned all
 at once on a 2-core machine they import their libraries together, the load goes to 35
 and services miss their readiness deadlines although nothing is wrong with them. So
-the supervisor admits at most ``limit`` starting services at a time, in the order they
-ask (dependency order), and a service's readiness deadline counts from its admission.
+the supervisor admits at most ``limit`` starting services at a time and a service's
+readiness deadline counts from its admission. Of the services waiting, the one that most
+others depend on (directly or not) goes first: Tiled, the bus and PostgreSQL before the
+25 IOCs, or the whole facility waits for a Tiled that queued behind them; then the
+order they asked in.
 
 A service that starts early (``start_early``: spawned while what it depends on is still
 coming up) holds its admission while it waits for them. Early services may hold at
@@ -50,6 +53,7 @@ class _Ticket:
     name: str
     waiting_for_dependencies: Callable[[], bool]
     granted: asyncio.Future[None]
+    priority: tuple[int, int]  # lower goes first
 
 
 class Admission:
@@ -72,11 +76,20 @@ class Admission:
     def waiting(self) -> int:
         return len(self._queue)
 
-    async def admit(self, name: str, waiting_for_dependencies: Callable[[], bool]) -> None:
-        """Return once ``name`` may start; it holds its admission until :meth:`release`."""
-        ticket = _Ticket(name, waiting_for_dependencies, asyncio.get_running_loop().create_future())
+    async def admit(
+        self,
+        name: str,
+        waiting_for_dependencies: Callable[[], bool],
+        priority: tuple[int, int] = (0, 0),
+    ) -> None:
+        """Return once ``name`` may start; it holds its admission until :meth:`release`.
+        Lower ``priority`` goes first; services asking in the same moment (every
+        independent one at ``up``) are granted by it, not by who asked first."""
+        loop = asyncio.get_running_loop()
+        ticket = _Ticket(name, waiting_for_dependencies, loop.create_future(), priority)
         self._queue.append(ticket)
-        self.changed()
+        self._queue.sort(key=lambda t: t.priority)  # stable: first come among equals
+        loop.call_soon(self.changed)
         try:
             await ticket.granted
         except asyncio.CancelledError:
@@ -87,8 +100,10 @@ class Admission:
             raise
 
     def release(self, name: str) -> None:
+        """Give the admission back. Granted again on the next loop turn, so that what
+        was waiting for ``name`` to be ready has asked by then, with its priority."""
         if self._holders.pop(name, None) is not None:
-            self.changed()
+            asyncio.get_running_loop().call_soon(self.changed)
 
     def changed(self) -> None:
         """Grant what may go now. Call it too when a service became ready: an early

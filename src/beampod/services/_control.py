@@ -112,7 +112,11 @@ def control_service(home: PodHome, op: str, service: str) -> None:
 
 
 def start_detached(home: PodHome, progress: Progress, timeout: float = 180.0) -> PodState:
-    """Start a supervisor in the background; return once every service is ready."""
+    """Start a supervisor in the background; return once every service is ready.
+
+    Gives up after ``timeout`` s in which no service changed state: a facility that
+    starts its services a few at a time (admission) may take longer in all, but it
+    keeps making progress."""
     if supervisor_pid(home):
         raise PodAlreadyRunningError(
             f"a pod is already running from {home.root} (see `beampod status`)"
@@ -137,6 +141,7 @@ def start_detached(home: PodHome, progress: Progress, timeout: float = 180.0) ->
             for name, svc in state.services.items():
                 if seen.get(name) != svc.state:
                     seen[name] = svc.state
+                    deadline = time.monotonic() + timeout
                     if svc.state in ("starting", "ready", "failed"):
                         extra = f" at {svc.address}" if svc.state == "ready" and svc.address else ""
                         progress(f"{name}: {svc.state}{extra}")
@@ -152,7 +157,9 @@ def start_detached(home: PodHome, progress: Progress, timeout: float = 180.0) ->
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(0.1)
     stop_pod(home, progress)
-    raise BeampodError(f"pod not ready after {timeout:.0f} s; see `beampod logs`")
+    raise BeampodError(
+        f"pod not ready: no service changed state for {timeout:.0f} s; see `beampod logs`"
+    )
 
 
 def stop_pod(home: PodHome, progress: Progress, timeout: float = 60.0) -> bool:

@@ -105,3 +105,27 @@ def tail(path: Path, lines: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(data.splitlines()[-lines:])
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, s) used so far by ``pid`` and its live descendants;
+    None when ``pid`` is gone or /proc cannot tell. A few small /proc reads: cheap
+    enough for a health check that already failed."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo, seen = 0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{p}/task/{p}/children") as fh:
+                todo.extend(int(c) for c in fh.read().split())
+        except (OSError, ValueError, IndexError):
+            if p == pid:
+                return None
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / tick

@@ -27,9 +27,10 @@ from beampod.config import PodHome
 from beampod.errors import BeampodError, PortInUseError, ServiceStartError, UsageError
 from beampod.services import _process
 from beampod.services._admission import Admission, default_limit
-from beampod.services._probes import AllProbes, LogLineProbe, Probe, port_is_free
+from beampod.services._probes import LogLineProbe, Probe, port_is_free
 from beampod.services._spec import ServiceSpec
 from beampod.services._state import PodState, ServiceState, write_state
+from beampod.services._watchdog import BusyMeter, HealthCheck, check_health
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class RestartPolicy:
     # but no longer does its job (a server stuck after its disk was full).
     unhealthy_grace_s: float = 30.0
     unhealthy_restart_s: float = 60.0
+    # One that fails only by answering too slowly while it works (uses CPU) is left to
+    # work this long before it is restarted anyway (services/_watchdog.py).
+    busy_restart_s: float = 600.0
     # Services starting (spawned, not ready yet) at once; None: ``default_limit``.
     max_starting: int | None = None
 
@@ -90,6 +94,16 @@ def dependency_order(specs: Sequence[ServiceSpec]) -> list[ServiceSpec]:
     return order
 
 
+def _start_priority(order: Sequence[ServiceSpec]) -> dict[str, tuple[int, int]]:
+    """Admission priority: most services depending on it (directly or not) first, then
+    dependency order."""
+    dependents: dict[str, set[str]] = {s.name: set() for s in order}
+    for s in reversed(order):  # a dependent comes after what it depends on
+        for dep in s.depends_on:
+            dependents[dep] |= {s.name} | dependents[s.name]
+    return {s.name: (-len(dependents[s.name]), i) for i, s in enumerate(order)}
+
+
 class Supervisor:
     def __init__(
         self,
@@ -105,6 +119,7 @@ class Supervisor:
         self._policy = policy or RestartPolicy()
         self._admission = Admission(self._policy.max_starting or default_limit(len(self._order)))
         self._clock = clock  # readiness deadlines (a test moves it)
+        self._priority = _start_priority(self._order)
         self._progress = progress or (lambda _msg: None)
         self._services = {
             s.name: _Service(
@@ -258,13 +273,15 @@ class Supervisor:
         otherwise why not (nothing of the attempt is left running then)."""
         spec = svc.spec
         admission = self._admission
-        if len(admission.holding) >= admission.limit:
+        if len(admission.holding) + admission.waiting >= admission.limit:
             self._update(
                 svc,
                 message=f"waiting to start: {admission.limit} services are starting "
                 f"(at most {admission.limit} at once)",
             )
-        await admission.admit(spec.name, lambda: not self._dependencies_ready(svc))
+        await admission.admit(
+            spec.name, lambda: not self._dependencies_ready(svc), self._priority[spec.name]
+        )
         try:
             if self._stopping:
                 return "stopped while starting"
@@ -342,43 +359,57 @@ class Supervisor:
         """Wait for the process to exit, re-probing health now and then. A probe failing
         for ``unhealthy_grace_s`` makes the service ``degraded``; after
         ``unhealthy_restart_s`` it is stopped (the caller restarts it) and the reason
-        returned."""
+        returned. A probe that fails only by not answering in time while the service
+        works (uses CPU: busy, not stuck) is ``degraded`` too but restarted only after
+        ``busy_restart_s`` (services/_watchdog.py)."""
         failing_since: float | None = None
+        busy_since: float | None = None
+        meter = BusyMeter()
         probe = svc.spec.health or svc.spec.probe
+        policy = self._policy
         while proc.returncode is None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), self._policy.health_interval_s)
-            if proc.returncode is None and not self._stopping and not svc.held.is_set():
-                failed = await self._failing(svc, probe)
-                ok = failed is None
-                health = "ok" if ok else f"failing probe: {failed}"
-                blocked = None if ok else self._unhealthy_dependency(svc)
-                now = time.monotonic()
-                if ok:
-                    failing_since = None
-                    if svc.state.state == "degraded":
-                        self._update(svc, state="ready", health=health, message="")
-                elif blocked is not None:
-                    # Not this service's fault (the writer cannot store while Tiled
-                    # cannot): restarting it would not help, so the clock does not run.
-                    health += f" (waiting for {blocked})"
-                    failing_since = None
-                else:
-                    failing_since = failing_since or now
-                if health != svc.state.health:
-                    self._update(svc, health=health)
-                if failing_since is not None and proc.returncode is None and not self._stopping:
-                    failed_for = now - failing_since
-                    policy = self._policy
-                    if failed_for >= policy.unhealthy_grace_s and svc.state.state == "ready":
-                        self._update(
-                            svc, state="degraded", message=f"{health} for {failed_for:.0f} s"
-                        )
-                    if failed_for >= policy.unhealthy_restart_s:
-                        reason = f"{health} for {failed_for:.0f} s"
-                        self._progress(f"{svc.spec.name} degraded ({reason}): restarting")
-                        await _process.stop(proc, svc.spec.stop_signal, svc.spec.stop_timeout)
-                        return reason
+                await asyncio.wait_for(proc.wait(), policy.health_interval_s)
+            if proc.returncode is not None or self._stopping or svc.held.is_set():
+                continue
+            check = await self._check(svc, probe)
+            now = time.monotonic()
+            health = "ok" if check.failing is None else f"failing probe: {check.failing}"
+            blocked = None if check.failing is None else self._unhealthy_dependency(svc)
+            if not check.slow:
+                meter.reset()
+            if check.failing is None:
+                failing_since = busy_since = None
+                if svc.state.state == "degraded":
+                    self._update(svc, state="ready", health=health, message="")
+            elif blocked is not None:
+                # Not this service's fault (the writer cannot store while Tiled
+                # cannot): restarting it would not help, so the clock does not run.
+                health += f" (waiting for {blocked})"
+                failing_since = busy_since = None
+            elif check.slow and meter.busy(share := meter.share(proc.pid)):
+                # Answers too slowly but works: restarting a busy server only adds load.
+                load = "" if share is None else f", {100 * share:.0f} % of a core"
+                health = f"slow: {check.failing} (busy{load}; not restarted)"
+                failing_since = None
+                busy_since = busy_since or now
+            else:
+                failing_since = failing_since or now
+                busy_since = None
+            if health != svc.state.health:
+                self._update(svc, health=health)
+            since = failing_since if failing_since is not None else busy_since
+            if since is None or self._stopping:
+                continue
+            failed_for = now - since
+            if failed_for >= policy.unhealthy_grace_s and svc.state.state == "ready":
+                self._update(svc, state="degraded", message=f"{health} for {failed_for:.0f} s")
+            limit = policy.unhealthy_restart_s if busy_since is None else policy.busy_restart_s
+            if failed_for >= limit:
+                reason = f"{health} for {failed_for:.0f} s"
+                self._progress(f"{svc.spec.name} degraded ({reason}): restarting")
+                await _process.stop(proc, svc.spec.stop_signal, svc.spec.stop_timeout)
+                return reason
         return None
 
     def _dependencies_ready(self, svc: _Service) -> bool:
@@ -392,22 +423,13 @@ class Supervisor:
                 return name
         return None
 
-    async def _failing(self, svc: _Service, probe: Probe) -> str | None:
-        """None when the health probe passes; else the description of what fails (of
-        several checks, the first that fails)."""
-        if isinstance(probe, LogLineProbe):
-            return None  # said its line once; nothing to re-check
+    async def _check(self, svc: _Service, probe: Probe) -> HealthCheck:
         try:
-            if isinstance(probe, AllProbes):
-                bad = await probe.failing()
-                return None if bad is None else bad.description
-            return None if await probe.ready() else probe.description
-        except (OSError, BeampodError):
-            return probe.description
+            return await check_health(probe)
         except Exception as exc:  # noqa: BLE001 - a probe that raises is failing
             # (never a dead watcher that leaves the service "ready" forever)
             self._progress(f"{svc.spec.name} probe raised {type(exc).__name__}: {exc}")
-            return probe.description
+            return HealthCheck(probe.description)
 
     async def _backoff(self, svc: _Service, reason: str) -> bool:
         now = time.monotonic()
