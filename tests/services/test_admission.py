@@ -124,7 +124,7 @@ def test_supervisor_never_has_more_than_the_limit_starting(home: PodHome) -> Non
         gate.sup = sup
         up = asyncio.create_task(sup.start())
         try:
-            for i, name in enumerate(names):
+            for i in range(len(names)):
                 left = len(names) - i
                 await _until(
                     lambda left=left: len(gate.starting()) == min(3, left),

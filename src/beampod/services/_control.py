@@ -18,9 +18,10 @@ from beampod.config import POD_UMASK, PodHome, load_pod
 from beampod.errors import BeampodError, PodAlreadyRunningError, PodNotRunningError
 from beampod.services import _process
 from beampod.services._controlsock import request, serve_control
+from beampod.services._policy import RestartPolicy
 from beampod.services._runtime import up_services
 from beampod.services._state import PodState, read_state
-from beampod.services._supervisor import RestartPolicy, Supervisor
+from beampod.services._supervisor import Supervisor
 
 Progress = Callable[[str], None]
 

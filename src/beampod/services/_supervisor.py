@@ -27,30 +27,11 @@ from beampod.config import PodHome
 from beampod.errors import BeampodError, PortInUseError, ServiceStartError, UsageError
 from beampod.services import _process
 from beampod.services._admission import Admission, default_limit
+from beampod.services._policy import RestartPolicy, dependency_order, start_priority
 from beampod.services._probes import LogLineProbe, Probe, port_is_free
 from beampod.services._spec import ServiceSpec
 from beampod.services._state import PodState, ServiceState, write_state
 from beampod.services._watchdog import BusyMeter, HealthCheck, check_health
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    max_crashes: int = 5
-    window_s: float = 60.0
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 10.0
-    probe_interval_s: float = 0.05
-    health_interval_s: float = 5.0
-    # A ready service whose probe keeps failing this long is "degraded" (`beampod
-    # status`), and after ``unhealthy_restart_s`` it is restarted: a process that runs
-    # but no longer does its job (a server stuck after its disk was full).
-    unhealthy_grace_s: float = 30.0
-    unhealthy_restart_s: float = 60.0
-    # One that fails only by answering too slowly while it works (uses CPU) is left to
-    # work this long before it is restarted anyway (services/_watchdog.py).
-    busy_restart_s: float = 600.0
-    # Services starting (spawned, not ready yet) at once; None: ``default_limit``.
-    max_starting: int | None = None
 
 
 @dataclass
@@ -64,44 +45,6 @@ class _Service:
     # exit is not a crash and it is not restarted until `service start`.
     held: asyncio.Event = field(default_factory=asyncio.Event)
     released: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def dependency_order(specs: Sequence[ServiceSpec]) -> list[ServiceSpec]:
-    """Topological order (stable); unknown or cyclic dependencies are a UsageError."""
-    by_name = {s.name: s for s in specs}
-    for s in specs:
-        missing = [d for d in s.depends_on if d not in by_name]
-        if missing:
-            raise UsageError(f"service {s.name!r} depends on unknown service(s) {missing}")
-    order: list[ServiceSpec] = []
-    visiting: set[str] = set()
-    done: set[str] = set()
-
-    def visit(s: ServiceSpec) -> None:
-        if s.name in done:
-            return
-        if s.name in visiting:
-            raise UsageError(f"dependency cycle through service {s.name!r}")
-        visiting.add(s.name)
-        for d in s.depends_on:
-            visit(by_name[d])
-        visiting.discard(s.name)
-        done.add(s.name)
-        order.append(s)
-
-    for s in specs:
-        visit(s)
-    return order
-
-
-def _start_priority(order: Sequence[ServiceSpec]) -> dict[str, tuple[int, int]]:
-    """Admission priority: most services depending on it (directly or not) first, then
-    dependency order."""
-    dependents: dict[str, set[str]] = {s.name: set() for s in order}
-    for s in reversed(order):  # a dependent comes after what it depends on
-        for dep in s.depends_on:
-            dependents[dep] |= {s.name} | dependents[s.name]
-    return {s.name: (-len(dependents[s.name]), i) for i, s in enumerate(order)}
 
 
 class Supervisor:
@@ -119,7 +62,7 @@ class Supervisor:
         self._policy = policy or RestartPolicy()
         self._admission = Admission(self._policy.max_starting or default_limit(len(self._order)))
         self._clock = clock  # readiness deadlines (a test moves it)
-        self._priority = _start_priority(self._order)
+        self._priority = start_priority(self._order)
         self._progress = progress or (lambda _msg: None)
         self._services = {
             s.name: _Service(
@@ -323,15 +266,33 @@ class Supervisor:
     async def _wait_ready(
         self, svc: _Service, proc: asyncio.subprocess.Process, offset: int
     ) -> str | None:
-        """None when ready; otherwise why not."""
+        """None when ready; otherwise why not. At its deadline a service that is still
+        working (its processes used CPU since the spawn: importing on a saturated
+        machine) gets half its ready_timeout more, up to ``busy_start_factor`` times it
+        in all; one that waits for nothing it can say is failed."""
         probe: Probe = svc.spec.probe
         if isinstance(probe, LogLineProbe):
             probe = probe.from_offset(offset)
         # Counted from now: the spawn, once admitted (never from `up`).
         clock = self._clock
-        deadline = clock() + svc.spec.ready_timeout
+        timeout = svc.spec.ready_timeout
+        deadline = clock() + timeout
         after = svc.spec.after_dependencies
-        while clock() < deadline and not self._stopping:
+        meter, extra = BusyMeter(min_window_s=0.5), 0.0
+        meter.share(proc.pid)  # the mark the CPU share at the deadline is taken from
+        while not self._stopping:
+            if clock() >= deadline:
+                share = meter.share(proc.pid)
+                if share is None or share < meter.min_share:
+                    break
+                if extra >= timeout * (self._policy.busy_start_factor - 1):
+                    break
+                extra += timeout / 2
+                deadline = clock() + timeout / 2
+                msg = f"still starting, busy ({100 * share:.0f} % of a core): "
+                msg += f"{timeout / 2:.0f} s more"
+                self._update(svc, message=msg)
+                self._progress(f"{svc.spec.name} {msg}")
             if proc.returncode is not None:
                 return f"exited with code {proc.returncode} before it was ready"
             if not self._dependencies_ready(svc):
@@ -353,7 +314,7 @@ class Supervisor:
                 await asyncio.wait_for(proc.wait(), self._policy.probe_interval_s)
         if self._stopping:
             return "stopped while starting"
-        return f"not ready after {svc.spec.ready_timeout:.0f} s ({probe.description})"
+        return f"not ready after {timeout + extra:.0f} s ({probe.description})"
 
     async def _watch(self, svc: _Service, proc: asyncio.subprocess.Process) -> str | None:
         """Wait for the process to exit, re-probing health now and then. A probe failing

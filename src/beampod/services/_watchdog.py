@@ -55,6 +55,8 @@ class BusyMeter:
     """CPU share of a service's process tree between two slow checks."""
 
     min_share: float = BUSY_SHARE
+    # A shorter window tells nothing (CPU time is counted in 10 ms ticks): no share.
+    min_window_s: float = 0.0
     _mark: tuple[float, float] | None = None
 
     def reset(self) -> None:
@@ -66,7 +68,7 @@ class BusyMeter:
         cpu, now = tree_cpu_seconds(pid), time.monotonic()
         mark = self._mark
         self._mark = None if cpu is None else (now, cpu)
-        if cpu is None or mark is None:
+        if cpu is None or mark is None or now - mark[0] < self.min_window_s:
             return None
         return (cpu - mark[1]) / max(now - mark[0], 1e-3)
 
