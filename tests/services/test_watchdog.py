@@ -112,9 +112,8 @@ while time.monotonic() < end:  # an import on a saturated machine: working
 print("READY", flush=True)
 time.sleep(600)
 """
-SLEEP_THEN_READY = BURN_THEN_READY.replace("while time.monotonic() < end:", "if True:").replace(
-    "    pass", "    time.sleep(1.8)"
-)
+# Waits (for something that does not come) past every extension a busy start could get.
+SLEEP_THEN_READY = 'import time\ntime.sleep(60)\nprint("READY", flush=True)\n'
 
 
 @pytest.mark.parametrize(("body", "busy"), [(BURN_THEN_READY, True), (SLEEP_THEN_READY, False)])
@@ -143,5 +142,5 @@ def test_a_start_still_working_at_its_deadline_gets_more_time(
         asyncio.run(scenario())
         assert any("still starting, busy" in n for n in notes)
     else:
-        with pytest.raises(ServiceStartError, match="not ready after 1 s"):
+        with pytest.raises(ServiceStartError, match="not ready after"):
             asyncio.run(scenario())

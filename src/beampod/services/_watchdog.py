@@ -1,12 +1,14 @@
 """A running service's health check, told apart: failing, or only slow while it works.
 
 A check fails *slowly* when the probe that failed took its whole time to answer (it
-has a ``timeout_s``: an HTTP probe, Tiled's test write): the service did not answer in
-time, it did not answer wrongly. Whether such a service is stuck or merely busy (Tiled
-under a facility's load) is told by the CPU its processes use: a busy server works, a
-stuck one waits. The supervisor restarts a failing or stuck service after
-``unhealthy_restart_s``; a busy one it leaves to work (restarting it would only add
-load) and shows ``degraded``, up to ``busy_restart_s``.
+has a ``timeout_s``: an HTTP probe, Tiled's test write, an IOC's CA read): the service
+did not answer in time, it did not answer wrongly. Whether such a service is stuck or
+merely busy (Tiled under a facility's load) is told by the CPU its processes use or
+wait for: a busy server works, or would if it got a core (on a saturated machine a
+process waits on the run queue far longer than it runs); a stuck one waits for
+nothing the scheduler could give it. The supervisor restarts a failing or stuck
+service after ``unhealthy_restart_s``; a busy one it leaves to work (restarting it
+would only add load) and shows ``degraded``, up to ``busy_restart_s``.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from beampod.services._process import tree_cpu_seconds
 
 # A failing probe that took this share of its timeout did not answer in time.
 TIMED_OUT = 0.95
-# Busy: the service's processes used at least this share of a core since the previous
-# slow check (an idle, waiting Python server uses well under 1 %).
+# Busy: the service's processes ran or waited to run for at least this share of a core
+# since the previous slow check (an idle, waiting Python server: well under 1 %).
 BUSY_SHARE = 0.05
 
 
@@ -52,25 +54,30 @@ async def check_health(probe: Probe) -> HealthCheck:
 
 @dataclass
 class BusyMeter:
-    """CPU share of a service's process tree between two slow checks."""
+    """Share of a core a service's process tree ran or waited to run (runnable, on the
+    run queue) between two calls."""
 
     min_share: float = BUSY_SHARE
     # A shorter window tells nothing (CPU time is counted in 10 ms ticks): no share.
     min_window_s: float = 0.0
-    _mark: tuple[float, float] | None = None
+    _mark: tuple[float, float, float] | None = None  # when, CPU, run-queue wait
 
     def reset(self) -> None:
         self._mark = None
 
     def share(self, pid: int) -> float | None:
-        """The share of a core used since the previous call; None on the first call
-        after :meth:`reset` (nothing to compare yet) or when /proc cannot tell."""
-        cpu, now = tree_cpu_seconds(pid), time.monotonic()
-        mark = self._mark
-        self._mark = None if cpu is None else (now, cpu)
-        if cpu is None or mark is None or now - mark[0] < self.min_window_s:
+        """The share of a core used or waited for since the previous call; None on the
+        first call after :meth:`reset` (nothing to compare yet), after less than
+        ``min_window_s``, or when /proc cannot tell."""
+        cpu = tree_cpu_seconds(pid)
+        waited = tree_cpu_seconds(pid, waiting=True)
+        now, mark = time.monotonic(), self._mark
+        self._mark = None if cpu is None or waited is None else (now, cpu, waited)
+        if self._mark is None or mark is None or now - mark[0] < self.min_window_s:
             return None
-        return (cpu - mark[1]) / max(now - mark[0], 1e-3)
+        # Run-queue waits of threads that ended are gone with them: never below 0.
+        used = (self._mark[1] - mark[1]) + max(0.0, self._mark[2] - mark[2])
+        return used / max(now - mark[0], 1e-3)
 
     def busy(self, share: float | None) -> bool:
         """Busy, not stuck; the first slow check is given the benefit of the doubt."""
