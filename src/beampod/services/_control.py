@@ -135,6 +135,7 @@ def start_detached(home: PodHome, progress: Progress, timeout: float = 180.0) ->
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
     seen: dict[str, str] = {}
+    said: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = read_state(home.state_file)
@@ -146,6 +147,11 @@ def start_detached(home: PodHome, progress: Progress, timeout: float = 180.0) ->
                     if svc.state in ("starting", "ready", "failed"):
                         extra = f" at {svc.address}" if svc.state == "ready" and svc.address else ""
                         progress(f"{name}: {svc.state}{extra}")
+                if svc.message.startswith("still starting") and said.get(name) != svc.message:
+                    # More time for a start that is busy (services/_supervisor.py): progress.
+                    said[name] = svc.message
+                    deadline = time.monotonic() + timeout
+                    progress(f"{name}: {svc.message}")
             if state.phase == "running":
                 return state
             if state.phase in ("failed", "stopped") and proc.poll() is not None:
