@@ -31,7 +31,7 @@ from beampod.services._policy import RestartPolicy, dependency_order, start_prio
 from beampod.services._probes import LogLineProbe, Probe, port_is_free
 from beampod.services._spec import ServiceSpec
 from beampod.services._state import PodState, ServiceState, write_state
-from beampod.services._watchdog import BusyMeter, HealthCheck, check_health
+from beampod.services._watchdog import BusyMeter, HealthCheck, HealthClock, check_health
 
 
 @dataclass
@@ -323,9 +323,7 @@ class Supervisor:
         returned. A probe that fails only by not answering in time while the service
         works (uses CPU: busy, not stuck) is ``degraded`` too but restarted only after
         ``busy_restart_s`` (services/_watchdog.py)."""
-        failing_since: float | None = None
-        busy_since: float | None = None
-        meter = BusyMeter()
+        clock = HealthClock()
         probe = svc.spec.health or svc.spec.probe
         policy = self._policy
         while proc.returncode is None:
@@ -334,39 +332,21 @@ class Supervisor:
             if proc.returncode is not None or self._stopping or svc.held.is_set():
                 continue
             check = await self._check(svc, probe)
-            now = time.monotonic()
-            health = "ok" if check.failing is None else f"failing probe: {check.failing}"
+            # A dependency not ready and healthy (the writer cannot store while Tiled
+            # cannot): not this service's fault, so its clock does not run.
             blocked = None if check.failing is None else self._unhealthy_dependency(svc)
-            if not check.slow:
-                meter.reset()
-            if check.failing is None:
-                failing_since = busy_since = None
-                if svc.state.state == "degraded":
-                    self._update(svc, state="ready", health=health, message="")
-            elif blocked is not None:
-                # Not this service's fault (the writer cannot store while Tiled
-                # cannot): restarting it would not help, so the clock does not run.
-                health += f" (waiting for {blocked})"
-                failing_since = busy_since = None
-            elif check.slow and meter.busy(share := meter.share(proc.pid)):
-                # Answers too slowly but works: restarting a busy server only adds load.
-                load = "" if share is None else f", {100 * share:.0f} % of a core"
-                health = f"slow: {check.failing} (busy{load}; not restarted)"
-                failing_since = None
-                busy_since = busy_since or now
-            else:
-                failing_since = failing_since or now
-                busy_since = None
+            now = time.monotonic()
+            health = clock.observe(check, blocked, proc.pid, now)
+            if check.failing is None and svc.state.state == "degraded":
+                self._update(svc, state="ready", health=health, message="")
             if health != svc.state.health:
                 self._update(svc, health=health)
-            since = failing_since if failing_since is not None else busy_since
-            if since is None or self._stopping:
+            failed_for = clock.failed_for(now)
+            if failed_for is None or self._stopping:
                 continue
-            failed_for = now - since
             if failed_for >= policy.unhealthy_grace_s and svc.state.state == "ready":
                 self._update(svc, state="degraded", message=f"{health} for {failed_for:.0f} s")
-            limit = policy.unhealthy_restart_s if busy_since is None else policy.busy_restart_s
-            if failed_for >= limit:
+            if failed_for >= (policy.busy_restart_s if clock.busy else policy.unhealthy_restart_s):
                 reason = f"{health} for {failed_for:.0f} s"
                 self._progress(f"{svc.spec.name} degraded ({reason}): restarting")
                 await _process.stop(proc, svc.spec.stop_signal, svc.spec.stop_timeout)

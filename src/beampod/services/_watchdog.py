@@ -14,7 +14,7 @@ would only add load) and shows ``degraded``, up to ``busy_restart_s``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from beampod.errors import BeampodError
 from beampod.services._probes import AllProbes, LogLineProbe, Probe
@@ -82,3 +82,42 @@ class BusyMeter:
     def busy(self, share: float | None) -> bool:
         """Busy, not stuck; the first slow check is given the benefit of the doubt."""
         return share is None or share >= self.min_share
+
+
+@dataclass
+class HealthClock:
+    """How long a running service's checks have failed, and how: failing (restart
+    after ``unhealthy_restart_s``) or slow while busy (after ``busy_restart_s``)."""
+
+    meter: BusyMeter = field(default_factory=BusyMeter)
+    failing_since: float | None = None
+    busy_since: float | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.busy_since is not None
+
+    def observe(self, check: HealthCheck, blocked: str | None, pid: int, now: float) -> str:
+        """Count one check of the service led by ``pid`` (``blocked``: a dependency
+        it waits for, which stops the clock); the health to show."""
+        if not check.slow:
+            self.meter.reset()
+        if check.failing is None:
+            self.failing_since = self.busy_since = None
+            return "ok"
+        if blocked is not None:
+            self.failing_since = self.busy_since = None
+            return f"failing probe: {check.failing} (waiting for {blocked})"
+        if check.slow and self.meter.busy(share := self.meter.share(pid)):
+            # Answers too slowly but works: restarting a busy server only adds load.
+            self.failing_since = None
+            self.busy_since = self.busy_since or now
+            load = "" if share is None else f", {100 * share:.0f} % of a core"
+            return f"slow: {check.failing} (busy{load}; not restarted)"
+        self.failing_since = self.failing_since or now
+        self.busy_since = None
+        return f"failing probe: {check.failing}"
+
+    def failed_for(self, now: float) -> float | None:
+        since = self.failing_since if self.failing_since is not None else self.busy_since
+        return None if since is None else now - since
