@@ -221,6 +221,29 @@ def kind(service: str) -> str:
     return service.rstrip("0123456789-") or service  # nats-0, nats-1 -> nats
 
 
+def cpu_seconds(state: dict[str, Any]) -> dict[str, float]:
+    """CPU time (s) used so far by each service's process tree and the supervisor, from
+    ``beampod status --json`` (PostgreSQL's backends count as its children)."""
+    from beampod.services._process import tree_cpu_seconds
+
+    res = state["resources"]
+    pids = {n: u["pid"] for n, u in res["services"].items()}
+    out = {n: tree_cpu_seconds(pid) or 0.0 for n, pid in pids.items()}
+    out["supervisor"] = tree_cpu_seconds(res["supervisor"]["pid"]) or 0.0
+    for name, pid in pids.items():  # the supervisor's tree holds every service's
+        out["supervisor"] -= out[name] if pid else 0.0
+    return out
+
+
+def cpu_by_kind(before: dict[str, float], after: dict[str, float], seconds: float) -> dict:
+    """Share of a core each kind of service used between two :func:`cpu_seconds`."""
+    by_kind: dict[str, float] = {}
+    for name, cpu in after.items():
+        k = kind(name)
+        by_kind[k] = by_kind.get(k, 0.0) + (cpu - before.get(name, 0.0)) / seconds
+    return dict(sorted(by_kind.items(), key=lambda kv: -kv[1]))
+
+
 def _pss_mb(pid: int, *, tree: bool = True) -> float:
     """PSS of ``pid`` and (``tree``) its descendants, as status counts a service's RSS."""
     import psutil

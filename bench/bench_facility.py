@@ -45,14 +45,32 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.facility's helpers
 from _common import load_average, machine, percentile
-from _facility_load import Emitter, Reader, Stored, check_stored, memory_of, wait_stored
+from _facility_load import (
+    Emitter,
+    Reader,
+    Stored,
+    check_stored,
+    cpu_by_kind,
+    cpu_seconds,
+    memory_of,
+    wait_stored,
+)
 from tests.facility._facility import free_ports_config, run_cli
 
 P99_TARGET_MS, CAPACITY_RATIO, MARGINAL_MB = 1000.0, 0.8, 250.0
 
 
+def status(root: Path) -> dict[str, Any]:
+    return json.loads(run_cli(root, "status", "--json").stdout)
+
+
 def memory(root: Path) -> dict[str, Any]:
-    return memory_of(json.loads(run_cli(root, "status", "--json").stdout))
+    return memory_of(status(root))
+
+
+def cpu_line(shares: dict[str, float]) -> str:
+    """'tiled 31 %, nats 23 %, ...' (of one core), the larger first; the bench too."""
+    return ", ".join(f"{k} {100 * v:.0f} %" for k, v in shares.items() if v >= 0.005)
 
 
 def make(root: Path, n: int) -> None:
@@ -128,7 +146,15 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.monotonic()
         run_cli(root, "up", "-d", timeout=1800)
         out["up_s"] = time.monotonic() - t0
-        out["mem_idle"] = memory(root)
+        state = status(root)
+        out["mem_idle"] = memory_of(state)
+        # Idle CPU: what the facility costs before anything is measured through it.
+        cpu0, t_cpu0 = cpu_seconds(state), time.monotonic()
+        time.sleep(10)  # a measurement window, not a wait for readiness
+        state = status(root)
+        cpu1, t_cpu1, bench1 = cpu_seconds(state), time.monotonic(), time.process_time()
+        out["cpu_idle"] = cpu_by_kind(cpu0, cpu1, t_cpu1 - t_cpu0)
+        print(f"  idle CPU (share of one core): {cpu_line(out['cpu_idle'])}", flush=True)
         print(
             f"N={n}: up -d {out['up_s']:.1f} s, {out['mem_idle']['services']} services, "
             f"{out['mem_idle']['rss_mb']:.0f} MB RSS / {out['mem_idle']['pss_mb']:.0f} MB PSS "
@@ -146,6 +172,10 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             for i in pod.config.instruments
         }
         emitters, readers, stored_s, _ = load_phase(pod, containers, args.rate, args.duration, args)
+        cpu2, t_cpu2, bench2 = cpu_seconds(status(root)), time.monotonic(), time.process_time()
+        steady_cpu = cpu_by_kind(cpu1, cpu2, t_cpu2 - t_cpu1)
+        steady_cpu["bench (emitters, readers)"] = (bench2 - bench1) / (t_cpu2 - t_cpu1)
+        steady_cpu = dict(sorted(steady_cpu.items(), key=lambda kv: -kv[1]))
         lat = {i: r.latencies_ms() for i, r in readers.items()}
         every = [x for v in lat.values() for x in v]
         events = sum(e.events for e in emitters.values())
@@ -161,6 +191,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             "polls": sum(r.polls for r in readers.values()),
             "reader_errors": sum(len(r.errors) for r in readers.values()),
             "load": load_average(),
+            "cpu": steady_cpu,
         }
         worst = max(out["steady"]["per_instrument"].items(), key=lambda kv: kv[1]["p99_ms"])
         out["steady"]["worst"] = {"instrument": worst[0], **worst[1]}
@@ -172,6 +203,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             f"load {load_average()}",
             flush=True,
         )
+        print(f"  steady CPU (share of one core): {cpu_line(steady_cpu)}", flush=True)
         cap_em, _, cap_s, emit_s = load_phase(pod, containers, 0, args.capacity_seconds, args)
         cap_events = sum(e.events for e in cap_em.values())
         out["capacity"] = {

@@ -57,7 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="run in the background; return once every service is ready",
     )
-    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=180.0,
+        help="with -d: give up after this many seconds in which no service changed state",
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", help="stop the pod (graceful, then kill)")

@@ -10,6 +10,7 @@ from beampod.services._control import (
     stop_pod,
     supervisor_pid,
 )
+from beampod.services._policy import RestartPolicy, dependency_order
 from beampod.services._probes import (
     AllProbes,
     CallableProbe,
@@ -33,7 +34,7 @@ from beampod.services._runtime import (
 from beampod.services._session_extras import session_extras
 from beampod.services._spec import PortClaim, ServiceSpec, python_module
 from beampod.services._state import PodState, ServiceState, read_state
-from beampod.services._supervisor import RestartPolicy, Supervisor, dependency_order
+from beampod.services._supervisor import Supervisor
 
 __all__ = [
     "CENTRAL_SERVICES",

@@ -18,9 +18,10 @@ from beampod.config import POD_UMASK, PodHome, load_pod
 from beampod.errors import BeampodError, PodAlreadyRunningError, PodNotRunningError
 from beampod.services import _process
 from beampod.services._controlsock import request, serve_control
+from beampod.services._policy import RestartPolicy
 from beampod.services._runtime import up_services
 from beampod.services._state import PodState, read_state
-from beampod.services._supervisor import RestartPolicy, Supervisor
+from beampod.services._supervisor import Supervisor
 
 Progress = Callable[[str], None]
 
@@ -112,7 +113,11 @@ def control_service(home: PodHome, op: str, service: str) -> None:
 
 
 def start_detached(home: PodHome, progress: Progress, timeout: float = 180.0) -> PodState:
-    """Start a supervisor in the background; return once every service is ready."""
+    """Start a supervisor in the background; return once every service is ready.
+
+    Gives up after ``timeout`` s in which no service changed state: a facility that
+    starts its services a few at a time (admission) may take longer in all, but it
+    keeps making progress."""
     if supervisor_pid(home):
         raise PodAlreadyRunningError(
             f"a pod is already running from {home.root} (see `beampod status`)"
@@ -130,6 +135,7 @@ def start_detached(home: PodHome, progress: Progress, timeout: float = 180.0) ->
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
     seen: dict[str, str] = {}
+    said: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = read_state(home.state_file)
@@ -137,9 +143,15 @@ def start_detached(home: PodHome, progress: Progress, timeout: float = 180.0) ->
             for name, svc in state.services.items():
                 if seen.get(name) != svc.state:
                     seen[name] = svc.state
+                    deadline = time.monotonic() + timeout
                     if svc.state in ("starting", "ready", "failed"):
                         extra = f" at {svc.address}" if svc.state == "ready" and svc.address else ""
                         progress(f"{name}: {svc.state}{extra}")
+                if svc.message.startswith("still starting") and said.get(name) != svc.message:
+                    # More time for a start that is busy (services/_supervisor.py): progress.
+                    said[name] = svc.message
+                    deadline = time.monotonic() + timeout
+                    progress(f"{name}: {svc.message}")
             if state.phase == "running":
                 return state
             if state.phase in ("failed", "stopped") and proc.poll() is not None:
@@ -152,7 +164,9 @@ def start_detached(home: PodHome, progress: Progress, timeout: float = 180.0) ->
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(0.1)
     stop_pod(home, progress)
-    raise BeampodError(f"pod not ready after {timeout:.0f} s; see `beampod logs`")
+    raise BeampodError(
+        f"pod not ready: no service changed state for {timeout:.0f} s; see `beampod logs`"
+    )
 
 
 def stop_pod(home: PodHome, progress: Progress, timeout: float = 60.0) -> bool:

@@ -130,6 +130,9 @@ class CallableProbe:
 
     check: Callable[[], Awaitable[bool]]
     what: str
+    # The check's own time limit, if it has one: a failure that took this long did not
+    # answer in time (the supervisor tells slow from failing by it).
+    timeout_s: float | None = None
 
     @property
     def description(self) -> str:

@@ -8,6 +8,7 @@ signal so that even a SIGKILLed supervisor cannot leave it orphaned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import signal
@@ -105,3 +106,45 @@ def tail(path: Path, lines: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(data.splitlines()[-lines:])
+
+
+def tree_cpu_seconds(pid: int, *, waiting: bool = False) -> float | None:
+    """CPU time (s) used so far by ``pid`` and its live descendants (their exited
+    threads included). With ``waiting``, the time their live threads have waited for a
+    CPU while runnable (/proc schedstat) instead: on a saturated machine far more than
+    they ran. None when ``pid`` is gone or /proc cannot tell. A few small /proc reads:
+    cheap enough for a check that already failed."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo, seen = 0.0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{p}/task/{p}/children") as fh:
+                todo.extend(int(c) for c in fh.read().split())
+        except (OSError, ValueError, IndexError):
+            if p == pid:
+                return None
+            continue
+        if waiting:
+            total += _runqueue_seconds(p)
+        else:
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return total
+
+
+def _runqueue_seconds(pid: int) -> float:
+    """Time the live threads of ``pid`` waited on a run queue (schedstat, ns)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with (
+                contextlib.suppress(OSError, ValueError, IndexError),
+                open(f"/proc/{pid}/task/{tid}/schedstat") as fh,
+            ):
+                total += int(fh.read().split()[1])
+    return total / 1e9

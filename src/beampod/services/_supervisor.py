@@ -3,7 +3,9 @@
 Start order follows ``depends_on``: a service starts as soon as everything it depends
 on is ready, so independent services (the IOCs, say) start in parallel. A service
 marked ``start_early`` is spawned at once and waits for its dependencies itself; the
-supervisor probes it only once they are ready. During the
+supervisor probes it only once they are ready. How many services may be starting at
+once is capped (:mod:`beampod.services._admission`: all of a small pod, 4 per core for a
+facility); a service's readiness deadline counts from its admission. During the
 initial start-up a service that does not become ready fails the whole ``up`` with its
 log tail: the user is waiting and wants to know. Once a service has been ready, a
 crash restarts it with exponential backoff; too many crashes in a window mark it
@@ -24,30 +26,12 @@ from dataclasses import dataclass, field
 from beampod.config import PodHome
 from beampod.errors import BeampodError, PortInUseError, ServiceStartError, UsageError
 from beampod.services import _process
-from beampod.services._probes import (
-    AllProbes,
-    LogLineProbe,
-    Probe,
-    from_log_offset,
-    port_is_free,
-)
+from beampod.services._admission import Admission, default_limit
+from beampod.services._policy import RestartPolicy, dependency_order, start_priority
+from beampod.services._probes import Probe, from_log_offset, port_is_free
 from beampod.services._spec import ServiceSpec
 from beampod.services._state import PodState, ServiceState, write_state
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    max_crashes: int = 5
-    window_s: float = 60.0
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 10.0
-    probe_interval_s: float = 0.05
-    health_interval_s: float = 5.0
-    # A ready service whose probe keeps failing this long is "degraded" (`beampod
-    # status`), and after ``unhealthy_restart_s`` it is restarted: a process that runs
-    # but no longer does its job (a server stuck after its disk was full).
-    unhealthy_grace_s: float = 30.0
-    unhealthy_restart_s: float = 60.0
+from beampod.services._watchdog import BusyMeter, HealthCheck, HealthClock, check_health
 
 
 @dataclass
@@ -63,34 +47,6 @@ class _Service:
     released: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def dependency_order(specs: Sequence[ServiceSpec]) -> list[ServiceSpec]:
-    """Topological order (stable); unknown or cyclic dependencies are a UsageError."""
-    by_name = {s.name: s for s in specs}
-    for s in specs:
-        missing = [d for d in s.depends_on if d not in by_name]
-        if missing:
-            raise UsageError(f"service {s.name!r} depends on unknown service(s) {missing}")
-    order: list[ServiceSpec] = []
-    visiting: set[str] = set()
-    done: set[str] = set()
-
-    def visit(s: ServiceSpec) -> None:
-        if s.name in done:
-            return
-        if s.name in visiting:
-            raise UsageError(f"dependency cycle through service {s.name!r}")
-        visiting.add(s.name)
-        for d in s.depends_on:
-            visit(by_name[d])
-        visiting.discard(s.name)
-        done.add(s.name)
-        order.append(s)
-
-    for s in specs:
-        visit(s)
-    return order
-
-
 class Supervisor:
     def __init__(
         self,
@@ -99,10 +55,14 @@ class Supervisor:
         *,
         policy: RestartPolicy | None = None,
         progress: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._order = dependency_order(specs)
         self._home = home
         self._policy = policy or RestartPolicy()
+        self._admission = Admission(self._policy.max_starting or default_limit(len(self._order)))
+        self._clock = clock  # readiness deadlines (a test moves it)
+        self._priority = start_priority(self._order)
         self._progress = progress or (lambda _msg: None)
         self._services = {
             s.name: _Service(
@@ -227,6 +187,47 @@ class Supervisor:
                     raise
                 self._update(svc, state="failed", pid=None, message=str(exc))
                 return
+            reason = await self._start_once(svc)
+            if reason is None and svc.proc is not None:
+                proc = svc.proc
+                unhealthy = await self._watch(svc, proc)
+                if self._stopping:
+                    return
+                if svc.held.is_set():
+                    await svc.released.wait()
+                    continue
+                # The leader died on its own: whatever it spawned goes too, so the
+                # restart finds its ports free and nothing runs twice.
+                _process.signal_group(proc.pid, signal.SIGKILL)
+                reason = unhealthy or f"exited with code {proc.returncode}"
+            elif self._stopping:
+                return
+            reason = reason or "not started"
+            if not svc.ready.is_set():
+                # Never became ready in this up: fail the start-up, loudly.
+                self._update(svc, state="failed", pid=None, message=reason)
+                tail = _process.tail(self._home.log_file(spec.name))
+                raise ServiceStartError(spec.name, reason, tail)
+            if not await self._backoff(svc, reason):
+                return
+
+    async def _start_once(self, svc: _Service) -> str | None:
+        """Spawn ``svc`` once admitted and wait for it to be ready: None when it is,
+        otherwise why not (nothing of the attempt is left running then)."""
+        spec = svc.spec
+        admission = self._admission
+        if len(admission.holding) + admission.waiting >= admission.limit:
+            self._update(
+                svc,
+                message=f"waiting to start: {admission.limit} services are starting "
+                f"(at most {admission.limit} at once)",
+            )
+        await admission.admit(
+            spec.name, lambda: not self._dependencies_ready(svc), self._priority[spec.name]
+        )
+        try:
+            if self._stopping:
+                return "stopped while starting"
             if spec.prepare is not None:
                 await asyncio.to_thread(spec.prepare)
             log = self._home.log_file(spec.name)
@@ -240,7 +241,9 @@ class Supervisor:
             env = {"BEAMPOD_HOME": str(self._home.root), **spec.env}
             svc.proc = await _process.spawn(spec.argv, env, log, spec.cwd)
             started = time.time()
-            self._update(svc, state="starting", pid=svc.proc.pid, started_at=started, health="")
+            self._update(
+                svc, state="starting", pid=svc.proc.pid, started_at=started, health="", message=""
+            )
             reason = await self._wait_ready(svc, svc.proc, offset)
             if reason is None:
                 self._update(svc, state="ready", ready_at=time.time(), health="ok", message="")
@@ -249,48 +252,55 @@ class Supervisor:
                     f"{' at ' + spec.address if spec.address else ''}"
                 )
                 svc.ready.set()
-                unhealthy = await self._watch(svc, svc.proc)
-                if self._stopping:
-                    return
-                if svc.held.is_set():
-                    await svc.released.wait()
-                    continue
-                # The leader died on its own: whatever it spawned goes too, so the
-                # restart finds its ports free and nothing runs twice.
-                _process.signal_group(svc.proc.pid, signal.SIGKILL)
-                reason = unhealthy or f"exited with code {svc.proc.returncode}"
-            elif self._stopping:
-                return
-            else:
+            elif not self._stopping:
                 # Not ready in time: nothing of this attempt may outlive it, or the
                 # next start finds its ports taken (a restart after a full disk would
                 # end `failed`, "port in use") and two copies would run.
                 await _process.stop(svc.proc, spec.stop_signal, 2.0)
-            if not svc.ready.is_set():
-                # Never became ready in this up: fail the start-up, loudly.
-                self._update(svc, state="failed", pid=None, message=reason)
-                raise ServiceStartError(spec.name, reason, _process.tail(log))
-            if not await self._backoff(svc, reason):
-                return
+            return reason
+        finally:
+            # Also re-checks the early services waiting for admission: what they
+            # depend on may be ready now.
+            admission.release(spec.name)
 
     async def _wait_ready(
         self, svc: _Service, proc: asyncio.subprocess.Process, offset: int
     ) -> str | None:
-        """None when ready; otherwise why not."""
+        """None when ready; otherwise why not. At its deadline a service that is still
+        working (its processes used CPU since the spawn: importing on a saturated
+        machine) gets half its ready_timeout more, up to ``busy_start_factor`` times it
+        in all; one that waits for nothing it can say is failed."""
         probe = from_log_offset(svc.spec.probe, offset)
-        deadline = time.monotonic() + svc.spec.ready_timeout
+        # Counted from now: the spawn, once admitted (never from `up`).
+        clock = self._clock
+        timeout = svc.spec.ready_timeout
+        deadline = clock() + timeout
         after = svc.spec.after_dependencies
-        while time.monotonic() < deadline and not self._stopping:
+        meter, extra = BusyMeter(min_window_s=0.5), 0.0
+        meter.share(proc.pid)  # the mark the CPU share at the deadline is taken from
+        while not self._stopping:
+            if clock() >= deadline:
+                share = meter.share(proc.pid)
+                if share is None or share < meter.min_share:
+                    break
+                if extra >= timeout * (self._policy.busy_start_factor - 1):
+                    break
+                extra += timeout / 2
+                deadline = clock() + timeout / 2
+                msg = f"still starting, busy ({100 * share:.0f} % of a core): "
+                msg += f"{timeout / 2:.0f} s more"
+                self._update(svc, message=msg)
+                self._progress(f"{svc.spec.name} {msg}")
             if proc.returncode is not None:
                 return f"exited with code {proc.returncode} before it was ready"
             if not self._dependencies_ready(svc):
                 # Started early: not probed (and its clock not running) until what it
                 # depends on is ready, so "ready" keeps its meaning.
-                deadline = time.monotonic() + svc.spec.ready_timeout
+                deadline = clock() + svc.spec.ready_timeout
             elif after is not None:
                 await asyncio.to_thread(after)
                 after = None
-                deadline = time.monotonic() + svc.spec.ready_timeout
+                deadline = clock() + svc.spec.ready_timeout
                 continue
             else:
                 try:
@@ -302,49 +312,43 @@ class Supervisor:
                 await asyncio.wait_for(proc.wait(), self._policy.probe_interval_s)
         if self._stopping:
             return "stopped while starting"
-        return f"not ready after {svc.spec.ready_timeout:.0f} s ({probe.description})"
+        return f"not ready after {timeout + extra:.0f} s ({probe.description})"
 
     async def _watch(self, svc: _Service, proc: asyncio.subprocess.Process) -> str | None:
         """Wait for the process to exit, re-probing health now and then. A probe failing
         for ``unhealthy_grace_s`` makes the service ``degraded``; after
         ``unhealthy_restart_s`` it is stopped (the caller restarts it) and the reason
-        returned."""
-        failing_since: float | None = None
+        returned. A probe that fails only by not answering in time while the service
+        works (uses CPU: busy, not stuck) is ``degraded`` too but restarted only after
+        ``busy_restart_s`` (services/_watchdog.py)."""
+        clock = HealthClock()
         probe = svc.spec.health or svc.spec.probe
+        policy = self._policy
         while proc.returncode is None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), self._policy.health_interval_s)
-            if proc.returncode is None and not self._stopping and not svc.held.is_set():
-                failed = await self._failing(svc, probe)
-                ok = failed is None
-                health = "ok" if ok else f"failing probe: {failed}"
-                blocked = None if ok else self._unhealthy_dependency(svc)
-                now = time.monotonic()
-                if ok:
-                    failing_since = None
-                    if svc.state.state == "degraded":
-                        self._update(svc, state="ready", health=health, message="")
-                elif blocked is not None:
-                    # Not this service's fault (the writer cannot store while Tiled
-                    # cannot): restarting it would not help, so the clock does not run.
-                    health += f" (waiting for {blocked})"
-                    failing_since = None
-                else:
-                    failing_since = failing_since or now
-                if health != svc.state.health:
-                    self._update(svc, health=health)
-                if failing_since is not None and proc.returncode is None and not self._stopping:
-                    failed_for = now - failing_since
-                    policy = self._policy
-                    if failed_for >= policy.unhealthy_grace_s and svc.state.state == "ready":
-                        self._update(
-                            svc, state="degraded", message=f"{health} for {failed_for:.0f} s"
-                        )
-                    if failed_for >= policy.unhealthy_restart_s:
-                        reason = f"{health} for {failed_for:.0f} s"
-                        self._progress(f"{svc.spec.name} degraded ({reason}): restarting")
-                        await _process.stop(proc, svc.spec.stop_signal, svc.spec.stop_timeout)
-                        return reason
+                await asyncio.wait_for(proc.wait(), policy.health_interval_s)
+            if proc.returncode is not None or self._stopping or svc.held.is_set():
+                continue
+            check = await self._check(svc, probe)
+            # A dependency not ready and healthy (the writer cannot store while Tiled
+            # cannot): not this service's fault, so its clock does not run.
+            blocked = None if check.failing is None else self._unhealthy_dependency(svc)
+            now = time.monotonic()
+            health = clock.observe(check, blocked, proc.pid, now)
+            if check.failing is None and svc.state.state == "degraded":
+                self._update(svc, state="ready", health=health, message="")
+            if health != svc.state.health:
+                self._update(svc, health=health)
+            failed_for = clock.failed_for(now)
+            if failed_for is None or self._stopping:
+                continue
+            if failed_for >= policy.unhealthy_grace_s and svc.state.state == "ready":
+                self._update(svc, state="degraded", message=f"{health} for {failed_for:.0f} s")
+            if failed_for >= (policy.busy_restart_s if clock.busy else policy.unhealthy_restart_s):
+                reason = f"{health} for {failed_for:.0f} s"
+                self._progress(f"{svc.spec.name} degraded ({reason}): restarting")
+                await _process.stop(proc, svc.spec.stop_signal, svc.spec.stop_timeout)
+                return reason
         return None
 
     def _dependencies_ready(self, svc: _Service) -> bool:
@@ -358,22 +362,13 @@ class Supervisor:
                 return name
         return None
 
-    async def _failing(self, svc: _Service, probe: Probe) -> str | None:
-        """None when the health probe passes; else the description of what fails (of
-        several checks, the first that fails)."""
-        if isinstance(probe, LogLineProbe):
-            return None  # said its line once; nothing to re-check
+    async def _check(self, svc: _Service, probe: Probe) -> HealthCheck:
         try:
-            if isinstance(probe, AllProbes):
-                bad = await probe.failing()
-                return None if bad is None else bad.description
-            return None if await probe.ready() else probe.description
-        except (OSError, BeampodError):
-            return probe.description
+            return await check_health(probe)
         except Exception as exc:  # noqa: BLE001 - a probe that raises is failing
             # (never a dead watcher that leaves the service "ready" forever)
             self._progress(f"{svc.spec.name} probe raised {type(exc).__name__}: {exc}")
-            return probe.description
+            return HealthCheck(probe.description)
 
     async def _backoff(self, svc: _Service, reason: str) -> bool:
         now = time.monotonic()

@@ -49,7 +49,11 @@ def ioc_group_spec(pod: LoadedPod, name: str, iocs: list[tuple[IocSettings, int]
             LogLineProbe(
                 pod.home.log_file(name), rf"^{READY_WORD} prefix={re.escape(ioc.prefix)} "
             ),
-            CallableProbe(_pv_read(host, port, pv), f"CA read of {pv} at {host}:{port}"),
+            CallableProbe(
+                _pv_read(host, port, pv),
+                f"CA read of {pv} at {host}:{port}",
+                timeout_s=_PROBE_TIMEOUT_S,  # no answer in time: slow (busy?), not wrong
+            ),
         ]
     return ServiceSpec(
         name=name,

@@ -90,7 +90,11 @@ def tiled_spec(pod: LoadedPod) -> ServiceSpec:
                     headers={"Authorization": f"Apikey {reader}"},
                     timeout_s=SLOW_ANSWER_S,
                 ),
-                CallableProbe(can_store, "Tiled stores a 64 KiB array with the writer's key"),
+                CallableProbe(
+                    can_store,
+                    "Tiled stores a 64 KiB array with the writer's key",
+                    timeout_s=SLOW_ANSWER_S,  # tiled_stores' limit per request
+                ),
             )
         ),
         address=url,

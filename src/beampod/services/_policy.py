@@ -1,0 +1,70 @@
+"""How the supervisor restarts, and in which order it starts, what it supervises."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from beampod.errors import UsageError
+from beampod.services._spec import ServiceSpec
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    max_crashes: int = 5
+    window_s: float = 60.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 10.0
+    probe_interval_s: float = 0.05
+    health_interval_s: float = 5.0
+    # A ready service whose probe keeps failing this long is "degraded" (`beampod
+    # status`), and after ``unhealthy_restart_s`` it is restarted: a process that runs
+    # but no longer does its job (a server stuck after its disk was full).
+    unhealthy_grace_s: float = 30.0
+    unhealthy_restart_s: float = 60.0
+    # One that fails only by answering too slowly while it works (uses CPU) is left to
+    # work this long before it is restarted anyway (services/_watchdog.py).
+    busy_restart_s: float = 600.0
+    # A starting service still busy at its deadline gets more time, up to this many
+    # times its ready_timeout.
+    busy_start_factor: float = 3.0
+    # Services starting (spawned, not ready yet) at once; None: ``default_limit``.
+    max_starting: int | None = None
+
+
+def dependency_order(specs: Sequence[ServiceSpec]) -> list[ServiceSpec]:
+    """Topological order (stable); unknown or cyclic dependencies are a UsageError."""
+    by_name = {s.name: s for s in specs}
+    for s in specs:
+        missing = [d for d in s.depends_on if d not in by_name]
+        if missing:
+            raise UsageError(f"service {s.name!r} depends on unknown service(s) {missing}")
+    order: list[ServiceSpec] = []
+    visiting: set[str] = set()
+    done: set[str] = set()
+
+    def visit(s: ServiceSpec) -> None:
+        if s.name in done:
+            return
+        if s.name in visiting:
+            raise UsageError(f"dependency cycle through service {s.name!r}")
+        visiting.add(s.name)
+        for d in s.depends_on:
+            visit(by_name[d])
+        visiting.discard(s.name)
+        done.add(s.name)
+        order.append(s)
+
+    for s in specs:
+        visit(s)
+    return order
+
+
+def start_priority(order: Sequence[ServiceSpec]) -> dict[str, tuple[int, int]]:
+    """Admission priority: most services depending on it (directly or not) first, then
+    dependency order."""
+    dependents: dict[str, set[str]] = {s.name: set() for s in order}
+    for s in reversed(order):  # a dependent comes after what it depends on
+        for dep in s.depends_on:
+            dependents[dep] |= {s.name} | dependents[s.name]
+    return {s.name: (-len(dependents[s.name]), i) for i, s in enumerate(order)}

@@ -1,0 +1,123 @@
+"""A running service's health check, told apart: failing, or only slow while it works.
+
+A check fails *slowly* when the probe that failed took its whole time to answer (it
+has a ``timeout_s``: an HTTP probe, Tiled's test write, an IOC's CA read): the service
+did not answer in time, it did not answer wrongly. Whether such a service is stuck or
+merely busy (Tiled under a facility's load) is told by the CPU its processes use or
+wait for: a busy server works, or would if it got a core (on a saturated machine a
+process waits on the run queue far longer than it runs); a stuck one waits for
+nothing the scheduler could give it. The supervisor restarts a failing or stuck
+service after ``unhealthy_restart_s``; a busy one it leaves to work (restarting it
+would only add load) and shows ``degraded``, up to ``busy_restart_s``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from beampod.errors import BeampodError
+from beampod.services._probes import AllProbes, LogLineProbe, Probe
+from beampod.services._process import tree_cpu_seconds
+
+# A failing probe that took this share of its timeout did not answer in time.
+TIMED_OUT = 0.95
+# Busy: the service's processes ran or waited to run for at least this share of a core
+# since the previous slow check (an idle, waiting Python server: well under 1 %).
+BUSY_SHARE = 0.05
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    failing: str | None  # the description of what fails; None: healthy
+    slow: bool = False  # it failed by not answering within its probe's time
+
+
+async def check_health(probe: Probe) -> HealthCheck:
+    """Run ``probe`` (each of an :class:`AllProbes` in order, up to the first that
+    fails). Exceptions other than OSError/BeampodError propagate (the caller reports
+    them as a failure)."""
+    if isinstance(probe, LogLineProbe):
+        return HealthCheck(None)  # said its line once; nothing to re-check
+    for p in probe.probes if isinstance(probe, AllProbes) else (probe,):
+        started = time.monotonic()
+        try:
+            ok = await p.ready()
+        except (OSError, BeampodError):
+            return HealthCheck(p.description)
+        if not ok:
+            limit = getattr(p, "timeout_s", None)
+            slow = limit is not None and time.monotonic() - started >= TIMED_OUT * limit
+            return HealthCheck(p.description, slow)
+    return HealthCheck(None)
+
+
+@dataclass
+class BusyMeter:
+    """Share of a core a service's process tree ran or waited to run (runnable, on the
+    run queue) between two calls."""
+
+    min_share: float = BUSY_SHARE
+    # A shorter window tells nothing (CPU time is counted in 10 ms ticks): no share.
+    min_window_s: float = 0.0
+    _mark: tuple[float, float, float] | None = None  # when, CPU, run-queue wait
+
+    def reset(self) -> None:
+        self._mark = None
+
+    def share(self, pid: int) -> float | None:
+        """The share of a core used or waited for since the previous call; None on the
+        first call after :meth:`reset` (nothing to compare yet), after less than
+        ``min_window_s``, or when /proc cannot tell."""
+        cpu = tree_cpu_seconds(pid)
+        waited = tree_cpu_seconds(pid, waiting=True)
+        now, mark = time.monotonic(), self._mark
+        self._mark = None if cpu is None or waited is None else (now, cpu, waited)
+        if self._mark is None or mark is None or now - mark[0] < self.min_window_s:
+            return None
+        # Run-queue waits of threads that ended are gone with them: never below 0.
+        used = (self._mark[1] - mark[1]) + max(0.0, self._mark[2] - mark[2])
+        return used / max(now - mark[0], 1e-3)
+
+    def busy(self, share: float | None) -> bool:
+        """Busy, not stuck; the first slow check is given the benefit of the doubt."""
+        return share is None or share >= self.min_share
+
+
+@dataclass
+class HealthClock:
+    """How long a running service's checks have failed, and how: failing (restart
+    after ``unhealthy_restart_s``) or slow while busy (after ``busy_restart_s``)."""
+
+    meter: BusyMeter = field(default_factory=BusyMeter)
+    failing_since: float | None = None
+    busy_since: float | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.busy_since is not None
+
+    def observe(self, check: HealthCheck, blocked: str | None, pid: int, now: float) -> str:
+        """Count one check of the service led by ``pid`` (``blocked``: a dependency
+        it waits for, which stops the clock); the health to show."""
+        if not check.slow:
+            self.meter.reset()
+        if check.failing is None:
+            self.failing_since = self.busy_since = None
+            return "ok"
+        if blocked is not None:
+            self.failing_since = self.busy_since = None
+            return f"failing probe: {check.failing} (waiting for {blocked})"
+        if check.slow and self.meter.busy(share := self.meter.share(pid)):
+            # Answers too slowly but works: restarting a busy server only adds load.
+            self.failing_since = None
+            self.busy_since = self.busy_since or now
+            load = "" if share is None else f", {100 * share:.0f} % of a core"
+            return f"slow: {check.failing} (busy{load}; not restarted)"
+        self.failing_since = self.failing_since or now
+        self.busy_since = None
+        return f"failing probe: {check.failing}"
+
+    def failed_for(self, now: float) -> float | None:
+        since = self.failing_since if self.failing_since is not None else self.busy_since
+        return None if since is None else now - since

@@ -1,0 +1,146 @@
+"""Slow but working is not stuck: a busy service is not restarted for answering its
+health check too slowly, nor failed at start for importing slowly; a stuck one is.
+
+Real processes: small HTTP servers whose answers the test makes slow by burning CPU
+(busy) or by never answering (hung), and starters that burn CPU or only sleep."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from beampod.config import PodHome
+from beampod.errors import ServiceStartError
+from beampod.services import HttpProbe, LogLineProbe, RestartPolicy, ServiceSpec, Supervisor
+
+SERVER = """
+import os, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+mode_file, port = sys.argv[1], int(sys.argv[2])
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        mode = open(mode_file).read().strip() if os.path.exists(mode_file) else "fast"
+        if mode == "busy":  # works on it, for longer than the probe waits
+            end = time.monotonic() + 1.0
+            while time.monotonic() < end:
+                pass
+        elif mode == "hung":  # accepted, never answered, doing nothing
+            time.sleep(600)
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> PodHome:
+    h = PodHome(tmp_path)
+    h.make_dirs()
+    return h
+
+
+async def _until(predicate, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not before the deadline: {what}"
+        await asyncio.sleep(0.02)
+
+
+def test_a_busy_slow_service_is_degraded_not_restarted_and_a_hung_one_is(
+    home: PodHome,
+) -> None:
+    modes = {name: home.root / f"{name}.mode" for name in ("busy", "hung")}
+    specs = []
+    for name, mode in modes.items():
+        port = _free_port()
+        specs.append(
+            ServiceSpec(
+                name=name,
+                argv=(sys.executable, "-c", SERVER, str(mode), str(port)),
+                probe=HttpProbe(f"http://127.0.0.1:{port}/", timeout_s=0.3),
+                ready_timeout=20,
+                stop_timeout=2,
+            )
+        )
+    policy = RestartPolicy(
+        health_interval_s=0.2, unhealthy_grace_s=0.5, unhealthy_restart_s=1.0, backoff_max_s=0.2
+    )
+
+    async def scenario() -> None:
+        sup = Supervisor(specs, home, policy=policy)
+        await sup.start()
+        busy, hung = sup.state.services["busy"], sup.state.services["hung"]
+        busy_pid = busy.pid
+        try:
+            for name, mode in modes.items():
+                mode.write_text(name)
+            # Both now fail their check by not answering within 0.3 s; the hung one
+            # uses no CPU meanwhile and is restarted once it failed for 1 s ...
+            await _until(lambda: hung.restarts >= 1, "the hung service restarted")
+            # ... the busy one, failing as long, is degraded and says why, not restarted.
+            await _until(lambda: busy.state == "degraded", "the busy service degraded")
+            assert busy.restarts == 0 and busy.pid == busy_pid
+            assert busy.health.startswith("slow: ") and "busy" in busy.health
+            # Fast again: ready again.
+            modes["busy"].write_text("fast")
+            await _until(lambda: busy.state == "ready", "the busy service ready again")
+            assert busy.restarts == 0 and busy.pid == busy_pid
+        finally:
+            await sup.stop()
+
+    asyncio.run(scenario())
+
+
+BURN_THEN_READY = """
+import time
+end = time.monotonic() + 1.8
+while time.monotonic() < end:  # an import on a saturated machine: working
+    pass
+print("READY", flush=True)
+time.sleep(600)
+"""
+# Waits (for something that does not come) past every extension a busy start could get.
+SLEEP_THEN_READY = 'import time\ntime.sleep(60)\nprint("READY", flush=True)\n'
+
+
+@pytest.mark.parametrize(("body", "busy"), [(BURN_THEN_READY, True), (SLEEP_THEN_READY, False)])
+def test_a_start_still_working_at_its_deadline_gets_more_time(
+    home: PodHome, body: str, busy: bool
+) -> None:
+    spec = ServiceSpec(
+        name="slow",
+        argv=(sys.executable, "-c", body),
+        probe=LogLineProbe(home.log_file("slow"), r"^READY"),
+        ready_timeout=1.0,
+        stop_timeout=2,
+    )
+    notes: list[str] = []
+
+    async def scenario() -> None:
+        sup = Supervisor(
+            [spec], home, policy=RestartPolicy(busy_start_factor=3.0), progress=notes.append
+        )
+        try:
+            await sup.start()
+        finally:
+            await sup.stop()
+
+    if busy:
+        asyncio.run(scenario())
+        assert any("still starting, busy" in n for n in notes)
+    else:
+        with pytest.raises(ServiceStartError, match="not ready after"):
+            asyncio.run(scenario())
