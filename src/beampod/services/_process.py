@@ -66,9 +66,41 @@ async def stop(proc: asyncio.subprocess.Process, sig: int, timeout: float) -> in
         except TimeoutError:
             signal_group(proc.pid, signal.SIGKILL)
             await proc.wait()
-    # The leader is gone; make sure nothing else of its group survives it.
+    # The leader is gone; make sure nothing else of its group survives it, and return
+    # only once the group is gone (SIGKILL is delivered asynchronously: on a busy
+    # machine a killed grandchild can still hold its ports for a moment).
     signal_group(proc.pid, signal.SIGKILL)
+    await _group_gone(proc.pid, GROUP_GONE_S)
     return proc.returncode
+
+
+# How long ``stop`` waits for the rest of a SIGKILLed group to go before returning.
+GROUP_GONE_S = 5.0
+
+
+async def _group_gone(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not signal_group(pgid, 0) or not _live_members(pgid):
+            return True
+        await asyncio.sleep(0.01)  # poll interval, bounded by the deadline
+    return False
+
+
+def _live_members(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` is still running. Zombies do not count: they
+    hold nothing, and where PID 1 does not reap orphans they never go."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # After "pid (comm) ": state, ppid, pgrp.
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def pid_alive(pid: int) -> bool:
