@@ -59,8 +59,9 @@ def test_writer_stores_a_run_without_its_deferred_libraries(
     path = tmp_path / "batch.json"
     path.write_text(json.dumps([list(item) for item in batch]))
     names = [*DEFERRED_IMPORTS, *DEFERRED_SUBMODULES, *UNUSED_OPTIONAL_IMPORTS]
+    home = str(tiled_server.pod.home.root)
     proc = subprocess.run(
-        [sys.executable, "-c", _WRITE, str(tiled_server.pod.home.root), str(path), json.dumps(names)],
+        [sys.executable, "-c", _WRITE, home, str(path), json.dumps(names)],
         capture_output=True,
         text=True,
         timeout=300,
