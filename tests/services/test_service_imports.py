@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from tests.conftest import beampod_cli
 from tests.datapath._helpers import wait_pod_ready
 
 from beampod.config import LoadedPod
@@ -41,9 +42,18 @@ def test_queue_http_server_maps_no_dataframe_or_array_library(pod: LoadedPod) ->
 
 
 def test_queue_manager_and_worker_load_only_their_own(pod: LoadedPod) -> None:
-    watchdog = psutil.Process(service_pids(pod)["queue"])
-    (manager,) = watchdog.children()
-    (worker,) = manager.children()
+    pids = service_pids(pod)
+    # The manager checks a submitted plan against the instrument's plans and their
+    # parameters (which is where it used to import bluesky); the item is then removed.
+    added = beampod_cli(pod.home.root, "queue", "add", "count([pinhole], 1)")
+    assert "queued" in added.stdout, added.stdout
+    beampod_cli(pod.home.root, "queue", "clear")
+    # start-re-manager's watchdog forks the manager first, then (on the manager's
+    # request, when the environment opens) the worker.
+    watchdog = psutil.Process(pids["queue"])
+    children = sorted(watchdog.children(), key=lambda p: p.create_time())
+    assert len(children) == 2, [(p.pid, p.name()) for p in children]
+    manager, worker = children
     on_manager, on_worker = mapped_packages(manager.pid), mapped_packages(worker.pid)
     # The worker runs plans: bluesky's numpy and pyepics are there ...
     assert {"numpy", "epics", "zmq"} <= on_worker, sorted(on_worker)
