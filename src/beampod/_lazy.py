@@ -95,6 +95,11 @@ def defer_imports(names: Iterable[str]) -> None:
             continue
         stand_in = DeferredModule(name)
         stand_in.__spec__ = spec
+        if spec.has_location:
+            # Code that walks sys.modules asking for files (inspect.getmodule) gets an
+            # answer without importing every stand-in. __path__ is left out on purpose:
+            # asking for it means importing a submodule, which needs the real package.
+            stand_in.__file__ = spec.origin
         sys.modules[name] = stand_in
         if parent_module is not None:
             # What the import system does for a submodule it loads: ``import pkg.sub``
