@@ -1,12 +1,19 @@
 """Package exports loaded on first use (PEP 562), for packages whose heavy names (tiled,
 bluesky, caproto, starlette) must not load in a process that needs only their light
-ones: the supervisor imports ``beampod.store`` for addresses, not for writing runs."""
+ones: the supervisor imports ``beampod.store`` for addresses, not for writing runs.
+
+:func:`defer_imports` does the same for third-party modules that a service's libraries
+import at module level but only a rarely used path of theirs calls (ADR 0013)."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import sys
-from collections.abc import Callable, Mapping
+import types
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 
@@ -24,3 +31,95 @@ def lazy_exports(package: str, names: Mapping[str, tuple[str, str]]) -> Callable
         return value
 
     return __getattr__
+
+
+class DeferredModule(types.ModuleType):
+    """Stands in ``sys.modules`` for a module that is imported for real on its first
+    attribute access, then delegates every attribute to it. ``import NAME`` binds this
+    stand-in without loading anything (it has the real ``__spec__``, not initializing)."""
+
+    def __getattr__(self, attr: str) -> Any:
+        name = self.__name__
+        if sys.modules.get(name) is self:
+            del sys.modules[name]  # so the import below loads the real module
+        return getattr(importlib.import_module(name), attr)
+
+
+class _AlreadyImported(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds submodules of deferred modules that are already in ``sys.modules``.
+
+    ``import pkg.sub`` asks the parent for ``__path__`` after checking ``sys.modules``
+    for ``pkg.sub``; when the parent is a stand-in, that access imports ``pkg`` for real,
+    whose ``__init__`` may import ``pkg.sub`` itself. Without this finder the import
+    system would then execute ``pkg.sub`` a second time (numpy's extension modules
+    refuse that); with it, the import returns the module already there."""
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        # target: importlib.reload, which must find the module's file, not this.
+        if target is None and fullname in sys.modules and self._under_deferred(fullname):
+            return importlib.machinery.ModuleSpec(fullname, self)
+        return None
+
+    def _under_deferred(self, fullname: str) -> bool:
+        return any(fullname.startswith(name + ".") for name in self.names)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        return sys.modules[spec.name]
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        pass
+
+
+def defer_imports(names: Iterable[str]) -> None:
+    """Make each module in ``names`` load on first use instead of on import.
+
+    For a service whose libraries import something heavy at module level that only a
+    path of theirs the service never takes calls (bluesky-httpserver imports pandas for
+    spreadsheet uploads; tiled's client imports dask.dataframe to read tables): the
+    memory is paid only by a process that takes that path, which then works as before.
+    The parent package of a submodule is imported (for real) here. Modules already
+    imported, and modules not installed, are left as they are."""
+    deferred = []
+    for name in names:
+        if name in sys.modules:
+            continue
+        parent, _, child = name.rpartition(".")
+        parent_module = importlib.import_module(parent) if parent else None
+        if name in sys.modules:  # the parent imported it
+            continue
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            continue
+        stand_in = DeferredModule(name)
+        stand_in.__spec__ = spec
+        if spec.has_location:
+            # Code that walks sys.modules asking for files (inspect.getmodule) gets an
+            # answer without importing every stand-in. __path__ is left out on purpose:
+            # asking for it means importing a submodule, which needs the real package.
+            stand_in.__file__ = spec.origin
+        sys.modules[name] = stand_in
+        if parent_module is not None:
+            # What the import system does for a submodule it loads: ``import pkg.sub``
+            # then ``pkg.sub.x`` must find it. The real module replaces it when loaded.
+            setattr(parent_module, child, stand_in)
+        deferred.append(name)
+    if deferred:
+        sys.meta_path.insert(0, _AlreadyImported(frozenset(deferred)))
+
+
+def skip_imports(names: Iterable[str]) -> None:
+    """Mark modules absent, so ``import NAME`` raises ImportError (``None`` in
+    ``sys.modules``: the import system's documented way). Only for modules that every
+    importer in the process imports under ``try/except ImportError`` and can do
+    without; modules already imported stay."""
+    for name in names:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
+def is_loaded(name: str) -> bool:
+    """``name`` is imported for real (not absent, not a stand-in)."""
+    module = sys.modules.get(name)
+    return module is not None and not isinstance(module, DeferredModule)

@@ -18,8 +18,16 @@ import sys
 from beampod.config import AGENT_PASSWORD_ENV, PodHome, load_agent_pod, load_pod
 from beampod.errors import BeampodError
 
+#: nats-py imports aiohttp at module level for websocket (``ws://``) servers only; the
+#: agent connects over ``nats://``. Deferred, it loads if a websocket URL is ever used
+#: (or an agent class uses aiohttp) instead of in every agent (ADR 0013).
+DEFERRED_IMPORTS = ("aiohttp",)
+
 
 def main(argv: list[str] | None = None) -> int:
+    from beampod._lazy import defer_imports
+
+    defer_imports(DEFERRED_IMPORTS)
     parser = argparse.ArgumentParser(prog="python -m beampod.adaptive")
     parser.add_argument("--home", default=None, help="pod home (default: $BEAMPOD_HOME)")
     parser.add_argument(

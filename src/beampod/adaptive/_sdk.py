@@ -51,9 +51,11 @@ def load_agent_class(path: str) -> type[Any]:
     except ImportError as exc:
         raise UsageError(f"cannot import agent module {module_name!r}: {exc}") from None
     try:
-        cls = getattr(module, attr)
+        cls = getattr(module, attr)  # a package may import it only now (PEP 562)
     except AttributeError:
         raise UsageError(f"module {module_name!r} has no agent {attr!r}") from None
+    except ImportError as exc:
+        raise UsageError(f"cannot import agent {path!r}: {exc}") from None
     if not callable(cls):
         raise UsageError(f"agent {path!r} is not a class or factory")
     return cls

@@ -20,6 +20,23 @@ from beampod.queue._gate import GateSettings, QueueGate
 
 log = logging.getLogger("beampod.queue.http")
 
+#: Imported by bluesky-queueserver's ``conversions`` module (which bluesky-httpserver's
+#: routes import) at module level, used only to read an uploaded spreadsheet
+#: (``/api/queue/upload/spreadsheet``): ~80 MB resident with pyarrow and numexpr, in
+#: every instrument's HTTP server. Deferred, they load on the first upload instead
+#: (ADR 0013).
+DEFERRED_IMPORTS = ("pandas", "numpy")
+#: httpx's command line (rich, pygments, click), imported by httpx only if installed.
+UNUSED_OPTIONAL_IMPORTS = ("httpx._main",)
+
+
+def lean_imports() -> None:
+    """The HTTP server's import policy; first thing in the process (tests apply it too)."""
+    from beampod._lazy import defer_imports, skip_imports
+
+    skip_imports(UNUSED_OPTIONAL_IMPORTS)
+    defer_imports(DEFERRED_IMPORTS)
+
 
 class ManagerCatalog:
     """Allowed plans and devices from the RE Manager over 0MQ, cached by their uids."""
@@ -80,6 +97,7 @@ def build(pod: LoadedPod, server: QueueServer) -> tuple[QueueGate, dict[str, Any
 def main() -> int:
     from beampod._preload import preload
 
+    lean_imports()
     # Started early (ADR 0014): import the HTTP server without slowing Tiled down.
     preload(["uvicorn", "bluesky_httpserver.app", "bluesky_httpserver.config"])
     import uvicorn

@@ -31,6 +31,16 @@ from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 
+#: Imported for paths a queue server does not take: aiohttp by nats-py (the worker's bus
+#: publisher) for websocket (``ws://``) servers only, the worker publishes over
+#: ``nats://``; networkx (~20 MB) by ophyd's area detector base, to draw a detector's
+#: plugin graph; bluesky (with numpy, ~18 MB) by the manager's plan-parameter checks,
+#: which put the module into an ``eval`` namespace that the instrument's annotations
+#: do not name. Deferred here, in the watchdog, so the forked manager and worker inherit
+#: it: each loads on first use (the worker uses bluesky at once), instead of in every
+#: manager and worker (ADR 0013).
+DEFERRED_IMPORTS = ("aiohttp", "networkx", "bluesky")
+
 
 def _die_with_parent() -> None:  # runs in each forked child
     try:
@@ -75,6 +85,9 @@ def strict(validate_plan: Callable[..., tuple[bool, str]]) -> Callable[..., tupl
 
 
 def main() -> int:
+    from beampod._lazy import defer_imports
+
+    defer_imports(DEFERRED_IMPORTS)
     import redis.asyncio
 
     from beampod.config import PodHome, load_pod

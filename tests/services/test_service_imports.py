@@ -1,0 +1,79 @@
+"""Each instrument's services load only the libraries they use (ADR 0013).
+
+A facility runs one queue server (watchdog, manager, worker), queue HTTP server, agent
+and writer per instrument, so a library one of them loads for nothing is paid once per
+instrument. Their entry points defer or skip such imports; these tests look at the
+real processes of the shared running pod -- the compiled extensions each has mapped, so
+nothing in the process has to cooperate -- after the pod came up (the queue's worker
+environment is open and the manager has checked the instrument's plans).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psutil
+import pytest
+from tests.conftest import beampod_cli
+from tests.datapath._helpers import wait_pod_ready
+
+from beampod.config import LoadedPod
+
+pytestmark = pytest.mark.pod
+
+
+def mapped_packages(pid: int) -> set[str]:
+    """Top-level packages under site-packages with a file mapped into the process."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return {part.split("/")[0] for part in maps.split("site-packages/")[1:] if "/" in part}
+
+
+def service_pids(pod: LoadedPod) -> dict[str, int]:
+    state = wait_pod_ready(pod)
+    return {name: int(s["pid"]) for name, s in state["services"].items() if s.get("pid")}
+
+
+def test_queue_http_server_maps_no_dataframe_or_array_library(pod: LoadedPod) -> None:
+    # bluesky-httpserver imports pandas (with numpy, pyarrow, numexpr) for spreadsheet
+    # uploads only: deferred, they load on the first upload.
+    packages = mapped_packages(service_pids(pod)["queue-http"])
+    assert "zmq" in packages, sorted(packages)  # the check sees what is loaded
+    assert not packages & {"pandas", "pyarrow", "numpy", "numexpr"}, sorted(packages)
+
+
+def test_queue_manager_and_worker_load_only_their_own(pod: LoadedPod) -> None:
+    pids = service_pids(pod)
+    # The manager checks a submitted plan against the instrument's plans and their
+    # parameters (which is where it used to import bluesky); the item is then removed.
+    added = beampod_cli(pod.home.root, "queue", "add", "count([pinhole], 1)")
+    assert "queued" in added.stdout, added.stdout
+    beampod_cli(pod.home.root, "queue", "clear")
+    # start-re-manager's watchdog forks the manager first, then (on the manager's
+    # request, when the environment opens) the worker.
+    watchdog = psutil.Process(pids["queue"])
+    children = sorted(watchdog.children(), key=lambda p: p.create_time())
+    assert len(children) == 2, [(p.pid, p.name()) for p in children]
+    manager, worker = children
+    on_manager, on_worker = mapped_packages(manager.pid), mapped_packages(worker.pid)
+    # The worker runs plans: bluesky's numpy and pyepics are there ...
+    assert {"numpy", "epics", "zmq"} <= on_worker, sorted(on_worker)
+    # ... but not nats-py's websocket transport (aiohttp).
+    assert "aiohttp" not in on_worker, sorted(on_worker)
+    # The manager checks plans against their parameters without importing bluesky,
+    # and with it numpy.
+    assert "zmq" in on_manager and "numpy" not in on_manager, sorted(on_manager)
+
+
+def test_writer_and_agent_map_only_what_they_use(pod: LoadedPod) -> None:
+    pids = service_pids(pod)
+    writer, agent = mapped_packages(pids["writer"]), mapped_packages(pids["agent"])
+    # The writer keeps pandas and pyarrow (it writes Arrow tables) ...
+    assert {"pandas", "pyarrow"} <= writer, sorted(writer)
+    # ... not what tiled's client loads for reading or nats-py for websockets, nor the
+    # optional libraries marked absent (sparse's numba and llvmlite, scipy, SQLAlchemy).
+    unwanted = {"blosc2", "aiohttp", "numba", "llvmlite", "scipy", "sqlalchemy"}
+    assert not writer & unwanted, sorted(writer & unwanted)
+    # The pod's agent is the default step recommender: no numpy (only the peak finder
+    # uses it), no aiohttp.
+    assert "pydantic_core" in agent, sorted(agent)
+    assert not agent & {"numpy", "aiohttp"}, sorted(agent)

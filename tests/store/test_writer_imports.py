@@ -1,0 +1,78 @@
+"""The writer's import policy (ADR 0013) holds on its real write path.
+
+``python -m beampod.writer`` marks some optional libraries absent and defers others
+(dask.dataframe, xarray, blosc2, aiohttp) until first use. This stores a real run in a
+real Tiled through the writer's sink, in a fresh interpreter with that policy, and
+checks both halves: the run is stored, and none of the deferred or skipped libraries
+was needed for it. A change upstream that makes the write path use one of them fails
+here (the writer would still work, loading it: the memory would be back).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from beampod.store import open_catalog
+from beampod.writer.__main__ import (
+    DEFERRED_IMPORTS,
+    DEFERRED_SUBMODULES,
+    UNUSED_OPTIONAL_IMPORTS,
+)
+from tests.store.conftest import Server
+from tests.store.helpers import items, start_uid
+
+pytestmark = pytest.mark.pod
+
+_WRITE = """
+import json, sys
+from pathlib import Path
+from beampod.writer.__main__ import lean_imports
+lean_imports()
+from beampod._lazy import is_loaded
+import beampod.writer._loop, beampod.store._writer, nats  # what the writer preloads
+from beampod.config import PodHome, load_pod
+from beampod.store import open_sink
+
+pod = load_pod(PodHome(Path(sys.argv[1])))
+batch = [tuple(item) for item in json.loads(Path(sys.argv[2]).read_text())]
+result = open_sink(pod).write_batch(batch)
+names = json.loads(sys.argv[3])
+print(json.dumps({
+    "written": result.written,
+    "rejected": len(result.rejected),
+    "loaded": sorted(name for name in names if is_loaded(name)),
+    "pandas": is_loaded("pandas"),
+}))
+"""
+
+
+def test_writer_stores_a_run_without_its_deferred_libraries(
+    tiled_server: Server, make_run: object, tmp_path: Path
+) -> None:
+    docs = make_run("scan", num=5)  # type: ignore[operator]
+    batch = items(docs)
+    path = tmp_path / "batch.json"
+    path.write_text(json.dumps([list(item) for item in batch]))
+    names = [*DEFERRED_IMPORTS, *DEFERRED_SUBMODULES, *UNUSED_OPTIONAL_IMPORTS]
+    home = str(tiled_server.pod.home.root)
+    proc = subprocess.run(
+        [sys.executable, "-c", _WRITE, home, str(path), json.dumps(names)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.splitlines()[-1])
+    # The run is stored, all of it ...
+    assert out["rejected"] == 0 and out["written"] == len(batch), out
+    run = open_catalog(tiled_server.pod)[start_uid(docs)]
+    assert run.metadata["stop"]["exit_status"] == "success"
+    # ... by the libraries the writer keeps (the check can see a real import) ...
+    assert out["pandas"]
+    # ... without importing any it defers or skips.
+    assert out["loaded"] == [], f"the write path imported {out['loaded']}"
