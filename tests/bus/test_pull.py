@@ -65,3 +65,47 @@ def test_pulled_messages_carry_nats_metadata_and_headers(
             assert await c.fetch(10, 0.2) == []
 
     asyncio.run(main())
+
+
+def test_idle_fetch_keeps_one_pull_open_and_wakes_on_the_first_message(
+    bus_pod: LoadedPod, nats_server: NatsProcess
+) -> None:
+    """An idle reader's fetch (``idle_s``) sends one pull request for its whole wait,
+    not one per ``timeout``, and returns the message that comes during it."""
+    publisher = NatsConnection.from_pod(bus_pod, "demo", role="publisher")
+    writer = NatsConnection.from_pod(bus_pod, "demo", role="writer")
+
+    async def main() -> None:
+        pub = await publisher.connect()
+        async with DocumentConsumer(writer, "demo", durable=WRITER_DURABLE) as c:
+            pulls: list[bytes] = []
+            nc = c._nc
+            publish = nc.publish
+
+            async def counting(subject: str, payload: bytes = b"", **kw: object) -> None:
+                if subject.startswith("$JS.API.CONSUMER.MSG.NEXT."):
+                    pulls.append(payload)
+                await publish(subject, payload, **kw)
+
+            nc.publish = counting
+            # Nothing comes: the pull expires after idle_s, one request for the lot.
+            assert await c.fetch(10, 0.02, idle_s=1.0) == []
+            assert len(pulls) == 1, pulls
+            # A live fetch without idle_s asks again every window (what idle_s saves).
+            for _ in range(3):
+                assert await c.fetch(10, 0.02) == []
+            assert len(pulls) > 3
+            # A message published while an idle fetch waits is what it returns.
+            pulls.clear()
+            fetching = asyncio.ensure_future(c.fetch(10, 0.05, idle_s=30.0))
+            while not pulls:
+                await asyncio.sleep(0.01)  # polling for the pull request to be sent
+            doc = {"uid": "idle-1", "time": 1.0}
+            await pub.jetstream().publish(documents_subject("demo"), encode("start", doc))
+            got = await asyncio.wait_for(fetching, 20.0)
+            assert [(m.name, m.doc) for m in got if isinstance(m, Message)] == [("start", doc)]
+            assert len(pulls) == 1
+            await got[0].ack()
+        await pub.close()
+
+    asyncio.run(main())

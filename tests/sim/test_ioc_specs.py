@@ -32,3 +32,11 @@ def test_one_spec_per_ioc_with_its_own_port(tmp_path: Path) -> None:
     assert log_probe.path == pod.home.log_file(mini.name)
     assert isinstance(read_probe, CallableProbe)
     assert "mini:current" in read_probe.description
+
+
+def test_the_thermo_readback_is_scanned_at_the_pods_slower_rate() -> None:
+    from beampod.sim._iocs import THERMO_SCAN_S, build_pvdb
+
+    pvdb = build_pvdb("thermo_sim", "t:")
+    assert pvdb["t:I"].field_inst.scan_rate_sec == THERMO_SCAN_S  # type: ignore[attr-defined]
+    assert THERMO_SCAN_S > 0.1  # caproto's own 0.1 s

@@ -264,8 +264,13 @@ class DocumentConsumer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def fetch(self, batch: int = 100, timeout: float = 1.0) -> list[Message | BadMessage]:
+    async def fetch(
+        self, batch: int = 100, timeout: float = 1.0, idle_s: float | None = None
+    ) -> list[Message | BadMessage]:
         """Up to ``batch`` messages, waiting at most ``timeout`` s; [] if none came.
+        ``idle_s`` (a reader that found nothing last time): wait up to ``idle_s`` for
+        the first message, then ``timeout`` for more; one pull request, not one per
+        ``timeout``.
 
         Raises :class:`DeliveryGapError` once a delivery was lost (see the class doc);
         the messages before the gap were returned by the previous call."""
@@ -274,7 +279,7 @@ class DocumentConsumer:
         if self._gap is not None:
             raise DeliveryGapError(self._gap)
         async with _bus_errors("fetching documents"):
-            raws = await self._sub.fetch(batch, timeout=timeout)
+            raws = await self._sub.fetch(batch, timeout=timeout, idle_s=idle_s)
         if raws:
             self._owed_seen = None  # progress: check_nothing_owed starts over
         out: list[Message | BadMessage] = []

@@ -93,6 +93,8 @@ class BatchPuller:
         self._owed = 0
         self._ended = asyncio.Event()
         self._ended.set()
+        # Set when a message arrives (an idle fetch waits on it, not on the pull's end).
+        self._arrival = asyncio.Event()
         # When the outstanding request must have ended; past it, it was lost (the
         # server restarted) and the next fetch pulls again.
         self._deadline = 0.0
@@ -155,6 +157,7 @@ class BatchPuller:
 
     def _arrived(self, msg: Any) -> None:
         self._buffer.append(msg)
+        self._arrival.set()
         self._owed -= 1
         if self._owed <= 0:
             self._owed = 0
@@ -177,16 +180,31 @@ class BatchPuller:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ended.wait(), wait_s)
 
-    async def fetch(self, batch: int, timeout: float) -> list[Any]:
-        """What is waiting now (up to ``batch``) at once; else what arrives within
-        ``timeout`` (the pull expires then), possibly nothing."""
-        from nats.errors import NoRespondersError
+    async def _idle_pull(self, batch: int, timeout: float, idle_s: float) -> None:
+        """One pull open for ``idle_s``: wait for its first message, then ``timeout``
+        more for the rest of a batch. An idle reader so costs one request per
+        ``idle_s`` instead of one per ``timeout``; the pull stays open after this
+        returns and keeps filling the buffer until it expires or is served."""
+        self._arrival.clear()
+        self._owed = batch
+        self._ended.clear()
+        self._deadline = time.monotonic() + idle_s + _GRACE_S
+        request = {"batch": batch, "expires": max(1, int(idle_s * 1e9))}
+        await self._nc.publish(self._subject, json.dumps(request).encode(), reply=self._inbox)
+        arrival = asyncio.ensure_future(self._arrival.wait())
+        ended = asyncio.ensure_future(self._ended.wait())
+        try:
+            await asyncio.wait(
+                {arrival, ended}, timeout=idle_s + _GRACE_S, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            arrival.cancel()
+            ended.cancel()
+        if self._buffer and not self._ended.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ended.wait(), timeout)
 
-        if self._sub is None:
-            raise RuntimeError("puller not started")
-        if not self._ended.is_set() and time.monotonic() > self._deadline:
-            self._owed = 0
-            self._ended.set()
+    async def _live_pull(self, batch: int, timeout: float) -> None:
         if len(self._buffer) < batch and self._ended.is_set():
             # Answered at once (the messages waiting, then "no messages"), unless the
             # server is gone: then it ends by the deadline.
@@ -199,6 +217,25 @@ class BatchPuller:
             wait_s = min(timeout, max(0.0, self._deadline - time.monotonic()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ended.wait(), wait_s)
+
+    async def fetch(self, batch: int, timeout: float, idle_s: float | None = None) -> list[Any]:
+        """What is waiting now (up to ``batch``) at once; else what arrives within
+        ``timeout`` (the pull expires then), possibly nothing.
+
+        ``idle_s`` (for a reader that found nothing last time): when nothing is
+        waiting, keep one pull open up to ``idle_s`` and return ``timeout`` after the
+        first message that comes, or empty when none came."""
+        from nats.errors import NoRespondersError
+
+        if self._sub is None:
+            raise RuntimeError("puller not started")
+        if not self._ended.is_set() and time.monotonic() > self._deadline:
+            self._owed = 0
+            self._ended.set()
+        if not self._buffer and self._ended.is_set() and idle_s is not None and idle_s > timeout:
+            await self._idle_pull(batch, timeout, idle_s)
+        else:
+            await self._live_pull(batch, timeout)
         if self._no_jetstream and not self._buffer:
             self._no_jetstream = False
             raise NoRespondersError

@@ -55,10 +55,20 @@ def _simple(prefix: str) -> PVGroup:
     return SimpleIOC(prefix=prefix)
 
 
+# caproto's thermo sim recomputes and publishes ``I`` every 0.1 s, to every monitor (the
+# queue worker's ophyd device has one): ~1.5 % of a core of an idle pod between the IOC
+# and its client. Every 0.5 s still samples its 2 s oscillation four times a period.
+THERMO_SCAN_S = 0.5
+
+
 def _thermo_sim(prefix: str) -> PVGroup:
     from caproto.ioc_examples.thermo_sim import Thermo
 
-    return Thermo(prefix=prefix)
+    group = Thermo(prefix=prefix)
+    # ``I`` is scanned at its record's SCAN rate; caproto sets the decorator's 0.1 s only
+    # where none is set yet (``scanned_startup``), and a client may still write .SCAN.
+    group.readback.field_inst._scan_rate_sec = THERMO_SCAN_S
+    return group
 
 
 FAMILIES: dict[str, Family] = {

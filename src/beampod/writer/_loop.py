@@ -39,7 +39,8 @@ STORE_POLL_S = 0.05
 # Well inside the consumer's ack_wait (60 s).
 IN_PROGRESS_EVERY_S = 15.0
 # How often an idle writer asks whether JetStream thinks it holds messages (lost
-# deliveries after a cluster node loss), instead of waiting out ack_wait.
+# deliveries after a cluster node loss), instead of waiting out ack_wait; also how
+# long its one open pull waits for the next document.
 IDLE_CHECK_S = 5.0
 
 
@@ -137,7 +138,9 @@ class Writer:
         idle_since: float | None = None
         try:
             while not self._stop.is_set():
-                batch = await consumer.fetch(self._settings.max_batch, self.window.wait_s)
+                batch = await self._fetch(consumer, idle=idle_since is not None)
+                if batch is None:
+                    break  # asked to stop while idle
                 for first, last in consumer.take_discarded():
                     await self._report_discarded(consumer, first, last)
                 if storing is not None:
@@ -161,6 +164,29 @@ class Writer:
                 # Stopping or the bus was lost: the batch in hand still gets stored (and
                 # acked if the bus is there); what was fetched after it comes again.
                 await storing
+
+    async def _fetch(
+        self, consumer: DocumentConsumer, idle: bool
+    ) -> list[Message | BadMessage] | None:
+        """The next batch. An idle writer (the last fetch found nothing, nothing held)
+        keeps one pull open for ``IDLE_CHECK_S`` instead of asking again every window:
+        the first document to come wakes it, then the window gathers the rest. Such a
+        wait ends at once when the writer is asked to stop (None)."""
+        size, window = self._settings.max_batch, self.window.wait_s
+        if not idle:
+            return await consumer.fetch(size, window)
+        fetching = asyncio.ensure_future(consumer.fetch(size, window, idle_s=IDLE_CHECK_S))
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({fetching, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not fetching.done():
+            fetching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetching
+            return None
+        return fetching.result()
 
     async def _finish(
         self, storing: asyncio.Task[None], fetched: Sequence[Message | BadMessage]
