@@ -73,3 +73,14 @@ def test_a_pod_of_one_instrument_keeps_its_agent_service(tmp_path: Path) -> None
         # The bluesky-pods demo's Redis replies: the pod's Redis is this instrument's.
         AGENT_REDIS_PASSWORD_ENV: pod.secrets.redis_password.get_secret_value(),
     }
+
+
+def test_only_the_background_services_yield_the_cpu(tmp_path: Path) -> None:
+    """Storing and serving (writers, Tiled, console) run at pod.background_nice; what a
+    scan waits on (IOCs, queue worker, agents, the bus) at normal priority."""
+    pod = _facility(tmp_path / "f")
+    nice = {s.name: s.nice for s in pod_services(pod)}
+    background = {"writer-bl01", "writer-bl02", "tiled", "web"}
+    assert background <= set(nice)
+    assert {n for n, v in nice.items() if v} == background
+    assert {nice[n] for n in background} == {pod.config.pod.background_nice} == {5}

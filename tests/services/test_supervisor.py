@@ -420,3 +420,30 @@ def test_a_restart_that_does_not_get_ready_is_stopped_and_tried_again(home: PodH
             await sup.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_background_service_runs_at_its_nice_value(home: PodHome) -> None:
+    """The writers, Tiled and the console yield to the RunEngine on busy cores: their
+    processes (and what they spawn) run at ``spec.nice`` above the supervisor's."""
+    body = (
+        "import os,subprocess,sys,time;"
+        "p=subprocess.Popen([sys.executable,'-c','import time; time.sleep(600)']);"
+        "print('READY', os.getpriority(os.PRIO_PROCESS, 0), p.pid, flush=True);"
+        "time.sleep(600)"
+    )
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    background = _service(home, "background", body, nice=5)
+    foreground = _service(home, "foreground", body)
+
+    async def scenario() -> None:
+        sup = Supervisor([background, foreground], home, policy=FAST)
+        await sup.start()
+        try:
+            for name, expected in (("background", min(base + 5, 19)), ("foreground", base)):
+                nice, child = home.log_file(name).read_text().split("READY")[1].split()[:2]
+                assert int(nice) == expected, name
+                assert os.getpriority(os.PRIO_PROCESS, int(child)) == expected, name
+        finally:
+            await sup.stop()
+
+    asyncio.run(scenario())

@@ -81,6 +81,14 @@ class PodSettings(Strict):
         "`http POST localhost:60607/...` works verbatim.",
     )
     health: HealthSettings = HealthSettings()
+    background_nice: Annotated[int, Field(ge=0, le=19)] = Field(
+        5,
+        description="Nice value (scheduling priority) of the services that store and "
+        "serve data in the background: the writers, Tiled and the web console. When the "
+        "machine's cores are busy they yield to the RunEngine and the IOCs it waits on, "
+        "so storing never slows a scan down; they catch up once it is done. 0: the "
+        "same priority as everything else.",
+    )
 
 
 class StreamSettings(Strict):

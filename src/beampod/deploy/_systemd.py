@@ -67,6 +67,8 @@ def unit_text(p: Placed, options: DeployOptions, home: str) -> str:
     lines.append("Restart=on-failure")
     lines.append(f"RestartSec={options.restart_sec}")
     lines.append(f"TimeoutStartSec={int(spec.ready_timeout) + 60}")
+    if spec.nice:
+        lines.append(f"Nice={spec.nice}")
     lines.append(f"KillSignal={signal.Signals(spec.stop_signal).name}")
     lines.append(f"TimeoutStopSec={int(spec.stop_timeout)}")
     lines += ["", "[Install]", "WantedBy=multi-user.target", ""]

@@ -13,7 +13,7 @@ import ctypes
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -27,8 +27,21 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
+def _child_setup(nice: int) -> Callable[[], None]:
+    def setup() -> None:  # runs in the child between fork and exec
+        _die_with_parent()
+        if nice:
+            os.nice(nice)
+
+    return setup
+
+
 async def spawn(
-    argv: tuple[str, ...], env: Mapping[str, str], log_path: Path, cwd: Path | None
+    argv: tuple[str, ...],
+    env: Mapping[str, str],
+    log_path: Path,
+    cwd: Path | None,
+    nice: int = 0,
 ) -> asyncio.subprocess.Process:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ) | dict(env)
@@ -42,7 +55,7 @@ async def spawn(
             env=full_env,
             cwd=str(cwd) if cwd else None,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_child_setup(nice),
         )
 
 

@@ -40,6 +40,9 @@ class ServiceSpec:
     start_early: bool = False
     ports: tuple[PortClaim, ...] = ()
     ready_timeout: float = 60.0
+    # Added to the process's nice value (pod.background_nice for what works in the
+    # background, so a busy machine gives the RunEngine its cores first).
+    nice: int = 0
     stop_signal: int = signal.SIGTERM
     stop_timeout: float = 10.0
     # Re-run while the service runs (default: ``probe``): a check of its real work

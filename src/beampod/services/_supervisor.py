@@ -239,7 +239,7 @@ class Supervisor:
                 fh.write(f"--- beampod: starting {spec.name} at {time.ctime()} ---\n")
             # BEAMPOD_HOME tells every service (and its children) which pod it belongs to.
             env = {"BEAMPOD_HOME": str(self._home.root), **spec.env}
-            svc.proc = await _process.spawn(spec.argv, env, log, spec.cwd)
+            svc.proc = await _process.spawn(spec.argv, env, log, spec.cwd, spec.nice)
             started = time.time()
             self._update(
                 svc, state="starting", pid=svc.proc.pid, started_at=started, health="", message=""

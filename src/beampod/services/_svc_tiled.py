@@ -109,6 +109,7 @@ def tiled_spec(pod: LoadedPod) -> ServiceSpec:
     return ServiceSpec(
         name="tiled",
         argv=python_module("beampod.store.server", "--home", str(pod.home.root)),
+        nice=pod.config.pod.background_nice,
         # Ready = the app answers an authenticated read of an instrument container,
         # i.e. the catalog is open and the startup task created the containers, and it
         # can store (re-run while the pod runs: a full or read-only disk under the

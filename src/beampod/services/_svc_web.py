@@ -27,6 +27,7 @@ def web_specs(pod: LoadedPod) -> list[ServiceSpec]:
             name="web",
             # The pod home is in BEAMPOD_HOME (the supervisor's environment), never a secret.
             argv=python_module("beampod.web"),
+            nice=cfg.pod.background_nice,
             # The Devices page reads the IOCs through Channel Access (monitors).
             env=ca_client_env(cfg),
             probe=HttpProbe(f"{web_url(pod)}{HEALTH_PATH}"),

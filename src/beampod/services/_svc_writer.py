@@ -46,6 +46,7 @@ def writer_specs(pod: LoadedPod) -> list[ServiceSpec]:
         ServiceSpec(
             name=f"writer-{name}" if len(pod.config.instruments) > 1 else "writer",
             argv=python_module("beampod.writer", "--instrument", name),
+            nice=pod.config.pod.background_nice,
             probe=LogLineProbe(
                 pod.home.log_file(
                     f"writer-{name}" if len(pod.config.instruments) > 1 else "writer"
