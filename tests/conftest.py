@@ -86,6 +86,13 @@ def pod(pod_home: PodHome) -> Iterator[LoadedPod]:
         assert after.returncode != 0 and "no pod is running" in after.stderr, after
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slowest files first, so that the two workers finish together (tests/_order.py)."""
+    from tests._order import slowest_first
+
+    items[:] = slowest_first(items, config.rootpath)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Keep each phase's report on the test item (``item.rep_call``), so a fixture's

@@ -20,23 +20,13 @@ import yaml
 from beampod.config import LoadedPod, PodHome, init_pod
 from tests._pods import started_pod
 from tests.conftest import beampod_cli, processes_using
-from tests.datapath._helpers import wait_pod_ready
+from tests.datapath._helpers import wait_pod_ready, wait_service_ready
 
 pytestmark = pytest.mark.pod
 
 
 def _status(home: Path) -> dict:
     return json.loads(beampod_cli(home, "status", "--json").stdout)
-
-
-def _wait_status(home: Path, predicate, timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        state = json.loads(beampod_cli(home, "status", "--json", check=False).stdout or "{}")
-        if state and predicate(state):
-            return state
-        assert time.monotonic() < deadline, f"status never matched; last: {state}"
-        time.sleep(0.2)  # polling interval of a readiness wait, not a fixed delay
 
 
 def test_every_service_is_ready_and_bound_to_loopback(pod: LoadedPod) -> None:
@@ -93,14 +83,8 @@ def test_secrets_never_appear_in_logs_or_status(pod: LoadedPod) -> None:
 def test_a_killed_service_is_restarted(pod: LoadedPod) -> None:
     before = _status(pod.home.root)["services"]["redis"]
     os.kill(before["pid"], signal.SIGKILL)
-    after = _wait_status(
-        pod.home.root,
-        lambda s: (
-            s["services"]["redis"]["state"] == "ready"
-            and s["services"]["redis"]["pid"] != before["pid"]
-        ),
-    )
-    assert after["services"]["redis"]["restarts"] == before["restarts"] + 1
+    after = wait_service_ready(pod, "redis", deadline_s=60.0, not_pid=before["pid"])
+    assert after["restarts"] == before["restarts"] + 1
 
 
 def test_second_pod_on_the_same_ports_names_port_and_service(
@@ -235,7 +219,7 @@ def test_operator_can_stop_and_start_one_service(pod: LoadedPod) -> None:
     assert state["services"]["ioc-demo-thermo"]["state"] == "stopped"
     assert state["services"]["ioc-demo-thermo"]["pid"] is None
     beampod_cli(home, "service", "start", "ioc-demo-thermo")
-    _wait_status(home, lambda s: s["services"]["ioc-demo-thermo"]["state"] == "ready")
+    wait_service_ready(pod, "ioc-demo-thermo", deadline_s=60.0)
     bad = beampod_cli(home, "service", "stop", "no-such-service", check=False)
     assert bad.returncode == 2 and "no service 'no-such-service'" in bad.stderr
 

@@ -101,6 +101,28 @@ def _wait_then_confirm(
     return wait_for(lambda: check(status(pod)), max(end - time.monotonic(), 30.0), what)
 
 
+def wait_service_state(
+    pod: LoadedPod,
+    name: str,
+    holds: Callable[[dict[str, Any]], bool],
+    deadline_s: float,
+    what: str,
+    confirm: bool = True,
+) -> dict[str, Any]:
+    """Service ``name``'s status once ``holds(status)``: polled in-process, then (with
+    ``confirm``) until it holds on `beampod status` too. ``confirm=False`` for a state
+    that lasts only seconds (degraded before a restart): the in-process state is what
+    `beampod status` prints, read without a process per poll."""
+
+    def check(st: dict[str, Any]) -> dict[str, Any] | None:
+        svc = st.get("services", {}).get(name)
+        return svc if svc and holds(svc) else None
+
+    if not confirm:
+        return wait_for(lambda: check(state_now(pod)), deadline_s, what)
+    return _wait_then_confirm(check, pod, deadline_s, what)
+
+
 def wait_service_ready(
     pod: LoadedPod, name: str, deadline_s: float = 120.0, not_pid: int | None = None
 ) -> dict[str, Any]:

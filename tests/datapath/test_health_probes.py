@@ -36,6 +36,7 @@ from tests.datapath._helpers import (
     service,
     wait_for,
     wait_pod_ready,
+    wait_service_state,
     wait_stored,
 )
 
@@ -78,16 +79,21 @@ def test_a_writer_that_makes_no_progress_is_degraded_and_restarted(
         em.start()
         emitted, report = em.result(deadline_s=120)
         assert report["delivered"], report  # on the bus: the writer is the one stuck
-        writer = wait_for(
-            lambda: (svc := service(pod, "writer"))["state"] == "degraded" and svc,
+        writer = wait_service_state(
+            pod,
+            "writer",
+            lambda svc: svc["state"] == "degraded",
             60.0,
             "the frozen writer degraded",
+            confirm=False,  # degraded for ~10 s, then restarted
         )
         assert "acknowledges documents waiting on the bus" in writer["message"]
         assert writer["pid"] == frozen
         # Restarted by the supervisor: a new writer stores the waiting documents.
-        wait_for(
-            lambda: (svc := service(pod, "writer"))["state"] == "ready" and svc["pid"] != frozen,
+        wait_service_state(
+            pod,
+            "writer",
+            lambda svc: svc["state"] == "ready" and svc["pid"] != frozen,
             90.0,
             "the writer restarted",
         )
@@ -114,8 +120,10 @@ def _disk_fills_mid_run(
         filler = pod.home.data_dir / name / "filler.bin"
         try:
             assert fill_disk(filler) > 0
-            degraded = wait_for(
-                lambda: (svc := service(pod, name))["state"] == "degraded" and svc,
+            degraded = wait_service_state(
+                pod,
+                name,
+                lambda svc: svc["state"] == "degraded",
                 degraded_within_s,
                 f"{name} degraded while its disk is full",
             )

@@ -33,11 +33,11 @@ from tests.datapath._helpers import (
     assert_stored_exactly,
     finish_and_assert_stored,
     service,
-    status,
     stop_emitters,
     stored_events,
     stored_run,
     wait_for,
+    wait_pod_ready,
     wait_service_ready,
     wait_stored,
 )
@@ -78,11 +78,7 @@ def workdir() -> Iterator[Path]:
 
 
 def _everything_ready(pod: LoadedPod) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
-        svcs = status(pod).get("services", {})
-        return svcs if svcs and all(s["state"] == "ready" for s in svcs.values()) else None
-
-    return wait_for(ready, 120.0, "every service of the facility ready")
+    return wait_pod_ready(pod, 120.0)["services"]  # polled in-process, then `status`
 
 
 def _run_on_each(pod: LoadedPod, workdir: Path, tag: str) -> dict[str, Emitter]:
