@@ -69,9 +69,12 @@ def test_writer_and_agent_map_only_what_they_use(pod: LoadedPod) -> None:
     writer, agent = mapped_packages(pids["writer"]), mapped_packages(pids["agent"])
     # The writer keeps pandas and pyarrow (it writes Arrow tables) ...
     assert {"pandas", "pyarrow"} <= writer, sorted(writer)
-    # ... not what tiled's client loads for reading or nats-py for websockets, nor the
-    # optional libraries marked absent (sparse's numba and llvmlite, scipy, SQLAlchemy).
-    unwanted = {"blosc2", "aiohttp", "numba", "llvmlite", "scipy", "sqlalchemy"}
+    # ... not nats-py's websocket transport, nor the optional libraries marked absent
+    # (sparse's numba and llvmlite, scipy, SQLAlchemy). blosc2 is deferred, not absent:
+    # this shared pod's writer may have decoded a compressed array answer by now (a
+    # run with array data), so it is checked where the runs are known
+    # (tests/store/test_writer_imports.py).
+    unwanted = {"aiohttp", "numba", "llvmlite", "scipy", "sqlalchemy"}
     assert not writer & unwanted, sorted(writer & unwanted)
     # The pod's agent is the default step recommender: no numpy (only the peak finder
     # uses it), no aiohttp.
