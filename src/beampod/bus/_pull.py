@@ -93,8 +93,6 @@ class BatchPuller:
         self._owed = 0
         self._ended = asyncio.Event()
         self._ended.set()
-        # Set when a message arrives (an idle fetch waits on it, not on the pull's end).
-        self._arrival = asyncio.Event()
         # When the outstanding request must have ended; past it, it was lost (the
         # server restarted) and the next fetch pulls again.
         self._deadline = 0.0
@@ -157,7 +155,6 @@ class BatchPuller:
 
     def _arrived(self, msg: Any) -> None:
         self._buffer.append(msg)
-        self._arrival.set()
         self._owed -= 1
         if self._owed <= 0:
             self._owed = 0
@@ -181,28 +178,17 @@ class BatchPuller:
             await asyncio.wait_for(self._ended.wait(), wait_s)
 
     async def _idle_pull(self, batch: int, timeout: float, idle_s: float) -> None:
-        """One pull open for ``idle_s``: wait for its first message, then ``timeout``
-        more for the rest of a batch. An idle reader so costs one request per
-        ``idle_s`` instead of one per ``timeout``; the pull stays open after this
-        returns and keeps filling the buffer until it expires or is served."""
-        self._arrival.clear()
-        self._owed = batch
-        self._ended.clear()
-        self._deadline = time.monotonic() + idle_s + _GRACE_S
-        request = {"batch": batch, "expires": max(1, int(idle_s * 1e9))}
-        await self._nc.publish(self._subject, json.dumps(request).encode(), reply=self._inbox)
-        arrival = asyncio.ensure_future(self._arrival.wait())
-        ended = asyncio.ensure_future(self._ended.wait())
-        try:
-            await asyncio.wait(
-                {arrival, ended}, timeout=idle_s + _GRACE_S, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            arrival.cancel()
-            ended.cancel()
-        if self._buffer and not self._ended.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ended.wait(), timeout)
+        """One pull for a single message, open for ``idle_s``: an idle reader so costs
+        one request per ``idle_s`` instead of one per ``timeout``. Once the first
+        message came, the rest of a batch is gathered for ``timeout``, as a live fetch
+        does. The idle pull asks for one message only: a large one left open would
+        hand every later message over the moment it came, and the fetches after it
+        would return a few at a time instead of a window's worth (many small appends
+        to Tiled: +75 ms readable p50 at full RunEngine speed, measured)."""
+        await self._pull({"batch": 1, "expires": max(1, int(idle_s * 1e9))}, idle_s + _GRACE_S)
+        if self._buffer and batch > 1 and self._ended.is_set():
+            expires_ns = max(1, int(timeout * 1e9))
+            await self._pull({"batch": batch - 1, "expires": expires_ns}, timeout + _GRACE_S)
 
     async def _live_pull(self, batch: int, timeout: float) -> None:
         if len(self._buffer) < batch and self._ended.is_set():
