@@ -372,3 +372,30 @@ def test_manager_validation_refuses_what_the_gate_refuses(lists: Any) -> None:
         allowed_devices=devices,
     )
     assert ok, msg
+
+
+def test_the_manager_waits_for_its_watchdog_long_enough_on_a_busy_machine() -> None:
+    """start-re-manager's manager gives its watchdog 0.5 s to fork the worker; at load
+    34 that failed `environment_open` (and `beampod up`) while the worker still came
+    up. The manager process beampod runs waits WATCHDOG_ANSWER_S on that pipe only."""
+    import multiprocessing
+
+    from bluesky_queueserver.manager.comms import PipeJsonRpcSendAsync
+
+    from beampod.queue._manager_main import (
+        WATCHDOG_ANSWER_S,
+        WATCHDOG_PIPE,
+        patient_watchdog_pipe,
+    )
+
+    pipe = patient_watchdog_pipe(PipeJsonRpcSendAsync)
+    here, _there = multiprocessing.Pipe()
+
+    async def timeouts() -> tuple[float, float, float]:
+        watchdog = pipe(conn=here, use_json=False, name=WATCHDOG_PIPE)
+        worker = pipe(conn=here, use_json=False, name="RE Manager-Worker Comm", timeout=0.5)
+        other = pipe(conn=here, name="something else")
+        return watchdog._timeout_comm, worker._timeout_comm, other._timeout_comm
+
+    assert asyncio.run(timeouts()) == (WATCHDOG_ANSWER_S, 0.5, 0.5)
+    assert WATCHDOG_ANSWER_S >= 10

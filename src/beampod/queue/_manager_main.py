@@ -1,5 +1,5 @@
 """``python -m beampod.queue._manager_main ARGS``: bluesky-queueserver's RE Manager, with
-three things start-re-manager cannot do itself.
+four things start-re-manager cannot do itself.
 
 1. Plans are validated the way the HTTP gate validates them, on every channel (0MQ,
    HTTP, ``qserver``): the manager's ``validate_plan`` (what ``_prepare_item`` calls for
@@ -15,6 +15,8 @@ three things start-re-manager cannot do itself.
 3. The manager and worker processes the watchdog forks die with it. Without this a
    SIGKILLed watchdog leaves them holding the 0MQ ports, and the supervisor's restart
    finds the ports taken.
+4. The manager waits up to ``WATCHDOG_ANSWER_S`` for its watchdog to start the worker,
+   not 0.5 s: on a busy machine the short wait failed the environment's opening.
 
 Every other option is start-re-manager's own, passed through unchanged; the 0MQ server
 key comes from ``QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER`` in the environment, never argv.
@@ -84,6 +86,27 @@ def strict(validate_plan: Callable[..., tuple[bool, str]]) -> Callable[..., tupl
     return strict_validate_plan
 
 
+#: How long the manager waits for its watchdog to fork the worker. start-re-manager's
+#: 0.5 s (the default of its pipe) is missed on a busy machine: the manager then fails
+#: ``environment_open`` while the worker it asked for still starts (seen with 25
+#: instruments starting on two cores, load 34), and ``beampod up`` failed.
+WATCHDOG_ANSWER_S = 30.0
+WATCHDOG_PIPE = "RE Manager-Watchdog Comm"
+
+
+def patient_watchdog_pipe(pipe_class: type[Any]) -> type[Any]:
+    """The manager's pipe class, giving the pipe to the watchdog ``WATCHDOG_ANSWER_S``
+    (the other pipes keep their timeouts)."""
+
+    class PatientPipe(pipe_class):
+        def __init__(self, conn: Any, **kwargs: Any) -> None:
+            if kwargs.get("name") == WATCHDOG_PIPE and "timeout" not in kwargs:
+                kwargs["timeout"] = WATCHDOG_ANSWER_S
+            super().__init__(conn, **kwargs)
+
+    return PatientPipe
+
+
 def main() -> int:
     from beampod._lazy import defer_imports
 
@@ -106,6 +129,7 @@ def main() -> int:
 
     # The manager module imported the name; the forked manager process inherits this.
     re_manager.validate_plan = strict(re_manager.validate_plan)
+    re_manager.PipeJsonRpcSendAsync = patient_watchdog_pipe(re_manager.PipeJsonRpcSendAsync)
 
     sys.argv = ["start-re-manager", *sys.argv[1:]]
     return int(start_manager() or 0)
