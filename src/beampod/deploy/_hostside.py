@@ -69,7 +69,7 @@ def prepare(home: PodHome, name: str) -> None:
 def wait(home: PodHome, name: str) -> None:
     """Return once the service's readiness probe passes; fail after its ready_timeout."""
     spec, _ = _spec(home, name)
-    probe = readiness_probe(home, name)
+    probe = _from_recorded_offset(home, spec)
     deadline = time.monotonic() + spec.ready_timeout
 
     async def poll() -> bool:
@@ -87,8 +87,12 @@ def readiness_probe(home: PodHome, name: str) -> Probe:
     """What ``wait`` polls: the service's probe, reading its log only from where it was
     when ``prepare`` ran (the whole log when it did not)."""
     spec, _ = _spec(home, name)
+    return _from_recorded_offset(home, spec)
+
+
+def _from_recorded_offset(home: PodHome, spec: ServiceSpec) -> Probe:
     try:
-        offset = int(_offset_file(home, name).read_text().strip())
+        offset = int(_offset_file(home, spec.name).read_text().strip())
     except (FileNotFoundError, ValueError):
         offset = 0
     return from_log_offset(spec.probe, offset)
