@@ -89,6 +89,16 @@ class PodSettings(Strict):
         "so storing never slows a scan down; they catch up once it is done. 0: the "
         "same priority as everything else.",
     )
+    writer_pool_size: Annotated[int, Field(ge=1, le=64)] = Field(
+        1,
+        description="How many instruments one writer process serves (NATS bus only). 1: a "
+        "writer process per instrument (service writer-<instrument>). N > 1: the "
+        "instruments of one host and environment cycle are taken in config order, N at a "
+        "time, into one process (service writer-pool-<k>) that runs an independent writer "
+        "per instrument, each with that instrument's own bus user, Tiled key and durable "
+        "consumer; they share the libraries (~150 MB resident) instead of loading them "
+        "once each (docs/adr/0019-writer-pool.md).",
+    )
 
 
 class StreamSettings(Strict):
@@ -567,6 +577,11 @@ class PodConfig(Strict):
                     f"channel_access.repeater_port {repeater} is also the port of {service}"
                 )
         problems += self._zmq_port_clashes()
+        if self.pod.writer_pool_size > 1 and not isinstance(self.bus, NatsBus):
+            problems.append(
+                f"pod.writer_pool_size {self.pod.writer_pool_size} needs the NATS bus "
+                f"(bus.transport {self.bus.transport!r} has one writer per instrument): set it to 1"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -625,6 +640,33 @@ class PodConfig(Strict):
                 for ioc in inst.iocs:
                     out[ioc_service_name(inst_name, ioc)] = (inst_name, [ioc])
         return out
+
+    def writer_services(self) -> dict[str, list[str]]:
+        """Writer service name -> the instruments that one process serves, per
+        ``pod.writer_pool_size``: ``writer`` (one instrument), ``writer-<instrument>``
+        (a process each, or a pool of one), ``writer-pool-<k>`` (several; only
+        instruments of one host and environment cycle share a process)."""
+        if len(self.instruments) == 1:
+            return {"writer": list(self.instruments)}
+        size = self.pod.writer_pool_size
+        groups: dict[tuple[str, str | None], list[str]] = {}
+        for name, inst in self.instruments.items():
+            groups.setdefault((inst.host, inst.cycle), []).append(name)
+        out: dict[str, list[str]] = {}
+        k = 0
+        for members in groups.values():
+            for i in range(0, len(members), size):
+                chunk = members[i : i + size]
+                if len(chunk) == 1:
+                    out[f"writer-{chunk[0]}"] = chunk
+                else:
+                    k += 1
+                    out[f"writer-pool-{k}"] = chunk
+        return out
+
+    def writer_service(self, instrument: str) -> str:
+        """The writer service that stores ``instrument``'s documents."""
+        return next(s for s, members in self.writer_services().items() if instrument in members)
 
     def ioc_ports(self) -> dict[str, int]:
         """Port of every IOC, keyed by service name, explicit ports first then sequential."""

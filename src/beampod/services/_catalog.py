@@ -58,9 +58,9 @@ def _owners(pod: LoadedPod) -> dict[str, str]:
     server, its agent. Every other service is central."""
     cfg = pod.config
     owner = {service: inst for service, (inst, _) in cfg.ioc_services().items()}
-    owner |= {f"writer-{n}": n for n in cfg.instruments}
-    if len(cfg.instruments) == 1:
-        owner["writer"] = cfg.instrument_name
+    # A writer pool (several instruments) is shared: central in ``status``, its
+    # address and health name each instrument it stores.
+    owner |= {s: m[0] for s, m in cfg.writer_services().items() if len(m) == 1}
     for name, server in queue_servers(pod).items():
         owner |= {server.manager_service: name, server.http_service: name}
     if len(cfg.instruments) > 1:

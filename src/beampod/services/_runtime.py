@@ -36,6 +36,11 @@ def service_instrument(config: PodConfig, name: str) -> str | None:
         return config.instrument_name
     if name == "writer" and len(config.instruments) == 1:
         return next(iter(config.instruments))
+    pool = config.writer_services().get(name) if name.startswith("writer-pool-") else None
+    if pool:
+        # Its instruments share one host and environment cycle: it is placed and run
+        # as its first instrument's.
+        return pool[0]
     for inst in sorted(config.instruments, key=len, reverse=True):
         if name in (
             f"writer-{inst}",

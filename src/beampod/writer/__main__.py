@@ -1,4 +1,5 @@
-"""``python -m beampod.writer --instrument NAME``: the writer pod service."""
+"""``python -m beampod.writer --instrument NAME [--instrument NAME ...]``: the writer
+service; several instruments make a writer pool (``_pool.py``)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ import gc
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from beampod._preload import preload
+
+if TYPE_CHECKING:
+    from beampod.writer._loop import Writer
 
 READY_LINE = "beampod-writer ready"
 
@@ -59,7 +65,12 @@ def main() -> int:
     from beampod.writer._loop import Writer
 
     parser = argparse.ArgumentParser(prog="python -m beampod.writer")
-    parser.add_argument("--instrument", required=True)
+    parser.add_argument(
+        "--instrument",
+        required=True,
+        action="append",
+        help="an instrument to store; several: a writer pool (NATS only, ADR 0019)",
+    )
     args = parser.parse_args()
 
     logging.basicConfig(
@@ -68,18 +79,32 @@ def main() -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     pod = load_pod(PodHome.resolve(default_home()))
+    instruments: list[str] = list(dict.fromkeys(args.instrument))
     if not isinstance(pod.config.bus, NatsBus):
+        if len(instruments) > 1:
+            print(
+                f"writer error: a writer pool needs the NATS bus, not {pod.config.bus.transport}",
+                file=sys.stderr,
+            )
+            return 2
         from beampod.writer._transports import run_transport_writer
 
-        return run_transport_writer(pod, args.instrument, READY_LINE)
+        return run_transport_writer(pod, instruments[0], READY_LINE)
     tiled = urlsplit(tiled_url(pod))
-    writer = Writer(
-        NatsConnection.from_pod(pod, args.instrument, role="writer", name="beampod-writer"),
-        args.instrument,
-        lambda: open_sink(pod, args.instrument),
-        pod.config.instrument(args.instrument).writer,
-        store_address=(tiled.hostname or "127.0.0.1", tiled.port or 80),
-    )
+
+    def make_writer(instrument: str) -> Writer:
+        return Writer(
+            NatsConnection.from_pod(pod, instrument, role="writer", name="beampod-writer"),
+            instrument,
+            lambda: open_sink(pod, instrument),
+            pod.config.instrument(instrument).writer,
+            store_address=(tiled.hostname or "127.0.0.1", tiled.port or 80),
+        )
+
+    if len(instruments) > 1:
+        return _run_pool(make_writer, instruments)
+    args.instrument = instruments[0]
+    writer = make_writer(args.instrument)
 
     def ready() -> None:
         # Everything imported and connected by now lives as long as the process: keep
@@ -108,6 +133,29 @@ def main() -> int:
     except BeampodError as exc:
         print(f"writer error: {exc}", file=sys.stderr, flush=True)
         return 1
+    return 0
+
+
+def _run_pool(make_writer: Callable[[str], Writer], instruments: list[str]) -> int:
+    from beampod.writer._pool import WriterPool
+
+    pool = WriterPool(make_writer, instruments)
+
+    def member_ready(instrument: str) -> None:
+        print(f"beampod-writer member ready instrument={instrument}", flush=True)
+
+    def ready() -> None:
+        gc.freeze()  # as a single writer's ready() says
+        print(f"{READY_LINE} instruments={','.join(instruments)}", flush=True)
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, pool.request_stop)
+        await pool.run(on_ready=ready, on_member_ready=member_ready)
+        print(pool.summary(), flush=True)
+
+    asyncio.run(go())
     return 0
 
 
