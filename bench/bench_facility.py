@@ -73,11 +73,13 @@ def cpu_line(shares: dict[str, float]) -> str:
     return ", ".join(f"{k} {100 * v:.0f} %" for k, v in shares.items() if v >= 0.005)
 
 
-def make(root: Path, n: int) -> None:
+def make(root: Path, n: int, writer_pool_size: int | None = None) -> None:
     run_cli(root, "new", "facility", str(root), "--instruments", str(n), home=False)
     config = root / "config.yaml"
     cfg = yaml.safe_load(config.read_text())
     free_ports_config(cfg, slim=False)
+    if writer_pool_size is not None:
+        cfg.setdefault("pod", {})["writer_pool_size"] = writer_pool_size
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     run_cli(root, "init")
 
@@ -142,7 +144,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     root = tmp / "facility"
     out: dict[str, Any] = {"n": n}
     try:
-        make(root, n)
+        make(root, n, args.writer_pool_size)
         t0 = time.monotonic()
         run_cli(root, "up", "-d", timeout=1800)
         out["up_s"] = time.monotonic() - t0
@@ -364,6 +366,11 @@ def main() -> int:
     ap.add_argument("--run-events", type=int, default=200, help="events per run")
     ap.add_argument("--reader-pause", type=float, default=0.2, help="s between Tiled polls")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument(
+        "--writer-pool-size",
+        type=int,
+        help="pod.writer_pool_size of every facility (default: what the scaffold writes)",
+    )
     ap.add_argument(
         "--merge",
         type=Path,
