@@ -7,7 +7,9 @@ facility (``test_facility_pod.py``): that one runs one NATS node, and these faul
 nodes, stop the database and fill a stream, which the isolation tests must not see.
 Runs come from session processes (``tests/datapath/_emitter.py``, one per instrument,
 ``make_run_engine(pod, instrument)``): DurablePublisher (spool) -> the cluster ->
-``writer-<i>`` -> Tiled, compared document by document with what each RunEngine emitted.
+the writers -> Tiled, compared document by document with what each RunEngine emitted.
+bl01 and bl02 are stored by one writer pool (``writer-pool-1``, ``pod.writer_pool_size:
+2``), bl03 by its own ``writer-bl03``: every fault hits both kinds of writer.
 """
 
 from __future__ import annotations
@@ -46,16 +48,19 @@ from tests.facility._facility import facility_up, fault_config, make_facility_wi
 pytestmark = [pytest.mark.pod, pytest.mark.slow, pytest.mark.timeout(600)]
 
 INSTRUMENTS = ("bl01", "bl02", "bl03")
+WRITER_POOL_SIZE = 2  # bl01 + bl02 in writer-pool-1, bl03 alone in writer-bl03
 MAX_BYTES_GB = 0.004  # each instrument's documents stream: ~4.3 MB (the flood's target)
 PG_OUTAGE_S = 30.0  # the issue's outage: PostgreSQL unavailable for 30 s mid-run
 
 
 @pytest.fixture(scope="module")
 def facility() -> Iterator[LoadedPod]:
+    def edit(cfg: dict[str, Any]) -> None:
+        fault_config(cfg, max_bytes_gb=MAX_BYTES_GB)
+        cfg.setdefault("pod", {})["writer_pool_size"] = WRITER_POOL_SIZE
+
     def make(root: Path) -> None:
-        make_facility_with(
-            root, len(INSTRUMENTS), lambda cfg: fault_config(cfg, max_bytes_gb=MAX_BYTES_GB)
-        )
+        make_facility_with(root, len(INSTRUMENTS), edit)
 
     with facility_up("beampod-facfaults-", make) as root:
         yield load_pod(PodHome(root))
@@ -104,7 +109,7 @@ def _finish_and_assert_stored(pod: LoadedPod, ems: dict[str, Emitter]) -> None:
         assert report["delivered"], (inst, report)
         assert_stored_exactly(pod, emitted, deadline_s=180, instrument=inst)
         # A fault is not a flood: no writer may report documents the stream discarded.
-        log = (pod.home.logs_dir / f"writer-{inst}.log").read_text(errors="replace")
+        log = (pod.home.logs_dir / f"{_writer(pod, inst)}.log").read_text(errors="replace")
         assert "they are lost" not in log, log[-2000:]
 
 
@@ -176,7 +181,7 @@ def test_postgres_stopped_30s_mid_run_on_every_instrument(
     bus, and after ``service start postgres`` every run is stored exactly once."""
     pod = facility
     home = pod.home.root
-    writers = {inst: service(pod, f"writer-{inst}")["pid"] for inst in INSTRUMENTS}
+    writers = {inst: service(pod, _writer(pod, inst))["pid"] for inst in INSTRUMENTS}
     ems = _run_on_each(pod, workdir, "pg-stop")
     emitters.extend(ems.values())
     run_cli(home, "service", "stop", "postgres")
@@ -199,9 +204,9 @@ def test_postgres_stopped_30s_mid_run_on_every_instrument(
     _finish_and_assert_stored(pod, ems)
     _everything_ready(pod)
     # The writers waited the outage out; none was restarted.
-    restarted = [i for i in INSTRUMENTS if service(pod, f"writer-{i}")["pid"] != writers[i]]
+    restarted = [i for i in INSTRUMENTS if service(pod, _writer(pod, i))["pid"] != writers[i]]
     assert not restarted, "\n".join(
-        f"writer-{i} was restarted; the end of its log:\n{_log_tail(pod, f'writer-{i}')}"
+        f"{_writer(pod, i)} was restarted; the end of its log:\n{_log_tail(pod, _writer(pod, i))}"
         for i in restarted
     )
 
@@ -256,28 +261,30 @@ def _flood(pod: LoadedPod, instrument: str, bound: int, until_first_seq: int) ->
 def test_one_instrument_flooding_the_bus_does_not_stop_anothers_runs(
     facility: LoadedPod, emitters: list[Emitter], workdir: Path
 ) -> None:
-    """bl01 floods the bus while its writer lags (here: is stopped) and bl02 runs.
+    """bl03 floods the bus while its writer lags (here: is stopped) and bl02 runs.
 
-    The limit that protects bl02 is per stream: bl01's documents stream holds at most
-    ``bus.stream.max_bytes_gb`` (discard old), created by the admin alone, so bl01 can
-    neither grow past it nor touch bl02's. bl01's publisher sees nothing (every document
-    acknowledged, none spooled or refused); the stream drops bl01's *oldest* documents.
-    bl01's run that the writer had not stored yet is among them: when the writer comes
+    The limit that protects bl02 is per stream: bl03's documents stream holds at most
+    ``bus.stream.max_bytes_gb`` (discard old), created by the admin alone, so bl03 can
+    neither grow past it nor touch bl02's. bl03's publisher sees nothing (every document
+    acknowledged, none spooled or refused); the stream drops bl03's *oldest* documents.
+    bl03's run that the writer had not stored yet is among them: when the writer comes
     back it reports the range it lost (log and a dead letter), never skipping it silently.
     """
     from beampod.bus import LOST_SEQS, list_dead_letters
 
     pod = facility
     home = pod.home.root
-    a, b = "bl01", "bl02"
+    # bl03 has a writer of its own (stopped here); bl02's is the pool it shares with bl01.
+    a, b = "bl03", "bl02"
+    assert _writer(pod, a) == f"writer-{a}" and _writer(pod, b) == "writer-pool-1"
     limit = int(MAX_BYTES_GB * 1024**3)
     b_first = _stream_info(pod, stream_name(b)).state.first_seq
     em_b = Emitter(pod, workdir, min_events=30, delay=0.03, tag="flood-b", instrument=b).start()
     emitters.append(em_b)
     wait_stored(pod, em_b, rows=5, deadline_s=120)
-    run_cli(home, "service", "stop", f"writer-{a}")
+    run_cli(home, "service", "stop", _writer(pod, a))
     try:
-        # A run of bl01 that the bus acknowledged but bl01's writer has not stored.
+        # A run of bl03 that the bus acknowledged but bl03's writer has not stored.
         em_a = Emitter(
             pod,
             workdir,
@@ -295,7 +302,7 @@ def test_one_instrument_flooding_the_bus_does_not_stop_anothers_runs(
         at_flood = stored_events(pod, em_b)
         flood = _flood(pod, a, bound=2 * limit, until_first_seq=a_run_last + 1)
         st = flood["status"]
-        # bl01's publisher: everything acknowledged, nothing spooled, nothing refused.
+        # bl03's publisher: everything acknowledged, nothing spooled, nothing refused.
         assert (st.rejected, st.spooled, st.connected) == (0, 0, True), st
         info = _stream_info(pod, stream_name(a))
         assert info.state.bytes <= limit, (info.state.bytes, limit)  # the limit holds
@@ -303,16 +310,16 @@ def test_one_instrument_flooding_the_bus_does_not_stop_anothers_runs(
         # bl02 went on storing during the flood; nothing of bl02 was discarded.
         wait_stored(pod, em_b, rows=at_flood + 5, deadline_s=60)
     finally:
-        run_cli(home, "service", "start", f"writer-{a}")
+        run_cli(home, "service", "start", _writer(pod, a))
     finish_and_assert_stored(pod, em_b)
     assert _stream_info(pod, stream_name(b)).state.first_seq == max(b_first, 1)  # 0: empty
-    # bl01's writer is back: the loss of its unstored run is reported, with the range.
-    wait_service_ready(pod, f"writer-{a}")
+    # bl03's writer is back: the loss of its unstored run is reported, with the range.
+    wait_service_ready(pod, _writer(pod, a))
     admin = NatsConnection.from_pod(pod, admin=True, name="facfaults-dlq")
     lost = wait_for(
         lambda: [lt for lt in asyncio.run(list_dead_letters(admin, a)) if LOST_SEQS in lt.headers],
         60.0,
-        "bl01's writer reporting what the stream discarded",
+        "bl03's writer reporting what the stream discarded",
     )
     first, last = (int(x) for x in lost[0].headers[LOST_SEQS].split("-"))
     a_run_first = a_run_last - len(emitted_a) + 1
@@ -322,15 +329,20 @@ def test_one_instrument_flooding_the_bus_does_not_stop_anothers_runs(
     assert f"lost: stream seqs {first}-{last}" in shown, shown
     replay = run_cli(home, "dlq", "-i", a, "replay", str(lost[0].seq), check=False)
     assert replay.returncode == 2 and "no document to replay" in replay.stderr, replay
-    log = (pod.home.logs_dir / f"writer-{a}.log").read_text(errors="replace")
+    log = (pod.home.logs_dir / f"{_writer(pod, a)}.log").read_text(errors="replace")
     assert f"stream seqs {first}..{last}" in log and "they are lost" in log
-    # bl01's newest runs, still in its stream, are stored: the writer goes on.
+    # bl03's newest runs, still in its stream, are stored: the writer goes on.
     wait_for(
         lambda: stored_run(pod, flood["last_uid"], a).metadata["stop"],
         120.0,
-        "bl01's last flood run stored",
+        "bl03's last flood run stored",
     )
     _everything_ready(pod)
+
+
+def _writer(pod: LoadedPod, inst: str) -> str:
+    """The writer service storing ``inst`` (its own, or the pool it is in)."""
+    return pod.config.writer_service(inst)
 
 
 def _log_tail(pod: LoadedPod, name: str, lines: int = 40) -> str:
