@@ -13,7 +13,8 @@ on the way to a host:
 
 Placement (documented in docs/deploy.md): the bus nodes, PostgreSQL, Redis and Tiled run
 on ``central_host``; an IOC (``ioc-<instrument>-...``) and a writer (``writer-<instrument>``,
-or ``writer`` of a single instrument) and its queue server (``queue-<instrument>``,
+or ``writer`` of a single instrument; a pool ``writer-pool-<k>`` on its first instrument's
+host, which all its instruments share) and its queue server (``queue-<instrument>``,
 ``queue-http-<instrument>``) and its agent (``agent-<instrument>``) on its instrument's
 ``host``; a one-instrument pod's ``queue``/``queue-http``/``agent`` and the web console
 on the host of the default instrument. A service name matching none of these is an
