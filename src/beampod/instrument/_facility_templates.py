@@ -58,6 +58,10 @@ version: 1
 pod:
   name: {prefix}
   bind: 127.0.0.1
+  # A writer process per instrument (1). N: the writers of N instruments of one host and
+  # cycle share a process, each still with its own keys and consumer: ~130 MB resident
+  # less per pooled instrument (beampod's docs/adr/0019-writer-pool.md).
+  writer_pool_size: 1
 
 # Machines of the facility. Each instrument runs on one (`host:`), the central services
 # on `central_host`. Ports of two different hosts may coincide; on one host they may not.
