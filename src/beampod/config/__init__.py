@@ -1,5 +1,19 @@
 """Pod configuration: one typed tree, generated secrets, and where the pod lives."""
 
+from beampod.config._addresses import (
+    HOST_ENV,
+    central_address,
+    central_bind,
+    check_host,
+    client_address,
+    effective_hosts,
+    host_bind,
+    instrument_address,
+    instrument_bind,
+    instrument_host,
+    loopback_for,
+    this_host,
+)
 from beampod.config._agents import (
     AGENT_PASSWORD_ENV,
     AGENT_REDIS_PASSWORD_ENV,
@@ -10,7 +24,6 @@ from beampod.config._agents import (
     load_agent_pod,
 )
 from beampod.config._facility import (
-    effective_hosts,
     facility_problems,
     instrument_agent,
     instrument_ports,
@@ -71,6 +84,7 @@ __all__ = [
     "AGENT_REDIS_PASSWORD_ENV",
     "AGENT_SERVICE",
     "BUS_ROLES",
+    "HOST_ENV",
     "POD_UMASK",
     "QUEUE_INSTRUMENT_ENV",
     "REDIS_NAME_PREFIX",
@@ -106,14 +120,22 @@ __all__ = [
     "agent_instruments",
     "agent_service_name",
     "apply_instrument_defaults",
+    "central_address",
+    "central_bind",
+    "check_host",
+    "client_address",
     "dead_letter_subject",
     "default_home",
     "documents_subject",
     "effective_hosts",
     "facility_problems",
     "format_validation_error",
+    "host_bind",
     "init_pod",
+    "instrument_address",
     "instrument_agent",
+    "instrument_bind",
+    "instrument_host",
     "instrument_ports",
     "instrument_queue",
     "ioc_service_name",
@@ -121,6 +143,7 @@ __all__ = [
     "load_agent_pod",
     "load_config",
     "load_pod",
+    "loopback_for",
     "merge",
     "package_problems",
     "parse_config",
@@ -129,5 +152,6 @@ __all__ = [
     "read_yaml",
     "rotate_keys",
     "stream_name",
+    "this_host",
     "unusable_keys",
 ]

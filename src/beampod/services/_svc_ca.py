@@ -14,7 +14,7 @@ import asyncio
 import socket
 from collections.abc import Awaitable, Callable
 
-from beampod.config import LoadedPod
+from beampod.config import LoadedPod, instrument_bind, loopback_for
 from beampod.services._probes import CallableProbe
 from beampod.services._spec import PortClaim, ServiceSpec
 
@@ -28,8 +28,8 @@ def repeater_specs(pod: LoadedPod) -> list[ServiceSpec]:
     """One repeater per pod, when the pod runs simulated IOCs."""
     if not any(inst.iocs for inst in pod.config.instruments.values()):
         return []
-    bind = pod.config.pod.bind
-    host = "127.0.0.1" if bind in ("", "0.0.0.0") else bind
+    bind = instrument_bind(pod.config)  # on the default instrument's host
+    host = loopback_for(bind)
     port = pod.config.ca_repeater_port()
     code = f"from caproto.sync.repeater import run; run(host={host!r})"
     return [

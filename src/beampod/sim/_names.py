@@ -53,4 +53,4 @@ def ioc_env(bind: str, port: int, repeater_port: int | None = None) -> dict[str,
 
 def probe_host(bind: str) -> str:
     """The address a local client uses to reach a server bound to ``bind``."""
-    return "127.0.0.1" if bind in ("", "0.0.0.0") else bind
+    return "127.0.0.1" if bind in ("", "0.0.0.0", "*", "::") else bind
