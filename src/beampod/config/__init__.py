@@ -2,6 +2,7 @@
 
 from beampod.config._addresses import (
     HOST_ENV,
+    WILDCARDS,
     central_address,
     central_bind,
     check_host,
@@ -88,6 +89,7 @@ __all__ = [
     "POD_UMASK",
     "QUEUE_INSTRUMENT_ENV",
     "REDIS_NAME_PREFIX",
+    "WILDCARDS",
     "AgentSettings",
     "BusRole",
     "ChannelAccessSettings",
