@@ -103,7 +103,7 @@ def test_each_host_runs_only_its_services_on_its_own_address(homes: tuple[Path, 
     central, ws1 = homes
     on_central = _listeners(central, "central")
     on_ws1 = _listeners(ws1, "ws1")
-    assert {"nats", "tiled", "redis"} <= set(on_central), on_central
+    assert {"nats", "tiled", "redis", "postgres"} <= set(on_central), on_central
     assert not {"writer", "queue", "queue-http"} & set(on_central), on_central
     assert {"queue", "queue-http"} <= set(on_ws1), on_ws1
     assert not {"nats", "tiled", "redis", "postgres"} & set(on_ws1), on_ws1
