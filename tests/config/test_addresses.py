@@ -10,6 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from beampod.bus import NatsConnection, nats_nodes, render_nats_config
+from beampod.cli._connect_cmds import connection_env
 from beampod.config import (
     HOST_ENV,
     InstrumentSecrets,
@@ -169,6 +170,10 @@ def test_two_hosts_clients_reach_the_other_host_at_its_address(tmp_path: Path, o
     assert control_address(pod).startswith(f"tcp://{WS1}:")
     queue = next(s for s in pod_services(pod) if s.name == "queue")
     assert queue.argv[queue.argv.index("--redis-addr") + 1].startswith("central.example:")
+    shown = {v.name: v.value for v in connection_env(pod, "bl01", "reader")}  # `beampod connect`
+    assert shown["TILED_URI"] == "http://central.example:8000"
+    assert shown["NATS_URL"].startswith("nats://central.example:")
+    assert shown["EPICS_CA_ADDR_LIST"].startswith(f"{WS1}:")
     on("central")
     assert tiled_url(pod) == f"http://{CENTRAL}:8000"
     assert http_uri(pod).startswith("http://ws1.example:")
