@@ -22,6 +22,7 @@ from beampod.config import (
     host_bind,
     parse_config,
     this_host,
+    unreachable_hosts,
 )
 from beampod.errors import UsageError
 from beampod.instrument import ca_client_env
@@ -109,6 +110,18 @@ def test_same_host_uses_the_bind_address_other_host_the_hosts_address() -> None:
     assert client_address(cfg, "ws1", "ws1") == "127.0.0.1"
     # Every host on this machine (one `beampod up`): each service where it binds.
     assert client_address(cfg, "central", None) == "127.0.0.1"
+
+
+def test_a_host_others_cannot_reach_is_named() -> None:
+    assert unreachable_hosts(_facility(None)) == []  # one host
+    assert unreachable_hosts(_two_hosts()) == []  # two loopback addresses, one machine
+    cfg = _facility(
+        {"central": {"address": "10.0.0.1"}, "ws1": {"address": "10.0.0.11", "bind": "0.0.0.0"}}
+    )
+    assert unreachable_hosts(cfg) == [
+        "hosts.central: other hosts reach it at 10.0.0.1, but its services listen on "
+        "127.0.0.1 (set hosts.central.bind to 10.0.0.1)"
+    ]
 
 
 def test_an_unknown_beampod_host_is_one_readable_error(on: Any) -> None:

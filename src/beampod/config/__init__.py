@@ -14,6 +14,7 @@ from beampod.config._addresses import (
     instrument_host,
     loopback_for,
     this_host,
+    unreachable_hosts,
 )
 from beampod.config._agents import (
     AGENT_PASSWORD_ENV,
@@ -155,5 +156,6 @@ __all__ = [
     "rotate_keys",
     "stream_name",
     "this_host",
+    "unreachable_hosts",
     "unusable_keys",
 ]

@@ -56,6 +56,25 @@ def client_address(config: PodConfig, service_host: str, client_host: str | None
     return effective_hosts(config)[service_host].address
 
 
+def _loopback(address: str) -> bool:
+    return address == "localhost" or address.startswith("127.") or address == "::1"
+
+
+def unreachable_hosts(config: PodConfig) -> list[str]:
+    """One line per host that others reach at a non-loopback ``address`` while its
+    services listen on loopback: a config that starts fine and does not work across
+    machines. Empty for one host."""
+    hosts = effective_hosts(config)
+    if len(hosts) < 2:
+        return []
+    return [
+        f"hosts.{name}: other hosts reach it at {settings.address}, but its services "
+        f"listen on {host_bind(config, name)} (set hosts.{name}.bind to {settings.address})"
+        for name, settings in hosts.items()
+        if _loopback(host_bind(config, name)) and not _loopback(settings.address)
+    ]
+
+
 def this_host(config: PodConfig) -> str | None:
     """The host this process runs on (``BEAMPOD_HOST``), or None: every host, here.
 
