@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from beampod.config import LoadedPod, PodHome, load_pod
+from beampod.config import LoadedPod, PodHome, central_bind, load_pod
 from beampod.errors import BeampodError, StoreError
 from beampod.store._auth import ApiKeyGate, ASGIApp, Role
 from beampod.store._catalogdb import init_catalog
@@ -236,7 +236,7 @@ def serve(pod: LoadedPod) -> None:
 
     app = build_store_app(pod, only_app=True)
     quiet_gc()
-    host, port = pod.config.pod.bind, pod.config.tiled.port
+    host, port = central_bind(pod.config), pod.config.tiled.port
     uris = store_uris(pod)
     log.info("tiled store (%s backend) on http://%s:%d", uris.backend, host, port)
     # access_log off: uvicorn would log request lines; request URLs never carry keys
