@@ -93,6 +93,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = slowest_first(items, config.rootpath)
 
 
+@pytest.hookimpl(optionalhook=True)  # only with pytest-xdist (not with -p no:xdist)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``--dist loadfile`` with the files that share a package-scoped server as one
     unit (``tests/_order.py``: ``SHARED_FIXTURE_GROUPS``); other modes: xdist's own."""
