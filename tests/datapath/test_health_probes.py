@@ -8,8 +8,7 @@ One pod for the module, of the services the faults touch (no IOCs, queue, agent 
 web): its Tiled directory (data/tiled: SQLite catalog, event tables,
 arrays) and its bus directory (data/nats, with streams that fit on it) are 64 MB tmpfs
 mounts, and its health grace periods are short (``pod.health.degraded_after_s: 5``,
-``restart_after_s: 15``, checked every second: ``check_every_s: 1``) so the faults take
-seconds. Every test ends with the pod whole
+``restart_after_s: 15``) so the faults take seconds. Every test ends with the pod whole
 again (every service ready).
 """
 
@@ -51,7 +50,7 @@ def short_grace_pod() -> Iterator[LoadedPod]:
     home = PodHome(root)
     beampod_cli(root, "init", "--free-ports")
     cfg = yaml.safe_load(home.config_file.read_text())
-    cfg["pod"]["health"] = {"degraded_after_s": 5, "restart_after_s": 15, "check_every_s": 1}
+    cfg["pod"]["health"] = {"degraded_after_s": 5, "restart_after_s": 15}
     cfg["bus"].setdefault("stream", {})["max_bytes_gb"] = 0.02
     # What the faults touch (bus, writer, Tiled) and no more: the RunEngine is the
     # emitter's, of ophyd.sim devices. Without IOCs, queue, agent and web the pod starts
@@ -169,6 +168,6 @@ def test_full_bus_disk_is_seen_and_the_pod_recovers(
     into its spool, and once there is space the pod recovers by itself -- every document
     stored exactly once."""
     # nats-server still runs but cannot store; failing stores for the grace period,
-    # checks every 1 s, load: up to 90 s.
+    # probes every 5 s, load: up to 90 s.
     _disk_fills_mid_run(short_grace_pod, tmp_path, "nats", 90.0)
     wait_pod_ready(short_grace_pod)

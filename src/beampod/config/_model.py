@@ -55,11 +55,6 @@ class HealthSettings(Strict):
         description="A running service whose health probe keeps failing this long is "
         "restarted (counted from the first failure, so at least degraded_after_s).",
     )
-    check_every_s: Annotated[float, Field(gt=0)] = Field(
-        5.0,
-        description="How often the supervisor re-runs the health check of each running "
-        "service (a failure is seen, and a recovery puts it back to `ready`, this late).",
-    )
 
     @model_validator(mode="after")
     def _restart_after_degraded(self) -> HealthSettings:
