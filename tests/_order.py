@@ -54,20 +54,104 @@ SLOWEST_FILES: tuple[str, ...] = (
 )
 
 
-def slowest_first(items: list[pytest.Item], root: Path) -> list[pytest.Item]:
-    """``items`` with the listed files first (in list order); each file's tests, and the
-    files not listed, keep their order (the sort is stable)."""
-    rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
-    last = len(rank)
+# Files that share a package-scoped server of their directory's conftest.py. A
+# package-scoped fixture stops as soon as a worker runs a test outside its package, so
+# files of one package handed to a worker between others' restart it: the PostgreSQL
+# pod was started up to four times in a whole run. Each group is one unit of work for
+# xdist (``SharedFixtureScheduling``), run back to back on one worker, and sorted
+# together (also with ``-n 0``): its server starts once per run. A file missing here
+# still runs; it may only start its package's server once more.
+SHARED_FIXTURE_GROUPS: dict[str, tuple[str, ...]] = {
+    # pg_pod (tests/datapath/conftest.py), through healthy_pod(s); test_health_probes.py
+    # and test_refused.py do not use it and stay units of their own.
+    "pg_pod": (
+        "tests/datapath/test_faults.py",
+        "tests/datapath/test_dead_runengine.py",
+        "tests/datapath/test_identity.py",
+        "tests/datapath/test_bad_input.py",
+        "tests/datapath/test_postgres_pod.py",
+    ),
+    # qpod, locked_pod (tests/queue/conftest.py): queue pods.
+    "qpod": (
+        "tests/queue/test_queue_pod.py",
+        "tests/queue/test_queue_clients.py",
+        "tests/queue/test_queue_access.py",
+        "tests/queue/test_queue_data_path.py",
+    ),
+    # tiled_server, pg_server (tests/store/conftest.py).
+    "tiled_server": (
+        "tests/store/test_postgres.py",
+        "tests/store/test_catalog.py",
+        "tests/store/test_sink.py",
+        "tests/store/test_clients.py",
+        "tests/store/test_server.py",
+        "tests/store/test_writer_imports.py",
+        "tests/store/test_writer_reorder.py",
+    ),
+    # session_iocs (tests/session/conftest.py).
+    "session_iocs": ("tests/session/test_session.py", "tests/session/test_bsui.py"),
+    # built (tests/envs/conftest.py): a facility with a built cycle environment.
+    "built": (
+        "tests/envs/test_pack.py",
+        "tests/envs/test_cycles.py",
+        "tests/envs/test_overlays.py",
+        "tests/envs/test_runtime.py",
+    ),
+    # kafka_bootstrap (tests/bus/conftest.py): a Tansu broker.
+    "kafka_bootstrap": ("tests/bus/test_contract.py", "tests/bus/test_kafka_progress.py"),
+}
 
-    def key(item: pytest.Item) -> int:
+
+def group_of(name: str) -> str | None:
+    """The shared-fixture group of test file ``name`` (relative, posix), if any."""
+    for group, files in SHARED_FIXTURE_GROUPS.items():
+        if name in files:
+            return group
+    return None
+
+
+def _ranks() -> dict[str, tuple[int, int]]:
+    """Sort key per listed file: (its group's rank, its own rank). A group ranks as its
+    slowest listed member (its first in ``SLOWEST_FILES``), so its files come together."""
+    own = {name: i for i, name in enumerate(SLOWEST_FILES)}
+    last = len(own)
+    ranks = {name: (i, i) for name, i in own.items()}
+    for g, files in enumerate(SHARED_FIXTURE_GROUPS.values()):
+        group_rank = min((own.get(f, last) for f in files), default=last)
+        if group_rank == last:  # no member measured: together, after everything else
+            group_rank = last + 1 + g
+        for f in files:
+            ranks[f] = (group_rank, own.get(f, last))
+    return ranks
+
+
+def slowest_first(items: list[pytest.Item], root: Path) -> list[pytest.Item]:
+    """``items`` with the listed files first (in list order), the files of a shared-fixture
+    group next to each other; each file's tests, and the files not listed, keep their
+    order (the sort is stable)."""
+    ranks = _ranks()
+    last = (len(SLOWEST_FILES), len(SLOWEST_FILES))
+
+    def key(item: pytest.Item) -> tuple[int, int]:
         try:
             name = item.path.relative_to(root).as_posix()
         except ValueError:
             return last
-        return rank.get(name, last)
+        return ranks.get(name, last)
 
     return sorted(items, key=key)
+
+
+def make_scheduler(config: pytest.Config, log: object) -> object:
+    """``--dist loadfile``, except that a shared-fixture group is one unit of work."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            name = nodeid.split("::", 1)[0]
+            return f"group:{group}" if (group := group_of(name)) else name
+
+    return SharedFixtureScheduling(config, log)
 
 
 def _files_by_time(junit_xml: str) -> list[tuple[float, str]]:

@@ -93,6 +93,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = slowest_first(items, config.rootpath)
 
 
+@pytest.hookimpl(optionalhook=True)  # only with pytest-xdist (not with -p no:xdist)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` with the files that share a package-scoped server as one
+    unit (``tests/_order.py``: ``SHARED_FIXTURE_GROUPS``); other modes: xdist's own."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from tests._order import make_scheduler
+
+    return make_scheduler(config, log)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Keep each phase's report on the test item (``item.rep_call``), so a fixture's

@@ -4,7 +4,8 @@ makes no progress while documents wait on the bus, a Tiled whose disk is full, a
 whose disk is full. Each ends with every document stored exactly once, without anything
 done by hand.
 
-One pod for the module: its Tiled directory (data/tiled: SQLite catalog, event tables,
+One pod for the module, of the services the faults touch (no IOCs, queue, agent or
+web): its Tiled directory (data/tiled: SQLite catalog, event tables,
 arrays) and its bus directory (data/nats, with streams that fit on it) are 64 MB tmpfs
 mounts, and its health grace periods are short (``pod.health.degraded_after_s: 5``,
 ``restart_after_s: 15``) so the faults take seconds. Every test ends with the pod whole
@@ -51,6 +52,12 @@ def short_grace_pod() -> Iterator[LoadedPod]:
     cfg = yaml.safe_load(home.config_file.read_text())
     cfg["pod"]["health"] = {"degraded_after_s": 5, "restart_after_s": 15}
     cfg["bus"].setdefault("stream", {})["max_bytes_gb"] = 0.02
+    # What the faults touch (bus, writer, Tiled) and no more: the RunEngine is the
+    # emitter's, of ophyd.sim devices. Without IOCs, queue, agent and web the pod starts
+    # 5 services, not 14, and leaves the CPU to the recovery under test.
+    cfg["instruments"]["demo"]["iocs"] = []
+    for optional in ("queue", "agent", "web"):
+        cfg[optional]["enabled"] = False
     home.config_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
     try:
         with tmpfs_mounted(root / "data" / "tiled"), tmpfs_mounted(root / "data" / "nats"):

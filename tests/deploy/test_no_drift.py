@@ -7,21 +7,34 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 from pydantic import SecretStr
 
 from beampod.config import (
+    HOST_ENV,
     InstrumentSecrets,
     LoadedPod,
     PodConfig,
     PodHome,
     Secrets,
+    effective_hosts,
     load_config,
 )
 from beampod.deploy import DeployOptions, parse_exec, render
-from beampod.services import service_instrument, up_services
+from beampod.services import ServiceSpec, service_instrument, up_services
 
 HOME = "/var/lib/beampod/bl"
 ENVS = "/opt/beampod/environments"
+
+
+def _up_on_every_host(pod: LoadedPod, monkeypatch: pytest.MonkeyPatch) -> dict[str, ServiceSpec]:
+    """What ``beampod up --host H`` runs on each host H, by service name."""
+    out: dict[str, ServiceSpec] = {}
+    for host in effective_hosts(pod.config):
+        monkeypatch.setenv(HOST_ENV, host)
+        out |= {s.name: s for s in up_services(pod)}
+    monkeypatch.delenv(HOST_ENV)
+    return out
 
 
 def _unit_values(text: str, key: str) -> list[str]:
@@ -29,7 +42,7 @@ def _unit_values(text: str, key: str) -> list[str]:
 
 
 def test_every_unit_runs_the_pod_services_command(
-    rendered: Path, facility_config: PodConfig
+    rendered: Path, facility_config: PodConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = facility_config
     pod = LoadedPod(
@@ -40,7 +53,7 @@ def test_every_unit_runs_the_pod_services_command(
             instruments={n: InstrumentSecrets() for n in cfg.instruments},
         ),
     )
-    specs = {s.name: s for s in up_services(pod)}  # what `beampod up` runs
+    specs = _up_on_every_host(pod, monkeypatch)  # what `beampod up --host H` runs on H
     units = {p: p.read_text() for p in rendered.glob("hosts/*/systemd/*.service")}
     assert len(units) == len(specs)
     seen: set[str] = set()
@@ -74,6 +87,7 @@ def test_every_unit_runs_the_pod_services_command(
             else:
                 assert env[key] == value, (path.name, key)
         assert env["BEAMPOD_HOME"] == HOME
+        assert env[HOST_ENV] == path.parent.parent.name  # hosts/<host>/systemd/
         requires = " ".join(_unit_values(text, "Requires")).split()
         required[name] = ({service_of[(path.parent, r)] for r in requires}, path.parent)
     # Requires= is depends_on restricted to the unit's own host, nothing more or less.
@@ -95,7 +109,7 @@ def _beampod_cycle(root: Path, cycle: str) -> None:
 
 
 def test_units_run_what_up_runs_with_built_cycles_and_overlays(
-    facility: Path, tmp_path: Path
+    facility: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With every cycle built (and containing beampod) and every overlay present, `up`
     runs each instrument's services with its cycle's interpreter and its overlay: the
@@ -122,7 +136,7 @@ def test_units_run_what_up_runs_with_built_cycles_and_overlays(
             instruments={n: InstrumentSecrets() for n in cfg.instruments},
         ),
     )
-    up = {s.name: s for s in up_services(pod)}
+    up = _up_on_every_host(pod, monkeypatch)
     rendered = render(cfg, config_file.read_bytes(), ("systemd",), DeployOptions())
     inherited = os.environ.get("PYTHONPATH")
     checked = 0

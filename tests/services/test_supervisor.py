@@ -423,12 +423,18 @@ def test_a_restart_that_does_not_get_ready_is_stopped_and_tried_again(home: PodH
 
 
 def test_a_background_service_runs_at_its_nice_value(home: PodHome) -> None:
-    """The writers, Tiled and the console yield to the RunEngine on busy cores: their
-    processes (and what they spawn) run at ``spec.nice`` above the supervisor's."""
+    """The writers, Tiled and the console yield to the RunEngine on busy cores: once
+    ready, their processes (what they spawn, and every thread of either) run at
+    ``spec.nice`` above the supervisor's. They start at normal priority: ``up`` waits
+    for them, and Tiled is the slowest service."""
     body = (
-        "import os,subprocess,sys,time;"
+        "import os,subprocess,sys,threading,time;"
         "p=subprocess.Popen([sys.executable,'-c','import time; time.sleep(600)']);"
-        "print('READY', os.getpriority(os.PRIO_PROCESS, 0), p.pid, flush=True);"
+        "up=threading.Event();ids=[];"
+        "f=lambda: (ids.append(threading.get_native_id()), up.set(), threading.Event().wait());"
+        "threading.Thread(target=f, daemon=True).start();"
+        "up.wait();"
+        "print('READY', os.getpriority(os.PRIO_PROCESS, 0), p.pid, ids[0], flush=True);"
         "time.sleep(600)"
     )
     base = os.getpriority(os.PRIO_PROCESS, 0)
@@ -440,9 +446,14 @@ def test_a_background_service_runs_at_its_nice_value(home: PodHome) -> None:
         await sup.start()
         try:
             for name, expected in (("background", min(base + 5, 19)), ("foreground", base)):
-                nice, child = home.log_file(name).read_text().split("READY")[1].split()[:2]
-                assert int(nice) == expected, name
-                assert os.getpriority(os.PRIO_PROCESS, int(child)) == expected, name
+                line = home.log_file(name).read_text().split("READY")[1].split()
+                at_start, child, thread = (int(x) for x in line[:3])
+                assert at_start == base, name
+                pid = sup.state.services[name].pid
+                assert pid is not None
+                assert os.getpriority(os.PRIO_PROCESS, pid) == expected, name
+                assert os.getpriority(os.PRIO_PROCESS, child) == expected, name
+                assert os.getpriority(os.PRIO_PROCESS, thread) == expected, name
         finally:
             await sup.stop()
 

@@ -81,3 +81,31 @@ def test_events_read_back_in_seq_num_order_when_postgres_reuses_space(pg_server:
     assert heap_order != list(range(1, 11)), "the heap kept insertion order: no reuse forced"
     assert stored_seq_nums(run) == list(range(1, 11))
     np.testing.assert_array_equal(run.primary.read()["det"].values, column(mine, "det"))
+
+
+def test_postgres_admits_both_tiled_pools_at_their_largest(pg_server: Server) -> None:
+    """Tiled's catalog and table storage may each open ``most_per_pool`` connections;
+    the embedded PostgreSQL must accept all of them at once (besides its reserve)."""
+    import asyncio
+
+    import asyncpg
+
+    from beampod.store._pools import ConnectionPools
+
+    pools = ConnectionPools.for_instruments(len(pg_server.pod.config.instruments))
+    dsn = store_uris(pg_server.pod).catalog.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def probe() -> tuple[int, int]:
+        first = await asyncpg.connect(dsn)
+        try:
+            configured = int(await first.fetchval("SHOW max_connections"))
+            extra = [await asyncpg.connect(dsn) for _ in range(2 * pools.most_per_pool - 1)]
+            opened = 1 + len(extra)
+            await asyncio.gather(*(c.close() for c in extra))
+            return configured, opened
+        finally:
+            await first.close()
+
+    configured, opened = asyncio.run(probe())
+    assert configured == pools.postgres_max_connections
+    assert opened == 2 * pools.most_per_pool

@@ -141,3 +141,17 @@ def test_gate_sets_a_cookie_for_a_browser_link_and_a_cookie_only_reads() -> None
     assert call("GET", cookie=writer_cookie)["status"] == 200
     assert call("POST", cookie=writer_cookie)["status"] == 403
     assert call("POST", f"api_key={KEYS[Role.WRITER]}")["status"] == 200
+
+
+def test_tiled_pools_grow_with_the_instruments_and_postgres_admits_them() -> None:
+    from beampod.store._pools import ConnectionPools
+
+    # A pod keeps Tiled's defaults: 5 connections plus 10 overflow per pool.
+    assert ConnectionPools.for_instruments(1) == ConnectionPools(pool_size=5, max_overflow=10)
+    # A facility gets a base connection per instrument in each pool, and PostgreSQL
+    # admits both pools at their largest with room to spare (its default of 100 would
+    # not: 2 x 55 > 100).
+    big = ConnectionPools.for_instruments(45)
+    assert big.pool_size == 45
+    assert big.postgres_max_connections >= 2 * big.most_per_pool + 3
+    assert big.postgres_max_connections > 100

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from beampod.adaptive._sdk import Agent, NoRecommendation, StopAgent
 from beampod.bus import DecodeError, NatsConnection, decode
-from beampod.config import LoadedPod, documents_subject, queue_server
+from beampod.config import LoadedPod, documents_subject, instrument_address, queue_server
 
 log = logging.getLogger("beampod.adaptive.queue_agent")
 
@@ -261,7 +261,7 @@ def queue_api(pod: LoadedPod, instrument: str | None = None) -> Any:
     from bluesky_queueserver_api.http import REManagerAPI
 
     server = queue_server(pod, instrument)
-    host = "127.0.0.1" if pod.config.pod.bind in ("0.0.0.0", "", "*") else pod.config.pod.bind
+    host = instrument_address(pod.config, server.instrument)
     api = REManagerAPI(http_server_uri=f"http://{host}:{server.settings.http_port}")
     api.set_authorization_key(api_key=server.control_key.get_secret_value())
     return api

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
-from beampod.config import AgentSettings, LoadedPod, instrument_agent
+from beampod.config import AgentSettings, LoadedPod, central_address, instrument_agent
 from beampod.errors import ConfigError
 
 Policy = Literal["retry", "pause", "abort"]
@@ -111,7 +111,7 @@ def loop_settings(pod: LoadedPod, instrument: str | None = None) -> LoopSettings
 def redis_params(pod: LoadedPod) -> dict[str, Any]:
     """Keyword arguments for a redis-py client, password included: never log them."""
     cfg = pod.config
-    host = "127.0.0.1" if cfg.pod.bind in ("0.0.0.0", "", "*") else cfg.pod.bind
+    host = central_address(cfg)  # Redis is a central service
     return {
         "host": host,
         "port": cfg.redis.port,

@@ -32,7 +32,7 @@ from beampod.bus._roles import (
     inbox_prefix,
     role_permissions,
 )
-from beampod.config import LoadedPod, NatsBus
+from beampod.config import LoadedPod, NatsBus, central_address, central_bind, loopback_for
 from beampod.errors import BusError, BusUnavailableError
 
 # Headers and protocol framing ride on top of the payload; keep this much room when
@@ -79,7 +79,7 @@ class NatsNode:
     clustered: bool
     service: str
     server_name: str
-    host: str  # where clients and routes connect (bind, or loopback for a wildcard bind)
+    host: str  # where clients of this process connect (beampod.config.client_address)
     bind: str
     port: int
     monitor_port: int | None  # None: no HTTP monitoring (the default)
@@ -93,13 +93,23 @@ class NatsNode:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
+    @property
+    def route_host(self) -> str:
+        """Where the other nodes route to: all nodes run on ``central_host``."""
+        return loopback_for(self.bind)
+
 
 def nats_nodes(pod: LoadedPod) -> tuple[NatsNode, ...]:
     """The pod's local nats-server nodes (none when the bus is external)."""
     bus = nats_bus(pod)
     if bus.external_urls:
         return ()
-    binds = [n.address for n in bus.nodes] or [pod.config.pod.bind] * bus.cluster_size
+    # Nodes of their own addresses (bus.nodes) are reached there; otherwise they run on
+    # central_host, bind its address and are reached as client_address says.
+    binds = [n.address for n in bus.nodes] or [central_bind(pod.config)] * bus.cluster_size
+    hosts = [loopback_for(n.address) for n in bus.nodes] or [
+        central_address(pod.config)
+    ] * bus.cluster_size
     namespaces = [n.netns for n in bus.nodes] or [None] * bus.cluster_size
     run = pod.home.run_dir / "nats"
     data = pod.home.data_dir / "nats"
@@ -111,7 +121,7 @@ def nats_nodes(pod: LoadedPod) -> tuple[NatsNode, ...]:
                 False,
                 "nats",
                 "beampod_" + pod.config.pod.name,
-                _connect_host(binds[0]),
+                hosts[0],
                 binds[0],
                 bus.port,
                 bus.monitor_port,
@@ -128,7 +138,7 @@ def nats_nodes(pod: LoadedPod) -> tuple[NatsNode, ...]:
             True,
             f"nats-{i}",
             f"beampod_{pod.config.pod.name}_{i}",
-            _connect_host(binds[i]),
+            hosts[i],
             binds[i],
             bus.port + i,
             None if bus.monitor_port is None else bus.monitor_port + i,
@@ -149,7 +159,7 @@ def edge_urls(pod: LoadedPod, host: str | None = None) -> tuple[str, ...]:
     consumer on another machine uses the name it reaches this one by."""
     edge = nats_bus(pod).edge
     scheme = "wss" if edge is not None and edge.tls else "ws"
-    where = host or (_connect_host(edge.bind) if edge is not None else "")
+    where = host or (loopback_for(edge.bind) if edge is not None else "")
     if ":" in where and not where.startswith("["):
         where = f"[{where}]"  # an IPv6 literal
     return tuple(
@@ -164,10 +174,6 @@ def _route_password(pod: LoadedPod) -> str:
     as secret as that one, needs no new entry in secrets.yaml and changes with it)."""
     key = pod.secrets.bus_admin_password.get_secret_value().encode()
     return hmac.new(key, b"beampod nats cluster routes", hashlib.sha256).hexdigest()
-
-
-def _connect_host(bind: str) -> str:
-    return "127.0.0.1" if bind in ("0.0.0.0", "", "*") else bind
 
 
 def _q(value: str) -> str:
@@ -221,7 +227,7 @@ def _cluster_block(pod: LoadedPod, node: NatsNode) -> str:
         return ""
     password = _route_password(pod)
     routes = [
-        f"nats-route://route:{password}@{other.host}:{other.cluster_port}"
+        f"nats-route://route:{password}@{other.route_host}:{other.cluster_port}"
         for other in nats_nodes(pod)
         if other.index != node.index
     ]

@@ -16,7 +16,7 @@ from beampod.bus._contract import (
 )
 from beampod.bus._natsconf import NatsConnection
 from beampod.bus._publisher import DurablePublisher
-from beampod.config import KafkaBus, LoadedPod, NatsBus, ZmqBus
+from beampod.config import KafkaBus, LoadedPod, NatsBus, ZmqBus, central_address
 
 log = logging.getLogger("beampod.bus")
 
@@ -100,7 +100,7 @@ def transport_for(pod: LoadedPod, instrument: str | None = None) -> Transport:
     if isinstance(bus, ZmqBus):
         from beampod.bus._zmq import ZmqTransport
 
-        host = "127.0.0.1" if pod.config.pod.bind in ("0.0.0.0", "") else pod.config.pod.bind
+        host = central_address(pod.config)  # the proxy is a central service
         return ZmqTransport(f"tcp://{host}:{bus.in_port}", f"tcp://{host}:{bus.out_port}", inst)
     if isinstance(bus, KafkaBus):
         from beampod.bus._kafka import KafkaTransport

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from beampod.config import load_config
+from beampod.config import load_config, unreachable_hosts
 from beampod.errors import UsageError
 
 
@@ -93,6 +93,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         sys.stdout.write(diff(rendered, out))
     changed = write(rendered, out)
     print(f"rendered {len(rendered)} files into {out} ({len(changed)} changed)")
+    for line in unreachable_hosts(config):
+        print(f"note: {line}")
     return 0
 
 

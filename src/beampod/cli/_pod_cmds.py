@@ -15,14 +15,17 @@ import yaml
 from beampod.cli._common import home_of, human_duration, progress, table
 from beampod.cli._runtime import check_instrument_runtimes
 from beampod.config import (
+    HOST_ENV,
     POD_UMASK,
     LoadedPod,
     PodHome,
+    check_host,
     init_pod,
     json_schema,
     load_config,
     load_pod,
     rotate_keys,
+    this_host,
     unusable_keys,
 )
 from beampod.errors import UsageError
@@ -62,6 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=180.0,
         help="with -d: give up after this many seconds in which no service changed state",
+    )
+    p.add_argument(
+        "--host",
+        metavar="NAME",
+        help="start only the services placed on host NAME of the config (its central "
+        "services or instruments); clients reach other hosts at their address. Same as "
+        "BEAMPOD_HOST=NAME. Default: every host, on this machine",
     )
     p.set_defaults(func=cmd_up)
 
@@ -166,6 +176,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         init_pod(home)
         print(f"initialised pod home {home.root}")
     pod = load_pod(home)  # a bad config fails here, before anything starts
+    if args.host:
+        check_host(pod.config, args.host)
+        # The supervisor and every service it starts inherit it (beampod.config._addresses).
+        os.environ[HOST_ENV] = args.host
+    this_host(pod.config)  # a BEAMPOD_HOST the config does not know fails here
     _warn_keys(pod)
     check_instrument_runtimes(pod)  # a broken overlay, too (docs/environments.md)
     started = time.monotonic()

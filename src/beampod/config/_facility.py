@@ -21,10 +21,10 @@ import importlib.util
 import re
 from collections.abc import Mapping
 
+from beampod.config._addresses import effective_hosts
 from beampod.config._merge import apply_instrument_defaults
 from beampod.config._model import (
     AgentSettings,
-    HostSettings,
     NatsBus,
     PodConfig,
     PostgresStore,
@@ -32,15 +32,6 @@ from beampod.config._model import (
     ZmqBus,
     ioc_service_name,
 )
-
-LOCALHOST = "localhost"
-
-
-def effective_hosts(config: PodConfig) -> dict[str, HostSettings]:
-    """The facility's hosts: ``hosts``, or the implicit ``localhost`` of a single pod."""
-    if config.hosts:
-        return dict(config.hosts)
-    return {LOCALHOST: HostSettings(address=config.pod.bind)}
 
 
 def instrument_queue(config: PodConfig, name: str) -> QueueSettings | None:

@@ -450,6 +450,12 @@ class HostSettings(Strict):
     address: Annotated[str, Field(min_length=1, max_length=253)] = Field(
         ..., description="Address other hosts reach this one at (name or IP)."
     )
+    bind: str | None = Field(
+        None,
+        description="Address the services on this host listen on. Default: `pod.bind` "
+        "(127.0.0.1): nothing is reachable from other hosts unless this says so (this "
+        "host's `address`, or 0.0.0.0).",
+    )
     description: str = ""
 
 

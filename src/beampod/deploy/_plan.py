@@ -24,15 +24,19 @@ error, never a guess.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import secrets as _tokens
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import SecretStr
 
 from beampod.config import (
+    HOST_ENV,
     InstrumentSecrets,
     LoadedPod,
     PodConfig,
@@ -178,16 +182,23 @@ def place(config: PodConfig, options: DeployOptions) -> list[Placed]:
     options = options.for_config(config)
     pod = rendering_pod(config, options)
     specs = pod_services(pod)
+    # Each host's services as that host builds them: the addresses they reach others at
+    # depend on where they run (beampod.config.client_address).
+    seen_from: dict[str, dict[str, ServiceSpec]] = {}
+    for name in effective_hosts(config):
+        with as_host(name):
+            seen_from[name] = {s.name: s for s in pod_services(pod)}
     hidden = secret_values(pod.secrets)
     home = options.home_of(config)
     default_cycle = config.instruments[config.instrument_name].cycle or NO_CYCLE
     where = {s.name: service_place(config, s.name) for s in specs}
     units = {s.name: unit_name(s.name, where[s.name][1]) for s in specs}
     placed: list[Placed] = []
-    for spec in specs:
-        host, inst = where[spec.name]
+    for listed in specs:
+        host, inst = where[listed.name]
         cycle = (config.instruments[inst].cycle if inst else None) or default_cycle
-        plain: dict[str, str] = {"BEAMPOD_HOME": home, "PYTHONUNBUFFERED": "1"}
+        plain: dict[str, str] = {"BEAMPOD_HOME": home, HOST_ENV: host, "PYTHONUNBUFFERED": "1"}
+        spec = seen_from[host][listed.name]
         run = spec
         if inst is not None:
             run = with_runtime(
@@ -219,6 +230,20 @@ def place(config: PodConfig, options: DeployOptions) -> list[Placed]:
             )
         )
     return placed
+
+
+@contextmanager
+def as_host(name: str) -> Iterator[None]:
+    """Build services as host ``name`` does (``BEAMPOD_HOST``), then restore."""
+    before = os.environ.get(HOST_ENV)
+    os.environ[HOST_ENV] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[HOST_ENV]
+        else:
+            os.environ[HOST_ENV] = before
 
 
 def hosts_of(config: PodConfig) -> list[str]:

@@ -8,8 +8,7 @@ import sys
 import warnings
 from collections.abc import Mapping
 
-from beampod.config import PodConfig
-from beampod.sim import probe_host
+from beampod.config import PodConfig, instrument_address, ioc_service_name
 
 # The moving-dot image is 19,200 doubles; libca's default limit is 16 kB.
 _MAX_ARRAY_BYTES = 10_000_000
@@ -23,10 +22,19 @@ def ca_client_env(config: PodConfig) -> dict[str, str]:
     mean the default port 5064). Automatic broadcast addresses are off so IOCs of other
     pods, or a facility's real IOCs, are never found by accident.
     """
-    host = probe_host(config.pod.bind)
-    ports = sorted(set(config.ioc_ports().values()))
+    ports = config.ioc_ports()
+    hosts = {inst: instrument_address(config, inst) for inst in config.instruments}
+    where = sorted(
+        {
+            (hosts[inst], ports[ioc_service_name(inst, ioc)])
+            for inst, settings in config.instruments.items()
+            for ioc in settings.iocs
+        },
+        key=lambda hp: (hp[1], hp[0]),
+    )
     return {
-        "EPICS_CA_ADDR_LIST": " ".join(f"{host}:{p}" for p in ports),
+        # Each IOC on its instrument's host (beampod.config.client_address).
+        "EPICS_CA_ADDR_LIST": " ".join(f"{h}:{p}" for h, p in where),
         "EPICS_CA_AUTO_ADDR_LIST": "NO",
         # The pod's own repeater (service ca-repeater): libca and caproto clients
         # register there instead of trying to start one of their own.

@@ -21,6 +21,8 @@ from beampod.config import (
     LoadedPod,
     PodHome,
     QueueServer,
+    instrument_address,
+    instrument_bind,
     queue_server,
 )
 from beampod.errors import BeampodError
@@ -82,14 +84,11 @@ def write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def connect_host(bind: str) -> str:
-    """Address a local client uses to reach a service bound to ``bind``."""
-    return "127.0.0.1" if bind in ("0.0.0.0", "", "*") else bind
-
-
 def control_address(pod: LoadedPod, server: QueueServer | None = None) -> str:
-    port = server_of(pod, server).settings.control_port
-    return f"tcp://{connect_host(pod.config.pod.bind)}:{port}"
+    """Where this process reaches the RE Manager (on its instrument's host)."""
+    server = server_of(pod, server)
+    host = instrument_address(pod.config, server.instrument)
+    return f"tcp://{host}:{server.settings.control_port}"
 
 
 #: A unix socket path is limited to 107 bytes (``sun_path`` is 108 with the NUL).
@@ -153,8 +152,9 @@ def info_address(pod: LoadedPod, server: QueueServer | None = None) -> str:
 
 
 def http_uri(pod: LoadedPod, server: QueueServer | None = None) -> str:
-    port = server_of(pod, server).settings.http_port
-    return f"http://{connect_host(pod.config.pod.bind)}:{port}"
+    """Where this process reaches the queue's HTTP server (on its instrument's host)."""
+    server = server_of(pod, server)
+    return f"http://{instrument_address(pod.config, server.instrument)}:{server.settings.http_port}"
 
 
 def default_group(pod: LoadedPod, server: QueueServer | None = None) -> str:
@@ -237,7 +237,10 @@ def http_config(pod: LoadedPod, server: QueueServer | None = None) -> dict[str, 
             "policy": "bluesky_httpserver.authorization:DefaultResourceAccessControl",
             "args": {"default_group": default_group(pod, server)},
         },
-        "uvicorn": {"host": cfg.pod.bind, "port": server.settings.http_port},
+        "uvicorn": {
+            "host": instrument_bind(cfg, server.instrument),
+            "port": server.settings.http_port,
+        },
     }
 
 

@@ -27,6 +27,7 @@ from beampod.services._resources import PodResources, Usage, pod_resources, rss_
 from beampod.services._runtime import (
     CENTRAL_SERVICES,
     DEFAULT_INSTRUMENT_SERVICES,
+    service_host,
     service_instrument,
     up_services,
     with_runtime,
@@ -66,6 +67,7 @@ __all__ = [
     "read_state",
     "rss_bytes",
     "run_supervisor",
+    "service_host",
     "service_instrument",
     "session_extras",
     "start_detached",

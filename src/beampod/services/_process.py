@@ -13,7 +13,7 @@ import ctypes
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -27,21 +27,11 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-def _child_setup(nice: int) -> Callable[[], None]:
-    def setup() -> None:  # runs in the child between fork and exec
-        _die_with_parent()
-        if nice:
-            os.nice(nice)
-
-    return setup
-
-
 async def spawn(
     argv: tuple[str, ...],
     env: Mapping[str, str],
     log_path: Path,
     cwd: Path | None,
-    nice: int = 0,
 ) -> asyncio.subprocess.Process:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ) | dict(env)
@@ -55,7 +45,7 @@ async def spawn(
             env=full_env,
             cwd=str(cwd) if cwd else None,
             start_new_session=True,
-            preexec_fn=_child_setup(nice),
+            preexec_fn=_die_with_parent,
         )
 
 
@@ -100,9 +90,10 @@ async def _group_gone(pgid: int, timeout: float) -> bool:
     return False
 
 
-def _live_members(pgid: int) -> bool:
-    """Whether a process of group ``pgid`` is still running. Zombies do not count: they
-    hold nothing, and where PID 1 does not reap orphans they never go."""
+def _group_members(pgid: int) -> list[int]:
+    """The running processes of group ``pgid``. Zombies do not count: they hold
+    nothing, and where PID 1 does not reap orphans they never go."""
+    members = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -112,8 +103,32 @@ def _live_members(pgid: int) -> bool:
             continue
         # After "pid (comm) ": state, ppid, pgrp.
         if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+            members.append(int(entry.name))
+    return members
+
+
+def _live_members(pgid: int) -> bool:
+    return bool(_group_members(pgid))
+
+
+def lower_priority(pgid: int, nice: int) -> int:
+    """Give every thread of every process of group ``pgid`` ``nice`` above the
+    supervisor's own priority (capped at 19), never raising one: the number of threads
+    changed. On Linux a nice value belongs to a thread (setpriority(2) on a thread id),
+    and a thread started later inherits its creator's, so every existing thread is set."""
+    target = min(os.getpriority(os.PRIO_PROCESS, 0) + nice, 19)
+    changed = 0
+    for pid in _group_members(pgid):
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:  # gone meanwhile
+            continue
+        for tid in tids:
+            with contextlib.suppress(OSError):  # gone meanwhile, or not ours
+                if os.getpriority(os.PRIO_PROCESS, tid) < target:
+                    os.setpriority(os.PRIO_PROCESS, tid, target)
+                    changed += 1
+    return changed
 
 
 def pid_alive(pid: int) -> bool:

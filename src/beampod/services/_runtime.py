@@ -14,7 +14,7 @@ import os
 import re
 import sys
 
-from beampod.config import LoadedPod, PodConfig
+from beampod.config import LoadedPod, PodConfig, this_host
 from beampod.envs import InstrumentRuntime, instrument_runtime
 from beampod.services._spec import ServiceSpec
 
@@ -55,6 +55,14 @@ def service_instrument(config: PodConfig, name: str) -> str | None:
     raise ValueError(f"service {name!r}: no rule says which instrument it belongs to")
 
 
+def service_host(config: PodConfig, name: str) -> str:
+    """The host service ``name`` runs on: ``central_host`` for a central service, else
+    its instrument's ``host`` (docs/deploy.md, Placement). ValueError as
+    :func:`service_instrument`."""
+    instrument = service_instrument(config, name)
+    return config.central_host if instrument is None else config.instruments[instrument].host
+
+
 def with_runtime(
     spec: ServiceSpec, runtime: InstrumentRuntime, inherited: str | None = None
 ) -> ServiceSpec:
@@ -73,12 +81,23 @@ def with_runtime(
 
 
 def up_services(pod: LoadedPod) -> list[ServiceSpec]:
-    """What ``beampod up`` runs: ``pod_services`` with every instrument's runtime."""
+    """What ``beampod up`` runs: ``pod_services`` with every instrument's runtime; with
+    ``BEAMPOD_HOST`` set (``beampod up --host NAME``), only the services of that host,
+    and a dependency on another host's service is left to that host."""
     from beampod.services._catalog import pod_services
 
     runtimes: dict[str, InstrumentRuntime] = {}
     out = []
-    for spec in pod_services(pod):
+    host = this_host(pod.config)
+    specs = pod_services(pod)
+    if host is not None:
+        specs = [s for s in specs if _host_or_none(pod.config, s.name) in (host, None)]
+        here = {s.name for s in specs}
+        specs = [
+            dataclasses.replace(s, depends_on=tuple(d for d in s.depends_on if d in here))
+            for s in specs
+        ]
+    for spec in specs:
         try:
             inst = service_instrument(pod.config, spec.name)
         except ValueError:
@@ -90,3 +109,10 @@ def up_services(pod: LoadedPod) -> list[ServiceSpec]:
             runtimes[inst] = instrument_runtime(pod, inst)
         out.append(with_runtime(spec, runtimes[inst], os.environ.get("PYTHONPATH")))
     return out
+
+
+def _host_or_none(config: PodConfig, name: str) -> str | None:
+    try:
+        return service_host(config, name)
+    except ValueError:
+        return None  # placed by no rule: it runs wherever ``up`` runs

@@ -40,8 +40,9 @@ class ServiceSpec:
     start_early: bool = False
     ports: tuple[PortClaim, ...] = ()
     ready_timeout: float = 60.0
-    # Added to the process's nice value (pod.background_nice for what works in the
-    # background, so a busy machine gives the RunEngine its cores first).
+    # Added to the process's nice value once it is ready (pod.background_nice for what
+    # works in the background, so a busy machine gives the RunEngine its cores first);
+    # it starts at normal priority, since `up` waits for it.
     nice: int = 0
     stop_signal: int = signal.SIGTERM
     stop_timeout: float = 10.0

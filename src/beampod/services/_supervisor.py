@@ -239,13 +239,17 @@ class Supervisor:
                 fh.write(f"--- beampod: starting {spec.name} at {time.ctime()} ---\n")
             # BEAMPOD_HOME tells every service (and its children) which pod it belongs to.
             env = {"BEAMPOD_HOME": str(self._home.root), **spec.env}
-            svc.proc = await _process.spawn(spec.argv, env, log, spec.cwd, spec.nice)
+            # A background service starts at normal priority (its start is on `up`'s
+            # critical path: Tiled is the slowest service) and yields once ready.
+            svc.proc = await _process.spawn(spec.argv, env, log, spec.cwd)
             started = time.time()
             self._update(
                 svc, state="starting", pid=svc.proc.pid, started_at=started, health="", message=""
             )
             reason = await self._wait_ready(svc, svc.proc, offset)
             if reason is None:
+                if spec.nice:
+                    await asyncio.to_thread(_process.lower_priority, svc.proc.pid, spec.nice)
                 self._update(svc, state="ready", ready_at=time.time(), health="ok", message="")
                 self._progress(
                     f"{spec.name} ready in {time.time() - started:.1f} s"

@@ -4,8 +4,9 @@ CA clients (libca under pyepics, caproto's sync client) register with a repeater
 ``EPICS_CA_REPEATER_PORT`` at start; when none answers, libca tries to start the
 ``caRepeater`` executable (which pyepics does not ship: "caRepeater couldn't be
 located", "unable to contact CA repeater") and caproto spawns one that outlives the
-client. Serving the port from the pod removes both. It binds ``pod.bind`` (loopback by
-default), like every other service.
+client. Serving the port from the pod removes both. It serves the clients of its own
+host only, which register at 127.0.0.1: it binds 127.0.0.1, or a wildcard when the
+host's bind is one (docs/facility.md, Hosts).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import socket
 from collections.abc import Awaitable, Callable
 
-from beampod.config import LoadedPod
+from beampod.config import WILDCARDS, LoadedPod, instrument_bind, loopback_for
 from beampod.services._probes import CallableProbe
 from beampod.services._spec import PortClaim, ServiceSpec
 
@@ -28,8 +29,10 @@ def repeater_specs(pod: LoadedPod) -> list[ServiceSpec]:
     """One repeater per pod, when the pod runs simulated IOCs."""
     if not any(inst.iocs for inst in pod.config.instruments.values()):
         return []
-    bind = pod.config.pod.bind
-    host = "127.0.0.1" if bind in ("", "0.0.0.0") else bind
+    bind = instrument_bind(pod.config)  # on the default instrument's host
+    if bind not in WILDCARDS:
+        bind = "127.0.0.1"  # where CA clients register, whatever the host's address
+    host = loopback_for(bind)
     port = pod.config.ca_repeater_port()
     code = f"from caproto.sync.repeater import run; run(host={host!r})"
     return [

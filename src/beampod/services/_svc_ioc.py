@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from beampod.config import IocSettings, LoadedPod, ioc_service_name
+from beampod.config import IocSettings, LoadedPod, instrument_bind, ioc_service_name
 from beampod.errors import ServiceStartError
 from beampod.services._probes import AllProbes, CallableProbe, LogLineProbe, Probe
 from beampod.services._spec import PortClaim, ServiceSpec, python_module
@@ -24,16 +24,24 @@ def ioc_specs(pod: LoadedPod) -> list[ServiceSpec]:
     return [spec for spec, _ in _specs_with_settings(pod)]
 
 
-def ioc_spec(pod: LoadedPod, name: str, ioc: IocSettings, port: int) -> ServiceSpec:
+def ioc_spec(
+    pod: LoadedPod, name: str, ioc: IocSettings, port: int, instrument: str | None = None
+) -> ServiceSpec:
     """One process serving one IOC."""
-    return ioc_group_spec(pod, name, [(ioc, port)])
+    return ioc_group_spec(pod, name, [(ioc, port)], instrument)
 
 
-def ioc_group_spec(pod: LoadedPod, name: str, iocs: list[tuple[IocSettings, int]]) -> ServiceSpec:
-    """One process serving ``iocs``, each on its own port (one IOC: the plain argv)."""
+def ioc_group_spec(
+    pod: LoadedPod,
+    name: str,
+    iocs: list[tuple[IocSettings, int]],
+    instrument: str | None = None,
+) -> ServiceSpec:
+    """One process serving ``iocs``, each on its own port (one IOC: the plain argv), on
+    the host of ``instrument`` (default: the default instrument)."""
     from beampod.sim import READY_WORD, ioc_env, probe_host, probe_pv
 
-    bind = pod.config.pod.bind
+    bind = instrument_bind(pod.config, instrument)
     host = probe_host(bind)
     if len(iocs) == 1:
         argv = python_module("beampod.sim", iocs[0][0].family, "--prefix", iocs[0][0].prefix)
@@ -125,7 +133,7 @@ def _specs_with_settings(pod: LoadedPod) -> list[tuple[ServiceSpec, list[IocSett
     out = []
     for name, (inst_name, iocs) in pod.config.ioc_services().items():
         with_ports = [(ioc, ports[ioc_service_name(inst_name, ioc)]) for ioc in iocs]
-        out.append((ioc_group_spec(pod, name, with_ports), iocs))
+        out.append((ioc_group_spec(pod, name, with_ports, inst_name), iocs))
     return out
 
 

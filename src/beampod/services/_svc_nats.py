@@ -128,7 +128,7 @@ def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
         argv=argv,
         probe=AllProbes(tuple(probes)),
         address=node.url
-        + (f" (route {node.host}:{node.cluster_port})" if node.cluster_port is not None else "")
+        + (f" (route {node.route_host}:{node.cluster_port})" if node.cluster_port else "")
         + (f" (edge {edge.bind}:{node.edge_port})" if edge and node.edge_port else "")
         + (f" (netns {node.netns})" if node.netns is not None else ""),
         ports=tuple(ports),

@@ -10,6 +10,8 @@ from beampod.config import (
     QUEUE_INSTRUMENT_ENV,
     LoadedPod,
     QueueServer,
+    central_address,
+    instrument_bind,
     queue_servers,
 )
 from beampod.services._probes import CallableProbe, HttpProbe
@@ -44,7 +46,7 @@ def manager_spec(
 
     cfg = pod.config
     files = QueueFiles.of(pod.home, server)
-    bind = cfg.pod.bind
+    bind = instrument_bind(cfg, server.instrument)  # the manager runs on its instrument's host
     port = server.settings.control_port
     # Its own instrument's IOCs: the worker builds only that instrument's devices.
     iocs = tuple(
@@ -72,7 +74,7 @@ def manager_spec(
         "ON_STARTUP",
         # The Redis user and password are added in-process by _manager_main, never here.
         "--redis-addr",
-        f"{bind}:{cfg.redis.port}/0",
+        f"{central_address(cfg)}:{cfg.redis.port}/0",
         "--redis-name-prefix",
         server.redis_prefix,
         "--zmq-control-addr",
@@ -136,7 +138,7 @@ def http_spec(pod: LoadedPod, server: QueueServer) -> ServiceSpec:
         probe=HttpProbe(f"{uri}/api/status", headers={"Authorization": f"ApiKey {key}"}),
         address=uri,
         depends_on=(server.manager_service,),
-        ports=(PortClaim(cfg.pod.bind, server.settings.http_port),),
+        ports=(PortClaim(instrument_bind(cfg, server.instrument), server.settings.http_port),),
         prepare=write_config,
         ready_timeout=60.0,
         stop_timeout=10.0,

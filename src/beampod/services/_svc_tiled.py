@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from beampod.config import LoadedPod, PostgresStore
+from beampod.config import LoadedPod, PostgresStore, central_bind
 from beampod.errors import ConfigError
 from beampod.services._probes import AllProbes, CallableProbe, HttpProbe, TcpProbe
 from beampod.services._spec import PortClaim, ServiceSpec, python_module
@@ -131,7 +131,7 @@ def tiled_spec(pod: LoadedPod) -> ServiceSpec:
             )
         ),
         address=url,
-        ports=(PortClaim(pod.config.pod.bind, pod.config.tiled.port),),
+        ports=(PortClaim(central_bind(pod.config), pod.config.tiled.port),),
         depends_on=("postgres",) if embedded_postgres(pod) else (),
         # Importing the server alone takes ~6 s on a quiet 2-core machine and over a
         # minute on a loaded one; a start that gives up early only starts it again.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from beampod.config import LoadedPod, queue_servers
+from beampod.config import LoadedPod, instrument_bind, queue_servers
 from beampod.services._probes import HttpProbe
 from beampod.services._spec import PortClaim, ServiceSpec, python_module
 
@@ -34,7 +34,7 @@ def web_specs(pod: LoadedPod) -> list[ServiceSpec]:
             address=web_url(pod),
             depends_on=tuple(depends),
             start_early=True,
-            ports=(PortClaim(cfg.pod.bind, cfg.web.port),),
+            ports=(PortClaim(instrument_bind(cfg), cfg.web.port),),
             ready_timeout=60.0,
             stop_timeout=10.0,
         )

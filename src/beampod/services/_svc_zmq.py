@@ -1,13 +1,13 @@
 """bluesky's 0MQ proxy (``bluesky-0MQ-proxy``) for a pod with ``bus.transport: zmq``.
 
 RunEngines publish to ``in_port``, subscribers (the writer, ``beampod tail``, live views)
-subscribe on ``out_port``; both bound to loopback (``pod.bind`` unless that is a
+subscribe on ``out_port``; both bound to the central host's bind (loopback unless that is a
 wildcard: 0MQ has no authentication here).
 """
 
 from __future__ import annotations
 
-from beampod.config import LoadedPod, ZmqBus
+from beampod.config import LoadedPod, ZmqBus, central_bind, loopback_for
 from beampod.services._probes import AllProbes, TcpProbe
 from beampod.services._spec import PortClaim, ServiceSpec, python_module
 
@@ -15,8 +15,8 @@ SERVICE = "zmq-proxy"
 
 
 def zmq_host(pod: LoadedPod) -> str:
-    bind = pod.config.pod.bind
-    return "127.0.0.1" if bind in ("0.0.0.0", "", "::") else bind
+    """Where the proxy binds: the central host's bind, never a wildcard."""
+    return loopback_for(central_bind(pod.config))
 
 
 def zmq_specs(pod: LoadedPod) -> list[ServiceSpec]:

@@ -44,7 +44,8 @@ def ioc_env(bind: str, port: int, repeater_port: int | None = None) -> dict[str,
         "EPICS_CA_SERVER_PORT": str(port),
         "EPICS_CAS_SERVER_PORT": str(port),
         "EPICS_CAS_AUTO_BEACON_ADDR_LIST": "NO",
-        "EPICS_CAS_BEACON_ADDR_LIST": loopback,
+        # The repeater of this host listens on 127.0.0.1 (services/_svc_ca.py).
+        "EPICS_CAS_BEACON_ADDR_LIST": "127.0.0.1",
         "EPICS_CA_AUTO_ADDR_LIST": "NO",
         "EPICS_CA_ADDR_LIST": f"{loopback}:{port}",
         "PYTHONUNBUFFERED": "1",
@@ -53,4 +54,4 @@ def ioc_env(bind: str, port: int, repeater_port: int | None = None) -> dict[str,
 
 def probe_host(bind: str) -> str:
     """The address a local client uses to reach a server bound to ``bind``."""
-    return "127.0.0.1" if bind in ("", "0.0.0.0") else bind
+    return "127.0.0.1" if bind in ("", "0.0.0.0", "*", "::") else bind

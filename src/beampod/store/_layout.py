@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from beampod.config import LoadedPod, PostgresStore
+from beampod.config import LoadedPod, PostgresStore, central_address
 from beampod.errors import ConfigError
 
 # Database name and role the embedded PostgreSQL is initialised with.
@@ -121,11 +121,8 @@ def store_uris(pod: LoadedPod) -> StoreUris:
 
 
 def tiled_url(pod: LoadedPod) -> str:
-    """Base URL clients use to reach the pod's Tiled server."""
-    host = pod.config.pod.bind
-    # A wildcard bind address is where the server listens, not where to connect.
-    if host in ("0.0.0.0", "", "::"):
-        host = "127.0.0.1"
+    """Base URL this process reaches the pod's Tiled server at (a central service)."""
+    host = central_address(pod.config)
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{pod.config.tiled.port}"

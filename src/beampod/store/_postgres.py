@@ -25,6 +25,7 @@ from pathlib import Path
 from beampod.config import LoadedPod, PodHome, PostgresStore, load_pod
 from beampod.errors import BeampodError, ConfigError, StoreError
 from beampod.store._layout import PG_DATABASE, PG_USER, StoreLayout, layout_of
+from beampod.store._pools import ConnectionPools
 
 SYSTEM_USER = "pgserver"
 
@@ -150,6 +151,7 @@ def postgres_argv(pod: LoadedPod) -> list[str]:
     store = pod.config.store
     if not isinstance(store, PostgresStore):
         raise ConfigError("config.yaml", ["store.backend is not postgres"])
+    pools = ConnectionPools.for_instruments(len(pod.config.instruments))
     return [
         str(bin_path("postgres")),
         "-D",
@@ -164,6 +166,8 @@ def postgres_argv(pod: LoadedPod) -> list[str]:
         # Logs go to stderr, which the supervisor captures into postgres.log.
         "-c",
         "logging_collector=off",
+        "-c",
+        f"max_connections={pools.postgres_max_connections}",
     ]
 
 

@@ -18,12 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from beampod.config import LoadedPod, PodHome, load_pod
+from beampod.config import LoadedPod, PodHome, central_bind, load_pod
 from beampod.errors import BeampodError, StoreError
 from beampod.store._auth import ApiKeyGate, ASGIApp, Role
 from beampod.store._catalogdb import init_catalog
 from beampod.store._health import health_container
 from beampod.store._layout import layout_of, store_uris
+from beampod.store._pools import ConnectionPools
 
 log = logging.getLogger("beampod.store.server")
 
@@ -41,6 +42,7 @@ def build_catalog(pod: LoadedPod) -> Any:
     layout = layout_of(pod)
     layout.make_dirs()
     init_catalog(uris.catalog)
+    pools = ConnectionPools.for_instruments(len(pod.config.instruments))
     catalog = from_uri(
         uris.catalog,
         writable_storage=[layout.arrays_dir, uris.tables],
@@ -48,6 +50,11 @@ def build_catalog(pod: LoadedPod) -> Any:
         # An in-process streaming cache lets clients subscribe to live runs and makes
         # TiledWriter's close_stream() calls meaningful; it holds no durable state.
         cache_config=StreamingCacheConfig(uri="memory").model_dump(),
+        # Ignored by SQLite (no pool); on PostgreSQL one base connection per instrument.
+        catalog_pool_size=pools.pool_size,
+        catalog_max_overflow=pools.max_overflow,
+        storage_pool_size=pools.pool_size,
+        storage_max_overflow=pools.max_overflow,
     )
     if uris.backend == "sqlite":
         _use_wal(layout.catalog_db, layout.tables_db)
@@ -229,7 +236,7 @@ def serve(pod: LoadedPod) -> None:
 
     app = build_store_app(pod, only_app=True)
     quiet_gc()
-    host, port = pod.config.pod.bind, pod.config.tiled.port
+    host, port = central_bind(pod.config), pod.config.tiled.port
     uris = store_uris(pod)
     log.info("tiled store (%s backend) on http://%s:%d", uris.backend, host, port)
     # access_log off: uvicorn would log request lines; request URLs never carry keys

@@ -13,7 +13,7 @@ def main() -> int:
     preload(["uvicorn", "beampod.web._app", "beampod.web._pages", "beampod.web._streams"])
     import uvicorn
 
-    from beampod.config import PodHome, load_pod
+    from beampod.config import PodHome, instrument_bind, load_pod
     from beampod.instrument import apply_ca_client_env
     from beampod.web import build_app, build_console, web_url
 
@@ -26,7 +26,7 @@ def main() -> int:
     # No access log: nothing about requests (cookies, forms) ends up in the pod's logs.
     uvicorn.run(
         app,
-        host=pod.config.pod.bind,
+        host=instrument_bind(pod.config),  # the default instrument's host
         port=pod.config.web.port,
         access_log=False,
         log_level="warning",

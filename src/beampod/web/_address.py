@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from beampod.config import LoadedPod
-from beampod.sim import probe_host
+from beampod.config import LoadedPod, instrument_address
 
 HEALTH_PATH = "/healthz"
 
 
 def web_url(pod: LoadedPod) -> str:
-    return f"http://{probe_host(pod.config.pod.bind)}:{pod.config.web.port}"
+    """Where this process reaches the console (on the default instrument's host)."""
+    return f"http://{instrument_address(pod.config)}:{pod.config.web.port}"

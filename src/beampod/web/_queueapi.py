@@ -12,9 +12,8 @@ from typing import Any
 
 import httpx
 
-from beampod.config import LoadedPod, QueueServer, queue_servers
+from beampod.config import LoadedPod, QueueServer, instrument_address, queue_servers
 from beampod.errors import BeampodError
-from beampod.sim import probe_host
 
 
 class QueueUnavailable(BeampodError):
@@ -50,7 +49,8 @@ def queue_keys(pod: LoadedPod, instrument: str | None = None) -> tuple[str, str]
 def queue_url(pod: LoadedPod, instrument: str | None = None) -> str:
     server = console_queue(pod, instrument)
     port = server.settings.http_port if server else pod.config.queue.http_port
-    return f"http://{probe_host(pod.config.pod.bind)}:{port}"
+    host = instrument_address(pod.config, server.instrument if server else None)
+    return f"http://{host}:{port}"
 
 
 class QueueApi:

@@ -1,0 +1,42 @@
+"""How many database connections Tiled may hold, sized by the number of instruments.
+
+Tiled's SQL catalog and its SQL table storage each keep a SQLAlchemy pool, 5 connections
+plus 10 overflow by default, and a request waiting longer than 30 s for a connection
+fails with 500. Every instrument has a writer and, typically, a reader or live view
+asking at once; in a facility of 25 on one Tiled the default 15 were taken and writers'
+appends failed (QueuePool timeouts) and were retried, adding load. So each pool gets a
+base connection per instrument, and the embedded PostgreSQL's ``max_connections`` is
+raised to what both pools can open at most, plus a reserve for the writer's bootstrap
+and for an administrator (``psql``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Tiled's own default base size, kept as the floor for a pod of one instrument.
+MIN_POOL = 5
+OVERFLOW = 10
+#: Connections beyond both pools' maximum: superuser reserve (3) and a few clients.
+RESERVE = 20
+#: PostgreSQL's default ``max_connections``; never configured lower than this.
+POSTGRES_DEFAULT_MAX = 100
+
+
+@dataclass(frozen=True)
+class ConnectionPools:
+    pool_size: int
+    max_overflow: int
+
+    @classmethod
+    def for_instruments(cls, instruments: int) -> ConnectionPools:
+        return cls(pool_size=max(MIN_POOL, instruments), max_overflow=OVERFLOW)
+
+    @property
+    def most_per_pool(self) -> int:
+        return self.pool_size + self.max_overflow
+
+    @property
+    def postgres_max_connections(self) -> int:
+        """Room for the catalog's and the table storage's pools at their largest."""
+        return max(POSTGRES_DEFAULT_MAX, 2 * self.most_per_pool + RESERVE)
