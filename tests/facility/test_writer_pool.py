@@ -1,4 +1,4 @@
-"""A writer pool (``pod.writer_pool_size``, docs/adr/0019-writer-pool.md): one process
+"""A writer pool (``pod.writer_pool_size``, docs/adr/0020-writer-pool.md): one process
 storing two instruments, each with its own bus user, Tiled key and durable consumer.
 
 A slim facility of two instruments (one NATS node, PostgreSQL behind Tiled, no IOCs:

@@ -97,7 +97,7 @@ class PodSettings(Strict):
         "time, into one process (service writer-pool-<k>) that runs an independent writer "
         "per instrument, each with that instrument's own bus user, Tiled key and durable "
         "consumer; they share the libraries (~150 MB resident) instead of loading them "
-        "once each (docs/adr/0019-writer-pool.md).",
+        "once each (docs/adr/0020-writer-pool.md).",
     )
 
 

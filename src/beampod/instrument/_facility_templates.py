@@ -60,7 +60,7 @@ pod:
   bind: 127.0.0.1
   # A writer process per instrument (1). N: the writers of N instruments of one host and
   # cycle share a process, each still with its own keys and consumer: ~130 MB resident
-  # less per pooled instrument (beampod's docs/adr/0019-writer-pool.md).
+  # less per pooled instrument (beampod's docs/adr/0020-writer-pool.md).
   writer_pool_size: 1
 
 # Machines of the facility. Each instrument runs on one (`host:`), the central services

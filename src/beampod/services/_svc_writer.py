@@ -50,7 +50,7 @@ def _pool_health(pod: LoadedPod, members: list[str]) -> Probe | None:
 
 def writer_specs(pod: LoadedPod) -> list[ServiceSpec]:
     """A writer process per instrument, or per pool of ``pod.writer_pool_size``
-    instruments (NATS only; docs/adr/0019-writer-pool.md)."""
+    instruments (NATS only; docs/adr/0020-writer-pool.md)."""
     bus_deps, source = _bus_deps(pod)
     deps = ("tiled", *bus_deps)
     n = len(pod.config.instruments)

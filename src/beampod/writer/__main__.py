@@ -69,7 +69,7 @@ def main() -> int:
         "--instrument",
         required=True,
         action="append",
-        help="an instrument to store; several: a writer pool (NATS only, ADR 0019)",
+        help="an instrument to store; several: a writer pool (NATS only, ADR 0020)",
     )
     args = parser.parse_args()
 

@@ -4,7 +4,7 @@ Each member is the same writer a process of its own runs: its instrument's bus u
 (``NatsConnection.from_pod(pod, instrument, role="writer")``), its own Tiled key (its
 own sink), its own durable consumer, held-early buffer, window and stats. They share
 the event loop, the libraries and a thread pool for Tiled's blocking client, nothing
-else (docs/adr/0019-writer-pool.md).
+else (docs/adr/0020-writer-pool.md).
 
 Faults stay per member. A member whose loop ends with an error (its Tiled key refused,
 a bug) is logged with the reason and started again after a backoff, in this process,
