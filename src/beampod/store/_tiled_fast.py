@@ -116,5 +116,5 @@ def install_fast_lookup() -> bool:
     if upstream_lookup_hash() != PINNED_LOOKUP_SHA256:
         log.warning("tiled's lookup_adapter changed; node lookups left to tiled")
         return False
-    CatalogNodeAdapter.lookup_adapter = fast_lookup(current)  # type: ignore[method-assign]
+    CatalogNodeAdapter.lookup_adapter = fast_lookup(current)
     return True
