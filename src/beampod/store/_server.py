@@ -25,6 +25,8 @@ from beampod.store._catalogdb import init_catalog
 from beampod.store._health import health_container
 from beampod.store._layout import layout_of, store_uris
 from beampod.store._pools import ConnectionPools
+from beampod.store._tiled_asgi import replace_request_hooks
+from beampod.store._tiled_fast import install_fast_lookup
 
 log = logging.getLogger("beampod.store.server")
 
@@ -139,6 +141,7 @@ def build_store_app(
         authentication=Authentication(single_user_api_key=key),
         serialization_registry=serialization_registry(),
     )
+    replace_request_hooks(app)  # one plain ASGI call instead of five task hops
     if only_app:
         apply_settings_override(app)
     s = pod.secrets
@@ -234,6 +237,7 @@ def quiet_gc() -> None:
 def serve(pod: LoadedPod) -> None:
     import uvicorn
 
+    install_fast_lookup()  # this process serves only this app (docs/store.md)
     app = build_store_app(pod, only_app=True)
     quiet_gc()
     host, port = central_bind(pod.config), pod.config.tiled.port

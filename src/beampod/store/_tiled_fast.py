@@ -1,0 +1,120 @@
+"""Cheaper node lookups in the Tiled server (its process only; tiled's own code untouched).
+
+Every request names a node by its path (``/demo/<run uid>/primary/internal``) and
+tiled's ``CatalogNodeAdapter.lookup_adapter`` builds a new SQLAlchemy statement for it:
+one ``aliased(Node)`` per path segment, joined, plus the eager loads of the node's data
+sources. Building that statement (aliases, their column collections, the options) was
+the largest single part of Tiled's CPU per table append here (py-spy: ~40 % of the
+event loop's busy samples), and SQLAlchemy's compiled cache could not spare it: the
+statement is built before the cache is asked.
+
+:func:`install_fast_lookup` swaps in a lookup that builds that statement once per path
+depth, with the segments and the starting node as bound parameters, and executes it
+with the request's values. It runs the same SQL, in the same session, at every
+request, so nothing is cached but the statement's *shape*: a new run is found at once,
+a deleted one is gone at once, metadata is always the stored one. Whatever that fast
+statement does not answer goes to tiled's own method unchanged: a node under search
+conditions or access filters, and a path that does not end at a catalog node (a path
+into a file's internals, or no such node: tiled raises its ``NoEntry``).
+
+Pinned: :data:`PINNED_LOOKUP_SHA256` is the hash of the tiled method this replaces;
+when tiled changes that method the override is not installed (logged) and
+``tests/store/test_tiled_fast.py`` fails, so the statement is re-checked against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+log = logging.getLogger("beampod.store.server")
+
+# sha256 of ``inspect.getsource(CatalogNodeAdapter.lookup_adapter)`` in the locked tiled.
+PINNED_LOOKUP_SHA256 = "49f72db48ef45fd5ebbb7c9c71368aee7c5f9dc7f7681472517404292ab093bf"
+_MARK = "_beampod_fast_lookup"
+
+Lookup = Callable[[Any, list[str]], Awaitable[Any]]
+
+
+def upstream_lookup_hash() -> str:
+    from tiled.catalog.adapter import CatalogNodeAdapter
+
+    method = getattr(CatalogNodeAdapter.lookup_adapter, "__wrapped__", None)
+    method = method or CatalogNodeAdapter.lookup_adapter
+    return hashlib.sha256(inspect.getsource(method).encode()).hexdigest()
+
+
+class _Statements:
+    """One prepared lookup statement per path depth (built on first use)."""
+
+    def __init__(self) -> None:
+        self._by_depth: dict[int, Any] = {}
+
+    def for_depth(self, depth: int) -> Any:
+        statement = self._by_depth.get(depth)
+        if statement is None:
+            statement = self._by_depth[depth] = _lookup_statement(depth)
+        return statement
+
+
+def _lookup_statement(depth: int) -> Any:
+    """tiled's ``node_from_segments`` + the eager loads of ``lookup_adapter``, with the
+    root id (``root_id``) and the segments (``k0``, ``k1``, ...) as bound parameters."""
+    from sqlalchemy import bindparam, select
+    from sqlalchemy.orm import aliased, selectinload
+    from tiled.catalog import orm
+
+    nodes = [aliased(orm.Node) for _ in range(depth)] + [orm.Node]
+    statement = select(nodes[-1]).select_from(nodes[0])
+    statement = statement.where(nodes[0].id == bindparam("root_id"))
+    for i in range(depth):
+        parent, child = nodes[i], nodes[i + 1]
+        statement = statement.join(child, child.parent == parent.id).where(
+            child.key == bindparam(f"k{i}")
+        )
+    return statement.options(
+        selectinload(orm.Node.data_sources).selectinload(orm.DataSource.structure)
+    )
+
+
+def fast_lookup(original: Lookup) -> Lookup:
+    """``lookup_adapter`` with a prepared statement; ``original`` for everything else."""
+    from tiled.catalog.adapter import STRUCTURES
+
+    statements = _Statements()
+
+    async def lookup_adapter(self: Any, segments: list[str]) -> Any:
+        if not segments or self.conditions or self.access_filters:
+            return await original(self, segments)
+        params: dict[str, Any] = {f"k{i}": key for i, key in enumerate(segments)}
+        params["root_id"] = self.node.id
+        async with self.context.session() as db:
+            node = (await db.execute(statements.for_depth(len(segments)), params)).scalar()
+        if node is None:
+            # Inside a file's internals, or no such node: tiled's own walk decides.
+            return await original(self, segments)
+        return STRUCTURES[node.structure_family](self.context, node)
+
+    lookup_adapter.__wrapped__ = original  # type: ignore[attr-defined]
+    setattr(lookup_adapter, _MARK, True)
+    return lookup_adapter
+
+
+def install_fast_lookup() -> bool:
+    """Replace tiled's ``CatalogNodeAdapter.lookup_adapter`` in this process (once).
+
+    Only when tiled's method is the one this was written against (its source hash);
+    returns whether the fast lookup is in place."""
+    from tiled.catalog.adapter import CatalogNodeAdapter
+
+    current = CatalogNodeAdapter.lookup_adapter
+    if getattr(current, _MARK, False):
+        return True
+    if upstream_lookup_hash() != PINNED_LOOKUP_SHA256:
+        log.warning("tiled's lookup_adapter changed; node lookups left to tiled")
+        return False
+    CatalogNodeAdapter.lookup_adapter = fast_lookup(current)
+    return True

@@ -1,0 +1,139 @@
+"""The Tiled server's per-request savings (``_tiled_fast.py``, ``_tiled_asgi.py``).
+
+Pinned to the locked tiled: when tiled's ``lookup_adapter`` or ``build_app`` changes,
+the first tests fail, so the replacements are checked against the new code (at run
+time they then stand aside and tiled's own code runs). The others check, on a real
+server, that nothing is cached that could go stale and that tiled's request hooks
+still do their work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from beampod.store._tiled_asgi import (
+    PINNED_BUILD_APP_SHA256,
+    TiledRequestHooks,
+    replace_request_hooks,
+    upstream_build_app_hash,
+)
+from beampod.store._tiled_fast import (
+    PINNED_LOOKUP_SHA256,
+    install_fast_lookup,
+    upstream_lookup_hash,
+)
+from tests.store.conftest import Server, make_pod
+
+
+def test_pinned_to_the_locked_tiled() -> None:
+    assert upstream_lookup_hash() == PINNED_LOOKUP_SHA256, "tiled's lookup_adapter moved"
+    assert upstream_build_app_hash() == PINNED_BUILD_APP_SHA256, "tiled's build_app moved"
+
+
+def test_fast_lookup_builds_no_statement_per_request(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from tiled.catalog import adapter as tiled_adapter
+    from tiled.catalog import in_memory
+    from tiled.server.core import NoEntry
+    from tiled.structures.core import StructureFamily
+
+    # Restored at teardown: the override is process-wide.
+    monkeypatch.setattr(
+        tiled_adapter.CatalogNodeAdapter,
+        "lookup_adapter",
+        tiled_adapter.CatalogNodeAdapter.lookup_adapter,
+    )
+    assert install_fast_lookup()
+    assert install_fast_lookup()  # idempotent
+
+    built: list[Any] = []
+    original = tiled_adapter.node_from_segments
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        built.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tiled_adapter, "node_from_segments", counting)
+
+    async def scenario() -> None:
+        catalog = in_memory(writable_storage=[str(tmp_path)])
+        await catalog.startup()
+        try:
+            a = await catalog.create_node(StructureFamily.container, metadata={"n": 1}, key="a")
+            await a.create_node(StructureFamily.container, metadata={"n": 2}, key="b")
+            node = await catalog.lookup_adapter(["a", "b"])
+            assert node.metadata() == {"n": 2}
+            assert built == []  # served by the prepared statement
+            # A node created after the first lookups is found at once, and deep paths
+            # from a non-root node too.
+            await a.create_node(StructureFamily.container, metadata={"n": 3}, key="c")
+            assert (await catalog.lookup_adapter(["a", "c"])).metadata() == {"n": 3}
+            assert (await a.lookup_adapter(["c"])).metadata() == {"n": 3}
+            # A missing node goes to tiled's own walk, which says NoEntry.
+            with pytest.raises(NoEntry):
+                await catalog.lookup_adapter(["a", "missing"])
+            assert built, "tiled's own lookup handles what the fast one cannot find"
+        finally:
+            await catalog.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_hooks_replaced_in_the_app(tmp_path: Path) -> None:
+    from starlette.middleware.base import BaseHTTPMiddleware
+    from tiled.server.app import build_app
+
+    from beampod.store._server import build_catalog
+
+    pod = make_pod(tmp_path / "pod")
+    app = build_app(build_catalog(pod))
+    assert replace_request_hooks(app)
+    classes = [m.cls for m in app.user_middleware]
+    assert TiledRequestHooks in classes
+    assert BaseHTTPMiddleware not in classes
+    assert not replace_request_hooks(app)  # the six are gone: nothing left to replace
+
+
+def _get(server: Server, path: str, **kw: Any) -> httpx.Response:
+    headers = {"Authorization": f"Apikey {server.key('writer')}", **kw.pop("headers", {})}
+    return httpx.get(f"{server.url}{path}", headers=headers, trust_env=False, **kw)
+
+
+def test_server_hooks_still_work(tiled_server: Server) -> None:
+    resp = _get(tiled_server, "/api/v1/metadata/demo")
+    assert resp.status_code == 200
+    # capture_metrics: Server-Timing with the app's time (and the routes' own timings)
+    assert "app;dur=" in resp.headers["server-timing"]
+    # double_submit_cookie_csrf_protection: a fresh CSRF cookie for a request without one
+    from tiled.server.utils import CSRF_COOKIE_NAME
+
+    assert f"{CSRF_COOKIE_NAME}=" in resp.headers.get("set-cookie", "")
+    # client_compatibility_check: a Python client older than tiled accepts is refused
+    old = _get(
+        tiled_server, "/api/v1/metadata/demo", headers={"User-Agent": "python-tiled/0.1.0a1"}
+    )
+    assert old.status_code == 400
+    assert "0.1.0a1" in old.json()["detail"]
+
+
+def test_new_and_deleted_nodes_seen_at_once(tiled_server: Server) -> None:
+    from beampod.store._client import connect
+
+    url = tiled_server.url
+    demo = connect(f"{url}/api/v1/metadata/demo", tiled_server.key("writer"))
+    for n in range(2):  # the same key twice: deleted, then created again (a new node id)
+        node = demo.create_container("fast-lookup-probe", metadata={"n": n})
+        node.create_container("inner", metadata={"n": n})
+        resp = _get(tiled_server, "/api/v1/metadata/demo/fast-lookup-probe/inner")
+        assert resp.json()["data"]["attributes"]["metadata"] == {"n": n}
+        node.delete(recursive=True)
+        assert (
+            _get(tiled_server, "/api/v1/metadata/demo/fast-lookup-probe/inner").status_code == 404
+        )
+        assert _get(tiled_server, "/api/v1/metadata/demo/fast-lookup-probe").status_code == 404
