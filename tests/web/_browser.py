@@ -50,14 +50,28 @@ def screenshot(page: Any, name: str) -> None:
 def wait_js(page: Any, expression: str, timeout_s: float = 120.0) -> Any:
     """Poll a JavaScript expression until it is truthy. (Playwright's wait_for_function
     evaluates strings inside the page, which the console's Content-Security-Policy
-    forbids, rightly; ``evaluate`` goes through the DevTools protocol instead.)"""
+    forbids, rightly; ``evaluate`` goes through the DevTools protocol instead.)
+
+    Right after a click that navigates, the new document may not have parsed the
+    element yet, or the old one is being torn down: an evaluation error then means
+    "not yet", and the last one is reported if the deadline passes."""
     import time
 
+    from playwright.sync_api import Error as PlaywrightError
+
     deadline = time.monotonic() + timeout_s
+    last_error = ""
     while True:
-        value = page.evaluate(f"() => ({expression})")
+        try:
+            value = page.evaluate(f"() => ({expression})")
+        except PlaywrightError as exc:
+            value, last_error = None, str(exc).splitlines()[0]
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {expression}")
+            seen = page.evaluate("() => document.body ? document.body.innerText.slice(0, 300) : ''")
+            raise AssertionError(
+                f"timed out after {timeout_s:.0f}s waiting for {expression} on {page.url}"
+                f"{'; last error: ' + last_error if last_error else ''}; the page shows: {seen!r}"
+            )
         page.wait_for_timeout(100)
