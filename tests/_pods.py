@@ -65,6 +65,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def without_queue_agent_web(cfg: dict[str, Any]) -> None:
+    """No queue server (manager, worker, HTTP API, Redis), agent or web console: for pods
+    whose tests only publish, store and read back. Fewer processes to start and to keep
+    idle next to the tests that run at the same time on the other worker."""
+    for optional in ("queue", "agent", "web"):
+        cfg[optional]["enabled"] = False
+
+
+def data_path_only(cfg: dict[str, Any]) -> None:
+    """Only what the data path needs (bus, writer, Tiled): no simulated IOCs either (the
+    runs come from a session of ophyd.sim devices, ``tests/datapath/_emitter.py``)."""
+    cfg["instruments"]["demo"]["iocs"] = []
+    without_queue_agent_web(cfg)
+
+
 def postgres_config(cfg: dict[str, Any]) -> None:
     """The store on the embedded PostgreSQL (pgserver's binaries as the postgres service)."""
     cfg["store"] = {"backend": "postgres", "port": free_port()}

@@ -26,7 +26,7 @@ import pytest
 
 from beampod.bus import NatsConnection, dead_letter_stream_name, nats_nodes
 from beampod.config import LoadedPod, stream_name
-from tests._pods import started_pod
+from tests._pods import data_path_only, started_pod
 from tests.cluster._netns import NetnsLab, netns_or_reason
 from tests.conftest import beampod_cli, processes_using
 from tests.datapath._helpers import (
@@ -46,6 +46,7 @@ NODES = ("nats-0", "nats-1", "nats-2")
 
 
 def _cluster_config(cfg: dict[str, Any], lab: NetnsLab | None) -> None:
+    data_path_only(cfg)  # the runs come from emitters; the cluster is what is under test
     cfg["bus"]["cluster_size"] = 3
     # No monitoring ports: each node's health is asked through the system account.
     assert "monitor_port" not in cfg["bus"]

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from beampod.config import LoadedPod, PodHome, load_pod
-from tests._pods import tmpfs_mounted
+from tests._pods import data_path_only, tmpfs_mounted
 from tests.conftest import beampod_cli, processes_using
 from tests.datapath._helpers import (
     Emitter,
@@ -52,12 +52,9 @@ def short_grace_pod() -> Iterator[LoadedPod]:
     cfg = yaml.safe_load(home.config_file.read_text())
     cfg["pod"]["health"] = {"degraded_after_s": 5, "restart_after_s": 15}
     cfg["bus"].setdefault("stream", {})["max_bytes_gb"] = 0.02
-    # What the faults touch (bus, writer, Tiled) and no more: the RunEngine is the
-    # emitter's, of ophyd.sim devices. Without IOCs, queue, agent and web the pod starts
-    # 5 services, not 14, and leaves the CPU to the recovery under test.
-    cfg["instruments"]["demo"]["iocs"] = []
-    for optional in ("queue", "agent", "web"):
-        cfg[optional]["enabled"] = False
+    # What the faults touch (bus, writer, Tiled) and no more: the pod starts 5 services,
+    # not 14, and leaves the CPU to the recovery under test.
+    data_path_only(cfg)
     home.config_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
     try:
         with tmpfs_mounted(root / "data" / "tiled"), tmpfs_mounted(root / "data" / "nats"):
