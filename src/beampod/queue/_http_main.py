@@ -26,8 +26,9 @@ log = logging.getLogger("beampod.queue.http")
 #: every instrument's HTTP server. Deferred, they load on the first upload instead
 #: (ADR 0013).
 DEFERRED_IMPORTS = ("pandas", "numpy")
-#: httpx's command line (rich, pygments, click), imported by httpx only if installed.
-UNUSED_OPTIONAL_IMPORTS = ("httpx._main",)
+#: httpx's command line (rich, pygments, click), imported by httpx only if installed;
+#: watchfiles, imported by uvicorn (under ``try/except ImportError``) for ``--reload``.
+UNUSED_OPTIONAL_IMPORTS = ("httpx._main", "watchfiles")
 
 
 def lean_imports() -> None:
