@@ -94,7 +94,8 @@ def test_quiet_pipes_still_answer_requests() -> None:
         assert pipe._conn_polling_timeout >= IDLE_WAIT_S
         pipe.add_method(lambda value: value * 2, "double")
         pipe.start()
-        ours.send(json.dumps({"method": "double", "params": {"value": 21}, "jsonrpc": "2.0", "id": 1}))
+        request = {"method": "double", "params": {"value": 21}, "jsonrpc": "2.0", "id": 1}
+        ours.send(json.dumps(request))
         assert ours.poll(60), "no answer"
         assert json.loads(ours.recv())["result"] == 42
         pipe.stop()
