@@ -114,10 +114,26 @@ def quiet_pipe(pipe_class: type[Any], attr: str = "_conn_polling_timeout") -> ty
     return Quiet
 
 
+def quiet_join(process_class: type[Any]) -> type[Any]:
+    """The RE Manager's process class, whose short ``join`` timeouts are raised to
+    :data:`IDLE_WAIT_S`. The watchdog's loop joins the manager with 0.1 s, only to look
+    at the time of the manager's last heartbeat in between: a manager that exits ends
+    the join at once; one that stops sending heartbeats (5 s) is restarted up to 1 s
+    later than before."""
+
+    class Quiet(process_class):
+        def join(self, timeout: float | None = None) -> None:
+            super().join(None if timeout is None else max(timeout, IDLE_WAIT_S))
+
+    Quiet.__name__ = Quiet.__qualname__ = process_class.__name__
+    return Quiet
+
+
 def quiet_queueserver_pipes() -> None:
     """The polling threads of the watchdog and the worker (the forked processes inherit
-    the classes): the receiving pipes and the console output publisher. The manager's
-    sending pipe is wrapped by ``_manager_main`` (with its longer watchdog timeout)."""
+    the classes): the receiving pipes, the console output publisher and the watchdog's
+    join. The manager's sending pipe is wrapped by ``_manager_main`` (with its longer
+    watchdog timeout)."""
     from bluesky_queueserver.manager import start_manager, worker
 
     for module in (start_manager, worker):
@@ -125,6 +141,16 @@ def quiet_queueserver_pipes() -> None:
     start_manager.PublishZMQStreamOutput = quiet_pipe(
         start_manager.PublishZMQStreamOutput, "_polling_timeout"
     )
+    watchdog_class = start_manager.WatchdogProcess
+    manager_class = quiet_join(start_manager.RunEngineManager)
+
+    class QuietWatchdog(watchdog_class):  # type: ignore[valid-type,misc]
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("cls_run_engine_manager", manager_class)
+            super().__init__(**kwargs)
+
+    QuietWatchdog.__name__ = QuietWatchdog.__qualname__ = watchdog_class.__name__
+    start_manager.WatchdogProcess = QuietWatchdog
 
 
 def quiet_ophyd_dispatcher() -> int:
