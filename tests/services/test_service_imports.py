@@ -39,6 +39,9 @@ def test_queue_http_server_maps_no_dataframe_or_array_library(pod: LoadedPod) ->
     packages = mapped_packages(service_pids(pod)["queue-http"])
     assert "zmq" in packages, sorted(packages)  # the check sees what is loaded
     assert not packages & {"pandas", "pyarrow", "numpy", "numexpr"}, sorted(packages)
+    # Nor its authentication database (SQLAlchemy's compiled extensions; the gate
+    # authenticates, ADR 0022), nor uvicorn's --reload watcher.
+    assert not packages & {"sqlalchemy", "watchfiles"}, sorted(packages)
 
 
 def test_queue_manager_and_worker_load_only_their_own(pod: LoadedPod) -> None:
@@ -57,8 +60,10 @@ def test_queue_manager_and_worker_load_only_their_own(pod: LoadedPod) -> None:
     on_manager, on_worker = mapped_packages(manager.pid), mapped_packages(worker.pid)
     # The worker runs plans: bluesky's numpy and pyepics are there ...
     assert {"numpy", "epics", "zmq"} <= on_worker, sorted(on_worker)
-    # ... but not nats-py's websocket transport (aiohttp).
-    assert "aiohttp" not in on_worker, sorted(on_worker)
+    # ... but not nats-py's websocket transport (aiohttp), nor ophyd-async, which the
+    # RunEngine imports only to record its version (with it compress-pickle's lz4 and
+    # tenacity's tornado; ADR 0022): the demo instrument does not use it.
+    assert not on_worker & {"aiohttp", "lz4", "tornado"}, sorted(on_worker)
     # The manager checks plans against their parameters without importing bluesky,
     # and with it numpy.
     assert "zmq" in on_manager and "numpy" not in on_manager, sorted(on_manager)

@@ -26,16 +26,24 @@ log = logging.getLogger("beampod.queue.http")
 #: every instrument's HTTP server. Deferred, they load on the first upload instead
 #: (ADR 0013).
 DEFERRED_IMPORTS = ("pandas", "numpy")
-#: httpx's command line (rich, pygments, click), imported by httpx only if installed.
-UNUSED_OPTIONAL_IMPORTS = ("httpx._main",)
+#: httpx's command line (rich, pygments, click), imported by httpx only if installed;
+#: watchfiles, imported by uvicorn (under ``try/except ImportError``) for ``--reload``.
+UNUSED_OPTIONAL_IMPORTS = ("httpx._main", "watchfiles")
 
 
 def lean_imports() -> None:
-    """The HTTP server's import policy; first thing in the process (tests apply it too)."""
+    """The HTTP server's import policy; first thing in the process (tests apply it too).
+
+    Also puts stand-ins in place of bluesky-httpserver's authentication database
+    (SQLAlchemy, alembic; :data:`beampod.queue._lean.HTTP_DATABASE_MODULES`): the
+    gate authenticates, the httpserver runs single-user and never opens it (ADR 0022).
+    """
     from beampod._lazy import defer_imports, skip_imports
+    from beampod.queue._lean import HTTP_DATABASE_MODULES, forward_modules
 
     skip_imports(UNUSED_OPTIONAL_IMPORTS)
     defer_imports(DEFERRED_IMPORTS)
+    forward_modules(HTTP_DATABASE_MODULES)
 
 
 class ManagerCatalog:
@@ -52,7 +60,9 @@ class ManagerCatalog:
         if self._rm is None:
             from bluesky_queueserver_api.zmq.aio import REManagerAPI
 
-            self._rm = REManagerAPI(
+            from beampod.queue._lean import quiet_manager_api
+
+            self._rm = quiet_manager_api(REManagerAPI)(
                 zmq_control_addr=control_address(self._pod, self._server),
                 zmq_public_key=self._server.zmq_public_key,
                 timeout_recv=5.0,
@@ -72,15 +82,20 @@ class ManagerCatalog:
 
 def build(pod: LoadedPod, server: QueueServer) -> tuple[QueueGate, dict[str, Any]]:
     """The gated app and uvicorn's keyword arguments."""
-    from bluesky_httpserver.app import build_app
+    from bluesky_httpserver import app as httpserver_app
     from bluesky_httpserver.config import construct_build_app_kwargs, parse_configs
+
+    from beampod.queue._lean import quiet_manager_api
+
+    # The client the httpserver creates at startup (a module global of its app module).
+    httpserver_app.REManagerAPI = quiet_manager_api(httpserver_app.REManagerAPI)
 
     path = str(QueueFiles.of(pod.home, server).http_config)
     parsed = parse_configs(path)
     internal_key = secrets.token_hex(32)
     parsed.setdefault("authentication", {})["single_user_api_key"] = internal_key
     uvicorn_kwargs = parsed.pop("uvicorn", {})
-    app = build_app(**construct_build_app_kwargs(parsed, source_filepath=path))
+    app = httpserver_app.build_app(**construct_build_app_kwargs(parsed, source_filepath=path))
     gate = QueueGate(
         app,
         GateSettings(

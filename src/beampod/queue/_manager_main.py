@@ -96,9 +96,11 @@ WATCHDOG_PIPE = "RE Manager-Watchdog Comm"
 
 def patient_watchdog_pipe(pipe_class: type[Any]) -> type[Any]:
     """The manager's pipe class, giving the pipe to the watchdog ``WATCHDOG_ANSWER_S``
-    (the other pipes keep their timeouts)."""
+    (the other pipes keep their timeouts); its threads wake up as
+    :func:`beampod.queue._lean.quiet_pipe` says."""
+    from beampod.queue._lean import quiet_pipe
 
-    class PatientPipe(pipe_class):
+    class PatientPipe(quiet_pipe(pipe_class)):  # type: ignore[misc]
         def __init__(self, conn: Any, **kwargs: Any) -> None:
             if kwargs.get("name") == WATCHDOG_PIPE and "timeout" not in kwargs:
                 kwargs["timeout"] = WATCHDOG_ANSWER_S
@@ -127,9 +129,12 @@ def main() -> int:
     from bluesky_queueserver.manager import manager as re_manager
     from bluesky_queueserver.manager.start_manager import start_manager
 
+    from beampod.queue._lean import quiet_queueserver_pipes
+
     # The manager module imported the name; the forked manager process inherits this.
     re_manager.validate_plan = strict(re_manager.validate_plan)
     re_manager.PipeJsonRpcSendAsync = patient_watchdog_pipe(re_manager.PipeJsonRpcSendAsync)
+    quiet_queueserver_pipes()  # the watchdog's and the worker's (ADR 0022)
 
     sys.argv = ["start-re-manager", *sys.argv[1:]]
     return int(start_manager() or 0)

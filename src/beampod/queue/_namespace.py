@@ -17,6 +17,7 @@ from typing import Any
 
 from beampod.config import LoadedPod, PodHome, load_pod
 from beampod.queue._files import RE_FACTORY_ENV, QueueFiles, process_server
+from beampod.queue._lean import quiet_ophyd_dispatcher, versions_without_import
 
 
 def worker_namespace(pod: LoadedPod | None = None) -> dict[str, Any]:
@@ -34,7 +35,10 @@ def worker_namespace(pod: LoadedPod | None = None) -> dict[str, Any]:
     settings = pod.config.instrument(name)
     iocs = [{"family": i.family, "prefix": i.prefix} for i in settings.iocs]
     instrument = load_instrument(settings.package, iocs=iocs)
-    RE = make_run_engine(pod, name)
+    quiet_ophyd_dispatcher()  # its callback threads wake only when called (ADR 0022)
+    with versions_without_import() as record_versions:
+        RE = make_run_engine(pod, name)
+    record_versions(RE)
     RE.subscribe(RunJournal(QueueFiles.of(pod.home, server).runs_log))
     namespace: dict[str, Any] = {}
     namespace.update(instrument.plans)

@@ -1,0 +1,213 @@
+"""What the queue server's processes load and how often they wake up (ADR 0013, 0022).
+
+Each instrument runs a queue HTTP server and a queue server (watchdog, manager, worker);
+a facility runs 25 of each. Two kinds of waste are paid per instrument:
+
+- **modules** imported at module level for a path beampod never takes. bluesky-httpserver
+  imports its authentication database (SQLAlchemy and alembic, with mako and pygments,
+  ~28 MB) in every process; beampod's gate authenticates, the httpserver runs in its
+  single-user mode, where the database is never opened (no ``authentication``
+  providers, no ``database`` section in the generated config; the gate refuses bearer
+  tokens and does not route ``/api/auth/*``). Those two modules are replaced by
+  :class:`ForwardingModule` stand-ins: importing names from them runs nothing, using
+  one imports the real module (so a configuration that does use the database still
+  works; it only pays the memory then).
+- **idle wake-ups**: threads and tasks that wait with a 0.1 s timeout only to check
+  whether they should stop. Data wakes them at once (a pipe's ``poll``, a queue's
+  ``get``, an asyncio event); the timeout only bounds how long a stop takes. Raising
+  it to :data:`IDLE_WAIT_S` removes most wake-ups of an idle queue without making it
+  slower to react to a request or a document; stopping a thread takes up to
+  :data:`IDLE_WAIT_S` instead of 0.1 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.metadata
+import importlib.util
+import sys
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+#: How long an idle thread or task of the queue server waits before looking at its
+#: stop flag (upstream: 0.1 s). Bounds stop latency only, not reaction time.
+IDLE_WAIT_S = 1.0
+
+#: bluesky-httpserver's authentication database: module name -> the functions other
+#: modules import from it by name (``from .database.core import purge_expired``).
+HTTP_DATABASE_MODULES: dict[str, tuple[str, ...]] = {
+    "bluesky_httpserver.database.orm": (),
+    "bluesky_httpserver.database.core": (
+        "create_user",
+        "latest_principal_activity",
+        "lookup_valid_api_key",
+        "lookup_valid_session",
+        "purge_expired",
+    ),
+}
+
+
+class ForwardingModule(types.ModuleType):
+    """Stands in ``sys.modules`` for a module that is imported for real on the first use
+    of one of its attributes (``orm.Identity``) or of one of its named functions
+    (``create_user(...)``), which are forwarders so that ``from M import f`` binds
+    without loading ``M``. Unlike :class:`beampod._lazy.DeferredModule`, asking a
+    stand-in for a dunder (``__path__``, which ``from M import f`` asks) loads nothing."""
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(real_module(self.__name__), attr)
+
+
+def real_module(name: str) -> types.ModuleType:
+    """The real module ``name`` (imported now if only its stand-in is there)."""
+    if isinstance(sys.modules.get(name), ForwardingModule):
+        del sys.modules[name]  # so the import below runs the real module
+    return importlib.import_module(name)
+
+
+def _forwarder(module: str, function: str) -> Callable[..., Any]:
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        return getattr(real_module(module), function)(*args, **kwargs)
+
+    forward.__name__ = forward.__qualname__ = function
+    return forward
+
+
+def forward_modules(modules: Mapping[str, Iterable[str]]) -> None:
+    """Put a :class:`ForwardingModule` in ``sys.modules`` for each module not imported
+    yet (its package is imported for real here)."""
+    for name, functions in modules.items():
+        if name in sys.modules:
+            continue
+        package, _, child = name.rpartition(".")
+        parent = importlib.import_module(package)
+        spec = importlib.util.find_spec(name)
+        if spec is None or name in sys.modules:
+            continue
+        stand_in = ForwardingModule(name)
+        stand_in.__spec__ = spec
+        stand_in.__file__ = spec.origin
+        for function in functions:
+            setattr(stand_in, function, _forwarder(name, function))
+        sys.modules[name] = stand_in
+        setattr(parent, child, stand_in)
+
+
+def quiet_pipe(pipe_class: type[Any], attr: str = "_conn_polling_timeout") -> type[Any]:
+    """A bluesky-queueserver class with a polling thread (``PipeJsonRpcReceive``,
+    ``PipeJsonRpcSendAsync``: ``_conn_polling_timeout``; ``PublishZMQStreamOutput``:
+    ``_polling_timeout``) whose thread looks at its stop flag every
+    :data:`IDLE_WAIT_S`, not every 0.1 s. Upstream's own comment: "The data will be
+    read from the pipe instantly once it is available. The timeout determines how long
+    it would take to stop the thread"."""
+
+    class Quiet(pipe_class):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            setattr(self, attr, max(getattr(self, attr), IDLE_WAIT_S))
+
+    Quiet.__name__ = Quiet.__qualname__ = pipe_class.__name__
+    return Quiet
+
+
+def quiet_join(process_class: type[Any]) -> type[Any]:
+    """The RE Manager's process class, whose short ``join`` timeouts are raised to
+    :data:`IDLE_WAIT_S`. The watchdog's loop joins the manager with 0.1 s, only to look
+    at the time of the manager's last heartbeat in between: a manager that exits ends
+    the join at once; one that stops sending heartbeats (5 s) is restarted up to 1 s
+    later than before."""
+
+    class Quiet(process_class):
+        def join(self, timeout: float | None = None) -> None:
+            super().join(None if timeout is None else max(timeout, IDLE_WAIT_S))
+
+    Quiet.__name__ = Quiet.__qualname__ = process_class.__name__
+    return Quiet
+
+
+def quiet_queueserver_pipes() -> None:
+    """The polling threads of the watchdog and the worker (the forked processes inherit
+    the classes): the receiving pipes, the console output publisher and the watchdog's
+    join. The manager's sending pipe is wrapped by ``_manager_main`` (with its longer
+    watchdog timeout)."""
+    from bluesky_queueserver.manager import start_manager, worker
+
+    for module in (start_manager, worker):
+        module.PipeJsonRpcReceive = quiet_pipe(module.PipeJsonRpcReceive)
+    start_manager.PublishZMQStreamOutput = quiet_pipe(
+        start_manager.PublishZMQStreamOutput, "_polling_timeout"
+    )
+    watchdog_class = start_manager.WatchdogProcess
+    manager_class = quiet_join(start_manager.RunEngineManager)
+
+    class QuietWatchdog(watchdog_class):  # type: ignore[valid-type,misc]
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("cls_run_engine_manager", manager_class)
+            super().__init__(**kwargs)
+
+    QuietWatchdog.__name__ = QuietWatchdog.__qualname__ = watchdog_class.__name__
+    start_manager.WatchdogProcess = QuietWatchdog
+
+
+def quiet_ophyd_dispatcher() -> int:
+    """ophyd's callback threads (7 in the worker) wait ``timeout`` (0.1 s) on their queues
+    between looks at the stop event; a callback put on a queue wakes its thread at once.
+    Returns how many threads were changed (0 when ophyd's dispatcher is not running)."""
+    shim = sys.modules.get("ophyd._pyepics_shim")
+    dispatcher = getattr(shim, "_dispatcher", None) if shim is not None else None
+    if dispatcher is None:
+        return 0
+    threads = [t for t in dispatcher.threads.values() if t is not None]
+    for thread in threads:
+        thread.timeout = max(thread.timeout, IDLE_WAIT_S)
+    return len(threads)
+
+
+def quiet_manager_api(api_class: type[Any]) -> type[Any]:
+    """bluesky-queueserver-api's asyncio ``REManagerAPI`` whose status task waits up to
+    :data:`IDLE_WAIT_S` (not 0.1 s) for a status request between looks at its closing
+    flag. A request (``await RM.status()``) sets the event and is served at once; the
+    task's 0.1 s wait is used for nothing else (the ``wait_*`` helpers poll from their
+    own task, every ``status_polling_period``)."""
+
+    class QuietREManagerAPI(api_class):
+        async def _event_wait(self, event: Any, timeout: float) -> bool:
+            return bool(await super()._event_wait(event, max(timeout, IDLE_WAIT_S)))
+
+    QuietREManagerAPI.__name__ = QuietREManagerAPI.__qualname__ = api_class.__name__
+    return QuietREManagerAPI
+
+
+#: Imported by bluesky's RunEngine only to write its version into ``RE.md``, under
+#: ``try/except ImportError`` (ophyd-async with pydantic-numpy, ruamel.yaml,
+#: compress-pickle, unittest.mock, tenacity: ~15 MB in every worker). An instrument
+#: that uses ophyd-async has imported it before; then nothing changes.
+VERSION_ONLY_IMPORTS = {"ophyd_async": "ophyd-async"}
+
+
+@contextlib.contextmanager
+def versions_without_import() -> Iterator[Callable[[Any], None]]:
+    """While creating a RunEngine: the :data:`VERSION_ONLY_IMPORTS` nothing imported yet
+    are marked absent; afterwards the marks are gone (a plan may import them) and the
+    yielded function puts their installed versions into ``RE.md["versions"]``, so the
+    run documents say what they said before."""
+    marked = [name for name in VERSION_ONLY_IMPORTS if name not in sys.modules]
+    for name in marked:
+        sys.modules[name] = None  # type: ignore[assignment]
+
+    def record(run_engine: Any) -> None:
+        versions = run_engine.md.setdefault("versions", {})
+        for name in marked:
+            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+                versions.setdefault(name, importlib.metadata.version(VERSION_ONLY_IMPORTS[name]))
+
+    try:
+        yield record
+    finally:
+        for name in marked:
+            if sys.modules.get(name, ...) is None:
+                del sys.modules[name]

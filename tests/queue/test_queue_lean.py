@@ -1,0 +1,106 @@
+"""The queue server's processes load only what beampod uses and keep working (ADR 0022).
+
+Each case runs in a fresh interpreter: the policies change ``sys.modules`` for good. The
+running processes are checked in tests/services/test_service_imports.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def run(code: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_http_server_builds_without_its_authentication_database() -> None:
+    # The HTTP server's import policy: importing the app (and its authentication module,
+    # which imports the database modules by name) runs neither SQLAlchemy nor alembic;
+    # the database code still works when something calls it.
+    run(
+        """
+        import sys
+        from beampod.queue._http_main import lean_imports
+        lean_imports()
+        import bluesky_httpserver.app, bluesky_httpserver.config
+        from bluesky_httpserver import authentication
+        loaded = [m for m in ("sqlalchemy", "alembic", "mako") if sys.modules.get(m)]
+        assert not loaded, loaded
+        # A configuration with a database (not beampod's) gets the real modules on use.
+        assert authentication.orm.Principal.__tablename__ == "principals"
+        import sqlalchemy
+        from bluesky_httpserver.database.core import initialize_database
+        engine = sqlalchemy.create_engine("sqlite://")
+        initialize_database(engine)
+        assert "alembic" in sys.modules
+        # The name the app module bound at import (a forwarder) reaches the real code.
+        bluesky_httpserver.app.purge_expired(engine, authentication.orm.Session)()
+        """
+    )
+
+
+def test_run_engine_records_ophyd_async_version_without_importing_it() -> None:
+    # The worker builds its RunEngine without ophyd-async (bluesky imports it only for
+    # RE.md["versions"]), the version is still recorded, and a plan can import it later.
+    run(
+        """
+        import importlib.metadata, sys
+        from bluesky import RunEngine
+        from beampod.queue._lean import versions_without_import
+        assert "ophyd_async" not in sys.modules
+        with versions_without_import() as record:
+            RE = RunEngine({})
+        record(RE)
+        assert "ophyd_async" not in sys.modules
+        assert RE.md["versions"]["ophyd_async"] == importlib.metadata.version("ophyd-async")
+        import ophyd_async
+        assert ophyd_async.__version__ == RE.md["versions"]["ophyd_async"]
+        """
+    )
+
+
+def test_run_engine_keeps_ophyd_async_an_instrument_imported() -> None:
+    run(
+        """
+        import sys
+        import ophyd_async
+        from bluesky import RunEngine
+        from beampod.queue._lean import versions_without_import
+        with versions_without_import() as record:
+            RE = RunEngine({})
+        record(RE)
+        assert sys.modules["ophyd_async"] is ophyd_async
+        assert RE.md["versions"]["ophyd_async"] == ophyd_async.__version__
+        """
+    )
+
+
+def test_quiet_pipes_still_answer_requests() -> None:
+    # The watchdog's and worker's receiving pipe with its longer idle wait: a request
+    # is still received and answered (data wakes the thread, not the timeout), and the
+    # thread still stops.
+    run(
+        """
+        import multiprocessing, json, threading
+        from beampod.queue._lean import IDLE_WAIT_S, quiet_pipe
+        from bluesky_queueserver.manager.comms import PipeJsonRpcReceive
+        ours, theirs = multiprocessing.Pipe()
+        pipe = quiet_pipe(PipeJsonRpcReceive)(conn=theirs, name="test")
+        assert pipe._conn_polling_timeout >= IDLE_WAIT_S
+        pipe.add_method(lambda value: value * 2, "double")
+        pipe.start()
+        request = {"method": "double", "params": {"value": 21}, "jsonrpc": "2.0", "id": 1}
+        ours.send(json.dumps(request))
+        assert ours.poll(60), "no answer"
+        assert json.loads(ours.recv())["result"] == 42
+        pipe.stop()
+        for thread in (pipe._thread_conn, pipe._thread_proc):
+            thread.join(60)
+            assert not thread.is_alive()
+        """
+    )
