@@ -49,19 +49,23 @@ def ioc_group_spec(
         args = [a for ioc, port in iocs for a in ("--ioc", ioc.family, ioc.prefix, str(port))]
         argv = python_module("beampod.sim", "group", *args)
     probes: list[Probe] = []
+    reads: list[CallableProbe] = []
     for ioc, port in iocs:
         pv = probe_pv(ioc.family, ioc.prefix)
         # The log line says the process got its ports; the read proves a CA client
         # finds the IOC by searching exactly this port (UDP) and can read over TCP.
-        probes += [
-            LogLineProbe(
-                pod.home.log_file(name), rf"^{READY_WORD} prefix={re.escape(ioc.prefix)} "
-            ),
+        reads.append(
             CallableProbe(
                 _pv_read(host, port, pv),
                 f"CA read of {pv} at {host}:{port}",
                 timeout_s=_PROBE_TIMEOUT_S,  # no answer in time: slow (busy?), not wrong
+            )
+        )
+        probes += [
+            LogLineProbe(
+                pod.home.log_file(name), rf"^{READY_WORD} prefix={re.escape(ioc.prefix)} "
             ),
+            reads[-1],
         ]
     return ServiceSpec(
         name=name,
@@ -69,6 +73,9 @@ def ioc_group_spec(
         # The first IOC's port; a group's other IOCs get theirs from the arguments.
         env=ioc_env(bind, iocs[0][1], pod.config.ca_repeater_port()),
         probe=AllProbes(tuple(probes)),
+        # Ready: every IOC answered. Health: one IOC a check, in turn (a process of
+        # many IOCs would otherwise take a CA connection per IOC every few seconds).
+        health=reads[0] if len(reads) == 1 else RotatingProbe(tuple(reads)),
         address=" ".join(f"ca://{host}:{port} {ioc.prefix}" for ioc, port in iocs),
         ports=tuple(
             claim
@@ -78,6 +85,29 @@ def ioc_group_spec(
         ready_timeout=20.0 + 5.0 * (len(iocs) - 1),
         stop_timeout=5.0,
     )
+
+
+class RotatingProbe:
+    """Health of a process serving several IOCs: each check reads one IOC, the next one
+    after a success; a failing IOC is read again at the next check (so a failure lasts
+    and is named until that IOC answers). Every IOC of ``n`` is read every ``n``
+    checks; the IOCs share the process and its event loop, so a stuck loop fails the
+    very next check whichever IOC it reads."""
+
+    def __init__(self, probes: tuple[CallableProbe, ...]) -> None:
+        self.probes = probes
+        self._at = 0
+        self.timeout_s = max(p.timeout_s or 0.0 for p in probes) or None
+
+    @property
+    def description(self) -> str:
+        return self.probes[self._at].description
+
+    async def ready(self) -> bool:
+        ok = await self.probes[self._at].ready()
+        if ok:
+            self._at = (self._at + 1) % len(self.probes)
+        return ok
 
 
 def _pv_read(host: str, port: int, pv: str) -> Callable[[], Awaitable[bool]]:
@@ -131,9 +161,12 @@ def ioc_processes(
 def _specs_with_settings(pod: LoadedPod) -> list[tuple[ServiceSpec, list[IocSettings]]]:
     ports = pod.config.ioc_ports()
     out = []
-    for name, (inst_name, iocs) in pod.config.ioc_services().items():
-        with_ports = [(ioc, ports[ioc_service_name(inst_name, ioc)]) for ioc in iocs]
-        out.append((ioc_group_spec(pod, name, with_ports, inst_name), iocs))
+    for name, members in pod.config.ioc_services().items():
+        with_ports = [(ioc, ports[ioc_service_name(inst, ioc)]) for inst, ioc in members]
+        # A process of several instruments (per_host) shares their host: its bind is
+        # the first instrument's, as every one's.
+        spec = ioc_group_spec(pod, name, with_ports, members[0][0])
+        out.append((spec, [ioc for _, ioc in members]))
     return out
 
 
