@@ -36,9 +36,11 @@ def ioc_group_spec(
     name: str,
     iocs: list[tuple[IocSettings, int]],
     instrument: str | None = None,
+    address: str = "",
 ) -> ServiceSpec:
     """One process serving ``iocs``, each on its own port (one IOC: the plain argv), on
-    the host of ``instrument`` (default: the default instrument)."""
+    the host of ``instrument`` (default: the default instrument). ``address``: what
+    ``status`` shows (default: every IOC's port and prefix)."""
     from beampod.sim import READY_WORD, ioc_env, probe_host, probe_pv
 
     bind = instrument_bind(pod.config, instrument)
@@ -76,7 +78,7 @@ def ioc_group_spec(
         # Ready: every IOC answered. Health: one IOC a check, in turn (a process of
         # many IOCs would otherwise take a CA connection per IOC every few seconds).
         health=reads[0] if len(reads) == 1 else RotatingProbe(tuple(reads)),
-        address=" ".join(f"ca://{host}:{port} {ioc.prefix}" for ioc, port in iocs),
+        address=address or " ".join(f"ca://{host}:{port} {ioc.prefix}" for ioc, port in iocs),
         ports=tuple(
             claim
             for _, port in iocs
@@ -165,9 +167,28 @@ def _specs_with_settings(pod: LoadedPod) -> list[tuple[ServiceSpec, list[IocSett
         with_ports = [(ioc, ports[ioc_service_name(inst, ioc)]) for inst, ioc in members]
         # A process of several instruments (per_host) shares their host: its bind is
         # the first instrument's, as every one's.
-        spec = ioc_group_spec(pod, name, with_ports, members[0][0])
+        instruments = list(dict.fromkeys(inst for inst, _ in members))
+        address = "" if len(instruments) == 1 else _summary(pod, instruments, with_ports)
+        spec = ioc_group_spec(pod, name, with_ports, instruments[0], address)
         out.append((spec, [ioc for _, ioc in members]))
     return out
+
+
+def _summary(pod: LoadedPod, instruments: list[str], iocs: list[tuple[IocSettings, int]]) -> str:
+    """A short address for a process of several instruments' IOCs (``per_host``):
+    ``ca://HOST:5064-5078 (15 IOCs of bl01, bl02, bl03)``, runs of ports joined."""
+    from beampod.sim import probe_host
+
+    ports = sorted(port for _, port in iocs)
+    runs: list[list[int]] = []
+    for port in ports:
+        if runs and port == runs[-1][1] + 1:
+            runs[-1][1] = port
+        else:
+            runs.append([port, port])
+    spans = ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+    host = probe_host(instrument_bind(pod.config, instruments[0]))
+    return f"ca://{host}:{spans} ({len(iocs)} IOCs of {', '.join(instruments)})"
 
 
 async def _wait_ready(
