@@ -1,6 +1,6 @@
 """Simulated values that change with time are pushed to monitors only while a client
 holds one: with none, a scan's publishing is work nobody receives (docs/facility.md,
-"Idle cost of the simulated IOCs")."""
+"Simulated IOCs: one process per host, and their idle cost"; ADR 22)."""
 
 from __future__ import annotations
 
