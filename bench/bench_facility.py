@@ -75,13 +75,17 @@ def cpu_line(shares: dict[str, float]) -> str:
     return ", ".join(f"{k} {100 * v:.0f} %" for k, v in shares.items() if v >= 0.005)
 
 
-def make(root: Path, n: int, writer_pool_size: int | None = None) -> None:
+def make(
+    root: Path, n: int, writer_pool_size: int | None = None, ioc_processes: str | None = None
+) -> None:
     run_cli(root, "new", "facility", str(root), "--instruments", str(n), home=False)
     config = root / "config.yaml"
     cfg = yaml.safe_load(config.read_text())
     free_ports_config(cfg, slim=False)
     if writer_pool_size is not None:
         cfg.setdefault("pod", {})["writer_pool_size"] = writer_pool_size
+    if ioc_processes is not None:
+        cfg["channel_access"]["ioc_processes"] = ioc_processes
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     run_cli(root, "init")
 
@@ -161,7 +165,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     root = tmp / "facility"
     out: dict[str, Any] = {"n": n}
     try:
-        make(root, n, args.writer_pool_size)
+        make(root, n, args.writer_pool_size, args.ioc_processes)
         t0 = time.monotonic()
         run_cli(root, "up", "-d", timeout=1800)
         out["up_s"] = time.monotonic() - t0
@@ -396,6 +400,11 @@ def main() -> int:
         "--writer-pool-size",
         type=int,
         help="pod.writer_pool_size of every facility (default: what the scaffold writes)",
+    )
+    ap.add_argument(
+        "--ioc-processes",
+        choices=("per_ioc", "per_instrument", "per_host"),
+        help="channel_access.ioc_processes of every facility (default: the scaffold's)",
     )
     ap.add_argument(
         "--merge",

@@ -3,7 +3,8 @@ own agent process, and its own pages on the web console.
 
 One module-scoped facility of two instruments (slim, plus each instrument's queue
 server and agent: tests/facility/_facility.py ``queues=True, agents=True``; bl02's agent
-has its own name; and the web console) serves every test here. The clients are the real
+has its own name; the web console; and both instruments' simulated IOCs in one process,
+``channel_access.ioc_processes: per_host``) serves every test here. The clients are the real
 ones: ``beampod queue -i``, bluesky-queueserver-api over HTTP and 0MQ, the ``qserver``
 command line, redis-py, ``beampod agent -i``, httpx against the console.
 """
@@ -58,6 +59,9 @@ def facility() -> Iterator[Facility]:
             "args": {"step": 1.5, "max_count": 3},
         }
         cfg["web"]["enabled"] = True  # its port is already a free one
+        # One process for both instruments' simulated IOCs (docs/facility.md): every
+        # plan and move below goes through it.
+        cfg["channel_access"]["ioc_processes"] = "per_host"
         config.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     with facility_up("beampod-facq-", make) as root:
@@ -136,6 +140,55 @@ def test_a_plan_queued_with_i_runs_on_that_instrument_and_is_stored_in_its_conta
     assert (meta["instrument"], meta["plan_name"]) == ("bl02", "count")
     history_a = json.loads(run_cli(root, "queue", "-i", "bl01", "history", "--json").stdout)
     assert history_a == []
+
+
+def test_one_process_serves_both_instruments_iocs_to_a_real_client(
+    facility: Facility, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``per_host``: one supervised process, each instrument's IOC on its own port under
+    its own prefix; caproto's client, with the pod's CA client environment (unchanged by
+    the setting), moves each instrument's motor with put-completion and reads it back."""
+    import asyncio
+
+    import psutil
+    from caproto.asyncio.client import Context
+
+    from beampod.instrument import ca_client_env
+
+    services = _state(facility)
+    assert [n for n in services if n.startswith("ioc-")] == ["ioc-host-localhost"]
+    pid = services["ioc-host-localhost"]["pid"]
+    assert psutil.Process(pid).children() == []  # one process, not a launcher
+    out = run_cli(facility.root, "status").stdout
+    sections = {block.splitlines()[0]: block for block in out.split("\n\n")[1:] if block.strip()}
+    assert "\nioc-host-localhost " in sections["central"]  # shared: with the central ones
+    for name, value in ca_client_env(facility.pod.config).items():
+        monkeypatch.setenv(name, value)
+
+    async def move_and_read() -> dict[str, tuple[float, float]]:
+        ctx = Context()
+        out: dict[str, tuple[float, float]] = {}
+        try:
+            for i, inst in enumerate(INSTRUMENTS):
+                motor, rbv, current = await ctx.get_pvs(
+                    f"{inst}:mini:ph:mtr", f"{inst}:mini:ph:mtr.RBV", f"{inst}:mini:current"
+                )
+                for pv in (motor, rbv, current):
+                    await pv.wait_for_connection(timeout=20)
+                await motor.write([2.5 + i], wait=True, timeout=20)
+                out[inst] = (
+                    float((await rbv.read()).data[0]),
+                    float((await current.read()).data[0]),
+                )
+                await motor.write([0.0], wait=True, timeout=20)
+        finally:
+            await ctx.disconnect()
+        return out
+
+    got = asyncio.run(move_and_read())
+    assert {inst: rbv for inst, (rbv, _) in got.items()} == {"bl01": 2.5, "bl02": 3.5}
+    assert all(475 <= current <= 525 for _, current in got.values())
+    assert _state(facility)["ioc-host-localhost"]["pid"] == pid
 
 
 def test_connect_i_gives_that_instruments_queue(facility: Facility) -> None:

@@ -25,7 +25,12 @@ from beampod.sim import (
     read_sync,
     write_sync,
 )
-from beampod.sim._mini_beamline import edge_profile, pinhole_profile, slit_profile
+from beampod.sim._mini_beamline import (
+    edge_profile,
+    pinhole_profile,
+    ring_current,
+    slit_profile,
+)
 from tests.sim._iocfix import RunningIocs
 
 HOST = "127.0.0.1"
@@ -204,3 +209,54 @@ def _base_env() -> dict[str, str]:
     import os
 
     return dict(os.environ)
+
+
+# -- time-varying values: computed on read, pushed only to monitors (ADR 22) ------
+
+
+@pytest.mark.pod
+def test_a_read_of_the_ring_current_is_computed_when_read(demo_iocs: RunningIocs) -> None:
+    """Nobody monitors ``current`` here, so nothing refreshes it in the IOC: successive
+    reads still follow the oscillation (500 +- 25, 4 s period)."""
+    port = demo_iocs.port("mini:")
+    values: set[float] = set()
+    deadline = time.monotonic() + 30
+    while len(values) < 3:
+        assert time.monotonic() < deadline, f"the ring current does not change: {values}"
+        value = float(read_sync(HOST, port, "mini:current")[0])
+        assert 475 <= value <= 525
+        values.add(round(value, 6))
+    assert ring_current(0) == 500.0
+
+
+@pytest.mark.pod
+def test_a_monitor_of_the_ring_current_gets_updates(
+    demo_iocs: RunningIocs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real CA client's monitor (caproto's asyncio client) keeps receiving new values."""
+    from caproto.asyncio.client import Context
+
+    port = demo_iocs.port("mini:")
+    monkeypatch.setenv("EPICS_CA_ADDR_LIST", f"{HOST}:{port}")
+    monkeypatch.setenv("EPICS_CA_AUTO_ADDR_LIST", "NO")
+
+    async def go() -> set[float]:
+        ctx = Context()
+        try:
+            (pv,) = await ctx.get_pvs("mini:current", timeout=10)
+            await pv.wait_for_connection(timeout=10)
+            sub = pv.subscribe()
+            values: set[float] = set()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            async for response in sub:
+                values.add(float(response.data[0]))
+                if len(values) >= 3:
+                    break
+                assert loop.time() < deadline, f"monitor updates stopped: {values}"
+            await sub.clear()
+            return values
+        finally:
+            await ctx.disconnect()
+
+    assert len(asyncio.run(go())) >= 3

@@ -18,8 +18,6 @@ import signal
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from beampod.adaptive._protocol import (
     READY_WORD,
     ProtocolError,
@@ -47,6 +45,10 @@ log = logging.getLogger("beampod.adaptive.service")
 REDIS_REPLY_TTL_S = 3600
 
 
+class RedisReplyFailed(Exception):
+    """Redis refused or lost a reply (redis-py's error, named in the message)."""
+
+
 class _RedisReplier:
     """Lazily connected: a pod whose plans never ask for Redis replies never dials it."""
 
@@ -57,14 +59,21 @@ class _RedisReplier:
     async def push(self, key: str, data: bytes) -> None:
         if self._params is None:
             raise ProtocolError("this agent has no Redis configured for replies")
+        # redis-py (with hiredis) loads on the first Redis reply, not in every agent
+        # process: a facility's agents reply over NATS (~7 MB RSS each; ADR 22).
+        from redis.exceptions import RedisError
+
         if self._client is None:
             import redis.asyncio as aioredis
 
             self._client = aioredis.Redis(**self._params, socket_connect_timeout=2)
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, data)  # RPUSH + the plan's BLPOP: first in, first out
-            pipe.expire(key, REDIS_REPLY_TTL_S)
-            await pipe.execute()
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.rpush(key, data)  # RPUSH + the plan's BLPOP: first in, first out
+                pipe.expire(key, REDIS_REPLY_TTL_S)
+                await pipe.execute()
+        except RedisError as exc:
+            raise RedisReplyFailed(f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
         if self._client is not None:
@@ -142,7 +151,7 @@ class AgentService:
         elif "redis" in req.reply_to:
             try:
                 await self._redis.push(req.reply_to["redis"], data)
-            except (OSError, ProtocolError, RedisError) as exc:
+            except (OSError, ProtocolError, RedisReplyFailed) as exc:
                 # The plan's deadline policy covers a reply that never arrives.
                 log.warning(
                     "%s: Redis reply to plan %s failed: %s: %s",

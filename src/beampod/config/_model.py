@@ -337,12 +337,15 @@ class ChannelAccessSettings(Strict):
         "clients get it as EPICS_CA_REPEATER_PORT, IOCs send their beacons to it. "
         "Default: port_base - 1.",
     )
-    ioc_processes: Literal["per_ioc", "per_instrument"] = Field(
+    ioc_processes: Literal["per_ioc", "per_instrument", "per_host"] = Field(
         "per_ioc",
         description="'per_ioc': one process per simulated IOC (service ioc-<instrument>-"
         "<prefix>); 'per_instrument': one process serves all of an instrument's simulated "
         "IOCs, each still on its own port (service ioc-<instrument>), saving ~40 MB "
-        "resident per IOC in a facility.",
+        "resident per IOC in a facility; 'per_host': one process serves the simulated "
+        "IOCs of every instrument on a host, each still on its own port (service "
+        "ioc-host-<host>): ~50 MB less per instrument again, but one crash stops every "
+        "instrument's simulated IOCs on that host until it is restarted.",
     )
 
 
@@ -635,16 +638,21 @@ class PodConfig(Strict):
         ca = self.channel_access
         return ca.repeater_port if ca.repeater_port is not None else ca.port_base - 1
 
-    def ioc_services(self) -> dict[str, tuple[str, list[IocSettings]]]:
-        """Service name -> (instrument, the IOCs that one process serves), per
-        ``channel_access.ioc_processes``."""
-        out: dict[str, tuple[str, list[IocSettings]]] = {}
+    def ioc_services(self) -> dict[str, list[tuple[str, IocSettings]]]:
+        """Service name -> the ``(instrument, IOC)`` pairs that one process serves, per
+        ``channel_access.ioc_processes`` (``per_host``: every instrument of a host, in
+        config order)."""
+        mode = self.channel_access.ioc_processes
+        out: dict[str, list[tuple[str, IocSettings]]] = {}
         for inst_name, inst in self.instruments.items():
-            if self.channel_access.ioc_processes == "per_instrument" and inst.iocs:
-                out[f"ioc-{inst_name}"] = (inst_name, list(inst.iocs))
+            pairs = [(inst_name, ioc) for ioc in inst.iocs]
+            if mode == "per_host" and pairs:
+                out.setdefault(f"ioc-host-{inst.host}", []).extend(pairs)
+            elif mode == "per_instrument" and pairs:
+                out[f"ioc-{inst_name}"] = pairs
             else:
-                for ioc in inst.iocs:
-                    out[ioc_service_name(inst_name, ioc)] = (inst_name, [ioc])
+                for pair in pairs:
+                    out[ioc_service_name(*pair)] = [pair]
         return out
 
     def writer_services(self) -> dict[str, list[str]]:

@@ -100,7 +100,10 @@ channel_access:
   # central services' ports so that even 999 instruments do not reach them.
   port_base: 10064
   # One process serves all of an instrument's simulated IOCs (each on its own port):
-  # ~50 MB resident per instrument instead of ~215 MB for five processes.
+  # ~50 MB resident per instrument instead of ~215 MB for five processes. per_host: one
+  # process for every instrument of a host (~3 MB each, not ~50), but one crash stops
+  # all their simulated IOCs until it is restarted
+  # (beampod's docs/adr/0022-simulated-iocs-per-host.md).
   ioc_processes: per_instrument
 
 # What every instrument gets. An entry under `instruments` states only how it differs:

@@ -57,7 +57,12 @@ def _owners(pod: LoadedPod) -> dict[str, str]:
     """Service name -> the instrument it is part of: its IOCs, its writer, its queue
     server, its agent. Every other service is central."""
     cfg = pod.config
-    owner = {service: inst for service, (inst, _) in cfg.ioc_services().items()}
+    # A per-host IOC process (several instruments) is shared: central in ``status``.
+    owner = {
+        service: members[0][0]
+        for service, members in cfg.ioc_services().items()
+        if len({inst for inst, _ in members}) == 1
+    }
     # A writer pool (several instruments) is shared: central in ``status``, its
     # address and health name each instrument it stores.
     owner |= {s: m[0] for s, m in cfg.writer_services().items() if len(m) == 1}

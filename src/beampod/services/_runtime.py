@@ -36,6 +36,11 @@ def service_instrument(config: PodConfig, name: str) -> str | None:
         return config.instrument_name
     if name == "writer" and len(config.instruments) == 1:
         return next(iter(config.instruments))
+    iocs = config.ioc_services().get(name) if name.startswith("ioc-host-") else None
+    if iocs:
+        # One process for a host's instruments (``per_host``): placed and run as its
+        # first instrument's, like a writer pool.
+        return iocs[0][0]
     pool = config.writer_services().get(name) if name.startswith("writer-pool-") else None
     if pool:
         # Its instruments share one host and environment cycle: it is placed and run

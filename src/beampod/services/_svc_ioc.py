@@ -36,9 +36,11 @@ def ioc_group_spec(
     name: str,
     iocs: list[tuple[IocSettings, int]],
     instrument: str | None = None,
+    address: str = "",
 ) -> ServiceSpec:
     """One process serving ``iocs``, each on its own port (one IOC: the plain argv), on
-    the host of ``instrument`` (default: the default instrument)."""
+    the host of ``instrument`` (default: the default instrument). ``address``: what
+    ``status`` shows (default: every IOC's port and prefix)."""
     from beampod.sim import READY_WORD, ioc_env, probe_host, probe_pv
 
     bind = instrument_bind(pod.config, instrument)
@@ -49,19 +51,23 @@ def ioc_group_spec(
         args = [a for ioc, port in iocs for a in ("--ioc", ioc.family, ioc.prefix, str(port))]
         argv = python_module("beampod.sim", "group", *args)
     probes: list[Probe] = []
+    reads: list[CallableProbe] = []
     for ioc, port in iocs:
         pv = probe_pv(ioc.family, ioc.prefix)
         # The log line says the process got its ports; the read proves a CA client
         # finds the IOC by searching exactly this port (UDP) and can read over TCP.
-        probes += [
-            LogLineProbe(
-                pod.home.log_file(name), rf"^{READY_WORD} prefix={re.escape(ioc.prefix)} "
-            ),
+        reads.append(
             CallableProbe(
                 _pv_read(host, port, pv),
                 f"CA read of {pv} at {host}:{port}",
                 timeout_s=_PROBE_TIMEOUT_S,  # no answer in time: slow (busy?), not wrong
+            )
+        )
+        probes += [
+            LogLineProbe(
+                pod.home.log_file(name), rf"^{READY_WORD} prefix={re.escape(ioc.prefix)} "
             ),
+            reads[-1],
         ]
     return ServiceSpec(
         name=name,
@@ -69,7 +75,10 @@ def ioc_group_spec(
         # The first IOC's port; a group's other IOCs get theirs from the arguments.
         env=ioc_env(bind, iocs[0][1], pod.config.ca_repeater_port()),
         probe=AllProbes(tuple(probes)),
-        address=" ".join(f"ca://{host}:{port} {ioc.prefix}" for ioc, port in iocs),
+        # Ready: every IOC answered. Health: one IOC a check, in turn (a process of
+        # many IOCs would otherwise take a CA connection per IOC every few seconds).
+        health=reads[0] if len(reads) == 1 else RotatingProbe(tuple(reads)),
+        address=address or " ".join(f"ca://{host}:{port} {ioc.prefix}" for ioc, port in iocs),
         ports=tuple(
             claim
             for _, port in iocs
@@ -78,6 +87,29 @@ def ioc_group_spec(
         ready_timeout=20.0 + 5.0 * (len(iocs) - 1),
         stop_timeout=5.0,
     )
+
+
+class RotatingProbe:
+    """Health of a process serving several IOCs: each check reads one IOC, the next one
+    after a success; a failing IOC is read again at the next check (so a failure lasts
+    and is named until that IOC answers). Every IOC of ``n`` is read every ``n``
+    checks; the IOCs share the process and its event loop, so a stuck loop fails the
+    very next check whichever IOC it reads."""
+
+    def __init__(self, probes: tuple[CallableProbe, ...]) -> None:
+        self.probes = probes
+        self._at = 0
+        self.timeout_s = max(p.timeout_s or 0.0 for p in probes) or None
+
+    @property
+    def description(self) -> str:
+        return self.probes[self._at].description
+
+    async def ready(self) -> bool:
+        ok = await self.probes[self._at].ready()
+        if ok:
+            self._at = (self._at + 1) % len(self.probes)
+        return ok
 
 
 def _pv_read(host: str, port: int, pv: str) -> Callable[[], Awaitable[bool]]:
@@ -131,10 +163,32 @@ def ioc_processes(
 def _specs_with_settings(pod: LoadedPod) -> list[tuple[ServiceSpec, list[IocSettings]]]:
     ports = pod.config.ioc_ports()
     out = []
-    for name, (inst_name, iocs) in pod.config.ioc_services().items():
-        with_ports = [(ioc, ports[ioc_service_name(inst_name, ioc)]) for ioc in iocs]
-        out.append((ioc_group_spec(pod, name, with_ports, inst_name), iocs))
+    for name, members in pod.config.ioc_services().items():
+        with_ports = [(ioc, ports[ioc_service_name(inst, ioc)]) for inst, ioc in members]
+        # A process of several instruments (per_host) shares their host: its bind is
+        # the first instrument's, as every one's.
+        instruments = list(dict.fromkeys(inst for inst, _ in members))
+        address = "" if len(instruments) == 1 else _summary(pod, instruments, with_ports)
+        spec = ioc_group_spec(pod, name, with_ports, instruments[0], address)
+        out.append((spec, [ioc for _, ioc in members]))
     return out
+
+
+def _summary(pod: LoadedPod, instruments: list[str], iocs: list[tuple[IocSettings, int]]) -> str:
+    """A short address for a process of several instruments' IOCs (``per_host``):
+    ``ca://HOST:5064-5078 (15 IOCs of bl01, bl02, bl03)``, runs of ports joined."""
+    from beampod.sim import probe_host
+
+    ports = sorted(port for _, port in iocs)
+    runs: list[list[int]] = []
+    for port in ports:
+        if runs and port == runs[-1][1] + 1:
+            runs[-1][1] = port
+        else:
+            runs.append([port, port])
+    spans = ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+    host = probe_host(instrument_bind(pod.config, instruments[0]))
+    return f"ca://{host}:{spans} ({len(iocs)} IOCs of {', '.join(instruments)})"
 
 
 async def _wait_ready(

@@ -50,7 +50,9 @@ def manager_spec(
     port = server.settings.control_port
     # Its own instrument's IOCs: the worker builds only that instrument's devices.
     iocs = tuple(
-        service for service, (inst, _) in cfg.ioc_services().items() if inst == server.instrument
+        service
+        for service, members in cfg.ioc_services().items()
+        if any(inst == server.instrument for inst, _ in members)
     )
 
     async def manager_answers() -> bool:
