@@ -1,4 +1,4 @@
-"""The agent process loads redis-py only for a Redis reply (ADR 22): a facility's
+"""The agent process loads redis-py only for a Redis reply (ADR 23): a facility's
 agents reply over NATS, and each would otherwise carry redis-py and hiredis (~7 MB RSS)."""
 
 from __future__ import annotations

@@ -211,7 +211,7 @@ def _base_env() -> dict[str, str]:
     return dict(os.environ)
 
 
-# -- time-varying values: computed on read, pushed only to monitors (ADR 22) ------
+# -- time-varying values: computed on read, pushed only to monitors (ADR 23) ------
 
 
 @pytest.mark.pod

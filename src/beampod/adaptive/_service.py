@@ -60,7 +60,7 @@ class _RedisReplier:
         if self._params is None:
             raise ProtocolError("this agent has no Redis configured for replies")
         # redis-py (with hiredis) loads on the first Redis reply, not in every agent
-        # process: a facility's agents reply over NATS (~7 MB RSS each; ADR 22).
+        # process: a facility's agents reply over NATS (~7 MB RSS each; ADR 23).
         from redis.exceptions import RedisError
 
         if self._client is None:

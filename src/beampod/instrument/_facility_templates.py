@@ -103,7 +103,7 @@ channel_access:
   # ~50 MB resident per instrument instead of ~215 MB for five processes. per_host: one
   # process for every instrument of a host (~3 MB each, not ~50), but one crash stops
   # all their simulated IOCs until it is restarted
-  # (beampod's docs/adr/0022-simulated-iocs-per-host.md).
+  # (beampod's docs/adr/0023-simulated-iocs-per-host.md).
   ioc_processes: per_instrument
 
 # What every instrument gets. An entry under `instruments` states only how it differs:

@@ -1,6 +1,6 @@
 """Simulated values that change with time are pushed to monitors only while a client
 holds one: with none, a scan's publishing is work nobody receives (docs/facility.md,
-"Simulated IOCs: one process per host, and their idle cost"; ADR 22)."""
+"Simulated IOCs: one process per host, and their idle cost"; ADR 23)."""
 
 from __future__ import annotations
 
