@@ -64,7 +64,7 @@ def _lookup_statement(depth: int) -> Any:
     """tiled's ``node_from_segments`` + the eager loads of ``lookup_adapter``, with the
     root id (``root_id``) and the segments (``k0``, ``k1``, ...) as bound parameters."""
     from sqlalchemy import bindparam, select
-    from sqlalchemy.orm import aliased, selectinload
+    from sqlalchemy.orm import aliased, joinedload
     from tiled.catalog import orm
 
     nodes = [aliased(orm.Node) for _ in range(depth)] + [orm.Node]
@@ -75,8 +75,13 @@ def _lookup_statement(depth: int) -> Any:
         statement = statement.join(child, child.parent == parent.id).where(
             child.key == bindparam(f"k{i}")
         )
+    # Joined, not selectin: the node, its data sources with their structures and its
+    # access tags (a selectin relationship of Node) come in one statement instead of
+    # four, each of which costs SQLAlchemy more CPU to build and load than the query
+    # costs the database. The same objects are loaded.
     return statement.options(
-        selectinload(orm.Node.data_sources).selectinload(orm.DataSource.structure)
+        joinedload(orm.Node.data_sources).joinedload(orm.DataSource.structure),
+        joinedload(orm.Node.access_tags),
     )
 
 
@@ -92,7 +97,8 @@ def fast_lookup(original: Lookup) -> Lookup:
         params: dict[str, Any] = {f"k{i}": key for i, key in enumerate(segments)}
         params["root_id"] = self.node.id
         async with self.context.session() as db:
-            node = (await db.execute(statements.for_depth(len(segments)), params)).scalar()
+            result = await db.execute(statements.for_depth(len(segments)), params)
+            node = result.unique().scalar()
         if node is None:
             # Inside a file's internals, or no such node: tiled's own walk decides.
             return await original(self, segments)
