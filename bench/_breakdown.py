@@ -55,8 +55,10 @@ class Breakdown:
         cols = sorted({k for rows in self.rows.values() for r in rows for k in r})
         order = ["wall", "re_cpu", "re_wait_core", "re_blocked", "re_preempted_per_1k"]
         cols = order + [c for c in cols if c not in order]
-        print("\nper event, median over the runs (us; re_preempted_per_1k: involuntary "
-              "context switches of the RunEngine thread per 1,000 events)")
+        print(
+            "\nper event, median over the runs (us; re_preempted_per_1k: involuntary "
+            "context switches of the RunEngine thread per 1,000 events)"
+        )
         print(f"  {'config':28} " + " ".join(f"{c:>14}" for c in cols))
         for config, rows in self.rows.items():
             vals = [

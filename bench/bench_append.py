@@ -33,7 +33,9 @@ def _docs(rows: int, appends: int) -> list[list[tuple[str, dict]]]:
     desc = run.compose_descriptor(
         name="primary", data_keys={"det": key}, object_keys={"det": ["det"]}
     )
-    batches: list[list[tuple[str, dict]]] = [[("start", run.start_doc), ("descriptor", desc.descriptor_doc)]]
+    batches: list[list[tuple[str, dict]]] = [
+        [("start", run.start_doc), ("descriptor", desc.descriptor_doc)]
+    ]
     for a in range(appends):
         batch = []
         for i in range(rows):

@@ -15,10 +15,10 @@ batch:
 A batch's events wait on average half the window, so the typical lag is about the
 publisher's interval / 2 + window / 2 + the append: with a 120 ms target and a 35 ms
 append the window settles near 100 ms (about half the appends of the 50 ms floor;
-``tests/writer/test_window.py`` simulates it), and lower when Tiled is slower. The oldest event alone would leave no room (it waits the
-publisher's whole interval and the whole window), which kept the earlier controller
-at its floor. A backlog is unaffected (a pull returns at once with a full batch
-whatever the window).
+``tests/writer/test_window.py`` simulates it), and lower when Tiled is slower. The
+oldest event alone would leave no room (it waits the publisher's whole interval and
+the whole window), which kept the earlier controller at its floor (ADR 0022). A
+backlog is unaffected (a pull returns at once with a full batch whatever the window).
 """
 
 from __future__ import annotations
