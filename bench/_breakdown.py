@@ -20,8 +20,14 @@ class Breakdown:
         self.home = home
         self.rows: dict[str, list[dict[str, float]]] = {}
 
-    def measure(self, config: str, run: Callable[[], float], events: int, pub: Any) -> float:
-        tids = {"re": threading.get_native_id()}
+    def measure(
+        self, config: str, run: Callable[[], float], events: int, pub: Any, RE: Any
+    ) -> float:
+        # The RunEngine runs its plan on its event loop's own thread (``RE._th``);
+        # the calling thread only waits for it.
+        re_thread = getattr(RE, "_th", None)
+        re_tid = getattr(re_thread, "native_id", None) or threading.get_native_id()
+        tids = {"re": re_tid}
         thread = getattr(pub, "_thread", None) if pub is not None else None
         if thread is not None and thread.native_id is not None:
             tids["pub"] = thread.native_id

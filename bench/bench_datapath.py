@@ -114,7 +114,7 @@ def speed(pod: Any, args: argparse.Namespace) -> dict[str, list[float]]:
     breakdown = Breakdown(pod.home.root)
 
     def measured(name: str, RE: Any, n: int) -> float:
-        return breakdown.measure(name, lambda: _rate(RE, n), n, pub)
+        return breakdown.measure(name, lambda: _rate(RE, n), n, pub, RE)
 
     def pairs(phase: dict[str, tuple[Any, int]], label: str) -> None:
         for rep in range(args.reps):
