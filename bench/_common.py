@@ -88,3 +88,50 @@ def service_cpu_s(home: Path) -> dict[str, float]:
 
     services = json.loads((home / "run" / "state.json").read_text())["services"]
     return {n: process_cpu_s(int(s["pid"])) for n, s in services.items() if s.get("pid")}
+
+
+def thread_sched(tid: int) -> tuple[float, float, int, int]:
+    """(CPU s, s runnable but waiting for a core, voluntary and involuntary context
+    switches) of one thread of this process, from /proc (Linux only)."""
+    task = Path(f"/proc/self/task/{tid}")
+    cpu_ns, wait_ns, _ = (int(x) for x in (task / "schedstat").read_text().split())
+    vol = invol = 0
+    for line in (task / "status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches"):
+            vol = int(line.split()[1])
+        elif line.startswith("nonvoluntary_ctxt_switches"):
+            invol = int(line.split()[1])
+    return cpu_ns / 1e9, wait_ns / 1e9, vol, invol
+
+
+class ThreadClock:
+    """Where a stretch of wall time of some threads of this process went: its CPU, its
+    wait for a core (the scheduler gave the core to another thread or process), the
+    rest blocked (the GIL, I/O, sleeps); context switches. ``start()`` / ``stop()``."""
+
+    def __init__(self, tids: dict[str, int]) -> None:
+        self.tids = tids
+        self._t0 = 0.0
+        self._s0: dict[str, tuple[float, float, int, int]] = {}
+        self.wall = 0.0
+        self.delta: dict[str, tuple[float, float, int, int]] = {}
+
+    def start(self) -> None:
+        import time
+
+        self._s0 = {k: thread_sched(t) for k, t in self.tids.items()}
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        import time
+
+        self.wall = time.perf_counter() - self._t0
+        for k, t in self.tids.items():
+            now = thread_sched(t)
+            before = self._s0[k]
+            self.delta[k] = (
+                now[0] - before[0],
+                now[1] - before[1],
+                now[2] - before[2],
+                now[3] - before[3],
+            )

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _breakdown import Breakdown
 from _common import WorkerThread, load_average, machine, percentile, service_cpu_s, summary
 
 
@@ -110,16 +111,21 @@ def speed(pod: Any, args: argparse.Namespace) -> dict[str, list[float]]:
     rates: dict[str, list[float]] = {"bare": []}
     ratios: dict[str, list[float]] = {}
     sizes: dict[str, int] = {}
+    breakdown = Breakdown(pod.home.root)
+
+    def measured(name: str, RE: Any, n: int) -> float:
+        return breakdown.measure(name, lambda: _rate(RE, n), n, pub, RE)
 
     def pairs(phase: dict[str, tuple[Any, int]], label: str) -> None:
         for rep in range(args.reps):
             line = [f"{label} rep {rep + 1}:"]
             for name, (RE, n) in phase.items():
                 # Alternate the order of each pair so warm-up or drift favours neither.
+                bare = f"bare ({label})"
                 if rep % 2:
-                    r, b = _rate(RE, n), _rate(bare_RE, n)
+                    r, b = measured(name, RE, n), measured(bare, bare_RE, n)
                 else:
-                    b, r = _rate(bare_RE, n), _rate(RE, n)
+                    b, r = measured(bare, bare_RE, n), measured(name, RE, n)
                 sizes[name] = n
                 rates["bare"].append(b)
                 rates.setdefault(name, []).append(r)
@@ -162,6 +168,7 @@ def speed(pod: Any, args: argparse.Namespace) -> dict[str, list[float]]:
             f"{statistics.median(rs):13.3f} {min(rs):10.3f} {max(rs):10.3f}"
         )
     print("  target: publisher ratio >= 0.95")
+    breakdown.print()
     return ratios
 
 

@@ -23,8 +23,11 @@ from beampod.store._tiled_asgi import (
     upstream_build_app_hash,
 )
 from beampod.store._tiled_fast import (
+    PINNED_DATA_SOURCES_SHA256,
     PINNED_LOOKUP_SHA256,
+    fast_data_sources,
     install_fast_lookup,
+    upstream_data_sources_hash,
     upstream_lookup_hash,
 )
 from tests.store.conftest import Server, make_pod
@@ -33,6 +36,7 @@ from tests.store.conftest import Server, make_pod
 def test_pinned_to_the_locked_tiled() -> None:
     assert upstream_lookup_hash() == PINNED_LOOKUP_SHA256, "tiled's lookup_adapter moved"
     assert upstream_build_app_hash() == PINNED_BUILD_APP_SHA256, "tiled's build_app moved"
+    assert upstream_data_sources_hash() == PINNED_DATA_SOURCES_SHA256, "data_sources moved"
 
 
 def test_fast_lookup_builds_no_statement_per_request(
@@ -137,3 +141,54 @@ def test_new_and_deleted_nodes_seen_at_once(tiled_server: Server) -> None:
             _get(tiled_server, "/api/v1/metadata/demo/fast-lookup-probe/inner").status_code == 404
         )
         assert _get(tiled_server, "/api/v1/metadata/demo/fast-lookup-probe").status_code == 404
+
+
+def test_joined_data_sources_are_tiled_own(tmp_path: Path) -> None:
+    """The joined ``data_sources(include_assets=True)`` returns what tiled's own returns
+    for a table stored in SQL (with its asset) and for a container (none)."""
+    import pandas as pd
+    from tiled.catalog import adapter as tiled_adapter
+    from tiled.catalog import from_uri
+    from tiled.structures.core import StructureFamily
+    from tiled.structures.data_source import DataSource, Management
+    from tiled.structures.table import TableStructure
+
+    original = tiled_adapter.CatalogNodeAdapter.data_sources
+    joined = fast_data_sources(original)
+
+    async def scenario() -> None:
+        catalog = from_uri(
+            f"sqlite:///{tmp_path / 'catalog.db'}",
+            writable_storage=[str(tmp_path / "data"), f"duckdb:///{tmp_path / 'tables.db'}"],
+            init_if_not_exists=True,
+        )
+        await catalog.startup()
+        try:
+            df = pd.DataFrame({"x": [1.0, 2.0]})
+            structure = TableStructure.from_pandas(df)
+            table = await catalog.create_node(
+                StructureFamily.table,
+                metadata={},
+                key="t",
+                data_sources=[
+                    DataSource(
+                        structure_family=StructureFamily.table,
+                        structure=structure,
+                        management=Management.writable,
+                        mimetype="application/x-tiled-sql-table",
+                    )
+                ],
+            )
+            container = await catalog.create_node(StructureFamily.container, metadata={}, key="c")
+            for node in (await catalog.lookup_adapter(["t"]), container):
+                mine = await joined(node, include_assets=True)
+                theirs = await original(node, include_assets=True)
+                assert [d.model_dump() for d in mine] == [d.model_dump() for d in theirs]
+                assert await joined(node) == await original(node)
+            assert table is not None
+            stored = await joined(await catalog.lookup_adapter(["t"]), include_assets=True)
+            assert stored[0].assets  # the table's SQL storage, loaded joined
+        finally:
+            await catalog.shutdown()
+
+    asyncio.run(scenario())

@@ -30,7 +30,7 @@ from beampod.config import WriterSettings
 from beampod.errors import BusError, BusUnavailableError, DeliveryGapError, StoreError
 from beampod.store import BatchResult, Item, RunSink, StoreAccessError, TransientStoreError
 from beampod.writer._held import HeldBack
-from beampod.writer._window import LiveWindow, oldest_event_time
+from beampod.writer._window import LiveWindow, batch_lag
 
 log = logging.getLogger("beampod.writer")
 
@@ -237,7 +237,7 @@ class Writer:
             offered = [m for _, m in early]
         self.stats.held += self._held.hold(early, time.monotonic())
         if good:
-            self.window.stored(oldest_event_time([(m.name, m.doc) for m in good]), time.time())
+            self.window.stored(batch_lag([(m.name, m.doc) for m in good], time.time()))
         self.stats.batches += 1
         self.stats.written += written
         self.stats.duplicates += duplicates
