@@ -34,7 +34,7 @@ def _docs(rows: int, appends: int) -> list[list[tuple[str, dict]]]:
         name="primary", data_keys={"det": key}, object_keys={"det": ["det"]}
     )
     batches: list[list[tuple[str, dict]]] = [
-        [("start", run.start_doc), ("descriptor", desc.descriptor_doc)]
+        [("start", dict(run.start_doc)), ("descriptor", dict(desc.descriptor_doc))]
     ]
     for a in range(appends):
         batch = []

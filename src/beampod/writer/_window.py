@@ -17,7 +17,7 @@ publisher's interval / 2 + window / 2 + the append: with a 120 ms target and a 3
 append the window settles near 100 ms (about half the appends of the 50 ms floor;
 ``tests/writer/test_window.py`` simulates it), and lower when Tiled is slower. The
 oldest event alone would leave no room (it waits the publisher's whole interval and
-the whole window), which kept the earlier controller at its floor (ADR 0022). A
+the whole window), which kept the earlier controller at its floor (ADR 0024). A
 backlog is unaffected (a pull returns at once with a full batch whatever the window).
 """
 
