@@ -25,6 +25,17 @@ from beampod.config._agents import (
     agent_service_name,
     load_agent_pod,
 )
+from beampod.config._bus_settings import (
+    EdgeListener,
+    KafkaBus,
+    NatsBus,
+    NatsNodeSettings,
+    StreamSettings,
+    ZmqBus,
+    dead_letter_subject,
+    documents_subject,
+    stream_name,
+)
 from beampod.config._facility import (
     facility_problems,
     instrument_agent,
@@ -39,7 +50,6 @@ from beampod.config._model import (
     AgentSettings,
     ChannelAccessSettings,
     CycleSettings,
-    EdgeListener,
     EnvironmentSettings,
     HealthSettings,
     HostSettings,
@@ -47,21 +57,13 @@ from beampod.config._model import (
     InstrumentSettings,
     IocSettings,
     IocTemplate,
-    KafkaBus,
-    NatsBus,
-    NatsNodeSettings,
     PodConfig,
     PostgresStore,
     QueueSettings,
     SqliteStore,
-    StreamSettings,
     WebSettings,
     WriterSettings,
-    ZmqBus,
-    dead_letter_subject,
-    documents_subject,
     ioc_service_name,
-    stream_name,
 )
 from beampod.config._pod import LoadedPod, init_pod, load_pod
 from beampod.config._queues import (

@@ -22,14 +22,13 @@ import re
 from collections.abc import Mapping
 
 from beampod.config._addresses import effective_hosts
+from beampod.config._bus_settings import NatsBus, ZmqBus
 from beampod.config._merge import apply_instrument_defaults
 from beampod.config._model import (
     AgentSettings,
-    NatsBus,
     PodConfig,
     PostgresStore,
     QueueSettings,
-    ZmqBus,
     ioc_service_name,
 )
 
