@@ -19,38 +19,38 @@ from pathlib import Path
 
 import pytest
 
-# Wall time per file in a whole run on a loaded 2-core machine (load 7-40), 2 Dec 2026.
+# Wall time per file in a whole run on a quiet 2-core machine (3 workers), 3 Dec 2026.
 SLOWEST_FILES: tuple[str, ...] = (
-    "tests/datapath/test_faults.py",  # 854 s
-    "tests/test_pod.py",  # 410 s
-    "tests/datapath/test_dead_runengine.py",  # 373 s
-    "tests/datapath/test_identity.py",  # 351 s
-    "tests/facility/test_facility_faults.py",  # 335 s
-    "tests/transports/test_kafka_pod.py",  # 305 s
-    "tests/datapath/test_health_probes.py",  # 255 s
-    "tests/facility/test_facility_pod.py",  # 254 s
-    "tests/test_data_cli.py",  # 234 s
-    "tests/queue/test_queue_pod.py",  # 223 s
-    "tests/cluster/test_nats_cluster.py",  # 189 s
-    "tests/facility/test_facility_queues.py",  # 182 s
-    "tests/transports/test_zmq_pod.py",  # 146 s
-    "tests/session/test_db.py",  # 140 s
-    "tests/datapath/test_bad_input.py",  # 132 s
-    "tests/session/test_session.py",  # 106 s
-    "tests/datapath/test_refused.py",  # 69 s
-    "tests/instrument/test_facility_scaffold.py",  # 67 s
-    "tests/deploy/test_ansible_apply.py",  # 64 s
-    "tests/web/test_browser.py",  # 63 s
-    "tests/deploy/test_render.py",  # 62 s
-    "tests/queue/test_queue_clients.py",  # 54 s
-    "tests/store/test_postgres.py",  # 53 s
-    "tests/datapath/test_postgres_pod.py",  # 49 s
-    "tests/envs/test_pack.py",  # 49 s
-    "tests/store/test_catalog.py",  # 47 s
-    "tests/store/test_sink.py",  # 47 s
-    "tests/bus/test_contract.py",  # 44 s
-    "tests/config/test_connect.py",  # 44 s
-    "tests/session/test_bsui.py",  # 42 s
+    "tests/datapath/test_faults.py",  # 365 s
+    "tests/facility/test_facility_faults.py",  # 226 s
+    "tests/transports/test_kafka_pod.py",  # 189 s
+    "tests/datapath/test_health_probes.py",  # 126 s
+    "tests/queue/test_queue_pod.py",  # 119 s
+    "tests/test_pod.py",  # 115 s
+    "tests/datapath/test_identity.py",  # 91 s
+    "tests/test_data_cli.py",  # 90 s
+    "tests/session/test_session.py",  # 87 s
+    "tests/cluster/test_nats_cluster.py",  # 75 s
+    "tests/facility/test_facility_pod.py",  # 74 s
+    "tests/session/test_db.py",  # 67 s
+    "tests/datapath/test_dead_runengine.py",  # 64 s
+    "tests/facility/test_writer_pool.py",  # 63 s
+    "tests/facility/test_facility_queues.py",  # 63 s
+    "tests/deploy/test_ansible_apply.py",  # 42 s
+    "tests/transports/test_zmq_pod.py",  # 42 s
+    "tests/bus/test_contract.py",  # 40 s
+    "tests/datapath/test_bad_input.py",  # 35 s
+    "tests/queue/test_queue_clients.py",  # 31 s
+    "tests/web/test_app.py",  # 27 s
+    "tests/store/test_tiled_fast.py",  # 27 s
+    "tests/queue/test_queue_data_path.py",  # 26 s
+    "tests/datapath/test_refused.py",  # 26 s
+    "tests/envs/test_runtime.py",  # 25 s
+    "tests/facility/test_two_hosts.py",  # 25 s
+    "tests/web/test_browser.py",  # 21 s
+    "tests/bus/test_roles.py",  # 20 s
+    "tests/bus/test_edge.py",  # 19 s
+    "tests/writer/test_loop.py",  # 19 s
 )
 
 

@@ -38,9 +38,9 @@ def test_a_groups_files_come_together_and_the_rest_keep_their_order() -> None:
         "tests/datapath/test_faults.py",
         "tests/datapath/test_identity.py",
         "tests/datapath/test_postgres_pod.py",
-        "tests/test_pod.py",
         "tests/queue/test_queue_pod.py",
         "tests/queue/test_queue_access.py",
+        "tests/test_pod.py",
         "tests/a_unit_test.py",
         "tests/b_unit_test.py",
     ]
