@@ -13,6 +13,7 @@ Replies go where the request says: a NATS subject, or (the bluesky-pods demo's w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable, Mapping
@@ -38,11 +39,15 @@ from beampod.adaptive._settings import (
 )
 from beampod.bus import NatsConnection
 from beampod.config import LoadedPod, instrument_agent
+from beampod.errors import BusUnavailableError
 
 log = logging.getLogger("beampod.adaptive.service")
 
 # A reply list nobody reads (plan gone) must not live forever in Redis.
 REDIS_REPLY_TTL_S = 3600
+# Between attempts to reach a bus that does not answer yet (doubling up to the max).
+CONNECT_RETRY_INITIAL_S = 0.5
+CONNECT_RETRY_MAX_S = 5.0
 
 
 class RedisReplyFailed(Exception):
@@ -100,7 +105,9 @@ class AgentService:
 
     async def start(self) -> None:
         for inst, conn in self._connections.items():
-            nc = await conn.connect()
+            nc = await self._connect(conn)
+            if nc is None:
+                return  # asked to stop while the bus did not answer
             self._clients.append(nc)
             name = self.settings[inst].name
             await nc.subscribe(
@@ -111,16 +118,44 @@ class AgentService:
             # is it true that a request sent now will be answered.
             await nc.flush()
 
+    async def _connect(self, conn: NatsConnection) -> Any | None:
+        """A connection, waited for as long as it takes (None: stopped meanwhile). A
+        facility's 25 agents start while the bus cluster is busy starting everything
+        else: a connect that times out then is the machine's load, not a fault, and the
+        supervisor's readiness deadline (with its allowance for a busy start) bounds
+        the wait instead of this process giving up after one attempt."""
+        delay = CONNECT_RETRY_INITIAL_S
+        while not self._stop.is_set():
+            try:
+                return await conn.connect()
+            except BusUnavailableError as exc:
+                log.warning("%s; retrying in %.1f s", exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)  # backoff, or stopped
+            delay = min(CONNECT_RETRY_MAX_S, delay * 2)
+        return None
+
     def request_stop(self) -> None:
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     async def run_until_stopped(self) -> None:
         await self._stop.wait()
         await self.close()
 
     async def close(self) -> None:
+        from nats.errors import Error as NatsClientError
+
         for nc in self._clients:
-            await nc.drain()
+            try:
+                await nc.drain()
+            except NatsClientError:
+                # Stopped while the link is down (reconnecting): nothing in flight can be
+                # drained; close without a traceback on the way out.
+                await nc.close()
         self._clients.clear()
         await self._redis.close()
 
@@ -218,6 +253,9 @@ async def serve(pod: LoadedPod, instruments: list[str] | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.request_stop)
     await service.start()
+    if service.stopping:
+        await service.close()  # stopped before the bus answered: never said ready
+        return
     names = ",".join(service.runners)
     agents = ",".join(sorted({s.name for s in service.settings.values()}))
     classes = ",".join(sorted({agent_settings(pod, n).agent for n in service.runners}))
