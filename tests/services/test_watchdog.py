@@ -17,6 +17,7 @@ import pytest
 from beampod.config import PodHome
 from beampod.errors import ServiceStartError
 from beampod.services import HttpProbe, LogLineProbe, RestartPolicy, ServiceSpec, Supervisor
+from beampod.services._watchdog import read_cpu_pressure
 
 SERVER = """
 import os, sys, time
@@ -131,7 +132,11 @@ def test_a_start_still_working_at_its_deadline_gets_more_time(
 
     async def scenario() -> None:
         sup = Supervisor(
-            [spec], home, policy=RestartPolicy(busy_start_factor=3.0), progress=notes.append
+            [spec],
+            home,
+            policy=RestartPolicy(busy_start_factor=3.0),
+            progress=notes.append,
+            cpu_pressure=lambda: 0.0,  # an idle machine: only the service's own CPU counts
         )
         try:
             await sup.start()
@@ -144,3 +149,56 @@ def test_a_start_still_working_at_its_deadline_gets_more_time(
     else:
         with pytest.raises(ServiceStartError, match="not ready after"):
             asyncio.run(scenario())
+
+
+# Idle while it waits for an answer that comes late (a ping through a starved bus).
+WAIT_THEN_READY = 'import time\ntime.sleep(1.8)\nprint("READY", flush=True)\ntime.sleep(600)\n'
+
+
+@pytest.mark.parametrize(("pressure", "ready"), [(0.9, True), (0.1, False), (None, False)])
+def test_an_idle_start_on_a_saturated_machine_gets_more_time(
+    home: PodHome, pressure: float | None, ready: bool
+) -> None:
+    """A start that uses no CPU at its deadline is failed, unless the machine is
+    saturated (CPU pressure): then what it waits for is starved, and it gets the time a
+    busy start would. Without pressure information (None) it is failed as before."""
+    spec = ServiceSpec(
+        name="waits",
+        argv=(sys.executable, "-c", WAIT_THEN_READY),
+        probe=LogLineProbe(home.log_file("waits"), r"^READY"),
+        ready_timeout=1.0,
+        stop_timeout=2,
+    )
+    notes: list[str] = []
+
+    async def scenario() -> None:
+        sup = Supervisor(
+            [spec],
+            home,
+            policy=RestartPolicy(busy_start_factor=3.0),
+            progress=notes.append,
+            cpu_pressure=lambda: pressure,
+        )
+        try:
+            await sup.start()
+        finally:
+            await sup.stop()
+
+    if ready:
+        asyncio.run(scenario())
+        assert any("the machine is saturated (CPU pressure 90 %)" in n for n in notes), notes
+    else:
+        with pytest.raises(ServiceStartError, match="not ready after 1 s"):
+            asyncio.run(scenario())
+
+
+def test_cpu_pressure_is_read_from_the_kernels_pressure_file(tmp_path: Path) -> None:
+    psi = tmp_path / "cpu"
+    psi.write_text(
+        "some avg10=62.50 avg60=40.00 avg300=10.00 total=123\n"
+        "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+    )
+    assert read_cpu_pressure(psi) == pytest.approx(0.625)
+    assert read_cpu_pressure(tmp_path / "absent") is None
+    psi.write_text("garbage\n")
+    assert read_cpu_pressure(psi) is None

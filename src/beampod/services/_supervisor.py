@@ -31,7 +31,14 @@ from beampod.services._policy import RestartPolicy, dependency_order, start_prio
 from beampod.services._probes import Probe, from_log_offset, port_is_free
 from beampod.services._spec import ServiceSpec
 from beampod.services._state import PodState, ServiceState, write_state
-from beampod.services._watchdog import BusyMeter, HealthCheck, HealthClock, check_health
+from beampod.services._watchdog import (
+    SATURATED_CPU_PRESSURE,
+    BusyMeter,
+    HealthCheck,
+    HealthClock,
+    check_health,
+    read_cpu_pressure,
+)
 
 
 @dataclass
@@ -56,12 +63,14 @@ class Supervisor:
         policy: RestartPolicy | None = None,
         progress: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cpu_pressure: Callable[[], float | None] = read_cpu_pressure,
     ) -> None:
         self._order = dependency_order(specs)
         self._home = home
         self._policy = policy or RestartPolicy()
         self._admission = Admission(self._policy.max_starting or default_limit(len(self._order)))
         self._clock = clock  # readiness deadlines (a test moves it)
+        self._cpu_pressure = cpu_pressure  # a saturated machine (a test sets it)
         self._priority = start_priority(self._order)
         self._progress = progress or (lambda _msg: None)
         self._services = {
@@ -285,13 +294,22 @@ class Supervisor:
         while not self._stopping:
             if clock() >= deadline:
                 share = meter.share(proc.pid)
-                if share is None or share < meter.min_share:
+                busy = share is not None and share >= meter.min_share
+                # Idle but on a saturated machine: what it waits for (the bus answering
+                # its probe, a ping through a busy server) is starved, not absent.
+                pressure = None if busy else self._cpu_pressure()
+                saturated = pressure is not None and pressure >= SATURATED_CPU_PRESSURE
+                if not (busy or saturated):
                     break
                 if extra >= timeout * (self._policy.busy_start_factor - 1):
                     break
                 extra += timeout / 2
                 deadline = clock() + timeout / 2
-                msg = f"still starting, busy ({100 * share:.0f} % of a core): "
+                if busy:
+                    msg = f"still starting, busy ({100 * (share or 0.0):.0f} % of a core): "
+                else:
+                    msg = "still starting, the machine is saturated (CPU pressure "
+                    msg += f"{100 * (pressure or 0.0):.0f} %): "
                 msg += f"{timeout / 2:.0f} s more"
                 self._update(svc, message=msg)
                 self._progress(f"{svc.spec.name} {msg}")

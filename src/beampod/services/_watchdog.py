@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from beampod.errors import BeampodError
 from beampod.services._probes import AllProbes, LogLineProbe, Probe
@@ -25,6 +26,25 @@ TIMED_OUT = 0.95
 # Busy: the service's processes ran or waited to run for at least this share of a core
 # since the previous slow check (an idle, waiting Python server: well under 1 %).
 BUSY_SHARE = 0.05
+
+
+# Saturated: some runnable task waited for a CPU at least this share of the last 10 s
+# (Linux pressure stall information, /proc/pressure/cpu "some avg10").
+SATURATED_CPU_PRESSURE = 0.5
+
+
+def read_cpu_pressure(path: Path = Path("/proc/pressure/cpu")) -> float | None:
+    """The machine's CPU pressure, "some avg10" as a share (0..1); None where the kernel
+    does not report it (no PSI, another OS)."""
+    try:
+        first = path.read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    fields = dict(f.split("=", 1) for f in first.split()[1:] if "=" in f)
+    try:
+        return float(fields["avg10"]) / 100.0
+    except (KeyError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
