@@ -7,6 +7,7 @@ Real processes: small HTTP servers whose answers the test makes slow by burning 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
 import time
@@ -17,7 +18,7 @@ import pytest
 from beampod.config import PodHome
 from beampod.errors import ServiceStartError
 from beampod.services import HttpProbe, LogLineProbe, RestartPolicy, ServiceSpec, Supervisor
-from beampod.services._watchdog import read_cpu_pressure
+from beampod.services._watchdog import HealthCheck, HealthClock, read_cpu_pressure
 
 SERVER = """
 import os, sys, time
@@ -202,3 +203,16 @@ def test_cpu_pressure_is_read_from_the_kernels_pressure_file(tmp_path: Path) -> 
     assert read_cpu_pressure(tmp_path / "absent") is None
     psi.write_text("garbage\n")
     assert read_cpu_pressure(psi) is None
+
+
+def test_a_check_failing_at_once_on_a_saturated_machine_counts_as_slow() -> None:
+    """NATS nodes answering "replicas not current" while 25 instruments start on two
+    cores were restarted after 60 s, which added load; on a saturated machine such a
+    failure is judged like a slow one (restarted only if the service is not busy)."""
+    calm = HealthClock()
+    assert calm.observe(HealthCheck("healthz"), None, os.getpid(), 0.0) == "failing probe: healthz"
+    assert not calm.busy and calm.failed_for(61.0) == 61.0
+    saturated = HealthClock()
+    shown = saturated.observe(HealthCheck("healthz"), None, os.getpid(), 0.0, saturated=True)
+    assert shown.startswith("slow: healthz (busy"), shown
+    assert saturated.busy  # restarted only after busy_restart_s, not unhealthy_restart_s

@@ -356,7 +356,11 @@ class Supervisor:
             # cannot): not this service's fault, so its clock does not run.
             blocked = None if check.failing is None else self._unhealthy_dependency(svc)
             now = time.monotonic()
-            health = clock.observe(check, blocked, proc.pid, now)
+            saturated = False
+            if check.failing is not None:
+                pressure = self._cpu_pressure()
+                saturated = pressure is not None and pressure >= SATURATED_CPU_PRESSURE
+            health = clock.observe(check, blocked, proc.pid, now, saturated)
             if check.failing is None and svc.state.state == "degraded":
                 self._update(svc, state="ready", health=health, message="")
             if health != svc.state.health:

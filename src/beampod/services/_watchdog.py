@@ -117,9 +117,21 @@ class HealthClock:
     def busy(self) -> bool:
         return self.busy_since is not None
 
-    def observe(self, check: HealthCheck, blocked: str | None, pid: int, now: float) -> str:
+    def observe(
+        self,
+        check: HealthCheck,
+        blocked: str | None,
+        pid: int,
+        now: float,
+        saturated: bool = False,
+    ) -> str:
         """Count one check of the service led by ``pid`` (``blocked``: a dependency
-        it waits for, which stops the clock); the health to show."""
+        it waits for, which stops the clock); the health to show. On a ``saturated``
+        machine a check that fails at once is treated as one that failed slowly: a
+        busy server whose answer is "not yet" (NATS nodes whose replicas lag while 25
+        instruments start) is starved, and restarting it would only add load."""
+        if saturated and check.failing is not None and not check.slow:
+            check = HealthCheck(check.failing, slow=True)
         if not check.slow:
             self.meter.reset()
         if check.failing is None:
