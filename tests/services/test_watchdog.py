@@ -118,14 +118,14 @@ time.sleep(600)
 SLEEP_THEN_READY = 'import time\ntime.sleep(60)\nprint("READY", flush=True)\n'
 
 
-@pytest.mark.parametrize(("body", "busy"), [(BURN_THEN_READY, True), (SLEEP_THEN_READY, False)])
-def test_a_start_still_working_at_its_deadline_gets_more_time(
-    home: PodHome, body: str, busy: bool
-) -> None:
+def _start_alone(home: PodHome, body: str, pressure: float | None) -> list[str]:
+    """Start one service running ``body`` (ready on its READY line, 1 s timeout, up to
+    6 x with extensions: room for a slow interpreter start on a loaded machine) on a
+    machine of CPU ``pressure``; the supervisor's notes."""
     spec = ServiceSpec(
-        name="slow",
+        name="starting",
         argv=(sys.executable, "-c", body),
-        probe=LogLineProbe(home.log_file("slow"), r"^READY"),
+        probe=LogLineProbe(home.log_file("starting"), r"^READY"),
         ready_timeout=1.0,
         stop_timeout=2,
     )
@@ -135,21 +135,29 @@ def test_a_start_still_working_at_its_deadline_gets_more_time(
         sup = Supervisor(
             [spec],
             home,
-            policy=RestartPolicy(busy_start_factor=3.0),
+            policy=RestartPolicy(busy_start_factor=6.0),
             progress=notes.append,
-            cpu_pressure=lambda: 0.0,  # an idle machine: only the service's own CPU counts
+            cpu_pressure=lambda: pressure,
         )
         try:
             await sup.start()
         finally:
             await sup.stop()
 
+    asyncio.run(scenario())
+    return notes
+
+
+@pytest.mark.parametrize(("body", "busy"), [(BURN_THEN_READY, True), (SLEEP_THEN_READY, False)])
+def test_a_start_still_working_at_its_deadline_gets_more_time(
+    home: PodHome, body: str, busy: bool
+) -> None:
+    # An idle machine (pressure 0): only the service's own CPU counts.
     if busy:
-        asyncio.run(scenario())
-        assert any("still starting, busy" in n for n in notes)
+        assert any("still starting, busy" in n for n in _start_alone(home, body, 0.0))
     else:
         with pytest.raises(ServiceStartError, match="not ready after"):
-            asyncio.run(scenario())
+            _start_alone(home, body, 0.0)
 
 
 # Idle while it waits for an answer that comes late (a ping through a starved bus).
@@ -163,34 +171,12 @@ def test_an_idle_start_on_a_saturated_machine_gets_more_time(
     """A start that uses no CPU at its deadline is failed, unless the machine is
     saturated (CPU pressure): then what it waits for is starved, and it gets the time a
     busy start would. Without pressure information (None) it is failed as before."""
-    spec = ServiceSpec(
-        name="waits",
-        argv=(sys.executable, "-c", WAIT_THEN_READY),
-        probe=LogLineProbe(home.log_file("waits"), r"^READY"),
-        ready_timeout=1.0,
-        stop_timeout=2,
-    )
-    notes: list[str] = []
-
-    async def scenario() -> None:
-        sup = Supervisor(
-            [spec],
-            home,
-            policy=RestartPolicy(busy_start_factor=3.0),
-            progress=notes.append,
-            cpu_pressure=lambda: pressure,
-        )
-        try:
-            await sup.start()
-        finally:
-            await sup.stop()
-
     if ready:
-        asyncio.run(scenario())
+        notes = _start_alone(home, WAIT_THEN_READY, pressure)
         assert any("the machine is saturated (CPU pressure 90 %)" in n for n in notes), notes
     else:
         with pytest.raises(ServiceStartError, match="not ready after 1 s"):
-            asyncio.run(scenario())
+            _start_alone(home, WAIT_THEN_READY, pressure)
 
 
 def test_cpu_pressure_is_read_from_the_kernels_pressure_file(tmp_path: Path) -> None:
