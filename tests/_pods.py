@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import SecretStr
 
-from beampod.config import LoadedPod, PodHome, load_pod
+from beampod.config import InstrumentSecrets, LoadedPod, PodConfig, PodHome, Secrets, load_pod
 from tests.conftest import beampod_cli, processes_using
 from tests.datapath._helpers import wait_for
 
@@ -57,6 +58,19 @@ def down_leaving_nothing(root: Path, down: Callable[[], object]) -> None:
     for p in left:
         p.kill()
     assert not left, f"processes left behind by the pod: {[p.info for p in left]}"
+
+
+def unsecured_pod(cfg: PodConfig, root: Path) -> LoadedPod:
+    """A pod of ``cfg`` at ``root`` with placeholder secrets and nothing on disk: for
+    tests of what the config derives (addresses, services), never for starting it."""
+    return LoadedPod(
+        home=PodHome(root),
+        config=cfg,
+        secrets=Secrets(
+            queue_zmq_private_key=SecretStr("k"),
+            instruments={n: InstrumentSecrets() for n in cfg.instruments},
+        ),
+    )
 
 
 def free_port() -> int:

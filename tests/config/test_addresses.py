@@ -7,17 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
+from tests._pods import unsecured_pod
 
 from beampod.bus import NatsConnection, nats_nodes, render_nats_config
 from beampod.cli._connect_cmds import connection_env
 from beampod.config import (
     HOST_ENV,
-    InstrumentSecrets,
-    LoadedPod,
     PodConfig,
-    PodHome,
-    Secrets,
     client_address,
     host_bind,
     parse_config,
@@ -57,17 +53,6 @@ def _two_hosts(*, cluster: int = 1, bind: bool = True) -> PodConfig:
         return {"address": address, "bind": address} if bind else {"address": address}
 
     return _facility({"central": host(CENTRAL), "ws1": host(WS1)}, cluster=cluster)
-
-
-def _pod(cfg: PodConfig, tmp_path: Path) -> LoadedPod:
-    return LoadedPod(
-        home=PodHome(tmp_path),
-        config=cfg,
-        secrets=Secrets(
-            queue_zmq_private_key=SecretStr("k"),
-            instruments={n: InstrumentSecrets() for n in cfg.instruments},
-        ),
-    )
 
 
 @pytest.fixture
@@ -137,7 +122,7 @@ def test_an_unknown_beampod_host_is_one_readable_error(on: Any) -> None:
 def test_facility_on_one_machine_every_client_reaches_each_host_where_it_binds(
     tmp_path: Path, on: Any
 ) -> None:
-    pod = _pod(_two_hosts(), tmp_path)
+    pod = unsecured_pod(_two_hosts(), tmp_path)
     assert tiled_url(pod) == f"http://{CENTRAL}:8000"
     assert [n.url for n in nats_nodes(pod)] == [f"nats://{CENTRAL}:4222"]
     assert http_uri(pod).startswith(f"http://{WS1}:")
@@ -146,7 +131,7 @@ def test_facility_on_one_machine_every_client_reaches_each_host_where_it_binds(
 
 
 def test_two_hosts_each_side_listens_on_its_own_address(tmp_path: Path, on: Any) -> None:
-    pod = _pod(_two_hosts(cluster=3), tmp_path)
+    pod = unsecured_pod(_two_hosts(cluster=3), tmp_path)
     claims = {s.name: {c.host for c in s.ports} for s in pod_services(pod)}
     for name in ("tiled", "redis", "nats-0", "nats-1", "nats-2"):
         assert claims[name] == {CENTRAL}, name
@@ -171,7 +156,7 @@ def test_two_hosts_clients_reach_the_other_host_at_its_address(tmp_path: Path, o
             "ws1": {"address": "ws1.example", "bind": WS1},
         }
     )
-    pod = _pod(cfg, tmp_path)
+    pod = unsecured_pod(cfg, tmp_path)
     on("ws1")
     assert tiled_url(pod) == "http://central.example:8000"
     assert (
@@ -194,7 +179,7 @@ def test_two_hosts_clients_reach_the_other_host_at_its_address(tmp_path: Path, o
 
 
 def test_up_with_a_host_runs_only_that_hosts_services(tmp_path: Path, on: Any) -> None:
-    pod = _pod(_two_hosts(), tmp_path)
+    pod = unsecured_pod(_two_hosts(), tmp_path)
     everything = {s.name for s in up_services(pod)}
     on("central")
     central = {s.name: s for s in up_services(pod)}

@@ -8,13 +8,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
-
 from beampod.config import (
-    InstrumentSecrets,
     LoadedPod,
-    PodHome,
-    Secrets,
     ioc_service_name,
     parse_config,
 )
@@ -24,6 +19,7 @@ from beampod.services._catalog import pod_services
 from beampod.services._probes import CallableProbe
 from beampod.services._svc_ioc import RotatingProbe, ioc_specs
 from beampod.services._watchdog import check_health
+from tests._pods import unsecured_pod
 
 IOCS = [
     {"family": "mini_beamline", "prefix": "{instrument}:mini:"},
@@ -57,15 +53,7 @@ def _pod(tmp_path: Path, mode: str) -> LoadedPod:
         },
     }
     data["instruments"]["bl03"]["host"] = "central"
-    cfg = parse_config(data)
-    return LoadedPod(
-        home=PodHome(tmp_path),
-        config=cfg,
-        secrets=Secrets(
-            queue_zmq_private_key=SecretStr("k"),
-            instruments={n: InstrumentSecrets() for n in cfg.instruments},
-        ),
-    )
+    return unsecured_pod(parse_config(data), tmp_path)
 
 
 def test_one_process_per_host_serves_each_ioc_on_its_own_port(tmp_path: Path) -> None:
