@@ -118,10 +118,13 @@ time.sleep(600)
 SLEEP_THEN_READY = 'import time\ntime.sleep(60)\nprint("READY", flush=True)\n'
 
 
-def _start_alone(home: PodHome, body: str, pressure: float | None) -> list[str]:
+def _start_alone(
+    home: PodHome, body: str, pressure: float | None, notes: list[str] | None = None
+) -> list[str]:
     """Start one service running ``body`` (ready on its READY line, 1 s timeout, up to
     6 x with extensions: room for a slow interpreter start on a loaded machine) on a
-    machine of CPU ``pressure``; the supervisor's notes."""
+    machine of CPU ``pressure``; the supervisor's notes (also in ``notes`` if given, so
+    a failed start's notes can be read)."""
     spec = ServiceSpec(
         name="starting",
         argv=(sys.executable, "-c", body),
@@ -129,7 +132,7 @@ def _start_alone(home: PodHome, body: str, pressure: float | None) -> list[str]:
         ready_timeout=1.0,
         stop_timeout=2,
     )
-    notes: list[str] = []
+    notes = [] if notes is None else notes
 
     async def scenario() -> None:
         sup = Supervisor(
@@ -175,8 +178,12 @@ def test_an_idle_start_on_a_saturated_machine_gets_more_time(
         notes = _start_alone(home, WAIT_THEN_READY, pressure)
         assert any("the machine is saturated (CPU pressure 90 %)" in n for n in notes), notes
     else:
-        with pytest.raises(ServiceStartError, match="not ready after 1 s"):
-            _start_alone(home, WAIT_THEN_READY, pressure)
+        # A slow interpreter start may still earn a busy extension (its own CPU); what
+        # must not come is the saturated machine's, and the start must fail.
+        notes: list[str] = []
+        with pytest.raises(ServiceStartError, match="not ready after"):
+            _start_alone(home, WAIT_THEN_READY, pressure, notes)
+        assert not any("saturated" in n for n in notes), notes
 
 
 def test_cpu_pressure_is_read_from_the_kernels_pressure_file(tmp_path: Path) -> None:
