@@ -169,3 +169,13 @@ def test_health_grace_periods_are_config_keys_with_defaults() -> None:
         )
     joined = "\n".join(info.value.problems)
     assert "restart_after_s (20) is less than degraded_after_s (40)" in joined
+
+
+def test_a_busy_service_is_restarted_no_sooner_than_a_stuck_one() -> None:
+    demo = {"demo": {"package": "beampod.demo"}}
+    assert parse_config({"instruments": demo}).pod.health.busy_restart_after_s == 600.0
+    health = {"restart_after_s": 60, "busy_restart_after_s": 30}
+    with pytest.raises(ConfigError) as info:
+        parse_config({"instruments": demo, "pod": {"health": health}})
+    joined = "\n".join(info.value.problems)
+    assert "busy_restart_after_s (30) is less than restart_after_s (60)" in joined

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.services._calm import calm_supervisor
 
 from beampod.config import PodHome
 from beampod.errors import ServiceStartError, UsageError
@@ -120,7 +121,7 @@ def test_supervisor_never_has_more_than_the_limit_starting(home: PodHome) -> Non
     specs = [_spec(gate, n) for n in names]
 
     async def scenario() -> None:
-        sup = Supervisor(specs, home, policy=RestartPolicy(max_starting=3))
+        sup = calm_supervisor(specs, home, policy=RestartPolicy(max_starting=3))
         gate.sup = sup
         up = asyncio.create_task(sup.start())
         try:
@@ -161,7 +162,9 @@ def test_readiness_deadline_counts_from_admission_not_from_up(home: PodHome) -> 
     ]
 
     async def scenario() -> None:
-        sup = Supervisor(specs, home, policy=RestartPolicy(max_starting=1), clock=lambda: now[0])
+        sup = calm_supervisor(
+            specs, home, policy=RestartPolicy(max_starting=1), clock=lambda: now[0]
+        )
         gate.sup = sup
         up = asyncio.create_task(sup.start())
         try:
@@ -185,7 +188,9 @@ def test_a_deadline_still_fails_a_service_that_never_gets_ready(home: PodHome) -
     specs = [_spec(gate, "stuck", ready_timeout=5.0)]
 
     async def scenario() -> None:
-        sup = Supervisor(specs, home, policy=RestartPolicy(max_starting=1), clock=lambda: now[0])
+        sup = calm_supervisor(
+            specs, home, policy=RestartPolicy(max_starting=1), clock=lambda: now[0]
+        )
         gate.sup = sup
         up = asyncio.create_task(sup.start())
         await _until(lambda: gate.starting() == ["stuck"], "stuck starting")
@@ -207,7 +212,7 @@ def test_early_services_cannot_starve_what_they_wait_for(home: PodHome) -> None:
     gate.open.update(s.name for s in specs)
 
     async def scenario() -> None:
-        sup = Supervisor(specs, home, policy=RestartPolicy(max_starting=2))
+        sup = calm_supervisor(specs, home, policy=RestartPolicy(max_starting=2))
         gate.sup = sup
         try:
             await asyncio.wait_for(sup.start(), 30)
@@ -232,7 +237,7 @@ def test_what_most_services_depend_on_is_admitted_first(home: PodHome) -> None:
     admitted: list[str] = []
 
     async def scenario() -> None:
-        sup = Supervisor(
+        sup = calm_supervisor(
             specs, home, policy=RestartPolicy(max_starting=1), progress=admitted.append
         )
         gate.sup = sup

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.services._calm import calm_supervisor
 
 from beampod.config import PodHome
 from beampod.errors import PortInUseError, ServiceStartError, UsageError
@@ -21,7 +22,6 @@ from beampod.services import (
     PortClaim,
     RestartPolicy,
     ServiceSpec,
-    Supervisor,
     dependency_order,
     read_state,
 )
@@ -102,7 +102,7 @@ def test_starts_in_dependency_order_and_stops_everything(home: PodHome) -> None:
     ]
 
     async def scenario() -> list[int]:
-        sup = Supervisor(specs, home, policy=FAST)
+        sup = calm_supervisor(specs, home, policy=FAST)
         await sup.start()
         pids = [s.pid for s in sup.state.services.values() if s.pid]
         assert all(pid_alive(p) for p in pids)
@@ -152,7 +152,7 @@ def test_stop_waits_for_dependents_and_stops_independent_services_together(
     specs = [spec("base", ""), spec("left", "right", ("base",)), spec("right", "left", ("base",))]
 
     async def scenario() -> None:
-        sup = Supervisor(specs, home, policy=FAST)
+        sup = calm_supervisor(specs, home, policy=FAST)
         await sup.start()
         await sup.stop()
 
@@ -184,7 +184,7 @@ def test_an_early_service_runs_before_its_dependency_is_ready_but_is_ready_after
     ]
 
     async def scenario() -> None:
-        sup = Supervisor(specs, home, policy=FAST)
+        sup = calm_supervisor(specs, home, policy=FAST)
         starting = asyncio.create_task(sup.start())
         services = sup.state.services
         # The early service runs (and has said READY) while its dependency is not ready.
@@ -221,7 +221,7 @@ def test_grandchildren_are_stopped_too(home: PodHome) -> None:
     spec = _service(home, "parent", body)
 
     async def scenario() -> int:
-        sup = Supervisor([spec], home, policy=FAST)
+        sup = calm_supervisor([spec], home, policy=FAST)
         await sup.start()
         text = home.log_file("parent").read_text()
         grandchild = int(text.split("READY")[1].split()[0])
@@ -237,7 +237,7 @@ def test_crashed_service_is_restarted_then_marked_failed(home: PodHome) -> None:
     spec = _service(home, "flaky", SERVE)
 
     async def scenario() -> None:
-        sup = Supervisor([spec], home, policy=FAST)
+        sup = calm_supervisor([spec], home, policy=FAST)
         await sup.start()
         st = sup.state.services["flaky"]
         first_pid = st.pid
@@ -268,7 +268,7 @@ def test_service_that_never_gets_ready_fails_start_with_log_tail(home: PodHome) 
     )
 
     async def scenario() -> None:
-        sup = Supervisor([ok, bad], home, policy=FAST)
+        sup = calm_supervisor([ok, bad], home, policy=FAST)
         with pytest.raises(ServiceStartError) as info:
             await sup.start()
         msg = str(info.value)
@@ -288,7 +288,7 @@ def test_port_clash_names_port_and_service(home: PodHome) -> None:
         spec = _service(home, "web", SERVE, ports=(PortClaim("127.0.0.1", port),))
 
         async def scenario() -> None:
-            sup = Supervisor([spec], home, policy=FAST)
+            sup = calm_supervisor([spec], home, policy=FAST)
             with pytest.raises(PortInUseError) as info:
                 await sup.start()
             assert f"port {port}" in str(info.value) and "'web'" in str(info.value)
@@ -326,7 +326,7 @@ def test_a_service_whose_probe_keeps_failing_is_degraded_then_restarted(home: Po
     )
 
     async def scenario() -> None:
-        sup = Supervisor([spec], home, policy=policy)
+        sup = calm_supervisor([spec], home, policy=policy)
         await sup.start()
         try:
             first = sup.state.services["svc"].pid
@@ -394,7 +394,7 @@ def test_a_restart_that_does_not_get_ready_is_stopped_and_tried_again(home: PodH
     )
 
     async def scenario() -> None:
-        sup = Supervisor([spec], home, policy=policy)
+        sup = calm_supervisor([spec], home, policy=policy)
         await sup.start()
         svc = sup.state.services["svc"]
         try:
@@ -442,7 +442,7 @@ def test_a_background_service_runs_at_its_nice_value(home: PodHome) -> None:
     foreground = _service(home, "foreground", body)
 
     async def scenario() -> None:
-        sup = Supervisor([background, foreground], home, policy=FAST)
+        sup = calm_supervisor([background, foreground], home, policy=FAST)
         await sup.start()
         try:
             for name, expected in (("background", min(base + 5, 19)), ("foreground", base)):

@@ -7,18 +7,19 @@ Real processes: small HTTP servers whose answers the test makes slow by burning 
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from tests.services._calm import calm_supervisor
 
 from beampod.config import PodHome
 from beampod.errors import ServiceStartError
 from beampod.services import HttpProbe, LogLineProbe, RestartPolicy, ServiceSpec, Supervisor
-from beampod.services._watchdog import HealthCheck, HealthClock, read_cpu_pressure
+from beampod.services._watchdog import BusyMeter, HealthCheck, HealthClock, read_cpu_pressure
 
 SERVER = """
 import os, sys, time
@@ -82,7 +83,7 @@ def test_a_busy_slow_service_is_degraded_not_restarted_and_a_hung_one_is(
     )
 
     async def scenario() -> None:
-        sup = Supervisor(specs, home, policy=policy)
+        sup = calm_supervisor(specs, home, policy=policy)
         await sup.start()
         busy, hung = sup.state.services["busy"], sup.state.services["hung"]
         busy_pid = busy.pid
@@ -163,8 +164,9 @@ def test_a_start_still_working_at_its_deadline_gets_more_time(
             _start_alone(home, body, 0.0)
 
 
-# Idle while it waits for an answer that comes late (a ping through a starved bus).
-WAIT_THEN_READY = 'import time\ntime.sleep(1.8)\nprint("READY", flush=True)\ntime.sleep(600)\n'
+# Idle while it waits for an answer that comes late (a ping through a starved bus):
+# later than a busy start's extensions allow (6 x 1 s), within a saturated one's (10 x).
+WAIT_THEN_READY = 'import time\ntime.sleep(6.5)\nprint("READY", flush=True)\ntime.sleep(600)\n'
 
 
 @pytest.mark.parametrize(("pressure", "ready"), [(0.9, True), (0.1, False), (None, False)])
@@ -172,15 +174,16 @@ def test_an_idle_start_on_a_saturated_machine_gets_more_time(
     home: PodHome, pressure: float | None, ready: bool
 ) -> None:
     """A start that uses no CPU at its deadline is failed, unless the machine is
-    saturated (CPU pressure): then what it waits for is starved, and it gets the time a
-    busy start would. Without pressure information (None) it is failed as before."""
+    saturated (CPU pressure): then what it waits for is starved, and it gets extensions
+    up to ``saturated_start_factor`` (more than a busy start's). Without pressure
+    information (None) it is failed as before."""
+    notes: list[str] = []
     if ready:
-        notes = _start_alone(home, WAIT_THEN_READY, pressure)
+        _start_alone(home, WAIT_THEN_READY, pressure, notes)
         assert any("the machine is saturated (CPU pressure 90 %)" in n for n in notes), notes
     else:
         # A slow interpreter start may still earn a busy extension (its own CPU); what
         # must not come is the saturated machine's, and the start must fail.
-        notes: list[str] = []
         with pytest.raises(ServiceStartError, match="not ready after"):
             _start_alone(home, WAIT_THEN_READY, pressure, notes)
         assert not any("saturated" in n for n in notes), notes
@@ -198,14 +201,28 @@ def test_cpu_pressure_is_read_from_the_kernels_pressure_file(tmp_path: Path) -> 
     assert read_cpu_pressure(psi) is None
 
 
-def test_a_check_failing_at_once_on_a_saturated_machine_counts_as_slow() -> None:
-    """NATS nodes answering "replicas not current" while 25 instruments start on two
-    cores were restarted after 60 s, which added load; on a saturated machine such a
-    failure is judged like a slow one (restarted only if the service is not busy)."""
-    calm = HealthClock()
-    assert calm.observe(HealthCheck("healthz"), None, os.getpid(), 0.0) == "failing probe: healthz"
-    assert not calm.busy and calm.failed_for(61.0) == 61.0
-    saturated = HealthClock()
-    shown = saturated.observe(HealthCheck("healthz"), None, os.getpid(), 0.0, saturated=True)
-    assert shown.startswith("slow: healthz (busy"), shown
-    assert saturated.busy  # restarted only after busy_restart_s, not unhealthy_restart_s
+def test_a_failing_check_on_a_saturated_machine_counts_as_busy() -> None:
+    """While 25 instruments started on two cores, NATS nodes answering "replicas not
+    current" and an idle PostgreSQL whose connect the starved prober timed out on were
+    restarted after 60 s, which only added load. On a saturated machine a failing check
+    counts as busy, whatever the service's own CPU: restarted after busy_restart_s."""
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        for check in (HealthCheck("healthz"), HealthCheck("tcp accepts", slow=True)):
+            calm = HealthClock(meter=BusyMeter(min_window_s=0.0))
+            calm.observe(check, None, idle.pid, 0.0)  # the first slow check: benefit of doubt
+            shown = calm.observe(check, None, idle.pid, 1.0)
+            assert shown == f"failing probe: {check.failing}", shown
+            assert not calm.busy and (calm.failed_for(61.0) or 0.0) >= 60.0
+
+            saturated = HealthClock(meter=BusyMeter(min_window_s=0.0))
+            for now in (0.0, 1.0):
+                shown = saturated.observe(check, None, idle.pid, now, saturated=True)
+            assert shown == f"slow: {check.failing} (the machine is saturated; not restarted)"
+            assert saturated.busy and saturated.failed_for(61.0) == 61.0
+            # A dependency it waits for still stops its clock, saturated or not.
+            blocked = saturated.observe(check, "tiled", idle.pid, 2.0, saturated=True)
+            assert "(waiting for tiled)" in blocked and saturated.failed_for(3.0) is None
+    finally:
+        idle.kill()
+        idle.wait()

@@ -29,6 +29,13 @@ class HealthSettings(Strict):
         description="A running service whose health probe keeps failing this long is "
         "restarted (counted from the first failure, so at least degraded_after_s).",
     )
+    busy_restart_after_s: Annotated[float, Field(gt=0)] = Field(
+        600.0,
+        description="A service whose probe fails only by answering too slowly while it "
+        "works (uses CPU), or fails while the machine is saturated (Linux CPU pressure), "
+        "is restarted after this long instead of restart_after_s: restarting a starved "
+        "service only adds load.",
+    )
 
     @model_validator(mode="after")
     def _restart_after_degraded(self) -> HealthSettings:
@@ -37,6 +44,12 @@ class HealthSettings(Strict):
                 f"restart_after_s ({self.restart_after_s:g}) is less than degraded_after_s "
                 f"({self.degraded_after_s:g}): a service would be restarted before it is "
                 "shown degraded"
+            )
+        if self.busy_restart_after_s < self.restart_after_s:
+            raise ValueError(
+                f"busy_restart_after_s ({self.busy_restart_after_s:g}) is less than "
+                f"restart_after_s ({self.restart_after_s:g}): a busy service would be "
+                "restarted before a stuck one"
             )
         return self
 

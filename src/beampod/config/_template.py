@@ -54,10 +54,13 @@ pod:
   # works verbatim.
   allow_loopback_unauthenticated: {"true" if demo else "false"}
   # A running service whose health probe keeps failing is shown `degraded` after
-  # degraded_after_s and restarted after restart_after_s (docs/running.md).
+  # degraded_after_s and restarted after restart_after_s; one that is only slow while it
+  # works, or fails while the machine is saturated, after busy_restart_after_s
+  # (docs/running.md).
   # health:
   #   degraded_after_s: 30
   #   restart_after_s: 60
+  #   busy_restart_after_s: 600
 
 # One entry per instrument. Names become the bus subject
 # (<name>.bluesky.runengine.documents), the Tiled container and the bus user.

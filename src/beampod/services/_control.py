@@ -72,7 +72,9 @@ def run_supervisor(home: PodHome, progress: Progress, policy: RestartPolicy | No
         specs = up_services(pod)
         health = pod.config.pod.health
         policy = policy or RestartPolicy(
-            unhealthy_grace_s=health.degraded_after_s, unhealthy_restart_s=health.restart_after_s
+            unhealthy_grace_s=health.degraded_after_s,
+            unhealthy_restart_s=health.restart_after_s,
+            busy_restart_s=health.busy_restart_after_s,
         )
         return asyncio.run(_supervise(home, specs, progress, policy))
 

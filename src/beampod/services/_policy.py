@@ -28,6 +28,9 @@ class RestartPolicy:
     # A starting service still busy at its deadline gets more time, up to this many
     # times its ready_timeout.
     busy_start_factor: float = 3.0
+    # ... and while the machine is saturated (CPU pressure) at its deadline, up to this
+    # many times: a start starved with 113 others is slow for the machine's reasons.
+    saturated_start_factor: float = 10.0
     # Services starting (spawned, not ready yet) at once; None: ``default_limit``.
     max_starting: int | None = None
 

@@ -282,7 +282,8 @@ class Supervisor:
         """None when ready; otherwise why not. At its deadline a service that is still
         working (its processes used CPU since the spawn: importing on a saturated
         machine) gets half its ready_timeout more, up to ``busy_start_factor`` times it
-        in all; one that waits for nothing it can say is failed."""
+        in all (``saturated_start_factor`` while the machine is saturated, busy or
+        not); one that waits for nothing it can say is failed."""
         probe = from_log_offset(svc.spec.probe, offset)
         # Counted from now: the spawn, once admitted (never from `up`).
         clock = self._clock
@@ -296,16 +297,19 @@ class Supervisor:
                 share = meter.share(proc.pid)
                 busy = share is not None and share >= meter.min_share
                 # Idle but on a saturated machine: what it waits for (the bus answering
-                # its probe, a ping through a busy server) is starved, not absent.
-                pressure = None if busy else self._cpu_pressure()
+                # its probe, a ping through a busy server) is starved, not absent. And
+                # busy or not, a saturated machine's start may take longer in all.
+                pressure = self._cpu_pressure()
                 saturated = pressure is not None and pressure >= SATURATED_CPU_PRESSURE
                 if not (busy or saturated):
                     break
-                if extra >= timeout * (self._policy.busy_start_factor - 1):
+                policy = self._policy
+                factor = policy.saturated_start_factor if saturated else policy.busy_start_factor
+                if extra >= timeout * (factor - 1):
                     break
                 extra += timeout / 2
                 deadline = clock() + timeout / 2
-                if busy:
+                if busy and not saturated:
                     msg = f"still starting, busy ({100 * (share or 0.0):.0f} % of a core): "
                 else:
                     msg = "still starting, the machine is saturated (CPU pressure "

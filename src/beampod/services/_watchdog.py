@@ -127,11 +127,16 @@ class HealthClock:
     ) -> str:
         """Count one check of the service led by ``pid`` (``blocked``: a dependency
         it waits for, which stops the clock); the health to show. On a ``saturated``
-        machine a check that fails at once is treated as one that failed slowly: a
-        busy server whose answer is "not yet" (NATS nodes whose replicas lag while 25
-        instruments start) is starved, and restarting it would only add load."""
-        if saturated and check.failing is not None and not check.slow:
-            check = HealthCheck(check.failing, slow=True)
+        machine a failing check counts as busy, whatever the service's own CPU: the
+        answer "not yet" of NATS nodes whose replicas lag while 25 instruments start,
+        or a connect the starved prober timed out on (PostgreSQL, idle and fine, was
+        restarted so at load 60), says nothing about the service, and restarting it
+        would only add load; it is restarted after ``busy_restart_s`` if it lasts."""
+        if saturated and check.failing is not None and blocked is None:
+            self.meter.reset()
+            self.failing_since = None
+            self.busy_since = now if self.busy_since is None else self.busy_since
+            return f"slow: {check.failing} (the machine is saturated; not restarted)"
         if not check.slow:
             self.meter.reset()
         if check.failing is None:
@@ -143,10 +148,10 @@ class HealthClock:
         if check.slow and self.meter.busy(share := self.meter.share(pid)):
             # Answers too slowly but works: restarting a busy server only adds load.
             self.failing_since = None
-            self.busy_since = self.busy_since or now
+            self.busy_since = now if self.busy_since is None else self.busy_since
             load = "" if share is None else f", {100 * share:.0f} % of a core"
             return f"slow: {check.failing} (busy{load}; not restarted)"
-        self.failing_since = self.failing_since or now
+        self.failing_since = now if self.failing_since is None else self.failing_since
         self.busy_since = None
         return f"failing probe: {check.failing}"
 
