@@ -24,6 +24,7 @@ from beampod.store._auth import ApiKeyGate, ASGIApp, Role
 from beampod.store._catalogdb import init_catalog
 from beampod.store._health import health_container
 from beampod.store._layout import layout_of, store_uris
+from beampod.store._lean import lean_server_imports
 from beampod.store._pools import ConnectionPools
 from beampod.store._tiled_asgi import replace_request_hooks
 from beampod.store._tiled_fast import install_fast_lookup
@@ -262,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--home", required=True, help="pod home directory")
     args = parser.parse_args(argv)
+    lean_server_imports()  # before anything imports tiled (store/_lean.py)
     try:
         pod = load_pod(PodHome.resolve(args.home))
         serve(pod)
