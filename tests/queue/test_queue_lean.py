@@ -44,6 +44,35 @@ def test_http_server_builds_without_its_authentication_database() -> None:
     )
 
 
+def test_http_server_builds_without_jwt_and_still_signs_tokens_when_asked() -> None:
+    # python-jose's JWT (and cryptography, its backend) is for bluesky-httpserver's own
+    # tokens, which single-user mode behind the gate never issues: not imported by the
+    # app; a configuration that issues tokens still signs and checks them.
+    run(
+        """
+        import sys
+        from datetime import timedelta
+        from beampod.queue._http_main import lean_imports
+        lean_imports()
+        import bluesky_httpserver.app, bluesky_httpserver.config
+        from bluesky_httpserver import authentication
+        loaded = [m for m in ("cryptography", "jose.jws", "jose.jwk") if m in sys.modules]
+        assert not loaded, loaded
+        token = authentication.create_access_token(
+            {"sub": "alice"}, expires_delta=timedelta(minutes=1), secret_key="k"
+        )
+        assert authentication.decode_token(token, ["k"])["sub"] == "alice"
+        from fastapi import HTTPException
+        try:
+            authentication.decode_token(token, ["other"])
+        except HTTPException:
+            pass
+        else:
+            raise AssertionError("a token signed with another key was accepted")
+        """
+    )
+
+
 def test_run_engine_records_ophyd_async_version_without_importing_it() -> None:
     # The worker builds its RunEngine without ophyd-async (bluesky imports it only for
     # RE.md["versions"]), the version is still recorded, and a plan can import it later.

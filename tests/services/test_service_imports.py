@@ -42,6 +42,8 @@ def test_queue_http_server_maps_no_dataframe_or_array_library(pod: LoadedPod) ->
     # Nor its authentication database (SQLAlchemy's compiled extensions; the gate
     # authenticates, ADR 0022), nor uvicorn's --reload watcher.
     assert not packages & {"sqlalchemy", "watchfiles"}, sorted(packages)
+    # Nor python-jose's JWT with cryptography (tokens single-user mode never issues).
+    assert "cryptography" not in packages, sorted(packages)
 
 
 def test_queue_manager_and_worker_load_only_their_own(pod: LoadedPod) -> None:

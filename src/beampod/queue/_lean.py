@@ -5,10 +5,11 @@ a facility runs 25 of each. Two kinds of waste are paid per instrument:
 
 - **modules** imported at module level for a path beampod never takes. bluesky-httpserver
   imports its authentication database (SQLAlchemy and alembic, with mako and pygments,
-  ~28 MB) in every process; beampod's gate authenticates, the httpserver runs in its
-  single-user mode, where the database is never opened (no ``authentication``
-  providers, no ``database`` section in the generated config; the gate refuses bearer
-  tokens and does not route ``/api/auth/*``). Those two modules are replaced by
+  ~28 MB) and python-jose's JWT (with cryptography, ~9 MB) in every process; beampod's
+  gate authenticates, the httpserver runs in its single-user mode, where the database
+  is never opened and no token is signed (no ``authentication`` providers, no
+  ``database`` section in the generated config; the gate refuses bearer tokens and
+  does not route ``/api/auth/*``). Those modules are replaced by
   :class:`ForwardingModule` stand-ins: importing names from them runs nothing, using
   one imports the real module (so a configuration that does use the database still
   works; it only pays the memory then).
@@ -46,6 +47,11 @@ HTTP_DATABASE_MODULES: dict[str, tuple[str, ...]] = {
         "lookup_valid_session",
         "purge_expired",
     ),
+    # python-jose's JWT (with its cryptography backend, ~9 MB RSS): bluesky-httpserver
+    # signs and checks its own access and refresh tokens with it, which single-user
+    # mode behind the gate never issues (the gate refuses bearer tokens). ``jose``
+    # itself (its exception classes, used in ``except`` clauses) stays real.
+    "jose.jwt": (),
 }
 
 
