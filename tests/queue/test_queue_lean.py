@@ -133,3 +133,38 @@ def test_quiet_pipes_still_answer_requests() -> None:
             assert not thread.is_alive()
         """
     )
+
+
+def test_the_watchdogs_modules_stay_shared_with_the_processes_it_forks() -> None:
+    # The watchdog freezes what it imported before forking the manager and the worker
+    # (ADR 0025): a child's garbage collection then leaves the inherited pages shared.
+    # Unfrozen, the child's first collection copied ~16 MB of them (GC headers).
+    run(
+        """
+        import gc, os, sys, time
+        from beampod._lazy import defer_imports
+        from beampod.queue._manager_main import DEFERRED_IMPORTS, freeze_before_fork
+        defer_imports(DEFERRED_IMPORTS)
+        import bluesky_queueserver.manager.start_manager
+        from beampod.queue._files import process_server
+        freeze_before_fork()
+        assert gc.get_freeze_count() > 50_000, gc.get_freeze_count()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            gc.collect()
+            os.write(w, b"x")
+            time.sleep(60)
+            os._exit(0)
+        try:
+            os.read(r, 1)  # the child has collected
+            private = 0
+            for line in open(f"/proc/{pid}/smaps_rollup"):
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    private += int(line.split()[1])
+            assert private < 8 * 1024, f"the child copied {private} kB"
+        finally:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        """
+    )
