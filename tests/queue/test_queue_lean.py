@@ -168,3 +168,30 @@ def test_the_watchdogs_modules_stay_shared_with_the_processes_it_forks() -> None
             os.waitpid(pid, 0)
         """
     )
+
+
+def test_only_the_manager_loads_redis_and_with_the_queues_credentials() -> None:
+    # The watchdog (and so the worker it forks) imports the manager's module without
+    # its Redis queue module; the manager loads it, with redis-py's from_url given the
+    # queue's Redis user and password, when it creates its queue.
+    run(
+        """
+        import sys
+        from beampod._lazy import defer_imports
+        from beampod.queue._manager_main import DEFERRED_IMPORTS, lazy_plan_queue
+        defer_imports(DEFERRED_IMPORTS)
+        lazy_plan_queue("pw", "bl01-queue")
+        from bluesky_queueserver.manager import manager
+        from bluesky_queueserver.manager.start_manager import start_manager
+        assert not [m for m in sys.modules if m.split(".")[0] in ("redis", "hiredis")]
+        uid = manager.PlanQueueOperations.new_item_uid()  # a static method, as upstream
+        assert len(uid) == 36
+        pq = manager.PlanQueueOperations(redis_host="localhost:1/0", name_prefix="bl01")
+        from bluesky_queueserver.manager.plan_queue_ops import PlanQueueOperations
+        assert type(pq) is PlanQueueOperations  # the real class
+        import redis.asyncio
+        client = redis.asyncio.from_url("redis://localhost:1/0")
+        kwargs = client.connection_pool.connection_kwargs
+        assert (kwargs["username"], kwargs["password"]) == ("bl01-queue", "pw"), kwargs
+        """
+    )

@@ -69,6 +69,11 @@ def test_queue_manager_and_worker_load_only_their_own(pod: LoadedPod) -> None:
     # The manager checks plans against their parameters without importing bluesky,
     # and with it numpy.
     assert "zmq" in on_manager and "numpy" not in on_manager, sorted(on_manager)
+    # redis-py (hiredis its compiled part) is the manager's, loaded when it opened its
+    # queue; the watchdog, which both processes are forked from, never loads it (ADR
+    # 0025). (The worker is not checked: a plan of the shared pod may use Redis.)
+    assert "hiredis" in on_manager, sorted(on_manager)
+    assert "hiredis" not in mapped_packages(watchdog.pid)
 
 
 def test_writer_and_agent_map_only_what_they_use(pod: LoadedPod) -> None:

@@ -75,6 +75,31 @@ def real_module(name: str) -> types.ModuleType:
     return importlib.import_module(name)
 
 
+class LazyClass:
+    """Stands for a class whose module is not imported yet (bound by ``from M import C``
+    to a :class:`ForwardingModule`'s attribute): calling it, or asking it for any
+    attribute (a static method), runs ``load`` once and then uses the class it returns.
+    ``isinstance`` against it does not work; only for classes their importers construct
+    and call static methods of."""
+
+    def __init__(self, load: Callable[[], type[Any]]) -> None:
+        self._load = load
+        self._class: type[Any] | None = None
+
+    def real(self) -> type[Any]:
+        if self._class is None:
+            self._class = self._load()
+        return self._class
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.real()(*args, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(self.real(), attr)
+
+
 def _forwarder(module: str, function: str) -> Callable[..., Any]:
     def forward(*args: Any, **kwargs: Any) -> Any:
         return getattr(real_module(module), function)(*args, **kwargs)

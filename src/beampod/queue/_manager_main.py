@@ -112,21 +112,45 @@ def patient_watchdog_pipe(pipe_class: type[Any]) -> type[Any]:
     return PatientPipe
 
 
+#: The manager's Redis queue: this module imports redis-py (with hiredis, ~7 MB RSS) at
+#: module level, and the watchdog imports it through the manager's module. Only the
+#: manager process uses it; loaded there, on first use, the watchdog and the worker do
+#: without it (ADR 0025). A plan that uses Redis itself imports it in the worker then.
+PLAN_QUEUE_MODULE = "bluesky_queueserver.manager.plan_queue_ops"
+
+
+def lazy_plan_queue(password: str, username: str | None) -> None:
+    """The manager's ``PlanQueueOperations`` loads its module (and redis-py) when the
+    manager first creates its queue, with the Redis credentials put into redis-py's
+    ``from_url`` (PlanQueueOperations calls ``redis.asyncio.from_url(address)`` when it
+    connects). Must run before the manager's module is imported."""
+    from beampod.queue._lean import ForwardingModule, LazyClass, forward_modules, real_module
+
+    def load() -> type[Any]:
+        import redis.asyncio
+
+        redis.asyncio.from_url = _with_password(redis.asyncio.from_url, password, username)
+        return real_module(PLAN_QUEUE_MODULE).PlanQueueOperations  # type: ignore[no-any-return]
+
+    forward_modules({PLAN_QUEUE_MODULE: ()})
+    stand_in = sys.modules[PLAN_QUEUE_MODULE]
+    if isinstance(stand_in, ForwardingModule):
+        stand_in.PlanQueueOperations = LazyClass(load)
+    else:  # imported already (by something else): credentials now, as before
+        load()
+
+
 def main() -> int:
     from beampod._lazy import defer_imports
 
     defer_imports(DEFERRED_IMPORTS)
-    import redis.asyncio
 
     from beampod.config import PodHome, load_pod
     from beampod.queue._files import process_server
 
     pod = load_pod(PodHome.resolve(None))  # BEAMPOD_HOME, set by the supervisor
     server = process_server(pod)  # BEAMPOD_QUEUE_INSTRUMENT, set by the supervisor
-    # PlanQueueOperations calls ``redis.asyncio.from_url(address)`` at connect time.
-    redis.asyncio.from_url = _with_password(
-        redis.asyncio.from_url, server.redis_password.get_secret_value(), server.redis_user
-    )
+    lazy_plan_queue(server.redis_password.get_secret_value(), server.redis_user)
     os.register_at_fork(after_in_child=_die_with_parent)
 
     from bluesky_queueserver.manager import manager as re_manager
