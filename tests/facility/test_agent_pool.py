@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from beampod.adaptive import READY_WORD
 from beampod.config import AGENT_PASSWORDS_ENV, LoadedPod, PodHome, load_pod
 from tests.datapath._helpers import wait_for
 from tests.facility._facility import facility_up, make_facility, run_cli
@@ -87,3 +90,41 @@ def test_a_killed_pool_is_restarted_and_serves_every_member_again(
     assert _services(root)["agent-pool-1"]["restarts"] == before["restarts"] + 1
     assert _ping(root, "bl01")["agent"] == "agent"
     assert _ping(root, "bl02")["agent"] == B_AGENT
+
+
+def test_a_member_whose_bus_refuses_it_does_not_hold_back_the_others(
+    pooled: tuple[Path, LoadedPod], tmp_path: Path
+) -> None:
+    # The same pool by hand, bl01's password wrong: bl02's agent serves while bl01's
+    # waits for its bus (and the pool is not ready, so the supervisor would restart it).
+    root, pod = pooled
+    own = pod.secrets.for_instrument("bl02").agent_password.get_secret_value()
+    env = {
+        **os.environ,
+        "BEAMPOD_HOME": str(root),
+        AGENT_PASSWORDS_ENV: json.dumps({"bl01": "not-its-password", "bl02": own}),
+    }
+    log = tmp_path / "pool.log"
+    argv = [sys.executable, "-m", "beampod.adaptive"]
+    argv += ["--instrument", "bl01", "--instrument", "bl02"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    try:
+        wait_for(
+            lambda: f"agent '{B_AGENT}' of bl02 serves" in log.read_text(),
+            60.0,
+            "bl02's agent serving in the hand-started pool",
+        )
+        wait_for(lambda: "retrying in" in log.read_text(), 60.0, "bl01's agent retrying")
+        text = log.read_text()
+        assert "of bl01 serves" not in text and READY_WORD not in text, text
+        assert proc.poll() is None, text
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
