@@ -130,12 +130,13 @@ def lazy_plan_queue(password: str, username: str | None) -> None:
         import redis.asyncio
 
         redis.asyncio.from_url = _with_password(redis.asyncio.from_url, password, username)
-        return real_module(PLAN_QUEUE_MODULE).PlanQueueOperations  # type: ignore[no-any-return]
+        queue_class: type[Any] = real_module(PLAN_QUEUE_MODULE).PlanQueueOperations
+        return queue_class
 
     forward_modules({PLAN_QUEUE_MODULE: ()})
     stand_in = sys.modules[PLAN_QUEUE_MODULE]
     if isinstance(stand_in, ForwardingModule):
-        stand_in.PlanQueueOperations = LazyClass(load)
+        setattr(stand_in, "PlanQueueOperations", LazyClass(load))  # noqa: B010
     else:  # imported already (by something else): credentials now, as before
         load()
 
