@@ -195,3 +195,21 @@ def test_only_the_manager_loads_redis_and_with_the_queues_credentials() -> None:
         assert (kwargs["username"], kwargs["password"]) == ("bl01-queue", "pw"), kwargs
         """
     )
+
+
+def test_the_worker_decodes_channel_access_strings_without_charset_normalizer_until_needed() -> None:
+    # pyepics imports charset_normalizer for its fallback decoding only: a stand-in (set
+    # by the watchdog, inherited by the worker) loads it when a string needs it.
+    run(
+        """
+        import sys
+        from beampod.queue._lean import WORKER_FALLBACK_MODULES, forward_modules
+        forward_modules(WORKER_FALLBACK_MODULES)
+        from epics.utils import bytes2str
+        assert bytes2str(b"pinhole") == "pinhole"
+        assert type(sys.modules["charset_normalizer"]).__name__ == "ForwardingModule"
+        assert "charset_normalizer.api" not in sys.modules
+        assert bytes2str("\u00e9t\u00e9".encode("latin-1") * 8)  # not UTF-8: the fallback
+        assert "charset_normalizer.api" in sys.modules
+        """
+    )

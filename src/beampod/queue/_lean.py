@@ -110,12 +110,12 @@ def _forwarder(module: str, function: str) -> Callable[..., Any]:
 
 def forward_modules(modules: Mapping[str, Iterable[str]]) -> None:
     """Put a :class:`ForwardingModule` in ``sys.modules`` for each module not imported
-    yet (its package is imported for real here)."""
+    yet (its package, for a submodule, is imported for real here)."""
     for name, functions in modules.items():
         if name in sys.modules:
             continue
         package, _, child = name.rpartition(".")
-        parent = importlib.import_module(package)
+        parent = importlib.import_module(package) if package else None
         spec = importlib.util.find_spec(name)
         if spec is None or name in sys.modules:
             continue
@@ -125,7 +125,8 @@ def forward_modules(modules: Mapping[str, Iterable[str]]) -> None:
         for function in functions:
             setattr(stand_in, function, _forwarder(name, function))
         sys.modules[name] = stand_in
-        setattr(parent, child, stand_in)
+        if parent is not None:
+            setattr(parent, child, stand_in)
 
 
 def quiet_pipe(pipe_class: type[Any], attr: str = "_conn_polling_timeout") -> type[Any]:
@@ -211,6 +212,12 @@ def quiet_manager_api(api_class: type[Any]) -> type[Any]:
 
     QuietREManagerAPI.__name__ = QuietREManagerAPI.__qualname__ = api_class.__name__
     return QuietREManagerAPI
+
+
+#: Imported by pyepics (``epics.utils``, in the worker) for one fallback: decoding a
+#: Channel Access string that is not valid in the configured encoding (~3 MB RSS). A
+#: stand-in until that happens; then the real module decodes it as before.
+WORKER_FALLBACK_MODULES: dict[str, tuple[str, ...]] = {"charset_normalizer": ("from_bytes",)}
 
 
 #: Imported by bluesky's RunEngine only to write its version into ``RE.md``, under

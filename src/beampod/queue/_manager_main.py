@@ -152,6 +152,9 @@ def main() -> int:
     pod = load_pod(PodHome.resolve(None))  # BEAMPOD_HOME, set by the supervisor
     server = process_server(pod)  # BEAMPOD_QUEUE_INSTRUMENT, set by the supervisor
     lazy_plan_queue(server.redis_password.get_secret_value(), server.redis_user)
+    from beampod.queue._lean import WORKER_FALLBACK_MODULES, forward_modules
+
+    forward_modules(WORKER_FALLBACK_MODULES)  # the worker, forked from here, inherits them
     os.register_at_fork(after_in_child=_die_with_parent)
 
     from bluesky_queueserver.manager import manager as re_manager
