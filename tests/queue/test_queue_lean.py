@@ -197,7 +197,7 @@ def test_only_the_manager_loads_redis_and_with_the_queues_credentials() -> None:
     )
 
 
-def test_the_worker_decodes_channel_access_strings_without_charset_normalizer_until_needed() -> None:
+def test_the_worker_decodes_ca_strings_without_charset_normalizer_until_needed() -> None:
     # pyepics imports charset_normalizer for its fallback decoding only: a stand-in (set
     # by the watchdog, inherited by the worker) loads it when a string needs it.
     run(
