@@ -66,6 +66,8 @@ def test_queue_manager_and_worker_load_only_their_own(pod: LoadedPod) -> None:
     # RunEngine imports only to record its version (with it compress-pickle's lz4 and
     # tenacity's tornado; ADR 0022): the demo instrument does not use it.
     assert not on_worker & {"aiohttp", "lz4", "tornado"}, sorted(on_worker)
+    # Nor pyepics's fallback decoder, until a string is not valid UTF-8 (ADR 0025).
+    assert "charset_normalizer" not in on_worker, sorted(on_worker)
     # The manager checks plans against their parameters without importing bluesky,
     # and with it numpy.
     assert "zmq" in on_manager and "numpy" not in on_manager, sorted(on_manager)
