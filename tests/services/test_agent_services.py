@@ -138,3 +138,14 @@ def test_agent_pool_size_one_keeps_a_process_per_instrument(tmp_path: Path) -> N
     pod = _three(tmp_path / "f", pool=1)
     names = sorted(s.name for s in pod_services(pod) if s.name.startswith("agent"))
     assert names == ["agent-bl01", "agent-bl02", "agent-bl03"]
+
+
+def test_a_deployed_agent_pool_keeps_its_passwords_out_of_the_unit(tmp_path: Path) -> None:
+    from beampod.deploy._plan import DeployOptions, place
+
+    pod = _three(tmp_path / "f", pool=2)
+    placed = {p.spec.name: p for p in place(pod.config, DeployOptions().for_config(pod.config))}
+    pool = placed["agent-pool-1"]
+    assert (pool.host, pool.instrument) == ("localhost", "bl01")  # its first member's
+    assert pool.secret_env == (AGENT_PASSWORDS_ENV,) and pool.env_file
+    assert AGENT_PASSWORDS_ENV not in pool.env
