@@ -76,7 +76,11 @@ def cpu_line(shares: dict[str, float]) -> str:
 
 
 def make(
-    root: Path, n: int, writer_pool_size: int | None = None, ioc_processes: str | None = None
+    root: Path,
+    n: int,
+    writer_pool_size: int | None = None,
+    ioc_processes: str | None = None,
+    agent_pool_size: int | None = None,
 ) -> None:
     run_cli(root, "new", "facility", str(root), "--instruments", str(n), home=False)
     config = root / "config.yaml"
@@ -84,6 +88,8 @@ def make(
     free_ports_config(cfg, slim=False)
     if writer_pool_size is not None:
         cfg.setdefault("pod", {})["writer_pool_size"] = writer_pool_size
+    if agent_pool_size is not None:
+        cfg.setdefault("pod", {})["agent_pool_size"] = agent_pool_size
     if ioc_processes is not None:
         cfg["channel_access"]["ioc_processes"] = ioc_processes
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -165,7 +171,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     root = tmp / "facility"
     out: dict[str, Any] = {"n": n}
     try:
-        make(root, n, args.writer_pool_size, args.ioc_processes)
+        make(root, n, args.writer_pool_size, args.ioc_processes, args.agent_pool_size)
         t0 = time.monotonic()
         run_cli(root, "up", "-d", timeout=1800)
         out["up_s"] = time.monotonic() - t0
@@ -400,6 +406,11 @@ def main() -> int:
         "--writer-pool-size",
         type=int,
         help="pod.writer_pool_size of every facility (default: what the scaffold writes)",
+    )
+    ap.add_argument(
+        "--agent-pool-size",
+        type=int,
+        help="pod.agent_pool_size of every facility (default: what the scaffold writes)",
     )
     ap.add_argument(
         "--ioc-processes",

@@ -44,6 +44,35 @@ def test_http_server_builds_without_its_authentication_database() -> None:
     )
 
 
+def test_http_server_builds_without_jwt_and_still_signs_tokens_when_asked() -> None:
+    # python-jose's JWT (and cryptography, its backend) is for bluesky-httpserver's own
+    # tokens, which single-user mode behind the gate never issues: not imported by the
+    # app; a configuration that issues tokens still signs and checks them.
+    run(
+        """
+        import sys
+        from datetime import timedelta
+        from beampod.queue._http_main import lean_imports
+        lean_imports()
+        import bluesky_httpserver.app, bluesky_httpserver.config
+        from bluesky_httpserver import authentication
+        loaded = [m for m in ("cryptography", "jose.jws", "jose.jwk") if m in sys.modules]
+        assert not loaded, loaded
+        token = authentication.create_access_token(
+            {"sub": "alice"}, expires_delta=timedelta(minutes=1), secret_key="k"
+        )
+        assert authentication.decode_token(token, ["k"])["sub"] == "alice"
+        from fastapi import HTTPException
+        try:
+            authentication.decode_token(token, ["other"])
+        except HTTPException:
+            pass
+        else:
+            raise AssertionError("a token signed with another key was accepted")
+        """
+    )
+
+
 def test_run_engine_records_ophyd_async_version_without_importing_it() -> None:
     # The worker builds its RunEngine without ophyd-async (bluesky imports it only for
     # RE.md["versions"]), the version is still recorded, and a plan can import it later.
@@ -102,5 +131,85 @@ def test_quiet_pipes_still_answer_requests() -> None:
         for thread in (pipe._thread_conn, pipe._thread_proc):
             thread.join(60)
             assert not thread.is_alive()
+        """
+    )
+
+
+def test_the_watchdogs_modules_stay_shared_with_the_processes_it_forks() -> None:
+    # The watchdog freezes what it imported before forking the manager and the worker
+    # (ADR 0025): a child's garbage collection then leaves the inherited pages shared.
+    # Unfrozen, the child's first collection copied ~16 MB of them (GC headers).
+    run(
+        """
+        import gc, os, sys, time
+        from beampod._lazy import defer_imports
+        from beampod.queue._manager_main import DEFERRED_IMPORTS, freeze_before_fork
+        defer_imports(DEFERRED_IMPORTS)
+        import bluesky_queueserver.manager.start_manager
+        from beampod.queue._files import process_server
+        freeze_before_fork()
+        assert gc.get_freeze_count() > 50_000, gc.get_freeze_count()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            gc.collect()
+            os.write(w, b"x")
+            time.sleep(60)
+            os._exit(0)
+        try:
+            os.read(r, 1)  # the child has collected
+            private = 0
+            for line in open(f"/proc/{pid}/smaps_rollup"):
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    private += int(line.split()[1])
+            assert private < 8 * 1024, f"the child copied {private} kB"
+        finally:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        """
+    )
+
+
+def test_only_the_manager_loads_redis_and_with_the_queues_credentials() -> None:
+    # The watchdog (and so the worker it forks) imports the manager's module without
+    # its Redis queue module; the manager loads it, with redis-py's from_url given the
+    # queue's Redis user and password, when it creates its queue.
+    run(
+        """
+        import sys
+        from beampod._lazy import defer_imports
+        from beampod.queue._manager_main import DEFERRED_IMPORTS, lazy_plan_queue
+        defer_imports(DEFERRED_IMPORTS)
+        lazy_plan_queue("pw", "bl01-queue")
+        from bluesky_queueserver.manager import manager
+        from bluesky_queueserver.manager.start_manager import start_manager
+        assert not [m for m in sys.modules if m.split(".")[0] in ("redis", "hiredis")]
+        uid = manager.PlanQueueOperations.new_item_uid()  # a static method, as upstream
+        assert len(uid) == 36
+        pq = manager.PlanQueueOperations(redis_host="localhost:1/0", name_prefix="bl01")
+        from bluesky_queueserver.manager.plan_queue_ops import PlanQueueOperations
+        assert type(pq) is PlanQueueOperations  # the real class
+        import redis.asyncio
+        client = redis.asyncio.from_url("redis://localhost:1/0")
+        kwargs = client.connection_pool.connection_kwargs
+        assert (kwargs["username"], kwargs["password"]) == ("bl01-queue", "pw"), kwargs
+        """
+    )
+
+
+def test_the_worker_decodes_ca_strings_without_charset_normalizer_until_needed() -> None:
+    # pyepics imports charset_normalizer for its fallback decoding only: a stand-in (set
+    # by the watchdog, inherited by the worker) loads it when a string needs it.
+    run(
+        """
+        import sys
+        from beampod.queue._lean import WORKER_FALLBACK_MODULES, forward_modules
+        forward_modules(WORKER_FALLBACK_MODULES)
+        from epics.utils import bytes2str
+        assert bytes2str(b"pinhole") == "pinhole"
+        assert type(sys.modules["charset_normalizer"]).__name__ == "ForwardingModule"
+        assert "charset_normalizer.api" not in sys.modules
+        assert bytes2str("\u00e9t\u00e9".encode("latin-1") * 8)  # not UTF-8: the fallback
+        assert "charset_normalizer.api" in sys.modules
         """
     )

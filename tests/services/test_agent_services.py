@@ -1,22 +1,27 @@
-"""One agent service per instrument, each given only its own instrument's credentials
-(no pod running: the service specs and what the agent process loads). The running
-processes: tests/facility/test_facility_queues.py."""
+"""One agent service per instrument (or per pool of instruments, ADR 0025), each given
+only its own instruments' credentials (no pod running: the service specs and what the
+agent process loads). The running processes: tests/facility/test_facility_queues.py."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 from pydantic import SecretStr
 from tests.web._homes import pod_home, two_instruments
 
 from beampod.config import (
     AGENT_PASSWORD_ENV,
+    AGENT_PASSWORDS_ENV,
     AGENT_REDIS_PASSWORD_ENV,
     InstrumentSecrets,
     LoadedPod,
     Secrets,
+    agent_service_name,
     load_agent_pod,
 )
+from beampod.errors import ConfigError
 from beampod.services import pod_services, service_instrument
 
 
@@ -84,3 +89,63 @@ def test_only_the_background_services_yield_the_cpu(tmp_path: Path) -> None:
     assert background <= set(nice)
     assert {n for n, v in nice.items() if v} == background
     assert {nice[n] for n in background} == {pod.config.pod.background_nice} == {5}
+
+
+def _three(root: Path, pool: int) -> LoadedPod:
+    instruments = {
+        name: {"package": "beampod.demo", "iocs": [{"family": "simple", "prefix": f"{name}:"}]}
+        for name in ("bl01", "bl02", "bl03")
+    }
+    return pod_home(
+        root, instruments=instruments, agent={"enabled": True}, pod={"agent_pool_size": pool}
+    )
+
+
+def test_an_agent_pool_serves_its_members_with_their_passwords_only(tmp_path: Path) -> None:
+    pod = _three(tmp_path / "f", pool=2)
+    specs = {s.name: s for s in pod_services(pod)}
+    agents = sorted(n for n in specs if n.startswith("agent"))
+    assert agents == ["agent-bl03", "agent-pool-1"]  # config order, 2 at a time
+    pool = specs["agent-pool-1"]
+    assert pool.argv[-4:] == ("--instrument", "bl01", "--instrument", "bl02")
+    assert pool.instrument is None  # shared: central in `beampod status`
+    assert service_instrument(pod.config, "agent-pool-1") == "bl01"  # placed as bl01's
+    assert agent_service_name(pod.config, "bl02") == "agent-pool-1"
+    own = {
+        i: pod.secrets.for_instrument(i).agent_password.get_secret_value() for i in ("bl01", "bl02")
+    }
+    assert pool.env == {AGENT_PASSWORDS_ENV: json.dumps(own)}
+    others = [
+        *_secret_values(pod.secrets),
+        *_secret_values(pod.secrets.for_instrument("bl03")),
+        *(v for i in own for v in _secret_values(pod.secrets.for_instrument(i)) if v != own[i]),
+    ]
+    assert not [v for v in others if v in pool.env[AGENT_PASSWORDS_ENV]]
+    assert not any(p in a for p in own.values() for a in pool.argv)
+    # The pool's process, like an agent's own, never reads the secrets file.
+    pod.home.secrets_file.unlink()
+    seen = load_agent_pod(pod.home, ["bl01", "bl02"], pool.env)
+    assert sorted(seen.secrets.instruments) == ["bl01", "bl02"]
+    assert {i: _secret_values(seen.secrets.for_instrument(i)) for i in own} == {
+        i: [p] for i, p in own.items()
+    }
+    assert _secret_values(seen.secrets) == []
+    with pytest.raises(ConfigError, match="no agent password for bl03"):
+        load_agent_pod(pod.home, ["bl01", "bl03"], pool.env)
+
+
+def test_agent_pool_size_one_keeps_a_process_per_instrument(tmp_path: Path) -> None:
+    pod = _three(tmp_path / "f", pool=1)
+    names = sorted(s.name for s in pod_services(pod) if s.name.startswith("agent"))
+    assert names == ["agent-bl01", "agent-bl02", "agent-bl03"]
+
+
+def test_a_deployed_agent_pool_keeps_its_passwords_out_of_the_unit(tmp_path: Path) -> None:
+    from beampod.deploy._plan import DeployOptions, place
+
+    pod = _three(tmp_path / "f", pool=2)
+    placed = {p.spec.name: p for p in place(pod.config, DeployOptions().for_config(pod.config))}
+    pool = placed["agent-pool-1"]
+    assert (pool.host, pool.instrument) == ("localhost", "bl01")  # its first member's
+    assert pool.secret_env == (AGENT_PASSWORDS_ENV,) and pool.env_file
+    assert AGENT_PASSWORDS_ENV not in pool.env

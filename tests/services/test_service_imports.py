@@ -42,6 +42,8 @@ def test_queue_http_server_maps_no_dataframe_or_array_library(pod: LoadedPod) ->
     # Nor its authentication database (SQLAlchemy's compiled extensions; the gate
     # authenticates, ADR 0022), nor uvicorn's --reload watcher.
     assert not packages & {"sqlalchemy", "watchfiles"}, sorted(packages)
+    # Nor python-jose's JWT with cryptography (tokens single-user mode never issues).
+    assert "cryptography" not in packages, sorted(packages)
 
 
 def test_queue_manager_and_worker_load_only_their_own(pod: LoadedPod) -> None:
@@ -64,9 +66,16 @@ def test_queue_manager_and_worker_load_only_their_own(pod: LoadedPod) -> None:
     # RunEngine imports only to record its version (with it compress-pickle's lz4 and
     # tenacity's tornado; ADR 0022): the demo instrument does not use it.
     assert not on_worker & {"aiohttp", "lz4", "tornado"}, sorted(on_worker)
+    # Nor pyepics's fallback decoder, until a string is not valid UTF-8 (ADR 0025).
+    assert "charset_normalizer" not in on_worker, sorted(on_worker)
     # The manager checks plans against their parameters without importing bluesky,
     # and with it numpy.
     assert "zmq" in on_manager and "numpy" not in on_manager, sorted(on_manager)
+    # redis-py (hiredis its compiled part) is the manager's, loaded when it opened its
+    # queue; the watchdog, which both processes are forked from, never loads it (ADR
+    # 0025). (The worker is not checked: a plan of the shared pod may use Redis.)
+    assert "hiredis" in on_manager, sorted(on_manager)
+    assert "hiredis" not in mapped_packages(watchdog.pid)
 
 
 def test_writer_and_agent_map_only_what_they_use(pod: LoadedPod) -> None:

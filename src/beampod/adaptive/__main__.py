@@ -3,8 +3,10 @@
 The pod home comes from ``BEAMPOD_HOME`` (set by the supervisor) or ``--home``.
 Credentials never come from argv: the supervisor starts one process per instrument and
 gives it only that instrument's ``agent`` password in its environment
-(``BEAMPOD_AGENT_PASSWORD``), and the process then never reads the pod's secrets file;
-run by hand without it, the process reads the 0600 secrets file.
+(``BEAMPOD_AGENT_PASSWORD``), or one process per pool of instruments
+(``pod.agent_pool_size``) with its members' passwords (``BEAMPOD_AGENT_PASSWORDS``), and
+the process then never reads the pod's secrets file; run by hand without either, the
+process reads the 0600 secrets file.
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ import logging
 import os
 import sys
 
-from beampod.config import AGENT_PASSWORD_ENV, PodHome, load_agent_pod, load_pod
+from beampod.config import (
+    AGENT_PASSWORD_ENV,
+    AGENT_PASSWORDS_ENV,
+    PodHome,
+    load_agent_pod,
+    load_pod,
+)
 from beampod.errors import BeampodError
 
 #: nats-py imports aiohttp at module level for websocket (``ws://``) servers only; the
@@ -46,11 +54,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         home = PodHome.resolve(args.home)
-        if os.environ.get(AGENT_PASSWORD_ENV):
-            if not args.instrument or len(args.instrument) != 1:
-                print(f"agent: error: {AGENT_PASSWORD_ENV} serves exactly one --instrument")
+        if os.environ.get(AGENT_PASSWORD_ENV) or os.environ.get(AGENT_PASSWORDS_ENV):
+            if not args.instrument:
+                print("agent: error: agent passwords in the environment need --instrument")
                 return 2
-            pod = load_agent_pod(home, args.instrument[0], os.environ)
+            pod = load_agent_pod(home, args.instrument, os.environ)
         else:
             pod = load_pod(home)
         asyncio.run(serve(pod, args.instrument))

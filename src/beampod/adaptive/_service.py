@@ -104,19 +104,25 @@ class AgentService:
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
-        for inst, conn in self._connections.items():
-            nc = await self._connect(conn)
-            if nc is None:
-                return  # asked to stop while the bus did not answer
-            self._clients.append(nc)
-            name = self.settings[inst].name
-            await nc.subscribe(
-                request_subject(inst, name), queue="agents", cb=self._on_request(inst, nc)
-            )
-            await nc.subscribe(ping_subject(inst, name), cb=self._on_ping(inst, nc))
-            # The subscriptions are registered on the server once flush returns: only then
-            # is it true that a request sent now will be answered.
-            await nc.flush()
+        """Every instrument's connection and subscriptions, each on its own: in a pool
+        (ADR 0025) a member whose bus does not answer yet (or refuses its user) does not
+        hold back the others from serving; this returns once all of them serve."""
+        await asyncio.gather(*(self._start_one(i, c) for i, c in self._connections.items()))
+
+    async def _start_one(self, inst: str, conn: NatsConnection) -> None:
+        nc = await self._connect(conn)
+        if nc is None:
+            return  # asked to stop while the bus did not answer
+        self._clients.append(nc)
+        name = self.settings[inst].name
+        await nc.subscribe(
+            request_subject(inst, name), queue="agents", cb=self._on_request(inst, nc)
+        )
+        await nc.subscribe(ping_subject(inst, name), cb=self._on_ping(inst, nc))
+        # The subscriptions are registered on the server once flush returns: only then
+        # is it true that a request sent now will be answered.
+        await nc.flush()
+        log.info("agent %r of %s serves %s", name, inst, request_subject(inst, name))
 
     async def _connect(self, conn: NatsConnection) -> Any | None:
         """A connection, waited for as long as it takes (None: stopped meanwhile). A

@@ -18,11 +18,13 @@ from beampod.config._addresses import (
 )
 from beampod.config._agents import (
     AGENT_PASSWORD_ENV,
+    AGENT_PASSWORDS_ENV,
     AGENT_REDIS_PASSWORD_ENV,
     AGENT_SERVICE,
     agent_env,
     agent_instruments,
     agent_service_name,
+    agent_services,
     load_agent_pod,
 )
 from beampod.config._bus_settings import (
@@ -84,6 +86,7 @@ from beampod.config._secrets import (
 from beampod.config._yaml import read_yaml
 
 __all__ = [
+    "AGENT_PASSWORDS_ENV",
     "AGENT_PASSWORD_ENV",
     "AGENT_REDIS_PASSWORD_ENV",
     "AGENT_SERVICE",
@@ -124,6 +127,7 @@ __all__ = [
     "agent_env",
     "agent_instruments",
     "agent_service_name",
+    "agent_services",
     "apply_instrument_defaults",
     "central_address",
     "central_bind",

@@ -86,6 +86,16 @@ class PodSettings(Strict):
         "consumer; they share the libraries (~150 MB resident) instead of loading them "
         "once each (docs/adr/0020-writer-pool.md).",
     )
+    agent_pool_size: Annotated[int, Field(ge=1, le=64)] = Field(
+        1,
+        description="How many instruments' agents one agent process serves. 1: a process "
+        "per instrument (service agent-<instrument>). N > 1: the instruments of one host "
+        "and environment cycle whose agent is enabled are taken in config order, N at a "
+        "time, into one process (service agent-pool-<k>) that runs each instrument's own "
+        "agent on its own bus connection with that instrument's agent user; they share "
+        "the interpreter and libraries (~35 MB resident) instead of loading them once "
+        "each (docs/adr/0025-agent-pool.md).",
+    )
 
 
 class SqliteStore(Strict):

@@ -62,6 +62,10 @@ pod:
   # cycle share a process, each still with its own keys and consumer: ~130 MB resident
   # less per pooled instrument (beampod's docs/adr/0020-writer-pool.md).
   writer_pool_size: 1
+  # An agent process per instrument (1). N: the agents of N instruments of one host and
+  # cycle share a process, each with its own bus user: ~35 MB resident less per pooled
+  # instrument (beampod's docs/adr/0025-agent-pool.md).
+  agent_pool_size: 1
 
 # Machines of the facility. Each instrument runs on one (`host:`), the central services
 # on `central_host`. Ports of two different hosts may coincide; on one host they may not.

@@ -5,10 +5,11 @@ a facility runs 25 of each. Two kinds of waste are paid per instrument:
 
 - **modules** imported at module level for a path beampod never takes. bluesky-httpserver
   imports its authentication database (SQLAlchemy and alembic, with mako and pygments,
-  ~28 MB) in every process; beampod's gate authenticates, the httpserver runs in its
-  single-user mode, where the database is never opened (no ``authentication``
-  providers, no ``database`` section in the generated config; the gate refuses bearer
-  tokens and does not route ``/api/auth/*``). Those two modules are replaced by
+  ~28 MB) and python-jose's JWT (with cryptography, ~9 MB) in every process; beampod's
+  gate authenticates, the httpserver runs in its single-user mode, where the database
+  is never opened and no token is signed (no ``authentication`` providers, no
+  ``database`` section in the generated config; the gate refuses bearer tokens and
+  does not route ``/api/auth/*``). Those modules are replaced by
   :class:`ForwardingModule` stand-ins: importing names from them runs nothing, using
   one imports the real module (so a configuration that does use the database still
   works; it only pays the memory then).
@@ -46,6 +47,11 @@ HTTP_DATABASE_MODULES: dict[str, tuple[str, ...]] = {
         "lookup_valid_session",
         "purge_expired",
     ),
+    # python-jose's JWT (with its cryptography backend, ~9 MB RSS): bluesky-httpserver
+    # signs and checks its own access and refresh tokens with it, which single-user
+    # mode behind the gate never issues (the gate refuses bearer tokens). ``jose``
+    # itself (its exception classes, used in ``except`` clauses) stays real.
+    "jose.jwt": (),
 }
 
 
@@ -69,6 +75,31 @@ def real_module(name: str) -> types.ModuleType:
     return importlib.import_module(name)
 
 
+class LazyClass:
+    """Stands for a class whose module is not imported yet (bound by ``from M import C``
+    to a :class:`ForwardingModule`'s attribute): calling it, or asking it for any
+    attribute (a static method), runs ``load`` once and then uses the class it returns.
+    ``isinstance`` against it does not work; only for classes their importers construct
+    and call static methods of."""
+
+    def __init__(self, load: Callable[[], type[Any]]) -> None:
+        self._load = load
+        self._class: type[Any] | None = None
+
+    def real(self) -> type[Any]:
+        if self._class is None:
+            self._class = self._load()
+        return self._class
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.real()(*args, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(self.real(), attr)
+
+
 def _forwarder(module: str, function: str) -> Callable[..., Any]:
     def forward(*args: Any, **kwargs: Any) -> Any:
         return getattr(real_module(module), function)(*args, **kwargs)
@@ -79,12 +110,12 @@ def _forwarder(module: str, function: str) -> Callable[..., Any]:
 
 def forward_modules(modules: Mapping[str, Iterable[str]]) -> None:
     """Put a :class:`ForwardingModule` in ``sys.modules`` for each module not imported
-    yet (its package is imported for real here)."""
+    yet (its package, for a submodule, is imported for real here)."""
     for name, functions in modules.items():
         if name in sys.modules:
             continue
         package, _, child = name.rpartition(".")
-        parent = importlib.import_module(package)
+        parent = importlib.import_module(package) if package else None
         spec = importlib.util.find_spec(name)
         if spec is None or name in sys.modules:
             continue
@@ -94,7 +125,8 @@ def forward_modules(modules: Mapping[str, Iterable[str]]) -> None:
         for function in functions:
             setattr(stand_in, function, _forwarder(name, function))
         sys.modules[name] = stand_in
-        setattr(parent, child, stand_in)
+        if parent is not None:
+            setattr(parent, child, stand_in)
 
 
 def quiet_pipe(pipe_class: type[Any], attr: str = "_conn_polling_timeout") -> type[Any]:
@@ -180,6 +212,12 @@ def quiet_manager_api(api_class: type[Any]) -> type[Any]:
 
     QuietREManagerAPI.__name__ = QuietREManagerAPI.__qualname__ = api_class.__name__
     return QuietREManagerAPI
+
+
+#: Imported by pyepics (``epics.utils``, in the worker) for one fallback: decoding a
+#: Channel Access string that is not valid in the configured encoding (~3 MB RSS). A
+#: stand-in until that happens; then the real module decodes it as before.
+WORKER_FALLBACK_MODULES: dict[str, tuple[str, ...]] = {"charset_normalizer": ("from_bytes",)}
 
 
 #: Imported by bluesky's RunEngine only to write its version into ``RE.md``, under

@@ -17,6 +17,8 @@ four things start-re-manager cannot do itself.
    finds the ports taken.
 4. The manager waits up to ``WATCHDOG_ANSWER_S`` for its watchdog to start the worker,
    not 0.5 s: on a busy machine the short wait failed the environment's opening.
+5. The watchdog's imported objects are frozen (``gc.freeze``) before it forks the
+   manager and the worker, so they stay shared with both (ADR 0025).
 
 Every other option is start-re-manager's own, passed through unchanged; the 0MQ server
 key comes from ``QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER`` in the environment, never argv.
@@ -25,6 +27,7 @@ key comes from ``QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER`` in the environment, never 
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import signal
 import sys
@@ -109,21 +112,49 @@ def patient_watchdog_pipe(pipe_class: type[Any]) -> type[Any]:
     return PatientPipe
 
 
+#: The manager's Redis queue: this module imports redis-py (with hiredis, ~7 MB RSS) at
+#: module level, and the watchdog imports it through the manager's module. Only the
+#: manager process uses it; loaded there, on first use, the watchdog and the worker do
+#: without it (ADR 0025). A plan that uses Redis itself imports it in the worker then.
+PLAN_QUEUE_MODULE = "bluesky_queueserver.manager.plan_queue_ops"
+
+
+def lazy_plan_queue(password: str, username: str | None) -> None:
+    """The manager's ``PlanQueueOperations`` loads its module (and redis-py) when the
+    manager first creates its queue, with the Redis credentials put into redis-py's
+    ``from_url`` (PlanQueueOperations calls ``redis.asyncio.from_url(address)`` when it
+    connects). Must run before the manager's module is imported."""
+    from beampod.queue._lean import ForwardingModule, LazyClass, forward_modules, real_module
+
+    def load() -> type[Any]:
+        import redis.asyncio
+
+        redis.asyncio.from_url = _with_password(redis.asyncio.from_url, password, username)
+        queue_class: type[Any] = real_module(PLAN_QUEUE_MODULE).PlanQueueOperations
+        return queue_class
+
+    forward_modules({PLAN_QUEUE_MODULE: ()})
+    stand_in = sys.modules[PLAN_QUEUE_MODULE]
+    if isinstance(stand_in, ForwardingModule):
+        setattr(stand_in, "PlanQueueOperations", LazyClass(load))  # noqa: B010
+    else:  # imported already (by something else): credentials now, as before
+        load()
+
+
 def main() -> int:
     from beampod._lazy import defer_imports
 
     defer_imports(DEFERRED_IMPORTS)
-    import redis.asyncio
 
     from beampod.config import PodHome, load_pod
     from beampod.queue._files import process_server
 
     pod = load_pod(PodHome.resolve(None))  # BEAMPOD_HOME, set by the supervisor
     server = process_server(pod)  # BEAMPOD_QUEUE_INSTRUMENT, set by the supervisor
-    # PlanQueueOperations calls ``redis.asyncio.from_url(address)`` at connect time.
-    redis.asyncio.from_url = _with_password(
-        redis.asyncio.from_url, server.redis_password.get_secret_value(), server.redis_user
-    )
+    lazy_plan_queue(server.redis_password.get_secret_value(), server.redis_user)
+    from beampod.queue._lean import WORKER_FALLBACK_MODULES, forward_modules
+
+    forward_modules(WORKER_FALLBACK_MODULES)  # the worker, forked from here, inherits them
     os.register_at_fork(after_in_child=_die_with_parent)
 
     from bluesky_queueserver.manager import manager as re_manager
@@ -137,7 +168,20 @@ def main() -> int:
     quiet_queueserver_pipes()  # the watchdog's and the worker's (ADR 0022)
 
     sys.argv = ["start-re-manager", *sys.argv[1:]]
+    freeze_before_fork()
     return int(start_manager() or 0)
+
+
+def freeze_before_fork() -> None:
+    """Everything imported so far moves to the garbage collector's permanent generation,
+    which it never scans. The watchdog forks the manager and the worker: without this,
+    their first collection writes to every inherited object's GC header and so copies
+    every page of the watchdog's modules into each child (~16 MB of private memory in
+    each). CPython's own advice for a process that forks (the ``gc.freeze`` docs);
+    what is frozen is the modules' import-time objects, which live as long as the
+    process anyway."""
+    gc.collect()  # what the imports left as garbage is freed, not frozen
+    gc.freeze()
 
 
 if __name__ == "__main__":

@@ -8,8 +8,7 @@ from beampod.config import (
     LoadedPod,
     NatsBus,
     ZmqBus,
-    agent_instruments,
-    agent_service_name,
+    agent_services,
     queue_servers,
 )
 from beampod.services._spec import ServiceSpec
@@ -69,5 +68,6 @@ def _owners(pod: LoadedPod) -> dict[str, str]:
     for name, server in queue_servers(pod).items():
         owner |= {server.manager_service: name, server.http_service: name}
     if len(cfg.instruments) > 1:
-        owner |= {agent_service_name(cfg, n): n for n in agent_instruments(cfg)}
+        # An agent pool (several instruments) is shared: central in ``status``.
+        owner |= {s: m[0] for s, m in agent_services(cfg).items() if len(m) == 1}
     return owner

@@ -14,7 +14,7 @@ import os
 import re
 import sys
 
-from beampod.config import LoadedPod, PodConfig, this_host
+from beampod.config import LoadedPod, PodConfig, agent_services, this_host
 from beampod.envs import InstrumentRuntime, instrument_runtime
 from beampod.services._spec import ServiceSpec
 
@@ -46,6 +46,10 @@ def service_instrument(config: PodConfig, name: str) -> str | None:
         # Its instruments share one host and environment cycle: it is placed and run
         # as its first instrument's.
         return pool[0]
+    agents = agent_services(config).get(name) if name.startswith("agent-pool-") else None
+    if agents:
+        # An agent pool (ADR 0025): one host and cycle, run as its first instrument's.
+        return agents[0]
     for inst in sorted(config.instruments, key=len, reverse=True):
         if name in (
             f"writer-{inst}",
