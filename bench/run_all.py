@@ -178,7 +178,8 @@ def _ab_lines(results: dict[str, dict[str, Any]]) -> list[str]:
     out = []
     dp = results.get("datapath", {})
     nan = float("nan")
-    for label, key in (("whole pod", "ratio_whole_pod"), ("writer stopped", "ratio_writer_stopped")):
+    ratios = (("whole pod", "ratio_whole_pod"), ("writer stopped", "ratio_writer_stopped"))
+    for label, key in ratios:
         if f"{key}_pinned" in dp:
             out.append(
                 f"pinned / unpinned: RunEngine ratio, {label}: "
