@@ -3,8 +3,9 @@
 ``pinned`` does what the supervisor does for the pod's default ``auto`` (every thread of
 every service process on the background CPUs) and pins this process, which runs the
 RunEngines, to the rest, as ``beampod shell`` does; ``unpinned`` gives both every CPU
-again. Switching between repetitions lets both modes share the machine's drift and
-load, which two pods started one after the other would not.
+again; ``background`` pins only the services (the RunEngine on every CPU). Switching
+between repetitions lets the modes share the machine's drift and load, which pods
+started one after the other would not.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import psutil
 
 from beampod.config import Placement, pin_process, resolve_placement
 
-MODES = ("pinned", "unpinned")
+MODES = ("pinned", "unpinned", "background")
 
 
 def auto_placement() -> Placement:
@@ -42,11 +43,11 @@ def apply(home: Path, mode: str) -> str:
     """Put the pod at ``home`` and this process in ``mode``; returns a description."""
     every = frozenset(range(os.cpu_count() or 1))
     placement = auto_placement()
-    if mode == "pinned" and placement.background is not None and placement.runengine:
-        background, runengine = placement.background, placement.runengine
-    else:
-        background = runengine = every
+    background = runengine = every
+    if mode != "unpinned" and placement.background is not None and placement.runengine:
+        background = placement.background
+        runengine = placement.runengine if mode == "pinned" else every
     for pid in _service_pids(home):
         pin_process(pid, background)
     pin_process(os.getpid(), runengine)
-    return placement.describe() if background != every else "unpinned (every CPU)"
+    return f"services on {sorted(background)}, RunEngine on {sorted(runengine)}"

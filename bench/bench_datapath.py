@@ -188,8 +188,14 @@ def speed(pod: Any, args: argparse.Namespace) -> dict[str, list[float]]:
 def _modes(args: argparse.Namespace) -> tuple[str, ...]:
     """The placements to measure: ("",) = as the pod is (pod.background_cpus)."""
     if args.placement == "both":
-        return MODES
-    return ("",) if args.placement == "pod" else (args.placement,)
+        return MODES[:2]
+    if args.placement == "pod":
+        return ("",)
+    modes = tuple(args.placement.split(","))
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise SystemExit(f"--placement: unknown {', '.join(sorted(unknown))} (have {MODES})")
+    return modes
 
 
 async def _writer_idle(pod: Any) -> bool:
@@ -490,11 +496,11 @@ def main() -> None:
     )
     ap.add_argument(
         "--placement",
-        choices=["pod", "pinned", "unpinned", "both"],
         default="pod",
         help="pod: as pod.background_cpus places the services (this process pins itself "
         "like a session); pinned / unpinned: the 'auto' placement switched on / off in the "
-        "running pod; both: pinned and unpinned alternated in every repetition",
+        "running pod; background: only the services pinned, the RunEngine on every CPU; "
+        "a comma-separated list (both = pinned,unpinned): alternated in every repetition",
     )
     ap.add_argument("--json", type=Path, help="also write the results here (bench/run_all.py)")
     args = ap.parse_args()
@@ -520,13 +526,14 @@ def main() -> None:
         if not args.skip_speed:
             ratios = speed(pod, args)
             for mode in _modes(args):
-                sfx, tag = (f"_{mode}", f" [{mode}]") if args.placement == "both" else ("", "")
+                several = len(_modes(args)) > 1
+                sfx, tag = (f"_{mode}", f" [{mode}]") if several else ("", "")
                 results["ratio_writer_stopped" + sfx] = statistics.median(
                     ratios["publisher, writer stopped" + tag]
                 )
                 results["ratio_whole_pod" + sfx] = statistics.median(ratios["publisher" + tag])
         results.update(latency(pod, args))
-        if args.placement == "both":  # the table's figures: the default placement's
+        if len(_modes(args)) > 1:  # the table's figures: the default placement's
             results |= {
                 k.removesuffix("_pinned"): v for k, v in results.items() if k.endswith("_pinned")
             }
