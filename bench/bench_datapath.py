@@ -436,7 +436,7 @@ def latency(pod: Any, args: argparse.Namespace) -> dict[str, float]:
     pub.close()
     out: dict[str, float] = {}
     for mode in modes:
-        res = _latency_summary(args, *agg[mode], f" [{mode}]" if len(modes) > 1 else "")
+        res = _latency_summary(args, *agg[mode], f"[{mode}] " if len(modes) > 1 else "")
         out |= {f"{k}_{mode}" if len(modes) > 1 else k: v for k, v in res.items()}
     return out
 
