@@ -14,8 +14,8 @@ machines where absolute times do not.
     .venv/bin/python bench/run_all.py --only datapath catchup --placement-ab
 
 ``--placement-ab``: the data path with pod.background_cpus' placement switched on and
-off in every repetition of one pod, and catch-up on pods with ``auto`` and ``off``;
-the table shows the pinned figures (the default), the lines under it both.
+off in every repetition of one pod, and catch-up on pods with ``off`` and ``auto``;
+the table shows the unpinned figures (the default, ``off``), the lines under it both.
 
 Exit status 0 when every target is met, 1 otherwise (2 if a benchmark failed to run).
 """
@@ -170,7 +170,7 @@ INFO = [
 
 
 # --placement-ab: what each benchmark runs, and the lines printed under the table.
-AB_ARGS = {"datapath": ["--placement", "both"], "catchup": ["--background-cpus", "auto", "off"]}
+AB_ARGS = {"datapath": ["--placement", "both"], "catchup": ["--background-cpus", "off", "auto"]}
 
 
 def _ab_lines(results: dict[str, dict[str, Any]]) -> list[str]:

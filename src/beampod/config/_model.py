@@ -67,16 +67,16 @@ class PodSettings(Strict):
         "same priority as everything else.",
     )
     background_cpus: CpuSetting = Field(
-        "auto",
+        "off",
         description="CPUs of the services that run in the background (bus, Tiled, writers, "
         "Redis, IOCs, console, agents, the queue manager), pinned once each is ready; the "
         "processes that run a RunEngine (`beampod shell`/`run`, the queue server's worker) "
         "get the other CPUs, so the store path's short bursts do not preempt the "
-        "RunEngine. 'auto': on a machine with at least 2 CPUs the RunEngine gets the lower "
-        "half (at least one), the background services the rest; with one CPU nothing is "
-        "pinned. 'off': nothing is pinned (the background services may use every CPU: "
-        "faster catch-up of a backlog). Or a CPU list such as '1' or '2-7'. Linux only; "
-        "elsewhere nothing is pinned. A host's own `background_cpus` wins.",
+        "RunEngine. 'off' (default): nothing is pinned; the background services may use "
+        "every CPU (a backlog catches up faster). 'auto': on a machine with at least 2 "
+        "CPUs the RunEngine gets the lower half (at least one), the background services "
+        "the rest; with one CPU nothing is pinned. Or a CPU list such as '1' or '2-7'. "
+        "Linux only; elsewhere nothing is pinned. A host's own `background_cpus` wins.",
     )
     writer_pool_size: Annotated[int, Field(ge=1, le=64)] = Field(
         1,
