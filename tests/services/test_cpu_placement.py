@@ -66,7 +66,8 @@ def test_auto_pins_only_with_two_cpus_and_leaves_the_runengine_the_lower_half() 
     assert (two.background, two.runengine) == ({1}, {0})
     eight = resolve_placement("auto", frozenset(range(8)))
     assert (eight.background, eight.runengine) == (set(range(4, 8)), set(range(4)))
-    assert not resolve_placement("off", frozenset({0, 1})).pinned
+    off = resolve_placement("off", frozenset({0, 1}))
+    assert not off.pinned and off.describe() == ""  # `status` says nothing
     listed = resolve_placement("2-3", frozenset(range(4)))
     assert (listed.background, listed.runengine) == ({2, 3}, {0, 1})
 

@@ -88,8 +88,9 @@ class Placement:
         return self.background is not None
 
     def describe(self) -> str:
+        """A line for `status`; "" when nothing was asked for (``off``)."""
         if self.background is None or self.runengine is None:
-            return f"unpinned ({self.note})" if self.note else "unpinned"
+            return f"unpinned ({self.note})" if self.note else ""
         return (
             f"background services on CPU {format_cpu_list(self.background)}, "
             f"RunEngine on CPU {format_cpu_list(self.runengine)}"
@@ -101,7 +102,7 @@ def resolve_placement(setting: str, available: frozenset[int] | None = None) -> 
     process may use; default its own affinity). ConfigError for a list naming a CPU
     that is not available, or taking every one of them (ValueError: one line)."""
     if setting == OFF:
-        return Placement(note="pod.background_cpus is 'off'")
+        return Placement()
     if not affinity_supported():
         return Placement(note="this platform has no CPU affinity")
     cpus = available if available is not None else frozenset(os.sched_getaffinity(0))

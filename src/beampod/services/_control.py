@@ -75,7 +75,8 @@ def run_supervisor(home: PodHome, progress: Progress, policy: RestartPolicy | No
             unhealthy_grace_s=health.degraded_after_s, unhealthy_restart_s=health.restart_after_s
         )
         placement = host_placement(pod.config, this_host(pod.config), home.config_file)
-        progress(f"CPU placement: {placement.describe()}")
+        if placement.describe():
+            progress(f"CPU placement: {placement.describe()}")
         return asyncio.run(_supervise(home, specs, progress, policy, placement))
 
 

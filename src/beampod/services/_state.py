@@ -40,8 +40,8 @@ class PodState:
     message: str = ""
     updated_at: float = 0.0
     services: dict[str, ServiceState] = field(default_factory=dict)
-    # pod.background_cpus as applied here: a sentence for `status`, and the CPUs a
-    # RunEngine of this pod takes ("": not pinned).
+    # pod.background_cpus as applied here: a sentence for `status` ("": 'off'), and the
+    # CPUs a RunEngine of this pod takes ("": not pinned).
     placement: str = ""
     runengine_cpus: str = ""
 
