@@ -229,17 +229,26 @@ def print_profile(path: Path, top: int = 16) -> None:
         print(f"      {100 * n / total:5.1f}%  {f}")
 
 
-def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
+def bench_backend(
+    backend: str, args: argparse.Namespace, workdir: Path, cpus: str | None = None
+) -> dict[str, float]:
+    import yaml
+
     from beampod.bus import DurablePublisher
     from beampod.config import PodHome, load_pod
     from beampod.store import open_catalog
 
-    home = workdir / backend
+    home = workdir / (backend if cpus is None else f"{backend}-{cpus}")
     beampod(home, "init", "--free-ports")
     cfg = home / "config.yaml"
     text = cfg.read_text()
     assert "  backend: sqlite" in text
     cfg.write_text(text.replace("  backend: sqlite", f"  backend: {backend}", 1))
+    if cpus is not None:  # pod.background_cpus (the writer and Tiled drain on those)
+        data = yaml.safe_load(cfg.read_text())
+        data["pod"]["background_cpus"] = cpus
+        cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+        backend = f"{backend} [{cpus}]"
     t0 = time.monotonic()
     beampod(home, "up", "-d")
     print(f"\n[{backend}] pod up in {time.monotonic() - t0:.1f} s ({home})", flush=True)
@@ -360,12 +369,26 @@ def main() -> None:
     )
     ap.add_argument("--profile", type=float, default=0.0)
     ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument(
+        "--background-cpus",
+        nargs="+",
+        metavar="SETTING",
+        help="pod.background_cpus of the pods ('auto', 'off', a CPU list); several: each "
+        "backend is measured with each, their order alternated (default: the config's)",
+    )
     ap.add_argument("--json", type=Path, help="also write the results here (bench/run_all.py)")
     args = ap.parse_args()
     print(f"machine: {machine()}")
     print(f"load average at start: {load_average()}")
     workdir = Path(tempfile.mkdtemp(prefix="bench-catchup-"))
-    results = {b: bench_backend(b, args, workdir) for b in args.backends}
+    results: dict[str, dict[str, float]] = {}
+    settings: list[str | None] = list(args.background_cpus or [None])
+    for i, b in enumerate(args.backends):
+        for cpus in settings if i % 2 == 0 else settings[::-1]:
+            res = bench_backend(b, args, workdir, cpus)
+            results[b if cpus is None else f"{b} [{cpus}]"] = res
+            if cpus == settings[0]:  # the table's figure: the first setting's
+                results[b] = res
     if args.json:
         args.json.write_text(json.dumps(results))
     print(f"\nsummary ({args.events} events; load average at end {load_average()}):")

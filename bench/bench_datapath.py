@@ -51,6 +51,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _breakdown import Breakdown
 from _common import WorkerThread, load_average, machine, percentile, service_cpu_s, summary
+from _placement import MODES
+from _placement import apply as apply_placement
 
 
 def beampod(home: Path, *args: str, timeout: float = 300) -> str:
@@ -116,22 +118,33 @@ def speed(pod: Any, args: argparse.Namespace) -> dict[str, list[float]]:
     def measured(name: str, RE: Any, n: int) -> float:
         return breakdown.measure(name, lambda: _rate(RE, n), n, pub, RE)
 
+    modes = _modes(args)
+
     def pairs(phase: dict[str, tuple[Any, int]], label: str) -> None:
         for rep in range(args.reps):
-            line = [f"{label} rep {rep + 1}:"]
-            for name, (RE, n) in phase.items():
-                # Alternate the order of each pair so warm-up or drift favours neither.
-                bare = f"bare ({label})"
-                if rep % 2:
-                    r, b = measured(name, RE, n), measured(bare, bare_RE, n)
-                else:
-                    b, r = measured(bare, bare_RE, n), measured(name, RE, n)
-                sizes[name] = n
-                rates["bare"].append(b)
-                rates.setdefault(name, []).append(r)
-                ratios.setdefault(name, []).append(r / b)
-                line.append(f"{name} {r:5.0f} ev/s (bare {b:5.0f}, x{r / b:.3f})")
-            print("  ".join(line), flush=True)
+            # Both placements in every repetition, their order alternated.
+            for mode in modes if rep % 2 == 0 else modes[::-1]:
+                pairs_once(phase, label, rep, mode)
+
+    def pairs_once(phase: dict[str, tuple[Any, int]], label: str, rep: int, mode: str) -> None:
+        if mode:
+            apply_placement(pod.home.root, mode)
+        tag = f" [{mode}]" if len(modes) > 1 else ""
+        line = [f"{label} rep {rep + 1}{tag}:"]
+        for name0, (RE, n) in phase.items():
+            name = name0 + tag
+            # Alternate the order of each pair so warm-up or drift favours neither.
+            bare = f"bare ({label}){tag}"
+            if rep % 2:
+                r, b = measured(name, RE, n), measured(bare, bare_RE, n)
+            else:
+                b, r = measured(bare, bare_RE, n), measured(name, RE, n)
+            sizes[name] = n
+            rates["bare"].append(b)
+            rates.setdefault(name, []).append(r)
+            ratios.setdefault(name, []).append(r / b)
+            line.append(f"{name} {r:5.0f} ev/s (bare {b:5.0f}, x{r / b:.3f})")
+        print("  ".join(line), flush=True)
 
     # Phase 1: the publisher alone (writer service stopped: nothing else in the pod
     # competes for the CPU while the RunEngine runs; the backlog waits in JetStream).
@@ -167,9 +180,22 @@ def speed(pod: Any, args: argparse.Namespace) -> dict[str, list[float]]:
             f"  {name:28} {sizes[name]:6d} {statistics.median(rates[name]):12.0f} "
             f"{statistics.median(rs):13.3f} {min(rs):10.3f} {max(rs):10.3f}"
         )
-    print("  target: publisher ratio >= 0.95")
+    print("  target: publisher ratio >= 0.97")
     breakdown.print()
     return ratios
+
+
+def _modes(args: argparse.Namespace) -> tuple[str, ...]:
+    """The placements to measure: ("",) = as the pod is (pod.background_cpus)."""
+    if args.placement == "both":
+        return MODES[:2]
+    if args.placement == "pod":
+        return ("",)
+    modes = tuple(args.placement.split(","))
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise SystemExit(f"--placement: unknown {', '.join(sorted(unknown))} (have {MODES})")
+    return modes
 
 
 async def _writer_idle(pod: Any) -> bool:
@@ -320,10 +346,11 @@ def latency(pod: Any, args: argparse.Namespace) -> dict[str, float]:
     RE.subscribe(pub)
     _rate(RE, 20)  # warm-up
     assert pub.flush(60)
-    acked_all: list[float] = []
-    stored_all: list[float] = []
-    tiled_all: list[float] = []
-    cpu_all: dict[str, float] = {}
+    modes = _modes(args)
+    # Per placement: acked, in the stream, readable in Tiled (ms), service CPU (s).
+    agg: dict[str, tuple[list[float], list[float], list[float], dict[str, float]]] = {
+        m: ([], [], [], {}) for m in modes
+    }
     print(
         f"\nevent emitted -> stored and readable through Tiled (publisher -> NATS -> writer "
         f"-> Tiled), count([det], {args.latency_events}) at full speed, "
@@ -338,7 +365,15 @@ def latency(pod: Any, args: argparse.Namespace) -> dict[str, float]:
         f"{args.reader_pause * 1000:.0f} ms between polls) first returned the row; upper "
         "bound: end of that poll"
     )
-    for rep in range(args.latency_reps):
+    schedule = [
+        (rep, mode)
+        for rep in range(args.latency_reps)
+        for mode in (modes if rep % 2 == 0 else modes[::-1])
+    ]
+    for rep, mode in schedule:
+        if mode:
+            apply_placement(pod.home.root, mode)
+        acked_all, stored_all, tiled_all, cpu_all = agg[mode]
         emitted.clear()
         uid_box.clear()
         base = asyncio.run(_stream_last_seq(pod))  # the run's messages follow: start,
@@ -388,7 +423,8 @@ def latency(pod: Any, args: argparse.Namespace) -> dict[str, float]:
         tiled_all += tiled
         durations = [(end - t0) * 1000 for t0, end, _ in reader.polls]
         print(
-            f"  run {rep + 1}: RunEngine {rate:.0f} ev/s\n"
+            f"  run {rep + 1}{f' [{mode}]' if len(modes) > 1 else ''}: RunEngine "
+            f"{rate:.0f} ev/s\n"
             f"    in the stream: {summary(stored)}\n"
             f"    acked: {summary(acked)}\n"
             f"    tiled: {summary(tiled)}\n"
@@ -398,6 +434,21 @@ def latency(pod: Any, args: argparse.Namespace) -> dict[str, float]:
             flush=True,
         )
     pub.close()
+    out: dict[str, float] = {}
+    for mode in modes:
+        res = _latency_summary(args, *agg[mode], f"[{mode}] " if len(modes) > 1 else "")
+        out |= {f"{k}_{mode}" if len(modes) > 1 else k: v for k, v in res.items()}
+    return out
+
+
+def _latency_summary(
+    args: argparse.Namespace,
+    acked_all: list[float],
+    stored_all: list[float],
+    tiled_all: list[float],
+    cpu_all: dict[str, float],
+    tag: str,
+) -> dict[str, float]:
     # What storing a live run costs the machine (the CPU the RunEngine competes with):
     # the same whatever the load, unlike the ratios.
     n_events = args.latency_events * args.latency_reps
@@ -405,12 +456,12 @@ def latency(pod: Any, args: argparse.Namespace) -> dict[str, float]:
     store = per_event.get("writer", 0.0) + per_event.get("tiled", 0.0)
     rest = sum(v for k, v in per_event.items() if k not in ("writer", "tiled", "nats"))
     print(
-        f"  service CPU per live event (us; the reader's polls included): writer "
+        f"  {tag}service CPU per live event (us; the reader's polls included): writer "
         f"{per_event.get('writer', 0.0):.0f}, Tiled {per_event.get('tiled', 0.0):.0f}, NATS "
         f"{per_event.get('nats', 0.0):.0f}, the rest of the pod {rest:.0f}"
     )
     print(
-        f"  all runs, in the stream: p50 {percentile(stored_all, 50):.0f} ms, p99 "
+        f"  {tag}all runs, in the stream: p50 {percentile(stored_all, 50):.0f} ms, p99 "
         f"{percentile(stored_all, 99):.0f} ms; acked: p50 {percentile(acked_all, 50):.0f} ms, p99 "
         f"{percentile(acked_all, 99):.0f} ms; tiled: p50 {percentile(tiled_all, 50):.0f} ms, "
         f"p99 {percentile(tiled_all, 99):.0f} ms (target p50 <= 200, p99 <= 1000)"
@@ -443,10 +494,19 @@ def main() -> None:
     ap.add_argument(
         "--skip-tiledwriter", action="store_true", help="only bare and the publisher (quicker)"
     )
+    ap.add_argument(
+        "--placement",
+        default="pod",
+        help="pod: as pod.background_cpus places the services (this process pins itself "
+        "like a session); pinned / unpinned: the 'auto' placement switched on / off in the "
+        "running pod; background: only the services pinned, the RunEngine on every CPU; "
+        "a comma-separated list (both = pinned,unpinned): alternated in every repetition",
+    )
     ap.add_argument("--json", type=Path, help="also write the results here (bench/run_all.py)")
     args = ap.parse_args()
 
     from beampod.config import PodHome, load_pod
+    from beampod.session import pin_to_runengine_cpus
 
     print(f"machine: {machine()}")
     print(f"load average at start: {load_average()}")
@@ -459,12 +519,26 @@ def main() -> None:
         print(f"pod up in {time.monotonic() - t0:.1f} s ({home})")
     try:
         pod = load_pod(PodHome.resolve(home))
+        if args.placement == "pod":
+            cpus = pin_to_runengine_cpus(pod)
+            print(f"this process (the RunEngines) pinned to CPUs {sorted(cpus or [])}")
         results: dict[str, float] = {}
         if not args.skip_speed:
             ratios = speed(pod, args)
-            results["ratio_writer_stopped"] = statistics.median(ratios["publisher, writer stopped"])
-            results["ratio_whole_pod"] = statistics.median(ratios["publisher"])
+            for mode in _modes(args):
+                several = len(_modes(args)) > 1
+                sfx, tag = (f"_{mode}", f" [{mode}]") if several else ("", "")
+                results["ratio_writer_stopped" + sfx] = statistics.median(
+                    ratios["publisher, writer stopped" + tag]
+                )
+                results["ratio_whole_pod" + sfx] = statistics.median(ratios["publisher" + tag])
         results.update(latency(pod, args))
+        if len(_modes(args)) > 1:  # the table's figures: the default's (off: unpinned)
+            results |= {
+                k.removesuffix("_unpinned"): v
+                for k, v in results.items()
+                if k.endswith("_unpinned")
+            }
         if args.json:
             args.json.write_text(json.dumps(results))
     finally:

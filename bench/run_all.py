@@ -11,6 +11,11 @@ machines where absolute times do not.
     .venv/bin/python bench/run_all.py            # ~10 minutes on 2 busy cores
     .venv/bin/python bench/run_all.py --full     # the sizes of docs/benchmarks.md
     .venv/bin/python bench/run_all.py --only up catchup
+    .venv/bin/python bench/run_all.py --only datapath catchup --placement-ab
+
+``--placement-ab``: the data path with pod.background_cpus' placement switched on and
+off in every repetition of one pod, and catch-up on pods with ``off`` and ``auto``;
+the table shows the unpinned figures (the default, ``off``), the lines under it both.
 
 Exit status 0 when every target is met, 1 otherwise (2 if a benchmark failed to run).
 """
@@ -164,6 +169,38 @@ INFO = [
 ]
 
 
+# --placement-ab: what each benchmark runs, and the lines printed under the table.
+AB_ARGS = {"datapath": ["--placement", "both"], "catchup": ["--background-cpus", "off", "auto"]}
+
+
+def _ab_lines(results: dict[str, dict[str, Any]]) -> list[str]:
+    """pinned / unpinned, side by side (``--placement-ab``)."""
+    out = []
+    dp = results.get("datapath", {})
+    nan = float("nan")
+    ratios = (("whole pod", "ratio_whole_pod"), ("writer stopped", "ratio_writer_stopped"))
+    for label, key in ratios:
+        if f"{key}_pinned" in dp:
+            out.append(
+                f"pinned / unpinned: RunEngine ratio, {label}: "
+                f"{dp[f'{key}_pinned']:.3f} / {dp.get(f'{key}_unpinned', nan):.3f}"
+            )
+    if "readable_p50_ms_pinned" in dp:
+        p, u = (
+            f"{dp.get(f'readable_p50_ms_{m}', nan):.0f}, {dp.get(f'readable_p99_ms_{m}', nan):.0f}"
+            for m in ("pinned", "unpinned")
+        )
+        out.append(f"pinned / unpinned: readable p50, p99: {p} / {u} ms")
+    cu = results.get("catchup", {})
+    for b in ("sqlite", "postgres"):
+        if f"{b} [auto]" in cu and f"{b} [off]" in cu:
+            out.append(
+                f"background_cpus auto / off: catch-up {b}: {cu[f'{b} [auto]']['drain']:,.0f} / "
+                f"{cu[f'{b} [off]']['drain']:,.0f} ev/s"
+            )
+    return out
+
+
 def _fmt(value: float, metric: Metric) -> str:
     return f"{value:,.{metric.digits}f}{metric.unit}"
 
@@ -175,6 +212,11 @@ def main() -> int:
         "--only", nargs="+", choices=[b[0] for b in BENCHES], help="run only these benchmarks"
     )
     ap.add_argument("--out", type=Path, help="directory for the logs and JSON (default: temp)")
+    ap.add_argument(
+        "--placement-ab",
+        action="store_true",
+        help="datapath and catchup with the background services pinned and not, side by side",
+    )
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="beampod-bench-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -188,6 +230,7 @@ def main() -> int:
             continue
         result_file = out / f"{name}.json"
         argv = [sys.executable, str(HERE / script), *(full if args.full else quick)]
+        argv += AB_ARGS.get(name, []) if args.placement_ab else []
         argv += ["--json", str(result_file)]
         t0 = time.monotonic()
         print(f"running {script} {' '.join(full if args.full else quick)} ...", flush=True)
@@ -227,6 +270,8 @@ def main() -> int:
     for label, bench, get in INFO:
         if bench in results:
             print(f"  {label}: {get(results[bench])}")
+    for line in _ab_lines(results):
+        print(f"  {line}")
     if failed:
         print(f"benchmarks that failed to run: {', '.join(failed)}")
         return 2

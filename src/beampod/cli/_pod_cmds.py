@@ -20,6 +20,7 @@ from beampod.config import (
     LoadedPod,
     PodHome,
     check_host,
+    host_placement,
     init_pod,
     json_schema,
     load_config,
@@ -181,6 +182,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         # The supervisor and every service it starts inherit it (beampod.config._addresses).
         os.environ[HOST_ENV] = args.host
     this_host(pod.config)  # a BEAMPOD_HOST the config does not know fails here
+    # pod.background_cpus naming a CPU this machine does not have fails here too.
+    host_placement(pod.config, this_host(pod.config), home.config_file)
     _warn_keys(pod)
     check_instrument_runtimes(pod)  # a broken overlay, too (docs/environments.md)
     started = time.monotonic()
@@ -229,7 +232,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
         return 0
     header = ["service", "state", "pid", "address", "health", "restarts", "uptime"]
+    pinned = any(svc.cpus for svc in state.services.values())
+    if pinned:
+        header.append("cpus")
     print(f"pod {state.phase}  (supervisor pid {state.supervisor_pid})")
+    if state.placement:
+        print(f"CPU placement: {state.placement}")
     rows: list[list[str]] = []
     groups: dict[str, list[list[str]]] = {}
     for svc in state.services.values():
@@ -245,6 +253,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             str(svc.restarts),
             uptime,
         ]
+        if pinned:
+            row.append(svc.cpus or "-")
         rows.append(row)
         groups.setdefault(svc.instrument, []).append(row)
     if len([g for g in groups if g]) <= 1:  # one instrument: one table, as always
@@ -346,6 +356,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         pod = load_pod(home)
         _warn_keys(pod)
         config = pod.config
+    # The CPUs of this machine: the placement of the host(s) that run here.
+    host_placement(config, this_host(config), file)
     names = ", ".join(config.instruments)
     if len(config.instruments) > 6:
         names = f"{len(config.instruments)} ({', '.join(list(config.instruments)[:3])}, …)"

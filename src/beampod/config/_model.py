@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from beampod.config._base import ImportPath, InstrumentName, Port, Strict
 from beampod.config._bus_settings import BusSettings, NatsBus, ZmqBus
+from beampod.config._cpus import check_cpu_setting
+
+CpuSetting = Annotated[str, AfterValidator(check_cpu_setting)]
 
 
 class HealthSettings(Strict):
@@ -75,6 +78,18 @@ class PodSettings(Strict):
         "machine's cores are busy they yield to the RunEngine and the IOCs it waits on, "
         "so storing never slows a scan down; they catch up once it is done. 0: the "
         "same priority as everything else.",
+    )
+    background_cpus: CpuSetting = Field(
+        "off",
+        description="CPUs of the services that run in the background (bus, Tiled, writers, "
+        "Redis, IOCs, console, agents, the queue manager), pinned once each is ready; the "
+        "processes that run a RunEngine (`beampod shell`/`run`, the queue server's worker) "
+        "get the other CPUs, so the store path's short bursts do not preempt the "
+        "RunEngine. 'off' (default): nothing is pinned; the background services may use "
+        "every CPU (a backlog catches up faster). 'auto': on a machine with at least 2 "
+        "CPUs the RunEngine gets the lower half (at least one), the background services "
+        "the rest; with one CPU nothing is pinned. Or a CPU list such as '1' or '2-7'. "
+        "Linux only; elsewhere nothing is pinned. A host's own `background_cpus` wins.",
     )
     writer_pool_size: Annotated[int, Field(ge=1, le=64)] = Field(
         1,
@@ -260,6 +275,11 @@ class HostSettings(Strict):
         "host's `address`, or 0.0.0.0).",
     )
     description: str = ""
+    background_cpus: CpuSetting | None = Field(
+        None,
+        description="This host's `pod.background_cpus` ('auto', 'off' or a CPU list of "
+        "this machine). Default: `pod.background_cpus`.",
+    )
 
 
 class IocTemplate(Strict):

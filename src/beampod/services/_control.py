@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from beampod.config import POD_UMASK, PodHome, load_pod
+from beampod.config import POD_UMASK, Placement, PodHome, host_placement, load_pod, this_host
 from beampod.errors import BeampodError, PodAlreadyRunningError, PodNotRunningError
 from beampod.services import _process
 from beampod.services._controlsock import request, serve_control
@@ -76,13 +76,20 @@ def run_supervisor(home: PodHome, progress: Progress, policy: RestartPolicy | No
             unhealthy_restart_s=health.restart_after_s,
             busy_restart_s=health.busy_restart_after_s,
         )
-        return asyncio.run(_supervise(home, specs, progress, policy))
+        placement = host_placement(pod.config, this_host(pod.config), home.config_file)
+        if placement.describe():
+            progress(f"CPU placement: {placement.describe()}")
+        return asyncio.run(_supervise(home, specs, progress, policy, placement))
 
 
 async def _supervise(
-    home: PodHome, specs: list, progress: Progress, policy: RestartPolicy | None
+    home: PodHome,
+    specs: list,
+    progress: Progress,
+    policy: RestartPolicy | None,
+    placement: Placement | None = None,
 ) -> int:
-    sup = Supervisor(specs, home, policy=policy, progress=progress)
+    sup = Supervisor(specs, home, policy=policy, progress=progress, placement=placement)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, sup.request_stop)

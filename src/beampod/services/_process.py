@@ -131,6 +131,17 @@ def lower_priority(pgid: int, nice: int) -> int:
     return changed
 
 
+def pin_group(pgid: int, cpus: frozenset[int]) -> int:
+    """Pin every thread of every process of group ``pgid`` to ``cpus``, except one that
+    chose its own CPUs (an affinity other than the supervisor's, which the group
+    inherited): the queue server's worker pins itself to the RunEngine's. Returns how
+    many threads changed."""
+    from beampod.config import pin_process
+
+    own = frozenset(os.sched_getaffinity(0))
+    return sum(pin_process(pid, cpus, only_from=own) for pid in _group_members(pgid))
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

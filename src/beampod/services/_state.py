@@ -30,6 +30,7 @@ class ServiceState:
     ready_at: float | None = None
     message: str = ""
     instrument: str = ""  # "" for a central service
+    cpus: str = ""  # the CPU list it is pinned to once ready; "": not pinned
 
 
 @dataclass
@@ -39,6 +40,10 @@ class PodState:
     message: str = ""
     updated_at: float = 0.0
     services: dict[str, ServiceState] = field(default_factory=dict)
+    # pod.background_cpus as applied here: a sentence for `status` ("": 'off'), and the
+    # CPUs a RunEngine of this pod takes ("": not pinned).
+    placement: str = ""
+    runengine_cpus: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,6 +57,8 @@ class PodState:
             message=data.get("message", ""),
             updated_at=data.get("updated_at", 0.0),
             services=services,
+            placement=data.get("placement", ""),
+            runengine_cpus=data.get("runengine_cpus", ""),
         )
 
 

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from beampod.config import PodHome
+from beampod.config import RUNENGINE_CPUS_ENV, Placement, PodHome, format_cpu_list
 from beampod.errors import BeampodError, PortInUseError, ServiceStartError, UsageError
 from beampod.services import _process
 from beampod.services._admission import Admission, default_limit
@@ -64,6 +64,7 @@ class Supervisor:
         progress: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         cpu_pressure: Callable[[], float | None] = read_cpu_pressure,
+        placement: Placement | None = None,
     ) -> None:
         self._order = dependency_order(specs)
         self._home = home
@@ -79,8 +80,15 @@ class Supervisor:
             )
             for s in self._order
         }
+        # pod.background_cpus: every service is pinned to its background CPUs once
+        # ready; a RunEngine (the queue worker, a session) takes the rest.
+        self._placement = placement or Placement()
+        runengine = self._placement.runengine
         self._state = PodState(
-            supervisor_pid=os.getpid(), services={n: v.state for n, v in self._services.items()}
+            supervisor_pid=os.getpid(),
+            services={n: v.state for n, v in self._services.items()},
+            placement=self._placement.describe(),
+            runengine_cpus=format_cpu_list(runengine) if runengine is not None else "",
         )
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -248,6 +256,8 @@ class Supervisor:
                 fh.write(f"--- beampod: starting {spec.name} at {time.ctime()} ---\n")
             # BEAMPOD_HOME tells every service (and its children) which pod it belongs to.
             env = {"BEAMPOD_HOME": str(self._home.root), **spec.env}
+            if self._state.runengine_cpus:
+                env[RUNENGINE_CPUS_ENV] = self._state.runengine_cpus
             # A background service starts at normal priority (its start is on `up`'s
             # critical path: Tiled is the slowest service) and yields once ready.
             svc.proc = await _process.spawn(spec.argv, env, log, spec.cwd)
@@ -259,7 +269,18 @@ class Supervisor:
             if reason is None:
                 if spec.nice:
                     await asyncio.to_thread(_process.lower_priority, svc.proc.pid, spec.nice)
-                self._update(svc, state="ready", ready_at=time.time(), health="ok", message="")
+                cpus = self._placement.background
+                if cpus is not None:
+                    # Like the nice value, once ready: its start is on `up`'s path.
+                    await asyncio.to_thread(_process.pin_group, svc.proc.pid, cpus)
+                self._update(
+                    svc,
+                    state="ready",
+                    ready_at=time.time(),
+                    health="ok",
+                    message="",
+                    cpus=format_cpu_list(cpus) if cpus is not None else "",
+                )
                 self._progress(
                     f"{spec.name} ready in {time.time() - started:.1f} s"
                     f"{' at ' + spec.address if spec.address else ''}"

@@ -1,7 +1,7 @@
 """The interactive session (bsui): RunEngine, namespace, shell, one-shot plans."""
 
 from beampod.session._db import LazyCatalog
-from beampod.session._engine import make_run_engine
+from beampod.session._engine import make_run_engine, pin_to_runengine_cpus
 from beampod.session._namespace import (
     build_namespace,
     has_display,
@@ -26,6 +26,7 @@ __all__ = [
     "load_ipython_extension",
     "make_best_effort_callback",
     "make_run_engine",
+    "pin_to_runengine_cpus",
     "plot_run",
     "plots_dir",
     "prepare_instrument",

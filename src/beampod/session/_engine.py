@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import atexit
+import json
 import logging
+import os
 
 from bluesky import RunEngine as RunEngineBase
 
 from beampod.bus import DocumentPublisher
-from beampod.config import LoadedPod
+from beampod.config import RUNENGINE_CPUS_ENV, LoadedPod, pin_self_to_runengine_cpus
 from beampod.errors import BusError
 from beampod.session._scan_id import ScanIdCounter
 
@@ -34,6 +36,7 @@ def make_run_engine(
     """
     name = pod.config.instrument_name if instrument is None else instrument
     pod.config.instrument(name)  # a clear UsageError for an unknown instrument
+    pin_to_runengine_cpus(pod)
     counter = ScanIdCounter(pod.home.data_dir / "scan_id" / name)
     RE = PodRunEngine(
         {"instrument": name, "beampod_pod": pod.config.pod.name},
@@ -43,6 +46,24 @@ def make_run_engine(
     if publish:
         _subscribe_document_path(RE, pod, name)
     return RE
+
+
+def pin_to_runengine_cpus(pod: LoadedPod) -> frozenset[int] | None:
+    """Pin this process to the CPUs the pod leaves its RunEngines (pod.background_cpus):
+    the ones the supervisor gave the services it started (``RUNENGINE_CPUS_ENV``: the
+    queue server's worker), else those of the running pod's state (`beampod shell`,
+    `run`). Every thread of the process, before the RunEngine starts its own: a thread
+    inherits its creator's CPUs. None when the pod does not pin."""
+    cpus = os.environ.get(RUNENGINE_CPUS_ENV)
+    if cpus is None:
+        try:
+            state = json.loads(pod.home.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(state, dict) or state.get("phase") not in ("starting", "running"):
+            return None
+        cpus = state.get("runengine_cpus")
+    return pin_self_to_runengine_cpus(cpus if isinstance(cpus, str) else None)
 
 
 def _subscribe_document_path(RE: PodRunEngine, pod: LoadedPod, instrument: str) -> None:
