@@ -8,7 +8,7 @@ the queue server's worker) pin themselves to the CPUs left. ``auto`` pins only w
 machine gives this process at least two CPUs: the RunEngine gets the lower half
 (at least one), the background services the rest. Where the platform has no CPU
 affinity (``os.sched_setaffinity``: Linux only) nothing is pinned and the placement
-says so. See docs/adr/0025-background-services-on-their-own-cpus.md.
+says so. See docs/adr/0026-background-services-on-their-own-cpus.md.
 """
 
 from __future__ import annotations
