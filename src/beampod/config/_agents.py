@@ -56,22 +56,7 @@ def agent_services(config: PodConfig) -> dict[str, list[str]]:
     served = agent_instruments(config)
     if len(config.instruments) == 1:
         return {AGENT_SERVICE: served} if served else {}
-    size = config.pod.agent_pool_size
-    groups: dict[tuple[str, str | None], list[str]] = {}
-    for name in served:
-        inst = config.instruments[name]
-        groups.setdefault((inst.host, inst.cycle), []).append(name)
-    out: dict[str, list[str]] = {}
-    k = 0
-    for members in groups.values():
-        for i in range(0, len(members), size):
-            chunk = members[i : i + size]
-            if len(chunk) == 1:
-                out[f"{AGENT_SERVICE}-{chunk[0]}"] = chunk
-            else:
-                k += 1
-                out[f"{AGENT_SERVICE}-pool-{k}"] = chunk
-    return out
+    return config.pooled(AGENT_SERVICE, served, config.pod.agent_pool_size)
 
 
 def agent_instruments(config: PodConfig) -> list[str]:

@@ -109,7 +109,7 @@ class PodSettings(Strict):
         "time, into one process (service agent-pool-<k>) that runs each instrument's own "
         "agent on its own bus connection with that instrument's agent user; they share "
         "the interpreter and libraries (~35 MB resident) instead of loading them once "
-        "each (docs/adr/0025-agent-pool.md).",
+        "each (docs/adr/0025-agent-pool-and-leaner-queue.md).",
     )
 
 
@@ -482,9 +482,15 @@ class PodConfig(Strict):
         instruments of one host and environment cycle share a process)."""
         if len(self.instruments) == 1:
             return {"writer": list(self.instruments)}
-        size = self.pod.writer_pool_size
+        return self.pooled("writer", list(self.instruments), self.pod.writer_pool_size)
+
+    def pooled(self, service: str, names: list[str], size: int) -> dict[str, list[str]]:
+        """Pools of at most ``size`` of ``names`` (config order), only instruments of one
+        host and environment cycle together: ``<service>-<instrument>`` for a pool of
+        one, ``<service>-pool-<k>`` for several."""
         groups: dict[tuple[str, str | None], list[str]] = {}
-        for name, inst in self.instruments.items():
+        for name in names:
+            inst = self.instruments[name]
             groups.setdefault((inst.host, inst.cycle), []).append(name)
         out: dict[str, list[str]] = {}
         k = 0
@@ -492,10 +498,10 @@ class PodConfig(Strict):
             for i in range(0, len(members), size):
                 chunk = members[i : i + size]
                 if len(chunk) == 1:
-                    out[f"writer-{chunk[0]}"] = chunk
+                    out[f"{service}-{chunk[0]}"] = chunk
                 else:
                     k += 1
-                    out[f"writer-pool-{k}"] = chunk
+                    out[f"{service}-pool-{k}"] = chunk
         return out
 
     def writer_service(self, instrument: str) -> str:
