@@ -49,7 +49,7 @@ pytestmark = [pytest.mark.pod, pytest.mark.slow, pytest.mark.timeout(600)]
 
 INSTRUMENTS = ("bl01", "bl02", "bl03")
 WRITER_POOL_SIZE = 2  # bl01 + bl02 in writer-pool-1, bl03 alone in writer-bl03
-MAX_BYTES_GB = 0.004  # each instrument's documents stream: ~4.3 MB (the flood's target)
+MAX_BYTES_GB = 0.002  # each instrument's documents stream: ~2.1 MB (the flood's target)
 PG_OUTAGE_S = 30.0  # the outage: PostgreSQL unavailable for 30 s mid-run
 
 
