@@ -94,6 +94,16 @@ def data_path_only(cfg: dict[str, Any]) -> None:
     without_queue_agent_web(cfg)
 
 
+def mini_beamline_only(cfg: dict[str, Any]) -> None:
+    """Of the demo's five simulated IOCs only mini_beamline (``pinhole``, ``edge``,
+    ``slit``, their motors): for pods whose sessions run plans of those devices alone
+    (``beampod run "scan([pinhole], motor_ph, -1, 1, 5)"``). Four IOC processes fewer to
+    start and keep idle, and each session makes and connects only these devices."""
+    iocs = cfg["instruments"]["demo"]["iocs"]
+    cfg["instruments"]["demo"]["iocs"] = [i for i in iocs if i["family"] == "mini_beamline"]
+    assert len(cfg["instruments"]["demo"]["iocs"]) == 1, iocs
+
+
 def postgres_config(cfg: dict[str, Any]) -> None:
     """The store on the embedded PostgreSQL (pgserver's binaries as the postgres service)."""
     cfg["store"] = {"backend": "postgres", "port": free_port()}

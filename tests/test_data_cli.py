@@ -12,23 +12,24 @@ import numpy as np
 import pytest
 
 from beampod.config import LoadedPod
-from beampod.store import open_catalog
 from tests.conftest import beampod_cli
+from tests.datapath._helpers import STORE_POLL_S, run_lookup
 
 pytestmark = pytest.mark.pod
 
 
 def _wait_stored(pod: LoadedPod, uid: str, events: int, timeout: float = 60.0):
+    lookup = run_lookup(pod)
     deadline = time.monotonic() + timeout
     while True:
         try:
-            run = open_catalog(pod)[uid]
+            run = lookup(uid)
             if run.metadata.get("stop") and len(run["primary"].read()["time"]) == events:
                 return run
         except KeyError:
             pass
         assert time.monotonic() < deadline, f"run {uid} not stored with {events} events"
-        time.sleep(0.1)  # poll interval of a deadline wait
+        time.sleep(STORE_POLL_S)  # poll interval of a deadline wait
 
 
 @pytest.fixture(scope="module")

@@ -301,18 +301,47 @@ def stored_run(pod: LoadedPod, uid: str, instrument: str | None = None) -> Any:
     return open_catalog(pod, instrument)[uid]
 
 
+STORE_POLL_S = 0.5  # polling interval of the loops that ask Tiled (see run_lookup)
+
+
+def run_lookup(pod: LoadedPod, instrument: str | None = None) -> Callable[[str], Any]:
+    """``stored_run`` for a polling loop: one Tiled client for all its polls. Opening a
+    client costs more CPU than the lookup itself, in this process and in Tiled; polled
+    every 0.1 s, a fresh client per poll kept most of a core busy while the pod under
+    test needed it. Opened again after a poll failed otherwise than "no such run" (Tiled
+    restarted, not reachable)."""
+    from beampod.store import RunNotFoundError, open_catalog
+
+    opened: list[Any] = []
+
+    def lookup(uid: str) -> Any:
+        try:
+            if not opened:
+                opened.append(open_catalog(pod, instrument))
+            return opened[0][uid]
+        except RunNotFoundError:
+            raise
+        except Exception:
+            opened.clear()
+            raise
+
+    return lookup
+
+
 def event_table(run: Any, stream: str = "primary") -> Any:
     """The stream's appendable event table straight from Tiled (one row per stored event)."""
     return run.base[stream].base["internal"].read()
 
 
-def stored_events(pod: LoadedPod, em: Emitter) -> int:
-    """Events of the emitter's (current) run that Tiled holds now; 0 before it exists."""
+def stored_events(pod: LoadedPod, em: Emitter, lookup: Callable[[str], Any] | None = None) -> int:
+    """Events of the emitter's (current) run that Tiled holds now; 0 before it exists.
+    ``lookup``: a ``run_lookup`` to reuse (in a polling loop)."""
     uid = next((ln.split()[1] for ln in em.lines if ln.startswith("uid ")), None)
     if uid is None:
         return 0
     try:
-        return len(event_table(stored_run(pod, uid, em.instrument)))
+        run = lookup(uid) if lookup else stored_run(pod, uid, em.instrument)
+        return len(event_table(run))
     except KeyError:
         return 0
 
@@ -320,12 +349,13 @@ def stored_events(pod: LoadedPod, em: Emitter) -> int:
 def wait_stored(pod: LoadedPod, em: Emitter, rows: int, deadline_s: float = 60.0) -> int:
     """Wait until the run is in Tiled with at least ``rows`` events: a fault injected
     then really hits a run the writer is in the middle of."""
+    lookup = run_lookup(pod, em.instrument)
     return int(
         wait_for(
-            lambda: (n := stored_events(pod, em)) >= rows and n,
+            lambda: (n := stored_events(pod, em, lookup)) >= rows and n,
             deadline_s,
             f"{rows} events of the run stored",
-            interval=0.1,
+            interval=STORE_POLL_S,
         )
     )
 
@@ -362,16 +392,17 @@ def wait_for_stored_run(
     were emitted (more rows would be duplicates: the comparison then fails)."""
     uid = start_uid(emitted)
     n_events = sum(1 for n, _ in emitted if n == "event")
+    lookup = run_lookup(pod, instrument)
 
     def complete() -> Any:
-        run = stored_run(pod, uid, instrument)
+        run = lookup(uid)
         if "stop" not in run.metadata or run.metadata["stop"] is None:
             return None
         if len(event_table(run)) < n_events:
             return None
         return run
 
-    return wait_for(complete, deadline_s, f"run {uid} complete in Tiled", interval=0.25)
+    return wait_for(complete, deadline_s, f"run {uid} complete in Tiled", interval=STORE_POLL_S)
 
 
 def _plain(value: Any) -> Any:

@@ -34,11 +34,17 @@ def _outside_supervisor(pod: LoadedPod) -> list[psutil.Process]:
 @pytest.fixture(scope="package")
 def pg_pod() -> Iterator[LoadedPod]:
     """A whole demo pod with its store on the embedded PostgreSQL (``beampod up -d``)."""
-    from tests._pods import postgres_config, started_pod, without_queue_agent_web
+    from tests._pods import (
+        mini_beamline_only,
+        postgres_config,
+        started_pod,
+        without_queue_agent_web,
+    )
 
     def config(cfg: dict[str, Any]) -> None:
         postgres_config(cfg)
-        without_queue_agent_web(cfg)  # `beampod run "count([pinhole])"` needs the IOCs
+        without_queue_agent_web(cfg)
+        mini_beamline_only(cfg)  # `beampod run "count([pinhole])"` needs its IOC
         cfg["instruments"]["demo"]["writer"]["hold_early_s"] = 3  # as the session pod
 
     yield from started_pod(config, prefix="beampod-pgpod-")

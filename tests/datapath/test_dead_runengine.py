@@ -15,8 +15,10 @@ import pytest
 from beampod.config import LoadedPod
 from tests.conftest import beampod_cli
 from tests.datapath._helpers import (
+    STORE_POLL_S,
     Emitter,
     assert_stored_exactly,
+    run_lookup,
     start_uid,
     stored_run,
     wait_for,
@@ -43,14 +45,12 @@ def test_sigkilled_run_is_closed_by_the_next_run(
     assert "stop" not in [n for n, _ in emitted]
 
     # The run stays open while nobody takes over the dead process's spool slot ...
+    lookup = run_lookup(pod)
     stored = wait_for(
-        lambda: (
-            (r := stored_run(pod, run))
-            and len(r.base["primary"].base["internal"].read()) == 12
-            and r
-        ),
+        lambda: (r := lookup(run)) and len(r.base["primary"].base["internal"].read()) == 12 and r,
         60.0,
         "the killed run's 12 events stored",
+        interval=STORE_POLL_S,
     )
     assert stored.metadata.get("stop") is None
 
@@ -59,10 +59,10 @@ def test_sigkilled_run_is_closed_by_the_next_run(
     assert out.stdout.strip(), out
 
     def closed() -> dict[str, Any] | None:
-        stop = stored_run(pod, run).metadata.get("stop")
+        stop = lookup(run).metadata.get("stop")
         return dict(stop) if stop else None
 
-    stop = wait_for(closed, 60.0, "the killed run closed")
+    stop = wait_for(closed, 60.0, "the killed run closed", interval=STORE_POLL_S)
     assert stop["exit_status"] == "fail"
     assert "RunEngine process" in stop["reason"] and "died" in stop["reason"], stop
     assert stop["run_start"] == run
@@ -116,11 +116,13 @@ def test_killed_while_the_bus_is_down_spooled_documents_come_first(
     out = beampod_cli(home, "run", "count([pinhole], num=2)")
     new_run = out.stdout.split()[-1]
 
+    lookup = run_lookup(pod)
+
     def closed() -> dict[str, Any] | None:
-        stop = stored_run(pod, run).metadata.get("stop")
+        stop = lookup(run).metadata.get("stop")
         return dict(stop) if stop else None
 
-    stop = wait_for(closed, 60.0, "the killed run closed")
+    stop = wait_for(closed, 60.0, "the killed run closed", interval=STORE_POLL_S)
     assert stop["exit_status"] == "fail" and "died" in stop["reason"], stop
     assert_stored_exactly(pod, [*emitted, ("stop", stop)])
     # The new run is stored too, after the old one was closed.

@@ -18,8 +18,10 @@ from beampod.bus import encode, message_id
 from beampod.config import LoadedPod
 from tests.conftest import beampod_cli
 from tests.datapath._helpers import (
+    STORE_POLL_S,
     Emitter,
     assert_stored_exactly,
+    run_lookup,
     service,
     start_uid,
     stored_run,
@@ -152,8 +154,10 @@ def test_forged_stop_mid_run_is_flagged_and_nothing_dropped_silently(
     real_stop = emitted[-1]
     assert real_stop[0] == "stop"
 
+    lookup = run_lookup(pod)
+
     def stored_seqs() -> list[int]:
-        table = stored_run(pod, run).base["primary"].base["internal"].read()
+        table = lookup(run).base["primary"].base["internal"].read()
         return [int(s) for s in table["seq_num"]]
 
     # Every emitted event is either stored (once) or dead-lettered with its reason.
@@ -169,7 +173,9 @@ def test_forged_stop_mid_run_is_flagged_and_nothing_dropped_silently(
             return letters, seqs, lettered
         return None
 
-    letters, seqs, lettered = wait_for(settled, 60.0, "every emitted event stored or lettered")
+    letters, seqs, lettered = wait_for(
+        settled, 60.0, "every emitted event stored or lettered", interval=STORE_POLL_S
+    )
     assert len(seqs) == len(set(seqs)), "an event is stored twice"
     assert not set(seqs) & lettered, "an event is both stored and dead-lettered"
     assert seqs == list(range(1, len(seqs) + 1))

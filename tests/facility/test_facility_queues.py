@@ -28,7 +28,7 @@ import yaml
 from beampod.config import LoadedPod, PodHome, QueueServer, load_pod, queue_servers
 from beampod.queue import QueueFiles, control_address, http_uri, read_journal
 from beampod.store import tiled_url
-from tests.datapath._helpers import wait_for
+from tests.datapath._helpers import STORE_POLL_S, wait_for
 from tests.facility._facility import facility_up, make_facility, run_cli
 
 pytestmark = pytest.mark.timeout(300)
@@ -129,7 +129,12 @@ def test_a_plan_queued_with_i_runs_on_that_instrument_and_is_stored_in_its_conta
     (uid,) = result["run_uids"]
     journal = read_journal(QueueFiles.of(facility.pod.home, facility.server("bl02")).runs_log)
     assert [r["uid"] for r in journal] == [uid]
-    wait_for(lambda: uid in _stored_uids(facility, "bl02"), 60.0, "the run stored in bl02")
+    wait_for(
+        lambda: uid in _stored_uids(facility, "bl02"),
+        60.0,
+        "the run stored in bl02",
+        interval=STORE_POLL_S,
+    )
     assert _stored_uids(facility, "bl02") == before["bl02"] | {uid}
     assert _stored_uids(facility, "bl01") == before["bl01"]  # nothing in bl01's container
     staff = facility.pod.secrets.tiled_reader_key.get_secret_value()

@@ -14,7 +14,7 @@ from bluesky_queueserver_api.http import REManagerAPI
 from beampod.config import LoadedPod
 from beampod.queue import http_uri
 from tests.conftest import beampod_cli
-from tests.datapath._helpers import wait_for
+from tests.datapath._helpers import STORE_POLL_S, run_lookup, wait_for
 
 pytestmark = [pytest.mark.pod, pytest.mark.slow]
 
@@ -71,8 +71,6 @@ def test_pods_queue_demo_verbatim(pod: LoadedPod) -> None:
 
     import numpy as np
 
-    from beampod.store import open_catalog
-
     port = pod.config.queue.http_port
     http = Path(sys.executable).with_name("http")
     post = subprocess.run(
@@ -117,11 +115,13 @@ def test_pods_queue_demo_verbatim(pod: LoadedPod) -> None:
     assert done and done[0]["result"]["exit_status"] == "completed", done
     run_uid = done[0]["result"]["run_uids"][0]
 
+    lookup = run_lookup(pod)
+
     def stored() -> object:
-        run = open_catalog(pod)[run_uid]
+        run = lookup(run_uid)
         return run if run.metadata.get("stop") else None
 
-    run = wait_for(stored, 60.0, f"run {run_uid} stored")
+    run = wait_for(stored, 60.0, f"run {run_uid} stored", interval=STORE_POLL_S)
     ds = run["primary"].read()
     np.testing.assert_allclose(np.asarray(ds["motor_ph"]), np.linspace(-10, 10, 25), atol=1e-6)
     assert len(ds["pinhole"]) == 25

@@ -74,20 +74,21 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def stored_scan(pod: LoadedPod) -> str:
     """A scan made with `beampod run`, once the writer has stored it whole."""
-    from beampod.store import RunNotFoundError, open_catalog
-    from tests.datapath._helpers import wait_for
+    from beampod.store import RunNotFoundError
+    from tests.datapath._helpers import STORE_POLL_S, run_lookup, wait_for
 
     run = beampod_cli(pod.home.root, "run", "scan([pinhole], motor_ph, -10, 10, 11)")
     uid = run.stdout.strip().splitlines()[-1]
     assert "plot: " in run.stderr  # beampod run saves its plot too (stdout: the uid)
+    lookup = run_lookup(pod)
 
     def stored() -> bool:
         try:
-            return bool(open_catalog(pod)[uid].metadata.get("stop"))
+            return bool(lookup(uid).metadata.get("stop"))
         except RunNotFoundError:
             return False
 
-    wait_for(stored, 60.0, f"run {uid} stored")
+    wait_for(stored, 60.0, f"run {uid} stored", interval=STORE_POLL_S)
     return uid
 
 

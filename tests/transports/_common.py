@@ -7,7 +7,7 @@ from typing import Any
 
 from beampod.config import LoadedPod
 from tests.conftest import beampod_cli
-from tests.datapath._helpers import event_table, wait_for
+from tests.datapath._helpers import STORE_POLL_S, event_table, run_lookup, wait_for
 
 SCAN = "scan([pinhole], motor_ph, -1, 1, 5)"
 _TAIL = (sys.executable, "-m", "beampod", "--home")
@@ -22,18 +22,20 @@ def run_scan(pod: LoadedPod, plan: str = SCAN) -> str:
 
 def wait_run_stored(pod: LoadedPod, uid: str, events: int, deadline_s: float = 60.0) -> Any:
     """``db[uid]`` once Tiled holds the run's stop document and ``events`` rows."""
-    from beampod.store import open_catalog
+    lookup = run_lookup(pod)
 
     def stored() -> Any:
         try:
-            run = open_catalog(pod)[uid]
+            run = lookup(uid)
         except KeyError:
             return None
         if not run.metadata.get("stop") or len(event_table(run)) < events:
             return None
         return run
 
-    return wait_for(stored, deadline_s, f"run {uid} stored with {events} events")
+    return wait_for(
+        stored, deadline_s, f"run {uid} stored with {events} events", interval=STORE_POLL_S
+    )
 
 
 def tail_during_scan(pod: LoadedPod, n: int) -> tuple[str, list[tuple[str, dict[str, Any]]]]:

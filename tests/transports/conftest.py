@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from beampod.config import LoadedPod
-from tests._pods import free_port, started_pod, without_queue_agent_web
+from tests._pods import free_port, mini_beamline_only, started_pod, without_queue_agent_web
 from tests._tansu import TansuBroker
 
 
@@ -27,7 +27,8 @@ def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
 def kafka_pod(tansu: TansuBroker) -> Iterator[LoadedPod]:
     def edit(cfg: dict[str, Any]) -> None:
         cfg["bus"] = {"transport": "kafka", "bootstrap_servers": tansu.bootstrap}
-        without_queue_agent_web(cfg)  # the tests run scans with the IOCs' devices
+        without_queue_agent_web(cfg)
+        mini_beamline_only(cfg)  # the tests run scans of pinhole and motor_ph
 
     yield from started_pod(edit, "beampod-kafka-")
 
@@ -37,5 +38,6 @@ def zmq_pod() -> Iterator[LoadedPod]:
     def edit(cfg: dict[str, Any]) -> None:
         cfg["bus"] = {"transport": "zmq", "in_port": free_port(), "out_port": free_port()}
         without_queue_agent_web(cfg)
+        mini_beamline_only(cfg)  # the tests run scans of pinhole and motor_ph
 
     yield from started_pod(edit, "beampod-zmq-")
