@@ -18,10 +18,14 @@ from pathlib import Path
 import pytest
 
 from beampod.store import open_catalog
-from beampod.writer.__main__ import (
-    DEFERRED_IMPORTS,
-    DEFERRED_SUBMODULES,
-    UNUSED_OPTIONAL_IMPORTS,
+from beampod.store._lean import (
+    CLIENT_DEFERRED_IMPORTS as DEFERRED_IMPORTS,
+)
+from beampod.store._lean import (
+    CLIENT_DEFERRED_SUBMODULES as DEFERRED_SUBMODULES,
+)
+from beampod.store._lean import (
+    CLIENT_UNUSED_OPTIONAL_IMPORTS as UNUSED_OPTIONAL_IMPORTS,
 )
 from tests.store.conftest import Server
 from tests.store.helpers import items, start_uid

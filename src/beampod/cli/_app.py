@@ -52,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # What a session re-runs under its instrument's Python (cli/_runtime.py).
     args.argv = list(argv) if argv is not None else sys.argv[1:]
+    # The process is this one command (not a caller's Python): it may import lean.
+    args.whole_process = argv is None
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()

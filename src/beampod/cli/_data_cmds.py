@@ -56,6 +56,12 @@ def _when(t: datetime.datetime | None) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from beampod.store._lean import lean_client_imports
+
+    if getattr(args, "whole_process", False):
+        # Listing reads metadata only: no dataframe or array library (~2-3 s of CPU).
+        # Not in a caller's Python, whose own code may import them.
+        lean_client_imports()
     from beampod.store import list_runs
 
     runs = list_runs(pod_of(args), args.instrument, limit=args.limit)

@@ -1,4 +1,7 @@
-"""The Tiled server's import policy: what it never uses is not loaded at its start.
+"""Import policies of the processes around Tiled: what they never use is not loaded.
+
+:func:`lean_client_imports`, for a process whose tiled client only writes or lists
+(the writer, ``beampod runs``), is at the end. The rest is the server's.
 
 Tiled is the pod's slowest service to start, and ~1.7 s of a quiet 2-core machine's
 6 s go to importing dask.dataframe and dask.array (with sparse, numba, llvmlite, scipy
@@ -24,13 +27,14 @@ from __future__ import annotations
 import __future__
 
 import hashlib
+import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
 import logging
 import sys
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 log = logging.getLogger("beampod.store.server")
@@ -107,3 +111,44 @@ def lean_server_imports() -> bool:
 
     defer_imports(DEFERRED_SUBMODULES)
     return True
+
+
+# Optional libraries a writing or listing client never uses, which its imports load only
+# because they are installed: dask registers sparse and scipy array types if it can
+# import them (sparse brings numba, llvmlite and scipy), bluesky-tiled-plugins takes a
+# helper from tiled.storage (SQLAlchemy) and has its own fallback, httpx imports its
+# command line (rich, pygments, click), tenacity its tornado support, dask its notebook
+# widgets (jinja2). Each import is guarded upstream (try/except ImportError), so marking
+# them absent changes nothing such a process does. Never in a session: its user's code
+# may import them.
+CLIENT_UNUSED_OPTIONAL_IMPORTS = (
+    "sparse",
+    "scipy",
+    "tiled.storage",
+    "httpx._main",
+    "tornado",
+    "jinja2",
+)
+# Imported at module level by tiled's and the plugins' client code, used only to read
+# (dask.dataframe, xarray: a table or a stream as a dataframe or dataset; blosc2: a
+# compressed array from the server) or for websocket URLs (aiohttp, in nats-py): a
+# writer never calls them. Deferred, they load on first use instead (ADR 0013).
+CLIENT_DEFERRED_IMPORTS = ("aiohttp", "xarray", "blosc2")
+CLIENT_DEFERRED_SUBMODULES = ("dask.dataframe",)
+
+
+def _import_all(names: Sequence[str]) -> None:
+    for name in names:
+        importlib.import_module(name)
+
+
+def lean_client_imports(load: Callable[[Sequence[str]], None] = _import_all) -> None:
+    """The policy of a process whose tiled client only writes or lists runs; first
+    thing in it. ``load`` imports the parent of a deferred submodule for real (the
+    writer's imports it at low priority)."""
+    from beampod._lazy import defer_imports, skip_imports
+
+    skip_imports(CLIENT_UNUSED_OPTIONAL_IMPORTS)
+    defer_imports(CLIENT_DEFERRED_IMPORTS)
+    load(["dask"])
+    defer_imports(CLIENT_DEFERRED_SUBMODULES)

@@ -20,38 +20,13 @@ if TYPE_CHECKING:
 
 READY_LINE = "beampod-writer ready"
 
-# Optional libraries the writer never uses, which its imports load only because they
-# are installed: dask registers sparse and scipy array types if it can import them
-# (sparse brings numba, llvmlite and scipy), bluesky-tiled-plugins takes a helper from
-# tiled.storage (SQLAlchemy) and has its own fallback, httpx imports its command line
-# (rich, pygments, click), tenacity its tornado support, dask its notebook widgets
-# (jinja2). Each import is guarded upstream (try/except ImportError), so marking them
-# absent changes nothing the writer does.
-UNUSED_OPTIONAL_IMPORTS = (
-    "sparse",
-    "scipy",
-    "tiled.storage",
-    "httpx._main",
-    "tornado",
-    "jinja2",
-)
-
-# Imported at module level by tiled's and the plugins' client code, used only to read
-# (dask.dataframe, xarray: a table or a stream as a dataframe or dataset; blosc2: a
-# compressed array from the server) or for websocket URLs (aiohttp, in nats-py): the
-# writer's path never calls them. Deferred, they load on first use instead (ADR 0013).
-DEFERRED_IMPORTS = ("aiohttp", "xarray", "blosc2")
-DEFERRED_SUBMODULES = ("dask.dataframe",)
-
 
 def lean_imports() -> None:
-    """The writer's import policy; first thing in the process (tests apply it too)."""
-    from beampod._lazy import defer_imports, skip_imports
+    """The writer's import policy (store/_lean.py); first thing in the process (tests
+    apply it too). Its tiled client only writes."""
+    from beampod.store._lean import lean_client_imports
 
-    skip_imports(UNUSED_OPTIONAL_IMPORTS)
-    defer_imports(DEFERRED_IMPORTS)
-    preload(["dask"])  # the parent of a deferred submodule is imported for real
-    defer_imports(DEFERRED_SUBMODULES)
+    lean_client_imports(load=preload)
 
 
 def main() -> int:
