@@ -167,14 +167,17 @@ def wait_stored(pod: Any, instruments: list[str], timeout: float) -> float:
     """Wait until every writer has stored all it was given; the monotonic time it was seen."""
     from nats.errors import Error as NatsError
 
+    from beampod.errors import BusUnavailableError
+
     deadline = time.monotonic() + timeout
     pending: dict[str, int] = {}
     while True:
         try:
             pending = asyncio.run(_writer_pending(pod, instruments))
-        except (NatsError, OSError, TimeoutError) as exc:
+        except (NatsError, OSError, TimeoutError, BusUnavailableError) as exc:
             # A JetStream API call can fail while the cluster moves a leader (seen on
-            # a saturated machine: "consumer not found" for a moment): ask again.
+            # a saturated machine: "consumer not found" for a moment), and a connect
+            # can be reset while the nodes are starved (N = 25): ask again.
             pending = {"?": 1, **{f"last error: {exc!r}": 1}}
         else:
             if not any(pending.values()):
