@@ -320,8 +320,8 @@ class Supervisor:
                 # Idle but on a saturated machine: what it waits for (the bus answering
                 # its probe, a ping through a busy server) is starved, not absent. And
                 # busy or not, a saturated machine's start may take longer in all.
-                pressure = self._cpu_pressure()
-                saturated = pressure is not None and pressure >= SATURATED_CPU_PRESSURE
+                pressure = self._saturation()
+                saturated = pressure is not None
                 if not (busy or saturated):
                     break
                 policy = self._policy
@@ -381,10 +381,7 @@ class Supervisor:
             # cannot): not this service's fault, so its clock does not run.
             blocked = None if check.failing is None else self._unhealthy_dependency(svc)
             now = time.monotonic()
-            saturated = False
-            if check.failing is not None:
-                pressure = self._cpu_pressure()
-                saturated = pressure is not None and pressure >= SATURATED_CPU_PRESSURE
+            saturated = check.failing is not None and self._saturation() is not None
             health = clock.observe(check, blocked, proc.pid, now, saturated)
             if check.failing is None and svc.state.state == "degraded":
                 self._update(svc, state="ready", health=health, message="")
@@ -401,6 +398,11 @@ class Supervisor:
                 await _process.stop(proc, svc.spec.stop_signal, svc.spec.stop_timeout)
                 return reason
         return None
+
+    def _saturation(self) -> float | None:
+        """The machine's CPU pressure when it is saturated; None otherwise or unknown."""
+        pressure = self._cpu_pressure()
+        return pressure if pressure is not None and pressure >= SATURATED_CPU_PRESSURE else None
 
     def _dependencies_ready(self, svc: _Service) -> bool:
         return all(self._services[d].ready.is_set() for d in svc.spec.depends_on)
