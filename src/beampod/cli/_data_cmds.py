@@ -56,7 +56,7 @@ def _when(t: datetime.datetime | None) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from beampod.store._lean import lean_client_imports
+    from beampod.store import lean_client_imports
 
     if getattr(args, "whole_process", False):
         # Listing reads metadata only: no dataframe or array library (~2-3 s of CPU).

@@ -17,6 +17,7 @@ from beampod.store._layout import (
     store_uris,
     tiled_url,
 )
+from beampod.store._lean import lean_client_imports
 from beampod.store._postgres import prepare_postgres
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ __all__ = [
     "embedded_postgres",
     "items_from",
     "layout_of",
+    "lean_client_imports",
     "list_runs",
     "open_catalog",
     "open_sink",

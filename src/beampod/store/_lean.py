@@ -34,7 +34,7 @@ import importlib.util
 import logging
 import sys
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 log = logging.getLogger("beampod.store.server")
@@ -137,18 +137,13 @@ CLIENT_DEFERRED_IMPORTS = ("aiohttp", "xarray", "blosc2")
 CLIENT_DEFERRED_SUBMODULES = ("dask.dataframe",)
 
 
-def _import_all(names: Sequence[str]) -> None:
-    for name in names:
-        importlib.import_module(name)
-
-
-def lean_client_imports(load: Callable[[Sequence[str]], None] = _import_all) -> None:
+def lean_client_imports() -> None:
     """The policy of a process whose tiled client only writes or lists runs; first
-    thing in it. ``load`` imports the parent of a deferred submodule for real (the
-    writer's imports it at low priority)."""
+    thing in it."""
     from beampod._lazy import defer_imports, skip_imports
+    from beampod._preload import preload
 
     skip_imports(CLIENT_UNUSED_OPTIONAL_IMPORTS)
     defer_imports(CLIENT_DEFERRED_IMPORTS)
-    load(["dask"])
+    preload(["dask"])  # the parent of a deferred submodule is imported for real
     defer_imports(CLIENT_DEFERRED_SUBMODULES)

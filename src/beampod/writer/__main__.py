@@ -24,9 +24,9 @@ READY_LINE = "beampod-writer ready"
 def lean_imports() -> None:
     """The writer's import policy (store/_lean.py); first thing in the process (tests
     apply it too). Its tiled client only writes."""
-    from beampod.store._lean import lean_client_imports
+    from beampod.store import lean_client_imports
 
-    lean_client_imports(load=preload)
+    lean_client_imports()
 
 
 def main() -> int:
