@@ -38,6 +38,20 @@ from beampod.bus._jsacks import parse_puback
             "refused",
             "expected stream",
         ),
+        (
+            # a fail-over re-send while the first copy is still being proposed
+            b'{"error":{"code":409,"err_code":10158,'
+            b'"description":"duplicate message id is in process"}}',
+            None,
+            "unavailable",
+            "still being stored",
+        ),
+        (
+            b'{"error":{"code":429,"err_code":10167,"description":"too many requests"}}',
+            None,
+            "unavailable",
+            "ingest queue is full",
+        ),
         (b'{"error": not json', None, "unavailable", "unreadable"),
         (b"+OK", None, "unavailable", "not a JetStream acknowledgement"),
     ],
@@ -52,6 +66,8 @@ from beampod.bus._jsacks import parse_puback
         "js-503",
         "too-large",
         "wrong-stream",
+        "id-in-process",
+        "too-many-requests",
         "garbled-error",
         "not-an-ack",
     ],

@@ -196,6 +196,61 @@ def test_run_stored_document_by_document(
     assert_stored_exactly(cluster_pod, emitted)
 
 
+def test_a_message_id_still_in_process_is_asked_again_not_refused(
+    cluster_pod: LoadedPod,
+) -> None:
+    """A replicated stream answers a second copy of a message id that is still being
+    proposed with 409 "duplicate message id is in process" (what a publisher's re-send
+    after a fail-over meets). That copy may or may not end up stored, so the publisher
+    must ask again, not drop it as refused: the reply maps to ``unavailable``, and asking
+    again is answered ``duplicate`` -- every message stored exactly once."""
+    from beampod.bus._jsacks import AckTracker, Pending
+
+    stream, subject, pairs = "INPROCESS_PROBE", "beampod-test.in-process", 200
+
+    async def probe() -> tuple[list[Pending], list[Pending], list[Pending], int]:
+        conn = NatsConnection.from_pod(cluster_pod, admin=True, name="in-process-test")
+        nc = await conn.connect(reconnect=False)
+        js = nc.jetstream(timeout=5.0)
+        await js.add_stream(name=stream, subjects=[subject], num_replicas=3)
+        try:
+            acks = AckTracker(nc, subject, stream, lambda: None)
+            await acks.start()
+            first: list[Pending] = []
+            second: list[Pending] = []
+            for i in range(pairs):  # pipelined: the copy follows before the first applies
+                first.append(await acks.publish(b"x", f"probe-{i}"))
+                second.append(await acks.publish(b"x", f"probe-{i}"))
+            await _answered(first + second)
+            again = [
+                await acks.publish(b"x", f"probe-{i}")
+                for i, p in enumerate(second)
+                if p.outcome == "unavailable"
+            ]
+            await _answered(again)
+            return first, second, again, (await js.stream_info(stream)).state.messages
+        finally:
+            await js.delete_stream(stream)
+            await nc.close()
+
+    first, second, again, stored = asyncio.run(probe())
+    assert {p.outcome for p in first} == {"stored"}
+    assert {p.outcome for p in second} <= {"duplicate", "unavailable"}
+    in_process = [p.detail for p in second if p.outcome == "unavailable"]
+    assert in_process, "the cluster never answered 'in process' to a pipelined copy"
+    assert all("409" in d and "still being stored" in d for d in in_process), in_process
+    assert {p.outcome for p in again} == {"duplicate"}
+    assert stored == pairs
+
+
+async def _answered(pending: list[Any], deadline_s: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while any(p.outcome is None for p in pending):
+        assert loop.time() < end, "no JetStream answer within the deadline"
+        await asyncio.sleep(0.02)
+
+
 def test_node_of_the_publisher_sigkilled_mid_run(
     cluster_pod: LoadedPod, emitters: list[Emitter], workdir: Path
 ) -> None:

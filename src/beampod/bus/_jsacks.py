@@ -27,13 +27,24 @@ Outcome = Literal["stored", "duplicate", "refused", "unavailable"]
 _DUPLICATE = re.compile(rb'"duplicate":\s*true')
 _ERROR = b'"error"'
 
+# Errors that are not a decision about the message (JetStream's ``err_code``s): asking again
+# later gets it stored, or answered "duplicate" if an earlier copy was stored meanwhile.
+_ASK_AGAIN = {
+    # A copy with the same message id is still being proposed in the cluster (e.g. the
+    # publisher re-sent after a fail-over before the first copy was applied). It may yet
+    # be stored, or may not: dropping ours would lose the document in the second case.
+    10158: "a copy with this message id is still being stored",
+    10167: "the stream's ingest queue is full",  # 429 too many requests
+}
+
 
 def parse_puback(data: bytes, status: str | None = None) -> tuple[Outcome, str]:
     """JetStream's answer to one publish -> (outcome, detail).
 
-    ``unavailable``: not stored, and retrying later may work (no stream listening,
-    JetStream busy or restarting); ``refused``: not stored, and retrying will not help
-    (e.g. larger than the stream allows).
+    ``unavailable``: not stored yet, and retrying later may work (no stream listening,
+    JetStream busy or restarting, a copy with the same id still in process);
+    ``refused``: not stored, and retrying will not help (e.g. larger than the stream
+    allows).
     """
     if status:
         if status == "503":
@@ -43,10 +54,14 @@ def parse_puback(data: bytes, status: str | None = None) -> tuple[Outcome, str]:
         try:
             err = json.loads(data)["error"]
             code, description = int(err.get("code", 0)), str(err.get("description", ""))
+            err_code = int(err.get("err_code", 0))
         except (ValueError, KeyError, TypeError, AttributeError):
             return "unavailable", f"unreadable error reply {data[:200]!r}"
-        if code == 503 or code >= 500:
+        if code >= 500:
             return "unavailable", f"{code} {description}"
+        if err_code in _ASK_AGAIN or code == 429:
+            why = _ASK_AGAIN.get(err_code, "too many requests")
+            return "unavailable", f"{code} {description} ({why}; asking again)"
         return "refused", f"{code} {description}"
     if not data.startswith(b'{"stream"'):
         return "unavailable", f"not a JetStream acknowledgement: {data[:200]!r}"
