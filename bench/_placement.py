@@ -16,7 +16,8 @@ from pathlib import Path
 
 import psutil
 
-from beampod.config import Placement, pin_process, resolve_placement
+from beampod._affinity import pin_process
+from beampod.config import Placement, resolve_placement
 
 MODES = ("pinned", "unpinned", "background")
 

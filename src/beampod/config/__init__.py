@@ -45,8 +45,6 @@ from beampod.config._cpus import (
     format_cpu_list,
     host_placement,
     parse_cpu_list,
-    pin_process,
-    pin_self_to_runengine_cpus,
     placement_problems,
     resolve_placement,
 )
@@ -174,8 +172,6 @@ __all__ = [
     "package_problems",
     "parse_config",
     "parse_cpu_list",
-    "pin_process",
-    "pin_self_to_runengine_cpus",
     "placement_problems",
     "queue_server",
     "queue_servers",

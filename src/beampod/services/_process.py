@@ -136,7 +136,7 @@ def pin_group(pgid: int, cpus: frozenset[int]) -> int:
     chose its own CPUs (an affinity other than the supervisor's, which the group
     inherited): the queue server's worker pins itself to the RunEngine's. Returns how
     many threads changed."""
-    from beampod.config import pin_process
+    from beampod._affinity import pin_process
 
     own = frozenset(os.sched_getaffinity(0))
     return sum(pin_process(pid, cpus, only_from=own) for pid in _group_members(pgid))

@@ -9,8 +9,9 @@ import os
 
 from bluesky import RunEngine as RunEngineBase
 
+from beampod._affinity import pin_self_to_runengine_cpus
 from beampod.bus import DocumentPublisher
-from beampod.config import RUNENGINE_CPUS_ENV, LoadedPod, pin_self_to_runengine_cpus
+from beampod.config import RUNENGINE_CPUS_ENV, LoadedPod
 from beampod.errors import BusError
 from beampod.session._scan_id import ScanIdCounter
 
