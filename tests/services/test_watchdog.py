@@ -226,3 +226,52 @@ def test_a_failing_check_on_a_saturated_machine_counts_as_busy() -> None:
     finally:
         idle.kill()
         idle.wait()
+
+
+def test_start_deadline_extends_only_a_working_or_starved_start() -> None:
+    """The deadline logic without processes: a clock the test moves."""
+    from beampod.services._watchdog import StartDeadline
+
+    now = [100.0]
+    d = StartDeadline(10.0, lambda: now[0], busy_factor=2.0, saturated_factor=3.0)
+    assert not d.passed()
+    now[0] = 110.0
+    assert d.passed()
+    # Idle on a calm machine: waits for nothing it can say, no more time.
+    assert d.extend(0.0, busy=False, pressure=None) is None
+    # Busy: half the timeout more, up to busy_factor x timeout in all.
+    assert (
+        d.extend(0.4, busy=True, pressure=None) == "still starting, busy (40 % of a core): 5 s more"
+    )
+    assert d.at == 115.0 and not d.passed()
+    now[0] = 115.0
+    assert (
+        d.extend(0.4, busy=True, pressure=None) == "still starting, busy (40 % of a core): 5 s more"
+    )
+    now[0] = 120.0
+    assert d.extend(0.4, busy=True, pressure=None) is None
+    assert d.total == 20.0
+    # Saturated, busy or not: up to saturated_factor x timeout.
+    msg = d.extend(0.0, busy=False, pressure=0.8)
+    assert msg == "still starting, the machine is saturated (CPU pressure 80 %): 5 s more"
+    now[0] = 125.0
+    assert d.extend(0.0, busy=False, pressure=0.8) is not None
+    assert d.extend(0.0, busy=False, pressure=0.8) is None
+    assert d.total == 30.0
+    # Waiting for its dependencies starts the clock again.
+    now[0] = 500.0
+    d.restart()
+    assert d.at == 510.0
+
+
+def test_crash_history_backs_off_then_gives_up_within_its_window() -> None:
+    from beampod.services._policy import CrashHistory
+
+    policy = RestartPolicy(max_crashes=3, window_s=60.0, backoff_initial_s=0.5, backoff_max_s=1.5)
+    history = CrashHistory(policy)
+    assert [history.record(t) for t in (0.0, 1.0, 2.0)] == [0.5, 1.0, 1.5]
+    assert history.record(3.0) is None  # a fourth within 60 s: failed
+    # Crashes older than the window are forgotten.
+    fresh = CrashHistory(policy)
+    assert [fresh.record(t) for t in (0.0, 61.0, 122.0, 183.0)] == [0.5] * 4
+    assert len(fresh) == 1

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from beampod.errors import UsageError
 from beampod.services._spec import ServiceSpec
@@ -33,6 +34,28 @@ class RestartPolicy:
     saturated_start_factor: float = 10.0
     # Services starting (spawned, not ready yet) at once; None: ``default_limit``.
     max_starting: int | None = None
+
+
+@dataclass
+class CrashHistory:
+    """A service's crashes within the policy's window."""
+
+    policy: RestartPolicy
+    times: deque[float] = field(default_factory=deque)
+
+    def record(self, now: float) -> float | None:
+        """Count a crash at ``now``: the backoff before restarting, or None when there
+        were too many in the window (the service is failed)."""
+        self.times.append(now)
+        while self.times and now - self.times[0] > self.policy.window_s:
+            self.times.popleft()
+        if len(self.times) > self.policy.max_crashes:
+            return None
+        exponent = len(self.times) - 1
+        return min(self.policy.backoff_max_s, self.policy.backoff_initial_s * 2**exponent)
+
+    def __len__(self) -> int:
+        return len(self.times)
 
 
 def dependency_order(specs: Sequence[ServiceSpec]) -> list[ServiceSpec]:

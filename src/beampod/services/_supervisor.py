@@ -9,7 +9,8 @@ facility); a service's readiness deadline counts from its admission. During the
 initial start-up a service that does not become ready fails the whole ``up`` with its
 log tail: the user is waiting and wants to know. Once a service has been ready, a
 crash restarts it with exponential backoff; too many crashes in a window mark it
-failed (reported in status) and leave the rest of the pod running.
+failed (reported in status) and leave the rest of the pod running. The start of one
+service (admission, spawn, readiness) is in :mod:`beampod.services._starting`.
 """
 
 from __future__ import annotations
@@ -19,21 +20,24 @@ import contextlib
 import os
 import signal
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
-from beampod.config import RUNENGINE_CPUS_ENV, Placement, PodHome, format_cpu_list
-from beampod.errors import BeampodError, PortInUseError, ServiceStartError, UsageError
+from beampod.config import Placement, PodHome, format_cpu_list
+from beampod.errors import PortInUseError, ServiceStartError, UsageError
 from beampod.services import _process
 from beampod.services._admission import Admission, default_limit
-from beampod.services._policy import RestartPolicy, dependency_order, start_priority
-from beampod.services._probes import Probe, from_log_offset, port_is_free
+from beampod.services._policy import (
+    CrashHistory,
+    RestartPolicy,
+    dependency_order,
+    start_priority,
+)
+from beampod.services._probes import Probe, port_is_free
 from beampod.services._spec import ServiceSpec
+from beampod.services._starting import ServiceStarter, Supervised
 from beampod.services._state import PodState, ServiceState, write_state
 from beampod.services._watchdog import (
     SATURATED_CPU_PRESSURE,
-    BusyMeter,
     HealthCheck,
     HealthClock,
     check_health,
@@ -41,20 +45,7 @@ from beampod.services._watchdog import (
 )
 
 
-@dataclass
-class _Service:
-    spec: ServiceSpec
-    state: ServiceState
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    proc: asyncio.subprocess.Process | None = None
-    crashes: deque[float] = field(default_factory=deque)
-    # Set while an operator has stopped the service (`beampod service stop`): its
-    # exit is not a crash and it is not restarted until `service start`.
-    held: asyncio.Event = field(default_factory=asyncio.Event)
-    released: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class Supervisor:
+class Supervisor(ServiceStarter):
     def __init__(
         self,
         specs: Sequence[ServiceSpec],
@@ -75,8 +66,10 @@ class Supervisor:
         self._priority = start_priority(self._order)
         self._progress = progress or (lambda _msg: None)
         self._services = {
-            s.name: _Service(
-                s, ServiceState(name=s.name, address=s.address, instrument=s.instrument or "")
+            s.name: Supervised(
+                s,
+                ServiceState(name=s.name, address=s.address, instrument=s.instrument or ""),
+                CrashHistory(self._policy),
             )
             for s in self._order
         }
@@ -143,7 +136,7 @@ class Supervisor:
             for name in self._services
         }
 
-        async def stop_one(svc: _Service) -> None:
+        async def stop_one(svc: Supervised) -> None:
             try:
                 for name in dependents[svc.spec.name]:
                     await stopped[name].wait()
@@ -183,7 +176,7 @@ class Supervisor:
         await self.stop_service(name)
         self.start_service(name)
 
-    def _service(self, name: str) -> _Service:
+    def _service(self, name: str) -> Supervised:
         try:
             return self._services[name]
         except KeyError:
@@ -191,7 +184,7 @@ class Supervisor:
 
     # -- one service's life ----------------------------------------------------------
 
-    async def _run(self, svc: _Service) -> None:
+    async def _run(self, svc: Supervised) -> None:
         spec = svc.spec
         if not spec.start_early:
             for dep in spec.depends_on:
@@ -228,140 +221,7 @@ class Supervisor:
             if not await self._backoff(svc, reason):
                 return
 
-    async def _start_once(self, svc: _Service) -> str | None:
-        """Spawn ``svc`` once admitted and wait for it to be ready: None when it is,
-        otherwise why not (nothing of the attempt is left running then)."""
-        spec = svc.spec
-        admission = self._admission
-        if len(admission.holding) + admission.waiting >= admission.limit:
-            self._update(
-                svc,
-                message=f"waiting to start: {admission.limit} services are starting "
-                f"(at most {admission.limit} at once)",
-            )
-        await admission.admit(
-            spec.name, lambda: not self._dependencies_ready(svc), self._priority[spec.name]
-        )
-        try:
-            if self._stopping:
-                return "stopped while starting"
-            if spec.prepare is not None:
-                await asyncio.to_thread(spec.prepare)
-            log = self._home.log_file(spec.name)
-            offset = log.stat().st_size if log.exists() else 0
-            attempt = svc.state.restarts + 1
-            again = f" (restart {attempt - 1})" if attempt > 1 else ""
-            self._progress(f"starting {spec.name}{again}")
-            with log.open("a") as fh:
-                fh.write(f"--- beampod: starting {spec.name} at {time.ctime()} ---\n")
-            # BEAMPOD_HOME tells every service (and its children) which pod it belongs to.
-            env = {"BEAMPOD_HOME": str(self._home.root), **spec.env}
-            if self._state.runengine_cpus:
-                env[RUNENGINE_CPUS_ENV] = self._state.runengine_cpus
-            # A background service starts at normal priority (its start is on `up`'s
-            # critical path: Tiled is the slowest service) and yields once ready.
-            svc.proc = await _process.spawn(spec.argv, env, log, spec.cwd)
-            started = time.time()
-            self._update(
-                svc, state="starting", pid=svc.proc.pid, started_at=started, health="", message=""
-            )
-            reason = await self._wait_ready(svc, svc.proc, offset)
-            if reason is None:
-                if spec.nice:
-                    await asyncio.to_thread(_process.lower_priority, svc.proc.pid, spec.nice)
-                cpus = self._placement.background
-                if cpus is not None:
-                    # Like the nice value, once ready: its start is on `up`'s path.
-                    await asyncio.to_thread(_process.pin_group, svc.proc.pid, cpus)
-                self._update(
-                    svc,
-                    state="ready",
-                    ready_at=time.time(),
-                    health="ok",
-                    message="",
-                    cpus=format_cpu_list(cpus) if cpus is not None else "",
-                )
-                self._progress(
-                    f"{spec.name} ready in {time.time() - started:.1f} s"
-                    f"{' at ' + spec.address if spec.address else ''}"
-                )
-                svc.ready.set()
-            elif not self._stopping:
-                # Not ready in time: nothing of this attempt may outlive it, or the
-                # next start finds its ports taken (a restart after a full disk would
-                # end `failed`, "port in use") and two copies would run.
-                await _process.stop(svc.proc, spec.stop_signal, 2.0)
-            return reason
-        finally:
-            # Also re-checks the early services waiting for admission: what they
-            # depend on may be ready now.
-            admission.release(spec.name)
-
-    async def _wait_ready(
-        self, svc: _Service, proc: asyncio.subprocess.Process, offset: int
-    ) -> str | None:
-        """None when ready; otherwise why not. At its deadline a service that is still
-        working (its processes used CPU since the spawn: importing on a saturated
-        machine) gets half its ready_timeout more, up to ``busy_start_factor`` times it
-        in all (``saturated_start_factor`` while the machine is saturated, busy or
-        not); one that waits for nothing it can say is failed."""
-        probe = from_log_offset(svc.spec.probe, offset)
-        # Counted from now: the spawn, once admitted (never from `up`).
-        clock = self._clock
-        timeout = svc.spec.ready_timeout
-        deadline = clock() + timeout
-        after = svc.spec.after_dependencies
-        meter, extra = BusyMeter(min_window_s=0.5), 0.0
-        meter.share(proc.pid)  # the mark the CPU share at the deadline is taken from
-        while not self._stopping:
-            if clock() >= deadline:
-                share = meter.share(proc.pid)
-                busy = share is not None and share >= meter.min_share
-                # Idle but on a saturated machine: what it waits for (the bus answering
-                # its probe, a ping through a busy server) is starved, not absent. And
-                # busy or not, a saturated machine's start may take longer in all.
-                pressure = self._saturation()
-                saturated = pressure is not None
-                if not (busy or saturated):
-                    break
-                policy = self._policy
-                factor = policy.saturated_start_factor if saturated else policy.busy_start_factor
-                if extra >= timeout * (factor - 1):
-                    break
-                extra += timeout / 2
-                deadline = clock() + timeout / 2
-                if busy and not saturated:
-                    msg = f"still starting, busy ({100 * (share or 0.0):.0f} % of a core): "
-                else:
-                    msg = "still starting, the machine is saturated (CPU pressure "
-                    msg += f"{100 * (pressure or 0.0):.0f} %): "
-                msg += f"{timeout / 2:.0f} s more"
-                self._update(svc, message=msg)
-                self._progress(f"{svc.spec.name} {msg}")
-            if proc.returncode is not None:
-                return f"exited with code {proc.returncode} before it was ready"
-            if not self._dependencies_ready(svc):
-                # Started early: not probed (and its clock not running) until what it
-                # depends on is ready, so "ready" keeps its meaning.
-                deadline = clock() + svc.spec.ready_timeout
-            elif after is not None:
-                await asyncio.to_thread(after)
-                after = None
-                deadline = clock() + svc.spec.ready_timeout
-                continue
-            else:
-                try:
-                    if await probe.ready():
-                        return None
-                except (OSError, BeampodError) as exc:
-                    svc.state.health = f"probe error: {exc}"
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), self._policy.probe_interval_s)
-        if self._stopping:
-            return "stopped while starting"
-        return f"not ready after {timeout + extra:.0f} s ({probe.description})"
-
-    async def _watch(self, svc: _Service, proc: asyncio.subprocess.Process) -> str | None:
+    async def _watch(self, svc: Supervised, proc: asyncio.subprocess.Process) -> str | None:
         """Wait for the process to exit, re-probing health now and then. A probe failing
         for ``unhealthy_grace_s`` makes the service ``degraded``; after
         ``unhealthy_restart_s`` it is stopped (the caller restarts it) and the reason
@@ -404,10 +264,10 @@ class Supervisor:
         pressure = self._cpu_pressure()
         return pressure if pressure is not None and pressure >= SATURATED_CPU_PRESSURE else None
 
-    def _dependencies_ready(self, svc: _Service) -> bool:
+    def _dependencies_ready(self, svc: Supervised) -> bool:
         return all(self._services[d].ready.is_set() for d in svc.spec.depends_on)
 
-    def _unhealthy_dependency(self, svc: _Service) -> str | None:
+    def _unhealthy_dependency(self, svc: Supervised) -> str | None:
         """A service this one depends on that is not ready and healthy right now."""
         for name in svc.spec.depends_on:
             dep = self._services[name].state
@@ -415,7 +275,7 @@ class Supervisor:
                 return name
         return None
 
-    async def _check(self, svc: _Service, probe: Probe) -> HealthCheck:
+    async def _check(self, svc: Supervised, probe: Probe) -> HealthCheck:
         try:
             return await check_health(probe)
         except Exception as exc:  # noqa: BLE001 - a probe that raises is failing
@@ -423,12 +283,9 @@ class Supervisor:
             self._progress(f"{svc.spec.name} probe raised {type(exc).__name__}: {exc}")
             return HealthCheck(probe.description)
 
-    async def _backoff(self, svc: _Service, reason: str) -> bool:
-        now = time.monotonic()
-        svc.crashes.append(now)
-        while svc.crashes and now - svc.crashes[0] > self._policy.window_s:
-            svc.crashes.popleft()
-        if len(svc.crashes) > self._policy.max_crashes:
+    async def _backoff(self, svc: Supervised, reason: str) -> bool:
+        delay = svc.crashes.record(time.monotonic())
+        if delay is None:
             msg = (
                 f"crashed {len(svc.crashes)} times in {self._policy.window_s:.0f} s; "
                 f"last: {reason}; see `beampod logs {svc.spec.name}`"
@@ -436,9 +293,6 @@ class Supervisor:
             self._update(svc, state="failed", pid=None, health="", message=msg)
             self._progress(f"{svc.spec.name} FAILED: {msg}")
             return False
-        delay = min(
-            self._policy.backoff_max_s, self._policy.backoff_initial_s * 2 ** (len(svc.crashes) - 1)
-        )
         self._update(
             svc,
             state="restarting",
@@ -467,7 +321,7 @@ class Supervisor:
         for svc in self._services.values():
             self._check_ports(svc.spec)
 
-    def _update(self, svc: _Service, **changes: object) -> None:
+    def _update(self, svc: Supervised, **changes: object) -> None:
         for key, value in changes.items():
             setattr(svc.state, key, value)
         self._flush()

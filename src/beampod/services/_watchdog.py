@@ -14,6 +14,7 @@ would only add load) and shows ``degraded``, up to ``busy_restart_s``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,3 +159,54 @@ class HealthClock:
     def failed_for(self, now: float) -> float | None:
         since = self.failing_since if self.failing_since is not None else self.busy_since
         return None if since is None else now - since
+
+
+class StartDeadline:
+    """A start's readiness deadline, and whether it gets more time when it passes.
+
+    Counted from the spawn (once admitted). At the deadline a start that is still
+    working (``busy``: its processes used CPU, importing on a loaded machine) gets half
+    its timeout more, up to ``busy_factor`` times the timeout in all; on a saturated
+    machine (``pressure`` given), busy or not, up to ``saturated_factor`` times: what it
+    waits for (the bus answering its probe) is starved, not absent. One that waits for
+    nothing it can say gets no more."""
+
+    def __init__(
+        self,
+        timeout: float,
+        clock: Callable[[], float],
+        busy_factor: float,
+        saturated_factor: float,
+    ) -> None:
+        self.timeout, self._clock = timeout, clock
+        self._factors = (busy_factor, saturated_factor)
+        self.extra = 0.0
+        self.at = clock() + timeout
+
+    def restart(self) -> None:
+        """The clock starts again (e.g. once the start's dependencies are ready)."""
+        self.at = self._clock() + self.timeout
+
+    def passed(self) -> bool:
+        return self._clock() >= self.at
+
+    def extend(self, share: float | None, busy: bool, pressure: float | None) -> str | None:
+        """At the deadline: why the start gets more time (and it is given), or None."""
+        saturated = pressure is not None
+        if not (busy or saturated):
+            return None
+        if self.extra >= self.timeout * (self._factors[saturated] - 1):
+            return None
+        half = self.timeout / 2
+        self.extra += half
+        self.at = self._clock() + half
+        if busy and not saturated:
+            why = f"still starting, busy ({100 * (share or 0.0):.0f} % of a core)"
+        else:
+            pct = 100 * (pressure or 0.0)
+            why = f"still starting, the machine is saturated (CPU pressure {pct:.0f} %)"
+        return f"{why}: {half:.0f} s more"
+
+    @property
+    def total(self) -> float:
+        return self.timeout + self.extra

@@ -1,0 +1,180 @@
+"""The start of one supervised service: admission, spawn, readiness, placement.
+
+Part of :class:`~beampod.services._supervisor.Supervisor` (mixed in), kept apart so the
+supervisor's module stays readable: the attributes and methods declared below are the
+supervisor's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from beampod.config import RUNENGINE_CPUS_ENV, Placement, PodHome, format_cpu_list
+from beampod.errors import BeampodError
+from beampod.services import _process
+from beampod.services._admission import Admission
+from beampod.services._policy import CrashHistory, RestartPolicy
+from beampod.services._probes import from_log_offset
+from beampod.services._spec import ServiceSpec
+from beampod.services._state import PodState, ServiceState
+from beampod.services._watchdog import BusyMeter, StartDeadline
+
+
+@dataclass
+class Supervised:
+    """One service as the supervisor keeps it: what to run, its state, its process."""
+
+    spec: ServiceSpec
+    state: ServiceState
+    crashes: CrashHistory
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    proc: asyncio.subprocess.Process | None = None
+    # Set while an operator has stopped the service (`beampod service stop`): its
+    # exit is not a crash and it is not restarted until `service start`.
+    held: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class ServiceStarter:
+    """Starts one service at a time for the supervisor (see the module's docstring)."""
+
+    _admission: Admission
+    _clock: Callable[[], float]
+    _home: PodHome
+    _placement: Placement
+    _policy: RestartPolicy
+    _priority: dict[str, tuple[int, int]]
+    _progress: Callable[[str], None]
+    _state: PodState
+    _stopping: bool
+
+    def _update(self, svc: Supervised, **changes: object) -> None:
+        raise NotImplementedError
+
+    def _dependencies_ready(self, svc: Supervised) -> bool:
+        raise NotImplementedError
+
+    def _saturation(self) -> float | None:
+        raise NotImplementedError
+
+    async def _start_once(self, svc: Supervised) -> str | None:
+        """Spawn ``svc`` once admitted and wait for it to be ready: None when it is,
+        otherwise why not (nothing of the attempt is left running then)."""
+        spec = svc.spec
+        admission = self._admission
+        if len(admission.holding) + admission.waiting >= admission.limit:
+            self._update(
+                svc,
+                message=f"waiting to start: {admission.limit} services are starting "
+                f"(at most {admission.limit} at once)",
+            )
+        await admission.admit(
+            spec.name, lambda: not self._dependencies_ready(svc), self._priority[spec.name]
+        )
+        try:
+            if self._stopping:
+                return "stopped while starting"
+            if spec.prepare is not None:
+                await asyncio.to_thread(spec.prepare)
+            log = self._home.log_file(spec.name)
+            offset = log.stat().st_size if log.exists() else 0
+            attempt = svc.state.restarts + 1
+            again = f" (restart {attempt - 1})" if attempt > 1 else ""
+            self._progress(f"starting {spec.name}{again}")
+            with log.open("a") as fh:
+                fh.write(f"--- beampod: starting {spec.name} at {time.ctime()} ---\n")
+            # BEAMPOD_HOME tells every service (and its children) which pod it belongs to.
+            env = {"BEAMPOD_HOME": str(self._home.root), **spec.env}
+            if self._state.runengine_cpus:
+                env[RUNENGINE_CPUS_ENV] = self._state.runengine_cpus
+            # A background service starts at normal priority (its start is on `up`'s
+            # critical path: Tiled is the slowest service) and yields once ready.
+            svc.proc = await _process.spawn(spec.argv, env, log, spec.cwd)
+            started = time.time()
+            self._update(
+                svc, state="starting", pid=svc.proc.pid, started_at=started, health="", message=""
+            )
+            reason = await self._wait_ready(svc, svc.proc, offset)
+            if reason is None:
+                if spec.nice:
+                    await asyncio.to_thread(_process.lower_priority, svc.proc.pid, spec.nice)
+                cpus = self._placement.background
+                if cpus is not None:
+                    # Like the nice value, once ready: its start is on `up`'s path.
+                    await asyncio.to_thread(_process.pin_group, svc.proc.pid, cpus)
+                self._update(
+                    svc,
+                    state="ready",
+                    ready_at=time.time(),
+                    health="ok",
+                    message="",
+                    cpus=format_cpu_list(cpus) if cpus is not None else "",
+                )
+                self._progress(
+                    f"{spec.name} ready in {time.time() - started:.1f} s"
+                    f"{' at ' + spec.address if spec.address else ''}"
+                )
+                svc.ready.set()
+            elif not self._stopping:
+                # Not ready in time: nothing of this attempt may outlive it, or the
+                # next start finds its ports taken (a restart after a full disk would
+                # end `failed`, "port in use") and two copies would run.
+                await _process.stop(svc.proc, spec.stop_signal, 2.0)
+            return reason
+        finally:
+            # Also re-checks the early services waiting for admission: what they
+            # depend on may be ready now.
+            admission.release(spec.name)
+
+    async def _wait_ready(
+        self, svc: Supervised, proc: asyncio.subprocess.Process, offset: int
+    ) -> str | None:
+        """None when ready; otherwise why not. A start still working, or starved on a
+        saturated machine, at its deadline gets more time (``StartDeadline``)."""
+        probe = from_log_offset(svc.spec.probe, offset)
+        policy = self._policy
+        # Counted from now: the spawn, once admitted (never from `up`).
+        deadline = StartDeadline(
+            svc.spec.ready_timeout,
+            self._clock,
+            policy.busy_start_factor,
+            policy.saturated_start_factor,
+        )
+        after = svc.spec.after_dependencies
+        meter = BusyMeter(min_window_s=0.5)
+        meter.share(proc.pid)  # the mark the CPU share at the deadline is taken from
+        while not self._stopping:
+            if deadline.passed():
+                share = meter.share(proc.pid)
+                busy = share is not None and share >= meter.min_share
+                msg = deadline.extend(share, busy, self._saturation())
+                if msg is None:
+                    break
+                self._update(svc, message=msg)
+                self._progress(f"{svc.spec.name} {msg}")
+            if proc.returncode is not None:
+                return f"exited with code {proc.returncode} before it was ready"
+            if not self._dependencies_ready(svc):
+                # Started early: not probed (and its clock not running) until what it
+                # depends on is ready, so "ready" keeps its meaning.
+                deadline.restart()
+            elif after is not None:
+                await asyncio.to_thread(after)
+                after = None
+                deadline.restart()
+                continue
+            else:
+                try:
+                    if await probe.ready():
+                        return None
+                except (OSError, BeampodError) as exc:
+                    svc.state.health = f"probe error: {exc}"
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), policy.probe_interval_s)
+        if self._stopping:
+            return "stopped while starting"
+        return f"not ready after {deadline.total:.0f} s ({probe.description})"
