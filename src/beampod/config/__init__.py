@@ -59,22 +59,12 @@ from beampod.config._home import POD_UMASK, PodHome, default_home
 from beampod.config._load import format_validation_error, json_schema, load_config, parse_config
 from beampod.config._merge import apply_instrument_defaults, merge
 from beampod.config._model import (
-    AgentSettings,
-    ChannelAccessSettings,
     CycleSettings,
     EnvironmentSettings,
-    HealthSettings,
     HostSettings,
     InstrumentDefaults,
-    InstrumentSettings,
-    IocSettings,
     IocTemplate,
     PodConfig,
-    PostgresStore,
-    QueueSettings,
-    SqliteStore,
-    WebSettings,
-    WriterSettings,
     ioc_service_name,
 )
 from beampod.config._pod import LoadedPod, init_pod, load_pod
@@ -92,6 +82,18 @@ from beampod.config._secrets import (
     Secrets,
     rotate_keys,
     unusable_keys,
+)
+from beampod.config._sections import (
+    AgentSettings,
+    ChannelAccessSettings,
+    HealthSettings,
+    InstrumentSettings,
+    IocSettings,
+    PostgresStore,
+    QueueSettings,
+    SqliteStore,
+    WebSettings,
+    WriterSettings,
 )
 from beampod.config._yaml import read_yaml
 

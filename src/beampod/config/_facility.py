@@ -24,13 +24,8 @@ from collections.abc import Mapping
 from beampod.config._addresses import effective_hosts
 from beampod.config._bus_settings import NatsBus, ZmqBus
 from beampod.config._merge import apply_instrument_defaults
-from beampod.config._model import (
-    AgentSettings,
-    PodConfig,
-    PostgresStore,
-    QueueSettings,
-    ioc_service_name,
-)
+from beampod.config._model import PodConfig, ioc_service_name
+from beampod.config._sections import AgentSettings, PostgresStore, QueueSettings
 
 
 def instrument_queue(config: PodConfig, name: str) -> QueueSettings | None:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 
 from beampod.config._facility import instrument_queue
-from beampod.config._model import QueueSettings
 from beampod.config._pod import LoadedPod
+from beampod.config._sections import QueueSettings
 from beampod.errors import UsageError
 
 #: Redis key prefix of a one-instrument pod's queue (what pods always used).
