@@ -1,0 +1,68 @@
+"""start-re-manager's watchdog restarts the RE Manager only when the manager malfunctions:
+a pause of the whole machine (a VM paused or snapshotted, a host that stalls) is not a
+silent manager, however the processes are scheduled when it ends (docs/queue.md)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.queue.conftest import WAIT_S, RunningPod, queue_processes, wait_for
+
+pytestmark = pytest.mark.pod
+
+RESTARTED = "Timeout detected by Watchdog"
+NOT_COUNTED = "not counted against the RE Manager's heartbeat"
+
+
+def manager_and_worker(qpod: RunningPod) -> tuple[psutil.Process, psutil.Process, psutil.Process]:
+    assert qpod.pod.config.queue is not None
+    return queue_processes(qpod.service("queue").pid, qpod.pod.config.queue.control_port)
+
+
+def new_log(path: Path, offset: int) -> str:
+    with path.open("rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def test_a_machine_wide_pause_longer_than_the_heartbeat_timeout_restarts_nothing(
+    qpod: RunningPod, rm: Any
+) -> None:
+    assert qpod.pod.config.queue is not None
+    timeout_s = qpod.pod.config.queue.heartbeat_timeout_s
+    watchdog, manager, worker = manager_and_worker(qpod)
+    log = qpod.pod.home.log_file("queue")
+    offset = log.stat().st_size
+    tree = (watchdog, manager, worker)
+    # The whole queue server stops, as every process does while a VM is paused, for
+    # longer than the heartbeat timeout (and, before this was fixed, within the 5-15 s
+    # in which start-re-manager's watchdog restarted the manager).
+    for proc in tree:
+        proc.suspend()
+    try:
+        time.sleep(timeout_s + 2.0)  # the pause itself (the fault), not a wait for a state
+        # When it ends, the watchdog may run before the manager gets a CPU to send its
+        # next heartbeat: the order most likely to restart it, forced here.
+        watchdog.resume()
+        wait_for(
+            lambda: RESTARTED in new_log(log, offset) or NOT_COUNTED in new_log(log, offset),
+            "the watchdog to look at the manager's heartbeat after the pause",
+        )
+    finally:
+        for proc in tree:
+            try:
+                proc.resume()
+            except psutil.NoSuchProcess:
+                continue
+    # The manager answers again, as the same process, and nothing was restarted.
+    rm.wait_for_idle(timeout=WAIT_S)
+    assert rm.status(reload=True)["manager_state"] == "idle"
+    text = new_log(log, offset)
+    assert RESTARTED not in text, text
+    assert NOT_COUNTED in text, text
+    assert manager_and_worker(qpod)[1:] == (manager, worker)
