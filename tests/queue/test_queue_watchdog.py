@@ -4,6 +4,7 @@ silent manager, however the processes are scheduled when it ends (docs/queue.md)
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,6 @@ NOT_COUNTED = "not counted against the RE Manager's heartbeat"
 
 
 def manager_and_worker(qpod: RunningPod) -> tuple[psutil.Process, psutil.Process, psutil.Process]:
-    assert qpod.pod.config.queue is not None
     return queue_processes(qpod.service("queue").pid, qpod.pod.config.queue.control_port)
 
 
@@ -33,7 +33,6 @@ def new_log(path: Path, offset: int) -> str:
 def test_a_machine_wide_pause_longer_than_the_heartbeat_timeout_restarts_nothing(
     qpod: RunningPod, rm: Any
 ) -> None:
-    assert qpod.pod.config.queue is not None
     timeout_s = qpod.pod.config.queue.heartbeat_timeout_s
     watchdog, manager, worker = manager_and_worker(qpod)
     log = qpod.pod.home.log_file("queue")
@@ -55,10 +54,8 @@ def test_a_machine_wide_pause_longer_than_the_heartbeat_timeout_restarts_nothing
         )
     finally:
         for proc in tree:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.resume()
-            except psutil.NoSuchProcess:
-                continue
     # The manager answers again, as the same process, and nothing was restarted.
     rm.wait_for_idle(timeout=WAIT_S)
     assert rm.status(reload=True)["manager_state"] == "idle"
@@ -66,3 +63,38 @@ def test_a_machine_wide_pause_longer_than_the_heartbeat_timeout_restarts_nothing
     assert RESTARTED not in text, text
     assert NOT_COUNTED in text, text
     assert manager_and_worker(qpod)[1:] == (manager, worker)
+
+
+def test_a_manager_that_stops_alone_is_restarted_and_reaped(qpod: RunningPod, rm: Any) -> None:
+    # A manager whose event loop sends no heartbeat while the watchdog runs has
+    # malfunctioned: the watchdog restarts it (the worker, and so its environment,
+    # stays), and the killed process does not stay behind as a zombie.
+    _, manager, worker = manager_and_worker(qpod)
+    log = qpod.pod.home.log_file("queue")
+    offset = log.stat().st_size
+    manager.suspend()
+    try:
+        wait_for(lambda: RESTARTED in new_log(log, offset), "the watchdog to restart the manager")
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            manager.resume()
+
+    port = qpod.pod.config.queue.control_port
+
+    def new_manager_listens() -> bool:
+        try:
+            return any(
+                c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                for p in psutil.Process(qpod.service("queue").pid).children()
+                if p.pid != manager.pid
+                for c in p.net_connections("tcp")
+            )
+        except psutil.NoSuchProcess:
+            return False
+
+    wait_for(new_manager_listens, "the restarted manager to listen on its port")
+    assert not manager.is_running()  # killed and reaped: no zombie
+    assert manager_and_worker(qpod)[2] == worker
+    assert "no heartbeat from the RE Manager" in new_log(log, offset)
+    rm.wait_for_idle(timeout=WAIT_S)
+    assert rm.status(reload=True)["worker_environment_exists"]
