@@ -12,6 +12,7 @@ from typing import Any
 import psutil
 import pytest
 
+from beampod.queue._watchdog import AwakeClock
 from tests.queue.conftest import WAIT_S, RunningPod, queue_processes, wait_for
 
 pytestmark = pytest.mark.pod
@@ -98,3 +99,15 @@ def test_a_manager_that_stops_alone_is_restarted_and_reaped(qpod: RunningPod, rm
     assert "no heartbeat from the RE Manager" in new_log(log, offset)
     rm.wait_for_idle(timeout=WAIT_S)
     assert rm.status(reload=True)["worker_environment_exists"]
+
+
+def test_the_awake_clock_leaves_out_what_the_watchdog_did_not_see() -> None:
+    # Its time source is a list of readings: the clock's arithmetic, not a machine pause.
+    readings = iter([100.0, 101.0, 102.0, 103.0, 115.0, 115.5, 116.0])
+    clock = AwakeClock(max_gap=2.0, source=lambda: next(readings))  # started at 100
+    assert clock.look() == 0.0  # 101: on time
+    assert clock.look() == 0.0  # 102
+    heartbeat = clock.now()  # 103
+    assert clock.look() == 10.0  # 115: 12 s since the last look, 2 s of them count
+    assert clock.now() - heartbeat == 2.5  # 115.5 - 10 - 103
+    assert clock.look() == 0.0  # 116
