@@ -103,11 +103,11 @@ def test_a_manager_that_stops_alone_is_restarted_and_reaped(qpod: RunningPod, rm
 
 def test_the_awake_clock_leaves_out_what_the_watchdog_did_not_see() -> None:
     # Its time source is a list of readings: the clock's arithmetic, not a machine pause.
-    readings = iter([100.0, 101.0, 102.0, 103.0, 115.0, 115.5, 116.0])
+    readings = iter([100.0, 101.0, 102.0, 102.5, 114.0, 114.5, 115.0])
     clock = AwakeClock(max_gap=2.0, source=lambda: next(readings))  # started at 100
     assert clock.look() == 0.0  # 101: on time
     assert clock.look() == 0.0  # 102
-    heartbeat = clock.now()  # 103
-    assert clock.look() == 10.0  # 115: 12 s since the last look, 2 s of them count
-    assert clock.now() - heartbeat == 2.5  # 115.5 - 10 - 103
-    assert clock.look() == 0.0  # 116
+    heartbeat = clock.now()  # 102.5
+    assert clock.look() == 10.0  # 114: 12 s since the last look, 2 s of them count
+    assert clock.now() - heartbeat == 2.0  # 114.5 - 10 - 102.5
+    assert clock.look() == 0.0  # 115
