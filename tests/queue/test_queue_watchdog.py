@@ -59,7 +59,8 @@ def test_a_machine_wide_pause_longer_than_the_heartbeat_timeout_restarts_nothing
                 proc.resume()
     # The manager answers again, as the same process, and nothing was restarted.
     rm.wait_for_idle(timeout=WAIT_S)
-    assert rm.status(reload=True)["manager_state"] == "idle"
+    status = rm.status(reload=True)
+    assert status["manager_state"] == "idle" and status["worker_environment_exists"], status
     text = new_log(log, offset)
     assert RESTARTED not in text, text
     assert NOT_COUNTED in text, text
