@@ -202,3 +202,28 @@ def queue_len(rm: Any) -> int:
 
 def last_history(rm: Any) -> dict[str, Any]:
     return dict(rm.history_get(reload=True)["items"][-1])
+
+
+def queue_processes(
+    watchdog_pid: int, control_port: int
+) -> tuple[psutil.Process, psutil.Process, psutil.Process]:
+    """A queue service's watchdog (its own process) and the two children it forked, told
+    apart by what they do: the RE Manager listens on the queue's 0MQ control port, the
+    worker does not (a restarted manager is younger than the worker, so the order they
+    were forked in does not say which is which). Fails if the watchdog has any other
+    child, a zombie included."""
+    watchdog = psutil.Process(watchdog_pid)
+    children = watchdog.children()
+    described = [(p.pid, p.status()) for p in children]
+    assert len(children) == 2, described
+
+    def listens(proc: psutil.Process) -> bool:
+        return any(
+            c.status == psutil.CONN_LISTEN and c.laddr.port == control_port
+            for c in proc.net_connections("tcp")
+        )
+
+    managers = [p for p in children if listens(p)]
+    assert len(managers) == 1, described
+    (worker,) = [p for p in children if p.pid != managers[0].pid]
+    return watchdog, managers[0], worker

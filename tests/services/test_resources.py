@@ -18,11 +18,15 @@ MB = 2**20
 
 
 def _tree_rss(pid: int) -> tuple[int, int]:
-    """Resident bytes and process count of ``pid`` and its descendants, per psutil."""
+    """Resident bytes and process count of ``pid`` and its live descendants, per psutil
+    (a zombie, an exited child not reaped yet, has no memory and is not counted, as
+    ``beampod status`` does not count it)."""
     root = psutil.Process(pid)
     total, count = 0, 0
     for p in [root, *root.children(recursive=True)]:
         try:
+            if p.status() == psutil.STATUS_ZOMBIE:
+                continue
             total += p.memory_info().rss
             count += 1
         except psutil.NoSuchProcess:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import psutil
 import pytest
 from tests.conftest import beampod_cli
 from tests.datapath._helpers import wait_pod_ready
+from tests.queue.conftest import queue_processes
 
 from beampod.config import LoadedPod
 
@@ -53,12 +53,11 @@ def test_queue_manager_and_worker_load_only_their_own(pod: LoadedPod) -> None:
     added = beampod_cli(pod.home.root, "queue", "add", "count([pinhole], 1)")
     assert "queued" in added.stdout, added.stdout
     beampod_cli(pod.home.root, "queue", "clear")
-    # start-re-manager's watchdog forks the manager first, then (on the manager's
-    # request, when the environment opens) the worker.
-    watchdog = psutil.Process(pids["queue"])
-    children = sorted(watchdog.children(), key=lambda p: p.create_time())
-    assert len(children) == 2, [(p.pid, p.name()) for p in children]
-    manager, worker = children
+    # start-re-manager's watchdog forks the manager and (on the manager's request, when
+    # the environment opens) the worker, and no other process: the manager is the one
+    # listening on the queue's control port (a manager the watchdog restarted is
+    # younger than the worker; the killed one must not be left as a zombie).
+    watchdog, manager, worker = queue_processes(pids["queue"], pod.config.queue.control_port)
     on_manager, on_worker = mapped_packages(manager.pid), mapped_packages(worker.pid)
     # The worker runs plans: bluesky's numpy and pyepics are there ...
     assert {"numpy", "epics", "zmq"} <= on_worker, sorted(on_worker)

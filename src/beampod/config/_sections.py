@@ -217,6 +217,12 @@ class QueueSettings(Strict):
         default_factory=lambda: {"primary": [".*"]},
         description="User group -> regexes of allowed plan names.",
     )
+    heartbeat_timeout_s: Annotated[float, Field(ge=1.0, le=3600.0)] = Field(
+        10.0,
+        description="The queue server's watchdog restarts the RE Manager when it sent no "
+        "heartbeat (one every 0.5 s) for this long while the watchdog was running; time "
+        "in which the whole machine was paused does not count (docs/queue.md).",
+    )
 
 
 class WebSettings(Strict):

@@ -119,6 +119,9 @@ queue:
   http_port: {p["queue_http"]}
   control_port: {p["queue_control"]}
   info_port: {p["queue_info"]}
+  # The watchdog restarts the RE Manager after this long without its heartbeat (time
+  # the whole machine was paused does not count; docs/queue.md).
+  heartbeat_timeout_s: 10
 
 # The web console: services, queue, runs, live plots, devices (log in with a queue key).
 web:

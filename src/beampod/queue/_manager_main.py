@@ -1,5 +1,5 @@
 """``python -m beampod.queue._manager_main ARGS``: bluesky-queueserver's RE Manager, with
-four things start-re-manager cannot do itself.
+what start-re-manager cannot do itself.
 
 1. Plans are validated the way the HTTP gate validates them, on every channel (0MQ,
    HTTP, ``qserver``): the manager's ``validate_plan`` (what ``_prepare_item`` calls for
@@ -19,6 +19,9 @@ four things start-re-manager cannot do itself.
    not 0.5 s: on a busy machine the short wait failed the environment's opening.
 5. The watchdog's imported objects are frozen (``gc.freeze``) before it forks the
    manager and the worker, so they stay shared with both (ADR 0025).
+6. The watchdog judges the manager's heartbeats by the time it was running to receive
+   them, with the instrument's ``queue.heartbeat_timeout_s``, and reaps a manager it
+   restarts (:mod:`beampod.queue._watchdog`): a paused machine is not a silent manager.
 
 Every other option is start-re-manager's own, passed through unchanged; the 0MQ server
 key comes from ``QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER`` in the environment, never argv.
@@ -158,14 +161,19 @@ def main() -> int:
     os.register_at_fork(after_in_child=_die_with_parent)
 
     from bluesky_queueserver.manager import manager as re_manager
+    from bluesky_queueserver.manager import start_manager as watchdog_module
     from bluesky_queueserver.manager.start_manager import start_manager
 
     from beampod.queue._lean import quiet_queueserver_pipes
+    from beampod.queue._watchdog import steady_watchdog
 
     # The manager module imported the name; the forked manager process inherits this.
     re_manager.validate_plan = strict(re_manager.validate_plan)
     re_manager.PipeJsonRpcSendAsync = patient_watchdog_pipe(re_manager.PipeJsonRpcSendAsync)
     quiet_queueserver_pipes()  # the watchdog's and the worker's (ADR 0022)
+    watchdog_module.WatchdogProcess = steady_watchdog(
+        watchdog_module.WatchdogProcess, server.settings.heartbeat_timeout_s
+    )
 
     sys.argv = ["start-re-manager", *sys.argv[1:]]
     freeze_before_fork()
