@@ -213,3 +213,60 @@ def test_the_worker_decodes_ca_strings_without_charset_normalizer_until_needed()
         assert "charset_normalizer.api" in sys.modules
         """
     )
+
+
+def test_an_idle_manager_asks_its_worker_less_often_and_wakes_on_a_request() -> None:
+    # The state request of the manager's periodic task waits for a request while the
+    # queue is idle; a read (``status``) does not end the wait, anything else does, and
+    # while the worker is busy nothing waits. (bluesky-queueserver's RE Manager needs a
+    # whole queue server to construct: the real ones run in tests/queue/test_queue_pod.py.)
+    import asyncio
+
+    from beampod.queue._lean import idle_state_polls
+
+    class Manager:
+        def __init__(self) -> None:
+            self._manager_state = type("S", (), {"value": "idle"})()
+            self._worker_state_info: dict[str, object] = {
+                "environment_state": "idle",
+                "re_state": "idle",
+            }
+            self._worker_status_task: asyncio.Task[object] | None = None
+            self.requests = 0
+
+        async def _zmq_execute(self, msg: object) -> str:
+            return "answered"
+
+        async def _worker_request_state(self) -> tuple[dict[str, object], str]:
+            self.requests += 1
+            return self._worker_state_info, ""
+
+    async def scenario() -> None:
+        manager = idle_state_polls(Manager)()
+
+        async def periodic() -> object:
+            return await manager._worker_request_state()
+
+        # Not the periodic task (a request's own state query): never held back.
+        assert (await manager._worker_request_state())[1] == ""
+        manager._worker_status_task = task = asyncio.ensure_future(periodic())
+        await asyncio.sleep(0)  # the task starts its wait
+        assert await manager._zmq_execute({"method": "status"}) == "answered"
+        await asyncio.sleep(0)
+        assert not task.done() and manager.requests == 1  # a read: still waiting
+        await manager._zmq_execute({"method": "queue_start"})
+        await asyncio.wait_for(task, 60)  # woken by the request, not the period
+        assert manager.requests == 2
+        # Active for a while after it, and while the worker runs: no wait at all.
+        manager._worker_status_task = task = asyncio.ensure_future(periodic())
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert task.done()
+        manager._beampod_active_until = 0.0
+        manager._worker_state_info["re_state"] = "running"
+        manager._worker_status_task = task = asyncio.ensure_future(periodic())
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert task.done() and manager.requests == 4
+
+    asyncio.run(scenario())

@@ -161,6 +161,95 @@ def quiet_join(process_class: type[Any]) -> type[Any]:
     return Quiet
 
 
+#: While nothing happens, the manager asks its worker for its state this often
+#: (upstream: every 0.5 s, always). Any request but a read wakes it at once.
+IDLE_STATE_PERIOD_S = 2.0
+#: ... and it keeps asking every 0.5 s for this long after such a request.
+ACTIVE_AFTER_REQUEST_S = 10.0
+#: Requests that only read: an idle queue is asked these (``status`` by the HTTP
+#: server, the supervisor's health check, clients polling) and stays idle.
+READ_ONLY_METHODS = frozenset(
+    {
+        "",
+        "ping",
+        "status",
+        "config_get",
+        "queue_get",
+        "history_get",
+        "plans_allowed",
+        "devices_allowed",
+        "plans_existing",
+        "devices_existing",
+        "permissions_get",
+        "lock_info",
+        "re_runs",
+        "task_result",
+        "task_status",
+    }
+)
+_IDLE_ENVIRONMENT = (None, "idle", "closed")
+#: What the worker has to tell the manager: not idle until the manager has heard it.
+_NEWS_FLAGS = (
+    "completed_tasks_available",
+    "plans_and_devices_list_updated",
+    "re_report_available",
+    "run_list_updated",
+    "unexpected_shutdown",
+)
+
+
+def idle_state_polls(manager_class: type[Any]) -> type[Any]:
+    """The RE Manager's class whose periodic request for the worker's state (every 0.5 s
+    upstream, ``_periodic_worker_state_request``) comes every
+    :data:`IDLE_STATE_PERIOD_S` while the queue is idle: the manager idle, the worker's
+    environment idle (or closed) with its RunEngine idle, and no request other than a
+    read (:data:`READ_ONLY_METHODS`) in the last :data:`ACTIVE_AFTER_REQUEST_S`. Such a
+    request (``queue_start``, ``environment_open``, ``function_execute``, ...) ends the
+    longer wait at once; while anything runs the period is upstream's 0.5 s. Each
+    request wakes the manager and the worker (a pipe round trip between threads of
+    both): in a facility's idle queue servers, the most frequent thing they do."""
+    import asyncio
+    import time
+
+    class IdlePolls(manager_class):
+        _beampod_activity: Any = None
+        _beampod_active_until = 0.0
+
+        def _beampod_idle(self) -> bool:
+            if time.monotonic() < self._beampod_active_until:
+                return False
+            if getattr(self._manager_state, "value", None) != "idle":
+                return False
+            ws = self._worker_state_info or {}
+            return (
+                ws.get("environment_state") in _IDLE_ENVIRONMENT
+                and ws.get("re_state") in (None, "idle")
+                and not any(ws.get(flag) for flag in _NEWS_FLAGS)
+            )
+
+        async def _zmq_execute(self, msg: Any) -> Any:
+            method = msg.get("method", "") if isinstance(msg, dict) else ""
+            if method not in READ_ONLY_METHODS:
+                self._beampod_active_until = time.monotonic() + ACTIVE_AFTER_REQUEST_S
+                if self._beampod_activity is not None:
+                    self._beampod_activity.set()
+            return await super()._zmq_execute(msg)
+
+        async def _worker_request_state(self) -> Any:
+            periodic = asyncio.current_task() is getattr(self, "_worker_status_task", None)
+            if periodic and self._beampod_idle():
+                if self._beampod_activity is None:
+                    self._beampod_activity = asyncio.Event()
+                self._beampod_activity.clear()
+                # Upstream's loop slept 0.5 s already; a request ends this wait.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._beampod_activity.wait(), IDLE_STATE_PERIOD_S - 0.5)
+            return await super()._worker_request_state()
+
+    IdlePolls.__name__ = IdlePolls.__qualname__ = manager_class.__name__
+    return IdlePolls
+
+
 def quiet_queueserver_pipes() -> None:
     """The polling threads of the watchdog and the worker (the forked processes inherit
     the classes): the receiving pipes, the console output publisher and the watchdog's
@@ -174,7 +263,7 @@ def quiet_queueserver_pipes() -> None:
         start_manager.PublishZMQStreamOutput, "_polling_timeout"
     )
     watchdog_class = start_manager.WatchdogProcess
-    manager_class = quiet_join(start_manager.RunEngineManager)
+    manager_class = idle_state_polls(quiet_join(start_manager.RunEngineManager))
 
     class QuietWatchdog(watchdog_class):  # type: ignore[valid-type,misc]
         def __init__(self, **kwargs: Any) -> None:

@@ -18,7 +18,7 @@ from beampod.config import POD_UMASK, Placement, PodHome, host_placement, load_p
 from beampod.errors import BeampodError, PodAlreadyRunningError, PodNotRunningError
 from beampod.services import _process
 from beampod.services._controlsock import request, serve_control
-from beampod.services._policy import RestartPolicy
+from beampod.services._policy import RestartPolicy, health_interval
 from beampod.services._runtime import up_services
 from beampod.services._state import PodState, read_state
 from beampod.services._supervisor import Supervisor
@@ -75,6 +75,9 @@ def run_supervisor(home: PodHome, progress: Progress, policy: RestartPolicy | No
             unhealthy_grace_s=health.degraded_after_s,
             unhealthy_restart_s=health.restart_after_s,
             busy_restart_s=health.busy_restart_after_s,
+            health_interval_s=health_interval(
+                len(specs), RestartPolicy.health_interval_s, health.degraded_after_s
+            ),
         )
         placement = host_placement(pod.config, this_host(pod.config), home.config_file)
         if placement.describe():

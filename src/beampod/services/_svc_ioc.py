@@ -16,7 +16,19 @@ from beampod.services._probes import AllProbes, CallableProbe, LogLineProbe, Pro
 from beampod.services._spec import PortClaim, ServiceSpec, python_module
 
 _PROBE_TIMEOUT_S = 1.0
+#: A process serving several IOCs waits at most this long for one read.
+_MAX_PROBE_TIMEOUT_S = 10.0
 _POLL_S = 0.05
+
+
+def read_timeout(iocs: int) -> float:
+    """How long the supervisor waits for one CA read of a process serving ``iocs`` IOCs:
+    1 s per IOC, at most 10 s. The read shares the process's one event loop (and its
+    one share of the CPU) with the work of every IOC in it and of their clients'
+    monitors; on a saturated machine a process doing 125 IOCs' work (``per_host``, 25
+    instruments) gets the CPU of one process, falls behind, and answered no read
+    within 1 s for ten minutes, until it was restarted."""
+    return min(_PROBE_TIMEOUT_S * max(iocs, 1), _MAX_PROBE_TIMEOUT_S)
 
 
 def ioc_specs(pod: LoadedPod) -> list[ServiceSpec]:
@@ -52,15 +64,16 @@ def ioc_group_spec(
         argv = python_module("beampod.sim", "group", *args)
     probes: list[Probe] = []
     reads: list[CallableProbe] = []
+    timeout = read_timeout(len(iocs))
     for ioc, port in iocs:
         pv = probe_pv(ioc.family, ioc.prefix)
         # The log line says the process got its ports; the read proves a CA client
         # finds the IOC by searching exactly this port (UDP) and can read over TCP.
         reads.append(
             CallableProbe(
-                _pv_read(host, port, pv),
+                _pv_read(host, port, pv, timeout),
                 f"CA read of {pv} at {host}:{port}",
-                timeout_s=_PROBE_TIMEOUT_S,  # no answer in time: slow (busy?), not wrong
+                timeout_s=timeout,  # no answer in time: slow (busy?), not wrong
             )
         )
         probes += [
@@ -112,13 +125,13 @@ class RotatingProbe:
         return ok
 
 
-def _pv_read(host: str, port: int, pv: str) -> Callable[[], Awaitable[bool]]:
+def _pv_read(host: str, port: int, pv: str, timeout: float) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         # The raw read: caproto's client would load numpy into the supervisor.
         from beampod.sim import CaProbeError, ca_read_raw
 
         try:
-            await ca_read_raw(host, port, pv, _PROBE_TIMEOUT_S)
+            await ca_read_raw(host, port, pv, timeout)
         except (CaProbeError, OSError):
             return False
         return True
