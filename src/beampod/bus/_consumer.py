@@ -11,7 +11,7 @@ from typing import Any
 
 from beampod.bus._codec import DecodeError, decode
 from beampod.bus._natsconf import NatsConnection
-from beampod.bus._pull import BatchPuller
+from beampod.bus._pull import BatchPuller, ack_replies, quick_msg_id
 from beampod.config import dead_letter_subject, documents_subject, stream_name
 from beampod.errors import BusError, BusUnavailableError, DeliveryGapError
 
@@ -87,6 +87,11 @@ class _Delivered:
 
     @property
     def msg_id(self) -> str | None:
+        block = getattr(self.raw, "raw_headers", None)
+        if block:
+            quick = quick_msg_id(block)
+            if quick is not None:
+                return quick
         return _msg_id(self.raw.headers)
 
     @property
@@ -360,10 +365,8 @@ class DocumentConsumer:
         error wrapper for the batch instead of one per message."""
         if self._nc is None:
             raise BusError("consumer not started")
-        publish = self._nc.publish
         async with _bus_errors("ack"):
-            for m in messages:
-                await publish(m.raw.reply)
+            await ack_replies(self._nc, [m.raw.reply for m in messages])
 
     async def close(self) -> None:
         nc, self._nc, self._js, self._sub = self._nc, None, None, None
