@@ -65,24 +65,46 @@ class _SequencePair:
 
 class _AckMetadata:
     """``Msg.metadata`` for a JetStream message, from its ack subject: the attributes of
-    nats-py's ``Msg.Metadata``, the timestamp built only if someone asks for it."""
+    nats-py's ``Msg.Metadata``, each number read only when asked for (the writer asks
+    for the stream sequence of every message, for the rest rarely)."""
 
-    __slots__ = ("_ns", "consumer", "num_delivered", "num_pending", "sequence", "stream")
+    __slots__ = ("_sequence", "_tokens")
 
     domain = None  # as nats-py has it for this (v1, no domain) form
 
     def __init__(self, tokens: list[str]) -> None:
-        self.stream, self.consumer = tokens[2], tokens[3]
-        self.num_delivered = int(tokens[4])
-        self.sequence = _SequencePair(int(tokens[5]), int(tokens[6]))
-        self._ns = int(tokens[7])
-        self.num_pending = int(tokens[8])
+        self._tokens = tokens
+        self._sequence: _SequencePair | None = None
+
+    @property
+    def stream(self) -> str:
+        return self._tokens[2]
+
+    @property
+    def consumer(self) -> str:
+        return self._tokens[3]
+
+    @property
+    def num_delivered(self) -> int:
+        return int(self._tokens[4])
+
+    @property
+    def sequence(self) -> _SequencePair:
+        if self._sequence is None:
+            self._sequence = _SequencePair(int(self._tokens[5]), int(self._tokens[6]))
+        return self._sequence
+
+    @property
+    def num_pending(self) -> int:
+        return int(self._tokens[8])
 
     @property
     def timestamp(self) -> datetime.datetime:
-        return datetime.datetime.fromtimestamp(self._ns / 1e9, datetime.UTC)
+        return datetime.datetime.fromtimestamp(int(self._tokens[7]) / 1e9, datetime.UTC)
 
 
+# What the connection's stream reader may buffer before it pauses the socket (2x this).
+_READ_LIMIT = 1 << 20
 # nats-py's parser states (nats.protocol.parser): only between frames is the buffer ours.
 _AWAITING_CONTROL_LINE = 1
 _HMSG = b"HMSG "
@@ -212,6 +234,11 @@ class BatchPuller:
         parser = getattr(nc, "_ps", None)
         if parser is not None and hasattr(parser, "buf") and hasattr(parser, "state"):
             self._install_parse(parser, str(own_sid).encode())
+        # nats-py's stream reader stops reading the socket past twice its 32 KiB read
+        # size and starts again below it: two epoll changes per read in a catch-up.
+        reader = getattr(getattr(nc, "_transport", None), "_io_reader", None)
+        if isinstance(reader, asyncio.StreamReader) and getattr(reader, "_limit", 0) < _READ_LIMIT:
+            setattr(reader, "_limit", _READ_LIMIT)  # noqa: B010 (private to asyncio)
 
     def _install_parse(self, parser: Any, own_sid: bytes) -> None:
         """Put :meth:`_take_frames` in front of nats-py's parser (module docstring)."""

@@ -221,9 +221,12 @@ class Writer:
     async def _handle(
         self, consumer: DocumentConsumer, batch: Sequence[Message | BadMessage]
     ) -> None:
-        for bad in (m for m in batch if isinstance(m, BadMessage)):
-            await self._dead_letter(consumer, bad, f"undecodable: {bad.error}")
-        good = [m for m in batch if isinstance(m, Message)]
+        good: list[Message] = []
+        for m in batch:
+            if type(m) is Message or isinstance(m, Message):
+                good.append(m)
+            else:
+                await self._dead_letter(consumer, m, f"undecodable: {m.error}")
         # Held messages are older than the batch: offered first. A pass that stored
         # something may have filled the gap an early one waits on: offer those again.
         offered = self._held.take() + good
