@@ -11,7 +11,7 @@ from typing import Any
 
 from beampod.bus._codec import DecodeError, decode
 from beampod.bus._natsconf import NatsConnection
-from beampod.bus._pull import BatchPuller, ack_replies, quick_msg_id
+from beampod.bus._pull import BatchPuller, _AckMetadata, ack_replies, quick_msg_id
 from beampod.config import dead_letter_subject, documents_subject, stream_name
 from beampod.errors import BusError, BusUnavailableError, DeliveryGapError
 
@@ -289,7 +289,8 @@ class DocumentConsumer:
             self._owed_seen = None  # progress: check_nothing_owed starts over
         out: list[Message | BadMessage] = []
         for raw in raws:
-            seq = int(raw.metadata.sequence.stream)
+            meta = raw.metadata
+            seq = meta.stream_seq if type(meta) is _AckMetadata else int(meta.sequence.stream)
             # First deliveries come in stream order; redeliveries are at or below
             # _upto. The stream holds only this instrument's subject, so a jump is
             # either a discard or a lost delivery.

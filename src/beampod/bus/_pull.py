@@ -89,6 +89,11 @@ class _AckMetadata:
         return int(self._tokens[4])
 
     @property
+    def stream_seq(self) -> int:
+        """``sequence.stream`` without building the pair."""
+        return int(self._tokens[5])
+
+    @property
     def sequence(self) -> _SequencePair:
         if self._sequence is None:
             self._sequence = _SequencePair(int(self._tokens[5]), int(self._tokens[6]))
@@ -209,6 +214,7 @@ class BatchPuller:
         self._deadline = 0.0
         self._no_jetstream = False
         self._msg_class: Any = None
+        self._subject_b, self._subject_s = b"", ""
 
     async def start(self) -> None:
         self._msg_class = _message_class()
@@ -261,12 +267,16 @@ class BatchPuller:
     def _take_frames(self, buf: bytearray, own_sid: bytes) -> tuple[int, bool]:
         """Take the complete ``HMSG`` frames for this inbox at the head of ``buf``:
         (bytes taken, whether the frame after them is ours but not complete yet)."""
+        with memoryview(buf) as view:  # one copy per slice (released before buf shrinks)
+            return self._take_frames_of(buf, view, own_sid)
+
+    def _take_frames_of(self, buf: bytearray, view: memoryview, own_sid: bytes) -> tuple[int, bool]:
         pos, size = 0, len(buf)
         while buf.startswith(_HMSG, pos):
             end = buf.find(_CRLF, pos)
             if end < 0:
                 return pos, True
-            parts = bytes(buf[pos + len(_HMSG) : end]).split(b" ")
+            parts = bytes(view[pos + len(_HMSG) : end]).split(b" ")
             if len(parts) == 5:
                 subject, sid, reply, hdr_len, total_len = parts
             elif len(parts) == 4:
@@ -280,8 +290,8 @@ class BatchPuller:
             stop = start + int(total_len)
             if stop + 2 > size:
                 return pos, True
-            headers = bytes(buf[start : start + hdr_n]) if hdr_n else None
-            self._take(subject, reply, bytes(buf[start + hdr_n : stop]), headers)
+            headers = bytes(view[start : start + hdr_n]) if hdr_n else None
+            self._take(subject, reply, bytes(view[start + hdr_n : stop]), headers)
             pos = stop + 2
         return pos, False
 
@@ -293,8 +303,10 @@ class BatchPuller:
             self._on_status(headers[len(_HDR_LINE) + 1 : len(_HDR_LINE) + 4].decode())
             return
         reply_s = reply.decode()
+        if subject != self._subject_b:  # every message of a stream has the same one
+            self._subject_b, self._subject_s = subject, subject.decode()
         msg = self._msg_class(
-            _client=nc, subject=subject.decode(), reply=reply_s, data=data, _sid=self._sub._id
+            _client=nc, subject=self._subject_s, reply=reply_s, data=data, _sid=self._sub._id
         )
         msg.raw_headers = headers
         tokens = reply_s.split(".")
