@@ -41,7 +41,7 @@ def encode(name: str, doc: dict[str, Any]) -> bytes:
 
 
 #: msgpack-numpy's decode hook acts only on a map with the bytes key ``b"nd"`` (an array
-#: or a numpy scalar) or ``b"complex"``; packed, those keys are bin 8 ``\\xc4`` + length + name.
+#: or a numpy scalar) or ``b"complex"``; packed, each is bin 8 (0xc4), its length, its name.
 _NUMPY_KEY = re.compile(rb"\xc4(?:\x02nd|\x07complex)").search  # one pass over the bytes
 
 
