@@ -110,8 +110,6 @@ class _AckMetadata:
 
 # What the connection's stream reader may buffer before it pauses the socket (2x this).
 _READ_LIMIT = 1 << 20
-# nats-py's parser states (nats.protocol.parser): only between frames is the buffer ours.
-_AWAITING_CONTROL_LINE = 1
 _HMSG = b"HMSG "
 # The header a beampod publisher sets on every message, and what may shadow it.
 _MSG_ID_LINE = b"\r\nNats-Msg-Id:"
@@ -248,6 +246,8 @@ class BatchPuller:
 
     def _install_parse(self, parser: Any, own_sid: bytes) -> None:
         """Put :meth:`_take_frames` in front of nats-py's parser (module docstring)."""
+        from nats.protocol.parser import AWAITING_CONTROL_LINE
+
         original = parser.parse
 
         async def parse(data: bytes = b"") -> None:
@@ -255,7 +255,7 @@ class BatchPuller:
             if data:
                 buf.extend(data)
             more = False
-            if parser.state == _AWAITING_CONTROL_LINE and buf.startswith(_HMSG):
+            if parser.state == AWAITING_CONTROL_LINE and buf.startswith(_HMSG):
                 done, more = self._take_frames(buf, own_sid)
                 if done:
                     del buf[:done]
