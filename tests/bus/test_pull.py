@@ -119,7 +119,7 @@ def test_quick_msg_id_agrees_with_the_parsed_headers() -> None:
     """The writer reads a message's id without parsing its headers; whenever that
     answers, it is what the parsed headers say, and it declines (None) otherwise."""
     from beampod.bus._consumer import _msg_id
-    from beampod.bus._pull import _headers, quick_msg_id
+    from beampod.bus._pulled import parse_headers, quick_msg_id
 
     blocks = [
         b"NATS/1.0\r\nNats-Msg-Id: run:event:d:1\r\n\r\n",
@@ -135,10 +135,10 @@ def test_quick_msg_id_agrees_with_the_parsed_headers() -> None:
         quick = quick_msg_id(block)
         if quick is not None:
             answered += 1
-            assert quick == _msg_id(_headers(block)), block
+            assert quick == _msg_id(parse_headers(block)), block
     assert answered == 3
     assert quick_msg_id(blocks[2]) is None  # the original id wins: parsed
-    assert _msg_id(_headers(blocks[2])) == "old"
+    assert _msg_id(parse_headers(blocks[2])) == "old"
 
 
 def test_a_backlog_pulled_in_bulk_is_what_was_published_and_all_of_it_acked(

@@ -11,7 +11,8 @@ from typing import Any
 
 from beampod.bus._codec import DecodeError, decode
 from beampod.bus._natsconf import NatsConnection
-from beampod.bus._pull import BatchPuller, _AckMetadata, ack_replies, quick_msg_id
+from beampod.bus._pull import BatchPuller
+from beampod.bus._pulled import AckMetadata, ack_replies, quick_msg_id
 from beampod.config import dead_letter_subject, documents_subject, stream_name
 from beampod.errors import BusError, BusUnavailableError, DeliveryGapError
 
@@ -290,7 +291,7 @@ class DocumentConsumer:
         out: list[Message | BadMessage] = []
         for raw in raws:
             meta = raw.metadata
-            seq = meta.stream_seq if type(meta) is _AckMetadata else int(meta.sequence.stream)
+            seq = meta.stream_seq if type(meta) is AckMetadata else int(meta.sequence.stream)
             # First deliveries come in stream order; redeliveries are at or below
             # _upto. The stream holds only this instrument's subject, so a jump is
             # either a discard or a lost delivery.

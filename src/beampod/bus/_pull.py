@@ -23,9 +23,9 @@ frames for this inbox at the head of the read buffer with one ``find`` and one
 ``split`` each and hands them to ``_take`` directly; anything else (another
 subscription's message, PING, INFO, -ERR, a frame split across reads that nats-py
 already began) is left to nats-py's parser, unchanged. A message's headers are parsed
-only if someone reads them (:class:`PulledMsg`): the writer needs only its
-``Nats-Msg-Id``, found with one search (:func:`quick_msg_id`). Acknowledgements of a
-batch go out as one write (:func:`ack_replies`) instead of one nats-py ``publish``
+only if someone reads them (``_pulled.message_class``): the writer needs only its
+``Nats-Msg-Id``, found with one search (``_pulled.quick_msg_id``). Acknowledgements of a
+batch go out as one write (``_pulled.ack_replies``) instead of one nats-py ``publish``
 each.
 """
 
@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import json
 import time
 from collections import deque
-from collections.abc import Sequence
 from typing import Any
+
+from beampod.bus._pulled import CRLF, HDR_LINE, AckMetadata, message_class
 
 # Heartbeats (100) keep a long pull alive; every other status (404 no messages, 408
 # request expired, 409 consumer changed or too many waiting pulls) ends the request.
@@ -48,150 +48,15 @@ _NO_RESPONDERS = "503"
 # How long past its own expiry a pull may take to end before the puller stops waiting
 # (a server that went away never answers; the connection reports that itself).
 _GRACE_S = 1.0
-# A message's header block starts with this line; a status reply has " <code>" after it.
-_HDR_LINE = b"NATS/1.0"
-_CRLF = b"\r\n"
+
 # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>
 # (the v1 form JetStream sends without a domain; anything else is parsed by nats-py).
 _ACK_TOKENS = 9
 
 
-class _SequencePair:
-    __slots__ = ("consumer", "stream")
-
-    def __init__(self, stream: int, consumer: int) -> None:
-        self.stream, self.consumer = stream, consumer
-
-
-class _AckMetadata:
-    """``Msg.metadata`` for a JetStream message, from its ack subject: the attributes of
-    nats-py's ``Msg.Metadata``, each number read only when asked for (the writer asks
-    for the stream sequence of every message, for the rest rarely)."""
-
-    __slots__ = ("_sequence", "_tokens")
-
-    domain = None  # as nats-py has it for this (v1, no domain) form
-
-    def __init__(self, tokens: list[str]) -> None:
-        self._tokens = tokens
-        self._sequence: _SequencePair | None = None
-
-    @property
-    def stream(self) -> str:
-        return self._tokens[2]
-
-    @property
-    def consumer(self) -> str:
-        return self._tokens[3]
-
-    @property
-    def num_delivered(self) -> int:
-        return int(self._tokens[4])
-
-    @property
-    def stream_seq(self) -> int:
-        """``sequence.stream`` without building the pair."""
-        return int(self._tokens[5])
-
-    @property
-    def sequence(self) -> _SequencePair:
-        if self._sequence is None:
-            self._sequence = _SequencePair(int(self._tokens[5]), int(self._tokens[6]))
-        return self._sequence
-
-    @property
-    def num_pending(self) -> int:
-        return int(self._tokens[8])
-
-    @property
-    def timestamp(self) -> datetime.datetime:
-        return datetime.datetime.fromtimestamp(int(self._tokens[7]) / 1e9, datetime.UTC)
-
-
 # What the connection's stream reader may buffer before it pauses the socket (2x this).
 _READ_LIMIT = 1 << 20
 _HMSG = b"HMSG "
-# The header a beampod publisher sets on every message, and what may shadow it.
-_MSG_ID_LINE = b"\r\nNats-Msg-Id:"
-_ID_MARK = b"Msg-Id"
-
-
-def quick_msg_id(block: bytes) -> str | None:
-    """``Nats-Msg-Id`` of a raw header block, when it is there once, in the form
-    publishers write it; None means "parse the headers" (no id, the id twice, or a
-    ``Beampod-Original-Msg-Id`` that takes precedence). Equal to what :func:`_headers`
-    gives for the same block."""
-    if block.count(_ID_MARK) != 1:
-        return None
-    at = block.find(_MSG_ID_LINE)
-    if at < 0:
-        return None
-    start = at + len(_MSG_ID_LINE)
-    end = block.find(_CRLF, start)
-    value = block[start : end if end >= 0 else len(block)].strip()
-    return value.decode("utf-8", "replace")
-
-
-def _message_class() -> type:
-    """nats-py's ``Msg`` with headers parsed on first read (``raw_headers`` kept)."""
-    from nats.aio.msg import Msg
-
-    unparsed: Any = object()
-
-    class PulledMsg(Msg):
-        raw_headers: bytes | None = None
-        _parsed: Any = unparsed
-
-        @property
-        def headers(self) -> dict[str, str] | None:
-            if self._parsed is unparsed:
-                block = self.raw_headers
-                self._parsed = _headers(block) if block else None
-            return self._parsed
-
-        @headers.setter
-        def headers(self, value: dict[str, str] | None) -> None:
-            # Msg's __init__ sets None: "not parsed yet" (read from raw_headers then).
-            self._parsed = unparsed if value is None else value
-
-    return PulledMsg
-
-
-async def ack_replies(nc: Any, replies: Sequence[str]) -> None:
-    """``nc.publish(reply)`` (an empty message: JetStream's ack) for each of
-    ``replies``, in order, as one command instead of one per message; the same checks
-    and errors as nats-py's ``publish``."""
-    if not replies:
-        return
-    if not hasattr(nc, "_send_command") or not hasattr(nc, "_flush_queue"):
-        for reply in replies:  # a nats-py without those internals: its own way
-            await nc.publish(reply)
-        return
-    from nats import errors
-
-    if nc.is_closed:
-        raise errors.ConnectionClosedError
-    if nc.is_draining_pubs:
-        raise errors.ConnectionDrainingError
-    cmd = "".join([f"PUB {reply} 0\r\n\r\n" for reply in replies]).encode()
-    if not nc.is_connected and (
-        nc._max_pending_size <= 0 or len(cmd) + nc._pending_data_size > nc._max_pending_size
-    ):
-        raise errors.OutboundBufferLimitError
-    nc.stats["out_msgs"] += len(replies)
-    await nc._send_command(cmd)
-    if nc._flush_queue is not None and nc._flush_queue.empty():
-        await nc._flush_pending()
-
-
-def _headers(raw: bytes) -> dict[str, str]:
-    """``Name: value`` lines after the ``NATS/1.0`` line (what a stored message carries)."""
-    out: dict[str, str] = {}
-    for line in raw[len(_HDR_LINE) + 2 :].split(_CRLF):
-        name, sep, value = line.partition(b":")
-        if sep:
-            out[name.strip().decode("ascii", "replace")] = value.strip().decode("utf-8", "replace")
-    return out
 
 
 class BatchPuller:
@@ -215,7 +80,7 @@ class BatchPuller:
         self._subject_b, self._subject_s = b"", ""
 
     async def start(self) -> None:
-        self._msg_class = _message_class()
+        self._msg_class = message_class()
         # No limit on the subscription's own queue: the pull requests bound what comes.
         self._sub = await self._nc.subscribe(
             self._inbox, cb=self._on_msg, pending_msgs_limit=0, pending_bytes_limit=0
@@ -273,7 +138,7 @@ class BatchPuller:
     def _take_frames_of(self, buf: bytearray, view: memoryview, own_sid: bytes) -> tuple[int, bool]:
         pos, size = 0, len(buf)
         while buf.startswith(_HMSG, pos):
-            end = buf.find(_CRLF, pos)
+            end = buf.find(CRLF, pos)
             if end < 0:
                 return pos, True
             parts = bytes(view[pos + len(_HMSG) : end]).split(b" ")
@@ -299,8 +164,8 @@ class BatchPuller:
         nc = self._nc
         nc.stats["in_msgs"] += 1
         nc.stats["in_bytes"] += len(data)
-        if headers and headers[len(_HDR_LINE)] == 0x20:  # " ": a status reply
-            self._on_status(headers[len(_HDR_LINE) + 1 : len(_HDR_LINE) + 4].decode())
+        if headers and headers[len(HDR_LINE)] == 0x20:  # " ": a status reply
+            self._on_status(headers[len(HDR_LINE) + 1 : len(HDR_LINE) + 4].decode())
             return
         reply_s = reply.decode()
         if subject != self._subject_b:  # every message of a stream has the same one
@@ -311,7 +176,7 @@ class BatchPuller:
         msg.raw_headers = headers
         tokens = reply_s.split(".")
         if len(tokens) == _ACK_TOKENS and tokens[0] == "$JS" and tokens[1] == "ACK":
-            msg._metadata = _AckMetadata(tokens)
+            msg._metadata = AckMetadata(tokens)
         self._arrived(msg)
 
     async def _on_msg(self, msg: Any) -> None:
