@@ -17,8 +17,10 @@ Printed per backend: publish rate, and catch-up
     python bench/bench_catchup.py [--events 100000] [--backends sqlite postgres]
                                   [--profile SECONDS]
 
-``--profile S`` runs py-spy on the writer and on the Tiled server for S seconds of the
-drain and prints where their time goes (top frames, inclusive).
+``--profile S`` runs py-spy (``$PY_SPY``, else next to the Python running this) on the
+writer and on the Tiled server for S seconds of the drain, at 200 Hz, and prints where
+their time goes (top frames, inclusive). The CPU per event is counted for the writer,
+Tiled and PostgreSQL (its server and every backend process, when the pod runs it).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import argparse
 import asyncio
 import collections
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -38,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_average, machine
 
-PY_SPY = str(Path(sys.executable).with_name("py-spy"))
+PY_SPY = os.environ.get("PY_SPY") or str(Path(sys.executable).with_name("py-spy"))
 
 
 def beampod(home: Path, *args: str, timeout: float = 400) -> str:
@@ -63,15 +66,43 @@ def status(home: Path) -> dict[str, Any]:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process and its waited-for children (/proc/PID/stat)."""
-    import os
 
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and of all its live descendants (PostgreSQL's backends)."""
+    parent: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                stat = (proc / "stat").read_text()
+            except OSError:
+                continue
+            parent[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, todo = {pid}, [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p and c not in tree]
+        tree.update(kids)
+        todo += kids
+    total = 0.0
+    for p in tree:
+        try:
+            total += cpu_seconds(p)
+        except OSError:
+            continue
+    return total
+
+
 def _pids(home: Path) -> dict[str, int]:
     svcs = status(home)["services"]
-    return {k: int(svcs[k]["pid"]) for k in ("writer", "tiled") if svcs[k].get("pid")}
+    return {
+        k: int(svcs[k]["pid"])
+        for k in ("writer", "tiled", "postgres")
+        if k in svcs and svcs[k].get("pid")
+    }
 
 
 def run_documents(n: int) -> list[tuple[str, dict[str, Any]]]:
@@ -169,7 +200,7 @@ def profile(pid: int, seconds: float, label: str, out_dir: Path) -> subprocess.P
             "--duration",
             str(int(seconds)),
             "--rate",
-            "50",
+            "200",
             "--format",
             "raw",
             "--nonblocking",
@@ -285,7 +316,7 @@ def bench_backend(
             samples.append((now, floor))
             if t_first is None and floor > floor0:
                 t_first = now
-                cpu0 = {k: cpu_seconds(pid) for k, pid in _pids(home).items()}
+                cpu0 = {k: tree_cpu_seconds(pid) for k, pid in _pids(home).items()}
                 if args.profile:
                     svcs = status(home)["services"]
                     for label in ("writer", "tiled"):
@@ -310,7 +341,7 @@ def bench_backend(
                 )
             time.sleep(0.1)  # polling interval
         t_done = time.monotonic()
-        cpu1 = {k: cpu_seconds(pid) for k, pid in _pids(home).items()}
+        cpu1 = {k: tree_cpu_seconds(pid) for k, pid in _pids(home).items()}
         for _, p in profilers:
             p.wait(args.profile + 30)
 
@@ -327,7 +358,7 @@ def bench_backend(
         res = {"wall": args.events / wall, "drain": args.events / drain, "mid": mid}
         # CPU per event, from the first ack to the last: what the drain costs whatever
         # else runs on the machine (its wall-clock rate depends on the load).
-        for k in ("writer", "tiled"):
+        for k in ("writer", "tiled", "postgres"):
             if t_first is not None and k in cpu0 and k in cpu1:
                 res[f"{k}_cpu_us"] = 1e6 * (cpu1[k] - cpu0[k]) / args.events
         if "writer_cpu_us" in res and "tiled_cpu_us" in res:
@@ -335,7 +366,13 @@ def bench_backend(
             res["cpu_bound"] = 1e6 / max(res["writer_cpu_us"], res["tiled_cpu_us"], 1e-9)
             print(
                 f"[{backend}] CPU per event during the drain: writer "
-                f"{res['writer_cpu_us']:.1f} us, Tiled {res['tiled_cpu_us']:.1f} us -> "
+                f"{res['writer_cpu_us']:.1f} us, Tiled {res['tiled_cpu_us']:.1f} us"
+                + (
+                    f", PostgreSQL {res['postgres_cpu_us']:.1f} us"
+                    if "postgres_cpu_us" in res
+                    else ""
+                )
+                + " -> "
                 f"{res['cpu_bound']:.0f} ev/s with a free core each",
                 flush=True,
             )

@@ -10,7 +10,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from beampod.bus import WRITER_DURABLE, DocumentConsumer, Message, NatsConnection, encode
-from beampod.config import LoadedPod, documents_subject
+from beampod.config import LoadedPod, documents_subject, stream_name
 
 from ._natsproc import NatsProcess
 
@@ -111,5 +111,90 @@ def test_idle_fetch_keeps_one_pull_open_and_wakes_on_the_first_message(
             assert [json.loads(p)["batch"] for p in pulls] == [1, 9]
             await got[0].ack()
         await pub.close()
+
+    asyncio.run(main())
+
+
+def test_quick_msg_id_agrees_with_the_parsed_headers() -> None:
+    """The writer reads a message's id without parsing its headers; whenever that
+    answers, it is what the parsed headers say, and it declines (None) otherwise."""
+    from beampod.bus._consumer import _msg_id
+    from beampod.bus._pulled import parse_headers, quick_msg_id
+
+    blocks = [
+        b"NATS/1.0\r\nNats-Msg-Id: run:event:d:1\r\n\r\n",
+        b"NATS/1.0\r\nX-Note: a: b\r\nNats-Msg-Id:  spaced \r\n\r\n",
+        b"NATS/1.0\r\nNats-Msg-Id: new\r\nBeampod-Original-Msg-Id: old\r\n\r\n",
+        b"NATS/1.0\r\nNats-Msg-Id: first\r\nNats-Msg-Id: second\r\n\r\n",
+        b"NATS/1.0\r\nX-Other: 1\r\n\r\n",
+        b"NATS/1.0\r\nNats-Msg-Id: no-crlf-at-end",
+        b"NATS/1.0\r\nX-Note: mentions Msg-Id\r\nNats-Msg-Id: id\r\n\r\n",
+    ]
+    answered = 0
+    for block in blocks:
+        quick = quick_msg_id(block)
+        if quick is not None:
+            answered += 1
+            assert quick == _msg_id(parse_headers(block)), block
+    assert answered == 3
+    assert quick_msg_id(blocks[2]) is None  # the original id wins: parsed
+    assert _msg_id(parse_headers(blocks[2])) == "old"
+
+
+def test_a_backlog_pulled_in_bulk_is_what_was_published_and_all_of_it_acked(
+    bus_pod: LoadedPod, nats_server: NatsProcess
+) -> None:
+    """A backlog crosses many socket reads (frames split across them, one larger
+    than a read), mixes messages with and without an id, and is read by the
+    puller's own frame parser: every message comes once, in order, with its data,
+    headers and id as published; one ``ack_all`` per batch acknowledges all of it."""
+    publisher = NatsConnection.from_pod(bus_pod, "demo", role="publisher")
+    writer = NatsConnection.from_pod(bus_pod, "demo", role="writer")
+    n = 1500
+    docs = [("start", {"uid": f"bulk-{i}", "pad": "x" * (i % 7) * 40}) for i in range(n)]
+    docs[700][1]["pad"] = "y" * 70_000  # larger than one read (32 KiB)
+
+    def headers_of(i: int) -> dict[str, str]:
+        if i % 5 == 0:
+            return {"X-Note": "no id"}
+        h = {"Nats-Msg-Id": f"id-{i}"}
+        if i % 3 == 0:
+            h["X-Note"] = "a: b"
+        return h
+
+    async def main() -> None:
+        nc = await publisher.connect()
+        js = nc.jetstream()
+        for i, (name, doc) in enumerate(docs):
+            await js.publish(
+                documents_subject("demo"), encode(name, doc), headers=headers_of(i), timeout=30
+            )
+        await nc.close()
+        admin = await NatsConnection.from_pod(bus_pod, admin=True).connect()
+        js = admin.jetstream()
+        last = (await js.stream_info(stream_name("demo"))).state.last_seq
+        got: list[Message] = []
+        async with DocumentConsumer(writer, "demo", durable=WRITER_DURABLE) as c:
+            while len(got) < n:
+                batch = await c.fetch(400, 2.0)
+                assert batch, f"backlog ended after {len(got)} of {n}"
+                assert all(isinstance(m, Message) for m in batch)
+                await c.ack_all(batch)
+                got += [m for m in batch if isinstance(m, Message)]
+            assert [(m.name, m.doc) for m in got] == docs
+            for i, m in enumerate(got):
+                expected = headers_of(i)
+                assert m.headers == expected, i
+                assert m.msg_id == expected.get("Nats-Msg-Id"), i
+            assert [m.seq for m in got] == list(range(last - n + 1, last + 1))
+            deadline = asyncio.get_running_loop().time() + 20
+            while True:  # acks are fire-and-forget: wait for the server to count them
+                info = await js.consumer_info(stream_name("demo"), WRITER_DURABLE)
+                if info.ack_floor.stream_seq == last and not info.num_ack_pending:
+                    break
+                assert asyncio.get_running_loop().time() < deadline, info
+                await asyncio.sleep(0.05)
+            assert await c.fetch(10, 0.2) == []
+        await admin.close()
 
     asyncio.run(main())

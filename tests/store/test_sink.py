@@ -264,3 +264,50 @@ def test_the_sink_can_tell_that_tiled_stores(tiled_server: Server) -> None:
         api = f"{tiled_server.url}/api/v1/"
         assert tiled_stores_sync(client, api, "writer", "beampod-health-empty") is True
         assert tiled_stores_sync(client, api, "writer", "beampod-health-demo") is False
+
+
+def test_a_catch_up_batch_mixing_plain_and_other_events_stores_each_once_in_order(
+    tiled_server: Server, make_run: MakeRun
+) -> None:
+    """In one batch, the plain next events of a run (queued without the full checks)
+    and everything else (a redelivered copy, one ahead of a gap, one with another
+    identity for a stored seq_num, one with a foreign data key, one after the stop)
+    interleave: each gets the verdict it would get alone, and the table holds every
+    event once, in seq_num order, with its values."""
+    docs = make_run("scan", num=6)  # start, descriptor, events 1..6, stop
+    batch = items(docs)
+    head, evs, stop = batch[:2], batch[2:8], batch[8]
+    ev = events(docs)
+    other_identity = dict(copy.deepcopy(ev[1]), uid=str(uuid.uuid4()), time=ev[1]["time"] + 1)
+    foreign_key = copy.deepcopy(ev[3])
+    foreign_key["data"]["bogus"] = 1.0
+    foreign_key["timestamps"]["bogus"] = 1.0
+    after_stop = dict(copy.deepcopy(ev[5]), uid=str(uuid.uuid4()), seq_num=7)
+    late = f"{start_uid(docs)}:event:late-7"
+    mixed = [
+        *head,
+        evs[0],
+        evs[1],
+        evs[1],  # redelivered in the same batch: a duplicate
+        ("event", other_identity, "other-2"),  # seq_num 2 again, another event: refused
+        evs[4],  # ahead of 3 and 4: out of order
+        evs[2],
+        ("event", foreign_key, "bogus-4"),  # seq_num 4 with a key not in the descriptor
+        evs[3],
+        evs[4],
+        evs[5],
+        stop,
+        ("event", after_stop, late),
+    ]
+    result = open_sink(tiled_server.pod).write_batch(mixed)
+    reasons = {r.msg_id: r.reason for r in result.rejected}
+    assert set(reasons) == {"other-2", evs[4][2], "bogus-4", late}, reasons
+    assert "differs from the stored event" in reasons["other-2"]
+    assert "out of order" in reasons[evs[4][2]]
+    assert "bogus" in reasons["bogus-4"]
+    assert "arrived after run" in reasons[late]
+    assert (result.written, result.duplicates) == (9, 1)
+    run = _run(tiled_server, start_uid(docs))
+    assert stored_seq_nums(run) == list(range(1, 7))
+    np.testing.assert_array_equal(run.primary.read()["det"].values, column(docs, "det"))
+    assert run.metadata["stop"]["num_events"] == {"primary": 6}

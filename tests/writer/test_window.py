@@ -130,3 +130,22 @@ def test_a_slower_append_shrinks_the_window_and_a_faster_one_grows_it() -> None:
     assert _mean_window(pod, 10.0) == 0.05
     pod.append_s = 0.035  # and faster again
     assert _mean_window(pod, 10.0) > 0.07
+
+
+def test_a_ready_writer_collects_young_garbage_less_often() -> None:
+    """Once ready, the writer process freezes what it loaded and raises the young
+    generation's threshold (a catch-up batch's objects are not walked over and over);
+    the other generations keep theirs."""
+    import gc
+
+    from beampod.writer.__main__ import YOUNG_GC_THRESHOLD, settle_gc
+
+    before = gc.get_threshold()
+    try:
+        settle_gc()
+        assert gc.get_threshold() == (YOUNG_GC_THRESHOLD, before[1], before[2])
+        assert before[0] < YOUNG_GC_THRESHOLD
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

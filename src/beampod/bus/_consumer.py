@@ -12,6 +12,7 @@ from typing import Any
 from beampod.bus._codec import DecodeError, decode
 from beampod.bus._natsconf import NatsConnection
 from beampod.bus._pull import BatchPuller
+from beampod.bus._pulled import AckMetadata, ack_replies, quick_msg_id
 from beampod.config import dead_letter_subject, documents_subject, stream_name
 from beampod.errors import BusError, BusUnavailableError, DeliveryGapError
 
@@ -87,6 +88,11 @@ class _Delivered:
 
     @property
     def msg_id(self) -> str | None:
+        block = getattr(self.raw, "raw_headers", None)
+        if block:
+            quick = quick_msg_id(block)
+            if quick is not None:
+                return quick
         return _msg_id(self.raw.headers)
 
     @property
@@ -284,7 +290,8 @@ class DocumentConsumer:
             self._owed_seen = None  # progress: check_nothing_owed starts over
         out: list[Message | BadMessage] = []
         for raw in raws:
-            seq = int(raw.metadata.sequence.stream)
+            meta = raw.metadata
+            seq = meta.stream_seq if type(meta) is AckMetadata else int(meta.sequence.stream)
             # First deliveries come in stream order; redeliveries are at or below
             # _upto. The stream holds only this instrument's subject, so a jump is
             # either a discard or a lost delivery.
@@ -360,10 +367,8 @@ class DocumentConsumer:
         error wrapper for the batch instead of one per message."""
         if self._nc is None:
             raise BusError("consumer not started")
-        publish = self._nc.publish
         async with _bus_errors("ack"):
-            for m in messages:
-                await publish(m.raw.reply)
+            await ack_replies(self._nc, [m.raw.reply for m in messages])
 
     async def close(self) -> None:
         nc, self._nc, self._js, self._sub = self._nc, None, None, None

@@ -15,17 +15,30 @@ the JetStream metadata (``msg.metadata``: the stream sequence the consumer check
 gaps) is read from the ack subject with one split instead of a dataclass with a
 timezone-aware datetime built for every message. Together ~6 us of the writer's
 ~18 us per message in a catch-up.
+
+In a catch-up nearly every byte the connection reads is a reply to this inbox, and
+nats-py's protocol parser costs a regex or two, a dict of arguments and an awaited
+coroutine per message. :meth:`BatchPuller._parse` takes the run of complete ``HMSG``
+frames for this inbox at the head of the read buffer with one ``find`` and one
+``split`` each and hands them to ``_take`` directly; anything else (another
+subscription's message, PING, INFO, -ERR, a frame split across reads that nats-py
+already began) is left to nats-py's parser, unchanged. A message's headers are parsed
+only if someone reads them (``_pulled.message_class``): the writer needs only its
+``Nats-Msg-Id``, found with one search (``_pulled.quick_msg_id``). Acknowledgements of a
+batch go out as one write (``_pulled.ack_replies``) instead of one nats-py ``publish``
+each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import json
 import time
 from collections import deque
 from typing import Any
+
+from beampod.bus._pulled import CRLF, HDR_LINE, AckMetadata, message_class
 
 # Heartbeats (100) keep a long pull alive; every other status (404 no messages, 408
 # request expired, 409 consumer changed or too many waiting pulls) ends the request.
@@ -35,49 +48,15 @@ _NO_RESPONDERS = "503"
 # How long past its own expiry a pull may take to end before the puller stops waiting
 # (a server that went away never answers; the connection reports that itself).
 _GRACE_S = 1.0
-# A message's header block starts with this line; a status reply has " <code>" after it.
-_HDR_LINE = b"NATS/1.0"
-_CRLF = b"\r\n"
+
 # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>
 # (the v1 form JetStream sends without a domain; anything else is parsed by nats-py).
 _ACK_TOKENS = 9
 
 
-class _SequencePair:
-    __slots__ = ("consumer", "stream")
-
-    def __init__(self, stream: int, consumer: int) -> None:
-        self.stream, self.consumer = stream, consumer
-
-
-class _AckMetadata:
-    """``Msg.metadata`` for a JetStream message, from its ack subject: the attributes of
-    nats-py's ``Msg.Metadata``, the timestamp built only if someone asks for it."""
-
-    __slots__ = ("_ns", "consumer", "num_delivered", "num_pending", "sequence", "stream")
-
-    domain = None  # as nats-py has it for this (v1, no domain) form
-
-    def __init__(self, tokens: list[str]) -> None:
-        self.stream, self.consumer = tokens[2], tokens[3]
-        self.num_delivered = int(tokens[4])
-        self.sequence = _SequencePair(int(tokens[5]), int(tokens[6]))
-        self._ns = int(tokens[7])
-        self.num_pending = int(tokens[8])
-
-    @property
-    def timestamp(self) -> datetime.datetime:
-        return datetime.datetime.fromtimestamp(self._ns / 1e9, datetime.UTC)
-
-
-def _headers(raw: bytes) -> dict[str, str]:
-    """``Name: value`` lines after the ``NATS/1.0`` line (what a stored message carries)."""
-    out: dict[str, str] = {}
-    for line in raw[len(_HDR_LINE) + 2 :].split(_CRLF):
-        name, sep, value = line.partition(b":")
-        if sep:
-            out[name.strip().decode("ascii", "replace")] = value.strip().decode("utf-8", "replace")
-    return out
+# What the connection's stream reader may buffer before it pauses the socket (2x this).
+_READ_LIMIT = 1 << 20
+_HMSG = b"HMSG "
 
 
 class BatchPuller:
@@ -98,11 +77,10 @@ class BatchPuller:
         self._deadline = 0.0
         self._no_jetstream = False
         self._msg_class: Any = None
+        self._subject_b, self._subject_s = b"", ""
 
     async def start(self) -> None:
-        from nats.aio.msg import Msg
-
-        self._msg_class = Msg
+        self._msg_class = message_class()
         # No limit on the subscription's own queue: the pull requests bound what comes.
         self._sub = await self._nc.subscribe(
             self._inbox, cb=self._on_msg, pending_msgs_limit=0, pending_bytes_limit=0
@@ -122,26 +100,83 @@ class BatchPuller:
         # connection is the consumer's own, and every other subscription's messages
         # still go the usual way.
         nc._process_msg = process_msg
+        parser = getattr(nc, "_ps", None)
+        if parser is not None and hasattr(parser, "buf") and hasattr(parser, "state"):
+            self._install_parse(parser, str(own_sid).encode())
+        # nats-py's stream reader stops reading the socket past twice its 32 KiB read
+        # size and starts again below it: two epoll changes per read in a catch-up.
+        reader = getattr(getattr(nc, "_transport", None), "_io_reader", None)
+        if isinstance(reader, asyncio.StreamReader) and getattr(reader, "_limit", 0) < _READ_LIMIT:
+            setattr(reader, "_limit", _READ_LIMIT)  # noqa: B010 (private to asyncio)
+
+    def _install_parse(self, parser: Any, own_sid: bytes) -> None:
+        """Put :meth:`_take_frames` in front of nats-py's parser (module docstring)."""
+        from nats.protocol.parser import AWAITING_CONTROL_LINE
+
+        original = parser.parse
+
+        async def parse(data: bytes = b"") -> None:
+            buf = parser.buf
+            if data:
+                buf.extend(data)
+            more = False
+            if parser.state == AWAITING_CONTROL_LINE and buf.startswith(_HMSG):
+                done, more = self._take_frames(buf, own_sid)
+                if done:
+                    del buf[:done]
+            if buf and not more:
+                await original()
+
+        parser.parse = parse
+
+    def _take_frames(self, buf: bytearray, own_sid: bytes) -> tuple[int, bool]:
+        """Take the complete ``HMSG`` frames for this inbox at the head of ``buf``:
+        (bytes taken, whether the frame after them is ours but not complete yet)."""
+        with memoryview(buf) as view:  # one copy per slice (released before buf shrinks)
+            return self._take_frames_of(buf, view, own_sid)
+
+    def _take_frames_of(self, buf: bytearray, view: memoryview, own_sid: bytes) -> tuple[int, bool]:
+        pos, size = 0, len(buf)
+        while buf.startswith(_HMSG, pos):
+            end = buf.find(CRLF, pos)
+            if end < 0:
+                return pos, True
+            parts = bytes(view[pos + len(_HMSG) : end]).split(b" ")
+            if len(parts) == 5:
+                subject, sid, reply, hdr_len, total_len = parts
+            elif len(parts) == 4:
+                subject, sid, hdr_len, total_len = parts
+                reply = b""
+            else:
+                return pos, False
+            if sid != own_sid or not (hdr_len.isdigit() and total_len.isdigit()):
+                return pos, False
+            start, hdr_n = end + 2, int(hdr_len)
+            stop = start + int(total_len)
+            if stop + 2 > size:
+                return pos, True
+            headers = bytes(view[start : start + hdr_n]) if hdr_n else None
+            self._take(subject, reply, bytes(view[start + hdr_n : stop]), headers)
+            pos = stop + 2
+        return pos, False
 
     def _take(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
         nc = self._nc
         nc.stats["in_msgs"] += 1
         nc.stats["in_bytes"] += len(data)
-        if headers and headers[len(_HDR_LINE)] == 0x20:  # " ": a status reply
-            self._on_status(headers[len(_HDR_LINE) + 1 : len(_HDR_LINE) + 4].decode())
+        if headers and headers[len(HDR_LINE)] == 0x20:  # " ": a status reply
+            self._on_status(headers[len(HDR_LINE) + 1 : len(HDR_LINE) + 4].decode())
             return
         reply_s = reply.decode()
+        if subject != self._subject_b:  # every message of a stream has the same one
+            self._subject_b, self._subject_s = subject, subject.decode()
         msg = self._msg_class(
-            _client=nc,
-            subject=subject.decode(),
-            reply=reply_s,
-            data=data,
-            headers=_headers(headers) if headers else None,
-            _sid=self._sub._id,
+            _client=nc, subject=self._subject_s, reply=reply_s, data=data, _sid=self._sub._id
         )
+        msg.raw_headers = headers
         tokens = reply_s.split(".")
         if len(tokens) == _ACK_TOKENS and tokens[0] == "$JS" and tokens[1] == "ACK":
-            msg._metadata = _AckMetadata(tokens)
+            msg._metadata = AckMetadata(tokens)
         self._arrived(msg)
 
     async def _on_msg(self, msg: Any) -> None:

@@ -140,6 +140,8 @@ class RunState:
     stop_uid: str | None = None
     # Message ids whose rows sit in the writer's cache until the next flush.
     pending: list[tuple[str, str]] = field(default_factory=list)
+    # The writer's row cache of each descriptor uid (see :meth:`event`).
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def new(cls, client: Container, uid: str) -> RunState:
@@ -173,7 +175,16 @@ class RunState:
     def event(self, doc: dict[str, Any], msg_id: str, stream: StreamState) -> Outcome:
         """Queue a *new* event (the caller checked :meth:`StreamState.verdict`)."""
         if stream.direct:
-            self.writer.event(doc)
+            # The row ``_RunWriter.event`` caches, put in its cache list directly (the
+            # list is looked up once per descriptor: the writer only ever clears it).
+            desc = doc["descriptor"]
+            rows = self.rows.get(desc)
+            if rows is None:
+                w = self.writer
+                rows = self.rows[desc] = w._internal_data_cache[w._desc_nodes[desc].item["id"]]
+            row = {"seq_num": doc["seq_num"], "time": doc["time"], **doc["data"]}
+            row.update({f"ts_{k}": v for k, v in doc["timestamps"].items()})
+            rows.append(row)
         else:
             self.normalizer("event", doc)
         stream.record(doc)

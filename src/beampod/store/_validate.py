@@ -21,7 +21,7 @@ EVENT_KEYS = frozenset({"uid", "time", "seq_num", "descriptor", "data", "timesta
 EVENT_REQUIRED = frozenset({"uid", "time", "seq_num", "descriptor", "data", "timestamps"})
 
 
-def _fast_event_ok(doc: Mapping[str, Any]) -> bool:
+def fast_event_ok(doc: Mapping[str, Any]) -> bool:
     keys = doc.keys()
     if not (EVENT_REQUIRED <= keys <= EVENT_KEYS):
         return False
@@ -47,7 +47,7 @@ def _fast_event_ok(doc: Mapping[str, Any]) -> bool:
 
 def schema_problem(name: str, doc: Mapping[str, Any]) -> str | None:
     """None if ``doc`` is a valid ``name`` document, else a one-line reason."""
-    if name == "event" and _fast_event_ok(doc):
+    if name == "event" and fast_event_ok(doc):
         return None
     try:
         validator = schema_validators[DocumentNames[name]]

@@ -15,6 +15,7 @@ without the events that never came).
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 
 from beampod.bus import Message
 
@@ -44,6 +45,13 @@ class HeldBack:
         """Whether this message may still be held if it is early again."""
         since = self._since.get(msg_id, now)
         return now - since < self.hold_s and len(self._since) < self.max_held
+
+    def waiting(self, msg_ids: Collection[str], now: float) -> Collection[str]:
+        """Those of ``msg_ids`` that :meth:`may_wait`: all of them (``msg_ids`` itself,
+        no copy) while nothing is held, as in a catch-up."""
+        if not self._since:
+            return msg_ids if self.hold_s > 0 and self.max_held > 0 else ()
+        return {i for i in msg_ids if self.may_wait(i, now)}
 
     def hold(self, early: list[tuple[str, Message]], now: float) -> int:
         """Hold ``(msg_id, message)`` pairs (what is not among them is settled and

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from beampod.bus import (
@@ -221,9 +221,12 @@ class Writer:
     async def _handle(
         self, consumer: DocumentConsumer, batch: Sequence[Message | BadMessage]
     ) -> None:
-        for bad in (m for m in batch if isinstance(m, BadMessage)):
-            await self._dead_letter(consumer, bad, f"undecodable: {bad.error}")
-        good = [m for m in batch if isinstance(m, Message)]
+        good: list[Message] = []
+        for m in batch:
+            if type(m) is Message or isinstance(m, Message):
+                good.append(m)
+            else:
+                await self._dead_letter(consumer, m, f"undecodable: {m.error}")
         # Held messages are older than the batch: offered first. A pass that stored
         # something may have filled the gap an early one waits on: offer those again.
         offered = self._held.take() + good
@@ -256,8 +259,7 @@ class Writer:
             msg_id = m.msg_id or f"-:{m.name}:seq{m.seq}"
             by_id[msg_id] = m
             items.append((m.name, m.doc, msg_id))
-        now = time.monotonic()
-        waiting = {i for i in by_id if self._held.may_wait(i, now)}
+        waiting = self._held.waiting(by_id.keys(), time.monotonic())
         result = await self._write_until_stored(msgs, items, waiting)
         early = [
             (r.msg_id, by_id[r.msg_id]) for r in result.rejected if r.early and r.msg_id in waiting
@@ -279,15 +281,15 @@ class Writer:
             )
         # Ack the rest (a redelivered copy in the same batch too, unless it is held).
         # Acks are fire-and-forget publishes; ordering is preserved.
-        dead = {id(by_id[msg_id]) for msg_id in settled}
-        held = {msg_id for msg_id, _ in early}
-        await consumer.ack_all(
-            [m for m in msgs if id(m) not in dead and (m.msg_id or "") not in held]
-        )
+        if settled or early:
+            dead = {id(by_id[msg_id]) for msg_id in settled}
+            held = {msg_id for msg_id, _ in early}
+            msgs = [m for m in msgs if id(m) not in dead and (m.msg_id or "") not in held]
+        await consumer.ack_all(msgs)
         return early, result.written, result.duplicates
 
     async def _write_until_stored(
-        self, msgs: Sequence[Message], items: list[Item], waiting: set[str]
+        self, msgs: Sequence[Message], items: list[Item], waiting: Collection[str]
     ) -> BatchResult:
         """Retry the same batch until Tiled takes it; keep the messages ours meanwhile.
 
@@ -321,7 +323,7 @@ class Writer:
             if self._stop.is_set():
                 raise asyncio.CancelledError
 
-    async def _write_one_by_one(self, items: list[Item], waiting: set[str]) -> BatchResult:
+    async def _write_one_by_one(self, items: list[Item], waiting: Collection[str]) -> BatchResult:
         from beampod.store import Rejection
 
         assert self._sink is not None

@@ -78,10 +78,15 @@ def batch_lag(docs: Sequence[tuple[str, Any]], now: float) -> BatchLag | None:
     count = 0
     oldest: float | None = None
     for name, doc in docs:
-        if name == "event":
+        if name == "event":  # one time: no list (a catch-up batch is thousands)
             t = doc.get("time")
-            times = [t] if isinstance(t, int | float) else []
-        elif name == "event_page":
+            if isinstance(t, int | float):
+                total += t
+                count += 1
+                if oldest is None or t < oldest:
+                    oldest = float(t)
+            continue
+        if name == "event_page":
             raw = doc.get("time")
             times = [t for t in raw if isinstance(t, int | float)] if isinstance(raw, list) else []
         else:
