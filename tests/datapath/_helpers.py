@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from beampod.config import LoadedPod
-from tests.conftest import beampod_cli
+from tests.conftest import beampod_in_process
 
 Doc = tuple[str, dict[str, Any]]
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +71,9 @@ def fill_disk(path: Path) -> int:
 
 
 def status(pod: LoadedPod) -> dict[str, Any]:
-    out = beampod_cli(pod.home.root, "status", "--json", check=False).stdout
+    """``beampod status --json`` (its entry, in this process: a poll loop's confirmations
+    cost no Python start each)."""
+    out = beampod_in_process(pod.home.root, "status", "--json", check=False).stdout
     return json.loads(out) if out.strip() else {}
 
 
