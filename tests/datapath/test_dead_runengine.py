@@ -69,7 +69,7 @@ def test_sigkilled_run_is_closed_by_the_next_run(
     # Every document the dead process emitted is stored exactly, then the closing stop.
     assert_stored_exactly(pod, [*emitted, ("stop", stop)])
 
-    summary = beampod_cli(pod.home.root, "runs", "--limit", "50").stdout
+    summary = beampod_in_process(pod.home.root, "runs", "--limit", "50").stdout
     line = next(ln for ln in summary.splitlines() if ln.startswith(run[:8]))
     assert " 12 " in line and "fail" in line and "!" not in line, line
 
