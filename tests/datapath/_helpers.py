@@ -84,7 +84,7 @@ def service(pod: LoadedPod, name: str) -> dict[str, Any]:
 def state_now(pod: LoadedPod) -> dict[str, Any]:
     """What ``beampod status --json`` reads (the same function), without starting a
     process: for polling loops, so that waiting does not take the CPU the pod needs to
-    recover. The loops below confirm what they waited for through the command line."""
+    recover. The loops below confirm what they waited for through the command (`status`)."""
     from beampod.errors import PodNotRunningError
     from beampod.services import pod_status
 
