@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from beampod.config import LoadedPod
-from tests.conftest import beampod_cli
+from tests.conftest import beampod_cli, beampod_in_process
 from tests.datapath._helpers import STORE_POLL_S, run_lookup
 
 pytestmark = pytest.mark.pod
@@ -176,7 +176,7 @@ def test_db_reads_its_own_writes_in_one_line(pod: LoadedPod) -> None:
         "print('N', len(r.primary.read()['pinhole']));"
         "print('STOP', r.metadata['stop']['exit_status'])"
     )
-    beampod_cli(home, "service", "stop", "writer")
+    beampod_in_process(home, "service", "stop", "writer")
     proc = subprocess.Popen(
         [sys.executable, "-m", "beampod", "--home", str(home), "shell", "-c", code],
         stdout=subprocess.PIPE,
@@ -193,7 +193,7 @@ def test_db_reads_its_own_writes_in_one_line(pod: LoadedPod) -> None:
                 break
         assert "db: waiting for the writer" in waiting, waiting
     finally:
-        beampod_cli(home, "service", "start", "writer")
+        beampod_in_process(home, "service", "start", "writer")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, out + err
     assert "SAME True" in out and "N 3" in out and "STOP success" in out, out
@@ -203,12 +203,12 @@ def test_db_says_so_when_the_writer_is_down(pod: LoadedPod) -> None:
     """With the writer stopped, db[-1] right after a run raises a clear error (instead of
     returning the previous run); the run is stored once the writer is back."""
     home = pod.home.root
-    beampod_cli(home, "service", "stop", "writer")
+    beampod_in_process(home, "service", "stop", "writer")
     try:
         code = "uids = RE(count([pinhole], 2)); print('UID', uids[0]); db.wait_s = 2\ndb[-1]"
         proc = beampod_cli(home, "shell", "-c", code, check=False)
     finally:
-        beampod_cli(home, "service", "start", "writer")
+        beampod_in_process(home, "service", "start", "writer")
     assert proc.returncode != 0
     assert "is not in the store after 2 s, so db would answer without it" in proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr

@@ -28,7 +28,7 @@ from beampod.bus import NatsConnection, dead_letter_stream_name, nats_nodes
 from beampod.config import LoadedPod, stream_name
 from tests._pods import data_path_only, started_pod
 from tests.cluster._netns import NetnsLab, netns_or_reason
-from tests.conftest import beampod_cli, processes_using
+from tests.conftest import beampod_in_process, processes_using
 from tests.datapath._helpers import (
     Emitter,
     assert_stored_exactly,
@@ -304,7 +304,7 @@ def test_stream_leader_stopped_mid_run_then_rejoins(
     wait_stored(pod, em, rows=10)
     leader = stream_info(pod).cluster.leader
     victim = service_of_server(pod, leader)
-    beampod_cli(home, "service", "stop", victim)
+    beampod_in_process(home, "service", "stop", victim)
     assert service(pod, victim)["state"] == "stopped"
     at_stop = em.events
     em.wait_events(at_stop + 30, deadline_s=60)
@@ -317,7 +317,7 @@ def test_stream_leader_stopped_mid_run_then_rejoins(
     wait_stored(pod, em, rows=at_stop + 20)
     down = peers(stream_info(pod))
     assert down.get(leader) is False, down
-    beampod_cli(home, "service", "start", victim)
+    beampod_in_process(home, "service", "start", victim)
     wait_service_ready(pod, victim)
     wait_for(lambda: all_replicas_current(pod), 60.0, f"{victim} rejoined and current")
     _run_ends_stored_exactly(pod, em)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from beampod.config import LoadedPod
-from tests.conftest import beampod_cli
+from tests.conftest import beampod_in_process
 
 Doc = tuple[str, dict[str, Any]]
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +71,9 @@ def fill_disk(path: Path) -> int:
 
 
 def status(pod: LoadedPod) -> dict[str, Any]:
-    out = beampod_cli(pod.home.root, "status", "--json", check=False).stdout
+    """``beampod status --json`` (its entry, in this process: a poll loop's confirmations
+    cost no Python start each)."""
+    out = beampod_in_process(pod.home.root, "status", "--json", check=False).stdout
     return json.loads(out) if out.strip() else {}
 
 
@@ -82,7 +84,7 @@ def service(pod: LoadedPod, name: str) -> dict[str, Any]:
 def state_now(pod: LoadedPod) -> dict[str, Any]:
     """What ``beampod status --json`` reads (the same function), without starting a
     process: for polling loops, so that waiting does not take the CPU the pod needs to
-    recover. The loops below confirm what they waited for through the command line."""
+    recover. The loops below confirm what they waited for through the command (`status`)."""
     from beampod.errors import PodNotRunningError
     from beampod.services import pod_status
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from beampod.config import LoadedPod
-from tests.conftest import beampod_cli
+from tests.conftest import beampod_cli, beampod_in_process
 from tests.datapath._helpers import (
     STORE_POLL_S,
     Emitter,
@@ -69,7 +69,7 @@ def test_sigkilled_run_is_closed_by_the_next_run(
     # Every document the dead process emitted is stored exactly, then the closing stop.
     assert_stored_exactly(pod, [*emitted, ("stop", stop)])
 
-    summary = beampod_cli(pod.home.root, "runs", "--limit", "50").stdout
+    summary = beampod_in_process(pod.home.root, "runs", "--limit", "50").stdout
     line = next(ln for ln in summary.splitlines() if ln.startswith(run[:8]))
     assert " 12 " in line and "fail" in line and "!" not in line, line
 
@@ -92,7 +92,7 @@ def test_killed_while_the_bus_is_down_spooled_documents_come_first(
     )
     emitters.append(em.start())
     em.wait_events(3)  # then the bus goes away; the emitter holds 3 events after that
-    beampod_cli(home, "service", "stop", "nats")
+    beampod_in_process(home, "service", "stop", "nats")
     em.hold_now()
     try:
         wait_for(
@@ -106,7 +106,7 @@ def test_killed_while_the_bus_is_down_spooled_documents_come_first(
         os.kill(em.proc.pid, signal.SIGKILL)
         em.proc.wait(30)
     finally:
-        beampod_cli(home, "service", "start", "nats")
+        beampod_in_process(home, "service", "start", "nats")
     wait_service_ready(pod, "nats")
     emitted = em.streamed()
     run = start_uid(emitted)

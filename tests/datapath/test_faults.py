@@ -19,7 +19,7 @@ import pytest
 
 from beampod.config import LoadedPod
 from beampod.store import RunNotFoundError
-from tests.conftest import beampod_cli
+from tests.conftest import beampod_in_process
 from tests.datapath._helpers import (
     Emitter,
     assert_stored_exactly,
@@ -60,7 +60,7 @@ def test_writer_sigkilled_holding_an_unacked_batch(
     wait_stored(pod, em, rows=5)
     log_file = pod.home.logs_dir / "writer.log"
     log_before = log_file.stat().st_size
-    beampod_cli(home, "service", "stop", "tiled")
+    beampod_in_process(home, "service", "stop", "tiled")
     em.wait_events(em.events + 10)
 
     def holding_a_batch() -> bool:
@@ -71,7 +71,7 @@ def test_writer_sigkilled_holding_an_unacked_batch(
     wait_for(holding_a_batch, 60.0, "the writer retrying a batch it holds")
     before = service(pod, "writer")
     os.kill(before["pid"], signal.SIGKILL)
-    beampod_cli(home, "service", "start", "tiled")
+    beampod_in_process(home, "service", "start", "tiled")
     wait_service_ready(pod, "tiled")
     wait_service_ready(pod, "writer", not_pid=before["pid"])
     em.wait_events(em.events + 10)
@@ -100,7 +100,7 @@ def test_bus_down_30s_mid_run_spools_then_delivers(
         wait_stored(pod, em, rows=5)
     at_stop, t0 = [], []
     for pod, em in zip(pods, ems, strict=True):
-        beampod_cli(pod.home.root, "service", "stop", "nats")
+        beampod_in_process(pod.home.root, "service", "stop", "nats")
         at_stop.append(em.events)
         t0.append(time.monotonic())
     # The outage itself: 30 s of plan time on each pod. The loop checks, while it lasts,
@@ -118,7 +118,7 @@ def test_bus_down_30s_mid_run_spools_then_delivers(
         spool_dir = pod.home.spool_dir / pod.config.instrument_name
         spooled.append(sum(f.stat().st_size for f in spool_dir.glob("*/spool.log")))
     for pod in pods:
-        beampod_cli(pod.home.root, "service", "start", "nats")
+        beampod_in_process(pod.home.root, "service", "start", "nats")
     for pod in pods:
         wait_service_ready(pod, "nats")
     for i, (pod, em) in enumerate(zip(pods, ems, strict=True)):
@@ -154,10 +154,10 @@ def test_tiled_stopped_mid_run_writer_retries(
     em = Emitter(pod, tmp_path, min_events=20, delay=0.03, tag="tiled-down").start()
     emitters.append(em)
     wait_stored(pod, em, rows=5)
-    beampod_cli(home, "service", "stop", "tiled")
+    beampod_in_process(home, "service", "stop", "tiled")
     # Events keep flowing onto the bus while the store is away.
     em.wait_events(em.events + 30)
-    beampod_cli(home, "service", "start", "tiled")
+    beampod_in_process(home, "service", "start", "tiled")
     wait_service_ready(pod, "tiled")
     em.wait_events(em.events + 10)
     finish_and_assert_stored(pod, em)
@@ -174,7 +174,7 @@ def test_spool_survives_session_restart(
     publisher delivers the spooled run before its own, and the store holds each once."""
     pod = healthy_pod
     home = pod.home.root
-    beampod_cli(home, "service", "stop", "nats")
+    beampod_in_process(home, "service", "stop", "nats")
     try:
         first = Emitter(
             pod, tmp_path, min_events=30, delay=0.01, open_ended=False, flush_s=0, tag="spooled"
@@ -182,7 +182,7 @@ def test_spool_survives_session_restart(
         emitters.append(first)
         emitted_a, report_a = first.result()
     finally:
-        beampod_cli(home, "service", "start", "nats")
+        beampod_in_process(home, "service", "start", "nats")
     st = report_a["status"]
     assert not st["connected"] and st["acked"] == 0, st
     spool_log = Path(st["spool_path"]) / "spool.log"

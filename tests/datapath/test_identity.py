@@ -16,7 +16,7 @@ import pytest
 
 from beampod.bus import encode, message_id
 from beampod.config import LoadedPod
-from tests.conftest import beampod_cli
+from tests.conftest import beampod_in_process
 from tests.datapath._helpers import (
     STORE_POLL_S,
     Emitter,
@@ -74,7 +74,7 @@ def _stop(run_uid: str, num_events: int, reason: str) -> dict[str, Any]:
 
 
 def _runs_json(pod: LoadedPod) -> dict[str, dict[str, Any]]:
-    out = beampod_cli(pod.home.root, "runs", "--json", "--limit", "50").stdout
+    out = beampod_in_process(pod.home.root, "runs", "--json", "--limit", "50").stdout
     return {r["uid"]: r for r in json.loads(out)}
 
 
@@ -190,6 +190,6 @@ def test_forged_stop_mid_run_is_flagged_and_nothing_dropped_silently(
     assert summary["num_events"] == len(seqs)
     assert summary["stop_num_events"] == 5
     assert summary["mismatch"] is True
-    table = beampod_cli(pod.home.root, "runs", "--limit", "50").stdout
+    table = beampod_in_process(pod.home.root, "runs", "--limit", "50").stdout
     line = next(ln for ln in table.splitlines() if ln.startswith(run[:8]))
     assert "abort!" in line and f" {len(seqs)} " in line, line

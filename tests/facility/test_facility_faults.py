@@ -29,7 +29,7 @@ import pytest
 
 from beampod.bus import NatsConnection, nats_nodes
 from beampod.config import LoadedPod, PodHome, load_pod, stream_name
-from tests.conftest import call_passed
+from tests.conftest import beampod_in_process, call_passed
 from tests.datapath._helpers import (
     STORE_POLL_S,
     Emitter,
@@ -185,7 +185,7 @@ def test_postgres_stopped_30s_mid_run_on_every_instrument(
     writers = {inst: service(pod, _writer(pod, inst))["pid"] for inst in INSTRUMENTS}
     ems = _run_on_each(pod, workdir, "pg-stop")
     emitters.extend(ems.values())
-    run_cli(home, "service", "stop", "postgres")
+    beampod_in_process(home, "service", "stop", "postgres")
     t0 = time.monotonic()
     at_stop = {inst: em.events for inst, em in ems.items()}
     try:
@@ -198,7 +198,7 @@ def test_postgres_stopped_30s_mid_run_on_every_instrument(
         for inst, em in ems.items():
             assert em.events >= at_stop[inst] + 20, (inst, at_stop[inst], em.events)
     finally:
-        run_cli(home, "service", "start", "postgres")
+        beampod_in_process(home, "service", "start", "postgres")
     wait_service_ready(pod, "postgres")
     for em in ems.values():
         em.wait_events(em.events + 10)
@@ -283,7 +283,7 @@ def test_one_instrument_flooding_the_bus_does_not_stop_anothers_runs(
     em_b = Emitter(pod, workdir, min_events=30, delay=0.03, tag="flood-b", instrument=b).start()
     emitters.append(em_b)
     wait_stored(pod, em_b, rows=5, deadline_s=120)
-    run_cli(home, "service", "stop", _writer(pod, a))
+    beampod_in_process(home, "service", "stop", _writer(pod, a))
     try:
         # A run of bl03 that the bus acknowledged but bl03's writer has not stored.
         em_a = Emitter(
@@ -311,7 +311,7 @@ def test_one_instrument_flooding_the_bus_does_not_stop_anothers_runs(
         # bl02 went on storing during the flood; nothing of bl02 was discarded.
         wait_stored(pod, em_b, rows=at_flood + 5, deadline_s=60)
     finally:
-        run_cli(home, "service", "start", _writer(pod, a))
+        beampod_in_process(home, "service", "start", _writer(pod, a))
     finish_and_assert_stored(pod, em_b)
     assert _stream_info(pod, stream_name(b)).state.first_seq == max(b_first, 1)  # 0: empty
     # bl03's writer is back: the loss of its unstored run is reported, with the range.

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from beampod.config import LoadedPod, PodHome, load_pod
-from tests.conftest import call_passed
+from tests.conftest import beampod_in_process, call_passed
 from tests.datapath._helpers import (
     Emitter,
     assert_stored_exactly,
@@ -137,7 +137,7 @@ def test_one_instruments_writer_failing_does_not_stop_the_others(
     secrets_file.write_text(yaml.safe_dump(data, sort_keys=False))
     try:
         before = service(pod, POOL)
-        run_cli(home, "service", "restart", POOL)
+        beampod_in_process(home, "service", "restart", POOL)
         pool = wait_service_ready(pod, POOL, not_pid=before["pid"])
         em_a = _run(pod, workdir, A, "refused")
         em_b = _run(pod, workdir, B, "goes-on")
@@ -161,7 +161,7 @@ def test_one_instruments_writer_failing_does_not_stop_the_others(
         secrets_file.write_text(original)
         os.chmod(secrets_file, 0o600)
     before = service(pod, POOL)
-    run_cli(home, "service", "restart", POOL)
+    beampod_in_process(home, "service", "restart", POOL)
     wait_service_ready(pod, POOL, not_pid=before["pid"])
     _finish(pod, em_a, A)
 

@@ -43,19 +43,21 @@ def test_demo_scan_lands_in_the_store_with_25_events(pod: LoadedPod) -> None:
         rm.close()
     assert done and done[0]["result"]["exit_status"] == "completed", done
     run_uid = done[0]["result"]["run_uids"][0]
-    # The writer is asynchronous: poll the store (with a deadline) until the run is there.
-    import time
+    # The writer is asynchronous: wait (in-process, one Tiled client) until the store has
+    # the run's stop, then read it back the user's way, with ``beampod runs`` (a process
+    # that costs ~4 s of CPU: once, not once per poll).
+    lookup = run_lookup(pod)
 
-    deadline = time.monotonic() + 60
-    while True:
-        out = beampod_cli(pod.home.root, "runs", check=False).stdout
-        row = next(
-            (line.split() for line in out.splitlines() if line.startswith(run_uid[:8])), None
-        )
-        if row and "success" in row:
-            break
-        assert time.monotonic() < deadline, f"run {run_uid} not in the store:\n{out}"
-        time.sleep(0.2)
+    def stopped() -> bool:
+        try:
+            return lookup(run_uid).metadata.get("stop") is not None
+        except KeyError:
+            return False
+
+    wait_for(stopped, 60.0, f"run {run_uid} stopped in the store", interval=STORE_POLL_S)
+    out = beampod_cli(pod.home.root, "runs").stdout
+    row = next((line.split() for line in out.splitlines() if line.startswith(run_uid[:8])), None)
+    assert row and "success" in row, f"run {run_uid} not a success in `beampod runs`:\n{out}"
     assert "scan" in row and "25" in row, row
 
 

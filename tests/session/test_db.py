@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from beampod.config import LoadedPod
-from tests.conftest import beampod_cli
+from tests.conftest import beampod_cli, beampod_in_process
 
 pytestmark = pytest.mark.pod
 
@@ -102,24 +102,35 @@ def test_beampod_plot_writes_a_png_of_a_stored_run(
     data = latest.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 5_000
     named = tmp_path / "named.png"
-    beampod_cli(pod.home.root, "plot", uid[:8], "motor_ph", "pinhole", "-o", str(named))
+    # The same command by uid and columns, through its entry in this process (the
+    # process above proved the command line; this one costs no Tiled-client import).
+    beampod_in_process(pod.home.root, "plot", uid[:8], "motor_ph", "pinhole", "-o", str(named))
     assert named.read_bytes().startswith(PNG_SIGNATURE)
 
 
 @pytest.mark.parametrize(
-    ("args", "says"),
+    ("args", "says", "as_process"),
     [
-        (["987654321"], "no run with scan_id 987654321"),
-        (["abc"], "too short"),
-        (["-1", "motor_ph", "nosuch"], "no column 'nosuch'"),
-        (["-1", "nosuch"], "no column 'nosuch'"),
+        (["987654321"], "no run with scan_id 987654321", False),
+        (["abc"], "too short", False),
+        (["-1", "motor_ph", "nosuch"], "no column 'nosuch'", True),
+        (["-1", "nosuch"], "no column 'nosuch'", False),
     ],
 )
 def test_beampod_plot_bad_run_or_column(
-    pod: LoadedPod, stored_scan: str, tmp_path: Path, args: list[str], says: str
+    pod: LoadedPod,
+    stored_scan: str,
+    tmp_path: Path,
+    args: list[str],
+    says: str,
+    as_process: bool,
 ) -> None:
+    """One refusal as a user's own process (what the terminal shows: one line); the
+    others through the command's entry in this process (the same parsing, lookup and
+    message, without a Python that imports the Tiled client for each)."""
     out = tmp_path / "x.png"
-    proc = beampod_cli(pod.home.root, "plot", *args, "-o", str(out), check=False)
+    cli = beampod_cli if as_process else beampod_in_process
+    proc = cli(pod.home.root, "plot", *args, "-o", str(out), check=False)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], proc.stderr

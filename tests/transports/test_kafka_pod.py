@@ -20,7 +20,7 @@ import pytest
 from beampod.bus import MSG_ID_HEADER, REASON_HEADER, dlq_topic, encode, message_id
 from beampod.config import LoadedPod, documents_subject
 from tests._tansu import TansuBroker
-from tests.conftest import beampod_cli
+from tests.conftest import beampod_cli, beampod_in_process
 from tests.datapath._helpers import (
     Emitter,
     kill_writer_mid_run,
@@ -43,7 +43,7 @@ def test_kafka_pod_runs_a_writer_and_stores_the_scan(kafka_pod: LoadedPod) -> No
     ds = run["primary"].read()
     np.testing.assert_allclose(np.asarray(ds["motor_ph"]), np.linspace(-1, 1, 5), atol=1e-6)
     assert run.metadata["stop"]["num_events"] == {"primary": 5}
-    runs = json.loads(beampod_cli(kafka_pod.home.root, "runs", "--json").stdout)
+    runs = json.loads(beampod_in_process(kafka_pod.home.root, "runs", "--json").stdout)
     assert [r["num_events"] for r in runs if r["uid"] == uid] == [5]
 
 

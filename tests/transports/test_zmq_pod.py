@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from beampod.config import LoadedPod
-from tests.conftest import beampod_cli
+from tests.conftest import beampod_cli, beampod_in_process
 from tests.datapath._helpers import status
 
 from ._common import run_scan, tail_during_scan, wait_run_stored
@@ -27,7 +27,7 @@ def test_zmq_pod_runs_the_proxy_and_a_writer_and_stores_the_scan(zmq_pod: Loaded
     ds = run["primary"].read()
     np.testing.assert_allclose(np.asarray(ds["motor_ph"]), np.linspace(-1, 1, 5), atol=1e-6)
     assert run.metadata["stop"]["exit_status"] == "success"
-    runs = json.loads(beampod_cli(zmq_pod.home.root, "runs", "--json").stdout)
+    runs = json.loads(beampod_in_process(zmq_pod.home.root, "runs", "--json").stdout)
     assert [r["num_events"] for r in runs if r["uid"] == uid] == [5]
 
 
