@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import yaml
 
-from beampod.config import PodHome, ioc_service_name, load_pod
+from beampod.config import LoadedPod, PodHome, ioc_service_name, load_pod
 from beampod.services._svc_ioc import (
     RotatingProbe,
     ioc_processes,
@@ -24,14 +24,18 @@ from beampod.sim import ca_write, probe_pv, read_sync
 from tests.sim._iocfix import make_pod
 
 
-def test_one_process_serves_every_family_on_its_own_port(tmp_path: Path) -> None:
-    root = tmp_path / "pod"
+def _one_process_pod(root: Path) -> LoadedPod:
+    """The demo instrument's simulated IOCs, all served by one process."""
     make_pod(root)
     config = PodHome(root).config_file
     raw = yaml.safe_load(config.read_text())
     raw.setdefault("channel_access", {})["ioc_processes"] = "per_instrument"
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
-    pod = load_pod(PodHome(root))
+    return load_pod(PodHome(root))
+
+
+def test_one_process_serves_every_family_on_its_own_port(tmp_path: Path) -> None:
+    pod = _one_process_pod(tmp_path / "pod")
     inst, settings = pod.config.instrument_name, pod.config.instrument()
     assert [s.name for s in ioc_specs(pod)] == [f"ioc-{inst}"]
     ports = pod.config.ioc_ports()
@@ -57,13 +61,7 @@ def test_a_starved_group_passes_its_health_check(tmp_path: Path) -> None:
     IOCs in one process answered no 1 s read for ten minutes). Its read may take 1 s
     per IOC it serves (at most 10 s): stopped for longer than one IOC's second (as a
     starved process gets no CPU), it is slow, not failing."""
-    root = tmp_path / "pod"
-    make_pod(root)
-    config = PodHome(root).config_file
-    raw = yaml.safe_load(config.read_text())
-    raw.setdefault("channel_access", {})["ioc_processes"] = "per_instrument"
-    config.write_text(yaml.safe_dump(raw, sort_keys=False))
-    pod = load_pod(PodHome(root))
+    pod = _one_process_pod(tmp_path / "pod")
     (spec,) = ioc_specs(pod)
     assert isinstance(spec.health, RotatingProbe)
     iocs = len(pod.config.instrument().iocs)
