@@ -78,6 +78,9 @@ class BatchPuller:
         self._no_jetstream = False
         self._msg_class: Any = None
         self._subject_b, self._subject_s = b"", ""
+        # Messages taken by this puller's own frame reader (not nats-py's parser): 0
+        # after a backlog means a nats-py without the internals it uses (ADR 0029).
+        self.frames_taken = 0
 
     async def start(self) -> None:
         self._msg_class = message_class()
@@ -157,6 +160,7 @@ class BatchPuller:
                 return pos, True
             headers = bytes(view[start : start + hdr_n]) if hdr_n else None
             self._take(subject, reply, bytes(view[start + hdr_n : stop]), headers)
+            self.frames_taken += 1
             pos = stop + 2
         return pos, False
 
