@@ -162,6 +162,15 @@ def load_phase(
             pub.close(30)
 
 
+def make_and_start(root: Path, n: int, args: argparse.Namespace) -> float:
+    """Scaffold a facility of ``n`` instruments at ``root`` as ``args`` say and bring it
+    up (``up -d``): the seconds that took."""
+    make(root, n, args.writer_pool_size, args.ioc_processes, args.agent_pool_size)
+    t0 = time.monotonic()
+    run_cli(root, "up", "-d", timeout=1800)
+    return time.monotonic() - t0
+
+
 def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     from beampod.config import PodHome, load_pod
     from beampod.store._client import connect
@@ -171,10 +180,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     root = tmp / "facility"
     out: dict[str, Any] = {"n": n}
     try:
-        make(root, n, args.writer_pool_size, args.ioc_processes, args.agent_pool_size)
-        t0 = time.monotonic()
-        run_cli(root, "up", "-d", timeout=1800)
-        out["up_s"] = time.monotonic() - t0
+        out["up_s"] = make_and_start(root, n, args)
         state = status(root)
         out["mem_idle"] = memory_of(state)
         # Idle CPU: what the facility costs before anything is measured through it.

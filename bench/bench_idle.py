@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.facility's helpers
 from _common import load_average
-from bench_facility import make, status
+from bench_facility import make_and_start, status
 from tests.facility._facility import run_cli
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -130,10 +130,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     root = tmp / "facility"
     out: dict[str, Any] = {"n": n}
     try:
-        make(root, n, args.writer_pool_size, args.ioc_processes, args.agent_pool_size)
-        t0 = time.monotonic()
-        run_cli(root, "up", "-d", timeout=1800)
-        out["up_s"] = round(time.monotonic() - t0, 1)
+        out["up_s"] = round(make_and_start(root, n, args), 1)
         time.sleep(args.settle)  # let the start's work end before the idle window
         out["load_before"] = load_average()
         out["cpu_s_per_min"] = measure(root, args.window)
