@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import traceback
 import time
 from typing import Any
 
@@ -61,6 +62,7 @@ class RunningWriter:
         self.ready = threading.Event()
         self.loop = asyncio.new_event_loop()
         self.error: BaseException | None = None
+        self.error_trace = ""  # where it was raised, for the failure message
         self.thread = threading.Thread(target=self._main, daemon=True)
         self.thread.start()
         assert self.ready.wait(20), "the writer never became ready"
@@ -70,11 +72,12 @@ class RunningWriter:
             self.loop.run_until_complete(self.writer.run(on_ready=self.ready.set))
         except BaseException as exc:  # noqa: BLE001 - recorded; the test asserts on it
             self.error = exc
+            self.error_trace = "".join(traceback.format_exception(exc))
 
     def wait_docs(self, n: int, deadline_s: float = 30.0) -> list[Doc]:
         deadline = time.monotonic() + deadline_s
         while len(docs := self.sink.docs()) < n:
-            assert self.thread.is_alive(), f"the writer stopped: {self.error!r}"
+            assert self.thread.is_alive(), f"the writer stopped: {self.error_trace}"
             assert time.monotonic() < deadline, f"{len(docs)} of {n} documents stored"
             time.sleep(0.02)  # poll interval, bounded by the deadline
         return docs

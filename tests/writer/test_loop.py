@@ -49,7 +49,7 @@ def test_writer_rides_out_the_bus_going_away(
     # The writer keeps polling a dead bus for a while: it must neither crash nor stop.
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
-        assert running_writer.thread.is_alive(), f"writer died: {running_writer.error!r}"
+        assert running_writer.thread.is_alive(), f"writer died: {running_writer.error_trace}"
         time.sleep(0.05)  # sampling the writer thread during the outage
     nats_server.start()
     second = _publish(bus_pod, 7)
@@ -71,7 +71,7 @@ def test_writer_waits_out_a_bus_without_jetstream(
     stats = running_writer.writer.stats
     deadline = time.monotonic() + 20
     while stats.bus_errors < 2:  # lost it, and failed to re-open it at least once
-        assert running_writer.thread.is_alive(), f"writer died: {running_writer.error!r}"
+        assert running_writer.thread.is_alive(), f"writer died: {running_writer.error_trace}"
         assert time.monotonic() < deadline, "the writer never noticed JetStream was gone"
         time.sleep(0.05)  # poll interval, bounded by the deadline
     nats_server.stop()
