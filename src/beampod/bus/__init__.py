@@ -17,7 +17,6 @@ from beampod.bus._contract import (
     Transport,
 )
 from beampod.bus._natsconf import (
-    NatsConnection,
     NatsNode,
     edge_urls,
     nats_nodes,
@@ -25,6 +24,7 @@ from beampod.bus._natsconf import (
     render_nats_config,
     write_nats_config,
 )
+from beampod.bus._natsconn import NatsConnection
 from beampod.bus._pubstate import PublisherStatus
 from beampod.bus._roles import (
     ADMIN_USER,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from beampod.bus._codec import DecodeError, decode
-from beampod.bus._natsconf import NatsConnection
+from beampod.bus._natsconn import NatsConnection
 from beampod.bus._pull import BatchPuller
 from beampod.bus._pulled import AckMetadata, ack_replies, quick_msg_id
 from beampod.config import dead_letter_subject, documents_subject, stream_name

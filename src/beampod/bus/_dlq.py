@@ -8,7 +8,7 @@ from typing import Any
 
 from beampod.bus._codec import DecodeError, decode
 from beampod.bus._consumer import LOST_SEQS, MSG_ID, ORIGINAL_MSG_ID, REASON
-from beampod.bus._natsconf import NatsConnection
+from beampod.bus._natsconn import NatsConnection
 from beampod.bus._roles import dead_letter_stream_name
 from beampod.config import documents_subject, stream_name
 from beampod.errors import BusError, UsageError

@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from beampod.bus._codec import DecodeError, decode
-from beampod.bus._natsconf import NatsConnection
+from beampod.bus._natsconn import NatsConnection
 from beampod.config import documents_subject, stream_name
 
 log = logging.getLogger("beampod.bus.consumer")

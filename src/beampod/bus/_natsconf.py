@@ -1,4 +1,4 @@
-"""nats-server configuration and client connection settings derived from a pod.
+"""nats-server configuration derived from a pod (clients: `_natsconn.py`).
 
 The server config carries passwords, so it is written with mode 0600 from the first
 byte and passed to nats-server as a file path (never in argv, never logged).
@@ -6,34 +6,28 @@ byte and passed to nats-server as a file path (never in argv, never logged).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import os
 import shutil
 import sysconfig
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import SecretStr
 
 from beampod.bus._accounts import MAIN_ACCOUNT, SYSTEM_USER, render_accounts
 from beampod.bus._roles import (
-    ADMIN_INBOX_PREFIX,
     ADMIN_USER,
     BUS_ROLES,
     STANDARD_ONLY,
-    BusRole,
     bus_user,
-    check_role,
     edge_connection_types,
-    inbox_prefix,
     role_permissions,
 )
 from beampod.config import LoadedPod, NatsBus, central_address, central_bind, loopback_for
-from beampod.errors import BusError, BusUnavailableError
+from beampod.errors import BusError
 
 # Headers and protocol framing ride on top of the payload; keep this much room when
 # sizing messages against max_payload.
@@ -313,96 +307,3 @@ def _adopt_global_account_store(node: NatsNode) -> None:
     new = node.store_dir / "jetstream" / MAIN_ACCOUNT
     if not node.clustered and old.is_dir() and not new.exists():
         os.rename(old, new)
-
-
-@dataclass(frozen=True)
-class NatsConnection:
-    """How a client reaches the bus. ``repr`` hides the password (SecretStr)."""
-
-    servers: tuple[str, ...]
-    user: str
-    password: SecretStr
-    inbox_prefix: str = "_INBOX"
-    max_payload: int = 8 * 1024 * 1024
-    name: str = field(default="beampod")
-
-    @classmethod
-    def from_pod(
-        cls,
-        pod: LoadedPod,
-        instrument: str | None = None,
-        *,
-        role: BusRole = "reader",
-        admin: bool = False,
-        name: str = "beampod",
-    ) -> NatsConnection:
-        """How ``role`` of ``instrument`` (default: the pod's instrument) connects.
-
-        ``role`` is least privilege by default (``reader``: read documents); say
-        ``publisher``, ``writer`` or ``agent`` for those jobs, ``admin=True`` only to
-        manage streams and durables. See docs/bus.md "Users and roles"."""
-        role = check_role(role)
-        bus = nats_bus(pod)
-        # Every node of a local cluster: nats-py tries the next one when a connection
-        # fails, so clients fail over to a surviving node.
-        servers = tuple(bus.external_urls) or tuple(n.url for n in nats_nodes(pod))
-        max_payload = bus.max_payload_mb * 1024 * 1024
-        if admin:
-            return cls(
-                servers,
-                ADMIN_USER,
-                pod.secrets.bus_admin_password,
-                inbox_prefix=ADMIN_INBOX_PREFIX,
-                max_payload=max_payload,
-                name=name,
-            )
-        inst = instrument or pod.config.instrument_name
-        pod.config.instrument(inst)  # raises UsageError for an unknown instrument
-        return cls(
-            servers,
-            bus_user(inst, role),
-            pod.secrets.for_instrument(inst).bus_role_password(role),
-            inbox_prefix=inbox_prefix(inst, role),
-            max_payload=max_payload,
-            name=name,
-        )
-
-    async def connect(
-        self, *, connect_timeout: float = 2.0, reconnect: bool = True, **callbacks: Any
-    ) -> Any:
-        """A nats-py client. ``reconnect=False`` for the publisher, which handles
-        reconnection itself so that nothing is silently re-sent out of order."""
-        import nats
-        from nats.errors import Error as NatsClientError
-
-        async def _quiet(_exc: Exception) -> None:
-            # nats-py logs every failed reconnect attempt through error_cb by default;
-            # the owner of the connection reports state itself.
-            return None
-
-        client = nats.connect(
-            servers=list(self.servers),
-            user=self.user,
-            password=self.password.get_secret_value(),
-            name=self.name,
-            inbox_prefix=self.inbox_prefix,
-            connect_timeout=connect_timeout,
-            allow_reconnect=reconnect,
-            # nats-py treats 0 as "forever"; 1 means: two attempts, then NoServersError.
-            max_reconnect_attempts=-1 if reconnect else 1,
-            reconnect_time_wait=0.5 if reconnect else 0.02,
-            # A node cut off from the network (not stopped) sends no FIN or RST: only
-            # missing PONGs tell. nats-py's default (120 s, 2 outstanding) would leave a
-            # client on such a node for minutes; this notices in about 20 s.
-            ping_interval=PING_INTERVAL_S,
-            max_outstanding_pings=MAX_OUTSTANDING_PINGS,
-            **({"error_cb": _quiet} | callbacks),
-        )
-        try:
-            # With reconnect on, nats-py retries the *first* connect forever too; bound it
-            # so a command facing a down bus fails with a message instead of hanging.
-            return await asyncio.wait_for(client, max(5.0, 3 * connect_timeout))
-        except (OSError, TimeoutError, NatsClientError) as exc:
-            raise BusUnavailableError(
-                f"cannot connect to NATS at {', '.join(self.servers)}: {type(exc).__name__}: {exc}"
-            ) from None

@@ -28,7 +28,7 @@ from typing import Any
 from nats.errors import Error as NatsError
 
 from beampod.bus._jsacks import AckTracker, Pending
-from beampod.bus._natsconf import NatsConnection
+from beampod.bus._natsconn import NatsConnection
 from beampod.bus._pubstate import Item, SharedState
 from beampod.bus._spool import Spool, SpoolError
 from beampod.errors import BusError

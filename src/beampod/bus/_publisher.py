@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from beampod.bus._codec import run_uid_of
-from beampod.bus._natsconf import HEADER_ALLOWANCE, NatsConnection
+from beampod.bus._natsconf import HEADER_ALLOWANCE
+from beampod.bus._natsconn import NatsConnection
 from beampod.bus._pubio import Engine, EngineSettings
 from beampod.bus._pubstate import PublisherStatus, SharedState
 from beampod.bus._split import OversizeDocumentError, to_messages

@@ -7,7 +7,8 @@ import asyncio
 from dataclasses import dataclass, replace
 
 from beampod.bus._accounts import readers_account, readers_api_prefix
-from beampod.bus._natsconf import NatsConnection, nats_bus
+from beampod.bus._natsconf import nats_bus
+from beampod.bus._natsconn import NatsConnection
 from beampod.bus._roles import dead_letter_stream_name
 from beampod.config import LoadedPod, StreamSettings, dead_letter_subject, documents_subject
 from beampod.config import stream_name as documents_stream_name

@@ -12,7 +12,8 @@ import contextlib
 import json
 
 from beampod.bus._accounts import SYSTEM_USER
-from beampod.bus._natsconf import NatsConnection, NatsNode
+from beampod.bus._natsconf import NatsNode
+from beampod.bus._natsconn import NatsConnection
 from beampod.config import LoadedPod
 from beampod.errors import BusError
 

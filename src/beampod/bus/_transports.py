@@ -14,7 +14,7 @@ from beampod.bus._contract import (
     Durability,
     Transport,
 )
-from beampod.bus._natsconf import NatsConnection
+from beampod.bus._natsconn import NatsConnection
 from beampod.bus._publisher import DurablePublisher
 from beampod.config import KafkaBus, LoadedPod, NatsBus, ZmqBus, central_address
 
