@@ -226,17 +226,48 @@ def test_bus_errors_split_into_retry_later_and_give_up(make: Any, transient: boo
     """What a long-running reader (the writer) waits out and what it reports: a
     JetStream that is restarting answers 503 / no responders; a refused permission is
     final."""
-    from beampod.bus._consumer import _bus_errors
+    from beampod.bus._natserrors import bus_errors
     from beampod.errors import BusError, BusUnavailableError
 
     async def main() -> None:
-        async with _bus_errors("fetching"):
+        async with bus_errors("fetching"):
             raise make()
 
     with pytest.raises(BusError) as info:
         asyncio.run(main())
     assert isinstance(info.value, BusUnavailableError) is transient
     assert str(info.value).startswith("fetching: ")
+
+
+def test_a_cancellation_nobody_asked_for_is_a_lost_connection() -> None:
+    """nats-py cancels the futures its callers await when their connection closes
+    under them (CI saw the writer's loop end on one): that is a lost bus, waited out
+    like any other, while a cancellation asked of the task itself still propagates."""
+    from beampod.bus._natserrors import bus_errors
+    from beampod.errors import BusUnavailableError
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        owned_by_connection = loop.create_future()
+        loop.call_soon(owned_by_connection.cancel)  # what nats-py does on close
+        with pytest.raises(BusUnavailableError, match=r"^fetching: the connection was closed"):
+            async with bus_errors("fetching"):
+                await owned_by_connection
+
+        started = asyncio.Event()
+
+        async def fetching() -> None:
+            async with bus_errors("fetching"):
+                started.set()
+                await asyncio.Event().wait()
+
+        task = asyncio.create_task(fetching())
+        await started.wait()
+        task.cancel()  # the owner stops it: not a bus error
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
 
 
 def test_messages_the_stream_discarded_before_delivery_are_reported(

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from beampod.bus._codec import DecodeError, decode
 from beampod.bus._natsconn import NatsConnection
+from beampod.bus._natserrors import bus_errors, is_transient
 from beampod.bus._pull import BatchPuller
 from beampod.bus._pulled import AckMetadata, ack_replies, quick_msg_id
 from beampod.config import dead_letter_subject, documents_subject, stream_name
-from beampod.errors import BusError, BusUnavailableError, DeliveryGapError
+from beampod.errors import BusError, DeliveryGapError
 
 log = logging.getLogger("beampod.bus.consumer")
 
@@ -27,45 +28,6 @@ ORIGINAL_SEQ = "Beampod-Original-Seq"
 # A dead letter that holds no document but says which stream sequences were discarded
 # (by the stream's limits) before the writer stored them: "<first>-<last>".
 LOST_SEQS = "Beampod-Lost-Seqs"
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """A nats-py error that says "not now" (server gone, reconnecting, JetStream not
-    answering yet), as opposed to "never" (permissions, bad request)."""
-    import nats.errors as ne
-    from nats.js.errors import APIError, ServiceUnavailableError
-
-    transient = (
-        ne.NoRespondersError,
-        ne.ConnectionClosedError,
-        ne.ConnectionReconnectingError,
-        ne.ConnectionDrainingError,
-        ne.StaleConnectionError,
-        ne.UnexpectedEOF,
-        ne.NoServersError,
-        ne.OutboundBufferLimitError,
-        ne.FlushTimeoutError,
-        ServiceUnavailableError,
-        TimeoutError,
-        OSError,
-    )
-    if isinstance(exc, transient):
-        return True
-    return isinstance(exc, APIError) and exc.code == 503
-
-
-@contextlib.asynccontextmanager
-async def _bus_errors(what: str) -> AsyncIterator[None]:
-    """nats-py errors become BusUnavailableError (retry later) or BusError (give up)."""
-    from nats.errors import Error as NatsError
-
-    try:
-        yield
-    except (NatsError, TimeoutError, OSError) as exc:
-        detail = f"{what}: {type(exc).__name__}: {exc}"
-        if _is_transient(exc):
-            raise BusUnavailableError(detail) from None
-        raise BusError(detail) from None
 
 
 def _msg_id(headers: Mapping[str, str] | None) -> str | None:
@@ -104,19 +66,19 @@ class _Delivered:
         return int(self.raw.metadata.num_delivered)
 
     async def ack(self) -> None:
-        async with _bus_errors("ack"):
+        async with bus_errors("ack"):
             await self.raw.ack()
 
     async def nak(self, delay: float | None = None) -> None:
-        async with _bus_errors("nak"):
+        async with bus_errors("nak"):
             await self.raw.nak(delay=delay)
 
     async def in_progress(self) -> None:
-        async with _bus_errors("in progress"):
+        async with bus_errors("in progress"):
             await self.raw.in_progress()
 
     async def term(self) -> None:
-        async with _bus_errors("term"):
+        async with bus_errors("term"):
             await self.raw.term()
 
 
@@ -186,9 +148,10 @@ class DocumentConsumer:
         self._owed_seen: tuple[int, int] | None = None  # check_nothing_owed's last view
 
     async def start(self) -> DocumentConsumer:
-        self._nc = await self.connection.connect()
+        async with bus_errors("connecting"):
+            self._nc = await self.connection.connect()
         try:
-            async with _bus_errors(f"opening consumer {self.durable!r}"):
+            async with bus_errors(f"opening consumer {self.durable!r}"):
                 return await self._subscribe()
         except BaseException:
             await self.close()
@@ -215,7 +178,7 @@ class DocumentConsumer:
                     self.resumed_from = start_seq
             await self._bind(config)
         except APIError as exc:
-            if _is_transient(exc):
+            if is_transient(exc):
                 raise
             raise BusError(
                 f"cannot create consumer {self.durable!r} on "
@@ -284,7 +247,7 @@ class DocumentConsumer:
             raise BusError("consumer not started")
         if self._gap is not None:
             raise DeliveryGapError(self._gap)
-        async with _bus_errors("fetching documents"):
+        async with bus_errors("fetching documents"):
             raws = await self._sub.fetch(batch, timeout=timeout, idle_s=idle_s)
         if raws:
             self._owed_seen = None  # progress: check_nothing_owed starts over
@@ -312,7 +275,7 @@ class DocumentConsumer:
         """Sort the skipped stream seqs ``first..last``: those below the stream's first
         kept message were discarded (noted for ``take_discarded``); if any are still in
         the stream, their delivery was lost: note the gap and return True."""
-        async with _bus_errors("reading the documents stream's state"):
+        async with bus_errors("reading the documents stream's state"):
             info = await self._js.stream_info(stream_name(self.instrument))
         first_kept = int(info.state.first_seq or 0)
         if first < first_kept:
@@ -334,7 +297,7 @@ class DocumentConsumer:
         in between (acks still in flight get one call's time to arrive)."""
         if self._js is None:
             raise BusError("consumer not started")
-        async with _bus_errors("reading the consumer's state"):
+        async with bus_errors("reading the consumer's state"):
             info = await self._js.consumer_info(stream_name(self.instrument), self.durable)
         floor = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
         seen = (int(info.num_ack_pending or 0), floor)
@@ -359,7 +322,7 @@ class DocumentConsumer:
     ) -> int:
         if self._js is None:
             raise BusError("consumer not started")
-        async with _bus_errors("storing a dead letter"):
+        async with bus_errors("storing a dead letter"):
             return await publish_dead_letter(self._js, self.instrument, original, reason, headers)
 
     async def ack_all(self, messages: Sequence[_Delivered]) -> None:
@@ -367,14 +330,15 @@ class DocumentConsumer:
         error wrapper for the batch instead of one per message."""
         if self._nc is None:
             raise BusError("consumer not started")
-        async with _bus_errors("ack"):
+        async with bus_errors("ack"):
             await ack_replies(self._nc, [m.raw.reply for m in messages])
 
     async def close(self) -> None:
         nc, self._nc, self._js, self._sub = self._nc, None, None, None
         if nc is not None:
-            with contextlib.suppress(OSError, TimeoutError):  # closing a dead link
-                await nc.close()
+            with contextlib.suppress(BusError):  # closing a dead link
+                async with bus_errors("closing"):
+                    await nc.close()
 
 
 async def publish_dead_letter(
