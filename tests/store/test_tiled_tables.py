@@ -1,0 +1,110 @@
+"""Many runs starting at once create each new SQL table once, on real PostgreSQL.
+
+tiled keeps every table of one Arrow schema in one SQL table; the first streams of
+several instruments with the same hardware create it at the same moment. Without
+``_tiled_tables`` PostgreSQL refuses all but one of those concurrent creations
+(``IntegrityError`` on its catalog index) and Tiled answers 500."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import pytest
+
+from beampod.store import store_uris
+from beampod.store._tiled_tables import lost_a_creation_race, one_at_a_time
+from tests.store.conftest import Server
+
+pytestmark = [pytest.mark.pod, pytest.mark.slow]
+
+THREADS = 6
+
+
+def _data_source(column: str) -> Any:
+    import pyarrow
+    from tiled.structures.core import StructureFamily
+    from tiled.structures.data_source import DataSource
+    from tiled.structures.table import TableStructure
+
+    table = pyarrow.table({column: pyarrow.array([1.0]), "seq_num": pyarrow.array([1])})
+    return DataSource(
+        structure_family=StructureFamily.table,
+        structure=TableStructure.from_arrow_table(table),
+        mimetype="application/x-tiled-sql-table",
+    )
+
+
+def _create_at_once(init_storage: Any, storage: Any, column: str) -> list[BaseException]:
+    """``THREADS`` first streams of one new schema, released together."""
+    from tiled.adapters.sql import SQLAdapter
+
+    gate = threading.Barrier(THREADS)
+    errors: list[BaseException] = []
+
+    def create() -> None:
+        gate.wait(10)
+        try:
+            init_storage(SQLAdapter, storage, _data_source(column))
+        except Exception as exc:  # noqa: BLE001 - collected; the test asserts on them
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    return errors
+
+
+def test_first_streams_of_one_schema_created_at_once_all_succeed(pg_server: Server) -> None:
+    from tiled.adapters.sql import SQLAdapter
+    from tiled.storage import parse_storage
+
+    storage = parse_storage(store_uris(pg_server.pod).tables)
+    guarded = one_at_a_time(SQLAdapter.__dict__["init_storage"].__func__)
+    for _ in range(4):  # four new schemas, each created by THREADS streams at once
+        column = f"det_{uuid.uuid4().hex[:12]}"
+        assert _create_at_once(guarded, storage, column) == []
+        with storage.connect() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM information_schema.columns"
+                f" WHERE column_name = '{column.lower()}'"  # a generated, safe name
+            )
+            assert cursor.fetchone() == (1,)  # one table holds the new column
+
+
+class IntegrityError(Exception):
+    """Named like the DB-API error adbc and psycopg raise."""
+
+
+def test_only_a_lost_creation_race_is_asked_again() -> None:
+    race = IntegrityError(
+        'duplicate key value violates unique constraint "pg_type_typname_nsp_index"'
+    )
+    assert lost_a_creation_race(race)
+    assert not lost_a_creation_race(IntegrityError('unique constraint "runs_pkey"'))
+    assert not lost_a_creation_race(ValueError("pg_type_typname_nsp_index"))
+
+    calls: list[int] = []
+
+    def init_storage(cls: Any) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise race
+        return "created"
+
+    assert one_at_a_time(init_storage)(object) == "created"
+    assert len(calls) == 2
+
+
+def test_the_server_installs_the_guard_once() -> None:
+    from tiled.adapters.sql import SQLAdapter
+
+    from beampod.store._tiled_tables import install_one_table_creation_at_a_time
+
+    install_one_table_creation_at_a_time()  # what serve() does (True the first time)
+    assert SQLAdapter.__dict__["init_storage"].__func__._beampod_one_at_a_time
+    assert install_one_table_creation_at_a_time() is False
