@@ -7,8 +7,15 @@ shares the GIL. Here one wildcard subscription per connection receives every ack
 counter names each publish (the inbox prefix is already unique per connection), and
 an ack is read with two byte searches; JSON is parsed only for errors.
 
-``parse_puback`` is the protocol logic, pure and tested without sockets;
-``AckTracker`` is the I/O around it.
+A batch of messages is one ``HPUB`` command block handed to the socket in one write
+(``publish_batch``), and the acks are taken from the connection's reader
+(``nc._process_msg``) before nats-py builds a ``Msg`` and queues it for a subscription
+task: every extra turn of the publisher's event loop is a GIL hand-over with the
+RunEngine's thread. A nats-py without those internals gets its own ``publish`` and
+subscription path (``fast`` tells which one is in use).
+
+``parse_puback`` and ``hpub_block`` are the protocol logic, pure and tested without
+sockets; ``AckTracker`` is the I/O around them.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from nats.errors import ConnectionClosedError, ConnectionDrainingError, OutboundBufferLimitError
 
 Outcome = Literal["stored", "duplicate", "refused", "unavailable"]
 
@@ -68,6 +77,37 @@ def parse_puback(data: bytes, status: str | None = None) -> tuple[Outcome, str]:
     return ("duplicate" if _DUPLICATE.search(data) else "stored"), ""
 
 
+_HDR_LINE = b"NATS/1.0"
+# What nats-py does to a header value (strip, CR/LF to space): the same id either way.
+_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+
+
+def hpub_block(
+    subject: bytes, reply_prefix: bytes, first: int, stream: bytes, items: list[tuple[bytes, str]]
+) -> bytes:
+    """The ``HPUB`` commands for ``items`` (data, message id), the i-th with the reply
+    subject ``reply_prefix + str(first + i)``, as nats-py's ``publish`` writes each one
+    (headers ``Nats-Msg-Id`` and ``Nats-Expected-Stream``)."""
+    tail = b"\r\nNats-Expected-Stream: " + stream + b"\r\n\r\n"
+    parts: list[bytes] = []
+    token = first
+    for data, msg_id in items:
+        hdr = _HDR_LINE + b"\r\nNats-Msg-Id: " + msg_id.strip().translate(_NEWLINES).encode() + tail
+        parts.append(
+            b"HPUB %s %s%d %d %d\r\n%s%s\r\n"
+            % (subject, reply_prefix, token, len(hdr), len(hdr) + len(data), hdr, data)
+        )
+        token += 1
+    return b"".join(parts)
+
+
+def _status_of(headers: bytes | None) -> str | None:
+    """The status code of a raw header block ``NATS/1.0 503...``, if it has one."""
+    if headers and len(headers) > len(_HDR_LINE) + 3 and headers[len(_HDR_LINE)] == 0x20:
+        return headers[len(_HDR_LINE) + 1 : len(_HDR_LINE) + 4].decode("ascii", "replace")
+    return None
+
+
 @dataclass
 class Pending:
     """One published message waiting for its acknowledgement."""
@@ -84,10 +124,74 @@ class AckTracker:
         self._prefix = ""
         self._next = 0
         self._pending: dict[int, Pending] = {}
+        self.fast = False  # batches written as one block, acks taken from the reader
+        # Acks taken from the connection's reader (not nats-py's subscription task).
+        self.replies_taken = 0
 
     async def start(self) -> None:
-        self._prefix = self._nc.new_inbox() + "."
-        await self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
+        nc = self._nc
+        self._prefix = nc.new_inbox() + "."
+        sub = await nc.subscribe(self._prefix + "*", cb=self._on_reply)
+        self.fast = all(
+            hasattr(nc, a) for a in ("_process_msg", "_send_command", "_pending", "_transport")
+        ) and isinstance(getattr(sub, "_id", None), int)
+        if not self.fast:
+            return
+        own_sid, process, cut = sub._id, nc._process_msg, len(self._prefix)
+
+        async def process_msg(
+            sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+        ) -> None:
+            # This connection is the publisher's own: its only other traffic is
+            # nats-py's (PING/PONG, INFO), which keeps going the usual way.
+            if sid != own_sid:
+                await process(sid, subject, reply, data, headers)
+                return
+            nc.stats["in_msgs"] += 1
+            nc.stats["in_bytes"] += len(data)
+            try:
+                token = int(subject[cut:])
+            except ValueError:
+                return
+            self.replies_taken += 1
+            self._resolve(token, bytes(data), _status_of(headers))
+
+        nc._process_msg = process_msg
+
+    async def publish_batch(self, items: list[tuple[bytes, str]]) -> list[Pending]:
+        """Publish ``items`` (data, message id) in order; one socket write on the fast
+        path. Raises nats-py's errors (nothing of the batch is sent then)."""
+        if not self.fast:
+            return [await self.publish(data, msg_id) for data, msg_id in items]
+        nc = self._nc
+        if nc.is_closed:
+            raise ConnectionClosedError
+        if nc.is_draining_pubs:
+            raise ConnectionDrainingError
+        if not nc.is_connected:
+            raise OutboundBufferLimitError  # the publisher's connection has no buffer
+        first = self._next + 1
+        block = hpub_block(
+            self._subject.encode(),
+            self._prefix.encode(),
+            first,
+            self._stream.encode(),
+            items,
+        )
+        pendings = [Pending() for _ in items]
+        for i, pending in enumerate(pendings):
+            self._pending[first + i] = pending
+        self._next += len(items)
+        nc.stats["out_msgs"] += len(items)
+        nc.stats["out_bytes"] += sum(len(data) for data, _ in items)
+        # The whole batch, and anything nats-py had pending before it, in one write now
+        # rather than on the flusher task's next turn.
+        await nc._send_command(block)
+        nc._transport.writelines(nc._pending)
+        nc._pending = []
+        nc._pending_data_size = 0
+        await nc._transport.drain()  # waits only while the socket's buffer is full
+        return pendings
 
     async def publish(self, data: bytes, msg_id: str) -> Pending:
         self._next += 1
@@ -105,11 +209,14 @@ class AckTracker:
             token = int(msg.subject[len(self._prefix) :])
         except ValueError:
             return
+        status = msg.headers.get("Status") if msg.headers else None
+        self._resolve(token, bytes(msg.data), status)
+
+    def _resolve(self, token: int, data: bytes, status: str | None) -> None:
         pending = self._pending.pop(token, None)
         if pending is None:  # an ack for a message already given up on
             return
-        status = msg.headers.get("Status") if msg.headers else None
-        pending.outcome, pending.detail = parse_puback(bytes(msg.data), status)
+        pending.outcome, pending.detail = parse_puback(data, status)
         self._on_ack()
 
     def forget(self) -> None:

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,43 @@ class _Retry(Exception):
     pass
 
 
+class _Wakeup:
+    """An ``asyncio.Event`` with a timed wait that costs one future and one timer:
+    ``asyncio.wait_for`` (3.11) wraps the wait in a task of its own, one more turn of
+    the loop per wake-up."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._flag = False
+        self._fut: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._flag = True
+        fut = self._fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    async def wait(self, timeout: float) -> None:
+        """Until ``set`` or ``timeout`` seconds, whichever is first."""
+        if self._flag:
+            return
+        fut = self._fut = self._loop.create_future()
+        timer = self._loop.call_later(timeout, _resolve, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._fut = None
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class Engine:
     def __init__(
         self, state: SharedState, conn: NatsConnection, spool: Spool, settings: EngineSettings
@@ -85,7 +123,7 @@ class Engine:
         self.outage = False  # warn once per outage, not at every reconnect attempt
         self.last_activity = 0.0
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.wakeup: asyncio.Event | None = None
+        self.wakeup: _Wakeup | None = None
 
     # -- called from other threads -------------------------------------------------------
 
@@ -103,7 +141,7 @@ class Engine:
 
     async def run(self, started: Any) -> None:
         self.loop = asyncio.get_running_loop()
-        self.wakeup = asyncio.Event()
+        self.wakeup = _Wakeup(self.loop)
         started.set()
         st = self.state
         try:
@@ -179,9 +217,7 @@ class Engine:
             st.idle = False
             return
         try:
-            await asyncio.wait_for(self.wakeup.wait(), timeout)
-        except TimeoutError:
-            pass
+            await self.wakeup.wait(timeout)
         finally:
             st.idle = False
 
@@ -249,7 +285,13 @@ class Engine:
         self.backoff = min(self.backoff * 2, self.cfg.reconnect_max)
 
     def _acked(self) -> None:
-        if self.wakeup is not None:
+        # Acks are collected at the next poll anyway; the loop takes another turn for
+        # them now only if someone waits (a stop document, flush, close) or the window
+        # is full. A turn per read of acks was a GIL hand-over with the RunEngine each.
+        st = self.state
+        if self.wakeup is not None and (
+            st.waiters or st.closing or len(self.inflight) >= self.cfg.window
+        ):
             self.wakeup.set()
 
     async def _fail(self, reason: str) -> None:
@@ -311,10 +353,13 @@ class Engine:
         room = self.cfg.window - len(self.inflight)
         if room <= 0:
             return
-        for rec in self.spool.read(self.drain_offset, room):
-            seq = self.spool_seqs[len(self.inflight)]
-            await self._publish(seq, rec.msg_id, rec.data, rec.end)
-            self.drain_offset = rec.end
+        recs = self.spool.read(self.drain_offset, room)
+        if not recs:
+            return
+        base = len(self.inflight)
+        items = [(self.spool_seqs[base + i], rec.msg_id, rec.data) for i, rec in enumerate(recs)]
+        await self._publish_batch(items, [rec.end for rec in recs])
+        self.drain_offset = recs[-1].end
 
     # -- direct side ----------------------------------------------------------------------
 
@@ -322,24 +367,33 @@ class Engine:
         q = self.state.queue
         if q:
             self.last_activity = time.monotonic()
-        while q and len(self.inflight) < self.cfg.window:
-            seq, mid, data = q.popleft()
-            try:
-                await self._publish(seq, mid, data, None)
-            except _Retry:
-                # Not sent: keep it at the head so it is spooled in order.
-                q.appendleft((seq, mid, data))
-                raise
+        room = self.cfg.window - len(self.inflight)
+        if not q or room <= 0:
+            return
+        items = [q.popleft() for _ in range(min(room, len(q)))]
+        try:
+            await self._publish_batch(items)
+        except _Retry:
+            # Not sent: back at the head, in order, so they are spooled in order.
+            q.extendleft(reversed(items))
+            raise
 
-    async def _publish(
-        self, seq: int | None, msg_id: str, data: bytes, spool_end: int | None
+    async def _publish_batch(
+        self, items: Sequence[tuple[int | None, str, bytes]], spool_ends: list[int] | None = None
     ) -> None:
+        """Publish in one write (``AckTracker.publish_batch``); drain entries carry where
+        their record ends in the spool."""
         assert self.acks is not None
         try:
-            ack = await self.acks.publish(data, msg_id)
+            acks = await self.acks.publish_batch([(data, mid) for _, mid, data in items])
         except (NatsError, OSError) as exc:
             raise _Retry(f"publish failed: {type(exc).__name__}: {exc}") from None
-        self.inflight.append(_Entry(seq, msg_id, data, ack, time.monotonic(), spool_end))
+        now = time.monotonic()
+        ends: list[int | None] = list(spool_ends) if spool_ends else [None] * len(items)
+        self.inflight.extend(
+            _Entry(seq, mid, data, ack, now, end)
+            for (seq, mid, data), ack, end in zip(items, acks, ends, strict=True)
+        )
         self.state.in_flight = len(self.inflight)
 
     # -- acknowledgements ------------------------------------------------------------------

@@ -189,8 +189,8 @@ class DurablePublisher:
 
     def _report_run(self, run: str | None, seq: int) -> None:
         st = self._state
-        self._engine.wake()  # the run is complete: do not wait for the next poll
-        if st.wait_for(seq, self.stop_timeout, durable_ok=True):
+        # The run is complete: the loop is woken, not left to its next poll.
+        if st.wait_for(seq, self.stop_timeout, durable_ok=True, wake=self._engine.wake):
             return
         status = st.snapshot()
         if status.connected:
@@ -220,8 +220,7 @@ class DurablePublisher:
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every message handed over so far is acknowledged by the bus."""
-        self._engine.wake()
-        return self._state.wait_for(self._seq, timeout, durable_ok=False)
+        return self._state.wait_for(self._seq, timeout, durable_ok=False, wake=self._engine.wake)
 
     def close(self, timeout: float = 10.0) -> PublisherStatus:
         """Deliver what can be delivered within ``timeout``, spool the rest, stop."""

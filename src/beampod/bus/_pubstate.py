@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -61,6 +62,8 @@ class SharedState:
         self.mode = "draining" if spooled_at_open else "direct"
         self.last_error: str | None = None
         self.idle = False  # the I/O loop sleeps deeply: a producer must wake it
+        # Threads in ``wait_for``: while there are any, each read of acks wakes the loop.
+        self.waiters = 0
         self.closing = False
         self.closed = False
 
@@ -81,9 +84,13 @@ class SharedState:
                 last_error=self.last_error,
             )
 
-    def wait_for(self, seq: int, timeout: float, *, durable_ok: bool) -> bool:
+    def wait_for(
+        self, seq: int, timeout: float, *, durable_ok: bool, wake: Callable[[], None]
+    ) -> bool:
         """Wait until ``seq`` is acknowledged (or, with ``durable_ok``, until it is safe in
-        the spool while the bus is unreachable). True if acknowledged."""
+        the spool while the bus is unreachable). True if acknowledged. ``wake`` wakes the
+        I/O loop; it is called after this waiter is counted, so acks from then on are
+        collected as they arrive, not at the next poll."""
 
         def done() -> bool:
             if self.acked_upto >= seq or self.closed:
@@ -91,5 +98,12 @@ class SharedState:
             return durable_ok and not self.connected and self.durable_upto >= seq
 
         with self.cond:
-            self.cond.wait_for(done, timeout)
-            return self.acked_upto >= seq
+            self.waiters += 1
+        try:
+            wake()
+            with self.cond:
+                self.cond.wait_for(done, timeout)
+                return self.acked_upto >= seq
+        finally:
+            with self.cond:
+                self.waiters -= 1
