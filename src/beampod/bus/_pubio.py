@@ -88,6 +88,9 @@ class _Wakeup:
     def clear(self) -> None:
         self._flag = False
 
+    def is_set(self) -> bool:
+        return self._flag
+
     async def wait(self, timeout: float) -> None:
         """Until ``set`` or ``timeout`` seconds, whichever is first."""
         if self._flag:
