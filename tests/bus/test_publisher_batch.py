@@ -13,8 +13,8 @@ import pytest
 from beampod.bus import DurablePublisher
 from beampod.bus._jsacks import AckTracker, Pending, _status_of, hpub_block
 from beampod.bus._natsconf import NatsConnection
-from beampod.bus._pubio import Engine, EngineSettings, _Entry, _Wakeup
-from beampod.bus._pubstate import SharedState
+from beampod.bus._pubio import Engine, EngineSettings, _Entry
+from beampod.bus._pubstate import SharedState, Wakeup
 from beampod.bus._spool import open_spool
 from beampod.config import LoadedPod, documents_subject, stream_name
 
@@ -140,7 +140,7 @@ def test_acks_wake_the_loop_only_when_someone_waits_or_the_window_is_full(
     engine = Engine(state, conn, spool, settings)
     loop = asyncio.new_event_loop()
     try:
-        engine.wakeup = wake = _Wakeup(loop)
+        engine.wakeup = wake = Wakeup(loop)
         engine._acked()
         assert not wake.is_set(), "an ack nobody waits for took a turn of the loop"
         state.waiters = 1  # a stop document or flush() waits for its acks
@@ -177,7 +177,7 @@ def test_wakeup_returns_when_set_from_another_thread_or_at_its_timeout() -> None
 
     async def go() -> tuple[bool, bool]:
         loop = asyncio.get_running_loop()
-        w = _Wakeup(loop)
+        w = Wakeup(loop)
         t = threading.Thread(target=lambda: loop.call_soon_threadsafe(w.set))
         t.start()
         await w.wait(30.0)  # returns at the set, long before its timeout

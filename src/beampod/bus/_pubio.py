@@ -30,7 +30,7 @@ from nats.errors import Error as NatsError
 
 from beampod.bus._jsacks import AckTracker, Pending
 from beampod.bus._natsconf import NatsConnection
-from beampod.bus._pubstate import Item, SharedState
+from beampod.bus._pubstate import Item, SharedState, Wakeup
 from beampod.bus._spool import Spool, SpoolError
 from beampod.errors import BusError
 
@@ -69,46 +69,6 @@ class _Retry(Exception):
     pass
 
 
-class _Wakeup:
-    """An ``asyncio.Event`` with a timed wait that costs one future and one timer:
-    ``asyncio.wait_for`` (3.11) wraps the wait in a task of its own, one more turn of
-    the loop per wake-up."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._flag = False
-        self._fut: asyncio.Future[None] | None = None
-
-    def set(self) -> None:
-        self._flag = True
-        fut = self._fut
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-
-    def clear(self) -> None:
-        self._flag = False
-
-    def is_set(self) -> bool:
-        return self._flag
-
-    async def wait(self, timeout: float) -> None:
-        """Until ``set`` or ``timeout`` seconds, whichever is first."""
-        if self._flag:
-            return
-        fut = self._fut = self._loop.create_future()
-        timer = self._loop.call_later(timeout, _resolve, fut)
-        try:
-            await fut
-        finally:
-            timer.cancel()
-            self._fut = None
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
 class Engine:
     def __init__(
         self, state: SharedState, conn: NatsConnection, spool: Spool, settings: EngineSettings
@@ -126,7 +86,7 @@ class Engine:
         self.outage = False  # warn once per outage, not at every reconnect attempt
         self.last_activity = 0.0
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.wakeup: _Wakeup | None = None
+        self.wakeup: Wakeup | None = None
 
     # -- called from other threads -------------------------------------------------------
 
@@ -144,7 +104,7 @@ class Engine:
 
     async def run(self, started: Any) -> None:
         self.loop = asyncio.get_running_loop()
-        self.wakeup = _Wakeup(self.loop)
+        self.wakeup = Wakeup(self.loop)
         started.set()
         st = self.state
         try:

@@ -8,6 +8,7 @@ when it must wait (stop document, flush, close).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -107,3 +108,44 @@ class SharedState:
         finally:
             with self.cond:
                 self.waiters -= 1
+
+
+class Wakeup:
+    """The I/O loop's wake-up: an ``asyncio.Event`` with a timed wait that costs one
+    future and one timer (``asyncio.wait_for`` (3.11) wraps the wait in a task of its
+    own, one more turn of the loop per wake-up). Used on the loop's thread only; other
+    threads go through ``loop.call_soon_threadsafe``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._flag = False
+        self._fut: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._flag = True
+        fut = self._fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    async def wait(self, timeout: float) -> None:
+        """Until ``set`` or ``timeout`` seconds, whichever is first."""
+        if self._flag:
+            return
+        fut = self._fut = self._loop.create_future()
+        timer = self._loop.call_later(timeout, _resolve, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._fut = None
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
