@@ -223,7 +223,7 @@ def main() -> None:
                 f"poll interval {interval * 1e3:g} ms: ratio to bare median "
                 f"{statistics.median(ratios):.3f} (min {min(ratios):.3f}, max "
                 f"{max(ratios):.3f}; bare median {statistics.median(bare):.0f} ev/s); "
-                f"target >= 0.95"
+                f"target >= 0.97"
             )
             print(
                 f"  ratio excluding the wait for a core: median {statistics.median(own):.3f} "

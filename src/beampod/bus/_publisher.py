@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from beampod.bus._codec import run_uid_of
+from beampod.bus._codec import make_encoder, run_uid_of
 from beampod.bus._natsconf import HEADER_ALLOWANCE, NatsConnection
 from beampod.bus._pubio import Engine, EngineSettings
 from beampod.bus._pubstate import PublisherStatus, SharedState
@@ -62,6 +62,7 @@ class DurablePublisher:
         # The RunEngine calls from one thread; the lock makes other callers (two
         # RunEngines sharing a publisher) safe at ~0.1 us per uncontended document.
         self._lock = threading.Lock()
+        self._encode = make_encoder()  # used under the lock only
         spool = open_spool(Path(spool_dir) / instrument)
         self._open_runs = OpenRuns(spool.directory)
         self._close_orphaned_runs(spool)
@@ -124,7 +125,7 @@ class DurablePublisher:
         with self._lock:
             run = run_uid_of(name, doc, self._descriptor_runs)
             try:
-                messages = to_messages(name, doc, run, self._limit)
+                messages = to_messages(name, doc, run, self._limit, self._encode)
             except OversizeDocumentError as exc:
                 # Raising would abort the user's run; the document is reported instead.
                 log.error("%s: %s", self.instrument, exc)
