@@ -78,6 +78,7 @@ def parse_puback(data: bytes, status: str | None = None) -> tuple[Outcome, str]:
 
 
 _HDR_LINE = b"NATS/1.0"
+_MSG = b"MSG "
 # What nats-py does to a header value (strip, CR/LF to space): the same id either way.
 _NEWLINES = str.maketrans({"\r": " ", "\n": " "})
 
@@ -125,8 +126,10 @@ class AckTracker:
         self._next = 0
         self._pending: dict[int, Pending] = {}
         self.fast = False  # batches written as one block, acks taken from the reader
-        # Acks taken from the connection's reader (not nats-py's subscription task).
+        # Acks taken from the connection's reader (not nats-py's subscription task);
+        # of those, taken from the read buffer before nats-py's parser.
         self.replies_taken = 0
+        self.frames_taken = 0
 
     async def start(self) -> None:
         nc = self._nc
@@ -157,6 +160,64 @@ class AckTracker:
             self._resolve(token, bytes(data), _status_of(headers))
 
         nc._process_msg = process_msg
+        parser = getattr(nc, "_ps", None)
+        if parser is not None and hasattr(parser, "buf") and hasattr(parser, "state"):
+            self._install_parse(parser, str(own_sid).encode())
+
+    def _install_parse(self, parser: Any, own_sid: bytes) -> None:
+        """Take the run of complete ack frames at the head of the read buffer before
+        nats-py's parser (two regular expressions and an awaited call per message), only
+        between frames; anything else is left to it (as ``BatchPuller`` does, ADR 0029)."""
+        from nats.protocol.parser import AWAITING_CONTROL_LINE
+
+        original = parser.parse
+
+        async def parse(data: bytes = b"") -> None:
+            buf = parser.buf
+            if data:
+                buf.extend(data)
+            more = False
+            if parser.state == AWAITING_CONTROL_LINE and buf.startswith(_MSG):
+                done, more = self._take_frames(buf, own_sid)
+                if done:
+                    del buf[:done]
+            if buf and not more:
+                await original()
+
+        parser.parse = parse
+
+    def _take_frames(self, buf: bytearray, own_sid: bytes) -> tuple[int, bool]:
+        """Resolve the complete ``MSG <inbox>.<n> <sid> <len>`` frames for this tracker
+        at the head of ``buf``: (bytes taken, whether the frame after them is one of
+        ours but not complete yet). A status reply is an ``HMSG``: nats-py's."""
+        pos, size, cut = 0, len(buf), len(self._prefix)
+        nc = self._nc
+        while buf.startswith(_MSG, pos):
+            end = buf.find(b"\r\n", pos)
+            if end < 0:
+                return pos, True
+            parts = buf[pos + len(_MSG) : end].split(b" ")
+            if len(parts) != 3:  # a reply subject, or not a frame of ours
+                return pos, False
+            subject, sid, length = parts
+            if sid != own_sid or not length.isdigit():
+                return pos, False
+            start = end + 2
+            stop = start + int(length)
+            if stop + 2 > size:
+                return pos, True
+            try:
+                token = int(subject[cut:])
+            except ValueError:
+                return pos, False
+            data = bytes(buf[start:stop])
+            nc.stats["in_msgs"] += 1
+            nc.stats["in_bytes"] += len(data)
+            self.replies_taken += 1
+            self.frames_taken += 1
+            self._resolve(token, data, None)
+            pos = stop + 2
+        return pos, False
 
     async def publish_batch(self, items: list[tuple[bytes, str]]) -> list[Pending]:
         """Publish ``items`` (data, message id) in order; one socket write on the fast
