@@ -13,7 +13,7 @@ import pytest
 from beampod.bus import DurablePublisher
 from beampod.bus._jsacks import AckTracker, Pending, _status_of, hpub_block
 from beampod.bus._natsconf import NatsConnection
-from beampod.bus._pubio import Engine, EngineSettings, _Entry
+from beampod.bus._pubio import _BATCH_BYTES, Engine, EngineSettings, _batch_len, _Entry
 from beampod.bus._pubstate import SharedState, Wakeup
 from beampod.bus._spool import open_spool
 from beampod.config import LoadedPod, documents_subject, stream_name
@@ -224,3 +224,12 @@ def test_wakeup_returns_when_set_from_another_thread_or_at_its_timeout() -> None
         return was_set, w.is_set()
 
     assert asyncio.run(go()) == (True, False)
+
+
+def test_a_batch_of_large_messages_is_cut_into_blocks_of_about_a_mebibyte() -> None:
+    big = _BATCH_BYTES * 3 // 5
+    assert _batch_len([big, big, 10]) == 1
+    assert _batch_len([10] * 1024) == 1024
+    assert _batch_len([_BATCH_BYTES * 2, 10]) == 1  # one message larger than a block
+    assert _batch_len([10, _BATCH_BYTES * 2]) == 1
+    assert _batch_len([]) == 0

@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from nats.errors import Error as NatsError
@@ -67,6 +68,21 @@ _ACTIVE_S = 0.1
 
 class _Retry(Exception):
     pass
+
+
+# One write's worth: a batch of large messages (event pages near max_payload) is cut
+# into blocks of about this size, so a block is never a copy of the whole window.
+_BATCH_BYTES = 1 << 20
+
+
+def _batch_len(sizes: list[int]) -> int:
+    """How many of the next messages (their sizes) go in one block: at least one."""
+    total = 0
+    for i, size in enumerate(sizes):
+        total += size
+        if total > _BATCH_BYTES and i:
+            return i
+    return len(sizes)
 
 
 class Engine:
@@ -317,12 +333,13 @@ class Engine:
         if room <= 0:
             return
         recs = self.spool.read(self.drain_offset, room)
-        if not recs:
-            return
-        base = len(self.inflight)
-        items = [(self.spool_seqs[base + i], rec.msg_id, rec.data) for i, rec in enumerate(recs)]
-        await self._publish_batch(items, [rec.end for rec in recs])
-        self.drain_offset = recs[-1].end
+        while recs:
+            n = _batch_len([len(rec.data) for rec in recs])
+            chunk, recs = recs[:n], recs[n:]
+            base = len(self.inflight)
+            items = [(self.spool_seqs[base + i], r.msg_id, r.data) for i, r in enumerate(chunk)]
+            await self._publish_batch(items, [r.end for r in chunk])
+            self.drain_offset = chunk[-1].end
 
     # -- direct side ----------------------------------------------------------------------
 
@@ -330,16 +347,16 @@ class Engine:
         q = self.state.queue
         if q:
             self.last_activity = time.monotonic()
-        room = self.cfg.window - len(self.inflight)
-        if not q or room <= 0:
-            return
-        items = [q.popleft() for _ in range(min(room, len(q)))]
-        try:
-            await self._publish_batch(items)
-        except _Retry:
-            # Not sent: back at the head, in order, so they are spooled in order.
-            q.extendleft(reversed(items))
-            raise
+        while q and len(self.inflight) < self.cfg.window:
+            room = min(self.cfg.window - len(self.inflight), len(q))
+            n = _batch_len([len(data) for _, _, data in islice(q, room)])
+            items = [q.popleft() for _ in range(n)]
+            try:
+                await self._publish_batch(items)
+            except _Retry:
+                # Not sent: back at the head, in order, so they are spooled in order.
+                q.extendleft(reversed(items))
+                raise
 
     async def _publish_batch(
         self, items: Sequence[tuple[int | None, str, bytes]], spool_ends: list[int] | None = None
