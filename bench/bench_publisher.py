@@ -3,8 +3,16 @@
 Starts a throw-away nats-server (tmp pod home, free ports), then alternates bare and
 published runs of ``count([det], N)`` so drift on the machine affects both alike, for
 each publisher poll interval given (default: the old 2 ms and the current 50 ms).
-Prints events/s per repetition, the median ratio (target >= 0.95), and percentiles of
+Prints events/s per repetition, the median ratio (target >= 0.97), and percentiles of
 the time spent inside the publisher callback per event document.
+
+A 3 % target is below the noise of a wall-clock ratio on a shared machine (another
+process taking a core for a second moves one repetition by 10-50 %). So each run also
+records, per event, from /proc: the RunEngine thread's CPU, its wait for a core and the
+rest of its time (blocked: the GIL, the stop document's wait for acknowledgements), the
+publisher thread's CPU and nats-server's. ``ratio excluding the wait for a core`` is
+(CPU + blocked) bare / (CPU + blocked) published: what the publisher costs the
+RunEngine's thread, without the time other processes took its core.
 
     python bench/bench_publisher.py [--events 1000] [--reps 12]
 """
@@ -67,6 +75,36 @@ def _run(RE: Any, events: int) -> float:
     t0 = time.perf_counter()
     RE(count([det], events))
     return events / (time.perf_counter() - t0)
+
+
+def _measured(RE: Any, events: int, pub: Any, nats_pid: int, rows: list[dict[str, float]]) -> float:
+    """``_run`` with where the RunEngine thread's time went, per event (us)."""
+    from _common import ThreadClock, process_cpu_s
+
+    tids = {"re": RE._th.native_id, "pub": pub._thread.native_id}
+    clock = ThreadClock(tids)
+    n0 = process_cpu_s(nats_pid)
+    clock.start()
+    rate = _run(RE, events)
+    clock.stop()
+    us = 1e6 / events
+    cpu, wait, _, invol = clock.delta["re"]
+    rows.append(
+        {
+            "re_cpu": cpu * us,
+            "re_wait_core": wait * us,
+            "re_blocked": (clock.wall - cpu - wait) * us,
+            "re_preempted_per_1k": invol * 1000 / events,
+            "pub_cpu": clock.delta["pub"][0] * us,
+            "pub_switches_per_1k": (clock.delta["pub"][2] + clock.delta["pub"][3]) * 1000 / events,
+            "nats_cpu": (process_cpu_s(nats_pid) - n0) * us,
+        }
+    )
+    return rate
+
+
+def _own_time(row: dict[str, float]) -> float:
+    return row["re_cpu"] + row["re_blocked"]
 
 
 def _isolated(pod: Any, n: int) -> None:
@@ -133,6 +171,8 @@ def main() -> None:
     try:
         bare_RE = RunEngine({})
         configs: list[tuple[float, Any, Timed, Any, list[float], list[float]]] = []
+        # Per configuration: (bare rows, published rows) of _measured.
+        clocks: dict[float, tuple[list[dict[str, float]], list[dict[str, float]]]] = {}
         for interval in args.poll_intervals:
             publisher = DurablePublisher.from_pod(pod, poll_interval=interval, window=args.window)
             timed = Timed(publisher)
@@ -141,17 +181,19 @@ def main() -> None:
             _run(pub_RE, 200)  # warm-up (imports, connection)
             timed.samples.clear()
             configs.append((interval, publisher, timed, pub_RE, [], []))
+            clocks[interval] = ([], [])
         _run(bare_RE, 200)
         for rep in range(args.reps):
             line = [f"rep {rep + 1}:"]
-            for interval, _pub, _timed, pub_RE, bare, ratios in configs:
+            for interval, pub, _timed, pub_RE, bare, ratios in configs:
+                bare_rows, pub_rows = clocks[interval]
                 # Alternate which goes first so warm-up or drift favours neither.
                 if rep % 2:
-                    p = _run(pub_RE, args.events)
-                    b = _run(bare_RE, args.events)
+                    p = _measured(pub_RE, args.events, pub, proc.pid, pub_rows)
+                    b = _measured(bare_RE, args.events, pub, proc.pid, bare_rows)
                 else:
-                    b = _run(bare_RE, args.events)
-                    p = _run(pub_RE, args.events)
+                    b = _measured(bare_RE, args.events, pub, proc.pid, bare_rows)
+                    p = _measured(pub_RE, args.events, pub, proc.pid, pub_rows)
                 bare.append(b)
                 ratios.append(p / b)
                 line.append(
@@ -167,6 +209,13 @@ def main() -> None:
         results: dict[str, float] = {}
         for interval, publisher, timed, _re, bare, ratios in configs:
             results[f"ratio_poll_{interval:g}"] = statistics.median(ratios)
+            bare_rows, pub_rows = clocks[interval]
+            own = [_own_time(b) / _own_time(p) for b, p in zip(bare_rows, pub_rows, strict=True)]
+            results[f"own_ratio_poll_{interval:g}"] = statistics.median(own)
+            med_pub = {k: statistics.median(r[k] for r in pub_rows) for k in pub_rows[0]}
+            med_bare = {k: statistics.median(r[k] for r in bare_rows) for k in bare_rows[0]}
+            results[f"pub_cpu_us_poll_{interval:g}"] = med_pub["pub_cpu"]
+            results[f"nats_cpu_us_poll_{interval:g}"] = med_pub["nats_cpu"]
             assert publisher.flush(30), publisher.status()
             st = publisher.close()
             q = statistics.quantiles(timed.samples, n=100)
@@ -174,8 +223,15 @@ def main() -> None:
                 f"poll interval {interval * 1e3:g} ms: ratio to bare median "
                 f"{statistics.median(ratios):.3f} (min {min(ratios):.3f}, max "
                 f"{max(ratios):.3f}; bare median {statistics.median(bare):.0f} ev/s); "
-                f"target >= 0.95"
+                f"target >= 0.97"
             )
+            print(
+                f"  ratio excluding the wait for a core: median {statistics.median(own):.3f} "
+                f"(min {min(own):.3f}, max {max(own):.3f})"
+            )
+            print("  per event, median (us):     " + " ".join(f"{k:>19}" for k in med_pub))
+            for label, med in (("bare", med_bare), ("published", med_pub)):
+                print(f"    {label:26} " + " ".join(f"{v:19.1f}" for v in med.values()))
             print(
                 f"  callback per event: p50 {q[49] / 1000:.1f} us, p90 {q[89] / 1000:.1f} "
                 f"us, p99 {q[98] / 1000:.1f} us, max {max(timed.samples) / 1000:.1f} us; "

@@ -60,7 +60,7 @@ BENCHES: list[tuple[str, str, list[str], list[str]]] = [
     (
         "publisher",
         "bench_publisher.py",
-        ["--reps", "4", "--poll-intervals", "0.05", "--skip-isolated"],
+        ["--reps", "8", "--poll-intervals", "0.05", "--skip-isolated"],
         ["--reps", "12", "--poll-intervals", "0.05"],
     ),
     (
@@ -145,6 +145,16 @@ INFO = [
     ("up -d, all ready", "up", lambda r: f"{r['up_s']:.1f} s"),
     ("slowest service alone", "up", lambda r: f"{r['slowest_alone_s']:.1f} s"),
     ("whole demo pod resident", "up", lambda r: f"{r['pod_mb']:.0f} MB"),
+    (
+        "RunEngine ratio excluding its wait for a core (publisher alone)",
+        "publisher",
+        lambda r: f"{r['own_ratio_poll_0.05']:.3f}",
+    ),
+    (
+        "CPU per event, publisher thread / nats-server (publisher alone)",
+        "publisher",
+        lambda r: f"{r['pub_cpu_us_poll_0.05']:.1f} / {r['nats_cpu_us_poll_0.05']:.1f} us",
+    ),
     ("RunEngine ratio, writer stopped", "datapath", lambda r: f"{r['ratio_writer_stopped']:.3f}"),
     (
         "catch-up CPU per event, writer / Tiled (SQLite; PostgreSQL)",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 import msgpack_numpy
 import numpy as np
@@ -51,3 +53,19 @@ def test_bad_messages_are_decode_errors() -> None:
         decode(msgpack.packb(("nope", {})))
     with pytest.raises(DecodeError, match="not a mapping"):
         decode(msgpack.packb(("event", [1])))
+
+
+def test_a_kept_encoder_writes_the_same_bytes_and_survives_a_failed_document() -> None:
+    from beampod.bus._codec import make_encoder
+
+    enc = make_encoder()
+    docs: list[tuple[str, dict[str, Any]]] = [
+        ("event", {"uid": "e", "data": {"det": 1.0, "img": np.arange(6).reshape(2, 3)}}),
+        ("start", {"uid": "s", "scan_id": 3, "blob": b"\x00\x01", "n": np.float32(2.5)}),
+        ("event", {"uid": "e2", "data": {}}),
+    ]
+    with pytest.raises(TypeError):
+        enc("event", {"uid": "x", "data": {"bad": object()}})  # not encodable
+    for name, doc in docs:
+        assert enc(name, doc) == encode(name, doc)
+        assert decode(enc(name, doc))[0] == name

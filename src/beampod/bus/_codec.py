@@ -8,6 +8,7 @@ Pure functions, no I/O: tested without sockets.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -38,6 +39,21 @@ DOCUMENT_NAMES = frozenset(
 
 def encode(name: str, doc: dict[str, Any]) -> bytes:
     return msgpack.packb((name, doc), default=msgpack_numpy.encode, use_bin_type=True)
+
+
+Encoder = Callable[[str, dict[str, Any]], bytes]
+
+
+def make_encoder() -> Encoder:
+    """``encode`` with one ``msgpack.Packer`` kept: ``packb`` builds a packer per call
+    (~1.5 µs of the ~3 µs an event document takes). Same bytes. Not thread-safe: one
+    per caller that serialises its calls (the publisher encodes under its lock)."""
+    pack = msgpack.Packer(default=msgpack_numpy.encode, use_bin_type=True).pack
+
+    def encode_kept(name: str, doc: dict[str, Any]) -> bytes:
+        return pack((name, doc))
+
+    return encode_kept
 
 
 #: msgpack-numpy's decode hook acts only on a map with the bytes key ``b"nd"`` (an array

@@ -22,14 +22,16 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from nats.errors import Error as NatsError
 
 from beampod.bus._jsacks import AckTracker, Pending
 from beampod.bus._natsconn import NatsConnection
-from beampod.bus._pubstate import Item, SharedState
+from beampod.bus._pubstate import Item, SharedState, Wakeup
 from beampod.bus._spool import Spool, SpoolError
 from beampod.errors import BusError
 
@@ -68,6 +70,21 @@ class _Retry(Exception):
     pass
 
 
+# One write's worth: a batch of large messages (event pages near max_payload) is cut
+# into blocks of about this size, so a block is never a copy of the whole window.
+_BATCH_BYTES = 1 << 20
+
+
+def _batch_len(sizes: list[int]) -> int:
+    """How many of the next messages (their sizes) go in one block: at least one."""
+    total = 0
+    for i, size in enumerate(sizes):
+        total += size
+        if total > _BATCH_BYTES and i:
+            return i
+    return len(sizes)
+
+
 class Engine:
     def __init__(
         self, state: SharedState, conn: NatsConnection, spool: Spool, settings: EngineSettings
@@ -85,7 +102,7 @@ class Engine:
         self.outage = False  # warn once per outage, not at every reconnect attempt
         self.last_activity = 0.0
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.wakeup: asyncio.Event | None = None
+        self.wakeup: Wakeup | None = None
 
     # -- called from other threads -------------------------------------------------------
 
@@ -103,7 +120,7 @@ class Engine:
 
     async def run(self, started: Any) -> None:
         self.loop = asyncio.get_running_loop()
-        self.wakeup = asyncio.Event()
+        self.wakeup = Wakeup(self.loop)
         started.set()
         st = self.state
         try:
@@ -179,9 +196,7 @@ class Engine:
             st.idle = False
             return
         try:
-            await asyncio.wait_for(self.wakeup.wait(), timeout)
-        except TimeoutError:
-            pass
+            await self.wakeup.wait(timeout)
         finally:
             st.idle = False
 
@@ -249,7 +264,13 @@ class Engine:
         self.backoff = min(self.backoff * 2, self.cfg.reconnect_max)
 
     def _acked(self) -> None:
-        if self.wakeup is not None:
+        # Acks are collected at the next poll anyway; the loop takes another turn for
+        # them now only if someone waits (a stop document, flush, close) or the window
+        # is full. A turn per read of acks was a GIL hand-over with the RunEngine each.
+        st = self.state
+        if self.wakeup is not None and (
+            st.waiters or st.closing or len(self.inflight) >= self.cfg.window
+        ):
             self.wakeup.set()
 
     async def _fail(self, reason: str) -> None:
@@ -311,10 +332,14 @@ class Engine:
         room = self.cfg.window - len(self.inflight)
         if room <= 0:
             return
-        for rec in self.spool.read(self.drain_offset, room):
-            seq = self.spool_seqs[len(self.inflight)]
-            await self._publish(seq, rec.msg_id, rec.data, rec.end)
-            self.drain_offset = rec.end
+        recs = self.spool.read(self.drain_offset, room)
+        while recs:
+            n = _batch_len([len(rec.data) for rec in recs])
+            chunk, recs = recs[:n], recs[n:]
+            base = len(self.inflight)
+            items = [(self.spool_seqs[base + i], r.msg_id, r.data) for i, r in enumerate(chunk)]
+            await self._publish_batch(items, [r.end for r in chunk])
+            self.drain_offset = chunk[-1].end
 
     # -- direct side ----------------------------------------------------------------------
 
@@ -323,23 +348,32 @@ class Engine:
         if q:
             self.last_activity = time.monotonic()
         while q and len(self.inflight) < self.cfg.window:
-            seq, mid, data = q.popleft()
+            room = min(self.cfg.window - len(self.inflight), len(q))
+            n = _batch_len([len(data) for _, _, data in islice(q, room)])
+            items = [q.popleft() for _ in range(n)]
             try:
-                await self._publish(seq, mid, data, None)
+                await self._publish_batch(items)
             except _Retry:
-                # Not sent: keep it at the head so it is spooled in order.
-                q.appendleft((seq, mid, data))
+                # Not sent: back at the head, in order, so they are spooled in order.
+                q.extendleft(reversed(items))
                 raise
 
-    async def _publish(
-        self, seq: int | None, msg_id: str, data: bytes, spool_end: int | None
+    async def _publish_batch(
+        self, items: Sequence[tuple[int | None, str, bytes]], spool_ends: list[int] | None = None
     ) -> None:
+        """Publish in one write (``AckTracker.publish_batch``); drain entries carry where
+        their record ends in the spool."""
         assert self.acks is not None
         try:
-            ack = await self.acks.publish(data, msg_id)
+            acks = await self.acks.publish_batch([(data, mid) for _, mid, data in items])
         except (NatsError, OSError) as exc:
             raise _Retry(f"publish failed: {type(exc).__name__}: {exc}") from None
-        self.inflight.append(_Entry(seq, msg_id, data, ack, time.monotonic(), spool_end))
+        now = time.monotonic()
+        ends: list[int | None] = list(spool_ends) if spool_ends else [None] * len(items)
+        self.inflight.extend(
+            _Entry(seq, mid, data, ack, now, end)
+            for (seq, mid, data), ack, end in zip(items, acks, ends, strict=True)
+        )
         self.state.in_flight = len(self.inflight)
 
     # -- acknowledgements ------------------------------------------------------------------

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from beampod.bus._codec import run_uid_of
+from beampod.bus._codec import make_encoder, run_uid_of
 from beampod.bus._natsconf import HEADER_ALLOWANCE
 from beampod.bus._natsconn import NatsConnection
 from beampod.bus._pubio import Engine, EngineSettings
@@ -63,6 +63,7 @@ class DurablePublisher:
         # The RunEngine calls from one thread; the lock makes other callers (two
         # RunEngines sharing a publisher) safe at ~0.1 us per uncontended document.
         self._lock = threading.Lock()
+        self._encode = make_encoder()  # used under the lock only
         spool = open_spool(Path(spool_dir) / instrument)
         self._open_runs = OpenRuns(spool.directory)
         self._close_orphaned_runs(spool)
@@ -125,7 +126,7 @@ class DurablePublisher:
         with self._lock:
             run = run_uid_of(name, doc, self._descriptor_runs)
             try:
-                messages = to_messages(name, doc, run, self._limit)
+                messages = to_messages(name, doc, run, self._limit, self._encode)
             except OversizeDocumentError as exc:
                 # Raising would abort the user's run; the document is reported instead.
                 log.error("%s: %s", self.instrument, exc)
@@ -190,8 +191,8 @@ class DurablePublisher:
 
     def _report_run(self, run: str | None, seq: int) -> None:
         st = self._state
-        self._engine.wake()  # the run is complete: do not wait for the next poll
-        if st.wait_for(seq, self.stop_timeout, durable_ok=True):
+        # The run is complete: the loop is woken, not left to its next poll.
+        if st.wait_for(seq, self.stop_timeout, durable_ok=True, wake=self._engine.wake):
             return
         status = st.snapshot()
         if status.connected:
@@ -221,8 +222,7 @@ class DurablePublisher:
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every message handed over so far is acknowledged by the bus."""
-        self._engine.wake()
-        return self._state.wait_for(self._seq, timeout, durable_ok=False)
+        return self._state.wait_for(self._seq, timeout, durable_ok=False, wake=self._engine.wake)
 
     def close(self, timeout: float = 10.0) -> PublisherStatus:
         """Deliver what can be delivered within ``timeout``, spool the rest, stop."""

@@ -8,8 +8,10 @@ when it must wait (stop document, flush, close).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -61,6 +63,8 @@ class SharedState:
         self.mode = "draining" if spooled_at_open else "direct"
         self.last_error: str | None = None
         self.idle = False  # the I/O loop sleeps deeply: a producer must wake it
+        # Threads in ``wait_for``: while there are any, each read of acks wakes the loop.
+        self.waiters = 0
         self.closing = False
         self.closed = False
 
@@ -81,9 +85,13 @@ class SharedState:
                 last_error=self.last_error,
             )
 
-    def wait_for(self, seq: int, timeout: float, *, durable_ok: bool) -> bool:
+    def wait_for(
+        self, seq: int, timeout: float, *, durable_ok: bool, wake: Callable[[], None]
+    ) -> bool:
         """Wait until ``seq`` is acknowledged (or, with ``durable_ok``, until it is safe in
-        the spool while the bus is unreachable). True if acknowledged."""
+        the spool while the bus is unreachable). True if acknowledged. ``wake`` wakes the
+        I/O loop; it is called after this waiter is counted, so acks from then on are
+        collected as they arrive, not at the next poll."""
 
         def done() -> bool:
             if self.acked_upto >= seq or self.closed:
@@ -91,5 +99,53 @@ class SharedState:
             return durable_ok and not self.connected and self.durable_upto >= seq
 
         with self.cond:
-            self.cond.wait_for(done, timeout)
-            return self.acked_upto >= seq
+            self.waiters += 1
+        try:
+            wake()
+            with self.cond:
+                self.cond.wait_for(done, timeout)
+                return self.acked_upto >= seq
+        finally:
+            with self.cond:
+                self.waiters -= 1
+
+
+class Wakeup:
+    """The I/O loop's wake-up: an ``asyncio.Event`` with a timed wait that costs one
+    future and one timer (``asyncio.wait_for`` (3.11) wraps the wait in a task of its
+    own, one more turn of the loop per wake-up). Used on the loop's thread only; other
+    threads go through ``loop.call_soon_threadsafe``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._flag = False
+        self._fut: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._flag = True
+        fut = self._fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    async def wait(self, timeout: float) -> None:
+        """Until ``set`` or ``timeout`` seconds, whichever is first."""
+        if self._flag:
+            return
+        fut = self._fut = self._loop.create_future()
+        timer = self._loop.call_later(timeout, _resolve, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._fut = None
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

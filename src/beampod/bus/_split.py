@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from beampod.bus._codec import encode, message_id
+from beampod.bus._codec import Encoder, encode, message_id
 from beampod.errors import BusError
 
 
@@ -39,9 +39,11 @@ def _count(page: dict[str, Any]) -> int:
     return len(page["seq_num"])
 
 
-def split_event_page(page: dict[str, Any], limit: int) -> list[tuple[dict[str, Any], bytes]]:
+def split_event_page(
+    page: dict[str, Any], limit: int, encoder: Encoder = encode
+) -> list[tuple[dict[str, Any], bytes]]:
     """Pieces of ``page`` whose encoding fits in ``limit`` bytes, in event order."""
-    data = encode("event_page", page)
+    data = encoder("event_page", page)
     if len(data) <= limit:
         return [(page, data)]
     n = _count(page)
@@ -52,20 +54,23 @@ def split_event_page(page: dict[str, Any], limit: int) -> list[tuple[dict[str, A
             "write large arrays externally (resource/datum)"
         )
     mid = n // 2
-    return split_event_page(slice_event_page(page, 0, mid), limit) + split_event_page(
-        slice_event_page(page, mid, n), limit
+    return split_event_page(slice_event_page(page, 0, mid), limit, encoder) + split_event_page(
+        slice_event_page(page, mid, n), limit, encoder
     )
 
 
 def to_messages(
-    name: str, doc: dict[str, Any], run_uid: str | None, limit: int
+    name: str, doc: dict[str, Any], run_uid: str | None, limit: int, encoder: Encoder = encode
 ) -> Sequence[tuple[str, bytes]]:
-    """(message id, wire bytes) for one document; event_pages split to fit ``limit``."""
+    """(message id, wire bytes) for one document; event_pages split to fit ``limit``.
+    ``encoder``: ``encode``, or one from ``make_encoder`` by a caller that serialises
+    its calls."""
     if name == "event_page":
         return [
-            (message_id(name, piece, run_uid), data) for piece, data in split_event_page(doc, limit)
+            (message_id(name, piece, run_uid), data)
+            for piece, data in split_event_page(doc, limit, encoder)
         ]
-    data = encode(name, doc)
+    data = encoder(name, doc)
     if len(data) > limit:
         raise OversizeDocumentError(
             f"{name} document encodes to {len(data)} bytes, more than the bus max_payload "
