@@ -13,8 +13,9 @@ import pytest
 from beampod.bus import DurablePublisher
 from beampod.bus._jsacks import AckTracker, Pending, _status_of, hpub_block
 from beampod.bus._natsconn import NatsConnection
-from beampod.bus._pubio import _BATCH_BYTES, Engine, EngineSettings, _batch_len, _Entry
+from beampod.bus._pubio import Engine, EngineSettings
 from beampod.bus._pubstate import SharedState, Wakeup
+from beampod.bus._pubwindow import BATCH_BYTES, Entry, batch_len
 from beampod.bus._spool import open_spool
 from beampod.config import LoadedPod, documents_subject, stream_name
 
@@ -184,7 +185,7 @@ def test_acks_wake_the_loop_only_when_someone_waits_or_the_window_is_full(
         assert wake.is_set()
         wake.clear()
         state.waiters = 0
-        full = [_Entry(i, f"m{i}", b"", Pending(), 0.0, None) for i in (1, 2)]
+        full = [Entry(i, f"m{i}", b"", Pending(), 0.0, None) for i in (1, 2)]
         engine.inflight.extend(full)  # the window (2) is full
         engine._acked()
         assert wake.is_set()
@@ -227,9 +228,9 @@ def test_wakeup_returns_when_set_from_another_thread_or_at_its_timeout() -> None
 
 
 def test_a_batch_of_large_messages_is_cut_into_blocks_of_about_a_mebibyte() -> None:
-    big = _BATCH_BYTES * 3 // 5
-    assert _batch_len([big, big, 10]) == 1
-    assert _batch_len([10] * 1024) == 1024
-    assert _batch_len([_BATCH_BYTES * 2, 10]) == 1  # one message larger than a block
-    assert _batch_len([10, _BATCH_BYTES * 2]) == 1
-    assert _batch_len([]) == 0
+    big = BATCH_BYTES * 3 // 5
+    assert batch_len([big, big, 10]) == 1
+    assert batch_len([10] * 1024) == 1024
+    assert batch_len([BATCH_BYTES * 2, 10]) == 1  # one message larger than a block
+    assert batch_len([10, BATCH_BYTES * 2]) == 1
+    assert batch_len([]) == 0

@@ -29,23 +29,14 @@ from typing import Any
 
 from nats.errors import Error as NatsError
 
-from beampod.bus._jsacks import AckTracker, Pending
+from beampod.bus._jsacks import AckTracker
 from beampod.bus._natsconn import NatsConnection
 from beampod.bus._pubstate import Item, SharedState, Wakeup
+from beampod.bus._pubwindow import Entry, RetryNeeded, batch_len, take_acked
 from beampod.bus._spool import Spool, SpoolError
 from beampod.errors import BusError
 
 log = logging.getLogger("beampod.bus.publisher")
-
-
-@dataclass
-class _Entry:
-    seq: int | None  # None: a record a previous process spooled
-    msg_id: str
-    data: bytes
-    ack: Pending
-    sent_at: float
-    spool_end: int | None  # drain entries: where the record ends in the spool
 
 
 @dataclass(frozen=True)
@@ -66,25 +57,6 @@ class EngineSettings:
 _ACTIVE_S = 0.1
 
 
-class _Retry(Exception):
-    pass
-
-
-# One write's worth: a batch of large messages (event pages near max_payload) is cut
-# into blocks of about this size, so a block is never a copy of the whole window.
-_BATCH_BYTES = 1 << 20
-
-
-def _batch_len(sizes: list[int]) -> int:
-    """How many of the next messages (their sizes) go in one block: at least one."""
-    total = 0
-    for i, size in enumerate(sizes):
-        total += size
-        if total > _BATCH_BYTES and i:
-            return i
-    return len(sizes)
-
-
 class Engine:
     def __init__(
         self, state: SharedState, conn: NatsConnection, spool: Spool, settings: EngineSettings
@@ -92,7 +64,7 @@ class Engine:
         self.state, self.conn, self.spool, self.cfg = state, conn, spool, settings
         self.nc: Any = None
         self.acks: AckTracker | None = None
-        self.inflight: deque[_Entry] = deque()
+        self.inflight: deque[Entry] = deque()
         self.spool_seqs: deque[int | None] = deque([None] * spool.pending)
         self.drain_offset = spool.acked_offset
         self.broken: str | None = None
@@ -130,14 +102,9 @@ class Engine:
             # Neither the bus nor the disk takes documents: stop loudly. The producer
             # sees ``closed`` and raises instead of queueing documents nobody will send.
             log.error("%s: publisher stopped: %s", st.instrument, exc)
-            with st.cond:
-                st.last_error = str(exc)
+            st.note_error(str(exc))
         finally:
-            with st.cond:
-                st.closed = True
-                st.connected = False
-                st.mode = "closed"
-                st.cond.notify_all()
+            st.mark_closed()
 
     async def _run(self) -> None:
         st = self.state
@@ -154,7 +121,7 @@ class Engine:
                 else:
                     await self._send_direct()
                 self._collect()
-            except _Retry as exc:
+            except RetryNeeded as exc:
                 await self._fail(str(exc))
             if st.closing and self._should_stop():
                 return
@@ -237,10 +204,7 @@ class Engine:
         self.broken = None
         self.backoff = self.cfg.reconnect_min
         self.drain_offset = self.spool.acked_offset
-        with st.cond:
-            st.connected = True
-            st.mode = "draining" if self.spool.pending else "direct"
-            st.cond.notify_all()
+        st.mark_connected(self.spool.pending)
         if self.spool.pending:
             log.info(
                 "%s: bus reachable; delivering %d spooled messages first",
@@ -258,8 +222,7 @@ class Engine:
                 reason,
                 st.spool_path,
             )
-        with st.cond:
-            st.last_error = reason
+        st.note_error(reason)
         self.next_connect = time.monotonic() + self.backoff
         self.backoff = min(self.backoff * 2, self.cfg.reconnect_max)
 
@@ -285,12 +248,7 @@ class Engine:
             with contextlib.suppress(TimeoutError, OSError, ConnectionError, RuntimeError):
                 await asyncio.wait_for(nc.close(), 1.0)
         direct = [(e.seq, e.msg_id, e.data) for e in entries if e.spool_end is None]
-        with st.cond:
-            st.connected = False
-            st.in_flight = 0
-            st.mode = "spooling"
-            st.last_error = reason
-            st.cond.notify_all()
+        st.mark_lost(reason)
         if not self.outage:
             self.outage = True
             log.warning(
@@ -312,12 +270,7 @@ class Engine:
             return
         self.spool.append((mid, data) for _, mid, data in items)
         self.spool_seqs.extend(seq for seq, _, _ in items)
-        st = self.state
-        with st.cond:
-            st.spooled = self.spool.pending
-            st.durable_upto = max(st.durable_upto, items[-1][0])
-            st.mode = "draining" if st.connected else "spooling"
-            st.cond.notify_all()
+        self.state.mark_spooled(self.spool.pending, items[-1][0])
 
     def _spool_queue(self) -> None:
         q = self.state.queue
@@ -334,7 +287,7 @@ class Engine:
             return
         recs = self.spool.read(self.drain_offset, room)
         while recs:
-            n = _batch_len([len(rec.data) for rec in recs])
+            n = batch_len([len(rec.data) for rec in recs])
             chunk, recs = recs[:n], recs[n:]
             base = len(self.inflight)
             items = [(self.spool_seqs[base + i], r.msg_id, r.data) for i, r in enumerate(chunk)]
@@ -349,11 +302,11 @@ class Engine:
             self.last_activity = time.monotonic()
         while q and len(self.inflight) < self.cfg.window:
             room = min(self.cfg.window - len(self.inflight), len(q))
-            n = _batch_len([len(data) for _, _, data in islice(q, room)])
+            n = batch_len([len(data) for _, _, data in islice(q, room)])
             items = [q.popleft() for _ in range(n)]
             try:
                 await self._publish_batch(items)
-            except _Retry:
+            except RetryNeeded:
                 # Not sent: back at the head, in order, so they are spooled in order.
                 q.extendleft(reversed(items))
                 raise
@@ -367,11 +320,11 @@ class Engine:
         try:
             acks = await self.acks.publish_batch([(data, mid) for _, mid, data in items])
         except (NatsError, OSError) as exc:
-            raise _Retry(f"publish failed: {type(exc).__name__}: {exc}") from None
+            raise RetryNeeded(f"publish failed: {type(exc).__name__}: {exc}") from None
         now = time.monotonic()
         ends: list[int | None] = list(spool_ends) if spool_ends else [None] * len(items)
         self.inflight.extend(
-            _Entry(seq, mid, data, ack, now, end)
+            Entry(seq, mid, data, ack, now, end)
             for (seq, mid, data), ack, end in zip(items, acks, ends, strict=True)
         )
         self.state.in_flight = len(self.inflight)
@@ -380,53 +333,30 @@ class Engine:
 
     def _collect(self) -> None:
         st = self.state
-        acked = dups = rejected = commits = 0
-        last_seq: int | None = None
-        commit_end: int | None = None
-        while self.inflight and self.inflight[0].ack.outcome is not None:
-            e = self.inflight[0]
-            outcome, detail = e.ack.outcome, e.ack.detail
-            if outcome == "unavailable":
-                raise _Retry(f"bus cannot store messages yet ({detail})")
-            if outcome == "refused":
-                # Refused for good (e.g. larger than the stream allows): retrying would
-                # block every later document behind it.
-                log.error("%s: bus refused message %s: %s", st.instrument, e.msg_id, detail)
-                rejected += 1
-            else:
-                acked += 1
-                dups += outcome == "duplicate"
-            self.inflight.popleft()
-            if e.seq is not None:
-                last_seq = e.seq
-            if e.spool_end is not None:
-                commit_end, commits = e.spool_end, commits + 1
-        if self.inflight and time.monotonic() - self.inflight[0].sent_at > self.cfg.ack_timeout:
-            head = self.inflight[0]
-            raise _Retry(f"no acknowledgement for {head.msg_id} within {self.cfg.ack_timeout}s")
-        if commit_end is not None:
-            self.spool.commit(commit_end, commits)
-            for _ in range(commits):
+        got = take_acked(self.inflight, self.cfg.ack_timeout)
+        for msg_id, detail in got.refused or ():
+            log.error("%s: bus refused message %s: %s", st.instrument, msg_id, detail)
+        if got.commit_end is not None:
+            self.spool.commit(got.commit_end, got.commits)
+            for _ in range(got.commits):
                 self.spool_seqs.popleft()
             if self.spool.pending == 0:
                 self.drain_offset = self.spool.acked_offset
                 log.info("%s: spool drained, publishing directly again", st.instrument)
-        if acked and self.outage:
+        if got.acked and self.outage:
             self.outage = False
             log.info("%s: bus acknowledges messages again", st.instrument)
-        if acked or rejected:
-            with st.cond:
-                st.acked += acked
-                st.duplicates += dups
-                st.rejected += rejected
-                st.in_flight = len(self.inflight)
-                st.spooled = self.spool.pending
-                if last_seq is not None:
-                    st.acked_upto = max(st.acked_upto, last_seq)
-                    st.durable_upto = max(st.durable_upto, last_seq)
-                if st.connected:
-                    st.mode = "draining" if self.spool.pending else "direct"
-                st.cond.notify_all()
+        if got.acked or got.rejected:
+            st.record_acks(
+                got.acked,
+                got.duplicates,
+                got.rejected,
+                in_flight=len(self.inflight),
+                spooled=self.spool.pending,
+                last_seq=got.last_seq,
+            )
+        if got.retry is not None:
+            raise RetryNeeded(got.retry)
 
     async def _shutdown(self) -> None:
         st = self.state
@@ -444,13 +374,7 @@ class Engine:
                 await asyncio.wait_for(self.nc.close(), 2.0)
         pending = self.spool.pending
         self.spool.close()
-        with st.cond:
-            st.connected = False
-            st.in_flight = 0
-            st.spooled = pending
-            st.mode = "closed"
-            st.closed = True
-            st.cond.notify_all()
+        st.mark_closed(spooled=pending)
         if pending:
             log.warning(
                 "%s: closed with %d messages in the local spool %s; they will be "

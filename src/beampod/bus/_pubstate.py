@@ -85,6 +85,70 @@ class SharedState:
                 last_error=self.last_error,
             )
 
+    # -- transitions, written by the I/O thread --------------------------------------
+
+    def mark_connected(self, spooled: int) -> None:
+        with self.cond:
+            self.connected = True
+            self.mode = "draining" if spooled else "direct"
+            self.cond.notify_all()
+
+    def mark_lost(self, reason: str) -> None:
+        """The connection was given up: what was in flight goes to the spool."""
+        with self.cond:
+            self.connected = False
+            self.in_flight = 0
+            self.mode = "spooling"
+            self.last_error = reason
+            self.cond.notify_all()
+
+    def note_error(self, reason: str) -> None:
+        with self.cond:
+            self.last_error = reason
+
+    def mark_spooled(self, spooled: int, durable_upto: int) -> None:
+        """Messages up to ``durable_upto`` are safe in the spool (``spooled`` there now)."""
+        with self.cond:
+            self.spooled = spooled
+            self.durable_upto = max(self.durable_upto, durable_upto)
+            self.mode = "draining" if self.connected else "spooling"
+            self.cond.notify_all()
+
+    def record_acks(
+        self,
+        acked: int,
+        duplicates: int,
+        rejected: int,
+        *,
+        in_flight: int,
+        spooled: int,
+        last_seq: int | None,
+    ) -> None:
+        with self.cond:
+            self.acked += acked
+            self.duplicates += duplicates
+            self.rejected += rejected
+            self.in_flight = in_flight
+            self.spooled = spooled
+            if last_seq is not None:
+                self.acked_upto = max(self.acked_upto, last_seq)
+                self.durable_upto = max(self.durable_upto, last_seq)
+            if self.connected:
+                self.mode = "draining" if spooled else "direct"
+            self.cond.notify_all()
+
+    def mark_closed(self, spooled: int | None = None) -> None:
+        """The loop ended; ``spooled``: after a clean shutdown, nothing is in flight and
+        that many messages wait in the spool."""
+        with self.cond:
+            self.connected = False
+            if spooled is not None:
+                self.in_flight = 0
+                self.spooled = spooled
+            self.mode = "closed"
+            self.closed = True
+            self.cond.notify_all()
+
     def wait_for(
         self, seq: int, timeout: float, *, durable_ok: bool, wake: Callable[[], None]
     ) -> bool:
