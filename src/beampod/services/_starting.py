@@ -47,7 +47,7 @@ class ServiceStarter:
     _home: PodHome
     _placement: Placement
     _policy: RestartPolicy
-    _priority: dict[str, tuple[int, int]]
+    _priority: dict[str, tuple[int, int, int]]
     _progress: Callable[[str], None]
     _state: PodState
     _stopping: bool
