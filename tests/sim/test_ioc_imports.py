@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.sim._iocfix import RunningIocs
 
 from beampod.sim import read_sync, write_sync
 from beampod.sim._names import NUMPY_FREE_FAMILIES, families_in_argv
+from tests.sim._iocfix import RunningIocs
 
 HOST = "127.0.0.1"
 
@@ -27,7 +27,7 @@ def test_families_are_read_from_either_argv() -> None:
     group = ["group", "--ioc", "simple", "s:", "5064", "--ioc", "thermo_sim", "t:", "5065"]
     assert families_in_argv(group) == ["simple", "thermo_sim"]
     assert families_in_argv(["--help"]) == []
-    assert NUMPY_FREE_FAMILIES == {"simple", "random_walk"}
+    assert {"simple", "random_walk"} == NUMPY_FREE_FAMILIES
 
 
 @pytest.mark.pod
