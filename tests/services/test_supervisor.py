@@ -204,6 +204,51 @@ def test_an_early_service_runs_before_its_dependency_is_ready_but_is_ready_after
     asyncio.run(scenario())
 
 
+def test_an_early_python_module_imports_at_low_priority_and_runs_at_normal(
+    home: PodHome, tmp_path: Path
+) -> None:
+    """An early ``python -m MODULE`` service is spawned through ``beampod._preload``:
+    what its module imports runs at low priority (ADR 0030), its main at the priority
+    it was given; a service that is not early is spawned as it is."""
+    report = (
+        "import builtins, os, sys, threading\n"
+        "def nice():\n"
+        "    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())\n"
+        "if __name__ != '__main__':  # imported by its name first: by the preloader\n"
+        "    builtins.TOP = (threading.current_thread().name, nice())\n"
+        "if __name__ == '__main__':\n"
+        "    top = getattr(builtins, 'TOP', ('not-imported', '-'))\n"
+        "    print('READY', *top, threading.current_thread().name, nice(), flush=True)\n"
+        "    import time; time.sleep(600)\n"
+    )
+    (tmp_path / "early_service_mod.py").write_text(report)
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    specs = [
+        ServiceSpec(
+            name=name,
+            argv=(sys.executable, "-m", "early_service_mod"),
+            env=env,
+            probe=LogLineProbe(home.log_file(name), r"^READY"),
+            ready_timeout=30,
+            stop_timeout=2,
+            start_early=early,
+        )
+        for name, early in (("early", True), ("plain", False))
+    ]
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+
+    async def scenario() -> None:
+        sup = calm_supervisor(specs, home, policy=FAST)
+        await asyncio.wait_for(sup.start(), 60)
+        await sup.stop()
+
+    asyncio.run(scenario())
+    early = _log(home, "early").split("READY", 1)[1].split()
+    plain = _log(home, "plain").split("READY", 1)[1].split()
+    assert early == ["beampod-preload", str(min(base + 10, 19)), "MainThread", str(base)]
+    assert plain == ["not-imported", "-", "MainThread", str(base)]
+
+
 def _log(home: PodHome, name: str) -> str:
     path = home.log_file(name)
     return path.read_text() if path.exists() else ""
