@@ -204,12 +204,14 @@ def test_an_early_service_runs_before_its_dependency_is_ready_but_is_ready_after
     asyncio.run(scenario())
 
 
-def test_an_early_python_module_imports_at_low_priority_and_runs_at_normal(
+def test_early_and_leaf_python_modules_import_at_low_priority_and_run_at_normal(
     home: PodHome, tmp_path: Path
 ) -> None:
-    """An early ``python -m MODULE`` service is spawned through ``beampod._preload``:
+    """A ``python -m MODULE`` service that starts early, or that no other service
+    depends on (only ``up`` waits for it), is spawned through ``beampod._preload``:
     what its module imports runs at low priority (ADR 0030), its main at the priority
-    it was given; a service that is not early is spawned as it is."""
+    it was given. One that others wait for, or the slow start ``up`` waits for
+    (``spawn_first``), is spawned as it is."""
     report = (
         "import builtins, os, sys, threading\n"
         "def nice():\n"
@@ -223,17 +225,23 @@ def test_an_early_python_module_imports_at_low_priority_and_runs_at_normal(
     )
     (tmp_path / "early_service_mod.py").write_text(report)
     env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
-    specs = [
-        ServiceSpec(
+
+    def spec(name: str, **kw: Any) -> ServiceSpec:
+        return ServiceSpec(
             name=name,
             argv=(sys.executable, "-m", "early_service_mod"),
             env=env,
             probe=LogLineProbe(home.log_file(name), r"^READY"),
             ready_timeout=30,
             stop_timeout=2,
-            start_early=early,
+            **kw,
         )
-        for name, early in (("early", True), ("plain", False))
+
+    specs = [
+        spec("early", start_early=True, depends_on=("hub",)),
+        spec("hub"),
+        spec("leaf", depends_on=("hub",)),
+        spec("slow-leaf", spawn_first=True),
     ]
     base = os.getpriority(os.PRIO_PROCESS, 0)
 
@@ -243,10 +251,10 @@ def test_an_early_python_module_imports_at_low_priority_and_runs_at_normal(
         await sup.stop()
 
     asyncio.run(scenario())
-    early = _log(home, "early").split("READY", 1)[1].split()
-    plain = _log(home, "plain").split("READY", 1)[1].split()
-    assert early == ["beampod-preload", str(min(base + 10, 19)), "MainThread", str(base)]
-    assert plain == ["not-imported", "-", "MainThread", str(base)]
+    seen = {s.name: _log(home, s.name).split("READY", 1)[1].split() for s in specs}
+    low = ["beampod-preload", str(min(base + 10, 19)), "MainThread", str(base)]
+    plain = ["not-imported", "-", "MainThread", str(base)]
+    assert seen == {"early": low, "leaf": low, "hub": plain, "slow-leaf": plain}
 
 
 def _log(home: PodHome, name: str) -> str:

@@ -49,6 +49,7 @@ class ServiceStarter:
     _placement: Placement
     _policy: RestartPolicy
     _priority: dict[str, tuple[int, int, int]]
+    _leaves: frozenset[str]
     _progress: Callable[[str], None]
     _state: PodState
     _stopping: bool
@@ -94,8 +95,11 @@ class ServiceStarter:
                 env[RUNENGINE_CPUS_ENV] = self._state.runengine_cpus
             # A background service starts at normal priority (its start is on `up`'s
             # critical path: Tiled is the slowest service) and yields once ready. One
-            # started early imports at low priority from its first line (ADR 0030).
-            argv = early_argv(spec.argv) if spec.start_early else spec.argv
+            # started early, or that nothing waits for but `up` (and is not the slow
+            # start `up` waits for), imports at low priority from its first line
+            # (ADR 0030).
+            low = spec.start_early or (spec.name in self._leaves and not spec.spawn_first)
+            argv = early_argv(spec.argv) if low else spec.argv
             svc.proc = await _process.spawn(argv, env, log, spec.cwd)
             started = time.time()
             self._update(
