@@ -12,6 +12,13 @@ state file): the start of one service with nothing else starting. Target: `up -d
 and the supervisor itself used to start (/proc, read right after `up -d` returned):
 on two cores everything but Tiled has to fit in Tiled's shadow (ADR 0030).
 
+Installation excluded includes its bytecode: an installed beampod has its modules
+compiled (pip does it), while a source tree run with ``PYTHONDONTWRITEBYTECODE=1`` and
+no ``__pycache__`` compiles beampod's modules again in every process of every start
+(~0.1 CPU-s for the supervisor's service definitions alone). So beampod's package is
+compiled first (``compileall``, into its ``__pycache__``); ``--no-compile`` measures
+without it.
+
     .venv/bin/python bench/bench_up.py --repeat 3 [--alone 3] [--json results.json]
 """
 
@@ -48,6 +55,18 @@ def alone(cli: list[str], home: Path, name: str, timeout: float = 180.0) -> floa
             return time.monotonic() - t0
         time.sleep(0.05)  # polling interval of the state file
     raise SystemExit(f"{name} not ready {timeout:.0f} s after `service start`")
+
+
+def compile_beampod() -> str:
+    """Compile the beampod package the pod will run (as an installation does)."""
+    import compileall
+    import importlib.util
+
+    spec = importlib.util.find_spec("beampod")
+    assert spec is not None and spec.submodule_search_locations
+    where = next(iter(spec.submodule_search_locations))
+    compileall.compile_dir(where, quiet=1)
+    return where
 
 
 def start_cpu(state: dict[str, Any]) -> dict[str, float]:
@@ -104,7 +123,14 @@ def main() -> int:
         help="how many of the slowest services (during up -d) to start alone",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="do not compile beampod's modules first (as an installation does)",
+    )
     args = parser.parse_args()
+    if not args.no_compile:
+        print(f"compiled: {compile_beampod()}")
     print(f"machine: {machine()}")
     print(f"load average before: {load_average()}")
     runs = []
