@@ -8,7 +8,16 @@ cache, which a real second start also has). Then, with the pod up and idle, the
 their own (``beampod service stop/start``, wall time from the command to ready in the
 state file): the start of one service with nothing else starting. Target: `up -d`
 <= 1.5 x the slowest service alone. Also read: the supervisor's resident memory
-(``beampod status --json``; target <= 60 MB).
+(``beampod status --json``; target <= 60 MB), and the CPU each service's process tree
+and the supervisor itself used to start (/proc, read right after `up -d` returned):
+on two cores everything but Tiled has to fit in Tiled's shadow (ADR 0030).
+
+Installation excluded includes its bytecode: an installed beampod has its modules
+compiled (pip does it), while a source tree run with ``PYTHONDONTWRITEBYTECODE=1`` and
+no ``__pycache__`` compiles beampod's modules again in every process of every start
+(~0.1 CPU-s for the supervisor's service definitions alone). So beampod's package is
+compiled first (``compileall``, into its ``__pycache__``); ``--no-compile`` measures
+without it.
 
     .venv/bin/python bench/bench_up.py --repeat 3 [--alone 3] [--json results.json]
 """
@@ -24,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import load_average, machine, percentile, run
+from _common import load_average, machine, percentile, process_cpu_s, run
 
 RATIO_TARGET = 1.5
 SUPERVISOR_MB_TARGET = 60.0
@@ -48,6 +57,31 @@ def alone(cli: list[str], home: Path, name: str, timeout: float = 180.0) -> floa
     raise SystemExit(f"{name} not ready {timeout:.0f} s after `service start`")
 
 
+def compile_beampod() -> str:
+    """Compile the beampod package the pod will run (as an installation does)."""
+    import compileall
+    import importlib.util
+
+    spec = importlib.util.find_spec("beampod")
+    assert spec is not None and spec.submodule_search_locations
+    where = next(iter(spec.submodule_search_locations))
+    compileall.compile_dir(where, quiet=1)
+    return where
+
+
+def start_cpu(state: dict[str, Any]) -> dict[str, float]:
+    """CPU-s each service's process tree used so far, and the supervisor's own."""
+    from beampod.services._process import tree_cpu_seconds
+
+    cpu = {
+        n: tree_cpu_seconds(int(s["pid"])) or 0.0
+        for n, s in state["services"].items()
+        if s.get("pid")
+    }
+    cpu["supervisor"] = process_cpu_s(int(state["supervisor_pid"]))
+    return cpu
+
+
 def one(alone_n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="beampod-bench-up-") as tmp:
         home = Path(tmp) / "pod"
@@ -59,6 +93,7 @@ def one(alone_n: int) -> dict[str, Any]:
             run([*cli, "up", "-d"], timeout=300)
             elapsed = time.monotonic() - t0
             state = json.loads(run([*cli, "status", "--json"]).stdout)
+            cpu = start_cpu(state)
             ready = {n: s["ready_at"] - wall0 for n, s in state["services"].items()}
             own = {n: s["ready_at"] - s["started_at"] for n, s in state["services"].items()}
             sup_mb = state["resources"]["supervisor"]["rss_mb"]
@@ -72,6 +107,7 @@ def one(alone_n: int) -> dict[str, Any]:
             "ready": ready,
             "own": own,
             "alone": solo,
+            "start_cpu": cpu,
             "supervisor_mb": sup_mb,
             "total_mb": total_mb,
         }
@@ -87,7 +123,14 @@ def main() -> int:
         help="how many of the slowest services (during up -d) to start alone",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="do not compile beampod's modules first (as an installation does)",
+    )
     args = parser.parse_args()
+    if not args.no_compile:
+        print(f"compiled: {compile_beampod()}")
     print(f"machine: {machine()}")
     print(f"load average before: {load_average()}")
     runs = []
@@ -103,6 +146,10 @@ def main() -> int:
             + ", ".join(f"{n} {r['own'][n]:.1f}s -> {t:.1f}s" for n, t in r["alone"].items())
             + f"\n  up -d / slowest alone ({name} {solo:.1f} s) = {r['up'] / solo:.2f}"
             + f"; supervisor {r['supervisor_mb']:.1f} MB, pod {r['total_mb']:.0f} MB resident"
+            + f"\n  start CPU-s ({sum(r['start_cpu'].values()):.1f} in all): "
+            + ", ".join(
+                f"{n} {c:.2f}" for n, c in sorted(r["start_cpu"].items(), key=lambda kv: -kv[1])
+            )
         )
     ups = [r["up"] for r in runs]
     ratios = [r["up"] / max(r["alone"].values()) for r in runs]

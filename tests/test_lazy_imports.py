@@ -139,3 +139,21 @@ def test_queue_http_reads_a_spreadsheet_with_pandas_deferred(packages: Path) -> 
         assert is_loaded("pandas")
         """,
     )
+
+
+def test_beampod_reads_its_version_on_first_use() -> None:
+    # Every process of a pod imports beampod: importlib.metadata (with the email
+    # package) is loaded only by one that asks for the version (ADR 0030).
+    code = (
+        "import sys, beampod\n"
+        "assert 'importlib.metadata' not in sys.modules, 'imported on import'\n"
+        "from importlib.metadata import version\n"
+        "assert beampod.__version__ == version('beampod'), beampod.__version__\n"
+        "assert 'from beampod import __version__' and beampod.__dict__['__version__']\n"
+        "try:\n"
+        "    beampod.no_such_name\n"
+        "except AttributeError:\n"
+        "    print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

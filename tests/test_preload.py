@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -23,3 +24,64 @@ def test_preload_imports_and_leaves_the_callers_priority_alone() -> None:
 def test_preload_raises_the_import_error_in_the_caller() -> None:
     with pytest.raises(ModuleNotFoundError, match="beampod_no_such_module"):
         preload(["beampod_no_such_module"])
+
+
+def test_an_early_service_argv_goes_through_the_preloader() -> None:
+    from beampod._preload import early_argv
+
+    argv = (sys.executable, "-m", "beampod.web")
+    assert early_argv(argv) == (sys.executable, "-m", "beampod._preload", "beampod.web")
+    # Another interpreter (an environment cycle's) or no ``-m``: unchanged.
+    assert early_argv(("/other/python", "-m", "beampod.web")) == (
+        "/other/python",
+        "-m",
+        "beampod.web",
+    )
+    assert early_argv(("/bin/nats-server", "-c", "x")) == ("/bin/nats-server", "-c", "x")
+
+
+def test_run_early_imports_at_low_priority_then_runs_main_at_the_callers(
+    tmp_path: Path,
+) -> None:
+    """``python -m beampod._preload MODULE ARGS``: the module's top level (what it
+    imports) runs in the low-priority thread, its ``__main__`` block in the main
+    thread at the caller's priority, with the arguments, once; a package runs its
+    ``__main__``; the exit code is the module's."""
+    import subprocess
+    import textwrap
+
+    record = textwrap.dedent(
+        """
+        import os, sys, threading
+        def where(label):
+            nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            print(label, __name__, threading.current_thread().name, nice, flush=True)
+        where("top")
+        if __name__ == "__main__":
+            where("main " + " ".join(sys.argv[1:]))
+            sys.exit(3)
+        """
+    )
+    (tmp_path / "early_mod.py").write_text(record)
+    (tmp_path / "early_pkg").mkdir()
+    (tmp_path / "early_pkg" / "__init__.py").write_text("")
+    (tmp_path / "early_pkg" / "__main__.py").write_text(record)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    for module in ("early_mod", "early_pkg"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "beampod._preload", module, "a", "b"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert proc.returncode == 3, proc.stderr
+        lines = [line.split() for line in proc.stdout.splitlines()]
+        top, *rest = lines
+        assert top[2] == "beampod-preload" and int(top[3]) == min(base + 10, 19), lines
+        # Run as __main__ (its top level once more, importing nothing new), at the
+        # caller's priority, with its arguments.
+        assert rest[0][:3] == ["top", "__main__", "MainThread"] and int(rest[0][3]) == base
+        assert rest[1] == ["main", "a", "b", "__main__", "MainThread", str(base)], lines
+        assert "RuntimeWarning" not in proc.stderr, proc.stderr

@@ -44,3 +44,40 @@ def preload(modules: Sequence[str]) -> None:
     thread.join()
     if errors:
         raise errors[0]
+
+
+def early_argv(argv: Sequence[str]) -> tuple[str, ...]:
+    """``python -m MODULE ARGS`` as ``python -m beampod._preload MODULE ARGS``: the same
+    service, with the imports that run before its own ``main`` (its package's
+    ``__init__``, its module's top level: the pod's config models, ~0.3-0.6 CPU-s) at
+    low priority too (ADR 0030). Other argvs, and another interpreter's (an environment
+    cycle's, whose beampod may predate this), are returned as they are."""
+    if len(argv) >= 3 and argv[0] == sys.executable and argv[1] == "-m":
+        return (argv[0], "-m", __name__, *argv[2:])
+    return tuple(argv)
+
+
+def run_early(argv: Sequence[str]) -> None:
+    """Run module ``argv[0]`` as ``python -m`` would, with ``argv[1:]`` as its
+    arguments, after importing it (not running it) at low priority: for a package its
+    ``__main__``, whose top level imports what the service needs before it starts."""
+    import importlib.util
+    import runpy
+
+    module = argv[0]
+    spec = importlib.util.find_spec(module)
+    if spec is None:
+        raise SystemExit(f"No module named {module}")
+    target = module + ".__main__" if spec.submodule_search_locations is not None else module
+    preload([target])
+    # Its dependencies stay imported; the module itself runs once more as __main__, as
+    # ``python -m`` runs it (runpy warns about a module already in sys.modules).
+    sys.modules.pop(target, None)
+    sys.argv = [module, *argv[1:]]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        raise SystemExit("usage: python -m beampod._preload MODULE [ARGS ...]")
+    run_early(sys.argv[1:])

@@ -250,3 +250,33 @@ def test_what_most_services_depend_on_is_admitted_first(home: PodHome) -> None:
     starts = [m.removeprefix("starting ") for m in admitted if m.startswith("starting ")]
     assert starts[0] == "hub" and starts[1] == "needs-hub-1"
     assert sorted(starts) == sorted(s.name for s in specs)
+
+
+def test_the_slowest_start_is_spawned_before_what_more_depend_on(home: PodHome) -> None:
+    """All asking at once, one start at a time: ``slow`` (Tiled: ``spawn_first``) is
+    listed last and fewer services depend on it than on ``hub`` (an IOC the queue
+    needs), yet it is spawned first; the others keep their order."""
+    gate = Gate()
+    specs = [
+        _spec(gate, "hub"),
+        _spec(gate, "needs-hub", depends_on=("hub",)),
+        _spec(gate, "leaf"),
+        _spec(gate, "slow", spawn_first=True),
+    ]
+    gate.open.update(s.name for s in specs)
+    admitted: list[str] = []
+
+    async def scenario() -> None:
+        sup = calm_supervisor(
+            specs, home, policy=RestartPolicy(max_starting=1), progress=admitted.append
+        )
+        gate.sup = sup
+        try:
+            await asyncio.wait_for(sup.start(), 30)
+        finally:
+            await sup.stop()
+
+    asyncio.run(scenario())
+    starts = [m.removeprefix("starting ") for m in admitted if m.startswith("starting ")]
+    assert starts[:2] == ["slow", "hub"], starts
+    assert sorted(starts) == sorted(s.name for s in specs)

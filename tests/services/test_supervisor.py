@@ -204,6 +204,59 @@ def test_an_early_service_runs_before_its_dependency_is_ready_but_is_ready_after
     asyncio.run(scenario())
 
 
+def test_early_and_leaf_python_modules_import_at_low_priority_and_run_at_normal(
+    home: PodHome, tmp_path: Path
+) -> None:
+    """A ``python -m MODULE`` service that starts early, or that no other service
+    depends on (only ``up`` waits for it), is spawned through ``beampod._preload``:
+    what its module imports runs at low priority (ADR 0030), its main at the priority
+    it was given. One that others wait for, or the slow start ``up`` waits for
+    (``spawn_first``), is spawned as it is."""
+    report = (
+        "import builtins, os, sys, threading\n"
+        "def nice():\n"
+        "    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())\n"
+        "if __name__ != '__main__':  # imported by its name first: by the preloader\n"
+        "    builtins.TOP = (threading.current_thread().name, nice())\n"
+        "if __name__ == '__main__':\n"
+        "    top = getattr(builtins, 'TOP', ('not-imported', '-'))\n"
+        "    print('READY', *top, threading.current_thread().name, nice(), flush=True)\n"
+        "    import time; time.sleep(600)\n"
+    )
+    (tmp_path / "early_service_mod.py").write_text(report)
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+
+    def spec(name: str, **kw: Any) -> ServiceSpec:
+        return ServiceSpec(
+            name=name,
+            argv=(sys.executable, "-m", "early_service_mod"),
+            env=env,
+            probe=LogLineProbe(home.log_file(name), r"^READY"),
+            ready_timeout=30,
+            stop_timeout=2,
+            **kw,
+        )
+
+    specs = [
+        spec("early", start_early=True, depends_on=("hub",)),
+        spec("hub"),
+        spec("leaf", depends_on=("hub",)),
+        spec("slow-leaf", spawn_first=True),
+    ]
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+
+    async def scenario() -> None:
+        sup = calm_supervisor(specs, home, policy=FAST)
+        await asyncio.wait_for(sup.start(), 60)
+        await sup.stop()
+
+    asyncio.run(scenario())
+    seen = {s.name: _log(home, s.name).split("READY", 1)[1].split() for s in specs}
+    low = ["beampod-preload", str(min(base + 10, 19)), "MainThread", str(base)]
+    plain = ["not-imported", "-", "MainThread", str(base)]
+    assert seen == {"early": low, "leaf": low, "hub": plain, "slow-leaf": plain}
+
+
 def _log(home: PodHome, name: str) -> str:
     path = home.log_file(name)
     return path.read_text() if path.exists() else ""

@@ -119,6 +119,11 @@ def test_running_supervisor_maps_no_heavy_library(pod: LoadedPod) -> None:
     packages = {part.split("/")[0] for part in maps.split("site-packages/")[1:] if "/" in part}
     unwanted = {"pandas", "pyarrow", "sqlalchemy", "scipy", "numba", "llvmlite", "orjson", "numpy"}
     assert not packages & unwanted, sorted(packages)
+    # Nor aiohttp, which nats-py imports for websocket URLs only: its import made two
+    # TLS contexts while Tiled was importing (ADR 0030). The supervisor probes the bus
+    # with nats-py, so the check would see it.
+    assert "pydantic_core" in packages, sorted(packages)
+    assert "aiohttp" not in packages, sorted(packages)
 
 
 def test_http_probe_speaks_http_to_the_real_servers(pod: LoadedPod) -> None:

@@ -6,12 +6,16 @@ import argparse
 import sys
 import time
 
-from beampod.config import PodHome
-from beampod.errors import BeampodError
-from beampod.services._control import run_supervisor
+from beampod._lazy import defer_imports
+from beampod.services._defer import SUPERVISOR_DEFERRED_IMPORTS
 
 
 def main() -> int:
+    defer_imports(SUPERVISOR_DEFERRED_IMPORTS)  # before anything imports nats-py
+    from beampod.config import PodHome
+    from beampod.errors import BeampodError
+    from beampod.services._control import run_supervisor
+
     parser = argparse.ArgumentParser(prog="python -m beampod.services")
     parser.add_argument("--home", required=True)
     args = parser.parse_args()

@@ -53,7 +53,7 @@ class _Ticket:
     name: str
     waiting_for_dependencies: Callable[[], bool]
     granted: asyncio.Future[None]
-    priority: tuple[int, int]  # lower goes first
+    priority: tuple[int, ...]  # lower goes first
 
 
 class Admission:
@@ -80,7 +80,7 @@ class Admission:
         self,
         name: str,
         waiting_for_dependencies: Callable[[], bool],
-        priority: tuple[int, int] = (0, 0),
+        priority: tuple[int, ...] = (0, 0),
     ) -> None:
         """Return once ``name`` may start; it holds its admission until :meth:`release`.
         Lower ``priority`` goes first; services asking in the same moment (every

@@ -106,11 +106,21 @@ def dependency_order(specs: Sequence[ServiceSpec]) -> list[ServiceSpec]:
     return order
 
 
-def start_priority(order: Sequence[ServiceSpec]) -> dict[str, tuple[int, int]]:
-    """Admission priority: most services depending on it (directly or not) first, then
-    dependency order."""
+def start_priority(order: Sequence[ServiceSpec]) -> dict[str, tuple[int, int, int]]:
+    """Admission priority: a ``spawn_first`` service (the slowest start: Tiled) first,
+    then most services depending on it (directly or not), then dependency order."""
     dependents: dict[str, set[str]] = {s.name: set() for s in order}
     for s in reversed(order):  # a dependent comes after what it depends on
         for dep in s.depends_on:
             dependents[dep] |= {s.name} | dependents[s.name]
-    return {s.name: (-len(dependents[s.name]), i) for i, s in enumerate(order)}
+    return {
+        s.name: (0 if s.spawn_first else 1, -len(dependents[s.name]), i)
+        for i, s in enumerate(order)
+    }
+
+
+def leaf_services(order: Sequence[ServiceSpec]) -> frozenset[str]:
+    """The services no other service depends on: only ``up`` waits for them, so what
+    they import before they serve can wait for the CPU the others leave (ADR 0030)."""
+    needed = {dep for s in order for dep in s.depends_on}
+    return frozenset(s.name for s in order if s.name not in needed)

@@ -38,6 +38,10 @@ class ServiceSpec:
     # itself. Its readiness is probed only once they are ready, so "ready" means the
     # same either way.
     start_early: bool = False
+    # The pod's slowest start (Tiled, and what it needs first): spawned before every
+    # other service that asks to start at the same moment, whatever depends on those,
+    # so the start everyone waits for longest is never behind a spawn it does not need.
+    spawn_first: bool = False
     ports: tuple[PortClaim, ...] = ()
     ready_timeout: float = 60.0
     # Added to the process's nice value once it is ready (pod.background_nice for what

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from beampod._preload import early_argv
 from beampod.config import RUNENGINE_CPUS_ENV, Placement, PodHome, format_cpu_list
 from beampod.errors import BeampodError
 from beampod.services import _process
@@ -47,7 +48,8 @@ class ServiceStarter:
     _home: PodHome
     _placement: Placement
     _policy: RestartPolicy
-    _priority: dict[str, tuple[int, int]]
+    _priority: dict[str, tuple[int, int, int]]
+    _leaves: frozenset[str]
     _progress: Callable[[str], None]
     _state: PodState
     _stopping: bool
@@ -92,8 +94,13 @@ class ServiceStarter:
             if self._state.runengine_cpus:
                 env[RUNENGINE_CPUS_ENV] = self._state.runengine_cpus
             # A background service starts at normal priority (its start is on `up`'s
-            # critical path: Tiled is the slowest service) and yields once ready.
-            svc.proc = await _process.spawn(spec.argv, env, log, spec.cwd)
+            # critical path: Tiled is the slowest service) and yields once ready. One
+            # started early, or that nothing waits for but `up` (and is not the slow
+            # start `up` waits for), imports at low priority from its first line
+            # (ADR 0030).
+            low = spec.start_early or (spec.name in self._leaves and not spec.spawn_first)
+            argv = early_argv(spec.argv) if low else spec.argv
+            svc.proc = await _process.spawn(argv, env, log, spec.cwd)
             started = time.time()
             self._update(
                 svc, state="starting", pid=svc.proc.pid, started_at=started, health="", message=""

@@ -30,6 +30,7 @@ from beampod.services._policy import (
     CrashHistory,
     RestartPolicy,
     dependency_order,
+    leaf_services,
     start_priority,
 )
 from beampod.services._probes import Probe, port_is_free
@@ -64,6 +65,7 @@ class Supervisor(ServiceStarter):
         self._clock = clock  # readiness deadlines (a test moves it)
         self._cpu_pressure = cpu_pressure  # a saturated machine (a test sets it)
         self._priority = start_priority(self._order)
+        self._leaves = leaf_services(self._order)
         self._progress = progress or (lambda _msg: None)
         self._services = {
             s.name: Supervised(

@@ -34,7 +34,12 @@ def repeater_specs(pod: LoadedPod) -> list[ServiceSpec]:
         bind = "127.0.0.1"  # where CA clients register, whatever the host's address
     host = loopback_for(bind)
     port = pod.config.ca_repeater_port()
-    code = f"from caproto.sync.repeater import run; run(host={host!r})"
+    # numpy marked absent first: the repeater forwards beacons and needs none of it, and
+    # caproto imports it (for its numpy backend) only when it can (ADR 0030).
+    code = (
+        "import sys; sys.modules.setdefault('numpy', None); "
+        f"from caproto.sync.repeater import run; run(host={host!r})"
+    )
     return [
         ServiceSpec(
             name=SERVICE_NAME,

@@ -60,6 +60,7 @@ def postgres_spec(pod: LoadedPod) -> ServiceSpec:
         stop_signal=signal.SIGINT,
         stop_timeout=30.0,
         prepare=lambda: prepare_postgres(pod),
+        spawn_first=True,  # Tiled, the slowest start, needs it
     )
 
 
@@ -133,6 +134,9 @@ def tiled_spec(pod: LoadedPod) -> ServiceSpec:
         address=url,
         ports=(PortClaim(central_bind(pod.config), pod.config.tiled.port),),
         depends_on=("postgres",) if embedded_postgres(pod) else (),
+        # The slowest start of a pod: `up` waits for it, so it is spawned before the
+        # IOCs and the rest that are let start at the same moment (ADR 0030).
+        spawn_first=True,
         # Importing the server alone takes ~6 s on a quiet 2-core machine and over a
         # minute on a loaded one; a start that gives up early only starts it again.
         ready_timeout=120.0,

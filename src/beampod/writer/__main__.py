@@ -30,6 +30,9 @@ def lean_imports() -> None:
 
 
 def main() -> int:
+    # beampod.store (the pod's config models with it), which the policy below imports
+    # first thing, at low priority too: the writer starts with Tiled (ADR 0014, 0030).
+    preload(["beampod.store"])
     lean_imports()
     # Started with Tiled (ADR 0014): import tiled's client without slowing Tiled down.
     preload(["beampod.writer._loop", "beampod.store._writer", "nats"])
