@@ -143,7 +143,7 @@ def test_queue_http_reads_a_spreadsheet_with_pandas_deferred(packages: Path) -> 
 
 def test_beampod_reads_its_version_on_first_use() -> None:
     # Every process of a pod imports beampod: importlib.metadata (with the email
-    # package) is loaded only by one that asks for the version (ADR 0030).
+    # package) is loaded only by one that asks for the version (ADR 0031).
     code = (
         "import sys, beampod\n"
         "assert 'importlib.metadata' not in sys.modules, 'imported on import'\n"

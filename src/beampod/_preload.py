@@ -50,7 +50,7 @@ def early_argv(argv: Sequence[str]) -> tuple[str, ...]:
     """``python -m MODULE ARGS`` as ``python -m beampod._preload MODULE ARGS``: the same
     service, with the imports that run before its own ``main`` (its package's
     ``__init__``, its module's top level: the pod's config models, ~0.3-0.6 CPU-s) at
-    low priority too (ADR 0030). Other argvs, and another interpreter's (an environment
+    low priority too (ADR 0031). Other argvs, and another interpreter's (an environment
     cycle's, whose beampod may predate this), are returned as they are."""
     if len(argv) >= 3 and argv[0] == sys.executable and argv[1] == "-m":
         return (argv[0], "-m", __name__, *argv[2:])

@@ -209,7 +209,7 @@ def test_early_and_leaf_python_modules_import_at_low_priority_and_run_at_normal(
 ) -> None:
     """A ``python -m MODULE`` service that starts early, or that no other service
     depends on (only ``up`` waits for it), is spawned through ``beampod._preload``:
-    what its module imports runs at low priority (ADR 0030), its main at the priority
+    what its module imports runs at low priority (ADR 0031), its main at the priority
     it was given. One that others wait for, or the slow start ``up`` waits for
     (``spawn_first``), is spawned as it is."""
     report = (

@@ -120,7 +120,7 @@ def test_running_supervisor_maps_no_heavy_library(pod: LoadedPod) -> None:
     unwanted = {"pandas", "pyarrow", "sqlalchemy", "scipy", "numba", "llvmlite", "orjson", "numpy"}
     assert not packages & unwanted, sorted(packages)
     # Nor aiohttp, which nats-py imports for websocket URLs only: its import made two
-    # TLS contexts while Tiled was importing (ADR 0030). The supervisor probes the bus
+    # TLS contexts while Tiled was importing (ADR 0031). The supervisor probes the bus
     # with nats-py, so the check would see it.
     assert "pydantic_core" in packages, sorted(packages)
     assert "aiohttp" not in packages, sorted(packages)

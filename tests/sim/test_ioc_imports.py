@@ -1,4 +1,4 @@
-"""IOC processes that need no numpy do not load it (ADR 0030): caproto's own example
+"""IOC processes that need no numpy do not load it (ADR 0031): caproto's own example
 IOCs (``simple``, ``random_walk``) run on caproto's pure-Python array backend, and
 serve reads, writes and arrays as before; the families that compute with numpy (the
 mini beamline, the thermo sim) keep it."""

@@ -1,4 +1,4 @@
-"""What the supervisor's process does not import until used (ADR 0013, 0030)."""
+"""What the supervisor's process does not import until used (ADR 0013, 0031)."""
 
 #: nats-py imports aiohttp at module level for websocket (``ws://``) servers only; the
 #: supervisor probes the bus over ``nats://``. Imported, aiohttp's connector made two

@@ -121,6 +121,6 @@ def start_priority(order: Sequence[ServiceSpec]) -> dict[str, tuple[int, int, in
 
 def leaf_services(order: Sequence[ServiceSpec]) -> frozenset[str]:
     """The services no other service depends on: only ``up`` waits for them, so what
-    they import before they serve can wait for the CPU the others leave (ADR 0030)."""
+    they import before they serve can wait for the CPU the others leave (ADR 0031)."""
     needed = {dep for s in order for dep in s.depends_on}
     return frozenset(s.name for s in order if s.name not in needed)

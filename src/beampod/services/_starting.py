@@ -97,7 +97,7 @@ class ServiceStarter:
             # critical path: Tiled is the slowest service) and yields once ready. One
             # started early, or that nothing waits for but `up` (and is not the slow
             # start `up` waits for), imports at low priority from its first line
-            # (ADR 0030).
+            # (ADR 0031).
             low = spec.start_early or (spec.name in self._leaves and not spec.spawn_first)
             argv = early_argv(spec.argv) if low else spec.argv
             svc.proc = await _process.spawn(argv, env, log, spec.cwd)

@@ -35,7 +35,7 @@ def repeater_specs(pod: LoadedPod) -> list[ServiceSpec]:
     host = loopback_for(bind)
     port = pod.config.ca_repeater_port()
     # numpy marked absent first: the repeater forwards beacons and needs none of it, and
-    # caproto imports it (for its numpy backend) only when it can (ADR 0030).
+    # caproto imports it (for its numpy backend) only when it can (ADR 0031).
     code = (
         "import sys; sys.modules.setdefault('numpy', None); "
         f"from caproto.sync.repeater import run; run(host={host!r})"

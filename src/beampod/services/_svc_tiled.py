@@ -135,7 +135,7 @@ def tiled_spec(pod: LoadedPod) -> ServiceSpec:
         ports=(PortClaim(central_bind(pod.config), pod.config.tiled.port),),
         depends_on=("postgres",) if embedded_postgres(pod) else (),
         # The slowest start of a pod: `up` waits for it, so it is spawned before the
-        # IOCs and the rest that are let start at the same moment (ADR 0030).
+        # IOCs and the rest that are let start at the same moment (ADR 0031).
         spawn_first=True,
         # Importing the server alone takes ~6 s on a quiet 2-core machine and over a
         # minute on a loaded one; a start that gives up early only starts it again.

@@ -13,7 +13,7 @@ PROBE_SUFFIXES = {"mini_beamline": "current", "random_walk": "x", "simple": "A",
 #: Families whose IOC needs no numpy (caproto's own examples: plain floats, ints and a
 #: list). A process serving only these runs caproto's pure-Python ``array`` backend,
 #: which caproto picks when numpy cannot be imported: numpy was 40 % of such an IOC's
-#: start CPU (ADR 0030). Clients see the same values on the wire.
+#: start CPU (ADR 0031). Clients see the same values on the wire.
 NUMPY_FREE_FAMILIES = frozenset({"random_walk", "simple"})
 
 

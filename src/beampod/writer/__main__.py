@@ -31,7 +31,7 @@ def lean_imports() -> None:
 
 def main() -> int:
     # beampod.store (the pod's config models with it), which the policy below imports
-    # first thing, at low priority too: the writer starts with Tiled (ADR 0014, 0030).
+    # first thing, at low priority too: the writer starts with Tiled (ADR 0014, 0031).
     preload(["beampod.store"])
     lean_imports()
     # Started with Tiled (ADR 0014): import tiled's client without slowing Tiled down.
