@@ -197,7 +197,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 0
     print(f"starting pod from {home.root} (Ctrl-C stops it) ...", flush=True)
     from beampod._lazy import defer_imports
-    from beampod.services._defer import SUPERVISOR_DEFERRED_IMPORTS
+    from beampod.services import SUPERVISOR_DEFERRED_IMPORTS
 
     defer_imports(SUPERVISOR_DEFERRED_IMPORTS)  # as the detached supervisor does
     return run_supervisor(home, progress)

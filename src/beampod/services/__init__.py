@@ -10,6 +10,7 @@ from beampod.services._control import (
     stop_pod,
     supervisor_pid,
 )
+from beampod.services._defer import SUPERVISOR_DEFERRED_IMPORTS
 from beampod.services._policy import RestartPolicy, dependency_order
 from beampod.services._probes import (
     AllProbes,
@@ -40,6 +41,7 @@ from beampod.services._supervisor import Supervisor
 __all__ = [
     "CENTRAL_SERVICES",
     "DEFAULT_INSTRUMENT_SERVICES",
+    "SUPERVISOR_DEFERRED_IMPORTS",
     "AllProbes",
     "CallableProbe",
     "HttpProbe",
