@@ -29,14 +29,13 @@ if TYPE_CHECKING:
         list_runs,
         open_catalog,
     )
-    from beampod.store._sink import (
+    from beampod.store._sink import RunSink, items_from
+    from beampod.store._sinkresult import (
         BatchResult,
         Item,
         Rejection,
-        RunSink,
         StoreAccessError,
         TransientStoreError,
-        items_from,
     )
     from beampod.store._writer import open_sink
 
@@ -50,12 +49,12 @@ _LAZY = {
     "RunSummary": ("beampod.store._catalog", "RunSummary"),
     "list_runs": ("beampod.store._catalog", "list_runs"),
     "open_catalog": ("beampod.store._catalog", "open_catalog"),
-    "BatchResult": ("beampod.store._sink", "BatchResult"),
-    "Item": ("beampod.store._sink", "Item"),
-    "Rejection": ("beampod.store._sink", "Rejection"),
+    "BatchResult": ("beampod.store._sinkresult", "BatchResult"),
+    "Item": ("beampod.store._sinkresult", "Item"),
+    "Rejection": ("beampod.store._sinkresult", "Rejection"),
     "RunSink": ("beampod.store._sink", "RunSink"),
-    "StoreAccessError": ("beampod.store._sink", "StoreAccessError"),
-    "TransientStoreError": ("beampod.store._sink", "TransientStoreError"),
+    "StoreAccessError": ("beampod.store._sinkresult", "StoreAccessError"),
+    "TransientStoreError": ("beampod.store._sinkresult", "TransientStoreError"),
     "items_from": ("beampod.store._sink", "items_from"),
     "open_sink": ("beampod.store._writer", "open_sink"),
 }

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import httpx
@@ -31,64 +30,20 @@ from tiled.client.container import Container
 from beampod.errors import StoreError
 from beampod.store._health import health_container, tiled_stores_sync
 from beampod.store._runstate import RunState, StreamState
+from beampod.store._sinkresult import (
+    BatchResult,
+    Early,
+    Item,
+    Rejected,
+    Rejection,
+    http_detail,
+    http_status,
+    is_transient_http,
+    translate,
+)
 from beampod.store._validate import event_keys_problem, fast_event_ok, schema_problem
 
 log = logging.getLogger("beampod.store.sink")
-
-Item = tuple[str, dict[str, Any], str]
-
-
-class TransientStoreError(StoreError):
-    """Tiled is unreachable or failing (5xx): retry the same batch later."""
-
-
-class StoreAccessError(StoreError):
-    """Tiled refused the writer's credentials (401/403): retrying will not help."""
-
-
-class _Rejected(Exception):
-    """Internal: this one document is permanently bad."""
-
-    early = False
-
-
-class _Early(_Rejected):
-    """Internal: this document needs others of its run that are not stored yet."""
-
-    early = True
-
-
-@dataclass(frozen=True)
-class Rejection:
-    msg_id: str
-    name: str
-    reason: str
-    # Not storable *yet*: documents it needs have not arrived (module docstring).
-    early: bool = False
-
-
-@dataclass
-class BatchResult:
-    written: int = 0
-    duplicates: int = 0
-    rejected: list[Rejection] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.rejected
-
-
-def _status(exc: BaseException) -> int | None:
-    if isinstance(exc, httpx.HTTPStatusError):
-        return exc.response.status_code
-    return None
-
-
-def _is_transient(exc: BaseException) -> bool:
-    status = _status(exc)
-    if status is None:
-        return isinstance(exc, httpx.TransportError)
-    return status >= 500 or status in (408, 429)
 
 
 def _run_hint(msg_id: str) -> str | None:
@@ -119,9 +74,9 @@ class RunSink:
         except KeyError:
             raise StoreError(f"Tiled has no container {instrument!r}") from None
         except (httpx.HTTPError, OSError) as exc:
-            if _status(exc) == 404:
+            if http_status(exc) == 404:
                 raise StoreError(f"Tiled has no container {instrument!r}") from None
-            raise _translate(exc, "connecting to Tiled") from None
+            raise translate(exc, "connecting to Tiled") from None
 
     # -- public -----------------------------------------------------------------
 
@@ -131,7 +86,7 @@ class RunSink:
             resp = self._container.context.http_client.get(self._container.uri)
             resp.raise_for_status()
         except (httpx.HTTPError, OSError) as exc:
-            raise _translate(exc, "checking Tiled") from None
+            raise translate(exc, "checking Tiled") from None
 
     def can_store(self) -> bool:
         """Tiled can store now (one real write in this instrument's health container,
@@ -169,7 +124,7 @@ class RunSink:
                     continue
                 try:
                     outcome = self._one(name, doc, msg_id, touched, msg_id in waiting)
-                except _Rejected as exc:
+                except Rejected as exc:
                     result.rejected.append(Rejection(msg_id, name, str(exc), exc.early))
                     continue
                 if outcome == "duplicate":
@@ -183,7 +138,7 @@ class RunSink:
             # rebuilds the state from what Tiled actually holds.
             for uid in touched:
                 self._runs.pop(uid, None)
-            raise _translate(exc, "writing to Tiled") from None
+            raise translate(exc, "writing to Tiled") from None
         return result
 
     def forget(self) -> None:
@@ -224,12 +179,12 @@ class RunSink:
         self, name: str, doc: Any, msg_id: str, touched: dict[str, RunState], waiting: bool
     ) -> str:
         if not isinstance(doc, dict):
-            raise _Rejected(f"{name} document is {type(doc).__name__}, not a mapping")
+            raise Rejected(f"{name} document is {type(doc).__name__}, not a mapping")
         if name == "event_page":
             return self._event_page(doc, msg_id, touched)
         problem = schema_problem(name, doc)
         if problem:
-            raise _Rejected(problem)
+            raise Rejected(problem)
         if name == "start":
             return self._start(doc, touched)
         if name == "event":
@@ -239,21 +194,21 @@ class RunSink:
             return run.event(doc, msg_id, stream)
         run_uid = doc.get("run_start") if name in ("descriptor", "stop") else _run_hint(msg_id)
         if run_uid is None:
-            raise _Rejected(f"{name} document names no run")
+            raise Rejected(f"{name} document names no run")
         state = self._state(run_uid, touched)
         if state is None:
-            raise _Early(f"{name} for unknown run {run_uid} (no start document stored)")
+            raise Early(f"{name} for unknown run {run_uid} (no start document stored)")
         try:
             if name == "descriptor":
                 return state.descriptor(doc)
             if name == "stop":
                 if waiting and (missing := state.missing_events(doc)):
-                    raise _Early(f"stop of run {run_uid} came before its events: {missing}")
+                    raise Early(f"stop of run {run_uid} came before its events: {missing}")
                 outcome = state.stop(doc)
                 self._runs.pop(run_uid, None)  # finished: nothing more to remember
                 touched.pop(run_uid, None)
                 if outcome not in ("written", "duplicate"):
-                    raise _Rejected(outcome)
+                    raise Rejected(outcome)
                 return outcome
             state.other(name, doc)
             return "written"
@@ -262,12 +217,12 @@ class RunSink:
             # run (e.g. a datum for an unknown resource); the run state may be half
             # updated, so rebuild it from Tiled next time.
             self._runs.pop(run_uid, None)
-            raise _Rejected(f"{name} could not be applied: {type(exc).__name__}: {exc}") from None
+            raise Rejected(f"{name} could not be applied: {type(exc).__name__}: {exc}") from None
         except httpx.HTTPStatusError as exc:
-            if _is_transient(exc) or _status(exc) in (401, 403):
+            if is_transient_http(exc) or http_status(exc) in (401, 403):
                 raise
             self._runs.pop(run_uid, None)
-            raise _Rejected(f"Tiled refused {name}: {_status(exc)} {_detail(exc)}") from None
+            raise Rejected(f"Tiled refused {name}: {http_status(exc)} {http_detail(exc)}") from None
 
     def _start(self, doc: dict[str, Any], touched: dict[str, RunState]) -> str:
         uid = doc["uid"]
@@ -277,24 +232,24 @@ class RunSink:
         try:
             state.start(doc)
         except httpx.HTTPStatusError as exc:
-            if _status(exc) == 409:  # created concurrently (or an unseen retry): reuse
+            if http_status(exc) == 409:  # created concurrently (or an unseen retry): reuse
                 return "duplicate" if self._state(uid, touched) else "written"
-            if _is_transient(exc) or _status(exc) in (401, 403):
+            if is_transient_http(exc) or http_status(exc) in (401, 403):
                 raise
-            raise _Rejected(f"Tiled refused start: {_status(exc)} {_detail(exc)}") from None
+            raise Rejected(f"Tiled refused start: {http_status(exc)} {http_detail(exc)}") from None
         self._remember(state, touched)
         return "written"
 
     def _event_page(self, doc: dict[str, Any], msg_id: str, touched: dict[str, RunState]) -> str:
         problem = schema_problem("event_page", doc)
         if problem:
-            raise _Rejected(problem)
+            raise Rejected(problem)
         evs = list(unpack_event_page(cast(Any, doc)))
         # Check every event before queueing any: a page is stored whole or rejected whole.
         checked = []
         for ev in evs:
             if problem := schema_problem("event", ev):
-                raise _Rejected(f"event_page: {problem}")
+                raise Rejected(f"event_page: {problem}")
             checked.append(self._checked_event(ev, msg_id, touched))
         # Identity and order too: the page's own events count as stored in turn.
         next_seq: dict[int, int] = {}
@@ -313,7 +268,7 @@ class RunSink:
     ) -> tuple[RunState, StreamState]:
         run, stream = self._stream_of(doc, msg_id, touched)
         if (problem := event_keys_problem(doc, stream.data_keys)) is not None:
-            raise _Rejected(problem)
+            raise Rejected(problem)
         return run, stream
 
     def _stream_of(
@@ -328,9 +283,9 @@ class RunSink:
         state = self._state(hint, touched) if hint else None
         if state is None:
             where = f"run {hint}" if hint else "any run this writer knows"
-            raise _Early(f"event for unknown descriptor {desc} (not in {where})")
+            raise Early(f"event for unknown descriptor {desc} (not in {where})")
         if desc not in state.descriptors:
-            raise _Early(f"event for unknown descriptor {desc} in run {state.uid}")
+            raise Early(f"event for unknown descriptor {desc} in run {state.uid}")
         return state, state.descriptors[desc]
 
     # -- run state cache ----------------------------------------------------------
@@ -361,10 +316,10 @@ class RunSink:
             try:
                 state.flush()
             except httpx.HTTPStatusError as exc:
-                if _is_transient(exc) or _status(exc) in (401, 403):
+                if is_transient_http(exc) or http_status(exc) in (401, 403):
                     raise
                 self._runs.pop(uid, None)
-                reason = f"Tiled refused the rows: {_status(exc)} {_detail(exc)}"
+                reason = f"Tiled refused the rows: {http_status(exc)} {http_detail(exc)}"
                 result.written -= len(pending)
                 result.rejected.extend(Rejection(m, n, reason) for m, n in pending)
 
@@ -380,28 +335,10 @@ def _verdict(
         verdict = f"event seq_num {doc['seq_num']} arrived after run {run.uid} stopped; not stored"
     elif verdict not in ("duplicate", "new") and doc["seq_num"] > next_seq:
         # Ahead of a seq_num not stored yet (and no stored event of its own seq_num).
-        raise _Early(f"event_page: {verdict}" if page else verdict)
+        raise Early(f"event_page: {verdict}" if page else verdict)
     if verdict in ("duplicate", "new"):
         return verdict
-    raise _Rejected(f"event_page: {verdict}" if page else verdict)
-
-
-def _detail(exc: httpx.HTTPStatusError) -> str:
-    try:
-        body = exc.response.json()
-    except ValueError:
-        return exc.response.text[:200]
-    detail = body.get("detail", body) if isinstance(body, dict) else body
-    return str(detail)[:300]
-
-
-def _translate(exc: BaseException, what: str) -> StoreError:
-    status = _status(exc)
-    if status in (401, 403):
-        return StoreAccessError(f"Tiled refused the writer key while {what} ({status})")
-    if _is_transient(exc) or isinstance(exc, OSError):
-        return TransientStoreError(f"Tiled unavailable while {what}: {type(exc).__name__}: {exc}")
-    return StoreError(f"Tiled error while {what}: {exc}")
+    raise Rejected(f"event_page: {verdict}" if page else verdict)
 
 
 def items_from(docs: Sequence[tuple[str, dict[str, Any]]]) -> list[Item]:
