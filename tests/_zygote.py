@@ -38,7 +38,13 @@ PRELOAD = [
     "bluesky.preprocessors",
     "bluesky.run_engine",
     "ophyd.sim",
+    "ophyd_async",  # the RunEngine imports it for its metadata
     "beampod.bus",
+    "beampod.bus._publisher",  # beampod.bus imports its parts on first use
+    "beampod.bus._transports",
+    "beampod.bus._kafka",
+    "beampod.bus._zmq",
+    "bluesky.callbacks.zmq",
     "beampod.config",
     "beampod.session",
     "tests.datapath._emitter",
