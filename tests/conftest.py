@@ -120,6 +120,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = slowest_first(items, config.rootpath)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the fork server of the session processes, if a test started it
+    (``tests/_zygote.py``)."""
+    from tests._zygote import stop_fork_server
+
+    stop_fork_server()
+
+
 @pytest.hookimpl(optionalhook=True)  # only with pytest-xdist (not with -p no:xdist)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``--dist loadfile`` with the files that share a package-scoped server as one

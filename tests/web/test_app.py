@@ -156,10 +156,15 @@ def test_logout_ends_the_session(web: tuple[TestClient, LoadedPod]) -> None:
 
 
 def test_pages_say_what_is_down(web: tuple[TestClient, LoadedPod]) -> None:
+    import stamina
+
     client, pod = web
     login(client, pod.secrets.queue_control_key.get_secret_value())
     assert "queue API does not answer" in client.get("/queue").text
-    assert "cannot reach the pod&#39;s Tiled server" in client.get("/runs").text
+    # Tiled's client retries a refused connection for ~25 s (stamina) before the page
+    # says so: the same page and message after one attempt.
+    with stamina.set_testing(True, attempts=1):
+        assert "cannot reach the pod&#39;s Tiled server" in client.get("/runs").text
     assert "no state file: is the pod running?" in client.get("/").text
 
 
