@@ -28,6 +28,8 @@ from typing import Any, Literal
 
 from nats.errors import ConnectionClosedError, ConnectionDrainingError, OutboundBufferLimitError
 
+from beampod.bus._natsparse import take_frames_first
+
 Outcome = Literal["stored", "duplicate", "refused", "unavailable"]
 
 # What JetStream (2.10/2.11) puts in a publish reply: b'{"stream":"DEMO_DOCUMENTS","seq":12}',
@@ -160,31 +162,8 @@ class AckTracker:
             self._resolve(token, bytes(data), _status_of(headers))
 
         nc._process_msg = process_msg
-        parser = getattr(nc, "_ps", None)
-        if parser is not None and hasattr(parser, "buf") and hasattr(parser, "state"):
-            self._install_parse(parser, str(own_sid).encode())
-
-    def _install_parse(self, parser: Any, own_sid: bytes) -> None:
-        """Take the run of complete ack frames at the head of the read buffer before
-        nats-py's parser (two regular expressions and an awaited call per message), only
-        between frames; anything else is left to it (as ``BatchPuller`` does, ADR 0029)."""
-        from nats.protocol.parser import AWAITING_CONTROL_LINE
-
-        original = parser.parse
-
-        async def parse(data: bytes = b"") -> None:
-            buf = parser.buf
-            if data:
-                buf.extend(data)
-            more = False
-            if parser.state == AWAITING_CONTROL_LINE and buf.startswith(_MSG):
-                done, more = self._take_frames(buf, own_sid)
-                if done:
-                    del buf[:done]
-            if buf and not more:
-                await original()
-
-        parser.parse = parse
+        sid_b = str(own_sid).encode()
+        take_frames_first(nc, _MSG, lambda buf: self._take_frames(buf, sid_b))
 
     def _take_frames(self, buf: bytearray, own_sid: bytes) -> tuple[int, bool]:
         """Resolve the complete ``MSG <inbox>.<n> <sid> <len>`` frames for this tracker

@@ -18,7 +18,7 @@ timezone-aware datetime built for every message. Together ~6 us of the writer's
 
 In a catch-up nearly every byte the connection reads is a reply to this inbox, and
 nats-py's protocol parser costs a regex or two, a dict of arguments and an awaited
-coroutine per message. :meth:`BatchPuller._parse` takes the run of complete ``HMSG``
+coroutine per message. The puller takes the run of complete ``HMSG`` (``_natsparse.py``)
 frames for this inbox at the head of the read buffer with one ``find`` and one
 ``split`` each and hands them to ``_take`` directly; anything else (another
 subscription's message, PING, INFO, -ERR, a frame split across reads that nats-py
@@ -38,6 +38,7 @@ import time
 from collections import deque
 from typing import Any
 
+from beampod.bus._natsparse import take_frames_first
 from beampod.bus._pulled import CRLF, HDR_LINE, AckMetadata, message_class
 
 # Heartbeats (100) keep a long pull alive; every other status (404 no messages, 408
@@ -103,34 +104,13 @@ class BatchPuller:
         # connection is the consumer's own, and every other subscription's messages
         # still go the usual way.
         nc._process_msg = process_msg
-        parser = getattr(nc, "_ps", None)
-        if parser is not None and hasattr(parser, "buf") and hasattr(parser, "state"):
-            self._install_parse(parser, str(own_sid).encode())
+        sid_b = str(own_sid).encode()
+        take_frames_first(nc, _HMSG, lambda buf: self._take_frames(buf, sid_b))
         # nats-py's stream reader stops reading the socket past twice its 32 KiB read
         # size and starts again below it: two epoll changes per read in a catch-up.
         reader = getattr(getattr(nc, "_transport", None), "_io_reader", None)
         if isinstance(reader, asyncio.StreamReader) and getattr(reader, "_limit", 0) < _READ_LIMIT:
             setattr(reader, "_limit", _READ_LIMIT)  # noqa: B010 (private to asyncio)
-
-    def _install_parse(self, parser: Any, own_sid: bytes) -> None:
-        """Put :meth:`_take_frames` in front of nats-py's parser (module docstring)."""
-        from nats.protocol.parser import AWAITING_CONTROL_LINE
-
-        original = parser.parse
-
-        async def parse(data: bytes = b"") -> None:
-            buf = parser.buf
-            if data:
-                buf.extend(data)
-            more = False
-            if parser.state == AWAITING_CONTROL_LINE and buf.startswith(_HMSG):
-                done, more = self._take_frames(buf, own_sid)
-                if done:
-                    del buf[:done]
-            if buf and not more:
-                await original()
-
-        parser.parse = parse
 
     def _take_frames(self, buf: bytearray, own_sid: bytes) -> tuple[int, bool]:
         """Take the complete ``HMSG`` frames for this inbox at the head of ``buf``:
