@@ -31,6 +31,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from multiprocessing import reduction
 from typing import IO, Any
+from unittest import mock
 
 # What the fork server imports once: what the emitter and make_run_engine import.
 PRELOAD = [
@@ -136,26 +137,12 @@ class ForkedProcess:
 
 
 @contextlib.contextmanager
-def _environ_without(name: str) -> Iterator[None]:
-    saved = os.environ.pop(name, None)
-    try:
+def _server_environ() -> Iterator[None]:
+    """The environment the fork server starts in: not a pod's process (no
+    BEAMPOD_HOME), and ophyd without Channel Access threads (see _real_control_layer)."""
+    env = {k: v for k, v in os.environ.items() if k != "BEAMPOD_HOME"}
+    with mock.patch.dict(os.environ, env | {"OPHYD_CONTROL_LAYER": "dummy"}, clear=True):
         yield
-    finally:
-        if saved is not None:
-            os.environ[name] = saved
-
-
-@contextlib.contextmanager
-def _environ_set(name: str, value: str) -> Iterator[None]:
-    saved = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = saved
 
 
 def start_forked(
@@ -165,9 +152,7 @@ def start_forked(
     stdin=DEVNULL)`` for a script whose ``main()`` is ``module.main``, forked from the
     fork server."""
     ctx = multiprocessing.get_context("forkserver")
-    # The server must not pass for a pod's process (no BEAMPOD_HOME), and it imports ophyd
-    # without starting Channel Access threads (see _real_control_layer).
-    with _environ_without("BEAMPOD_HOME"), _environ_set("OPHYD_CONTROL_LAYER", "dummy"):
+    with _server_environ():
         ctx.set_forkserver_preload(PRELOAD)
         multiprocessing.forkserver.ensure_running()
     r, w = os.pipe()

@@ -224,15 +224,9 @@ def test_early_services_cannot_starve_what_they_wait_for(home: PodHome) -> None:
     asyncio.run(scenario())
 
 
-def test_what_most_services_depend_on_is_admitted_first(home: PodHome) -> None:
-    """One start at a time. ``hub`` is listed after three independent services, but
-    two others depend on it (Tiled in a facility): it starts first."""
-    gate = Gate()
-    specs = [_spec(gate, f"leaf{i}") for i in range(3)] + [
-        _spec(gate, "hub"),
-        _spec(gate, "needs-hub-1", depends_on=("hub",)),
-        _spec(gate, "needs-hub-2", depends_on=("needs-hub-1",)),
-    ]
+def _start_one_at_a_time(gate: Gate, specs: list[ServiceSpec], home: PodHome) -> list[str]:
+    """Start ``specs`` (all asking at once) one at a time: the services in the order
+    they were started."""
     gate.open.update(s.name for s in specs)
     admitted: list[str] = []
 
@@ -247,7 +241,19 @@ def test_what_most_services_depend_on_is_admitted_first(home: PodHome) -> None:
             await sup.stop()
 
     asyncio.run(scenario())
-    starts = [m.removeprefix("starting ") for m in admitted if m.startswith("starting ")]
+    return [m.removeprefix("starting ") for m in admitted if m.startswith("starting ")]
+
+
+def test_what_most_services_depend_on_is_admitted_first(home: PodHome) -> None:
+    """One start at a time. ``hub`` is listed after three independent services, but
+    two others depend on it (Tiled in a facility): it starts first."""
+    gate = Gate()
+    specs = [_spec(gate, f"leaf{i}") for i in range(3)] + [
+        _spec(gate, "hub"),
+        _spec(gate, "needs-hub-1", depends_on=("hub",)),
+        _spec(gate, "needs-hub-2", depends_on=("needs-hub-1",)),
+    ]
+    starts = _start_one_at_a_time(gate, specs, home)
     assert starts[0] == "hub" and starts[1] == "needs-hub-1"
     assert sorted(starts) == sorted(s.name for s in specs)
 
@@ -263,20 +269,6 @@ def test_the_slowest_start_is_spawned_before_what_more_depend_on(home: PodHome) 
         _spec(gate, "leaf"),
         _spec(gate, "slow", spawn_first=True),
     ]
-    gate.open.update(s.name for s in specs)
-    admitted: list[str] = []
-
-    async def scenario() -> None:
-        sup = calm_supervisor(
-            specs, home, policy=RestartPolicy(max_starting=1), progress=admitted.append
-        )
-        gate.sup = sup
-        try:
-            await asyncio.wait_for(sup.start(), 30)
-        finally:
-            await sup.stop()
-
-    asyncio.run(scenario())
-    starts = [m.removeprefix("starting ") for m in admitted if m.startswith("starting ")]
+    starts = _start_one_at_a_time(gate, specs, home)
     assert starts[:2] == ["slow", "hub"], starts
     assert sorted(starts) == sorted(s.name for s in specs)
