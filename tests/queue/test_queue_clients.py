@@ -99,7 +99,8 @@ def test_qserver_cli_against_the_pod(qpod: RunningPod, rm: Any) -> None:
     assert "'manager_state': 'idle'" in status.stdout, status.stdout
     added = qserver(qpod, "queue", "add", "plan", '{"name":"count","args":[["pinhole"]]}')
     assert added.returncode == 0, added.stdout + added.stderr
-    assert queue_len(rm) == 1
+    # qserver adds over 0MQ; the HTTP server reports the queue as of its last poll.
+    wait_for(lambda: queue_len(rm) == 1, "the item qserver added seen over HTTP", 30.0)
     item = rm.queue_get(reload=True)["items"][0]
     assert (item["name"], item["args"]) == ("count", [["pinhole"]])
     bad = qserver(
