@@ -37,7 +37,7 @@ def repeater_specs(pod: LoadedPod) -> list[ServiceSpec]:
     # numpy marked absent first: the repeater forwards beacons and needs none of it, and
     # caproto imports it (for its numpy backend) only when it can (ADR 0031).
     code = (
-        "import sys; sys.modules.setdefault('numpy', None); "
+        "from beampod._lazy import skip_imports; skip_imports(['numpy']); "
         f"from caproto.sync.repeater import run; run(host={host!r})"
     )
     return [
