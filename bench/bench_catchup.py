@@ -100,7 +100,7 @@ def _pids(home: Path) -> dict[str, int]:
     svcs = status(home)["services"]
     return {
         k: int(svcs[k]["pid"])
-        for k in ("writer", "tiled", "postgres")
+        for k in ("writer", "tiled", "postgres", "nats")
         if k in svcs and svcs[k].get("pid")
     }
 
@@ -275,6 +275,10 @@ def bench_backend(
     text = cfg.read_text()
     assert "  backend: sqlite" in text
     cfg.write_text(text.replace("  backend: sqlite", f"  backend: {backend}", 1))
+    if args.max_batch:
+        cfg.write_text(
+            cfg.read_text().replace("max_batch: 5000 ", f"max_batch: {args.max_batch} ", 1)
+        )
     if cpus is not None:  # pod.background_cpus (the writer and Tiled drain on those)
         data = yaml.safe_load(cfg.read_text())
         data["pod"]["background_cpus"] = cpus
@@ -358,7 +362,7 @@ def bench_backend(
         res = {"wall": args.events / wall, "drain": args.events / drain, "mid": mid}
         # CPU per event, from the first ack to the last: what the drain costs whatever
         # else runs on the machine (its wall-clock rate depends on the load).
-        for k in ("writer", "tiled", "postgres"):
+        for k in ("writer", "tiled", "postgres", "nats"):
             if t_first is not None and k in cpu0 and k in cpu1:
                 res[f"{k}_cpu_us"] = 1e6 * (cpu1[k] - cpu0[k]) / args.events
         if "writer_cpu_us" in res and "tiled_cpu_us" in res:
@@ -372,6 +376,7 @@ def bench_backend(
                     if "postgres_cpu_us" in res
                     else ""
                 )
+                + (f", NATS {res['nats_cpu_us']:.1f} us" if "nats_cpu_us" in res else "")
                 + " -> "
                 f"{res['cpu_bound']:.0f} ev/s with a free core each",
                 flush=True,
@@ -405,6 +410,9 @@ def main() -> None:
         "--backends", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"]
     )
     ap.add_argument("--profile", type=float, default=0.0)
+    ap.add_argument(
+        "--max-batch", type=int, default=0, help="writer.max_batch (default: the config's)"
+    )
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument(
         "--background-cpus",

@@ -5,7 +5,8 @@ from typing import TYPE_CHECKING
 from beampod._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from beampod.writer._loop import DURABLE, Writer, WriterStats
+    from beampod.writer._loop import DURABLE, Writer
+    from beampod.writer._store import WriterStats
 
 # Lazy (PEP 562), so ``python -m beampod.writer`` can mark unused optional libraries
 # absent and import tiled's client at low priority (beampod._preload) before the
@@ -15,7 +16,7 @@ __getattr__ = lazy_exports(
     {
         "DURABLE": ("beampod.writer._loop", "DURABLE"),
         "Writer": ("beampod.writer._loop", "Writer"),
-        "WriterStats": ("beampod.writer._loop", "WriterStats"),
+        "WriterStats": ("beampod.writer._store", "WriterStats"),
     },
 )
 

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
 
 from beampod.bus import (
     LOST_SEQS,
@@ -28,8 +27,16 @@ from beampod.bus import (
 )
 from beampod.config import WriterSettings
 from beampod.errors import BusError, BusUnavailableError, DeliveryGapError, StoreError
-from beampod.store import BatchResult, Item, RunSink, StoreAccessError, TransientStoreError
+from beampod.store import (
+    BatchResult,
+    Item,
+    RunSink,
+    StoreAccessError,
+    TransientStoreError,
+    store_listening,
+)
 from beampod.writer._held import HeldBack
+from beampod.writer._store import WriterStats
 from beampod.writer._window import LiveWindow, batch_lag
 
 log = logging.getLogger("beampod.writer")
@@ -42,19 +49,6 @@ IN_PROGRESS_EVERY_S = 15.0
 # deliveries after a cluster node loss), instead of waiting out ack_wait; also how
 # long its one open pull waits for the next document.
 IDLE_CHECK_S = 5.0
-
-
-@dataclass
-class WriterStats:
-    batches: int = 0
-    written: int = 0
-    duplicates: int = 0
-    dead_lettered: int = 0
-    lost: int = 0  # messages the stream discarded before they were stored
-    held: int = 0  # documents held back until the ones before them came (_held.py)
-    bus_errors: int = 0  # the bus was lost, or could not be reached to re-open
-    delivery_gaps: int = 0  # deliveries lost on the way (re-opened at the ack floor)
-    started: float = field(default_factory=time.monotonic)
 
 
 class Writer:
@@ -125,7 +119,9 @@ class Writer:
             durable=DURABLE,
             ack_wait=60.0,
             resume_at_ack_floor=True,
+            # One batch stored, one fetched, one prefetched, and room to spare.
             max_ack_pending=max(20_000, 4 * self._settings.max_batch),
+            prefetch=True,
         )
         await consumer.start()
         return consumer
@@ -144,7 +140,7 @@ class Writer:
                 for first, last in consumer.take_discarded():
                     await self._report_discarded(consumer, first, last)
                 if storing is not None:
-                    await self._finish(storing, batch)
+                    await self._finish(consumer, storing, batch)
                     storing = None
                 await self._held.touch()  # between stores: nothing is taken from it now
                 if batch or self._held.expired(time.monotonic()):
@@ -189,7 +185,10 @@ class Writer:
         return fetching.result()
 
     async def _finish(
-        self, storing: asyncio.Task[None], fetched: Sequence[Message | BadMessage]
+        self,
+        consumer: DocumentConsumer,
+        storing: asyncio.Task[None],
+        fetched: Sequence[Message | BadMessage],
     ) -> None:
         """Wait for the batch being stored; meanwhile tell JetStream the ``fetched``
         batch (not yet written) is being worked on, so a long Tiled outage does not
@@ -201,11 +200,12 @@ class Writer:
                 return
             for m in fetched:
                 await m.in_progress()
+            await consumer.buffered_in_progress()  # the batch after it, prefetched
 
     async def _connect_sink(self) -> None:
         delay = self._retry_initial_s
         while not self._stop.is_set():
-            if self._store_address is not None and not await _listening(*self._store_address):
+            if self._store_address is not None and not await store_listening(*self._store_address):
                 # Tiled not up yet: a refused TCP connection costs nothing, so poll it
                 # often instead of backing off (a client connect retries for seconds).
                 await self._pause(STORE_POLL_S)
@@ -386,14 +386,3 @@ class Writer:
         # A retry backoff that ends early when the writer is asked to stop.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
-
-
-async def _listening(host: str, port: int) -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -28,6 +29,19 @@ log = logging.getLogger("beampod.writer")
 
 class Stopped(Exception):
     """The writer was asked to stop while a batch was still waiting for Tiled."""
+
+
+@dataclass
+class WriterStats:
+    batches: int = 0
+    written: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    lost: int = 0  # messages the stream discarded before they were stored
+    held: int = 0  # documents held back until the ones before them came (_held.py)
+    bus_errors: int = 0  # the bus was lost, or could not be reached to re-open
+    delivery_gaps: int = 0  # deliveries lost on the way (re-opened at the ack floor)
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass
