@@ -12,7 +12,10 @@ document present, N rows).
 
 Printed per backend: publish rate, and catch-up
   - wall: ``service start writer`` -> all acknowledged (includes process start-up),
-  - drain: first acknowledgement -> all acknowledged = the writer's steady throughput.
+  - drain: what was acknowledged from the first acknowledgement seen to the last, over
+    that time = the writer's steady throughput (the batch stored before the first
+    sample is not counted),
+  - middle 80%: the same between the ack floors sampled past 10 % and 90 %.
 
     python bench/bench_catchup.py [--events 100000] [--backends sqlite postgres]
                                   [--profile SECONDS]
@@ -20,7 +23,8 @@ Printed per backend: publish rate, and catch-up
 ``--profile S`` runs py-spy (``$PY_SPY``, else next to the Python running this) on the
 writer and on the Tiled server for S seconds of the drain, at 200 Hz, and prints where
 their time goes (top frames, inclusive). The CPU per event is counted for the writer,
-Tiled and PostgreSQL (its server and every backend process, when the pod runs it).
+Tiled, NATS and PostgreSQL (its server and every backend process, when the pod runs
+it) over the drain. ``--max-batch N`` sets the writer's ``max_batch``.
 """
 
 from __future__ import annotations
@@ -311,6 +315,7 @@ def bench_backend(
         t_start = time.monotonic()
         beampod(home, "service", "start", "writer")
         t_first = t_ready = None
+        floor_first = floor0
         cpu0: dict[str, float] = {}
         profilers: list[tuple[str, subprocess.Popen[bytes]]] = []
         samples: list[tuple[float, int]] = []
@@ -319,7 +324,7 @@ def bench_backend(
             now = time.monotonic()
             samples.append((now, floor))
             if t_first is None and floor > floor0:
-                t_first = now
+                t_first, floor_first = now, floor
                 cpu0 = {k: tree_cpu_seconds(pid) for k, pid in _pids(home).items()}
                 if args.profile:
                     svcs = status(home)["services"]
@@ -353,18 +358,24 @@ def bench_backend(
         rows = len(run.base["primary"].base["internal"].read(columns=["seq_num"]))
         assert rows == args.events and run.metadata.get("stop"), (rows, run.metadata.keys())
         wall = t_done - t_start
-        drain = t_done - (t_first or t_start)
-        # Throughput in the middle 80% of the drain (start-up and tail excluded).
+        # From the first ack seen to the last: only what was acked in between counts
+        # (the first batch was stored before the first sample; counting it too made a
+        # 20,000-event drain in batches of 5,000 look a third faster than it was).
+        if t_first is None:
+            t_first, floor_first = t_start, floor0
+        drain_rate = (last - floor_first) / (t_done - t_first) if t_done > t_first else float("nan")
+        # Throughput in the middle 80% of the drain (start-up and tail excluded), from
+        # the ack floors actually sampled.
         lo, hi = floor0 + 0.1 * (last - floor0), floor0 + 0.9 * (last - floor0)
-        t_lo = next(t for t, f in samples if f >= lo)
-        t_hi = next(t for t, f in samples if f >= hi)
-        mid = 0.8 * args.events / (t_hi - t_lo) if t_hi > t_lo else float("nan")
-        res = {"wall": args.events / wall, "drain": args.events / drain, "mid": mid}
+        t_lo, f_lo = next((t, f) for t, f in samples if f >= lo)
+        t_hi, f_hi = next((t, f) for t, f in samples if f >= hi)
+        mid = (f_hi - f_lo) / (t_hi - t_lo) if t_hi > t_lo else float("nan")
+        res = {"wall": args.events / wall, "drain": drain_rate, "mid": mid}
         # CPU per event, from the first ack to the last: what the drain costs whatever
         # else runs on the machine (its wall-clock rate depends on the load).
         for k in ("writer", "tiled", "postgres", "nats"):
             if t_first is not None and k in cpu0 and k in cpu1:
-                res[f"{k}_cpu_us"] = 1e6 * (cpu1[k] - cpu0[k]) / args.events
+                res[f"{k}_cpu_us"] = 1e6 * (cpu1[k] - cpu0[k]) / max(1, last - floor_first)
         if "writer_cpu_us" in res and "tiled_cpu_us" in res:
             # Writer and Tiled on a core each: the slower of the two sets the pace.
             res["cpu_bound"] = 1e6 / max(res["writer_cpu_us"], res["tiled_cpu_us"], 1e-9)
@@ -390,9 +401,8 @@ def bench_backend(
         )
         print(
             f"[{backend}] catch-up: {res['drain']:.0f} events/s from first ack to last "
-            f"({drain:.1f} s); middle 80%: {mid:.0f} events/s; including writer start-up: "
-            f"{res['wall']:.0f} events/s; Tiled holds {rows} rows + stop (target >= 10,000 "
-            "events/s)",
+            f"({t_done - t_first:.1f} s); middle 80%: {mid:.0f} events/s; including writer "
+            f"start-up: {res['wall']:.0f} events/s; Tiled holds {rows} rows + stop",
             flush=True,
         )
         for label, _ in profilers:
