@@ -19,7 +19,9 @@ import psutil
 from beampod._affinity import pin_process
 from beampod.config import Placement, resolve_placement
 
-MODES = ("pinned", "unpinned", "background")
+MODES = ("pinned", "unpinned", "background", "grouped")
+# The services the supervisor renices once ready (pod.background_nice, ADR 18).
+_BACKGROUND = ("writer", "tiled", "web")
 
 
 def auto_placement() -> Placement:
@@ -40,8 +42,32 @@ def _service_pids(home: Path) -> list[int]:
     return pids
 
 
+def _set_session_nice(home: Path, nice: int) -> list[str]:
+    """The autogroup nice of the background services' sessions (each service is its
+    own session, so its own autogroup where ``kernel.sched_autogroup_enabled``)."""
+    services = json.loads((home / "run" / "state.json").read_text())["services"]
+    done = []
+    for name, svc in services.items():
+        if svc.get("pid") and name.split("-")[0] in _BACKGROUND:
+            try:
+                Path(f"/proc/{int(svc['pid'])}/autogroup").write_text(str(nice))
+            except OSError:
+                continue
+            done.append(name)
+    return done
+
+
 def apply(home: Path, mode: str) -> str:
-    """Put the pod at ``home`` and this process in ``mode``; returns a description."""
+    """Put the pod at ``home`` and this process in ``mode``; returns a description.
+    ``grouped``: every CPU for everyone, the background services' sessions at the
+    autogroup nice of their threads (5); every other mode sets those back to 0."""
+    names = _set_session_nice(home, 5 if mode == "grouped" else 0)
+    if mode == "grouped":
+        every = frozenset(range(os.cpu_count() or 1))
+        for pid in _service_pids(home):
+            pin_process(pid, every)
+        pin_process(os.getpid(), every)
+        return f"sessions of {', '.join(names)} at autogroup nice 5; every CPU for all"
     every = frozenset(range(os.cpu_count() or 1))
     placement = auto_placement()
     background = runengine = every

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from tests.services._calm import calm_supervisor
 
+from beampod._autogroup import autogroup_nice
 from beampod.config import PodHome
 from beampod.errors import PortInUseError, ServiceStartError, UsageError
 from beampod.services import (
@@ -507,6 +508,12 @@ def test_a_background_service_runs_at_its_nice_value(home: PodHome) -> None:
                 assert os.getpriority(os.PRIO_PROCESS, pid) == expected, name
                 assert os.getpriority(os.PRIO_PROCESS, child) == expected, name
                 assert os.getpriority(os.PRIO_PROCESS, thread) == expected, name
+                # Where the kernel shares CPU per session first (autogroups), the
+                # service's session weighs as its threads do.
+                session = autogroup_nice(pid)
+                if session is not None:
+                    assert session == (expected if name == "background" else 0), name
+                    assert autogroup_nice(child) == session, name
         finally:
             await sup.stop()
 
