@@ -3,7 +3,9 @@
 ``pinned`` does what the supervisor does for the pod's default ``auto`` (every thread of
 every service process on the background CPUs) and pins this process, which runs the
 RunEngines, to the rest, as ``beampod shell`` does; ``unpinned`` gives both every CPU
-again; ``background`` pins only the services (the RunEngine on every CPU). Switching
+again; ``background`` pins only the services (the RunEngine on every CPU); ``grouped``
+and ``ungrouped`` give every CPU to all and set the background services' sessions
+(autogroups) to nice 5 (what the supervisor does since 2026-12-04) or 0. Switching
 between repetitions lets the modes share the machine's drift and load, which pods
 started one after the other would not.
 """
@@ -19,7 +21,7 @@ import psutil
 from beampod._affinity import pin_process
 from beampod.config import Placement, resolve_placement
 
-MODES = ("pinned", "unpinned", "background", "grouped")
+MODES = ("pinned", "unpinned", "background", "grouped", "ungrouped")
 # The services the supervisor renices once ready (pod.background_nice, ADR 18).
 _BACKGROUND = ("writer", "tiled", "web")
 
@@ -59,15 +61,17 @@ def _set_session_nice(home: Path, nice: int) -> list[str]:
 
 def apply(home: Path, mode: str) -> str:
     """Put the pod at ``home`` and this process in ``mode``; returns a description.
-    ``grouped``: every CPU for everyone, the background services' sessions at the
-    autogroup nice of their threads (5); every other mode sets those back to 0."""
-    names = _set_session_nice(home, 5 if mode == "grouped" else 0)
-    if mode == "grouped":
+    ``grouped`` / ``ungrouped``: every CPU for everyone, the background services'
+    sessions at the autogroup nice of their threads (5, what the supervisor sets) or
+    at 0 (as before 2026-12-04); the other modes leave the sessions as they are."""
+    if mode in ("grouped", "ungrouped"):
+        nice = 5 if mode == "grouped" else 0
+        names = _set_session_nice(home, nice)
         every = frozenset(range(os.cpu_count() or 1))
         for pid in _service_pids(home):
             pin_process(pid, every)
         pin_process(os.getpid(), every)
-        return f"sessions of {', '.join(names)} at autogroup nice 5; every CPU for all"
+        return f"sessions of {', '.join(names)} at autogroup nice {nice}; every CPU for all"
     every = frozenset(range(os.cpu_count() or 1))
     placement = auto_placement()
     background = runengine = every
