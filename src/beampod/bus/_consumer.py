@@ -261,20 +261,24 @@ class DocumentConsumer:
             self._owed_seen = None  # progress: check_nothing_owed starts over
         out: list[Message | BadMessage] = []
         for raw in raws:
-            meta = raw.metadata
-            seq = meta.stream_seq if type(meta) is AckMetadata else int(meta.sequence.stream)
+            meta = raw._metadata  # the puller's, read from the ack subject on arrival
+            if type(meta) is AckMetadata:
+                seq = meta.stream_seq
+            else:
+                seq = int(raw.metadata.sequence.stream)
             # First deliveries come in stream order; redeliveries are at or below
             # _upto. The stream holds only this instrument's subject, so a jump is
             # either a discard or a lost delivery.
-            if seq > self._upto + 1 and await self._lost_delivery(self._upto + 1, seq - 1):
-                break  # this and the later messages come again after the re-open
-            self._upto = max(self._upto, seq)
+            if seq > self._upto:
+                if seq > self._upto + 1 and await self._lost_delivery(self._upto + 1, seq - 1):
+                    break  # this and the later messages come again after the re-open
+                self._upto = seq
             try:
                 name, doc = decode(raw.data)
             except DecodeError as exc:
                 out.append(BadMessage(raw, error=str(exc)))
                 continue
-            out.append(Message(raw, name=name, doc=doc))
+            out.append(Message(raw, name, doc))
         if self._gap is not None and not out:
             raise DeliveryGapError(self._gap)
         return out

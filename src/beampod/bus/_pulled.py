@@ -23,47 +23,48 @@ class _SequencePair:
 
 class AckMetadata:
     """``Msg.metadata`` for a JetStream message, from its ack subject: the attributes of
-    nats-py's ``Msg.Metadata``, each number read only when asked for (the writer asks
-    for the stream sequence of every message, for the rest rarely)."""
+    nats-py's ``Msg.Metadata``. The writer asks for the stream sequence of every message
+    (kept as a number), for the rest rarely: those split the subject again when asked.
+    A batch keeps thousands of these alive, so each holds two objects, not the ten of
+    a split subject."""
 
-    __slots__ = ("_sequence", "_tokens")
+    __slots__ = ("_reply", "_sequence", "stream_seq")
 
     domain = None  # as nats-py has it for this (v1, no domain) form
 
-    def __init__(self, tokens: list[str]) -> None:
-        self._tokens = tokens
+    def __init__(self, reply: str, stream_seq: int) -> None:
+        self._reply = reply
+        self.stream_seq = stream_seq  # ``sequence.stream`` without building the pair
         self._sequence: _SequencePair | None = None
+
+    def _token(self, i: int) -> str:
+        return self._reply.split(".")[i]
 
     @property
     def stream(self) -> str:
-        return self._tokens[2]
+        return self._token(2)
 
     @property
     def consumer(self) -> str:
-        return self._tokens[3]
+        return self._token(3)
 
     @property
     def num_delivered(self) -> int:
-        return int(self._tokens[4])
-
-    @property
-    def stream_seq(self) -> int:
-        """``sequence.stream`` without building the pair."""
-        return int(self._tokens[5])
+        return int(self._token(4))
 
     @property
     def sequence(self) -> _SequencePair:
         if self._sequence is None:
-            self._sequence = _SequencePair(int(self._tokens[5]), int(self._tokens[6]))
+            self._sequence = _SequencePair(self.stream_seq, int(self._token(6)))
         return self._sequence
 
     @property
     def num_pending(self) -> int:
-        return int(self._tokens[8])
+        return int(self._token(8))
 
     @property
     def timestamp(self) -> datetime.datetime:
-        return datetime.datetime.fromtimestamp(int(self._tokens[7]) / 1e9, datetime.UTC)
+        return datetime.datetime.fromtimestamp(int(self._token(7)) / 1e9, datetime.UTC)
 
 
 # The header a beampod publisher sets on every message, and what may shadow it.
