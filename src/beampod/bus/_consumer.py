@@ -36,7 +36,7 @@ def _msg_id(headers: Mapping[str, str] | None) -> str | None:
     return headers.get(ORIGINAL_MSG_ID) or headers.get(MSG_ID)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Delivered:
     raw: Any = field(repr=False)  # nats.aio.msg.Msg
 
@@ -82,7 +82,7 @@ class _Delivered:
             await self.raw.term()
 
 
-@dataclass
+@dataclass(slots=True)
 class Message(_Delivered):
     """A decoded document. ``ack()`` once it is stored; ``nak(delay)`` to retry later."""
 
@@ -90,7 +90,7 @@ class Message(_Delivered):
     doc: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class BadMessage(_Delivered):
     """Bytes that are not a msgpack (name, doc) pair: dead-letter them, then ``term()``."""
 
