@@ -27,6 +27,12 @@ only if someone reads them (``_pulled.message_class``): the writer needs only it
 ``Nats-Msg-Id``, found with one search (``_pulled.quick_msg_id``). Acknowledgements of a
 batch go out as one write (``_pulled.ack_replies``) instead of one nats-py ``publish``
 each.
+
+With ``prefetch`` (the writer's consumer), a fetch that returns a full batch asks for
+the next one at once (``no_wait``: the server sends what it holds and ends the
+request), so that batch arrives while the caller stores the one in hand instead of
+after another round trip; the next fetch waits for that request to end before it
+pulls again, so the order and the one-request-at-a-time rule stay as they were.
 """
 
 from __future__ import annotations
