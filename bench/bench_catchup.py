@@ -164,20 +164,36 @@ def run_documents(n: int) -> list[tuple[str, dict[str, Any]]]:
     return docs
 
 
-async def _consumer_state(pod: Any) -> tuple[int, int, int]:
-    """(ack floor stream seq, pending, ack pending) of the writer's durable consumer."""
-    from beampod.bus import NatsConnection
-    from beampod.config import stream_name
-    from beampod.writer._loop import DURABLE
+class ConsumerPoller:
+    """(ack floor stream seq, pending, ack pending) of the writer's durable consumer,
+    asked over one connection kept open (a new connection per 0.1 s poll cost the
+    bench and nats-server CPU next to the drain it measures)."""
 
-    conn = NatsConnection.from_pod(pod, admin=True, name="bench-catchup")
-    nc = await conn.connect(reconnect=False)
-    try:
-        js = nc.jetstream()
-        info = await js.consumer_info(stream_name(pod.config.instrument_name), DURABLE)
+    def __init__(self, pod: Any) -> None:
+        self._pod = pod
+        self._loop = asyncio.new_event_loop()
+        self._nc: Any = None
+
+    def state(self) -> tuple[int, int, int]:
+        return self._loop.run_until_complete(self._state())
+
+    async def _state(self) -> tuple[int, int, int]:
+        from beampod.bus import NatsConnection
+        from beampod.config import stream_name
+        from beampod.writer import DURABLE
+
+        if self._nc is None:
+            conn = NatsConnection.from_pod(self._pod, admin=True, name="bench-catchup")
+            self._nc = await conn.connect(reconnect=False)
+        info = await self._nc.jetstream().consumer_info(
+            stream_name(self._pod.config.instrument_name), DURABLE
+        )
         return info.ack_floor.stream_seq, info.num_pending, info.num_ack_pending
-    finally:
-        await nc.close()
+
+    def close(self) -> None:
+        if self._nc is not None:
+            self._loop.run_until_complete(self._nc.close())
+        self._loop.close()
 
 
 async def _last_seq(pod: Any) -> int:
@@ -304,7 +320,8 @@ def bench_backend(
         st = pub.close()
         assert st.acked == len(docs) and not st.rejected, st
         last = asyncio.run(_last_seq(pod))
-        floor0, pending0, _ = asyncio.run(_consumer_state(pod))
+        poller = ConsumerPoller(pod)
+        floor0, pending0, _ = poller.state()
         print(
             f"[{backend}] backlog: {len(docs)} messages ({args.events} events) published "
             f"and acked in {t_pub:.1f} s ({len(docs) / t_pub:.0f} msg/s); writer consumer "
@@ -320,7 +337,7 @@ def bench_backend(
         profilers: list[tuple[str, subprocess.Popen[bytes]]] = []
         samples: list[tuple[float, int]] = []
         while True:
-            floor, pending, ack_pending = asyncio.run(_consumer_state(pod))
+            floor, pending, ack_pending = poller.state()
             now = time.monotonic()
             samples.append((now, floor))
             if t_first is None and floor > floor0:
@@ -350,6 +367,7 @@ def bench_backend(
                 )
             time.sleep(0.1)  # polling interval
         t_done = time.monotonic()
+        poller.close()
         cpu1 = {k: tree_cpu_seconds(pid) for k, pid in _pids(home).items()}
         for _, p in profilers:
             p.wait(args.profile + 30)
