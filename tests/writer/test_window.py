@@ -9,7 +9,15 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from beampod.writer._window import OLDEST_S, TYPICAL_S, BatchLag, LiveWindow, batch_lag
+from beampod.writer._window import (
+    LAG_SAMPLE,
+    OLDEST_S,
+    TYPICAL_S,
+    BatchLag,
+    LiveWindow,
+    batch_lag,
+    sample,
+)
 
 
 def test_window_grows_within_the_targets_and_shrinks_past_them() -> None:
@@ -149,3 +157,18 @@ def test_a_ready_writer_collects_young_garbage_less_often() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_a_large_batch_lag_is_read_from_a_sample_with_its_first_event() -> None:
+    """A catch-up batch's lag comes from about ``LAG_SAMPLE`` of its events, evenly
+    spread and always the first: close to the whole batch's, at a fraction of the cost."""
+    docs = [("event", {"time": 100.0 + i * 0.001}) for i in range(5000)]
+    picked = sample(docs)
+    assert picked[0] is docs[0]
+    assert LAG_SAMPLE // 2 < len(picked) <= LAG_SAMPLE
+    whole, sampled = batch_lag(docs, 110.0), batch_lag(picked, 110.0)
+    assert whole is not None and sampled is not None
+    assert sampled.oldest_s == whole.oldest_s == 10.0
+    assert abs(sampled.typical_s - whole.typical_s) < 0.01  # of a 5 s spread
+    short = docs[:10]
+    assert sample(short) is short

@@ -37,7 +37,7 @@ from beampod.store import (
 )
 from beampod.writer._held import HeldBack
 from beampod.writer._store import WriterStats
-from beampod.writer._window import LiveWindow, batch_lag
+from beampod.writer._window import LiveWindow, batch_lag, sample
 
 log = logging.getLogger("beampod.writer")
 
@@ -240,7 +240,8 @@ class Writer:
             offered = [m for _, m in early]
         self.stats.held += self._held.hold(early, time.monotonic())
         if good:
-            self.window.stored(batch_lag([(m.name, m.doc) for m in good], time.time()))
+            lagged = sample(good)
+            self.window.stored(batch_lag([(m.name, m.doc) for m in lagged], time.time()))
         self.stats.batches += 1
         self.stats.written += written
         self.stats.duplicates += duplicates
