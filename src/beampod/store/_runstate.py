@@ -69,6 +69,12 @@ class StreamState:
     # table has seq_num and time, not the event uid). None: an array-only stream
     # whose rows carry no seq_num or time, where a stored seq_num is all we know.
     stored: dict[int, tuple[float, str | None] | None] = field(default_factory=dict)
+    # The row column of each data key's timestamp (``ts_<key>``), made once per stream
+    # rather than formatted for every event.
+    ts_columns: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ts_columns = {k: f"ts_{k}" for k in self.data_keys}
 
     def verdict(self, doc: dict[str, Any], next_seq: int) -> str:
         """``"duplicate"`` (this very event is stored), ``"new"`` (the next event of
@@ -97,8 +103,10 @@ class StreamState:
         return "new"
 
     def record(self, doc: dict[str, Any]) -> None:
-        self.stored[doc["seq_num"]] = (doc["time"], doc["uid"])
-        self.high_water = max(self.high_water, doc["seq_num"])
+        seq = doc["seq_num"]
+        self.stored[seq] = (doc["time"], doc["uid"])
+        if seq > self.high_water:
+            self.high_water = seq
 
 
 _MISSING: Any = object()
@@ -170,6 +178,7 @@ class RunState:
         else:  # a configuration update of an existing stream: same table
             new = _stream_for(doc)
             stream.data_keys, stream.direct = new.data_keys, new.direct
+            stream.ts_columns = new.ts_columns
         self.descriptors[doc["uid"]] = stream
 
     def event(self, doc: dict[str, Any], msg_id: str, stream: StreamState) -> Outcome:
@@ -183,7 +192,9 @@ class RunState:
                 w = self.writer
                 rows = self.rows[desc] = w._internal_data_cache[w._desc_nodes[desc].item["id"]]
             row = {"seq_num": doc["seq_num"], "time": doc["time"], **doc["data"]}
-            row.update({f"ts_{k}": v for k, v in doc["timestamps"].items()})
+            columns = stream.ts_columns
+            for k, v in doc["timestamps"].items():
+                row[columns.get(k) or f"ts_{k}"] = v
             rows.append(row)
         else:
             self.normalizer("event", doc)
