@@ -85,3 +85,51 @@ def test_run_early_imports_at_low_priority_then_runs_main_at_the_callers(
         assert rest[0][:3] == ["top", "__main__", "MainThread"] and int(rest[0][3]) == base
         assert rest[1] == ["main", "a", "b", "__main__", "MainThread", str(base)], lines
         assert "RuntimeWarning" not in proc.stderr, proc.stderr
+
+
+_AUTOGROUP_PROBE = """
+import sys, time
+from beampod._preload import autogroup_nice
+print("top", autogroup_nice(), flush=True)
+if __name__ == "__main__":
+    print("main", autogroup_nice(), flush=True)
+    deadline = time.monotonic() + 30
+    while autogroup_nice() != 0 and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling, bounded by the deadline
+    print("later", autogroup_nice(), flush=True)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="no autogroups")
+@pytest.mark.parametrize("own_session", [True, False])
+def test_a_session_leader_imports_with_its_session_at_low_priority(
+    tmp_path: Path, own_session: bool
+) -> None:
+    """Where CPU time is shared out per session (autogroups), a thread's nice value
+    counts only inside its session: a service alone in its session (as the supervisor
+    starts each) lowers the session's priority while it imports, and its ``main`` gets
+    it back; a process in someone else's session (a shell's) leaves it alone."""
+    import subprocess
+
+    from beampod._preload import NICE, autogroup_nice
+
+    (tmp_path / "group_probe.py").write_text(_AUTOGROUP_PROBE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    ours = autogroup_nice()
+    proc = subprocess.run(
+        [sys.executable, "-m", "beampod._preload", "group_probe"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        start_new_session=own_session,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # The first line is printed by the import, the last by ``main`` once it waited.
+    lines = [line.split() for line in proc.stdout.splitlines()]
+    first, last = lines[0], lines[-1]
+    if own_session:
+        assert (first, last) == (["top", str(NICE)], ["later", "0"]), lines
+    else:
+        assert {int(nice) for _, nice in lines} == {ours}, lines
+    assert autogroup_nice() == ours

@@ -6,18 +6,33 @@ importing next to it. On Linux a thread's nice value is its own (setpriority(2) 
 thread id), so the imports run in a thread at nice +10 while the main thread waits for
 it: they use whatever CPU Tiled leaves, and the service then runs at the priority it
 was given. Elsewhere the imports simply run in the main thread.
+
+A thread's nice value only weighs against the threads of its own *autogroup*, though:
+where the kernel groups CPU time by session (``kernel.sched_autogroup_enabled``, the
+default of most distributions outside a CPU cgroup), each session gets an equal share
+whatever its threads' nice values, and the supervisor starts every service in a session
+of its own. So a service that leads its own session also lowers its session's
+autogroup priority (``/proc/self/autogroup``) to the same nice value for the imports,
+and sets it back to 0 afterwards (ADR 0032).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import os
 import sys
 import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 NICE = 10
+AUTOGROUP = Path("/proc/self/autogroup")
+# Without CAP_SYS_ADMIN the kernel takes one autogroup change per 100 ms from the whole
+# machine and refuses the rest (EAGAIN): services spawned together take turns.
+_AUTOGROUP_RETRY_S = 0.02
 
 
 def preload(modules: Sequence[str]) -> None:
@@ -39,11 +54,86 @@ def preload(modules: Sequence[str]) -> None:
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             errors.append(exc)
 
-    thread = threading.Thread(target=work, name="beampod-preload")
-    thread.start()
-    thread.join()
+    _SESSION.lower()
+    try:
+        thread = threading.Thread(target=work, name="beampod-preload")
+        thread.start()
+        thread.join()
+    finally:
+        _SESSION.restore_soon()
     if errors:
         raise errors[0]
+
+
+class _Session:
+    """This process's session at low priority while it preloads (autogroups).
+
+    The session goes back to normal priority shortly after the last preload, not after
+    each: a service preloads in steps (``python -m beampod._preload`` imports its
+    module, its ``main`` the rest), and without privilege the kernel takes one
+    autogroup change per 100 ms from the whole machine."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._low = False
+        self._generation = 0
+        self._depth = 0  # preloads running (one may run inside another's imports)
+
+    def lower(self) -> None:
+        with self._lock:
+            self._generation += 1  # a restore still pending is void
+            self._depth += 1
+            if not self._low and _leads_its_session():
+                self._low = set_autogroup_nice(NICE, wait_s=1.0)
+
+    def restore_soon(self) -> None:
+        with self._lock:
+            self._depth -= 1
+            if not self._low or self._depth:
+                return
+            timer = threading.Timer(RESTORE_AFTER_S, self._restore, args=(self._generation,))
+        timer.daemon = True
+        timer.start()
+
+    def _restore(self, generation: int) -> None:
+        with self._lock:
+            if generation != self._generation or self._depth or not self._low:
+                return  # another preload began: it restores when it ends
+            self._low = False
+            if not set_autogroup_nice(0, wait_s=10.0):
+                print(f"beampod: could not set {AUTOGROUP} back to nice 0", file=sys.stderr)
+
+
+_SESSION = _Session()
+# How long after a preload its session stays at low priority, in case another follows.
+RESTORE_AFTER_S = 0.1
+
+
+def _leads_its_session() -> bool:
+    """Alone in its session: lowering the session's priority lowers only its own."""
+    return os.getsid(0) == os.getpid()
+
+
+def autogroup_nice() -> int | None:
+    """This process's autogroup nice value; None where the kernel has no autogroups."""
+    try:
+        return int(AUTOGROUP.read_text().split("nice")[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def set_autogroup_nice(nice: int, wait_s: float) -> bool:
+    """Set this process's autogroup nice value (0..19 needs no privilege), taking turns
+    for up to ``wait_s`` with other processes doing the same; False if it cannot."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            AUTOGROUP.write_text(str(nice))
+            return True
+        except OSError as exc:
+            if exc.errno != errno.EAGAIN or time.monotonic() > deadline:
+                return False
+        time.sleep(_AUTOGROUP_RETRY_S)  # bounded by the deadline above
 
 
 def early_argv(argv: Sequence[str]) -> tuple[str, ...]:
