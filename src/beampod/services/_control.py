@@ -8,7 +8,6 @@ import fcntl
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from beampod.config import POD_UMASK, Placement, PodHome, host_placement, load_p
 from beampod.errors import BeampodError, PodAlreadyRunningError, PodNotRunningError
 from beampod.services import _process
 from beampod.services._controlsock import request, serve_control
+from beampod.services._detach import launch_supervisor
 from beampod.services._policy import RestartPolicy, health_interval
 from beampod.services._runtime import up_services
 from beampod.services._state import PodState, read_state
@@ -85,6 +85,24 @@ def run_supervisor(home: PodHome, progress: Progress, policy: RestartPolicy | No
         return asyncio.run(_supervise(home, specs, progress, policy, placement))
 
 
+def supervise_detached(home: PodHome) -> int:
+    """The detached supervisor (``python -m beampod.services``, or a fork of
+    ``beampod up -d``): progress lines with their time, to its log."""
+    from beampod._lazy import defer_imports
+    from beampod.services._defer import SUPERVISOR_DEFERRED_IMPORTS
+
+    defer_imports(SUPERVISOR_DEFERRED_IMPORTS)  # before anything imports nats-py
+
+    def progress(msg: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+    try:
+        return run_supervisor(home, progress)
+    except BeampodError as exc:
+        progress(f"error: {exc}")
+        return exc.exit_code
+
+
 async def _supervise(
     home: PodHome,
     specs: list,
@@ -137,15 +155,7 @@ def start_detached(home: PodHome, progress: Progress, timeout: float = 180.0) ->
     home.state_file.unlink(missing_ok=True)
     log = home.log_file("supervisor")
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "beampod.services", "--home", str(home.root)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
+    proc = launch_supervisor(home, log)
     seen: dict[str, str] = {}
     said: dict[str, str] = {}
     deadline = time.monotonic() + timeout
