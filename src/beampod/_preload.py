@@ -114,21 +114,25 @@ def _leads_its_session() -> bool:
     return os.getsid(0) == os.getpid()
 
 
-def autogroup_nice() -> int | None:
-    """This process's autogroup nice value; None where the kernel has no autogroups."""
+def autogroup_nice(pid: int | None = None) -> int | None:
+    """The nice value of the autogroup of ``pid`` (this process by default); None where
+    the kernel has no autogroups."""
+    path = AUTOGROUP if pid is None else Path(f"/proc/{pid}/autogroup")
     try:
-        return int(AUTOGROUP.read_text().split("nice")[1])
+        return int(path.read_text().split("nice")[1])
     except (OSError, IndexError, ValueError):
         return None
 
 
-def set_autogroup_nice(nice: int, wait_s: float) -> bool:
-    """Set this process's autogroup nice value (0..19 needs no privilege), taking turns
-    for up to ``wait_s`` with other processes doing the same; False if it cannot."""
+def set_autogroup_nice(nice: int, wait_s: float, pid: int | None = None) -> bool:
+    """Set the autogroup nice value of ``pid`` (this process by default; 0..19 needs no
+    privilege), taking turns for up to ``wait_s`` with other processes doing the same;
+    False if it cannot."""
+    path = AUTOGROUP if pid is None else Path(f"/proc/{pid}/autogroup")
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            AUTOGROUP.write_text(str(nice))
+            path.write_text(str(nice))
             return True
         except OSError as exc:
             if exc.errno != errno.EAGAIN or time.monotonic() > deadline:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from beampod._preload import early_argv
+from beampod._preload import early_argv, set_autogroup_nice
 from beampod.config import RUNENGINE_CPUS_ENV, Placement, PodHome, format_cpu_list
 from beampod.errors import BeampodError
 from beampod.services import _process
@@ -105,7 +105,7 @@ class ServiceStarter:
             self._update(
                 svc, state="starting", pid=svc.proc.pid, started_at=started, health="", message=""
             )
-            reason = await self._wait_ready(svc, svc.proc, offset)
+            reason = await self._wait_ready(svc, svc.proc, offset, low=low)
             if reason is None:
                 if spec.nice:
                     await asyncio.to_thread(_process.lower_priority, svc.proc.pid, spec.nice)
@@ -138,7 +138,7 @@ class ServiceStarter:
             admission.release(spec.name)
 
     async def _wait_ready(
-        self, svc: Supervised, proc: asyncio.subprocess.Process, offset: int
+        self, svc: Supervised, proc: asyncio.subprocess.Process, offset: int, *, low: bool = False
     ) -> str | None:
         """None when ready; otherwise why not. A start still working, or starved on a
         saturated machine, at its deadline gets more time (``StartDeadline``)."""
@@ -169,6 +169,12 @@ class ServiceStarter:
                 # Started early: not probed (and its clock not running) until what it
                 # depends on is ready, so "ready" keeps its meaning.
                 deadline.restart()
+            elif low:
+                # It imported at low priority while what it depends on started (its
+                # session too, ADR 0032): what is left of its start is on `up`'s path.
+                await asyncio.to_thread(set_autogroup_nice, 0, 1.0, proc.pid)
+                low = False
+                continue
             elif after is not None:
                 await asyncio.to_thread(after)
                 after = None
