@@ -258,6 +258,65 @@ def test_early_and_leaf_python_modules_import_at_low_priority_and_run_at_normal(
     assert seen == {"early": low, "leaf": low, "hub": plain, "slow-leaf": plain}
 
 
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="no autogroups")
+def test_an_early_service_gets_normal_priority_once_its_dependency_is_ready(
+    home: PodHome, tmp_path: Path
+) -> None:
+    """Where the kernel shares CPU out per session (autogroups), an early service imports
+    with its whole session at low priority (ADR 0032); once what it depends on is ready,
+    the supervisor sets its session back to normal priority, even while it still
+    imports: the rest of its start is on `up`'s path."""
+    from beampod._preload import NICE, autogroup_nice
+
+    go = home.root / "go"
+    importing = (
+        "import os, time\n"
+        "from beampod._preload import autogroup_nice\n"
+        "if __name__ != '__main__':  # imported by the preloader\n"
+        "    print('IMPORTING', autogroup_nice(), flush=True)\n"
+        "    deadline = time.monotonic() + 30\n"
+        f"    while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:\n"
+        "        time.sleep(0.01)\n"
+        "    deadline = time.monotonic() + 10\n"
+        "    while autogroup_nice() != 0 and time.monotonic() < deadline:\n"
+        "        time.sleep(0.01)\n"
+        "    print('IMPORTED', autogroup_nice(), flush=True)\n"
+        "if __name__ == '__main__':\n"
+        "    print('READY', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    (tmp_path / "slow_import_mod.py").write_text(importing)
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    hub = f"import os,time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.02)\n{SERVE}"
+    specs = [
+        ServiceSpec(
+            name="early",
+            argv=(sys.executable, "-m", "slow_import_mod"),
+            env=env,
+            depends_on=("hub",),
+            start_early=True,
+            probe=LogLineProbe(home.log_file("early"), r"^READY"),
+            ready_timeout=30,
+            stop_timeout=2,
+        ),
+        _service(home, "hub", hub),
+    ]
+
+    async def scenario() -> None:
+        sup = calm_supervisor(specs, home, policy=FAST)
+        starting = asyncio.create_task(sup.start())
+        await _wait_for(lambda: "IMPORTING" in _log(home, "early"), timeout=30)
+        pid = sup.state.services["early"].pid
+        assert pid is not None and autogroup_nice(pid) == NICE
+        go.touch()
+        await asyncio.wait_for(starting, 30)
+        await sup.stop()
+
+    asyncio.run(scenario())
+    log = _log(home, "early")
+    assert f"IMPORTING {NICE}" in log and "IMPORTED 0" in log, log
+
+
 def _log(home: PodHome, name: str) -> str:
     path = home.log_file(name)
     return path.read_text() if path.exists() else ""
