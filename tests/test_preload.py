@@ -89,7 +89,7 @@ def test_run_early_imports_at_low_priority_then_runs_main_at_the_callers(
 
 _AUTOGROUP_PROBE = """
 import sys, time
-from beampod._preload import autogroup_nice
+from beampod._autogroup import autogroup_nice
 print("top", autogroup_nice(), flush=True)
 if __name__ == "__main__":
     print("main", autogroup_nice(), flush=True)
@@ -111,7 +111,8 @@ def test_a_session_leader_imports_with_its_session_at_low_priority(
     it back; a process in someone else's session (a shell's) leaves it alone."""
     import subprocess
 
-    from beampod._preload import NICE, autogroup_nice
+    from beampod._autogroup import autogroup_nice
+    from beampod._preload import NICE
 
     (tmp_path / "group_probe.py").write_text(_AUTOGROUP_PROBE)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}

@@ -12,27 +12,22 @@ where the kernel groups CPU time by session (``kernel.sched_autogroup_enabled``,
 default of most distributions outside a CPU cgroup), each session gets an equal share
 whatever its threads' nice values, and the supervisor starts every service in a session
 of its own. So a service that leads its own session also lowers its session's
-autogroup priority (``/proc/self/autogroup``) to the same nice value for the imports,
+autogroup priority (``beampod._autogroup``) to the same nice value for the imports,
 and sets it back to 0 afterwards (ADR 0032).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import importlib
 import os
 import sys
 import threading
-import time
 from collections.abc import Sequence
-from pathlib import Path
+
+from beampod._autogroup import autogroup_nice, set_autogroup_nice
 
 NICE = 10
-AUTOGROUP = Path("/proc/self/autogroup")
-# Without CAP_SYS_ADMIN the kernel takes one autogroup change per 100 ms from the whole
-# machine and refuses the rest (EAGAIN): services spawned together take turns.
-_AUTOGROUP_RETRY_S = 0.02
 
 
 def preload(modules: Sequence[str]) -> None:
@@ -100,8 +95,10 @@ class _Session:
             if generation != self._generation or self._depth or not self._low:
                 return  # another preload began: it restores when it ends
             self._low = False
+            if autogroup_nice() != NICE:
+                return  # the supervisor has set it since (ADR 0032, ADR 18)
             if not set_autogroup_nice(0, wait_s=10.0):
-                print(f"beampod: could not set {AUTOGROUP} back to nice 0", file=sys.stderr)
+                print("beampod: could not set the session's priority back", file=sys.stderr)
 
 
 _SESSION = _Session()
@@ -112,32 +109,6 @@ RESTORE_AFTER_S = 0.1
 def _leads_its_session() -> bool:
     """Alone in its session: lowering the session's priority lowers only its own."""
     return os.getsid(0) == os.getpid()
-
-
-def autogroup_nice(pid: int | None = None) -> int | None:
-    """The nice value of the autogroup of ``pid`` (this process by default); None where
-    the kernel has no autogroups."""
-    path = AUTOGROUP if pid is None else Path(f"/proc/{pid}/autogroup")
-    try:
-        return int(path.read_text().split("nice")[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def set_autogroup_nice(nice: int, wait_s: float, pid: int | None = None) -> bool:
-    """Set the autogroup nice value of ``pid`` (this process by default; 0..19 needs no
-    privilege), taking turns for up to ``wait_s`` with other processes doing the same;
-    False if it cannot."""
-    path = AUTOGROUP if pid is None else Path(f"/proc/{pid}/autogroup")
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            path.write_text(str(nice))
-            return True
-        except OSError as exc:
-            if exc.errno != errno.EAGAIN or time.monotonic() > deadline:
-                return False
-        time.sleep(_AUTOGROUP_RETRY_S)  # bounded by the deadline above
 
 
 def early_argv(argv: Sequence[str]) -> tuple[str, ...]:

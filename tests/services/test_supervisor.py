@@ -266,12 +266,13 @@ def test_an_early_service_gets_normal_priority_once_its_dependency_is_ready(
     with its whole session at low priority (ADR 0032); once what it depends on is ready,
     the supervisor sets its session back to normal priority, even while it still
     imports: the rest of its start is on `up`'s path."""
-    from beampod._preload import NICE, autogroup_nice
+    from beampod._autogroup import autogroup_nice
+    from beampod._preload import NICE
 
     go = home.root / "go"
     importing = (
         "import os, time\n"
-        "from beampod._preload import autogroup_nice\n"
+        "from beampod._autogroup import autogroup_nice\n"
         "if __name__ != '__main__':  # imported by the preloader\n"
         "    print('IMPORTING', autogroup_nice(), flush=True)\n"
         "    deadline = time.monotonic() + 30\n"

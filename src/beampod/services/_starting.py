@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from beampod._preload import early_argv, set_autogroup_nice
+from beampod._autogroup import set_autogroup_nice
+from beampod._preload import early_argv
 from beampod.config import RUNENGINE_CPUS_ENV, Placement, PodHome, format_cpu_list
 from beampod.errors import BeampodError
 from beampod.services import _process
