@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from beampod._autogroup import set_autogroup_nice
+from beampod._autogroup import autogroup_nice, set_autogroup_nice
 from beampod._preload import early_argv
 from beampod.config import RUNENGINE_CPUS_ENV, Placement, PodHome, format_cpu_list
 from beampod.errors import BeampodError
@@ -173,7 +173,8 @@ class ServiceStarter:
             elif low:
                 # It imported at low priority while what it depends on started (its
                 # session too, ADR 0032): what is left of its start is on `up`'s path.
-                await asyncio.to_thread(set_autogroup_nice, 0, 1.0, proc.pid)
+                if autogroup_nice(proc.pid):
+                    await asyncio.to_thread(set_autogroup_nice, 0, 1.0, proc.pid)
                 low = False
                 continue
             elif after is not None:
