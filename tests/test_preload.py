@@ -112,7 +112,7 @@ def test_a_session_leader_imports_with_its_session_at_low_priority(
     import subprocess
 
     from beampod._autogroup import autogroup_nice
-    from beampod._preload import NICE
+    from beampod._preload import SESSION_NICE
 
     (tmp_path / "group_probe.py").write_text(_AUTOGROUP_PROBE)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
@@ -130,7 +130,7 @@ def test_a_session_leader_imports_with_its_session_at_low_priority(
     lines = [line.split() for line in proc.stdout.splitlines()]
     first, last = lines[0], lines[-1]
     if own_session:
-        assert (first, last) == (["top", str(NICE)], ["later", "0"]), lines
+        assert (first, last) == (["top", str(SESSION_NICE)], ["later", "0"]), lines
     else:
         assert {int(nice) for _, nice in lines} == {ours}, lines
     assert autogroup_nice() == ours

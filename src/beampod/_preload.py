@@ -12,8 +12,8 @@ where the kernel groups CPU time by session (``kernel.sched_autogroup_enabled``,
 default of most distributions outside a CPU cgroup), each session gets an equal share
 whatever its threads' nice values, and the supervisor starts every service in a session
 of its own. So a service that leads its own session also lowers its session's
-autogroup priority (``beampod._autogroup``) to the same nice value for the imports,
-and sets it back to 0 afterwards (ADR 0032).
+autogroup priority (``beampod._autogroup``) for the imports, to ``SESSION_NICE``, and
+sets it back to 0 afterwards (ADR 0032).
 """
 
 from __future__ import annotations
@@ -28,6 +28,13 @@ from collections.abc import Sequence
 from beampod._autogroup import autogroup_nice, set_autogroup_nice
 
 NICE = 10
+# The session's, where the kernel shares CPU per session first (autogroups). A session
+# weighs against every other session of the machine, not only Tiled's: at +10 an early
+# service's import starved on a busy machine until Tiled was ready, and the writer was
+# ready 0.5-1.6 s after Tiled; at +5 (a third of a share) 0.03-0.18 s after it
+# (docs/benchmarks.md). +6, not +5: a session still at this value once the imports are
+# done is set back to 0, and +5 is what ADR 18 gives a background service once ready.
+SESSION_NICE = 6
 
 
 def preload(modules: Sequence[str]) -> None:
@@ -79,7 +86,7 @@ class _Session:
             self._generation += 1  # a restore still pending is void
             self._depth += 1
             if not self._low and _leads_its_session():
-                self._low = set_autogroup_nice(NICE, wait_s=1.0)
+                self._low = set_autogroup_nice(SESSION_NICE, wait_s=1.0)
 
     def restore_soon(self) -> None:
         with self._lock:
@@ -95,7 +102,7 @@ class _Session:
             if generation != self._generation or self._depth or not self._low:
                 return  # another preload began: it restores when it ends
             self._low = False
-            if autogroup_nice() != NICE:
+            if autogroup_nice() != SESSION_NICE:
                 return  # the supervisor has set it since (ADR 0032, ADR 18)
             if not set_autogroup_nice(0, wait_s=10.0):
                 print("beampod: could not set the session's priority back", file=sys.stderr)

@@ -267,7 +267,7 @@ def test_an_early_service_gets_normal_priority_once_its_dependency_is_ready(
     the supervisor sets its session back to normal priority, even while it still
     imports: the rest of its start is on `up`'s path."""
     from beampod._autogroup import autogroup_nice
-    from beampod._preload import NICE
+    from beampod._preload import SESSION_NICE
 
     go = home.root / "go"
     importing = (
@@ -308,14 +308,14 @@ def test_an_early_service_gets_normal_priority_once_its_dependency_is_ready(
         starting = asyncio.create_task(sup.start())
         await _wait_for(lambda: "IMPORTING" in _log(home, "early"), timeout=30)
         pid = sup.state.services["early"].pid
-        assert pid is not None and autogroup_nice(pid) == NICE
+        assert pid is not None and autogroup_nice(pid) == SESSION_NICE
         go.touch()
         await asyncio.wait_for(starting, 30)
         await sup.stop()
 
     asyncio.run(scenario())
     log = _log(home, "early")
-    assert f"IMPORTING {NICE}" in log and "IMPORTED 0" in log, log
+    assert f"IMPORTING {SESSION_NICE}" in log and "IMPORTED 0" in log, log
 
 
 def _log(home: PodHome, name: str) -> str:
