@@ -10,7 +10,9 @@ state file): the start of one service with nothing else starting. Target: `up -d
 <= 1.5 x the slowest service alone. Also read: the supervisor's resident memory
 (``beampod status --json``; target <= 60 MB), and the CPU each service's process tree
 and the supervisor itself used to start (/proc, read right after `up -d` returned):
-on two cores everything but Tiled has to fit in Tiled's shadow (ADR 0031).
+on two cores everything but Tiled has to fit in Tiled's shadow (ADR 0031). The
+supervisor is forked from `up -d` (ADR 0032): its imports ran in the command line,
+which is not counted.
 
 Installation excluded includes its bytecode: an installed beampod has its modules
 compiled (pip does it), while a source tree run with ``PYTHONDONTWRITEBYTECODE=1`` and
