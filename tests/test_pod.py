@@ -200,6 +200,22 @@ def test_other_users_read_nothing_under_a_running_pod(own_pod: LoadedPod) -> Non
     assert readable == []
 
 
+def test_the_detached_supervisor_leaves_the_terminal_and_writes_its_log(
+    pod: LoadedPod,
+) -> None:
+    """`up -d`'s supervisor (a fork of the command line, ADR 0032) leads a session of
+    its own, outlives the command that started it, reads nothing from a terminal and
+    writes its progress to its log, as a `python -m beampod.services` did."""
+    home = pod.home
+    sup = int((home.run_dir / "supervisor.pid").read_text())
+    assert os.getsid(sup) == sup
+    assert os.readlink(f"/proc/{sup}/fd/0") == os.devnull
+    log = home.logs_dir / "supervisor.log"
+    assert os.path.samefile(f"/proc/{sup}/fd/1", log)
+    assert os.path.samefile(f"/proc/{sup}/fd/2", log)
+    assert "pod ready:" in log.read_text()
+
+
 def test_down_after_supervisor_sigkill_still_cleans_up(own_pod: LoadedPod) -> None:
     # The module's own pod (the file-mode test is done with it): this ends it.
     home = own_pod.home
