@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from beampod._net import accepts_connections
+
 
 class Probe(Protocol):
     @property
@@ -35,14 +37,7 @@ class TcpProbe:
         return f"tcp {self.host}:{self.port} accepts connections"
 
     async def ready(self) -> bool:
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 1.0)
-        except (OSError, TimeoutError):
-            return False
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return True
+        return await accepts_connections(self.host, self.port)
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,7 @@
 from typing import TYPE_CHECKING
 
 from beampod._lazy import lazy_exports
-from beampod.store._health import (
-    TILED_HEALTH_NODE,
-    store_listening,
-    tiled_stores,
-    tiled_stores_sync,
-)
+from beampod.store._health import TILED_HEALTH_NODE, tiled_stores, tiled_stores_sync
 from beampod.store._layout import (
     StoreLayout,
     embedded_postgres,
@@ -89,7 +84,6 @@ __all__ = [
     "open_sink",
     "postgres_uri",
     "prepare_postgres",
-    "store_listening",
     "store_uris",
     "tiled_stores",
     "tiled_stores_sync",

@@ -162,16 +162,3 @@ def tiled_stores_sync(client: httpx.Client, api_uri: str, key: str, parent: str 
     except (httpx.HTTPError, OSError):
         return False
     return True
-
-
-async def store_listening(host: str, port: int) -> bool:
-    """Whether anything accepts connections at the store's address (a cheap check
-    before asking Tiled anything)."""
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Sequence
 
+from beampod._net import accepts_connections
 from beampod.bus import (
     LOST_SEQS,
     ORIGINAL_SEQ,
@@ -33,7 +34,6 @@ from beampod.store import (
     RunSink,
     StoreAccessError,
     TransientStoreError,
-    store_listening,
 )
 from beampod.writer._held import HeldBack
 from beampod.writer._store import WriterStats
@@ -205,7 +205,9 @@ class Writer:
     async def _connect_sink(self) -> None:
         delay = self._retry_initial_s
         while not self._stop.is_set():
-            if self._store_address is not None and not await store_listening(*self._store_address):
+            if self._store_address is not None and not await accepts_connections(
+                *self._store_address
+            ):
                 # Tiled not up yet: a refused TCP connection costs nothing, so poll it
                 # often instead of backing off (a client connect retries for seconds).
                 await self._pause(STORE_POLL_S)
