@@ -72,7 +72,7 @@ async def nats_py_reader(pod: Any, batch: int) -> tuple[int, float, float]:
 
 
 async def beampod_reader(pod: Any, batch: int) -> tuple[int, float, float]:
-    """``DocumentConsumer.fetch`` (decoded messages) + ``ack_all``, prefetching."""
+    """``DocumentConsumer.fetch`` (decoded messages) + ``ack_all``, as the writer reads."""
     from beampod.bus import DocumentConsumer, NatsConnection
 
     conn = NatsConnection.from_pod(pod, admin=True)
@@ -81,7 +81,6 @@ async def beampod_reader(pod: Any, batch: int) -> tuple[int, float, float]:
         "demo",
         durable=f"beampod-{uuid.uuid4().hex[:8]}",
         max_ack_pending=4 * batch,
-        prefetch=True,
     )
     n, t0, c0 = 0, time.perf_counter(), time.process_time()
     async with consumer as c:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import pytest
 from nats.aio.msg import Msg
@@ -142,15 +141,13 @@ def test_quick_msg_id_agrees_with_the_parsed_headers() -> None:
     assert _msg_id(parse_headers(blocks[2])) == "old"
 
 
-@pytest.mark.parametrize("prefetch", [False, True], ids=["one_pull_per_fetch", "prefetch"])
 def test_a_backlog_pulled_in_bulk_is_what_was_published_and_all_of_it_acked(
-    bus_pod: LoadedPod, nats_server: NatsProcess, prefetch: bool
+    bus_pod: LoadedPod, nats_server: NatsProcess
 ) -> None:
     """A backlog crosses many socket reads (frames split across them, one larger
     than a read), mixes messages with and without an id, and is read by the
     puller's own frame parser: every message comes once, in order, with its data,
-    headers and id as published; one ``ack_all`` per batch acknowledges all of it.
-    The same when each full batch asks for the next one ahead (the writer's way)."""
+    headers and id as published; one ``ack_all`` per batch acknowledges all of it."""
     publisher = NatsConnection.from_pod(bus_pod, "demo", role="publisher")
     writer = NatsConnection.from_pod(bus_pod, "demo", role="writer")
     n = 1500
@@ -177,8 +174,7 @@ def test_a_backlog_pulled_in_bulk_is_what_was_published_and_all_of_it_acked(
         js = admin.jetstream()
         last = (await js.stream_info(stream_name("demo"))).state.last_seq
         got: list[Message] = []
-        consumer = DocumentConsumer(writer, "demo", durable=WRITER_DURABLE, prefetch=prefetch)
-        async with consumer as c:
+        async with DocumentConsumer(writer, "demo", durable=WRITER_DURABLE) as c:
             while len(got) < n:
                 batch = await c.fetch(400, 2.0)
                 assert batch, f"backlog ended after {len(got)} of {n}"
@@ -201,61 +197,6 @@ def test_a_backlog_pulled_in_bulk_is_what_was_published_and_all_of_it_acked(
                     break
                 assert asyncio.get_running_loop().time() < deadline, info
                 await asyncio.sleep(0.05)
-            assert await c.fetch(10, 0.2) == []
-        await admin.close()
-
-    asyncio.run(main())
-
-
-def test_a_full_batch_has_the_next_one_sent_ahead_and_a_partial_one_does_not(
-    bus_pod: LoadedPod, nats_server: NatsProcess
-) -> None:
-    """With ``prefetch``, a full batch asks the server for the next one at once: the
-    server counts it delivered before the reader fetches it, and the reader gets it,
-    in order, without another pull. A partial batch (nothing more was waiting: a live
-    run) asks for nothing ahead."""
-    publisher = NatsConnection.from_pod(bus_pod, "demo", role="publisher")
-    writer = NatsConnection.from_pod(bus_pod, "demo", role="writer")
-    docs = [("start", {"uid": f"ahead-{i}"}) for i in range(25)]
-
-    async def delivered(js: Any, want: int) -> int:
-        deadline = asyncio.get_running_loop().time() + 10
-        while True:
-            info = await js.consumer_info(stream_name("demo"), WRITER_DURABLE)
-            if info.num_ack_pending >= want:
-                return int(info.num_ack_pending)
-            assert asyncio.get_running_loop().time() < deadline, info
-            await asyncio.sleep(0.02)  # poll interval, bounded by the deadline
-
-    async def main() -> None:
-        nc = await publisher.connect()
-        for name, doc in docs:
-            await nc.jetstream().publish(documents_subject("demo"), encode(name, doc))
-        await nc.close()
-        admin = await NatsConnection.from_pod(bus_pod, admin=True).connect()
-        js = admin.jetstream()
-        async with DocumentConsumer(writer, "demo", durable=WRITER_DURABLE, prefetch=True) as c:
-            first = await c.fetch(10, 1.0)
-            assert [m.doc["uid"] for m in first if isinstance(m, Message)] == [
-                f"ahead-{i}" for i in range(10)
-            ]
-            assert await delivered(js, 20) == 20  # the next ten, sent ahead
-            deadline = asyncio.get_running_loop().time() + 10
-            while len(c._sub.buffered()) < 10:  # in this process, not yet fetched
-                assert asyncio.get_running_loop().time() < deadline, c._sub.buffered()
-                await asyncio.sleep(0.02)  # poll interval, bounded by the deadline
-            await c.buffered_in_progress()  # what a reader holding them long does
-            second = await c.fetch(10, 1.0)
-            assert [m.doc["uid"] for m in second if isinstance(m, Message)] == [
-                f"ahead-{i}" for i in range(10, 20)
-            ]
-            assert await delivered(js, 25) == 25
-            third = await c.fetch(10, 1.0)  # five: the rest, and nothing asked ahead
-            assert [m.doc["uid"] for m in third if isinstance(m, Message)] == [
-                f"ahead-{i}" for i in range(20, 25)
-            ]
-            assert c._sub.buffered() == []
-            await c.ack_all(first + second + third)
             assert await c.fetch(10, 0.2) == []
         await admin.close()
 

@@ -122,12 +122,6 @@ class DocumentConsumer:
     it only after ``ack_wait``, behind everything newer. ``fetch`` returns what came
     before the gap and then raises :class:`DeliveryGapError`; re-open the consumer
     (with ``resume_at_ack_floor``) to get the gap again, now and in order.
-
-    ``prefetch=True`` is for a reader that stores batches while it fetches (the
-    writer): when ``fetch`` returns a full batch it asks for the next one at once, so
-    the server sends it while the batch in hand is processed. Such messages count as
-    delivered from then on; a reader that holds them long calls
-    ``buffered_in_progress()`` as it would ``in_progress()`` for those it holds.
     """
 
     def __init__(
@@ -140,12 +134,10 @@ class DocumentConsumer:
         max_ack_pending: int = 20_000,
         from_start: bool = True,
         resume_at_ack_floor: bool = False,
-        prefetch: bool = False,
     ) -> None:
         self.connection, self.instrument, self.durable = connection, instrument, durable
         self.ack_wait, self.max_ack_pending, self.from_start = ack_wait, max_ack_pending, from_start
         self.resume_at_ack_floor = resume_at_ack_floor
-        self.prefetch = prefetch
         self.resumed_from: int | None = None  # stream seq, when the durable was re-created
         self._nc: Any = None
         self._js: Any = None
@@ -208,7 +200,7 @@ class DocumentConsumer:
             info = await self._js.add_consumer(stream, config=config)
         # Where delivery stands: a later jump past it is a range the stream discarded.
         self._upto = int(info.delivered.stream_seq or 0) if info.delivered else 0
-        puller = BatchPuller(self._nc, stream, self.durable, prefetch=self.prefetch)
+        puller = BatchPuller(self._nc, stream, self.durable)
         await puller.start()
         self._sub = puller
 
@@ -322,15 +314,6 @@ class DocumentConsumer:
             )
             log.warning("%s", self._gap)
             raise DeliveryGapError(self._gap)
-
-    async def buffered_in_progress(self) -> None:
-        """Tell JetStream the messages a prefetch brought in (not yet returned by
-        ``fetch``) are being worked on, as a reader does for those it holds."""
-        if self._sub is None:
-            return
-        for raw in self._sub.buffered():
-            async with bus_errors("in progress"):
-                await raw.in_progress()
 
     def take_discarded(self) -> list[tuple[int, int]]:
         """Stream sequence ranges ``(first, last)`` the stream discarded before this

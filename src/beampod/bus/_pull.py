@@ -27,12 +27,6 @@ only if someone reads them (``_pulled.message_class``): the writer needs only it
 ``Nats-Msg-Id``, found with one search (``_pulled.quick_msg_id``). Acknowledgements of a
 batch go out as one write (``_pulled.ack_replies``) instead of one nats-py ``publish``
 each.
-
-With ``prefetch`` (the writer's consumer), a fetch that returns a full batch asks for
-the next one at once (``no_wait``: the server sends what it holds and ends the
-request), so that batch arrives while the caller stores the one in hand instead of
-after another round trip; the next fetch waits for that request to end before it
-pulls again, so the order and the one-request-at-a-time rule stay as they were.
 """
 
 from __future__ import annotations
@@ -70,11 +64,8 @@ _new = object.__new__
 class BatchPuller:
     """``await puller.fetch(n, timeout)``: up to ``n`` messages, in stream order."""
 
-    def __init__(self, nc: Any, stream: str, durable: str, *, prefetch: bool = False) -> None:
+    def __init__(self, nc: Any, stream: str, durable: str) -> None:
         self._nc = nc
-        self._prefetch = prefetch
-        # The outstanding pull is a prefetch nobody waits for yet (see ``fetch``).
-        self._prefetching = False
         self._subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._inbox = nc.new_inbox()
         self._sub: Any = None
@@ -212,16 +203,10 @@ class BatchPuller:
 
     async def _pull(self, request: dict[str, Any], wait_s: float) -> None:
         """Send one pull request and wait until it is served, ended or ``wait_s`` passed."""
-        await self._request(request, wait_s)
-        await self._wait_ended(wait_s)
-
-    async def _request(self, request: dict[str, Any], wait_s: float) -> None:
         self._owed = int(request["batch"])
         self._ended.clear()
         self._deadline = time.monotonic() + wait_s
         await self._nc.publish(self._subject, json.dumps(request).encode(), reply=self._inbox)
-
-    async def _wait_ended(self, wait_s: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ended.wait(), wait_s)
 
@@ -266,12 +251,6 @@ class BatchPuller:
         if not self._ended.is_set() and time.monotonic() > self._deadline:
             self._owed = 0
             self._ended.set()
-        if self._prefetching:
-            # It asked for no more than a batch with ``no_wait``: it ends as soon as the
-            # server has sent what it holds (or by its deadline if the server is gone).
-            self._prefetching = False
-            if len(self._buffer) < batch:
-                await self._wait_ended(max(0.0, self._deadline - time.monotonic()))
         if not self._buffer and self._ended.is_set() and idle_s is not None and idle_s > timeout:
             await self._idle_pull(batch, timeout, idle_s)
         else:
@@ -280,25 +259,4 @@ class BatchPuller:
             self._no_jetstream = False
             raise NoRespondersError
         n = min(batch, len(self._buffer))
-        out = [self._buffer.popleft() for _ in range(n)]
-        if self._prefetch and n == batch and self._ended.is_set() and len(self._buffer) < batch:
-            # A full batch: a backlog. Ask for the next one now, so that the server
-            # sends it while the caller stores this one (a catch-up no longer waits a
-            # pull's round trip and the server's sending between batches).
-            from nats.errors import Error as NatsError
-
-            wanted = batch - len(self._buffer)
-            try:
-                await self._request({"batch": wanted, "no_wait": True}, timeout + _GRACE_S)
-            except NatsError:
-                # The batch in hand is returned all the same; the next fetch's own
-                # request meets (and reports) whatever is wrong with the connection.
-                self._owed = 0
-                self._ended.set()
-            else:
-                self._prefetching = True
-        return out
-
-    def buffered(self) -> list[Any]:
-        """The messages received and not yet returned by ``fetch`` (a prefetch's)."""
-        return list(self._buffer)
+        return [self._buffer.popleft() for _ in range(n)]

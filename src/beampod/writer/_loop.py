@@ -28,13 +28,7 @@ from beampod.bus import (
 )
 from beampod.config import WriterSettings
 from beampod.errors import BusError, BusUnavailableError, DeliveryGapError, StoreError
-from beampod.store import (
-    BatchResult,
-    Item,
-    RunSink,
-    StoreAccessError,
-    TransientStoreError,
-)
+from beampod.store import BatchResult, Item, RunSink, StoreAccessError, TransientStoreError
 from beampod.writer._held import HeldBack
 from beampod.writer._store import WriterStats
 from beampod.writer._window import LiveWindow, batch_lag, sample
@@ -119,9 +113,7 @@ class Writer:
             durable=DURABLE,
             ack_wait=60.0,
             resume_at_ack_floor=True,
-            # One batch stored, one fetched, one prefetched, and room to spare.
             max_ack_pending=max(20_000, 4 * self._settings.max_batch),
-            prefetch=True,
         )
         await consumer.start()
         return consumer
@@ -140,7 +132,7 @@ class Writer:
                 for first, last in consumer.take_discarded():
                     await self._report_discarded(consumer, first, last)
                 if storing is not None:
-                    await self._finish(consumer, storing, batch)
+                    await self._finish(storing, batch)
                     storing = None
                 await self._held.touch()  # between stores: nothing is taken from it now
                 if batch or self._held.expired(time.monotonic()):
@@ -185,10 +177,7 @@ class Writer:
         return fetching.result()
 
     async def _finish(
-        self,
-        consumer: DocumentConsumer,
-        storing: asyncio.Task[None],
-        fetched: Sequence[Message | BadMessage],
+        self, storing: asyncio.Task[None], fetched: Sequence[Message | BadMessage]
     ) -> None:
         """Wait for the batch being stored; meanwhile tell JetStream the ``fetched``
         batch (not yet written) is being worked on, so a long Tiled outage does not
@@ -200,7 +189,6 @@ class Writer:
                 return
             for m in fetched:
                 await m.in_progress()
-            await consumer.buffered_in_progress()  # the batch after it, prefetched
 
     async def _connect_sink(self) -> None:
         delay = self._retry_initial_s
