@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 
 from beampod._affinity import pin_process
+from beampod._autogroup import set_autogroup_nice
 from beampod.config import Placement, resolve_placement
 
 MODES = ("pinned", "unpinned", "background", "grouped", "ungrouped")
@@ -50,11 +51,8 @@ def _set_session_nice(home: Path, nice: int) -> list[str]:
     services = json.loads((home / "run" / "state.json").read_text())["services"]
     done = []
     for name, svc in services.items():
-        if svc.get("pid") and name.split("-")[0] in _BACKGROUND:
-            try:
-                Path(f"/proc/{int(svc['pid'])}/autogroup").write_text(str(nice))
-            except OSError:
-                continue
+        background = svc.get("pid") and name.split("-")[0] in _BACKGROUND
+        if background and set_autogroup_nice(nice, wait_s=1.0, pid=int(svc["pid"])):
             done.append(name)
     return done
 
@@ -64,15 +62,14 @@ def apply(home: Path, mode: str) -> str:
     ``grouped`` / ``ungrouped``: every CPU for everyone, the background services'
     sessions at the autogroup nice of their threads (5, what the supervisor sets) or
     at 0 (as before 2026-12-04); the other modes leave the sessions as they are."""
+    every = frozenset(range(os.cpu_count() or 1))
     if mode in ("grouped", "ungrouped"):
         nice = 5 if mode == "grouped" else 0
         names = _set_session_nice(home, nice)
-        every = frozenset(range(os.cpu_count() or 1))
         for pid in _service_pids(home):
             pin_process(pid, every)
         pin_process(os.getpid(), every)
         return f"sessions of {', '.join(names)} at autogroup nice {nice}; every CPU for all"
-    every = frozenset(range(os.cpu_count() or 1))
     placement = auto_placement()
     background = runengine = every
     if mode != "unpinned" and placement.background is not None and placement.runengine:

@@ -16,6 +16,7 @@ machine and refuses the rest with EAGAIN, so callers take turns for a while.
 from __future__ import annotations
 
 import errno
+import os
 import time
 
 # How long to wait between turns when the kernel refused a change (EAGAIN).
@@ -24,6 +25,16 @@ _RETRY_S = 0.02
 
 def _path(pid: int | None) -> str:
     return f"/proc/{'self' if pid is None else pid}/autogroup"
+
+
+def leads_session(pid: int | None = None) -> bool:
+    """Whether ``pid`` (None: this process) leads its session: then its session's
+    priority is its own to set, not a shell's or another program's."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        return os.getsid(pid) == pid
+    except OSError:  # gone meanwhile
+        return False
 
 
 def autogroup_nice(pid: int | None = None) -> int | None:

@@ -25,7 +25,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from beampod._autogroup import autogroup_nice, set_autogroup_nice
+from beampod._autogroup import autogroup_nice, leads_session, set_autogroup_nice
 
 NICE = 10
 # The session's, where the kernel shares CPU per session first (autogroups). A session
@@ -85,7 +85,7 @@ class _Session:
         with self._lock:
             self._generation += 1  # a restore still pending is void
             self._depth += 1
-            if not self._low and _leads_its_session():
+            if not self._low and leads_session():
                 self._low = set_autogroup_nice(SESSION_NICE, wait_s=1.0)
 
     def restore_soon(self) -> None:
@@ -111,11 +111,6 @@ class _Session:
 _SESSION = _Session()
 # How long after a preload its session stays at low priority, in case another follows.
 RESTORE_AFTER_S = 0.1
-
-
-def _leads_its_session() -> bool:
-    """Alone in its session: lowering the session's priority lowers only its own."""
-    return os.getsid(0) == os.getpid()
 
 
 def early_argv(argv: Sequence[str]) -> tuple[str, ...]:

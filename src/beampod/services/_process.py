@@ -120,11 +120,11 @@ def lower_priority(pgid: int, nice: int) -> int:
     A service leads its own session (its group's id is its session's), and where the
     kernel shares CPU per session (autogroups, ``beampod._autogroup``) the threads'
     nice weighs only inside it: the session gets ``nice`` too."""
-    from beampod._autogroup import autogroup_nice, set_autogroup_nice
+    from beampod._autogroup import autogroup_nice, leads_session, set_autogroup_nice
 
     target = min(os.getpriority(os.PRIO_PROCESS, 0) + nice, 19)
     session = autogroup_nice(pgid)
-    if session is not None and session < target and _leads_session(pgid):
+    if session is not None and session < target and leads_session(pgid):
         # Without privilege one change per 100 ms machine-wide: services ready at the
         # same moment take turns. Not set in time: the threads' nice still applies.
         set_autogroup_nice(target, wait_s=2.0, pid=pgid)
@@ -140,13 +140,6 @@ def lower_priority(pgid: int, nice: int) -> int:
                     os.setpriority(os.PRIO_PROCESS, tid, target)
                     changed += 1
     return changed
-
-
-def _leads_session(pid: int) -> bool:
-    try:
-        return os.getsid(pid) == pid
-    except OSError:  # gone meanwhile
-        return False
 
 
 def pin_group(pgid: int, cpus: frozenset[int]) -> int:

@@ -71,7 +71,7 @@ class StreamState:
     stored: dict[int, tuple[float, str | None] | None] = field(default_factory=dict)
     # The row column of each data key's timestamp (``ts_<key>``), made once per stream
     # rather than formatted for every event.
-    ts_columns: dict[str, str] = field(default_factory=dict)
+    ts_columns: dict[str, str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.ts_columns = {k: f"ts_{k}" for k in self.data_keys}
