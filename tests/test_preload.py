@@ -132,5 +132,7 @@ def test_a_session_leader_imports_with_its_session_at_low_priority(
     if own_session:
         assert (first, last) == (["top", str(SESSION_NICE)], ["later", "0"]), lines
     else:
-        assert {int(nice) for _, nice in lines} == {ours}, lines
+        # A session in the kernel's default group (a CI runner's, never ``setsid``)
+        # shows no autogroup: None, in ours and in the probe's alike.
+        assert {nice for _, nice in lines} == {str(ours)}, lines
     assert autogroup_nice() == ours
