@@ -84,11 +84,18 @@ def start_cpu(state: dict[str, Any]) -> dict[str, float]:
     return cpu
 
 
-def one(alone_n: int) -> dict[str, Any]:
+def one(alone_n: int, ioc_processes: str | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="beampod-bench-up-") as tmp:
         home = Path(tmp) / "pod"
         cli = [sys.executable, "-m", "beampod", "--home", str(home)]
         run([*cli, "init", "--free-ports"])
+        if ioc_processes is not None:
+            import yaml
+
+            cfg_path = home / "config.yaml"
+            cfg = yaml.safe_load(cfg_path.read_text())
+            cfg["channel_access"]["ioc_processes"] = ioc_processes
+            cfg_path.write_text(yaml.safe_dump(cfg))
         t0 = time.monotonic()
         wall0 = time.time()
         try:
@@ -130,6 +137,11 @@ def main() -> int:
         action="store_true",
         help="do not compile beampod's modules first (as an installation does)",
     )
+    parser.add_argument(
+        "--ioc-processes",
+        choices=("per_ioc", "per_instrument", "per_host"),
+        help="channel_access.ioc_processes of the pod (default: the pod's default)",
+    )
     args = parser.parse_args()
     if not args.no_compile:
         print(f"compiled: {compile_beampod()}")
@@ -137,7 +149,7 @@ def main() -> int:
     print(f"load average before: {load_average()}")
     runs = []
     for i in range(args.repeat):
-        r = one(args.alone)
+        r = one(args.alone, args.ioc_processes)
         runs.append(r)
         slowest = sorted(r["ready"].items(), key=lambda kv: -kv[1])[:4]
         name, solo = max(r["alone"].items(), key=lambda kv: kv[1])

@@ -35,7 +35,7 @@ def test_every_service_is_ready_and_bound_to_loopback(pod: LoadedPod) -> None:
     state = _status(pod.home.root)
     assert state["phase"] == "running"
     services = state["services"]
-    expected = {"nats", "redis", "tiled", "ioc-demo-mini"}
+    expected = {"nats", "redis", "tiled", "ioc-demo"}
     assert expected <= set(services), services.keys()
     for name, svc in services.items():
         assert svc["state"] == "ready", (name, svc)
@@ -62,7 +62,7 @@ def test_every_service_is_ready_and_bound_to_loopback(pod: LoadedPod) -> None:
     exposed = [(pid, addr) for pid, addr in servers if addr.ip not in ("127.0.0.1", "::1")]
     assert not exposed
     table = beampod_cli(pod.home.root, "status").stdout
-    assert "SERVICE" in table and "ioc-demo-mini" in table
+    assert "SERVICE" in table and "ioc-demo " in table
 
 
 def test_secrets_never_appear_in_logs_or_status(pod: LoadedPod) -> None:
@@ -232,13 +232,13 @@ def test_down_after_supervisor_sigkill_still_cleans_up(own_pod: LoadedPod) -> No
 
 def test_operator_can_stop_and_start_one_service(pod: LoadedPod) -> None:
     home = pod.home.root
-    out = beampod_cli(home, "service", "stop", "ioc-demo-thermo").stdout
+    out = beampod_cli(home, "service", "stop", "ioc-demo").stdout
     assert "stopped" in out
     state = _status_any(home)
-    assert state["services"]["ioc-demo-thermo"]["state"] == "stopped"
-    assert state["services"]["ioc-demo-thermo"]["pid"] is None
-    beampod_cli(home, "service", "start", "ioc-demo-thermo")
-    wait_service_ready(pod, "ioc-demo-thermo", deadline_s=60.0)
+    assert state["services"]["ioc-demo"]["state"] == "stopped"
+    assert state["services"]["ioc-demo"]["pid"] is None
+    beampod_cli(home, "service", "start", "ioc-demo")
+    wait_service_ready(pod, "ioc-demo", deadline_s=60.0)
     bad = beampod_cli(home, "service", "stop", "no-such-service", check=False)
     assert bad.returncode == 2 and "no service 'no-such-service'" in bad.stderr
 

@@ -45,16 +45,9 @@ def nats_specs(pod: LoadedPod) -> list[ServiceSpec]:
 
 
 def ioc_specs(pod: LoadedPod, families: Collection[str]) -> list[ServiceSpec]:
-    from beampod.config import ioc_service_name
     from beampod.services._svc_ioc import ioc_specs as specs
 
-    wanted = {
-        ioc_service_name(name, ioc)
-        for name, inst in pod.config.instruments.items()
-        for ioc in inst.iocs
-        if ioc.family in families
-    }
-    return [s for s in specs(pod) if s.name in wanted]
+    return specs(pod, families)
 
 
 def pod_specs(

@@ -175,7 +175,7 @@ def test_two_pods_on_one_machine_do_not_see_each_other(
     from beampod.sim import write_sync
     from tests.sim._iocfix import running_iocs
 
-    with running_iocs(tmp_path_factory.mktemp("other-pod"), families={"mini_beamline"}) as other:
+    with running_iocs(tmp_path_factory.mktemp("other-pod")) as other:
         # Same PV names, other ports: move the other pod's slit motor only.
         write_sync("127.0.0.1", other.port("mini:"), "mini:slit:mtr", 33.0)
         proc = run_session(session_iocs.pod.home.root, "shell", "print('POS', motor_slit.position)")
@@ -193,7 +193,10 @@ def test_session_starts_connected_and_names_devices_whose_ioc_is_down(
     away works), names the devices that did not connect, and starts anyway."""
     from tests.sim._iocfix import running_iocs
 
-    with running_iocs(tmp_path_factory.mktemp("partial-pod"), families={"mini_beamline"}) as iocs:
+    # One process per IOC: only the mini beamline's runs.
+    with running_iocs(
+        tmp_path_factory.mktemp("partial-pod"), families={"mini_beamline"}, processes="per_ioc"
+    ) as iocs:
         proc = run_session(
             iocs.pod.home.root,
             "shell",

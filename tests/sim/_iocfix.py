@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+import yaml
 
 from beampod.config import LoadedPod, PodHome, init_pod, load_pod
 from beampod.services._svc_ioc import ioc_processes
@@ -36,15 +37,23 @@ class RunningIocs:
         raise KeyError(prefix)
 
 
-def make_pod(root: Path) -> LoadedPod:
+def make_pod(root: Path, processes: str | None = None) -> LoadedPod:
+    """A fresh pod in ``root``; ``processes``: its ``channel_access.ioc_processes``
+    (default: the pod's default)."""
     home = PodHome(root)
     init_pod(home, free_ports=True)
+    if processes is not None:
+        cfg = yaml.safe_load(home.config_file.read_text())
+        cfg["channel_access"]["ioc_processes"] = processes
+        home.config_file.write_text(yaml.safe_dump(cfg))
     return load_pod(home)
 
 
 @contextmanager
-def running_iocs(root: Path, families: Collection[str] | None = None) -> Iterator[RunningIocs]:
-    pod = make_pod(root)
+def running_iocs(
+    root: Path, families: Collection[str] | None = None, processes: str | None = None
+) -> Iterator[RunningIocs]:
+    pod = make_pod(root, processes)
     with ioc_processes(pod, families=families, timeout=30) as procs:
         pids = [p.pid for p in procs.values()]
         yield RunningIocs(pod, procs)

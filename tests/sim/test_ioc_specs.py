@@ -10,9 +10,20 @@ from beampod.services._svc_ioc import ioc_specs
 from tests.sim._iocfix import make_pod
 
 
-def test_one_spec_per_ioc_with_its_own_port(tmp_path: Path) -> None:
+def test_the_pods_iocs_share_one_process_by_default(tmp_path: Path) -> None:
     pod = make_pod(tmp_path / "pod")
+    [spec] = ioc_specs(pod)
+    assert spec.name == "ioc-demo"
+    ports = sorted(pod.config.ioc_ports().values())
+    assert sorted(c.port for c in spec.ports if not c.udp) == ports
+    assert spec.argv[:4] == (sys.executable, "-m", "beampod.sim", "group")
+    assert [spec.name for spec in ioc_specs(pod, families=["thermo_sim"])] == ["ioc-demo"]
+
+
+def test_one_spec_per_ioc_with_its_own_port(tmp_path: Path) -> None:
+    pod = make_pod(tmp_path / "pod", "per_ioc")
     specs = ioc_specs(pod)
+    assert [s.name for s in ioc_specs(pod, families=["simple"])] == ["ioc-demo-simple"]
     ports = pod.config.ioc_ports()
     assert [s.name for s in specs] == list(ports)
     assert len({ports[s.name] for s in specs}) == 5

@@ -31,9 +31,14 @@ def read_timeout(iocs: int) -> float:
     return min(_PROBE_TIMEOUT_S * max(iocs, 1), _MAX_PROBE_TIMEOUT_S)
 
 
-def ioc_specs(pod: LoadedPod) -> list[ServiceSpec]:
-    """A :class:`ServiceSpec` for every IOC of every instrument, in config order."""
-    return [spec for spec, _ in _specs_with_settings(pod)]
+def ioc_specs(pod: LoadedPod, families: Collection[str] | None = None) -> list[ServiceSpec]:
+    """A :class:`ServiceSpec` for every IOC process of every instrument, in config order
+    (``families``: only the processes serving an IOC of one of them)."""
+    return [
+        spec
+        for spec, iocs in _specs_with_settings(pod)
+        if families is None or any(ioc.family in families for ioc in iocs)
+    ]
 
 
 def ioc_spec(
@@ -149,11 +154,7 @@ def ioc_processes(
     the pod's log files, waits until every probe passes (polling, with a deadline) and
     yields ``{service name: process}``. On exit every process is terminated and reaped.
     """
-    specs = [
-        s
-        for s, iocs in _specs_with_settings(pod)
-        if families is None or any(ioc.family in families for ioc in iocs)
-    ]
+    specs = ioc_specs(pod, families)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for spec in specs:
