@@ -92,6 +92,58 @@ def test_submodule_of_a_deferred_package_runs_once(packages: Path) -> None:
     )
 
 
+def test_a_package_init_runs_on_the_first_name_asked_of_it(packages: Path) -> None:
+    # bluesky-tiled-plugins' case: a submodule is wanted, the package's __init__ (which
+    # imports a heavy sibling) is not, until someone asks the package for a name.
+    run(
+        packages,
+        """
+        import builtins, threading
+        from beampod._lazy import defer_package_init
+        defer_package_init("heavypkg")
+        import heavypkg.extra
+        assert heavypkg.extra.EXTRA == 7
+        assert builtins.RUNS == ["heavypkg.extra"], builtins.RUNS  # no __init__, no core
+        seen = []
+        threads = [threading.Thread(target=lambda: seen.append(heavypkg.VALUE)) for _ in "ab"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert seen == [42, 42]
+        assert sorted(builtins.RUNS) == ["heavypkg", "heavypkg.core", "heavypkg.extra"], (
+            builtins.RUNS)  # the __init__ once; it found heavypkg.extra imported
+        from heavypkg import VALUE
+        assert VALUE == 42
+        try:
+            heavypkg.MISSING
+        except AttributeError as exc:
+            assert "MISSING" in str(exc)
+        else:
+            raise AssertionError("no AttributeError")
+        """,
+    )
+
+
+def test_a_module_preloaded_later_is_imported_at_low_priority(packages: Path) -> None:
+    run(
+        packages,
+        """
+        import builtins, os, threading
+        from beampod._preload import NICE, preload_later
+        done = threading.Event()
+        nice = []
+        def then():
+            nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            done.set()
+        preload_later(["heavypkg"], then=then)
+        assert done.wait(60)
+        assert "heavypkg.core" in builtins.RUNS
+        assert nice[0] >= NICE, nice  # its thread's own nice value
+        """,
+    )
+
+
 def test_skipped_module_raises_import_error_and_missing_ones_are_ignored(
     packages: Path,
 ) -> None:

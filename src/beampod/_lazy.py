@@ -12,6 +12,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
+import threading
 import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -108,6 +109,41 @@ def defer_imports(names: Iterable[str]) -> None:
         deferred.append(name)
     if deferred:
         sys.meta_path.insert(0, _AlreadyImported(frozenset(deferred)))
+
+
+def defer_package_init(name: str) -> None:
+    """Import package ``name``'s submodules without running its ``__init__``, which runs
+    on the first name asked of the package itself (``pkg.Name``, ``from pkg import
+    Name``, an entry point naming ``pkg:Name``).
+
+    For a package whose ``__init__`` re-exports everything it has: bluesky-tiled-plugins'
+    imports its reading clients and its streaming module (pandas, ~0.4 CPU-s) before
+    ``bluesky_tiled_plugins.writing.tiled_writer`` can be imported by a writer that only
+    writes. The package module has its real ``__path__``, so submodules import as
+    usual; the ``__init__``, when it runs, finds the ones already imported. Nothing
+    happens if the package is imported already or not installed."""
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+        return
+    package = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+    lock = threading.RLock()
+    ran: list[bool] = []
+
+    def __getattr__(attr: str) -> Any:
+        with lock:  # another thread asking meanwhile waits for the same run
+            if not ran:
+                ran.append(True)  # first: the ``__init__``'s own lookups do not recurse
+                loader.exec_module(package)
+        try:
+            return package.__dict__[attr]
+        except KeyError:
+            raise AttributeError(f"module {name!r} has no attribute {attr!r}") from None
+
+    package.__getattr__ = __getattr__  # type: ignore[method-assign]
+    sys.modules[name] = package
 
 
 def skip_imports(names: Iterable[str]) -> None:

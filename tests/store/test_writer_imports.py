@@ -1,7 +1,8 @@
 """The writer's import policy (ADR 0013) holds on its real write path.
 
 ``python -m beampod.writer`` marks some optional libraries absent and defers others
-(dask.dataframe, xarray, blosc2, aiohttp) until first use. This stores a real run in a
+(dask.dataframe, xarray, blosc2, aiohttp, bluesky-tiled-plugins' ``__init__``) until
+first use. This stores a real run in a
 real Tiled through the writer's sink, in a fresh interpreter with that policy, and
 checks both halves: the run is stored, and none of the deferred or skipped libraries
 was needed for it. A change upstream that makes the write path use one of them fails
@@ -39,6 +40,7 @@ from beampod.writer.__main__ import lean_imports
 lean_imports()
 from beampod._lazy import is_loaded
 import beampod.writer._loop, beampod.store._writer, nats  # what the writer preloads
+pandas_at_start = is_loaded("pandas")  # imported later, once ready (LATER_IMPORTS)
 from beampod.config import PodHome, load_pod
 from beampod.store import open_sink
 
@@ -50,7 +52,9 @@ print(json.dumps({
     "written": result.written,
     "rejected": len(result.rejected),
     "loaded": sorted(name for name in names if is_loaded(name)),
-    "pandas": is_loaded("pandas"),
+    "pyarrow": is_loaded("pyarrow"),
+    "pandas_at_start": pandas_at_start,
+    "package_init": "bluesky_tiled_plugins.streaming" in sys.modules,
 }))
 """
 
@@ -77,6 +81,9 @@ def test_writer_stores_a_run_without_its_deferred_libraries(
     run = open_catalog(tiled_server.pod)[start_uid(docs)]
     assert run.metadata["stop"]["exit_status"] == "success"
     # ... by the libraries the writer keeps (the check can see a real import) ...
-    assert out["pandas"]
-    # ... without importing any it defers or skips.
+    assert out["pyarrow"]
+    # ... without importing any it defers or skips, nor bluesky-tiled-plugins' own
+    # ``__init__`` (its reading clients); pandas, which pyarrow loads for its first
+    # table from rows, not before the writer is ready.
     assert out["loaded"] == [], f"the write path imported {out['loaded']}"
+    assert not out["package_init"] and not out["pandas_at_start"], out

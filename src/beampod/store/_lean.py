@@ -118,9 +118,10 @@ def lean_server_imports() -> bool:
 # import them (sparse brings numba, llvmlite and scipy), bluesky-tiled-plugins takes a
 # helper from tiled.storage (SQLAlchemy) and has its own fallback, httpx imports its
 # command line (rich, pygments, click), tenacity its tornado support, dask its notebook
-# widgets (jinja2). Each import is guarded upstream (try/except ImportError), so marking
-# them absent changes nothing such a process does. Never in a session: its user's code
-# may import them.
+# widgets (jinja2), tiled's table serialization pandas, to write Excel if openpyxl is
+# installed. Each import is guarded upstream (try/except ImportError, or a look for the
+# module first), so marking them absent changes nothing such a process does. Never in a
+# session: its user's code may import them.
 CLIENT_UNUSED_OPTIONAL_IMPORTS = (
     "sparse",
     "scipy",
@@ -128,6 +129,7 @@ CLIENT_UNUSED_OPTIONAL_IMPORTS = (
     "httpx._main",
     "tornado",
     "jinja2",
+    "openpyxl",
 )
 # Imported at module level by tiled's and the plugins' client code, used only to read
 # (dask.dataframe, xarray: a table or a stream as a dataframe or dataset; blosc2: a
@@ -135,15 +137,20 @@ CLIENT_UNUSED_OPTIONAL_IMPORTS = (
 # writer never calls them. Deferred, they load on first use instead (ADR 0013).
 CLIENT_DEFERRED_IMPORTS = ("aiohttp", "xarray", "blosc2")
 CLIENT_DEFERRED_SUBMODULES = ("dask.dataframe",)
+# Packages whose ``__init__`` waits for the first name asked of it: bluesky-tiled-plugins'
+# loads its reading clients and its streaming module (pandas) before the writing module.
+CLIENT_DEFERRED_PACKAGE_INITS = ("bluesky_tiled_plugins",)
 
 
 def lean_client_imports() -> None:
     """The policy of a process whose tiled client only writes or lists runs; first
     thing in it."""
-    from beampod._lazy import defer_imports, skip_imports
+    from beampod._lazy import defer_imports, defer_package_init, skip_imports
     from beampod._preload import preload
 
     skip_imports(CLIENT_UNUSED_OPTIONAL_IMPORTS)
     defer_imports(CLIENT_DEFERRED_IMPORTS)
+    for package in CLIENT_DEFERRED_PACKAGE_INITS:
+        defer_package_init(package)
     preload(["dask"])  # the parent of a deferred submodule is imported for real
     defer_imports(CLIENT_DEFERRED_SUBMODULES)
