@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import msgpack
-import msgpack_numpy
 
 from beampod.errors import BeampodError
+
+
+def _numpy_hooks() -> ModuleType:
+    """msgpack-numpy, imported by the first message that needs it: it imports numpy
+    (~0.1 CPU-s), which a process that only forwards documents or decodes plain ones
+    (the web console's live view) need not load at its start."""
+    import msgpack_numpy
+
+    return msgpack_numpy
 
 
 class DecodeError(BeampodError):
@@ -38,7 +47,7 @@ DOCUMENT_NAMES = frozenset(
 
 
 def encode(name: str, doc: dict[str, Any]) -> bytes:
-    return msgpack.packb((name, doc), default=msgpack_numpy.encode, use_bin_type=True)
+    return msgpack.packb((name, doc), default=_numpy_hooks().encode, use_bin_type=True)
 
 
 Encoder = Callable[[str, dict[str, Any]], bytes]
@@ -48,7 +57,7 @@ def make_encoder() -> Encoder:
     """``encode`` with one ``msgpack.Packer`` kept: ``packb`` builds a packer per call
     (~1.5 µs of the ~3 µs an event document takes). Same bytes. Not thread-safe: one
     per caller that serialises its calls (the publisher encodes under its lock)."""
-    pack = msgpack.Packer(default=msgpack_numpy.encode, use_bin_type=True).pack
+    pack = msgpack.Packer(default=_numpy_hooks().encode, use_bin_type=True).pack
 
     def encode_kept(name: str, doc: dict[str, Any]) -> bytes:
         return pack((name, doc))
@@ -69,7 +78,7 @@ def decode(data: bytes) -> tuple[str, dict[str, Any]]:
     try:
         if numpy_maps:
             obj = msgpack.unpackb(
-                data, object_hook=msgpack_numpy.decode, raw=False, strict_map_key=False
+                data, object_hook=_numpy_hooks().decode, raw=False, strict_map_key=False
             )
         else:
             obj = msgpack.unpackb(data, raw=False, strict_map_key=False)

@@ -5,10 +5,16 @@ from __future__ import annotations
 import logging
 import sys
 
+#: nats-py imports aiohttp at module level for websocket (``ws://``) servers only; the
+#: console's live view connects over ``nats://`` (as the agent, ADR 0013).
+DEFERRED_IMPORTS = ("aiohttp",)
+
 
 def main() -> int:
+    from beampod._lazy import defer_imports
     from beampod._preload import preload
 
+    defer_imports(DEFERRED_IMPORTS)
     # Started early (ADR 0014): import the console without slowing Tiled down.
     preload(["uvicorn", "beampod.web._app", "beampod.web._pages", "beampod.web._streams"])
     import uvicorn
