@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from beampod.config._yaml import load_yaml
 from beampod.errors import ConfigError
 
 
@@ -172,7 +173,7 @@ def _parse(path: Path) -> dict[str, Any]:
             path, [f"secrets file is readable by others (mode {mode:o}); run: chmod 600 {path}"]
         )
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(path, [f"secrets file is corrupt: {type(exc).__name__}"]) from None
     if not isinstance(data, dict):
