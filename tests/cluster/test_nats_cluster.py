@@ -216,6 +216,14 @@ def test_a_message_id_still_in_process_is_asked_again_not_refused(
         try:
             acks = AckTracker(nc, subject, stream, lambda: None)
             await acks.start()
+            # A new replicated stream answers once its leader is elected and the node we
+            # are connected to knows its subject; until then a publish meets 503 "no
+            # responders" (a busy machine: all 200 first copies did). Wait for one answer.
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 30
+            while (await _answer(acks, b"ready", "ready")).outcome != "stored":
+                assert loop.time() < end, "the new stream never answered"
+                await asyncio.sleep(0.05)
             first: list[Pending] = []
             second: list[Pending] = []
             for i in range(pairs):  # pipelined: the copy follows before the first applies
@@ -240,7 +248,13 @@ def test_a_message_id_still_in_process_is_asked_again_not_refused(
     assert in_process, "the cluster never answered 'in process' to a pipelined copy"
     assert all("409" in d and "still being stored" in d for d in in_process), in_process
     assert {p.outcome for p in again} == {"duplicate"}
-    assert stored == pairs
+    assert stored == pairs + 1  # and the one that waited for the stream
+
+
+async def _answer(acks: Any, data: bytes, msg_id: str) -> Any:
+    pending = await acks.publish(data, msg_id)
+    await _answered([pending])
+    return pending
 
 
 async def _answered(pending: list[Any], deadline_s: float = 30.0) -> None:

@@ -373,11 +373,13 @@ def test_cli_pause_resume_abort_stop(qpod: RunningPod, rm: Any) -> None:
     rm.wait_for_idle(timeout=WAIT_S)
     assert last_history(rm)["result"]["exit_status"] == "aborted"
     # The queue server puts an aborted plan back at the front and stops the queue.
-    assert queue_len(rm) == 2
+    # The HTTP server reports the manager's status as of its last poll: a change shows
+    # there a moment later.
+    wait_for(lambda: queue_len(rm) == 2, "the aborted plan back in the queue", WAIT_S)
     out = cli_process(qpod, "stop")  # nothing is running: refused, one line, exit 2
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert cli(qpod, "clear").returncode == 0
-    assert queue_len(rm) == 0
+    wait_for(lambda: queue_len(rm) == 0, "the queue cleared", WAIT_S)
 
 
 # -- secrets ------------------------------------------------------------------------------
