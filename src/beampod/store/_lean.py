@@ -132,11 +132,12 @@ CLIENT_UNUSED_OPTIONAL_IMPORTS = (
     "openpyxl",
 )
 # Imported at module level by tiled's and the plugins' client code, used only to read
-# (dask.dataframe, xarray: a table or a stream as a dataframe or dataset; blosc2: a
-# compressed array from the server) or for websocket URLs (aiohttp, in nats-py): a
-# writer never calls them. Deferred, they load on first use instead (ADR 0013).
+# (dask.dataframe, dask.array, xarray: a table, an array or a stream as a dataframe,
+# a dask array or a dataset; blosc2: a compressed array from the server) or for
+# websocket URLs (aiohttp, in nats-py): a writer never calls them. Deferred, they load
+# on first use instead (ADR 0013).
 CLIENT_DEFERRED_IMPORTS = ("aiohttp", "xarray", "blosc2")
-CLIENT_DEFERRED_SUBMODULES = ("dask.dataframe",)
+CLIENT_DEFERRED_SUBMODULES = ("dask.dataframe", "dask.array")
 # Packages whose ``__init__`` waits for the first name asked of it: bluesky-tiled-plugins'
 # loads its reading clients and its streaming module (pandas) before the writing module.
 CLIENT_DEFERRED_PACKAGE_INITS = ("bluesky_tiled_plugins",)

@@ -30,6 +30,12 @@ Outcome = Literal["written", "duplicate"]
 # Rows are written when the sink flushes at the end of each batch, never because a
 # cache filled up, so that "write_batch returned" means "stored".
 _NEVER = 2**62
+#: Largest array (elements) stored as a list column of the event table; TiledWriter's
+#: default is 16. 0: every array gets an array node of its own. Tiled's SQLite tables
+#: have no list type (a 4-element spectrum was refused with 500 "Unsupported PyArrow
+#: type: list<item: double>", at every retry), and PostgreSQL's list columns read back
+#: through the client as text ('[0. 1. 2. 3.]'), tiled 0.2.20.
+ARRAYS_IN_TABLES = 0
 
 
 class _Normalizer(RunNormalizer):
@@ -153,7 +159,7 @@ class RunState:
 
     @classmethod
     def new(cls, client: Container, uid: str) -> RunState:
-        writer = SeqOrderedRunWriter(client, batch_size=_NEVER)
+        writer = SeqOrderedRunWriter(client, batch_size=_NEVER, max_array_size=ARRAYS_IN_TABLES)
         normalizer = _Normalizer()
         forward = _Forward(writer)
         normalizer.subscribe(forward)
