@@ -47,12 +47,8 @@ def preload(modules: Sequence[str]) -> None:
     errors: list[BaseException] = []
 
     def work() -> None:
-        # Without permission to change it, the imports run at normal priority.
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
         try:
-            for name in modules:
-                importlib.import_module(name)
+            _import_at_low_priority(modules)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             errors.append(exc)
 
@@ -76,11 +72,8 @@ def preload_later(modules: Sequence[str], then: Callable[[], None] | None = None
     An import that fails is reported on stderr and left to that first use."""
 
     def work() -> None:
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
         try:
-            for name in modules:
-                importlib.import_module(name)
+            _import_at_low_priority(modules)
         except ImportError as exc:
             print(f"beampod: could not preload {exc.name}: {exc}", file=sys.stderr)
             return
@@ -88,6 +81,15 @@ def preload_later(modules: Sequence[str], then: Callable[[], None] | None = None
             then()
 
     threading.Thread(target=work, name="beampod-preload-later", daemon=True).start()
+
+
+def _import_at_low_priority(modules: Sequence[str]) -> None:
+    """Import ``modules`` in the calling thread, first lowered to nice ``NICE`` (its own
+    thread id: Linux). Without permission to change it, at normal priority."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+    for name in modules:
+        importlib.import_module(name)
 
 
 class _Session:

@@ -61,15 +61,14 @@ print(json.dumps({
 """
 
 
-def test_writer_stores_a_run_without_its_deferred_libraries(
-    tiled_server: Server, make_run: object, tmp_path: Path
-) -> None:
-    docs = make_run("scan", num=5)  # type: ignore[operator]
-    batch = items(docs)
+def _write_with_the_writers_policy(
+    server: Server, docs: list[Any], names: list[str], tmp_path: Path
+) -> dict[str, Any]:
+    """Store ``docs`` in one batch from a fresh interpreter with the writer's import
+    policy; what it reports (``_WRITE``), ``names`` checked for being loaded."""
     path = tmp_path / "batch.json"
-    path.write_text(json.dumps([list(item) for item in batch]))
-    names = [*DEFERRED_IMPORTS, *DEFERRED_SUBMODULES, *UNUSED_OPTIONAL_IMPORTS]
-    home = str(tiled_server.pod.home.root)
+    path.write_text(json.dumps([list(item) for item in items(docs)]))
+    home = str(server.pod.home.root)
     proc = subprocess.run(
         [sys.executable, "-c", _WRITE, home, str(path), json.dumps(names)],
         capture_output=True,
@@ -77,9 +76,17 @@ def test_writer_stores_a_run_without_its_deferred_libraries(
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.splitlines()[-1])
+    return dict(json.loads(proc.stdout.splitlines()[-1]))
+
+
+def test_writer_stores_a_run_without_its_deferred_libraries(
+    tiled_server: Server, make_run: object, tmp_path: Path
+) -> None:
+    docs = make_run("scan", num=5)  # type: ignore[operator]
+    names = [*DEFERRED_IMPORTS, *DEFERRED_SUBMODULES, *UNUSED_OPTIONAL_IMPORTS]
+    out = _write_with_the_writers_policy(tiled_server, docs, names, tmp_path)
     # The run is stored, all of it ...
-    assert out["rejected"] == 0 and out["written"] == len(batch), out
+    assert out["rejected"] == 0 and out["written"] == len(items(docs)), out
     run = open_catalog(tiled_server.pod)[start_uid(docs)]
     assert run.metadata["stop"]["exit_status"] == "success"
     # ... by the libraries the writer keeps (the check can see a real import) ...
@@ -123,18 +130,8 @@ def test_writer_stores_array_data_with_its_deferred_libraries(
     deferred libraries they need (dask.array is deferred, not absent) loads then."""
     tiled_server: Server = request.getfixturevalue(backend)
     docs = _array_run(3)
-    batch = items(docs)
-    path = tmp_path / "batch.json"
-    path.write_text(json.dumps([list(item) for item in batch]))
-    proc = subprocess.run(
-        [sys.executable, "-c", _WRITE, str(tiled_server.pod.home.root), str(path), "[]"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.splitlines()[-1])
-    assert out["rejected"] == 0 and out["written"] == len(batch), out
+    out = _write_with_the_writers_policy(tiled_server, docs, [], tmp_path)
+    assert out["rejected"] == 0 and out["written"] == len(items(docs)), out
     run = open_catalog(tiled_server.pod)[start_uid(docs)]
     spectra = run["primary"].read()["spectrum"]
     assert [list(map(float, row)) for row in spectra] == [
