@@ -126,7 +126,7 @@ def test_writer_stores_array_data_with_its_deferred_libraries(
 ) -> None:
     """Small arrays are stored, and read back as arrays, on either backend (in the event
     table SQLite refused them with a 500 at every retry, and PostgreSQL's read back as
-    text: ``ARRAYS_IN_TABLES``), through the writer's import policy: whatever of the
+    text: ``MAX_TABLE_ARRAY_SIZE``), through the writer's import policy: whatever of the
     deferred libraries they need (dask.array is deferred, not absent) loads then."""
     tiled_server: Server = request.getfixturevalue(backend)
     docs = _array_run(3)

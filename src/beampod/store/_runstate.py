@@ -35,7 +35,7 @@ _NEVER = 2**62
 #: have no list type (a 4-element spectrum was refused with 500 "Unsupported PyArrow
 #: type: list<item: double>", at every retry), and PostgreSQL's list columns read back
 #: through the client as text ('[0. 1. 2. 3.]'), tiled 0.2.20.
-ARRAYS_IN_TABLES = 0
+MAX_TABLE_ARRAY_SIZE = 0
 
 
 class _Normalizer(RunNormalizer):
@@ -159,7 +159,7 @@ class RunState:
 
     @classmethod
     def new(cls, client: Container, uid: str) -> RunState:
-        writer = SeqOrderedRunWriter(client, batch_size=_NEVER, max_array_size=ARRAYS_IN_TABLES)
+        writer = SeqOrderedRunWriter(client, batch_size=_NEVER, max_array_size=MAX_TABLE_ARRAY_SIZE)
         normalizer = _Normalizer()
         forward = _Forward(writer)
         normalizer.subscribe(forward)
