@@ -206,8 +206,7 @@ def tree_cpu_seconds(pid: int, *, waiting: bool = False) -> float | None:
         try:
             with open(f"/proc/{p}/stat") as fh:
                 fields = fh.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{p}/task/{p}/children") as fh:
-                todo.extend(int(c) for c in fh.read().split())
+            todo.extend(_children(p))
         except (OSError, ValueError, IndexError):
             if p == pid:
                 return None
@@ -217,6 +216,17 @@ def tree_cpu_seconds(pid: int, *, waiting: bool = False) -> float | None:
         else:
             total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
     return total
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of every thread of ``pid``: /proc lists a child under the
+    thread that started it (the queue server's manager starts its worker from a
+    thread other than the main one)."""
+    found: list[int] = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as fh:
+            found.extend(int(c) for c in fh.read().split())
+    return found
 
 
 def _runqueue_seconds(pid: int) -> float:
