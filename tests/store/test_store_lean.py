@@ -44,7 +44,7 @@ def test_the_policy_defers_what_the_annotations_named() -> None:
         "from beampod._lazy import is_loaded\n"
         "from tiled.adapters.utils import force_reshape\n"
         "print(sorted(m for m in ('dask.dataframe', 'dask.array', 'sparse', 'numba',"
-        " 'xarray', 'scipy') if is_loaded(m)))\n"
+        " 'xarray', 'scipy', 'rich') if is_loaded(m)))\n"
         "print(force_reshape.__annotations__['arr'])\n"
     )
     out = subprocess.run(

@@ -28,7 +28,6 @@ import __future__
 
 import hashlib
 import importlib
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import logging
@@ -47,6 +46,8 @@ PINNED_SOURCES: Mapping[str, str] = {
 #: Loaded on first use instead of at the server's start.
 DEFERRED_IMPORTS = ("xarray", "sparse")
 DEFERRED_SUBMODULES = ("dask.dataframe", "dask.array")
+#: httpx's command line (rich, pygments, click), imported by httpx only if installed.
+SERVER_UNUSED_OPTIONAL_IMPORTS = ("httpx._main",)
 
 
 def source_hash(path: str) -> str:
@@ -54,7 +55,7 @@ def source_hash(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-class PostponedAnnotations(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+class PostponedAnnotations:
     """Compiles the named modules from their own files with postponed annotations."""
 
     def __init__(self, names: Sequence[str]) -> None:
@@ -100,8 +101,9 @@ def lean_server_imports() -> bool:
     """The Tiled server's import policy; first thing in its process. True when the
     heavy modules are deferred (every pinned module matched), False when tiled's own
     imports run unchanged."""
-    from beampod._lazy import defer_imports
+    from beampod._lazy import defer_imports, skip_imports
 
+    skip_imports(SERVER_UNUSED_OPTIONAL_IMPORTS)
     names = pinned_modules()
     if len(names) != len(PINNED_SOURCES) or any(n in sys.modules for n in names):
         return False

@@ -8,12 +8,16 @@ import sys
 #: nats-py imports aiohttp at module level for websocket (``ws://``) servers only; the
 #: console's live view connects over ``nats://`` (as the agent, ADR 0013).
 DEFERRED_IMPORTS = ("aiohttp",)
+#: httpx's command line (rich, pygments, click: ~40 ms of the console's start), imported
+#: by httpx only because it is installed; the console uses httpx as a client.
+UNUSED_OPTIONAL_IMPORTS = ("httpx._main",)
 
 
 def main() -> int:
-    from beampod._lazy import defer_imports
+    from beampod._lazy import defer_imports, skip_imports
     from beampod._preload import preload
 
+    skip_imports(UNUSED_OPTIONAL_IMPORTS)
     defer_imports(DEFERRED_IMPORTS)
     # Started early (ADR 0014): import the console without slowing Tiled down.
     preload(["uvicorn", "beampod.web._app", "beampod.web._pages", "beampod.web._streams"])
