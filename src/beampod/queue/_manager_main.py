@@ -161,16 +161,20 @@ def main() -> int:
     os.register_at_fork(after_in_child=_die_with_parent)
 
     from bluesky_queueserver.manager import manager as re_manager
+    from bluesky_queueserver.manager import profile_ops
     from bluesky_queueserver.manager import start_manager as watchdog_module
     from bluesky_queueserver.manager.start_manager import start_manager
 
-    from beampod.queue._lean import quiet_queueserver_pipes
+    from beampod.queue._lean import quiet_queueserver_pipes, without_areadetector_import
+    from beampod.queue._libyaml import use_libyaml
     from beampod.queue._watchdog import steady_watchdog
 
     # The manager module imported the name; the forked manager process inherits this.
     re_manager.validate_plan = strict(re_manager.validate_plan)
     re_manager.PipeJsonRpcSendAsync = patient_watchdog_pipe(re_manager.PipeJsonRpcSendAsync)
     quiet_queueserver_pipes()  # the watchdog's and the worker's (ADR 0022)
+    use_libyaml(profile_ops)  # its plans-and-devices file, read and written at each start
+    profile_ops._prepare_devices = without_areadetector_import(profile_ops._prepare_devices)
     watchdog_module.WatchdogProcess = steady_watchdog(
         watchdog_module.WatchdogProcess, server.settings.heartbeat_timeout_s
     )
