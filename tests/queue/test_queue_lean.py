@@ -270,3 +270,56 @@ def test_an_idle_manager_asks_its_worker_less_often_and_wakes_on_a_request() -> 
         assert task.done() and manager.requests == 4
 
     asyncio.run(scenario())
+
+
+def test_describing_the_devices_does_not_import_area_detectors() -> None:
+    # The worker describes its devices at each environment open; for an instrument
+    # without area detectors that no longer imports ophyd's area detector support, and
+    # the description is the one the unwrapped function gives.
+    run(
+        """
+        import sys
+        from beampod.instrument._ophyd_lean import lean_ophyd
+        assert lean_ophyd()
+        from ophyd import Component, Device, Signal
+        from bluesky import plans as bp
+        from bluesky_queueserver.manager import profile_ops
+        from beampod.queue._lean import without_areadetector_import
+
+        class Stage(Device):
+            x = Component(Signal, value=1.0)
+            y = Component(Signal, value=2.0)
+
+        nspace = {"stage": Stage(name="stage"), "count": bp.count}
+        original = profile_ops._prepare_devices
+        profile_ops._prepare_devices = without_areadetector_import(original)
+        _, lean, _, _ = profile_ops.existing_plans_and_devices_from_nspace(nspace=nspace)
+        assert "ophyd.areadetector" not in sys.modules
+        assert set(lean["stage"]["components"]) == {"x", "y"}, lean
+        profile_ops._prepare_devices = original
+        _, full, _, _ = profile_ops.existing_plans_and_devices_from_nspace(nspace=nspace)
+        assert "ophyd.areadetector" in sys.modules
+        assert lean == full, (lean, full)
+        """
+    )
+
+
+def test_an_instrument_with_area_detectors_gets_the_real_check() -> None:
+    # Area detectors are described without their subdevices (upstream's rule): the
+    # wrapper must not change that once the area detector support is imported.
+    run(
+        """
+        from ophyd.areadetector import SimDetector
+        from bluesky_queueserver.manager import profile_ops
+        from beampod.queue._lean import without_areadetector_import
+
+        nspace = {"det": SimDetector("SIM:", name="det")}
+        original = profile_ops._prepare_devices
+        profile_ops._prepare_devices = without_areadetector_import(original)
+        _, wrapped, _, _ = profile_ops.existing_plans_and_devices_from_nspace(nspace=nspace)
+        profile_ops._prepare_devices = original
+        _, full, _, _ = profile_ops.existing_plans_and_devices_from_nspace(nspace=nspace)
+        assert "components" not in wrapped["det"], wrapped
+        assert wrapped == full
+        """
+    )

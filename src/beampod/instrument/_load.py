@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from beampod.errors import UsageError
+from beampod.instrument._ophyd_lean import lean_ophyd
 
 PlanFunction = Callable[..., Any]
 
@@ -40,6 +41,7 @@ def load_instrument(
     Raises :class:`UsageError` if the import fails, a function is missing, or either
     returns something other than a dict of identifier -> object (callables for plans).
     """
+    lean_ophyd()  # before the package imports ophyd: area detector support on first use
     try:
         module = importlib.import_module(import_path)
     except ImportError as exc:

@@ -24,6 +24,7 @@ a facility runs 25 of each. Two kinds of waste are paid per instrument:
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -338,3 +339,29 @@ def versions_without_import() -> Iterator[Callable[[Any], None]]:
         for name in marked:
             if sys.modules.get(name, ...) is None:
                 del sys.modules[name]
+
+
+def without_areadetector_import(prepare_devices: Callable[..., Any]) -> Callable[..., Any]:
+    """bluesky-queueserver's ``_prepare_devices`` (it describes the worker's devices at
+    each environment open) that does not import ophyd's area detector support only to
+    ask ``isinstance(device, ADBase)``: where ``ophyd.areadetector`` was never imported,
+    no device is an area detector (instrument/_ophyd_lean.py defers it: ~0.25 CPU-s and
+    ~13 MB in every worker). For the call, its ``from ophyd.areadetector import ADBase``
+    finds a stand-in with an ``ADBase`` nothing is an instance of; nothing else in the
+    worker imports area detector code while the devices are described (they are all
+    built by then). An instrument that imported it gets the real check."""
+
+    @functools.wraps(prepare_devices)
+    def prepare(*args: Any, **kwargs: Any) -> Any:
+        if "ophyd.areadetector" in sys.modules:
+            return prepare_devices(*args, **kwargs)
+        stand_in = types.ModuleType("ophyd.areadetector")
+        stand_in.ADBase = type("ADBase", (), {})  # type: ignore[attr-defined]
+        sys.modules["ophyd.areadetector"] = stand_in
+        try:
+            return prepare_devices(*args, **kwargs)
+        finally:
+            if sys.modules.get("ophyd.areadetector") is stand_in:
+                del sys.modules["ophyd.areadetector"]
+
+    return prepare

@@ -1,0 +1,99 @@
+"""ophyd without its area detector support until something asks for it (ADR 0013).
+
+``import ophyd`` runs ``from .areadetector import *`` and imports the multichannel
+analyzer and quad electrometer classes built on it: ~0.25 CPU-s and ~13 MB resident in
+every process that loads an instrument (the queue worker, at each environment open
+and so at the pod's start, and every session), most of it class creation for area
+detector plugins an instrument of motors and signals never uses.
+
+:func:`lean_ophyd` imports ophyd from its own ``__init__`` with those three import
+lines left out, and gives the package a module ``__getattr__`` and ``__dir__``
+(PEP 562) that run them, as written, the first time a name the package does not have
+yet is asked for (``ophyd.AreaDetector``, ``from ophyd import EpicsMCA``, ``from
+ophyd import *``, ``dir(ophyd)``). ``import ophyd.areadetector`` and its submodules
+import as usual. Pinned: when the installed ``ophyd/__init__.py`` is not the one of
+:data:`PINNED_INIT_SHA256`, ophyd is imported as it ships (logged), and
+``tests/instrument/test_ophyd_lean.py`` fails until the change is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import sys
+import threading
+import types
+from typing import Any
+
+log = logging.getLogger("beampod.instrument")
+
+#: sha256 of ``ophyd/__init__.py`` of the locked ophyd (1.11.2).
+PINNED_INIT_SHA256 = "758cf2c0b967605199fcd88133e04b421dba7d5e4a93df2149cc7eab1d63abf0"
+#: The lines of that file run on first use instead of at import.
+DEFERRED_LINES = (
+    "from .areadetector import *  # noqa: F401, F402, E402, F403\n",
+    "from .mca import EpicsDXP, EpicsMCA  # noqa: F401, F402, E402\n",
+    "from .quadem import APS_EM, NSLS_EM, QuadEM, TetrAMM  # noqa: F401, F402, E402\n",
+)
+
+
+def lean_ophyd() -> bool:
+    """Import ophyd with :data:`DEFERRED_LINES` deferred. False (and nothing done) when
+    ophyd is imported already, not installed, or not the pinned source."""
+    if "ophyd" in sys.modules:
+        return False
+    spec = importlib.util.find_spec("ophyd")
+    if spec is None or spec.origin is None:
+        return False
+    with open(spec.origin, "rb") as fh:
+        source = fh.read()
+    if hashlib.sha256(source).hexdigest() != PINNED_INIT_SHA256:
+        log.info("ophyd's __init__ differs from the pinned source: imported as ophyd ships it")
+        return False
+    text = source.decode()
+    for line in DEFERRED_LINES:
+        text = text.replace(line, "", 1)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ophyd"] = module
+    try:
+        exec(compile(text, spec.origin, "exec", dont_inherit=True), module.__dict__)
+    except BaseException:
+        del sys.modules["ophyd"]
+        raise
+    _install_deferred(module)
+    return True
+
+
+def _install_deferred(module: types.ModuleType) -> None:
+    lock = threading.RLock()
+    loaded: list[bool] = []
+    origin = module.__spec__.origin if module.__spec__ else None
+    deferred = compile("".join(DEFERRED_LINES), origin or "ophyd", "exec", dont_inherit=True)
+
+    def load() -> None:
+        with lock:  # another thread asking meanwhile waits for the same run
+            if loaded:
+                return
+            loaded.append(True)  # first: a lookup from the lines themselves does not recurse
+            try:
+                exec(deferred, module.__dict__)
+            except BaseException:
+                loaded.clear()  # the next lookup tries again and raises the same error
+                raise
+
+    def __getattr__(name: str) -> Any:
+        # Dunder lookups (``__wrapped__``, ``__all__`` of a star import, which then
+        # takes every public name, as for the real ophyd) load the rest first too.
+        load()
+        try:
+            return module.__dict__[name]
+        except KeyError:
+            raise AttributeError(f"module 'ophyd' has no attribute {name!r}") from None
+
+    def __dir__() -> list[str]:
+        load()
+        return sorted(module.__dict__)
+
+    module.__getattr__ = __getattr__  # type: ignore[method-assign]
+    module.__dir__ = __dir__  # type: ignore[method-assign]
