@@ -10,6 +10,7 @@ environment is open and the manager has checked the instrument's plans).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,23 @@ def test_writer_and_agent_map_only_what_they_use(pod: LoadedPod) -> None:
     # Nor the web console's: its live view reads the bus over nats://.
     web = mapped_packages(pids["web"])
     assert "pydantic_core" in web and "aiohttp" not in web, sorted(web)
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().partition("=")[::2] for item in raw if b"=" in item)
+
+
+def test_services_that_do_no_linear_algebra_run_one_blas_thread(pod: LoadedPod) -> None:
+    # numpy's OpenBLAS would start a thread per core in each of them, spinning at import
+    # next to Tiled's start (services/_spec.py NO_BLAS_THREADS).
+    pids = service_pids(pod)
+    quiet = ["tiled", "writer", "web", *(n for n in pids if n.startswith("ioc"))]
+    assert "numpy" in mapped_packages(pids["tiled"])  # the setting has something to act on
+    for name in quiet:
+        assert _environ(pids[name]).get("OPENBLAS_NUM_THREADS") == "1", name
+    # The queue's worker runs the user's plans: OpenBLAS's default, as the user set it.
+    _, _, worker = queue_processes(pids["queue"], pod.config.queue.control_port)
+    assert _environ(worker.pid).get("OPENBLAS_NUM_THREADS") == os.environ.get(
+        "OPENBLAS_NUM_THREADS"
+    )

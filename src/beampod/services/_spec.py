@@ -7,8 +7,17 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from beampod.services._probes import Probe
+
+#: The environment of a service that does no linear algebra (Tiled, the writers, the
+#: web console, the simulated IOCs): numpy's OpenBLAS starts a thread per core when
+#: numpy is imported, and they spin there (~0.05 CPU-s per process, next to Tiled's
+#: start on two cores; Tiled's own start 0.1 CPU-s less) and after each BLAS call.
+#: One thread does these services' little array work alike. The queue's worker, the
+#: agents and sessions, which run the user's code, keep OpenBLAS's default.
+NO_BLAS_THREADS: Mapping[str, str] = MappingProxyType({"OPENBLAS_NUM_THREADS": "1"})
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from beampod.config import IocSettings, LoadedPod, instrument_bind, ioc_service_name
 from beampod.errors import ServiceStartError
 from beampod.services._probes import AllProbes, CallableProbe, LogLineProbe, Probe
-from beampod.services._spec import PortClaim, ServiceSpec, python_module
+from beampod.services._spec import NO_BLAS_THREADS, PortClaim, ServiceSpec, python_module
 
 _PROBE_TIMEOUT_S = 1.0
 #: A process serving several IOCs waits at most this long for one read.
@@ -91,7 +91,7 @@ def ioc_group_spec(
         name=name,
         argv=argv,
         # The first IOC's port; a group's other IOCs get theirs from the arguments.
-        env=ioc_env(bind, iocs[0][1], pod.config.ca_repeater_port()),
+        env={**ioc_env(bind, iocs[0][1], pod.config.ca_repeater_port()), **NO_BLAS_THREADS},
         probe=AllProbes(tuple(probes)),
         # Ready: every IOC answered. Health: one IOC a check, in turn (a process of
         # many IOCs would otherwise take a CA connection per IOC every few seconds).

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from beampod.config import LoadedPod, PostgresStore, central_bind
 from beampod.errors import ConfigError
 from beampod.services._probes import AllProbes, CallableProbe, HttpProbe, TcpProbe
-from beampod.services._spec import PortClaim, ServiceSpec, python_module
+from beampod.services._spec import NO_BLAS_THREADS, PortClaim, ServiceSpec, python_module
 from beampod.store import (
     embedded_postgres,
     postgres_uri,
@@ -110,6 +110,7 @@ def tiled_spec(pod: LoadedPod) -> ServiceSpec:
     return ServiceSpec(
         name="tiled",
         argv=python_module("beampod.store.server", "--home", str(pod.home.root)),
+        env=NO_BLAS_THREADS,
         nice=pod.config.pod.background_nice,
         # Ready = the app answers an authenticated read of an instrument container,
         # i.e. the catalog is open and the startup task created the containers, and it

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from beampod.config import LoadedPod, instrument_bind, queue_servers
 from beampod.services._probes import HttpProbe
-from beampod.services._spec import PortClaim, ServiceSpec, python_module
+from beampod.services._spec import NO_BLAS_THREADS, PortClaim, ServiceSpec, python_module
 
 
 def web_specs(pod: LoadedPod) -> list[ServiceSpec]:
@@ -29,7 +29,7 @@ def web_specs(pod: LoadedPod) -> list[ServiceSpec]:
             argv=python_module("beampod.web"),
             nice=cfg.pod.background_nice,
             # The Devices page reads the IOCs through Channel Access (monitors).
-            env=ca_client_env(cfg),
+            env={**ca_client_env(cfg), **NO_BLAS_THREADS},
             probe=HttpProbe(f"{web_url(pod)}{HEALTH_PATH}"),
             address=web_url(pod),
             depends_on=tuple(depends),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from beampod.config import KafkaBus, LoadedPod, NatsBus, ZmqBus
 from beampod.services._health import KafkaWriterProgress, WriterProgress
 from beampod.services._probes import AllProbes, LogLineProbe, Probe
-from beampod.services._spec import ServiceSpec, python_module
+from beampod.services._spec import NO_BLAS_THREADS, ServiceSpec, python_module
 
 
 def _bus_deps(pod: LoadedPod) -> tuple[tuple[str, ...], str]:
@@ -73,7 +73,7 @@ def writer_specs(pod: LoadedPod) -> list[ServiceSpec]:
                 start_early=isinstance(pod.config.bus, NatsBus),
                 # The writer retries a failed batch itself (in order, with backoff);
                 # tiled's client would otherwise retry each request for up to ~45 s first.
-                env={"TILED_RETRY_ATTEMPTS": "2", "TILED_RETRY_TIMEOUT": "2"},
+                env={"TILED_RETRY_ATTEMPTS": "2", "TILED_RETRY_TIMEOUT": "2", **NO_BLAS_THREADS},
                 # Every writer starts the moment Tiled is ready, and each imports the same
                 # ~2 CPU-seconds of libraries: measured on 2 busy cores, 25 writers took
                 # over 60 s to be ready (bench_facility.py), one alone ~15 s.
