@@ -63,7 +63,8 @@ class _AlreadyImported:
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         # target: importlib.reload, which must find the module's file, not this.
         if target is None and fullname in sys.modules and self._under_deferred(fullname):
-            return importlib.machinery.ModuleSpec(fullname, self)
+            loader: Any = self  # a loader by protocol (typeshed wants importlib.abc's)
+            return importlib.machinery.ModuleSpec(fullname, loader)
         return None
 
     def _under_deferred(self, fullname: str) -> bool:

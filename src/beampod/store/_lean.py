@@ -69,7 +69,8 @@ class PostponedAnnotations:
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.origin is None:
             return None
-        return importlib.util.spec_from_file_location(fullname, spec.origin, loader=self)
+        loader: Any = self  # a loader by protocol (typeshed wants importlib.abc's)
+        return importlib.util.spec_from_file_location(fullname, spec.origin, loader=loader)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
         return None  # the default module object
