@@ -227,12 +227,12 @@ def kind(service: str) -> str:
 def cpu_seconds(state: dict[str, Any]) -> dict[str, float]:
     """CPU time (s) used so far by each service's process tree and the supervisor, from
     ``beampod status --json`` (PostgreSQL's backends count as its children)."""
-    from beampod.services._process import tree_cpu_seconds
+    from _common import tree_cpu_s
 
     res = state["resources"]
     pids = {n: u["pid"] for n, u in res["services"].items()}
-    out = {n: tree_cpu_seconds(pid) or 0.0 for n, pid in pids.items()}
-    out["supervisor"] = tree_cpu_seconds(res["supervisor"]["pid"]) or 0.0
+    out = {n: tree_cpu_s(pid) if pid else 0.0 for n, pid in pids.items()}
+    out["supervisor"] = tree_cpu_s(res["supervisor"]["pid"])
     for name, pid in pids.items():  # the supervisor's tree holds every service's
         out["supervisor"] -= out[name] if pid else 0.0
     return out

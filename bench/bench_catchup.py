@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_average, machine
+from _common import load_average, machine, tree_cpu_s
 
 PY_SPY = os.environ.get("PY_SPY") or str(Path(sys.executable).with_name("py-spy"))
 
@@ -66,38 +66,6 @@ def status(home: Path) -> dict[str, Any]:
     from beampod.services import pod_status
 
     return pod_status(PodHome.resolve(home)).to_json()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its waited-for children (/proc/PID/stat)."""
-
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU of a process and of all its live descendants (PostgreSQL's backends)."""
-    parent: dict[int, int] = {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                stat = (proc / "stat").read_text()
-            except OSError:
-                continue
-            parent[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    tree, todo = {pid}, [pid]
-    while todo:
-        p = todo.pop()
-        kids = [c for c, pp in parent.items() if pp == p and c not in tree]
-        tree.update(kids)
-        todo += kids
-    total = 0.0
-    for p in tree:
-        try:
-            total += cpu_seconds(p)
-        except OSError:
-            continue
-    return total
 
 
 def _pids(home: Path) -> dict[str, int]:
@@ -342,7 +310,7 @@ def bench_backend(
             samples.append((now, floor))
             if t_first is None and floor > floor0:
                 t_first, floor_first = now, floor
-                cpu0 = {k: tree_cpu_seconds(pid) for k, pid in _pids(home).items()}
+                cpu0 = {k: tree_cpu_s(pid) for k, pid in _pids(home).items()}
                 if args.profile:
                     svcs = status(home)["services"]
                     for label in ("writer", "tiled"):
@@ -368,7 +336,7 @@ def bench_backend(
             time.sleep(0.1)  # polling interval
         t_done = time.monotonic()
         poller.close()
-        cpu1 = {k: tree_cpu_seconds(pid) for k, pid in _pids(home).items()}
+        cpu1 = {k: tree_cpu_s(pid) for k, pid in _pids(home).items()}
         for _, p in profilers:
             p.wait(args.profile + 30)
 

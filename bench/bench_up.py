@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import load_average, machine, percentile, process_cpu_s, run
+from _common import load_average, machine, percentile, process_cpu_s, run, tree_cpu_s
 
 RATIO_TARGET = 1.5
 SUPERVISOR_MB_TARGET = 60.0
@@ -73,13 +73,7 @@ def compile_beampod() -> str:
 
 def start_cpu(state: dict[str, Any]) -> dict[str, float]:
     """CPU-s each service's process tree used so far, and the supervisor's own."""
-    from beampod.services._process import tree_cpu_seconds
-
-    cpu = {
-        n: tree_cpu_seconds(int(s["pid"])) or 0.0
-        for n, s in state["services"].items()
-        if s.get("pid")
-    }
+    cpu = {n: tree_cpu_s(int(s["pid"])) for n, s in state["services"].items() if s.get("pid")}
     cpu["supervisor"] = process_cpu_s(int(state["supervisor_pid"]))
     return cpu
 
