@@ -54,15 +54,38 @@ def lean_ophyd() -> bool:
     text = source.decode()
     for line in DEFERRED_LINES:
         text = text.replace(line, "", 1)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ophyd"] = module
+    # Through the import system (its per-module lock: another thread importing ophyd
+    # meanwhile waits for the whole module), with this finder first for this one import.
+    finder = _LeanOphyd(text, spec.origin, spec.submodule_search_locations)
+    sys.meta_path.insert(0, finder)
     try:
-        exec(compile(text, spec.origin, "exec", dont_inherit=True), module.__dict__)
-    except BaseException:
-        del sys.modules["ophyd"]
-        raise
-    _install_deferred(module)
+        importlib.import_module("ophyd")
+    finally:
+        sys.meta_path.remove(finder)
     return True
+
+
+class _LeanOphyd:
+    """Finds ``ophyd`` and loads it from ``text``, its ``__init__`` less the deferred
+    lines (a finder and loader by protocol, as in ``beampod._lazy``)."""
+
+    def __init__(self, text: str, origin: str, locations: list[str] | None) -> None:
+        self.text, self.origin, self.locations = text, origin, locations
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != "ophyd":
+            return None
+        loader: Any = self
+        return importlib.util.spec_from_file_location(
+            fullname, self.origin, loader=loader, submodule_search_locations=self.locations
+        )
+
+    def create_module(self, spec: Any) -> None:
+        return None  # the default module object
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        exec(compile(self.text, self.origin, "exec", dont_inherit=True), module.__dict__)
+        _install_deferred(module)
 
 
 def _install_deferred(module: types.ModuleType) -> None:
