@@ -19,10 +19,6 @@ from __future__ import annotations
 import types
 from typing import Any
 
-#: bluesky-queueserver's module that loads and saves the existing plans and devices
-#: and the user group permissions.
-PROFILE_OPS = "bluesky_queueserver.manager.profile_ops"
-
 
 def libyaml_namespace() -> types.SimpleNamespace | None:
     """A ``yaml`` stand-in whose ``load``, ``safe_load`` and ``dump`` use libyaml; every
