@@ -206,8 +206,15 @@ def test_a_failing_check_on_a_saturated_machine_counts_as_busy() -> None:
     current" and an idle PostgreSQL whose connect the starved prober timed out on were
     restarted after 60 s, which only added load. On a saturated machine a failing check
     counts as busy, whatever the service's own CPU: restarted after busy_restart_s."""
-    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    idle = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('idle', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
+        # Observed once its interpreter has started: back-to-back observations ~1 ms
+        # apart would count one 10 ms tick of a start still under way as a busy share.
+        assert idle.stdout is not None and idle.stdout.readline().strip() == "idle"
         for check in (HealthCheck("healthz"), HealthCheck("tcp accepts", slow=True)):
             calm = HealthClock(meter=BusyMeter(min_window_s=0.0))
             calm.observe(check, None, idle.pid, 0.0)  # the first slow check: benefit of doubt
