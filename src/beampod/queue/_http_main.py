@@ -110,8 +110,10 @@ def build(pod: LoadedPod, server: QueueServer) -> tuple[QueueGate, dict[str, Any
 
 
 def main() -> int:
+    from beampod._gcstart import pause_gc, resume_gc
     from beampod._preload import preload
 
+    pause_gc()  # until the app is built: the start is imports (beampod._gcstart)
     lean_imports()
     # Started early (ADR 0014): import the HTTP server without slowing Tiled down.
     preload(["uvicorn", "bluesky_httpserver.app", "bluesky_httpserver.config"])
@@ -130,6 +132,7 @@ def main() -> int:
         "allowed" if pod.config.pod.allow_loopback_unauthenticated else "refused",
         time.ctime(),
     )
+    resume_gc()
     # access_log off: request lines would include any ?api_key=... query parameter.
     uvicorn.run(
         gate, host=kwargs["host"], port=int(kwargs["port"]), access_log=False, log_level="warning"

@@ -37,6 +37,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from beampod._gcstart import pause_gc, resume_gc
+
 _PR_SET_PDEATHSIG = 1
 
 #: Imported for paths a queue server does not take: aiohttp by nats-py (the worker's bus
@@ -147,6 +149,7 @@ def lazy_plan_queue(password: str, username: str | None) -> None:
 def main() -> int:
     from beampod._lazy import defer_imports
 
+    pause_gc()  # until the fork (freeze_before_fork): the start is imports
     defer_imports(DEFERRED_IMPORTS)
 
     from beampod.config import PodHome, load_pod
@@ -191,9 +194,10 @@ def freeze_before_fork() -> None:
     every page of the watchdog's modules into each child (~16 MB of private memory in
     each). CPython's own advice for a process that forks (the ``gc.freeze`` docs);
     what is frozen is the modules' import-time objects, which live as long as the
-    process anyway."""
+    process anyway. The collector, paused for the start by ``main``
+    (``beampod._gcstart``), runs again, in the manager and the worker too."""
     gc.collect()  # what the imports left as garbage is freed, not frozen
-    gc.freeze()
+    resume_gc()
 
 
 if __name__ == "__main__":

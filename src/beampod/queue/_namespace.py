@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from beampod._gcstart import pause_gc, resume_gc
 from beampod.config import LoadedPod, PodHome, load_pod
 from beampod.queue._files import RE_FACTORY_ENV, QueueFiles, process_server
 from beampod.queue._lean import quiet_ophyd_dispatcher, versions_without_import
@@ -23,7 +24,16 @@ from beampod.queue._lean import quiet_ophyd_dispatcher, versions_without_import
 def worker_namespace(pod: LoadedPod | None = None) -> dict[str, Any]:
     """``{"RE": ..., <device names>: ..., <plan names>: ...}`` for the queue server's
     instrument (``BEAMPOD_QUEUE_INSTRUMENT``, inherited from the manager; default: the
-    pod's default instrument)."""
+    pod's default instrument). Built with the cyclic collector paused: it is mostly
+    imports (``beampod._gcstart``)."""
+    pause_gc()
+    try:
+        return _build_namespace(pod)
+    finally:
+        resume_gc()
+
+
+def _build_namespace(pod: LoadedPod | None) -> dict[str, Any]:
     from beampod.instrument import apply_ca_client_env, load_instrument
 
     pod = pod or load_pod(PodHome.resolve(None))

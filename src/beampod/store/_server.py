@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from beampod._gcstart import pause_gc, resume_gc
 from beampod.config import LoadedPod, PodHome, central_bind, load_pod
 from beampod.errors import BeampodError, StoreError
 from beampod.store._auth import ApiKeyGate, ASGIApp, Role
@@ -232,8 +233,9 @@ def quiet_gc() -> None:
     they are moved out of the collector's reach (``gc.freeze``); what requests
     allocate is still collected as before. No ``gc.collect()`` first: it would add
     ~0.3 s to Tiled's start (the slowest of the pod) to free a little import garbage.
+    The collector, paused for the start by ``main`` (``beampod._gcstart``), runs again.
     """
-    gc.freeze()
+    resume_gc()
 
 
 def serve(pod: LoadedPod) -> None:
@@ -265,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--home", required=True, help="pod home directory")
     args = parser.parse_args(argv)
+    pause_gc()  # until the app is built (quiet_gc): the start is imports
     lean_server_imports()  # before anything imports tiled (store/_lean.py)
     try:
         pod = load_pod(PodHome.resolve(args.home))

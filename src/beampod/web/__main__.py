@@ -14,9 +14,11 @@ UNUSED_OPTIONAL_IMPORTS = ("httpx._main",)
 
 
 def main() -> int:
+    from beampod._gcstart import pause_gc, resume_gc
     from beampod._lazy import defer_imports, skip_imports
     from beampod._preload import preload
 
+    pause_gc()  # until the app is built: the start is imports (beampod._gcstart)
     skip_imports(UNUSED_OPTIONAL_IMPORTS)
     defer_imports(DEFERRED_IMPORTS)
     # Started early (ADR 0014): import the console without slowing Tiled down.
@@ -32,6 +34,7 @@ def main() -> int:
     # Before ophyd/pyepics create their Channel Access context (the Devices page).
     apply_ca_client_env(pod.config)
     app = build_app(build_console(pod))
+    resume_gc()
     logging.getLogger("beampod.web").warning("beampod web: serving %s", web_url(pod))
     # No access log: nothing about requests (cookies, forms) ends up in the pod's logs.
     uvicorn.run(

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from beampod._gcstart import pause_gc, resume_gc
 from beampod._preload import preload, preload_later
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ def lean_imports() -> None:
 
 
 def main() -> int:
+    pause_gc()  # until ready (settle_gc): the start is imports (beampod._gcstart)
     # beampod.store (the pod's config models with it), which the policy below imports
     # first thing, at low priority too: the writer starts with Tiled (ADR 0014, 0031).
     preload(["beampod.store"])
@@ -130,9 +132,9 @@ YOUNG_GC_THRESHOLD = 50_000
 
 def settle_gc() -> None:
     """Once ready: what is loaded lives as long as the process, out of the collector's
-    reach (``gc.freeze``), and young collections come every ``YOUNG_GC_THRESHOLD``
-    allocations instead of 700."""
-    gc.freeze()
+    reach (``gc.freeze``), the collector paused for the start runs again, and young
+    collections come every ``YOUNG_GC_THRESHOLD`` allocations instead of 700."""
+    resume_gc()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_GC_THRESHOLD, middle, old)
 

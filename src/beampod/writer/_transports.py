@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from types import FrameType
 
+from beampod._gcstart import resume_gc
 from beampod.config import KafkaBus, LoadedPod, ZmqBus
 from beampod.errors import BeampodError
 from beampod.store import RunSink, open_sink
@@ -22,6 +23,7 @@ def run_transport_writer(pod: LoadedPod, instrument: str, ready_line: str) -> in
         return open_sink(pod, instrument)
 
     def ready() -> None:
+        resume_gc()  # paused by the writer's main for its start (beampod._gcstart)
         print(f"{ready_line} instrument={instrument} transport={bus.transport}", flush=True)
 
     stats: TransportWriterStats
