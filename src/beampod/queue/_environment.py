@@ -14,6 +14,11 @@ from beampod.config import LoadedPod, QueueServer
 from beampod.errors import BeampodError
 from beampod.queue._files import control_address, server_of
 
+#: How often opening the environment asks the manager whether it is done: the pod's
+#: start waits for the answer (the manager itself now learns it within 0.05 s,
+#: ``_lean.OPENING_POLL_S``). ~20 status requests for an open of one second.
+STATUS_POLL_S = 0.05
+
 
 def zmq_client(pod: LoadedPod, server: QueueServer | None = None, *, timeout_s: float = 2.0) -> Any:
     from bluesky_queueserver_api.zmq import REManagerAPI
@@ -120,7 +125,7 @@ def open_environment(
         if time.monotonic() - reported >= 5.0:
             reported = time.monotonic()
             say(f"still opening the environment ({reported - started:.0f} s)")
-        time.sleep(0.2)  # polling interval of the manager's status, as the library's wait
+        time.sleep(STATUS_POLL_S)  # polling interval of the manager's status
     if not _request(pod, server, "status").get("worker_environment_exists"):
         raise BeampodError(
             "the queue worker environment did not open (the instrument package failed "
