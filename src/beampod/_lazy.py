@@ -132,21 +132,39 @@ def defer_package_init(name: str) -> None:
         return
     package = importlib.util.module_from_spec(spec)
     loader = spec.loader
+    run_on_first_lookup(package, lambda: loader.exec_module(package))
+    sys.modules[name] = package
+
+
+def run_on_first_lookup(module: types.ModuleType, run: Callable[[], None]) -> Callable[[], None]:
+    """Give ``module`` a ``__getattr__`` (PEP 562) that calls ``run`` the first time a
+    name the module does not have is asked for, then looks the name up again; returns
+    the function that makes that call once (for a ``__dir__``). Threads asking meanwhile
+    wait for the same run; lookups made by ``run`` itself do not recurse; if ``run``
+    raises, the next lookup calls it again (as a failed import is tried again)."""
     lock = threading.RLock()
     ran: list[bool] = []
 
-    def __getattr__(attr: str) -> Any:
-        with lock:  # another thread asking meanwhile waits for the same run
-            if not ran:
-                ran.append(True)  # first: the ``__init__``'s own lookups do not recurse
-                loader.exec_module(package)
-        try:
-            return package.__dict__[attr]
-        except KeyError:
-            raise AttributeError(f"module {name!r} has no attribute {attr!r}") from None
+    def load() -> None:
+        with lock:
+            if ran:
+                return
+            ran.append(True)  # first: a lookup from ``run`` itself does not recurse
+            try:
+                run()
+            except BaseException:
+                ran.clear()
+                raise
 
-    package.__getattr__ = __getattr__  # type: ignore[method-assign]
-    sys.modules[name] = package
+    def __getattr__(attr: str) -> Any:
+        load()
+        try:
+            return module.__dict__[attr]
+        except KeyError:
+            raise AttributeError(f"module {module.__name__!r} has no attribute {attr!r}") from None
+
+    module.__getattr__ = __getattr__  # type: ignore[method-assign]
+    return load
 
 
 def skip_imports(names: Iterable[str]) -> None:

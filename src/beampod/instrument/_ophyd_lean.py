@@ -22,9 +22,10 @@ import hashlib
 import importlib.util
 import logging
 import sys
-import threading
 import types
 from typing import Any
+
+from beampod._lazy import run_on_first_lookup
 
 log = logging.getLogger("beampod.instrument")
 
@@ -85,38 +86,17 @@ class _LeanOphyd:
 
     def exec_module(self, module: types.ModuleType) -> None:
         exec(compile(self.text, self.origin, "exec", dont_inherit=True), module.__dict__)
-        _install_deferred(module)
+        _install_deferred(module, self.origin)
 
 
-def _install_deferred(module: types.ModuleType) -> None:
-    lock = threading.RLock()
-    loaded: list[bool] = []
-    origin = module.__spec__.origin if module.__spec__ else None
-    deferred = compile("".join(DEFERRED_LINES), origin or "ophyd", "exec", dont_inherit=True)
-
-    def load() -> None:
-        with lock:  # another thread asking meanwhile waits for the same run
-            if loaded:
-                return
-            loaded.append(True)  # first: a lookup from the lines themselves does not recurse
-            try:
-                exec(deferred, module.__dict__)
-            except BaseException:
-                loaded.clear()  # the next lookup tries again and raises the same error
-                raise
-
-    def __getattr__(name: str) -> Any:
-        # Dunder lookups (``__wrapped__``, ``__all__`` of a star import, which then
-        # takes every public name, as for the real ophyd) load the rest first too.
-        load()
-        try:
-            return module.__dict__[name]
-        except KeyError:
-            raise AttributeError(f"module 'ophyd' has no attribute {name!r}") from None
+def _install_deferred(module: types.ModuleType, origin: str) -> None:
+    deferred = compile("".join(DEFERRED_LINES), origin, "exec", dont_inherit=True)
+    # Dunder lookups too (``__wrapped__``, ``__all__`` of a star import, which then takes
+    # every public name, as for the real ophyd) run the deferred lines first.
+    load = run_on_first_lookup(module, lambda: exec(deferred, module.__dict__))
 
     def __dir__() -> list[str]:
         load()
         return sorted(module.__dict__)
 
-    module.__getattr__ = __getattr__  # type: ignore[method-assign]
     module.__dir__ = __dir__  # type: ignore[method-assign]
