@@ -5,22 +5,11 @@ state is the process's."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
-
-
-def run(code: str) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+from tests._fresh import fresh_json
 
 
 def test_paused_for_the_start_then_frozen_and_collecting_again() -> None:
-    out = run(
+    out = fresh_json(
         """
         import gc, json
         from beampod._gcstart import pause_gc, resume_gc
@@ -41,7 +30,8 @@ def test_paused_for_the_start_then_frozen_and_collecting_again() -> None:
         found = gc.collect()
         print(json.dumps({"paused": paused, "still_paused": still_paused,
                           "enabled": gc.isenabled(), "frozen": frozen, "found": found}))
-        """
+        """,
+        timeout=60,
     )
     assert out["paused"] and out["still_paused"]
     assert out["enabled"] is True
@@ -50,7 +40,7 @@ def test_paused_for_the_start_then_frozen_and_collecting_again() -> None:
 
 
 def test_the_collector_comes_back_after_the_longest_pause() -> None:
-    out = run(
+    out = fresh_json(
         """
         import gc, json, time
         from beampod._gcstart import pause_gc
@@ -60,13 +50,14 @@ def test_the_collector_comes_back_after_the_longest_pause() -> None:
         while not gc.isenabled() and time.monotonic() < deadline:
             time.sleep(0.02)  # polling interval, bounded by the deadline
         print(json.dumps({"paused": paused, "enabled": gc.isenabled()}))
-        """
+        """,
+        timeout=60,
     )
     assert out == {"paused": True, "enabled": True}
 
 
 def test_resuming_twice_and_a_timer_that_fires_after_it_change_nothing() -> None:
-    out = run(
+    out = fresh_json(
         """
         import gc, json, threading, time
         from beampod._gcstart import pause_gc, resume_gc
@@ -80,6 +71,7 @@ def test_resuming_twice_and_a_timer_that_fires_after_it_change_nothing() -> None
         while timer_alive() and time.monotonic() < deadline:
             time.sleep(0.02)  # polling interval, bounded by the deadline
         print(json.dumps({"enabled": gc.isenabled(), "timer": timer_alive()}))
-        """
+        """,
+        timeout=60,
     )
     assert out == {"enabled": True, "timer": False}

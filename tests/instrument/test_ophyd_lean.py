@@ -6,20 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
-import subprocess
-import sys
-import textwrap
 
 from beampod.instrument._ophyd_lean import DEFERRED_LINES, PINNED_INIT_SHA256
-
-
-def run(code: str) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+from tests._fresh import fresh_json
 
 
 def test_the_pin_is_the_installed_ophyd() -> None:
@@ -33,7 +22,7 @@ def test_the_pin_is_the_installed_ophyd() -> None:
 
 
 def test_loading_the_demo_instrument_leaves_area_detectors_unloaded() -> None:
-    out = run(
+    out = fresh_json(
         """
         import json, sys
         from beampod.instrument import load_instrument
@@ -50,7 +39,7 @@ def test_loading_the_demo_instrument_leaves_area_detectors_unloaded() -> None:
 
 def test_every_name_of_ophyd_is_there_on_first_use() -> None:
     # What a real ophyd exports, from a second fresh interpreter.
-    real = run(
+    real = fresh_json(
         """
         import json, ophyd
         star = {}
@@ -58,7 +47,7 @@ def test_every_name_of_ophyd_is_there_on_first_use() -> None:
         print(json.dumps({"star": sorted(star), "dir": sorted(dir(ophyd))}))
         """
     )
-    lean = run(
+    lean = fresh_json(
         """
         import json, sys
         from beampod.instrument._ophyd_lean import lean_ophyd
@@ -88,7 +77,7 @@ def test_every_name_of_ophyd_is_there_on_first_use() -> None:
 
 
 def test_an_ophyd_imported_before_is_left_as_it_is() -> None:
-    out = run(
+    out = fresh_json(
         """
         import json, sys, ophyd
         from beampod.instrument._ophyd_lean import lean_ophyd
