@@ -75,21 +75,19 @@ def cpu_line(shares: dict[str, float]) -> str:
     return ", ".join(f"{k} {100 * v:.0f} %" for k, v in shares.items() if v >= 0.005)
 
 
+#: The ``pod`` settings the benchmarks can set from the command line (``--writer-pool-size``
+#: for ``pod.writer_pool_size`` and so on); unset: what the scaffold writes.
+POOL_SETTINGS = ("writer_pool_size", "agent_pool_size", "queue_http_pool_size")
+
+
 def make(
-    root: Path,
-    n: int,
-    writer_pool_size: int | None = None,
-    ioc_processes: str | None = None,
-    agent_pool_size: int | None = None,
+    root: Path, n: int, pools: dict[str, int | None], ioc_processes: str | None = None
 ) -> None:
     run_cli(root, "new", "facility", str(root), "--instruments", str(n), home=False)
     config = root / "config.yaml"
     cfg = yaml.safe_load(config.read_text())
     free_ports_config(cfg, slim=False)
-    if writer_pool_size is not None:
-        cfg.setdefault("pod", {})["writer_pool_size"] = writer_pool_size
-    if agent_pool_size is not None:
-        cfg.setdefault("pod", {})["agent_pool_size"] = agent_pool_size
+    cfg.setdefault("pod", {}).update({k: v for k, v in pools.items() if v is not None})
     if ioc_processes is not None:
         cfg["channel_access"]["ioc_processes"] = ioc_processes
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -165,7 +163,7 @@ def load_phase(
 def make_and_start(root: Path, n: int, args: argparse.Namespace) -> float:
     """Scaffold a facility of ``n`` instruments at ``root`` as ``args`` say and bring it
     up (``up -d``): the seconds that took."""
-    make(root, n, args.writer_pool_size, args.ioc_processes, args.agent_pool_size)
+    make(root, n, {k: getattr(args, k, None) for k in POOL_SETTINGS}, args.ioc_processes)
     t0 = time.monotonic()
     run_cli(root, "up", "-d", timeout=1800)
     return time.monotonic() - t0
@@ -417,6 +415,11 @@ def main() -> int:
         "--agent-pool-size",
         type=int,
         help="pod.agent_pool_size of every facility (default: what the scaffold writes)",
+    )
+    ap.add_argument(
+        "--queue-http-pool-size",
+        type=int,
+        help="pod.queue_http_pool_size of every facility (default: what the scaffold writes)",
     )
     ap.add_argument(
         "--ioc-processes",

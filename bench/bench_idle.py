@@ -161,6 +161,7 @@ def main() -> int:
     ap.add_argument("--settle", type=float, default=30.0, help="quiet before the window, s")
     ap.add_argument("--writer-pool-size", type=int)
     ap.add_argument("--agent-pool-size", type=int)
+    ap.add_argument("--queue-http-pool-size", type=int)
     ap.add_argument("--ioc-processes", choices=("per_ioc", "per_instrument", "per_host"))
     ap.add_argument("--keep", action="store_true", help="leave the (last) facility running")
     ap.add_argument("--json", type=Path)

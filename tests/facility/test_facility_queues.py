@@ -3,8 +3,11 @@ own agent process, and its own pages on the web console.
 
 One module-scoped facility of two instruments (slim, plus each instrument's queue
 server and agent: tests/facility/_facility.py ``queues=True, agents=True``; bl02's agent
-has its own name; the web console; and both instruments' simulated IOCs in one process,
-``channel_access.ioc_processes: per_host``) serves every test here. The clients are the real
+has its own name; the web console; both instruments' simulated IOCs in one process,
+``channel_access.ioc_processes: per_host``; and both instruments' queue HTTP servers in
+one process, ``pod.queue_http_pool_size: 2``, so every HTTP test here goes through the
+pool; tests/facility/test_two_hosts.py runs a process per instrument) serves every test
+here. The clients are the real
 ones: ``beampod queue -i``, bluesky-queueserver-api over HTTP and 0MQ, the ``qserver``
 command line, redis-py, ``beampod agent -i``, httpx against the console.
 """
@@ -62,6 +65,8 @@ def facility() -> Iterator[Facility]:
         # One process for both instruments' simulated IOCs (docs/facility.md): every
         # plan and move below goes through it.
         cfg["channel_access"]["ioc_processes"] = "per_host"
+        # One process for both instruments' queue HTTP servers (ADR 0034).
+        cfg["pod"]["queue_http_pool_size"] = 2
         config.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     with facility_up("beampod-facq-", make) as root:
@@ -90,7 +95,8 @@ def test_each_instrument_has_its_own_queue_services_and_keys(facility: Facility)
     servers = queue_servers(facility.pod)
     assert list(servers) == list(INSTRUMENTS)
     a, b = servers["bl01"], servers["bl02"]
-    assert (b.manager_service, b.http_service) == ("queue-bl02", "queue-http-bl02")
+    assert (a.manager_service, a.http_service) == ("queue-bl01", "queue-http-pool-1")
+    assert (b.manager_service, b.http_service) == ("queue-bl02", "queue-http-pool-1")
     own = facility.pod.secrets.for_instrument("bl02")
     assert b.control_key == own.queue_control_key and b.zmq_public_key == own.queue_zmq_public_key
     for field in ("control_key", "observer_key", "zmq_public_key", "redis_password"):
@@ -100,8 +106,11 @@ def test_each_instrument_has_its_own_queue_services_and_keys(facility: Facility)
     sections = {block.splitlines()[0]: block for block in out.split("\n\n")[1:] if block.strip()}
     for inst in INSTRUMENTS:
         assert f"\nqueue-{inst} " in sections[f"instrument {inst}"]
-        assert f"\nqueue-http-{inst} " in sections[f"instrument {inst}"]
-    assert "queue" not in sections["central"]
+        assert "queue-http" not in sections[f"instrument {inst}"]
+    # The pool serves both: listed with the central services, each instrument's address.
+    (pool_line,) = [ln for ln in sections["central"].splitlines() if "queue-http" in ln]
+    assert pool_line.startswith("queue-http-pool-1 ")
+    assert http_uri(facility.pod, a) in pool_line and http_uri(facility.pod, b) in pool_line
 
 
 def test_a_plan_queued_with_i_runs_on_that_instrument_and_is_stored_in_its_container(
@@ -276,6 +285,71 @@ def test_an_instruments_queue_keys_are_refused_by_anothers_queue_server(
     assert "'items_in_queue': 0" in answered.stdout  # A's refused add enqueued nothing
 
 
+def _listening_pids(port: int) -> set[int]:
+    import psutil
+
+    return {
+        c.pid
+        for c in psutil.net_connections("tcp")
+        if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN and c.pid
+    }
+
+
+def _console_output(fac: Facility, inst: str, route: str) -> dict[str, Any]:
+    server = fac.server(inst)
+    r = httpx.get(
+        f"{http_uri(fac.pod, server)}/api/console_output{route}",
+        headers={"Authorization": f"ApiKey {server.control_key.get_secret_value()}"},
+        timeout=10,
+    )
+    r.raise_for_status()
+    got: dict[str, Any] = r.json()
+    return got
+
+
+def test_one_process_serves_both_queue_http_servers_each_with_its_own_manager(
+    facility: Facility,
+) -> None:
+    """The pool (ADR 0034): one process listens on both instruments' ports; what is
+    sent to one instrument's port reaches that instrument's RE Manager only, and each
+    port's console output is its own manager's."""
+    a, b = facility.server("bl01"), facility.server("bl02")
+    pid = _state(facility)["queue-http-pool-1"]["pid"]
+    for server in (a, b):
+        assert _listening_pids(server.settings.http_port) == {pid}
+    assert not [n for n in _state(facility) if n.startswith("queue-http-bl")]
+    environ = Path(f"/proc/{pid}/environ").read_bytes()
+    for server in (a, b):  # no key in its environment or its command line
+        for key in (server.control_key, server.observer_key):
+            assert key.get_secret_value().encode() not in environ
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    assert cmdline[-4:] == [b"--instrument", b"bl01", b"--instrument", b"bl02"]
+
+    rm_a = _rm(facility, "bl01", a.control_key.get_secret_value())
+    rm_b = _rm(facility, "bl02", b.control_key.get_secret_value())
+    try:
+        added = rm_a.item_add({"item_type": "plan", "name": "count", "args": [["pinhole"]]})
+        assert added["success"], added
+        try:
+            assert [i["item_uid"] for i in rm_a.queue_get()["items"]] == [added["item"]["item_uid"]]
+            assert rm_b.queue_get()["items"] == []
+            assert rm_b.status()["items_in_queue"] == 0
+        finally:
+            rm_a.queue_clear()
+        # Each port's console output is its own manager's (its own stream and client;
+        # the uid route runs in a worker thread, the text route in the event loop).
+        uid = {
+            inst: _console_output(facility, inst, "/uid")["console_output_uid"]
+            for inst in INSTRUMENTS
+        }
+        text = {inst: _console_output(facility, inst, "")["text"] for inst in INSTRUMENTS}
+        assert uid["bl01"] != uid["bl02"]
+        assert text["bl01"] != text["bl02"], text
+    finally:
+        rm_a.close()
+        rm_b.close()
+
+
 def test_a_queue_managers_redis_user_cannot_touch_anothers_keys(facility: Facility) -> None:
     import redis
 
@@ -396,6 +470,37 @@ def test_a_crash_of_one_agent_restarts_only_that_one(facility: Facility) -> None
     assert after["agent-bl01"]["restarts"] == before["agent-bl01"]["restarts"] + 1
     ping = json.loads(run_cli(facility.root, "agent", "ping", "-i", "bl01").stdout)
     assert ping["agent"] == "agent"
+
+
+def test_a_killed_queue_http_pool_is_restarted_and_serves_both_instruments_again(
+    facility: Facility,
+) -> None:
+    import signal
+
+    before = _state(facility)["queue-http-pool-1"]
+    os.kill(before["pid"], signal.SIGKILL)
+
+    def back() -> bool:
+        now = _state(facility)["queue-http-pool-1"]
+        return now["pid"] not in (None, before["pid"]) and now["state"] == "ready"
+
+    wait_for(back, 120.0, "the supervisor to restart the queue HTTP pool")
+    assert _state(facility)["queue-http-pool-1"]["restarts"] == before["restarts"] + 1
+    for inst in INSTRUMENTS:
+        server = facility.server(inst)
+        rm = _rm(facility, inst, server.control_key.get_secret_value())
+        try:
+            assert rm.status()["worker_environment_exists"] is True
+            assert "count" in rm.plans_allowed()["plans_allowed"]
+        finally:
+            rm.close()
+        # And each port still refuses the other instrument's key.
+        other = facility.server("bl02" if inst == "bl01" else "bl01")
+        refused = httpx.get(
+            f"{http_uri(facility.pod, server)}/api/status",
+            headers={"Authorization": f"ApiKey {other.control_key.get_secret_value()}"},
+        )
+        assert refused.status_code == 401
 
 
 # -- the web console: each instrument's pages, with that instrument's key -------------

@@ -28,3 +28,25 @@ def two_instruments() -> dict[str, Any]:
         name: {"package": "beampod.demo", "iocs": [{"family": "simple", "prefix": f"{name}:"}]}
         for name in ("bl01", "bl02")
     }
+
+
+QUEUE_PORTS = ("http_port", "control_port", "info_port")
+
+
+def three_queue_instruments(root: Path, queue_http_pool_size: int) -> LoadedPod:
+    """Three instruments, each with its own queue server on its own ports (ports that
+    nothing binds: for the service specs), ``pod.queue_http_pool_size`` as given."""
+    instruments = {
+        name: {
+            "package": "beampod.demo",
+            "iocs": [{"family": "simple", "prefix": f"{name}:"}],
+            "queue": {"enabled": True, **{p: 47100 + 3 * i + k for k, p in enumerate(QUEUE_PORTS)}},
+        }
+        for i, name in enumerate(("bl01", "bl02", "bl03"))
+    }
+    return pod_home(
+        root,
+        instruments=instruments,
+        queue={"enabled": True},
+        pod={"queue_http_pool_size": queue_http_pool_size},
+    )

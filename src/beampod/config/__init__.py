@@ -72,6 +72,7 @@ from beampod.config._queues import (
     QUEUE_INSTRUMENT_ENV,
     REDIS_NAME_PREFIX,
     QueueServer,
+    queue_http_services,
     queue_server,
     queue_servers,
 )
@@ -175,6 +176,7 @@ __all__ = [
     "parse_config",
     "parse_cpu_list",
     "placement_problems",
+    "queue_http_services",
     "queue_server",
     "queue_servers",
     "read_yaml",

@@ -9,7 +9,9 @@ agree:
   ``run/queue/`` (the bluesky-pods demo's commands and existing clients are unchanged);
 - a pod of several instruments gives each its own: services ``queue-<name>`` /
   ``queue-http-<name>``, the keys under ``instruments.<name>`` of secrets.yaml, Redis
-  prefix ``beampod_qs_<name>``, files in ``run/queue/<name>/``.
+  prefix ``beampod_qs_<name>``, files in ``run/queue/<name>/``; with
+  ``pod.queue_http_pool_size`` > 1 the HTTP servers of several instruments run in one
+  process, ``queue-http-pool-<k>``, each on its own port with its own keys (ADR 0034).
 
 Each queue manager logs into the shared Redis as its own ACL user (``qs-<name>``) that
 may touch only keys starting with its prefix (docs/queue.md).
@@ -22,12 +24,15 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 
 from beampod.config._facility import instrument_queue
+from beampod.config._model import PodConfig
 from beampod.config._pod import LoadedPod
 from beampod.config._sections import QueueSettings
 from beampod.errors import UsageError
 
 #: Redis key prefix of a one-instrument pod's queue (what pods always used).
 REDIS_NAME_PREFIX = "beampod_qs"
+
+HTTP_SERVICE = "queue-http"
 
 #: Environment variable telling the queue processes (manager, worker, HTTP server)
 #: which instrument's queue server they are. Not a secret.
@@ -50,6 +55,23 @@ class QueueServer:
     redis_prefix: str
     redis_user: str
     redis_password: SecretStr
+
+
+def queue_instruments(config: PodConfig) -> list[str]:
+    """The instruments whose queue is enabled, in the config's order."""
+    return [n for n in config.instruments if instrument_queue(config, n) is not None]
+
+
+def queue_http_services(config: PodConfig) -> dict[str, list[str]]:
+    """Queue HTTP service name -> the instruments whose HTTP server that one process
+    runs, per ``pod.queue_http_pool_size`` (the writers' and agents' rule, ADR 0034):
+    ``queue-http`` (a pod of one instrument), ``queue-http-<instrument>`` (a process
+    each, or a pool of one), ``queue-http-pool-<k>`` (several; only instruments of one
+    host and environment cycle share a process)."""
+    served = queue_instruments(config)
+    if len(config.instruments) == 1:
+        return {HTTP_SERVICE: served} if served else {}
+    return config.pooled(HTTP_SERVICE, served, config.pod.queue_http_pool_size)
 
 
 def queue_servers(pod: LoadedPod) -> dict[str, QueueServer]:
@@ -84,7 +106,7 @@ def _server(pod: LoadedPod, name: str, settings: QueueSettings) -> QueueServer:
             instrument=name,
             settings=settings,
             manager_service="queue",
-            http_service="queue-http",
+            http_service=HTTP_SERVICE,
             subdir="",
             control_key=s.queue_control_key,
             observer_key=s.queue_observer_key,
@@ -98,7 +120,10 @@ def _server(pod: LoadedPod, name: str, settings: QueueSettings) -> QueueServer:
         instrument=name,
         settings=settings,
         manager_service=f"queue-{name}",
-        http_service=f"queue-http-{name}",
+        http_service=next(
+            (s for s, members in queue_http_services(pod.config).items() if name in members),
+            f"{HTTP_SERVICE}-{name}",
+        ),
         subdir=name,
         control_key=inst.queue_control_key,
         observer_key=inst.queue_observer_key,

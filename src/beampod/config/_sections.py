@@ -109,6 +109,17 @@ class PodSettings(Strict):
         "the interpreter and libraries (~35 MB resident) instead of loading them once "
         "each (docs/adr/0025-agent-pool-and-leaner-queue.md).",
     )
+    queue_http_pool_size: Annotated[int, Field(ge=1, le=64)] = Field(
+        1,
+        description="How many instruments' queue HTTP servers one process serves. 1: a "
+        "process per instrument (service queue-http-<instrument>). N > 1: the instruments "
+        "of one host and environment cycle whose queue is enabled are taken in config "
+        "order, N at a time, into one process (service queue-http-pool-<k>) that serves "
+        "each instrument's own bluesky-httpserver app behind its own API-key gate on that "
+        "instrument's own port, talking to its own RE Manager; they share the interpreter "
+        "and libraries (~60 MB resident) instead of loading them once each "
+        "(docs/adr/0034-queue-http-pool.md).",
+    )
 
 
 class SqliteStore(Strict):

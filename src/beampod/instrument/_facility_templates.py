@@ -66,6 +66,10 @@ pod:
   # cycle share a process, each with its own bus user: ~35 MB resident less per pooled
   # instrument (beampod's docs/adr/0025-agent-pool.md).
   agent_pool_size: 1
+  # A queue HTTP server process per instrument (1). N: the HTTP servers of N instruments
+  # of one host and cycle share a process, each on its own port with its own keys: ~60 MB
+  # resident less per pooled instrument (beampod's docs/adr/0034-queue-http-pool.md).
+  queue_http_pool_size: 1
 
 # Machines of the facility. Each instrument runs on one (`host:`), the central services
 # on `central_host`. Ports of two different hosts may coincide; on one host they may not.

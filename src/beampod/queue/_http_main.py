@@ -1,9 +1,12 @@
-"""``python -m beampod.queue._http_main``: bluesky-httpserver behind the beampod gate.
+"""``python -m beampod.queue._http_main [--instrument NAME ...]``: bluesky-httpserver
+behind the beampod gate.
 
 Reads the generated config (``run/queue/http.yml``, mode 0600) the way
 ``start-bluesky-httpserver`` does, adds an internal single-user API key that never
 leaves this process, builds the httpserver's FastAPI app and serves it wrapped in
-:class:`~beampod.queue._gate.QueueGate` with uvicorn.
+:class:`~beampod.queue._gate.QueueGate` with uvicorn. Without ``--instrument``, the
+queue server named by ``BEAMPOD_QUEUE_INSTRUMENT``; with several, each instrument's own
+app on its own port, in this one process (a pool, :mod:`beampod.queue._http_pool`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import sys
 import time
 from typing import Any
 
-from beampod.config import LoadedPod, PodHome, QueueServer, load_pod
+from beampod.config import LoadedPod, PodHome, QueueServer, load_pod, queue_server
+from beampod.errors import BeampodError, UsageError
 from beampod.queue._files import QueueFiles, control_address, default_group, process_server
 from beampod.queue._gate import GateSettings, QueueGate
 
@@ -80,19 +84,27 @@ class ManagerCatalog:
         return self._cache[2], self._cache[3]
 
 
-def build(pod: LoadedPod, server: QueueServer) -> tuple[QueueGate, dict[str, Any]]:
-    """The gated app and uvicorn's keyword arguments."""
+def quiet_client() -> None:
+    """The client the httpserver creates at startup (a module global of its app
+    module), made quiet (:func:`beampod.queue._lean.quiet_manager_api`); once."""
     from bluesky_httpserver import app as httpserver_app
-    from bluesky_httpserver.config import construct_build_app_kwargs, parse_configs
 
     from beampod.queue._lean import quiet_manager_api
 
-    # The client the httpserver creates at startup (a module global of its app module).
     httpserver_app.REManagerAPI = quiet_manager_api(httpserver_app.REManagerAPI)
+
+
+def build(
+    pod: LoadedPod, server: QueueServer, internal_key: str
+) -> tuple[QueueGate, dict[str, Any]]:
+    """The gated app and uvicorn's keyword arguments. ``internal_key``: the
+    httpserver's single-user key, known only to this process (one for a pool: upstream
+    keeps its settings in one cached object, :func:`shared_settings`)."""
+    from bluesky_httpserver import app as httpserver_app
+    from bluesky_httpserver.config import construct_build_app_kwargs, parse_configs
 
     path = str(QueueFiles.of(pod.home, server).http_config)
     parsed = parse_configs(path)
-    internal_key = secrets.token_hex(32)
     parsed.setdefault("authentication", {})["single_user_api_key"] = internal_key
     uvicorn_kwargs = parsed.pop("uvicorn", {})
     app = httpserver_app.build_app(**construct_build_app_kwargs(parsed, source_filepath=path))
@@ -109,12 +121,47 @@ def build(pod: LoadedPod, server: QueueServer) -> tuple[QueueGate, dict[str, Any
     return gate, uvicorn_kwargs
 
 
-def main() -> int:
+def shared_settings(pod: LoadedPod, servers: list[QueueServer]) -> None:
+    """bluesky-httpserver's apps each write their ``authentication`` section into one
+    cached settings object (``settings.get_settings``): members of a pool must agree on
+    it, which beampod's generated configs do; a BeampodError if they do not."""
+    from bluesky_httpserver.config import parse_configs
+
+    sections = [
+        parse_configs(str(QueueFiles.of(pod.home, s).http_config)).get("authentication")
+        for s in servers
+    ]
+    if any(section != sections[0] for section in sections[1:]):
+        raise BeampodError(
+            "the pool's queue HTTP configs differ in their 'authentication' section, which "
+            "bluesky-httpserver keeps once per process: serve them in separate processes"
+        )
+
+
+def instruments_of(argv: list[str]) -> list[str]:
+    """The ``--instrument NAME`` arguments, in order; a UsageError for anything else."""
+    names: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        name = next(args, None) if arg == "--instrument" else None
+        if not name:
+            raise UsageError("usage: python -m beampod.queue._http_main [--instrument NAME]...")
+        names.append(name)
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
     from beampod._gcstart import pause_gc, resume_gc
     from beampod._preload import preload
 
-    pause_gc()  # until the app is built: the start is imports (beampod._gcstart)
+    members = instruments_of(sys.argv[1:] if argv is None else argv)
+    pause_gc()  # until the apps are built: the start is imports (beampod._gcstart)
     lean_imports()
+    resources = None
+    if len(members) > 1:
+        from beampod.queue._http_pool import install_resources_by_instrument
+
+        resources = install_resources_by_instrument()
     # Started early (ADR 0014): import the HTTP server without slowing Tiled down.
     preload(["uvicorn", "bluesky_httpserver.app", "bluesky_httpserver.config"])
     import uvicorn
@@ -122,23 +169,51 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("bluesky_httpserver").setLevel(logging.INFO)
     pod = load_pod(PodHome.resolve(None))
-    server = process_server(pod)
-    gate, kwargs = build(pod, server)
-    log.warning(
-        "beampod queue-http: %s's queue, serving %s:%s (loopback without key: %s) at %s",
-        server.instrument,
-        kwargs.get("host"),
-        kwargs.get("port"),
-        "allowed" if pod.config.pod.allow_loopback_unauthenticated else "refused",
-        time.ctime(),
-    )
+    servers = [queue_server(pod, name) for name in members] or [process_server(pod)]
+    quiet_client()
+    internal_key = secrets.token_hex(32)
+    shared_settings(pod, servers)
+    built = [build(pod, server, internal_key) for server in servers]
+    for server, (_, kwargs) in zip(servers, built, strict=True):
+        log.warning(
+            "beampod queue-http: %s's queue, serving %s:%s (loopback without key: %s) at %s",
+            server.instrument,
+            kwargs.get("host"),
+            kwargs.get("port"),
+            "allowed" if pod.config.pod.allow_loopback_unauthenticated else "refused",
+            time.ctime(),
+        )
     resume_gc()
-    # access_log off: request lines would include any ?api_key=... query parameter.
-    uvicorn.run(
-        gate, host=kwargs["host"], port=int(kwargs["port"]), access_log=False, log_level="warning"
-    )
-    return 0
+    if resources is None:
+        gate, kwargs = built[0]
+        # access_log off: request lines would include any ?api_key=... query parameter.
+        uvicorn.run(
+            gate,
+            host=kwargs["host"],
+            port=int(kwargs["port"]),
+            access_log=False,
+            log_level="warning",
+        )
+        return 0
+    return serve_pool(resources, built)
+
+
+def serve_pool(resources: Any, built: list[tuple[QueueGate, dict[str, Any]]]) -> int:
+    """Every member's gate on its own port, in one event loop (ADR 0034)."""
+    import asyncio
+
+    from beampod.queue._http_pool import MemberApp, member_server, serve_members
+
+    servers = [
+        member_server(MemberApp(gate, resources), kwargs["host"], int(kwargs["port"]))
+        for gate, kwargs in built
+    ]
+    with asyncio.Runner(loop_factory=servers[0].config.get_loop_factory()) as runner:
+        return runner.run(serve_members(servers))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BeampodError as exc:
+        sys.exit(f"beampod queue-http: {exc}")

@@ -9,6 +9,7 @@ from beampod.config import (
     NatsBus,
     ZmqBus,
     agent_services,
+    queue_http_services,
     queue_servers,
 )
 from beampod.services._spec import ServiceSpec
@@ -65,8 +66,12 @@ def _owners(pod: LoadedPod) -> dict[str, str]:
     # A writer pool (several instruments) is shared: central in ``status``, its
     # address and health name each instrument it stores.
     owner |= {s: m[0] for s, m in cfg.writer_services().items() if len(m) == 1}
+    https = queue_http_services(cfg)
     for name, server in queue_servers(pod).items():
-        owner |= {server.manager_service: name, server.http_service: name}
+        owner[server.manager_service] = name
+        # A queue HTTP pool (several instruments) is shared: central in ``status``.
+        if len(https.get(server.http_service, [name])) == 1:
+            owner[server.http_service] = name
     if len(cfg.instruments) > 1:
         # An agent pool (several instruments) is shared: central in ``status``.
         owner |= {s: m[0] for s, m in agent_services(cfg).items() if len(m) == 1}

@@ -14,7 +14,7 @@ import os
 import re
 import sys
 
-from beampod.config import LoadedPod, PodConfig, agent_services, this_host
+from beampod.config import LoadedPod, PodConfig, agent_services, queue_http_services, this_host
 from beampod.envs import InstrumentRuntime, instrument_runtime
 from beampod.services._spec import ServiceSpec
 
@@ -50,6 +50,10 @@ def service_instrument(config: PodConfig, name: str) -> str | None:
     if agents:
         # An agent pool (ADR 0025): one host and cycle, run as its first instrument's.
         return agents[0]
+    https = queue_http_services(config).get(name) if name.startswith("queue-http-pool-") else None
+    if https:
+        # A queue HTTP pool (ADR 0034): one host and cycle, run as its first instrument's.
+        return https[0]
     for inst in sorted(config.instruments, key=len, reverse=True):
         if name in (
             f"writer-{inst}",

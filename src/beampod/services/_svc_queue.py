@@ -1,10 +1,12 @@
 """The queue servers: per instrument with a queue, its RE Manager (``queue``, or
 ``queue-<instrument>`` in a pod of several) and its bluesky-httpserver behind beampod's
-API-key gate (``queue-http`` / ``queue-http-<instrument>``). See docs/queue.md."""
+API-key gate (``queue-http`` / ``queue-http-<instrument>``, or several instruments' in
+one ``queue-http-pool-<k>``, ADR 0034). See docs/queue.md."""
 
 from __future__ import annotations
 
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 from beampod.config import (
     QUEUE_INSTRUMENT_ENV,
@@ -12,9 +14,10 @@ from beampod.config import (
     QueueServer,
     central_address,
     instrument_bind,
+    queue_http_services,
     queue_servers,
 )
-from beampod.services._probes import CallableProbe, HttpProbe
+from beampod.services._probes import AllProbes, CallableProbe, HttpProbe, Probe
 from beampod.services._spec import PortClaim, ServiceSpec, python_module
 
 #: The worker's RunEngine comes from the session's factory, which attaches the durable
@@ -25,9 +28,10 @@ SESSION_RE_FACTORY = "beampod.session:make_run_engine"
 def queue_specs(
     pod: LoadedPod, *, run_engine_factory: str = SESSION_RE_FACTORY
 ) -> list[ServiceSpec]:
-    specs = []
-    for server in queue_servers(pod).values():
-        specs += [manager_spec(pod, server, run_engine_factory), http_spec(pod, server)]
+    servers = queue_servers(pod)
+    specs = [manager_spec(pod, server, run_engine_factory) for server in servers.values()]
+    for members in queue_http_services(pod.config).values():
+        specs.append(http_spec(pod, *(servers[name] for name in members)))
     return specs
 
 
@@ -114,33 +118,54 @@ def manager_spec(
     )
 
 
-def http_spec(pod: LoadedPod, server: QueueServer) -> ServiceSpec:
+def http_spec(pod: LoadedPod, *servers: QueueServer) -> ServiceSpec:
+    """The HTTP server of one instrument's queue, or one process for several (a pool,
+    ADR 0034): each on its own port, probed with its own control key."""
     from beampod.queue import http_uri, open_environment, write_http_config
 
     cfg = pod.config
-    key = server.control_key.get_secret_value()
-    uri = http_uri(pod, server)
+    uris = [http_uri(pod, server) for server in servers]
+    probes: list[Probe] = [
+        HttpProbe(
+            f"{uri}/api/status",
+            headers={"Authorization": f"ApiKey {server.control_key.get_secret_value()}"},
+        )
+        for uri, server in zip(uris, servers, strict=True)
+    ]
 
     def write_config() -> None:
-        write_http_config(pod, server)
+        for server in servers:
+            write_http_config(pod, server)
 
     def open_env() -> None:
         # The pod comes up with the instrument loaded, so the demo's first POST finds
         # `scan`, `pinhole` and `motor_ph` allowed. Idempotent: a no-op when it is open.
-        open_environment(pod, server)
+        # A pool's members open at once, each in its own manager.
+        with ThreadPoolExecutor(len(servers), thread_name_prefix="open-env") as pool:
+            for opened in [pool.submit(open_environment, pod, s) for s in servers]:
+                opened.result()
 
+    # One instrument: named in the environment (``process_server``); a pool: in argv.
+    env = {QUEUE_INSTRUMENT_ENV: servers[0].instrument} if len(servers) == 1 else {}
+    argv = (
+        ()
+        if len(servers) == 1
+        else tuple(a for s in servers for a in ("--instrument", s.instrument))
+    )
     return ServiceSpec(
-        name=server.http_service,
-        argv=python_module("beampod.queue._http_main"),
-        env={QUEUE_INSTRUMENT_ENV: server.instrument},
+        name=servers[0].http_service,
+        argv=python_module("beampod.queue._http_main", *argv),
+        env=env,
         # The HTTP server imports while the manager starts and its environment opens;
         # it is probed once both are done.
         start_early=True,
         after_dependencies=open_env,
-        probe=HttpProbe(f"{uri}/api/status", headers={"Authorization": f"ApiKey {key}"}),
-        address=uri,
-        depends_on=(server.manager_service,),
-        ports=(PortClaim(instrument_bind(cfg, server.instrument), server.settings.http_port),),
+        probe=probes[0] if len(probes) == 1 else AllProbes(tuple(probes)),
+        address="; ".join(uris),
+        depends_on=tuple(server.manager_service for server in servers),
+        ports=tuple(
+            PortClaim(instrument_bind(cfg, s.instrument), s.settings.http_port) for s in servers
+        ),
         prepare=write_config,
         ready_timeout=60.0,
         stop_timeout=10.0,
