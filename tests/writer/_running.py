@@ -49,7 +49,9 @@ class RecordingSink:
 class RunningWriter:
     """The real writer loop in a thread, on ``sink`` (default: a RecordingSink)."""
 
-    def __init__(self, pod: LoadedPod, sink: Any = None, hold_s: float = 60.0) -> None:
+    def __init__(
+        self, pod: LoadedPod, sink: Any = None, hold_s: float = 60.0, paced: bool = False
+    ) -> None:
         self.sink = RecordingSink() if sink is None else sink
         self.writer = Writer(
             NatsConnection.from_pod(pod, "demo", role="writer", name="test-writer"),
@@ -58,6 +60,7 @@ class RunningWriter:
             WriterSettings(max_wait_ms=50, hold_early_s=hold_s),
             retry_initial_s=0.05,
             retry_max_s=0.5,
+            paced=paced,
         )
         self.ready = threading.Event()
         self.loop = asyncio.new_event_loop()

@@ -5,8 +5,11 @@ without crashing, and stores every document once, in emission order."""
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -107,3 +110,68 @@ def test_a_store_error_that_is_not_transient_is_retried_not_fatal(
     finally:
         writer.stop()
     assert not writer.thread.is_alive(), "the writer did not stop"
+
+
+#: What every store takes in the sink below: a Tiled busy with other writers' appends.
+SLOW_STORE_S = 0.1
+
+
+class _BusyTiled(RecordingSink):
+    """Every batch takes ``SLOW_STORE_S`` to store; when each began, and its size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.began: list[tuple[float, int]] = []
+
+    def write_batch(self, items: list[Item], waiting: object = ()) -> BatchResult:
+        self.began.append((time.monotonic(), len(items)))
+        threading.Event().wait(SLOW_STORE_S)  # the seam's cost of one append
+        return super().write_batch(items, waiting)
+
+
+def _trickle(callback: Any, num: int, delay: float) -> list[Doc]:
+    """``count([det], num, delay=delay)``: events that come one by one, as from a
+    running scan; what was emitted."""
+    import copy
+
+    from bluesky import RunEngine
+    from bluesky.plans import count
+    from ophyd.sim import det
+
+    emitted: list[Doc] = []
+    RE = RunEngine({}, context_managers=[])
+    RE.subscribe(lambda name, doc: emitted.append((name, copy.deepcopy(doc))))
+    RE.subscribe(callback)
+    RE(count([det], num=num, delay=delay))
+    return emitted
+
+
+@pytest.mark.parametrize("paced", [True, False], ids=["sharing-tiled", "alone"])
+def test_a_slow_store_gets_fewer_larger_appends_while_events_trickle_in(
+    bus_pod: LoadedPod, nats_server: NatsProcess, paced: bool
+) -> None:
+    """A writer that shares Tiled with others (``paced``) starts a live store no sooner
+    than twice the recent store time after the last one began (with the events that
+    came meanwhile), instead of as soon as the last one ends with the one or two events
+    that came during it; a writer alone (a pod of one) does the latter."""
+    sink = _BusyTiled()
+    writer = RunningWriter(bus_pod, sink=sink, paced=paced)
+    try:
+        pub = DurablePublisher.from_pod(bus_pod, connect_timeout=0.5)
+        try:
+            emitted = _trickle(pub, num=40, delay=0.05)
+            assert pub.flush(30), pub.status()
+        finally:
+            pub.close()
+        assert_docs_equal(writer.wait_docs(len(emitted)), emitted)
+    finally:
+        writer.stop()
+    starts = [t for t, _ in sink.began]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    if paced:
+        # From the second store on, the first one's time is known: each waits for it.
+        assert min(gaps) >= 0.9 * 2 * SLOW_STORE_S, sink.began
+        # Stores back to back would each carry the ~2 events of one store time.
+        assert len(sink.began) <= len(emitted) / 3, sink.began
+    else:
+        assert min(gaps) < 1.5 * SLOW_STORE_S, sink.began  # the next as the last ends

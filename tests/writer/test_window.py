@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from beampod.writer._window import (
     LAG_SAMPLE,
     OLDEST_S,
+    STORE_FACTOR,
     TYPICAL_S,
     BatchLag,
     LiveWindow,
@@ -38,6 +39,32 @@ def test_window_grows_within_the_targets_and_shrinks_past_them() -> None:
     assert w.wait_s == 0.05
     w.stored(BatchLag(typical_s=TYPICAL_S * 0.95, oldest_s=0.2))  # inside the band: kept
     assert w.wait_s == 0.05
+
+
+def test_a_slower_store_raises_the_shortest_window_and_a_faster_one_lowers_it() -> None:
+    """A Tiled that answers later (busy with other writers) gets fewer appends from a
+    writer that shares it (``paced``): the window does not shrink below
+    ``STORE_FACTOR`` times the recent store, even when the latency is past its target;
+    the configured wait and the ceiling still bound it."""
+    alone = LiveWindow(0.05)  # a pod of one: the store time does not count
+    for _ in range(10):
+        alone.stored(BatchLag(typical_s=TYPICAL_S * 3, oldest_s=OLDEST_S * 2), store_s=0.1)
+    assert alone.lowest_s == alone.wait_s == 0.05
+    w = LiveWindow(0.05, paced=True)
+    assert w.lowest_s == 0.05  # nothing stored yet
+    late = BatchLag(typical_s=TYPICAL_S * 3, oldest_s=OLDEST_S * 2)
+    for _ in range(30):
+        w.stored(late, store_s=0.1)
+    assert w.store_s is not None and abs(w.store_s - 0.1) < 1e-9
+    assert w.lowest_s == w.wait_s == STORE_FACTOR * 0.1  # late, yet not shorter
+    for _ in range(30):
+        w.stored(late, store_s=1.0)  # slower still: held at the ceiling
+    assert w.lowest_s == w.wait_s == w.ceiling_s
+    for _ in range(60):
+        w.stored(late, store_s=0.01)  # Tiled fast again: back to the configured wait
+    assert w.lowest_s == w.wait_s == 0.05
+    w.stored(None, store_s=0.2)  # a batch without events still says how long it took
+    assert w.store_s > 0.01
 
 
 def test_a_configured_wait_above_the_ceiling_is_kept() -> None:

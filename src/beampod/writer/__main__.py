@@ -84,6 +84,8 @@ def main() -> int:
             lambda: open_sink(pod, instrument),
             pod.config.instrument(instrument).writer,
             store_address=(tiled.hostname or "127.0.0.1", tiled.port or 80),
+            # Several instruments' writers share this Tiled (ADR 0024's amendment).
+            paced=len(pod.config.instruments) > 1,
         )
 
     if len(instruments) > 1:

@@ -43,6 +43,8 @@ IN_PROGRESS_EVERY_S = 15.0
 # deliveries after a cluster node loss), instead of waiting out ack_wait; also how
 # long its one open pull waits for the next document.
 IDLE_CHECK_S = 5.0
+# A store held back for less than this (the pull alone takes about as long) is not.
+PACE_MIN_S = 0.005
 
 
 class Writer:
@@ -56,18 +58,22 @@ class Writer:
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
         store_address: tuple[str, int] | None = None,
+        paced: bool = False,
     ) -> None:
         """``settings`` is the instrument's ``writer:`` section of the pod config; a failed
         write or connection is retried after ``retry_initial_s``, doubling up to ``retry_max_s``.
         ``store_address`` (Tiled's host and port): connect only once something listens
-        there, checked often (the writer starts while Tiled does)."""
+        there, checked often (the writer starts while Tiled does). ``paced``: this
+        writer shares Tiled with other instruments' writers, and backs off as Tiled
+        answers later (:meth:`_paced`)."""
         self._connection = connection
         self._instrument = instrument
         self._open_sink = open_sink
         self._settings = settings
         self._retry_initial_s, self._retry_max_s = retry_initial_s, retry_max_s
         self._store_address = store_address
-        self.window = LiveWindow(settings.max_wait_ms / 1000)
+        self.window = LiveWindow(settings.max_wait_ms / 1000, paced=paced)
+        self._store_began: float | None = None  # when the last batch's store began
         self._held = HeldBack(settings.hold_early_s)
         self._sink: RunSink | None = None
         self._stop = asyncio.Event()
@@ -134,8 +140,10 @@ class Writer:
                 if storing is not None:
                     await self._finish(storing, batch)
                     storing = None
+                batch = await self._paced(consumer, batch)
                 await self._held.touch()  # between stores: nothing is taken from it now
                 if batch or self._held.expired(time.monotonic()):
+                    self._store_began = time.monotonic()
                     storing = asyncio.create_task(self._handle(consumer, batch))
                     idle_since = None
                     continue
@@ -175,6 +183,25 @@ class Writer:
                 await fetching
             return None
         return fetching.result()
+
+    async def _paced(
+        self, consumer: DocumentConsumer, batch: list[Message | BadMessage]
+    ) -> list[Message | BadMessage]:
+        """In a pod of several instruments (writers sharing one Tiled), a live batch (not
+        full) is stored no sooner than ``window.lowest_s`` after the last store began,
+        with what came meanwhile: when Tiled is slow (busy with other writers), each
+        store would otherwise start as the last one ends and carry the one or two events
+        that came during it, and the appends that a slower Tiled can least afford grow
+        in number (ADR 0024's amendment). A backlog (full batches) is not held back. A
+        pod of one is not paced: there it cost readable latency and gained nothing."""
+        size = self._settings.max_batch
+        if not batch or self._store_began is None or not self.window.paced:
+            return batch
+        until = self._store_began + self.window.lowest_s
+        # A pull returns at once with what is waiting: gather until the time is up.
+        while len(batch) < size and (wait := until - time.monotonic()) >= PACE_MIN_S:
+            batch = [*batch, *await consumer.fetch(size - len(batch), wait)]
+        return batch
 
     async def _finish(
         self, storing: asyncio.Task[None], fetched: Sequence[Message | BadMessage]
@@ -222,6 +249,7 @@ class Writer:
         offered = self._held.take() + good
         early: list[tuple[str, Message]] = []
         written = duplicates = 0
+        began = time.monotonic()
         while offered:
             early, stored, dups = await self._store_pass(consumer, offered)
             written, duplicates = written + stored, duplicates + dups
@@ -231,7 +259,12 @@ class Writer:
         self.stats.held += self._held.hold(early, time.monotonic())
         if good:
             lagged = sample(good)
-            self.window.stored(batch_lag([(m.name, m.doc) for m in lagged], time.time()))
+            # A full batch (a backlog) takes longer by its size, not because Tiled is slow.
+            live = len(good) < self._settings.max_batch
+            self.window.stored(
+                batch_lag([(m.name, m.doc) for m in lagged], time.time()),
+                time.monotonic() - began if live else None,
+            )
         self.stats.batches += 1
         self.stats.written += written
         self.stats.duplicates += duplicates

@@ -37,6 +37,13 @@ GROW_BELOW = 0.85
 GROWTH = 1.2
 SHRINK = 0.7
 CEILING_S = 0.4
+# With several writers on one Tiled (``paced``), the window is never shorter than this
+# many times the recent store (an exponential mean of each live batch's wall time in
+# Tiled, weight STORE_EWMA for the newest): a Tiled busy with other writers answers
+# every append later, and a shorter window would only add appends to its queue. Each
+# writer then backs off as Tiled slows.
+STORE_FACTOR = 2.0
+STORE_EWMA = 0.2
 
 
 @dataclass(frozen=True)
@@ -50,9 +57,13 @@ class BatchLag:
 @dataclass
 class LiveWindow:
     floor_s: float  # the configured ``writer.max_wait_ms``
+    #: Shares Tiled with other writers: the window follows the store time as well.
+    paced: bool = False
     typical_s: float = TYPICAL_S
     oldest_s: float = OLDEST_S
     wait_s: float = field(init=False)
+    #: Recent wall time of storing a batch (exponential mean); None before the first.
+    store_s: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.wait_s = self.floor_s
@@ -61,14 +72,28 @@ class LiveWindow:
     def ceiling_s(self) -> float:
         return max(self.floor_s, CEILING_S)
 
-    def stored(self, lag: BatchLag | None) -> None:
-        """A batch was stored with ``lag`` (None: it had no events)."""
+    @property
+    def lowest_s(self) -> float:
+        """The shortest window now: the configured wait, or (``paced``) ``STORE_FACTOR``
+        times the recent store when Tiled is slower (never above the ceiling)."""
+        if not self.paced or self.store_s is None:
+            return self.floor_s
+        by_store = STORE_FACTOR * self.store_s
+        return min(self.ceiling_s, max(self.floor_s, by_store))
+
+    def stored(self, lag: BatchLag | None, store_s: float | None = None) -> None:
+        """A batch was stored with ``lag`` (None: it had no events), its store taking
+        ``store_s`` of wall time."""
+        if store_s is not None:
+            last = self.store_s
+            self.store_s = store_s if last is None else last + STORE_EWMA * (store_s - last)
         if lag is None:
             return
         if lag.typical_s > self.typical_s or lag.oldest_s > self.oldest_s:
-            self.wait_s = max(self.floor_s, self.wait_s * SHRINK)
+            self.wait_s = max(self.lowest_s, self.wait_s * SHRINK)
         elif lag.typical_s < GROW_BELOW * self.typical_s:
             self.wait_s = min(self.ceiling_s, self.wait_s * GROWTH)
+        self.wait_s = max(self.wait_s, self.lowest_s)
 
 
 # A batch's lag is read from at most this many of its documents: a catch-up batch of
