@@ -17,6 +17,10 @@ CycleName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 CpuSetting = Annotated[str, AfterValidator(check_cpu_setting)]
 
 
+#: How many instruments one process of a pooled service serves (``pod.*_pool_size``).
+PoolSize = Annotated[int, Field(ge=1, le=64)]
+
+
 class HealthSettings(Strict):
     """How the supervisor treats a service that runs but fails its health probe."""
 
@@ -89,7 +93,7 @@ class PodSettings(Strict):
         "the rest; with one CPU nothing is pinned. Or a CPU list such as '1' or '2-7'. "
         "Linux only; elsewhere nothing is pinned. A host's own `background_cpus` wins.",
     )
-    writer_pool_size: Annotated[int, Field(ge=1, le=64)] = Field(
+    writer_pool_size: PoolSize = Field(
         1,
         description="How many instruments one writer process serves (NATS bus only). 1: a "
         "writer process per instrument (service writer-<instrument>). N > 1: the "
@@ -99,7 +103,7 @@ class PodSettings(Strict):
         "consumer; they share the libraries (~150 MB resident) instead of loading them "
         "once each (docs/adr/0020-writer-pool.md).",
     )
-    agent_pool_size: Annotated[int, Field(ge=1, le=64)] = Field(
+    agent_pool_size: PoolSize = Field(
         1,
         description="How many instruments' agents one agent process serves. 1: a process "
         "per instrument (service agent-<instrument>). N > 1: the instruments of one host "
@@ -109,7 +113,7 @@ class PodSettings(Strict):
         "the interpreter and libraries (~35 MB resident) instead of loading them once "
         "each (docs/adr/0025-agent-pool-and-leaner-queue.md).",
     )
-    queue_http_pool_size: Annotated[int, Field(ge=1, le=64)] = Field(
+    queue_http_pool_size: PoolSize = Field(
         1,
         description="How many instruments' queue HTTP servers one process serves. 1: a "
         "process per instrument (service queue-http-<instrument>). N > 1: the instruments "
