@@ -133,12 +133,14 @@ class Reader(WorkerThread):
                 continue
             time.sleep(self.pause)
 
-    def latencies_ms(self) -> list[float]:
+    def latencies_ms(self, seqs: range | None = None) -> list[float]:
+        """Emitted -> readable of every event seen (or of those whose ``seq_num`` is in
+        ``seqs``, e.g. ``range(1, 6)``: each run's first five)."""
         out = []
         for run in self.emitter.runs:
             for seq, t in run.emitted.items():
                 seen = self.readable.get((run.uid, seq))
-                if seen is not None:
+                if seen is not None and (seqs is None or seq in seqs):
                     out.append((seen - t) * 1000)
         return out
 
