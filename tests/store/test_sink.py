@@ -75,6 +75,34 @@ def test_whole_run_replay_leaves_one_copy(tiled_server: Server, make_run: MakeRu
     assert stored_seq_nums(db[start_uid(docs)]) == [1, 2, 3, 4, 5]
 
 
+def _requests(sink: RunSink) -> list[str]:
+    """Every request ``sink`` makes to Tiled from now on, as ``METHOD /path``."""
+    made: list[str] = []
+    client = sink._container.context.http_client
+    client.event_hooks["request"].append(lambda r: made.append(f"{r.method} {r.url.path}"))
+    return made
+
+
+def test_a_new_run_is_created_without_a_lookup_and_a_replayed_one_is_found(
+    tiled_server: Server, make_run: MakeRun
+) -> None:
+    """A run's start is created at once (a lookup first would be one more request
+    before its first event is readable); a start Tiled already has (a new writer
+    process replaying it) gets Tiled's 409 and is a duplicate, nothing stored twice."""
+    docs = make_run("count", num=2)
+    sink = open_sink(tiled_server.pod)
+    made = _requests(sink)
+    assert sink.write_batch(items(docs)[:1]).written == 1
+    assert [m.split(" ")[0] for m in made] == ["POST"], made
+    replay = open_sink(tiled_server.pod)
+    made = _requests(replay)
+    again = replay.write_batch(items(docs)[:1])
+    assert (again.written, again.duplicates, again.rejected) == (0, 1, [])
+    assert made[0].startswith("POST ") and any(m.startswith("GET ") for m in made[1:])
+    db = open_catalog(tiled_server.pod)
+    assert len(db.client.search(_eq_uid(start_uid(docs)))) == 1
+
+
 def _eq_uid(uid: str) -> Any:
     from tiled.queries import Eq
 

@@ -226,8 +226,12 @@ class RunSink:
 
     def _start(self, doc: dict[str, Any], touched: dict[str, RunState]) -> str:
         uid = doc["uid"]
-        if self._state(uid, touched) is not None:
+        if uid in self._runs:
+            self._state(uid, touched)
             return "duplicate"
+        # Created at once, not looked up first: a run Tiled already has (a redelivered
+        # start) answers 409 and is loaded then, and every new run saves the lookup, one
+        # of the requests made one after the other before its first event is readable.
         state = RunState.new(self._container, uid)
         try:
             state.start(doc)
