@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -544,6 +545,7 @@ def main() -> None:
     finally:
         if own:
             beampod(home, "down")
+            shutil.rmtree(home.parent, ignore_errors=True)  # the pod's store and stream
     print(f"load average at end: {load_average()}")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import shutil
 import statistics
 import subprocess
 import sys
@@ -138,6 +139,7 @@ def main() -> None:
         )
     finally:
         beampod(home, "down")
+        shutil.rmtree(home.parent, ignore_errors=True)  # the pod's store and stream
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -176,6 +177,7 @@ def main() -> None:
         print(f"between (restart before the run): events stored {got}/{emitted}")
     finally:
         beampod(home, "down")
+        shutil.rmtree(home, ignore_errors=True)  # the pod's store and stream
 
 
 if __name__ == "__main__":
