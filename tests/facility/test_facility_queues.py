@@ -472,6 +472,43 @@ def test_a_crash_of_one_agent_restarts_only_that_one(facility: Facility) -> None
     assert ping["agent"] == "agent"
 
 
+#: GET each ``[url, key]`` (no key: ``""``) as a plain client; prints the statuses.
+_STATUS_AS_CLIENT = """
+import json, sys, urllib.error, urllib.request
+out = []
+for url, key in json.loads(sys.argv[1]):
+    req = urllib.request.Request(url, headers={"Authorization": f"ApiKey {key}"} if key else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            out.append(resp.status)
+    except urllib.error.HTTPError as exc:
+        out.append(exc.code)
+print(json.dumps(out))
+"""
+
+
+def test_another_local_user_gets_from_the_pool_only_what_its_key_grants(
+    facility: Facility,
+) -> None:
+    """As the unprivileged local user ``nobody`` (its own uid, real sockets): each of the
+    pool's ports refuses a request without a key and one with the other instrument's
+    key, and answers one with its own instrument's key."""
+    from tests.queue.conftest import as_nobody
+
+    a, b = facility.server("bl01"), facility.server("bl02")
+    key_a, key_b = a.control_key.get_secret_value(), b.control_key.get_secret_value()
+    url_a = f"{http_uri(facility.pod, a)}/api/status"
+    url_b = f"{http_uri(facility.pod, b)}/api/status"
+    calls = [
+        [url, key]
+        for url, own, other in ((url_a, key_a, key_b), (url_b, key_b, key_a))
+        for key in ("", other, own)
+    ]
+    out = as_nobody(_STATUS_AS_CLIENT, json.dumps(calls))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [401, 401, 200, 401, 401, 200]
+
+
 def test_a_killed_queue_http_pool_is_restarted_and_serves_both_instruments_again(
     facility: Facility,
 ) -> None:

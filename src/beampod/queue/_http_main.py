@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     servers = [queue_server(pod, name) for name in members] or [process_server(pod)]
     quiet_client()
     internal_key = secrets.token_hex(32)
-    shared_settings(pod, servers)
+    if resources is not None:
+        shared_settings(pod, servers)  # a pool's members must agree (one process alone does)
     built = [build(pod, server, internal_key) for server in servers]
     for server, (_, kwargs) in zip(servers, built, strict=True):
         log.warning(
