@@ -9,7 +9,14 @@ import json
 import pytest
 from nats.aio.msg import Msg
 
-from beampod.bus import WRITER_DURABLE, DocumentConsumer, Message, NatsConnection, encode
+from beampod.bus import (
+    WRITER_DURABLE,
+    DocumentConsumer,
+    Message,
+    NatsConnection,
+    encode,
+    message_id,
+)
 from beampod.config import LoadedPod, documents_subject, stream_name
 
 from ._natsproc import NatsProcess
@@ -110,6 +117,69 @@ def test_idle_fetch_keeps_one_pull_open_and_wakes_on_the_first_message(
             # pull left open would hand later messages over one by one).
             assert [json.loads(p)["batch"] for p in pulls] == [1, 9]
             await got[0].ack()
+        await pub.close()
+
+    asyncio.run(main())
+
+
+def test_a_live_fetch_ends_when_a_run_or_stream_opens_and_a_backlog_is_taken_whole(
+    bus_pod: LoadedPod, nats_server: NatsProcess
+) -> None:
+    """With ``wake_on_new_stream`` (the writer), a live fetch returns as soon as a start
+    or descriptor comes, not at the end of its window; an event does not end it. A
+    backlog that holds several runs' starts is still taken as one full batch."""
+    publisher = NatsConnection.from_pod(bus_pod, "demo", role="publisher")
+    writer = NatsConnection.from_pod(bus_pod, "demo", role="writer")
+    window = 5.0
+
+    async def main() -> None:
+        pub = await publisher.connect()
+        js = pub.jetstream()
+
+        async def publish(name: str, uid: str) -> None:
+            doc = {"uid": uid, "time": 1.0, "descriptor": "desc-1", "seq_num": hash(uid)}
+            msg_id = message_id(name, doc, "run-1")
+            await js.publish(
+                documents_subject("demo"), encode(name, doc), headers={"Nats-Msg-Id": msg_id}
+            )
+
+        async with DocumentConsumer(
+            writer, "demo", durable=WRITER_DURABLE, wake_on_new_stream=True
+        ) as c:
+            live_pulls: list[bytes] = []
+            nc, nc_publish = c._nc, c._nc.publish
+
+            async def counting(subject: str, payload: bytes = b"", **kw: object) -> None:
+                if subject.startswith("$JS.API.CONSUMER.MSG.NEXT.") and b"expires" in payload:
+                    live_pulls.append(payload)
+                await nc_publish(subject, payload, **kw)
+
+            nc.publish = counting
+            for name in ("event", "start", "descriptor"):
+                live_pulls.clear()
+                fetching = asyncio.ensure_future(c.fetch(100, window))
+                puller = c._sub  # after a wake its live pull is still open: no new one
+                while not live_pulls and not (puller._live and not puller._ended.is_set()):
+                    await asyncio.sleep(0.01)  # polling for a live pull to be open
+                await publish(name, f"live-{name}")
+                done, _ = await asyncio.wait({fetching}, timeout=window / 2)
+                if name == "event":
+                    assert not done, "an event ended the window"
+                    got = await asyncio.wait_for(fetching, 2 * window)
+                else:
+                    assert done, f"a {name} did not end the window"
+                    got = fetching.result()
+                assert [m.name for m in got if isinstance(m, Message)] == [name]
+                for m in got:
+                    await m.ack()
+            # A backlog: three runs, their starts among the events.
+            names = ["start", "descriptor", "event", "event"] * 3
+            for i, name in enumerate(names):
+                await publish(name, f"backlog-{i}")
+            got = await c.fetch(len(names), window)
+            assert [m.name for m in got if isinstance(m, Message)] == names
+            for m in got:
+                await m.ack()
         await pub.close()
 
     asyncio.run(main())

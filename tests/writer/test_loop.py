@@ -117,14 +117,19 @@ SLOW_STORE_S = 0.1
 
 
 class _BusyTiled(RecordingSink):
-    """Every batch takes ``SLOW_STORE_S`` to store; when each began, and its size."""
+    """Every batch takes ``SLOW_STORE_S`` to store; when each began, and the names of
+    its documents."""
+
+    def opening(self, i: int) -> bool:
+        """Whether the ``i``-th store held a start or a descriptor."""
+        return bool({"start", "descriptor"} & set(self.began[i][1]))
 
     def __init__(self) -> None:
         super().__init__()
-        self.began: list[tuple[float, int]] = []
+        self.began: list[tuple[float, list[str]]] = []
 
     def write_batch(self, items: list[Item], waiting: object = ()) -> BatchResult:
-        self.began.append((time.monotonic(), len(items)))
+        self.began.append((time.monotonic(), [name for name, _, _ in items]))
         threading.Event().wait(SLOW_STORE_S)  # the seam's cost of one append
         return super().write_batch(items, waiting)
 
@@ -166,8 +171,14 @@ def test_a_slow_store_gets_fewer_larger_appends_while_events_trickle_in(
         assert_docs_equal(writer.wait_docs(len(emitted)), emitted)
     finally:
         writer.stop()
-    starts = [t for t, _ in sink.began]
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    # The gap before each store that neither opens the run (start, descriptor) nor
+    # follows one that does: those two are not held back.
+    gaps = [
+        b - a
+        for i, ((a, _), (b, _)) in enumerate(itertools.pairwise(sink.began), start=1)
+        if not sink.opening(i) and not sink.opening(i - 1)
+    ]
+    assert len(gaps) >= 5, sink.began
     if paced:
         # From the second store on, the first one's time is known: each waits for it.
         assert min(gaps) >= 0.9 * 2 * SLOW_STORE_S, sink.began
@@ -175,3 +186,54 @@ def test_a_slow_store_gets_fewer_larger_appends_while_events_trickle_in(
         assert len(sink.began) <= len(emitted) / 3, sink.began
     else:
         assert min(gaps) < 1.5 * SLOW_STORE_S, sink.began  # the next as the last ends
+
+
+@pytest.mark.parametrize("paced", [True, False], ids=["sharing-tiled", "alone"])
+def test_a_new_run_is_stored_without_waiting_for_the_window(
+    bus_pod: LoadedPod, nats_server: NatsProcess, paced: bool
+) -> None:
+    """A run's start and descriptor are stored as soon as the store in progress ends,
+    not at the end of the writer's gathering window or its pace: before the run's first
+    event is readable Tiled has to create the run, its stream and its table in turn.
+    Run B opens while run A's events trickle in, just after a store of A began."""
+    sink = _BusyTiled()
+    writer = RunningWriter(bus_pod, sink=sink, paced=paced)
+    pub = DurablePublisher.from_pod(bus_pod, connect_timeout=0.5)
+    try:
+        _, desc_a = _opened_run(pub)
+        emitted, run_b_at = 2, 0.0
+        for seq in range(1, 21):  # 1 s of events
+            stores = len(sink.began)
+            event = desc_a.compose_event(data={"det": 1.0}, timestamps={"det": 0.0}, seq_num=seq)
+            pub("event", event)
+            emitted += 1
+            if seq == 8:  # B opens right after a store of A's events (this one's) began
+                deadline = time.monotonic() + 5
+                while len(sink.began) == stores:  # polled often: the moment matters
+                    assert time.monotonic() < deadline, sink.began
+                    threading.Event().wait(0.002)
+                run_b_at = time.monotonic()
+                _opened_run(pub)
+                emitted += 2
+            threading.Event().wait(0.05)  # the events' pace, as from a running scan
+        assert pub.flush(30), pub.status()
+        writer.wait_docs(emitted)
+    finally:
+        pub.close()
+        writer.stop()
+    b_stored_at = next(t for i, (t, _) in enumerate(sink.began) if i > 0 and sink.opening(i))
+    # At most the store in progress to wait for (and the bus's hop).
+    assert b_stored_at - run_b_at < 1.5 * SLOW_STORE_S, (run_b_at, sink.began)
+
+
+def _opened_run(pub: DurablePublisher) -> tuple[Any, Any]:
+    """Publish a new run's start and descriptor; its compose helpers."""
+    from event_model import compose_run
+
+    run = compose_run()
+    desc = run.compose_descriptor(
+        name="primary", data_keys={"det": {"dtype": "number", "shape": [], "source": "sim"}}
+    )
+    pub("start", run.start_doc)
+    pub("descriptor", desc.descriptor_doc)
+    return run, desc

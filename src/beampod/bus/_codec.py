@@ -133,3 +133,10 @@ def message_id(name: str, doc: dict[str, Any], run_uid: str | None) -> str:
     else:
         key = doc["uid"]
     return f"{run}:{name}:{key}"
+
+
+def opens_a_stream(block: bytes) -> bool:
+    """Whether the message whose raw headers (or ``Nats-Msg-Id``) are ``block`` is a
+    run's start or a stream's descriptor, by its :func:`message_id`, without decoding
+    the message."""
+    return b":start:" in block or b":descriptor:" in block

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from beampod.bus._codec import DecodeError, decode
+from beampod.bus._codec import DecodeError, decode, opens_a_stream
 from beampod.bus._natsconn import NatsConnection
 from beampod.bus._natserrors import bus_errors, is_transient
 from beampod.bus._pull import BatchPuller
@@ -134,8 +134,12 @@ class DocumentConsumer:
         max_ack_pending: int = 20_000,
         from_start: bool = True,
         resume_at_ack_floor: bool = False,
+        wake_on_new_stream: bool = False,
     ) -> None:
         self.connection, self.instrument, self.durable = connection, instrument, durable
+        # A live fetch returns as soon as a run's start or a stream's descriptor came
+        # (the writer: a new stream's chain of requests to Tiled starts at once).
+        self.wake_on_new_stream = wake_on_new_stream
         self.ack_wait, self.max_ack_pending, self.from_start = ack_wait, max_ack_pending, from_start
         self.resume_at_ack_floor = resume_at_ack_floor
         self.resumed_from: int | None = None  # stream seq, when the durable was re-created
@@ -200,7 +204,8 @@ class DocumentConsumer:
             info = await self._js.add_consumer(stream, config=config)
         # Where delivery stands: a later jump past it is a range the stream discarded.
         self._upto = int(info.delivered.stream_seq or 0) if info.delivered else 0
-        puller = BatchPuller(self._nc, stream, self.durable)
+        urgent = opens_a_stream if self.wake_on_new_stream else None
+        puller = BatchPuller(self._nc, stream, self.durable, urgent=urgent)
         await puller.start()
         self._sub = puller
 

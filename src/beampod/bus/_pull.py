@@ -36,6 +36,7 @@ import contextlib
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from beampod.bus._natsparse import take_frames_first
@@ -62,9 +63,20 @@ _new = object.__new__
 
 
 class BatchPuller:
-    """``await puller.fetch(n, timeout)``: up to ``n`` messages, in stream order."""
+    """``await puller.fetch(n, timeout)``: up to ``n`` messages, in stream order.
 
-    def __init__(self, nc: Any, stream: str, durable: str) -> None:
+    ``urgent`` (of a message's raw header block): a live fetch returns as soon as such
+    a message came, with what came before it, instead of at the end of its ``timeout``
+    (the writer: a run's start, a stream's descriptor). The pull stays open; the next
+    fetch takes what it brings."""
+
+    def __init__(
+        self,
+        nc: Any,
+        stream: str,
+        durable: str,
+        urgent: Callable[[bytes], bool] | None = None,
+    ) -> None:
         self._nc = nc
         self._subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._inbox = nc.new_inbox()
@@ -74,6 +86,12 @@ class BatchPuller:
         self._owed = 0
         self._ended = asyncio.Event()
         self._ended.set()
+        self._urgent = urgent
+        # Set with _ended, and when an urgent message comes during a live pull: what a
+        # fetch waits for.
+        self._served = asyncio.Event()
+        self._served.set()
+        self._live = False  # the outstanding request is a live (expiring) pull
         # When the outstanding request must have ended; past it, it was lost (the
         # server restarted) and the next fetch pulls again.
         self._deadline = 0.0
@@ -176,6 +194,8 @@ class BatchPuller:
         if len(tokens) == _ACK_TOKENS and tokens[0] == "$JS" and tokens[1] == "ACK":
             msg._metadata = AckMetadata(reply_s, int(tokens[5]))
         self._arrived(msg)
+        if self._live and headers and self._urgent is not None and self._urgent(headers):
+            self._served.set()
 
     async def _on_msg(self, msg: Any) -> None:
         # Only if a message reached the subscription itself (not through ``_take``).
@@ -183,6 +203,9 @@ class BatchPuller:
         status = headers.get("Status") if headers and not msg.data else None
         if status is None:
             self._arrived(msg)
+            msg_id = headers.get("Nats-Msg-Id") if headers else None
+            if self._live and msg_id and self._urgent is not None and self._urgent(msg_id.encode()):
+                self._served.set()
         else:
             self._on_status(status)
 
@@ -192,6 +215,7 @@ class BatchPuller:
         if self._owed <= 0:
             self._owed = 0
             self._ended.set()
+            self._served.set()
 
     def _on_status(self, status: str) -> None:
         if status == _HEARTBEAT:
@@ -200,15 +224,23 @@ class BatchPuller:
             self._no_jetstream = True
         self._owed = 0
         self._ended.set()
+        self._served.set()
 
     async def _pull(self, request: dict[str, Any], wait_s: float) -> None:
         """Send one pull request and wait until it is served, ended or ``wait_s`` passed."""
         self._owed = int(request["batch"])
         self._ended.clear()
+        self._served.clear()
+        # Only a live pull ends early for an urgent message: a backlog's batch (a
+        # no-wait pull) is taken whole, or a catch-up would store a batch per run.
+        self._live = "expires" in request
         self._deadline = time.monotonic() + wait_s
         await self._nc.publish(self._subject, json.dumps(request).encode(), reply=self._inbox)
+        await self._wait_served(wait_s)
+
+    async def _wait_served(self, wait_s: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ended.wait(), wait_s)
+            await asyncio.wait_for(self._served.wait(), wait_s)
 
     async def _idle_pull(self, batch: int, timeout: float, idle_s: float) -> None:
         """One pull for a single message, open for ``idle_s``: an idle reader so costs
@@ -229,17 +261,20 @@ class BatchPuller:
             # server is gone: then it ends by the deadline.
             wanted = batch - len(self._buffer)
             await self._pull({"batch": wanted, "no_wait": True}, timeout + _GRACE_S)
+        if timeout <= 0:  # what is waiting now, nothing more
+            return
         if not self._buffer and self._ended.is_set():
             expires_ns = max(1, int(timeout * 1e9))
             await self._pull({"batch": batch, "expires": expires_ns}, timeout + _GRACE_S)
         elif not self._buffer:  # an earlier pull is still open: wait for it
             wait_s = min(timeout, max(0.0, self._deadline - time.monotonic()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ended.wait(), wait_s)
+            self._served.clear()
+            await self._wait_served(wait_s)
 
     async def fetch(self, batch: int, timeout: float, idle_s: float | None = None) -> list[Any]:
         """What is waiting now (up to ``batch``) at once; else what arrives within
-        ``timeout`` (the pull expires then), possibly nothing.
+        ``timeout`` (the pull expires then), possibly nothing. ``timeout`` 0: only what
+        is waiting now.
 
         ``idle_s`` (for a reader that found nothing last time): when nothing is
         waiting, keep one pull open up to ``idle_s`` and return ``timeout`` after the

@@ -74,6 +74,7 @@ class Writer:
         self._store_address = store_address
         self.window = LiveWindow(settings.max_wait_ms / 1000, paced=paced)
         self._store_began: float | None = None  # when the last batch's store began
+        self._opened_last = False  # the last batch held a start or a descriptor
         self._held = HeldBack(settings.hold_early_s)
         self._sink: RunSink | None = None
         self._stop = asyncio.Event()
@@ -120,6 +121,7 @@ class Writer:
             ack_wait=60.0,
             resume_at_ack_floor=True,
             max_ack_pending=max(20_000, 4 * self._settings.max_batch),
+            wake_on_new_stream=True,
         )
         await consumer.start()
         return consumer
@@ -135,11 +137,12 @@ class Writer:
                 batch = await self._fetch(consumer, idle=idle_since is not None)
                 if batch is None:
                     break  # asked to stop while idle
-                for first, last in consumer.take_discarded():
-                    await self._report_discarded(consumer, first, last)
                 if storing is not None:
                     await self._finish(storing, batch)
                     storing = None
+                    batch = await self._topped_up(consumer, batch)
+                for first, last in consumer.take_discarded():
+                    await self._report_discarded(consumer, first, last)
                 batch = await self._paced(consumer, batch)
                 await self._held.touch()  # between stores: nothing is taken from it now
                 if batch or self._held.expired(time.monotonic()):
@@ -184,6 +187,20 @@ class Writer:
             return None
         return fetching.result()
 
+    async def _topped_up(
+        self, consumer: DocumentConsumer, batch: list[Message | BadMessage]
+    ) -> list[Message | BadMessage]:
+        """``batch`` (fetched while the last one was stored) and what came since, up to
+        a full batch: the fetch may have returned early in that store (a run's start
+        came), and what came after it would otherwise wait for a whole store more."""
+        room = self._settings.max_batch - len(batch)
+        if not batch or room <= 0:
+            return batch
+        try:
+            return [*batch, *await consumer.fetch(room, 0)]
+        except DeliveryGapError:
+            return batch  # the next fetch raises it again, after this batch is stored
+
     async def _paced(
         self, consumer: DocumentConsumer, batch: list[Message | BadMessage]
     ) -> list[Message | BadMessage]:
@@ -193,14 +210,27 @@ class Writer:
         store would otherwise start as the last one ends and carry the one or two events
         that came during it, and the appends that a slower Tiled can least afford grow
         in number (ADR 0024's amendment). A backlog (full batches) is not held back. A
-        pod of one is not paced: there it cost readable latency and gained nothing."""
+        pod of one is not paced: there it cost readable latency and gained nothing.
+
+        Nor is a batch that opens a run or a stream, or the batch after it: before a
+        stream's first event is readable Tiled creates the run, the stream and its
+        table, then appends, one request after the other, so that chain goes on at
+        once (the consumer also ends its wait when such a document comes). It comes
+        once per stream, so pacing it would save Tiled next to nothing."""
         size = self._settings.max_batch
-        if not batch or self._store_began is None or not self.window.paced:
+        if not batch:
+            return batch
+        opened_last, self._opened_last = self._opened_last, _opens_a_stream(batch)
+        if self._store_began is None or not self.window.paced or opened_last or self._opened_last:
             return batch
         until = self._store_began + self.window.lowest_s
         # A pull returns at once with what is waiting: gather until the time is up.
         while len(batch) < size and (wait := until - time.monotonic()) >= PACE_MIN_S:
-            batch = [*batch, *await consumer.fetch(size - len(batch), wait)]
+            more = await consumer.fetch(size - len(batch), wait)
+            batch = [*batch, *more]
+            if _opens_a_stream(more):
+                self._opened_last = True
+                break
         return batch
 
     async def _finish(
@@ -410,3 +440,8 @@ class Writer:
         # A retry backoff that ends early when the writer is asked to stop.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
+
+
+def _opens_a_stream(batch: Sequence[Message | BadMessage]) -> bool:
+    """Whether ``batch`` holds a run's start or a stream's descriptor."""
+    return any(isinstance(m, Message) and m.name in ("start", "descriptor") for m in batch)
