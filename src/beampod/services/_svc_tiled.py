@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -20,19 +19,38 @@ from beampod.store import (
     tiled_url,
 )
 
+#: How long one probe of PostgreSQL may take to connect, and then to answer.
+PG_PROBE_TIMEOUT_S = 2.0
+
 
 def _postgres_query_probe(pod: LoadedPod) -> Callable[[], Awaitable[bool]]:
+    return postgres_query_probe(postgres_uri(pod))
+
+
+def postgres_query_probe(uri: str) -> Callable[[], Awaitable[bool]]:
+    """Whether the server at ``uri`` answers ``select 1``: the connect, the query and
+    the goodbye each within ``PG_PROBE_TIMEOUT_S`` (the query and the goodbye had no
+    bound, so a server that accepted and then stalled held the health check).
+
+    Without TLS unless the URI asks for it (``sslmode``): the embedded server listens on
+    127.0.0.1 without it, and asyncpg's default ("prefer") first asks for TLS, one more
+    exchange per probe. asyncpg bounds the connect itself (its ``timeout``) rather than
+    being cancelled from outside."""
+
     async def can_query() -> bool:
         import asyncpg
 
+        ssl: dict[str, bool] = {} if "sslmode=" in uri else {"ssl": False}
         try:
-            conn = await asyncio.wait_for(asyncpg.connect(postgres_uri(pod)), 2.0)
-        except (OSError, TimeoutError, asyncpg.PostgresError):
+            conn = await asyncpg.connect(uri, timeout=PG_PROBE_TIMEOUT_S, **ssl)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return False
         try:
-            return await conn.fetchval("select 1") == 1
+            return await conn.fetchval("select 1", timeout=PG_PROBE_TIMEOUT_S) == 1
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
         finally:
-            await conn.close()
+            await conn.close(timeout=PG_PROBE_TIMEOUT_S)  # aborts the link past it
 
     return can_query
 
