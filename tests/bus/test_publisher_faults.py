@@ -105,6 +105,41 @@ def test_bus_sigkilled_mid_run_loses_nothing(bus_pod: LoadedPod, nats_server: Na
     _assert_exactly_once_in_order(bus_pod, emitted)
 
 
+def test_a_defect_in_the_publishers_thread_loses_nothing_and_publishing_goes_on(
+    bus_pod: LoadedPod,
+    nats_server: NatsProcess,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An unexpected error in the publisher's thread (here: the third batch's publish
+    raises, as "deque mutated during iteration" did under load) is logged and handled
+    like a lost connection: everything unacknowledged is sent again, in order, and the
+    run goes on. It used to end the thread: the publisher closed, the documents in
+    memory were lost, and the next document failed the user's run."""
+    from beampod.bus._pubio import Engine
+
+    publish_batch = Engine._publish_batch
+    calls = [0]
+
+    async def failing_once(self: Engine, *args: Any, **kwargs: Any) -> None:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise RuntimeError("deque mutated during iteration")
+        await publish_batch(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "_publish_batch", failing_once)
+    pub = DurablePublisher.from_pod(bus_pod, reconnect_wait=(0.02, 0.2), poll_interval=0.002)
+    try:
+        emitted = run_plan(pub, num=300)
+        assert pub.flush(60.0), pub.status()
+    finally:
+        st = pub.close()
+    assert calls[0] > 3  # it went on after the error
+    assert st.spooled == 0 and st.rejected == 0 and st.acked + st.duplicates >= len(emitted)
+    assert "publisher error, starting over from the spool" in caplog.text
+    _assert_exactly_once_in_order(bus_pod, emitted)
+
+
 CHILD = textwrap.dedent("""
     import json, os, sys
     from beampod.bus import DurablePublisher, message_id, run_uid_of

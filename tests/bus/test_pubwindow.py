@@ -7,7 +7,8 @@ import time
 from collections import deque
 
 from beampod.bus._jsacks import Outcome, Pending
-from beampod.bus._pubwindow import Entry, take_acked
+from beampod.bus._pubstate import Item
+from beampod.bus._pubwindow import BATCH_BYTES, Entry, take_acked, take_batch
 
 
 def _entry(seq: int, outcome: Outcome | None, *, sent_at: float | None = None) -> Entry:
@@ -54,3 +55,44 @@ def test_spool_records_say_how_far_the_spool_may_be_committed() -> None:
     )
     got = take_acked(inflight, ack_timeout=5.0)
     assert (got.commit_end, got.commits, got.last_seq) == (180, 2, None)
+
+
+def test_a_block_is_cut_by_size_and_count_and_taken_from_the_head() -> None:
+    big = b"x" * (BATCH_BYTES // 2 + 1)
+    q: deque[Item] = deque([(1, "a", big), (2, "b", big), (3, "c", b"y"), (4, "d", b"z")])
+    assert [seq for seq, _, _ in take_batch(q, 10)] == [1]  # the second would pass 1 MiB
+    assert [seq for seq, _, _ in take_batch(q, 10)] == [2, 3, 4]
+    q.extend([(5, "e", big + big + big), (6, "f", b"w")])
+    assert [seq for seq, _, _ in take_batch(q, 10)] == [5]  # one alone, however large
+    assert [seq for seq, _, _ in take_batch(q, 1)] == [6] and not q
+
+
+def test_blocks_are_taken_while_another_thread_appends() -> None:
+    """The RunEngine's callback appends to the queue while the publisher's thread takes
+    blocks from it. Reading the queue through an iterator raised "deque mutated during
+    iteration" (and ended the publisher's thread) when an append came in between;
+    thread switches are forced here to come every few bytecodes."""
+    import sys
+    import threading
+
+    q: deque[Item] = deque()
+    total = 200_000
+    done = threading.Event()
+
+    def produce() -> None:
+        for seq in range(total):
+            q.append((seq, str(seq), b"d" * (seq % 7)))
+        done.set()
+
+    taken: list[int] = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        producer = threading.Thread(target=produce)
+        producer.start()
+        while not (done.is_set() and not q):
+            taken.extend(seq for seq, _, _ in take_batch(q, 50))
+        producer.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert taken == list(range(total))  # every message, once, in order

@@ -24,7 +24,6 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
 from nats.errors import Error as NatsError
@@ -32,7 +31,7 @@ from nats.errors import Error as NatsError
 from beampod.bus._jsacks import AckTracker
 from beampod.bus._natsconn import NatsConnection
 from beampod.bus._pubstate import Item, SharedState, Wakeup
-from beampod.bus._pubwindow import Entry, RetryNeeded, batch_len, take_acked
+from beampod.bus._pubwindow import Entry, RetryNeeded, batch_len, take_acked, take_batch
 from beampod.bus._spool import Spool, SpoolError
 from beampod.errors import BusError
 
@@ -123,6 +122,14 @@ class Engine:
                 self._collect()
             except RetryNeeded as exc:
                 await self._fail(str(exc))
+            except SpoolError:
+                raise
+            except Exception as exc:  # a defect must not end publishing (below)
+                # Handled like a lost connection: what is unacknowledged goes to the
+                # spool, in order, and is sent again after a reconnect. Ending the
+                # thread instead would close the publisher and fail the user's run.
+                log.exception("%s: publisher error, starting over from the spool", st.instrument)
+                await self._fail(f"publisher error: {type(exc).__name__}: {exc}")
             if st.closing and self._should_stop():
                 return
             await self._idle_wait()
@@ -301,13 +308,12 @@ class Engine:
         if q:
             self.last_activity = time.monotonic()
         while q and len(self.inflight) < self.cfg.window:
-            room = min(self.cfg.window - len(self.inflight), len(q))
-            n = batch_len([len(data) for _, _, data in islice(q, room)])
-            items = [q.popleft() for _ in range(n)]
+            items = take_batch(q, self.cfg.window - len(self.inflight))
             try:
                 await self._publish_batch(items)
-            except RetryNeeded:
-                # Not sent: back at the head, in order, so they are spooled in order.
+            except BaseException:
+                # Not sent (or not known to be): back at the head, in order, so they are
+                # spooled and sent again in order; JetStream drops a copy it has by id.
                 q.extendleft(reversed(items))
                 raise
 
