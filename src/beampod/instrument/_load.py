@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from beampod.errors import UsageError
+from beampod.instrument._ca_waits import calm_ca_waits
 from beampod.instrument._ophyd_lean import lean_ophyd
 
 PlanFunction = Callable[..., Any]
@@ -42,6 +43,7 @@ def load_instrument(
     returns something other than a dict of identifier -> object (callables for plans).
     """
     lean_ophyd()  # before the package imports ophyd: area detector support on first use
+    calm_ca_waits()  # pyepics' blocking waits sleep in libca instead of spinning
     try:
         module = importlib.import_module(import_path)
     except ImportError as exc:
