@@ -234,6 +234,6 @@ def _opened_run(pub: DurablePublisher) -> tuple[Any, Any]:
     desc = run.compose_descriptor(
         name="primary", data_keys={"det": {"dtype": "number", "shape": [], "source": "sim"}}
     )
-    pub("start", run.start_doc)
-    pub("descriptor", desc.descriptor_doc)
+    pub("start", dict(run.start_doc))
+    pub("descriptor", dict(desc.descriptor_doc))
     return run, desc
