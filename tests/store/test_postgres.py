@@ -126,7 +126,6 @@ def test_the_health_probe_answers_and_leaves_nothing_behind(pg_server: Server) -
 
     from beampod.services._svc_tiled import (
         PG_PROBE_TIMEOUT_S,
-        _postgres_query_probe,
         postgres_query_probe,
     )
     from beampod.store import postgres_uri
@@ -164,7 +163,7 @@ def test_the_health_probe_answers_and_leaves_nothing_behind(pg_server: Server) -
         return ok, took
 
     try:
-        assert asyncio.run(probe(_postgres_query_probe(pg_server.pod)))[0] is True
+        assert asyncio.run(probe(postgres_query_probe(uri)))[0] is True
         assert asyncio.run(probe(postgres_query_probe(wrong)))[0] is False
         ok, took = asyncio.run(probe(postgres_query_probe(silent_uri)))
         assert ok is False

@@ -200,7 +200,7 @@ def test_a_new_run_is_stored_without_waiting_for_the_window(
     writer = RunningWriter(bus_pod, sink=sink, paced=paced)
     pub = DurablePublisher.from_pod(bus_pod, connect_timeout=0.5)
     try:
-        _, desc_a = _opened_run(pub)
+        desc_a = _opened_run(pub)
         emitted, run_b_at = 2, 0.0
         for seq in range(1, 21):  # 1 s of events
             stores = len(sink.began)
@@ -226,8 +226,8 @@ def test_a_new_run_is_stored_without_waiting_for_the_window(
     assert b_stored_at - run_b_at < 1.5 * SLOW_STORE_S, (run_b_at, sink.began)
 
 
-def _opened_run(pub: DurablePublisher) -> tuple[Any, Any]:
-    """Publish a new run's start and descriptor; its compose helpers."""
+def _opened_run(pub: DurablePublisher) -> Any:
+    """Publish a new run's start and descriptor; the descriptor's compose helpers."""
     from event_model import compose_run
 
     run = compose_run()
@@ -236,4 +236,4 @@ def _opened_run(pub: DurablePublisher) -> tuple[Any, Any]:
     )
     pub("start", dict(run.start_doc))
     pub("descriptor", dict(desc.descriptor_doc))
-    return run, desc
+    return desc

@@ -23,10 +23,6 @@ from beampod.store import (
 PG_PROBE_TIMEOUT_S = 2.0
 
 
-def _postgres_query_probe(pod: LoadedPod) -> Callable[[], Awaitable[bool]]:
-    return postgres_query_probe(postgres_uri(pod))
-
-
 def postgres_query_probe(uri: str) -> Callable[[], Awaitable[bool]]:
     """Whether the server at ``uri`` answers ``select 1``: the connect, the query and
     the goodbye each within ``PG_PROBE_TIMEOUT_S`` (the query and the goodbye had no
@@ -67,7 +63,8 @@ def postgres_spec(pod: LoadedPod) -> ServiceSpec:
             (
                 TcpProbe("127.0.0.1", store.port),
                 CallableProbe(
-                    _postgres_query_probe(pod), "postgres answers `select 1` with the pod password"
+                    postgres_query_probe(postgres_uri(pod)),
+                    "postgres answers `select 1` with the pod password",
                 ),
             )
         ),

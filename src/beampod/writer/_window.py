@@ -90,7 +90,7 @@ class LiveWindow:
         if lag is None:
             return
         if lag.typical_s > self.typical_s or lag.oldest_s > self.oldest_s:
-            self.wait_s = max(self.lowest_s, self.wait_s * SHRINK)
+            self.wait_s *= SHRINK  # down to lowest_s, below
         elif lag.typical_s < GROW_BELOW * self.typical_s:
             self.wait_s = min(self.ceiling_s, self.wait_s * GROWTH)
         self.wait_s = max(self.wait_s, self.lowest_s)
