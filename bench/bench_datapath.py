@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _breakdown import Breakdown
 from _common import WorkerThread, load_average, machine, percentile, service_cpu_s, summary
@@ -515,6 +517,13 @@ def main() -> None:
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="bench-dp-")) / "pod"
     if own:
         beampod(home, "init", "--free-ports")
+        if args.placement != "pod":
+            # The modes place the services themselves: the supervisor must not (nor
+            # the writer, which would go back to its background CPUs at every batch).
+            cfg = home / "config.yaml"
+            data = yaml.safe_load(cfg.read_text())
+            data["pod"]["background_cpus"] = "off"
+            cfg.write_text(yaml.safe_dump(data, sort_keys=False))
         t0 = time.monotonic()
         beampod(home, "up", "-d")
         print(f"pod up in {time.monotonic() - t0:.1f} s ({home})")

@@ -22,10 +22,11 @@ import psutil
 import pytest
 import yaml
 from tests.conftest import beampod_cli
-from tests.datapath._helpers import wait_for
+from tests.datapath._helpers import event_table, run_lookup, wait_for
 
 from beampod.config import (
     format_cpu_list,
+    host_placement,
     parse_config,
     parse_cpu_list,
     placement_problems,
@@ -97,6 +98,25 @@ def test_a_host_setting_wins_and_each_is_checked() -> None:
         parse_config({"pod": {"background_cpus": "fast"}, "instruments": {"bl01": {}}})
 
 
+def test_auto_is_the_default_and_pins_a_host_of_one_instrument_only() -> None:
+    demo = {"package": "beampod.demo"}
+    cfg = parse_config(
+        {
+            "hosts": {"a": {"address": "a"}, "b": {"address": "b"}},
+            "central_host": "a",
+            "instruments": {"bl01": demo | {"host": "a"}, "bl02": demo | {"host": "a"}}
+            | {"bl03": demo | {"host": "b"}},
+        }
+    )
+    assert cfg.pod.background_cpus == "auto"
+    # Two instruments' RunEngines would share half the CPUs, all their services the rest.
+    shared = host_placement(cfg, "a", "config.yaml")
+    assert not shared.pinned and shared.describe() == "unpinned ('auto' on a host of 2 instruments)"
+    assert not host_placement(cfg, None, "config.yaml").pinned  # every host runs here
+    alone = host_placement(cfg, "b", "config.yaml")
+    assert alone.pinned == (len(CPUS) >= 2)
+
+
 def test_config_check_names_a_cpu_the_machine_does_not_have(tmp_path: Path) -> None:
     beampod_cli(tmp_path, "init", "--free-ports")
     cfg_file = tmp_path / "config.yaml"
@@ -117,6 +137,7 @@ def pinned_pod() -> Iterator[Any]:
 
     def config(cfg: dict[str, Any]) -> None:
         cfg["pod"]["background_cpus"] = str(CPUS[-1])
+        cfg["instruments"]["demo"]["writer"]["max_batch"] = 50  # a backlog in a few runs
         cfg["agent"]["enabled"] = False
         cfg["web"]["enabled"] = False
 
@@ -168,3 +189,34 @@ def test_services_run_on_the_background_cpus_and_runengines_on_the_rest(
     assert out.returncode == 0, out.stderr
     expected = [str(sorted(set(CPUS) - {CPUS[-1]}))]
     assert out.stdout.strip().splitlines()[-1] == str(expected), out.stderr
+
+
+@needs_two_cpus
+def test_a_writer_storing_a_backlog_borrows_the_runengines_cpus(pinned_pod: Any) -> None:
+    """While its batches come full (a backlog after it was down) the writer runs on
+    every CPU; with the first batch that is not, it is back on the background CPUs."""
+    root, home = pinned_pod.home.root, pinned_pod.home
+    background, every = str(CPUS[-1]), format_cpu_list(set(CPUS))
+    log = home.log_file("writer")
+    beampod_cli(root, "service", "stop", "writer")
+    try:
+        code = "print('UID', RE(count([pinhole], 400))[0])"
+        out = beampod_cli(root, "shell", "-c", code).stdout
+    finally:
+        offset = log.stat().st_size
+        beampod_cli(root, "service", "start", "writer")
+    uid = next(ln.split()[1] for ln in out.splitlines() if ln.startswith("UID "))
+    lookup = run_lookup(pinned_pod)
+
+    def stored() -> bool:
+        run = lookup(uid)
+        return bool(run.metadata.get("stop")) and len(event_table(run)) == 400
+
+    wait_for(stored, 120.0, "the 400 events in Tiled")
+    live = f"at the live edge: on CPU {background}"
+    wait_for(lambda: live in log.read_bytes()[offset:].decode(), 30.0, "back at the live edge")
+    text = log.read_bytes()[offset:].decode()
+    backlog = f"storing a backlog: on CPU {every}"
+    assert backlog in text and text.index(backlog) < text.index(live), text
+    status = json.loads(beampod_cli(root, "status", "--json").stdout)
+    assert _allowed(status["services"]["writer"]["pid"]) == {background}

@@ -4,11 +4,12 @@
 or a Linux CPU list (``"1"``, ``"2-3"``, ``"1,3-5"``). The services the supervisor runs
 (bus, store, writers, Tiled, Redis, IOCs, console, agents, the queue manager) are pinned
 to that set once ready; the processes that run a RunEngine (``beampod shell``/``run``,
-the queue server's worker) pin themselves to the CPUs left. ``auto`` pins only when the
-machine gives this process at least two CPUs: the RunEngine gets the lower half
-(at least one), the background services the rest. Where the platform has no CPU
-affinity (``os.sched_setaffinity``: Linux only) nothing is pinned and the placement
-says so. See docs/adr/0026-background-services-on-their-own-cpus.md.
+the queue server's worker) pin themselves to the CPUs left. ``auto`` (the default)
+pins only on a host of one instrument, when the machine gives this process at least two
+CPUs: the RunEngine gets the lower half (at least one), the background services the
+rest. Where the platform has no CPU affinity (``os.sched_setaffinity``: Linux only)
+nothing is pinned and the placement says so. See
+docs/adr/0026-background-services-on-their-own-cpus.md.
 """
 
 from __future__ import annotations
@@ -120,8 +121,14 @@ def placement_problems(config: PodConfig, host: str | None) -> list[str]:
 
 def host_placement(config: PodConfig, host: str | None, path: object) -> Placement:
     """The placement of the services that run here (``host``; None: every host);
-    ConfigError naming ``path`` (the config file) when it cannot be applied here."""
+    ConfigError naming ``path`` (the config file) when it cannot be applied here.
+    ``auto`` pins only a host of one instrument: on a host of several, their
+    RunEngines would share one half of the CPUs and all their services the other."""
     problems = placement_problems(config, host)
     if problems:
         raise ConfigError(path, problems)
-    return resolve_placement(host_cpu_setting(config, host))
+    setting = host_cpu_setting(config, host)
+    here = [n for n, i in config.instruments.items() if host is None or i.host == host]
+    if setting == AUTO and len(here) > 1:
+        return Placement(note=f"'auto' on a host of {len(here)} instruments")
+    return resolve_placement(setting)

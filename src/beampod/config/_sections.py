@@ -82,15 +82,16 @@ class PodSettings(Strict):
         "same priority as everything else.",
     )
     background_cpus: CpuSetting = Field(
-        "off",
+        "auto",
         description="CPUs of the services that run in the background (bus, Tiled, writers, "
         "Redis, IOCs, console, agents, the queue manager), pinned once each is ready; the "
         "processes that run a RunEngine (`beampod shell`/`run`, the queue server's worker) "
         "get the other CPUs, so the store path's short bursts do not preempt the "
-        "RunEngine. 'off' (default): nothing is pinned; the background services may use "
-        "every CPU (a backlog catches up faster). 'auto': on a machine with at least 2 "
-        "CPUs the RunEngine gets the lower half (at least one), the background services "
-        "the rest; with one CPU nothing is pinned. Or a CPU list such as '1' or '2-7'. "
+        "RunEngine. A writer storing a backlog borrows the RunEngine's CPUs until it is "
+        "back at the live edge. 'auto' (default): on a host that runs one instrument and "
+        "has at least 2 CPUs, the RunEngine gets the lower half (at least one) and the "
+        "background services the rest; a host of several instruments, or of one CPU, is "
+        "not pinned. 'off': nothing is pinned. Or a CPU list such as '1' or '2-7'. "
         "Linux only; elsewhere nothing is pinned. A host's own `background_cpus` wins.",
     )
     writer_pool_size: PoolSize = Field(

@@ -47,6 +47,7 @@ def main() -> int:
     from beampod.config import NatsBus, PodHome, default_home, load_pod
     from beampod.errors import BeampodError
     from beampod.store import open_sink, tiled_url
+    from beampod.writer._cpus import BacklogCpus
     from beampod.writer._loop import Writer
 
     parser = argparse.ArgumentParser(prog="python -m beampod.writer")
@@ -76,6 +77,9 @@ def main() -> int:
 
         return run_transport_writer(pod, instruments[0], READY_LINE)
     tiled = urlsplit(tiled_url(pod))
+    # pod.background_cpus: a backlog is stored on every CPU, a live run on the
+    # background ones (one per process: a pool's members share it).
+    cpus = BacklogCpus.from_environment()
 
     def make_writer(instrument: str) -> Writer:
         return Writer(
@@ -86,6 +90,7 @@ def main() -> int:
             store_address=(tiled.hostname or "127.0.0.1", tiled.port or 80),
             # Several instruments' writers share this Tiled (ADR 0024's amendment).
             paced=len(pod.config.instruments) > 1,
+            cpus=cpus,
         )
 
     if len(instruments) > 1:

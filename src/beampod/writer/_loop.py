@@ -29,6 +29,7 @@ from beampod.bus import (
 from beampod.config import WriterSettings
 from beampod.errors import BusError, BusUnavailableError, DeliveryGapError, StoreError
 from beampod.store import BatchResult, Item, RunSink, StoreAccessError, TransientStoreError
+from beampod.writer._cpus import BacklogCpus
 from beampod.writer._held import HeldBack
 from beampod.writer._store import WriterStats
 from beampod.writer._window import LiveWindow, batch_lag, sample
@@ -59,13 +60,15 @@ class Writer:
         retry_max_s: float = 5.0,
         store_address: tuple[str, int] | None = None,
         paced: bool = False,
+        cpus: BacklogCpus | None = None,
     ) -> None:
         """``settings`` is the instrument's ``writer:`` section of the pod config; a failed
         write or connection is retried after ``retry_initial_s``, doubling up to ``retry_max_s``.
         ``store_address`` (Tiled's host and port): connect only once something listens
         there, checked often (the writer starts while Tiled does). ``paced``: this
         writer shares Tiled with other instruments' writers, and backs off as Tiled
-        answers later (:meth:`_paced`)."""
+        answers later (:meth:`_paced`). ``cpus``: where the process runs while storing
+        a backlog and at the live edge (``_cpus.py``; default: left where it is)."""
         self._connection = connection
         self._instrument = instrument
         self._open_sink = open_sink
@@ -76,6 +79,7 @@ class Writer:
         self._store_began: float | None = None  # when the last batch's store began
         self._opened_last = False  # the last batch held a start or a descriptor
         self._held = HeldBack(settings.hold_early_s)
+        self._cpus = cpus or BacklogCpus(None, None)
         self._sink: RunSink | None = None
         self._stop = asyncio.Event()
         self.stats = WriterStats()
@@ -141,6 +145,7 @@ class Writer:
                     await self._finish(storing, batch)
                     storing = None
                     batch = await self._topped_up(consumer, batch)
+                self._cpus.batch(self._instrument, full=len(batch) >= self._settings.max_batch)
                 for first, last in consumer.take_discarded():
                     await self._report_discarded(consumer, first, last)
                 batch = await self._paced(consumer, batch)
