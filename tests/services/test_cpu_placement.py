@@ -102,8 +102,8 @@ def test_auto_is_the_default_and_pins_a_host_of_one_instrument_only() -> None:
     demo = {"package": "beampod.demo"}
     cfg = parse_config(
         {
-            "hosts": {"a": {"address": "a"}, "b": {"address": "b"}},
-            "central_host": "a",
+            "hosts": {"a": {"address": "a"}, "b": {"address": "b"}, "c": {"address": "c"}},
+            "central_host": "c",
             "instruments": {"bl01": demo | {"host": "a"}, "bl02": demo | {"host": "a"}}
             | {"bl03": demo | {"host": "b"}},
         }
@@ -115,6 +115,11 @@ def test_auto_is_the_default_and_pins_a_host_of_one_instrument_only() -> None:
     assert not host_placement(cfg, None, "config.yaml").pinned  # every host runs here
     alone = host_placement(cfg, "b", "config.yaml")
     assert alone.pinned == (len(CPUS) >= 2)
+    # The central services' host runs no RunEngine to keep CPUs for.
+    central = host_placement(cfg, "c", "config.yaml")
+    assert (
+        not central.pinned and central.describe() == "unpinned ('auto' on a host of no instruments)"
+    )
 
 
 def test_config_check_names_a_cpu_the_machine_does_not_have(tmp_path: Path) -> None:

@@ -123,12 +123,15 @@ def host_placement(config: PodConfig, host: str | None, path: object) -> Placeme
     """The placement of the services that run here (``host``; None: every host);
     ConfigError naming ``path`` (the config file) when it cannot be applied here.
     ``auto`` pins only a host of one instrument: on a host of several, their
-    RunEngines would share one half of the CPUs and all their services the other."""
+    RunEngines would share one half of the CPUs and all their services the other; a
+    host of none (central services only) has no RunEngine to keep CPUs for."""
     problems = placement_problems(config, host)
     if problems:
         raise ConfigError(path, problems)
     setting = host_cpu_setting(config, host)
-    here = [n for n, i in config.instruments.items() if host is None or i.host == host]
-    if setting == AUTO and len(here) > 1:
-        return Placement(note=f"'auto' on a host of {len(here)} instruments")
+    here = sum(1 for i in config.instruments.values() if host is None or i.host == host)
+    if setting == AUTO and here != 1:
+        return Placement(
+            note=f"'auto' on a host of {here or 'no'} instrument{'' if here == 1 else 's'}"
+        )
     return resolve_placement(setting)

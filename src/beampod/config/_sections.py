@@ -90,9 +90,10 @@ class PodSettings(Strict):
         "RunEngine. A writer storing a backlog borrows the RunEngine's CPUs until it is "
         "back at the live edge. 'auto' (default): on a host that runs one instrument and "
         "has at least 2 CPUs, the RunEngine gets the lower half (at least one) and the "
-        "background services the rest; a host of several instruments, or of one CPU, is "
-        "not pinned. 'off': nothing is pinned. Or a CPU list such as '1' or '2-7'. "
-        "Linux only; elsewhere nothing is pinned. A host's own `background_cpus` wins.",
+        "background services the rest; a host of several instruments or of none (central "
+        "services only), or of one CPU, is not pinned. 'off': nothing is pinned. Or a CPU "
+        "list such as '1' or '2-7'. Linux only; elsewhere nothing is pinned. A host's own "
+        "`background_cpus` wins.",
     )
     writer_pool_size: PoolSize = Field(
         1,

@@ -61,6 +61,10 @@ pod:
   #   degraded_after_s: 30
   #   restart_after_s: 60
   #   busy_restart_after_s: 600
+  # CPUs of the background services (bus, Tiled, writer, IOCs, ...); the RunEngine
+  # (`beampod shell`, the queue worker) gets the others. auto: half each on a host of
+  # one instrument with 2 CPUs or more; off: every CPU for everything (docs/running.md).
+  # background_cpus: auto
 
 # One entry per instrument. Names become the bus subject
 # (<name>.bluesky.runengine.documents), the Tiled container and the bus user.
