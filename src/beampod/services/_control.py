@@ -7,7 +7,6 @@ import contextlib
 import fcntl
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from beampod.config import POD_UMASK, Placement, PodHome, host_placement, load_p
 from beampod.errors import BeampodError, PodAlreadyRunningError, PodNotRunningError
 from beampod.services import _process
 from beampod.services._controlsock import request, serve_control
-from beampod.services._detach import launch_supervisor
+from beampod.services._detach import Launched, launch_supervisor
 from beampod.services._policy import RestartPolicy, health_interval
 from beampod.services._runtime import up_services
 from beampod.services._state import PodState, read_state
@@ -142,6 +141,34 @@ def control_service(home: PodHome, op: str, service: str) -> None:
     request(control_socket(home), op, service)
 
 
+# While `up -d` waits, it looks for a new state file every STATE_POLL_S (a stat: the
+# supervisor replaces the file at every change) and reads it when there is one, or every
+# STATE_WAIT_S anyway: the pod's readiness is seen within 10 ms, not up to 100.
+STATE_POLL_S = 0.01
+STATE_WAIT_S = 0.1
+
+
+def _file_signature(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def wait_for_new_state(
+    path: Path, seen: tuple[int, int] | None, proc: Launched, timeout: float
+) -> bool:
+    """Until ``path`` is no longer the file whose signature was ``seen`` (True), the
+    supervisor ``proc`` exited, or ``timeout`` s passed (False)."""
+    deadline = time.monotonic() + timeout
+    while _file_signature(path) == seen:
+        if proc.poll() is not None or time.monotonic() >= deadline:
+            return False
+        time.sleep(STATE_POLL_S)  # a stat per turn, bounded by the deadline
+    return True
+
+
 def start_detached(home: PodHome, progress: Progress, timeout: float = 180.0) -> PodState:
     """Start a supervisor in the background; return once every service is ready.
 
@@ -160,6 +187,7 @@ def start_detached(home: PodHome, progress: Progress, timeout: float = 180.0) ->
     said: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        seen_file = _file_signature(home.state_file)
         state = read_state(home.state_file)
         if state is not None:
             for name, svc in state.services.items():
@@ -183,8 +211,7 @@ def start_detached(home: PodHome, progress: Progress, timeout: float = 180.0) ->
             if state is not None and state.message:
                 raise BeampodError(state.message)
             raise BeampodError("supervisor exited during start-up:\n" + _process.tail(log, 15))
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(0.1)
+        wait_for_new_state(home.state_file, seen_file, proc, STATE_WAIT_S)
     stop_pod(home, progress)
     raise BeampodError(
         f"pod not ready: no service changed state for {timeout:.0f} s; see `beampod logs`"
