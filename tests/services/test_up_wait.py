@@ -7,6 +7,8 @@ import os
 import threading
 from pathlib import Path
 
+import pytest
+
 from beampod.services._control import _file_signature, wait_for_new_state
 
 
@@ -32,26 +34,18 @@ def _replace(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def test_a_replaced_state_file_ends_the_wait(tmp_path: Path) -> None:
+@pytest.mark.parametrize("first", [False, True], ids=["replaced", "first"])
+def test_a_new_state_file_ends_the_wait(tmp_path: Path, first: bool) -> None:
+    """The supervisor replaced the state file, or wrote its first one."""
     state = tmp_path / "state.json"
-    _replace(state, '{"phase": "starting"}')
+    if not first:
+        _replace(state, '{"phase": "starting"}')
     seen = _file_signature(state)
+    assert (seen is None) == first
     writer = threading.Thread(target=_replace, args=(state, '{"phase": "running"}'))
     writer.start()
     try:
         # Far longer than the test takes: False here would mean the change was missed.
-        assert wait_for_new_state(state, seen, _Running(), timeout=60.0)
-    finally:
-        writer.join()
-
-
-def test_the_first_state_file_ends_the_wait(tmp_path: Path) -> None:
-    state = tmp_path / "state.json"
-    seen = _file_signature(state)
-    assert seen is None  # the supervisor has not written one yet
-    writer = threading.Thread(target=_replace, args=(state, "{}"))
-    writer.start()
-    try:
         assert wait_for_new_state(state, seen, _Running(), timeout=60.0)
     finally:
         writer.join()
