@@ -54,9 +54,7 @@ def _pod_with(tmp_path: Path, bus_lines: str, other: bool = True) -> LoadedPod:
     text = home.config_file.read_text()
     if "{port}" in bus_lines:
         taken = {int(n) for n in re.findall(r"\b\d{4,5}\b", text)}
-        while (port := free_port()) in taken:
-            pass
-        bus_lines = bus_lines.replace("{port}", str(port))
+        bus_lines = bus_lines.replace("{port}", str(free_port(taken)))
     if other:
         marker = "\n# Document bus"
         text = text.replace(marker, f"  {OTHER}:\n    package: beampod.demo\n{marker}", 1)

@@ -53,8 +53,7 @@ def free_ports_config(
     taken: set[int] = set()
 
     def one() -> int:
-        while (port := free_port()) in taken:
-            pass
+        port = free_port(taken)
         taken.add(port)
         return port
 

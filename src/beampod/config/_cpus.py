@@ -131,7 +131,5 @@ def host_placement(config: PodConfig, host: str | None, path: object) -> Placeme
     setting = host_cpu_setting(config, host)
     here = sum(1 for i in config.instruments.values() if host is None or i.host == host)
     if setting == AUTO and here != 1:
-        return Placement(
-            note=f"'auto' on a host of {here or 'no'} instrument{'' if here == 1 else 's'}"
-        )
+        return Placement(note=f"'auto' on a host of {here or 'no'} instruments")
     return resolve_placement(setting)
