@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import socket
 import time
 from collections.abc import Iterator
@@ -46,15 +45,10 @@ DENIED = 1.0  # a refused request is dropped by the server: the client times out
 
 def _pod_with(tmp_path: Path, bus_lines: str, other: bool = True) -> LoadedPod:
     """A pod (instruments ``demo`` and, if ``other``, ``other``) with ``bus_lines``
-    added to its ``bus:`` section; ``{port}`` there becomes a free port that none of
-    the pod's services was given (``init --free-ports`` chose theirs unbound, so the
-    kernel may hand one of them out again)."""
+    added to its ``bus:`` section."""
     home = PodHome(tmp_path / "pod")
     init_pod(home, free_ports=True)
     text = home.config_file.read_text()
-    if "{port}" in bus_lines:
-        taken = {int(n) for n in re.findall(r"\b\d{4,5}\b", text)}
-        bus_lines = bus_lines.replace("{port}", str(free_port(taken)))
     if other:
         marker = "\n# Document bus"
         text = text.replace(marker, f"  {OTHER}:\n    package: beampod.demo\n{marker}", 1)
@@ -66,7 +60,7 @@ def _pod_with(tmp_path: Path, bus_lines: str, other: bool = True) -> LoadedPod:
 
 @pytest.fixture
 def edge_pod(tmp_path: Path) -> LoadedPod:
-    return _pod_with(tmp_path, "  edge:\n    websocket_port: {port}\n")
+    return _pod_with(tmp_path, f"  edge:\n    websocket_port: {free_port()}\n")
 
 
 def _wait_listening(url: str, deadline_s: float = 20.0) -> None:
@@ -530,7 +524,7 @@ def test_reader_reads_through_a_tls_edge(tmp_path: Path) -> None:
 
     pod = _pod_with(
         tmp_path,
-        "  edge:\n    websocket_port: {port}\n"
+        f"  edge:\n    websocket_port: {free_port()}\n"
         "    tls_cert: tls/edge.pem\n    tls_key: tls/edge.key\n",
         other=False,
     )

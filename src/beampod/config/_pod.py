@@ -20,32 +20,19 @@ class LoadedPod:
     secrets: Secrets
 
 
-def _free_ports(n: int) -> list[int]:
-    """Ports the kernel says are free now (held open together so they are distinct)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 # Port keys that start a block of consecutive ports: CA IOCs take one port each from
 # ca_base; a 3-node NATS cluster takes port+i, monitor_port+i and cluster_port+i.
 _PORT_BLOCKS = {"ca_base": 8, "nats": 3, "nats_monitor": 3, "nats_cluster": 3}
 
 
 def free_port_map() -> dict[str, int]:
-    # Blocks come from 20000-30000, below the kernel's ephemeral range (so an outgoing
-    # connection cannot take one later) and apart from the single ports handed out here.
-    names = [k for k in DEFAULT_PORTS if k not in _PORT_BLOCKS]
-    ports = dict(zip(names, _free_ports(len(names)), strict=True))
-    taken = set(ports.values())
-    for key, size in _PORT_BLOCKS.items():
+    # Every port comes from 20000-30000, below the kernel's ephemeral range: nothing
+    # binds them until `up`, and a port the kernel hands out meanwhile (an outgoing
+    # connection's, another process's bind to port 0) could otherwise be one of them.
+    ports: dict[str, int] = {}
+    taken: set[int] = set()
+    for key in DEFAULT_PORTS:
+        size = _PORT_BLOCKS.get(key, 1)
         ports[key] = _free_block(size, taken)
         taken.update(range(ports[key], ports[key] + size))
     return ports
