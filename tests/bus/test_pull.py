@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from nats.aio.msg import Msg
@@ -172,7 +173,13 @@ def test_a_live_fetch_ends_when_a_run_or_stream_opens_and_a_backlog_is_taken_who
                 assert [m.name for m in got if isinstance(m, Message)] == [name]
                 for m in got:
                     await m.ack()
-            # A backlog: three runs, their starts among the events.
+            # A backlog: three runs, their starts among the events. It waits for a fetch
+            # with no pull open: the descriptor's live pull (woken, not ended) would take
+            # the messages as they come and a fetch would return those already here.
+            puller = c._sub
+            deadline = time.monotonic() + 2 * window
+            while not puller._ended.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)  # polling for the live pull to expire
             names = ["start", "descriptor", "event", "event"] * 3
             for i, name in enumerate(names):
                 await publish(name, f"backlog-{i}")
