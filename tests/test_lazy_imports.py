@@ -7,6 +7,7 @@ Each case runs in a fresh interpreter: deferring changes ``sys.modules`` for goo
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -209,3 +210,48 @@ def test_beampod_reads_its_version_on_first_use() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+PLUGINS = """
+    import json, os, sys
+    from beampod._lazy import without_pydantic_plugins
+    without_pydantic_plugins()
+    import pydantic
+
+    class Model(pydantic.BaseModel):
+        x: int
+
+    assert Model(x="1").x == 1
+    loader = sys.modules["pydantic.plugin._loader"]
+    print(json.dumps({
+        "env": os.environ["PYDANTIC_DISABLE_PLUGINS"],
+        "pydantic's loader": hasattr(loader, "__file__"),
+        "metadata read": "importlib.metadata" in sys.modules,
+    }))
+"""
+
+
+def run_plugins(env: dict[str, str]) -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(PLUGINS)],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"} | env,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert isinstance(got, dict)
+    return got
+
+
+def test_pydantic_plugins_are_not_looked_for_unless_asked_for() -> None:
+    """Looking for them read every installed distribution's metadata in every process."""
+    assert run_plugins({}) == {
+        "env": "__all__",  # and so in every process started from this one
+        "pydantic's loader": False,
+        "metadata read": False,
+    }
+    # pydantic's own switch: empty loads them all, as pydantic does.
+    wanted = run_plugins({"PYDANTIC_DISABLE_PLUGINS": ""})
+    assert wanted == {"env": "", "pydantic's loader": True, "metadata read": True}

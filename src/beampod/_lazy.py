@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import importlib.util
+import os
 import sys
 import threading
 import types
@@ -174,6 +175,28 @@ def skip_imports(names: Iterable[str]) -> None:
     without; modules already imported stay."""
     for name in names:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
+#: pydantic's own switch for its plugins (entry points of the group ``pydantic``).
+PYDANTIC_PLUGINS_ENV = "PYDANTIC_DISABLE_PLUGINS"
+_PLUGINS_OFF = ("__all__", "1", "true")
+
+
+def without_pydantic_plugins() -> None:
+    """beampod's processes load no pydantic plugins, unless ``PYDANTIC_DISABLE_PLUGINS``
+    says otherwise (set it empty to load them all, pydantic's meaning).
+
+    pydantic looks for plugins when it builds its first model: it imports
+    ``importlib.metadata`` (with the ``email`` package) and reads the entry points of
+    every installed distribution, ~20-30 ms of every process's start, the command line's
+    before it spawns anything. Plugins off, its loader is replaced by one that has none
+    (it is imported only when a model is built), and the switch is inherited by every
+    process started from here. First thing in each entry point."""
+    os.environ.setdefault(PYDANTIC_PLUGINS_ENV, _PLUGINS_OFF[0])
+    if os.environ[PYDANTIC_PLUGINS_ENV] in _PLUGINS_OFF:
+        loader = types.ModuleType("pydantic.plugin._loader")
+        loader.get_plugins = tuple  # type: ignore[attr-defined]  # no plugins: ()
+        sys.modules.setdefault(loader.__name__, loader)
 
 
 def is_loaded(name: str) -> bool:

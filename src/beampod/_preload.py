@@ -172,6 +172,9 @@ def run_early(argv: Sequence[str]) -> None:
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         raise SystemExit("usage: python -m beampod._preload MODULE [ARGS ...]")
+    from beampod._lazy import without_pydantic_plugins
+
+    without_pydantic_plugins()
     # The module as imported (not this ``__main__`` copy of it), so that the service's
     # own preloads share its session state.
     from beampod._preload import run_early as _run_early

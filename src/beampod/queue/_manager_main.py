@@ -147,8 +147,9 @@ def lazy_plan_queue(password: str, username: str | None) -> None:
 
 
 def main() -> int:
-    from beampod._lazy import defer_imports
+    from beampod._lazy import defer_imports, without_pydantic_plugins
 
+    without_pydantic_plugins()
     pause_gc()  # until the fork (freeze_before_fork): the start is imports
     defer_imports(DEFERRED_IMPORTS)
 
