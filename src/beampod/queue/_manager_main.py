@@ -10,8 +10,9 @@ what start-re-manager cannot do itself.
 2. The Redis credentials never enter the queue server's settings. start-re-manager only
    takes ``--redis-addr host:port/db`` (it prints its settings, including that address,
    to the log, and puts it into error messages), so the user and password are handed to
-   redis-py here, in-process, from the pod's 0600 secrets file: the instrument's own
-   Redis ACL user, which may touch only its queue's keys (``<prefix>_*``).
+   redis-py here, in-process, from the environment the supervisor gives it (taken out
+   of it as read, :mod:`beampod.queue._manager_env`): the instrument's own Redis ACL
+   user, which may touch only its queue's keys (``<prefix>_*``).
 3. The manager and worker processes the watchdog forks die with it. Without this a
    SIGKILLed watchdog leaves them holding the 0MQ ports, and the supervisor's restart
    finds the ports taken.
@@ -153,12 +154,12 @@ def main() -> int:
     pause_gc()  # until the fork (freeze_before_fork): the start is imports
     defer_imports(DEFERRED_IMPORTS)
 
-    from beampod.config import PodHome, load_pod
-    from beampod.queue._files import process_server
+    # Not the pod's config: what is imported here is resident in the forked manager and
+    # worker too (queue/_manager_env.py).
+    from beampod.queue._manager_env import take_manager_env
 
-    pod = load_pod(PodHome.resolve(None))  # BEAMPOD_HOME, set by the supervisor
-    server = process_server(pod)  # BEAMPOD_QUEUE_INSTRUMENT, set by the supervisor
-    lazy_plan_queue(server.redis_password.get_secret_value(), server.redis_user)
+    given = take_manager_env(os.environ)
+    lazy_plan_queue(given.redis_password, given.redis_user)
     from beampod.queue._lean import WORKER_FALLBACK_MODULES, forward_modules
 
     forward_modules(WORKER_FALLBACK_MODULES)  # the worker, forked from here, inherits them
@@ -180,7 +181,7 @@ def main() -> int:
     use_libyaml(profile_ops)  # its plans-and-devices file, read and written at each start
     profile_ops._prepare_devices = without_areadetector_import(profile_ops._prepare_devices)
     watchdog_module.WatchdogProcess = steady_watchdog(
-        watchdog_module.WatchdogProcess, server.settings.heartbeat_timeout_s
+        watchdog_module.WatchdogProcess, given.heartbeat_timeout_s
     )
 
     sys.argv = ["start-re-manager", *sys.argv[1:]]

@@ -44,6 +44,7 @@ def manager_spec(
         QueueFiles,
         info_address,
         make_info_socket_dir,
+        manager_env,
         write_permissions,
     )
     from beampod.queue import manager_answers as _manager_answers
@@ -101,6 +102,7 @@ def manager_spec(
         "QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER": server.zmq_private_key.get_secret_value(),
         RE_FACTORY_ENV: run_engine_factory,
         QUEUE_INSTRUMENT_ENV: server.instrument,
+        **manager_env(server),
     }
     return ServiceSpec(
         name=server.manager_service,
