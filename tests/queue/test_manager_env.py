@@ -80,3 +80,20 @@ def test_the_watchdog_forks_without_the_pods_configuration() -> None:
         "password inherited": False,
         "watchdog": "beampod.queue._watchdog",  # with the given heartbeat timeout
     }
+
+
+def test_started_by_hand_it_exits_with_one_line() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BEAMPOD_QUEUE_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "beampod.queue._manager_main"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"queue error: {REDIS_USER_ENV}, {REDIS_PASSWORD_ENV}, {HEARTBEAT_ENV} not set: the "
+        "queue's RE Manager is started by the pod (`beampod up`, `beampod service start`), "
+        "which sets them"
+    ]

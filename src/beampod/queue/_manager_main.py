@@ -156,9 +156,14 @@ def main() -> int:
 
     # Not the pod's config: what is imported here is resident in the forked manager and
     # worker too (queue/_manager_env.py).
+    from beampod.errors import BeampodError
     from beampod.queue._manager_env import take_manager_env
 
-    given = take_manager_env(os.environ)
+    try:
+        given = take_manager_env(os.environ)
+    except BeampodError as exc:
+        print(f"queue error: {exc}", file=sys.stderr)
+        return 2
     lazy_plan_queue(given.redis_password, given.redis_user)
     from beampod.queue._lean import WORKER_FALLBACK_MODULES, forward_modules
 
