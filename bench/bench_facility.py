@@ -27,7 +27,12 @@ capacity(N) >= 0.8 x capacity(1); marginal memory (RSS(N) - RSS(1)) / (N - 1) <=
 
     .venv/bin/python bench/bench_facility.py [--sizes 1,5,25] [--duration 60] [--rate 20]
         [--capacity-seconds 10] [--run-events 200] [--reader-pause 0.2] [--readers 5]
-        [--json FILE]
+        [--settle-cpu 0.5 [--settle-max 180]] [--json FILE]
+
+``--settle-cpu`` waits, after ``up -d``, until the facility is quiet (its queue
+workers read their devices' metadata and the IOC host answers them for a while after
+``up -d`` returned: ~20-30 s at N = 25 on two cores), so that the idle and steady
+figures are the facility's, not its start's tail. Without it, measuring starts at once.
 
 Every process it starts is stopped on exit, Ctrl-C and SIGTERM included.
 """
@@ -175,6 +180,28 @@ def make_and_start(root: Path, n: int, args: argparse.Namespace) -> float:
     return time.monotonic() - t0
 
 
+SETTLE_WINDOW_S = 5.0
+
+
+def settle(root: Path, cpu_share: float, longest: float) -> float:
+    """Wait until the facility's services together use less than ``cpu_share`` of a
+    core over a 5 s window (its queue workers read their devices' metadata, the IOC
+    host answers them, for a while after `up -d` returned), at most ``longest``
+    seconds: the steady phase then measures the data path, not the start's tail.
+    Returns the seconds waited."""
+    t0 = time.monotonic()
+    while True:
+        before, t1 = cpu_seconds(status(root)), time.monotonic()
+        time.sleep(SETTLE_WINDOW_S)  # a measurement window
+        after, t2 = cpu_seconds(status(root)), time.monotonic()
+        used = sum(cpu_by_kind(before, after, t2 - t1).values())
+        waited = time.monotonic() - t0
+        if used < cpu_share or waited >= longest:
+            state = "settled" if used < cpu_share else "not settled"
+            print(f"  {state} after {waited:.0f} s: {used:.0%} of a core", flush=True)
+            return waited
+
+
 def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     from beampod.config import PodHome, load_pod
     from beampod.store._client import connect
@@ -185,6 +212,8 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"n": n}
     try:
         out["up_s"] = make_and_start(root, n, args)
+        if args.settle_cpu is not None:
+            out["settled_s"] = settle(root, args.settle_cpu, args.settle_max)
         state = status(root)
         out["mem_idle"] = memory_of(state)
         # Idle CPU: what the facility costs before anything is measured through it.
@@ -450,6 +479,13 @@ def main() -> int:
         choices=("per_ioc", "per_instrument", "per_host"),
         help="channel_access.ioc_processes of every facility (default: the scaffold's)",
     )
+    ap.add_argument(
+        "--settle-cpu",
+        type=float,
+        help="before measuring, wait until the facility uses less than this share of a "
+        "core (e.g. 0.5), at most --settle-max seconds (default: measure at once)",
+    )
+    ap.add_argument("--settle-max", type=float, default=180.0)
     ap.add_argument(
         "--merge",
         type=Path,
