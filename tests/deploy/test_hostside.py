@@ -20,6 +20,7 @@ def test_prepare_writes_the_secret_environment_file_0600(tmp_path: Path) -> None
     init_pod(home, free_ports=True)
     pod = load_pod(home)
     key = pod.secrets.queue_zmq_private_key.get_secret_value()
+    redis_password = pod.secrets.for_instrument("demo").queue_redis_password.get_secret_value()
     proc = subprocess.run(
         [sys.executable, "-m", "beampod.deploy", "prepare", "--home", str(home.root), "queue"],
         capture_output=True,
@@ -29,8 +30,12 @@ def test_prepare_writes_the_secret_environment_file_0600(tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr
     env_file = home.run_dir / "env" / "queue.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-    assert env_file.read_text() == f"QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER={key}\n"
+    assert env_file.read_text() == (
+        f"BEAMPOD_QUEUE_REDIS_PASSWORD={redis_password}\n"
+        f"QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER={key}\n"
+    )
     assert key not in proc.stdout + proc.stderr
+    assert redis_password not in proc.stdout + proc.stderr
     # The queue's own preparation ran too (its permissions file).
     assert (home.run_dir / "queue" / "user_group_permissions.yaml").exists()
     # The unit rendered for this home reads exactly that file, and never holds the key.
@@ -38,7 +43,7 @@ def test_prepare_writes_the_secret_environment_file_0600(tmp_path: Path) -> None
     units = render(pod.config, home.config_file.read_bytes(), ("systemd",), options)
     queue = units["hosts/localhost/systemd/beampod-demo-queue.service"].decode()
     assert f"EnvironmentFile=-{env_file}" in queue
-    assert key not in queue
+    assert key not in queue and redis_password not in queue
 
 
 def test_prepare_of_an_unknown_service_is_one_line(tmp_path: Path) -> None:
