@@ -31,8 +31,7 @@ def test_prepare_writes_the_secret_environment_file_0600(tmp_path: Path) -> None
     env_file = home.run_dir / "env" / "queue.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     assert env_file.read_text() == (
-        f"BEAMPOD_QUEUE_REDIS_PASSWORD={redis_password}\n"
-        f"QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER={key}\n"
+        f"BEAMPOD_QUEUE_REDIS_PASSWORD={redis_password}\nQSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER={key}\n"
     )
     assert key not in proc.stdout + proc.stderr
     assert redis_password not in proc.stdout + proc.stderr
