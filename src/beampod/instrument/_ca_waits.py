@@ -56,8 +56,8 @@ def turn_for(frame: FrameType | None, now: float) -> float:
     for name in _LOOP_STARTS:
         start = local.get(name)
         if isinstance(start, float):
-            waited = max(0.0, now - start)
-            return min(MAX_TURN_S, max(_PYEPICS_DEFAULTS[0], waited * TURN_FRACTION))
+            # A clock stepped back (now < start) gets the shortest turn too.
+            return min(MAX_TURN_S, max(_PYEPICS_DEFAULTS[0], (now - start) * TURN_FRACTION))
     return _PYEPICS_DEFAULTS[0]
 
 
