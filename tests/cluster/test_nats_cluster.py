@@ -177,6 +177,22 @@ def test_three_nodes_ready_and_streams_have_three_replicas(
         assert route_secret not in log.read_text(errors="replace"), log
 
 
+@pytest.mark.skipif("GOMAXPROCS" in os.environ, reason="GOMAXPROCS set: the nodes inherit it")
+def test_nodes_share_the_cpus(cluster_pod: LoadedPod) -> None:
+    """The three nodes on this machine each run Go with a third of the CPUs they were
+    given (at least one), not a scheduler per CPU each."""
+    services = status(cluster_pod)["services"]
+    for name in NODES:
+        pid = services[name]["pid"]
+        env = dict(
+            entry.split("=", 1)
+            for entry in Path(f"/proc/{pid}/environ").read_text().split("\0")
+            if "=" in entry
+        )
+        # Ready nodes run where the supervisor placed them: the CPUs the share is of.
+        assert env.get("GOMAXPROCS") == str(max(1, len(os.sched_getaffinity(pid)) // 3)), name
+
+
 def test_run_stored_document_by_document(
     cluster_pod: LoadedPod, emitters: list[Emitter], workdir: Path
 ) -> None:

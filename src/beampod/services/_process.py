@@ -49,6 +49,30 @@ async def spawn(
         )
 
 
+GOMAXPROCS = "GOMAXPROCS"
+
+
+def go_runtime_env(peers: int, cpus: int, environ: Mapping[str, str]) -> dict[str, str]:
+    """``GOMAXPROCS`` for one of ``peers`` Go servers that share ``cpus`` CPUs (a
+    cluster's nodes on one host), unless ``environ`` already sets it.
+
+    Go sizes its scheduler to every CPU it may use, so three nats-server nodes on two
+    CPUs run six schedulers that spin looking for work and hand goroutines over between
+    threads: at 25 instruments x 20 events/s, ~13% of the nodes' CPU (docs/facility.md,
+    "Three nodes on one host"). Each node then gets its share, at least one.
+    """
+    if peers < 2 or GOMAXPROCS in environ:
+        return {}
+    return {GOMAXPROCS: str(max(1, cpus // peers))}
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def signal_group(pid: int, sig: int) -> bool:
     """Signal the process group led by ``pid``; False if it is already gone."""
     try:

@@ -72,6 +72,9 @@ class ServiceSpec:
     # The instrument the service is part of; None: a central service (``status``
     # groups by it).
     instrument: str | None = None
+    # A Go server that is one of this many of its kind on this machine (a cluster's
+    # nodes on one host): each gets its share of the CPUs as GOMAXPROCS (go_runtime_env).
+    go_peers: int = 1
 
 
 def python_module(module: str, *args: str) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,6 +95,9 @@ class ServiceStarter:
             env = {"BEAMPOD_HOME": str(self._home.root), **spec.env}
             if self._state.runengine_cpus:
                 env[RUNENGINE_CPUS_ENV] = self._state.runengine_cpus
+            if spec.go_peers > 1:
+                shared = len(self._placement.background or ()) or _process.usable_cpus()
+                env |= _process.go_runtime_env(spec.go_peers, shared, os.environ)
             # A background service starts at normal priority (its start is on `up`'s
             # critical path: Tiled is the slowest service) and yields once ready. One
             # started early, or that nothing waits for but `up` (and is not the slow

@@ -60,10 +60,12 @@ def nats_specs(pod: LoadedPod) -> list[ServiceSpec]:
             ],
         )
     nodes = nats_nodes(pod)
-    return [_node_spec(pod, node, last=node.index == len(nodes) - 1) for node in nodes]
+    return [
+        _node_spec(pod, node, last=node.index == len(nodes) - 1, peers=len(nodes)) for node in nodes
+    ]
 
 
-def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
+def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool, peers: int) -> ServiceSpec:
     async def node_healthy() -> bool:
         return await node_healthz(pod, node)
 
@@ -134,6 +136,9 @@ def _node_spec(pod: LoadedPod, node: NatsNode, *, last: bool) -> ServiceSpec:
         ports=tuple(ports),
         ready_timeout=30.0 if not node.clustered else 60.0,
         prepare=prepare,
+        # Every node this pod runs is on this machine (``beampod deploy`` places them on
+        # the central host, where Go's own default applies).
+        go_peers=peers,
     )
 
 
