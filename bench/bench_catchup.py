@@ -18,7 +18,11 @@ Printed per backend: publish rate, and catch-up
   - middle 80%: the same between the ack floors sampled past 10 % and 90 %.
 
     python bench/bench_catchup.py [--events 100000] [--backends sqlite postgres]
-                                  [--profile SECONDS]
+                                  [--profile SECONDS] [--repeat N]
+
+``--repeat N`` measures each backend N times, each on a fresh pod, the backends'
+order alternated; every figure is then the median, and the drains are listed (one
+drain moves ±20 % from run to run on a 2-core machine).
 
 ``--profile S`` runs py-spy (``$PY_SPY``, else next to the Python running this) on the
 writer and on the Tiled server for S seconds of the drain, at 200 Hz, and prints where
@@ -44,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_average, machine, tree_cpu_s
+from _common import load_average, machine, percentile, tree_cpu_s
 
 PY_SPY = os.environ.get("PY_SPY") or str(Path(sys.executable).with_name("py-spy"))
 
@@ -411,6 +415,7 @@ def main() -> None:
         "--max-batch", type=int, default=0, help="writer.max_batch (default: the config's)"
     )
     ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--repeat", type=int, default=1, help="pods per backend; medians reported")
     ap.add_argument(
         "--background-cpus",
         nargs="+",
@@ -423,18 +428,23 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"load average at start: {load_average()}")
     workdir = Path(tempfile.mkdtemp(prefix="bench-catchup-"))
-    results: dict[str, dict[str, float]] = {}
     settings: list[str | None] = list(args.background_cpus or [None])
+    runs: dict[str, list[dict[str, float]]] = collections.defaultdict(list)
     try:
-        for i, b in enumerate(args.backends):
-            for cpus in settings if i % 2 == 0 else settings[::-1]:
-                res = bench_backend(b, args, workdir, cpus)
-                results[b if cpus is None else f"{b} [{cpus}]"] = res
-                if cpus == settings[0]:  # the table's figure: the first setting's
-                    results[b] = res
+        for rep in range(args.repeat):
+            backends = args.backends if rep % 2 == 0 else args.backends[::-1]
+            for i, b in enumerate(backends):
+                for cpus in settings if i % 2 == 0 else settings[::-1]:
+                    res = bench_backend(b, args, workdir, cpus)
+                    runs[b if cpus is None else f"{b} [{cpus}]"].append(res)
+                    if cpus is not None and cpus == settings[0]:  # the table's: the first
+                        runs[b].append(res)
+            # The pods' homes (their stores and streams: ~240 MB a run) go as they end.
+            for home in workdir.iterdir():
+                shutil.rmtree(home, ignore_errors=True)
     finally:
-        # The pods' homes (their stores and streams: ~240 MB a run) go with the run.
         shutil.rmtree(workdir, ignore_errors=True)
+    results = {b: medians(rs) for b, rs in runs.items()}
     if args.json:
         args.json.write_text(json.dumps(results))
     print(f"\nsummary ({args.events} events; load average at end {load_average()}):")
@@ -442,7 +452,20 @@ def main() -> None:
         print(
             f"  {b:9} drain {r['drain']:7.0f} ev/s   middle-80% {r['mid']:7.0f} ev/s   "
             f"incl. writer start-up {r['wall']:7.0f} ev/s"
+            + (
+                f"   (medians; drains {', '.join(f'{d:.0f}' for d in r['drains'])})"
+                if args.repeat > 1
+                else ""
+            )
         )
+
+
+def medians(runs: list[dict[str, float]]) -> dict[str, Any]:
+    """Each figure's median over ``runs``, and every run's drain (``drains``)."""
+    keys = set.intersection(*(set(r) for r in runs))
+    out: dict[str, Any] = {k: percentile([r[k] for r in runs], 50) for k in sorted(keys)}
+    out["drains"] = [r["drain"] for r in runs]
+    return out
 
 
 if __name__ == "__main__":
