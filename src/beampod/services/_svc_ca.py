@@ -1,4 +1,5 @@
-"""The pod's Channel Access repeater: caproto's repeater as a supervised service.
+"""The pod's Channel Access repeater as a supervised service (``beampod.sim._repeater``:
+caproto's, confirming libca's registrations too).
 
 CA clients (libca under pyepics, caproto's sync client) register with a repeater on
 ``EPICS_CA_REPEATER_PORT`` at start; when none answers, libca tries to start the
@@ -38,7 +39,7 @@ def repeater_specs(pod: LoadedPod) -> list[ServiceSpec]:
     # caproto imports it (for its numpy backend) only when it can (ADR 0031).
     code = (
         "from beampod._lazy import skip_imports; skip_imports(['numpy']); "
-        f"from caproto.sync.repeater import run; run(host={host!r})"
+        f"from beampod.sim._repeater import run; raise SystemExit(run(host={host!r}))"
     )
     return [
         ServiceSpec(
