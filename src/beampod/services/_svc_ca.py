@@ -22,8 +22,8 @@ from beampod.services._spec import PortClaim, ServiceSpec
 
 SERVICE_NAME = "ca-repeater"
 _PROBE_TIMEOUT_S = 1.0
-# CA message header: command 24 = REPEATER_REGISTER (request), 17 = REPEATER_CONFIRM.
-_REGISTER, _CONFIRM = 24, 17
+# CA message header: command 17 = REPEATER_CONFIRM, the answer to a registration.
+_CONFIRM = 17
 
 
 def repeater_specs(pod: LoadedPod) -> list[ServiceSpec]:
@@ -71,7 +71,9 @@ def _confirms(host: str, port: int) -> Callable[[], Awaitable[bool]]:
 def repeater_confirms(host: str, port: int, timeout: float) -> bool:
     """Register with the repeater at ``host:port`` as a CA client does; True when it
     answers with a confirmation."""
-    header = _REGISTER.to_bytes(2, "big") + bytes(6) + bytes(4) + socket.inet_aton(host)
+    from beampod.sim import repeater_register_request
+
+    header = repeater_register_request(host)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         sock.bind((host, 0))

@@ -11,6 +11,7 @@ from beampod._lazy import lazy_exports
 from beampod.sim._ca_wire import CaProbeError
 from beampod.sim._ca_wire import read_raw as ca_read_raw
 from beampod.sim._names import READY_WORD, ioc_env, probe_host, probe_pv
+from beampod.sim._repeater import register_request as repeater_register_request
 
 if TYPE_CHECKING:
     from beampod.sim._ca_probe import read as ca_read
@@ -51,5 +52,6 @@ __all__ = [
     "probe_host",
     "probe_pv",
     "read_sync",
+    "repeater_register_request",
     "write_sync",
 ]
