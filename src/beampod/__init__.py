@@ -1,9 +1,11 @@
 """beampod: a whole Bluesky instrument pod, one command, no containers."""
 
-from typing import Any
+from __future__ import annotations
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> str:
+    # No `typing` import here: `up -d`'s head start (beampod._headstart) spawns Tiled
+    # before it loads.
     # The version is read on first use (PEP 562), not on import: every process of a pod
     # imports ``beampod``, and importlib.metadata (with the email package it parses
     # metadata with) plus the search through sys.path for the distribution cost each

@@ -11,8 +11,12 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from beampod.errors import BeampodError
+
+if TYPE_CHECKING:
+    from beampod.cli._headstart import HeadStarted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,9 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, head_start: HeadStarted | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.head_start = head_start  # `up -d`'s supervisor, forked already (cli/_headstart.py)
     # What a session re-runs under its instrument's Python (cli/_runtime.py).
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     # The process is this one command (not a caller's Python): it may import lean.

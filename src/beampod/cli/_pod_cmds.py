@@ -135,6 +135,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise UsageError("--all only goes with --rotate-keys")
     wrote = init_pod(home, free_ports=args.free_ports, force=args.force)
     if wrote:
+        _record_head_start(home)
         print(f"initialised pod home {home.root}")
         print(f"  config:  {home.config_file}")
         print(f"  secrets: {home.secrets_file} (mode 0600)")
@@ -151,10 +152,18 @@ def _rotate_keys(home: PodHome, *, every: bool) -> int:
         print("every API key is already usable by every client: nothing replaced")
         print("  (`beampod init --rotate-keys --all` replaces them all anyway)")
         return 0
+    _record_head_start(home)  # recorded under the old secrets' key
     print(f"replaced {len(replaced)} key(s) in {home.secrets_file}: {', '.join(replaced)}")
     print("  the values are not printed; clients get them with `beampod connect`")
     print("  a running pod still uses the old keys: restart it (`beampod down; beampod up -d`)")
     return 0
+
+
+def _record_head_start(home: PodHome) -> None:
+    """So that the first `up -d` of this config has its head start too (ADR 0035)."""
+    from beampod.services import record_head_start
+
+    record_head_start(load_pod(home))
 
 
 def _warn_keys(pod: LoadedPod) -> None:
@@ -189,7 +198,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     if args.detach:
         print(f"starting pod from {home.root} ...", flush=True)
-        state = start_detached(home, progress, timeout=args.timeout)
+        head_start = getattr(args, "head_start", None)
+        launched = head_start.take() if head_start is not None else None
+        state = start_detached(home, progress, timeout=args.timeout, launched=launched)
         print(
             f"pod ready: {len(state.services)} services in {time.monotonic() - started:.1f} s"
             "  (`beampod status`, `beampod shell`, `beampod down`)"

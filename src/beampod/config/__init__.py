@@ -1,5 +1,6 @@
 """Pod configuration: one typed tree, generated secrets, and where the pod lives."""
 
+from beampod._podhome import POD_UMASK, PodHome, default_home
 from beampod.config._addresses import (
     HOST_ENV,
     WILDCARDS,
@@ -55,7 +56,6 @@ from beampod.config._facility import (
     instrument_queue,
     package_problems,
 )
-from beampod.config._home import POD_UMASK, PodHome, default_home
 from beampod.config._load import format_validation_error, json_schema, load_config, parse_config
 from beampod.config._merge import apply_instrument_defaults, merge
 from beampod.config._model import (

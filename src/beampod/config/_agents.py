@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from beampod._podhome import PodHome
 from beampod.config._facility import instrument_agent
-from beampod.config._home import PodHome
 from beampod.config._load import load_config
 from beampod.config._model import PodConfig
 from beampod.config._pod import LoadedPod

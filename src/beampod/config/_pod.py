@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from beampod._podhome import PodHome
 from beampod.config import _secrets
-from beampod.config._home import PodHome
 from beampod.config._load import load_config
 from beampod.config._model import PodConfig
 from beampod.config._secrets import Secrets

@@ -5,9 +5,11 @@ from beampod.services._control import (
     control_service,
     log_path,
     pod_status,
+    record_head_start,
     run_supervisor,
     start_detached,
     stop_pod,
+    supervise_detached,
     supervisor_pid,
 )
 from beampod.services._defer import SUPERVISOR_DEFERRED_IMPORTS
@@ -67,6 +69,7 @@ __all__ = [
     "port_is_free",
     "python_module",
     "read_state",
+    "record_head_start",
     "rss_bytes",
     "run_supervisor",
     "service_host",
@@ -74,6 +77,7 @@ __all__ = [
     "session_extras",
     "start_detached",
     "stop_pod",
+    "supervise_detached",
     "supervisor_pid",
     "tail",
     "up_services",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import signal
 import time
@@ -12,13 +11,29 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from beampod.config import POD_UMASK, Placement, PodHome, host_placement, load_pod, this_host
+from beampod._headstart import (
+    EarlyStart,
+    head_start_key,
+    live_supervisor_pid,
+    try_lock_supervisor,
+    write_record,
+)
+from beampod.config import (
+    POD_UMASK,
+    LoadedPod,
+    Placement,
+    PodHome,
+    host_placement,
+    load_pod,
+    this_host,
+)
 from beampod.errors import BeampodError, PodAlreadyRunningError, PodNotRunningError
 from beampod.services import _process
 from beampod.services._controlsock import request, serve_control
 from beampod.services._detach import Launched, launch_supervisor
 from beampod.services._policy import RestartPolicy, health_interval
 from beampod.services._runtime import up_services
+from beampod.services._starting import HeadStart, head_start_candidate, launch_of
 from beampod.services._state import PodState, read_state
 from beampod.services._supervisor import Supervisor
 
@@ -26,19 +41,15 @@ Progress = Callable[[str], None]
 
 
 @contextlib.contextmanager
-def _supervisor_lock(home: PodHome) -> Iterator[None]:
-    """Held for the supervisor's whole life: two supervisors for one home cannot run."""
-    home.run_dir.mkdir(parents=True, exist_ok=True)
-    fh: IO[str] = (home.run_dir / "supervisor.lock").open("w")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
+def _supervisor_lock(home: PodHome, held: IO[str] | None = None) -> Iterator[None]:
+    """Held for the supervisor's whole life: two supervisors for one home cannot run.
+    ``held``: the lock taken already (a head start takes it before anything else)."""
+    fh = held or try_lock_supervisor(home)
+    if fh is None:
         raise PodAlreadyRunningError(
             f"a pod is already running from {home.root} (see `beampod status`)"
-        ) from None
+        )
     try:
-        home.supervisor_pid_file.write_text(str(os.getpid()))
         yield
     finally:
         home.supervisor_pid_file.unlink(missing_ok=True)
@@ -47,27 +58,26 @@ def _supervisor_lock(home: PodHome) -> Iterator[None]:
 
 def supervisor_pid(home: PodHome) -> int | None:
     """Pid of the live supervisor for this home, or None."""
-    lock = home.run_dir / "supervisor.lock"
-    if not lock.exists():
-        return None
-    with lock.open("a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                return int(home.supervisor_pid_file.read_text())
-            except (OSError, ValueError):
-                return -1
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return None
+    return live_supervisor_pid(home)
 
 
-def run_supervisor(home: PodHome, progress: Progress, policy: RestartPolicy | None = None) -> int:
-    """Run the pod in this process until SIGINT/SIGTERM. Returns an exit code."""
+def run_supervisor(
+    home: PodHome,
+    progress: Progress,
+    policy: RestartPolicy | None = None,
+    *,
+    lock: IO[str] | None = None,
+    head_start: EarlyStart | None = None,
+) -> int:
+    """Run the pod in this process until SIGINT/SIGTERM. Returns an exit code.
+
+    ``lock`` and ``head_start``: the supervisor lock and the service already spawned by
+    ``up -d``'s head start (``beampod._headstart``)."""
     # Every file the supervisor and the services it spawns create is the owner's alone.
     os.umask(POD_UMASK)
-    with _supervisor_lock(home):
+    with _supervisor_lock(home, lock):
         pod = load_pod(home)
+        key = head_start_key(home, os.environ)
         specs = up_services(pod)
         health = pod.config.pod.health
         policy = policy or RestartPolicy(
@@ -81,10 +91,29 @@ def run_supervisor(home: PodHome, progress: Progress, policy: RestartPolicy | No
         placement = host_placement(pod.config, this_host(pod.config), home.config_file)
         if placement.describe():
             progress(f"CPU placement: {placement.describe()}")
-        return asyncio.run(_supervise(home, specs, progress, policy, placement))
+        return asyncio.run(
+            _supervise(home, specs, progress, policy, placement, HeadStart(key, head_start))
+        )
 
 
-def supervise_detached(home: PodHome) -> int:
+def record_head_start(pod: LoadedPod) -> bool:
+    """Record the spawn of the pod's first service for ``up -d``'s head start, as the
+    supervisor does once that service was ready (``beampod init`` does, so that the
+    first ``up -d`` of a new pod has it too). False: the pod has no such service."""
+    key = head_start_key(pod.home, os.environ)
+    if key is None:
+        return False
+    placement = host_placement(pod.config, this_host(pod.config), pod.home.config_file)
+    for spec in up_services(pod):
+        if head_start_candidate(spec):
+            write_record(pod.home, key, launch_of(spec, pod.home, placement, frozenset())[0])
+            return True
+    return False
+
+
+def supervise_detached(
+    home: PodHome, lock: IO[str] | None = None, head_start: EarlyStart | None = None
+) -> int:
     """The detached supervisor (``python -m beampod.services``, or a fork of
     ``beampod up -d``): progress lines with their time, to its log."""
     from beampod._lazy import defer_imports
@@ -96,7 +125,7 @@ def supervise_detached(home: PodHome) -> int:
         print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
     try:
-        return run_supervisor(home, progress)
+        return run_supervisor(home, progress, lock=lock, head_start=head_start)
     except BeampodError as exc:
         progress(f"error: {exc}")
         return exc.exit_code
@@ -108,8 +137,16 @@ async def _supervise(
     progress: Progress,
     policy: RestartPolicy | None,
     placement: Placement | None = None,
+    head_start: HeadStart | None = None,
 ) -> int:
-    sup = Supervisor(specs, home, policy=policy, progress=progress, placement=placement)
+    sup = Supervisor(
+        specs,
+        home,
+        policy=policy,
+        progress=progress,
+        placement=placement,
+        head_start=head_start,
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, sup.request_stop)
@@ -169,20 +206,24 @@ def wait_for_new_state(
     return True
 
 
-def start_detached(home: PodHome, progress: Progress, timeout: float = 180.0) -> PodState:
+def start_detached(
+    home: PodHome, progress: Progress, timeout: float = 180.0, launched: Launched | None = None
+) -> PodState:
     """Start a supervisor in the background; return once every service is ready.
 
     Gives up after ``timeout`` s in which no service changed state: a facility that
     starts its services a few at a time (admission) may take longer in all, but it
-    keeps making progress."""
-    if supervisor_pid(home):
-        raise PodAlreadyRunningError(
-            f"a pod is already running from {home.root} (see `beampod status`)"
-        )
-    home.state_file.unlink(missing_ok=True)
+    keeps making progress. ``launched``: the supervisor forked already (``up -d``'s
+    head start, ``beampod._headstart``)."""
     log = home.log_file("supervisor")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    proc = launch_supervisor(home, log)
+    if launched is None:
+        if supervisor_pid(home):
+            raise PodAlreadyRunningError(
+                f"a pod is already running from {home.root} (see `beampod status`)"
+            )
+        home.state_file.unlink(missing_ok=True)
+        log.parent.mkdir(parents=True, exist_ok=True)
+    proc = launched or launch_supervisor(home, log)
     seen: dict[str, str] = {}
     said: dict[str, str] = {}
     deadline = time.monotonic() + timeout

@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
-_PR_SET_PDEATHSIG = 1
+from beampod._headstart import child_env, die_with_parent
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:  # not Linux/glibc: fall back to the supervisor's own clean-up
-        pass
+class ChildProcess(Protocol):
+    """What the supervisor needs of a service's process: ``asyncio.subprocess.Process``,
+    or one spawned before the event loop and adopted (``beampod._headstart``)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
 
 
 async def spawn(
@@ -34,18 +39,16 @@ async def spawn(
     cwd: Path | None,
 ) -> asyncio.subprocess.Process:
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    full_env = dict(os.environ) | dict(env)
-    full_env.setdefault("PYTHONUNBUFFERED", "1")
     with log_path.open("ab") as log:
         return await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,
-            env=full_env,
+            env=child_env(env),
             cwd=str(cwd) if cwd else None,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
 
@@ -84,7 +87,7 @@ def signal_group(pid: int, sig: int) -> bool:
     return True
 
 
-async def stop(proc: asyncio.subprocess.Process, sig: int, timeout: float) -> int | None:
+async def stop(proc: ChildProcess, sig: int, timeout: float) -> int | None:
     """Graceful stop, then SIGKILL of the whole group after ``timeout``."""
     if proc.returncode is None:
         signal_group(proc.pid, sig)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from beampod._autogroup import autogroup_nice, set_autogroup_nice
+from beampod._headstart import EarlyStart, Spawned, open_service_log, write_record
 from beampod._preload import early_argv
 from beampod.config import RUNENGINE_CPUS_ENV, Placement, PodHome, format_cpu_list
 from beampod.errors import BeampodError
@@ -35,17 +36,58 @@ class Supervised:
     state: ServiceState
     crashes: CrashHistory
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    proc: asyncio.subprocess.Process | None = None
+    proc: _process.ChildProcess | None = None
     # Set while an operator has stopped the service (`beampod service stop`): its
     # exit is not a crash and it is not restarted until `service start`.
     held: asyncio.Event = field(default_factory=asyncio.Event)
     released: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+@dataclass
+class HeadStart:
+    """``up -d``'s head start (``beampod._headstart``): the key under which this pod
+    records its first spawn (None: not recorded), and the service the head start
+    spawned, until it is adopted or discarded."""
+
+    key: str | None = None
+    early: EarlyStart | None = None
+
+
+def head_start_candidate(spec: ServiceSpec) -> bool:
+    """A service the next ``up -d`` may spawn before the config is loaded: the first one
+    spawned, which waits for nothing and prepares nothing (Tiled on SQLite)."""
+    return (
+        spec.spawn_first and not spec.depends_on and spec.prepare is None and not spec.start_early
+    )
+
+
+def launch_of(
+    spec: ServiceSpec, home: PodHome, placement: Placement, leaves: frozenset[str]
+) -> tuple[Spawned, bool]:
+    """What spawning ``spec`` runs (argv, its own environment, cwd), and whether it
+    imports at low priority first. ``leaves``: the services nothing depends on."""
+    # BEAMPOD_HOME tells every service (and its children) which pod it belongs to.
+    env = {"BEAMPOD_HOME": str(home.root), **spec.env}
+    runengine = format_cpu_list(placement.runengine) if placement.runengine is not None else ""
+    if runengine:
+        env[RUNENGINE_CPUS_ENV] = runengine
+    if spec.go_peers > 1:
+        shared = len(placement.background or ()) or _process.usable_cpus()
+        env |= _process.go_runtime_env(spec.go_peers, shared, os.environ)
+    # A background service starts at normal priority (its start is on `up`'s critical
+    # path: Tiled is the slowest service) and yields once ready. One started early, or
+    # that nothing waits for but `up` (and is not the slow start `up` waits for),
+    # imports at low priority from its first line (ADR 0031).
+    low = spec.start_early or (spec.name in leaves and not spec.spawn_first)
+    argv = early_argv(spec.argv) if low else spec.argv
+    return Spawned(spec.name, tuple(argv), env, str(spec.cwd) if spec.cwd else None), low
+
+
 class ServiceStarter:
     """Starts one service at a time for the supervisor (see the module's docstring)."""
 
     _admission: Admission
+    _head_start: HeadStart
     _clock: Callable[[], float]
     _home: PodHome
     _placement: Placement
@@ -82,31 +124,25 @@ class ServiceStarter:
         try:
             if self._stopping:
                 return "stopped while starting"
-            if spec.prepare is not None:
-                await asyncio.to_thread(spec.prepare)
-            log = self._home.log_file(spec.name)
-            offset = log.stat().st_size if log.exists() else 0
             attempt = svc.state.restarts + 1
-            again = f" (restart {attempt - 1})" if attempt > 1 else ""
-            self._progress(f"starting {spec.name}{again}")
-            with log.open("a") as fh:
-                fh.write(f"--- beampod: starting {spec.name} at {time.ctime()} ---\n")
-            # BEAMPOD_HOME tells every service (and its children) which pod it belongs to.
-            env = {"BEAMPOD_HOME": str(self._home.root), **spec.env}
-            if self._state.runengine_cpus:
-                env[RUNENGINE_CPUS_ENV] = self._state.runengine_cpus
-            if spec.go_peers > 1:
-                shared = len(self._placement.background or ()) or _process.usable_cpus()
-                env |= _process.go_runtime_env(spec.go_peers, shared, os.environ)
-            # A background service starts at normal priority (its start is on `up`'s
-            # critical path: Tiled is the slowest service) and yields once ready. One
-            # started early, or that nothing waits for but `up` (and is not the slow
-            # start `up` waits for), imports at low priority from its first line
-            # (ADR 0031).
-            low = spec.start_early or (spec.name in self._leaves and not spec.spawn_first)
-            argv = early_argv(spec.argv) if low else spec.argv
-            svc.proc = await _process.spawn(argv, env, log, spec.cwd)
-            started = time.time()
+            launch, low = self._launch(spec)
+            early = self._take_early(spec.name) if attempt == 1 else None
+            if early is not None:
+                # Spawned from the record before the config was loaded, and its
+                # definition spawns exactly that (checked at the supervisor's start).
+                offset = early.offset
+                self._progress(f"starting {spec.name} (head start)")
+                svc.proc = early.adopt()
+                started = early.started_at
+            else:
+                if spec.prepare is not None:
+                    await asyncio.to_thread(spec.prepare)
+                again = f" (restart {attempt - 1})" if attempt > 1 else ""
+                self._progress(f"starting {spec.name}{again}")
+                log = self._home.log_file(spec.name)
+                offset = open_service_log(log, spec.name, again)
+                svc.proc = await _process.spawn(launch.argv, launch.env, log, spec.cwd)
+                started = time.time()
             self._update(
                 svc, state="starting", pid=svc.proc.pid, started_at=started, health="", message=""
             )
@@ -131,6 +167,9 @@ class ServiceStarter:
                     f"{' at ' + spec.address if spec.address else ''}"
                 )
                 svc.ready.set()
+                if self._head_start.key and head_start_candidate(spec):
+                    # After `ready`: a millisecond of file writing, not on `up`'s path.
+                    write_record(self._home, self._head_start.key, launch)
             elif not self._stopping:
                 # Not ready in time: nothing of this attempt may outlive it, or the
                 # next start finds its ports taken (a restart after a full disk would
@@ -142,8 +181,18 @@ class ServiceStarter:
             # depend on may be ready now.
             admission.release(spec.name)
 
+    def _launch(self, spec: ServiceSpec) -> tuple[Spawned, bool]:
+        return launch_of(spec, self._home, self._placement, self._leaves)
+
+    def _take_early(self, name: str) -> EarlyStart | None:
+        early = self._head_start.early
+        if early is None or early.spawned.name != name:
+            return None
+        self._head_start.early = None
+        return early
+
     async def _wait_ready(
-        self, svc: Supervised, proc: asyncio.subprocess.Process, offset: int, *, low: bool = False
+        self, svc: Supervised, proc: _process.ChildProcess, offset: int, *, low: bool = False
     ) -> str | None:
         """None when ready; otherwise why not. A start still working, or starved on a
         saturated machine, at its deadline gets more time (``StartDeadline``)."""

@@ -35,7 +35,12 @@ from beampod.services._policy import (
 )
 from beampod.services._probes import Probe, port_is_free
 from beampod.services._spec import ServiceSpec
-from beampod.services._starting import ServiceStarter, Supervised
+from beampod.services._starting import (
+    HeadStart,
+    ServiceStarter,
+    Supervised,
+    head_start_candidate,
+)
 from beampod.services._state import PodState, ServiceState, write_state
 from beampod.services._watchdog import (
     SATURATED_CPU_PRESSURE,
@@ -57,8 +62,10 @@ class Supervisor(ServiceStarter):
         clock: Callable[[], float] = time.monotonic,
         cpu_pressure: Callable[[], float | None] = read_cpu_pressure,
         placement: Placement | None = None,
+        head_start: HeadStart | None = None,
     ) -> None:
         self._order = dependency_order(specs)
+        self._head_start = head_start or HeadStart()
         self._home = home
         self._policy = policy or RestartPolicy()
         self._admission = Admission(self._policy.max_starting or default_limit(len(self._order)))
@@ -98,6 +105,7 @@ class Supervisor(ServiceStarter):
     async def start(self) -> None:
         """Start every service; return when all are ready, raise if one cannot start."""
         self._set_phase("starting")
+        await self._keep_or_discard_early()
         self._check_all_ports()
         self._tasks = [
             asyncio.create_task(self._run(svc), name=f"svc-{svc.spec.name}")
@@ -223,7 +231,7 @@ class Supervisor(ServiceStarter):
             if not await self._backoff(svc, reason):
                 return
 
-    async def _watch(self, svc: Supervised, proc: asyncio.subprocess.Process) -> str | None:
+    async def _watch(self, svc: Supervised, proc: _process.ChildProcess) -> str | None:
         """Wait for the process to exit, re-probing health now and then. A probe failing
         for ``unhealthy_grace_s`` makes the service ``degraded``; after
         ``unhealthy_restart_s`` it is stopped (the caller restarts it) and the reason
@@ -320,8 +328,27 @@ class Supervisor(ServiceStarter):
                 raise PortInUseError(spec.name, claim.host, claim.port)
 
     def _check_all_ports(self) -> None:
+        early = self._head_start.early
         for svc in self._services.values():
-            self._check_ports(svc.spec)
+            if early is None or svc.spec.name != early.spawned.name:  # its ports are its own
+                self._check_ports(svc.spec)
+
+    async def _keep_or_discard_early(self) -> None:
+        """Keep the head start's process only if this pod's definition of that service
+        spawns exactly what was spawned (the code may have changed since the record)."""
+        early = self._head_start.early
+        if early is None:
+            return
+        svc = self._services.get(early.spawned.name)
+        if (
+            svc is not None
+            and head_start_candidate(svc.spec)
+            and self._launch(svc.spec)[0] == early.spawned
+        ):
+            return
+        self._head_start.early = None
+        self._progress(f"{early.spawned.name}: head start stopped (the pod defines it otherwise)")
+        await asyncio.to_thread(early.discard)
 
     def _update(self, svc: Supervised, **changes: object) -> None:
         for key, value in changes.items():

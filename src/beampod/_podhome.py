@@ -1,4 +1,7 @@
-"""Where a pod lives on disk. One directory holds config, secrets, data, logs and state."""
+"""Where a pod lives on disk. One directory holds config, secrets, data, logs and state.
+
+The standard library only: the command line finds a pod's files before it imports the
+configuration models (pydantic), e.g. for `up -d`'s head start (beampod._headstart)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,411 @@
+"""``beampod up -d``'s head start: the slowest service spawned before the configuration
+is imported (ADR 0035).
+
+The command line imports pydantic and the configuration models, validates the pod's
+config, builds every service's definition and only then forks the supervisor, which
+spawns Tiled, the slowest service, first: ~0.3 s after `up -d` began on a 2-core
+machine, a tenth of Tiled's own start. Nothing in that spawn needs the models, though:
+a Python command line, a few environment variables, a log file.
+
+So the supervisor records how it spawned the first service it starts (one that waits
+for nothing and prepares nothing) once that service was ready, keyed by the bytes of
+the pod's config and secrets files and the ``BEAMPOD_*`` environment. The next
+``up -d`` with the same key forks the supervisor at once, whose first act (holding the
+supervisor lock) is to spawn that service from the record, before it imports anything
+of beampod's configuration. The supervisor then loads and validates the config as
+always and *adopts* the process only if its definition spawns exactly what was spawned;
+otherwise, and whenever the pod does not start, the early process is stopped. A changed
+or broken config changes the key: no head start, nothing spawned before validation.
+
+Standard library only (and ``beampod._podhome``): this runs before the command line
+imports anything else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:  # asyncio is ~30 ms to import, before `up -d` forks: the supervisor's
+    import asyncio
+
+from beampod._podhome import POD_UMASK, PodHome
+
+RECORD_NAME = "head-start.json"
+_RECORD_VERSION = 1
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:  # runs in the child between fork and exec
+    """The child gets SIGKILL when the thread that spawned it exits: even a SIGKILLed
+    supervisor cannot leave it orphaned."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # not Linux/glibc: fall back to the supervisor's own clean-up
+        pass
+
+
+def child_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The whole environment of a service: the supervisor's, with the service's own."""
+    full = dict(os.environ) | dict(env)
+    full.setdefault("PYTHONUNBUFFERED", "1")
+    return full
+
+
+def open_service_log(log: Path, name: str, again: str = "") -> int:
+    """Mark a start of ``name`` in its log; returns the offset its readiness probe reads
+    from (what the service writes from now on)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    offset = log.stat().st_size if log.exists() else 0
+    with log.open("a") as fh:
+        fh.write(f"--- beampod: starting {name}{again} at {time.ctime()} ---\n")
+    return offset
+
+
+# -- the supervisor's lock ---------------------------------------------------------
+
+
+def try_lock_supervisor(home: PodHome) -> IO[str] | None:
+    """The supervisor lock of ``home`` (held for the supervisor's whole life), with the
+    pid file written; None when another supervisor holds it."""
+    home.run_dir.mkdir(parents=True, exist_ok=True)
+    fh: IO[str] = (home.run_dir / "supervisor.lock").open("w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    home.supervisor_pid_file.write_text(str(os.getpid()))
+    return fh
+
+
+def live_supervisor_pid(home: PodHome) -> int | None:
+    """Pid of the live supervisor for ``home`` (-1 if its pid file is unreadable), or
+    None."""
+    lock = home.run_dir / "supervisor.lock"
+    if not lock.exists():
+        return None
+    with lock.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return int(home.supervisor_pid_file.read_text())
+            except (OSError, ValueError):
+                return -1
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return None
+
+
+# -- the detached supervisor, a fork of the command line ----------------------------
+
+
+class Forked:
+    """A forked child with ``subprocess.Popen``'s ``pid``, ``poll`` and ``wait``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"supervisor {self.pid}", timeout or 0.0)
+            time.sleep(0.01)  # polling the child, bounded by the deadline
+        return code
+
+    def abandon(self, timeout: float = 30.0) -> None:
+        """Stop the child (which stops whatever it started) and reap it."""
+        if self.poll() is not None:
+            return
+        os.kill(self.pid, signal.SIGTERM)
+        try:
+            self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.pid, signal.SIGKILL)
+            self.wait()
+
+
+def can_fork() -> bool:
+    """Forking is safe here: Linux, and no other thread that the child would lose."""
+    return sys.platform.startswith("linux") and threading.active_count() == 1
+
+
+def fork_detached(log: Path, child: Callable[[], int]) -> Forked:
+    """Fork; the child leaves this session and terminal, writes to ``log``, runs
+    ``child`` and exits with its code (never returning into the caller's code)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return Forked(pid)
+    code = 1
+    try:
+        os.setsid()
+        out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(out)
+        os.close(null)
+        for stream in (sys.stdout, sys.stderr):
+            reconfigure = getattr(stream, "reconfigure", None)
+            if reconfigure is not None:
+                reconfigure(line_buffering=True)
+        # As for `python -m beampod.services`, and for the services it spawns.
+        os.environ["PYTHONUNBUFFERED"] = "1"
+        code = child()
+    except BaseException:  # noqa: BLE001 - the child reports to its log and exits
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+# -- the record ----------------------------------------------------------------------
+
+
+def head_start_key(home: PodHome, environ: Mapping[str, str]) -> str | None:
+    """What a recorded spawn is valid for: the config and secrets files' bytes and the
+    ``BEAMPOD_*`` environment (which host this is, say). None if a file is missing."""
+    digest = hashlib.sha256(f"{_RECORD_VERSION}\0{sys.executable}\0".encode())
+    try:
+        for path in (home.config_file, home.secrets_file):
+            digest.update(path.read_bytes())
+            digest.update(b"\0")
+    except OSError:
+        return None
+    for name in sorted(environ):
+        if name.startswith("BEAMPOD_"):
+            digest.update(f"{name}={environ[name]}\0".encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Spawned:
+    """How the supervisor spawned one service: enough to spawn it again the same way."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: str | None
+
+
+def record_path(home: PodHome) -> Path:
+    return home.run_dir / RECORD_NAME
+
+
+def write_record(home: PodHome, key: str, spawned: Spawned) -> None:
+    """Record ``spawned`` for the next ``up -d`` (owner-only, replaced atomically)."""
+    body = {
+        "version": _RECORD_VERSION,
+        "key": key,
+        "name": spawned.name,
+        "argv": list(spawned.argv),
+        "env": spawned.env,
+        "cwd": spawned.cwd,
+    }
+    path = record_path(home)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(body, fh)
+    os.replace(tmp, path)
+
+
+def read_record(home: PodHome, key: str) -> Spawned | None:
+    """The recorded spawn if it was recorded under ``key``; None otherwise."""
+    try:
+        body = json.loads(record_path(home).read_text())
+        if body.get("version") != _RECORD_VERSION or body.get("key") != key:
+            return None
+        env = body["env"]
+        cwd = body["cwd"]
+        if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
+            return None
+        return Spawned(
+            name=str(body["name"]),
+            argv=tuple(str(a) for a in body["argv"]),
+            env={str(k): v for k, v in env.items()},
+            cwd=cwd if isinstance(cwd, str) else None,
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+# -- the early process ----------------------------------------------------------------
+
+
+class AdoptedProcess:
+    """An early-spawned service as the supervisor keeps it: ``asyncio.subprocess.
+    Process``'s ``pid``, ``returncode`` and ``wait()``, its exit seen through a pidfd."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self._pidfd: int | None = os.pidfd_open(popen.pid)
+        self._exited: asyncio.Future[None] | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll()
+
+    async def wait(self) -> int:
+        import asyncio
+
+        if self._popen.poll() is None:
+            if self._exited is None:
+                loop = asyncio.get_running_loop()
+                self._exited = loop.create_future()
+                assert self._pidfd is not None
+                loop.add_reader(self._pidfd, self._on_exit, loop)
+            # Shielded: a caller's timeout must not cancel the one future all share.
+            await asyncio.shield(self._exited)
+        return self._popen.wait()
+
+    def _on_exit(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._pidfd is not None:
+            loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        self._popen.poll()
+        if self._exited is not None and not self._exited.done():
+            self._exited.set_result(None)
+
+
+class EarlyStart:
+    """A service spawned from the record, until the supervisor adopts or discards it."""
+
+    def __init__(self, spawned: Spawned, popen: subprocess.Popen[bytes], offset: int) -> None:
+        self.spawned = spawned
+        self.offset = offset  # where its readiness probe reads the log from
+        self.started_at = time.time()
+        self._popen: subprocess.Popen[bytes] | None = popen
+
+    def adopt(self) -> AdoptedProcess:
+        assert self._popen is not None, "adopted or discarded already"
+        popen, self._popen = self._popen, None
+        return AdoptedProcess(popen)
+
+    def discard(self, timeout: float = 5.0) -> None:
+        """Stop it and everything it started (its process group); idempotent."""
+        popen, self._popen = self._popen, None
+        if popen is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
+
+
+def spawn_early(home: PodHome, spawned: Spawned) -> EarlyStart:
+    """Spawn ``spawned`` as the supervisor would (``services._process.spawn``)."""
+    log = home.log_file(spawned.name)
+    offset = open_service_log(log, spawned.name, " (head start)")
+    with log.open("ab") as out:
+        popen = subprocess.Popen(
+            spawned.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=child_env(spawned.env),
+            cwd=spawned.cwd,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+    return EarlyStart(spawned, popen, offset)
+
+
+# -- `up -d` with a head start ---------------------------------------------------------
+
+SupervisorMain = Callable[[PodHome, "IO[str] | None", "EarlyStart | None"], int]
+
+
+def up_with_head_start(home: PodHome, supervise: SupervisorMain) -> Forked | None:
+    """Fork the detached supervisor of ``home`` now, with its recorded first service
+    spawned before anything else, if the record's key matches; None when it does not
+    (or a supervisor runs already, or forking is unsafe here): then ``up -d`` goes the
+    usual way. ``supervise(home, lock, early)`` runs the supervisor in the child."""
+    if not can_fork() or live_supervisor_pid(home) is not None:
+        return None
+    key = head_start_key(home, os.environ)
+    if key is None or read_record(home, key) is None:
+        return None
+    home.state_file.unlink(missing_ok=True)
+    log = home.log_file("supervisor")
+    log.parent.mkdir(parents=True, exist_ok=True)
+
+    def child() -> int:
+        os.umask(POD_UMASK)
+        lock = try_lock_supervisor(home)
+        # Re-read under the lock: another `up` may have changed the pod meanwhile.
+        spawned = read_record(home, key) if lock is not None else None
+        early = spawn_early(home, spawned) if spawned is not None else None
+        try:
+            return supervise(home, lock, early)
+        finally:
+            if early is not None:
+                early.discard()  # a no-op once adopted
+
+    return fork_detached(log, child)
+
+
+@dataclass(frozen=True)
+class DetachedUp:
+    """A command line that is ``up -d`` and nothing more: its ``--home``, if any."""
+
+    home: str | None
+
+
+def detached_up(argv: Sequence[str]) -> DetachedUp | None:
+    """``beampod [--home H] [--debug] up -d|--detach [--timeout S]`` exactly (what a head
+    start may serve); None for any other command line, which argparse then parses."""
+    home: str | None = None
+    args = list(argv)
+    while args and args[0] != "up":
+        opt = args.pop(0)
+        if opt == "--home" and args:
+            home = args.pop(0)
+        elif opt.startswith("--home="):
+            home = opt.partition("=")[2]
+        elif opt != "--debug":
+            return None
+    detach = False
+    rest = args[1:]
+    while rest:
+        opt = rest.pop(0)
+        if opt in ("-d", "--detach"):
+            detach = True
+        elif opt == "--timeout" and rest:
+            rest.pop(0)
+        elif not opt.startswith("--timeout="):
+            return None
+    return DetachedUp(home) if args and detach else None

@@ -1,0 +1,153 @@
+"""`beampod up -d`'s head start on real pods (beampod/_headstart.py, ADR 0035): Tiled is
+spawned from the record before the command line loads the config, and adopted by the
+supervisor only when the pod's definition spawns exactly that; otherwise, and when the
+command stops before it hands the supervisor over, nothing of it is left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from tests._pods import data_path_only, down_leaving_nothing
+from tests.conftest import beampod_cli, processes_using
+from tests.datapath._helpers import wait_for
+
+from beampod.config import PodHome
+
+HEAD_START = "starting tiled (head start)"
+
+
+@pytest.fixture
+def home() -> Iterator[PodHome]:
+    """A data-path pod (Tiled, NATS, writer), initialised and never started."""
+    root = Path(tempfile.mkdtemp(prefix="beampod-headstart-"))
+    try:
+        beampod_cli(root, "init", "--free-ports")
+        pod_home = PodHome(root)
+        cfg = yaml.safe_load(pod_home.config_file.read_text())
+        data_path_only(cfg)
+        pod_home.config_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        yield pod_home
+    finally:
+        left = processes_using(root)
+        for p in left:
+            p.kill()
+        if not os.environ.get("BEAMPOD_TEST_KEEP_HOME"):
+            shutil.rmtree(root, ignore_errors=True)
+        assert not left, f"processes left behind: {[p.info for p in left]}"
+
+
+def _record(home: PodHome) -> dict[str, object]:
+    return dict(json.loads((home.run_dir / "head-start.json").read_text()))
+
+
+def _supervisor_log(home: PodHome) -> str:
+    return home.log_file("supervisor").read_text()
+
+
+def _up(home: PodHome) -> dict[str, object]:
+    beampod_cli(home.root, "up", "-d")
+    status = json.loads(beampod_cli(home.root, "status", "--json").stdout)
+    assert status["phase"] == "running", status
+    return dict(status)
+
+
+def _down(home: PodHome) -> None:
+    down_leaving_nothing(home.root, lambda: beampod_cli(home.root, "down", check=False))
+
+
+def test_the_record_is_adopted_and_renewed_when_the_config_changes(home: PodHome) -> None:
+    # `init` recorded the spawn under the key of the config it wrote; the test edited
+    # the config since, so the first `up -d` starts Tiled the usual way...
+    first_key = _record(home)["key"]
+    _up(home)
+    assert HEAD_START not in _supervisor_log(home)
+    record = _record(home)
+    assert record["key"] != first_key  # ...and records it under the edited config's key
+    assert record["name"] == "tiled"
+    assert stat.S_IMODE((home.run_dir / "head-start.json").stat().st_mode) == 0o600
+    secrets = yaml.safe_load(home.secrets_file.read_text())
+    text = json.dumps(record)
+    for value in _strings(secrets):
+        assert value not in text, "a secret is in the record"
+    _down(home)
+
+    # The same config again: Tiled is spawned from the record, and the supervisor keeps
+    # that very process (its child, its pid in the state, ready, answering).
+    status = _up(home)
+    assert HEAD_START in _supervisor_log(home)
+    assert "(head start)" in home.log_file("tiled").read_text()
+    tiled = status["services"]["tiled"]  # type: ignore[index]
+    assert tiled["state"] == "ready"
+    assert psutil.Process(tiled["pid"]).ppid() == status["supervisor_pid"]
+    tiled_processes = [p for p in processes_using(home.root) if _is_tiled(p)]
+    assert [p.pid for p in tiled_processes] == [tiled["pid"]]
+    runs = beampod_cli(home.root, "runs")  # through Tiled, with the pod's keys
+    assert runs.returncode == 0
+    _down(home)
+
+    # A changed config (a comment is enough) has another key: no head start.
+    home.config_file.write_text(home.config_file.read_text() + "# edited\n")
+    log_size = len(_supervisor_log(home))
+    _up(home)
+    assert HEAD_START not in _supervisor_log(home)[log_size:]
+    _down(home)
+
+
+def test_a_record_that_the_pod_defines_otherwise_is_stopped(home: PodHome) -> None:
+    _up(home)
+    _down(home)
+    # As if beampod changed how it spawns Tiled since the record: same key, other env.
+    record = _record(home)
+    record["env"] = {**record["env"], "BEAMPOD_TEST_STALE": "1"}  # type: ignore[dict-item]
+    (home.run_dir / "head-start.json").write_text(json.dumps(record))
+
+    status = _up(home)
+    log = _supervisor_log(home)
+    assert HEAD_START not in log
+    assert "tiled: head start stopped (the pod defines it otherwise)" in log
+    tiled = [p for p in processes_using(home.root) if _is_tiled(p)]
+    assert [p.pid for p in tiled] == [status["services"]["tiled"]["pid"]]  # type: ignore[index]
+    assert "BEAMPOD_TEST_STALE" not in tiled[0].environ()
+    # The record is the pod's own definition again.
+    assert "BEAMPOD_TEST_STALE" not in _record(home)["env"]  # type: ignore[operator]
+    _down(home)
+
+
+def test_a_usage_error_after_the_fork_leaves_nothing_running(home: PodHome) -> None:
+    _up(home)
+    _down(home)
+    # `--timeout soon` passes the head start's look at the command line (it forks the
+    # supervisor and spawns Tiled), then argparse rejects it.
+    out = beampod_cli(home.root, "up", "-d", "--timeout", "soon", check=False)
+    assert out.returncode == 2, out
+    assert "invalid float value: 'soon'" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert "(head start)" in home.log_file("tiled").read_text()  # it did start
+    # The supervisor is reaped by then; a SIGKILL to Tiled is delivered asynchronously.
+    wait_for(lambda: not processes_using(home.root), 20.0, "the pod's processes gone")
+    after = beampod_cli(home.root, "status", check=False)
+    assert after.returncode != 0 and "no pod is running" in after.stderr
+
+
+def _is_tiled(proc: psutil.Process) -> bool:
+    return "beampod.store.server" in " ".join(proc.cmdline())
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str) and len(value) >= 8:
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
