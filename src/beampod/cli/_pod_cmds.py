@@ -152,7 +152,7 @@ def _rotate_keys(home: PodHome, *, every: bool) -> int:
         print("every API key is already usable by every client: nothing replaced")
         print("  (`beampod init --rotate-keys --all` replaces them all anyway)")
         return 0
-    _record_head_start(home)  # recorded under the old secrets' key
+    _record_head_start(home)  # its key follows the secrets' bytes
     print(f"replaced {len(replaced)} key(s) in {home.secrets_file}: {', '.join(replaced)}")
     print("  the values are not printed; clients get them with `beampod connect`")
     print("  a running pod still uses the old keys: restart it (`beampod down; beampod up -d`)")

@@ -76,8 +76,9 @@ def run_supervisor(
     # Every file the supervisor and the services it spawns create is the owner's alone.
     os.umask(POD_UMASK)
     with _supervisor_lock(home, lock):
-        pod = load_pod(home)
+        # Before the load: a config edited meanwhile gets a key its record cannot match.
         key = head_start_key(home, os.environ)
+        pod = load_pod(home)
         specs = up_services(pod)
         health = pod.config.pod.health
         policy = policy or RestartPolicy(
