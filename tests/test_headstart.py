@@ -16,6 +16,7 @@ from beampod._headstart import (
     AdoptedProcess,
     DetachedUp,
     EarlyStart,
+    Record,
     Spawned,
     detached_up,
     head_start_key,
@@ -31,8 +32,9 @@ from tests.datapath._helpers import wait_for
     [
         (["up", "-d"], DetachedUp(None)),
         (["--home", "/p", "up", "--detach"], DetachedUp("/p")),
-        (["--home=/p", "--debug", "up", "-d", "--timeout", "60"], DetachedUp("/p")),
-        (["up", "--timeout=5", "-d"], DetachedUp(None)),
+        (["--home=/p", "--debug", "up", "-d", "--timeout", "60"], DetachedUp("/p", True, 60.0)),
+        (["up", "--timeout=5", "-d"], DetachedUp(None, False, 5.0)),
+        (["up", "-d", "--timeout", "soon"], None),  # argparse says what is wrong
         (["up"], None),  # the foreground supervisor
         (["up", "-d", "--host", "a"], None),  # another host's services
         (["--home", "/p", "down"], None),
@@ -71,11 +73,15 @@ def test_the_key_follows_config_secrets_and_beampod_environment(tmp_path: Path) 
 def test_a_record_is_read_back_only_under_its_key(tmp_path: Path) -> None:
     home = _home(tmp_path)
     home.run_dir.mkdir()
-    spawned = Spawned("tiled", ("python", "-m", "x"), {"A": "1"}, None)
-    write_record(home, "k1", spawned)
+    envs = tmp_path / "environments"
+    record = Record(Spawned("tiled", ("python", "-m", "x"), {"A": "1"}, None), (str(envs),))
+    write_record(home, "k1", record)
     path = home.run_dir / "head-start.json"
     assert path.stat().st_mode & 0o777 == 0o600
-    assert read_record(home, "k1") == spawned
+    assert read_record(home, "k1") == record
+    assert record.applies()
+    envs.mkdir()  # an instrument environment appeared: `up` has to check it
+    assert not record.applies()
     assert read_record(home, "k2") is None
     body = json.loads(path.read_text())
     for broken in ({**body, "version": 99}, {**body, "env": {"A": 1}}, {"key": "k1"}):

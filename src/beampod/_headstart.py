@@ -220,8 +220,21 @@ def record_path(home: PodHome) -> Path:
     return home.run_dir / RECORD_NAME
 
 
-def write_record(home: PodHome, key: str, spawned: Spawned) -> None:
-    """Record ``spawned`` for the next ``up -d`` (owner-only, replaced atomically)."""
+@dataclass(frozen=True)
+class Record:
+    """A recorded spawn, and the paths that must not exist for it to apply (where a
+    pod's instrument environments would be: ``up`` checks those, ADR 35)."""
+
+    spawned: Spawned
+    absent: tuple[str, ...] = ()
+
+    def applies(self) -> bool:
+        return not any(os.path.lexists(path) for path in self.absent)
+
+
+def write_record(home: PodHome, key: str, record: Record) -> None:
+    """Write ``record`` for the next ``up -d`` (owner-only, replaced atomically)."""
+    spawned = record.spawned
     body = {
         "version": _RECORD_VERSION,
         "key": key,
@@ -229,6 +242,7 @@ def write_record(home: PodHome, key: str, spawned: Spawned) -> None:
         "argv": list(spawned.argv),
         "env": spawned.env,
         "cwd": spawned.cwd,
+        "absent": list(record.absent),
     }
     path = record_path(home)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -238,8 +252,8 @@ def write_record(home: PodHome, key: str, spawned: Spawned) -> None:
     os.replace(tmp, path)
 
 
-def read_record(home: PodHome, key: str) -> Spawned | None:
-    """The recorded spawn if it was recorded under ``key``; None otherwise."""
+def read_record(home: PodHome, key: str) -> Record | None:
+    """The record if it was written under ``key``; None otherwise."""
     try:
         body = json.loads(record_path(home).read_text())
         if body.get("version") != _RECORD_VERSION or body.get("key") != key:
@@ -248,12 +262,13 @@ def read_record(home: PodHome, key: str) -> Spawned | None:
         cwd = body["cwd"]
         if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
             return None
-        return Spawned(
+        spawned = Spawned(
             name=str(body["name"]),
             argv=tuple(str(a) for a in body["argv"]),
             env={str(k): v for k, v in env.items()},
             cwd=cwd if isinstance(cwd, str) else None,
         )
+        return Record(spawned, tuple(str(p) for p in body["absent"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -357,7 +372,8 @@ def up_with_head_start(home: PodHome, supervise: SupervisorMain) -> Forked | Non
     if not can_fork() or live_supervisor_pid(home) is not None:
         return None
     key = head_start_key(home, os.environ)
-    if key is None or read_record(home, key) is None:
+    record = read_record(home, key) if key is not None else None
+    if key is None or record is None or not record.applies():
         return None
     home.state_file.unlink(missing_ok=True)
     log = home.log_file("supervisor")
@@ -367,8 +383,8 @@ def up_with_head_start(home: PodHome, supervise: SupervisorMain) -> Forked | Non
         os.umask(POD_UMASK)
         lock = try_lock_supervisor(home)
         # Re-read under the lock: another `up` may have changed the pod meanwhile.
-        spawned = read_record(home, key) if lock is not None else None
-        early = spawn_early(home, spawned) if spawned is not None else None
+        again = read_record(home, key) if lock is not None else None
+        early = spawn_early(home, again.spawned) if again and again.applies() else None
         try:
             return supervise(home, lock, early)
         finally:
@@ -380,15 +396,19 @@ def up_with_head_start(home: PodHome, supervise: SupervisorMain) -> Forked | Non
 
 @dataclass(frozen=True)
 class DetachedUp:
-    """A command line that is ``up -d`` and nothing more: its ``--home``, if any."""
+    """A command line that is ``up -d`` and nothing more."""
 
-    home: str | None
+    home: str | None = None
+    debug: bool = False
+    timeout: float = 180.0  # `up`'s own default
 
 
 def detached_up(argv: Sequence[str]) -> DetachedUp | None:
     """``beampod [--home H] [--debug] up -d|--detach [--timeout S]`` exactly (what a head
-    start may serve); None for any other command line, which argparse then parses."""
+    start may serve); None for any other command line, which argparse then parses (and
+    refuses, if it is wrong: ``--timeout soon``)."""
     home: str | None = None
+    debug = False
     args = list(argv)
     while args and args[0] != "up":
         opt = args.pop(0)
@@ -396,16 +416,26 @@ def detached_up(argv: Sequence[str]) -> DetachedUp | None:
             home = args.pop(0)
         elif opt.startswith("--home="):
             home = opt.partition("=")[2]
-        elif opt != "--debug":
+        elif opt == "--debug":
+            debug = True
+        else:
             return None
     detach = False
+    timeout = DetachedUp.timeout
     rest = args[1:]
     while rest:
         opt = rest.pop(0)
         if opt in ("-d", "--detach"):
             detach = True
-        elif opt == "--timeout" and rest:
-            rest.pop(0)
-        elif not opt.startswith("--timeout="):
+            continue
+        if opt == "--timeout" and rest:
+            value = rest.pop(0)
+        elif opt.startswith("--timeout="):
+            value = opt.partition("=")[2]
+        else:
             return None
-    return DetachedUp(home) if args and detach else None
+        try:
+            timeout = float(value)
+        except ValueError:
+            return None
+    return DetachedUp(home, debug, timeout) if args and detach else None

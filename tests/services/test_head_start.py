@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -18,7 +19,6 @@ import pytest
 import yaml
 from tests._pods import data_path_only, down_leaving_nothing
 from tests.conftest import beampod_cli, processes_using
-from tests.datapath._helpers import wait_for
 
 from beampod.config import PodHome
 
@@ -54,7 +54,9 @@ def _supervisor_log(home: PodHome) -> str:
 
 
 def _up(home: PodHome) -> dict[str, object]:
-    beampod_cli(home.root, "up", "-d")
+    out = beampod_cli(home.root, "up", "-d")
+    assert f"starting pod from {home.root} ..." in out.stdout, out.stdout
+    assert re.search(r"^pod ready: \d+ services in [\d.]+ s", out.stdout, re.M), out.stdout
     status = json.loads(beampod_cli(home.root, "status", "--json").stdout)
     assert status["phase"] == "running", status
     return dict(status)
@@ -101,6 +103,16 @@ def test_the_record_is_adopted_and_renewed_when_the_config_changes(home: PodHome
     assert HEAD_START not in _supervisor_log(home)[log_size:]
     _down(home)
 
+    # Instrument environments (here only their directory): `up -d` checks them with
+    # the config loaded, so no head start, and none recorded.
+    (home.root / "environments").mkdir()
+    record = _record(home)
+    log_size = len(_supervisor_log(home))
+    _up(home)
+    assert HEAD_START not in _supervisor_log(home)[log_size:]
+    assert _record(home) == record
+    _down(home)
+
 
 def test_a_record_that_the_pod_defines_otherwise_is_stopped(home: PodHome) -> None:
     _up(home)
@@ -122,20 +134,15 @@ def test_a_record_that_the_pod_defines_otherwise_is_stopped(home: PodHome) -> No
     _down(home)
 
 
-def test_a_usage_error_after_the_fork_leaves_nothing_running(home: PodHome) -> None:
+def test_a_wrong_command_line_gets_no_head_start(home: PodHome) -> None:
     _up(home)
     _down(home)
-    # `--timeout soon` passes the head start's look at the command line (it forks the
-    # supervisor and spawns Tiled), then argparse rejects it.
     out = beampod_cli(home.root, "up", "-d", "--timeout", "soon", check=False)
     assert out.returncode == 2, out
     assert "invalid float value: 'soon'" in out.stderr
     assert "Traceback" not in out.stderr
-    assert "(head start)" in home.log_file("tiled").read_text()  # it did start
-    # The supervisor is reaped by then; a SIGKILL to Tiled is delivered asynchronously.
-    wait_for(lambda: not processes_using(home.root), 20.0, "the pod's processes gone")
-    after = beampod_cli(home.root, "status", check=False)
-    assert after.returncode != 0 and "no pod is running" in after.stderr
+    assert "(head start)" not in home.log_file("tiled").read_text()
+    assert not processes_using(home.root)
 
 
 def _is_tiled(proc: psutil.Process) -> bool:

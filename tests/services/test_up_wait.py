@@ -1,5 +1,5 @@
 """`beampod up -d` sees a new state file as soon as the supervisor writes it
-(services/_control.py ``wait_for_new_state``), instead of at its next 0.1 s turn."""
+(services/_upwait.py ``wait_for_new_state``), instead of at its next 0.1 s turn."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from beampod.services._control import _file_signature, wait_for_new_state
+from beampod.services._upwait import _file_signature, wait_for_new_state
 
 
 class _Running:

@@ -5,21 +5,22 @@ from __future__ import annotations
 import sys
 
 from beampod._lazy import without_pydantic_plugins
-from beampod.cli._headstart import head_start_up
+from beampod.cli._headstart import head_start_up, wait_for_pod
 
 
 def main() -> None:
     without_pydantic_plugins()  # before the parser imports the config models
-    # `up -d` may fork its supervisor before anything else loads (its parser included).
-    head_start = head_start_up(sys.argv[1:])
+    # `up -d` with a head start forks its supervisor and waits for it without the parser
+    # and the config models (cli/_headstart.py).
+    head_started = head_start_up(sys.argv[1:])
+    if head_started is not None:
+        from beampod.cli._app import run_at_edge
+
+        request, forked = head_started
+        sys.exit(run_at_edge(lambda: wait_for_pod(request, forked), debug=request.debug))
     from beampod.cli._app import main as _main
 
-    try:
-        code = _main(head_start=head_start)
-    finally:
-        if head_start is not None:
-            head_start.abandon_unless_taken()  # stopped before `up -d` took it over
-    sys.exit(code)
+    sys.exit(_main())
 
 
 def __getattr__(name: str) -> object:

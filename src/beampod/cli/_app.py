@@ -10,13 +10,9 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
 from beampod.errors import BeampodError
-
-if TYPE_CHECKING:
-    from beampod.cli._headstart import HeadStarted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,16 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, head_start: HeadStarted | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.head_start = head_start  # `up -d`'s supervisor, forked already (cli/_headstart.py)
     # What a session re-runs under its instrument's Python (cli/_runtime.py).
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     # The process is this one command (not a caller's Python): it may import lean.
     args.whole_process = argv is None
+    return run_at_edge(lambda: int(args.func(args) or 0), debug=args.debug)
+
+
+def run_at_edge(command: Callable[[], int], *, debug: bool) -> int:
+    """Run ``command``; its errors become one readable line and an exit code (a
+    traceback only with ``--debug``)."""
     try:
-        code = int(args.func(args) or 0)
+        code = command()
         sys.stdout.flush()
         return code
     except BrokenPipeError:
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None, head_start: HeadStarted | None = Non
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except BeampodError as exc:
-        if args.debug:
+        if debug:
             traceback.print_exc()
         print(f"beampod: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None, head_start: HeadStarted | None = Non
         print("beampod: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the program's edge: no raw tracebacks for users
-        if args.debug:
+        if debug:
             traceback.print_exc()
         print(
             f"beampod: internal error: {type(exc).__name__}: {exc} "

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import time
 
+from beampod.cli._lines import progress as progress  # where the commands find it
 from beampod.config import LoadedPod, PodHome, load_pod
 
 
@@ -34,10 +34,6 @@ def add_instrument_option(parser: argparse.ArgumentParser, dest: str = "instrume
 def instrument_arg(args: argparse.Namespace) -> str | None:
     """The ``-i`` given after the action, else the one given before it."""
     return getattr(args, "instrument", None) or getattr(args, "group_instrument", None)
-
-
-def progress(msg: str) -> None:
-    print(f"  {time.strftime('%H:%M:%S')}  {msg}", flush=True)
 
 
 def human_duration(seconds: float) -> str:

@@ -1,40 +1,28 @@
-"""``beampod up -d`` with a head start (``beampod._headstart``, ADR 0035): before the
+"""``beampod up -d`` with a head start (``beampod._headstart``, ADR 35): before the
 command line imports its parser and the configuration models, fork the supervisor with
-the pod's first service spawned from its record, where one applies.
+the pod's first service spawned from its record, where one applies; then wait for the
+pod as ``up -d`` always does.
 
-The command line then does what it always does (parse, load and check the config) and
-hands the forked supervisor to ``up -d``'s wait; if it stops before that hand-over (a
-usage error, a config that fails a check), the supervisor is stopped with what it
-started."""
+The record applies only to a config that was validated and checked as it is now (its
+key: the config and secrets files' bytes) and that ``up -d`` has nothing to warn about
+(no unusable key, no instrument environments): the supervisor validates it again, and
+the command line reports what the supervisor says."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import IO
 
-from beampod._headstart import EarlyStart, Forked, detached_up, up_with_head_start
+from beampod._headstart import DetachedUp, EarlyStart, Forked, detached_up, up_with_head_start
 from beampod._podhome import PodHome
+from beampod.cli._lines import owner_only, pod_ready, progress, starting
 
 
-class HeadStarted:
-    """The supervisor a head start forked, until ``up -d`` takes it over."""
-
-    def __init__(self, forked: Forked) -> None:
-        self._forked: Forked | None = forked
-
-    def take(self) -> Forked | None:
-        forked, self._forked = self._forked, None
-        return forked
-
-    def abandon_unless_taken(self) -> None:
-        forked = self.take()
-        if forked is not None:
-            forked.abandon()
-
-
-def head_start_up(argv: Sequence[str]) -> HeadStarted | None:
-    """The head-started supervisor if ``argv`` is ``up -d`` and the pod's record
-    applies; None otherwise (the usual path then starts the pod, or reports why not)."""
+def head_start_up(argv: Sequence[str]) -> tuple[DetachedUp, Forked] | None:
+    """The ``up -d`` request and its forked supervisor if ``argv`` is ``up -d`` and the
+    pod's record applies; None otherwise (the usual path then starts the pod, or says
+    why not)."""
     request = detached_up(argv)
     if request is None:
         return None
@@ -42,7 +30,20 @@ def head_start_up(argv: Sequence[str]) -> HeadStarted | None:
         forked = up_with_head_start(PodHome.resolve(request.home), _supervise)
     except OSError:
         return None  # an unreadable home: the usual path says what is wrong with it
-    return HeadStarted(forked) if forked is not None else None
+    return (request, forked) if forked is not None else None
+
+
+def wait_for_pod(request: DetachedUp, forked: Forked) -> int:
+    """``up -d``'s output and wait, for the supervisor the head start forked."""
+    from beampod.services import start_detached
+
+    home = PodHome.resolve(request.home)
+    owner_only(home)
+    starting(home)
+    started = time.monotonic()
+    state = start_detached(home, progress, timeout=request.timeout, launched=forked)
+    pod_ready(len(state.services), time.monotonic() - started)
+    return 0
 
 
 def _supervise(home: PodHome, lock: IO[str] | None, early: EarlyStart | None) -> int:

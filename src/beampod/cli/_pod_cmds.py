@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 import yaml
 
 from beampod.cli._common import home_of, human_duration, progress, table
+from beampod.cli._lines import owner_only, pod_ready, starting
 from beampod.cli._runtime import check_instrument_runtimes
 from beampod.config import (
     HOST_ENV,
-    POD_UMASK,
     LoadedPod,
     PodHome,
     check_host,
@@ -118,17 +118,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=cmd_config_check)
 
 
-def _owner_only(home: PodHome) -> None:
-    """Everything this command and the pod create is the owner's alone; an existing
-    home that others can read is fixed, and the user is told (docs/running.md)."""
-    os.umask(POD_UMASK)
-    for line in home.secure_report():
-        print(line, file=sys.stderr)
-
-
 def cmd_init(args: argparse.Namespace) -> int:
     home = PodHome.resolve(args.init_home or args.home)
-    _owner_only(home)
+    owner_only(home)
     if args.rotate_keys:
         return _rotate_keys(home, every=args.rotate_all)
     if args.rotate_all:
@@ -181,7 +173,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from beampod.services import run_supervisor, start_detached
 
     home = home_of(args)
-    _owner_only(home)
+    owner_only(home)
     if not home.is_initialised():
         init_pod(home)
         print(f"initialised pod home {home.root}")
@@ -197,14 +189,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     check_instrument_runtimes(pod)  # a broken overlay, too (docs/environments.md)
     started = time.monotonic()
     if args.detach:
-        print(f"starting pod from {home.root} ...", flush=True)
-        head_start = getattr(args, "head_start", None)
-        launched = head_start.take() if head_start is not None else None
-        state = start_detached(home, progress, timeout=args.timeout, launched=launched)
-        print(
-            f"pod ready: {len(state.services)} services in {time.monotonic() - started:.1f} s"
-            "  (`beampod status`, `beampod shell`, `beampod down`)"
-        )
+        starting(home)
+        state = start_detached(home, progress, timeout=args.timeout)
+        pod_ready(len(state.services), time.monotonic() - started)
         return 0
     print(f"starting pod from {home.root} (Ctrl-C stops it) ...", flush=True)
     from beampod._lazy import defer_imports
@@ -365,7 +352,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         config = load_config(file, check_packages=True)
     else:
         home = home_of(args)
-        _owner_only(home)
+        owner_only(home)
         file = home.config_file
         load_config(file, check_packages=True)
         pod = load_pod(home)

@@ -13,6 +13,7 @@ from typing import IO
 
 from beampod._headstart import (
     EarlyStart,
+    Record,
     head_start_key,
     live_supervisor_pid,
     try_lock_supervisor,
@@ -26,11 +27,11 @@ from beampod.config import (
     host_placement,
     load_pod,
     this_host,
+    unusable_keys,
 )
 from beampod.errors import BeampodError, PodAlreadyRunningError, PodNotRunningError
 from beampod.services import _process
 from beampod.services._controlsock import request, serve_control
-from beampod.services._detach import Launched, launch_supervisor
 from beampod.services._policy import RestartPolicy, health_interval
 from beampod.services._runtime import up_services
 from beampod.services._starting import HeadStart, head_start_candidate, launch_of
@@ -79,6 +80,7 @@ def run_supervisor(
         # Before the load: a config edited meanwhile gets a key its record cannot match.
         key = head_start_key(home, os.environ)
         pod = load_pod(home)
+        absent = head_start_absent(pod)
         specs = up_services(pod)
         health = pod.config.pod.health
         policy = policy or RestartPolicy(
@@ -93,7 +95,14 @@ def run_supervisor(
         if placement.describe():
             progress(f"CPU placement: {placement.describe()}")
         return asyncio.run(
-            _supervise(home, specs, progress, policy, placement, HeadStart(key, head_start))
+            _supervise(
+                home,
+                specs,
+                progress,
+                policy,
+                placement,
+                HeadStart(key if absent is not None else None, head_start, absent or ()),
+            )
         )
 
 
@@ -102,14 +111,35 @@ def record_head_start(pod: LoadedPod) -> bool:
     supervisor does once that service was ready (``beampod init`` does, so that the
     first ``up -d`` of a new pod has it too). False: the pod has no such service."""
     key = head_start_key(pod.home, os.environ)
-    if key is None:
+    absent = head_start_absent(pod)
+    if key is None or absent is None:
         return False
     placement = host_placement(pod.config, this_host(pod.config), pod.home.config_file)
     for spec in up_services(pod):
         if head_start_candidate(spec):
-            write_record(pod.home, key, launch_of(spec, pod.home, placement, frozenset())[0])
+            launch = launch_of(spec, pod.home, placement, frozenset())[0]
+            write_record(pod.home, key, Record(launch, absent))
             return True
     return False
+
+
+def head_start_absent(pod: LoadedPod) -> tuple[str, ...] | None:
+    """What must stay absent for ``up -d``'s head start to apply to ``pod`` (where its
+    instrument environments would be); None: no head start for it. With a head start the
+    command line neither validates nor checks the config (the supervisor does), so only
+    a pod ``up -d`` has nothing to say about qualifies: no API key some client rejects,
+    no instrument environments (a cycle not built, an overlay that fails to import)."""
+    from beampod.envs import EnvLayout
+
+    if unusable_keys(pod.secrets):
+        return None
+    layout = EnvLayout(pod)
+    absent = (str(layout.root), str(layout.overlays_root))
+    if any(os.path.lexists(path) for path in absent):
+        return None
+    if pod.config.environments.cycles:
+        return None
+    return absent
 
 
 def supervise_detached(
@@ -177,87 +207,6 @@ def control_service(home: PodHome, op: str, service: str) -> None:
     if supervisor_pid(home) is None:
         raise PodNotRunningError(f"no pod is running from {home.root}")
     request(control_socket(home), op, service)
-
-
-# While `up -d` waits, it looks for a new state file every STATE_POLL_S (a stat: the
-# supervisor replaces the file at every change) and reads it when there is one, or every
-# STATE_WAIT_S anyway: the pod's readiness is seen within 10 ms, not up to 100.
-STATE_POLL_S = 0.01
-STATE_WAIT_S = 0.1
-
-
-def _file_signature(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns
-
-
-def wait_for_new_state(
-    path: Path, seen: tuple[int, int] | None, proc: Launched, timeout: float
-) -> bool:
-    """Until ``path`` is no longer the file whose signature was ``seen`` (True), the
-    supervisor ``proc`` exited, or ``timeout`` s passed (False)."""
-    deadline = time.monotonic() + timeout
-    while _file_signature(path) == seen:
-        if proc.poll() is not None or time.monotonic() >= deadline:
-            return False
-        time.sleep(STATE_POLL_S)  # a stat per turn, bounded by the deadline
-    return True
-
-
-def start_detached(
-    home: PodHome, progress: Progress, timeout: float = 180.0, launched: Launched | None = None
-) -> PodState:
-    """Start a supervisor in the background; return once every service is ready.
-
-    Gives up after ``timeout`` s in which no service changed state: a facility that
-    starts its services a few at a time (admission) may take longer in all, but it
-    keeps making progress. ``launched``: the supervisor forked already (``up -d``'s
-    head start, ``beampod._headstart``)."""
-    log = home.log_file("supervisor")
-    if launched is None:
-        if supervisor_pid(home):
-            raise PodAlreadyRunningError(
-                f"a pod is already running from {home.root} (see `beampod status`)"
-            )
-        home.state_file.unlink(missing_ok=True)
-        log.parent.mkdir(parents=True, exist_ok=True)
-    proc = launched or launch_supervisor(home, log)
-    seen: dict[str, str] = {}
-    said: dict[str, str] = {}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        seen_file = _file_signature(home.state_file)
-        state = read_state(home.state_file)
-        if state is not None:
-            for name, svc in state.services.items():
-                if seen.get(name) != svc.state:
-                    seen[name] = svc.state
-                    deadline = time.monotonic() + timeout
-                    if svc.state in ("starting", "ready", "failed"):
-                        extra = f" at {svc.address}" if svc.state == "ready" and svc.address else ""
-                        progress(f"{name}: {svc.state}{extra}")
-                if svc.message.startswith("still starting") and said.get(name) != svc.message:
-                    # More time for a start that is busy (services/_supervisor.py): progress.
-                    said[name] = svc.message
-                    deadline = time.monotonic() + timeout
-                    progress(f"{name}: {svc.message}")
-            if state.phase == "running":
-                return state
-            if state.phase in ("failed", "stopped") and proc.poll() is not None:
-                raise BeampodError(state.message or "pod failed to start")
-        if proc.poll() is not None and (state is None or state.phase not in ("stopping",)):
-            state = read_state(home.state_file)
-            if state is not None and state.message:
-                raise BeampodError(state.message)
-            raise BeampodError("supervisor exited during start-up:\n" + _process.tail(log, 15))
-        wait_for_new_state(home.state_file, seen_file, proc, STATE_WAIT_S)
-    stop_pod(home, progress)
-    raise BeampodError(
-        f"pod not ready: no service changed state for {timeout:.0f} s; see `beampod logs`"
-    )
 
 
 def stop_pod(home: PodHome, progress: Progress, timeout: float = 60.0) -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from beampod._headstart import Forked, can_fork, fork_detached
-from beampod.config import PodHome
+from beampod._podhome import PodHome
 
 
 class Launched(Protocol):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from beampod._autogroup import autogroup_nice, set_autogroup_nice
-from beampod._headstart import EarlyStart, Spawned, open_service_log, write_record
+from beampod._headstart import EarlyStart, Record, Spawned, open_service_log, write_record
 from beampod._preload import early_argv
 from beampod.config import RUNENGINE_CPUS_ENV, Placement, PodHome, format_cpu_list
 from beampod.errors import BeampodError
@@ -51,6 +51,7 @@ class HeadStart:
 
     key: str | None = None
     early: EarlyStart | None = None
+    absent: tuple[str, ...] = ()  # Record.absent
 
 
 def head_start_candidate(spec: ServiceSpec) -> bool:
@@ -169,7 +170,8 @@ class ServiceStarter:
                 svc.ready.set()
                 if self._head_start.key and head_start_candidate(spec):
                     # After `ready`: a millisecond of file writing, not on `up`'s path.
-                    write_record(self._home, self._head_start.key, launch)
+                    record = Record(launch, self._head_start.absent)
+                    write_record(self._home, self._head_start.key, record)
             elif not self._stopping:
                 # Not ready in time: nothing of this attempt may outlive it, or the
                 # next start finds its ports taken (a restart after a full disk would
