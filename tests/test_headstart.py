@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +83,10 @@ def test_a_record_is_read_back_only_under_its_key(tmp_path: Path) -> None:
     assert record.applies()
     envs.mkdir()  # an instrument environment appeared: `up` has to check it
     assert not record.applies()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        taken = Record(record.spawned, (), (("127.0.0.1", holder.getsockname()[1], False),))
+        assert not taken.applies()  # the supervisor's own check names what holds it
     assert read_record(home, "k2") is None
     body = json.loads(path.read_text())
     for broken in ({**body, "version": 99}, {**body, "env": {"A": 1}}, {"key": "k1"}):

@@ -15,10 +15,12 @@ supervisor lock) is to spawn that service from the record, before it imports any
 of beampod's configuration. The supervisor then loads and validates the config as
 always and *adopts* the process only if its definition spawns exactly what was spawned;
 otherwise, and whenever the pod does not start, the early process is stopped. A changed
-or broken config changes the key: no head start, nothing spawned before validation.
+or broken config changes the key: no head start, nothing spawned before validation. The
+command line then only waits for the pod (``cli/_headstart.py``); the record is made
+only for a pod about which ``up -d`` would have nothing else to say.
 
-Standard library only (and ``beampod._podhome``): this runs before the command line
-imports anything else.
+Standard library only (and ``beampod._podhome``, ``beampod._net``): this runs before the
+command line imports anything else.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from typing import IO, TYPE_CHECKING
 if TYPE_CHECKING:  # asyncio is ~30 ms to import, before `up -d` forks: the supervisor's
     import asyncio
 
+from beampod._net import port_is_free
 from beampod._podhome import POD_UMASK, PodHome
 
 RECORD_NAME = "head-start.json"
@@ -137,17 +140,6 @@ class Forked:
             time.sleep(0.01)  # polling the child, bounded by the deadline
         return code
 
-    def abandon(self, timeout: float = 30.0) -> None:
-        """Stop the child (which stops whatever it started) and reap it."""
-        if self.poll() is not None:
-            return
-        os.kill(self.pid, signal.SIGTERM)
-        try:
-            self.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(self.pid, signal.SIGKILL)
-            self.wait()
-
 
 def can_fork() -> bool:
     """Forking is safe here: Linux, and no other thread that the child would lose."""
@@ -227,9 +219,13 @@ class Record:
 
     spawned: Spawned
     absent: tuple[str, ...] = ()
+    # (host, port, udp) it binds: taken, the supervisor's own check names what holds it.
+    ports: tuple[tuple[str, int, bool], ...] = ()
 
     def applies(self) -> bool:
-        return not any(os.path.lexists(path) for path in self.absent)
+        return not any(os.path.lexists(path) for path in self.absent) and all(
+            port_is_free(host, port, udp) for host, port, udp in self.ports
+        )
 
 
 def write_record(home: PodHome, key: str, record: Record) -> None:
@@ -243,6 +239,7 @@ def write_record(home: PodHome, key: str, record: Record) -> None:
         "env": spawned.env,
         "cwd": spawned.cwd,
         "absent": list(record.absent),
+        "ports": [list(p) for p in record.ports],
     }
     path = record_path(home)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -268,7 +265,8 @@ def read_record(home: PodHome, key: str) -> Record | None:
             env={str(k): v for k, v in env.items()},
             cwd=cwd if isinstance(cwd, str) else None,
         )
-        return Record(spawned, tuple(str(p) for p in body["absent"]))
+        ports = tuple((str(h), int(p), bool(u)) for h, p, u in body["ports"])
+        return Record(spawned, tuple(str(p) for p in body["absent"]), ports)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 import yaml
 from tests._pods import data_path_only, down_leaving_nothing
 from tests.conftest import beampod_cli, processes_using
+from tests.datapath._helpers import wait_for
 
 from beampod.config import PodHome
 
@@ -143,6 +145,21 @@ def test_a_wrong_command_line_gets_no_head_start(home: PodHome) -> None:
     assert "Traceback" not in out.stderr
     assert "(head start)" not in home.log_file("tiled").read_text()
     assert not processes_using(home.root)
+
+
+def test_a_taken_port_gets_no_head_start_and_is_named(home: PodHome) -> None:
+    _up(home)
+    _down(home)
+    port = int(str(_record(home)["ports"][0][1]))  # type: ignore[index]
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # Tiled's TIME_WAITs
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        out = beampod_cli(home.root, "up", "-d", check=False)
+    assert out.returncode != 0, out
+    assert f"port {port} on 127.0.0.1 is already in use; service 'tiled' needs it" in out.stderr
+    assert "(head start)" not in home.log_file("tiled").read_text()
+    wait_for(lambda: not processes_using(home.root), 20.0, "the pod's processes gone")
 
 
 def _is_tiled(proc: psutil.Process) -> bool:

@@ -34,7 +34,12 @@ from beampod.services import _process
 from beampod.services._controlsock import request, serve_control
 from beampod.services._policy import RestartPolicy, health_interval
 from beampod.services._runtime import up_services
-from beampod.services._starting import HeadStart, head_start_candidate, launch_of
+from beampod.services._starting import (
+    HeadStart,
+    claimed_ports,
+    head_start_candidate,
+    launch_of,
+)
 from beampod.services._state import PodState, read_state
 from beampod.services._supervisor import Supervisor
 
@@ -118,7 +123,7 @@ def record_head_start(pod: LoadedPod) -> bool:
     for spec in up_services(pod):
         if head_start_candidate(spec):
             launch = launch_of(spec, pod.home, placement, frozenset())[0]
-            write_record(pod.home, key, Record(launch, absent))
+            write_record(pod.home, key, Record(launch, absent, claimed_ports(spec)))
             return True
     return False
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from beampod._net import accepts_connections
+from beampod._net import port_is_free as port_is_free  # services export it
 
 
 class Probe(Protocol):
@@ -174,15 +174,3 @@ def log_of(probe: Probe) -> Path | None:
     if isinstance(probe, AllProbes):
         return next((p for p in map(log_of, probe.probes) if p is not None), None)
     return None
-
-
-def port_is_free(host: str, port: int, udp: bool = False) -> bool:
-    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
-    with socket.socket(socket.AF_INET, kind) as s:
-        if not udp:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True

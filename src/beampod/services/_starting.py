@@ -62,6 +62,10 @@ def head_start_candidate(spec: ServiceSpec) -> bool:
     )
 
 
+def claimed_ports(spec: ServiceSpec) -> tuple[tuple[str, int, bool], ...]:
+    return tuple((claim.host, claim.port, claim.udp) for claim in spec.ports)
+
+
 def launch_of(
     spec: ServiceSpec, home: PodHome, placement: Placement, leaves: frozenset[str]
 ) -> tuple[Spawned, bool]:
@@ -170,7 +174,7 @@ class ServiceStarter:
                 svc.ready.set()
                 if self._head_start.key and head_start_candidate(spec):
                     # After `ready`: a millisecond of file writing, not on `up`'s path.
-                    record = Record(launch, self._head_start.absent)
+                    record = Record(launch, self._head_start.absent, claimed_ports(spec))
                     write_record(self._home, self._head_start.key, record)
             elif not self._stopping:
                 # Not ready in time: nothing of this attempt may outlive it, or the
