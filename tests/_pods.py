@@ -84,6 +84,15 @@ def free_port(taken: Collection[int] = ()) -> int:
             return port
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` different free ports (``free_port`` alone may hand out one port twice: the
+    kernel gives a released port out again)."""
+    ports: list[int] = []
+    for _ in range(n):
+        ports.append(free_port(ports))
+    return ports
+
+
 def without_queue_agent_web(cfg: dict[str, Any]) -> None:
     """No queue server (manager, worker, HTTP API, Redis), agent or web console: for pods
     whose tests only publish, store and read back. Fewer processes to start and to keep

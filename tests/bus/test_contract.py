@@ -30,7 +30,7 @@ from beampod.bus import (
     run_uid_of,
 )
 from beampod.config import LoadedPod
-from tests._pods import free_port
+from tests._pods import free_ports
 
 from ._docs import Doc, assert_docs_equal, run_plan
 from ._natsproc import NatsProcess
@@ -53,7 +53,7 @@ def _wait_tcp(port: int, proc: subprocess.Popen[bytes], deadline_s: float = 15.0
 
 @pytest.fixture
 def zmq_proxy() -> Iterator[tuple[str, str]]:
-    in_port, out_port = free_port(), free_port()
+    in_port, out_port = free_ports(2)
     exe = Path(sysconfig.get_path("scripts")) / "bluesky-0MQ-proxy"
     argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "bluesky.commandline.zmq_proxy"]
     proc = subprocess.Popen(

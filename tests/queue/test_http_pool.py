@@ -22,7 +22,7 @@ from beampod.queue import QueueFiles, write_http_config
 from beampod.queue._http_main import instruments_of, shared_settings
 from beampod.queue._http_pool import ResourcesByInstrument
 from tests._fresh import fresh_json
-from tests._pods import free_port
+from tests._pods import free_ports
 from tests.datapath._helpers import wait_for
 from tests.web._homes import three_queue_instruments
 
@@ -116,7 +116,7 @@ def _answers(port: int) -> str | None:
 
 
 def test_members_serve_side_by_side_and_stop_together_on_sigterm(tmp_path: Path) -> None:
-    ports = [free_port(), free_port()]
+    ports = free_ports(2)
     proc = subprocess.Popen([sys.executable, "-c", _SERVE, *map(str, ports)])
     try:
         wait_for(lambda: all(_answers(p) for p in ports), 30, "both members to answer")
@@ -133,7 +133,7 @@ def test_members_serve_side_by_side_and_stop_together_on_sigterm(tmp_path: Path)
 def test_a_member_that_cannot_start_ends_the_whole_pool() -> None:
     import socket
 
-    ports = [free_port(), free_port()]
+    ports = free_ports(2)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", ports[1]))
         taken.listen()

@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 
 from beampod.config import LoadedPod
-from tests._pods import free_port, mini_beamline_only, started_pod, without_queue_agent_web
+from tests._pods import (
+    free_ports,
+    mini_beamline_only,
+    started_pod,
+    without_queue_agent_web,
+)
 from tests._tansu import TansuBroker
 
 
@@ -36,7 +41,8 @@ def kafka_pod(tansu: TansuBroker) -> Iterator[LoadedPod]:
 @pytest.fixture(scope="module")
 def zmq_pod() -> Iterator[LoadedPod]:
     def edit(cfg: dict[str, Any]) -> None:
-        cfg["bus"] = {"transport": "zmq", "in_port": free_port(), "out_port": free_port()}
+        in_port, out_port = free_ports(2)
+        cfg["bus"] = {"transport": "zmq", "in_port": in_port, "out_port": out_port}
         without_queue_agent_web(cfg)
         mini_beamline_only(cfg)  # the tests run scans of pinhole and motor_ph
 

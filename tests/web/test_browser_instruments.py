@@ -15,7 +15,7 @@ import pytest
 from beampod.config import LoadedPod, queue_servers
 from beampod.web import build_app, build_console
 from beampod.web._live import Link, LiveFeed
-from tests._pods import free_port
+from tests._pods import free_ports
 from tests.datapath._helpers import wait_for
 from tests.web._browser import chromium_or_skip, wait_js
 from tests.web._homes import pod_home, two_instruments
@@ -36,9 +36,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Load
     import uvicorn
 
     instruments = two_instruments()
+    ports = iter(free_ports(6))
     for entry in instruments.values():
-        ports = ("http_port", "control_port", "info_port")
-        entry["queue"] = {"enabled": True, **{p: free_port() for p in ports}}
+        keys = ("http_port", "control_port", "info_port")
+        entry["queue"] = {"enabled": True, **{key: next(ports) for key in keys}}
     pod = pod_home(tmp_path_factory.mktemp("binst") / "pod", instruments=instruments)
     # Nobody is the pod owner: every page needs a key.
     console = build_console(pod, devices=False, peer_uid=lambda c, s: None)

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from beampod.config import LoadedPod, queue_servers
 from beampod.web import build_app, build_console
-from tests._pods import free_port
+from tests._pods import free_ports
 from tests.web._homes import pod_home, two_instruments
 from tests.web.test_app import csrf_of, login
 
@@ -28,9 +28,10 @@ async def _no_documents(link: Any) -> Any:
 @pytest.fixture(scope="module")
 def facility(tmp_path_factory: pytest.TempPathFactory) -> LoadedPod:
     instruments = two_instruments()
+    ports = iter(free_ports(6))
     for entry in instruments.values():
-        ports = ("http_port", "control_port", "info_port")
-        entry["queue"] = {"enabled": True, **{p: free_port() for p in ports}}
+        keys = ("http_port", "control_port", "info_port")
+        entry["queue"] = {"enabled": True, **{key: next(ports) for key in keys}}
     return pod_home(tmp_path_factory.mktemp("inst") / "pod", instruments=instruments)
 
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from beampod._lazy import without_pydantic_plugins
 from beampod.cli._headstart import head_start_up, wait_for_pod
+
+if TYPE_CHECKING:
+    from beampod.cli._app import build_parser
 
 
 def main() -> None:
