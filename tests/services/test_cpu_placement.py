@@ -9,6 +9,7 @@ through ``beampod config check``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -161,12 +162,22 @@ def test_services_run_on_the_background_cpus_and_runengines_on_the_rest(
     assert {s["cpus"] for s in status["services"].values()} == {background}
     assert f"CPU {background}" in beampod_cli(root, "status").stdout
 
-    # The queue server's worker: the younger of the service process's two children (the
-    # RE Manager, then the worker of the environment `up` opened).
+    # The queue server's worker, one of the watchdog's two children (the RE Manager, and
+    # the worker of the environment `up` opened): the one on the RunEngine's CPUs. Not
+    # "the younger": on a loaded machine the watchdog may have restarted the manager.
     watchdog = psutil.Process(status["services"]["queue"]["pid"])
+
+    def on_runengine_cpus() -> list[int]:
+        found = []
+        for child in watchdog.children():
+            with contextlib.suppress(OSError):  # ended meanwhile
+                if _allowed(child.pid) == {rest}:
+                    found.append(child.pid)
+        return found
+
     wait_for(lambda: len(watchdog.children()) == 2, 60.0, "the queue worker")
-    worker = max(watchdog.children(), key=lambda p: p.create_time()).pid
-    wait_for(lambda: _allowed(worker) == {rest}, 60.0, "the worker on the RunEngine's CPUs")
+    wait_for(lambda: len(on_runengine_cpus()) == 1, 60.0, "the worker on the RunEngine's CPUs")
+    (worker,) = on_runengine_cpus()
 
     for name, svc in status["services"].items():
         leader = psutil.Process(svc["pid"])
