@@ -40,7 +40,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # asyncio is ~30 ms to import, before `up -d` forks: the supervisor's
     import asyncio
@@ -63,11 +63,22 @@ def die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-def child_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The whole environment of a service: the supervisor's, with the service's own."""
+def spawn_options(env: Mapping[str, str], log: IO[bytes], cwd: str | None) -> dict[str, Any]:
+    """How every service is spawned, by the supervisor (``asyncio.create_subprocess_exec``)
+    and by the head start (``subprocess.Popen``) alike: the supervisor's environment with
+    the service's own, output to its log, a session of its own, and the parent-death
+    signal."""
     full = dict(os.environ) | dict(env)
     full.setdefault("PYTHONUNBUFFERED", "1")
-    return full
+    return {
+        "stdin": subprocess.DEVNULL,
+        "stdout": log,
+        "stderr": subprocess.STDOUT,
+        "env": full,
+        "cwd": cwd,
+        "start_new_session": True,
+        "preexec_fn": die_with_parent,
+    }
 
 
 def open_service_log(log: Path, name: str, again: str = "") -> int:
@@ -344,22 +355,13 @@ def spawn_early(home: PodHome, spawned: Spawned) -> EarlyStart:
     log = home.log_file(spawned.name)
     offset = open_service_log(log, spawned.name, " (head start)")
     with log.open("ab") as out:
-        popen = subprocess.Popen(
-            spawned.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=child_env(spawned.env),
-            cwd=spawned.cwd,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
+        popen = subprocess.Popen(spawned.argv, **spawn_options(spawned.env, out, spawned.cwd))
     return EarlyStart(spawned, popen, offset)
 
 
 # -- `up -d` with a head start ---------------------------------------------------------
 
-SupervisorMain = Callable[[PodHome, "IO[str] | None", "EarlyStart | None"], int]
+SupervisorMain = Callable[[PodHome, IO[str] | None, EarlyStart | None], int]
 
 
 def up_with_head_start(home: PodHome, supervise: SupervisorMain) -> Forked | None:
@@ -392,13 +394,17 @@ def up_with_head_start(home: PodHome, supervise: SupervisorMain) -> Forked | Non
     return fork_detached(log, child)
 
 
+#: How long ``up -d`` waits for a change of any service's state (``--timeout``).
+UP_TIMEOUT_S = 180.0
+
+
 @dataclass(frozen=True)
 class DetachedUp:
     """A command line that is ``up -d`` and nothing more."""
 
     home: str | None = None
     debug: bool = False
-    timeout: float = 180.0  # `up`'s own default
+    timeout: float = UP_TIMEOUT_S
 
 
 def detached_up(argv: Sequence[str]) -> DetachedUp | None:
@@ -419,7 +425,7 @@ def detached_up(argv: Sequence[str]) -> DetachedUp | None:
         else:
             return None
     detach = False
-    timeout = DetachedUp.timeout
+    timeout = UP_TIMEOUT_S
     rest = args[1:]
     while rest:
         opt = rest.pop(0)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from beampod._headstart import UP_TIMEOUT_S
 from beampod.cli._common import home_of, human_duration, progress, table
 from beampod.cli._lines import owner_only, pod_ready, starting
 from beampod.cli._runtime import check_instrument_runtimes
@@ -64,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--timeout",
         type=float,
-        default=180.0,
+        default=UP_TIMEOUT_S,
         help="with -d: give up after this many seconds in which no service changed state",
     )
     p.add_argument(

@@ -13,7 +13,6 @@ from typing import IO
 
 from beampod._headstart import (
     EarlyStart,
-    Record,
     head_start_key,
     live_supervisor_pid,
     try_lock_supervisor,
@@ -36,8 +35,8 @@ from beampod.services._policy import RestartPolicy, health_interval
 from beampod.services._runtime import up_services
 from beampod.services._starting import (
     HeadStart,
-    claimed_ports,
     head_start_candidate,
+    head_start_record,
     launch_of,
 )
 from beampod.services._state import PodState, read_state
@@ -123,7 +122,7 @@ def record_head_start(pod: LoadedPod) -> bool:
     for spec in up_services(pod):
         if head_start_candidate(spec):
             launch = launch_of(spec, pod.home, placement, frozenset())[0]
-            write_record(pod.home, key, Record(launch, absent, claimed_ports(spec)))
+            write_record(pod.home, key, head_start_record(spec, launch, absent))
             return True
     return False
 

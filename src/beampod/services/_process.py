@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from beampod._headstart import child_env, die_with_parent
+from beampod._headstart import spawn_options
 
 
 class ChildProcess(Protocol):
@@ -41,14 +41,7 @@ async def spawn(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-            env=child_env(env),
-            cwd=str(cwd) if cwd else None,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
+            *argv, **spawn_options(env, log, str(cwd) if cwd else None)
         )
 
 

@@ -62,8 +62,10 @@ def head_start_candidate(spec: ServiceSpec) -> bool:
     )
 
 
-def claimed_ports(spec: ServiceSpec) -> tuple[tuple[str, int, bool], ...]:
-    return tuple((claim.host, claim.port, claim.udp) for claim in spec.ports)
+def head_start_record(spec: ServiceSpec, launch: Spawned, absent: tuple[str, ...]) -> Record:
+    """What the next ``up -d`` needs to spawn ``spec`` as ``launch`` did, and when not to."""
+    ports = tuple((claim.host, claim.port, claim.udp) for claim in spec.ports)
+    return Record(launch, absent, ports)
 
 
 def launch_of(
@@ -174,7 +176,7 @@ class ServiceStarter:
                 svc.ready.set()
                 if self._head_start.key and head_start_candidate(spec):
                     # After `ready`: a millisecond of file writing, not on `up`'s path.
-                    record = Record(launch, self._head_start.absent, claimed_ports(spec))
+                    record = head_start_record(spec, launch, self._head_start.absent)
                     write_record(self._home, self._head_start.key, record)
             elif not self._stopping:
                 # Not ready in time: nothing of this attempt may outlive it, or the
