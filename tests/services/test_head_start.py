@@ -22,6 +22,7 @@ from tests._pods import data_path_only, down_leaving_nothing
 from tests.conftest import beampod_cli, processes_using
 from tests.datapath._helpers import wait_for
 
+from beampod._headstart import head_start_key
 from beampod.config import PodHome
 
 HEAD_START = "starting tiled (head start)"
@@ -160,6 +161,38 @@ def test_a_taken_port_gets_no_head_start_and_is_named(home: PodHome) -> None:
     assert f"port {port} on 127.0.0.1 is already in use; service 'tiled' needs it" in out.stderr
     assert "(head start)" not in home.log_file("tiled").read_text()
     wait_for(lambda: not processes_using(home.root), 20.0, "the pod's processes gone")
+
+
+def test_a_config_invalid_since_its_record_fails_as_without_a_head_start(
+    home: PodHome,
+) -> None:
+    _up(home)
+    _down(home)
+    # As if a beampod upgrade no longer accepted the config the record was made for: the
+    # record's key is the now invalid config's, so `up -d` forks with a head start and
+    # only the supervisor finds the problem.
+    cfg = yaml.safe_load(home.config_file.read_text())
+    cfg["pod"]["no_such_setting"] = 1
+    home.config_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    record = _record(home)
+    record["key"] = head_start_key(home, os.environ)
+    (home.run_dir / "head-start.json").write_text(json.dumps(record))
+
+    head_started = beampod_cli(home.root, "up", "-d", check=False)
+    assert "(head start)" in home.log_file("tiled").read_text()
+    assert not processes_using(home.root)  # the early Tiled was stopped before the exit
+    (home.run_dir / "head-start.json").unlink()
+    usual = beampod_cli(home.root, "up", "-d", check=False)
+
+    # The same one message and exit code as the usual path's config check.
+    assert usual.returncode == 2, usual
+    assert "no_such_setting" in usual.stderr
+    assert (head_started.returncode, head_started.stderr) == (
+        usual.returncode,
+        usual.stderr,
+    ), head_started.stderr
+    assert "Traceback" not in head_started.stderr
+    assert not processes_using(home.root)
 
 
 def _is_tiled(proc: psutil.Process) -> bool:

@@ -39,7 +39,7 @@ from beampod.services._starting import (
     head_start_record,
     launch_of,
 )
-from beampod.services._state import PodState, read_state
+from beampod.services._state import PodState, read_state, write_state
 from beampod.services._supervisor import Supervisor
 
 Progress = Callable[[str], None]
@@ -163,7 +163,28 @@ def supervise_detached(
         return run_supervisor(home, progress, lock=lock, head_start=head_start)
     except BeampodError as exc:
         progress(f"error: {exc}")
+        _record_failure(home, exc)
         return exc.exit_code
+
+
+def _record_failure(home: PodHome, exc: BeampodError) -> None:
+    """Leave ``exc`` in the state file for ``up -d`` to report as the one message it is,
+    unless the supervisor already said why it stopped there. With a head start the
+    command line did not validate the config first (ADR 35): the supervisor's error is
+    then the only place a config problem is found."""
+    state = read_state(home.state_file)
+    if state is not None and state.message:
+        return
+    write_state(
+        home.state_file,
+        PodState(
+            supervisor_pid=os.getpid(),
+            phase="failed",
+            message=str(exc),
+            updated_at=time.time(),
+            exit_code=exc.exit_code,
+        ),
+    )
 
 
 async def _supervise(

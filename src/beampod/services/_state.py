@@ -44,6 +44,9 @@ class PodState:
     # CPUs a RunEngine of this pod takes ("": not pinned).
     placement: str = ""
     runengine_cpus: str = ""
+    # A supervisor that failed before it could run the pod (its config, say): the exit
+    # code of its error, for `up -d` to exit with (0: none recorded).
+    exit_code: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +62,7 @@ class PodState:
             services=services,
             placement=data.get("placement", ""),
             runengine_cpus=data.get("runengine_cpus", ""),
+            exit_code=data.get("exit_code", 0),
         )
 
 

@@ -48,6 +48,16 @@ def wait_for_new_state(
     return True
 
 
+def _failed(message: str, state: PodState) -> BeampodError:
+    """The supervisor's error as the command line reports it: its message, and its exit
+    code where the supervisor recorded one (2 for an invalid config, as without a head
+    start)."""
+    error = BeampodError(message)
+    if state.exit_code:
+        error.exit_code = state.exit_code
+    return error
+
+
 def start_detached(
     home: PodHome, progress: Progress, timeout: float = 180.0, launched: Launched | None = None
 ) -> PodState:
@@ -88,11 +98,11 @@ def start_detached(
             if state.phase == "running":
                 return state
             if state.phase in ("failed", "stopped") and proc.poll() is not None:
-                raise BeampodError(state.message or "pod failed to start")
+                raise _failed(state.message or "pod failed to start", state)
         if proc.poll() is not None and (state is None or state.phase not in ("stopping",)):
             state = read_state(home.state_file)
             if state is not None and state.message:
-                raise BeampodError(state.message)
+                raise _failed(state.message, state)
             from beampod.services._process import tail
 
             raise BeampodError("supervisor exited during start-up:\n" + tail(log, 15))
