@@ -14,7 +14,6 @@ import psutil
 import pytest
 
 from beampod._headstart import (
-    AdoptedProcess,
     DetachedUp,
     EarlyStart,
     Record,
@@ -25,6 +24,7 @@ from beampod._headstart import (
     write_record,
 )
 from beampod._podhome import PodHome
+from beampod._spawning import AdoptedProcess
 from tests.datapath._helpers import wait_for
 
 

@@ -11,13 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from beampod._headstart import (
-    EarlyStart,
-    head_start_key,
-    live_supervisor_pid,
-    try_lock_supervisor,
-    write_record,
-)
+from beampod._headstart import EarlyStart, head_start_key, write_record
+from beampod._spawning import live_supervisor_pid, try_lock_supervisor
 from beampod.config import (
     POD_UMASK,
     LoadedPod,

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Protocol
 
-from beampod._headstart import Forked, can_fork, fork_detached
 from beampod._podhome import PodHome
+from beampod._spawning import Forked, can_fork, fork_detached
 
 
 class Launched(Protocol):

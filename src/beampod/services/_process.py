@@ -16,12 +16,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from beampod._headstart import spawn_options
+from beampod._spawning import spawn_options
 
 
 class ChildProcess(Protocol):
     """What the supervisor needs of a service's process: ``asyncio.subprocess.Process``,
-    or one spawned before the event loop and adopted (``beampod._headstart``)."""
+    or one spawned before the event loop and adopted (``beampod._spawning``)."""
 
     @property
     def pid(self) -> int: ...

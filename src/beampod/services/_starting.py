@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from beampod._autogroup import autogroup_nice, set_autogroup_nice
-from beampod._headstart import EarlyStart, Record, Spawned, open_service_log, write_record
+from beampod._headstart import EarlyStart, Record, Spawned, write_record
 from beampod._preload import early_argv
+from beampod._spawning import open_service_log
 from beampod.config import RUNENGINE_CPUS_ENV, Placement, PodHome, format_cpu_list
 from beampod.errors import BeampodError
 from beampod.services import _process

@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from beampod._headstart import live_supervisor_pid
 from beampod._podhome import PodHome
+from beampod._spawning import live_supervisor_pid
 from beampod.errors import BeampodError, PodAlreadyRunningError
 from beampod.services._detach import Launched, launch_supervisor
 from beampod.services._state import PodState, read_state
