@@ -40,13 +40,15 @@ def session_iocs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningIo
 
 
 def run_session(
-    home: Path, mode: str, *texts: str, timeout: float = 120
+    home: Path, mode: str, *texts: str, timeout: float = 120, umask: int = -1
 ) -> subprocess.CompletedProcess[str]:
-    """``mode`` "shell": run_shell(pod, texts[0]); "run": run_plan_expression per text."""
+    """``mode`` "shell": run_shell(pod, texts[0]); "run": run_plan_expression per text.
+    ``umask``: the session's (-1: this process's)."""
     return subprocess.run(
         [sys.executable, "-c", _RUNNER, str(home), mode, *texts],
         capture_output=True,
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
+        umask=umask,
     )

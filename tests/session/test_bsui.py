@@ -83,11 +83,15 @@ print("SAME", peaks is bec.peaks)
 @pytest.mark.pod
 def test_headless_scan_writes_a_png_and_fills_bec_peaks(session_iocs: RunningIocs) -> None:
     home = session_iocs.pod.home.root
-    proc = run_session(home, "shell", PLOT_CODE)
+    # A user's usual umask: what the session writes into the pod home stays the owner's.
+    proc = run_session(home, "shell", PLOT_CODE, umask=0o022)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     path = Path(_value(proc.stdout, r"^plot: (\S+\.png)$"))
     assert path.parent == home / "plots"
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    counter = session_iocs.pod.home.data_dir / "scan_id" / session_iocs.pod.config.instrument_name
+    for private in (path, counter):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
     assert re.fullmatch(r"\d+-[0-9a-f]{8}\.png", path.name), path.name
     data = path.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 5_000

@@ -36,6 +36,15 @@ def plots_dir(pod: LoadedPod) -> Path:
     return path
 
 
+def save_private_png(fig: Any, path: Path) -> None:
+    """Write ``fig`` to ``path`` as the owner's alone (0600, like the rest of the pod
+    home), whatever the session's umask: `up` would otherwise find it readable by others
+    and say so."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
+
+
 def plot_file_name(start: dict[str, Any], suffix: str = "") -> str:
     scan_id = start.get("scan_id")
     uid8 = str(start.get("uid", "run"))[:8]
@@ -72,7 +81,7 @@ def saving_best_effort_callback(pod: LoadedPod, *, out: IO[str] | None = None) -
                 for n, fig in enumerate(self._run_figures):
                     suffix = f"-{n + 1}" if n else ""
                     path = plots_dir(pod) / plot_file_name(start, suffix)
-                    fig.savefig(path, dpi=100)
+                    save_private_png(fig, path)
                     print(f"plot: {path}", file=out or sys.stdout, flush=True)
             finally:
                 self._close_figures()

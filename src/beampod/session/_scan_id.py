@@ -18,11 +18,12 @@ from typing import Any
 class ScanIdCounter:
     def __init__(self, path: Path) -> None:
         self._path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def __call__(self, md: Mapping[str, Any]) -> int:
         """bluesky's ``scan_id_source`` signature: return the next scan_id."""
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        # The owner's alone, like the rest of the pod home, whatever the session's umask.
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             raw = os.read(fd, 64).decode().strip()
