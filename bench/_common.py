@@ -37,6 +37,23 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+def median_interval(
+    values: Sequence[float], level: float = 0.9, resamples: int = 2000, seed: int = 1
+) -> tuple[float, float]:
+    """A bootstrap interval of the median of ``values`` (percentiles of the medians of
+    ``resamples`` resamples with replacement): how far the median of this many pairs
+    could move on the same code. Seeded: the same values give the same interval."""
+    if len(values) < 2:
+        return (float("nan"), float("nan"))
+    import random
+
+    rng = random.Random(seed)
+    n = len(values)
+    medians = [statistics.median(rng.choices(values, k=n)) for _ in range(resamples)]
+    tail = (1 - level) / 2 * 100
+    return percentile(medians, tail), percentile(medians, 100 - tail)
+
+
 def summary(values: Sequence[float], unit: str = "ms") -> str:
     return (
         f"n={len(values)} p50={percentile(values, 50):.2f}{unit} "

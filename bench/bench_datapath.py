@@ -53,7 +53,15 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _breakdown import Breakdown
-from _common import WorkerThread, load_average, machine, percentile, service_cpu_s, summary
+from _common import (
+    WorkerThread,
+    load_average,
+    machine,
+    median_interval,
+    percentile,
+    service_cpu_s,
+    summary,
+)
 from _placement import MODES
 from _placement import apply as apply_placement
 
@@ -175,13 +183,15 @@ def speed(pod: Any, args: argparse.Namespace) -> dict[str, list[float]]:
     )
     print(
         f"  {'config':28} {'N':>6} {'median ev/s':>12} {'ratio median':>13} "
-        f"{'ratio min':>10} {'ratio max':>10}"
+        f"{'ratio min':>10} {'ratio max':>10} {'median, 90 % interval':>22}"
     )
     print(f"  {'bare':28} {'':>6} {statistics.median(rates['bare']):12.0f}")
     for name, rs in ratios.items():
+        lo, hi = median_interval(rs)
         print(
             f"  {name:28} {sizes[name]:6d} {statistics.median(rates[name]):12.0f} "
-            f"{statistics.median(rs):13.3f} {min(rs):10.3f} {max(rs):10.3f}"
+            f"{statistics.median(rs):13.3f} {min(rs):10.3f} {max(rs):10.3f} "
+            f"{f'{lo:.3f}-{hi:.3f}':>22}"
         )
     print("  target: publisher ratio >= 0.97")
     breakdown.print()
@@ -532,7 +542,7 @@ def main() -> None:
         if args.placement == "pod":
             cpus = pin_to_runengine_cpus(pod)
             print(f"this process (the RunEngines) pinned to CPUs {sorted(cpus or [])}")
-        results: dict[str, float] = {}
+        results: dict[str, Any] = {}
         if not args.skip_speed:
             ratios = speed(pod, args)
             for mode in _modes(args):
@@ -542,6 +552,9 @@ def main() -> None:
                     ratios["publisher, writer stopped" + tag]
                 )
                 results["ratio_whole_pod" + sfx] = statistics.median(ratios["publisher" + tag])
+                results["ratio_whole_pod_interval" + sfx] = median_interval(
+                    ratios["publisher" + tag]
+                )
         results.update(latency(pod, args))
         if len(_modes(args)) > 1:  # the table's figures: the default's (off: unpinned)
             results |= {
