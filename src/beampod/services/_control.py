@@ -170,16 +170,11 @@ def _record_failure(home: PodHome, exc: BeampodError) -> None:
     state = read_state(home.state_file)
     if state is not None and state.message:
         return
-    write_state(
-        home.state_file,
-        PodState(
-            supervisor_pid=os.getpid(),
-            phase="failed",
-            message=str(exc),
-            updated_at=time.time(),
-            exit_code=exc.exit_code,
-        ),
-    )
+    # Whatever it wrote before (its services' pids, for `down` to clean up) stays.
+    state = state or PodState(supervisor_pid=os.getpid())
+    state.phase, state.message, state.exit_code = "failed", str(exc), exc.exit_code
+    state.updated_at = time.time()
+    write_state(home.state_file, state)
 
 
 async def _supervise(
