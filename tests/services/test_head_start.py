@@ -193,6 +193,11 @@ def test_a_config_invalid_since_its_record_fails_as_without_a_head_start(
     ), head_started.stderr
     assert "Traceback" not in head_started.stderr
     assert not processes_using(home.root)
+    # And `status` says why there is no pod, later.
+    status = beampod_cli(home.root, "status", check=False)
+    assert status.returncode == 1, status
+    assert "its last start failed: invalid configuration in" in status.stderr
+    assert "no_such_setting" in status.stderr
 
 
 def _is_tiled(proc: psutil.Process) -> bool:

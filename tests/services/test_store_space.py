@@ -56,6 +56,9 @@ def test_up_refuses_streams_larger_than_the_disk(small_nats_home: Path) -> None:
     assert "lower bus.stream.max_bytes_gb to at most 0.02" in proc.stderr
     status = beampod_cli(root, "status", check=False)
     assert "no pod is running" in status.stdout + status.stderr
+    # ...and why: what `up -d` said, later.
+    assert "its last start failed: " in status.stderr
+    assert "lower bus.stream.max_bytes_gb to at most 0.02" in status.stderr
 
 
 def test_a_fitting_max_bytes_passes_the_check(small_nats_home: Path) -> None:

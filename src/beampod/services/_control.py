@@ -256,6 +256,11 @@ def _live_children(state: PodState | None) -> list[int]:
 def pod_status(home: PodHome) -> PodState:
     state = read_state(home.state_file)
     if state is None or supervisor_pid(home) is None:
+        if state is not None and state.phase == "failed" and state.message:
+            # What `up -d` said when it gave up, for whoever looks later.
+            raise PodNotRunningError(
+                f"no pod is running from {home.root}; its last start failed: {state.message}"
+            )
         raise PodNotRunningError(f"no pod is running from {home.root} (start it: `beampod up -d`)")
     return state
 
