@@ -105,11 +105,17 @@ class NatsConnection:
             max_outstanding_pings=MAX_OUTSTANDING_PINGS,
             **({"error_cb": _quiet} | callbacks),
         )
+        bound = max(5.0, 3 * connect_timeout)
         try:
             # With reconnect on, nats-py retries the *first* connect forever too; bound it
             # so a command facing a down bus fails with a message instead of hanging.
-            return await asyncio.wait_for(client, max(5.0, 3 * connect_timeout))
+            return await asyncio.wait_for(client, bound)
         except (OSError, TimeoutError, NatsClientError) as exc:
+            if isinstance(exc, TimeoutError):
+                reason = f"no connection within {bound:.0f} s"
+            else:
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise BusUnavailableError(
-                f"cannot connect to NATS at {', '.join(self.servers)}: {type(exc).__name__}: {exc}"
+                f"cannot connect to NATS at {', '.join(self.servers)}: {reason}; is the pod "
+                "up? (`beampod status`)"
             ) from None
