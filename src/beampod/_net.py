@@ -22,6 +22,23 @@ async def accepts_connections(host: str, port: int, timeout: float = 1.0) -> boo
     return True
 
 
+def refuses_connections(url: str, timeout: float = 2.0) -> str | None:
+    """Why nothing listens at ``url``'s host and port (the reason of a refused TCP
+    connection), or None when something accepts, or the answer is not that clear (a
+    timeout, an unresolvable name: the caller's client may wait those out)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", port), timeout).close()
+    except ConnectionRefusedError as exc:
+        return exc.strerror or str(exc)
+    except OSError:
+        return None
+    return None
+
+
 def port_is_free(host: str, port: int, udp: bool = False) -> bool:
     """Nothing holds ``host:port`` (this process could bind it)."""
     kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM

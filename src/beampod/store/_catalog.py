@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from bluesky_tiled_plugins.clients.catalog_of_bluesky_runs import CatalogOfBlueskyRuns
 
+from beampod._net import refuses_connections
 from beampod.config import LoadedPod
 from beampod.errors import StoreError, UsageError
 from beampod.store._layout import tiled_url
@@ -224,6 +225,13 @@ def _connect(pod: LoadedPod, instrument: str | None, api_key: str | None) -> tup
     missing = StoreError(
         f"Tiled at {url} has no container for instrument {name!r} (is this the pod's store?)"
     )
+    refused = refuses_connections(url)
+    if refused is not None:
+        # Before tiled's client, which would retry a refused connection for ~25 s.
+        raise StoreError(
+            f"cannot reach the pod's Tiled server at {url}: {refused}; is the pod up? "
+            "(`beampod status`)"
+        )
     try:
         # Straight to the container: an instrument's key may not read the root.
         return connect(f"{url}/api/v1/metadata/{name}", key), name

@@ -1,0 +1,54 @@
+"""Commands that read from a pod that is not running say so at once, in one line that
+names what did not answer and what to check: no retries first, no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import beampod_cli
+
+
+@pytest.fixture(scope="module")
+def stopped_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pod initialised on free ports and never started."""
+    root = tmp_path_factory.mktemp("no-pod") / "pod"
+    beampod_cli(root, "init", "--free-ports")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("command", "what"),
+    [
+        (("runs",), "cannot reach the pod's Tiled server at http://127.0.0.1:"),
+        (("plot", "1", "-o", "out.png"), "cannot reach the pod's Tiled server at http://"),
+        (("dlq", "list"), "cannot connect to NATS at nats://127.0.0.1:"),
+    ],
+    ids=["runs", "plot", "dlq"],
+)
+def test_a_command_facing_a_stopped_pod_says_so(
+    stopped_home: Path, command: tuple[str, ...], what: str
+) -> None:
+    out = beampod_cli(stopped_home, *command, check=False)
+    assert out.returncode == 1, out
+    lines = out.stderr.splitlines()
+    # One line: tiled's client, retrying a refused connection for ~25 s, would first
+    # have printed "Retrying…".
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"beampod: error: {what}"), lines
+    assert lines[0].endswith("; is the pod up? (`beampod status`)"), lines
+
+
+def test_refused_is_told_from_listening() -> None:
+    import socket
+
+    from beampod._net import refuses_connections
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert refuses_connections(f"http://127.0.0.1:{port}/api") is None
+    # Closed now: nothing listens on the port.
+    assert refuses_connections(f"http://127.0.0.1:{port}/api") == "Connection refused"
