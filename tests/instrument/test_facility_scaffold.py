@@ -141,6 +141,21 @@ def test_cli_scaffold_then_config_check(
     assert (root / "config.yaml").read_text() == before
 
 
+def test_the_repository_is_born_the_owners_alone(tmp_path: Path) -> None:
+    """It is the facility's pod home: with a user's usual umask, nothing in it (git's
+    files included) is readable by others, so `init` and `up` have nothing to fix."""
+    old = os.umask(0o022)
+    try:
+        made = scaffold_facility(tmp_path / "fac", 2)
+    finally:
+        os.umask(old)
+    assert made.git.startswith("initialised")
+    modes = {p: p.lstat().st_mode & 0o777 for p in [made.root, *made.root.rglob("*")]}
+    assert (made.root / ".git" / "config") in modes
+    assert not {str(p): oct(m) for p, m in modes.items() if m & 0o077}
+    assert PodHome(made.root).secure() == []
+
+
 @pytest.mark.parametrize(("prefix", "n"), [("BL", 2), ("b-l", 2), ("1bl", 2), ("bl", 0)])
 def test_bad_arguments_are_refused(tmp_path: Path, prefix: str, n: int) -> None:
     with pytest.raises(UsageError):

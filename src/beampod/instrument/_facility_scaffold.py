@@ -10,15 +10,18 @@ docs/facility.md describes the result; docs/adr/0007-facility-repository.md why.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import keyword
+import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from beampod.config import parse_config
+from beampod.config import POD_UMASK, parse_config
 from beampod.errors import UsageError
 from beampod.instrument import _facility_templates as t
 
@@ -63,13 +66,28 @@ def scaffold_facility(dest: Path, instruments: int, prefix: str = "bl") -> Facil
             prefix=prefix, first=names[0], cycle=cycle
         ),
     }
+    # The repository is the facility's pod home, the owner's alone like every pod home
+    # (docs/running.md, "Files and modes"): born so, `init` and `up` have nothing to fix.
+    with _umask(POD_UMASK):
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            root.chmod(0o700)  # an empty directory the user made beforehand
+            for path, text in files.items():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+        except OSError as exc:
+            raise UsageError(f"cannot write the facility repository into {root}: {exc}") from exc
+        git = _git_init(root)
+    return FacilityScaffold(root, names, fac, ins, git)
+
+
+@contextlib.contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
     try:
-        for path, text in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-    except OSError as exc:
-        raise UsageError(f"cannot write the facility repository into {root}: {exc}") from exc
-    return FacilityScaffold(root, names, fac, ins, _git_init(root))
+        yield
+    finally:
+        os.umask(old)
 
 
 def _check(prefix: str, instruments: int) -> None:
