@@ -90,6 +90,22 @@ def test_a_killed_service_is_restarted(pod: LoadedPod) -> None:
     assert after["restarts"] == before["restarts"] + 1
 
 
+@pytest.mark.parametrize("detach", [True, False], ids=["up -d", "up"])
+def test_up_of_a_running_pod_says_so_and_starts_nothing(pod: LoadedPod, detach: bool) -> None:
+    before = _status(pod.home.root)
+    proc = beampod_cli(pod.home.root, "up", *(["-d"] if detach else []), check=False)
+    assert proc.returncode == 1, proc
+    assert proc.stderr == (
+        f"beampod: error: a pod is already running from {pod.home.root} (see `beampod status`)\n"
+    )
+    assert "starting pod" not in proc.stdout  # it says nothing it does not do
+    after = _status(pod.home.root)
+    assert after["supervisor_pid"] == before["supervisor_pid"]
+    assert {n: s["pid"] for n, s in after["services"].items()} == {
+        n: s["pid"] for n, s in before["services"].items()
+    }
+
+
 def test_second_pod_on_the_same_ports_names_port_and_service(
     pod: LoadedPod, tmp_path: Path
 ) -> None:

@@ -42,6 +42,10 @@ class PodNotRunningError(BeampodError):
 class PodAlreadyRunningError(BeampodError):
     """``beampod up`` found a supervisor already running for this home."""
 
+    def __init__(self, root: object) -> None:
+        self.root = root
+        super().__init__(f"a pod is already running from {root} (see `beampod status`)")
+
 
 class PortInUseError(BeampodError):
     """A service's port is taken by something else."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from beampod._headstart import UP_TIMEOUT_S
+from beampod._spawning import live_supervisor_pid
 from beampod.cli._common import home_of, human_duration, progress, table
 from beampod.cli._lines import owner_only, pod_ready, starting
 from beampod.cli._runtime import check_instrument_runtimes
@@ -30,7 +31,7 @@ from beampod.config import (
     this_host,
     unusable_keys,
 )
-from beampod.errors import UsageError
+from beampod.errors import PodAlreadyRunningError, UsageError
 
 if TYPE_CHECKING:
     from beampod.services import PodState
@@ -175,6 +176,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     home = home_of(args)
     owner_only(home)
+    if live_supervisor_pid(home) is not None:  # before "starting pod ...": nothing starts
+        raise PodAlreadyRunningError(home.root)
     if not home.is_initialised():
         init_pod(home)
         print(f"initialised pod home {home.root}")

@@ -46,9 +46,7 @@ def _supervisor_lock(home: PodHome, held: IO[str] | None = None) -> Iterator[Non
     ``held``: the lock taken already (a head start takes it before anything else)."""
     fh = held or try_lock_supervisor(home)
     if fh is None:
-        raise PodAlreadyRunningError(
-            f"a pod is already running from {home.root} (see `beampod status`)"
-        )
+        raise PodAlreadyRunningError(home.root)
     try:
         yield
     finally:

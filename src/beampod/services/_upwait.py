@@ -70,9 +70,7 @@ def start_detached(
     log = home.log_file("supervisor")
     if launched is None:
         if live_supervisor_pid(home):
-            raise PodAlreadyRunningError(
-                f"a pod is already running from {home.root} (see `beampod status`)"
-            )
+            raise PodAlreadyRunningError(home.root)
         home.state_file.unlink(missing_ok=True)
         log.parent.mkdir(parents=True, exist_ok=True)
     proc = launched or launch_supervisor(home, log)
