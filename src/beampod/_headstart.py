@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import IO
 
 from beampod._net import port_is_free
-from beampod._podhome import POD_UMASK, PodHome
+from beampod._podhome import POD_UMASK, PodHome, write_private
 from beampod._spawning import (
     AdoptedProcess,
     Forked,
@@ -117,12 +117,7 @@ def write_record(home: PodHome, key: str, record: Record) -> None:
         "absent": list(record.absent),
         "ports": [list(p) for p in record.ports],
     }
-    path = record_path(home)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(body, fh)
-    os.replace(tmp, path)
+    write_private(record_path(home), json.dumps(body))
 
 
 def read_record(home: PodHome, key: str) -> Record | None:

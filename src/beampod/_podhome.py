@@ -14,6 +14,16 @@ from pathlib import Path
 POD_UMASK = 0o077
 
 
+def write_private(path: Path, text: str) -> None:
+    """Atomic write with mode 0600 from the first byte (the temporary file is this
+    process's own, so two writers never share one)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
 def default_home() -> Path:
     """``$BEAMPOD_HOME`` if set, else ``~/.beampod/default``. Evaluated at call time."""
     env = os.environ.get("BEAMPOD_HOME")

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from beampod._podhome import write_private
 from beampod.config import (
     QUEUE_INSTRUMENT_ENV,
     LoadedPod,
@@ -73,15 +74,6 @@ def process_server(pod: LoadedPod) -> QueueServer:
     """The queue server this process belongs to: the instrument the supervisor names in
     ``BEAMPOD_QUEUE_INSTRUMENT`` (the manager, worker and HTTP server), else the default."""
     return queue_server(pod, os.environ.get(QUEUE_INSTRUMENT_ENV) or None)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Atomic write with mode 0600 from the first byte."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def control_address(pod: LoadedPod, server: QueueServer | None = None) -> str:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from beampod._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from beampod._spawning import live_supervisor_pid as supervisor_pid
     from beampod.services._catalog import pod_services
     from beampod.services._control import (
         control_service,
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
         run_supervisor,
         stop_pod,
         supervise_detached,
-        supervisor_pid,
     )
     from beampod.services._defer import SUPERVISOR_DEFERRED_IMPORTS
     from beampod.services._policy import RestartPolicy, dependency_order
@@ -87,7 +87,7 @@ _LAZY = {
     "start_detached": ("beampod.services._upwait", "start_detached"),
     "stop_pod": ("beampod.services._control", "stop_pod"),
     "supervise_detached": ("beampod.services._control", "supervise_detached"),
-    "supervisor_pid": ("beampod.services._control", "supervisor_pid"),
+    "supervisor_pid": ("beampod._spawning", "live_supervisor_pid"),
     "tail": ("beampod.services._process", "tail"),
     "up_services": ("beampod.services._runtime", "up_services"),
     "with_runtime": ("beampod.services._runtime", "with_runtime"),

@@ -54,11 +54,6 @@ def _supervisor_lock(home: PodHome, held: IO[str] | None = None) -> Iterator[Non
         fh.close()
 
 
-def supervisor_pid(home: PodHome) -> int | None:
-    """Pid of the live supervisor for this home, or None."""
-    return live_supervisor_pid(home)
-
-
 def run_supervisor(
     home: PodHome,
     progress: Progress,
@@ -217,7 +212,7 @@ def control_socket(home: PodHome) -> Path:
 
 def control_service(home: PodHome, op: str, service: str) -> None:
     """``beampod service stop|start|restart NAME`` on the running pod."""
-    if supervisor_pid(home) is None:
+    if live_supervisor_pid(home) is None:
         raise PodNotRunningError(f"no pod is running from {home.root}")
     request(control_socket(home), op, service)
 
@@ -225,7 +220,7 @@ def control_service(home: PodHome, op: str, service: str) -> None:
 def stop_pod(home: PodHome, progress: Progress, timeout: float = 60.0) -> bool:
     """Stop the supervisor (which stops its services), then make sure nothing survives.
     Returns False if no pod was running."""
-    pid = supervisor_pid(home)
+    pid = live_supervisor_pid(home)
     state = read_state(home.state_file)
     if pid is None and not _live_children(state):
         return False
@@ -253,7 +248,7 @@ def _live_children(state: PodState | None) -> list[int]:
 
 def pod_status(home: PodHome) -> PodState:
     state = read_state(home.state_file)
-    if state is None or supervisor_pid(home) is None:
+    if state is None or live_supervisor_pid(home) is None:
         if state is not None and state.phase == "failed" and state.message:
             # What `up -d` said when it gave up, for whoever looks later.
             raise PodNotRunningError(
