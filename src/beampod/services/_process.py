@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
+from beampod._headstart import Spawned
 from beampod._spawning import spawn_options
 
 
@@ -32,16 +33,13 @@ class ChildProcess(Protocol):
     async def wait(self) -> int: ...
 
 
-async def spawn(
-    argv: tuple[str, ...],
-    env: Mapping[str, str],
-    log_path: Path,
-    cwd: Path | None,
-) -> asyncio.subprocess.Process:
+async def spawn(launch: Spawned, log_path: Path) -> asyncio.subprocess.Process:
+    """Spawn ``launch`` (argv, its own environment, cwd: what a head start records and
+    spawns the same way, ``beampod._headstart``), its output appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return await asyncio.create_subprocess_exec(
-            *argv, **spawn_options(env, log, str(cwd) if cwd else None)
+            *launch.argv, **spawn_options(launch.env, log, launch.cwd)
         )
 
 

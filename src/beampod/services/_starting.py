@@ -149,7 +149,7 @@ class ServiceStarter:
                 self._progress(f"starting {spec.name}{again}")
                 log = self._home.log_file(spec.name)
                 offset = open_service_log(log, spec.name, again)
-                svc.proc = await _process.spawn(launch.argv, launch.env, log, spec.cwd)
+                svc.proc = await _process.spawn(launch, log)
                 started = time.time()
             self._update(
                 svc, state="starting", pid=svc.proc.pid, started_at=started, health="", message=""
