@@ -18,6 +18,7 @@ from beampod.bus import (
     encode,
     message_id,
 )
+from beampod.bus._pull import LIVE_PULL_S, BatchPuller
 from beampod.config import LoadedPod, documents_subject, stream_name
 
 from ._natsproc import NatsProcess
@@ -80,7 +81,8 @@ def test_idle_fetch_keeps_one_pull_open_and_wakes_on_the_first_message(
     bus_pod: LoadedPod, nats_server: NatsProcess
 ) -> None:
     """An idle reader's fetch (``idle_s``) sends one pull request for its whole wait,
-    not one per ``timeout``, and returns the message that comes during it."""
+    not one per ``timeout``, and returns the message that comes during it; a live pull
+    stays open across fetches, so live fetches do not ask once per window either."""
     publisher = NatsConnection.from_pod(bus_pod, "demo", role="publisher")
     writer = NatsConnection.from_pod(bus_pod, "demo", role="writer")
 
@@ -100,10 +102,18 @@ def test_idle_fetch_keeps_one_pull_open_and_wakes_on_the_first_message(
             # Nothing comes: the pull expires after idle_s, one request for the lot.
             assert await c.fetch(10, 0.02, idle_s=1.0) == []
             assert len(pulls) == 1, pulls
-            # A live fetch without idle_s asks again every window (what idle_s saves).
+            # Live fetches without idle_s: one no-wait pull for what is waiting, then
+            # one live pull that stays open across the next fetches' windows.
             for _ in range(3):
                 assert await c.fetch(10, 0.02) == []
-            assert len(pulls) > 3
+            assert [json.loads(p) for p in pulls[1:]] == [
+                {"batch": 10, "no_wait": True},
+                {"batch": 10, "expires": int(LIVE_PULL_S * 1e9)},
+            ]
+            puller = c._sub
+            deadline = time.monotonic() + 2 * LIVE_PULL_S + 5
+            while not puller._ended.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)  # polling for the live pull to expire
             # A message published while an idle fetch waits is what it returns.
             pulls.clear()
             fetching = asyncio.ensure_future(c.fetch(10, 0.05, idle_s=30.0))
@@ -117,6 +127,18 @@ def test_idle_fetch_keeps_one_pull_open_and_wakes_on_the_first_message(
             # gathered for one window by a second pull, as a live fetch does (a large
             # pull left open would hand later messages over one by one).
             assert [json.loads(p)["batch"] for p in pulls] == [1, 9]
+            await got[0].ack()
+            # That second pull stays open: a message published after the fetch returned
+            # waits in the puller, and the next fetch takes it without a request.
+            pulls.clear()
+            later = {"uid": "idle-2", "time": 2.0}
+            await pub.jetstream().publish(documents_subject("demo"), encode("start", later))
+            deadline = time.monotonic() + 20
+            while not puller._buffer and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)  # polling for the message to reach the puller
+            got = await c.fetch(10, 5.0)
+            assert [(m.name, m.doc) for m in got if isinstance(m, Message)] == [("start", later)]
+            assert pulls == []
             await got[0].ack()
         await pub.close()
 
@@ -278,3 +300,31 @@ def test_a_backlog_pulled_in_bulk_is_what_was_published_and_all_of_it_acked(
         await admin.close()
 
     asyncio.run(main())
+
+
+class _StubConnection:
+    """What BatchPuller reads of a connection before it sends anything."""
+
+    def __init__(self) -> None:
+        self.stats = {"reconnects": 0}
+
+    def new_inbox(self) -> str:
+        return "_INBOX.stub"
+
+
+@pytest.mark.parametrize("lost_by", ["reconnect", "deadline"])
+def test_an_open_live_pull_the_server_cannot_answer_counts_as_ended(lost_by: str) -> None:
+    """A live pull stays open for seconds; one sent before the connection reconnected
+    (the server restarted, or this client moved to another node) or past its deadline
+    will never be answered, and the next fetch must pull again instead of waiting."""
+    puller = BatchPuller(_StubConnection(), "DEMO_DOCUMENTS", "writer")
+    puller._ended.clear()  # as _pull leaves it: a pull is open
+    puller._deadline = time.monotonic() + 60
+    puller._end_if_lost()
+    assert not puller._ended.is_set()  # open, answerable: keep waiting for it
+    if lost_by == "reconnect":
+        puller._nc.stats["reconnects"] += 1
+    else:
+        puller._deadline = time.monotonic() - 0.001
+    puller._end_if_lost()
+    assert puller._ended.is_set() and puller._owed == 0

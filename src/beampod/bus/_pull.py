@@ -27,6 +27,14 @@ only if someone reads them (``_pulled.message_class``): the writer needs only it
 ``Nats-Msg-Id``, found with one search (``_pulled.quick_msg_id``). Acknowledgements of a
 batch go out as one write (``_pulled.ack_replies``) instead of one nats-py ``publish``
 each.
+
+A live pull stays open across fetches for ``LIVE_PULL_S`` (not one fetch's window):
+messages that come while the reader stores the last batch wait in this puller's
+buffer instead of at the server, and the next fetch takes them without a request.
+Asking per window cost each live message ~1.3 pull requests (a writer at 20 events/s
+in a facility: a no-wait pull and an expiring one per store), and each request costs
+the server 100-300 us of CPU: in a facility of 25 instruments, a share of the bus's
+CPU as large as storing the messages three times over (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -50,6 +58,10 @@ _NO_RESPONDERS = "503"
 # How long past its own expiry a pull may take to end before the puller stops waiting
 # (a server that went away never answers; the connection reports that itself).
 _GRACE_S = 1.0
+# How long a live pull stays open (see the module doc). A pull the server lost (its
+# node died, the consumer's leader moved) is noticed when this has passed, or at once
+# when the connection reconnected: the longest a reader can wait for nothing.
+LIVE_PULL_S = 2.0
 
 # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>
 # (the v1 form JetStream sends without a domain; anything else is parsed by nats-py).
@@ -95,6 +107,7 @@ class BatchPuller:
         # When the outstanding request must have ended; past it, it was lost (the
         # server restarted) and the next fetch pulls again.
         self._deadline = 0.0
+        self._reconnects = 0  # the connection's count when the open pull was sent
         self._no_jetstream = False
         self._msg_class: Any = None
         self._subject_b, self._subject_s = b"", ""
@@ -226,17 +239,28 @@ class BatchPuller:
         self._ended.set()
         self._served.set()
 
-    async def _pull(self, request: dict[str, Any], wait_s: float) -> None:
-        """Send one pull request and wait until it is served, ended or ``wait_s`` passed."""
+    async def _pull(self, request: dict[str, Any], open_s: float, wait_s: float) -> None:
+        """Send one pull request (it ends at the latest ``open_s`` from now) and wait
+        until it is served, ended or ``wait_s`` passed."""
         self._owed = int(request["batch"])
         self._ended.clear()
         self._served.clear()
         # Only a live pull ends early for an urgent message: a backlog's batch (a
         # no-wait pull) is taken whole, or a catch-up would store a batch per run.
         self._live = "expires" in request
-        self._deadline = time.monotonic() + wait_s
+        self._deadline = time.monotonic() + open_s
+        self._reconnects = self._nc.stats["reconnects"]
         await self._nc.publish(self._subject, json.dumps(request).encode(), reply=self._inbox)
         await self._wait_served(wait_s)
+
+    def _end_if_lost(self) -> None:
+        """An open pull past its deadline, or sent before the connection reconnected,
+        will never be answered: count it as ended."""
+        if self._ended.is_set():
+            return
+        if time.monotonic() > self._deadline or self._nc.stats["reconnects"] != self._reconnects:
+            self._owed = 0
+            self._ended.set()
 
     async def _wait_served(self, wait_s: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -250,26 +274,38 @@ class BatchPuller:
         hand every later message over the moment it came, and the fetches after it
         would return a few at a time instead of a window's worth (many small appends
         to Tiled: +75 ms readable p50 at full RunEngine speed, measured)."""
-        await self._pull({"batch": 1, "expires": max(1, int(idle_s * 1e9))}, idle_s + _GRACE_S)
+        idle_req = {"batch": 1, "expires": max(1, int(idle_s * 1e9))}
+        await self._pull(idle_req, idle_s + _GRACE_S, idle_s + _GRACE_S)
         if self._buffer and batch > 1 and self._ended.is_set():
-            expires_ns = max(1, int(timeout * 1e9))
-            await self._pull({"batch": batch - 1, "expires": expires_ns}, timeout + _GRACE_S)
+            await self._open_live_pull(batch - 1, timeout)
+
+    async def _open_live_pull(self, batch: int, timeout: float) -> None:
+        """A pull that stays open ``LIVE_PULL_S`` (or ``timeout`` if longer); wait up to
+        ``timeout`` for it to be served."""
+        open_s = max(timeout, LIVE_PULL_S)
+        request = {"batch": batch, "expires": max(1, int(open_s * 1e9))}
+        await self._pull(request, open_s + _GRACE_S, timeout)
 
     async def _live_pull(self, batch: int, timeout: float) -> None:
         if len(self._buffer) < batch and self._ended.is_set():
             # Answered at once (the messages waiting, then "no messages"), unless the
             # server is gone: then it ends by the deadline.
             wanted = batch - len(self._buffer)
-            await self._pull({"batch": wanted, "no_wait": True}, timeout + _GRACE_S)
+            wait_s = timeout + _GRACE_S
+            await self._pull({"batch": wanted, "no_wait": True}, wait_s, wait_s)
         if timeout <= 0:  # what is waiting now, nothing more
             return
         if not self._buffer and self._ended.is_set():
-            expires_ns = max(1, int(timeout * 1e9))
-            await self._pull({"batch": batch, "expires": expires_ns}, timeout + _GRACE_S)
+            await self._open_live_pull(batch, timeout)
         elif not self._buffer:  # an earlier pull is still open: wait for it
-            wait_s = min(timeout, max(0.0, self._deadline - time.monotonic()))
+            began = time.monotonic()
             self._served.clear()
-            await self._wait_served(wait_s)
+            await self._wait_served(min(timeout, max(0.0, self._deadline - began)))
+            self._end_if_lost()
+            rest = timeout - (time.monotonic() - began)
+            if not self._buffer and self._ended.is_set() and not self._no_jetstream and rest > 0:
+                # It ended (expired) during the wait: a new one for the rest of the window.
+                await self._open_live_pull(batch, rest)
 
     async def fetch(self, batch: int, timeout: float, idle_s: float | None = None) -> list[Any]:
         """What is waiting now (up to ``batch``) at once; else what arrives within
@@ -283,9 +319,7 @@ class BatchPuller:
 
         if self._sub is None:
             raise RuntimeError("puller not started")
-        if not self._ended.is_set() and time.monotonic() > self._deadline:
-            self._owed = 0
-            self._ended.set()
+        self._end_if_lost()
         if not self._buffer and self._ended.is_set() and idle_s is not None and idle_s > timeout:
             await self._idle_pull(batch, timeout, idle_s)
         else:
