@@ -24,8 +24,10 @@ def stopped_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (("runs",), "cannot reach the pod's Tiled server at http://127.0.0.1:"),
         (("plot", "1", "-o", "out.png"), "cannot reach the pod's Tiled server at http://"),
         (("dlq", "list"), "cannot connect to NATS at nats://127.0.0.1:"),
+        # nats-py would retry the refused port until the connect's bound (6 s).
+        (("tail",), "cannot connect to NATS at nats://127.0.0.1:"),
     ],
-    ids=["runs", "plot", "dlq"],
+    ids=["runs", "plot", "dlq", "tail"],
 )
 def test_a_command_facing_a_stopped_pod_says_so(
     stopped_home: Path, command: tuple[str, ...], what: str
@@ -38,6 +40,8 @@ def test_a_command_facing_a_stopped_pod_says_so(
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith(f"beampod: error: {what}"), lines
     assert lines[0].endswith("; is the pod up? (`beampod status`)"), lines
+    if "NATS" in what:
+        assert ": nothing listens there (Connection refused);" in lines[0], lines
 
 
 def test_refused_is_told_from_listening() -> None:

@@ -4,6 +4,7 @@ nats-py connection made from them."""
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,14 @@ class NatsConnection:
         import nats
         from nats.errors import Error as NatsClientError
 
+        refused = await _all_refuse(self.servers)
+        if refused is not None:
+            # nats-py would retry a refused port until the bound below: say so now.
+            raise BusUnavailableError(
+                f"cannot connect to NATS at {', '.join(self.servers)}: {refused}; is the pod "
+                "up? (`beampod status`)"
+            )
+
         async def _quiet(_exc: Exception) -> None:
             # nats-py logs every failed reconnect attempt through error_cb by default;
             # the owner of the connection reports state itself.
@@ -119,3 +128,29 @@ class NatsConnection:
                 f"cannot connect to NATS at {', '.join(self.servers)}: {reason}; is the pod "
                 "up? (`beampod status`)"
             ) from None
+
+
+async def _all_refuse(servers: tuple[str, ...], timeout: float = 1.0) -> str | None:
+    """The reason when every one of ``servers`` refuses a TCP connection (nothing
+    listens there), else None: one answers, or one's answer is not that clear (a
+    timeout, an unresolvable name), which the client's own connect then waits out."""
+    from urllib.parse import urlsplit
+
+    async def refusal(url: str) -> str | None:
+        parts = urlsplit(url if "://" in url else f"nats://{url}")
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 4222),
+                timeout,
+            )
+        except ConnectionRefusedError as exc:
+            return os.strerror(exc.errno) if exc.errno else "connection refused"
+        except (OSError, TimeoutError, ValueError):
+            return None
+        writer.close()
+        return None
+
+    reasons = await asyncio.gather(*(refusal(url) for url in servers))
+    if not reasons or any(r is None for r in reasons):
+        return None
+    return f"nothing listens there ({reasons[0]})"
