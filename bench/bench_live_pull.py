@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -33,18 +30,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_average, machine, process_cpu_s
+from bench_pull import pod_without_writer
 
 PULL_SUBJECT = "$JS.API.CONSUMER.MSG.NEXT."
-
-
-def beampod(home: Path, *args: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "beampod", "--home", str(home), *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def nats_pid(home: Path) -> int:
@@ -181,16 +169,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     from beampod.bus import _pull
-    from beampod.config import PodHome, load_pod
 
     print(f"machine: {machine()}\nload average at start: {load_average()}", flush=True)
     ways = {"per window": 0.0, "open across fetches": _pull.LIVE_PULL_S}
-    home = Path(tempfile.mkdtemp(prefix="bench-live-pull-")) / "pod"
-    beampod(home, "init", "--free-ports")
-    beampod(home, "up", "-d")
-    try:
-        beampod(home, "service", "stop", "writer")
-        pod = load_pod(PodHome.resolve(home))
+    with pod_without_writer("bench-live-pull-") as (home, pod):
         got: dict[str, list[dict[str, float]]] = {k: [] for k in ways}
         for rep in range(args.repeat):
             order = list(ways) if rep % 2 == 0 else list(ways)[::-1]
@@ -214,9 +196,6 @@ def main() -> None:
             f"(x{b['nats_us_per_msg'] / a['nats_us_per_msg']:.2f}); load average at end: "
             f"{load_average()}"
         )
-    finally:
-        beampod(home, "down")
-        shutil.rmtree(home.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":

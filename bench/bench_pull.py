@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import shutil
 import statistics
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,23 @@ def beampod(home: Path, *args: str) -> None:
         text=True,
         timeout=300,
     )
+
+
+@contextlib.contextmanager
+def pod_without_writer(prefix: str) -> Iterator[tuple[Path, Any]]:
+    """A fresh pod on free ports, up, its writer stopped: (home, loaded pod). Down and
+    removed after (its store and stream)."""
+    from beampod.config import PodHome, load_pod
+
+    home = Path(tempfile.mkdtemp(prefix=prefix)) / "pod"
+    beampod(home, "init", "--free-ports")
+    beampod(home, "up", "-d")
+    try:
+        beampod(home, "service", "stop", "writer")
+        yield home, load_pod(PodHome.resolve(home))
+    finally:
+        beampod(home, "down")
+        shutil.rmtree(home.parent, ignore_errors=True)
 
 
 async def nats_py_reader(pod: Any, batch: int) -> tuple[int, float, float]:
@@ -99,15 +118,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     from beampod.bus import DurablePublisher
-    from beampod.config import PodHome, load_pod
 
     print(f"machine: {machine()}\nload average at start: {load_average()}", flush=True)
-    home = Path(tempfile.mkdtemp(prefix="bench-pull-")) / "pod"
-    beampod(home, "init", "--free-ports")
-    beampod(home, "up", "-d")
-    try:
-        beampod(home, "service", "stop", "writer")
-        pod = load_pod(PodHome.resolve(home))
+    with pod_without_writer("bench-pull-") as (_, pod):
         pub = DurablePublisher.from_pod(pod, stop_timeout=60)
         for name, doc in run_documents(args.events):
             pub(name, doc)
@@ -137,9 +150,6 @@ def main() -> None:
             f"nats-py {statistics.median(rates['nats-py']):.0f}, beampod "
             f"{statistics.median(rates['beampod']):.0f}; load average at end: {load_average()}"
         )
-    finally:
-        beampod(home, "down")
-        shutil.rmtree(home.parent, ignore_errors=True)  # the pod's store and stream
 
 
 if __name__ == "__main__":
