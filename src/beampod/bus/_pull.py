@@ -33,8 +33,8 @@ messages that come while the reader stores the last batch wait in this puller's
 buffer instead of at the server, and the next fetch takes them without a request.
 Asking per window cost each live message ~1.3 pull requests (a writer at 20 events/s
 in a facility: a no-wait pull and an expiring one per store), and each request costs
-the server 100-300 us of CPU: in a facility of 25 instruments, a share of the bus's
-CPU as large as storing the messages three times over (docs/benchmarks.md).
+the server 100-300 us of CPU: about what publishing the message to three replicas
+costs (docs/benchmarks.md, "Pull requests per message").
 """
 
 from __future__ import annotations
