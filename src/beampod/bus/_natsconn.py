@@ -4,6 +4,7 @@ nats-py connection made from them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,7 +97,8 @@ class NatsConnection:
             # the owner of the connection reports state itself.
             return None
 
-        client = nats.connect(
+        # Options as a dict: nats-py annotates its timeouts as int, and they are seconds.
+        options: dict[str, Any] = dict(
             servers=list(self.servers),
             user=self.user,
             password=self.password.get_secret_value(),
@@ -114,12 +116,18 @@ class NatsConnection:
             max_outstanding_pings=MAX_OUTSTANDING_PINGS,
             **({"error_cb": _quiet} | callbacks),
         )
+        nc = nats.NATS()
+        client = nc.connect(**options)
         bound = max(5.0, 3 * connect_timeout)
         try:
             # With reconnect on, nats-py retries the *first* connect forever too; bound it
             # so a command facing a down bus fails with a message instead of hanging.
-            return await asyncio.wait_for(client, bound)
+            await asyncio.wait_for(client, bound)
+            return nc
         except (OSError, TimeoutError, NatsClientError) as exc:
+            # A server that hung up or never answered can leave nats-py's socket open.
+            with contextlib.suppress(OSError, NatsClientError):
+                await nc.close()
             if isinstance(exc, TimeoutError):
                 reason = f"no connection within {bound:.0f} s"
             else:
@@ -148,6 +156,8 @@ async def _all_refuse(servers: tuple[str, ...], timeout: float = 1.0) -> str | N
         except (OSError, TimeoutError, ValueError):
             return None
         writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
         return None
 
     reasons = await asyncio.gather(*(refusal(url) for url in servers))
