@@ -22,6 +22,25 @@ async def accepts_connections(host: str, port: int, timeout: float = 1.0) -> boo
     return True
 
 
+async def refusal(host: str, port: int, timeout: float = 1.0) -> str | None:
+    """Why ``host:port`` refused a TCP connection (nothing listens there), or None when
+    it accepted (the connection is closed again) or the answer is not that clear (a
+    timeout, an unresolvable name)."""
+    import asyncio
+    import os
+
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except ConnectionRefusedError as exc:
+        return os.strerror(exc.errno) if exc.errno else "connection refused"
+    except (OSError, TimeoutError, ValueError):
+        return None
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return None
+
+
 def refuses_connections(url: str, timeout: float = 2.0) -> str | None:
     """Why nothing listens at ``url``'s host and port (the reason of a refused TCP
     connection), or None when something accepts, or the answer is not that clear (a

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import SecretStr
 
+from beampod._net import refusal
 from beampod.bus._natsconf import MAX_OUTSTANDING_PINGS, PING_INTERVAL_S, nats_bus, nats_nodes
 from beampod.bus._roles import (
     ADMIN_INBOX_PREFIX,
@@ -138,29 +138,25 @@ class NatsConnection:
             ) from None
 
 
-async def _all_refuse(servers: tuple[str, ...], timeout: float = 1.0) -> str | None:
+async def _all_refuse(servers: tuple[str, ...]) -> str | None:
     """The reason when every one of ``servers`` refuses a TCP connection (nothing
-    listens there), else None: one answers, or one's answer is not that clear (a
-    timeout, an unresolvable name), which the client's own connect then waits out."""
+    listens there), else None, as soon as one answers otherwise: it accepted, or its
+    answer is not that clear (a timeout, an unresolvable name), which the client's own
+    connect then waits out."""
     from urllib.parse import urlsplit
 
-    async def refusal(url: str) -> str | None:
+    def address(url: str) -> tuple[str, int]:
         parts = urlsplit(url if "://" in url else f"nats://{url}")
-        try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(parts.hostname or "127.0.0.1", parts.port or 4222),
-                timeout,
-            )
-        except ConnectionRefusedError as exc:
-            return os.strerror(exc.errno) if exc.errno else "connection refused"
-        except (OSError, TimeoutError, ValueError):
-            return None
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return None
+        return parts.hostname or "127.0.0.1", parts.port or 4222
 
-    reasons = await asyncio.gather(*(refusal(url) for url in servers))
-    if not reasons or any(r is None for r in reasons):
-        return None
-    return f"nothing listens there ({reasons[0]})"
+    probes = [asyncio.ensure_future(refusal(*address(url))) for url in servers]
+    reason = None
+    try:
+        for probe in asyncio.as_completed(probes):
+            reason = await probe
+            if reason is None:
+                return None  # one server listens: no need to wait for the others
+    finally:
+        for probe in probes:
+            probe.cancel()
+    return None if reason is None else f"nothing listens there ({reason})"

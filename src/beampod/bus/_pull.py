@@ -239,9 +239,11 @@ class BatchPuller:
         self._ended.set()
         self._served.set()
 
-    async def _pull(self, request: dict[str, Any], open_s: float, wait_s: float) -> None:
+    async def _pull(
+        self, request: dict[str, Any], open_s: float, wait_s: float | None = None
+    ) -> None:
         """Send one pull request (it ends at the latest ``open_s`` from now) and wait
-        until it is served, ended or ``wait_s`` passed."""
+        until it is served, ended or ``wait_s`` (default: ``open_s``) passed."""
         self._owed = int(request["batch"])
         self._ended.clear()
         self._served.clear()
@@ -251,7 +253,7 @@ class BatchPuller:
         self._deadline = time.monotonic() + open_s
         self._reconnects = self._nc.stats["reconnects"]
         await self._nc.publish(self._subject, json.dumps(request).encode(), reply=self._inbox)
-        await self._wait_served(wait_s)
+        await self._wait_served(open_s if wait_s is None else wait_s)
 
     def _end_if_lost(self) -> None:
         """An open pull past its deadline, or sent before the connection reconnected,
@@ -273,8 +275,7 @@ class BatchPuller:
         does (and stays open as a live pull does). The idle pull asks for one message
         only: a whole batch's pull, open for ``idle_s`` and answered as messages came,
         measured +75 ms readable p50 at full RunEngine speed (docs/store.md)."""
-        idle_req = {"batch": 1, "expires": max(1, int(idle_s * 1e9))}
-        await self._pull(idle_req, idle_s + _GRACE_S, idle_s + _GRACE_S)
+        await self._pull({"batch": 1, "expires": max(1, int(idle_s * 1e9))}, idle_s + _GRACE_S)
         if self._buffer and batch > 1 and self._ended.is_set():
             await self._open_live_pull(batch - 1, timeout)
 
@@ -290,8 +291,7 @@ class BatchPuller:
             # Answered at once (the messages waiting, then "no messages"), unless the
             # server is gone: then it ends by the deadline.
             wanted = batch - len(self._buffer)
-            wait_s = timeout + _GRACE_S
-            await self._pull({"batch": wanted, "no_wait": True}, wait_s, wait_s)
+            await self._pull({"batch": wanted, "no_wait": True}, timeout + _GRACE_S)
         if timeout <= 0:  # what is waiting now, nothing more
             return
         if not self._buffer and self._ended.is_set():
