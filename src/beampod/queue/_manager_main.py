@@ -23,6 +23,12 @@ what start-re-manager cannot do itself.
 6. The watchdog judges the manager's heartbeats by the time it was running to receive
    them, with the instrument's ``queue.heartbeat_timeout_s``, and reaps a manager it
    restarts (:mod:`beampod.queue._watchdog`): a paused machine is not a silent manager.
+7. The watchdog does not wait 1 s before it starts the manager. start-re-manager sleeps
+   ``MONITOR_WAIT_S`` with ``--zmq-publish-console ON``, "to allow monitoring
+   applications to connect" before it publishes its first line; that second was on
+   every ``up``'s path (the queue's chain ended last, docs/benchmarks.md). A console
+   monitor subscribed later misses the manager's start-up lines, which stay in its log
+   (``beampod logs queue``).
 
 Every other option is start-re-manager's own, passed through unchanged; the 0MQ server
 key comes from ``QSERVER_ZMQ_PRIVATE_KEY_FOR_SERVER`` in the environment, never argv.
@@ -35,6 +41,8 @@ import gc
 import os
 import signal
 import sys
+import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -188,10 +196,36 @@ def main() -> int:
     watchdog_module.WatchdogProcess = steady_watchdog(
         watchdog_module.WatchdogProcess, given.heartbeat_timeout_s
     )
+    without_monitor_wait(watchdog_module)
 
     sys.argv = ["start-re-manager", *sys.argv[1:]]
     freeze_before_fork()
     return int(start_manager() or 0)
+
+
+#: start-re-manager's wait for console monitors (``ttime.sleep(1)`` in ``start_manager``,
+#: bluesky-queueserver 0.0.25); its module's other sleeps are 0.01 s polls.
+MONITOR_WAIT_S = 1.0
+
+
+class _TimeWithoutMonitorWait:
+    """The ``time`` module as start-re-manager's module sees it (``ttime``), where a
+    sleep of ``MONITOR_WAIT_S`` or longer returns at once."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        if seconds < MONITOR_WAIT_S:
+            time.sleep(seconds)
+
+
+def without_monitor_wait(watchdog_module: types.ModuleType) -> None:
+    """start-re-manager's module (``bluesky_queueserver.manager.start_manager``)
+    without its 1 s wait for console monitors (point 7 above); only that module's
+    ``ttime`` changes, not the ``time`` module."""
+    watchdog_module.ttime = _TimeWithoutMonitorWait()  # type: ignore[attr-defined]
 
 
 def freeze_before_fork() -> None:
