@@ -578,3 +578,39 @@ def test_a_background_service_runs_at_its_nice_value(home: PodHome) -> None:
             await sup.stop()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="no autogroups")
+def test_a_service_that_yields_to_the_slowest_start_runs_low_until_it_is_ready(
+    home: PodHome,
+) -> None:
+    """A ``yields_to_first`` service spawned while a ``spawn_first`` service still starts
+    runs its session at low priority, even once ready itself, until that start is ready
+    (ADR 0036); a service without the flag keeps normal priority throughout."""
+    from beampod._preload import SESSION_NICE
+
+    go = home.root / "go"
+    slow = f"import os,time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.02)\n{SERVE}"
+    specs = [
+        _service(home, "slow", slow, spawn_first=True),
+        _service(home, "yielder", SERVE, yields_to_first=True),
+        _service(home, "plain", SERVE),
+    ]
+
+    async def scenario() -> tuple[dict[str, int | None], dict[str, int | None]]:
+        sup = calm_supervisor(specs, home, policy=FAST)
+        starting = asyncio.create_task(sup.start())
+        services = sup.state.services
+        await _wait_for(lambda: all(services[n].state == "ready" for n in ("yielder", "plain")))
+        pids = {n: services[n].pid for n in ("yielder", "plain")}
+        assert None not in pids.values() and services["slow"].state == "starting"
+        while_slow = {n: autogroup_nice(pid) for n, pid in pids.items()}
+        go.touch()
+        await asyncio.wait_for(starting, 30)
+        after = {n: autogroup_nice(pid) for n, pid in pids.items()}
+        await sup.stop()
+        return while_slow, after
+
+    while_slow, after = asyncio.run(scenario())
+    assert while_slow == {"yielder": SESSION_NICE, "plain": 0}
+    assert after == {"yielder": 0, "plain": 0}

@@ -51,6 +51,10 @@ class ServiceSpec:
     # other service that asks to start at the same moment, whatever depends on those,
     # so the start everyone waits for longest is never behind a spawn it does not need.
     spawn_first: bool = False
+    # Spawned while a ``spawn_first`` service still starts: its session runs at low
+    # priority until every one is ready (ADR 0036). For a start that is not on Tiled's
+    # path yet takes CPU next to it at normal priority (the queue's manager and worker).
+    yields_to_first: bool = False
     ports: tuple[PortClaim, ...] = ()
     ready_timeout: float = 60.0
     # Added to the process's nice value once it is ready (pod.background_nice for what

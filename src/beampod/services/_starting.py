@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from beampod._autogroup import autogroup_nice, set_autogroup_nice
 from beampod._headstart import EarlyStart, Record, Spawned, write_record
-from beampod._preload import early_argv
+from beampod._preload import SESSION_NICE, early_argv
 from beampod._spawning import open_service_log
 from beampod.config import RUNENGINE_CPUS_ENV, Placement, PodHome, format_cpu_list
 from beampod.errors import BeampodError
@@ -102,6 +102,7 @@ class ServiceStarter:
     _policy: RestartPolicy
     _priority: dict[str, tuple[int, int, int]]
     _leaves: frozenset[str]
+    _yielding: dict[str, int]  # service -> pid whose session yields to the slowest start
     _progress: Callable[[str], None]
     _state: PodState
     _stopping: bool
@@ -151,6 +152,8 @@ class ServiceStarter:
                 offset = open_service_log(log, spec.name, again)
                 svc.proc = await _process.spawn(launch, log)
                 started = time.time()
+                if spec.yields_to_first and self._first_starting():
+                    await self._yield_session(spec.name, svc.proc.pid)
             self._update(
                 svc, state="starting", pid=svc.proc.pid, started_at=started, health="", message=""
             )
@@ -189,6 +192,28 @@ class ServiceStarter:
             # Also re-checks the early services waiting for admission: what they
             # depend on may be ready now.
             admission.release(spec.name)
+
+    def _first_starting(self) -> bool:
+        """A ``spawn_first`` service (the pod's slowest start) is not ready yet."""
+        raise NotImplementedError
+
+    async def _yield_session(self, name: str, pid: int) -> None:
+        """``pid``'s session at low priority until the slowest start is ready (ADR
+        0036). Without privilege the kernel takes one autogroup change per 100 ms from
+        the whole machine: no turn within one such period, and it starts at normal
+        priority as before, rather than wait for its probe."""
+        if await asyncio.to_thread(set_autogroup_nice, SESSION_NICE, 0.1, pid):
+            self._yielding[name] = pid
+
+    async def _end_yielding(self) -> None:
+        """Normal priority back for the sessions that yielded to the slowest start,
+        unless set since (a background service's nice once ready, ADR 18). Waits its
+        turns (up to 10 s each, as a preload's restore does): a session left low would
+        stay low for good."""
+        yielding, self._yielding = self._yielding, {}
+        for pid in yielding.values():
+            if autogroup_nice(pid) == SESSION_NICE:
+                await asyncio.to_thread(set_autogroup_nice, 0, 10.0, pid)
 
     def _launch(self, spec: ServiceSpec) -> tuple[Spawned, bool]:
         return launch_of(spec, self._home, self._placement, self._leaves)
@@ -235,7 +260,8 @@ class ServiceStarter:
             elif low:
                 # It imported at low priority while what it depends on started (its
                 # session too, ADR 0032): what is left of its start is on `up`'s path.
-                if autogroup_nice(proc.pid):
+                # One that yields to the slowest start stays low until it is ready.
+                if autogroup_nice(proc.pid) and svc.spec.name not in self._yielding:
                     await asyncio.to_thread(set_autogroup_nice, 0, 1.0, proc.pid)
                 low = False
                 continue

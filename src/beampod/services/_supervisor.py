@@ -73,6 +73,7 @@ class Supervisor(ServiceStarter):
         self._cpu_pressure = cpu_pressure  # a saturated machine (a test sets it)
         self._priority = start_priority(self._order)
         self._leaves = leaf_services(self._order)
+        self._yielding: dict[str, int] = {}
         self._progress = progress or (lambda _msg: None)
         self._services = {
             s.name: Supervised(
@@ -208,6 +209,8 @@ class Supervisor(ServiceStarter):
                 self._update(svc, state="failed", pid=None, message=str(exc))
                 return
             reason = await self._start_once(svc)
+            if reason is None and spec.spawn_first and not self._first_starting():
+                await self._end_yielding()  # once admission is released (ADR 0036)
             if reason is None and svc.proc is not None:
                 proc = svc.proc
                 unhealthy = await self._watch(svc, proc)
@@ -273,6 +276,9 @@ class Supervisor(ServiceStarter):
         """The machine's CPU pressure when it is saturated; None otherwise or unknown."""
         pressure = self._cpu_pressure()
         return pressure if pressure is not None and pressure >= SATURATED_CPU_PRESSURE else None
+
+    def _first_starting(self) -> bool:
+        return any(s.spec.spawn_first and not s.ready.is_set() for s in self._services.values())
 
     def _dependencies_ready(self, svc: Supervised) -> bool:
         return all(self._services[d].ready.is_set() for d in svc.spec.depends_on)
