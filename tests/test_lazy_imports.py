@@ -126,21 +126,23 @@ def test_a_package_init_runs_on_the_first_name_asked_of_it(packages: Path) -> No
     )
 
 
-def test_a_module_preloaded_later_is_imported_at_low_priority(packages: Path) -> None:
+def test_an_absent_package_fails_to_import_as_if_not_installed(packages: Path) -> None:
     run(
         packages,
         """
-        import builtins, os, threading
-        from beampod._preload import NICE, preload_later
-        done = threading.Event()
-        nice = []
-        def then():
-            nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-            done.set()
-        preload_later(["heavypkg"], then=then)
-        assert done.wait(60)
-        assert "heavypkg.core" in builtins.RUNS
-        assert nice[0] >= NICE, nice  # its thread's own nice value
+        import sys
+        from beampod._lazy import absent_imports, is_loaded
+        absent_imports(["heavypkg"])
+        absent_imports(["heavypkg"])  # twice: one finder
+        for name in ("heavypkg", "heavypkg.core"):
+            try:
+                __import__(name)
+            except ModuleNotFoundError as exc:
+                assert exc.name == "heavypkg", exc  # a submodule: its package first
+            else:
+                raise AssertionError(f"{name} imported")
+        assert not is_loaded("heavypkg") and "heavypkg" not in sys.modules
+        import json  # anything else imports as before
         """,
     )
 

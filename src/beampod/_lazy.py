@@ -8,6 +8,7 @@ import at module level but only a rarely used path of theirs calls (ADR 0013).""
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
@@ -175,6 +176,33 @@ def skip_imports(names: Iterable[str]) -> None:
     without; modules already imported stay."""
     for name in names:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
+class _Absent(importlib.abc.MetaPathFinder):
+    """Finds the names given to :func:`absent_imports` (and their submodules) to be
+    missing: ``import NAME`` raises ModuleNotFoundError, as if not installed."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
+        if fullname.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+
+
+def absent_imports(names: Iterable[str]) -> None:
+    """Make importing ``names`` (top-level packages) fail as if they were not
+    installed, where :func:`skip_imports`' marker does not: a Cython module's ``import
+    NAME`` takes ``None`` from ``sys.modules`` as the module (pyarrow's pandas check then
+    fails with AttributeError instead of finding no pandas). For packages that every
+    importer in the process imports under ``try/except ImportError``; modules already
+    imported stay. ``importlib.util.find_spec(NAME)`` raises too, where it would
+    return None for a package not installed."""
+    finder = next((f for f in sys.meta_path if isinstance(f, _Absent)), None)
+    if finder is None:
+        finder = _Absent()
+        sys.meta_path.insert(0, finder)
+    finder.names.update(names)
 
 
 #: pydantic's own switch for its plugins (entry points of the group ``pydantic``).

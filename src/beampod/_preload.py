@@ -23,7 +23,7 @@ import importlib
 import os
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from beampod._autogroup import autogroup_nice, leads_session, set_autogroup_nice
 
@@ -61,26 +61,6 @@ def preload(modules: Sequence[str]) -> None:
         _SESSION.restore_soon()
     if errors:
         raise errors[0]
-
-
-def preload_later(modules: Sequence[str], then: Callable[[], None] | None = None) -> None:
-    """Import ``modules`` in a daemon thread at low priority, then call ``then``: for
-    what a ready service needs only on its first piece of work (the writer's pandas,
-    which pyarrow loads on the first table it builds from rows), so that it is neither
-    on `up`'s path nor on that first piece's. Work arriving before it is done waits for
-    the import (Python's per-module import lock), as it would have imported it itself.
-    An import that fails is reported on stderr and left to that first use."""
-
-    def work() -> None:
-        try:
-            _import_at_low_priority(modules)
-        except ImportError as exc:
-            print(f"beampod: could not preload {exc.name}: {exc}", file=sys.stderr)
-            return
-        if then is not None:
-            then()
-
-    threading.Thread(target=work, name="beampod-preload-later", daemon=True).start()
 
 
 def _import_at_low_priority(modules: Sequence[str]) -> None:

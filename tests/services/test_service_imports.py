@@ -81,15 +81,15 @@ def test_queue_manager_and_worker_load_only_their_own(pod: LoadedPod) -> None:
 def test_writer_and_agent_map_only_what_they_use(pod: LoadedPod) -> None:
     pids = service_pids(pod)
     writer, agent = mapped_packages(pids["writer"]), mapped_packages(pids["agent"])
-    # The writer keeps pyarrow (it writes Arrow tables; pandas, which pyarrow loads for
-    # its first table from rows, is imported once the writer is ready: not checked) ...
+    # The writer keeps pyarrow (it writes Arrow tables) ...
     assert "pyarrow" in writer, sorted(writer)
     # ... not nats-py's websocket transport, nor the optional libraries marked absent
-    # (sparse's numba and llvmlite, scipy, SQLAlchemy). blosc2 is deferred, not absent:
+    # (sparse's numba and llvmlite, scipy, SQLAlchemy, pandas; the write path itself is
+    # checked without pandas in tests/store/test_writer_imports.py). blosc2 is deferred, not absent:
     # this shared pod's writer may have decoded a compressed array answer by now (a
     # run with array data), so it is checked where the runs are known
     # (tests/store/test_writer_imports.py).
-    unwanted = {"aiohttp", "numba", "llvmlite", "scipy", "sqlalchemy"}
+    unwanted = {"aiohttp", "numba", "llvmlite", "scipy", "sqlalchemy", "pandas"}
     assert not writer & unwanted, sorted(writer & unwanted)
     # The pod's agent is the default step recommender: no numpy (only the peak finder
     # uses it), no aiohttp.

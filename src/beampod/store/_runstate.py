@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy
+
+# bluesky-tiled-plugins' TiledWriter calls ``pyarrow.compute`` when it retries an append
+# (Tiled unreachable or answering 5xx) without importing it: pandas' import did, and a
+# writer no longer imports pandas (ADR 13).
+import pyarrow.compute  # noqa: F401
 from bluesky_tiled_plugins.writing.tiled_writer import (
     RESERVED_DATA_KEYS,
     RunNormalizer,
@@ -23,6 +28,7 @@ from bluesky_tiled_plugins.writing.tiled_writer import (
 )
 from tiled.client.container import Container
 
+from beampod.store._arrow_read import read_columns
 from beampod.store._ordered import SeqOrderedRunWriter
 
 Outcome = Literal["written", "duplicate"]
@@ -301,7 +307,7 @@ class RunState:
         if "internal" in children:
             table = base["internal"]
             w._internal_tables[stream_name] = table
-            rows = table.read(columns=["seq_num", "time"])
+            rows = read_columns(table, ["seq_num", "time"])  # Arrow: no pandas
             seqs = [int(x) for x in rows["seq_num"]]
             stream.stored.update(zip(seqs, ((float(t), None) for t in rows["time"]), strict=True))
             if seqs:

@@ -14,24 +14,27 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from beampod._gcstart import pause_gc, resume_gc
-from beampod._preload import preload, preload_later
+from beampod._preload import preload
 
 if TYPE_CHECKING:
     from beampod.writer._loop import Writer
 
 READY_LINE = "beampod-writer ready"
-# Imported once ready, at low priority (``preload_later``): pyarrow loads pandas on the
-# first table it builds from rows, at the first run's stop, ~0.4 CPU-s that would
-# otherwise be spent next to Tiled's start (the writer's import policy keeps
-# bluesky-tiled-plugins' ``__init__``, which imports it, from running: store/_lean.py).
-LATER_IMPORTS = ("pandas",)
+# Never imported by a writer: pyarrow imports pandas (~52 MB RSS, ~0.4 CPU-s) when it
+# builds its first table from rows, only to ask whether what it was given is a pandas
+# object; without pandas it answers no and builds the same table. Nothing on the write
+# path uses pandas (tests/store/test_writer_imports.py stores runs without it), and a
+# facility runs a writer per instrument or pool.
+ABSENT_IMPORTS = ("pandas",)
 
 
 def lean_imports() -> None:
     """The writer's import policy (store/_lean.py); first thing in the process (tests
     apply it too). Its tiled client only writes."""
+    from beampod._lazy import absent_imports
     from beampod.store import lean_client_imports
 
+    absent_imports(ABSENT_IMPORTS)
     lean_client_imports()
 
 
@@ -105,7 +108,6 @@ def main() -> int:
         # it would delay readiness for a little import garbage.
         settle_gc()
         print(f"{READY_LINE} instrument={args.instrument}", flush=True)
-        preload_later(LATER_IMPORTS, then=gc.freeze)
 
     async def go() -> None:
         loop = asyncio.get_running_loop()
@@ -157,7 +159,6 @@ def _run_pool(make_writer: Callable[[str], Writer], instruments: list[str]) -> i
     def ready() -> None:
         settle_gc()  # as a single writer's ready() says
         print(f"{READY_LINE} instruments={','.join(instruments)}", flush=True)
-        preload_later(LATER_IMPORTS, then=gc.freeze)
 
     async def go() -> None:
         loop = asyncio.get_running_loop()
