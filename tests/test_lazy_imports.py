@@ -134,6 +134,7 @@ def test_an_absent_package_fails_to_import_as_if_not_installed(packages: Path) -
         from beampod._lazy import absent_imports, is_loaded
         absent_imports(["heavypkg"])
         absent_imports(["heavypkg"])  # twice: one finder
+        assert sum(type(f).__name__ == "_Absent" for f in sys.meta_path) == 1
         for name in ("heavypkg", "heavypkg.core"):
             try:
                 __import__(name)
@@ -142,7 +143,9 @@ def test_an_absent_package_fails_to_import_as_if_not_installed(packages: Path) -
             else:
                 raise AssertionError(f"{name} imported")
         assert not is_loaded("heavypkg") and "heavypkg" not in sys.modules
-        import json  # anything else imports as before
+        assert "colorsys" not in sys.modules
+        import colorsys  # anything else imports as before
+        assert colorsys.rgb_to_hsv(1, 0, 0) == (0.0, 1.0, 1)
         """,
     )
 

@@ -84,11 +84,10 @@ def test_writer_and_agent_map_only_what_they_use(pod: LoadedPod) -> None:
     # The writer keeps pyarrow (it writes Arrow tables) ...
     assert "pyarrow" in writer, sorted(writer)
     # ... not nats-py's websocket transport, nor the optional libraries marked absent
-    # (sparse's numba and llvmlite, scipy, SQLAlchemy, pandas; the write path itself is
-    # checked without pandas in tests/store/test_writer_imports.py). blosc2 is deferred, not absent:
-    # this shared pod's writer may have decoded a compressed array answer by now (a
-    # run with array data), so it is checked where the runs are known
-    # (tests/store/test_writer_imports.py).
+    # (sparse's numba and llvmlite, scipy, SQLAlchemy, pandas). blosc2 is deferred, not
+    # absent: this shared pod's writer may have decoded a compressed array answer by now
+    # (a run with array data), so it is checked where the runs are known, as is the
+    # write path without pandas (tests/store/test_writer_imports.py).
     unwanted = {"aiohttp", "numba", "llvmlite", "scipy", "sqlalchemy", "pandas"}
     assert not writer & unwanted, sorted(writer & unwanted)
     # The pod's agent is the default step recommender: no numpy (only the peak finder
