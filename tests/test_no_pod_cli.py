@@ -26,8 +26,11 @@ def stopped_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (("dlq", "list"), "cannot connect to NATS at nats://127.0.0.1:"),
         # nats-py would retry the refused port until the connect's bound (6 s).
         (("tail",), "cannot connect to NATS at nats://127.0.0.1:"),
+        # The devices would wait out their connection timeout (5 s), after libca's
+        # lines about starting a CA repeater of its own.
+        (("run", "count([pinhole], 3)"), "the IOCs of instrument 'demo' do not answer:"),
     ],
-    ids=["runs", "plot", "dlq", "tail"],
+    ids=["runs", "plot", "dlq", "tail", "run"],
 )
 def test_a_command_facing_a_stopped_pod_says_so(
     stopped_home: Path, command: tuple[str, ...], what: str
@@ -42,6 +45,9 @@ def test_a_command_facing_a_stopped_pod_says_so(
     assert lines[0].endswith("; is the pod up? (`beampod status`)"), lines
     if "NATS" in what:
         assert ": nothing listens there (Connection refused);" in lines[0], lines
+    if "IOCs" in what:
+        assert "nothing listens at 127.0.0.1:" in lines[0], lines
+        assert "CA Repeater" not in out.stderr and not out.stdout, out
 
 
 def test_refused_is_told_from_listening() -> None:

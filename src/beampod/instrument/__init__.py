@@ -1,7 +1,7 @@
 """Instrument packages: the ``devices()``/``plans()`` convention, loading, scaffolding,
 the pod's Channel Access client environment, and the safe plan-expression parser."""
 
-from beampod.instrument._env import apply_ca_client_env, ca_client_env
+from beampod.instrument._env import apply_ca_client_env, ca_client_env, ioc_endpoints
 from beampod.instrument._facility_scaffold import (
     FacilityScaffold,
     instrument_names,
@@ -27,6 +27,7 @@ __all__ = [
     "ca_client_env",
     "check_plan_arguments",
     "instrument_names",
+    "ioc_endpoints",
     "load_instrument",
     "parse_plan_call",
     "resolve_devices",

@@ -14,6 +14,15 @@ from beampod.config import PodConfig, instrument_address, ioc_service_name
 _MAX_ARRAY_BYTES = 10_000_000
 
 
+def ioc_endpoints(config: PodConfig, instrument: str) -> list[tuple[str, int]]:
+    """Where ``instrument``'s simulated IOCs listen (host, port), as its clients reach
+    them; empty for an instrument without any."""
+    ports = config.ioc_ports()
+    host = instrument_address(config, instrument)
+    iocs = config.instruments[instrument].iocs
+    return [(host, ports[ioc_service_name(instrument, ioc)]) for ioc in iocs]
+
+
 def ca_client_env(config: PodConfig) -> dict[str, str]:
     """``EPICS_CA_*`` variables that make a CA client see exactly this pod's IOCs.
 

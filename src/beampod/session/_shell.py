@@ -151,6 +151,7 @@ def _prepare_run(
     pod: LoadedPod, expr: str, instrument: str | None, make_run_engine: Callable[..., Any]
 ) -> tuple[Any, Any]:
     """Everything that can refuse the command, before any document exists."""
+    _check_iocs_listen(pod, instrument or pod.config.instrument_name)
     inst = prepare_instrument(pod, instrument)
     call = parse_plan_call(expr, inst.plans, inst.devices)
     plan_fn = inst.plans[call.plan]
@@ -167,6 +168,24 @@ def _prepare_run(
     wait_for_connection((inst.devices[n] for n in sorted(call.device_names())), CONNECT_TIMEOUT_S)
     RE = make_run_engine(pod, instrument)
     return RE, plan_fn(*args, **kwargs)
+
+
+def _check_iocs_listen(pod: LoadedPod, instrument: str) -> None:
+    """Refuse at once when nothing listens on any of the instrument's IOC ports (the pod
+    is down): no device could connect, and creating the Channel Access context first
+    would take the whole connection timeout and print libca's lines about starting a
+    CA repeater. One local connection per IOC, stopping at the first that is not
+    refused; a run on IOCs that answer, or partly, goes on as before."""
+    from beampod._net import refuses_connections
+    from beampod.instrument import ioc_endpoints
+
+    endpoints = ioc_endpoints(pod.config, instrument)
+    if endpoints and all(refuses_connections(f"tcp://{h}:{p}", 1.0) for h, p in endpoints):
+        where = ", ".join(f"{h}:{p}" for h, p in endpoints)
+        raise BeampodError(
+            f"the IOCs of instrument {instrument!r} do not answer: nothing listens at "
+            f"{where}; is the pod up? (`beampod status`)"
+        )
 
 
 def _report_delivery(RE: Any) -> None:
