@@ -31,14 +31,8 @@ def ca_client_env(config: PodConfig) -> dict[str, str]:
     mean the default port 5064). Automatic broadcast addresses are off so IOCs of other
     pods, or a facility's real IOCs, are never found by accident.
     """
-    ports = config.ioc_ports()
-    hosts = {inst: instrument_address(config, inst) for inst in config.instruments}
     where = sorted(
-        {
-            (hosts[inst], ports[ioc_service_name(inst, ioc)])
-            for inst, settings in config.instruments.items()
-            for ioc in settings.iocs
-        },
+        {ep for inst in config.instruments for ep in ioc_endpoints(config, inst)},
         key=lambda hp: (hp[1], hp[0]),
     )
     return {
