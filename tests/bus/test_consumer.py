@@ -393,3 +393,21 @@ def test_an_idle_reader_owed_messages_it_never_got_says_so(
                 await reader.check_nothing_owed()
 
     asyncio.run(main())
+
+
+def test_a_stream_not_created_yet_is_waited_for_not_given_up(
+    bus_pod: LoadedPod, nats_server: NatsProcess
+) -> None:
+    """A reader started early (the writer) can reach a node before the nats service has
+    created its instrument's stream: "not yet" (retried), not "never" (the writer
+    exited and failed `up` in a cluster whose last node was still placing streams)."""
+    from beampod.errors import BusUnavailableError
+
+    admin = NatsConnection.from_pod(bus_pod, admin=True)  # may ask about any stream
+
+    async def main() -> None:
+        consumer = DocumentConsumer(admin, "nosuch", durable=WRITER_DURABLE)
+        with pytest.raises(BusUnavailableError, match="stream NOSUCH_DOCUMENTS does not exist"):
+            await consumer.start()
+
+    asyncio.run(main())

@@ -15,7 +15,7 @@ from beampod.bus._natserrors import bus_errors, is_transient
 from beampod.bus._pull import BatchPuller
 from beampod.bus._pulled import AckMetadata, ack_replies, quick_msg_id
 from beampod.config import dead_letter_subject, documents_subject, stream_name
-from beampod.errors import BusError, DeliveryGapError
+from beampod.errors import BusError, BusUnavailableError, DeliveryGapError
 
 log = logging.getLogger("beampod.bus.consumer")
 
@@ -28,6 +28,8 @@ ORIGINAL_SEQ = "Beampod-Original-Seq"
 # A dead letter that holds no document but says which stream sequences were discarded
 # (by the stream's limits) before the writer stored them: "<first>-<last>".
 LOST_SEQS = "Beampod-Lost-Seqs"
+# JetStream's error code for "stream not found" (JSStreamNotFoundErr).
+STREAM_NOT_FOUND = 10059
 
 
 def _msg_id(headers: Mapping[str, str] | None) -> str | None:
@@ -184,6 +186,14 @@ class DocumentConsumer:
         except APIError as exc:
             if is_transient(exc):
                 raise
+            if exc.err_code == STREAM_NOT_FOUND:
+                # Not yet: the pod's nats service creates every stream once its cluster
+                # can place them (its readiness, re-checked by its health probe). A
+                # reader started early can get here first, on a node already up.
+                raise BusUnavailableError(
+                    f"stream {stream_name(self.instrument)} does not exist yet (the nats "
+                    "service creates it)"
+                ) from None
             raise BusError(
                 f"cannot create consumer {self.durable!r} on "
                 f"{stream_name(self.instrument)}: {exc.description}"
