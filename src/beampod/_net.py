@@ -41,21 +41,27 @@ async def refusal(host: str, port: int, timeout: float = 1.0) -> str | None:
     return None
 
 
-def refuses_connections(url: str, timeout: float = 2.0) -> str | None:
-    """Why nothing listens at ``url``'s host and port (the reason of a refused TCP
-    connection), or None when something accepts, or the answer is not that clear (a
-    timeout, an unresolvable name: the caller's client may wait those out)."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+def refuses(host: str, port: int, timeout: float = 2.0) -> str | None:
+    """Why nothing listens at ``host:port`` (the reason of a refused TCP connection), or
+    None when something accepts, or the answer is not that clear (a timeout, an
+    unresolvable name: the caller's client may wait those out). Blocking; the same
+    question asked from an event loop is :func:`refusal`."""
     try:
-        socket.create_connection((parts.hostname or "127.0.0.1", port), timeout).close()
+        socket.create_connection((host, port), timeout).close()
     except ConnectionRefusedError as exc:
         return exc.strerror or str(exc)
     except OSError:
         return None
     return None
+
+
+def refuses_connections(url: str, timeout: float = 2.0) -> str | None:
+    """:func:`refuses` for ``url``'s host and port."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return refuses(parts.hostname or "127.0.0.1", port, timeout)
 
 
 def port_is_free(host: str, port: int, udp: bool = False) -> bool:

@@ -176,11 +176,11 @@ def _check_iocs_listen(pod: LoadedPod, instrument: str) -> None:
     would take the whole connection timeout and print libca's lines about starting a
     CA repeater. One local connection per IOC, stopping at the first that is not
     refused; a run on IOCs that answer, or partly, goes on as before."""
-    from beampod._net import refuses_connections
+    from beampod._net import refuses
     from beampod.instrument import ioc_endpoints
 
     endpoints = ioc_endpoints(pod.config, instrument)
-    if endpoints and all(refuses_connections(f"tcp://{h}:{p}", 1.0) for h, p in endpoints):
+    if endpoints and all(refuses(host, port, 1.0) for host, port in endpoints):
         where = ", ".join(f"{h}:{p}" for h, p in endpoints)
         raise BeampodError(
             f"the IOCs of instrument {instrument!r} do not answer: nothing listens at "
