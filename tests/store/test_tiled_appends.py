@@ -1,0 +1,164 @@
+"""Appended rows reach tiled's SQL storage as Arrow (``store/_tiled_appends.py``).
+
+tiled's own path turns an appended Arrow file into a pandas DataFrame and back. Besides
+its CPU, that loses what pandas cannot hold: an integer column with a missing value
+becomes float64, so an integer above 2**53 is stored rounded. The tests below store
+such a value and find it exact, in-process and through a real Tiled server."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from beampod.store._tiled_appends import (
+    PINNED_APPEND_SHA256,
+    arrow_table,
+    install_arrow_appends,
+    upstream_append_hash,
+)
+from tests.store.conftest import Server
+
+BIG = 2**53 + 1  # the first integer float64 cannot hold
+ARROW = "application/vnd.apache.arrow.file"
+
+
+def _rows() -> Any:
+    import pyarrow
+
+    return pyarrow.table(
+        {
+            "seq_num": pyarrow.array([1, 2, 3], pyarrow.int64()),
+            "count": pyarrow.array([BIG, None, 7], pyarrow.int64()),
+            "state": pyarrow.array(["moving", None, "done"]),
+        }
+    )
+
+
+def _arrow_file(table: Any) -> bytes:
+    import pyarrow.ipc
+
+    sink = io.BytesIO()
+    with pyarrow.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def test_pinned_to_the_locked_tiled() -> None:
+    assert upstream_append_hash() == PINNED_APPEND_SHA256, "tiled's append_partition moved"
+
+
+def test_an_arrow_body_stays_arrow_and_a_dataframe_body_is_read_as_tiled_reads_it() -> None:
+    import pandas as pd
+    import pyarrow
+    from tiled.serialization.table import deserialize_arrow
+
+    rows = _rows()
+    assert arrow_table(_arrow_file(rows)).equals(rows)
+    # A DataFrame serialized as tiled's client serializes one: its index comes back.
+    df = pd.DataFrame({"x": [1.5, 2.5]}, index=pd.Index([10, 20], name="at"))
+    body = _arrow_file(pyarrow.Table.from_pandas(df, preserve_index=True))
+    got = arrow_table(body)
+    assert isinstance(got, pd.DataFrame)
+    pd.testing.assert_frame_equal(got, deserialize_arrow(body))
+    pd.testing.assert_frame_equal(got, df)
+
+
+def test_an_append_reaches_sql_storage_as_arrow(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import pandas as pd
+    import pyarrow
+    from tiled.adapters.sql import SQLAdapter
+    from tiled.catalog import adapter as tiled_adapter
+    from tiled.catalog import from_uri
+    from tiled.media_type_registration import default_deserialization_registry
+    from tiled.structures.core import StructureFamily
+    from tiled.structures.data_source import DataSource, Management
+    from tiled.structures.table import TableStructure
+
+    # Restored at teardown: the replacement is process-wide.
+    table_adapter = tiled_adapter.CatalogTableAdapter
+    monkeypatch.setattr(table_adapter, "append_partition", table_adapter.append_partition)
+    assert install_arrow_appends()
+    assert not install_arrow_appends()  # once
+    received: list[type] = []
+    append = SQLAdapter.append_partition
+
+    def recording(self: Any, partition: int, data: Any) -> Any:
+        received.append(type(data))
+        return append(self, partition, data)
+
+    monkeypatch.setattr(SQLAdapter, "append_partition", recording)
+    tiled_deserializer = default_deserialization_registry.dispatch(StructureFamily.table, ARROW)
+    rows = _rows()
+
+    async def scenario() -> Any:
+        catalog = from_uri(
+            f"sqlite:///{tmp_path / 'catalog.db'}",
+            writable_storage=[str(tmp_path / "data"), f"sqlite:///{tmp_path / 'tables.db'}"],
+            init_if_not_exists=True,
+        )
+        await catalog.startup()
+        try:
+            await catalog.create_node(
+                StructureFamily.table,
+                metadata={},
+                key="t",
+                data_sources=[
+                    DataSource(
+                        structure_family=StructureFamily.table,
+                        structure=TableStructure.from_arrow_table(rows),
+                        management=Management.writable,
+                        mimetype="application/x-tiled-sql-table",
+                    )
+                ],
+            )
+            node = await catalog.lookup_adapter(["t"])
+            await node.append_partition(ARROW, tiled_deserializer, node, _arrow_file(rows), 0)
+            # A DataFrame's rows (a tiled client's append_partition(df)): through pandas.
+            df = pd.DataFrame({"seq_num": [4], "count": [8], "state": ["idle"]})
+            body = _arrow_file(pyarrow.Table.from_pandas(df))
+            await node.append_partition(ARROW, tiled_deserializer, node, body, 0)
+            adapter = await node.get_adapter()
+            return adapter._read_full_table_or_partition()  # Arrow, as stored
+        finally:
+            await catalog.shutdown()
+
+    stored = asyncio.run(scenario())
+    assert received == [pyarrow.Table, pd.DataFrame]
+    assert stored.column("seq_num").to_pylist() == [1, 2, 3, 4]
+    assert stored.column("count").to_pylist() == [BIG, None, 7, 8]  # exact, not rounded
+    assert stored.column("state").to_pylist() == ["moving", None, "done", "idle"]
+
+
+@pytest.mark.pod
+def test_the_tiled_server_stores_appended_rows_exactly(tiled_server: Server) -> None:
+    """Through the real server and tiled's own client, as a writer appends."""
+    from beampod.store import layout_of
+    from beampod.store._client import connect
+
+    demo = connect(f"{tiled_server.url}/api/v1/metadata/demo", tiled_server.key("writer"))
+    rows = _rows()
+    key = f"appends-{uuid.uuid4().hex[:8]}"
+    table = demo.create_appendable_table(rows.schema, key=key)
+    try:
+        table.append_partition(0, rows)
+        with sqlite3.connect(layout_of(tiled_server.pod).tables_db) as db:
+            stored = db.execute(
+                f'SELECT "count" FROM "{_sql_table_of(table)}" ORDER BY "seq_num"'
+            ).fetchall()
+        assert stored == [(BIG,), (None,), (7,)]
+        assert list(table.read()["seq_num"]) == [1, 2, 3]
+    finally:
+        table.delete(external_only=False)  # its rows too
+
+
+def _sql_table_of(node: Any) -> str:
+    (source,) = node.data_sources()
+    return str(source.parameters["table_name"])
