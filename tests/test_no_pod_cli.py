@@ -62,3 +62,22 @@ def test_refused_is_told_from_listening() -> None:
         assert refuses_connections(f"http://127.0.0.1:{port}/api") is None
     # Closed now: nothing listens on the port.
     assert refuses_connections(f"http://127.0.0.1:{port}/api") == "Connection refused"
+
+
+def test_a_session_on_a_stopped_pod_starts_at_once_and_says_why_once(stopped_home: Path) -> None:
+    """The session still starts (data and plans can be looked at) without waiting for
+    devices that cannot connect, and without libca's lines about starting a CA
+    repeater of its own."""
+    out = beampod_cli(
+        stopped_home, "shell", "-c", "print('DEVICES', len(instrument.devices))", check=False
+    )
+    assert out.returncode == 0, out
+    assert "DEVICES 14" in out.stdout, out
+    lines = out.stderr.splitlines()
+    assert lines[0].startswith(
+        "beampod: warning: the IOCs of instrument 'demo' do not answer: nothing listens at "
+    ), lines
+    assert "CA Repeater" not in out.stderr and "caRepeater" not in out.stderr, out.stderr
+    assert not any("not connected after" in line for line in lines), lines  # no wait
+    # The bus's line (documents would go to the local spool) is the only other one.
+    assert len(lines) == 2 and "bus unreachable" in lines[1], lines

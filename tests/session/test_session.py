@@ -207,3 +207,6 @@ def test_session_starts_connected_and_names_devices_whose_ioc_is_down(
     warning = next(ln for ln in proc.stderr.splitlines() if "not connected after" in ln)
     assert "thermo" in warning and "rw_horiz" in warning
     assert "motor_slit" not in warning and "pinhole" not in warning
+    # Each named with a short reason, not ophyd's list of every signal and subscription.
+    assert "thermo (5 PVs, e.g. thermo:" in warning, warning
+    assert "Pending operations" not in warning and len(warning) < 500, warning

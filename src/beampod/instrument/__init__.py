@@ -1,6 +1,7 @@
 """Instrument packages: the ``devices()``/``plans()`` convention, loading, scaffolding,
 the pod's Channel Access client environment, and the safe plan-expression parser."""
 
+from beampod.instrument._ca_quiet import start_channel_access_quietly, why_not_connected
 from beampod.instrument._env import apply_ca_client_env, ca_client_env, ioc_endpoints
 from beampod.instrument._facility_scaffold import (
     FacilityScaffold,
@@ -33,4 +34,6 @@ __all__ = [
     "resolve_devices",
     "scaffold",
     "scaffold_facility",
+    "start_channel_access_quietly",
+    "why_not_connected",
 ]

@@ -12,7 +12,14 @@ from typing import Any
 
 from beampod.config import LoadedPod
 from beampod.errors import BeampodError, PlanError
-from beampod.instrument import check_plan_arguments, parse_plan_call, resolve_devices
+from beampod.instrument import (
+    apply_ca_client_env,
+    check_plan_arguments,
+    parse_plan_call,
+    resolve_devices,
+    start_channel_access_quietly,
+    why_not_connected,
+)
 from beampod.session._namespace import (
     build_namespace,
     has_display,
@@ -39,9 +46,33 @@ def run_shell(
     """
     if code is None:
         return _interactive(pod, extras, instrument)
-    ns = build_namespace(pod, headless=True, instrument=instrument, extras=extras)
-    _settle_connections(ns)
-    return run_code(code, ns)
+    return run_code(code, _session_namespace(pod, True, instrument, extras))
+
+
+def _session_namespace(
+    pod: LoadedPod,
+    headless: bool,
+    instrument: str | None,
+    extras: Callable[[LoadedPod], Mapping[str, Any]] | None,
+) -> dict[str, Any]:
+    """The session's namespace with its devices connected, as bsui profiles start.
+    When none of the instrument's IOCs listens (the pod is down) the session starts
+    at once, after one line saying so: no device could connect within the wait, and
+    libca's lines about starting a CA repeater of its own are kept out."""
+    down = _iocs_down(pod, instrument or pod.config.instrument_name)
+    if down is not None:
+        print(
+            f"beampod: warning: {down}; its devices connect once they do "
+            "(`beampod up -d`, `beampod status`)",
+            file=sys.stderr,
+            flush=True,
+        )
+        apply_ca_client_env(pod.config)  # what libca reads as its context is made
+        start_channel_access_quietly()
+    ns = build_namespace(pod, headless=headless, instrument=instrument, extras=extras)
+    if down is None:
+        _settle_connections(ns)
+    return ns
 
 
 def run_code(code: str, ns: dict[str, Any]) -> int:
@@ -93,8 +124,7 @@ def _interactive(
     from IPython import start_ipython
 
     headless = not has_display()
-    ns = build_namespace(pod, headless=headless, instrument=instrument, extras=extras)
-    _settle_connections(ns)
+    ns = _session_namespace(pod, headless, instrument, extras)
     argv = ["--no-banner"] if headless else ["--no-banner", "--matplotlib=auto"]
     argv.append("--ext=beampod.session")  # %wa, %mov, %movr, %ct (load_ipython_extension)
     RE = ns["RE"]
@@ -151,7 +181,9 @@ def _prepare_run(
     pod: LoadedPod, expr: str, instrument: str | None, make_run_engine: Callable[..., Any]
 ) -> tuple[Any, Any]:
     """Everything that can refuse the command, before any document exists."""
-    _check_iocs_listen(pod, instrument or pod.config.instrument_name)
+    down = _iocs_down(pod, instrument or pod.config.instrument_name)
+    if down is not None:
+        raise BeampodError(f"{down}; is the pod up? (`beampod status`)")
     inst = prepare_instrument(pod, instrument)
     call = parse_plan_call(expr, inst.plans, inst.devices)
     plan_fn = inst.plans[call.plan]
@@ -170,22 +202,19 @@ def _prepare_run(
     return RE, plan_fn(*args, **kwargs)
 
 
-def _check_iocs_listen(pod: LoadedPod, instrument: str) -> None:
-    """Refuse at once when nothing listens on any of the instrument's IOC ports (the pod
-    is down): no device could connect, and creating the Channel Access context first
-    would take the whole connection timeout and print libca's lines about starting a
-    CA repeater. One local connection per IOC, stopping at the first that is not
-    refused; a run on IOCs that answer, or partly, goes on as before."""
+def _iocs_down(pod: LoadedPod, instrument: str) -> str | None:
+    """What to say when nothing listens on any of the instrument's IOC ports (the pod is
+    down), else None: a run refuses at once, a session starts without waiting. One
+    local connection per IOC, stopping at the first that is not refused; with IOCs
+    that answer, or some, devices connect as before."""
     from beampod._net import refuses
     from beampod.instrument import ioc_endpoints
 
     endpoints = ioc_endpoints(pod.config, instrument)
     if endpoints and all(refuses(host, port, 1.0) for host, port in endpoints):
         where = ", ".join(f"{h}:{p}" for h, p in endpoints)
-        raise BeampodError(
-            f"the IOCs of instrument {instrument!r} do not answer: nothing listens at "
-            f"{where}; is the pod up? (`beampod status`)"
-        )
+        return f"the IOCs of instrument {instrument!r} do not answer: nothing listens at {where}"
+    return None
 
 
 def _report_delivery(RE: Any) -> None:
@@ -219,7 +248,7 @@ def unconnected_devices(devices: Iterable[Any], timeout: float) -> list[str]:
         try:
             waiter(timeout=max(deadline - time.monotonic(), 0.1))
         except TimeoutError as exc:
-            missing.append(f"{getattr(device, 'name', device)} ({exc})")
+            missing.append(f"{getattr(device, 'name', device)} ({why_not_connected(device, exc)})")
     return missing
 
 
