@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,3 +57,35 @@ def stored_seq_nums(run: Any, stream: str = "primary") -> list[int]:
     """seq_num column of the stream's event table, straight from Tiled."""
     table = run.base[stream].base["internal"].read(columns=["seq_num"])
     return [int(v) for v in table["seq_num"]]
+
+
+def local_catalog(root: Path, tables_uri: str) -> Any:
+    """A writable tiled catalog under ``root`` (its nodes in SQLite), its tables stored
+    at ``tables_uri``: for a test of the server's code without a server."""
+    from tiled.catalog import from_uri
+
+    return from_uri(
+        f"sqlite:///{root / 'catalog.db'}",
+        writable_storage=[str(root / "data"), tables_uri],
+        init_if_not_exists=True,
+    )
+
+
+async def create_sql_table(catalog: Any, key: str, structure: Any) -> Any:
+    """A table node of ``structure`` stored in the catalog's SQL table storage."""
+    from tiled.structures.core import StructureFamily
+    from tiled.structures.data_source import DataSource, Management
+
+    return await catalog.create_node(
+        StructureFamily.table,
+        metadata={},
+        key=key,
+        data_sources=[
+            DataSource(
+                structure_family=StructureFamily.table,
+                structure=structure,
+                management=Management.writable,
+                mimetype="application/x-tiled-sql-table",
+            )
+        ],
+    )

@@ -23,6 +23,7 @@ from beampod.store._tiled_appends import (
     upstream_append_hash,
 )
 from tests.store.conftest import Server
+from tests.store.helpers import create_sql_table, local_catalog
 
 BIG = 2**53 + 1  # the first integer float64 cannot hold
 ARROW = "application/vnd.apache.arrow.file"
@@ -76,10 +77,8 @@ def test_an_append_reaches_sql_storage_as_arrow(
     import pyarrow
     from tiled.adapters.sql import SQLAdapter
     from tiled.catalog import adapter as tiled_adapter
-    from tiled.catalog import from_uri
     from tiled.media_type_registration import default_deserialization_registry
     from tiled.structures.core import StructureFamily
-    from tiled.structures.data_source import DataSource, Management
     from tiled.structures.table import TableStructure
 
     # Restored at teardown: the replacement is process-wide.
@@ -99,26 +98,10 @@ def test_an_append_reaches_sql_storage_as_arrow(
     rows = _rows()
 
     async def scenario() -> Any:
-        catalog = from_uri(
-            f"sqlite:///{tmp_path / 'catalog.db'}",
-            writable_storage=[str(tmp_path / "data"), f"sqlite:///{tmp_path / 'tables.db'}"],
-            init_if_not_exists=True,
-        )
+        catalog = local_catalog(tmp_path, f"sqlite:///{tmp_path / 'tables.db'}")
         await catalog.startup()
         try:
-            await catalog.create_node(
-                StructureFamily.table,
-                metadata={},
-                key="t",
-                data_sources=[
-                    DataSource(
-                        structure_family=StructureFamily.table,
-                        structure=TableStructure.from_arrow_table(rows),
-                        management=Management.writable,
-                        mimetype="application/x-tiled-sql-table",
-                    )
-                ],
-            )
+            await create_sql_table(catalog, "t", TableStructure.from_arrow_table(rows))
             node = await catalog.lookup_adapter(["t"])
             await node.append_partition(ARROW, tiled_deserializer, node, _arrow_file(rows), 0)
             # A DataFrame's rows (a tiled client's append_partition(df)): through pandas.

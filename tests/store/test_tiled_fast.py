@@ -31,6 +31,7 @@ from beampod.store._tiled_fast import (
     upstream_lookup_hash,
 )
 from tests.store.conftest import Server, make_pod
+from tests.store.helpers import create_sql_table, local_catalog
 
 
 def test_pinned_to_the_locked_tiled() -> None:
@@ -148,37 +149,18 @@ def test_joined_data_sources_are_tiled_own(tmp_path: Path) -> None:
     for a table stored in SQL (with its asset) and for a container (none)."""
     import pandas as pd
     from tiled.catalog import adapter as tiled_adapter
-    from tiled.catalog import from_uri
     from tiled.structures.core import StructureFamily
-    from tiled.structures.data_source import DataSource, Management
     from tiled.structures.table import TableStructure
 
     original = tiled_adapter.CatalogNodeAdapter.data_sources
     joined = fast_data_sources(original)
 
     async def scenario() -> None:
-        catalog = from_uri(
-            f"sqlite:///{tmp_path / 'catalog.db'}",
-            writable_storage=[str(tmp_path / "data"), f"duckdb:///{tmp_path / 'tables.db'}"],
-            init_if_not_exists=True,
-        )
+        catalog = local_catalog(tmp_path, f"duckdb:///{tmp_path / 'tables.db'}")
         await catalog.startup()
         try:
             df = pd.DataFrame({"x": [1.0, 2.0]})
-            structure = TableStructure.from_pandas(df)
-            table = await catalog.create_node(
-                StructureFamily.table,
-                metadata={},
-                key="t",
-                data_sources=[
-                    DataSource(
-                        structure_family=StructureFamily.table,
-                        structure=structure,
-                        management=Management.writable,
-                        mimetype="application/x-tiled-sql-table",
-                    )
-                ],
-            )
+            table = await create_sql_table(catalog, "t", TableStructure.from_pandas(df))
             container = await catalog.create_node(StructureFamily.container, metadata={}, key="c")
             for node in (await catalog.lookup_adapter(["t"]), container):
                 mine = await joined(node, include_assets=True)
