@@ -2,7 +2,12 @@
 the pod's Channel Access client environment, and the safe plan-expression parser."""
 
 from beampod.instrument._ca_quiet import start_channel_access_quietly, why_not_connected
-from beampod.instrument._env import apply_ca_client_env, ca_client_env, ioc_endpoints
+from beampod.instrument._env import (
+    apply_ca_client_env,
+    ca_client_env,
+    ioc_endpoints,
+    silent_iocs,
+)
 from beampod.instrument._facility_scaffold import (
     FacilityScaffold,
     instrument_names,
@@ -34,6 +39,7 @@ __all__ = [
     "resolve_devices",
     "scaffold",
     "scaffold_facility",
+    "silent_iocs",
     "start_channel_access_quietly",
     "why_not_connected",
 ]

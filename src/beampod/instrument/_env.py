@@ -23,6 +23,18 @@ def ioc_endpoints(config: PodConfig, instrument: str) -> list[tuple[str, int]]:
     return [(host, ports[ioc_service_name(instrument, ioc)]) for ioc in iocs]
 
 
+def silent_iocs(config: PodConfig, instrument: str) -> list[tuple[str, int]] | None:
+    """``instrument``'s IOC endpoints when nothing listens on any of them (the pod is
+    down: no device can connect, and none is connecting), else None. One local
+    connection per IOC, stopping at the first that is not refused."""
+    from beampod._net import refuses
+
+    endpoints = ioc_endpoints(config, instrument)
+    if endpoints and all(refuses(host, port, 1.0) for host, port in endpoints):
+        return endpoints
+    return None
+
+
 def ca_client_env(config: PodConfig) -> dict[str, str]:
     """``EPICS_CA_*`` variables that make a CA client see exactly this pod's IOCs.
 

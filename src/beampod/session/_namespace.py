@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 from beampod.config import LoadedPod
-from beampod.instrument import Instrument, apply_ca_client_env, load_instrument
+from beampod.instrument import Instrument, apply_ca_client_env, load_instrument, silent_iocs
 from beampod.session._db import LazyCatalog
 from beampod.session._plots import saving_best_effort_callback
 
@@ -36,22 +36,30 @@ def prepare_instrument(pod: LoadedPod, instrument: str | None = None) -> Instrum
     # Registered after pyepics registered finalize_libca (at ophyd import), so it runs
     # before it: ophyd signals otherwise release their PVs from weakref finalizers
     # *after* libca is gone, which segfaults the exiting process now and then.
-    atexit.register(_release_devices, list(inst.devices.values()))
+    name = instrument or pod.config.instrument_name
+    atexit.register(
+        _release_devices,
+        list(inst.devices.values()),
+        lambda: silent_iocs(pod.config, name) is None,
+    )
     return inst
 
 
 _EXIT_SETTLE_S = 2.0
 
 
-def _release_devices(devices: list[Any]) -> None:
+def _release_devices(devices: list[Any], iocs_listen: Callable[[], bool]) -> None:
     """Release the devices' CA channels while libca is still alive (at exit).
 
     First let connections that are under way finish: ophyd fetches each new channel's
     metadata in a helper thread, and clearing a channel under that fetch makes it hang
-    until its timeout (or crash). Devices whose IOC is down simply stay unconnected.
+    until its timeout (or crash). Devices whose IOC is down simply stay unconnected;
+    when no IOC of the instrument listens (the pod is down) none can be connecting,
+    and nothing is waited for.
     """
+    unconnected = [d for d in devices if not getattr(d, "connected", True)]
     deadline = time.monotonic() + _EXIT_SETTLE_S
-    for device in devices:
+    for device in unconnected if unconnected and iocs_listen() else []:
         waiter = getattr(device, "wait_for_connection", None)
         if callable(waiter) and time.monotonic() < deadline:
             with contextlib.suppress(TimeoutError):

@@ -17,6 +17,7 @@ from beampod.instrument import (
     check_plan_arguments,
     parse_plan_call,
     resolve_devices,
+    silent_iocs,
     start_channel_access_quietly,
     why_not_connected,
 )
@@ -204,17 +205,13 @@ def _prepare_run(
 
 def _iocs_down(pod: LoadedPod, instrument: str) -> str | None:
     """What to say when nothing listens on any of the instrument's IOC ports (the pod is
-    down), else None: a run refuses at once, a session starts without waiting. One
-    local connection per IOC, stopping at the first that is not refused; with IOCs
-    that answer, or some, devices connect as before."""
-    from beampod._net import refuses
-    from beampod.instrument import ioc_endpoints
-
-    endpoints = ioc_endpoints(pod.config, instrument)
-    if endpoints and all(refuses(host, port, 1.0) for host, port in endpoints):
-        where = ", ".join(f"{h}:{p}" for h, p in endpoints)
-        return f"the IOCs of instrument {instrument!r} do not answer: nothing listens at {where}"
-    return None
+    down), else None: a run refuses at once, a session starts without waiting. With
+    IOCs that answer, or some, devices connect as before."""
+    silent = silent_iocs(pod.config, instrument)
+    if silent is None:
+        return None
+    where = ", ".join(f"{h}:{p}" for h, p in silent)
+    return f"the IOCs of instrument {instrument!r} do not answer: nothing listens at {where}"
 
 
 def _report_delivery(RE: Any) -> None:
