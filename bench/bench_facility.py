@@ -293,19 +293,29 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
         print(f"  steady CPU (share of one core): {cpu_line(steady_cpu)}", flush=True)
+        bench3 = time.process_time()
         cap_em, _, cap_s, emit_s = load_phase(pod, containers, 0, args.capacity_seconds, args)
         cap_events = sum(e.events for e in cap_em.values())
+        # Where a burst's CPU goes: CPU-s of each kind per thousand events stored.
+        cpu3 = cpu_seconds(status(root))
+        cap_cpu = {k: v * 1000 / cap_events for k, v in cpu_by_kind(cpu2, cpu3, 1.0).items()}
+        cap_cpu["bench (emitters)"] = (time.process_time() - bench3) * 1000 / cap_events
         out["capacity"] = {
             "events": cap_events,
             "stored_ev_s": cap_events / cap_s,
             "emitted_ev_s": cap_events / emit_s,
             "load": load_average(),
+            "cpu_s_per_1000_events": dict(sorted(cap_cpu.items(), key=lambda kv: -kv[1])),
         }
         print(
             f"  capacity: {cap_events} events emitted at {cap_events / emit_s:.0f} ev/s, "
             f"stored at {out['capacity']['stored_ev_s']:.0f} ev/s; load {load_average()}",
             flush=True,
         )
+        per_1000 = ", ".join(
+            f"{k} {v:.2f}" for k, v in out["capacity"]["cpu_s_per_1000_events"].items() if v >= 0.01
+        )
+        print(f"  capacity CPU-s per 1,000 events stored: {per_1000}", flush=True)
         total = Stored()
         for i, c in containers.items():
             s = check_stored(c, [emitters[i], cap_em[i]])
