@@ -58,8 +58,10 @@ def _release_devices(devices: list[Any], iocs_listen: Callable[[], bool]) -> Non
     and nothing is waited for.
     """
     unconnected = [d for d in devices if not getattr(d, "connected", True)]
+    if unconnected and not iocs_listen():
+        unconnected = []  # nothing can be connecting
     deadline = time.monotonic() + _EXIT_SETTLE_S
-    for device in unconnected if unconnected and iocs_listen() else []:
+    for device in unconnected:
         waiter = getattr(device, "wait_for_connection", None)
         if callable(waiter) and time.monotonic() < deadline:
             with contextlib.suppress(TimeoutError):
