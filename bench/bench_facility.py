@@ -92,7 +92,11 @@ POOL_SETTINGS = ("writer_pool_size", "agent_pool_size", "queue_http_pool_size")
 
 
 def make(
-    root: Path, n: int, pools: dict[str, int | None], ioc_processes: str | None = None
+    root: Path,
+    n: int,
+    pools: dict[str, int | None],
+    ioc_processes: str | None = None,
+    event_page_ms: int | None = None,
 ) -> None:
     run_cli(root, "new", "facility", str(root), "--instruments", str(n), home=False)
     config = root / "config.yaml"
@@ -101,6 +105,8 @@ def make(
     cfg.setdefault("pod", {}).update({k: v for k, v in pools.items() if v is not None})
     if ioc_processes is not None:
         cfg["channel_access"]["ioc_processes"] = ioc_processes
+    if event_page_ms is not None:
+        cfg["bus"]["event_page_ms"] = event_page_ms
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     run_cli(root, "init")
 
@@ -174,7 +180,8 @@ def load_phase(
 def make_and_start(root: Path, n: int, args: argparse.Namespace) -> float:
     """Scaffold a facility of ``n`` instruments at ``root`` as ``args`` say and bring it
     up (``up -d``): the seconds that took."""
-    make(root, n, {k: getattr(args, k, None) for k in POOL_SETTINGS}, args.ioc_processes)
+    pools = {k: getattr(args, k, None) for k in POOL_SETTINGS}
+    make(root, n, pools, args.ioc_processes, args.event_page_ms)
     t0 = time.monotonic()
     run_cli(root, "up", "-d", timeout=1800)
     return time.monotonic() - t0
@@ -488,6 +495,12 @@ def main() -> int:
         "--ioc-processes",
         choices=("per_ioc", "per_instrument", "per_host"),
         help="channel_access.ioc_processes of every facility (default: the scaffold's)",
+    )
+    ap.add_argument(
+        "--event-page-ms",
+        type=int,
+        help="bus.event_page_ms of every facility, 0: one message per event (default: "
+        "the scaffold's)",
     )
     ap.add_argument(
         "--settle-cpu",

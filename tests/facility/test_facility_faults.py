@@ -285,7 +285,10 @@ def test_one_instrument_flooding_the_bus_does_not_stop_anothers_runs(
     wait_stored(pod, em_b, rows=5, deadline_s=120)
     beampod_in_process(home, "service", "stop", _writer(pod, a))
     try:
-        # A run of bl03 that the bus acknowledged but bl03's writer has not stored.
+        # A run of bl03 that the bus acknowledged but bl03's writer has not stored, in
+        # the stream's messages after this one (its events travel as pages: fewer
+        # messages than documents).
+        a_run_first = _stream_info(pod, stream_name(a)).state.last_seq + 1
         em_a = Emitter(
             pod,
             workdir,
@@ -300,6 +303,8 @@ def test_one_instrument_flooding_the_bus_does_not_stop_anothers_runs(
         emitted_a, report_a = em_a.result()
         assert report_a["delivered"], report_a
         a_run_last = _stream_info(pod, stream_name(a)).state.last_seq
+        # The scaffold's bus.event_page_ms: the run's events went as pages.
+        assert a_run_last - a_run_first + 1 < len(emitted_a), (a_run_first, a_run_last)
         at_flood = stored_events(pod, em_b)
         flood = _flood(pod, a, bound=2 * limit, until_first_seq=a_run_last + 1)
         st = flood["status"]
@@ -323,7 +328,6 @@ def test_one_instrument_flooding_the_bus_does_not_stop_anothers_runs(
         "bl03's writer reporting what the stream discarded",
     )
     first, last = (int(x) for x in lost[0].headers[LOST_SEQS].split("-"))
-    a_run_first = a_run_last - len(emitted_a) + 1
     assert first <= a_run_first and last >= a_run_last, (first, last, a_run_first, a_run_last)
     assert f"stream seqs {first}..{last}" in lost[0].reason
     shown = run_cli(home, "dlq", "-i", a, "list").stdout

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,9 +58,19 @@ _ACTIVE_S = 0.1
 
 class Engine:
     def __init__(
-        self, state: SharedState, conn: NatsConnection, spool: Spool, settings: EngineSettings
+        self,
+        state: SharedState,
+        conn: NatsConnection,
+        spool: Spool,
+        settings: EngineSettings,
+        *,
+        pages_due: Callable[[float], float | None] | None = None,
     ) -> None:
+        """``pages_due(now)``: the producer's open event page into the queue if it is
+        due; returns when the next one is (``_pages``). Asked whenever the loop wakes."""
         self.state, self.conn, self.spool, self.cfg = state, conn, spool, settings
+        self.pages_due = pages_due
+        self.page_deadline: float | None = None
         self.nc: Any = None
         self.acks: AckTracker | None = None
         self.inflight: deque[Entry] = deque()
@@ -108,6 +118,8 @@ class Engine:
     async def _run(self) -> None:
         st = self.state
         while True:
+            if self.pages_due is not None:
+                self.page_deadline = self.pages_due(time.monotonic())
             if self.broken is not None:
                 await self._fail(self.broken)
             if self.nc is None and time.monotonic() >= self.next_connect:
@@ -166,6 +178,11 @@ class Engine:
             timeout = min(timeout, max(0.0, self.next_connect - now))
         self.wakeup.clear()
         st.idle = not active
+        if self.pages_due is not None:
+            # Asked after ``idle`` is set: a page opened from now on wakes the loop.
+            self.page_deadline = self.pages_due(now)
+            if self.page_deadline is not None:
+                timeout = min(timeout, max(0.0, self.page_deadline - now))
         if st.idle and st.queue and can_take:  # appended before idle was set
             st.idle = False
             return

@@ -11,17 +11,19 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from beampod.bus._codec import make_encoder, run_uid_of
 from beampod.bus._natsconf import HEADER_ALLOWANCE
 from beampod.bus._natsconn import NatsConnection
+from beampod.bus._pages import EventPages
 from beampod.bus._pubio import Engine, EngineSettings
 from beampod.bus._pubstate import PublisherStatus, SharedState
 from beampod.bus._split import OversizeDocumentError, to_messages
 from beampod.bus._spool import OpenRuns, Spool, open_spool
-from beampod.config import LoadedPod, documents_subject, stream_name
+from beampod.config import LoadedPod, NatsBus, documents_subject, stream_name
 from beampod.errors import BusError
 
 log = logging.getLogger("beampod.bus.publisher")
@@ -35,6 +37,8 @@ class DurablePublisher:
     At each stop document the RunEngine waits up to ``stop_timeout`` seconds for the
     run's acknowledgements; if the bus is unreachable it returns as soon as the run is
     safe in the spool and logs a warning. ``status()`` tells where every message is.
+    With ``event_page_s`` (the pod's ``bus.event_page_ms``) a stream's consecutive
+    events go out as one ``event_page`` at most that long after the first (``_pages``).
     """
 
     def __init__(
@@ -51,9 +55,12 @@ class DurablePublisher:
         reconnect_wait: tuple[float, float] = (0.05, 2.0),
         poll_interval: float = 0.05,
         max_payload: int | None = None,
+        event_page_s: float = 0.0,
     ) -> None:
         if window < 1 or max_queue < 1:
             raise BusError("window and max_queue must be at least 1")
+        if event_page_s < 0:
+            raise BusError("event_page_s must not be negative")
         self.instrument = instrument
         self.stop_timeout = stop_timeout
         self._max_queue = max_queue
@@ -64,6 +71,8 @@ class DurablePublisher:
         # RunEngines sharing a publisher) safe at ~0.1 us per uncontended document.
         self._lock = threading.Lock()
         self._encode = make_encoder()  # used under the lock only
+        # bus.event_page_ms: a stream's events go out as one event_page (``_pages``).
+        self._pages = EventPages(event_page_s) if event_page_s > 0 else None
         spool = open_spool(Path(spool_dir) / instrument)
         self._open_runs = OpenRuns(spool.directory)
         self._close_orphaned_runs(spool)
@@ -78,7 +87,13 @@ class DurablePublisher:
             reconnect_max=reconnect_wait[1],
             poll_interval=poll_interval,
         )
-        self._engine = Engine(self._state, connection, spool, settings)
+        self._engine = Engine(
+            self._state,
+            connection,
+            spool,
+            settings,
+            pages_due=self._send_due_page if self._pages is not None else None,
+        )
         started = threading.Event()
         self._thread = threading.Thread(
             target=self._thread_main,
@@ -104,6 +119,9 @@ class DurablePublisher:
         conn = NatsConnection.from_pod(
             pod, inst, role="publisher", name=f"beampod-publisher-{inst}"
         )
+        bus = pod.config.bus
+        if isinstance(bus, NatsBus):
+            kwargs.setdefault("event_page_s", bus.event_page_ms / 1000)
         return cls(conn, inst, pod.home.spool_dir, **kwargs)
 
     def _thread_main(self, started: threading.Event) -> None:
@@ -123,29 +141,84 @@ class DurablePublisher:
             # Before the start can reach the bus: a process that dies mid-run leaves
             # the run listed, and the next publisher of this slot closes it.
             self._open_runs.opened(doc["uid"])
+        pages = self._pages
         with self._lock:
-            run = run_uid_of(name, doc, self._descriptor_runs)
-            try:
-                messages = to_messages(name, doc, run, self._limit, self._encode)
-            except OversizeDocumentError as exc:
-                # Raising would abort the user's run; the document is reported instead.
-                log.error("%s: %s", self.instrument, exc)
-                with st.cond:
-                    st.rejected += 1
-                return
-            for mid, data in messages:
-                self._seq += 1
-                st.queue.append((self._seq, mid, data))
-            st.emitted = seq = self._seq
+            if pages is not None and name == "event":
+                send, opened = pages.add(doc, time.monotonic())
+                if not send and not opened:
+                    return  # held in the open page, whose deadline the I/O thread knows
+                for events in send:
+                    self._enqueue_page(events)
+            else:
+                if pages is not None and (held := pages.take()) is not None:
+                    self._enqueue_page(held)  # before this document: order holds
+                self._enqueue_document(name, doc)
+            seq = self._seq
         if len(st.queue) >= self._max_queue:
             self._wait_for_room()
-        if st.idle:
+        if st.idle:  # also when a page opened: the I/O thread must learn its deadline
             self._engine.wake()
         if name == "stop":
             with self._lock:
                 self._forget_run(doc.get("run_start"))
             self._open_runs.closed(doc.get("run_start", ""))
             self._report_run(doc.get("run_start"), seq)
+
+    # -- under the lock ----------------------------------------------------------------------
+
+    def _enqueue_document(self, name: str, doc: dict[str, Any]) -> None:
+        run = run_uid_of(name, doc, self._descriptor_runs)
+        try:
+            messages = to_messages(name, doc, run, self._limit, self._encode)
+        except OversizeDocumentError as exc:
+            # Raising would abort the user's run; the document is reported instead.
+            log.error("%s: %s", self.instrument, exc)
+            st = self._state
+            with st.cond:
+                st.rejected += 1
+            return
+        self._enqueue(messages)
+
+    def _enqueue(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        for mid, data in messages:
+            self._seq += 1
+            self._state.queue.append((self._seq, mid, data))
+        self._state.emitted = self._seq
+
+    def _enqueue_page(self, events: list[dict[str, Any]]) -> None:
+        """One message for a page's ``events`` (one event goes as it came)."""
+        if len(events) == 1:
+            self._enqueue_document("event", events[0])
+            return
+        from event_model import pack_event_page
+
+        page = dict(pack_event_page(*cast(Any, events)))
+        run = run_uid_of("event_page", page, self._descriptor_runs)
+        try:
+            messages = to_messages("event_page", page, run, self._limit, self._encode)
+        except OversizeDocumentError:
+            # One of its events alone is larger than a message: the others go one by
+            # one, and only that one is reported.
+            for event in events:
+                self._enqueue_document("event", event)
+            return
+        self._enqueue(messages)
+
+    def _send_due_page(self, now: float) -> float | None:
+        """On the I/O thread, whenever it wakes: the open page to the queue if it has
+        waited ``event_page_s``; returns when the next one must go (None: no page)."""
+        assert self._pages is not None
+        with self._lock:
+            if (due := self._pages.take_due(now)) is not None:
+                self._enqueue_page(due)
+            return self._pages.deadline
+
+    def _send_open_page(self) -> None:
+        if self._pages is None:
+            return
+        with self._lock:
+            if (held := self._pages.take()) is not None:
+                self._enqueue_page(held)
 
     def _close_orphaned_runs(self, spool: Spool) -> None:
         """Runs the slot's previous owner opened and never closed: that process died
@@ -222,12 +295,14 @@ class DurablePublisher:
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every message handed over so far is acknowledged by the bus."""
+        self._send_open_page()
         return self._state.wait_for(self._seq, timeout, durable_ok=False, wake=self._engine.wake)
 
     def close(self, timeout: float = 10.0) -> PublisherStatus:
         """Deliver what can be delivered within ``timeout``, spool the rest, stop."""
         if not self._thread.is_alive():
             return self.status()
+        self._send_open_page()
         self._engine.request_close(timeout)
         self._thread.join(timeout + 5.0)
         if self._thread.is_alive():

@@ -96,6 +96,7 @@ def transport_for(pod: LoadedPod, instrument: str | None = None) -> Transport:
             inst,
             pod.home.spool_dir,
             subscriber_connection=NatsConnection.from_pod(pod, inst, role="writer"),
+            event_page_s=bus.event_page_ms / 1000,
         )
     if isinstance(bus, ZmqBus):
         from beampod.bus._zmq import ZmqTransport

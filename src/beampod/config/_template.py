@@ -93,6 +93,9 @@ bus:
   # with it).
   cluster_size: 1
   cluster_port: {p["nats_cluster"]}
+  # A stream's events held up to this many ms and sent as one event_page message:
+  # fewer messages for the bus, that much later on it (docs/bus.md). 0: one per event.
+  # event_page_ms: 0
   # The edge: a read-only websocket way in for other machines; only the instruments'
   # reader users may log in through it (docs/bus.md "The edge"). Off unless set.
   # edge:

@@ -91,6 +91,10 @@ bus:
   monitor_port: 8222
   cluster_size: 3          # a 3-node JetStream cluster
   cluster_port: 6222
+  # A stream's events emitted within 400 ms travel as one event_page message: the
+  # cluster's cost is per message (beampod's docs/adr/0037-events-travel-as-pages-at-a-
+  # facility.md). 0: one message per event, for the least latency on the bus.
+  event_page_ms: 400
   stream:
     replicas: 3
     # Each instrument's stream keeps at most this much: one instrument cannot fill

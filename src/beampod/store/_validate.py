@@ -45,9 +45,43 @@ def fast_event_ok(doc: Mapping[str, Any]) -> bool:
     )
 
 
+def fast_page_ok(doc: Mapping[str, Any]) -> bool:
+    """The same structural check for an event_page, with decoded columns (lists).
+    Validating a page of 500 events with the schema cost the writer ~30 us per event,
+    a third of its CPU per event at a facility's bursts (docs/benchmarks.md)."""
+    keys = doc.keys()
+    if not (EVENT_REQUIRED <= keys <= EVENT_KEYS):
+        return False
+    uid, time, seq = doc["uid"], doc["time"], doc["seq_num"]
+    data, stamps, filled = doc["data"], doc["timestamps"], doc.get("filled", {})
+    if not (
+        type(doc["descriptor"]) is str
+        and type(uid) is list
+        and type(time) is list
+        and type(seq) is list
+        and type(data) is dict
+        and type(stamps) is dict
+        and type(filled) is dict
+    ):
+        return False
+    return (
+        all(type(u) is str for u in uid)
+        and all(type(n) is int for n in seq)
+        and all(type(t) is float or type(t) is int for t in time)
+        and all(type(column) is list for column in data.values())
+        and all(type(column) is list for column in stamps.values())
+        and all(
+            type(column) is list and all(isinstance(v, bool | str) for v in column)
+            for column in filled.values()
+        )
+    )
+
+
 def schema_problem(name: str, doc: Mapping[str, Any]) -> str | None:
     """None if ``doc`` is a valid ``name`` document, else a one-line reason."""
     if name == "event" and fast_event_ok(doc):
+        return None
+    if name == "event_page" and fast_page_ok(doc):
         return None
     try:
         validator = schema_validators[DocumentNames[name]]
