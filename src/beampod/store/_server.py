@@ -29,6 +29,7 @@ from beampod.store._lean import lean_server_imports
 from beampod.store._pools import ConnectionPools
 from beampod.store._tiled_appends import install_arrow_appends
 from beampod.store._tiled_asgi import replace_request_hooks
+from beampod.store._tiled_entry import install_direct_entry
 from beampod.store._tiled_fast import install_fast_lookup
 from beampod.store._tiled_tables import install_one_table_creation_at_a_time
 
@@ -245,6 +246,7 @@ def serve(pod: LoadedPod) -> None:
     install_fast_lookup()  # this process serves only this app (docs/store.md)
     install_one_table_creation_at_a_time()  # runs of many instruments start at once
     install_arrow_appends()  # rows reach SQL storage as Arrow, not through pandas
+    install_direct_entry()  # a request's node in one lookup, not one per path segment
     app = build_store_app(pod, only_app=True)
     quiet_gc()
     host, port = central_bind(pod.config), pod.config.tiled.port
