@@ -72,6 +72,29 @@ def test_gate_forwards_only_internal_key() -> None:
     assert scope["query_string"] == b"page=2"
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"api%5Fkey={KEYS[Role.WRITER]}&page=2",  # the name percent-encoded
+        f"%61pi_key={KEYS[Role.WRITER]}&page=2",
+        f"page=2&api_key={KEYS[Role.WRITER]}",
+    ],
+)
+def test_gate_finds_and_strips_a_key_however_its_name_is_written(query: str) -> None:
+    status, scope = _call("POST", "/api/v1/metadata/x", {}, query=query)
+    assert status == 200 and scope is not None  # the writer's key, from the query
+    assert scope["query_string"] == b"page=2"
+
+
+def test_gate_leaves_a_query_without_a_key_as_it_came() -> None:
+    writer = {"Authorization": f"Apikey {KEYS[Role.WRITER]}", "Cookie": "tiled_csrf=abc"}
+    status, scope = _call("PATCH", "/api/v1/table/partition/a/b", writer, query="partition=0&x=a+b")
+    assert status == 200 and scope is not None
+    assert scope["query_string"] == b"partition=0&x=a+b"
+    headers = dict(scope["headers"])
+    assert headers[b"authorization"] == b"Apikey internal0" and b"cookie" not in headers
+
+
 def test_event_fast_check_agrees_with_schema() -> None:
     ev = {
         "uid": "u",
