@@ -180,7 +180,11 @@ class Engine:
         st.idle = not active
         if self.pages_due is not None:
             # Asked after ``idle`` is set: a page opened from now on wakes the loop.
+            queued = len(st.queue)
             self.page_deadline = self.pages_due(now)
+            if len(st.queue) > queued and can_take:  # a page fell due just now: send it
+                st.idle = False
+                return
             if self.page_deadline is not None:
                 timeout = min(timeout, max(0.0, self.page_deadline - now))
         if st.idle and st.queue and can_take:  # appended before idle was set
