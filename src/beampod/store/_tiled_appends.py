@@ -24,10 +24,10 @@ when tiled changes it the replacement is not installed (logged) and
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import logging
 from typing import Any
+
+from beampod.store._pins import source_sha256
 
 log = logging.getLogger("beampod.store.server")
 
@@ -41,9 +41,7 @@ PANDAS_METADATA = b"pandas"
 def upstream_append_hash() -> str:
     from tiled.catalog.adapter import CatalogTableAdapter
 
-    return hashlib.sha256(
-        inspect.getsource(CatalogTableAdapter.append_partition).encode()
-    ).hexdigest()
+    return source_sha256(CatalogTableAdapter.append_partition)
 
 
 def arrow_table(body: bytes) -> Any:

@@ -30,8 +30,6 @@ stay (logged).
 from __future__ import annotations
 
 import collections
-import hashlib
-import inspect
 import logging
 import secrets
 import time
@@ -39,6 +37,7 @@ import urllib.parse
 from typing import Any
 
 from beampod.store._auth import ASGIApp, Message, Receive, Scope, Send
+from beampod.store._pins import source_sha256
 
 log = logging.getLogger("beampod.store.server")
 
@@ -57,7 +56,7 @@ PINNED_BUILD_APP_SHA256 = "500818aa1a1fed5bd7d08cf11a984f4b8516da4fa2f9c73f05bd8
 def upstream_build_app_hash() -> str:
     from tiled.server.app import build_app
 
-    return hashlib.sha256(inspect.getsource(build_app).encode()).hexdigest()
+    return source_sha256(build_app)
 
 
 def _set_cookie_headers(cookies: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:

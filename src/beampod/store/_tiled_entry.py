@@ -23,11 +23,11 @@ when tiled changes it the wrapper is not installed (logged) and
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
+
+from beampod.store._pins import source_sha256
 
 log = logging.getLogger("beampod.store.server")
 
@@ -41,9 +41,7 @@ GetEntry = Callable[..., Coroutine[Any, Any, Any]]
 def upstream_get_entry_hash() -> str:
     from tiled.server import dependencies
 
-    current = dependencies.get_entry
-    original = getattr(current, "__wrapped__", None) or current
-    return hashlib.sha256(inspect.getsource(original).encode()).hexdigest()
+    return source_sha256(dependencies.get_entry)
 
 
 def direct_entry(original: GetEntry) -> GetEntry:

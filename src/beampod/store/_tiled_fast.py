@@ -24,11 +24,11 @@ when tiled changes that method the override is not installed (logged) and
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from beampod.store._pins import source_sha256
 
 log = logging.getLogger("beampod.store.server")
 
@@ -52,9 +52,7 @@ def upstream_data_sources_hash() -> str:
 def _upstream_hash(name: str) -> str:
     from tiled.catalog.adapter import CatalogNodeAdapter
 
-    current = getattr(CatalogNodeAdapter, name)
-    method = getattr(current, "__wrapped__", None) or current
-    return hashlib.sha256(inspect.getsource(method).encode()).hexdigest()
+    return source_sha256(getattr(CatalogNodeAdapter, name))
 
 
 class _Statements:

@@ -1,0 +1,17 @@
+"""What beampod's replacements of tiled server code are pinned to: the hash of the
+source they were written against (``_tiled_fast``, ``_tiled_appends``, ``_tiled_entry``,
+``_tiled_asgi``). A replacement stands aside (logged) when tiled's source differs, and
+its test fails, so it is re-read against the new code."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from typing import Any
+
+
+def source_sha256(obj: Any) -> str:
+    """sha256 of the source of ``obj``; of tiled's own when beampod wrapped it (the
+    wrapper's ``__wrapped__``)."""
+    original = getattr(obj, "__wrapped__", None) or obj
+    return hashlib.sha256(inspect.getsource(original).encode()).hexdigest()
