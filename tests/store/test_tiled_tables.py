@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -108,3 +109,92 @@ def test_the_server_installs_the_guard_once() -> None:
     install_one_table_creation_at_a_time()  # what serve() does (True the first time)
     assert SQLAdapter.__dict__["init_storage"].__func__._beampod_one_at_a_time
     assert install_one_table_creation_at_a_time() is False
+
+
+def test_pinned_to_the_locked_tiled() -> None:
+    from beampod.store._tiled_tables import PINNED_INIT_STORAGE_SHA256, upstream_init_storage_hash
+
+    assert upstream_init_storage_hash() == PINNED_INIT_STORAGE_SHA256, "init_storage moved"
+
+
+def _tiled_init_storage() -> Any:
+    import inspect
+
+    from tiled.adapters.sql import SQLAdapter
+
+    return inspect.unwrap(SQLAdapter.__dict__["init_storage"].__func__)
+
+
+def _comparable(source: Any) -> tuple[Any, ...]:
+    params = {k: v for k, v in source.parameters.items() if k != "dataset_id"}
+    return params, list(source.assets), source.structure
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_stream_of_an_existing_table_gets_what_tiled_gives_it(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Any
+) -> None:
+    """The same data source as tiled's own method returns, with the next dataset_id."""
+    from tiled.adapters.sql import SQLAdapter
+    from tiled.storage import parse_storage
+
+    from beampod.store._tiled_tables import existing_table_first
+
+    if backend == "sqlite":
+        storage = parse_storage(f"sqlite:///{tmp_path / 'tables.db'}")
+    else:
+        storage = parse_storage(store_uris(request.getfixturevalue("pg_server").pod).tables)
+    tiled = _tiled_init_storage()
+    ours = existing_table_first(tiled)
+    column = f"det_{uuid.uuid4().hex[:12]}"
+    first = ours(SQLAdapter, storage, _data_source(column))  # no table yet: tiled's method
+    by_tiled = tiled(SQLAdapter, storage, _data_source(column))
+    by_ours = ours(SQLAdapter, storage, _data_source(column))
+    assert _comparable(by_ours) == _comparable(by_tiled) == _comparable(first)
+    ids = [s.parameters["dataset_id"] for s in (first, by_tiled, by_ours)]
+    assert ids == sorted(set(ids)), ids  # each stream its own, drawn in order
+
+
+def _waiting_on_a_lock(storage: Any) -> int:
+    with closing(storage.connect()) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        (count,) = cursor.fetchone()
+    return int(count)
+
+
+def test_a_stream_of_an_existing_table_does_not_wait_for_open_inserts(pg_server: Server) -> None:
+    """tiled's ``CREATE INDEX IF NOT EXISTS`` waits for every open insert into the
+    table (other instruments' appends); a stream of an existing table does not."""
+    import time
+
+    from tiled.adapters.sql import SQLAdapter
+    from tiled.storage import parse_storage
+
+    from beampod.store._tiled_tables import existing_table_first
+
+    storage = parse_storage(store_uris(pg_server.pod).tables)
+    tiled = _tiled_init_storage()
+    ours = existing_table_first(tiled)
+    column = f"det_{uuid.uuid4().hex[:12]}"
+    table = ours(SQLAdapter, storage, _data_source(column)).parameters["table_name"]
+    results: dict[str, Any] = {}
+
+    def run(name: str, init: Any) -> None:
+        results[name] = init(SQLAdapter, storage, _data_source(column))
+
+    with closing(storage.connect()) as appending:
+        with appending.cursor() as cursor:  # an append in progress: not committed
+            cursor.execute(f'INSERT INTO "{table}" (_dataset_id, _partition_id) VALUES (0, 0)')
+        theirs = threading.Thread(target=run, args=("tiled", tiled), daemon=True)
+        theirs.start()
+        deadline = time.monotonic() + 30
+        while _waiting_on_a_lock(storage) == 0:  # tiled's DDL queues behind the insert
+            assert time.monotonic() < deadline, "tiled's init_storage never waited"
+        mine = threading.Thread(target=run, args=("ours", ours), daemon=True)
+        mine.start()
+        mine.join(30)
+        assert "ours" in results and "tiled" not in results
+        appending.rollback()
+    theirs.join(30)
+    assert "tiled" in results
+    assert _comparable(results["ours"]) == _comparable(results["tiled"])

@@ -12,6 +12,5 @@ from typing import Any
 
 def source_sha256(obj: Any) -> str:
     """sha256 of the source of ``obj``; of tiled's own when beampod wrapped it (the
-    wrapper's ``__wrapped__``)."""
-    original = getattr(obj, "__wrapped__", None) or obj
-    return hashlib.sha256(inspect.getsource(original).encode()).hexdigest()
+    wrappers' ``__wrapped__``, followed to the end)."""
+    return hashlib.sha256(inspect.getsource(inspect.unwrap(obj)).encode()).hexdigest()
