@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from event_model import unpack_event_page
 
-from beampod.bus import DurablePublisher
+from beampod.bus import DocumentPublisher, DurablePublisher
 from beampod.bus._natsconf import HEADER_ALLOWANCE
 from beampod.bus._pages import EventPages
 from beampod.config import LoadedPod
@@ -87,7 +87,10 @@ def test_a_full_page_goes_at_once() -> None:
         EventPages(wait_s=1.0, max_events=1)
 
 
-def _unpacked(stream: list[tuple[str | None, str, dict[str, Any], int]]) -> list[Doc]:
+Stream = list[tuple[str | None, str, dict[str, Any], int]]
+
+
+def _unpacked(stream: Stream) -> list[Doc]:
     out: list[Doc] = []
     for _mid, name, doc, _size in stream:
         if name == "event_page":
@@ -97,18 +100,28 @@ def _unpacked(stream: list[tuple[str | None, str, dict[str, Any], int]]) -> list
     return out
 
 
+def _plan_through(pub: DocumentPublisher, pod: LoadedPod, num: int) -> tuple[list[Doc], Stream]:
+    """A RunEngine scan of ``num`` points published by ``pub``: what it emitted, and
+    then what the documents stream holds."""
+    try:
+        emitted = run_plan(pub, num=num)
+        assert pub.flush(30.0)
+    finally:
+        pub.close()
+    return emitted, read_stream(pod)
+
+
+def _names(stream: Stream) -> list[str]:
+    return [name for _mid, name, _doc, _size in stream]
+
+
 @pytest.mark.timeout(120)
 def test_a_run_s_events_travel_as_one_page_between_its_other_documents(
     bus_pod: LoadedPod, nats_server: NatsProcess
 ) -> None:
     pub = DurablePublisher.from_pod(bus_pod, event_page_s=30.0)  # only documents close it
-    try:
-        emitted = run_plan(pub, num=12)
-        assert pub.flush(30.0), pub.status()
-    finally:
-        pub.close()
-    stream = read_stream(bus_pod)
-    assert [name for _mid, name, _doc, _size in stream] == [
+    emitted, stream = _plan_through(pub, bus_pod, num=12)
+    assert _names(stream) == [
         "start",
         "descriptor",
         "event",  # a stream's first event goes at once
@@ -196,7 +209,7 @@ def test_the_pod_config_turns_pages_on(
     made (the session and the queue's worker use ``transport_for``)."""
     import yaml
 
-    from beampod.bus import DocumentPublisher, transport_for
+    from beampod.bus import transport_for
     from beampod.config import load_pod
 
     path = bus_pod.home.config_file
@@ -209,13 +222,8 @@ def test_the_pod_config_turns_pages_on(
         pub = DurablePublisher.from_pod(pod)
     else:
         pub = transport_for(pod).publisher()
-    try:
-        emitted = run_plan(pub, num=5)
-        assert pub.flush(30.0)
-    finally:
-        pub.close()
-    stream = read_stream(pod)
-    assert [name for _mid, name, _doc, _size in stream] == [
+    emitted, stream = _plan_through(pub, pod, num=5)
+    assert _names(stream) == [
         "start",
         "descriptor",
         "event",
