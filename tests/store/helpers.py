@@ -89,3 +89,12 @@ async def create_sql_table(catalog: Any, key: str, structure: Any) -> Any:
             )
         ],
     )
+
+
+def get_as_writer(server: Any, path: str, **kw: Any) -> Any:
+    """``GET path`` from a test Tiled server (``tests.store.conftest.Server``) with its
+    writer key; ``kw`` as httpx takes them (extra ``headers`` are added)."""
+    import httpx
+
+    headers = {"Authorization": f"Apikey {server.key('writer')}", **kw.pop("headers", {})}
+    return httpx.get(f"{server.url}{path}", headers=headers, trust_env=False, **kw)

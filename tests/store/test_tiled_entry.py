@@ -17,8 +17,7 @@ from beampod.store._tiled_entry import (
     upstream_get_entry_hash,
 )
 from tests.store.conftest import Server
-
-from .test_tiled_fast import _get
+from tests.store.helpers import get_as_writer
 
 
 def test_pinned_to_the_locked_tiled() -> None:
@@ -132,9 +131,9 @@ def test_the_server_finds_nodes_directly_and_says_404_as_tiled(tiled_server: Ser
     node = demo.create_container("direct-entry-probe", metadata={"n": 1})
     try:
         node.create_container("inner", metadata={"n": 2})
-        resp = _get(tiled_server, "/api/v1/metadata/demo/direct-entry-probe/inner")
+        resp = get_as_writer(tiled_server, "/api/v1/metadata/demo/direct-entry-probe/inner")
         assert resp.json()["data"]["attributes"]["metadata"] == {"n": 2}
-        missing = _get(tiled_server, "/api/v1/metadata/demo/direct-entry-probe/nope")
+        missing = get_as_writer(tiled_server, "/api/v1/metadata/demo/direct-entry-probe/nope")
         assert missing.status_code == 404
         assert "No such entry" in missing.json()["detail"]
     finally:

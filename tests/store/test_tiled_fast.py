@@ -13,7 +13,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from beampod.store._tiled_asgi import (
@@ -31,7 +30,7 @@ from beampod.store._tiled_fast import (
     upstream_lookup_hash,
 )
 from tests.store.conftest import Server, make_pod
-from tests.store.helpers import create_sql_table, local_catalog
+from tests.store.helpers import create_sql_table, get_as_writer, local_catalog
 
 
 def test_pinned_to_the_locked_tiled() -> None:
@@ -105,13 +104,8 @@ def test_hooks_replaced_in_the_app(tmp_path: Path) -> None:
     assert not replace_request_hooks(app)  # the six are gone: nothing left to replace
 
 
-def _get(server: Server, path: str, **kw: Any) -> httpx.Response:
-    headers = {"Authorization": f"Apikey {server.key('writer')}", **kw.pop("headers", {})}
-    return httpx.get(f"{server.url}{path}", headers=headers, trust_env=False, **kw)
-
-
 def test_server_hooks_still_work(tiled_server: Server) -> None:
-    resp = _get(tiled_server, "/api/v1/metadata/demo")
+    resp = get_as_writer(tiled_server, "/api/v1/metadata/demo")
     assert resp.status_code == 200
     # capture_metrics: Server-Timing with the app's time (and the routes' own timings)
     assert "app;dur=" in resp.headers["server-timing"]
@@ -120,7 +114,7 @@ def test_server_hooks_still_work(tiled_server: Server) -> None:
 
     assert f"{CSRF_COOKIE_NAME}=" in resp.headers.get("set-cookie", "")
     # client_compatibility_check: a Python client older than tiled accepts is refused
-    old = _get(
+    old = get_as_writer(
         tiled_server, "/api/v1/metadata/demo", headers={"User-Agent": "python-tiled/0.1.0a1"}
     )
     assert old.status_code == 400
@@ -135,13 +129,17 @@ def test_new_and_deleted_nodes_seen_at_once(tiled_server: Server) -> None:
     for n in range(2):  # the same key twice: deleted, then created again (a new node id)
         node = demo.create_container("fast-lookup-probe", metadata={"n": n})
         node.create_container("inner", metadata={"n": n})
-        resp = _get(tiled_server, "/api/v1/metadata/demo/fast-lookup-probe/inner")
+        resp = get_as_writer(tiled_server, "/api/v1/metadata/demo/fast-lookup-probe/inner")
         assert resp.json()["data"]["attributes"]["metadata"] == {"n": n}
         node.delete(recursive=True)
         assert (
-            _get(tiled_server, "/api/v1/metadata/demo/fast-lookup-probe/inner").status_code == 404
+            get_as_writer(tiled_server, "/api/v1/metadata/demo/fast-lookup-probe/inner").status_code
+            == 404
         )
-        assert _get(tiled_server, "/api/v1/metadata/demo/fast-lookup-probe").status_code == 404
+        assert (
+            get_as_writer(tiled_server, "/api/v1/metadata/demo/fast-lookup-probe").status_code
+            == 404
+        )
 
 
 def test_joined_data_sources_are_tiled_own(tmp_path: Path) -> None:

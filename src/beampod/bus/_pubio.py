@@ -70,7 +70,6 @@ class Engine:
         due; returns when the next one is (``_pages``). Asked whenever the loop wakes."""
         self.state, self.conn, self.spool, self.cfg = state, conn, spool, settings
         self.pages_due = pages_due
-        self.page_deadline: float | None = None
         self.nc: Any = None
         self.acks: AckTracker | None = None
         self.inflight: deque[Entry] = deque()
@@ -119,7 +118,7 @@ class Engine:
         st = self.state
         while True:
             if self.pages_due is not None:
-                self.page_deadline = self.pages_due(time.monotonic())
+                self.pages_due(time.monotonic())  # a due page goes out in this turn
             if self.broken is not None:
                 await self._fail(self.broken)
             if self.nc is None and time.monotonic() >= self.next_connect:
@@ -181,12 +180,12 @@ class Engine:
         if self.pages_due is not None:
             # Asked after ``idle`` is set: a page opened from now on wakes the loop.
             queued = len(st.queue)
-            self.page_deadline = self.pages_due(now)
+            page_deadline = self.pages_due(now)
             if len(st.queue) > queued and can_take:  # a page fell due just now: send it
                 st.idle = False
                 return
-            if self.page_deadline is not None:
-                timeout = min(timeout, max(0.0, self.page_deadline - now))
+            if page_deadline is not None:
+                timeout = min(timeout, max(0.0, page_deadline - now))
         if st.idle and st.queue and can_take:  # appended before idle was set
             st.idle = False
             return

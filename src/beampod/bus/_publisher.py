@@ -150,8 +150,7 @@ class DurablePublisher:
                 for events in send:
                     self._enqueue_page(events)
             else:
-                if pages is not None and (held := pages.take()) is not None:
-                    self._enqueue_page(held)  # before this document: order holds
+                self._enqueue_open_page()  # before this document: order holds
                 self._enqueue_document(name, doc)
             seq = self._seq
         if len(st.queue) >= self._max_queue:
@@ -213,12 +212,13 @@ class DurablePublisher:
                 self._enqueue_page(due)
             return self._pages.deadline
 
+    def _enqueue_open_page(self) -> None:
+        if self._pages is not None and (held := self._pages.take()) is not None:
+            self._enqueue_page(held)
+
     def _send_open_page(self) -> None:
-        if self._pages is None:
-            return
         with self._lock:
-            if (held := self._pages.take()) is not None:
-                self._enqueue_page(held)
+            self._enqueue_open_page()
 
     def _close_orphaned_runs(self, spool: Spool) -> None:
         """Runs the slot's previous owner opened and never closed: that process died
