@@ -128,3 +128,41 @@ def test_reader_cookie_stays_read_only(tiled_server: Server) -> None:
         trust_env=False,
     )
     assert got.status_code == 403
+
+
+_GATE_AS_ANOTHER_USER = """
+import sys, urllib.error, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+for line in sys.argv[1:]:
+    method, url = line.split(" ", 1)
+    body = b"{}" if method == "POST" else None
+    req = urllib.request.Request(url, data=body, method=method)
+    req.add_header("Content-Type", "application/json")
+    try:
+        code = opener.open(req, timeout=30).status
+    except urllib.error.HTTPError as exc:
+        code = exc.code
+    print(code)
+"""
+
+
+def test_another_local_user_with_a_key_in_the_query_gets_only_its_rights(
+    tiled_server: Server,
+) -> None:
+    """Another local user (``nobody``) naming the key in the query, its name written
+    plainly or percent-encoded: nothing without a valid key; the reader key reads and
+    does not write, however its name is written."""
+    from tests.queue.conftest import as_nobody
+
+    base = f"{tiled_server.url}/api/v1/metadata/demo"
+    reader = tiled_server.key("reader")
+    calls = [
+        f"GET {base}",
+        f"GET {base}?api%5Fkey=guess",
+        f"GET {base}?api_key={reader}",
+        f"GET {base}?%61pi_key={reader}",
+        f"POST {base}?api%5Fkey={reader}",
+    ]
+    out = as_nobody(_GATE_AS_ANOTHER_USER, *calls)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["401", "401", "200", "200", "403"]
