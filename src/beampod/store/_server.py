@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import logging
 import secrets
 import sqlite3
@@ -29,8 +28,10 @@ from beampod.store._lean import lean_server_imports
 from beampod.store._pools import ConnectionPools
 from beampod.store._tiled_appends import install_arrow_appends
 from beampod.store._tiled_asgi import replace_request_hooks
+from beampod.store._tiled_deps import apply_settings_override, await_cheap_dependencies
 from beampod.store._tiled_entry import install_direct_entry
 from beampod.store._tiled_fast import install_fast_lookup
+from beampod.store._tiled_nodes import install_lean_create_node
 from beampod.store._tiled_tables import install_one_table_creation_at_a_time
 
 log = logging.getLogger("beampod.store.server")
@@ -149,6 +150,7 @@ def build_store_app(
     replace_request_hooks(app)  # one plain ASGI call instead of five task hops
     if only_app:
         apply_settings_override(app)
+        await_cheap_dependencies()  # no thread hand-offs before a request's endpoint
     s = pod.secrets
     return ApiKeyGate(
         app,
@@ -167,44 +169,6 @@ def build_store_app(
             for name in pod.config.instruments
         },
     )
-
-
-class _AppliedOverrides(dict[Any, Any]):
-    """Overrides already written into every dependency: FastAPI sees none (falsy), while
-    tiled's own ``app.dependency_overrides[get_settings]`` lookups still answer."""
-
-    def __bool__(self) -> bool:
-        return False
-
-
-def apply_settings_override(app: Any) -> None:
-    """Apply tiled's one dependency override once, instead of on every request.
-
-    While ``app.dependency_overrides`` is not empty FastAPI rebuilds each request's whole
-    dependency tree (``get_dependant``, ``inspect.signature`` of every dependency): a
-    third of Tiled's CPU per table append here. ``build_app`` overrides exactly one
-    dependency, ``get_settings`` (the settings it was built with), so every place that
-    names it is pointed at the override directly. Any other override leaves FastAPI's
-    own (per-request) handling in place. Some of those places are tiled's module-level
-    ``Depends`` markers, shared by every app of the process: hence one app per process.
-    """
-    from fastapi.dependencies.models import Dependant
-    from fastapi.params import Depends
-    from tiled.server.settings import get_settings
-
-    overrides = app.dependency_overrides
-    if set(overrides) != {get_settings}:
-        log.warning("tiled overrides %d dependencies; left to FastAPI", len(overrides))
-        return
-    override = overrides[get_settings]
-    # The dependency trees built so far (routes) and the markers later ones are built
-    # from (``Depends(get_settings)`` in signatures): whatever refers to get_settings.
-    for obj in gc.get_referrers(get_settings):
-        if isinstance(obj, Dependant) and obj.call is get_settings:
-            obj.call = override
-        elif isinstance(obj, Depends) and obj.dependency is get_settings:
-            object.__setattr__(obj, "dependency", override)  # a frozen dataclass
-    app.dependency_overrides = _AppliedOverrides(overrides)
 
 
 def _log_config() -> dict[str, Any]:
@@ -247,6 +211,7 @@ def serve(pod: LoadedPod) -> None:
     install_one_table_creation_at_a_time()  # runs of many instruments start at once
     install_arrow_appends()  # rows reach SQL storage as Arrow, not through pandas
     install_direct_entry()  # a request's node in one lookup, not one per path segment
+    install_lean_create_node()  # a new node is not read back after it is stored
     app = build_store_app(pod, only_app=True)
     quiet_gc()
     host, port = central_bind(pod.config), pod.config.tiled.port
