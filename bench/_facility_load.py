@@ -26,14 +26,23 @@ class EmittedRun:
 
 class Emitter(WorkerThread):
     """Runs of ``run_events`` events through ``publisher`` at ``rate`` events/s (0: as
-    fast as it can) until ``until`` (monotonic); the run in progress is then stopped."""
+    fast as it can) until ``until`` (monotonic); the run in progress is then stopped.
+    ``first_run_events``: the first run's length, if not ``run_events`` (so that
+    instruments' runs start at different moments)."""
 
     def __init__(
-        self, publisher: Any, rate: float, run_events: int, start: float, until: float
+        self,
+        publisher: Any,
+        rate: float,
+        run_events: int,
+        start: float,
+        until: float,
+        first_run_events: int | None = None,
     ) -> None:
         super().__init__()
         self.publisher, self.rate, self.run_events = publisher, rate, run_events
         self.start_at, self.until = start, until
+        self.first_run_events = first_run_events or run_events
         self.runs: list[EmittedRun] = []
 
     def _run(self) -> None:
@@ -41,13 +50,14 @@ class Emitter(WorkerThread):
 
         pub, n = self.publisher, 0
         while time.monotonic() < self.until:
+            length = self.first_run_events if not self.runs else self.run_events
             bundle = compose_run(metadata={"plan_name": "bench_facility", "purpose": "bench"})
             run = EmittedRun(bundle.start_doc["uid"])
             self.runs.append(run)
             pub("start", bundle.start_doc)
             desc = bundle.compose_descriptor(name="primary", data_keys=DATA_KEYS)
             pub("descriptor", desc.descriptor_doc)
-            for seq in range(1, self.run_events + 1):
+            for seq in range(1, length + 1):
                 if self.rate:
                     # A fixed schedule, so a slow call does not lower the rate.
                     delay = self.start_at + n / self.rate - time.monotonic()

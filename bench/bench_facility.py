@@ -14,7 +14,9 @@ instrument with its simulated IOCs and its writer), on free ports, ``init``, the
    being written, so each event's emitted -> readable time is the end of the first
    poll that returned it (an upper bound: ``--reader-pause`` plus the poll's own time);
    the latency of each run's first second of events (its container and stream are
-   created meanwhile) is reported apart from the rest's as well;
+   created meanwhile) is reported apart from the rest's as well; the instruments'
+   runs start at moments spread over one run's duration (``--run-phase spread``,
+   as independent instruments' do), or all together, every run (``aligned``);
    every instrument's events are checked for loss and duplicates;
 3. capacity: every instrument publishes as fast as it can for ``--capacity-seconds``;
    stored events/s = events / (first moment every writer has acknowledged everything,
@@ -26,7 +28,8 @@ Targets: at the largest N, p99 readable <= 1 s for every instrument and 0 lost;
 capacity(N) >= 0.8 x capacity(1); marginal memory (RSS(N) - RSS(1)) / (N - 1) <= 250 MB.
 
     .venv/bin/python bench/bench_facility.py [--sizes 1,5,25] [--duration 60] [--rate 20]
-        [--capacity-seconds 10] [--run-events 200] [--reader-pause 0.2] [--readers 5]
+        [--capacity-seconds 10] [--run-events 200] [--run-phase spread|aligned]
+        [--reader-pause 0.2] [--readers 5]
         [--settle-cpu 0.5 [--settle-max 180]] [--json FILE]
 
 ``--settle-cpu`` waits, after ``up -d``, until the facility is quiet (its queue
@@ -123,6 +126,15 @@ def sampled(insts: list[str], k: int) -> list[str]:
     return [insts[int(j * step)] for j in range(k)]
 
 
+def first_run_events(k: int, n: int, args: argparse.Namespace) -> int:
+    """Length of instrument ``k``'s first run. ``spread``: the instruments' run starts
+    fall evenly over one run's duration, as independent instruments' do; ``aligned``:
+    every instrument starts a run at the same moment (within one event interval)."""
+    if args.run_phase == "aligned":
+        return int(args.run_events)
+    return max(1, args.run_events - (k * args.run_events) // n)
+
+
 def load_phase(
     pod: Any, containers: dict[str, Any], rate: float, seconds: float, args: argparse.Namespace
 ) -> tuple[dict[str, Emitter], dict[str, Reader], float, float]:
@@ -141,6 +153,7 @@ def load_phase(
                 args.run_events,
                 t0 + (k / (len(insts) * rate) if rate else 0),
                 t0 + seconds,
+                first_run_events(k, len(insts), args) if rate else None,
             )
             for k, i in enumerate(insts)
         }
@@ -256,6 +269,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         events = sum(e.events for e in emitters.values())
         polled = sum(emitters[i].events for i in readers)
         out["steady"] = {
+            "run_phase": args.run_phase,
             "readers": sorted(readers),
             "events": events,
             "stored_ev_s": events / stored_s,
@@ -284,7 +298,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             "n": len(rest),
         }
         print(
-            f"  steady {args.rate:g} ev/s x {n}: {events} events, stored "
+            f"  steady {args.rate:g} ev/s x {n}, runs {args.run_phase}: {events} events, stored "
             f"{out['steady']['stored_ev_s']:.0f} ev/s; readable p50 "
             f"{out['steady']['p50_ms']:.0f} ms p99 {out['steady']['p99_ms']:.0f} ms, worst "
             f"{worst[0]} p99 {worst[1]['p99_ms']:.0f} ms ({len(every)}/{polled} seen by "
@@ -469,6 +483,14 @@ def main() -> int:
     ap.add_argument("--capacity-seconds", type=float, default=10.0)
     ap.add_argument("--run-events", type=int, default=200, help="events per run")
     ap.add_argument("--reader-pause", type=float, default=0.2, help="s between Tiled polls")
+    ap.add_argument(
+        "--run-phase",
+        choices=("spread", "aligned"),
+        default="spread",
+        help="steady phase: instruments' runs start at moments spread over one run's "
+        "duration (independent instruments), or all at once, every run (before "
+        "2026-12-06 always aligned)",
+    )
     ap.add_argument(
         "--readers",
         type=int,
