@@ -152,6 +152,23 @@ def _trickle(callback: Any, num: int, delay: float) -> list[Doc]:
     return emitted
 
 
+def _trickled_through(pod: LoadedPod, sink: RecordingSink, *, paced: bool) -> list[Doc]:
+    """40 events at 20/s (``_trickle``) through a real publisher to a writer storing
+    into ``sink``; every document stored as emitted. Returns what was emitted."""
+    writer = RunningWriter(pod, sink=sink, paced=paced)
+    try:
+        pub = DurablePublisher.from_pod(pod, connect_timeout=0.5)
+        try:
+            emitted = _trickle(pub, num=40, delay=0.05)
+            assert pub.flush(30), pub.status()
+        finally:
+            pub.close()
+        assert_docs_equal(writer.wait_docs(len(emitted)), emitted)
+    finally:
+        writer.stop()
+    return emitted
+
+
 @pytest.mark.parametrize("paced", [True, False], ids=["sharing-tiled", "alone"])
 def test_a_slow_store_gets_fewer_larger_appends_while_events_trickle_in(
     bus_pod: LoadedPod, nats_server: NatsProcess, paced: bool
@@ -161,17 +178,7 @@ def test_a_slow_store_gets_fewer_larger_appends_while_events_trickle_in(
     came meanwhile), instead of as soon as the last one ends with the one or two events
     that came during it; a writer alone (a pod of one) does the latter."""
     sink = _BusyTiled()
-    writer = RunningWriter(bus_pod, sink=sink, paced=paced)
-    try:
-        pub = DurablePublisher.from_pod(bus_pod, connect_timeout=0.5)
-        try:
-            emitted = _trickle(pub, num=40, delay=0.05)
-            assert pub.flush(30), pub.status()
-        finally:
-            pub.close()
-        assert_docs_equal(writer.wait_docs(len(emitted)), emitted)
-    finally:
-        writer.stop()
+    emitted = _trickled_through(bus_pod, sink, paced=paced)
     # The gap before each store that neither opens the run (start, descriptor) nor
     # follows one that does: those two are not held back. Nor does their store time
     # count (Tiled creates nodes in them), so the one after them is not paced either.
@@ -210,17 +217,7 @@ def test_a_paced_writer_s_pace_is_its_appends_not_a_run_s_opening(
     the pace of the appends after it: with it counted, every later store waited the
     window's ceiling (0.4 s) instead of twice an append's time."""
     sink = _SlowToOpen()
-    writer = RunningWriter(bus_pod, sink=sink, paced=True)
-    try:
-        pub = DurablePublisher.from_pod(bus_pod, connect_timeout=0.5)
-        try:
-            emitted = _trickle(pub, num=40, delay=0.05)
-            assert pub.flush(30), pub.status()
-        finally:
-            pub.close()
-        assert_docs_equal(writer.wait_docs(len(emitted)), emitted)
-    finally:
-        writer.stop()
+    _trickled_through(bus_pod, sink, paced=True)
     assert sink.opening(0), sink.began
     gaps = [b - a for (a, _), (b, _) in itertools.pairwise(sink.began[1:])]
     assert len(gaps) >= 4, sink.began
