@@ -17,6 +17,21 @@ import psutil
 import pytest
 
 from beampod.config import LoadedPod, PodHome, init_pod, load_pod
+from beampod.config._pod import DEFAULT_FREE_PORTS, FREE_PORTS_ENV
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each xdist worker makes its pods' ports from a slice of its own of the free-port
+    range (its subprocesses inherit it): two workers starting pods at the same moment
+    once picked the same IOC port, both before either had bound it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or count < 2 or FREE_PORTS_ENV in os.environ:
+        return
+    low, high = DEFAULT_FREE_PORTS
+    width = (high - low) // count
+    start = low + int(worker[2:]) * width
+    os.environ[FREE_PORTS_ENV] = f"{start}-{start + width}"
 
 
 def beampod_cli(

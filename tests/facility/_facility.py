@@ -25,13 +25,15 @@ from typing import Any
 
 import yaml
 
+from beampod.config._pod import free_port_range
 from tests._pods import down_leaving_nothing, free_port
 
 
 def _free_block(size: int, taken: set[int]) -> int:
     """``size`` consecutive ports free for TCP and UDP (CA IOCs use both)."""
+    low, high = free_port_range()
     for _ in range(200):
-        base = random.randrange(20000, 30000)
+        base = random.randrange(low, high - size + 1)
         block = range(base, base + size)
         if taken.intersection(block):
             continue

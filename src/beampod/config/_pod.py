@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 from dataclasses import dataclass
 
@@ -11,6 +13,7 @@ from beampod.config._load import load_config
 from beampod.config._model import PodConfig
 from beampod.config._secrets import Secrets
 from beampod.config._template import DEFAULT_PORTS, render
+from beampod.errors import BeampodError, UsageError
 
 
 @dataclass(frozen=True)
@@ -25,28 +28,58 @@ class LoadedPod:
 _PORT_BLOCKS = {"ca_base": 8, "nats": 3, "nats_monitor": 3, "nats_cluster": 3}
 
 
+#: Where ``init --free-ports`` draws a pod's ports from, ``LOW-HIGH`` (HIGH excluded).
+FREE_PORTS_ENV = "BEAMPOD_FREE_PORTS"
+#: Below the kernel's ephemeral range (32768-60999 by default): nothing binds a pod's
+#: ports until `up`, and a port the kernel hands out meanwhile (an outgoing
+#: connection's, another process's bind to port 0) could otherwise be one of them.
+DEFAULT_FREE_PORTS = (20000, 30000)
+_RANGE = re.compile(r"\s*(\d+)\s*-\s*(\d+)\s*")
+_MIN_RANGE = 64
+
+
+def free_port_range() -> tuple[int, int]:
+    """The ports ``--free-ports`` draws from: ``$BEAMPOD_FREE_PORTS`` (``LOW-HIGH``), else
+    20000-30000. Processes that make pods at the same moment (two CI jobs, two test
+    workers) each given a range of their own cannot pick the same port before either
+    binds it."""
+    raw = os.environ.get(FREE_PORTS_ENV, "")
+    if not raw.strip():
+        return DEFAULT_FREE_PORTS
+    match = _RANGE.fullmatch(raw)
+    low, high = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    if not (low >= 1024 and low + _MIN_RANGE <= high <= 65536):
+        raise UsageError(
+            f"{FREE_PORTS_ENV}={raw!r}: expected LOW-HIGH, e.g. 20000-30000: at least "
+            f"{_MIN_RANGE} ports between 1024 and 65536, below the kernel's ephemeral "
+            "range (/proc/sys/net/ipv4/ip_local_port_range)"
+        )
+    return low, high
+
+
 def free_port_map() -> dict[str, int]:
-    # Every port comes from 20000-30000, below the kernel's ephemeral range: nothing
-    # binds them until `up`, and a port the kernel hands out meanwhile (an outgoing
-    # connection's, another process's bind to port 0) could otherwise be one of them.
     ports: dict[str, int] = {}
     taken: set[int] = set()
+    span = free_port_range()
     for key in DEFAULT_PORTS:
         size = _PORT_BLOCKS.get(key, 1)
-        ports[key] = _free_block(size, taken)
+        ports[key] = _free_block(size, taken, span)
         taken.update(range(ports[key], ports[key] + size))
     return ports
 
 
-def _free_block(size: int, taken: set[int]) -> int:
+def _free_block(size: int, taken: set[int], span: tuple[int, int]) -> int:
     import random
 
     for _ in range(200):
-        base = random.randrange(20000, 30000)
+        base = random.randrange(span[0], span[1] - size + 1)
         block = range(base, base + size)
         if not taken.intersection(block) and all(_udp_tcp_free(p) for p in block):
             return base
-    raise RuntimeError(f"no free block of {size} ports found")
+    raise BeampodError(
+        f"no {size} consecutive free ports found in {span[0]}-{span[1]} "
+        f"(set {FREE_PORTS_ENV}=LOW-HIGH for another range)"
+    )
 
 
 def _udp_tcp_free(port: int) -> bool:
