@@ -42,7 +42,6 @@ PINNED_CHEAP_DEPENDENCIES = {
         "360253fbee3cfaea920f9d1692ad9650f0ab1c3e34cb788982d80b811c53eced"
     ),
 }
-_MARK = "_beampod_on_the_loop"
 
 
 class _AppliedOverrides(dict[Any, Any]):
@@ -80,7 +79,6 @@ def on_the_loop(call: Callable[..., Any]) -> Callable[..., Any]:
     async def inline(*args: Any, **kwargs: Any) -> Any:
         return call(*args, **kwargs)
 
-    setattr(inline, _MARK, True)
     return inline
 
 

@@ -1,4 +1,4 @@
-"""A new node stored with the statements it needs, not read back three times.
+"""A new node stored with the statements it needs, not read back after.
 
 Every run a writer stores creates three nodes before its first event is readable: the
 run's container, the stream's container and the stream's table, one request after
@@ -6,10 +6,10 @@ the other. tiled's ``CatalogNodeAdapter.create_node`` inserts the node and then 
 it back twice: ``refresh`` after the insert (the node's row, then its data sources and
 access tags, eagerly loaded) so that it can append data sources to it, and a select
 with the data sources and their structures after the commit, to return. That is 6 of
-a container's 8 statements (counted with a listener on Tiled's engine) and 7 of a
-table's 13. With 25 instruments on one Tiled each statement waited ~15 ms for the
-event loop and PostgreSQL (timed inside Tiled), so the reads were ~100 ms of each
-creation.
+a container's 8 statements and 8 of a table's 14, with the streaming cache on as in
+beampod's server (``tests/store/test_tiled_nodes.py`` counts them). With 25 instruments
+on one Tiled each statement waited 15-50 ms for the event loop and PostgreSQL (timed
+inside Tiled), so the reads were ~100 ms or more of each creation.
 
 The session tiled opens keeps its objects after a commit (``expire_on_commit=False``),
 so the node it inserted already holds everything those reads return: its id and
