@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -61,6 +62,20 @@ def _sql_table_source() -> Any:
     )
 
 
+def _zarr_array_source() -> Any:
+    """An array's data source (zarr files, laid out by the node's path) as a POST brings it."""
+    import numpy
+    from tiled.server.schemas import DataSource
+    from tiled.structures.array import ArrayStructure
+    from tiled.structures.core import StructureFamily
+
+    return DataSource(
+        structure_family=StructureFamily.array,
+        structure=ArrayStructure.from_array(numpy.zeros((1, 4, 3))),
+        mimetype="application/x-zarr",
+    )
+
+
 @contextmanager
 def _statements(catalog: Any) -> Iterator[list[str]]:
     """The SQL statements the catalog's engine runs inside the block."""
@@ -97,6 +112,12 @@ async def _described(node: Any) -> dict[str, Any]:
         "data_sources": sources,
         "access_tags": sorted(node.access_tags),
     }
+
+
+def _with(described: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """``described`` with ``old`` written ``new`` wherever it occurs (in asset URIs)."""
+    replaced: dict[str, Any] = json.loads(json.dumps(described, default=str).replace(old, new))
+    return replaced
 
 
 class Announcements:
@@ -169,17 +190,29 @@ def _both_ways(catalog_of: Callable[[], Any]) -> dict[str, Any]:
                         data_sources=[_sql_table_source()],
                     )
                 counts.append(len(seen))
+                with _statements(catalog) as seen:
+                    array = await create(
+                        stream,
+                        StructureFamily.array,
+                        {"image": {"dtype": "array"}},
+                        key="image",
+                        data_sources=[_zarr_array_source()],
+                    )
+                counts.append(len(seen))
                 for node, path in (
                     (run, ["run"]),
                     (stream, ["run", "primary"]),
                     (table, ["run", "primary", "internal"]),
+                    (array, ["run", "primary", "image"]),
                 ):
-                    returned.append(await _described(node))
+                    # The parents' own keys differ; the array's files are under its path.
+                    returned.append(_with(await _described(node), parent_key, "PARENT"))
                     again = await catalog.lookup_adapter([parent_key, *path])
-                    found.append(await _described(again))
+                    found.append(_with(await _described(again), parent_key, "PARENT"))
                 out[name] = {"counts": counts, "returned": returned, "found": found}
             announced = [_announced(m) for m in catalog.context.streaming_cache.sent]
-            out["announced"] = (announced[1:4], announced[5:8])  # after each parent's own
+            # After each parent's own: its run, stream, table and array.
+            out["announced"] = (announced[1:5], announced[6:10])
             return out
         finally:
             await catalog.shutdown()
@@ -192,9 +225,11 @@ def _assert_same_nodes_fewer_statements(result: dict[str, Any]) -> None:
     assert lean["returned"] == tiled["returned"]
     assert lean["found"] == tiled["found"] == tiled["returned"]
     assert result["announced"][0] == result["announced"][1]
-    assert [r["family"] for r in lean["found"]] == ["container", "container", "table"]
+    assert [r["family"] for r in lean["found"]] == ["container", "container", "table", "array"]
     assert lean["found"][0]["metadata"] == METADATA
-    # Containers: the insert and the path; tiled also read the node back (6 more).
+    (array_source,) = lean["found"][3]["data_sources"]
+    assert "PARENT/run/primary/image" in array_source["assets"][0]["data_uri"]
+    # Containers: only the insert; tiled also asked the path and read the node back.
     for lean_count, tiled_count in zip(lean["counts"], tiled["counts"], strict=True):
         assert lean_count <= tiled_count - 5
 
