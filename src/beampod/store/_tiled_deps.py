@@ -101,8 +101,11 @@ def apply_settings_override(app: Any) -> None:
         log.warning("tiled overrides %d dependencies; left to FastAPI", len(overrides))
         return
     override = overrides[get_settings]
-    override()  # tiled caches it (functools.cache): later calls only read the cache
-    _repoint(get_settings, on_the_loop(override))
+    if hasattr(override, "cache_info"):  # tiled's is a functools.cache: computed once
+        override()  # here; every later call only reads the cache, so it may be awaited
+        _repoint(get_settings, on_the_loop(override))
+    else:
+        _repoint(get_settings, override)
     app.dependency_overrides = _AppliedOverrides(overrides)
 
 
