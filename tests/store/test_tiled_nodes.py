@@ -153,6 +153,30 @@ def _both_ways(catalog_of: Callable[[], Any]) -> dict[str, Any]:
     upstream = CatalogNodeAdapter.__dict__["create_node"]
     lean = lean_create_node(upstream)
 
+    def tree() -> list[tuple[tuple[str, ...], Any, dict[str, Any], dict[str, Any]]]:
+        """Each node: its path, structure family, metadata, what else it is made with."""
+        return [
+            (("run",), StructureFamily.container, METADATA, {"specs": [Spec("BlueskyRun", "3.0")]}),
+            (
+                ("run", "primary"),
+                StructureFamily.container,
+                {"data_keys": {"det": {"dtype": "number"}}},
+                {"specs": [Spec("BlueskyEventStream", "3.0"), Spec("composite")]},
+            ),
+            (
+                ("run", "primary", "internal"),
+                StructureFamily.table,
+                {"det": {"dtype": "number"}},
+                {"data_sources": [_sql_table_source()]},
+            ),
+            (
+                ("run", "primary", "image"),
+                StructureFamily.array,
+                {"image": {"dtype": "array"}},
+                {"data_sources": [_zarr_array_source()]},
+            ),
+        ]
+
     async def scenario() -> dict[str, Any]:
         catalog = catalog_of()
         await catalog.startup()
@@ -162,51 +186,18 @@ def _both_ways(catalog_of: Callable[[], Any]) -> dict[str, Any]:
             for name, create in (("tiled", upstream), ("lean", lean)):
                 parent_key = f"{name}-{uuid.uuid4().hex[:8]}"
                 parent = await upstream(catalog, StructureFamily.container, {}, key=parent_key)
-                counts, returned, found = [], [], []
-                with _statements(catalog) as seen:
-                    run = await create(
-                        parent,
-                        StructureFamily.container,
-                        METADATA,
-                        key="run",
-                        specs=[Spec("BlueskyRun", version="3.0")],
-                    )
-                counts.append(len(seen))
-                with _statements(catalog) as seen:
-                    stream = await create(
-                        run,
-                        StructureFamily.container,
-                        {"data_keys": {"det": {"dtype": "number"}}},
-                        key="primary",
-                        specs=[Spec("BlueskyEventStream", version="3.0"), Spec("composite")],
-                    )
-                counts.append(len(seen))
-                with _statements(catalog) as seen:
-                    table = await create(
-                        stream,
-                        StructureFamily.table,
-                        {"det": {"dtype": "number"}},
-                        key="internal",
-                        data_sources=[_sql_table_source()],
-                    )
-                counts.append(len(seen))
-                with _statements(catalog) as seen:
-                    array = await create(
-                        stream,
-                        StructureFamily.array,
-                        {"image": {"dtype": "array"}},
-                        key="image",
-                        data_sources=[_zarr_array_source()],
-                    )
-                counts.append(len(seen))
-                for node, path in (
-                    (run, ["run"]),
-                    (stream, ["run", "primary"]),
-                    (table, ["run", "primary", "internal"]),
-                    (array, ["run", "primary", "image"]),
-                ):
+                counts: list[int] = []
+                returned: list[dict[str, Any]] = []
+                found: list[dict[str, Any]] = []
+                nodes: dict[tuple[str, ...], Any] = {(): parent}
+                for path, family, metadata, extra in tree():
+                    with _statements(catalog) as seen:
+                        nodes[path] = await create(
+                            nodes[path[:-1]], family, metadata, key=path[-1], **extra
+                        )
+                    counts.append(len(seen))
                     # The parents' own keys differ; the array's files are under its path.
-                    returned.append(_with(await _described(node), parent_key, "PARENT"))
+                    returned.append(_with(await _described(nodes[path]), parent_key, "PARENT"))
                     again = await catalog.lookup_adapter([parent_key, *path])
                     found.append(_with(await _described(again), parent_key, "PARENT"))
                 out[name] = {"counts": counts, "returned": returned, "found": found}
