@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,27 +23,8 @@ from typing import Any
 
 import yaml
 
-from beampod.config._pod import free_port_range
+from beampod.config._pod import free_block
 from tests._pods import down_leaving_nothing, free_port
-
-
-def _free_block(size: int, taken: set[int]) -> int:
-    """``size`` consecutive ports free for TCP and UDP (CA IOCs use both)."""
-    low, high = free_port_range()
-    for _ in range(200):
-        base = random.randrange(low, high - size + 1)
-        block = range(base, base + size)
-        if taken.intersection(block):
-            continue
-        try:
-            for port in block:
-                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                    with socket.socket(socket.AF_INET, kind) as s:
-                        s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError(f"no {size} consecutive free ports found")
 
 
 def free_ports_config(
@@ -67,7 +46,7 @@ def free_ports_config(
         bus["port"] = one()
     else:
         for key in ("port", "monitor_port", "cluster_port"):
-            bus[key] = _free_block(3, taken)
+            bus[key] = free_block(3, taken)
             taken.update(range(bus[key], bus[key] + 3))
     cfg["store"]["port"] = one()
     cfg["tiled"]["port"] = one()
@@ -76,7 +55,7 @@ def free_ports_config(
     if slim:
         defaults["iocs"] = [{"family": "mini_beamline", "prefix": "{instrument}:mini:"}]
     n_iocs = len(defaults["iocs"]) * len(cfg["instruments"])
-    base = _free_block(n_iocs + 1, taken)
+    base = free_block(n_iocs + 1, taken)
     taken.update(range(base, base + n_iocs + 1))
     cfg["channel_access"].update(port_base=base + 1, repeater_port=base)
     cfg["queue"] = {"http_port": one(), "control_port": one(), "info_port": one()}

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +16,7 @@ import yaml
 
 from beampod.cli._app import main
 from beampod.config import PodHome, init_pod, instrument_queue, load_config, load_pod
+from beampod.config._pod import free_block
 from beampod.errors import UsageError
 from beampod.instrument import ca_client_env, instrument_names, scaffold_facility
 
@@ -241,31 +240,13 @@ def test_load_instrument_gives_demo_devices_and_facility_plans(tmp_path: Path) -
     assert out["pinhole_pv"] == "bl02:mini:ph:det"
 
 
-def _free_block(size: int) -> int:
-    for _ in range(200):
-        base = random.randrange(20000, 30000)
-        if all(_free(p) for p in range(base, base + size)):
-            return base
-    raise RuntimeError("no free block of ports")
-
-
-def _free(port: int) -> bool:
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
 def test_count_runs_on_a_scaffolded_instrument_with_its_own_iocs(tmp_path: Path) -> None:
     from beampod.services._svc_ioc import ioc_processes
 
     made = scaffold_facility(tmp_path / "fac", 2)
     config = made.root / "config.yaml"
     config.write_text(
-        config.read_text().replace("port_base: 10064", f"port_base: {_free_block(10)}")
+        config.read_text().replace("port_base: 10064", f"port_base: {free_block(10)}")
     )
     home = PodHome(made.root)
     init_pod(home)  # secrets for the facility's instruments; the config is kept

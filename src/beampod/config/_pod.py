@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from beampod._podhome import PodHome
@@ -63,13 +64,18 @@ def free_port_map() -> dict[str, int]:
     span = free_port_range()
     for key in DEFAULT_PORTS:
         size = _PORT_BLOCKS.get(key, 1)
-        ports[key] = _free_block(size, taken, span)
+        ports[key] = free_block(size, taken, span)
         taken.update(range(ports[key], ports[key] + size))
     return ports
 
 
-def _free_block(size: int, taken: set[int], span: tuple[int, int]) -> int:
+def free_block(size: int, taken: Collection[int] = (), span: tuple[int, int] | None = None) -> int:
+    """The first port of ``size`` consecutive ports free for TCP and UDP (CA IOCs use
+    both), none of them in ``taken``, drawn from ``span`` (default: :func:`free_port_range`)."""
     import random
+
+    span = span or free_port_range()
+    taken = set(taken)
 
     for _ in range(200):
         base = random.randrange(span[0], span[1] - size + 1)
