@@ -244,7 +244,6 @@ async def _init_storage(
 ) -> Any:
     """A writable data source's storage made, as tiled's ``create_node`` makes it."""
     from fastapi import HTTPException
-    from tiled.adapters.sql import SQLAdapter
     from tiled.catalog.adapter import DEFAULT_CREATION_MIMETYPE, STORAGE_ADAPTERS_BY_MIMETYPE
     from tiled.storage import FileStorage
     from tiled.structures.core import StructureFamily
@@ -273,8 +272,8 @@ async def _init_storage(
             f"{[cls.__name__ for cls in supported]} "
             f"but the only available storage types are {adapter.context.writable_storage.values()}."
         )
-    # Asked before the insert when needed (``_laid_out_by_path``): no statement here.
-    parts = None if adapter_cls is SQLAdapter else await child_path.parts()
+    # Asked before the insert when needed: no statement here.
+    parts = await child_path.parts() if _laid_out_by_path(data_source) else None
     return await ensure_awaitable(adapter_cls.init_storage, storage, data_source, parts)
 
 
