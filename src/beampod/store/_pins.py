@@ -8,10 +8,38 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
+from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger("beampod.store.server")
 
 
 def source_sha256(obj: Any) -> str:
     """sha256 of the source of ``obj``; of tiled's own when beampod wrapped it (the
     wrappers' ``__wrapped__``, followed to the end)."""
     return hashlib.sha256(inspect.getsource(inspect.unwrap(obj)).encode()).hexdigest()
+
+
+def replace_pinned(
+    owner: Any,
+    name: str,
+    replacement: Callable[[Any], Any],
+    *,
+    mark: str,
+    upstream_sha256: str,
+    pinned_sha256: str,
+    changed: str,
+) -> bool:
+    """Set ``owner.name`` to ``replacement(current)`` in this process, once (a
+    replacement carries ``mark``), and only while tiled's source hashes to
+    ``pinned_sha256``; otherwise log ``changed`` and leave tiled's. Returns whether the
+    replacement is in place."""
+    current = getattr(owner, name)
+    if getattr(current, mark, False):
+        return True
+    if upstream_sha256 != pinned_sha256:
+        log.warning(changed)
+        return False
+    setattr(owner, name, replacement(current))
+    return True

@@ -23,13 +23,10 @@ when tiled changes it the wrapper is not installed (logged) and
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from beampod.store._pins import source_sha256
-
-log = logging.getLogger("beampod.store.server")
+from beampod.store._pins import replace_pinned, source_sha256
 
 # sha256 of ``inspect.getsource(tiled.server.dependencies.get_entry)`` in the locked tiled.
 PINNED_GET_ENTRY_SHA256 = "a549c525cf662a1df1bdff41534549e60d8f18daa675056cc96ef331b35c6ba5"
@@ -102,13 +99,14 @@ def install_direct_entry() -> bool:
     hash); returns whether the direct lookup is in place."""
     from tiled.server import dependencies, router
 
-    current = router.get_entry
-    if getattr(current, _MARK, False):
-        return True
-    if upstream_get_entry_hash() != PINNED_GET_ENTRY_SHA256:
-        log.warning("tiled's get_entry changed; nodes are found by tiled's own walk")
-        return False
     # The routes call the name their module imported; the dependencies module keeps
     # tiled's own, which this wraps.
-    router.get_entry = direct_entry(dependencies.get_entry)
-    return True
+    return replace_pinned(
+        router,
+        "get_entry",
+        lambda _: direct_entry(dependencies.get_entry),
+        mark=_MARK,
+        upstream_sha256=upstream_get_entry_hash(),
+        pinned_sha256=PINNED_GET_ENTRY_SHA256,
+        changed="tiled's get_entry changed; nodes are found by tiled's own walk",
+    )

@@ -24,13 +24,10 @@ when tiled changes that method the override is not installed (logged) and
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from beampod.store._pins import source_sha256
-
-log = logging.getLogger("beampod.store.server")
+from beampod.store._pins import replace_pinned, source_sha256
 
 # sha256 of ``inspect.getsource(CatalogNodeAdapter.lookup_adapter)`` in the locked tiled.
 PINNED_LOOKUP_SHA256 = "49f72db48ef45fd5ebbb7c9c71368aee7c5f9dc7f7681472517404292ab093bf"
@@ -153,30 +150,30 @@ def fast_data_sources(original: Callable[..., Awaitable[Any]]) -> Callable[..., 
 
 
 def install_fast_lookup() -> bool:
-    """Replace tiled's ``CatalogNodeAdapter.lookup_adapter`` in this process (once).
+    """Replace tiled's ``CatalogNodeAdapter.lookup_adapter`` (and ``data_sources``) in
+    this process (once).
 
     Only when tiled's method is the one this was written against (its source hash);
     returns whether the fast lookup is in place."""
     from tiled.catalog.adapter import CatalogNodeAdapter
 
-    current = CatalogNodeAdapter.lookup_adapter
-    if getattr(current, _MARK, False):
-        return True
-    if upstream_lookup_hash() != PINNED_LOOKUP_SHA256:
-        log.warning("tiled's lookup_adapter changed; node lookups left to tiled")
+    if not replace_pinned(
+        CatalogNodeAdapter,
+        "lookup_adapter",
+        fast_lookup,
+        mark=_MARK,
+        upstream_sha256=upstream_lookup_hash(),
+        pinned_sha256=PINNED_LOOKUP_SHA256,
+        changed="tiled's lookup_adapter changed; node lookups left to tiled",
+    ):
         return False
-    CatalogNodeAdapter.lookup_adapter = fast_lookup(current)
-    _install_fast_data_sources()
+    replace_pinned(
+        CatalogNodeAdapter,
+        "data_sources",
+        fast_data_sources,
+        mark=_MARK,
+        upstream_sha256=upstream_data_sources_hash(),
+        pinned_sha256=PINNED_DATA_SOURCES_SHA256,
+        changed="tiled's data_sources changed; left to tiled",
+    )
     return True
-
-
-def _install_fast_data_sources() -> None:
-    from tiled.catalog.adapter import CatalogNodeAdapter
-
-    current = CatalogNodeAdapter.data_sources
-    if getattr(current, _MARK, False):
-        return
-    if upstream_data_sources_hash() != PINNED_DATA_SOURCES_SHA256:
-        log.warning("tiled's data_sources changed; left to tiled")
-        return
-    CatalogNodeAdapter.data_sources = fast_data_sources(current)

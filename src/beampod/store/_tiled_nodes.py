@@ -32,14 +32,11 @@ replaces; when tiled changes it the replacement is not installed (logged) and
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
-from beampod.store._pins import source_sha256
-
-log = logging.getLogger("beampod.store.server")
+from beampod.store._pins import replace_pinned, source_sha256
 
 # sha256 of ``inspect.getsource(CatalogNodeAdapter.create_node)`` in the locked tiled.
 PINNED_CREATE_NODE_SHA256 = "2a5c7c6a6207cce3e94c22601cca980c4212ee2b133c8a2583739df02271e2c1"
@@ -318,11 +315,12 @@ def install_lean_create_node() -> bool:
     returns whether the lean creation is in place."""
     from tiled.catalog.adapter import CatalogNodeAdapter
 
-    current = CatalogNodeAdapter.create_node
-    if getattr(current, _MARK, False):
-        return True
-    if upstream_create_node_hash() != PINNED_CREATE_NODE_SHA256:
-        log.warning("tiled's create_node changed; new nodes are stored by tiled's method")
-        return False
-    CatalogNodeAdapter.create_node = lean_create_node(current)
-    return True
+    return replace_pinned(
+        CatalogNodeAdapter,
+        "create_node",
+        lean_create_node,
+        mark=_MARK,
+        upstream_sha256=upstream_create_node_hash(),
+        pinned_sha256=PINNED_CREATE_NODE_SHA256,
+        changed="tiled's create_node changed; new nodes are stored by tiled's method",
+    )
