@@ -77,6 +77,35 @@ def test_first_streams_of_one_schema_created_at_once_all_succeed(pg_server: Serv
             assert cursor.fetchone() == (1,)  # one table holds the new column
 
 
+def test_first_streams_of_one_new_schema_make_its_table_once(pg_server: Server) -> None:
+    """Released together, ``THREADS`` first streams of a new schema all find no table;
+    tiled's DDL (with its lock on the table) runs once, the rest draw their id only."""
+    from tiled.storage import parse_storage
+
+    from beampod.store._tiled_tables import existing_table_first_then_one_at_a_time
+
+    storage = parse_storage(store_uris(pg_server.pod).tables)
+    tiled = _tiled_init_storage()
+    ddl: list[int] = []
+
+    def counted(cls: Any, *args: Any) -> Any:
+        ddl.append(1)
+        return tiled(cls, *args)
+
+    made: list[Any] = []
+    guarded = existing_table_first_then_one_at_a_time(counted)
+
+    def init(cls: Any, *args: Any) -> Any:
+        made.append(guarded(cls, *args))
+        return made[-1]
+
+    assert _create_at_once(init, storage, f"det_{uuid.uuid4().hex[:12]}") == []
+    assert len(ddl) == 1
+    assert len(made) == THREADS
+    assert len({s.parameters["dataset_id"] for s in made}) == THREADS
+    assert len({s.parameters["table_name"] for s in made}) == 1
+
+
 class IntegrityError(Exception):
     """Named like the DB-API error adbc and psycopg raise."""
 

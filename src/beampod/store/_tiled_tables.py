@@ -23,10 +23,14 @@ the same hardware appends to it) and holds back every new one meanwhile. At N = 
 stream's table node took 0.9 s (p50) to create, and appends waited behind it
 (docs/benchmarks.md). Now the server asks the database's catalog first (no table
 lock): when the table and the index are there, only the stream's ``dataset_id`` is
-drawn, as tiled draws it, without the lock above; otherwise tiled's own method runs
-under it. A table with a ``primary_key`` parameter (a unique index of its own) always
-goes to tiled's method. Pinned: :data:`PINNED_INIT_STORAGE_SHA256`, the hash of the tiled
-method whose tail this repeats; when tiled changes it, only the lock is installed.
+drawn, as tiled draws it, without the lock above (on PostgreSQL the lookup and the
+draw are one statement); otherwise tiled's own method runs under the process's lock,
+after a second look: the first runs of a new facility's instruments all find no
+table at once, and only the first of them makes it (before, each ran tiled's DDL in
+turn, and the 25th table node of N = 25 took ~0.45 s). A table with a ``primary_key``
+parameter (a unique index of its own) always goes to tiled's method. Pinned:
+:data:`PINNED_INIT_STORAGE_SHA256`, the hash of the tiled method whose tail this
+repeats; when tiled changes it, only the lock is installed.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ _MARK = "_beampod_one_at_a_time"
 PINNED_INIT_STORAGE_SHA256 = "231b5e12d95155af0dd3212cfce479c0125c1d7c41424451551594c7fe17abaa"
 # The index tiled creates on every table (one name per schema of the database).
 INDEX = "dataset_and_partition_index"
+# tiled's source of ``dataset_id``s (a sequence on PostgreSQL, a table on SQLite).
+COUNTER = "_dataset_id_counter"
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9_]+$")
 # What PostgreSQL's catalog says when a concurrent session created the same relation.
 _CATALOG_RACE = ("pg_type_typname_nsp_index", "pg_class_relname_nsp_index")
@@ -84,29 +90,26 @@ def upstream_init_storage_hash() -> str:
     return source_sha256(SQLAdapter.__dict__["init_storage"].__func__)
 
 
-def table_and_index_exist(conn: Any, dialect: str, table_name: str) -> bool:
-    """Whether ``table_name`` and tiled's index are in the database, read from its
-    catalog (no lock on the table)."""
-    if not _IDENTIFIER.match(table_name):
-        return False  # not a name this builds into SQL: tiled's method decides
-    if dialect == "sqlite":
-        query = (
+def _sqlite_table_and_index_exist(conn: Any, table_name: str) -> bool:
+    with conn.cursor() as cursor:
+        cursor.execute(
             "SELECT count(*) FROM sqlite_master WHERE (type = 'table' AND name = "
             f"'{table_name}') OR (type = 'index' AND name = '{INDEX}')"
         )
-    else:
-        query = (
-            f"SELECT (to_regclass('\"{table_name}\"') IS NOT NULL)::int"
-            f" + (to_regclass('{INDEX}') IS NOT NULL)::int"
-        )
-    with conn.cursor() as cursor:
-        cursor.execute(query)
         (found,) = cursor.fetchone()
     return int(found) == 2
 
 
-def next_dataset_id(conn: Any, dialect: str) -> int:
-    """The next ``dataset_id`` of the database, drawn as tiled's ``init_storage`` draws it."""
+def dataset_id_if_table_exists(conn: Any, dialect: str, table_name: str) -> int | None:
+    """The next ``dataset_id`` of the database (drawn as tiled's ``init_storage`` draws
+    it) when ``table_name``, tiled's index and its counter are there, read from the
+    database's catalog without a lock on the table; None otherwise (nothing drawn).
+    On PostgreSQL one statement: the catalog lookups and the draw (``nextval`` of the
+    name as text is resolved only when the counter was found)."""
+    if not _IDENTIFIER.match(table_name):
+        return None  # not a name this builds into SQL: tiled's method decides
+    if dialect == "sqlite" and not _sqlite_table_and_index_exist(conn, table_name):
+        return None
     with conn.cursor() as cursor:
         if dialect == "sqlite":
             cursor.execute(
@@ -118,10 +121,14 @@ def next_dataset_id(conn: Any, dialect: str) -> int:
             )
             cursor.execute("UPDATE _dataset_id_counter SET value = value + 1 RETURNING value")
         else:
-            cursor.execute("CREATE SEQUENCE IF NOT EXISTS _dataset_id_counter")
-            cursor.execute("SELECT nextval('_dataset_id_counter')")
+            cursor.execute(
+                f"SELECT CASE WHEN to_regclass('\"{table_name}\"') IS NOT NULL"
+                f" AND to_regclass('{INDEX}') IS NOT NULL"
+                f" AND to_regclass('{COUNTER}') IS NOT NULL"
+                f" THEN nextval('{COUNTER}'::text) END"
+            )
         (dataset_id,) = cursor.fetchone()
-    return int(dataset_id)
+    return None if dataset_id is None else int(dataset_id)
 
 
 def existing_table_first(init_storage: Any) -> Any:
@@ -136,9 +143,10 @@ def existing_table_first(init_storage: Any) -> Any:
         if not source.parameters.get("primary_key"):
             table_name = cls.get_table_name(source)
             with closing(storage.connect()) as conn:
-                if table_and_index_exist(conn, storage.dialect, table_name):
-                    source.parameters["dataset_id"] = next_dataset_id(conn, storage.dialect)
+                dataset_id = dataset_id_if_table_exists(conn, storage.dialect, table_name)
+                if dataset_id is not None:
                     conn.commit()
+                    source.parameters["dataset_id"] = dataset_id
                     uri = storage.uri
                     if strip_storage_uri_query_on_write():
                         uri = strip_connection_parameters(uri)
@@ -152,6 +160,15 @@ def existing_table_first(init_storage: Any) -> Any:
     return init
 
 
+def existing_table_first_then_one_at_a_time(init_storage: Any) -> Any:
+    """``init_storage`` (tiled's plain function) for an existing table without DDL or
+    lock; otherwise under the lock, where the table is looked for again: of many first
+    streams of one new schema that found no table at the same moment (every
+    instrument's first run on a new facility), only the first runs tiled's DDL, and the
+    rest wait for the lock only, not each for the DDL in turn."""
+    return existing_table_first(one_at_a_time(existing_table_first(init_storage)))
+
+
 def install_one_table_creation_at_a_time() -> bool:
     """Wrap ``SQLAdapter.init_storage`` in this process (the lock; the existing-table
     path too when tiled's method is the pinned one); False if it already was."""
@@ -160,10 +177,10 @@ def install_one_table_creation_at_a_time() -> bool:
     current = SQLAdapter.__dict__["init_storage"]
     if getattr(current.__func__, _MARK, False):
         return False
-    guarded = one_at_a_time(current.__func__)
     if upstream_init_storage_hash() == PINNED_INIT_STORAGE_SHA256:
-        guarded = existing_table_first(guarded)
+        guarded = existing_table_first_then_one_at_a_time(current.__func__)
     else:
+        guarded = one_at_a_time(current.__func__)
         log.warning("tiled's init_storage changed: every stream's table creation runs tiled's DDL")
     SQLAdapter.init_storage = classmethod(guarded)
     return True
