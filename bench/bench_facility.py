@@ -56,6 +56,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.facility's helpers
+import _reqlog
 from _common import load_average, machine, percentile
 from _facility_load import (
     Emitter,
@@ -230,6 +231,8 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-facility-{n}-"))
     root = tmp / "facility"
     out: dict[str, Any] = {"n": n}
+    if args.request_log:
+        _reqlog.enable(tmp / "requests")
     try:
         out["up_s"] = make_and_start(root, n, args)
         if args.settle_cpu is not None:
@@ -259,7 +262,9 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             )
             for i in pod.config.instruments
         }
+        wall0 = time.time()
         emitters, readers, stored_s, _ = load_phase(pod, containers, args.rate, args.duration, args)
+        requests_log(out, "steady", tmp, wall0, emitters)
         cpu2, t_cpu2, bench2 = cpu_seconds(status(root)), time.monotonic(), time.process_time()
         steady_cpu = cpu_by_kind(cpu1, cpu2, t_cpu2 - t_cpu1)
         steady_cpu["bench (emitters, readers)"] = (bench2 - bench1) / (t_cpu2 - t_cpu1)
@@ -315,7 +320,9 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         )
         print(f"  steady CPU (share of one core): {cpu_line(steady_cpu)}", flush=True)
         bench3 = time.process_time()
+        wall0 = time.time()
         cap_em, _, cap_s, emit_s = load_phase(pod, containers, 0, args.capacity_seconds, args)
+        requests_log(out, "capacity", tmp, wall0, cap_em)
         cap_events = sum(e.events for e in cap_em.values())
         # Where a burst's CPU goes: CPU-s of each kind per thousand events stored.
         cpu3 = cpu_seconds(status(root))
@@ -363,6 +370,20 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         if (root / "run").exists():
             run_cli(root, "down", timeout=300, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def requests_log(
+    out: dict[str, Any], phase: str, tmp: Path, since: float, emitters: dict[str, Emitter]
+) -> None:
+    """With ``--request-log``: the writers' requests to Tiled during ``phase`` (begun
+    since ``since``, epoch s), printed and kept in ``out``."""
+    directory = tmp / "requests"
+    if not directory.is_dir():
+        return
+    time.sleep(0.6)  # the hook writes its lines every 0.5 s, not a wait for readiness
+    runs = sum(len(e.runs) for e in emitters.values())
+    out.setdefault("requests", {})[phase] = s = _reqlog.summary(directory, since, time.time(), runs)
+    print("\n".join(_reqlog.lines(phase, s)), flush=True)
 
 
 def marginal(results: dict[int, dict[str, Any]], n: int, key: str, field: str) -> float | None:
@@ -531,6 +552,12 @@ def main() -> int:
         "core (e.g. 0.5), at most --settle-max seconds (default: measure at once)",
     )
     ap.add_argument("--settle-max", type=float, default=180.0)
+    ap.add_argument(
+        "--request-log",
+        action="store_true",
+        help="log every request the writers make to Tiled and print, for each phase, "
+        "how many of each kind (per run) and how long they took (bench/_reqlog.py)",
+    )
     ap.add_argument(
         "--merge",
         type=Path,
