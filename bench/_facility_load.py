@@ -160,11 +160,12 @@ class Reader(WorkerThread):
                 continue
             time.sleep(self.pause)
 
-    def latencies_ms(self, seqs: range | None = None) -> list[float]:
+    def latencies_ms(self, seqs: range | None = None, skip_runs: int = 0) -> list[float]:
         """Emitted -> readable of every event seen (or of those whose ``seq_num`` is in
-        ``seqs``, e.g. ``range(1, 6)``: each run's first five)."""
+        ``seqs``, e.g. ``range(1, 6)``: each run's first five), of the runs after the
+        first ``skip_runs``."""
         out = []
-        for run in self.emitter.runs:
+        for run in self.emitter.runs[skip_runs:]:
             for seq, t in run.emitted.items():
                 seen = self.readable.get((run.uid, seq))
                 if seen is not None and (seqs is None or seq in seqs):
