@@ -108,7 +108,16 @@ def _finish_and_assert_stored(pod: LoadedPod, ems: dict[str, Emitter]) -> None:
     for inst, em in ems.items():
         emitted, report = em.result(deadline_s=120)
         assert report["delivered"], (inst, report)
-        assert_stored_exactly(pod, emitted, deadline_s=180, instrument=inst)
+        try:
+            assert_stored_exactly(pod, emitted, deadline_s=180, instrument=inst)
+        except AssertionError as exc:
+            # The facility's home goes with its fixture: what its writer and Tiled
+            # logged is what tells why, so it goes into the failure.
+            tails = "\n".join(
+                f"--- the last lines of {name}.log ---\n{_log_tail(pod, name)}"
+                for name in (_writer(pod, inst), "tiled")
+            )
+            raise AssertionError(f"{exc}\n{tails}") from exc
         # A fault is not a flood: no writer may report documents the stream discarded.
         log = (pod.home.logs_dir / f"{_writer(pod, inst)}.log").read_text(errors="replace")
         assert "they are lost" not in log, log[-2000:]
@@ -355,6 +364,9 @@ def _writer(pod: LoadedPod, inst: str) -> str:
 def _log_tail(pod: LoadedPod, name: str, lines: int = 40) -> str:
     """The last lines of a service's log without the per-request noise (what a failed
     assertion needs to say why the service exited)."""
-    text = (pod.home.logs_dir / f"{name}.log").read_text(errors="replace")
+    path = pod.home.logs_dir / f"{name}.log"
+    if not path.is_file():
+        return f"(no {path})"
+    text = path.read_text(errors="replace")
     kept = [ln for ln in text.splitlines() if "HTTP Request:" not in ln]
     return "\n".join(kept[-lines:])
