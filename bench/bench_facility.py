@@ -266,8 +266,8 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         }
         wall0 = time.time()
         emitters, readers, stored_s, _ = load_phase(pod, containers, args.rate, args.duration, args)
-        requests_log(out, "steady", tmp, wall0, emitters)
         cpu2, t_cpu2, bench2 = cpu_seconds(status(root)), time.monotonic(), time.process_time()
+        requests_log(out, "steady", tmp, wall0, emitters)  # after the CPU was read
         steady_cpu = cpu_by_kind(cpu1, cpu2, t_cpu2 - t_cpu1)
         steady_cpu["bench (emitters, readers)"] = (bench2 - bench1) / (t_cpu2 - t_cpu1)
         steady_cpu = dict(sorted(steady_cpu.items(), key=lambda kv: -kv[1]))
@@ -333,12 +333,12 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         bench3 = time.process_time()
         wall0 = time.time()
         cap_em, _, cap_s, emit_s = load_phase(pod, containers, 0, args.capacity_seconds, args)
-        requests_log(out, "capacity", tmp, wall0, cap_em)
         cap_events = sum(e.events for e in cap_em.values())
         # Where a burst's CPU goes: CPU-s of each kind per thousand events stored.
         cpu3 = cpu_seconds(status(root))
         cap_cpu = {k: v * 1000 / cap_events for k, v in cpu_by_kind(cpu2, cpu3, 1.0).items()}
         cap_cpu["bench (emitters)"] = (time.process_time() - bench3) * 1000 / cap_events
+        requests_log(out, "capacity", tmp, wall0, cap_em)  # after the CPU was read
         out["capacity"] = {
             "events": cap_events,
             "stored_ev_s": cap_events / cap_s,

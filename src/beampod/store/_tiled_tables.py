@@ -27,8 +27,8 @@ drawn, as tiled draws it, without the lock above (on PostgreSQL the lookup and t
 draw are one statement); otherwise tiled's own method runs under the process's lock,
 after a second look: the first runs of a new facility's instruments all find no
 table at once, and only the first of them makes it (before, each ran tiled's DDL in
-turn, and the 25th table node of N = 25 took ~0.45 s). A table with a ``primary_key``
-parameter (a unique index of its own) always goes to tiled's method. Pinned:
+turn under the lock). A table with a ``primary_key`` parameter (a unique index of its
+own) always goes to tiled's method. Pinned:
 :data:`PINNED_INIT_STORAGE_SHA256`, the hash of the tiled method whose tail this
 repeats; when tiled changes it, only the lock is installed.
 """
