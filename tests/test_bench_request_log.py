@@ -20,13 +20,14 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 @pytest.fixture
 def reqlog() -> Iterator[ModuleType]:
+    saved = list(sys.path)  # the bench modules add their own entries
     sys.path.insert(0, str(BENCH))
     try:
         import _reqlog
 
         yield _reqlog
     finally:
-        sys.path.remove(str(BENCH))
+        sys.path[:] = saved
 
 
 class _Tiled(http.server.BaseHTTPRequestHandler):
@@ -67,7 +68,8 @@ def test_a_writer_logs_its_requests_and_other_processes_do_not(
     reqlog: ModuleType, server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
-    monkeypatch.delenv("BEAMPOD_BENCH_REQUEST_LOG", raising=False)
+    # Recorded, so that what enable() sets is undone after the test.
+    monkeypatch.setenv("BEAMPOD_BENCH_REQUEST_LOG", "")
     directory = tmp_path / "requests"
     began = time.time()
     reqlog.enable(directory)
