@@ -4,12 +4,13 @@
 hardware) on free ports, ``init``, ``up -d``, quiet; then every instrument publishes
 runs of ``--run-events`` events at ``--rate`` events/s through the real publisher for
 ``--minutes``, while readers poll Tiled as in ``bench_facility.py``. Every
-``--sample-s`` the resident memory of every service is read (``beampod status
---json``). At the end every run is read back from Tiled against what was emitted.
+``--sample-s`` the memory of every service is read (``beampod status --json``; RSS,
+and PSS, where pages shared between processes count once). At the end every run is
+read back from Tiled against what was emitted.
 
 Printed: for each window of ``--sample-s``, the events emitted in it and their
-emitted -> readable p50/p99, and the facility's resident memory; then how fast each
-kind of service's memory grew over the soak (a least-squares line through its samples
+emitted -> readable p50/p99, and the facility's memory; then how fast each kind of
+service's memory (PSS) grew over the soak (a least-squares line through its samples
 after the first window, MB per hour) and over its second half (a cache that fills up
 to its bound flattens, a leak does not), and what was lost or stored twice. A kind
 that grew more than ``--grow-mb-h`` over the second half is flagged, as is any loss;
@@ -107,12 +108,12 @@ def soak(root: Path, args: argparse.Namespace) -> dict[str, Any]:
                 t = time.monotonic() - start
                 samples.append((t, mem))
                 per_kind = ", ".join(
-                    f"{k} {v['rss_mb']:.0f}" for k, v in sorted(mem["by_kind"].items())
+                    f"{k} {v['pss_mb']:.0f}" for k, v in sorted(mem["by_kind"].items())
                 )
                 emitted = sum(e.events for e in emitters.values())
                 print(
-                    f"  {t / 60:5.1f} min: {emitted} events emitted; RSS {mem['rss_mb']:.0f} MB "
-                    f"({per_kind}); load {load_average()}",
+                    f"  {t / 60:5.1f} min: {emitted} events emitted; RSS {mem['rss_mb']:.0f} MB, "
+                    f"PSS {mem['pss_mb']:.0f} MB ({per_kind}); load {load_average()}",
                     flush=True,
                 )
                 next_at += args.sample_s
@@ -145,20 +146,7 @@ def soak(root: Path, args: argparse.Namespace) -> dict[str, Any]:
         for w, v in sorted(lat.items())
     ]
     out["samples"] = [{"t_s": t, **m} for t, m in samples]
-    later = samples[1:]  # the first window is the start's tail
-    kinds = sorted({k for _, m in later for k in m["by_kind"]})
-    out["growth_mb_h"] = {
-        k: slope_per_hour([(t, m["by_kind"][k]["rss_mb"]) for t, m in later if k in m["by_kind"]])
-        for k in kinds
-    }
-    out["growth_mb_h"]["total"] = slope_per_hour([(t, m["rss_mb"]) for t, m in later])
-    # A cache filling up to its bound (JetStream's, PostgreSQL's shared buffers) grows
-    # early and then flattens; a leak keeps its slope: the second half says which.
-    half = samples[len(samples) // 2 :]
-    out["late_growth_mb_h"] = {
-        k: slope_per_hour([(t, m["by_kind"][k]["rss_mb"]) for t, m in half if k in m["by_kind"]])
-        for k in kinds
-    }
+    out.update(growth(samples))
     total = Stored()
     for i, c in containers.items():
         s = check_stored(c, [emitters[i]])
@@ -166,6 +154,29 @@ def soak(root: Path, args: argparse.Namespace) -> dict[str, Any]:
             setattr(total, f, getattr(total, f) + getattr(s, f))
     out["stored"] = vars(total)
     return out
+
+
+def growth(samples: list[tuple[float, dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """Each kind's memory growth, MB per hour: over the samples after the first window
+    (the start's tail), and over the second half. Of PSS, where pages shared between a
+    kind's processes count once: PostgreSQL's backends all map its shared buffers, and
+    their RSS summed counted those again for every backend. A cache filling up to its
+    bound (JetStream's, PostgreSQL's shared buffers) grows early and then flattens; a
+    leak keeps its slope: the second half says which."""
+    later, half = samples[1:], samples[len(samples) // 2 :]
+    kinds = sorted({k for _, m in later for k in m["by_kind"]})
+
+    def per_kind(points: list[tuple[float, dict[str, Any]]]) -> dict[str, float]:
+        return {
+            k: slope_per_hour(
+                [(t, m["by_kind"][k]["pss_mb"]) for t, m in points if k in m["by_kind"]]
+            )
+            for k in kinds
+        }
+
+    whole = per_kind(later)
+    whole["total"] = slope_per_hour([(t, m["pss_mb"]) for t, m in later])
+    return {"growth_mb_h": whole, "late_growth_mb_h": per_kind(half)}
 
 
 def report(out: dict[str, Any], args: argparse.Namespace) -> bool:
@@ -176,7 +187,7 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> bool:
         )
     grown = {k: v for k, v in out["growth_mb_h"].items() if k != "total"}
     print(
-        "\n resident memory growth, MB per hour (after the first window): "
+        "\n memory (PSS) growth, MB per hour (after the first window): "
         + ", ".join(f"{k} {v:+.1f}" for k, v in sorted(grown.items(), key=lambda kv: -kv[1]))
         + f"; total {out['growth_mb_h']['total']:+.1f}"
     )
