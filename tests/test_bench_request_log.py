@@ -15,19 +15,13 @@ from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+from tests._bench import bench_module
 
 
 @pytest.fixture
 def reqlog() -> Iterator[ModuleType]:
-    saved = list(sys.path)  # the bench modules add their own entries
-    sys.path.insert(0, str(BENCH))
-    try:
-        import _reqlog
-
-        yield _reqlog
-    finally:
-        sys.path[:] = saved
+    with bench_module("_reqlog") as module:
+        yield module
 
 
 class _Tiled(http.server.BaseHTTPRequestHandler):

@@ -4,26 +4,18 @@ samples, judged on the second half, and any loss."""
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+from tests._bench import bench_module
 
 
 @pytest.fixture
 def soak() -> Iterator[ModuleType]:
-    saved = list(sys.path)  # the bench modules add their own entries
-    sys.path.insert(0, str(BENCH))
-    try:
-        import bench_soak
-
-        yield bench_soak
-    finally:
-        sys.path[:] = saved
+    with bench_module("bench_soak") as module:
+        yield module
 
 
 def test_growth_is_a_least_squares_slope_per_hour(soak: ModuleType) -> None:
