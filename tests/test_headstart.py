@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from beampod._headstart import (
+    KEPT_RECORDS,
     DetachedUp,
     EarlyStart,
     Record,
@@ -89,7 +90,14 @@ def test_a_record_is_read_back_only_under_its_key(tmp_path: Path) -> None:
         assert not taken.applies()  # the supervisor's own check names what holds it
     assert read_record(home, "k2") is None
     body = json.loads(path.read_text())
-    for broken in ({**body, "version": 99}, {**body, "env": {"A": 1}}, {"key": "k1"}):
+    entry = body["records"][0]
+    for broken in (
+        {**body, "version": 99},
+        {**body, "records": [{**entry, "env": {"A": 1}}]},
+        {**body, "records": [{"key": "k1"}]},
+        {**body, "records": "k1"},
+        entry,  # a record as version 1 wrote it, without the list
+    ):
         path.write_text(json.dumps(broken))
         assert read_record(home, "k1") is None
     path.write_text("{not json")
@@ -135,3 +143,35 @@ def _gone(proc: psutil.Process) -> bool:
         return proc.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def test_records_of_other_keys_are_kept_the_most_recent_first(tmp_path: Path) -> None:
+    # `python -m beampod` and the `beampod` script are two interpreter paths, so two
+    # keys for one config: alternating them must not lose either one's head start.
+    home = _home(tmp_path)
+    home.run_dir.mkdir()
+
+    def record(n: int) -> Record:
+        return Record(Spawned("tiled", ("python", "-m", f"x{n}"), {}, None))
+
+    write_record(home, "python", record(1))
+    write_record(home, "python3", record(2))
+    assert read_record(home, "python") == record(1)
+    assert read_record(home, "python3") == record(2)
+    write_record(home, "python", record(3))  # renewed: replaced, not added
+    assert read_record(home, "python") == record(3)
+    keys = [e["key"] for e in json.loads((home.run_dir / "head-start.json").read_text())["records"]]
+    assert keys == ["python", "python3"]
+    for n in range(4, 4 + KEPT_RECORDS):
+        write_record(home, f"k{n}", record(n))
+    assert read_record(home, "python3") is None  # the oldest went first
+    assert read_record(home, "python") is None
+    assert read_record(home, f"k{3 + KEPT_RECORDS}") == record(3 + KEPT_RECORDS)
+    assert read_record(home, "k4") == record(4)
+
+
+def test_the_key_names_the_interpreter(tmp_path: Path) -> None:
+    home = _home(tmp_path)
+    ours = head_start_key(home, {})
+    assert ours == head_start_key(home, {}, sys.executable)
+    assert head_start_key(home, {}, "/venv/bin/python3") not in (None, ours)

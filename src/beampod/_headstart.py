@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from beampod._net import port_is_free
 from beampod._podhome import POD_UMASK, PodHome, write_private
@@ -52,16 +52,20 @@ from beampod._spawning import (
 )
 
 RECORD_NAME = "head-start.json"
-_RECORD_VERSION = 1
+_RECORD_VERSION = 2  # 2: several records, one per key
 
 
 # -- the record ----------------------------------------------------------------------
 
 
-def head_start_key(home: PodHome, environ: Mapping[str, str]) -> str | None:
-    """What a recorded spawn is valid for: the config and secrets files' bytes and the
-    ``BEAMPOD_*`` environment (which host this is, say). None if a file is missing."""
-    digest = hashlib.sha256(f"{_RECORD_VERSION}\0{sys.executable}\0".encode())
+def head_start_key(
+    home: PodHome, environ: Mapping[str, str], executable: str | None = None
+) -> str | None:
+    """What a recorded spawn is valid for: the Python interpreter's path (default: this
+    one's), the config and secrets files' bytes and the ``BEAMPOD_*`` environment
+    (which host this is, say). None if a file is missing."""
+    python = sys.executable if executable is None else executable
+    digest = hashlib.sha256(f"{_RECORD_VERSION}\0{python}\0".encode())
     try:
         for path in (home.config_file, home.secrets_file):
             digest.update(path.read_bytes())
@@ -104,11 +108,17 @@ class Record:
         )
 
 
+#: Records kept, the most recent first: one per key, so that ``up -d`` through another
+#: interpreter path (``python -m beampod`` runs ``.venv/bin/python``, the ``beampod``
+#: script ``.venv/bin/python3``) or of a config edited back finds its own.
+KEPT_RECORDS = 4
+
+
 def write_record(home: PodHome, key: str, record: Record) -> None:
-    """Write ``record`` for the next ``up -d`` (owner-only, replaced atomically)."""
+    """Write ``record`` for the next ``up -d`` under ``key`` (owner-only, replaced
+    atomically), keeping the most recent records of other keys."""
     spawned = record.spawned
-    body = {
-        "version": _RECORD_VERSION,
+    entry = {
         "key": key,
         "name": spawned.name,
         "argv": list(spawned.argv),
@@ -117,15 +127,30 @@ def write_record(home: PodHome, key: str, record: Record) -> None:
         "absent": list(record.absent),
         "ports": [list(p) for p in record.ports],
     }
+    others = [e for e in _entries(home) if e.get("key") != key]
+    body = {"version": _RECORD_VERSION, "records": [entry, *others][:KEPT_RECORDS]}
     write_private(record_path(home), json.dumps(body))
 
 
-def read_record(home: PodHome, key: str) -> Record | None:
-    """The record if it was written under ``key``; None otherwise."""
+def _entries(home: PodHome) -> list[dict[str, Any]]:
     try:
         body = json.loads(record_path(home).read_text())
-        if body.get("version") != _RECORD_VERSION or body.get("key") != key:
-            return None
+    except (OSError, ValueError):
+        return []
+    if not isinstance(body, dict) or body.get("version") != _RECORD_VERSION:
+        return []
+    entries = body.get("records")
+    if not isinstance(entries, list):
+        return []
+    return [e for e in entries if isinstance(e, dict)]
+
+
+def read_record(home: PodHome, key: str) -> Record | None:
+    """The record written under ``key``; None if there is none (or it is malformed)."""
+    body = next((e for e in _entries(home) if e.get("key") == key), None)
+    if body is None:
+        return None
+    try:
         env = body["env"]
         cwd = body["cwd"]
         if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
@@ -138,7 +163,7 @@ def read_record(home: PodHome, key: str) -> Record | None:
         )
         ports = tuple((str(h), int(p), bool(u)) for h, p, u in body["ports"])
         return Record(spawned, tuple(str(p) for p in body["absent"]), ports)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None
 
 

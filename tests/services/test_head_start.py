@@ -11,6 +11,8 @@ import re
 import shutil
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,16 +50,41 @@ def home() -> Iterator[PodHome]:
         assert not left, f"processes left behind: {[p.info for p in left]}"
 
 
+def _records(home: PodHome) -> list[dict[str, object]]:
+    return list(json.loads((home.run_dir / "head-start.json").read_text())["records"])
+
+
 def _record(home: PodHome) -> dict[str, object]:
-    return dict(json.loads((home.run_dir / "head-start.json").read_text()))
+    """The most recent record."""
+    return dict(_records(home)[0])
+
+
+def _write_record(home: PodHome, record: dict[str, object]) -> None:
+    body = {"version": 2, "records": [record]}
+    (home.run_dir / "head-start.json").write_text(json.dumps(body))
+
+
+def _other_interpreter() -> Path:
+    """The virtual environment's other name for this interpreter (``python`` and
+    ``python3``: what ``python -m beampod`` and the ``beampod`` script run)."""
+    here = Path(sys.executable)
+    other = here.with_name("python3" if here.name != "python3" else "python")
+    if not other.exists():
+        pytest.skip(f"no {other.name} next to {here}")
+    return other
 
 
 def _supervisor_log(home: PodHome) -> str:
     return home.log_file("supervisor").read_text()
 
 
-def _up(home: PodHome) -> dict[str, object]:
-    out = beampod_cli(home.root, "up", "-d")
+def _up(home: PodHome, python: Path | None = None) -> dict[str, object]:
+    if python is None:
+        out = beampod_cli(home.root, "up", "-d")
+    else:
+        argv = [str(python), "-m", "beampod", "--home", str(home.root), "up", "-d"]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=240, check=False)
+        assert out.returncode == 0, out
     assert f"starting pod from {home.root} ..." in out.stdout, out.stdout
     assert re.search(r"^pod ready: \d+ services in [\d.]+ s", out.stdout, re.M), out.stdout
     status = json.loads(beampod_cli(home.root, "status", "--json").stdout)
@@ -83,6 +110,20 @@ def test_the_record_is_adopted_and_renewed_when_the_config_changes(home: PodHome
     text = json.dumps(record)
     for value in _strings(secrets):
         assert value not in text, "a secret is in the record"
+    _down(home)
+
+    # The same config through the environment's other interpreter path (`python -m
+    # beampod` and the `beampod` script differ): its first `up -d` starts the usual way
+    # and records its own spawn, keeping the other one's.
+    other = _other_interpreter()
+    log_size = len(_supervisor_log(home))
+    _up(home, other)
+    assert HEAD_START not in _supervisor_log(home)[log_size:]
+    assert [r["key"] for r in _records(home)] == [
+        head_start_key(home, os.environ, str(other)),
+        record["key"],
+        first_key,  # `init`'s, of the config before the test's edit
+    ]
     _down(home)
 
     # The same config again: Tiled is spawned from the record, and the supervisor keeps
@@ -123,7 +164,7 @@ def test_a_record_that_the_pod_defines_otherwise_is_stopped(home: PodHome) -> No
     # As if beampod changed how it spawns Tiled since the record: same key, other env.
     record = _record(home)
     record["env"] = {**record["env"], "BEAMPOD_TEST_STALE": "1"}  # type: ignore[dict-item]
-    (home.run_dir / "head-start.json").write_text(json.dumps(record))
+    _write_record(home, record)
 
     status = _up(home)
     log = _supervisor_log(home)
@@ -176,7 +217,7 @@ def test_a_config_invalid_since_its_record_fails_as_without_a_head_start(
     home.config_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
     record = _record(home)
     record["key"] = head_start_key(home, os.environ)
-    (home.run_dir / "head-start.json").write_text(json.dumps(record))
+    _write_record(home, record)
 
     head_started = beampod_cli(home.root, "up", "-d", check=False)
     assert "(head start)" in home.log_file("tiled").read_text()
