@@ -20,7 +20,7 @@ import yaml
 from beampod.config import LoadedPod, PodHome, init_pod
 from tests._pods import started_pod
 from tests.conftest import beampod_cli, processes_using
-from tests.datapath._helpers import wait_pod_ready, wait_service_ready
+from tests.datapath._helpers import wait_for, wait_pod_ready, wait_service_ready
 
 pytestmark = pytest.mark.pod
 
@@ -181,9 +181,13 @@ def _as_nobody(paths: list[str]) -> list[str]:
 @pytest.fixture(scope="module")
 def own_pod() -> Iterator[LoadedPod]:
     """A demo pod of this module alone, from ``beampod init`` in a home outside pytest's
-    0700 tmp root (so that another user could reach it, were its modes loose). Its last
-    test SIGKILLs its supervisor."""
-    yield from started_pod(lambda cfg: None, prefix="beampod-own-")
+    0700 tmp root (so that another user could reach it, were its modes loose). Its logs
+    rotate at 1 MB, looked at every second. Its last test SIGKILLs its supervisor."""
+
+    def small_logs(cfg: dict) -> None:
+        cfg["pod"]["logs"] = {"max_mb": 1, "keep": 2, "check_every_s": 1}
+
+    yield from started_pod(small_logs, prefix="beampod-own-")
 
 
 def _everything(root: Path) -> list[Path]:
@@ -191,6 +195,44 @@ def _everything(root: Path) -> list[Path]:
     for base, dirs, files in os.walk(root):
         out += [Path(base, n) for n in dirs + files]
     return out
+
+
+def test_logs_rotate_under_running_services_and_lose_nothing(own_pod: LoadedPod) -> None:
+    """A service's log and the supervisor's own, grown past ``pod.logs.max_mb`` (padded
+    here through O_APPEND, as the services write), move to ``.1`` while the services
+    run: every padding line is in ``.1`` then the live log, once; the supervisor's next
+    lines land in its live log; ``beampod logs`` shows the latest lines; the writer
+    stays up, unrestarted; and it logs no line per HTTP request."""
+    home = own_pod.home
+    writer_pid = _status(home.root)["services"]["writer"]["pid"]
+    padded = {}
+    for name in ("writer", "supervisor"):
+        lines = [f"padding {name} {i:06d} {'.' * 60}\n" for i in range(20_000)]  # 1.6 MB
+        fd = os.open(home.log_file(name), os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, "".join(lines).encode())
+        finally:
+            os.close(fd)
+        padded[name] = lines
+
+    def both_rotated() -> bool:
+        sup = home.log_file("supervisor").read_text(errors="replace")
+        return "log supervisor.log rotated" in sup and "log writer.log rotated" in sup
+
+    wait_for(both_rotated, 30.0, "writer.log and supervisor.log rotated")
+    for name, lines in padded.items():
+        log = home.log_file(name)
+        together = (log.with_name(log.name + ".1").read_text() + log.read_text()).splitlines()
+        kept = [line + "\n" for line in together if line.startswith(f"padding {name} ")]
+        assert kept == lines, f"{name}: {len(kept)} of {len(lines)} padding lines, in order"
+        assert log.stat().st_size < 1 << 20
+    shown = beampod_cli(home.root, "logs", "writer", "-n", "3").stdout
+    assert padded["writer"][-1].strip() in shown
+    state = _status(home.root)["services"]["writer"]
+    assert state["state"] == "ready" and state["pid"] == writer_pid
+    writer_log = home.log_file("writer")
+    text = writer_log.with_name("writer.log.1").read_text() + writer_log.read_text()
+    assert "beampod-writer ready" in text and "HTTP Request:" not in text
 
 
 def test_other_users_read_nothing_under_a_running_pod(own_pod: LoadedPod) -> None:

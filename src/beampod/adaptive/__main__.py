@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 
+from beampod._servicelog import configure_service_logging
 from beampod.config import (
     AGENT_PASSWORD_ENV,
     AGENT_PASSWORDS_ENV,
@@ -45,11 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         help="serve only this instrument (repeatable; default: all)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stdout,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_service_logging()
     from beampod.adaptive._service import serve
 
     try:

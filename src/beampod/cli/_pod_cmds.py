@@ -302,21 +302,20 @@ def cmd_logs(args: argparse.Namespace) -> int:
         known = sorted(p.stem for p in home.logs_dir.glob("*.log"))
         names = ", ".join(known) or "none"
         raise UsageError(f"no log for service {args.service!r}; known: {names}")
-    from beampod.services import tail
+    from beampod.services import LogFollower, tail
 
+    follower = LogFollower(path) if args.follow else None
     text = tail(path, args.lines)
     if text:
         print(text)
-    if not args.follow:
+    if follower is None:
         return 0
-    with path.open("rb") as fh:
-        fh.seek(0, 2)
-        while True:  # followed until Ctrl-C, like `tail -f`
-            chunk = fh.read()
-            if chunk:
-                print(chunk.decode(errors="replace"), end="", flush=True)
-            else:
-                time.sleep(0.2)
+    while True:  # followed until Ctrl-C, like `tail -F`, across rotations
+        chunk = follower.read()
+        if chunk:
+            print(chunk.decode(errors="replace"), end="", flush=True)
+        else:
+            time.sleep(0.2)
 
 
 def cmd_service(args: argparse.Namespace) -> int:

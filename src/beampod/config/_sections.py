@@ -59,6 +59,26 @@ class HealthSettings(Strict):
         return self
 
 
+class LogSettings(Strict):
+    """How large the services' logs (``<home>/logs/<service>.log``) grow."""
+
+    max_mb: Annotated[int, Field(ge=1)] = Field(
+        32,
+        description="A log larger than this many MB is rotated by the supervisor: what it "
+        "holds moves to `<service>.log.1`, older copies shift up, and the service goes on "
+        "writing to a short `<service>.log`; no line is lost.",
+    )
+    keep: Annotated[int, Field(ge=1, le=20)] = Field(
+        2,
+        description="How many rotated copies of each log stay (`.1` newest); the oldest "
+        "goes. A log then takes at most (keep + 1) x max_mb on disk.",
+    )
+    check_every_s: Annotated[float, Field(gt=0)] = Field(
+        30.0,
+        description="How often the supervisor looks at the logs' sizes.",
+    )
+
+
 class PodSettings(Strict):
     name: InstrumentName = "default"
     bind: str = Field(
@@ -73,6 +93,7 @@ class PodSettings(Strict):
         "`http POST localhost:60607/...` works verbatim.",
     )
     health: HealthSettings = HealthSettings()
+    logs: LogSettings = LogSettings()
     background_nice: Annotated[int, Field(ge=0, le=19)] = Field(
         5,
         description="Nice value (scheduling priority) of the services that store and "

@@ -61,6 +61,11 @@ pod:
   #   degraded_after_s: 30
   #   restart_after_s: 60
   #   busy_restart_after_s: 600
+  # Each service's log is rotated past max_mb, keeping `keep` older copies
+  # (<service>.log.1, ...), while the service runs; no line is lost (docs/running.md).
+  # logs:
+  #   max_mb: 32
+  #   keep: 2
   # CPUs of the background services (bus, Tiled, writer, IOCs, ...); the RunEngine
   # (`beampod shell`, the queue worker) gets the others. auto: half each on a host of
   # one instrument with 2 CPUs or more; off: every CPU for everything (docs/running.md).

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         supervise_detached,
     )
     from beampod.services._defer import SUPERVISOR_DEFERRED_IMPORTS
+    from beampod.services._logrotate import LogFollower, LogLimits, rotate_if_large
     from beampod.services._policy import RestartPolicy, dependency_order
     from beampod.services._probes import (
         AllProbes,
@@ -55,6 +56,8 @@ _LAZY = {
     "CallableProbe": ("beampod.services._probes", "CallableProbe"),
     "DEFAULT_INSTRUMENT_SERVICES": ("beampod.services._runtime", "DEFAULT_INSTRUMENT_SERVICES"),
     "HttpProbe": ("beampod.services._probes", "HttpProbe"),
+    "LogFollower": ("beampod.services._logrotate", "LogFollower"),
+    "LogLimits": ("beampod.services._logrotate", "LogLimits"),
     "LogLineProbe": ("beampod.services._probes", "LogLineProbe"),
     "PodResources": ("beampod.services._resources", "PodResources"),
     "PodState": ("beampod.services._state", "PodState"),
@@ -79,6 +82,7 @@ _LAZY = {
     "python_module": ("beampod.services._spec", "python_module"),
     "read_state": ("beampod.services._state", "read_state"),
     "record_head_start": ("beampod.services._control", "record_head_start"),
+    "rotate_if_large": ("beampod.services._logrotate", "rotate_if_large"),
     "rss_bytes": ("beampod.services._resources", "rss_bytes"),
     "run_supervisor": ("beampod.services._control", "run_supervisor"),
     "service_host": ("beampod.services._runtime", "service_host"),
@@ -102,6 +106,8 @@ __all__ = [
     "AllProbes",
     "CallableProbe",
     "HttpProbe",
+    "LogFollower",
+    "LogLimits",
     "LogLineProbe",
     "PodResources",
     "PodState",
@@ -125,6 +131,7 @@ __all__ = [
     "python_module",
     "read_state",
     "record_head_start",
+    "rotate_if_large",
     "rss_bytes",
     "run_supervisor",
     "service_host",

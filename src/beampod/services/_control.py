@@ -16,6 +16,7 @@ from beampod._spawning import live_supervisor_pid, try_lock_supervisor
 from beampod.config import (
     POD_UMASK,
     LoadedPod,
+    LogSettings,
     Placement,
     PodHome,
     host_placement,
@@ -26,6 +27,7 @@ from beampod.config import (
 from beampod.errors import BeampodError, PodAlreadyRunningError, PodNotRunningError
 from beampod.services import _process
 from beampod.services._controlsock import request, serve_control
+from beampod.services._logrotate import LogLimits, keep_logs_bounded
 from beampod.services._policy import RestartPolicy, health_interval
 from beampod.services._runtime import up_services
 from beampod.services._starting import (
@@ -94,6 +96,7 @@ def run_supervisor(
                 policy,
                 placement,
                 HeadStart(key if absent is not None else None, head_start, absent or ()),
+                pod.config.pod.logs,
             )
         )
 
@@ -177,6 +180,7 @@ async def _supervise(
     policy: RestartPolicy | None,
     placement: Placement | None = None,
     head_start: HeadStart | None = None,
+    logs: LogSettings | None = None,
 ) -> int:
     sup = Supervisor(
         specs,
@@ -191,6 +195,7 @@ async def _supervise(
         loop.add_signal_handler(sig, sup.request_stop)
     started = time.monotonic()
     control = await serve_control(sup, control_socket(home))
+    rotation: asyncio.Task[None] | None = None
     try:
         try:
             await sup.start()
@@ -198,10 +203,23 @@ async def _supervise(
             progress(f"start-up failed: {exc}")
             return 1
         progress(f"pod ready: {len(specs)} services in {time.monotonic() - started:.1f} s")
+        if logs is not None:
+            limits = LogLimits(logs.max_mb << 20, logs.keep)
+            rotation = asyncio.create_task(
+                keep_logs_bounded(
+                    home.logs_dir,
+                    limits,
+                    sup.starting_services,
+                    progress,
+                    interval_s=logs.check_every_s,
+                )
+            )
         await sup.wait_stopped()
         progress("pod stopped")
         return 0
     finally:
+        if rotation is not None:
+            rotation.cancel()
         control.close()
         control_socket(home).unlink(missing_ok=True)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
@@ -109,7 +110,10 @@ class LogLineProbe:
     async def ready(self) -> bool:
         try:
             with self.path.open("rb") as fh:
-                fh.seek(self.offset)
+                # A log rotated since this start began is shorter than the offset: its
+                # new lines are all this start's.
+                size = os.fstat(fh.fileno()).st_size
+                fh.seek(self.offset if size >= self.offset else 0)
                 text = fh.read().decode(errors="replace")
         except OSError:
             return False

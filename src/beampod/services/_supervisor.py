@@ -123,6 +123,10 @@ class Supervisor(ServiceStarter):
                 raise task.exception()  # type: ignore[misc]
         self._set_phase("running")
 
+    def starting_services(self) -> list[str]:
+        """The services starting now (their readiness is read from their logs)."""
+        return [n for n, svc in self._services.items() if svc.state.state == "starting"]
+
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 

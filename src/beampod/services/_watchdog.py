@@ -58,9 +58,11 @@ async def check_health(probe: Probe) -> HealthCheck:
     """Run ``probe`` (each of an :class:`AllProbes` in order, up to the first that
     fails). Exceptions other than OSError/BeampodError propagate (the caller reports
     them as a failure)."""
-    if isinstance(probe, LogLineProbe):
-        return HealthCheck(None)  # said its line once; nothing to re-check
     for p in probe.probes if isinstance(probe, AllProbes) else (probe,):
+        if isinstance(p, LogLineProbe):
+            # It said its line once; re-reading a week's log every check re-checks
+            # nothing and costs a read of the whole log.
+            continue
         started = time.monotonic()
         try:
             ok = await p.ready()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
 import signal
 import sys
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from urllib.parse import urlsplit
 
 from beampod._gcstart import pause_gc, resume_gc
 from beampod._preload import preload
+from beampod._servicelog import configure_service_logging
 
 if TYPE_CHECKING:
     from beampod.writer._loop import Writer
@@ -62,11 +62,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stdout,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_service_logging()
     pod = load_pod(PodHome.resolve(default_home()))
     instruments: list[str] = list(dict.fromkeys(args.instrument))
     if not isinstance(pod.config.bus, NatsBus):
