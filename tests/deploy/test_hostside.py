@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from beampod.adaptive._protocol import READY_WORD
 from beampod.config import PodHome, init_pod, load_pod
 from beampod.deploy import DeployOptions, render
-from beampod.deploy._hostside import prepare, readiness_probe
+from beampod.deploy._hostside import prepare, readiness_probe, wait
 from beampod.services import AllProbes, LogLineProbe, Probe
 
 
@@ -90,3 +92,55 @@ def _probes_log_line(probe: Probe) -> LogLineProbe:
     found = [p for p in probe.probes if isinstance(p, LogLineProbe)]
     assert len(found) == 1
     return found[0]
+
+
+def _rotate_logs(home: PodHome) -> subprocess.CompletedProcess[str]:
+    """What the rendered ``beampod-logs.service`` runs."""
+    return subprocess.run(
+        [sys.executable, "-m", "beampod.deploy", "rotate-logs", "--home", str(home.root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_log_timer_rotates_every_log_but_a_starting_one(tmp_path: Path) -> None:
+    """Under systemd no supervisor rotates the logs: the timer's ``rotate-logs`` does,
+    by ``pod.logs``, leaving alone a service whose start ``wait`` has not yet seen
+    ready (its ready line is read from the offset ``prepare`` noted), unless that start
+    gave up long ago."""
+    home = PodHome(tmp_path / "pod")
+    init_pod(home, free_ports=True)
+    text = home.config_file.read_text()
+    home.config_file.write_text(text.replace("pod:\n", "pod:\n  logs: {max_mb: 1}\n", 1))
+    home.make_dirs()
+    padding = "".join(f"line {i:06d} {'.' * 60}\n" for i in range(20_000)).encode()  # 1.4 MB
+    for name in ("writer", "tiled", "agent"):
+        home.log_file(name).write_bytes(padding)
+    prepare(home, "writer")  # starting
+    prepare(home, "agent")  # a start that gave up 20 minutes ago
+    offset = home.run_dir / "agent.log-offset"
+    os.utime(offset, (time.time() - 1200, time.time() - 1200))
+
+    proc = _rotate_logs(home)
+    assert proc.returncode == 0, proc.stderr
+    assert "log tiled.log rotated (over 1 MB)" in proc.stdout
+    assert "log agent.log rotated" in proc.stdout and "writer.log" not in proc.stdout
+    assert home.log_file("writer").read_bytes() == padding
+    for name in ("tiled", "agent"):
+        log = home.log_file(name)
+        assert (log.with_name(f"{name}.log.1").read_bytes() + log.read_bytes()) == padding
+        assert log.stat().st_size < 1 << 20
+
+    with home.log_file("writer").open("a") as fh:
+        fh.write(_ready_line("writer"))
+    wait(home, "writer")  # ready: its log is the timer's again
+    assert "log writer.log rotated" in _rotate_logs(home).stdout
+    assert not home.log_file("writer").with_name("writer.log.2").exists()
+
+
+def test_rotate_logs_of_a_home_that_is_not_a_pod_is_one_line(tmp_path: Path) -> None:
+    proc = _rotate_logs(PodHome(tmp_path / "nothing"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("beampod-deploy: error: invalid configuration in ")
+    assert "run `beampod init` first" in proc.stderr

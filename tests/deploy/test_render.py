@@ -15,7 +15,9 @@ from tests.deploy.conftest import TARGETS
 
 
 def _units(out: Path, host: str) -> set[str]:
-    return {p.name for p in (out / "hosts" / host / "systemd").glob("*.service")}
+    """The host's units of pod services (not the log timer's)."""
+    found = {p.name for p in (out / "hosts" / host / "systemd").glob("*.service")}
+    return found - {"beampod-logs.service"}
 
 
 def test_services_are_split_by_host(rendered: Path) -> None:
@@ -49,6 +51,27 @@ def test_unit_uses_the_cycle_environment_and_the_overlay(rendered: Path) -> None
     assert "After=network-online.target beampod-postgres.service" in tiled
     # The writer needs Tiled on another host: said, not ordered.
     assert "# Needs beampod-tiled.service on host central" in bl03
+
+
+def test_every_host_rotates_its_logs_from_a_timer(rendered: Path) -> None:
+    """No supervisor runs under systemd: a timer per host runs ``rotate-logs`` on the
+    pod home (by ``pod.logs``) from the host's cycle environment; ansible installs both
+    units and starts the timer (the service runs from it)."""
+    inventory = yaml.safe_load((rendered / "ansible/inventory.yml").read_text())
+    for host, cycle in (("central", "2026-1"), ("ws1", "2026-1"), ("ws2", "2026-2")):
+        units = rendered / "hosts" / host / "systemd"
+        service = (units / "beampod-logs.service").read_text()
+        assert (
+            f"ExecStart=/opt/beampod/environments/{cycle}/bin/python -m beampod.deploy "
+            "rotate-logs --home /var/lib/beampod/bl\n"
+        ) in service
+        assert "Type=oneshot" in service and "User=beampod" in service
+        timer = (units / "beampod-logs.timer").read_text()
+        assert "OnUnitActiveSec=300\n" in timer and "WantedBy=timers.target" in timer
+        listed = inventory["all"]["hosts"][host]["beampod_units"]
+        assert {"beampod-logs.service", "beampod-logs.timer"} <= set(listed)
+    play = (rendered / "ansible/playbook.yml").read_text()
+    assert "reject(''equalto'', ''beampod-logs.service'')" in play
 
 
 def test_rendering_is_deterministic_and_names_no_local_path(
@@ -107,13 +130,15 @@ def test_validators_catch_a_broken_rendering(rendered: Path, tmp_path: Path) -> 
     shutil.copytree(rendered, broken)
     unit = broken / "hosts/ws2/systemd/beampod-bl03-writer.service"
     unit.write_text(unit.read_text().replace("Type=exec", "Type=exec\nRestartt=always"))
+    timer = broken / "hosts/ws1/systemd/beampod-logs.timer"
+    timer.write_text(timer.read_text().replace("OnUnitActiveSec=300", "OnUnitActiveSec=often"))
     compose = broken / "hosts/ws2/compose.yaml"
     compose.write_text(compose.read_text().replace("network_mode: host", "network_mod: host"))
     play = broken / "ansible/playbook.yml"
     play.write_text(play.read_text().replace("  tasks:", "  taskz:"))
     failed = {r.name for r in check(broken) if r.status == "failed"}
     if shutil.which("systemd-analyze"):
-        assert "systemd-analyze verify ws2" in failed
+        assert {"systemd-analyze verify ws1", "systemd-analyze verify ws2"} <= failed
     assert {"compose schema ws2", "ansible-playbook --syntax-check"} <= failed
 
 

@@ -11,10 +11,14 @@ from typing import Any
 
 from beampod.config import PodConfig, effective_hosts
 from beampod.deploy._plan import DeployOptions, Placed
+from beampod.deploy._systemd import LOG_ROTATION_UNIT
 
 _R = "{{ beampod_root }}"
 _SYSTEM = "beampod_system | bool"
 _OWNER = "{{ beampod_user if (beampod_system | bool) else omit }}"
+_STARTED_UNITS = (
+    f"{{{{ beampod_units | reject('equalto', '{LOG_ROTATION_UNIT}.service') | list }}}}"
+)
 
 
 def inventory(config: PodConfig, placed: list[Placed], options: DeployOptions) -> dict[str, Any]:
@@ -25,7 +29,10 @@ def inventory(config: PodConfig, placed: list[Placed], options: DeployOptions) -
             "ansible_host": host.address,
             "beampod_cycles": sorted({p.cycle for p in mine}),
             "beampod_instruments": sorted({p.instrument for p in mine if p.instrument}),
-            "beampod_units": sorted(f"{p.unit}.service" for p in mine),
+            "beampod_units": sorted(
+                [f"{p.unit}.service" for p in mine]
+                + ([f"{LOG_ROTATION_UNIT}.service", f"{LOG_ROTATION_UNIT}.timer"] if mine else [])
+            ),
         }
     return {
         "all": {
@@ -166,7 +173,8 @@ def playbook() -> list[dict[str, Any]]:
                 "enabled": True,
                 "state": "started",
             },
-            "loop": "{{ beampod_units }}",
+            # The log rotation's service runs from its timer, not on its own.
+            "loop": _STARTED_UNITS,
             "when": _SYSTEM,
             "tags": ["systemd"],
         },

@@ -76,7 +76,7 @@ def check_systemd(out: Path) -> list[CheckResult]:
     for host_dir in sorted({u.parent for u in units}):
         # Verified together, so Requires=/After= between them resolve; the executables
         # live on the hosts, so "not executable" lines about them are expected here.
-        files = sorted(host_dir.glob("*.service"))
+        files = sorted([*host_dir.glob("*.service"), *host_dir.glob("*.timer")])
         proc = subprocess.run(
             [tool, "verify", *map(str, files)], capture_output=True, text=True, timeout=300
         )

@@ -9,11 +9,24 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from beampod.config import PodHome, load_pod
+from beampod.config import PodHome, load_config, load_pod
 from beampod.errors import ServiceStartError, UsageError
-from beampod.services import Probe, ServiceSpec, from_log_offset, log_of, pod_services
+from beampod.services import (
+    LogLimits,
+    Probe,
+    ServiceSpec,
+    from_log_offset,
+    log_of,
+    pod_services,
+    rotate_if_large,
+)
+
+# A start noted longer ago than this has given up (the longest readiness deadline of a
+# service plus the unit's own 60 s is well under it).
+GIVEN_UP_S = 600.0
 
 
 def _spec(home: PodHome, name: str) -> tuple[ServiceSpec, PodHome]:
@@ -81,6 +94,27 @@ def wait(home: PodHome, name: str) -> None:
 
     if not asyncio.run(poll()):
         raise ServiceStartError(name, f"not ready within {spec.ready_timeout:.0f} s")
+    # Started: its log may be rotated again (rotate_logs leaves a starting one alone).
+    _offset_file(home, name).unlink(missing_ok=True)
+
+
+def rotate_logs(home: PodHome, report: Callable[[str], None]) -> None:
+    """One round of what the supervisor does every ``pod.logs.check_every_s`` under
+    ``beampod up``: rotate each log of the pod home over ``pod.logs.max_mb``. A log whose
+    service is starting (``prepare`` noted its offset, ``wait`` has not yet seen it ready)
+    is left alone, unless that start began so long ago that it has given up."""
+    logs = load_config(home.config_file).pod.logs
+    limits = LogLimits(logs.max_mb << 20, logs.keep)
+    now = time.time()
+    for path in sorted(home.logs_dir.glob("*.log")):
+        try:
+            noted = _offset_file(home, path.stem).stat().st_mtime
+        except FileNotFoundError:
+            noted = None
+        if noted is not None and now - noted < GIVEN_UP_S:
+            continue
+        if rotate_if_large(path, limits):
+            report(f"log {path.name} rotated (over {logs.max_mb} MB)")
 
 
 def readiness_probe(home: PodHome, name: str) -> Probe:

@@ -248,3 +248,12 @@ def as_host(name: str) -> Iterator[None]:
 
 def hosts_of(config: PodConfig) -> list[str]:
     return sorted(effective_hosts(config))
+
+
+def host_cycles(placed: list[Placed]) -> dict[str, str]:
+    """Each host that runs something, with the cycle environment its host-wide helpers
+    run from: the first, by name, of its units' cycles."""
+    cycles: dict[str, set[str]] = {}
+    for p in placed:
+        cycles.setdefault(p.host, set()).add(p.cycle)
+    return {host: min(found) for host, found in sorted(cycles.items())}

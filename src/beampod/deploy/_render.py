@@ -10,8 +10,8 @@ import yaml
 from beampod.config import PodConfig
 from beampod.deploy._ansible import inventory, playbook
 from beampod.deploy._compose import compose
-from beampod.deploy._plan import DeployOptions, hosts_of, place
-from beampod.deploy._systemd import unit_text
+from beampod.deploy._plan import DeployOptions, host_cycles, hosts_of, place
+from beampod.deploy._systemd import log_rotation_units, unit_text
 
 TARGETS = ("systemd", "ansible", "compose")
 
@@ -34,6 +34,11 @@ def render(
     if "systemd" in targets or "ansible" in targets:
         for p in placed:
             files[f"hosts/{p.host}/systemd/{p.unit}.service"] = unit_text(p, options, home)
+        every_s = config.pod.logs.check_every_s
+        for host, cycle in host_cycles(placed).items():
+            python = options.python(cycle)
+            for name, text in log_rotation_units(python, options, home, every_s).items():
+                files[f"hosts/{host}/systemd/{name}"] = text
     if "ansible" in targets:
         files["ansible/inventory.yml"] = _yaml(inventory(config, placed, options))
         files["ansible/playbook.yml"] = "---\n" + _yaml(playbook())

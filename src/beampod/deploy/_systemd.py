@@ -3,7 +3,8 @@
 ``ExecStartPre`` runs the service's own preparation (config files, initdb) and writes its
 0600 environment file of secrets; ``ExecStartPost`` waits for the service's readiness
 probe, so a unit is active only once its service is ready and ``After=`` orders by
-readiness, as ``beampod up`` does.
+readiness, as ``beampod up`` does. A timer per host rotates the pod home's logs, as
+the supervisor does under ``beampod up`` (no supervisor runs under systemd).
 """
 
 from __future__ import annotations
@@ -73,3 +74,52 @@ def unit_text(p: Placed, options: DeployOptions, home: str) -> str:
     lines.append(f"TimeoutStopSec={int(spec.stop_timeout)}")
     lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
     return "\n".join(lines)
+
+
+#: The unit (a oneshot service and its timer) that rotates a host's logs.
+LOG_ROTATION_UNIT = "beampod-logs"
+# A python started every few minutes costs little; every 30 s (the supervisor's default
+# check) would cost a core-minute every hour or so.
+LOG_ROTATION_MIN_INTERVAL_S = 300
+
+
+def log_rotation_units(
+    python: str, options: DeployOptions, home: str, every_s: float
+) -> dict[str, str]:
+    """``beampod-logs.service`` and its ``.timer``: ``python -m beampod.deploy
+    rotate-logs`` every ``every_s`` seconds (at least every 5 minutes' worth)."""
+    every = max(LOG_ROTATION_MIN_INTERVAL_S, int(every_s))
+    head = ["# Rendered by `beampod deploy render`; edit config.yaml and render again.", ""]
+    service = [
+        *head,
+        "[Unit]",
+        "Description=beampod: rotate the logs of the pod home (pod.logs)",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        f"User={options.user}",
+        f"Group={options.user}",
+        "UMask=0077",
+        f"WorkingDirectory={home}",
+        "ExecStart=" + exec_line((python, "-m", "beampod.deploy", "rotate-logs", "--home", home)),
+        "Nice=10",
+        "",
+    ]
+    timer = [
+        *head,
+        "[Unit]",
+        f"Description=beampod: rotate the logs of the pod home every {every} s (pod.logs)",
+        "",
+        "[Timer]",
+        f"OnBootSec={every}",
+        f"OnUnitActiveSec={every}",
+        f"Unit={LOG_ROTATION_UNIT}.service",
+        "",
+        "[Install]",
+        "WantedBy=timers.target",
+        "",
+    ]
+    return {
+        f"{LOG_ROTATION_UNIT}.service": "\n".join(service),
+        f"{LOG_ROTATION_UNIT}.timer": "\n".join(timer),
+    }

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from beampod._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from beampod._servicelog import tail
     from beampod._spawning import live_supervisor_pid as supervisor_pid
     from beampod.services._catalog import pod_services
     from beampod.services._control import (
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
         log_of,
         port_is_free,
     )
-    from beampod.services._process import tail
     from beampod.services._resources import PodResources, Usage, pod_resources, rss_bytes
     from beampod.services._runtime import (
         CENTRAL_SERVICES,
@@ -92,7 +92,7 @@ _LAZY = {
     "stop_pod": ("beampod.services._control", "stop_pod"),
     "supervise_detached": ("beampod.services._control", "supervise_detached"),
     "supervisor_pid": ("beampod._spawning", "live_supervisor_pid"),
-    "tail": ("beampod.services._process", "tail"),
+    "tail": ("beampod._servicelog", "tail"),
     "up_services": ("beampod.services._runtime", "up_services"),
     "with_runtime": ("beampod.services._runtime", "with_runtime"),
 }

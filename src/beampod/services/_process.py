@@ -196,28 +196,6 @@ def kill_group_and_wait(pid: int, timeout: float = 5.0) -> None:
     signal_group(pid, signal.SIGKILL)
 
 
-def tail(path: Path, lines: int = 20) -> str:
-    """The last ``lines`` lines of the log ``path``; from its rotated copy
-    (``path.1``) too when the live log, just rotated, holds fewer."""
-    window = 64 * 1024
-    data = _last_bytes(path, window)
-    if data is None:
-        return ""
-    if len(data) < window and data.count(b"\n") < lines:
-        data = (_last_bytes(path.with_name(path.name + ".1"), window) or b"") + data
-    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
-
-
-def _last_bytes(path: Path, n: int) -> bytes | None:
-    try:
-        with path.open("rb") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, size - n))
-            return fh.read()
-    except OSError:
-        return None
-
-
 def tree_cpu_seconds(pid: int, *, waiting: bool = False) -> float | None:
     """CPU time (s) used so far by ``pid`` and its live descendants (their exited
     threads included). With ``waiting``, the time their live threads have waited for a

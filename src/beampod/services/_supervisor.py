@@ -22,6 +22,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 
+from beampod._servicelog import tail as log_tail
 from beampod.config import Placement, PodHome, format_cpu_list
 from beampod.errors import PortInUseError, ServiceStartError, UsageError
 from beampod.services import _process
@@ -233,7 +234,7 @@ class Supervisor(ServiceStarter):
             if not svc.ready.is_set():
                 # Never became ready in this up: fail the start-up, loudly.
                 self._update(svc, state="failed", pid=None, message=reason)
-                tail = _process.tail(self._home.log_file(spec.name))
+                tail = log_tail(self._home.log_file(spec.name))
                 raise ServiceStartError(spec.name, reason, tail)
             if not await self._backoff(svc, reason):
                 return

@@ -101,7 +101,7 @@ def start_detached(
             state = read_state(home.state_file)
             if state is not None and state.message:
                 raise _failed(state.message, state)
-            from beampod.services._process import tail
+            from beampod._servicelog import tail
 
             raise BeampodError("supervisor exited during start-up:\n" + tail(log, 15))
         wait_for_new_state(home.state_file, seen_file, proc, STATE_WAIT_S)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from beampod._servicelog import tail
 from beampod.config import PodHome
 
 MAX_LOG_LINES = 500
@@ -88,17 +88,8 @@ def log_tail(home: PodHome, service: str, known: set[str], lines: int = 50) -> l
     (or ``supervisor``): the name never becomes a path on its own."""
     if service != "supervisor" and service not in known:
         raise KeyError(service)
-    path: Path = home.log_file(service)
-    n = max(1, min(lines, MAX_LOG_LINES))
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - 256 * n))
-            text = fh.read().decode(errors="replace")
-    except OSError:
-        return []
-    return text.splitlines()[-n:]
+    text = tail(home.log_file(service), max(1, min(lines, MAX_LOG_LINES)))
+    return text.splitlines()
 
 
 CENTRAL = "central"
