@@ -614,3 +614,29 @@ def test_a_service_that_yields_to_the_slowest_start_runs_low_until_it_is_ready(
     while_slow, after = asyncio.run(scenario())
     assert while_slow == {"yielder": SESSION_NICE, "plain": 0}
     assert after == {"yielder": 0, "plain": 0}
+
+
+def test_the_services_starting_are_known_until_ready(home: PodHome) -> None:
+    """What log rotation leaves alone: a service from its admission to its readiness
+    (its ready line is read from the offset its start took), none once ready."""
+    gate = home.root / "gate"
+    body = (
+        f"import os,time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.02)\n"
+        "print('READY', flush=True); time.sleep(600)"
+    )
+    specs = [_service(home, "fast", SERVE), _service(home, "slow", body)]
+
+    async def scenario() -> None:
+        sup = calm_supervisor(specs, home, policy=FAST)
+        start = asyncio.create_task(sup.start())
+        try:
+            await _wait_for(lambda: sup.state.services["fast"].state == "ready")
+            await _wait_for(lambda: sup.state.services["slow"].state == "starting")
+            assert sup.starting_services() == {"slow"}
+            gate.touch()
+            await start
+            assert sup.starting_services() == set()
+        finally:
+            await sup.stop()
+
+    asyncio.run(scenario())

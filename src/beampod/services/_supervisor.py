@@ -124,9 +124,11 @@ class Supervisor(ServiceStarter):
                 raise task.exception()  # type: ignore[misc]
         self._set_phase("running")
 
-    def starting_services(self) -> list[str]:
-        """The services starting now (their readiness is read from their logs)."""
-        return [n for n, svc in self._services.items() if svc.state.state == "starting"]
+    def starting_services(self) -> set[str]:
+        """The services starting now, from their admission (before their log's offset
+        is taken) to their readiness: their ready line is read from that offset."""
+        starting = {n for n, svc in self._services.items() if svc.state.state == "starting"}
+        return starting | set(self._admission.holding)
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
