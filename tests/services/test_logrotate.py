@@ -210,3 +210,23 @@ async def _answer(value: bool) -> bool:
 async def _until(condition: Callable[[], bool]) -> None:
     while not condition():
         await asyncio.sleep(0.01)
+
+
+def test_a_rotation_that_fails_leaves_the_log_and_no_half_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk: the copy fails; the live log keeps every line, and no partial
+    ``.1.tmp`` takes what space is left."""
+    log = tmp_path / "nats.log"
+    content = b"".join(_line(i) for i in range(3000))
+    log.write_bytes(content)
+
+    def full_disk(fd: int, dest: Path, length: int | None) -> None:
+        dest.write_bytes(content[:4096])  # what fitted
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_logrotate, "_copy", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        rotate(log, keep=2)
+    assert log.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nats.log"]

@@ -65,18 +65,23 @@ def rotate(path: Path, keep: int) -> None:
             os.replace(rotated(path, n), rotated(path, n + 1))
     first = rotated(path, 1)
     tmp = first.with_name(first.name + ".tmp")
-    with path.open("r+b") as live:
-        fd = live.fileno()
-        size = os.fstat(fd).st_size
-        block = os.fstatvfs(fd).f_bsize
-        # The range must be whole blocks and end before the end of the file.
-        cut = (size - 1) // block * block if size > 0 else 0
-        collapsed = False
-        if cut > 0 and _collapse_range() is not None:
-            _copy(fd, tmp, cut)
-            collapsed = _collapse(fd, cut)
-        if not collapsed:  # not on this file system: copy it all, then truncate
-            _copy(fd, tmp, None)
+    try:
+        with path.open("r+b") as live:
+            fd = live.fileno()
+            size = os.fstat(fd).st_size
+            block = os.fstatvfs(fd).f_bsize
+            # The range must be whole blocks and end before the end of the file.
+            cut = (size - 1) // block * block if size > 0 else 0
+            collapsed = False
+            if cut > 0 and _collapse_range() is not None:
+                _copy(fd, tmp, cut)
+                collapsed = _collapse(fd, cut)
+            if not collapsed:  # not on this file system: copy it all, then truncate
+                _copy(fd, tmp, None)
+    except OSError:
+        # A full disk, say: the live log is as it was; no half copy takes space.
+        tmp.unlink(missing_ok=True)
+        raise
     # Renamed last: a new .1 tells a follower (LogFollower) the live log has lost
     # as many bytes from its front as .1 holds.
     os.replace(tmp, first)
