@@ -144,3 +144,25 @@ def test_rotate_logs_of_a_home_that_is_not_a_pod_is_one_line(tmp_path: Path) -> 
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.startswith("beampod-deploy: error: invalid configuration in ")
     assert "run `beampod init` first" in proc.stderr
+
+
+def test_a_log_that_cannot_be_rotated_does_not_stop_the_others(tmp_path: Path) -> None:
+    """One log's rotation fails (here its older copies are directories that cannot be
+    shifted): the timer's run names it and exits 1; every other log is rotated."""
+    home = PodHome(tmp_path / "pod")
+    init_pod(home, free_ports=True)
+    text = home.config_file.read_text()
+    home.config_file.write_text(text.replace("pod:\n", "pod:\n  logs: {max_mb: 1}\n", 1))
+    home.make_dirs()
+    padding = b"x" * (1 << 20) + b"y\n"
+    for name in ("tiled", "writer"):
+        home.log_file(name).write_bytes(padding)
+    (home.logs_dir / "tiled.log.1").mkdir()
+    (home.logs_dir / "tiled.log.2").mkdir()
+    (home.logs_dir / "tiled.log.2" / "in-the-way").touch()
+
+    proc = _rotate_logs(home)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("beampod-deploy: error: could not rotate log tiled.log: ")
+    assert "log writer.log rotated" in proc.stdout
+    assert home.log_file("tiled").read_bytes() == padding

@@ -22,15 +22,14 @@ def main() -> int:
     try:
         home = PodHome.resolve(args.home)
         if args.action == "rotate-logs":
-            rotate_logs(home, print)
-        else:
-            (prepare if args.action == "prepare" else wait)(home, args.service)
+            failed = rotate_logs(home, print)
+            for problem in failed:  # the next round tries again
+                print(f"beampod-deploy: error: {problem}", file=sys.stderr)
+            return 1 if failed else 0
+        (prepare if args.action == "prepare" else wait)(home, args.service)
     except BeampodError as exc:
         print(f"beampod-deploy: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except OSError as exc:  # a full disk, a log not ours: the next round tries again
-        print(f"beampod-deploy: error: {exc}", file=sys.stderr)
-        return 1
     return 0
 
 

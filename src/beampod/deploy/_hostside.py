@@ -98,14 +98,16 @@ def wait(home: PodHome, name: str) -> None:
     _offset_file(home, name).unlink(missing_ok=True)
 
 
-def rotate_logs(home: PodHome, report: Callable[[str], None]) -> None:
+def rotate_logs(home: PodHome, report: Callable[[str], None]) -> list[str]:
     """One round of what the supervisor does every ``pod.logs.check_every_s`` under
     ``beampod up``: rotate each log of the pod home over ``pod.logs.max_mb``. A log whose
     service is starting (``prepare`` noted its offset, ``wait`` has not yet seen it ready)
-    is left alone, unless that start began so long ago that it has given up."""
+    is left alone, unless that start began so long ago that it has given up. Returns
+    what could not be rotated (a full disk, say), each with why; the rest still is."""
     logs = load_config(home.config_file).pod.logs
-    limits = LogLimits(logs.max_mb << 20, logs.keep)
+    limits = LogLimits.of(logs)
     now = time.time()
+    failed = []
     for path in sorted(home.logs_dir.glob("*.log")):
         try:
             noted = _offset_file(home, path.stem).stat().st_mtime
@@ -113,8 +115,12 @@ def rotate_logs(home: PodHome, report: Callable[[str], None]) -> None:
             noted = None
         if noted is not None and now - noted < GIVEN_UP_S:
             continue
-        if rotate_if_large(path, limits):
-            report(f"log {path.name} rotated (over {logs.max_mb} MB)")
+        try:
+            if rotate_if_large(path, limits):
+                report(f"log {path.name} rotated (over {logs.max_mb} MB)")
+        except OSError as exc:
+            failed.append(f"could not rotate log {path.name}: {exc}")
+    return failed
 
 
 def readiness_probe(home: PodHome, name: str) -> Probe:

@@ -204,11 +204,10 @@ async def _supervise(
             return 1
         progress(f"pod ready: {len(specs)} services in {time.monotonic() - started:.1f} s")
         if logs is not None:
-            limits = LogLimits(logs.max_mb << 20, logs.keep)
             rotation = asyncio.create_task(
                 keep_logs_bounded(
                     home.logs_dir,
-                    limits,
+                    LogLimits.of(logs),
                     sup.starting_services,
                     progress,
                     interval_s=logs.check_every_s,

@@ -30,6 +30,10 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from beampod.config import LogSettings
 
 FALLOC_FL_COLLAPSE_RANGE = 0x08
 _COPY_CHUNK = 1 << 20
@@ -39,6 +43,10 @@ _COPY_CHUNK = 1 << 20
 class LogLimits:
     max_bytes: int  # a log larger than this rotates
     keep: int  # how many rotated copies stay (name.log.1 … name.log.<keep>)
+
+    @classmethod
+    def of(cls, settings: LogSettings) -> LogLimits:
+        return cls(settings.max_mb << 20, settings.keep)
 
 
 def rotated(path: Path, n: int) -> Path:
