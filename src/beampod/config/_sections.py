@@ -71,7 +71,7 @@ class LogSettings(Strict):
     keep: Annotated[int, Field(ge=1, le=20)] = Field(
         2,
         description="How many rotated copies of each log stay (`.1` newest); the oldest "
-        "goes. A log then takes at most (keep + 1) x max_mb on disk.",
+        "goes. A log then takes about (keep + 1) x max_mb on disk at most.",
     )
     check_every_s: Annotated[float, Field(gt=0)] = Field(
         30.0,
