@@ -8,6 +8,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from tests.datapath._helpers import wait_for
@@ -230,3 +231,53 @@ def test_a_rotation_that_fails_leaves_the_log_and_no_half_copy(
         rotate(log, keep=2)
     assert log.read_bytes() == content
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nats.log"]
+
+
+class _CountingLock(asyncio.Lock):
+    """The supervisor's log lock, counting who asked for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+
+    async def acquire(self) -> Literal[True]:
+        self.asked += 1
+        return await super().acquire()
+
+
+def test_a_rotation_waits_for_a_start_taking_its_offset(tmp_path: Path) -> None:
+    """A start holds the log lock while it takes its log's offset: the rotation waits
+    for it, and then finds the service starting and leaves its log alone."""
+    log = tmp_path / "writer.log"
+    log.write_bytes(b"".join(_line(i) for i in range(500)))
+    starting: set[str] = set()
+    said: list[str] = []
+
+    async def scenario() -> None:
+        lock = _CountingLock()
+        await lock.acquire()  # a start, taking the writer log's offset
+        task = asyncio.create_task(
+            keep_logs_bounded(
+                tmp_path,
+                LogLimits(8 * 1024, 2),
+                lambda: starting,
+                said.append,
+                lock=lock,
+                interval_s=0.01,
+            )
+        )
+        try:
+            await asyncio.wait_for(_until(lambda: lock.asked >= 2), 10.0)
+            assert not rotated(log, 1).exists(), "rotated under a start taking its offset"
+            starting.add("writer")  # the start is under way when it lets go
+            lock.release()
+            await asyncio.wait_for(_until(lambda: lock.asked >= 4), 10.0)
+            assert not rotated(log, 1).exists(), "rotated while its service was starting"
+            starting.clear()  # ready
+            await asyncio.wait_for(_until(lambda: bool(said)), 10.0)
+        finally:
+            task.cancel()
+
+    asyncio.run(scenario())
+    assert len(said) == 1 and said[0].startswith("log writer.log rotated")
+    assert rotated(log, 1).exists()

@@ -210,6 +210,7 @@ async def _supervise(
                     LogLimits.of(logs),
                     sup.starting_services,
                     progress,
+                    lock=sup.log_lock,
                     interval_s=logs.check_every_s,
                 )
             )

@@ -161,14 +161,10 @@ def _collapse_range() -> Callable[..., int] | None:
     """libc's ``fallocate``, where there is one (Linux). ctypes loads on the first
     rotation, not with the supervisor."""
     import ctypes
-    import ctypes.util
 
     if os.uname().sysname != "Linux":
         return None
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    libc = ctypes.CDLL(name, use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # this process's symbols: libc's among them
     fn = getattr(libc, "fallocate64", None) or getattr(libc, "fallocate", None)
     if fn is None:
         return None
@@ -199,20 +195,24 @@ async def keep_logs_bounded(
     starting: Callable[[], Iterable[str]],
     report: Callable[[str], None],
     *,
+    lock: asyncio.Lock | None = None,
     interval_s: float = 30.0,
 ) -> None:
     """Every ``interval_s``, rotate each ``*.log`` of ``logs_dir`` over its limit, but
     not the log of a service ``starting`` now (its readiness is read from the offset
-    its start began at). Runs until cancelled."""
+    its start took). ``lock``, held around each log's rotation, is the one a start
+    holds while it takes its log's offset: no offset is taken mid-rotation. Runs until
+    cancelled."""
+    lock = lock or asyncio.Lock()
     while True:
         await asyncio.sleep(interval_s)
-        busy = {f"{name}.log" for name in starting()}
         for path in sorted(logs_dir.glob("*.log")):
-            if path.name in busy:
-                continue
-            try:
-                if await asyncio.to_thread(rotate_if_large, path, limits):
-                    report(f"log {path.name} rotated (over {limits.max_bytes >> 20} MB)")
-            except OSError as exc:
-                # A full disk, say: the log keeps growing; the next round tries again.
-                report(f"could not rotate log {path.name}: {exc}")
+            async with lock:
+                if path.stem in set(starting()):
+                    continue
+                try:
+                    if await asyncio.to_thread(rotate_if_large, path, limits):
+                        report(f"log {path.name} rotated (over {limits.max_bytes >> 20} MB)")
+                except OSError as exc:
+                    # A full disk, say: the log keeps growing; the next round tries again.
+                    report(f"could not rotate log {path.name}: {exc}")

@@ -106,6 +106,7 @@ class ServiceStarter:
     _progress: Callable[[str], None]
     _state: PodState
     _stopping: bool
+    log_lock: asyncio.Lock  # held while a log's offset is taken, or the log rotated
 
     def _update(self, svc: Supervised, **changes: object) -> None:
         raise NotImplementedError
@@ -149,7 +150,8 @@ class ServiceStarter:
                 again = f" (restart {attempt - 1})" if attempt > 1 else ""
                 self._progress(f"starting {spec.name}{again}")
                 log = self._home.log_file(spec.name)
-                offset = open_service_log(log, spec.name, again)
+                async with self.log_lock:  # not while the log is being rotated
+                    offset = open_service_log(log, spec.name, again)
                 svc.proc = await _process.spawn(launch, log)
                 started = time.time()
                 if spec.yields_to_first and self._first_starting():

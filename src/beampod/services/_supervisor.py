@@ -95,6 +95,7 @@ class Supervisor(ServiceStarter):
             runengine_cpus=format_cpu_list(runengine) if runengine is not None else "",
         )
         self._stopping = False
+        self.log_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
