@@ -25,6 +25,11 @@ def configure_service_logging(level: int = logging.INFO) -> None:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
+def rotated(path: Path, n: int) -> Path:
+    """The ``n``-th rotated copy of the log ``path`` (``.1`` the newest)."""
+    return path.with_name(f"{path.name}.{n}")
+
+
 def tail(path: Path, lines: int = 20) -> str:
     """The last ``lines`` lines of the log ``path``; from its rotated copy
     (``path.1``) too when the live log, just rotated, holds fewer."""
@@ -33,7 +38,7 @@ def tail(path: Path, lines: int = 20) -> str:
     if data is None:
         return ""
     if len(data) < window and data.count(b"\n") < lines:
-        data = (_last_bytes(path.with_name(path.name + ".1"), window) or b"") + data
+        data = (_last_bytes(rotated(path, 1), window) or b"") + data
     return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
 
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from beampod._servicelog import rotated
+
 if TYPE_CHECKING:
     from beampod.config import LogSettings
 
@@ -47,10 +49,6 @@ class LogLimits:
     @classmethod
     def of(cls, settings: LogSettings) -> LogLimits:
         return cls(settings.max_mb << 20, settings.keep)
-
-
-def rotated(path: Path, n: int) -> Path:
-    return path.with_name(f"{path.name}.{n}")
 
 
 def rotate_if_large(path: Path, limits: LogLimits) -> bool:
