@@ -8,6 +8,8 @@ is decided by its session role before anything is sent here.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -54,12 +56,19 @@ def queue_url(pod: LoadedPod, instrument: str | None = None) -> str:
 
 
 class QueueApi:
-    def __init__(self, base_url: str, control_key: str, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        control_key: str,
+        timeout_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self._client = httpx.AsyncClient(
             base_url=base_url,
             headers={"Authorization": f"ApiKey {control_key}"},
             timeout=timeout_s,
             trust_env=False,
+            transport=transport,
         )
 
     @classmethod
@@ -121,6 +130,49 @@ class QueueApi:
         """Run ``item`` now, without touching the queue (the manager must be idle)."""
         return dict(await self._call("POST", "/api/queue/item/execute", {"item": item}))
 
+    async def run_now_or_next(self, item: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Run ``item`` now if the manager is idle, else put it at the front of the queue
+        so that it runs right after the current plan. Returns (mode, the item as queued).
+
+        Adding is not enough on its own: after a plan the manager reads the queue's
+        length, and turns idle if it is empty, while an item being added is still on its
+        way to Redis. That item would then wait for a start nobody gives. So after adding,
+        this watches the manager until the item runs or is known to come next; if the
+        manager turned idle with the item still queued, the item is taken out and run.
+        """
+        if _can_execute(await self.status()):
+            try:
+                return "running", dict((await self.execute(item)).get("item") or {})
+            except QueueRefusal as exc:  # started meanwhile by someone else: queue it
+                if "busy" not in str(exc).lower() and "idle" not in str(exc).lower():
+                    raise
+        added = dict((await self.add(item, front=True)).get("item") or {})
+        uid = added.get("item_uid")
+        deadline = time.monotonic() + SETTLE_S
+        while uid and time.monotonic() < deadline:
+            status = await self.status()
+            state, running = status.get("manager_state"), status.get("running_item_uid")
+            if running == uid:
+                return "running", added
+            if state == "idle" and status.get("worker_environment_exists"):
+                if uid not in await self._queued_uids():
+                    return "running", added  # it ran already
+                await self.remove(uid)
+                try:
+                    return "running", dict((await self.execute(item)).get("item") or {})
+                except QueueRefusal:
+                    # Something started meanwhile: back to the front, as asked.
+                    return QUEUED, dict((await self.add(item, front=True)).get("item") or {})
+            if state == "idle":
+                return CLOSED, added
+            if running or state not in ("executing_queue", "starting_queue"):
+                return QUEUED, added  # a plan runs (or is paused): this item is next
+            await asyncio.sleep(SETTLE_POLL_S)
+        return QUEUED, added
+
+    async def _queued_uids(self) -> set[str]:
+        return {str(i.get("item_uid")) for i in (await self.queue()).get("items") or []}
+
     async def remove(self, uid: str) -> None:
         await self._call("POST", "/api/queue/item/remove", {"uid": uid})
 
@@ -155,6 +207,18 @@ ACTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "clear": ("/api/queue/clear", {}),
     "open-env": ("/api/environment/open", {}),
 }
+
+
+QUEUED = "queued at the front"
+CLOSED = "queued at the front; the environment is closed: open it, then start the queue"
+# How long a just-added item is watched for the manager's turn to idle (it settles in a
+# few of its loop turns; a plan that is running is seen at the first look).
+SETTLE_S = 5.0
+SETTLE_POLL_S = 0.05
+
+
+def _can_execute(status: dict[str, Any]) -> bool:
+    return status.get("manager_state") == "idle" and bool(status.get("worker_environment_exists"))
 
 
 def _detail(payload: Any) -> str:

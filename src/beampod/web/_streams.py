@@ -194,16 +194,8 @@ async def move(request: Request) -> Response:
         )
     item = {"item_type": "plan", "name": "mv", "args": [device, position], "kwargs": {}}
     try:
-        status = await queue.status()
-        if status.get("manager_state") == "idle" and status.get("worker_environment_exists"):
-            try:
-                result = await queue.execute(item)
-                return JSONResponse({"mode": "running", "item": result.get("item")})
-            except QueueRefusal as exc:
-                if "busy" not in str(exc).lower() and "idle" not in str(exc).lower():
-                    raise
-        result = await queue.add(item, front=True)
-        return JSONResponse({"mode": "queued at the front", "item": result.get("item")})
+        mode, queued = await queue.run_now_or_next(item)
+        return JSONResponse({"mode": mode, "item": queued})
     except QueueRefusal as exc:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
     except QueueUnavailable as exc:
