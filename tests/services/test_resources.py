@@ -83,3 +83,17 @@ def test_status_resources_table(pod: LoadedPod) -> None:
     total = float(rows["total"][1])
     parts = float(rows["(supervisor)"][2]) + sum(mem.values())
     assert abs(total - parts) <= 0.1 * (len(mem) + 1)  # each row is rounded to 0.1 MB
+
+
+def test_supervisor_threads_do_not_grow_with_its_services(pod: LoadedPod) -> None:
+    """A thread per child (CPython 3.11's default child watcher) would be one per
+    service; the supervisor watches its children's exits by pidfd instead."""
+    wait_pod_ready(pod)
+    out: dict[str, Any] = json.loads(beampod_cli(pod.home.root, "status", "--json").stdout)
+    children = sum(1 for s in out["services"].values() if s["pid"])
+    threads = psutil.Process(out["supervisor_pid"]).num_threads()
+    # The main thread and asyncio's default executor (at most min(32, CPUs + 4)).
+    assert threads <= 1 + min(32, (psutil.cpu_count() or 1) + 4) < children + 1, (
+        threads,
+        children,
+    )

@@ -182,6 +182,7 @@ async def _supervise(
     head_start: HeadStart | None = None,
     logs: LogSettings | None = None,
 ) -> int:
+    _process.watch_children_with_pidfds()
     sup = Supervisor(
         specs,
         home,
