@@ -27,6 +27,7 @@ from beampod.config import (
 from beampod.errors import BeampodError, PodAlreadyRunningError, PodNotRunningError
 from beampod.services import _process
 from beampod.services._controlsock import request, serve_control
+from beampod.services._heaptrim import keep_heap_trimmed
 from beampod.services._logrotate import LogLimits, keep_logs_bounded
 from beampod.services._policy import RestartPolicy, health_interval
 from beampod.services._runtime import up_services
@@ -197,6 +198,7 @@ async def _supervise(
     started = time.monotonic()
     control = await serve_control(sup, control_socket(home))
     rotation: asyncio.Task[None] | None = None
+    trimming = asyncio.create_task(keep_heap_trimmed())
     try:
         try:
             await sup.start()
@@ -219,6 +221,7 @@ async def _supervise(
         progress("pod stopped")
         return 0
     finally:
+        trimming.cancel()
         if rotation is not None:
             rotation.cancel()
         control.close()
