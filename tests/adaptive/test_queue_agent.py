@@ -41,6 +41,9 @@ class FakeQueue:
         self.autostart = enable
         return {"success": True, "msg": ""}
 
+    def status(self) -> dict[str, Any]:
+        return {"queue_autostart_enabled": bool(self.autostart)}
+
 
 def run_item(re: RunEngine, item: dict[str, Any]) -> None:
     """What the queue worker does with an item: plan and devices by name."""
@@ -94,17 +97,64 @@ def test_queue_agent_decisions_with_duplicates_and_foreign_runs() -> None:
     assert api.items.empty()
 
 
-def test_failed_run_is_measured_again() -> None:
+def _campaign_run(agent: QueueAgent, item: dict[str, Any], uid: str, exit_status: str) -> None:
+    md = item["kwargs"]["md"]
+    agent.on_document("start", {"uid": uid, **md})
+    descriptor = {"uid": f"d-{uid}", "run_start": uid, "name": "primary"}
+    agent.on_document("descriptor", {**descriptor, "object_keys": {"det": ["det"]}})
+    agent.on_document("event", {"descriptor": f"d-{uid}", "data": {"det": 1.0, "motor": 0.0}})
+    agent.on_document("stop", {"run_start": uid, "exit_status": exit_status, "reason": "x"})
+
+
+def test_failed_run_is_run_again_from_the_queue() -> None:
+    """The queue server puts a failed item back at the front and turns autostart off:
+    the agent turns it back on (once it sees it off), and submits no second copy."""
     api = FakeQueue()
     agent = QueueAgent(StepRecommender(1.0, max_count=1), api, detectors=["det"], motors=["motor"])
     agent.start({"motor": 0.0})
     item = api.items.get_nowait()
-    md = item["kwargs"]["md"]
-    agent.on_document("start", {"uid": "r0", **md})
-    agent.on_document("stop", {"run_start": "r0", "exit_status": "fail", "reason": "x"})
-    retry = api.items.get_nowait()
-    assert retry["args"][1:] == ["motor", 0.0, 0.0]
-    assert retry["kwargs"]["md"]["adaptive"]["seq"] == 1
+    _campaign_run(agent, item, "r0", "fail")
+    assert api.items.empty() and not agent.finished
+    agent.on_queue_status(api.status())  # the server has not turned it off yet
+    assert api.autostart is True and not agent.finished
+    api.autostart = False  # the server stopped the queue
+    agent.on_queue_status(api.status())
+    assert api.autostart is True and api.items.empty()
+    # The same item again, now a success: the campaign goes on to its next point.
+    _campaign_run(agent, item, "r1", "success")
+    nxt = api.items.get_nowait()
+    assert nxt["kwargs"]["md"]["adaptive"]["seq"] == 1 and not agent.finished
+
+
+def test_third_failure_or_an_abort_ends_the_campaign() -> None:
+    api = FakeQueue()
+    agent = QueueAgent(StepRecommender(1.0, max_count=9), api, detectors=["det"], motors=["motor"])
+    agent.start({"motor": 0.0})
+    item = api.items.get_nowait()
+    for n in range(3):
+        _campaign_run(agent, item, f"r{n}", "fail")
+        api.autostart = False
+        agent.on_queue_status(api.status())
+    assert agent.finished and agent.reason == "3 runs of the campaign failed; last: fail x"
+    assert api.autostart is False and api.items.empty()  # the queue stays stopped
+
+    api = FakeQueue()
+    agent = QueueAgent(StepRecommender(1.0, max_count=9), api, detectors=["det"], motors=["motor"])
+    agent.start({"motor": 0.0})
+    _campaign_run(agent, api.items.get_nowait(), "r0", "abort")
+    assert agent.finished and agent.reason == "run 0 ended abort x; the queue is stopped"
+
+
+def test_autostart_turned_off_unseen_ends_the_campaign_after_two_looks() -> None:
+    api = FakeQueue()
+    agent = QueueAgent(StepRecommender(1.0, max_count=9), api, detectors=["det"], motors=["motor"])
+    agent.start({"motor": 0.0})
+    api.autostart = False  # an operator, or a plan that failed before its run opened
+    agent.on_queue_status(api.status())
+    assert not agent.finished  # its failed run's stop may still be on its way
+    agent.on_queue_status(api.status())
+    assert agent.finished and "autostart was turned off" in agent.reason
+    assert "run 0" in agent.reason
 
 
 @pytest.mark.pod
@@ -195,5 +245,32 @@ def test_campaign_on_the_real_queue_server(tmp_path: Any, wait_until: Any) -> No
         assert all(
             h["name"] == "scan" and h["result"]["exit_status"] == "completed" for h in history
         )
+        # A point the motor refuses (outside its soft limits): each run fails, the queue
+        # server stops the queue with the item back at its front, the agent runs that
+        # same item again, and the campaign ends at the third failure instead of waiting.
+        failing = run_campaign(
+            pod,
+            StepRecommender(1.5, max_count=3),
+            detectors=["pinhole"],
+            motors=["motor_ph"],
+            first_point={"motor_ph": 500.0},
+            name="refused",
+        )
+        assert failing.reason.startswith("3 runs of the campaign failed"), failing.reason
+        assert len(failing.submitted) == 1  # retried from the queue, never resubmitted
+        api = queue_api(pod)
+        try:
+            tried = [
+                h
+                for h in api.history_get(reload=True)["items"]
+                if h["kwargs"]["md"].get("adaptive", {}).get("campaign") == failing.campaign
+            ]
+            queued = api.queue_get(reload=True)["items"]
+        finally:
+            api.close()
+        assert [
+            (h["kwargs"]["md"]["adaptive"]["seq"], h["result"]["exit_status"]) for h in tried
+        ] == [(0, "failed")] * 3
+        assert [i["kwargs"]["md"]["adaptive"]["campaign"] for i in queued] == [failing.campaign]
     finally:
         running.stop()

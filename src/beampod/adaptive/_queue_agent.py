@@ -32,6 +32,8 @@ class QueueApi(Protocol):
 
     def queue_autostart(self, enable: bool) -> Any: ...
 
+    def status(self) -> Any: ...
+
 
 @dataclass
 class _Run:
@@ -70,7 +72,8 @@ class QueueAgent:
         self.submitted: list[dict[str, Any]] = []
         self._runs: dict[str, _Run] = {}
         self._failures = 0
-        self._last_point: dict[str, float] = {}
+        self._retry_pending = False
+        self._autostart_off = 0
 
     def start(self, first_point: Mapping[str, float]) -> dict[str, Any]:
         """Turn autostart on and queue the campaign's first plan."""
@@ -139,15 +142,8 @@ class QueueAgent:
         if run is None or run.seq != self.expected_seq:
             return None
         if doc.get("exit_status") != "success":
-            self._failures += 1
-            if self._failures >= self.max_failed_runs:
-                self._finish(
-                    f"{self._failures} runs of the campaign failed; last: "
-                    f"{doc.get('exit_status')} {doc.get('reason', '')}".strip()
-                )
-                return None
-            # Measure the same point again under the next seq.
-            return self._submit(self._last_point, self.expected_seq + 1)
+            self._on_failed(doc)
+            return None
         for x, y in run.rows:
             self.agent.ingest(x, y)
         try:
@@ -160,12 +156,50 @@ class QueueAgent:
             return None
         return self._submit(dict(points[0]), self.expected_seq + 1)
 
+    def _on_failed(self, doc: Mapping[str, Any]) -> None:
+        """A run of the campaign did not succeed. The queue server then puts its item
+        back at the front of the queue, stops the queue and turns autostart off. A
+        failed plan is run again, the same item under the same seq (no second copy of
+        the point), once :meth:`on_queue_status` sees autostart off, up to
+        ``max_failed_runs``; an aborted or halted run was someone's decision, and ends
+        the campaign."""
+        status = doc.get("exit_status")
+        why = f"{status} {doc.get('reason', '')}".strip()
+        self._failures += 1
+        if status != "fail":
+            self._finish(f"run {self.expected_seq} ended {why}; the queue is stopped")
+        elif self._failures >= self.max_failed_runs:
+            self._finish(f"{self._failures} runs of the campaign failed; last: {why}")
+        else:
+            self._retry_pending = True
+
+    def on_queue_status(self, status: Mapping[str, Any]) -> None:
+        """Called every second or so with the queue server's status. The campaign runs on
+        autostart: when it is off, either a failed run waits to be run again (turn it
+        back on), or the queue stopped for a reason this agent did not see (an operator,
+        a plan that failed before its run opened): after two looks in a row, the
+        campaign ends saying so, rather than waiting for runs that will not come."""
+        if self.finished:
+            return
+        if status.get("queue_autostart_enabled", True):
+            self._autostart_off = 0
+            return
+        if self._retry_pending:
+            self._retry_pending = False
+            self.api.queue_autostart(True)
+            return
+        self._autostart_off += 1
+        if self._autostart_off >= 2:
+            self._finish(
+                "the queue's autostart was turned off (the queue stopped) before run "
+                f"{self.expected_seq} ended"
+            )
+
     def _submit(self, point: dict[str, float], seq: int) -> dict[str, Any]:
         item = self.plan_item(point, seq)
         self.api.item_add(item)
         self.submitted.append(item)
         self.expected_seq = seq
-        self._last_point = point
         return item
 
     def _finish(self, reason: str) -> None:
@@ -227,7 +261,7 @@ def run_campaign(
     qa = QueueAgent(agent, api, detectors=detectors, motors=motors, name=name)
 
     async def main() -> None:
-        started = asyncio.Event()
+        started, stop = asyncio.Event(), asyncio.Event()
         follower = asyncio.ensure_future(
             follow_bus(
                 qa,
@@ -235,7 +269,7 @@ def run_campaign(
                     pod, inst, role="reader", name=f"beampod-queue-agent-{inst}"
                 ),
                 inst,
-                asyncio.Event(),
+                stop,
                 started.set,
             )
         )
@@ -246,13 +280,31 @@ def run_campaign(
             follower.result()  # raises why it could not subscribe
             return
         await asyncio.to_thread(qa.start, first_point)
-        await follower
+        watcher = asyncio.ensure_future(watch_queue(qa, stop))
+        try:
+            await follower
+        finally:
+            watcher.cancel()
 
     try:
         asyncio.run(main())
     finally:
         api.close()
     return qa
+
+
+async def watch_queue(agent: QueueAgent, stop: asyncio.Event, interval_s: float = 1.0) -> None:
+    """Hand ``agent`` the queue server's status every ``interval_s``; set ``stop`` once
+    the campaign finished from what the status showed."""
+    while not agent.finished:
+        await asyncio.sleep(interval_s)
+        try:
+            status = await asyncio.to_thread(agent.api.status)
+        except Exception as exc:  # noqa: BLE001 - any client error: look again next time
+            log.warning("queue status unavailable: %s", exc)
+            continue
+        await asyncio.to_thread(agent.on_queue_status, status)
+    stop.set()
 
 
 def queue_api(pod: LoadedPod, instrument: str | None = None) -> Any:

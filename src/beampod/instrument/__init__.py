@@ -1,7 +1,11 @@
 """Instrument packages: the ``devices()``/``plans()`` convention, loading, scaffolding,
 the pod's Channel Access client environment, and the safe plan-expression parser."""
 
-from beampod.instrument._ca_quiet import start_channel_access_quietly, why_not_connected
+from beampod.instrument._ca_quiet import (
+    start_channel_access_quietly,
+    unconnected_devices,
+    why_not_connected,
+)
 from beampod.instrument._env import (
     apply_ca_client_env,
     ca_client_env,
@@ -41,5 +45,6 @@ __all__ = [
     "scaffold_facility",
     "silent_iocs",
     "start_channel_access_quietly",
+    "unconnected_devices",
     "why_not_connected",
 ]

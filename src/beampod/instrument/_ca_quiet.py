@@ -10,7 +10,8 @@ inherits it, says nothing; nothing else is written there meanwhile.
 
 :func:`why_not_connected` is the short reason for a device that did not connect:
 ophyd's own names every signal, its PV and the device's pending subscriptions (a
-motor's runs to ~1,500 characters).
+motor's runs to ~1,500 characters). :func:`unconnected_devices` waits for a set of
+devices with one deadline and names, each with that reason, the ones that did not.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 #: A name no IOC serves: the channel only makes libca set up its search (and fork).
@@ -70,3 +72,19 @@ def why_not_connected(device: Any, exc: BaseException) -> str:
         return f"{len(pvs)} PVs, e.g. {pvs[0]}"
     text = (str(exc).splitlines() or [type(exc).__name__])[0]
     return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 3] + "..."
+
+
+def unconnected_devices(devices: Iterable[Any], timeout: float) -> list[str]:
+    """Wait (one shared deadline: ophyd connects all devices in parallel) until every
+    device is connected; the ones that are not, each with the reason."""
+    deadline = time.monotonic() + timeout
+    missing: list[str] = []
+    for device in devices:
+        waiter = getattr(device, "wait_for_connection", None)
+        if waiter is None:
+            continue
+        try:
+            waiter(timeout=max(deadline - time.monotonic(), 0.1))
+        except TimeoutError as exc:
+            missing.append(f"{getattr(device, 'name', device)} ({why_not_connected(device, exc)})")
+    return missing

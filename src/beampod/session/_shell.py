@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import linecache
 import sys
-import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -19,7 +18,7 @@ from beampod.instrument import (
     resolve_devices,
     silent_iocs,
     start_channel_access_quietly,
-    why_not_connected,
+    unconnected_devices,
 )
 from beampod.session._namespace import (
     build_namespace,
@@ -231,22 +230,6 @@ def _report_delivery(RE: Any) -> None:
         file=sys.stderr,
         flush=True,
     )
-
-
-def unconnected_devices(devices: Iterable[Any], timeout: float) -> list[str]:
-    """Wait (one shared deadline: ophyd connects all devices in parallel) until every
-    device is connected; the ones that are not, each with the reason."""
-    deadline = time.monotonic() + timeout
-    missing: list[str] = []
-    for device in devices:
-        waiter = getattr(device, "wait_for_connection", None)
-        if waiter is None:
-            continue
-        try:
-            waiter(timeout=max(deadline - time.monotonic(), 0.1))
-        except TimeoutError as exc:
-            missing.append(f"{getattr(device, 'name', device)} ({why_not_connected(device, exc)})")
-    return missing
 
 
 def _settle_connections(ns: Mapping[str, Any]) -> None:
