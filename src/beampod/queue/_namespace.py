@@ -33,12 +33,9 @@ def worker_namespace(pod: LoadedPod | None = None) -> dict[str, Any]:
         resume_gc()
 
 
-# How long an opening environment waits for its devices to connect (as a session does).
-CONNECT_TIMEOUT_S = 5.0
-
-
 def _build_namespace(pod: LoadedPod | None) -> dict[str, Any]:
     from beampod.instrument import apply_ca_client_env, load_instrument, unconnected_devices
+    from beampod.queue._settle import settle_first_plans
 
     pod = pod or load_pod(PodHome.resolve(None))
     # The supervisor already puts the CA variables into the service environment; this
@@ -54,6 +51,8 @@ def _build_namespace(pod: LoadedPod | None) -> dict[str, Any]:
         RE = make_run_engine(pod, name)
     record_versions(RE)
     RE.subscribe(RunJournal(QueueFiles.of(pod.home, server).runs_log))
+    devices = list(instrument.devices.values())
+    RE.preprocessors.append(settle_first_plans(devices, unconnected_devices))
     namespace: dict[str, Any] = {}
     namespace.update(instrument.plans)
     namespace.update(instrument.devices)
@@ -63,17 +62,6 @@ def _build_namespace(pod: LoadedPod | None) -> dict[str, Any]:
         f"{len(instrument.devices)} devices, {len(instrument.plans)} plans",
         flush=True,
     )
-    # The environment is open once its devices are connected: ophyd's EpicsMotor refuses
-    # a move at once (DisconnectedError) while its channels still connect, so a plan
-    # started right after the opening (autostart, a script) failed on a busy machine.
-    # Devices whose IOC is down are named; the environment opens without them.
-    missing = unconnected_devices(instrument.devices.values(), CONNECT_TIMEOUT_S)
-    if missing:
-        print(
-            f"beampod: WARNING: not connected after {CONNECT_TIMEOUT_S:g} s (they connect "
-            f"when their IOC answers): {'; '.join(missing)}",
-            flush=True,
-        )
     return namespace
 
 
