@@ -259,12 +259,18 @@ def test_campaign_on_the_real_queue_server(tmp_path: Any, wait_until: Any) -> No
         assert failing.reason.startswith("3 runs of the campaign failed"), failing.reason
         assert len(failing.submitted) == 1  # retried from the queue, never resubmitted
         api = queue_api(pod)
-        try:
-            tried = [
+
+        def tried_so_far() -> list[dict[str, Any]]:
+            return [
                 h
                 for h in api.history_get(reload=True)["items"]
                 if h["kwargs"]["md"].get("adaptive", {}).get("campaign") == failing.campaign
             ]
+
+        try:
+            # As above: the third stop reaches the agent before the manager files the item.
+            wait_until(lambda: len(tried_so_far()) >= 3, 30, "3 failed items in the history")
+            tried = tried_so_far()
             queued = api.queue_get(reload=True)["items"]
         finally:
             api.close()

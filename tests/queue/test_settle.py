@@ -39,6 +39,7 @@ def test_the_first_plan_waits_for_the_devices_and_the_next_does_not() -> None:
     reports: list[str] = []
     RE = RunEngine({})
     RE.preprocessors.append(settle_first_plans([motor], unconnected_devices, report=reports.append))
+
     def ioc_answers() -> None:  # once the plan waits for it, from another thread (as CA)
         if motor.waiting.wait(10):
             motor.connected.set()
