@@ -194,6 +194,15 @@ def test_queue_agent_follows_the_real_bus(start_pod: Callable[..., Any]) -> None
     assert seen == EXPECTED
 
 
+def campaign_history(api: Any, campaign: str) -> list[dict[str, Any]]:
+    """The queue's history items of one campaign, oldest first."""
+    return [
+        h
+        for h in api.history_get(reload=True)["items"]
+        if h["kwargs"]["md"].get("adaptive", {}).get("campaign") == campaign
+    ]
+
+
 @pytest.mark.pod
 @pytest.mark.slow
 def test_campaign_on_the_real_queue_server(tmp_path: Any, wait_until: Any) -> None:
@@ -227,11 +236,7 @@ def test_campaign_on_the_real_queue_server(tmp_path: Any, wait_until: Any) -> No
         api = queue_api(pod)
 
         def ours() -> list[dict[str, Any]]:
-            return [
-                h
-                for h in api.history_get(reload=True)["items"]
-                if h["kwargs"]["md"].get("adaptive", {}).get("campaign") == qa.campaign
-            ]
+            return campaign_history(api, qa.campaign)
 
         try:
             # The last stop document reaches the bus before the manager files the item in
@@ -261,11 +266,7 @@ def test_campaign_on_the_real_queue_server(tmp_path: Any, wait_until: Any) -> No
         api = queue_api(pod)
 
         def tried_so_far() -> list[dict[str, Any]]:
-            return [
-                h
-                for h in api.history_get(reload=True)["items"]
-                if h["kwargs"]["md"].get("adaptive", {}).get("campaign") == failing.campaign
-            ]
+            return campaign_history(api, failing.campaign)
 
         try:
             # As above: the third stop reaches the agent before the manager files the item.
