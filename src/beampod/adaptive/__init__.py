@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         follow_bus,
         queue_api,
         run_campaign,
+        watch_queue,
     )
     from beampod.adaptive._runner import AgentRunner, agent_factory
     from beampod.adaptive._sdk import (
@@ -61,6 +62,7 @@ _LAZY = {
     "follow_bus": ("beampod.adaptive._queue_agent", "follow_bus"),
     "queue_api": ("beampod.adaptive._queue_agent", "queue_api"),
     "run_campaign": ("beampod.adaptive._queue_agent", "run_campaign"),
+    "watch_queue": ("beampod.adaptive._queue_agent", "watch_queue"),
     "AgentRunner": ("beampod.adaptive._runner", "AgentRunner"),
     "agent_factory": ("beampod.adaptive._runner", "agent_factory"),
     "Agent": ("beampod.adaptive._sdk", "Agent"),
@@ -108,4 +110,5 @@ __all__ = [
     "request_subject",
     "run_campaign",
     "split_args",
+    "watch_queue",
 ]
