@@ -73,23 +73,34 @@ def compile_beampod() -> str:
 
 
 def start_cpu(state: dict[str, Any]) -> dict[str, float]:
-    """CPU-s each service's process tree used so far, and the supervisor's own."""
+    """CPU-s each service's process tree used so far, and the supervisor's own and the
+    fork server's own (ADR 39: what the forked services imported before their fork)."""
     cpu = {n: tree_cpu_s(int(s["pid"])) for n, s in state["services"].items() if s.get("pid")}
     cpu["supervisor"] = process_cpu_s(int(state["supervisor_pid"]))
+    if state.get("forkserver_pid"):
+        cpu["forkserver"] = process_cpu_s(int(state["forkserver_pid"]))
     return cpu
 
 
-def one(alone_n: int, ioc_processes: str | None = None, alone_repeat: int = 1) -> dict[str, Any]:
+def one(
+    alone_n: int,
+    ioc_processes: str | None = None,
+    alone_repeat: int = 1,
+    fork_services: bool | None = None,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="beampod-bench-up-") as tmp:
         home = Path(tmp) / "pod"
         cli = [sys.executable, "-m", "beampod", "--home", str(home)]
         run([*cli, "init", "--free-ports"])
-        if ioc_processes is not None:
+        if ioc_processes is not None or fork_services is not None:
             import yaml
 
             cfg_path = home / "config.yaml"
             cfg = yaml.safe_load(cfg_path.read_text())
-            cfg["channel_access"]["ioc_processes"] = ioc_processes
+            if ioc_processes is not None:
+                cfg["channel_access"]["ioc_processes"] = ioc_processes
+            if fork_services is not None:
+                cfg.setdefault("pod", {})["fork_services"] = fork_services
             cfg_path.write_text(yaml.safe_dump(cfg))
         t0 = time.monotonic()
         wall0 = time.time()
@@ -151,14 +162,20 @@ def main() -> int:
         choices=("per_ioc", "per_instrument", "per_host"),
         help="channel_access.ioc_processes of the pod (default: the pod's default)",
     )
+    parser.add_argument(
+        "--fork-services",
+        choices=("on", "off"),
+        help="pod.fork_services of the pod (default: the pod's default, on)",
+    )
     args = parser.parse_args()
+    args.fork_services = None if args.fork_services is None else args.fork_services == "on"
     if not args.no_compile:
         print(f"compiled: {compile_beampod()}")
     print(f"machine: {machine()}")
     print(f"load average before: {load_average()}")
     runs = []
     for i in range(args.repeat):
-        r = one(args.alone, args.ioc_processes, args.alone_repeat)
+        r = one(args.alone, args.ioc_processes, args.alone_repeat, args.fork_services)
         runs.append(r)
         slowest = sorted(r["ready"].items(), key=lambda kv: -kv[1])[:4]
         name, solo = max(r["alone"].items(), key=lambda kv: kv[1])

@@ -65,6 +65,30 @@ def test_every_service_is_ready_and_bound_to_loopback(pod: LoadedPod) -> None:
     assert "SERVICE" in table and "ioc-demo " in table
 
 
+def test_python_services_are_forks_of_the_fork_server(pod: LoadedPod) -> None:
+    """ADR 39: the Python services that share their first imports are forked from one
+    process that made them; each shows its own command line and environment, and a
+    restarted one is forked again. Tiled and the queue's manager start anew."""
+    wait_pod_ready(pod)
+    state = _status(pod.home.root)
+    server = state["forkserver_pid"]
+    assert server and psutil.Process(server).ppid() == state["supervisor_pid"]
+    services = state["services"]
+    forked = {"writer", "web", "agent", "queue-http", "ioc-demo", "ca-repeater"}
+    assert forked <= set(services), services.keys()
+    for name in forked:
+        proc = psutil.Process(services[name]["pid"])
+        assert proc.ppid() == server, name
+        assert proc.environ()["BEAMPOD_HOME"] == str(pod.home.root), name
+        assert "beampod._forkserver" not in " ".join(proc.cmdline()), name
+    assert "beampod.writer" in psutil.Process(services["writer"]["pid"]).cmdline()
+    for name in ("tiled", "queue"):
+        assert psutil.Process(services[name]["pid"]).ppid() == state["supervisor_pid"], name
+    beampod_cli(pod.home.root, "service", "restart", "web")
+    web = wait_service_ready(pod, "web", deadline_s=60.0, not_pid=services["web"]["pid"])
+    assert psutil.Process(web["pid"]).ppid() == server
+
+
 def test_secrets_never_appear_in_logs_or_status(pod: LoadedPod) -> None:
     secrets = [
         pod.secrets.redis_password.get_secret_value(),

@@ -41,18 +41,23 @@ def die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
+def service_env(env: Mapping[str, str]) -> dict[str, str]:
+    """A service's whole environment: the supervisor's with the service's own."""
+    full = dict(os.environ) | dict(env)
+    full.setdefault("PYTHONUNBUFFERED", "1")
+    return full
+
+
 def spawn_options(env: Mapping[str, str], log: IO[bytes], cwd: str | None) -> dict[str, Any]:
     """How every service is spawned, by the supervisor (``asyncio.create_subprocess_exec``)
     and by the head start (``subprocess.Popen``) alike: the supervisor's environment with
-    the service's own, output to its log, a session of its own, and the parent-death
-    signal."""
-    full = dict(os.environ) | dict(env)
-    full.setdefault("PYTHONUNBUFFERED", "1")
+    the service's own (:func:`service_env`), output to its log, a session of its own, and
+    the parent-death signal. (The fork server, ``beampod._forkserver``, does the same.)"""
     return {
         "stdin": subprocess.DEVNULL,
         "stdout": log,
         "stderr": subprocess.STDOUT,
-        "env": full,
+        "env": service_env(env),
         "cwd": cwd,
         "start_new_session": True,
         "preexec_fn": die_with_parent,

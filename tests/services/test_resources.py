@@ -57,7 +57,11 @@ def test_status_json_reports_real_resident_memory(pod: LoadedPod) -> None:
     assert sup["pid"] == out["supervisor_pid"]
     own = psutil.Process(sup["pid"]).memory_info().rss
     assert sup["processes"] == 1 and _close(sup["rss_bytes"], own), (sup, own)
-    parts = sup["rss_bytes"] + sum(u["rss_bytes"] for u in res["services"].values())
+    # The fork server is counted on its own too, not with the services it forked.
+    fork = res["forkserver"]
+    assert fork["pid"] == out["forkserver_pid"] and fork["processes"] == 1, fork
+    assert _close(fork["rss_bytes"], psutil.Process(fork["pid"]).memory_info().rss), fork
+    parts = sum(u["rss_bytes"] for u in (sup, fork, *res["services"].values()))
     assert res["total_rss_bytes"] == parts
     assert res["total_rss_mb"] == round(parts / MB, 1)
 
@@ -69,8 +73,9 @@ def test_status_resources_table(pod: LoadedPod) -> None:
     lines = text.splitlines()
     assert lines[0].split() == ["SERVICE", "PID", "RSS", "MB", "CPU", "%", "UPTIME"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert set(rows) == {"(supervisor)", "total", *state["services"]}
+    assert set(rows) == {"(supervisor)", "(forkserver)", "total", *state["services"]}
     assert rows["(supervisor)"][1] == str(state["supervisor_pid"])
+    assert rows["(forkserver)"][1] == str(state["forkserver_pid"])
     mem = {}
     for name, svc in state["services"].items():
         cols = rows[name]
@@ -81,8 +86,8 @@ def test_status_resources_table(pod: LoadedPod) -> None:
         assert float(cols[-2]) >= 0.0
         mem[name] = rss_mb
     total = float(rows["total"][1])
-    parts = float(rows["(supervisor)"][2]) + sum(mem.values())
-    assert abs(total - parts) <= 0.1 * (len(mem) + 1)  # each row is rounded to 0.1 MB
+    parts = float(rows["(supervisor)"][2]) + float(rows["(forkserver)"][2]) + sum(mem.values())
+    assert abs(total - parts) <= 0.1 * (len(mem) + 2)  # each row is rounded to 0.1 MB
 
 
 def test_supervisor_threads_do_not_grow_with_its_services(pod: LoadedPod) -> None:

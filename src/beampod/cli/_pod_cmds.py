@@ -228,7 +228,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
         out = state.to_json()
         pids = {name: svc.pid for name, svc in state.services.items()}
-        out["resources"] = pod_resources(state.supervisor_pid, pids).to_json()
+        out["resources"] = pod_resources(
+            state.supervisor_pid, pids, forkserver_pid=state.forkserver_pid
+        ).to_json()
         for svc in out["services"].values():
             svc["uptime_s"] = (
                 round(now - svc["ready_at"], 1)
@@ -276,7 +278,9 @@ def _print_resources(state: PodState) -> int:
     from beampod.services import Usage, pod_resources
 
     pids = {name: svc.pid for name, svc in state.services.items()}
-    res = pod_resources(state.supervisor_pid, pids, interval=0.5)
+    res = pod_resources(
+        state.supervisor_pid, pids, interval=0.5, forkserver_pid=state.forkserver_pid
+    )
 
     def row(name: str, u: Usage | None) -> list[str]:
         if u is None:
@@ -286,9 +290,13 @@ def _print_resources(state: PodState) -> int:
         return [name, pid, f"{u.rss_bytes / 2**20:.1f}", cpu, human_duration(u.uptime_s)]
 
     rows = [row("(supervisor)", res.supervisor)]
+    if res.forkserver is not None:
+        rows.append(row("(forkserver)", res.forkserver))
     rows += [row(name, res.services.get(name)) for name in state.services]
     cpu_total = sum(
-        u.cpu_percent or 0.0 for u in [res.supervisor, *res.services.values()] if u is not None
+        u.cpu_percent or 0.0
+        for u in [res.supervisor, res.forkserver, *res.services.values()]
+        if u is not None
     )
     rows.append(["total", "", f"{res.total_rss_bytes / 2**20:.1f}", f"{cpu_total:.1f}", ""])
     print(table(rows, ["service", "pid", "rss MB", "cpu %", "uptime"]))

@@ -116,6 +116,15 @@ class PodSettings(Strict):
         "list such as '1' or '2-7'. Linux only; elsewhere nothing is pinned. A host's own "
         "`background_cpus` wins.",
     )
+    fork_services: bool = Field(
+        True,
+        description="Start the Python services (writers, web console, queue HTTP "
+        "servers, agents, IOCs, CA repeater) as forks of one process that has imported "
+        "the libraries they share, instead of a new interpreter each: less CPU at "
+        "start, next to Tiled's, and their shared pages counted once "
+        "(docs/adr/0039-python-services-forked.md). Linux only; false: each service is "
+        "a new interpreter.",
+    )
     writer_pool_size: PoolSize = Field(
         1,
         description="How many instruments one writer process serves (NATS bus only). 1: a "

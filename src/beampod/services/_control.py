@@ -27,6 +27,7 @@ from beampod.config import (
 from beampod.errors import BeampodError, PodAlreadyRunningError, PodNotRunningError
 from beampod.services import _process
 from beampod.services._controlsock import request, serve_control
+from beampod.services._forked import start_spawner
 from beampod.services._heaptrim import keep_heap_trimmed
 from beampod.services._logrotate import LogLimits, keep_logs_bounded
 from beampod.services._policy import RestartPolicy, health_interval
@@ -98,6 +99,7 @@ def run_supervisor(
                 placement,
                 HeadStart(key if absent is not None else None, head_start, absent or ()),
                 pod.config.pod.logs,
+                fork=pod.config.pod.fork_services,
             )
         )
 
@@ -182,8 +184,11 @@ async def _supervise(
     placement: Placement | None = None,
     head_start: HeadStart | None = None,
     logs: LogSettings | None = None,
+    *,
+    fork: bool = False,
 ) -> int:
     _process.watch_children_with_pidfds()
+    spawner = await start_spawner(home, specs, fork=fork, progress=progress)
     sup = Supervisor(
         specs,
         home,
@@ -191,7 +196,10 @@ async def _supervise(
         progress=progress,
         placement=placement,
         head_start=head_start,
+        spawner=spawner,
     )
+    if spawner.server is not None:
+        sup.state.forkserver_pid = spawner.server.pid
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, sup.request_stop)
@@ -224,6 +232,7 @@ async def _supervise(
         trimming.cancel()
         if rotation is not None:
             rotation.cancel()
+        await spawner.close()
         control.close()
         control_socket(home).unlink(missing_ok=True)
 

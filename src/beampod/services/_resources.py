@@ -160,19 +160,22 @@ def usage(
 
 @dataclass(frozen=True)
 class PodResources:
-    """The supervisor (its own process) and every running service (its process tree)."""
+    """The supervisor and the fork server (each its own process: their children are
+    services) and every running service (its process tree)."""
 
     supervisor: Usage | None
     services: dict[str, Usage]
+    forkserver: Usage | None = None
 
     @property
     def total_rss_bytes(self) -> int:
-        own = self.supervisor.rss_bytes if self.supervisor else 0
+        own = sum(u.rss_bytes for u in (self.supervisor, self.forkserver) if u is not None)
         return own + sum(u.rss_bytes for u in self.services.values())
 
     def to_json(self) -> dict[str, object]:
         return {
             "supervisor": self.supervisor.to_json() if self.supervisor else None,
+            "forkserver": self.forkserver.to_json() if self.forkserver else None,
             "services": {name: u.to_json() for name, u in self.services.items()},
             "total_rss_bytes": self.total_rss_bytes,
             "total_rss_mb": round(self.total_rss_bytes / 2**20, 1),
@@ -180,10 +183,17 @@ class PodResources:
 
 
 def pod_resources(
-    supervisor_pid: int, service_pids: Mapping[str, int | None], *, interval: float = 0.0
+    supervisor_pid: int,
+    service_pids: Mapping[str, int | None],
+    *,
+    interval: float = 0.0,
+    forkserver_pid: int | None = None,
 ) -> PodResources:
-    """Usage of the supervisor and of each service that has a live process."""
+    """Usage of the supervisor, of the fork server (if one runs) and of each service
+    that has a live process."""
     pids = {name: pid for name, pid in service_pids.items() if pid}
-    found = usage([supervisor_pid, *pids.values()], interval=interval, alone=[supervisor_pid])
+    own = [supervisor_pid] + ([forkserver_pid] if forkserver_pid else [])
+    found = usage([*own, *pids.values()], interval=interval, alone=own)
     services = {name: found[pid] for name, pid in pids.items() if pid in found}
-    return PodResources(found.get(supervisor_pid), services)
+    forkserver = found.get(forkserver_pid) if forkserver_pid else None
+    return PodResources(found.get(supervisor_pid), services, forkserver)

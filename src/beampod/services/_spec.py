@@ -76,6 +76,12 @@ class ServiceSpec:
     # The instrument the service is part of; None: a central service (``status``
     # groups by it).
     instrument: str | None = None
+    # A Python service (``python -m``/``-c`` under beampod's interpreter) that may be
+    # forked from the pod's pre-imported fork server instead of started anew (ADR 39).
+    # Only for a service that needs nothing of a fresh interpreter: not one that starts
+    # processes by multiprocessing's spawn (the queue's manager), not Tiled (its start
+    # is the pod's slowest, and its import policies are its own).
+    forkable: bool = False
     # A Go server that is one of this many of its kind on this machine (a cluster's
     # nodes on one host): each gets its share of the CPUs as GOMAXPROCS (go_runtime_env).
     go_peers: int = 1

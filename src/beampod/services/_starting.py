@@ -22,6 +22,7 @@ from beampod.config import RUNENGINE_CPUS_ENV, Placement, PodHome, format_cpu_li
 from beampod.errors import BeampodError
 from beampod.services import _process
 from beampod.services._admission import Admission
+from beampod.services._forked import Spawner
 from beampod.services._policy import CrashHistory, RestartPolicy
 from beampod.services._probes import from_log_offset
 from beampod.services._spec import ServiceSpec
@@ -95,6 +96,7 @@ class ServiceStarter:
     """Starts one service at a time for the supervisor (see the module's docstring)."""
 
     _admission: Admission
+    _spawner: Spawner
     _head_start: HeadStart
     _clock: Callable[[], float]
     _home: PodHome
@@ -152,7 +154,7 @@ class ServiceStarter:
                 log = self._home.log_file(spec.name)
                 async with self.log_lock:  # not while the log is being rotated
                     offset = open_service_log(log, spec.name, again)
-                svc.proc = await _process.spawn(launch, log)
+                svc.proc = await self._spawner.spawn(launch, log, fork=spec.forkable)
                 started = time.time()
                 if spec.yields_to_first and self._first_starting():
                     await self._yield_session(spec.name, svc.proc.pid)

@@ -47,6 +47,8 @@ class PodState:
     # A supervisor that failed before it could run the pod (its config, say): the exit
     # code of its error, for `up -d` to exit with (0: none recorded).
     exit_code: int = 0
+    # The process the Python services are forked from (ADR 39); None: none runs.
+    forkserver_pid: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +65,7 @@ class PodState:
             placement=data.get("placement", ""),
             runengine_cpus=data.get("runengine_cpus", ""),
             exit_code=data.get("exit_code", 0),
+            forkserver_pid=data.get("forkserver_pid"),
         )
 
 

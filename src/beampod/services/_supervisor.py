@@ -27,6 +27,7 @@ from beampod.config import Placement, PodHome, format_cpu_list
 from beampod.errors import PortInUseError, ServiceStartError, UsageError
 from beampod.services import _process
 from beampod.services._admission import Admission, default_limit
+from beampod.services._forked import Spawner
 from beampod.services._policy import (
     CrashHistory,
     RestartPolicy,
@@ -64,8 +65,10 @@ class Supervisor(ServiceStarter):
         cpu_pressure: Callable[[], float | None] = read_cpu_pressure,
         placement: Placement | None = None,
         head_start: HeadStart | None = None,
+        spawner: Spawner | None = None,
     ) -> None:
         self._order = dependency_order(specs)
+        self._spawner = spawner or Spawner()
         self._head_start = head_start or HeadStart()
         self._home = home
         self._policy = policy or RestartPolicy()

@@ -74,6 +74,7 @@ def _spec(pod: LoadedPod, name: str, members: list[str], depends: tuple[str, ...
         depends_on=depends,
         ready_timeout=30.0,
         stop_timeout=5.0,
+        forkable=True,
     )
 
 

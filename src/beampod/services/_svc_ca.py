@@ -51,6 +51,7 @@ def repeater_specs(pod: LoadedPod) -> list[ServiceSpec]:
             ports=(PortClaim(bind, port, udp=True),),
             ready_timeout=20.0,
             stop_timeout=5.0,
+            forkable=True,
         )
     ]
 

@@ -105,6 +105,7 @@ def ioc_group_spec(
         ready_timeout=20.0 + 5.0 * (len(iocs) - 1),
         stop_timeout=5.0,
         yields_to_first=True,
+        forkable=True,
     )
 
 

@@ -173,4 +173,5 @@ def http_spec(pod: LoadedPod, *servers: QueueServer) -> ServiceSpec:
         prepare=write_config,
         ready_timeout=60.0,
         stop_timeout=10.0,
+        forkable=True,
     )

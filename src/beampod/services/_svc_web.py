@@ -37,5 +37,6 @@ def web_specs(pod: LoadedPod) -> list[ServiceSpec]:
             ports=(PortClaim(instrument_bind(cfg), cfg.web.port),),
             ready_timeout=60.0,
             stop_timeout=10.0,
+            forkable=True,
         )
     ]

@@ -78,6 +78,7 @@ def writer_specs(pod: LoadedPod) -> list[ServiceSpec]:
                 # ~2 CPU-seconds of libraries: measured on 2 busy cores, 25 writers took
                 # over 60 s to be ready (bench_facility.py), one alone ~15 s.
                 ready_timeout=60.0 + 3.0 * (n - 1),
+                forkable=True,
             )
         )
     return specs

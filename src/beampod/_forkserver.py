@@ -1,0 +1,321 @@
+"""A pre-imported Python parent that forks the pod's Python services (ADR 39).
+
+Every Python service of a pod starts by importing the same libraries before its own:
+pydantic and the pod's configuration models, httpx, anyio, msgpack, nats-py, uvicorn
+(~0.2 CPU-s each, six services). On two cores that CPU is taken from Tiled's start, the
+one ``up -d`` waits for. So the supervisor spawns this process once
+(``python -m beampod._forkserver``): it imports those libraries, freezes them out of
+the garbage collector's reach (so that the children share their pages) and then forks
+one child per request, which becomes the service as ``python -m MODULE ARGS`` or
+``python -c CODE ARGS`` would have: its own session, environment, working directory,
+log on stdout and stderr, arguments, and a normal interpreter exit.
+
+The children are this process's, not the supervisor's: this process reports each one's
+pid (with a pidfd, so the supervisor watches the process itself, not a pid that could
+be reused) and its exit status. A child dies with this process (parent-death signal),
+and this process dies with the supervisor, so a SIGKILLed supervisor leaves nothing.
+
+The protocol is one JSON message per datagram on a ``SOCK_SEQPACKET`` socket pair
+(:func:`encode`, :func:`decode`; the log's descriptor and the child's pidfd travel as
+``SCM_RIGHTS``). Standard library only, ``beampod._lazy`` (its import policies) and
+``beampod._proctitle`` (what a child shows as its command line and environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import importlib
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import traceback
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from beampod import _proctitle
+
+#: The largest message: a request carries a service's whole environment.
+MAX_MESSAGE = 1 << 20
+_PR_SET_PDEATHSIG = 1
+
+
+# -- the protocol: pure, tested without sockets -------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """Fork a child that runs ``argv`` (``python -m ...`` or ``python -c ...``)."""
+
+    id: int
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: str | None
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    data = json.dumps(message, separators=(",", ":")).encode()
+    if len(data) > MAX_MESSAGE:
+        raise ValueError(f"a fork server message of {len(data)} bytes (at most {MAX_MESSAGE})")
+    return data
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    message = json.loads(data)
+    if not isinstance(message, dict):
+        raise ValueError("a fork server message is a JSON object")
+    return message
+
+
+def request_message(request: Request) -> dict[str, Any]:
+    return {
+        "spawn": request.id,
+        "argv": list(request.argv),
+        "env": dict(request.env),
+        "cwd": request.cwd,
+    }
+
+
+def parse_request(message: Mapping[str, Any]) -> Request:
+    argv, env, cwd = message.get("argv"), message.get("env"), message.get("cwd")
+    if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
+        raise ValueError("argv must be a list of strings")
+    if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
+        raise ValueError("env must map names to strings")
+    if cwd is not None and not isinstance(cwd, str):
+        raise ValueError("cwd must be a string or null")
+    return Request(int(message["spawn"]), tuple(argv), dict(env), cwd)
+
+
+def read_at_start(name: str) -> bool:
+    """An environment variable that a process reads once, before its imports: Python's
+    own (the path, the hash seed, the allocator) and pydantic's plugin switch."""
+    return name.startswith("PYTHON") or name == "PYDANTIC_DISABLE_PLUGINS"
+
+
+def refusal(request: Request, executable: str, own_env: Mapping[str, str]) -> str | None:
+    """Why this process cannot become ``request`` (None: it can). A fork runs this
+    interpreter, started and imported already: another interpreter, a command line
+    other than ``-m`` or ``-c``, or a variable :func:`read_at_start` set differently
+    needs a new process."""
+    argv = request.argv
+    if len(argv) < 3 or argv[0] != executable or argv[1] not in ("-m", "-c"):
+        return f"not `{executable} -m MODULE` or `-c CODE`: {' '.join(argv[:3])}"
+    for name in sorted(set(request.env) | set(own_env)):
+        if read_at_start(name) and request.env.get(name) != own_env.get(name):
+            return f"{name} differs from the fork server's"
+    return None
+
+
+# -- the server ---------------------------------------------------------------------
+
+
+def started_with(environ: Mapping[str, str]) -> dict[str, str]:
+    """What of ``environ`` (this process's as it started) a request must match."""
+    return {k: v for k, v in environ.items() if read_at_start(k)}
+
+
+def serve(sock: socket.socket, own_env: Mapping[str, str]) -> Request:
+    """Answer requests on ``sock`` until it closes (then exit). Returns only in a forked
+    child, with the request it is to become: the caller runs it (:func:`become`) as the
+    last thing of its ``__main__``, so the child ends as an interpreter does.
+    ``own_env``: :func:`started_with` this process's environment."""
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ, None)
+    children: dict[int, int] = {}  # pidfd -> pid
+    while True:
+        for key, _ in sel.select():
+            if key.data is None:
+                data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 1)
+                if not data:
+                    raise SystemExit(0)  # the supervisor closed its end, or is gone
+                request = _handle(sock, data, fds, own_env, sel, children)
+                if request is not None:
+                    return request
+            else:
+                pidfd = key.fd
+                pid = children.pop(pidfd)
+                sel.unregister(pidfd)
+                os.close(pidfd)
+                _, status = os.waitpid(pid, 0)
+                _send(sock, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def _handle(
+    sock: socket.socket,
+    data: bytes,
+    fds: list[int],
+    own_env: Mapping[str, str],
+    sel: selectors.BaseSelector,
+    children: dict[int, int],
+) -> Request | None:
+    log_fd = fds[0] if fds else None
+    try:
+        message = decode(data)
+        request = parse_request(message)
+    except (ValueError, KeyError, TypeError) as exc:
+        _close(fds)
+        _send(sock, {"error": f"bad request: {exc}", "spawn": -1})
+        return None
+    why = refusal(request, sys.executable, own_env) if log_fd is not None else "no log given"
+    why = why or _proctitle.fits(request.argv, request.env)
+    if why is not None:
+        _close(fds)
+        _send(sock, {"spawn": request.id, "error": why})
+        return None
+    assert log_fd is not None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        _detach(log_fd, list(children), sel, sock)
+        return request
+    os.close(log_fd)
+    pidfd = os.pidfd_open(pid)
+    children[pidfd] = pid
+    sel.register(pidfd, selectors.EVENT_READ, pid)
+    socket.send_fds(sock, [encode({"spawn": request.id, "pid": pid})], [pidfd])
+    return None
+
+
+def _detach(
+    log_fd: int, fds: Sequence[int], sel: selectors.BaseSelector, sock: socket.socket
+) -> None:
+    """In the child: a session of its own, death with this server, the log as stdout
+    and stderr, /dev/null as stdin, none of the server's descriptors."""
+    parent = os.getppid()
+    os.setsid()
+    _die_with_parent()
+    if os.getppid() != parent:  # the server died before the signal was armed
+        os._exit(1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(null)
+    os.close(log_fd)
+    sel.close()
+    sock.close()
+    _close(fds)  # the other children's pidfds
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # not glibc: the supervisor stops its services itself
+        pass
+
+
+def _send(sock: socket.socket, message: Mapping[str, Any]) -> None:
+    sock.send(encode(message))
+
+
+def _close(fds: Sequence[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+# -- the child ----------------------------------------------------------------------
+
+
+def become(request: Request) -> None:
+    """Run ``request`` in this (forked) process as ``python -m``/``-c`` would: its
+    environment, working directory, ``sys.argv`` and ``sys.path[0]``, its module as
+    ``__main__``. Its exit (``SystemExit``, an exception) propagates to the caller."""
+    os.environ.clear()
+    os.environ.update(request.env)
+    if request.cwd is not None:
+        os.chdir(request.cwd)
+    gc.enable()  # the server's imports are frozen; what the service allocates is not
+    _proctitle.show(request.argv, request.env)  # after the environment's rebuild above
+    flag, target, *args = request.argv[1:]
+    if flag == "-m":
+        import runpy
+
+        sys.path[0] = os.getcwd()
+        sys.argv = [target, *args]
+        # ``python -m`` runs a module that nothing imported yet (a later ``import``
+        # of it loads a second copy); a package stays, as ``-m`` imports it first.
+        loaded = sys.modules.get(target)
+        if loaded is not None and not hasattr(loaded, "__path__"):
+            del sys.modules[target]
+        sys.modules.pop(f"{target}.__main__", None)
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
+        return
+    sys.path[0] = ""
+    sys.argv = ["-c", *args]
+    main = types.ModuleType("__main__")
+    sys.modules["__main__"] = main
+    exec(compile(target, "<string>", "exec"), main.__dict__)  # what `python -c` does
+
+
+# -- python -m beampod._forkserver --------------------------------------------------
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m beampod._forkserver")
+    parser.add_argument("--fd", type=int, required=True, help="this end of the socket pair")
+    parser.add_argument("--preload", action="append", default=[], help="a module to import")
+    parser.add_argument("--skip", action="append", default=[], help="a module marked absent")
+    parser.add_argument("--defer", action="append", default=[], help="a module deferred")
+    # Blank room in this command line for the children's (beampod._proctitle): NULs
+    # once started, so ``ps`` shows this process's own arguments without it.
+    parser.add_argument("--room", default="", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def prepare(args: argparse.Namespace) -> tuple[socket.socket, dict[str, str]]:
+    """Import what the children share and say so on the socket. The imports run beside
+    Tiled's start: this session at low priority (ADR 32), for good (what it does later
+    is fork). Not the thread's nice value, which every child would inherit."""
+    from beampod._autogroup import leads_session, set_autogroup_nice
+    from beampod._lazy import defer_imports, skip_imports, without_pydantic_plugins
+    from beampod._preload import SESSION_NICE
+
+    sock = socket.socket(fileno=args.fd)
+    # Before pydantic's switch below is defaulted: an unset one means the same to a
+    # service started anew (its entry point defaults it alike).
+    own_env = started_with(os.environ)
+    # The C library's environment rebuilt off the area that _proctitle writes over.
+    environ = dict(os.environ)
+    environ.pop(_proctitle.ROOM_VARIABLE, None)
+    os.environ.clear()
+    os.environ.update(environ)
+    _proctitle.show([sys.executable, "-m", "beampod._forkserver"], environ)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the supervisor's
+    _die_with_parent()
+    if leads_session():
+        set_autogroup_nice(SESSION_NICE, wait_s=0.2)
+    gc.disable()
+    without_pydantic_plugins()
+    skip_imports(args.skip)
+    defer_imports(args.defer)
+    for name in args.preload:
+        importlib.import_module(name)
+    # Moved out of every collection: a child's collector never writes to these pages,
+    # so they stay shared with it (copy-on-write).
+    gc.freeze()
+    _send(sock, {"ready": os.getpid(), "modules": len(sys.modules)})
+    return sock, own_env
+
+
+def main(argv: Sequence[str] | None = None) -> Request:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    try:
+        sock, own_env = prepare(args)
+    except BaseException:  # noqa: BLE001 - reported to the supervisor's log, then exit
+        traceback.print_exc()
+        raise SystemExit(1) from None
+    return serve(sock, own_env)
+
+
+if __name__ == "__main__":
+    become(main())

@@ -1,0 +1,259 @@
+"""The fork server (ADR 39): a service forked from it runs as its command line would in
+a new interpreter, shows its own command line and environment, reports its exit, and
+dies with it; what it cannot become starts a new interpreter instead."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from beampod import _forkserver, _proctitle
+from beampod._headstart import Spawned
+from beampod._podhome import PodHome
+from beampod.services._forked import ForkedProcess, ForkServer, Spawner, start_spawner
+from beampod.services._probes import TcpProbe
+from beampod.services._process import SpawnedProcess
+from beampod.services._spec import ServiceSpec
+
+pytestmark = pytest.mark.timeout(60)
+
+# -- the protocol, without sockets ---------------------------------------------------
+
+
+def test_a_request_goes_through_the_wire_format_unchanged() -> None:
+    request = _forkserver.Request(7, (sys.executable, "-m", "x", "--a"), {"K": "v"}, "/tmp")
+    data = _forkserver.encode(_forkserver.request_message(request))
+    assert _forkserver.parse_request(_forkserver.decode(data)) == request
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ({"spawn": 1, "argv": "python -m x", "env": {}, "cwd": None}, "argv"),
+        ({"spawn": 1, "argv": ["p"], "env": {"K": 1}, "cwd": None}, "env"),
+        ({"spawn": 1, "argv": ["p"], "env": {}, "cwd": 3}, "cwd"),
+    ],
+)
+def test_a_malformed_request_is_named(message: dict[str, Any], error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        _forkserver.parse_request(message)
+
+
+def test_a_message_that_is_not_an_object_is_refused() -> None:
+    with pytest.raises(ValueError, match="JSON object"):
+        _forkserver.decode(b"[1, 2]")
+
+
+def _request(argv: tuple[str, ...], env: dict[str, str] | None = None) -> _forkserver.Request:
+    return _forkserver.Request(1, argv, env or {}, None)
+
+
+def test_only_this_interpreter_started_the_same_way_can_be_forked() -> None:
+    py = sys.executable
+    own = {"PYTHONUNBUFFERED": "1"}
+    assert _forkserver.refusal(_request((py, "-m", "mod"), own), py, own) is None
+    assert _forkserver.refusal(_request((py, "-c", "pass"), own), py, own) is None
+    # Another interpreter (an environment cycle's), other flags, no module at all.
+    assert "not" in str(_forkserver.refusal(_request(("/other/python", "-m", "m"), own), py, own))
+    assert _forkserver.refusal(_request((py, "-X", "dev", "-m", "m"), own), py, own)
+    assert _forkserver.refusal(_request((py, "-m"), own), py, own)
+    # What Python (or pydantic) reads only at its start must be the same.
+    for name in ("PYTHONPATH", "PYTHONHASHSEED", "PYDANTIC_DISABLE_PLUGINS"):
+        why = _forkserver.refusal(_request((py, "-m", "m"), {**own, name: "x"}), py, own)
+        assert why == f"{name} differs from the fork server's"
+    assert _forkserver.refusal(_request((py, "-m", "m"), {}), py, own) == (
+        "PYTHONUNBUFFERED differs from the fork server's"
+    )
+    # Anything else is the child's own.
+    assert _forkserver.refusal(_request((py, "-m", "m"), {**own, "EPICS_CA": "1"}), py, own) is None
+
+
+def test_an_area_is_packed_to_its_exact_size_or_not_at_all() -> None:
+    assert _proctitle.packed(["ab", "c"], 8) == b"ab\0c\0\0\0\0"
+    assert _proctitle.packed(["ab", "c"], 5) == b"ab\0c\0"
+    assert _proctitle.packed(["ab", "c"], 4) is None
+    assert _proctitle.env_items({"A": "1", "B": "x=y"}) == ["A=1", "B=x=y"]
+    assert len(_proctitle.room(["abc", "é"], margin=10)) == 13
+
+
+# -- real processes ------------------------------------------------------------------
+
+REPORT = """
+import json, os, sys
+print(json.dumps({
+    "name": __name__,
+    "argv": sys.argv,
+    "cwd": os.getcwd(),
+    "path0": sys.path[0],
+    "probe": os.environ.get("PROBE"),
+    "leads_session": os.getsid(0) == os.getpid(),
+    "stdin": sys.stdin.read(),
+    "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
+}), flush=True)
+if "--stay" in sys.argv:
+    import time
+    while True:
+        time.sleep(60)
+raise SystemExit(3)
+"""
+
+
+def _run(scenario: Callable[[ForkServer, Path], Awaitable[None]], tmp_path: Path) -> None:
+    async def main() -> None:
+        server = await ForkServer.start(tmp_path / "forkserver.log", ("-" * 512, "-" * 512))
+        try:
+            assert await server.ready(30.0), (tmp_path / "forkserver.log").read_text()
+            await scenario(server, tmp_path)
+        finally:
+            await server.close()
+        assert server._proc.returncode is not None  # the fork server ended with close()
+
+    asyncio.run(main())
+
+
+def _report(log: Path) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
+        if lines:
+            return json.loads(lines[-1])
+        time.sleep(0.02)  # polling the child's log, bounded by the deadline
+    raise AssertionError(f"no report in {log}: {log.read_text()!r}")
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_forked_module_runs_as_python_m_would(tmp_path: Path) -> None:
+    (tmp_path / "report_service.py").write_text(REPORT)
+    log = tmp_path / "report.log"
+
+    async def scenario(server: ForkServer, where: Path) -> None:
+        launch = Spawned(
+            "report",
+            (sys.executable, "-m", "report_service", "a", "--flag"),
+            {"PROBE": "forked"},
+            str(where),
+        )
+        child = await server.spawn(launch, log)
+        assert isinstance(child, ForkedProcess), child
+        assert await asyncio.wait_for(child.wait(), 20) == 3
+        assert child.returncode == 3
+
+    _run(scenario, tmp_path)
+    report = _report(log)
+    assert report["name"] == "__main__"
+    assert report["argv"] == [str(tmp_path / "report_service.py"), "a", "--flag"]
+    assert report["cwd"] == report["path0"] == str(tmp_path)
+    assert report["probe"] == "forked"
+    assert report["leads_session"] is True
+    assert report["stdin"] == ""
+    assert report["fds"] == [0, 1, 2, 3]  # 3: the listing's own; none of the server's
+
+
+def test_a_forked_service_shows_its_own_command_line_and_environment(tmp_path: Path) -> None:
+    log = tmp_path / "stay.log"
+    argv = (sys.executable, "-c", REPORT, "--stay")
+    seen: dict[str, Any] = {}
+
+    async def scenario(server: ForkServer, where: Path) -> None:
+        child = await server.spawn(Spawned("stay", argv, {"PROBE": "shown"}, None), log)
+        assert isinstance(child, ForkedProcess), child
+        report = await asyncio.to_thread(_report, log)
+        seen["argv"] = report["argv"]
+        seen["ppid"] = _ppid(child.pid)
+        seen["cmdline"] = Path(f"/proc/{child.pid}/cmdline").read_bytes().rstrip(b"\0")
+        environ = Path(f"/proc/{child.pid}/environ").read_bytes().rstrip(b"\0").split(b"\0")
+        seen["environ"] = dict(e.decode().partition("=")[::2] for e in environ)
+        os.killpg(child.pid, signal.SIGTERM)
+        assert await asyncio.wait_for(child.wait(), 20) == -signal.SIGTERM
+        seen["server"] = server.pid
+
+    _run(scenario, tmp_path)
+    assert seen["argv"] == ["-c", "--stay"]
+    assert seen["ppid"] == seen["server"]
+    assert seen["cmdline"].split(b"\0") == [a.encode() for a in argv]
+    assert seen["environ"]["PROBE"] == "shown"
+    assert _proctitle.ROOM_VARIABLE not in seen["environ"]
+    assert seen["environ"]["PYTHONUNBUFFERED"] == "1"
+
+
+def test_what_cannot_be_forked_starts_a_new_interpreter(tmp_path: Path) -> None:
+    log = tmp_path / "sh.log"
+    progress: list[str] = []
+
+    async def scenario(server: ForkServer, where: Path) -> None:
+        spawner = Spawner(server, progress.append)
+        launch = Spawned("sh", ("/bin/sh", "-c", "echo from-sh; exit 4"), {}, None)
+        proc = await spawner.spawn(launch, log, fork=True)
+        assert isinstance(proc, SpawnedProcess)
+        assert await asyncio.wait_for(proc.wait(), 20) == 4
+        # Too long for the room the server was given: refused before any fork.
+        long = Spawned("long", (sys.executable, "-c", "pass", "x" * 4096), {}, None)
+        assert "command line longer" in str(await server.spawn(long, log))
+
+    _run(scenario, tmp_path)
+    assert "from-sh" in log.read_text()
+    assert progress == [
+        f"sh not forked: not `{sys.executable} -m MODULE` or `-c CODE`: /bin/sh -c echo "
+        "from-sh; exit 4; starting a new interpreter"
+    ]
+
+
+def test_forked_services_die_with_the_fork_server(tmp_path: Path) -> None:
+    log = tmp_path / "orphan.log"
+    seen: dict[str, int] = {}
+
+    async def scenario(server: ForkServer, where: Path) -> None:
+        argv = (sys.executable, "-c", REPORT, "--stay")
+        child = await server.spawn(Spawned("orphan", argv, {}, None), log)
+        assert isinstance(child, ForkedProcess), child
+        await asyncio.to_thread(_report, log)
+        os.kill(server.pid, signal.SIGKILL)
+        seen["code"] = await asyncio.wait_for(child.wait(), 20)
+        seen["pid"] = child.pid
+        assert server.gone
+        later = await Spawner(server).spawn(Spawned("x", argv, {}, None), log, fork=True)
+        assert isinstance(later, SpawnedProcess)  # a new interpreter, since none forks
+        os.killpg(later.pid, signal.SIGKILL)
+        await later.wait()
+
+    _run(scenario, tmp_path)
+    assert seen["code"] == -signal.SIGKILL
+    # Gone, not only reported gone (a zombie of init's would still be listed).
+    stat = Path(f"/proc/{seen['pid']}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _spec(name: str, forkable: bool) -> ServiceSpec:
+    return ServiceSpec(
+        name, (sys.executable, "-c", "pass"), TcpProbe("127.0.0.1", 1), forkable=forkable
+    )
+
+
+def test_a_fork_server_runs_only_where_it_is_wanted_and_has_work(tmp_path: Path) -> None:
+    home = PodHome(tmp_path)
+
+    async def spawners() -> list[Spawner]:
+        made = [
+            await start_spawner(home, [_spec("a", True)], fork=False, progress=print),
+            await start_spawner(home, [_spec("a", False)], fork=True, progress=print),
+            await start_spawner(home, [_spec("a", True)], fork=True, progress=print),
+        ]
+        for spawner in made:
+            await spawner.close()
+        return made
+
+    off, idle, on = asyncio.run(spawners())
+    assert off.server is None and idle.server is None
+    assert on.server is not None and on.server.gone
