@@ -16,9 +16,10 @@ be reused) and its exit status. A child dies with this process (parent-death sig
 and this process dies with the supervisor, so a SIGKILLed supervisor leaves nothing.
 
 The protocol is one JSON message per datagram on a ``SOCK_SEQPACKET`` socket pair
-(:func:`encode`, :func:`decode`; the log's descriptor and the child's pidfd travel as
-``SCM_RIGHTS``). Standard library only, ``beampod._lazy`` (its import policies) and
-``beampod._proctitle`` (what a child shows as its command line and environment).
+(:func:`encode`, :func:`decode`; the log's descriptor, the pipe of the child's
+environment and the child's pidfd travel as ``SCM_RIGHTS``). Standard library only,
+``beampod._lazy`` (its import policies) and ``beampod._proctitle`` (what a child shows
+as its command line and environment).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import Any
 
 from beampod import _proctitle
 
-#: The largest message: a request carries a service's whole environment.
+#: The largest message (a request's command line, in practice a few hundred bytes).
 MAX_MESSAGE = 1 << 20
 _PR_SET_PDEATHSIG = 1
 
@@ -51,12 +52,38 @@ _PR_SET_PDEATHSIG = 1
 
 @dataclass(frozen=True)
 class Request:
-    """Fork a child that runs ``argv`` (``python -m ...`` or ``python -c ...``)."""
+    """Fork a child that runs ``argv`` (``python -m ...`` or ``python -c ...``).
+
+    The child's environment is not in the request: it reaches the child alone, through
+    a pipe (:func:`env_data`), so that this long-lived process, and every child forked
+    after it, never holds another service's credentials. The request carries what the
+    server checks of it: the variables :func:`read_at_start` and its size."""
 
     id: int
     argv: tuple[str, ...]
-    env: dict[str, str]
     cwd: str | None
+    start_env: dict[str, str]
+    env_size: int
+
+
+def request_for(id: int, argv: Sequence[str], env: Mapping[str, str], cwd: str | None) -> Request:
+    return Request(id, tuple(argv), cwd, started_with(env), _proctitle.environ_size(env))
+
+
+def env_data(env: Mapping[str, str]) -> bytes:
+    return json.dumps(dict(env), separators=(",", ":")).encode()
+
+
+def read_env(fd: int) -> dict[str, str]:
+    """The environment written to the pipe ``fd`` (read to its end, then closed)."""
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(fd)
+    env = json.loads(b"".join(chunks))
+    if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
+        raise ValueError("the environment must map names to strings")
+    return env
 
 
 def encode(message: Mapping[str, Any]) -> bytes:
@@ -77,20 +104,24 @@ def request_message(request: Request) -> dict[str, Any]:
     return {
         "spawn": request.id,
         "argv": list(request.argv),
-        "env": dict(request.env),
         "cwd": request.cwd,
+        "start_env": dict(request.start_env),
+        "env_size": request.env_size,
     }
 
 
 def parse_request(message: Mapping[str, Any]) -> Request:
-    argv, env, cwd = message.get("argv"), message.get("env"), message.get("cwd")
+    argv, cwd, start_env = message.get("argv"), message.get("cwd"), message.get("start_env")
     if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
         raise ValueError("argv must be a list of strings")
-    if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
-        raise ValueError("env must map names to strings")
     if cwd is not None and not isinstance(cwd, str):
         raise ValueError("cwd must be a string or null")
-    return Request(int(message["spawn"]), tuple(argv), dict(env), cwd)
+    if not (isinstance(start_env, dict) and all(isinstance(v, str) for v in start_env.values())):
+        raise ValueError("start_env must map names to strings")
+    env_size = message.get("env_size")
+    if not isinstance(env_size, int) or env_size < 0:
+        raise ValueError("env_size must be a size in bytes")
+    return Request(int(message["spawn"]), tuple(argv), cwd, dict(start_env), env_size)
 
 
 def read_at_start(name: str) -> bool:
@@ -104,11 +135,11 @@ def refusal(request: Request, executable: str, own_env: Mapping[str, str]) -> st
     interpreter, started and imported already: another interpreter, a command line
     other than ``-m`` or ``-c``, or a variable :func:`read_at_start` set differently
     needs a new process."""
-    argv = request.argv
+    argv, env = request.argv, request.start_env
     if len(argv) < 3 or argv[0] != executable or argv[1] not in ("-m", "-c"):
         return f"not `{executable} -m MODULE` or `-c CODE`: {' '.join(argv[:3])}"
-    for name in sorted(set(request.env) | set(own_env)):
-        if read_at_start(name) and request.env.get(name) != own_env.get(name):
+    for name in sorted(set(env) | set(own_env)):
+        if read_at_start(name) and env.get(name) != own_env.get(name):
             return f"{name} differs from the fork server's"
     return None
 
@@ -121,9 +152,10 @@ def started_with(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if read_at_start(k)}
 
 
-def serve(sock: socket.socket, own_env: Mapping[str, str]) -> Request:
+def serve(sock: socket.socket, own_env: Mapping[str, str]) -> tuple[Request, int]:
     """Answer requests on ``sock`` until it closes (then exit). Returns only in a forked
-    child, with the request it is to become: the caller runs it (:func:`become`) as the
+    child, with the request it is to become and the pipe its environment comes from:
+    the caller runs it (:func:`become`) as the
     last thing of its ``__main__``, so the child ends as an interpreter does.
     ``own_env``: :func:`started_with` this process's environment."""
     sel = selectors.DefaultSelector()
@@ -132,12 +164,12 @@ def serve(sock: socket.socket, own_env: Mapping[str, str]) -> Request:
     while True:
         for key, _ in sel.select():
             if key.data is None:
-                data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 1)
+                data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 2)
                 if not data:
                     raise SystemExit(0)  # the supervisor closed its end, or is gone
-                request = _handle(sock, data, fds, own_env, sel, children)
-                if request is not None:
-                    return request
+                child = _handle(sock, data, fds, own_env, sel, children)
+                if child is not None:
+                    return child
             else:
                 pidfd = key.fd
                 pid = children.pop(pidfd)
@@ -154,8 +186,7 @@ def _handle(
     own_env: Mapping[str, str],
     sel: selectors.BaseSelector,
     children: dict[int, int],
-) -> Request | None:
-    log_fd = fds[0] if fds else None
+) -> tuple[Request, int] | None:
     try:
         message = decode(data)
         request = parse_request(message)
@@ -163,20 +194,24 @@ def _handle(
         _close(fds)
         _send(sock, {"error": f"bad request: {exc}", "spawn": -1})
         return None
-    why = refusal(request, sys.executable, own_env) if log_fd is not None else "no log given"
-    why = why or _proctitle.fits(request.argv, request.env)
+    if len(fds) != 2:
+        why: str | None = "a request brings its log and its environment's pipe"
+    else:
+        why = refusal(request, sys.executable, own_env)
+        why = why or _proctitle.fits(request.argv, request.env_size)
     if why is not None:
         _close(fds)
         _send(sock, {"spawn": request.id, "error": why})
         return None
-    assert log_fd is not None
+    log_fd, env_fd = fds
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
         _detach(log_fd, list(children), sel, sock)
-        return request
+        return request, env_fd
     os.close(log_fd)
+    os.close(env_fd)
     pidfd = os.pidfd_open(pid)
     children[pidfd] = pid
     sel.register(pidfd, selectors.EVENT_READ, pid)
@@ -226,16 +261,18 @@ def _close(fds: Sequence[int]) -> None:
 # -- the child ----------------------------------------------------------------------
 
 
-def become(request: Request) -> None:
+def become(request: Request, env_fd: int) -> None:
     """Run ``request`` in this (forked) process as ``python -m``/``-c`` would: its
-    environment, working directory, ``sys.argv`` and ``sys.path[0]``, its module as
-    ``__main__``. Its exit (``SystemExit``, an exception) propagates to the caller."""
+    environment (read from ``env_fd``), working directory, ``sys.argv`` and
+    ``sys.path[0]``, its module as ``__main__``. Its exit (``SystemExit``, an
+    exception) propagates to the caller."""
+    env = read_env(env_fd)
     os.environ.clear()
-    os.environ.update(request.env)
+    os.environ.update(env)
     if request.cwd is not None:
         os.chdir(request.cwd)
     gc.enable()  # the server's imports are frozen; what the service allocates is not
-    _proctitle.show(request.argv, request.env)  # after the environment's rebuild above
+    _proctitle.show(request.argv, env)  # after the environment's rebuild above
     flag, target, *args = request.argv[1:]
     if flag == "-m":
         import runpy
@@ -307,7 +344,7 @@ def prepare(args: argparse.Namespace) -> tuple[socket.socket, dict[str, str]]:
     return sock, own_env
 
 
-def main(argv: Sequence[str] | None = None) -> Request:
+def main(argv: Sequence[str] | None = None) -> tuple[Request, int]:
     args = _parse(sys.argv[1:] if argv is None else argv)
     try:
         sock, own_env = prepare(args)
@@ -318,4 +355,4 @@ def main(argv: Sequence[str] | None = None) -> Request:
 
 
 if __name__ == "__main__":
-    become(main())
+    become(*main())

@@ -52,15 +52,21 @@ def env_items(env: Mapping[str, str]) -> list[str]:
     return [f"{name}={value}" for name, value in env.items()]
 
 
-def fits(argv: Sequence[str], env: Mapping[str, str]) -> str | None:
-    """Why ``argv`` and ``env`` cannot be shown in this process's areas (None: they can)."""
+def environ_size(env: Mapping[str, str]) -> int:
+    """The bytes ``env`` takes in an environment area."""
+    return sum(len(item.encode(errors="surrogateescape")) + 1 for item in env_items(env))
+
+
+def fits(argv: Sequence[str], env_size: int) -> str | None:
+    """Why ``argv`` and an environment of ``env_size`` bytes cannot be shown in this
+    process's areas (None: they can)."""
     found = areas()
     if found is None:
         return "this platform does not show a process's own command line"
     (a0, a1), (e0, e1) = found
     if packed(argv, a1 - a0) is None:
         return f"a command line longer than the fork server's room ({a1 - a0} bytes)"
-    if packed(env_items(env), e1 - e0) is None:
+    if env_size > e1 - e0:
         return f"an environment larger than the fork server's room ({e1 - e0} bytes)"
     return None
 

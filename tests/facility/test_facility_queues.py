@@ -447,8 +447,9 @@ def test_each_instruments_agent_is_its_own_process_with_its_own_password_only(
         assert env["BEAMPOD_AGENT_PASSWORD"] == own
         held = {v for v in env.values() if v in every_secret}
         assert held == {own}, f"agent-{inst} holds more than its own agent password"
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        assert [a.decode() for a in argv[-3:-1]] == ["--instrument", inst]
+        # Forked (ADR 39): its command line is followed by blank room, not one NUL.
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        assert [a.decode() for a in argv[-2:]] == ["--instrument", inst]
     assert "agent" not in sections["central"]
 
 

@@ -29,18 +29,24 @@ pytestmark = pytest.mark.timeout(60)
 # -- the protocol, without sockets ---------------------------------------------------
 
 
-def test_a_request_goes_through_the_wire_format_unchanged() -> None:
-    request = _forkserver.Request(7, (sys.executable, "-m", "x", "--a"), {"K": "v"}, "/tmp")
+def test_a_request_goes_through_the_wire_format_unchanged_without_its_environment() -> None:
+    env = {"PYTHONUNBUFFERED": "1", "BEAMPOD_AGENT_PASSWORD": "s3cret"}
+    request = _forkserver.request_for(7, (sys.executable, "-m", "x", "--a"), env, "/tmp")
     data = _forkserver.encode(_forkserver.request_message(request))
     assert _forkserver.parse_request(_forkserver.decode(data)) == request
+    # The server sees what it checks and the size, never the values it has no use for.
+    assert request.start_env == {"PYTHONUNBUFFERED": "1"}
+    assert request.env_size == len(b"PYTHONUNBUFFERED=1\0BEAMPOD_AGENT_PASSWORD=s3cret\0")
+    assert b"s3cret" not in data
 
 
 @pytest.mark.parametrize(
     ("message", "error"),
     [
-        ({"spawn": 1, "argv": "python -m x", "env": {}, "cwd": None}, "argv"),
-        ({"spawn": 1, "argv": ["p"], "env": {"K": 1}, "cwd": None}, "env"),
-        ({"spawn": 1, "argv": ["p"], "env": {}, "cwd": 3}, "cwd"),
+        ({"spawn": 1, "argv": "python -m x", "start_env": {}, "env_size": 0}, "argv"),
+        ({"spawn": 1, "argv": ["p"], "start_env": {"K": 1}, "env_size": 0}, "start_env"),
+        ({"spawn": 1, "argv": ["p"], "cwd": 3, "start_env": {}, "env_size": 0}, "cwd"),
+        ({"spawn": 1, "argv": ["p"], "start_env": {}, "env_size": -1}, "env_size"),
     ],
 )
 def test_a_malformed_request_is_named(message: dict[str, Any], error: str) -> None:
@@ -54,7 +60,7 @@ def test_a_message_that_is_not_an_object_is_refused() -> None:
 
 
 def _request(argv: tuple[str, ...], env: dict[str, str] | None = None) -> _forkserver.Request:
-    return _forkserver.Request(1, argv, env or {}, None)
+    return _forkserver.request_for(1, argv, env or {}, None)
 
 
 def test_only_this_interpreter_started_the_same_way_can_be_forked() -> None:
@@ -83,6 +89,7 @@ def test_an_area_is_packed_to_its_exact_size_or_not_at_all() -> None:
     assert _proctitle.packed(["ab", "c"], 4) is None
     assert _proctitle.env_items({"A": "1", "B": "x=y"}) == ["A=1", "B=x=y"]
     assert len(_proctitle.room(["abc", "é"], margin=10)) == 13
+    assert _proctitle.environ_size({"A": "1", "B": "é"}) == len("A=1\0B=é\0".encode())
 
 
 # -- real processes ------------------------------------------------------------------
@@ -233,6 +240,56 @@ def test_forked_services_die_with_the_fork_server(tmp_path: Path) -> None:
     # Gone, not only reported gone (a zombie of init's would still be listed).
     stat = Path(f"/proc/{seen['pid']}/stat")
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _memory_holds(pid: int, needle: bytes) -> bool:
+    """Whether ``needle`` is anywhere in the readable memory of process ``pid``."""
+    found = False
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            bounds, perms = line.split()[:2]
+            if not perms.startswith("r"):
+                continue
+            start, end = (int(x, 16) for x in bounds.split("-"))
+            try:
+                mem.seek(start)
+                found = found or needle in mem.read(end - start)
+            except (OSError, ValueError, OverflowError):  # [vvar] and the like
+                continue
+    return found
+
+
+def test_a_services_environment_reaches_it_alone(tmp_path: Path) -> None:
+    """Credentials in one service's environment (an instrument's agent password) are
+    never in the fork server's memory, nor so in any service forked after it."""
+    first, second = os.urandom(16).hex().encode(), os.urandom(16).hex().encode()
+    argv = (sys.executable, "-c", REPORT, "--stay")
+    held: dict[str, bool] = {}
+
+    async def scenario(server: ForkServer, where: Path) -> None:
+        children = []
+        for name, token in (("one", first), ("two", second)):
+            launch = Spawned(name, argv, {"PROBE": token.decode()}, None)
+            child = await server.spawn(launch, where / f"{name}.log")
+            assert isinstance(child, ForkedProcess), child
+            await asyncio.to_thread(_report, where / f"{name}.log")
+            children.append(child)
+        one, two = children
+        held["first in its own"] = _memory_holds(one.pid, first)  # the check can see it
+        held["first in the server"] = _memory_holds(server.pid, first)
+        held["first in the next"] = _memory_holds(two.pid, first)
+        held["second in the server"] = _memory_holds(server.pid, second)
+        for child in children:
+            os.killpg(child.pid, signal.SIGKILL)
+            await child.wait()
+
+    _run(scenario, tmp_path)
+    assert held == {
+        "first in its own": True,
+        "first in the server": False,
+        "first in the next": False,
+        "second in the server": False,
+    }
 
 
 def _spec(name: str, forkable: bool) -> ServiceSpec:

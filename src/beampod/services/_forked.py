@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -150,21 +151,27 @@ class ForkServer:
         if not await self.ready():
             return "the fork server is not ready"
         env = service_env(launch.env)
-        request = _forkserver.Request(self._next_id, launch.argv, env, launch.cwd)
+        request = _forkserver.request_for(self._next_id, launch.argv, env, launch.cwd)
         self._next_id += 1
         async with self._lock:
             if self.gone:
                 return "the fork server has ended"
+            try:
+                env_fd = _env_pipe(_forkserver.env_data(env))
+            except OSError as exc:
+                return f"no pipe for its environment: {exc}"
             reply = asyncio.get_running_loop().create_future()
             self._replies[request.id] = reply
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            with log_path.open("ab") as log:
-                data = _forkserver.encode(_forkserver.request_message(request))
-                try:
-                    socket.send_fds(self._sock, [data], [log.fileno()])
-                except OSError as exc:
-                    self._replies.pop(request.id, None)
-                    return f"the fork server cannot be reached: {exc}"
+            try:
+                with log_path.open("ab") as log:
+                    data = _forkserver.encode(_forkserver.request_message(request))
+                    socket.send_fds(self._sock, [data], [log.fileno(), env_fd])
+            except OSError as exc:
+                self._replies.pop(request.id, None)
+                return f"the fork server cannot be reached: {exc}"
+            finally:
+                os.close(env_fd)
             answer = await reply
         if isinstance(answer, str):
             return answer
@@ -238,6 +245,25 @@ class ForkServer:
         for child in self._children.values():
             child.parent_gone()
         self._children.clear()
+
+
+def _env_pipe(data: bytes) -> int:
+    """The read end of a pipe that holds ``data`` and then ends (its write end closed):
+    a child's environment, which only the child reads. The pipe is made large enough
+    to hold it, so writing never waits for the reader."""
+    read, write = os.pipe()
+    try:
+        if len(data) > 1 << 16 and hasattr(fcntl, "F_SETPIPE_SZ"):
+            fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, len(data))
+        view = memoryview(data)
+        while view:
+            view = view[os.write(write, view) :]
+    except OSError:
+        os.close(read)
+        raise
+    finally:
+        os.close(write)
+    return read
 
 
 class Spawner:
