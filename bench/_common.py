@@ -99,13 +99,23 @@ def process_cpu_s(pid: int) -> float:
     return sum(int(f) for f in fields[11:13]) / os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds of a process, its waited-for children and all its live descendants,
-    found by their parent pid in /proc (so a child started by any thread counts: the
-    queue server's worker, PostgreSQL's backends). 0 if it is gone. The benchmarks'
-    own walk, independent of the code under test."""
-    import os
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size (MB) of a process and all its live descendants: each
+    shared page counted once across them (``Pss`` of /proc/PID/smaps_rollup), unlike
+    a sum of resident sizes. 0 for what cannot be read."""
+    total_kb = 0
+    for p in _tree(pid):
+        try:
+            text = Path(f"/proc/{p}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Pss:"):
+                total_kb += int(line.split()[1])
+    return total_kb / 1024
 
+
+def _tree(pid: int) -> set[int]:
     parent: dict[int, int] = {}
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -120,8 +130,18 @@ def tree_cpu_s(pid: int) -> float:
         kids = [c for c, pp in parent.items() if pp == p and c not in tree]
         tree.update(kids)
         todo += kids
+    return tree
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process, its waited-for children and all its live descendants,
+    found by their parent pid in /proc (so a child started by any thread counts: the
+    queue server's worker, PostgreSQL's backends). 0 if it is gone. The benchmarks'
+    own walk, independent of the code under test."""
+    import os
+
     total = 0.0
-    for p in tree:
+    for p in _tree(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:

@@ -100,7 +100,7 @@ POOL_SETTINGS = ("writer_pool_size", "agent_pool_size", "queue_http_pool_size")
 def make(
     root: Path,
     n: int,
-    pools: dict[str, int | None],
+    pools: dict[str, int | bool | None],
     ioc_processes: str | None = None,
     event_page_ms: int | None = None,
 ) -> None:
@@ -196,7 +196,9 @@ def load_phase(
 def make_and_start(root: Path, n: int, args: argparse.Namespace) -> float:
     """Scaffold a facility of ``n`` instruments at ``root`` as ``args`` say and bring it
     up (``up -d``): the seconds that took."""
-    pools = {k: getattr(args, k, None) for k in POOL_SETTINGS}
+    pools: dict[str, int | bool | None] = {k: getattr(args, k, None) for k in POOL_SETTINGS}
+    if args.fork_services is not None:
+        pools["fork_services"] = args.fork_services == "on"
     make(root, n, pools, args.ioc_processes, args.event_page_ms)
     t0 = time.monotonic()
     run_cli(root, "up", "-d", timeout=1800)
@@ -549,6 +551,11 @@ def main() -> int:
         "--ioc-processes",
         choices=("per_ioc", "per_instrument", "per_host"),
         help="channel_access.ioc_processes of every facility (default: the scaffold's)",
+    )
+    ap.add_argument(
+        "--fork-services",
+        choices=("on", "off"),
+        help="pod.fork_services of every facility (default: the scaffold's, on)",
     )
     ap.add_argument(
         "--event-page-ms",

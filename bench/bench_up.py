@@ -36,7 +36,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import load_average, machine, percentile, process_cpu_s, run, tree_cpu_s
+from _common import (
+    load_average,
+    machine,
+    percentile,
+    process_cpu_s,
+    run,
+    tree_cpu_s,
+    tree_pss_mb,
+)
 
 RATIO_TARGET = 1.5
 SUPERVISOR_MB_TARGET = 60.0
@@ -113,6 +121,8 @@ def one(
             own = {n: s["ready_at"] - s["started_at"] for n, s in state["services"].items()}
             sup_mb = state["resources"]["supervisor"]["rss_mb"]
             total_mb = state["resources"]["total_rss_mb"]
+            # Every process of the pod descends from the supervisor: shared pages once.
+            pss_mb = tree_pss_mb(int(state["supervisor_pid"]))
             slow = sorted(own, key=lambda n: -own[n])[:alone_n]
             if "tiled" in own and "tiled" not in slow:
                 # Tiled's start is the one `up -d` is measured against (ADR 31); a
@@ -133,6 +143,7 @@ def one(
             "start_cpu": cpu,
             "supervisor_mb": sup_mb,
             "total_mb": total_mb,
+            "pss_mb": pss_mb,
         }
 
 
@@ -186,6 +197,7 @@ def main() -> int:
             + ", ".join(f"{n} {r['own'][n]:.1f}s -> {t:.1f}s" for n, t in r["alone"].items())
             + f"\n  up -d / slowest alone ({name} {solo:.1f} s) = {r['up'] / solo:.2f}"
             + f"; supervisor {r['supervisor_mb']:.1f} MB, pod {r['total_mb']:.0f} MB resident"
+            + f" ({r['pss_mb']:.0f} MB proportional)"
             + f"\n  start CPU-s ({sum(r['start_cpu'].values()):.1f} in all): "
             + ", ".join(
                 f"{n} {c:.2f}" for n, c in sorted(r["start_cpu"].items(), key=lambda kv: -kv[1])
@@ -214,6 +226,7 @@ def main() -> int:
                     "up_over_alone": ratio,
                     "supervisor_mb": percentile(sup, 50),
                     "pod_mb": percentile([r["total_mb"] for r in runs], 50),
+                    "pod_pss_mb": percentile([r["pss_mb"] for r in runs], 50),
                     "runs": runs,
                 }
             )

@@ -162,7 +162,16 @@ METRICS = [
 INFO = [
     ("up -d, all ready", "up", lambda r: f"{r['up_s']:.1f} s"),
     ("slowest service alone", "up", lambda r: f"{r['slowest_alone_s']:.1f} s"),
-    ("whole demo pod resident", "up", lambda r: f"{r['pod_mb']:.0f} MB"),
+    (
+        "whole demo pod resident (proportional)",
+        "up",
+        lambda r: f"{r['pod_mb']:.0f} MB ({r.get('pod_pss_mb', float('nan')):.0f} MB)",
+    ),
+    (
+        "start CPU-s in all, each pod",
+        "up",
+        lambda r: ", ".join(f"{sum(x['start_cpu'].values()):.1f}" for x in r["runs"]),
+    ),
     (
         "up -d / slowest alone, each pod",
         "up",

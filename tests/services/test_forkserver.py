@@ -242,6 +242,33 @@ def test_forked_services_die_with_the_fork_server(tmp_path: Path) -> None:
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
+def test_an_exit_read_with_the_spawns_answer_is_not_lost(tmp_path: Path) -> None:
+    """A service that exits at once: its exit can arrive in the same read as the answer
+    to its spawn, before the spawn that waits for that answer resumes."""
+    codes: dict[str, int | None] = {}
+
+    async def scenario(server: ForkServer, where: Path) -> None:
+        stay = (sys.executable, "-c", "import time; time.sleep(60)")
+        # Each leads its group, as a forked service does (it is signalled as a group).
+        sleeper = await asyncio.create_subprocess_exec(*stay, start_new_session=True)
+        reply = asyncio.get_running_loop().create_future()
+        server._replies[41] = reply
+        pidfd = os.pidfd_open(sleeper.pid)
+        server._dispatch({"spawn": 41, "pid": sleeper.pid}, [pidfd])
+        server._dispatch({"exited": sleeper.pid, "code": 5}, [])
+        child = await reply
+        codes["reported"] = await asyncio.wait_for(child.wait(), 5)
+        # An answer nobody waits for any more: that process is not kept running.
+        late = await asyncio.create_subprocess_exec(*stay, start_new_session=True)
+        server._dispatch({"spawn": 42, "pid": late.pid}, [os.pidfd_open(late.pid)])
+        codes["late"] = await asyncio.wait_for(late.wait(), 5)
+        sleeper.kill()
+        await sleeper.wait()
+
+    _run(scenario, tmp_path)
+    assert codes == {"reported": 5, "late": -signal.SIGKILL}
+
+
 def _memory_holds(pid: int, needle: bytes) -> bool:
     """Whether ``needle`` is anywhere in the readable memory of process ``pid``."""
     found = False

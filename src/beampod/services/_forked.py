@@ -13,6 +13,7 @@ import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from beampod import _forkserver, _proctitle
 from beampod._headstart import Spawned
@@ -43,6 +44,8 @@ SHARED_SKIPPED = ("httpx._main", "watchfiles")
 SHARED_DEFERRED = ("aiohttp",)
 #: The longest a spawn waits for the fork server's imports before it execs instead.
 READY_TIMEOUT_S = 20.0
+#: The longest a spawn waits for the fork server's answer (a fork takes milliseconds).
+REPLY_TIMEOUT_S = 10.0
 SERVICE_NAME = "forkserver"  # its log: logs/forkserver.log
 
 
@@ -94,7 +97,7 @@ class ForkServer:
         self._sock = sock
         loop = asyncio.get_running_loop()
         self._ready: asyncio.Future[bool] = loop.create_future()
-        self._replies: dict[int, asyncio.Future[tuple[int, int] | str]] = {}
+        self._replies: dict[int, asyncio.Future[ForkedProcess | str]] = {}
         self._children: dict[int, ForkedProcess] = {}
         self._next_id = 0
         self._lock = asyncio.Lock()  # one request in flight: replies come in order
@@ -172,13 +175,10 @@ class ForkServer:
                 return f"the fork server cannot be reached: {exc}"
             finally:
                 os.close(env_fd)
-            answer = await reply
-        if isinstance(answer, str):
-            return answer
-        pid, pidfd = answer
-        child = ForkedProcess(pid, pidfd)
-        self._children[pid] = child
-        return child
+            try:
+                return await asyncio.wait_for(reply, REPLY_TIMEOUT_S)
+            except TimeoutError:
+                return f"no answer from the fork server in {REPLY_TIMEOUT_S:.0f} s"
 
     async def close(self, timeout: float = 5.0) -> None:
         """End the fork server (its services are stopped already) and wait for it."""
@@ -208,26 +208,31 @@ class ForkServer:
                 for fd in fds:
                     os.close(fd)
 
-    def _dispatch(self, message: dict[str, object], fds: list[int]) -> None:
+    def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
         if "ready" in message:
             if not self._ready.done():
                 self._ready.set_result(True)
         elif "exited" in message:
-            child = self._children.pop(int(message["exited"]), None)  # type: ignore[call-overload]
+            child = self._children.pop(int(message["exited"]), None)
             if child is not None:
-                child.exited(int(message["code"]))  # type: ignore[call-overload]
+                child.exited(int(message["code"]))
         elif "spawn" in message:
-            reply = self._replies.pop(int(message["spawn"]), None)  # type: ignore[call-overload]
+            reply = self._replies.pop(int(message["spawn"]), None)
             if "pid" in message and fds:
-                answer: tuple[int, int] | str = (int(message["pid"]), fds[0])  # type: ignore[call-overload]
-            else:
-                for fd in fds:
-                    os.close(fd)
-                answer = str(message.get("error", "refused"))
+                # Kept at once: its exit may be the very next message, read in this same
+                # callback before the spawn that asked for it resumes.
+                child = ForkedProcess(int(message["pid"]), fds[0])
+                self._children[child.pid] = child
+                if reply is None or reply.done():
+                    # Nobody waits for it any more (the spawn timed out): not to be kept.
+                    _process.signal_group(child.pid, signal.SIGKILL)
+                else:
+                    reply.set_result(child)
+                return
+            for fd in fds:
+                os.close(fd)
             if reply is not None and not reply.done():
-                reply.set_result(answer)
-            elif isinstance(answer, tuple):
-                os.close(answer[1])
+                reply.set_result(str(message.get("error", "refused")))
 
     def _end(self) -> None:
         if self.gone:
