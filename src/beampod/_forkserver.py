@@ -18,14 +18,14 @@ and this process dies with the supervisor, so a SIGKILLed supervisor leaves noth
 The protocol is one JSON message per datagram on a ``SOCK_SEQPACKET`` socket pair
 (:func:`encode`, :func:`decode`; the log's descriptor, the pipe of the child's
 environment and the child's pidfd travel as ``SCM_RIGHTS``). Standard library only,
-``beampod._lazy`` (its import policies) and ``beampod._proctitle`` (what a child shows
-as its command line and environment).
+``beampod._lazy`` (its import policies), ``beampod._spawning`` (a child's standard
+streams and parent-death signal, as every service's) and ``beampod._proctitle`` (what
+a child shows as its command line and environment).
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import importlib
 import json
@@ -41,10 +41,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from beampod import _proctitle
+from beampod._spawning import die_with_parent, stdio_to
 
 #: The largest message (a request's command line, in practice a few hundred bytes).
 MAX_MESSAGE = 1 << 20
-_PR_SET_PDEATHSIG = 1
 
 
 # -- the protocol: pure, tested without sockets -------------------------------------
@@ -226,27 +226,14 @@ def _detach(
     and stderr, /dev/null as stdin, none of the server's descriptors."""
     parent = os.getppid()
     os.setsid()
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() != parent:  # the server died before the signal was armed
         os._exit(1)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(null)
-    os.close(log_fd)
+    stdio_to(log_fd)
     sel.close()
     sock.close()
     _close(fds)  # the other children's pidfds
     signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:  # not glibc: the supervisor stops its services itself
-        pass
 
 
 def _send(sock: socket.socket, message: Mapping[str, Any]) -> None:
@@ -328,7 +315,7 @@ def prepare(args: argparse.Namespace) -> tuple[socket.socket, dict[str, str]]:
     os.environ.update(environ)
     _proctitle.show([sys.executable, "-m", "beampod._forkserver"], environ)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the supervisor's
-    _die_with_parent()
+    die_with_parent()
     if leads_session():
         set_autogroup_nice(SESSION_NICE, wait_s=0.2)
     gc.disable()

@@ -135,6 +135,17 @@ class Forked:
         return code
 
 
+def stdio_to(log_fd: int) -> None:
+    """In a forked child: ``log_fd`` as stdout and stderr (then closed), /dev/null as
+    stdin."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    os.close(null)
+
+
 def can_fork() -> bool:
     """Forking is safe here: Linux, and no other thread that the child would lose."""
     return sys.platform.startswith("linux") and threading.active_count() == 1
@@ -151,13 +162,7 @@ def fork_detached(log: Path, child: Callable[[], int]) -> Forked:
     code = 1
     try:
         os.setsid()
-        out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        os.close(out)
-        os.close(null)
+        stdio_to(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
         for stream in (sys.stdout, sys.stderr):
             reconfigure = getattr(stream, "reconfigure", None)
             if reconfigure is not None:

@@ -201,19 +201,28 @@ def test_what_cannot_be_forked_starts_a_new_interpreter(tmp_path: Path) -> None:
 
     async def scenario(server: ForkServer, where: Path) -> None:
         spawner = Spawner(server, progress.append)
+        # Another program (or interpreter: an environment cycle's) is not even asked.
         launch = Spawned("sh", ("/bin/sh", "-c", "echo from-sh; exit 4"), {}, None)
         proc = await spawner.spawn(launch, log, fork=True)
         assert isinstance(proc, SpawnedProcess)
         assert await asyncio.wait_for(proc.wait(), 20) == 4
+        # This interpreter with a path the fork server did not start with: refused,
+        # said once, and started anew with that path.
+        code = "import sys; print('path', sys.path[1]); raise SystemExit(6)"
+        odd = Spawned("odd", (sys.executable, "-c", code), {"PYTHONPATH": "/nowhere"}, None)
+        for _ in range(2):
+            proc = await spawner.spawn(odd, log, fork=True)
+            assert isinstance(proc, SpawnedProcess)
+            assert await asyncio.wait_for(proc.wait(), 20) == 6
         # Too long for the room the server was given: refused before any fork.
         long = Spawned("long", (sys.executable, "-c", "pass", "x" * 4096), {}, None)
         assert "command line longer" in str(await server.spawn(long, log))
 
     _run(scenario, tmp_path)
     assert "from-sh" in log.read_text()
+    assert log.read_text().count("path /nowhere") == 2
     assert progress == [
-        f"sh not forked: not `{sys.executable} -m MODULE` or `-c CODE`: /bin/sh -c echo "
-        "from-sh; exit 4; starting a new interpreter"
+        "odd not forked: PYTHONPATH differs from the fork server's; starting a new interpreter"
     ]
 
 

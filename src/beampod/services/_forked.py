@@ -283,7 +283,10 @@ class Spawner:
         self._progress = progress or (lambda _msg: None)
 
     async def spawn(self, launch: Spawned, log_path: Path, *, fork: bool) -> _process.ChildProcess:
-        if fork and self.server is not None and not self.server.gone:
+        # Another interpreter (an environment cycle's) is expected to start anew: not
+        # asked, and not said each time.
+        ours = bool(launch.argv) and launch.argv[0] == sys.executable
+        if fork and ours and self.server is not None and not self.server.gone:
             child = await self.server.spawn(launch, log_path)
             if not isinstance(child, str):
                 self.refusals.pop(launch.name, None)
