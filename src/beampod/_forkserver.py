@@ -43,6 +43,8 @@ from typing import Any
 from beampod import _proctitle
 from beampod._spawning import die_with_parent, stdio_to
 
+#: What the fork server ignores (its children get the defaults back).
+IGNORED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: The largest message (a request's command line, in practice a few hundred bytes).
 MAX_MESSAGE = 1 << 20
 
@@ -126,8 +128,13 @@ def parse_request(message: Mapping[str, Any]) -> Request:
 
 def read_at_start(name: str) -> bool:
     """An environment variable that a process reads once, before its imports: Python's
-    own (the path, the hash seed, the allocator) and pydantic's plugin switch."""
-    return name.startswith("PYTHON") or name == "PYDANTIC_DISABLE_PLUGINS"
+    own (the path, the hash seed, the allocator), the locale (its standard streams' and
+    file names' encoding), the dynamic loader's and pydantic's plugin switch."""
+    return name.startswith(("PYTHON", "LC_", "LD_")) or name in (
+        "LANG",
+        "LANGUAGE",
+        "PYDANTIC_DISABLE_PLUGINS",
+    )
 
 
 def refusal(request: Request, executable: str, own_env: Mapping[str, str]) -> str | None:
@@ -161,22 +168,25 @@ def serve(sock: socket.socket, own_env: Mapping[str, str]) -> tuple[Request, int
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ, None)
     children: dict[int, int] = {}  # pidfd -> pid
-    while True:
-        for key, _ in sel.select():
-            if key.data is None:
-                data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 2)
-                if not data:
-                    raise SystemExit(0)  # the supervisor closed its end, or is gone
-                child = _handle(sock, data, fds, own_env, sel, children)
-                if child is not None:
-                    return child
-            else:
-                pidfd = key.fd
-                pid = children.pop(pidfd)
-                sel.unregister(pidfd)
-                os.close(pidfd)
-                _, status = os.waitpid(pid, 0)
-                _send(sock, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+    try:
+        while True:
+            for key, _ in sel.select():
+                if key.data is None:
+                    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 2)
+                    if not data:
+                        raise SystemExit(0)  # the supervisor closed its end, or is gone
+                    child = _handle(sock, data, fds, own_env, sel, children)
+                    if child is not None:
+                        return child
+                else:
+                    pidfd = key.fd
+                    pid = children.pop(pidfd)
+                    sel.unregister(pidfd)
+                    os.close(pidfd)
+                    _, status = os.waitpid(pid, 0)
+                    _send(sock, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+    except (BrokenPipeError, ConnectionResetError):
+        raise SystemExit(0) from None  # the supervisor is gone: so are its services
 
 
 def _handle(
@@ -204,19 +214,57 @@ def _handle(
         _send(sock, {"spawn": request.id, "error": why})
         return None
     log_fd, env_fd = fds
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        _detach(log_fd, list(children), sel, sock)
-        return request, env_fd
-    os.close(log_fd)
-    os.close(env_fd)
-    pidfd = os.pidfd_open(pid)
+    try:
+        forked = _fork(log_fd, env_fd, list(children), sel, sock)
+    except OSError as exc:  # no process or no pidfd to be had: this one is not started
+        _send(sock, {"spawn": request.id, "error": f"cannot fork: {exc}"})
+        return None
+    if isinstance(forked, int):
+        return request, env_fd  # in the child
+    pid, pidfd = forked
     children[pidfd] = pid
     sel.register(pidfd, selectors.EVENT_READ, pid)
     socket.send_fds(sock, [encode({"spawn": request.id, "pid": pid})], [pidfd])
     return None
+
+
+def _fork(
+    log_fd: int,
+    env_fd: int,
+    others: Sequence[int],
+    sel: selectors.BaseSelector,
+    sock: socket.socket,
+) -> tuple[int, int] | int:
+    """Fork; in the child (detached, :func:`_detach`) return the pipe of its
+    environment, in this process (the request's descriptors closed) the child's pid and
+    pidfd, once the child leads its own session: the supervisor may signal its group,
+    or set its session's priority, the moment it has the answer."""
+    started, ready = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        pid = os.fork()
+    except OSError:
+        _close([started, ready, log_fd, env_fd])
+        raise
+    if pid == 0:
+        os.close(started)
+        _detach(log_fd, others, sel, sock)
+        os.write(ready, b"\0")
+        os.close(ready)
+        return env_fd
+    _close([ready, log_fd, env_fd])
+    try:
+        os.read(started, 1)  # b"" if it died first: its exit is reported as any other
+    finally:
+        os.close(started)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    return pid, pidfd
 
 
 def _detach(
@@ -234,6 +282,9 @@ def _detach(
     sock.close()
     _close(fds)  # the other children's pidfds
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in IGNORED_SIGNALS:
+        if sig != signal.SIGINT:
+            signal.signal(sig, signal.SIG_DFL)
 
 
 def _send(sock: socket.socket, message: Mapping[str, Any]) -> None:
@@ -261,10 +312,17 @@ def become(request: Request, env_fd: int) -> None:
     gc.enable()  # the server's imports are frozen; what the service allocates is not
     _proctitle.show(request.argv, env)  # after the environment's rebuild above
     flag, target, *args = request.argv[1:]
+    sys.orig_argv = list(request.argv)
+    # A fresh ``__main__`` that stays (atexit handlers, pickles by ``__main__``, a
+    # multiprocessing child see the service's), not this process's.
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = __builtins__
+    sys.modules["__main__"] = main
     if flag == "-m":
         import runpy
 
-        sys.path[0] = os.getcwd()
+        if not sys.flags.safe_path:  # PYTHONSAFEPATH: no directory was put first
+            sys.path[0] = os.getcwd()
         sys.argv = [target, *args]
         # ``python -m`` runs a module that nothing imported yet (a later ``import``
         # of it loads a second copy); a package stays, as ``-m`` imports it first.
@@ -272,12 +330,13 @@ def become(request: Request, env_fd: int) -> None:
         if loaded is not None and not hasattr(loaded, "__path__"):
             del sys.modules[target]
         sys.modules.pop(f"{target}.__main__", None)
-        runpy.run_module(target, run_name="__main__", alter_sys=True)
+        # What ``python -m`` itself calls: the module runs in ``__main__``, which keeps
+        # its ``__spec__``, ``__file__`` and ``sys.argv[0]`` (not restored after).
+        runpy._run_module_as_main(target, alter_argv=True)  # type: ignore[attr-defined]
         return
-    sys.path[0] = ""
+    if not sys.flags.safe_path:
+        sys.path[0] = ""
     sys.argv = ["-c", *args]
-    main = types.ModuleType("__main__")
-    sys.modules["__main__"] = main
     exec(compile(target, "<string>", "exec"), main.__dict__)  # what `python -c` does
 
 
@@ -314,7 +373,11 @@ def prepare(args: argparse.Namespace) -> tuple[socket.socket, dict[str, str]]:
     os.environ.clear()
     os.environ.update(environ)
     _proctitle.show([sys.executable, "-m", "beampod._forkserver"], environ)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the supervisor's
+    # A terminal's Ctrl-C, a unit's or an operator's SIGTERM are for the supervisor,
+    # which stops the services gracefully first: this process ends when it closes the
+    # socket, or with it (and the services with this process).
+    for sig in IGNORED_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     die_with_parent()
     if leads_session():
         set_autogroup_nice(SESSION_NICE, wait_s=0.2)

@@ -95,8 +95,11 @@ def test_an_area_is_packed_to_its_exact_size_or_not_at_all() -> None:
 # -- real processes ------------------------------------------------------------------
 
 REPORT = """
-import json, os, sys
+import atexit, json, os, sys
+atexit.register(lambda: print("at exit, __main__ is", getattr(sys.modules["__main__"],
+    "__file__", "-"), flush=True))
 print(json.dumps({
+    "orig_argv": sys.orig_argv,
     "name": __name__,
     "argv": sys.argv,
     "cwd": os.getcwd(),
@@ -166,6 +169,9 @@ def test_a_forked_module_runs_as_python_m_would(tmp_path: Path) -> None:
     assert report["leads_session"] is True
     assert report["stdin"] == ""
     assert report["fds"] == [0, 1, 2, 3]  # 3: the listing's own; none of the server's
+    assert report["orig_argv"] == [sys.executable, "-m", "report_service", "a", "--flag"]
+    # Its module stays __main__ to the end, as under `python -m`.
+    assert f"at exit, __main__ is {tmp_path / 'report_service.py'}" in log.read_text()
 
 
 def test_a_forked_service_shows_its_own_command_line_and_environment(tmp_path: Path) -> None:
@@ -226,6 +232,38 @@ def test_what_cannot_be_forked_starts_a_new_interpreter(tmp_path: Path) -> None:
     ]
 
 
+def test_an_environment_the_pipe_cannot_hold_starts_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the kernel will not grow a pipe (a user past ``fs.pipe-user-pages-soft``),
+    an environment larger than the pipe is not written blocking the event loop: the
+    service starts anew."""
+    import fcntl
+
+    real = fcntl.fcntl
+
+    def refusing_growth(fd: int, cmd: int, arg: int = 0) -> int:
+        if cmd == fcntl.F_SETPIPE_SZ:
+            return real(fd, fcntl.F_GETPIPE_SZ)  # "set", and nothing changed
+        return real(fd, cmd, arg)
+
+    monkeypatch.setattr(fcntl, "fcntl", refusing_growth)
+    log = tmp_path / "large.log"
+    large = {"LARGE": "x" * (100 << 10)}  # over a default pipe's 64 KiB
+    code = "import os; print('large', len(os.environ['LARGE']))"
+    launch = Spawned("large", (sys.executable, "-c", code), large, None)
+
+    async def scenario(server: ForkServer, where: Path) -> None:
+        why = await server.spawn(launch, log)
+        assert isinstance(why, str) and why.startswith("no pipe for its environment"), why
+        proc = await Spawner(server).spawn(launch, log, fork=True)
+        assert isinstance(proc, SpawnedProcess)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+
+    _run(scenario, tmp_path)
+    assert f"large {100 << 10}" in log.read_text()
+
+
 def test_forked_services_die_with_the_fork_server(tmp_path: Path) -> None:
     log = tmp_path / "orphan.log"
     seen: dict[str, int] = {}
@@ -235,8 +273,19 @@ def test_forked_services_die_with_the_fork_server(tmp_path: Path) -> None:
         child = await server.spawn(Spawned("orphan", argv, {}, None), log)
         assert isinstance(child, ForkedProcess), child
         await asyncio.to_thread(_report, log)
+        ended: list[bool] = []
+        server.on_end = lambda: ended.append(True)
+        # A unit's or an operator's SIGTERM (or a terminal's SIGINT, SIGHUP) is the
+        # supervisor's to act on: the fork server and its services stay.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            os.kill(server.pid, sig)
+        again = await server.spawn(Spawned("again", (sys.executable, "-c", "pass"), {}, None), log)
+        assert isinstance(again, ForkedProcess), again
+        assert await asyncio.wait_for(again.wait(), 20) == 0
+        assert child.returncode is None and not ended
         os.kill(server.pid, signal.SIGKILL)
         seen["code"] = await asyncio.wait_for(child.wait(), 20)
+        assert ended == [True]
         seen["pid"] = child.pid
         assert server.gone
         later = await Spawner(server).spawn(Spawned("x", argv, {}, None), log, fork=True)

@@ -102,6 +102,8 @@ class ForkServer:
         self._next_id = 0
         self._lock = asyncio.Lock()  # one request in flight: replies come in order
         self.gone = False
+        self.unresponsive: str | None = None
+        self.on_end: Callable[[], None] | None = None  # called once, when it ends
         loop.add_reader(sock.fileno(), self._on_readable)
 
     @property
@@ -135,10 +137,20 @@ class ForkServer:
                 proc = await asyncio.create_subprocess_exec(
                     *argv, pass_fds=(theirs.fileno(),), **options
                 )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         ours.setblocking(False)
         return cls(_process.SpawnedProcess(proc), ours)
+
+    @property
+    def usable(self) -> bool:
+        """Running, and it answered in time so far: once it did not, every later start
+        is a new interpreter at once (a hung fork server would otherwise hold each one
+        up for as long again). It stays: its services still run."""
+        return not self.gone and self.unresponsive is None
 
     async def ready(self, timeout: float = READY_TIMEOUT_S) -> bool:
         """The fork server has imported what it shares (False: it failed, or took
@@ -146,11 +158,14 @@ class ForkServer:
         try:
             return await asyncio.wait_for(asyncio.shield(self._ready), timeout)
         except TimeoutError:
+            self.unresponsive = f"not ready after {timeout:.0f} s"
             return False
 
     async def spawn(self, launch: Spawned, log_path: Path) -> ForkedProcess | str:
         """Fork ``launch`` with its output appended to ``log_path``; or why not (then
         nothing was started)."""
+        if self.unresponsive is not None:
+            return f"the fork server was {self.unresponsive}"
         if not await self.ready():
             return "the fork server is not ready"
         env = service_env(launch.env)
@@ -178,6 +193,7 @@ class ForkServer:
             try:
                 return await asyncio.wait_for(reply, REPLY_TIMEOUT_S)
             except TimeoutError:
+                self.unresponsive = f"without an answer for {REPLY_TIMEOUT_S:.0f} s"
                 return f"no answer from the fork server in {REPLY_TIMEOUT_S:.0f} s"
 
     async def close(self, timeout: float = 5.0) -> None:
@@ -194,7 +210,7 @@ class ForkServer:
     def _on_readable(self) -> None:
         while not self.gone:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(self._sock, _forkserver.MAX_MESSAGE, 1)
+                data, fds, flags, _addr = socket.recv_fds(self._sock, _forkserver.MAX_MESSAGE, 1)
             except BlockingIOError:
                 return
             except OSError:
@@ -202,6 +218,8 @@ class ForkServer:
             if not data:
                 self._end()
                 return
+            if flags & socket.MSG_CTRUNC:  # a pidfd the kernel could not hand over
+                fds = []  # (this process at its descriptor limit): see _dispatch
             try:
                 self._dispatch(_forkserver.decode(data), fds)
             except (ValueError, KeyError, TypeError):
@@ -218,14 +236,21 @@ class ForkServer:
                 child.exited(int(message["code"]))
         elif "spawn" in message:
             reply = self._replies.pop(int(message["spawn"]), None)
-            if "pid" in message and fds:
+            if "pid" in message and not fds:
+                # Forked, but its pidfd did not arrive: not one to keep unwatched (it
+                # leads its session already). The spawn starts it anew.
+                _process.signal_group(int(message["pid"]), signal.SIGKILL)
+                if reply is not None and not reply.done():
+                    reply.set_result("its pidfd did not arrive (too many open files?)")
+                return
+            if "pid" in message:
                 # Kept at once: its exit may be the very next message, read in this same
                 # callback before the spawn that asked for it resumes.
                 child = ForkedProcess(int(message["pid"]), fds[0])
                 self._children[child.pid] = child
                 if reply is None or reply.done():
                     # Nobody waits for it any more (the spawn timed out): not to be kept.
-                    _process.signal_group(child.pid, signal.SIGKILL)
+                    signal.pidfd_send_signal(fds[0], signal.SIGKILL)
                 else:
                     reply.set_result(child)
                 return
@@ -250,15 +275,20 @@ class ForkServer:
         for child in self._children.values():
             child.parent_gone()
         self._children.clear()
+        if self.on_end is not None:
+            self.on_end()
 
 
 def _env_pipe(data: bytes) -> int:
     """The read end of a pipe that holds ``data`` and then ends (its write end closed):
-    a child's environment, which only the child reads. The pipe is made large enough
-    to hold it, so writing never waits for the reader."""
-    read, write = os.pipe()
+    a child's environment, which only the child reads after its fork. The pipe is made
+    large enough to hold it, and written without blocking: where the kernel gives less
+    (a user past ``fs.pipe-user-pages-soft`` gets 8 KiB pipes), BlockingIOError, and
+    the service is started anew instead of the event loop waiting for a reader."""
+    read, write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        if len(data) > 1 << 16 and hasattr(fcntl, "F_SETPIPE_SZ"):
+        capacity = fcntl.fcntl(write, fcntl.F_GETPIPE_SZ)
+        if len(data) > capacity:
             fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, len(data))
         view = memoryview(data)
         while view:
@@ -268,6 +298,7 @@ def _env_pipe(data: bytes) -> int:
         raise
     finally:
         os.close(write)
+    os.set_blocking(read, True)  # the child reads it to its end
     return read
 
 
@@ -286,7 +317,7 @@ class Spawner:
         # Another interpreter (an environment cycle's) is expected to start anew: not
         # asked, and not said each time.
         ours = bool(launch.argv) and launch.argv[0] == sys.executable
-        if fork and ours and self.server is not None and not self.server.gone:
+        if fork and ours and self.server is not None and self.server.usable:
             child = await self.server.spawn(launch, log_path)
             if not isinstance(child, str):
                 self.refusals.pop(launch.name, None)
@@ -327,9 +358,17 @@ async def start_spawner(
 
 
 def forking_supported() -> bool:
-    return (
+    """Linux with pidfds (tried: a seccomp profile may refuse them) and descriptors
+    passed over a ``SOCK_SEQPACKET`` socket pair."""
+    if not (
         sys.platform.startswith("linux")
         and hasattr(os, "pidfd_open")
         and hasattr(socket, "send_fds")
         and hasattr(socket, "SOCK_SEQPACKET")
-    )
+    ):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return False
+    return True

@@ -128,6 +128,14 @@ class Supervisor(ServiceStarter):
                 raise task.exception()  # type: ignore[misc]
         self._set_phase("running")
 
+    def forkserver_ended(self, progress: Callable[[str], None]) -> None:
+        """The fork server is gone (ADR 39): no longer in the state, said in the log
+        unless the pod is stopping (it ends the fork server itself)."""
+        self._state.forkserver_pid = None
+        self._flush()
+        if not self._stopping:
+            progress("fork server ended; services start as new interpreters from now on")
+
     def starting_services(self) -> set[str]:
         """The services starting now, from their admission (before their log's offset
         is taken) to their readiness: their ready line is read from that offset."""
