@@ -298,6 +298,36 @@ def test_the_detached_supervisor_leaves_the_terminal_and_writes_its_log(
     assert "pod ready:" in log.read_text()
 
 
+def test_a_killed_fork_server_takes_its_services_which_come_back_anew(
+    own_pod: LoadedPod,
+) -> None:
+    """SIGKILL of the fork server (ADR 39): the services it forked die with it (their
+    parent-death signal) and are restarted as new interpreters, children of the
+    supervisor; the state no longer names a fork server, and the supervisor says why."""
+    wait_pod_ready(own_pod)
+    before = _status(own_pod.home.root)
+    server, supervisor = before["forkserver_pid"], before["supervisor_pid"]
+    forked = {
+        name: svc["pid"]
+        for name, svc in before["services"].items()
+        if psutil.Process(svc["pid"]).ppid() == server
+    }
+    assert {"writer", "web", "agent"} <= set(forked), forked
+    os.kill(server, signal.SIGKILL)
+    for name, pid in forked.items():
+        svc = wait_service_ready(own_pod, name, deadline_s=120.0, not_pid=pid)
+        assert psutil.Process(svc["pid"]).ppid() == supervisor, name
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", name
+    after = _status(own_pod.home.root)
+    assert after["forkserver_pid"] is None
+    logs = own_pod.home.logs_dir  # this pod's logs rotate at 1 MB: the line may be in .1
+    said = "".join(p.read_text() for p in logs.glob("supervisor.log*"))
+    assert "fork server ended" in said
+    # The services that were never forked are the same processes as before.
+    for name in ("tiled", "queue"):
+        assert after["services"][name]["pid"] == before["services"][name]["pid"], name
+
+
 def test_down_after_supervisor_sigkill_still_cleans_up(own_pod: LoadedPod) -> None:
     # The module's own pod (the file-mode test is done with it): this ends it.
     home = own_pod.home
