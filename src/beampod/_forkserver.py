@@ -73,7 +73,11 @@ def request_for(id: int, argv: Sequence[str], env: Mapping[str, str], cwd: str |
 
 
 def env_data(env: Mapping[str, str]) -> bytes:
-    return json.dumps(dict(env), separators=(",", ":")).encode()
+    return _dumps(dict(env))
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def read_env(fd: int) -> dict[str, str]:
@@ -89,7 +93,7 @@ def read_env(fd: int) -> dict[str, str]:
 
 
 def encode(message: Mapping[str, Any]) -> bytes:
-    data = json.dumps(message, separators=(",", ":")).encode()
+    data = _dumps(message)
     if len(data) > MAX_MESSAGE:
         raise ValueError(f"a fork server message of {len(data)} bytes (at most {MAX_MESSAGE})")
     return data
@@ -162,9 +166,9 @@ def started_with(environ: Mapping[str, str]) -> dict[str, str]:
 def serve(sock: socket.socket, own_env: Mapping[str, str]) -> tuple[Request, int]:
     """Answer requests on ``sock`` until it closes (then exit). Returns only in a forked
     child, with the request it is to become and the pipe its environment comes from:
-    the caller runs it (:func:`become`) as the
-    last thing of its ``__main__``, so the child ends as an interpreter does.
-    ``own_env``: :func:`started_with` this process's environment."""
+    the caller runs it (:func:`become`) as the last thing of its ``__main__``, so the
+    child ends as an interpreter does. ``own_env``: :func:`started_with` this process's
+    environment."""
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ, None)
     children: dict[int, int] = {}  # pidfd -> pid
@@ -281,10 +285,8 @@ def _detach(
     sel.close()
     sock.close()
     _close(fds)  # the other children's pidfds
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for sig in IGNORED_SIGNALS:
-        if sig != signal.SIGINT:
-            signal.signal(sig, signal.SIG_DFL)
+    for sig in IGNORED_SIGNALS:  # back to an interpreter's defaults
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
 
 
 def _send(sock: socket.socket, message: Mapping[str, Any]) -> None:
@@ -390,7 +392,7 @@ def prepare(args: argparse.Namespace) -> tuple[socket.socket, dict[str, str]]:
     # Moved out of every collection: a child's collector never writes to these pages,
     # so they stay shared with it (copy-on-write).
     gc.freeze()
-    _send(sock, {"ready": os.getpid(), "modules": len(sys.modules)})
+    _send(sock, {"ready": os.getpid()})
     return sock, own_env
 
 

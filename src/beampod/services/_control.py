@@ -198,9 +198,6 @@ async def _supervise(
         head_start=head_start,
         spawner=spawner,
     )
-    if spawner.server is not None:
-        sup.state.forkserver_pid = spawner.server.pid
-        spawner.server.on_end = lambda: sup.forkserver_ended(progress)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, sup.request_stop)

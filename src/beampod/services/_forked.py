@@ -116,16 +116,18 @@ class ForkServer:
         log_path: Path,
         room: tuple[str, str] = ("", ""),
         env: Mapping[str, str] | None = None,
-        preload: Sequence[str] = SHARED_IMPORTS,
-        skip: Sequence[str] = SHARED_SKIPPED,
-        defer: Sequence[str] = SHARED_DEFERRED,
     ) -> ForkServer:
         """Spawn the fork server. ``room``: blanks for its command line and its
         environment, where a child writes its own (``beampod._proctitle``). ``env``:
         added to the supervisor's."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [sys.executable, "-m", "beampod._forkserver", "--fd", str(theirs.fileno())]
-        for flag, names in (("--preload", preload), ("--skip", skip), ("--defer", defer)):
+        policies = (
+            ("--preload", SHARED_IMPORTS),
+            ("--skip", SHARED_SKIPPED),
+            ("--defer", SHARED_DEFERRED),
+        )
+        for flag, names in policies:
             for name in names:
                 argv += [flag, name]
         argv.append(f"--room={room[0]}")  # one word: the blank starts with "-"
@@ -303,8 +305,8 @@ def _env_pipe(data: bytes) -> int:
 
 
 class Spawner:
-    """How the supervisor spawns a service: forked where the spec allows it and the
-    fork server can (``fork``), by ``exec`` otherwise."""
+    """How the supervisor spawns a service: forked where its definition allows it
+    (``fork``) and the fork server can, by ``exec`` otherwise."""
 
     def __init__(
         self, server: ForkServer | None = None, progress: Callable[[str], None] | None = None
@@ -358,17 +360,10 @@ async def start_spawner(
 
 
 def forking_supported() -> bool:
-    """Linux with pidfds (tried: a seccomp profile may refuse them) and descriptors
-    passed over a ``SOCK_SEQPACKET`` socket pair."""
-    if not (
+    """Linux with pidfds and descriptors passed over a ``SOCK_SEQPACKET`` socket pair."""
+    return (
         sys.platform.startswith("linux")
-        and hasattr(os, "pidfd_open")
         and hasattr(socket, "send_fds")
         and hasattr(socket, "SOCK_SEQPACKET")
-    ):
-        return False
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:
-        return False
-    return True
+        and _process.pidfds_work()
+    )

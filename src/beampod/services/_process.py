@@ -63,6 +63,18 @@ class SpawnedProcess:
         return await asyncio.shield(self._exited)
 
 
+def pidfds_work() -> bool:
+    """This platform gives pidfds (tried: ENOSYS on an old kernel, or a seccomp filter
+    that refuses them)."""
+    if not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return False
+    return True
+
+
 def watch_children_with_pidfds() -> bool:
     """Have asyncio learn of its children's exits through pidfds, not a thread each.
 
@@ -73,11 +85,7 @@ def watch_children_with_pidfds() -> bool:
     (Linux >= 5.3), as 3.12 does by default. False: left as it was (3.12 and later,
     or a kernel without pidfds).
     """
-    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
-        return False
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:  # ENOSYS: an old kernel, or a seccomp filter that refuses it
+    if sys.version_info >= (3, 12) or not pidfds_work():
         return False
     watcher = asyncio.PidfdChildWatcher()
     with warnings.catch_warnings():

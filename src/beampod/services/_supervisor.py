@@ -69,6 +69,7 @@ class Supervisor(ServiceStarter):
     ) -> None:
         self._order = dependency_order(specs)
         self._spawner = spawner or Spawner()
+        server = self._spawner.server
         self._head_start = head_start or HeadStart()
         self._home = home
         self._policy = policy or RestartPolicy()
@@ -96,7 +97,10 @@ class Supervisor(ServiceStarter):
             services={n: v.state for n, v in self._services.items()},
             placement=self._placement.describe(),
             runengine_cpus=format_cpu_list(runengine) if runengine is not None else "",
+            forkserver_pid=server.pid if server is not None else None,
         )
+        if server is not None:
+            server.on_end = self._forkserver_ended
         self._stopping = False
         self.log_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
@@ -128,13 +132,13 @@ class Supervisor(ServiceStarter):
                 raise task.exception()  # type: ignore[misc]
         self._set_phase("running")
 
-    def forkserver_ended(self, progress: Callable[[str], None]) -> None:
+    def _forkserver_ended(self) -> None:
         """The fork server is gone (ADR 39): no longer in the state, said in the log
         unless the pod is stopping (it ends the fork server itself)."""
         self._state.forkserver_pid = None
         self._flush()
         if not self._stopping:
-            progress("fork server ended; services start as new interpreters from now on")
+            self._progress("fork server ended; services start as new interpreters from now on")
 
     def starting_services(self) -> set[str]:
         """The services starting now, from their admission (before their log's offset
