@@ -157,6 +157,7 @@ def load_phase(
                 t0 + (k / (len(insts) * rate) if rate else 0),
                 t0 + seconds,
                 first_run_events(k, len(insts), args) if rate else None,
+                validate=args.validate_events,
             )
             for k, i in enumerate(insts)
         }
@@ -332,6 +333,10 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
         print(f"  steady CPU (share of one core): {cpu_line(steady_cpu)}", flush=True)
+        # At the operating point, before the capacity phase's flood (whose size sets
+        # how much of PostgreSQL's shared buffers each backend has touched, counted once
+        # per backend in RSS).
+        out["mem_steady"] = memory(root)
         bench3 = time.process_time()
         wall0 = time.time()
         cap_em, _, cap_s, emit_s = load_phase(pod, containers, 0, args.capacity_seconds, args)
@@ -400,8 +405,8 @@ def requests_log(
 
 
 def marginal(results: dict[int, dict[str, Any]], n: int, key: str, field: str) -> float | None:
-    if 1 not in results or n == 1:
-        return None
+    if 1 not in results or n == 1 or key not in results[1] or key not in results[n]:
+        return None  # (a --merge'd run from before ``key`` was measured)
     return (results[n][key][field] - results[1][key][field]) / (n - 1)
 
 
@@ -502,6 +507,13 @@ def table(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> bool:
             + ", ".join(f"{k} {v:+.0f} MB" for k, v in km.items() if abs(v) >= 0.5)
             + f"; PSS {pm:.0f} MB"
         )
+        rs = marginal(results, n, "mem_steady", "rss_mb")
+        ps = marginal(results, n, "mem_steady", "pss_mb")
+        if rs is not None and ps is not None:
+            print(
+                f"  per added instrument, N=1 -> {n}, after the steady phase (before the "
+                f"capacity phase): RSS {rs:.0f} MB, PSS {ps:.0f} MB"
+            )
     return ok
 
 
@@ -509,29 +521,9 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="1,5,25", help="instrument counts, e.g. 1,5")
-    ap.add_argument("--duration", type=float, default=60.0, help="steady phase, seconds")
-    ap.add_argument("--rate", type=float, default=20.0, help="events/s per instrument")
-    ap.add_argument("--capacity-seconds", type=float, default=10.0)
-    ap.add_argument("--run-events", type=int, default=200, help="events per run")
-    ap.add_argument("--reader-pause", type=float, default=0.2, help="s between Tiled polls")
-    ap.add_argument(
-        "--run-phase",
-        choices=("spread", "aligned"),
-        default="spread",
-        help="steady phase: instruments' runs start at moments spread over one run's "
-        "duration (independent instruments), or all at once, every run (before "
-        "2026-12-06 always aligned)",
-    )
-    ap.add_argument(
-        "--readers",
-        type=int,
-        default=5,
-        help="instruments whose readable latency is polled through Tiled (0: all)",
-    )
-    ap.add_argument("--json", type=Path, help="also write the results here")
+def add_facility_shape(ap: argparse.ArgumentParser) -> None:
+    """The options that shape the scaffolded facility (read by ``make_and_start``);
+    shared with bench_idle.py."""
     ap.add_argument(
         "--writer-pool-size",
         type=int,
@@ -563,6 +555,38 @@ def main() -> int:
         help="bus.event_page_ms of every facility, 0: one message per event (default: "
         "the scaffold's)",
     )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1,5,25", help="instrument counts, e.g. 1,5")
+    ap.add_argument("--duration", type=float, default=60.0, help="steady phase, seconds")
+    ap.add_argument("--rate", type=float, default=20.0, help="events/s per instrument")
+    ap.add_argument("--capacity-seconds", type=float, default=10.0)
+    ap.add_argument("--run-events", type=int, default=200, help="events per run")
+    ap.add_argument("--reader-pause", type=float, default=0.2, help="s between Tiled polls")
+    ap.add_argument(
+        "--run-phase",
+        choices=("spread", "aligned"),
+        default="spread",
+        help="steady phase: instruments' runs start at moments spread over one run's "
+        "duration (independent instruments), or all at once, every run (before "
+        "2026-12-06 always aligned)",
+    )
+    ap.add_argument(
+        "--validate-events",
+        action="store_true",
+        help="the emitters check every event against the event schema, as the bench did "
+        "before 2026-12-06 (a RunEngine does not; ~100-250 us of the bench's CPU per event)",
+    )
+    ap.add_argument(
+        "--readers",
+        type=int,
+        default=5,
+        help="instruments whose readable latency is polled through Tiled (0: all)",
+    )
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    add_facility_shape(ap)
     ap.add_argument(
         "--settle-cpu",
         type=float,

@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.facility's helpers
 from _common import load_average
-from bench_facility import make_and_start, status
+from bench_facility import add_facility_shape, make_and_start, status
 from tests.facility._facility import run_cli
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -159,10 +159,7 @@ def main() -> int:
     ap.add_argument("--sizes", default="3,5")
     ap.add_argument("--window", type=float, default=60.0, help="idle window, seconds")
     ap.add_argument("--settle", type=float, default=30.0, help="quiet before the window, s")
-    ap.add_argument("--writer-pool-size", type=int)
-    ap.add_argument("--agent-pool-size", type=int)
-    ap.add_argument("--queue-http-pool-size", type=int)
-    ap.add_argument("--ioc-processes", choices=("per_ioc", "per_instrument", "per_host"))
+    add_facility_shape(ap)
     ap.add_argument("--keep", action="store_true", help="leave the (last) facility running")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()

@@ -346,3 +346,35 @@ def test_the_watchdog_starts_the_manager_without_waiting_for_console_monitors() 
         assert watchdog_module.ttime.time() > 0  # the rest of the time module
         """
     )
+
+
+def test_the_workers_plan_loop_waits_longer_and_still_wakes_on_a_plan() -> None:
+    # The worker's main thread waits for a plan with get(timeout=0.1) only to look at its
+    # exit flags: with the quiet queue an idle wait lasts IDLE_WAIT_S, and a plan put
+    # while it waits is taken at once.
+    run(
+        """
+        import queue, threading, time
+        from beampod.queue._lean import IDLE_WAIT_S, QuietQueue, quiet_worker_loop
+        from bluesky_queueserver.manager import worker
+        quiet_worker_loop()
+        assert worker.queue.Queue is QuietQueue and worker.queue.Empty is queue.Empty
+        q = worker.queue.Queue()
+        t0 = time.monotonic()
+        try:
+            q.get(block=True, timeout=0.1)
+        except queue.Empty:
+            waited = time.monotonic() - t0
+        assert waited >= IDLE_WAIT_S * 0.99, waited
+        got = []
+        getter = threading.Thread(target=lambda: got.append(q.get(block=True, timeout=0.1)))
+        getter.start()
+        deadline = time.monotonic() + 60
+        while not q.not_empty._waiters:  # the getter waits on the queue
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        q.put(("plan", "new"))
+        getter.join(60)
+        assert got == [("plan", "new")]
+        """
+    )

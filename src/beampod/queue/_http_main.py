@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         resources = install_resources_by_instrument()
     # Started early (ADR 0014): import the HTTP server without slowing Tiled down.
     preload(["uvicorn", "bluesky_httpserver.app", "bluesky_httpserver.config"])
-    import uvicorn
+    from beampod import _uvicorn
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("bluesky_httpserver").setLevel(logging.INFO)
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if resources is None:
         gate, kwargs = built[0]
         # access_log off: request lines would include any ?api_key=... query parameter.
-        uvicorn.run(
+        _uvicorn.run(
             gate,
             host=kwargs["host"],
             port=int(kwargs["port"]),

@@ -101,7 +101,9 @@ def member_server(app: Any, host: str, port: int) -> uvicorn.Server:
     :func:`serve_members` (uvicorn's own capture would take them from the others)."""
     import uvicorn
 
-    class MemberServer(uvicorn.Server):
+    from beampod._uvicorn import quiet_server_class
+
+    class MemberServer(quiet_server_class()):  # type: ignore[misc]
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             yield

@@ -28,6 +28,7 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import queue
 import sys
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -291,6 +292,31 @@ def quiet_queueserver_pipes() -> None:
 
     QuietWatchdog.__name__ = QuietWatchdog.__qualname__ = watchdog_class.__name__
     start_manager.WatchdogProcess = QuietWatchdog
+
+
+class QuietQueue(queue.Queue):
+    """A ``queue.Queue`` whose timed ``get`` waits at least :data:`IDLE_WAIT_S`: an item
+    put on it still wakes the waiter at once."""
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if block and timeout is not None:
+            timeout = max(timeout, IDLE_WAIT_S)
+        return super().get(block, timeout)
+
+
+def quiet_worker_loop() -> None:
+    """The worker's main thread waits for a plan on a ``queue.Queue`` it makes itself,
+    ``get(timeout=0.1)``, only to look at its exit flags in between (10 wake-ups a
+    second while idle). Its module's ``queue`` name is rebound to a copy of the module
+    whose ``Queue`` is :class:`QuietQueue`: a plan or a task starts as soon as it is
+    put; closing the environment ends the loop up to :data:`IDLE_WAIT_S` later. Call
+    before the worker process starts (the watchdog forks it)."""
+    from bluesky_queueserver.manager import worker
+
+    quiet = types.ModuleType("queue")
+    quiet.__dict__.update(queue.__dict__)
+    quiet.Queue = QuietQueue  # type: ignore[attr-defined]
+    worker.queue = quiet
 
 
 def quiet_ophyd_dispatcher() -> int:

@@ -183,7 +183,11 @@ def main() -> int:
     from bluesky_queueserver.manager import start_manager as watchdog_module
     from bluesky_queueserver.manager.start_manager import start_manager
 
-    from beampod.queue._lean import quiet_queueserver_pipes, without_areadetector_import
+    from beampod.queue._lean import (
+        quiet_queueserver_pipes,
+        quiet_worker_loop,
+        without_areadetector_import,
+    )
     from beampod.queue._libyaml import use_libyaml
     from beampod.queue._watchdog import steady_watchdog
 
@@ -191,6 +195,7 @@ def main() -> int:
     re_manager.validate_plan = strict(re_manager.validate_plan)
     re_manager.PipeJsonRpcSendAsync = patient_watchdog_pipe(re_manager.PipeJsonRpcSendAsync)
     quiet_queueserver_pipes()  # the watchdog's and the worker's (ADR 0022)
+    quiet_worker_loop()  # the worker's main thread, waiting for a plan
     use_libyaml(profile_ops)  # its plans-and-devices file, read and written at each start
     profile_ops._prepare_devices = without_areadetector_import(profile_ops._prepare_devices)
     watchdog_module.WatchdogProcess = steady_watchdog(

@@ -205,7 +205,7 @@ def quiet_gc() -> None:
 
 
 def serve(pod: LoadedPod) -> None:
-    import uvicorn
+    from beampod import _uvicorn
 
     install_fast_lookup()  # this process serves only this app (docs/store.md)
     install_one_table_creation_at_a_time()  # runs of many instruments start at once
@@ -219,7 +219,7 @@ def serve(pod: LoadedPod) -> None:
     log.info("tiled store (%s backend) on http://%s:%d", uris.backend, host, port)
     # access_log off: uvicorn would log request lines; request URLs never carry keys
     # past the gate, but the access log adds nothing the supervisor needs.
-    uvicorn.run(
+    _uvicorn.run(
         app,
         host=host,
         port=port,

@@ -23,8 +23,7 @@ def main() -> int:
     defer_imports(DEFERRED_IMPORTS)
     # Started early (ADR 0014): import the console without slowing Tiled down.
     preload(["uvicorn", "beampod.web._app", "beampod.web._pages", "beampod.web._streams"])
-    import uvicorn
-
+    from beampod import _uvicorn
     from beampod.config import PodHome, instrument_bind, load_pod
     from beampod.instrument import apply_ca_client_env
     from beampod.web import build_app, build_console, web_url
@@ -37,7 +36,7 @@ def main() -> int:
     resume_gc()
     logging.getLogger("beampod.web").warning("beampod web: serving %s", web_url(pod))
     # No access log: nothing about requests (cookies, forms) ends up in the pod's logs.
-    uvicorn.run(
+    _uvicorn.run(
         app,
         host=instrument_bind(pod.config),  # the default instrument's host
         port=pod.config.web.port,
