@@ -368,7 +368,15 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             for f in vars(total):
                 setattr(total, f, getattr(total, f) + getattr(s, f))
         out["stored"] = vars(total)
-        out["mem_loaded"] = memory(root)
+        state = status(root)
+        out["restarts"] = {
+            name: svc["restarts"] for name, svc in state["services"].items() if svc.get("restarts")
+        }
+        if out["restarts"]:
+            print(f"  restarted during the run: {out['restarts']}", flush=True)
+        if total.lost or total.duplicates:
+            keep_logs(root, n, "lost or duplicated events")
+        out["mem_loaded"] = memory_of(state)
         print(
             f"  stored: {total.events_stored}/{total.events_emitted} events, "
             f"{total.runs_stored}/{total.runs_emitted} runs, lost {total.lost}, duplicates "
@@ -378,16 +386,21 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         )
         return out
     except BaseException:
-        # Keep the facility's logs: why it failed is in them.
-        if (root / "logs").exists():
-            kept = Path(tempfile.mkdtemp(prefix=f"bench-facility-{n}-logs-"))
-            shutil.copytree(root / "logs", kept, dirs_exist_ok=True)
-            print(f"N={n}: the facility's logs are kept in {kept}", flush=True)
+        keep_logs(root, n, "the run failed")
         raise
     finally:
         if (root / "run").exists():
             run_cli(root, "down", timeout=300, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def keep_logs(root: Path, n: int, why: str) -> None:
+    """Copy the facility's logs out of its directory (removed at the end): ``why`` is
+    in them."""
+    if (root / "logs").exists():
+        kept = Path(tempfile.mkdtemp(prefix=f"bench-facility-{n}-logs-"))
+        shutil.copytree(root / "logs", kept, dirs_exist_ok=True)
+        print(f"N={n}: {why}; the facility's logs are kept in {kept}", flush=True)
 
 
 def requests_log(

@@ -273,3 +273,72 @@ def _opened_run(pub: DurablePublisher) -> Any:
     pub("start", dict(run.start_doc))
     pub("descriptor", dict(desc.descriptor_doc))
     return desc
+
+
+class _AckFloorSink(RecordingSink):
+    """Records, at each store, the run starts it carries and the writer's ack floor on
+    the bus; from the second store on it first waits (up to 10 s) for the floor to pass
+    the one seen at the store before: acknowledged between stores, not at the end."""
+
+    def __init__(self, pod: LoadedPod) -> None:
+        super().__init__()
+        self.pod = pod
+        self.starts: list[int] = []
+        self.floors: list[int] = []
+
+    def _floor(self) -> int:
+        import asyncio
+
+        from beampod.bus import NatsConnection
+        from beampod.config import stream_name
+
+        async def read() -> int:
+            nc = await NatsConnection.from_pod(self.pod, admin=True, name="test").connect()
+            try:
+                info = await nc.jetstream().consumer_info(stream_name("demo"), "beampod-writer")
+            finally:
+                await nc.close()
+            return int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+
+        return asyncio.run(read())
+
+    def write_batch(self, items: list[Item], waiting: object = ()) -> BatchResult:
+        floor = self._floor()
+        deadline = time.monotonic() + 10
+        while self.floors and floor <= self.floors[-1] and time.monotonic() < deadline:
+            time.sleep(0.05)  # poll interval, bounded by the deadline
+            floor = self._floor()
+        self.floors.append(floor)
+        self.starts.append(sum(name == "start" for name, _, _ in items))
+        return super().write_batch(items, waiting)
+
+
+def test_a_backlog_of_many_runs_is_stored_and_acknowledged_a_chunk_at_a_time(
+    bus_pod: LoadedPod, nats_server: NatsProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Runs waiting on the bus before the writer starts: one fetch takes them all (a
+    # few hundred messages), but no store may carry more than MAX_RUNS_PER_STORE run
+    # starts, and each is acknowledged before the next is stored, so the durable's ack
+    # floor moves while the backlog is stored (the supervisor's progress check, and
+    # JetStream's ack_wait, see that).
+    from beampod.writer import _chunks
+
+    monkeypatch.setattr(_chunks, "MAX_RUNS_PER_STORE", 4)
+    pub = DurablePublisher.from_pod(bus_pod, connect_timeout=0.5)
+    emitted: list[Doc] = []
+    try:
+        for _ in range(12):
+            emitted += run_plan(pub, num=3)
+        assert pub.flush(30), pub.status()
+    finally:
+        pub.close()
+    sink = _AckFloorSink(bus_pod)
+    writer = RunningWriter(bus_pod, sink=sink)
+    try:
+        assert_docs_equal(writer.wait_docs(len(emitted)), emitted)
+    finally:
+        writer.stop()
+    assert not writer.thread.is_alive(), "the writer did not stop"
+    assert sum(sink.starts) == 12 and max(sink.starts) <= 4, sink.starts
+    assert len(sink.starts) >= 3
+    assert all(b > a for a, b in itertools.pairwise(sink.floors)), sink.floors

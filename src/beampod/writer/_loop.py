@@ -29,6 +29,7 @@ from beampod.bus import (
 from beampod.config import WriterSettings
 from beampod.errors import BusError, BusUnavailableError, DeliveryGapError, StoreError
 from beampod.store import BatchResult, Item, RunSink, StoreAccessError, TransientStoreError
+from beampod.writer._chunks import store_chunks
 from beampod.writer._cpus import BacklogCpus
 from beampod.writer._held import HeldBack
 from beampod.writer._store import WriterStats
@@ -274,6 +275,23 @@ class Writer:
     async def _handle(
         self, consumer: DocumentConsumer, batch: Sequence[Message | BadMessage]
     ) -> None:
+        """Store ``batch`` a chunk of bounded work at a time (``_chunks.py``), each
+        acknowledged before the next is stored; while later chunks wait, JetStream is
+        told every ``IN_PROGRESS_EVERY_S`` that they are being worked on."""
+        chunks = store_chunks(batch, self._settings.max_batch)
+        backlog = len(chunks) > 1 or len(batch) >= self._settings.max_batch
+        told = time.monotonic()
+        for i, chunk in enumerate(chunks):
+            if i and time.monotonic() - told >= IN_PROGRESS_EVERY_S:
+                for later in chunks[i:]:
+                    for m in later:
+                        await m.in_progress()
+                told = time.monotonic()
+            await self._handle_chunk(consumer, chunk, backlog)
+
+    async def _handle_chunk(
+        self, consumer: DocumentConsumer, batch: Sequence[Message | BadMessage], backlog: bool
+    ) -> None:
         good: list[Message] = []
         for m in batch:
             if type(m) is Message or isinstance(m, Message):
@@ -302,7 +320,7 @@ class Writer:
         if good:
             lagged = sample(good)
             # A full batch (a backlog) takes longer by its size, not because Tiled is slow.
-            live = len(good) < self._settings.max_batch
+            live = not backlog
             self.window.stored(
                 batch_lag([(m.name, m.doc) for m in lagged], time.time()),
                 time.monotonic() - began if live and not creating else None,
