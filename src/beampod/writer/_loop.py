@@ -278,7 +278,9 @@ class Writer:
         """Store ``batch`` a chunk of bounded work at a time (``_chunks.py``), each
         acknowledged before the next is stored; while later chunks wait, JetStream is
         told every ``IN_PROGRESS_EVERY_S`` that they are being worked on."""
-        chunks = store_chunks(batch, self._settings.max_batch)
+        # An empty batch still makes one pass: the held documents are offered again
+        # (and dead-lettered once their wait is over).
+        chunks = store_chunks(batch, self._settings.max_batch) or [[]]
         backlog = len(chunks) > 1 or len(batch) >= self._settings.max_batch
         told = time.monotonic()
         for i, chunk in enumerate(chunks):
