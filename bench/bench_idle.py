@@ -154,7 +154,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="3,5")
     ap.add_argument("--window", type=float, default=60.0, help="idle window, seconds")
@@ -162,7 +162,11 @@ def main() -> int:
     add_facility_shape(ap)
     ap.add_argument("--keep", action="store_true", help="leave the (last) facility running")
     ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> int:
+    args = parser().parse_args()
     results = [one_size(int(n), args) for n in args.sizes.split(",")]
     if len(results) >= 2:
         a, b = results[0], results[-1]
