@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ _COUNTER_WRAP = 864000
 STARTUP_FAILURE = 3
 
 
+@functools.cache
 def quiet_server_class() -> type[uvicorn.Server]:
     """The :class:`uvicorn.Server` subclass described above (uvicorn imported here, by
     the services that serve HTTP only)."""
