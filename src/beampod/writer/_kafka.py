@@ -1,9 +1,15 @@
 """The Kafka writer: a consumer group feeding a RunSink, offsets committed after Tiled.
 
-- group ``beampod-writer``, ``enable.auto.commit`` false: a batch's offsets are
-  committed only after ``RunSink.write_batch`` returned (the batch is in Tiled) and its
-  dead letters are acknowledged by the broker. A writer killed between the two reads
-  the batch again; RunSink de-duplicates on the ``beampod-msg-id`` header.
+- group ``beampod-writer``, ``enable.auto.commit`` false: offsets are committed only
+  after ``RunSink.write_batch`` returned (the documents are in Tiled) and their dead
+  letters are acknowledged by the broker. A writer killed between the two reads them
+  again; RunSink de-duplicates on the ``beampod-msg-id`` header.
+- a consumed batch (up to ``writer.max_batch`` messages) is stored and committed a
+  chunk at a time (``_chunks.py``, at most 25 run starts each): a backlog of small runs
+  is ~4 messages a run, and Tiled's cost is per run, so a whole batch was a minute or
+  more of work committed only at its end, longer than the supervisor's progress check
+  waits (``KafkaWriterProgress``: committed offsets must move), which restarted the
+  writer into the same batch again.
 - dead letters (undecodable bytes, RunSink rejections) go to
   ``<instrument>.bluesky.runengine.documents.dlq`` with the reason in the
   ``beampod-reason`` header.
@@ -13,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from beampod.bus import (
@@ -31,6 +38,7 @@ from beampod.bus import (
 from beampod.config import documents_subject
 from beampod.errors import BusError
 from beampod.store import Item, RunSink
+from beampod.writer._chunks import store_chunks
 from beampod.writer._store import BatchStore, Stopped, TransportWriterStats
 
 log = logging.getLogger("beampod.writer.kafka")
@@ -67,6 +75,35 @@ def _msg_id(raw: Any, name: str) -> str:
             return bytes(value).decode()
     # A foreign producer: the message's place in the log is a stable identity.
     return f"-:{name}:{raw.topic()}/{raw.partition()}@{raw.offset()}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Consumed:
+    """One consumed message, decoded (``name``, ``doc``; what ``store_chunks`` counts)
+    or not (``undecodable`` says why)."""
+
+    raw: Any
+    name: str = ""
+    doc: Any = None
+    msg_id: str = ""
+    undecodable: str | None = None
+
+
+def _decoded(raw: Any) -> _Consumed:
+    try:
+        name, doc = decode(raw.value() or b"")
+    except DecodeError as exc:
+        return _Consumed(raw, undecodable=f"undecodable: {exc}")
+    return _Consumed(raw, name, doc, _msg_id(raw, name))
+
+
+def commit_offsets(raws: Sequence[Any]) -> dict[tuple[str, int], int]:
+    """The offset to commit per (topic, partition) once ``raws`` are done: the next one."""
+    ends: dict[tuple[str, int], int] = {}
+    for raw in raws:
+        key = (raw.topic(), raw.partition())
+        ends[key] = max(ends.get(key, -1), raw.offset() + 1)
+    return ends
 
 
 class KafkaWriter:
@@ -142,35 +179,34 @@ class KafkaWriter:
                 delay = min(5.0, delay * 2)
 
     def _handle(self, ck: Any, consumer: Any, producer: Any, raws: list[Any]) -> None:
-        items: list[Item] = []
-        by_id: dict[str, Any] = {}
-        letters: list[tuple[Any, str]] = []
-        for raw in raws:
-            try:
-                name, doc = decode(raw.value() or b"")
-            except DecodeError as exc:
-                letters.append((raw, f"undecodable: {exc}"))
-                continue
-            msg_id = _msg_id(raw, name)
-            by_id[msg_id] = raw
-            items.append((name, doc, msg_id))
-        if items:
+        """Store ``raws`` a chunk at a time, in order, committing each chunk's offsets
+        before the next is stored."""
+        for chunk in store_chunks([_decoded(raw) for raw in raws], self._max_batch):
+            self._handle_chunk(ck, consumer, producer, chunk)
+
+    def _handle_chunk(
+        self, ck: Any, consumer: Any, producer: Any, chunk: Sequence[_Consumed]
+    ) -> None:
+        letters = [(c.raw, c.undecodable) for c in chunk if c.undecodable is not None]
+        stored = [c for c in chunk if c.undecodable is None]
+        if stored:
+            by_id = {c.msg_id: c.raw for c in stored}
+            items: list[Item] = [(c.name, c.doc, c.msg_id) for c in stored]
             result = self._store.write(items, self.stats)
             letters += [(by_id[r.msg_id], f"{r.name}: {r.reason}") for r in result.rejected]
         if letters:
             self._dead_letter(producer, letters)
-        # Everything in the batch is now stored, a duplicate, or a dead letter: commit.
-        ends: dict[tuple[str, int], int] = {}
-        for raw in raws:
-            key = (raw.topic(), raw.partition())
-            ends[key] = max(ends.get(key, -1), raw.offset() + 1)
-        offsets = [ck.TopicPartition(t, p, o) for (t, p), o in ends.items()]
+        # Everything in the chunk is now stored, a duplicate, or a dead letter: commit.
+        offsets = [
+            ck.TopicPartition(t, p, o)
+            for (t, p), o in commit_offsets([c.raw for c in chunk]).items()
+        ]
         try:
             consumer.commit(offsets=offsets, asynchronous=False)
         except ck.KafkaException as exc:
             # E.g. a rebalance took the partition: its next owner reads these again
             # and RunSink drops them as duplicates.
-            log.warning("commit failed (%s): the batch will be read again", exc)
+            log.warning("commit failed (%s): these documents will be read again", exc)
 
     def _dead_letter(self, producer: Any, letters: list[tuple[Any, str]]) -> None:
         errors: list[str] = []
