@@ -15,9 +15,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 
-from beampod._net import accepts_connections
 from beampod.bus import (
     LOST_SEQS,
     ORIGINAL_SEQ,
@@ -27,18 +26,18 @@ from beampod.bus import (
     NatsConnection,
 )
 from beampod.config import WriterSettings
-from beampod.errors import BusError, BusUnavailableError, DeliveryGapError, StoreError
-from beampod.store import BatchResult, Item, RunSink, StoreAccessError, TransientStoreError
+from beampod.errors import BusUnavailableError, DeliveryGapError
+from beampod.store import Item, RunSink
 from beampod.writer._chunks import store_chunks
 from beampod.writer._cpus import BacklogCpus
 from beampod.writer._held import HeldBack
+from beampod.writer._sinkio import SinkIO, pause
 from beampod.writer._store import WriterStats
 from beampod.writer._window import LiveWindow, batch_lag, sample
 
 log = logging.getLogger("beampod.writer")
 
 DURABLE = "beampod-writer"
-STORE_POLL_S = 0.05
 # Well inside the consumer's ack_wait (60 s).
 IN_PROGRESS_EVERY_S = 15.0
 # How often an idle writer asks whether JetStream thinks it holds messages (lost
@@ -72,26 +71,30 @@ class Writer:
         a backlog and at the live edge (``_cpus.py``; default: left where it is)."""
         self._connection = connection
         self._instrument = instrument
-        self._open_sink = open_sink
         self._settings = settings
-        self._retry_initial_s, self._retry_max_s = retry_initial_s, retry_max_s
-        self._store_address = store_address
+        self._stop = asyncio.Event()
+        self._store = SinkIO(
+            open_sink,
+            self._stop,
+            settings.max_attempts,
+            retry_initial_s=retry_initial_s,
+            retry_max_s=retry_max_s,
+            store_address=store_address,
+        )
         self.window = LiveWindow(settings.max_wait_ms / 1000, paced=paced)
         self._store_began: float | None = None  # when the last batch's store began
         self._opened_last = False  # the last batch held a start or a descriptor
         self._stored_opening = False  # ... the last batch stored (see _handle)
         self._held = HeldBack(settings.hold_early_s)
         self._cpus = cpus or BacklogCpus(None, None)
-        self._sink: RunSink | None = None
-        self._stop = asyncio.Event()
         self.stats = WriterStats()
 
     def request_stop(self) -> None:
         self._stop.set()
 
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
-        await self._connect_sink()
-        delay = self._retry_initial_s
+        await self._store.connect()
+        delay = self._store.retry_initial_s
         while not self._stop.is_set():
             # A lost bus (server restarted, JetStream not answering) is waited out here,
             # never a crash: re-opening the consumer resumes at its ack floor, so what
@@ -101,10 +104,10 @@ class Writer:
             except BusUnavailableError as exc:
                 self.stats.bus_errors += 1
                 log.warning("bus not reachable (%s); retrying in %.1f s", exc, delay)
-                await self._pause(delay)
-                delay = min(self._retry_max_s, delay * 2)
+                await pause(self._stop, delay)
+                delay = min(self._store.retry_max_s, delay * 2)
                 continue
-            delay = self._retry_initial_s
+            delay = self._store.retry_initial_s
             if on_ready is not None:
                 on_ready()
                 on_ready = None
@@ -254,24 +257,6 @@ class Writer:
             for m in fetched:
                 await m.in_progress()
 
-    async def _connect_sink(self) -> None:
-        delay = self._retry_initial_s
-        while not self._stop.is_set():
-            if self._store_address is not None and not await accepts_connections(
-                *self._store_address
-            ):
-                # Tiled not up yet: a refused TCP connection costs nothing, so poll it
-                # often instead of backing off (a client connect retries for seconds).
-                await self._pause(STORE_POLL_S)
-                continue
-            try:
-                self._sink = await asyncio.to_thread(self._open_sink)
-                return
-            except TransientStoreError as exc:
-                log.warning("Tiled not reachable yet (%s); retrying in %.1f s", exc, delay)
-            await self._pause(delay)
-            delay = min(self._retry_max_s, delay * 2)
-
     async def _handle(
         self, consumer: DocumentConsumer, batch: Sequence[Message | BadMessage]
     ) -> None:
@@ -346,7 +331,12 @@ class Writer:
             by_id[msg_id] = m
             items.append((m.name, m.doc, msg_id))
         waiting = self._held.waiting(by_id.keys(), time.monotonic())
-        result = await self._write_until_stored(msgs, items, waiting)
+
+        async def still_working() -> None:  # while Tiled is retried: they stay ours
+            for m in msgs:
+                await m.in_progress()
+
+        result = await self._store.write(items, waiting, still_working)
         early = [
             (r.msg_id, by_id[r.msg_id]) for r in result.rejected if r.early and r.msg_id in waiting
         ]
@@ -374,73 +364,6 @@ class Writer:
         await consumer.ack_all(msgs)
         return early, result.written, result.duplicates
 
-    async def _write_until_stored(
-        self, msgs: Sequence[Message], items: list[Item], waiting: Collection[str]
-    ) -> BatchResult:
-        """Retry the same batch until Tiled takes it; keep the messages ours meanwhile.
-
-        After ``max_attempts`` transient failures the batch is written one document at a
-        time, and a document that still fails is returned as rejected (dead-lettered),
-        so one poisonous document cannot stall the instrument forever while Tiled is up.
-        """
-        assert self._sink is not None
-        delay = self._retry_initial_s
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await asyncio.to_thread(self._sink.write_batch, items, waiting)
-            except StoreAccessError as exc:
-                raise BusError(f"the writer's Tiled key was refused: {exc}") from None
-            except StoreError as exc:
-                # Transient (5xx, unreachable) or not (a 4xx while Tiled's database comes
-                # back): the batch is retried either way, then written one document at a
-                # time, where one that still fails is dead-lettered. Never a crash: the
-                # writer would lose its place for every run in flight.
-                if attempt >= self._settings.max_attempts and await self._tiled_healthy():
-                    return await self._write_one_by_one(items, waiting)
-                log.warning(
-                    "write failed (%s), attempt %d; retrying in %.1f s", exc, attempt, delay
-                )
-            for m in msgs:  # tell JetStream we are still working on them
-                await m.in_progress()
-            await self._pause(delay)
-            delay = min(self._retry_max_s, delay * 2)
-            if self._stop.is_set():
-                raise asyncio.CancelledError
-
-    async def _write_one_by_one(self, items: list[Item], waiting: Collection[str]) -> BatchResult:
-        from beampod.store import Rejection
-
-        assert self._sink is not None
-        total = BatchResult()
-        for item in items:
-            try:
-                one = await asyncio.to_thread(self._sink.write_batch, [item], waiting)
-            except StoreError as exc:
-                total.rejected.append(
-                    Rejection(
-                        item[2],
-                        item[0],
-                        f"failed {self._settings.max_attempts} times while Tiled was up: {exc}",
-                    )
-                )
-                continue
-            total.written += one.written
-            total.duplicates += one.duplicates
-            total.rejected += one.rejected
-        return total
-
-    async def _tiled_healthy(self) -> bool:
-        """Tiled can store (a real write): a Tiled whose disk is full still answers
-        reads, and its failures must not be blamed on the documents (dead-lettered)."""
-        assert self._sink is not None
-        try:
-            await asyncio.to_thread(self._sink.ping)
-        except StoreError:
-            return False
-        return await asyncio.to_thread(self._sink.can_store)
-
     async def _dead_letter(
         self, consumer: DocumentConsumer, m: Message | BadMessage, reason: str
     ) -> None:
@@ -467,11 +390,6 @@ class Writer:
         headers = {LOST_SEQS: f"{first}-{last}", "Nats-Msg-Id": lost_id}
         await consumer.publish_dead_letter(b"", reason, headers)
         self.stats.lost += n
-
-    async def _pause(self, seconds: float) -> None:
-        # A retry backoff that ends early when the writer is asked to stop.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
 
 
 def _opens_a_stream(batch: Sequence[Message | BadMessage]) -> bool:
