@@ -1,9 +1,12 @@
 """Writing a batch into Tiled until it is stored: shared by the 0MQ and Kafka writers.
 
-Blocking (the Kafka client is blocking; the 0MQ writer calls it in a thread). A Tiled
-outage holds the batch and retries it with backoff, so later documents never overtake
-earlier ones; after ``max_attempts`` failures while Tiled answers its health check the
-batch is written one document at a time and what still fails is returned as rejected.
+Blocking (the Kafka client is blocking; the 0MQ writer calls it in a thread). The same
+policy as the NATS writer's ``_sinkio.SinkIO``: a failed write (Tiled unreachable, 5xx,
+or a 4xx while its database comes back) holds the batch and retries it with backoff, so
+later documents never overtake earlier ones; after ``max_attempts`` failures while
+Tiled can store (it answers, and a real write in its health container succeeds, so a
+full disk is not blamed on documents) the batch is written one document at a time and
+what still fails is returned as rejected.
 """
 
 from __future__ import annotations
@@ -101,9 +104,9 @@ class BatchStore:
                 break
             except StoreAccessError as exc:
                 raise BusError(f"the writer's Tiled key was refused: {exc}") from None
-            except TransientStoreError as exc:
+            except StoreError as exc:
                 stats.retries += 1
-                if attempt >= self._max_attempts and self._healthy(sink):
+                if attempt >= self._max_attempts and self._can_store(sink):
                     result = self._one_by_one(sink, items)
                     break
                 log.warning(
@@ -117,12 +120,12 @@ class BatchStore:
         stats.duplicates += result.duplicates
         return result
 
-    def _healthy(self, sink: RunSink) -> bool:
+    def _can_store(self, sink: RunSink) -> bool:
         try:
             sink.ping()
         except StoreError:
             return False
-        return True
+        return sink.can_store()
 
     def _one_by_one(self, sink: RunSink, items: Sequence[Item]) -> BatchResult:
         total = BatchResult()
