@@ -5,6 +5,9 @@ that builds its facility with ``make_and_start`` must give it every one it reads
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+from pathlib import Path
 
 from tests._bench import bench_module
 
@@ -21,3 +24,27 @@ def test_bench_idle_gives_make_and_start_every_facility_option() -> None:
         )
     assert wanted <= set(vars(args)), wanted - set(vars(args))
     assert args.event_page_ms == 400 and args.fork_services == "off"
+
+
+def test_bench_steady_gives_load_phase_every_option_it_reads(tmp_path: Path) -> None:
+    # load_phase (bench_facility.py) reads these from its ``args``.
+    with bench_module("bench_steady") as steady:
+        args = steady.parser().parse_args(["--home", str(tmp_path), "--repeat", "2"])
+        assert {"run_events", "run_phase", "readers", "reader_pause", "validate_events"} <= set(
+            vars(args)
+        )
+        assert (args.repeat, args.rate, args.run_phase) == (2, 20.0, "spread")
+
+
+def test_bench_steady_refuses_a_directory_without_a_facility(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parent.parent / "bench" / "bench_steady.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--home", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip() == f"bench_steady: no facility at {tmp_path.resolve()} (no config.yaml)"
+    )

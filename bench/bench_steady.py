@@ -1,0 +1,103 @@
+"""The facility bench's steady phase, repeated against a facility that is already up.
+
+``bench_facility.py`` builds a new facility for every run, so two versions of a setting
+compare across two facilities started minutes apart. This runs only the steady phase
+(the same emitters through each instrument's publisher, the same Tiled readers) against
+a facility left running, e.g. by ``bench_idle.py --keep``, ``--repeat`` times, and
+prints for each the events/s stored, the readable latency (every event, and the runs
+after each instrument's first) and the CPU by kind of service; a change made between
+repetitions (a service restarted with other settings, a priority) is then compared on
+the same facility, with the spread of identical repetitions next to it.
+
+    python bench/bench_idle.py --sizes 25 --writer-pool-size 5 --agent-pool-size 5 \\
+        --queue-http-pool-size 5 --ioc-processes per_host --event-page-ms 400 --keep
+    python bench/bench_steady.py --home /tmp/bench-idle-25-.../facility --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.facility's helpers
+from _common import load_average, percentile
+from _facility_load import cpu_by_kind, cpu_seconds
+from bench_facility import load_phase, status
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--home", type=Path, required=True, help="a running facility's home")
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds per repetition")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--rate", type=float, default=20.0, help="events/s per instrument")
+    ap.add_argument("--run-events", type=int, default=200, help="events per run")
+    ap.add_argument("--run-phase", choices=("spread", "aligned"), default="spread")
+    ap.add_argument("--readers", type=int, default=5, help="instruments whose latency is read")
+    ap.add_argument("--reader-pause", type=float, default=0.2, help="s between Tiled polls")
+    ap.add_argument("--validate-events", action="store_true")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    return ap
+
+
+def one_repetition(root: Path, pod: Any, containers: dict[str, Any], args: Any) -> dict:
+    cpu0, t0 = cpu_seconds(status(root)), time.monotonic()
+    emitters, readers, stored_s, _ = load_phase(pod, containers, args.rate, args.duration, args)
+    cpu = cpu_by_kind(cpu0, cpu_seconds(status(root)), time.monotonic() - t0)
+    every = [x for r in readers.values() for x in r.latencies_ms()]
+    later = {i: r.latencies_ms(skip_runs=1) for i, r in readers.items()}
+    return {
+        "stored_ev_s": sum(e.events for e in emitters.values()) / stored_s,
+        "p50_ms": percentile(every, 50),
+        "p99_ms": percentile(every, 99),
+        "after_first_run_worst_p99_ms": max(
+            (percentile(v, 99) for v in later.values() if v), default=0.0
+        ),
+        "cpu": dict(sorted(cpu.items(), key=lambda kv: -kv[1])),
+        "load": load_average(),
+    }
+
+
+def main() -> int:
+    args = parser().parse_args()
+    from beampod.config import PodHome, load_pod
+    from beampod.store._client import connect
+    from beampod.store._layout import tiled_url
+
+    root = args.home.resolve()
+    if not (root / "config.yaml").is_file():
+        print(f"bench_steady: no facility at {root} (no config.yaml)", file=sys.stderr)
+        return 2
+    pod = load_pod(PodHome.resolve(root))
+    url = tiled_url(pod)
+    containers = {
+        i: connect(
+            f"{url}/api/v1/metadata/{i}",
+            pod.secrets.for_instrument(i).tiled_reader_key.get_secret_value(),
+        )
+        for i in pod.config.instruments
+    }
+    print(f"{len(containers)} instruments at {root}; load {load_average()}", flush=True)
+    results = []
+    for k in range(args.repeat):
+        r = one_repetition(root, pod, containers, args)
+        results.append(r)
+        cpu = ", ".join(f"{n} {v:.0%}" for n, v in r["cpu"].items() if v >= 0.01)
+        print(
+            f"  {k + 1}: {r['stored_ev_s']:.0f} ev/s stored; readable p50 {r['p50_ms']:.0f} ms "
+            f"p99 {r['p99_ms']:.0f} ms, runs after the first: worst p99 "
+            f"{r['after_first_run_worst_p99_ms']:.0f} ms; CPU {cpu}; load {r['load']}",
+            flush=True,
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
