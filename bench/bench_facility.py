@@ -228,10 +228,24 @@ def settle(root: Path, cpu_share: float, longest: float) -> float:
             return waited
 
 
-def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
-    from beampod.config import PodHome, load_pod
+def reader_containers(pod: Any) -> dict[str, Any]:
+    """Each instrument's Tiled container, opened with its reader key: straight to the
+    container, since an instrument's reader key may not read the root."""
     from beampod.store._client import connect
     from beampod.store._layout import tiled_url
+
+    url = tiled_url(pod)
+    return {
+        i: connect(
+            f"{url}/api/v1/metadata/{i}",
+            pod.secrets.for_instrument(i).tiled_reader_key.get_secret_value(),
+        )
+        for i in pod.config.instruments
+    }
+
+
+def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    from beampod.config import PodHome, load_pod
 
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-facility-{n}-"))
     root = tmp / "facility"
@@ -258,15 +272,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
         pod = load_pod(PodHome.resolve(root))
-        url = tiled_url(pod)
-        # Straight to each container: an instrument's reader key may not read the root.
-        containers = {
-            i: connect(
-                f"{url}/api/v1/metadata/{i}",
-                pod.secrets.for_instrument(i).tiled_reader_key.get_secret_value(),
-            )
-            for i in pod.config.instruments
-        }
+        containers = reader_containers(pod)
         wall0 = time.time()
         emitters, readers, stored_s, _ = load_phase(pod, containers, args.rate, args.duration, args)
         cpu2, t_cpu2, bench2 = cpu_seconds(status(root)), time.monotonic(), time.process_time()

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.facility's helpers
 from _common import load_average, percentile
 from _facility_load import cpu_by_kind, cpu_seconds
-from bench_facility import load_phase, status
+from bench_facility import load_phase, reader_containers, status
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,22 +66,13 @@ def one_repetition(root: Path, pod: Any, containers: dict[str, Any], args: Any) 
 def main() -> int:
     args = parser().parse_args()
     from beampod.config import PodHome, load_pod
-    from beampod.store._client import connect
-    from beampod.store._layout import tiled_url
 
     root = args.home.resolve()
     if not (root / "config.yaml").is_file():
         print(f"bench_steady: no facility at {root} (no config.yaml)", file=sys.stderr)
         return 2
     pod = load_pod(PodHome.resolve(root))
-    url = tiled_url(pod)
-    containers = {
-        i: connect(
-            f"{url}/api/v1/metadata/{i}",
-            pod.secrets.for_instrument(i).tiled_reader_key.get_secret_value(),
-        )
-        for i in pod.config.instruments
-    }
+    containers = reader_containers(pod)
     print(f"{len(containers)} instruments at {root}; load {load_average()}", flush=True)
     results = []
     for k in range(args.repeat):
