@@ -540,6 +540,34 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def add_load_shape(ap: argparse.ArgumentParser) -> None:
+    """The options of the steady phase's emitters and readers (read by ``load_phase``);
+    shared with bench_steady.py."""
+    ap.add_argument("--rate", type=float, default=20.0, help="events/s per instrument")
+    ap.add_argument("--run-events", type=int, default=200, help="events per run")
+    ap.add_argument("--reader-pause", type=float, default=0.2, help="s between Tiled polls")
+    ap.add_argument(
+        "--run-phase",
+        choices=("spread", "aligned"),
+        default="spread",
+        help="steady phase: instruments' runs start at moments spread over one run's "
+        "duration (independent instruments), or all at once, every run (before "
+        "2026-12-06 always aligned)",
+    )
+    ap.add_argument(
+        "--validate-events",
+        action="store_true",
+        help="the emitters check every event against the event schema, as the bench did "
+        "before 2026-12-06 (a RunEngine does not; ~100-250 us of the bench's CPU per event)",
+    )
+    ap.add_argument(
+        "--readers",
+        type=int,
+        default=5,
+        help="instruments whose readable latency is polled through Tiled (0: all)",
+    )
+
+
 def add_facility_shape(ap: argparse.ArgumentParser) -> None:
     """The options that shape the scaffolded facility (read by ``make_and_start``);
     shared with bench_idle.py."""
@@ -580,30 +608,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1,5,25", help="instrument counts, e.g. 1,5")
     ap.add_argument("--duration", type=float, default=60.0, help="steady phase, seconds")
-    ap.add_argument("--rate", type=float, default=20.0, help="events/s per instrument")
     ap.add_argument("--capacity-seconds", type=float, default=10.0)
-    ap.add_argument("--run-events", type=int, default=200, help="events per run")
-    ap.add_argument("--reader-pause", type=float, default=0.2, help="s between Tiled polls")
-    ap.add_argument(
-        "--run-phase",
-        choices=("spread", "aligned"),
-        default="spread",
-        help="steady phase: instruments' runs start at moments spread over one run's "
-        "duration (independent instruments), or all at once, every run (before "
-        "2026-12-06 always aligned)",
-    )
-    ap.add_argument(
-        "--validate-events",
-        action="store_true",
-        help="the emitters check every event against the event schema, as the bench did "
-        "before 2026-12-06 (a RunEngine does not; ~100-250 us of the bench's CPU per event)",
-    )
-    ap.add_argument(
-        "--readers",
-        type=int,
-        default=5,
-        help="instruments whose readable latency is polled through Tiled (0: all)",
-    )
+    add_load_shape(ap)
     ap.add_argument("--json", type=Path, help="also write the results here")
     add_facility_shape(ap)
     ap.add_argument(

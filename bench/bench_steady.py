@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.facility's helpers
 from _common import load_average, percentile
 from _facility_load import cpu_by_kind, cpu_seconds
-from bench_facility import load_phase, reader_containers, status
+from bench_facility import add_load_shape, load_phase, reader_containers, status
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,12 +35,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--home", type=Path, required=True, help="a running facility's home")
     ap.add_argument("--duration", type=float, default=60.0, help="seconds per repetition")
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--rate", type=float, default=20.0, help="events/s per instrument")
-    ap.add_argument("--run-events", type=int, default=200, help="events per run")
-    ap.add_argument("--run-phase", choices=("spread", "aligned"), default="spread")
-    ap.add_argument("--readers", type=int, default=5, help="instruments whose latency is read")
-    ap.add_argument("--reader-pause", type=float, default=0.2, help="s between Tiled polls")
-    ap.add_argument("--validate-events", action="store_true")
+    add_load_shape(ap)
     ap.add_argument("--json", type=Path, help="also write the results here")
     return ap
 

@@ -97,7 +97,7 @@ def _decoded(raw: Any) -> _Consumed:
     return _Consumed(raw, name, doc, _msg_id(raw, name))
 
 
-def commit_offsets(raws: Sequence[Any]) -> dict[tuple[str, int], int]:
+def _commit_offsets(raws: Sequence[Any]) -> dict[tuple[str, int], int]:
     """The offset to commit per (topic, partition) once ``raws`` are done: the next one."""
     ends: dict[tuple[str, int], int] = {}
     for raw in raws:
@@ -199,7 +199,7 @@ class KafkaWriter:
         # Everything in the chunk is now stored, a duplicate, or a dead letter: commit.
         offsets = [
             ck.TopicPartition(t, p, o)
-            for (t, p), o in commit_offsets([c.raw for c in chunk]).items()
+            for (t, p), o in _commit_offsets([c.raw for c in chunk]).items()
         ]
         try:
             consumer.commit(offsets=offsets, asynchronous=False)

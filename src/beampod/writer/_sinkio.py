@@ -18,14 +18,8 @@ from collections.abc import Awaitable, Callable, Collection
 
 from beampod._net import accepts_connections
 from beampod.errors import BusError, StoreError
-from beampod.store import (
-    BatchResult,
-    Item,
-    Rejection,
-    RunSink,
-    StoreAccessError,
-    TransientStoreError,
-)
+from beampod.store import BatchResult, Item, RunSink, StoreAccessError, TransientStoreError
+from beampod.writer._store import can_store, one_by_one
 
 log = logging.getLogger("beampod.writer")
 
@@ -97,8 +91,11 @@ class SinkIO:
                 # back): the batch is retried either way, then written one document at a
                 # time, where one that still fails is dead-lettered. Never a crash: the
                 # writer would lose its place for every run in flight.
-                if attempt >= self._max_attempts and await self._can_store():
-                    return await self._one_by_one(items, waiting)
+                if attempt >= self._max_attempts and await asyncio.to_thread(can_store, sink):
+                    # One thread hop for the whole pass, as the blocking writers run it.
+                    return await asyncio.to_thread(
+                        one_by_one, sink, items, self._max_attempts, waiting
+                    )
                 log.warning(
                     "write failed (%s), attempt %d; retrying in %.1f s", exc, attempt, delay
                 )
@@ -111,33 +108,3 @@ class SinkIO:
     def _connected(self) -> RunSink:
         assert self._sink is not None, "connect() first"
         return self._sink
-
-    async def _one_by_one(self, items: list[Item], waiting: Collection[str]) -> BatchResult:
-        sink = self._connected()
-        total = BatchResult()
-        for item in items:
-            try:
-                one = await asyncio.to_thread(sink.write_batch, [item], waiting)
-            except StoreError as exc:
-                total.rejected.append(
-                    Rejection(
-                        item[2],
-                        item[0],
-                        f"failed {self._max_attempts} times while Tiled was up: {exc}",
-                    )
-                )
-                continue
-            total.written += one.written
-            total.duplicates += one.duplicates
-            total.rejected += one.rejected
-        return total
-
-    async def _can_store(self) -> bool:
-        """Tiled can store (a real write): a Tiled whose disk is full still answers
-        reads, and its failures must not be blamed on the documents (dead-lettered)."""
-        sink = self._connected()
-        try:
-            await asyncio.to_thread(sink.ping)
-        except StoreError:
-            return False
-        return await asyncio.to_thread(sink.can_store)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from beampod.errors import BusError, StoreError
@@ -106,8 +106,8 @@ class BatchStore:
                 raise BusError(f"the writer's Tiled key was refused: {exc}") from None
             except StoreError as exc:
                 stats.retries += 1
-                if attempt >= self._max_attempts and self._can_store(sink):
-                    result = self._one_by_one(sink, items)
+                if attempt >= self._max_attempts and can_store(sink):
+                    result = one_by_one(sink, items, self._max_attempts)
                     break
                 log.warning(
                     "write failed (%s), attempt %d; retrying in %.1f s", exc, attempt, delay
@@ -120,23 +120,31 @@ class BatchStore:
         stats.duplicates += result.duplicates
         return result
 
-    def _can_store(self, sink: RunSink) -> bool:
-        try:
-            sink.ping()
-        except StoreError:
-            return False
-        return sink.can_store()
 
-    def _one_by_one(self, sink: RunSink, items: Sequence[Item]) -> BatchResult:
-        total = BatchResult()
-        for item in items:
-            try:
-                one = sink.write_batch([item])
-            except StoreError as exc:
-                reason = f"failed {self._max_attempts} times while Tiled was up: {exc}"
-                total.rejected.append(Rejection(item[2], item[0], reason))
-                continue
-            total.written += one.written
-            total.duplicates += one.duplicates
-            total.rejected += one.rejected
-        return total
+def can_store(sink: RunSink) -> bool:
+    """Tiled can store (a real write): a Tiled whose disk is full still answers reads,
+    and its failures must not be blamed on the documents (dead-lettered)."""
+    try:
+        sink.ping()
+    except StoreError:
+        return False
+    return sink.can_store()
+
+
+def one_by_one(
+    sink: RunSink, items: Sequence[Item], max_attempts: int, waiting: Collection[str] = ()
+) -> BatchResult:
+    """``items`` written one at a time after ``max_attempts`` failures of the batch: what
+    still fails is returned as rejected (dead-lettered by the caller)."""
+    total = BatchResult()
+    for item in items:
+        try:
+            one = sink.write_batch([item], waiting)
+        except StoreError as exc:
+            reason = f"failed {max_attempts} times while Tiled was up: {exc}"
+            total.rejected.append(Rejection(item[2], item[0], reason))
+            continue
+        total.written += one.written
+        total.duplicates += one.duplicates
+        total.rejected += one.rejected
+    return total
