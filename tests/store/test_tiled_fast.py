@@ -10,6 +10,7 @@ still do their work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,97 @@ def test_joined_data_sources_are_tiled_own(tmp_path: Path) -> None:
             stored = await joined(await catalog.lookup_adapter(["t"]), include_assets=True)
             assert stored[0].assets  # the table's SQL storage, loaded joined
         finally:
+            await catalog.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_lookups_on_postgres_find_deep_paths_without_a_transaction(
+    pg_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the fast lookup (a path as nested subqueries) finds a stream's
+    table four levels down, from the root and from a node on the way, as tiled's own
+    lookup does, and misses what is not there; it and the joined data sources each run
+    their one statement without ``BEGIN`` / ``ROLLBACK`` around it (counted where
+    asyncpg starts a transaction), while tiled's writes still run in transactions."""
+    import uuid
+
+    import asyncpg.transaction
+    import pandas as pd
+    from tiled.catalog import adapter as tiled_adapter
+    from tiled.server.core import NoEntry
+    from tiled.server.schemas import DataSource
+    from tiled.structures.core import StructureFamily
+    from tiled.structures.data_source import Management
+    from tiled.structures.table import TableStructure
+
+    from beampod.store._server import build_catalog
+
+    tiled_lookup = tiled_adapter.CatalogNodeAdapter.lookup_adapter
+    tiled_data_sources = tiled_adapter.CatalogNodeAdapter.data_sources
+    for name in ("lookup_adapter", "data_sources"):  # restored at teardown
+        monkeypatch.setattr(
+            tiled_adapter.CatalogNodeAdapter, name, getattr(tiled_adapter.CatalogNodeAdapter, name)
+        )
+    assert install_fast_lookup()
+    begun: list[Any] = []
+    start = asyncpg.transaction.Transaction.start
+
+    async def counted_start(self: Any) -> None:
+        begun.append(self)
+        await start(self)
+
+    monkeypatch.setattr(asyncpg.transaction.Transaction, "start", counted_start)
+
+    catalog = build_catalog(pg_server.pod)  # creates the catalog's tables if new
+
+    async def scenario() -> None:
+        await catalog.startup()
+        run_key = f"lookup-probe-{uuid.uuid4().hex}"
+        try:
+            run = await catalog.create_node(
+                StructureFamily.container, metadata={"n": 1}, key=run_key
+            )
+            stream = await run.create_node(
+                StructureFamily.container, metadata={"n": 2}, key="primary"
+            )
+            # The server's kind of data source (its streaming cache copies it).
+            source = DataSource(
+                structure_family=StructureFamily.table,
+                structure=TableStructure.from_pandas(pd.DataFrame({"x": [1.0]})),
+                management=Management.writable,
+                mimetype="application/x-tiled-sql-table",
+            )
+            await stream.create_node(
+                StructureFamily.table, metadata={"n": 3}, key="internal", data_sources=[source]
+            )
+            # A sibling with the same key under another parent must not be found instead.
+            other = await catalog.create_node(
+                StructureFamily.container, metadata={}, key=f"{run_key}-other"
+            )
+            await other.create_node(StructureFamily.container, metadata={"n": 9}, key="primary")
+            assert begun, "creating nodes runs in transactions"
+            begun.clear()
+
+            path = [run_key, "primary", "internal"]
+            node = await catalog.lookup_adapter(path)
+            sources = await node.data_sources(include_assets=True)
+            assert (await run.lookup_adapter(["primary"])).metadata() == {"n": 2}
+            assert (await catalog.lookup_adapter(path[:2])).metadata() == {"n": 2}
+            assert begun == []
+
+            theirs = await tiled_lookup(catalog, path)
+            assert node.node.id == theirs.node.id and node.metadata() == {"n": 3}
+            assert node.structure_family == "table" and sources[0].assets
+            mine = [d.model_dump() for d in sources]
+            assert mine == [d.model_dump() for d in await tiled_data_sources(theirs, True)]
+            with pytest.raises(NoEntry):
+                await catalog.lookup_adapter([run_key, "missing", "internal"])
+        finally:
+            for key in (run_key, f"{run_key}-other"):
+                with contextlib.suppress(NoEntry):
+                    probe = await catalog.lookup_adapter([key])
+                    await probe.delete(recursive=True, external_only=False)
             await catalog.shutdown()
 
     asyncio.run(scenario())
