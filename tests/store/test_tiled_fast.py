@@ -180,13 +180,16 @@ def test_lookups_on_postgres_find_deep_paths_without_a_transaction(
 ) -> None:
     """On PostgreSQL the fast lookup (a path as nested subqueries) finds a stream's
     table four levels down, from the root and from a node on the way, as tiled's own
-    lookup does, and misses what is not there; it and the joined data sources each run
-    their one statement without ``BEGIN`` / ``ROLLBACK`` around it (counted where
-    asyncpg starts a transaction), while tiled's writes still run in transactions."""
+    lookup does, and misses what is not there. It and the joined data sources run on
+    the server's read engine: each statement without ``BEGIN`` / ``ROLLBACK`` around it
+    (counted where asyncpg starts a transaction; tiled's writes still run in
+    transactions), and PostgreSQL keeps their plans (generic plans in
+    ``pg_prepared_statements``), which tiled's own connections forbid."""
     import uuid
 
     import asyncpg.transaction
     import pandas as pd
+    from sqlalchemy import text
     from tiled.catalog import adapter as tiled_adapter
     from tiled.server.core import NoEntry
     from tiled.server.schemas import DataSource
@@ -195,6 +198,7 @@ def test_lookups_on_postgres_find_deep_paths_without_a_transaction(
     from tiled.structures.table import TableStructure
 
     from beampod.store._server import build_catalog
+    from beampod.store._tiled_reads import READ_ENGINE_ATTR
 
     tiled_lookup = tiled_adapter.CatalogNodeAdapter.lookup_adapter
     tiled_data_sources = tiled_adapter.CatalogNodeAdapter.data_sources
@@ -243,8 +247,9 @@ def test_lookups_on_postgres_find_deep_paths_without_a_transaction(
             begun.clear()
 
             path = [run_key, "primary", "internal"]
-            node = await catalog.lookup_adapter(path)
-            sources = await node.data_sources(include_assets=True)
+            for _ in range(7):  # past PostgreSQL's five custom plans of a statement
+                node = await catalog.lookup_adapter(path)
+                sources = await node.data_sources(include_assets=True)
             assert (await run.lookup_adapter(["primary"])).metadata() == {"n": 2}
             assert (await catalog.lookup_adapter(path[:2])).metadata() == {"n": 2}
             assert begun == []
@@ -256,6 +261,24 @@ def test_lookups_on_postgres_find_deep_paths_without_a_transaction(
             assert mine == [d.model_dump() for d in await tiled_data_sources(theirs, True)]
             with pytest.raises(NoEntry):
                 await catalog.lookup_adapter([run_key, "missing", "internal"])
+
+            engine = getattr(catalog.context, READ_ENGINE_ATTR)
+            async with engine.connect() as conn:  # the one connection the reads used
+                name = (await conn.execute(text("SHOW application_name"))).scalar()
+                plans = (
+                    await conn.execute(
+                        text(
+                            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                            " WHERE statement LIKE 'SELECT nodes.id%'"
+                            " OR statement LIKE 'SELECT data_sources.id%'"
+                        )
+                    )
+                ).all()
+            assert name == "beampod-tiled-reads"
+            # The lookup of the table and its data sources, each run seven times: past
+            # the five custom plans, PostgreSQL runs them on their generic plan.
+            repeated = [generic for generic, custom in plans if generic + custom >= 7]
+            assert len(repeated) == 2 and all(generic > 0 for generic in repeated), plans
         finally:
             for key in (run_key, f"{run_key}-other"):
                 with contextlib.suppress(NoEntry):

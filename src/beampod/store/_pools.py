@@ -6,8 +6,9 @@ fails with 500. Every instrument has a writer and, typically, a reader or live v
 asking at once; in a facility of 25 on one Tiled the default 15 were taken and writers'
 appends failed (QueuePool timeouts) and were retried, adding load. So each pool gets a
 base connection per instrument, and the embedded PostgreSQL's ``max_connections`` is
-raised to what both pools can open at most, plus a reserve for the writer's bootstrap
-and for an administrator (``psql``).
+raised to what those two and the server's read engine (``_tiled_reads``, the node
+lookups) can open at most, plus a reserve for the writer's bootstrap and for an
+administrator (``psql``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ OVERFLOW = 10
 RESERVE = 20
 #: PostgreSQL's default ``max_connections``; never configured lower than this.
 POSTGRES_DEFAULT_MAX = 100
+
+
+#: Connections the server's read engine (``_tiled_reads``) keeps open: its reads are
+#: one statement each, so a few serve many requests.
+READS_KEPT = 5
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,17 @@ class ConnectionPools:
         return self.pool_size + self.max_overflow
 
     @property
+    def reads_pool_size(self) -> int:
+        return READS_KEPT
+
+    @property
+    def reads_max_overflow(self) -> int:
+        """As many at most as each of tiled's pools: a burst of requests never waits
+        for a lookup's connection longer than for tiled's."""
+        return self.most_per_pool - READS_KEPT
+
+    @property
     def postgres_max_connections(self) -> int:
-        """Room for the catalog's and the table storage's pools at their largest."""
-        return max(POSTGRES_DEFAULT_MAX, 2 * self.most_per_pool + RESERVE)
+        """Room for the catalog's, the table storage's and the reads' pools at their
+        largest."""
+        return max(POSTGRES_DEFAULT_MAX, 3 * self.most_per_pool + RESERVE)

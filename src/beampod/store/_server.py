@@ -32,6 +32,7 @@ from beampod.store._tiled_deps import apply_settings_override, await_cheap_depen
 from beampod.store._tiled_entry import install_direct_entry
 from beampod.store._tiled_fast import install_fast_lookup
 from beampod.store._tiled_nodes import install_lean_create_node
+from beampod.store._tiled_reads import attach_read_engine
 from beampod.store._tiled_tables import install_one_table_creation_at_a_time
 
 log = logging.getLogger("beampod.store.server")
@@ -66,6 +67,8 @@ def build_catalog(pod: LoadedPod) -> Any:
     )
     if uris.backend == "sqlite":
         _use_wal(layout.catalog_db, layout.tables_db)
+    else:
+        attach_read_engine(catalog, uris.catalog, pools)
     return catalog
 
 

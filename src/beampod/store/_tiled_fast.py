@@ -19,11 +19,9 @@ statement does not answer goes to tiled's own method unchanged: a node under sea
 conditions or access filters, and a path that does not end at a catalog node (a path
 into a file's internals, or no such node: tiled raises its ``NoEntry``).
 
-Both read in one statement, so on PostgreSQL they run outside a transaction
-(:func:`read_session`): a SQLAlchemy session otherwise opens one for its first
-statement and rolls it back when it closes, two more round trips to the database
-(``BEGIN``, ``ROLLBACK``) around each lookup, in Tiled's CPU and PostgreSQL's. A single
-statement sees one snapshot either way.
+Both read in one statement, through :func:`beampod.store._tiled_reads.read_session`:
+on PostgreSQL on the server's read engine (its own pool, where PostgreSQL may keep a
+prepared statement's plan, in autocommit), elsewhere in a session of tiled's.
 
 Pinned: :data:`PINNED_LOOKUP_SHA256` is the hash of the tiled method this replaces;
 when tiled changes that method the override is not installed (logged) and
@@ -32,11 +30,11 @@ when tiled changes that method the override is not installed (logged) and
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from beampod.store._pins import replace_pinned, source_sha256
+from beampod.store._tiled_reads import read_session
 
 # sha256 of ``inspect.getsource(CatalogNodeAdapter.lookup_adapter)`` in the locked tiled.
 PINNED_LOOKUP_SHA256 = "49f72db48ef45fd5ebbb7c9c71368aee7c5f9dc7f7681472517404292ab093bf"
@@ -45,19 +43,6 @@ PINNED_DATA_SOURCES_SHA256 = "9ea9e208baffb51c0197430dca107a0346b1bf6035fcff3871
 _MARK = "_beampod_fast_lookup"
 
 Lookup = Callable[[Any, list[str]], Awaitable[Any]]
-#: The connection's options for a session that runs one read statement: no transaction.
-#: SQLite's driver opens none for a read anyway (and setting its isolation level costs
-#: a hop to aiosqlite's thread), so only PostgreSQL's sessions are given it.
-ONE_STATEMENT = {"isolation_level": "AUTOCOMMIT"}
-
-
-@contextlib.asynccontextmanager
-async def read_session(context: Any) -> AsyncIterator[Any]:
-    """A session of tiled's catalog ``context`` for one read statement."""
-    async with context.session() as db:
-        if context.engine.dialect.name == "postgresql":
-            await db.connection(execution_options=ONE_STATEMENT)
-        yield db
 
 
 def upstream_lookup_hash() -> str:
