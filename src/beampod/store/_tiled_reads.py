@@ -13,9 +13,9 @@ So on PostgreSQL the server gives those reads an engine of their own
 ``plan_cache_mode`` (``auto``: a prepared statement's generic plan is kept once it
 costs no more than the custom ones), and autocommit (one statement needs no
 ``BEGIN``/``ROLLBACK``). tiled's own queries keep its engine and its setting. The
-engine hangs on tiled's catalog context, is disposed with the catalog, and its
-connections are named ``application_name = beampod-tiled-reads`` in
-``pg_stat_activity``.
+engine hangs on tiled's catalog context, is disposed with the catalog, keeps as many
+connections as each of tiled's pools (``_pools``), and its connections are named
+``application_name = beampod-tiled-reads`` in ``pg_stat_activity``.
 """
 
 from __future__ import annotations
