@@ -225,7 +225,11 @@ def test_tiled_pools_grow_with_the_instruments_and_postgres_admits_them() -> Non
     # not: 2 x 55 > 100).
     big = ConnectionPools.for_instruments(45)
     assert big.pool_size == 45
-    # The server's read engine is sized as each of tiled's pools.
+    # The server's read engine is sized as the table storage's pool; tiled's catalog
+    # pool, left with fewer reads, keeps half as many open and may open as many.
     assert (big.reads_pool_size, big.reads_max_overflow) == (big.pool_size, big.max_overflow)
+    assert big.catalog_pool_size == 23
+    assert big.catalog_pool_size + big.catalog_max_overflow == big.most_per_pool
+    assert ConnectionPools.for_instruments(1).catalog_pool_size == 5
     assert big.postgres_max_connections >= 3 * big.most_per_pool + 3
     assert big.postgres_max_connections > 100

@@ -4,11 +4,12 @@ Tiled's SQL catalog and its SQL table storage each keep a SQLAlchemy pool, 5 con
 plus 10 overflow by default, and a request waiting longer than 30 s for a connection
 fails with 500. Every instrument has a writer and, typically, a reader or live view
 asking at once; in a facility of 25 on one Tiled the default 15 were taken and writers'
-appends failed (QueuePool timeouts) and were retried, adding load. So each pool gets a
-base connection per instrument, and the embedded PostgreSQL's ``max_connections`` is
-raised to what those two and the server's read engine (``_tiled_reads``, the node
-lookups) can open at most, plus a reserve for the writer's bootstrap and for an
-administrator (``psql``).
+appends failed (QueuePool timeouts) and were retried, adding load. So each pool may
+open a connection per instrument beyond tiled's 10 of overflow: the table storage's and
+the server's read engine (``_tiled_reads``, the node lookups) keep one per instrument
+open, tiled's catalog pool one per two. The embedded PostgreSQL's ``max_connections``
+is raised to what the three can open at most, plus a reserve for the writer's bootstrap
+and for an administrator (``psql``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,20 @@ class ConnectionPools:
     @property
     def most_per_pool(self) -> int:
         return self.pool_size + self.max_overflow
+
+    @property
+    def catalog_pool_size(self) -> int:
+        """tiled's catalog pool keeps one connection per two instruments: the node
+        lookups, two of its three reads per table append, have the read engine's pool.
+        With one per instrument a facility of 25 kept 41-45 connections in tiled's two
+        pools, with this 31-32, opening as few new ones (0.5-1.3 a second against
+        0.6-1.1; docs/benchmarks.md)."""
+        return max(MIN_POOL, -(-self.pool_size // 2))
+
+    @property
+    def catalog_max_overflow(self) -> int:
+        """As many at most as the table storage's pool."""
+        return self.most_per_pool - self.catalog_pool_size
 
     @property
     def reads_pool_size(self) -> int:

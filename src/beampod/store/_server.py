@@ -59,9 +59,9 @@ def build_catalog(pod: LoadedPod) -> Any:
         # An in-process streaming cache lets clients subscribe to live runs and makes
         # TiledWriter's close_stream() calls meaningful; it holds no durable state.
         cache_config=StreamingCacheConfig(uri="memory").model_dump(),
-        # Ignored by SQLite (no pool); on PostgreSQL one base connection per instrument.
-        catalog_pool_size=pools.pool_size,
-        catalog_max_overflow=pools.max_overflow,
+        # Ignored by SQLite (no pool); on PostgreSQL sized by the instruments (_pools).
+        catalog_pool_size=pools.catalog_pool_size,
+        catalog_max_overflow=pools.catalog_max_overflow,
         storage_pool_size=pools.pool_size,
         storage_max_overflow=pools.max_overflow,
     )
