@@ -284,6 +284,9 @@ def test_lookups_on_postgres_find_deep_paths_without_a_transaction(
                 with contextlib.suppress(NoEntry):
                     probe = await catalog.lookup_adapter([key])
                     await probe.delete(recursive=True, external_only=False)
-            await catalog.shutdown()
+            for task in catalog.shutdown_tasks:  # as tiled's app shuts down
+                await task()
+        # ... which closes the read engine's connections too.
+        assert getattr(catalog.context, READ_ENGINE_ATTR).pool.checkedin() == 0
 
     asyncio.run(scenario())

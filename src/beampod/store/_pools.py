@@ -19,7 +19,7 @@ from dataclasses import dataclass
 #: Tiled's own default base size, kept as the floor for a pod of one instrument.
 MIN_POOL = 5
 OVERFLOW = 10
-#: Connections beyond both pools' maximum: superuser reserve (3) and a few clients.
+#: Connections beyond the pools' maximum: superuser reserve (3) and a few clients.
 RESERVE = 20
 #: PostgreSQL's default ``max_connections``; never configured lower than this.
 POSTGRES_DEFAULT_MAX = 100
@@ -54,11 +54,12 @@ class ConnectionPools:
 
     @property
     def reads_pool_size(self) -> int:
-        """The server's read engine keeps as many as tiled's pools. Its reads are one
-        statement each, yet under load each is checked out for as long as the busy event
-        loop takes to get back to it: with 5 kept, a facility of 25 had up to 24 out at
-        once and opened 18.7 connections a second (a backend and its authentication
-        each), PostgreSQL at 34 % of a core instead of 11 % (docs/benchmarks.md)."""
+        """The server's read engine keeps as many as the table storage's pool, one per
+        instrument. Its reads are one statement each, yet under load each is checked out
+        for as long as the busy event loop takes to get back to it: with 5 kept, a
+        facility of 25 had up to 24 out at once and opened 18.7 connections a second (a
+        backend and its authentication each), PostgreSQL at 34 % of a core instead of
+        11 % (docs/benchmarks.md)."""
         return self.pool_size
 
     @property

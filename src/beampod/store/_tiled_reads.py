@@ -13,8 +13,8 @@ So on PostgreSQL the server gives those reads an engine of their own
 ``plan_cache_mode`` (``auto``: a prepared statement's generic plan is kept once it
 costs no more than the custom ones), and autocommit (one statement needs no
 ``BEGIN``/``ROLLBACK``). tiled's own queries keep its engine and its setting. The
-engine hangs on tiled's catalog context, is disposed with the catalog, keeps as many
-connections as each of tiled's pools (``_pools``), and its connections are named
+engine hangs on tiled's catalog context, is disposed with the catalog, keeps one
+connection per instrument open (``_pools``), and its connections are named
 ``application_name = beampod-tiled-reads`` in ``pg_stat_activity``.
 """
 
@@ -57,6 +57,11 @@ def attach_read_engine(catalog: Any, uri: str, pools: ConnectionPools) -> Any:
             await engine.dispose()
 
     catalog.shutdown = shutdown_and_dispose
+    # tiled's app runs the catalog's ``shutdown_tasks``, bound when it was made.
+    catalog.shutdown_tasks = [
+        shutdown_and_dispose if task == shutdown else task
+        for task in getattr(catalog, "shutdown_tasks", [])
+    ]
     return engine
 
 
