@@ -9,8 +9,8 @@ server's side of the work), CPU of the PostgreSQL processes, and wall time, per 
 
 The path is a run's stream table, as the writers append to it:
 ``<instrument>/<probe run>/primary/internal``; the probe run is made for the
-benchmark and deleted after it. Run it on a pod with nothing else going on: the
-PostgreSQL CPU is that of all its processes.
+benchmark and deleted after it. The PostgreSQL CPU is that of the pod's embedded
+server and all its backends: run it on a pod with nothing else going on.
 
     python bench/bench_idle.py --sizes 1 --keep        # a PostgreSQL pod to measure on
     python bench/bench_lookup.py --home /tmp/bench-idle-1-.../facility
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import time
@@ -30,23 +29,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_average, machine
+from _common import load_average, machine, tree_cpu_s
 
 VARIANTS = ("tiled", "beampod")
-
-
-def postgres_cpu_s() -> float:
-    """CPU seconds of every process named ``postgres`` on this machine."""
-    ticks = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue  # gone meanwhile
-        if "(postgres)" in text:
-            fields = text.rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def make_probe(catalog: Any, instrument: str) -> list[str]:
@@ -74,19 +59,21 @@ async def make_probe(catalog: Any, instrument: str) -> list[str]:
     return [instrument, run_key, "primary", "internal"]
 
 
-async def measure(catalog: Any, path: list[str], n: int) -> dict[str, float]:
-    cpu0, pg0, t0 = time.process_time(), postgres_cpu_s(), time.perf_counter()
+async def measure(catalog: Any, path: list[str], n: int, postgres_pid: int) -> dict[str, float]:
+    cpu0, pg0, t0 = time.process_time(), tree_cpu_s(postgres_pid), time.perf_counter()
     for _ in range(n):
         node = await catalog.lookup_adapter(path)
         await node.data_sources(include_assets=True)
     return {
         "client_ms": (time.process_time() - cpu0) / n * 1e3,
-        "postgres_ms": (postgres_cpu_s() - pg0) / n * 1e3,
+        "postgres_ms": (tree_cpu_s(postgres_pid) - pg0) / n * 1e3,
         "wall_ms": (time.perf_counter() - t0) / n * 1e3,
     }
 
 
-async def run(catalog: Any, instrument: str, n: int, repeat: int) -> dict[str, list[dict]]:
+async def run(
+    catalog: Any, instrument: str, n: int, repeat: int, postgres_pid: int
+) -> dict[str, list[dict]]:
     from tiled.catalog.adapter import CatalogNodeAdapter
 
     from beampod.store._tiled_fast import fast_data_sources, fast_lookup
@@ -105,13 +92,13 @@ async def run(catalog: Any, instrument: str, n: int, repeat: int) -> dict[str, l
         path = await make_probe(catalog, instrument)
         for variant in VARIANTS:  # warm up: each connection's statements prepared
             CatalogNodeAdapter.lookup_adapter, CatalogNodeAdapter.data_sources = methods[variant]
-            await measure(catalog, path, 50)
+            await measure(catalog, path, 50, postgres_pid)
         for rep in range(repeat):
             for variant in VARIANTS if rep % 2 == 0 else VARIANTS[::-1]:
                 lookup, data_sources = methods[variant]
                 CatalogNodeAdapter.lookup_adapter = lookup
                 CatalogNodeAdapter.data_sources = data_sources
-                got = await measure(catalog, path, n)
+                got = await measure(catalog, path, n, postgres_pid)
                 results[variant].append(got)
                 print(
                     f"rep {rep + 1} {variant:8s} per lookup + data sources: "
@@ -143,9 +130,17 @@ def main() -> int:
     if not isinstance(pod.config.store, PostgresStore):
         print(f"bench_lookup: {args.home} does not store in PostgreSQL", file=sys.stderr)
         return 2
+    state = Path(args.home) / "run" / "state.json"
+    services = json.loads(state.read_text())["services"] if state.exists() else {}
+    postgres_pid = services.get("postgres", {}).get("pid")
+    if not postgres_pid:
+        print(f"bench_lookup: no running embedded PostgreSQL at {args.home}", file=sys.stderr)
+        return 2
     print(f"machine: {machine()}; load average at start: {load_average()}")
     catalog = build_catalog(pod)
-    results = asyncio.run(run(catalog, pod.config.instrument_name, args.lookups, args.repeat))
+    results = asyncio.run(
+        run(catalog, pod.config.instrument_name, args.lookups, args.repeat, int(postgres_pid))
+    )
     medians = {
         v: {k: statistics.median(r[k] for r in results[v]) for k in results[v][0]} for v in VARIANTS
     }

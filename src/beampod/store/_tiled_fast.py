@@ -14,14 +14,15 @@ with the request's values. It loads the same node with the same eager loads, fro
 database at every request, so nothing is cached but the statement's *shape*: a new run
 is found at once, a deleted one is gone at once, metadata is always the stored one.
 The path is walked by nested subqueries rather than tiled's join of one alias per
-segment, which PostgreSQL plans in half the time (see :func:`_lookup_statement`). Whatever that fast
-statement does not answer goes to tiled's own method unchanged: a node under search
-conditions or access filters, and a path that does not end at a catalog node (a path
-into a file's internals, or no such node: tiled raises its ``NoEntry``).
+segment, which PostgreSQL plans in half the time (see :func:`_lookup_statement`).
+Whatever that fast statement does not answer goes to tiled's own method unchanged: a
+node under search conditions or access filters, and a path that does not end at a
+catalog node (a path into a file's internals, or no such node: tiled raises its
+``NoEntry``).
 
 Both read in one statement, through :func:`beampod.store._tiled_reads.read_session`:
 on PostgreSQL on the server's read engine (its own pool, where PostgreSQL may keep a
-prepared statement's plan, in autocommit), elsewhere in a session of tiled's.
+prepared statement's plan, in autocommit), on SQLite in a session of tiled's.
 
 Pinned: :data:`PINNED_LOOKUP_SHA256` is the hash of the tiled method this replaces;
 when tiled changes that method the override is not installed (logged) and

@@ -29,10 +29,6 @@ from beampod.store._pools import ConnectionPools
 #: The attribute of tiled's ``Context`` that holds the read engine.
 READ_ENGINE_ATTR = "_beampod_read_engine"
 APPLICATION_NAME = "beampod-tiled-reads"
-#: A session's connection options for one read statement on tiled's own engine (no
-#: read engine): no transaction. SQLite's driver opens none for a read anyway (and
-#: setting its isolation level costs a hop to aiosqlite's thread).
-ONE_STATEMENT = {"isolation_level": "AUTOCOMMIT"}
 
 
 def attach_read_engine(catalog: Any, uri: str, pools: ConnectionPools) -> Any:
@@ -68,16 +64,15 @@ def attach_read_engine(catalog: Any, uri: str, pools: ConnectionPools) -> Any:
 @contextlib.asynccontextmanager
 async def read_session(context: Any) -> AsyncIterator[Any]:
     """A session for one read statement of tiled's catalog ``context``: on the read
-    engine when the context has one, else on tiled's engine (outside a transaction on
-    PostgreSQL)."""
+    engine when the context has one (PostgreSQL), else tiled's own (SQLite: its driver
+    opens no transaction for a read, and its planning is cheap)."""
     from sqlalchemy.ext.asyncio import AsyncSession
 
     engine = getattr(context, READ_ENGINE_ATTR, None)
-    if engine is not None:
-        async with AsyncSession(engine, autoflush=False, expire_on_commit=False) as db:
-            yield db
-        return
-    async with context.session() as db:
-        if context.engine.dialect.name == "postgresql":
-            await db.connection(execution_options=ONE_STATEMENT)
+    session = (
+        context.session()
+        if engine is None
+        else AsyncSession(engine, autoflush=False, expire_on_commit=False)
+    )
+    async with session as db:
         yield db
