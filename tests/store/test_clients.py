@@ -166,3 +166,48 @@ def test_another_local_user_with_a_key_in_the_query_gets_only_its_rights(
     out = as_nobody(_GATE_AS_ANOTHER_USER, *calls)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["401", "401", "200", "200", "403"]
+
+
+def test_pod_clients_keep_no_cookies() -> None:
+    """A client that answers every response with a cookie gets none back: the jar
+    stays empty and no request carries a ``Cookie`` header."""
+    from beampod.store._client import keep_no_cookies
+
+    seen: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        return httpx.Response(200, headers={"Set-Cookie": "tiled_csrf_token=t; Path=/"})
+
+    with httpx.Client(transport=httpx.MockTransport(answer), base_url="http://t") as http:
+        http.get("/a")
+        http.get("/a")  # httpx's own behaviour: the cookie is kept and sent back
+        assert len(http.cookies) == 1
+        keep_no_cookies(http)
+        for _ in range(3):
+            http.get("/a")
+        assert len(http.cookies) == 0
+    assert seen == [None, "tiled_csrf_token=t", None, None, None]
+
+
+def test_connected_tiled_clients_keep_no_cookies(tiled_server: Server) -> None:
+    from beampod.store._client import connect
+
+    demo = connect(f"{tiled_server.url}/api/v1/metadata/demo", tiled_server.key("writer"))
+    http = demo.context.http_client
+    http.cookies.extract_cookies(
+        httpx.Response(
+            200,
+            headers={"Set-Cookie": "tiled_csrf_token=t; Path=/"},
+            request=httpx.Request("GET", tiled_server.url),
+        )
+    )
+    assert len(http.cookies) == 0
+    node = demo.create_container("cookieless", metadata={"n": 1})
+    try:
+        read = http.get(f"{tiled_server.url}/api/v1/metadata/demo/cookieless")
+        assert read.json()["data"]["attributes"]["metadata"] == {"n": 1}
+        assert "cookie" not in read.request.headers
+        assert len(http.cookies) == 0
+    finally:
+        node.delete(recursive=True)

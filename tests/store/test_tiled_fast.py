@@ -110,16 +110,50 @@ def test_server_hooks_still_work(tiled_server: Server) -> None:
     assert resp.status_code == 200
     # capture_metrics: Server-Timing with the app's time (and the routes' own timings)
     assert "app;dur=" in resp.headers["server-timing"]
-    # double_submit_cookie_csrf_protection: a fresh CSRF cookie for a request without one
+    # No CSRF cookie behind the gate, which removes every cookie before tiled could
+    # check one: neither for a request without one nor for one that sends one.
+    assert "set-cookie" not in resp.headers
     from tiled.server.utils import CSRF_COOKIE_NAME
 
-    assert f"{CSRF_COOKIE_NAME}=" in resp.headers.get("set-cookie", "")
+    again = get_as_writer(
+        tiled_server, "/api/v1/metadata/demo", headers={"Cookie": f"{CSRF_COOKIE_NAME}=x"}
+    )
+    assert again.status_code == 200
+    assert "set-cookie" not in again.headers
     # client_compatibility_check: a Python client older than tiled accepts is refused
     old = get_as_writer(
         tiled_server, "/api/v1/metadata/demo", headers={"User-Agent": "python-tiled/0.1.0a1"}
     )
     assert old.status_code == 400
     assert "0.1.0a1" in old.json()["detail"]
+
+
+@pytest.mark.parametrize("csrf_cookie", [True, False])
+def test_hooks_set_a_csrf_cookie_only_where_one_can_come_back(csrf_cookie: bool) -> None:
+    """Where cookies reach the app, tiled's hook's behaviour: a new ``tiled_csrf_token``
+    cookie for a request without one, none for a request that has one. Without
+    (``csrf_cookie=False``), never one."""
+    import httpx
+    from starlette.responses import PlainTextResponse
+    from tiled.server.utils import CSRF_COOKIE_NAME
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        hooks = TiledRequestHooks(app, csrf_cookie=csrf_cookie)
+        transport = httpx.ASGITransport(app=hooks)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            bare = await http.get("/x")
+            http.cookies.clear()
+            sent = await http.get("/x", headers={"Cookie": f"{CSRF_COOKIE_NAME}=abc"})
+        return bare, sent
+
+    bare, sent = asyncio.run(scenario())
+    assert bare.text == sent.text == "ok"
+    assert "server-timing" in bare.headers
+    assert (f"{CSRF_COOKIE_NAME}=" in bare.headers.get("set-cookie", "")) is csrf_cookie
+    assert "set-cookie" not in sent.headers
 
 
 def test_new_and_deleted_nodes_seen_at_once(tiled_server: Server) -> None:

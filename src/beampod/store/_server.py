@@ -26,6 +26,7 @@ from beampod.store._health import health_container
 from beampod.store._layout import layout_of, store_uris
 from beampod.store._lean import lean_server_imports
 from beampod.store._pools import ConnectionPools
+from beampod.store._tiled_adapter import install_inline_sql_adapter
 from beampod.store._tiled_appends import install_arrow_appends
 from beampod.store._tiled_asgi import replace_request_hooks
 from beampod.store._tiled_deps import apply_settings_override, await_cheap_dependencies
@@ -150,7 +151,9 @@ def build_store_app(
         authentication=Authentication(single_user_api_key=key),
         serialization_registry=serialization_registry(),
     )
-    replace_request_hooks(app)  # one plain ASGI call instead of five task hops
+    # One plain ASGI call instead of five task hops; no CSRF cookie, since the gate
+    # below removes every cookie before tiled could check one.
+    replace_request_hooks(app, csrf_cookie=False)
     if only_app:
         apply_settings_override(app)
         await_cheap_dependencies()  # no thread hand-offs before a request's endpoint
@@ -213,6 +216,7 @@ def serve(pod: LoadedPod) -> None:
     install_fast_lookup()  # this process serves only this app (docs/store.md)
     install_one_table_creation_at_a_time()  # runs of many instruments start at once
     install_arrow_appends()  # rows reach SQL storage as Arrow, not through pandas
+    install_inline_sql_adapter()  # a SQL table's adapter without a hop to a thread
     install_direct_entry()  # a request's node in one lookup, not one per path segment
     install_lean_create_node()  # a new node is not read back after it is stored
     app = build_store_app(pod, only_app=True)

@@ -18,7 +18,11 @@ plain ASGI call that wraps ``send``:
 - ``request.state.cookies_to_set`` and their ``Set-Cookie`` headers;
 - the Python-client version check (400 for a client older than tiled accepts);
 - the double-submit CSRF check on unsafe methods that carry a sensitive cookie (403),
-  and a new ``tiled_csrf_token`` cookie on a response to a request without one.
+  and a new ``tiled_csrf_token`` cookie on a response to a request without one --
+  unless ``csrf_cookie=False``: behind the pod's API-key gate (``_auth.py``), which
+  removes every cookie from a request before tiled sees it, the token could never come
+  back to be checked, and each response carried a new one (a ``Set-Cookie`` that every
+  client parsed and stored, and sent back to be removed; ~17 % of a writer's CPU).
 
 :func:`replace_request_hooks` swaps them in the app's middleware list before the app
 first runs, only when that list holds exactly those six (by function name; five
@@ -82,9 +86,10 @@ def _server_timing(metrics: dict[str, dict[str, float]]) -> str:
 class TiledRequestHooks:
     """The six hooks of tiled's ``build_app`` (module docstring), without task hops."""
 
-    def __init__(self, app: ASGIApp, prometheus: bool = False) -> None:
+    def __init__(self, app: ASGIApp, prometheus: bool = False, csrf_cookie: bool = True) -> None:
         self.app = app
         self.prometheus = prometheus
+        self.csrf_cookie = csrf_cookie
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -127,7 +132,7 @@ class TiledRequestHooks:
             if refusal is not None:
                 await refusal(scope, receive, sending)
             else:
-                new_csrf[0] = not _csrf_cookie_of(request)
+                new_csrf[0] = self.csrf_cookie and not _csrf_cookie_of(request)
                 await self.app(scope, receive, sending)
         except BaseException:
             if self.prometheus and not started[0]:
@@ -228,9 +233,10 @@ def _csrf_refusal(request: Any) -> Any:
     return None
 
 
-def replace_request_hooks(app: Any) -> bool:
+def replace_request_hooks(app: Any, *, csrf_cookie: bool = True) -> bool:
     """Put :class:`TiledRequestHooks` where tiled's six hooks are (before the app
-    first runs). Returns whether it did."""
+    first runs); ``csrf_cookie=False`` where no cookie reaches the app (see the module
+    docstring). Returns whether it did."""
     from starlette.middleware import Middleware
     from starlette.middleware.base import BaseHTTPMiddleware
 
@@ -252,6 +258,8 @@ def replace_request_hooks(app: Any) -> bool:
         return False
     first = names.index(HOOKS[0])
     kept = [m for m, n in zip(entries, names, strict=True) if n is None]
-    kept.insert(first, Middleware(TiledRequestHooks, prometheus=prometheus))
+    kept.insert(
+        first, Middleware(TiledRequestHooks, prometheus=prometheus, csrf_cookie=csrf_cookie)
+    )
     app.user_middleware = kept
     return True
