@@ -27,6 +27,7 @@ from beampod.store._layout import layout_of, store_uris
 from beampod.store._lean import lean_server_imports
 from beampod.store._pools import ConnectionPools
 from beampod.store._tiled_adapter import install_inline_sql_adapter
+from beampod.store._tiled_append_route import add_fast_table_appends
 from beampod.store._tiled_appends import install_arrow_appends
 from beampod.store._tiled_asgi import replace_request_hooks
 from beampod.store._tiled_deps import apply_settings_override, await_cheap_dependencies
@@ -154,6 +155,7 @@ def build_store_app(
     # One plain ASGI call instead of five task hops; no CSRF cookie, since the gate
     # below removes every cookie before tiled could check one.
     replace_request_hooks(app, csrf_cookie=False)
+    add_fast_table_appends(app, key)  # appends without solving tiled's dependency tree
     if only_app:
         apply_settings_override(app)
         await_cheap_dependencies()  # no thread hand-offs before a request's endpoint
