@@ -72,9 +72,12 @@ def local_catalog(root: Path, tables_uri: str) -> Any:
 
 
 async def create_sql_table(catalog: Any, key: str, structure: Any) -> Any:
-    """A table node of ``structure`` stored in the catalog's SQL table storage."""
+    """A table node of ``structure`` stored in the catalog's SQL table storage, made
+    as tiled's server makes one (its schema's ``DataSource``, which a catalog with a
+    streaming cache requires)."""
+    from tiled.server.schemas import DataSource
     from tiled.structures.core import StructureFamily
-    from tiled.structures.data_source import DataSource, Management
+    from tiled.structures.data_source import Management
 
     return await catalog.create_node(
         StructureFamily.table,

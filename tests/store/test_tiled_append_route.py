@@ -51,12 +51,10 @@ def test_appends_skip_tiled_dependencies_and_the_rest_is_tiled_own(
     import fastapi.routing
     import pyarrow
     from starlette.testclient import TestClient
-    from tiled.server.schemas import DataSource
-    from tiled.structures.core import StructureFamily
-    from tiled.structures.data_source import Management
     from tiled.structures.table import TableStructure
 
     from beampod.store._server import build_store_app
+    from tests.store.helpers import create_sql_table
 
     solved: list[str] = []
     solve = fastapi.routing.solve_dependencies
@@ -77,21 +75,8 @@ def test_appends_skip_tiled_dependencies_and_the_rest_is_tiled_own(
     url = "/api/v1/table/partition/demo/fast-appends"
 
     async def create_table() -> None:
-        # As the server creates one (its schema's DataSource: its streaming cache is on).
         demo = await tiled_app.state.root_tree.lookup_adapter(["demo"])
-        await demo.create_node(
-            StructureFamily.table,
-            metadata={},
-            key="fast-appends",
-            data_sources=[
-                DataSource(
-                    structure_family=StructureFamily.table,
-                    structure=TableStructure.from_arrow_table(rows),
-                    management=Management.writable,
-                    mimetype="application/x-tiled-sql-table",
-                )
-            ],
-        )
+        await create_sql_table(demo, "fast-appends", TableStructure.from_arrow_table(rows))
 
     def stored(client: Any) -> list[int]:
         answer = client.get(
