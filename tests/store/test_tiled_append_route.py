@@ -118,3 +118,8 @@ def test_appends_skip_tiled_dependencies_and_the_rest_is_tiled_own(
         assert "patch_table_partition" in solved
         # Only the append with partition=0&x=1 (through tiled's route) added rows.
         assert stored(client) == [1, 2, 3, 1, 2, 3]
+        # What else reads the app's routes: tiled's OpenAPI document, with tiled's own
+        # append route in it.
+        openapi = client.get("/openapi.json", headers={"Authorization": f"Apikey {key}"})
+        assert openapi.status_code == 200
+        assert "patch" in openapi.json()["paths"]["/api/v1/table/partition/{path}"]

@@ -30,6 +30,8 @@ import hmac
 import logging
 from typing import Any
 
+from starlette.routing import BaseRoute, Match, NoMatchFound
+
 from beampod.store._auth import Receive, Scope, Send
 from beampod.store._pins import source_sha256
 
@@ -73,17 +75,14 @@ def _partition(scope: Scope) -> int | None:
     return int(value)
 
 
-class FastTableAppends:
+class FastTableAppends(BaseRoute):
     """A route of the app's router that answers eligible table appends (module
     docstring) and passes every other request on to the router's next routes."""
 
     def __init__(self, internal_key: str) -> None:
         self._authorization = f"Apikey {internal_key}".encode("latin-1")
-        self.path = PATH_PREFIX  # what Starlette's tools read of a route
 
-    def matches(self, scope: Scope) -> tuple[Any, Scope]:
-        from starlette.routing import Match
-
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if (
             scope["type"] == "http"
             and scope.get("method") == "PATCH"
@@ -94,9 +93,7 @@ class FastTableAppends:
         return Match.NONE, {}
 
     def url_path_for(self, name: str, /, **path_params: Any) -> Any:
-        from starlette.routing import NoMatchFound
-
-        raise NoMatchFound(name, path_params)
+        raise NoMatchFound(name, path_params)  # it has no name: links go to tiled's
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         entry = await self._entry(scope)
@@ -137,6 +134,7 @@ class FastTableAppends:
         ):
             return None
         try:
+            # tiled's default registry: build_store_app gives build_app no other.
             deserializer = default_deserialization_registry.dispatch(
                 StructureFamily.table, media_type
             )
