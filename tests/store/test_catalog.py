@@ -163,3 +163,23 @@ def test_a_runs_v2_view_leaves_every_other_run_v3(tiled_server: Server, stored: 
     (stored_desc,) = open_catalog(tiled_server.pod)[7002].descriptors
     assert "descriptors" not in stored_desc
     assert set(stored_desc) == set(emitted), set(stored_desc) ^ set(emitted)
+
+
+def test_find_takes_what_a_user_types(tiled_server: Server, stored: Stored) -> None:
+    """``beampod plot RUN``: -N, a scan_id, a uid prefix; a uid whose first characters
+    are all digits is found by them when no scan_id is that number."""
+    a, b, _ = stored
+    db = open_catalog(tiled_server.pod)
+    # (other tests of this module store runs too: the latest is whatever db[-1] is)
+    assert db.find("-1").metadata["start"]["uid"] == db[-1].metadata["start"]["uid"]
+    assert db.find("7001").metadata["start"]["uid"] == start_uid(a)
+    assert db.find(start_uid(b)[:8]).metadata["start"]["uid"] == start_uid(b)
+    digits = "88819598" + str(uuid.uuid4())[8:]
+    docs = with_run_uid(generate_run("count", num=1, scan_id=7010), digits)
+    assert not open_sink(tiled_server.pod).write_batch(items(docs)).rejected
+    assert db.find(digits[:8]).metadata["start"]["uid"] == digits
+    assert db.find("7010").metadata["start"]["uid"] == digits  # its scan_id still works
+    with pytest.raises(RunNotFoundError, match="no run with scan_id 99999999 or uid"):
+        db.find("99999999")
+    with pytest.raises(RunNotFoundError, match="no run with scan_id 98765 for"):
+        db.find("98765")  # too short for a uid prefix: a scan_id only

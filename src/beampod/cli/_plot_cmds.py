@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from beampod.session import plot_run, run_key
+    from beampod.session import plot_run
     from beampod.store import RunNotFoundError, open_catalog
 
     out: Path = args.output
@@ -35,7 +35,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise UsageError(f"{out}: no such directory {out.parent}")
     try:
-        run = open_catalog(pod_of(args), args.instrument)[run_key(args.run)]
+        run = open_catalog(pod_of(args), args.instrument).find(args.run)
     except RunNotFoundError as exc:  # a RUN that names no run is a bad argument
         raise UsageError(str(exc)) from None
     plot_run(run, args.x, args.y, out)

@@ -8,7 +8,7 @@ from beampod.session._namespace import (
     make_best_effort_callback,
     prepare_instrument,
 )
-from beampod.session._plots import plot_run, plots_dir, run_key
+from beampod.session._plots import plot_run, plots_dir
 from beampod.session._shell import (
     REFUSED_BEFORE_RUN,
     load_ipython_extension,
@@ -31,7 +31,6 @@ __all__ = [
     "plots_dir",
     "prepare_instrument",
     "run_code",
-    "run_key",
     "run_plan_expression",
     "run_shell",
     "wait_for_connection",

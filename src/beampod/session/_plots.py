@@ -97,14 +97,6 @@ def saving_best_effort_callback(pod: LoadedPod, *, out: IO[str] | None = None) -
 # -- beampod plot: a stored run ------------------------------------------------------------
 
 
-def run_key(text: str) -> int | str:
-    """``-1`` -> -1 (latest), ``42`` -> scan_id 42, anything else: a uid prefix."""
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
 def default_columns(run: Any, stream: str = "primary") -> tuple[str, str]:
     """The run's hinted motor (x) and first hinted detector field (y)."""
     start = run.metadata.get("start") or {}

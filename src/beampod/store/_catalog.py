@@ -113,6 +113,27 @@ class Catalog(CatalogOfBlueskyRuns):
             result = result.search(Eq(key, value))
         return result
 
+    def find(self, text: str) -> Any:
+        """The run a user typed on a command line: ``-1`` the latest (``-N`` back),
+        ``42`` the latest run with scan_id 42, anything else a uid prefix. Digits that
+        name no scan_id are tried as a uid prefix too: a uid's first characters can all
+        be digits (``88819598``), and a scan_id is rarely that long."""
+        try:
+            key: int | str = int(text)
+        except ValueError:
+            key = text
+        if not isinstance(key, int) or key <= 0 or len(text) < MIN_UID_PREFIX:
+            return self[key]
+        try:
+            return self._by_scan_id(key)
+        except RunNotFoundError:
+            try:
+                return self._by_uid(text)
+            except RunNotFoundError:
+                raise RunNotFoundError(
+                    f"no run with scan_id {key} or uid starting {text!r} for {self.instrument!r}"
+                ) from None
+
     def _recent(self, key: int) -> Any:
         # A negative index is one request sorted newest first. Not len() first: tiled's
         # client caches a container's length for a second, so a catalog opened before a
