@@ -101,3 +101,19 @@ def get_as_writer(server: Any, path: str, **kw: Any) -> Any:
 
     headers = {"Authorization": f"Apikey {server.key('writer')}", **kw.pop("headers", {})}
     return httpx.get(f"{server.url}{path}", headers=headers, trust_env=False, **kw)
+
+
+#: The media type of an Arrow file, as tiled's client sends a table's rows.
+ARROW = "application/vnd.apache.arrow.file"
+
+
+def arrow_file(table: Any) -> bytes:
+    """``table`` (a pyarrow Table) as the body of an Arrow-file append."""
+    import io
+
+    import pyarrow.ipc
+
+    sink = io.BytesIO()
+    with pyarrow.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()

@@ -14,9 +14,7 @@ from beampod.store._tiled_adapter import (
     install_inline_sql_adapter,
     upstream_get_adapter_hash,
 )
-from tests.store.helpers import create_sql_table, local_catalog
-
-ARROW = "application/vnd.apache.arrow.file"
+from tests.store.helpers import ARROW, arrow_file, create_sql_table, local_catalog
 
 
 def test_pinned_to_the_locked_tiled() -> None:
@@ -80,7 +78,7 @@ def test_a_sql_tables_adapter_is_tiled_own_built_without_a_thread(
             mine = await table.get_adapter()
             table_hops = list(hops)
             await (await catalog.lookup_adapter(["t"])).append_partition(
-                ARROW, arrow_deserializer, None, _arrow_file(rows), 0
+                ARROW, arrow_deserializer, None, arrow_file(rows), 0
             )
             stored = (await table.get_adapter())._read_full_table_or_partition()
             hops.clear()
@@ -109,14 +107,3 @@ def test_a_sql_tables_adapter_is_tiled_own_built_without_a_thread(
     # Another kind of adapter (an array's files) is still opened in a thread.
     assert type(got["other"]).__name__ != "SQLAdapter"
     assert [getattr(h, "__name__", "") for h in got["other_hops"]] == ["from_catalog"]
-
-
-def _arrow_file(table: Any) -> bytes:
-    import io
-
-    import pyarrow.ipc
-
-    sink = io.BytesIO()
-    with pyarrow.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue()

@@ -4,7 +4,6 @@ request that is not exactly such an append answered by tiled's route, errors inc
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +15,7 @@ from beampod.store._tiled_append_route import (
     upstream_patch_partition_hash,
 )
 from tests.store.conftest import make_pod
-
-ARROW = "application/vnd.apache.arrow.file"
-
-
-def _arrow_file(table: Any) -> bytes:
-    import pyarrow.ipc
-
-    sink = io.BytesIO()
-    with pyarrow.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
+from tests.store.helpers import ARROW, arrow_file, create_sql_table
 
 
 def test_pinned_to_the_locked_tiled(tmp_path: Path) -> None:
@@ -54,7 +43,6 @@ def test_appends_skip_tiled_dependencies_and_the_rest_is_tiled_own(
     from tiled.structures.table import TableStructure
 
     from beampod.store._server import build_store_app
-    from tests.store.helpers import create_sql_table
 
     solved: list[str] = []
     solve = fastapi.routing.solve_dependencies
@@ -70,7 +58,7 @@ def test_appends_skip_tiled_dependencies_and_the_rest_is_tiled_own(
     assert isinstance(tiled_app.router.routes[0], FastTableAppends)
     key = pod.secrets.tiled_writer_key.get_secret_value()
     rows = pyarrow.table({"seq_num": [1, 2, 3], "x": [0.5, 1.5, 2.5]})
-    body = _arrow_file(rows)
+    body = arrow_file(rows)
     arrow = {"Authorization": f"Apikey {key}", "Content-Type": ARROW}
     url = "/api/v1/table/partition/demo/fast-appends"
 

@@ -8,7 +8,6 @@ such a value and find it exact, in-process and through a real Tiled server."""
 from __future__ import annotations
 
 import asyncio
-import io
 import sqlite3
 import uuid
 from pathlib import Path
@@ -23,10 +22,9 @@ from beampod.store._tiled_appends import (
     upstream_append_hash,
 )
 from tests.store.conftest import Server
-from tests.store.helpers import create_sql_table, local_catalog
+from tests.store.helpers import ARROW, arrow_file, create_sql_table, local_catalog
 
 BIG = 2**53 + 1  # the first integer float64 cannot hold
-ARROW = "application/vnd.apache.arrow.file"
 
 
 def _rows() -> Any:
@@ -41,15 +39,6 @@ def _rows() -> Any:
     )
 
 
-def _arrow_file(table: Any) -> bytes:
-    import pyarrow.ipc
-
-    sink = io.BytesIO()
-    with pyarrow.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
-
-
 def test_pinned_to_the_locked_tiled() -> None:
     assert upstream_append_hash() == PINNED_APPEND_SHA256, "tiled's append_partition moved"
 
@@ -60,10 +49,10 @@ def test_an_arrow_body_stays_arrow_and_a_dataframe_body_is_read_as_tiled_reads_i
     from tiled.serialization.table import deserialize_arrow
 
     rows = _rows()
-    assert arrow_table(_arrow_file(rows)).equals(rows)
+    assert arrow_table(arrow_file(rows)).equals(rows)
     # A DataFrame serialized as tiled's client serializes one: its index comes back.
     df = pd.DataFrame({"x": [1.5, 2.5]}, index=pd.Index([10, 20], name="at"))
-    body = _arrow_file(pyarrow.Table.from_pandas(df, preserve_index=True))
+    body = arrow_file(pyarrow.Table.from_pandas(df, preserve_index=True))
     got = arrow_table(body)
     assert isinstance(got, pd.DataFrame)
     pd.testing.assert_frame_equal(got, deserialize_arrow(body))
@@ -103,10 +92,10 @@ def test_an_append_reaches_sql_storage_as_arrow(
         try:
             await create_sql_table(catalog, "t", TableStructure.from_arrow_table(rows))
             node = await catalog.lookup_adapter(["t"])
-            await node.append_partition(ARROW, tiled_deserializer, node, _arrow_file(rows), 0)
+            await node.append_partition(ARROW, tiled_deserializer, node, arrow_file(rows), 0)
             # A DataFrame's rows (a tiled client's append_partition(df)): through pandas.
             df = pd.DataFrame({"seq_num": [4], "count": [8], "state": ["idle"]})
-            body = _arrow_file(pyarrow.Table.from_pandas(df))
+            body = arrow_file(pyarrow.Table.from_pandas(df))
             await node.append_partition(ARROW, tiled_deserializer, node, body, 0)
             adapter = await node.get_adapter()
             return adapter._read_full_table_or_partition()  # Arrow, as stored

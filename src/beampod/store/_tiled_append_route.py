@@ -12,12 +12,12 @@ the request with the one internal key, and the app has no access policy.
 :class:`FastTableAppends` is the first route of the app's router (so tiled's exception
 handlers, hooks and middleware are around it as around tiled's route) and does what
 tiled's ``patch_table_partition`` does with what that tree gives it: the node by its
-path (``get_entry``'s one lookup, ``_tiled_entry``), the body deserialized by tiled's
-registry, ``append_partition``, tiled's empty answer. Whatever is not exactly such a
-request goes on to tiled's route unchanged, so tiled answers it, errors included:
-another key, a partition that is not a plain integer, a media type tiled cannot
-deserialize, an access policy, a node the one lookup does not find or that takes no
-partition writes.
+path (``get_entry``'s one lookup, ``_tiled_entry.lookup_at_once``), the body
+deserialized by tiled's registry, ``append_partition``, tiled's empty answer. Whatever
+is not exactly such a request goes on to tiled's route unchanged, so tiled answers it,
+errors included: another key, a partition that is not a plain integer, a media type
+tiled cannot deserialize, an access policy, a node the one lookup does not find or that
+takes no partition writes.
 
 Pinned: :data:`PINNED_PATCH_PARTITION_SHA256` is the hash of tiled's route function;
 when tiled changes it the route is not added (logged) and
@@ -34,6 +34,7 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 
 from beampod.store._auth import Receive, Scope, Send
 from beampod.store._pins import source_sha256
+from beampod.store._tiled_entry import lookup_at_once
 
 log = logging.getLogger("beampod.store.server")
 
@@ -118,18 +119,14 @@ class FastTableAppends(BaseRoute):
     async def _entry(self, scope: Scope) -> tuple[Any, int, str, Any] | None:
         """The node, partition, media type and deserializer of an eligible append."""
         from tiled.media_type_registration import default_deserialization_registry
-        from tiled.server.core import NoEntry
         from tiled.structures.core import StructureFamily
-        from tiled.utils import BrokenLink
 
         partition = _partition(scope)
         headers = dict(scope["headers"])
         media_type = headers.get(b"content-type", b"").decode("latin-1")
-        app = scope["app"]
         if (
             partition is None
             or not hmac.compare_digest(headers.get(b"authorization", b""), self._authorization)
-            or getattr(app.state, "access_policy", None) is not None
             or not media_type
         ):
             return None
@@ -140,14 +137,13 @@ class FastTableAppends(BaseRoute):
             )
         except ValueError:
             return None
-        path_parts = [p for p in scope["path"][len(PATH_PREFIX) :].split("/") if p]
-        root = app.state.root_tree
-        if not path_parts or not hasattr(root, "lookup_adapter"):
-            return None
-        try:
-            entry = await root.lookup_adapter(path_parts)
-        except (NoEntry, BrokenLink):
-            return None
+        state = scope["app"].state
+        entry = await lookup_at_once(
+            state.root_tree,
+            [p for p in scope["path"][len(PATH_PREFIX) :].split("/") if p],
+            None,  # no session: the gate forwards every request with one static key
+            getattr(state, "access_policy", None),
+        )
         if entry is None or not hasattr(entry, "write_partition"):
             return None
         return entry, partition, media_type, deserializer

@@ -41,11 +41,31 @@ def upstream_get_entry_hash() -> str:
     return source_sha256(dependencies.get_entry)
 
 
+async def lookup_at_once(
+    root_tree: Any, path_parts: list[str], session_state: Any, access_policy: Any
+) -> Any:
+    """The node at ``path_parts`` in one lookup, or None where tiled's own walk must
+    decide: an access policy or session state that could filter on the way, the root
+    itself, a missing node, a broken link."""
+    from tiled.server.core import NoEntry
+    from tiled.utils import BrokenLink
+
+    if (
+        access_policy is not None
+        or session_state
+        or not path_parts
+        or not hasattr(root_tree, "lookup_adapter")
+    ):
+        return None
+    try:
+        return await root_tree.lookup_adapter(path_parts)
+    except (NoEntry, BrokenLink):
+        return None  # tiled's walk gives tiled's answer
+
+
 def direct_entry(original: GetEntry) -> GetEntry:
     """``get_entry`` that looks the whole path up at once when no access policy (and no
     session state) can filter on the way; ``original`` for everything else."""
-    from tiled.server.core import NoEntry
-    from tiled.utils import BrokenLink
 
     async def get_entry(
         path: str,
@@ -60,20 +80,11 @@ def direct_entry(original: GetEntry) -> GetEntry:
         access_policy: Any = None,
     ) -> Any:
         path_parts = [segment for segment in path.split("/") if segment]
-        if (
-            access_policy is None
-            and not session_state
-            and path_parts
-            and hasattr(root_tree, "lookup_adapter")
+        entry = await lookup_at_once(root_tree, path_parts, session_state, access_policy)
+        if entry is not None and (
+            structure_families is None or entry.structure_family in structure_families
         ):
-            try:
-                entry = await root_tree.lookup_adapter(path_parts)
-            except (NoEntry, BrokenLink):
-                entry = None  # tiled's walk below gives tiled's answer
-            if entry is not None and (
-                structure_families is None or entry.structure_family in structure_families
-            ):
-                return entry
+            return entry
         return await original(
             path,
             security_scopes,
