@@ -1,15 +1,16 @@
-"""The order in which the two xdist workers take test files: slowest first.
+"""The order in which the xdist workers take test files: slowest first.
 
 ``--dist loadfile`` hands out whole files, one to each worker that runs out of work.
-If a long file comes last, one worker runs it alone while the other idles; handed out
-longest first, the files left at the end are short and both workers finish together
+If a long file comes last, one worker runs it alone while the others idle; handed out
+longest first, the files left at the end are short and the workers finish together
 (longest-processing-time-first scheduling). xdist's own order (``--loadscope-reorder``,
 most tests first) puts the pod files, which have few tests, last: ``addopts`` turns it
 off (``--no-loadscope-reorder``) and ``pytest_collection_modifyitems`` in
 ``tests/conftest.py`` sorts the collection with ``slowest_first``.
 
 ``SLOWEST_FILES`` is measured, not guessed: the files with the most wall time in a whole
-run, longest first (docs/testing.md says how to measure it again). A file not listed
+run, longest first, the files of a shared-fixture group together where the group's total
+ranks (docs/testing.md says how to measure it again). A file not listed
 keeps its place in the collection after these; a stale list costs time, never a test.
 """
 
@@ -19,38 +20,49 @@ from pathlib import Path
 
 import pytest
 
-# Wall time per file in a whole run on a quiet 2-core machine (3 workers), 3 Dec 2026.
+# Wall time per file in a whole run on a 2-core machine (3 workers), 7 Dec 2026; a
+# shared-fixture group's files together, ranked by the group's total.
 SLOWEST_FILES: tuple[str, ...] = (
-    "tests/datapath/test_faults.py",  # 365 s
-    "tests/facility/test_facility_faults.py",  # 226 s
-    "tests/transports/test_kafka_pod.py",  # 189 s
-    "tests/datapath/test_health_probes.py",  # 126 s
-    "tests/queue/test_queue_pod.py",  # 119 s
-    "tests/test_pod.py",  # 115 s
-    "tests/datapath/test_identity.py",  # 91 s
-    "tests/test_data_cli.py",  # 90 s
-    "tests/session/test_session.py",  # 87 s
-    "tests/cluster/test_nats_cluster.py",  # 75 s
-    "tests/facility/test_facility_pod.py",  # 74 s
-    "tests/session/test_db.py",  # 67 s
-    "tests/datapath/test_dead_runengine.py",  # 64 s
-    "tests/facility/test_writer_pool.py",  # 63 s
-    "tests/facility/test_facility_queues.py",  # 63 s
-    "tests/deploy/test_ansible_apply.py",  # 42 s
-    "tests/transports/test_zmq_pod.py",  # 42 s
-    "tests/bus/test_contract.py",  # 40 s
-    "tests/datapath/test_bad_input.py",  # 35 s
-    "tests/queue/test_queue_clients.py",  # 31 s
-    "tests/web/test_app.py",  # 27 s
-    "tests/store/test_tiled_fast.py",  # 27 s
-    "tests/queue/test_queue_data_path.py",  # 26 s
-    "tests/datapath/test_refused.py",  # 26 s
-    "tests/envs/test_runtime.py",  # 25 s
-    "tests/facility/test_two_hosts.py",  # 25 s
-    "tests/web/test_browser.py",  # 21 s
+    "tests/datapath/test_faults.py",  # 87 s (group pg_pod: 127 s)
+    "tests/datapath/test_dead_runengine.py",  # 14 s (group pg_pod: 127 s)
+    "tests/datapath/test_identity.py",  # 14 s (group pg_pod: 127 s)
+    "tests/datapath/test_bad_input.py",  # 11 s (group pg_pod: 127 s)
+    "tests/datapath/test_postgres_pod.py",  # 1 s (group pg_pod: 127 s)
+    "tests/queue/test_queue_pod.py",  # 54 s (group qpod: 109 s)
+    "tests/queue/test_queue_clients.py",  # 25 s (group qpod: 109 s)
+    "tests/queue/test_queue_data_path.py",  # 19 s (group qpod: 109 s)
+    "tests/queue/test_queue_access.py",  # 11 s (group qpod: 109 s)
+    "tests/datapath/test_health_probes.py",  # 92 s
+    "tests/transports/test_kafka_pod.py",  # 90 s
+    "tests/facility/test_facility_faults.py",  # 72 s
+    "tests/session/test_session.py",  # 55 s (group session_iocs: 63 s)
+    "tests/session/test_bsui.py",  # 8 s (group session_iocs: 63 s)
+    "tests/services/test_head_start.py",  # 54 s
+    "tests/cluster/test_nats_cluster.py",  # 44 s
+    "tests/bus/test_contract.py",  # 38 s (group kafka_bootstrap: 43 s)
+    "tests/bus/test_kafka_progress.py",  # 5 s (group kafka_bootstrap: 43 s)
+    "tests/store/test_writer_reorder.py",  # 13 s (group tiled_server: 39 s)
+    "tests/store/test_postgres.py",  # 10 s (group tiled_server: 39 s)
+    "tests/store/test_catalog.py",  # 6 s (group tiled_server: 39 s)
+    "tests/store/test_writer_imports.py",  # 5 s (group tiled_server: 39 s)
+    "tests/store/test_sink.py",  # 4 s (group tiled_server: 39 s)
+    "tests/store/test_clients.py",  # 1 s (group tiled_server: 39 s)
+    "tests/store/test_server.py",  # 1 s (group tiled_server: 39 s)
+    "tests/facility/test_facility_queues.py",  # 38 s
+    "tests/services/test_cpu_placement.py",  # 35 s
+    "tests/test_data_cli.py",  # 31 s
+    "tests/queue/test_queue_watchdog.py",  # 31 s
+    "tests/test_pod.py",  # 29 s
+    "tests/deploy/test_ansible_apply.py",  # 29 s
+    "tests/facility/test_facility_pod.py",  # 28 s
+    "tests/envs/test_runtime.py",  # 14 s (group built: 27 s)
+    "tests/envs/test_pack.py",  # 5 s (group built: 27 s)
+    "tests/envs/test_overlays.py",  # 5 s (group built: 27 s)
+    "tests/envs/test_cycles.py",  # 3 s (group built: 27 s)
+    "tests/session/test_db.py",  # 24 s
+    "tests/facility/test_writer_pool.py",  # 23 s
     "tests/bus/test_roles.py",  # 20 s
     "tests/bus/test_edge.py",  # 19 s
-    "tests/writer/test_loop.py",  # 19 s
 )
 
 
@@ -169,8 +181,23 @@ def _files_by_time(junit_xml: str) -> list[tuple[float, str]]:
     return sorted(((t, n) for n, t in per.items()), reverse=True)
 
 
+def _listing(junit_xml: str) -> list[tuple[float, float, str]]:
+    """``(unit's time, file's time, file)``, the units (a shared-fixture group, or a
+    file of its own) longest first, a group's files together: the order
+    ``SLOWEST_FILES`` wants, since xdist hands out a group as one unit."""
+    per = _files_by_time(junit_xml)
+    units: dict[str, float] = {}
+    for seconds, name in per:
+        unit = group_of(name) or name
+        units[unit] = units.get(unit, 0.0) + seconds
+    rows = [(units[group_of(n) or n], t, n) for t, n in per]
+    return sorted(rows, key=lambda r: (-r[0], group_of(r[2]) or r[2], -r[1]))
+
+
 if __name__ == "__main__":
     import sys
 
-    for seconds, name in _files_by_time(sys.argv[1])[:40]:
-        print(f'    "{name}",  # {seconds:.0f} s')
+    for unit, seconds, name in _listing(sys.argv[1])[:40]:
+        group = group_of(name)
+        note = f" (group {group}: {unit:.0f} s)" if group else ""
+        print(f'    "{name}",  # {seconds:.0f} s{note}')

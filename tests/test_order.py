@@ -46,3 +46,24 @@ def test_a_groups_files_come_together_and_the_rest_keep_their_order() -> None:
     ]
     assert group_of("tests/datapath/test_health_probes.py") is None
     assert group_of("tests/datapath/test_identity.py") == "pg_pod"
+
+
+def test_the_listing_ranks_a_group_by_its_total(tmp_path: Path) -> None:
+    """A group of short files whose sum is the longest unit comes first, together."""
+    from tests._order import _listing
+
+    cases = [
+        ("tests.datapath.test_faults", 50.0),  # group pg_pod: 50 + 40 = 90 s
+        ("tests.datapath.test_identity", 40.0),
+        ("tests.test_pod", 60.0),  # a file of its own: 60 s
+        ("tests.session.test_db", 70.0),
+    ]
+    xml = "".join(f'<testcase classname="{c}" name="t" time="{t}"/>' for c, t in cases)
+    report = tmp_path / "suite.xml"
+    report.write_text(f"<testsuites><testsuite>{xml}</testsuite></testsuites>")
+    assert [name for _, _, name in _listing(str(report))] == [
+        "tests/datapath/test_faults.py",
+        "tests/datapath/test_identity.py",
+        "tests/session/test_db.py",
+        "tests/test_pod.py",
+    ]

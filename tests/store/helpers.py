@@ -61,14 +61,31 @@ def stored_seq_nums(run: Any, stream: str = "primary") -> list[int]:
 
 def local_catalog(root: Path, tables_uri: str) -> Any:
     """A writable tiled catalog under ``root`` (its nodes in SQLite), its tables stored
-    at ``tables_uri``: for a test of the server's code without a server."""
+    at ``tables_uri``: for a test of the server's code without a server.
+
+    Initialised as the pod's server initialises its catalog (``init_catalog``, in this
+    process), not with tiled's ``init_if_not_exists``, which starts ``tiled catalog
+    init`` in a new Python (~2.7 CPU-s a catalog). In a thread of its own, since the
+    caller may be inside an event loop."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tiled.catalog import from_uri
 
-    return from_uri(
-        f"sqlite:///{root / 'catalog.db'}",
-        writable_storage=[str(root / "data"), tables_uri],
-        init_if_not_exists=True,
-    )
+    from beampod.store._catalogdb import init_catalog
+
+    uri = f"sqlite+aiosqlite:///{root / 'catalog.db'}"
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(init_catalog, uri).result()
+    return from_uri(uri, writable_storage=[str(root / "data"), tables_uri])
+
+
+def memory_catalog(writable_storage: list[str]) -> Any:
+    """tiled's ``in_memory`` catalog without the ``tiled catalog init`` it starts in a
+    new Python for a database that Python cannot see: tiled creates an in-memory
+    catalog's tables at its ``startup``, in this process."""
+    from tiled.catalog import from_uri
+
+    return from_uri("sqlite:///:memory:", writable_storage=writable_storage)
 
 
 async def create_sql_table(catalog: Any, key: str, structure: Any) -> Any:

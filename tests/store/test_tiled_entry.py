@@ -17,7 +17,7 @@ from beampod.store._tiled_entry import (
     upstream_get_entry_hash,
 )
 from tests.store.conftest import Server
-from tests.store.helpers import get_as_writer
+from tests.store.helpers import get_as_writer, memory_catalog
 
 
 def test_pinned_to_the_locked_tiled() -> None:
@@ -40,7 +40,6 @@ def _entry_calls(
     a/b/t): what it returned (or raised), and every ``lookup_adapter`` call it made."""
     from fastapi import HTTPException
     from tiled.catalog import adapter as tiled_adapter
-    from tiled.catalog import in_memory
     from tiled.server import dependencies
     from tiled.structures.core import StructureFamily
 
@@ -55,7 +54,7 @@ def _entry_calls(
     get_entry = direct_entry(dependencies.get_entry)
 
     async def scenario() -> Any:
-        catalog = in_memory(writable_storage=[str(tmp_path)])
+        catalog = memory_catalog([str(tmp_path)])
         await catalog.startup()
         try:
             a = await catalog.create_node(StructureFamily.container, metadata={"n": 1}, key="a")

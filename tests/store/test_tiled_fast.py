@@ -31,7 +31,7 @@ from beampod.store._tiled_fast import (
     upstream_lookup_hash,
 )
 from tests.store.conftest import Server, make_pod
-from tests.store.helpers import create_sql_table, get_as_writer, local_catalog
+from tests.store.helpers import create_sql_table, get_as_writer, local_catalog, memory_catalog
 
 
 def test_pinned_to_the_locked_tiled() -> None:
@@ -44,7 +44,6 @@ def test_fast_lookup_builds_no_statement_per_request(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from tiled.catalog import adapter as tiled_adapter
-    from tiled.catalog import in_memory
     from tiled.server.core import NoEntry
     from tiled.structures.core import StructureFamily
 
@@ -67,7 +66,7 @@ def test_fast_lookup_builds_no_statement_per_request(
     monkeypatch.setattr(tiled_adapter, "node_from_segments", counting)
 
     async def scenario() -> None:
-        catalog = in_memory(writable_storage=[str(tmp_path)])
+        catalog = memory_catalog([str(tmp_path)])
         await catalog.startup()
         try:
             a = await catalog.create_node(StructureFamily.container, metadata={"n": 1}, key="a")
