@@ -323,6 +323,22 @@ def memory_of(state: dict[str, Any]) -> dict[str, Any]:
     return {
         "rss_mb": sum(rss.values()),
         "pss_mb": sum(pss.values()),
+        "machine_used_mb": machine_used_mb(),
         "services": len(res["services"]),
         "by_kind": by_kind,
     }
+
+
+def machine_used_mb() -> float | None:
+    """The machine's memory in use, MemTotal - MemAvailable (``/proc/meminfo``): what
+    every process holds, each shared page once, and no page cache the kernel could
+    reclaim. A sum of RSS counts a shared page in each process that maps it (PostgreSQL's
+    shared buffers in every backend, the pages a queue server's processes share since
+    their fork); PSS divides it among them; this counts it once, like PSS, but for the
+    whole machine (anything else running moves it too)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            info = {line.split(":")[0]: int(line.split()[1]) for line in fh}
+        return (info["MemTotal"] - info["MemAvailable"]) / 1024
+    except (OSError, KeyError, IndexError, ValueError):
+        return None

@@ -426,7 +426,10 @@ def requests_log(
 def marginal(results: dict[int, dict[str, Any]], n: int, key: str, field: str) -> float | None:
     if 1 not in results or n == 1 or key not in results[1] or key not in results[n]:
         return None  # (a --merge'd run from before ``key`` was measured)
-    return (results[n][key][field] - results[1][key][field]) / (n - 1)
+    a, b = results[1][key].get(field), results[n][key].get(field)
+    if a is None or b is None:
+        return None
+    return float(b - a) / (n - 1)
 
 
 def kind_marginal(results: dict[int, dict[str, Any]], n: int, key: str) -> dict[str, float]:
@@ -532,6 +535,13 @@ def table(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> bool:
             print(
                 f"  per added instrument, N=1 -> {n}, after the steady phase (before the "
                 f"capacity phase): RSS {rs:.0f} MB, PSS {ps:.0f} MB"
+            )
+        used = [marginal(results, n, k, "machine_used_mb") for k in ("mem_steady", "mem_loaded")]
+        if None not in used:
+            print(
+                f"  per added instrument, N=1 -> {n}, the machine's memory in use "
+                f"(MemTotal - MemAvailable): {used[0]:.0f} MB after the steady phase, "
+                f"{used[1]:.0f} MB after load"
             )
     return ok
 

@@ -48,3 +48,20 @@ def test_bench_steady_refuses_a_directory_without_a_facility(tmp_path: Path) -> 
     assert (
         done.stderr.strip() == f"bench_steady: no facility at {tmp_path.resolve()} (no config.yaml)"
     )
+
+
+def test_marginal_memory_per_instrument_and_runs_recorded_before_a_field() -> None:
+    """The per-added-instrument figures: (N's - N=1's) / (N - 1); a run merged from before
+    a field was recorded (``machine_used_mb``) gives none rather than failing."""
+    with bench_module("bench_facility") as facility:
+        results = {
+            1: {"mem_loaded": {"rss_mb": 1000.0, "machine_used_mb": 2000.0}},
+            25: {"mem_loaded": {"rss_mb": 7000.0, "machine_used_mb": 4400.0}},
+            5: {"mem_loaded": {"rss_mb": 2000.0}},
+        }
+        assert facility.marginal(results, 25, "mem_loaded", "rss_mb") == 250.0
+        assert facility.marginal(results, 25, "mem_loaded", "machine_used_mb") == 100.0
+        assert facility.marginal(results, 5, "mem_loaded", "machine_used_mb") is None
+    with bench_module("_facility_load") as load:
+        used = load.machine_used_mb()
+    assert used is not None and 0 < used < 1e7
