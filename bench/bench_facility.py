@@ -6,7 +6,8 @@ instrument with its simulated IOCs and its writer), on free ports, ``init``, the
 
 1. ``up -d`` wall time, and resident memory per service (``beampod status --json``:
    VmRSS, shared pages counted in every process) plus PSS (shared pages divided among
-   the processes sharing them: what the machine really spends);
+   the processes sharing them) and the machine's memory in use (MemTotal -
+   MemAvailable: each page once, kernel memory included, no reclaimable cache);
 2. steady load: every instrument publishes runs of ``--run-events`` events at
    ``--rate`` events/s through the real DurablePublisher with its own publisher
    credential, concurrently, for ``--duration`` s; a Tiled client for each of
@@ -27,7 +28,10 @@ instrument with its simulated IOCs and its writer), on free ports, ``init``, the
    rows stored twice); memory again after the load; ``down``.
 
 Targets: at the largest N, p99 readable <= 1 s for every instrument and 0 lost;
-capacity(N) >= 0.8 x capacity(1); marginal memory (RSS(N) - RSS(1)) / (N - 1) <= 250 MB.
+capacity(N) >= 0.8 x capacity(1); marginal memory (M(N) - M(1)) / (N - 1) <= 250 MB,
+M the machine's memory in use after the load (the sums of RSS and of PSS printed beside
+it; a sum of RSS counts PostgreSQL's shared buffers once per backend, and the backends
+grow with N).
 
     .venv/bin/python bench/bench_facility.py [--sizes 1,5,25] [--duration 60] [--rate 20]
         [--capacity-seconds 10] [--run-events 200] [--run-phase spread|aligned]
@@ -432,6 +436,10 @@ def marginal(results: dict[int, dict[str, Any]], n: int, key: str, field: str) -
     return float(b - a) / (n - 1)
 
 
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} MB"
+
+
 def kind_marginal(results: dict[int, dict[str, Any]], n: int, key: str) -> dict[str, float]:
     if 1 not in results or n == 1:
         return {}
@@ -451,6 +459,7 @@ def table(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> bool:
             "RSS total",
             "PSS total",
             "RSS/added inst.",
+            "in use/added inst.",
             "stored ev/s",
             "p50",
             "p99",
@@ -470,6 +479,7 @@ def table(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> bool:
                 f"{r['mem_loaded']['rss_mb']:,.0f} MB",
                 f"{r['mem_loaded']['pss_mb']:,.0f} MB",
                 "-" if m is None else f"{m:.0f} MB",
+                _mb(marginal(results, n, "mem_loaded", "machine_used_mb")),
                 f"{r['steady']['stored_ev_s']:.0f}",
                 f"{r['steady']['p50_ms']:.0f} ms",
                 f"{r['steady']['p99_ms']:.0f} ms",
@@ -504,13 +514,14 @@ def table(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> bool:
     if 1 in results and top != 1:
         ratio = r["capacity"]["stored_ev_s"] / results[1]["capacity"]["stored_ev_s"]
         checks.append((f"capacity N={top} / N=1 >= 0.8", f"{ratio:.2f}", ratio >= CAPACITY_RATIO))
-        m = marginal(results, top, "mem_loaded", "rss_mb")
-        assert m is not None
+        used = marginal(results, top, "mem_loaded", "machine_used_mb")
+        rss = marginal(results, top, "mem_loaded", "rss_mb")
+        pss = marginal(results, top, "mem_loaded", "pss_mb")
         checks.append(
             (
-                f"marginal RSS per instrument (N=1 -> {top}) <= 250 MB",
-                f"{m:.0f} MB",
-                m <= MARGINAL_MB,
+                f"marginal memory per instrument (N=1 -> {top}), the machine's in use, <= 250 MB",
+                f"{_mb(used)} (sum of RSS {_mb(rss)}, of PSS {_mb(pss)})",
+                None if used is None else used <= MARGINAL_MB,
             )
         )
     else:
@@ -536,12 +547,13 @@ def table(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> bool:
                 f"  per added instrument, N=1 -> {n}, after the steady phase (before the "
                 f"capacity phase): RSS {rs:.0f} MB, PSS {ps:.0f} MB"
             )
-        used = [marginal(results, n, k, "machine_used_mb") for k in ("mem_steady", "mem_loaded")]
-        if None not in used:
+        steady_use = marginal(results, n, "mem_steady", "machine_used_mb")
+        loaded_use = marginal(results, n, "mem_loaded", "machine_used_mb")
+        if steady_use is not None and loaded_use is not None:
             print(
                 f"  per added instrument, N=1 -> {n}, the machine's memory in use "
-                f"(MemTotal - MemAvailable): {used[0]:.0f} MB after the steady phase, "
-                f"{used[1]:.0f} MB after load"
+                f"(MemTotal - MemAvailable): {steady_use:.0f} MB after the steady phase, "
+                f"{loaded_use:.0f} MB after load"
             )
     return ok
 
