@@ -13,6 +13,7 @@ from beampod._affinity import pin_self_to_runengine_cpus
 from beampod.bus import DocumentPublisher
 from beampod.config import RUNENGINE_CPUS_ENV, LoadedPod
 from beampod.errors import BusError
+from beampod.session._plan_stack import cheap_plan_stacks
 from beampod.session._scan_id import ScanIdCounter
 
 log = logging.getLogger("beampod.session")
@@ -38,6 +39,7 @@ def make_run_engine(
     name = pod.config.instrument_name if instrument is None else instrument
     pod.config.instrument(name)  # a clear UsageError for an unknown instrument
     pin_to_runengine_cpus(pod)
+    cheap_plan_stacks()  # every plan call formatted its caller's stack (_plan_stack)
     counter = ScanIdCounter(pod.home.data_dir / "scan_id" / name)
     RE = PodRunEngine(
         {"instrument": name, "beampod_pod": pod.config.pod.name},
