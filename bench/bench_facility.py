@@ -534,26 +534,22 @@ def table(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> bool:
         print(f"  {mark:4}  {what}: {measured}")
     for n in sizes[1:]:
         km = kind_marginal(results, n, "mem_loaded")
-        pm = marginal(results, n, "mem_loaded", "pss_mb")
+        loaded = {f: marginal(results, n, "mem_loaded", f) for f in ("pss_mb", "machine_used_mb")}
         print(
             f"  per added instrument, N=1 -> {n} (after load): "
             + ", ".join(f"{k} {v:+.0f} MB" for k, v in km.items() if abs(v) >= 0.5)
-            + f"; PSS {pm:.0f} MB"
+            + f"; PSS {_mb(loaded['pss_mb'])}, the machine's in use (MemTotal - "
+            f"MemAvailable) {_mb(loaded['machine_used_mb'])}"
         )
-        rs = marginal(results, n, "mem_steady", "rss_mb")
-        ps = marginal(results, n, "mem_steady", "pss_mb")
-        if rs is not None and ps is not None:
+        if "mem_steady" in results[n]:
+            steady = {
+                f: marginal(results, n, "mem_steady", f)
+                for f in ("rss_mb", "pss_mb", "machine_used_mb")
+            }
             print(
                 f"  per added instrument, N=1 -> {n}, after the steady phase (before the "
-                f"capacity phase): RSS {rs:.0f} MB, PSS {ps:.0f} MB"
-            )
-        steady_use = marginal(results, n, "mem_steady", "machine_used_mb")
-        loaded_use = marginal(results, n, "mem_loaded", "machine_used_mb")
-        if steady_use is not None and loaded_use is not None:
-            print(
-                f"  per added instrument, N=1 -> {n}, the machine's memory in use "
-                f"(MemTotal - MemAvailable): {steady_use:.0f} MB after the steady phase, "
-                f"{loaded_use:.0f} MB after load"
+                f"capacity phase): RSS {_mb(steady['rss_mb'])}, PSS {_mb(steady['pss_mb'])}, "
+                f"in use {_mb(steady['machine_used_mb'])}"
             )
     return ok
 
