@@ -20,6 +20,15 @@ def test_pinned_to_the_locked_bluesky() -> None:
     assert upstream_plan_hashes() == PINNED_PLAN_SHA256, "bluesky's Plan changed"
 
 
+def test_the_pin_reads_bluesky_s_own_once_replaced(cheap: None) -> None:
+    """A process whose RunEngine replaced it (another test's, in the suite) still
+    hashes bluesky's method, not beampod's."""
+    from bluesky.utils import Plan
+
+    assert Plan.__init__.__module__ == "beampod.session._plan_stack"
+    assert upstream_plan_hashes() == PINNED_PLAN_SHA256
+
+
 @pytest.fixture
 def cheap(monkeypatch: pytest.MonkeyPatch) -> None:
     from bluesky.utils import Plan

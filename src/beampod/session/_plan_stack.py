@@ -73,10 +73,13 @@ def caller_frames(depth: int) -> list[tuple[str, int, str]]:
 
 
 def upstream_plan_hashes() -> dict[str, str]:
+    """The hashes of bluesky's own methods, also once replaced here (``__wrapped__``)."""
     from bluesky.utils import Plan
 
     return {
-        name: hashlib.sha256(inspect.getsource(getattr(Plan, name)).encode()).hexdigest()
+        name: hashlib.sha256(
+            inspect.getsource(inspect.unwrap(getattr(Plan, name))).encode()
+        ).hexdigest()
         for name in PINNED_PLAN_SHA256
     }
 
@@ -102,5 +105,6 @@ def cheap_plan_stacks() -> bool:
         )
 
     setattr(__init__, _MARK, True)
+    __init__.__wrapped__ = Plan.__init__  # type: ignore[attr-defined]  # bluesky's, for its pin
     Plan.__init__ = __init__  # type: ignore[method-assign]
     return True
