@@ -24,14 +24,14 @@ fails, so it is read again.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import logging
 import sys
 import traceback
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
+
+from beampod._sourcepin import source_sha256
 
 log = logging.getLogger("beampod.session")
 
@@ -76,12 +76,7 @@ def upstream_plan_hashes() -> dict[str, str]:
     """The hashes of bluesky's own methods, also once replaced here (``__wrapped__``)."""
     from bluesky.utils import Plan
 
-    return {
-        name: hashlib.sha256(
-            inspect.getsource(inspect.unwrap(getattr(Plan, name))).encode()
-        ).hexdigest()
-        for name in PINNED_PLAN_SHA256
-    }
+    return {name: source_sha256(getattr(Plan, name)) for name in PINNED_PLAN_SHA256}
 
 
 def cheap_plan_stacks() -> bool:

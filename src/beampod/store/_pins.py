@@ -6,19 +6,15 @@ differs, and its test fails, so it is re-read against the new code."""
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
 
+from beampod._sourcepin import source_sha256
+
+__all__ = ["replace_pinned", "source_sha256"]
+
 log = logging.getLogger("beampod.store.server")
-
-
-def source_sha256(obj: Any) -> str:
-    """sha256 of the source of ``obj``; of tiled's own when beampod wrapped it (the
-    wrappers' ``__wrapped__``, followed to the end)."""
-    return hashlib.sha256(inspect.getsource(inspect.unwrap(obj)).encode()).hexdigest()
 
 
 def replace_pinned(
