@@ -607,6 +607,9 @@ def test_a_service_that_yields_to_the_slowest_start_runs_low_until_it_is_ready(
         while_slow = {n: autogroup_nice(pid) for n, pid in pids.items()}
         go.touch()
         await asyncio.wait_for(starting, 30)
+        # Restored just after the slowest start is ready, not before `start` returns:
+        # the sessions' turns stay off `up`'s path.
+        await _wait_for(lambda: autogroup_nice(pids["yielder"]) != SESSION_NICE)
         after = {n: autogroup_nice(pid) for n, pid in pids.items()}
         await sup.stop()
         return while_slow, after
