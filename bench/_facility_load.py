@@ -109,21 +109,29 @@ def seq_nums_url(container: Any, uid: str) -> str:
 
 class Reader(WorkerThread):
     """Polls the event table of each of ``emitter``'s runs in turn through Tiled (the
-    instrument's reader key), ``pause`` s between polls; records for every event the
-    end of the first poll that returned it (an upper bound of "readable").
+    instrument's reader key), one poll every ``period`` s (or as soon as the last one
+    answered, when that took longer): a live view refreshing at a fixed rate. Records
+    for every event the end of the first poll that returned it: an upper bound of
+    "readable", at most one period and that poll's own time late. Until 2026-12-07 the
+    reader waited ``period`` after each answer instead, so that a poll's time, long
+    when Tiled is busy, counted twice.
 
     Each poll is one request for the table's ``seq_num`` column by its path, a new run
     included (404 until the writer created it), so that the reader's own requests add
     as little as they can to the latency of a run's first events. Before 2026-12-05 it
     walked the tree to a new run's table first (three lookups, then the read)."""
 
-    def __init__(self, container: Any, emitter: Emitter, pause: float) -> None:
+    def __init__(self, container: Any, emitter: Emitter, period: float) -> None:
         super().__init__()
-        self.container, self.emitter, self.pause = container, emitter, pause
+        self.container, self.emitter, self.period = container, emitter, period
         self.readable: dict[tuple[str, int], float] = {}
         self.stop = threading.Event()
         self.polls = 0
         self.errors: list[str] = []
+        self._began = 0.0  # when the last poll began (monotonic)
+
+    def _next_poll(self) -> None:
+        time.sleep(max(0.0, self._began + self.period - time.monotonic()))
 
     def _run(self) -> None:
         import httpx
@@ -144,6 +152,7 @@ class Reader(WorkerThread):
             if not run.emitted:
                 time.sleep(0.01)
                 continue
+            self._began = time.monotonic()
             try:
                 answer = http.get(
                     seq_nums_url(self.container, run.uid),
@@ -151,7 +160,7 @@ class Reader(WorkerThread):
                     headers={"Accept": "application/json"},
                 )
                 if answer.status_code == 404:  # run or stream not stored yet
-                    time.sleep(self.pause)
+                    self._next_poll()
                     continue
                 answer.raise_for_status()
                 rows = len(answer.json()["seq_num"])
@@ -159,7 +168,7 @@ class Reader(WorkerThread):
                 # Tiled restarting or refusing for a moment: its events are readable
                 # later, and the wait counts in their latency.
                 self.errors.append(repr(exc))
-                time.sleep(self.pause)
+                self._next_poll()
                 continue
             self.polls += 1
             end = time.monotonic()
@@ -168,7 +177,7 @@ class Reader(WorkerThread):
             if run.closed and rows >= len(run.emitted):
                 index += 1
                 continue
-            time.sleep(self.pause)
+            self._next_poll()
 
     def latencies_ms(self, seqs: range | None = None, skip_runs: int = 0) -> list[float]:
         """Emitted -> readable of every event seen (or of those whose ``seq_num`` is in

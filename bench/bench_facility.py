@@ -13,7 +13,8 @@ instrument with its simulated IOCs and its writer), on free ports, ``init``, the
    credential, concurrently, for ``--duration`` s; a Tiled client for each of
    ``--readers`` instruments spread over the facility (its reader key) polls the run
    being written, so each event's emitted -> readable time is the end of the first
-   poll that returned it (an upper bound: ``--reader-pause`` plus the poll's own time);
+   poll that returned it (an upper bound: one ``--reader-period`` plus the poll's own
+   time; a poll starts every period, or as soon as the last answered if it took longer);
    the latency of each run's first second of events (its container and stream are
    created meanwhile) is reported apart from the rest's as well, and so is that of
    every instrument's runs after its first (the facility's cold start: every first
@@ -35,7 +36,7 @@ grow with N).
 
     .venv/bin/python bench/bench_facility.py [--sizes 1,5,25] [--duration 60] [--rate 20]
         [--capacity-seconds 10] [--run-events 200] [--run-phase spread|aligned]
-        [--reader-pause 0.2] [--readers 5] [--request-log]
+        [--reader-period 0.2] [--readers 5] [--request-log]
         [--settle-cpu 0.5 [--settle-max 180]] [--json FILE]
 
 ``--settle-cpu`` waits, after ``up -d``, until the facility is quiet (its queue
@@ -124,7 +125,7 @@ def make(
 def sampled(insts: list[str], k: int) -> list[str]:
     """``k`` of ``insts`` spread evenly (all when ``k`` is 0 or not smaller): the
     instruments whose readable latency is measured. Every reader polls Tiled 1 /
-    ``--reader-pause`` times a second, and 25 of them at 5 Hz would cost Tiled more CPU
+    ``--reader-period`` times a second, and 25 of them at 5 Hz would cost Tiled more CPU
     than the 25 writers (~20 ms of server time per request): the measurement would
     become the load."""
     if k <= 0 or k >= len(insts):
@@ -167,7 +168,7 @@ def load_phase(
         }
         readers = (
             {
-                i: Reader(containers[i], emitters[i], args.reader_pause)
+                i: Reader(containers[i], emitters[i], args.reader_period)
                 for i in sampled(insts, args.readers)
             }
             if rate
@@ -563,7 +564,12 @@ def add_load_shape(ap: argparse.ArgumentParser) -> None:
     shared with bench_steady.py."""
     ap.add_argument("--rate", type=float, default=20.0, help="events/s per instrument")
     ap.add_argument("--run-events", type=int, default=200, help="events per run")
-    ap.add_argument("--reader-pause", type=float, default=0.2, help="s between Tiled polls")
+    ap.add_argument(
+        "--reader-period",
+        type=float,
+        default=0.2,
+        help="s from one Tiled poll's start to the next (each reader)",
+    )
     ap.add_argument(
         "--run-phase",
         choices=("spread", "aligned"),

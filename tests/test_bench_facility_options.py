@@ -30,7 +30,7 @@ def test_bench_steady_gives_load_phase_every_option_it_reads(tmp_path: Path) -> 
     # load_phase (bench_facility.py) reads these from its ``args``.
     with bench_module("bench_steady") as steady:
         args = steady.parser().parse_args(["--home", str(tmp_path), "--repeat", "2"])
-        assert {"run_events", "run_phase", "readers", "reader_pause", "validate_events"} <= set(
+        assert {"run_events", "run_phase", "readers", "reader_period", "validate_events"} <= set(
             vars(args)
         )
         assert (args.repeat, args.rate, args.run_phase) == (2, 20.0, "spread")
