@@ -179,10 +179,15 @@ def bench_throughput(client: httpx.Client, n: int) -> None:
             raise SystemExit("throughput run did not finish in 600 s")
         time.sleep(0.05)
     dt = time.monotonic() - t0
+    history = client.get("/api/history/get").json()["items"][-n:]
+    statuses = collections.Counter(item["result"]["exit_status"] for item in history)
     print(
         f"  {n} one-point counts in {dt:.1f} s: {n / dt * 60:.0f} plans/min "
-        f"({dt / n * 1e3:.0f} ms per plan)"
+        f"({dt / n * 1e3:.0f} ms per plan); exit status of the last {n} in the history: "
+        f"{dict(statuses)}"
     )
+    if statuses != {"completed": n}:
+        raise SystemExit(f"not every plan completed: {dict(statuses)}")
 
 
 def _start_whole_pod(root: Path) -> Any:

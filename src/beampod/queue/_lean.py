@@ -248,7 +248,8 @@ def idle_state_polls(manager_class: type[Any]) -> type[Any]:
                 if self._beampod_activity is None:
                     self._beampod_activity = asyncio.Event()
                 self._beampod_activity.clear()
-                # Upstream's loop slept 0.5 s already; a request ends this wait.
+                # The loop slept 0.5 s already (nothing started lately, _plan_polls);
+                # a request ends this wait.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._beampod_activity.wait(), IDLE_STATE_PERIOD_S - 0.5)
             reply = await super()._worker_request_state()
@@ -282,8 +283,12 @@ def quiet_queueserver_pipes() -> None:
     start_manager.PublishZMQStreamOutput = quiet_pipe(
         start_manager.PublishZMQStreamOutput, "_polling_timeout"
     )
+    from beampod.queue._plan_polls import plan_paced_state_polls
+
     watchdog_class = start_manager.WatchdogProcess
-    manager_class = idle_state_polls(quiet_join(start_manager.RunEngineManager))
+    manager_class = plan_paced_state_polls(
+        idle_state_polls(quiet_join(start_manager.RunEngineManager)), READ_ONLY_METHODS
+    )
 
     class QuietWatchdog(watchdog_class):  # type: ignore[valid-type,misc]
         def __init__(self, **kwargs: Any) -> None:
