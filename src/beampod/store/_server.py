@@ -36,6 +36,7 @@ from beampod.store._tiled_entry import install_direct_entry
 from beampod.store._tiled_fast import install_fast_lookup
 from beampod.store._tiled_nodes import install_lean_create_node
 from beampod.store._tiled_reads import attach_read_engine
+from beampod.store._tiled_schemas import install_cached_schema_decode
 from beampod.store._tiled_tables import install_one_table_creation_at_a_time
 
 log = logging.getLogger("beampod.store.server")
@@ -259,6 +260,7 @@ def serve(pod: LoadedPod) -> None:
     install_inline_sql_adapter()  # a SQL table's adapter without a hop to a thread
     install_direct_entry()  # a request's node in one lookup, not one per path segment
     install_lean_create_node()  # a new node is not read back after it is stored
+    install_cached_schema_decode()  # a table's Arrow schema decoded once, not per request
     app = build_store_app(pod, only_app=True)
     quiet_gc()
     host, port = central_bind(pod.config), pod.config.tiled.port
