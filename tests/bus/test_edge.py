@@ -6,6 +6,7 @@ is refused there; another instrument's reader reads nothing of this one."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import socket
 import time
@@ -393,6 +394,10 @@ def test_only_readers_may_log_in_at_the_edge(
         try:
             nc = await _ws_connect(edge_pod, creds.user, password, error_cb=on_error)
         except (nats.errors.Error, OSError) as exc:
+            # nats-py's websocket transport leaves the refused connection's aiohttp
+            # response to the garbage collector: released now, while the loop runs,
+            # not after asyncio.run closed it (an "Event loop is closed" warning).
+            gc.collect()
             return f"{type(exc).__name__}: {exc} {errors}"
         await nc.close()
         return "connected"
