@@ -472,14 +472,13 @@ def table(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> bool:
     ]
     for n in sizes:
         r = results[n]
-        m = marginal(results, n, "mem_loaded", "rss_mb")
         rows.append(
             [
                 str(n),
                 f"{r['up_s']:.0f} s",
                 f"{r['mem_loaded']['rss_mb']:,.0f} MB",
                 f"{r['mem_loaded']['pss_mb']:,.0f} MB",
-                "-" if m is None else f"{m:.0f} MB",
+                _mb(marginal(results, n, "mem_loaded", "rss_mb")),
                 _mb(marginal(results, n, "mem_loaded", "machine_used_mb")),
                 f"{r['steady']['stored_ev_s']:.0f}",
                 f"{r['steady']['p50_ms']:.0f} ms",

@@ -50,24 +50,19 @@ def install_cached_schema_decode() -> bool:
     if upstream_schema_decoded_hash() != PINNED_SCHEMA_DECODED_SHA256:
         log.warning("tiled's arrow_schema_decoded changed: each request decodes it as before")
         return False
-    decode = functools.lru_cache(maxsize=KEPT)(_decoded_by(current.fget))
+    fget = current.fget
 
-    @functools.wraps(current.fget)
+    @functools.lru_cache(maxsize=KEPT)
+    def decode(arrow_schema: str) -> Any:
+        return fget(_Structure(arrow_schema))  # tiled's own decoding, its errors too
+
+    @functools.wraps(fget)
     def arrow_schema_decoded(self: Any) -> Any:
         return decode(self.arrow_schema)
 
     setattr(arrow_schema_decoded, _MARK, True)
     TableStructure.arrow_schema_decoded = property(arrow_schema_decoded)
     return True
-
-
-def _decoded_by(fget: Any) -> Any:
-    """tiled's own decoding of one schema string (its errors included)."""
-
-    def decoded(arrow_schema: str) -> Any:
-        return fget(_Structure(arrow_schema))
-
-    return decoded
 
 
 class _Structure:
