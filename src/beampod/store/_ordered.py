@@ -10,21 +10,32 @@ creates each run's event table with ``seq_num`` as its order. TiledWriter's
 ``_RunWriter`` creates tables through ``desc_node.create_appendable_table``, which
 takes no parameters; the writer below hands it a stream node whose
 ``create_appendable_table`` adds them, and changes nothing else.
+
+The same writer also closes a stopped run's streams off the writer's path, when given
+somewhere to run that (:meth:`SeqOrderedRunWriter._close_stream_tree`).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
+import httpx
 from bluesky_tiled_plugins.writing.tiled_writer import _RunWriter
 from tiled.structures.core import StructureFamily
 from tiled.structures.data_source import DataSource
 from tiled.structures.table import TableStructure
 
+log = logging.getLogger("beampod.store.sink")
+
+#: Runs a call soon, elsewhere (an executor's ``submit``).
+Later = Callable[[Callable[[], None]], object]
+
 ORDER_BY_SEQ_NUM = [{"column": "seq_num", "direction": "asc"}]
 
 
-class _SeqOrderedNode:
+class SeqOrderedNode:
     """A stream container client whose new tables are ordered by ``seq_num``."""
 
     def __init__(self, node: Any) -> None:
@@ -69,7 +80,31 @@ class _SeqOrderedNode:
 
 
 class SeqOrderedRunWriter(_RunWriter):
-    """TiledWriter's run writer, with event tables ordered by ``seq_num``."""
+    """TiledWriter's run writer, with event tables ordered by ``seq_num``; and, given
+    ``later``, a run's streams closed after its stop through ``later`` (see
+    :meth:`_close_stream_tree`)."""
+
+    def __init__(self, *args: Any, later: Later | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._later = later
 
     def _write_internal_data(self, data_cache: Any, desc_node: Any) -> Any:
-        return super()._write_internal_data(data_cache, desc_node=_SeqOrderedNode(desc_node))
+        return super()._write_internal_data(data_cache, desc_node=SeqOrderedNode(desc_node))
+
+    def _close_stream_tree(self) -> None:
+        """TiledWriter ends a run's stop by declaring the end of the streams of its
+        nodes to Tiled's live subscribers, one request per node (the table, the
+        stream's container, the run's), after the stop is stored. Nothing durable
+        depends on them, so they go to ``later`` instead of holding up the writer:
+        the next run's first events were waiting behind them (docs/store.md)."""
+        if self._later is None:
+            super()._close_stream_tree()
+            return
+        self._later(self._close_streams_now)
+
+    def _close_streams_now(self) -> None:
+        try:
+            super()._close_stream_tree()
+        except (httpx.HTTPError, OSError) as exc:
+            # TiledWriter logged each failed node; a live subscriber then sees no end.
+            log.warning("a stopped run's streams were not all closed: %s", type(exc).__name__)

@@ -29,7 +29,8 @@ from bluesky_tiled_plugins.writing.tiled_writer import (
 from tiled.client.container import Container
 
 from beampod.store._arrow_read import read_columns
-from beampod.store._ordered import SeqOrderedRunWriter
+from beampod.store._ordered import Later, SeqOrderedRunWriter
+from beampod.store._tables_ahead import create_table_ahead
 
 Outcome = Literal["written", "duplicate"]
 
@@ -164,8 +165,12 @@ class RunState:
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
-    def new(cls, client: Container, uid: str) -> RunState:
-        writer = SeqOrderedRunWriter(client, batch_size=_NEVER, max_array_size=MAX_TABLE_ARRAY_SIZE)
+    def new(cls, client: Container, uid: str, later: Later | None = None) -> RunState:
+        """``later``: where the run's streams are closed after its stop (None: at once,
+        as TiledWriter does)."""
+        writer = SeqOrderedRunWriter(
+            client, batch_size=_NEVER, max_array_size=MAX_TABLE_ARRAY_SIZE, later=later
+        )
         normalizer = _Normalizer()
         forward = _Forward(writer)
         normalizer.subscribe(forward)
@@ -181,6 +186,11 @@ class RunState:
             return "duplicate"
         self.normalizer("descriptor", doc)
         self._register(doc)
+        if self.streams[doc["name"]].direct:
+            # The normalized data keys (with their dtype_numpy), in the descriptor's order.
+            known = self.writer.data_keys
+            keys = {k: known.get(k, v) for k, v in doc.get("data_keys", {}).items()}
+            create_table_ahead(self.writer, doc["name"], keys)
         return "written"
 
     def _register(self, doc: dict[str, Any]) -> None:
@@ -260,13 +270,13 @@ class RunState:
     # -- rebuilding from Tiled ----------------------------------------------------
 
     @classmethod
-    def load(cls, client: Container, uid: str) -> RunState | None:
+    def load(cls, client: Container, uid: str, later: Later | None = None) -> RunState | None:
         """State of a run already (partly) in Tiled, or None if Tiled has no such run."""
         try:
             run = Container.__getitem__(client, uid)  # plain lookup, no partial-uid magic
         except KeyError:
             return None
-        state = cls.new(client, uid)
+        state = cls.new(client, uid, later)
         w = state.writer
         root = run.base if hasattr(run, "base") else run
         w.root_node = root

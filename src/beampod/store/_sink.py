@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, cast
 
 import httpx
@@ -59,10 +60,22 @@ class RunSink:
     ``CatalogOfBlueskyRuns`` container). Not thread-safe: one consumer, one sink.
     """
 
-    def __init__(self, container: Container, *, max_cached_runs: int = 64) -> None:
+    def __init__(
+        self,
+        container: Container,
+        *,
+        max_cached_runs: int = 64,
+        stream_closes: Executor | None = None,
+    ) -> None:
+        """``stream_closes``: where a stopped run's streams are closed (a request per
+        node, for Tiled's live subscribers; ``_ordered.py``), after ``write_batch``
+        returned if need be. Default: one thread of this sink's own."""
         self._container = container.include_data_sources()
         self._runs: OrderedDict[str, RunState] = OrderedDict()
         self._max_cached_runs = max_cached_runs
+        if stream_closes is None:
+            stream_closes = ThreadPoolExecutor(1, thread_name_prefix="beampod-stream-closes")
+        self._later = stream_closes.submit
 
     @classmethod
     def from_uri(cls, uri: str, api_key: str, instrument: str) -> RunSink:
@@ -232,7 +245,7 @@ class RunSink:
         # Created at once, not looked up first: a run Tiled already has (a redelivered
         # start) answers 409 and is loaded then, and every new run saves the lookup, one
         # of the requests made one after the other before its first event is readable.
-        state = RunState.new(self._container, uid)
+        state = RunState.new(self._container, uid, self._later)
         try:
             state.start(doc)
         except httpx.HTTPStatusError as exc:
@@ -297,7 +310,7 @@ class RunSink:
     def _state(self, uid: str, touched: dict[str, RunState]) -> RunState | None:
         state = self._runs.get(uid)
         if state is None:
-            state = RunState.load(self._container, uid)
+            state = RunState.load(self._container, uid, self._later)
             if state is None:
                 return None
             self._remember(state, touched)
