@@ -160,17 +160,17 @@ def test_rows_of_other_types_remake_the_table_as_tiledwriter_would(
 
 @pytest.mark.pod
 def test_a_stream_without_events_has_an_empty_table_a_new_writer_appends_to(
-    tiled_server: Server, make_run: MakeRun
+    store: Server, make_run: MakeRun
 ) -> None:
     docs = make_run("count", num=3)
     batch = items(docs)
-    assert not open_sink(tiled_server.pod).write_batch(batch[:2]).rejected
-    run = open_catalog(tiled_server.pod)[start_uid(docs)]
+    assert not open_sink(store.pod).write_batch(batch[:2]).rejected
+    run = open_catalog(store.pod)[start_uid(docs)]
     assert len(run.primary.read()["det"]) == 0
     # That writer died; a new one gets the events (its state rebuilt from Tiled).
-    resumed = open_sink(tiled_server.pod).write_batch(batch[2:])
+    resumed = open_sink(store.pod).write_batch(batch[2:])
     assert not resumed.rejected and resumed.written == 4
-    run = open_catalog(tiled_server.pod)[start_uid(docs)]
+    run = open_catalog(store.pod)[start_uid(docs)]
     np.testing.assert_array_equal(run.primary.read()["det"].values, column(docs, "det"))
 
 

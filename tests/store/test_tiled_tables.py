@@ -227,3 +227,92 @@ def test_a_stream_of_an_existing_table_does_not_wait_for_open_inserts(pg_server:
     theirs.join(30)
     assert "tiled" in results
     assert _comparable(results["ours"]) == _comparable(results["tiled"])
+
+
+def _draw_on_the_catalog(
+    catalog_of: Any, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[list[str]], list[Any], int]:
+    """Two streams' tables of one new schema created through the server's node creation
+    (lean ``create_node``, the existing-table path installed, as in the server): the
+    catalog engine's statements and the data source of each, and how many times
+    ``init_storage`` ran."""
+    import asyncio
+
+    from tiled.adapters.sql import SQLAdapter
+    from tiled.catalog.adapter import CatalogNodeAdapter
+    from tiled.structures.core import StructureFamily
+
+    from beampod.store._tiled_nodes import lean_create_node
+    from beampod.store._tiled_tables import EXISTING_FIRST, install_one_table_creation_at_a_time
+    from tests.store.test_tiled_nodes import _sql_table_source, _statements
+
+    install_one_table_creation_at_a_time()
+    guarded = SQLAdapter.__dict__["init_storage"].__func__
+    calls: list[int] = []
+
+    def counted(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return guarded(cls, *args, **kwargs)
+
+    setattr(counted, EXISTING_FIRST, getattr(guarded, EXISTING_FIRST, False))
+    monkeypatch.setattr(SQLAdapter, "init_storage", classmethod(counted))
+    create = lean_create_node(CatalogNodeAdapter.__dict__["create_node"])
+    column = f"det_{uuid.uuid4().hex[:12]}"
+
+    async def scenario() -> tuple[list[list[str]], list[Any], int]:
+        catalog = catalog_of()
+        await catalog.startup()
+        seen, sources = [], []
+        try:
+            for _ in range(2):
+                parent = await create(
+                    catalog, StructureFamily.container, {}, key=uuid.uuid4().hex[:8]
+                )
+                source = _sql_table_source()
+                source.structure = _data_source(column).structure
+                with _statements(catalog) as statements:
+                    node = await create(
+                        parent, StructureFamily.table, {}, key="internal", data_sources=[source]
+                    )
+                seen.append(statements)
+                sources.append(node.node.data_sources[0])
+            return seen, sources, len(calls)
+        finally:
+            await catalog.shutdown()
+
+    return asyncio.run(scenario())
+
+
+def test_postgres_draws_a_stream_of_an_existing_table_in_the_catalog_session(
+    pg_server: Server, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL (the catalog and the tables in one database) the second stream of
+    a schema draws its dataset_id with the node's own insert, not on a thread."""
+    from tiled.catalog import from_uri
+
+    uris = store_uris(pg_server.pod)
+    seen, sources, init_storage_runs = _draw_on_the_catalog(
+        lambda: from_uri(uris.catalog, writable_storage=[str(tmp_path), uris.tables]),
+        monkeypatch,
+    )
+    # Each asked once in its session; the first found no table, and tiled's method
+    # (on a thread) made it; the second drew there.
+    assert [len([s for s in st if "nextval" in s]) for st in seen] == [1, 1], seen
+    assert init_storage_runs == 1
+    first, second = (s.parameters["dataset_id"] for s in sources)
+    assert second > first
+    assert sources[0].parameters["table_name"] == sources[1].parameters["table_name"]
+
+
+def test_sqlite_leaves_the_draw_to_the_tables_connection(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.store.helpers import local_catalog
+
+    seen, sources, init_storage_runs = _draw_on_the_catalog(
+        lambda: local_catalog(tmp_path, f"sqlite:///{tmp_path / 'tables.db'}"), monkeypatch
+    )
+    assert not any("nextval" in s or "_dataset_id_counter" in s for st in seen for s in st)
+    assert init_storage_runs == 2
+    first, second = (s.parameters["dataset_id"] for s in sources)
+    assert second > first

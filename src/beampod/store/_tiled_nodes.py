@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import Any
 
 from beampod.store._pins import replace_pinned, source_sha256
+from beampod.store._tiled_tables import source_on_catalog_session
 
 # sha256 of ``inspect.getsource(CatalogNodeAdapter.create_node)`` in the locked tiled.
 PINNED_CREATE_NODE_SHA256 = "2a5c7c6a6207cce3e94c22601cca980c4212ee2b133c8a2583739df02271e2c1"
@@ -200,7 +201,7 @@ async def _add_data_source(
     from tiled.catalog.adapter import _prepare_structure
     from tiled.catalog.utils import compute_structure_id
 
-    data_source = await _init_storage(adapter, structure_family, data_source, child_path)
+    data_source = await _init_storage(adapter, db, structure_family, data_source, child_path)
     structure_orm = None
     structure_id = None
     if data_source.structure is not None:
@@ -237,9 +238,11 @@ async def _add_data_source(
 
 
 async def _init_storage(
-    adapter: Any, structure_family: Any, data_source: Any, child_path: ChildPath
+    adapter: Any, db: Any, structure_family: Any, data_source: Any, child_path: ChildPath
 ) -> Any:
-    """A writable data source's storage made, as tiled's ``create_node`` makes it."""
+    """A writable data source's storage made, as tiled's ``create_node`` makes it; a
+    stream of a PostgreSQL table that exists only draws its ``dataset_id``, in ``db``
+    (``_tiled_tables.source_on_catalog_session``)."""
     from fastapi import HTTPException
     from tiled.catalog.adapter import DEFAULT_CREATION_MIMETYPE, STORAGE_ADAPTERS_BY_MIMETYPE
     from tiled.storage import FileStorage
@@ -269,6 +272,9 @@ async def _init_storage(
             f"{[cls.__name__ for cls in supported]} "
             f"but the only available storage types are {adapter.context.writable_storage.values()}."
         )
+    drawn = await source_on_catalog_session(db, adapter_cls, storage, data_source)
+    if drawn is not None:
+        return drawn
     # Asked before the insert when needed: no statement here.
     parts = await child_path.parts() if _laid_out_by_path(data_source) else None
     return await ensure_awaitable(adapter_cls.init_storage, storage, data_source, parts)

@@ -28,7 +28,11 @@ draw are one statement); otherwise tiled's own method runs under the process's l
 after a second look: the first runs of a new facility's instruments all find no
 table at once, and only the first of them makes it (before, each ran tiled's DDL in
 turn under the lock). A table with a ``primary_key`` parameter (a unique index of its
-own) always goes to tiled's method. Pinned:
+own) always goes to tiled's method. On PostgreSQL,
+where a pod keeps the catalog and the tables in one database, the server's node
+creation asks that one statement in its own session (:func:`source_on_catalog_session`,
+used by ``_tiled_nodes``): no hop to tiled's thread pool, no table-storage connection.
+Pinned:
 :data:`PINNED_INIT_STORAGE_SHA256`, the hash of the tiled method whose tail this
 repeats; when tiled changes it, only the lock is installed.
 """
@@ -48,6 +52,8 @@ from beampod.store._pins import source_sha256
 log = logging.getLogger("beampod.store.server")
 
 _MARK = "_beampod_one_at_a_time"
+# On the existing-table path (the pinned tiled): a catalog session may draw instead.
+EXISTING_FIRST = "_beampod_existing_table_first"
 # sha256 of ``inspect.getsource(SQLAdapter.init_storage)`` in the locked tiled.
 PINNED_INIT_STORAGE_SHA256 = "231b5e12d95155af0dd3212cfce479c0125c1d7c41424451551594c7fe17abaa"
 # The index tiled creates on every table (one name per schema of the database).
@@ -100,6 +106,17 @@ def _sqlite_table_and_index_exist(conn: Any, table_name: str) -> bool:
     return int(found) == 2
 
 
+def _postgres_draw(table_name: str) -> str:
+    """One statement: the catalog lookups, then the draw (``nextval`` of the name as
+    text is resolved only when the counter was found)."""
+    return (
+        f"SELECT CASE WHEN to_regclass('\"{table_name}\"') IS NOT NULL"
+        f" AND to_regclass('{INDEX}') IS NOT NULL"
+        f" AND to_regclass('{COUNTER}') IS NOT NULL"
+        f" THEN nextval('{COUNTER}'::text) END"
+    )
+
+
 def dataset_id_if_table_exists(conn: Any, dialect: str, table_name: str) -> int | None:
     """The next ``dataset_id`` of the database (drawn as tiled's ``init_storage`` draws
     it) when ``table_name``, tiled's index and its counter are there, read from the
@@ -121,12 +138,7 @@ def dataset_id_if_table_exists(conn: Any, dialect: str, table_name: str) -> int 
             )
             cursor.execute("UPDATE _dataset_id_counter SET value = value + 1 RETURNING value")
         else:
-            cursor.execute(
-                f"SELECT CASE WHEN to_regclass('\"{table_name}\"') IS NOT NULL"
-                f" AND to_regclass('{INDEX}') IS NOT NULL"
-                f" AND to_regclass('{COUNTER}') IS NOT NULL"
-                f" THEN nextval('{COUNTER}'::text) END"
-            )
+            cursor.execute(_postgres_draw(table_name))
         (dataset_id,) = cursor.fetchone()
     return None if dataset_id is None else int(dataset_id)
 
@@ -134,8 +146,6 @@ def dataset_id_if_table_exists(conn: Any, dialect: str, table_name: str) -> int 
 def existing_table_first(init_storage: Any) -> Any:
     """``init_storage`` (the plain function) that, for a table already in the database,
     only draws the stream's ``dataset_id``: tiled's result without its DDL."""
-    from tiled.storage import strip_connection_parameters, strip_storage_uri_query_on_write
-    from tiled.structures.data_source import Asset
 
     @functools.wraps(init_storage)
     def init(cls: Any, storage: Any, data_source: Any, path_parts: Any = None) -> Any:
@@ -146,18 +156,68 @@ def existing_table_first(init_storage: Any) -> Any:
                 dataset_id = dataset_id_if_table_exists(conn, storage.dialect, table_name)
                 if dataset_id is not None:
                     conn.commit()
-                    source.parameters["dataset_id"] = dataset_id
-                    uri = storage.uri
-                    if strip_storage_uri_query_on_write():
-                        uri = strip_connection_parameters(uri)
-                    source.assets.append(
-                        Asset(data_uri=uri, is_directory=False, parameter="data_uri", num=None)
-                    )
-                    return source
+                    return with_dataset_id(source, storage, dataset_id)
         return init_storage(cls, storage, data_source, path_parts)
 
     setattr(init, _MARK, True)
+    setattr(init, EXISTING_FIRST, True)
     return init
+
+
+def with_dataset_id(source: Any, storage: Any, dataset_id: int) -> Any:
+    """``source`` (a copy the caller owns) as tiled's ``init_storage`` returns it for
+    a table that exists: its ``dataset_id``, and the storage as its one asset."""
+    from tiled.storage import strip_connection_parameters, strip_storage_uri_query_on_write
+    from tiled.structures.data_source import Asset
+
+    source.parameters["dataset_id"] = dataset_id
+    uri = storage.uri
+    if strip_storage_uri_query_on_write():
+        uri = strip_connection_parameters(uri)
+    source.assets.append(Asset(data_uri=uri, is_directory=False, parameter="data_uri", num=None))
+    return source
+
+
+def same_postgres_database(storage_uri: str, catalog_url: Any) -> bool:
+    """Whether the table storage is the PostgreSQL database the catalog is in (a pod's
+    layout: ``store/_layout.py``), so a catalog session can ask about its tables."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        a, b = make_url(storage_uri), make_url(str(catalog_url))
+    except ValueError:
+        return False
+    return a.get_backend_name() == b.get_backend_name() == "postgresql" and (
+        a.host,
+        a.port,
+        a.database,
+    ) == (b.host, b.port, b.database)
+
+
+async def source_on_catalog_session(
+    db: Any, adapter_cls: Any, storage: Any, data_source: Any
+) -> Any:
+    """A new stream's data source, for a table that exists, drawn with the catalog's own
+    session (the transaction that inserts the node): one statement on the event loop
+    instead of a hop to a thread and an ADBC connection for it. None when that does not
+    apply (another backend or database, a ``primary_key``, tiled's method not the
+    pinned one, no such table yet): the caller then runs ``init_storage``."""
+    from sqlalchemy import text
+
+    method = adapter_cls.__dict__.get("init_storage")
+    if (
+        not getattr(getattr(method, "__func__", None), EXISTING_FIRST, False)
+        or data_source.parameters.get("primary_key")
+        or not same_postgres_database(storage.uri, db.bind.url)
+    ):
+        return None
+    source = copy.deepcopy(data_source)
+    table_name = adapter_cls.get_table_name(source)
+    if not _IDENTIFIER.match(table_name):
+        return None
+    result = await db.execute(text(_postgres_draw(table_name)))
+    dataset_id = result.scalar()
+    return None if dataset_id is None else with_dataset_id(source, storage, int(dataset_id))
 
 
 def existing_table_first_then_one_at_a_time(init_storage: Any) -> Any:
