@@ -106,6 +106,15 @@ def store(request: pytest.FixtureRequest) -> Server:
     return request.getfixturevalue("tiled_server" if request.param == "sqlite" else "pg_server")
 
 
+def _assert_stored_as_tiledwriter_stores(store: Server, docs: Docs) -> None:
+    """The run's table has the schema TiledWriter gives it, and every event's values."""
+    uid = start_uid(docs)
+    assert _table(store, uid).structure().arrow_schema_decoded == _rows_schema(docs)
+    run = open_catalog(store.pod)[uid]
+    np.testing.assert_array_equal(run.primary.read()["det"].values, column(docs, "det"))
+    assert stored_seq_nums(run) == [e["seq_num"] for e in events(docs)]
+
+
 @pytest.mark.pod
 def test_the_table_is_made_with_the_descriptor_and_the_first_rows_only_append(
     store: Server, make_run: MakeRun
@@ -122,11 +131,7 @@ def test_the_table_is_made_with_the_descriptor_and_the_first_rows_only_append(
     assert not sink.write_batch(batch[2:-1]).rejected  # the events
     assert [m.split(" ")[0] for m in made] == ["PATCH"], made
     assert not sink.write_batch(batch[-1:]).rejected
-    table = _table(store, start_uid(docs))
-    assert table.structure().arrow_schema_decoded == _rows_schema(docs)
-    run = open_catalog(store.pod)[start_uid(docs)]
-    np.testing.assert_array_equal(run.primary.read()["det"].values, column(docs, "det"))
-    assert stored_seq_nums(run) == [1, 2, 3, 4, 5]
+    _assert_stored_as_tiledwriter_stores(store, docs)
 
 
 @pytest.mark.pod
@@ -145,12 +150,8 @@ def test_rows_of_other_types_remake_the_table_as_tiledwriter_would(
     made = _requests(sink)
     result = sink.write_batch(items(docs))
     assert not result.rejected and result.written == len(docs)
-    table = _table(store, start_uid(docs))
-    assert table.structure().arrow_schema_decoded == _rows_schema(docs)
-    assert table.structure().arrow_schema_decoded.field("det").type == pyarrow.int64()
-    run = open_catalog(store.pod)[start_uid(docs)]
-    np.testing.assert_array_equal(run.primary.read()["det"].values, column(docs, "det"))
-    assert stored_seq_nums(run) == [1, 2, 3, 4]
+    _assert_stored_as_tiledwriter_stores(store, docs)
+    assert _rows_schema(docs).field("det").type == pyarrow.int64()
     # The guessed table was deleted before any row was sent to it.
     deleted = [i for i, m in enumerate(made) if m.startswith("DELETE /api/v1/metadata/")]
     appended = [i for i, m in enumerate(made) if m.startswith("PATCH /api/v1/table/partition/")]
