@@ -28,12 +28,30 @@ ENV = "BEAMPOD_BENCH_REQUEST_LOG"
 HOOK = """\
 import os, sys
 _dir = os.environ.get("BEAMPOD_BENCH_REQUEST_LOG")
-if _dir and "beampod.writer" in " ".join(getattr(sys, "orig_argv", sys.argv)):
+_started_as = " ".join(getattr(sys, "orig_argv", sys.argv))
+# A writer started as itself, or the fork server the pod's Python services are forked
+# from (ADR 39), whose children run no sitecustomize of their own: there each process
+# is told apart by the sys.argv it was given, at its first request.
+if _dir and ("beampod.writer" in _started_as or "beampod._forkserver" in _started_as):
     import threading, time
     import httpx
-    _rows, _lock, _send = [], threading.Lock(), httpx.Client.send
+    _send, _logs = httpx.Client.send, {}
+
+    def _rows():
+        \"\"\"This process's rows, or None when it is not a writer (a forked child has
+        no thread of its parent's: it starts its own).\"\"\"
+        pid = os.getpid()
+        if pid not in _logs:
+            writer = "beampod.writer" in " ".join(sys.argv) or "beampod.writer" in _started_as
+            _logs[pid] = [] if writer else None
+            if writer:
+                threading.Thread(target=_write, args=(_logs[pid],), daemon=True).start()
+        return _logs[pid]
 
     def _logged(self, request, *args, **kwargs):
+        rows = _rows()
+        if rows is None:
+            return _send(self, request, *args, **kwargs)
         began = time.time()
         response = _send(self, request, *args, **kwargs)
         wall = time.time() - began
@@ -44,23 +62,20 @@ if _dir and "beampod.writer" in " ".join(getattr(sys, "orig_argv", sys.argv)):
                 app = value
         route = request.url.path.split("/api/v1/", 1)[-1].split("/")
         kind = f"{request.method} {route[0]}/{len(route) - 1}"
-        with _lock:
-            _rows.append(f"{began:.4f}\\t{wall:.5f}\\t{app}\\t{kind}\\t{response.status_code}\\n")
+        rows.append(f"{began:.4f}\\t{wall:.5f}\\t{app}\\t{kind}\\t{response.status_code}\\n")
         return response
 
-    def _write():
+    def _write(rows):
         path = os.path.join(_dir, f"{os.getpid()}.tsv")
         while True:
             time.sleep(0.5)
-            with _lock:
-                rows = _rows[:]
-                _rows.clear()
-            if rows:
+            done = rows[:]  # appends meanwhile stay for the next round
+            del rows[: len(done)]
+            if done:
                 with open(path, "a") as f:
-                    f.writelines(rows)
+                    f.writelines(done)
 
     httpx.Client.send = _logged
-    threading.Thread(target=_write, name="bench-request-log", daemon=True).start()
 """
 
 

@@ -79,3 +79,45 @@ def test_a_writer_logs_its_requests_and_other_processes_do_not(
     assert reqlog.summary(directory, time.time(), time.time() + 1, runs=2)["requests"] == 0
     text = "\n".join(reqlog.lines("steady", s))
     assert "3, 1.5 per run" in text and "GET metadata/2" in text
+
+
+def test_a_writer_forked_from_the_fork_server_logs_and_the_server_does_not(
+    reqlog: ModuleType, server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pod's Python services are forked from ``beampod._forkserver`` (ADR 39) and run
+    no sitecustomize of their own: the hook loaded in the fork server tells each child
+    by the ``sys.argv`` it was given."""
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("BEAMPOD_BENCH_REQUEST_LOG", "")
+    directory = tmp_path / "requests"
+    began = time.time()
+    reqlog.enable(directory)
+    code = (
+        "import os, sys, time, httpx\n"
+        f"c = httpx.Client(base_url={server!r})\n"
+        "c.get('/api/v1/metadata/server')\n"  # the fork server's own: not a writer
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        # (spelt in two parts: the server's own command line must not name a writer)
+        "    sys.argv = ['_preload.py', 'beampod.' + 'writer', '--instrument', 'bl01']\n"
+        "    for _ in range(2):\n"
+        "        httpx.Client(base_url=" + repr(server) + ").get('/api/v1/metadata/bl01/r')\n"
+        "    time.sleep(0.7)\n"  # the hook's writer thread runs every 0.5 s
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "c.get('/api/v1/metadata/server')\n"
+        "time.sleep(0.7)\n"
+        "print(pid)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "beampod._forkserver"],
+        check=True,
+        timeout=60,
+        env=os.environ,
+        capture_output=True,
+        text=True,
+    )
+    child = done.stdout.strip()
+    assert [p.name for p in directory.glob("*.tsv")] == [f"{child}.tsv"]
+    s = reqlog.summary(directory, began, time.time(), runs=1)
+    assert s["requests"] == 2 and s["kinds"]["GET metadata/2"]["n"] == 2
