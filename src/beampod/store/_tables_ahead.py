@@ -87,9 +87,16 @@ def guessed_schema(data_keys: dict[str, Any]) -> pyarrow.Schema | None:
     return pyarrow.schema(fields)
 
 
-def _table_metadata(writer: RunWriter, names: list[str]) -> Any:
-    """What TiledWriter stores as the table's metadata: the data keys it holds."""
-    return truncate_json_overflow({k: v for k, v in writer.data_keys.items() if k in names})
+def _create_table(writer: RunWriter, stream: str, schema: pyarrow.Schema) -> Any:
+    """``stream``'s table made as TiledWriter makes it (ordered by ``seq_num``), with the
+    data keys it holds as its metadata."""
+    names = schema.names
+    return SeqOrderedNode(writer._desc_nodes[stream]).create_appendable_table(
+        schema=schema,
+        key=TABLE_KEY,
+        metadata=truncate_json_overflow({k: v for k, v in writer.data_keys.items() if k in names}),
+        access_tags=writer.access_tags,
+    )
 
 
 class TableAhead:
@@ -126,13 +133,7 @@ class TableAhead:
         for i, field in enumerate(table.schema):
             if pyarrow.types.is_null(field.type):
                 schema = schema.set(i, field.with_type(pyarrow.string()))
-        writer = self._writer
-        self._node = SeqOrderedNode(writer._desc_nodes[self._stream]).create_appendable_table(
-            schema=schema,
-            key=TABLE_KEY,
-            metadata=_table_metadata(writer, table.column_names),
-            access_tags=writer.access_tags,
-        )
+        self._node = _create_table(self._writer, self._stream, schema)
         self._schema = schema
 
 
@@ -145,12 +146,7 @@ def create_table_ahead(writer: RunWriter, stream: str, data_keys: dict[str, Any]
     if schema is None:
         return False
     try:
-        node = SeqOrderedNode(writer._desc_nodes[stream]).create_appendable_table(
-            schema=schema,
-            key=TABLE_KEY,
-            metadata=_table_metadata(writer, schema.names),
-            access_tags=writer.access_tags,
-        )
+        node = _create_table(writer, stream, schema)
     except httpx.HTTPStatusError as exc:
         if is_transient_http(exc) or http_status(exc) in (401, 403):
             raise

@@ -178,13 +178,15 @@ def with_dataset_id(source: Any, storage: Any, dataset_id: int) -> Any:
     return source
 
 
-def same_postgres_database(storage_uri: str, catalog_url: Any) -> bool:
+@functools.lru_cache(maxsize=8)
+def same_postgres_database(storage_uri: str, catalog_url: str) -> bool:
     """Whether the table storage is the PostgreSQL database the catalog is in (a pod's
-    layout: ``store/_layout.py``), so a catalog session can ask about its tables."""
+    layout: ``store/_layout.py``), so a catalog session can ask about its tables.
+    Remembered: a server asks it for every table it creates, with the same two URLs."""
     from sqlalchemy.engine import make_url
 
     try:
-        a, b = make_url(storage_uri), make_url(str(catalog_url))
+        a, b = make_url(storage_uri), make_url(catalog_url)
     except ValueError:
         return False
     return a.get_backend_name() == b.get_backend_name() == "postgresql" and (
@@ -208,7 +210,7 @@ async def source_on_catalog_session(
     if (
         not getattr(getattr(method, "__func__", None), EXISTING_FIRST, False)
         or data_source.parameters.get("primary_key")
-        or not same_postgres_database(storage.uri, db.bind.url)
+        or not same_postgres_database(storage.uri, str(db.bind.url))
     ):
         return None
     source = copy.deepcopy(data_source)
