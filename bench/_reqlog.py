@@ -31,7 +31,7 @@ _dir = os.environ.get("BEAMPOD_BENCH_REQUEST_LOG")
 _started_as = " ".join(getattr(sys, "orig_argv", sys.argv))
 # A writer started as itself, or the fork server the pod's Python services are forked
 # from (ADR 39), whose children run no sitecustomize of their own: there each process
-# is told apart by the sys.argv it was given, at its first request.
+# is told apart by the command it was given (sys.orig_argv), at its first request.
 if _dir and ("beampod.writer" in _started_as or "beampod._forkserver" in _started_as):
     import threading, time
     import httpx
@@ -42,7 +42,10 @@ if _dir and ("beampod.writer" in _started_as or "beampod._forkserver" in _starte
         no thread of its parent's: it starts its own).\"\"\"
         pid = os.getpid()
         if pid not in _logs:
-            writer = "beampod.writer" in " ".join(sys.argv) or "beampod.writer" in _started_as
+            # The fork server sets a child's sys.orig_argv to the command it became;
+            # its sys.argv[0] is by then the module's file (runpy), not its name.
+            argv = " ".join(getattr(sys, "orig_argv", None) or sys.argv)
+            writer = "beampod.writer" in argv
             _logs[pid] = [] if writer else None
             if writer:
                 threading.Thread(target=_write, args=(_logs[pid],), daemon=True).start()

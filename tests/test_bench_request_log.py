@@ -86,7 +86,9 @@ def test_a_writer_forked_from_the_fork_server_logs_and_the_server_does_not(
 ) -> None:
     """A pod's Python services are forked from ``beampod._forkserver`` (ADR 39) and run
     no sitecustomize of their own: the hook loaded in the fork server tells each child
-    by the ``sys.argv`` it was given."""
+    by the command it was given (``sys.orig_argv``), not by its ``sys.argv``, whose
+    first word is by then the module's file (until 2026-12-07 it read ``sys.argv`` and
+    no forked writer logged anything)."""
     monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     monkeypatch.setenv("BEAMPOD_BENCH_REQUEST_LOG", "")
     directory = tmp_path / "requests"
@@ -98,8 +100,13 @@ def test_a_writer_forked_from_the_fork_server_logs_and_the_server_does_not(
         "c.get('/api/v1/metadata/server')\n"  # the fork server's own: not a writer
         "pid = os.fork()\n"
         "if pid == 0:\n"
-        # (spelt in two parts: the server's own command line must not name a writer)
-        "    sys.argv = ['_preload.py', 'beampod.' + 'writer', '--instrument', 'bl01']\n"
+        # What the fork server leaves a writer (beampod._forkserver.become, then
+        # beampod._preload's runpy): the command it became, and the module's file as
+        # sys.argv[0]. (Spelt in two parts: the server's own command line must not
+        # name a writer.)
+        "    sys.orig_argv = [sys.executable, '-m', 'beampod._preload', 'beampod.' + 'writer',"
+        " '--instrument', 'bl01']\n"
+        "    sys.argv = ['/src/beampod/writer/__main__.py', '--instrument', 'bl01']\n"
         "    for _ in range(2):\n"
         "        httpx.Client(base_url=" + repr(server) + ").get('/api/v1/metadata/bl01/r')\n"
         "    time.sleep(0.7)\n"  # the hook's writer thread runs every 0.5 s

@@ -189,8 +189,11 @@ def test_a_slow_store_gets_fewer_larger_appends_while_events_trickle_in(
     ]
     assert len(gaps) >= 5, sink.began
     if paced:
-        # From then on an append's time is known: each store waits for twice it.
-        assert min(gaps) >= 0.9 * 2 * SLOW_STORE_S, sink.began
+        # From then on an append's time is known: each store waits for twice it (0.2 s
+        # from when the writer began the last store; the sink records it a thread hop
+        # later, which a loaded suite delayed by more than 0.02 s once). An unpaced
+        # writer's gaps are one store time (0.1 s), well below this bound.
+        assert min(gaps) >= 0.75 * 2 * SLOW_STORE_S, sink.began
         # Stores back to back would each carry the ~2 events of one store time.
         assert len(sink.began) <= len(emitted) / 3, sink.began
     else:
