@@ -312,6 +312,11 @@ def test_per_instrument_commands_take_i(facility: Facility) -> None:
     own = facility.pod.secrets.for_instrument("bl02").tiled_reader_key.get_secret_value()
     assert (env["BEAMPOD_INSTRUMENT"], env["NATS_USER"]) == ("bl02", "bl02-reader")
     assert env["TILED_API_KEY"] == own  # bl02's container only, not the facility-wide key
+    # tiled's own client with exactly what was printed opens bl02's container.
+    from tiled.client import from_uri
+
+    bl02 = from_uri(env["TILED_URI"], api_key=env["TILED_API_KEY"])
+    assert facility.runs["bl02"] in bl02 and facility.runs["bl01"] not in bl02
     queue = run_cli(root, "queue", "-i", "bl02", "status", check=False)
     assert queue.returncode == 2
     assert queue.stderr.strip() == (

@@ -55,6 +55,8 @@ def _status(method: str, path: str, key: str, cookie: bool = False) -> int:
         ("/api/v1/asset/bytes/bl01/x", ("bl01", "x")),
         ("/api/v1/search-deep/bl01", ("bl01",)),
         ("/api/v1/stream/single/bl01/x", ("bl01", "x")),
+        # tiled's client joins a subscription's path with a doubled slash
+        ("/api/v1/stream/single/bl01//x", ("bl01", "x")),
         ("/api/v1/metadata/bl01/../bl02", None),  # never a plain node path
         ("/api/v1/whoami", None),  # not a node route
         ("/api/v1/auth/apikey", None),

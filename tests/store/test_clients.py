@@ -75,6 +75,55 @@ def test_run_documents_gives_back_what_was_emitted(
     assert got[-1][1]["exit_status"] == "success"
 
 
+def _tiled_client(server: Server) -> Any:
+    from tiled.client import from_uri
+
+    return from_uri(server.url, api_key=server.key("reader"))["demo"]
+
+
+def _pod_client(server: Server) -> Any:
+    """What the pod's own clients use (``db``, ``beampod runs``): ``store.connect``."""
+    from beampod.store._client import connect
+
+    return connect(f"{server.url}/api/v1/metadata/demo", server.key("reader"))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("make_client", [_tiled_client, _pod_client], ids=["tiled", "pod"])
+def test_a_live_subscriber_sees_a_run_s_stream_made_and_the_run_closed(
+    tiled_server: Server, make_client: Any
+) -> None:
+    """tiled's live subscription (``run.subscribe()``, a websocket through the gate with
+    the reader key) to a run the writer's sink is storing: the stream the sink then
+    makes is announced, and the run's close after its stop (the sink's own thread)
+    ends the subscription."""
+    import threading
+
+    docs = generate_run("count", num=3, scan_id=8102)
+    sink = open_sink(tiled_server.pod)
+    assert not sink.write_batch(items(docs[:1])).rejected  # the run's start alone
+    sub = make_client(tiled_server)[start_uid(docs)].subscribe()
+    created: list[str] = []
+    closed = threading.Event()
+
+    # The subscription's registries hold weak references: these two must outlive it.
+    def on_child(update: Any) -> None:
+        created.append(update.key)
+
+    def on_closed(_: Any) -> None:
+        closed.set()
+
+    sub.child_created.add_callback(on_child)
+    sub.stream_closed.add_callback(on_closed)
+    sub.start_in_thread()
+    try:
+        assert not sink.write_batch(items(docs[1:])).rejected
+        assert closed.wait(60), f"no end of the run within 60 s; announced: {created}"
+    finally:
+        sub.disconnect()
+    assert created == ["primary"]
+
+
 class _Assets(HTMLParser):
     def __init__(self) -> None:
         super().__init__()

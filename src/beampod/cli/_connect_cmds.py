@@ -67,20 +67,20 @@ def connection_env(pod: LoadedPod, instrument: str, role: str) -> list[Var]:
 
     pod.config.instrument(instrument)  # a clear error for an unknown instrument
     s = pod.secrets
-    # In a facility each instrument's clients get its own Tiled reader key (its
-    # container only); a one-instrument pod keeps the pod-wide one (the same container).
-    tiled_key = (
-        s.for_instrument(instrument).tiled_reader_key
-        if len(pod.config.instruments) > 1
-        else s.tiled_reader_key
-    )
+    # In a facility each instrument's clients get its own Tiled reader key, which
+    # reaches its container only, so the address is that container's: the server's
+    # root (what ``from_uri`` reads first) refuses the key. A one-instrument pod keeps
+    # the pod-wide key and the root address (the same container under it).
+    facility = len(pod.config.instruments) > 1
+    tiled_key = s.for_instrument(instrument).tiled_reader_key if facility else s.tiled_reader_key
+    tiled_uri = f"{tiled_url(pod)}/api/v1/metadata/{instrument}" if facility else tiled_url(pod)
     out = [Var("BEAMPOD_INSTRUMENT", instrument, False, "instrument")]
     out += [
         Var(k, v, False, "Channel Access (caproto, pyepics, any CA client)")
         for k, v in ca_client_env(pod.config).items()
     ]
     out += [
-        Var("TILED_URI", tiled_url(pod), False, "Tiled: from_uri(TILED_URI)"),
+        Var("TILED_URI", tiled_uri, False, "Tiled: from_uri(TILED_URI)"),
         Var("TILED_API_KEY", tiled_key.get_secret_value(), True, "Tiled read-only key"),
     ]
     # The instrument's own queue server, when it has one (docs/queue.md).

@@ -46,10 +46,16 @@ def keep_no_cookies(http_client: httpx.Client) -> None:
 def connect(url: str, key: str) -> Any:
     """Root node of the tiled server at ``url``, authenticated with ``key``."""
     from tiled.client import from_uri
+    from tiled.client.context import API_KEY_AUTH_HEADER_PATTERN
 
     from beampod.store._tiled_compat import install
 
     install()  # run.v2 must not switch every later run to v2 (see _tiled_compat)
     node = from_uri(url, auth=ApiKeyAuth(key))
     keep_no_cookies(node.context.http_client)
+    if API_KEY_AUTH_HEADER_PATTERN.match(f"Apikey {key}"):
+        # Also where tiled's client reads its key back (``context.api_key``): its live
+        # subscriptions (``node.subscribe()``) send that key with their websocket, and
+        # connected without one, the gate refused them.
+        node.context.api_key = key
     return node
