@@ -199,13 +199,19 @@ def load_phase(
             pub.close(30)
 
 
+def pod_settings(args: argparse.Namespace) -> dict[str, int | bool | None]:
+    """The ``pod`` settings ``args`` give a scaffolded facility (None: the scaffold's)."""
+    pods: dict[str, int | bool | None] = {k: getattr(args, k, None) for k in POOL_SETTINGS}
+    if args.fork_services is not None:
+        pods["fork_services"] = args.fork_services == "on"
+    pods["background_nice"] = args.background_nice
+    return pods
+
+
 def make_and_start(root: Path, n: int, args: argparse.Namespace) -> float:
     """Scaffold a facility of ``n`` instruments at ``root`` as ``args`` say and bring it
     up (``up -d``): the seconds that took."""
-    pools: dict[str, int | bool | None] = {k: getattr(args, k, None) for k in POOL_SETTINGS}
-    if args.fork_services is not None:
-        pools["fork_services"] = args.fork_services == "on"
-    make(root, n, pools, args.ioc_processes, args.event_page_ms)
+    make(root, n, pod_settings(args), args.ioc_processes, args.event_page_ms)
     t0 = time.monotonic()
     run_cli(root, "up", "-d", timeout=1800)
     return time.monotonic() - t0
@@ -624,6 +630,12 @@ def add_facility_shape(ap: argparse.ArgumentParser) -> None:
         type=int,
         help="bus.event_page_ms of every facility, 0: one message per event (default: "
         "the scaffold's)",
+    )
+    ap.add_argument(
+        "--background-nice",
+        type=int,
+        help="pod.background_nice of every facility: Tiled's and the writers' priority "
+        "(default: the scaffold's, 5; 0: the RunEngine's, ADR 18)",
     )
 
 

@@ -26,6 +26,20 @@ def test_bench_idle_gives_make_and_start_every_facility_option() -> None:
     assert args.event_page_ms == 400 and args.fork_services == "off"
 
 
+def test_the_pod_settings_a_bench_gives_its_facility() -> None:
+    with bench_module("bench_idle") as idle:
+        given = idle.parser().parse_args(
+            ["--sizes", "3", "--writer-pool-size", "5", "--background-nice", "0"]
+        )
+        unset = idle.parser().parse_args(["--sizes", "3"])
+    with bench_module("bench_facility") as facility:
+        settings = facility.pod_settings(given)
+        defaults = facility.pod_settings(unset)
+    assert settings["writer_pool_size"] == 5 and settings["background_nice"] == 0
+    # Unset: None, which make() leaves to the scaffold.
+    assert defaults["background_nice"] is None and defaults["writer_pool_size"] is None
+
+
 def test_bench_steady_gives_load_phase_every_option_it_reads(tmp_path: Path) -> None:
     # load_phase (bench_facility.py) reads these from its ``args``.
     with bench_module("bench_steady") as steady:
