@@ -635,7 +635,7 @@ def add_facility_shape(ap: argparse.ArgumentParser) -> None:
         "--background-nice",
         type=int,
         help="pod.background_nice of every facility: Tiled's and the writers' priority "
-        "(default: the scaffold's, 5; 0: the RunEngine's, ADR 18)",
+        "(default: the scaffold's, 0 since ADR 43; 5: a pod's, behind the RunEngine's)",
     )
 
 

@@ -186,6 +186,27 @@ def test_another_local_user_gets_only_what_the_key_allows(facility: Facility) ->
     assert set(statuses("").values()) == {401}
 
 
+def test_an_instruments_reader_key_subscribes_live_to_its_own_container_only(
+    facility: Facility,
+) -> None:
+    """Tiled's live subscriptions are websockets (``/stream/single/<path>``, the path
+    joined as tiled's client joins it): bl01's reader key subscribes to bl01's run and
+    gets its first message; to bl02's container or run it is refused at the handshake."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    key = facility.pod.secrets.for_instrument("bl01").tiled_reader_key.get_secret_value()
+    base = tiled_url(facility.pod).replace("http://", "ws://", 1) + "/api/v1/stream/single"
+    headers = {"Authorization": f"Apikey {key}"}
+    own = f"{base}/bl01//{facility.runs['bl01']}?envelope_format=json"
+    with connect(own, additional_headers=headers, open_timeout=30) as ws:
+        assert json.loads(ws.recv(timeout=30))["type"] == "container-schema"
+    for path in ("bl02", f"bl02//{facility.runs['bl02']}"):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"{base}/{path}?envelope_format=json", additional_headers=headers)
+        assert refused.value.response.status_code == 403, path
+
+
 def test_an_instruments_tiled_reader_key_works_with_the_tiled_client(facility: Facility) -> None:
     """What a user of instrument A does: tiled's client on A's container with A's key;
     B's container, with the same key, is refused."""

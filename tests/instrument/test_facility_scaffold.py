@@ -91,6 +91,7 @@ def test_config_names_hosts_central_services_and_instruments(tmp_path: Path) -> 
     assert list(cfg.hosts) == ["localhost"] and cfg.central_host == "localhost"
     assert cfg.bus.transport == "nats" and cfg.bus.cluster_size == 3
     assert cfg.store.backend == "postgres"
+    assert cfg.pod.background_nice == 0  # the shared store at the instruments' priority
     assert list(cfg.instruments) == ["xf01", "xf02", "xf03"]
     for name, inst in cfg.instruments.items():
         assert inst.package == "xf_instruments" and inst.host == "localhost"

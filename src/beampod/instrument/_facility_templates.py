@@ -70,6 +70,12 @@ pod:
   # of one host and cycle share a process, each on its own port with its own keys: ~60 MB
   # resident less per pooled instrument (beampod's docs/adr/0034-queue-http-pool.md).
   queue_http_pool_size: 1
+  # Tiled, the writers and the web console run at this nice value once ready. A pod
+  # has 5, so that storing yields the CPU to its scan; a facility's store serves every
+  # instrument, and at 5 on a shared machine each request queued behind the
+  # instruments' processes (beampod's docs/adr/0043-a-facility-s-store-at-the-
+  # instruments-priority.md). 5: a scan first, as in a pod.
+  background_nice: 0
 
 # Machines of the facility. Each instrument runs on one (`host:`), the central services
 # on `central_host`. Ports of two different hosts may coincide; on one host they may not.
