@@ -116,8 +116,12 @@ def test_a_live_subscriber_sees_a_run_s_stream_made_and_the_run_closed(
     sub.child_created.add_callback(on_child)
     sub.stream_closed.add_callback(on_closed)
     # From the run's first update: one published before the server's side of the
-    # websocket listened is replayed, not missed.
-    sub.start_in_thread(start=1)
+    # websocket listened is replayed, not missed. tiled's start_in_thread waits for
+    # the connection without a deadline (a refused one never comes): given one here.
+    starting = threading.Thread(target=sub.start_in_thread, kwargs={"start": 1}, daemon=True)
+    starting.start()
+    starting.join(30)
+    assert not starting.is_alive(), "the subscription was not connected within 30 s"
     try:
         assert not sink.write_batch(items(docs[1:])).rejected
         assert closed.wait(60), f"no end of the run within 60 s; announced: {created}"
