@@ -201,6 +201,26 @@ def test_cpu_pressure_is_read_from_the_kernels_pressure_file(tmp_path: Path) -> 
     assert read_cpu_pressure(psi) is None
 
 
+def _until_asleep(pid: int, deadline_s: float = 30.0) -> None:
+    """Until ``pid`` neither runs nor waits to run: its CPU and run-queue time the same
+    over 50 ms. A process that has just printed still runs into its sleep, and on a
+    loaded machine waits for a CPU to do it; observed then, it counts as busy."""
+    from beampod.services._process import tree_cpu_seconds
+
+    def used() -> tuple[float | None, float | None]:
+        return tree_cpu_seconds(pid), tree_cpu_seconds(pid, waiting=True)
+
+    end = time.monotonic() + deadline_s
+    last = used()
+    while time.monotonic() < end:
+        time.sleep(0.05)  # the polling interval of a readiness wait with a deadline
+        now = used()
+        if now == last:
+            return
+        last = now
+    raise AssertionError(f"pid {pid} did not go to sleep within {deadline_s} s")
+
+
 def test_a_failing_check_on_a_saturated_machine_counts_as_busy() -> None:
     """While 25 instruments started on two cores, NATS nodes answering "replicas not
     current" and an idle PostgreSQL whose connect the starved prober timed out on were
@@ -216,6 +236,7 @@ def test_a_failing_check_on_a_saturated_machine_counts_as_busy() -> None:
         # apart would count one 10 ms tick of a start still under way as a busy share.
         assert idle.stdout is not None and idle.stdout.readline().strip() == "idle"
         for check in (HealthCheck("healthz"), HealthCheck("tcp accepts", slow=True)):
+            _until_asleep(idle.pid)  # a loaded suite once caught it on its way to sleep
             calm = HealthClock(meter=BusyMeter(min_window_s=0.0))
             calm.observe(check, None, idle.pid, 0.0)  # the first slow check: benefit of doubt
             shown = calm.observe(check, None, idle.pid, 1.0)
