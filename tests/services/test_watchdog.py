@@ -203,22 +203,22 @@ def test_cpu_pressure_is_read_from_the_kernels_pressure_file(tmp_path: Path) -> 
 
 def _until_asleep(pid: int, deadline_s: float = 30.0) -> None:
     """Until ``pid`` neither runs nor waits to run: its CPU and run-queue time the same
-    over 50 ms. A process that has just printed still runs into its sleep, and on a
+    over one poll. A process that has just printed still runs into its sleep, and on a
     loaded machine waits for a CPU to do it; observed then, it counts as busy."""
+    from tests.queue.conftest import wait_for
+
     from beampod.services._process import tree_cpu_seconds
 
     def used() -> tuple[float | None, float | None]:
         return tree_cpu_seconds(pid), tree_cpu_seconds(pid, waiting=True)
 
-    end = time.monotonic() + deadline_s
-    last = used()
-    while time.monotonic() < end:
-        time.sleep(0.05)  # the polling interval of a readiness wait with a deadline
-        now = used()
-        if now == last:
-            return
-        last = now
-    raise AssertionError(f"pid {pid} did not go to sleep within {deadline_s} s")
+    last: list[tuple[float | None, float | None] | None] = [None]  # no reading yet
+
+    def unchanged() -> bool:
+        before, last[0] = last[0], used()
+        return last[0] == before
+
+    wait_for(unchanged, f"pid {pid} asleep", deadline_s)
 
 
 def test_a_failing_check_on_a_saturated_machine_counts_as_busy() -> None:
