@@ -17,6 +17,15 @@ does it, so a tiled client's ``append_partition(df)`` is stored as before. Appen
 any other kind of table (CSV files need a DataFrame), and other media types, use
 tiled's own deserializer.
 
+It also announces the rows to live subscribers (tiled's streaming cache, the
+``table-data`` message of ``/stream/single/<table>``) *after* they are stored, where
+tiled announces them before it stores them. A subscriber that reads the table when the
+message comes finds the rows in it, and an append that fails (rows its schema refuses,
+the database down) is never announced: what a live view shows is what was stored.
+Rows that do not cast to the table's columns are answered 422 with the reason, where
+tiled answers 500 ("Internal server error") and drops the connection: a writer counts
+a 5xx as the server's trouble and sends the same rows again, forever.
+
 Pinned: :data:`PINNED_APPEND_SHA256` is the hash of the tiled method this replaces;
 when tiled changes it the replacement is not installed (logged) and
 ``tests/store/test_tiled_appends.py`` fails, so it is re-read against the new code.
@@ -58,6 +67,9 @@ def arrow_table(body: bytes) -> Any:
 def install_arrow_appends() -> bool:
     """Replace ``CatalogTableAdapter.append_partition`` in this process; False when it
     already is, or when tiled's method is not the one this was written against."""
+    from fastapi import HTTPException
+    from pyarrow import ArrowInvalid, ArrowNotImplementedError, ArrowTypeError
+    from starlette.status import HTTP_422_UNPROCESSABLE_CONTENT
     from tiled.adapters.sql import SQLAdapter
     from tiled.catalog.adapter import CatalogTableAdapter
     from tiled.media_type_registration import APACHE_ARROW_FILE_MIME_TYPE
@@ -72,9 +84,8 @@ def install_arrow_appends() -> bool:
     async def append_partition(
         self: Any, media_type: str, deserializer: Any, entry: Any, body: bytes, partition: int
     ) -> Any:
-        # tiled's method, with the adapter asked for before the body is read.
-        if self.context.streaming_cache:
-            await self._stream(media_type, entry, body, partition, True)
+        # tiled's method, with the adapter asked for before the body is read, and the
+        # rows announced to live subscribers once stored, not before (module doc).
         adapter = await self.get_adapter()
         if media_type == APACHE_ARROW_FILE_MIME_TYPE and isinstance(adapter, SQLAdapter):
             # On the loop: reading an Arrow file maps it (~40 us), less than a hop
@@ -82,7 +93,17 @@ def install_arrow_appends() -> bool:
             data = arrow_table(body)
         else:
             data = await ensure_awaitable(deserializer, body)
-        return await ensure_awaitable(adapter.append_partition, partition, data)
+        try:
+            stored = await ensure_awaitable(adapter.append_partition, partition, data)
+        except (ArrowInvalid, ArrowNotImplementedError, ArrowTypeError) as exc:
+            # The rows do not cast to the table's columns (module doc): the client's
+            # input, not the server, so not a 500 that a writer would send again.
+            raise HTTPException(
+                HTTP_422_UNPROCESSABLE_CONTENT, f"rows do not fit the table's columns: {exc}"
+            ) from None
+        if self.context.streaming_cache:
+            await self._stream(media_type, entry, body, partition, True)
+        return stored
 
     setattr(append_partition, _MARK, True)
     CatalogTableAdapter.append_partition = append_partition
