@@ -107,7 +107,28 @@ def seq_nums_url(container: Any, uid: str) -> str:
     return f"{container.context.api_uri}table/full/{path}"
 
 
-class Reader(WorkerThread):
+class ReadableTimes:
+    """When each event of ``emitter``'s runs became readable (``readable``: (run uid,
+    seq_num) -> monotonic time), and the latencies from its emission."""
+
+    def __init__(self, emitter: Emitter) -> None:
+        self.emitter = emitter
+        self.readable: dict[tuple[str, int], float] = {}
+
+    def latencies_ms(self, seqs: range | None = None, skip_runs: int = 0) -> list[float]:
+        """Emitted -> readable of every event seen (or of those whose ``seq_num`` is in
+        ``seqs``, e.g. ``range(1, 6)``: each run's first five), of the runs after the
+        first ``skip_runs``."""
+        out = []
+        for run in self.emitter.runs[skip_runs:]:
+            for seq, t in run.emitted.items():
+                seen = self.readable.get((run.uid, seq))
+                if seen is not None and (seqs is None or seq in seqs):
+                    out.append((seen - t) * 1000)
+        return out
+
+
+class Reader(ReadableTimes, WorkerThread):
     """Polls the event table of each of ``emitter``'s runs in turn through Tiled (the
     instrument's reader key), one poll every ``period`` s (or as soon as the last one
     answered, when that took longer): a live view refreshing at a fixed rate. Records
@@ -122,9 +143,9 @@ class Reader(WorkerThread):
     walked the tree to a new run's table first (three lookups, then the read)."""
 
     def __init__(self, container: Any, emitter: Emitter, period: float) -> None:
-        super().__init__()
-        self.container, self.emitter, self.period = container, emitter, period
-        self.readable: dict[tuple[str, int], float] = {}
+        ReadableTimes.__init__(self, emitter)
+        WorkerThread.__init__(self)
+        self.container, self.period = container, period
         self.stop = threading.Event()
         self.polls = 0
         self.errors: list[str] = []
@@ -178,18 +199,6 @@ class Reader(WorkerThread):
                 index += 1
                 continue
             self._next_poll()
-
-    def latencies_ms(self, seqs: range | None = None, skip_runs: int = 0) -> list[float]:
-        """Emitted -> readable of every event seen (or of those whose ``seq_num`` is in
-        ``seqs``, e.g. ``range(1, 6)``: each run's first five), of the runs after the
-        first ``skip_runs``."""
-        out = []
-        for run in self.emitter.runs[skip_runs:]:
-            for seq, t in run.emitted.items():
-                seen = self.readable.get((run.uid, seq))
-                if seen is not None and (seqs is None or seq in seqs):
-                    out.append((seen - t) * 1000)
-        return out
 
 
 async def _writer_pending(pod: Any, instruments: list[str]) -> dict[str, int]:

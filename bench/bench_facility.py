@@ -10,11 +10,14 @@ instrument with its simulated IOCs and its writer), on free ports, ``init``, the
    MemAvailable: each page once, kernel memory included, no reclaimable cache);
 2. steady load: every instrument publishes runs of ``--run-events`` events at
    ``--rate`` events/s through the real DurablePublisher with its own publisher
-   credential, concurrently, for ``--duration`` s; a Tiled client for each of
-   ``--readers`` instruments spread over the facility (its reader key) polls the run
-   being written, so each event's emitted -> readable time is the end of the first
-   poll that returned it (an upper bound: one ``--reader-period`` plus the poll's own
-   time; a poll starts every period, or as soon as the last answered if it took longer);
+   credential, concurrently, for ``--duration`` s; every instrument's reader (its
+   reader key) is told by Tiled of each batch of rows of the run being written,
+   through a live subscription, once the rows are stored, so each event's emitted ->
+   readable time is when its rows arrived (``--reader live``, ``_live_reader.py``);
+   or ``--readers`` instruments spread over the facility poll the run's table
+   (``--reader poll``: an upper bound, one ``--reader-period`` plus the poll's own
+   time late; a poll starts every period, or as soon as the last answered if it took
+   longer; the only reader until 2026-12-07);
    the latency of each run's first second of events (its container and stream are
    created meanwhile) is reported apart from the rest's as well, and so is that of
    every instrument's runs after its first (the facility's cold start: every first
@@ -36,7 +39,7 @@ grow with N).
 
     .venv/bin/python bench/bench_facility.py [--sizes 1,5,25] [--duration 60] [--rate 20]
         [--capacity-seconds 10] [--run-events 200] [--run-phase spread|aligned]
-        [--reader-period 0.2] [--readers 5] [--request-log]
+        [--reader live|poll] [--reader-period 0.2] [--readers N] [--request-log]
         [--settle-cpu 0.5 [--settle-max 180]] [--json FILE]
 
 ``--settle-cpu`` waits, after ``up -d``, until the facility is quiet (its queue
@@ -75,6 +78,7 @@ from _facility_load import (
     memory_of,
     wait_stored,
 )
+from _live_reader import LiveReaders
 from tests.facility._facility import free_ports_config, run_cli
 
 P99_TARGET_MS, CAPACITY_RATIO, MARGINAL_MB = 1000.0, 0.8, 250.0
@@ -96,6 +100,10 @@ def cpu_line(shares: dict[str, float]) -> str:
 #: The events at the start of each run whose readable latency is reported apart: the
 #: first second of a run at the default 20 ev/s.
 RUN_START_EVENTS = 20
+
+#: Instruments a polling reader measures by default: 25 polling at 5 Hz would cost Tiled
+#: more CPU than the 25 writers (``sampled``).
+POLLED_READERS = 5
 
 #: The ``pod`` settings the benchmarks can set from the command line (``--writer-pool-size``
 #: for ``pod.writer_pool_size`` and so on); unset: what the scaffold writes.
@@ -166,15 +174,12 @@ def load_phase(
             )
             for k, i in enumerate(insts)
         }
-        readers = (
-            {
-                i: Reader(containers[i], emitters[i], args.reader_period)
-                for i in sampled(insts, args.readers)
-            }
+        readers, followers = (
+            make_readers(args, containers, emitters, read_instruments(insts, args))
             if rate
-            else {}
+            else ({}, [])
         )
-        for th in (*emitters.values(), *readers.values()):
+        for th in (*emitters.values(), *followers):
             th.start()
         for em in emitters.values():
             em.join(seconds + 120)
@@ -186,11 +191,11 @@ def load_phase(
         # Everything is stored: each reader needs one more poll per run it has not
         # finished; after a shared deadline the rest count as not seen.
         end = time.monotonic() + 120
-        for r in readers.values():
-            r.join(max(0.0, end - time.monotonic()))
-        for r in readers.values():
-            r.stop.set()
-        for err in [e.error for e in emitters.values()] + [r.error for r in readers.values()]:
+        for f in followers:
+            f.join(max(0.0, end - time.monotonic()))
+        for f in followers:
+            f.stop.set()
+        for err in [e.error for e in emitters.values()] + [f.error for f in followers]:
             if err is not None:
                 raise err
         return emitters, readers, t_stored - t0, t_emitted - t0
@@ -255,6 +260,26 @@ def reader_containers(pod: Any) -> dict[str, Any]:
     }
 
 
+#: The services of an instrument's own host in a facility (docs/facility.md "What
+#: starts"): its IOCs, its queue server and its queue's HTTP server, its agent. The
+#: central services, and the writers (the data path), stay.
+INSTRUMENT_HOST_SERVICES = ("ioc-", "queue-", "agent-")
+
+
+def stop_instrument_services(root: Path) -> list[str]:
+    """Stop every instrument's own services (``--instrument-services stop``): in a
+    facility they run on the instruments' hosts, as the RunEngines the emitters stand
+    for do, not beside the central services. Returns the services stopped."""
+    names = [
+        name
+        for name, svc in status(root)["services"].items()
+        if name.startswith(INSTRUMENT_HOST_SERVICES) and svc["state"] != "stopped"
+    ]
+    for name in names:
+        run_cli(root, "service", "stop", name)
+    return names
+
+
 def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     from beampod.config import PodHome, load_pod
 
@@ -282,6 +307,16 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             f"idle; load {load_average()}",
             flush=True,
         )
+        if args.instrument_services == "stop":
+            out["stopped"] = stop_instrument_services(root)
+            print(
+                f"  stopped the instruments' own {len(out['stopped'])} services (IOCs, queue "
+                "servers, agents: on the instruments' hosts in a facility); "
+                f"load {load_average()}",
+                flush=True,
+            )
+            state = status(root)
+            cpu1, t_cpu1, bench1 = cpu_seconds(state), time.monotonic(), time.process_time()
         pod = load_pod(PodHome.resolve(root))
         containers = reader_containers(pod)
         wall0 = time.time()
@@ -297,6 +332,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         polled = sum(emitters[i].events for i in readers)
         out["steady"] = {
             "run_phase": args.run_phase,
+            "reader": args.reader,
             "readers": sorted(readers),
             "events": events,
             "stored_ev_s": events / stored_s,
@@ -505,8 +541,12 @@ def table(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> bool:
     r = results[top]
     checks: list[tuple[str, str, bool | None]] = [
         (
-            f"N={top}, {top} x {args.rate:g} ev/s: worst instrument's p99 <= 1 s",
-            f"{r['steady']['worst']['p99_ms']:.0f} ms",
+            f"N={top}, {top} x {args.rate:g} ev/s: worst instrument's p99 <= 1 s"
+            + (
+                " (instruments' own services stopped)" if args.instrument_services == "stop" else ""
+            ),
+            f"{r['steady']['worst']['p99_ms']:.0f} ms "
+            f"({len(r['steady']['readers'])} instruments read, {args.reader})",
             r["steady"]["worst"]["p99_ms"] <= P99_TARGET_MS,
         ),
         (
@@ -523,13 +563,17 @@ def table(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> bool:
         used = marginal(results, top, "mem_loaded", "machine_used_mb")
         rss = marginal(results, top, "mem_loaded", "rss_mb")
         pss = marginal(results, top, "mem_loaded", "pss_mb")
-        checks.append(
-            (
-                f"marginal memory per instrument (N=1 -> {top}), the machine's in use, <= 250 MB",
-                f"{_mb(used)} (sum of RSS {_mb(rss)}, of PSS {_mb(pss)})",
-                None if used is None else used <= MARGINAL_MB,
+        what = f"marginal memory per instrument (N=1 -> {top}), the machine's in use, <= 250 MB"
+        if args.instrument_services == "stop":
+            checks.append((what, "not measured: the instruments' services were stopped", None))
+        else:
+            checks.append(
+                (
+                    what,
+                    f"{_mb(used)} (sum of RSS {_mb(rss)}, of PSS {_mb(pss)})",
+                    None if used is None else used <= MARGINAL_MB,
+                )
             )
-        )
     else:
         checks.append(("capacity ratio and marginal memory", "need N=1 and a larger N", None))
     print()
@@ -564,16 +608,43 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def read_instruments(insts: list[str], args: Any) -> list[str]:
+    """The instruments whose readable latency is measured: every one when the readers
+    are told (``--reader live``), ``--readers`` of them spread evenly when they poll."""
+    default = 0 if args.reader == "live" else POLLED_READERS
+    return sampled(insts, default if args.readers is None else args.readers)
+
+
+def make_readers(
+    args: Any, containers: dict[str, Any], emitters: dict[str, Any], chosen: list[str]
+) -> tuple[dict[str, Any], list[Any]]:
+    """Each chosen instrument's readings (``latencies_ms``), and the threads that take
+    them: one for every live reader, one per polling reader."""
+    if args.reader == "live":
+        hub = LiveReaders({i: containers[i] for i in chosen}, emitters)
+        return dict(hub.readers), [hub]
+    readers = {i: Reader(containers[i], emitters[i], args.reader_period) for i in chosen}
+    return dict(readers), list(readers.values())
+
+
 def add_load_shape(ap: argparse.ArgumentParser) -> None:
     """The options of the steady phase's emitters and readers (read by ``load_phase``);
     shared with bench_steady.py."""
     ap.add_argument("--rate", type=float, default=20.0, help="events/s per instrument")
     ap.add_argument("--run-events", type=int, default=200, help="events per run")
     ap.add_argument(
+        "--reader",
+        choices=("live", "poll"),
+        default="live",
+        help="live: a reader is told of each event's rows by Tiled (a live subscription, "
+        "after they are stored); poll: a reader asks Tiled every --reader-period (until "
+        "2026-12-07 the only kind)",
+    )
+    ap.add_argument(
         "--reader-period",
         type=float,
         default=0.2,
-        help="s from one Tiled poll's start to the next (each reader)",
+        help="--reader poll: s from one Tiled poll's start to the next (each reader)",
     )
     ap.add_argument(
         "--run-phase",
@@ -590,10 +661,19 @@ def add_load_shape(ap: argparse.ArgumentParser) -> None:
         "before 2026-12-06 (a RunEngine does not; ~100-250 us of the bench's CPU per event)",
     )
     ap.add_argument(
+        "--instrument-services",
+        choices=("run", "stop"),
+        default="run",
+        help="stop: before the load, stop every instrument's IOCs, queue server and agent "
+        "(in a facility they run on the instruments' hosts, as the RunEngines the "
+        "emitters stand for do; the central services and the writers stay); run: the "
+        "whole facility shares this machine during the load",
+    )
+    ap.add_argument(
         "--readers",
         type=int,
-        default=5,
-        help="instruments whose readable latency is polled through Tiled (0: all)",
+        help="instruments whose readable latency is measured (0: all; default: all "
+        f"with --reader live, {POLLED_READERS} with --reader poll)",
     )
 
 

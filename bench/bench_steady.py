@@ -27,7 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.facility's helpers
 from _common import load_average, percentile
 from _facility_load import cpu_by_kind, cpu_seconds
-from bench_facility import add_load_shape, load_phase, reader_containers, status
+from bench_facility import (
+    add_load_shape,
+    load_phase,
+    reader_containers,
+    status,
+    stop_instrument_services,
+)
 
 FIRST = 20  # a run's first events, reported apart (as bench_facility.py does)
 
@@ -75,6 +81,9 @@ def main() -> int:
     if not (root / "config.yaml").is_file():
         print(f"bench_steady: no facility at {root} (no config.yaml)", file=sys.stderr)
         return 2
+    if args.instrument_services == "stop":
+        stopped = stop_instrument_services(root)
+        print(f"stopped {len(stopped)} of the instruments' own services", flush=True)
     pod = load_pod(PodHome.resolve(root))
     containers = reader_containers(pod)
     print(f"{len(containers)} instruments at {root}; load {load_average()}", flush=True)

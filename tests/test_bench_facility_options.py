@@ -8,6 +8,7 @@ import argparse
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests._bench import bench_module
 
@@ -79,3 +80,47 @@ def test_marginal_memory_per_instrument_and_runs_recorded_before_a_field() -> No
     with bench_module("_facility_load") as load:
         used = load.machine_used_mb()
     assert used is not None and 0 < used < 1e7
+
+
+def test_only_the_instruments_own_services_are_stopped(monkeypatch: Any) -> None:
+    """``--instrument-services stop``: each instrument's IOCs, queue server (and the HTTP
+    pool) and agent; the central services and the writers (the data path) stay."""
+    services = {
+        name: {"state": "ready"}
+        for name in (
+            "nats-0",
+            "postgres",
+            "tiled",
+            "redis",
+            "web",
+            "ca-repeater",
+            "writer-pool-1",
+            "writer-bl03",
+            "ioc-host-localhost",
+            "ioc-bl03",
+            "queue-bl01",
+            "queue-http-pool-1",
+            "agent-pool-1",
+        )
+    }
+    services["queue-bl02"] = {"state": "stopped"}  # already: not asked again
+    stopped: list[str] = []
+    with bench_module("bench_facility") as facility:
+        monkeypatch.setattr(facility, "status", lambda root: {"services": services})
+        monkeypatch.setattr(facility, "run_cli", lambda root, *a: stopped.append(a[-1]))
+        told = facility.stop_instrument_services(Path("/nowhere"))
+        shape = argparse.ArgumentParser()
+        facility.add_load_shape(shape)
+        args = shape.parse_args(["--instrument-services", "stop"])
+    assert (
+        told
+        == stopped
+        == [
+            "ioc-host-localhost",
+            "ioc-bl03",
+            "queue-bl01",
+            "queue-http-pool-1",
+            "agent-pool-1",
+        ]
+    )
+    assert (args.instrument_services, args.reader, args.readers) == ("stop", "live", None)
