@@ -59,9 +59,10 @@ def stored_seq_nums(run: Any, stream: str = "primary") -> list[int]:
     return [int(v) for v in table["seq_num"]]
 
 
-def local_catalog(root: Path, tables_uri: str) -> Any:
+def local_catalog(root: Path, tables_uri: str, *, streaming: bool = False) -> Any:
     """A writable tiled catalog under ``root`` (its nodes in SQLite), its tables stored
-    at ``tables_uri``: for a test of the server's code without a server.
+    at ``tables_uri``: for a test of the server's code without a server. ``streaming``:
+    with an in-memory streaming cache, as the pod's server has (live subscriptions).
 
     Initialised as the pod's server initialises its catalog (``init_catalog``, in this
     process), not with tiled's ``init_if_not_exists``, which starts ``tiled catalog
@@ -76,7 +77,8 @@ def local_catalog(root: Path, tables_uri: str) -> Any:
     uri = f"sqlite+aiosqlite:///{root / 'catalog.db'}"
     with ThreadPoolExecutor(1) as pool:
         pool.submit(init_catalog, uri).result()
-    return from_uri(uri, writable_storage=[str(root / "data"), tables_uri])
+    cache = {"cache_config": {"uri": "memory"}} if streaming else {}
+    return from_uri(uri, writable_storage=[str(root / "data"), tables_uri], **cache)
 
 
 def memory_catalog(writable_storage: list[str]) -> Any:

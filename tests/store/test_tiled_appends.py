@@ -110,6 +110,45 @@ def test_an_append_reaches_sql_storage_as_arrow(
     assert stored.column("state").to_pylist() == ["moving", None, "done", "idle"]
 
 
+def test_rows_stored_but_not_announced_are_still_an_append_that_succeeded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Announcing comes after storing: when it fails the append still succeeds (logged),
+    since an error would have a writer send the stored rows again."""
+    from tiled.catalog import adapter as tiled_adapter
+    from tiled.media_type_registration import default_deserialization_registry
+    from tiled.structures.core import StructureFamily
+    from tiled.structures.table import TableStructure
+
+    table_adapter = tiled_adapter.CatalogTableAdapter
+    monkeypatch.setattr(table_adapter, "append_partition", table_adapter.append_partition)
+    assert install_arrow_appends()
+
+    async def refuse(*_: Any) -> None:
+        raise ConnectionError("streaming cache gone")
+
+    monkeypatch.setattr(table_adapter, "_stream", refuse)
+    deserializer = default_deserialization_registry.dispatch(StructureFamily.table, ARROW)
+    rows = _rows()
+
+    async def scenario() -> Any:
+        catalog = local_catalog(tmp_path, f"sqlite:///{tmp_path / 'tables.db'}", streaming=True)
+        await catalog.startup()
+        try:
+            assert catalog.context.streaming_cache is not None
+            await create_sql_table(catalog, "t", TableStructure.from_arrow_table(rows))
+            node = await catalog.lookup_adapter(["t"])
+            await node.append_partition(ARROW, deserializer, node, arrow_file(rows), 0)
+            return (await node.get_adapter())._read_full_table_or_partition()
+        finally:
+            await catalog.shutdown()
+
+    with caplog.at_level("WARNING", logger="beampod.store.server"):
+        stored = asyncio.run(scenario())
+    assert stored.column("seq_num").to_pylist() == [1, 2, 3]
+    assert "rows stored but not announced" in caplog.text
+
+
 @pytest.mark.pod
 def test_the_tiled_server_stores_appended_rows_exactly(tiled_server: Server) -> None:
     """Through the real server and tiled's own client, as a writer appends."""

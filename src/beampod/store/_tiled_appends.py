@@ -22,6 +22,8 @@ It also announces the rows to live subscribers (tiled's streaming cache, the
 tiled announces them before it stores them. A subscriber that reads the table when the
 message comes finds the rows in it, and an append that fails (rows its schema refuses,
 the database down) is never announced: what a live view shows is what was stored.
+(An announcement that fails is logged; the append still succeeds, since its rows are
+stored and a writer would send them again after an error.)
 Rows that do not cast to the table's columns are answered 422 with the reason, where
 tiled answers 500 ("Internal server error") and drops the connection: a writer counts
 a 5xx as the server's trouble and sends the same rows again, forever.
@@ -102,7 +104,10 @@ def install_arrow_appends() -> bool:
                 HTTP_422_UNPROCESSABLE_CONTENT, f"rows do not fit the table's columns: {exc}"
             ) from None
         if self.context.streaming_cache:
-            await self._stream(media_type, entry, body, partition, True)
+            try:
+                await self._stream(media_type, entry, body, partition, True)
+            except Exception:  # the rows are stored: a 5xx would have them sent twice
+                log.warning("rows stored but not announced to live subscribers", exc_info=True)
         return stored
 
     setattr(append_partition, _MARK, True)
