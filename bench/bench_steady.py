@@ -57,7 +57,9 @@ def one_repetition(root: Path, pod: Any, containers: dict[str, Any], args: Any) 
     # A run's first events wait for its nodes to be created; the others only for appends.
     first = [x for r in readers.values() for x in r.latencies_ms(range(1, FIRST + 1))]
     rest = [x for r in readers.values() for x in r.latencies_ms(range(FIRST + 1, 10**9))]
+    by_instrument = {i: percentile(v, 99) for i, v in later.items() if v}
     return {
+        "after_first_run_p99_ms_by_instrument": by_instrument,
         "stored_ev_s": sum(e.events for e in emitters.values()) / stored_s,
         "p50_ms": percentile(every, 50),
         "p99_ms": percentile(every, 99),
@@ -99,6 +101,12 @@ def main() -> int:
             f"p99 {r['first_events_p50_ms']:.0f} / {r['first_events_p99_ms']:.0f} ms, the others "
             f"{r['other_events_p50_ms']:.0f} / {r['other_events_p99_ms']:.0f} ms; CPU {cpu}; "
             f"load {r['load']}",
+            flush=True,
+        )
+        ranked = sorted(r["after_first_run_p99_ms_by_instrument"].items(), key=lambda kv: -kv[1])
+        print(
+            "     slowest (p99 after the first run): "
+            + ", ".join(f"{i} {v:.0f} ms" for i, v in ranked[:5]),
             flush=True,
         )
     if args.json:

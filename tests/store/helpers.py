@@ -136,3 +136,16 @@ def arrow_file(table: Any) -> bytes:
     with pyarrow.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     return sink.getvalue()
+
+
+def start_subscription(sub: Any, timeout_s: float = 30.0) -> None:
+    """Start tiled's live subscription ``sub`` from its first message (one published
+    before the server's side of the websocket listened is replayed, not missed).
+    tiled's ``start_in_thread`` waits for the connection without a deadline (a refused
+    one never comes): given ``timeout_s`` here."""
+    import threading
+
+    starting = threading.Thread(target=sub.start_in_thread, kwargs={"start": 1}, daemon=True)
+    starting.start()
+    starting.join(timeout_s)
+    assert not starting.is_alive(), f"the subscription was not connected within {timeout_s:g} s"

@@ -13,7 +13,7 @@ import pytest
 from beampod.config import PodHome, init_pod, load_pod
 from beampod.store import open_sink
 from tests.store.conftest import Server, generate_run
-from tests.store.helpers import column, items, start_uid
+from tests.store.helpers import column, items, start_subscription, start_uid
 
 pytestmark = pytest.mark.pod
 
@@ -115,13 +115,7 @@ def test_a_live_subscriber_sees_a_run_s_stream_made_and_the_run_closed(
 
     sub.child_created.add_callback(on_child)
     sub.stream_closed.add_callback(on_closed)
-    # From the run's first update: one published before the server's side of the
-    # websocket listened is replayed, not missed. tiled's start_in_thread waits for
-    # the connection without a deadline (a refused one never comes): given one here.
-    starting = threading.Thread(target=sub.start_in_thread, kwargs={"start": 1}, daemon=True)
-    starting.start()
-    starting.join(30)
-    assert not starting.is_alive(), "the subscription was not connected within 30 s"
+    start_subscription(sub)
     try:
         assert not sink.write_batch(items(docs[1:])).rejected
         assert closed.wait(60), f"no end of the run within 60 s; announced: {created}"

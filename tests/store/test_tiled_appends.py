@@ -23,7 +23,13 @@ from beampod.store._tiled_appends import (
     upstream_append_hash,
 )
 from tests.store.conftest import Server
-from tests.store.helpers import ARROW, arrow_file, create_sql_table, local_catalog
+from tests.store.helpers import (
+    ARROW,
+    arrow_file,
+    create_sql_table,
+    local_catalog,
+    start_subscription,
+)
 
 BIG = 2**53 + 1  # the first integer float64 cannot hold
 
@@ -219,12 +225,7 @@ def test_a_live_subscriber_is_told_of_stored_rows_only(tiled_server: Server) -> 
 
     sub = reader_table.subscribe()
     sub.new_data.add_callback(on_rows)
-    # From the first message: one published before the server's side listened is
-    # replayed. tiled's start_in_thread waits without a deadline: given one here.
-    starting = threading.Thread(target=sub.start_in_thread, kwargs={"start": 1}, daemon=True)
-    starting.start()
-    starting.join(30)
-    assert not starting.is_alive(), "the subscription was not connected within 30 s"
+    start_subscription(sub)
     try:
         table.append_partition(0, rows(101, 102, 103))
         with pytest.raises(httpx.HTTPStatusError) as refusal:
