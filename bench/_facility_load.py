@@ -109,11 +109,14 @@ def seq_nums_url(container: Any, uid: str) -> str:
 
 class ReadableTimes:
     """When each event of ``emitter``'s runs became readable (``readable``: (run uid,
-    seq_num) -> monotonic time), and the latencies from its emission."""
+    seq_num) -> monotonic time), and the latencies from its emission; ``polls``: the
+    answers (or messages) that told it, ``errors``: the reads that failed."""
 
     def __init__(self, emitter: Emitter) -> None:
         self.emitter = emitter
         self.readable: dict[tuple[str, int], float] = {}
+        self.polls = 0
+        self.errors: list[str] = []
 
     def latencies_ms(self, seqs: range | None = None, skip_runs: int = 0) -> list[float]:
         """Emitted -> readable of every event seen (or of those whose ``seq_num`` is in
@@ -147,8 +150,6 @@ class Reader(ReadableTimes, WorkerThread):
         WorkerThread.__init__(self)
         self.container, self.period = container, period
         self.stop = threading.Event()
-        self.polls = 0
-        self.errors: list[str] = []
         self._began = 0.0  # when the last poll began (monotonic)
 
     def _next_poll(self) -> None:

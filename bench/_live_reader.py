@@ -43,8 +43,6 @@ class InstrumentReadings(ReadableTimes):
     def __init__(self, container: Any, emitter: Emitter) -> None:
         super().__init__(emitter)
         self.container = container
-        self.polls = 0
-        self.errors: list[str] = []
         self.seen: dict[str, set[int]] = {}  # run uid -> seq_nums seen
 
     def done(self) -> bool:

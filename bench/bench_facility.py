@@ -70,6 +70,7 @@ import _reqlog
 from _common import load_average, machine, percentile
 from _facility_load import (
     Emitter,
+    ReadableTimes,
     Reader,
     Stored,
     check_stored,
@@ -153,7 +154,7 @@ def first_run_events(k: int, n: int, args: argparse.Namespace) -> int:
 
 def load_phase(
     pod: Any, containers: dict[str, Any], rate: float, seconds: float, args: argparse.Namespace
-) -> tuple[dict[str, Emitter], dict[str, Reader], float, float]:
+) -> tuple[dict[str, Emitter], dict[str, ReadableTimes], float, float]:
     from beampod.bus import DurablePublisher
 
     insts = list(containers)
@@ -617,7 +618,7 @@ def read_instruments(insts: list[str], args: Any) -> list[str]:
 
 def make_readers(
     args: Any, containers: dict[str, Any], emitters: dict[str, Any], chosen: list[str]
-) -> tuple[dict[str, Any], list[Any]]:
+) -> tuple[dict[str, ReadableTimes], list[Any]]:
     """Each chosen instrument's readings (``latencies_ms``), and the threads that take
     them: one for every live reader, one per polling reader."""
     if args.reader == "live":
