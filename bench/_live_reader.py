@@ -153,7 +153,10 @@ class _Follower:
                         reading.polls += 1
                         if run.closed and len(seen) >= len(run.emitted):
                             return
-                return  # the writer closed the stream: every row was announced
+                if len(seen) >= len(run.emitted):
+                    return  # the writer closed the stream after its last rows
             except Exception as exc:  # noqa: BLE001 - counted, then followed again
                 reading.errors.append(f"{run.uid}: {exc!r}")
-                await asyncio.sleep(CHECK_S)
+            # Closed or failed before every row came (Tiled restarted, or rows lost):
+            # followed again from the first message; rows seen keep their moment.
+            await asyncio.sleep(CHECK_S)
