@@ -67,7 +67,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.facility's helpers
 import _reqlog
-from _common import load_average, machine, percentile
+from _common import load_average, machine
 from _facility_load import (
     Emitter,
     ReadableTimes,
@@ -79,10 +79,10 @@ from _facility_load import (
     memory_of,
     wait_stored,
 )
+from _facility_options import POLLED_READERS, POOL_SETTINGS, add_facility_shape, add_load_shape
+from _facility_report import steady_lines, steady_summary, table
 from _live_reader import LiveReaders
 from tests.facility._facility import free_ports_config, run_cli
-
-P99_TARGET_MS, CAPACITY_RATIO, MARGINAL_MB = 1000.0, 0.8, 250.0
 
 
 def status(root: Path) -> dict[str, Any]:
@@ -96,19 +96,6 @@ def memory(root: Path) -> dict[str, Any]:
 def cpu_line(shares: dict[str, float]) -> str:
     """'tiled 31 %, nats 23 %, ...' (of one core), the larger first; the bench too."""
     return ", ".join(f"{k} {100 * v:.0f} %" for k, v in shares.items() if v >= 0.005)
-
-
-#: The events at the start of each run whose readable latency is reported apart: the
-#: first second of a run at the default 20 ev/s.
-RUN_START_EVENTS = 20
-
-#: Instruments a polling reader measures by default: 25 polling at 5 Hz would cost Tiled
-#: more CPU than the 25 writers (``sampled``).
-POLLED_READERS = 5
-
-#: The ``pod`` settings the benchmarks can set from the command line (``--writer-pool-size``
-#: for ``pod.writer_pool_size`` and so on); unset: what the scaffold writes.
-POOL_SETTINGS = ("writer_pool_size", "agent_pool_size", "queue_http_pool_size")
 
 
 def make(
@@ -327,65 +314,9 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         steady_cpu = cpu_by_kind(cpu1, cpu2, t_cpu2 - t_cpu1)
         steady_cpu["bench (emitters, readers)"] = (bench2 - bench1) / (t_cpu2 - t_cpu1)
         steady_cpu = dict(sorted(steady_cpu.items(), key=lambda kv: -kv[1]))
-        lat = {i: r.latencies_ms() for i, r in readers.items()}
-        every = [x for v in lat.values() for x in v]
-        events = sum(e.events for e in emitters.values())
-        polled = sum(emitters[i].events for i in readers)
-        out["steady"] = {
-            "run_phase": args.run_phase,
-            "reader": args.reader,
-            "readers": sorted(readers),
-            "events": events,
-            "stored_ev_s": events / stored_s,
-            "p50_ms": percentile(every, 50),
-            "p99_ms": percentile(every, 99),
-            "per_instrument": {
-                i: {"p50_ms": percentile(v, 50), "p99_ms": percentile(v, 99), "n": len(v)}
-                for i, v in lat.items()
-            },
-            "polls": sum(r.polls for r in readers.values()),
-            "reader_errors": sum(len(r.errors) for r in readers.values()),
-            "load": load_average(),
-            "cpu": steady_cpu,
-        }
-        worst = max(out["steady"]["per_instrument"].items(), key=lambda kv: kv[1]["p99_ms"])
-        out["steady"]["worst"] = {"instrument": worst[0], **worst[1]}
-        # Where the tail is: a run's first events wait for its container and stream to
-        # be created (in Tiled, and found by the reader); the rest only for appends.
-        first = range(1, RUN_START_EVENTS + 1)
-        starts = [x for r in readers.values() for x in r.latencies_ms(first)]
-        rest = [x for r in readers.values() for x in r.latencies_ms(range(first.stop, 1 << 30))]
-        out["steady"]["run_start"] = {"p50_ms": percentile(starts, 50), "n": len(starts)}
-        # The facility's cold start: every instrument's first run begins in the same
-        # 50 ms, on a database without its tables yet. The runs after it, apart.
-        later = {i: r.latencies_ms(skip_runs=1) for i, r in readers.items()}
-        out["steady"]["after_first_run"] = {
-            "p99_ms": percentile([x for v in later.values() for x in v], 99),
-            "worst_p99_ms": max((percentile(v, 99) for v in later.values() if v), default=0.0),
-        }
-        out["steady"]["rest"] = {
-            "p50_ms": percentile(rest, 50),
-            "p99_ms": percentile(rest, 99),
-            "n": len(rest),
-        }
-        print(
-            f"  steady {args.rate:g} ev/s x {n}, runs {args.run_phase}: {events} events, stored "
-            f"{out['steady']['stored_ev_s']:.0f} ev/s; readable p50 "
-            f"{out['steady']['p50_ms']:.0f} ms p99 {out['steady']['p99_ms']:.0f} ms, worst "
-            f"{worst[0]} p99 {worst[1]['p99_ms']:.0f} ms ({len(every)}/{polled} seen by "
-            f"{len(readers)} readers); "
-            f"load {load_average()}",
-            flush=True,
-        )
-        print(
-            f"  readable, each run's first {RUN_START_EVENTS} events: p50 "
-            f"{out['steady']['run_start']['p50_ms']:.0f} ms (max {max(starts, default=0):.0f} "
-            f"ms, n {len(starts)}); the rest: p50 {out['steady']['rest']['p50_ms']:.0f} ms "
-            f"p99 {out['steady']['rest']['p99_ms']:.0f} ms; every instrument's runs after "
-            f"its first: p99 {out['steady']['after_first_run']['p99_ms']:.0f} ms, worst "
-            f"instrument's p99 {out['steady']['after_first_run']['worst_p99_ms']:.0f} ms",
-            flush=True,
-        )
+        out["steady"] = steady_summary(readers, emitters, stored_s, args)
+        out["steady"]["cpu"] = steady_cpu
+        print("\n".join(steady_lines(out["steady"], n, args)), flush=True)
         print(f"  steady CPU (share of one core): {cpu_line(steady_cpu)}", flush=True)
         # At the operating point, before the capacity phase's flood (whose size sets
         # how much of PostgreSQL's shared buffers each backend has touched, counted once
@@ -471,140 +402,6 @@ def requests_log(
     print("\n".join(_reqlog.lines(phase, s)), flush=True)
 
 
-def marginal(results: dict[int, dict[str, Any]], n: int, key: str, field: str) -> float | None:
-    if 1 not in results or n == 1 or key not in results[1] or key not in results[n]:
-        return None  # (a --merge'd run from before ``key`` was measured)
-    a, b = results[1][key].get(field), results[n][key].get(field)
-    if a is None or b is None:
-        return None
-    return float(b - a) / (n - 1)
-
-
-def _mb(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f} MB"
-
-
-def kind_marginal(results: dict[int, dict[str, Any]], n: int, key: str) -> dict[str, float]:
-    if 1 not in results or n == 1:
-        return {}
-    a, b = results[1][key]["by_kind"], results[n][key]["by_kind"]
-    return {
-        k: (b.get(k, {}).get("rss_mb", 0) - a.get(k, {}).get("rss_mb", 0)) / (n - 1)
-        for k in sorted(set(a) | set(b))
-    }
-
-
-def table(results: dict[int, dict[str, Any]], args: argparse.Namespace) -> bool:
-    sizes = sorted(results)
-    rows = [
-        [
-            "N",
-            "up -d",
-            "RSS total",
-            "PSS total",
-            "RSS/added inst.",
-            "in use/added inst.",
-            "stored ev/s",
-            "p50",
-            "p99",
-            "worst p99",
-            "capacity ev/s",
-            "lost",
-            "dup",
-        ]
-    ]
-    for n in sizes:
-        r = results[n]
-        rows.append(
-            [
-                str(n),
-                f"{r['up_s']:.0f} s",
-                f"{r['mem_loaded']['rss_mb']:,.0f} MB",
-                f"{r['mem_loaded']['pss_mb']:,.0f} MB",
-                _mb(marginal(results, n, "mem_loaded", "rss_mb")),
-                _mb(marginal(results, n, "mem_loaded", "machine_used_mb")),
-                f"{r['steady']['stored_ev_s']:.0f}",
-                f"{r['steady']['p50_ms']:.0f} ms",
-                f"{r['steady']['p99_ms']:.0f} ms",
-                f"{r['steady']['worst']['p99_ms']:.0f} ms ({r['steady']['worst']['instrument']})",
-                f"{r['capacity']['stored_ev_s']:.0f}",
-                str(r["stored"]["lost"]),
-                str(r["stored"]["duplicates"]),
-            ]
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    print(f"\nfacility benchmark; machine: {machine()}; load average now: {load_average()}")
-    for i, row in enumerate(rows):
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-    top = sizes[-1]
-    r = results[top]
-    checks: list[tuple[str, str, bool | None]] = [
-        (
-            f"N={top}, {top} x {args.rate:g} ev/s: worst instrument's p99 <= 1 s"
-            + (
-                " (instruments' own services stopped)" if args.instrument_services == "stop" else ""
-            ),
-            f"{r['steady']['worst']['p99_ms']:.0f} ms "
-            f"({len(r['steady']['readers'])} instruments read, {args.reader})",
-            r["steady"]["worst"]["p99_ms"] <= P99_TARGET_MS,
-        ),
-        (
-            "0 lost, 0 duplicated (every N)",
-            ", ".join(f"N={n}: {results[n]['stored']['lost']}" for n in sizes),
-            all(
-                not results[n]["stored"]["lost"] + results[n]["stored"]["duplicates"] for n in sizes
-            ),
-        ),
-    ]
-    if 1 in results and top != 1:
-        ratio = r["capacity"]["stored_ev_s"] / results[1]["capacity"]["stored_ev_s"]
-        checks.append((f"capacity N={top} / N=1 >= 0.8", f"{ratio:.2f}", ratio >= CAPACITY_RATIO))
-        used = marginal(results, top, "mem_loaded", "machine_used_mb")
-        rss = marginal(results, top, "mem_loaded", "rss_mb")
-        pss = marginal(results, top, "mem_loaded", "pss_mb")
-        what = f"marginal memory per instrument (N=1 -> {top}), the machine's in use, <= 250 MB"
-        if args.instrument_services == "stop":
-            checks.append((what, "not measured: the instruments' services were stopped", None))
-        else:
-            checks.append(
-                (
-                    what,
-                    f"{_mb(used)} (sum of RSS {_mb(rss)}, of PSS {_mb(pss)})",
-                    None if used is None else used <= MARGINAL_MB,
-                )
-            )
-    else:
-        checks.append(("capacity ratio and marginal memory", "need N=1 and a larger N", None))
-    print()
-    ok = True
-    for what, measured, passed in checks:
-        mark = "n/a" if passed is None else ("pass" if passed else "FAIL")
-        ok &= passed is not False
-        print(f"  {mark:4}  {what}: {measured}")
-    for n in sizes[1:]:
-        km = kind_marginal(results, n, "mem_loaded")
-        loaded = {f: marginal(results, n, "mem_loaded", f) for f in ("pss_mb", "machine_used_mb")}
-        print(
-            f"  per added instrument, N=1 -> {n} (after load): "
-            + ", ".join(f"{k} {v:+.0f} MB" for k, v in km.items() if abs(v) >= 0.5)
-            + f"; PSS {_mb(loaded['pss_mb'])}, the machine's in use (MemTotal - "
-            f"MemAvailable) {_mb(loaded['machine_used_mb'])}"
-        )
-        if "mem_steady" in results[n]:
-            steady = {
-                f: marginal(results, n, "mem_steady", f)
-                for f in ("rss_mb", "pss_mb", "machine_used_mb")
-            }
-            print(
-                f"  per added instrument, N=1 -> {n}, after the steady phase (before the "
-                f"capacity phase): RSS {_mb(steady['rss_mb'])}, PSS {_mb(steady['pss_mb'])}, "
-                f"in use {_mb(steady['machine_used_mb'])}"
-            )
-    return ok
-
-
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -626,98 +423,6 @@ def make_readers(
         return dict(hub.readers), [hub]
     readers = {i: Reader(containers[i], emitters[i], args.reader_period) for i in chosen}
     return dict(readers), list(readers.values())
-
-
-def add_load_shape(ap: argparse.ArgumentParser) -> None:
-    """The options of the steady phase's emitters and readers (read by ``load_phase``);
-    shared with bench_steady.py."""
-    ap.add_argument("--rate", type=float, default=20.0, help="events/s per instrument")
-    ap.add_argument("--run-events", type=int, default=200, help="events per run")
-    ap.add_argument(
-        "--reader",
-        choices=("live", "poll"),
-        default="live",
-        help="live: a reader is told of each event's rows by Tiled (a live subscription, "
-        "after they are stored); poll: a reader asks Tiled every --reader-period (until "
-        "2026-12-07 the only kind)",
-    )
-    ap.add_argument(
-        "--reader-period",
-        type=float,
-        default=0.2,
-        help="--reader poll: s from one Tiled poll's start to the next (each reader)",
-    )
-    ap.add_argument(
-        "--run-phase",
-        choices=("spread", "aligned"),
-        default="spread",
-        help="steady phase: instruments' runs start at moments spread over one run's "
-        "duration (independent instruments), or all at once, every run (before "
-        "2026-12-06 always aligned)",
-    )
-    ap.add_argument(
-        "--validate-events",
-        action="store_true",
-        help="the emitters check every event against the event schema, as the bench did "
-        "before 2026-12-06 (a RunEngine does not; ~100-250 us of the bench's CPU per event)",
-    )
-    ap.add_argument(
-        "--instrument-services",
-        choices=("run", "stop"),
-        default="run",
-        help="stop: before the load, stop every instrument's IOCs, queue server and agent "
-        "(in a facility they run on the instruments' hosts, as the RunEngines the "
-        "emitters stand for do; the central services and the writers stay); run: the "
-        "whole facility shares this machine during the load",
-    )
-    ap.add_argument(
-        "--readers",
-        type=int,
-        help="instruments whose readable latency is measured (0: all; default: all "
-        f"with --reader live, {POLLED_READERS} with --reader poll)",
-    )
-
-
-def add_facility_shape(ap: argparse.ArgumentParser) -> None:
-    """The options that shape the scaffolded facility (read by ``make_and_start``);
-    shared with bench_idle.py."""
-    ap.add_argument(
-        "--writer-pool-size",
-        type=int,
-        help="pod.writer_pool_size of every facility (default: what the scaffold writes)",
-    )
-    ap.add_argument(
-        "--agent-pool-size",
-        type=int,
-        help="pod.agent_pool_size of every facility (default: what the scaffold writes)",
-    )
-    ap.add_argument(
-        "--queue-http-pool-size",
-        type=int,
-        help="pod.queue_http_pool_size of every facility (default: what the scaffold writes)",
-    )
-    ap.add_argument(
-        "--ioc-processes",
-        choices=("per_ioc", "per_instrument", "per_host"),
-        help="channel_access.ioc_processes of every facility (default: the scaffold's)",
-    )
-    ap.add_argument(
-        "--fork-services",
-        choices=("on", "off"),
-        help="pod.fork_services of every facility (default: the scaffold's, on)",
-    )
-    ap.add_argument(
-        "--event-page-ms",
-        type=int,
-        help="bus.event_page_ms of every facility, 0: one message per event (default: "
-        "the scaffold's)",
-    )
-    ap.add_argument(
-        "--background-nice",
-        type=int,
-        help="pod.background_nice of every facility: Tiled's and the writers' priority "
-        "(default: the scaffold's, 0 since ADR 43; 5: a pod's, behind the RunEngine's)",
-    )
 
 
 def main() -> int:

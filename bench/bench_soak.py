@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.facility's helpers
 from _common import load_average, machine, percentile
 from _facility_load import Emitter, Reader, Stored, check_stored, memory_of, wait_stored
-from bench_facility import POOL_SETTINGS, make_and_start, sampled, settle, status
+from _facility_options import POOL_SETTINGS
+from bench_facility import make_and_start, sampled, settle, status
 from tests.facility._facility import run_cli
 
 

@@ -25,17 +25,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.facility's helpers
-from _common import load_average, percentile
+from _common import load_average
 from _facility_load import cpu_by_kind, cpu_seconds
+from _facility_options import add_load_shape
+from _facility_report import RUN_START_EVENTS, steady_summary
 from bench_facility import (
-    add_load_shape,
     load_phase,
     reader_containers,
     status,
     stop_instrument_services,
 )
-
-FIRST = 20  # a run's first events, reported apart (as bench_facility.py does)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,25 +51,9 @@ def one_repetition(root: Path, pod: Any, containers: dict[str, Any], args: Any) 
     cpu0, t0 = cpu_seconds(status(root)), time.monotonic()
     emitters, readers, stored_s, _ = load_phase(pod, containers, args.rate, args.duration, args)
     cpu = cpu_by_kind(cpu0, cpu_seconds(status(root)), time.monotonic() - t0)
-    every = [x for r in readers.values() for x in r.latencies_ms()]
-    later = {i: r.latencies_ms(skip_runs=1) for i, r in readers.items()}
-    by_instrument = {i: percentile(v, 99) for i, v in later.items() if v}
-    # A run's first events wait for its nodes to be created; the others only for appends.
-    first = [x for r in readers.values() for x in r.latencies_ms(range(1, FIRST + 1))]
-    rest = [x for r in readers.values() for x in r.latencies_ms(range(FIRST + 1, 10**9))]
-    return {
-        "after_first_run_p99_ms_by_instrument": by_instrument,
-        "stored_ev_s": sum(e.events for e in emitters.values()) / stored_s,
-        "p50_ms": percentile(every, 50),
-        "p99_ms": percentile(every, 99),
-        "after_first_run_worst_p99_ms": max(by_instrument.values(), default=0.0),
-        "first_events_p50_ms": percentile(first, 50),
-        "first_events_p99_ms": percentile(first, 99),
-        "other_events_p50_ms": percentile(rest, 50),
-        "other_events_p99_ms": percentile(rest, 99),
-        "cpu": dict(sorted(cpu.items(), key=lambda kv: -kv[1])),
-        "load": load_average(),
-    }
+    steady = steady_summary(readers, emitters, stored_s, args)
+    steady["cpu"] = dict(sorted(cpu.items(), key=lambda kv: -kv[1]))
+    return steady
 
 
 def main() -> int:
@@ -95,13 +78,13 @@ def main() -> int:
         print(
             f"  {k + 1}: {r['stored_ev_s']:.0f} ev/s stored; readable p50 {r['p50_ms']:.0f} ms "
             f"p99 {r['p99_ms']:.0f} ms, runs after the first: worst p99 "
-            f"{r['after_first_run_worst_p99_ms']:.0f} ms; a run's first {FIRST} events p50 / "
-            f"p99 {r['first_events_p50_ms']:.0f} / {r['first_events_p99_ms']:.0f} ms, the others "
-            f"{r['other_events_p50_ms']:.0f} / {r['other_events_p99_ms']:.0f} ms; CPU {cpu}; "
+            f"{r['after_first_run']['worst_p99_ms']:.0f} ms; a run's first {RUN_START_EVENTS} "
+            f"events p50 / p99 {r['run_start']['p50_ms']:.0f} / {r['run_start']['p99_ms']:.0f} "
+            f"ms, the others {r['rest']['p50_ms']:.0f} / {r['rest']['p99_ms']:.0f} ms; CPU {cpu}; "
             f"load {r['load']}",
             flush=True,
         )
-        ranked = sorted(r["after_first_run_p99_ms_by_instrument"].items(), key=lambda kv: -kv[1])
+        ranked = sorted(r["after_first_run"]["p99_ms_by_instrument"].items(), key=lambda kv: -kv[1])
         print(
             "     slowest (p99 after the first run): "
             + ", ".join(f"{i} {v:.0f} ms" for i, v in ranked[:5]),

@@ -10,13 +10,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests._bench import bench_module
 
 
 def test_bench_idle_gives_make_and_start_every_facility_option() -> None:
-    with bench_module("bench_facility") as facility:
+    with bench_module("_facility_options") as options:
         shaped = argparse.ArgumentParser()
-        facility.add_facility_shape(shaped)
+        options.add_facility_shape(shaped)
         wanted = {a.dest for a in shaped._actions} - {"help"}
     assert {"event_page_ms", "fork_services", "ioc_processes", "writer_pool_size"} <= wanted
     with bench_module("bench_idle") as idle:
@@ -68,15 +70,15 @@ def test_bench_steady_refuses_a_directory_without_a_facility(tmp_path: Path) -> 
 def test_marginal_memory_per_instrument_and_runs_recorded_before_a_field() -> None:
     """The per-added-instrument figures: (N's - N=1's) / (N - 1); a run merged from before
     a field was recorded (``machine_used_mb``) gives none rather than failing."""
-    with bench_module("bench_facility") as facility:
+    with bench_module("_facility_report") as report:
         results = {
             1: {"mem_loaded": {"rss_mb": 1000.0, "machine_used_mb": 2000.0}},
             25: {"mem_loaded": {"rss_mb": 7000.0, "machine_used_mb": 4400.0}},
             5: {"mem_loaded": {"rss_mb": 2000.0}},
         }
-        assert facility.marginal(results, 25, "mem_loaded", "rss_mb") == 250.0
-        assert facility.marginal(results, 25, "mem_loaded", "machine_used_mb") == 100.0
-        assert facility.marginal(results, 5, "mem_loaded", "machine_used_mb") is None
+        assert report.marginal(results, 25, "mem_loaded", "rss_mb") == 250.0
+        assert report.marginal(results, 25, "mem_loaded", "machine_used_mb") == 100.0
+        assert report.marginal(results, 5, "mem_loaded", "machine_used_mb") is None
     with bench_module("_facility_load") as load:
         used = load.machine_used_mb()
     assert used is not None and 0 < used < 1e7
@@ -124,3 +126,45 @@ def test_only_the_instruments_own_services_are_stopped(monkeypatch: Any) -> None
         ]
     )
     assert (args.instrument_services, args.reader, args.readers) == ("stop", "live", None)
+
+
+def test_steady_summary_sets_a_runs_first_events_and_the_first_run_apart() -> None:
+    """The figures the issue's target is judged on: the worst instrument over every
+    event, and over its runs after the first (a new facility's cold start left out)."""
+    from types import SimpleNamespace
+
+    def run(uid: str, latencies_ms: list[float]) -> SimpleNamespace:
+        # Emitted at seq seconds; readable ``latency`` ms later.
+        return SimpleNamespace(
+            uid=uid,
+            emitted={s: float(s) for s in range(1, len(latencies_ms) + 1)},
+            readable={(uid, s): s + ms / 1000 for s, ms in enumerate(latencies_ms, 1)},
+        )
+
+    runs = {
+        # bl01: a slow first run (cold start), then fast; bl02: its second run slower.
+        "bl01": [run("a1", [2000.0] * 21), run("a2", [100.0] * 21)],
+        "bl02": [run("b1", [300.0] * 21), run("b2", [900.0] * 21)],
+    }
+    with bench_module("_facility_load") as load, bench_module("_facility_report") as report:
+        readers = {}
+        for name, rs in runs.items():
+            emitter = SimpleNamespace(runs=rs, events=sum(len(r.emitted) for r in rs))
+            readers[name] = load.ReadableTimes(emitter)
+            for r in rs:
+                readers[name].readable.update(r.readable)
+        emitters = {name: r.emitter for name, r in readers.items()}
+        args = argparse.Namespace(run_phase="spread", reader="live", rate=20.0)
+        steady = report.steady_summary(readers, emitters, stored_s=4.2, args=args)
+        lines = report.steady_lines(steady, 2, args)
+    assert steady["events"] == steady["seen"] == 84 and steady["stored_ev_s"] == 20.0
+    assert steady["worst"]["instrument"] == "bl01"
+    assert steady["worst"]["p99_ms"] == pytest.approx(2000.0)
+    later = steady["after_first_run"]
+    assert later["p99_ms_by_instrument"] == pytest.approx({"bl01": 100.0, "bl02": 900.0})
+    assert later["worst_p99_ms"] == pytest.approx(900.0)
+    # Each run's first 20 events apart from the rest (the 21st of each run).
+    assert steady["run_start"]["n"] == 80 and steady["rest"]["n"] == 4
+    assert steady["run_start"]["max_ms"] == pytest.approx(2000.0)
+    assert "worst bl01 p99 2000 ms (84/84 seen by 2 readers)" in lines[0]
+    assert "worst instrument's p99 900 ms" in lines[1]

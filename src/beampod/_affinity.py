@@ -77,7 +77,17 @@ def pin_self_to_runengine_cpus(cpus_text: str | None) -> frozenset[int] | None:
         return None
     try:
         cpus = parse_cpu_list(cpus_text)
-        pin_process(os.getpid(), cpus)
+        # A thread started by one not yet pinned inherits the old CPUs and is not in the
+        # list a pass began with (the queue worker's threads start threads while its
+        # RunEngine is made): pass again until a pass finds every thread pinned.
+        for _ in range(PIN_PASSES):
+            if not pin_process(os.getpid(), cpus):
+                break
     except (ValueError, OSError):  # a stale state from another machine: run unpinned
         return None
     return cpus
+
+
+#: At most this many passes over a process's threads; in practice 2, or 3 when threads
+#: were being started.
+PIN_PASSES = 10

@@ -175,8 +175,19 @@ def test_services_run_on_the_background_cpus_and_runengines_on_the_rest(
                     found.append(child.pid)
         return found
 
+    def children_threads() -> str:
+        """Each child's threads' CPUs, for a failure's message."""
+        lines = []
+        for child in watchdog.children():
+            with contextlib.suppress(OSError):
+                lines.append(f"{child.pid} {child.cmdline()[-3:]}: {sorted(_allowed(child.pid))}")
+        return "; ".join(lines)
+
     wait_for(lambda: len(watchdog.children()) == 2, 60.0, "the queue worker")
-    wait_for(lambda: len(on_runengine_cpus()) == 1, 60.0, "the worker on the RunEngine's CPUs")
+    try:
+        wait_for(lambda: len(on_runengine_cpus()) == 1, 60.0, "the worker on the RunEngine's CPUs")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the watchdog's children: {children_threads()}") from None
     (worker,) = on_runengine_cpus()
 
     for name, svc in status["services"].items():
