@@ -30,8 +30,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.facility's helpers
 from _common import load_average
+from _facility_life import make_and_start, status
 from _facility_options import add_facility_shape
-from bench_facility import make_and_start, status
 from tests.facility._facility import run_cli
 
 _TICK = os.sysconf("SC_CLK_TCK")

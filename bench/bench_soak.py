@@ -37,9 +37,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.facility's helpers
 from _common import load_average, machine, percentile
+from _facility_life import make_and_start, settle, status
 from _facility_load import Emitter, Reader, Stored, check_stored, memory_of, wait_stored
 from _facility_options import POOL_SETTINGS
-from bench_facility import make_and_start, sampled, settle, status
+from bench_facility import sampled
 from tests.facility._facility import run_cli
 
 

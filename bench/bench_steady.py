@@ -26,15 +26,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.facility's helpers
 from _common import load_average
+from _facility_life import reader_containers, status, stop_instrument_services
 from _facility_load import cpu_by_kind, cpu_seconds
 from _facility_options import add_load_shape
 from _facility_report import RUN_START_EVENTS, steady_summary
-from bench_facility import (
-    load_phase,
-    reader_containers,
-    status,
-    stop_instrument_services,
-)
+from bench_facility import load_phase
 
 
 def parser() -> argparse.ArgumentParser:

@@ -35,9 +35,9 @@ def test_the_pod_settings_a_bench_gives_its_facility() -> None:
             ["--sizes", "3", "--writer-pool-size", "5", "--background-nice", "0"]
         )
         unset = idle.parser().parse_args(["--sizes", "3"])
-    with bench_module("bench_facility") as facility:
-        settings = facility.pod_settings(given)
-        defaults = facility.pod_settings(unset)
+    with bench_module("_facility_life") as life:
+        settings = life.pod_settings(given)
+        defaults = life.pod_settings(unset)
     assert settings["writer_pool_size"] == 5 and settings["background_nice"] == 0
     # Unset: None, which make() leaves to the scaffold.
     assert defaults["background_nice"] is None and defaults["writer_pool_size"] is None
@@ -107,12 +107,12 @@ def test_only_the_instruments_own_services_are_stopped(monkeypatch: Any) -> None
     }
     services["queue-bl02"] = {"state": "stopped"}  # already: not asked again
     stopped: list[str] = []
-    with bench_module("bench_facility") as facility:
-        monkeypatch.setattr(facility, "status", lambda root: {"services": services})
-        monkeypatch.setattr(facility, "run_cli", lambda root, *a: stopped.append(a[-1]))
-        told = facility.stop_instrument_services(Path("/nowhere"))
+    with bench_module("_facility_life") as life, bench_module("_facility_options") as options:
+        monkeypatch.setattr(life, "status", lambda root: {"services": services})
+        monkeypatch.setattr(life, "run_cli", lambda root, *a: stopped.append(a[-1]))
+        told = life.stop_instrument_services(Path("/nowhere"))
         shape = argparse.ArgumentParser()
-        facility.add_load_shape(shape)
+        options.add_load_shape(shape)
         args = shape.parse_args(["--instrument-services", "stop"])
     assert (
         told
