@@ -87,6 +87,17 @@ def steady_lines(steady: dict[str, Any], n: int, args: argparse.Namespace) -> li
         f"{steady['rest']['p50_ms']:.0f} ms p99 {steady['rest']['p99_ms']:.0f} ms; every "
         f"instrument's runs after its first: p99 {later['p99_ms']:.0f} ms, worst instrument's "
         f"p99 {later['worst_p99_ms']:.0f} ms",
+        *per_instrument_lines(steady["per_instrument"]),
+    ]
+
+
+def per_instrument_lines(per_instrument: dict[str, dict[str, float]], width: int = 6) -> list[str]:
+    """Each instrument's readable p50 / p99 (ms), ``width`` instruments a line."""
+    cells = [f"{i} {v['p50_ms']:.0f}/{v['p99_ms']:.0f}" for i, v in sorted(per_instrument.items())]
+    head = "  readable p50/p99 ms per instrument: "
+    return [
+        (head if k == 0 else " " * len(head)) + ", ".join(cells[k : k + width])
+        for k in range(0, len(cells), width)
     ]
 
 

@@ -24,6 +24,7 @@ instrument with its simulated IOCs and its writer), on free ports, ``init``, the
    run begins in the same 50 ms, on a database without its tables); the instruments'
    runs start at moments spread over one run's duration (``--run-phase spread``,
    as independent instruments' do), or all together, every run (``aligned``);
+   each instrument's readable p50 / p99 is printed, and the worst instrument's;
    every instrument's events are checked for loss and duplicates;
 3. capacity: every instrument publishes as fast as it can for ``--capacity-seconds``;
    stored events/s = events / (first moment every writer has acknowledged everything,

@@ -168,3 +168,4 @@ def test_steady_summary_sets_a_runs_first_events_and_the_first_run_apart() -> No
     assert steady["run_start"]["max_ms"] == pytest.approx(2000.0)
     assert "worst bl01 p99 2000 ms (84/84 seen by 2 readers)" in lines[0]
     assert "worst instrument's p99 900 ms" in lines[1]
+    assert lines[2] == "  readable p50/p99 ms per instrument: bl01 1050/2000, bl02 600/900"
