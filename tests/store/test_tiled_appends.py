@@ -238,7 +238,7 @@ def test_a_live_subscriber_is_told_of_stored_rows_only(tiled_server: Server) -> 
         sub.disconnect()
         table.delete(external_only=False)
     # Only this table's rows, though SQLite may have given it the id of a table another
-    # test deleted (store/_tiled_forget.py).
+    # test deleted (store/_tiled_live_cache.py).
     assert announced == [[101, 102, 103], [104]]  # 109 never
     # Read on each message, the table held its rows already (and never the refused).
     assert stored_then[0] >= 3 and stored_then[1] == 4, stored_then

@@ -1,7 +1,7 @@
 """What beampod's replacements of tiled server code are pinned to: the hash of the
 source they were written against (``_tiled_fast``, ``_tiled_appends``, ``_tiled_entry``,
 ``_tiled_tables``, ``_tiled_asgi``, ``_tiled_nodes``, ``_tiled_deps``, ``_tiled_adapter``,
-``_tiled_append_route``, ``_tiled_forget``). A replacement stands aside (logged) when
+``_tiled_append_route``, ``_tiled_live_cache``). A replacement stands aside (logged) when
 tiled's source differs, and its test fails, so it is re-read against the new code."""
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from beampod.store._tiled_asgi import replace_request_hooks
 from beampod.store._tiled_deps import apply_settings_override, await_cheap_dependencies
 from beampod.store._tiled_entry import install_direct_entry
 from beampod.store._tiled_fast import install_fast_lookup
-from beampod.store._tiled_forget import install_forget_deleted_nodes
+from beampod.store._tiled_live_cache import install_live_cache_fixes
 from beampod.store._tiled_nodes import install_lean_create_node
 from beampod.store._tiled_reads import attach_read_engine
 from beampod.store._tiled_schemas import install_cached_schema_decode
@@ -262,7 +262,7 @@ def serve(pod: LoadedPod) -> None:
     install_direct_entry()  # a request's node in one lookup, not one per path segment
     install_lean_create_node()  # a new node is not read back after it is stored
     install_cached_schema_decode()  # a table's Arrow schema decoded once, not per request
-    install_forget_deleted_nodes()  # a node given a deleted one's id is not told of its rows
+    install_live_cache_fixes()  # live messages: none of a deleted node, counters kept
     app = build_store_app(pod, only_app=True)
     quiet_gc()
     host, port = central_bind(pod.config), pod.config.tiled.port

@@ -1,5 +1,7 @@
-"""A deleted node's live messages are forgotten (``store/_tiled_forget.py``): SQLite gives
-the next node the deleted one's id, and tiled's streaming cache keeps messages by id."""
+"""tiled's in-memory streaming datastore as the pod's server has it
+(``store/_tiled_live_cache.py``): a deleted node's live messages are forgotten (SQLite
+gives the next node the deleted one's id, and the messages are kept by id), and the
+counters of more than 1,000 nodes are kept."""
 
 from __future__ import annotations
 
@@ -11,9 +13,12 @@ from typing import Any
 
 import pytest
 
-from beampod.store._tiled_forget import (
+from beampod.store._tiled_live_cache import (
+    COUNTERS,
     PINNED_MEMORY_DATASTORE_SHA256,
+    counters_kept,
     forget_nodes,
+    install_live_cache_fixes,
     upstream_memory_datastore_hash,
 )
 from tests.store.conftest import Server
@@ -40,6 +45,33 @@ def test_only_the_named_nodes_messages_and_counters_are_dropped() -> None:
     dropped, gone, kept, next_of_5, next_of_6 = asyncio.run(scenario())
     assert dropped == 2 and gone == [[None], [None]] and kept == [1]
     assert (next_of_5, next_of_6) == (1, 2)  # 5 counts from the start again, 6 goes on
+
+
+def test_a_quiet_nodes_counter_outlives_a_thousand_busier_nodes() -> None:
+    """tiled's datastore forgets the counter of a node quiet while 1,000 others got a
+    message, and numbers its next message 1: a subscriber told of message 1 already
+    skips it. Kept for ``COUNTERS`` nodes, it is numbered 2."""
+    from tiled.server.streaming import TTLCacheDatastore
+
+    async def next_after_others(store: Any) -> int:
+        await store.incr_seq("run")  # the run's first message (a subscriber saw it)
+        for other in range(1_500):  # other instruments' runs, streams, tables
+            await store.incr_seq(other)
+        return int(await store.incr_seq("run"))  # e.g. the run's stop
+
+    assert asyncio.run(next_after_others(TTLCacheDatastore({}))) == 1  # tiled's
+    assert asyncio.run(next_after_others(counters_kept({}))) == 2
+
+
+def test_the_server_makes_its_memory_cache_with_the_counters_kept() -> None:
+    from tiled.server.streaming import StreamingCache
+
+    assert install_live_cache_fixes()
+    cache = StreamingCache({"uri": "memory", "datastore": "memory", "seq_ttl": 60})
+    store = cache._datastore
+    assert store._seq_counters.maxsize == store._seq_cache.maxsize == COUNTERS
+    assert store._seq_counters.ttl == 60
+    assert store._data_cache.maxsize == 1000  # tiled's, for the messages themselves
 
 
 def _rows(*seqs: int) -> Any:
