@@ -19,8 +19,8 @@ reads, while that class is the one this was written against (its source hash):
   least-recently-used cache of 1,000 entries (its ``maxsize``, shared with the messages).
   A node whose counter fell out counts from 1 again, and a subscriber already told of
   message 3 skips every message numbered up to 3 (``live_seq <= last_sent``): a viewer of
-  a long run on a facility, where the other instruments make ~5 nodes a run, was not
-  told of the run's stop once 1,000 other nodes had been touched since its last message.
+  a long run on a facility, where the other instruments make 3-5 nodes a run, would not
+  be told of the run's stop once 1,000 other nodes had had a message since its last.
   The counters are kept for :data:`COUNTERS` nodes (~4.7 MB when full); the messages
   keep tiled's 1,000 (a subscriber reads each as it is announced).
 """
