@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -172,3 +174,54 @@ def test_the_health_probe_answers_and_leaves_nothing_behind(pg_server: Server) -
     finally:
         silent.close()
     assert not unretrieved, unretrieved
+
+
+def test_a_table_storage_connection_postgres_closed_is_not_handed_out(pg_server: Server) -> None:
+    """tiled's table storage pool gives back a connection PostgreSQL terminated (as a
+    restart does) as if it were good; with the server's check (store/_storage_ping.py)
+    the pool opens another. Both pools here hold one connection, so it is that one."""
+    import time
+
+    import adbc_driver_postgresql.dbapi as pg
+    from tiled.storage import RemoteSQLStorage
+
+    from beampod.store._layout import postgres_uri
+    from beampod.store._storage_ping import ping_pooled_connections
+
+    uri = postgres_uri(pg_server.pod)
+
+    def backend_of(storage: Any) -> int:
+        conn = storage.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_backend_pid()")
+                (pid,) = cur.fetchone()
+            conn.commit()
+        finally:
+            conn.close()  # back to the pool
+        return int(pid)
+
+    def terminate(pid: int) -> None:
+        with pg.connect(uri) as admin, admin.cursor() as cur:
+            cur.execute(f"SELECT pg_terminate_backend({pid})")
+            deadline = time.monotonic() + 30
+            while True:
+                cur.execute(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}")
+                if cur.fetchone()[0] == 0:
+                    return
+                assert time.monotonic() < deadline, f"backend {pid} still there after 30 s"
+                time.sleep(0.05)
+
+    plain = RemoteSQLStorage(uri=uri, pool_size=1, max_overflow=0)
+    pinged = RemoteSQLStorage(uri=uri, pool_size=1, max_overflow=0)
+    assert ping_pooled_connections(pinged)
+    try:
+        plain_pid, pinged_pid = backend_of(plain), backend_of(pinged)
+        terminate(plain_pid)
+        terminate(pinged_pid)
+        with pytest.raises(Exception, match=r"terminat|closed|connection"):
+            backend_of(plain)  # tiled's pool: the dead connection again
+        assert backend_of(pinged) != pinged_pid  # a new one, which answers
+    finally:
+        plain.dispose()
+        pinged.dispose()

@@ -142,10 +142,13 @@ def _open_table_storage_task(catalog: Any) -> Any:
 
 
 def _open_each(storages: Sequence[Any]) -> None:
+    from beampod.store._storage_ping import ping_pooled_connections
+
     for storage in storages:
         try:
             with contextlib.closing(storage.connect()):
                 pass
+            ping_pooled_connections(storage)  # a connection PostgreSQL closed is not used
         except Exception as exc:  # noqa: BLE001 - the first request opens it and answers
             # Neither the URI nor the driver's message: either may hold the password.
             log.warning(
