@@ -132,3 +132,72 @@ def test_another_queue_server_version_keeps_upstreams_loop(
     with caplog.at_level("WARNING", logger="beampod.queue"):
         assert plan_paced_state_polls(FakeManager, READ_ONLY_METHODS) is FakeManager
     assert "every 0.5 s" in caplog.text
+
+
+def test_upstreams_reset_can_be_undone_by_the_finishing_plans_thread() -> None:
+    """What ``NOT_RESET`` works around, on bluesky-queueserver's own handler: the reset
+    sets RESET, then waits for the report's lock, inside which the plan's thread sets
+    COMPLETED. Fails when upstream takes the lock first: then the retry can go."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from bluesky_queueserver.manager.worker import PlanExecState, RunEngineWorker
+
+    worker = SimpleNamespace(
+        re_state="idle",
+        _running_plan_info=None,
+        _running_plan_exec_state=PlanExecState.RUNNING,
+        _re_report_lock=threading.Lock(),
+        _re_report={"plan_state": "completed"},  # the report the manager has read
+    )
+    answer: list[dict[str, Any]] = []
+    with worker._re_report_lock:  # the plan's thread, inside its report block
+        resetting = threading.Thread(
+            target=lambda: answer.append(RunEngineWorker._command_reset_worker_handler(worker))
+        )
+        resetting.start()
+        deadline = time.monotonic() + 10
+        while worker._running_plan_exec_state != PlanExecState.RESET:
+            assert time.monotonic() < deadline, "the reset never set RESET"
+            time.sleep(0.001)
+        worker._running_plan_exec_state = PlanExecState.COMPLETED  # the thread goes on
+    resetting.join(10)
+    assert answer == [{"status": "accepted", "err_msg": ""}]
+    assert worker._running_plan_exec_state == PlanExecState.COMPLETED  # the reset undone
+
+
+class _RunPlanWorker:
+    """A manager's worker commands, scripted: the run_plan answers in turn."""
+
+    def __init__(self, answers: list[tuple[bool, str]]) -> None:
+        self.answers = list(answers)
+        self.calls: list[str] = []
+
+    async def _worker_command_run_plan(self, plan_info: Any) -> tuple[bool, str]:
+        self.calls.append("run")
+        return self.answers.pop(0)
+
+    async def _worker_command_reset_worker(self) -> tuple[bool, str]:
+        self.calls.append("reset")
+        return True, ""
+
+
+@pytest.mark.parametrize(
+    ("answers", "calls", "started"),
+    [
+        (
+            [(False, f"Attempt to start a plan while {_plan_polls.NOT_RESET}."), (True, "")],
+            ["run", "reset", "run"],
+            True,
+        ),
+        ([(False, "Run Engine must be in 'idle' state")], ["run"], False),
+        ([(True, "")], ["run"], True),
+    ],
+)
+def test_a_plan_refused_as_not_reset_is_asked_again_after_a_reset(
+    answers: list[tuple[bool, str]], calls: list[str], started: bool
+) -> None:
+    manager = plan_paced_state_polls(_RunPlanWorker, READ_ONLY_METHODS)(answers)
+    success, _ = asyncio.run(manager._worker_command_run_plan({"name": "count"}))
+    assert (success, manager.calls) == (started, calls)
