@@ -70,6 +70,11 @@ def pin_process(pid: int, cpus: frozenset[int], *, only_from: frozenset[int] | N
     return changed
 
 
+#: At most this many passes over a process's threads; in practice 2, or 3 when threads
+#: were being started.
+PIN_PASSES = 10
+
+
 def pin_self_to_runengine_cpus(cpus_text: str | None) -> frozenset[int] | None:
     """Pin this process (every thread) to the RunEngine's CPUs, given as the supervisor
     wrote them (``RUNENGINE_CPUS_ENV`` or the pod's state); None when not pinned."""
@@ -86,8 +91,3 @@ def pin_self_to_runengine_cpus(cpus_text: str | None) -> frozenset[int] | None:
     except (ValueError, OSError):  # a stale state from another machine: run unpinned
         return None
     return cpus
-
-
-#: At most this many passes over a process's threads; in practice 2, or 3 when threads
-#: were being started.
-PIN_PASSES = 10
